@@ -1,0 +1,206 @@
+/* longattn: fast, small, measurable attention over long sequences.
+ *
+ * The one public header. Every function returns a la_status; on failure
+ * la_last_error() holds a thread-local message naming the argument at fault.
+ * The library never aborts, never prints and never owns caller memory.
+ *
+ * Conventions (see docs/ARCHITECTURE.md for the reasons):
+ *  - Tensors are views: data pointer, dtype, up to 4 dims, strides in
+ *    elements, and the device the data lives on.
+ *  - Attention inputs are [batch, seq, heads, head_dim] with explicit strides,
+ *    so [batch, heads, seq, head_dim] memory works without copies.
+ *  - Variable-length batches are packed [total_tokens, heads, head_dim] with
+ *    int32 cu_seqlens (num_seqs + 1 offsets).
+ *  - Grouped-query attention: q has H heads, k/v have Hkv heads, H % Hkv == 0;
+ *    query head h reads K/V head h / (H / Hkv).
+ *  - Causal masking with Lq != Lk aligns the last query with the last key.
+ *  - Log-sum-exp outputs are f32, natural log, shaped like q without head_dim.
+ */
+#ifndef LONGATTN_H
+#define LONGATTN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LA_VERSION_MAJOR 0
+#define LA_VERSION_MINOR 1
+#define LA_VERSION_PATCH 0
+#define LA_MAX_DIMS 4
+#define LA_MAX_HEAD_DIM 512
+
+/* ---------------------------------------------------------------- status */
+
+typedef enum {
+    LA_OK = 0,
+    LA_ERR_NULL,         /* a required pointer is NULL */
+    LA_ERR_SHAPE,        /* sizes disagree, are <= 0, or heads do not divide */
+    LA_ERR_DTYPE,        /* dtype not accepted for this argument */
+    LA_ERR_STRIDE,       /* strides negative, misaligned or overlapping the head dim */
+    LA_ERR_OVERFLOW,     /* a size or offset does not fit in 64 bits / size_t */
+    LA_ERR_UNSUPPORTED,  /* valid request this build or backend cannot run */
+    LA_ERR_ARGUMENT,     /* an option value is out of range or inconsistent */
+    LA_ERR_SEQLENS,      /* cu_seqlens / seqlens / block table out of range */
+    LA_ERR_NOMEM,        /* allocation failed */
+    LA_ERR_WORKSPACE,    /* caller-provided workspace is too small */
+    LA_ERR_DEVICE,       /* tensor on a device this call cannot use */
+    LA_ERR_IO,           /* file could not be opened or read */
+    LA_ERR_FORMAT,       /* file content is malformed */
+    LA_STATUS_COUNT
+} la_status;
+
+/* Short fixed name of a status ("LA_ERR_SHAPE"). Never NULL. */
+const char *la_status_name(la_status s);
+/* Message of the last failing call on this thread ("" after success). */
+const char *la_last_error(void);
+
+/* ------------------------------------------------------------- tensors */
+
+typedef enum {
+    LA_F32 = 0,
+    LA_BF16 = 1,
+    LA_F16 = 2,
+    LA_DTYPE_COUNT
+} la_dtype;
+
+const char *la_dtype_name(la_dtype t);
+size_t la_dtype_size(la_dtype t);   /* bytes per element; 0 if unknown */
+
+typedef enum {
+    LA_DEVICE_CPU = 0,
+    LA_DEVICE_CUDA = 1   /* reserved for the CUDA backend */
+} la_device_kind;
+
+typedef struct {
+    la_device_kind kind;
+    int index;           /* GPU ordinal; 0 for the CPU */
+} la_device;
+
+typedef struct {
+    void *data;
+    la_dtype dtype;
+    int ndim;                        /* 1..LA_MAX_DIMS */
+    int64_t shape[LA_MAX_DIMS];
+    int64_t stride[LA_MAX_DIMS];     /* in elements */
+    la_device device;
+} la_tensor;
+
+/* A contiguous row-major CPU view; unused trailing dims may be passed as 0
+ * only via ndim (la_tensor_contiguous(p, LA_F32, 3, (int64_t[]){T, H, D})). */
+la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64_t *shape);
+/* Number of elements, or -1 if the product overflows or a dim is negative. */
+int64_t la_tensor_numel(const la_tensor *t);
+
+/* ------------------------------------------------------------- context */
+
+/* The CPU instruction sets longattn dispatches on, lowest first. */
+typedef enum {
+    LA_SIMD_SCALAR = 0,      /* portable C, the compiler's baseline ISA */
+    LA_SIMD_AVX2 = 1,        /* AVX2 + FMA + F16C */
+    LA_SIMD_AVX512 = 2,      /* AVX-512 F/BW/DQ/VL */
+    LA_SIMD_AVX512_BF16 = 3, /* AVX-512 plus AVX512_BF16 dot products */
+    LA_SIMD_COUNT
+} la_simd;
+
+const char *la_simd_name(la_simd s);
+/* Best level this CPU supports, capped by env LONGATTN_SIMD
+ * (scalar | avx2 | avx512 | avx512_bf16) when set. */
+la_simd la_simd_detected(void);
+/* Highest level this CPU can run, ignoring LONGATTN_SIMD. */
+la_simd la_simd_hardware(void);
+
+typedef struct la_context la_context;
+
+/* threads <= 0 uses the OpenMP default (OMP_NUM_THREADS or all cores). */
+la_status la_context_create(la_context **out, int threads);
+void la_context_destroy(la_context *ctx);
+la_status la_context_set_threads(la_context *ctx, int threads);
+int la_context_threads(const la_context *ctx);
+/* Choose the SIMD level; fails with LA_ERR_UNSUPPORTED above the hardware's. */
+la_status la_context_set_simd(la_context *ctx, la_simd level);
+la_simd la_context_simd(const la_context *ctx);
+/* Scratch memory for ops. By default the context owns a workspace that grows
+ * to what an op asks for. A caller may instead lend memory (64-byte aligned
+ * recommended); ops then fail with LA_ERR_WORKSPACE if it is too small.
+ * Passing NULL, 0 returns to the owned workspace. */
+la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes);
+size_t la_context_workspace_bytes(const la_context *ctx);
+
+/* --------------------------------------------------- exact attention */
+
+typedef enum {
+    LA_SCORE_SOFTMAX = 0,  /* p = softmax(s) over visible keys */
+    LA_SCORE_SIGMOID = 1,  /* p = sigmoid(s + sigmoid_bias), no normalisation */
+    LA_SCORE_COUNT
+} la_score_fn;
+
+typedef struct {
+    float scale;               /* 0 means 1/sqrt(head_dim) */
+    int causal;                /* bottom-right aligned when Lq != Lk */
+    int64_t window_left;       /* keys visible left of the diagonal; -1 = unlimited */
+    int64_t window_right;      /* keys visible right of the diagonal; -1 = unlimited */
+    int64_t sinks;             /* first `sinks` keys always visible (StreamingLLM) */
+    float softcap;             /* s = softcap * tanh(s / softcap); 0 = off */
+    const float *alibi_slopes; /* [H] f32; adds -slope * |i - j| (bottom-right aligned); NULL = off */
+    la_score_fn score;
+    float sigmoid_bias;        /* added before sigmoid (often -log(Lk)) */
+    /* Variable-length packed batch: q is [Tq, H, D] and k/v are [Tk, Hkv, D];
+     * sequence i owns rows cu_seqlens_q[i] .. cu_seqlens_q[i+1]-1. */
+    const int32_t *cu_seqlens_q; /* [num_seqs + 1] or NULL for a dense batch */
+    const int32_t *cu_seqlens_k; /* [num_seqs + 1]; required with cu_seqlens_q */
+    int64_t num_seqs;
+} la_attention_params;
+
+/* Defaults: scale 0 (1/sqrt(D)), not causal, unlimited window, no sinks,
+ * softcap off, no ALiBi, softmax, dense batch. Always start from this so new
+ * fields keep their off value. */
+la_attention_params la_attention_params_default(void);
+
+/* out = attention(q, k, v).
+ *  dense : q [B, Lq, H, D], k/v [B, Lk, Hkv, D], out [B, Lq, H, D], lse [B, Lq, H]
+ *  varlen: q [Tq, H, D],    k/v [Tk, Hkv, D],    out [Tq, H, D],    lse [Tq, H]
+ * q/k/v: f32, bf16 or f16 (all three the same); out: f32 or q's dtype;
+ * lse: f32 or NULL (softmax only). D is a multiple of 8, at most 512; the
+ * last dim of every tensor must have stride 1. A query row that sees no key
+ * gets out = 0 and lse = -inf. */
+la_status la_attention_forward(la_context *ctx, const la_attention_params *p,
+                               const la_tensor *q, const la_tensor *k, const la_tensor *v,
+                               la_tensor *out, la_tensor *lse);
+
+/* Gradients of the forward by recomputation. out and lse are the forward's
+ * (lse may be NULL for sigmoid). dq, dk, dv are shaped like q, k, v; dtype f32
+ * or the inputs' dtype; they are overwritten, not accumulated into. */
+la_status la_attention_backward(la_context *ctx, const la_attention_params *p,
+                                const la_tensor *q, const la_tensor *k, const la_tensor *v,
+                                const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
+                                la_tensor *dq, la_tensor *dk, la_tensor *dv);
+
+/* --------------------------------------------------- decode attention */
+
+/* Where the keys of each sequence live.
+ * Contiguous (block_table NULL): k/v are [B, Lk_cap, Hkv, D].
+ * Paged: k/v are [num_blocks, block_size, Hkv, D]; sequence b's token t sits
+ * in block block_table[b * blocks_per_seq + t / block_size], row t % block_size. */
+typedef struct {
+    const int32_t *seqlens_k;    /* [B] keys in use per sequence; NULL = Lk_cap (contiguous only) */
+    const int32_t *block_table;  /* [B, blocks_per_seq] or NULL */
+    int64_t blocks_per_seq;
+} la_kv_layout;
+
+/* One or a few new query tokens per sequence against a long K/V cache.
+ * q [B, Lq, H, D] (Lq small; causal aligns them with the last Lq keys),
+ * out [B, Lq, H, D] f32 or q's dtype, lse [B, Lq, H] f32 or NULL.
+ * q is f32; k/v f32, bf16 or f16. Keys are split across threads and the
+ * partial results merged by log-sum-exp; each K/V head is read once for all
+ * the query heads that share it. varlen fields of p must be unset. */
+la_status la_attention_decode(la_context *ctx, const la_attention_params *p,
+                              const la_tensor *q, const la_tensor *k, const la_tensor *v,
+                              const la_kv_layout *layout, la_tensor *out, la_tensor *lse);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LONGATTN_H */

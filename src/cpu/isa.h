@@ -1,0 +1,125 @@
+/* Write a kernel once, compile it per instruction set.
+ *
+ * A file named src/cpu/NAME_isa.c is compiled three times by CMake with one
+ * of LA_ISA_SCALAR, LA_ISA_AVX2 or LA_ISA_AVX512 defined and the matching
+ * -m flags. It names its entry points with LA_ISA_FN(name), which becomes
+ * name_scalar, name_avx2 or name_avx512, and its arithmetic uses `vf`, a GNU
+ * vector of LA_VL floats that the compiler maps onto the ISA's registers.
+ * The AVX-512 copy is also built with AVX512_BF16 enabled; code that uses
+ * those instructions must check for LA_SIMD_AVX512_BF16 at run time. */
+#ifndef LA_ISA_H
+#define LA_ISA_H
+
+#include "internal.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
+#include <immintrin.h>
+#endif
+
+#if defined(LA_ISA_AVX512)
+#define LA_VL 16
+#define LA_ISA_FN(name) name##_avx512
+#elif defined(LA_ISA_AVX2)
+#define LA_VL 8
+#define LA_ISA_FN(name) name##_avx2
+#elif defined(LA_ISA_SCALAR)
+#define LA_VL 4
+#define LA_ISA_FN(name) name##_scalar
+#else
+/* Included from a dispatcher: only the declarations below are wanted. */
+#define LA_VL 4
+#endif
+
+/* Declare the three copies of an entry point, for dispatchers. */
+#define LA_ISA_DECLARE(ret, name, args) \
+    ret name##_scalar args;             \
+    ret name##_avx2 args;               \
+    ret name##_avx512 args
+
+typedef float vf __attribute__((vector_size(LA_VL * 4)));
+typedef int32_t vi __attribute__((vector_size(LA_VL * 4)));
+typedef uint32_t vu __attribute__((vector_size(LA_VL * 4)));
+typedef uint16_t vh __attribute__((vector_size(LA_VL * 2)));
+
+static inline vf vf_load(const float *p) {
+    vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+static inline vf vf_set1(float x) { return (vf){0} + x; }
+static inline vf vf_fma(vf a, vf b, vf c) { return a * b + c; } /* contracted to FMA where the ISA has it */
+static inline vf vf_max(vf a, vf b) { return a > b ? a : b; }
+static inline vf vf_min(vf a, vf b) { return a < b ? a : b; }
+
+static inline float vf_reduce_add(vf v) {
+    float s = 0;
+    for (int i = 0; i < LA_VL; i++) s += v[i];
+    return s;
+}
+static inline float vf_reduce_max(vf v) {
+    float m = v[0];
+    for (int i = 1; i < LA_VL; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+/* bf16 is the top half of an f32: widen and shift. */
+static inline vf vf_load_bf16(const uint16_t *p) {
+    vh h;
+    memcpy(&h, p, sizeof h);
+    vu u = __builtin_convertvector(h, vu) << 16;
+    vf f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+static inline vf vf_load_f16(const uint16_t *p) {
+#if defined(LA_ISA_AVX512)
+    return (vf)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+#elif defined(LA_ISA_AVX2)
+    return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+#else
+    vf f;
+    for (int i = 0; i < LA_VL; i++) f[i] = la_f16_to_f32(p[i]);
+    return f;
+#endif
+}
+
+/* Load LA_VL elements of any storage dtype as f32. */
+static inline vf vf_load_any(const void *p, la_dtype t) {
+    switch (t) {
+    case LA_BF16: return vf_load_bf16(p);
+    case LA_F16: return vf_load_f16(p);
+    default: return vf_load(p);
+    }
+}
+
+/* exp(x) for x <= ~88, 1-2 ulp over the range softmax uses; exp(-inf) = 0.
+ * Cody-Waite range reduction to 2^n * exp(r), |r| <= ln2/2, then a degree-6
+ * polynomial for exp(r). */
+static inline vf vf_exp(vf x) {
+    const vf lo = vf_set1(-87.3f);
+    vi underflow = x < lo;
+    x = vf_max(x, lo);
+    x = vf_min(x, vf_set1(88.3f));
+    vf n = x * 1.44269504088896341f;
+    n = __builtin_convertvector(__builtin_convertvector(n + (vf)(n >= 0 ? vf_set1(0.5f) : vf_set1(-0.5f)), vi), vf);
+    vf r = x - n * 0.693145751953125f;
+    r = r - n * 1.428606765330187045e-06f;
+    vf p = vf_set1(1.3981999507e-3f);
+    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
+    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
+    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
+    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
+    p = vf_fma(p, r * r, r + 1.0f);
+    vi e = (__builtin_convertvector(n, vi) + 127) << 23;
+    vf scale;
+    memcpy(&scale, &e, sizeof scale);
+    vf y = p * scale;
+    return (vf)((vi)y & ~underflow);
+}
+
+#endif

@@ -1,0 +1,40 @@
+/* Float64 reference of exact attention: the dense formula, one (sequence,
+ * head) at a time, slow and obviously right. Every fast kernel is tested
+ * against it.
+ *
+ * Semantics (what the library promises):
+ *   s_ij = scale * q_i . k_j
+ *   if softcap > 0:  s_ij = softcap * tanh(s_ij / softcap)
+ *   s_ij -= alibi_slope * |diag_i - j|        diag_i = i + Lk - Lq
+ *   visible(i, j) = j < hi_i and (j >= lo_i or j < sinks), where
+ *     hi_i = causal ? diag_i + 1 : (window_right >= 0 ? diag_i + window_right + 1 : Lk)
+ *     lo_i = window_left >= 0 ? diag_i - window_left : 0      (both clamped to [0, Lk])
+ *   softmax: p_ij = exp(s_ij - lse_i) over visible j, lse_i = log sum exp s_ij
+ *   sigmoid: p_ij = sigmoid(s_ij + sigmoid_bias) over visible j
+ *   out_i = sum_j p_ij v_j; a row with no visible key has out 0, lse -inf. */
+#ifndef LA_ATTENTION_REF_H
+#define LA_ATTENTION_REF_H
+
+#include <stdint.h>
+
+typedef struct {
+    double scale;
+    int causal;
+    int64_t window_left, window_right, sinks;
+    double softcap;
+    double alibi_slope;  /* this head's slope; 0 = off */
+    int sigmoid;         /* 0 softmax, 1 sigmoid */
+    double sigmoid_bias;
+} ref_attn_opts;
+
+/* q [Lq][D], k, v [Lk][D], out [Lq][D], lse [Lq] (may be NULL), row-major. */
+void ref_attention_forward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int64_t D, const double *q,
+                           const double *k, const double *v, double *out, double *lse);
+
+/* Gradients of the same head. dq is overwritten; dk and dv are ADDED to, so
+ * query heads sharing one K/V head (GQA) accumulate into it. */
+void ref_attention_backward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int64_t D, const double *q,
+                            const double *k, const double *v, const double *dout, double *dq, double *dk,
+                            double *dv);
+
+#endif

@@ -1,0 +1,10 @@
+/* Subcommands of the longattn tool; each lives in its own file under tools/. */
+#ifndef LA_CLI_H
+#define LA_CLI_H
+
+int cmd_bench(int argc, char **argv);  /* bench.c */
+int cmd_run(int argc, char **argv);    /* run.c: generate text with a GGUF model */
+int cmd_info(int argc, char **argv);   /* run.c: print a GGUF file's metadata and tensors */
+int cmd_ppl(int argc, char **argv);    /* run.c: perplexity over a text file */
+
+#endif
