@@ -4,7 +4,7 @@
 
 int cmd_bench(int argc, char **argv);  /* bench.c */
 int cmd_run(int argc, char **argv);    /* run.c: generate text with a GGUF model */
-int cmd_info(int argc, char **argv);   /* run.c: print a GGUF file's metadata and tensors */
-int cmd_ppl(int argc, char **argv);    /* run.c: perplexity over a text file */
+int cmd_info(int argc, char **argv);   /* info.c: print a GGUF file's metadata and tensors */
+int cmd_ppl(int argc, char **argv);    /* ppl.c: perplexity over a text file */
 
 #endif

@@ -6,11 +6,11 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr, "longattn run: not built yet\n");
     return 1;
 }
-int cmd_info(int argc, char **argv) {
+
     fprintf(stderr, "longattn info: not built yet\n");
     return 1;
 }
-int cmd_ppl(int argc, char **argv) {
+
     fprintf(stderr, "longattn ppl: not built yet\n");
     return 1;
 }
