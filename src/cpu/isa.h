@@ -52,8 +52,11 @@ static inline vf vf_load(const float *p) {
 static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
 static inline vf vf_set1(float x) { return (vf){0} + x; }
 static inline vf vf_fma(vf a, vf b, vf c) { return a * b + c; } /* contracted to FMA where the ISA has it */
-static inline vf vf_max(vf a, vf b) { return a > b ? a : b; }
-static inline vf vf_min(vf a, vf b) { return a < b ? a : b; }
+/* Lane-wise mask ? a : b (mask lanes all ones or zero). GNU C, unlike C++,
+ * has no ?: on vectors, so select through the bits. */
+static inline vf vf_select(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
+static inline vf vf_max(vf a, vf b) { return vf_select(a > b, a, b); }
+static inline vf vf_min(vf a, vf b) { return vf_select(a < b, a, b); }
 
 static inline float vf_reduce_add(vf v) {
     float s = 0;
@@ -106,7 +109,7 @@ static inline vf vf_exp(vf x) {
     x = vf_max(x, lo);
     x = vf_min(x, vf_set1(88.3f));
     vf n = x * 1.44269504088896341f;
-    n = __builtin_convertvector(__builtin_convertvector(n + (vf)(n >= 0 ? vf_set1(0.5f) : vf_set1(-0.5f)), vi), vf);
+    n = __builtin_convertvector(__builtin_convertvector(n + vf_select(n >= 0, vf_set1(0.5f), vf_set1(-0.5f)), vi), vf);
     vf r = x - n * 0.693145751953125f;
     r = r - n * 1.428606765330187045e-06f;
     vf p = vf_set1(1.3981999507e-3f);
