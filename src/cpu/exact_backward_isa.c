@@ -35,12 +35,15 @@
 #include <omp.h>
 #endif
 
-/* Query and key block sizes. 64 x 64 keeps one thread's working set
- * (K^T, V^T, K, dK, dV panels plus the two 64 x 64 score tiles, about 200 KB
- * at D = 128) inside a 512 KB L2 while giving the micro-kernel long enough
- * loops; measured on the 2-core AMD EPYC dev machine against 32 and 128. */
-#define BQ 64
-#define BK 64
+/* Query and key block sizes. 96 is a multiple of every MR below (no row
+ * tails) and of NR vectors on every ISA (no column tails), and one thread's
+ * working set at D = 128 (K^T, V^T, K, dK, dV panels and two 96 x 96 score
+ * tiles, about 310 KB) fits a 512 KB L2. Measured on the 2-core AMD EPYC dev
+ * machine (L = 4096, D = 128, 2 threads): 96 x 96 ran 125-137 GFLOP/s against
+ * 115-126 for 64 x 64, 94-121 for 128 x 128 and 106-136 for 48 x 48 (noisy,
+ * shared machine). */
+#define BQ 96
+#define BK 96
 
 /* Micro-kernel register tile: MR rows x NR vectors of accumulators.
  * AVX2 has 16 ymm registers: 6 x 2 accumulators + 2 B vectors + 1 broadcast.
