@@ -468,6 +468,7 @@ int main(void) {
         {"varlen with empty sequences", 0, 0, 0, 5, {5, 0, 70, 3, 0}, {9, 0, 40, 0, 12}, 4, 2, 32, F, F, F, false, false, 2, causal},
         {"varlen strided bf16 window", 0, 0, 0, 3, {64, 1, 100}, {80, 7, 65}, 2, 1, 72, BF, BF, BF, true, false, 2, window},
         {"varlen sigmoid f16", 0, 0, 0, 2, {30, 66}, {31, 66}, 2, 2, 24, HF, F, F, false, true, 2, sigmoid},
+        {"dense Lk=0 (no keys)", 1, 5, 0, 0, {0}, {0}, 2, 1, 16, F, F, F, false, false, 2, def},
         {"L=1000 D=64 GQA4 causal", 1, 1000, 1000, 0, {0}, {0}, 4, 1, 64, F, F, F, false, false, 2, causal},
         {"L=1000 D=128 bf16", 1, 1000, 1000, 0, {0}, {0}, 2, 2, 128, BF, BF, BF, false, false, 2, def},
         {"L=4097 D=64", 1, 4097, 4097, 0, {0}, {0}, 1, 1, 64, F, F, F, false, false, 2, def},
@@ -478,6 +479,40 @@ int main(void) {
             if (c.Lq >= 1000) c.Lq = 300;
             if (c.Lk >= 1000) c.Lk = 300;
         }
+        run_case(&rng, &c);
+    }
+    /* Random combinations of every option on small shapes, to reach the
+     * interactions the list above does not name (sinks past Lk, zero-width
+     * windows, a window right of the diagonal with sinks, ...). */
+    const int64_t dims[] = {8, 16, 24, 40, 64, 96, 136};
+    const la_dtype dtypes[] = {F, BF, HF};
+    char names[40][64];
+    for (int i = 0; i < (quick ? 12 : 40); i++) {
+        bw_case c;
+        memset(&c, 0, sizeof c);
+        snprintf(names[i], sizeof names[i], "random case %d", i);
+        c.name = names[i];
+        c.B = tu_randint(&rng, 1, 2);
+        c.Lq = tu_randint(&rng, 1, 220);
+        c.Lk = tu_randint(&rng, 1, 220);
+        c.Hkv = tu_randint(&rng, 1, 2);
+        c.H = c.Hkv * tu_randint(&rng, 1, 3);
+        c.D = dims[tu_randint(&rng, 0, 6)];
+        c.dt = dtypes[tu_randint(&rng, 0, 2)];
+        c.out_dt = tu_randint(&rng, 0, 1) ? c.dt : F;
+        c.grad_dt = tu_randint(&rng, 0, 1) ? c.dt : F;
+        c.strided = tu_randint(&rng, 0, 1);
+        c.alibi = tu_randint(&rng, 0, 3) == 0;
+        c.threads = (int)tu_randint(&rng, 1, 3);
+        c.p = def;
+        c.p.causal = tu_randint(&rng, 0, 1);
+        c.p.window_left = tu_randint(&rng, 0, 2) ? -1 : tu_randint(&rng, 0, 80);
+        if (!c.p.causal) c.p.window_right = tu_randint(&rng, 0, 2) ? -1 : tu_randint(&rng, 0, 80);
+        c.p.sinks = tu_randint(&rng, 0, 2) ? 0 : tu_randint(&rng, 1, 250);
+        c.p.softcap = tu_randint(&rng, 0, 3) ? 0.0f : (float)tu_uniform(&rng, 0.5, 5);
+        c.p.score = tu_randint(&rng, 0, 3) ? LA_SCORE_SOFTMAX : LA_SCORE_SIGMOID;
+        c.p.sigmoid_bias = (float)tu_uniform(&rng, -3, 1);
+        c.p.scale = tu_randint(&rng, 0, 1) ? 0.0f : (float)tu_uniform(&rng, 0.05, 0.5);
         run_case(&rng, &c);
     }
     return tu_finish();
