@@ -94,6 +94,7 @@ typedef struct {
     bool strided, alibi;
     int threads;
     la_attention_params p;
+    bool nested; /* call from inside the caller's own OpenMP parallel region */
 } bw_case;
 
 /* Index of element (seq, row, head, d) in tensor coordinates. */
@@ -302,8 +303,27 @@ static void run_case(uint64_t *rng, const bw_case *c) {
         tu_poison(dq.t.data, c->grad_dt, (int64_t)dq.elems);
         tu_poison(dk.t.data, c->grad_dt, (int64_t)dk.elems);
         tu_poison(dv.t.data, c->grad_dt, (int64_t)dv.elems);
-        la_status s = la_attention_backward(ctx, &p, &q.t, &k.t, &v.t, &out.t, &dout.t, sigmoid ? NULL : &lse.t,
-                                            &dq.t, &dk.t, &dv.t);
+        la_status s = LA_ERR_ARGUMENT;
+        if (c->nested) {
+            /* A plain call first leaves every thread's scratch dirty, so a
+             * reduction over threads that do not exist would show. */
+            la_attention_backward(ctx, &p, &q.t, &k.t, &v.t, &out.t, &dout.t, sigmoid ? NULL : &lse.t, &dq.t, &dk.t,
+                                  &dv.t);
+            tu_poison(dq.t.data, c->grad_dt, (int64_t)dq.elems);
+            tu_poison(dk.t.data, c->grad_dt, (int64_t)dk.elems);
+            tu_poison(dv.t.data, c->grad_dt, (int64_t)dv.elems);
+            /* Nested parallelism is off by default: the library's region gets
+             * one thread though the context asks for more. */
+#pragma omp parallel num_threads(2)
+            {
+#pragma omp single
+                s = la_attention_backward(ctx, &p, &q.t, &k.t, &v.t, &out.t, &dout.t, sigmoid ? NULL : &lse.t, &dq.t,
+                                          &dk.t, &dv.t);
+            }
+        } else {
+            s = la_attention_backward(ctx, &p, &q.t, &k.t, &v.t, &out.t, &dout.t, sigmoid ? NULL : &lse.t, &dq.t,
+                                      &dk.t, &dv.t);
+        }
         tu_check(s == LA_OK, "%s [%s]: status %s (%s)", c->name, la_simd_name(levels[li]), la_status_name(s),
                  la_last_error());
         if (s != LA_OK) continue;
@@ -473,6 +493,11 @@ int main(void) {
         {"L=1000 D=128 bf16", 1, 1000, 1000, 0, {0}, {0}, 2, 2, 128, BF, BF, BF, false, false, 2, def},
         {"L=4097 D=64", 1, 4097, 4097, 0, {0}, {0}, 1, 1, 64, F, F, F, false, false, 2, def},
     };
+    bw_case nested = cases[4];
+    nested.name = "called inside the caller's parallel region";
+    nested.threads = 3;
+    nested.nested = true;
+    run_case(&rng, &nested);
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bw_case c = cases[i];
         if (quick) { /* the sanitizer run: keep the shapes, shrink the longest sequences */

@@ -334,7 +334,7 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL), Lq = p->Lq;
     /* Workspace in floats, every piece rounded to 64 bytes:
-     *   shared: q, dout panels [G*Lq][Dp], lse and delta [G*Lq], partial pointers
+     *   shared: q, dout panels [G*Lq][Dp], lse and delta [G*Lq]
      *   per thread: dQ partial [G*Lq][Dp], K^T, V^T [D][BK], K, dK, dV [BK][Dp], S, dP [BQ][BK] */
     const size_t align = 64 / sizeof(float);
     size_t rows, panel, rows_r, per_thread, shared, total, bytes;
@@ -358,9 +358,13 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
 
 #pragma omp parallel num_threads(nthreads)
     {
-        int tid = 0;
+        /* The team may be smaller than asked for (a call from inside the
+         * caller's own parallel region gets one thread): reduce over the
+         * partials of the threads that exist. */
+        int tid = 0, team = 1;
 #ifdef _OPENMP
         tid = omp_get_thread_num();
+        team = omp_get_num_threads();
 #endif
         scratch w;
         w.dq = partials[tid];
@@ -384,7 +388,7 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t kb = 0; kb < nkb; kb++) key_block(&g, &w, kb * BK);
 #pragma omp for schedule(static)
-                for (int64_t r = 0; r < nrows; r++) reduce_dq_row(&g, partials, nthreads, r / g.lq, r % g.lq);
+                for (int64_t r = 0; r < nrows; r++) reduce_dq_row(&g, partials, team, r / g.lq, r % g.lq);
             }
     }
     return LA_OK;
