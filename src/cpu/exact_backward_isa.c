@@ -170,8 +170,8 @@ typedef struct {
     const la_attn_problem *p;
     int64_t bt;            /* batch index into the tensors: b dense, 0 varlen */
     int64_t hk, G, lq, lk, q0, k0, D, Dp;
-    const float *q, *dout; /* packed [G * lq][Dp] */
-    const float *lse, *delta; /* [G * lq] */
+    float *q, *dout;       /* packed [G * lq][Dp]; written while packing, then read-only */
+    float *lse, *delta;    /* [G * lq] */
 } group;
 
 typedef struct {
@@ -296,24 +296,24 @@ static void key_block(const group *g, scratch *w, int64_t j0) {
 }
 
 /* Pack q and dout of query row i of head gi, its delta and lse. */
-static void pack_query_row(const group *g, float *q, float *dout, float *lse, float *delta, int64_t gi, int64_t i) {
+static void pack_query_row(const group *g, int64_t gi, int64_t i) {
     const la_attn_problem *p = g->p;
     const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = gi * g->lq + i;
-    float o[LA_MAX_HEAD_DIM];
-    load_row(q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
-    load_row(dout + row * Dp, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
+    float *dout = g->dout + row * Dp, o[LA_MAX_HEAD_DIM];
+    load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
+    load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
     if (p->score == LA_SCORE_SOFTMAX) {
         load_row(o, la_attn_at(&p->out, g->bt, t, h), p->out.dtype, D, D);
         vf acc = vf_set1(0);
         int64_t d = 0;
-        for (; d + LA_VL <= D; d += LA_VL) acc = vf_fma(vf_load(o + d), vf_load(dout + row * Dp + d), acc);
+        for (; d + LA_VL <= D; d += LA_VL) acc = vf_fma(vf_load(o + d), vf_load(dout + d), acc);
         float sum = vf_reduce_add(acc);
-        for (; d < D; d++) sum += o[d] * dout[row * Dp + d];
-        delta[row] = sum;
-        lse[row] = *(const float *)la_attn_at(&p->lse, g->bt, t, h);
-    } else {
-        delta[row] = 0;
-        lse[row] = 0;
+        for (; d < D; d++) sum += o[d] * dout[d];
+        g->delta[row] = sum;
+        g->lse[row] = *(const float *)la_attn_at(&p->lse, g->bt, t, h);
+    } else { /* sigmoid uses neither */
+        g->delta[row] = 0;
+        g->lse[row] = 0;
     }
 }
 
@@ -330,31 +330,76 @@ static void reduce_dq_row(const group *g, float *const *partials, int nthreads, 
     store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
 }
 
+/* The group (sequence b, K/V head hk) with its shared panels. */
+static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *q, float *dout, float *lse,
+                      float *delta) {
+    group g = {.p = p, .bt = p->cu_q ? 0 : b, .hk = hk, .G = p->H / p->Hkv, .D = p->D,
+               .Dp = round_up(p->D, LA_VL), .q = q, .dout = dout, .lse = lse, .delta = delta};
+    la_attn_seq(p, b, &g.q0, &g.lq, &g.k0, &g.lk);
+    return g;
+}
+
+/* One group by one thread: it owns every output row of the group, so its
+ * dQ partial is the whole dQ. */
+static void group_alone(const group *g, scratch *w) {
+    const int64_t nrows = g->G * g->lq;
+    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
+    memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+    for (int64_t j0 = 0; j0 < g->lk; j0 += BK) key_block(g, w, j0);
+    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, &w->dq, 1, r / g->lq, r % g->lq);
+}
+
+/* One group by the whole team (called by every thread of the region):
+ * threads share the packed panels and split the key blocks. */
+static void group_shared(const group *g, scratch *w, float *const *partials, int team) {
+    const int64_t nrows = g->G * g->lq, nkb = (g->lk + BK - 1) / BK;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
+    memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t kb = 0; kb < nkb; kb++) key_block(g, w, kb * BK);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->lq, r % g->lq);
+}
+
+/* Busy fraction of `threads` threads sharing `items` equal work items. */
+static double balance(int64_t items, int threads) {
+    int64_t rounds = (items + threads - 1) / threads;
+    return rounds ? (double)items / (double)(rounds * threads) : 1.0;
+}
+
 la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_attn_problem *p) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL), Lq = p->Lq;
-    /* Workspace in floats, every piece rounded to 64 bytes:
-     *   shared: q, dout panels [G*Lq][Dp], lse and delta [G*Lq]
-     *   per thread: dQ partial [G*Lq][Dp], K^T, V^T [D][BK], K, dK, dV [BK][Dp], S, dP [BQ][BK] */
+    const int64_t ngroups = p->num_seqs * p->Hkv, nkb = (p->Lk + BK - 1) / BK;
+    /* Long sequences split each group's key blocks over the team; many short
+     * groups (few key blocks each, e.g. L = 256 has 3) go whole to threads,
+     * which also saves the three barriers per group. Whichever keeps more
+     * threads busy, sharing on a tie because it needs less scratch. */
+    const bool whole_groups = balance(ngroups, nthreads) > balance(nkb, nthreads);
+
+    /* Workspace in floats, every piece rounded to 64 bytes. Panels: q, dout
+     * [G*Lq][Dp], lse and delta [G*Lq]; shared by the team, or one set per
+     * thread for whole groups. Per thread: dQ partial [G*Lq][Dp], K^T, V^T
+     * [D][BK], K, dK, dV [BK][Dp], S, dP [BQ][BK]. */
     const size_t align = 64 / sizeof(float);
-    size_t rows, panel, rows_r, per_thread, shared, total, bytes;
+    size_t rows, panel, panels, per_thread, shared, total, bytes;
     if (!la_mul_size((size_t)G, (size_t)Lq, &rows) || !la_mul_size(rows, (size_t)Dp, &panel))
         return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
     panel = (panel + align - 1) / align * align;
-    rows_r = (rows + align - 1) / align * align;
+    rows = (rows + align - 1) / align * align;
+    panels = 2 * panel + 2 * rows; /* no overflow: panel < SIZE_MAX / 4 after the products above */
     per_thread = panel + 2 * (size_t)(D * BK) + 3 * (size_t)(BK * Dp) + 2 * (size_t)(BQ * BK);
-    shared = 2 * panel + 2 * rows_r;
+    shared = panels;
+    if (whole_groups) per_thread += panels, shared = 0;
     if (!la_mul_size(per_thread, (size_t)nthreads, &total) || (total += shared) < shared ||
         !la_mul_size(total, sizeof(float), &bytes))
         return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
     void *mem;
     la_status st = la_workspace(ctx, bytes, &mem);
     if (st) return st;
-    float *base = mem;
-    float *qp = base, *doutp = qp + panel, *lse = doutp + panel, *delta = lse + rows_r;
-    float *thread_base = delta + rows_r;
     float *partials[nthreads];
-    for (int t = 0; t < nthreads; t++) partials[t] = thread_base + (size_t)t * per_thread;
+    for (int t = 0; t < nthreads; t++) partials[t] = (float *)mem + shared + (size_t)t * per_thread;
 
 #pragma omp parallel num_threads(nthreads)
     {
@@ -375,21 +420,19 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
         w.dv = w.dk + BK * Dp;
         w.s = w.dv + BK * Dp;
         w.dp = w.s + BQ * BK;
-        for (int64_t b = 0; b < p->num_seqs; b++)
-            for (int64_t hk = 0; hk < p->Hkv; hk++) {
-                group g = {.p = p, .hk = hk, .G = G, .D = D, .Dp = Dp, .bt = p->cu_q ? 0 : b,
-                           .q = qp, .dout = doutp, .lse = lse, .delta = delta};
-                la_attn_seq(p, b, &g.q0, &g.lq, &g.k0, &g.lk);
-                if (g.lq == 0 && g.lk == 0) continue;
-                const int64_t nrows = G * g.lq, nkb = (g.lk + BK - 1) / BK;
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < nrows; r++) pack_query_row(&g, qp, doutp, lse, delta, r / g.lq, r % g.lq);
-                memset(w.dq, 0, (size_t)(nrows * Dp) * sizeof(float));
+        float *q = whole_groups ? w.dp + BQ * BK : mem, *dout = q + panel, *lse = dout + panel, *delta = lse + rows;
+        if (whole_groups) {
 #pragma omp for schedule(dynamic, 1)
-                for (int64_t kb = 0; kb < nkb; kb++) key_block(&g, &w, kb * BK);
-#pragma omp for schedule(static)
-                for (int64_t r = 0; r < nrows; r++) reduce_dq_row(&g, partials, team, r / g.lq, r % g.lq);
+            for (int64_t gid = 0; gid < ngroups; gid++) {
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
+                group_alone(&g, &w);
             }
+        } else {
+            for (int64_t gid = 0; gid < ngroups; gid++) {
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
+                if (g.lq > 0 || g.lk > 0) group_shared(&g, &w, partials, team);
+            }
+        }
     }
     return LA_OK;
 }
