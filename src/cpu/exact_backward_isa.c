@@ -13,6 +13,9 @@
  *        dV += P^T dO      dK += dS^T Q      dQ_thread += dS K
  *     dS already carries d(score)/d(q.k): the scale and the softcap's tanh'.
  *  3. dQ = sum of the threads' f32 partials, converted and stored.
+ * When there are many short groups (few key blocks each), threads instead
+ * take whole groups, with their own panels; then a thread's dQ partial is
+ * the group's whole dQ and no barrier separates the steps.
  *
  * Why per-thread dQ partials rather than a second pass that owns query
  * blocks: the second pass recomputes S and dP, seven matrix products per
@@ -264,6 +267,9 @@ static void tile(const group *g, scratch *w, int64_t gi, int64_t i0, int64_t nq,
     gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + (gi * g->lq + i0) * Dp, Dp, true); /* dQ += dS K */
 }
 
+/* dK and dV of the group's keys [j0, j0 + BK): pack K, K^T and V^T once (as
+ * f32, zero padded to a whole vector of keys), run every query tile that
+ * sees the block, store. Masking is element-wise only on partial tiles. */
 static void key_block(const group *g, scratch *w, int64_t j0) {
     const la_attn_problem *p = g->p;
     const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK, nkp = round_up(nk, LA_VL);
