@@ -82,6 +82,30 @@ static bool still_poisoned(const buf *b) {
     return true;
 }
 
+/* Are the backing elements outside the view (row padding, the gaps of a
+ * strided layout) still poison? A kernel must write only its view. */
+static bool padding_untouched(const buf *b) {
+    bool *inside = calloc(b->elems + 1, 1);
+    int64_t idx[LA_MAX_DIMS] = {0}, n = la_tensor_numel(&b->t);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t off = 0, rest = e;
+        for (int d = b->t.ndim - 1; d >= 0; d--) {
+            idx[d] = rest % b->t.shape[d];
+            rest /= b->t.shape[d];
+            off += idx[d] * b->t.stride[d];
+        }
+        inside[off] = true;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < b->elems && ok; i++) {
+        if (inside[i]) continue;
+        if (b->t.dtype == LA_F32) ok = isnan(((float *)b->t.data)[i]);
+        else ok = ((uint16_t *)b->t.data)[i] == (b->t.dtype == LA_BF16 ? 0x7fc1 : 0x7e01);
+    }
+    free(inside);
+    return ok;
+}
+
 /* ---- one case ---- */
 
 typedef struct {
@@ -342,6 +366,8 @@ static void run_case(uint64_t *rng, const bw_case *c) {
             cmp_result r;
             compare(c, outs[o].t, outs[o].want, outs[o].blind, outs[o].heads, outs[o].cu, nseq, outs[o].L, &r);
             /* see tolerance(); blind rows must be exactly 0, not poison */
+            tu_check(padding_untouched(outs[o].t), "%s [%s] %s: wrote outside its view", c->name,
+                     la_simd_name(levels[li]), outs[o].n);
             tu_check(r.worst <= tol && r.bad_zero == 0,
                      "%s [%s] %s: max error %.3g of scale %.3g (tolerance %.1g), %lld elements of blind rows not 0",
                      c->name, la_simd_name(levels[li]), outs[o].n, r.worst, r.scale, tol, (long long)r.bad_zero);

@@ -212,7 +212,8 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
     const la_attn_problem *p = g->p;
     const bool softmax = p->score == LA_SCORE_SOFTMAX, softcap = p->softcap > 0;
     const float slope = p->alibi_slopes ? p->alibi_slopes[g->hk * g->G + gi] : 0.0f;
-    const vf scale = vf_set1(p->scale), cap = vf_set1(p->softcap), inv_cap = vf_set1(1.0f / p->softcap);
+    const vf scale = vf_set1(p->scale), cap = vf_set1(p->softcap);
+    const vf inv_cap = vf_set1(softcap ? 1.0f / p->softcap : 0.0f);
     const vi iota = vi_iota();
     for (int64_t r = 0; r < nq; r++) {
         int64_t i = i0 + r;
