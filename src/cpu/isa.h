@@ -50,7 +50,18 @@ static inline vf vf_load(const float *p) {
     return v;
 }
 static inline void vf_store(float *p, vf v) { memcpy(p, &v, sizeof v); }
-static inline vf vf_set1(float x) { return (vf){0} + x; }
+/* Through the ISA's broadcast: (vf){0} + x costs a scalar add first (0 + x
+ * is not x for x = -0 without -ffast-math), which sat on the critical path
+ * of every micro-kernel broadcast. */
+static inline vf vf_set1(float x) {
+#if defined(LA_ISA_AVX512)
+    return (vf)_mm512_set1_ps(x);
+#elif defined(LA_ISA_AVX2)
+    return (vf)_mm256_set1_ps(x);
+#else
+    return (vf){x, x, x, x}; /* LA_VL is 4 */
+#endif
+}
 static inline vf vf_fma(vf a, vf b, vf c) { return a * b + c; } /* contracted to FMA where the ISA has it */
 /* Lane-wise mask ? a : b (mask lanes all ones or zero). GNU C, unlike C++,
  * has no ?: on vectors, so select through the bits. */

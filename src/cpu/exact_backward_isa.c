@@ -1,0 +1,447 @@
+/* Exact attention backward by recomputation, FlashAttention-2 style, written
+ * once and compiled per instruction set (see isa.h).
+ *
+ * For one (sequence, K/V head) group at a time:
+ *  1. Pack the G query heads' q and dout rows into f32 panels padded to Dp
+ *     (a multiple of the vector length) and compute delta_i = dout_i . out_i
+ *     and the saved lse per row (shared, read-only afterwards).
+ *  2. Threads take key blocks of BK keys (dynamic schedule: causal blocks
+ *     differ in cost). A thread owns dK, dV of its block in f32 scratch and
+ *     loops over every query block of every query head of the group:
+ *        S  = Q K^T        (recomputed)      dP = dO V^T
+ *        P  = exp(s - lse) or sigmoid(s)     dS = P (dP - delta) or dP P (1 - P)
+ *        dV += P^T dO      dK += dS^T Q      dQ_thread += dS K
+ *     dS already carries d(score)/d(q.k): the scale and the softcap's tanh'.
+ *  3. dQ = sum of the threads' f32 partials, converted and stored.
+ * When there are many short groups (few key blocks each), threads instead
+ * take whole groups, with their own panels; then a thread's dQ partial is
+ * the group's whole dQ and no barrier separates the steps.
+ *
+ * Why per-thread dQ partials rather than a second pass that owns query
+ * blocks: the second pass recomputes S and dP, seven matrix products per
+ * tile instead of five (40% more work), while the partials cost
+ * threads x G x Lq x Dp floats of scratch (linear in L) and one reduction
+ * pass that reads them once, which is small next to the Lq x Lk x D work:
+ * zeroing and reducing took about 0.3% of the run under perf at L = 4096,
+ * D = 128, 2 threads.
+ * No atomics, no races: every output element has one writer.
+ *
+ * All five products go through one register-blocked micro-kernel that
+ * computes an MR x (NR vectors) tile of C (+)= A B, with A read by scalar
+ * broadcasts through two strides (so P^T and dS^T need no transposed copy)
+ * and B a row-major f32 panel. S and dP use K^T / V^T panels packed once per
+ * key block. */
+#include "isa.h"
+
+#include "core/attention_problem.h"
+
+#include <stddef.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Query and key block sizes. 96 is a multiple of every MR below (no row
+ * tails) and of NR vectors on every ISA (no column tails), and one thread's
+ * working set at D = 128 (K^T, V^T, K, dK, dV panels and two 96 x 96 score
+ * tiles, about 310 KB) fits a 512 KB L2. Measured on the 2-core AMD EPYC dev
+ * machine (L = 4096, D = 128, 2 threads): 96 x 96 ran 125-137 GFLOP/s against
+ * 115-126 for 64 x 64, 94-121 for 128 x 128 and 106-136 for 48 x 48 (noisy,
+ * shared machine). */
+#define BQ 96
+#define BK 96
+
+/* Micro-kernel register tile: MR rows x NR vectors of accumulators.
+ * AVX2 has 16 ymm registers: 6 x 2 accumulators + 2 B vectors + 1 broadcast.
+ * AVX-512 has 32 zmm: 8 x 2 leaves room without spilling. The scalar build's
+ * 4-wide vectors map to the 16 SSE registers: 4 x 2. */
+#if defined(LA_ISA_AVX512)
+#define MR 8
+#elif defined(LA_ISA_AVX2)
+#define MR 6
+#else
+#define MR 4
+#endif
+#define NR 2
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* C[mr x nr*VL] (+)= A[mr x kc] B[kc x nr*VL]; A(i, k) = a[i*a_rs + k*a_ks]. */
+static ALWAYS_INLINE void micro_tile(const int mr, const int nr, int64_t kc, const float *a, int64_t a_rs,
+                                    int64_t a_ks, const float *b, int64_t ldb, float *c, int64_t ldc, bool add) {
+    vf acc[MR][NR];
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) acc[i][j] = add ? vf_load(c + i * ldc + j * LA_VL) : vf_set1(0);
+    for (int64_t k = 0; k < kc; k++) {
+        vf bv[NR];
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) bv[j] = vf_load(b + k * ldb + j * LA_VL);
+        const float *ak = a + k * a_ks;
+#pragma GCC unroll 16
+        for (int i = 0; i < mr; i++) {
+            vf av = vf_set1(ak[i * a_rs]);
+#pragma GCC unroll 4
+            for (int j = 0; j < nr; j++) acc[i][j] = vf_fma(av, bv[j], acc[i][j]);
+        }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) vf_store(c + i * ldc + j * LA_VL, acc[i][j]);
+}
+
+/* One compiled copy per (rows, vectors) shape so every accumulator is a register. */
+#define TILE_FN(R, N)                                                                                         \
+    static void micro_tile_##R##x##N(int64_t kc, const float *a, int64_t a_rs, int64_t a_ks, const float *b, \
+                                     int64_t ldb, float *c, int64_t ldc, bool add) {                         \
+        micro_tile(R, N, kc, a, a_rs, a_ks, b, ldb, c, ldc, add);                                            \
+    }
+#define TILE_FNS(R) TILE_FN(R, 1) TILE_FN(R, 2)
+TILE_FNS(1) TILE_FNS(2) TILE_FNS(3) TILE_FNS(4)
+#if MR > 4
+TILE_FNS(5) TILE_FNS(6)
+#endif
+#if MR > 6
+TILE_FNS(7) TILE_FNS(8)
+#endif
+
+typedef void (*tile_fn)(int64_t, const float *, int64_t, int64_t, const float *, int64_t, float *, int64_t, bool);
+#define TILE_ROW(R) {micro_tile_##R##x1, micro_tile_##R##x2}
+static const tile_fn tile_table[MR][NR] = {
+    TILE_ROW(1), TILE_ROW(2), TILE_ROW(3), TILE_ROW(4),
+#if MR > 4
+    TILE_ROW(5), TILE_ROW(6),
+#endif
+#if MR > 6
+    TILE_ROW(7), TILE_ROW(8),
+#endif
+};
+
+/* C[m x n] (+)= A[m x kc] B[kc x n]; n is a multiple of LA_VL. */
+static void gemm(int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs, int64_t a_ks, const float *b,
+                 int64_t ldb, float *c, int64_t ldc, bool add) {
+    for (int64_t j0 = 0; j0 < n; j0 += NR * LA_VL) {
+        int64_t nr = (n - j0) / LA_VL < NR ? (n - j0) / LA_VL : NR;
+        for (int64_t i0 = 0; i0 < m; i0 += MR) {
+            int64_t mr = m - i0 < MR ? m - i0 : MR;
+            tile_table[mr - 1][nr - 1](kc, a + i0 * a_rs, a_rs, a_ks, b + j0, ldb, c + i0 * ldc + j0, ldc, add);
+        }
+    }
+}
+
+/* ---- packing and storing rows ---- */
+
+/* dst[0..Dp) = src[0..D) as f32, zero padded. */
+static void load_row(float *dst, const char *src, la_dtype t, int64_t D, int64_t Dp) {
+    int64_t d = 0;
+    size_t es = la_dtype_size(t);
+    for (; d + LA_VL <= D; d += LA_VL) vf_store(dst + d, vf_load_any(src + d * (int64_t)es, t));
+    for (; d < D; d++) dst[d] = la_load_f32(src, t, d);
+    for (; d < Dp; d++) dst[d] = 0;
+}
+
+static void store_row(char *dst, la_dtype t, const float *src, int64_t D) {
+    if (t == LA_F32) {
+        memcpy(dst, src, (size_t)D * sizeof(float));
+        return;
+    }
+    for (int64_t d = 0; d < D; d++) la_store_f32(dst, t, d, src[d]);
+}
+
+/* ---- element-wise maths ---- */
+
+static inline vf vf_tanh(vf x) { return 1.0f - 2.0f / (vf_exp(2.0f * x) + 1.0f); }
+static inline vf vf_sigmoid(vf x) { return 1.0f / (1.0f + vf_exp(-x)); }
+static inline vf vf_abs(vf x) { return vf_max(x, -x); }
+
+static inline vi vi_iota(void) {
+    vi v;
+    for (int i = 0; i < LA_VL; i++) v[i] = i;
+    return v;
+}
+
+/* Clamp a key offset relative to a block into int32 range for masks. */
+static inline int32_t rel_key(int64_t j, int64_t j0) {
+    int64_t r = j - j0;
+    return r < -1 ? -1 : r > BK + 1 ? BK + 1 : (int32_t)r;
+}
+
+/* ---- per-group state ---- */
+
+typedef struct {
+    const la_attn_problem *p;
+    int64_t bt;            /* batch index into the tensors: b dense, 0 varlen */
+    int64_t hk, G, lq, lk, q0, k0, D, Dp;
+    float *q, *dout;       /* packed [G * lq][Dp]; written while packing, then read-only */
+    float *lse, *delta;    /* [G * lq] */
+} group;
+
+typedef struct {
+    float *dq;     /* [G * Lq_max][Dp] this thread's dQ partial */
+    float *kt, *vt; /* [D][BK]: K^T and V^T of the key block */
+    float *kp;     /* [BK][Dp]: K of the key block */
+    float *dk, *dv; /* [BK][Dp] accumulators */
+    float *s, *dp;  /* [BQ][BK]: S then P; dP then dS */
+} scratch;
+
+enum { BLOCK_NONE, BLOCK_PARTIAL, BLOCK_FULL };
+
+/* How query rows [i0, i0+nq) see keys [j0, j0+nk). */
+static int classify(const group *g, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
+    const la_attn_problem *p = g->p;
+    int64_t j1 = j0 + nk;
+    bool any = false, all = true;
+    for (int64_t i = i0; i < i0 + nq; i++) {
+        int64_t lo, hi;
+        la_attn_key_range(p, i, g->lq, g->lk, &lo, &hi);
+        bool full = j1 <= hi && (j0 >= lo || j1 <= p->sinks || p->sinks >= lo);
+        bool none = j0 >= hi || (j0 >= p->sinks && (j1 < hi ? j1 : hi) <= lo);
+        any |= !none;
+        all &= full;
+    }
+    return !any ? BLOCK_NONE : all ? BLOCK_FULL : BLOCK_PARTIAL;
+}
+
+/* Turn the S and dP tiles of query rows [i0, i0+nq) (head gi of the group)
+ * against keys [j0, j0+nk) into P (in s) and dS * d(score)/d(q.k) (in dp). */
+static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, int64_t nq, int64_t j0, int64_t nkp,
+                            bool masked) {
+    const la_attn_problem *p = g->p;
+    const bool softmax = p->score == LA_SCORE_SOFTMAX, softcap = p->softcap > 0;
+    const float slope = p->alibi_slopes ? p->alibi_slopes[g->hk * g->G + gi] : 0.0f;
+    const vf scale = vf_set1(p->scale), cap = vf_set1(p->softcap);
+    const vf inv_cap = vf_set1(softcap ? 1.0f / p->softcap : 0.0f);
+    const vi iota = vi_iota();
+    for (int64_t r = 0; r < nq; r++) {
+        int64_t i = i0 + r;
+        float *srow = w->s + r * BK, *dprow = w->dp + r * BK;
+        const vf lse = vf_set1(g->lse[gi * g->lq + i]), delta = vf_set1(g->delta[gi * g->lq + i]);
+        int64_t lo = 0, hi = g->lk;
+        if (masked) la_attn_key_range(p, i, g->lq, g->lk, &lo, &hi);
+        const vi lo_r = (vi){0} + rel_key(lo, j0), hi_r = (vi){0} + rel_key(hi, j0),
+                 sink_r = (vi){0} + rel_key(p->sinks < g->lk ? p->sinks : g->lk, j0);
+        /* distance to the diagonal as a float: exact below 2^24 keys */
+        const float diag_minus_j0 = (float)(i + g->lk - g->lq - j0);
+        for (int64_t c = 0; c < nkp; c += LA_VL) {
+            vf dot = vf_load(srow + c), dpv = vf_load(dprow + c);
+            vf s = dot * scale, dsdx = scale;
+            if (softcap) {
+                vf t = vf_tanh(s * inv_cap);
+                s = cap * t;
+                dsdx = scale * (1.0f - t * t);
+            }
+            if (slope != 0.0f) {
+                vf dist = vf_set1(diag_minus_j0) - __builtin_convertvector(iota + (int32_t)c, vf);
+                s -= slope * vf_abs(dist);
+            }
+            vf pv, ds;
+            if (softmax) {
+                pv = vf_exp(s - lse);
+                ds = pv * (dpv - delta);
+            } else {
+                pv = vf_sigmoid(s + p->sigmoid_bias);
+                ds = dpv * pv * (1.0f - pv);
+            }
+            ds *= dsdx;
+            if (masked) {
+                vi j = iota + (int32_t)c;
+                vi vis = (j < hi_r) & ((j >= lo_r) | (j < sink_r));
+                pv = (vf)((vi)pv & vis);
+                ds = (vf)((vi)ds & vis);
+            }
+            vf_store(srow + c, pv);
+            vf_store(dprow + c, ds);
+        }
+    }
+}
+
+/* All five products for one (query block, key block) tile. */
+static void tile(const group *g, scratch *w, int64_t gi, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool masked) {
+    const int64_t D = g->D, Dp = g->Dp, nkp = round_up(nk, LA_VL);
+    const float *q = g->q + (gi * g->lq + i0) * Dp, *dout = g->dout + (gi * g->lq + i0) * Dp;
+    gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);        /* S  = Q K^T  */
+    gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false);    /* dP = dO V^T */
+    scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
+    gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, w->dv, Dp, true);      /* dV += P^T dO */
+    gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, w->dk, Dp, true);        /* dK += dS^T Q */
+    gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + (gi * g->lq + i0) * Dp, Dp, true); /* dQ += dS K */
+}
+
+/* dK and dV of the group's keys [j0, j0 + BK): pack K, K^T and V^T once (as
+ * f32, zero padded to a whole vector of keys), run every query tile that
+ * sees the block, store. Masking is element-wise only on partial tiles. */
+static void key_block(const group *g, scratch *w, int64_t j0) {
+    const la_attn_problem *p = g->p;
+    const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK, nkp = round_up(nk, LA_VL);
+    float row[LA_MAX_HEAD_DIM];
+    for (int64_t r = 0; r < nkp; r++) {
+        if (r < nk) {
+            load_row(w->kp + r * Dp, la_attn_at(&p->k, g->bt, g->k0 + j0 + r, g->hk), p->k.dtype, D, Dp);
+            load_row(row, la_attn_at(&p->v, g->bt, g->k0 + j0 + r, g->hk), p->v.dtype, D, D);
+        } else {
+            memset(w->kp + r * Dp, 0, (size_t)Dp * sizeof(float));
+            memset(row, 0, (size_t)D * sizeof(float));
+        }
+        for (int64_t d = 0; d < D; d++) {
+            w->kt[d * BK + r] = w->kp[r * Dp + d];
+            w->vt[d * BK + r] = row[d];
+        }
+    }
+    memset(w->dk, 0, (size_t)(nk * Dp) * sizeof(float));
+    memset(w->dv, 0, (size_t)(nk * Dp) * sizeof(float));
+    for (int64_t gi = 0; gi < g->G; gi++)
+        for (int64_t i0 = 0; i0 < g->lq; i0 += BQ) {
+            int64_t nq = g->lq - i0 < BQ ? g->lq - i0 : BQ;
+            int cls = classify(g, i0, nq, j0, nk);
+            if (cls != BLOCK_NONE) tile(g, w, gi, i0, nq, j0, nk, cls == BLOCK_PARTIAL);
+        }
+    for (int64_t r = 0; r < nk; r++) {
+        store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, w->dk + r * Dp, D);
+        store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, w->dv + r * Dp, D);
+    }
+}
+
+/* Pack q and dout of query row i of head gi, its delta and lse. */
+static void pack_query_row(const group *g, int64_t gi, int64_t i) {
+    const la_attn_problem *p = g->p;
+    const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = gi * g->lq + i;
+    float *dout = g->dout + row * Dp, o[LA_MAX_HEAD_DIM];
+    load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
+    load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
+    if (p->score == LA_SCORE_SOFTMAX) {
+        load_row(o, la_attn_at(&p->out, g->bt, t, h), p->out.dtype, D, D);
+        vf acc = vf_set1(0);
+        int64_t d = 0;
+        for (; d + LA_VL <= D; d += LA_VL) acc = vf_fma(vf_load(o + d), vf_load(dout + d), acc);
+        float sum = vf_reduce_add(acc);
+        for (; d < D; d++) sum += o[d] * dout[d];
+        g->delta[row] = sum;
+        g->lse[row] = *(const float *)la_attn_at(&p->lse, g->bt, t, h);
+    } else { /* sigmoid uses neither */
+        g->delta[row] = 0;
+        g->lse[row] = 0;
+    }
+}
+
+/* Sum the threads' dQ partials of row (gi, i) and store it. */
+static void reduce_dq_row(const group *g, float *const *partials, int nthreads, int64_t gi, int64_t i) {
+    const la_attn_problem *p = g->p;
+    const int64_t D = g->D, Dp = g->Dp, row = gi * g->lq + i;
+    float sum[LA_MAX_HEAD_DIM + LA_VL];
+    for (int64_t d = 0; d < Dp; d += LA_VL) {
+        vf acc = vf_load(partials[0] + row * Dp + d);
+        for (int t = 1; t < nthreads; t++) acc += vf_load(partials[t] + row * Dp + d);
+        vf_store(sum + d, acc);
+    }
+    store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
+}
+
+/* The group (sequence b, K/V head hk) with its shared panels. */
+static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *q, float *dout, float *lse,
+                      float *delta) {
+    group g = {.p = p, .bt = p->cu_q ? 0 : b, .hk = hk, .G = p->H / p->Hkv, .D = p->D,
+               .Dp = round_up(p->D, LA_VL), .q = q, .dout = dout, .lse = lse, .delta = delta};
+    la_attn_seq(p, b, &g.q0, &g.lq, &g.k0, &g.lk);
+    return g;
+}
+
+/* One group by one thread: it owns every output row of the group, so its
+ * dQ partial is the whole dQ. */
+static void group_alone(const group *g, scratch *w) {
+    const int64_t nrows = g->G * g->lq;
+    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
+    memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+    for (int64_t j0 = 0; j0 < g->lk; j0 += BK) key_block(g, w, j0);
+    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, &w->dq, 1, r / g->lq, r % g->lq);
+}
+
+/* One group by the whole team (called by every thread of the region):
+ * threads share the packed panels and split the key blocks. */
+static void group_shared(const group *g, scratch *w, float *const *partials, int team) {
+    const int64_t nrows = g->G * g->lq, nkb = (g->lk + BK - 1) / BK;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
+    memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t kb = 0; kb < nkb; kb++) key_block(g, w, kb * BK);
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->lq, r % g->lq);
+}
+
+/* Busy fraction of `threads` threads sharing `items` equal work items. */
+static double balance(int64_t items, int threads) {
+    int64_t rounds = (items + threads - 1) / threads;
+    return rounds ? (double)items / (double)(rounds * threads) : 1.0;
+}
+
+la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_attn_problem *p) {
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL), Lq = p->Lq;
+    const int64_t ngroups = p->num_seqs * p->Hkv, nkb = (p->Lk + BK - 1) / BK;
+    /* Long sequences split each group's key blocks over the team; many short
+     * groups (few key blocks each, e.g. L = 256 has 3) go whole to threads,
+     * which also saves the three barriers per group. Whichever keeps more
+     * threads busy, sharing on a tie because it needs less scratch. */
+    const bool whole_groups = balance(ngroups, nthreads) > balance(nkb, nthreads);
+
+    /* Workspace in floats, every piece rounded to 64 bytes. Panels: q, dout
+     * [G*Lq][Dp], lse and delta [G*Lq]; shared by the team, or one set per
+     * thread for whole groups. Per thread: dQ partial [G*Lq][Dp], K^T, V^T
+     * [D][BK], K, dK, dV [BK][Dp], S, dP [BQ][BK]. */
+    const size_t align = 64 / sizeof(float);
+    size_t rows, panel, panels, per_thread, shared, total, bytes;
+    if (!la_mul_size((size_t)G, (size_t)Lq, &rows) || !la_mul_size(rows, (size_t)Dp, &panel))
+        return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
+    panel = (panel + align - 1) / align * align;
+    rows = (rows + align - 1) / align * align;
+    panels = 2 * panel + 2 * rows; /* no overflow: panel < SIZE_MAX / 4 after the products above */
+    per_thread = panel + 2 * (size_t)(D * BK) + 3 * (size_t)(BK * Dp) + 2 * (size_t)(BQ * BK);
+    shared = panels;
+    if (whole_groups) per_thread += panels, shared = 0;
+    if (!la_mul_size(per_thread, (size_t)nthreads, &total) || (total += shared) < shared ||
+        !la_mul_size(total, sizeof(float), &bytes))
+        return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
+    void *mem;
+    la_status st = la_workspace(ctx, bytes, &mem);
+    if (st) return st;
+    float *partials[nthreads];
+    for (int t = 0; t < nthreads; t++) partials[t] = (float *)mem + shared + (size_t)t * per_thread;
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* The team may be smaller than asked for (a call from inside the
+         * caller's own parallel region gets one thread): reduce over the
+         * partials of the threads that exist. */
+        int tid = 0, team = 1;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+        team = omp_get_num_threads();
+#endif
+        scratch w;
+        w.dq = partials[tid];
+        w.kt = w.dq + panel;
+        w.vt = w.kt + D * BK;
+        w.kp = w.vt + D * BK;
+        w.dk = w.kp + BK * Dp;
+        w.dv = w.dk + BK * Dp;
+        w.s = w.dv + BK * Dp;
+        w.dp = w.s + BQ * BK;
+        float *q = whole_groups ? w.dp + BQ * BK : mem, *dout = q + panel, *lse = dout + panel, *delta = lse + rows;
+        if (whole_groups) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t gid = 0; gid < ngroups; gid++) {
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
+                group_alone(&g, &w);
+            }
+        } else {
+            for (int64_t gid = 0; gid < ngroups; gid++) {
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
+                if (g.lq > 0 || g.lk > 0) group_shared(&g, &w, partials, team);
+            }
+        }
+    }
+    return LA_OK;
+}
