@@ -119,13 +119,15 @@ static void softmax_block(const item *it, scratch *w, int64_t nk) {
     }
 }
 
-/* Sigmoid scores: P^T = sigmoid(S^T + bias), masked entries (-inf) become 0. */
+/* Sigmoid scores: P^T = sigmoid(S^T + bias); masked entries (-inf) become
+ * exactly 0 (vf_exp saturates, so the formula alone would leave ~1e-38). */
 static void sigmoid_block(const item *it, scratch *w, int64_t nk) {
-    const vf bias = vf_set1(it->p->sigmoid_bias);
+    const vf bias = vf_set1(it->p->sigmoid_bias), zero = vf_set1(0), neg_inf = vf_set1(-INFINITY);
     for (int64_t j = 0; j < nk; j++)
         for (int64_t c = 0; c < it->nqp; c += LA_VL) {
             float *row = w->st + j * BQ + c;
-            vf_store(row, vf_sigmoid(vf_load(row) + bias));
+            vf s = vf_load(row);
+            vf_store(row, vf_select(s == neg_inf, zero, vf_sigmoid(s + bias)));
         }
 }
 
