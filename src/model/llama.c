@@ -1,0 +1,386 @@
+/* Llama-family forward pass (architectures `llama` and `qwen2`) on the
+ * library's attention. Weights stay in the memory-mapped GGUF file; only
+ * the small norm and bias vectors are widened to f32 at load. */
+#include "model.h"
+
+#include "core/internal.h"
+#include "quant.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct {
+    const la_gguf_tensor *wq, *wk, *wv, *wo, *gate, *up, *down;
+    float *attn_norm, *ffn_norm, *bq, *bk, *bv; /* owned f32 copies; biases NULL unless qwen2 */
+} layer;
+
+struct la_model {
+    la_model_config cfg;
+    la_gguf *gguf;
+    la_tokenizer *tok;
+    const la_gguf_tensor *tok_embd, *output;
+    float *out_norm;
+    layer *layers;
+};
+
+struct la_session {
+    const la_model *m;
+    la_context *ctx;
+    int64_t max_ctx, pos, cap, chunk; /* cap: tokens the cache holds now; chunk: scratch rows */
+    float **k, **v;                   /* per layer [cap][Hkv][D] */
+    float *x, *xn, *q, *kn, *vn, *att, *ffa, *ffb, *logits_tmp;
+};
+
+/* ---------------------------------------------------------------- load */
+
+static la_status find_tensor(const la_model *m, const char *name, int64_t ne0, int64_t ne1, bool optional,
+                             const la_gguf_tensor **out) {
+    const la_gguf_tensor *t = la_gguf_tensor_find(m->gguf, name);
+    *out = t;
+    if (!t) return optional ? LA_OK : la_fail(LA_ERR_FORMAT, "model tensor '%s' is missing", name);
+    int64_t want_dims = ne1 > 0 ? 2 : 1;
+    if (t->ne[0] != ne0 || (ne1 > 0 && t->ne[1] != ne1) || (ne1 <= 0 && t->ne[1] != 1) || t->ne[2] != 1 || t->ne[3] != 1)
+        return la_fail(LA_ERR_FORMAT, "model tensor '%s' is [%lld, %lld, %lld]; expected %lld-d [%lld, %lld]", name,
+                       (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)want_dims,
+                       (long long)ne0, (long long)(ne1 > 0 ? ne1 : 1));
+    return LA_OK;
+}
+
+static la_status vector_copy(const la_model *m, const char *name, int64_t n, bool optional, float **out) {
+    const la_gguf_tensor *t;
+    la_status st = find_tensor(m, name, n, 0, optional, &t);
+    *out = NULL;
+    if (st || !t) return st;
+    *out = malloc(sizeof(float) * (size_t)n);
+    if (!*out) return la_fail(LA_ERR_NOMEM, "could not allocate '%s'", name);
+    la_dequantize_row(t->type, t->data, *out, n);
+    return LA_OK;
+}
+
+static la_status meta_int(const la_gguf *g, const char *arch, const char *key, int64_t *out, int64_t fallback) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    if (!la_gguf_find(g, k)) {
+        if (fallback < 0) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", k);
+        *out = fallback;
+        return LA_OK;
+    }
+    return la_gguf_get_int(g, k, out);
+}
+
+static la_status meta_f32(const la_gguf *g, const char *arch, const char *key, float *out, float fallback) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, key);
+    if (!la_gguf_find(g, k)) {
+        *out = fallback;
+        return LA_OK;
+    }
+    return la_gguf_get_f32(g, k, out);
+}
+
+static la_status read_config(la_model *m) {
+    la_model_config *c = &m->cfg;
+    la_gguf_str arch;
+    la_status st = la_gguf_get_str(m->gguf, "general.architecture", &arch);
+    if (st) return st;
+    snprintf(c->arch, sizeof c->arch, "%.*s", (int)(arch.len < 31 ? arch.len : 31), arch.data);
+    bool llama = !strcmp(c->arch, "llama"), qwen2 = !strcmp(c->arch, "qwen2");
+    if (!llama && !qwen2) return la_fail(LA_ERR_UNSUPPORTED, "architecture '%s' is not supported (llama, qwen2)", c->arch);
+    const la_gguf *g = m->gguf;
+    if ((st = meta_int(g, c->arch, "embedding_length", &c->n_embd, -1)) ||
+        (st = meta_int(g, c->arch, "block_count", &c->n_layer, -1)) ||
+        (st = meta_int(g, c->arch, "feed_forward_length", &c->n_ff, -1)) ||
+        (st = meta_int(g, c->arch, "attention.head_count", &c->n_head, -1)) ||
+        (st = meta_int(g, c->arch, "attention.head_count_kv", &c->n_head_kv, c->n_head)) ||
+        (st = meta_int(g, c->arch, "context_length", &c->n_ctx_train, 2048)) ||
+        (st = meta_f32(g, c->arch, "attention.layer_norm_rms_epsilon", &c->rms_eps, 1e-5f)) ||
+        (st = meta_f32(g, c->arch, "rope.freq_base", &c->rope_theta, 10000.0f)))
+        return st;
+    if (c->n_embd <= 0 || c->n_layer <= 0 || c->n_layer > 4096 || c->n_head <= 0 || c->n_head_kv <= 0 ||
+        c->n_ff <= 0 || c->n_embd % c->n_head || c->n_head % c->n_head_kv)
+        return la_fail(LA_ERR_FORMAT, "inconsistent model sizes: embd %lld, layers %lld, heads %lld/%lld, ff %lld",
+                       (long long)c->n_embd, (long long)c->n_layer, (long long)c->n_head, (long long)c->n_head_kv,
+                       (long long)c->n_ff);
+    c->head_dim = c->n_embd / c->n_head;
+    if ((st = meta_int(g, c->arch, "rope.dimension_count", &c->rope_dims, c->head_dim))) return st;
+    if (c->rope_dims <= 0 || c->rope_dims > c->head_dim || c->rope_dims % 2)
+        return la_fail(LA_ERR_FORMAT, "rope.dimension_count %lld does not fit head_dim %lld", (long long)c->rope_dims,
+                       (long long)c->head_dim);
+    c->rope_scale = 1.0f;
+    char key[128];
+    snprintf(key, sizeof key, "%s.rope.scaling.type", c->arch);
+    la_gguf_str stype;
+    if (la_gguf_find(g, key) && !la_gguf_get_str(g, key, &stype) && stype.len == 6 && !memcmp(stype.data, "linear", 6)) {
+        if ((st = meta_f32(g, c->arch, "rope.scaling.factor", &c->rope_scale, 1.0f))) return st;
+        if (!(c->rope_scale > 0)) return la_fail(LA_ERR_FORMAT, "rope.scaling.factor must be > 0");
+    }
+    c->rope_kind = qwen2 ? LA_ROPE_NEOX : LA_ROPE_NORM;
+    c->qkv_bias = qwen2;
+    return LA_OK;
+}
+
+static la_status load_weights(la_model *m) {
+    la_model_config *c = &m->cfg;
+    const int64_t E = c->n_embd, KV = c->n_head_kv * c->head_dim;
+    la_status st;
+    const la_gguf_tensor *emb = la_gguf_tensor_find(m->gguf, "token_embd.weight");
+    if (!emb) return la_fail(LA_ERR_FORMAT, "model tensor 'token_embd.weight' is missing");
+    c->n_vocab = emb->ne[1];
+    if ((st = find_tensor(m, "token_embd.weight", E, c->n_vocab, false, &m->tok_embd)) ||
+        (st = find_tensor(m, "output.weight", E, c->n_vocab, true, &m->output)) ||
+        (st = vector_copy(m, "output_norm.weight", E, false, &m->out_norm)))
+        return st;
+    c->tied_output = m->output == NULL;
+    if (!m->output) m->output = m->tok_embd;
+    m->layers = calloc((size_t)c->n_layer, sizeof *m->layers);
+    if (!m->layers) return la_fail(LA_ERR_NOMEM, "could not allocate layers");
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        layer *L = &m->layers[l];
+        char n[96];
+#define NAME(s) (snprintf(n, sizeof n, "blk.%lld." s, (long long)l), n)
+        if ((st = vector_copy(m, NAME("attn_norm.weight"), E, false, &L->attn_norm)) ||
+            (st = vector_copy(m, NAME("ffn_norm.weight"), E, false, &L->ffn_norm)) ||
+            (st = find_tensor(m, NAME("attn_q.weight"), E, E, false, &L->wq)) ||
+            (st = find_tensor(m, NAME("attn_k.weight"), E, KV, false, &L->wk)) ||
+            (st = find_tensor(m, NAME("attn_v.weight"), E, KV, false, &L->wv)) ||
+            (st = find_tensor(m, NAME("attn_output.weight"), E, E, false, &L->wo)) ||
+            (st = find_tensor(m, NAME("ffn_gate.weight"), E, c->n_ff, false, &L->gate)) ||
+            (st = find_tensor(m, NAME("ffn_up.weight"), E, c->n_ff, false, &L->up)) ||
+            (st = find_tensor(m, NAME("ffn_down.weight"), c->n_ff, E, false, &L->down)))
+            return st;
+        if (c->qkv_bias &&
+            ((st = vector_copy(m, NAME("attn_q.bias"), E, false, &L->bq)) ||
+             (st = vector_copy(m, NAME("attn_k.bias"), KV, false, &L->bk)) ||
+             (st = vector_copy(m, NAME("attn_v.bias"), KV, false, &L->bv))))
+            return st;
+#undef NAME
+    }
+    return LA_OK;
+}
+
+la_status la_model_load(const char *path, la_model **out) {
+    if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
+    *out = NULL;
+    la_model *m = calloc(1, sizeof *m);
+    if (!m) return la_fail(LA_ERR_NOMEM, "could not allocate a model");
+    la_status st = la_gguf_open(path, &m->gguf);
+    if (!st) st = read_config(m);
+    if (!st) st = load_weights(m);
+    if (!st) st = la_tokenizer_from_gguf(m->gguf, &m->tok);
+    if (!st && la_tokenizer_vocab_size(m->tok) > m->cfg.n_vocab)
+        st = la_fail(LA_ERR_FORMAT, "tokenizer has %d tokens but the embedding only %lld rows",
+                     la_tokenizer_vocab_size(m->tok), (long long)m->cfg.n_vocab);
+    if (st) {
+        la_model_free(m);
+        return st;
+    }
+    *out = m;
+    return la_succeed();
+}
+
+void la_model_free(la_model *m) {
+    if (!m) return;
+    for (int64_t l = 0; m->layers && l < m->cfg.n_layer; l++) {
+        layer *L = &m->layers[l];
+        free(L->attn_norm), free(L->ffn_norm), free(L->bq), free(L->bk), free(L->bv);
+    }
+    free(m->layers);
+    free(m->out_norm);
+    la_tokenizer_free(m->tok);
+    la_gguf_close(m->gguf);
+    free(m);
+}
+
+const la_model_config *la_model_config_of(const la_model *m) { return m ? &m->cfg : NULL; }
+const la_tokenizer *la_model_tokenizer(const la_model *m) { return m ? m->tok : NULL; }
+const la_gguf *la_model_gguf(const la_model *m) { return m ? m->gguf : NULL; }
+
+/* ------------------------------------------------------------- session */
+
+/* Prefill chunk: rows of scratch per forward call. Longer prompts are fed
+ * in pieces of this many tokens. */
+#define SESSION_CHUNK 512
+
+la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out) {
+    if (!m || !ctx || !out) return la_fail(LA_ERR_NULL, "model, ctx or out is NULL");
+    *out = NULL;
+    if (max_ctx <= 0 || max_ctx > (int64_t)1 << 30)
+        return la_fail(LA_ERR_ARGUMENT, "max_ctx is %lld; must be in [1, 2^30]", (long long)max_ctx);
+    const la_model_config *c = &m->cfg;
+    la_session *s = calloc(1, sizeof *s);
+    if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
+    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx;
+    s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
+    s->k = calloc((size_t)c->n_layer, sizeof *s->k);
+    s->v = calloc((size_t)c->n_layer, sizeof *s->v);
+    const size_t n = (size_t)s->chunk, E = (size_t)c->n_embd, KV = (size_t)(c->n_head_kv * c->head_dim);
+    s->x = malloc(sizeof(float) * n * E);
+    s->xn = malloc(sizeof(float) * n * E);
+    s->q = malloc(sizeof(float) * n * E);
+    s->att = malloc(sizeof(float) * n * E);
+    s->kn = malloc(sizeof(float) * n * KV);
+    s->vn = malloc(sizeof(float) * n * KV);
+    s->ffa = malloc(sizeof(float) * n * (size_t)c->n_ff);
+    s->ffb = malloc(sizeof(float) * n * (size_t)c->n_ff);
+    s->logits_tmp = malloc(sizeof(float) * (size_t)c->n_vocab);
+    if (!s->k || !s->v || !s->x || !s->xn || !s->q || !s->att || !s->kn || !s->vn || !s->ffa || !s->ffb ||
+        !s->logits_tmp) {
+        la_session_free(s);
+        return la_fail(LA_ERR_NOMEM, "could not allocate session buffers");
+    }
+    *out = s;
+    return la_succeed();
+}
+
+void la_session_free(la_session *s) {
+    if (!s) return;
+    for (int64_t l = 0; l < s->m->cfg.n_layer; l++) {
+        if (s->k) free(s->k[l]);
+        if (s->v) free(s->v[l]);
+    }
+    free(s->k), free(s->v), free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
+    free(s->ffa), free(s->ffb), free(s->logits_tmp);
+    free(s);
+}
+
+void la_session_reset(la_session *s) {
+    if (s) s->pos = 0;
+}
+int64_t la_session_pos(const la_session *s) { return s ? s->pos : 0; }
+size_t la_session_kv_bytes(const la_session *s) {
+    if (!s) return 0;
+    const la_model_config *c = &s->m->cfg;
+    return (size_t)s->cap * (size_t)(c->n_head_kv * c->head_dim) * sizeof(float) * 2 * (size_t)c->n_layer;
+}
+
+/* Grow every layer's cache geometrically so it follows the context in use. */
+static la_status reserve(la_session *s, int64_t tokens) {
+    if (tokens <= s->cap) return LA_OK;
+    int64_t cap = s->cap ? s->cap : 256;
+    while (cap < tokens) cap *= 2;
+    if (cap > s->max_ctx) cap = s->max_ctx;
+    const la_model_config *c = &s->m->cfg;
+    size_t row = (size_t)(c->n_head_kv * c->head_dim) * sizeof(float);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        float *k = realloc(s->k[l], row * (size_t)cap), *v = k ? realloc(s->v[l], row * (size_t)cap) : NULL;
+        if (k) s->k[l] = k;
+        if (!k || !v) return la_fail(LA_ERR_NOMEM, "could not grow the KV cache to %lld tokens", (long long)cap);
+        s->v[l] = v;
+    }
+    s->cap = cap;
+    return LA_OK;
+}
+
+static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
+    double ss = 0;
+    for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float r = 1.0f / sqrtf((float)(ss / (double)n) + eps);
+    for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
+}
+
+/* Rotate heads of one token at position pos: NORM pairs (2i, 2i+1), NEOX
+ * pairs (i, i + dims/2); theta_i = pos / scale * base^(-2i/dims). */
+static void rope(float *x, int64_t heads, const la_model_config *c, int64_t pos) {
+    const int64_t D = c->head_dim, half = c->rope_dims / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double theta = (double)pos / c->rope_scale * pow(c->rope_theta, -2.0 * (double)i / (double)c->rope_dims);
+        float cs = (float)cos(theta), sn = (float)sin(theta);
+        for (int64_t h = 0; h < heads; h++) {
+            float *p = x + h * D;
+            int64_t a = c->rope_kind == LA_ROPE_NORM ? 2 * i : i, b = c->rope_kind == LA_ROPE_NORM ? 2 * i + 1 : i + half;
+            float x0 = p[a], x1 = p[b];
+            p[a] = x0 * cs - x1 * sn;
+            p[b] = x0 * sn + x1 * cs;
+        }
+    }
+}
+
+static la_status project(la_session *s, const la_gguf_tensor *w, const float *in, int64_t n, float *out) {
+    return la_matmul(s->ctx, w->type, w->data, w->ne[1], w->ne[0], in, n, out);
+}
+
+/* Attention of n new tokens (already in the cache at [pos, pos + n)) over
+ * the whole cache, through the library's exact attention. */
+static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
+    const la_model_config *c = &s->m->cfg;
+    const int64_t H = c->n_head, Hkv = c->n_head_kv, D = c->head_dim, L = s->pos + n;
+    la_attention_params p = la_attention_params_default();
+    p.causal = 1;
+    la_tensor q = la_tensor_contiguous(s->q, LA_F32, 4, (int64_t[]){1, n, H, D});
+    la_tensor o = la_tensor_contiguous(s->att, LA_F32, 4, (int64_t[]){1, n, H, D});
+    la_tensor k = la_tensor_contiguous(s->k[layer_i], LA_F32, 4, (int64_t[]){1, n == 1 ? s->cap : L, Hkv, D});
+    la_tensor v = la_tensor_contiguous(s->v[layer_i], LA_F32, 4, (int64_t[]){1, n == 1 ? s->cap : L, Hkv, D});
+    if (n == 1) {
+        int32_t len = (int32_t)L;
+        la_kv_layout layout = {.seqlens_k = &len};
+        return la_attention_decode(s->ctx, &p, &q, &k, &v, &layout, &o, NULL);
+    }
+    return la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
+}
+
+static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
+    const la_model *m = s->m;
+    const la_model_config *c = &m->cfg;
+    const int64_t E = c->n_embd, KV = c->n_head_kv * c->head_dim, F = c->n_ff;
+    la_status st;
+    if ((st = reserve(s, s->pos + n))) return st;
+    size_t emb_row;
+    if ((st = la_ggml_row_bytes(m->tok_embd->type, E, &emb_row))) return st;
+    for (int64_t i = 0; i < n; i++)
+        la_dequantize_row(m->tok_embd->type, (const char *)m->tok_embd->data + (size_t)tokens[i] * emb_row, s->x + i * E, E);
+    for (int64_t l = 0; l < c->n_layer; l++) {
+        const layer *L = &m->layers[l];
+        for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->attn_norm, E, c->rms_eps);
+        if ((st = project(s, L->wq, s->xn, n, s->q)) || (st = project(s, L->wk, s->xn, n, s->kn)) ||
+            (st = project(s, L->wv, s->xn, n, s->vn)))
+            return st;
+        for (int64_t i = 0; i < n; i++) {
+            if (L->bq)
+                for (int64_t j = 0; j < E; j++) s->q[i * E + j] += L->bq[j];
+            if (L->bk)
+                for (int64_t j = 0; j < KV; j++) s->kn[i * KV + j] += L->bk[j], s->vn[i * KV + j] += L->bv[j];
+            rope(s->q + i * E, c->n_head, c, s->pos + i);
+            rope(s->kn + i * KV, c->n_head_kv, c, s->pos + i);
+        }
+        memcpy(s->k[l] + s->pos * KV, s->kn, sizeof(float) * (size_t)(n * KV));
+        memcpy(s->v[l] + s->pos * KV, s->vn, sizeof(float) * (size_t)(n * KV));
+        if ((st = attend(s, l, n))) return st;
+        if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
+        for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
+        for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);
+        if ((st = project(s, L->gate, s->xn, n, s->ffa)) || (st = project(s, L->up, s->xn, n, s->ffb))) return st;
+        for (int64_t i = 0; i < n * F; i++) {
+            float g = s->ffa[i];
+            s->ffa[i] = g / (1.0f + expf(-g)) * s->ffb[i]; /* SwiGLU */
+        }
+        if ((st = project(s, L->down, s->ffa, n, s->xn))) return st;
+        for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
+    }
+    s->pos += n;
+    if (!logits) return LA_OK;
+    const int64_t first = all_logits ? 0 : n - 1, rows = n - first;
+    for (int64_t i = first; i < n; i++) rmsnorm(s->xn + (i - first) * E, s->x + i * E, m->out_norm, E, c->rms_eps);
+    return project(s, m->output, s->xn, rows, logits);
+}
+
+la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
+    if (!s || (!tokens && n)) return la_fail(LA_ERR_NULL, "session or tokens is NULL");
+    if (n <= 0) return la_fail(LA_ERR_ARGUMENT, "n is %lld; must be > 0", (long long)n);
+    if (s->pos + n > s->max_ctx)
+        return la_fail(LA_ERR_ARGUMENT, "context full: %lld cached + %lld new tokens exceed max_ctx %lld",
+                       (long long)s->pos, (long long)n, (long long)s->max_ctx);
+    const int64_t V = s->m->cfg.n_vocab;
+    for (int64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return la_fail(LA_ERR_ARGUMENT, "token %d at %lld is outside the vocabulary of %lld", tokens[i], (long long)i,
+                           (long long)V);
+    for (int64_t done = 0; done < n; done += s->chunk) {
+        int64_t len = n - done < s->chunk ? n - done : s->chunk;
+        bool last = done + len == n;
+        float *out = !logits ? NULL : all_logits ? logits + done * V : last ? logits : NULL;
+        la_status st = forward_chunk(s, tokens + done, len, out, all_logits);
+        if (st) return st;
+    }
+    return la_succeed();
+}
