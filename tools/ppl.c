@@ -1,8 +1,180 @@
+/* longattn ppl: perplexity over a text file, computed as llama.cpp's
+ * perplexity tool computes it so the numbers compare: the token stream is cut
+ * into non-overlapping chunks of --ctx tokens; each chunk is evaluated from an
+ * empty cache, its first token replaced by BOS when the model adds one; only
+ * the predictions in the second half of each chunk are scored (each of those
+ * has at least ctx/2 tokens of context). */
 #include "cli.h"
+#include "cli_util.h"
+#include "model/model.h"
 
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char CMD[] = "longattn ppl";
+
+/* Tokens per la_session_eval call. The scored half needs all its logits, so
+ * a batch costs batch x n_vocab floats (256 x 49152 x 4 B = 48 MiB for
+ * SmolLM2): big enough for an efficient matrix-matrix prefill, small enough
+ * that --ctx 8192 does not need gigabytes of logits. */
+#define PPL_EVAL_BATCH 256
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N]\n"
+               "  -m FILE      GGUF model\n"
+               "  -f FILE      text to score\n"
+               "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
+               "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n");
+}
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* -log softmax(logits)[target], in double. */
+static double token_nll(const float *logits, int64_t n_vocab, int32_t target) {
+    float max = logits[0];
+    for (int64_t i = 1; i < n_vocab; i++) max = logits[i] > max ? logits[i] : max;
+    double sum = 0;
+    for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
+    return log(sum) - ((double)logits[target] - max);
+}
+
+typedef struct {
+    double nll, nll2; /* sums of -log p and its square */
+    int64_t count;
+} ppl_tally;
+
+/* Perplexity and its standard error by the delta method:
+ * PPL = exp(mean), sd(PPL) ~ PPL * sd(mean). */
+static void tally_result(const ppl_tally *t, double *ppl, double *err) {
+    double mean = t->nll / (double)t->count, var = t->nll2 / (double)t->count - mean * mean;
+    *ppl = exp(mean);
+    *err = t->count > 1 && var > 0 ? *ppl * sqrt(var / (double)(t->count - 1)) : 0;
+}
+
+/* Evaluate one chunk from an empty cache and add its scored predictions. */
+static la_status score_chunk(la_session *s, const int32_t *tokens, int64_t n_ctx, int32_t bos, int64_t n_vocab,
+                             float *logits, ppl_tally *t) {
+    const int64_t first = n_ctx / 2;
+    int32_t batch[PPL_EVAL_BATCH];
+    la_session_reset(s);
+    for (int64_t start = 0; start < n_ctx; start += PPL_EVAL_BATCH) {
+        int64_t n = n_ctx - start < PPL_EVAL_BATCH ? n_ctx - start : PPL_EVAL_BATCH;
+        memcpy(batch, tokens + start, (size_t)n * sizeof *batch);
+        if (start == 0 && bos >= 0) batch[0] = bos;
+        bool scored = start + n > first; /* logits of positions first .. n_ctx-2 are scored */
+        la_status st = la_session_eval(s, batch, n, scored ? logits : NULL, scored);
+        if (st) return st;
+        if (!scored) continue;
+        for (int64_t i = start > first ? start : first; i < start + n && i < n_ctx - 1; i++) {
+            double nll = token_nll(logits + (i - start) * n_vocab, n_vocab, tokens[i + 1]);
+            t->nll += nll;
+            t->nll2 += nll * nll;
+            t->count++;
+        }
+    }
+    return LA_OK;
+}
 
 int cmd_ppl(int argc, char **argv) {
-    fprintf(stderr, "longattn ppl: not built yet\n");
-    return 1;
+    const char *model_path = NULL, *text_path = NULL;
+    int64_t n_ctx = 0, threads = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return 0;
+        }
+        if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
+        if (!strcmp(a, "-m")) model_path = v;
+        else if (!strcmp(a, "-f")) text_path = v;
+        else if (!strcmp(a, "--ctx")) {
+            if (!cli_parse_i64(CMD, a, v, 4, INT32_MAX, &n_ctx)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
+        } else {
+            fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!model_path || !text_path || !n_ctx) {
+        fprintf(stderr, "%s: -m, -f and --ctx are required\n", CMD);
+        usage(stderr);
+        return 2;
+    }
+
+    size_t len;
+    char *text = cli_read_file(CMD, text_path, &len);
+    if (!text) return 1;
+    la_model *m = NULL;
+    la_context *ctx = NULL;
+    la_session *s = NULL;
+    int32_t *tokens = NULL;
+    float *logits = NULL;
+    int64_t n_tokens = 0;
+    int rc = 0;
+    la_status st;
+    if ((st = la_model_load(model_path, &m))) {
+        rc = cli_fail(CMD, model_path, st);
+        goto done;
+    }
+    const la_tokenizer *tok = la_model_tokenizer(m);
+    const int64_t n_vocab = la_model_config_of(m)->n_vocab;
+    const bool add_bos = la_tokenizer_add_bos(tok);
+    /* As llama.cpp: BOS at the start when the model adds one; special-token
+     * text in the file stays text. */
+    if ((st = la_tokenize(tok, text, len, add_bos, false, &tokens, &n_tokens))) {
+        rc = cli_fail(CMD, "tokenizing", st);
+        goto done;
+    }
+    const int64_t n_chunks = n_tokens / n_ctx;
+    if (n_chunks < 1) {
+        fprintf(stderr, "%s: '%s' has %lld tokens; --ctx %lld needs at least that many\n", CMD, text_path,
+                (long long)n_tokens, (long long)n_ctx);
+        rc = 2;
+        goto done;
+    }
+    if ((st = la_context_create(&ctx, (int)threads)) || (st = la_session_new(m, ctx, n_ctx, &s))) {
+        rc = cli_fail(CMD, ctx ? "session" : "context", st);
+        goto done;
+    }
+    if (!(logits = malloc((size_t)PPL_EVAL_BATCH * (size_t)n_vocab * sizeof *logits))) {
+        fprintf(stderr, "%s: out of memory for logits\n", CMD);
+        rc = 1;
+        goto done;
+    }
+    fprintf(stderr, "%s: %lld tokens, %lld chunks of %lld, scoring %lld predictions per chunk, %d threads\n", CMD,
+            (long long)n_tokens, (long long)n_chunks, (long long)n_ctx, (long long)(n_ctx - 1 - n_ctx / 2),
+            la_context_threads(ctx));
+    const int32_t bos = add_bos ? la_tokenizer_bos(tok) : -1;
+    ppl_tally t = {0};
+    double ppl, err, t0 = now_seconds();
+    for (int64_t c = 0; c < n_chunks; c++) {
+        if ((st = score_chunk(s, tokens + c * n_ctx, n_ctx, bos, n_vocab, logits, &t))) {
+            rc = cli_fail(CMD, "evaluation", st);
+            goto done;
+        }
+        tally_result(&t, &ppl, &err);
+        printf("[%lld]%.4f,", (long long)(c + 1), ppl);
+        fflush(stdout);
+    }
+    double seconds = now_seconds() - t0;
+    printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, err);
+    fprintf(stderr, "%s: %lld tokens evaluated in %.2f s = %.2f tokens/s\n", CMD, (long long)(n_chunks * n_ctx),
+            seconds, (double)(n_chunks * n_ctx) / seconds);
+done:
+    free(logits);
+    free(tokens);
+    la_session_free(s);
+    la_context_destroy(ctx);
+    la_model_free(m);
+    free(text);
+    return rc;
 }

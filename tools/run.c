@@ -1,8 +1,247 @@
+/* longattn run: generate text with a GGUF model, streaming tokens to stdout
+ * as they come; progress and timing go to stderr. */
 #include "cli.h"
+#include "cli_util.h"
+#include "model/chat.h"
+#include "model/generate.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char CMD[] = "longattn run";
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: longattn run -m MODEL.gguf (-p TEXT | -f FILE) [options]\n"
+            "  -m FILE        GGUF model (llama or qwen2 architecture)\n"
+            "  -p TEXT        prompt text\n"
+            "  -f FILE        read the prompt from FILE\n"
+            "  --chat         wrap the prompt in the model's chat template (ChatML or Llama-3)\n"
+            "  --system TEXT  system message for --chat (default: the template's own, if any)\n"
+            "  --raw          tokenise the prompt exactly as given: no BOS, special-token text kept as text\n"
+            "  -n N           generate at most N tokens (default 256; -1: until end of text or context)\n"
+            "  --temp T       temperature; 0 = greedy (default 0.8)\n"
+            "  --top-k K      keep the K most likely tokens; 0 = off (default 40)\n"
+            "  --top-p P      nucleus sampling mass in (0, 1]; 1 = off (default 0.95)\n"
+            "  --seed S       sampling seed (default: from the clock, printed)\n"
+            "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
+            "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n");
+}
+
+typedef struct {
+    const char *model_path, *prompt, *prompt_file, *system;
+    bool chat, raw, seed_given;
+    int64_t n_predict, ctx, threads;
+    la_sampler_params sampling;
+} run_options;
+
+/* Returns 0 to go on, or the exit status (2 for usage errors). */
+static int parse_args(int argc, char **argv, run_options *o) {
+    *o = (run_options){.n_predict = 256, .sampling = la_sampler_params_default()};
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int64_t k;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        } else if (!strcmp(a, "--chat")) {
+            o->chat = true;
+            continue;
+        } else if (!strcmp(a, "--raw")) {
+            o->raw = true;
+            continue;
+        }
+        if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
+        if (!strcmp(a, "-m")) o->model_path = v;
+        else if (!strcmp(a, "-p")) o->prompt = v;
+        else if (!strcmp(a, "-f")) o->prompt_file = v;
+        else if (!strcmp(a, "--system")) o->system = v;
+        else if (!strcmp(a, "-n")) {
+            if (!cli_parse_i64(CMD, a, v, -1, INT64_MAX, &o->n_predict)) return 2;
+        } else if (!strcmp(a, "--temp")) {
+            if (!cli_parse_f32(CMD, a, v, 0.0f, 1e6f, &o->sampling.temperature)) return 2;
+        } else if (!strcmp(a, "--top-k")) {
+            if (!cli_parse_i64(CMD, a, v, 0, INT32_MAX, &k)) return 2;
+            o->sampling.top_k = (int32_t)k;
+        } else if (!strcmp(a, "--top-p")) {
+            if (!cli_parse_f32(CMD, a, v, 1e-6f, 1.0f, &o->sampling.top_p)) return 2;
+        } else if (!strcmp(a, "--seed")) {
+            if (!cli_parse_u64(CMD, a, v, &o->sampling.seed)) return 2;
+            o->seed_given = true;
+        } else if (!strcmp(a, "--ctx")) {
+            if (!cli_parse_i64(CMD, a, v, 1, INT32_MAX, &o->ctx)) return 2;
+        } else if (!strcmp(a, "--threads")) {
+            if (!cli_parse_i64(CMD, a, v, 1, 4096, &o->threads)) return 2;
+        } else {
+            fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    const char *problem = !o->model_path                     ? "-m MODEL.gguf is required"
+                          : !o->prompt == !o->prompt_file    ? "give exactly one of -p TEXT and -f FILE"
+                          : o->chat && o->raw                ? "--chat and --raw exclude each other"
+                          : o->system && !o->chat            ? "--system needs --chat"
+                                                             : NULL;
+    if (problem) {
+        fprintf(stderr, "%s: %s\n", CMD, problem);
+        usage(stderr);
+        return 2;
+    }
+    if (!o->seed_given) o->sampling.seed = (uint64_t)time(NULL);
+    return 0;
+}
+
+/* ---- streaming callbacks */
+
+typedef struct {
+    const la_tokenizer *tok;
+    bool progress_shown;
+} stream_state;
+
+enum { PROGRESS_BAR_WIDTH = 40 };
+
+static void show_prefill_progress(void *user, int64_t done, int64_t total) {
+    stream_state *ss = user;
+    if (done == total && !ss->progress_shown) return; /* a single chunk: nothing to watch */
+    int filled = (int)(PROGRESS_BAR_WIDTH * done / total);
+    fprintf(stderr, "\rprefill [%.*s%*s] %lld/%lld tokens", filled, "########################################",
+            PROGRESS_BAR_WIDTH - filled, "", (long long)done, (long long)total);
+    if (done == total) fputc('\n', stderr);
+    fflush(stderr);
+    ss->progress_shown = true;
+}
+
+static bool print_token(void *user, int32_t token) {
+    stream_state *ss = user;
+    char buf[256];
+    int64_t n = la_token_to_bytes(ss->tok, token, false, buf, sizeof buf);
+    if (n > (int64_t)sizeof buf) { /* a token longer than any in real vocabularies */
+        char *big = malloc((size_t)n);
+        if (big && la_token_to_bytes(ss->tok, token, false, big, n) == n) fwrite(big, 1, (size_t)n, stdout);
+        free(big);
+    } else if (n > 0) {
+        fwrite(buf, 1, (size_t)n, stdout);
+    }
+    fflush(stdout);
+    return true;
+}
+
+static const char *stop_name(la_stop_reason r) {
+    switch (r) {
+    case LA_STOP_EOG: return "end of text";
+    case LA_STOP_LIMIT: return "token limit (-n)";
+    case LA_STOP_CONTEXT: return "context full (--ctx)";
+    default: return "stopped";
+    }
+}
+
+/* Prompt tokens per the mode: chat template, raw bytes, or plain text. */
+static int tokenize_prompt(const run_options *o, const la_model *m, const char *text, size_t len, int32_t **ids,
+                           int64_t *n) {
+    const la_tokenizer *tok = la_model_tokenizer(m);
+    la_status st;
+    if (o->chat) {
+        la_chat_template tmpl;
+        if ((st = la_chat_template_of_gguf(la_model_gguf(m), &tmpl))) return cli_fail(CMD, "--chat", st);
+        char *chat_text;
+        size_t chat_len;
+        st = la_chat_format(&tmpl, o->system, text, &chat_text, &chat_len);
+        la_chat_template_free(&tmpl);
+        if (st) return cli_fail(CMD, "chat template", st);
+        st = la_tokenize(tok, chat_text, chat_len, la_tokenizer_add_bos(tok), true, ids, n);
+        free(chat_text);
+    } else if (o->raw) {
+        st = la_tokenize(tok, text, len, false, false, ids, n);
+    } else {
+        st = la_tokenize(tok, text, len, la_tokenizer_add_bos(tok), true, ids, n);
+    }
+    if (st) return cli_fail(CMD, "tokenizing the prompt", st);
+    if (*n == 0) {
+        fprintf(stderr, "%s: the prompt is empty\n", CMD);
+        return 2;
+    }
+    return 0;
+}
 
 int cmd_run(int argc, char **argv) {
-    fprintf(stderr, "longattn run: not built yet\n");
-    return 1;
+    run_options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+
+    char *file_text = NULL;
+    size_t len;
+    if (o.prompt_file && !(file_text = cli_read_file(CMD, o.prompt_file, &len))) return 1;
+    const char *text = file_text ? file_text : o.prompt;
+    if (!file_text) len = strlen(text);
+
+    la_model *m = NULL;
+    la_context *ctx = NULL;
+    la_session *s = NULL;
+    la_sampler *sampler = NULL;
+    int32_t *ids = NULL;
+    int64_t n_ids = 0;
+    la_status st;
+    if ((st = la_model_load(o.model_path, &m))) {
+        rc = cli_fail(CMD, o.model_path, st);
+        goto done;
+    }
+    const la_model_config *cfg = la_model_config_of(m);
+    if ((rc = tokenize_prompt(&o, m, text, len, &ids, &n_ids))) goto done;
+    int64_t max_ctx = o.ctx ? o.ctx : cfg->n_ctx_train;
+    if (n_ids > max_ctx) {
+        fprintf(stderr, "%s: the prompt has %lld tokens, more than the context of %lld; raise --ctx\n", CMD,
+                (long long)n_ids, (long long)max_ctx);
+        rc = 2;
+        goto done;
+    }
+    if ((st = la_context_create(&ctx, (int)o.threads))) {
+        rc = cli_fail(CMD, "context", st);
+        goto done;
+    }
+    if ((st = la_session_new(m, ctx, max_ctx, &s))) {
+        rc = cli_fail(CMD, "session", st);
+        goto done;
+    }
+    if ((st = la_sampler_new(&o.sampling, (int32_t)cfg->n_vocab, &sampler))) {
+        rc = cli_fail(CMD, "sampler", st);
+        goto done;
+    }
+    if (o.sampling.temperature > 0 && !o.seed_given)
+        fprintf(stderr, "%s: seed %llu\n", CMD, (unsigned long long)o.sampling.seed);
+
+    stream_state ss = {.tok = la_model_tokenizer(m)};
+    la_generate_params gp = la_generate_params_default();
+    gp.max_new_tokens = o.n_predict;
+    gp.max_ctx = max_ctx;
+    gp.on_prefill = show_prefill_progress;
+    gp.on_token = print_token;
+    gp.user = &ss;
+    la_generate_stats stats;
+    st = la_generate(m, s, sampler, ids, n_ids, &gp, &stats);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (st) {
+        rc = cli_fail(CMD, "generation", st);
+        goto done;
+    }
+    size_t kv = la_session_kv_bytes(s);
+    fprintf(stderr,
+            "\nprompt:     %6lld tokens in %7.3f s = %8.2f tokens/s\n"
+            "generation: %6lld tokens in %7.3f s = %8.2f tokens/s (%lld forward passes; stop: %s)\n"
+            "KV cache:   %zu bytes (%.2f MiB) for %lld tokens, %d threads, SIMD %s\n",
+            (long long)stats.n_prompt, stats.prompt_seconds, stats.prompt_tps, (long long)stats.n_generated,
+            stats.decode_seconds, stats.decode_tps, (long long)stats.n_decode, stop_name(stats.stop), kv,
+            (double)kv / (1024.0 * 1024.0), (long long)la_session_pos(s), la_context_threads(ctx),
+            la_simd_name(la_context_simd(ctx)));
+done:
+    la_sampler_free(sampler);
+    la_session_free(s);
+    la_context_destroy(ctx);
+    la_model_free(m);
+    free(ids);
+    free(file_text);
+    return rc;
 }

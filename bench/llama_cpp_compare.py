@@ -1,0 +1,202 @@
+#!/usr/bin/env python3
+"""longattn vs llama.cpp on the same GGUF model, on the CPU.
+
+Measures, for both, with the same thread count:
+  - prompt processing: a prompt of --pp-tokens tokens (tokens/s),
+  - generation: --tg-tokens greedy tokens after a short prompt (tokens/s),
+  - perplexity over --text, computed as llama.cpp's perplexity tool does
+    (non-overlapping chunks of --ctx tokens, second half of each scored).
+
+llama.cpp runs through llama-cpp-python (run this script with the Python of
+the virtual environment that has it, e.g. /work/venv-llama/bin/python);
+longattn runs as the `longattn run` / `longattn ppl` commands, whose own
+timings are parsed from stderr. Prints one JSON object per line.
+"""
+import argparse
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def emit(**fields):
+    print(json.dumps(fields), flush=True)
+
+
+# ------------------------------------------------------------------ llama.cpp
+
+def llama_load(args, n_ctx, logits_all):
+    from llama_cpp import Llama
+    return Llama(model_path=args.model, n_ctx=n_ctx, n_batch=args.batch, n_threads=args.threads,
+                 n_threads_batch=args.threads, logits_all=logits_all, verbose=False)
+
+
+def llama_tokens(llm, text):
+    return llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+
+
+def llama_speed(args, prompt_tokens, gen_prompt_tokens):
+    """Prompt tokens/s over prompt_tokens; generation tokens/s of greedy
+    single-token evals after gen_prompt_tokens."""
+    import numpy as np
+    llm = llama_load(args, len(prompt_tokens) + args.tg_tokens + 16, False)
+    best_pp = 0.0
+    for _ in range(args.repeat):
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(prompt_tokens)
+        best_pp = max(best_pp, len(prompt_tokens) / (time.perf_counter() - t0))
+    best_tg = 0.0
+    for _ in range(args.repeat):
+        llm.reset()
+        llm.eval(gen_prompt_tokens)
+        spent = 0.0
+        for _ in range(args.tg_tokens):
+            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
+            t0 = time.perf_counter()
+            llm.eval([tok])
+            spent += time.perf_counter() - t0
+        best_tg = max(best_tg, args.tg_tokens / spent)
+    return best_pp, best_tg
+
+
+def llama_perplexity(args, text):
+    """llama.cpp's perplexity algorithm on llama.cpp's logits."""
+    import numpy as np
+    llm = llama_load(args, args.ctx, True)
+    add_bos = llm._model.add_bos_token() if hasattr(llm._model, "add_bos_token") else False
+    tokens = llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+    n_ctx, first = args.ctx, args.ctx // 2
+    n_chunks = len(tokens) // n_ctx
+    nll = nll2 = 0.0
+    count = 0
+    t0 = time.perf_counter()
+    for c in range(n_chunks):
+        chunk = list(tokens[c * n_ctx:(c + 1) * n_ctx])
+        if add_bos:
+            chunk[0] = llm.token_bos()
+        llm.reset()
+        llm.eval(chunk)
+        logits = np.asarray(llm.scores[first:n_ctx - 1], dtype=np.float64)
+        targets = np.asarray(tokens[c * n_ctx + first + 1:(c + 1) * n_ctx])
+        mx = logits.max(axis=1, keepdims=True)
+        lse = np.log(np.exp(logits - mx).sum(axis=1)) + mx[:, 0]
+        x = lse - logits[np.arange(len(targets)), targets]
+        nll += float(x.sum())
+        nll2 += float((x * x).sum())
+        count += len(targets)
+    seconds = time.perf_counter() - t0
+    mean = nll / count
+    ppl = math.exp(mean)
+    var = nll2 / count - mean * mean
+    err = ppl * math.sqrt(var / (count - 1)) if var > 0 and count > 1 else 0.0
+    return ppl, err, len(tokens), n_chunks, n_chunks * n_ctx / seconds
+
+
+# ------------------------------------------------------------------ longattn
+
+def longattn_run(args, prompt_text, n_gen):
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(prompt_text)
+        path = f.name
+    try:
+        cmd = [args.longattn, "run", "-m", args.model, "-f", path, "--raw", "-n", str(n_gen), "--temp", "0",
+               "--threads", str(args.threads), "--ctx", str(args.pp_tokens + args.tg_tokens + 256)]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+    finally:
+        os.unlink(path)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
+    pp = re.search(r"prompt:\s+(\d+) tokens in\s+([\d.]+) s =\s+([\d.]+) tokens/s", r.stderr)
+    tg = re.search(r"generation:\s+(\d+) tokens in\s+([\d.]+) s =\s+([\d.]+) tokens/s \((\d+) forward", r.stderr)
+    kv = re.search(r"KV cache:\s+(\d+) bytes", r.stderr)
+    if not (pp and tg and kv):
+        raise RuntimeError("cannot parse longattn run's stderr:\n" + r.stderr)
+    return (int(pp.group(1)), float(pp.group(3)), int(tg.group(4)), float(tg.group(3)), int(kv.group(1)))
+
+
+def longattn_speed(args, prompt_text, gen_prompt_text):
+    best = {"pp": 0.0, "tg": 0.0}
+    n_pp = n_tg = kv = 0
+    for _ in range(args.repeat):
+        n_pp, pp, _, _, kv = longattn_run(args, prompt_text, 1)
+        best["pp"] = max(best["pp"], pp)
+    for _ in range(args.repeat):
+        _, _, n_tg, tg, _ = longattn_run(args, gen_prompt_text, args.tg_tokens + 1)
+        best["tg"] = max(best["tg"], tg)
+    return n_pp, best["pp"], n_tg, best["tg"], kv
+
+
+def longattn_perplexity(args):
+    cmd = [args.longattn, "ppl", "-m", args.model, "-f", args.text, "--ctx", str(args.ctx), "--threads",
+           str(args.threads)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
+    m = re.search(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)", r.stdout)
+    t = re.search(r"(\d+) tokens evaluated in\s+([\d.]+) s =\s+([\d.]+) tokens/s", r.stderr)
+    n = re.search(r": (\d+) tokens, (\d+) chunks", r.stderr)
+    if not (m and t and n):
+        raise RuntimeError("cannot parse longattn ppl output:\n" + r.stdout + r.stderr)
+    return float(m.group(1)), float(m.group(2)), int(n.group(1)), int(n.group(2)), float(t.group(3))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=os.path.join(ROOT, "models", "SmolLM2-135M-Instruct.Q4_1.gguf"))
+    ap.add_argument("--longattn", default=os.path.join(ROOT, "build", "longattn"))
+    ap.add_argument("--text", default=os.path.join(HERE, "data", "ppl-text.txt"))
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pp-tokens", type=int, default=2048)
+    ap.add_argument("--tg-tokens", type=int, default=128)
+    ap.add_argument("--ctx", type=int, default=512, help="perplexity chunk length (llama.cpp -c)")
+    ap.add_argument("--batch", type=int, default=512, help="llama.cpp n_batch")
+    ap.add_argument("--repeat", type=int, default=1, help="best of this many speed runs")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: speed,ppl")
+    args = ap.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    for path in (args.model, args.longattn, args.text):
+        if not os.path.exists(path):
+            sys.exit("llama_cpp_compare: %s not found (make build; scripts/get-model.sh)" % path)
+    text = open(args.text, encoding="utf-8").read()
+    common = {"model": os.path.basename(args.model), "threads": args.threads}
+
+    if "speed" not in skip:
+        # The prompts are cut in llama.cpp's tokens and decoded back to text,
+        # so both tools see (nearly) the same token count; each reports its own.
+        llm = llama_load(args, 64, False)
+        toks = llama_tokens(llm, text)
+        if len(toks) < args.pp_tokens:
+            sys.exit("llama_cpp_compare: %s has %d tokens, fewer than --pp-tokens" % (args.text, len(toks)))
+        prompt_text = llm.detokenize(toks[:args.pp_tokens]).decode("utf-8", "replace")
+        gen_prompt_text = llm.detokenize(toks[:16]).decode("utf-8", "replace")
+        del llm
+        l_pp, l_tg = llama_speed(args, toks[:args.pp_tokens], toks[:16])
+        emit(tool="llama.cpp", metric="prompt_tps", tokens=args.pp_tokens, value=round(l_pp, 2), **common)
+        emit(tool="llama.cpp", metric="generation_tps", tokens=args.tg_tokens, value=round(l_tg, 2), **common)
+        n_pp, a_pp, n_tg, a_tg, kv = longattn_speed(args, prompt_text, gen_prompt_text)
+        emit(tool="longattn", metric="prompt_tps", tokens=n_pp, value=round(a_pp, 2), kv_bytes=kv, **common)
+        emit(tool="longattn", metric="generation_tps", tokens=n_tg, value=round(a_tg, 2), **common)
+        emit(tool="ratio", metric="prompt_tps", value=round(a_pp / l_pp, 3), **common)
+        emit(tool="ratio", metric="generation_tps", value=round(a_tg / l_tg, 3), **common)
+
+    if "ppl" not in skip:
+        l_ppl, l_err, l_n, l_chunks, l_tps = llama_perplexity(args)
+        emit(tool="llama.cpp", metric="perplexity", value=round(l_ppl, 4), err=round(l_err, 4), tokens=l_n,
+             chunks=l_chunks, ctx=args.ctx, eval_tps=round(l_tps, 2), **common)
+        a_ppl, a_err, a_n, a_chunks, a_tps = longattn_perplexity(args)
+        emit(tool="longattn", metric="perplexity", value=round(a_ppl, 4), err=round(a_err, 4), tokens=a_n,
+             chunks=a_chunks, ctx=args.ctx, eval_tps=round(a_tps, 2), **common)
+        emit(tool="ratio", metric="perplexity", value=round(a_ppl / l_ppl, 5),
+             rel_diff_percent=round(100 * (a_ppl - l_ppl) / l_ppl, 3), **common)
+
+
+if __name__ == "__main__":
+    main()

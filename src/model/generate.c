@@ -1,0 +1,92 @@
+/* The generation loop: chunked prefill, then sample / eval one token at a
+ * time. The first token is sampled from the prefill's logits, so n tokens
+ * cost n - 1 decode passes (the last token is never fed back). */
+#include "generate.h"
+
+#include "internal.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+la_generate_params la_generate_params_default(void) {
+    return (la_generate_params){.max_new_tokens = 256, .prefill_chunk = LA_PREFILL_CHUNK_DEFAULT};
+}
+
+static la_status prefill(la_session *s, const int32_t *prompt, int64_t n_prompt, const la_generate_params *p,
+                         float *logits) {
+    const int64_t chunk = p->prefill_chunk > 0 ? p->prefill_chunk : LA_PREFILL_CHUNK_DEFAULT;
+    for (int64_t done = 0; done < n_prompt;) {
+        int64_t n = n_prompt - done < chunk ? n_prompt - done : chunk;
+        /* Only the last chunk's last row of logits is needed. */
+        la_status st = la_session_eval(s, prompt + done, n, done + n == n_prompt ? logits : NULL, false);
+        if (st) return st;
+        done += n;
+        if (p->on_prefill) p->on_prefill(p->user, done, n_prompt);
+    }
+    return LA_OK;
+}
+
+la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, const int32_t *prompt, int64_t n_prompt,
+                      const la_generate_params *p, la_generate_stats *stats) {
+    if (!m || !s || !sampler || !prompt || !p)
+        return la_fail(LA_ERR_NULL, "la_generate: %s is NULL",
+                       !m ? "model m" : !s ? "session s" : !sampler ? "sampler" : !prompt ? "prompt" : "params p");
+    if (n_prompt <= 0) return la_fail(LA_ERR_ARGUMENT, "la_generate: n_prompt is %lld; must be > 0", (long long)n_prompt);
+    if (p->max_ctx <= 0)
+        return la_fail(LA_ERR_ARGUMENT, "la_generate: p->max_ctx is %lld; set it to the session's max_ctx",
+                       (long long)p->max_ctx);
+    const int64_t start = la_session_pos(s);
+    int64_t end_of_prompt;
+    if (!la_add_i64(start, n_prompt, &end_of_prompt) || end_of_prompt > p->max_ctx)
+        return la_fail(LA_ERR_ARGUMENT, "la_generate: %lld prompt tokens after %lld cached ones exceed max_ctx %lld",
+                       (long long)n_prompt, (long long)start, (long long)p->max_ctx);
+    const la_tokenizer *tok = la_model_tokenizer(m);
+    const int64_t n_vocab = la_model_config_of(m)->n_vocab;
+    for (int64_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= n_vocab)
+            return la_fail(LA_ERR_ARGUMENT, "la_generate: prompt[%lld] = %d is not a token id (vocabulary %lld)",
+                           (long long)i, (int)prompt[i], (long long)n_vocab);
+    float *logits = malloc((size_t)n_vocab * sizeof *logits);
+    if (!logits) return la_fail(LA_ERR_NOMEM, "la_generate: no memory for %lld logits", (long long)n_vocab);
+
+    la_generate_stats st_out = {.n_prompt = n_prompt, .eog_token = -1, .stop = LA_STOP_LIMIT};
+    double t0 = now_seconds();
+    la_status st = prefill(s, prompt, n_prompt, p, logits);
+    double t1 = now_seconds();
+    st_out.prompt_seconds = t1 - t0;
+    const int64_t limit = p->max_new_tokens;
+    while (st == LA_OK && (limit < 0 || st_out.n_generated < limit)) {
+        int32_t token;
+        if ((st = la_sampler_sample(sampler, logits, &token))) break;
+        if (la_tokenizer_is_eog(tok, token)) {
+            st_out.stop = LA_STOP_EOG;
+            st_out.eog_token = token;
+            break;
+        }
+        st_out.n_generated++;
+        if (p->on_token && !p->on_token(p->user, token)) {
+            st_out.stop = LA_STOP_CALLER;
+            break;
+        }
+        if (st_out.n_generated == limit) break; /* no pass for a token nothing will follow */
+        if (la_session_pos(s) >= p->max_ctx) {
+            st_out.stop = LA_STOP_CONTEXT;
+            break;
+        }
+        st = la_session_eval(s, &token, 1, logits, false);
+        st_out.n_decode++;
+    }
+    st_out.decode_seconds = now_seconds() - t1;
+    free(logits);
+    if (st) return st; /* the failing call's message stands */
+    st_out.prompt_tps = st_out.prompt_seconds > 0 ? (double)n_prompt / st_out.prompt_seconds : 0;
+    st_out.decode_tps = st_out.decode_seconds > 0 && st_out.n_decode > 0 ? (double)st_out.n_decode / st_out.decode_seconds : 0;
+    if (stats) *stats = st_out;
+    return la_succeed();
+}

@@ -1,0 +1,30 @@
+/* Helpers the model subcommands (run, ppl) share: strict number parsing,
+ * reading a whole file, printing a library failure. */
+#ifndef LA_CLI_UTIL_H
+#define LA_CLI_UTIL_H
+
+#include "longattn.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* The whole string must be a number within [lo, hi]; otherwise print
+ * "CMD: OPTION expects ..." on stderr and return false. */
+bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_t lo, int64_t hi, int64_t *out);
+bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
+bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out);
+
+/* The option's value argv[*i + 1] (advancing *i), or NULL after printing
+ * "CMD: OPTION needs a value". */
+const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+
+/* Read a whole file into a malloc'd NUL-terminated buffer; prints the
+ * reason and returns NULL on failure. */
+char *cli_read_file(const char *cmd, const char *path, size_t *len);
+
+/* Print "CMD: WHAT: STATUS_NAME: message" for a failed library call; returns 1
+ * (the exit status the subcommands use for failures). */
+int cli_fail(const char *cmd, const char *what, la_status st);
+
+#endif
