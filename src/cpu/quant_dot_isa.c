@@ -12,8 +12,67 @@ typedef int8_t vqs __attribute__((vector_size(LA_VL)));
 static inline float f16(const char *p) {
     uint16_t h;
     memcpy(&h, p, 2);
+#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
+    return _cvtsh_ss(h);
+#else
     return la_f16_to_f32(h);
+#endif
 }
+
+#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
+/* Integer block dots against the activation quantised to int8 blocks (xq,
+ * scale dx per 32 values), as llama.cpp does: maddubs multiplies unsigned
+ * by signed bytes and sums pairs into int16 (|15 * 127 * 2| and
+ * |127 * 127 * 2| both fit), madd sums those into int32. */
+static inline __m256 q4_block(const uint8_t *qs, const int8_t *xq) {
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs), mask = _mm_set1_epi8(0x0F);
+    const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), _mm_and_si128(raw, mask));
+    const __m256i p16 = _mm256_maddubs_epi16(q, _mm256_loadu_si256((const __m256i *)xq));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+static inline __m256 q8_block(const int8_t *qs, const int8_t *xq) {
+    const __m256i q = _mm256_loadu_si256((const __m256i *)qs), x = _mm256_loadu_si256((const __m256i *)xq);
+    const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(x, q));
+    return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+}
+
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8_t *xq, const float *dx,
+                         const float *xsum, float *out) {
+    const int64_t nb = cols / 32;
+    __m256 acc = _mm256_setzero_ps();
+    float tail = 0;
+    switch (t) {
+    case LA_GGML_Q4_1:
+        for (int64_t b = 0; b < nb; b++, w += 20) {
+            acc = _mm256_fmadd_ps(q4_block((const uint8_t *)w + 4, xq + b * 32), _mm256_set1_ps(f16(w) * dx[b]), acc);
+            tail += f16(w + 2) * xsum[b];
+        }
+        break;
+    case LA_GGML_Q4_0:
+        for (int64_t b = 0; b < nb; b++, w += 18) {
+            float d = f16(w);
+            acc = _mm256_fmadd_ps(q4_block((const uint8_t *)w + 2, xq + b * 32), _mm256_set1_ps(d * dx[b]), acc);
+            tail -= 8 * d * xsum[b];
+        }
+        break;
+    case LA_GGML_Q8_0:
+        for (int64_t b = 0; b < nb; b++, w += 34)
+            acc = _mm256_fmadd_ps(q8_block((const int8_t *)w + 2, xq + b * 32), _mm256_set1_ps(f16(w) * dx[b]), acc);
+        break;
+    default: return false;
+    }
+    *out = hsum256(acc) + tail;
+    return true;
+}
+#endif
 
 static inline vf widen_u8(const uint8_t *p) {
     vq b;
@@ -89,8 +148,15 @@ static float dot_row(la_ggml_type t, const char *w, int64_t cols, const float *x
 }
 
 void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
-                                  const float *x, const float *xsum, float *y) {
-    for (int64_t r = 0; r < nrows; r++) y[r] = dot_row(t, w + (size_t)r * row_bytes, cols, x, xsum);
+                                  const float *x, const float *xsum, const int8_t *xq, const float *dx, float *y) {
+    for (int64_t r = 0; r < nrows; r++) {
+#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
+        if (xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, xq, dx, xsum, &y[r])) continue;
+#else
+        (void)xq, (void)dx;
+#endif
+        y[r] = dot_row(t, w + (size_t)r * row_bytes, cols, x, xsum);
+    }
 }
 
 void LA_ISA_FN(la_quant_matmul_tile)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
