@@ -63,9 +63,27 @@
 #endif
 #define NR 2
 
+/* Query rows handled per pass over the key blocks. It bounds the scratch
+ * that grows with L: each thread's dQ partial is at most G x QUERY_CHUNK x Dp
+ * floats (1.5 MB per query head at D = 128) whatever the sequence length;
+ * longer sequences carry dK, dV in f32 accumulators between chunks and pack
+ * each key block once per chunk, which costs little next to the products. */
+#define QUERY_CHUNK (32 * BQ)
+
 #define ALWAYS_INLINE inline __attribute__((always_inline))
+#define FLOATS_PER_LINE (64 / (int64_t)sizeof(float))
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* Floats of one [G*qc][Dp] panel and of one [G*qc] row vector, each rounded
+ * to whole 64-byte lines. False on overflow. */
+static bool panel_sizes(int64_t G, int64_t qc, int64_t Dp, size_t *panel, size_t *rows) {
+    size_t n;
+    if (!la_mul_size((size_t)G, (size_t)qc, &n) || !la_mul_size(n, (size_t)Dp, panel)) return false;
+    *panel = (size_t)round_up((int64_t)*panel, FLOATS_PER_LINE);
+    *rows = (size_t)round_up((int64_t)n, FLOATS_PER_LINE);
+    return true;
+}
 
 /* C[mr x nr*VL] (+)= A[mr x kc] B[kc x nr*VL]; A(i, k) = a[i*a_rs + k*a_ks]. */
 static ALWAYS_INLINE void micro_tile(const int mr, const int nr, int64_t kc, const float *a, int64_t a_rs,
@@ -175,8 +193,10 @@ typedef struct {
     const la_attn_problem *p;
     int64_t bt;            /* batch index into the tensors: b dense, 0 varlen */
     int64_t hk, G, lq, lk, q0, k0, D, Dp;
-    float *q, *dout;       /* packed [G * lq][Dp]; written while packing, then read-only */
-    float *lse, *delta;    /* [G * lq] */
+    int64_t c0, cn;        /* the query chunk in hand: rows [c0, c0 + cn) of the sequence */
+    float *q, *dout;       /* packed [G * cn][Dp]; written while packing, then read-only */
+    float *lse, *delta;    /* [G * cn] */
+    float *dk_acc, *dv_acc; /* [lk][Dp] f32 dK, dV carried across chunks, or NULL for one chunk */
 } group;
 
 typedef struct {
@@ -188,6 +208,9 @@ typedef struct {
 } scratch;
 
 enum { BLOCK_NONE, BLOCK_PARTIAL, BLOCK_FULL };
+
+/* Row of the packed panels (and of a dQ partial) for query row i of head gi. */
+static inline int64_t panel_row(const group *g, int64_t gi, int64_t i) { return gi * g->cn + i - g->c0; }
 
 /* How query rows [i0, i0+nq) see keys [j0, j0+nk). */
 static int classify(const group *g, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
@@ -218,7 +241,7 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
     for (int64_t r = 0; r < nq; r++) {
         int64_t i = i0 + r;
         float *srow = w->s + r * BK, *dprow = w->dp + r * BK;
-        const vf lse = vf_set1(g->lse[gi * g->lq + i]), delta = vf_set1(g->delta[gi * g->lq + i]);
+        const vf lse = vf_set1(g->lse[panel_row(g, gi, i)]), delta = vf_set1(g->delta[panel_row(g, gi, i)]);
         int64_t lo = 0, hi = g->lk;
         if (masked) la_attn_key_range(p, i, g->lq, g->lk, &lo, &hi);
         const vi lo_r = (vi){0} + rel_key(lo, j0), hi_r = (vi){0} + rel_key(hi, j0),
@@ -259,20 +282,23 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
 }
 
 /* All five products for one (query block, key block) tile. */
-static void tile(const group *g, scratch *w, int64_t gi, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool masked) {
+static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, int64_t i0, int64_t nq, int64_t j0,
+                 int64_t nk, bool masked) {
     const int64_t D = g->D, Dp = g->Dp, nkp = round_up(nk, LA_VL);
-    const float *q = g->q + (gi * g->lq + i0) * Dp, *dout = g->dout + (gi * g->lq + i0) * Dp;
+    const int64_t row = panel_row(g, gi, i0);
+    const float *q = g->q + row * Dp, *dout = g->dout + row * Dp;
     gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);        /* S  = Q K^T  */
     gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false);    /* dP = dO V^T */
     scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
-    gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, w->dv, Dp, true);      /* dV += P^T dO */
-    gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, w->dk, Dp, true);        /* dK += dS^T Q */
-    gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + (gi * g->lq + i0) * Dp, Dp, true); /* dQ += dS K */
+    gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);         /* dV += P^T dO */
+    gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);           /* dK += dS^T Q */
+    gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
 }
 
-/* dK and dV of the group's keys [j0, j0 + BK): pack K, K^T and V^T once (as
- * f32, zero padded to a whole vector of keys), run every query tile that
- * sees the block, store. Masking is element-wise only on partial tiles. */
+/* dK and dV of the group's keys [j0, j0 + BK) against the query chunk: pack
+ * K, K^T and V^T (as f32, zero padded to a whole vector of keys), run every
+ * query tile of the chunk that sees the block, and store dK, dV after the
+ * last chunk. Masking is element-wise only on partial tiles. */
 static void key_block(const group *g, scratch *w, int64_t j0) {
     const la_attn_problem *p = g->p;
     const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK, nkp = round_up(nk, LA_VL);
@@ -290,24 +316,29 @@ static void key_block(const group *g, scratch *w, int64_t j0) {
             w->vt[d * BK + r] = row[d];
         }
     }
-    memset(w->dk, 0, (size_t)(nk * Dp) * sizeof(float));
-    memset(w->dv, 0, (size_t)(nk * Dp) * sizeof(float));
+    float *dk = g->dk_acc ? g->dk_acc + j0 * Dp : w->dk, *dv = g->dv_acc ? g->dv_acc + j0 * Dp : w->dv;
+    if (g->c0 == 0) {
+        memset(dk, 0, (size_t)(nk * Dp) * sizeof(float));
+        memset(dv, 0, (size_t)(nk * Dp) * sizeof(float));
+    }
+    const int64_t c1 = g->c0 + g->cn;
     for (int64_t gi = 0; gi < g->G; gi++)
-        for (int64_t i0 = 0; i0 < g->lq; i0 += BQ) {
-            int64_t nq = g->lq - i0 < BQ ? g->lq - i0 : BQ;
+        for (int64_t i0 = g->c0; i0 < c1; i0 += BQ) {
+            int64_t nq = c1 - i0 < BQ ? c1 - i0 : BQ;
             int cls = classify(g, i0, nq, j0, nk);
-            if (cls != BLOCK_NONE) tile(g, w, gi, i0, nq, j0, nk, cls == BLOCK_PARTIAL);
+            if (cls != BLOCK_NONE) tile(g, w, dk, dv, gi, i0, nq, j0, nk, cls == BLOCK_PARTIAL);
         }
+    if (c1 < g->lq) return;
     for (int64_t r = 0; r < nk; r++) {
-        store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, w->dk + r * Dp, D);
-        store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, w->dv + r * Dp, D);
+        store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, dk + r * Dp, D);
+        store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, dv + r * Dp, D);
     }
 }
 
 /* Pack q and dout of query row i of head gi, its delta and lse. */
 static void pack_query_row(const group *g, int64_t gi, int64_t i) {
     const la_attn_problem *p = g->p;
-    const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = gi * g->lq + i;
+    const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = panel_row(g, gi, i);
     float *dout = g->dout + row * Dp, o[LA_MAX_HEAD_DIM];
     load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
     load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
@@ -329,7 +360,7 @@ static void pack_query_row(const group *g, int64_t gi, int64_t i) {
 /* Sum the threads' dQ partials of row (gi, i) and store it. */
 static void reduce_dq_row(const group *g, float *const *partials, int nthreads, int64_t gi, int64_t i) {
     const la_attn_problem *p = g->p;
-    const int64_t D = g->D, Dp = g->Dp, row = gi * g->lq + i;
+    const int64_t D = g->D, Dp = g->Dp, row = panel_row(g, gi, i);
     float sum[LA_MAX_HEAD_DIM + LA_VL];
     for (int64_t d = 0; d < Dp; d += LA_VL) {
         vf acc = vf_load(partials[0] + row * Dp + d);
@@ -339,36 +370,52 @@ static void reduce_dq_row(const group *g, float *const *partials, int nthreads, 
     store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
 }
 
-/* The group (sequence b, K/V head hk) with its shared panels. */
-static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *q, float *dout, float *lse,
-                      float *delta) {
+/* The group (sequence b, K/V head hk) with its panels (of panel_sizes);
+ * query chunk unset. */
+static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *panels, size_t panel, size_t rows) {
     group g = {.p = p, .bt = p->cu_q ? 0 : b, .hk = hk, .G = p->H / p->Hkv, .D = p->D,
-               .Dp = round_up(p->D, LA_VL), .q = q, .dout = dout, .lse = lse, .delta = delta};
+               .Dp = round_up(p->D, LA_VL)};
     la_attn_seq(p, b, &g.q0, &g.lq, &g.k0, &g.lk);
+    g.q = panels;
+    g.dout = g.q + panel;
+    g.lse = g.dout + panel;
+    g.delta = g.lse + rows;
     return g;
 }
 
-/* One group by one thread: it owns every output row of the group, so its
- * dQ partial is the whole dQ. */
-static void group_alone(const group *g, scratch *w) {
-    const int64_t nrows = g->G * g->lq;
-    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
+/* One group by one thread, in one chunk (whole groups are short): it owns
+ * every output row of the group, so its dQ partial is the whole dQ. */
+static void group_alone(group *g, scratch *w) {
+    g->c0 = 0;
+    g->cn = g->lq;
+    const int64_t nrows = g->G * g->cn;
+    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->cn, r % g->cn);
     memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
     for (int64_t j0 = 0; j0 < g->lk; j0 += BK) key_block(g, w, j0);
-    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, &w->dq, 1, r / g->lq, r % g->lq);
+    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, &w->dq, 1, r / g->cn, r % g->cn);
 }
 
-/* One group by the whole team (called by every thread of the region):
- * threads share the packed panels and split the key blocks. */
-static void group_shared(const group *g, scratch *w, float *const *partials, int team) {
-    const int64_t nrows = g->G * g->lq, nkb = (g->lk + BK - 1) / BK;
+/* One group by the whole team (called by every thread of the region), one
+ * query chunk of at most qc rows at a time: threads share the packed panels
+ * and split the key blocks; dK, dV live in dk_acc, dv_acc between chunks.
+ * Runs once even with no queries, so that dK and dV are written (as 0). */
+static void group_shared(group *g, scratch *w, float *const *partials, int team, int64_t qc, float *dk_acc,
+                         float *dv_acc) {
+    const int64_t nkb = (g->lk + BK - 1) / BK;
+    g->dk_acc = g->lq > qc ? dk_acc : NULL;
+    g->dv_acc = g->lq > qc ? dv_acc : NULL;
+    for (g->c0 = 0;; g->c0 += qc) {
+        g->cn = g->lq - g->c0 < qc ? g->lq - g->c0 : qc;
+        const int64_t nrows = g->G * g->cn;
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
-    memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+        for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->cn, g->c0 + r % g->cn);
+        memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t kb = 0; kb < nkb; kb++) key_block(g, w, kb * BK);
+        for (int64_t kb = 0; kb < nkb; kb++) key_block(g, w, kb * BK);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->lq, r % g->lq);
+        for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->cn, g->c0 + r % g->cn);
+        if (g->c0 + g->cn >= g->lq) break;
+    }
 }
 
 /* Busy fraction of `threads` threads sharing `items` equal work items. */
@@ -379,27 +426,30 @@ static double balance(int64_t items, int threads) {
 
 la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_attn_problem *p) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
-    const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL), Lq = p->Lq;
+    const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL);
     const int64_t ngroups = p->num_seqs * p->Hkv, nkb = (p->Lk + BK - 1) / BK;
+    const int64_t qc = p->Lq < QUERY_CHUNK ? p->Lq : QUERY_CHUNK; /* rows of a chunk, at most */
     /* Long sequences split each group's key blocks over the team; many short
      * groups (few key blocks each, e.g. L = 256 has 3) go whole to threads,
      * which also saves the three barriers per group. Whichever keeps more
-     * threads busy, sharing on a tie because it needs less scratch. */
-    const bool whole_groups = balance(ngroups, nthreads) > balance(nkb, nthreads);
+     * threads busy, sharing on a tie because it needs less scratch. Whole
+     * groups must fit one query chunk. */
+    const bool whole_groups = p->Lq <= QUERY_CHUNK && balance(ngroups, nthreads) > balance(nkb, nthreads);
+    const bool chunked = p->Lq > QUERY_CHUNK;
 
     /* Workspace in floats, every piece rounded to 64 bytes. Panels: q, dout
-     * [G*Lq][Dp], lse and delta [G*Lq]; shared by the team, or one set per
-     * thread for whole groups. Per thread: dQ partial [G*Lq][Dp], K^T, V^T
-     * [D][BK], K, dK, dV [BK][Dp], S, dP [BQ][BK]. */
-    const size_t align = 64 / sizeof(float);
-    size_t rows, panel, panels, per_thread, shared, total, bytes;
-    if (!la_mul_size((size_t)G, (size_t)Lq, &rows) || !la_mul_size(rows, (size_t)Dp, &panel))
+     * [G*qc][Dp], lse and delta [G*qc]; shared by the team, or one set per
+     * thread for whole groups. Shared when chunked: dK, dV accumulators
+     * [Lk][Dp]. Per thread: dQ partial [G*qc][Dp], K^T, V^T [D][BK], K, dK,
+     * dV [BK][Dp], S, dP [BQ][BK]. */
+    size_t panel, rows, panels, acc = 0, per_thread, shared, total, bytes;
+    if (!panel_sizes(G, qc, Dp, &panel, &rows) || (chunked && !la_mul_size((size_t)p->Lk, (size_t)Dp, &acc)))
         return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
-    panel = (panel + align - 1) / align * align;
-    rows = (rows + align - 1) / align * align;
-    panels = 2 * panel + 2 * rows; /* no overflow: panel < SIZE_MAX / 4 after the products above */
+    acc = round_up((int64_t)acc, FLOATS_PER_LINE);
+    panels = 2 * panel + 2 * rows; /* no overflow: qc is bounded */
     per_thread = panel + 2 * (size_t)(D * BK) + 3 * (size_t)(BK * Dp) + 2 * (size_t)(BQ * BK);
-    shared = panels;
+    shared = panels + 2 * acc;
+    if (shared < panels) return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
     if (whole_groups) per_thread += panels, shared = 0;
     if (!la_mul_size(per_thread, (size_t)nthreads, &total) || (total += shared) < shared ||
         !la_mul_size(total, sizeof(float), &bytes))
@@ -407,6 +457,7 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
     void *mem;
     la_status st = la_workspace(ctx, bytes, &mem);
     if (st) return st;
+    float *const shared_panels = mem, *const dk_acc = shared_panels + panels, *const dv_acc = dk_acc + acc;
     float *partials[nthreads];
     for (int t = 0; t < nthreads; t++) partials[t] = (float *)mem + shared + (size_t)t * per_thread;
 
@@ -429,17 +480,16 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
         w.dv = w.dk + BK * Dp;
         w.s = w.dv + BK * Dp;
         w.dp = w.s + BQ * BK;
-        float *q = whole_groups ? w.dp + BQ * BK : mem, *dout = q + panel, *lse = dout + panel, *delta = lse + rows;
         if (whole_groups) {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t gid = 0; gid < ngroups; gid++) {
-                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, w.dp + BQ * BK, panel, rows);
                 group_alone(&g, &w);
             }
         } else {
             for (int64_t gid = 0; gid < ngroups; gid++) {
-                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
-                if (g.lq > 0 || g.lk > 0) group_shared(&g, &w, partials, team);
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, shared_panels, panel, rows);
+                if (g.lq > 0 || g.lk > 0) group_shared(&g, &w, partials, team, qc, dk_acc, dv_acc);
             }
         }
     }
