@@ -443,13 +443,14 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
      * [Lk][Dp]. Per thread: dQ partial [G*qc][Dp], K^T, V^T [D][BK], K, dK,
      * dV [BK][Dp], S, dP [BQ][BK]. */
     size_t panel, rows, panels, acc = 0, per_thread, shared, total, bytes;
-    if (!panel_sizes(G, qc, Dp, &panel, &rows) || (chunked && !la_mul_size((size_t)p->Lk, (size_t)Dp, &acc)))
+    const size_t limit = SIZE_MAX / 16; /* pieces below this add up without overflow */
+    if (!panel_sizes(G, qc, Dp, &panel, &rows) || (chunked && !la_mul_size((size_t)p->Lk, (size_t)Dp, &acc)) ||
+        panel > limit || acc > limit)
         return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
-    acc = round_up((int64_t)acc, FLOATS_PER_LINE);
-    panels = 2 * panel + 2 * rows; /* no overflow: qc is bounded */
+    acc = (size_t)round_up((int64_t)acc, FLOATS_PER_LINE);
+    panels = 2 * panel + 2 * rows;
     per_thread = panel + 2 * (size_t)(D * BK) + 3 * (size_t)(BK * Dp) + 2 * (size_t)(BQ * BK);
     shared = panels + 2 * acc;
-    if (shared < panels) return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
     if (whole_groups) per_thread += panels, shared = 0;
     if (!la_mul_size(per_thread, (size_t)nthreads, &total) || (total += shared) < shared ||
         !la_mul_size(total, sizeof(float), &bytes))
