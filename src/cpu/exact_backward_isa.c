@@ -1,7 +1,8 @@
 /* Exact attention backward by recomputation, FlashAttention-2 style, written
  * once and compiled per instruction set (see isa.h).
  *
- * For one (sequence, K/V head) group at a time:
+ * For one (sequence, K/V head) group and one chunk of at most QUERY_CHUNK
+ * query rows at a time:
  *  1. Pack the G query heads' q and dout rows into f32 panels padded to Dp
  *     (a multiple of the vector length) and compute delta_i = dout_i . out_i
  *     and the saved lse per row (shared, read-only afterwards).
@@ -12,6 +13,7 @@
  *        P  = exp(s - lse) or sigmoid(s)     dS = P (dP - delta) or dP P (1 - P)
  *        dV += P^T dO      dK += dS^T Q      dQ_thread += dS K
  *     dS already carries d(score)/d(q.k): the scale and the softcap's tanh'.
+ *     dK, dV are stored after the last chunk.
  *  3. dQ = sum of the threads' f32 partials, converted and stored.
  * When there are many short groups (few key blocks each), threads instead
  * take whole groups, with their own panels; then a thread's dQ partial is
@@ -20,7 +22,7 @@
  * Why per-thread dQ partials rather than a second pass that owns query
  * blocks: the second pass recomputes S and dP, seven matrix products per
  * tile instead of five (40% more work), while the partials cost
- * threads x G x Lq x Dp floats of scratch (linear in L) and one reduction
+ * threads x G x min(Lq, QUERY_CHUNK) x Dp floats of scratch and one reduction
  * pass that reads them once, which is small next to the Lq x Lk x D work:
  * zeroing and reducing took about 0.3% of the run under perf at L = 4096,
  * D = 128, 2 threads.
