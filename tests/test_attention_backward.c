@@ -118,7 +118,8 @@ typedef struct {
     bool strided, alibi;
     int threads;
     la_attention_params p;
-    bool nested; /* call from inside the caller's own OpenMP parallel region */
+    bool nested;   /* call from inside the caller's own OpenMP parallel region */
+    bool dout_f32; /* dout in f32 rather than the inputs' dtype */
 } bw_case;
 
 /* Index of element (seq, row, head, d) in tensor coordinates. */
@@ -224,14 +225,14 @@ static void run_case(uint64_t *rng, const bw_case *c) {
     }
     const bool st = c->strided;
     buf q = make_as(c->dt, nd, qs, st, false), k = make_as(c->dt, nd, ks, st, false), v = make_as(c->dt, nd, ks, st, false);
-    buf dout = make_as(c->dt, nd, qs, st, false), out = make_as(c->out_dt, nd, qs, st, false);
+    buf dout = make_as(c->dout_f32 ? LA_F32 : c->dt, nd, qs, st, false), out = make_as(c->out_dt, nd, qs, st, false);
     buf lse = make_as(LA_F32, nd - 1, ls, st, true);
     buf dq = make_as(c->grad_dt, nd, qs, st, false), dk = make_as(c->grad_dt, nd, ks, st, false),
         dv = make_as(c->grad_dt, nd, ks, st, false);
     tu_fill(rng, q.t.data, c->dt, (int64_t)q.elems, -1, 1);
     tu_fill(rng, k.t.data, c->dt, (int64_t)k.elems, -1, 1);
     tu_fill(rng, v.t.data, c->dt, (int64_t)v.elems, -1, 1);
-    tu_fill(rng, dout.t.data, c->dt, (int64_t)dout.elems, -1, 1);
+    tu_fill(rng, dout.t.data, dout.t.dtype, (int64_t)dout.elems, -1, 1);
     tu_poison(lse.t.data, LA_F32, (int64_t)lse.elems);
     float slopes[64];
     for (int64_t h = 0; h < H; h++) slopes[h] = (float)tu_uniform(rng, 0.01, 0.3);
@@ -554,6 +555,7 @@ int main(void) {
         c.out_dt = tu_randint(&rng, 0, 1) ? c.dt : F;
         c.grad_dt = tu_randint(&rng, 0, 1) ? c.dt : F;
         c.strided = tu_randint(&rng, 0, 1);
+        c.dout_f32 = tu_randint(&rng, 0, 1);
         c.alibi = tu_randint(&rng, 0, 3) == 0;
         c.threads = (int)tu_randint(&rng, 1, 3);
         c.p = def;
