@@ -92,7 +92,7 @@ static la_status check_cu_seqlens(const int32_t *cu, const char *name, int64_t n
 /* Checks shared by forward, backward and decode: q, k, v and the shape
  * relations between them. Fills the problem's sizes and operands. */
 static la_status check_qkv(const la_attention_params *p, const la_tensor *q, const la_tensor *k,
-                           const la_tensor *v, bool varlen, la_attn_problem *P) {
+                           const la_tensor *v, bool varlen, bool paged, la_attn_problem *P) {
     la_status s;
     int nd = varlen ? 3 : 4;
     unsigned zero_tokens = varlen ? 1u : 2u; /* an empty batch entry or an empty packed batch */
@@ -116,7 +116,7 @@ static la_status check_qkv(const la_attention_params *p, const la_tensor *q, con
     if (P->H % P->Hkv != 0)
         return la_fail(LA_ERR_SHAPE, "k has %lld heads; q's %lld heads must be a multiple", (long long)P->Hkv,
                        (long long)P->H);
-    if (!varlen && k->shape[0] != q->shape[0])
+    if (!varlen && !paged && k->shape[0] != q->shape[0])
         return la_fail(LA_ERR_SHAPE, "k batch is %lld but q batch is %lld", (long long)k->shape[0],
                        (long long)q->shape[0]);
     if ((s = check_no_head_overlap(q, "q", hx, P->D)) || (s = check_no_head_overlap(k, "k", hx, P->D)) ||
@@ -201,7 +201,7 @@ la_status la_attention_forward(la_context *ctx, const la_attention_params *p, co
     if (s) return s;
     bool varlen = p->cu_seqlens_q != NULL;
     int nd = varlen ? 3 : 4;
-    if ((s = check_qkv(p, q, k, v, varlen, &P))) return s;
+    if ((s = check_qkv(p, q, k, v, varlen, false, &P))) return s;
     if ((s = check_layout_varlen(p, q, k, &P))) return s;
     if ((s = check_output_like(out, "out", q, nd, varlen ? 1u : 0u, false))) return s;
     if (lse) {
@@ -225,7 +225,7 @@ la_status la_attention_backward(la_context *ctx, const la_attention_params *p, c
     bool varlen = p->cu_seqlens_q != NULL;
     int nd = varlen ? 3 : 4;
     unsigned zq = varlen ? 1u : 0u, zk = varlen ? 1u : 2u;
-    if ((s = check_qkv(p, q, k, v, varlen, &P))) return s;
+    if ((s = check_qkv(p, q, k, v, varlen, false, &P))) return s;
     if ((s = check_layout_varlen(p, q, k, &P))) return s;
     if ((s = la_check_tensor(out, "out", nd, zq)) || (s = check_same_shape(out, "out", q, "q", nd)) ||
         (s = la_check_tensor(dout, "dout", nd, zq)) || (s = check_same_shape(dout, "dout", q, "q", nd)))
@@ -301,6 +301,9 @@ la_status la_attention_decode(la_context *ctx, const la_attention_params *p, con
     if (s) return s;
     if (p->cu_seqlens_q || p->cu_seqlens_k)
         return la_fail(LA_ERR_ARGUMENT, "decode takes seqlens through la_kv_layout; cu_seqlens must be NULL");
+    if (layout && layout->block_table == NULL && layout->blocks_per_seq != 0)
+        return la_fail(LA_ERR_ARGUMENT, "blocks_per_seq is %lld but block_table is NULL",
+                       (long long)layout->blocks_per_seq);
     if ((s = la_check_tensor(q, "q", 4, 0))) return s;
     if ((s = check_dtype_is(q, "q", LA_F32, LA_F32))) return s;
     if ((s = la_check_tensor(k, "k", 4, 2)) || (s = la_check_tensor(v, "v", 4, 2))) return s;
@@ -310,13 +313,10 @@ la_status la_attention_decode(la_context *ctx, const la_attention_params *p, con
     /* check_qkv wants q, k, v of one dtype; decode allows f32 q over a narrower cache. */
     la_tensor kq = *k, vq = *v;
     kq.dtype = vq.dtype = q->dtype;
-    if ((s = check_qkv(p, q, &kq, &vq, false, &P))) return s;
+    if ((s = check_qkv(p, q, &kq, &vq, false, layout && layout->block_table, &P))) return s;
     P.k.dtype = P.v.dtype = k->dtype;
     P.num_seqs = q->shape[0];
     P.Lq = q->shape[1];
-    if (layout && layout->block_table == NULL && layout->blocks_per_seq != 0)
-        return la_fail(LA_ERR_ARGUMENT, "blocks_per_seq is %lld but block_table is NULL",
-                       (long long)layout->blocks_per_seq);
     if ((s = check_kv_layout(layout, k, &P))) return s;
     if ((s = check_output_like(out, "out", q, 4, 0, false))) return s;
     if (lse) {

@@ -1,0 +1,210 @@
+/* Decode attention: a few query tokens against a long K/V cache, written once
+ * and compiled per instruction set (see isa.h).
+ *
+ * Decoding is bound by reading the cache, so the kernel is shaped around
+ * streaming it once:
+ *  - Work item = one sequence and one chunk of its keys, for ALL K/V heads:
+ *    the rows of token t for every head are adjacent in a [.., Hkv, D]
+ *    cache, so an item reads contiguous memory (one head at a time would
+ *    stride by Hkv * D and miss the TLB on every key of a long cache).
+ *  - Each K/V row is loaded once and used for the G * Lq query rows that
+ *    share its head (grouped-query attention).
+ *  - Keys go in blocks of LA_VL, so the online softmax's exp is a vector op.
+ * Chunks are spread over threads; each leaves (max, sum, accumulator) per
+ * query row and the partials are merged by log-sum-exp. */
+#include "isa.h"
+#include "tile_gemm.h"
+
+#include "core/attention_problem.h"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Keys per work item at least: below this the merge and per-item set-up
+ * cost more than the split gains. */
+#define MIN_CHUNK 256
+/* Items per thread we aim for, so uneven sequences still balance. */
+#define ITEMS_PER_THREAD 4
+
+typedef struct {
+    const la_attn_problem *p;
+    int64_t b, lk, R, Dp; /* R = H * Lq query rows of the sequence */
+    const float *q;       /* [R][Dp] scaled queries, row r = h * Lq + i */
+    const int64_t *lo, *hi; /* [R] visible key range per row */
+} seq_state;
+
+static const char *row_ptr(const la_attn_problem *p, const la_attn_operand *o, int64_t b, int64_t t, int64_t hk) {
+    if (p->block_table) {
+        int64_t blk = p->block_table[b * p->blocks_per_seq + t / p->block_size];
+        return la_attn_at(o, blk, t % p->block_size, hk);
+    }
+    return la_attn_at(o, b, t, hk);
+}
+
+static float dot(const float *a, const float *b, int64_t Dp) {
+    vf acc0 = vf_set1(0), acc1 = vf_set1(0);
+    int64_t d = 0;
+    for (; d + 2 * LA_VL <= Dp; d += 2 * LA_VL) {
+        acc0 = vf_fma(vf_load(a + d), vf_load(b + d), acc0);
+        acc1 = vf_fma(vf_load(a + d + LA_VL), vf_load(b + d + LA_VL), acc1);
+    }
+    if (d < Dp) acc0 = vf_fma(vf_load(a + d), vf_load(b + d), acc0);
+    return vf_reduce_add(acc0 + acc1);
+}
+
+/* Keys [c0, c1) of one sequence for every head: partial m, l, acc per row. */
+static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float *vbuf, float *m, float *l,
+                  float *acc) {
+    const la_attn_problem *p = s->p;
+    const int64_t Lq = p->Lq, G = p->H / p->Hkv, D = p->D, Dp = s->Dp;
+    const bool softmax = p->score == LA_SCORE_SOFTMAX, softcap = p->softcap > 0;
+    const int64_t sinks = p->sinks;
+    for (int64_t r = 0; r < s->R; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+    }
+    memset(acc, 0, sizeof(float) * (size_t)(s->R * Dp));
+    for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
+        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        for (int64_t hk = 0; hk < p->Hkv; hk++) {
+            for (int64_t e = 0; e < LA_VL; e++) {
+                if (e < nk) {
+                    tg_load_row(kbuf + e * Dp, row_ptr(p, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
+                    tg_load_row(vbuf + e * Dp, row_ptr(p, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
+                } else {
+                    memset(kbuf + e * Dp, 0, sizeof(float) * (size_t)Dp);
+                    memset(vbuf + e * Dp, 0, sizeof(float) * (size_t)Dp);
+                }
+            }
+            for (int64_t r = hk * G * Lq; r < (hk + 1) * G * Lq; r++) {
+                const float *q = s->q + r * Dp;
+                const int64_t i = r % Lq, lo = s->lo[r], hi = s->hi[r];
+                const float slope = p->alibi_slopes ? p->alibi_slopes[r / Lq] : 0.0f;
+                vf sv;
+                for (int64_t e = 0; e < LA_VL; e++) {
+                    int64_t j = j0 + e;
+                    bool vis = e < nk && j < hi && (j >= lo || j < sinks);
+                    if (!vis) {
+                        sv[e] = -INFINITY;
+                        continue;
+                    }
+                    float x = dot(q, kbuf + e * Dp, Dp);
+                    if (softcap) x = p->softcap * tanhf(x / p->softcap);
+                    if (slope != 0.0f) x -= slope * fabsf((float)(i + s->lk - Lq - j));
+                    sv[e] = x;
+                }
+                float *a = acc + r * Dp;
+                vf pv;
+                if (softmax) {
+                    float bm = vf_reduce_max(sv);
+                    if (bm == -INFINITY) continue;
+                    if (bm > m[r]) {
+                        float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - bm);
+                        l[r] *= alpha;
+                        vf av = vf_set1(alpha);
+                        for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(a + d, vf_load(a + d) * av);
+                        m[r] = bm;
+                    }
+                    pv = vf_exp(sv - m[r]);
+                    l[r] += vf_reduce_add(pv);
+                } else {
+                    /* vf_exp saturates, so sigmoid(-inf) is tiny, not 0: mask it */
+                    pv = vf_select(sv == vf_set1(-INFINITY), vf_set1(0), vf_sigmoid(sv + p->sigmoid_bias));
+                }
+                for (int64_t d = 0; d < Dp; d += LA_VL) {
+                    vf o = vf_load(a + d);
+                    for (int64_t e = 0; e < nk; e++) o = vf_fma(vf_set1(pv[e]), vf_load(vbuf + e * Dp + d), o);
+                    vf_store(a + d, o);
+                }
+            }
+        }
+    }
+}
+
+la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(la_context *ctx, const la_attn_problem *p) {
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t B = p->num_seqs, Lq = p->Lq, H = p->H, D = p->D, Dp = tg_round_up(D, LA_VL), R = H * Lq;
+    /* Chunk length: enough items to keep every thread busy, never tiny. */
+    int64_t want_items = (int64_t)nthreads * ITEMS_PER_THREAD;
+    int64_t nchunks = (want_items + B - 1) / B, chunk_len = (p->Lk + nchunks - 1) / nchunks;
+    if (chunk_len < MIN_CHUNK) chunk_len = MIN_CHUNK;
+    chunk_len = tg_round_up(chunk_len, LA_VL);
+    nchunks = p->Lk > 0 ? (p->Lk + chunk_len - 1) / chunk_len : 1;
+    const int64_t items = B * nchunks;
+
+    /* Workspace (floats): per item R partial rows (Dp + 2 each); per
+     * sequence its scaled queries [R][Dp] and key ranges; per thread one
+     * block of K and V rows. */
+    size_t part_rows, part, qsz, ranges, per_thread, total, bytes;
+    if (!la_mul_size((size_t)items, (size_t)R, &part_rows) || !la_mul_size(part_rows, (size_t)(Dp + 2), &part) ||
+        !la_mul_size((size_t)(B * R), (size_t)Dp, &qsz))
+        return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
+    ranges = (size_t)(B * R) * 2 * (sizeof(int64_t) / sizeof(float));
+    per_thread = (size_t)(2 * LA_VL * Dp);
+    total = part + qsz + ranges + per_thread * (size_t)nthreads;
+    if (total < part || !la_mul_size(total, sizeof(float), &bytes))
+        return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
+    void *mem;
+    la_status st = la_workspace(ctx, bytes, &mem);
+    if (st) return st;
+    float *pm = mem, *pl = pm + part_rows, *pacc = pl + part_rows, *qs = pacc + part_rows * (size_t)Dp;
+    int64_t *lo = (int64_t *)(qs + qsz), *hi = lo + B * R;
+    float *thread_bufs = (float *)(hi + B * R);
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        int tid = 0;
+#ifdef _OPENMP
+        tid = omp_get_thread_num();
+#endif
+        float *kbuf = thread_bufs + (size_t)tid * per_thread, *vbuf = kbuf + LA_VL * Dp;
+#pragma omp for schedule(static)
+        for (int64_t br = 0; br < B * R; br++) {
+            const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
+            const int64_t lk = p->seqlens_k ? p->seqlens_k[b] : p->Lk;
+            tg_load_row(qs + br * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
+            for (int64_t d = 0; d < D; d++) qs[br * Dp + d] *= p->scale;
+            la_attn_key_range(p, i, Lq, lk, &lo[br], &hi[br]);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t b = it / nchunks, c = it % nchunks;
+            const int64_t lk = p->seqlens_k ? p->seqlens_k[b] : p->Lk;
+            seq_state s = {.p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp, .lo = lo + b * R,
+                           .hi = hi + b * R};
+            int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
+            chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp);
+        }
+        /* merge the chunks of each (sequence, row) by log-sum-exp */
+#pragma omp for schedule(static)
+        for (int64_t br = 0; br < B * R; br++) {
+            const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
+            float M = -INFINITY, L = 0, out[LA_MAX_HEAD_DIM + 16];
+            memset(out, 0, sizeof(float) * (size_t)Dp);
+            for (int64_t c = 0; c < nchunks; c++) {
+                int64_t row = (b * nchunks + c) * R + r;
+                if (pm[row] > M) M = pm[row];
+            }
+            for (int64_t c = 0; c < nchunks; c++) {
+                int64_t row = (b * nchunks + c) * R + r;
+                float w = 1.0f;
+                if (p->score == LA_SCORE_SOFTMAX) {
+                    if (pm[row] == -INFINITY) continue;
+                    w = expf(pm[row] - M);
+                    L += pl[row] * w;
+                }
+                vf wv = vf_set1(w);
+                const float *a = pacc + (size_t)row * Dp;
+                for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(out + d, vf_fma(vf_load(a + d), wv, vf_load(out + d)));
+            }
+            if (p->score == LA_SCORE_SOFTMAX) {
+                float inv = L > 0 ? 1.0f / L : 0.0f;
+                for (int64_t d = 0; d < D; d++) out[d] *= inv;
+            }
+            tg_store_row(la_attn_at(&p->out, b, i, h), p->out.dtype, out, D);
+            if (p->lse.data) *(float *)la_attn_at(&p->lse, b, i, h) = L > 0 ? M + logf(L) : -INFINITY;
+        }
+    }
+    return LA_OK;
+}
