@@ -28,12 +28,12 @@
  * D = 128, 2 threads.
  * No atomics, no races: every output element has one writer.
  *
- * All five products go through one register-blocked micro-kernel that
- * computes an MR x (NR vectors) tile of C (+)= A B, with A read by scalar
- * broadcasts through two strides (so P^T and dS^T need no transposed copy)
- * and B a row-major f32 panel. S and dP use K^T / V^T panels packed once per
- * key block. */
+ * All five products go through the register-blocked tile GEMM shared with
+ * the forward (tile_gemm.h), which reads A by scalar broadcasts through two
+ * strides (so P^T and dS^T need no transposed copy) and B as a row-major f32
+ * panel. S and dP use K^T / V^T panels packed once per key block. */
 #include "isa.h"
+#include "tile_gemm.h"
 
 #include "core/attention_problem.h"
 
@@ -42,8 +42,8 @@
 #include <omp.h>
 #endif
 
-/* Query and key block sizes. 96 is a multiple of every MR below (no row
- * tails) and of NR vectors on every ISA (no column tails), and one thread's
+/* Query and key block sizes. 96 is a multiple of every TG_MR (no row tails)
+ * and of TG_NR vectors on every ISA (no column tails), and one thread's
  * working set at D = 128 (K^T, V^T, K, dK, dV panels and two 96 x 96 score
  * tiles, about 310 KB) fits a 512 KB L2. Measured on the 2-core AMD EPYC dev
  * machine (L = 4096, D = 128, 2 threads): 96 x 96 ran 125-137 GFLOP/s against
@@ -52,19 +52,6 @@
 #define BQ 96
 #define BK 96
 
-/* Micro-kernel register tile: MR rows x NR vectors of accumulators.
- * AVX2 has 16 ymm registers: 6 x 2 accumulators + 2 B vectors + 1 broadcast.
- * AVX-512 has 32 zmm: 8 x 2 leaves room without spilling. The scalar build's
- * 4-wide vectors map to the 16 SSE registers: 4 x 2. */
-#if defined(LA_ISA_AVX512)
-#define MR 8
-#elif defined(LA_ISA_AVX2)
-#define MR 6
-#else
-#define MR 4
-#endif
-#define NR 2
-
 /* Query rows handled per pass over the key blocks. It bounds the scratch
  * that grows with L: each thread's dQ partial is at most G x QUERY_CHUNK x Dp
  * floats (1.5 MB per query head at D = 128) whatever the sequence length;
@@ -72,115 +59,16 @@
  * each key block once per chunk, which costs little next to the products. */
 #define QUERY_CHUNK (32 * BQ)
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
 #define FLOATS_PER_LINE (64 / (int64_t)sizeof(float))
-
-static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 /* Floats of one [G*qc][Dp] panel and of one [G*qc] row vector, each rounded
  * to whole 64-byte lines. False on overflow. */
 static bool panel_sizes(int64_t G, int64_t qc, int64_t Dp, size_t *panel, size_t *rows) {
     size_t n;
     if (!la_mul_size((size_t)G, (size_t)qc, &n) || !la_mul_size(n, (size_t)Dp, panel)) return false;
-    *panel = (size_t)round_up((int64_t)*panel, FLOATS_PER_LINE);
-    *rows = (size_t)round_up((int64_t)n, FLOATS_PER_LINE);
+    *panel = (size_t)tg_round_up((int64_t)*panel, FLOATS_PER_LINE);
+    *rows = (size_t)tg_round_up((int64_t)n, FLOATS_PER_LINE);
     return true;
-}
-
-/* C[mr x nr*VL] (+)= A[mr x kc] B[kc x nr*VL]; A(i, k) = a[i*a_rs + k*a_ks]. */
-static ALWAYS_INLINE void micro_tile(const int mr, const int nr, int64_t kc, const float *a, int64_t a_rs,
-                                    int64_t a_ks, const float *b, int64_t ldb, float *c, int64_t ldc, bool add) {
-    vf acc[MR][NR];
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) acc[i][j] = add ? vf_load(c + i * ldc + j * LA_VL) : vf_set1(0);
-    for (int64_t k = 0; k < kc; k++) {
-        vf bv[NR];
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) bv[j] = vf_load(b + k * ldb + j * LA_VL);
-        const float *ak = a + k * a_ks;
-#pragma GCC unroll 16
-        for (int i = 0; i < mr; i++) {
-            vf av = vf_set1(ak[i * a_rs]);
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) acc[i][j] = vf_fma(av, bv[j], acc[i][j]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) vf_store(c + i * ldc + j * LA_VL, acc[i][j]);
-}
-
-/* One compiled copy per (rows, vectors) shape so every accumulator is a register. */
-#define TILE_FN(R, N)                                                                                         \
-    static void micro_tile_##R##x##N(int64_t kc, const float *a, int64_t a_rs, int64_t a_ks, const float *b, \
-                                     int64_t ldb, float *c, int64_t ldc, bool add) {                         \
-        micro_tile(R, N, kc, a, a_rs, a_ks, b, ldb, c, ldc, add);                                            \
-    }
-#define TILE_FNS(R) TILE_FN(R, 1) TILE_FN(R, 2)
-TILE_FNS(1) TILE_FNS(2) TILE_FNS(3) TILE_FNS(4)
-#if MR > 4
-TILE_FNS(5) TILE_FNS(6)
-#endif
-#if MR > 6
-TILE_FNS(7) TILE_FNS(8)
-#endif
-
-typedef void (*tile_fn)(int64_t, const float *, int64_t, int64_t, const float *, int64_t, float *, int64_t, bool);
-#define TILE_ROW(R) {micro_tile_##R##x1, micro_tile_##R##x2}
-static const tile_fn tile_table[MR][NR] = {
-    TILE_ROW(1), TILE_ROW(2), TILE_ROW(3), TILE_ROW(4),
-#if MR > 4
-    TILE_ROW(5), TILE_ROW(6),
-#endif
-#if MR > 6
-    TILE_ROW(7), TILE_ROW(8),
-#endif
-};
-
-/* C[m x n] (+)= A[m x kc] B[kc x n]; n is a multiple of LA_VL. */
-static void gemm(int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs, int64_t a_ks, const float *b,
-                 int64_t ldb, float *c, int64_t ldc, bool add) {
-    for (int64_t j0 = 0; j0 < n; j0 += NR * LA_VL) {
-        int64_t nr = (n - j0) / LA_VL < NR ? (n - j0) / LA_VL : NR;
-        for (int64_t i0 = 0; i0 < m; i0 += MR) {
-            int64_t mr = m - i0 < MR ? m - i0 : MR;
-            tile_table[mr - 1][nr - 1](kc, a + i0 * a_rs, a_rs, a_ks, b + j0, ldb, c + i0 * ldc + j0, ldc, add);
-        }
-    }
-}
-
-/* ---- packing and storing rows ---- */
-
-/* dst[0..Dp) = src[0..D) as f32, zero padded. */
-static void load_row(float *dst, const char *src, la_dtype t, int64_t D, int64_t Dp) {
-    int64_t d = 0;
-    size_t es = la_dtype_size(t);
-    for (; d + LA_VL <= D; d += LA_VL) vf_store(dst + d, vf_load_any(src + d * (int64_t)es, t));
-    for (; d < D; d++) dst[d] = la_load_f32(src, t, d);
-    for (; d < Dp; d++) dst[d] = 0;
-}
-
-static void store_row(char *dst, la_dtype t, const float *src, int64_t D) {
-    if (t == LA_F32) {
-        memcpy(dst, src, (size_t)D * sizeof(float));
-        return;
-    }
-    for (int64_t d = 0; d < D; d++) la_store_f32(dst, t, d, src[d]);
-}
-
-/* ---- element-wise maths ---- */
-
-static inline vf vf_tanh(vf x) { return 1.0f - 2.0f / (vf_exp(2.0f * x) + 1.0f); }
-static inline vf vf_sigmoid(vf x) { return 1.0f / (1.0f + vf_exp(-x)); }
-static inline vf vf_abs(vf x) { return vf_max(x, -x); }
-
-static inline vi vi_iota(void) {
-    vi v;
-    for (int i = 0; i < LA_VL; i++) v[i] = i;
-    return v;
 }
 
 /* Clamp a key offset relative to a block into int32 range for masks. */
@@ -286,15 +174,15 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
 /* All five products for one (query block, key block) tile. */
 static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, int64_t i0, int64_t nq, int64_t j0,
                  int64_t nk, bool masked) {
-    const int64_t D = g->D, Dp = g->Dp, nkp = round_up(nk, LA_VL);
+    const int64_t D = g->D, Dp = g->Dp, nkp = tg_round_up(nk, LA_VL);
     const int64_t row = panel_row(g, gi, i0);
     const float *q = g->q + row * Dp, *dout = g->dout + row * Dp;
-    gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);        /* S  = Q K^T  */
-    gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false);    /* dP = dO V^T */
+    tg_gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);     /* S  = Q K^T  */
+    tg_gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false); /* dP = dO V^T */
     scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
-    gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);         /* dV += P^T dO */
-    gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);           /* dK += dS^T Q */
-    gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
+    tg_gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);      /* dV += P^T dO */
+    tg_gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);        /* dK += dS^T Q */
+    tg_gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
 }
 
 /* dK and dV of the group's keys [j0, j0 + BK) against the query chunk: pack
@@ -303,12 +191,13 @@ static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, i
  * last chunk. Masking is element-wise only on partial tiles. */
 static void key_block(const group *g, scratch *w, int64_t j0) {
     const la_attn_problem *p = g->p;
-    const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK, nkp = round_up(nk, LA_VL);
+    const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK;
+    const int64_t nkp = tg_round_up(nk, LA_VL);
     float row[LA_MAX_HEAD_DIM];
     for (int64_t r = 0; r < nkp; r++) {
         if (r < nk) {
-            load_row(w->kp + r * Dp, la_attn_at(&p->k, g->bt, g->k0 + j0 + r, g->hk), p->k.dtype, D, Dp);
-            load_row(row, la_attn_at(&p->v, g->bt, g->k0 + j0 + r, g->hk), p->v.dtype, D, D);
+            tg_load_row(w->kp + r * Dp, la_attn_at(&p->k, g->bt, g->k0 + j0 + r, g->hk), p->k.dtype, D, Dp);
+            tg_load_row(row, la_attn_at(&p->v, g->bt, g->k0 + j0 + r, g->hk), p->v.dtype, D, D);
         } else {
             memset(w->kp + r * Dp, 0, (size_t)Dp * sizeof(float));
             memset(row, 0, (size_t)D * sizeof(float));
@@ -332,8 +221,8 @@ static void key_block(const group *g, scratch *w, int64_t j0) {
         }
     if (c1 < g->lq) return;
     for (int64_t r = 0; r < nk; r++) {
-        store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, dk + r * Dp, D);
-        store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, dv + r * Dp, D);
+        tg_store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, dk + r * Dp, D);
+        tg_store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, dv + r * Dp, D);
     }
 }
 
@@ -342,10 +231,10 @@ static void pack_query_row(const group *g, int64_t gi, int64_t i) {
     const la_attn_problem *p = g->p;
     const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = panel_row(g, gi, i);
     float *dout = g->dout + row * Dp, o[LA_MAX_HEAD_DIM];
-    load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
-    load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
+    tg_load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
+    tg_load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
     if (p->score == LA_SCORE_SOFTMAX) {
-        load_row(o, la_attn_at(&p->out, g->bt, t, h), p->out.dtype, D, D);
+        tg_load_row(o, la_attn_at(&p->out, g->bt, t, h), p->out.dtype, D, D);
         vf acc = vf_set1(0);
         int64_t d = 0;
         for (; d + LA_VL <= D; d += LA_VL) acc = vf_fma(vf_load(o + d), vf_load(dout + d), acc);
@@ -369,14 +258,14 @@ static void reduce_dq_row(const group *g, float *const *partials, int nthreads, 
         for (int t = 1; t < nthreads; t++) acc += vf_load(partials[t] + row * Dp + d);
         vf_store(sum + d, acc);
     }
-    store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
+    tg_store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
 }
 
 /* The group (sequence b, K/V head hk) with its panels (of panel_sizes);
  * query chunk unset. */
 static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *panels, size_t panel, size_t rows) {
     group g = {.p = p, .bt = p->cu_q ? 0 : b, .hk = hk, .G = p->H / p->Hkv, .D = p->D,
-               .Dp = round_up(p->D, LA_VL)};
+               .Dp = tg_round_up(p->D, LA_VL)};
     la_attn_seq(p, b, &g.q0, &g.lq, &g.k0, &g.lk);
     g.q = panels;
     g.dout = g.q + panel;
@@ -428,7 +317,7 @@ static double balance(int64_t items, int threads) {
 
 la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_attn_problem *p) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
-    const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL);
+    const int64_t G = p->H / p->Hkv, D = p->D, Dp = tg_round_up(D, LA_VL);
     const int64_t ngroups = p->num_seqs * p->Hkv, nkb = (p->Lk + BK - 1) / BK;
     const int64_t qc = p->Lq < QUERY_CHUNK ? p->Lq : QUERY_CHUNK; /* rows of a chunk, at most */
     /* Long sequences split each group's key blocks over the team; many short
@@ -449,7 +338,7 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
     if (!panel_sizes(G, qc, Dp, &panel, &rows) || (chunked && !la_mul_size((size_t)p->Lk, (size_t)Dp, &acc)) ||
         panel > limit || acc > limit)
         return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
-    acc = (size_t)round_up((int64_t)acc, FLOATS_PER_LINE);
+    acc = (size_t)tg_round_up((int64_t)acc, FLOATS_PER_LINE);
     panels = 2 * panel + 2 * rows;
     per_thread = panel + 2 * (size_t)(D * BK) + 3 * (size_t)(BK * Dp) + 2 * (size_t)(BQ * BK);
     shared = panels + 2 * acc;
