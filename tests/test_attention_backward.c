@@ -120,6 +120,7 @@ typedef struct {
     la_attention_params p;
     bool nested;   /* call from inside the caller's own OpenMP parallel region */
     bool dout_f32; /* dout in f32 rather than the inputs' dtype */
+    bool library_forward; /* out and lse from la_attention_forward, as in training */
 } bw_case;
 
 /* Index of element (seq, row, head, d) in tensor coordinates. */
@@ -320,6 +321,11 @@ static void run_case(uint64_t *rng, const bw_case *c) {
 
     la_context *ctx;
     TU_EXPECT_STATUS(la_context_create(&ctx, c->threads), LA_OK);
+    if (c->library_forward) {
+        tu_poison(out.t.data, c->out_dt, (int64_t)out.elems);
+        la_status s = la_attention_forward(ctx, &p, &q.t, &k.t, &v.t, &out.t, sigmoid ? NULL : &lse.t);
+        tu_check(s == LA_OK, "%s: forward status %s (%s)", c->name, la_status_name(s), la_last_error());
+    }
     la_simd levels[LA_SIMD_COUNT];
     int nl = tu_simd_levels(levels);
     double tol = tolerance(c);
@@ -521,6 +527,18 @@ int main(void) {
         {"Lq=3300 Lk=3200 D=8 GQA2 causal sinks (query chunks)", 1, 3300, 3200, 0, {0}, {0}, 2, 1, 8, BF, BF, F, false, false, 3, sinks},
         {"L=4097 D=64", 1, 4097, 4097, 0, {0}, {0}, 1, 1, 64, F, F, F, false, false, 2, def},
     };
+    /* The library's own forward feeding the backward: its out and lse
+     * conventions (natural log, -inf for a row that sees nothing) must be
+     * what the backward expects. */
+    bw_case chained[3] = {cases[5], cases[12], cases[18]};
+    char chained_names[3][96];
+    for (int i = 0; i < 3; i++) {
+        snprintf(chained_names[i], sizeof chained_names[i], "%s, out and lse from la_attention_forward",
+                 chained[i].name);
+        chained[i].name = chained_names[i];
+        chained[i].library_forward = true;
+        run_case(&rng, &chained[i]);
+    }
     bw_case nested = cases[4];
     nested.name = "called inside the caller's parallel region";
     nested.threads = 3;
