@@ -90,10 +90,10 @@ typedef struct {
 } group;
 
 typedef struct {
-    float *dq;     /* [G * Lq_max][Dp] this thread's dQ partial */
+    float *dq;      /* [G * qc][Dp]: this thread's dQ partial for the query chunk */
     float *kt, *vt; /* [D][BK]: K^T and V^T of the key block */
-    float *kp;     /* [BK][Dp]: K of the key block */
-    float *dk, *dv; /* [BK][Dp] accumulators */
+    float *kp;      /* [BK][Dp]: K of the key block */
+    float *dk, *dv; /* [BK][Dp]: accumulators when the group is one chunk */
     float *s, *dp;  /* [BQ][BK]: S then P; dP then dS */
 } scratch;
 
