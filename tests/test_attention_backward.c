@@ -2,9 +2,10 @@
  * reference: dq, dk, dv of random inputs over awkward shapes, every option,
  * dtype and SIMD level, plus bad-input cases that must fail without writing.
  *
- * The forward may not be built on this branch, so out and lse come from the
- * float64 reference forward, rounded to the tensors' dtypes, as a training
- * framework would have stored them. */
+ * out and lse come from the float64 reference forward, rounded to the
+ * tensors' dtypes as a training framework would have stored them, so the
+ * backward is judged on its own; a few cases take them from the library's
+ * forward instead, to check the two agree on conventions. */
 #include "attention_ref.h"
 #include "test_util.h"
 
@@ -21,7 +22,8 @@ typedef struct {
     size_t elems; /* elements of backing memory */
 } buf;
 
-static buf make(la_dtype dt, int ndim, const int64_t *shape, bool strided) {
+/* A contiguous tensor. */
+static buf make(la_dtype dt, int ndim, const int64_t *shape) {
     buf b;
     memset(&b, 0, sizeof b);
     b.t.dtype = dt;
@@ -42,7 +44,7 @@ static buf make(la_dtype dt, int ndim, const int64_t *shape, bool strided) {
  * rows); lse-like tensors ([B, L, H] or [T, H]) with 3 unused floats after
  * every token's row. */
 static buf make_strided(la_dtype dt, int ndim, const int64_t *shape, bool is_lse) {
-    buf b = make(dt, ndim, shape, false);
+    buf b = make(dt, ndim, shape);
     free(b.t.data);
     if (is_lse) {
         int64_t H = shape[ndim - 1], row = H + 3;
@@ -61,7 +63,7 @@ static buf make_strided(la_dtype dt, int ndim, const int64_t *shape, bool is_lse
 }
 
 static buf make_as(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
-    return strided ? make_strided(dt, ndim, shape, is_lse) : make(dt, ndim, shape, false);
+    return strided ? make_strided(dt, ndim, shape, is_lse) : make(dt, ndim, shape);
 }
 
 static void drop(buf *b) {
@@ -392,9 +394,9 @@ static void run_case(uint64_t *rng, const bw_case *c) {
 static void bad_inputs(uint64_t *rng) {
     const int64_t B = 2, L = 9, H = 4, Hkv = 2, D = 16;
     int64_t qs[4] = {B, L, H, D}, ks[4] = {B, L, Hkv, D}, ls[3] = {B, L, H};
-    buf q = make(LA_F32, 4, qs, false), k = make(LA_F32, 4, ks, false), v = make(LA_F32, 4, ks, false);
-    buf out = make(LA_F32, 4, qs, false), dout = make(LA_F32, 4, qs, false), lse = make(LA_F32, 3, ls, false);
-    buf dq = make(LA_F32, 4, qs, false), dk = make(LA_F32, 4, ks, false), dv = make(LA_F32, 4, ks, false);
+    buf q = make(LA_F32, 4, qs), k = make(LA_F32, 4, ks), v = make(LA_F32, 4, ks);
+    buf out = make(LA_F32, 4, qs), dout = make(LA_F32, 4, qs), lse = make(LA_F32, 3, ls);
+    buf dq = make(LA_F32, 4, qs), dk = make(LA_F32, 4, ks), dv = make(LA_F32, 4, ks);
     buf *ins[] = {&q, &k, &v, &out, &dout, &lse};
     for (int i = 0; i < 6; i++) tu_fill(rng, ins[i]->t.data, LA_F32, (int64_t)ins[i]->elems, -1, 1);
     la_context *ctx;
