@@ -67,16 +67,22 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
     memset(acc, 0, sizeof(float) * (size_t)(s->R * Dp));
     for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
         const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-        for (int64_t hk = 0; hk < p->Hkv; hk++) {
-            for (int64_t e = 0; e < LA_VL; e++) {
+        /* Load the block's tokens whole, every head at once: a token's K
+         * (and V) rows of all heads are adjacent, so this streams whole
+         * rows in address order, which the prefetchers follow. */
+        for (int64_t e = 0; e < LA_VL; e++)
+            for (int64_t hk = 0; hk < p->Hkv; hk++) {
+                float *kd = kbuf + (hk * LA_VL + e) * Dp, *vd = vbuf + (hk * LA_VL + e) * Dp;
                 if (e < nk) {
-                    tg_load_row(kbuf + e * Dp, row_ptr(p, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
-                    tg_load_row(vbuf + e * Dp, row_ptr(p, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
+                    tg_load_row(kd, row_ptr(p, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
+                    tg_load_row(vd, row_ptr(p, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
                 } else {
-                    memset(kbuf + e * Dp, 0, sizeof(float) * (size_t)Dp);
-                    memset(vbuf + e * Dp, 0, sizeof(float) * (size_t)Dp);
+                    memset(kd, 0, sizeof(float) * (size_t)Dp);
+                    memset(vd, 0, sizeof(float) * (size_t)Dp);
                 }
             }
+        for (int64_t hk = 0; hk < p->Hkv; hk++) {
+            const float *kh = kbuf + hk * LA_VL * Dp, *vh = vbuf + hk * LA_VL * Dp;
             for (int64_t r = hk * G * Lq; r < (hk + 1) * G * Lq; r++) {
                 const float *q = s->q + r * Dp;
                 const int64_t i = r % Lq, lo = s->lo[r], hi = s->hi[r];
@@ -89,7 +95,7 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
                         sv[e] = -INFINITY;
                         continue;
                     }
-                    float x = dot(q, kbuf + e * Dp, Dp);
+                    float x = dot(q, kh + e * Dp, Dp);
                     if (softcap) x = p->softcap * tanhf(x / p->softcap);
                     if (slope != 0.0f) x -= slope * fabsf((float)(i + s->lk - Lq - j));
                     sv[e] = x;
@@ -114,7 +120,7 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
                 }
                 for (int64_t d = 0; d < Dp; d += LA_VL) {
                     vf o = vf_load(a + d);
-                    for (int64_t e = 0; e < nk; e++) o = vf_fma(vf_set1(pv[e]), vf_load(vbuf + e * Dp + d), o);
+                    for (int64_t e = 0; e < nk; e++) o = vf_fma(vf_set1(pv[e]), vf_load(vh + e * Dp + d), o);
                     vf_store(a + d, o);
                 }
             }
@@ -141,7 +147,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(la_context *ctx, const la_at
         !la_mul_size((size_t)(B * R), (size_t)Dp, &qsz))
         return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
     ranges = (size_t)(B * R) * 2 * (sizeof(int64_t) / sizeof(float));
-    per_thread = (size_t)(2 * LA_VL * Dp);
+    per_thread = (size_t)(2 * LA_VL * p->Hkv * Dp);
     total = part + qsz + ranges + per_thread * (size_t)nthreads;
     if (total < part || !la_mul_size(total, sizeof(float), &bytes))
         return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
@@ -158,7 +164,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(la_context *ctx, const la_at
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        float *kbuf = thread_bufs + (size_t)tid * per_thread, *vbuf = kbuf + LA_VL * Dp;
+        float *kbuf = thread_bufs + (size_t)tid * per_thread, *vbuf = kbuf + LA_VL * p->Hkv * Dp;
 #pragma omp for schedule(static)
         for (int64_t br = 0; br < B * R; br++) {
             const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;

@@ -62,6 +62,9 @@ la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out);   /* f
 la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out);
 /* Element i of an array of strings / numbers. */
 la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out);
+/* Walk an array of strings in order: start with kv->value, each call fills
+ * *out and returns the cursor of the next element (O(1) per element). */
+const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out);
 la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out);
 la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out);
 

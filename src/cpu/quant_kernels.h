@@ -1,0 +1,30 @@
+/* Per-ISA kernels behind la_matvec and la_matmul (src/model/quant.c). */
+#ifndef LA_QUANT_KERNELS_H
+#define LA_QUANT_KERNELS_H
+
+#include "cpu/isa.h"
+#include "model/quant.h"
+
+/* Weight rows dequantised per matmul tile: a multiple of every micro-kernel
+ * row count (4, 6, 8); 48 rows of 1536 f32 columns (288 KB) stay in L2. */
+#define LA_MATMUL_TILE_ROWS 48
+
+/* y[r] = dot(row r, x) for nrows rows starting at w; xsum[b] = sum of x's
+ * 32-element block b (for formats with an offset term). */
+typedef void (*quant_dot_fn)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
+                             const float *x, const float *xsum, float *y);
+/* Y[i][r] for a tile of nrows weight rows and the n tokens of xT
+ * ([cols][np], tokens padded to np); scratch holds nrows * (cols + np)
+ * floats; Y's rows are ldy apart. */
+typedef void (*quant_tile_fn)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
+                              const float *xT, int64_t n, int64_t np, float *scratch, float *Y, int64_t ldy);
+
+LA_ISA_DECLARE(void, la_quant_dot_rows, (la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows,
+                                         int64_t cols, const float *x, const float *xsum, float *y));
+LA_ISA_DECLARE(void, la_quant_matmul_tile, (la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows,
+                                            int64_t cols, const float *xT, int64_t n, int64_t np, float *scratch,
+                                            float *Y, int64_t ldy));
+
+void la_q4k_scale_min(int j, const uint8_t *q, uint8_t *sc, uint8_t *mn);
+
+#endif

@@ -1,0 +1,94 @@
+/* Weight formats: la_dequantize_row against the element-wise float64
+ * reference of each format, and la_matvec / la_matmul at every SIMD level
+ * and thread count against float64 dots of the reference weights. */
+#include "model/quant.h"
+#include "quant_ref.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+static const int all_types[] = {REF_F32, REF_F16, REF_BF16, REF_Q8_0, REF_Q4_0, REF_Q4_1, REF_Q4_K, REF_Q6_K};
+
+static void test_type(uint64_t *rng, int type) {
+    const int64_t rows = 37, cols = 512;
+    const char *name = la_ggml_type_name((la_ggml_type)type);
+    size_t rb;
+    TU_EXPECT_STATUS(la_ggml_row_bytes((la_ggml_type)type, cols, &rb), LA_OK);
+    tu_check(rb == (size_t)(cols / ref_block_elems(type)) * ref_block_bytes(type), "%s row bytes", name);
+    uint8_t *w = tu_alloc(rb * rows);
+    for (int64_t r = 0; r < rows; r++) ref_random_row(type, w + r * rb, cols, rng);
+    double *want = tu_alloc(sizeof(double) * (size_t)(rows * cols));
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t i = 0; i < cols; i++) want[r * cols + i] = ref_dequant(type, w + r * rb, i);
+
+    /* dequantisation: the library works in f32, so products like d * sc * q
+     * round once or twice: relative 1e-6 */
+    float *row = tu_alloc(sizeof(float) * (size_t)cols);
+    int64_t bad = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        tu_poison(row, LA_F32, cols);
+        la_dequantize_row((la_ggml_type)type, w + r * rb, row, cols);
+        for (int64_t i = 0; i < cols; i++)
+            if (!tu_close(row[i], want[r * cols + i], 1e-7, 1e-6)) bad++;
+    }
+    tu_check(bad == 0, "%s dequantize: %lld elements off", name, (long long)bad);
+
+    /* products: f32 accumulation over 512 terms; error bound relative to
+     * sum |w x| (not to the possibly cancelling result): 1e-5 of it */
+    const int64_t ns[] = {1, 3, 17};
+    float *X = tu_alloc(sizeof(float) * (size_t)(17 * cols)), *Y = tu_alloc(sizeof(float) * (size_t)(17 * rows));
+    tu_fill(rng, X, LA_F32, 17 * cols, -1, 1);
+    la_simd levels[LA_SIMD_COUNT];
+    int nl = tu_simd_levels(levels);
+    for (int li = 0; li < nl; li++)
+        for (int threads = 1; threads <= 3; threads += 2)
+            for (int ni = 0; ni < 3; ni++) {
+                la_context *ctx;
+                la_context_create(&ctx, threads);
+                la_context_set_simd(ctx, levels[li]);
+                int64_t n = ns[ni];
+                tu_poison(Y, LA_F32, n * rows);
+                la_status s = n == 1 && ni == 0 ? la_matvec(ctx, (la_ggml_type)type, w, rows, cols, X, Y)
+                                                : la_matmul(ctx, (la_ggml_type)type, w, rows, cols, X, n, Y);
+                tu_check(s == LA_OK, "%s product: %s", name, la_last_error());
+                int64_t off = 0;
+                for (int64_t i = 0; i < n; i++)
+                    for (int64_t r = 0; r < rows; r++) {
+                        double dot = 0, mag = 0;
+                        for (int64_t k = 0; k < cols; k++) {
+                            dot += want[r * cols + k] * X[i * cols + k];
+                            mag += fabs(want[r * cols + k] * X[i * cols + k]);
+                        }
+                        if (!(fabs(Y[i * rows + r] - dot) <= 1e-5 * mag + 1e-7)) off++;
+                    }
+                tu_check(off == 0, "%s product n=%lld threads=%d [%s]: %lld values off", name, (long long)n, threads,
+                         la_simd_name(levels[li]), (long long)off);
+                la_context_destroy(ctx);
+            }
+    free(w), free(want), free(row), free(X), free(Y);
+}
+
+static void bad_inputs(void) {
+    la_context *ctx;
+    la_context_create(&ctx, 1);
+    float x[64] = {0}, y[4];
+    uint8_t w[256] = {0};
+    size_t rb;
+    TU_EXPECT_STATUS(la_ggml_row_bytes(LA_GGML_Q4_1, 33, &rb), LA_ERR_SHAPE);
+    TU_EXPECT_STATUS(la_ggml_row_bytes((la_ggml_type)5, 32, &rb), LA_ERR_UNSUPPORTED);
+    TU_EXPECT_STATUS(la_matvec(NULL, LA_GGML_F32, w, 1, 32, x, y), LA_ERR_NULL);
+    TU_EXPECT_STATUS(la_matvec(ctx, LA_GGML_F32, NULL, 1, 32, x, y), LA_ERR_NULL);
+    TU_EXPECT_STATUS(la_matvec(ctx, LA_GGML_F32, w, 0, 32, x, y), LA_ERR_SHAPE);
+    TU_EXPECT_STATUS(la_matvec(ctx, LA_GGML_Q8_0, w, 1, 40, x, y), LA_ERR_SHAPE);
+    TU_EXPECT_STATUS(la_matmul(ctx, LA_GGML_F32, w, 1, 32, x, 0, y), LA_ERR_SHAPE);
+    TU_EXPECT_STATUS(la_matmul(ctx, LA_GGML_F32, w, 1, -32, x, 2, y), LA_ERR_SHAPE);
+    la_context_destroy(ctx);
+}
+
+int main(void) {
+    uint64_t rng = tu_seed();
+    for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++) test_type(&rng, all_types[i]);
+    bad_inputs();
+    return tu_finish();
+}
