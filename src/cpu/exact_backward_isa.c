@@ -1,7 +1,8 @@
 /* Exact attention backward by recomputation, FlashAttention-2 style, written
  * once and compiled per instruction set (see isa.h).
  *
- * For one (sequence, K/V head) group at a time:
+ * For one (sequence, K/V head) group and one chunk of at most QUERY_CHUNK
+ * query rows at a time:
  *  1. Pack the G query heads' q and dout rows into f32 panels padded to Dp
  *     (a multiple of the vector length) and compute delta_i = dout_i . out_i
  *     and the saved lse per row (shared, read-only afterwards).
@@ -12,6 +13,7 @@
  *        P  = exp(s - lse) or sigmoid(s)     dS = P (dP - delta) or dP P (1 - P)
  *        dV += P^T dO      dK += dS^T Q      dQ_thread += dS K
  *     dS already carries d(score)/d(q.k): the scale and the softcap's tanh'.
+ *     dK, dV are stored after the last chunk.
  *  3. dQ = sum of the threads' f32 partials, converted and stored.
  * When there are many short groups (few key blocks each), threads instead
  * take whole groups, with their own panels; then a thread's dQ partial is
@@ -20,18 +22,18 @@
  * Why per-thread dQ partials rather than a second pass that owns query
  * blocks: the second pass recomputes S and dP, seven matrix products per
  * tile instead of five (40% more work), while the partials cost
- * threads x G x Lq x Dp floats of scratch (linear in L) and one reduction
+ * threads x G x min(Lq, QUERY_CHUNK) x Dp floats of scratch and one reduction
  * pass that reads them once, which is small next to the Lq x Lk x D work:
  * zeroing and reducing took about 0.3% of the run under perf at L = 4096,
  * D = 128, 2 threads.
  * No atomics, no races: every output element has one writer.
  *
- * All five products go through one register-blocked micro-kernel that
- * computes an MR x (NR vectors) tile of C (+)= A B, with A read by scalar
- * broadcasts through two strides (so P^T and dS^T need no transposed copy)
- * and B a row-major f32 panel. S and dP use K^T / V^T panels packed once per
- * key block. */
+ * All five products go through the register-blocked tile GEMM shared with
+ * the forward (tile_gemm.h), which reads A by scalar broadcasts through two
+ * strides (so P^T and dS^T need no transposed copy) and B as a row-major f32
+ * panel. S and dP use K^T / V^T panels packed once per key block. */
 #include "isa.h"
+#include "tile_gemm.h"
 
 #include "core/attention_problem.h"
 
@@ -40,8 +42,8 @@
 #include <omp.h>
 #endif
 
-/* Query and key block sizes. 96 is a multiple of every MR below (no row
- * tails) and of NR vectors on every ISA (no column tails), and one thread's
+/* Query and key block sizes. 96 is a multiple of every TG_MR (no row tails)
+ * and of TG_NR vectors on every ISA (no column tails), and one thread's
  * working set at D = 128 (K^T, V^T, K, dK, dV panels and two 96 x 96 score
  * tiles, about 310 KB) fits a 512 KB L2. Measured on the 2-core AMD EPYC dev
  * machine (L = 4096, D = 128, 2 threads): 96 x 96 ran 125-137 GFLOP/s against
@@ -50,117 +52,23 @@
 #define BQ 96
 #define BK 96
 
-/* Micro-kernel register tile: MR rows x NR vectors of accumulators.
- * AVX2 has 16 ymm registers: 6 x 2 accumulators + 2 B vectors + 1 broadcast.
- * AVX-512 has 32 zmm: 8 x 2 leaves room without spilling. The scalar build's
- * 4-wide vectors map to the 16 SSE registers: 4 x 2. */
-#if defined(LA_ISA_AVX512)
-#define MR 8
-#elif defined(LA_ISA_AVX2)
-#define MR 6
-#else
-#define MR 4
-#endif
-#define NR 2
+/* Query rows handled per pass over the key blocks. It bounds the scratch
+ * that grows with L: each thread's dQ partial is at most G x QUERY_CHUNK x Dp
+ * floats (1.5 MB per query head at D = 128) whatever the sequence length;
+ * longer sequences carry dK, dV in f32 accumulators between chunks and pack
+ * each key block once per chunk, which costs little next to the products. */
+#define QUERY_CHUNK (32 * BQ)
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
+#define FLOATS_PER_LINE (64 / (int64_t)sizeof(float))
 
-static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
-
-/* C[mr x nr*VL] (+)= A[mr x kc] B[kc x nr*VL]; A(i, k) = a[i*a_rs + k*a_ks]. */
-static ALWAYS_INLINE void micro_tile(const int mr, const int nr, int64_t kc, const float *a, int64_t a_rs,
-                                    int64_t a_ks, const float *b, int64_t ldb, float *c, int64_t ldc, bool add) {
-    vf acc[MR][NR];
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) acc[i][j] = add ? vf_load(c + i * ldc + j * LA_VL) : vf_set1(0);
-    for (int64_t k = 0; k < kc; k++) {
-        vf bv[NR];
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) bv[j] = vf_load(b + k * ldb + j * LA_VL);
-        const float *ak = a + k * a_ks;
-#pragma GCC unroll 16
-        for (int i = 0; i < mr; i++) {
-            vf av = vf_set1(ak[i * a_rs]);
-#pragma GCC unroll 4
-            for (int j = 0; j < nr; j++) acc[i][j] = vf_fma(av, bv[j], acc[i][j]);
-        }
-    }
-#pragma GCC unroll 16
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < nr; j++) vf_store(c + i * ldc + j * LA_VL, acc[i][j]);
-}
-
-/* One compiled copy per (rows, vectors) shape so every accumulator is a register. */
-#define TILE_FN(R, N)                                                                                         \
-    static void micro_tile_##R##x##N(int64_t kc, const float *a, int64_t a_rs, int64_t a_ks, const float *b, \
-                                     int64_t ldb, float *c, int64_t ldc, bool add) {                         \
-        micro_tile(R, N, kc, a, a_rs, a_ks, b, ldb, c, ldc, add);                                            \
-    }
-#define TILE_FNS(R) TILE_FN(R, 1) TILE_FN(R, 2)
-TILE_FNS(1) TILE_FNS(2) TILE_FNS(3) TILE_FNS(4)
-#if MR > 4
-TILE_FNS(5) TILE_FNS(6)
-#endif
-#if MR > 6
-TILE_FNS(7) TILE_FNS(8)
-#endif
-
-typedef void (*tile_fn)(int64_t, const float *, int64_t, int64_t, const float *, int64_t, float *, int64_t, bool);
-#define TILE_ROW(R) {micro_tile_##R##x1, micro_tile_##R##x2}
-static const tile_fn tile_table[MR][NR] = {
-    TILE_ROW(1), TILE_ROW(2), TILE_ROW(3), TILE_ROW(4),
-#if MR > 4
-    TILE_ROW(5), TILE_ROW(6),
-#endif
-#if MR > 6
-    TILE_ROW(7), TILE_ROW(8),
-#endif
-};
-
-/* C[m x n] (+)= A[m x kc] B[kc x n]; n is a multiple of LA_VL. */
-static void gemm(int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs, int64_t a_ks, const float *b,
-                 int64_t ldb, float *c, int64_t ldc, bool add) {
-    for (int64_t j0 = 0; j0 < n; j0 += NR * LA_VL) {
-        int64_t nr = (n - j0) / LA_VL < NR ? (n - j0) / LA_VL : NR;
-        for (int64_t i0 = 0; i0 < m; i0 += MR) {
-            int64_t mr = m - i0 < MR ? m - i0 : MR;
-            tile_table[mr - 1][nr - 1](kc, a + i0 * a_rs, a_rs, a_ks, b + j0, ldb, c + i0 * ldc + j0, ldc, add);
-        }
-    }
-}
-
-/* ---- packing and storing rows ---- */
-
-/* dst[0..Dp) = src[0..D) as f32, zero padded. */
-static void load_row(float *dst, const char *src, la_dtype t, int64_t D, int64_t Dp) {
-    int64_t d = 0;
-    size_t es = la_dtype_size(t);
-    for (; d + LA_VL <= D; d += LA_VL) vf_store(dst + d, vf_load_any(src + d * (int64_t)es, t));
-    for (; d < D; d++) dst[d] = la_load_f32(src, t, d);
-    for (; d < Dp; d++) dst[d] = 0;
-}
-
-static void store_row(char *dst, la_dtype t, const float *src, int64_t D) {
-    if (t == LA_F32) {
-        memcpy(dst, src, (size_t)D * sizeof(float));
-        return;
-    }
-    for (int64_t d = 0; d < D; d++) la_store_f32(dst, t, d, src[d]);
-}
-
-/* ---- element-wise maths ---- */
-
-static inline vf vf_tanh(vf x) { return 1.0f - 2.0f / (vf_exp(2.0f * x) + 1.0f); }
-static inline vf vf_sigmoid(vf x) { return 1.0f / (1.0f + vf_exp(-x)); }
-static inline vf vf_abs(vf x) { return vf_max(x, -x); }
-
-static inline vi vi_iota(void) {
-    vi v;
-    for (int i = 0; i < LA_VL; i++) v[i] = i;
-    return v;
+/* Floats of one [G*qc][Dp] panel and of one [G*qc] row vector, each rounded
+ * to whole 64-byte lines. False on overflow. */
+static bool panel_sizes(int64_t G, int64_t qc, int64_t Dp, size_t *panel, size_t *rows) {
+    size_t n;
+    if (!la_mul_size((size_t)G, (size_t)qc, &n) || !la_mul_size(n, (size_t)Dp, panel)) return false;
+    *panel = (size_t)tg_round_up((int64_t)*panel, FLOATS_PER_LINE);
+    *rows = (size_t)tg_round_up((int64_t)n, FLOATS_PER_LINE);
+    return true;
 }
 
 /* Clamp a key offset relative to a block into int32 range for masks. */
@@ -175,19 +83,24 @@ typedef struct {
     const la_attn_problem *p;
     int64_t bt;            /* batch index into the tensors: b dense, 0 varlen */
     int64_t hk, G, lq, lk, q0, k0, D, Dp;
-    float *q, *dout;       /* packed [G * lq][Dp]; written while packing, then read-only */
-    float *lse, *delta;    /* [G * lq] */
+    int64_t c0, cn;        /* the query chunk in hand: rows [c0, c0 + cn) of the sequence */
+    float *q, *dout;       /* packed [G * cn][Dp]; written while packing, then read-only */
+    float *lse, *delta;    /* [G * cn] */
+    float *dk_acc, *dv_acc; /* [lk][Dp] f32 dK, dV carried across chunks, or NULL for one chunk */
 } group;
 
 typedef struct {
-    float *dq;     /* [G * Lq_max][Dp] this thread's dQ partial */
+    float *dq;      /* [G * qc][Dp]: this thread's dQ partial for the query chunk */
     float *kt, *vt; /* [D][BK]: K^T and V^T of the key block */
-    float *kp;     /* [BK][Dp]: K of the key block */
-    float *dk, *dv; /* [BK][Dp] accumulators */
+    float *kp;      /* [BK][Dp]: K of the key block */
+    float *dk, *dv; /* [BK][Dp]: accumulators when the group is one chunk */
     float *s, *dp;  /* [BQ][BK]: S then P; dP then dS */
 } scratch;
 
 enum { BLOCK_NONE, BLOCK_PARTIAL, BLOCK_FULL };
+
+/* Row of the packed panels (and of a dQ partial) for query row i of head gi. */
+static inline int64_t panel_row(const group *g, int64_t gi, int64_t i) { return gi * g->cn + i - g->c0; }
 
 /* How query rows [i0, i0+nq) see keys [j0, j0+nk). */
 static int classify(const group *g, int64_t i0, int64_t nq, int64_t j0, int64_t nk) {
@@ -218,7 +131,7 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
     for (int64_t r = 0; r < nq; r++) {
         int64_t i = i0 + r;
         float *srow = w->s + r * BK, *dprow = w->dp + r * BK;
-        const vf lse = vf_set1(g->lse[gi * g->lq + i]), delta = vf_set1(g->delta[gi * g->lq + i]);
+        const vf lse = vf_set1(g->lse[panel_row(g, gi, i)]), delta = vf_set1(g->delta[panel_row(g, gi, i)]);
         int64_t lo = 0, hi = g->lk;
         if (masked) la_attn_key_range(p, i, g->lq, g->lk, &lo, &hi);
         const vi lo_r = (vi){0} + rel_key(lo, j0), hi_r = (vi){0} + rel_key(hi, j0),
@@ -259,28 +172,32 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
 }
 
 /* All five products for one (query block, key block) tile. */
-static void tile(const group *g, scratch *w, int64_t gi, int64_t i0, int64_t nq, int64_t j0, int64_t nk, bool masked) {
-    const int64_t D = g->D, Dp = g->Dp, nkp = round_up(nk, LA_VL);
-    const float *q = g->q + (gi * g->lq + i0) * Dp, *dout = g->dout + (gi * g->lq + i0) * Dp;
-    gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);        /* S  = Q K^T  */
-    gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false);    /* dP = dO V^T */
+static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, int64_t i0, int64_t nq, int64_t j0,
+                 int64_t nk, bool masked) {
+    const int64_t D = g->D, Dp = g->Dp, nkp = tg_round_up(nk, LA_VL);
+    const int64_t row = panel_row(g, gi, i0);
+    const float *q = g->q + row * Dp, *dout = g->dout + row * Dp;
+    tg_gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);     /* S  = Q K^T  */
+    tg_gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false); /* dP = dO V^T */
     scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
-    gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, w->dv, Dp, true);      /* dV += P^T dO */
-    gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, w->dk, Dp, true);        /* dK += dS^T Q */
-    gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + (gi * g->lq + i0) * Dp, Dp, true); /* dQ += dS K */
+    tg_gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);      /* dV += P^T dO */
+    tg_gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);        /* dK += dS^T Q */
+    tg_gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
 }
 
-/* dK and dV of the group's keys [j0, j0 + BK): pack K, K^T and V^T once (as
- * f32, zero padded to a whole vector of keys), run every query tile that
- * sees the block, store. Masking is element-wise only on partial tiles. */
+/* dK and dV of the group's keys [j0, j0 + BK) against the query chunk: pack
+ * K, K^T and V^T (as f32, zero padded to a whole vector of keys), run every
+ * query tile of the chunk that sees the block, and store dK, dV after the
+ * last chunk. Masking is element-wise only on partial tiles. */
 static void key_block(const group *g, scratch *w, int64_t j0) {
     const la_attn_problem *p = g->p;
-    const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK, nkp = round_up(nk, LA_VL);
+    const int64_t D = g->D, Dp = g->Dp, nk = g->lk - j0 < BK ? g->lk - j0 : BK;
+    const int64_t nkp = tg_round_up(nk, LA_VL);
     float row[LA_MAX_HEAD_DIM];
     for (int64_t r = 0; r < nkp; r++) {
         if (r < nk) {
-            load_row(w->kp + r * Dp, la_attn_at(&p->k, g->bt, g->k0 + j0 + r, g->hk), p->k.dtype, D, Dp);
-            load_row(row, la_attn_at(&p->v, g->bt, g->k0 + j0 + r, g->hk), p->v.dtype, D, D);
+            tg_load_row(w->kp + r * Dp, la_attn_at(&p->k, g->bt, g->k0 + j0 + r, g->hk), p->k.dtype, D, Dp);
+            tg_load_row(row, la_attn_at(&p->v, g->bt, g->k0 + j0 + r, g->hk), p->v.dtype, D, D);
         } else {
             memset(w->kp + r * Dp, 0, (size_t)Dp * sizeof(float));
             memset(row, 0, (size_t)D * sizeof(float));
@@ -290,29 +207,34 @@ static void key_block(const group *g, scratch *w, int64_t j0) {
             w->vt[d * BK + r] = row[d];
         }
     }
-    memset(w->dk, 0, (size_t)(nk * Dp) * sizeof(float));
-    memset(w->dv, 0, (size_t)(nk * Dp) * sizeof(float));
+    float *dk = g->dk_acc ? g->dk_acc + j0 * Dp : w->dk, *dv = g->dv_acc ? g->dv_acc + j0 * Dp : w->dv;
+    if (g->c0 == 0) {
+        memset(dk, 0, (size_t)(nk * Dp) * sizeof(float));
+        memset(dv, 0, (size_t)(nk * Dp) * sizeof(float));
+    }
+    const int64_t c1 = g->c0 + g->cn;
     for (int64_t gi = 0; gi < g->G; gi++)
-        for (int64_t i0 = 0; i0 < g->lq; i0 += BQ) {
-            int64_t nq = g->lq - i0 < BQ ? g->lq - i0 : BQ;
+        for (int64_t i0 = g->c0; i0 < c1; i0 += BQ) {
+            int64_t nq = c1 - i0 < BQ ? c1 - i0 : BQ;
             int cls = classify(g, i0, nq, j0, nk);
-            if (cls != BLOCK_NONE) tile(g, w, gi, i0, nq, j0, nk, cls == BLOCK_PARTIAL);
+            if (cls != BLOCK_NONE) tile(g, w, dk, dv, gi, i0, nq, j0, nk, cls == BLOCK_PARTIAL);
         }
+    if (c1 < g->lq) return;
     for (int64_t r = 0; r < nk; r++) {
-        store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, w->dk + r * Dp, D);
-        store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, w->dv + r * Dp, D);
+        tg_store_row(la_attn_at(&p->dk, g->bt, g->k0 + j0 + r, g->hk), p->dk.dtype, dk + r * Dp, D);
+        tg_store_row(la_attn_at(&p->dv, g->bt, g->k0 + j0 + r, g->hk), p->dv.dtype, dv + r * Dp, D);
     }
 }
 
 /* Pack q and dout of query row i of head gi, its delta and lse. */
 static void pack_query_row(const group *g, int64_t gi, int64_t i) {
     const la_attn_problem *p = g->p;
-    const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = gi * g->lq + i;
+    const int64_t D = g->D, Dp = g->Dp, h = g->hk * g->G + gi, t = g->q0 + i, row = panel_row(g, gi, i);
     float *dout = g->dout + row * Dp, o[LA_MAX_HEAD_DIM];
-    load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
-    load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
+    tg_load_row(g->q + row * Dp, la_attn_at(&p->q, g->bt, t, h), p->q.dtype, D, Dp);
+    tg_load_row(dout, la_attn_at(&p->dout, g->bt, t, h), p->dout.dtype, D, Dp);
     if (p->score == LA_SCORE_SOFTMAX) {
-        load_row(o, la_attn_at(&p->out, g->bt, t, h), p->out.dtype, D, D);
+        tg_load_row(o, la_attn_at(&p->out, g->bt, t, h), p->out.dtype, D, D);
         vf acc = vf_set1(0);
         int64_t d = 0;
         for (; d + LA_VL <= D; d += LA_VL) acc = vf_fma(vf_load(o + d), vf_load(dout + d), acc);
@@ -329,46 +251,62 @@ static void pack_query_row(const group *g, int64_t gi, int64_t i) {
 /* Sum the threads' dQ partials of row (gi, i) and store it. */
 static void reduce_dq_row(const group *g, float *const *partials, int nthreads, int64_t gi, int64_t i) {
     const la_attn_problem *p = g->p;
-    const int64_t D = g->D, Dp = g->Dp, row = gi * g->lq + i;
+    const int64_t D = g->D, Dp = g->Dp, row = panel_row(g, gi, i);
     float sum[LA_MAX_HEAD_DIM + LA_VL];
     for (int64_t d = 0; d < Dp; d += LA_VL) {
         vf acc = vf_load(partials[0] + row * Dp + d);
         for (int t = 1; t < nthreads; t++) acc += vf_load(partials[t] + row * Dp + d);
         vf_store(sum + d, acc);
     }
-    store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
+    tg_store_row(la_attn_at(&p->dq, g->bt, g->q0 + i, g->hk * g->G + gi), p->dq.dtype, sum, D);
 }
 
-/* The group (sequence b, K/V head hk) with its shared panels. */
-static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *q, float *dout, float *lse,
-                      float *delta) {
+/* The group (sequence b, K/V head hk) with its panels (of panel_sizes);
+ * query chunk unset. */
+static group group_of(const la_attn_problem *p, int64_t b, int64_t hk, float *panels, size_t panel, size_t rows) {
     group g = {.p = p, .bt = p->cu_q ? 0 : b, .hk = hk, .G = p->H / p->Hkv, .D = p->D,
-               .Dp = round_up(p->D, LA_VL), .q = q, .dout = dout, .lse = lse, .delta = delta};
+               .Dp = tg_round_up(p->D, LA_VL)};
     la_attn_seq(p, b, &g.q0, &g.lq, &g.k0, &g.lk);
+    g.q = panels;
+    g.dout = g.q + panel;
+    g.lse = g.dout + panel;
+    g.delta = g.lse + rows;
     return g;
 }
 
-/* One group by one thread: it owns every output row of the group, so its
- * dQ partial is the whole dQ. */
-static void group_alone(const group *g, scratch *w) {
-    const int64_t nrows = g->G * g->lq;
-    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
+/* One group by one thread, in one chunk (whole groups are short): it owns
+ * every output row of the group, so its dQ partial is the whole dQ. */
+static void group_alone(group *g, scratch *w) {
+    g->c0 = 0;
+    g->cn = g->lq;
+    const int64_t nrows = g->G * g->cn;
+    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->cn, r % g->cn);
     memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
     for (int64_t j0 = 0; j0 < g->lk; j0 += BK) key_block(g, w, j0);
-    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, &w->dq, 1, r / g->lq, r % g->lq);
+    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, &w->dq, 1, r / g->cn, r % g->cn);
 }
 
-/* One group by the whole team (called by every thread of the region):
- * threads share the packed panels and split the key blocks. */
-static void group_shared(const group *g, scratch *w, float *const *partials, int team) {
-    const int64_t nrows = g->G * g->lq, nkb = (g->lk + BK - 1) / BK;
+/* One group by the whole team (called by every thread of the region), one
+ * query chunk of at most qc rows at a time: threads share the packed panels
+ * and split the key blocks; dK, dV live in dk_acc, dv_acc between chunks.
+ * Runs once even with no queries, so that dK and dV are written (as 0). */
+static void group_shared(group *g, scratch *w, float *const *partials, int team, int64_t qc, float *dk_acc,
+                         float *dv_acc) {
+    const int64_t nkb = (g->lk + BK - 1) / BK;
+    g->dk_acc = g->lq > qc ? dk_acc : NULL;
+    g->dv_acc = g->lq > qc ? dv_acc : NULL;
+    for (g->c0 = 0;; g->c0 += qc) {
+        g->cn = g->lq - g->c0 < qc ? g->lq - g->c0 : qc;
+        const int64_t nrows = g->G * g->cn;
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->lq, r % g->lq);
-    memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+        for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->cn, g->c0 + r % g->cn);
+        memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
 #pragma omp for schedule(dynamic, 1)
-    for (int64_t kb = 0; kb < nkb; kb++) key_block(g, w, kb * BK);
+        for (int64_t kb = 0; kb < nkb; kb++) key_block(g, w, kb * BK);
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->lq, r % g->lq);
+        for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->cn, g->c0 + r % g->cn);
+        if (g->c0 + g->cn >= g->lq) break;
+    }
 }
 
 /* Busy fraction of `threads` threads sharing `items` equal work items. */
@@ -379,27 +317,31 @@ static double balance(int64_t items, int threads) {
 
 la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_attn_problem *p) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
-    const int64_t G = p->H / p->Hkv, D = p->D, Dp = round_up(D, LA_VL), Lq = p->Lq;
+    const int64_t G = p->H / p->Hkv, D = p->D, Dp = tg_round_up(D, LA_VL);
     const int64_t ngroups = p->num_seqs * p->Hkv, nkb = (p->Lk + BK - 1) / BK;
+    const int64_t qc = p->Lq < QUERY_CHUNK ? p->Lq : QUERY_CHUNK; /* rows of a chunk, at most */
     /* Long sequences split each group's key blocks over the team; many short
      * groups (few key blocks each, e.g. L = 256 has 3) go whole to threads,
      * which also saves the three barriers per group. Whichever keeps more
-     * threads busy, sharing on a tie because it needs less scratch. */
-    const bool whole_groups = balance(ngroups, nthreads) > balance(nkb, nthreads);
+     * threads busy, sharing on a tie because it needs less scratch. Whole
+     * groups must fit one query chunk. */
+    const bool whole_groups = p->Lq <= QUERY_CHUNK && balance(ngroups, nthreads) > balance(nkb, nthreads);
+    const bool chunked = p->Lq > QUERY_CHUNK;
 
     /* Workspace in floats, every piece rounded to 64 bytes. Panels: q, dout
-     * [G*Lq][Dp], lse and delta [G*Lq]; shared by the team, or one set per
-     * thread for whole groups. Per thread: dQ partial [G*Lq][Dp], K^T, V^T
-     * [D][BK], K, dK, dV [BK][Dp], S, dP [BQ][BK]. */
-    const size_t align = 64 / sizeof(float);
-    size_t rows, panel, panels, per_thread, shared, total, bytes;
-    if (!la_mul_size((size_t)G, (size_t)Lq, &rows) || !la_mul_size(rows, (size_t)Dp, &panel))
+     * [G*qc][Dp], lse and delta [G*qc]; shared by the team, or one set per
+     * thread for whole groups. Shared when chunked: dK, dV accumulators
+     * [Lk][Dp]. Per thread: dQ partial [G*qc][Dp], K^T, V^T [D][BK], K, dK,
+     * dV [BK][Dp], S, dP [BQ][BK]. */
+    size_t panel, rows, panels, acc = 0, per_thread, shared, total, bytes;
+    const size_t limit = SIZE_MAX / 16; /* pieces below this add up without overflow */
+    if (!panel_sizes(G, qc, Dp, &panel, &rows) || (chunked && !la_mul_size((size_t)p->Lk, (size_t)Dp, &acc)) ||
+        panel > limit || acc > limit)
         return la_fail(LA_ERR_OVERFLOW, "backward workspace size overflows");
-    panel = (panel + align - 1) / align * align;
-    rows = (rows + align - 1) / align * align;
-    panels = 2 * panel + 2 * rows; /* no overflow: panel < SIZE_MAX / 4 after the products above */
+    acc = (size_t)tg_round_up((int64_t)acc, FLOATS_PER_LINE);
+    panels = 2 * panel + 2 * rows;
     per_thread = panel + 2 * (size_t)(D * BK) + 3 * (size_t)(BK * Dp) + 2 * (size_t)(BQ * BK);
-    shared = panels;
+    shared = panels + 2 * acc;
     if (whole_groups) per_thread += panels, shared = 0;
     if (!la_mul_size(per_thread, (size_t)nthreads, &total) || (total += shared) < shared ||
         !la_mul_size(total, sizeof(float), &bytes))
@@ -407,6 +349,7 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
     void *mem;
     la_status st = la_workspace(ctx, bytes, &mem);
     if (st) return st;
+    float *const shared_panels = mem, *const dk_acc = shared_panels + panels, *const dv_acc = dk_acc + acc;
     float *partials[nthreads];
     for (int t = 0; t < nthreads; t++) partials[t] = (float *)mem + shared + (size_t)t * per_thread;
 
@@ -429,17 +372,16 @@ la_status LA_ISA_FN(la_cpu_attention_backward_kernel)(la_context *ctx, const la_
         w.dv = w.dk + BK * Dp;
         w.s = w.dv + BK * Dp;
         w.dp = w.s + BQ * BK;
-        float *q = whole_groups ? w.dp + BQ * BK : mem, *dout = q + panel, *lse = dout + panel, *delta = lse + rows;
         if (whole_groups) {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t gid = 0; gid < ngroups; gid++) {
-                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, w.dp + BQ * BK, panel, rows);
                 group_alone(&g, &w);
             }
         } else {
             for (int64_t gid = 0; gid < ngroups; gid++) {
-                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, q, dout, lse, delta);
-                if (g.lq > 0 || g.lk > 0) group_shared(&g, &w, partials, team);
+                group g = group_of(p, gid / p->Hkv, gid % p->Hkv, shared_panels, panel, rows);
+                if (g.lq > 0 || g.lk > 0) group_shared(&g, &w, partials, team, qc, dk_acc, dv_acc);
             }
         }
     }
