@@ -2,7 +2,7 @@
  * scripts/get-model.sh, which `make test` runs first). A missing model is a
  * failure, not a skip. Checks: greedy generation is deterministic and the same
  * however the prompt is chunked; "The capital of France is" continues with
- * " Paris"; a chat answer is non-empty and ends on <|im_end|>; each stop
+ * " Paris"; a chat answer to "What is 2+2?" says 4 and ends on <|im_end|>; each stop
  * reason (limit, context, caller) stops where it should; bad arguments. */
 #include "internal.h"
 #include "model/chat.h"
@@ -143,7 +143,11 @@ static void test_chat_answer(la_model *m, la_context *ctx) {
     tu_check(tmpl.default_system != NULL, "SmolLM2's template has a default system prompt");
     char *text = NULL;
     size_t len = 0;
-    TU_EXPECT_STATUS(la_chat_format(&tmpl, NULL, "What is the capital of France?", &text, &len), LA_OK);
+    /* llama.cpp (llama-cpp-python 0.3.36, greedy) answers this prompt on the
+     * same file with "The answer to this classic math problem is 4." and
+     * <|im_end|>; the capital-of-France question derails this small model
+     * in chat form, in llama.cpp too. */
+    TU_EXPECT_STATUS(la_chat_format(&tmpl, NULL, "What is 2+2?", &text, &len), LA_OK);
     la_chat_template_free(&tmpl);
     int32_t *ids = NULL;
     int64_t n = 0;
@@ -160,7 +164,7 @@ static void test_chat_answer(la_model *m, la_context *ctx) {
              "chat answer ends on <|im_end|> (%d): stop %d, token %d, %lld tokens: '%s'", (int)im_end, (int)st.stop,
              (int)st.eog_token, (long long)st.n_generated, answer ? answer : "(null)");
     tu_check(st.n_generated > 0 && answer && answer[0], "chat answer is non-empty");
-    tu_check(answer && strstr(answer, "Paris"), "chat answer names Paris: '%s'", answer ? answer : "(null)");
+    tu_check(answer && strstr(answer, "4"), "chat answer says 4: '%s'", answer ? answer : "(null)");
     free(answer);
     free(ids);
 }

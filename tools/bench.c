@@ -118,10 +118,10 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
         else if (!strcmp(a, "--causal")) {
-            int64_t c[2];
-            o->ncausal = parse_list(val, c, 2) < 0 ? -1 : 0;
-            for (const char *s = val; *s; s++)
+            o->ncausal = 0;
+            for (const char *s = val; *s && o->ncausal < 2; s++)
                 if (*s == '0' || *s == '1') o->causal[o->ncausal++] = *s - '0';
+                else if (*s != ',') o->ncausal = -1;
         } else if (!strcmp(a, "--pass")) {
             o->fwd = strstr(val, "fwd") != NULL;
             o->bwd = strstr(val, "bwd") != NULL;
@@ -130,7 +130,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             return usage(), -1;
         }
         if (takes) i++;
-        if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0) {
+        if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0) {
             fprintf(stderr, "longattn bench: bad value for %s\n", a);
             return -1;
         }

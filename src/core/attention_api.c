@@ -66,6 +66,7 @@ static la_attn_operand operand_of(const la_tensor *t, bool has_batch) {
 
 /* The head dim must not overlap neighbouring heads or tokens, or writes race. */
 static la_status check_no_head_overlap(const la_tensor *t, const char *name, int head_axis, int64_t D) {
+    if (la_tensor_numel(t) == 0) return LA_OK; /* nothing to overlap (contiguous empty views have 0 strides) */
     for (int i = 0; i < head_axis + 1; i++)
         if (t->shape[i] > 1 && t->stride[i] < D)
             return la_fail(LA_ERR_STRIDE, "%s stride %d is %lld; smaller than head_dim %lld, rows would overlap",

@@ -67,7 +67,11 @@ double ref_dequant(int t, const uint8_t *row, int64_t i) {
     }
 }
 
-static void put_half(uint8_t *p, double x) { /* finite, normal range only */
+static void put_half(uint8_t *p, double x) { /* |x| < 65504; tiny values flush to 0 */
+    if (fabs(x) < 0x1p-14) {
+        p[0] = p[1] = 0;
+        return;
+    }
     int e;
     frexp(fabs(x), &e);
     e -= 1;
@@ -84,7 +88,9 @@ void ref_random_row(int t, uint8_t *row, int64_t n, uint64_t *rng) {
     for (uint8_t *p = row; p < row + bytes; p += bb) {
         switch (t) {
         case REF_F32: { float f = (float)tu_uniform(rng, -1, 1); memcpy(p, &f, 4); break; }
-        case REF_F16: put_half(p, tu_uniform(rng, -1, 1)); break;
+        case REF_F16: /* put_half writes normal numbers only: keep |x| >= 2^-14 */
+            put_half(p, (tu_next(rng) & 1 ? -1 : 1) * tu_uniform(rng, 1e-3, 1));
+            break;
         case REF_BF16: { float f = (float)tu_uniform(rng, -1, 1); uint32_t u; memcpy(&u, &f, 4); p[0] = (uint8_t)(u >> 16), p[1] = (uint8_t)(u >> 24); break; }
         case REF_Q8_0: case REF_Q4_0: put_half(p, tu_uniform(rng, 0.001, 0.05)); break;
         case REF_Q4_1: put_half(p, tu_uniform(rng, 0.001, 0.05)), put_half(p + 2, tu_uniform(rng, -0.3, 0.1)); break;
