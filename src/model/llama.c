@@ -257,7 +257,7 @@ size_t la_session_kv_bytes(const la_session *s) {
 /* Grow every layer's cache geometrically so it follows the context in use. */
 static la_status reserve(la_session *s, int64_t tokens) {
     if (tokens <= s->cap) return LA_OK;
-    int64_t cap = s->cap ? s->cap : 256;
+    int64_t cap = s->cap ? s->cap : 32;
     while (cap < tokens) cap *= 2;
     if (cap > s->max_ctx) cap = s->max_ctx;
     const la_model_config *c = &s->m->cfg;
