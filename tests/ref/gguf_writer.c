@@ -27,6 +27,7 @@ struct gguf_writer {
 };
 
 static void put(bytes *b, const void *p, size_t n) {
+    if (n == 0) return;
     if (b->n + n > b->cap) {
         b->cap = (b->n + n) * 2 + 64;
         b->p = realloc(b->p, b->cap);
