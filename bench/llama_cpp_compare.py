@@ -8,7 +8,7 @@ Measures, for both, with the same thread count:
     (non-overlapping chunks of --ctx tokens, second half of each scored).
 
 llama.cpp runs through llama-cpp-python (run this script with the Python of
-the virtual environment that has it, e.g. /work/venv-llama/bin/python);
+the virtual environment that has it, e.g. ~/.cache/longattn/venv-llama/bin/python);
 longattn runs as the `longattn run` / `longattn ppl` commands, whose own
 timings are parsed from stderr. Prints one JSON object per line.
 """
@@ -64,6 +64,7 @@ def llama_speed(args, prompt_tokens, gen_prompt_tokens):
             llm.eval([tok])
             spent += time.perf_counter() - t0
         best_tg = max(best_tg, args.tg_tokens / spent)
+    del llm  # its thread pool must not compete with what runs next
     return best_pp, best_tg
 
 
@@ -188,7 +189,7 @@ def main():
         emit(tool="ratio", metric="generation_tps", value=round(a_tg / l_tg, 3), **common)
 
     if "ppl" not in skip:
-        l_ppl, l_err, l_n, l_chunks, l_tps = llama_perplexity(args)
+        l_ppl, l_err, l_n, l_chunks, l_tps = llama_perplexity(args, text)
         emit(tool="llama.cpp", metric="perplexity", value=round(l_ppl, 4), err=round(l_err, 4), tokens=l_n,
              chunks=l_chunks, ctx=args.ctx, eval_tps=round(l_tps, 2), **common)
         a_ppl, a_err, a_n, a_chunks, a_tps = longattn_perplexity(args)

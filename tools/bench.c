@@ -225,7 +225,7 @@ static double sampled_error(const la_tensor *q, const la_tensor *k, const la_ten
 }
 
 typedef struct {
-    double ms, rss_mb, extra_bytes;
+    double ms, rss_mb, extra_bytes; /* extra_bytes: the op's workspace (memory beyond inputs and outputs) */
     la_status status;
 } timing;
 
@@ -235,12 +235,11 @@ typedef la_status (*op_fn)(la_context *, void *);
  * time budget for the point is spent; report the median. */
 static timing time_op(la_context *ctx, op_fn fn, void *arg, double point_budget_s) {
     timing t = {0};
-    double rss0 = read_status_kb("VmRSS:");
     reset_peak_rss();
     double t0 = now();
     t.status = fn(ctx, arg);
     double first = now() - t0;
-    t.extra_bytes = (read_status_kb("VmHWM:") - rss0) * 1024.0;
+    t.extra_bytes = (double)la_context_workspace_bytes(ctx);
     t.rss_mb = read_status_kb("VmHWM:") / 1024.0;
     if (t.status != LA_OK) return t;
     double samples[25];
@@ -345,6 +344,9 @@ static int bench_attention(const options *o, const ceilings *c) {
                             continue;
                         }
                         fill(q, dt, nq, 1), fill(k, dt, nk, 2), fill(v, dt, nk, 3);
+                        memset(out, 0, nq * 4); /* touch outputs first: peak RSS is then inputs + outputs + workspace */
+                        memset(lse, 0, (size_t)(B * L * H) * 4);
+                        if (pi) memset(dq, 0, nq * 4), memset(dk, 0, nk * 4), memset(dv, 0, nk * 4);
                         attn_args a;
                         a.p = la_attention_params_default();
                         a.p.causal = causal[ci];
