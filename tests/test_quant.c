@@ -10,8 +10,8 @@
 
 static const int all_types[] = {REF_F32, REF_F16, REF_BF16, REF_Q8_0, REF_Q4_0, REF_Q4_1, REF_Q4_K, REF_Q6_K};
 
-static void test_type(uint64_t *rng, int type) {
-    const int64_t rows = 37, cols = 512;
+static void test_type(uint64_t *rng, int type, int64_t cols) {
+    const int64_t rows = 37;
     const char *name = la_ggml_type_name((la_ggml_type)type);
     size_t rb;
     TU_EXPECT_STATUS(la_ggml_row_bytes((la_ggml_type)type, cols, &rb), LA_OK);
@@ -32,7 +32,7 @@ static void test_type(uint64_t *rng, int type) {
         for (int64_t i = 0; i < cols; i++)
             if (!tu_close(row[i], want[r * cols + i], 1e-7, 1e-6)) bad++;
     }
-    tu_check(bad == 0, "%s dequantize: %lld elements off", name, (long long)bad);
+    tu_check(bad == 0, "%s dequantize cols=%lld: %lld elements off", name, (long long)cols, (long long)bad);
 
     /* products: f32 accumulation over 512 terms, bounded relative to
      * sum |w x| (not to the possibly cancelling result): 1e-5 of it. The SIMD
@@ -73,8 +73,8 @@ static void test_type(uint64_t *rng, int type) {
                         }
                         if (!(fabs(Y[i * rows + r] - dot) <= 1e-5 * mag + quant + 1e-7)) off++;
                     }
-                tu_check(off == 0, "%s product n=%lld threads=%d [%s]: %lld values off", name, (long long)n, threads,
-                         la_simd_name(levels[li]), (long long)off);
+                tu_check(off == 0, "%s product cols=%lld n=%lld threads=%d [%s]: %lld values off", name, (long long)cols,
+                         (long long)n, threads, la_simd_name(levels[li]), (long long)off);
                 la_context_destroy(ctx);
             }
     free(w), free(want), free(row), free(X), free(Y);
@@ -99,7 +99,13 @@ static void bad_inputs(void) {
 
 int main(void) {
     uint64_t rng = tu_seed();
-    for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++) test_type(&rng, all_types[i]);
+    /* row lengths of 1, 3, 5 and 16 blocks: odd block counts reach the
+     * kernels' tails */
+    const int64_t cols[] = {32, 96, 160, 512};
+    for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++)
+        for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
+            if (cols[c] % ref_block_elems(all_types[i]) == 0) test_type(&rng, all_types[i], cols[c]);
+    test_type(&rng, REF_Q4_K, 768), test_type(&rng, REF_Q6_K, 768); /* 3 super-blocks */
     bad_inputs();
     return tu_finish();
 }

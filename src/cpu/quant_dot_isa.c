@@ -1,7 +1,8 @@
 /* Dot products of quantised weight rows with f32 activations, one copy per
  * ISA. Blocks are widened to f32 in registers and multiplied there; the
  * offset terms of Q4_0/Q4_1 (d * -8, m) are applied once per block through
- * the activation's block sums, which matvec computes once for all rows. */
+ * the activation's block sums (of the int8-rounded x in the integer
+ * kernels), which matvec computes once for all rows. */
 #include "isa.h"
 #include "quant_kernels.h"
 #include "tile_gemm.h"
@@ -148,12 +149,13 @@ static float dot_row(la_ggml_type t, const char *w, int64_t cols, const float *x
 }
 
 void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
-                                  const float *x, const float *xsum, const int8_t *xq, const float *dx, float *y) {
+                                  const float *x, const float *xsum, const int8_t *xq, const float *dx,
+                                  const float *xqsum, float *y) {
     for (int64_t r = 0; r < nrows; r++) {
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
-        if (xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, xq, dx, xsum, &y[r])) continue;
+        if (xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, xq, dx, xqsum, &y[r])) continue;
 #else
-        (void)xq, (void)dx;
+        (void)xq, (void)dx, (void)xqsum;
 #endif
         y[r] = dot_row(t, w + (size_t)r * row_bytes, cols, x, xsum);
     }

@@ -180,13 +180,13 @@ la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
     la_status st = check_product(ctx, t, W, rows, cols, x, y, &rb);
     if (st) return st;
     /* Once per vector, for every row: the per-block sums of x (offset terms
-     * of Q4_0/Q4_1) and x quantised to int8 blocks (dx = max|x| / 127,
-     * round to nearest) for the integer kernels. */
+     * of Q4_0/Q4_1), and x quantised to int8 blocks (dx = max|x| / 127,
+     * round to nearest) with the sums of those for the integer kernels. */
     const int64_t nb = cols / 32;
     float *xsum;
-    if ((st = la_workspace(ctx, sizeof(float) * (size_t)(2 * nb + 2) + (size_t)cols + 64, (void **)&xsum))) return st;
-    float *dx = xsum + nb + 1;
-    int8_t *xq = (int8_t *)(dx + nb + 1);
+    if ((st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum))) return st;
+    float *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
+    int8_t *xq = (int8_t *)(xqsum + nb + 1);
     for (int64_t b = 0; b < nb; b++) {
         float s = 0, amax = 0;
         for (int j = 0; j < 32; j++) {
@@ -196,7 +196,9 @@ la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
         xsum[b] = s;
         dx[b] = amax / 127.0f;
         float inv = amax > 0 ? 127.0f / amax : 0.0f;
-        for (int j = 0; j < 32; j++) xq[b * 32 + j] = (int8_t)lrintf(x[b * 32 + j] * inv);
+        int32_t qs = 0;
+        for (int j = 0; j < 32; j++) qs += xq[b * 32 + j] = (int8_t)lrintf(x[b * 32 + j] * inv);
+        xqsum[b] = dx[b] * (float)qs;
     }
     quant_dot_fn dot = pick_dot(ctx->simd);
     const char *w = W;
@@ -204,7 +206,7 @@ la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
 #pragma omp parallel for num_threads(ctx->threads) schedule(dynamic, 4) if (rows * cols > 65536)
     for (int64_t c = 0; c < chunks; c++) {
         int64_t r0 = c * MATVEC_CHUNK, nr = rows - r0 < MATVEC_CHUNK ? rows - r0 : MATVEC_CHUNK;
-        dot(t, w + (size_t)r0 * rb, rb, nr, cols, x, xsum, cols % 32 ? NULL : xq, dx, y + r0);
+        dot(t, w + (size_t)r0 * rb, rb, nr, cols, x, xsum, cols % 32 ? NULL : xq, dx, xqsum, y + r0);
     }
     return la_succeed();
 }
