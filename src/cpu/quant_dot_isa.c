@@ -21,6 +21,9 @@ static inline float f16(const char *p) {
 }
 
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
+#ifndef PREFETCH_BYTES
+#define PREFETCH_BYTES 2048
+#endif
 /* Integer block dots against the activation quantised to int8 blocks (xq,
  * scale dx per 32 values), as llama.cpp does: maddubs multiplies unsigned
  * by signed bytes and sums pairs into int16 (|15 * 127 * 2| and
@@ -53,6 +56,7 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
     switch (t) {
     case LA_GGML_Q4_1:
         for (int64_t b = 0; b < nb; b++, w += 20) {
+            _mm_prefetch(w + PREFETCH_BYTES, _MM_HINT_T0);
             acc = _mm256_fmadd_ps(q4_block((const uint8_t *)w + 4, xq + b * 32), _mm256_set1_ps(f16(w) * dx[b]), acc);
             tail += f16(w + 2) * xsum[b];
         }
@@ -65,8 +69,10 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
         }
         break;
     case LA_GGML_Q8_0:
-        for (int64_t b = 0; b < nb; b++, w += 34)
+        for (int64_t b = 0; b < nb; b++, w += 34) {
+            _mm_prefetch(w + PREFETCH_BYTES, _MM_HINT_T0);
             acc = _mm256_fmadd_ps(q8_block((const int8_t *)w + 2, xq + b * 32), _mm256_set1_ps(f16(w) * dx[b]), acc);
+        }
         break;
     default: return false;
     }

@@ -30,6 +30,7 @@ struct la_session {
     int64_t max_ctx, pos, cap, chunk; /* cap: tokens the cache holds now; chunk: scratch rows */
     float **k, **v;                   /* per layer [cap][Hkv][D] */
     float *x, *xn, *q, *kn, *vn, *att, *ffa, *ffb, *logits_tmp;
+    float *rope_cs;                   /* [chunk][rope_dims/2][2] cos, sin of the chunk's positions */
 };
 
 /* ---------------------------------------------------------------- load */
@@ -224,8 +225,9 @@ la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la
     s->ffa = malloc(sizeof(float) * n * (size_t)c->n_ff);
     s->ffb = malloc(sizeof(float) * n * (size_t)c->n_ff);
     s->logits_tmp = malloc(sizeof(float) * (size_t)c->n_vocab);
+    s->rope_cs = malloc(sizeof(float) * n * (size_t)c->rope_dims);
     if (!s->k || !s->v || !s->x || !s->xn || !s->q || !s->att || !s->kn || !s->vn || !s->ffa || !s->ffb ||
-        !s->logits_tmp) {
+        !s->logits_tmp || !s->rope_cs) {
         la_session_free(s);
         return la_fail(LA_ERR_NOMEM, "could not allocate session buffers");
     }
@@ -240,7 +242,7 @@ void la_session_free(la_session *s) {
         if (s->v) free(s->v[l]);
     }
     free(s->k), free(s->v), free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
-    free(s->ffa), free(s->ffb), free(s->logits_tmp);
+    free(s->ffa), free(s->ffb), free(s->logits_tmp), free(s->rope_cs);
     free(s);
 }
 
@@ -279,25 +281,49 @@ static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float
     for (int64_t i = 0; i < n; i++) out[i] = x[i] * r * w[i];
 }
 
-/* Rotate heads of one token at position pos: NORM pairs (2i, 2i+1), NEOX
- * pairs (i, i + dims/2); theta_i = pos / scale * base^(-2i/dims). */
-static void rope(float *x, int64_t heads, const la_model_config *c, int64_t pos) {
-    const int64_t D = c->head_dim, half = c->rope_dims / 2;
-    for (int64_t i = 0; i < half; i++) {
+/* cos and sin of each rotated pair's angle at position pos:
+ * theta_i = pos / scale * base^(-2i/dims), computed once per token for all
+ * layers. */
+static void rope_angles(float *cs, const la_model_config *c, int64_t pos) {
+    for (int64_t i = 0; i < c->rope_dims / 2; i++) {
         double theta = (double)pos / c->rope_scale * pow(c->rope_theta, -2.0 * (double)i / (double)c->rope_dims);
-        float cs = (float)cos(theta), sn = (float)sin(theta);
-        for (int64_t h = 0; h < heads; h++) {
-            float *p = x + h * D;
-            int64_t a = c->rope_kind == LA_ROPE_NORM ? 2 * i : i, b = c->rope_kind == LA_ROPE_NORM ? 2 * i + 1 : i + half;
+        cs[2 * i] = (float)cos(theta), cs[2 * i + 1] = (float)sin(theta);
+    }
+}
+
+/* Rotate heads of one token by its angles: NORM pairs (2i, 2i+1), NEOX
+ * pairs (i, i + dims/2). */
+static void rope(float *x, int64_t heads, const la_model_config *c, const float *cs) {
+    const int64_t D = c->head_dim, half = c->rope_dims / 2;
+    const bool norm = c->rope_kind == LA_ROPE_NORM;
+    for (int64_t h = 0; h < heads; h++) {
+        float *p = x + h * D;
+        for (int64_t i = 0; i < half; i++) {
+            int64_t a = norm ? 2 * i : i, b = norm ? 2 * i + 1 : i + half;
             float x0 = p[a], x1 = p[b];
-            p[a] = x0 * cs - x1 * sn;
-            p[b] = x0 * sn + x1 * cs;
+            p[a] = x0 * cs[2 * i] - x1 * cs[2 * i + 1];
+            p[b] = x0 * cs[2 * i + 1] + x1 * cs[2 * i];
         }
     }
 }
 
 static la_status project(la_session *s, const la_gguf_tensor *w, const float *in, int64_t n, float *out) {
     return la_matmul(s->ctx, w->type, w->data, w->ne[1], w->ne[0], in, n, out);
+}
+
+/* Two or three products of the same input: one batched matvec for a single
+ * token (one rounding of x, one parallel region), else matmuls. */
+static la_status project3(la_session *s, const la_gguf_tensor *w0, float *y0, const la_gguf_tensor *w1, float *y1,
+                          const la_gguf_tensor *w2, float *y2, const float *in, int64_t n) {
+    if (n == 1) {
+        la_matvec_job jobs[3] = {{w0->type, w0->data, w0->ne[1], y0}, {w1->type, w1->data, w1->ne[1], y1}};
+        if (w2) jobs[2] = (la_matvec_job){w2->type, w2->data, w2->ne[1], y2};
+        return la_matvec_batch(s->ctx, jobs, w2 ? 3 : 2, w0->ne[0], in);
+    }
+    la_status st = project(s, w0, in, n, y0);
+    if (!st) st = project(s, w1, in, n, y1);
+    if (!st && w2) st = project(s, w2, in, n, y2);
+    return st;
 }
 
 /* Attention of n new tokens (already in the cache at [pos, pos + n)) over
@@ -327,21 +353,20 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
     if ((st = reserve(s, s->pos + n))) return st;
     size_t emb_row;
     if ((st = la_ggml_row_bytes(m->tok_embd->type, E, &emb_row))) return st;
+    for (int64_t i = 0; i < n; i++) rope_angles(s->rope_cs + i * c->rope_dims, c, s->pos + i);
     for (int64_t i = 0; i < n; i++)
         la_dequantize_row(m->tok_embd->type, (const char *)m->tok_embd->data + (size_t)tokens[i] * emb_row, s->x + i * E, E);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const layer *L = &m->layers[l];
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->attn_norm, E, c->rms_eps);
-        if ((st = project(s, L->wq, s->xn, n, s->q)) || (st = project(s, L->wk, s->xn, n, s->kn)) ||
-            (st = project(s, L->wv, s->xn, n, s->vn)))
-            return st;
+        if ((st = project3(s, L->wq, s->q, L->wk, s->kn, L->wv, s->vn, s->xn, n))) return st;
         for (int64_t i = 0; i < n; i++) {
             if (L->bq)
                 for (int64_t j = 0; j < E; j++) s->q[i * E + j] += L->bq[j];
             if (L->bk)
                 for (int64_t j = 0; j < KV; j++) s->kn[i * KV + j] += L->bk[j], s->vn[i * KV + j] += L->bv[j];
-            rope(s->q + i * E, c->n_head, c, s->pos + i);
-            rope(s->kn + i * KV, c->n_head_kv, c, s->pos + i);
+            rope(s->q + i * E, c->n_head, c, s->rope_cs + i * c->rope_dims);
+            rope(s->kn + i * KV, c->n_head_kv, c, s->rope_cs + i * c->rope_dims);
         }
         memcpy(s->k[l] + s->pos * KV, s->kn, sizeof(float) * (size_t)(n * KV));
         memcpy(s->v[l] + s->pos * KV, s->vn, sizeof(float) * (size_t)(n * KV));
@@ -349,7 +374,7 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
         if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
         for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);
-        if ((st = project(s, L->gate, s->xn, n, s->ffa)) || (st = project(s, L->up, s->xn, n, s->ffb))) return st;
+        if ((st = project3(s, L->gate, s->ffa, L->up, s->ffb, NULL, NULL, s->xn, n))) return st;
         for (int64_t i = 0; i < n * F; i++) {
             float g = s->ffa[i];
             s->ffa[i] = g / (1.0f + expf(-g)) * s->ffb[i]; /* SwiGLU */

@@ -174,17 +174,25 @@ static quant_tile_fn pick_tile(la_simd s) {
  * large enough that scheduling costs nothing next to a row's work. */
 #define MATVEC_CHUNK 16
 
-la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
-                    float *y) {
-    size_t rb;
-    la_status st = check_product(ctx, t, W, rows, cols, x, y, &rb);
-    if (st) return st;
+la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x) {
+    if (!jobs) return la_fail(LA_ERR_NULL, "jobs is NULL");
+    if (n_jobs <= 0 || n_jobs > LA_MATVEC_MAX_JOBS)
+        return la_fail(LA_ERR_ARGUMENT, "n_jobs is %d; must be in [1, %d]", n_jobs, LA_MATVEC_MAX_JOBS);
+    size_t rb[LA_MATVEC_MAX_JOBS];
+    int64_t first_chunk[LA_MATVEC_MAX_JOBS + 1] = {0}, work = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        la_status st = check_product(ctx, jobs[j].type, jobs[j].W, jobs[j].rows, cols, x, jobs[j].y, &rb[j]);
+        if (st) return st;
+        first_chunk[j + 1] = first_chunk[j] + (jobs[j].rows + MATVEC_CHUNK - 1) / MATVEC_CHUNK;
+        work += jobs[j].rows * cols;
+    }
     /* Once per vector, for every row: the per-block sums of x (offset terms
      * of Q4_0/Q4_1), and x quantised to int8 blocks (dx = max|x| / 127,
      * round to nearest) with the sums of those for the integer kernels. */
     const int64_t nb = cols / 32;
     float *xsum;
-    if ((st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum))) return st;
+    la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
+    if (st) return st;
     float *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
     int8_t *xq = (int8_t *)(xqsum + nb + 1);
     for (int64_t b = 0; b < nb; b++) {
@@ -201,14 +209,25 @@ la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
         xqsum[b] = dx[b] * (float)qs;
     }
     quant_dot_fn dot = pick_dot(ctx->simd);
-    const char *w = W;
-    const int64_t chunks = (rows + MATVEC_CHUNK - 1) / MATVEC_CHUNK;
-#pragma omp parallel for num_threads(ctx->threads) schedule(dynamic, 4) if (rows * cols > 65536)
-    for (int64_t c = 0; c < chunks; c++) {
-        int64_t r0 = c * MATVEC_CHUNK, nr = rows - r0 < MATVEC_CHUNK ? rows - r0 : MATVEC_CHUNK;
-        dot(t, w + (size_t)r0 * rb, rb, nr, cols, x, xsum, cols % 32 ? NULL : xq, dx, xqsum, y + r0);
+    /* Static schedule: each thread streams one contiguous run of rows, which
+     * the hardware prefetchers follow; interleaved small chunks measured
+     * 20% slower on generation. */
+#pragma omp parallel for num_threads(ctx->threads) schedule(static) if (work > 65536)
+    for (int64_t c = 0; c < first_chunk[n_jobs]; c++) {
+        int j = 0;
+        while (c >= first_chunk[j + 1]) j++;
+        const la_matvec_job *job = &jobs[j];
+        int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
+        dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum, cols % 32 ? NULL : xq, dx,
+            xqsum, job->y + r0);
     }
     return la_succeed();
+}
+
+la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
+                    float *y) {
+    la_matvec_job job = {t, W, rows, y};
+    return la_matvec_batch(ctx, &job, 1, cols, x);
 }
 
 la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,

@@ -21,6 +21,17 @@ void la_dequantize_row(la_ggml_type t, const void *src, float *dst, int64_t n);
 la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
                     float *y);
 
+/* Several products of one x (a layer's q, k and v; gate and up): x is
+ * rounded once and all rows share one parallel region. */
+#define LA_MATVEC_MAX_JOBS 8
+typedef struct {
+    la_ggml_type type;
+    const void *W;
+    int64_t rows;
+    float *y;
+} la_matvec_job;
+la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x);
+
 /* Y[i][r] = dot(row r of W, X[i]) for i in [0, n): a matrix-matrix product
  * for prefill (X is n x cols, Y is n x rows, both row-major f32). Reads each
  * weight block once per tile of X rows, not once per token. */
