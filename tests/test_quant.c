@@ -80,6 +80,48 @@ static void test_type(uint64_t *rng, int type, int64_t cols) {
     free(w), free(want), free(row), free(X), free(Y);
 }
 
+/* A batched matvec (one x, several matrices of mixed types and row counts)
+ * gives exactly what separate matvecs give: the same rounding of x and the
+ * same kernels, only the threads' split differs. */
+static void test_batch(uint64_t *rng) {
+    const int64_t cols = 256, rows[3] = {37, 5, 70};
+    const int types[3] = {REF_Q4_1, REF_Q6_K, REF_F16};
+    uint8_t *w[3];
+    float *x = tu_alloc(sizeof(float) * cols), *y[3], *y1[3];
+    tu_fill(rng, x, LA_F32, cols, -1, 1);
+    la_matvec_job jobs[3];
+    for (int j = 0; j < 3; j++) {
+        size_t rb = (size_t)(cols / ref_block_elems(types[j])) * ref_block_bytes(types[j]);
+        w[j] = tu_alloc(rb * (size_t)rows[j]);
+        for (int64_t r = 0; r < rows[j]; r++) ref_random_row(types[j], w[j] + r * rb, cols, rng);
+        y[j] = tu_alloc(sizeof(float) * (size_t)rows[j]), y1[j] = tu_alloc(sizeof(float) * (size_t)rows[j]);
+        tu_poison(y[j], LA_F32, rows[j]);
+        jobs[j] = (la_matvec_job){(la_ggml_type)types[j], w[j], rows[j], y[j]};
+    }
+    la_simd levels[LA_SIMD_COUNT];
+    int nl = tu_simd_levels(levels);
+    for (int li = 0; li < nl; li++) {
+        la_context *ctx;
+        la_context_create(&ctx, 3);
+        la_context_set_simd(ctx, levels[li]);
+        TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 3, cols, x), LA_OK);
+        int64_t off = 0;
+        for (int j = 0; j < 3; j++) {
+            la_matvec(ctx, (la_ggml_type)types[j], w[j], rows[j], cols, x, y1[j]);
+            for (int64_t r = 0; r < rows[j]; r++) off += y[j][r] != y1[j][r];
+        }
+        tu_check(off == 0, "batched matvec [%s]: %lld values differ from separate matvecs", la_simd_name(levels[li]),
+                 (long long)off);
+        TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 0, cols, x), LA_ERR_ARGUMENT);
+        TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, LA_MATVEC_MAX_JOBS + 1, cols, x), LA_ERR_ARGUMENT);
+        TU_EXPECT_STATUS(la_matvec_batch(ctx, NULL, 1, cols, x), LA_ERR_NULL);
+        TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 3, 100, x), LA_ERR_SHAPE); /* not a multiple of Q4_1's block */
+        la_context_destroy(ctx);
+    }
+    for (int j = 0; j < 3; j++) free(w[j]), free(y[j]), free(y1[j]);
+    free(x);
+}
+
 static void bad_inputs(void) {
     la_context *ctx;
     la_context_create(&ctx, 1);
@@ -106,6 +148,7 @@ int main(void) {
         for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
             if (cols[c] % ref_block_elems(all_types[i]) == 0) test_type(&rng, all_types[i], cols[c]);
     test_type(&rng, REF_Q4_K, 768), test_type(&rng, REF_Q6_K, 768); /* 3 super-blocks */
+    test_batch(&rng);
     bad_inputs();
     return tu_finish();
 }
