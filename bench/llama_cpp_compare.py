@@ -43,29 +43,23 @@ def llama_tokens(llm, text):
 
 
 def llama_speed(args, prompt_tokens, gen_prompt_tokens):
-    """Prompt tokens/s over prompt_tokens; generation tokens/s of greedy
-    single-token evals after gen_prompt_tokens."""
+    """One measurement: prompt tokens/s over prompt_tokens; generation
+    tokens/s of greedy single-token evals after gen_prompt_tokens."""
     import numpy as np
     llm = llama_load(args, len(prompt_tokens) + args.tg_tokens + 16, False)
-    best_pp = 0.0
-    for _ in range(args.repeat):
-        llm.reset()
+    t0 = time.perf_counter()
+    llm.eval(prompt_tokens)
+    pp = len(prompt_tokens) / (time.perf_counter() - t0)
+    llm.reset()
+    llm.eval(gen_prompt_tokens)
+    spent = 0.0
+    for _ in range(args.tg_tokens):
+        tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
         t0 = time.perf_counter()
-        llm.eval(prompt_tokens)
-        best_pp = max(best_pp, len(prompt_tokens) / (time.perf_counter() - t0))
-    best_tg = 0.0
-    for _ in range(args.repeat):
-        llm.reset()
-        llm.eval(gen_prompt_tokens)
-        spent = 0.0
-        for _ in range(args.tg_tokens):
-            tok = int(np.argmax(llm.scores[llm.n_tokens - 1]))
-            t0 = time.perf_counter()
-            llm.eval([tok])
-            spent += time.perf_counter() - t0
-        best_tg = max(best_tg, args.tg_tokens / spent)
+        llm.eval([tok])
+        spent += time.perf_counter() - t0
     del llm  # its thread pool must not compete with what runs next
-    return best_pp, best_tg
+    return pp, args.tg_tokens / spent
 
 
 def llama_perplexity(args, text):
@@ -124,15 +118,11 @@ def longattn_run(args, prompt_text, n_gen):
 
 
 def longattn_speed(args, prompt_text, gen_prompt_text):
-    best = {"pp": 0.0, "tg": 0.0}
-    n_pp = n_tg = kv = 0
-    for _ in range(args.repeat):
-        n_pp, pp, _, _, kv = longattn_run(args, prompt_text, 1)
-        best["pp"] = max(best["pp"], pp)
-    for _ in range(args.repeat):
-        _, _, n_tg, tg, _ = longattn_run(args, gen_prompt_text, args.tg_tokens + 1)
-        best["tg"] = max(best["tg"], tg)
-    return n_pp, best["pp"], n_tg, best["tg"], kv
+    """One measurement, as llama_speed: (prompt tokens, prompt tokens/s,
+    generated tokens, generation tokens/s, KV-cache bytes)."""
+    n_pp, pp, _, _, kv = longattn_run(args, prompt_text, 1)
+    _, _, n_tg, tg, _ = longattn_run(args, gen_prompt_text, args.tg_tokens + 1)
+    return n_pp, pp, n_tg, tg, kv
 
 
 def longattn_perplexity(args):
@@ -159,7 +149,7 @@ def main():
     ap.add_argument("--tg-tokens", type=int, default=128)
     ap.add_argument("--ctx", type=int, default=512, help="perplexity chunk length (llama.cpp -c)")
     ap.add_argument("--batch", type=int, default=512, help="llama.cpp n_batch")
-    ap.add_argument("--repeat", type=int, default=1, help="best of this many speed runs")
+    ap.add_argument("--repeat", type=int, default=3, help="best of this many speed runs, the tools taking turns")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: speed,ppl")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))
@@ -179,10 +169,16 @@ def main():
         prompt_text = llm.detokenize(toks[:args.pp_tokens]).decode("utf-8", "replace")
         gen_prompt_text = llm.detokenize(toks[:16]).decode("utf-8", "replace")
         del llm
-        l_pp, l_tg = llama_speed(args, toks[:args.pp_tokens], toks[:16])
+        # The two tools take turns, best of --repeat each: the machine's speed
+        # drifts, and turns keep a slow spell from landing on one tool only.
+        l_pp = l_tg = a_pp = a_tg = 0.0
+        for _ in range(args.repeat):
+            pp, tg = llama_speed(args, toks[:args.pp_tokens], toks[:16])
+            l_pp, l_tg = max(l_pp, pp), max(l_tg, tg)
+            n_pp, pp, n_tg, tg, kv = longattn_speed(args, prompt_text, gen_prompt_text)
+            a_pp, a_tg = max(a_pp, pp), max(a_tg, tg)
         emit(tool="llama.cpp", metric="prompt_tps", tokens=args.pp_tokens, value=round(l_pp, 2), **common)
         emit(tool="llama.cpp", metric="generation_tps", tokens=args.tg_tokens, value=round(l_tg, 2), **common)
-        n_pp, a_pp, n_tg, a_tg, kv = longattn_speed(args, prompt_text, gen_prompt_text)
         emit(tool="longattn", metric="prompt_tps", tokens=n_pp, value=round(a_pp, 2), kv_bytes=kv, **common)
         emit(tool="longattn", metric="generation_tps", tokens=n_tg, value=round(a_tg, 2), **common)
         emit(tool="ratio", metric="prompt_tps", value=round(a_pp / l_pp, 3), **common)

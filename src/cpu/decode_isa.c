@@ -23,7 +23,7 @@
 
 /* Keys per work item at least: below this the merge and per-item set-up
  * cost more than the split gains. */
-#define MIN_CHUNK 256
+#define MIN_CHUNK 64
 /* Items per thread we aim for, so uneven sequences still balance. */
 #define ITEMS_PER_THREAD 4
 
