@@ -42,15 +42,31 @@ static const char *row_ptr(const la_attn_problem *p, const la_attn_operand *o, i
     return la_attn_at(o, b, t, hk);
 }
 
-static float dot(const float *a, const float *b, int64_t Dp) {
-    vf acc0 = vf_set1(0), acc1 = vf_set1(0);
+/* Clamp a key offset relative to a block start into [-1, LA_VL] so the
+ * lane comparisons below run in 32 bits. */
+static inline int32_t lane_bound(int64_t x) { return x < -1 ? -1 : x > LA_VL ? LA_VL : (int32_t)x; }
+
+/* a[0..Dp) += sum_e p[e] * v[e][0..Dp). Each output vector is a chain of
+ * LA_VL dependent FMAs, so ACC_VECTORS of them advance side by side to
+ * cover the FMA latency (one chain at a time ran at a quarter of the
+ * FMA rate). */
+#define ACC_VECTORS 8
+static inline void accumulate_pv(float *a, const float *const *v, vf p, int64_t Dp) {
     int64_t d = 0;
-    for (; d + 2 * LA_VL <= Dp; d += 2 * LA_VL) {
-        acc0 = vf_fma(vf_load(a + d), vf_load(b + d), acc0);
-        acc1 = vf_fma(vf_load(a + d + LA_VL), vf_load(b + d + LA_VL), acc1);
+    for (; d + ACC_VECTORS * LA_VL <= Dp; d += ACC_VECTORS * LA_VL) {
+        vf o[ACC_VECTORS];
+        for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_load(a + d + k * LA_VL);
+        for (int e = 0; e < LA_VL; e++) {
+            const vf pe = vf_set1(p[e]);
+            for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_fma(pe, vf_load(v[e] + d + k * LA_VL), o[k]);
+        }
+        for (int k = 0; k < ACC_VECTORS; k++) vf_store(a + d + k * LA_VL, o[k]);
     }
-    if (d < Dp) acc0 = vf_fma(vf_load(a + d), vf_load(b + d), acc0);
-    return vf_reduce_add(acc0 + acc1);
+    for (; d < Dp; d += LA_VL) {
+        vf o = vf_load(a + d);
+        for (int e = 0; e < LA_VL; e++) o = vf_fma(vf_set1(p[e]), vf_load(v[e] + d), o);
+        vf_store(a + d, o);
+    }
 }
 
 /* Keys [c0, c1) of one sequence for every head: partial m, l, acc per row. */
@@ -59,7 +75,7 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
     const la_attn_problem *p = s->p;
     const int64_t Lq = p->Lq, G = p->H / p->Hkv, D = p->D, Dp = s->Dp;
     const bool softmax = p->score == LA_SCORE_SOFTMAX, softcap = p->softcap > 0;
-    const int64_t sinks = p->sinks;
+    const vi lane = vi_iota();
     for (int64_t r = 0; r < s->R; r++) {
         m[r] = -INFINITY;
         l[r] = 0;
@@ -67,44 +83,52 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
     memset(acc, 0, sizeof(float) * (size_t)(s->R * Dp));
     for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
         const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-        /* Load the block's tokens whole, every head at once: a token's K
-         * (and V) rows of all heads are adjacent, so this streams whole
-         * rows in address order, which the prefetchers follow. */
-        for (int64_t e = 0; e < LA_VL; e++)
+        /* Widen the block's rows into kbuf/vbuf, every head of a token at
+         * once: a token's rows of all heads are adjacent, so this streams
+         * in address order. Packed, the rows of a head are 4 * Dp bytes
+         * apart; in a [.., Hkv, D] cache they are a whole token apart,
+         * often 4 KB, and then all map to the same L1 sets. Lanes past nk
+         * repeat row 0 (their scores are masked, their weights zero). */
+        for (int64_t e = 0; e < nk; e++)
             for (int64_t hk = 0; hk < p->Hkv; hk++) {
-                float *kd = kbuf + (hk * LA_VL + e) * Dp, *vd = vbuf + (hk * LA_VL + e) * Dp;
-                if (e < nk) {
-                    tg_load_row(kd, row_ptr(p, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
-                    tg_load_row(vd, row_ptr(p, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
-                } else {
-                    memset(kd, 0, sizeof(float) * (size_t)Dp);
-                    memset(vd, 0, sizeof(float) * (size_t)Dp);
-                }
+                tg_load_row(kbuf + (hk * LA_VL + e) * Dp, row_ptr(p, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
+                tg_load_row(vbuf + (hk * LA_VL + e) * Dp, row_ptr(p, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
             }
         for (int64_t hk = 0; hk < p->Hkv; hk++) {
-            const float *kh = kbuf + hk * LA_VL * Dp, *vh = vbuf + hk * LA_VL * Dp;
+            const float *kp[LA_VL], *vp[LA_VL];
+            for (int64_t e = 0; e < LA_VL; e++) {
+                kp[e] = kbuf + (hk * LA_VL + (e < nk ? e : 0)) * Dp;
+                vp[e] = vbuf + (hk * LA_VL + (e < nk ? e : 0)) * Dp;
+            }
             for (int64_t r = hk * G * Lq; r < (hk + 1) * G * Lq; r++) {
                 const float *q = s->q + r * Dp;
-                const int64_t i = r % Lq, lo = s->lo[r], hi = s->hi[r];
-                const float slope = p->alibi_slopes ? p->alibi_slopes[r / Lq] : 0.0f;
-                vf sv;
-                for (int64_t e = 0; e < LA_VL; e++) {
-                    int64_t j = j0 + e;
-                    bool vis = e < nk && j < hi && (j >= lo || j < sinks);
-                    if (!vis) {
-                        sv[e] = -INFINITY;
-                        continue;
-                    }
-                    float x = dot(q, kh + e * Dp, Dp);
-                    if (softcap) x = p->softcap * tanhf(x / p->softcap);
-                    if (slope != 0.0f) x -= slope * fabsf((float)(i + s->lk - Lq - j));
-                    sv[e] = x;
+                const int64_t i = r % Lq;
+                /* lane e visible: e < nk, key < hi, and key >= lo or a sink */
+                vi vis = (lane < lane_bound(nk)) & (lane < lane_bound(s->hi[r] - j0)) &
+                         ((lane >= lane_bound(s->lo[r] - j0)) | (lane < lane_bound(p->sinks - j0)));
+                bool any = false;
+                for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
+                if (!any) continue;
+                /* the block's LA_VL scores of this row: one accumulator per
+                 * key, summed across lanes together at the end */
+                vf part[LA_VL];
+                for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
+                for (int64_t d = 0; d < Dp; d += LA_VL) {
+                    const vf qv = vf_load(q + d);
+                    for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
                 }
+                vf sv = vf_transpose_sum(part);
+                if (softcap) sv = p->softcap * vf_tanh(sv * (1.0f / p->softcap));
+                if (p->alibi_slopes) {
+                    const float slope = p->alibi_slopes[r / Lq];
+                    const vf dist = (float)(i + s->lk - Lq - j0) - __builtin_convertvector(lane, vf);
+                    sv -= slope * vf_abs(dist);
+                }
+                sv = vf_select(vis, sv, vf_set1(-INFINITY));
                 float *a = acc + r * Dp;
                 vf pv;
                 if (softmax) {
                     float bm = vf_reduce_max(sv);
-                    if (bm == -INFINITY) continue;
                     if (bm > m[r]) {
                         float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - bm);
                         l[r] *= alpha;
@@ -116,13 +140,9 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
                     l[r] += vf_reduce_add(pv);
                 } else {
                     /* vf_exp saturates, so sigmoid(-inf) is tiny, not 0: mask it */
-                    pv = vf_select(sv == vf_set1(-INFINITY), vf_set1(0), vf_sigmoid(sv + p->sigmoid_bias));
+                    pv = vf_select(vis, vf_sigmoid(sv + p->sigmoid_bias), vf_set1(0));
                 }
-                for (int64_t d = 0; d < Dp; d += LA_VL) {
-                    vf o = vf_load(a + d);
-                    for (int64_t e = 0; e < nk; e++) o = vf_fma(vf_set1(pv[e]), vf_load(vh + e * Dp + d), o);
-                    vf_store(a + d, o);
-                }
+                accumulate_pv(a, vp, pv, Dp);
             }
         }
     }

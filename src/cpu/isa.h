@@ -80,6 +80,30 @@ static inline float vf_reduce_max(vf v) {
     return m;
 }
 
+/* Lane e of the result is the sum of v[e]'s lanes, for LA_VL vectors v
+ * (overwritten): a tree of even/odd pair sums, LA_VL - 1 steps in all
+ * instead of one full reduction per vector. After each level, vector i
+ * holds partial sums of the 2^level inputs it covers, in input order. */
+#if LA_VL == 16
+#define LA_EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define LA_ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#elif LA_VL == 8
+#define LA_EVEN_LANES 0, 2, 4, 6, 8, 10, 12, 14
+#define LA_ODD_LANES 1, 3, 5, 7, 9, 11, 13, 15
+#else
+#define LA_EVEN_LANES 0, 2, 4, 6
+#define LA_ODD_LANES 1, 3, 5, 7
+#endif
+static inline vf vf_transpose_sum(vf *v) {
+#pragma GCC unroll 16
+    for (int n = LA_VL; n > 1; n /= 2)
+#pragma GCC unroll 16
+        for (int i = 0; i < n / 2; i++)
+            v[i] = __builtin_shufflevector(v[2 * i], v[2 * i + 1], LA_EVEN_LANES) +
+                   __builtin_shufflevector(v[2 * i], v[2 * i + 1], LA_ODD_LANES);
+    return v[0];
+}
+
 /* bf16 is the top half of an f32: widen and shift. */
 static inline vf vf_load_bf16(const uint16_t *p) {
     vh h;
