@@ -385,18 +385,22 @@ static int bench_attention(const options *o, const ceilings *c) {
                         double gflops = flops / (t.ms * 1e-3) / 1e9;
                         double peak = dt == LA_F32 ? c->fma : c->bf16_effective;
                         double per_token = t.extra_bytes / (double)L;
+                        /* the error is sampled for the forward only; JSON has no NaN */
+                        char err_text[32];
+                        if (isnan(err)) snprintf(err_text, sizeof err_text, o->json ? "null" : "-");
+                        else snprintf(err_text, sizeof err_text, "%.3g", err);
                         if (o->json)
                             printf("{\"op\":\"attention\",\"backend\":\"cpu\",\"simd\":\"%s\",\"threads\":%d,\"dtype\":\"%s\","
                                    "\"B\":%lld,\"H\":%lld,\"Hkv\":%lld,\"L\":%lld,\"D\":%lld,\"causal\":%d,\"pass\":\"%s\","
                                    "\"ms\":%.3f,\"gflops\":%.2f,\"peak_gflops\":%.1f,\"ratio\":%.3f,\"peak_rss_mb\":%.1f,"
-                                   "\"bytes_per_token\":%.0f,\"err_vs_exact\":%.3g}\n",
+                                   "\"bytes_per_token\":%.0f,\"err_vs_exact\":%s}\n",
                                    la_simd_name(c->simd), o->threads, la_dtype_name(dt), (long long)B, (long long)H,
                                    (long long)Hkv, (long long)L, (long long)D, causal[ci], pass, t.ms, gflops, peak,
-                                   gflops / peak, t.rss_mb, per_token, err);
+                                   gflops / peak, t.rss_mb, per_token, o->json ? err_text : "");
                         else
-                            printf("%-5s %-5s %6lld %4lld %3d %9.2f %9.1f %7.3f %8.1f %9.0f %9.2g\n", la_dtype_name(dt),
+                            printf("%-5s %-5s %6lld %4lld %3d %9.2f %9.1f %7.3f %8.1f %9.0f %9s\n", la_dtype_name(dt),
                                    pass, (long long)L, (long long)D, causal[ci], t.ms, gflops, gflops / peak, t.rss_mb,
-                                   per_token, err);
+                                   per_token, err_text);
                         fflush(stdout);
                         last_ms = t.ms, last_L = L;
                         ok++;
