@@ -17,54 +17,7 @@ static bool quick;
 
 /* ---- tensors: contiguous, or a strided view of [B][H][L][D + pad] memory ---- */
 
-typedef struct {
-    la_tensor t;
-    size_t elems; /* elements of backing memory */
-} buf;
-
-/* A contiguous tensor. */
-static buf make(la_dtype dt, int ndim, const int64_t *shape) {
-    buf b;
-    memset(&b, 0, sizeof b);
-    b.t.dtype = dt;
-    b.t.ndim = ndim;
-    for (int i = 0; i < ndim; i++) b.t.shape[i] = shape[i];
-    int64_t s = 1;
-    for (int i = ndim - 1; i >= 0; i--) {
-        b.t.stride[i] = s;
-        s *= shape[i];
-    }
-    b.elems = (size_t)s;
-    b.t.data = tu_alloc(b.elems * la_dtype_size(dt) + 1);
-    return b;
-}
-
-/* A strided view instead: q/k/v-like tensors ([B, L, H, D] or [T, H, D])
- * over memory [B][H][L][D + 8] or [H][T][D + 8] (heads outermost, padded
- * rows); lse-like tensors ([B, L, H] or [T, H]) with 3 unused floats after
- * every token's row. */
-static buf make_strided(la_dtype dt, int ndim, const int64_t *shape, bool is_lse) {
-    buf b = make(dt, ndim, shape);
-    free(b.t.data);
-    if (is_lse) {
-        int64_t H = shape[ndim - 1], row = H + 3;
-        b.t.stride[ndim - 2] = row;
-        if (ndim == 3) b.t.stride[0] = shape[1] * row;
-        b.elems = (size_t)(shape[0] * (ndim == 3 ? shape[1] : 1) * row);
-    } else {
-        int64_t B = ndim == 4 ? shape[0] : 1, L = shape[ndim - 3], H = shape[ndim - 2], row = shape[ndim - 1] + 8;
-        b.t.stride[ndim - 3] = row;
-        b.t.stride[ndim - 2] = L * row;
-        if (ndim == 4) b.t.stride[0] = H * L * row;
-        b.elems = (size_t)(B * H * L * row);
-    }
-    b.t.data = tu_alloc(b.elems * la_dtype_size(dt) + 1);
-    return b;
-}
-
-static buf make_as(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
-    return strided ? make_strided(dt, ndim, shape, is_lse) : make(dt, ndim, shape);
-}
+typedef tu_buf buf; /* contiguous, or strided over [B][H][L][D + 8] memory: see tu_buf_new */
 
 static void drop(buf *b) {
     free(b->t.data);
@@ -227,11 +180,11 @@ static void run_case(uint64_t *rng, const bw_case *c) {
         ls[0] = c->B, ls[1] = c->Lq, ls[2] = H;
     }
     const bool st = c->strided;
-    buf q = make_as(c->dt, nd, qs, st, false), k = make_as(c->dt, nd, ks, st, false), v = make_as(c->dt, nd, ks, st, false);
-    buf dout = make_as(c->dout_f32 ? LA_F32 : c->dt, nd, qs, st, false), out = make_as(c->out_dt, nd, qs, st, false);
-    buf lse = make_as(LA_F32, nd - 1, ls, st, true);
-    buf dq = make_as(c->grad_dt, nd, qs, st, false), dk = make_as(c->grad_dt, nd, ks, st, false),
-        dv = make_as(c->grad_dt, nd, ks, st, false);
+    buf q = tu_buf_new(c->dt, nd, qs, st, false), k = tu_buf_new(c->dt, nd, ks, st, false), v = tu_buf_new(c->dt, nd, ks, st, false);
+    buf dout = tu_buf_new(c->dout_f32 ? LA_F32 : c->dt, nd, qs, st, false), out = tu_buf_new(c->out_dt, nd, qs, st, false);
+    buf lse = tu_buf_new(LA_F32, nd - 1, ls, st, true);
+    buf dq = tu_buf_new(c->grad_dt, nd, qs, st, false), dk = tu_buf_new(c->grad_dt, nd, ks, st, false),
+        dv = tu_buf_new(c->grad_dt, nd, ks, st, false);
     tu_fill(rng, q.t.data, c->dt, (int64_t)q.elems, -1, 1);
     tu_fill(rng, k.t.data, c->dt, (int64_t)k.elems, -1, 1);
     tu_fill(rng, v.t.data, c->dt, (int64_t)v.elems, -1, 1);
@@ -394,9 +347,9 @@ static void run_case(uint64_t *rng, const bw_case *c) {
 static void bad_inputs(uint64_t *rng) {
     const int64_t B = 2, L = 9, H = 4, Hkv = 2, D = 16;
     int64_t qs[4] = {B, L, H, D}, ks[4] = {B, L, Hkv, D}, ls[3] = {B, L, H};
-    buf q = make(LA_F32, 4, qs), k = make(LA_F32, 4, ks), v = make(LA_F32, 4, ks);
-    buf out = make(LA_F32, 4, qs), dout = make(LA_F32, 4, qs), lse = make(LA_F32, 3, ls);
-    buf dq = make(LA_F32, 4, qs), dk = make(LA_F32, 4, ks), dv = make(LA_F32, 4, ks);
+    buf q = tu_buf_new(LA_F32, 4, qs, false, false), k = tu_buf_new(LA_F32, 4, ks, false, false), v = tu_buf_new(LA_F32, 4, ks, false, false);
+    buf out = tu_buf_new(LA_F32, 4, qs, false, false), dout = tu_buf_new(LA_F32, 4, qs, false, false), lse = tu_buf_new(LA_F32, 3, ls, false, false);
+    buf dq = tu_buf_new(LA_F32, 4, qs, false, false), dk = tu_buf_new(LA_F32, 4, ks, false, false), dv = tu_buf_new(LA_F32, 4, ks, false, false);
     buf *ins[] = {&q, &k, &v, &out, &dout, &lse};
     for (int i = 0; i < 6; i++) tu_fill(rng, ins[i]->t.data, LA_F32, (int64_t)ins[i]->elems, -1, 1);
     la_context *ctx;

@@ -10,42 +10,7 @@
 
 static bool quick;
 
-/* A tensor and its backing memory: contiguous, or (strided) a view of
- * heads-outermost memory [B][H][L][D + 8] / [H][T][D + 8], and for lse
- * [.., H + 3] rows, so kernels that ignore strides or write outside the
- * view fail. */
-typedef struct {
-    la_tensor t;
-    size_t elems;
-} buf;
-
-static buf make(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
-    buf b;
-    memset(&b, 0, sizeof b);
-    b.t.dtype = dt;
-    b.t.ndim = ndim;
-    int64_t s = 1;
-    for (int i = ndim - 1; i >= 0; i--) {
-        b.t.shape[i] = shape[i];
-        b.t.stride[i] = s;
-        s *= shape[i];
-    }
-    b.elems = (size_t)s;
-    if (strided && is_lse) {
-        int64_t row = shape[ndim - 1] + 3;
-        b.t.stride[ndim - 2] = row;
-        if (ndim == 3) b.t.stride[0] = shape[1] * row;
-        b.elems = (size_t)(shape[0] * (ndim == 3 ? shape[1] : 1) * row);
-    } else if (strided) {
-        int64_t B = ndim == 4 ? shape[0] : 1, L = shape[ndim - 3], H = shape[ndim - 2], row = shape[ndim - 1] + 8;
-        b.t.stride[ndim - 3] = row;
-        b.t.stride[ndim - 2] = L * row;
-        if (ndim == 4) b.t.stride[0] = H * L * row;
-        b.elems = (size_t)(B * H * L * row);
-    }
-    b.t.data = tu_alloc(b.elems * la_dtype_size(dt) + 1);
-    return b;
-}
+typedef tu_buf buf; /* contiguous, or strided over [B][H][L][D + 8] memory: see tu_buf_new */
 
 static bool is_poison(const buf *b, size_t i) {
     if (b->t.dtype == LA_F32) return isnan(((float *)b->t.data)[i]);
@@ -123,9 +88,9 @@ static void run_case(uint64_t *rng, const fw_case *c) {
         ks[0] = Tk, ks[1] = Hkv, ks[2] = D;
         ls[0] = Tq, ls[1] = H;
     }
-    buf q = make(c->dt, nd, qs, c->strided, false), k = make(c->dt, nd, ks, c->strided, false);
-    buf v = make(c->dt, nd, ks, c->strided, false), out = make(c->out_dt, nd, qs, c->strided, false);
-    buf lse = make(LA_F32, nd - 1, ls, c->strided, true);
+    buf q = tu_buf_new(c->dt, nd, qs, c->strided, false), k = tu_buf_new(c->dt, nd, ks, c->strided, false);
+    buf v = tu_buf_new(c->dt, nd, ks, c->strided, false), out = tu_buf_new(c->out_dt, nd, qs, c->strided, false);
+    buf lse = tu_buf_new(LA_F32, nd - 1, ls, c->strided, true);
     tu_fill(rng, q.t.data, c->dt, (int64_t)q.elems, -1, 1);
     tu_fill(rng, k.t.data, c->dt, (int64_t)k.elems, -1, 1);
     tu_fill(rng, v.t.data, c->dt, (int64_t)v.elems, -1, 1);

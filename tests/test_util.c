@@ -145,3 +145,31 @@ void *tu_alloc(size_t bytes) {
     }
     return p;
 }
+
+tu_buf tu_buf_new(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
+    tu_buf b;
+    memset(&b, 0, sizeof b);
+    b.t.dtype = dt;
+    b.t.ndim = ndim;
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        b.t.shape[i] = shape[i];
+        b.t.stride[i] = s;
+        s *= shape[i];
+    }
+    b.elems = (size_t)s;
+    if (strided && is_lse) {
+        int64_t row = shape[ndim - 1] + 3;
+        b.t.stride[ndim - 2] = row;
+        if (ndim == 3) b.t.stride[0] = shape[1] * row;
+        b.elems = (size_t)(shape[0] * (ndim == 3 ? shape[1] : 1) * row);
+    } else if (strided) {
+        int64_t B = ndim == 4 ? shape[0] : 1, L = shape[ndim - 3], H = shape[ndim - 2], row = shape[ndim - 1] + 8;
+        b.t.stride[ndim - 3] = row;
+        b.t.stride[ndim - 2] = L * row;
+        if (ndim == 4) b.t.stride[0] = H * L * row;
+        b.elems = (size_t)(B * H * L * row);
+    }
+    b.t.data = tu_alloc(b.elems * la_dtype_size(dt) + 1);
+    return b;
+}

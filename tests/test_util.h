@@ -40,6 +40,18 @@ void tu_check(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 int tu_finish(void);
 int tu_failures(void);
 
+/* A tensor over its own backing memory (elems elements, plus one spare
+ * byte). Contiguous, or with strided: q/k/v-like tensors ([B, L, H, D] or
+ * [T, H, D]) viewed over heads-outermost memory [B][H][L][D + 8] or
+ * [H][T][D + 8], and lse-like tensors ([B, L, H] or [T, H]) with 3 unused
+ * floats after every token's row, so kernels that ignore strides or write
+ * outside the view fail. */
+typedef struct {
+    la_tensor t;
+    size_t elems;
+} tu_buf;
+tu_buf tu_buf_new(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse);
+
 /* SIMD levels this CPU can run, lowest first. */
 int tu_simd_levels(la_simd *levels);
 
