@@ -97,6 +97,13 @@ def llama_perplexity(args, text):
 
 # ------------------------------------------------------------------ longattn
 
+def run_checked(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
+    return r
+
+
 def longattn_run(args, prompt_text, n_gen):
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(prompt_text)
@@ -104,11 +111,9 @@ def longattn_run(args, prompt_text, n_gen):
     try:
         cmd = [args.longattn, "run", "-m", args.model, "-f", path, "--raw", "-n", str(n_gen), "--temp", "0",
                "--threads", str(args.threads), "--ctx", str(args.pp_tokens + args.tg_tokens + 256)]
-        r = subprocess.run(cmd, capture_output=True, text=True)
+        r = run_checked(cmd)
     finally:
         os.unlink(path)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
     pp = re.search(r"prompt:\s+(\d+) tokens in\s+([\d.]+) s =\s+([\d.]+) tokens/s", r.stderr)
     tg = re.search(r"generation:\s+(\d+) tokens in\s+([\d.]+) s =\s+([\d.]+) tokens/s \((\d+) forward", r.stderr)
     kv = re.search(r"KV cache:\s+(\d+) bytes", r.stderr)
@@ -128,9 +133,7 @@ def longattn_speed(args, prompt_text, gen_prompt_text):
 def longattn_perplexity(args):
     cmd = [args.longattn, "ppl", "-m", args.model, "-f", args.text, "--ctx", str(args.ctx), "--threads",
            str(args.threads)]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd), r.returncode, r.stderr.strip()))
+    r = run_checked(cmd)
     m = re.search(r"Final estimate: PPL = ([\d.]+) \+/- ([\d.]+)", r.stdout)
     t = re.search(r"(\d+) tokens evaluated in\s+([\d.]+) s =\s+([\d.]+) tokens/s", r.stderr)
     n = re.search(r": (\d+) tokens, (\d+) chunks", r.stderr)
