@@ -129,6 +129,22 @@ la_simd la_context_simd(const la_context *ctx);
 la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes);
 size_t la_context_workspace_bytes(const la_context *ctx);
 
+/* ------------------------------------------------------------ ceilings */
+
+/* This machine's ceilings, measured: what `longattn bench` reports every
+ * kernel's speed against. Measure them right beside the timed work: on a
+ * shared machine a neighbour moves them from one second to the next. */
+
+/* FP32 FMA throughput of `threads` threads at SIMD level `simd`, in
+ * GFLOP/s (an FMA counts 2), over about `seconds`. */
+double la_peak_fma_gflops(la_simd simd, int threads, double seconds);
+/* BF16 dot-product throughput (AVX512_BF16 vdpbf16ps) in GFLOP/s, or 0 when
+ * the level has no BF16 dot instruction. */
+double la_peak_bf16_gflops(la_simd simd, int threads, double seconds);
+/* Read bandwidth in GB/s: threads summing a buffer of `bytes` (make it
+ * several times the last-level cache); 0 if the buffer cannot be allocated. */
+double la_peak_read_gbps(int threads, size_t bytes);
+
 /* --------------------------------------------------- exact attention */
 
 typedef enum {

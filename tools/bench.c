@@ -1,7 +1,6 @@
 /* longattn bench: kernel speed as ratios to this machine's ceilings measured
  * in the same run. `bench peak`, `bench attention`, `bench decode`. */
 #include "cli.h"
-#include "cpu/peak.h"
 #include "longattn.h"
 
 #include <math.h>

@@ -1,4 +1,4 @@
-#include "peak.h"
+#include "longattn.h"
 
 #include "cpu/isa.h"
 
