@@ -4,7 +4,9 @@ ASAN_BUILD ?= build-asan
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build demo test test-sanitize model bench clean
+PREFIX ?= /usr/local
+
+.PHONY: all deps build demo test test-sanitize model bench install clean
 
 all: build
 
@@ -31,6 +33,11 @@ test-sanitize: deps model
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLA_SANITIZE=ON
 	cmake --build $(ASAN_BUILD) -j $(JOBS)
 	cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 LONGATTN_TEST_QUICK=1 ctest --output-on-failure -j 2
+
+# Headers, liblongattn and liblongattn_model (static and shared), pkg-config
+# files and the CMake package, under PREFIX.
+install: build
+	cmake --install $(BUILD) --prefix $(PREFIX)
 
 bench: build
 	$(BUILD)/longattn bench attention

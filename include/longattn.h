@@ -20,10 +20,19 @@
 #define LONGATTN_H
 
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
+#endif
+
+/* Every public function is exported from the shared library; everything
+ * else in it is hidden. */
+#if defined(__GNUC__)
+#define LA_API __attribute__((visibility("default")))
+#else
+#define LA_API
 #endif
 
 #define LA_VERSION_MAJOR 0
@@ -53,9 +62,22 @@ typedef enum {
 } la_status;
 
 /* Short fixed name of a status ("LA_ERR_SHAPE"). Never NULL. */
-const char *la_status_name(la_status s);
+LA_API const char *la_status_name(la_status s);
 /* Message of the last failing call on this thread ("" after success). */
-const char *la_last_error(void);
+LA_API const char *la_last_error(void);
+/* Record a failure as the calling thread's last error and return s. For
+ * libraries built on longattn (liblongattn_model uses it), so that every
+ * failure reads the same way through la_last_error. */
+LA_API la_status la_set_error(la_status s, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+/* Clear this thread's message; returns LA_OK. */
+LA_API la_status la_clear_error(void);
+
+/* Monotonic wall clock in seconds: the one clock every longattn timing uses. */
+LA_API double la_clock_seconds(void);
 
 /* ------------------------------------------------------------- tensors */
 
@@ -66,8 +88,8 @@ typedef enum {
     LA_DTYPE_COUNT
 } la_dtype;
 
-const char *la_dtype_name(la_dtype t);
-size_t la_dtype_size(la_dtype t);   /* bytes per element; 0 if unknown */
+LA_API const char *la_dtype_name(la_dtype t);
+LA_API size_t la_dtype_size(la_dtype t);   /* bytes per element; 0 if unknown */
 
 typedef enum {
     LA_DEVICE_CPU = 0,
@@ -90,9 +112,9 @@ typedef struct {
 
 /* A contiguous row-major CPU view; unused trailing dims may be passed as 0
  * only via ndim (la_tensor_contiguous(p, LA_F32, 3, (int64_t[]){T, H, D})). */
-la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64_t *shape);
+LA_API la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64_t *shape);
 /* Number of elements, or -1 if the product overflows or a dim is negative. */
-int64_t la_tensor_numel(const la_tensor *t);
+LA_API int64_t la_tensor_numel(const la_tensor *t);
 
 /* ------------------------------------------------------------- context */
 
@@ -105,29 +127,29 @@ typedef enum {
     LA_SIMD_COUNT
 } la_simd;
 
-const char *la_simd_name(la_simd s);
+LA_API const char *la_simd_name(la_simd s);
 /* Best level this CPU supports, capped by env LONGATTN_SIMD
  * (scalar | avx2 | avx512 | avx512_bf16) when set. */
-la_simd la_simd_detected(void);
+LA_API la_simd la_simd_detected(void);
 /* Highest level this CPU can run, ignoring LONGATTN_SIMD. */
-la_simd la_simd_hardware(void);
+LA_API la_simd la_simd_hardware(void);
 
 typedef struct la_context la_context;
 
 /* threads <= 0 uses the OpenMP default (OMP_NUM_THREADS or all cores). */
-la_status la_context_create(la_context **out, int threads);
-void la_context_destroy(la_context *ctx);
-la_status la_context_set_threads(la_context *ctx, int threads);
-int la_context_threads(const la_context *ctx);
+LA_API la_status la_context_create(la_context **out, int threads);
+LA_API void la_context_destroy(la_context *ctx);
+LA_API la_status la_context_set_threads(la_context *ctx, int threads);
+LA_API int la_context_threads(const la_context *ctx);
 /* Choose the SIMD level; fails with LA_ERR_UNSUPPORTED above the hardware's. */
-la_status la_context_set_simd(la_context *ctx, la_simd level);
-la_simd la_context_simd(const la_context *ctx);
+LA_API la_status la_context_set_simd(la_context *ctx, la_simd level);
+LA_API la_simd la_context_simd(const la_context *ctx);
 /* Scratch memory for ops. By default the context owns a workspace that grows
  * to what an op asks for. A caller may instead lend memory (64-byte aligned
  * recommended); ops then fail with LA_ERR_WORKSPACE if it is too small.
  * Passing NULL, 0 returns to the owned workspace. */
-la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes);
-size_t la_context_workspace_bytes(const la_context *ctx);
+LA_API la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes);
+LA_API size_t la_context_workspace_bytes(const la_context *ctx);
 
 /* ------------------------------------------------------------ ceilings */
 
@@ -137,13 +159,13 @@ size_t la_context_workspace_bytes(const la_context *ctx);
 
 /* FP32 FMA throughput of `threads` threads at SIMD level `simd`, in
  * GFLOP/s (an FMA counts 2), over about `seconds`. */
-double la_peak_fma_gflops(la_simd simd, int threads, double seconds);
+LA_API double la_peak_fma_gflops(la_simd simd, int threads, double seconds);
 /* BF16 dot-product throughput (AVX512_BF16 vdpbf16ps) in GFLOP/s, or 0 when
  * the level has no BF16 dot instruction. */
-double la_peak_bf16_gflops(la_simd simd, int threads, double seconds);
+LA_API double la_peak_bf16_gflops(la_simd simd, int threads, double seconds);
 /* Read bandwidth in GB/s: threads summing a buffer of `bytes` (make it
  * several times the last-level cache); 0 if the buffer cannot be allocated. */
-double la_peak_read_gbps(int threads, size_t bytes);
+LA_API double la_peak_read_gbps(int threads, size_t bytes);
 
 /* --------------------------------------------------- exact attention */
 
@@ -173,7 +195,7 @@ typedef struct {
 /* Defaults: scale 0 (1/sqrt(D)), not causal, unlimited window, no sinks,
  * softcap off, no ALiBi, softmax, dense batch. Always start from this so new
  * fields keep their off value. */
-la_attention_params la_attention_params_default(void);
+LA_API la_attention_params la_attention_params_default(void);
 
 /* out = attention(q, k, v).
  *  dense : q [B, Lq, H, D], k/v [B, Lk, Hkv, D], out [B, Lq, H, D], lse [B, Lq, H]
@@ -182,17 +204,30 @@ la_attention_params la_attention_params_default(void);
  * lse: f32 or NULL (softmax only). D is a multiple of 8, at most 512; the
  * last dim of every tensor must have stride 1. A query row that sees no key
  * gets out = 0 and lse = -inf. */
-la_status la_attention_forward(la_context *ctx, const la_attention_params *p,
+LA_API la_status la_attention_forward(la_context *ctx, const la_attention_params *p,
                                const la_tensor *q, const la_tensor *k, const la_tensor *v,
                                la_tensor *out, la_tensor *lse);
 
 /* Gradients of the forward by recomputation. out and lse are the forward's
  * (lse may be NULL for sigmoid). dq, dk, dv are shaped like q, k, v; dtype f32
  * or the inputs' dtype; they are overwritten, not accumulated into. */
-la_status la_attention_backward(la_context *ctx, const la_attention_params *p,
+LA_API la_status la_attention_backward(la_context *ctx, const la_attention_params *p,
                                 const la_tensor *q, const la_tensor *k, const la_tensor *v,
                                 const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
                                 la_tensor *dq, la_tensor *dk, la_tensor *dv);
+
+/* Attention over the union of disjoint key sets, from attention over each
+ * set: the merge split-K decoding, ring attention and KV selection need.
+ *   out = sum_i exp(lse_i - lse) * out_i,   lse = log sum_i exp(lse_i)
+ * n_parts >= 1 parts, each out_i shaped like out ([B, L, H, D] or [T, H, D])
+ * in f32, bf16 or f16 and lse_i shaped like lse ([B, L, H] or [T, H]) in f32
+ * (natural log, as la_attention_forward returns it). A part whose lse is
+ * -inf saw no key and contributes nothing; a row where every part has -inf
+ * gets out 0 and lse -inf. out is f32, bf16 or f16; lse may be NULL. out
+ * (and lse) may be exactly the view of one part (merge in place, as ring
+ * attention accumulates); any other overlap with an input is rejected. */
+LA_API la_status la_attention_merge(la_context *ctx, int n_parts, const la_tensor *out_parts,
+                                    const la_tensor *lse_parts, la_tensor *out, la_tensor *lse);
 
 /* --------------------------------------------------- decode attention */
 
@@ -212,9 +247,113 @@ typedef struct {
  * q is f32; k/v f32, bf16 or f16. Keys are split across threads and the
  * partial results merged by log-sum-exp; each K/V head is read once for all
  * the query heads that share it. varlen fields of p must be unset. */
-la_status la_attention_decode(la_context *ctx, const la_attention_params *p,
+LA_API la_status la_attention_decode(la_context *ctx, const la_attention_params *p,
                               const la_tensor *q, const la_tensor *k, const la_tensor *v,
                               const la_kv_layout *layout, la_tensor *out, la_tensor *lse);
+
+/* ------------------------------------------------------ weight formats */
+
+/* GGUF files (versions 2 and 3): memory-mapped, every field validated
+ * before use. Tensors point into the mapping; nothing is copied. */
+/* Metadata value types, numbered as in the file. */
+typedef enum {
+    LA_GGUF_U8 = 0, LA_GGUF_I8 = 1, LA_GGUF_U16 = 2, LA_GGUF_I16 = 3, LA_GGUF_U32 = 4, LA_GGUF_I32 = 5,
+    LA_GGUF_F32 = 6, LA_GGUF_BOOL = 7, LA_GGUF_STRING = 8, LA_GGUF_ARRAY = 9, LA_GGUF_U64 = 10,
+    LA_GGUF_I64 = 11, LA_GGUF_F64 = 12, LA_GGUF_TYPE_COUNT
+} la_gguf_type;
+
+/* Tensor element types, numbered as ggml numbers them. */
+typedef enum {
+    LA_GGML_F32 = 0, LA_GGML_F16 = 1, LA_GGML_Q4_0 = 2, LA_GGML_Q4_1 = 3, LA_GGML_Q8_0 = 8,
+    LA_GGML_Q4_K = 12, LA_GGML_Q6_K = 14, LA_GGML_BF16 = 30
+} la_ggml_type;
+
+typedef struct {
+    const char *data;   /* points into the file; NOT NUL-terminated */
+    uint64_t len;
+} la_gguf_str;
+
+typedef struct {
+    la_gguf_str key;
+    la_gguf_type type;
+    la_gguf_type elem_type;  /* arrays only */
+    uint64_t count;          /* arrays: element count; scalars: 1 */
+    const void *value;       /* scalar value, string record, or first array element, in the file */
+} la_gguf_kv;
+
+typedef struct {
+    char name[64];           /* NUL-terminated copy */
+    int n_dims;
+    int64_t ne[4];           /* ne[0] innermost; unused dims are 1 */
+    la_ggml_type type;
+    uint64_t offset;         /* relative to the data section */
+    size_t nbytes;
+    const void *data;        /* inside the mapping */
+} la_gguf_tensor;
+
+typedef struct la_gguf la_gguf;
+
+LA_API la_status la_gguf_open(const char *path, la_gguf **out);
+/* Parse a buffer the caller keeps alive (tests, embedded files). */
+LA_API la_status la_gguf_open_memory(const void *data, size_t size, la_gguf **out);
+LA_API void la_gguf_close(la_gguf *g);
+
+LA_API uint32_t la_gguf_version(const la_gguf *g);
+LA_API int64_t la_gguf_kv_count(const la_gguf *g);
+LA_API const la_gguf_kv *la_gguf_kv_at(const la_gguf *g, int64_t i);
+LA_API const la_gguf_kv *la_gguf_find(const la_gguf *g, const char *key); /* NULL if absent */
+
+/* Typed getters: LA_ERR_FORMAT naming the key if absent or of a type that
+ * does not convert (any integer type converts to another if in range). */
+LA_API la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out);
+LA_API la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out);   /* f32 or f64 */
+LA_API la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out);
+/* Element i of an array of strings / numbers. */
+LA_API la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out);
+/* Walk an array of strings in order: start with kv->value, each call fills
+ * *out and returns the cursor of the next element (O(1) per element). */
+LA_API const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out);
+LA_API la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out);
+LA_API la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out);
+
+LA_API int64_t la_gguf_tensor_count(const la_gguf *g);
+LA_API const la_gguf_tensor *la_gguf_tensor_at(const la_gguf *g, int64_t i);
+LA_API const la_gguf_tensor *la_gguf_tensor_find(const la_gguf *g, const char *name); /* NULL if absent */
+
+/* The ggml element types: block traits, the dequantisers that define each
+ * format, and products with f32 activations (what a model's linear layers
+ * need), chosen by the context's SIMD level. */
+LA_API bool la_ggml_type_known(la_ggml_type t);          /* one of la_ggml_type's values */
+LA_API const char *la_ggml_type_name(la_ggml_type t);
+LA_API int64_t la_ggml_block_elems(la_ggml_type t);      /* 1 for F32/F16/BF16, 32 or 256 for quants */
+LA_API size_t la_ggml_block_bytes(la_ggml_type t);
+/* Bytes of a row of n elements; LA_ERR_SHAPE if n is not a multiple of the block. */
+LA_API la_status la_ggml_row_bytes(la_ggml_type t, int64_t n, size_t *out);
+
+/* dst[0..n) = the n elements at src (n a multiple of the block). */
+LA_API void la_dequantize_row(la_ggml_type t, const void *src, float *dst, int64_t n);
+
+/* y[r] = dot(row r of W, x), r in [0, rows); W is rows x cols of type t with
+ * rows packed back to back. Threads over rows. */
+LA_API la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
+                    float *y);
+
+/* Several products of one x (a layer's q, k and v; gate and up): x is
+ * rounded once and all rows share one parallel region. */
+#define LA_MATVEC_MAX_JOBS 8
+typedef struct {
+    la_ggml_type type;
+    const void *W;
+    int64_t rows;
+    float *y;
+} la_matvec_job;
+LA_API la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x);
+
+/* Y[i][r] = dot(row r of W, X[i]) for i in [0, n): a matrix-matrix product
+ * for prefill (X is n x cols, Y is n x rows, both row-major f32). Reads each
+ * weight block once per tile of X rows, not once per token. */
+LA_API la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,
+                    int64_t n, float *Y);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,8 @@ command -v cc >/dev/null || need+=(gcc)
 command -v make >/dev/null || need+=(make)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 pkg-config --exists libpcre2-8 2>/dev/null || need+=(libpcre2-dev)
+command -v objdump >/dev/null && command -v readelf >/dev/null && command -v nm >/dev/null || need+=(binutils)
+command -v python3 >/dev/null || need+=(python3)
 echo 'int main(void){return 0;}' | cc -fopenmp -x c - -o /dev/null 2>/dev/null || need+=(libgomp1)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-deps: installing ${need[*]}"

@@ -1,7 +1,6 @@
 /* longattn info MODEL.gguf: the file's metadata and tensor table. */
 #include "cli.h"
-#include "model/gguf.h"
-#include "model/quant.h"
+#include "longattn.h"
 
 #include <stdio.h>
 #include <string.h>

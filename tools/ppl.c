@@ -6,13 +6,12 @@
  * has at least ctx/2 tokens of context). */
 #include "cli.h"
 #include "cli_util.h"
-#include "model/model.h"
+#include "longattn_model.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 static const char CMD[] = "longattn ppl";
 
@@ -28,12 +27,6 @@ static void usage(FILE *f) {
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n");
-}
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* -log softmax(logits)[target], in double. */
@@ -155,7 +148,7 @@ int cmd_ppl(int argc, char **argv) {
             la_context_threads(ctx));
     const int32_t bos = add_bos ? la_tokenizer_bos(tok) : -1;
     ppl_tally t = {0};
-    double ppl, err, t0 = now_seconds();
+    double ppl, err, t0 = la_clock_seconds();
     for (int64_t c = 0; c < n_chunks; c++) {
         if ((st = score_chunk(s, tokens + c * n_ctx, n_ctx, bos, n_vocab, logits, &t))) {
             rc = cli_fail(CMD, "evaluation", st);
@@ -165,7 +158,7 @@ int cmd_ppl(int argc, char **argv) {
         printf("[%lld]%.4f,", (long long)(c + 1), ppl);
         fflush(stdout);
     }
-    double seconds = now_seconds() - t0;
+    double seconds = la_clock_seconds() - t0;
     printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, err);
     fprintf(stderr, "%s: %lld tokens evaluated in %.2f s = %.2f tokens/s\n", CMD, (long long)(n_chunks * n_ctx),
             seconds, (double)(n_chunks * n_ctx) / seconds);

@@ -2,8 +2,7 @@
  * as they come; progress and timing go to stderr. */
 #include "cli.h"
 #include "cli_util.h"
-#include "model/chat.h"
-#include "model/generate.h"
+#include "longattn_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>

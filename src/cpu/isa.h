@@ -1,25 +1,34 @@
 /* Write a kernel once, compile it per instruction set.
  *
- * A file named src/cpu/NAME_isa.c is compiled three times by CMake with one
- * of LA_ISA_SCALAR, LA_ISA_AVX2 or LA_ISA_AVX512 defined and the matching
- * -m flags. It names its entry points with LA_ISA_FN(name), which becomes
- * name_scalar, name_avx2 or name_avx512, and its arithmetic uses `vf`, a GNU
- * vector of LA_VL floats that the compiler maps onto the ISA's registers.
- * The AVX-512 copy is also built with AVX512_BF16 enabled; code that uses
- * those instructions must check for LA_SIMD_AVX512_BF16 at run time. */
+ * A file named src/cpu/<op>/NAME_isa.c is compiled four times by CMake, with
+ * one of LA_ISA_SCALAR, LA_ISA_AVX2, LA_ISA_AVX512 or LA_ISA_AVX512_BF16
+ * defined and that level's -m flags, one copy per la_simd level. It names its
+ * entry points with LA_ISA_FN(name), which becomes name_scalar, name_avx2,
+ * name_avx512 or name_avx512_bf16, and its arithmetic uses `vf`, a GNU vector
+ * of LA_VL floats that the compiler maps onto the ISA's registers. The
+ * AVX512_BF16 copy also defines LA_ISA_AVX512 (the same vectors); only it is
+ * built with -mavx512bf16, so the AVX512 copy runs on AVX-512 CPUs without
+ * BF16 (a test disassembles it to check). Callers pick a copy with
+ * LA_ISA_PICK(name, level): the one dispatcher. */
 #ifndef LA_ISA_H
 #define LA_ISA_H
 
-#include "internal.h"
+#include "base/base.h"
 
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
+#if defined(LA_ISA_AVX512_BF16) && !defined(LA_ISA_AVX512)
+#define LA_ISA_AVX512 1
+#endif
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
 #include <immintrin.h>
 #endif
 
-#if defined(LA_ISA_AVX512)
+#if defined(LA_ISA_AVX512_BF16)
+#define LA_VL 16
+#define LA_ISA_FN(name) name##_avx512_bf16
+#elif defined(LA_ISA_AVX512)
 #define LA_VL 16
 #define LA_ISA_FN(name) name##_avx512
 #elif defined(LA_ISA_AVX2)
@@ -33,11 +42,17 @@
 #define LA_VL 4
 #endif
 
-/* Declare the three copies of an entry point, for dispatchers. */
+/* Declare the four copies of an entry point, for dispatchers. */
 #define LA_ISA_DECLARE(ret, name, args) \
     ret name##_scalar args;             \
     ret name##_avx2 args;               \
-    ret name##_avx512 args
+    ret name##_avx512 args;             \
+    ret name##_avx512_bf16 args
+
+/* The copy of `name` for la_simd level `simd` (a valid level, as the
+ * context guarantees). */
+#define LA_ISA_PICK(name, simd) \
+    ((__typeof__(&name##_scalar)[LA_SIMD_COUNT]){name##_scalar, name##_avx2, name##_avx512, name##_avx512_bf16}[(simd)])
 
 typedef float vf __attribute__((vector_size(LA_VL * 4)));
 typedef int32_t vi __attribute__((vector_size(LA_VL * 4)));
@@ -158,6 +173,16 @@ static inline vf vf_exp(vf x) {
     memcpy(&scale, &e, sizeof scale);
     vf y = p * scale;
     return (vf)((vi)y & ~underflow);
+}
+
+static inline vf vf_tanh(vf x) { return 1.0f - 2.0f / (vf_exp(2.0f * x) + 1.0f); }
+static inline vf vf_sigmoid(vf x) { return 1.0f / (1.0f + vf_exp(-x)); }
+static inline vf vf_abs(vf x) { return vf_max(x, -x); }
+
+static inline vi vi_iota(void) {
+    vi v;
+    for (int i = 0; i < LA_VL; i++) v[i] = i;
+    return v;
 }
 
 #endif

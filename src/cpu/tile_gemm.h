@@ -112,14 +112,4 @@ static inline void tg_store_row(char *dst, la_dtype t, const float *src, int64_t
     for (int64_t d = 0; d < D; d++) la_store_f32(dst, t, d, src[d]);
 }
 
-static inline vf vf_tanh(vf x) { return 1.0f - 2.0f / (vf_exp(2.0f * x) + 1.0f); }
-static inline vf vf_sigmoid(vf x) { return 1.0f / (1.0f + vf_exp(-x)); }
-static inline vf vf_abs(vf x) { return vf_max(x, -x); }
-
-static inline vi vi_iota(void) {
-    vi v;
-    for (int i = 0; i < LA_VL; i++) v[i] = i;
-    return v;
-}
-
 #endif

@@ -1,8 +1,8 @@
 /* Chat templates: recognition by marker tokens, formatting by string
  * concatenation. */
-#include "chat.h"
+#include "longattn_model.h"
 
-#include "internal.h"
+#include "base/base.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -1,18 +1,11 @@
 /* The generation loop: chunked prefill, then sample / eval one token at a
  * time. The first token is sampled from the prefill's logits, so n tokens
  * cost n - 1 decode passes (the last token is never fed back). */
-#include "generate.h"
+#include "longattn_model.h"
 
-#include "internal.h"
+#include "base/base.h"
 
 #include <stdlib.h>
-#include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 la_generate_params la_generate_params_default(void) {
     return (la_generate_params){.max_new_tokens = 256, .prefill_chunk = LA_PREFILL_CHUNK_DEFAULT};
@@ -56,9 +49,9 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
     if (!logits) return la_fail(LA_ERR_NOMEM, "la_generate: no memory for %lld logits", (long long)n_vocab);
 
     la_generate_stats st_out = {.n_prompt = n_prompt, .eog_token = -1, .stop = LA_STOP_LIMIT};
-    double t0 = now_seconds();
+    double t0 = la_clock_seconds();
     la_status st = prefill(s, prompt, n_prompt, p, logits);
-    double t1 = now_seconds();
+    double t1 = la_clock_seconds();
     st_out.prompt_seconds = t1 - t0;
     const int64_t limit = p->max_new_tokens;
     while (st == LA_OK && (limit < 0 || st_out.n_generated < limit)) {
@@ -82,7 +75,7 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
         st = la_session_eval(s, &token, 1, logits, false);
         st_out.n_decode++;
     }
-    st_out.decode_seconds = now_seconds() - t1;
+    st_out.decode_seconds = la_clock_seconds() - t1;
     free(logits);
     if (st) return st; /* the failing call's message stands */
     st_out.prompt_tps = st_out.prompt_seconds > 0 ? (double)n_prompt / st_out.prompt_seconds : 0;

@@ -1,10 +1,9 @@
 /* Llama-family forward pass (architectures `llama` and `qwen2`) on the
  * library's attention. Weights stay in the memory-mapped GGUF file; only
  * the small norm and bias vectors are widened to f32 at load. */
-#include "model.h"
+#include "longattn_model.h"
 
-#include "core/internal.h"
-#include "quant.h"
+#include "base/base.h"
 
 #include <math.h>
 #include <stdio.h>

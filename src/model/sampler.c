@@ -1,9 +1,9 @@
 /* Sampling: temperature, then top-k, then top-p over the tempered
  * distribution (the order HF transformers uses; top-k commutes with the
  * temperature, top-p does not), then one draw from xoshiro256**. */
-#include "sampler.h"
+#include "longattn_model.h"
 
-#include "internal.h"
+#include "base/base.h"
 
 #include <math.h>
 #include <stdlib.h>

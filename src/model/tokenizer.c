@@ -7,9 +7,9 @@
  * SentencePiece-style ("llama"): spaces become U+2581, symbols are UTF-8
  * characters merged by the highest vocabulary score, and characters not in
  * the vocabulary fall back to <0xXX> byte tokens. */
-#include "tokenizer.h"
+#include "longattn_model.h"
 
-#include "core/internal.h"
+#include "base/base.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

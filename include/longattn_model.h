@@ -1,0 +1,213 @@
+/* longattn_model: real GGUF Llama-family models on longattn's attention.
+ *
+ * The public header of liblongattn_model (link it with liblongattn; it adds
+ * PCRE2 for the tokenizer's Unicode pre-tokenizer regexes). Load a model,
+ * tokenize, evaluate tokens with logits out, sample, format chat prompts,
+ * generate, free. Every function reports failures as liblongattn does: a
+ * la_status, and a message in la_last_error(). The command-line tool uses
+ * nothing but this header and longattn.h. */
+#ifndef LONGATTN_MODEL_H
+#define LONGATTN_MODEL_H
+
+#include "longattn.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* --------------------------------------------------- tokenizer */
+
+/* Tokenizers read from GGUF metadata: byte-level BPE (tokenizer.ggml.model =
+ * "gpt2", pre-tokenised with PCRE2 by the regex tokenizer.ggml.pre names) and
+ * SentencePiece-style ("llama", with scores). */
+typedef struct la_tokenizer la_tokenizer;
+
+LA_API la_status la_tokenizer_from_gguf(const la_gguf *g, la_tokenizer **out);
+LA_API void la_tokenizer_free(la_tokenizer *t);
+
+LA_API int32_t la_tokenizer_vocab_size(const la_tokenizer *t);
+LA_API int32_t la_tokenizer_bos(const la_tokenizer *t);   /* -1 if none */
+LA_API int32_t la_tokenizer_eos(const la_tokenizer *t);   /* -1 if none */
+LA_API bool la_tokenizer_add_bos(const la_tokenizer *t);  /* tokenizer.ggml.add_bos_token, or the model's default */
+/* True for tokens that end generation (eos, eot, <|im_end|>, <|eot_id|> ...). */
+LA_API bool la_tokenizer_is_eog(const la_tokenizer *t, int32_t id);
+/* Id of a token by its exact text (e.g. "<|im_start|>"), or -1. */
+LA_API int32_t la_tokenizer_find(const la_tokenizer *t, const char *text);
+
+/* Encode UTF-8 (or arbitrary bytes) into *ids (malloc'd, caller frees).
+ * parse_special: text like "<|im_start|>" becomes its special token. */
+LA_API la_status la_tokenize(const la_tokenizer *t, const char *text, size_t len, bool add_bos, bool parse_special,
+                      int32_t **ids, int64_t *n);
+
+/* Bytes one token decodes to (for streaming); special tokens give their text
+ * only when render_special. Returns the length written (<= cap), or the
+ * length needed if larger than cap. */
+LA_API int64_t la_token_to_bytes(const la_tokenizer *t, int32_t id, bool render_special, char *buf, int64_t cap);
+/* Whole sequence to bytes (malloc'd, NUL-terminated, caller frees). */
+LA_API la_status la_detokenize(const la_tokenizer *t, const int32_t *ids, int64_t n, bool render_special, char **text,
+                        size_t *len);
+
+/* ------------------------------------------------------- model */
+
+/* Llama-family models from GGUF (architectures `llama` and `qwen2`):
+ * configuration, memory-mapped weights, and sessions that own a KV cache and
+ * run the forward pass through the library's attention. */
+typedef enum { LA_ROPE_NORM = 0, LA_ROPE_NEOX = 1 } la_rope_kind;
+
+typedef struct {
+    char arch[32];
+    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    float rms_eps, rope_theta, rope_scale;  /* rope_scale: linear position scaling factor (1 = none) */
+    la_rope_kind rope_kind;
+    int64_t rope_dims;                      /* dims rotated per head (<= head_dim) */
+    bool qkv_bias;                          /* qwen2 */
+    bool tied_output;                       /* output head shares token_embd */
+} la_model_config;
+
+typedef struct la_model la_model;
+typedef struct la_session la_session;
+
+LA_API la_status la_model_load(const char *path, la_model **out);
+LA_API void la_model_free(la_model *m);
+LA_API const la_model_config *la_model_config_of(const la_model *m);
+LA_API const la_tokenizer *la_model_tokenizer(const la_model *m);
+LA_API const la_gguf *la_model_gguf(const la_model *m);
+
+/* A session holds the KV cache (grown as tokens arrive, never beyond
+ * max_ctx) and scratch. ctx supplies threads and SIMD level. */
+LA_API la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out);
+LA_API void la_session_free(la_session *s);
+LA_API void la_session_reset(la_session *s);          /* forget all tokens */
+LA_API int64_t la_session_pos(const la_session *s);   /* tokens in the cache */
+LA_API size_t la_session_kv_bytes(const la_session *s);
+
+/* Append n tokens at the current position and run them (as one
+ * matrix-matrix prefill when n > 1). logits: n x n_vocab when all_logits,
+ * else n_vocab for the last token; may be NULL. */
+LA_API la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits);
+
+/* ----------------------------------------------------- sampler */
+
+/* Token sampling from logits: greedy, or temperature then top-k then top-p
+ * (nucleus) then a draw from the sampler's own PRNG, so a seed fixes the
+ * sequence on every platform. No repetition penalties: the sampler keeps no
+ * history beyond its PRNG state. */
+typedef struct {
+    float temperature; /* <= 0: greedy (argmax, lowest id on ties); otherwise logits / temperature */
+    int32_t top_k;     /* keep the k most likely tokens; <= 0: off */
+    float top_p;       /* keep the smallest most-likely prefix whose mass reaches top_p; 1: off; in (0, 1] */
+    uint64_t seed;     /* PRNG seed; the same seed gives the same draws */
+} la_sampler_params;
+
+/* temperature 0.8, top_k 40, top_p 0.95 (llama.cpp's defaults), seed 0. */
+LA_API la_sampler_params la_sampler_params_default(void);
+
+typedef struct la_sampler la_sampler;
+
+LA_API la_status la_sampler_new(const la_sampler_params *p, int32_t n_vocab, la_sampler **out);
+LA_API void la_sampler_free(la_sampler *s);
+/* Restart the PRNG from `seed`. */
+LA_API void la_sampler_reseed(la_sampler *s, uint64_t seed);
+
+/* Draw one token id from logits[0 .. n_vocab). Non-finite logits fail with
+ * LA_ERR_ARGUMENT (+inf or NaN mean the forward pass went wrong; -inf is a
+ * masked token and is accepted as long as one logit is finite). */
+LA_API la_status la_sampler_sample(la_sampler *s, const float *logits, int32_t *token);
+
+/* The distribution la_sampler_sample draws from: probs[0 .. n_vocab), zero
+ * for tokens the filters removed, summing to 1. Greedy gives a one-hot
+ * vector. For tests and for showing the sampler's view of a step. */
+LA_API la_status la_sampler_distribution(la_sampler *s, const float *logits, float *probs);
+
+/* -------------------------------------------------------- chat */
+
+/* Chat prompts: recognise the template family named by a model's
+ * tokenizer.chat_template metadata and format one system + user turn plus the
+ * assistant header the model continues from. Not a Jinja interpreter: the
+ * two families longattn knows are written out in chat.c. */
+typedef enum {
+    LA_CHAT_CHATML = 1, /* <|im_start|>role\n...<|im_end|>\n   (SmolLM2, Qwen2) */
+    LA_CHAT_LLAMA3 = 2, /* <|start_header_id|>role<|end_header_id|>\n\n...<|eot_id|> */
+} la_chat_style;
+
+typedef struct {
+    la_chat_style style;
+    /* The system turn the template writes when the conversation has none
+     * (SmolLM2: "You are a helpful AI assistant named SmolLM, ..."), or NULL.
+     * Owned; la_chat_template_free releases it. */
+    char *default_system;
+} la_chat_template;
+
+/* Recognise a template's source text: "<|im_start|>" means ChatML,
+ * "<|start_header_id|>" Llama-3. Anything else is LA_ERR_UNSUPPORTED. */
+LA_API la_status la_chat_template_parse(const char *source, size_t len, la_chat_template *out);
+/* The same, from the model's tokenizer.chat_template (LA_ERR_UNSUPPORTED
+ * naming the key when it is absent). */
+LA_API la_status la_chat_template_of_gguf(const la_gguf *g, la_chat_template *out);
+LA_API void la_chat_template_free(la_chat_template *t);
+
+/* Prompt text for one turn: system (NULL: the template's default, if any;
+ * "" included as an empty turn), the user's message and the assistant header.
+ * The BOS token is not written: tokenise with the tokenizer's add_bos, and
+ * with parse_special so the markers become their special tokens.
+ * *text is malloc'd and NUL-terminated; *len (may be NULL) excludes the NUL. */
+LA_API la_status la_chat_format(const la_chat_template *t, const char *system, const char *user, char **text, size_t *len);
+
+/* -------------------------------------------------- generation */
+
+/* Text generation on a session: prefill the prompt in chunks, then sample
+ * one token at a time until an end-of-generation token, the token limit, the
+ * session's context limit, or the caller says stop. Tokens are handed to a
+ * callback as they come, so a front end can stream them. */
+/* Tokens per la_session_eval call while prefilling: large enough that the
+ * matrix-matrix prefill reads each weight once per many tokens, small enough
+ * that the activations (~ chunk x n_ff floats per layer) stay a few MB for
+ * the models longattn runs, and that progress is reported often. */
+#define LA_PREFILL_CHUNK_DEFAULT 512
+
+typedef enum {
+    LA_STOP_EOG = 0,      /* the model produced an end-of-generation token */
+    LA_STOP_LIMIT = 1,    /* max_new_tokens reached */
+    LA_STOP_CONTEXT = 2,  /* the session's max_ctx is full */
+    LA_STOP_CALLER = 3,   /* on_token returned false */
+} la_stop_reason;
+
+typedef struct {
+    int64_t max_new_tokens; /* < 0: no limit but the context */
+    int64_t prefill_chunk;  /* <= 0: LA_PREFILL_CHUNK_DEFAULT */
+    /* Tokens the session may hold: the max_ctx it was created with (model.h
+     * has no getter for it). Generation stops cleanly when it is full. */
+    int64_t max_ctx;
+    /* After each prefill chunk: tokens done so far of total. May be NULL. */
+    void (*on_prefill)(void *user, int64_t done, int64_t total);
+    /* Each generated token (end-of-generation tokens excluded); return false
+     * to stop. May be NULL. */
+    bool (*on_token)(void *user, int32_t token);
+    void *user;
+} la_generate_params;
+
+typedef struct {
+    int64_t n_prompt;      /* tokens prefilled */
+    int64_t n_generated;   /* tokens passed to on_token */
+    int64_t n_decode;      /* single-token forward passes run after the prefill */
+    double prompt_seconds; /* wall time of the prefill */
+    double decode_seconds; /* wall time of those forward passes (sampling included) */
+    double prompt_tps;     /* n_prompt / prompt_seconds */
+    double decode_tps;     /* n_decode / decode_seconds; 0 when none ran */
+    la_stop_reason stop;
+    int32_t eog_token;     /* the token that ended generation when stop == LA_STOP_EOG, else -1 */
+} la_generate_stats;
+
+/* max_new_tokens 256, default chunk, no callbacks; max_ctx must be set. */
+LA_API la_generate_params la_generate_params_default(void);
+
+/* Continue session s of model m (s may already hold tokens) with the prompt,
+ * then generate. The prompt must be non-empty and fit in p->max_ctx.
+ * stats may be NULL. */
+LA_API la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, const int32_t *prompt, int64_t n_prompt,
+                      const la_generate_params *p, la_generate_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* LONGATTN_MODEL_H */

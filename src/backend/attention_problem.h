@@ -1,0 +1,105 @@
+/* The validated, normalised form of an attention call, as every backend's
+ * kernels receive it. The op layer (src/ops/attention/) builds it and is the
+ * only place that checks arguments, so validation and dispatch cannot
+ * disagree. Each call's problem embeds the shared part first, so a backend
+ * function that takes `const la_attn_problem *` (supports, workspace) sees
+ * any of them:
+ *   la_attn_problem          sizes, q/k/v, the score rule, threads and SIMD level
+ *   la_attn_forward_problem  + out, lse
+ *   la_attn_backward_problem   the forward's problem + dout, dq, dk, dv
+ *   la_attn_decode_problem     the forward's problem + the KV cache's pages
+ *   la_attn_merge_problem    + the parts (no q/k/v; sizes only)
+ * Block-sparse attention will be the forward's problem plus its block index. */
+#ifndef LA_ATTENTION_PROBLEM_H
+#define LA_ATTENTION_PROBLEM_H
+
+#include "backend/score_rule.h"
+
+/* One tensor argument as strides over (sequence, token, head). Element
+ * (b, t, h, d) lives at data + (b*batch_stride + t*token_stride +
+ * h*head_stride + d) * elem_size. For varlen, b is 0 and t is the packed
+ * token index. For lse (no head dim) d is always 0. */
+typedef struct {
+    char *data;            /* NULL when the optional argument is absent */
+    la_dtype dtype;
+    int64_t batch_stride;  /* elements */
+    int64_t token_stride;
+    int64_t head_stride;
+} la_attn_operand;
+
+typedef enum { LA_ATTN_FORWARD, LA_ATTN_BACKWARD, LA_ATTN_DECODE, LA_ATTN_MERGE } la_attn_op;
+
+typedef struct {
+    la_attn_op op;
+    int64_t num_seqs;        /* B for dense and decode, num_seqs for varlen */
+    int64_t H, Hkv, D;
+    int64_t Lq, Lk;          /* dense: per-sequence lengths; varlen: the longest; decode: Lq and the cache capacity */
+    const int32_t *cu_q;     /* varlen token offsets, or NULL */
+    const int32_t *cu_k;
+    la_attn_operand q, k, v;
+    la_score_rule rule;
+    la_simd simd;
+    int threads;
+} la_attn_problem;
+
+typedef struct {
+    la_attn_problem a;
+    la_attn_operand out, lse; /* lse.data NULL when not asked for */
+} la_attn_forward_problem;
+
+typedef struct {
+    la_attn_forward_problem fwd; /* out and lse are the forward's results */
+    la_attn_operand dout, dq, dk, dv;
+} la_attn_backward_problem;
+
+/* Where a sequence's keys live in a decode cache. */
+typedef struct {
+    const int32_t *seqlens_k;   /* NULL: every sequence uses Lk keys */
+    const int32_t *block_table; /* NULL: contiguous cache */
+    int64_t blocks_per_seq, block_size;
+} la_kv_pages;
+
+typedef struct {
+    la_attn_forward_problem fwd;
+    la_kv_pages kv;
+} la_attn_decode_problem;
+
+/* Parts [n_parts] of outputs and log-sum-exps over the same rows; a.num_seqs,
+ * a.Lq (tokens per sequence, or packed tokens with num_seqs 1), a.H and a.D
+ * give the rows; q/k/v are unset. */
+typedef struct {
+    la_attn_problem a;
+    int n_parts;
+    const la_attn_operand *outs, *lses; /* [n_parts] */
+    la_attn_operand out, lse;
+} la_attn_merge_problem;
+
+/* Rows of sequence b: q rows [*q0, *q0 + *lq), key rows [*k0, *k0 + *lk).
+ * For a dense batch q0 = k0 = 0 and the batch stride selects the sequence. */
+static inline void la_attn_seq(const la_attn_problem *p, int64_t b, int64_t *q0, int64_t *lq, int64_t *k0,
+                               int64_t *lk) {
+    if (p->cu_q) {
+        *q0 = p->cu_q[b];
+        *lq = p->cu_q[b + 1] - p->cu_q[b];
+        *k0 = p->cu_k[b];
+        *lk = p->cu_k[b + 1] - p->cu_k[b];
+    } else {
+        *q0 = 0;
+        *lq = p->Lq;
+        *k0 = 0;
+        *lk = p->Lk;
+    }
+}
+
+/* Keys in use by sequence b of a decode cache. */
+static inline int64_t la_kv_len(const la_attn_decode_problem *p, int64_t b) {
+    return p->kv.seqlens_k ? p->kv.seqlens_k[b] : p->fwd.a.Lk;
+}
+
+/* Element pointer (bytes). */
+static inline char *la_attn_at(const la_attn_operand *o, int64_t b, int64_t t, int64_t h) {
+    return o->data + (b * o->batch_stride + t * o->token_stride + h * o->head_stride) *
+                         (int64_t)la_dtype_size(o->dtype);
+}
+
+#endif

@@ -1,0 +1,31 @@
+/* The seam between the ops and the kernels: one table of functions per
+ * backend. The op layer validates a call, builds its problem
+ * (attention_problem.h), picks the backend of the tensors' device
+ * (la_backend_for, src/ops/backends.c), asks it whether it can run the
+ * problem and how much workspace it needs, takes that from the context and
+ * runs it. A backend adds a table and its kernels; nothing below this seam
+ * and nothing in the ops changes for it but the registry's list.
+ *
+ * Every function returns LA_OK or a status it set with la_fail. A slot may
+ * be NULL: the op is then LA_ERR_UNSUPPORTED on that backend. */
+#ifndef LA_BACKEND_H
+#define LA_BACKEND_H
+
+#include "backend/attention_problem.h"
+
+typedef struct la_backend {
+    const char *name;
+    la_device_kind device;
+    /* LA_OK if the backend runs this problem (p->op says which call it
+     * is), else LA_ERR_UNSUPPORTED naming what it cannot do. */
+    la_status (*supports)(const la_attn_problem *p);
+    /* Workspace bytes the call needs; the op takes them from the context
+     * and passes them to the call below. */
+    la_status (*workspace)(const la_attn_problem *p, size_t *bytes);
+    la_status (*forward)(la_context *ctx, const la_attn_forward_problem *p, void *ws);
+    la_status (*backward)(la_context *ctx, const la_attn_backward_problem *p, void *ws);
+    la_status (*decode)(la_context *ctx, const la_attn_decode_problem *p, void *ws);
+    la_status (*merge)(la_context *ctx, const la_attn_merge_problem *p, void *ws);
+} la_backend;
+
+#endif

@@ -1,0 +1,85 @@
+/* The bottom layer: errors, the context, checked arithmetic, half-precision
+ * conversions, tensor checks. Every other layer may include it; it includes
+ * nothing of the library but the public header. Not installed.
+ *
+ * liblongattn_model includes it too but links against the shared
+ * liblongattn, whose internal symbols are hidden: from there only the
+ * static inline parts and the public API are reachable (the link of the
+ * shared model library fails on anything else). */
+#ifndef LA_BASE_H
+#define LA_BASE_H
+
+#include "longattn.h"
+#include <stdbool.h>
+#include <string.h>
+
+/* Record a failure as this thread's last error and return its status
+ * (la_set_error, public so the model library reports through it too). */
+#define la_fail la_set_error
+/* Clear the message; returns LA_OK. Every public entry ends with it. */
+#define la_succeed la_clear_error
+
+struct la_context {
+    int threads;
+    la_simd simd;
+    void *workspace;
+    size_t workspace_bytes;
+    bool workspace_borrowed;
+};
+
+/* Scratch of at least `bytes`, 64-byte aligned, valid until the next call
+ * on this context. Grows the owned workspace; fails on a borrowed one that
+ * is too small. */
+la_status la_workspace(la_context *ctx, size_t bytes, void **out);
+
+/* Checked arithmetic: return false on overflow. */
+static inline bool la_mul_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+static inline bool la_add_i64(int64_t a, int64_t b, int64_t *out) {
+    return !__builtin_add_overflow(a, b, out);
+}
+static inline bool la_mul_size(size_t a, size_t b, size_t *out) {
+    return !__builtin_mul_overflow(a, b, out);
+}
+
+/* Validate a CPU tensor argument: non-NULL view and data, ndim as expected,
+ * dims > 0 (dims listed in allow_zero_mask may be 0), non-negative strides,
+ * unit stride on the last dim, and the largest element offset fitting in
+ * int64 and size_t bytes. `name` goes into the message. */
+la_status la_check_tensor(const la_tensor *t, const char *name, int ndim, unsigned allow_zero_mask);
+
+/* ---- half precision ---- */
+static inline float la_bf16_to_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static inline uint16_t la_f32_to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1u); /* round to nearest even */
+    return (uint16_t)(u >> 16);
+}
+float la_f16_to_f32(uint16_t h);
+uint16_t la_f32_to_f16(float f);
+
+/* Load / store one element of any la_dtype as f32. */
+static inline float la_load_f32(const void *base, la_dtype t, int64_t i) {
+    switch (t) {
+    case LA_BF16: return la_bf16_to_f32(((const uint16_t *)base)[i]);
+    case LA_F16: return la_f16_to_f32(((const uint16_t *)base)[i]);
+    default: return ((const float *)base)[i];
+    }
+}
+static inline void la_store_f32(void *base, la_dtype t, int64_t i, float x) {
+    switch (t) {
+    case LA_BF16: ((uint16_t *)base)[i] = la_f32_to_bf16(x); break;
+    case LA_F16: ((uint16_t *)base)[i] = la_f32_to_f16(x); break;
+    default: ((float *)base)[i] = x; break;
+    }
+}
+
+#endif

@@ -1,0 +1,87 @@
+#include "base.h"
+
+#include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+la_status la_context_create(la_context **out, int threads) {
+    if (!out) return la_fail(LA_ERR_NULL, "out (la_context **) is NULL");
+    *out = NULL;
+    la_context *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return la_fail(LA_ERR_NOMEM, "could not allocate a context");
+    ctx->simd = la_simd_detected();
+    la_status s = la_context_set_threads(ctx, threads);
+    if (s != LA_OK) {
+        free(ctx);
+        return s;
+    }
+    *out = ctx;
+    return la_succeed();
+}
+
+void la_context_destroy(la_context *ctx) {
+    if (!ctx) return;
+    if (!ctx->workspace_borrowed) free(ctx->workspace);
+    free(ctx);
+}
+
+la_status la_context_set_threads(la_context *ctx, int threads) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    if (threads > 4096) return la_fail(LA_ERR_ARGUMENT, "threads is %d; at most 4096", threads);
+#ifdef _OPENMP
+    if (threads <= 0) threads = omp_get_max_threads();
+#else
+    threads = 1;
+#endif
+    ctx->threads = threads > 0 ? threads : 1;
+    return la_succeed();
+}
+
+int la_context_threads(const la_context *ctx) { return ctx ? ctx->threads : 0; }
+
+la_status la_context_set_simd(la_context *ctx, la_simd level) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    if ((unsigned)level >= LA_SIMD_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "simd level %d is not a la_simd value", (int)level);
+    if (level > la_simd_hardware())
+        return la_fail(LA_ERR_UNSUPPORTED, "this CPU cannot run %s (best: %s)", la_simd_name(level),
+                       la_simd_name(la_simd_hardware()));
+    ctx->simd = level;
+    return la_succeed();
+}
+
+la_simd la_context_simd(const la_context *ctx) { return ctx ? ctx->simd : LA_SIMD_SCALAR; }
+
+la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    if (!mem && bytes) return la_fail(LA_ERR_NULL, "mem is NULL but bytes is %zu", bytes);
+    if (!ctx->workspace_borrowed) free(ctx->workspace);
+    ctx->workspace = mem;
+    ctx->workspace_bytes = mem ? bytes : 0;
+    ctx->workspace_borrowed = mem != NULL;
+    return la_succeed();
+}
+
+size_t la_context_workspace_bytes(const la_context *ctx) { return ctx ? ctx->workspace_bytes : 0; }
+
+la_status la_workspace(la_context *ctx, size_t bytes, void **out) {
+    *out = NULL;
+    if (bytes == 0) bytes = 64;
+    if (bytes <= ctx->workspace_bytes) {
+        *out = ctx->workspace;
+        return LA_OK;
+    }
+    if (ctx->workspace_borrowed)
+        return la_fail(LA_ERR_WORKSPACE, "op needs %zu workspace bytes; the lent workspace has %zu",
+                       bytes, ctx->workspace_bytes);
+    size_t rounded = (bytes + 63) & ~(size_t)63;
+    if (rounded < bytes) return la_fail(LA_ERR_OVERFLOW, "workspace size %zu overflows", bytes);
+    void *mem = aligned_alloc(64, rounded);
+    if (!mem) return la_fail(LA_ERR_NOMEM, "could not allocate %zu workspace bytes", rounded);
+    free(ctx->workspace);
+    ctx->workspace = mem;
+    ctx->workspace_bytes = rounded;
+    *out = mem;
+    return LA_OK;
+}

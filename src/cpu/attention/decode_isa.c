@@ -1,0 +1,249 @@
+/* Decode attention: a few query tokens against a long K/V cache, written once
+ * and compiled per instruction set (see cpu/isa.h).
+ *
+ * Decoding is bound by reading the cache, so the kernel is shaped around
+ * streaming it once:
+ *  - Work item = one sequence and one chunk of its keys, for ALL K/V heads:
+ *    the rows of token t for every head are adjacent in a [.., Hkv, D]
+ *    cache, so an item reads contiguous memory (one head at a time would
+ *    stride by Hkv * D and miss the TLB on every key of a long cache).
+ *  - Each K/V row is loaded once and used for the G * Lq query rows that
+ *    share its head (grouped-query attention).
+ *  - Keys go in blocks of LA_VL, so the online softmax's exp is a vector op.
+ * Chunks are spread over threads; each leaves (max, sum, accumulator) per
+ * query row and the partials are merged by log-sum-exp. */
+#include "cpu/isa.h"
+#include "cpu/tile_gemm.h"
+#include "cpu/attention/score_simd.h"
+
+#include "backend/attention_problem.h"
+#include "base/parallel.h"
+
+/* Keys per work item at least: below this the merge and per-item set-up
+ * cost more than the split gains. */
+#define MIN_CHUNK 64
+/* Items per thread we aim for, so uneven sequences still balance. */
+#define ITEMS_PER_THREAD 4
+
+typedef struct {
+    const la_attn_decode_problem *dp;
+    const la_attn_problem *p;
+    int64_t b, lk, R, Dp; /* R = H * Lq query rows of the sequence */
+    const float *q;       /* [R][Dp] scaled queries, row r = h * Lq + i */
+    const int64_t *lo, *hi; /* [R] visible key range per row */
+} seq_state;
+
+static const char *row_ptr(const la_kv_pages *kv, const la_attn_operand *o, int64_t b, int64_t t, int64_t hk) {
+    if (kv->block_table) {
+        int64_t blk = kv->block_table[b * kv->blocks_per_seq + t / kv->block_size];
+        return la_attn_at(o, blk, t % kv->block_size, hk);
+    }
+    return la_attn_at(o, b, t, hk);
+}
+
+/* Clamp a key offset relative to a block start into [-1, LA_VL] so the
+ * lane comparisons below run in 32 bits. */
+static inline int32_t lane_bound(int64_t x) { return x < -1 ? -1 : x > LA_VL ? LA_VL : (int32_t)x; }
+
+/* a[0..Dp) += sum_e p[e] * v[e][0..Dp). Each output vector is a chain of
+ * LA_VL dependent FMAs, so ACC_VECTORS of them advance side by side to
+ * cover the FMA latency (one chain at a time ran at a quarter of the
+ * FMA rate). */
+#define ACC_VECTORS 8
+static inline void accumulate_pv(float *a, const float *const *v, vf p, int64_t Dp) {
+    int64_t d = 0;
+    for (; d + ACC_VECTORS * LA_VL <= Dp; d += ACC_VECTORS * LA_VL) {
+        vf o[ACC_VECTORS];
+        for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_load(a + d + k * LA_VL);
+        for (int e = 0; e < LA_VL; e++) {
+            const vf pe = vf_set1(p[e]);
+            for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_fma(pe, vf_load(v[e] + d + k * LA_VL), o[k]);
+        }
+        for (int k = 0; k < ACC_VECTORS; k++) vf_store(a + d + k * LA_VL, o[k]);
+    }
+    for (; d < Dp; d += LA_VL) {
+        vf o = vf_load(a + d);
+        for (int e = 0; e < LA_VL; e++) o = vf_fma(vf_set1(p[e]), vf_load(v[e] + d), o);
+        vf_store(a + d, o);
+    }
+}
+
+/* Keys [c0, c1) of one sequence for every head: partial m, l, acc per row. */
+static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float *vbuf, float *m, float *l,
+                  float *acc) {
+    const la_attn_problem *p = s->p;
+    const la_kv_pages *kv = &s->dp->kv;
+    const la_score_rule *rule = &p->rule;
+    const int64_t Lq = p->Lq, G = p->H / p->Hkv, D = p->D, Dp = s->Dp;
+    const bool softmax = rule->score == LA_SCORE_SOFTMAX;
+    const vi lane = vi_iota();
+    for (int64_t r = 0; r < s->R; r++) {
+        m[r] = -INFINITY;
+        l[r] = 0;
+    }
+    memset(acc, 0, sizeof(float) * (size_t)(s->R * Dp));
+    for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
+        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        /* Widen the block's rows into kbuf/vbuf, every head of a token at
+         * once: a token's rows of all heads are adjacent, so this streams
+         * in address order. Packed, the rows of a head are 4 * Dp bytes
+         * apart; in a [.., Hkv, D] cache they are a whole token apart,
+         * often 4 KB, and then all map to the same L1 sets. Lanes past nk
+         * repeat row 0 (their scores are masked, their weights zero). */
+        for (int64_t e = 0; e < nk; e++)
+            for (int64_t hk = 0; hk < p->Hkv; hk++) {
+                tg_load_row(kbuf + (hk * LA_VL + e) * Dp, row_ptr(kv, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
+                tg_load_row(vbuf + (hk * LA_VL + e) * Dp, row_ptr(kv, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
+            }
+        for (int64_t hk = 0; hk < p->Hkv; hk++) {
+            const float *kp[LA_VL], *vp[LA_VL];
+            for (int64_t e = 0; e < LA_VL; e++) {
+                kp[e] = kbuf + (hk * LA_VL + (e < nk ? e : 0)) * Dp;
+                vp[e] = vbuf + (hk * LA_VL + (e < nk ? e : 0)) * Dp;
+            }
+            for (int64_t r = hk * G * Lq; r < (hk + 1) * G * Lq; r++) {
+                const float *q = s->q + r * Dp;
+                const int64_t i = r % Lq;
+                /* lane e visible: e < nk, and the rule lets row r see key j0 + e */
+                vi vis = (lane < lane_bound(nk)) &
+                         rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r] - j0), (vi){0} + lane_bound(s->hi[r] - j0),
+                                          (vi){0} + lane_bound(rule->sinks - j0));
+                bool any = false;
+                for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
+                if (!any) continue;
+                /* the block's LA_VL scores of this row: one accumulator per
+                 * key, summed across lanes together at the end */
+                vf part[LA_VL];
+                for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
+                for (int64_t d = 0; d < Dp; d += LA_VL) {
+                    const vf qv = vf_load(q + d);
+                    for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
+                }
+                vf sv = vf_transpose_sum(part);
+                const float slope = la_rule_slope(rule, r / Lq);
+                if (rule_transforms(rule, slope))
+                    sv = rule_score_vec(rule, sv, slope, (float)(i + s->lk - Lq - j0) - __builtin_convertvector(lane, vf),
+                                        NULL);
+                sv = vf_select(vis, sv, vf_set1(-INFINITY));
+                float *a = acc + r * Dp;
+                vf pv;
+                if (softmax) {
+                    float bm = vf_reduce_max(sv);
+                    if (bm > m[r]) {
+                        float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - bm);
+                        l[r] *= alpha;
+                        vf av = vf_set1(alpha);
+                        for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(a + d, vf_load(a + d) * av);
+                        m[r] = bm;
+                    }
+                    pv = vf_exp(sv - m[r]);
+                    l[r] += vf_reduce_add(pv);
+                } else {
+                    pv = rule_sigmoid_vec(rule, sv, vis);
+                }
+                accumulate_pv(a, vp, pv, Dp);
+            }
+        }
+    }
+}
+
+/* Work split and workspace (floats): per item R partial rows (Dp + 2
+ * each); per sequence its scaled queries [R][Dp] and key ranges; per thread
+ * one block of K and V rows. */
+typedef struct {
+    int64_t nchunks, chunk_len, items;
+    size_t part_rows, part, qsz, ranges, per_thread, bytes;
+} layout;
+
+static bool plan(const la_attn_problem *p, layout *L) {
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t B = p->num_seqs, R = p->H * p->Lq, Dp = tg_round_up(p->D, LA_VL);
+    /* Chunk length: enough items to keep every thread busy, never tiny. */
+    int64_t want_items = (int64_t)nthreads * ITEMS_PER_THREAD;
+    int64_t nchunks = (want_items + B - 1) / B, chunk_len = (p->Lk + nchunks - 1) / nchunks;
+    if (chunk_len < MIN_CHUNK) chunk_len = MIN_CHUNK;
+    chunk_len = tg_round_up(chunk_len, LA_VL);
+    nchunks = p->Lk > 0 ? (p->Lk + chunk_len - 1) / chunk_len : 1;
+    L->nchunks = nchunks;
+    L->chunk_len = chunk_len;
+    L->items = B * nchunks;
+    size_t total;
+    if (!la_mul_size((size_t)L->items, (size_t)R, &L->part_rows) ||
+        !la_mul_size(L->part_rows, (size_t)(Dp + 2), &L->part) || !la_mul_size((size_t)(B * R), (size_t)Dp, &L->qsz))
+        return false;
+    L->ranges = (size_t)(B * R) * 2 * (sizeof(int64_t) / sizeof(float));
+    L->per_thread = (size_t)(2 * LA_VL * p->Hkv * Dp);
+    total = L->part + L->qsz + L->ranges + L->per_thread * (size_t)nthreads;
+    return total >= L->part && la_mul_size(total, sizeof(float), &L->bytes);
+}
+
+la_status LA_ISA_FN(la_cpu_attention_decode_workspace)(const la_attn_problem *p, size_t *bytes) {
+    layout lay;
+    if (!plan(p, &lay)) return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
+    *bytes = lay.bytes;
+    return LA_OK;
+}
+
+la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem *dp, void *mem) {
+    const la_attn_problem *p = &dp->fwd.a;
+    const la_attn_forward_problem *fp = &dp->fwd;
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t B = p->num_seqs, Lq = p->Lq, H = p->H, D = p->D, Dp = tg_round_up(D, LA_VL), R = H * Lq;
+    const bool softmax = p->rule.score == LA_SCORE_SOFTMAX;
+    layout lay;
+    if (!plan(p, &lay)) return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
+    const int64_t nchunks = lay.nchunks, chunk_len = lay.chunk_len, items = lay.items;
+    float *pm = mem, *pl = pm + lay.part_rows, *pacc = pl + lay.part_rows, *qs = pacc + lay.part_rows * (size_t)Dp;
+    int64_t *lo = (int64_t *)(qs + lay.qsz), *hi = lo + B * R;
+    float *thread_bufs = (float *)(hi + B * R);
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *kbuf = thread_bufs + (size_t)la_thread_id() * lay.per_thread, *vbuf = kbuf + LA_VL * p->Hkv * Dp;
+#pragma omp for schedule(static)
+        for (int64_t br = 0; br < B * R; br++) {
+            const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
+            tg_load_row(qs + br * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
+            for (int64_t d = 0; d < D; d++) qs[br * Dp + d] *= p->rule.scale;
+            la_rule_key_range(&p->rule, i, Lq, la_kv_len(dp, b), &lo[br], &hi[br]);
+        }
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t b = it / nchunks, c = it % nchunks, lk = la_kv_len(dp, b);
+            seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
+                           .lo = lo + b * R, .hi = hi + b * R};
+            int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
+            chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp);
+        }
+        /* merge the chunks of each (sequence, row) by log-sum-exp */
+#pragma omp for schedule(static)
+        for (int64_t br = 0; br < B * R; br++) {
+            const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
+            float M = -INFINITY, L = 0, out[LA_MAX_HEAD_DIM + 16];
+            memset(out, 0, sizeof(float) * (size_t)Dp);
+            for (int64_t c = 0; c < nchunks; c++) {
+                int64_t row = (b * nchunks + c) * R + r;
+                if (pm[row] > M) M = pm[row];
+            }
+            for (int64_t c = 0; c < nchunks; c++) {
+                int64_t row = (b * nchunks + c) * R + r;
+                float w = 1.0f;
+                if (softmax) {
+                    if (pm[row] == -INFINITY) continue;
+                    w = expf(pm[row] - M);
+                    L += pl[row] * w;
+                }
+                vf wv = vf_set1(w);
+                const float *a = pacc + (size_t)row * Dp;
+                for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(out + d, vf_fma(vf_load(a + d), wv, vf_load(out + d)));
+            }
+            if (softmax) {
+                float inv = L > 0 ? 1.0f / L : 0.0f;
+                for (int64_t d = 0; d < D; d++) out[d] *= inv;
+            }
+            tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, out, D);
+            if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = L > 0 ? M + logf(L) : -INFINITY;
+        }
+    }
+    return LA_OK;
+}

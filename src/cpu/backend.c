@@ -1,0 +1,55 @@
+/* The CPU backend's table: each slot picks the instruction-set copy of its
+ * kernel (cpu/<op>/NAME_isa.c) for the problem's SIMD level. */
+#include "cpu/cpu_backend.h"
+
+#include "cpu/isa.h"
+
+LA_ISA_DECLARE(la_status, la_cpu_attention_forward_workspace, (const la_attn_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_attention_forward_kernel, (const la_attn_forward_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_attention_backward_workspace, (const la_attn_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_attention_backward_kernel, (const la_attn_backward_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_attention_decode_workspace, (const la_attn_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_attention_decode_kernel, (const la_attn_decode_problem *p, void *ws));
+
+static la_status cpu_supports(const la_attn_problem *p) {
+    /* key indices travel in int32 vector lanes inside the forward kernel */
+    if (p->op == LA_ATTN_FORWARD && p->Lk > INT32_MAX / 2)
+        return la_fail(LA_ERR_UNSUPPORTED, "%lld keys per sequence; the CPU forward supports up to %d",
+                       (long long)p->Lk, INT32_MAX / 2);
+    return LA_OK;
+}
+
+static la_status cpu_workspace(const la_attn_problem *p, size_t *bytes) {
+    *bytes = 0;
+    switch (p->op) {
+    case LA_ATTN_FORWARD: return LA_ISA_PICK(la_cpu_attention_forward_workspace, p->simd)(p, bytes);
+    case LA_ATTN_BACKWARD: return LA_ISA_PICK(la_cpu_attention_backward_workspace, p->simd)(p, bytes);
+    case LA_ATTN_DECODE: return LA_ISA_PICK(la_cpu_attention_decode_workspace, p->simd)(p, bytes);
+    default: return LA_OK;
+    }
+}
+
+static la_status cpu_forward(la_context *ctx, const la_attn_forward_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_attention_forward_kernel, p->a.simd)(p, ws);
+}
+
+static la_status cpu_backward(la_context *ctx, const la_attn_backward_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_attention_backward_kernel, p->fwd.a.simd)(p, ws);
+}
+
+static la_status cpu_decode(la_context *ctx, const la_attn_decode_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_attention_decode_kernel, p->fwd.a.simd)(p, ws);
+}
+
+const la_backend la_cpu_backend = {
+    .name = "cpu",
+    .device = LA_DEVICE_CPU,
+    .supports = cpu_supports,
+    .workspace = cpu_workspace,
+    .forward = cpu_forward,
+    .backward = cpu_backward,
+    .decode = cpu_decode,
+};

@@ -1,0 +1,71 @@
+/* This machine's ceilings (la_peak_*, public): the FMA and BF16 dot
+ * throughput loops and the read-bandwidth loop of peak_isa.c, run by every
+ * thread at once. */
+#include "cpu/isa.h"
+
+#include "base/parallel.h"
+
+#include <stdlib.h>
+
+LA_ISA_DECLARE(double, la_peak_fma_run, (int64_t iters));
+LA_ISA_DECLARE(double, la_peak_bf16_run, (int64_t iters));
+LA_ISA_DECLARE(float, la_peak_read_run, (const float *p, size_t n));
+
+typedef double (*run_fn)(int64_t);
+
+/* All threads run the loop at once (the ceiling of the whole machine, as the
+ * kernels use it); the slowest thread's time sets the rate. */
+static double parallel_rate(run_fn fn, int threads, double seconds) {
+    int64_t iters = 1 << 16;
+    for (;;) { /* calibrate on one thread so the timed run lasts about `seconds` */
+        double t0 = la_clock_seconds();
+        fn(iters);
+        double t = la_clock_seconds() - t0;
+        if (t > 0.02 || iters > ((int64_t)1 << 40)) {
+            iters = (int64_t)((double)iters * seconds / (t > 0 ? t : 1e-3));
+            break;
+        }
+        iters *= 4;
+    }
+    if (iters < 1) iters = 1;
+    double flops = 0, t0 = la_clock_seconds();
+#pragma omp parallel num_threads(threads) reduction(+ : flops)
+    flops += fn(iters);
+    double t = la_clock_seconds() - t0;
+    return flops / t / 1e9;
+}
+
+double la_peak_fma_gflops(la_simd simd, int threads, double seconds) {
+    if ((unsigned)simd >= LA_SIMD_COUNT || simd > la_simd_hardware()) return 0;
+    return parallel_rate(LA_ISA_PICK(la_peak_fma_run, simd), threads, seconds);
+}
+
+double la_peak_bf16_gflops(la_simd simd, int threads, double seconds) {
+    if (simd != LA_SIMD_AVX512_BF16 || simd > la_simd_hardware()) return 0;
+    return parallel_rate(la_peak_bf16_run_avx512_bf16, threads, seconds);
+}
+
+double la_peak_read_gbps(int threads, size_t bytes) {
+    size_t n = bytes / sizeof(float);
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7); /* first touch by the reading thread */
+    float (*run)(const float *, size_t) = LA_ISA_PICK(la_peak_read_run, la_simd_detected());
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        float sum = 0;
+        double t0 = la_clock_seconds();
+#pragma omp parallel num_threads(threads) reduction(+ : sum)
+        {
+            int64_t lo, hi;
+            la_split_range((int64_t)n, la_thread_id(), la_team_size(), &lo, &hi);
+            if (lo < hi) sum += run(buf + lo, (size_t)(hi - lo));
+        }
+        double t = la_clock_seconds() - t0, gbps = (double)(n * sizeof(float)) / t / 1e9;
+        if (sum == -1) gbps = 0; /* keeps the sum alive */
+        if (gbps > best) best = gbps;
+    }
+    free(buf);
+    return best;
+}

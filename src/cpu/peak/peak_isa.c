@@ -1,0 +1,59 @@
+/* Throughput loops for the FMA and BF16 ceilings, one copy per ISA. Ten
+ * independent accumulators cover the FMA latency (4 cycles) times the FMA
+ * ports (2) with room to spare, so the loop runs at the issue limit. */
+#include "cpu/isa.h"
+
+#define CHAINS 10
+
+double LA_ISA_FN(la_peak_fma_run)(int64_t iters) {
+    vf acc[CHAINS];
+    for (int i = 0; i < CHAINS; i++) acc[i] = vf_set1(0.001f * (float)i);
+    const vf b = vf_set1(0.999999f), c = vf_set1(1e-7f);
+    for (int64_t n = 0; n < iters; n++) {
+#pragma GCC unroll 10
+        for (int i = 0; i < CHAINS; i++) acc[i] = vf_fma(acc[i], b, c);
+    }
+    vf s = acc[0];
+    for (int i = 1; i < CHAINS; i++) s += acc[i];
+    volatile float sink = vf_reduce_add(s);
+    (void)sink;
+    return (double)iters * CHAINS * LA_VL * 2;
+}
+
+/* vdpbf16ps: 2 * LA_VL bf16 products summed into LA_VL f32 lanes, 4 flops
+ * per f32 lane. Only the AVX512_BF16 copy has it; the others return 0. */
+double LA_ISA_FN(la_peak_bf16_run)(int64_t iters) {
+#if defined(LA_ISA_AVX512_BF16)
+    __m512 acc[CHAINS];
+    for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_set1_ps(0.001f * (float)i);
+    const __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00);
+    for (int64_t n = 0; n < iters; n++) {
+#pragma GCC unroll 10
+        for (int i = 0; i < CHAINS; i++) acc[i] = _mm512_dpbf16_ps(acc[i], a, b);
+    }
+    __m512 s = acc[0];
+    for (int i = 1; i < CHAINS; i++) s = _mm512_add_ps(s, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    return (double)iters * CHAINS * 16 * 4;
+#else
+    (void)iters;
+    return 0;
+#endif
+}
+
+/* Sum n floats with four vector accumulators: enough independent adds that
+ * the loop waits on memory, not on add latency. */
+float LA_ISA_FN(la_peak_read_run)(const float *p, size_t n) {
+    vf a0 = vf_set1(0), a1 = a0, a2 = a0, a3 = a0;
+    size_t i = 0;
+    for (; i + 4 * LA_VL <= n; i += 4 * LA_VL) {
+        a0 += vf_load(p + i);
+        a1 += vf_load(p + i + LA_VL);
+        a2 += vf_load(p + i + 2 * LA_VL);
+        a3 += vf_load(p + i + 3 * LA_VL);
+    }
+    float s = vf_reduce_add(a0 + a1 + a2 + a3);
+    for (; i < n; i++) s += p[i];
+    return s;
+}

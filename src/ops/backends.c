@@ -1,0 +1,35 @@
+#include "ops/backends.h"
+
+#include "cpu/cpu_backend.h"
+
+la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_problem *p) {
+    la_status s;
+    if (be->supports && (s = be->supports(p))) return s;
+    size_t bytes = 0;
+    if (be->workspace && (s = be->workspace(p, &bytes))) return s;
+    void *ws;
+    if ((s = la_workspace(ctx, bytes, &ws))) return s;
+    switch (p->op) {
+    case LA_ATTN_FORWARD:
+        if (!be->forward) break;
+        return be->forward(ctx, (const la_attn_forward_problem *)p, ws);
+    case LA_ATTN_BACKWARD:
+        if (!be->backward) break;
+        return be->backward(ctx, (const la_attn_backward_problem *)p, ws);
+    case LA_ATTN_DECODE:
+        if (!be->decode) break;
+        return be->decode(ctx, (const la_attn_decode_problem *)p, ws);
+    case LA_ATTN_MERGE:
+        if (!be->merge) break;
+        return be->merge(ctx, (const la_attn_merge_problem *)p, ws);
+    }
+    return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
+}
+
+const la_backend *la_backend_for(la_device device) {
+    static const la_backend *const backends[] = {&la_cpu_backend};
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
+        if (backends[i]->device == device.kind) return backends[i];
+    la_fail(LA_ERR_DEVICE, "tensors live on device kind %d; this build has no backend for it", (int)device.kind);
+    return NULL;
+}

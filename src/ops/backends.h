@@ -1,0 +1,17 @@
+/* The registry of backends, and running an attention problem on one: the
+ * op layer's side of the seam in backend/backend.h. */
+#ifndef LA_OPS_BACKENDS_H
+#define LA_OPS_BACKENDS_H
+
+#include "backend/backend.h"
+
+/* The backend for tensors on `device`, or NULL (with LA_ERR_DEVICE set)
+ * when this build has none. */
+const la_backend *la_backend_for(la_device device);
+
+/* Ask the backend whether it runs the problem, take the workspace it needs
+ * from the context, and run it. `problem` is the call's problem struct
+ * (p->op says which), whose first member is p. */
+la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_problem *p);
+
+#endif

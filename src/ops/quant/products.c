@@ -1,0 +1,41 @@
+/* Public quantised matrix products: validate, then run the CPU kernels
+ * (weights are host memory: there is no device to choose). */
+#include "cpu/quant/quant_kernels.h"
+
+static la_status check_product(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols,
+                               const void *x, const void *y, size_t *row_bytes) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    if (!W || !x || !y) return la_fail(LA_ERR_NULL, "W, x or y is NULL");
+    if (rows <= 0) return la_fail(LA_ERR_SHAPE, "rows is %lld; must be > 0", (long long)rows);
+    return la_ggml_row_bytes(t, cols, row_bytes);
+}
+
+la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x) {
+    if (!jobs) return la_fail(LA_ERR_NULL, "jobs is NULL");
+    if (n_jobs <= 0 || n_jobs > LA_MATVEC_MAX_JOBS)
+        return la_fail(LA_ERR_ARGUMENT, "n_jobs is %d; must be in [1, %d]", n_jobs, LA_MATVEC_MAX_JOBS);
+    size_t rb[LA_MATVEC_MAX_JOBS];
+    for (int j = 0; j < n_jobs; j++) {
+        la_status st = check_product(ctx, jobs[j].type, jobs[j].W, jobs[j].rows, cols, x, jobs[j].y, &rb[j]);
+        if (st) return st;
+    }
+    la_status st = la_cpu_matvec_batch(ctx, jobs, n_jobs, rb, cols, x);
+    return st ? st : la_succeed();
+}
+
+la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
+                    float *y) {
+    la_matvec_job job = {t, W, rows, y};
+    return la_matvec_batch(ctx, &job, 1, cols, x);
+}
+
+la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,
+                    int64_t n, float *Y) {
+    size_t rb;
+    la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
+    if (st) return st;
+    if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
+    if (n == 1) return la_matvec(ctx, t, W, rows, cols, X, Y);
+    st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y);
+    return st ? st : la_succeed();
+}
