@@ -20,9 +20,31 @@ else fail "cmake --install"; cat "$tmp/install.log"; finish; fi
 libdir=$(dirname "$(find "$prefix" -name liblongattn.so | head -n 1)")
 export PKG_CONFIG_PATH=$libdir/pkgconfig LD_LIBRARY_PATH=$libdir
 
-# The README's first C block is the example users copy.
-awk '/^```c$/ {inside = 1; next} /^```$/ {if (inside) exit} inside' "$src/README.md" >"$tmp/example.c"
-[ -s "$tmp/example.c" ] && ok "README example extracted" || { fail "no \`\`\`c block in README.md"; finish; }
+# Every C block of README.md is an example users copy: each must build
+# against the installed library, with pkg-config and with CMake, and run (the
+# model example runs on the real model when models/ has it).
+awk -v dir="$tmp" '/^```c$/ {n++; inside = 1; next} /^```$/ {inside = 0} inside {print > (dir "/readme_" n ".c")}' \
+    "$src/README.md"
+examples=$(cd "$tmp" && ls readme_*.c 2>/dev/null | sed 's/\.c$//' | tr '\n' ' ')
+[ -n "$examples" ] && ok "README examples extracted: $examples" || { fail "no \`\`\`c block in README.md"; finish; }
+model=$src/models/SmolLM2-135M-Instruct.Q4_1.gguf
+pkg_of() { grep -q 'longattn_model.h' "$tmp/$1.c" && echo longattn_model || echo longattn; }
+run_example() { # binary example-name
+    if grep -q 'longattn_model.h' "$tmp/$2.c"; then
+        [ -f "$model" ] || { echo "note: $model absent; $2 built, not run"; return 0; }
+        "$1" "$model" >"$tmp/$2.out" 2>&1
+    else
+        "$1" >"$tmp/$2.out" 2>&1
+    fi
+}
+
+cc=${CC:-cc}
+for ex in $examples; do
+    if $cc "$tmp/$ex.c" -o "$tmp/${ex}_pc" $(pkg-config --cflags --libs "$(pkg_of "$ex")") 2>"$tmp/cc.log"; then
+        ok "$ex builds with pkg-config ($(pkg_of "$ex"))"
+        run_example "$tmp/${ex}_pc" "$ex" && ok "$ex (pkg-config) runs" || { fail "$ex (pkg-config) exits non-zero"; cat "$tmp/$ex.out"; }
+    else fail "$ex with pkg-config"; cat "$tmp/cc.log"; fi
+done
 cat >"$tmp/model_example.c" <<'C'
 #include <longattn_model.h>
 #include <stdio.h>
@@ -35,43 +57,38 @@ int main(void) {
     printf("%s: %s\n", la_status_name(s), la_last_error());
     la_sampler_params sp = la_sampler_params_default();
     la_sampler *smp = NULL;
-    if (la_sampler_new(&sp, 4, &smp) != LA_OK) return 1;
     float logits[4] = {0, 3, 1, 2};
     int32_t tok = -1;
     sp.temperature = 0;
-    la_sampler_free(smp);
     if (la_sampler_new(&sp, 4, &smp) != LA_OK || la_sampler_sample(smp, logits, &tok) != LA_OK || tok != 1) return 1;
     la_sampler_free(smp);
     return 0;
 }
 C
-
-cc=${CC:-cc}
-# pkg-config
-if $cc "$tmp/example.c" -o "$tmp/ex_pc" $(pkg-config --cflags --libs longattn) 2>"$tmp/cc.log"; then ok "README example builds with pkg-config"
-else fail "README example with pkg-config"; cat "$tmp/cc.log"; fi
-[ -x "$tmp/ex_pc" ] && { "$tmp/ex_pc" && ok "README example (pkg-config) runs" || fail "README example (pkg-config) exits $?"; }
-if $cc "$tmp/model_example.c" -o "$tmp/model_pc" $(pkg-config --cflags --libs longattn_model) 2>"$tmp/cc.log"; then ok "model example builds with pkg-config"
-else fail "model example with pkg-config"; cat "$tmp/cc.log"; fi
-[ -x "$tmp/model_pc" ] && { "$tmp/model_pc" >/dev/null && ok "model example (pkg-config) runs" || fail "model example (pkg-config) exits $?"; }
+if $cc "$tmp/model_example.c" -o "$tmp/model_pc" $(pkg-config --cflags --libs longattn_model) 2>"$tmp/cc.log"; then
+    ok "model error example builds with pkg-config"
+    "$tmp/model_pc" >/dev/null && ok "model error example runs" || fail "model error example exits $?"
+else fail "model error example with pkg-config"; cat "$tmp/cc.log"; fi
 
 # CMake's find_package
 mkdir -p "$tmp/consumer"
-cp "$tmp/example.c" "$tmp/model_example.c" "$tmp/consumer/"
-cat >"$tmp/consumer/CMakeLists.txt" <<'CM'
-cmake_minimum_required(VERSION 3.18)
-project(consumer C)
-find_package(longattn 0.1 REQUIRED)
-add_executable(example example.c)
-target_link_libraries(example PRIVATE longattn::longattn)
-add_executable(model_example model_example.c)
-target_link_libraries(model_example PRIVATE longattn::longattn_model)
-CM
+cp "$tmp"/*.c "$tmp/consumer/"
+{
+    echo 'cmake_minimum_required(VERSION 3.18)'
+    echo 'project(consumer C)'
+    echo 'find_package(longattn 0.1 REQUIRED)'
+    for ex in $examples; do
+        echo "add_executable($ex $ex.c)"
+        echo "target_link_libraries($ex PRIVATE longattn::$(pkg_of "$ex"))"
+    done
+} >"$tmp/consumer/CMakeLists.txt"
 if cmake -S "$tmp/consumer" -B "$tmp/consumer/build" -DCMAKE_PREFIX_PATH="$prefix" >"$tmp/cm.log" 2>&1 &&
-   cmake --build "$tmp/consumer/build" >>"$tmp/cm.log" 2>&1; then ok "README example builds with find_package(longattn)"
+   cmake --build "$tmp/consumer/build" >>"$tmp/cm.log" 2>&1; then ok "README examples build with find_package(longattn)"
 else fail "find_package(longattn) build"; tail -30 "$tmp/cm.log"; fi
-[ -x "$tmp/consumer/build/example" ] && { "$tmp/consumer/build/example" && ok "README example (CMake) runs" || fail "README example (CMake) exits $?"; }
-[ -x "$tmp/consumer/build/model_example" ] && { "$tmp/consumer/build/model_example" >/dev/null && ok "model example (CMake) runs" || fail "model example (CMake) exits $?"; }
+for ex in $examples; do
+    [ -x "$tmp/consumer/build/$ex" ] || continue
+    run_example "$tmp/consumer/build/$ex" "$ex" && ok "$ex (CMake) runs" || { fail "$ex (CMake) exits non-zero"; cat "$tmp/$ex.out"; }
+done
 
 # What the shared libraries export and need.
 for lib in liblongattn liblongattn_model; do
