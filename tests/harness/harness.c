@@ -205,8 +205,9 @@ static void print_fields(const harness_case *c, const harness_fields *fs, const 
 static void print_header(const harness_case *c, const harness_fields *fs, const harness_perf_opts *o) {
     if (o->json) return;
     for (int i = 0; i < fs->n; i++) printf("%*s ", TEXT_FIELD_WIDTH, fs->f[i].key);
-    printf("%10s %10s %7s %8s %9s%s\n", "ms", bandwidth_bound(c) ? "GB/s" : "GFLOP/s", "ratio", "rss_MB", "B/token",
-           o->sampled_error ? "       err" : "");
+    bool bw = bandwidth_bound(c);
+    printf("%10s %10s %10s %7s %8s %9s%s\n", "ms", bw ? "GB/s" : "GFLOP/s", bw ? "peak_GB/s" : "peak", "ratio",
+           "rss_MB", "B/token", o->sampled_error ? "       err" : "");
 }
 
 static void print_skip(const harness_case *c, const harness_fields *fs, const harness_perf_opts *o, double est_s) {
@@ -240,7 +241,7 @@ static void print_row(const harness_case *c, const harness_fields *fs, const har
     else snprintf(err_text, sizeof err_text, "%.3g", err);
     if (!o->json) {
         print_fields(c, fs, o);
-        printf(bw ? "%10.4f %10.2f" : "%10.3f %10.1f", t->ms, figure);
+        printf(bw ? "%10.4f %10.2f %10.2f" : "%10.3f %10.1f %10.1f", t->ms, figure, ceiling);
         printf(" %7.3f %8.1f %9.0f", ratio, t->rss_mb, per_token);
         if (o->sampled_error) printf(" %9s", err_text);
         printf("\n");
