@@ -308,7 +308,7 @@ int harness_perf(const harness_list *list, const harness_perf_opts *o) {
         harness_case *c = list->items[i];
         harness_fields fs = {0};
         c->ops->describe(c, &fs);
-        if (c->ops->op != last_op) print_header(c, &fs, o);
+        if (!last_op || strcmp(c->ops->op, last_op)) print_header(c, &fs, o);
         last_op = c->ops->op;
         if (i == 0 || c->series != series) last_ms = 0;
         series = c->series;

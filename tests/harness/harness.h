@@ -26,10 +26,12 @@
  *     spec of shapes and options (declare it in the family's cases.h).
  *     Tolerances sit beside the check that uses them, with why.
  *  3. Its cases: a test program tests/<family>/test_<op>.c that adds the
- *     awkward shapes and options to a harness_list and calls harness_check
- *     (bad-input tests stay plain code there), and, for the benchmark, a
- *     sweep generator that `longattn bench` calls.
- * No loop in this file, the test programs or tools/bench.c is edited. */
+ *     awkward shapes and options to a harness_list, calls harness_check
+ *     and returns tu_finish() (bad-input tests stay plain code there), and,
+ *     for the benchmark, a sweep generator (tests/<family>/sweeps.c) whose
+ *     list `longattn bench` hands to harness_perf.
+ * tests/CMakeLists.txt globs the new files. No loop here, in the test
+ * programs or in tools/bench.c is edited: the runners only see the ops. */
 #ifndef LA_HARNESS_H
 #define LA_HARNESS_H
 
