@@ -146,30 +146,74 @@ void *tu_alloc(size_t bytes) {
     return p;
 }
 
-tu_buf tu_buf_new(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
-    tu_buf b;
-    memset(&b, 0, sizeof b);
-    b.t.dtype = dt;
-    b.t.ndim = ndim;
+bool tu_buf_init(tu_buf *b, la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
+    memset(b, 0, sizeof *b);
+    b->t.dtype = dt;
+    b->t.ndim = ndim;
     int64_t s = 1;
     for (int i = ndim - 1; i >= 0; i--) {
-        b.t.shape[i] = shape[i];
-        b.t.stride[i] = s;
+        b->t.shape[i] = shape[i];
+        b->t.stride[i] = s;
         s *= shape[i];
     }
-    b.elems = (size_t)s;
+    b->elems = (size_t)s;
     if (strided && is_lse) {
         int64_t row = shape[ndim - 1] + 3;
-        b.t.stride[ndim - 2] = row;
-        if (ndim == 3) b.t.stride[0] = shape[1] * row;
-        b.elems = (size_t)(shape[0] * (ndim == 3 ? shape[1] : 1) * row);
+        b->t.stride[ndim - 2] = row;
+        if (ndim == 3) b->t.stride[0] = shape[1] * row;
+        b->elems = (size_t)(shape[0] * (ndim == 3 ? shape[1] : 1) * row);
     } else if (strided) {
         int64_t B = ndim == 4 ? shape[0] : 1, L = shape[ndim - 3], H = shape[ndim - 2], row = shape[ndim - 1] + 8;
-        b.t.stride[ndim - 3] = row;
-        b.t.stride[ndim - 2] = L * row;
-        if (ndim == 4) b.t.stride[0] = H * L * row;
-        b.elems = (size_t)(B * H * L * row);
+        b->t.stride[ndim - 3] = row;
+        b->t.stride[ndim - 2] = L * row;
+        if (ndim == 4) b->t.stride[0] = H * L * row;
+        b->elems = (size_t)(B * H * L * row);
     }
-    b.t.data = tu_alloc(b.elems * la_dtype_size(dt) + 1);
+    b->t.data = malloc(b->elems * la_dtype_size(dt) + 1);
+    return b->t.data != NULL;
+}
+
+tu_buf tu_buf_new(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse) {
+    tu_buf b;
+    if (!tu_buf_init(&b, dt, ndim, shape, strided, is_lse)) {
+        fprintf(stderr, "test could not allocate %zu elements\n", b.elems);
+        exit(2);
+    }
     return b;
+}
+
+void tu_buf_free(tu_buf *b) {
+    free(b->t.data);
+    b->t.data = NULL;
+}
+
+void tu_buf_poison(tu_buf *b) { tu_poison(b->t.data, b->t.dtype, (int64_t)b->elems); }
+
+static bool is_poison(const tu_buf *b, size_t i) {
+    if (b->t.dtype == LA_F32) return isnan(((const float *)b->t.data)[i]);
+    return ((const uint16_t *)b->t.data)[i] == (b->t.dtype == LA_BF16 ? 0x7fc1 : 0x7e01);
+}
+
+bool tu_buf_outside_poisoned(const tu_buf *b) {
+    bool *inside = tu_alloc(b->elems + 1);
+    memset(inside, 0, b->elems + 1);
+    int64_t n = la_tensor_numel(&b->t);
+    for (int64_t e = 0; e < n; e++) {
+        int64_t off = 0, rest = e;
+        for (int d = b->t.ndim - 1; d >= 0; d--) {
+            off += (rest % b->t.shape[d]) * b->t.stride[d];
+            rest /= b->t.shape[d];
+        }
+        inside[off] = true;
+    }
+    bool ok = true;
+    for (size_t i = 0; i < b->elems && ok; i++) ok = inside[i] || is_poison(b, i);
+    free(inside);
+    return ok;
+}
+
+bool tu_buf_all_poisoned(const tu_buf *b) {
+    for (size_t i = 0; i < b->elems; i++)
+        if (!is_poison(b, i)) return false;
+    return true;
 }

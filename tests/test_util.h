@@ -51,6 +51,16 @@ typedef struct {
     size_t elems;
 } tu_buf;
 tu_buf tu_buf_new(la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse);
+/* The same, returning false (data NULL) when memory runs out, for callers
+ * that report it rather than stop (the benchmark). */
+bool tu_buf_init(tu_buf *b, la_dtype dt, int ndim, const int64_t *shape, bool strided, bool is_lse);
+void tu_buf_free(tu_buf *b);
+void tu_buf_poison(tu_buf *b);
+/* Is every backing element outside the view (row padding, the gaps of a
+ * strided layout) still poison? A kernel must write only its view. */
+bool tu_buf_outside_poisoned(const tu_buf *b);
+/* Is every backing element still poison (nothing written at all)? */
+bool tu_buf_all_poisoned(const tu_buf *b);
 
 /* SIMD levels this CPU can run, lowest first. */
 int tu_simd_levels(la_simd *levels);

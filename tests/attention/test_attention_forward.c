@@ -1,7 +1,8 @@
 /* Exact attention forward (la_attention_forward) against the float64
  * reference: out and lse of random inputs over awkward shapes, every option,
- * dtype and SIMD level; plus bad inputs that must fail without writing. */
-#include "attention_ref.h"
+ * dtype and SIMD level (the cases and their checks are in forward_case.c,
+ * run by the case harness); plus bad inputs that must fail without writing. */
+#include "cases.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -9,189 +10,15 @@
 #include <string.h>
 
 static bool quick;
+static harness_list list;
 
-typedef tu_buf buf; /* contiguous, or strided over [B][H][L][D + 8] memory: see tu_buf_new */
+typedef attn_forward_spec fw_case;
 
-static bool is_poison(const buf *b, size_t i) {
-    if (b->t.dtype == LA_F32) return isnan(((float *)b->t.data)[i]);
-    return ((uint16_t *)b->t.data)[i] == (b->t.dtype == LA_BF16 ? 0x7fc1 : 0x7e01);
-}
-
-/* Elements outside the view must keep their poison. */
-static bool outside_untouched(const buf *b) {
-    bool *inside = calloc(b->elems + 1, 1);
-    int64_t n = la_tensor_numel(&b->t);
-    for (int64_t e = 0; e < n; e++) {
-        int64_t off = 0, rest = e;
-        for (int d = b->t.ndim - 1; d >= 0; d--) {
-            off += (rest % b->t.shape[d]) * b->t.stride[d];
-            rest /= b->t.shape[d];
-        }
-        inside[off] = true;
-    }
-    bool ok = true;
-    for (size_t i = 0; i < b->elems && ok; i++) ok = inside[i] || is_poison(b, i);
-    free(inside);
-    return ok;
-}
-
-typedef struct {
-    const char *name;
-    int64_t B, Lq, Lk;    /* dense batch when nseq == 0 */
-    int nseq;             /* varlen: lengths below */
-    int32_t lens_q[6], lens_k[6];
-    int64_t H, Hkv, D;
-    la_dtype dt, out_dt;
-    bool strided, alibi, want_lse;
-    int threads;
-    la_attention_params p;
-} fw_case;
-
-static void idx_of(bool varlen, int64_t b, int64_t off, int64_t i, int64_t h, int64_t d, int64_t *idx) {
-    if (varlen) {
-        idx[0] = off + i, idx[1] = h, idx[2] = d;
-    } else {
-        idx[0] = b, idx[1] = i, idx[2] = h, idx[3] = d;
-    }
-}
-
-/* Tolerances on |got - want| <= atol + rtol |want| per element.
- * Inputs are exact in their dtype in both computations, so the error is the
- * kernel's f32 arithmetic: dot products over D <= 512, the ~2-ulp vector exp
- * and sums over up to ~4k keys, worst seen ~2e-6 on outputs of size ~0.1:
- * atol 2e-5 with rtol 2e-4 is a 10x margin. An output stored in bf16 or f16
- * adds one rounding (relative 2^-9 and 2^-11 at worst). lse is a log of a
- * sum: its absolute error is the relative error of the sum, ~1e-6. */
-static void tolerance(la_dtype out_dt, double *atol, double *rtol) {
-    *atol = 2e-5;
-    *rtol = 2e-4;
-    if (out_dt == LA_BF16) *atol = 1e-4, *rtol = 4e-3;
-    if (out_dt == LA_F16) *atol = 5e-5, *rtol = 1e-3;
-}
-#define LSE_ATOL 5e-5
-
-static void run_case(uint64_t *rng, const fw_case *c) {
-    const bool varlen = c->nseq > 0;
-    const int64_t H = c->H, Hkv = c->Hkv, D = c->D, G = H / Hkv;
-    int32_t cu_q[8] = {0}, cu_k[8] = {0};
-    int64_t nseq = varlen ? c->nseq : c->B, Tq, Tk;
-    for (int i = 0; i < c->nseq; i++) {
-        cu_q[i + 1] = cu_q[i] + c->lens_q[i];
-        cu_k[i + 1] = cu_k[i] + c->lens_k[i];
-    }
-    Tq = varlen ? cu_q[c->nseq] : c->B * c->Lq;
-    Tk = varlen ? cu_k[c->nseq] : c->B * c->Lk;
-    int nd = varlen ? 3 : 4;
-    int64_t qs[4] = {c->B, c->Lq, H, D}, ks[4] = {c->B, c->Lk, Hkv, D}, ls[3] = {c->B, c->Lq, H};
-    if (varlen) {
-        qs[0] = Tq, qs[1] = H, qs[2] = D;
-        ks[0] = Tk, ks[1] = Hkv, ks[2] = D;
-        ls[0] = Tq, ls[1] = H;
-    }
-    buf q = tu_buf_new(c->dt, nd, qs, c->strided, false), k = tu_buf_new(c->dt, nd, ks, c->strided, false);
-    buf v = tu_buf_new(c->dt, nd, ks, c->strided, false), out = tu_buf_new(c->out_dt, nd, qs, c->strided, false);
-    buf lse = tu_buf_new(LA_F32, nd - 1, ls, c->strided, true);
-    tu_fill(rng, q.t.data, c->dt, (int64_t)q.elems, -1, 1);
-    tu_fill(rng, k.t.data, c->dt, (int64_t)k.elems, -1, 1);
-    tu_fill(rng, v.t.data, c->dt, (int64_t)v.elems, -1, 1);
-    float slopes[64];
-    for (int64_t h = 0; h < H; h++) slopes[h] = (float)tu_uniform(rng, 0.01, 0.3);
-    la_attention_params p = c->p;
-    if (c->alibi) p.alibi_slopes = slopes;
-    if (varlen) p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k, p.num_seqs = c->nseq;
-    const bool sigmoid = p.score == LA_SCORE_SIGMOID, with_lse = c->want_lse && !sigmoid;
-
-    /* float64 reference of every (sequence, head) on the stored inputs */
-    double *want = tu_alloc(sizeof(double) * (size_t)(Tq * H * D + 1)), *want_lse = tu_alloc(8 * (size_t)(Tq * H + 1));
-    int64_t maxq = 1, maxk = 1;
-    for (int64_t b = 0; b < nseq; b++) {
-        int64_t lq = varlen ? c->lens_q[b] : c->Lq, lk = varlen ? c->lens_k[b] : c->Lk;
-        if (lq > maxq) maxq = lq;
-        if (lk > maxk) maxk = lk;
-    }
-    double *hq = tu_alloc(8 * (size_t)(maxq * D)), *ho = tu_alloc(8 * (size_t)(maxq * D)), *hl = tu_alloc(8 * (size_t)maxq);
-    double *hk = tu_alloc(8 * (size_t)(maxk * D)), *hv = tu_alloc(8 * (size_t)(maxk * D));
-    for (int64_t b = 0; b < nseq; b++) {
-        int64_t qo = varlen ? cu_q[b] : 0, ko = varlen ? cu_k[b] : 0, idx[4];
-        int64_t lq = varlen ? c->lens_q[b] : c->Lq, lk = varlen ? c->lens_k[b] : c->Lk;
-        for (int64_t h = 0; h < H; h++) {
-            ref_attn_opts o = {.scale = p.scale > 0 ? p.scale : 1 / sqrt((double)D), .causal = p.causal,
-                               .window_left = p.window_left, .window_right = p.window_right, .sinks = p.sinks,
-                               .softcap = p.softcap, .alibi_slope = c->alibi ? slopes[h] : 0, .sigmoid = sigmoid,
-                               .sigmoid_bias = p.sigmoid_bias};
-            for (int64_t i = 0; i < lq; i++)
-                for (int64_t d = 0; d < D; d++) idx_of(varlen, b, qo, i, h, d, idx), hq[i * D + d] = tu_get(&q.t, idx);
-            for (int64_t j = 0; j < lk; j++)
-                for (int64_t d = 0; d < D; d++) {
-                    idx_of(varlen, b, ko, j, h / G, d, idx);
-                    hk[j * D + d] = tu_get(&k.t, idx);
-                    hv[j * D + d] = tu_get(&v.t, idx);
-                }
-            ref_attention_forward(&o, lq, lk, D, hq, hk, hv, ho, hl);
-            for (int64_t i = 0; i < lq; i++) {
-                int64_t row = (varlen ? qo + i : b * c->Lq + i) * H + h;
-                memcpy(want + row * D, ho + i * D, sizeof(double) * (size_t)D);
-                want_lse[row] = hl[i];
-            }
-        }
-    }
-
-    la_context *ctx;
-    la_context_create(&ctx, c->threads);
-    la_simd levels[LA_SIMD_COUNT];
-    int nl = tu_simd_levels(levels);
-    double atol, rtol;
-    tolerance(c->out_dt, &atol, &rtol);
-    for (int li = 0; li < nl; li++) {
-        la_context_set_simd(ctx, levels[li]);
-        tu_poison(out.t.data, c->out_dt, (int64_t)out.elems);
-        tu_poison(lse.t.data, LA_F32, (int64_t)lse.elems);
-        la_status s = la_attention_forward(ctx, &p, &q.t, &k.t, &v.t, &out.t, with_lse ? &lse.t : NULL);
-        tu_check(s == LA_OK, "%s [%s]: status %s (%s)", c->name, la_simd_name(levels[li]), la_status_name(s),
-                 la_last_error());
-        if (s != LA_OK) continue;
-        int64_t bad = 0, bad_lse = 0;
-        double worst = 0, worst_lse = 0;
-        for (int64_t b = 0; b < nseq; b++) {
-            int64_t qo = varlen ? cu_q[b] : 0, lq = varlen ? c->lens_q[b] : c->Lq, idx[4];
-            for (int64_t i = 0; i < lq; i++)
-                for (int64_t h = 0; h < H; h++) {
-                    int64_t row = (varlen ? qo + i : b * c->Lq + i) * H + h;
-                    for (int64_t d = 0; d < D; d++) {
-                        idx_of(varlen, b, qo, i, h, d, idx);
-                        double got = tu_get(&out.t, idx), w = want[row * D + d];
-                        if (!tu_close(got, w, atol, rtol)) bad++;
-                        double e = isnan(got) ? INFINITY : fabs(got - w);
-                        if (e > worst) worst = e;
-                    }
-                    if (with_lse) {
-                        idx_of(varlen, b, qo, i, h, 0, idx);
-                        double got = tu_get(&lse.t, idx);
-                        if (!tu_close(got, want_lse[row], LSE_ATOL, 1e-6)) bad_lse++;
-                        double e = isinf(got) && got == want_lse[row] ? 0 : isnan(got) ? INFINITY : fabs(got - want_lse[row]);
-                        if (e > worst_lse) worst_lse = e;
-                    }
-                }
-        }
-        tu_check(bad == 0, "%s [%s]: %lld out elements off, worst |err| %.3g", c->name, la_simd_name(levels[li]),
-                 (long long)bad, worst);
-        tu_check(bad_lse == 0, "%s [%s]: %lld lse rows off, worst |err| %.3g", c->name, la_simd_name(levels[li]),
-                 (long long)bad_lse, worst_lse);
-        if (c->strided) {
-            tu_check(outside_untouched(&out), "%s [%s]: out written outside its view", c->name, la_simd_name(levels[li]));
-            if (with_lse)
-                tu_check(outside_untouched(&lse), "%s [%s]: lse written outside its view", c->name,
-                         la_simd_name(levels[li]));
-        }
-    }
-    la_context_destroy(ctx);
-    free(q.t.data), free(k.t.data), free(v.t.data), free(out.t.data), free(lse.t.data);
-    free(want), free(want_lse), free(hq), free(ho), free(hl), free(hk), free(hv);
-}
+static void add_case(const fw_case *c) { harness_add(&list, attn_forward_case(c)); }
 
 static la_attention_params P(void) { return la_attention_params_default(); }
 
-static void shape_cases(uint64_t *rng) {
+static void shape_cases(void) {
     static const int64_t lens[] = {1, 7, 63, 65, 1000};
     static const int64_t dims[] = {8, 40, 64, 80, 128, 256, 512};
     char name[128];
@@ -204,7 +31,7 @@ static void shape_cases(uint64_t *rng) {
             c.p.causal = causal;
             snprintf(name, sizeof name, "L=%lld causal=%d mqa", (long long)L, causal);
             c.name = name;
-            run_case(rng, &c);
+            add_case(&c);
         }
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++) {
         fw_case c = {.B = 1, .Lq = 77, .Lk = 130, .H = 8, .Hkv = 2, .D = dims[di], .dt = LA_F32, .out_dt = LA_F32,
@@ -212,25 +39,25 @@ static void shape_cases(uint64_t *rng) {
         c.p.causal = 1;
         snprintf(name, sizeof name, "D=%lld Lq<Lk causal gqa4", (long long)dims[di]);
         c.name = name;
-        run_case(rng, &c);
+        add_case(&c);
     }
     /* Lq > Lk causal: the first rows see nothing (out 0, lse -inf) */
     fw_case more_q = {.name = "Lq>Lk causal", .B = 1, .Lq = 150, .Lk = 40, .H = 8, .Hkv = 8, .D = 40, .dt = LA_F32,
                       .out_dt = LA_F32, .want_lse = true, .threads = 2, .p = P()};
     more_q.p.causal = 1;
-    run_case(rng, &more_q);
+    add_case(&more_q);
     fw_case gqa8 = {.name = "gqa8 non-causal Lq>Lk", .B = 1, .Lq = 100, .Lk = 33, .H = 16, .Hkv = 2, .D = 80,
                     .dt = LA_F32, .out_dt = LA_F32, .want_lse = true, .threads = 3, .p = P()};
-    run_case(rng, &gqa8);
+    add_case(&gqa8);
     if (!quick) {
         fw_case big = {.name = "L=4097 causal", .B = 1, .Lq = 4097, .Lk = 4097, .H = 2, .Hkv = 1, .D = 64,
                        .dt = LA_F32, .out_dt = LA_F32, .want_lse = true, .threads = 2, .p = P()};
         big.p.causal = 1;
-        run_case(rng, &big);
+        add_case(&big);
     }
 }
 
-static void dtype_cases(uint64_t *rng) {
+static void dtype_cases(void) {
     static const la_dtype dts[] = {LA_BF16, LA_F16};
     char name[128];
     for (int i = 0; i < 2; i++)
@@ -240,12 +67,12 @@ static void dtype_cases(uint64_t *rng) {
             c.p.causal = 1;
             snprintf(name, sizeof name, "%s in, %s out", la_dtype_name(c.dt), la_dtype_name(c.out_dt));
             c.name = name;
-            run_case(rng, &c);
+            add_case(&c);
             c.strided = true;
             c.Lk = 130;
             c.p.causal = 0;
             snprintf(name, sizeof name, "%s in, %s out, strided", la_dtype_name(c.dt), la_dtype_name(c.out_dt));
-            run_case(rng, &c);
+            add_case(&c);
         }
 }
 
@@ -255,41 +82,41 @@ static void option_cases(uint64_t *rng) {
     fw_case c = base;
     c.name = "window left 17 causal";
     c.p.causal = 1, c.p.window_left = 17;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "window (5, 9) non-causal";
     c.p.window_left = 5, c.p.window_right = 9;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "window right only 0";
     c.p.window_right = 0;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "sinks 4 + window 30 causal";
     c.p.causal = 1, c.p.window_left = 30, c.p.sinks = 4;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "sinks 100 + window 3, Lq<Lk";
     c.Lq = 50, c.p.causal = 1, c.p.window_left = 3, c.p.sinks = 100;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "softcap 5, scale 0.9 (sharp)";
     c.p.softcap = 5, c.p.scale = 0.9f;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "alibi causal";
     c.alibi = true, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "sigmoid bias -log(L) causal";
     c.p.score = LA_SCORE_SIGMOID, c.p.sigmoid_bias = -logf(200), c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "sigmoid window softcap alibi";
     c.p.score = LA_SCORE_SIGMOID, c.p.window_left = 20, c.p.window_right = 7, c.p.softcap = 3, c.alibi = true;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "everything, bf16 strided";
     c.dt = LA_BF16, c.strided = true, c.p.causal = 1, c.p.window_left = 50, c.p.sinks = 2, c.p.softcap = 8;
     c.alibi = true;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "no lse, 1 thread";
     c.want_lse = false, c.threads = 1, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "Lk = 0";
     c.Lk = 0;
-    run_case(rng, &c);
+    add_case(&c);
     /* random combinations */
     for (int r = 0; r < (quick ? 6 : 24); r++) {
         c = base;
@@ -305,21 +132,21 @@ static void option_cases(uint64_t *rng) {
         c.strided = tu_randint(rng, 0, 1);
         c.dt = (la_dtype)tu_randint(rng, 0, 2);
         if (tu_randint(rng, 0, 3) == 0) c.p.score = LA_SCORE_SIGMOID;
-        run_case(rng, &c);
+        add_case(&c);
     }
 }
 
-static void varlen_cases(uint64_t *rng) {
+static void varlen_cases(void) {
     fw_case c = {.name = "varlen with an empty sequence", .nseq = 4, .lens_q = {5, 0, 130, 1}, .lens_k = {5, 3, 150, 70},
                  .H = 6, .Hkv = 3, .D = 48, .dt = LA_F32, .out_dt = LA_F32, .want_lse = true, .threads = 2, .p = P()};
     c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c.name = "varlen strided f16 window";
     c.strided = true, c.dt = LA_F16, c.p.window_left = 9;
-    run_case(rng, &c);
+    add_case(&c);
     fw_case e = {.name = "varlen empty keys", .nseq = 3, .lens_q = {4, 9, 2}, .lens_k = {0, 12, 0}, .H = 2, .Hkv = 1,
                  .D = 16, .dt = LA_BF16, .out_dt = LA_F32, .want_lse = true, .threads = 2, .p = P()};
-    run_case(rng, &e);
+    add_case(&e);
 }
 
 /* ---- bad inputs: each gives its status and leaves out untouched ---- */
@@ -418,10 +245,12 @@ int main(void) {
     uint64_t rng = tu_seed();
     const char *qe = getenv("LONGATTN_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
-    shape_cases(&rng);
-    dtype_cases(&rng);
+    shape_cases();
+    dtype_cases();
     option_cases(&rng);
-    varlen_cases(&rng);
+    varlen_cases();
+    harness_check(&list, &rng);
+    harness_list_free(&list);
     bad_inputs(&rng);
     return tu_finish();
 }

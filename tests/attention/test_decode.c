@@ -1,8 +1,9 @@
 /* Decode attention (la_attention_decode) against the float64 reference on
  * K/V gathered through the page table: 1 to 4 queries, random page tables,
  * awkward cache lengths, every head dim, GQA ratio, K/V dtype, option and
- * SIMD level; plus bad inputs that must fail without writing. */
-#include "attention_ref.h"
+ * SIMD level (the cases and their checks are in decode_case.c, run by the
+ * case harness); plus bad inputs that must fail without writing. */
+#include "cases.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -10,154 +11,15 @@
 #include <string.h>
 
 static bool quick;
+static harness_list list;
 
-typedef struct {
-    const char *name;
-    int64_t B, Lq, H, Hkv, D;
-    int64_t cap;          /* contiguous: cache capacity per sequence */
-    int64_t block_size;   /* > 0: paged */
-    int32_t seqlens[4];   /* keys in use per sequence (B <= 4) */
-    la_dtype kv_dt;
-    bool alibi, strided_q, with_lse;
-    int threads;
-    la_attention_params p;
-} dc_case;
+typedef attn_decode_spec dc_case;
 
-/* Tolerance |got - want| <= atol + rtol |want|: q is f32 and K/V are exact
- * in their storage dtype in both computations, so only the kernel's f32
- * arithmetic differs: dot products over D <= 512, the vector exp, partial
- * sums merged over chunks of up to ~5k keys. Worst seen ~1e-6 on outputs of
- * size ~0.05; 2e-5 + 2e-4 relative leaves a wide margin. */
-#define ATOL 2e-5
-#define RTOL 2e-4
-#define LSE_ATOL 5e-5
-
-static void run_case(uint64_t *rng, const dc_case *c) {
-    const int64_t B = c->B, Lq = c->Lq, H = c->H, Hkv = c->Hkv, D = c->D, G = H / Hkv;
-    const bool paged = c->block_size > 0;
-    int64_t blocks_per_seq = 0, num_blocks = 0;
-    int32_t *table = NULL;
-    int64_t kshape[4];
-    if (paged) {
-        int64_t maxlen = 1;
-        for (int b = 0; b < B; b++)
-            if (c->seqlens[b] > maxlen) maxlen = c->seqlens[b];
-        blocks_per_seq = (maxlen + c->block_size - 1) / c->block_size + 1; /* one spare */
-        num_blocks = B * blocks_per_seq + 3;                               /* some never used */
-        table = tu_alloc(sizeof(int32_t) * (size_t)(B * blocks_per_seq));
-        int32_t *perm = tu_alloc(sizeof(int32_t) * (size_t)num_blocks);
-        for (int64_t i = 0; i < num_blocks; i++) perm[i] = (int32_t)i;
-        for (int64_t i = num_blocks - 1; i > 0; i--) { /* distinct, shuffled block ids */
-            int64_t j = tu_randint(rng, 0, i);
-            int32_t t = perm[i];
-            perm[i] = perm[j], perm[j] = t;
-        }
-        for (int64_t i = 0; i < B * blocks_per_seq; i++) table[i] = perm[i];
-        free(perm);
-        kshape[0] = num_blocks, kshape[1] = c->block_size;
-    } else {
-        kshape[0] = B, kshape[1] = c->cap;
-    }
-    kshape[2] = Hkv, kshape[3] = D;
-    int64_t kn = kshape[0] * kshape[1] * Hkv * D, qn = B * Lq * H * D;
-    void *k = tu_alloc((size_t)kn * la_dtype_size(c->kv_dt)), *v = tu_alloc((size_t)kn * la_dtype_size(c->kv_dt));
-    tu_fill(rng, k, c->kv_dt, kn, -1, 1);
-    tu_fill(rng, v, c->kv_dt, kn, -1, 1);
-    la_tensor tk = la_tensor_contiguous(k, c->kv_dt, 4, kshape), tv = la_tensor_contiguous(v, c->kv_dt, 4, kshape);
-    /* q and out optionally as [B, H, Lq, D + 8] memory viewed as [B, Lq, H, D] */
-    int64_t row = c->strided_q ? D + 8 : D, qmem = B * Lq * H * row;
-    float *q = tu_alloc(sizeof(float) * (size_t)qmem), *out = tu_alloc(sizeof(float) * (size_t)qmem);
-    float *lse = tu_alloc(sizeof(float) * (size_t)(B * Lq * H));
-    tu_fill(rng, q, LA_F32, qmem, -1, 1);
-    la_tensor tq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, Lq, H, D});
-    if (c->strided_q) {
-        tq.stride[1] = row, tq.stride[2] = Lq * row, tq.stride[0] = H * Lq * row;
-    }
-    la_tensor to = tq;
-    to.data = out;
-    la_tensor tl = la_tensor_contiguous(lse, LA_F32, 3, (int64_t[]){B, Lq, H});
-    float slopes[64];
-    for (int64_t h = 0; h < H; h++) slopes[h] = (float)tu_uniform(rng, 0.01, 0.2);
-    la_attention_params p = c->p;
-    if (c->alibi) p.alibi_slopes = slopes;
-    la_kv_layout layout = {.seqlens_k = c->seqlens, .block_table = table, .blocks_per_seq = blocks_per_seq};
-    const bool sigmoid = p.score == LA_SCORE_SIGMOID, with_lse = c->with_lse && !sigmoid;
-
-    /* reference: gather each sequence's keys through the table */
-    double *want = tu_alloc(sizeof(double) * (size_t)qn), *want_lse = tu_alloc(sizeof(double) * (size_t)(B * Lq * H));
-    int64_t maxk = 1;
-    for (int b = 0; b < B; b++)
-        if (c->seqlens[b] > maxk) maxk = c->seqlens[b];
-    double *hq = tu_alloc(8 * (size_t)(Lq * D)), *ho = tu_alloc(8 * (size_t)(Lq * D)), *hl = tu_alloc(8 * (size_t)Lq);
-    double *hk = tu_alloc(8 * (size_t)(maxk * D)), *hv = tu_alloc(8 * (size_t)(maxk * D));
-    for (int64_t b = 0; b < B; b++)
-        for (int64_t h = 0; h < H; h++) {
-            int64_t lk = c->seqlens[b];
-            for (int64_t j = 0; j < lk; j++) {
-                int64_t blk = paged ? table[b * blocks_per_seq + j / c->block_size] : b;
-                int64_t r = paged ? j % c->block_size : j;
-                for (int64_t d = 0; d < D; d++) {
-                    int64_t idx[4] = {blk, r, h / G, d};
-                    hk[j * D + d] = tu_get(&tk, idx);
-                    hv[j * D + d] = tu_get(&tv, idx);
-                }
-            }
-            for (int64_t i = 0; i < Lq; i++)
-                for (int64_t d = 0; d < D; d++) hq[i * D + d] = tu_get(&tq, (int64_t[]){b, i, h, d});
-            ref_attn_opts o = {.scale = p.scale > 0 ? p.scale : 1 / sqrt((double)D), .causal = p.causal,
-                               .window_left = p.window_left, .window_right = p.window_right, .sinks = p.sinks,
-                               .softcap = p.softcap, .alibi_slope = c->alibi ? slopes[h] : 0, .sigmoid = sigmoid,
-                               .sigmoid_bias = p.sigmoid_bias};
-            ref_attention_forward(&o, Lq, lk, D, hq, hk, hv, ho, hl);
-            for (int64_t i = 0; i < Lq; i++) {
-                memcpy(want + ((b * Lq + i) * H + h) * D, ho + i * D, sizeof(double) * (size_t)D);
-                want_lse[(b * Lq + i) * H + h] = hl[i];
-            }
-        }
-
-    la_context *ctx;
-    la_context_create(&ctx, c->threads);
-    la_simd levels[LA_SIMD_COUNT];
-    int nl = tu_simd_levels(levels);
-    for (int li = 0; li < nl; li++) {
-        la_context_set_simd(ctx, levels[li]);
-        tu_poison(out, LA_F32, qmem);
-        tu_poison(lse, LA_F32, B * Lq * H);
-        la_status s = la_attention_decode(ctx, &p, &tq, &tk, &tv, paged || c->seqlens[0] >= 0 ? &layout : NULL, &to,
-                                          with_lse ? &tl : NULL);
-        tu_check(s == LA_OK, "%s [%s]: status %s (%s)", c->name, la_simd_name(levels[li]), la_status_name(s),
-                 la_last_error());
-        if (s != LA_OK) continue;
-        int64_t bad = 0, bad_lse = 0, outside = 0;
-        double worst = 0;
-        for (int64_t b = 0; b < B; b++)
-            for (int64_t i = 0; i < Lq; i++)
-                for (int64_t h = 0; h < H; h++) {
-                    for (int64_t d = 0; d < D; d++) {
-                        double got = tu_get(&to, (int64_t[]){b, i, h, d}), w = want[((b * Lq + i) * H + h) * D + d];
-                        if (!tu_close(got, w, ATOL, RTOL)) bad++;
-                        if (!isnan(got) && fabs(got - w) > worst) worst = fabs(got - w);
-                    }
-                    if (with_lse && !tu_close(lse[(b * Lq + i) * H + h], want_lse[(b * Lq + i) * H + h], LSE_ATOL, 1e-6))
-                        bad_lse++;
-                }
-        if (c->strided_q)
-            for (int64_t e = 0; e < qmem; e++)
-                if (e % row >= D && !isnan(out[e])) outside++;
-        tu_check(bad == 0, "%s [%s]: %lld out elements off (worst %.3g)", c->name, la_simd_name(levels[li]),
-                 (long long)bad, worst);
-        tu_check(bad_lse == 0, "%s [%s]: %lld lse off", c->name, la_simd_name(levels[li]), (long long)bad_lse);
-        tu_check(outside == 0, "%s [%s]: %lld writes outside the out view", c->name, la_simd_name(levels[li]),
-                 (long long)outside);
-    }
-    la_context_destroy(ctx);
-    free(k), free(v), free(q), free(out), free(lse), free(table), free(want), free(want_lse);
-    free(hq), free(ho), free(hl), free(hk), free(hv);
-}
+static void add_case(const dc_case *c) { harness_add(&list, attn_decode_case(c)); }
 
 static la_attention_params P(void) { return la_attention_params_default(); }
 
-static void cases(uint64_t *rng) {
+static void cases(void) {
     static const int64_t dims[] = {8, 40, 64, 80, 128, 256, 512};
     char name[160];
     for (size_t di = 0; di < sizeof dims / sizeof dims[0]; di++)
@@ -169,7 +31,7 @@ static void cases(uint64_t *rng) {
             snprintf(name, sizeof name, "D=%lld Lq=%lld %s %s", (long long)c.D, (long long)c.Lq,
                      paged ? "paged16" : "contiguous", la_dtype_name(c.kv_dt));
             c.name = name;
-            run_case(rng, &c);
+            add_case(&c);
         }
     static const int64_t ratios[] = {1, 4, 8};
     static const int64_t blocks[] = {1, 7, 16};
@@ -180,35 +42,35 @@ static void cases(uint64_t *rng) {
             c.p.causal = 1;
             snprintf(name, sizeof name, "gqa%lld block %lld, seqlens 0/1/45", (long long)ratios[ri], (long long)blocks[bi]);
             c.name = name;
-            run_case(rng, &c);
+            add_case(&c);
         }
     dc_case base = {.B = 2, .Lq = 2, .H = 8, .Hkv = 2, .D = 64, .block_size = 16, .seqlens = {300, 129},
                     .kv_dt = LA_F16, .with_lse = true, .threads = 2, .p = P()};
     dc_case c = base;
     c.name = "long cache, many chunks merge";
     c.B = 1, c.seqlens[0] = quick ? 2100 : 5003, c.p.causal = 1, c.block_size = 256, c.kv_dt = LA_F32;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "window + sinks";
     c.p.causal = 1, c.p.window_left = 50, c.p.sinks = 4;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "softcap + alibi";
     c.p.softcap = 6, c.alibi = true, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "sigmoid";
     c.p.score = LA_SCORE_SIGMOID, c.p.sigmoid_bias = -5, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "non-causal, window right";
     c.p.window_left = 10, c.p.window_right = 3;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "strided q/out, no lse, 1 thread";
     c.strided_q = true, c.with_lse = false, c.threads = 1, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "contiguous cache with capacity > seqlen";
     c.block_size = 0, c.cap = 333, c.seqlens[0] = 333, c.seqlens[1] = 5, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
     c = base, c.name = "Lq 4 > seqlen 2 (rows that see nothing)";
     c.Lq = 4, c.seqlens[0] = 2, c.seqlens[1] = 0, c.p.causal = 1;
-    run_case(rng, &c);
+    add_case(&c);
 }
 
 static void bad_inputs(uint64_t *rng) {
@@ -269,7 +131,9 @@ int main(void) {
     uint64_t rng = tu_seed();
     const char *qe = getenv("LONGATTN_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
-    cases(&rng);
+    cases();
+    harness_check(&list, &rng);
+    harness_list_free(&list);
     bad_inputs(&rng);
     return tu_finish();
 }

@@ -7,7 +7,10 @@ and no header includes itself round a circle.
           -> src/backend -> src/formats -> src/base
 
 The public headers in include/ may be included from anywhere and include
-only each other. tools/ sees nothing but the public headers and its own.
+only each other. The case harness (tests/harness, the ops' case files in
+tests/<op>/, tests/ref, tests/test_util) is shared by the tests and the
+CLI's bench, so it uses the public headers only. tools/ sees nothing but
+the public headers, the harness and its own files.
 Usage: check_layers.py ROOT   (exit status 0 when the rule holds)
 """
 import os
@@ -31,6 +34,7 @@ LAYERS = {
     "tools": 8,
 }
 PUBLIC = "include"
+HARNESS = "harness"
 INCLUDE_RE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
@@ -40,13 +44,30 @@ def group_of(rel):
             return folder
     if rel.startswith(PUBLIC + "/"):
         return PUBLIC
+    if is_harness(rel):
+        return HARNESS
     return None
+
+
+def is_harness(rel):
+    """tests/ files other than the test programs themselves and the layer checks."""
+    parts = rel.split("/")
+    return (parts[0] == "tests" and parts[1] != "layers" and not parts[-1].startswith("test_")
+            or rel in ("tests/test_util.c", "tests/test_util.h"))
+
+
+def search_path(root):
+    """Where an #include "name" is looked for after the including file's own
+    folder: the build's include directories."""
+    tests = [os.path.join("tests", d) for d in sorted(os.listdir(os.path.join(root, "tests")))
+             if os.path.isdir(os.path.join(root, "tests", d))] if os.path.isdir(os.path.join(root, "tests")) else []
+    return ["src", PUBLIC, "tests"] + tests
 
 
 def resolve(root, including, name):
     """The file an #include "name" in `including` (relative path) means:
-    beside the including file first, then under src/, then include/."""
-    for base in (os.path.dirname(including), "src", PUBLIC):
+    beside the including file first, then along the search path."""
+    for base in [os.path.dirname(including)] + search_path(root):
         rel = os.path.normpath(os.path.join(base, name))
         if os.path.isfile(os.path.join(root, rel)):
             return rel
@@ -54,11 +75,12 @@ def resolve(root, including, name):
 
 
 def sources(root):
-    for top in ("src", "tools", PUBLIC):
+    for top in ("src", "tools", PUBLIC, "tests"):
         for dirpath, _, files in os.walk(os.path.join(root, top)):
             for f in files:
-                if f.endswith((".c", ".h", ".cu", ".cuh")):
-                    yield os.path.relpath(os.path.join(dirpath, f), root)
+                rel = os.path.relpath(os.path.join(dirpath, f), root)
+                if f.endswith((".c", ".h", ".cu", ".cuh")) and (top != "tests" or is_harness(rel)):
+                    yield rel
 
 
 def check(root):
@@ -79,10 +101,14 @@ def check(root):
                 continue
             if group == PUBLIC:
                 problems.append(f"{rel}: a public header includes the internal {target}")
+            elif group == HARNESS:
+                if tgroup != HARNESS:
+                    problems.append(f"{rel} -> {target}: the case harness uses the public headers only")
             elif group is None or tgroup is None:
                 problems.append(f"{rel} -> {target}: a folder with no layer (add it to LAYERS)")
-            elif group == "tools" and tgroup != "tools":
-                problems.append(f"{rel} -> {target}: the CLI uses the public headers only")
+            elif group == "tools":
+                if tgroup not in ("tools", HARNESS):
+                    problems.append(f"{rel} -> {target}: the CLI uses the public headers and the case harness only")
             elif tgroup != group and LAYERS[tgroup] >= LAYERS[group]:
                 way = "sideways" if LAYERS[tgroup] == LAYERS[group] else "up"
                 problems.append(f"{rel} ({group}) -> {target} ({tgroup}): an arrow {way}")
@@ -118,7 +144,8 @@ def self_test():
         "src/cpu/k.c": '#include "base/b.h"\n#include "backend/t.h"\n',
         "src/backend/t.h": '#include "base/b.h"\n',
         "src/ops/o.c": '#include "cpu/k.c"\n',
-        "tools/m.c": '#include "pub.h"\n',
+        "tools/m.c": '#include "pub.h"\n#include "h.h"\n',
+        "tests/harness/h.h": '#include "pub.h"\n',
     }
     bad = {
         "src/base/up.c": '#include "ops/o.c"\n',
@@ -126,6 +153,7 @@ def self_test():
         "src/formats/a.h": '#include "b2.h"\n',
         "src/formats/b2.h": '#include "a.h"\n',
         "tools/peek.c": '#include "base/b.h"\n',
+        "tests/harness/deep.c": '#include "cpu/k.c"\n',
     }
     with tempfile.TemporaryDirectory() as tmp:
         for rel, text in files.items():
@@ -139,7 +167,7 @@ def self_test():
             with open(os.path.join(tmp, rel), "w") as fh:
                 fh.write(text)
         got = check(tmp)
-        want = ["src/base/up.c", "src/cuda/side.c", "include circle", "tools/peek.c"]
+        want = ["src/base/up.c", "src/cuda/side.c", "include circle", "tools/peek.c", "tests/harness/deep.c"]
         return [f"self-test: no complaint about {w}" for w in want if not any(w in p for p in got)]
 
 

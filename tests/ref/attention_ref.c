@@ -28,40 +28,49 @@ static double score(const ref_attn_opts *o, int64_t i, int64_t j, int64_t Lq, in
 
 static double sigmoid(double x) { return 1 / (1 + exp(-x)); }
 
+/* Row i of the forward; s is scratch for Lk scores. */
+static void forward_row(const ref_attn_opts *o, int64_t i, int64_t Lq, int64_t Lk, int64_t D, const double *qi,
+                        const double *k, const double *v, double *oi, double *lse_i, double *s) {
+    double m = -INFINITY;
+    for (int64_t j = 0; j < Lk; j++) {
+        s[j] = visible(o, i, j, Lq, Lk) ? score(o, i, j, Lq, Lk, qi, k + j * D, D, NULL) : -INFINITY;
+        if (s[j] > m) m = s[j];
+    }
+    for (int64_t d = 0; d < D; d++) oi[d] = 0;
+    if (o->sigmoid) {
+        for (int64_t j = 0; j < Lk; j++) {
+            if (s[j] == -INFINITY) continue;
+            double p = sigmoid(s[j] + o->sigmoid_bias);
+            for (int64_t d = 0; d < D; d++) oi[d] += p * v[j * D + d];
+        }
+        if (lse_i) *lse_i = NAN;
+        return;
+    }
+    if (m == -INFINITY) {
+        if (lse_i) *lse_i = -INFINITY;
+        return;
+    }
+    double sum = 0;
+    for (int64_t j = 0; j < Lk; j++) sum += s[j] == -INFINITY ? 0 : exp(s[j] - m);
+    for (int64_t j = 0; j < Lk; j++) {
+        if (s[j] == -INFINITY) continue;
+        double p = exp(s[j] - m) / sum;
+        for (int64_t d = 0; d < D; d++) oi[d] += p * v[j * D + d];
+    }
+    if (lse_i) *lse_i = m + log(sum);
+}
+
 void ref_attention_forward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int64_t D, const double *q,
                            const double *k, const double *v, double *out, double *lse) {
     double *s = malloc(sizeof(double) * (size_t)(Lk > 0 ? Lk : 1));
-    for (int64_t i = 0; i < Lq; i++) {
-        const double *qi = q + i * D;
-        double m = -INFINITY;
-        for (int64_t j = 0; j < Lk; j++) {
-            s[j] = visible(o, i, j, Lq, Lk) ? score(o, i, j, Lq, Lk, qi, k + j * D, D, NULL) : -INFINITY;
-            if (s[j] > m) m = s[j];
-        }
-        double *oi = out + i * D;
-        for (int64_t d = 0; d < D; d++) oi[d] = 0;
-        if (o->sigmoid) {
-            for (int64_t j = 0; j < Lk; j++) {
-                if (s[j] == -INFINITY) continue;
-                double p = sigmoid(s[j] + o->sigmoid_bias);
-                for (int64_t d = 0; d < D; d++) oi[d] += p * v[j * D + d];
-            }
-            if (lse) lse[i] = NAN;
-            continue;
-        }
-        if (m == -INFINITY) {
-            if (lse) lse[i] = -INFINITY;
-            continue;
-        }
-        double sum = 0;
-        for (int64_t j = 0; j < Lk; j++) sum += s[j] == -INFINITY ? 0 : exp(s[j] - m);
-        for (int64_t j = 0; j < Lk; j++) {
-            if (s[j] == -INFINITY) continue;
-            double p = exp(s[j] - m) / sum;
-            for (int64_t d = 0; d < D; d++) oi[d] += p * v[j * D + d];
-        }
-        if (lse) lse[i] = m + log(sum);
-    }
+    for (int64_t i = 0; i < Lq; i++) forward_row(o, i, Lq, Lk, D, q + i * D, k, v, out + i * D, lse ? lse + i : NULL, s);
+    free(s);
+}
+
+void ref_attention_forward_row(const ref_attn_opts *o, int64_t i, int64_t Lq, int64_t Lk, int64_t D, const double *qi,
+                               const double *k, const double *v, double *out_i, double *lse_i) {
+    double *s = malloc(sizeof(double) * (size_t)(Lk > 0 ? Lk : 1));
+    forward_row(o, i, Lq, Lk, D, qi, k, v, out_i, lse_i, s);
     free(s);
 }
 

@@ -31,6 +31,11 @@ typedef struct {
 void ref_attention_forward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int64_t D, const double *q,
                            const double *k, const double *v, double *out, double *lse);
 
+/* Query row i of the same problem alone: qi [D], out_i [D], lse_i may be
+ * NULL. O(Lk D), so a benchmark can check a few rows of a long problem. */
+void ref_attention_forward_row(const ref_attn_opts *o, int64_t i, int64_t Lq, int64_t Lk, int64_t D, const double *qi,
+                               const double *k, const double *v, double *out_i, double *lse_i);
+
 /* Gradients of the same head. dq is overwritten; dk and dv are ADDED to, so
  * query heads sharing one K/V head (GQA) accumulate into it. */
 void ref_attention_backward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int64_t D, const double *q,
