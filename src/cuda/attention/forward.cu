@@ -1,8 +1,8 @@
 /* Exact attention forward on NVIDIA GPUs (sm_80 and later): a
  * FlashAttention-2 style kernel on the mma.sync tensor-core instructions.
  *
- * One thread block computes BM = 16 * NWARPS query rows of one head of one
- * sequence; each warp owns 16 of those rows. Key/value tiles of BN rows
+ * One thread block computes BM query rows of one head of one sequence;
+ * each of its warps owns MT 16-row slices of them (fwd_tiles). Key/value tiles of BN rows
  * stream through shared memory with cp.async: V[t] loads while S = Q K[t]^T
  * and its softmax are computed, K[t+1] while O += P V[t]. Scores, masks and
  * the online softmax stay in registers (f32); P is rounded to the inputs'
@@ -76,13 +76,17 @@ template <bool F16> __device__ __forceinline__ uint32_t pack2(float lo, float hi
 
 /* -------------------------------------------------------------- the kernel */
 
-/* Tile shapes per padded head dim, chosen so that O (DP/2 f32 a thread), S
- * and P fit in registers without spills at 4 warps (ptxas -v on sm_90a). */
+/* Tile shapes per padded head dim. Each warp owns MT 16-row m-tiles, so
+ * every K/V fragment it reads from shared memory feeds MT products: with
+ * one m-tile the ldmatrix traffic (256 bytes per m16n8k16) outruns shared
+ * memory at half the tensor rate. O (MT * DP/2 f32 a thread) and S
+ * (MT * BN/2) must fit in registers without spills at 4 warps (ptxas -v,
+ * sm_90a): MT 2 up to DP 128 with BN 64 / 32, MT 1 at DP 256. */
 template <int DP> struct fwd_tiles {
     static constexpr int NWARPS = 4;
-    static constexpr int BM = 16 * NWARPS;
-    static constexpr int BN = DP >= 256 ? 32 : 64;
-    static constexpr int CHUNKS = DP / 8; /* 16-byte chunks per row */
+    static constexpr int MT = DP >= 256 ? 1 : 2;
+    static constexpr int BM = 16 * MT * NWARPS;
+    static constexpr int BN = DP >= 128 ? 32 : 64;
     static constexpr int SMEM = (BM + 2 * BN) * DP * 2;
 };
 
@@ -121,7 +125,7 @@ template <int DP, bool F16>
 __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
     attn_fwd_mma_kernel(const la_cuda_fwd_args a) {
     using T = fwd_tiles<DP>;
-    constexpr int BM = T::BM, BN = T::BN, THREADS = T::NWARPS * 32;
+    constexpr int BM = T::BM, BN = T::BN, MT = T::MT, THREADS = T::NWARPS * 32;
     extern __shared__ __align__(128) unsigned char smem[];
     const uint32_t sQ = smem_addr(smem), sK = sQ + BM * DP * 2, sV = sK + BN * DP * 2;
 
@@ -150,126 +154,167 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
     la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
     const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
 
-    /* This thread's two rows (g and g + 8 of its warp's 16). */
-    int64_t row[2], lo[2], hi[2];
-    float slope = la_rule_slope(&rule, h);
-    for (int r = 0; r < 2; r++) {
-        row[r] = i0 + warp * 16 + g + 8 * r;
-        if (row[r] < lq) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
-        else lo[r] = hi[r] = 0;
-    }
+    /* This thread's rows: g and g + 8 of each of its warp's MT m-tiles;
+     * rows past lq see nothing. */
+    int64_t row[MT][2], lo[MT][2], hi[MT][2];
+    const float slope = la_rule_slope(&rule, h);
+    for (int m = 0; m < MT; m++)
+        for (int r = 0; r < 2; r++) {
+            row[m][r] = i0 + (warp * MT + m) * 16 + g + 8 * r;
+            if (row[m][r] < lq) la_rule_key_range(&rule, row[m][r], lq, lk, &lo[m][r], &hi[m][r]);
+            else lo[m][r] = hi[m][r] = 0;
+        }
     const bool plain = rule.softcap <= 0 && slope == 0;
     const bool sigmoid = rule.score == LA_SCORE_SIGMOID;
     const float scale_log2 = rule.scale * LA_LOG2E;
 
-    float o[DP / 8][4];
-    for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
-    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0}; /* m in log2 units */
+    float o[MT][DP / 8][4];
+    float m_run[MT][2], l_run[MT][2]; /* running max (log2 units) and sum */
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) o[m][d][0] = o[m][d][1] = o[m][d][2] = o[m][d][3] = 0;
+        m_run[m][0] = m_run[m][1] = -INFINITY;
+        l_run[m][0] = l_run[m][1] = 0;
+    }
 
     int64_t t = first_tile(BN, sinks, lo_first, hi_last);
-
     load_tile<DP, BM, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
     if (t >= 0) load_tile<DP, BN, THREADS>(sK, kb, a.k_ts, t * BN, lk, D);
     cp_async_commit();
 
-    /* ldmatrix row addresses that do not depend on the tile */
-    const int lrow = lane % 8, lmat = lane / 8;
+    const int lrow = lane % 8, lmat = lane / 8; /* ldmatrix: this lane's row in its 8x8 matrix, and which matrix */
 
-    for (; t >= 0;) {
+    while (t >= 0) {
         const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
         cp_async_wait_all();
         __syncthreads(); /* K[t] (and Q) landed; every warp is done with V[t-1] */
         load_tile<DP, BN, THREADS>(sV, vb, a.v_ts, j0, lk, D);
         cp_async_commit();
 
-        /* S = Q K^T: 16 x BN per warp */
-        float s[BN / 8][4];
-        for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+        /* S = Q K^T: MT x 16 rows by BN keys per warp */
+        float s[MT][BN / 8][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0;
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++) {
             if (kk * 16 >= D) break;
-            uint32_t qa[4];
-            ldmatrix_x4(sQ + swz<DP>(warp * 16 + lrow + (lmat % 2) * 8, kk * 16 + (lmat / 2) * 8), qa[0], qa[1],
-                        qa[2], qa[3]);
+            uint32_t qa[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+                ldmatrix_x4(sQ + swz<DP>((warp * MT + m) * 16 + lrow + (lmat % 2) * 8, kk * 16 + (lmat / 2) * 8),
+                            qa[m][0], qa[m][1], qa[m][2], qa[m][3]);
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 uint32_t b0, b1, b2, b3;
                 ldmatrix_x4(sK + swz<DP>(np * 16 + (lmat / 2) * 8 + lrow, kk * 16 + (lmat % 2) * 8), b0, b1, b2, b3);
-                mma_16816<F16>(s[2 * np], qa, b0, b1);
-                mma_16816<F16>(s[2 * np + 1], qa, b2, b3);
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    mma_16816<F16>(s[m][2 * np], qa[m], b0, b1);
+                    mma_16816<F16>(s[m][2 * np + 1], qa[m], b2, b3);
+                }
             }
         }
 
-        /* scores, masks, online softmax (or sigmoid weights) */
+        /* scores (log2 units), masks, then online softmax or sigmoid weights */
         const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
         const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
         const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
 #pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int64_t diag = row[r] + lk - lq;
-            float mx = -INFINITY;
+        for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int n = 0; n < BN / 8; n++)
+            for (int r = 0; r < 2; r++) {
+                if (plain) {
 #pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    const int64_t j = j0 + n * 8 + 2 * tq + c;
-                    float x = s[n][2 * r + c];
-                    x = plain ? x * scale_log2 : la_rule_score(&rule, x, slope, (float)(diag - j), NULL) * LA_LOG2E;
-                    if (masked && !(j < hi[r] && (j >= lo[r] || j < rule.sinks))) x = -INFINITY;
-                    s[n][2 * r + c] = x;
-                    mx = fmaxf(mx, x);
+                    for (int n = 0; n < BN / 8; n++) s[m][n][2 * r] *= scale_log2, s[m][n][2 * r + 1] *= scale_log2;
+                } else {
+                    const int64_t diag = row[m][r] + lk - lq;
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const int64_t j = j0 + n * 8 + 2 * tq + c;
+                            s[m][n][2 * r + c] =
+                                la_rule_score(&rule, s[m][n][2 * r + c], slope, (float)(diag - j), NULL) * LA_LOG2E;
+                        }
                 }
-            if (sigmoid) {
-                /* p = sigmoid(s + bias) = 1 / (1 + 2^-(s*log2e + bias*log2e)) */
-                const float bias = rule.sigmoid_bias * LA_LOG2E;
+                if (masked) {
+                    /* the row's visible keys, relative to j0: [0, sk) and [lo, hi) */
+                    const int64_t clo = lo[m][r] - j0, chi = hi[m][r] - j0, csk = rule.sinks - j0;
+                    const int rlo = clo < 0 ? 0 : clo > BN ? BN : (int)clo, rhi = chi < 0 ? 0 : chi > BN ? BN : (int)chi;
+                    const int rsk = csk < 0 ? 0 : csk > BN ? BN : (int)csk;
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const int j = n * 8 + 2 * tq + c;
+                            if (!(j < rhi && (j >= rlo || j < rsk))) s[m][n][2 * r + c] = -INFINITY;
+                        }
+                }
+                if (sigmoid) {
+                    /* p = sigmoid(s + bias) = 1 / (1 + 2^-(s + bias) log2e) */
+                    const float bias = rule.sigmoid_bias * LA_LOG2E;
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const float x = s[m][n][2 * r + c];
+                            s[m][n][2 * r + c] = x == -INFINITY ? 0.0f : 1.0f / (1.0f + exp2f(-(x + bias)));
+                        }
+                    continue;
+                }
+                float mx = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_run[m][r], mx);
+                const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a row that has seen nothing yet */
+                const float alpha = exp2f(m_run[m][r] - m_use);
+                m_run[m][r] = m_new;
+                float sum = 0;
 #pragma unroll
                 for (int n = 0; n < BN / 8; n++)
 #pragma unroll
                     for (int c = 0; c < 2; c++) {
-                        float x = s[n][2 * r + c];
-                        s[n][2 * r + c] = x == -INFINITY ? 0.0f : 1.0f / (1.0f + exp2f(-(x + bias)));
+                        const float p = exp2f(s[m][n][2 * r + c] - m_use);
+                        s[m][n][2 * r + c] = p;
+                        sum += p;
                     }
-                continue;
+                l_run[m][r] = l_run[m][r] * alpha + sum;
+#pragma unroll
+                for (int d = 0; d < DP / 8; d++) o[m][d][2 * r] *= alpha, o[m][d][2 * r + 1] *= alpha;
             }
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[r], mx);
-            const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-            const float alpha = exp2f(m_run[r] - m_use);
-            m_run[r] = m_new;
-            float sum = 0;
-#pragma unroll
-            for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                for (int c = 0; c < 2; c++) {
-                    float p = exp2f(s[n][2 * r + c] - m_use);
-                    s[n][2 * r + c] = p;
-                    sum += p;
-                }
-            l_run[r] = l_run[r] * alpha + sum;
-#pragma unroll
-            for (int d = 0; d < DP / 8; d++) o[d][2 * r] *= alpha, o[d][2 * r + 1] *= alpha;
-        }
 
         cp_async_wait_all();
         __syncthreads(); /* V[t] landed; every warp is done with K[t] */
         if (nt >= 0) load_tile<DP, BN, THREADS>(sK, kb, a.k_ts, nt * BN, lk, D);
         cp_async_commit();
 
-        /* O += P V */
+        /* O += P V, P rounded to the inputs' type */
 #pragma unroll
         for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t pa[4] = {pack2<F16>(s[2 * kk][0], s[2 * kk][1]), pack2<F16>(s[2 * kk][2], s[2 * kk][3]),
-                              pack2<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack2<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                pa[m][0] = pack2<F16>(s[m][2 * kk][0], s[m][2 * kk][1]);
+                pa[m][1] = pack2<F16>(s[m][2 * kk][2], s[m][2 * kk][3]);
+                pa[m][2] = pack2<F16>(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+                pa[m][3] = pack2<F16>(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+            }
 #pragma unroll
             for (int dp = 0; dp < DP / 16; dp++) {
                 if (dp * 16 >= D) break;
                 uint32_t b0, b1, b2, b3;
                 ldmatrix_x4_trans(sV + swz<DP>(kk * 16 + (lmat % 2) * 8 + lrow, dp * 16 + (lmat / 2) * 8), b0, b1,
                                   b2, b3);
-                mma_16816<F16>(o[2 * dp], pa, b0, b1);
-                mma_16816<F16>(o[2 * dp + 1], pa, b2, b3);
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    mma_16816<F16>(o[m][2 * dp], pa[m], b0, b1);
+                    mma_16816<F16>(o[m][2 * dp + 1], pa[m], b2, b3);
+                }
             }
         }
         t = nt;
@@ -278,25 +323,27 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
 
     /* out = O / l (softmax) or O (sigmoid); lse = ln(sum) */
 #pragma unroll
-    for (int r = 0; r < 2; r++) {
-        float l = l_run[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (row[r] >= lq) continue;
-        const float inv = sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
-        const int64_t tok = q0 + row[r];
-        char *orow = (char *)a.out + (b * a.o_bs + tok * a.o_ts + h * a.o_hs) * (a.out_f32 ? 4 : 2);
+    for (int m = 0; m < MT; m++)
 #pragma unroll
-        for (int d = 0; d < DP / 8; d++) {
-            const int col = d * 8 + 2 * tq;
-            if (d * 8 >= D) break;
-            const float x0 = o[d][2 * r] * inv, x1 = o[d][2 * r + 1] * inv;
-            if (a.out_f32) *reinterpret_cast<float2 *>(orow + col * 4) = make_float2(x0, x1);
-            else *reinterpret_cast<uint32_t *>(orow + col * 2) = pack2<F16>(x0, x1);
+        for (int r = 0; r < 2; r++) {
+            float l = l_run[m][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            if (row[m][r] >= lq) continue;
+            const float inv = sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
+            const int64_t tok = q0 + row[m][r];
+            char *orow = (char *)a.out + (b * a.o_bs + tok * a.o_ts + h * a.o_hs) * (a.out_f32 ? 4 : 2);
+#pragma unroll
+            for (int d = 0; d < DP / 8; d++) {
+                const int col = d * 8 + 2 * tq;
+                if (d * 8 >= D) break;
+                const float x0 = o[m][d][2 * r] * inv, x1 = o[m][d][2 * r + 1] * inv;
+                if (a.out_f32) *reinterpret_cast<float2 *>(orow + col * 4) = make_float2(x0, x1);
+                else *reinterpret_cast<uint32_t *>(orow + col * 2) = pack2<F16>(x0, x1);
+            }
+            if (a.lse && tq == 0)
+                a.lse[b * a.l_bs + tok * a.l_ts + h * a.l_hs] = l > 0 ? m_run[m][r] * LA_LN2 + logf(l) : -INFINITY;
         }
-        if (a.lse && tq == 0)
-            a.lse[b * a.l_bs + tok * a.l_ts + h * a.l_hs] = l > 0 ? m_run[r] * LA_LN2 + logf(l) : -INFINITY;
-    }
 }
 
 /* ------------------------------------------------------------ the launcher */
