@@ -153,8 +153,9 @@ LA_API size_t la_context_workspace_bytes(const la_context *ctx);
 /* CUDA tensors (device.kind LA_DEVICE_CUDA): calls on this context enqueue
  * their work on `stream` (a cudaStream_t; NULL, the default, is the legacy
  * default stream) and return without waiting for it. Device scratch memory
- * is owned by the context, grown on demand and freed by la_context_destroy;
- * a call on a new stream first waits for the context's previous work. The
+ * is owned by the context, grown on demand and freed by la_context_destroy
+ * (which waits for the context's GPU work first); a call on a new stream
+ * first waits, on the device, for the context's previous work. The
  * stream is stored in any build; only a build with the CUDA backend uses it. */
 LA_API la_status la_context_set_cuda_stream(la_context *ctx, void *stream);
 LA_API void *la_context_cuda_stream(const la_context *ctx);
