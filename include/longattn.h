@@ -93,7 +93,7 @@ LA_API size_t la_dtype_size(la_dtype t);   /* bytes per element; 0 if unknown */
 
 typedef enum {
     LA_DEVICE_CPU = 0,
-    LA_DEVICE_CUDA = 1   /* reserved for the CUDA backend */
+    LA_DEVICE_CUDA = 1   /* NVIDIA GPU memory (builds with the CUDA backend) */
 } la_device_kind;
 
 typedef struct {
@@ -150,6 +150,19 @@ LA_API la_simd la_context_simd(const la_context *ctx);
  * Passing NULL, 0 returns to the owned workspace. */
 LA_API la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes);
 LA_API size_t la_context_workspace_bytes(const la_context *ctx);
+/* CUDA tensors (device.kind LA_DEVICE_CUDA): calls on this context enqueue
+ * their work on `stream` (a cudaStream_t; NULL, the default, is the legacy
+ * default stream) and return without waiting for it. Device scratch memory
+ * is owned by the context, grown on demand and freed by la_context_destroy
+ * (which waits for the context's GPU work first); a call on a new stream
+ * first waits, on the device, for the context's previous work. The
+ * stream is stored in any build; only a build with the CUDA backend uses it. */
+LA_API la_status la_context_set_cuda_stream(la_context *ctx, void *stream);
+LA_API void *la_context_cuda_stream(const la_context *ctx);
+/* Whether this build has the CUDA backend and this machine can run it: 1
+ * when a CUDA device is usable, 0 otherwise (no backend built in, no driver,
+ * no GPU); la_last_error then says why. */
+LA_API int la_cuda_available(void);
 
 /* ------------------------------------------------------------ ceilings */
 

@@ -40,6 +40,7 @@ typedef struct {
     la_score_rule rule;
     la_simd simd;
     int threads;
+    la_device device;        /* where every tensor of the call lives */
 } la_attn_problem;
 
 typedef struct {

@@ -22,6 +22,10 @@ typedef struct la_backend {
     /* Workspace bytes the call needs; the op takes them from the context
      * and passes them to the call below. */
     la_status (*workspace)(const la_attn_problem *p, size_t *bytes);
+    /* Where that workspace lives: NULL takes it from the context's host
+     * workspace (la_workspace); a device backend gives its own (device
+     * memory the context owns, grown on demand). */
+    la_status (*workspace_alloc)(la_context *ctx, const la_attn_problem *p, size_t bytes, void **out);
     la_status (*forward)(la_context *ctx, const la_attn_forward_problem *p, void *ws);
     la_status (*backward)(la_context *ctx, const la_attn_backward_problem *p, void *ws);
     la_status (*decode)(la_context *ctx, const la_attn_decode_problem *p, void *ws);

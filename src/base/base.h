@@ -25,6 +25,13 @@ struct la_context {
     void *workspace;
     size_t workspace_bytes;
     bool workspace_borrowed;
+    /* Device backends: the stream calls run on (NULL = the default stream)
+     * and scratch memory on the device, owned by the backend that made it.
+     * The base layer knows no device API: whoever sets device_scratch sets
+     * device_release, which la_context_destroy calls to free it. */
+    void *cuda_stream;
+    void *device_scratch;
+    void (*device_release)(la_context *ctx);
 };
 
 /* Scratch of at least `bytes`, 64-byte aligned, valid until the next call

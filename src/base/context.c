@@ -23,8 +23,17 @@ la_status la_context_create(la_context **out, int threads) {
 void la_context_destroy(la_context *ctx) {
     if (!ctx) return;
     if (!ctx->workspace_borrowed) free(ctx->workspace);
+    if (ctx->device_release) ctx->device_release(ctx);
     free(ctx);
 }
+
+la_status la_context_set_cuda_stream(la_context *ctx, void *stream) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    ctx->cuda_stream = stream;
+    return la_succeed();
+}
+
+void *la_context_cuda_stream(const la_context *ctx) { return ctx ? ctx->cuda_stream : NULL; }
 
 la_status la_context_set_threads(la_context *ctx, int threads) {
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");

@@ -1,6 +1,9 @@
 #include "ops/backends.h"
 
 #include "cpu/cpu_backend.h"
+#ifdef LA_WITH_CUDA
+#include "cuda/cuda_backend.h"
+#endif
 
 la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_problem *p) {
     la_status s;
@@ -8,7 +11,7 @@ la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_pr
     size_t bytes = 0;
     if (be->workspace && (s = be->workspace(p, &bytes))) return s;
     void *ws;
-    if ((s = la_workspace(ctx, bytes, &ws))) return s;
+    if ((s = be->workspace_alloc ? be->workspace_alloc(ctx, p, bytes, &ws) : la_workspace(ctx, bytes, &ws))) return s;
     switch (p->op) {
     case LA_ATTN_FORWARD:
         if (!be->forward) break;
@@ -27,9 +30,24 @@ la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_pr
 }
 
 const la_backend *la_backend_for(la_device device) {
-    static const la_backend *const backends[] = {&la_cpu_backend};
+    static const la_backend *const backends[] = {
+        &la_cpu_backend,
+#ifdef LA_WITH_CUDA
+        &la_cuda_backend,
+#endif
+    };
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
         if (backends[i]->device == device.kind) return backends[i];
-    la_fail(LA_ERR_DEVICE, "tensors live on device kind %d; this build has no backend for it", (int)device.kind);
+    if (device.kind == LA_DEVICE_CUDA)
+        la_fail(LA_ERR_DEVICE, "tensors live on a CUDA device; this build has no CUDA backend (configure with LA_CUDA=ON)");
+    else
+        la_fail(LA_ERR_DEVICE, "tensors live on device kind %d; this build has no backend for it", (int)device.kind);
     return NULL;
 }
+
+#ifndef LA_WITH_CUDA
+int la_cuda_available(void) {
+    la_fail(LA_ERR_UNSUPPORTED, "this build has no CUDA backend (configure with LA_CUDA=ON)");
+    return 0;
+}
+#endif

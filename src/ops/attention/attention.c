@@ -228,6 +228,7 @@ la_status la_attention_forward(la_context *ctx, const la_attention_params *p, co
     const la_tensor *all[] = {q, k, v, out, lse};
     const la_backend *be = backend_of(all, 5);
     if (!be) return LA_ERR_DEVICE;
+    F.a.device = q->device;
     F.out = operand_of(out, !varlen);
     F.lse = operand_of(lse, !varlen);
     if ((s = la_backend_run(ctx, be, &F.a))) return s;
@@ -264,6 +265,7 @@ la_status la_attention_backward(la_context *ctx, const la_attention_params *p, c
     const la_tensor *all[] = {q, k, v, out, dout, lse, dq, dk, dv};
     const la_backend *be = backend_of(all, 9);
     if (!be) return LA_ERR_DEVICE;
+    P->device = q->device;
     Bp.fwd.out = operand_of(out, !varlen);
     Bp.fwd.lse = operand_of(lse, !varlen);
     Bp.dout = operand_of(dout, !varlen);
@@ -353,6 +355,7 @@ la_status la_attention_decode(la_context *ctx, const la_attention_params *p, con
     const la_tensor *all[] = {q, k, v, out, lse};
     const la_backend *be = backend_of(all, 5);
     if (!be) return LA_ERR_DEVICE;
+    P->device = q->device;
     Dp.fwd.out = operand_of(out, true);
     Dp.fwd.lse = operand_of(lse, true);
     if ((s = la_backend_run(ctx, be, P))) return s;

@@ -1,0 +1,377 @@
+/* Exact attention forward on NVIDIA GPUs (sm_80 and later): a
+ * FlashAttention-2 style kernel on the mma.sync tensor-core instructions.
+ *
+ * One thread block computes BM query rows of one head of one sequence;
+ * each of its warps owns MT 16-row slices of them (fwd_tiles). Key/value tiles of BN rows
+ * stream through shared memory with cp.async: V[t] loads while S = Q K[t]^T
+ * and its softmax are computed, K[t+1] while O += P V[t]. Scores, masks and
+ * the online softmax stay in registers (f32); P is rounded to the inputs'
+ * 16-bit type for the second product, as every flash kernel does.
+ *
+ * Masks and score transforms come from backend/score_rule.h: the block's
+ * first and last rows bound the keys any of its rows sees (the key range is
+ * monotone in the row), tiles outside them are never loaded, tiles every row
+ * sees fully run unmasked, the rest mask element-wise.
+ *
+ * Shared-memory rows are DP 16-bit elements (DP = the padded head dim) with
+ * their 16-byte chunks XOR-swizzled by (row % 8), so the 8 row addresses of
+ * each ldmatrix phase fall in 8 different bank groups. */
+#include "cuda/attention/forward.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#define LA_LOG2E 1.4426950408889634f
+#define LA_LN2 0.6931471805599453f
+
+/* ------------------------------------------------------------ PTX helpers */
+
+__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+/* 16 bytes global -> shared; src_bytes 0 writes zeros (rows past the end). */
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2,
+                                                  uint32_t &r3) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+                 : "r"(addr));
+}
+
+/* D (16x8 f32) += A (16x16, row) * B (16x8, col). */
+template <bool F16>
+__device__ __forceinline__ void mma_16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
+    if (F16)
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    else
+        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+                     "{%8, %9}, {%0, %1, %2, %3};\n"
+                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Two f32 -> one register of two 16-bit values (lo first). */
+template <bool F16> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
+    if (F16) {
+        __half2 h = __floats2half2_rn(lo, hi);
+        return *reinterpret_cast<uint32_t *>(&h);
+    }
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&h);
+}
+
+/* -------------------------------------------------------------- the kernel */
+
+/* Tile shapes per padded head dim. Each warp owns MT 16-row m-tiles, so
+ * every K/V fragment it reads from shared memory feeds MT products: with
+ * one m-tile the ldmatrix traffic (256 bytes per m16n8k16) outruns shared
+ * memory at half the tensor rate. O (MT * DP/2 f32 a thread) and S
+ * (MT * BN/2) must fit in registers without spills at 4 warps (ptxas -v,
+ * sm_90a): MT 2 up to DP 128 with BN 64 / 32, MT 1 at DP 256. */
+template <int DP> struct fwd_tiles {
+    static constexpr int NWARPS = 4;
+    static constexpr int MT = DP >= 256 ? 1 : 2;
+    static constexpr int BM = 16 * MT * NWARPS;
+    static constexpr int BN = DP >= 128 ? 32 : 64;
+    static constexpr int SMEM = (BM + 2 * BN) * DP * 2;
+};
+
+/* Byte offset of element (row, col) of a swizzled [rows][DP] 16-bit tile. */
+template <int DP> __device__ __forceinline__ uint32_t swz(int row, int col) {
+    return (uint32_t)((row * DP + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7)) * 2);
+}
+
+/* rows [r0, r0 + ROWS) of one head of an operand into a swizzled tile;
+ * rows at or past n and columns at or past D are zero-filled. */
+template <int DP, int ROWS, int THREADS>
+__device__ __forceinline__ void load_tile(uint32_t tile, const uint16_t *base, int64_t token_stride, int64_t r0,
+                                          int64_t n, int D) {
+    constexpr int CH = DP / 8;
+    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
+        int r = idx / CH, c = idx % CH;
+        bool ok = r0 + r < n && c * 8 < D;
+        const uint16_t *src = ok ? base + (r0 + r) * token_stride + c * 8 : base;
+        cp_async16(tile + swz<DP>(r, c * 8), src, ok ? 16 : 0);
+    }
+}
+
+/* The key tiles of BN keys a block visits: those meeting [0, sinks) or
+ * [lo, hi), in order; -1 when none is left. */
+__device__ __forceinline__ int64_t first_tile(int BN, int64_t sinks, int64_t lo, int64_t hi) {
+    int64_t t = sinks > 0 ? 0 : lo / BN;
+    return t * BN < hi ? t : -1;
+}
+__device__ __forceinline__ int64_t next_tile(int BN, int64_t t, int64_t sinks, int64_t lo, int64_t hi) {
+    int64_t n = t + 1;
+    if (n * BN >= sinks && n * BN + BN <= lo) n = lo / BN; /* skip the gap between the sinks and the window */
+    return n * BN < hi ? n : -1;
+}
+
+template <int DP, bool F16>
+__global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
+    attn_fwd_mma_kernel(const la_cuda_fwd_args a) {
+    using T = fwd_tiles<DP>;
+    constexpr int BM = T::BM, BN = T::BN, MT = T::MT, THREADS = T::NWARPS * 32;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const uint32_t sQ = smem_addr(smem), sK = sQ + BM * DP * 2, sV = sK + BN * DP * 2;
+
+    const int64_t b = blockIdx.z, h = blockIdx.y;
+    const int64_t mblk = gridDim.x - 1 - blockIdx.x; /* heaviest (causal) blocks first */
+    int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
+    if (a.cu_q) {
+        q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
+        k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
+    }
+    const int64_t i0 = mblk * BM;
+    if (i0 >= lq) return;
+    const int D = (int)a.D;
+    const la_score_rule rule = a.rule;
+    const int64_t hk = h / (a.H / a.Hkv);
+    const uint16_t *qb = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
+    const uint16_t *kb = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
+    const uint16_t *vb = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
+
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+
+    /* The keys any row of the block sees: [0, sinks) and [lo_first, hi_last). */
+    const int64_t i_last = (i0 + BM < lq ? i0 + BM : lq) - 1;
+    int64_t lo_first, hi_first, lo_last, hi_last;
+    la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
+    la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
+    const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
+
+    /* This thread's rows: g and g + 8 of each of its warp's MT m-tiles;
+     * rows past lq see nothing. */
+    int64_t row[MT][2], lo[MT][2], hi[MT][2];
+    const float slope = la_rule_slope(&rule, h);
+    for (int m = 0; m < MT; m++)
+        for (int r = 0; r < 2; r++) {
+            row[m][r] = i0 + (warp * MT + m) * 16 + g + 8 * r;
+            if (row[m][r] < lq) la_rule_key_range(&rule, row[m][r], lq, lk, &lo[m][r], &hi[m][r]);
+            else lo[m][r] = hi[m][r] = 0;
+        }
+    const bool plain = rule.softcap <= 0 && slope == 0;
+    const bool sigmoid = rule.score == LA_SCORE_SIGMOID;
+    const float scale_log2 = rule.scale * LA_LOG2E;
+
+    float o[MT][DP / 8][4];
+    float m_run[MT][2], l_run[MT][2]; /* running max (log2 units) and sum */
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) o[m][d][0] = o[m][d][1] = o[m][d][2] = o[m][d][3] = 0;
+        m_run[m][0] = m_run[m][1] = -INFINITY;
+        l_run[m][0] = l_run[m][1] = 0;
+    }
+
+    int64_t t = first_tile(BN, sinks, lo_first, hi_last);
+    load_tile<DP, BM, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
+    if (t >= 0) load_tile<DP, BN, THREADS>(sK, kb, a.k_ts, t * BN, lk, D);
+    cp_async_commit();
+
+    const int lrow = lane % 8, lmat = lane / 8; /* ldmatrix: this lane's row in its 8x8 matrix, and which matrix */
+
+    while (t >= 0) {
+        const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+        cp_async_wait_all();
+        __syncthreads(); /* K[t] (and Q) landed; every warp is done with V[t-1] */
+        load_tile<DP, BN, THREADS>(sV, vb, a.v_ts, j0, lk, D);
+        cp_async_commit();
+
+        /* S = Q K^T: MT x 16 rows by BN keys per warp */
+        float s[MT][BN / 8][4];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0;
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            if (kk * 16 >= D) break;
+            uint32_t qa[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+                ldmatrix_x4(sQ + swz<DP>((warp * MT + m) * 16 + lrow + (lmat % 2) * 8, kk * 16 + (lmat / 2) * 8),
+                            qa[m][0], qa[m][1], qa[m][2], qa[m][3]);
+#pragma unroll
+            for (int np = 0; np < BN / 16; np++) {
+                uint32_t b0, b1, b2, b3;
+                ldmatrix_x4(sK + swz<DP>(np * 16 + (lmat / 2) * 8 + lrow, kk * 16 + (lmat % 2) * 8), b0, b1, b2, b3);
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    mma_16816<F16>(s[m][2 * np], qa[m], b0, b1);
+                    mma_16816<F16>(s[m][2 * np + 1], qa[m], b2, b3);
+                }
+            }
+        }
+
+        /* scores (log2 units), masks, then online softmax or sigmoid weights */
+        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+        const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int r = 0; r < 2; r++) {
+                if (plain) {
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++) s[m][n][2 * r] *= scale_log2, s[m][n][2 * r + 1] *= scale_log2;
+                } else {
+                    const int64_t diag = row[m][r] + lk - lq;
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const int64_t j = j0 + n * 8 + 2 * tq + c;
+                            s[m][n][2 * r + c] =
+                                la_rule_score(&rule, s[m][n][2 * r + c], slope, (float)(diag - j), NULL) * LA_LOG2E;
+                        }
+                }
+                if (masked) {
+                    /* the row's visible keys, relative to j0: [0, sk) and [lo, hi) */
+                    const int64_t clo = lo[m][r] - j0, chi = hi[m][r] - j0, csk = rule.sinks - j0;
+                    const int rlo = clo < 0 ? 0 : clo > BN ? BN : (int)clo, rhi = chi < 0 ? 0 : chi > BN ? BN : (int)chi;
+                    const int rsk = csk < 0 ? 0 : csk > BN ? BN : (int)csk;
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const int j = n * 8 + 2 * tq + c;
+                            if (!(j < rhi && (j >= rlo || j < rsk))) s[m][n][2 * r + c] = -INFINITY;
+                        }
+                }
+                if (sigmoid) {
+                    /* p = sigmoid(s + bias) = 1 / (1 + 2^-(s + bias) log2e) */
+                    const float bias = rule.sigmoid_bias * LA_LOG2E;
+#pragma unroll
+                    for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                        for (int c = 0; c < 2; c++) {
+                            const float x = s[m][n][2 * r + c];
+                            s[m][n][2 * r + c] = x == -INFINITY ? 0.0f : 1.0f / (1.0f + exp2f(-(x + bias)));
+                        }
+                    continue;
+                }
+                float mx = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float m_new = fmaxf(m_run[m][r], mx);
+                const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a row that has seen nothing yet */
+                const float alpha = exp2f(m_run[m][r] - m_use);
+                m_run[m][r] = m_new;
+                float sum = 0;
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        const float p = exp2f(s[m][n][2 * r + c] - m_use);
+                        s[m][n][2 * r + c] = p;
+                        sum += p;
+                    }
+                l_run[m][r] = l_run[m][r] * alpha + sum;
+#pragma unroll
+                for (int d = 0; d < DP / 8; d++) o[m][d][2 * r] *= alpha, o[m][d][2 * r + 1] *= alpha;
+            }
+
+        cp_async_wait_all();
+        __syncthreads(); /* V[t] landed; every warp is done with K[t] */
+        if (nt >= 0) load_tile<DP, BN, THREADS>(sK, kb, a.k_ts, nt * BN, lk, D);
+        cp_async_commit();
+
+        /* O += P V, P rounded to the inputs' type */
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            uint32_t pa[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                pa[m][0] = pack2<F16>(s[m][2 * kk][0], s[m][2 * kk][1]);
+                pa[m][1] = pack2<F16>(s[m][2 * kk][2], s[m][2 * kk][3]);
+                pa[m][2] = pack2<F16>(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
+                pa[m][3] = pack2<F16>(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int dp = 0; dp < DP / 16; dp++) {
+                if (dp * 16 >= D) break;
+                uint32_t b0, b1, b2, b3;
+                ldmatrix_x4_trans(sV + swz<DP>(kk * 16 + (lmat % 2) * 8 + lrow, dp * 16 + (lmat / 2) * 8), b0, b1,
+                                  b2, b3);
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    mma_16816<F16>(o[m][2 * dp], pa[m], b0, b1);
+                    mma_16816<F16>(o[m][2 * dp + 1], pa[m], b2, b3);
+                }
+            }
+        }
+        t = nt;
+    }
+    cp_async_wait_all();
+
+    /* out = O / l (softmax) or O (sigmoid); lse = ln(sum) */
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            float l = l_run[m][r];
+            l += __shfl_xor_sync(0xffffffffu, l, 1);
+            l += __shfl_xor_sync(0xffffffffu, l, 2);
+            if (row[m][r] >= lq) continue;
+            const float inv = sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
+            const int64_t tok = q0 + row[m][r];
+            char *orow = (char *)a.out + (b * a.o_bs + tok * a.o_ts + h * a.o_hs) * (a.out_f32 ? 4 : 2);
+#pragma unroll
+            for (int d = 0; d < DP / 8; d++) {
+                const int col = d * 8 + 2 * tq;
+                if (d * 8 >= D) break;
+                const float x0 = o[m][d][2 * r] * inv, x1 = o[m][d][2 * r + 1] * inv;
+                if (a.out_f32) *reinterpret_cast<float2 *>(orow + col * 4) = make_float2(x0, x1);
+                else *reinterpret_cast<uint32_t *>(orow + col * 2) = pack2<F16>(x0, x1);
+            }
+            if (a.lse && tq == 0)
+                a.lse[b * a.l_bs + tok * a.l_ts + h * a.l_hs] = l > 0 ? m_run[m][r] * LA_LN2 + logf(l) : -INFINITY;
+        }
+}
+
+/* ------------------------------------------------------------ the launcher */
+
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, cudaStream_t stream) {
+    using T = fwd_tiles<DP>;
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_mma_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         T::SMEM);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
+    attn_fwd_mma_kernel<DP, F16><<<grid, T::NWARPS * 32, T::SMEM, stream>>>(*a);
+    return cudaGetLastError();
+}
+
+template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, cudaStream_t stream) {
+    if (a->D <= 64) return launch<64, F16>(a, stream);
+    if (a->D <= 128) return launch<128, F16>(a, stream);
+    return launch<256, F16>(a, stream);
+}
+
+extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a, void *stream) {
+    if (a->D > LA_CUDA_MAX_HEAD_DIM || a->D % 8)
+        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
+                       (long long)a->D, LA_CUDA_MAX_HEAD_DIM);
+    if (a->Lq == 0) return LA_OK;
+    cudaError_t e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
+    if (e != cudaSuccess)
+        return la_fail(LA_ERR_DEVICE, "CUDA attention forward launch failed: %s (%s)", cudaGetErrorName(e),
+                       cudaGetErrorString(e));
+    return LA_OK;
+}
