@@ -46,12 +46,13 @@ extern "C" {
 typedef enum {
     LA_OK = 0,
     LA_ERR_NULL,         /* a required pointer is NULL */
-    LA_ERR_SHAPE,        /* sizes disagree, are <= 0, or heads do not divide */
+    LA_ERR_SHAPE,        /* sizes disagree, are < 0, are 0 where the call needs > 0, or heads do not divide */
     LA_ERR_DTYPE,        /* dtype not accepted for this argument */
-    LA_ERR_STRIDE,       /* strides negative, misaligned or overlapping the head dim */
-    LA_ERR_OVERFLOW,     /* a size or offset does not fit in 64 bits / size_t */
+    LA_ERR_STRIDE,       /* strides negative, data misaligned for its dtype, or a tensor's elements overlapping */
+    LA_ERR_OVERFLOW,     /* a size, element count or offset does not fit in 64 bits / size_t */
     LA_ERR_UNSUPPORTED,  /* valid request this build or backend cannot run */
-    LA_ERR_ARGUMENT,     /* an option value is out of range or inconsistent */
+    LA_ERR_ARGUMENT,     /* an option value out of range or inconsistent, a plain array misaligned,
+                          * or an output sharing memory with another argument */
     LA_ERR_SEQLENS,      /* cu_seqlens / seqlens / block table out of range */
     LA_ERR_NOMEM,        /* allocation failed */
     LA_ERR_WORKSPACE,    /* caller-provided workspace is too small */
@@ -102,7 +103,7 @@ typedef struct {
 } la_device;
 
 typedef struct {
-    void *data;
+    void *data;                      /* aligned to the dtype's size; may be NULL when a dim is 0 */
     la_dtype dtype;
     int ndim;                        /* 1..LA_MAX_DIMS */
     int64_t shape[LA_MAX_DIMS];
@@ -210,7 +211,36 @@ typedef struct {
  * fields keep their off value. */
 LA_API la_attention_params la_attention_params_default(void);
 
-/* out = attention(q, k, v).
+/* What every attention call checks before it touches memory:
+ *  - Sizes (LA_ERR_SHAPE): batch, Lq, H, Hkv and D must be > 0, except that
+ *    k/v may hold no key (dense Lk = 0, a packed Tk = 0, a decode cache of
+ *    capacity 0 or seqlens_k 0): every query row then sees no key and gets
+ *    out 0, lse -inf, dq 0. A packed q may hold no token (Tq = 0).
+ *  - Counts (LA_ERR_OVERFLOW): every tensor's element count, and
+ *    num_seqs x heads x max(L, 1) x D on the query and the key side, fit in
+ *    int64, whatever memory the strides span.
+ *  - Alignment: tensor data aligned to its element size (LA_ERR_STRIDE);
+ *    alibi_slopes, cu_seqlens_*, seqlens_k and block_table to 4 bytes
+ *    (LA_ERR_ARGUMENT).
+ *  - No tensor overlaps itself (LA_ERR_STRIDE): taking the dims of size > 1
+ *    by increasing stride, each stride is at least 1 + the sum of
+ *    (size - 1) x stride over the dims before it (a sufficient test that
+ *    distinct elements lie in distinct memory). Every permuted or padded
+ *    layout passes ([B, H, L, D] memory, rows with gaps); zero strides on
+ *    dims of size > 1 (broadcast views) and axes stepping into each other
+ *    do not. A dim of size 1 may have any stride >= 0. Inputs too.
+ *  - Outputs share no memory (LA_ERR_ARGUMENT) with any input (tensors and
+ *    the arrays above) or with each other: no call runs in place. Inputs may
+ *    share memory with each other (q = k = v; a packed [T, 3, H, D] qkv).
+ *    Two views that step the same bytes along every dim either moves in are
+ *    compared exactly, so outputs interleaved in one buffer without
+ *    touching pass (dq, dk, dv in a packed [T, 3, H, D] gradient); other
+ *    pairs are compared by the byte range from first to last element, and
+ *    rejected if those intersect even when the elements interleave (out and
+ *    lse rows alternating in one buffer).
+ *  - No argument lies in a workspace lent to the context (LA_ERR_ARGUMENT).
+ *
+ * out = attention(q, k, v).
  *  dense : q [B, Lq, H, D], k/v [B, Lk, Hkv, D], out [B, Lq, H, D], lse [B, Lq, H]
  *  varlen: q [Tq, H, D],    k/v [Tk, Hkv, D],    out [Tq, H, D],    lse [Tq, H]
  * q/k/v: f32, bf16 or f16 (all three the same); out: f32 or q's dtype;

@@ -74,6 +74,18 @@ la_status la_check_tensor(const la_tensor *t, const char *name, int ndim, unsign
     if (!la_mul_size((size_t)max_offset + 1, la_dtype_size(t->dtype), &bytes) ||
         (uint64_t)max_offset >= (uint64_t)INT64_MAX / 8)
         return la_fail(LA_ERR_OVERFLOW, "%s spans more bytes than fit in size_t", name);
+    /* The extent bounds the memory, not the element count: zero or small
+     * strides let a view of little memory name more elements than int64
+     * counts, and every loop over them would overflow. */
+    int64_t numel = 1;
+    for (int i = 0; i < ndim && !empty; i++)
+        if (!la_mul_i64(numel, t->shape[i], &numel))
+            return la_fail(LA_ERR_OVERFLOW, "%s has more elements than fit in 64 bits (the product of its %d dims)",
+                           name, ndim);
     if (!t->data && !empty) return la_fail(LA_ERR_NULL, "%s->data is NULL", name);
+    const size_t es = la_dtype_size(t->dtype);
+    if ((uintptr_t)t->data % es != 0)
+        return la_fail(LA_ERR_STRIDE, "%s->data (%p) is not aligned to its %zu-byte %s elements", name, t->data, es,
+                       la_dtype_name(t->dtype));
     return LA_OK;
 }

@@ -66,16 +66,6 @@ static la_attn_operand operand_of(const la_tensor *t, bool has_batch) {
     return o;
 }
 
-/* The head dim must not overlap neighbouring heads or tokens, or writes race. */
-static la_status check_no_head_overlap(const la_tensor *t, const char *name, int head_axis, int64_t D) {
-    if (la_tensor_numel(t) == 0) return LA_OK; /* nothing to overlap (contiguous empty views have 0 strides) */
-    for (int i = 0; i < head_axis + 1; i++)
-        if (t->shape[i] > 1 && t->stride[i] < D)
-            return la_fail(LA_ERR_STRIDE, "%s stride %d is %lld; smaller than head_dim %lld, rows would overlap",
-                           name, i, (long long)t->stride[i], (long long)D);
-    return LA_OK;
-}
-
 /* The backend of the call's tensors (NULL ones skipped): all on one device,
  * one this build has a backend for. NULL with the error set otherwise. */
 static const la_backend *backend_of(const la_tensor *const *tensors, int n) {
@@ -92,6 +82,8 @@ static const la_backend *backend_of(const la_tensor *const *tensors, int n) {
 
 static la_status check_cu_seqlens(const int32_t *cu, const char *name, int64_t n, int64_t total, int64_t *max_len) {
     if (!cu) return la_fail(LA_ERR_NULL, "%s is NULL", name);
+    la_status s = la_check_aligned(cu, sizeof *cu, name);
+    if (s) return s;
     if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "%s[0] is %d; must be 0", name, cu[0]);
     *max_len = 0;
     for (int64_t i = 0; i < n; i++) {
@@ -107,18 +99,21 @@ static la_status check_cu_seqlens(const int32_t *cu, const char *name, int64_t n
 }
 
 /* Checks shared by forward, backward and decode: q, k, v and the shape
- * relations between them. Fills the problem's sizes and operands. */
+ * relations between them. Fills the problem's sizes and operands. k and v
+ * may hold no key (dim 1 dense, dim 0 packed); q may be an empty packed
+ * batch. kv_own_dtype: k/v may differ from q's dtype (decode's cache). */
 static la_status check_qkv(const la_attention_params *p, const la_tensor *q, const la_tensor *k,
-                           const la_tensor *v, bool varlen, bool paged, la_attn_problem *P) {
+                           const la_tensor *v, bool varlen, bool paged, bool kv_own_dtype, la_attn_problem *P) {
     la_status s;
     int nd = varlen ? 3 : 4;
     unsigned zero_tokens = varlen ? 1u : 2u; /* an empty batch entry or an empty packed batch */
     if ((s = la_check_tensor(q, "q", nd, varlen ? 1u : 0u)) || (s = la_check_tensor(k, "k", nd, zero_tokens)) ||
         (s = la_check_tensor(v, "v", nd, zero_tokens)))
         return s;
-    if (k->dtype != q->dtype || v->dtype != q->dtype)
-        return la_fail(LA_ERR_DTYPE, "q, k, v dtypes are %s, %s, %s; they must match", la_dtype_name(q->dtype),
-                       la_dtype_name(k->dtype), la_dtype_name(v->dtype));
+    if (kv_own_dtype ? k->dtype != v->dtype : k->dtype != q->dtype || v->dtype != q->dtype)
+        return la_fail(LA_ERR_DTYPE, "q, k, v dtypes are %s, %s, %s; %s", la_dtype_name(q->dtype),
+                       la_dtype_name(k->dtype), la_dtype_name(v->dtype),
+                       kv_own_dtype ? "k and v must match" : "they must match");
     if ((s = check_same_shape(k, "k", v, "v", nd))) return s;
     int hx = nd - 2; /* head axis */
     P->H = q->shape[hx];
@@ -136,9 +131,13 @@ static la_status check_qkv(const la_attention_params *p, const la_tensor *q, con
     if (!varlen && !paged && k->shape[0] != q->shape[0])
         return la_fail(LA_ERR_SHAPE, "k batch is %lld but q batch is %lld", (long long)k->shape[0],
                        (long long)q->shape[0]);
-    if ((s = check_no_head_overlap(q, "q", hx, P->D)) || (s = check_no_head_overlap(k, "k", hx, P->D)) ||
-        (s = check_no_head_overlap(v, "v", hx, P->D)))
+    /* Every tensor argument's elements lie in distinct memory: for an output
+     * two threads would race on a shared element, and inputs follow the
+     * same rule so one description fits every argument. */
+    if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
+        (s = la_check_no_self_overlap(v, "v")))
         return s;
+    if ((s = la_check_aligned(p->alibi_slopes, sizeof(float), "alibi_slopes"))) return s;
     if (p->alibi_slopes)
         for (int64_t h = 0; h < P->H; h++)
             if (!isfinite(p->alibi_slopes[h]))
@@ -158,14 +157,15 @@ static la_status check_qkv(const la_attention_params *p, const la_tensor *q, con
     return LA_OK;
 }
 
-/* An output shaped like `like` (q or k) with dtype f32 or `like`'s. */
+/* A tensor shaped like `like` (q or k) with dtype f32 or `like`'s: the
+ * outputs, and the backward's out and dout. */
 static la_status check_output_like(const la_tensor *t, const char *name, const la_tensor *like, int nd, unsigned zero,
                                    bool f32_only) {
     la_status s;
     if ((s = la_check_tensor(t, name, nd, zero))) return s;
     if ((s = check_same_shape(t, name, like, like == t ? name : "its input", nd))) return s;
     if ((s = check_dtype_is(t, name, LA_F32, f32_only ? LA_F32 : like->dtype))) return s;
-    return check_no_head_overlap(t, name, nd - 2, like->shape[nd - 1]);
+    return la_check_no_self_overlap(t, name);
 }
 
 static la_status check_lse(const la_tensor *lse, const char *name, const la_tensor *q, int nd, unsigned zero) {
@@ -176,7 +176,7 @@ static la_status check_lse(const la_tensor *lse, const char *name, const la_tens
         if (lse->shape[i] != q->shape[i])
             return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; must equal q dim %d (%lld)", name, i,
                            (long long)lse->shape[i], i, (long long)q->shape[i]);
-    return LA_OK;
+    return la_check_no_self_overlap(lse, name);
 }
 
 static la_status check_layout_varlen(const la_attention_params *p, const la_tensor *q, const la_tensor *k,
@@ -202,6 +202,70 @@ static la_status check_layout_varlen(const la_attention_params *p, const la_tens
     return LA_OK;
 }
 
+/* The products the kernels form from the sizes (query rows num_seqs * H *
+ * Lq, K/V groups num_seqs * Hkv, key rows, and each times D) fit in int64.
+ * The views' own checks do not cover them: a varlen batch's sizes come
+ * from cu_seqlens, an empty q or k bounds no head count, and a decode
+ * cache's capacity is blocks_per_seq * block_size. A length of 0 counts as
+ * 1, so an empty side still bounds the head count. */
+static la_status check_problem_sizes(const la_attn_problem *P) {
+    const struct { const char *what; int64_t heads, len; } sides[2] = {{"query", P->H, P->Lq}, {"key", P->Hkv, P->Lk}};
+    for (int i = 0; i < 2; i++) {
+        int64_t n;
+        if (!la_mul_i64(P->num_seqs, sides[i].heads, &n) || !la_mul_i64(n, sides[i].len > 0 ? sides[i].len : 1, &n) ||
+            !la_mul_i64(n, P->D, &n))
+            return la_fail(LA_ERR_OVERFLOW,
+                           "%lld sequences x %lld heads x %lld %s rows x head_dim %lld overflows 64 bits",
+                           (long long)P->num_seqs, (long long)sides[i].heads, (long long)sides[i].len, sides[i].what,
+                           (long long)P->D);
+    }
+    return LA_OK;
+}
+
+/* One argument's memory for the aliasing rule: a tensor view (t), or a
+ * plain array of `bytes` at ptr. Absent arguments (NULL) are skipped. */
+typedef struct {
+    const char *name;
+    const la_tensor *t;
+    const void *ptr;
+    size_t bytes;
+} arg_memory;
+
+/* The first n_out of args are outputs. Each shares no memory with any
+ * other argument (a kernel would read what it overwrote, or two outputs'
+ * writers race), and no argument shares memory with a workspace lent to the
+ * context (the kernels scribble on all of it). LA_ERR_ARGUMENT otherwise. */
+static la_status check_memory(const la_context *ctx, const arg_memory *args, int n, int n_out) {
+    la_status s;
+    for (int i = 0; i < n_out; i++) {
+        if (!args[i].t) continue;
+        for (int j = i + 1; j < n; j++) {
+            if (args[j].t)
+                s = la_check_disjoint(args[i].t, args[i].name, args[j].t, args[j].name);
+            else
+                s = la_check_disjoint_bytes(args[i].t, args[i].name, args[j].ptr, args[j].bytes, args[j].name);
+            if (s) return s;
+        }
+    }
+    if (!ctx->workspace_borrowed) return LA_OK; /* the context's own allocation */
+    const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
+    for (int i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)args[i].ptr, hi = lo + args[i].bytes < lo ? UINTPTR_MAX : lo + args[i].bytes;
+        if (args[i].t && !la_tensor_bytes(args[i].t, &lo, &hi)) continue;
+        if (lo < hi && lo < whi && wlo < hi)
+            return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context (la_context_set_workspace)",
+                           args[i].name);
+    }
+    return LA_OK;
+}
+
+/* Bytes of an int32 / float array of n entries, saturated (n is bounded by
+ * checked sizes; saturation only widens what counts as overlapping). */
+static size_t array_bytes(int64_t n, size_t elem) {
+    size_t b;
+    return n <= 0 ? 0 : la_mul_size((size_t)n, elem, &b) ? b : SIZE_MAX;
+}
+
 static la_status begin(la_context *ctx, const la_attention_params *p, la_attn_problem *P, la_attn_op op) {
     P->op = op;
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
@@ -217,14 +281,21 @@ la_status la_attention_forward(la_context *ctx, const la_attention_params *p, co
     if (s) return s;
     bool varlen = p->cu_seqlens_q != NULL;
     int nd = varlen ? 3 : 4;
-    if ((s = check_qkv(p, q, k, v, varlen, false, &F.a))) return s;
+    if ((s = check_qkv(p, q, k, v, varlen, false, false, &F.a))) return s;
     if ((s = check_layout_varlen(p, q, k, &F.a))) return s;
+    if ((s = check_problem_sizes(&F.a))) return s;
     if ((s = check_output_like(out, "out", q, nd, varlen ? 1u : 0u, false))) return s;
     if (lse) {
         if (p->score != LA_SCORE_SOFTMAX)
             return la_fail(LA_ERR_ARGUMENT, "lse is defined for softmax only; pass NULL with sigmoid");
         if ((s = check_lse(lse, "lse", q, nd, varlen ? 1u : 0u))) return s;
     }
+    const size_t cu_bytes = array_bytes(p->num_seqs + 1, sizeof(int32_t));
+    const arg_memory mem[] = {{"out", out}, {"lse", lse}, {"q", q}, {"k", k}, {"v", v},
+                              {"alibi_slopes", NULL, p->alibi_slopes, array_bytes(F.a.H, sizeof(float))},
+                              {"cu_seqlens_q", NULL, p->cu_seqlens_q, cu_bytes},
+                              {"cu_seqlens_k", NULL, p->cu_seqlens_k, cu_bytes}};
+    if ((s = check_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, out, lse};
     const la_backend *be = backend_of(all, 5);
     if (!be) return LA_ERR_DEVICE;
@@ -246,13 +317,15 @@ la_status la_attention_backward(la_context *ctx, const la_attention_params *p, c
     bool varlen = p->cu_seqlens_q != NULL;
     int nd = varlen ? 3 : 4;
     unsigned zq = varlen ? 1u : 0u, zk = varlen ? 1u : 2u;
-    if ((s = check_qkv(p, q, k, v, varlen, false, P))) return s;
+    if ((s = check_qkv(p, q, k, v, varlen, false, false, P))) return s;
     if ((s = check_layout_varlen(p, q, k, P))) return s;
+    if ((s = check_problem_sizes(P))) return s;
     if ((s = la_check_tensor(out, "out", nd, zq)) || (s = check_same_shape(out, "out", q, "q", nd)) ||
         (s = la_check_tensor(dout, "dout", nd, zq)) || (s = check_same_shape(dout, "dout", q, "q", nd)))
         return s;
     if ((s = check_dtype_is(out, "out", LA_F32, q->dtype)) || (s = check_dtype_is(dout, "dout", LA_F32, q->dtype)))
         return s;
+    if ((s = la_check_no_self_overlap(out, "out")) || (s = la_check_no_self_overlap(dout, "dout"))) return s;
     if (p->score == LA_SCORE_SOFTMAX) {
         if (!lse) return la_fail(LA_ERR_NULL, "lse is NULL; softmax backward needs the forward's lse");
         if ((s = check_lse(lse, "lse", q, nd, zq))) return s;
@@ -262,6 +335,13 @@ la_status la_attention_backward(la_context *ctx, const la_attention_params *p, c
     if ((s = check_output_like(dq, "dq", q, nd, zq, false)) || (s = check_output_like(dk, "dk", k, nd, zk, false)) ||
         (s = check_output_like(dv, "dv", v, nd, zk, false)))
         return s;
+    const size_t cu_bytes = array_bytes(p->num_seqs + 1, sizeof(int32_t));
+    const arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"q", q}, {"k", k}, {"v", v},
+                              {"out", out}, {"dout", dout}, {"lse", lse},
+                              {"alibi_slopes", NULL, p->alibi_slopes, array_bytes(P->H, sizeof(float))},
+                              {"cu_seqlens_q", NULL, p->cu_seqlens_q, cu_bytes},
+                              {"cu_seqlens_k", NULL, p->cu_seqlens_k, cu_bytes}};
+    if ((s = check_memory(ctx, mem, 12, 3))) return s;
     const la_tensor *all[] = {q, k, v, out, dout, lse, dq, dk, dv};
     const la_backend *be = backend_of(all, 9);
     if (!be) return LA_ERR_DEVICE;
@@ -280,6 +360,10 @@ static la_status check_kv_layout(const la_kv_layout *L, const la_tensor *k, la_a
     la_attn_problem *P = &Dp->fwd.a;
     la_kv_pages *kv = &Dp->kv;
     int64_t B = P->num_seqs;
+    la_status s;
+    if (L && ((s = la_check_aligned(L->seqlens_k, sizeof(int32_t), "seqlens_k")) ||
+              (s = la_check_aligned(L->block_table, sizeof(int32_t), "block_table"))))
+        return s;
     if (!L || !L->block_table) {
         P->Lk = k->shape[1];
         if (k->shape[0] != B)
@@ -332,26 +416,28 @@ la_status la_attention_decode(la_context *ctx, const la_attention_params *p, con
     if (layout && layout->block_table == NULL && layout->blocks_per_seq != 0)
         return la_fail(LA_ERR_ARGUMENT, "blocks_per_seq is %lld but block_table is NULL",
                        (long long)layout->blocks_per_seq);
-    if ((s = la_check_tensor(q, "q", 4, 0))) return s;
+    /* q is f32; the cache may be narrower (k and v of one dtype). */
+    if ((s = check_qkv(p, q, k, v, false, layout && layout->block_table, true, P))) return s;
     if ((s = check_dtype_is(q, "q", LA_F32, LA_F32))) return s;
-    if ((s = la_check_tensor(k, "k", 4, 2)) || (s = la_check_tensor(v, "v", 4, 2))) return s;
-    if ((s = check_same_shape(k, "k", v, "v", 4))) return s;
-    if (k->dtype != v->dtype) return la_fail(LA_ERR_DTYPE, "k is %s but v is %s; they must match",
-                                             la_dtype_name(k->dtype), la_dtype_name(v->dtype));
-    /* check_qkv wants q, k, v of one dtype; decode allows f32 q over a narrower cache. */
-    la_tensor kq = *k, vq = *v;
-    kq.dtype = vq.dtype = q->dtype;
-    if ((s = check_qkv(p, q, &kq, &vq, false, layout && layout->block_table, P))) return s;
-    P->k.dtype = P->v.dtype = k->dtype;
     P->num_seqs = q->shape[0];
     P->Lq = q->shape[1];
     if ((s = check_kv_layout(layout, k, &Dp))) return s;
+    if ((s = check_problem_sizes(P))) return s;
     if ((s = check_output_like(out, "out", q, 4, 0, false))) return s;
     if (lse) {
         if (p->score != LA_SCORE_SOFTMAX)
             return la_fail(LA_ERR_ARGUMENT, "lse is defined for softmax only; pass NULL with sigmoid");
         if ((s = check_lse(lse, "lse", q, 4, 0))) return s;
     }
+    const int64_t B = P->num_seqs;
+    const bool paged = layout && layout->block_table;
+    const arg_memory mem[] = {
+        {"out", out}, {"lse", lse}, {"q", q}, {"k", k}, {"v", v},
+        {"alibi_slopes", NULL, p->alibi_slopes, array_bytes(P->H, sizeof(float))},
+        {"seqlens_k", NULL, layout ? layout->seqlens_k : NULL, array_bytes(B, sizeof(int32_t))},
+        {"block_table", NULL, paged ? layout->block_table : NULL,
+         array_bytes(paged ? B * layout->blocks_per_seq : 0, sizeof(int32_t))}};
+    if ((s = check_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, out, lse};
     const la_backend *be = backend_of(all, 5);
     if (!be) return LA_ERR_DEVICE;
