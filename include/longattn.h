@@ -89,8 +89,10 @@ typedef enum {
     LA_DTYPE_COUNT
 } la_dtype;
 
+/* Name ("f32") and bytes per element (0 if unknown), from the one table of
+ * element formats that also describes the ggml weight types below. */
 LA_API const char *la_dtype_name(la_dtype t);
-LA_API size_t la_dtype_size(la_dtype t);   /* bytes per element; 0 if unknown */
+LA_API size_t la_dtype_size(la_dtype t);
 
 typedef enum {
     LA_DEVICE_CPU = 0,
@@ -363,9 +365,12 @@ LA_API int64_t la_gguf_tensor_count(const la_gguf *g);
 LA_API const la_gguf_tensor *la_gguf_tensor_at(const la_gguf *g, int64_t i);
 LA_API const la_gguf_tensor *la_gguf_tensor_find(const la_gguf *g, const char *name); /* NULL if absent */
 
-/* The ggml element types: block traits, the dequantisers that define each
- * format, and products with f32 activations (what a model's linear layers
- * need), chosen by the context's SIMD level. */
+/* The ggml element types: block traits and the dequantisers that define
+ * each format (rows of the same format table as la_dtype's; each block
+ * layout is a struct whose size is checked when the library compiles), and
+ * products with f32 activations (what a model's linear layers need) on
+ * the CPU kernels the context's SIMD level picks. Rows are blocks back to
+ * back and may start at any address: no alignment is needed. */
 LA_API bool la_ggml_type_known(la_ggml_type t);          /* one of la_ggml_type's values */
 LA_API const char *la_ggml_type_name(la_ggml_type t);
 LA_API int64_t la_ggml_block_elems(la_ggml_type t);      /* 1 for F32/F16/BF16, 32 or 256 for quants */

@@ -111,19 +111,23 @@ static inline uint16_t la_f32_to_bf16(float f) {
 float la_f16_to_f32(uint16_t h);
 uint16_t la_f32_to_f16(float f);
 
-/* Load / store one element of any la_dtype as f32. */
+/* Load / store element i of any la_dtype as f32. Through types of
+ * alignment 1: weight rows (and their blocks, formats/blocks.h) may start
+ * at any address; x86 loads them as it loads aligned ones. */
+typedef float la_f32_any_align __attribute__((aligned(1)));
+typedef uint16_t la_u16_any_align __attribute__((aligned(1)));
 static inline float la_load_f32(const void *base, la_dtype t, int64_t i) {
     switch (t) {
-    case LA_BF16: return la_bf16_to_f32(((const uint16_t *)base)[i]);
-    case LA_F16: return la_f16_to_f32(((const uint16_t *)base)[i]);
-    default: return ((const float *)base)[i];
+    case LA_BF16: return la_bf16_to_f32(((const la_u16_any_align *)base)[i]);
+    case LA_F16: return la_f16_to_f32(((const la_u16_any_align *)base)[i]);
+    default: return ((const la_f32_any_align *)base)[i];
     }
 }
 static inline void la_store_f32(void *base, la_dtype t, int64_t i, float x) {
     switch (t) {
-    case LA_BF16: ((uint16_t *)base)[i] = la_f32_to_bf16(x); break;
-    case LA_F16: ((uint16_t *)base)[i] = la_f32_to_f16(x); break;
-    default: ((float *)base)[i] = x; break;
+    case LA_BF16: ((la_u16_any_align *)base)[i] = la_f32_to_bf16(x); break;
+    case LA_F16: ((la_u16_any_align *)base)[i] = la_f32_to_f16(x); break;
+    default: ((la_f32_any_align *)base)[i] = x; break;
     }
 }
 

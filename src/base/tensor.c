@@ -1,23 +1,5 @@
 #include "base.h"
 
-const char *la_dtype_name(la_dtype t) {
-    switch (t) {
-    case LA_F32: return "f32";
-    case LA_BF16: return "bf16";
-    case LA_F16: return "f16";
-    default: return "unknown";
-    }
-}
-
-size_t la_dtype_size(la_dtype t) {
-    switch (t) {
-    case LA_F32: return 4;
-    case LA_BF16:
-    case LA_F16: return 2;
-    default: return 0;
-    }
-}
-
 la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64_t *shape) {
     la_tensor t;
     memset(&t, 0, sizeof t);

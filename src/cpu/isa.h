@@ -135,8 +135,9 @@ static inline vf vf_load_f16(const uint16_t *p) {
 #elif defined(LA_ISA_AVX2)
     return (vf)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 #else
+    const la_u16_any_align *h = (const la_u16_any_align *)p; /* f16 weight rows may start at an odd address */
     vf f;
-    for (int i = 0; i < LA_VL; i++) f[i] = la_f16_to_f32(p[i]);
+    for (int i = 0; i < LA_VL; i++) f[i] = la_f16_to_f32(h[i]);
     return f;
 #endif
 }

@@ -39,15 +39,15 @@ static bool take(cursor *c, size_t n, const uint8_t **out) {
 
 static bool read_u32(cursor *c, uint32_t *v) {
     const uint8_t *p;
-    if (!take(c, 4, &p)) return false;
-    memcpy(v, p, 4);
+    if (!take(c, sizeof *v, &p)) return false;
+    memcpy(v, p, sizeof *v);
     return true;
 }
 
 static bool read_u64(cursor *c, uint64_t *v) {
     const uint8_t *p;
-    if (!take(c, 8, &p)) return false;
-    memcpy(v, p, 8);
+    if (!take(c, sizeof *v, &p)) return false;
+    memcpy(v, p, sizeof *v);
     return true;
 }
 
@@ -65,12 +65,23 @@ static la_status read_string(cursor *c, la_gguf_str *s, const char *what) {
 
 static size_t scalar_size(la_gguf_type t) {
     switch (t) {
-    case LA_GGUF_U8: case LA_GGUF_I8: case LA_GGUF_BOOL: return 1;
-    case LA_GGUF_U16: case LA_GGUF_I16: return 2;
-    case LA_GGUF_U32: case LA_GGUF_I32: case LA_GGUF_F32: return 4;
-    case LA_GGUF_U64: case LA_GGUF_I64: case LA_GGUF_F64: return 8;
+    case LA_GGUF_U8: case LA_GGUF_I8: case LA_GGUF_BOOL: return sizeof(uint8_t);
+    case LA_GGUF_U16: case LA_GGUF_I16: return sizeof(uint16_t);
+    case LA_GGUF_U32: case LA_GGUF_I32: case LA_GGUF_F32: return sizeof(uint32_t);
+    case LA_GGUF_U64: case LA_GGUF_I64: case LA_GGUF_F64: return sizeof(uint64_t);
     default: return 0;
     }
+}
+
+/* The string record at p (u64 length, then the bytes, validated when the
+ * file was opened); returns the record after it. */
+static const uint8_t *string_record(const void *p, la_gguf_str *out) {
+    const uint8_t *q = p;
+    uint64_t len;
+    memcpy(&len, q, sizeof len);
+    out->data = (const char *)q + sizeof len;
+    out->len = len;
+    return q + sizeof len + len;
 }
 
 static bool str_eq(la_gguf_str s, const char *z) {
@@ -97,7 +108,7 @@ static la_status skip_value(cursor *c, la_gguf_kv *kv, const char *key) {
         kv->count = n;
         kv->value = c->base + c->pos;
         if (et == LA_GGUF_STRING) {
-            if (n > (c->size - c->pos) / 8)
+            if (n > (c->size - c->pos) / sizeof(uint64_t)) /* each at least its length */
                 return la_fail(LA_ERR_FORMAT, "key '%s': %llu strings cannot fit in the file", key, (unsigned long long)n);
             for (uint64_t i = 0; i < n; i++) {
                 la_gguf_str s;
@@ -107,7 +118,7 @@ static la_status skip_value(cursor *c, la_gguf_kv *kv, const char *key) {
             return LA_OK;
         }
         size_t es = scalar_size((la_gguf_type)et), bytes;
-        if (!la_mul_size((size_t)n, es, &bytes) || n > SIZE_MAX / 8 || !take(c, bytes, &p))
+        if (!la_mul_size((size_t)n, es, &bytes) || n > SIZE_MAX / sizeof(uint64_t) || !take(c, bytes, &p))
             return la_fail(LA_ERR_FORMAT, "key '%s': array of %llu elements runs past the end of the file", key,
                            (unsigned long long)n);
         return LA_OK;
@@ -154,7 +165,7 @@ static la_status parse_tensors(la_gguf *g, cursor *c, uint64_t *alignment) {
     if (al) {
         if (al->type != LA_GGUF_U32) return la_fail(LA_ERR_FORMAT, "general.alignment must be a u32");
         uint32_t a;
-        memcpy(&a, al->value, 4);
+        memcpy(&a, al->value, sizeof a);
         if (a == 0 || (a & (a - 1)))
             return la_fail(LA_ERR_FORMAT, "general.alignment is %u; must be a power of two", a);
         *alignment = a;
@@ -216,8 +227,8 @@ static la_status parse(la_gguf *g) {
         return la_fail(LA_ERR_FORMAT, "GGUF version %u is not supported (2 and 3 are)", g->version);
     if (!read_u64(&c, &n_tensors) || !read_u64(&c, &n_kv))
         return la_fail(LA_ERR_FORMAT, "GGUF header truncated");
-    /* every record takes at least 8 bytes (a string length): bound counts by the file */
-    if (n_tensors > g->size / 8 || n_kv > g->size / 8)
+    /* every record takes at least a string's u64 length: bound counts by the file */
+    if (n_tensors > g->size / sizeof(uint64_t) || n_kv > g->size / sizeof(uint64_t))
         return la_fail(LA_ERR_FORMAT, "GGUF header claims %llu tensors and %llu keys, more than %zu bytes can hold",
                        (unsigned long long)n_tensors, (unsigned long long)n_kv, g->size);
     g->n_tensors = (int64_t)n_tensors;
@@ -321,14 +332,14 @@ static bool int_of(la_gguf_type t, const void *p, int64_t *out) {
     case LA_GGUF_U8: *out = *(const uint8_t *)p; return true;
     case LA_GGUF_I8: *out = *(const int8_t *)p; return true;
     case LA_GGUF_BOOL: *out = *(const uint8_t *)p != 0; return true;
-    case LA_GGUF_U16: { uint16_t v; memcpy(&v, p, 2); *out = v; return true; }
-    case LA_GGUF_I16: { int16_t v; memcpy(&v, p, 2); *out = v; return true; }
-    case LA_GGUF_U32: { uint32_t v; memcpy(&v, p, 4); *out = v; return true; }
-    case LA_GGUF_I32: { int32_t v; memcpy(&v, p, 4); *out = v; return true; }
-    case LA_GGUF_I64: { int64_t v; memcpy(&v, p, 8); *out = v; return true; }
+    case LA_GGUF_U16: { uint16_t v; memcpy(&v, p, sizeof v); *out = v; return true; }
+    case LA_GGUF_I16: { int16_t v; memcpy(&v, p, sizeof v); *out = v; return true; }
+    case LA_GGUF_U32: { uint32_t v; memcpy(&v, p, sizeof v); *out = v; return true; }
+    case LA_GGUF_I32: { int32_t v; memcpy(&v, p, sizeof v); *out = v; return true; }
+    case LA_GGUF_I64: { int64_t v; memcpy(&v, p, sizeof v); *out = v; return true; }
     case LA_GGUF_U64: {
         uint64_t v;
-        memcpy(&v, p, 8);
+        memcpy(&v, p, sizeof v);
         if (v > (uint64_t)INT64_MAX) return false;
         *out = (int64_t)v;
         return true;
@@ -339,12 +350,12 @@ static bool int_of(la_gguf_type t, const void *p, int64_t *out) {
 
 static bool f32_of(la_gguf_type t, const void *p, float *out) {
     if (t == LA_GGUF_F32) {
-        memcpy(out, p, 4);
+        memcpy(out, p, sizeof *out);
         return true;
     }
     if (t == LA_GGUF_F64) {
         double d;
-        memcpy(&d, p, 8);
+        memcpy(&d, p, sizeof d);
         *out = (float)d;
         return true;
     }
@@ -374,10 +385,7 @@ la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (kv->type != LA_GGUF_STRING) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a string", key);
-    uint64_t len;
-    memcpy(&len, kv->value, 8);
-    out->data = (const char *)kv->value + 8;
-    out->len = len;
+    string_record(kv->value, out);
     return LA_OK;
 }
 
@@ -390,26 +398,12 @@ la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) 
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the array's %llu elements",
                                        (unsigned long long)i, (unsigned long long)kv->count);
     const uint8_t *p = kv->value;
-    for (uint64_t k = 0;; k++) {
-        uint64_t len;
-        memcpy(&len, p, 8);
-        if (k == i) {
-            out->data = (const char *)p + 8;
-            out->len = len;
-            return LA_OK;
-        }
-        p += 8 + len; /* validated when the file was opened */
-    }
+    for (uint64_t k = 0; k < i; k++) p = string_record(p, out);
+    string_record(p, out);
+    return LA_OK;
 }
 
-const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out) {
-    const uint8_t *p = cursor;
-    uint64_t len;
-    memcpy(&len, p, 8);
-    out->data = (const char *)p + 8;
-    out->len = len;
-    return p + 8 + len;
-}
+const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out) { return string_record(cursor, out); }
 
 la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
     if (!kv || kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");

@@ -23,7 +23,7 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
     /* Once per vector, for every row: the per-block sums of x (offset terms
      * of Q4_0/Q4_1), and x quantised to int8 blocks (dx = max|x| / 127,
      * round to nearest) with the sums of those for the integer kernels. */
-    const int64_t nb = cols / 32;
+    const int64_t nb = cols / LA_QK;
     float *xsum;
     la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
     if (st) return st;
@@ -31,15 +31,15 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
     int8_t *xq = (int8_t *)(xqsum + nb + 1);
     for (int64_t b = 0; b < nb; b++) {
         float s = 0, amax = 0;
-        for (int j = 0; j < 32; j++) {
-            s += x[b * 32 + j];
-            amax = fabsf(x[b * 32 + j]) > amax ? fabsf(x[b * 32 + j]) : amax;
+        for (int j = 0; j < LA_QK; j++) {
+            s += x[b * LA_QK + j];
+            amax = fabsf(x[b * LA_QK + j]) > amax ? fabsf(x[b * LA_QK + j]) : amax;
         }
         xsum[b] = s;
         dx[b] = amax / 127.0f;
         float inv = amax > 0 ? 127.0f / amax : 0.0f;
         int32_t qs = 0;
-        for (int j = 0; j < 32; j++) qs += xq[b * 32 + j] = (int8_t)lrintf(x[b * 32 + j] * inv);
+        for (int j = 0; j < LA_QK; j++) qs += xq[b * LA_QK + j] = (int8_t)lrintf(x[b * LA_QK + j] * inv);
         xqsum[b] = dx[b] * (float)qs;
     }
     quant_dot_fn dot = LA_ISA_PICK(la_quant_dot_rows, ctx->simd);
@@ -52,8 +52,8 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         while (c >= first_chunk[j + 1]) j++;
         const la_matvec_job *job = &jobs[j];
         int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
-        dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum, cols % 32 ? NULL : xq, dx,
-            xqsum, job->y + r0);
+        dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum, cols % LA_QK ? NULL : xq,
+            dx, xqsum, job->y + r0);
     }
     return LA_OK;
 }

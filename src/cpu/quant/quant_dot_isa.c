@@ -10,9 +10,9 @@
 typedef uint8_t vq __attribute__((vector_size(LA_VL)));
 typedef int8_t vqs __attribute__((vector_size(LA_VL)));
 
-static inline float f16(const char *p) {
-    uint16_t h;
-    memcpy(&h, p, 2);
+/* An fp16 block field as f32: F16C where the ISA has it (the same value
+ * as la_f16_to_f32, which is exact). */
+static inline float f16_to_f32(uint16_t h) {
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
     return _cvtsh_ss(h);
 #else
@@ -51,31 +51,39 @@ static inline float hsum256(__m256 v) {
 
 static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8_t *xq, const float *dx,
                          const float *xqsum, float *out) {
-    const int64_t nb = cols / 32;
+    const int64_t nb = cols / LA_QK;
     __m256 acc = _mm256_setzero_ps();
     float tail = 0;
     switch (t) {
-    case LA_GGML_Q4_1:
-        for (int64_t b = 0; b < nb; b++, w += 20) {
-            _mm_prefetch(w + PREFETCH_BYTES, _MM_HINT_T0);
-            acc = _mm256_fmadd_ps(q4_block((const uint8_t *)w + 4, xq + b * 32), _mm256_set1_ps(f16(w) * dx[b]), acc);
-            tail += f16(w + 2) * xqsum[b];
+    case LA_GGML_Q4_1: {
+        const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
+            acc = _mm256_fmadd_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]),
+                                  acc);
+            tail += f16_to_f32(blk[b].m) * xqsum[b];
         }
         break;
-    case LA_GGML_Q4_0:
-        for (int64_t b = 0; b < nb; b++, w += 18) {
-            _mm_prefetch(w + PREFETCH_BYTES, _MM_HINT_T0);
-            float d = f16(w);
-            acc = _mm256_fmadd_ps(q4_block((const uint8_t *)w + 2, xq + b * 32), _mm256_set1_ps(d * dx[b]), acc);
+    }
+    case LA_GGML_Q4_0: {
+        const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
+            float d = f16_to_f32(blk[b].d);
+            acc = _mm256_fmadd_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(d * dx[b]), acc);
             tail -= 8 * d * xqsum[b];
         }
         break;
-    case LA_GGML_Q8_0:
-        for (int64_t b = 0; b < nb; b++, w += 34) {
-            _mm_prefetch(w + PREFETCH_BYTES, _MM_HINT_T0);
-            acc = _mm256_fmadd_ps(q8_block((const int8_t *)w + 2, xq + b * 32), _mm256_set1_ps(f16(w) * dx[b]), acc);
+    }
+    case LA_GGML_Q8_0: {
+        const la_block_q8_0 *blk = (const la_block_q8_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
+            acc = _mm256_fmadd_ps(q8_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]),
+                                  acc);
         }
         break;
+    }
     default: return false;
     }
     *out = hsum256(acc) + tail;
@@ -98,57 +106,62 @@ static inline vf widen_s8(const int8_t *p) {
 /* sum_j q_j x_j over one 32-element 4-bit block: low nibbles pair with
  * x[0..16), high nibbles with x[16..32). */
 static inline vf nibble_dot(const uint8_t *qs, const float *x) {
-    uint8_t lo[16], hi[16];
-    for (int j = 0; j < 16; j++) lo[j] = qs[j] & 0xF, hi[j] = qs[j] >> 4;
+    uint8_t lo[LA_QK / 2], hi[LA_QK / 2];
+    for (int j = 0; j < LA_QK / 2; j++) lo[j] = qs[j] & 0xF, hi[j] = qs[j] >> 4;
     vf t = vf_set1(0);
-    for (int j = 0; j < 16; j += LA_VL) {
+    for (int j = 0; j < LA_QK / 2; j += LA_VL) {
         t = vf_fma(widen_u8(lo + j), vf_load(x + j), t);
-        t = vf_fma(widen_u8(hi + j), vf_load(x + 16 + j), t);
+        t = vf_fma(widen_u8(hi + j), vf_load(x + LA_QK / 2 + j), t);
     }
     return t;
 }
 
-static float dot_row(la_ggml_type t, const char *w, int64_t cols, const float *x, const float *xsum) {
+static float dot_row(const la_format *f, const char *w, int64_t cols, const float *x, const float *xsum) {
     vf acc = vf_set1(0);
     float tail = 0;
-    const int64_t nb = cols / 32;
-    switch (t) {
-    case LA_GGML_Q4_1:
-        for (int64_t b = 0; b < nb; b++, w += 20) {
-            acc = vf_fma(nibble_dot((const uint8_t *)w + 4, x + b * 32), vf_set1(f16(w)), acc);
-            tail += f16(w + 2) * xsum[b];
+    const int64_t nb = cols / LA_QK;
+    switch (f->ggml) {
+    case LA_GGML_Q4_1: {
+        const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            acc = vf_fma(nibble_dot(blk[b].qs, x + b * LA_QK), vf_set1(f16_to_f32(blk[b].d)), acc);
+            tail += f16_to_f32(blk[b].m) * xsum[b];
         }
         break;
-    case LA_GGML_Q4_0:
-        for (int64_t b = 0; b < nb; b++, w += 18) {
-            float d = f16(w);
-            acc = vf_fma(nibble_dot((const uint8_t *)w + 2, x + b * 32), vf_set1(d), acc);
+    }
+    case LA_GGML_Q4_0: {
+        const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            float d = f16_to_f32(blk[b].d);
+            acc = vf_fma(nibble_dot(blk[b].qs, x + b * LA_QK), vf_set1(d), acc);
             tail -= 8 * d * xsum[b];
         }
         break;
-    case LA_GGML_Q8_0:
-        for (int64_t b = 0; b < nb; b++, w += 34) {
+    }
+    case LA_GGML_Q8_0: {
+        const la_block_q8_0 *blk = (const la_block_q8_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
             vf s = vf_set1(0);
-            for (int j = 0; j < 32; j += LA_VL) s = vf_fma(widen_s8((const int8_t *)w + 2 + j), vf_load(x + b * 32 + j), s);
-            acc = vf_fma(s, vf_set1(f16(w)), acc);
+            for (int j = 0; j < LA_QK; j += LA_VL) s = vf_fma(widen_s8(blk[b].qs + j), vf_load(x + b * LA_QK + j), s);
+            acc = vf_fma(s, vf_set1(f16_to_f32(blk[b].d)), acc);
         }
         break;
+    }
     case LA_GGML_F32:
     case LA_GGML_F16:
-    case LA_GGML_BF16: {
-        la_dtype dt = t == LA_GGML_F32 ? LA_F32 : t == LA_GGML_F16 ? LA_F16 : LA_BF16;
-        size_t es = la_dtype_size(dt);
+    case LA_GGML_BF16: { /* rows of a la_dtype: the table's first rows */
+        la_dtype dt = la_format_dtype(f);
         int64_t j = 0;
-        for (; j + LA_VL <= cols; j += LA_VL) acc = vf_fma(vf_load_any(w + j * (int64_t)es, dt), vf_load(x + j), acc);
+        for (; j + LA_VL <= cols; j += LA_VL)
+            acc = vf_fma(vf_load_any(w + j * (int64_t)f->block_bytes, dt), vf_load(x + j), acc);
         for (; j < cols; j++) tail += la_load_f32(w, dt, j) * x[j];
         break;
     }
     default: { /* K-quants: widen a super-block at a time */
-        float blk[256];
-        size_t bb = la_ggml_block_bytes(t);
-        for (int64_t b = 0; b < cols / 256; b++, w += bb) {
-            la_dequantize_row(t, w, blk, 256);
-            for (int j = 0; j < 256; j += LA_VL) acc = vf_fma(vf_load(blk + j), vf_load(x + b * 256 + j), acc);
+        float blk[LA_QK_K];
+        for (int64_t b = 0; b < cols / LA_QK_K; b++, w += f->block_bytes) {
+            f->dequantize(w, blk, LA_QK_K);
+            for (int j = 0; j < LA_QK_K; j += LA_VL) acc = vf_fma(vf_load(blk + j), vf_load(x + b * LA_QK_K + j), acc);
         }
         break;
     }
@@ -159,20 +172,22 @@ static float dot_row(la_ggml_type t, const char *w, int64_t cols, const float *x
 void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
                                   const float *x, const float *xsum, const int8_t *xq, const float *dx,
                                   const float *xqsum, float *y) {
+    const la_format *f = la_format_of_ggml(t);
     for (int64_t r = 0; r < nrows; r++) {
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
         if (xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, xq, dx, xqsum, &y[r])) continue;
 #else
         (void)xq, (void)dx, (void)xqsum;
 #endif
-        y[r] = dot_row(t, w + (size_t)r * row_bytes, cols, x, xsum);
+        y[r] = dot_row(f, w + (size_t)r * row_bytes, cols, x, xsum);
     }
 }
 
 void LA_ISA_FN(la_quant_matmul_tile)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
                                      const float *xT, int64_t n, int64_t np, float *scratch, float *Y, int64_t ldy) {
+    const la_format *f = la_format_of_ggml(t);
     float *wt = scratch, *yt = scratch + nrows * cols;
-    for (int64_t r = 0; r < nrows; r++) la_dequantize_row(t, w + (size_t)r * row_bytes, wt + r * cols, cols);
+    for (int64_t r = 0; r < nrows; r++) f->dequantize(w + (size_t)r * row_bytes, wt + r * cols, cols);
     tg_gemm(nrows, np, cols, wt, cols, 1, xT, np, yt, np, false); /* Y^T tile = W X^T */
     for (int64_t i = 0; i < n; i++)
         for (int64_t r = 0; r < nrows; r++) Y[i * ldy + r] = yt[r * np + i];

@@ -4,7 +4,7 @@
 #define LA_QUANT_KERNELS_H
 
 #include "cpu/isa.h"
-#include "formats/ggml_types.h"
+#include "formats/formats.h"
 
 /* Weight rows dequantised per matmul tile: a multiple of every micro-kernel
  * row count (4, 6, 8); 48 rows of 1536 f32 columns (288 KB) stay in L2. */
