@@ -264,13 +264,27 @@ LA_API la_status la_attention_backward(la_context *ctx, const la_attention_param
 /* Attention over the union of disjoint key sets, from attention over each
  * set: the merge split-K decoding, ring attention and KV selection need.
  *   out = sum_i exp(lse_i - lse) * out_i,   lse = log sum_i exp(lse_i)
- * n_parts >= 1 parts, each out_i shaped like out ([B, L, H, D] or [T, H, D])
- * in f32, bf16 or f16 and lse_i shaped like lse ([B, L, H] or [T, H]) in f32
- * (natural log, as la_attention_forward returns it). A part whose lse is
- * -inf saw no key and contributes nothing; a row where every part has -inf
- * gets out 0 and lse -inf. out is f32, bf16 or f16; lse may be NULL. out
- * (and lse) may be exactly the view of one part (merge in place, as ring
- * attention accumulates); any other overlap with an input is rejected. */
+ * n_parts >= 1 parts (any number), each out_parts[i] shaped like out
+ * ([B, L, H, D] or [T, H, D]; any D > 0, L or T may be 0) in f32, bf16 or
+ * f16, each part its own dtype, and lse_parts[i] shaped like out without D
+ * ([B, L, H] or [T, H]) in f32 (natural log, as la_attention_forward
+ * returns it). out is f32, bf16 or f16; lse is f32 or NULL. The last dim of
+ * every tensor has stride 1. Computed in f32, shifted by the row's largest
+ * lse_i, so no lse overflows.
+ * Special values, per row: a part whose lse_i is -inf saw no key and is
+ * skipped (its out_i row is not read); a row where every part has -inf gets
+ * out 0 and lse -inf; a NaN or +inf lse_i makes the row's out and lse NaN.
+ * Aliasing: out may be exactly the view of one part (same data, dtype,
+ * shape and strides) and lse exactly one part's lse: the merge then runs in
+ * place, as ring attention accumulates. Any other shared byte between an
+ * output and an input, or between out and lse, is LA_ERR_ARGUMENT (views
+ * that interleave in one buffer without sharing a byte are fine).
+ * Errors: LA_ERR_NULL (ctx, out_parts, lse_parts, out or a tensor's data),
+ * LA_ERR_ARGUMENT (n_parts < 1, overlap), LA_ERR_SHAPE (dims, sizes that
+ * disagree with out's), LA_ERR_DTYPE (an lse not f32, an unknown dtype),
+ * LA_ERR_STRIDE, LA_ERR_OVERFLOW, LA_ERR_DEVICE (tensors on different
+ * devices, or one this build has no backend for), and the workspace's
+ * LA_ERR_NOMEM / LA_ERR_WORKSPACE. Nothing is written on failure. */
 LA_API la_status la_attention_merge(la_context *ctx, int n_parts, const la_tensor *out_parts,
                                     const la_tensor *lse_parts, la_tensor *out, la_tensor *lse);
 

@@ -65,13 +65,17 @@ typedef struct {
     la_kv_pages kv;
 } la_attn_decode_problem;
 
-/* Parts [n_parts] of outputs and log-sum-exps over the same rows; a.num_seqs,
- * a.Lq (tokens per sequence, or packed tokens with num_seqs 1), a.H and a.D
- * give the rows; q/k/v are unset. */
+/* Parts [n_parts] of outputs and log-sum-exps over the same rows, merged
+ * into out and lse (lse.data NULL when not asked for). a.num_seqs, a.Lq
+ * (tokens per sequence, or the packed tokens with num_seqs 1), a.H and a.D
+ * give the rows; q/k/v, the rule and a.Lk are unset. The parts stay the
+ * caller's validated tensors (an operand array would cost memory per call
+ * for any number of parts); la_attn_merge_part gives their operands. */
 typedef struct {
     la_attn_problem a;
     int n_parts;
-    const la_attn_operand *outs, *lses; /* [n_parts] */
+    const la_tensor *out_parts, *lse_parts; /* [n_parts]: [B, L, H, D] / [B, L, H] or [T, H, D] / [T, H] */
+    bool has_batch;                         /* the [B, L, H, D] form */
     la_attn_operand out, lse;
 } la_attn_merge_problem;
 
@@ -95,6 +99,27 @@ static inline void la_attn_seq(const la_attn_problem *p, int64_t b, int64_t *q0,
 /* Keys in use by sequence b of a decode cache. */
 static inline int64_t la_kv_len(const la_attn_decode_problem *p, int64_t b) {
     return p->kv.seqlens_k ? p->kv.seqlens_k[b] : p->fwd.a.Lk;
+}
+
+/* An operand from a [B, L, H, D] (has_batch) or [T, H, D] tensor, or from a
+ * [B, L, H] / [T, H] lse tensor (validated); all zero for t NULL. */
+static inline la_attn_operand la_attn_operand_of(const la_tensor *t, bool has_batch) {
+    la_attn_operand o = {0};
+    if (!t) return o;
+    const int off = has_batch ? 1 : 0;
+    o.data = t->data;
+    o.dtype = t->dtype;
+    o.batch_stride = has_batch ? t->stride[0] : 0;
+    o.token_stride = t->stride[off];
+    o.head_stride = t->stride[off + 1];
+    return o;
+}
+
+/* Part i of a merge as operands. */
+static inline void la_attn_merge_part(const la_attn_merge_problem *p, int i, la_attn_operand *out,
+                                      la_attn_operand *lse) {
+    *out = la_attn_operand_of(&p->out_parts[i], p->has_batch);
+    *lse = la_attn_operand_of(&p->lse_parts[i], p->has_batch);
 }
 
 /* Element pointer (bytes). */

@@ -10,6 +10,8 @@ LA_ISA_DECLARE(la_status, la_cpu_attention_backward_workspace, (const la_attn_pr
 LA_ISA_DECLARE(la_status, la_cpu_attention_backward_kernel, (const la_attn_backward_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_attention_decode_workspace, (const la_attn_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_attention_decode_kernel, (const la_attn_decode_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_attention_merge_workspace, (const la_attn_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_attention_merge_kernel, (const la_attn_merge_problem *p, void *ws));
 
 static la_status cpu_supports(const la_attn_problem *p) {
     /* key indices travel in int32 vector lanes inside the forward kernel */
@@ -25,8 +27,9 @@ static la_status cpu_workspace(const la_attn_problem *p, size_t *bytes) {
     case LA_ATTN_FORWARD: return LA_ISA_PICK(la_cpu_attention_forward_workspace, p->simd)(p, bytes);
     case LA_ATTN_BACKWARD: return LA_ISA_PICK(la_cpu_attention_backward_workspace, p->simd)(p, bytes);
     case LA_ATTN_DECODE: return LA_ISA_PICK(la_cpu_attention_decode_workspace, p->simd)(p, bytes);
-    default: return LA_OK;
+    case LA_ATTN_MERGE: return LA_ISA_PICK(la_cpu_attention_merge_workspace, p->simd)(p, bytes);
     }
+    return LA_OK;
 }
 
 static la_status cpu_forward(la_context *ctx, const la_attn_forward_problem *p, void *ws) {
@@ -44,6 +47,11 @@ static la_status cpu_decode(la_context *ctx, const la_attn_decode_problem *p, vo
     return LA_ISA_PICK(la_cpu_attention_decode_kernel, p->fwd.a.simd)(p, ws);
 }
 
+static la_status cpu_merge(la_context *ctx, const la_attn_merge_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_attention_merge_kernel, p->a.simd)(p, ws);
+}
+
 const la_backend la_cpu_backend = {
     .name = "cpu",
     .device = LA_DEVICE_CPU,
@@ -52,4 +60,5 @@ const la_backend la_cpu_backend = {
     .forward = cpu_forward,
     .backward = cpu_backward,
     .decode = cpu_decode,
+    .merge = cpu_merge,
 };

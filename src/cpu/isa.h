@@ -151,6 +151,39 @@ static inline vf vf_load_any(const void *p, la_dtype t) {
     }
 }
 
+/* Store LA_VL floats as bf16, rounded to nearest even, NaN kept a quiet
+ * NaN: la_f32_to_bf16 lane-wise. */
+static inline void vf_store_bf16(uint16_t *p, vf x) {
+    vu u;
+    memcpy(&u, &x, sizeof u);
+    vi nan = (u & 0x7fffffffu) > 0x7f800000u;
+    vi r = (vi)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+    r = (r & ~nan) | ((vi)((u >> 16) | 0x40u) & nan);
+    vh h = __builtin_convertvector(r, vh);
+    memcpy(p, &h, sizeof h);
+}
+
+/* Store LA_VL floats as f16, rounded to nearest even (F16C where the ISA
+ * has it; NaN stays NaN, its payload may differ from la_f32_to_f16's). */
+static inline void vf_store_f16(uint16_t *p, vf x) {
+#if defined(LA_ISA_AVX512)
+    _mm256_storeu_si256((__m256i *)p, _mm512_cvtps_ph((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#elif defined(LA_ISA_AVX2)
+    _mm_storeu_si128((__m128i *)p, _mm256_cvtps_ph((__m256)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+#else
+    for (int i = 0; i < LA_VL; i++) p[i] = la_f32_to_f16(x[i]);
+#endif
+}
+
+/* Store LA_VL floats in any storage dtype. */
+static inline void vf_store_any(void *p, la_dtype t, vf x) {
+    switch (t) {
+    case LA_BF16: vf_store_bf16(p, x); break;
+    case LA_F16: vf_store_f16(p, x); break;
+    default: vf_store(p, x); break;
+    }
+}
+
 /* exp(x) for x <= ~88, 1-2 ulp over the range softmax uses; exp(-inf) = 0.
  * Cody-Waite range reduction to 2^n * exp(r), |r| <= ln2/2, then a degree-6
  * polynomial for exp(r). */

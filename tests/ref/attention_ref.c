@@ -115,3 +115,32 @@ void ref_attention_backward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int6
     free(p);
     free(dp);
 }
+
+void ref_attention_merge(int n, int64_t rows, int64_t D, const double *outs, const double *lses, double *out,
+                         double *lse) {
+    for (int64_t r = 0; r < rows; r++) {
+        double m = -INFINITY, z = 0;
+        int undefined = 0;
+        for (int i = 0; i < n; i++) {
+            double l = lses[i * rows + r];
+            undefined |= isnan(l) || l == INFINITY;
+            if (l > m) m = l;
+        }
+        double *o = out + r * D, total;
+        if (undefined) total = NAN;
+        else if (m == -INFINITY) total = -INFINITY;
+        else {
+            for (int i = 0; i < n; i++) z += exp(lses[i * rows + r] - m);
+            total = m + log(z);
+        }
+        for (int64_t d = 0; d < D; d++) {
+            double acc = 0;
+            if (isnan(total)) acc = NAN;
+            else if (total != -INFINITY)
+                for (int i = 0; i < n; i++)
+                    if (lses[i * rows + r] != -INFINITY) acc += exp(lses[i * rows + r] - total) * outs[(i * rows + r) * D + d];
+            o[d] = acc;
+        }
+        if (lse) lse[r] = total;
+    }
+}

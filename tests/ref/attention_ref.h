@@ -42,4 +42,12 @@ void ref_attention_backward(const ref_attn_opts *o, int64_t Lq, int64_t Lk, int6
                             const double *k, const double *v, const double *dout, double *dq, double *dk,
                             double *dv);
 
+/* Merge of n partial results over disjoint key sets, row by row:
+ * outs [n][rows][D], lses [n][rows] -> out [rows][D], lse [rows] (may be NULL).
+ *   out = sum_i exp(lse_i - lse) out_i,   lse = log sum_i exp(lse_i)
+ * A part with lse -inf is skipped; a row where all are -inf has out 0 and
+ * lse -inf; a row with a NaN or +inf lse_i has out and lse NaN. */
+void ref_attention_merge(int n, int64_t rows, int64_t D, const double *outs, const double *lses, double *out,
+                         double *lse);
+
 #endif

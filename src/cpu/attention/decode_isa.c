@@ -11,9 +11,11 @@
  *    share its head (grouped-query attention).
  *  - Keys go in blocks of LA_VL, so the online softmax's exp is a vector op.
  * Chunks are spread over threads; each leaves (max, sum, accumulator) per
- * query row and the partials are merged by log-sum-exp. */
+ * query row and the partials are merged by log-sum-exp with merge_row
+ * (merge_rows.h), the routine la_attention_merge runs on every row. */
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
+#include "cpu/attention/merge_rows.h"
 #include "cpu/attention/score_simd.h"
 
 #include "backend/attention_problem.h"
@@ -149,10 +151,11 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
 
 /* Work split and workspace (floats): per item R partial rows (Dp + 2
  * each); per sequence its scaled queries [R][Dp] and key ranges; per thread
- * one block of K and V rows. */
+ * one block of K and V rows, then for the merge a row's chunk list and an
+ * accumulator. */
 typedef struct {
     int64_t nchunks, chunk_len, items;
-    size_t part_rows, part, qsz, ranges, per_thread, bytes;
+    size_t part_rows, part, qsz, ranges, kv_block, merge_parts, per_thread, bytes;
 } layout;
 
 static bool plan(const la_attn_problem *p, layout *L) {
@@ -172,7 +175,10 @@ static bool plan(const la_attn_problem *p, layout *L) {
         !la_mul_size(L->part_rows, (size_t)(Dp + 2), &L->part) || !la_mul_size((size_t)(B * R), (size_t)Dp, &L->qsz))
         return false;
     L->ranges = (size_t)(B * R) * 2 * (sizeof(int64_t) / sizeof(float));
-    L->per_thread = (size_t)(2 * LA_VL * p->Hkv * Dp);
+    L->kv_block = (size_t)(2 * LA_VL * p->Hkv * Dp);
+    /* in floats, a whole number of 64-byte lines so the accumulator after it stays aligned */
+    L->merge_parts = (size_t)tg_round_up(nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
+    L->per_thread = L->kv_block + L->merge_parts + (size_t)Dp;
     total = L->part + L->qsz + L->ranges + L->per_thread * (size_t)nthreads;
     return total >= L->part && la_mul_size(total, sizeof(float), &L->bytes);
 }
@@ -200,6 +206,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
 #pragma omp parallel num_threads(nthreads)
     {
         float *kbuf = thread_bufs + (size_t)la_thread_id() * lay.per_thread, *vbuf = kbuf + LA_VL * p->Hkv * Dp;
+        merge_part *parts = (merge_part *)(kbuf + lay.kv_block);
+        float *merged = (float *)parts + lay.merge_parts;
 #pragma omp for schedule(static)
         for (int64_t br = 0; br < B * R; br++) {
             const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
@@ -215,34 +223,22 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
             chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp);
         }
-        /* merge the chunks of each (sequence, row) by log-sum-exp */
+        /* merge the chunks of each (sequence, row): chunk c's accumulator
+         * weighted by its max and carrying its sum (softmax), or summed
+         * (sigmoid, which has no normaliser) */
 #pragma omp for schedule(static)
         for (int64_t br = 0; br < B * R; br++) {
             const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
-            float M = -INFINITY, L = 0, out[LA_MAX_HEAD_DIM + 16];
-            memset(out, 0, sizeof(float) * (size_t)Dp);
             for (int64_t c = 0; c < nchunks; c++) {
-                int64_t row = (b * nchunks + c) * R + r;
-                if (pm[row] > M) M = pm[row];
+                const int64_t row = (b * nchunks + c) * R + r;
+                parts[c] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp),
+                                        .dtype = LA_F32,
+                                        .log_scale = pm[row],
+                                        .mass = pl[row]};
             }
-            for (int64_t c = 0; c < nchunks; c++) {
-                int64_t row = (b * nchunks + c) * R + r;
-                float w = 1.0f;
-                if (softmax) {
-                    if (pm[row] == -INFINITY) continue;
-                    w = expf(pm[row] - M);
-                    L += pl[row] * w;
-                }
-                vf wv = vf_set1(w);
-                const float *a = pacc + (size_t)row * Dp;
-                for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(out + d, vf_fma(vf_load(a + d), wv, vf_load(out + d)));
-            }
-            if (softmax) {
-                float inv = L > 0 ? 1.0f / L : 0.0f;
-                for (int64_t d = 0; d < D; d++) out[d] *= inv;
-            }
-            tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, out, D);
-            if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = L > 0 ? M + logf(L) : -INFINITY;
+            const float lse = merge_row(parts, nchunks, D, !softmax, merged);
+            tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, merged, D);
+            if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = lse;
         }
     }
     return LA_OK;

@@ -2,6 +2,7 @@
  * memory, normalise it into the call's problem (backend/attention_problem.h)
  * and run it on the backend of the tensors' device. */
 #include "backend/attention_problem.h"
+#include "ops/attention/validate.h"
 #include "ops/backends.h"
 
 #include <math.h>
@@ -35,49 +36,6 @@ static la_status check_params(const la_attention_params *p) {
                        "(use 0 or -1)", (long long)p->window_right);
     if (p->sinks < 0) return la_fail(LA_ERR_ARGUMENT, "params->sinks is %lld; must be >= 0", (long long)p->sinks);
     return LA_OK;
-}
-
-static la_status check_dtype_is(const la_tensor *t, const char *name, la_dtype want, la_dtype alt) {
-    if (t->dtype != want && t->dtype != alt)
-        return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype),
-                       la_dtype_name(want), want != alt ? " or " : "", want != alt ? la_dtype_name(alt) : "");
-    return LA_OK;
-}
-
-static la_status check_same_shape(const la_tensor *a, const char *an, const la_tensor *b, const char *bn, int dims) {
-    for (int i = 0; i < dims; i++)
-        if (a->shape[i] != b->shape[i])
-            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld but %s dim %d is %lld", an, i,
-                           (long long)a->shape[i], bn, i, (long long)b->shape[i]);
-    return LA_OK;
-}
-
-/* Fill an operand from a [B, L, H, D] (dense) or [T, H, D] (varlen) tensor,
- * or a [B, L, H] / [T, H] lse tensor. */
-static la_attn_operand operand_of(const la_tensor *t, bool has_batch) {
-    la_attn_operand o = {0};
-    if (!t) return o;
-    o.data = t->data;
-    o.dtype = t->dtype;
-    int off = has_batch ? 1 : 0;
-    o.batch_stride = has_batch ? t->stride[0] : 0;
-    o.token_stride = t->stride[off];
-    o.head_stride = t->stride[off + 1];
-    return o;
-}
-
-/* The backend of the call's tensors (NULL ones skipped): all on one device,
- * one this build has a backend for. NULL with the error set otherwise. */
-static const la_backend *backend_of(const la_tensor *const *tensors, int n) {
-    const la_tensor *first = tensors[0];
-    for (int i = 1; i < n; i++)
-        if (tensors[i] && (tensors[i]->device.kind != first->device.kind || tensors[i]->device.index != first->device.index)) {
-            la_fail(LA_ERR_DEVICE, "arguments live on different devices (kind %d index %d and kind %d index %d)",
-                    (int)first->device.kind, first->device.index, (int)tensors[i]->device.kind,
-                    tensors[i]->device.index);
-            return NULL;
-        }
-    return la_backend_for(first->device);
 }
 
 static la_status check_cu_seqlens(const int32_t *cu, const char *name, int64_t n, int64_t total, int64_t *max_len) {
