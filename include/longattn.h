@@ -234,12 +234,11 @@ LA_API la_attention_params la_attention_params_default(void);
  *  - Outputs share no memory (LA_ERR_ARGUMENT) with any input (tensors and
  *    the arrays above) or with each other: no call runs in place. Inputs may
  *    share memory with each other (q = k = v; a packed [T, 3, H, D] qkv).
- *    Two views that step the same bytes along every dim either moves in are
- *    compared exactly, so outputs interleaved in one buffer without
- *    touching pass (dq, dk, dv in a packed [T, 3, H, D] gradient); other
- *    pairs are compared by the byte range from first to last element, and
- *    rejected if those intersect even when the elements interleave (out and
- *    lse rows alternating in one buffer).
+ *    Views are compared exactly, row by row, so outputs interleaved in one
+ *    buffer without touching pass (dq, dk, dv in a packed [T, 3, H, D]
+ *    gradient; out and lse rows alternating in one buffer). Only layouts
+ *    whose strides are far smaller than their extents can exhaust the
+ *    exact search; they are then rejected as overlapping.
  *  - No argument lies in a workspace lent to the context (LA_ERR_ARGUMENT).
  *
  * out = attention(q, k, v).

@@ -51,49 +51,6 @@ static inline bool la_mul_size(size_t a, size_t b, size_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }
 
-/* Validate a CPU tensor argument: non-NULL view and data, ndim as expected,
- * dims > 0 (dims listed in allow_zero_mask may be 0), non-negative strides,
- * unit stride on the last dim, the element count and the largest element
- * offset fitting in int64 and size_t bytes (LA_ERR_OVERFLOW), and data
- * aligned to the dtype's size (LA_ERR_STRIDE). `name` goes into the message. */
-la_status la_check_tensor(const la_tensor *t, const char *name, int ndim, unsigned allow_zero_mask);
-
-/* ---- the memory a view touches (src/base/overlap.c) ----
- * For views that passed la_check_tensor. Ops check every output with them
- * before touching memory: an output must not share memory with itself
- * (threads race), with an input (a kernel reads what it overwrote) or with
- * another output. */
-
-/* Bytes [*lo, *hi) from t's first element to the end of its last; false
- * when t has no element (it touches no memory). */
-bool la_tensor_bytes(const la_tensor *t, uintptr_t *lo, uintptr_t *hi);
-/* LA_ERR_STRIDE naming `name` unless distinct elements of t lie in distinct
- * memory. Sufficient test: taking the dims of size > 1 by increasing
- * stride, each stride is at least the extent (in elements) of the dims
- * before it, starting from one element. Zero strides on dims of size > 1
- * fail; dims of size 1 may have any stride. */
-la_status la_check_no_self_overlap(const la_tensor *t, const char *name);
-/* Whether a and b may share a byte. Exact when both step the same bytes
- * along every dim (interleaved views of one buffer, like q, k, v of a packed
- * [T, 3, H, D] tensor); otherwise whether their byte ranges intersect.
- * Views on different devices never overlap; empty views touch nothing. */
-bool la_tensors_overlap(const la_tensor *a, const la_tensor *b);
-/* Whether t's memory meets the `bytes` bytes at p (a plain array argument). */
-bool la_tensor_overlaps_bytes(const la_tensor *t, const void *p, size_t bytes);
-/* The same view: data, dtype, device, ndim and shape equal, and the stride
- * of every dim of size > 1. For ops that allow an output to be exactly one
- * input (an in-place merge) and reject any other overlap. */
-bool la_tensors_same_view(const la_tensor *a, const la_tensor *b);
-/* LA_ERR_ARGUMENT "OUT overlaps OTHER: ..." when la_tensors_overlap. */
-la_status la_check_disjoint(const la_tensor *out, const char *out_name, const la_tensor *other,
-                            const char *other_name);
-/* LA_ERR_ARGUMENT when out meets the `bytes` bytes at p (p_name names them). */
-la_status la_check_disjoint_bytes(const la_tensor *out, const char *out_name, const void *p, size_t bytes,
-                                  const char *p_name);
-/* LA_ERR_ARGUMENT unless p is a multiple of align (plain array arguments:
- * alibi slopes, sequence lengths, block tables). NULL passes. */
-la_status la_check_aligned(const void *p, size_t align, const char *name);
-
 /* ---- half precision ---- */
 static inline float la_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;

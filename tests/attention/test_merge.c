@@ -7,7 +7,7 @@
  * inputs, each with its own status and no write; and the overlap test
  * behind the aliasing rule against marking bytes. */
 #include "attention_ref.h"
-#include "ops/attention/validate.h"
+#include "ops/validate.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -454,7 +454,7 @@ static void bad_inputs(uint64_t *rng) {
 #undef MBAD
 }
 
-/* views_overlap, which decides the merge's aliasing rule, against marking
+/* la_tensors_overlap, which decides the merge's aliasing rule, against marking
  * the bytes of random views (last dim stride 1, as la_check_tensor
  * requires) of one small buffer: nested, interleaved, transposed and
  * self-overlapping layouts alike. Views this small stay far inside the
@@ -500,12 +500,12 @@ static void overlap_exact(uint64_t *rng) {
             }
         }
         overlapping += truth;
-        wrong += views_overlap(&t[0], &t[1]) != truth;
+        wrong += la_tensors_overlap(&t[0], &t[1]) != truth;
     }
-    tu_check(wrong == 0, "views_overlap: %lld of %lld random pairs answered wrong", (long long)wrong,
+    tu_check(wrong == 0, "la_tensors_overlap: %lld of %lld random pairs answered wrong", (long long)wrong,
              (long long)trials);
     tu_check(overlapping > trials / 10 && overlapping < trials * 9 / 10,
-             "views_overlap test: %lld of %lld pairs overlap; the generator should mix both", (long long)overlapping,
+             "la_tensors_overlap test: %lld of %lld pairs overlap; the generator should mix both", (long long)overlapping,
              (long long)trials);
 }
 

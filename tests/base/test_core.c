@@ -1,7 +1,7 @@
 /* Core: status names, messages, contexts, SIMD selection, tensor helpers
  * and the half-precision conversions (checked against the test harness's
  * own arithmetic conversions on every bf16/f16 bit pattern). */
-#include "base/base.h"
+#include "ops/validate.h"
 #include "test_util.h"
 
 #include <math.h>

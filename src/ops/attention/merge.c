@@ -38,7 +38,7 @@ static la_status check_part(const la_tensor *out, const la_tensor *out_i, const 
     la_status s;
     part_name on = name_of("out_parts", i), ln = name_of("lse_parts", i);
     if ((s = la_check_tensor(out_i, on.s, nd, zero)) || (s = check_same_shape(out_i, on.s, out, "out", nd)) ||
-        (s = check_no_head_overlap(out_i, on.s, nd - 2, out->shape[nd - 1])))
+        (s = la_check_no_self_overlap(out_i, on.s)))
         return s;
     if ((s = la_check_tensor(lse_i, ln.s, nd - 1, zero)) || (s = check_dtype_is(lse_i, ln.s, LA_F32, LA_F32)) ||
         (s = check_same_shape(lse_i, ln.s, out, "out", nd - 1)))
@@ -52,11 +52,11 @@ static la_status check_part(const la_tensor *out, const la_tensor *out_i, const 
  * it, nor any with part i's tensor of the other kind (`other`). */
 static la_status check_no_alias(const la_tensor *output, const char *name, const la_tensor *same,
                                 const char *same_array, const la_tensor *other, const char *other_array, int i) {
-    if (!views_identical(output, same) && views_overlap(output, same))
+    if (!la_tensors_same_view(output, same) && la_tensors_overlap(output, same))
         return la_fail(LA_ERR_ARGUMENT,
                        "%s overlaps %s without being exactly its view (only an exact alias of a part merges in "
                        "place)", name, name_of(same_array, i).s);
-    if (views_overlap(output, other))
+    if (la_tensors_overlap(output, other))
         return la_fail(LA_ERR_ARGUMENT, "%s overlaps %s", name, name_of(other_array, i).s);
     return LA_OK;
 }
@@ -75,13 +75,13 @@ la_status la_attention_merge(la_context *ctx, int n_parts, const la_tensor *out_
     const unsigned zero = has_batch ? 2u : 1u; /* the tokens may be 0 */
     la_status s;
     if ((s = la_check_tensor(out, "out", nd, zero)) ||
-        (s = check_no_head_overlap(out, "out", nd - 2, out->shape[nd - 1])))
+        (s = la_check_no_self_overlap(out, "out")))
         return s;
     if (lse) {
         if ((s = la_check_tensor(lse, "lse", nd - 1, zero)) || (s = check_dtype_is(lse, "lse", LA_F32, LA_F32)) ||
             (s = check_same_shape(lse, "lse", out, "out", nd - 1)) || (s = check_lse_rows(lse, "lse")))
             return s;
-        if (views_overlap(out, lse)) return la_fail(LA_ERR_ARGUMENT, "out and lse overlap");
+        if (la_tensors_overlap(out, lse)) return la_fail(LA_ERR_ARGUMENT, "out and lse overlap");
     }
     const la_tensor *outputs[] = {out, lse};
     const la_backend *be = backend_of(outputs, 2);
