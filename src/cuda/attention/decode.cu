@@ -24,20 +24,31 @@
 #include "cuda/attention/forward.h"
 #include "cuda/attention/mma.cuh"
 
-/* 4 warps, each one 16-row m-tile: BR query rows per block. BN keys per
- * tile as in the forward's register budget (O is DP/2 f32 a thread). */
-template <int DP> struct dec_tiles {
+/* 4 warps. With more than 16 query rows per K/V head (WK false) each warp
+ * owns one 16-row m-tile: BR = 64 rows per block, BN keys per tile as in the
+ * forward's register budget (O is DP/2 f32 a thread). With at most 16 rows
+ * (WK true: the usual decode, G x Lq <= 16) one m-tile holds them all and
+ * the warps split each tile's 64 keys instead, 16 each, then merge their
+ * partial softmax states through shared memory: every warp works, and the
+ * tile's mma chain is a quarter as long (one warp doing all of it ran at
+ * 0.15-0.25 of the copy bandwidth on the H200, 2026-12). */
+template <int DP, bool WK> struct dec_tiles {
     static constexpr int NWARPS = 4, THREADS = NWARPS * 32;
-    static constexpr int BR = 16 * NWARPS;
-    static constexpr int BN = DP >= 256 ? 32 : 64;
+    static constexpr int BR = WK ? 16 : 16 * NWARPS;
+    static constexpr int BN = WK ? 16 * NWARPS : DP >= 256 ? 32 : 64;
     static constexpr int SMEM = (2 * BR + 2 * BN) * DP * 2;
+    /* WK: each warp's O [16][DP], m and l [16] f32 for the merge, reusing the tiles' memory */
+    static constexpr int MERGE = NWARPS * 16 * (DP + 2) * 4;
+    static_assert(!WK || MERGE <= SMEM, "the warps' merge must fit in the tiles' shared memory");
 };
 
-static inline int64_t key_tile_of(int64_t D) { return D > 128 ? 32 : 64; }
+static inline bool keys_over_warps(int64_t rows) { return rows <= 16; }
+static inline int64_t key_tile_of(int64_t D, int64_t rows) { return keys_over_warps(rows) || D <= 128 ? 64 : 32; }
+static inline int64_t rows_per_block(int64_t rows) { return keys_over_warps(rows) ? 16 : 64; }
 
 /* Blocks per split at least this many times the multiprocessors, so that
  * a small batch still fills the GPU; splits never shorter than one tile. */
-#define DECODE_BLOCKS_PER_SM 2
+#define DECODE_BLOCKS_PER_SM 4
 
 /* Rows [t0, t0 + ROWS) of K/V head hk of sequence b into a swizzled tile,
  * through the block table when there is one; rows at or past n and columns
@@ -54,9 +65,10 @@ static __device__ __forceinline__ void load_cache_tile(uint32_t tile, const uint
         const uint16_t *src = base;
         if (ok) {
             int64_t blk = b, row = t;
-            if (a.block_table) {
-                blk = a.block_table[b * a.blocks_per_seq + t / a.block_size];
-                row = t % a.block_size;
+            if (a.block_table) { /* t < seqlens[b] fits 32 bits: the cheaper division */
+                const uint32_t bsz = (uint32_t)a.block_size;
+                blk = a.block_table[b * a.blocks_per_seq + (uint32_t)t / bsz];
+                row = (uint32_t)t % bsz;
             }
             src = base + blk * bs + row * ts + hk * hs + c * 8;
         }
@@ -71,14 +83,15 @@ static __device__ __forceinline__ int64_t visible_tile(int BN, int64_t n, int64_
     return n * BN < end ? n : -1;
 }
 
-template <int DP, bool F16>
-__global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kernel(const la_cuda_decode_args a) {
-    using T = dec_tiles<DP>;
+template <int DP, bool F16, bool WK>
+__global__ void __launch_bounds__(dec_tiles<DP, WK>::THREADS) attn_decode_split_kernel(const la_cuda_decode_args a) {
+    using T = dec_tiles<DP, WK>;
     constexpr int BR = T::BR, BN = T::BN, THREADS = T::THREADS;
+    constexpr int NT = WK ? 2 : BN / 8; /* n8 tiles of S a warp holds: its keys of the tile */
     extern __shared__ __align__(128) unsigned char smem[];
     const uint32_t sQh = smem_addr(smem), sQl = sQh + BR * DP * 2, sK = sQl + BR * DP * 2, sV = sK + BN * DP * 2;
 
-    const int64_t G = a.H / a.Hkv, R = G * a.Lq, nrg = (R + BR - 1) / BR;
+    const int64_t G = a.H / a.Hkv, R = G * a.Lq, nrg = (R + BR - 1) / BR; /* WK: 1 */
     const int64_t split = blockIdx.x, b = blockIdx.z, hk = blockIdx.y / nrg, r0 = (blockIdx.y % nrg) * BR;
     const int64_t lq = a.Lq, lk = a.seqlens ? a.seqlens[b] : a.Lk;
     const int64_t c0 = split * a.split_len, c1 = c0 + a.split_len < lk ? c0 + a.split_len : lk;
@@ -109,12 +122,14 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
     la_rule_key_range(&rule, lq - 1, lq, lk, &lo_last, &hi_last);
     const int64_t end = hi_last < c1 ? hi_last : c1, sinks = la_rule_sinks(&rule, lk);
 
-    /* this thread's rows g and g + 8 of its warp's m-tile */
+    /* this thread's rows g and g + 8 of its warp's m-tile (WK: of the one
+     * m-tile); its keys of a tile start at kw */
+    const int mrow = WK ? 0 : warp * 16, kw = WK ? warp * 16 : 0;
     int64_t rows[2], lo[2], hi[2], diag[2];
     float slope[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        rows[r] = r0 + warp * 16 + g + 8 * r;
+        rows[r] = r0 + mrow + g + 8 * r;
         lo[r] = hi[r] = diag[r] = 0;
         slope[r] = 0;
         if (rows[r] < R) {
@@ -124,7 +139,7 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
             slope[r] = la_rule_slope(&rule, hk * G + rows[r] / lq);
         }
     }
-    const bool active = r0 + warp * 16 < R; /* warp-uniform: the warp has rows */
+    const bool active = r0 + mrow < R; /* warp-uniform: the warp has rows */
     const bool sigmoid = rule.score == LA_SCORE_SIGMOID;
 
     float o[DP / 8][4], m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
@@ -143,23 +158,23 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
         load_cache_tile<DP, BN, THREADS>(sV, vbase, a.v_bs, a.v_ts, a.v_hs, a, b, hk, j0, lk, D);
         cp_async_commit();
 
-        float s[BN / 8][4];
+        float s[NT][4];
 #pragma unroll
-        for (int n = 0; n < BN / 8; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
+        for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0;
         if (active) {
             /* S = (Qhi + Qlo) K^T */
 #pragma unroll
             for (int kk = 0; kk < DP / 16; kk++) {
                 if (kk * 16 >= D) break;
                 uint32_t qh[4], ql[4];
-                const uint32_t arow = swz<DP>(warp * 16 + lrow + (lmat % 2) * 8, kk * 16 + (lmat / 2) * 8);
+                const uint32_t arow = swz<DP>(mrow + lrow + (lmat % 2) * 8, kk * 16 + (lmat / 2) * 8);
                 ldmatrix_x4(sQh + arow, qh[0], qh[1], qh[2], qh[3]);
                 ldmatrix_x4(sQl + arow, ql[0], ql[1], ql[2], ql[3]);
 #pragma unroll
-                for (int np = 0; np < BN / 16; np++) {
+                for (int np = 0; np < NT / 2; np++) {
                     uint32_t b0, b1, b2, b3;
-                    ldmatrix_x4(sK + swz<DP>(np * 16 + (lmat / 2) * 8 + lrow, kk * 16 + (lmat % 2) * 8), b0, b1, b2,
-                                b3);
+                    ldmatrix_x4(sK + swz<DP>(kw + np * 16 + (lmat / 2) * 8 + lrow, kk * 16 + (lmat % 2) * 8), b0, b1,
+                                b2, b3);
                     mma_16816<F16>(s[2 * np], qh, b0, b1);
                     mma_16816<F16>(s[2 * np], ql, b0, b1);
                     mma_16816<F16>(s[2 * np + 1], qh, b2, b3);
@@ -170,10 +185,10 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
 #pragma unroll
             for (int r = 0; r < 2; r++) {
 #pragma unroll
-                for (int n = 0; n < BN / 8; n++)
+                for (int n = 0; n < NT; n++)
 #pragma unroll
                     for (int c = 0; c < 2; c++) {
-                        const int64_t j = j0 + n * 8 + 2 * tq + c;
+                        const int64_t j = j0 + kw + n * 8 + 2 * tq + c;
                         const bool vis = rows[r] < R && j < hi[r] && (j >= lo[r] || j < rule.sinks);
                         const float x = la_rule_score(&rule, s[n][2 * r + c], slope[r], (float)(diag[r] - j), NULL);
                         s[n][2 * r + c] = vis ? x * LA_LOG2E : -INFINITY;
@@ -181,7 +196,7 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
                 if (sigmoid) {
                     const float bias = rule.sigmoid_bias * LA_LOG2E;
 #pragma unroll
-                    for (int n = 0; n < BN / 8; n++)
+                    for (int n = 0; n < NT; n++)
 #pragma unroll
                         for (int c = 0; c < 2; c++) {
                             const float x = s[n][2 * r + c];
@@ -191,7 +206,7 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
                 }
                 float mx = -INFINITY;
 #pragma unroll
-                for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+                for (int n = 0; n < NT; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
                 const float m_new = fmaxf(m_run[r], mx);
@@ -200,7 +215,7 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
                 m_run[r] = m_new;
                 float sum = 0;
 #pragma unroll
-                for (int n = 0; n < BN / 8; n++)
+                for (int n = 0; n < NT; n++)
 #pragma unroll
                     for (int c = 0; c < 2; c++) {
                         const float p = exp2f(s[n][2 * r + c] - m_use);
@@ -221,7 +236,7 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
         if (active) {
             /* O += P V, P rounded to the cache's type */
 #pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) {
+            for (int kk = 0; kk < NT / 2; kk++) {
                 uint32_t pa[4];
                 pa[0] = pack2<F16>(s[2 * kk][0], s[2 * kk][1]);
                 pa[1] = pack2<F16>(s[2 * kk][2], s[2 * kk][3]);
@@ -231,8 +246,8 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
                 for (int dp = 0; dp < DP / 16; dp++) {
                     if (dp * 16 >= D) break;
                     uint32_t b0, b1, b2, b3;
-                    ldmatrix_x4_trans(sV + swz<DP>(kk * 16 + (lmat % 2) * 8 + lrow, dp * 16 + (lmat / 2) * 8), b0,
-                                      b1, b2, b3);
+                    ldmatrix_x4_trans(sV + swz<DP>(kw + kk * 16 + (lmat % 2) * 8 + lrow, dp * 16 + (lmat / 2) * 8),
+                                      b0, b1, b2, b3);
                     mma_16816<F16>(o[2 * dp], pa, b0, b1);
                     mma_16816<F16>(o[2 * dp + 1], pa, b2, b3);
                 }
@@ -243,22 +258,61 @@ __global__ void __launch_bounds__(dec_tiles<DP>::THREADS) attn_decode_split_kern
     cp_async_wait_all();
 
     /* this split's partial out (normalised for softmax) and lse per row */
+    float l_sum[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        float l = l_run[r];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (rows[r] >= R) continue;
-        const int64_t h = hk * G + rows[r] / lq, i = rows[r] % lq;
-        const int64_t part = ((b * a.H + h) * lq + i) * a.nsplit + split;
-        const float inv = sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
-        float *prow = a.part_out + part * a.D;
+        l_sum[r] = l_run[r];
+        l_sum[r] += __shfl_xor_sync(0xffffffffu, l_sum[r], 1);
+        l_sum[r] += __shfl_xor_sync(0xffffffffu, l_sum[r], 2);
+    }
+    if constexpr (WK) {
+        /* merge the four warps' states: each writes O, m, l of the 16 rows,
+         * then the block combines them row by row */
+        __syncthreads(); /* every warp is done with the tiles' memory */
+        float *mo = (float *)smem, *mm = mo + 4 * 16 * DP, *ml = mm + 4 * 16;
 #pragma unroll
-        for (int d = 0; d < DP / 8; d++) {
-            if (d * 8 >= D) break;
-            *reinterpret_cast<float2 *>(prow + d * 8 + 2 * tq) = make_float2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+        for (int r = 0; r < 2; r++) {
+            const int row = g + 8 * r;
+#pragma unroll
+            for (int d = 0; d < DP / 8; d++) {
+                mo[(warp * 16 + row) * DP + d * 8 + 2 * tq] = o[d][2 * r];
+                mo[(warp * 16 + row) * DP + d * 8 + 2 * tq + 1] = o[d][2 * r + 1];
+            }
+            if (tq == 0) mm[warp * 16 + row] = m_run[r], ml[warp * 16 + row] = l_sum[r];
         }
-        if (tq == 0) a.part_lse[part] = sigmoid ? 0.0f : l > 0 ? m_run[r] * LA_LN2 + logf(l) : -INFINITY;
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < 16 * DP; idx += THREADS) {
+            const int row = idx / DP, d = idx % DP;
+            const int64_t rr = r0 + row;
+            if (rr >= R || d >= D) continue;
+            float M = -INFINITY, L = 0, O = 0;
+            for (int w = 0; w < 4; w++) M = fmaxf(M, mm[w * 16 + row]);
+            for (int w = 0; w < 4; w++) {
+                const float f = sigmoid ? 1.0f : M == -INFINITY ? 0.0f : exp2f(mm[w * 16 + row] - M);
+                L += f * ml[w * 16 + row];
+                O += f * mo[(w * 16 + row) * DP + d];
+            }
+            const int64_t h = hk * G + rr / lq, i = rr % lq;
+            const int64_t part = ((b * a.H + h) * lq + i) * a.nsplit + split;
+            a.part_out[part * a.D + d] = sigmoid ? O : L > 0 ? O / L : 0.0f;
+            if (d == 0) a.part_lse[part] = sigmoid ? 0.0f : L > 0 ? M * LA_LN2 + logf(L) : -INFINITY;
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const float l = l_sum[r];
+            if (rows[r] >= R) continue;
+            const int64_t h = hk * G + rows[r] / lq, i = rows[r] % lq;
+            const int64_t part = ((b * a.H + h) * lq + i) * a.nsplit + split;
+            const float inv = sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
+            float *prow = a.part_out + part * a.D;
+#pragma unroll
+            for (int d = 0; d < DP / 8; d++) {
+                if (d * 8 >= D) break;
+                *reinterpret_cast<float2 *>(prow + d * 8 + 2 * tq) = make_float2(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+            }
+            if (tq == 0) a.part_lse[part] = sigmoid ? 0.0f : l > 0 ? m_run[r] * LA_LN2 + logf(l) : -INFINITY;
+        }
     }
 }
 
@@ -290,8 +344,8 @@ __global__ void attn_decode_merge_kernel(const la_cuda_decode_args a) {
 /* ------------------------------------------------------------ the launcher */
 
 extern "C" size_t la_cuda_decode_plan(la_cuda_decode_args *a, int64_t max_len, int sm_count) {
-    const int64_t BN = key_tile_of(a->D), R = (a->H / a->Hkv) * a->Lq;
-    const int64_t blocks = a->B * a->Hkv * ((R + 63) / 64);
+    const int64_t R = (a->H / a->Hkv) * a->Lq, BN = key_tile_of(a->D, R), BR = rows_per_block(R);
+    const int64_t blocks = a->B * a->Hkv * ((R + BR - 1) / BR);
     const int64_t tiles = max_len > 0 ? (max_len + BN - 1) / BN : 1;
     int64_t n = ((int64_t)DECODE_BLOCKS_PER_SM * (sm_count > 0 ? sm_count : 1) + blocks - 1) / blocks;
     if (n < 1) n = 1;
@@ -302,15 +356,20 @@ extern "C" size_t la_cuda_decode_plan(la_cuda_decode_args *a, int64_t max_len, i
     return (size_t)(a->B * a->H * a->Lq * a->nsplit);
 }
 
-template <int DP, bool F16> static cudaError_t launch(const la_cuda_decode_args *a, cudaStream_t stream) {
-    using T = dec_tiles<DP>;
-    cudaError_t e = cudaFuncSetAttribute(attn_decode_split_kernel<DP, F16>,
+template <int DP, bool F16, bool WK> static cudaError_t launch_wk(const la_cuda_decode_args *a, cudaStream_t stream) {
+    using T = dec_tiles<DP, WK>;
+    cudaError_t e = cudaFuncSetAttribute(attn_decode_split_kernel<DP, F16, WK>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     const int64_t R = (a->H / a->Hkv) * a->Lq;
     dim3 grid((unsigned)a->nsplit, (unsigned)(a->Hkv * ((R + T::BR - 1) / T::BR)), (unsigned)a->B);
-    attn_decode_split_kernel<DP, F16><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
+    attn_decode_split_kernel<DP, F16, WK><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
     return cudaGetLastError();
+}
+
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_decode_args *a, cudaStream_t stream) {
+    if (keys_over_warps((a->H / a->Hkv) * a->Lq)) return launch_wk<DP, F16, true>(a, stream);
+    return launch_wk<DP, F16, false>(a, stream);
 }
 
 template <bool F16> static cudaError_t launch_dtype(const la_cuda_decode_args *a, cudaStream_t stream) {
