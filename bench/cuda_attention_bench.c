@@ -1,16 +1,26 @@
-/* Times la_attention_forward on CUDA tensors with CUDA events: bf16 inputs
- * [B, L, H, D] on the GPU, random data, out bf16, lse f32.
+/* Times longattn's CUDA attention with CUDA events, on random data.
  *
- *   longattn_cuda_bench [--heads 16] [--dim 128] [--tokens 16384] [--len L]... [--iters 20]
+ *   longattn_cuda_bench [--op fwd|fwdbwd|decode] [--heads 16] [--dim 128] [--tokens 16384] [--len L]...
+ *                       [--iters 20]
  *
- * Without --len: B x L = --tokens for L in 1K..16K, plus L = 64K at batch 1.
- * Each shape runs causal and not. Prints one JSON line per measurement:
- * the median of `--iters` timed calls after 3 warm-up calls, each call timed
- * alone between two events, and TFLOP/s counting 4 D flops per visible
- * (query, key) pair (2 for Q K^T, 2 for P V). */
+ * fwd (default): la_attention_forward, bf16 inputs [B, L, H, D], out bf16,
+ *   lse f32. Without --len: B x L = --tokens for L in 1K..16K, plus L = 64K
+ *   at batch 1; each shape causal and not. TFLOP/s count 4 D flops per
+ *   visible (query, key) pair (2 for Q K^T, 2 for P V).
+ * fwdbwd: the forward then la_attention_backward (dout bf16, gradients
+ *   bf16), timed together, on the same shapes. TFLOP/s count 14 D flops per
+ *   visible pair (the forward's two products and the backward's five, the
+ *   usual convention; longattn's backward computes seven).
+ * decode: la_attention_decode, f32 q [B, 1, 32, D] over a bf16 cache of 8
+ *   K/V heads, contiguous [B, L, 8, D], at B x L = 8 x 8K, 8 x 128K, 1 x 32K,
+ *   1 x 128K, 1 x 512K, and 8 x 128K paged (256-token pages dealt in random
+ *   order). GB/s count the K and V bytes read once.
+ * Each JSON line is the median of `--iters` timed calls after 3 warm-up
+ * calls, each call timed alone between two events. */
 #include "longattn.h"
 
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,14 +51,20 @@ static void fill_random(uint16_t *h, size_t n, uint64_t seed) {
     }
 }
 
-static int run_shape(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t D, int iters, void *buf[5]) {
+static int run_shape(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t D, int iters, void *buf[9],
+                     bool with_bwd) {
     la_device dev = {LA_DEVICE_CUDA, 0};
     la_tensor q = la_tensor_contiguous(buf[0], LA_BF16, 4, (int64_t[]){B, L, H, D});
     la_tensor k = la_tensor_contiguous(buf[1], LA_BF16, 4, (int64_t[]){B, L, H, D});
     la_tensor v = la_tensor_contiguous(buf[2], LA_BF16, 4, (int64_t[]){B, L, H, D});
     la_tensor o = la_tensor_contiguous(buf[3], LA_BF16, 4, (int64_t[]){B, L, H, D});
     la_tensor l = la_tensor_contiguous(buf[4], LA_F32, 3, (int64_t[]){B, L, H});
+    la_tensor dout = la_tensor_contiguous(buf[5], LA_BF16, 4, (int64_t[]){B, L, H, D});
+    la_tensor dq = la_tensor_contiguous(buf[6], LA_BF16, 4, (int64_t[]){B, L, H, D});
+    la_tensor dk = la_tensor_contiguous(buf[7], LA_BF16, 4, (int64_t[]){B, L, H, D});
+    la_tensor dv = la_tensor_contiguous(buf[8], LA_BF16, 4, (int64_t[]){B, L, H, D});
     q.device = k.device = v.device = o.device = l.device = dev;
+    dout.device = dq.device = dk.device = dv.device = dev;
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
@@ -59,8 +75,10 @@ static int run_shape(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t D
         for (int i = 0; i < 3 + iters; i++) {
             CHECK(cudaEventRecord(e0, 0));
             la_status s = la_attention_forward(ctx, &p, &q, &k, &v, &o, &l);
+            if (s == LA_OK && with_bwd) s = la_attention_backward(ctx, &p, &q, &k, &v, &o, &dout, &l, &dq, &dk, &dv);
             if (s != LA_OK) {
-                fprintf(stderr, "la_attention_forward: %s: %s\n", la_status_name(s), la_last_error());
+                fprintf(stderr, "la_attention_%s: %s: %s\n", with_bwd ? "forward/backward" : "forward",
+                        la_status_name(s), la_last_error());
                 return 1;
             }
             CHECK(cudaEventRecord(e1, 0));
@@ -71,10 +89,11 @@ static int run_shape(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t D
         qsort(ms, (size_t)iters, sizeof(float), cmp_float);
         double med = ms[iters / 2] * 1e-3;
         double pairs = causal ? (double)L * (double)(L + 1) / 2 : (double)L * (double)L;
-        double flops = 4.0 * (double)B * (double)H * (double)D * pairs;
-        printf("{\"op\":\"attention_fwd\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,"
+        double flops = (with_bwd ? 14.0 : 4.0) * (double)B * (double)H * (double)D * pairs;
+        printf("{\"op\":\"%s\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,"
                "\"D\":%lld,\"causal\":%d,\"ms\":%.4f,\"min_ms\":%.4f,\"tflops\":%.1f}\n",
-               (long long)B, (long long)L, (long long)H, (long long)D, causal, med * 1e3, ms[0], flops / med * 1e-12);
+               with_bwd ? "attention_fwdbwd" : "attention_fwd", (long long)B, (long long)L, (long long)H, (long long)D,
+               causal, med * 1e3, ms[0], flops / med * 1e-12);
         fflush(stdout);
     }
     free(ms);
@@ -83,46 +102,137 @@ static int run_shape(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t D
     return 0;
 }
 
+/* n bytes of device memory with random bf16 in [-1, 1): a 64 MB random
+ * block copied over and over (the values only need to be non-zero and
+ * varied for timing). */
+static int fill_device(void *dst, size_t n, uint64_t seed) {
+    const size_t chunk = (size_t)64 << 20;
+    uint16_t *host = malloc(chunk);
+    if (!host) return 1;
+    fill_random(host, chunk / 2, seed);
+    for (size_t off = 0; off < n; off += chunk)
+        CHECK(cudaMemcpy((char *)dst + off, host, n - off < chunk ? n - off : chunk, cudaMemcpyHostToDevice));
+    free(host);
+    return 0;
+}
+
+/* One decode shape: f32 q [B, 1, H, D] over a bf16 cache of L keys per
+ * sequence, contiguous (page 0) or in pages of `page` tokens dealt in
+ * random order. */
+static int run_decode(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t Hkv, int64_t D, int64_t page,
+                      int iters) {
+    la_device dev = {LA_DEVICE_CUDA, 0};
+    const size_t kv = (size_t)(B * L * Hkv * D), nq = (size_t)(B * H * D);
+    void *k, *v, *q, *o;
+    CHECK(cudaMalloc(&k, kv * 2));
+    CHECK(cudaMalloc(&v, kv * 2));
+    CHECK(cudaMalloc(&q, nq * 4));
+    CHECK(cudaMalloc(&o, nq * 4));
+    if (fill_device(k, kv * 2, 11) || fill_device(v, kv * 2, 12) || fill_device(q, nq * 4, 13)) return 1;
+    const int64_t nblocks = page ? B * L / page : B;
+    la_tensor tq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, 1, H, D});
+    la_tensor to = la_tensor_contiguous(o, LA_F32, 4, (int64_t[]){B, 1, H, D});
+    la_tensor tk = la_tensor_contiguous(k, LA_BF16, 4, (int64_t[]){nblocks, page ? page : L, Hkv, D});
+    la_tensor tv = la_tensor_contiguous(v, LA_BF16, 4, (int64_t[]){nblocks, page ? page : L, Hkv, D});
+    tq.device = to.device = tk.device = tv.device = dev;
+    int32_t *table = NULL, *lens = malloc(sizeof(int32_t) * (size_t)B);
+    for (int64_t b = 0; b < B; b++) lens[b] = (int32_t)L;
+    if (page) {
+        table = malloc(sizeof(int32_t) * (size_t)nblocks);
+        uint64_t st = 0x2545f4914f6cdd1dull;
+        for (int64_t i = 0; i < nblocks; i++) table[i] = (int32_t)i;
+        for (int64_t i = nblocks - 1; i > 0; i--) {
+            st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+            int64_t j = (int64_t)(st % (uint64_t)(i + 1));
+            int32_t t = table[i];
+            table[i] = table[j], table[j] = t;
+        }
+    }
+    la_kv_layout layout = {.seqlens_k = lens, .block_table = table, .blocks_per_seq = page ? L / page : 0};
+    la_attention_params p = la_attention_params_default();
+    p.causal = 1;
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+    float *ms = calloc((size_t)iters, sizeof(float));
+    for (int i = 0; i < 3 + iters; i++) {
+        CHECK(cudaEventRecord(e0, 0));
+        la_status s = la_attention_decode(ctx, &p, &tq, &tk, &tv, &layout, &to, NULL);
+        if (s != LA_OK) {
+            fprintf(stderr, "la_attention_decode: %s: %s\n", la_status_name(s), la_last_error());
+            return 1;
+        }
+        CHECK(cudaEventRecord(e1, 0));
+        CHECK(cudaEventSynchronize(e1));
+        if (i >= 3) CHECK(cudaEventElapsedTime(&ms[i - 3], e0, e1));
+    }
+    qsort(ms, (size_t)iters, sizeof(float), cmp_float);
+    const double med = ms[iters / 2] * 1e-3, bytes = 2.0 * (double)kv * 2;
+    printf("{\"op\":\"decode\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,\"Hkv\":%lld,"
+           "\"D\":%lld,\"page\":%lld,\"ms\":%.4f,\"min_ms\":%.4f,\"gbps\":%.1f}\n",
+           (long long)B, (long long)L, (long long)H, (long long)Hkv, (long long)D, (long long)page, med * 1e3, ms[0],
+           bytes / med * 1e-9);
+    fflush(stdout);
+    free(ms), free(table), free(lens);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    cudaFree(k), cudaFree(v), cudaFree(q), cudaFree(o);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int64_t H = 16, D = 128, tokens = 16384, lens[16];
     int nlens = 0, iters = 20;
+    const char *op = "fwd";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--heads")) H = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--dim")) D = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--tokens")) tokens = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--len") && nlens < 16) lens[nlens++] = atoll(argv[i + 1]);
         else if (!strcmp(argv[i], "--iters")) iters = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--op")) op = argv[i + 1];
         else {
             fprintf(stderr, "unknown option %s\n", argv[i]);
             return 2;
         }
     }
+    const bool decode = !strcmp(op, "decode"), with_bwd = !strcmp(op, "fwdbwd");
+    if (!decode && !with_bwd && strcmp(op, "fwd")) {
+        fprintf(stderr, "--op is fwd, fwdbwd or decode\n");
+        return 2;
+    }
     if (!la_cuda_available()) {
         fprintf(stderr, "no CUDA: %s\n", la_last_error());
         return 77;
+    }
+    la_context *ctx;
+    la_context_create(&ctx, 1);
+    int rc = 0;
+    if (decode) {
+        static const int64_t shapes[][3] = {{8, 8192, 0},   {8, 131072, 0},  {1, 32768, 0},
+                                            {1, 131072, 0}, {1, 524288, 0}, {8, 131072, 256}};
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0] && !rc; i++)
+            rc = run_decode(ctx, shapes[i][0], shapes[i][1], 32, 8, D, shapes[i][2], iters);
+        la_context_destroy(ctx);
+        return rc;
     }
     if (nlens == 0)
         for (int64_t L = 1024; L <= tokens; L *= 2) lens[nlens++] = L;
     int64_t max_tok = tokens > 65536 ? tokens : 65536;
     size_t n = (size_t)(max_tok * H * D);
-    void *buf[5];
-    uint16_t *host = malloc(n * 2);
-    for (int i = 0; i < 4; i++) {
+    void *buf[9];
+    for (int i = 0; i < 9; i++) {
+        if (i == 4) continue;
         CHECK(cudaMalloc(&buf[i], n * 2));
-        fill_random(host, n, (uint64_t)i + 1);
-        CHECK(cudaMemcpy(buf[i], host, n * 2, cudaMemcpyHostToDevice));
+        if (fill_device(buf[i], n * 2, (uint64_t)i + 1)) return 1;
     }
     CHECK(cudaMalloc(&buf[4], (size_t)(max_tok * H) * 4));
-    free(host);
-    la_context *ctx;
-    la_context_create(&ctx, 1);
-    int rc = 0;
     for (int i = 0; i < nlens && !rc; i++) {
         int64_t L = lens[i], B = tokens / L > 0 ? tokens / L : 1;
-        rc = run_shape(ctx, B, L, H, D, iters, buf);
+        rc = run_shape(ctx, B, L, H, D, iters, buf, with_bwd);
     }
-    if (!rc && nlens > 0 && lens[nlens - 1] < 65536) rc = run_shape(ctx, 1, 65536, H, D, iters > 5 ? 5 : iters, buf);
+    if (!rc && nlens > 0 && lens[nlens - 1] < 65536)
+        rc = run_shape(ctx, 1, 65536, H, D, iters > 5 ? 5 : iters, buf, with_bwd);
     la_context_destroy(ctx);
-    for (int i = 0; i < 5; i++) cudaFree(buf[i]);
+    for (int i = 0; i < 9; i++) cudaFree(buf[i]);
     return rc;
 }

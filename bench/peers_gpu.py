@@ -1,16 +1,26 @@
 #!/usr/bin/env python3
-"""longattn's CUDA attention forward against PyTorch's scaled_dot_product_attention
+"""longattn's CUDA attention against PyTorch's scaled_dot_product_attention
 (flash and cuDNN backends) on the same shapes, in the same run, on the GPU
-machine: bf16, H heads of dim D, batch x length = --tokens, causal and not,
-plus length 64K at batch 1. Also measures the bf16 matrix-product ceiling
-(8192^3) and the device copy bandwidth in this run.
+machine, with the bf16 matrix-product ceiling (8192^3) and the device copy
+bandwidth measured in this run too.
 
-    python3 bench/peers_gpu.py --bench build/longattn_cuda_bench [--heads 16 --dim 128 --tokens 16384]
+    python3 bench/peers_gpu.py --bench build/longattn_cuda_bench [--ops fwd,fwdbwd,decode]
+                               [--heads 16 --dim 128 --tokens 16384]
+
+fwd:    forward, bf16, H heads of dim D, batch x length = --tokens, causal
+        and not, plus length 64K at batch 1. TFLOP/s count 4 D flops per
+        visible (query, key) pair.
+fwdbwd: forward then backward timed together on the same shapes (SDPA:
+        out.backward(dout)). TFLOP/s count 14 D flops per visible pair (2 + 5
+        products), for longattn and the peers alike.
+decode: one query token per sequence, 32 query heads over 8 K/V heads, D,
+        bf16 cache (longattn: f32 q, the cache contiguous or paged; SDPA: bf16
+        q with enable_gqa). GB/s count the K and V bytes read once.
 
 Every figure is the median of timed calls after warm-up, each timed with CUDA
-events (the longattn side does the same, in C). TFLOP/s count 4*D flops per
-visible (query, key) pair. Prints JSON lines, then a table whose last column
-is longattn's speed as a ratio to each peer.
+events (the longattn side does the same, in C). Prints JSON lines, then one
+table per op with longattn's figure as a ratio to each peer and to the
+ceiling (bf16 matmul for TFLOP/s, copy for GB/s).
 """
 import argparse
 import json
@@ -52,50 +62,102 @@ def ceilings():
     return mm, bw
 
 
-def sdpa_tflops(backend, B, L, H, D, causal):
-    q, k, v = (torch.rand(B, H, L, D, device="cuda", dtype=torch.bfloat16) * 2 - 1 for _ in range(3))
+def rand(*shape, grad=False):
+    return (torch.rand(*shape, device="cuda", dtype=torch.bfloat16) * 2 - 1).requires_grad_(grad)
+
+
+def sdpa_tflops(backend, B, L, H, D, causal, with_bwd):
+    q, k, v = (rand(B, H, L, D, grad=with_bwd) for _ in range(3))
+    dout = rand(B, H, L, D)
+
+    def step():
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal))
+        if with_bwd:
+            q.grad = k.grad = v.grad = None
+            out.backward(dout)
+
     with sdpa_kernel([backend]):
         try:
-            ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, is_causal=bool(causal)), 3,
-                           5 if L >= 65536 else 20)
+            ms = median_ms(step, 3, 5 if L >= 65536 else 20)
         except RuntimeError as e:
             print(f"# {backend} B={B} L={L}: {e}", file=sys.stderr)
             return None
     pairs = L * (L + 1) / 2 if causal else L * L
-    return 4 * B * H * D * pairs / (ms * 1e-3) / 1e12
+    return (14 if with_bwd else 4) * B * H * D * pairs / (ms * 1e-3) / 1e12
+
+
+def sdpa_decode_gbps(backend, B, L, H, Hkv, D):
+    q = rand(B, H, 1, D)
+    k, v = rand(B, Hkv, L, D), rand(B, Hkv, L, D)
+    with sdpa_kernel([backend]):
+        try:
+            ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True), 3, 20)
+        except RuntimeError as e:
+            print(f"# {backend} decode B={B} L={L}: {e}", file=sys.stderr)
+            return None
+    return 2 * k.numel() * 2 / (ms * 1e-3) / 1e9
+
+
+def run_bench(args, op):
+    out = subprocess.run([args.bench, "--op", op, "--heads", str(args.heads), "--dim", str(args.dim), "--tokens",
+                          str(args.tokens)], capture_output=True, text=True)
+    sys.stderr.write(out.stderr)
+    if out.returncode != 0:
+        print(f"longattn_cuda_bench --op {op} exited {out.returncode}", file=sys.stderr)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")], out.returncode
+
+
+def ratio(a, b):
+    return a / b if a and b else 0.0
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True, help="path of longattn_cuda_bench")
+    ap.add_argument("--ops", default="fwd,fwdbwd,decode")
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=16384)
     args = ap.parse_args()
     mm, bw = ceilings()
     print(json.dumps({"op": "ceilings", "bf16_matmul_tflops": round(mm, 1), "copy_tbps": round(bw, 2)}))
-    out = subprocess.run([args.bench, "--heads", str(args.heads), "--dim", str(args.dim), "--tokens",
-                          str(args.tokens)], capture_output=True, text=True)
-    sys.stderr.write(out.stderr)
-    rows = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    if out.returncode != 0:
-        print(f"longattn_cuda_bench exited {out.returncode}", file=sys.stderr)
-    table = []
-    for r in rows:
-        B, L, H, D, c = r["B"], r["L"], r["H"], r["D"], r["causal"]
-        flash = sdpa_tflops(SDPBackend.FLASH_ATTENTION, B, L, H, D, c)
-        cudnn = sdpa_tflops(SDPBackend.CUDNN_ATTENTION, B, L, H, D, c)
-        rec = dict(r, sdpa_flash_tflops=flash and round(flash, 1), sdpa_cudnn_tflops=cudnn and round(cudnn, 1),
-                   of_matmul=round(r["tflops"] / mm, 3))
-        print(json.dumps(rec))
-        table.append(rec)
+    tables, failed = {}, False
+    for op in args.ops.split(","):
+        rows, rc = run_bench(args, op)
+        failed |= rc != 0 or not rows
+        for r in rows:
+            if op == "decode":
+                f = sdpa_decode_gbps(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["Hkv"], r["D"])
+                c = sdpa_decode_gbps(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["Hkv"], r["D"])
+                r.update(sdpa_flash_gbps=f and round(f, 1), sdpa_cudnn_gbps=c and round(c, 1),
+                         of_copy=round(r["gbps"] / (bw * 1e3), 3))
+            else:
+                bwd = op == "fwdbwd"
+                f = sdpa_tflops(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+                c = sdpa_tflops(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+                r.update(sdpa_flash_tflops=f and round(f, 1), sdpa_cudnn_tflops=c and round(c, 1),
+                         of_matmul=round(r["tflops"] / mm, 3))
+            print(json.dumps(r))
+            tables.setdefault(op, []).append(r)
     print(f"\nceilings this run: bf16 matmul {mm:.0f} TFLOP/s, copy {bw:.2f} TB/s")
-    print(f"{'B':>3} {'L':>6} {'causal':>6} {'longattn':>9} {'flash':>7} {'cuDNN':>7} {'/flash':>7} {'/cuDNN':>7} {'/mm':>6}")
-    for r in table:
-        f, c = r["sdpa_flash_tflops"], r["sdpa_cudnn_tflops"]
-        print(f"{r['B']:>3} {r['L']:>6} {r['causal']:>6} {r['tflops']:>9.1f} {f or 0:>7.1f} {c or 0:>7.1f} "
-              f"{(r['tflops'] / f) if f else 0:>7.2f} {(r['tflops'] / c) if c else 0:>7.2f} {r['of_matmul']:>6.2f}")
-    return 0 if out.returncode == 0 and rows else 1
+    for op, rows in tables.items():
+        if op == "decode":
+            print("\ndecode (GB/s of K+V read; 32 q heads / 8 kv heads)")
+            print(f"{'B':>3} {'L':>7} {'page':>5} {'longattn':>9} {'flash':>7} {'cuDNN':>7} {'/flash':>7} "
+                  f"{'/cuDNN':>7} {'/copy':>6}")
+            for r in rows:
+                f, c = r["sdpa_flash_gbps"], r["sdpa_cudnn_gbps"]
+                print(f"{r['B']:>3} {r['L']:>7} {r['page']:>5} {r['gbps']:>9.0f} {f or 0:>7.0f} {c or 0:>7.0f} "
+                      f"{ratio(r['gbps'], f):>7.2f} {ratio(r['gbps'], c):>7.2f} {r['of_copy']:>6.2f}")
+        else:
+            print(f"\n{op} (TFLOP/s)")
+            print(f"{'B':>3} {'L':>6} {'causal':>6} {'longattn':>9} {'flash':>7} {'cuDNN':>7} {'/flash':>7} "
+                  f"{'/cuDNN':>7} {'/mm':>6}")
+            for r in rows:
+                f, c = r["sdpa_flash_tflops"], r["sdpa_cudnn_tflops"]
+                print(f"{r['B']:>3} {r['L']:>6} {r['causal']:>6} {r['tflops']:>9.1f} {f or 0:>7.1f} {c or 0:>7.1f} "
+                      f"{ratio(r['tflops'], f):>7.2f} {ratio(r['tflops'], c):>7.2f} {r['of_matmul']:>6.2f}")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

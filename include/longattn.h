@@ -206,10 +206,16 @@ typedef struct {
     const int32_t *cu_seqlens_q; /* [num_seqs + 1] or NULL for a dense batch */
     const int32_t *cu_seqlens_k; /* [num_seqs + 1]; required with cu_seqlens_q */
     int64_t num_seqs;
+    /* Backward only: 1 asks for dQ (and dK, dV) summed in a fixed order, so
+     * that two runs on the same inputs give bit-identical gradients; 0 (the
+     * default) lets a backend use atomics where that is faster. Today both
+     * backends are deterministic either way: the CPU gives every output one
+     * writer, the CUDA backward computes dQ in its own query-parallel pass. */
+    int deterministic;
 } la_attention_params;
 
 /* Defaults: scale 0 (1/sqrt(D)), not causal, unlimited window, no sinks,
- * softcap off, no ALiBi, softmax, dense batch. Always start from this so new
+ * softcap off, no ALiBi, softmax, dense batch, deterministic 0. Always start from this so new
  * fields keep their off value. */
 LA_API la_attention_params la_attention_params_default(void);
 

@@ -51,6 +51,7 @@ typedef struct {
 typedef struct {
     la_attn_forward_problem fwd; /* out and lse are the forward's results */
     la_attn_operand dout, dq, dk, dv;
+    int deterministic;           /* la_attention_params.deterministic: 0 or 1 */
 } la_attn_backward_problem;
 
 /* Where a sequence's keys live in a decode cache. */

@@ -8,7 +8,8 @@
  * fail with LA_ERR_DEVICE ("no CUDA device: ...") and the CPU backend runs
  * as before.
  *
- * Host arrays in the API (cu_seqlens_q/k, alibi_slopes) are read on the host
+ * Host arrays in the API (cu_seqlens_q/k, alibi_slopes, and decode's
+ * seqlens_k and block_table) are read on the host
  * by the op layer's checks, then copied into the device workspace on the
  * call's stream (cudaMemcpyAsync from pageable memory stages them before it
  * returns, so the caller may free them when the call returns). Tensors must
@@ -18,6 +19,8 @@
  * space passes this check, as it is valid for the kernels to read. */
 #include "cuda/cuda_backend.h"
 
+#include "cuda/attention/backward.h"
+#include "cuda/attention/decode.h"
 #include "cuda/attention/forward.h"
 
 #include <cuda_runtime_api.h>
@@ -117,38 +120,135 @@ static la_status check_operand(const la_attn_operand *o, const char *name, int d
     return LA_OK;
 }
 
-static la_status cuda_supports(const la_attn_problem *p) {
-    if (p->op != LA_ATTN_FORWARD)
-        return la_fail(LA_ERR_UNSUPPORTED, "the CUDA backend runs the attention forward only (no %s yet)",
-                       p->op == LA_ATTN_BACKWARD ? "backward" : p->op == LA_ATTN_DECODE ? "decode" : "merge");
-    if (!la_cuda_available()) return LA_ERR_DEVICE;
+/* The forward's and backward's checks: 16-bit q/k/v, head dim, grid limits. */
+static la_status check_qkv16(const la_attn_problem *p, const char *what) {
     if (p->q.dtype != LA_BF16 && p->q.dtype != LA_F16)
-        return la_fail(LA_ERR_UNSUPPORTED, "q/k/v are %s; the CUDA forward takes bf16 or f16",
-                       la_dtype_name(p->q.dtype));
+        return la_fail(LA_ERR_UNSUPPORTED, "q/k/v are %s; the CUDA %s takes bf16 or f16", la_dtype_name(p->q.dtype),
+                       what);
     if (p->D > LA_CUDA_MAX_HEAD_DIM)
-        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
-                       (long long)p->D, LA_CUDA_MAX_HEAD_DIM);
+        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA %s takes multiples of 8 up to %d",
+                       (long long)p->D, what, LA_CUDA_MAX_HEAD_DIM);
     if (p->H > 65535 || p->num_seqs > 65535)
-        return la_fail(LA_ERR_UNSUPPORTED, "%lld heads and %lld sequences: the CUDA forward takes up to 65535 of each",
-                       (long long)p->H, (long long)p->num_seqs);
-    const la_attn_forward_problem *f = (const la_attn_forward_problem *)p;
-    int dev = p->device.index;
+        return la_fail(LA_ERR_UNSUPPORTED, "%lld heads and %lld sequences: the CUDA %s takes up to 65535 of each",
+                       (long long)p->H, (long long)p->num_seqs, what);
+    return LA_OK;
+}
+
+/* 2 elements: the kernels store pairs; 16 bytes: they load rows by cp.async. */
+static int64_t pair_align(const la_attn_operand *o) { return 2 * (int64_t)la_dtype_size(o->dtype); }
+
+static la_status cuda_supports(const la_attn_problem *p) {
+    if (p->op == LA_ATTN_MERGE)
+        return la_fail(LA_ERR_UNSUPPORTED, "the CUDA backend has no attention merge yet");
+    if (!la_cuda_available()) return LA_ERR_DEVICE;
+    const int dev = p->device.index;
     la_status s;
-    if ((s = check_operand(&p->q, "q", dev, 16)) || (s = check_operand(&p->k, "k", dev, 16)) ||
-        (s = check_operand(&p->v, "v", dev, 16)) ||
-        (s = check_operand(&f->out, "out", dev, 2 * (int64_t)la_dtype_size(f->out.dtype))) ||
-        (s = check_operand(&f->lse, "lse", dev, 4)))
+    if (p->op == LA_ATTN_FORWARD) {
+        const la_attn_forward_problem *f = (const la_attn_forward_problem *)p;
+        if ((s = check_qkv16(p, "forward"))) return s;
+        if ((s = check_operand(&p->q, "q", dev, 16)) || (s = check_operand(&p->k, "k", dev, 16)) ||
+            (s = check_operand(&p->v, "v", dev, 16)) || (s = check_operand(&f->out, "out", dev, pair_align(&f->out))) ||
+            (s = check_operand(&f->lse, "lse", dev, 4)))
+            return s;
+        return LA_OK;
+    }
+    if (p->op == LA_ATTN_BACKWARD) {
+        const la_attn_backward_problem *bp = (const la_attn_backward_problem *)p;
+        if ((s = check_qkv16(p, "backward"))) return s;
+        /* dout is read as 16-bit tiles (an f32 dout is converted first); out elementwise */
+        const int64_t dout_align = bp->dout.dtype == LA_F32 ? 4 : 16;
+        if ((s = check_operand(&p->q, "q", dev, 16)) || (s = check_operand(&p->k, "k", dev, 16)) ||
+            (s = check_operand(&p->v, "v", dev, 16)) ||
+            (s = check_operand(&bp->fwd.out, "out", dev, (int64_t)la_dtype_size(bp->fwd.out.dtype))) ||
+            (s = check_operand(&bp->dout, "dout", dev, dout_align)) ||
+            (s = check_operand(&bp->fwd.lse, "lse", dev, 4)) ||
+            (s = check_operand(&bp->dq, "dq", dev, pair_align(&bp->dq))) ||
+            (s = check_operand(&bp->dk, "dk", dev, pair_align(&bp->dk))) ||
+            (s = check_operand(&bp->dv, "dv", dev, pair_align(&bp->dv))))
+            return s;
+        return LA_OK;
+    }
+    /* decode: f32 q, a 16-bit cache */
+    const la_attn_decode_problem *dp = (const la_attn_decode_problem *)p;
+    if (p->k.dtype != LA_BF16 && p->k.dtype != LA_F16)
+        return la_fail(LA_ERR_UNSUPPORTED, "the K/V cache is %s; the CUDA decode takes bf16 or f16",
+                       la_dtype_name(p->k.dtype));
+    if (p->D > LA_CUDA_MAX_HEAD_DIM)
+        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA decode takes multiples of 8 up to %d",
+                       (long long)p->D, LA_CUDA_MAX_HEAD_DIM);
+    const int64_t rows = p->H / p->Hkv * p->Lq, row_groups = (rows + 63) / 64;
+    if (p->num_seqs > 65535 || p->Hkv * row_groups > 65535)
+        return la_fail(LA_ERR_UNSUPPORTED, "batch %lld, %lld K/V heads, %lld query rows per head: the CUDA decode "
+                       "takes a batch up to 65535 and K/V heads x ceil(rows / 64) up to 65535",
+                       (long long)p->num_seqs, (long long)p->Hkv, (long long)rows);
+    if ((s = check_operand(&p->q, "q", dev, 4)) || (s = check_operand(&p->k, "k", dev, 16)) ||
+        (s = check_operand(&p->v, "v", dev, 16)) || (s = check_operand(&dp->fwd.out, "out", dev, 4)) ||
+        (s = check_operand(&dp->fwd.lse, "lse", dev, 4)))
         return s;
     return LA_OK;
 }
 
-/* Device workspace: alibi slopes [H] f32, then cu_q and cu_k [num_seqs + 1]. */
+/* Device workspace, in this order, each piece rounded to 64 bytes:
+ *   every call: alibi slopes [H] f32; varlen cu_q and cu_k [num_seqs + 1]
+ *   backward:   delta and lse * log2(e) [rows][H] f32, then (dout f32) a
+ *               16-bit dout [rows][H][D]
+ *   decode:     seqlens [B] and the block table [B][blocks_per_seq] int32,
+ *               then the split partials (la_cuda_decode_plan). */
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* Query tokens of a backward call, in all. */
+static int64_t backward_rows(const la_attn_problem *p) { return p->cu_q ? p->cu_q[p->num_seqs] : p->num_seqs * p->Lq; }
+
+static int sm_count(int device) {
+    int n = 0;
+    if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) n = 0;
+    return n;
+}
+
+/* The decode call's arguments with host pointers for the arrays still to
+ * be copied, and its split planned. */
+static la_cuda_decode_args decode_args(const la_attn_decode_problem *dp, size_t *part_floats) {
+    const la_attn_problem *p = &dp->fwd.a;
+    const la_attn_forward_problem *f = &dp->fwd;
+    la_cuda_decode_args a = {
+        .q = (const float *)p->q.data, .k = p->k.data, .v = p->v.data, .out = (float *)f->out.data,
+        .lse = (float *)f->lse.data,
+        .q_bs = p->q.batch_stride, .q_ts = p->q.token_stride, .q_hs = p->q.head_stride,
+        .k_bs = p->k.batch_stride, .k_ts = p->k.token_stride, .k_hs = p->k.head_stride,
+        .v_bs = p->v.batch_stride, .v_ts = p->v.token_stride, .v_hs = p->v.head_stride,
+        .o_bs = f->out.batch_stride, .o_ts = f->out.token_stride, .o_hs = f->out.head_stride,
+        .l_bs = f->lse.batch_stride, .l_ts = f->lse.token_stride, .l_hs = f->lse.head_stride,
+        .seqlens = dp->kv.seqlens_k, .block_table = dp->kv.block_table, .blocks_per_seq = dp->kv.blocks_per_seq,
+        .block_size = dp->kv.block_size, .B = p->num_seqs, .H = p->H, .Hkv = p->Hkv, .D = p->D, .Lq = p->Lq,
+        .Lk = p->Lk, .rule = p->rule, .f16 = p->k.dtype == LA_F16,
+    };
+    int64_t max_len = 0;
+    for (int64_t b = 0; b < p->num_seqs; b++) {
+        int64_t n = la_kv_len(dp, b);
+        max_len = n > max_len ? n : max_len;
+    }
+    *part_floats = la_cuda_decode_plan(&a, max_len, sm_count(p->device.index));
+    return a;
+}
+
 static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
-    *bytes = 0;
-    if (p->rule.alibi_slopes) *bytes += round64(sizeof(float) * (size_t)p->H);
-    if (p->cu_q) *bytes += 2 * round64(sizeof(int32_t) * (size_t)(p->num_seqs + 1));
+    size_t n = 0;
+    if (p->rule.alibi_slopes) n += round64(sizeof(float) * (size_t)p->H);
+    if (p->cu_q) n += 2 * round64(sizeof(int32_t) * (size_t)(p->num_seqs + 1));
+    if (p->op == LA_ATTN_BACKWARD) {
+        const la_attn_backward_problem *bp = (const la_attn_backward_problem *)p;
+        const size_t rh = (size_t)backward_rows(p) * (size_t)p->H;
+        n += 2 * round64(sizeof(float) * rh);
+        if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
+    } else if (p->op == LA_ATTN_DECODE) {
+        const la_attn_decode_problem *dp = (const la_attn_decode_problem *)p;
+        size_t part = 0;
+        decode_args(dp, &part);
+        if (dp->kv.seqlens_k) n += round64(sizeof(int32_t) * (size_t)p->num_seqs);
+        if (dp->kv.block_table) n += round64(sizeof(int32_t) * (size_t)(p->num_seqs * dp->kv.blocks_per_seq));
+        n += round64(sizeof(float) * part) + round64(sizeof(float) * part * (size_t)p->D);
+    }
+    *bytes = n;
     return LA_OK;
 }
 
@@ -193,12 +293,57 @@ static la_status cuda_workspace_alloc(la_context *ctx, const la_attn_problem *p,
     return LA_OK;
 }
 
+/* Start a call on the context's stream: make the device current and wait,
+ * on the device, for the context's previous work (it may have run on
+ * another stream and may still read the workspace). */
+static la_status call_begin(la_context *ctx, int device, device_guard *g) {
+    la_status s = guard_enter(device, g);
+    if (s) return s;
+    cuda_scratch *sc = ctx->device_scratch;
+    cudaError_t e = sc ? cudaStreamWaitEvent((cudaStream_t)ctx->cuda_stream, sc->done, 0) : cudaSuccess;
+    if (e != cudaSuccess) {
+        guard_leave(g);
+        return cuda_fail(e, "cudaStreamWaitEvent");
+    }
+    return LA_OK;
+}
+
+/* End it: record the context's event after the call's work (s is the
+ * call's status so far) and restore the caller's device. */
+static la_status call_end(la_context *ctx, device_guard *g, la_status s) {
+    cuda_scratch *sc = ctx->device_scratch;
+    cudaError_t e;
+    if (!s && sc && (e = cudaEventRecord(sc->done, (cudaStream_t)ctx->cuda_stream)) != cudaSuccess)
+        s = cuda_fail(e, "cudaEventRecord");
+    guard_leave(g);
+    return s;
+}
+
+/* Copy n bytes of a host array into the workspace at *w on the stream and
+ * advance *w; returns the device copy (NULL for a NULL array). */
+static const void *stage(char **w, const void *host, size_t n, cudaStream_t stream, cudaError_t *e) {
+    if (!host || *e != cudaSuccess) return NULL;
+    void *dst = *w;
+    *e = cudaMemcpyAsync(dst, host, n, cudaMemcpyHostToDevice, stream);
+    *w += round64(n);
+    return dst;
+}
+
+/* The arrays every call may carry: alibi slopes, cu_seqlens. */
+static void stage_common(const la_attn_problem *p, char **w, cudaStream_t stream, cudaError_t *e, la_score_rule *rule,
+                         const int32_t **cu_q, const int32_t **cu_k) {
+    *rule = p->rule;
+    rule->alibi_slopes = stage(w, p->rule.alibi_slopes, sizeof(float) * (size_t)p->H, stream, e);
+    const size_t n = sizeof(int32_t) * (size_t)(p->num_seqs + 1);
+    *cu_q = stage(w, p->cu_q, n, stream, e);
+    *cu_k = stage(w, p->cu_k, n, stream, e);
+}
+
 static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f, void *ws) {
     const la_attn_problem *p = &f->a;
-    cuda_scratch *sc = ctx->device_scratch;
     cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
     device_guard g;
-    la_status s = guard_enter(p->device.index, &g);
+    la_status s = call_begin(ctx, p->device.index, &g);
     if (s) return s;
     la_cuda_fwd_args a = {
         .q = p->q.data, .k = p->k.data, .v = p->v.data, .out = f->out.data, .lse = (float *)f->lse.data,
@@ -208,33 +353,72 @@ static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f,
         .o_bs = f->out.batch_stride, .o_ts = f->out.token_stride, .o_hs = f->out.head_stride,
         .l_bs = f->lse.batch_stride, .l_ts = f->lse.token_stride, .l_hs = f->lse.head_stride,
         .num_seqs = p->num_seqs, .H = p->H, .Hkv = p->Hkv, .D = p->D, .Lq = p->Lq, .Lk = p->Lk,
-        .rule = p->rule, .f16 = p->q.dtype == LA_F16, .out_f32 = f->out.dtype == LA_F32,
+        .f16 = p->q.dtype == LA_F16, .out_f32 = f->out.dtype == LA_F32,
     };
     char *w = ws;
     cudaError_t e = cudaSuccess;
-    if (sc) e = cudaStreamWaitEvent(stream, sc->done, 0); /* a previous call on another stream */
-    if (e == cudaSuccess && p->rule.alibi_slopes) {
-        size_t n = sizeof(float) * (size_t)p->H;
-        e = cudaMemcpyAsync(w, p->rule.alibi_slopes, n, cudaMemcpyHostToDevice, stream);
-        a.rule.alibi_slopes = (const float *)w;
-        w += round64(n);
-    }
-    if (e == cudaSuccess && p->cu_q) {
-        size_t n = sizeof(int32_t) * (size_t)(p->num_seqs + 1);
-        e = cudaMemcpyAsync(w, p->cu_q, n, cudaMemcpyHostToDevice, stream);
-        a.cu_q = (const int32_t *)w;
-        w += round64(n);
-        if (e == cudaSuccess) e = cudaMemcpyAsync(w, p->cu_k, n, cudaMemcpyHostToDevice, stream);
-        a.cu_k = (const int32_t *)w;
-    }
-    if (e != cudaSuccess) {
-        guard_leave(&g);
-        return cuda_fail(e, "copying the call's host arrays to the device");
-    }
-    s = la_cuda_attention_forward_launch(&a, stream);
-    if (!s && sc && (e = cudaEventRecord(sc->done, stream)) != cudaSuccess) s = cuda_fail(e, "cudaEventRecord");
-    guard_leave(&g);
-    return s;
+    stage_common(p, &w, stream, &e, &a.rule, &a.cu_q, &a.cu_k);
+    if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
+    else s = la_cuda_attention_forward_launch(&a, stream);
+    return call_end(ctx, &g, s);
+}
+
+static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *bp, void *ws) {
+    const la_attn_problem *p = &bp->fwd.a;
+    const la_attn_forward_problem *f = &bp->fwd;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, p->device.index, &g);
+    if (s) return s;
+    la_cuda_bwd_args a = {
+        .q = p->q.data, .k = p->k.data, .v = p->v.data, .out = f->out.data, .dout = bp->dout.data,
+        .lse = (const float *)f->lse.data, .dq = bp->dq.data, .dk = bp->dk.data, .dv = bp->dv.data,
+        .q_bs = p->q.batch_stride, .q_ts = p->q.token_stride, .q_hs = p->q.head_stride,
+        .k_bs = p->k.batch_stride, .k_ts = p->k.token_stride, .k_hs = p->k.head_stride,
+        .v_bs = p->v.batch_stride, .v_ts = p->v.token_stride, .v_hs = p->v.head_stride,
+        .o_bs = f->out.batch_stride, .o_ts = f->out.token_stride, .o_hs = f->out.head_stride,
+        .do_bs = bp->dout.batch_stride, .do_ts = bp->dout.token_stride, .do_hs = bp->dout.head_stride,
+        .l_bs = f->lse.batch_stride, .l_ts = f->lse.token_stride, .l_hs = f->lse.head_stride,
+        .dq_bs = bp->dq.batch_stride, .dq_ts = bp->dq.token_stride, .dq_hs = bp->dq.head_stride,
+        .dk_bs = bp->dk.batch_stride, .dk_ts = bp->dk.token_stride, .dk_hs = bp->dk.head_stride,
+        .dv_bs = bp->dv.batch_stride, .dv_ts = bp->dv.token_stride, .dv_hs = bp->dv.head_stride,
+        .num_seqs = p->num_seqs, .H = p->H, .Hkv = p->Hkv, .D = p->D, .Lq = p->Lq, .Lk = p->Lk,
+        .rows = backward_rows(p), .f16 = p->q.dtype == LA_F16, .out_f32 = f->out.dtype == LA_F32,
+        .dout_f32 = bp->dout.dtype == LA_F32, .dq_f32 = bp->dq.dtype == LA_F32, .dk_f32 = bp->dk.dtype == LA_F32,
+        .dv_f32 = bp->dv.dtype == LA_F32,
+    };
+    char *w = ws;
+    cudaError_t e = cudaSuccess;
+    stage_common(p, &w, stream, &e, &a.rule, &a.cu_q, &a.cu_k);
+    const size_t rh = (size_t)a.rows * (size_t)p->H;
+    a.delta = (float *)w, w += round64(sizeof(float) * rh);
+    a.lse2 = (float *)w, w += round64(sizeof(float) * rh);
+    if (a.dout_f32) a.dout16 = w;
+    if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
+    else s = la_cuda_attention_backward_launch(&a, stream);
+    return call_end(ctx, &g, s);
+}
+
+static la_status cuda_decode(la_context *ctx, const la_attn_decode_problem *dp, void *ws) {
+    const la_attn_problem *p = &dp->fwd.a;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, p->device.index, &g);
+    if (s) return s;
+    size_t part = 0;
+    la_cuda_decode_args a = decode_args(dp, &part);
+    char *w = ws;
+    cudaError_t e = cudaSuccess;
+    const int32_t *cu_q, *cu_k;
+    stage_common(p, &w, stream, &e, &a.rule, &cu_q, &cu_k);
+    a.seqlens = stage(&w, dp->kv.seqlens_k, sizeof(int32_t) * (size_t)p->num_seqs, stream, &e);
+    a.block_table = stage(&w, dp->kv.block_table, sizeof(int32_t) * (size_t)(p->num_seqs * dp->kv.blocks_per_seq),
+                          stream, &e);
+    a.part_lse = (float *)w;
+    a.part_out = (float *)(w + round64(sizeof(float) * part));
+    if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
+    else s = la_cuda_attention_decode_launch(&a, stream);
+    return call_end(ctx, &g, s);
 }
 
 const la_backend la_cuda_backend = {
@@ -244,4 +428,6 @@ const la_backend la_cuda_backend = {
     .workspace = cuda_workspace,
     .workspace_alloc = cuda_workspace_alloc,
     .forward = cuda_forward,
+    .backward = cuda_backward,
+    .decode = cuda_decode,
 };

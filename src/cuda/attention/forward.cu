@@ -17,62 +17,7 @@
  * their 16-byte chunks XOR-swizzled by (row % 8), so the 8 row addresses of
  * each ldmatrix phase fall in 8 different bank groups. */
 #include "cuda/attention/forward.h"
-
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-#include <stdint.h>
-
-#define LA_LOG2E 1.4426950408889634f
-#define LA_LN2 0.6931471805599453f
-
-/* ------------------------------------------------------------ PTX helpers */
-
-__device__ __forceinline__ uint32_t smem_addr(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-/* 16 bytes global -> shared; src_bytes 0 writes zeros (rows past the end). */
-__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
-}
-__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
-__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
-
-__device__ __forceinline__ void ldmatrix_x4(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2, uint32_t &r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
-__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t addr, uint32_t &r0, uint32_t &r1, uint32_t &r2,
-                                                  uint32_t &r3) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(addr));
-}
-
-/* D (16x8 f32) += A (16x16, row) * B (16x8, col). */
-template <bool F16>
-__device__ __forceinline__ void mma_16816(float *d, const uint32_t *a, uint32_t b0, uint32_t b1) {
-    if (F16)
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                     "{%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    else
-        asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
-                     "{%8, %9}, {%0, %1, %2, %3};\n"
-                     : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-/* Two f32 -> one register of two 16-bit values (lo first). */
-template <bool F16> __device__ __forceinline__ uint32_t pack2(float lo, float hi) {
-    if (F16) {
-        __half2 h = __floats2half2_rn(lo, hi);
-        return *reinterpret_cast<uint32_t *>(&h);
-    }
-    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&h);
-}
+#include "cuda/attention/mma.cuh"
 
 /* -------------------------------------------------------------- the kernel */
 
@@ -89,37 +34,6 @@ template <int DP> struct fwd_tiles {
     static constexpr int BN = DP >= 128 ? 32 : 64;
     static constexpr int SMEM = (BM + 2 * BN) * DP * 2;
 };
-
-/* Byte offset of element (row, col) of a swizzled [rows][DP] 16-bit tile. */
-template <int DP> __device__ __forceinline__ uint32_t swz(int row, int col) {
-    return (uint32_t)((row * DP + ((((col >> 3) ^ (row & 7))) << 3) + (col & 7)) * 2);
-}
-
-/* rows [r0, r0 + ROWS) of one head of an operand into a swizzled tile;
- * rows at or past n and columns at or past D are zero-filled. */
-template <int DP, int ROWS, int THREADS>
-__device__ __forceinline__ void load_tile(uint32_t tile, const uint16_t *base, int64_t token_stride, int64_t r0,
-                                          int64_t n, int D) {
-    constexpr int CH = DP / 8;
-    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
-        int r = idx / CH, c = idx % CH;
-        bool ok = r0 + r < n && c * 8 < D;
-        const uint16_t *src = ok ? base + (r0 + r) * token_stride + c * 8 : base;
-        cp_async16(tile + swz<DP>(r, c * 8), src, ok ? 16 : 0);
-    }
-}
-
-/* The key tiles of BN keys a block visits: those meeting [0, sinks) or
- * [lo, hi), in order; -1 when none is left. */
-__device__ __forceinline__ int64_t first_tile(int BN, int64_t sinks, int64_t lo, int64_t hi) {
-    int64_t t = sinks > 0 ? 0 : lo / BN;
-    return t * BN < hi ? t : -1;
-}
-__device__ __forceinline__ int64_t next_tile(int BN, int64_t t, int64_t sinks, int64_t lo, int64_t hi) {
-    int64_t n = t + 1;
-    if (n * BN >= sinks && n * BN + BN <= lo) n = lo / BN; /* skip the gap between the sinks and the window */
-    return n * BN < hi ? n : -1;
-}
 
 template <int DP, bool F16>
 __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)

@@ -35,6 +35,8 @@ static la_status check_params(const la_attention_params *p) {
                        "window_right is %lld with causal; causal allows no key right of the diagonal "
                        "(use 0 or -1)", (long long)p->window_right);
     if (p->sinks < 0) return la_fail(LA_ERR_ARGUMENT, "params->sinks is %lld; must be >= 0", (long long)p->sinks);
+    if (p->deterministic != 0 && p->deterministic != 1)
+        return la_fail(LA_ERR_ARGUMENT, "params->deterministic is %d; must be 0 or 1", p->deterministic);
     return LA_OK;
 }
 
@@ -310,6 +312,7 @@ la_status la_attention_backward(la_context *ctx, const la_attention_params *p, c
     Bp.dq = operand_of(dq, !varlen);
     Bp.dk = operand_of(dk, !varlen);
     Bp.dv = operand_of(dv, !varlen);
+    Bp.deterministic = p->deterministic;
     if ((s = la_backend_run(ctx, be, P))) return s;
     return la_succeed();
 }

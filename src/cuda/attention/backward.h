@@ -1,0 +1,43 @@
+/* The CUDA attention backward's launcher (backward.cu), called by the table
+ * in src/cuda/backend.c with every pointer already on the device. */
+#ifndef LA_CUDA_ATTENTION_BACKWARD_H
+#define LA_CUDA_ATTENTION_BACKWARD_H
+
+#include "backend/attention_problem.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One backward call as the kernels see it. Strides in elements, as in
+ * la_attn_operand; cu_q/cu_k, rule.alibi_slopes and the three workspace
+ * arrays point to device memory. */
+typedef struct {
+    const void *q, *k, *v, *out, *dout;
+    const float *lse;                 /* softmax only */
+    void *dq, *dk, *dv;
+    int64_t q_bs, q_ts, q_hs, k_bs, k_ts, k_hs, v_bs, v_ts, v_hs, o_bs, o_ts, o_hs, do_bs, do_ts, do_hs;
+    int64_t l_bs, l_ts, l_hs, dq_bs, dq_ts, dq_hs, dk_bs, dk_ts, dk_hs, dv_bs, dv_ts, dv_hs;
+    const int32_t *cu_q, *cu_k;       /* varlen offsets [num_seqs + 1], or NULL */
+    int64_t num_seqs, H, Hkv, D, Lq, Lk;
+    int64_t rows;                     /* query tokens in all: num_seqs * Lq dense, cu_q[num_seqs] varlen */
+    la_score_rule rule;
+    int f16;                          /* q, k, v: 0 bf16, 1 f16 */
+    int out_f32, dout_f32;            /* out, dout: 1 f32, 0 the inputs' dtype */
+    int dq_f32, dk_f32, dv_f32;       /* each gradient: 1 f32, 0 the inputs' dtype */
+    /* Workspace [rows][H]: delta = dout . out per query row and head, and
+     * lse * log2(e); dout16 [rows][H][D] in the inputs' dtype when dout is
+     * f32 (the kernels read dout as 16-bit tiles), else NULL. */
+    float *delta, *lse2;
+    void *dout16;
+} la_cuda_bwd_args;
+
+/* Enqueue the backward on `stream` (a cudaStream_t): a pass computing delta
+ * (and converting an f32 dout), a key-parallel pass for dK and dV, and a
+ * query-parallel pass for dQ. LA_OK, or a status with the CUDA error. */
+la_status la_cuda_attention_backward_launch(const la_cuda_bwd_args *a, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
