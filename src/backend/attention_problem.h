@@ -108,7 +108,7 @@ static inline la_attn_operand la_attn_operand_of(const la_tensor *t, bool has_ba
     la_attn_operand o = {0};
     if (!t) return o;
     const int off = has_batch ? 1 : 0;
-    o.data = t->data;
+    o.data = (char *)t->data;
     o.dtype = t->dtype;
     o.batch_stride = has_batch ? t->stride[0] : 0;
     o.token_stride = t->stride[off];
