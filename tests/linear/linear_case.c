@@ -436,6 +436,6 @@ harness_case *linear_case(const linear_spec *s) {
     }
     c->Dvs = s->Dv + (s->p.normalize ? 1 : 0);
     c->has_g = s->p.decay == LA_DECAY_TOKEN || s->p.decay == LA_DECAY_CHANNEL;
-    c->base.tokens = c->varlen ? c->T : c->T * s->B;
+    c->base.tokens = c->T; /* as attention's cases: one sequence's tokens, or all packed ones */
     return &c->base;
 }
