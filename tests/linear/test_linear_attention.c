@@ -103,6 +103,14 @@ static void add_cases(harness_list *list) {
         s.B = 1, s.p.chunk_size = chunks[ci], s.want_state = true, s.init_state = ci % 2;
         add(list, s);
     }
+    const int64_t channel_chunks[] = {17, 48, 50, 64};
+    for (size_t ci = 0; ci < sizeof channel_chunks / sizeof channel_chunks[0]; ci++) {
+        snprintf(name, sizeof name, "channel chunk=%lld L=123", (long long)channel_chunks[ci]);
+        linear_spec s = base_spec(name, 123, LA_DECAY_CHANNEL);
+        s.B = 1, s.Dk = 24, s.p.chunk_size = channel_chunks[ci], s.want_state = true, s.init_state = ci % 2;
+        s.gate = ci == 2 ? LIN_GATE_SATURATED : LIN_GATE_NORMAL;
+        add(list, s);
+    }
     {
         linear_spec s = base_spec("none L=4097 (chunk 64)", 4097, LA_DECAY_NONE);
         s.B = 1, s.H = 1, s.Hkv = 1, s.want_state = true;

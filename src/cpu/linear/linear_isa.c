@@ -10,19 +10,29 @@
  *   O = A V + (P . Q~) S          P[i] = prod_{s<=i} a_s      (the decay since the chunk began)
  *   S = P[n-1] . S + ((R . K~)^T V)  R[j] = prod_{j<s<n} a_s  (the decay to the chunk's end)
  * A and the three products run through the register-blocked tile GEMM;
- * with scalar decays A is Q~ K~^T masked and scaled afterwards, with
- * per-channel decays each A[i][j] is a dot product with the running factor
- * (O(n^2 Dk) multiplies, no exp). Normalisation appends a column of ones to
+ * with scalar decays A is Q~ K~^T masked and scaled afterwards. With
+ * per-channel decays A is taken in sub-blocks of LIN_SUB tokens: a block
+ * below the diagonal (rows I, columns J < I) is one GEMM of Q~ decayed from
+ * I's start and K~ decayed to J's end times the blocks between (every
+ * factor a product over a run of tokens, in [0, 1]); the diagonal blocks
+ * are dot products with the running factor. Normalisation appends a column of ones to
  * V, so the denominator is the state's column Dv and O's column Dv.
  * Items (sequence, head) are spread over the threads; each has its own
  * scratch in the workspace. */
 #include "cpu/linear/linear_common.h"
 
+/* Tokens per sub-block of the per-channel scores: one GEMM tile's width
+ * on every ISA (a multiple of LA_VL), small enough that the diagonal
+ * blocks' direct dot products stay a small share of the work. */
+#define LIN_SUB 16
+
 /* Per-thread scratch, in floats. Chunked: S, Q, K, K^T, V, A, O, the decay
- * rows and two running vectors. Recurrent: the same with one-token chunks. */
+ * rows, two running vectors; per-channel scores add Q~ and K~ decayed within
+ * their sub-block and the sub-blocks' total decays. Recurrent: the same
+ * with one-token chunks. */
 static size_t scratch_floats(const lin_dims *d) {
     return (size_t)(d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
-                    2 * d->Dkp + d->C);
+                    2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp);
 }
 
 static int64_t chunk_of(const la_linear_problem *p) { return p->form == LA_LINEAR_CHUNKED ? p->chunk : 1; }
@@ -36,7 +46,7 @@ la_status LA_ISA_FN(la_cpu_linear_workspace)(const la_linear_problem *p, size_t 
 }
 
 typedef struct {
-    float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a;
+    float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a, *Qb, *Kb, *tot, *M;
 } fwd_scratch;
 
 static fwd_scratch scratch_at(float *base, const lin_dims *d) {
@@ -52,6 +62,10 @@ static fwd_scratch scratch_at(float *base, const lin_dims *d) {
     w.run = w.dec + d->C * d->Dkp;
     w.e = w.run + d->Dkp;
     w.a = w.e + d->Dkp;
+    w.Qb = w.a + d->C;
+    w.Kb = w.Qb + d->C * d->Dkp;
+    w.tot = w.Kb + d->C * d->Dkp;
+    w.M = w.tot + (d->Cp / LIN_SUB + 1) * d->Dkp;
     return w;
 }
 
@@ -62,6 +76,52 @@ static void store_out(const la_linear_problem *p, const lin_dims *dm, float *o, 
         for (int64_t d = 0; d < dm->Dv; d++) o[d] *= inv;
     }
     tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, o, dm->Dv);
+}
+
+/* A [n][Cp] of a chunk with per-channel decays (the K^T panel is scratch):
+ *   A[i][j] = sum_d Q~[i][d] K~[j][d] prod_{j<s<=i} a_s[d]   (j <= i), 0 above. */
+static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
+    const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
+    memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
+    for (int64_t I = 0; I < nb; I++) {
+        const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        /* Qb[i] = Q~[i] decayed from the block's start through i; the block's total */
+        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            lin_mul(w->e, w->dec + i * Dkp, Dkp);
+            for (int64_t d = 0; d < Dkp; d += LA_VL)
+                vf_store(w->Qb + i * Dkp + d, vf_load(w->Q + i * Dkp + d) * vf_load(w->e + d));
+        }
+        memcpy(w->tot + I * Dkp, w->e, (size_t)Dkp * sizeof(float));
+        /* Kb[j] = K~[j] decayed after j to the block's end */
+        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+        for (int64_t j = i1 - 1; j >= i0; j--) {
+            for (int64_t d = 0; d < Dkp; d += LA_VL)
+                vf_store(w->Kb + j * Dkp + d, vf_load(w->K + j * Dkp + d) * vf_load(w->e + d));
+            lin_mul(w->e, w->dec + j * Dkp, Dkp);
+        }
+        /* the diagonal block */
+        for (int64_t j = i0; j < i1; j++) {
+            for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+            for (int64_t i = j; i < i1; i++) {
+                if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
+                w->A[i * Cp + j] = lin_dot3(w->Q + i * Dkp, w->e, w->K + j * Dkp, Dkp);
+            }
+        }
+    }
+    /* below the diagonal: block J < I (full, as only the last block may be
+     * short) is Qb[I] (Kb[J] . M)^T, M the total decay of the blocks between */
+    for (int64_t I = 1; I < nb; I++) {
+        const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        for (int64_t J = I - 1; J >= 0; J--) {
+            const int64_t j0 = J * LIN_SUB;
+            for (int64_t d = 0; d < Dk; d++)
+                for (int64_t j = 0; j < LIN_SUB; j++) w->KT[d * LIN_SUB + j] = w->Kb[(j0 + j) * Dkp + d] * w->M[d];
+            tg_gemm(i1 - i0, LIN_SUB, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KT, LIN_SUB, w->A + i0 * Cp + j0, Cp, false);
+            lin_mul(w->M, w->tot + J * Dkp, Dkp);
+        }
+    }
 }
 
 static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
@@ -83,14 +143,7 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
         }
         /* A: the intra-chunk scores, decayed and causally masked */
         if (channel) {
-            memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
-            for (int64_t j = 0; j < n; j++) {
-                for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-                for (int64_t i = j; i < n; i++) {
-                    if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
-                    w->A[i * Cp + j] = lin_dot3(w->Q + i * Dkp, w->e, w->K + j * Dkp, Dkp);
-                }
-            }
+            channel_scores(dm, w, n);
         } else {
             lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
             tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
