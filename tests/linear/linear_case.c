@@ -55,7 +55,7 @@ static bool tok_buf(lin_case *c, tu_buf *b, la_dtype dt, int64_t heads, int64_t 
     shape[n++] = c->T;
     shape[n++] = heads;
     if (has_d) shape[n++] = D;
-    return tu_buf_init(b, dt, n, shape, false, false);
+    return tu_buf_init(b, dt, n, shape, c->s.strided && has_d, false);
 }
 
 static bool state_buf(lin_case *c, tu_buf *b) {
@@ -387,11 +387,17 @@ static double check(harness_case *hc, const char *label, bool tally) {
         }
         if (s->want_state)
             worst = note(c, label, tally, "dinitial_state", compare_state(c, &c->ds0, c->want_state, atol, rtol), worst);
+        if (tally && s->strided)
+            tu_check(tu_buf_outside_poisoned(&c->dq) && tu_buf_outside_poisoned(&c->dk) &&
+                         tu_buf_outside_poisoned(&c->dv),
+                     "%s [%s]: a gradient written outside its view", c->base.name, label);
         return worst;
     }
     worst = note(c, label, tally, "out", compare_tokens(c, &c->out, c->want_out, s->H, s->Dv, true, atol, rtol, 0), worst);
     if (s->want_state || s->run == LIN_RUN_DECODE)
         worst = note(c, label, tally, "final state", compare_state(c, &c->sT, c->want_state, 3e-5, 1e-4), worst);
+    if (tally && s->strided)
+        tu_check(tu_buf_outside_poisoned(&c->out), "%s [%s]: out written outside its view", c->base.name, label);
     return worst;
 }
 

@@ -43,6 +43,7 @@ typedef struct {
     int64_t split_at;
     bool init_state, want_state; /* pass an initial state; ask for the final one (or dinitial_state) */
     bool dfinal;                 /* backward: a gradient reaching the final state */
+    bool strided;                /* q, k, v, out and the gradients over heads-outermost padded memory (tu_buf) */
     int threads;
 } linear_spec;
 

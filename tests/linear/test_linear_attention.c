@@ -152,6 +152,14 @@ static void add_cases(harness_list *list) {
             s.dt = dts[i], s.p.chunk_size = 16;
             add(list, s);
         }
+        for (int run = 0; run < 3; run++) {
+            snprintf(name, sizeof name, "strided [B][H][L][D + 8] views, %s",
+                     run == 0 ? "chunked" : run == 1 ? "decode" : "backward");
+            s = base_spec(name, 37, LA_DECAY_CHANNEL);
+            s.strided = true, s.p.chunk_size = 16, s.init_state = s.want_state = true;
+            s.run = run == 0 ? LIN_RUN_FORWARD : run == 1 ? LIN_RUN_DECODE : LIN_RUN_BACKWARD;
+            add(list, s);
+        }
         s = base_spec("scale 0.5 Dk=32 Dv=48", 40, LA_DECAY_HEAD);
         s.Dk = 32, s.Dv = 48, s.p.scale = 0.5f, s.p.chunk_size = 8;
         add(list, s);
