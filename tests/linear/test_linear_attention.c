@@ -208,6 +208,14 @@ static void add_cases(harness_list *list) {
         s.name = "backward GQA 4/1 token bf16";
         s.Hkv = 1, s.p.decay = LA_DECAY_TOKEN, s.dt = s.out_dt = LA_BF16;
         add(list, s);
+        const int64_t bchunks[] = {40, 64};
+        for (int ci = 0; ci < 2; ci++) {
+            snprintf(name, sizeof name, "backward channel chunk=%lld L=150", (long long)bchunks[ci]);
+            s = base_spec(name, 150, LA_DECAY_CHANNEL);
+            s.H = 4, s.Hkv = 2, s.Dk = 20, s.p.chunk_size = bchunks[ci], s.run = LIN_RUN_BACKWARD;
+            s.init_state = s.want_state = s.dfinal = true, s.gate = ci ? LIN_GATE_SATURATED : LIN_GATE_NORMAL;
+            add(list, s);
+        }
         s = base_spec("backward varlen token", 0, LA_DECAY_TOKEN);
         s.nseq = 3, s.lens[0] = 20, s.lens[1] = 0, s.lens[2] = 35, s.p.chunk_size = 16, s.run = LIN_RUN_BACKWARD;
         s.init_state = s.want_state = s.dfinal = true;

@@ -21,15 +21,20 @@
  * sequence's length before storing them. */
 #include "cpu/linear/linear_common.h"
 
+/* Tokens per sub-block of the per-channel intra-chunk terms (as in the
+ * forward, linear_isa.c): blocks below the diagonal run as tile GEMMs. */
+#define LIN_SUB 16
+
 typedef struct {
-    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *raw, *e, *run, *a, *pa, *sa, *acc;
+    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *raw, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *acc;
 } bwd_scratch;
 
 static size_t scratch_floats(const la_linear_problem *p, const lin_dims *d, size_t *acc) {
     const int64_t G = p->H / p->Hkv, Dm = d->Dkp > d->Dvp ? d->Dkp : d->Dvp;
     *acc = G > 1 ? (size_t)(p->L * (d->Dkp + d->Dvp)) : 0;
     return (size_t)(d->Dk * d->Dvp + d->Dvp * d->Dkp + 7 * d->C * d->Dkp + 3 * d->C * d->Dvp + d->Dvp * d->Cp +
-                    d->Dkp * d->Cp + 2 * d->C * d->Cp + Dm + 2 * d->Dkp + 3 * d->C) +
+                    d->Dkp * d->Cp + 2 * d->C * d->Cp + Dm + 2 * d->Dkp + 3 * d->C + 3 * d->C * d->Dkp +
+                    (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp + 2 * LIN_SUB * d->Dkp) +
            *acc;
 }
 
@@ -68,7 +73,14 @@ static bwd_scratch scratch_at(float *base, const lin_dims *d, size_t acc) {
     w.a = w.run + Dkp;
     w.pa = w.a + C;
     w.sa = w.pa + C;
-    w.acc = acc ? w.sa + C : NULL;
+    w.PB = w.sa + C;
+    w.SB = w.PB + C * Dkp;
+    w.QB = w.SB + C * Dkp;
+    w.tot = w.QB + C * Dkp;
+    w.M = w.tot + (Cp / LIN_SUB + 1) * Dkp;
+    w.KM = w.M + Dkp;
+    w.KMT = w.KM + LIN_SUB * Dkp;
+    w.acc = acc ? w.KMT + LIN_SUB * Dkp : NULL;
     return w;
 }
 
@@ -131,6 +143,108 @@ static void store_feature_grad(const la_attn_operand *out, const la_attn_operand
     tg_store_row(la_attn_at(out, bt, t, h), out->dtype, dx, D);
 }
 
+/* Per-channel decays within the sub-blocks of a chunk: PB[i] = prod of a_s
+ * from i's block start through i, SB[j] = prod after j to its block's end,
+ * tot[I] = block I's whole product, QB = Q~ . PB. */
+static void block_decays(const lin_dims *dm, bwd_scratch *w, int64_t n) {
+    const int64_t Dkp = dm->Dkp;
+    for (int64_t i0 = 0; i0 < n; i0 += LIN_SUB) {
+        const int64_t i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            lin_mul(w->M, w->dec + i * Dkp, Dkp);
+            memcpy(w->PB + i * Dkp, w->M, (size_t)Dkp * sizeof(float));
+            for (int64_t d = 0; d < Dkp; d += LA_VL)
+                vf_store(w->QB + i * Dkp + d, vf_load(w->Q + i * Dkp + d) * vf_load(w->M + d));
+        }
+        memcpy(w->tot + i0 / LIN_SUB * Dkp, w->M, (size_t)Dkp * sizeof(float));
+        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        for (int64_t j = i1 - 1; j >= i0; j--) {
+            memcpy(w->SB + j * Dkp, w->M, (size_t)Dkp * sizeof(float));
+            lin_mul(w->M, w->dec + j * Dkp, Dkp);
+        }
+    }
+}
+
+/* KM [LIN_SUB][Dkp] = K~[J] . SB[J] . M (the key block decayed to the row block I's start) */
+static void key_block(const lin_dims *dm, bwd_scratch *w, int64_t j0) {
+    const int64_t Dkp = dm->Dkp;
+    for (int64_t j = 0; j < LIN_SUB; j++)
+        for (int64_t d = 0; d < Dkp; d += LA_VL)
+            vf_store(w->KM + j * Dkp + d,
+                     vf_load(w->K + (j0 + j) * Dkp + d) * vf_load(w->SB + (j0 + j) * Dkp + d) * vf_load(w->M + d));
+}
+
+/* dQ~[i] = sum_{j<=i} Pm[i][j] (E[i][j] . K~[j]) with per-channel decays:
+ * diagonal blocks directly, blocks below as PB . (Pm[I][J] KM). */
+static void channel_dq(const lin_dims *dm, bwd_scratch *w, int64_t n) {
+    const int64_t Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
+    memset(w->dQK, 0, (size_t)(n * Dkp) * sizeof(float));
+    for (int64_t I = 0; I < nb; I++) {
+        const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        for (int64_t j = i0; j < i1; j++) {
+            for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+            const float *kj = w->K + j * Dkp;
+            for (int64_t i = j; i < i1; i++) {
+                if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
+                const vf pij = vf_set1(w->Pm[i * Cp + j]);
+                float *dq = w->dQK + i * Dkp;
+                for (int64_t x = 0; x < Dkp; x += LA_VL)
+                    vf_store(dq + x, vf_fma(pij * vf_load(w->e + x), vf_load(kj + x), vf_load(dq + x)));
+            }
+        }
+        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        for (int64_t J = I - 1; J >= 0; J--) {
+            key_block(dm, w, J * LIN_SUB);
+            tg_gemm(i1 - i0, Dkp, LIN_SUB, w->Pm + i0 * Cp + J * LIN_SUB, Cp, 1, w->KM, Dkp, w->T, Dkp, false);
+            for (int64_t i = i0; i < i1; i++)
+                for (int64_t x = 0; x < Dkp; x += LA_VL)
+                    vf_store(w->dQK + i * Dkp + x, vf_fma(vf_load(w->PB + i * Dkp + x), vf_load(w->T + (i - i0) * Dkp + x),
+                                                         vf_load(w->dQK + i * Dkp + x)));
+            lin_mul(w->M, w->tot + J * Dkp, Dkp);
+        }
+    }
+}
+
+/* A[i][j] and dK~[j] = sum_{i>=j} Pm[i][j] (E[i][j] . Q~[i]) with
+ * per-channel decays: diagonal blocks directly; below, A[I][J] = QB[I]
+ * KM^T and dK~[J] += SB[J] . M . (Pm[I][J]^T QB[I]). */
+static void channel_scores_dk(const lin_dims *dm, bwd_scratch *w, int64_t n, float *dK) {
+    const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
+    memset(dK, 0, (size_t)(n * Dkp) * sizeof(float));
+    memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
+    for (int64_t I = 0; I < nb; I++) {
+        const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        for (int64_t j = i0; j < i1; j++) {
+            for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+            const float *kj = w->K + j * Dkp;
+            float *dk = dK + j * Dkp;
+            for (int64_t i = j; i < i1; i++) {
+                if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
+                const float *qi = w->Q + i * Dkp;
+                w->A[i * Cp + j] = lin_dot3(qi, w->e, kj, Dkp);
+                const vf pij = vf_set1(w->Pm[i * Cp + j]);
+                for (int64_t x = 0; x < Dkp; x += LA_VL)
+                    vf_store(dk + x, vf_fma(pij * vf_load(w->e + x), vf_load(qi + x), vf_load(dk + x)));
+            }
+        }
+        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        for (int64_t J = I - 1; J >= 0; J--) {
+            const int64_t j0 = J * LIN_SUB;
+            key_block(dm, w, j0);
+            lin_transpose(w->KMT, LIN_SUB, w->KM, Dkp, LIN_SUB, Dk);
+            tg_gemm(i1 - i0, LIN_SUB, Dk, w->QB + i0 * Dkp, Dkp, 1, w->KMT, LIN_SUB, w->A + i0 * Cp + j0, Cp, false);
+            tg_gemm(LIN_SUB, Dkp, i1 - i0, w->Pm + i0 * Cp + j0, 1, Cp, w->QB + i0 * Dkp, Dkp, w->T, Dkp, false);
+            for (int64_t j = 0; j < LIN_SUB; j++)
+                for (int64_t x = 0; x < Dkp; x += LA_VL)
+                    vf_store(dK + (j0 + j) * Dkp + x,
+                             vf_fma(vf_load(w->SB + (j0 + j) * Dkp + x) * vf_load(w->M + x), vf_load(w->T + j * Dkp + x),
+                                    vf_load(dK + (j0 + j) * Dkp + x)));
+            lin_mul(w->M, w->tot + J * Dkp, Dkp);
+        }
+    }
+}
+
 /* The forward sweep: dq and the q part of dL/db into dg; returns S_T in w->S
  * (transposed, [Dv][Dkp] rows in w->RT). */
 static void forward_sweep(const la_linear_backward_problem *bp, const lin_dims *dm, bwd_scratch *w, int64_t b,
@@ -150,18 +264,8 @@ static void forward_sweep(const la_linear_backward_problem *bp, const lin_dims *
         lin_transpose(w->VT, Cp, w->V, Dvp, n, Dv);
         tg_gemm(n, Cp, Dv, w->dO, Dvp, 1, w->VT, Cp, w->Pm, Cp, false);
         if (channel) {
-            memset(w->dQK, 0, (size_t)(n * Dkp) * sizeof(float));
-            for (int64_t j = 0; j < n; j++) {
-                for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-                const float *kj = w->K + j * Dkp;
-                for (int64_t i = j; i < n; i++) {
-                    if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
-                    const vf pij = vf_set1(w->Pm[i * Cp + j]);
-                    float *dq = w->dQK + i * Dkp;
-                    for (int64_t x = 0; x < Dkp; x += LA_VL)
-                        vf_store(dq + x, vf_fma(pij * vf_load(w->e + x), vf_load(kj + x), vf_load(dq + x)));
-                }
-            }
+            block_decays(dm, w, n);
+            channel_dq(dm, w, n);
         } else {
             lin_mask_scalar(w->Pm, Cp, w->a, n);
             tg_gemm(n, Dkp, n, w->Pm, Cp, 1, w->K, Dkp, w->dQK, Dkp, false);
@@ -220,22 +324,8 @@ static void reverse_sweep(const la_linear_backward_problem *bp, const lin_dims *
         tg_gemm(n, Cp, Dv, w->dO, Dvp, 1, w->VT, Cp, w->Pm, Cp, false);
         float *dK = w->dQK;
         if (channel) {
-            memset(dK, 0, (size_t)(n * Dkp) * sizeof(float));
-            memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
-            float *e = w->T; /* the running factor; T is free until below */
-            for (int64_t j = 0; j < n; j++) {
-                for (int64_t d = 0; d < Dkp; d++) e[d] = 1.0f;
-                const float *kj = w->K + j * Dkp;
-                float *dk = dK + j * Dkp;
-                for (int64_t i = j; i < n; i++) {
-                    if (i > j) lin_mul(e, w->dec + i * Dkp, Dkp);
-                    const float *qi = w->Q + i * Dkp;
-                    w->A[i * Cp + j] = lin_dot3(qi, e, kj, Dkp);
-                    const vf pij = vf_set1(w->Pm[i * Cp + j]);
-                    for (int64_t x = 0; x < Dkp; x += LA_VL)
-                        vf_store(dk + x, vf_fma(pij * vf_load(e + x), vf_load(qi + x), vf_load(dk + x)));
-                }
-            }
+            block_decays(dm, w, n);
+            channel_scores_dk(dm, w, n, dK);
         } else {
             lin_mask_scalar(w->Pm, Cp, w->a, n);
             lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
