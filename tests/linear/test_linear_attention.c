@@ -103,6 +103,19 @@ static void add_cases(harness_list *list) {
         s.B = 1, s.p.chunk_size = chunks[ci], s.want_state = true, s.init_state = ci % 2;
         add(list, s);
     }
+    /* an empty dense batch: the state passes through */
+    for (int form = 0; form < 2; form++) {
+        linear_spec s = base_spec(form ? "L=0 recurrent" : "L=0 chunked", 0, LA_DECAY_TOKEN);
+        s.p.form = form, s.init_state = s.want_state = true;
+        add(list, s);
+    }
+    /* very long sequences with decays near 1 (and none): 200k tokens of small heads */
+    for (int decay = 0; decay < LA_DECAY_COUNT; decay++) {
+        snprintf(name, sizeof name, "long L=200000 %s near 1", dn[decay]);
+        linear_spec s = base_spec(name, 200000, decay);
+        s.B = 1, s.H = 1, s.Hkv = 1, s.Dk = 4, s.Dv = 4, s.gate = LIN_GATE_NEAR_ONE, s.want_state = true;
+        add(list, s);
+    }
     const int64_t channel_chunks[] = {17, 48, 50, 64};
     for (size_t ci = 0; ci < sizeof channel_chunks / sizeof channel_chunks[0]; ci++) {
         snprintf(name, sizeof name, "channel chunk=%lld L=123", (long long)channel_chunks[ci]);

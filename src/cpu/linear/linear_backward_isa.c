@@ -26,7 +26,7 @@
 #define LIN_SUB 16
 
 typedef struct {
-    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *raw, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *acc;
+    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *raw, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *lg, *acc;
 } bwd_scratch;
 
 static size_t scratch_floats(const la_linear_problem *p, const lin_dims *d, size_t *acc) {
@@ -34,7 +34,7 @@ static size_t scratch_floats(const la_linear_problem *p, const lin_dims *d, size
     *acc = G > 1 ? (size_t)(p->L * (d->Dkp + d->Dvp)) : 0;
     return (size_t)(d->Dk * d->Dvp + d->Dvp * d->Dkp + 7 * d->C * d->Dkp + 3 * d->C * d->Dvp + d->Dvp * d->Cp +
                     d->Dkp * d->Cp + 2 * d->C * d->Cp + Dm + 2 * d->Dkp + 3 * d->C + 3 * d->C * d->Dkp +
-                    (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp + 2 * LIN_SUB * d->Dkp) +
+                    (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp + 2 * LIN_SUB * d->Dkp + d->C * d->Dkp) +
            *acc;
 }
 
@@ -80,7 +80,8 @@ static bwd_scratch scratch_at(float *base, const lin_dims *d, size_t acc) {
     w.M = w.tot + (Cp / LIN_SUB + 1) * Dkp;
     w.KM = w.M + Dkp;
     w.KMT = w.KM + LIN_SUB * Dkp;
-    w.acc = acc ? w.KMT + LIN_SUB * Dkp : NULL;
+    w.lg = w.KMT + LIN_SUB * Dkp; /* log decays: [C][Dkp] rows, or C scalars */
+    w.acc = acc ? w.lg + C * Dkp : NULL;
     return w;
 }
 
@@ -96,28 +97,16 @@ static void load_chunk(const la_linear_backward_problem *bp, const lin_dims *dm,
         lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
         lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
         tg_load_row(w->dO + i * Dvp, la_attn_at(&bp->dout, bt, t, h), bp->dout.dtype, dm->Dv, Dvp);
-        if (channel) lin_decay_row(w->dec + i * Dkp, p, dm, bt, t, h);
-        else w->a[i] = lin_decay_scalar(p, bt, t, h);
-    }
-    if (channel) {
-        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-        for (int64_t i = 0; i < n; i++) {
-            lin_mul(w->e, w->dec + i * Dkp, Dkp);
-            memcpy(w->pre + i * Dkp, w->e, (size_t)Dkp * sizeof(float));
-        }
-        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-        for (int64_t j = n - 1; j >= 0; j--) {
-            memcpy(w->suf + j * Dkp, w->e, (size_t)Dkp * sizeof(float));
-            lin_mul(w->e, w->dec + j * Dkp, Dkp);
-        }
-    } else {
-        float pr = 1.0f, sf = 1.0f;
-        for (int64_t i = 0; i < n; i++) w->pa[i] = pr *= w->a[i];
-        for (int64_t j = n - 1; j >= 0; j--) {
-            w->sa[j] = sf;
-            sf *= w->a[j];
+        if (channel) {
+            lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
+        } else {
+            w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
+            w->a[i] = expf(w->lg[i]);
         }
     }
+    /* pre[n-1] (pa[n-1]) is the chunk's whole decay; e and KMT are free here (run is not) */
+    if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->e, w->KMT);
+    else lin_run_decays(w->lg, n, w->pa, w->sa);
 }
 
 /* dst[i] += f[i] . src[i] for n rows of Dkp: f the per-row decay (scalar or row). */

@@ -66,21 +66,64 @@ static inline void lin_load_value(float *dst, const la_linear_problem *p, const 
 
 static inline bool lin_channel(const la_linear_problem *p) { return p->decay == LA_DECAY_CHANNEL; }
 
-/* The scalar decay factor exp(g) of token t of head h (1 without decay). */
-static inline float lin_decay_scalar(const la_linear_problem *p, int64_t bt, int64_t t, int64_t h) {
+/* The scalar log decay g of token t of head h (0 without decay). */
+static inline float lin_log_decay_scalar(const la_linear_problem *p, int64_t bt, int64_t t, int64_t h) {
     switch (p->decay) {
-    case LA_DECAY_HEAD: return expf(p->head_log_decay[h]);
-    case LA_DECAY_TOKEN: return expf(*(const float *)la_attn_at(&p->g, bt, t, h));
-    default: return 1.0f;
+    case LA_DECAY_HEAD: return p->head_log_decay[h];
+    case LA_DECAY_TOKEN: return *(const float *)la_attn_at(&p->g, bt, t, h);
+    default: return 0.0f;
     }
 }
 
-/* The per-channel factors exp(g[0..Dk)) of token t, zero padded to Dkp. */
-static inline void lin_decay_row(float *dst, const la_linear_problem *p, const lin_dims *dm, int64_t bt, int64_t t,
-                                 int64_t h) {
-    tg_load_row(dst, la_attn_at(&p->g, bt, t, h), LA_F32, dm->Dk, dm->Dkp);
-    for (int64_t d = 0; d < dm->Dkp; d += LA_VL) vf_store(dst + d, vf_exp(vf_load(dst + d)));
-    for (int64_t d = dm->Dk; d < dm->Dkp; d++) dst[d] = 0;
+/* The per-channel log decays g[0..Dk) of token t (zero padded to Dkp) and
+ * their factors exp(g) (zero padded). */
+static inline void lin_decay_row(float *factor, float *lg, const la_linear_problem *p, const lin_dims *dm, int64_t bt,
+                                 int64_t t, int64_t h) {
+    tg_load_row(lg, la_attn_at(&p->g, bt, t, h), LA_F32, dm->Dk, dm->Dkp);
+    for (int64_t d = 0; d < dm->Dkp; d += LA_VL) vf_store(factor + d, vf_exp(vf_load(lg + d)));
+    for (int64_t d = dm->Dk; d < dm->Dkp; d++) factor[d] = 0;
+}
+
+/* Decays over long runs (a chunk's prefix and suffix, its total) are
+ * exp(sum of the log decays): the sum of terms <= 0 cannot cancel, -inf
+ * stays -inf and gives 0, and one rounding of exp replaces one per token,
+ * which matters for decays near 1 (exp(-1e-4) in f32 carries a relative
+ * error of 3e-4 in its log; compounded per token over the 1e4 tokens such
+ * a decay remembers, the outputs drift by 3e-4). Products of the factors
+ * remain only inside a chunk's score block (per run, at most chunk_size
+ * factors).
+ * Scalar: pre[i] = exp(sum_{s<=i} g_s), suf[j] = exp(sum_{j<s<n} g_s);
+ * returns exp of the whole sum. */
+static inline float lin_run_decays(const float *lg, int64_t n, float *pre, float *suf) {
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) pre[i] = expf(sum += lg[i]);
+    sum = 0;
+    for (int64_t j = n - 1; j >= 0; j--) {
+        suf[j] = expf(sum);
+        sum += lg[j];
+    }
+    return expf(sum);
+}
+
+/* The same per channel, rows of Dkp: pre [n][Dkp], suf [n][Dkp], total
+ * [Dkp]; acc [Dkp] scratch. */
+static inline void lin_run_decay_rows(const float *lg, int64_t n, int64_t Dkp, float *pre, float *suf, float *total,
+                                      float *acc) {
+    for (int64_t d = 0; d < Dkp; d++) acc[d] = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < Dkp; d += LA_VL) {
+            vf x = vf_load(acc + d) + vf_load(lg + i * Dkp + d);
+            vf_store(acc + d, x);
+            vf_store(pre + i * Dkp + d, vf_exp(x));
+        }
+    for (int64_t d = 0; d < Dkp; d++) acc[d] = 0;
+    for (int64_t j = n - 1; j >= 0; j--)
+        for (int64_t d = 0; d < Dkp; d += LA_VL) {
+            vf x = vf_load(acc + d);
+            vf_store(suf + j * Dkp + d, vf_exp(x));
+            vf_store(acc + d, x + vf_load(lg + j * Dkp + d));
+        }
+    for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(total + d, vf_exp(vf_load(acc + d)));
 }
 
 /* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */

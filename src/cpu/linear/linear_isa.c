@@ -17,6 +17,10 @@
  * factor a product over a run of tokens, in [0, 1]); the diagonal blocks
  * are dot products with the running factor. Normalisation appends a column of ones to
  * V, so the denominator is the state's column Dv and O's column Dv.
+ * P, R and the chunk's whole decay are exp of sums of log decays
+ * (linear_common.h says why: decays near 1 over long runs); the score
+ * block's E[i][j] = prod_{j<s<=i} a_s stays a product of at most
+ * chunk_size factors.
  * Items (sequence, head) are spread over the threads; each has its own
  * scratch in the workspace. */
 #include "cpu/linear/linear_common.h"
@@ -32,7 +36,8 @@
  * with one-token chunks. */
 static size_t scratch_floats(const lin_dims *d) {
     return (size_t)(d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
-                    2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp);
+                    2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp +
+                    3 * d->C * d->Dkp + d->Dkp + 3 * d->C);
 }
 
 static int64_t chunk_of(const la_linear_problem *p) { return p->form == LA_LINEAR_CHUNKED ? p->chunk : 1; }
@@ -46,7 +51,8 @@ la_status LA_ISA_FN(la_cpu_linear_workspace)(const la_linear_problem *p, size_t 
 }
 
 typedef struct {
-    float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a, *Qb, *Kb, *tot, *M;
+    float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a, *Qb, *Kb, *tot, *M, *lg, *pre, *suf, *total, *spre,
+        *ssuf;
 } fwd_scratch;
 
 static fwd_scratch scratch_at(float *base, const lin_dims *d) {
@@ -66,6 +72,12 @@ static fwd_scratch scratch_at(float *base, const lin_dims *d) {
     w.Kb = w.Qb + d->C * d->Dkp;
     w.tot = w.Kb + d->C * d->Dkp;
     w.M = w.tot + (d->Cp / LIN_SUB + 1) * d->Dkp;
+    w.lg = w.M + d->Dkp;          /* log decays: [C][Dkp] rows, or C scalars */
+    w.pre = w.lg + d->C * d->Dkp; /* per channel: [C][Dkp] */
+    w.suf = w.pre + d->C * d->Dkp;
+    w.total = w.suf + d->C * d->Dkp;
+    w.spre = w.total + d->Dkp; /* scalar: C each */
+    w.ssuf = w.spre + d->C;
     return w;
 }
 
@@ -138,9 +150,16 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
             lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->feature, p->scale);
             lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
             lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
-            if (channel) lin_decay_row(w->dec + i * Dkp, p, dm, bt, t, h);
-            else w->a[i] = lin_decay_scalar(p, bt, t, h);
+            if (channel) {
+                lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
+            } else {
+                w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
+                w->a[i] = expf(w->lg[i]);
+            }
         }
+        float total = 1.0f;
+        if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
+        else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
         /* A: the intra-chunk scores, decayed and causally masked */
         if (channel) {
             channel_scores(dm, w, n);
@@ -151,38 +170,19 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
         }
         tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
         /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
-        if (channel) {
-            for (int64_t d = 0; d < Dkp; d++) w->run[d] = 1.0f;
-            for (int64_t i = 0; i < n; i++) {
-                lin_mul(w->run, w->dec + i * Dkp, Dkp);
-                lin_mul(w->Q + i * Dkp, w->run, Dkp);
-            }
-        } else {
-            float pre = 1.0f;
-            for (int64_t i = 0; i < n; i++) {
-                pre *= w->a[i];
-                lin_scale(w->Q + i * Dkp, Dkp, pre);
-            }
+        for (int64_t i = 0; i < n; i++) {
+            if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
+            else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
         }
         tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true);
         for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
         /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
-        if (channel) {
-            for (int64_t d = 0; d < Dkp; d++) w->run[d] = 1.0f;
-            for (int64_t j = n - 1; j >= 0; j--) {
-                lin_mul(w->K + j * Dkp, w->run, Dkp);
-                lin_mul(w->run, w->dec + j * Dkp, Dkp);
-            }
-            for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, w->run[d]);
-        } else {
-            float suf = 1.0f;
-            for (int64_t j = n - 1; j >= 0; j--) {
-                lin_scale(w->K + j * Dkp, Dkp, suf);
-                suf *= w->a[j];
-            }
-            if (suf != 1.0f)
-                for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, suf);
+        for (int64_t j = 0; j < n; j++) {
+            if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
+            else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
         }
+        if (channel || total != 1.0f)
+            for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, channel ? w->total[d] : total);
         tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true);
     }
     lin_store_state(&p->state_out, w->S, dm, b, h);
@@ -201,8 +201,8 @@ static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_s
         lin_load_feature(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
         lin_load_value(v, p, dm, bt, t, hk);
         float a = 1.0f;
-        if (channel) lin_decay_row(dec, p, dm, bt, t, h);
-        else a = lin_decay_scalar(p, bt, t, h);
+        if (channel) lin_decay_row(dec, w->lg, p, dm, bt, t, h);
+        else a = expf(lin_log_decay_scalar(p, bt, t, h));
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
         for (int64_t d = 0; d < Dk; d++) {
             float *row = w->S + d * Dvp;
