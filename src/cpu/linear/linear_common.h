@@ -3,12 +3,17 @@
  * and the state's rows. Include from the per-ISA kernel files only, after
  * tile_gemm.h.
  *
- * Decays are used as factors a = exp(g) in [0, 1] and their products over
- * runs of tokens, never as exp of a difference of cumulative sums: a
- * product of factors in [0, 1] cannot overflow, underflows to the 0 it
- * should be, and a saturated gate (g = -inf, a = 0) resets exactly, where
- * differences of cumulative log sums would give -inf - -inf = NaN or lose
- * the small decays after a large one to cancellation. */
+ * Decays are used as factors a = exp(g) in [0, 1], as products of factors
+ * over short runs (inside a chunk's score block) and as exp of sums of log
+ * decays over long ones (a chunk's prefix, suffix and whole decay), never
+ * as exp of a difference of cumulative sums: factors in [0, 1] cannot
+ * overflow and underflow to the 0 they should be, sums of terms <= 0
+ * cannot cancel, and a saturated gate (g = -inf, a = 0) resets exactly,
+ * where differences of cumulative log sums would give -inf - -inf = NaN or
+ * lose the small decays after a large one to cancellation. The recurrent
+ * form multiplies by one factor per token, so with decays near 1 its f32
+ * rounding compounds over the tokens a decay remembers (relative ~3e-8
+ * per token); the chunked form's compounds per chunk. */
 #ifndef LA_CPU_LINEAR_COMMON_H
 #define LA_CPU_LINEAR_COMMON_H
 
