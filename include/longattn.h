@@ -315,6 +315,98 @@ LA_API la_status la_attention_decode(la_context *ctx, const la_attention_params 
                               const la_tensor *q, const la_tensor *k, const la_tensor *v,
                               const la_kv_layout *layout, la_tensor *out, la_tensor *lse);
 
+/* ------------------------------------------------------ linear mixers */
+
+/* Linear attention with decay: a causal mixer whose decoding state has a
+ * constant size. Per sequence and head, with x~ the feature map phi(x):
+ *   S_t = diag(exp(g_t)) S_{t-1} + phi(k_t) v_t^T          S is [Dk, Dv]
+ *   o_t = scale * phi(q_t)^T S_t
+ * and with normalisation a running denominator z_t = diag(exp(g_t)) z_{t-1}
+ * + phi(k_t), o_t = (scale phi(q_t)^T S_t) / (scale phi(q_t)^T z_t + eps).
+ * g_t is the decay in log space: 0 (none), a fixed per-head scalar
+ * (RetNet, Lightning Attention-2), a per-token scalar (simple GLA, Mamba-2
+ * SSD) or a per-key-channel vector (GLA). Decays are used as differences
+ * of log sums that are <= 0, never as exp(+x): very long sequences and
+ * saturated gates (g = -1e30 or -inf) give 0, not NaN. Data-dependent g
+ * must be <= 0 (or -inf); larger values are the caller's to avoid (the
+ * state then grows without bound).
+ * Shapes (dense; varlen drops B and packs tokens as in attention):
+ *   q [B, L, H, Dk], k [B, L, Hkv, Dk], v [B, L, Hkv, Dv]: H % Hkv == 0,
+ *   query head h reads k/v head h / (H / Hkv); g [B, L, H] (per token) or
+ *   [B, L, H, Dk] (per channel), f32; out [B, L, H, Dv] f32 or q's dtype;
+ *   states [N, H, Dk, Dv'] f32 (N = B or num_seqs), Dv' = Dv, or Dv + 1 with
+ *   normalisation (the last column is z). Dk, Dv in 1..LA_MAX_HEAD_DIM. */
+typedef enum {
+    LA_FEATURE_IDENTITY = 0, /* phi(x) = x */
+    LA_FEATURE_ELU1 = 1,     /* phi(x) = elu(x) + 1 */
+    LA_FEATURE_RELU = 2,     /* phi(x) = max(x, 0) */
+    LA_FEATURE_COUNT         /* Taylor (Based) and Hedgehog maps: not yet (issue 9) */
+} la_feature_map;
+
+typedef enum {
+    LA_DECAY_NONE = 0,    /* g = 0 */
+    LA_DECAY_HEAD = 1,    /* g = params.head_log_decay[h], fixed */
+    LA_DECAY_TOKEN = 2,   /* g [.., H] per token and head */
+    LA_DECAY_CHANNEL = 3, /* g [.., H, Dk] per token, head and key channel */
+    LA_DECAY_COUNT
+} la_decay_kind;
+
+typedef enum {
+    LA_LINEAR_CHUNKED = 0,   /* intra-chunk masked products + an inter-chunk state recurrence */
+    LA_LINEAR_RECURRENT = 1, /* token by token */
+    LA_LINEAR_FORM_COUNT
+} la_linear_form;
+
+typedef struct {
+    float scale;                 /* 0 means 1/sqrt(Dk) */
+    la_feature_map feature;
+    int normalize;               /* divide by the running denominator */
+    float norm_eps;              /* added to the denominator; >= 0 */
+    la_decay_kind decay;
+    const float *head_log_decay; /* [H] f32, each finite and <= 0: LA_DECAY_HEAD only */
+    la_linear_form form;
+    int64_t chunk_size;          /* chunked form: tokens per chunk, >= 1 (default 64) */
+    const int32_t *cu_seqlens;   /* [num_seqs + 1] or NULL for a dense batch */
+    int64_t num_seqs;
+} la_linear_params;
+
+/* Defaults: scale 0 (1/sqrt(Dk)), identity map, no normalisation (eps
+ * 1e-6 when turned on), no decay, chunked form, chunk 64, dense batch. */
+LA_API la_linear_params la_linear_params_default(void);
+
+/* out = the mixer over whole sequences. initial_state NULL starts from 0;
+ * final_state NULL does not return it; g NULL unless the decay is per token
+ * or per channel. Errors: LA_ERR_NULL, LA_ERR_SHAPE (sizes disagree, heads
+ * do not divide, a state of the wrong shape), LA_ERR_DTYPE, LA_ERR_STRIDE,
+ * LA_ERR_OVERFLOW, LA_ERR_ARGUMENT (an option out of range: chunk_size < 1,
+ * a bad head_log_decay; an output overlapping another argument),
+ * LA_ERR_SEQLENS (bad cu_seqlens), LA_ERR_UNSUPPORTED, LA_ERR_DEVICE. The
+ * aliasing rules are attention's: outputs share no memory with anything. */
+LA_API la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
+                                             const la_tensor *k, const la_tensor *v, const la_tensor *g,
+                                             const la_tensor *initial_state, la_tensor *out,
+                                             la_tensor *final_state);
+
+/* One token per sequence, state updated in place: q [B, H, Dk], k [B, Hkv,
+ * Dk], v [B, Hkv, Dv], g [B, H] or [B, H, Dk] (or NULL), state [B, H, Dk,
+ * Dv'] f32, out [B, H, Dv]. p->form, chunk_size and cu_seqlens are unused
+ * (cu_seqlens must be NULL). */
+LA_API la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p, const la_tensor *q,
+                                            const la_tensor *k, const la_tensor *v, const la_tensor *g,
+                                            la_tensor *state, la_tensor *out);
+
+/* Gradients of the forward by recomputation, with the chunked algorithm
+ * (p->form is ignored): dq, dk, dv shaped like q, k, v (f32 or their
+ * dtype), dg like g (f32; NULL exactly when g is), dinitial_state like the
+ * state (NULL: not wanted). dfinal_state (NULL = 0) is the gradient
+ * reaching the final state. Overwritten, not accumulated into. Not yet with
+ * normalisation (LA_ERR_UNSUPPORTED). */
+LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
+                                              const la_tensor *k, const la_tensor *v, const la_tensor *g,
+                                              const la_tensor *initial_state, const la_tensor *dout,
+                                              const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk,
+                                              la_tensor *dv, la_tensor *dg, la_tensor *dinitial_state);
+
 /* ------------------------------------------------------ weight formats */
 
 /* GGUF files (versions 2 and 3): memory-mapped, every field validated

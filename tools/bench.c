@@ -1,8 +1,10 @@
 /* longattn bench: kernel speed as ratios to this machine's ceilings, each
  * measured right beside the row it judges. `bench peak`, `bench attention`,
- * `bench decode`. The rows are the cases ctest checks (tests/attention),
+ * `bench decode`, `bench linear`. The rows are the cases ctest checks
+ * (tests/attention, tests/linear),
  * timed by the case harness's perf mode (tests/harness). */
 #include "cases.h"
+#include "linear_cases.h"
 #include "cli.h"
 #include "harness.h"
 #include "longattn.h"
@@ -25,6 +27,8 @@ typedef struct {
     int ndtype;
     bool fwd, bwd;
     double budget_s; /* skip points expected to take longer than this */
+    int decay;       /* linear: la_decay_kind */
+    int64_t chunk;   /* linear: chunk size */
 } options;
 
 typedef struct {
@@ -65,7 +69,9 @@ static void usage(void) {
             "usage: longattn bench peak|attention|decode [--json] [--quick] [--threads N]\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
-            "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n");
+            "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
+            "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
+            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n");
 }
 
 static int parse_options(int argc, char **argv, options *o, bool decode) {
@@ -73,6 +79,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
     o->B = 1, o->H = decode ? 32 : 8, o->Hkv = 8, o->budget_s = 20;
     o->nL = 0, o->nD = 0, o->ncausal = 0, o->ndtype = 0;
     o->fwd = o->bwd = true;
+    o->decay = LA_DECAY_TOKEN, o->chunk = 64;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes = true;
@@ -87,6 +94,13 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--Hkv")) o->Hkv = atoll(val);
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
+        else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
+        else if (!strcmp(a, "--decay")) {
+            static const char *const names[] = {"none", "head", "token", "channel"};
+            o->decay = -1;
+            for (int d = 0; d < 4; d++)
+                if (!strcmp(val, names[d])) o->decay = d;
+        }
         else if (!strcmp(a, "--causal")) {
             o->ncausal = 0;
             for (const char *s = val; *s && o->ncausal < 2; s++)
@@ -100,7 +114,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             return usage(), -1;
         }
         if (takes) i++;
-        if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0) {
+        if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0 ||
+            o->decay < 0 || o->chunk <= 0) {
             fprintf(stderr, "longattn bench: bad value for %s\n", a);
             return -1;
         }
@@ -188,6 +203,21 @@ static int bench_decode(const options *o) {
     return status;
 }
 
+/* The chunked linear mixer beside exact causal attention at the same shapes. */
+static int bench_linear(const options *o) {
+    static const int64_t default_L[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536}, quick_L[] = {1024, 4096};
+    linear_sweep s = {.B = o->B, .H = o->H, .D = o->nD ? o->D[0] : 128, .decay = (la_decay_kind)o->decay,
+                      .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick};
+    s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
+    s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
+    harness_list list = {0};
+    linear_sweep_cases(&list, &s);
+    harness_perf_opts po = perf_opts(o, false, o->quick ? 0.5 : 2.0);
+    int status = harness_perf(&list, &po);
+    harness_list_free(&list);
+    return status;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage();
@@ -196,7 +226,7 @@ int cmd_bench(int argc, char **argv) {
     bool decode = !strcmp(argv[1], "decode");
     options o;
     if (parse_options(argc, argv, &o, decode)) return 2;
-    if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && !decode) {
+    if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && !decode) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
         usage();
         return 2;
@@ -206,5 +236,6 @@ int cmd_bench(int argc, char **argv) {
     measure_ceilings(&o);
     if (!strcmp(argv[1], "attention")) return bench_attention(&o);
     if (decode) return bench_decode(&o);
+    if (!strcmp(argv[1], "linear")) return bench_linear(&o);
     return 0;
 }

@@ -12,6 +12,7 @@
 #define LA_BACKEND_H
 
 #include "backend/attention_problem.h"
+#include "backend/linear_problem.h"
 
 typedef struct la_backend {
     const char *name;
@@ -30,6 +31,11 @@ typedef struct la_backend {
     la_status (*backward)(la_context *ctx, const la_attn_backward_problem *p, void *ws);
     la_status (*decode)(la_context *ctx, const la_attn_decode_problem *p, void *ws);
     la_status (*merge)(la_context *ctx, const la_attn_merge_problem *p, void *ws);
+    /* Linear mixers (backend/linear_problem.h): host workspace bytes for
+     * either call (p->op says which), then the calls. */
+    la_status (*linear_workspace)(const la_linear_problem *p, size_t *bytes);
+    la_status (*linear_forward)(la_context *ctx, const la_linear_problem *p, void *ws);
+    la_status (*linear_backward)(la_context *ctx, const la_linear_backward_problem *p, void *ws);
 } la_backend;
 
 #endif

@@ -12,6 +12,10 @@ LA_ISA_DECLARE(la_status, la_cpu_attention_decode_workspace, (const la_attn_prob
 LA_ISA_DECLARE(la_status, la_cpu_attention_decode_kernel, (const la_attn_decode_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_attention_merge_workspace, (const la_attn_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_attention_merge_kernel, (const la_attn_merge_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_linear_workspace, (const la_linear_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_linear_forward_kernel, (const la_linear_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_linear_backward_workspace, (const la_linear_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_linear_backward_kernel, (const la_linear_backward_problem *p, void *ws));
 
 static la_status cpu_supports(const la_attn_problem *p) {
     /* key indices travel in int32 vector lanes inside the forward kernel */
@@ -52,6 +56,21 @@ static la_status cpu_merge(la_context *ctx, const la_attn_merge_problem *p, void
     return LA_ISA_PICK(la_cpu_attention_merge_kernel, p->a.simd)(p, ws);
 }
 
+static la_status cpu_linear_workspace(const la_linear_problem *p, size_t *bytes) {
+    if (p->op == LA_LINEAR_OP_BACKWARD) return LA_ISA_PICK(la_cpu_linear_backward_workspace, p->simd)(p, bytes);
+    return LA_ISA_PICK(la_cpu_linear_workspace, p->simd)(p, bytes);
+}
+
+static la_status cpu_linear_forward(la_context *ctx, const la_linear_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_linear_forward_kernel, p->simd)(p, ws);
+}
+
+static la_status cpu_linear_backward(la_context *ctx, const la_linear_backward_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_linear_backward_kernel, p->fwd.simd)(p, ws);
+}
+
 const la_backend la_cpu_backend = {
     .name = "cpu",
     .device = LA_DEVICE_CPU,
@@ -61,4 +80,7 @@ const la_backend la_cpu_backend = {
     .backward = cpu_backward,
     .decode = cpu_decode,
     .merge = cpu_merge,
+    .linear_workspace = cpu_linear_workspace,
+    .linear_forward = cpu_linear_forward,
+    .linear_backward = cpu_linear_backward,
 };

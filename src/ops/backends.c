@@ -29,6 +29,20 @@ la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_pr
     return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
 }
 
+la_status la_backend_run_linear(la_context *ctx, const la_backend *be, const la_linear_problem *p) {
+    la_status s;
+    const bool fwd = p->op == LA_LINEAR_OP_FORWARD;
+    if (!be->linear_workspace || !(fwd ? (void *)be->linear_forward : (void *)be->linear_backward))
+        return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no linear-attention %s kernel", be->name,
+                       fwd ? "forward" : "backward");
+    size_t bytes = 0;
+    if ((s = be->linear_workspace(p, &bytes))) return s;
+    void *ws;
+    if ((s = la_workspace(ctx, bytes, &ws))) return s;
+    if (fwd) return be->linear_forward(ctx, p, ws);
+    return be->linear_backward(ctx, (const la_linear_backward_problem *)p, ws);
+}
+
 const la_backend *la_backend_for(la_device device) {
     static const la_backend *const backends[] = {
         &la_cpu_backend,

@@ -14,4 +14,8 @@ const la_backend *la_backend_for(la_device device);
  * (p->op says which), whose first member is p. */
 la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_problem *p);
 
+/* The same for a linear-mixer problem (p->op says which call; a backward
+ * problem has p first). */
+la_status la_backend_run_linear(la_context *ctx, const la_backend *be, const la_linear_problem *p);
+
 #endif

@@ -246,6 +246,7 @@ static void print_row(const harness_case *c, const harness_fields *fs, const har
         if (bw) printf(",\"ms\":%.4f,\"gbps\":%.2f,\"peak_gbps\":%.2f", t->ms, figure, ceiling);
         else printf(",\"ms\":%.3f,\"gflops\":%.2f,\"peak_gflops\":%.1f", t->ms, figure, ceiling);
         printf(",\"ratio\":%.3f,\"peak_rss_mb\":%.1f,\"bytes_per_token\":%.0f", ratio, t->rss_mb, per_token);
+        if (c->tokens > 0) printf(",\"tokens_per_s\":%.0f", (double)c->tokens / (t->ms * 1e-3));
         if (o->sampled_error) printf(",\"err_vs_exact\":%s", err_text);
         printf("}\n");
     }

@@ -110,7 +110,8 @@ struct harness_case {
     char name[128];         /* check mode's messages */
     int threads;            /* check mode: the context's threads (<= 0: OpenMP default) */
     harness_ceiling ceiling;
-    int64_t tokens;         /* bench: bytes_per_token is the op's workspace over this */
+    int64_t tokens;         /* bench: the tokens of one sequence (a dense batch) or all packed ones (varlen);
+                               bytes_per_token is the op's workspace over this, tokens_per_s this over the time */
     int series;             /* bench: consecutive cases of one series grow; a case whose time,
                                estimated from the last one timed, is over the budget is skipped */
 };

@@ -1,0 +1,204 @@
+/* Pieces the linear-attention kernels share (forward and backward): padded
+ * sizes, loading rows through the feature map, the per-token decay factors
+ * and the state's rows. Include from the per-ISA kernel files only, after
+ * tile_gemm.h.
+ *
+ * Decays are used as factors a = exp(g) in [0, 1], as products of factors
+ * over short runs (inside a chunk's score block) and as exp of sums of log
+ * decays over long ones (a chunk's prefix, suffix and whole decay), never
+ * as exp of a difference of cumulative sums: factors in [0, 1] cannot
+ * overflow and underflow to the 0 they should be, sums of terms <= 0
+ * cannot cancel, and a saturated gate (g = -inf, a = 0) resets exactly,
+ * where differences of cumulative log sums would give -inf - -inf = NaN or
+ * lose the small decays after a large one to cancellation. The recurrent
+ * form multiplies by one factor per token, so with decays near 1 its f32
+ * rounding compounds over the tokens a decay remembers (relative ~3e-8
+ * per token); the chunked form's compounds per chunk. */
+#ifndef LA_CPU_LINEAR_COMMON_H
+#define LA_CPU_LINEAR_COMMON_H
+
+#include "backend/linear_problem.h"
+#include "base/parallel.h"
+#include "cpu/tile_gemm.h"
+
+/* Every padded size is a multiple of 16 floats: the LA_VL of every ISA
+ * divides it, so one layout serves all four copies. */
+#define LIN_PAD 16
+
+typedef struct {
+    int64_t C, Cp, Dk, Dkp, Dv, Dvs, Dvp;
+} lin_dims;
+
+static inline lin_dims lin_dims_of(const la_linear_problem *p, int64_t C) {
+    lin_dims d = {.C = C, .Cp = tg_round_up(C, LIN_PAD), .Dk = p->Dk, .Dkp = tg_round_up(p->Dk, LIN_PAD),
+                  .Dv = p->Dv, .Dvs = p->Dvs, .Dvp = tg_round_up(p->Dvs, LIN_PAD)};
+    return d;
+}
+
+static inline vf lin_phi_v(int f, vf x) {
+    switch (f) {
+    case LA_FEATURE_ELU1: return vf_select(x > 0, x + 1.0f, vf_exp(x));
+    case LA_FEATURE_RELU: return vf_max(x, vf_set1(0));
+    default: return x;
+    }
+}
+
+/* d phi / dx at x. */
+static inline float lin_dphi(int f, float x) {
+    switch (f) {
+    case LA_FEATURE_ELU1: return x > 0 ? 1.0f : expf(x);
+    case LA_FEATURE_RELU: return x > 0 ? 1.0f : 0.0f;
+    default: return 1.0f;
+    }
+}
+
+/* dst[0..Dp) = scale * phi(src[0..D)), zero padded. */
+static inline void lin_load_feature(float *dst, const char *src, la_dtype t, int64_t D, int64_t Dp, int f,
+                                    float scale) {
+    tg_load_row(dst, src, t, D, Dp);
+    if (f == LA_FEATURE_IDENTITY && scale == 1.0f) return;
+    for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(dst + d, lin_phi_v(f, vf_load(dst + d)) * scale);
+    for (int64_t d = D; d < Dp; d++) dst[d] = 0;
+}
+
+/* A value row [0..Dvp): v, then 1 in column Dv with normalisation (the
+ * denominator rides along as one more value column), zero padded. */
+static inline void lin_load_value(float *dst, const la_linear_problem *p, const lin_dims *dm, int64_t bt, int64_t t,
+                                  int64_t hk) {
+    tg_load_row(dst, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, dm->Dvp);
+    if (p->normalize) dst[dm->Dv] = 1.0f;
+}
+
+static inline bool lin_channel(const la_linear_problem *p) { return p->decay == LA_DECAY_CHANNEL; }
+
+/* The scalar log decay g of token t of head h (0 without decay). */
+static inline float lin_log_decay_scalar(const la_linear_problem *p, int64_t bt, int64_t t, int64_t h) {
+    switch (p->decay) {
+    case LA_DECAY_HEAD: return p->head_log_decay[h];
+    case LA_DECAY_TOKEN: return *(const float *)la_attn_at(&p->g, bt, t, h);
+    default: return 0.0f;
+    }
+}
+
+/* The per-channel log decays g[0..Dk) of token t (zero padded to Dkp) and
+ * their factors exp(g) (zero padded). */
+static inline void lin_decay_row(float *factor, float *lg, const la_linear_problem *p, const lin_dims *dm, int64_t bt,
+                                 int64_t t, int64_t h) {
+    tg_load_row(lg, la_attn_at(&p->g, bt, t, h), LA_F32, dm->Dk, dm->Dkp);
+    for (int64_t d = 0; d < dm->Dkp; d += LA_VL) vf_store(factor + d, vf_exp(vf_load(lg + d)));
+    for (int64_t d = dm->Dk; d < dm->Dkp; d++) factor[d] = 0;
+}
+
+/* Decays over long runs (a chunk's prefix and suffix, its total) are
+ * exp(sum of the log decays): the sum of terms <= 0 cannot cancel, -inf
+ * stays -inf and gives 0, and one rounding of exp replaces one per token,
+ * which matters for decays near 1 (exp(-1e-4) in f32 carries a relative
+ * error of 3e-4 in its log; compounded per token over the 1e4 tokens such
+ * a decay remembers, the outputs drift by 3e-4). Products of the factors
+ * remain only inside a chunk's score block (per run, at most chunk_size
+ * factors).
+ * Scalar: pre[i] = exp(sum_{s<=i} g_s), suf[j] = exp(sum_{j<s<n} g_s);
+ * returns exp of the whole sum. */
+static inline float lin_run_decays(const float *lg, int64_t n, float *pre, float *suf) {
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) pre[i] = expf(sum += lg[i]);
+    sum = 0;
+    for (int64_t j = n - 1; j >= 0; j--) {
+        suf[j] = expf(sum);
+        sum += lg[j];
+    }
+    return expf(sum);
+}
+
+/* The same per channel, rows of Dkp: pre [n][Dkp], suf [n][Dkp], total
+ * [Dkp]; acc [Dkp] scratch. */
+static inline void lin_run_decay_rows(const float *lg, int64_t n, int64_t Dkp, float *pre, float *suf, float *total,
+                                      float *acc) {
+    for (int64_t d = 0; d < Dkp; d++) acc[d] = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t d = 0; d < Dkp; d += LA_VL) {
+            vf x = vf_load(acc + d) + vf_load(lg + i * Dkp + d);
+            vf_store(acc + d, x);
+            vf_store(pre + i * Dkp + d, vf_exp(x));
+        }
+    for (int64_t d = 0; d < Dkp; d++) acc[d] = 0;
+    for (int64_t j = n - 1; j >= 0; j--)
+        for (int64_t d = 0; d < Dkp; d += LA_VL) {
+            vf x = vf_load(acc + d);
+            vf_store(suf + j * Dkp + d, vf_exp(x));
+            vf_store(acc + d, x + vf_load(lg + j * Dkp + d));
+        }
+    for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(total + d, vf_exp(vf_load(acc + d)));
+}
+
+/* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */
+static inline void lin_load_state(float *S, const la_linear_state *st, const lin_dims *dm, int64_t n, int64_t h) {
+    for (int64_t i = 0; i < dm->Dk; i++) {
+        float *row = S + i * dm->Dvp;
+        if (st->data) {
+            memcpy(row, st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride,
+                   (size_t)dm->Dvs * sizeof(float));
+            memset(row + dm->Dvs, 0, (size_t)(dm->Dvp - dm->Dvs) * sizeof(float));
+        } else {
+            memset(row, 0, (size_t)dm->Dvp * sizeof(float));
+        }
+    }
+}
+
+static inline void lin_store_state(const la_linear_state *st, const float *S, const lin_dims *dm, int64_t n,
+                                   int64_t h) {
+    if (!st->data) return;
+    for (int64_t i = 0; i < dm->Dk; i++)
+        memcpy(st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride, S + i * dm->Dvp,
+               (size_t)dm->Dvs * sizeof(float));
+}
+
+/* row[0..n) *= s, n a multiple of LA_VL. */
+static inline void lin_scale(float *row, int64_t n, float s) {
+    const vf sv = vf_set1(s);
+    for (int64_t d = 0; d < n; d += LA_VL) vf_store(row + d, vf_load(row + d) * sv);
+}
+
+/* row[0..n) *= f[0..n) lane-wise, n a multiple of LA_VL. */
+static inline void lin_mul(float *row, const float *f, int64_t n) {
+    for (int64_t d = 0; d < n; d += LA_VL) vf_store(row + d, vf_load(row + d) * vf_load(f + d));
+}
+
+static inline float lin_dot(const float *a, const float *b, int64_t n) {
+    vf acc = vf_set1(0);
+    for (int64_t d = 0; d < n; d += LA_VL) acc = vf_fma(vf_load(a + d), vf_load(b + d), acc);
+    return vf_reduce_add(acc);
+}
+
+/* sum_d a[d] e[d] b[d], n a multiple of LA_VL. */
+static inline float lin_dot3(const float *a, const float *e, const float *b, int64_t n) {
+    vf acc = vf_set1(0);
+    for (int64_t d = 0; d < n; d += LA_VL) acc = vf_fma(vf_load(a + d) * vf_load(e + d), vf_load(b + d), acc);
+    return vf_reduce_add(acc);
+}
+
+/* dst [cols][ld_dst] = the transpose of src [rows][ld_src] (cols x rows
+ * of it); dst's columns rows..ld_dst are 0. */
+static inline void lin_transpose(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t rows,
+                                 int64_t cols) {
+    for (int64_t d = 0; d < cols; d++) {
+        float *row = dst + d * ld_dst;
+        for (int64_t i = 0; i < rows; i++) row[i] = src[i * ld_src + d];
+        for (int64_t i = rows; i < ld_dst; i++) row[i] = 0;
+    }
+}
+
+/* Causal mask and scalar decay on a chunk's n x n score block (row stride
+ * ld): M[i][j] *= prod_{j<s<=i} a_s for j <= i, 0 for j > i. */
+static inline void lin_mask_scalar(float *M, int64_t ld, const float *a, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float *row = M + i * ld, e = 1.0f;
+        for (int64_t j = i; j >= 0; j--) {
+            row[j] *= e;
+            e *= a[j];
+        }
+        for (int64_t j = i + 1; j < n; j++) row[j] = 0;
+    }
+}
+
+#endif

@@ -1,0 +1,236 @@
+/* Linear attention with decay, forward: the chunk-parallel form (the
+ * prefill kernel) and the recurrent form (token by token; the decode step
+ * is it with one token), written once and compiled per ISA.
+ *
+ * Per (sequence, head), with Q~ = scale phi(Q), K~ = phi(K) and the decay
+ * factors a_t = exp(g_t) (scalars or per key channel), a chunk of n tokens
+ * starting from state S does, as in Lightning Attention-2 and fla's chunk
+ * kernels:
+ *   A[i][j] = sum_d Q~[i][d] K~[j][d] prod_{j<s<=i} a_s[d]    (j <= i; else 0)
+ *   O = A V + (P . Q~) S          P[i] = prod_{s<=i} a_s      (the decay since the chunk began)
+ *   S = P[n-1] . S + ((R . K~)^T V)  R[j] = prod_{j<s<n} a_s  (the decay to the chunk's end)
+ * A and the three products run through the register-blocked tile GEMM;
+ * with scalar decays A is Q~ K~^T masked and scaled afterwards. With
+ * per-channel decays A is taken in sub-blocks of LIN_SUB tokens: a block
+ * below the diagonal (rows I, columns J < I) is one GEMM of Q~ decayed from
+ * I's start and K~ decayed to J's end times the blocks between (every
+ * factor a product over a run of tokens, in [0, 1]); the diagonal blocks
+ * are dot products with the running factor. Normalisation appends a column of ones to
+ * V, so the denominator is the state's column Dv and O's column Dv.
+ * P, R and the chunk's whole decay are exp of sums of log decays
+ * (linear_common.h says why: decays near 1 over long runs); the score
+ * block's E[i][j] = prod_{j<s<=i} a_s stays a product of at most
+ * chunk_size factors.
+ * Items (sequence, head) are spread over the threads; each has its own
+ * scratch in the workspace. */
+#include "cpu/linear/linear_common.h"
+
+/* Tokens per sub-block of the per-channel scores: one GEMM tile's width
+ * on every ISA (a multiple of LA_VL), small enough that the diagonal
+ * blocks' direct dot products stay a small share of the work. */
+#define LIN_SUB 16
+
+/* Per-thread scratch, in floats. Chunked: S, Q, K, K^T, V, A, O, the decay
+ * rows, two running vectors; per-channel scores add Q~ and K~ decayed within
+ * their sub-block and the sub-blocks' total decays. Recurrent: the same
+ * with one-token chunks. */
+static size_t scratch_floats(const lin_dims *d) {
+    return (size_t)(d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
+                    2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp +
+                    3 * d->C * d->Dkp + d->Dkp + 3 * d->C);
+}
+
+static int64_t chunk_of(const la_linear_problem *p) { return p->form == LA_LINEAR_CHUNKED ? p->chunk : 1; }
+
+la_status LA_ISA_FN(la_cpu_linear_workspace)(const la_linear_problem *p, size_t *bytes) {
+    const lin_dims d = lin_dims_of(p, chunk_of(p));
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    if (!la_mul_size(scratch_floats(&d) * sizeof(float), (size_t)nthreads, bytes))
+        return la_fail(LA_ERR_OVERFLOW, "linear attention workspace size overflows");
+    return LA_OK;
+}
+
+typedef struct {
+    float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a, *Qb, *Kb, *tot, *M, *lg, *pre, *suf, *total, *spre,
+        *ssuf;
+} fwd_scratch;
+
+static fwd_scratch scratch_at(float *base, const lin_dims *d) {
+    fwd_scratch w;
+    w.S = base;
+    w.Q = w.S + d->Dk * d->Dvp;
+    w.K = w.Q + d->C * d->Dkp;
+    w.KT = w.K + d->C * d->Dkp;
+    w.V = w.KT + d->Dkp * d->Cp;
+    w.A = w.V + d->C * d->Dvp;
+    w.O = w.A + d->C * d->Cp;
+    w.dec = w.O + d->C * d->Dvp;
+    w.run = w.dec + d->C * d->Dkp;
+    w.e = w.run + d->Dkp;
+    w.a = w.e + d->Dkp;
+    w.Qb = w.a + d->C;
+    w.Kb = w.Qb + d->C * d->Dkp;
+    w.tot = w.Kb + d->C * d->Dkp;
+    w.M = w.tot + (d->Cp / LIN_SUB + 1) * d->Dkp;
+    w.lg = w.M + d->Dkp;          /* log decays: [C][Dkp] rows, or C scalars */
+    w.pre = w.lg + d->C * d->Dkp; /* per channel: [C][Dkp] */
+    w.suf = w.pre + d->C * d->Dkp;
+    w.total = w.suf + d->C * d->Dkp;
+    w.spre = w.total + d->Dkp; /* scalar: C each */
+    w.ssuf = w.spre + d->C;
+    return w;
+}
+
+/* out row t = O's row, divided by the denominator column with normalisation. */
+static void store_out(const la_linear_problem *p, const lin_dims *dm, float *o, int64_t bt, int64_t t, int64_t h) {
+    if (p->normalize) {
+        const float inv = 1.0f / (o[dm->Dv] + p->norm_eps);
+        for (int64_t d = 0; d < dm->Dv; d++) o[d] *= inv;
+    }
+    tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, o, dm->Dv);
+}
+
+/* A [n][Cp] of a chunk with per-channel decays (the K^T panel is scratch):
+ *   A[i][j] = sum_d Q~[i][d] K~[j][d] prod_{j<s<=i} a_s[d]   (j <= i), 0 above. */
+static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
+    const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
+    memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
+    for (int64_t I = 0; I < nb; I++) {
+        const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        /* Qb[i] = Q~[i] decayed from the block's start through i; the block's total */
+        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+        for (int64_t i = i0; i < i1; i++) {
+            lin_mul(w->e, w->dec + i * Dkp, Dkp);
+            for (int64_t d = 0; d < Dkp; d += LA_VL)
+                vf_store(w->Qb + i * Dkp + d, vf_load(w->Q + i * Dkp + d) * vf_load(w->e + d));
+        }
+        memcpy(w->tot + I * Dkp, w->e, (size_t)Dkp * sizeof(float));
+        /* Kb[j] = K~[j] decayed after j to the block's end */
+        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+        for (int64_t j = i1 - 1; j >= i0; j--) {
+            for (int64_t d = 0; d < Dkp; d += LA_VL)
+                vf_store(w->Kb + j * Dkp + d, vf_load(w->K + j * Dkp + d) * vf_load(w->e + d));
+            lin_mul(w->e, w->dec + j * Dkp, Dkp);
+        }
+        /* the diagonal block */
+        for (int64_t j = i0; j < i1; j++) {
+            for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
+            for (int64_t i = j; i < i1; i++) {
+                if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
+                w->A[i * Cp + j] = lin_dot3(w->Q + i * Dkp, w->e, w->K + j * Dkp, Dkp);
+            }
+        }
+    }
+    /* below the diagonal: block J < I (full, as only the last block may be
+     * short) is Qb[I] (Kb[J] . M)^T, M the total decay of the blocks between */
+    for (int64_t I = 1; I < nb; I++) {
+        const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
+        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        for (int64_t J = I - 1; J >= 0; J--) {
+            const int64_t j0 = J * LIN_SUB;
+            for (int64_t d = 0; d < Dk; d++)
+                for (int64_t j = 0; j < LIN_SUB; j++) w->KT[d * LIN_SUB + j] = w->Kb[(j0 + j) * Dkp + d] * w->M[d];
+            tg_gemm(i1 - i0, LIN_SUB, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KT, LIN_SUB, w->A + i0 * Cp + j0, Cp, false);
+            lin_mul(w->M, w->tot + J * Dkp, Dkp);
+        }
+    }
+}
+
+static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
+    const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
+                  Cp = dm->Cp;
+    const bool channel = lin_channel(p);
+    int64_t t0, len;
+    la_linear_seq(p, b, &t0, &len);
+    lin_load_state(w->S, &p->state_in, dm, b, h);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = t0 + c0 + i;
+            lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->feature, p->scale);
+            lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
+            lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
+            if (channel) {
+                lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
+            } else {
+                w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
+                w->a[i] = expf(w->lg[i]);
+            }
+        }
+        float total = 1.0f;
+        if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
+        else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
+        /* A: the intra-chunk scores, decayed and causally masked */
+        if (channel) {
+            channel_scores(dm, w, n);
+        } else {
+            lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
+            tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
+            lin_mask_scalar(w->A, Cp, w->a, n);
+        }
+        tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
+        /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
+        for (int64_t i = 0; i < n; i++) {
+            if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
+            else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
+        }
+        tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true);
+        for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
+        /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
+        for (int64_t j = 0; j < n; j++) {
+            if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
+            else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
+        }
+        if (channel || total != 1.0f)
+            for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, channel ? w->total[d] : total);
+        tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true);
+    }
+    lin_store_state(&p->state_out, w->S, dm, b, h);
+}
+
+/* Token by token: S = a . S + k~ v^T, o = q~ S. */
+static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
+    const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
+    const bool channel = lin_channel(p);
+    int64_t t0, len;
+    la_linear_seq(p, b, &t0, &len);
+    lin_load_state(w->S, &p->state_in, dm, b, h);
+    float *q = w->Q, *k = w->K, *v = w->V, *o = w->O, *dec = w->dec;
+    for (int64_t t = t0; t < t0 + len; t++) {
+        lin_load_feature(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->feature, p->scale);
+        lin_load_feature(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
+        lin_load_value(v, p, dm, bt, t, hk);
+        float a = 1.0f;
+        if (channel) lin_decay_row(dec, w->lg, p, dm, bt, t, h);
+        else a = expf(lin_log_decay_scalar(p, bt, t, h));
+        for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
+        for (int64_t d = 0; d < Dk; d++) {
+            float *row = w->S + d * Dvp;
+            const vf ad = vf_set1(channel ? dec[d] : a), kd = vf_set1(k[d]), qd = vf_set1(q[d]);
+            for (int64_t j = 0; j < Dvp; j += LA_VL) {
+                vf s = vf_fma(vf_load(row + j), ad, kd * vf_load(v + j));
+                vf_store(row + j, s);
+                vf_store(o + j, vf_fma(qd, s, vf_load(o + j)));
+            }
+        }
+        store_out(p, dm, o, bt, t, h);
+    }
+    lin_store_state(&p->state_out, w->S, dm, b, h);
+}
+
+la_status LA_ISA_FN(la_cpu_linear_forward_kernel)(const la_linear_problem *p, void *mem) {
+    const lin_dims dm = lin_dims_of(p, chunk_of(p));
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const size_t per_thread = scratch_floats(&dm);
+    const int64_t items = p->num_seqs * p->H;
+#pragma omp parallel num_threads(nthreads)
+    {
+        fwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+            else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
+        }
+    }
+    return LA_OK;
+}

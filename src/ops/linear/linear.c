@@ -1,0 +1,370 @@
+/* Public linear-mixer entry points (la_linear_attention_*): validate every
+ * argument before touching memory, normalise the call into a
+ * la_linear_problem (backend/linear_problem.h) and run it on the backend of
+ * the tensors' device. */
+#include "backend/linear_problem.h"
+#include "ops/backends.h"
+#include "ops/validate.h"
+
+#include <math.h>
+
+#define LINEAR_DEFAULT_CHUNK 64
+#define LINEAR_DEFAULT_EPS 1e-6f
+
+la_linear_params la_linear_params_default(void) {
+    la_linear_params p;
+    memset(&p, 0, sizeof p);
+    p.feature = LA_FEATURE_IDENTITY;
+    p.decay = LA_DECAY_NONE;
+    p.form = LA_LINEAR_CHUNKED;
+    p.chunk_size = LINEAR_DEFAULT_CHUNK;
+    p.norm_eps = LINEAR_DEFAULT_EPS;
+    return p;
+}
+
+static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk) {
+    if ((unsigned)p->feature >= LA_FEATURE_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "params->feature is %d; not a la_feature_map (Taylor and Hedgehog maps are "
+                                        "not implemented yet)", (int)p->feature);
+    if ((unsigned)p->decay >= LA_DECAY_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "params->decay is %d; not a la_decay_kind", (int)p->decay);
+    if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "params->form is %d; not a la_linear_form", (int)p->form);
+    if (need_chunk && p->chunk_size < 1)
+        return la_fail(LA_ERR_ARGUMENT, "params->chunk_size is %lld; must be >= 1", (long long)p->chunk_size);
+    if (need_chunk && p->chunk_size > 1024)
+        return la_fail(LA_ERR_UNSUPPORTED, "params->chunk_size is %lld; the CPU kernels take chunks up to 1024",
+                       (long long)p->chunk_size);
+    if (!isfinite(p->scale) || p->scale < 0)
+        return la_fail(LA_ERR_ARGUMENT, "params->scale is %g; must be finite and >= 0", (double)p->scale);
+    if (!isfinite(p->norm_eps) || p->norm_eps < 0)
+        return la_fail(LA_ERR_ARGUMENT, "params->norm_eps is %g; must be finite and >= 0", (double)p->norm_eps);
+    if (p->decay == LA_DECAY_HEAD) {
+        if (!p->head_log_decay) return la_fail(LA_ERR_NULL, "params->head_log_decay is NULL with LA_DECAY_HEAD");
+        la_status s = la_check_aligned(p->head_log_decay, sizeof(float), "head_log_decay");
+        if (s) return s;
+        for (int64_t h = 0; h < H; h++)
+            if (!(p->head_log_decay[h] <= 0) || isinf(p->head_log_decay[h]))
+                return la_fail(LA_ERR_ARGUMENT, "head_log_decay[%lld] is %g; must be finite and <= 0", (long long)h,
+                               (double)p->head_log_decay[h]);
+    } else if (p->head_log_decay) {
+        return la_fail(LA_ERR_ARGUMENT, "params->head_log_decay is set but decay is not LA_DECAY_HEAD");
+    }
+    return LA_OK;
+}
+
+static la_status dims_equal(const la_tensor *t, const char *name, const int64_t *want, int nd) {
+    for (int i = 0; i < nd; i++)
+        if (t->shape[i] != want[i])
+            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; expected %lld", name, i, (long long)t->shape[i],
+                           (long long)want[i]);
+    return LA_OK;
+}
+
+static la_status dtype_in(const la_tensor *t, const char *name, la_dtype a, la_dtype b) {
+    if (t->dtype == a || t->dtype == b) return LA_OK;
+    return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype), la_dtype_name(a),
+                   a != b ? " or " : "", a != b ? la_dtype_name(b) : "");
+}
+
+/* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be 0). */
+static la_status check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
+                              la_dtype a, la_dtype b) {
+    la_status s;
+    if ((s = la_check_tensor(t, name, nd, zero_mask)) || (s = dims_equal(t, name, want, nd)) ||
+        (s = dtype_in(t, name, a, b)))
+        return s;
+    return la_check_no_self_overlap(t, name);
+}
+
+static la_linear_state state_of(const la_tensor *t) {
+    la_linear_state st = {0};
+    if (!t) return st;
+    st.data = t->data;
+    st.seq_stride = t->stride[0];
+    st.head_stride = t->stride[1];
+    st.row_stride = t->stride[2];
+    return st;
+}
+
+/* One argument's memory for the aliasing rule (tensor, or a plain array). */
+typedef struct {
+    const char *name;
+    const la_tensor *t;
+    const void *ptr;
+    size_t bytes;
+} arg_memory;
+
+/* The first n_out of args are outputs: each shares no memory with any other
+ * argument, and no argument lies in a workspace lent to the context. */
+static la_status check_memory(const la_context *ctx, const arg_memory *args, int n, int n_out) {
+    la_status s;
+    for (int i = 0; i < n_out; i++) {
+        if (!args[i].t) continue;
+        for (int j = i + 1; j < n; j++) {
+            if (args[j].t) s = la_check_disjoint(args[i].t, args[i].name, args[j].t, args[j].name);
+            else s = la_check_disjoint_bytes(args[i].t, args[i].name, args[j].ptr, args[j].bytes, args[j].name);
+            if (s) return s;
+        }
+    }
+    if (!ctx->workspace_borrowed) return LA_OK;
+    const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
+    for (int i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)args[i].ptr, hi = lo + args[i].bytes < lo ? UINTPTR_MAX : lo + args[i].bytes;
+        if (args[i].t && !la_tensor_bytes(args[i].t, &lo, &hi)) continue;
+        if (lo < hi && lo < whi && wlo < hi)
+            return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context (la_context_set_workspace)",
+                           args[i].name);
+    }
+    return LA_OK;
+}
+
+static const la_backend *backend_of(const la_tensor *const *t, int n) {
+    const la_tensor *first = t[0];
+    for (int i = 1; i < n; i++)
+        if (t[i] && (t[i]->device.kind != first->device.kind || t[i]->device.index != first->device.index)) {
+            la_fail(LA_ERR_DEVICE, "arguments live on different devices (kind %d index %d and kind %d index %d)",
+                    (int)first->device.kind, first->device.index, (int)t[i]->device.kind, t[i]->device.index);
+            return NULL;
+        }
+    return la_backend_for(first->device);
+}
+
+static la_status check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
+    if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
+    la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
+    if (s) return s;
+    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "cu_seqlens[0] is %d; must be 0", cu[0]);
+    *max_len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (cu[i + 1] < cu[i])
+            return la_fail(LA_ERR_SEQLENS, "cu_seqlens is not monotone: [%lld]=%d > [%lld]=%d", (long long)i, cu[i],
+                           (long long)(i + 1), cu[i + 1]);
+        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
+    }
+    if (cu[n] != total)
+        return la_fail(LA_ERR_SEQLENS, "cu_seqlens[%lld] is %d; must equal the %lld packed tokens", (long long)n,
+                       cu[n], (long long)total);
+    return LA_OK;
+}
+
+/* q, k, v, g and the states' shape; fills the problem's sizes, options and
+ * input operands. `tokens` false: the decode step's [B, H, D] tensors. */
+static la_status check_inputs(la_context *ctx, const la_linear_params *p, const la_tensor *q, const la_tensor *k,
+                              const la_tensor *v, const la_tensor *g, bool tokens, bool need_chunk,
+                              la_linear_problem *P) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    if (!p) return la_fail(LA_ERR_NULL, "params is NULL");
+    P->simd = ctx->simd;
+    P->threads = ctx->threads;
+    const bool varlen = tokens && p->cu_seqlens;
+    if (!tokens && p->cu_seqlens) return la_fail(LA_ERR_ARGUMENT, "the decode step takes no cu_seqlens");
+    const int nd = !tokens ? 3 : varlen ? 3 : 4;
+    const unsigned zero = !tokens ? 0u : varlen ? 1u : 2u; /* the token dim may be empty */
+    la_status s;
+    if ((s = la_check_tensor(q, "q", nd, zero)) || (s = la_check_tensor(k, "k", nd, zero)) ||
+        (s = la_check_tensor(v, "v", nd, zero)))
+        return s;
+    if (k->dtype != q->dtype || v->dtype != q->dtype)
+        return la_fail(LA_ERR_DTYPE, "q, k, v dtypes are %s, %s, %s; they must match", la_dtype_name(q->dtype),
+                       la_dtype_name(k->dtype), la_dtype_name(v->dtype));
+    const int hx = nd - 2;
+    P->H = q->shape[hx];
+    P->Hkv = k->shape[hx];
+    P->Dk = q->shape[hx + 1];
+    P->Dv = v->shape[hx + 1];
+    for (int i = 0; i < hx; i++) {
+        if (k->shape[i] != q->shape[i] || v->shape[i] != q->shape[i])
+            return la_fail(LA_ERR_SHAPE, "q, k, v dim %d are %lld, %lld, %lld; they must match", i,
+                           (long long)q->shape[i], (long long)k->shape[i], (long long)v->shape[i]);
+    }
+    if (v->shape[hx] != P->Hkv)
+        return la_fail(LA_ERR_SHAPE, "k has %lld heads but v has %lld", (long long)P->Hkv, (long long)v->shape[hx]);
+    if (k->shape[hx + 1] != P->Dk)
+        return la_fail(LA_ERR_SHAPE, "k head_dim is %lld but q head_dim is %lld", (long long)k->shape[hx + 1],
+                       (long long)P->Dk);
+    if (P->H % P->Hkv != 0)
+        return la_fail(LA_ERR_SHAPE, "k and v have %lld heads; q's %lld heads must be a multiple", (long long)P->Hkv,
+                       (long long)P->H);
+    if (P->Dk > LA_MAX_HEAD_DIM || P->Dv > LA_MAX_HEAD_DIM)
+        return la_fail(LA_ERR_UNSUPPORTED, "head dims Dk %lld, Dv %lld; each must be at most %d", (long long)P->Dk,
+                       (long long)P->Dv, LA_MAX_HEAD_DIM);
+    if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
+        (s = la_check_no_self_overlap(v, "v")))
+        return s;
+    if ((s = check_params(p, P->H, need_chunk))) return s;
+    if (varlen) {
+        if (p->num_seqs <= 0)
+            return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
+        if (p->num_seqs >= INT32_MAX)
+            return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
+        if ((s = check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        P->num_seqs = p->num_seqs;
+        P->cu = p->cu_seqlens;
+    } else {
+        P->num_seqs = q->shape[0];
+        P->L = tokens ? q->shape[1] : 1;
+    }
+    int64_t n;
+    if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv + 1, &n))
+        return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");
+    /* g: present exactly for the data-dependent decays */
+    const bool need_g = p->decay == LA_DECAY_TOKEN || p->decay == LA_DECAY_CHANNEL;
+    if (need_g && !g) return la_fail(LA_ERR_NULL, "g is NULL; decay %d needs the log decays", (int)p->decay);
+    if (!need_g && g) return la_fail(LA_ERR_ARGUMENT, "g is given but the decay is not per token or per channel");
+    if (g) {
+        int64_t want[LA_MAX_DIMS];
+        for (int i = 0; i <= hx; i++) want[i] = q->shape[i];
+        want[hx + 1] = P->Dk;
+        const int gnd = p->decay == LA_DECAY_CHANNEL ? nd : nd - 1;
+        if ((s = check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
+    }
+    P->Dvs = P->Dv + (p->normalize ? 1 : 0);
+    P->feature = p->feature;
+    P->decay = p->decay;
+    P->head_log_decay = p->head_log_decay;
+    P->normalize = p->normalize != 0;
+    P->norm_eps = p->norm_eps;
+    P->scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)P->Dk);
+    P->form = p->form;
+    P->chunk = p->chunk_size;
+    P->device = q->device;
+    if (tokens) {
+        P->q = la_attn_operand_of(q, !varlen);
+        P->k = la_attn_operand_of(k, !varlen);
+        P->v = la_attn_operand_of(v, !varlen);
+        P->g = la_attn_operand_of(g, !varlen);
+    } else { /* [B, H, D]: one token per sequence */
+        const la_tensor *in[4] = {q, k, v, g};
+        la_attn_operand *op[4] = {&P->q, &P->k, &P->v, &P->g};
+        for (int i = 0; i < 4; i++)
+            if (in[i])
+                *op[i] = (la_attn_operand){.data = in[i]->data, .dtype = in[i]->dtype,
+                                           .batch_stride = in[i]->stride[0], .token_stride = 0,
+                                           .head_stride = in[i]->stride[1]};
+    }
+    return LA_OK;
+}
+
+/* The shape of the states: [N, H, Dk, Dvs]. */
+static void state_shape(const la_linear_problem *P, int64_t *want) {
+    want[0] = P->num_seqs;
+    want[1] = P->H;
+    want[2] = P->Dk;
+    want[3] = P->Dvs;
+}
+
+/* A tensor shaped like `like` (all its dims), but `last` in its last dim. */
+static la_status check_like(const la_tensor *t, const char *name, const la_tensor *like, int64_t last, la_dtype a,
+                            la_dtype b, unsigned zero) {
+    int64_t want[LA_MAX_DIMS];
+    for (int i = 0; i < like->ndim; i++) want[i] = like->shape[i];
+    want[like->ndim - 1] = last;
+    return check_shaped(t, name, want, like->ndim, zero, a, b);
+}
+
+static size_t array_bytes(int64_t n, size_t elem) {
+    size_t b;
+    return n <= 0 ? 0 : la_mul_size((size_t)n, elem, &b) ? b : SIZE_MAX;
+}
+
+la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
+                                      const la_tensor *k, const la_tensor *v, const la_tensor *g,
+                                      const la_tensor *initial_state, la_tensor *out, la_tensor *final_state) {
+    la_linear_problem P = {.op = LA_LINEAR_OP_FORWARD};
+    la_status s = check_inputs(ctx, p, q, k, v, g, true, p && p->form == LA_LINEAR_CHUNKED, &P);
+    if (s) return s;
+    const unsigned zero = P.cu ? 1u : 2u;
+    int64_t sw[4];
+    state_shape(&P, sw);
+    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, zero))) return s;
+    const size_t cu_bytes = array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
+    const arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
+                              {"initial_state", initial_state},
+                              {"head_log_decay", NULL, p->head_log_decay, array_bytes(P.H, sizeof(float))},
+                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
+    if ((s = check_memory(ctx, mem, 9, 2))) return s;
+    const la_tensor *all[] = {q, k, v, g, initial_state, out, final_state};
+    const la_backend *be = backend_of(all, 7);
+    if (!be) return LA_ERR_DEVICE;
+    P.out = la_attn_operand_of(out, !P.cu);
+    P.state_in = state_of(initial_state);
+    P.state_out = state_of(final_state);
+    if ((s = la_backend_run_linear(ctx, be, &P))) return s;
+    return la_succeed();
+}
+
+la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p, const la_tensor *q,
+                                     const la_tensor *k, const la_tensor *v, const la_tensor *g, la_tensor *state,
+                                     la_tensor *out) {
+    la_linear_problem P = {.op = LA_LINEAR_OP_FORWARD};
+    la_status s = check_inputs(ctx, p, q, k, v, g, false, false, &P);
+    if (s) return s;
+    int64_t sw[4];
+    state_shape(&P, sw);
+    if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, 0))) return s;
+    const arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
+                              {"head_log_decay", NULL, p->head_log_decay, array_bytes(P.H, sizeof(float))}};
+    if ((s = check_memory(ctx, mem, 7, 2))) return s;
+    const la_tensor *all[] = {q, k, v, g, state, out};
+    const la_backend *be = backend_of(all, 6);
+    if (!be) return LA_ERR_DEVICE;
+    P.form = LA_LINEAR_RECURRENT;
+    P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
+                              .head_stride = out->stride[1]};
+    /* in place: each (sequence, head) reads its state before writing it */
+    P.state_in = state_of(state);
+    P.state_out = state_of(state);
+    if ((s = la_backend_run_linear(ctx, be, &P))) return s;
+    return la_succeed();
+}
+
+la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
+                                       const la_tensor *k, const la_tensor *v, const la_tensor *g,
+                                       const la_tensor *initial_state, const la_tensor *dout,
+                                       const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                       la_tensor *dg, la_tensor *dinitial_state) {
+    la_linear_backward_problem Bp = {0};
+    la_linear_problem *P = &Bp.fwd;
+    P->op = LA_LINEAR_OP_BACKWARD;
+    la_status s = check_inputs(ctx, p, q, k, v, g, true, true, P);
+    if (s) return s;
+    if (P->normalize)
+        return la_fail(LA_ERR_UNSUPPORTED, "the linear-attention backward does not support normalisation yet");
+    const unsigned zero = P->cu ? 1u : 2u;
+    int64_t sw[4];
+    state_shape(P, sw);
+    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dfinal_state && (s = check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dinitial_state && (s = check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = check_like(dout, "dout", q, P->Dv, LA_F32, q->dtype, zero))) return s;
+    if ((s = check_like(dq, "dq", q, P->Dk, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dk, "dk", k, P->Dk, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dv, "dv", v, P->Dv, LA_F32, q->dtype, zero)))
+        return s;
+    if (!g != !dg) return la_fail(g ? LA_ERR_NULL : LA_ERR_ARGUMENT, "dg must be given exactly when g is");
+    if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], LA_F32, LA_F32, zero))) return s;
+    const size_t cu_bytes = array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
+    const arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dinitial_state", dinitial_state},
+                              {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
+                              {"dout", dout}, {"dfinal_state", dfinal_state},
+                              {"head_log_decay", NULL, p->head_log_decay, array_bytes(P->H, sizeof(float))},
+                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
+    if ((s = check_memory(ctx, mem, 14, 5))) return s;
+    const la_tensor *all[] = {q, k, v, g, initial_state, dout, dfinal_state, dq, dk, dv, dg, dinitial_state};
+    const la_backend *be = backend_of(all, 12);
+    if (!be) return LA_ERR_DEVICE;
+    P->state_in = state_of(initial_state);
+    Bp.dout = la_attn_operand_of(dout, !P->cu);
+    Bp.dq = la_attn_operand_of(dq, !P->cu);
+    Bp.dk = la_attn_operand_of(dk, !P->cu);
+    Bp.dv = la_attn_operand_of(dv, !P->cu);
+    Bp.dg = la_attn_operand_of(dg, !P->cu);
+    Bp.dstate_out = state_of(dfinal_state);
+    Bp.dstate_in = state_of(dinitial_state);
+    if ((s = la_backend_run_linear(ctx, be, P))) return s;
+    return la_succeed();
+}
