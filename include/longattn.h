@@ -309,6 +309,75 @@ LA_API la_status la_attention_decode(la_context *ctx, const la_attention_params 
                               const la_tensor *q, const la_tensor *k, const la_tensor *v,
                               const la_kv_layout *layout, la_tensor *out, la_tensor *lse);
 
+/* ------------------------------------------------ block-sparse attention */
+
+/* Which key blocks each query block computes, as CSR lists.
+ *
+ * Queries and keys of every sequence are cut into blocks of block_size
+ * tokens from the sequence's start: query block qb holds rows
+ * [qb * block_size, min((qb + 1) * block_size, Lq)), key block kb keys
+ * [kb * block_size, min((kb + 1) * block_size, Lk)). Row
+ *   r = (b * heads + h) * q_blocks + qb
+ * (sequence b, query head h, query block qb) lists its key blocks in
+ *   key_blocks[offsets[r] .. offsets[r + 1]),
+ * strictly increasing (sorted, no duplicates), each in [0, ceil(Lk_b /
+ * block_size)) for its sequence's Lk_b. offsets has num_seqs * heads *
+ * q_blocks + 1 entries, offsets[0] = 0, non-decreasing. q_blocks is
+ * ceil(Lq / block_size) (varlen: of the longest query sequence); the lists
+ * of a query block past a shorter sequence's end are checked but unused
+ * (its rows do not exist). With GQA every query head has its
+ * own lists. The score rule of the call still applies inside listed
+ * blocks: a key the rule hides stays hidden, a row whose lists hold no
+ * visible key gets out 0 and lse -inf.
+ * Per-row extra key columns ("vertical" patterns) are not yet supported:
+ * list the blocks that hold them. */
+typedef struct {
+    int64_t block_size;  /* >= 1; the selectors use LA_SPARSE_BLOCK_DEFAULT unless told */
+    int64_t num_seqs;    /* B, or num_seqs of a varlen batch */
+    int64_t heads;       /* H, the query heads */
+    int64_t q_blocks;    /* ceil(Lq / block_size) */
+    int64_t *offsets;    /* [num_seqs * heads * q_blocks + 1], 8-byte aligned */
+    int32_t *key_blocks; /* [offsets[num_seqs * heads * q_blocks]], 4-byte aligned; may be NULL when empty */
+} la_block_index;
+
+#define LA_SPARSE_BLOCK_DEFAULT 64
+
+/* Check an index against a dense problem's sizes (B sequences of Lq
+ * queries and Lk keys, H query heads) without running anything:
+ * LA_ERR_NULL (index, offsets, or key_blocks with entries), LA_ERR_ARGUMENT
+ * (block_size < 1, arrays misaligned, a row not strictly increasing:
+ * unsorted or duplicated ids), LA_ERR_SHAPE (num_seqs, heads or q_blocks
+ * not those of the problem), LA_ERR_OVERFLOW (the row count or an offset
+ * past what memory can hold), LA_ERR_SEQLENS (offsets[0] != 0, offsets
+ * decreasing, a key-block id out of range). The attention calls below run
+ * the same checks. */
+LA_API la_status la_block_index_check(const la_block_index *index, int64_t B, int64_t H, int64_t Lq, int64_t Lk);
+
+/* Free the arrays a selector allocated and zero the index (NULL-safe; only
+ * for indexes the selectors below filled). */
+LA_API void la_block_index_free(la_block_index *index);
+
+/* Block-sparse attention: la_attention_forward with each query block
+ * computing only the key blocks its list names (and, inside them, only
+ * the keys the params' rule shows: causal, window, sinks; softcap, ALiBi,
+ * softmax or sigmoid, GQA all as in the dense call). Arguments, shapes,
+ * dtypes and every check as la_attention_forward, plus the index's
+ * (la_block_index_check; varlen: key-block ids checked against each
+ * sequence's own length). Outputs must not share memory with the index's
+ * arrays (LA_ERR_ARGUMENT). With every visible block listed, out and lse
+ * equal la_attention_forward's up to rounding. */
+LA_API la_status la_block_sparse_forward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                         const la_tensor *k, const la_tensor *v, const la_block_index *index,
+                                         la_tensor *out, la_tensor *lse);
+
+/* Gradients of la_block_sparse_forward with the same index (out and lse
+ * are its results): la_attention_backward restricted to the listed blocks.
+ * dK and dV of keys no query lists are 0. */
+LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                          const la_tensor *k, const la_tensor *v, const la_block_index *index,
+                                          const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
+                                          la_tensor *dq, la_tensor *dk, la_tensor *dv);
+
 /* ------------------------------------------------------ weight formats */
 
 /* GGUF files (versions 2 and 3): memory-mapped, every field validated

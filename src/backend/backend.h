@@ -12,6 +12,7 @@
 #define LA_BACKEND_H
 
 #include "backend/attention_problem.h"
+#include "backend/sparse_problem.h"
 
 typedef struct la_backend {
     const char *name;
@@ -30,6 +31,8 @@ typedef struct la_backend {
     la_status (*backward)(la_context *ctx, const la_attn_backward_problem *p, void *ws);
     la_status (*decode)(la_context *ctx, const la_attn_decode_problem *p, void *ws);
     la_status (*merge)(la_context *ctx, const la_attn_merge_problem *p, void *ws);
+    la_status (*sparse_forward)(la_context *ctx, const la_attn_sparse_problem *p, void *ws);
+    la_status (*sparse_backward)(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws);
 } la_backend;
 
 #endif
