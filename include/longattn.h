@@ -378,6 +378,76 @@ LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_pa
                                           const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
                                           la_tensor *dq, la_tensor *dk, la_tensor *dv);
 
+/* ---- selectors: build an index from q and k ----
+ * Each takes the params of the attention call it prepares (the rule's
+ * causal / window / sinks decide which blocks could be visible; blocks the
+ * rule hides entirely are never listed), dense q [B, Lq, H, D] and
+ * k [B, Lk, Hkv, D] (f32, bf16 or f16, the same checks as the attention
+ * calls; varlen batches are not yet supported: LA_ERR_UNSUPPORTED), and
+ * fills *out with arrays it allocates (free with la_block_index_free).
+ * Deterministic: the same inputs give the same index, whatever the
+ * threads or SIMD level. On failure *out is zeroed and nothing leaks. */
+
+/* Static patterns, from the shapes alone (q and k are not read):
+ * the "A-shape" (sink blocks + a local window along the diagonal),
+ * dilated blocks along the diagonal, and global blocks. */
+typedef struct {
+    int64_t block_size;    /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t sink_blocks;   /* key blocks [0, sink_blocks) for every query block */
+    int64_t local_blocks;  /* the diagonal's key blocks and local_blocks - 1 on each side (the rule
+                            * drops those right of the diagonal when causal); 0 = none */
+    int64_t stride;        /* > 0: also every stride-th key block counted back from the diagonal */
+    int64_t global_blocks; /* query blocks [0, g) attend every key block, and every query block
+                            * attends key blocks [0, g) */
+} la_sparse_static;
+/* sink_blocks 1, local_blocks 4, stride 0, global_blocks 0. */
+LA_API la_sparse_static la_sparse_static_default(void);
+/* Budgets: every count >= 0 and stride >= 0 (LA_ERR_ARGUMENT otherwise). */
+LA_API la_status la_sparse_select_static(const la_sparse_static *opts, const la_attention_params *p,
+                                         const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Block top-k by coverage: per query block, the block-pooled (mean) query
+ * against each key block's mean key, scored by the params' rule (scale,
+ * softcap, ALiBi at the blocks' centres) plus log(keys in the block),
+ * estimates each visible key block's share of the softmax mass; the sink
+ * and local blocks are kept first, then blocks in order of that share
+ * until a share gamma of the estimated mass is covered (top_k 0), or the
+ * top_k blocks beside the forced ones (top_k > 0). Ties go to the lower
+ * block id. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    float gamma;          /* coverage share in (0, 1] when top_k is 0 */
+    int64_t top_k;        /* > 0: this many blocks beside the forced ones, instead of coverage */
+    int64_t sink_blocks;  /* key blocks [0, sink_blocks) always kept */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always kept */
+} la_sparse_topk;
+/* gamma 0.9, top_k 0, sink_blocks 1, local_blocks 1. */
+LA_API la_sparse_topk la_sparse_topk_default(void);
+/* Budgets: gamma in (0, 1] (when top_k is 0), top_k, sink_blocks,
+ * local_blocks >= 0 (LA_ERR_ARGUMENT otherwise). Runs on the context's
+ * threads. */
+LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *opts, const la_attention_params *p,
+                                       const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* How good an index is for a softmax call (dense q, k as the selectors):
+ *  recall  mean over sampled query rows (of every sequence and head) of the
+ *          share of the row's exact softmax mass (over every key the rule
+ *          shows) that falls in its listed blocks; rows that see no key
+ *          are left out; computed exactly, in double;
+ *  density listed (sequence, head, query block, key block) pairs the rule
+ *          does not hide entirely, over all pairs it does not hide: the
+ *          share of the dense kernel's blocks the sparse kernel computes.
+ * sample_rows > 0 samples that many (b, h, i) rows uniformly with
+ * replacement from a generator seeded by `seed`; 0 takes every row. */
+typedef struct {
+    double recall, density;
+    int64_t rows;          /* rows averaged into recall */
+    int64_t listed, total; /* the density's counts */
+} la_sparse_quality;
+LA_API la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                        const la_tensor *k, const la_block_index *index, int64_t sample_rows,
+                                        uint64_t seed, la_sparse_quality *out);
+
 /* ------------------------------------------------------ weight formats */
 
 /* GGUF files (versions 2 and 3): memory-mapped, every field validated
