@@ -429,6 +429,30 @@ LA_API la_sparse_topk la_sparse_topk_default(void);
 LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *opts, const la_attention_params *p,
                                        const la_tensor *q, const la_tensor *k, la_block_index *out);
 
+/* Vertical-slash (after MInference), at block granularity: the last
+ * `last_queries` query rows' exact softmax attention (per head, over the
+ * keys the rule shows) scores every key column (its summed weight) and
+ * every diagonal (the summed weight at distance diag_i - j); the top
+ * `vertical` columns and top `slash` diagonals are kept, each query block
+ * listing the key blocks that hold its kept columns and the keys its rows
+ * meet along its kept diagonals. The first key block and the diagonals at
+ * distance [0, block_size) (the local band) are always kept. Ties go to the
+ * lower column or distance; columns and diagonals with no weight are not
+ * kept. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t last_queries; /* rows that estimate the pattern (the last ones): 0 = 64 */
+    int64_t vertical;     /* key columns kept, per head */
+    int64_t slash;        /* diagonals kept, per head */
+} la_sparse_vslash;
+/* last_queries 64, vertical 64, slash 64. */
+LA_API la_sparse_vslash la_sparse_vslash_default(void);
+/* Budgets: last_queries, vertical, slash >= 0 (LA_ERR_ARGUMENT otherwise);
+ * softmax only (sigmoid is LA_ERR_UNSUPPORTED). Runs on the context's
+ * threads; the index does not depend on them. */
+LA_API la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *opts, const la_attention_params *p,
+                                         const la_tensor *q, const la_tensor *k, la_block_index *out);
+
 /* How good an index is for a softmax call (dense q, k as the selectors):
  *  recall  mean over sampled query rows (of every sequence and head) of the
  *          share of the row's exact softmax mass (over every key the rule

@@ -70,7 +70,7 @@ static void usage(void) {
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
-            "                  top_k 16) against the dense kernel at the same shape\n");
+            "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
 }
 
 static int parse_options(int argc, char **argv, options *o, bool decode) {
@@ -200,6 +200,7 @@ static int bench_sparse(const options *o) {
         {.selector = SPARSE_STATIC, .local_blocks = 32},
         {.selector = SPARSE_TOPK, .gamma = 0.9f},
         {.selector = SPARSE_TOPK, .top_k = 16},
+        {.selector = SPARSE_VSLASH, .vertical = 64, .slash = 64},
     };
     sparse_sweep s = {.H = o->H, .Hkv = o->Hkv, .D = o->nD ? o->D[0] : 128,
                       .causal = o->ncausal ? o->causal[0] : 1, .configs = configs,

@@ -27,7 +27,9 @@ typedef struct {
     bool measured;
 } sp_case;
 
-static const char *selector_name(sparse_selector s) { return s == SPARSE_STATIC ? "static" : "topk"; }
+static const char *selector_name(sparse_selector s) {
+    return s == SPARSE_STATIC ? "static" : s == SPARSE_TOPK ? "topk" : "vslash";
+}
 
 static void describe(const harness_case *hc, harness_fields *f) {
     const sp_case *c = (const sp_case *)hc;
@@ -42,6 +44,9 @@ static void describe(const harness_case *hc, harness_fields *f) {
     harness_field_int(f, "block", c->s.block_size ? c->s.block_size : LA_SPARSE_BLOCK_DEFAULT);
     if (c->s.selector == SPARSE_STATIC) {
         harness_field_int(f, "local", c->s.local_blocks);
+    } else if (c->s.selector == SPARSE_VSLASH) {
+        harness_field_int(f, "vertical", c->s.vertical);
+        harness_field_int(f, "slash", c->s.slash);
     } else if (c->s.top_k > 0) {
         harness_field_int(f, "top_k", c->s.top_k);
     } else {
@@ -106,6 +111,10 @@ static la_status prepare(harness_case *hc, la_context *ctx) {
         la_sparse_static o = la_sparse_static_default();
         o.block_size = c->s.block_size, o.local_blocks = c->s.local_blocks;
         s = la_sparse_select_static(&o, &p, &c->q.t, &c->k.t, &c->index);
+    } else if (c->s.selector == SPARSE_VSLASH) {
+        la_sparse_vslash o = la_sparse_vslash_default();
+        o.block_size = c->s.block_size, o.vertical = c->s.vertical, o.slash = c->s.slash;
+        s = la_sparse_select_vslash(ctx, &o, &p, &c->q.t, &c->k.t, &c->index);
     } else {
         la_sparse_topk o = la_sparse_topk_default();
         o.block_size = c->s.block_size, o.gamma = c->s.gamma, o.top_k = c->s.top_k;

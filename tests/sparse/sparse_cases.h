@@ -7,7 +7,7 @@
 #include "harness.h"
 #include "longattn.h"
 
-typedef enum { SPARSE_STATIC, SPARSE_TOPK } sparse_selector;
+typedef enum { SPARSE_STATIC, SPARSE_TOPK, SPARSE_VSLASH } sparse_selector;
 
 typedef struct {
     const char *name;
@@ -19,6 +19,7 @@ typedef struct {
     int64_t local_blocks; /* static: the A-shape's window (with one sink block) */
     float gamma;          /* topk: coverage, when top_k is 0 */
     int64_t top_k;        /* topk: fixed count beside the forced blocks */
+    int64_t vertical, slash; /* vslash: columns and diagonals kept per head */
 } sparse_spec;
 
 harness_case *sparse_case(const sparse_spec *s);

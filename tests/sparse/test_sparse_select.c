@@ -1,8 +1,9 @@
-/* The selectors (la_sparse_select_static, la_sparse_select_topk) and the
+/* The selectors (la_sparse_select_static, _topk, _vslash) and the
  * quality measure (la_block_index_quality): every index valid, never listing
  * a block the rule hides, deterministic (the same index at any thread
- * count), the static patterns exactly as documented, top-k finding a
- * planted block and listing everything at gamma 1 (then sparse attention
+ * count), the static patterns exactly as documented, top-k and
+ * vertical-slash finding a planted block or column, top-k listing
+ * everything at gamma 1 (then sparse attention
  * equals dense); recall and density equal to what the dense probability
  * matrix and the element-wise rule give, computed here independently; bad
  * budgets and arguments rejected with their statuses. */
@@ -244,6 +245,58 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
     }
 }
 
+static void vslash_cases(uint64_t *rng, la_context *ctx) {
+    /* a planted column: key 300 points along every query's direction */
+    la_attention_params causal = la_attention_params_default();
+    causal.causal = 1;
+    problem P;
+    make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
+    for (int64_t i = 0; i < 512; i++)
+        for (int64_t d = 0; d < 16; d++) tu_set(&P.q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
+    for (int64_t d = 0; d < 16; d++) tu_set(&P.k.t, (int64_t[]){0, 300, 0, d}, 4.0);
+    la_sparse_vslash o = la_sparse_vslash_default();
+    o.block_size = 32, o.vertical = 1, o.slash = 0;
+    la_block_index x;
+    TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &o, &P.p, &P.q.t, &P.k.t, &x), LA_OK);
+    check_valid(&P, &x, "vslash planted");
+    bool ok = true;
+    for (int64_t qb = 0; qb < 16; qb++) /* column 300's block, block 0 and the local band, nothing else */
+        for (int64_t kb = 0; kb < 16; kb++)
+            ok &= listed(&x, 0, 0, qb, kb) ==
+                  (kb <= qb && (kb == 0 || kb == 300 / 32 || kb == qb || kb == qb - 1));
+    tu_check(ok, "vslash planted: head 0 is not {0, 9, qb - 1, qb} per query block");
+    check_quality(ctx, &P, &x, "vslash planted");
+    la_block_index_free(&x);
+    drop(&P);
+
+    for (int n = 0; n < 8; n++) {
+        la_attention_params p = la_attention_params_default();
+        p.causal = (int)tu_randint(rng, 0, 1);
+        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
+        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
+        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
+        problem R;
+        make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        la_sparse_vslash vo = {.block_size = tu_randint(rng, 1, 40), .last_queries = tu_randint(rng, 0, 80),
+                               .vertical = tu_randint(rng, 0, 20), .slash = tu_randint(rng, 0, 20)};
+        char what[160];
+        snprintf(what, sizeof what, "vslash %d (L %lld Lk %lld bs %lld last %lld v %lld s %lld causal %d)", n,
+                 (long long)L, (long long)Lk, (long long)vo.block_size, (long long)vo.last_queries,
+                 (long long)vo.vertical, (long long)vo.slash, p.causal);
+        la_block_index a, b;
+        la_context *one;
+        la_context_create(&one, 1);
+        TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
+        TU_EXPECT_STATUS(la_sparse_select_vslash(one, &vo, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
+        la_context_destroy(one);
+        check_valid(&R, &a, what);
+        tu_check(same_index(&a, &b), "%s: differs between 3 threads and 1", what);
+        check_quality(ctx, &R, &a, what);
+        la_block_index_free(&a), la_block_index_free(&b);
+        drop(&R);
+    }
+}
+
 static void bad_budgets(uint64_t *rng, la_context *ctx) {
     la_attention_params p = la_attention_params_default();
     problem P;
@@ -278,10 +331,20 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     TOPK_BAD(local_blocks, -1, LA_ERR_ARGUMENT);
     TOPK_BAD(block_size, -3, LA_ERR_ARGUMENT);
     TU_EXPECT_STATUS(la_sparse_select_topk(ctx, NULL, &P.p, &P.q.t, &P.k.t, &x), LA_ERR_NULL);
+    la_sparse_vslash vo = la_sparse_vslash_default();
+    vo.vertical = -1;
+    TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &P.p, &P.q.t, &P.k.t, &x), LA_ERR_ARGUMENT);
+    vo = la_sparse_vslash_default(), vo.slash = -1;
+    TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &P.p, &P.q.t, &P.k.t, &x), LA_ERR_ARGUMENT);
+    vo = la_sparse_vslash_default(), vo.last_queries = -1;
+    TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &P.p, &P.q.t, &P.k.t, &x), LA_ERR_ARGUMENT);
+    tu_check(x.offsets == NULL, "vslash: out not zeroed on failure");
     TU_EXPECT_STATUS(la_sparse_select_static(&so, &P.p, &P.q.t, &P.k.t, NULL), LA_ERR_NULL);
     la_attention_params sig = p;
     sig.score = LA_SCORE_SIGMOID;
     TU_EXPECT_STATUS(la_sparse_select_topk(ctx, &to, &sig, &P.q.t, &P.k.t, &x), LA_ERR_UNSUPPORTED);
+    vo = la_sparse_vslash_default();
+    TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &sig, &P.q.t, &P.k.t, &x), LA_ERR_UNSUPPORTED);
     la_attention_params varlen = p;
     int32_t cu[2] = {0, 64};
     varlen.cu_seqlens_q = varlen.cu_seqlens_k = cu, varlen.num_seqs = 1;
@@ -338,6 +401,7 @@ int main(void) {
     la_context_create(&ctx, 3);
     static_cases(&rng, ctx);
     topk_cases(&rng, ctx);
+    vslash_cases(&rng, ctx);
     topk_complete_equals_dense(&rng, ctx);
     bad_budgets(&rng, ctx);
     la_context_destroy(ctx);

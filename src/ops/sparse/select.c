@@ -1,5 +1,5 @@
 /* Selectors that build a block index from q and k (static patterns, block
- * top-k by coverage) and the quality of an index (recall, density). Each
+ * top-k by coverage, vertical-slash) and the quality of an index (recall, density). Each
  * (sequence, head) is independent: its lists are built into their own
  * growing buffer, in parallel over the context's threads, then joined in
  * order, so the index never depends on the threads. Visibility comes from
@@ -299,6 +299,134 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
             }
         }
         free(kbar), free(qbar), free(cand), free(sel);
+    }
+    if ((s = join(&S, lists, ok, out))) return s;
+    return la_succeed();
+}
+
+/* ---- vertical-slash ---- */
+
+la_sparse_vslash la_sparse_vslash_default(void) {
+    return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64};
+}
+
+/* Exact softmax weights of row i (head h of sequence b) over the keys the
+ * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
+static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
+                        double *w) {
+    const int64_t hk = h / (S->H / S->Hkv), D = S->D;
+    const size_t es = la_dtype_size(q->dtype);
+    const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
+    const float slope = la_rule_slope(&S->rule, h);
+    double m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < S->Lk; j++) {
+        w[j] = -INFINITY;
+        if (!la_rule_visible(&S->rule, i, j, S->Lq, S->Lk)) continue;
+        const char *kj = (const char *)k->data + (b * k->stride[0] + j * k->stride[1] + hk * k->stride[2]) * (int64_t)es;
+        float dot = 0;
+        for (int64_t d = 0; d < D; d++) dot += la_load_f32(qi, q->dtype, d) * la_load_f32(kj, k->dtype, d);
+        w[j] = la_rule_score(&S->rule, dot, slope, (float)(i + S->Lk - S->Lq - j), NULL);
+        if (w[j] > m) m = w[j];
+    }
+    if (m == -INFINITY) return false;
+    for (int64_t j = 0; j < S->Lk; j++) sum += w[j] == -INFINITY ? 0 : (w[j] = exp(w[j] - m));
+    for (int64_t j = 0; j < S->Lk; j++) w[j] = w[j] == -INFINITY ? 0 : w[j] / sum;
+    return true;
+}
+
+/* Indices of the n largest positive x[0..len) (ties to the lower index),
+ * into top; how many there are. */
+static int64_t top_indices(const double *x, int64_t len, int64_t n, ranked *tmp, int64_t *top) {
+    for (int64_t i = 0; i < len; i++) tmp[i] = (ranked){x[i], (int32_t)i};
+    qsort(tmp, (size_t)len, sizeof *tmp, by_est_desc);
+    int64_t m = 0;
+    for (; m < n && m < len && tmp[m].est > 0; m++) top[m] = tmp[m].id;
+    return m;
+}
+
+/* Scratch of one thread: Lk weights, Lk column and 2 Lk + 1 diagonal
+ * scores, their ranking, the kept columns and distances, a block mark. */
+typedef struct {
+    double *w, *col, *diag;
+    ranked *tmp;
+    int64_t *cols, *dists;
+    unsigned char *mark;
+} vs_scratch;
+
+static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
+                        int64_t h, vs_scratch *t, head_lists *l) {
+    const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
+    memset(t->col, 0, sizeof(double) * (size_t)(Lk + 1));
+    memset(t->diag, 0, sizeof(double) * (size_t)(2 * Lk + 1));
+    for (int64_t i = S->Lq - nlast > 0 ? S->Lq - nlast : 0; i < S->Lq; i++) {
+        if (!row_weights(S, q, k, b, h, i, t->w)) continue;
+        const int64_t diag = i + Lk - S->Lq;
+        for (int64_t j = 0; j < Lk; j++) {
+            t->col[j] += t->w[j];
+            const int64_t dist = diag - j; /* in (-Lk, Lk + Lq); kept when it indexes [0, 2 Lk] */
+            if (dist > -Lk && dist <= Lk) t->diag[dist + Lk] += t->w[j];
+        }
+    }
+    const int64_t ncol = top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
+    const int64_t ndist = top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
+    for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
+    for (int64_t qb = 0; qb < S->nqb; qb++) {
+        int64_t i0, i1, kend;
+        q_block_rows(S, qb, &i0, &i1, &kend);
+        memset(t->mark, 0, (size_t)S->nkb);
+        if (S->nkb > 0) t->mark[0] = 1;
+        for (int64_t e = 0; e < ncol; e++) t->mark[t->cols[e] / S->bs] = 1;
+        const int64_t d0 = i0 + Lk - S->Lq, d1 = i1 - 1 + Lk - S->Lq;
+        /* each kept distance, and the local band [0, bs): keys diag_i - dist of the block's rows */
+        for (int64_t e = -S->bs; e < ndist; e++) {
+            const int64_t dist = e < 0 ? e + S->bs : t->dists[e];
+            int64_t lo = d0 - dist, hi = d1 - dist; /* keys [lo, hi] */
+            if (hi < 0 || lo >= Lk) continue;
+            lo = lo < 0 ? 0 : lo, hi = hi >= Lk ? Lk - 1 : hi;
+            for (int64_t kb = lo / S->bs; kb <= hi / S->bs; kb++) t->mark[kb] = 1;
+        }
+        const int64_t before = l->n;
+        for (int64_t kb = 0; kb < S->nkb; kb++)
+            if (t->mark[kb] && block_visible(S, i0, i1, kend, kb) && !push(l, (int32_t)kb)) return false;
+        l->counts[qb] = l->n - before;
+    }
+    return true;
+}
+
+la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, const la_attention_params *p,
+                                  const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    shape S;
+    la_status s;
+    if ((s = check_budget(o->last_queries, "last_queries")) || (s = check_budget(o->vertical, "vertical")) ||
+        (s = check_budget(o->slash, "slash")) || (s = check_qk(p, q, k, o->block_size, &S)))
+        return s;
+    if (p->score != LA_SCORE_SOFTMAX)
+        return la_fail(LA_ERR_UNSUPPORTED, "vertical-slash estimates softmax attention; sigmoid scores have none");
+    const int64_t nbh = S.B * S.H, Lk = S.Lk;
+    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    bool ok = true;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok)
+    {
+        vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
+                        .tmp = malloc(sizeof(ranked) * (size_t)(2 * Lk + 1)),
+                        .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
+                        .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
+                        .mark = malloc((size_t)S.nkb + 1)};
+        ok = t.w && t.col && t.diag && t.tmp && t.cols && t.dists && t.mark;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < nbh; bh++) {
+            if (!ok) continue;
+            head_lists *l = &lists[bh];
+            ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                 vslash_head(o, &S, q, k, bh / S.H, bh % S.H, &t, l);
+        }
+        free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
     }
     if ((s = join(&S, lists, ok, out))) return s;
     return la_succeed();
