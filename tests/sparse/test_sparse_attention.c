@@ -211,6 +211,112 @@ static void fixed_specs(uint64_t *rng) {
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) run_spec(&list[i], rng);
 }
 
+/* A varlen batch: packed [T, H, D] tensors, q_blocks of the longest query
+ * sequence, key-block ids below each sequence's own count (an id past a
+ * shorter sequence's keys is LA_ERR_SEQLENS); forward and backward against
+ * the restricted reference per sequence, at every SIMD level. */
+static void varlen_case(uint64_t *rng) {
+    enum { NS = 3, H = 4, HKV = 2, D = 16, BS = 16 };
+    const int32_t lq[NS] = {37, 1, 70}, lk[NS] = {50, 20, 70};
+    int32_t cu_q[NS + 1] = {0}, cu_k[NS + 1] = {0};
+    for (int b = 0; b < NS; b++) cu_q[b + 1] = cu_q[b] + lq[b], cu_k[b + 1] = cu_k[b] + lk[b];
+    const int64_t Tq = cu_q[NS], Tk = cu_k[NS], qblocks = (70 + BS - 1) / BS, rows = NS * H * qblocks;
+    tu_buf q = tu_buf_new(LA_F32, 3, (int64_t[]){Tq, H, D}, false, false);
+    tu_buf k = tu_buf_new(LA_F32, 3, (int64_t[]){Tk, HKV, D}, false, false), v = tu_buf_new(LA_F32, 3, (int64_t[]){Tk, HKV, D}, false, false);
+    tu_buf out = tu_buf_new(LA_F32, 3, (int64_t[]){Tq, H, D}, false, false), lse = tu_buf_new(LA_F32, 2, (int64_t[]){Tq, H}, false, true);
+    tu_buf dout = tu_buf_new(LA_F32, 3, (int64_t[]){Tq, H, D}, false, false), dq = tu_buf_new(LA_F32, 3, (int64_t[]){Tq, H, D}, false, false);
+    tu_buf dk = tu_buf_new(LA_F32, 3, (int64_t[]){Tk, HKV, D}, false, false), dv = tu_buf_new(LA_F32, 3, (int64_t[]){Tk, HKV, D}, false, false);
+    tu_buf *ins[] = {&q, &k, &v, &dout};
+    for (int i = 0; i < 4; i++) tu_fill(rng, ins[i]->t.data, LA_F32, (int64_t)ins[i]->elems, -1, 1);
+    la_attention_params p = la_attention_params_default();
+    p.causal = 1, p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k, p.num_seqs = NS;
+    int64_t off[NS * H * 5 + 1];
+    int32_t ids[NS * H * 5 * 5];
+    la_block_index x = {.block_size = BS, .num_seqs = NS, .heads = H, .q_blocks = qblocks, .offsets = off, .key_blocks = ids};
+    off[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const int64_t b = r / (H * qblocks), kblocks = (lk[b] + BS - 1) / BS;
+        off[r + 1] = off[r];
+        for (int32_t j = 0; j < kblocks; j++)
+            if (tu_uniform(rng, 0, 1) < 0.6) ids[off[r + 1]++] = j;
+    }
+    double *want = calloc((size_t)(Tq * H * D), sizeof(double)), *want_lse = calloc((size_t)(Tq * H), sizeof(double));
+    double *wdq = calloc((size_t)(Tq * H * D), sizeof(double)), *wdk = calloc((size_t)(Tk * HKV * D), sizeof(double));
+    double *wdv = calloc((size_t)(Tk * HKV * D), sizeof(double));
+    unsigned char keep[70 * 70];
+    for (int b = 0; b < NS; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t hk = h / (H / HKV);
+            double qd[70 * D], kd[70 * D], vd[70 * D], od[70 * D], ld[70], dod[70 * D], dqd[70 * D];
+            double dkd[70 * D] = {0}, dvd[70 * D] = {0};
+            for (int64_t i = 0; i < lq[b]; i++)
+                for (int64_t d = 0; d < D; d++) {
+                    qd[i * D + d] = tu_get(&q.t, (int64_t[]){cu_q[b] + i, h, d});
+                    dod[i * D + d] = tu_get(&dout.t, (int64_t[]){cu_q[b] + i, h, d});
+                }
+            for (int64_t j = 0; j < lk[b]; j++)
+                for (int64_t d = 0; d < D; d++)
+                    kd[j * D + d] = tu_get(&k.t, (int64_t[]){cu_k[b] + j, hk, d}),
+                    vd[j * D + d] = tu_get(&v.t, (int64_t[]){cu_k[b] + j, hk, d});
+            sparse_keep_mask(&x, b, h, lq[b], lk[b], keep);
+            ref_attn_opts o = {.scale = 1 / sqrt((double)D), .causal = 1, .window_left = -1, .window_right = -1,
+                               .keep = keep};
+            ref_attention_forward(&o, lq[b], lk[b], D, qd, kd, vd, od, ld);
+            ref_attention_backward(&o, lq[b], lk[b], D, qd, kd, vd, dod, dqd, dkd, dvd);
+            for (int64_t i = 0; i < lq[b]; i++) {
+                want_lse[(cu_q[b] + i) * H + h] = ld[i];
+                for (int64_t d = 0; d < D; d++)
+                    want[((cu_q[b] + i) * H + h) * D + d] = od[i * D + d], wdq[((cu_q[b] + i) * H + h) * D + d] = dqd[i * D + d];
+            }
+            for (int64_t j = 0; j < lk[b]; j++)
+                for (int64_t d = 0; d < D; d++)
+                    wdk[((cu_k[b] + j) * HKV + hk) * D + d] += dkd[j * D + d], wdv[((cu_k[b] + j) * HKV + hk) * D + d] += dvd[j * D + d];
+        }
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    la_simd levels[LA_SIMD_COUNT];
+    const int nl = tu_simd_levels(levels);
+    for (int li = 0; li < nl; li++) {
+        la_context_set_simd(ctx, levels[li]);
+        tu_buf_poison(&out), tu_buf_poison(&lse), tu_buf_poison(&dq), tu_buf_poison(&dk), tu_buf_poison(&dv);
+        la_status st = la_block_sparse_forward(ctx, &p, &q.t, &k.t, &v.t, &x, &out.t, &lse.t);
+        la_status sb = st ? st : la_block_sparse_backward(ctx, &p, &q.t, &k.t, &v.t, &x, &out.t, &dout.t, &lse.t, &dq.t, &dk.t, &dv.t);
+        tu_check(st == LA_OK && sb == LA_OK, "varlen [%s]: %s", la_simd_name(levels[li]), la_last_error());
+        if (st || sb) continue;
+        cmp co = {0}, cl = {0};
+        double worst = 0;
+        for (int64_t t = 0; t < Tq; t++)
+            for (int64_t h = 0; h < H; h++) {
+                cmp_out(&cl, tu_get(&lse.t, (int64_t[]){t, h}), want_lse[t * H + h], LSE_ATOL, 1e-6);
+                for (int64_t d = 0; d < D; d++) {
+                    cmp_out(&co, tu_get(&out.t, (int64_t[]){t, h, d}), want[(t * H + h) * D + d], OUT_ATOL, OUT_RTOL);
+                    worst = fmax(worst, fabs(tu_get(&dq.t, (int64_t[]){t, h, d}) - wdq[(t * H + h) * D + d]));
+                }
+            }
+        for (int64_t t = 0; t < Tk; t++)
+            for (int64_t h = 0; h < HKV; h++)
+                for (int64_t d = 0; d < D; d++) {
+                    worst = fmax(worst, fabs(tu_get(&dk.t, (int64_t[]){t, h, d}) - wdk[(t * HKV + h) * D + d]));
+                    worst = fmax(worst, fabs(tu_get(&dv.t, (int64_t[]){t, h, d}) - wdv[(t * HKV + h) * D + d]));
+                }
+        tu_check(co.worst <= 1 && co.nan == 0 && cl.worst <= 1 && cl.nan == 0 && worst <= GRAD_TOL,
+                 "varlen [%s]: out %.3g x tol (%lld), lse %.3g x tol (%lld), gradients off by %.3g",
+                 la_simd_name(levels[li]), co.worst, (long long)co.nan, cl.worst, (long long)cl.nan, worst);
+    }
+    /* sequence 1 has 20 keys: 2 key blocks; id 2 is out of its range though the longest has 5 */
+    const int64_t r1 = 1 * H * qblocks; /* its first row; lists at most 2 ids, so the arrays have room */
+    if (off[r1 + 1] == off[r1]) { /* empty: make room for one id */
+        memmove(ids + off[r1] + 1, ids + off[r1], sizeof(int32_t) * (size_t)(off[rows] - off[r1]));
+        for (int64_t r = r1 + 1; r <= rows; r++) off[r]++;
+    }
+    ids[off[r1]] = 2;
+    TU_EXPECT_STATUS(la_block_sparse_forward(ctx, &p, &q.t, &k.t, &v.t, &x, &out.t, &lse.t), LA_ERR_SEQLENS);
+    la_context_destroy(ctx);
+    free(want), free(want_lse), free(wdq), free(wdk), free(wdv);
+    tu_buf *all[] = {&q, &k, &v, &out, &lse, &dout, &dq, &dk, &dv};
+    for (int i = 0; i < 9; i++) tu_buf_free(all[i]);
+}
+
 /* Bad indexes: each its status, nothing written. */
 static void bad_indexes(uint64_t *rng) {
     const int64_t B = 1, L = 100, H = 2, D = 8, bs = 32;
@@ -274,6 +380,7 @@ int main(void) {
         sp_spec s = random_spec(&rng, i, quick);
         run_spec(&s, &rng);
     }
+    varlen_case(&rng);
     bad_indexes(&rng);
     return tu_finish();
 }
