@@ -355,6 +355,9 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     la_tensor k3 = P.k.t;
     k3.shape[3] = 16;
     TU_EXPECT_STATUS(la_sparse_select_static(&so, &p, &P.q.t, &k3, &x), LA_ERR_SHAPE);
+    la_tensor q12 = P.q.t, k12 = P.k.t; /* head_dim 4: not a multiple of 8, as in the attention calls */
+    q12.shape[3] = k12.shape[3] = 4;
+    TU_EXPECT_STATUS(la_sparse_select_static(&so, &p, &q12, &k12, &x), LA_ERR_UNSUPPORTED);
     /* quality: bad sample count, bad index */
     TU_EXPECT_STATUS(la_sparse_select_static(&so, &p, &P.q.t, &P.k.t, &x), LA_OK);
     la_sparse_quality q;

@@ -42,6 +42,9 @@ static la_status check_qk(const la_attention_params *p, const la_tensor *q, cons
                        "head_dim, or heads not a multiple)", (long long)q->shape[0], (long long)q->shape[1],
                        (long long)q->shape[2], (long long)q->shape[3], (long long)k->shape[0], (long long)k->shape[1],
                        (long long)k->shape[2], (long long)k->shape[3]);
+    if (q->shape[3] % 8 != 0 || q->shape[3] > LA_MAX_HEAD_DIM)
+        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld is unsupported; must be a multiple of 8 up to %d",
+                       (long long)q->shape[3], LA_MAX_HEAD_DIM);
     if ((s = la_check_aligned(p->alibi_slopes, sizeof(float), "alibi_slopes"))) return s;
     if (block_size < 0)
         return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be >= 1 (0 = default)", (long long)block_size);
@@ -318,13 +321,18 @@ static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, 
     const size_t es = la_dtype_size(q->dtype);
     const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
     const float slope = la_rule_slope(&S->rule, h);
+    float qf[LA_MAX_HEAD_DIM];
+    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (check_qk) */
     double m = -INFINITY, sum = 0;
     for (int64_t j = 0; j < S->Lk; j++) {
         w[j] = -INFINITY;
         if (!la_rule_visible(&S->rule, i, j, S->Lq, S->Lk)) continue;
         const char *kj = (const char *)k->data + (b * k->stride[0] + j * k->stride[1] + hk * k->stride[2]) * (int64_t)es;
         float dot = 0;
-        for (int64_t d = 0; d < D; d++) dot += la_load_f32(qi, q->dtype, d) * la_load_f32(kj, k->dtype, d);
+        if (k->dtype == LA_F32) /* the common case without a per-element dtype switch */
+            for (int64_t d = 0; d < D; d++) dot += qf[d] * ((const float *)kj)[d];
+        else
+            for (int64_t d = 0; d < D; d++) dot += qf[d] * la_load_f32(kj, k->dtype, d);
         w[j] = la_rule_score(&S->rule, dot, slope, (float)(i + S->Lk - S->Lq - j), NULL);
         if (w[j] > m) m = w[j];
     }
