@@ -332,7 +332,7 @@ LA_API la_status la_attention_decode(la_context *ctx, const la_attention_params 
  * Per-row extra key columns ("vertical" patterns) are not yet supported:
  * list the blocks that hold them. */
 typedef struct {
-    int64_t block_size;  /* >= 1; the selectors use LA_SPARSE_BLOCK_DEFAULT unless told */
+    int64_t block_size;  /* in [1, LA_SPARSE_BLOCK_MAX]; the selectors use LA_SPARSE_BLOCK_DEFAULT unless told */
     int64_t num_seqs;    /* B, or num_seqs of a varlen batch */
     int64_t heads;       /* H, the query heads */
     int64_t q_blocks;    /* ceil(Lq / block_size) */
@@ -341,11 +341,13 @@ typedef struct {
 } la_block_index;
 
 #define LA_SPARSE_BLOCK_DEFAULT 64
+/* The largest block_size: block offsets stay far from int64 overflow. */
+#define LA_SPARSE_BLOCK_MAX ((int64_t)1 << 30)
 
 /* Check an index against a dense problem's sizes (B sequences of Lq
  * queries and Lk keys, H query heads) without running anything:
  * LA_ERR_NULL (index, offsets, or key_blocks with entries), LA_ERR_ARGUMENT
- * (block_size < 1, arrays misaligned, a row not strictly increasing:
+ * (block_size outside [1, LA_SPARSE_BLOCK_MAX], arrays misaligned, a row not strictly increasing:
  * unsorted or duplicated ids), LA_ERR_SHAPE (num_seqs, heads or q_blocks
  * not those of the problem), LA_ERR_OVERFLOW (the row count or an offset
  * past what memory can hold), LA_ERR_SEQLENS (offsets[0] != 0, offsets

@@ -348,6 +348,7 @@ static void bad_indexes(uint64_t *rng) {
     } while (0)
     BAD((void)0, LA_OK);
     BAD(x.block_size = 0, LA_ERR_ARGUMENT);
+    BAD(x.block_size = LA_SPARSE_BLOCK_MAX + 1, LA_ERR_ARGUMENT);
     BAD(x.q_blocks = 3, LA_ERR_SHAPE);
     BAD(x.heads = 1, LA_ERR_SHAPE);
     BAD(x.num_seqs = 2, LA_ERR_SHAPE);

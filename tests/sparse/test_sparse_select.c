@@ -316,6 +316,7 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     STATIC_BAD(stride, -1, LA_ERR_ARGUMENT);
     STATIC_BAD(global_blocks, -1, LA_ERR_ARGUMENT);
     STATIC_BAD(block_size, -1, LA_ERR_ARGUMENT);
+    STATIC_BAD(block_size, LA_SPARSE_BLOCK_MAX + 1, LA_ERR_ARGUMENT);
 #define TOPK_BAD(field, value, want)                                                                 \
     do {                                                                                              \
         la_sparse_topk o = to;                                                                        \

@@ -46,8 +46,9 @@ static la_status check_qk(const la_attention_params *p, const la_tensor *q, cons
         return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld is unsupported; must be a multiple of 8 up to %d",
                        (long long)q->shape[3], LA_MAX_HEAD_DIM);
     if ((s = la_check_aligned(p->alibi_slopes, sizeof(float), "alibi_slopes"))) return s;
-    if (block_size < 0)
-        return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be >= 1 (0 = default)", (long long)block_size);
+    if (block_size < 0 || block_size > LA_SPARSE_BLOCK_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be in [1, %lld] (0 = default)", (long long)block_size,
+                       (long long)LA_SPARSE_BLOCK_MAX);
     *S = (shape){.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
                  .D = q->shape[3], .bs = block_size ? block_size : LA_SPARSE_BLOCK_DEFAULT};
     if (p->alibi_slopes)

@@ -12,8 +12,9 @@
 la_status la_sparse_check_index(const la_block_index *x, const la_attn_problem *P, la_block_list *list,
                                 int64_t *rows_out) {
     if (!x) return la_fail(LA_ERR_NULL, "index is NULL");
-    if (x->block_size < 1)
-        return la_fail(LA_ERR_ARGUMENT, "index->block_size is %lld; must be >= 1", (long long)x->block_size);
+    if (x->block_size < 1 || x->block_size > LA_SPARSE_BLOCK_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "index->block_size is %lld; must be in [1, %lld]", (long long)x->block_size,
+                       (long long)LA_SPARSE_BLOCK_MAX);
     const int64_t bs = x->block_size, q_blocks = P->Lq / bs + (P->Lq % bs != 0);
     if (x->num_seqs != P->num_seqs || x->heads != P->H || x->q_blocks != q_blocks)
         return la_fail(LA_ERR_SHAPE,
