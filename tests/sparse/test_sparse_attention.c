@@ -24,8 +24,10 @@ typedef struct {
 
 /* Forward tolerances as the dense forward's (tests/attention/forward_case.c):
  * f32 arithmetic over D <= 512 and a few thousand keys. Backward: the dense
- * backward's 3e-5 of the gradient's scale (at least 1e-2: inputs are of
- * size 1, and a row with one key has gradients 0 that f32 gives as ~1e-8). */
+ * backward's 3e-5 of the gradient's scale, the scale at least 0.1: inputs
+ * are of size 1, and where every row sees one key (a window of 0) the true
+ * dq, dk are all 0 while f32 leaves the rounding of dp - delta, dout . v
+ * summed two ways, up to ~4e-7 after GQA sums 4 heads (seen 3.4e-7). */
 #define OUT_ATOL 2e-5
 #define OUT_RTOL 2e-4
 #define LSE_ATOL 5e-5
@@ -139,7 +141,7 @@ static void run_spec(const sp_spec *s, uint64_t *rng) {
         const struct { const char *n; tu_buf *t; const double *w; int64_t heads, L; } g[3] = {
             {"dq", &dq, want_dq, H, Lq}, {"dk", &dk, want_dk, Hkv, Lk}, {"dv", &dv, want_dv, Hkv, Lk}};
         for (int gi = 0; gi < 3; gi++) {
-            double scale = 1e-2, worst = 0; /* a floor: one key gives exact-zero gradients, got ~1e-8 */
+            double scale = 0.1, worst = 0; /* a floor: see GRAD_TOL */
             int64_t n = B * g[gi].heads * g[gi].L * D;
             for (int64_t e = 0; e < n; e++) scale = fmax(scale, fabs(g[gi].w[e]));
             for (int64_t b = 0; b < B; b++)
