@@ -407,6 +407,171 @@ LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_p
                                               const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk,
                                               la_tensor *dv, la_tensor *dg, la_tensor *dinitial_state);
 
+/* ------------------------------------------------ block-sparse attention */
+
+/* Which key blocks each query block computes, as CSR lists.
+ *
+ * Queries and keys of every sequence are cut into blocks of block_size
+ * tokens from the sequence's start: query block qb holds rows
+ * [qb * block_size, min((qb + 1) * block_size, Lq)), key block kb keys
+ * [kb * block_size, min((kb + 1) * block_size, Lk)). Row
+ *   r = (b * heads + h) * q_blocks + qb
+ * (sequence b, query head h, query block qb) lists its key blocks in
+ *   key_blocks[offsets[r] .. offsets[r + 1]),
+ * strictly increasing (sorted, no duplicates), each in [0, ceil(Lk_b /
+ * block_size)) for its sequence's Lk_b. offsets has num_seqs * heads *
+ * q_blocks + 1 entries, offsets[0] = 0, non-decreasing. q_blocks is
+ * ceil(Lq / block_size) (varlen: of the longest query sequence); the lists
+ * of a query block past a shorter sequence's end are checked but unused
+ * (its rows do not exist). With GQA every query head has its
+ * own lists. The score rule of the call still applies inside listed
+ * blocks: a key the rule hides stays hidden, a row whose lists hold no
+ * visible key gets out 0 and lse -inf.
+ * Per-row extra key columns ("vertical" patterns) are not yet supported:
+ * list the blocks that hold them. */
+typedef struct {
+    int64_t block_size;  /* in [1, LA_SPARSE_BLOCK_MAX]; the selectors use LA_SPARSE_BLOCK_DEFAULT unless told */
+    int64_t num_seqs;    /* B, or num_seqs of a varlen batch */
+    int64_t heads;       /* H, the query heads */
+    int64_t q_blocks;    /* ceil(Lq / block_size) */
+    int64_t *offsets;    /* [num_seqs * heads * q_blocks + 1], 8-byte aligned */
+    int32_t *key_blocks; /* [offsets[num_seqs * heads * q_blocks]], 4-byte aligned; may be NULL when empty */
+} la_block_index;
+
+#define LA_SPARSE_BLOCK_DEFAULT 64
+/* The largest block_size: block offsets stay far from int64 overflow. */
+#define LA_SPARSE_BLOCK_MAX ((int64_t)1 << 30)
+
+/* Check an index against a dense problem's sizes (B sequences of Lq
+ * queries and Lk keys, H query heads) without running anything:
+ * LA_ERR_NULL (index, offsets, or key_blocks with entries), LA_ERR_ARGUMENT
+ * (block_size outside [1, LA_SPARSE_BLOCK_MAX], arrays misaligned, a row not strictly increasing:
+ * unsorted or duplicated ids), LA_ERR_SHAPE (num_seqs, heads or q_blocks
+ * not those of the problem), LA_ERR_OVERFLOW (the row count or an offset
+ * past what memory can hold), LA_ERR_SEQLENS (offsets[0] != 0, offsets
+ * decreasing, a key-block id out of range). The attention calls below run
+ * the same checks. */
+LA_API la_status la_block_index_check(const la_block_index *index, int64_t B, int64_t H, int64_t Lq, int64_t Lk);
+
+/* Free the arrays a selector allocated and zero the index (NULL-safe; only
+ * for indexes the selectors below filled). */
+LA_API void la_block_index_free(la_block_index *index);
+
+/* Block-sparse attention: la_attention_forward with each query block
+ * computing only the key blocks its list names (and, inside them, only
+ * the keys the params' rule shows: causal, window, sinks; softcap, ALiBi,
+ * softmax or sigmoid, GQA all as in the dense call). Arguments, shapes,
+ * dtypes and every check as la_attention_forward, plus the index's
+ * (la_block_index_check; varlen: key-block ids checked against each
+ * sequence's own length). Outputs must not share memory with the index's
+ * arrays (LA_ERR_ARGUMENT). With every visible block listed, out and lse
+ * equal la_attention_forward's up to rounding. */
+LA_API la_status la_block_sparse_forward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                         const la_tensor *k, const la_tensor *v, const la_block_index *index,
+                                         la_tensor *out, la_tensor *lse);
+
+/* Gradients of la_block_sparse_forward with the same index (out and lse
+ * are its results): la_attention_backward restricted to the listed blocks.
+ * dK and dV of keys no query lists are 0. */
+LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                          const la_tensor *k, const la_tensor *v, const la_block_index *index,
+                                          const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
+                                          la_tensor *dq, la_tensor *dk, la_tensor *dv);
+
+/* ---- selectors: build an index from q and k ----
+ * Each takes the params of the attention call it prepares (the rule's
+ * causal / window / sinks decide which blocks could be visible; blocks the
+ * rule hides entirely are never listed), dense q [B, Lq, H, D] and
+ * k [B, Lk, Hkv, D] (f32, bf16 or f16, the same checks as the attention
+ * calls; varlen batches are not yet supported: LA_ERR_UNSUPPORTED), and
+ * fills *out with arrays it allocates (free with la_block_index_free).
+ * Deterministic: the same inputs give the same index, whatever the
+ * threads or SIMD level. On failure *out is zeroed and nothing leaks. */
+
+/* Static patterns, from the shapes alone (q and k are not read):
+ * the "A-shape" (sink blocks + a local window along the diagonal),
+ * dilated blocks along the diagonal, and global blocks. */
+typedef struct {
+    int64_t block_size;    /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t sink_blocks;   /* key blocks [0, sink_blocks) for every query block */
+    int64_t local_blocks;  /* the diagonal's key blocks and local_blocks - 1 on each side (the rule
+                            * drops those right of the diagonal when causal); 0 = none */
+    int64_t stride;        /* > 0: also every stride-th key block counted back from the diagonal */
+    int64_t global_blocks; /* query blocks [0, g) attend every key block, and every query block
+                            * attends key blocks [0, g) */
+} la_sparse_static;
+/* sink_blocks 1, local_blocks 4, stride 0, global_blocks 0. */
+LA_API la_sparse_static la_sparse_static_default(void);
+/* Budgets: every count >= 0 and stride >= 0 (LA_ERR_ARGUMENT otherwise). */
+LA_API la_status la_sparse_select_static(const la_sparse_static *opts, const la_attention_params *p,
+                                         const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Block top-k by coverage: per query block, the block-pooled (mean) query
+ * against each key block's mean key, scored by the params' rule (scale,
+ * softcap, ALiBi at the blocks' centres) plus log(keys in the block),
+ * estimates each visible key block's share of the softmax mass; the sink
+ * and local blocks are kept first, then blocks in order of that share
+ * until a share gamma of the estimated mass is covered (top_k 0), or the
+ * top_k blocks beside the forced ones (top_k > 0). Ties go to the lower
+ * block id. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    float gamma;          /* coverage share in (0, 1] when top_k is 0 */
+    int64_t top_k;        /* > 0: this many blocks beside the forced ones, instead of coverage */
+    int64_t sink_blocks;  /* key blocks [0, sink_blocks) always kept */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always kept */
+} la_sparse_topk;
+/* gamma 0.9, top_k 0, sink_blocks 1, local_blocks 1. */
+LA_API la_sparse_topk la_sparse_topk_default(void);
+/* Budgets: gamma in (0, 1] (when top_k is 0), top_k, sink_blocks,
+ * local_blocks >= 0 (LA_ERR_ARGUMENT otherwise). Runs on the context's
+ * threads. */
+LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *opts, const la_attention_params *p,
+                                       const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Vertical-slash (after MInference), at block granularity: the last
+ * `last_queries` query rows' exact softmax attention (per head, over the
+ * keys the rule shows) scores every key column (its summed weight) and
+ * every diagonal (the summed weight at distance diag_i - j); the top
+ * `vertical` columns and top `slash` diagonals are kept, each query block
+ * listing the key blocks that hold its kept columns and the keys its rows
+ * meet along its kept diagonals. The first key block and the diagonals at
+ * distance [0, block_size) (the local band) are always kept. Ties go to the
+ * lower column or distance; columns and diagonals with no weight are not
+ * kept. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t last_queries; /* rows that estimate the pattern (the last ones): 0 = 64 */
+    int64_t vertical;     /* key columns kept, per head */
+    int64_t slash;        /* diagonals kept, per head */
+} la_sparse_vslash;
+/* last_queries 64, vertical 64, slash 64. */
+LA_API la_sparse_vslash la_sparse_vslash_default(void);
+/* Budgets: last_queries, vertical, slash >= 0 (LA_ERR_ARGUMENT otherwise);
+ * softmax only (sigmoid is LA_ERR_UNSUPPORTED). Runs on the context's
+ * threads; the index does not depend on them. */
+LA_API la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *opts, const la_attention_params *p,
+                                         const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* How good an index is for a softmax call (dense q, k as the selectors):
+ *  recall  mean over sampled query rows (of every sequence and head) of the
+ *          share of the row's exact softmax mass (over every key the rule
+ *          shows) that falls in its listed blocks; rows that see no key
+ *          are left out; computed exactly, in double;
+ *  density listed (sequence, head, query block, key block) pairs the rule
+ *          does not hide entirely, over all pairs it does not hide: the
+ *          share of the dense kernel's blocks the sparse kernel computes.
+ * sample_rows > 0 samples that many (b, h, i) rows uniformly with
+ * replacement from a generator seeded by `seed`; 0 takes every row. */
+typedef struct {
+    double recall, density;
+    int64_t rows;          /* rows averaged into recall */
+    int64_t listed, total; /* the density's counts */
+} la_sparse_quality;
+LA_API la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                        const la_tensor *k, const la_block_index *index, int64_t sample_rows,
+                                        uint64_t seed, la_sparse_quality *out);
+
 /* ------------------------------------------------------ weight formats */
 
 /* GGUF files (versions 2 and 3): memory-mapped, every field validated

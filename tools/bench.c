@@ -1,10 +1,11 @@
 /* longattn bench: kernel speed as ratios to this machine's ceilings, each
  * measured right beside the row it judges. `bench peak`, `bench attention`,
- * `bench decode`, `bench linear`. The rows are the cases ctest checks
- * (tests/attention, tests/linear),
+ * `bench decode`, `bench linear`, `bench sparse`. The rows are the cases ctest checks
+ * (tests/attention, tests/linear, tests/sparse),
  * timed by the case harness's perf mode (tests/harness). */
 #include "cases.h"
 #include "linear_cases.h"
+#include "sparse_cases.h"
 #include "cli.h"
 #include "harness.h"
 #include "longattn.h"
@@ -66,12 +67,15 @@ static int parse_dtypes(const char *s, la_dtype *out) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: longattn bench peak|attention|decode [--json] [--quick] [--threads N]\n"
+            "usage: longattn bench peak|attention|decode|sparse [--json] [--quick] [--threads N]\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
-            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n");
+            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
+            "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
+            "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
+            "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
 }
 
 static int parse_options(int argc, char **argv, options *o, bool decode) {
@@ -218,6 +222,28 @@ static int bench_linear(const options *o) {
     return status;
 }
 
+static int bench_sparse(const options *o) {
+    static const int64_t default_L[] = {8192, 16384, 32768}, quick_L[] = {4096};
+    static const sparse_spec configs[] = {
+        {.selector = SPARSE_STATIC, .local_blocks = 8},
+        {.selector = SPARSE_STATIC, .local_blocks = 32},
+        {.selector = SPARSE_TOPK, .gamma = 0.9f},
+        {.selector = SPARSE_TOPK, .top_k = 16},
+        {.selector = SPARSE_VSLASH, .vertical = 64, .slash = 64},
+    };
+    sparse_sweep s = {.H = o->H, .Hkv = o->Hkv, .D = o->nD ? o->D[0] : 128,
+                      .causal = o->ncausal ? o->causal[0] : 1, .configs = configs,
+                      .nconfig = o->quick ? 2 : (int)(sizeof configs / sizeof configs[0])};
+    s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
+    s.nL = o->nL ? o->nL : o->quick ? 1 : 3;
+    harness_list list = {0};
+    sparse_sweep_cases(&list, &s);
+    harness_perf_opts po = perf_opts(o, false, o->quick ? 0.3 : 1.0);
+    int status = harness_perf(&list, &po);
+    harness_list_free(&list);
+    return status;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage();
@@ -226,7 +252,8 @@ int cmd_bench(int argc, char **argv) {
     bool decode = !strcmp(argv[1], "decode");
     options o;
     if (parse_options(argc, argv, &o, decode)) return 2;
-    if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && !decode) {
+    if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && strcmp(argv[1], "sparse") &&
+        !decode) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
         usage();
         return 2;
@@ -237,5 +264,6 @@ int cmd_bench(int argc, char **argv) {
     if (!strcmp(argv[1], "attention")) return bench_attention(&o);
     if (decode) return bench_decode(&o);
     if (!strcmp(argv[1], "linear")) return bench_linear(&o);
+    if (!strcmp(argv[1], "sparse")) return bench_sparse(&o);
     return 0;
 }

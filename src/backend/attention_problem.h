@@ -9,7 +9,8 @@
  *   la_attn_backward_problem   the forward's problem + dout, dq, dk, dv
  *   la_attn_decode_problem     the forward's problem + the KV cache's pages
  *   la_attn_merge_problem    + the parts (no q/k/v; sizes only)
- * Block-sparse attention will be the forward's problem plus its block index. */
+ *   la_attn_sparse_problem     the forward's problem + the block index (sparse_problem.h)
+ *   la_attn_sparse_backward_problem  the backward's problem + the block index */
 #ifndef LA_ATTENTION_PROBLEM_H
 #define LA_ATTENTION_PROBLEM_H
 
@@ -27,7 +28,14 @@ typedef struct {
     int64_t head_stride;
 } la_attn_operand;
 
-typedef enum { LA_ATTN_FORWARD, LA_ATTN_BACKWARD, LA_ATTN_DECODE, LA_ATTN_MERGE } la_attn_op;
+typedef enum {
+    LA_ATTN_FORWARD,
+    LA_ATTN_BACKWARD,
+    LA_ATTN_DECODE,
+    LA_ATTN_MERGE,
+    LA_ATTN_SPARSE_FORWARD,  /* la_attn_sparse_problem (backend/sparse_problem.h) */
+    LA_ATTN_SPARSE_BACKWARD, /* la_attn_sparse_backward_problem */
+} la_attn_op;
 
 typedef struct {
     la_attn_op op;

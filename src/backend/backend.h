@@ -13,6 +13,7 @@
 
 #include "backend/attention_problem.h"
 #include "backend/linear_problem.h"
+#include "backend/sparse_problem.h"
 
 typedef struct la_backend {
     const char *name;
@@ -36,6 +37,8 @@ typedef struct la_backend {
     la_status (*linear_workspace)(const la_linear_problem *p, size_t *bytes);
     la_status (*linear_forward)(la_context *ctx, const la_linear_problem *p, void *ws);
     la_status (*linear_backward)(la_context *ctx, const la_linear_backward_problem *p, void *ws);
+    la_status (*sparse_forward)(la_context *ctx, const la_attn_sparse_problem *p, void *ws);
+    la_status (*sparse_backward)(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws);
 } la_backend;
 
 #endif

@@ -4,7 +4,8 @@
  * softmax or sigmoid) with its derivative. The forward, backward and decode
  * kernels of every backend take their masks and score transforms from here
  * (the CPU kernels through their vector forms in cpu/attention/score_simd.h,
- * which implement these formulas lane-wise), and block-sparse kernels will.
+ * which implement these formulas lane-wise), and so do the block-sparse
+ * kernels (cpu/sparse/), inside every block their index lists.
  *
  *   s_ij  = scale * q_i . k_j
  *   if softcap > 0:  s_ij = softcap * tanh(s_ij / softcap)

@@ -16,10 +16,14 @@ LA_ISA_DECLARE(la_status, la_cpu_linear_workspace, (const la_linear_problem *p, 
 LA_ISA_DECLARE(la_status, la_cpu_linear_forward_kernel, (const la_linear_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_linear_backward_workspace, (const la_linear_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_linear_backward_kernel, (const la_linear_backward_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_sparse_forward_workspace, (const la_attn_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_sparse_forward_kernel, (const la_attn_sparse_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_sparse_backward_workspace, (const la_attn_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_sparse_backward_kernel, (const la_attn_sparse_backward_problem *p, void *ws));
 
 static la_status cpu_supports(const la_attn_problem *p) {
     /* key indices travel in int32 vector lanes inside the forward kernel */
-    if (p->op == LA_ATTN_FORWARD && p->Lk > INT32_MAX / 2)
+    if ((p->op == LA_ATTN_FORWARD || p->op == LA_ATTN_SPARSE_FORWARD) && p->Lk > INT32_MAX / 2)
         return la_fail(LA_ERR_UNSUPPORTED, "%lld keys per sequence; the CPU forward supports up to %d",
                        (long long)p->Lk, INT32_MAX / 2);
     return LA_OK;
@@ -32,6 +36,8 @@ static la_status cpu_workspace(const la_attn_problem *p, size_t *bytes) {
     case LA_ATTN_BACKWARD: return LA_ISA_PICK(la_cpu_attention_backward_workspace, p->simd)(p, bytes);
     case LA_ATTN_DECODE: return LA_ISA_PICK(la_cpu_attention_decode_workspace, p->simd)(p, bytes);
     case LA_ATTN_MERGE: return LA_ISA_PICK(la_cpu_attention_merge_workspace, p->simd)(p, bytes);
+    case LA_ATTN_SPARSE_FORWARD: return LA_ISA_PICK(la_cpu_sparse_forward_workspace, p->simd)(p, bytes);
+    case LA_ATTN_SPARSE_BACKWARD: return LA_ISA_PICK(la_cpu_sparse_backward_workspace, p->simd)(p, bytes);
     }
     return LA_OK;
 }
@@ -71,6 +77,16 @@ static la_status cpu_linear_backward(la_context *ctx, const la_linear_backward_p
     return LA_ISA_PICK(la_cpu_linear_backward_kernel, p->fwd.simd)(p, ws);
 }
 
+static la_status cpu_sparse_forward(la_context *ctx, const la_attn_sparse_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_sparse_forward_kernel, p->fwd.a.simd)(p, ws);
+}
+
+static la_status cpu_sparse_backward(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_sparse_backward_kernel, p->bwd.fwd.a.simd)(p, ws);
+}
+
 const la_backend la_cpu_backend = {
     .name = "cpu",
     .device = LA_DEVICE_CPU,
@@ -83,4 +99,6 @@ const la_backend la_cpu_backend = {
     .linear_workspace = cpu_linear_workspace,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
+    .sparse_forward = cpu_sparse_forward,
+    .sparse_backward = cpu_sparse_backward,
 };

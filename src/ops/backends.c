@@ -25,6 +25,12 @@ la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_pr
     case LA_ATTN_MERGE:
         if (!be->merge) break;
         return be->merge(ctx, (const la_attn_merge_problem *)p, ws);
+    case LA_ATTN_SPARSE_FORWARD:
+        if (!be->sparse_forward) break;
+        return be->sparse_forward(ctx, (const la_attn_sparse_problem *)p, ws);
+    case LA_ATTN_SPARSE_BACKWARD:
+        if (!be->sparse_backward) break;
+        return be->sparse_backward(ctx, (const la_attn_sparse_backward_problem *)p, ws);
     }
     return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
 }

@@ -25,6 +25,14 @@ void harness_field_int(harness_fields *fs, const char *key, int64_t value) {
     f->quoted = false;
 }
 
+void harness_field_num(harness_fields *fs, const char *key, double value) {
+    harness_field *f = next_field(fs, key);
+    if (!f) return;
+    if (isfinite(value)) snprintf(f->value, sizeof f->value, "%.4g", value);
+    else snprintf(f->value, sizeof f->value, "null"); /* JSON has no NaN */
+    f->quoted = false;
+}
+
 void harness_field_str(harness_fields *fs, const char *key, const char *value) {
     harness_field *f = next_field(fs, key);
     if (!f) return;
@@ -223,8 +231,22 @@ static void print_failure(const harness_case *c, const harness_fields *fs, const
     fflush(stdout);
 }
 
+/* The case's after-run fields, if it has any: JSON members, or key=value
+ * after the table's columns. */
+static void print_results(harness_case *c, const harness_perf_opts *o, double ms) {
+    if (!c->ops->results) return;
+    harness_fields rs = {0};
+    c->ops->results(c, ms, &rs);
+    for (int i = 0; i < rs.n; i++) {
+        const harness_field *f = &rs.f[i];
+        if (!o->json) printf(" %s=%s", f->key, f->value);
+        else if (f->quoted) printf(",\"%s\":\"%s\"", f->key, f->value);
+        else printf(",\"%s\":%s", f->key, f->value);
+    }
+}
+
 /* The row: JSON fields as the bench has always printed them. */
-static void print_row(const harness_case *c, const harness_fields *fs, const harness_perf_opts *o, la_simd simd,
+static void print_row(harness_case *c, const harness_fields *fs, const harness_perf_opts *o, la_simd simd,
                       const timing *t, double ceiling, double err) {
     bool bw = bandwidth_bound(c);
     double figure = work(c) / (t->ms * 1e-3) / 1e9, ratio = figure / ceiling;
@@ -237,6 +259,7 @@ static void print_row(const harness_case *c, const harness_fields *fs, const har
         printf(bw ? "%10.4f %10.2f %10.2f" : "%10.3f %10.1f %10.1f", t->ms, figure, ceiling);
         printf(" %7.3f %8.1f %9.0f", ratio, t->rss_mb, per_token);
         if (o->sampled_error) printf(" %9s", err_text);
+        print_results(c, o, t->ms);
         printf("\n");
     } else {
         printf("{\"op\":\"%s\",\"backend\":\"cpu\",\"simd\":\"%s\",\"threads\":%d", c->ops->op, la_simd_name(simd),
@@ -248,6 +271,7 @@ static void print_row(const harness_case *c, const harness_fields *fs, const har
         printf(",\"ratio\":%.3f,\"peak_rss_mb\":%.1f,\"bytes_per_token\":%.0f", ratio, t->rss_mb, per_token);
         if (c->tokens > 0) printf(",\"tokens_per_s\":%.0f", (double)c->tokens / (t->ms * 1e-3));
         if (o->sampled_error) printf(",\"err_vs_exact\":%s", err_text);
+        print_results(c, o, t->ms);
         printf("}\n");
     }
     fflush(stdout);

@@ -58,6 +58,8 @@ typedef struct {
 
 void harness_field_int(harness_fields *fs, const char *key, int64_t value);
 void harness_field_str(harness_fields *fs, const char *key, const char *value);
+/* A number to 4 significant digits; null when not finite. */
+void harness_field_num(harness_fields *fs, const char *key, double value);
 
 /* ---- the case ---- */
 
@@ -103,6 +105,10 @@ typedef struct {
     double (*check)(harness_case *c, const char *label, bool tally);
     /* Free what setup and reference allocated; the case itself stays. */
     void (*teardown)(harness_case *c);
+    /* Optional (NULL): fields known only once the case ran, printed after
+     * the timing (block-sparse attention's density, recall, selection time
+     * and speed-up over the dense kernel); ms is the row's median time. */
+    void (*results)(harness_case *c, double ms, harness_fields *out);
 } harness_ops;
 
 struct harness_case {

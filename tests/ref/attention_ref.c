@@ -7,7 +7,7 @@ static int visible(const ref_attn_opts *o, int64_t i, int64_t j, int64_t Lq, int
     int64_t diag = i + Lk - Lq;
     int64_t hi = o->causal ? diag + 1 : (o->window_right >= 0 ? diag + o->window_right + 1 : Lk);
     int64_t lo = o->window_left >= 0 ? diag - o->window_left : 0;
-    return j < hi && j < Lk && (j >= lo || j < o->sinks);
+    return j < hi && j < Lk && (j >= lo || j < o->sinks) && (!o->keep || o->keep[i * Lk + j]);
 }
 
 /* Score before masking, and d(score)/d(q.k) for the backward. */

@@ -11,7 +11,10 @@
  *     lo_i = window_left >= 0 ? diag_i - window_left : 0      (both clamped to [0, Lk])
  *   softmax: p_ij = exp(s_ij - lse_i) over visible j, lse_i = log sum exp s_ij
  *   sigmoid: p_ij = sigmoid(s_ij + sigmoid_bias) over visible j
- *   out_i = sum_j p_ij v_j; a row with no visible key has out 0, lse -inf. */
+ *   out_i = sum_j p_ij v_j; a row with no visible key has out 0, lse -inf.
+ * Restricted (block-sparse attention): with keep set, a key j is visible to
+ * row i only where keep[i * Lk + j] is also non-zero; the formula is the
+ * same over what remains. */
 #ifndef LA_ATTENTION_REF_H
 #define LA_ATTENTION_REF_H
 
@@ -25,6 +28,7 @@ typedef struct {
     double alibi_slope;  /* this head's slope; 0 = off */
     int sigmoid;         /* 0 softmax, 1 sigmoid */
     double sigmoid_bias;
+    const unsigned char *keep; /* [Lq][Lk] or NULL: keys each row may use besides the rule */
 } ref_attn_opts;
 
 /* q [Lq][D], k, v [Lk][D], out [Lq][D], lse [Lq] (may be NULL), row-major. */

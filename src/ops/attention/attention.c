@@ -16,7 +16,19 @@ la_attention_params la_attention_params_default(void) {
     return p;
 }
 
-static la_status check_params(const la_attention_params *p) {
+la_score_rule la_attn_rule_of(const la_attention_params *p, int64_t D) {
+    return (la_score_rule){.scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)D),
+                           .causal = p->causal,
+                           .window_left = p->window_left,
+                           .window_right = p->window_right,
+                           .sinks = p->sinks,
+                           .softcap = p->softcap,
+                           .alibi_slopes = p->alibi_slopes,
+                           .score = p->score,
+                           .sigmoid_bias = p->sigmoid_bias};
+}
+
+la_status la_attn_check_params(const la_attention_params *p) {
     if (!p) return la_fail(LA_ERR_NULL, "params is NULL");
     if ((unsigned)p->score >= LA_SCORE_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->score is %d; not a la_score_fn", (int)p->score);
@@ -105,15 +117,7 @@ static la_status check_qkv(const la_attention_params *p, const la_tensor *q, con
     P->q = operand_of(q, !varlen);
     P->k = operand_of(k, !varlen);
     P->v = operand_of(v, !varlen);
-    P->rule = (la_score_rule){.scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)P->D),
-                              .causal = p->causal,
-                              .window_left = p->window_left,
-                              .window_right = p->window_right,
-                              .sinks = p->sinks,
-                              .softcap = p->softcap,
-                              .alibi_slopes = p->alibi_slopes,
-                              .score = p->score,
-                              .sigmoid_bias = p->sigmoid_bias};
+    P->rule = la_attn_rule_of(p, P->D);
     return LA_OK;
 }
 
@@ -231,11 +235,12 @@ static la_status begin(la_context *ctx, const la_attention_params *p, la_attn_pr
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
     P->simd = ctx->simd;
     P->threads = ctx->threads;
-    return check_params(p);
+    return la_attn_check_params(p);
 }
 
-la_status la_attention_forward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
-                               const la_tensor *k, const la_tensor *v, la_tensor *out, la_tensor *lse) {
+la_status la_attn_forward_prepare(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                  const la_tensor *k, const la_tensor *v, la_tensor *out, la_tensor *lse,
+                                  la_attn_forward_problem *Fp, const la_backend **be_out) {
     la_attn_forward_problem F = {0};
     la_status s = begin(ctx, p, &F.a, LA_ATTN_FORWARD);
     if (s) return s;
@@ -262,14 +267,24 @@ la_status la_attention_forward(la_context *ctx, const la_attention_params *p, co
     F.a.device = q->device;
     F.out = operand_of(out, !varlen);
     F.lse = operand_of(lse, !varlen);
-    if ((s = la_backend_run(ctx, be, &F.a))) return s;
+    *Fp = F;
+    *be_out = be;
+    return LA_OK;
+}
+
+la_status la_attention_forward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                               const la_tensor *k, const la_tensor *v, la_tensor *out, la_tensor *lse) {
+    la_attn_forward_problem F;
+    const la_backend *be;
+    la_status s = la_attn_forward_prepare(ctx, p, q, k, v, out, lse, &F, &be);
+    if (s || (s = la_backend_run(ctx, be, &F.a))) return s;
     return la_succeed();
 }
 
-la_status la_attention_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
-                                const la_tensor *k, const la_tensor *v, const la_tensor *out,
-                                const la_tensor *dout, const la_tensor *lse, la_tensor *dq, la_tensor *dk,
-                                la_tensor *dv) {
+la_status la_attn_backward_prepare(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                   const la_tensor *k, const la_tensor *v, const la_tensor *out,
+                                   const la_tensor *dout, const la_tensor *lse, la_tensor *dq, la_tensor *dk,
+                                   la_tensor *dv, la_attn_backward_problem *Bp_out, const la_backend **be_out) {
     la_attn_backward_problem Bp = {0};
     la_attn_problem *P = &Bp.fwd.a;
     la_status s = begin(ctx, p, P, LA_ATTN_BACKWARD);
@@ -313,7 +328,19 @@ la_status la_attention_backward(la_context *ctx, const la_attention_params *p, c
     Bp.dk = operand_of(dk, !varlen);
     Bp.dv = operand_of(dv, !varlen);
     Bp.deterministic = p->deterministic;
-    if ((s = la_backend_run(ctx, be, P))) return s;
+    *Bp_out = Bp;
+    *be_out = be;
+    return LA_OK;
+}
+
+la_status la_attention_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                const la_tensor *k, const la_tensor *v, const la_tensor *out,
+                                const la_tensor *dout, const la_tensor *lse, la_tensor *dq, la_tensor *dk,
+                                la_tensor *dv) {
+    la_attn_backward_problem Bp;
+    const la_backend *be;
+    la_status s = la_attn_backward_prepare(ctx, p, q, k, v, out, dout, lse, dq, dk, dv, &Bp, &be);
+    if (s || (s = la_backend_run(ctx, be, &Bp.fwd.a))) return s;
     return la_succeed();
 }
 

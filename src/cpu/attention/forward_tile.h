@@ -1,0 +1,265 @@
+/* The exact forward's machinery, shared by the dense kernel
+ * (forward_isa.c) and the block-sparse one (cpu/sparse/): the item of up to
+ * BQ query rows of one head with its online-softmax state, one key block
+ * against it (S^T = K Q^T, the score rule, softmax or sigmoid, O += P V),
+ * the scratch layout and the team's walk over (sequence, K/V head) groups
+ * with their packed K and V panels. A driver says which query units exist
+ * and which key blocks each one visits. Include only from per-ISA kernel
+ * files: everything here is static and follows the ISA being compiled. */
+#ifndef LA_CPU_FORWARD_TILE_H
+#define LA_CPU_FORWARD_TILE_H
+
+#include "cpu/isa.h"
+#include "cpu/tile_gemm.h"
+#include "cpu/attention/score_simd.h"
+
+#include "backend/attention_problem.h"
+#include "base/parallel.h"
+
+#include <stddef.h>
+
+/* Query rows per item and keys per block. BQ is the vector dimension of S^T
+ * and must be a multiple of TG_NR * LA_VL on every ISA (32 on AVX-512); both
+ * are multiples of every TG_MR (4, 6, 8) so neither product has row tails.
+ * One thread's working set at D = 128 (Q^T 48 KB, S^T 36 KB, O 48 KB, and
+ * the 48 KB K and V blocks it streams) stays well inside a 1 MB L2.
+ * Measured on the 2-core AMD EPYC dev machine, 1 thread, L = 2048, D = 128,
+ * f32: 96 x 96 gave ~10% more than 64 x 96 (fewer O += P V row tails and
+ * per-block overheads spread over more rows). */
+#define BQ 96
+#define BK 96
+
+typedef struct {
+    float *qt;             /* [D][BQ]: scaled Q^T of the item */
+    float *st;             /* [BK][BQ]: S^T, then P^T */
+    float *o;              /* [BQ][Dp]: accumulator */
+    const float *kpanel;   /* [lk][Dp]: the group's K as f32, shared by the team */
+    const float *vpanel;   /* [lk][Dp]: its V */
+    float *m, *l, *alpha;  /* [BQ] */
+    int32_t *lo, *hi;      /* [BQ]: visible key range of each row, relative to the sequence */
+} scratch;
+
+typedef struct {
+    const la_attn_forward_problem *fp;
+    const la_attn_problem *p;
+    int64_t bt, h, hk, q0, lq, k0, lk, i0, nq, nqp, D, Dp;
+    float slope;
+} item;
+
+/* The item's rows against keys [j0, j1), from their cached key ranges. */
+static la_block_vis classify(const item *it, const scratch *w, int64_t j0, int64_t j1) {
+    bool any = false, all = true;
+    for (int64_t r = 0; r < it->nq; r++) {
+        la_block_vis v = la_rule_row_block(&it->p->rule, w->lo[r], w->hi[r], j0, j1);
+        any |= v != LA_BLOCK_NONE;
+        all &= v == LA_BLOCK_ALL;
+    }
+    return !any ? LA_BLOCK_NONE : all ? LA_BLOCK_ALL : LA_BLOCK_SOME;
+}
+
+/* S^T[0..nk) of keys [j0, j0+nk): scores with softcap and ALiBi applied and
+ * invisible entries set to -inf (masked) in place. */
+static void transform_scores(const item *it, scratch *w, int64_t j0, int64_t nk, bool masked) {
+    const la_score_rule *rule = &it->p->rule;
+    const bool transform = rule_transforms(rule, it->slope);
+    const vf neg_inf = vf_set1(-INFINITY);
+    const vi iota = vi_iota(), sinks = (vi){0} + (int32_t)la_rule_sinks(rule, it->lk);
+    const int64_t diag0 = it->i0 + it->lk - it->lq; /* diagonal key of row 0 */
+    for (int64_t c = 0; c < it->nqp; c += LA_VL) {
+        vi lo = {0}, hi = {0};
+        if (masked)
+            for (int e = 0; e < LA_VL; e++) lo[e] = w->lo[c + e], hi[e] = w->hi[c + e];
+        /* distance to the diagonal as a float: exact below 2^24 keys */
+        vf dist0 = __builtin_convertvector(iota + (int32_t)c, vf) + (float)(diag0 - j0);
+        for (int64_t j = 0; j < nk; j++) {
+            float *row = w->st + j * BQ + c;
+            vf s = vf_load(row);
+            if (transform) s = rule_score_vec(rule, s, it->slope, dist0 - (float)j, NULL);
+            if (masked) s = vf_select(rule_visible_vec((vi){0} + (int32_t)(j0 + j), lo, hi, sinks), s, neg_inf);
+            vf_store(row, s);
+        }
+    }
+}
+
+/* Online softmax over one key block: P^T = exp(S^T - m_new) in place,
+ * l = l * alpha + rowsum(P), alpha = exp(m_old - m_new) for rescaling O. */
+static void softmax_block(const item *it, scratch *w, int64_t nk) {
+    for (int64_t c = 0; c < it->nqp; c += LA_VL) {
+        vf bm = vf_set1(-INFINITY);
+        for (int64_t j = 0; j < nk; j++) bm = vf_max(bm, vf_load(w->st + j * BQ + c));
+        vf m_old = vf_load(w->m + c), m_new = vf_max(m_old, bm);
+        /* rows that have seen no key yet keep m = -inf; subtract 0 instead so
+         * exp(-inf - -inf) never makes a NaN: their P and alpha are 0 */
+        vf m_safe = vf_select(m_new == vf_set1(-INFINITY), vf_set1(0), m_new);
+        vf alpha = vf_exp(m_old - m_safe), sum = vf_set1(0);
+        for (int64_t j = 0; j < nk; j++) {
+            float *row = w->st + j * BQ + c;
+            vf pv = vf_exp(vf_load(row) - m_safe);
+            sum += pv;
+            vf_store(row, pv);
+        }
+        vf_store(w->l + c, vf_load(w->l + c) * alpha + sum);
+        vf_store(w->m + c, m_new);
+        vf_store(w->alpha + c, alpha);
+    }
+}
+
+/* Sigmoid scores: P^T = sigmoid(S^T + bias); masked entries (-inf) become
+ * exactly 0. */
+static void sigmoid_block(const item *it, scratch *w, int64_t nk) {
+    const vf neg_inf = vf_set1(-INFINITY);
+    for (int64_t j = 0; j < nk; j++)
+        for (int64_t c = 0; c < it->nqp; c += LA_VL) {
+            float *row = w->st + j * BQ + c;
+            vf s = vf_load(row);
+            vf_store(row, rule_sigmoid_vec(&it->p->rule, s, s != neg_inf));
+        }
+}
+
+/* Keys [j0, j1) (at most BK) against the item's rows, from the group's
+ * packed f32 K and V panels. */
+static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool masked) {
+    const la_attn_problem *p = it->p;
+    const int64_t nk = j1 - j0, Dp = it->Dp;
+    const float *k = w->kpanel + j0 * Dp, *v = w->vpanel + j0 * Dp;
+    tg_gemm(nk, it->nqp, it->D, k, Dp, 1, w->qt, BQ, w->st, BQ, false); /* S^T = K Q^T */
+    if (masked || rule_transforms(&p->rule, it->slope)) transform_scores(it, w, j0, nk, masked);
+    if (p->rule.score == LA_SCORE_SOFTMAX) {
+        softmax_block(it, w, nk);
+        for (int64_t r = 0; r < it->nq; r++) {
+            float a = w->alpha[r];
+            if (a == 1.0f) continue;
+            vf av = vf_set1(a);
+            float *o = w->o + r * Dp;
+            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(o + d, vf_load(o + d) * av);
+        }
+    } else {
+        sigmoid_block(it, w, nk);
+    }
+    tg_gemm(it->nq, Dp, nk, w->st, 1, BQ, v, Dp, w->o, Dp, true); /* O += P V */
+}
+
+/* Set up the item of query rows [i0, i0 + nq) (nq <= BQ) of head h of
+ * sequence b: Q^T, the rows' key ranges and statistics. Returns false when
+ * the rows lie past the sequence's end; *kend is the end of the keys any
+ * row sees. */
+static bool item_begin(const la_attn_forward_problem *fp, scratch *w, int64_t b, int64_t h, int64_t i0, int64_t nq,
+                       item *itp, int64_t *kend_out) {
+    const la_attn_problem *p = &fp->a;
+    item it = {.fp = fp, .p = p, .bt = p->cu_q ? 0 : b, .h = h, .hk = h / (p->H / p->Hkv), .D = p->D,
+               .Dp = tg_round_up(p->D, LA_VL)};
+    la_attn_seq(p, b, &it.q0, &it.lq, &it.k0, &it.lk);
+    it.i0 = i0;
+    if (it.i0 >= it.lq) return false;
+    it.nq = it.lq - it.i0 < nq ? it.lq - it.i0 : nq;
+    it.nqp = tg_round_up(it.nq, LA_VL);
+    it.slope = la_rule_slope(&p->rule, h);
+    const int64_t D = it.D, Dp = it.Dp;
+
+    /* Q^T, pre-scaled; padding rows are zero and see no key. */
+    float row[LA_MAX_HEAD_DIM + 16];
+    memset(w->qt, 0, sizeof(float) * (size_t)(D * BQ));
+    int64_t kend = 0;
+    for (int64_t r = 0; r < BQ; r++) {
+        int64_t lo = 0, hi = 0;
+        if (r < it.nq) {
+            tg_load_row(row, la_attn_at(&p->q, it.bt, it.q0 + it.i0 + r, h), p->q.dtype, D, D);
+            for (int64_t d = 0; d < D; d++) w->qt[d * BQ + r] = row[d] * p->rule.scale;
+            la_rule_key_range(&p->rule, it.i0 + r, it.lq, it.lk, &lo, &hi);
+        }
+        w->lo[r] = (int32_t)lo;
+        w->hi[r] = (int32_t)hi;
+        if (hi > kend) kend = hi;
+        w->m[r] = -INFINITY;
+        w->l[r] = 0;
+    }
+    memset(w->o, 0, sizeof(float) * (size_t)(BQ * Dp));
+    *itp = it;
+    *kend_out = kend;
+    return true;
+}
+
+/* Normalise the item's accumulator and store its out and lse rows. */
+static void item_finish(const item *itp, scratch *w) {
+    const item it = *itp;
+    const la_attn_forward_problem *fp = it.fp;
+    const la_attn_problem *p = it.p;
+    const int64_t D = it.D, Dp = it.Dp;
+    const bool softmax = p->rule.score == LA_SCORE_SOFTMAX;
+    for (int64_t r = 0; r < it.nq; r++) {
+        float *o = w->o + r * Dp;
+        if (softmax) {
+            float inv = w->l[r] > 0 ? 1.0f / w->l[r] : 0.0f;
+            for (int64_t d = 0; d < D; d++) o[d] *= inv;
+        }
+        int64_t t = it.q0 + it.i0 + r;
+        tg_store_row(la_attn_at(&fp->out, it.bt, t, it.h), fp->out.dtype, o, D);
+        if (fp->lse.data)
+            *(float *)la_attn_at(&fp->lse, it.bt, t, it.h) = w->l[r] > 0 ? w->m[r] + logf(w->l[r]) : -INFINITY;
+    }
+}
+
+/* Shared: the group's K and V panels [Lk][Dp] (linear in L). Per thread:
+ * Q^T, S^T, O and the row statistics; every piece a multiple of 16 floats
+ * (64 bytes). Sizes in floats. */
+static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, size_t *bytes) {
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t D = p->D, Dp = tg_round_up(D, LA_VL);
+    size_t total;
+    *per_thread = (size_t)(D * BQ + BK * BQ + BQ * Dp + 5 * BQ);
+    return la_mul_size((size_t)p->Lk, (size_t)Dp, panel) && la_mul_size(*per_thread, (size_t)nthreads, &total) &&
+           (total += 2 * *panel) >= 2 * *panel && la_mul_size(total, sizeof(float), bytes);
+}
+
+/* Runs one query unit (a driver's work item: a block of query rows of head
+ * h of sequence b) with the thread's scratch. */
+typedef void (*fwd_unit_fn)(const la_attn_forward_problem *fp, const void *arg, scratch *w, int64_t b, int64_t h,
+                            int64_t unit);
+
+/* The team's walk: groups (sequence, K/V head) one after another; the team
+ * packs the group's K and V once, as f32 rows of Dp floats, then shares the
+ * `units` query units of each of its G heads. Packing makes the key rows
+ * contiguous (the caller's rows are often 4 KB apart, which thrashes L1
+ * sets and the TLB) and converts bf16/f16 once per group rather than once
+ * per query block. */
+static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
+                        const void *arg) {
+    const la_attn_problem *p = &fp->a;
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t D = p->D, Dp = tg_round_up(D, LA_VL), G = p->H / p->Hkv;
+    const int64_t ngroups = p->num_seqs * p->Hkv;
+    size_t panel, per_thread, bytes;
+    layout(p, &panel, &per_thread, &bytes);
+    float *kpanel = mem, *vpanel = kpanel + panel;
+
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *base = vpanel + panel + (size_t)la_thread_id() * per_thread;
+        scratch w;
+        w.qt = base;
+        w.st = w.qt + D * BQ;
+        w.o = w.st + BK * BQ;
+        w.m = w.o + BQ * Dp;
+        w.l = w.m + BQ;
+        w.alpha = w.l + BQ;
+        w.lo = (int32_t *)(w.alpha + BQ);
+        w.hi = w.lo + BQ;
+        w.kpanel = kpanel;
+        w.vpanel = vpanel;
+        for (int64_t g = 0; g < ngroups; g++) {
+            const int64_t b = g / p->Hkv, hk = g % p->Hkv, bt = p->cu_q ? 0 : b;
+            int64_t q0, lq, k0, lk;
+            la_attn_seq(p, b, &q0, &lq, &k0, &lk);
+            if (lq == 0) continue;
+#pragma omp for schedule(static)
+            for (int64_t r = 0; r < lk; r++) {
+                tg_load_row(kpanel + r * Dp, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
+                tg_load_row(vpanel + r * Dp, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
+        }
+    }
+}
+
+#endif

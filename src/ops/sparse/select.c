@@ -1,0 +1,549 @@
+/* Selectors that build a block index from q and k (static patterns, block
+ * top-k by coverage, vertical-slash) and the quality of an index (recall, density). Each
+ * (sequence, head) is independent: its lists are built into their own
+ * growing buffer, in parallel over the context's threads, then joined in
+ * order, so the index never depends on the threads. Visibility comes from
+ * the score rule (backend/score_rule.h): a block the rule hides entirely
+ * is never listed. */
+#include "backend/score_rule.h"
+#include "ops/attention/validate.h"
+#include "ops/sparse/sparse_index.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+la_sparse_static la_sparse_static_default(void) {
+    return (la_sparse_static){.block_size = 0, .sink_blocks = 1, .local_blocks = 4, .stride = 0, .global_blocks = 0};
+}
+
+la_sparse_topk la_sparse_topk_default(void) {
+    return (la_sparse_topk){.block_size = 0, .gamma = 0.9f, .top_k = 0, .sink_blocks = 1, .local_blocks = 1};
+}
+
+/* ---- the shared front: checks and sizes ---- */
+
+typedef struct {
+    int64_t B, Lq, Lk, H, Hkv, D, bs, nqb, nkb, rows;
+    la_score_rule rule;
+} shape;
+
+static la_status check_qk(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
+                          shape *S) {
+    la_status s;
+    if ((s = la_attn_check_params(p))) return s;
+    if (p->cu_seqlens_q || p->cu_seqlens_k)
+        return la_fail(LA_ERR_UNSUPPORTED, "the selectors take a dense batch; varlen is not yet supported");
+    if ((s = la_check_tensor(q, "q", 4, 0)) || (s = la_check_tensor(k, "k", 4, 2))) return s;
+    if (q->dtype != k->dtype)
+        return la_fail(LA_ERR_DTYPE, "q is %s but k is %s; they must match", la_dtype_name(q->dtype),
+                       la_dtype_name(k->dtype));
+    if (k->shape[0] != q->shape[0] || k->shape[3] != q->shape[3] || q->shape[2] % k->shape[2] != 0)
+        return la_fail(LA_ERR_SHAPE, "q [%lld, %lld, %lld, %lld] and k [%lld, %lld, %lld, %lld] disagree (batch, "
+                       "head_dim, or heads not a multiple)", (long long)q->shape[0], (long long)q->shape[1],
+                       (long long)q->shape[2], (long long)q->shape[3], (long long)k->shape[0], (long long)k->shape[1],
+                       (long long)k->shape[2], (long long)k->shape[3]);
+    if (q->shape[3] % 8 != 0 || q->shape[3] > LA_MAX_HEAD_DIM)
+        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld is unsupported; must be a multiple of 8 up to %d",
+                       (long long)q->shape[3], LA_MAX_HEAD_DIM);
+    if ((s = la_check_aligned(p->alibi_slopes, sizeof(float), "alibi_slopes"))) return s;
+    if (block_size < 0 || block_size > LA_SPARSE_BLOCK_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be in [1, %lld] (0 = default)", (long long)block_size,
+                       (long long)LA_SPARSE_BLOCK_MAX);
+    *S = (shape){.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
+                 .D = q->shape[3], .bs = block_size ? block_size : LA_SPARSE_BLOCK_DEFAULT};
+    if (p->alibi_slopes)
+        for (int64_t h = 0; h < S->H; h++)
+            if (!isfinite(p->alibi_slopes[h]))
+                return la_fail(LA_ERR_ARGUMENT, "alibi_slopes[%lld] is not finite", (long long)h);
+    S->nqb = S->Lq / S->bs + (S->Lq % S->bs != 0);
+    S->nkb = S->Lk / S->bs + (S->Lk % S->bs != 0);
+    if (!la_mul_i64(S->B, S->H, &S->rows) || !la_mul_i64(S->rows, S->nqb, &S->rows) || S->rows >= INT64_MAX / 8 ||
+        S->nkb > INT32_MAX)
+        return la_fail(LA_ERR_OVERFLOW, "the index's rows or key-block ids overflow");
+    S->rule = la_attn_rule_of(p, S->D);
+    return LA_OK;
+}
+
+/* Query block qb's rows [*i0, *i1); the keys any of them sees end before
+ * *kend (the rule's hi is non-decreasing in the row). */
+static void q_block_rows(const shape *S, int64_t qb, int64_t *i0, int64_t *i1, int64_t *kend) {
+    *i0 = qb * S->bs;
+    *i1 = *i0 + S->bs < S->Lq ? *i0 + S->bs : S->Lq;
+    int64_t lo;
+    la_rule_key_range(&S->rule, *i1 - 1, S->Lq, S->Lk, &lo, kend);
+}
+
+/* Whether some row of [i0, i1) sees some key of block kb, by the rule. */
+static bool block_visible(const shape *S, int64_t i0, int64_t i1, int64_t kend, int64_t kb) {
+    const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
+    if (j0 >= kend) return false;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t lo, hi;
+        la_rule_key_range(&S->rule, i, S->Lq, S->Lk, &lo, &hi);
+        if (la_rule_row_block(&S->rule, lo, hi, j0, j1) != LA_BLOCK_NONE) return true;
+    }
+    return false;
+}
+
+/* The key block holding the diagonal key of row i, clamped to the blocks. */
+static int64_t diag_block(const shape *S, int64_t i) {
+    int64_t d = i + S->Lk - S->Lq;
+    int64_t kb = d < 0 ? -1 : d / S->bs;
+    return kb < 0 ? 0 : kb >= S->nkb ? S->nkb - 1 : kb;
+}
+
+/* One (sequence, head)'s lists: nqb rows, appended to a growing array. */
+typedef struct {
+    int64_t *counts; /* [nqb] */
+    int32_t *ids;
+    int64_t n, cap;
+} head_lists;
+
+static bool push(head_lists *l, int32_t id) {
+    if (l->n == l->cap) {
+        int64_t cap = l->cap ? 2 * l->cap : 64;
+        int32_t *p = realloc(l->ids, sizeof(int32_t) * (size_t)cap);
+        if (!p) return false;
+        l->ids = p, l->cap = cap;
+    }
+    l->ids[l->n++] = id;
+    return true;
+}
+
+/* Join the (sequence, head) lists into *out, in order; frees them. */
+static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index *out) {
+    const int64_t nbh = S->B * S->H;
+    int64_t nnz = 0;
+    for (int64_t i = 0; i < nbh; i++) nnz += lists[i].n;
+    la_block_index x = {.block_size = S->bs, .num_seqs = S->B, .heads = S->H, .q_blocks = S->nqb};
+    if (ok) {
+        x.offsets = malloc(sizeof(int64_t) * (size_t)(S->rows + 1));
+        x.key_blocks = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+    }
+    if (ok && x.offsets && x.key_blocks) {
+        int64_t r = 0, e = 0;
+        x.offsets[0] = 0;
+        for (int64_t i = 0; i < nbh; i++) {
+            memcpy(x.key_blocks + e, lists[i].ids, sizeof(int32_t) * (size_t)lists[i].n);
+            for (int64_t qb = 0; qb < S->nqb; qb++, r++) x.offsets[r + 1] = x.offsets[r] + lists[i].counts[qb];
+            e += lists[i].n;
+        }
+    } else {
+        ok = false;
+    }
+    for (int64_t i = 0; i < nbh; i++) free(lists[i].counts), free(lists[i].ids);
+    free(lists);
+    if (!ok) {
+        la_block_index_free(&x);
+        return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    }
+    *out = x;
+    return LA_OK;
+}
+
+static la_status check_budget(int64_t v, const char *name) {
+    return v < 0 ? la_fail(LA_ERR_ARGUMENT, "%s is %lld; must be >= 0", name, (long long)v) : LA_OK;
+}
+
+/* ---- static patterns ---- */
+
+la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_params *p, const la_tensor *q,
+                                  const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", o ? "out" : "opts");
+    shape S;
+    la_status s;
+    if ((s = check_budget(o->sink_blocks, "sink_blocks")) || (s = check_budget(o->local_blocks, "local_blocks")) ||
+        (s = check_budget(o->stride, "stride")) || (s = check_budget(o->global_blocks, "global_blocks")) ||
+        (s = check_qk(p, q, k, o->block_size, &S)))
+        return s;
+    const int64_t nbh = S.B * S.H;
+    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    bool ok = true;
+    for (int64_t bh = 0; bh < nbh && ok; bh++) {
+        head_lists *l = &lists[bh];
+        if (!(l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t)))) { ok = false; break; }
+        for (int64_t qb = 0; qb < S.nqb && ok; qb++) {
+            int64_t i0, i1, kend;
+            q_block_rows(&S, qb, &i0, &i1, &kend);
+            const int64_t d0 = diag_block(&S, i0), d1 = diag_block(&S, i1 - 1), before = l->n;
+            for (int64_t kb = 0; kb < S.nkb && ok; kb++) {
+                bool want = kb < o->sink_blocks || qb < o->global_blocks || kb < o->global_blocks ||
+                            (o->local_blocks > 0 && kb >= d0 - (o->local_blocks - 1) && kb <= d1 + (o->local_blocks - 1)) ||
+                            (o->stride > 0 && kb <= d1 && (d1 - kb) % o->stride == 0);
+                if (want && block_visible(&S, i0, i1, kend, kb)) ok = push(l, (int32_t)kb);
+            }
+            l->counts[qb] = l->n - before;
+        }
+    }
+    if ((s = join(&S, lists, ok, out))) return s;
+    return la_succeed();
+}
+
+/* ---- block top-k by coverage ---- */
+
+/* Mean of rows [r0, r1) of head h of sequence b of t, into m[D] (f32
+ * sums in double). */
+static void pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int64_t r1, int64_t D, double *m) {
+    for (int64_t d = 0; d < D; d++) m[d] = 0;
+    const size_t es = la_dtype_size(t->dtype);
+    for (int64_t r = r0; r < r1; r++) {
+        const char *row = (const char *)t->data + (b * t->stride[0] + r * t->stride[1] + h * t->stride[2]) * (int64_t)es;
+        for (int64_t d = 0; d < D; d++) m[d] += la_load_f32(row, t->dtype, d);
+    }
+    for (int64_t d = 0; d < D; d++) m[d] /= (double)(r1 - r0);
+}
+
+typedef struct {
+    double est;
+    int32_t id;
+} ranked;
+
+static int by_est_desc(const void *a, const void *b) {
+    const ranked *x = a, *y = b;
+    if (x->est != y->est) return x->est > y->est ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+static int by_id(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* The lists of head h of sequence b. kbar [nkb][D] holds the key blocks'
+ * means; qbar [D], cand [nkb] and sel [nkb] are scratch. */
+static bool topk_head(const la_sparse_topk *o, const shape *S, const la_tensor *q, int64_t b, int64_t h,
+                      const double *kbar, double *qbar, ranked *cand, int32_t *sel, head_lists *l) {
+    const float slope = la_rule_slope(&S->rule, h);
+    for (int64_t qb = 0; qb < S->nqb; qb++) {
+        int64_t i0, i1, kend;
+        q_block_rows(S, qb, &i0, &i1, &kend);
+        pool_rows(q, b, h, i0, i1, S->D, qbar);
+        const int64_t d1 = diag_block(S, i1 - 1);
+        const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
+        int64_t nc = 0, ns = 0;
+        double m = -INFINITY;
+        for (int64_t kb = 0; kb < S->nkb; kb++) {
+            if (!block_visible(S, i0, i1, kend, kb)) continue;
+            const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
+            double dot = 0;
+            for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
+            const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
+            cand[nc] = (ranked){la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0)),
+                                (int32_t)kb};
+            if (cand[nc].est > m) m = cand[nc].est;
+            nc++;
+        }
+        double total = 0, covered = 0;
+        for (int64_t c = 0; c < nc; c++) total += exp(cand[c].est - m);
+        /* forced blocks first: the sinks and the local blocks up to the diagonal */
+        int64_t rest = 0;
+        for (int64_t c = 0; c < nc; c++) {
+            const int64_t kb = cand[c].id;
+            if (kb < o->sink_blocks || (kb <= d1 && kb > d1 - o->local_blocks)) {
+                sel[ns++] = cand[c].id;
+                covered += exp(cand[c].est - m);
+            } else {
+                cand[rest++] = cand[c];
+            }
+        }
+        qsort(cand, (size_t)rest, sizeof *cand, by_est_desc);
+        for (int64_t c = 0; c < rest; c++) {
+            if (o->top_k > 0 ? c >= o->top_k : covered >= (double)o->gamma * total) break;
+            sel[ns++] = cand[c].id;
+            covered += exp(cand[c].est - m);
+        }
+        qsort(sel, (size_t)ns, sizeof *sel, by_id);
+        for (int64_t e = 0; e < ns; e++)
+            if (!push(l, sel[e])) return false;
+        l->counts[qb] = ns;
+    }
+    return true;
+}
+
+la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const la_attention_params *p,
+                                const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    shape S;
+    la_status s;
+    if ((s = check_budget(o->top_k, "top_k")) || (s = check_budget(o->sink_blocks, "sink_blocks")) ||
+        (s = check_budget(o->local_blocks, "local_blocks")))
+        return s;
+    if (o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
+        return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
+    if ((s = check_qk(p, q, k, o->block_size, &S))) return s;
+    if (p->score != LA_SCORE_SOFTMAX)
+        return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
+    const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
+    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    bool ok = true;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok)
+    {
+        double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
+        ranked *cand = malloc(sizeof(ranked) * (size_t)(S.nkb + 1));
+        int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
+        ok = kbar && qbar && cand && sel;
+        /* heads of one K/V group in a row, so each thread pools a group's keys once */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+            if (!ok) continue;
+            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
+            for (int64_t kb = 0; kb < S.nkb; kb++) {
+                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
+                pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
+            }
+            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
+                head_lists *l = &lists[b * S.H + h];
+                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                     topk_head(o, &S, q, b, h, kbar, qbar, cand, sel, l);
+            }
+        }
+        free(kbar), free(qbar), free(cand), free(sel);
+    }
+    if ((s = join(&S, lists, ok, out))) return s;
+    return la_succeed();
+}
+
+/* ---- vertical-slash ---- */
+
+la_sparse_vslash la_sparse_vslash_default(void) {
+    return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64};
+}
+
+/* Exact softmax weights of row i (head h of sequence b) over the keys the
+ * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
+static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
+                        double *w) {
+    const int64_t hk = h / (S->H / S->Hkv), D = S->D;
+    const size_t es = la_dtype_size(q->dtype);
+    const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
+    const float slope = la_rule_slope(&S->rule, h);
+    float qf[LA_MAX_HEAD_DIM];
+    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (check_qk) */
+    double m = -INFINITY, sum = 0;
+    for (int64_t j = 0; j < S->Lk; j++) {
+        w[j] = -INFINITY;
+        if (!la_rule_visible(&S->rule, i, j, S->Lq, S->Lk)) continue;
+        const char *kj = (const char *)k->data + (b * k->stride[0] + j * k->stride[1] + hk * k->stride[2]) * (int64_t)es;
+        float dot = 0;
+        if (k->dtype == LA_F32) /* the common case without a per-element dtype switch */
+            for (int64_t d = 0; d < D; d++) dot += qf[d] * ((const float *)kj)[d];
+        else
+            for (int64_t d = 0; d < D; d++) dot += qf[d] * la_load_f32(kj, k->dtype, d);
+        w[j] = la_rule_score(&S->rule, dot, slope, (float)(i + S->Lk - S->Lq - j), NULL);
+        if (w[j] > m) m = w[j];
+    }
+    if (m == -INFINITY) return false;
+    for (int64_t j = 0; j < S->Lk; j++) sum += w[j] == -INFINITY ? 0 : (w[j] = exp(w[j] - m));
+    for (int64_t j = 0; j < S->Lk; j++) w[j] = w[j] == -INFINITY ? 0 : w[j] / sum;
+    return true;
+}
+
+/* Indices of the n largest positive x[0..len) (ties to the lower index),
+ * into top; how many there are. */
+static int64_t top_indices(const double *x, int64_t len, int64_t n, ranked *tmp, int64_t *top) {
+    for (int64_t i = 0; i < len; i++) tmp[i] = (ranked){x[i], (int32_t)i};
+    qsort(tmp, (size_t)len, sizeof *tmp, by_est_desc);
+    int64_t m = 0;
+    for (; m < n && m < len && tmp[m].est > 0; m++) top[m] = tmp[m].id;
+    return m;
+}
+
+/* Scratch of one thread: Lk weights, Lk column and 2 Lk + 1 diagonal
+ * scores, their ranking, the kept columns and distances, a block mark. */
+typedef struct {
+    double *w, *col, *diag;
+    ranked *tmp;
+    int64_t *cols, *dists;
+    unsigned char *mark;
+} vs_scratch;
+
+static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
+                        int64_t h, vs_scratch *t, head_lists *l) {
+    const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
+    memset(t->col, 0, sizeof(double) * (size_t)(Lk + 1));
+    memset(t->diag, 0, sizeof(double) * (size_t)(2 * Lk + 1));
+    for (int64_t i = S->Lq - nlast > 0 ? S->Lq - nlast : 0; i < S->Lq; i++) {
+        if (!row_weights(S, q, k, b, h, i, t->w)) continue;
+        const int64_t diag = i + Lk - S->Lq;
+        for (int64_t j = 0; j < Lk; j++) {
+            t->col[j] += t->w[j];
+            const int64_t dist = diag - j; /* in (-Lk, Lk + Lq); kept when it indexes [0, 2 Lk] */
+            if (dist > -Lk && dist <= Lk) t->diag[dist + Lk] += t->w[j];
+        }
+    }
+    const int64_t ncol = top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
+    const int64_t ndist = top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
+    for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
+    for (int64_t qb = 0; qb < S->nqb; qb++) {
+        int64_t i0, i1, kend;
+        q_block_rows(S, qb, &i0, &i1, &kend);
+        memset(t->mark, 0, (size_t)S->nkb);
+        if (S->nkb > 0) t->mark[0] = 1;
+        for (int64_t e = 0; e < ncol; e++) t->mark[t->cols[e] / S->bs] = 1;
+        const int64_t d0 = i0 + Lk - S->Lq, d1 = i1 - 1 + Lk - S->Lq;
+        /* each kept distance, and the local band [0, bs): keys diag_i - dist of the block's rows */
+        for (int64_t e = -S->bs; e < ndist; e++) {
+            const int64_t dist = e < 0 ? e + S->bs : t->dists[e];
+            int64_t lo = d0 - dist, hi = d1 - dist; /* keys [lo, hi] */
+            if (hi < 0 || lo >= Lk) continue;
+            lo = lo < 0 ? 0 : lo, hi = hi >= Lk ? Lk - 1 : hi;
+            for (int64_t kb = lo / S->bs; kb <= hi / S->bs; kb++) t->mark[kb] = 1;
+        }
+        const int64_t before = l->n;
+        for (int64_t kb = 0; kb < S->nkb; kb++)
+            if (t->mark[kb] && block_visible(S, i0, i1, kend, kb) && !push(l, (int32_t)kb)) return false;
+        l->counts[qb] = l->n - before;
+    }
+    return true;
+}
+
+la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, const la_attention_params *p,
+                                  const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    shape S;
+    la_status s;
+    if ((s = check_budget(o->last_queries, "last_queries")) || (s = check_budget(o->vertical, "vertical")) ||
+        (s = check_budget(o->slash, "slash")) || (s = check_qk(p, q, k, o->block_size, &S)))
+        return s;
+    if (p->score != LA_SCORE_SOFTMAX)
+        return la_fail(LA_ERR_UNSUPPORTED, "vertical-slash estimates softmax attention; sigmoid scores have none");
+    const int64_t nbh = S.B * S.H, Lk = S.Lk;
+    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    bool ok = true;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok)
+    {
+        vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
+                        .tmp = malloc(sizeof(ranked) * (size_t)(2 * Lk + 1)),
+                        .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
+                        .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
+                        .mark = malloc((size_t)S.nkb + 1)};
+        ok = t.w && t.col && t.diag && t.tmp && t.cols && t.dists && t.mark;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < nbh; bh++) {
+            if (!ok) continue;
+            head_lists *l = &lists[bh];
+            ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                 vslash_head(o, &S, q, k, bh / S.H, bh % S.H, &t, l);
+        }
+        free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
+    }
+    if ((s = join(&S, lists, ok, out))) return s;
+    return la_succeed();
+}
+
+/* ---- quality ---- */
+
+static uint64_t splitmix(uint64_t *x) {
+    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Share of row i's softmax mass (head h of sequence b) in its listed
+ * blocks, or NAN when the row sees no key. s is scratch [Lk]. */
+static double row_recall(const shape *S, const la_tensor *q, const la_tensor *k, const la_block_list *x, int64_t b,
+                         int64_t h, int64_t i, double *s) {
+    const int64_t hk = h / (S->H / S->Hkv), D = S->D;
+    const size_t es = la_dtype_size(q->dtype);
+    const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
+    const float slope = la_rule_slope(&S->rule, h);
+    double m = -INFINITY;
+    for (int64_t j = 0; j < S->Lk; j++) {
+        s[j] = -INFINITY;
+        if (!la_rule_visible(&S->rule, i, j, S->Lq, S->Lk)) continue;
+        const char *kj = (const char *)k->data + (b * k->stride[0] + j * k->stride[1] + hk * k->stride[2]) * (int64_t)es;
+        double dot = 0;
+        for (int64_t d = 0; d < D; d++) dot += (double)la_load_f32(qi, q->dtype, d) * la_load_f32(kj, k->dtype, d);
+        s[j] = la_rule_score(&S->rule, (float)dot, slope, (float)(i + S->Lk - S->Lq - j), NULL);
+        if (s[j] > m) m = s[j];
+    }
+    if (m == -INFINITY) return NAN;
+    double all = 0, kept = 0;
+    int64_t n;
+    const int32_t *ids = la_block_list_row(x, S->H, b, h, i / S->bs, &n);
+    for (int64_t j = 0, e = 0; j < S->Lk; j++) {
+        if (s[j] == -INFINITY) continue;
+        const double w = exp(s[j] - m);
+        all += w;
+        while (e < n && (int64_t)ids[e] * S->bs + S->bs <= j) e++;
+        if (e < n && (int64_t)ids[e] * S->bs <= j) kept += w;
+    }
+    return kept / all;
+}
+
+la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                 const la_tensor *k, const la_block_index *index, int64_t sample_rows, uint64_t seed,
+                                 la_sparse_quality *out) {
+    if (!ctx || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : "out");
+    memset(out, 0, sizeof *out);
+    if (!index) return la_fail(LA_ERR_NULL, "index is NULL");
+    shape S;
+    la_status s;
+    if ((s = check_qk(p, q, k, index->block_size > 0 ? index->block_size : 1, &S))) return s;
+    if (p->score != LA_SCORE_SOFTMAX) return la_fail(LA_ERR_UNSUPPORTED, "recall is defined for softmax only");
+    if (sample_rows < 0) return la_fail(LA_ERR_ARGUMENT, "sample_rows is %lld; must be >= 0", (long long)sample_rows);
+    la_attn_problem P = {.num_seqs = S.B, .H = S.H, .Lq = S.Lq, .Lk = S.Lk};
+    la_block_list x;
+    int64_t rows;
+    if ((s = la_sparse_check_index(index, &P, &x, &rows))) return s;
+    const int64_t all_rows = S.B * S.H * S.Lq, n = sample_rows > 0 ? sample_rows : all_rows;
+    double *row_r = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    int64_t *pick = malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
+    if (!row_r || !pick) {
+        free(row_r), free(pick);
+        return la_fail(LA_ERR_NOMEM, "out of memory for %lld sampled rows", (long long)n);
+    }
+    uint64_t st = seed;
+    for (int64_t r = 0; r < n; r++) pick[r] = sample_rows > 0 ? (int64_t)(splitmix(&st) % (uint64_t)all_rows) : r;
+    bool ok = true;
+    int64_t listed = 0, total = 0;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok) reduction(+ : listed, total)
+    {
+        double *sc = malloc(sizeof(double) * (size_t)(S.Lk + 1));
+        ok = sc != NULL;
+#pragma omp for schedule(dynamic, 16)
+        for (int64_t r = 0; r < n; r++) {
+            const int64_t t = pick[r], i = t % S.Lq, h = t / S.Lq % S.H, b = t / S.Lq / S.H;
+            row_r[r] = sc ? row_recall(&S, q, k, &x, b, h, i, sc) : NAN;
+        }
+        /* density over every (sequence, head, query block) */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t row = 0; row < rows; row++) {
+            const int64_t qb = row % S.nqb, h = row / S.nqb % S.H, b = row / S.nqb / S.H;
+            int64_t i0, i1, kend, nl;
+            q_block_rows(&S, qb, &i0, &i1, &kend);
+            const int32_t *ids = la_block_list_row(&x, S.H, b, h, qb, &nl);
+            for (int64_t kb = 0, e = 0; kb < S.nkb && kb * S.bs < kend; kb++) {
+                if (!block_visible(&S, i0, i1, kend, kb)) continue;
+                total++;
+                while (e < nl && ids[e] < kb) e++;
+                if (e < nl && ids[e] == kb) listed++;
+            }
+        }
+        free(sc);
+    }
+    double sum = 0;
+    int64_t used = 0;
+    for (int64_t r = 0; r < n; r++)
+        if (!isnan(row_r[r])) sum += row_r[r], used++;
+    free(row_r), free(pick);
+    if (!ok) return la_fail(LA_ERR_NOMEM, "out of memory for the rows' scores");
+    out->recall = used ? sum / (double)used : NAN;
+    out->rows = used;
+    out->listed = listed;
+    out->total = total;
+    out->density = total ? (double)listed / (double)total : NAN;
+    return la_succeed();
+}

@@ -1,0 +1,144 @@
+/* Block-sparse attention's entry points: the exact calls' checks
+ * (ops/attention/validate.h), then the block index's, then the backend's
+ * sparse kernels with the forward's (backward's) problem plus the index
+ * (backend/sparse_problem.h). */
+#include "backend/sparse_problem.h"
+#include "ops/attention/validate.h"
+#include "ops/backends.h"
+#include "ops/sparse/sparse_index.h"
+
+#include <stdlib.h>
+
+la_status la_sparse_check_index(const la_block_index *x, const la_attn_problem *P, la_block_list *list,
+                                int64_t *rows_out) {
+    if (!x) return la_fail(LA_ERR_NULL, "index is NULL");
+    if (x->block_size < 1 || x->block_size > LA_SPARSE_BLOCK_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "index->block_size is %lld; must be in [1, %lld]", (long long)x->block_size,
+                       (long long)LA_SPARSE_BLOCK_MAX);
+    const int64_t bs = x->block_size, q_blocks = P->Lq / bs + (P->Lq % bs != 0);
+    if (x->num_seqs != P->num_seqs || x->heads != P->H || x->q_blocks != q_blocks)
+        return la_fail(LA_ERR_SHAPE,
+                       "index is %lld sequences x %lld heads x %lld query blocks; the call has %lld x %lld x %lld "
+                       "(ceil(%lld queries / block_size %lld))",
+                       (long long)x->num_seqs, (long long)x->heads, (long long)x->q_blocks, (long long)P->num_seqs,
+                       (long long)P->H, (long long)q_blocks, (long long)P->Lq, (long long)bs);
+    int64_t rows;
+    size_t bytes;
+    if (!la_mul_i64(x->num_seqs, x->heads, &rows) || !la_mul_i64(rows, x->q_blocks, &rows) || rows == INT64_MAX ||
+        !la_mul_size((size_t)rows + 1, sizeof(int64_t), &bytes))
+        return la_fail(LA_ERR_OVERFLOW, "index rows (sequences x heads x query blocks) overflow");
+    if (!x->offsets) return la_fail(LA_ERR_NULL, "index->offsets is NULL");
+    la_status s;
+    if ((s = la_check_aligned(x->offsets, sizeof(int64_t), "index->offsets")) ||
+        (s = la_check_aligned(x->key_blocks, sizeof(int32_t), "index->key_blocks")))
+        return s;
+    if (x->offsets[0] != 0)
+        return la_fail(LA_ERR_SEQLENS, "index->offsets[0] is %lld; must be 0", (long long)x->offsets[0]);
+    for (int64_t r = 0; r < rows; r++)
+        if (x->offsets[r + 1] < x->offsets[r])
+            return la_fail(LA_ERR_SEQLENS, "index->offsets decreases: [%lld] = %lld > [%lld] = %lld", (long long)r,
+                           (long long)x->offsets[r], (long long)(r + 1), (long long)x->offsets[r + 1]);
+    const int64_t nnz = x->offsets[rows];
+    if (!la_mul_size((size_t)nnz, sizeof(int32_t), &bytes))
+        return la_fail(LA_ERR_OVERFLOW, "index->offsets[last] %lld: too many entries", (long long)nnz);
+    if (nnz > 0 && !x->key_blocks) return la_fail(LA_ERR_NULL, "index->key_blocks is NULL with %lld entries", (long long)nnz);
+    for (int64_t b = 0; b < x->num_seqs; b++) {
+        int64_t q0, lq, k0, lk;
+        la_attn_seq(P, b, &q0, &lq, &k0, &lk);
+        const int64_t kblocks = lk / bs + (lk % bs != 0);
+        for (int64_t r = b * x->heads * x->q_blocks; r < (b + 1) * x->heads * x->q_blocks; r++)
+            for (int64_t e = x->offsets[r]; e < x->offsets[r + 1]; e++) {
+                const int32_t id = x->key_blocks[e];
+                if (id < 0 || id >= kblocks)
+                    return la_fail(LA_ERR_SEQLENS,
+                                   "index->key_blocks[%lld] is %d (sequence %lld, head %lld, query block %lld); "
+                                   "must be in [0, %lld)", (long long)e, id, (long long)b,
+                                   (long long)(r / x->q_blocks % x->heads), (long long)(r % x->q_blocks),
+                                   (long long)kblocks);
+                if (e > x->offsets[r] && id <= x->key_blocks[e - 1])
+                    return la_fail(LA_ERR_ARGUMENT,
+                                   "index->key_blocks[%lld] is %d after %d: each row must be strictly increasing "
+                                   "(sorted, no duplicates)", (long long)e, id, x->key_blocks[e - 1]);
+            }
+    }
+    *list = (la_block_list){.block_size = bs, .q_blocks = x->q_blocks, .offsets = x->offsets,
+                            .key_blocks = x->key_blocks};
+    *rows_out = rows;
+    return LA_OK;
+}
+
+la_status la_block_index_check(const la_block_index *index, int64_t B, int64_t H, int64_t Lq, int64_t Lk) {
+    if (B < 1 || H < 1 || Lq < 0 || Lk < 0)
+        return la_fail(LA_ERR_SHAPE, "B %lld, H %lld, Lq %lld, Lk %lld: need B, H >= 1 and lengths >= 0",
+                       (long long)B, (long long)H, (long long)Lq, (long long)Lk);
+    la_attn_problem P = {.num_seqs = B, .H = H, .Lq = Lq, .Lk = Lk};
+    la_block_list list;
+    int64_t rows;
+    la_status s = la_sparse_check_index(index, &P, &list, &rows);
+    return s ? s : la_succeed();
+}
+
+void la_block_index_free(la_block_index *index) {
+    if (!index) return;
+    free(index->offsets);
+    free(index->key_blocks);
+    memset(index, 0, sizeof *index);
+}
+
+/* The index's arrays share no memory with an output, nor with a workspace
+ * lent to the context. */
+static la_status check_index_memory(const la_context *ctx, const la_block_index *x, int64_t rows,
+                                    const la_tensor *const *outs, const char *const *names, int n) {
+    const size_t off_bytes = (size_t)(rows + 1) * sizeof(int64_t),
+                 id_bytes = (size_t)x->offsets[rows] * sizeof(int32_t);
+    la_status s;
+    for (int i = 0; i < n; i++) {
+        if (!outs[i]) continue;
+        if ((s = la_check_disjoint_bytes(outs[i], names[i], x->offsets, off_bytes, "index->offsets")) ||
+            (s = la_check_disjoint_bytes(outs[i], names[i], x->key_blocks, id_bytes, "index->key_blocks")))
+            return s;
+    }
+    if (!ctx->workspace_borrowed) return LA_OK;
+    const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
+    const struct { const void *p; size_t n; const char *name; } arrays[2] = {
+        {x->offsets, off_bytes, "index->offsets"}, {x->key_blocks, id_bytes, "index->key_blocks"}};
+    for (int i = 0; i < 2; i++) {
+        uintptr_t lo = (uintptr_t)arrays[i].p, hi = lo + arrays[i].n;
+        if (arrays[i].p && lo < hi && lo < whi && wlo < hi)
+            return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context", arrays[i].name);
+    }
+    return LA_OK;
+}
+
+la_status la_block_sparse_forward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                  const la_tensor *k, const la_tensor *v, const la_block_index *index,
+                                  la_tensor *out, la_tensor *lse) {
+    la_attn_sparse_problem S = {0};
+    const la_backend *be;
+    int64_t rows;
+    la_status s = la_attn_forward_prepare(ctx, p, q, k, v, out, lse, &S.fwd, &be);
+    if (s || (s = la_sparse_check_index(index, &S.fwd.a, &S.index, &rows))) return s;
+    const la_tensor *outs[] = {out, lse};
+    const char *names[] = {"out", "lse"};
+    if ((s = check_index_memory(ctx, index, rows, outs, names, 2))) return s;
+    S.fwd.a.op = LA_ATTN_SPARSE_FORWARD;
+    if ((s = la_backend_run(ctx, be, &S.fwd.a))) return s;
+    return la_succeed();
+}
+
+la_status la_block_sparse_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
+                                   const la_tensor *k, const la_tensor *v, const la_block_index *index,
+                                   const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
+                                   la_tensor *dq, la_tensor *dk, la_tensor *dv) {
+    la_attn_sparse_backward_problem S = {0};
+    const la_backend *be;
+    int64_t rows;
+    la_status s = la_attn_backward_prepare(ctx, p, q, k, v, out, dout, lse, dq, dk, dv, &S.bwd, &be);
+    if (s || (s = la_sparse_check_index(index, &S.bwd.fwd.a, &S.index, &rows))) return s;
+    const la_tensor *outs[] = {dq, dk, dv};
+    const char *names[] = {"dq", "dk", "dv"};
+    if ((s = check_index_memory(ctx, index, rows, outs, names, 3))) return s;
+    S.bwd.fwd.a.op = LA_ATTN_SPARSE_BACKWARD;
+    if ((s = la_backend_run(ctx, be, &S.bwd.fwd.a))) return s;
+    return la_succeed();
+}
