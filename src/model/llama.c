@@ -399,12 +399,18 @@ la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float
         if (tokens[i] < 0 || tokens[i] >= V)
             return la_fail(LA_ERR_ARGUMENT, "token %d at %lld is outside the vocabulary of %lld", tokens[i], (long long)i,
                            (long long)V);
-    for (int64_t done = 0; done < n; done += s->chunk) {
+    for (int64_t done = 0; done < n;) {
         int64_t len = n - done < s->chunk ? n - done : s->chunk;
+        /* A lone last token would run the single-token path (int8-rounded
+         * activations) while its neighbours ran the prefill's f32 path, so
+         * results would depend on the chunk size: end on two tokens instead
+         * (s->chunk is 512 whenever n can exceed it). */
+        if (n - done - len == 1) len--;
         bool last = done + len == n;
         float *out = !logits ? NULL : all_logits ? logits + done * V : last ? logits : NULL;
         la_status st = forward_chunk(s, tokens + done, len, out, all_logits);
         if (st) return st;
+        done += len;
     }
     return la_succeed();
 }
