@@ -406,6 +406,30 @@ LA_API la_status la_kv_cache_reset(la_kv_cache *c, int64_t seq);
  * for V. Positions (4 bytes an entry) are not included. 0 for NULL. */
 LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
 
+/* Eviction policies over la_kv_cache, applied per layer and KV head by
+ * compaction (so their memory is really freed).
+ *  - "full": keep everything.
+ *  - "streaming:BUDGET" (StreamingLLM, Xiao et al. 2023): keep the first
+ *    `sinks` entries (attention sinks, LA_KV_STREAMING_SINKS by default) and
+ *    the most recent BUDGET - sinks; BUDGET > sinks. */
+typedef enum { LA_KV_POLICY_FULL = 0, LA_KV_POLICY_STREAMING = 1 } la_kv_policy_kind;
+
+#define LA_KV_STREAMING_SINKS 4
+
+typedef struct {
+    la_kv_policy_kind kind;
+    int64_t budget; /* entries kept per (layer, head, sequence); 0 for full */
+    int64_t sinks;  /* streaming: first entries always kept */
+} la_kv_policy;
+
+/* Parse "full" or "streaming:BUDGET" (BUDGET an integer > sinks, at most
+ * 2^30). LA_ERR_ARGUMENT naming what is wrong for anything else. */
+LA_API la_status la_kv_policy_parse(const char *text, la_kv_policy *out);
+
+/* Apply the policy to every KV head of (layer, seq): entries beyond the
+ * budget are dropped with la_kv_cache_compact. Full does nothing. */
+LA_API la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p, int64_t layer, int64_t seq);
+
 /* ------------------------------------------------------ weight formats */
 
 /* GGUF files (versions 2 and 3): memory-mapped, every field validated

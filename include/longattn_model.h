@@ -86,9 +86,14 @@ typedef struct {
     int64_t max_ctx;      /* tokens the session may hold, in [1, 2^30] */
     la_dtype kv_type;     /* K/V page element type: LA_F16 (default, as llama.cpp), LA_BF16 or LA_F32 */
     int64_t kv_page_size; /* tokens per KV page, > 0 */
+    /* Eviction after each la_session_eval chunk, per layer (full: none).
+     * streaming: attention runs over the entries kept so far plus the new
+     * tokens; afterwards each head keeps the sinks and the recent window. */
+    la_kv_policy kv_policy;
 } la_session_params;
 
-/* max_ctx 0 (must be set), f16 pages of LA_SESSION_PAGE_DEFAULT tokens. */
+/* max_ctx 0 (must be set), f16 pages of LA_SESSION_PAGE_DEFAULT tokens,
+ * the full cache. */
 #define LA_SESSION_PAGE_DEFAULT 256
 LA_API la_session_params la_session_params_default(void);
 LA_API la_status la_session_new_with(const la_model *m, la_context *ctx, const la_session_params *p, la_session **out);

@@ -22,12 +22,14 @@ static const char CMD[] = "longattn ppl";
 #define PPL_EVAL_BATCH 256
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T]\n"
+    fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T] [--kv POLICY]\n"
                "  -m FILE      GGUF model\n"
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
-               "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n");
+               "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
+               "  --kv POLICY  KV-cache policy: full (default) or streaming:BUDGET (applied after each\n"
+               "               evaluated batch of tokens)\n");
 }
 
 /* -log softmax(logits)[target], in double. */
@@ -95,6 +97,11 @@ int cmd_ppl(int argc, char **argv) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
             if (!cli_parse_kv_type(CMD, a, v, &sp.kv_type)) return 2;
+        } else if (!strcmp(a, "--kv")) {
+            if (la_kv_policy_parse(v, &sp.kv_policy)) {
+                fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
+                return 2;
+            }
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);

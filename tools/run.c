@@ -27,7 +27,8 @@ static void usage(FILE *f) {
             "  --seed S       sampling seed (default: from the clock, printed)\n"
             "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
             "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
-            "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n");
+            "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
+            "  --kv POLICY    KV-cache policy: full (default) or streaming:BUDGET (4 sinks + recent window)\n");
 }
 
 typedef struct {
@@ -35,12 +36,14 @@ typedef struct {
     bool chat, raw, seed_given;
     int64_t n_predict, ctx, threads;
     la_dtype kv_type;
+    la_kv_policy kv_policy;
     la_sampler_params sampling;
 } run_options;
 
 /* Returns 0 to go on, or the exit status (2 for usage errors). */
 static int parse_args(int argc, char **argv, run_options *o) {
-    *o = (run_options){.n_predict = 256, .kv_type = la_session_params_default().kv_type, .sampling = la_sampler_params_default()};
+    *o = (run_options){.n_predict = 256, .kv_type = la_session_params_default().kv_type,
+                       .kv_policy = la_session_params_default().kv_policy, .sampling = la_sampler_params_default()};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int64_t k;
@@ -77,6 +80,11 @@ static int parse_args(int argc, char **argv, run_options *o) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &o->threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
             if (!cli_parse_kv_type(CMD, a, v, &o->kv_type)) return 2;
+        } else if (!strcmp(a, "--kv")) {
+            if (la_kv_policy_parse(v, &o->kv_policy)) {
+                fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
+                return 2;
+            }
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);
@@ -205,7 +213,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     la_session_params sp = la_session_params_default();
-    sp.max_ctx = max_ctx, sp.kv_type = o.kv_type;
+    sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy;
     if ((st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, "session", st);
         goto done;

@@ -28,6 +28,7 @@ struct la_session {
     la_context *ctx;
     int64_t max_ctx, pos, chunk;      /* chunk: scratch rows */
     la_kv_cache *kv;                  /* per layer, KV head: the keys (after RoPE) and values */
+    la_kv_policy policy;              /* applied to each layer after its attention */
     float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
     int64_t kv_cap;
     int32_t *positions;               /* [chunk] positions of the chunk's tokens */
@@ -206,7 +207,8 @@ const la_gguf *la_model_gguf(const la_model *m) { return m ? m->gguf : NULL; }
 #define SESSION_CHUNK 512
 
 la_session_params la_session_params_default(void) {
-    return (la_session_params){.max_ctx = 0, .kv_type = LA_F16, .kv_page_size = LA_SESSION_PAGE_DEFAULT};
+    return (la_session_params){.max_ctx = 0, .kv_type = LA_F16, .kv_page_size = LA_SESSION_PAGE_DEFAULT,
+                               .kv_policy = {.kind = LA_KV_POLICY_FULL}};
 }
 
 la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out) {
@@ -223,12 +225,16 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         return la_fail(LA_ERR_ARGUMENT, "max_ctx is %lld; must be in [1, 2^30]", (long long)max_ctx);
     if (p->kv_type != LA_F32 && p->kv_type != LA_BF16 && p->kv_type != LA_F16)
         return la_fail(LA_ERR_ARGUMENT, "kv_type %d is not f32, bf16 or f16", (int)p->kv_type);
+    if (p->kv_policy.kind != LA_KV_POLICY_FULL &&
+        (p->kv_policy.kind != LA_KV_POLICY_STREAMING || p->kv_policy.sinks < 0 || p->kv_policy.budget <= p->kv_policy.sinks))
+        return la_fail(LA_ERR_ARGUMENT, "kv_policy (kind %d, budget %lld, sinks %lld) is not valid; use la_kv_policy_parse",
+                       (int)p->kv_policy.kind, (long long)p->kv_policy.budget, (long long)p->kv_policy.sinks);
     if (p->kv_page_size <= 0)
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
     const la_model_config *c = &m->cfg;
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
-    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx;
+    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy;
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
     la_kv_cache_params kp = la_kv_cache_params_default();
     kp.n_layers = c->n_layer, kp.n_kv_heads = c->n_head_kv, kp.head_dim = c->head_dim;
@@ -354,7 +360,8 @@ static la_status project3(la_session *s, const la_gguf_tensor *w0, float *y0, co
  * prefill. */
 static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     const la_model_config *c = &s->m->cfg;
-    const int64_t H = c->n_head, Hkv = c->n_head_kv, D = c->head_dim, L = s->pos + n;
+    /* the cache's entries (s->pos + n for the full cache, fewer after eviction) */
+    const int64_t H = c->n_head, Hkv = c->n_head_kv, D = c->head_dim, L = la_kv_cache_len(s->kv, layer_i, 0, 0);
     la_attention_params p = la_attention_params_default();
     p.causal = 1;
     la_tensor q = la_tensor_contiguous(s->q, LA_F32, 4, (int64_t[]){1, n, H, D});
@@ -395,7 +402,7 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
             rope(s->kn + i * KV, c->n_head_kv, c, s->rope_cs + i * c->rope_dims);
         }
         if ((st = la_kv_cache_append(s->kv, l, 0, n, s->kn, s->vn, s->positions))) return st;
-        if ((st = attend(s, l, n))) return st;
+        if ((st = attend(s, l, n)) || (st = la_kv_cache_apply_policy(s->kv, &s->policy, l, 0))) return st;
         if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
         for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);
@@ -423,9 +430,12 @@ static la_status drop_unfinished(la_session *s, la_status st) {
     const la_model_config *c = &s->m->cfg;
     for (int64_t l = 0; l < c->n_layer; l++)
         for (int64_t h = 0; h < c->n_head_kv; h++) {
-            const int64_t extra = la_kv_cache_len(s->kv, l, h, 0) - s->pos;
-            for (int64_t i = 0; i < extra; i++) s->positions[i] = (int32_t)(s->pos + i);
-            if (extra > 0) la_kv_cache_compact(s->kv, l, h, 0, s->positions, extra);
+            const int32_t *pos;
+            int64_t len = 0, keep;
+            la_kv_cache_positions(s->kv, l, h, 0, &pos, &len);
+            for (keep = len; keep > 0 && pos[keep - 1] >= s->pos;) keep--; /* the chunk's entries are last */
+            for (int64_t i = keep; i < len; i++) s->positions[i - keep] = (int32_t)i;
+            if (len > keep) la_kv_cache_compact(s->kv, l, h, 0, s->positions, len - keep);
         }
     return la_set_error(st, "%s", msg);
 }

@@ -298,6 +298,82 @@ static void check_errors(void) {
     la_kv_cache_destroy(NULL);
 }
 
+/* StreamingLLM: parsing, the entries it keeps on 40 appended tokens, and
+ * decode over what it kept equals decode over the full cache with the same
+ * sinks and window as a mask. */
+static void check_streaming(la_context *ctx, uint64_t *rng) {
+    la_kv_policy pol;
+    TU_EXPECT_STATUS(la_kv_policy_parse("full", &pol), LA_OK);
+    tu_check(pol.kind == LA_KV_POLICY_FULL, "full parsed as %d", (int)pol.kind);
+    TU_EXPECT_STATUS(la_kv_policy_parse("streaming:12", &pol), LA_OK);
+    tu_check(pol.kind == LA_KV_POLICY_STREAMING && pol.budget == 12 && pol.sinks == LA_KV_STREAMING_SINKS,
+             "streaming:12 parsed wrong");
+    const char *bad[] = {"", "streaming", "streaming:", "streaming:4", "streaming:-3", "streaming:12x", "h2o:12",
+                         "streaming:99999999999999999999"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        la_kv_policy q;
+        TU_EXPECT_STATUS(la_kv_policy_parse(bad[i], &q), LA_ERR_ARGUMENT);
+        tu_check(strstr(la_last_error(), "KV policy") != NULL, "'%s': message '%s'", bad[i], la_last_error());
+    }
+    TU_EXPECT_STATUS(la_kv_policy_parse(NULL, &pol), LA_ERR_NULL);
+
+    la_kv_cache_params p = la_kv_cache_params_default();
+    p.n_kv_heads = 2, p.head_dim = 16, p.page_size = 4, p.max_tokens = 64, p.dtype = LA_F32;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
+    if (!c) return;
+    enum { N = 40, H = 2, D = 16, G = 3 };
+    float *k = tu_alloc(sizeof(float) * N * H * D), *v = tu_alloc(sizeof(float) * N * H * D);
+    int32_t pos[N];
+    for (int i = 0; i < N; i++) pos[i] = i;
+    tu_fill(rng, k, LA_F32, N * H * D, -2, 2);
+    tu_fill(rng, v, LA_F32, N * H * D, -2, 2);
+    TU_EXPECT_STATUS(la_kv_cache_append(c, 0, 0, N, k, v, pos), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_parse("streaming:12", &pol), LA_OK);
+    TU_EXPECT_STATUS(la_kv_cache_apply_policy(c, &pol, 0, 0), LA_OK);
+    bool kept_right = true;
+    float row[D];
+    for (int h = 0; h < H; h++) {
+        const int32_t *pp;
+        int64_t n;
+        TU_EXPECT_STATUS(la_kv_cache_positions(c, 0, h, 0, &pp, &n), LA_OK);
+        kept_right &= n == 12;
+        for (int64_t i = 0; kept_right && i < n; i++) {
+            const int32_t want = i < 4 ? (int32_t)i : (int32_t)(N - 12 + i);
+            kept_right &= pp[i] == want;
+            la_kv_cache_read(c, 0, h, 0, i, 1, row, NULL);
+            kept_right &= !memcmp(row, k + ((int64_t)want * H + h) * D, sizeof row);
+        }
+    }
+    tu_check(kept_right, "streaming:12 did not keep positions 0..3 and 28..39 with their keys");
+    tu_check(la_kv_cache_bytes(c) == 2 * 3 * 4 * D * sizeof(float) * 2, "bytes %zu after streaming:12",
+             la_kv_cache_bytes(c));
+
+    float q[H * G * D], o1[H * G * D], o2[H * G * D];
+    tu_fill(rng, q, LA_F32, H * G * D, -1, 1);
+    la_kv_view view;
+    TU_EXPECT_STATUS(la_kv_cache_view(c, 0, -1, 0, 1, &view), LA_OK);
+    la_attention_params ap = la_attention_params_default();
+    ap.causal = 1;
+    la_tensor qt = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
+    la_tensor ot1 = la_tensor_contiguous(o1, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
+    la_tensor ot2 = la_tensor_contiguous(o2, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
+    TU_EXPECT_STATUS(la_attention_decode(ctx, &ap, &qt, &view.k, &view.v, &view.layout, &ot1, NULL), LA_OK);
+    la_tensor kt = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){1, N, H, D});
+    la_tensor vt = la_tensor_contiguous(v, LA_F32, 4, (int64_t[]){1, N, H, D});
+    ap.sinks = 4, ap.window_left = 12 - 4 - 1; /* the last query sees keys 0..3 and 32..39 */
+    TU_EXPECT_STATUS(la_attention_decode(ctx, &ap, &qt, &kt, &vt, NULL, &ot2, NULL), LA_OK);
+    double worst = 0;
+    for (int i = 0; i < H * G * D; i++) worst = fmax(worst, fabs((double)o1[i] - o2[i]));
+    tu_check(worst < 1e-5, "decode over the streaming cache differs from the masked full cache by %.3g", worst);
+    la_kv_policy badp = {.kind = LA_KV_POLICY_STREAMING, .budget = 3, .sinks = 4};
+    TU_EXPECT_STATUS(la_kv_cache_apply_policy(c, &badp, 0, 0), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_cache_apply_policy(c, &pol, 1, 0), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_cache_apply_policy(NULL, &pol, 0, 0), LA_ERR_NULL);
+    la_kv_cache_destroy(c);
+    free(k), free(v);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -306,6 +382,7 @@ int main(void) {
     for (int i = 0; i < 3; i++) run_random(ctx, types[i], &rng);
     check_pages_freed();
     check_errors();
+    check_streaming(ctx, &rng);
     la_context_destroy(ctx);
     return tu_finish();
 }
