@@ -572,6 +572,127 @@ LA_API la_status la_block_index_quality(la_context *ctx, const la_attention_para
                                         const la_tensor *k, const la_block_index *index, int64_t sample_rows,
                                         uint64_t seed, la_sparse_quality *out);
 
+/* ------------------------------------------------------------ KV cache */
+
+/* A paged K/V cache for decoding: per layer, per KV head and per sequence,
+ * rows of head_dim elements in pages of page_size tokens, stored as f32,
+ * bf16 or f16 (rows arrive as f32 and are rounded once, on append). Each
+ * entry keeps the token position it was appended with, so RoPE'd keys stay
+ * right after entries are dropped. Lengths may differ per (layer, KV head,
+ * sequence): la_kv_cache_compact drops chosen entries of one head and
+ * returns the pages left empty to the operating system, so ragged per-head
+ * budgets free real memory.
+ *
+ * Storage: each (layer, K or V, KV head, sequence) owns a range of address
+ * space reserved for max_tokens rows and committed page by page as it is
+ * written; pages past a head's length are handed back (their bytes, rounded
+ * in to whole OS pages). Views hand the pages to la_attention_decode as a
+ * paged la_kv_layout: blocks are pages, block_size is page_size. */
+typedef struct la_kv_cache la_kv_cache;
+
+typedef struct {
+    int64_t n_layers;    /* > 0 */
+    int64_t n_kv_heads;  /* > 0 */
+    int64_t head_dim;    /* multiple of 8, at most LA_MAX_HEAD_DIM (decode's rule) */
+    int64_t page_size;   /* tokens per page, > 0 */
+    int64_t max_tokens;  /* entries per (layer, head, sequence), > 0 */
+    int64_t max_seqs;    /* sequences, > 0 */
+    la_dtype dtype;      /* LA_F32, LA_BF16 or LA_F16 */
+} la_kv_cache_params;
+
+/* 1 layer, 1 KV head, head_dim 64, page_size 256, max_tokens 4096, 1
+ * sequence, f16 (llama.cpp's default cache type). */
+LA_API la_kv_cache_params la_kv_cache_params_default(void);
+
+/* Errors: LA_ERR_NULL, LA_ERR_SHAPE (a size <= 0, head_dim not a multiple
+ * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_OVERFLOW (max_seqs x pages per
+ * sequence beyond int32 block ids, or bytes beyond size_t), LA_ERR_NOMEM. */
+LA_API la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out);
+LA_API void la_kv_cache_destroy(la_kv_cache *c);
+/* The parameters the cache was created with (NULL for NULL). */
+LA_API const la_kv_cache_params *la_kv_cache_params_of(const la_kv_cache *c);
+
+/* Append n rows to every KV head of one layer and sequence: k and v are
+ * f32 [n, n_kv_heads, head_dim] row-major, positions [n] int32 (the tokens'
+ * positions, kept with the entries). Each head's rows go after that head's
+ * own last entry. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (layer or seq out of
+ * range, n < 0, a head without room for n more), LA_ERR_NOMEM (the system
+ * refused to commit a page). Nothing is written on failure. */
+LA_API la_status la_kv_cache_append(la_kv_cache *c, int64_t layer, int64_t seq, int64_t n, const float *k,
+                                    const float *v, const int32_t *positions);
+
+/* Entries held by (layer, head, seq); -1 for an argument out of range. */
+LA_API int64_t la_kv_cache_len(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq);
+/* The positions of those entries, in slot order (valid until the next
+ * append, compaction or reset of that head). */
+LA_API la_status la_kv_cache_positions(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,
+                                       const int32_t **positions, int64_t *len);
+
+/* Read entries [first, first + n) of one sequence back as f32: head >= 0
+ * writes that head's rows to k/v [n, head_dim]; head = -1 writes every
+ * head, [n, n_kv_heads, head_dim] (the heads must then hold first + n
+ * entries each). k or v may be NULL. LA_ERR_ARGUMENT for a range or index
+ * outside what the cache holds. */
+LA_API la_status la_kv_cache_read(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t first,
+                                  int64_t n, float *k, float *v);
+
+/* What la_attention_decode reads: k and v are [blocks, page_size, heads,
+ * head_dim] in the cache's dtype, layout holds seqlens_k and block_table
+ * for the n_seqs sequences from seq0. */
+typedef struct {
+    la_tensor k, v;
+    la_kv_layout layout;
+} la_kv_view;
+
+/* A view of one layer's pages for sequences [seq0, seq0 + n_seqs): head >= 0
+ * views that KV head alone (heads dim 1; call decode with that head's query
+ * heads), head = -1 all KV heads at once, which needs every head of the
+ * layer to hold the same number of entries per sequence (LA_ERR_ARGUMENT
+ * naming the ragged head otherwise). The view points into the cache: valid
+ * until the next append, compaction or reset. */
+LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq0, int64_t n_seqs,
+                                  la_kv_view *out);
+
+/* Drop entries of one (layer, head, seq): slots [n_drop] strictly
+ * increasing indices below the head's length. The kept entries move down
+ * in order with their positions; pages left empty are freed. Errors:
+ * LA_ERR_NULL, LA_ERR_ARGUMENT (index out of range, slots not increasing);
+ * nothing changes on failure. */
+LA_API la_status la_kv_cache_compact(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, const int32_t *slots,
+                                     int64_t n_drop);
+
+/* Forget every entry of sequence seq (-1: all sequences), freeing its pages. */
+LA_API la_status la_kv_cache_reset(la_kv_cache *c, int64_t seq);
+
+/* Bytes of K and V pages in use: every (layer, head, sequence) counts
+ * ceil(len / page_size) pages of page_size x head_dim elements, for K and
+ * for V. Positions (4 bytes an entry) are not included. 0 for NULL. */
+LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
+
+/* Eviction policies over la_kv_cache, applied per layer and KV head by
+ * compaction (so their memory is really freed).
+ *  - "full": keep everything.
+ *  - "streaming:BUDGET" (StreamingLLM, Xiao et al. 2023): keep the first
+ *    `sinks` entries (attention sinks, LA_KV_STREAMING_SINKS by default) and
+ *    the most recent BUDGET - sinks; BUDGET > sinks. */
+typedef enum { LA_KV_POLICY_FULL = 0, LA_KV_POLICY_STREAMING = 1 } la_kv_policy_kind;
+
+#define LA_KV_STREAMING_SINKS 4
+
+typedef struct {
+    la_kv_policy_kind kind;
+    int64_t budget; /* entries kept per (layer, head, sequence); 0 for full */
+    int64_t sinks;  /* streaming: first entries always kept */
+} la_kv_policy;
+
+/* Parse "full" or "streaming:BUDGET" (BUDGET an integer > sinks, at most
+ * 2^30). LA_ERR_ARGUMENT naming what is wrong for anything else. */
+LA_API la_status la_kv_policy_parse(const char *text, la_kv_policy *out);
+
+/* Apply the policy to every KV head of (layer, seq): entries beyond the
+ * budget are dropped with la_kv_cache_compact. Full does nothing. */
+LA_API la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p, int64_t layer, int64_t seq);
+
 /* ------------------------------------------------------ weight formats */
 
 /* GGUF files (versions 2 and 3): memory-mapped, every field validated

@@ -73,13 +73,39 @@ LA_API const la_model_config *la_model_config_of(const la_model *m);
 LA_API const la_tokenizer *la_model_tokenizer(const la_model *m);
 LA_API const la_gguf *la_model_gguf(const la_model *m);
 
-/* A session holds the KV cache (grown as tokens arrive, never beyond
- * max_ctx) and scratch. ctx supplies threads and SIMD level. */
+/* A session holds the KV cache (an la_kv_cache whose pages are committed
+ * as tokens arrive, never beyond max_ctx) and scratch. ctx supplies threads
+ * and SIMD level. Keys are stored after RoPE, each with its position.
+ *
+ * Reproducible: a token's logits depend only on the tokens before it and
+ * on whether it was evaluated alone (a single-token step, whose products
+ * round activations to int8 as llama.cpp does) or with others (prefill, f32
+ * activations): not on max_ctx, the thread count, the page size or how a
+ * prompt is cut into la_session_eval calls of two or more tokens. */
+typedef struct {
+    int64_t max_ctx;      /* tokens the session may hold, in [1, 2^30] */
+    la_dtype kv_type;     /* K/V page element type: LA_F16 (default, as llama.cpp), LA_BF16 or LA_F32 */
+    int64_t kv_page_size; /* tokens per KV page, > 0 */
+    /* Eviction after each la_session_eval chunk, per layer (full: none).
+     * streaming: attention runs over the entries kept so far plus the new
+     * tokens; afterwards each head keeps the sinks and the recent window. */
+    la_kv_policy kv_policy;
+} la_session_params;
+
+/* max_ctx 0 (must be set), f16 pages of LA_SESSION_PAGE_DEFAULT tokens,
+ * the full cache. */
+#define LA_SESSION_PAGE_DEFAULT 256
+LA_API la_session_params la_session_params_default(void);
+LA_API la_status la_session_new_with(const la_model *m, la_context *ctx, const la_session_params *p, la_session **out);
+/* la_session_new_with the defaults and this max_ctx. */
 LA_API la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out);
 LA_API void la_session_free(la_session *s);
 LA_API void la_session_reset(la_session *s);          /* forget all tokens */
 LA_API int64_t la_session_pos(const la_session *s);   /* tokens in the cache */
+/* Bytes of the KV pages in use (la_kv_cache_bytes). */
 LA_API size_t la_session_kv_bytes(const la_session *s);
+/* The session's cache, for inspection (positions, per-head lengths). */
+LA_API const la_kv_cache *la_session_kv_cache(const la_session *s);
 
 /* Append n tokens at the current position and run them (as one
  * matrix-matrix prefill when n > 1). logits: n x n_vocab when all_logits,

@@ -6,6 +6,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool cli_parse_kv_type(const char *cmd, const char *option, const char *text, la_dtype *out) {
+    const la_dtype types[] = {LA_F32, LA_BF16, LA_F16};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(text, la_dtype_name(types[i]))) {
+            *out = types[i];
+            return true;
+        }
+    fprintf(stderr, "%s: %s expects f32, bf16 or f16, got '%s'\n", cmd, option, text);
+    return false;
+}
+
 bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;

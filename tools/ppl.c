@@ -22,11 +22,14 @@ static const char CMD[] = "longattn ppl";
 #define PPL_EVAL_BATCH 256
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N]\n"
+    fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T] [--kv POLICY]\n"
                "  -m FILE      GGUF model\n"
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
-               "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n");
+               "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+               "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
+               "  --kv POLICY  KV-cache policy: full (default) or streaming:BUDGET (applied after each\n"
+               "               evaluated batch of tokens)\n");
 }
 
 /* -log softmax(logits)[target], in double. */
@@ -78,6 +81,7 @@ static la_status score_chunk(la_session *s, const int32_t *tokens, int64_t n_ctx
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
     int64_t n_ctx = 0, threads = 0;
+    la_session_params sp = la_session_params_default();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -91,6 +95,13 @@ int cmd_ppl(int argc, char **argv) {
             if (!cli_parse_i64(CMD, a, v, 4, INT32_MAX, &n_ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
+        } else if (!strcmp(a, "--kv-type")) {
+            if (!cli_parse_kv_type(CMD, a, v, &sp.kv_type)) return 2;
+        } else if (!strcmp(a, "--kv")) {
+            if (la_kv_policy_parse(v, &sp.kv_policy)) {
+                fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
+                return 2;
+            }
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);
@@ -134,7 +145,7 @@ int cmd_ppl(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if ((st = la_context_create(&ctx, (int)threads)) || (st = la_session_new(m, ctx, n_ctx, &s))) {
+    if ((st = la_context_create(&ctx, (int)threads)) || (sp.max_ctx = n_ctx, st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, ctx ? "session" : "context", st);
         goto done;
     }

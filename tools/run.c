@@ -26,19 +26,24 @@ static void usage(FILE *f) {
             "  --top-p P      nucleus sampling mass in (0, 1]; 1 = off (default 0.95)\n"
             "  --seed S       sampling seed (default: from the clock, printed)\n"
             "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
-            "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n");
+            "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
+            "  --kv POLICY    KV-cache policy: full (default) or streaming:BUDGET (4 sinks + recent window)\n");
 }
 
 typedef struct {
     const char *model_path, *prompt, *prompt_file, *system;
     bool chat, raw, seed_given;
     int64_t n_predict, ctx, threads;
+    la_dtype kv_type;
+    la_kv_policy kv_policy;
     la_sampler_params sampling;
 } run_options;
 
 /* Returns 0 to go on, or the exit status (2 for usage errors). */
 static int parse_args(int argc, char **argv, run_options *o) {
-    *o = (run_options){.n_predict = 256, .sampling = la_sampler_params_default()};
+    *o = (run_options){.n_predict = 256, .kv_type = la_session_params_default().kv_type,
+                       .kv_policy = la_session_params_default().kv_policy, .sampling = la_sampler_params_default()};
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
         int64_t k;
@@ -73,6 +78,13 @@ static int parse_args(int argc, char **argv, run_options *o) {
             if (!cli_parse_i64(CMD, a, v, 1, INT32_MAX, &o->ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &o->threads)) return 2;
+        } else if (!strcmp(a, "--kv-type")) {
+            if (!cli_parse_kv_type(CMD, a, v, &o->kv_type)) return 2;
+        } else if (!strcmp(a, "--kv")) {
+            if (la_kv_policy_parse(v, &o->kv_policy)) {
+                fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
+                return 2;
+            }
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);
@@ -200,7 +212,9 @@ int cmd_run(int argc, char **argv) {
         rc = cli_fail(CMD, "context", st);
         goto done;
     }
-    if ((st = la_session_new(m, ctx, max_ctx, &s))) {
+    la_session_params sp = la_session_params_default();
+    sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy;
+    if ((st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, "session", st);
         goto done;
     }
@@ -230,10 +244,10 @@ int cmd_run(int argc, char **argv) {
     fprintf(stderr,
             "\nprompt:     %6lld tokens in %7.3f s = %8.2f tokens/s\n"
             "generation: %6lld tokens in %7.3f s = %8.2f tokens/s (%lld forward passes; stop: %s)\n"
-            "KV cache:   %zu bytes (%.2f MiB) for %lld tokens, %d threads, SIMD %s\n",
+            "KV cache:   %zu bytes (%.2f MiB, %s) for %lld tokens, %d threads, SIMD %s\n",
             (long long)stats.n_prompt, stats.prompt_seconds, stats.prompt_tps, (long long)stats.n_generated,
             stats.decode_seconds, stats.decode_tps, (long long)stats.n_decode, stop_name(stats.stop), kv,
-            (double)kv / (1024.0 * 1024.0), (long long)la_session_pos(s), la_context_threads(ctx),
+            (double)kv / (1024.0 * 1024.0), la_dtype_name(o.kv_type), (long long)la_session_pos(s), la_context_threads(ctx),
             la_simd_name(la_context_simd(ctx)));
 done:
     la_sampler_free(sampler);

@@ -16,6 +16,11 @@ static la_status prefill(la_session *s, const int32_t *prompt, int64_t n_prompt,
     const int64_t chunk = p->prefill_chunk > 0 ? p->prefill_chunk : LA_PREFILL_CHUNK_DEFAULT;
     for (int64_t done = 0; done < n_prompt;) {
         int64_t n = n_prompt - done < chunk ? n_prompt - done : chunk;
+        /* Never leave one token for a chunk of its own: a lone token runs the
+         * single-token path (int8-rounded activations), so its result would
+         * depend on where the chunks fall. With this, any prefill_chunk >= 2
+         * gives the same bits. */
+        if (n_prompt - done - n == 1) n++;
         /* Only the last chunk's last row of logits is needed. */
         la_status st = la_session_eval(s, prompt + done, n, done + n == n_prompt ? logits : NULL, false);
         if (st) return st;

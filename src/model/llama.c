@@ -26,8 +26,12 @@ struct la_model {
 struct la_session {
     const la_model *m;
     la_context *ctx;
-    int64_t max_ctx, pos, cap, chunk; /* cap: tokens the cache holds now; chunk: scratch rows */
-    float **k, **v;                   /* per layer [cap][Hkv][D] */
+    int64_t max_ctx, pos, chunk;      /* chunk: scratch rows */
+    la_kv_cache *kv;                  /* per layer, KV head: the keys (after RoPE) and values */
+    la_kv_policy policy;              /* applied to each layer after its attention */
+    float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
+    int64_t kv_cap;
+    int32_t *positions;               /* [chunk] positions of the chunk's tokens */
     float *x, *xn, *q, *kn, *vn, *att, *ffa, *ffb, *logits_tmp;
     float *rope_cs;                   /* [chunk][rope_dims/2][2] cos, sin of the chunk's positions */
 };
@@ -202,19 +206,46 @@ const la_gguf *la_model_gguf(const la_model *m) { return m ? m->gguf : NULL; }
  * in pieces of this many tokens. */
 #define SESSION_CHUNK 512
 
+la_session_params la_session_params_default(void) {
+    return (la_session_params){.max_ctx = 0, .kv_type = LA_F16, .kv_page_size = LA_SESSION_PAGE_DEFAULT,
+                               .kv_policy = {.kind = LA_KV_POLICY_FULL}};
+}
+
 la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out) {
-    if (!m || !ctx || !out) return la_fail(LA_ERR_NULL, "model, ctx or out is NULL");
+    la_session_params p = la_session_params_default();
+    p.max_ctx = max_ctx;
+    return la_session_new_with(m, ctx, &p, out);
+}
+
+la_status la_session_new_with(const la_model *m, la_context *ctx, const la_session_params *p, la_session **out) {
+    if (!m || !ctx || !p || !out) return la_fail(LA_ERR_NULL, "model, ctx, params or out is NULL");
     *out = NULL;
+    const int64_t max_ctx = p->max_ctx;
     if (max_ctx <= 0 || max_ctx > (int64_t)1 << 30)
         return la_fail(LA_ERR_ARGUMENT, "max_ctx is %lld; must be in [1, 2^30]", (long long)max_ctx);
+    if (p->kv_type != LA_F32 && p->kv_type != LA_BF16 && p->kv_type != LA_F16)
+        return la_fail(LA_ERR_ARGUMENT, "kv_type %d is not f32, bf16 or f16", (int)p->kv_type);
+    if (p->kv_policy.kind != LA_KV_POLICY_FULL &&
+        (p->kv_policy.kind != LA_KV_POLICY_STREAMING || p->kv_policy.sinks < 0 || p->kv_policy.budget <= p->kv_policy.sinks))
+        return la_fail(LA_ERR_ARGUMENT, "kv_policy (kind %d, budget %lld, sinks %lld) is not valid; use la_kv_policy_parse",
+                       (int)p->kv_policy.kind, (long long)p->kv_policy.budget, (long long)p->kv_policy.sinks);
+    if (p->kv_page_size <= 0)
+        return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
     const la_model_config *c = &m->cfg;
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
-    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx;
+    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy;
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
-    s->k = calloc((size_t)c->n_layer, sizeof *s->k);
-    s->v = calloc((size_t)c->n_layer, sizeof *s->v);
+    la_kv_cache_params kp = la_kv_cache_params_default();
+    kp.n_layers = c->n_layer, kp.n_kv_heads = c->n_head_kv, kp.head_dim = c->head_dim;
+    kp.page_size = p->kv_page_size, kp.max_tokens = max_ctx, kp.max_seqs = 1, kp.dtype = p->kv_type;
+    la_status st = la_kv_cache_create(&kp, &s->kv);
+    if (st) {
+        free(s);
+        return st;
+    }
     const size_t n = (size_t)s->chunk, E = (size_t)c->n_embd, KV = (size_t)(c->n_head_kv * c->head_dim);
+    s->positions = malloc(sizeof(int32_t) * n);
     s->x = malloc(sizeof(float) * n * E);
     s->xn = malloc(sizeof(float) * n * E);
     s->q = malloc(sizeof(float) * n * E);
@@ -225,7 +256,7 @@ la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la
     s->ffb = malloc(sizeof(float) * n * (size_t)c->n_ff);
     s->logits_tmp = malloc(sizeof(float) * (size_t)c->n_vocab);
     s->rope_cs = malloc(sizeof(float) * n * (size_t)c->rope_dims);
-    if (!s->k || !s->v || !s->x || !s->xn || !s->q || !s->att || !s->kn || !s->vn || !s->ffa || !s->ffb ||
+    if (!s->positions || !s->x || !s->xn || !s->q || !s->att || !s->kn || !s->vn || !s->ffa || !s->ffb ||
         !s->logits_tmp || !s->rope_cs) {
         la_session_free(s);
         return la_fail(LA_ERR_NOMEM, "could not allocate session buffers");
@@ -236,40 +267,38 @@ la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la
 
 void la_session_free(la_session *s) {
     if (!s) return;
-    for (int64_t l = 0; l < s->m->cfg.n_layer; l++) {
-        if (s->k) free(s->k[l]);
-        if (s->v) free(s->v[l]);
-    }
-    free(s->k), free(s->v), free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
+    la_kv_cache_destroy(s->kv);
+    free(s->kf), free(s->vf), free(s->positions);
+    free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
     free(s->ffa), free(s->ffb), free(s->logits_tmp), free(s->rope_cs);
     free(s);
 }
 
 void la_session_reset(la_session *s) {
-    if (s) s->pos = 0;
+    if (!s) return;
+    s->pos = 0;
+    la_kv_cache_reset(s->kv, -1);
 }
 int64_t la_session_pos(const la_session *s) { return s ? s->pos : 0; }
-size_t la_session_kv_bytes(const la_session *s) {
-    if (!s) return 0;
-    const la_model_config *c = &s->m->cfg;
-    return (size_t)s->cap * (size_t)(c->n_head_kv * c->head_dim) * sizeof(float) * 2 * (size_t)c->n_layer;
-}
+size_t la_session_kv_bytes(const la_session *s) { return s ? la_kv_cache_bytes(s->kv) : 0; }
+const la_kv_cache *la_session_kv_cache(const la_session *s) { return s ? s->kv : NULL; }
 
-/* Grow every layer's cache geometrically so it follows the context in use. */
-static la_status reserve(la_session *s, int64_t tokens) {
-    if (tokens <= s->cap) return LA_OK;
-    int64_t cap = s->cap ? s->cap : 32;
+/* Prefill attends with la_attention_forward, which takes one dense K/V of
+ * q's dtype: a layer's cache is read back as f32 into this scratch (the
+ * values decode reads, so prefill and decode see the same rounded K/V).
+ * Grows geometrically with the context, one layer's worth. */
+static la_status reserve_prefill(la_session *s, int64_t tokens) {
+    if (tokens <= s->kv_cap) return LA_OK;
+    int64_t cap = s->kv_cap ? s->kv_cap : 32;
     while (cap < tokens) cap *= 2;
     if (cap > s->max_ctx) cap = s->max_ctx;
     const la_model_config *c = &s->m->cfg;
     size_t row = (size_t)(c->n_head_kv * c->head_dim) * sizeof(float);
-    for (int64_t l = 0; l < c->n_layer; l++) {
-        float *k = realloc(s->k[l], row * (size_t)cap), *v = k ? realloc(s->v[l], row * (size_t)cap) : NULL;
-        if (k) s->k[l] = k;
-        if (!k || !v) return la_fail(LA_ERR_NOMEM, "could not grow the KV cache to %lld tokens", (long long)cap);
-        s->v[l] = v;
-    }
-    s->cap = cap;
+    float *k = realloc(s->kf, row * (size_t)cap), *v = k ? realloc(s->vf, row * (size_t)cap) : NULL;
+    if (k) s->kf = k;
+    if (!k || !v) return la_fail(LA_ERR_NOMEM, "could not grow the prefill's K/V scratch to %lld tokens", (long long)cap);
+    s->vf = v;
+    s->kv_cap = cap;
     return LA_OK;
 }
 
@@ -326,21 +355,26 @@ static la_status project3(la_session *s, const la_gguf_tensor *w0, float *y0, co
 }
 
 /* Attention of n new tokens (already in the cache at [pos, pos + n)) over
- * the whole cache, through the library's exact attention. */
+ * the whole cache, through the library's attention: decode straight over
+ * the cache's pages for one token, exact attention over an f32 copy for a
+ * prefill. */
 static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     const la_model_config *c = &s->m->cfg;
-    const int64_t H = c->n_head, Hkv = c->n_head_kv, D = c->head_dim, L = s->pos + n;
+    /* the cache's entries (s->pos + n for the full cache, fewer after eviction) */
+    const int64_t H = c->n_head, Hkv = c->n_head_kv, D = c->head_dim, L = la_kv_cache_len(s->kv, layer_i, 0, 0);
     la_attention_params p = la_attention_params_default();
     p.causal = 1;
     la_tensor q = la_tensor_contiguous(s->q, LA_F32, 4, (int64_t[]){1, n, H, D});
     la_tensor o = la_tensor_contiguous(s->att, LA_F32, 4, (int64_t[]){1, n, H, D});
-    la_tensor k = la_tensor_contiguous(s->k[layer_i], LA_F32, 4, (int64_t[]){1, n == 1 ? s->cap : L, Hkv, D});
-    la_tensor v = la_tensor_contiguous(s->v[layer_i], LA_F32, 4, (int64_t[]){1, n == 1 ? s->cap : L, Hkv, D});
+    la_status st;
     if (n == 1) {
-        int32_t len = (int32_t)L;
-        la_kv_layout layout = {.seqlens_k = &len};
-        return la_attention_decode(s->ctx, &p, &q, &k, &v, &layout, &o, NULL);
+        la_kv_view view;
+        if ((st = la_kv_cache_view(s->kv, layer_i, -1, 0, 1, &view))) return st;
+        return la_attention_decode(s->ctx, &p, &q, &view.k, &view.v, &view.layout, &o, NULL);
     }
+    if ((st = reserve_prefill(s, L)) || (st = la_kv_cache_read(s->kv, layer_i, -1, 0, 0, L, s->kf, s->vf))) return st;
+    la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
+    la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     return la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
 }
 
@@ -349,7 +383,7 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
     const la_model_config *c = &m->cfg;
     const int64_t E = c->n_embd, KV = c->n_head_kv * c->head_dim, F = c->n_ff;
     la_status st;
-    if ((st = reserve(s, s->pos + n))) return st;
+    for (int64_t i = 0; i < n; i++) s->positions[i] = (int32_t)(s->pos + i);
     size_t emb_row;
     if ((st = la_ggml_row_bytes(m->tok_embd->type, E, &emb_row))) return st;
     for (int64_t i = 0; i < n; i++) rope_angles(s->rope_cs + i * c->rope_dims, c, s->pos + i);
@@ -367,9 +401,8 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
             rope(s->q + i * E, c->n_head, c, s->rope_cs + i * c->rope_dims);
             rope(s->kn + i * KV, c->n_head_kv, c, s->rope_cs + i * c->rope_dims);
         }
-        memcpy(s->k[l] + s->pos * KV, s->kn, sizeof(float) * (size_t)(n * KV));
-        memcpy(s->v[l] + s->pos * KV, s->vn, sizeof(float) * (size_t)(n * KV));
-        if ((st = attend(s, l, n))) return st;
+        if ((st = la_kv_cache_append(s->kv, l, 0, n, s->kn, s->vn, s->positions))) return st;
+        if ((st = attend(s, l, n)) || (st = la_kv_cache_apply_policy(s->kv, &s->policy, l, 0))) return st;
         if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
         for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);
@@ -388,6 +421,25 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
     return project(s, m->output, s->xn, rows, logits);
 }
 
+/* After a failed chunk, drop the entries its layers appended past pos, so
+ * the cache again holds exactly the tokens the session has run; returns
+ * st with the failing call's message (the compactions clear it). */
+static la_status drop_unfinished(la_session *s, la_status st) {
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", la_last_error());
+    const la_model_config *c = &s->m->cfg;
+    for (int64_t l = 0; l < c->n_layer; l++)
+        for (int64_t h = 0; h < c->n_head_kv; h++) {
+            const int32_t *pos;
+            int64_t len = 0, keep;
+            la_kv_cache_positions(s->kv, l, h, 0, &pos, &len);
+            for (keep = len; keep > 0 && pos[keep - 1] >= s->pos;) keep--; /* the chunk's entries are last */
+            for (int64_t i = keep; i < len; i++) s->positions[i - keep] = (int32_t)i;
+            if (len > keep) la_kv_cache_compact(s->kv, l, h, 0, s->positions, len - keep);
+        }
+    return la_set_error(st, "%s", msg);
+}
+
 la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
     if (!s || (!tokens && n)) return la_fail(LA_ERR_NULL, "session or tokens is NULL");
     if (n <= 0) return la_fail(LA_ERR_ARGUMENT, "n is %lld; must be > 0", (long long)n);
@@ -399,12 +451,18 @@ la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float
         if (tokens[i] < 0 || tokens[i] >= V)
             return la_fail(LA_ERR_ARGUMENT, "token %d at %lld is outside the vocabulary of %lld", tokens[i], (long long)i,
                            (long long)V);
-    for (int64_t done = 0; done < n; done += s->chunk) {
+    for (int64_t done = 0; done < n;) {
         int64_t len = n - done < s->chunk ? n - done : s->chunk;
+        /* A lone last token would run the single-token path (int8-rounded
+         * activations) while its neighbours ran the prefill's f32 path, so
+         * results would depend on the chunk size: end on two tokens instead
+         * (s->chunk is 512 whenever n can exceed it). */
+        if (n - done - len == 1) len--;
         bool last = done + len == n;
         float *out = !logits ? NULL : all_logits ? logits + done * V : last ? logits : NULL;
         la_status st = forward_chunk(s, tokens + done, len, out, all_logits);
-        if (st) return st;
+        if (st) return drop_unfinished(s, st);
+        done += len;
     }
     return la_succeed();
 }

@@ -3,12 +3,15 @@
  * failure, not a skip. Checks: greedy generation is deterministic and the same
  * however the prompt is chunked; "The capital of France is" continues with
  * " Paris"; a chat answer to "What is 2+2?" says 4 and ends on <|im_end|>; each stop
- * reason (limit, context, caller) stops where it should; bad arguments. */
+ * reason (limit, context, caller) stops where it should; bad arguments;
+ * a ~300-token prompt and greedy steps give bit-identical logits for any
+ * max_ctx, thread count, KV page size and prompt chunking (issue 11 item 6). */
 #include "base/base.h"
 #include "longattn_model.h"
 #include "test_util.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 static const char MODEL_PATH[] = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -87,7 +90,9 @@ static void test_completion(la_model *m, la_context *ctx) {
     tu_check(same && a.n > 0, "greedy runs differ or are empty (%lld vs %lld tokens)", (long long)a.n, (long long)b.n);
     bool same_chunked = a.n == chunked.n && !memcmp(a.tokens, chunked.tokens, (size_t)a.n * sizeof a.tokens[0]);
     tu_check(same_chunked, "prefill in chunks of 2 changed the greedy continuation");
-    tu_check(chunked.prefill_calls == (n + 1) / 2 && chunked.prefill_done == n,
+    /* an odd prompt ends on a chunk of 3: a lone last token would take the
+     * single-token path and change the result */
+    tu_check(chunked.prefill_calls == n / 2 && chunked.prefill_done == n,
              "chunks of 2 over %lld tokens: %lld progress calls ending at %lld", (long long)n,
              (long long)chunked.prefill_calls, (long long)chunked.prefill_done);
     tu_check(a.prefill_calls == 1, "one chunk reports progress once, got %lld", (long long)a.prefill_calls);
@@ -168,6 +173,61 @@ static void test_chat_answer(la_model *m, la_context *ctx) {
     free(ids);
 }
 
+typedef struct {
+    int64_t max_ctx, page, piece;
+    int threads;
+} repro_config;
+
+/* Prompt in la_session_eval pieces, then `steps` greedy single-token steps;
+ * logits [steps + 1][V] of the prompt's last token and of each step. */
+static void logged_greedy(la_model *m, const repro_config *rc, const int32_t *prompt, int64_t P, int64_t steps,
+                          float *logits) {
+    const int64_t V = la_model_config_of(m)->n_vocab;
+    la_context *ctx = NULL;
+    TU_EXPECT_STATUS(la_context_create(&ctx, rc->threads), LA_OK);
+    la_session_params sp = la_session_params_default();
+    sp.max_ctx = rc->max_ctx, sp.kv_page_size = rc->page;
+    la_session *s = NULL;
+    if (ctx) TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+    for (int64_t done = 0; s && done < P;) {
+        int64_t n = P - done < rc->piece ? P - done : rc->piece;
+        if (P - done - n < 2) n = P - done;
+        TU_EXPECT_STATUS(la_session_eval(s, prompt + done, n, done + n == P ? logits : NULL, false), LA_OK);
+        done += n;
+    }
+    for (int64_t i = 0; s && i < steps; i++) {
+        const float *row = logits + i * V;
+        int32_t best = 0;
+        for (int64_t v = 1; v < V; v++) best = row[v] > row[best] ? (int32_t)v : best;
+        TU_EXPECT_STATUS(la_session_eval(s, &best, 1, logits + (i + 1) * V, false), LA_OK);
+    }
+    la_session_free(s);
+    la_context_destroy(ctx);
+}
+
+static void test_reproducible(la_model *m) {
+    const char *sentence = "The river bends past the old mill, where the miller counts sacks of grain by lamplight. ";
+    char text[4096] = "";
+    for (int i = 0; i < 16; i++) strcat(text, sentence);
+    int32_t *prompt = NULL;
+    int64_t P = 0;
+    TU_EXPECT_STATUS(la_tokenize(la_model_tokenizer(m), text, strlen(text), true, false, &prompt, &P), LA_OK);
+    tu_check(P > 256, "the prompt has %lld tokens; want more than decode's 256-key chunk", (long long)P);
+    const int64_t steps = 6, V = la_model_config_of(m)->n_vocab;
+    float *want = tu_alloc(sizeof(float) * (size_t)((steps + 1) * V)), *got = tu_alloc(sizeof(float) * (size_t)((steps + 1) * V));
+    const repro_config configs[] = {{P + steps, 256, P, 1}, {2048, 16, 100, 2}, {8192, 64, 37, 2}, {P + 50, 1, 9, 3}};
+    logged_greedy(m, &configs[0], prompt, P, steps, want);
+    for (size_t i = 1; i < sizeof configs / sizeof *configs; i++) {
+        tu_poison(got, LA_F32, (steps + 1) * V);
+        logged_greedy(m, &configs[i], prompt, P, steps, got);
+        tu_check(!memcmp(want, got, sizeof(float) * (size_t)((steps + 1) * V)),
+                 "max_ctx %lld, page %lld, pieces of %lld, %d threads: logits differ from one piece, 1 thread",
+                 (long long)configs[i].max_ctx, (long long)configs[i].page, (long long)configs[i].piece,
+                 configs[i].threads);
+    }
+    free(prompt), free(want), free(got);
+}
+
 int main(void) {
     tu_seed();
     la_model *m = NULL;
@@ -179,6 +239,7 @@ int main(void) {
     if (m && ctx) {
         test_completion(m, ctx);
         test_chat_answer(m, ctx);
+        test_reproducible(m);
     }
     la_context_destroy(ctx);
     la_model_free(m);

@@ -21,11 +21,15 @@
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
 
-/* Keys per work item at least: below this the merge and per-item set-up
- * cost more than the split gains. */
-#define MIN_CHUNK 64
-/* Items per thread we aim for, so uneven sequences still balance. */
-#define ITEMS_PER_THREAD 4
+/* Keys per work item, at fixed key positions: item c of a sequence holds
+ * keys [c * DECODE_CHUNK, (c + 1) * DECODE_CHUNK). The split (and so the
+ * summation order, and every bit of the result) depends only on the keys'
+ * positions, never on the cache's capacity, the page size or the thread
+ * count: the same tokens give the same output whatever --ctx or --threads
+ * (issue 11 item 6). 256 keys keep a long sequence spread over threads
+ * (32 items at 8K keys) while the per-item set-up and the merge stay a
+ * small share of the item's work (one merged row per 256 keys read). */
+#define DECODE_CHUNK 256
 
 typedef struct {
     const la_attn_decode_problem *dp;
@@ -161,12 +165,9 @@ typedef struct {
 static bool plan(const la_attn_problem *p, layout *L) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t B = p->num_seqs, R = p->H * p->Lq, Dp = tg_round_up(p->D, LA_VL);
-    /* Chunk length: enough items to keep every thread busy, never tiny. */
-    int64_t want_items = (int64_t)nthreads * ITEMS_PER_THREAD;
-    int64_t nchunks = (want_items + B - 1) / B, chunk_len = (p->Lk + nchunks - 1) / nchunks;
-    if (chunk_len < MIN_CHUNK) chunk_len = MIN_CHUNK;
-    chunk_len = tg_round_up(chunk_len, LA_VL);
-    nchunks = p->Lk > 0 ? (p->Lk + chunk_len - 1) / chunk_len : 1;
+    /* sized for the capacity; the kernel runs only the chunks the longest
+     * sequence in use reaches */
+    const int64_t chunk_len = DECODE_CHUNK, nchunks = p->Lk > 0 ? (p->Lk + chunk_len - 1) / chunk_len : 1;
     L->nchunks = nchunks;
     L->chunk_len = chunk_len;
     L->items = B * nchunks;
@@ -198,7 +199,11 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
     const bool softmax = p->rule.score == LA_SCORE_SOFTMAX;
     layout lay;
     if (!plan(p, &lay)) return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
-    const int64_t nchunks = lay.nchunks, chunk_len = lay.chunk_len, items = lay.items;
+    const int64_t chunk_len = lay.chunk_len;
+    int64_t longest = 0;
+    for (int64_t b = 0; b < B; b++) longest = la_kv_len(dp, b) > longest ? la_kv_len(dp, b) : longest;
+    /* chunks past every sequence's end hold no key: the merge would skip them */
+    const int64_t nchunks = longest > 0 ? (longest + chunk_len - 1) / chunk_len : 1, items = B * nchunks;
     float *pm = mem, *pl = pm + lay.part_rows, *pacc = pl + lay.part_rows, *qs = pacc + lay.part_rows * (size_t)Dp;
     int64_t *lo = (int64_t *)(qs + lay.qsz), *hi = lo + B * R;
     float *thread_bufs = (float *)(hi + B * R);
