@@ -30,7 +30,7 @@ def bench_lines(out):
     return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
 
 
-def measure(binary, args, prompt_file):
+def measure(binary, args, prompt_file, run_args):
     """(name, value, unit, ratio or None) for one build, once."""
     got = []
     r = run([binary, "bench", "attention", "--L", "4096", "--D", "128", "--causal", "0", "--dtype", "f32",
@@ -42,16 +42,16 @@ def measure(binary, args, prompt_file):
     for row in bench_lines(r.stdout):
         if row.get("op") == "decode" and "gbps" in row:
             got.append((f"decode f32 {row['cache']} L=32768", row["gbps"], "GB/s", row["ratio"]))
-    pattern = r"(prompt|generation):\s+(\d+) tokens in\s+[\d.]+ s =\s+([\d.]+) tokens/s"
-    r = run([binary, "run", "-m", args.model, "-f", prompt_file, "--raw", "-n", "1", "--threads", str(args.threads)])
-    m = re.search(pattern.replace("(prompt|generation)", "prompt"), r.stderr)
+    pattern = r"{}:\s+(\d+) tokens in\s+[\d.]+ s =\s+([\d.]+) tokens/s"
+    r = run([binary, "run", "-m", args.model, "-f", prompt_file, "--raw", "-n", "1", "--threads", str(args.threads)] + run_args)
+    m = re.search(pattern.format("prompt"), r.stderr)
     if m:
-        got.append((f"model prefill ({m.group(2)} tokens)", float(m.group(3)), "tokens/s", None))
+        got.append((f"model prefill ({m.group(1)} tokens)", float(m.group(2)), "tokens/s", None))
     r = run([binary, "run", "-m", args.model, "-p", "The capital of France is", "--raw", "-n", "129", "--temp", "0",
-             "--threads", str(args.threads)])
-    m = re.search(pattern.replace("(prompt|generation)", "generation"), r.stderr)
+             "--threads", str(args.threads)] + run_args)
+    m = re.search(pattern.format("generation"), r.stderr)
     if m:
-        got.append((f"model generation ({m.group(2)} tokens)", float(m.group(3)), "tokens/s", None))
+        got.append((f"model generation ({m.group(1)} tokens)", float(m.group(2)), "tokens/s", None))
     return got
 
 
@@ -64,6 +64,9 @@ def main():
     ap.add_argument("--prompt-chars", type=int, default=9000, help="prompt for prefill: this many characters of --text")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--a-run-args", default="", help="extra options for the first build's `longattn run`")
+    ap.add_argument("--b-run-args", default="", help="extra options for the second build's `longattn run` "
+                    "(e.g. --kv-type f32 to match an older build's f32 cache)")
     args = ap.parse_args()
     with open(args.text, encoding="utf-8") as fh:
         prompt = fh.read()[:args.prompt_chars]
@@ -73,8 +76,8 @@ def main():
         prompt_file = fh.name
     try:
         for rep in range(args.repeat):
-            for label, binary in (("a", args.a), ("b", args.b)):
-                for name, value, unit, ratio in measure(binary, args, prompt_file):
+            for label, binary, extra in (("a", args.a, args.a_run_args), ("b", args.b, args.b_run_args)):
+                for name, value, unit, ratio in measure(binary, args, prompt_file, extra.split()):
                     print(json.dumps({"build": label, "repeat": rep, "measure": name, "value": value, "unit": unit,
                                       "ratio": ratio}), flush=True)
                     key = (name, label)
