@@ -224,3 +224,32 @@ la_status la_check_aligned(const void *p, size_t align, const char *name) {
     if ((uintptr_t)p % align == 0) return LA_OK;
     return la_fail(LA_ERR_ARGUMENT, "%s (%p) is not aligned to %zu bytes", name, p, align);
 }
+
+size_t la_array_bytes(int64_t n, size_t elem) {
+    size_t b;
+    return n <= 0 ? 0 : la_mul_size((size_t)n, elem, &b) ? b : SIZE_MAX;
+}
+
+la_status la_check_arg_memory(const la_context *ctx, const la_arg_memory *args, int n, int n_out) {
+    la_status s;
+    for (int i = 0; i < n_out; i++) {
+        if (!args[i].t) continue;
+        for (int j = i + 1; j < n; j++) {
+            if (args[j].t)
+                s = la_check_disjoint(args[i].t, args[i].name, args[j].t, args[j].name);
+            else
+                s = la_check_disjoint_bytes(args[i].t, args[i].name, args[j].ptr, args[j].bytes, args[j].name);
+            if (s) return s;
+        }
+    }
+    if (!ctx->workspace_borrowed) return LA_OK; /* the context's own allocation */
+    const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
+    for (int i = 0; i < n; i++) {
+        uintptr_t lo = (uintptr_t)args[i].ptr, hi = lo + args[i].bytes < lo ? UINTPTR_MAX : lo + args[i].bytes;
+        if (args[i].t && !la_tensor_bytes(args[i].t, &lo, &hi)) continue;
+        if (lo < hi && lo < whi && wlo < hi)
+            return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context (la_context_set_workspace)",
+                           args[i].name);
+    }
+    return LA_OK;
+}

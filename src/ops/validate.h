@@ -53,4 +53,25 @@ la_status la_check_disjoint_bytes(const la_tensor *out, const char *out_name, co
  * alibi slopes, sequence lengths, block tables). NULL passes. */
 la_status la_check_aligned(const void *p, size_t align, const char *name);
 
+/* ---- every argument of a call at once ---- */
+
+/* One argument's memory for the aliasing rule: a tensor view (t), or a
+ * plain array of `bytes` at ptr. Absent arguments (both NULL) are skipped. */
+typedef struct {
+    const char *name;
+    const la_tensor *t;
+    const void *ptr;
+    size_t bytes;
+} la_arg_memory;
+
+/* The first n_out of args are outputs. Each shares no memory with any
+ * other argument (a kernel would read what it overwrote, or two outputs'
+ * writers race), and no argument shares memory with a workspace lent to the
+ * context (the kernels scribble on all of it). LA_ERR_ARGUMENT otherwise. */
+la_status la_check_arg_memory(const la_context *ctx, const la_arg_memory *args, int n, int n_out);
+
+/* Bytes of an array of n elements of `elem` bytes: 0 for n <= 0, SIZE_MAX
+ * when the product overflows (then it overlaps everything, safely). */
+size_t la_array_bytes(int64_t n, size_t elem);
+
 #endif

@@ -323,12 +323,7 @@ static const harness_ops backward_ops = {
 };
 
 harness_case *attn_backward_case(const attn_backward_spec *s) {
-    bw_case *c = tu_alloc(sizeof *c);
-    memset(c, 0, sizeof *c);
-    c->base.ops = &backward_ops;
-    snprintf(c->base.name, sizeof c->base.name, "%s", s->name ? s->name : "");
-    c->base.threads = s->threads;
-    c->base.ceiling = s->dt == LA_F32 ? HARNESS_CEIL_FP32_FMA : HARNESS_CEIL_BF16;
+    bw_case *c = harness_case_new(sizeof *c, &backward_ops, s->name, s->threads, harness_compute_ceiling(s->dt));
     c->s = *s;
     c->s.name = c->base.name; /* the caller's name may not outlive this call */
     attn_layout_init(&c->l, s->B, s->Lq, s->Lk, s->nseq, s->lens_q, s->lens_k, s->H, s->Hkv, s->D);

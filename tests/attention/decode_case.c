@@ -219,12 +219,7 @@ static const harness_ops decode_ops = {
 };
 
 harness_case *attn_decode_case(const attn_decode_spec *s) {
-    dc_case *c = tu_alloc(sizeof *c);
-    memset(c, 0, sizeof *c);
-    c->base.ops = &decode_ops;
-    snprintf(c->base.name, sizeof c->base.name, "%s", s->name ? s->name : "");
-    c->base.threads = s->threads;
-    c->base.ceiling = HARNESS_CEIL_READ_BW;
+    dc_case *c = harness_case_new(sizeof *c, &decode_ops, s->name, s->threads, HARNESS_CEIL_READ_BW);
     c->base.tokens = max_seqlen(s);
     c->s = *s;
     c->s.name = c->base.name; /* the caller's name may not outlive this call */

@@ -215,12 +215,7 @@ static const harness_ops forward_ops = {
 };
 
 harness_case *attn_forward_case(const attn_forward_spec *s) {
-    fw_case *c = tu_alloc(sizeof *c);
-    memset(c, 0, sizeof *c);
-    c->base.ops = &forward_ops;
-    snprintf(c->base.name, sizeof c->base.name, "%s", s->name ? s->name : "");
-    c->base.threads = s->threads;
-    c->base.ceiling = s->dt == LA_F32 ? HARNESS_CEIL_FP32_FMA : HARNESS_CEIL_BF16;
+    fw_case *c = harness_case_new(sizeof *c, &forward_ops, s->name, s->threads, harness_compute_ceiling(s->dt));
     c->s = *s;
     c->s.name = c->base.name; /* the caller's name may not outlive this call */
     attn_layout_init(&c->l, s->B, s->Lq, s->Lk, s->nseq, s->lens_q, s->lens_k, s->H, s->Hkv, s->D);

@@ -343,3 +343,17 @@ int harness_perf(const harness_list *list, const harness_perf_opts *o) {
     }
     return ok > 0 || failed == 0 ? 0 : 1;
 }
+
+void *harness_case_new(size_t size, const harness_ops *ops, const char *name, int threads, harness_ceiling ceiling) {
+    harness_case *c = tu_alloc(size);
+    memset(c, 0, size);
+    c->ops = ops;
+    snprintf(c->name, sizeof c->name, "%s", name ? name : "");
+    c->threads = threads;
+    c->ceiling = ceiling;
+    return c;
+}
+
+harness_ceiling harness_compute_ceiling(la_dtype dt) {
+    return dt == LA_F32 ? HARNESS_CEIL_FP32_FMA : HARNESS_CEIL_BF16;
+}

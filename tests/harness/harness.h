@@ -122,6 +122,14 @@ struct harness_case {
                                estimated from the last one timed, is over the budget is skipped */
 };
 
+/* The start of every case constructor: a zeroed case of `size` bytes (its
+ * own struct, harness_case first) with its ops, a copy of name (NULL: ""),
+ * threads and ceiling set. */
+void *harness_case_new(size_t size, const harness_ops *ops, const char *name, int threads, harness_ceiling ceiling);
+
+/* The ceiling of a compute-bound case in dtype dt. */
+harness_ceiling harness_compute_ceiling(la_dtype dt);
+
 /* A list of heap-allocated cases (each constructor returns one). */
 typedef struct {
     harness_case **items;

@@ -424,12 +424,7 @@ static const harness_ops linear_ops = {
 };
 
 harness_case *linear_case(const linear_spec *s) {
-    lin_case *c = tu_alloc(sizeof *c);
-    memset(c, 0, sizeof *c);
-    c->base.ops = &linear_ops;
-    snprintf(c->base.name, sizeof c->base.name, "%s", s->name ? s->name : "");
-    c->base.threads = s->threads;
-    c->base.ceiling = s->dt == LA_F32 ? HARNESS_CEIL_FP32_FMA : HARNESS_CEIL_BF16;
+    lin_case *c = harness_case_new(sizeof *c, &linear_ops, s->name, s->threads, harness_compute_ceiling(s->dt));
     c->s = *s;
     c->s.name = c->base.name;
     c->varlen = s->nseq > 0;

@@ -186,49 +186,10 @@ static la_status check_problem_sizes(const la_attn_problem *P) {
     return LA_OK;
 }
 
-/* One argument's memory for the aliasing rule: a tensor view (t), or a
- * plain array of `bytes` at ptr. Absent arguments (NULL) are skipped. */
-typedef struct {
-    const char *name;
-    const la_tensor *t;
-    const void *ptr;
-    size_t bytes;
-} arg_memory;
 
-/* The first n_out of args are outputs. Each shares no memory with any
- * other argument (a kernel would read what it overwrote, or two outputs'
- * writers race), and no argument shares memory with a workspace lent to the
- * context (the kernels scribble on all of it). LA_ERR_ARGUMENT otherwise. */
-static la_status check_memory(const la_context *ctx, const arg_memory *args, int n, int n_out) {
-    la_status s;
-    for (int i = 0; i < n_out; i++) {
-        if (!args[i].t) continue;
-        for (int j = i + 1; j < n; j++) {
-            if (args[j].t)
-                s = la_check_disjoint(args[i].t, args[i].name, args[j].t, args[j].name);
-            else
-                s = la_check_disjoint_bytes(args[i].t, args[i].name, args[j].ptr, args[j].bytes, args[j].name);
-            if (s) return s;
-        }
-    }
-    if (!ctx->workspace_borrowed) return LA_OK; /* the context's own allocation */
-    const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
-    for (int i = 0; i < n; i++) {
-        uintptr_t lo = (uintptr_t)args[i].ptr, hi = lo + args[i].bytes < lo ? UINTPTR_MAX : lo + args[i].bytes;
-        if (args[i].t && !la_tensor_bytes(args[i].t, &lo, &hi)) continue;
-        if (lo < hi && lo < whi && wlo < hi)
-            return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context (la_context_set_workspace)",
-                           args[i].name);
-    }
-    return LA_OK;
-}
 
 /* Bytes of an int32 / float array of n entries, saturated (n is bounded by
  * checked sizes; saturation only widens what counts as overlapping). */
-static size_t array_bytes(int64_t n, size_t elem) {
-    size_t b;
-    return n <= 0 ? 0 : la_mul_size((size_t)n, elem, &b) ? b : SIZE_MAX;
-}
 
 static la_status begin(la_context *ctx, const la_attention_params *p, la_attn_problem *P, la_attn_op op) {
     P->op = op;
@@ -255,12 +216,12 @@ la_status la_attn_forward_prepare(la_context *ctx, const la_attention_params *p,
             return la_fail(LA_ERR_ARGUMENT, "lse is defined for softmax only; pass NULL with sigmoid");
         if ((s = check_lse(lse, "lse", q, nd, varlen ? 1u : 0u))) return s;
     }
-    const size_t cu_bytes = array_bytes(p->num_seqs + 1, sizeof(int32_t));
-    const arg_memory mem[] = {{"out", out}, {"lse", lse}, {"q", q}, {"k", k}, {"v", v},
-                              {"alibi_slopes", NULL, p->alibi_slopes, array_bytes(F.a.H, sizeof(float))},
+    const size_t cu_bytes = la_array_bytes(p->num_seqs + 1, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"out", out}, {"lse", lse}, {"q", q}, {"k", k}, {"v", v},
+                              {"alibi_slopes", NULL, p->alibi_slopes, la_array_bytes(F.a.H, sizeof(float))},
                               {"cu_seqlens_q", NULL, p->cu_seqlens_q, cu_bytes},
                               {"cu_seqlens_k", NULL, p->cu_seqlens_k, cu_bytes}};
-    if ((s = check_memory(ctx, mem, 8, 2))) return s;
+    if ((s = la_check_arg_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, out, lse};
     const la_backend *be = backend_of(all, 5);
     if (!be) return LA_ERR_DEVICE;
@@ -310,13 +271,13 @@ la_status la_attn_backward_prepare(la_context *ctx, const la_attention_params *p
     if ((s = check_output_like(dq, "dq", q, nd, zq, false)) || (s = check_output_like(dk, "dk", k, nd, zk, false)) ||
         (s = check_output_like(dv, "dv", v, nd, zk, false)))
         return s;
-    const size_t cu_bytes = array_bytes(p->num_seqs + 1, sizeof(int32_t));
-    const arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"q", q}, {"k", k}, {"v", v},
+    const size_t cu_bytes = la_array_bytes(p->num_seqs + 1, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"q", q}, {"k", k}, {"v", v},
                               {"out", out}, {"dout", dout}, {"lse", lse},
-                              {"alibi_slopes", NULL, p->alibi_slopes, array_bytes(P->H, sizeof(float))},
+                              {"alibi_slopes", NULL, p->alibi_slopes, la_array_bytes(P->H, sizeof(float))},
                               {"cu_seqlens_q", NULL, p->cu_seqlens_q, cu_bytes},
                               {"cu_seqlens_k", NULL, p->cu_seqlens_k, cu_bytes}};
-    if ((s = check_memory(ctx, mem, 12, 3))) return s;
+    if ((s = la_check_arg_memory(ctx, mem, 12, 3))) return s;
     const la_tensor *all[] = {q, k, v, out, dout, lse, dq, dk, dv};
     const la_backend *be = backend_of(all, 9);
     if (!be) return LA_ERR_DEVICE;
@@ -419,13 +380,13 @@ la_status la_attention_decode(la_context *ctx, const la_attention_params *p, con
     }
     const int64_t B = P->num_seqs;
     const bool paged = layout && layout->block_table;
-    const arg_memory mem[] = {
+    const la_arg_memory mem[] = {
         {"out", out}, {"lse", lse}, {"q", q}, {"k", k}, {"v", v},
-        {"alibi_slopes", NULL, p->alibi_slopes, array_bytes(P->H, sizeof(float))},
-        {"seqlens_k", NULL, layout ? layout->seqlens_k : NULL, array_bytes(B, sizeof(int32_t))},
+        {"alibi_slopes", NULL, p->alibi_slopes, la_array_bytes(P->H, sizeof(float))},
+        {"seqlens_k", NULL, layout ? layout->seqlens_k : NULL, la_array_bytes(B, sizeof(int32_t))},
         {"block_table", NULL, paged ? layout->block_table : NULL,
-         array_bytes(paged ? B * layout->blocks_per_seq : 0, sizeof(int32_t))}};
-    if ((s = check_memory(ctx, mem, 8, 2))) return s;
+         la_array_bytes(paged ? B * layout->blocks_per_seq : 0, sizeof(int32_t))}};
+    if ((s = la_check_arg_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, out, lse};
     const la_backend *be = backend_of(all, 5);
     if (!be) return LA_ERR_DEVICE;

@@ -87,37 +87,7 @@ static la_linear_state state_of(const la_tensor *t) {
     return st;
 }
 
-/* One argument's memory for the aliasing rule (tensor, or a plain array). */
-typedef struct {
-    const char *name;
-    const la_tensor *t;
-    const void *ptr;
-    size_t bytes;
-} arg_memory;
 
-/* The first n_out of args are outputs: each shares no memory with any other
- * argument, and no argument lies in a workspace lent to the context. */
-static la_status check_memory(const la_context *ctx, const arg_memory *args, int n, int n_out) {
-    la_status s;
-    for (int i = 0; i < n_out; i++) {
-        if (!args[i].t) continue;
-        for (int j = i + 1; j < n; j++) {
-            if (args[j].t) s = la_check_disjoint(args[i].t, args[i].name, args[j].t, args[j].name);
-            else s = la_check_disjoint_bytes(args[i].t, args[i].name, args[j].ptr, args[j].bytes, args[j].name);
-            if (s) return s;
-        }
-    }
-    if (!ctx->workspace_borrowed) return LA_OK;
-    const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
-    for (int i = 0; i < n; i++) {
-        uintptr_t lo = (uintptr_t)args[i].ptr, hi = lo + args[i].bytes < lo ? UINTPTR_MAX : lo + args[i].bytes;
-        if (args[i].t && !la_tensor_bytes(args[i].t, &lo, &hi)) continue;
-        if (lo < hi && lo < whi && wlo < hi)
-            return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context (la_context_set_workspace)",
-                           args[i].name);
-    }
-    return LA_OK;
-}
 
 static const la_backend *backend_of(const la_tensor *const *t, int n) {
     const la_tensor *first = t[0];
@@ -263,10 +233,6 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     return check_shaped(t, name, want, like->ndim, zero, a, b);
 }
 
-static size_t array_bytes(int64_t n, size_t elem) {
-    size_t b;
-    return n <= 0 ? 0 : la_mul_size((size_t)n, elem, &b) ? b : SIZE_MAX;
-}
 
 la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
                                       const la_tensor *k, const la_tensor *v, const la_tensor *g,
@@ -280,12 +246,12 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
     if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if (final_state && (s = check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, zero))) return s;
-    const size_t cu_bytes = array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
-    const arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
+    const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
                               {"initial_state", initial_state},
-                              {"head_log_decay", NULL, p->head_log_decay, array_bytes(P.H, sizeof(float))},
+                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
                               {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = check_memory(ctx, mem, 9, 2))) return s;
+    if ((s = la_check_arg_memory(ctx, mem, 9, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, out, final_state};
     const la_backend *be = backend_of(all, 7);
     if (!be) return LA_ERR_DEVICE;
@@ -306,9 +272,9 @@ la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p,
     state_shape(&P, sw);
     if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, 0))) return s;
-    const arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
-                              {"head_log_decay", NULL, p->head_log_decay, array_bytes(P.H, sizeof(float))}};
-    if ((s = check_memory(ctx, mem, 7, 2))) return s;
+    const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
+                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))}};
+    if ((s = la_check_arg_memory(ctx, mem, 7, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, state, out};
     const la_backend *be = backend_of(all, 6);
     if (!be) return LA_ERR_DEVICE;
@@ -347,13 +313,13 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
         return s;
     if (!g != !dg) return la_fail(g ? LA_ERR_NULL : LA_ERR_ARGUMENT, "dg must be given exactly when g is");
     if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], LA_F32, LA_F32, zero))) return s;
-    const size_t cu_bytes = array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
-    const arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dinitial_state", dinitial_state},
+    const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dinitial_state", dinitial_state},
                               {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
                               {"dout", dout}, {"dfinal_state", dfinal_state},
-                              {"head_log_decay", NULL, p->head_log_decay, array_bytes(P->H, sizeof(float))},
+                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P->H, sizeof(float))},
                               {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = check_memory(ctx, mem, 14, 5))) return s;
+    if ((s = la_check_arg_memory(ctx, mem, 14, 5))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, dout, dfinal_state, dq, dk, dv, dg, dinitial_state};
     const la_backend *be = backend_of(all, 12);
     if (!be) return LA_ERR_DEVICE;
