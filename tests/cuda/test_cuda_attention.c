@@ -342,9 +342,11 @@ static void bad_inputs(uint64_t *rng) {
     tu_fill(rng, v.t.data, LA_BF16, (int64_t)v.elems, -1, 1);
     tu_poison(o.t.data, LA_BF16, (int64_t)o.elems);
     dev_buf dq = to_device(&q), dk = to_device(&k), dv = to_device(&v), dout = to_device(&o);
-    /* room for head dim 264 views of the same memory */
-    void *wide;
-    cuda_ok(cudaMalloc(&wide, (size_t)B * L * H * 264 * 4 + 64), "cudaMalloc");
+    /* room for head dim 264 views: the inputs share the first region (inputs
+     * may), out has the second to itself (outputs may overlap nothing) */
+    const size_t region = (size_t)B * L * H * 264 * 4;
+    char *wide;
+    cuda_ok(cudaMalloc((void **)&wide, 2 * region + 64), "cudaMalloc");
     la_context *ctx;
     la_context_create(&ctx, 2);
 
@@ -370,12 +372,12 @@ static void bad_inputs(uint64_t *rng) {
     BAD("mixed devices (q on the CPU)", LA_ERR_DEVICE, xq = q.t);
     BAD("device index 7", LA_ERR_DEVICE, xq.device.index = 7; xk.device.index = 7; xv.device.index = 7;
         xo.device.index = 7);
-    BAD("head dim 264", LA_ERR_UNSUPPORTED, xq.data = wide; xk.data = wide; xv.data = wide; xo.data = wide;
+    BAD("head dim 264", LA_ERR_UNSUPPORTED, xq.data = wide; xk.data = wide; xv.data = wide; xo.data = wide + region;
         xq.shape[3] = xk.shape[3] = xv.shape[3] = xo.shape[3] = 264;
         xq.stride[2] = xo.stride[2] = xk.stride[2] = xv.stride[2] = 264;
         xq.stride[1] = xo.stride[1] = H * 264; xk.stride[1] = xv.stride[1] = HKV * 264;
         xq.stride[0] = xo.stride[0] = L * H * 264; xk.stride[0] = xv.stride[0] = L * HKV * 264);
-    BAD("f32 inputs", LA_ERR_UNSUPPORTED, xq.data = xk.data = xv.data = xo.data = wide;
+    BAD("f32 inputs", LA_ERR_UNSUPPORTED, xq.data = xk.data = xv.data = wide; xo.data = wide + region;
         xq.dtype = xk.dtype = xv.dtype = xo.dtype = LA_F32);
     BAD("misaligned rows (head stride 68)", LA_ERR_UNSUPPORTED, xq.data = wide; xq.stride[2] = 68;
         xq.stride[1] = H * 68; xq.stride[0] = L * H * 68);

@@ -369,8 +369,11 @@ static void bad_inputs(uint64_t *rng) {
     dev_buf dgk = to_device(&g), dgv = to_device(&g); /* [B, L, HKV, D] views of the same size of memory */
     dgk.t.shape[2] = dgv.t.shape[2] = HKV, dgk.t.stride[1] = dgv.t.stride[1] = HKV * D;
     dgk.t.stride[0] = dgv.t.stride[0] = L * HKV * D;
-    void *wide;
-    cuda_ok(cudaMalloc(&wide, (size_t)B * L * H * 264 * 4 + 64), "cudaMalloc");
+    /* room for head dim 264 views: the inputs share the first region (inputs
+     * may), dq, dk and dv one region each (outputs may overlap nothing) */
+    const size_t region = (size_t)B * L * H * 264 * 4;
+    char *wide;
+    cuda_ok(cudaMalloc((void **)&wide, 4 * region + 64), "cudaMalloc");
     la_context *ctx;
     la_context_create(&ctx, 2);
 #define BAD(label, want, ...)                                                                                     \
@@ -395,7 +398,7 @@ static void bad_inputs(uint64_t *rng) {
     BAD("f32 inputs", LA_ERR_UNSUPPORTED, xq.data = xk.data = xv.data = xo.data = xdo.data = wide;
         xq.dtype = xk.dtype = xv.dtype = xo.dtype = xdo.dtype = LA_F32);
     BAD("head dim 264", LA_ERR_UNSUPPORTED, xq.data = xk.data = xv.data = xo.data = xdo.data = wide;
-        gq.data = gk.data = gv.data = wide;
+        gq.data = wide + region; gk.data = wide + 2 * region; gv.data = wide + 3 * region;
         xq.shape[3] = xk.shape[3] = xv.shape[3] = xo.shape[3] = xdo.shape[3] = 264;
         gq.shape[3] = gk.shape[3] = gv.shape[3] = 264;
         xq.stride[2] = xo.stride[2] = xdo.stride[2] = xk.stride[2] = xv.stride[2] = 264;
