@@ -82,8 +82,11 @@ LA_API const la_gguf *la_model_gguf(const la_model *m);
  * round activations to int8 as llama.cpp does) or with others (prefill, f32
  * activations): not on max_ctx, the thread count, the page size or how a
  * prompt is cut into la_session_eval calls of two or more tokens. */
+/* The most tokens a session may hold. */
+#define LA_SESSION_MAX_CTX ((int64_t)1 << 30)
+
 typedef struct {
-    int64_t max_ctx;      /* tokens the session may hold, in [1, 2^30] */
+    int64_t max_ctx;      /* tokens the session may hold, in [1, LA_SESSION_MAX_CTX] */
     la_dtype kv_type;     /* K/V page element type: LA_F16 (default, as llama.cpp), LA_BF16 or LA_F32 */
     int64_t kv_page_size; /* tokens per KV page, > 0 */
     /* Eviction after each la_session_eval chunk, per layer (full: none).

@@ -4,6 +4,7 @@
 #define LA_CLI_UTIL_H
 
 #include "longattn.h"
+#include "longattn_model.h"
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -28,5 +29,11 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len);
 /* Print "CMD: WHAT: STATUS_NAME: message" for a failed library call; returns 1
  * (the exit status the subcommands use for failures). */
 int cli_fail(const char *cmd, const char *what, la_status st);
+
+/* The context a model command runs with: --ctx when given (0 = not given),
+ * else the model's training context, capped at LA_SESSION_MAX_CTX. Warns on
+ * stderr, as llama.cpp does, when it is beyond the trained context: the
+ * model's quality there is not what it was trained for. */
+int64_t cli_model_ctx(const char *cmd, int64_t requested, const la_model_config *cfg);
 
 #endif

@@ -92,7 +92,7 @@ int cmd_ppl(int argc, char **argv) {
         if (!strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "-f")) text_path = v;
         else if (!strcmp(a, "--ctx")) {
-            if (!cli_parse_i64(CMD, a, v, 4, INT32_MAX, &n_ctx)) return 2;
+            if (!cli_parse_i64(CMD, a, v, 4, LA_SESSION_MAX_CTX, &n_ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
@@ -131,6 +131,7 @@ int cmd_ppl(int argc, char **argv) {
     }
     const la_tokenizer *tok = la_model_tokenizer(m);
     const int64_t n_vocab = la_model_config_of(m)->n_vocab;
+    cli_model_ctx(CMD, n_ctx, la_model_config_of(m));
     const bool add_bos = la_tokenizer_add_bos(tok);
     /* As llama.cpp: BOS at the start when the model adds one; special-token
      * text in the file stays text. */

@@ -75,7 +75,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
             if (!cli_parse_u64(CMD, a, v, &o->sampling.seed)) return 2;
             o->seed_given = true;
         } else if (!strcmp(a, "--ctx")) {
-            if (!cli_parse_i64(CMD, a, v, 1, INT32_MAX, &o->ctx)) return 2;
+            if (!cli_parse_i64(CMD, a, v, 1, LA_SESSION_MAX_CTX, &o->ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &o->threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
@@ -201,7 +201,7 @@ int cmd_run(int argc, char **argv) {
     }
     const la_model_config *cfg = la_model_config_of(m);
     if ((rc = tokenize_prompt(&o, m, text, len, &ids, &n_ids))) goto done;
-    int64_t max_ctx = o.ctx ? o.ctx : cfg->n_ctx_train;
+    int64_t max_ctx = cli_model_ctx(CMD, o.ctx, cfg);
     if (n_ids > max_ctx) {
         fprintf(stderr, "%s: the prompt has %lld tokens, more than the context of %lld; raise --ctx\n", CMD,
                 (long long)n_ids, (long long)max_ctx);

@@ -221,7 +221,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     if (!m || !ctx || !p || !out) return la_fail(LA_ERR_NULL, "model, ctx, params or out is NULL");
     *out = NULL;
     const int64_t max_ctx = p->max_ctx;
-    if (max_ctx <= 0 || max_ctx > (int64_t)1 << 30)
+    if (max_ctx <= 0 || max_ctx > LA_SESSION_MAX_CTX)
         return la_fail(LA_ERR_ARGUMENT, "max_ctx is %lld; must be in [1, 2^30]", (long long)max_ctx);
     if (p->kv_type != LA_F32 && p->kv_type != LA_BF16 && p->kv_type != LA_F16)
         return la_fail(LA_ERR_ARGUMENT, "kv_type %d is not f32, bf16 or f16", (int)p->kv_type);
