@@ -5,31 +5,35 @@
 #include "cuda/cuda_backend.h"
 #endif
 
+/* Whether the backend has a kernel for the call: asked before anything is
+ * allocated for it. */
+static bool has_kernel(const la_backend *be, la_attn_op op) {
+    switch (op) {
+    case LA_ATTN_FORWARD: return be->forward != NULL;
+    case LA_ATTN_BACKWARD: return be->backward != NULL;
+    case LA_ATTN_DECODE: return be->decode != NULL;
+    case LA_ATTN_MERGE: return be->merge != NULL;
+    case LA_ATTN_SPARSE_FORWARD: return be->sparse_forward != NULL;
+    case LA_ATTN_SPARSE_BACKWARD: return be->sparse_backward != NULL;
+    }
+    return false;
+}
+
 la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_problem *p) {
     la_status s;
+    if (!has_kernel(be, p->op)) return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
     if (be->supports && (s = be->supports(p))) return s;
     size_t bytes = 0;
     if (be->workspace && (s = be->workspace(p, &bytes))) return s;
     void *ws;
     if ((s = be->workspace_alloc ? be->workspace_alloc(ctx, p, bytes, &ws) : la_workspace(ctx, bytes, &ws))) return s;
     switch (p->op) {
-    case LA_ATTN_FORWARD:
-        if (!be->forward) break;
-        return be->forward(ctx, (const la_attn_forward_problem *)p, ws);
-    case LA_ATTN_BACKWARD:
-        if (!be->backward) break;
-        return be->backward(ctx, (const la_attn_backward_problem *)p, ws);
-    case LA_ATTN_DECODE:
-        if (!be->decode) break;
-        return be->decode(ctx, (const la_attn_decode_problem *)p, ws);
-    case LA_ATTN_MERGE:
-        if (!be->merge) break;
-        return be->merge(ctx, (const la_attn_merge_problem *)p, ws);
-    case LA_ATTN_SPARSE_FORWARD:
-        if (!be->sparse_forward) break;
-        return be->sparse_forward(ctx, (const la_attn_sparse_problem *)p, ws);
+    case LA_ATTN_FORWARD: return be->forward(ctx, (const la_attn_forward_problem *)p, ws);
+    case LA_ATTN_BACKWARD: return be->backward(ctx, (const la_attn_backward_problem *)p, ws);
+    case LA_ATTN_DECODE: return be->decode(ctx, (const la_attn_decode_problem *)p, ws);
+    case LA_ATTN_MERGE: return be->merge(ctx, (const la_attn_merge_problem *)p, ws);
+    case LA_ATTN_SPARSE_FORWARD: return be->sparse_forward(ctx, (const la_attn_sparse_problem *)p, ws);
     case LA_ATTN_SPARSE_BACKWARD:
-        if (!be->sparse_backward) break;
         return be->sparse_backward(ctx, (const la_attn_sparse_backward_problem *)p, ws);
     }
     return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
@@ -38,7 +42,7 @@ la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_pr
 la_status la_backend_run_linear(la_context *ctx, const la_backend *be, const la_linear_problem *p) {
     la_status s;
     const bool fwd = p->op == LA_LINEAR_OP_FORWARD;
-    if (!be->linear_workspace || !(fwd ? (void *)be->linear_forward : (void *)be->linear_backward))
+    if (!be->linear_workspace || (fwd ? !be->linear_forward : !be->linear_backward))
         return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no linear-attention %s kernel", be->name,
                        fwd ? "forward" : "backward");
     size_t bytes = 0;
