@@ -12,6 +12,7 @@
 # Environment: BUILD (build-gpu), LA_CUDA_ARCHS ("90a;80"), TESTS (the test
 # programs, "attention backward decode"), OPS (the benchmark's ops,
 # "fwd,fwdbwd,decode"), SKIP_PEERS=1 to time longattn alone, SKIP_BENCH=1,
+# COMPARE_MMA=1 to time the mma.sync forward as well,
 # SANITIZER_TOOLS ("memcheck"; add racecheck), SKIP_SANITIZER=1.
 # The machine's image has no libpcre2-dev: CMake then leaves out the model
 # library and the CLI, which these steps do not need.
@@ -43,7 +44,7 @@ else
 fi
 
 if command -v cuobjdump >/dev/null; then
-    for k in forward backward decode; do
+    for k in forward forward_sm90 backward decode; do
         obj=$(find "$build" -name "$k.cu.o" | head -n 1)
         [ -n "$obj" ] || continue
         cuobjdump --dump-sass "$obj" >"$logs/$k.sass" 2>&1
@@ -65,6 +66,9 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
             --ops "${OPS:-fwd,fwdbwd,decode}" 2>&1 | tee "$logs/bench.log"
     else
         for op in ${OPS//,/ }; do "$build/longattn_cuda_bench" --op "$op"; done 2>&1 | tee "$logs/bench.log"
+    fi
+    if [ "${COMPARE_MMA:-0}" = 1 ]; then # the mma.sync forward on the same shapes, for comparison
+        LA_CUDA_FORWARD_KERNEL=mma "$build/longattn_cuda_bench" --op fwd 2>&1 | tee "$logs/bench_mma.log"
     fi
 fi
 

@@ -368,5 +368,12 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    /* Head dims up to 128 run the wgmma kernel on Hopper: check the mma.sync
+     * kernel (what other GPUs run) on the same cases too. */
+    setenv("LA_CUDA_FORWARD_KERNEL", "mma", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    unsetenv("LA_CUDA_FORWARD_KERNEL");
     return tu_finish();
 }

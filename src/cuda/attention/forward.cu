@@ -17,7 +17,11 @@
  * their 16-byte chunks XOR-swizzled by (row % 8), so the 8 row addresses of
  * each ldmatrix phase fall in 8 different bank groups. */
 #include "cuda/attention/forward.h"
-#include "cuda/attention/mma.cuh"
+#include "cuda/attention/forward_sm90.h"
+#include "cuda/attention/forward_tile.cuh"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* -------------------------------------------------------------- the kernel */
 
@@ -71,16 +75,13 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
     /* This thread's rows: g and g + 8 of each of its warp's MT m-tiles;
      * rows past lq see nothing. */
     int64_t row[MT][2], lo[MT][2], hi[MT][2];
-    const float slope = la_rule_slope(&rule, h);
+    const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
     for (int m = 0; m < MT; m++)
         for (int r = 0; r < 2; r++) {
             row[m][r] = i0 + (warp * MT + m) * 16 + g + 8 * r;
             if (row[m][r] < lq) la_rule_key_range(&rule, row[m][r], lq, lk, &lo[m][r], &hi[m][r]);
             else lo[m][r] = hi[m][r] = 0;
         }
-    const bool plain = rule.softcap <= 0 && slope == 0;
-    const bool sigmoid = rule.score == LA_SCORE_SIGMOID;
-    const float scale_log2 = rule.scale * LA_LOG2E;
 
     float o[MT][DP / 8][4];
     float m_run[MT][2], l_run[MT][2]; /* running max (log2 units) and sum */
@@ -138,69 +139,7 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
         const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
 #pragma unroll
         for (int m = 0; m < MT; m++)
-#pragma unroll
-            for (int r = 0; r < 2; r++) {
-                if (plain) {
-#pragma unroll
-                    for (int n = 0; n < BN / 8; n++) s[m][n][2 * r] *= scale_log2, s[m][n][2 * r + 1] *= scale_log2;
-                } else {
-                    const int64_t diag = row[m][r] + lk - lq;
-#pragma unroll
-                    for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                        for (int c = 0; c < 2; c++) {
-                            const int64_t j = j0 + n * 8 + 2 * tq + c;
-                            s[m][n][2 * r + c] =
-                                la_rule_score(&rule, s[m][n][2 * r + c], slope, (float)(diag - j), NULL) * LA_LOG2E;
-                        }
-                }
-                if (masked) {
-                    /* the row's visible keys, relative to j0: [0, sk) and [lo, hi) */
-                    const int64_t clo = lo[m][r] - j0, chi = hi[m][r] - j0, csk = rule.sinks - j0;
-                    const int rlo = clo < 0 ? 0 : clo > BN ? BN : (int)clo, rhi = chi < 0 ? 0 : chi > BN ? BN : (int)chi;
-                    const int rsk = csk < 0 ? 0 : csk > BN ? BN : (int)csk;
-#pragma unroll
-                    for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                        for (int c = 0; c < 2; c++) {
-                            const int j = n * 8 + 2 * tq + c;
-                            if (!(j < rhi && (j >= rlo || j < rsk))) s[m][n][2 * r + c] = -INFINITY;
-                        }
-                }
-                if (sigmoid) {
-                    /* p = sigmoid(s + bias) = 1 / (1 + 2^-(s + bias) log2e) */
-                    const float bias = rule.sigmoid_bias * LA_LOG2E;
-#pragma unroll
-                    for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                        for (int c = 0; c < 2; c++) {
-                            const float x = s[m][n][2 * r + c];
-                            s[m][n][2 * r + c] = x == -INFINITY ? 0.0f : 1.0f / (1.0f + exp2f(-(x + bias)));
-                        }
-                    continue;
-                }
-                float mx = -INFINITY;
-#pragma unroll
-                for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[m][n][2 * r], s[m][n][2 * r + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float m_new = fmaxf(m_run[m][r], mx);
-                const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a row that has seen nothing yet */
-                const float alpha = exp2f(m_run[m][r] - m_use);
-                m_run[m][r] = m_new;
-                float sum = 0;
-#pragma unroll
-                for (int n = 0; n < BN / 8; n++)
-#pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        const float p = exp2f(s[m][n][2 * r + c] - m_use);
-                        s[m][n][2 * r + c] = p;
-                        sum += p;
-                    }
-                l_run[m][r] = l_run[m][r] * alpha + sum;
-#pragma unroll
-                for (int d = 0; d < DP / 8; d++) o[m][d][2 * r] *= alpha, o[m][d][2 * r + 1] *= alpha;
-            }
+            fwd_tile_scores<BN, DP>(sc, s[m], o[m], m_run[m], l_run[m], row[m], lo[m], hi[m], j0, masked, lq, lk, tq);
 
         cp_async_wait_all();
         __syncthreads(); /* V[t] landed; every warp is done with K[t] */
@@ -212,12 +151,7 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
         for (int kk = 0; kk < BN / 16; kk++) {
             uint32_t pa[MT][4];
 #pragma unroll
-            for (int m = 0; m < MT; m++) {
-                pa[m][0] = pack2<F16>(s[m][2 * kk][0], s[m][2 * kk][1]);
-                pa[m][1] = pack2<F16>(s[m][2 * kk][2], s[m][2 * kk][3]);
-                pa[m][2] = pack2<F16>(s[m][2 * kk + 1][0], s[m][2 * kk + 1][1]);
-                pa[m][3] = pack2<F16>(s[m][2 * kk + 1][2], s[m][2 * kk + 1][3]);
-            }
+            for (int m = 0; m < MT; m++) fwd_p_fragment<BN, F16>(s[m], kk, pa[m]);
 #pragma unroll
             for (int dp = 0; dp < DP / 16; dp++) {
                 if (dp * 16 >= D) break;
@@ -237,27 +171,7 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
 
     /* out = O / l (softmax) or O (sigmoid); lse = ln(sum) */
 #pragma unroll
-    for (int m = 0; m < MT; m++)
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            float l = l_run[m][r];
-            l += __shfl_xor_sync(0xffffffffu, l, 1);
-            l += __shfl_xor_sync(0xffffffffu, l, 2);
-            if (row[m][r] >= lq) continue;
-            const float inv = sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
-            const int64_t tok = q0 + row[m][r];
-            char *orow = (char *)a.out + (b * a.o_bs + tok * a.o_ts + h * a.o_hs) * (a.out_f32 ? 4 : 2);
-#pragma unroll
-            for (int d = 0; d < DP / 8; d++) {
-                const int col = d * 8 + 2 * tq;
-                if (d * 8 >= D) break;
-                const float x0 = o[m][d][2 * r] * inv, x1 = o[m][d][2 * r + 1] * inv;
-                if (a.out_f32) *reinterpret_cast<float2 *>(orow + col * 4) = make_float2(x0, x1);
-                else *reinterpret_cast<uint32_t *>(orow + col * 2) = pack2<F16>(x0, x1);
-            }
-            if (a.lse && tq == 0)
-                a.lse[b * a.l_bs + tok * a.l_ts + h * a.l_hs] = l > 0 ? m_run[m][r] * LA_LN2 + logf(l) : -INFINITY;
-        }
+    for (int m = 0; m < MT; m++) fwd_store_rows<DP, F16>(a, sc, o[m], m_run[m], l_run[m], row[m], b, h, q0, lq, tq);
 }
 
 /* ------------------------------------------------------------ the launcher */
@@ -278,12 +192,27 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
     return launch<256, F16>(a, stream);
 }
 
+/* The wgmma kernel for head dims up to 128 on a device that runs its sm_90a
+ * binary (checked once per device); LA_CUDA_FORWARD_KERNEL=mma picks the
+ * mma.sync kernel anyway (tests and benchmarks compare the two). */
+static bool use_wgmma(const la_cuda_fwd_args *a) {
+    static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
+    if (a->D > 128) return false;
+    const char *pick = getenv("LA_CUDA_FORWARD_KERNEL");
+    if (pick && !strcmp(pick, "mma")) return false;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!usable[dev]) usable[dev] = la_cuda_attention_forward_sm90_usable() ? 1 : -1;
+    return usable[dev] > 0;
+}
+
 extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a, void *stream) {
     if (a->D > LA_CUDA_MAX_HEAD_DIM || a->D % 8)
         return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
                        (long long)a->D, LA_CUDA_MAX_HEAD_DIM);
     if (a->Lq == 0) return LA_OK;
-    cudaError_t e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
+    cudaError_t e = use_wgmma(a) ? la_cuda_attention_forward_sm90(a, stream)
+                    : a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
     if (e != cudaSuccess)
         return la_fail(LA_ERR_DEVICE, "CUDA attention forward launch failed: %s (%s)", cudaGetErrorName(e),
                        cudaGetErrorString(e));

@@ -1,0 +1,177 @@
+/* Exact attention forward on Hopper (sm_90a) with warpgroup MMA (wgmma):
+ * head dims up to 128, bf16 or f16.
+ *
+ * One thread block of two warpgroups computes 128 query rows of one head of
+ * one sequence, each warpgroup 64 of them. Key/value tiles of 128 rows
+ * stream through a two-stage shared-memory ring with cp.async: tile t + 1
+ * loads while tile t is computed. S = Q K^T is one chain of wgmma with both
+ * operands in shared memory; the softmax (forward_tile.cuh, shared with the
+ * mma.sync kernel) runs on S in registers; O += P V takes P from registers
+ * (rounded to the inputs' type) and V from shared memory, read N-major so V
+ * needs no transpose. Q, K and V tiles use the 128-byte swizzled panel
+ * layout of wgmma.cuh.
+ *
+ * Masks and tile skipping are the mma.sync kernel's: tiles no row of the
+ * block sees are never loaded, tiles every row sees run unmasked. */
+#include "cuda/attention/forward_sm90.h"
+#include "cuda/attention/forward_tile.cuh"
+#include "cuda/attention/wgmma.cuh"
+
+template <int DP> struct sm90_tiles {
+    static constexpr int WARPGROUPS = 2;
+    static constexpr int THREADS = WARPGROUPS * 128;
+    static constexpr int BM = 64 * WARPGROUPS;
+    static constexpr int BN = 128;
+    static constexpr int Q_BYTES = BM * DP * 2, KV_BYTES = BN * DP * 2;
+    /* Q, then K and V for each of the two stages, plus slack to align the
+     * start to the 1024-byte swizzle atom */
+    static constexpr int SMEM = Q_BYTES + 4 * KV_BYTES + 1024;
+};
+
+/* rows [r0, r0 + ROWS) of one head into a panel tile; rows at or past n and
+ * columns at or past D are zero-filled. */
+template <int DP, int ROWS, int THREADS>
+static __device__ __forceinline__ void load_panels(uint32_t tile, const uint16_t *base, int64_t token_stride,
+                                                   int64_t r0, int64_t n, int D) {
+    constexpr int CH = DP / 8;
+    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
+        const int r = idx / CH, c = idx % CH;
+        const bool ok = r0 + r < n && c * 8 < D;
+        const uint16_t *src = ok ? base + (r0 + r) * token_stride + c * 8 : base;
+        cp_async16(tile + panel_off<ROWS>(r, c * 8), src, ok ? 16 : 0);
+    }
+}
+
+template <int DP, bool F16>
+__global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
+#if LA_WGMMA
+    using T = sm90_tiles<DP>;
+    constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
+    extern __shared__ unsigned char smem[];
+    const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
+    const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + 2 * T::KV_BYTES;
+
+    const int64_t b = blockIdx.z, h = blockIdx.y;
+    const int64_t mblk = gridDim.x - 1 - blockIdx.x; /* heaviest (causal) blocks first */
+    int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
+    if (a.cu_q) {
+        q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
+        k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
+    }
+    const int64_t i0 = mblk * BM;
+    if (i0 >= lq) return;
+    const int D = (int)a.D;
+    const la_score_rule rule = a.rule;
+    const int64_t hk = h / (a.H / a.Hkv);
+    const uint16_t *qb = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
+    const uint16_t *kb = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
+    const uint16_t *vb = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
+
+    /* warp w (0..7) owns rows 16 w .. 16 w + 15 of the block: warpgroup w / 4
+     * computes rows 64 (w / 4) ..; the accumulator layout per warp is the
+     * m16n8 one, rows g and g + 8 */
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4, wg = warp / 4;
+
+    const int64_t i_last = (i0 + BM < lq ? i0 + BM : lq) - 1;
+    int64_t lo_first, hi_first, lo_last, hi_last;
+    la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
+    la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
+    const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
+
+    int64_t row[2], lo[2], hi[2];
+    for (int r = 0; r < 2; r++) {
+        row[r] = i0 + warp * 16 + g + 8 * r;
+        if (row[r] < lq) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
+        else lo[r] = hi[r] = 0;
+    }
+    const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+
+    float o[DP / 8][4];
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
+
+    int64_t t = first_tile(BN, sinks, lo_first, hi_last);
+    load_panels<DP, BM, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
+    if (t >= 0) {
+        load_panels<DP, BN, THREADS>(sK0, kb, a.k_ts, t * BN, lk, D);
+        load_panels<DP, BN, THREADS>(sV0, vb, a.v_ts, t * BN, lk, D);
+    }
+    cp_async_commit();
+
+    /* descriptors: Q rows of this warpgroup; K K-major; V N-major (its 64-column
+     * panels BN * 128 bytes apart, 8 keys 1024 bytes apart) */
+    const uint32_t q_base = sQ + wg * 64 * 128;
+    int stage = 0;
+    while (t >= 0) {
+        const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+        const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
+        if (nt >= 0) {
+            load_panels<DP, BN, THREADS>(sK0 + (stage ^ 1) * T::KV_BYTES, kb, a.k_ts, nt * BN, lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + (stage ^ 1) * T::KV_BYTES, vb, a.v_ts, nt * BN, lk, D);
+        }
+        cp_async_commit();
+        asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this tile's group (and Q) landed */
+        fence_proxy_async();
+        __syncthreads();
+
+        float s[BN / 8][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+            const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+            wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+
+        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+        const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+        fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
+
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+        wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+            if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+            else wgmma_rs_n128<F16>(o, pa[kk], dv);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        __syncthreads(); /* every warpgroup is done with this stage before it is refilled */
+        stage ^= 1;
+        t = nt;
+    }
+    cp_async_wait_all();
+    fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+#endif
+}
+
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, cudaStream_t stream) {
+    using T = sm90_tiles<DP>;
+    cudaError_t e =
+        cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
+    attn_fwd_wgmma_kernel<DP, F16><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
+    return cudaGetLastError();
+}
+
+extern "C" int la_cuda_attention_forward_sm90_usable(void) {
+    /* the binary the runtime picks for this device: the kernel body exists in
+     * the sm_90a one only (a build without 90a, or a device other than 9.0,
+     * gets the mma.sync kernel) */
+    cudaFuncAttributes fa;
+    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false>) == cudaSuccess && fa.binaryVersion == 90;
+}
+
+extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, void *stream) {
+    cudaStream_t s = (cudaStream_t)stream;
+    if (a->D <= 64) return a->f16 ? launch<64, true>(a, s) : launch<64, false>(a, s);
+    return a->f16 ? launch<128, true>(a, s) : launch<128, false>(a, s);
+}

@@ -1,0 +1,24 @@
+/* The Hopper forward (forward_sm90.cu), chosen by forward.cu's launcher on
+ * sm_90 devices for head dims up to 128. */
+#ifndef LA_CUDA_ATTENTION_FORWARD_SM90_H
+#define LA_CUDA_ATTENTION_FORWARD_SM90_H
+
+#include "cuda/attention/forward.h"
+
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* 1 when the current device runs the sm_90a binary of the kernel. */
+int la_cuda_attention_forward_sm90_usable(void);
+
+/* Enqueue the wgmma forward for a->D <= 128 on `stream`. Only for a device
+ * of compute capability 9.0 (the kernel is built for sm_90a alone). */
+cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, void *stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,146 @@
+/* One key tile of the attention forward, after S = Q K^T and before
+ * O += P V, for the 16 rows of one m16 slice of a warp (rows g and g + 8 of
+ * the mma.sync / wgmma accumulator layout): score transform, masks, then the
+ * online softmax (or sigmoid weights) in place, with O rescaled. Shared by
+ * the mma.sync kernel (forward.cu) and the Hopper wgmma kernel
+ * (forward_sm90.cu), whose accumulators have the same layout. */
+#ifndef LA_CUDA_ATTENTION_FORWARD_TILE_CUH
+#define LA_CUDA_ATTENTION_FORWARD_TILE_CUH
+
+#include "cuda/attention/forward.h"
+#include "cuda/attention/mma.cuh"
+
+/* What stays fixed for a call: the rule, its slope for this head, and which
+ * work the score step can skip. */
+typedef struct {
+    la_score_rule rule;
+    float slope;      /* ALiBi slope of the head, 0 without */
+    float scale_log2; /* rule.scale * log2(e) */
+    bool plain;       /* no softcap, no ALiBi: scores are scaled products */
+    bool sigmoid;     /* sigmoid scores: no running max or sum */
+} fwd_score_ctx;
+
+static __device__ __forceinline__ fwd_score_ctx fwd_score_ctx_make(const la_score_rule &rule, int64_t h) {
+    fwd_score_ctx c;
+    c.rule = rule;
+    c.slope = la_rule_slope(&rule, h);
+    c.scale_log2 = rule.scale * LA_LOG2E;
+    c.plain = rule.softcap <= 0 && c.slope == 0;
+    c.sigmoid = rule.score == LA_SCORE_SIGMOID;
+    return c;
+}
+
+/* s: the slice's BN scores (raw products in, probabilities or sigmoid
+ * weights out, log2 units in between); o: its output accumulator (DP
+ * columns); row/lo/hi: the thread's two rows and their visible key ranges;
+ * j0: the tile's first key; masked: some element of the tile may be hidden. */
+template <int BN, int DP>
+static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, float (&s)[BN / 8][4],
+                                                       float (&o)[DP / 8][4], float (&m_run)[2], float (&l_run)[2],
+                                                       const int64_t (&row)[2], const int64_t (&lo)[2],
+                                                       const int64_t (&hi)[2], int64_t j0, bool masked, int64_t lq,
+                                                       int64_t lk, int tq) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        if (c.plain) {
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) s[n][2 * r] *= c.scale_log2, s[n][2 * r + 1] *= c.scale_log2;
+        } else {
+            const int64_t diag = row[r] + lk - lq;
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int64_t j = j0 + n * 8 + 2 * tq + e;
+                    s[n][2 * r + e] = la_rule_score(&c.rule, s[n][2 * r + e], c.slope, (float)(diag - j), NULL) * LA_LOG2E;
+                }
+        }
+        if (masked) {
+            /* the row's visible keys, relative to j0: [0, sk) and [lo, hi) */
+            const int64_t clo = lo[r] - j0, chi = hi[r] - j0, csk = c.rule.sinks - j0;
+            const int rlo = clo < 0 ? 0 : clo > BN ? BN : (int)clo, rhi = chi < 0 ? 0 : chi > BN ? BN : (int)chi;
+            const int rsk = csk < 0 ? 0 : csk > BN ? BN : (int)csk;
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int j = n * 8 + 2 * tq + e;
+                    if (!(j < rhi && (j >= rlo || j < rsk))) s[n][2 * r + e] = -INFINITY;
+                }
+        }
+        if (c.sigmoid) {
+            /* p = sigmoid(s + bias) = 1 / (1 + 2^-(s + bias) log2e) */
+            const float bias = c.rule.sigmoid_bias * LA_LOG2E;
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float x = s[n][2 * r + e];
+                    s[n][2 * r + e] = x == -INFINITY ? 0.0f : 1.0f / (1.0f + exp2f(-(x + bias)));
+                }
+            continue;
+        }
+        float mx = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float m_new = fmaxf(m_run[r], mx);
+        const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a row that has seen nothing yet */
+        const float alpha = exp2f(m_run[r] - m_use);
+        m_run[r] = m_new;
+        float sum = 0;
+#pragma unroll
+        for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float p = exp2f(s[n][2 * r + e] - m_use);
+                s[n][2 * r + e] = p;
+                sum += p;
+            }
+        l_run[r] = l_run[r] * alpha + sum;
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) o[d][2 * r] *= alpha, o[d][2 * r + 1] *= alpha;
+    }
+}
+
+/* The slice's P for keys [16 kk, 16 kk + 16) as the m16n8k16 A fragment,
+ * rounded to the inputs' type. */
+template <int BN, bool F16>
+static __device__ __forceinline__ void fwd_p_fragment(const float (&s)[BN / 8][4], int kk, uint32_t (&pa)[4]) {
+    pa[0] = pack2<F16>(s[2 * kk][0], s[2 * kk][1]);
+    pa[1] = pack2<F16>(s[2 * kk][2], s[2 * kk][3]);
+    pa[2] = pack2<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    pa[3] = pack2<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+}
+
+/* out = O / l (softmax) or O (sigmoid), lse = ln(sum), for the thread's two
+ * rows of one slice; rows at or past lq are skipped. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void fwd_store_rows(const la_cuda_fwd_args &a, const fwd_score_ctx &c,
+                                                      const float (&o)[DP / 8][4], const float (&m_run)[2],
+                                                      const float (&l_run)[2], const int64_t (&row)[2], int64_t b,
+                                                      int64_t h, int64_t q0, int64_t lq, int tq) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = l_run[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (row[r] >= lq) continue;
+        const float inv = c.sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
+        const int64_t tok = q0 + row[r];
+        char *orow = (char *)a.out + (b * a.o_bs + tok * a.o_ts + h * a.o_hs) * (a.out_f32 ? 4 : 2);
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) {
+            const int col = d * 8 + 2 * tq;
+            if (d * 8 >= a.D) break;
+            const float x0 = o[d][2 * r] * inv, x1 = o[d][2 * r + 1] * inv;
+            if (a.out_f32) *reinterpret_cast<float2 *>(orow + col * 4) = make_float2(x0, x1);
+            else *reinterpret_cast<uint32_t *>(orow + col * 2) = pack2<F16>(x0, x1);
+        }
+        if (a.lse && tq == 0)
+            a.lse[b * a.l_bs + tok * a.l_ts + h * a.l_hs] = l > 0 ? m_run[r] * LA_LN2 + logf(l) : -INFINITY;
+    }
+}
+
+#endif
