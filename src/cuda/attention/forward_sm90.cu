@@ -102,20 +102,30 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
     /* descriptors: Q rows of this warpgroup; K K-major; V N-major (its 64-column
      * panels BN * 128 bytes apart, 8 keys 1024 bytes apart) */
     const uint32_t q_base = sQ + wg * 64 * 128;
+    /* Ping-pong (as in FlashAttention-3): warpgroup 1 issues its S after
+     * warpgroup 0 has issued its own, and warpgroup 0 its next S after
+     * warpgroup 1 has, so one warpgroup's softmax runs while the other's
+     * products keep the tensor cores busy. Named barriers 1 and 2 pass the
+     * turn (barrier 0 is __syncthreads); warpgroup 1 hands the first turn
+     * over and skips its hand-over after the last tile, so every arrival
+     * meets a wait. */
+    const int my_turn = 1 + wg, their_turn = 2 - wg;
+    if (wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
     int stage = 0;
     while (t >= 0) {
         const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
         const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
+        cp_async_wait_all(); /* this tile (and Q) landed */
+        fence_proxy_async();
+        __syncthreads(); /* ... for every thread, and every warpgroup is done with the other stage */
         if (nt >= 0) {
             load_panels<DP, BN, THREADS>(sK0 + (stage ^ 1) * T::KV_BYTES, kb, a.k_ts, nt * BN, lk, D);
             load_panels<DP, BN, THREADS>(sV0 + (stage ^ 1) * T::KV_BYTES, vb, a.v_ts, nt * BN, lk, D);
         }
         cp_async_commit();
-        asm volatile("cp.async.wait_group 1;\n" ::: "memory"); /* this tile's group (and Q) landed */
-        fence_proxy_async();
-        __syncthreads();
 
         float s[BN / 8][4];
+        named_bar_sync(my_turn, THREADS);
         wgmma_fence();
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++) {
@@ -124,6 +134,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
             wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
         }
         wgmma_commit();
+        if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, THREADS);
         wgmma_wait<0>();
 
         const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
@@ -143,7 +154,6 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
         }
         wgmma_commit();
         wgmma_wait<0>();
-        __syncthreads(); /* every warpgroup is done with this stage before it is refilled */
         stage ^= 1;
         t = nt;
     }

@@ -38,6 +38,14 @@ static __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.comm
 template <int N> static __device__ __forceinline__ void wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
+/* Named barriers: wait until `threads` threads have arrived at barrier id
+ * (counting this warp), or arrive without waiting. */
+static __device__ __forceinline__ void named_bar_sync(int id, int threads) {
+    asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+static __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
+    asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
 /* Make this thread's generic-proxy shared-memory writes (cp.async, st.shared)
  * visible to the async proxy that wgmma reads through. */
 static __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
