@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """longattn's CUDA attention against PyTorch's scaled_dot_product_attention
-(flash and cuDNN backends) on the same shapes, in the same run, on the GPU
+(flash and cuDNN backends) and FlexAttention (on the long rows) on the same shapes, in the same run, on the GPU
 machine, with the bf16 matrix-product ceiling (8192^3) and the device copy
 bandwidth measured in this run too.
 
@@ -86,6 +86,38 @@ def sdpa_tflops(backend, B, L, H, D, causal, with_bwd):
     return (14 if with_bwd else 4) * B * H * D * pairs / (ms * 1e-3) / 1e12
 
 
+_flex = {}
+
+
+def flex_tflops(B, L, H, D, causal, with_bwd):
+    """FlexAttention (torch.compile'd, Triton) on the same shape; None where
+    it is missing or fails. Compiles once per shape, so it runs on few rows."""
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+    except ImportError as e:
+        print(f"# flex_attention unavailable: {e}", file=sys.stderr)
+        return None
+    if "fn" not in _flex:
+        _flex["fn"] = torch.compile(flex_attention)
+    q, k, v = (rand(B, H, L, D, grad=with_bwd) for _ in range(3))
+    dout = rand(B, H, L, D)
+    mask = create_block_mask(lambda b, h, i, j: i >= j, None, None, L, L) if causal else None
+
+    def step():
+        out = _flex["fn"](q, k, v, block_mask=mask)
+        if with_bwd:
+            q.grad = k.grad = v.grad = None
+            out.backward(dout)
+
+    try:
+        ms = median_ms(step, 3, 5 if L >= 65536 else 20)
+    except Exception as e:  # compilation or launch failures: report, do not stop the run
+        print(f"# flex B={B} L={L}: {e}", file=sys.stderr)
+        return None
+    pairs = L * (L + 1) / 2 if causal else L * L
+    return (14 if with_bwd else 4) * B * H * D * pairs / (ms * 1e-3) / 1e12
+
+
 def sdpa_decode_gbps(backend, B, L, H, Hkv, D):
     q = rand(B, H, 1, D)
     k, v = rand(B, Hkv, L, D), rand(B, Hkv, L, D)
@@ -118,6 +150,8 @@ def main():
     ap.add_argument("--heads", type=int, default=16)
     ap.add_argument("--dim", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=16384)
+    ap.add_argument("--flex-min-len", type=int, default=16384,
+                    help="time FlexAttention on rows at least this long (each shape compiles; 0 = never)")
     args = ap.parse_args()
     mm, bw = ceilings()
     print(json.dumps({"op": "ceilings", "bf16_matmul_tflops": round(mm, 1), "copy_tbps": round(bw, 2)}))
@@ -135,8 +169,10 @@ def main():
                 bwd = op == "fwdbwd"
                 f = sdpa_tflops(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
                 c = sdpa_tflops(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+                x = (flex_tflops(r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+                     if args.flex_min_len and r["L"] >= args.flex_min_len else None)
                 r.update(sdpa_flash_tflops=f and round(f, 1), sdpa_cudnn_tflops=c and round(c, 1),
-                         of_matmul=round(r["tflops"] / mm, 3))
+                         flex_tflops=x and round(x, 1), of_matmul=round(r["tflops"] / mm, 3))
             print(json.dumps(r))
             tables.setdefault(op, []).append(r)
     print(f"\nceilings this run: bf16 matmul {mm:.0f} TFLOP/s, copy {bw:.2f} TB/s")
@@ -151,12 +187,13 @@ def main():
                       f"{ratio(r['gbps'], f):>7.2f} {ratio(r['gbps'], c):>7.2f} {r['of_copy']:>6.2f}")
         else:
             print(f"\n{op} (TFLOP/s)")
-            print(f"{'B':>3} {'L':>6} {'causal':>6} {'longattn':>9} {'flash':>7} {'cuDNN':>7} {'/flash':>7} "
-                  f"{'/cuDNN':>7} {'/mm':>6}")
+            print(f"{'B':>3} {'L':>6} {'causal':>6} {'longattn':>9} {'flash':>7} {'cuDNN':>7} {'flex':>7} {'/flash':>7} "
+                  f"{'/cuDNN':>7} {'/flex':>6} {'/mm':>6}")
             for r in rows:
-                f, c = r["sdpa_flash_tflops"], r["sdpa_cudnn_tflops"]
+                f, c, x = r["sdpa_flash_tflops"], r["sdpa_cudnn_tflops"], r["flex_tflops"]
                 print(f"{r['B']:>3} {r['L']:>6} {r['causal']:>6} {r['tflops']:>9.1f} {f or 0:>7.1f} {c or 0:>7.1f} "
-                      f"{ratio(r['tflops'], f):>7.2f} {ratio(r['tflops'], c):>7.2f} {r['of_matmul']:>6.2f}")
+                      f"{x or 0:>7.1f} {ratio(r['tflops'], f):>7.2f} {ratio(r['tflops'], c):>7.2f} "
+                      f"{ratio(r['tflops'], x):>6.2f} {r['of_matmul']:>6.2f}")
     return 1 if failed else 0
 
 
