@@ -315,6 +315,24 @@ LA_API la_status la_attention_decode(la_context *ctx, const la_attention_params 
                               const la_tensor *q, const la_tensor *k, const la_tensor *v,
                               const la_kv_layout *layout, la_tensor *out, la_tensor *lse);
 
+/* Append n new tokens per sequence to the cache la_attention_decode reads:
+ * token i of sequence b goes to position seqlens_k[b] + i (its block
+ * block_table[b][pos / block_size], row pos % block_size, when paged).
+ * k_new, v_new [B, n, Hkv, D] f32, bf16 or f16 (n may be 0), converted to
+ * the cache's dtype (round to nearest even); k_cache, v_cache f32, bf16 or
+ * f16 with the same shape and strides, [B, cap, Hkv, D] contiguous or
+ * [num_blocks, block_size, Hkv, D] paged. layout->seqlens_k (required)
+ * holds the lengths before the append and is not changed: add n after.
+ * The layout's arrays are host memory (as for decode); the tensors may live
+ * on the CPU or one CUDA device. Errors: LA_ERR_NULL, LA_ERR_SHAPE,
+ * LA_ERR_DTYPE, LA_ERR_STRIDE, LA_ERR_OVERFLOW, LA_ERR_SEQLENS (a length
+ * plus n past the capacity, a block id out of range), LA_ERR_ARGUMENT (two
+ * new rows in one slot: a block shared by two tables or listed twice; the
+ * cache overlapping the new rows), LA_ERR_DEVICE, LA_ERR_NOMEM. Nothing is
+ * written on failure. */
+LA_API la_status la_attention_kv_append(la_context *ctx, const la_kv_layout *layout, const la_tensor *k_new,
+                                        const la_tensor *v_new, la_tensor *k_cache, la_tensor *v_cache);
+
 /* ------------------------------------------------------ linear mixers */
 
 /* Linear attention with decay: a causal mixer whose decoding state has a

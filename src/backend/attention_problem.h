@@ -10,7 +10,8 @@
  *   la_attn_decode_problem     the forward's problem + the KV cache's pages
  *   la_attn_merge_problem    + the parts (no q/k/v; sizes only)
  *   la_attn_sparse_problem     the forward's problem + the block index (sparse_problem.h)
- *   la_attn_sparse_backward_problem  the backward's problem + the block index */
+ *   la_attn_sparse_backward_problem  the backward's problem + the block index
+ *   la_attn_kv_append_problem  + the cache and each new row's place in it */
 #ifndef LA_ATTENTION_PROBLEM_H
 #define LA_ATTENTION_PROBLEM_H
 
@@ -35,6 +36,7 @@ typedef enum {
     LA_ATTN_MERGE,
     LA_ATTN_SPARSE_FORWARD,  /* la_attn_sparse_problem (backend/sparse_problem.h) */
     LA_ATTN_SPARSE_BACKWARD, /* la_attn_sparse_backward_problem */
+    LA_ATTN_KV_APPEND,       /* la_attn_kv_append_problem */
 } la_attn_op;
 
 typedef struct {
@@ -87,6 +89,18 @@ typedef struct {
     bool has_batch;                         /* the [B, L, H, D] form */
     la_attn_operand out, lse;
 } la_attn_merge_problem;
+
+/* New keys and values written into a decode cache: a.k and a.v are the new
+ * rows [num_seqs, Lq, Hkv, D] (a.Lq new tokens per sequence); the caches
+ * share shape and strides, so token (b, i)'s row starts at element
+ * dst_rows[b * Lq + i] of both (its heads at head_stride apart). The op
+ * layer computed dst_rows from the layout and checked that they are in
+ * range and distinct; q, the rule and a.Lk are unset. */
+typedef struct {
+    la_attn_problem a;
+    la_attn_operand k_cache, v_cache;
+    const int64_t *dst_rows; /* host memory, [num_seqs * Lq] */
+} la_attn_kv_append_problem;
 
 /* Rows of sequence b: q rows [*q0, *q0 + *lq), key rows [*k0, *k0 + *lk).
  * For a dense batch q0 = k0 = 0 and the batch stride selects the sequence. */

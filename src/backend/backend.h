@@ -32,6 +32,7 @@ typedef struct la_backend {
     la_status (*backward)(la_context *ctx, const la_attn_backward_problem *p, void *ws);
     la_status (*decode)(la_context *ctx, const la_attn_decode_problem *p, void *ws);
     la_status (*merge)(la_context *ctx, const la_attn_merge_problem *p, void *ws);
+    la_status (*kv_append)(la_context *ctx, const la_attn_kv_append_problem *p, void *ws);
     /* Linear mixers (backend/linear_problem.h): host workspace bytes for
      * either call (p->op says which), then the calls. */
     la_status (*linear_workspace)(const la_linear_problem *p, size_t *bytes);

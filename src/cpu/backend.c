@@ -1,6 +1,7 @@
 /* The CPU backend's table: each slot picks the instruction-set copy of its
  * kernel (cpu/<op>/NAME_isa.c) for the problem's SIMD level. */
 #include "cpu/cpu_backend.h"
+#include "cpu/attention/kv_append.h"
 
 #include "cpu/isa.h"
 
@@ -38,6 +39,7 @@ static la_status cpu_workspace(const la_attn_problem *p, size_t *bytes) {
     case LA_ATTN_MERGE: return LA_ISA_PICK(la_cpu_attention_merge_workspace, p->simd)(p, bytes);
     case LA_ATTN_SPARSE_FORWARD: return LA_ISA_PICK(la_cpu_sparse_forward_workspace, p->simd)(p, bytes);
     case LA_ATTN_SPARSE_BACKWARD: return LA_ISA_PICK(la_cpu_sparse_backward_workspace, p->simd)(p, bytes);
+    case LA_ATTN_KV_APPEND: return LA_OK;
     }
     return LA_OK;
 }
@@ -96,6 +98,7 @@ const la_backend la_cpu_backend = {
     .backward = cpu_backward,
     .decode = cpu_decode,
     .merge = cpu_merge,
+    .kv_append = la_cpu_kv_append,
     .linear_workspace = cpu_linear_workspace,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,

@@ -22,6 +22,7 @@
 #include "cuda/attention/backward.h"
 #include "cuda/attention/decode.h"
 #include "cuda/attention/forward.h"
+#include "cuda/attention/kv_append.h"
 
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
@@ -143,6 +144,15 @@ static la_status cuda_supports(const la_attn_problem *p) {
     if (!la_cuda_available()) return LA_ERR_DEVICE;
     const int dev = p->device.index;
     la_status s;
+    if (p->op == LA_ATTN_KV_APPEND) {
+        const la_attn_kv_append_problem *ap = (const la_attn_kv_append_problem *)p;
+        if ((s = check_operand(&p->k, "k_new", dev, (int64_t)la_dtype_size(p->k.dtype))) ||
+            (s = check_operand(&p->v, "v_new", dev, (int64_t)la_dtype_size(p->v.dtype))) ||
+            (s = check_operand(&ap->k_cache, "k_cache", dev, (int64_t)la_dtype_size(ap->k_cache.dtype))) ||
+            (s = check_operand(&ap->v_cache, "v_cache", dev, (int64_t)la_dtype_size(ap->v_cache.dtype))))
+            return s;
+        return LA_OK;
+    }
     if (p->op == LA_ATTN_FORWARD) {
         const la_attn_forward_problem *f = (const la_attn_forward_problem *)p;
         if ((s = check_qkv16(p, "forward"))) return s;
@@ -240,6 +250,8 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         const size_t rh = (size_t)backward_rows(p) * (size_t)p->H;
         n += 2 * round64(sizeof(float) * rh);
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
+    } else if (p->op == LA_ATTN_KV_APPEND) {
+        n += round64(sizeof(int64_t) * (size_t)(p->num_seqs * p->Lq));
     } else if (p->op == LA_ATTN_DECODE) {
         const la_attn_decode_problem *dp = (const la_attn_decode_problem *)p;
         size_t part = 0;
@@ -421,6 +433,20 @@ static la_status cuda_decode(la_context *ctx, const la_attn_decode_problem *dp, 
     return call_end(ctx, &g, s);
 }
 
+static la_status cuda_kv_append(la_context *ctx, const la_attn_kv_append_problem *ap, void *ws) {
+    const la_attn_problem *p = &ap->a;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, p->device.index, &g);
+    if (s) return s;
+    char *w = ws;
+    cudaError_t e = cudaSuccess;
+    const int64_t *dst = stage(&w, ap->dst_rows, sizeof(int64_t) * (size_t)(p->num_seqs * p->Lq), stream, &e);
+    if (e != cudaSuccess) s = cuda_fail(e, "copying the rows' destinations to the device");
+    else s = la_cuda_kv_append_launch(ap, dst, stream);
+    return call_end(ctx, &g, s);
+}
+
 const la_backend la_cuda_backend = {
     .name = "cuda",
     .device = LA_DEVICE_CUDA,
@@ -430,4 +456,5 @@ const la_backend la_cuda_backend = {
     .forward = cuda_forward,
     .backward = cuda_backward,
     .decode = cuda_decode,
+    .kv_append = cuda_kv_append,
 };

@@ -15,6 +15,7 @@ static bool has_kernel(const la_backend *be, la_attn_op op) {
     case LA_ATTN_MERGE: return be->merge != NULL;
     case LA_ATTN_SPARSE_FORWARD: return be->sparse_forward != NULL;
     case LA_ATTN_SPARSE_BACKWARD: return be->sparse_backward != NULL;
+    case LA_ATTN_KV_APPEND: return be->kv_append != NULL;
     }
     return false;
 }
@@ -35,6 +36,7 @@ la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_pr
     case LA_ATTN_SPARSE_FORWARD: return be->sparse_forward(ctx, (const la_attn_sparse_problem *)p, ws);
     case LA_ATTN_SPARSE_BACKWARD:
         return be->sparse_backward(ctx, (const la_attn_sparse_backward_problem *)p, ws);
+    case LA_ATTN_KV_APPEND: return be->kv_append(ctx, (const la_attn_kv_append_problem *)p, ws);
     }
     return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
 }
