@@ -10,7 +10,7 @@
 #                                with the summary in $OUT/summary.txt: the device tool returns few files)
 #
 # Environment: BUILD (build-gpu), LA_CUDA_ARCHS ("90a;80"), TESTS (the test
-# programs, "attention backward decode kv_append"), OPS (the benchmark's ops,
+# programs, "attention backward decode kv_append merge"), OPS (the benchmark's ops,
 # "fwd,fwdbwd,decode"), SKIP_PEERS=1 to time longattn alone, SKIP_BENCH=1,
 # COMPARE_MMA=1 to time the mma.sync forward as well,
 # SANITIZER_TOOLS ("memcheck"; add racecheck), SKIP_SANITIZER=1.
@@ -20,7 +20,7 @@ set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
 logs=$build/logs
-tests=${TESTS:-attention backward decode kv_append}
+tests=${TESTS:-attention backward decode kv_append merge}
 mkdir -p "$logs"
 summary=()
 note() { summary+=("$1"); echo "== $1"; }

@@ -23,6 +23,7 @@
 #include "cuda/attention/decode.h"
 #include "cuda/attention/forward.h"
 #include "cuda/attention/kv_append.h"
+#include "cuda/attention/merge.h"
 
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
@@ -139,11 +140,23 @@ static la_status check_qkv16(const la_attn_problem *p, const char *what) {
 static int64_t pair_align(const la_attn_operand *o) { return 2 * (int64_t)la_dtype_size(o->dtype); }
 
 static la_status cuda_supports(const la_attn_problem *p) {
-    if (p->op == LA_ATTN_MERGE)
-        return la_fail(LA_ERR_UNSUPPORTED, "the CUDA backend has no attention merge yet");
     if (!la_cuda_available()) return LA_ERR_DEVICE;
     const int dev = p->device.index;
     la_status s;
+    if (p->op == LA_ATTN_MERGE) {
+        const la_attn_merge_problem *mp = (const la_attn_merge_problem *)p;
+        for (int i = 0; i < mp->n_parts; i++) {
+            la_attn_operand o, l;
+            la_attn_merge_part(mp, i, &o, &l);
+            if ((s = check_operand(&o, "out_parts[i]", dev, (int64_t)la_dtype_size(o.dtype))) ||
+                (s = check_operand(&l, "lse_parts[i]", dev, 4)))
+                return s;
+        }
+        if ((s = check_operand(&mp->out, "out", dev, (int64_t)la_dtype_size(mp->out.dtype))) ||
+            (s = check_operand(&mp->lse, "lse", dev, 4)))
+            return s;
+        return LA_OK;
+    }
     if (p->op == LA_ATTN_KV_APPEND) {
         const la_attn_kv_append_problem *ap = (const la_attn_kv_append_problem *)p;
         if ((s = check_operand(&p->k, "k_new", dev, (int64_t)la_dtype_size(p->k.dtype))) ||
@@ -250,6 +263,8 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         const size_t rh = (size_t)backward_rows(p) * (size_t)p->H;
         n += 2 * round64(sizeof(float) * rh);
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
+    } else if (p->op == LA_ATTN_MERGE) {
+        n += round64(2 * sizeof(la_attn_operand) * (size_t)((const la_attn_merge_problem *)p)->n_parts);
     } else if (p->op == LA_ATTN_KV_APPEND) {
         n += round64(sizeof(int64_t) * (size_t)(p->num_seqs * p->Lq));
     } else if (p->op == LA_ATTN_DECODE) {
@@ -433,6 +448,26 @@ static la_status cuda_decode(la_context *ctx, const la_attn_decode_problem *dp, 
     return call_end(ctx, &g, s);
 }
 
+static la_status cuda_merge(la_context *ctx, const la_attn_merge_problem *mp, void *ws) {
+    const int n = mp->n_parts;
+    la_attn_operand *host = malloc(2 * sizeof(la_attn_operand) * (size_t)n);
+    if (!host) return la_fail(LA_ERR_NOMEM, "no memory for %d parts' operands", n);
+    for (int i = 0; i < n; i++) la_attn_merge_part(mp, i, &host[i], &host[n + i]);
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, mp->a.device.index, &g);
+    if (!s) {
+        char *w = ws;
+        cudaError_t e = cudaSuccess;
+        const la_attn_operand *parts = stage(&w, host, 2 * sizeof(la_attn_operand) * (size_t)n, stream, &e);
+        if (e != cudaSuccess) s = cuda_fail(e, "copying the parts' operands to the device");
+        else s = la_cuda_attention_merge_launch(mp, parts, stream);
+        s = call_end(ctx, &g, s);
+    }
+    free(host); /* staged: cudaMemcpyAsync from pageable memory copies before it returns */
+    return s;
+}
+
 static la_status cuda_kv_append(la_context *ctx, const la_attn_kv_append_problem *ap, void *ws) {
     const la_attn_problem *p = &ap->a;
     cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
@@ -456,5 +491,6 @@ const la_backend la_cuda_backend = {
     .forward = cuda_forward,
     .backward = cuda_backward,
     .decode = cuda_decode,
+    .merge = cuda_merge,
     .kv_append = cuda_kv_append,
 };
