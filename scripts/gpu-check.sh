@@ -12,7 +12,9 @@
 # Environment: BUILD (build-gpu), LA_CUDA_ARCHS ("90a;80"), TESTS (the test
 # programs, "attention backward decode kv_append merge"), OPS (the benchmark's ops,
 # "fwd,fwdbwd,decode"), SKIP_PEERS=1 to time longattn alone, SKIP_BENCH=1,
-# COMPARE_MMA=1 to time the mma.sync forward as well,
+# COMPARE_MMA=1 to time the mma.sync forward as well, FLEX_MIN_LEN (16384: the
+# shortest rows FlexAttention is timed on; each shape compiles), SANITIZER_TESTS
+# (the tests run under compute-sanitizer, default TESTS),
 # SANITIZER_TOOLS ("memcheck"; add racecheck), SKIP_SANITIZER=1.
 # The machine's image has no libpcre2-dev: CMake then leaves out the model
 # library and the CLI, which these steps do not need.
@@ -63,7 +65,7 @@ done
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
     if [ "${SKIP_PEERS:-0}" != 1 ] && python3 -c 'import torch' 2>/dev/null; then
         PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-400}" python3 bench/peers_gpu.py --bench "$build/longattn_cuda_bench" \
-            --ops "${OPS:-fwd,fwdbwd,decode}" 2>&1 | tee "$logs/bench.log"
+            --ops "${OPS:-fwd,fwdbwd,decode}" --flex-min-len "${FLEX_MIN_LEN:-16384}" 2>&1 | tee "$logs/bench.log"
     else
         for op in ${OPS//,/ }; do "$build/longattn_cuda_bench" --op "$op"; done 2>&1 | tee "$logs/bench.log"
     fi
@@ -74,7 +76,7 @@ fi
 
 if [ "${SKIP_SANITIZER:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; then
     for tool in ${SANITIZER_TOOLS:-memcheck}; do
-        for t in $tests; do
+        for t in ${SANITIZER_TESTS:-$tests}; do
             t0=$(date +%s)
             LONGATTN_TEST_QUICK=1 timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool $tool --error-exitcode 3 \
                 "$build/tests/test_cuda_$t" >"$logs/sanitizer_${tool}_$t.log" 2>&1
