@@ -74,7 +74,11 @@ static void compare(const bwd_case *c, const char *what, const buf *got, const b
                     err2 += e * e, ref2 += w * w;
                 }
     }
-    const double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2);
+    /* A gradient that is exactly zero (every row sees one key, so P = 1 and
+     * dS = P (dP - delta) cancels) has no relative error: there the GPU's
+     * 16-bit dP against its f32 delta leaves ~1e-3 absolute, bf16 rounding
+     * of dout (seed 436915934270852). Judge it by the RMS error instead. */
+    const double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2 / (double)(rows * heads * D > 0 ? rows * heads * D : 1));
     printf("  %s: max|ref| %.2e worst |err| %.2e rel-norm %.2e vs CPU %.2e\n", what, maxw, worst, rel, worst_cpu);
     tu_check(bad == 0, "%s %s: %lld elements off the reference, worst |err| %.3g (atol %.2e rtol %.1e)", c->name,
              what, (long long)bad, worst, atol, rtol);

@@ -43,8 +43,9 @@ static void run_case(uint64_t *rng, int n, bool has_batch, bool strided, bool wi
             const int64_t pick = tu_randint(rng, 0, 9);
             l[e] = pick == 0 ? -INFINITY : (float)tu_uniform(rng, -6, 6); /* some parts saw no key */
         }
-        if (i == n - 1 && lses[i].elems > 0) /* one row where every part is -inf */
-            for (int j = 0; j < n; j++) ((float *)lses[j].t.data)[0] = -INFINITY;
+    }
+    for (int j = 0; j < n; j++) ((float *)lses[j].t.data)[0] = -INFINITY; /* one row where every part is -inf */
+    for (int i = 0; i < n; i++) {
         douts[i] = to_device(&outs[i]), dlses[i] = to_device(&lses[i]);
         t_outs[i] = douts[i].t, t_lses[i] = dlses[i].t, c_outs[i] = outs[i].t, c_lses[i] = lses[i].t;
     }
