@@ -236,6 +236,79 @@ LA_API la_generate_params la_generate_params_default(void);
 LA_API la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, const int32_t *prompt, int64_t n_prompt,
                       const la_generate_params *p, la_generate_stats *stats);
 
+/* ------------------------------------------------ evaluation tasks */
+
+/* Synthetic long-context tasks in the manner of the needle-in-a-haystack
+ * test and RULER (Hsieh et al. 2024), built in code from a seed (nothing is
+ * downloaded), and their scorer; `longattn eval` runs them over KV-cache
+ * policies. The context is filler sentences (varied, made from word lists
+ * by a seeded generator, no digits) with the task's statements inserted
+ * between sentences:
+ *  - LA_EVAL_NEEDLE: "The special magic number for CITY is NNNNNNN." at
+ *    `depth`; the answer is the 7 digits.
+ *  - LA_EVAL_MULTIKEY: n_keys such needles, each for another city and
+ *    number: the queried one at `depth`, the others at seeded random depths.
+ *  - LA_EVAL_VARTRACK: n_chains chains "VAR ABCDE = 12345." then
+ *    "VAR FGHIJ = VAR ABCDE." ... (n_hops assignments after the first),
+ *    spread evenly through the filler in order; the answers are the names
+ *    of the first chain's variables (all hold its value). depth is unused. */
+typedef enum { LA_EVAL_NEEDLE = 0, LA_EVAL_MULTIKEY = 1, LA_EVAL_VARTRACK = 2 } la_eval_task;
+
+typedef struct {
+    la_eval_task task;
+    /* Tokens of the context to build, statements included, in
+     * [1, LA_SESSION_MAX_CTX]. Counted as the sum of each sentence's tokens
+     * (tokenised with its leading space, no BOS), or of its words when the
+     * tokenizer is NULL. Filler is added while it fits, so the context holds
+     * at most n_tokens and at least n_tokens minus one filler sentence. */
+    int64_t n_tokens;
+    /* In [0, 1]: the share of the filler's tokens before the (queried)
+     * needle, to the nearest sentence boundary. */
+    double depth;
+    uint64_t seed;    /* the same parameters and seed give the same sample */
+    int32_t n_keys;   /* multikey: needles, in [2, 64] (default 4) */
+    int32_t n_chains; /* vartrack: chains, in [1, 16] (default 2) */
+    int32_t n_hops;   /* vartrack: assignments after each chain's first, in [0, 16] (default 4) */
+} la_eval_params;
+
+/* needle, n_tokens 0 (must be set), depth 0.5, seed 0, 4 keys, 2 chains of 4 hops. */
+LA_API la_eval_params la_eval_params_default(void);
+
+/* A built sample. Every string is malloc'd and NUL-terminated;
+ * la_eval_sample_free releases them. */
+typedef struct {
+    char *instruction;   /* what to memorise, said before the context */
+    char *context;       /* filler with the statements, sentences joined by single spaces */
+    char *question;      /* asked after the context */
+    char *answer_prefix; /* the reply's opening words, written into the prompt (RULER's answer prefix) */
+    char **answers;      /* strings a correct reply contains, n_answers of them */
+    int32_t n_answers;
+    int32_t max_answer_tokens; /* a reply this long has room for every answer */
+    int64_t n_tokens;          /* tokens of context, counted as la_eval_params says */
+    int64_t needle_offset;     /* byte offset in context of the queried needle (vartrack: the first chain's first statement) */
+    int64_t needle_tokens;     /* context tokens before it, counted the same way */
+} la_eval_sample;
+
+/* Build a sample. t may be NULL (words are counted instead of tokens).
+ * Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (a parameter outside its range, or
+ * n_tokens too small for the statements, naming both counts), LA_ERR_NOMEM,
+ * and the tokenizer's. *out is zeroed first, so la_eval_sample_free is safe
+ * after a failure. */
+LA_API la_status la_eval_build(const la_tokenizer *t, const la_eval_params *p, la_eval_sample *out);
+LA_API void la_eval_sample_free(la_eval_sample *s);
+
+/* The prompt: the user turn "instruction\ncontext\nquestion" formatted by
+ * the chat template (its default system turn), followed by the answer
+ * prefix; tmpl NULL writes the turn and the prefix as plain text joined by
+ * newlines. Tokenise with the tokenizer's add_bos and parse_special. */
+LA_API la_status la_eval_prompt(const la_eval_sample *s, const la_chat_template *tmpl, char **text, size_t *len);
+
+/* Score a reply (len bytes, not necessarily NUL-terminated): the share of
+ * the sample's answers found in it as whole words (the bytes on either side
+ * are not letters or digits), in [0, 1]; for a needle that is exact match of
+ * the 7 digits. Errors: LA_ERR_NULL. */
+LA_API la_status la_eval_score(const la_eval_sample *s, const char *reply, size_t len, double *score);
+
 #ifdef __cplusplus
 }
 #endif

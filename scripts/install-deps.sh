@@ -11,6 +11,8 @@ pkg-config --exists libpcre2-8 2>/dev/null || need+=(libpcre2-dev)
 command -v objdump >/dev/null && command -v readelf >/dev/null && command -v nm >/dev/null || need+=(binutils)
 command -v python3 >/dev/null || need+=(python3)
 echo 'int main(void){return 0;}' | cc -fopenmp -x c - -o /dev/null 2>/dev/null || need+=(libgomp1)
+# `longattn eval` draws its heatmaps as PNG with gnuplot (CSV without it).
+command -v gnuplot >/dev/null || need+=(gnuplot-nox)
 [ ${#need[@]} -eq 0 ] && exit 0
 echo "install-deps: installing ${need[*]}"
 SUDO=""

@@ -6,5 +6,6 @@ int cmd_bench(int argc, char **argv);  /* bench.c */
 int cmd_run(int argc, char **argv);    /* run.c: generate text with a GGUF model */
 int cmd_info(int argc, char **argv);   /* info.c: print a GGUF file's metadata and tensors */
 int cmd_ppl(int argc, char **argv);    /* ppl.c: perplexity over a text file */
+int cmd_eval(int argc, char **argv);   /* eval.c: long-context tasks across KV-cache policies */
 
 #endif

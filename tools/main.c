@@ -14,6 +14,7 @@ static const struct {
     {"run", cmd_run, "generate text with a GGUF model"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"ppl", cmd_ppl, "perplexity of a GGUF model over a text file"},
+    {"eval", cmd_eval, "long-context tasks and perplexity across KV-cache policies"},
 };
 
 static void usage(FILE *f) {

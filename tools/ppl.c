@@ -6,6 +6,7 @@
  * has at least ctx/2 tokens of context). */
 #include "cli.h"
 #include "cli_util.h"
+#include "ppl_score.h"
 #include "longattn_model.h"
 
 #include <math.h>
@@ -14,12 +15,6 @@
 #include <string.h>
 
 static const char CMD[] = "longattn ppl";
-
-/* Tokens per la_session_eval call. The scored half needs all its logits, so
- * a batch costs batch x n_vocab floats (256 x 49152 x 4 B = 48 MiB for
- * SmolLM2): big enough for an efficient matrix-matrix prefill, small enough
- * that --ctx 8192 does not need gigabytes of logits. */
-#define PPL_EVAL_BATCH 256
 
 static void usage(FILE *f) {
     fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T] [--kv POLICY]\n"
@@ -30,52 +25,6 @@ static void usage(FILE *f) {
                "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
                "  --kv POLICY  KV-cache policy: full (default) or streaming:BUDGET (applied after each\n"
                "               evaluated batch of tokens)\n");
-}
-
-/* -log softmax(logits)[target], in double. */
-static double token_nll(const float *logits, int64_t n_vocab, int32_t target) {
-    float max = logits[0];
-    for (int64_t i = 1; i < n_vocab; i++) max = logits[i] > max ? logits[i] : max;
-    double sum = 0;
-    for (int64_t i = 0; i < n_vocab; i++) sum += exp((double)logits[i] - max);
-    return log(sum) - ((double)logits[target] - max);
-}
-
-typedef struct {
-    double nll, nll2; /* sums of -log p and its square */
-    int64_t count;
-} ppl_tally;
-
-/* Perplexity and its standard error by the delta method:
- * PPL = exp(mean), sd(PPL) ~ PPL * sd(mean). */
-static void tally_result(const ppl_tally *t, double *ppl, double *err) {
-    double mean = t->nll / (double)t->count, var = t->nll2 / (double)t->count - mean * mean;
-    *ppl = exp(mean);
-    *err = t->count > 1 && var > 0 ? *ppl * sqrt(var / (double)(t->count - 1)) : 0;
-}
-
-/* Evaluate one chunk from an empty cache and add its scored predictions. */
-static la_status score_chunk(la_session *s, const int32_t *tokens, int64_t n_ctx, int32_t bos, int64_t n_vocab,
-                             float *logits, ppl_tally *t) {
-    const int64_t first = n_ctx / 2;
-    int32_t batch[PPL_EVAL_BATCH];
-    la_session_reset(s);
-    for (int64_t start = 0; start < n_ctx; start += PPL_EVAL_BATCH) {
-        int64_t n = n_ctx - start < PPL_EVAL_BATCH ? n_ctx - start : PPL_EVAL_BATCH;
-        memcpy(batch, tokens + start, (size_t)n * sizeof *batch);
-        if (start == 0 && bos >= 0) batch[0] = bos;
-        bool scored = start + n > first; /* logits of positions first .. n_ctx-2 are scored */
-        la_status st = la_session_eval(s, batch, n, scored ? logits : NULL, scored);
-        if (st) return st;
-        if (!scored) continue;
-        for (int64_t i = start > first ? start : first; i < start + n && i < n_ctx - 1; i++) {
-            double nll = token_nll(logits + (i - start) * n_vocab, n_vocab, tokens[i + 1]);
-            t->nll += nll;
-            t->nll2 += nll * nll;
-            t->count++;
-        }
-    }
-    return LA_OK;
 }
 
 int cmd_ppl(int argc, char **argv) {

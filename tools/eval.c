@@ -1,0 +1,670 @@
+/* longattn eval: what KV-cache policies keep, measured on the real model.
+ * Tasks: needle in a haystack, multi-key needles and variable tracking (the
+ * library's la_eval_* builders, asked through the chat template and answered
+ * greedily), and perplexity over a text file (llama.cpp's chunked scheme,
+ * shared with longattn ppl). Each task runs once per KV policy and KV type;
+ * a table (or JSON lines) reports the cache's bytes, its share of a full f16
+ * cache of the same tokens, the score and the speed. Needle grids are also
+ * written as CSV heatmaps (context length x depth), and as PNG when gnuplot
+ * is installed. */
+#include "cli.h"
+#include "cli_util.h"
+#include "longattn_model.h"
+#include "ppl_score.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char CMD[] = "longattn eval";
+
+#define MAX_LIST 32
+/* Extra session room beyond the longest context: the prompt may count a few
+ * tokens more than the builder's sentence-by-sentence count. */
+#define CTX_SLACK 64
+
+typedef enum { TASK_NEEDLE, TASK_MULTIKEY, TASK_VARTRACK, TASK_PPL, TASK_COUNT } task_id;
+static const char *const TASK_NAMES[TASK_COUNT] = {"needle", "multikey", "vartrack", "ppl"};
+
+typedef struct {
+    const char *model_path, *text_path, *heatmap;
+    bool task[TASK_COUNT];
+    int64_t lengths[MAX_LIST], depths[MAX_LIST];
+    int n_lengths, n_depths;
+    int64_t samples, threads, keys, chains, hops, ppl_ctx, ppl_chunks;
+    uint64_t seed;
+    char *policy_text[MAX_LIST];
+    la_kv_policy policy[MAX_LIST];
+    int n_policies;
+    la_dtype types[MAX_LIST];
+    int n_types;
+    bool json, no_heatmap;
+} eval_options;
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: longattn eval -m MODEL.gguf [options]\n"
+            "  -m FILE          GGUF model\n"
+            "  --task LIST      needle, multikey, vartrack, ppl (comma-separated; default needle)\n"
+            "  --kv LIST        KV-cache policies, comma-separated (default full), e.g. full,streaming:1024\n"
+            "  --kv-type LIST   KV element types, comma-separated (default f16), as longattn run's --kv-type\n"
+            "  --lengths LIST   context lengths in tokens, prompt included (default 1024,2048; the model's\n"
+            "                   trained context is the sensible top, 8192 for SmolLM2)\n"
+            "  --depths LIST    needle depths in percent of the context (default 0,25,50,75,100)\n"
+            "  --samples N      samples (seeds) per grid cell (default 1)\n"
+            "  --seed S         seed the samples derive from, with their length, depth and index (default 1)\n"
+            "  --keys N         multikey: needles per context (default 4)\n"
+            "  --chains N       vartrack: chains per context (default 2)\n"
+            "  --hops N         vartrack: assignments after each chain's first (default 4)\n"
+            "  -f FILE          ppl: the text (scripts/get-eval-text.sh writes one from Debian's base-files)\n"
+            "  --ppl-ctx N      ppl: tokens per chunk, the second half scored (default 1024)\n"
+            "  --ppl-chunks N   ppl: chunks at most (default 8; 0 = all)\n"
+            "  --threads N      CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --heatmap PREFIX write PREFIX-TASK-POLICY-TYPE.csv (and .png with gnuplot) for needle and\n"
+            "                   multikey (default PREFIX: longattn-eval)\n"
+            "  --no-heatmap     write no files\n"
+            "  --json           JSON lines on stdout (a line per grid cell, then per summary row)\n"
+            "\n"
+            "Share: the cache's bytes over those of a full f16 cache of the same tokens and page size.\n"
+            "Tokens/s: decode steps per second (ppl: tokens evaluated per second).\n");
+}
+
+/* ---- option parsing */
+
+/* Split a comma-separated list in place into at most MAX_LIST items. */
+static int split_list(const char *option, char *text, char **items) {
+    int n = 0;
+    for (char *p = text;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = 0;
+        if (!*p || n == MAX_LIST) {
+            fprintf(stderr, "%s: %s: %s\n", CMD, option, !*p ? "empty item in the list" : "more than 32 items");
+            return -1;
+        }
+        items[n++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    return n;
+}
+
+static bool parse_i64_list(const char *option, char *text, int64_t lo, int64_t hi, int64_t *out, int *n_out) {
+    char *items[MAX_LIST];
+    int n = split_list(option, text, items);
+    if (n < 0) return false;
+    for (int i = 0; i < n; i++)
+        if (!cli_parse_i64(CMD, option, items[i], lo, hi, &out[i])) return false;
+    *n_out = n;
+    return true;
+}
+
+static bool parse_policies(char *text, eval_options *o) {
+    char *items[MAX_LIST];
+    int n = split_list("--kv", text, items);
+    if (n < 0) return false;
+    for (int i = 0; i < n; i++) {
+        if (la_kv_policy_parse(items[i], &o->policy[i])) {
+            fprintf(stderr, "%s: --kv '%s': %s\n", CMD, items[i], la_last_error());
+            return false;
+        }
+        o->policy_text[i] = items[i];
+    }
+    o->n_policies = n;
+    return true;
+}
+
+static bool parse_types(char *text, eval_options *o) {
+    char *items[MAX_LIST];
+    int n = split_list("--kv-type", text, items);
+    if (n < 0) return false;
+    for (int i = 0; i < n; i++)
+        if (!cli_parse_kv_type(CMD, "--kv-type", items[i], &o->types[i])) return false;
+    o->n_types = n;
+    return true;
+}
+
+static bool parse_tasks(char *text, eval_options *o) {
+    char *items[MAX_LIST];
+    int n = split_list("--task", text, items);
+    if (n < 0) return false;
+    memset(o->task, 0, sizeof o->task);
+    for (int i = 0; i < n; i++) {
+        int t = 0;
+        while (t < TASK_COUNT && strcmp(items[i], TASK_NAMES[t])) t++;
+        if (t == TASK_COUNT) {
+            fprintf(stderr, "%s: --task expects needle, multikey, vartrack or ppl, got '%s'\n", CMD, items[i]);
+            return false;
+        }
+        o->task[t] = true;
+    }
+    return true;
+}
+
+static char default_lengths[] = "1024,2048", default_depths[] = "0,25,50,75,100", default_kv[] = "full";
+
+/* Returns 0 to go on, -1 after --help, or 2 for a usage error. Lists are
+ * split in place in the argv strings. */
+static int parse_args(int argc, char **argv, eval_options *o) {
+    *o = (eval_options){.samples = 1, .seed = 1, .keys = 4, .chains = 2, .hops = 4, .ppl_ctx = 1024,
+                        .ppl_chunks = 8, .heatmap = "longattn-eval"};
+    o->task[TASK_NEEDLE] = true;
+    o->types[0] = la_session_params_default().kv_type, o->n_types = 1;
+    char *lengths = default_lengths, *depths = default_depths, *kv = default_kv;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i], *v;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            usage(stdout);
+            return -1;
+        } else if (!strcmp(a, "--json")) {
+            o->json = true;
+            continue;
+        } else if (!strcmp(a, "--no-heatmap")) {
+            o->no_heatmap = true;
+            continue;
+        }
+        if (!(v = (char *)cli_value(CMD, argc, argv, &i))) return 2;
+        bool ok = true;
+        if (!strcmp(a, "-m")) o->model_path = v;
+        else if (!strcmp(a, "-f")) o->text_path = v;
+        else if (!strcmp(a, "--heatmap")) o->heatmap = v;
+        else if (!strcmp(a, "--task")) ok = parse_tasks(v, o);
+        else if (!strcmp(a, "--kv")) kv = v;
+        else if (!strcmp(a, "--kv-type")) ok = parse_types(v, o);
+        else if (!strcmp(a, "--lengths")) lengths = v;
+        else if (!strcmp(a, "--depths")) depths = v;
+        else if (!strcmp(a, "--samples")) ok = cli_parse_i64(CMD, a, v, 1, 1000000, &o->samples);
+        else if (!strcmp(a, "--seed")) ok = cli_parse_u64(CMD, a, v, &o->seed);
+        else if (!strcmp(a, "--keys")) ok = cli_parse_i64(CMD, a, v, 2, 64, &o->keys);
+        else if (!strcmp(a, "--chains")) ok = cli_parse_i64(CMD, a, v, 1, 16, &o->chains);
+        else if (!strcmp(a, "--hops")) ok = cli_parse_i64(CMD, a, v, 0, 16, &o->hops);
+        else if (!strcmp(a, "--ppl-ctx")) ok = cli_parse_i64(CMD, a, v, 4, LA_SESSION_MAX_CTX, &o->ppl_ctx);
+        else if (!strcmp(a, "--ppl-chunks")) ok = cli_parse_i64(CMD, a, v, 0, INT32_MAX, &o->ppl_chunks);
+        else if (!strcmp(a, "--threads")) ok = cli_parse_i64(CMD, a, v, 1, 4096, &o->threads);
+        else {
+            fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
+            usage(stderr);
+            return 2;
+        }
+        if (!ok) return 2;
+    }
+    /* The defaults are split here too, once (they are static buffers). */
+    static char lengths_copy[sizeof default_lengths], depths_copy[sizeof default_depths], kv_copy[sizeof default_kv];
+    if (lengths == default_lengths) lengths = strcpy(lengths_copy, default_lengths);
+    if (depths == default_depths) depths = strcpy(depths_copy, default_depths);
+    if (kv == default_kv) kv = strcpy(kv_copy, default_kv);
+    if (!parse_i64_list("--lengths", lengths, 64, LA_SESSION_MAX_CTX - CTX_SLACK, o->lengths, &o->n_lengths) ||
+        !parse_i64_list("--depths", depths, 0, 100, o->depths, &o->n_depths) || !parse_policies(kv, o))
+        return 2;
+    const char *problem = !o->model_path                  ? "-m MODEL.gguf is required"
+                          : o->task[TASK_PPL] && !o->text_path ? "--task ppl needs -f FILE (scripts/get-eval-text.sh makes one)"
+                          : o->text_path && !o->task[TASK_PPL] ? "-f FILE is only for --task ppl"
+                                                               : NULL;
+    if (problem) {
+        fprintf(stderr, "%s: %s\n", CMD, problem);
+        usage(stderr);
+        return 2;
+    }
+    return 0;
+}
+
+/* ---- output */
+
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+        else if (*c == '\n') fputs("\\n", f);
+        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
+        else fputc(*c, f);
+    }
+    fputc('"', f);
+}
+
+/* The policy's name (before ':') and budget (after it, or "-"). */
+static void policy_parts(const char *text, char *name, size_t name_cap, const char **budget) {
+    const char *colon = strchr(text, ':');
+    size_t n = colon ? (size_t)(colon - text) : strlen(text);
+    snprintf(name, name_cap, "%.*s", (int)n, text);
+    *budget = colon ? colon + 1 : "-";
+}
+
+/* Bytes of a full f16 cache holding `tokens` tokens in the session's pages. */
+static double full_f16_bytes(const la_session *s, int64_t tokens) {
+    const la_kv_cache_params *p = la_kv_cache_params_of(la_session_kv_cache(s));
+    if (!p) return 0;
+    int64_t pages = (tokens + p->page_size - 1) / p->page_size;
+    return 2.0 * 2.0 * (double)p->n_layers * (double)p->n_kv_heads * (double)pages * (double)p->page_size *
+           (double)p->head_dim;
+}
+
+typedef struct {
+    double score, kv_bytes, share; /* sums over cells */
+    double steps, seconds;         /* decode steps (ppl: tokens) and their time */
+    int64_t cells;
+    double ppl, ppl_err;
+} summary;
+
+typedef struct {
+    task_id task;
+    const char *policy_text, *type_name;
+    char policy_name[64];
+    const char *budget;
+} run_id;
+
+static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int64_t prompt_tokens, size_t kv,
+                            double full, double score, double tps, const char *reply) {
+    printf("{\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
+    json_string(stdout, r->policy_text);
+    printf(",\"name\":");
+    json_string(stdout, r->policy_name);
+    printf(",\"budget\":");
+    json_string(stdout, r->budget);
+    printf(",\"kv_type\":\"%s\",\"length\":%lld,", r->type_name, (long long)length);
+    if (depth >= 0) printf("\"depth\":%lld,", (long long)depth);
+    printf("\"prompt_tokens\":%lld,\"kv_bytes\":%zu,\"full_bytes\":%.0f,\"share\":%.4f,\"score\":%.4f,"
+           "\"decode_tps\":%.3f,\"reply\":",
+           (long long)prompt_tokens, kv, full, full > 0 ? (double)kv / full : 0, score, tps);
+    json_string(stdout, reply);
+    printf("}\n");
+    fflush(stdout);
+}
+
+static void print_summary(const eval_options *o, const run_id *r, const summary *s) {
+    double n = s->cells > 0 ? (double)s->cells : 1, tps = s->seconds > 0 ? s->steps / s->seconds : 0;
+    if (o->json) {
+        printf("{\"summary\":true,\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
+        json_string(stdout, r->policy_text);
+        printf(",\"name\":");
+        json_string(stdout, r->policy_name);
+        printf(",\"budget\":");
+        json_string(stdout, r->budget);
+        printf(",\"kv_type\":\"%s\",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", r->type_name,
+               (long long)s->cells, s->kv_bytes / n, s->share / n);
+        if (r->task == TASK_PPL) printf("\"ppl\":%.4f,\"ppl_err\":%.5f,\"eval_tps\":%.3f}\n", s->ppl, s->ppl_err, tps);
+        else printf("\"accuracy\":%.4f,\"decode_tps\":%.3f}\n", s->score / n, tps);
+    } else {
+        char score[48];
+        if (r->task == TASK_PPL) snprintf(score, sizeof score, "ppl %.4f +/- %.4f", s->ppl, s->ppl_err);
+        else snprintf(score, sizeof score, "acc %.3f", s->score / n);
+        printf("%-9s %-12s %-8s %-5s %5lld %12.0f %6.3f  %-22s %9.2f\n", TASK_NAMES[r->task], r->policy_name,
+               r->budget, r->type_name, (long long)s->cells, s->kv_bytes / n, s->share / n, score, tps);
+    }
+    fflush(stdout);
+}
+
+static void print_header(void) {
+    printf("%-9s %-12s %-8s %-5s %5s %12s %6s  %-22s %9s\n", "task", "policy", "budget", "type", "cells", "KV bytes",
+           "share", "score", "tokens/s");
+}
+
+/* CSV heatmap (rows: lengths, columns: depths) and, with gnuplot, a PNG. */
+static void write_heatmap(const eval_options *o, const run_id *r, const double *grid) {
+    char safe[96], path[1024];
+    size_t k = 0;
+    for (const char *c = r->policy_text; *c && k + 1 < sizeof safe; c++)
+        safe[k++] = isalnum((unsigned char)*c) ? *c : '_';
+    safe[k] = 0;
+    int n = snprintf(path, sizeof path, "%s-%s-%s-%s.csv", o->heatmap, TASK_NAMES[r->task], safe, r->type_name);
+    if (n < 0 || (size_t)n >= sizeof path - 4) {
+        fprintf(stderr, "%s: --heatmap prefix too long; no heatmap written\n", CMD);
+        return;
+    }
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "%s: cannot write '%s'\n", CMD, path);
+        return;
+    }
+    fprintf(f, "length\\depth");
+    for (int d = 0; d < o->n_depths; d++) fprintf(f, ",%lld", (long long)o->depths[d]);
+    fputc('\n', f);
+    for (int l = 0; l < o->n_lengths; l++) {
+        fprintf(f, "%lld", (long long)o->lengths[l]);
+        for (int d = 0; d < o->n_depths; d++) fprintf(f, ",%.4f", grid[l * o->n_depths + d]);
+        fputc('\n', f);
+    }
+    fclose(f);
+    fprintf(stderr, "%s: wrote %s\n", CMD, path);
+    if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
+        static bool told;
+        if (!told) fprintf(stderr, "%s: gnuplot not found: no PNG heatmap (scripts/install-deps.sh installs it)\n", CMD);
+        told = true;
+        return;
+    }
+    char png[1024];
+    snprintf(png, sizeof png, "%.*s.png", n - 4, path);
+    FILE *g = popen("gnuplot", "w");
+    if (!g) {
+        fprintf(stderr, "%s: cannot run gnuplot\n", CMD);
+        return;
+    }
+    fprintf(g, "set terminal pngcairo size 900,560\nset output '%s'\n", png);
+    fprintf(g, "set title '%s, %s, KV %s' noenhanced\n", TASK_NAMES[r->task], r->policy_text, r->type_name);
+    fprintf(g, "set xlabel 'needle depth (%%)'\nset ylabel 'context length (tokens)'\nset cbrange [0:1]\n"
+               "set cblabel 'accuracy'\nset palette defined (0 '#c0392b', 0.5 '#f1c40f', 1 '#27ae60')\n"
+               "set xrange [-0.5:%d.5]\nset yrange [-0.5:%d.5]\nunset key\n",
+            o->n_depths - 1, o->n_lengths - 1);
+    fprintf(g, "set xtics (");
+    for (int d = 0; d < o->n_depths; d++) fprintf(g, "%s'%lld' %d", d ? ", " : "", (long long)o->depths[d], d);
+    fprintf(g, ")\nset ytics (");
+    for (int l = 0; l < o->n_lengths; l++) fprintf(g, "%s'%lld' %d", l ? ", " : "", (long long)o->lengths[l], l);
+    fprintf(g, ")\n$grid << EOD\n");
+    for (int l = 0; l < o->n_lengths; l++)
+        for (int d = 0; d < o->n_depths; d++) fprintf(g, "%d %d %.4f\n", d, l, grid[l * o->n_depths + d]);
+    /* boxes rather than `with image`, which needs a 2 x 2 grid at least */
+    fprintf(g, "EOD\nplot $grid using 1:2:(0.5):(0.5):3 with boxxyerror fillstyle solid 1.0 noborder lc palette, "
+               "$grid using 1:2:(sprintf('%%.2f', $3)) with labels\n");
+    int rc = pclose(g);
+    if (rc) fprintf(stderr, "%s: gnuplot failed (status %d); no PNG\n", CMD, rc);
+    else fprintf(stderr, "%s: wrote %s\n", CMD, png);
+}
+
+/* ---- the generation tasks */
+
+typedef struct {
+    char *text;
+    size_t len, cap;
+    const la_tokenizer *tok;
+} reply_buf;
+
+static bool collect_reply(void *user, int32_t token) {
+    reply_buf *r = user;
+    char piece[256];
+    int64_t n = la_token_to_bytes(r->tok, token, false, piece, sizeof piece);
+    if (n <= 0 || n > (int64_t)sizeof piece) return true;
+    if (r->len + (size_t)n + 1 > r->cap) {
+        size_t cap = (r->cap ? r->cap * 2 : 256) + (size_t)n;
+        char *grown = realloc(r->text, cap);
+        if (!grown) return false;
+        r->text = grown, r->cap = cap;
+    }
+    memcpy(r->text + r->len, piece, (size_t)n);
+    r->len += (size_t)n;
+    r->text[r->len] = 0;
+    return true;
+}
+
+typedef struct {
+    const la_model *m;
+    const la_chat_template *tmpl; /* NULL: plain prompt */
+    la_sampler *greedy;
+} model_env;
+
+/* Prompt tokens of a sample. */
+static la_status sample_prompt(const model_env *e, const la_eval_sample *smp, int32_t **ids, int64_t *n) {
+    char *text = NULL;
+    size_t len = 0;
+    la_status st = la_eval_prompt(smp, e->tmpl, &text, &len);
+    const la_tokenizer *tok = la_model_tokenizer(e->m);
+    if (!st) st = la_tokenize(tok, text, len, la_tokenizer_add_bos(tok), true, ids, n);
+    free(text);
+    return st;
+}
+
+static la_eval_params task_params(const eval_options *o, task_id t) {
+    la_eval_params p = la_eval_params_default();
+    p.task = t == TASK_NEEDLE ? LA_EVAL_NEEDLE : t == TASK_MULTIKEY ? LA_EVAL_MULTIKEY : LA_EVAL_VARTRACK;
+    p.n_keys = (int32_t)o->keys, p.n_chains = (int32_t)o->chains, p.n_hops = (int32_t)o->hops;
+    return p;
+}
+
+/* Prompt tokens beyond the context's own (template, instruction, question,
+ * answer prefix, BOS) plus the reply's room: measured on a small sample. */
+static la_status prompt_overhead(const model_env *e, const eval_options *o, task_id t, int64_t *overhead) {
+    la_eval_params p = task_params(o, t);
+    p.n_tokens = 2048;
+    la_eval_sample smp;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    la_status st = la_eval_build(la_model_tokenizer(e->m), &p, &smp);
+    if (!st) st = sample_prompt(e, &smp, &ids, &n);
+    if (!st) *overhead = n - smp.n_tokens + smp.max_answer_tokens;
+    free(ids);
+    la_eval_sample_free(&smp);
+    return st;
+}
+
+/* One cell: build, prompt, generate greedily, score. */
+static la_status run_cell(const model_env *e, la_session *s, const la_eval_params *p, int64_t max_ctx, double *score,
+                          size_t *kv, int64_t *prompt_tokens, la_generate_stats *stats, reply_buf *reply) {
+    la_eval_sample smp;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    la_status st = la_eval_build(la_model_tokenizer(e->m), p, &smp);
+    if (!st) st = sample_prompt(e, &smp, &ids, &n);
+    if (!st && n + smp.max_answer_tokens > max_ctx)
+        st = la_set_error(LA_ERR_ARGUMENT, "the prompt has %lld tokens; with the reply it exceeds the session's %lld",
+                          (long long)n, (long long)max_ctx);
+    if (!st) {
+        la_session_reset(s);
+        reply->len = 0;
+        if (reply->text) reply->text[0] = 0;
+        la_generate_params gp = la_generate_params_default();
+        gp.max_new_tokens = smp.max_answer_tokens;
+        gp.max_ctx = max_ctx;
+        gp.on_token = collect_reply;
+        gp.user = reply;
+        st = la_generate(e->m, s, e->greedy, ids, n, &gp, stats);
+    }
+    if (!st) {
+        *kv = la_session_kv_bytes(s);
+        *prompt_tokens = n;
+        st = la_eval_score(&smp, reply->text ? reply->text : "", reply->len, score);
+    }
+    free(ids);
+    la_eval_sample_free(&smp);
+    return st;
+}
+
+static int run_generation_task(const eval_options *o, const model_env *e, la_session *s, int64_t max_ctx,
+                               const run_id *r, int64_t overhead) {
+    const bool has_depth = r->task != TASK_VARTRACK;
+    const int n_depths = has_depth ? o->n_depths : 1;
+    double *grid = calloc((size_t)o->n_lengths * (size_t)n_depths, sizeof *grid);
+    reply_buf reply = {.tok = la_model_tokenizer(e->m)};
+    summary sum = {0};
+    int rc = 0;
+    if (!grid) {
+        fprintf(stderr, "%s: out of memory\n", CMD);
+        return 1;
+    }
+    for (int l = 0; l < o->n_lengths && !rc; l++) {
+        int64_t n_tokens = o->lengths[l] - overhead; /* checked by check_lengths */
+        for (int d = 0; d < n_depths && !rc; d++) {
+            double cell = 0;
+            for (int64_t k = 0; k < o->samples; k++) {
+                la_eval_params p = task_params(o, r->task);
+                p.n_tokens = n_tokens;
+                p.depth = has_depth ? (double)o->depths[d] / 100.0 : 0.5;
+                /* a sample per (seed, length, depth, index): the same for every policy */
+                p.seed = o->seed * 0x9E3779B97F4A7C15ull + ((uint64_t)o->lengths[l] << 40) +
+                         ((uint64_t)(has_depth ? o->depths[d] : 0) << 24) + (uint64_t)k;
+                double score = 0;
+                size_t kv = 0;
+                int64_t prompt_tokens = 0;
+                la_generate_stats stats;
+                la_status st = run_cell(e, s, &p, max_ctx, &score, &kv, &prompt_tokens, &stats, &reply);
+                if (st) {
+                    char what[96];
+                    snprintf(what, sizeof what, "%s at length %lld", TASK_NAMES[r->task], (long long)o->lengths[l]);
+                    rc = cli_fail(CMD, what, st);
+                    break;
+                }
+                double full = full_f16_bytes(s, la_session_pos(s));
+                cell += score;
+                sum.score += score, sum.kv_bytes += (double)kv, sum.share += full > 0 ? (double)kv / full : 0;
+                sum.steps += (double)stats.n_decode, sum.seconds += stats.decode_seconds, sum.cells++;
+                if (o->json)
+                    print_cell_json(r, o->lengths[l], has_depth ? o->depths[d] : -1, prompt_tokens, kv, full, score,
+                                    stats.decode_tps, reply.text ? reply.text : "");
+                else if (has_depth)
+                    fprintf(stderr, "%s %s %s length %lld depth %lld%%: score %.2f, reply '%s'\n", TASK_NAMES[r->task],
+                            r->policy_text, r->type_name, (long long)o->lengths[l], (long long)o->depths[d], score,
+                            reply.text ? reply.text : "");
+                else
+                    fprintf(stderr, "%s %s %s length %lld: score %.2f, reply '%s'\n", TASK_NAMES[r->task],
+                            r->policy_text, r->type_name, (long long)o->lengths[l], score, reply.text ? reply.text : "");
+            }
+            grid[l * n_depths + d] = cell / (double)o->samples;
+        }
+    }
+    if (!rc) {
+        print_summary(o, r, &sum);
+        if (has_depth && !o->no_heatmap) write_heatmap(o, r, grid);
+    }
+    free(reply.text);
+    free(grid);
+    return rc;
+}
+
+/* Every length leaves room for the task's statements after the prompt's
+ * overhead: a usage error (2) naming the length otherwise. */
+static int check_lengths(const eval_options *o, const model_env *e, task_id t, int64_t overhead) {
+    for (int l = 0; l < o->n_lengths; l++) {
+        la_eval_params p = task_params(o, t);
+        p.n_tokens = o->lengths[l] - overhead;
+        la_eval_sample smp;
+        la_status st = p.n_tokens < 1 ? LA_ERR_ARGUMENT : la_eval_build(la_model_tokenizer(e->m), &p, &smp);
+        if (p.n_tokens >= 1) la_eval_sample_free(&smp);
+        if (st == LA_ERR_ARGUMENT) {
+            fprintf(stderr, "%s: --lengths %lld is too short for %s: %lld tokens go to the template, question and "
+                            "reply%s%s\n",
+                    CMD, (long long)o->lengths[l], TASK_NAMES[t], (long long)overhead, p.n_tokens < 1 ? "" : "; ",
+                    p.n_tokens < 1 ? "" : la_last_error());
+            return 2;
+        }
+        if (st) return cli_fail(CMD, TASK_NAMES[t], st);
+    }
+    return 0;
+}
+
+/* ---- perplexity */
+
+static int run_ppl_task(const eval_options *o, const model_env *e, la_session *s, const int32_t *tokens,
+                        int64_t n_tokens, const run_id *r) {
+    const la_tokenizer *tok = la_model_tokenizer(e->m);
+    const int64_t n_vocab = la_model_config_of(e->m)->n_vocab;
+    int64_t n_chunks = n_tokens / o->ppl_ctx;
+    if (o->ppl_chunks > 0 && n_chunks > o->ppl_chunks) n_chunks = o->ppl_chunks;
+    float *logits = malloc((size_t)PPL_EVAL_BATCH * (size_t)n_vocab * sizeof *logits);
+    if (!logits) {
+        fprintf(stderr, "%s: out of memory for logits\n", CMD);
+        return 1;
+    }
+    const int32_t bos = la_tokenizer_add_bos(tok) ? la_tokenizer_bos(tok) : -1;
+    ppl_tally t = {0};
+    summary sum = {0};
+    double t0 = la_clock_seconds();
+    for (int64_t c = 0; c < n_chunks; c++) {
+        la_status st = score_chunk(s, tokens + c * o->ppl_ctx, o->ppl_ctx, bos, n_vocab, logits, &t);
+        if (st) {
+            free(logits);
+            return cli_fail(CMD, "perplexity", st);
+        }
+        size_t kv = la_session_kv_bytes(s);
+        double full = full_f16_bytes(s, o->ppl_ctx);
+        sum.kv_bytes += (double)kv, sum.share += full > 0 ? (double)kv / full : 0, sum.cells++;
+    }
+    sum.seconds = la_clock_seconds() - t0, sum.steps = (double)(n_chunks * o->ppl_ctx);
+    tally_result(&t, &sum.ppl, &sum.ppl_err);
+    print_summary(o, r, &sum);
+    free(logits);
+    return 0;
+}
+
+/* ---- driver */
+
+int cmd_eval(int argc, char **argv) {
+    eval_options o;
+    int rc = parse_args(argc, argv, &o);
+    if (rc) return rc < 0 ? 0 : rc;
+
+    la_model *m = NULL;
+    la_context *ctx = NULL;
+    la_session *s = NULL;
+    la_chat_template tmpl = {0};
+    bool have_tmpl = false;
+    char *text = NULL;
+    int32_t *text_tokens = NULL;
+    int64_t n_text_tokens = 0;
+    model_env env = {0};
+    la_status st;
+    if ((st = la_model_load(o.model_path, &m))) return cli_fail(CMD, o.model_path, st);
+    const la_model_config *cfg = la_model_config_of(m);
+    const la_tokenizer *tok = la_model_tokenizer(m);
+    env.m = m;
+    if (!la_chat_template_of_gguf(la_model_gguf(m), &tmpl)) have_tmpl = true, env.tmpl = &tmpl;
+    else fprintf(stderr, "%s: %s; prompts are plain text\n", CMD, la_last_error());
+    la_sampler_params greedy = {.temperature = 0, .top_p = 1};
+    if ((st = la_context_create(&ctx, (int)o.threads)) ||
+        (st = la_sampler_new(&greedy, (int32_t)cfg->n_vocab, &env.greedy))) {
+        rc = cli_fail(CMD, ctx ? "sampler" : "context", st);
+        goto done;
+    }
+    int64_t max_len = 0;
+    for (int l = 0; l < o.n_lengths; l++) max_len = o.lengths[l] > max_len ? o.lengths[l] : max_len;
+    bool any_grid = o.task[TASK_NEEDLE] || o.task[TASK_MULTIKEY] || o.task[TASK_VARTRACK];
+    if (any_grid) cli_model_ctx(CMD, max_len, cfg);
+    if (o.task[TASK_PPL]) {
+        cli_model_ctx(CMD, o.ppl_ctx, cfg);
+        size_t len;
+        if (!(text = cli_read_file(CMD, o.text_path, &len))) {
+            rc = 1;
+            goto done;
+        }
+        if ((st = la_tokenize(tok, text, len, la_tokenizer_add_bos(tok), false, &text_tokens, &n_text_tokens))) {
+            rc = cli_fail(CMD, "tokenizing", st);
+            goto done;
+        }
+        if (n_text_tokens < o.ppl_ctx) {
+            fprintf(stderr, "%s: '%s' has %lld tokens; --ppl-ctx %lld needs at least that many\n", CMD, o.text_path,
+                    (long long)n_text_tokens, (long long)o.ppl_ctx);
+            rc = 2;
+            goto done;
+        }
+    }
+    int64_t overhead[TASK_COUNT] = {0};
+    for (int t = 0; t < TASK_PPL; t++)
+        if (o.task[t] && (st = prompt_overhead(&env, &o, (task_id)t, &overhead[t]))) {
+            rc = cli_fail(CMD, TASK_NAMES[t], st);
+            goto done;
+        }
+    for (int t = 0; t < TASK_PPL && !rc; t++)
+        if (o.task[t]) rc = check_lengths(&o, &env, (task_id)t, overhead[t]);
+    if (rc) goto done;
+    fprintf(stderr, "%s: %d threads, SIMD %s, %d policies x %d KV types\n", CMD, la_context_threads(ctx),
+            la_simd_name(la_context_simd(ctx)), o.n_policies, o.n_types);
+    for (int t = 0; t < TASK_PPL; t++)
+        if (o.task[t])
+            fprintf(stderr, "%s: %s: %lld tokens of each length go to the template, question and reply\n", CMD,
+                    TASK_NAMES[t], (long long)overhead[t]);
+    if (!o.json) print_header();
+    for (int t = 0; t < TASK_COUNT && !rc; t++) {
+        if (!o.task[t]) continue;
+        for (int pi = 0; pi < o.n_policies && !rc; pi++)
+            for (int ti = 0; ti < o.n_types && !rc; ti++) {
+                run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi], .type_name = la_dtype_name(o.types[ti])};
+                policy_parts(r.policy_text, r.policy_name, sizeof r.policy_name, &r.budget);
+                la_session_params sp = la_session_params_default();
+                sp.kv_type = o.types[ti], sp.kv_policy = o.policy[pi];
+                sp.max_ctx = t == TASK_PPL ? o.ppl_ctx : max_len + CTX_SLACK;
+                if ((st = la_session_new_with(m, ctx, &sp, &s))) {
+                    rc = cli_fail(CMD, "session", st);
+                    break;
+                }
+                rc = t == TASK_PPL ? run_ppl_task(&o, &env, s, text_tokens, n_text_tokens, &r)
+                                   : run_generation_task(&o, &env, s, sp.max_ctx, &r, overhead[t]);
+                la_session_free(s);
+                s = NULL;
+            }
+    }
+done:
+    la_session_free(s);
+    la_sampler_free(env.greedy);
+    la_context_destroy(ctx);
+    if (have_tmpl) la_chat_template_free(&tmpl);
+    la_model_free(m);
+    free(text_tokens);
+    free(text);
+    return rc;
+}
