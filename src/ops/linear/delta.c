@@ -295,10 +295,10 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
     if ((s = check_like(dq, "dq", q, P->Dk, false, LA_F32, q->dtype, zero)) ||
         (s = check_like(dk, "dk", k, P->Dk, false, LA_F32, q->dtype, zero)) ||
         (s = check_like(dv, "dv", v, P->Dv, false, LA_F32, q->dtype, zero)) ||
-        (s = check_like(dbeta, "dbeta", beta, 0, true, LA_F32, q->dtype, zero)))
+        (s = check_like(dbeta, "dbeta", beta, beta->shape[beta->ndim - 1], false, LA_F32, q->dtype, zero)))
         return s;
     if (!g != !dg) return la_fail(g ? LA_ERR_NULL : LA_ERR_ARGUMENT, "dg must be given exactly when g is");
-    if (dg && (s = check_like(dg, "dg", g, 0, true, LA_F32, LA_F32, zero))) return s;
+    if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], false, LA_F32, LA_F32, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbeta", dbeta}, {"dg", dg},
                                  {"dinitial_state", dinitial_state}, {"q", q}, {"k", k}, {"v", v},
