@@ -83,9 +83,9 @@ static void describe(const harness_case *hc, harness_fields *f) {
 }
 
 /* The algorithm's own work per (sequence, head). Chunked, per token of a
- * chunk of C: K K^T and Q K^T over full C x C blocks (4 C Dk), the
- * triangular solve over [U | W] (C (Dk + Dv)), A Vn (2 C Dv), and the three
- * state products W S, Q S, K^T Vn (6 Dk Dv). Recurrent and decode: 7 Dk Dv
+ * chunk of C: K K^T and Q K^T over full C x C blocks (4 C Dk), T [beta V |
+ * beta K] (2 C (Dk + Dv)), A Vn (2 C Dv), and the three state products
+ * W S, Q S, K^T Vn (6 Dk Dv); the C^3 / 6 of T itself is left out. Recurrent and decode: 7 Dk Dv
  * per token (two passes over S). Backward: two recomputing sweeps (14) and
  * two backward passes (12): 26 Dk Dv per token. */
 static double flops(const harness_case *hc) {
@@ -94,7 +94,7 @@ static double flops(const harness_case *hc) {
     double per_token;
     if (c->s.run == DELTA_RUN_BACKWARD) per_token = 26 * Dk * Dv;
     else if (c->s.run == DELTA_RUN_DECODE || c->s.p.form == LA_LINEAR_RECURRENT) per_token = 7 * Dk * Dv;
-    else per_token = 4 * C * Dk + C * (Dk + Dv) + 2 * C * Dv + 6 * Dk * Dv;
+    else per_token = 4 * C * Dk + 2 * C * (Dk + Dv) + 2 * C * Dv + 6 * Dk * Dv;
     const double tokens = (double)(c->varlen ? c->T : c->T * c->s.B);
     return tokens * per_token * (double)c->s.H;
 }

@@ -8,13 +8,13 @@
  * began), suf[j] = prod_{j<s<n} a_s (to its end), E[i][j] = prod_{j<s<=i}
  * a_s, K and Q the (normalised) rows, Q carrying the scale:
  *   A[i][j] = beta_i (k_i . k_j) E[i][j]       (j < i; else 0)
- *   (I + A) [U | -W] = [beta V | -beta pre K]  (a unit lower-triangular solve)
+ *   [U | -W] = T [beta V | -beta pre K]       T = (I + A)^{-1}, unit lower triangular
  *   Vn = U - W S                               (the corrected values beta_t u_t)
  *   O  = ((Q K^T) . E, j <= i) Vn + (pre . Q) S
  *   S  = pre[n-1] S + (suf . K)^T Vn
- * The products K K^T, Q K^T, W S, A Vn, Q S and K^T Vn run through the
- * register-blocked tile GEMM (tile_gemm.h); the solve is row by row, each
- * row an AXPY over the Dv + Dk columns of [U | -W] per earlier row. pre,
+ * T comes from forward substitution on the identity (n^3 / 6); the
+ * products K K^T, T [..], Q K^T, W S, A Vn, Q S and K^T Vn run through the
+ * register-blocked tile GEMM (tile_gemm.h). pre,
  * suf and the chunk's whole decay are exp of sums of log decays and E a
  * product of factors in [0, 1] (linear_common.h says why: saturated gates
  * give exact zeros, never -inf - -inf).
@@ -22,11 +22,12 @@
  * own scratch in the workspace. */
 #include "cpu/linear/delta_common.h"
 
-/* Per-thread scratch, in floats. Chunked: S, Q, K, K^T, [U | -W], A, O and
- * five per-token scalars. Recurrent: S and four rows. */
+/* Per-thread scratch, in floats. Chunked: S, Q, K, K^T, the right-hand
+ * sides and [U | -W], A, T, O and five per-token scalars. Recurrent: S and
+ * four rows. */
 static size_t scratch_floats(const delta_dims *d) {
     const int64_t ldr = d->Dvp + d->Dkp;
-    return (size_t)(d->Dk * d->Dvp + 2 * d->C * d->Dkp + d->Dkp * d->Cp + d->C * ldr + d->C * d->Cp +
+    return (size_t)(d->Dk * d->Dvp + 2 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * ldr + 2 * d->C * d->Cp +
                     d->C * d->Dvp + 5 * d->Cp + 4 * (d->Dkp + d->Dvp));
 }
 
@@ -41,7 +42,7 @@ la_status LA_ISA_FN(la_cpu_delta_workspace)(const la_delta_problem *p, size_t *b
 }
 
 typedef struct {
-    float *S, *Q, *K, *KT, *R, *A, *O, *beta, *lg, *a, *pre, *suf, *q, *k, *v, *u;
+    float *S, *Q, *K, *KT, *B, *R, *A, *T, *O, *beta, *lg, *a, *pre, *suf, *q, *k, *v, *u;
 } fwd_scratch;
 
 static fwd_scratch scratch_at(float *base, const delta_dims *d) {
@@ -50,9 +51,11 @@ static fwd_scratch scratch_at(float *base, const delta_dims *d) {
     w.Q = w.S + d->Dk * d->Dvp;
     w.K = w.Q + d->C * d->Dkp;
     w.KT = w.K + d->C * d->Dkp;
-    w.R = w.KT + d->Dkp * d->Cp;
+    w.B = w.KT + d->Dkp * d->Cp;
+    w.R = w.B + d->C * (d->Dvp + d->Dkp);
     w.A = w.R + d->C * (d->Dvp + d->Dkp);
-    w.O = w.A + d->C * d->Cp;
+    w.T = w.A + d->C * d->Cp;
+    w.O = w.T + d->C * d->Cp;
     w.beta = w.O + d->C * d->Dvp;
     w.lg = w.beta + d->Cp;
     w.a = w.lg + d->Cp;
@@ -65,17 +68,23 @@ static fwd_scratch scratch_at(float *base, const delta_dims *d) {
     return w;
 }
 
-/* Rows i of R [n][ldr] become (I + A)^{-1} R, A strictly lower triangular
- * [n][lda] (its diagonal and above are not read). */
-static void unit_lower_solve(float *R, int64_t ldr, const float *A, int64_t lda, int64_t n) {
-    for (int64_t i = 1; i < n; i++) {
-        float *ri = R + i * ldr;
+/* T [n][ld] = (I + A)^{-1}, A strictly lower triangular [n][ld] (its
+ * diagonal and above are not read), by forward substitution on the
+ * identity: T_i = e_i - sum_{j<i} A_ij T_j (n^3 / 6 multiply-adds, small
+ * beside the products with T that follow, which then run as one GEMM
+ * instead of a row-by-row solve over the Dk + Dv columns). */
+static void unit_lower_inverse(float *T, const float *A, int64_t ld, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float *ti = T + i * ld;
+        memset(ti, 0, (size_t)ld * sizeof(float));
+        ti[i] = 1.0f;
+        const int64_t w = tg_round_up(i, LA_VL); /* rows j < i have zeros past column i - 1 */
         for (int64_t j = 0; j < i; j++) {
-            const float aij = A[i * lda + j];
+            const float aij = A[i * ld + j];
             if (aij == 0.0f) continue;
             const vf av = vf_set1(aij);
-            const float *rj = R + j * ldr;
-            for (int64_t c = 0; c < ldr; c += LA_VL) vf_store(ri + c, vf_load(ri + c) - av * vf_load(rj + c));
+            const float *tj = T + j * ld;
+            for (int64_t c = 0; c < w; c += LA_VL) vf_store(ti + c, vf_load(ti + c) - av * vf_load(tj + c));
         }
     }
 }
@@ -86,30 +95,32 @@ static void chunked_item(const la_delta_problem *p, const delta_dims *dm, fwd_sc
     int64_t t0, len;
     la_delta_seq(p, b, &t0, &len);
     delta_load_state(w->S, &p->state_in, dm, b, h);
-    float *U = w->R, *Wn = w->R + Dvp; /* [U | -W]: U becomes Vn */
+    float *U = w->R, *Wn = w->R + Dvp; /* [U | -W] = T B: U becomes Vn */
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
             delta_load_qk(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->l2norm, p->scale);
             delta_load_qk(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->l2norm, 1.0f);
-            tg_load_row(U + i * ldr, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
+            tg_load_row(w->B + i * ldr, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
             w->beta[i] = delta_beta(p, bt, t, h);
             w->lg[i] = delta_log_decay(p, bt, t, h);
             w->a[i] = expf(w->lg[i]);
         }
         const float total = lin_run_decays(w->lg, n, w->pre, w->suf);
         for (int64_t i = 0; i < n; i++) {
-            lin_scale(U + i * ldr, Dvp, w->beta[i]);
+            lin_scale(w->B + i * ldr, Dvp, w->beta[i]);
             const vf m = vf_set1(-w->beta[i] * w->pre[i]);
-            for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(Wn + i * ldr + d, m * vf_load(w->K + i * Dkp + d));
+            for (int64_t d = 0; d < Dkp; d += LA_VL)
+                vf_store(w->B + i * ldr + Dvp + d, m * vf_load(w->K + i * Dkp + d));
         }
         /* A = beta . (K K^T . E), strictly below the diagonal */
         lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
         tg_gemm(n, Cp, Dk, w->K, Dkp, 1, w->KT, Cp, w->A, Cp, false);
         lin_mask_scalar(w->A, Cp, w->a, n);
         for (int64_t i = 0; i < n; i++) lin_scale(w->A + i * Cp, Cp, w->beta[i]);
-        unit_lower_solve(w->R, ldr, w->A, Cp, n);
+        unit_lower_inverse(w->T, w->A, Cp, n);
+        tg_gemm(n, ldr, n, w->T, Cp, 1, w->B, ldr, w->R, ldr, false);
         /* Vn = U - W S */
         tg_gemm(n, Dvp, Dk, Wn, ldr, 1, w->S, Dvp, U, ldr, true);
         /* O = (Q K^T . E) Vn + (pre . Q) S */
