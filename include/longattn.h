@@ -474,10 +474,11 @@ LA_API la_status la_delta_rule_decode(la_context *ctx, const la_delta_params *p,
  * beta (f32 or q's dtype), dg like g (f32; NULL exactly when not gated),
  * dinitial_state like the state (NULL: not wanted). dfinal_state (NULL =
  * 0) is the gradient reaching the final state. Overwritten, not
- * accumulated into. Computed token by token backwards (the recurrent form's
- * backward) from the states recomputed per chunk of chunk_size tokens from
- * checkpoints taken at the chunk boundaries: memory per thread is one
- * state per chunk plus the states of one chunk. p->form is ignored. */
+ * accumulated into. Both forms keep the state at every chunk boundary
+ * (chunk_size tokens apart; one state per chunk per thread) and recompute
+ * the rest: p->form LA_LINEAR_CHUNKED differentiates the WY form chunk by
+ * chunk with dense products, LA_LINEAR_RECURRENT walks the tokens
+ * backwards over one chunk's recomputed states at a time. */
 LA_API la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, const la_tensor *q,
                                         const la_tensor *k, const la_tensor *v, const la_tensor *beta,
                                         const la_tensor *g, const la_tensor *initial_state, const la_tensor *dout,

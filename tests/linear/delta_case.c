@@ -75,7 +75,6 @@ static void describe(const harness_case *hc, harness_fields *f) {
     harness_field_int(f, "Dv", c->s.Dv);
     harness_field_str(f, "mixer", c->s.p.gated ? "gated_delta" : "delta");
     harness_field_str(f, "form", c->s.run == DELTA_RUN_DECODE ? "decode"
-                                 : c->s.run == DELTA_RUN_BACKWARD ? "recurrent_ckpt"
                                  : c->s.p.form == LA_LINEAR_CHUNKED ? "chunked"
                                                                     : "recurrent");
     harness_field_int(f, "chunk", c->s.p.chunk_size);
@@ -86,13 +85,21 @@ static void describe(const harness_case *hc, harness_fields *f) {
  * chunk of C: K K^T and Q K^T over full C x C blocks (4 C Dk), T [beta V |
  * beta K] (2 C (Dk + Dv)), A Vn (2 C Dv), and the three state products
  * W S, Q S, K^T Vn (6 Dk Dv); the C^3 / 6 of T itself is left out. Recurrent and decode: 7 Dk Dv
- * per token (two passes over S). Backward: two recomputing sweeps (14) and
- * two backward passes (12): 26 Dk Dv per token. */
+ * per token (two passes over S). Recurrent backward: two recomputing
+ * sweeps (14) and two backward passes (12): 26 Dk Dv per token. Chunked
+ * backward: the chunk's forward part twice (sweep and recomputation:
+ * 2 (2 C Dk + 2 C (Dk + Dv) + 2 Dk Dv)) plus the sweep's state update
+ * (2 Dk Dv), then P, dQ, dK^T Q, Ab K, Ab^T K (10 C Dk), dVn's and dP's
+ * products with V (4 C Dv), dT and dB (4 C (Dk + Dv)), T^T dT T^T (4 C^2)
+ * and seven state-sized products (14 Dk Dv). */
 static double flops(const harness_case *hc) {
     const delta_case_t *c = (const delta_case_t *)hc;
     const double Dk = (double)c->s.Dk, Dv = (double)c->s.Dv, C = (double)c->s.p.chunk_size;
     double per_token;
-    if (c->s.run == DELTA_RUN_BACKWARD) per_token = 26 * Dk * Dv;
+    if (c->s.run == DELTA_RUN_BACKWARD && c->s.p.form == LA_LINEAR_CHUNKED)
+        per_token = 2 * (2 * C * Dk + 2 * C * (Dk + Dv) + 2 * Dk * Dv) + 2 * Dk * Dv + 10 * C * Dk + 4 * C * Dv +
+                    4 * C * (Dk + Dv) + 4 * C * C + 14 * Dk * Dv;
+    else if (c->s.run == DELTA_RUN_BACKWARD) per_token = 26 * Dk * Dv;
     else if (c->s.run == DELTA_RUN_DECODE || c->s.p.form == LA_LINEAR_RECURRENT) per_token = 7 * Dk * Dv;
     else per_token = 4 * C * Dk + 2 * C * (Dk + Dv) + 2 * C * Dv + 6 * Dk * Dv;
     const double tokens = (double)(c->varlen ? c->T : c->T * c->s.B);

@@ -222,6 +222,19 @@ static void add_backward_cases(harness_list *list) {
         s.p.qk_l2norm = 1;
         add(list, s);
     }
+    /* the recurrent form's backward (token by token over checkpointed states) */
+    for (int gi = 0; gi < 4; gi++) {
+        snprintf(name, sizeof name, "backward recurrent form gate mode %d", gi);
+        s = base_spec(name, 70, true);
+        s.H = 4, s.Hkv = 2, s.Dk = 12, s.Dv = 20, s.gate = (delta_gate)gi, s.p.form = LA_LINEAR_RECURRENT;
+        s.p.chunk_size = gi == 3 ? 1 : 16, s.run = DELTA_RUN_BACKWARD, s.p.qk_l2norm = gi % 2;
+        s.init_state = s.want_state = s.dfinal = true;
+        add(list, s);
+    }
+    s = base_spec("backward recurrent form varlen", 0, false);
+    s.nseq = 3, s.lens[0] = 20, s.lens[1] = 0, s.lens[2] = 35, s.p.chunk_size = 64, s.run = DELTA_RUN_BACKWARD;
+    s.p.form = LA_LINEAR_RECURRENT, s.init_state = s.want_state = s.dfinal = true;
+    add(list, s);
     static const char *const gates[] = {"g near 0", "g near -inf", "g saturated"};
     for (int gi = 0; gi < 3; gi++)
         for (int bi = 0; bi < 3; bi++) {
