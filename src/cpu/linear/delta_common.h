@@ -43,22 +43,20 @@ static inline float delta_log_decay(const la_delta_problem *p, int64_t bt, int64
     return p->g.data ? *(const float *)la_attn_at(&p->g, bt, t, h) : 0.0f;
 }
 
-/* One token on S [Dk][Dvp] in place: S = a S; u = v - S^T k; S += beta k
- * u^T; o = S^T q (o NULL: not wanted). u [Dvp] is scratch and returns
- * u = v - (a S_prev)^T k. q carries the scale. */
+/* One token on S [Dk][Dvp] in place: u = v - a S^T k; S = a S + beta k
+ * u^T; o = S^T q (o NULL: not wanted). u [Dvp] is scratch and returns u.
+ * q carries the scale. S is read twice and written once (the decode
+ * step's memory traffic): the first pass only reads it for S^T k. */
 static inline void delta_step(float *S, int64_t Dk, int64_t Dvp, const float *q, const float *k, const float *v,
                               float beta, float a, float *u, float *o) {
-    for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_load(v + j));
-    const vf av = vf_set1(a);
+    for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_set1(0));
     for (int64_t d = 0; d < Dk; d++) {
-        float *row = S + d * Dvp;
+        const float *row = S + d * Dvp;
         const vf kd = vf_set1(k[d]);
-        for (int64_t j = 0; j < Dvp; j += LA_VL) {
-            vf s = vf_load(row + j) * av;
-            vf_store(row + j, s);
-            vf_store(u + j, vf_load(u + j) - kd * s);
-        }
+        for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_fma(kd, vf_load(row + j), vf_load(u + j)));
     }
+    const vf av = vf_set1(a);
+    for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_load(v + j) - av * vf_load(u + j));
     if (o)
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
     const vf bv = vf_set1(beta);
@@ -66,7 +64,7 @@ static inline void delta_step(float *S, int64_t Dk, int64_t Dvp, const float *q,
         float *row = S + d * Dvp;
         const vf kb = vf_set1(k[d]) * bv, qd = vf_set1(o ? q[d] : 0.0f);
         for (int64_t j = 0; j < Dvp; j += LA_VL) {
-            vf s = vf_fma(kb, vf_load(u + j), vf_load(row + j));
+            vf s = vf_fma(kb, vf_load(u + j), vf_load(row + j) * av);
             vf_store(row + j, s);
             if (o) vf_store(o + j, vf_fma(qd, s, vf_load(o + j)));
         }
