@@ -18,6 +18,8 @@ typedef struct {
     la_attn_operand out;
     la_linear_state state_in, state_out; /* either may be absent; the same for decode (in place) */
     bool l2norm;
+    bool dkv_accumulate; /* backward: grouped heads sum dk, dv in f32 scratch as long as the sequence
+                          * (H > Hkv and dk or dv not f32); otherwise rows go out chunk by chunk */
     float scale;
     int form;          /* la_linear_form */
     int64_t chunk;

@@ -33,8 +33,10 @@
  * of dG_i over i >= t in the chunk (the state carries the rest). Every
  * product is a tile GEMM; the elementwise parts are O(C^2) per chunk.
  * Items are (sequence, k/v head): the query heads sharing a k/v head run in
- * one item and sum their dk, dv in f32 scratch of the sequence's length,
- * so no two threads write one gradient row. */
+ * one item, so no two threads write one gradient row. dk, dv rows go out
+ * chunk by chunk (the first head of the group stores, the others add in
+ * f32); a half-precision dk or dv with grouped heads is summed in f32
+ * scratch as long as the sequence instead (dkv_accumulate). */
 #include "cpu/linear/delta_common.h"
 
 typedef struct {
@@ -57,7 +59,13 @@ static size_t chunked_floats(const delta_dims *d) {
                     d->Dvp * d->Cp + 2 * d->Dvp * d->Dkp + 6 * d->Cp);
 }
 
-/* Per-thread scratch, in floats: dk and dv accumulators [Lmax][Dkp + Dvp],
+/* Rows of the dk, dv accumulators: the sequence's (grouped heads summing
+ * in f32 scratch) or one chunk's (flushed to the tensors chunk by chunk). */
+static int64_t acc_rows(const la_delta_problem *p, const delta_dims *d) {
+    return p->dkv_accumulate ? sizes_of(p).Lmax : d->C;
+}
+
+/* Per-thread scratch, in floats: dk and dv accumulators [acc_rows][Dkp + Dvp],
  * the checkpoints, dS, and then for the recurrent form one chunk's states
  * and a dozen rows, for the chunked form S, a delta_chunk and its own
  * buffers. */
@@ -65,7 +73,7 @@ static bool scratch_floats(const la_delta_problem *p, const delta_dims *d, size_
     const bwd_sizes s = sizes_of(p);
     const size_t st = (size_t)(d->Dk * d->Dvp), row = (size_t)(d->Dkp + d->Dvp);
     size_t acc, ck;
-    if (!la_mul_size((size_t)s.Lmax, row, &acc) || !la_mul_size((size_t)s.nck + (size_t)d->C + 3, st, &ck))
+    if (!la_mul_size((size_t)acc_rows(p, d), row, &acc) || !la_mul_size((size_t)s.nck + (size_t)d->C + 3, st, &ck))
         return false;
     const size_t form = chunked(p) ? delta_chunk_floats(d) + chunked_floats(d) : 12 * row;
     *out = acc + ck + form;
@@ -96,8 +104,8 @@ static bwd_scratch scratch_at(float *base, const la_delta_problem *p, const delt
     const int64_t st = d->Dk * d->Dvp, row = d->Dkp + d->Dvp, ldr = delta_ldr(d), C = d->C, Cp = d->Cp;
     bwd_scratch w = {0};
     w.dkacc = base;
-    w.dvacc = w.dkacc + s.Lmax * d->Dkp;
-    w.ck = w.dvacc + s.Lmax * d->Dvp;
+    w.dvacc = w.dkacc + acc_rows(p, d) * d->Dkp;
+    w.ck = w.dvacc + acc_rows(p, d) * d->Dvp;
     w.dS = w.ck + s.nck * st;
     w.Sb = w.dS + st;
     if (!chunked(p)) {
@@ -130,6 +138,33 @@ static bwd_scratch scratch_at(float *base, const la_delta_problem *p, const delt
     float **cs[] = {&w.dpre, &w.dsuf, &w.zrow, &w.zcol, &w.dG, &w.dbeta};
     for (int i = 0; i < 6; i++) *cs[i] = x, x += Cp;
     return w;
+}
+
+/* The accumulator row of token i of the chunk starting at c0. */
+static int64_t acc_row(const la_delta_problem *p, int64_t c0, int64_t i) { return p->dkv_accumulate ? c0 + i : i; }
+
+/* Without dkv_accumulate, the chunk's n rows of dk, dv go out once its
+ * tokens are done: stored by the group's first head, added to in f32 by
+ * the others (the item owns the whole group), then zeroed for the next. */
+static void flush_chunk(const la_delta_backward_problem *bp, const delta_dims *dm, bwd_scratch *w, int64_t b,
+                        int64_t h, int64_t c0, int64_t n) {
+    const la_delta_problem *p = &bp->fwd;
+    if (p->dkv_accumulate) return;
+    const int64_t bt = p->cu ? 0 : b, G = p->H / p->Hkv, hk = h / G;
+    int64_t t0, len;
+    la_delta_seq(p, b, &t0, &len);
+    for (int64_t i = 0; i < n; i++) {
+        float *dk = w->dkacc + i * dm->Dkp, *dv = w->dvacc + i * dm->Dvp;
+        char *ok = la_attn_at(&bp->dk, bt, t0 + c0 + i, hk), *ov = la_attn_at(&bp->dv, bt, t0 + c0 + i, hk);
+        if (h % G != 0) { /* f32 here: a half-precision dk or dv with grouped heads accumulates */
+            for (int64_t d = 0; d < dm->Dk; d++) dk[d] += ((const float *)ok)[d];
+            for (int64_t d = 0; d < dm->Dv; d++) dv[d] += ((const float *)ov)[d];
+        }
+        tg_store_row(ok, bp->dk.dtype, dk, dm->Dk);
+        tg_store_row(ov, bp->dv.dtype, dv, dm->Dv);
+        memset(dk, 0, (size_t)dm->Dkp * sizeof(float));
+        memset(dv, 0, (size_t)dm->Dvp * sizeof(float));
+    }
 }
 
 /* dx^ -> dx through x^ = x r: r (dx^ - x^ (x^ . dx^)), in place. */
@@ -215,7 +250,7 @@ static void recurrent_head_backward(const la_delta_backward_problem *bp, const d
                 vf_store(w->vn + j, bv * u);
             }
             const float dbeta = lin_dot(w->dvn, w->u, Dvp);
-            float *dvrow = w->dvacc + (t - t0) * Dvp;
+            float *dvrow = w->dvacc + acc_row(p, c0, i) * Dvp;
             for (int64_t j = 0; j < Dvp; j += LA_VL)
                 vf_store(dvrow + j, vf_fma(bv, vf_load(w->dvn + j), vf_load(dvrow + j)));
             /* pass B: dk, dP = dS - beta k dvn^T, dg = a <dP, Sp>, dS = a dP */
@@ -241,11 +276,12 @@ static void recurrent_head_backward(const la_delta_backward_problem *bp, const d
                 l2norm_backward(w->dq, w->q, rq, Dkp);
                 l2norm_backward(w->dk, w->k, rk, Dkp);
             }
-            add_row(w->dkacc + (t - t0) * Dkp, w->dk, Dkp);
+            add_row(w->dkacc + acc_row(p, c0, i) * Dkp, w->dk, Dkp);
             tg_store_row(la_attn_at(&bp->dq, bt, t, h), bp->dq.dtype, w->dq, Dk);
             la_store_f32(la_attn_at(&bp->dbeta, bt, t, h), bp->dbeta.dtype, 0, dbeta);
             if (bp->dg.data) *(float *)la_attn_at(&bp->dg, bt, t, h) = a * vf_reduce_add(dgv);
         }
+        flush_chunk(bp, dm, w, b, h, c0, n);
     }
     delta_store_state(&bp->dstate_in, w->dS, dm, b, h);
 }
@@ -369,7 +405,7 @@ static void chunked_head_backward(const la_delta_backward_problem *bp, const del
             const vf m = vf_set1(-bi * pi), bv = vf_set1(bi);
             for (int64_t d = 0; d < Dkp; d += LA_VL)
                 vf_store(w->dKc + i * Dkp + d, vf_fma(m, vf_load(dbk + d), vf_load(w->dKc + i * Dkp + d)));
-            float *dvrow = w->dvacc + (c0 + i) * Dvp;
+            float *dvrow = w->dvacc + acc_row(p, c0, i) * Dvp;
             for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(dvrow + j, vf_fma(bv, vf_load(dbv + j), vf_load(dvrow + j)));
         }
         /* the log decays: dG per token, then dg_t = sum over i >= t of dG_i */
@@ -403,9 +439,10 @@ static void chunked_head_backward(const la_delta_backward_problem *bp, const del
             for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(dq + d, sc * vf_load(dq + d) - cr * vf_load(q + d));
             if (p->l2norm) l2norm_backward(dk, k, c->rk[i], Dkp);
             tg_store_row(la_attn_at(&bp->dq, bt, t, h), bp->dq.dtype, dq, Dk);
-            add_row(w->dkacc + (c0 + i) * Dkp, dk, Dkp);
+            add_row(w->dkacc + acc_row(p, c0, i) * Dkp, dk, Dkp);
             la_store_f32(la_attn_at(&bp->dbeta, bt, t, h), bp->dbeta.dtype, 0, w->dbeta[i]);
         }
+        flush_chunk(bp, dm, w, b, h, c0, n);
     }
     delta_store_state(&bp->dstate_in, dS, dm, b, h);
 }
@@ -425,11 +462,12 @@ la_status LA_ISA_FN(la_cpu_delta_backward_kernel)(const la_delta_backward_proble
             const int64_t b = it / p->Hkv, hk = it % p->Hkv, bt = p->cu ? 0 : b;
             int64_t t0, len;
             la_delta_seq(p, b, &t0, &len);
-            memset(w.dkacc, 0, (size_t)(len * dm.Dkp) * sizeof(float));
-            memset(w.dvacc, 0, (size_t)(len * dm.Dvp) * sizeof(float));
+            const int64_t rows = p->dkv_accumulate ? len : dm.C;
+            memset(w.dkacc, 0, (size_t)(rows * dm.Dkp) * sizeof(float));
+            memset(w.dvacc, 0, (size_t)(rows * dm.Dvp) * sizeof(float));
             for (int64_t h = hk * G; h < (hk + 1) * G; h++)
                 (chunked(p) ? chunked_head_backward : recurrent_head_backward)(bp, &dm, &w, b, h);
-            for (int64_t t = 0; t < len; t++) {
+            for (int64_t t = 0; p->dkv_accumulate && t < len; t++) {
                 tg_store_row(la_attn_at(&bp->dk, bt, t0 + t, hk), bp->dk.dtype, w.dkacc + t * dm.Dkp, dm.Dk);
                 tg_store_row(la_attn_at(&bp->dv, bt, t0 + t, hk), bp->dv.dtype, w.dvacc + t * dm.Dvp, dm.Dv);
             }

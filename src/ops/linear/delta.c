@@ -64,8 +64,8 @@ static la_status check_shaped(const la_tensor *t, const char *name, const int64_
     return la_check_no_self_overlap(t, name);
 }
 
-/* A tensor shaped like `like` but with `last` in its last dim (nd_drop 1:
- * without like's last dim, as beta is to q). */
+/* A tensor shaped like `like` but with `last` in its last dim, or (drop)
+ * without like's last dim, as beta is to q. */
 static la_status check_like(const la_tensor *t, const char *name, const la_tensor *like, int64_t last, bool drop,
                             la_dtype a, la_dtype b, unsigned zero) {
     int64_t want[LA_MAX_DIMS];
@@ -311,6 +311,7 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
                                  "dv", "dbeta", "dg", "dinitial_state"};
     if ((s = check_cpu(all, names, 14))) return s;
     P->state_in = state_of(initial_state);
+    P->dkv_accumulate = P->H != P->Hkv && (dk->dtype != LA_F32 || dv->dtype != LA_F32);
     Bp.dout = la_attn_operand_of(dout, !P->cu);
     Bp.dq = la_attn_operand_of(dq, !P->cu);
     Bp.dk = la_attn_operand_of(dk, !P->cu);
