@@ -106,11 +106,15 @@ static double flops(const harness_case *hc) {
     return tokens * per_token * (double)c->s.H;
 }
 
+/* Inputs read and outputs written; the decode step also reads and writes
+ * every head's f32 state once per token (the least it must move). */
 static double bytes(const harness_case *hc) {
     const delta_case_t *c = (const delta_case_t *)hc;
     const double es = (double)la_dtype_size(c->s.dt), tok = (double)(c->varlen ? c->T : c->T * c->s.B);
-    return tok * es * (double)(c->s.H * c->s.Dk + c->s.Hkv * (c->s.Dk + c->s.Dv)) +
-           tok * (double)la_dtype_size(c->s.out_dt) * (double)(c->s.H * c->s.Dv);
+    double b = tok * es * (double)(c->s.H * c->s.Dk + c->s.Hkv * (c->s.Dk + c->s.Dv)) +
+               tok * (double)la_dtype_size(c->s.out_dt) * (double)(c->s.H * c->s.Dv);
+    if (c->s.run == DELTA_RUN_DECODE) b += tok * 2 * 4 * (double)(c->s.H * c->s.Dk * c->s.Dv);
+    return b;
 }
 
 static void poison(harness_case *hc) {
@@ -438,6 +442,19 @@ harness_case *delta_case(const delta_spec *s) {
 
 void delta_sweep_cases(harness_list *list, const delta_sweep *s) {
     char name[96];
+    /* the decode step, token by token over a short prompt: bandwidth-bound */
+    {
+        delta_spec d = {.name = name, .B = s->B, .L = 256, .H = s->H, .Hkv = s->H, .Dk = s->D, .Dv = s->D,
+                        .dt = LA_F32, .out_dt = LA_F32, .run = DELTA_RUN_DECODE};
+        d.p = la_delta_params_default();
+        d.p.gated = s->gated;
+        d.p.qk_l2norm = 1;
+        snprintf(name, sizeof name, "%s decode x256", s->gated ? "gated_delta" : "delta");
+        harness_case *c = delta_case(&d);
+        c->ceiling = HARNESS_CEIL_READ_BW;
+        c->series = 3;
+        harness_add(list, c);
+    }
     for (int pass = 0; pass < (s->bwd ? 2 : 1); pass++)
         for (int li = 0; li < s->nL; li++) {
             delta_spec d = {.name = name, .B = s->B, .L = s->L[li], .H = s->H, .Hkv = s->H, .Dk = s->D, .Dv = s->D,
