@@ -73,8 +73,9 @@ static bool scratch_floats(const la_delta_problem *p, const delta_dims *d, size_
     const bwd_sizes s = sizes_of(p);
     const size_t st = (size_t)(d->Dk * d->Dvp), row = (size_t)(d->Dkp + d->Dvp);
     size_t acc, ck;
-    if (!la_mul_size((size_t)acc_rows(p, d), row, &acc) || !la_mul_size((size_t)s.nck + (size_t)d->C + 3, st, &ck))
-        return false;
+    /* states: the checkpoints, dS, and one chunk's C + 1 (recurrent) or S (chunked) */
+    const size_t states = (size_t)s.nck + 1 + (chunked(p) ? 1 : (size_t)d->C + 1);
+    if (!la_mul_size((size_t)acc_rows(p, d), row, &acc) || !la_mul_size(states, st, &ck)) return false;
     const size_t form = chunked(p) ? delta_chunk_floats(d) + chunked_floats(d) : 12 * row;
     *out = acc + ck + form;
     return *out >= acc && *out >= ck;
