@@ -203,6 +203,11 @@ static void add_backward_cases(harness_list *list) {
             s.init_state = s.want_state = s.dfinal = li != 2;
             add(list, s);
         }
+    for (int form = 0; form < 2; form++) { /* no tokens: dinitial_state = dfinal_state */
+        delta_spec e = base_spec(form ? "backward L=0 recurrent form" : "backward L=0", 0, true);
+        e.p.form = form, e.run = DELTA_RUN_BACKWARD, e.init_state = e.want_state = e.dfinal = true;
+        add(list, e);
+    }
     delta_spec s = base_spec("backward GQA 4/2 odd dims", 33, true);
     s.H = 4, s.Hkv = 2, s.Dk = 7, s.Dv = 10, s.p.chunk_size = 8, s.run = DELTA_RUN_BACKWARD, s.p.qk_l2norm = 1;
     s.init_state = s.want_state = s.dfinal = true;
