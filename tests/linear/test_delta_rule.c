@@ -114,6 +114,27 @@ static void add_forward_cases(harness_list *list, bool quick) {
             s.p.form = form;
             add(list, s);
         }
+    /* long sequences with decays near 1 (g near 0): chunk decays as exp of sums stay exact */
+    for (int form = 0; form < 2; form++) {
+        snprintf(name, sizeof name, "gated L=%d Dk=Dv=4 g near 0 %s", quick ? 3000 : 100000,
+                 form ? "recurrent" : "chunked");
+        delta_spec s = base_spec(name, quick ? 3000 : 100000, true);
+        s.B = 1, s.H = 1, s.Hkv = 1, s.Dk = 4, s.Dv = 4, s.gate = DELTA_GATE_NEAR_ONE, s.p.qk_l2norm = 1;
+        s.p.form = form, s.want_state = true;
+        add(list, s);
+    }
+    /* half precision through the decode step and the recurrent form */
+    for (int i = 0; i < 2; i++) {
+        const la_dtype dt = i ? LA_F16 : LA_BF16;
+        snprintf(name, sizeof name, "%s decode, beta %s", la_dtype_name(dt), la_dtype_name(dt));
+        delta_spec s = base_spec(name, 40, true);
+        s.dt = s.out_dt = dt, s.beta_in_dt = true, s.run = DELTA_RUN_DECODE, s.p.qk_l2norm = 1, s.init_state = true;
+        add(list, s);
+        snprintf(name, sizeof name, "%s recurrent, f32 out", la_dtype_name(dt));
+        s = base_spec(name, 40, false);
+        s.dt = dt, s.p.form = LA_LINEAR_RECURRENT, s.want_state = true;
+        add(list, s);
+    }
     /* an empty dense batch: the state passes through */
     for (int form = 0; form < 2; form++) {
         delta_spec s = base_spec(form ? "L=0 recurrent" : "L=0 chunked", 0, true);
