@@ -197,7 +197,7 @@ static void recurrent_head_backward(const la_delta_backward_problem *bp, const d
         for (int64_t t = t0 + c0; t < t0 + c0 + n; t++) {
             delta_load_qk(w->k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, l2, 1.0f);
             tg_load_row(w->v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
-            delta_step(S, Dk, Dvp, NULL, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
+            delta_step(S, Dvp, Dk, Dvp, NULL, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
                        w->u, NULL);
         }
     }
@@ -214,7 +214,7 @@ static void recurrent_head_backward(const la_delta_backward_problem *bp, const d
             memcpy(next, w->Sb + i * st, (size_t)st * sizeof(float));
             delta_load_qk(w->k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, l2, 1.0f);
             tg_load_row(w->v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
-            delta_step(next, Dk, Dvp, NULL, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
+            delta_step(next, Dvp, Dk, Dvp, NULL, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
                        w->u, NULL);
         }
         for (int64_t i = n - 1; i >= 0; i--) {

@@ -43,15 +43,16 @@ static inline float delta_log_decay(const la_delta_problem *p, int64_t bt, int64
     return p->g.data ? *(const float *)la_attn_at(&p->g, bt, t, h) : 0.0f;
 }
 
-/* One token on S [Dk][Dvp] in place: u = v - a S^T k; S = a S + beta k
- * u^T; o = S^T q (o NULL: not wanted). u [Dvp] is scratch and returns u.
- * q carries the scale. S is read twice and written once (the decode
- * step's memory traffic): the first pass only reads it for S^T k. */
-static inline void delta_step(float *S, int64_t Dk, int64_t Dvp, const float *q, const float *k, const float *v,
-                              float beta, float a, float *u, float *o) {
+/* One token on S [Dk][Dvp] (rows lds floats apart) in place: u = v - a
+ * S^T k; S = a S + beta k u^T; o = S^T q (o NULL: not wanted). u [Dvp] is
+ * scratch and returns u. q carries the scale. S is read twice and written
+ * once (the decode step's memory traffic): the first pass only reads it
+ * for S^T k. */
+static inline void delta_step(float *S, int64_t lds, int64_t Dk, int64_t Dvp, const float *q, const float *k,
+                              const float *v, float beta, float a, float *u, float *o) {
     for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_set1(0));
     for (int64_t d = 0; d < Dk; d++) {
-        const float *row = S + d * Dvp;
+        const float *row = S + d * lds;
         const vf kd = vf_set1(k[d]);
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_fma(kd, vf_load(row + j), vf_load(u + j)));
     }
@@ -61,7 +62,7 @@ static inline void delta_step(float *S, int64_t Dk, int64_t Dvp, const float *q,
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
     const vf bv = vf_set1(beta);
     for (int64_t d = 0; d < Dk; d++) {
-        float *row = S + d * Dvp;
+        float *row = S + d * lds;
         const vf kb = vf_set1(k[d]) * bv, qd = vf_set1(o ? q[d] : 0.0f);
         for (int64_t j = 0; j < Dvp; j += LA_VL) {
             vf s = vf_fma(kb, vf_load(u + j), vf_load(row + j) * av);

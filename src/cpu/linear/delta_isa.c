@@ -82,21 +82,30 @@ static void chunked_item(const la_delta_problem *p, const delta_dims *dm, fwd_sc
     delta_store_state(&p->state_out, w->S, dm, b, h);
 }
 
+/* Token by token. The decode step (one state in and out, in place) works
+ * on the caller's state directly when its rows need no padding (Dv a
+ * multiple of LIN_PAD): copying it to scratch and back would double the
+ * step's memory traffic. */
 static void recurrent_item(const la_delta_problem *p, const delta_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
     int64_t t0, len;
     la_delta_seq(p, b, &t0, &len);
-    delta_load_state(w->S, &p->state_in, dm, b, h);
+    const la_linear_state *st = &p->state_in;
+    const bool in_place = st->data && st->data == p->state_out.data && dm->Dv == Dvp;
+    float *S = w->S;
+    int64_t lds = Dvp;
+    if (in_place) S = st->data + b * st->seq_stride + h * st->head_stride, lds = st->row_stride;
+    else delta_load_state(S, st, dm, b, h);
     float *o = w->O;
     for (int64_t t = t0; t < t0 + len; t++) {
         delta_load_qk(w->q, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->l2norm, p->scale);
         delta_load_qk(w->k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->l2norm, 1.0f);
         tg_load_row(w->v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
-        delta_step(w->S, Dk, Dvp, w->q, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
+        delta_step(S, lds, Dk, Dvp, w->q, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
                    w->u, o);
         tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, o, dm->Dv);
     }
-    delta_store_state(&p->state_out, w->S, dm, b, h);
+    if (!in_place) delta_store_state(&p->state_out, S, dm, b, h);
 }
 
 la_status LA_ISA_FN(la_cpu_delta_forward_kernel)(const la_delta_problem *p, void *mem) {
