@@ -425,6 +425,84 @@ LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_p
                                               const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk,
                                               la_tensor *dv, la_tensor *dg, la_tensor *dinitial_state);
 
+/* --------------------------------------------------------- delta rule */
+
+/* The delta rule (DeltaNet) and the gated delta rule (Gated DeltaNet): a
+ * causal mixer whose state is corrected toward each new value rather than
+ * only added to. Per sequence and query head h, with k/v head h / (H / Hkv)
+ * and S [Dk, Dv] f32:
+ *   a_t = exp(g_t) (gated; 1 otherwise)
+ *   u_t = v_t - (a_t S_{t-1})^T k_t            (what the decayed state predicts for k_t)
+ *   S_t = a_t S_{t-1} + beta_t k_t u_t^T       = a_t (I - beta_t k_t k_t^T) S_{t-1} + beta_t k_t v_t^T
+ *   o_t = scale S_t^T q_t
+ * With qk_l2norm, q and k are first divided by sqrt(|x|^2 + 1e-6) (fla's
+ * use_qk_l2norm_in_kernel); the delta rule is stable for |k| <= 1 and
+ * beta in [0, 2]. The chunked form is the WY / UT-transform algorithm of
+ * fla's chunk_delta_rule / chunk_gated_delta_rule: per chunk of C tokens a
+ * unit lower-triangular solve (I + A) [U | W] = [beta V | beta exp(G) K],
+ * A[i][j] = beta_i k_i.k_j exp(G_i - G_j) (j < i), then dense products.
+ * Decays are products of factors in [0, 1] and exps of sums of log decays
+ * <= 0 (never a difference of cumulative sums): a saturated gate (g = -inf
+ * or -1e30) resets the state exactly, without NaN. g must be <= 0 (or
+ * -inf); larger values are the caller's to avoid.
+ * Shapes (dense; varlen drops B and packs tokens as in attention):
+ *   q [B, L, H, Dk], k [B, L, Hkv, Dk], v [B, L, Hkv, Dv]: H % Hkv == 0;
+ *   beta [B, L, H] f32 or q's dtype; g [B, L, H] f32 (gated only);
+ *   out [B, L, H, Dv] f32 or q's dtype; states [N, H, Dk, Dv] f32 (N = B
+ *   or num_seqs): one state per query head, so grouped heads share keys
+ *   and values but each has its own beta, gate and state (H == Hkv is the
+ *   usual DeltaNet). Dk, Dv in 1..LA_MAX_HEAD_DIM. */
+typedef struct {
+    float scale;               /* 0 means 1/sqrt(Dk) */
+    int gated;                 /* 1: Gated DeltaNet, g required; 0: g must be NULL */
+    int qk_l2norm;             /* 1: L2-normalise q and k inside the op */
+    la_linear_form form;       /* forward: chunked (WY form) or recurrent */
+    int64_t chunk_size;        /* chunked form: tokens per chunk, 1..1024 (default 64) */
+    const int32_t *cu_seqlens; /* [num_seqs + 1] or NULL for a dense batch */
+    int64_t num_seqs;
+} la_delta_params;
+
+/* Defaults: scale 0 (1/sqrt(Dk)), not gated, no normalisation, chunked,
+ * chunk 64, dense batch. */
+LA_API la_delta_params la_delta_params_default(void);
+
+/* out = the delta rule over whole sequences. initial_state NULL starts
+ * from 0; final_state NULL does not return it. Errors: LA_ERR_NULL,
+ * LA_ERR_SHAPE (sizes disagree, heads do not divide, a state of the wrong
+ * shape), LA_ERR_DTYPE, LA_ERR_STRIDE, LA_ERR_OVERFLOW, LA_ERR_ARGUMENT
+ * (chunk_size < 1, g given without gated or missing with it, an output
+ * overlapping another argument), LA_ERR_SEQLENS (bad cu_seqlens),
+ * LA_ERR_UNSUPPORTED (chunk_size > 1024, head dims > LA_MAX_HEAD_DIM, a
+ * tensor not on the CPU: the delta rule has CPU kernels only). */
+LA_API la_status la_delta_rule_forward(la_context *ctx, const la_delta_params *p, const la_tensor *q,
+                                       const la_tensor *k, const la_tensor *v, const la_tensor *beta,
+                                       const la_tensor *g, const la_tensor *initial_state, la_tensor *out,
+                                       la_tensor *final_state);
+
+/* One token per sequence, state updated in place: q [B, H, Dk], k [B, Hkv,
+ * Dk], v [B, Hkv, Dv], beta [B, H], g [B, H] (gated) or NULL, state [B, H,
+ * Dk, Dv] f32, out [B, H, Dv]. p->form, chunk_size are unused; cu_seqlens
+ * must be NULL. */
+LA_API la_status la_delta_rule_decode(la_context *ctx, const la_delta_params *p, const la_tensor *q,
+                                      const la_tensor *k, const la_tensor *v, const la_tensor *beta,
+                                      const la_tensor *g, la_tensor *state, la_tensor *out);
+
+/* Gradients of the forward: dq, dk, dv shaped like q, k, v (f32 or q's
+ * dtype; dk, dv summed over the query heads sharing a k/v head), dbeta like
+ * beta (f32 or q's dtype), dg like g (f32; NULL exactly when not gated),
+ * dinitial_state like the state (NULL: not wanted). dfinal_state (NULL =
+ * 0) is the gradient reaching the final state. Overwritten, not
+ * accumulated into. Both forms keep the state at every chunk boundary
+ * (chunk_size tokens apart; one state per chunk per thread) and recompute
+ * the rest: p->form LA_LINEAR_CHUNKED differentiates the WY form chunk by
+ * chunk with dense products, LA_LINEAR_RECURRENT walks the tokens
+ * backwards over one chunk's recomputed states at a time. */
+LA_API la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, const la_tensor *q,
+                                        const la_tensor *k, const la_tensor *v, const la_tensor *beta,
+                                        const la_tensor *g, const la_tensor *initial_state, const la_tensor *dout,
+                                        const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                        la_tensor *dbeta, la_tensor *dg, la_tensor *dinitial_state);
+
 /* ------------------------------------------------ block-sparse attention */
 
 /* Which key blocks each query block computes, as CSR lists.

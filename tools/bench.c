@@ -5,6 +5,7 @@
  * timed by the case harness's perf mode (tests/harness). */
 #include "cases.h"
 #include "linear_cases.h"
+#include "delta_cases.h"
 #include "sparse_cases.h"
 #include "cli.h"
 #include "harness.h"
@@ -30,6 +31,7 @@ typedef struct {
     double budget_s; /* skip points expected to take longer than this */
     int decay;       /* linear: la_decay_kind */
     int64_t chunk;   /* linear: chunk size */
+    int op;          /* linear: 0 linear attention, 1 delta rule, 2 gated delta rule */
 } options;
 
 typedef struct {
@@ -72,7 +74,7 @@ static void usage(void) {
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
-            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
+            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS] [--op linear|delta|gated_delta]\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
@@ -99,6 +101,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
         else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
+        else if (!strcmp(a, "--op")) o->op = !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
+                                           : !strcmp(val, "gated_delta") ? 2 : -1;
         else if (!strcmp(a, "--decay")) {
             static const char *const names[] = {"none", "head", "token", "channel"};
             o->decay = -1;
@@ -119,7 +123,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         }
         if (takes) i++;
         if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0 ||
-            o->decay < 0 || o->chunk <= 0) {
+            o->decay < 0 || o->chunk <= 0 || o->op < 0) {
             fprintf(stderr, "longattn bench: bad value for %s\n", a);
             return -1;
         }
@@ -215,7 +219,13 @@ static int bench_linear(const options *o) {
     s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
     s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
     harness_list list = {0};
-    linear_sweep_cases(&list, &s);
+    if (o->op) { /* the (gated) delta rule: its chunked forward and its backward */
+        delta_sweep d = {.B = o->B, .H = o->H, .D = s.D, .L = s.L, .nL = s.nL, .gated = o->op == 2, .chunk = o->chunk,
+                         .bwd = s.bwd};
+        delta_sweep_cases(&list, &d);
+    } else {
+        linear_sweep_cases(&list, &s);
+    }
     harness_perf_opts po = perf_opts(o, false, o->quick ? 0.5 : 2.0);
     int status = harness_perf(&list, &po);
     harness_list_free(&list);

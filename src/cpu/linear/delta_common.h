@@ -1,0 +1,208 @@
+/* Pieces the delta-rule kernels share (forward and backward): loading q and
+ * k (L2-normalised by option), beta and the decay factor of a token, and
+ * the recurrent step. Include from the per-ISA kernel files only.
+ *
+ * Rows are padded to multiples of LIN_PAD floats (linear_common.h) and the
+ * padding is zero, so whole-vector loops over a row are exact. */
+#ifndef LA_CPU_DELTA_COMMON_H
+#define LA_CPU_DELTA_COMMON_H
+
+#include "backend/delta_problem.h"
+#include "cpu/linear/linear_common.h"
+
+/* fla's l2norm: x / sqrt(sum x^2 + eps). */
+#define DELTA_L2_EPS 1e-6f
+
+typedef struct {
+    int64_t C, Cp, Dk, Dkp, Dv, Dvp;
+} delta_dims;
+
+static inline delta_dims delta_dims_of(const la_delta_problem *p, int64_t C) {
+    delta_dims d = {.C = C, .Cp = tg_round_up(C, LIN_PAD), .Dk = p->Dk, .Dkp = tg_round_up(p->Dk, LIN_PAD),
+                    .Dv = p->Dv, .Dvp = tg_round_up(p->Dv, LIN_PAD)};
+    return d;
+}
+
+/* dst[0..Dkp) = mul * x / sqrt(|x|^2 + eps) (or mul * x without l2norm),
+ * zero padded; returns 1 / sqrt(|x|^2 + eps) (1 without l2norm). */
+static inline float delta_load_qk(float *dst, const char *src, la_dtype t, int64_t Dk, int64_t Dkp, bool l2norm,
+                                  float mul) {
+    tg_load_row(dst, src, t, Dk, Dkp);
+    float r = 1.0f;
+    if (l2norm) r = 1.0f / sqrtf(lin_dot(dst, dst, Dkp) + DELTA_L2_EPS);
+    if (r * mul != 1.0f) lin_scale(dst, Dkp, r * mul);
+    return r;
+}
+
+static inline float delta_beta(const la_delta_problem *p, int64_t bt, int64_t t, int64_t h) {
+    return la_load_f32(la_attn_at(&p->beta, bt, t, h), p->beta.dtype, 0);
+}
+
+/* The token's log decay (0 ungated). */
+static inline float delta_log_decay(const la_delta_problem *p, int64_t bt, int64_t t, int64_t h) {
+    return p->g.data ? *(const float *)la_attn_at(&p->g, bt, t, h) : 0.0f;
+}
+
+/* One token on S [Dk][Dvp] (rows lds floats apart) in place: u = v - a
+ * S^T k; S = a S + beta k u^T; o = S^T q (o NULL: not wanted). u [Dvp] is
+ * scratch and returns u. q carries the scale. S is read twice and written
+ * once (the decode step's memory traffic): the first pass only reads it
+ * for S^T k. */
+static inline void delta_step(float *S, int64_t lds, int64_t Dk, int64_t Dvp, const float *q, const float *k,
+                              const float *v, float beta, float a, float *u, float *o) {
+    for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_set1(0));
+    for (int64_t d = 0; d < Dk; d++) {
+        const float *row = S + d * lds;
+        const vf kd = vf_set1(k[d]);
+        for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_fma(kd, vf_load(row + j), vf_load(u + j)));
+    }
+    const vf av = vf_set1(a);
+    for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(u + j, vf_load(v + j) - av * vf_load(u + j));
+    if (o)
+        for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
+    const vf bv = vf_set1(beta);
+    for (int64_t d = 0; d < Dk; d++) {
+        float *row = S + d * lds;
+        const vf kb = vf_set1(k[d]) * bv, qd = vf_set1(o ? q[d] : 0.0f);
+        for (int64_t j = 0; j < Dvp; j += LA_VL) {
+            vf s = vf_fma(kb, vf_load(u + j), vf_load(row + j) * av);
+            vf_store(row + j, s);
+            if (o) vf_store(o + j, vf_fma(qd, s, vf_load(o + j)));
+        }
+    }
+}
+
+/* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */
+static inline void delta_load_state(float *S, const la_linear_state *st, const delta_dims *dm, int64_t n,
+                                    int64_t h) {
+    for (int64_t i = 0; i < dm->Dk; i++) {
+        float *row = S + i * dm->Dvp;
+        memset(row, 0, (size_t)dm->Dvp * sizeof(float));
+        if (st->data)
+            memcpy(row, st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride,
+                   (size_t)dm->Dv * sizeof(float));
+    }
+}
+
+static inline void delta_store_state(const la_linear_state *st, const float *S, const delta_dims *dm, int64_t n,
+                                     int64_t h) {
+    if (!st->data) return;
+    for (int64_t i = 0; i < dm->Dk; i++)
+        memcpy(st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride, S + i * dm->Dvp,
+               (size_t)dm->Dv * sizeof(float));
+}
+
+/* ---- one chunk of the WY form, shared by the chunked forward and backward ----
+ * For a chunk of n tokens from state S, with a_t = exp(g_t), pre[i] =
+ * prod_{s<=i} a_s, suf[j] = prod_{j<s<n} a_s, E[i][j] = prod_{j<s<=i} a_s
+ * (j <= i; 0 above the diagonal), Q and K the (normalised) rows, Q
+ * carrying the scale:
+ *   KE = (K K^T) . E, strictly below the diagonal;  A = diag(beta) KE
+ *   T  = (I + A)^{-1}                               (unit lower triangular)
+ *   B  = [beta V | -beta pre K]                     (the right-hand sides)
+ *   R  = T B = [U | -W];  Vn = U - W S              (R's first Dvp columns)
+ * pre, suf and the chunk's whole decay are exp of sums of log decays and E
+ * a product of factors in [0, 1] (linear_common.h says why: saturated gates
+ * give exact zeros, never -inf - -inf). */
+typedef struct {
+    float *Q, *K, *KT, *V, *B, *R, *KE, *T, *E, *beta, *lg, *a, *pre, *suf, *rq, *rk;
+} delta_chunk;
+
+static inline int64_t delta_ldr(const delta_dims *d) { return d->Dvp + d->Dkp; }
+
+/* Floats of a delta_chunk's buffers. */
+static inline size_t delta_chunk_floats(const delta_dims *d) {
+    return (size_t)(3 * d->C * d->Dkp + d->Dkp * d->Cp + d->C * d->Dvp + 2 * d->C * delta_ldr(d) +
+                    3 * d->C * d->Cp + 9 * d->Cp);
+}
+
+static inline delta_chunk delta_chunk_at(float *base, const delta_dims *d) {
+    delta_chunk c;
+    const int64_t ldr = delta_ldr(d);
+    c.Q = base;
+    c.K = c.Q + d->C * d->Dkp;
+    c.KT = c.K + d->C * d->Dkp;
+    c.V = c.KT + d->Dkp * d->Cp;
+    c.B = c.V + d->C * d->Dvp;
+    c.R = c.B + d->C * ldr;
+    c.KE = c.R + d->C * ldr;
+    c.T = c.KE + d->C * d->Cp;
+    c.E = c.T + d->C * d->Cp;
+    c.beta = c.E + d->C * d->Cp;
+    c.lg = c.beta + d->Cp;
+    c.a = c.lg + d->Cp;
+    c.pre = c.a + d->Cp;
+    c.suf = c.pre + d->Cp;
+    c.rq = c.suf + d->Cp;
+    c.rk = c.rq + d->Cp;
+    return c; /* 2 * Cp spare */
+}
+
+/* T [n][ld] = (I + diag(beta) KE)^{-1}, KE strictly lower triangular [n][ld]
+ * (its diagonal and above are not read), by forward substitution on the
+ * identity: T_i = e_i - beta_i sum_{j<i} KE_ij T_j (n^3 / 6 multiply-adds,
+ * small beside the products with T that follow, which then run as one GEMM
+ * instead of a row-by-row solve over the Dk + Dv columns). */
+static inline void delta_unit_lower_inverse(float *T, const float *KE, const float *beta, int64_t ld, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float *ti = T + i * ld;
+        memset(ti, 0, (size_t)ld * sizeof(float));
+        ti[i] = 1.0f;
+        const int64_t w = tg_round_up(i, LA_VL); /* rows j < i are zero from column i on */
+        for (int64_t j = 0; j < i; j++) {
+            const float aij = beta[i] * KE[i * ld + j];
+            if (aij == 0.0f) continue;
+            const vf av = vf_set1(aij);
+            const float *tj = T + j * ld;
+            for (int64_t c = 0; c < w; c += LA_VL) vf_store(ti + c, vf_load(ti + c) - av * vf_load(tj + c));
+        }
+    }
+}
+
+/* Load tokens [t_first, t_first + n) of (sequence b's batch row bt, query
+ * head h, k/v head hk) and build everything above from state S [Dk][Dvp];
+ * returns the chunk's whole decay pre[n-1] (1 for n = 0). */
+static inline float delta_chunk_prepare(const la_delta_problem *p, const delta_dims *dm, delta_chunk *c, int64_t bt,
+                                        int64_t h, int64_t hk, int64_t t_first, int64_t n, const float *S) {
+    const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp, Cp = dm->Cp, ldr = delta_ldr(dm);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t t = t_first + i;
+        c->rq[i] = delta_load_qk(c->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->l2norm,
+                                 p->scale);
+        c->rk[i] = delta_load_qk(c->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->l2norm, 1.0f);
+        tg_load_row(c->V + i * Dvp, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
+        c->beta[i] = delta_beta(p, bt, t, h);
+        c->lg[i] = delta_log_decay(p, bt, t, h);
+        c->a[i] = expf(c->lg[i]);
+    }
+    const float total = lin_run_decays(c->lg, n, c->pre, c->suf);
+    for (int64_t i = 0; i < n; i++) {
+        const vf b = vf_set1(c->beta[i]), m = vf_set1(-c->beta[i] * c->pre[i]);
+        for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(c->B + i * ldr + j, b * vf_load(c->V + i * Dvp + j));
+        for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(c->B + i * ldr + Dvp + d, m * vf_load(c->K + i * Dkp + d));
+    }
+    /* E, then KE = (K K^T) . E below the diagonal */
+    for (int64_t i = 0; i < n; i++) {
+        float *row = c->E + i * Cp, e = 1.0f;
+        for (int64_t j = i; j >= 0; j--) {
+            row[j] = e;
+            e *= c->a[j];
+        }
+        for (int64_t j = i + 1; j < Cp; j++) row[j] = 0;
+    }
+    lin_transpose(c->KT, Cp, c->K, Dkp, n, Dk);
+    tg_gemm(n, Cp, Dk, c->K, Dkp, 1, c->KT, Cp, c->KE, Cp, false);
+    for (int64_t i = 0; i < n; i++) {
+        float *row = c->KE + i * Cp;
+        const float *e = c->E + i * Cp;
+        for (int64_t j = 0; j < i; j++) row[j] *= e[j];
+        for (int64_t j = i; j < Cp; j++) row[j] = 0;
+    }
+    delta_unit_lower_inverse(c->T, c->KE, c->beta, Cp, n);
+    tg_gemm(n, ldr, n, c->T, Cp, 1, c->B, ldr, c->R, ldr, false);
+    /* Vn = U + (-W) S */
+    tg_gemm(n, Dvp, Dk, c->R + Dvp, ldr, 1, S, Dvp, c->R, ldr, true);
+    return n > 0 ? total : 1.0f;
+}
+
+#endif

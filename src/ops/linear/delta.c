@@ -1,0 +1,330 @@
+/* Public delta-rule entry points (la_delta_rule_*): validate every argument
+ * before touching memory, normalise the call into a la_delta_problem
+ * (backend/delta_problem.h) and run the ISA copy of the CPU kernel the
+ * context's SIMD level picks (src/cpu/linear/delta_isa.c,
+ * delta_backward_isa.c). The delta rule has CPU kernels only: a tensor on
+ * another device is LA_ERR_UNSUPPORTED, named. */
+#include "backend/delta_problem.h"
+#include "cpu/isa.h"
+#include "ops/validate.h"
+
+#include <math.h>
+
+LA_ISA_DECLARE(la_status, la_cpu_delta_workspace, (const la_delta_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_delta_forward_kernel, (const la_delta_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_delta_backward_workspace, (const la_delta_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_delta_backward_kernel, (const la_delta_backward_problem *p, void *ws));
+
+#define DELTA_DEFAULT_CHUNK 64
+/* The kernels' per-thread scratch grows with chunk^2; fla uses 64. */
+#define DELTA_MAX_CHUNK 1024
+
+la_delta_params la_delta_params_default(void) {
+    la_delta_params p;
+    memset(&p, 0, sizeof p);
+    p.form = LA_LINEAR_CHUNKED;
+    p.chunk_size = DELTA_DEFAULT_CHUNK;
+    return p;
+}
+
+static la_status check_params(const la_delta_params *p, bool need_chunk) {
+    if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "params->form is %d; not a la_linear_form", (int)p->form);
+    if (need_chunk && p->chunk_size < 1)
+        return la_fail(LA_ERR_ARGUMENT, "params->chunk_size is %lld; must be >= 1", (long long)p->chunk_size);
+    if (need_chunk && p->chunk_size > DELTA_MAX_CHUNK)
+        return la_fail(LA_ERR_UNSUPPORTED, "params->chunk_size is %lld; the CPU kernels take chunks up to %d",
+                       (long long)p->chunk_size, DELTA_MAX_CHUNK);
+    if (!isfinite(p->scale) || p->scale < 0)
+        return la_fail(LA_ERR_ARGUMENT, "params->scale is %g; must be finite and >= 0", (double)p->scale);
+    return LA_OK;
+}
+
+static la_status dims_equal(const la_tensor *t, const char *name, const int64_t *want, int nd) {
+    for (int i = 0; i < nd; i++)
+        if (t->shape[i] != want[i])
+            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; expected %lld", name, i, (long long)t->shape[i],
+                           (long long)want[i]);
+    return LA_OK;
+}
+
+static la_status dtype_in(const la_tensor *t, const char *name, la_dtype a, la_dtype b) {
+    if (t->dtype == a || t->dtype == b) return LA_OK;
+    return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype), la_dtype_name(a),
+                   a != b ? " or " : "", a != b ? la_dtype_name(b) : "");
+}
+
+/* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be 0). */
+static la_status check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
+                              la_dtype a, la_dtype b) {
+    la_status s;
+    if ((s = la_check_tensor(t, name, nd, zero_mask)) || (s = dims_equal(t, name, want, nd)) ||
+        (s = dtype_in(t, name, a, b)))
+        return s;
+    return la_check_no_self_overlap(t, name);
+}
+
+/* A tensor shaped like `like` but with `last` in its last dim, or (drop)
+ * without like's last dim, as beta is to q. */
+static la_status check_like(const la_tensor *t, const char *name, const la_tensor *like, int64_t last, bool drop,
+                            la_dtype a, la_dtype b, unsigned zero) {
+    int64_t want[LA_MAX_DIMS];
+    const int nd = like->ndim - (drop ? 1 : 0);
+    for (int i = 0; i < nd; i++) want[i] = like->shape[i];
+    if (!drop) want[nd - 1] = last;
+    return check_shaped(t, name, want, nd, zero, a, b);
+}
+
+static la_linear_state state_of(const la_tensor *t) {
+    la_linear_state st = {0};
+    if (!t) return st;
+    st.data = t->data;
+    st.seq_stride = t->stride[0];
+    st.head_stride = t->stride[1];
+    st.row_stride = t->stride[2];
+    return st;
+}
+
+static la_status check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
+    if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
+    la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
+    if (s) return s;
+    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "cu_seqlens[0] is %d; must be 0", cu[0]);
+    *max_len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (cu[i + 1] < cu[i])
+            return la_fail(LA_ERR_SEQLENS, "cu_seqlens is not monotone: [%lld]=%d > [%lld]=%d", (long long)i, cu[i],
+                           (long long)(i + 1), cu[i + 1]);
+        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
+    }
+    if (cu[n] != total)
+        return la_fail(LA_ERR_SEQLENS, "cu_seqlens[%lld] is %d; must equal the %lld packed tokens", (long long)n,
+                       cu[n], (long long)total);
+    return LA_OK;
+}
+
+/* Every tensor on the CPU (the only backend with delta-rule kernels). */
+static la_status check_cpu(const la_tensor *const *t, const char *const *names, int n) {
+    for (int i = 0; i < n; i++)
+        if (t[i] && t[i]->device.kind != LA_DEVICE_CPU)
+            return la_fail(LA_ERR_UNSUPPORTED, "%s is not on the CPU; the delta rule has CPU kernels only", names[i]);
+    return LA_OK;
+}
+
+/* beta or g: [B, L, H], [T, H] (varlen) or [B, H] (decode); zero for t NULL. */
+static la_attn_operand per_head_operand(const la_tensor *t, bool tokens, bool varlen) {
+    if (!t || tokens) return la_attn_operand_of(t, !varlen);
+    return (la_attn_operand){.data = t->data, .dtype = t->dtype, .batch_stride = t->stride[0],
+                             .head_stride = t->stride[1]};
+}
+
+/* q, k, v, beta, g and the options; fills the problem's sizes, options and
+ * input operands. `tokens` false: the decode step's [B, H, D] tensors. */
+static la_status check_inputs(la_context *ctx, const la_delta_params *p, const la_tensor *q, const la_tensor *k,
+                              const la_tensor *v, const la_tensor *beta, const la_tensor *g, bool tokens,
+                              bool need_chunk, la_delta_problem *P) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    if (!p) return la_fail(LA_ERR_NULL, "params is NULL");
+    P->simd = ctx->simd;
+    P->threads = ctx->threads;
+    const bool varlen = tokens && p->cu_seqlens;
+    if (!tokens && p->cu_seqlens) return la_fail(LA_ERR_ARGUMENT, "the decode step takes no cu_seqlens");
+    const int nd = !tokens ? 3 : varlen ? 3 : 4;
+    const unsigned zero = !tokens ? 0u : varlen ? 1u : 2u; /* the token dim may be empty */
+    la_status s;
+    if ((s = la_check_tensor(q, "q", nd, zero)) || (s = la_check_tensor(k, "k", nd, zero)) ||
+        (s = la_check_tensor(v, "v", nd, zero)))
+        return s;
+    if (k->dtype != q->dtype || v->dtype != q->dtype)
+        return la_fail(LA_ERR_DTYPE, "q, k, v dtypes are %s, %s, %s; they must match", la_dtype_name(q->dtype),
+                       la_dtype_name(k->dtype), la_dtype_name(v->dtype));
+    const int hx = nd - 2;
+    P->H = q->shape[hx];
+    P->Hkv = k->shape[hx];
+    P->Dk = q->shape[hx + 1];
+    P->Dv = v->shape[hx + 1];
+    for (int i = 0; i < hx; i++)
+        if (k->shape[i] != q->shape[i] || v->shape[i] != q->shape[i])
+            return la_fail(LA_ERR_SHAPE, "q, k, v dim %d are %lld, %lld, %lld; they must match", i,
+                           (long long)q->shape[i], (long long)k->shape[i], (long long)v->shape[i]);
+    if (v->shape[hx] != P->Hkv)
+        return la_fail(LA_ERR_SHAPE, "k has %lld heads but v has %lld", (long long)P->Hkv, (long long)v->shape[hx]);
+    if (k->shape[hx + 1] != P->Dk)
+        return la_fail(LA_ERR_SHAPE, "k head_dim is %lld but q head_dim is %lld", (long long)k->shape[hx + 1],
+                       (long long)P->Dk);
+    if (P->H % P->Hkv != 0)
+        return la_fail(LA_ERR_SHAPE, "k and v have %lld heads; q's %lld heads must be a multiple", (long long)P->Hkv,
+                       (long long)P->H);
+    if (P->Dk > LA_MAX_HEAD_DIM || P->Dv > LA_MAX_HEAD_DIM)
+        return la_fail(LA_ERR_UNSUPPORTED, "head dims Dk %lld, Dv %lld; each must be at most %d", (long long)P->Dk,
+                       (long long)P->Dv, LA_MAX_HEAD_DIM);
+    if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
+        (s = la_check_no_self_overlap(v, "v")))
+        return s;
+    if ((s = check_params(p, need_chunk))) return s;
+    if (varlen) {
+        if (p->num_seqs <= 0)
+            return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
+        if (p->num_seqs >= INT32_MAX)
+            return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
+        if ((s = check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        P->num_seqs = p->num_seqs;
+        P->cu = p->cu_seqlens;
+    } else {
+        P->num_seqs = q->shape[0];
+        P->L = tokens ? q->shape[1] : 1;
+    }
+    int64_t n;
+    if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv, &n))
+        return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");
+    if (!beta) return la_fail(LA_ERR_NULL, "beta is NULL");
+    if ((s = check_like(beta, "beta", q, 0, true, LA_F32, q->dtype, zero))) return s;
+    if (p->gated && !g) return la_fail(LA_ERR_NULL, "g is NULL; the gated delta rule needs the log decays");
+    if (!p->gated && g) return la_fail(LA_ERR_ARGUMENT, "g is given but params->gated is 0");
+    if (g && (s = check_like(g, "g", q, 0, true, LA_F32, LA_F32, zero))) return s;
+    P->l2norm = p->qk_l2norm != 0;
+    P->scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)P->Dk);
+    P->form = p->form;
+    P->chunk = need_chunk ? p->chunk_size : 1;
+    if (tokens) {
+        P->q = la_attn_operand_of(q, !varlen);
+        P->k = la_attn_operand_of(k, !varlen);
+        P->v = la_attn_operand_of(v, !varlen);
+    } else { /* [B, H, D]: one token per sequence */
+        const la_tensor *in[3] = {q, k, v};
+        la_attn_operand *op[3] = {&P->q, &P->k, &P->v};
+        for (int i = 0; i < 3; i++)
+            *op[i] = (la_attn_operand){.data = in[i]->data, .dtype = in[i]->dtype, .batch_stride = in[i]->stride[0],
+                                       .head_stride = in[i]->stride[1]};
+    }
+    P->beta = per_head_operand(beta, tokens, varlen);
+    P->g = per_head_operand(g, tokens, varlen);
+    return LA_OK;
+}
+
+/* The shape of the states: [N, H, Dk, Dv]. */
+static void state_shape(const la_delta_problem *P, int64_t *want) {
+    want[0] = P->num_seqs;
+    want[1] = P->H;
+    want[2] = P->Dk;
+    want[3] = P->Dv;
+}
+
+static la_status run_forward(la_context *ctx, const la_delta_problem *P) {
+    size_t bytes = 0;
+    void *ws;
+    la_status s;
+    if ((s = LA_ISA_PICK(la_cpu_delta_workspace, P->simd)(P, &bytes)) || (s = la_workspace(ctx, bytes, &ws)))
+        return s;
+    if ((s = LA_ISA_PICK(la_cpu_delta_forward_kernel, P->simd)(P, ws))) return s;
+    return la_succeed();
+}
+
+la_status la_delta_rule_forward(la_context *ctx, const la_delta_params *p, const la_tensor *q, const la_tensor *k,
+                                const la_tensor *v, const la_tensor *beta, const la_tensor *g,
+                                const la_tensor *initial_state, la_tensor *out, la_tensor *final_state) {
+    la_delta_problem P = {0};
+    la_status s = check_inputs(ctx, p, q, k, v, beta, g, true, p && p->form == LA_LINEAR_CHUNKED, &P);
+    if (s) return s;
+    const unsigned zero = P.cu ? 1u : 2u;
+    int64_t sw[4];
+    state_shape(&P, sw);
+    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
+    if ((s = check_like(out, "out", q, P.Dv, false, LA_F32, q->dtype, zero))) return s;
+    const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v},
+                                 {"beta", beta}, {"g", g}, {"initial_state", initial_state},
+                                 {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
+    if ((s = la_check_arg_memory(ctx, mem, 9, 2))) return s;
+    const la_tensor *all[] = {q, k, v, beta, g, initial_state, out, final_state};
+    const char *const names[] = {"q", "k", "v", "beta", "g", "initial_state", "out", "final_state"};
+    if ((s = check_cpu(all, names, 8))) return s;
+    P.out = la_attn_operand_of(out, !P.cu);
+    P.state_in = state_of(initial_state);
+    P.state_out = state_of(final_state);
+    return run_forward(ctx, &P);
+}
+
+la_status la_delta_rule_decode(la_context *ctx, const la_delta_params *p, const la_tensor *q, const la_tensor *k,
+                               const la_tensor *v, const la_tensor *beta, const la_tensor *g, la_tensor *state,
+                               la_tensor *out) {
+    la_delta_problem P = {0};
+    la_status s = check_inputs(ctx, p, q, k, v, beta, g, false, false, &P);
+    if (s) return s;
+    int64_t sw[4];
+    state_shape(&P, sw);
+    if (!state) return la_fail(LA_ERR_NULL, "state is NULL");
+    if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
+    if ((s = check_like(out, "out", q, P.Dv, false, LA_F32, q->dtype, 0))) return s;
+    const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"beta", beta},
+                                 {"g", g}};
+    if ((s = la_check_arg_memory(ctx, mem, 7, 2))) return s;
+    const la_tensor *all[] = {q, k, v, beta, g, state, out};
+    const char *const names[] = {"q", "k", "v", "beta", "g", "state", "out"};
+    if ((s = check_cpu(all, names, 7))) return s;
+    P.form = LA_LINEAR_RECURRENT;
+    P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
+                              .head_stride = out->stride[1]};
+    /* in place: each (sequence, head) reads its state before writing it */
+    P.state_in = state_of(state);
+    P.state_out = state_of(state);
+    return run_forward(ctx, &P);
+}
+
+la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, const la_tensor *q, const la_tensor *k,
+                                 const la_tensor *v, const la_tensor *beta, const la_tensor *g,
+                                 const la_tensor *initial_state, const la_tensor *dout,
+                                 const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                 la_tensor *dbeta, la_tensor *dg, la_tensor *dinitial_state) {
+    la_delta_backward_problem Bp = {0};
+    la_delta_problem *P = &Bp.fwd;
+    la_status s = check_inputs(ctx, p, q, k, v, beta, g, true, true, P);
+    if (s) return s;
+    const unsigned zero = P->cu ? 1u : 2u;
+    int64_t sw[4];
+    state_shape(P, sw);
+    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dfinal_state && (s = check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dinitial_state && (s = check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (!dout) return la_fail(LA_ERR_NULL, "dout is NULL");
+    if (!dq || !dk || !dv || !dbeta) return la_fail(LA_ERR_NULL, "dq, dk, dv and dbeta are required");
+    if ((s = check_like(dout, "dout", q, P->Dv, false, LA_F32, q->dtype, zero))) return s;
+    if ((s = check_like(dq, "dq", q, P->Dk, false, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dk, "dk", k, P->Dk, false, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dv, "dv", v, P->Dv, false, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dbeta, "dbeta", beta, beta->shape[beta->ndim - 1], false, LA_F32, q->dtype, zero)))
+        return s;
+    if (!g != !dg) return la_fail(g ? LA_ERR_NULL : LA_ERR_ARGUMENT, "dg must be given exactly when g is");
+    if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], false, LA_F32, LA_F32, zero))) return s;
+    const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dbeta", dbeta}, {"dg", dg},
+                                 {"dinitial_state", dinitial_state}, {"q", q}, {"k", k}, {"v", v},
+                                 {"beta", beta}, {"g", g}, {"initial_state", initial_state}, {"dout", dout},
+                                 {"dfinal_state", dfinal_state}, {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
+    if ((s = la_check_arg_memory(ctx, mem, 15, 6))) return s;
+    const la_tensor *all[] = {q, k, v, beta, g, initial_state, dout, dfinal_state, dq, dk, dv, dbeta, dg,
+                              dinitial_state};
+    const char *const names[] = {"q", "k", "v", "beta", "g", "initial_state", "dout", "dfinal_state", "dq", "dk",
+                                 "dv", "dbeta", "dg", "dinitial_state"};
+    if ((s = check_cpu(all, names, 14))) return s;
+    P->state_in = state_of(initial_state);
+    P->dkv_accumulate = P->H != P->Hkv && (dk->dtype != LA_F32 || dv->dtype != LA_F32);
+    Bp.dout = la_attn_operand_of(dout, !P->cu);
+    Bp.dq = la_attn_operand_of(dq, !P->cu);
+    Bp.dk = la_attn_operand_of(dk, !P->cu);
+    Bp.dv = la_attn_operand_of(dv, !P->cu);
+    Bp.dbeta = la_attn_operand_of(dbeta, !P->cu);
+    Bp.dg = la_attn_operand_of(dg, !P->cu);
+    Bp.dstate_out = state_of(dfinal_state);
+    Bp.dstate_in = state_of(dinitial_state);
+    size_t bytes = 0;
+    void *ws;
+    if ((s = LA_ISA_PICK(la_cpu_delta_backward_workspace, P->simd)(P, &bytes)) ||
+        (s = la_workspace(ctx, bytes, &ws)))
+        return s;
+    if ((s = LA_ISA_PICK(la_cpu_delta_backward_kernel, P->simd)(&Bp, ws))) return s;
+    return la_succeed();
+}
