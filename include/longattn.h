@@ -427,8 +427,17 @@ LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_p
  * own lists. The score rule of the call still applies inside listed
  * blocks: a key the rule hides stays hidden, a row whose lists hold no
  * visible key gets out 0 and lse -inf.
- * Per-row extra key columns ("vertical" patterns) are not yet supported:
- * list the blocks that hold them. */
+ *
+ * Extra key columns ("vertical" patterns), optional: with col_offsets
+ * non-NULL, row r also computes the individual keys
+ *   key_cols[col_offsets[r] .. col_offsets[r + 1])
+ * (key indices within the sequence, strictly increasing, each in
+ * [0, Lk_b)), for every query of its block, exactly, forward and backward.
+ * A column inside a block the row lists is computed once (the block's).
+ * col_offsets has as many entries as offsets, col_offsets[0] = 0,
+ * non-decreasing; key_cols may be NULL when it has no entries. With
+ * col_offsets NULL, key_cols is ignored. The score rule applies to columns
+ * as to blocks. */
 typedef struct {
     int64_t block_size;  /* in [1, LA_SPARSE_BLOCK_MAX]; the selectors use LA_SPARSE_BLOCK_DEFAULT unless told */
     int64_t num_seqs;    /* B, or num_seqs of a varlen batch */
@@ -436,6 +445,8 @@ typedef struct {
     int64_t q_blocks;    /* ceil(Lq / block_size) */
     int64_t *offsets;    /* [num_seqs * heads * q_blocks + 1], 8-byte aligned */
     int32_t *key_blocks; /* [offsets[num_seqs * heads * q_blocks]], 4-byte aligned; may be NULL when empty */
+    int64_t *col_offsets; /* NULL (no extra columns), or like offsets, for key_cols */
+    int32_t *key_cols;    /* [col_offsets[rows]] key indices, 4-byte aligned; may be NULL when empty */
 } la_block_index;
 
 #define LA_SPARSE_BLOCK_DEFAULT 64
@@ -446,11 +457,11 @@ typedef struct {
  * queries and Lk keys, H query heads) without running anything:
  * LA_ERR_NULL (index, offsets, or key_blocks with entries), LA_ERR_ARGUMENT
  * (block_size outside [1, LA_SPARSE_BLOCK_MAX], arrays misaligned, a row not strictly increasing:
- * unsorted or duplicated ids), LA_ERR_SHAPE (num_seqs, heads or q_blocks
+ * unsorted or duplicated ids or columns), LA_ERR_SHAPE (num_seqs, heads or q_blocks
  * not those of the problem), LA_ERR_OVERFLOW (the row count or an offset
  * past what memory can hold), LA_ERR_SEQLENS (offsets[0] != 0, offsets
- * decreasing, a key-block id out of range). The attention calls below run
- * the same checks. */
+ * decreasing, a key-block id or key column out of range; the same for
+ * col_offsets). The attention calls below run the same checks. */
 LA_API la_status la_block_index_check(const la_block_index *index, int64_t B, int64_t H, int64_t Lq, int64_t Lk);
 
 /* Free the arrays a selector allocated and zero the index (NULL-safe; only
@@ -544,8 +555,11 @@ typedef struct {
     int64_t last_queries; /* rows that estimate the pattern (the last ones): 0 = 64 */
     int64_t vertical;     /* key columns kept, per head */
     int64_t slash;        /* diagonals kept, per head */
+    int columns;          /* nonzero: the kept columns as extra key columns of the index (exactly
+                           * those keys, as MInference computes them) rather than the key blocks
+                           * holding them; fewer keys computed, less mass covered */
 } la_sparse_vslash;
-/* last_queries 64, vertical 64, slash 64. */
+/* last_queries 64, vertical 64, slash 64, columns 0. */
 LA_API la_sparse_vslash la_sparse_vslash_default(void);
 /* Budgets: last_queries, vertical, slash >= 0 (LA_ERR_ARGUMENT otherwise);
  * softmax only (sigmoid is LA_ERR_UNSUPPORTED). Runs on the context's
@@ -560,13 +574,17 @@ LA_API la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash
  *          are left out; computed exactly, in double;
  *  density listed (sequence, head, query block, key block) pairs the rule
  *          does not hide entirely, over all pairs it does not hide: the
- *          share of the dense kernel's blocks the sparse kernel computes.
+ *          share of the dense kernel's blocks the sparse kernel computes;
+ *          each extra key column outside the listed blocks (that some row
+ *          of its query block sees) counts 1 / block_size of a block.
+ * Recall counts the extra columns' keys as covered.
  * sample_rows > 0 samples that many (b, h, i) rows uniformly with
  * replacement from a generator seeded by `seed`; 0 takes every row. */
 typedef struct {
     double recall, density;
     int64_t rows;          /* rows averaged into recall */
     int64_t listed, total; /* the density's counts */
+    int64_t columns;       /* extra (query block, key column) pairs outside the listed blocks */
 } la_sparse_quality;
 LA_API la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, const la_tensor *q,
                                         const la_tensor *k, const la_block_index *index, int64_t sample_rows,

@@ -92,46 +92,62 @@ static int64_t diag_block(const shape *S, int64_t i) {
     return kb < 0 ? 0 : kb >= S->nkb ? S->nkb - 1 : kb;
 }
 
-/* One (sequence, head)'s lists: nqb rows, appended to a growing array. */
+/* One (sequence, head)'s lists: nqb rows, appended to a growing array;
+ * and its extra key columns, likewise (col_counts NULL: none). */
 typedef struct {
     int64_t *counts; /* [nqb] */
     int32_t *ids;
     int64_t n, cap;
+    int64_t *col_counts; /* [nqb] */
+    int32_t *cols;
+    int64_t cn, ccap;
 } head_lists;
 
-static bool push(head_lists *l, int32_t id) {
-    if (l->n == l->cap) {
-        int64_t cap = l->cap ? 2 * l->cap : 64;
-        int32_t *p = realloc(l->ids, sizeof(int32_t) * (size_t)cap);
+static bool grow_push(int32_t **a, int64_t *n, int64_t *cap, int32_t v) {
+    if (*n == *cap) {
+        int64_t c = *cap ? 2 * *cap : 64;
+        int32_t *p = realloc(*a, sizeof(int32_t) * (size_t)c);
         if (!p) return false;
-        l->ids = p, l->cap = cap;
+        *a = p, *cap = c;
     }
-    l->ids[l->n++] = id;
+    (*a)[(*n)++] = v;
     return true;
 }
 
-/* Join the (sequence, head) lists into *out, in order; frees them. */
-static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index *out) {
+static bool push(head_lists *l, int32_t id) { return grow_push(&l->ids, &l->n, &l->cap, id); }
+static bool push_col(head_lists *l, int32_t j) { return grow_push(&l->cols, &l->cn, &l->ccap, j); }
+
+/* One CSR array pair from the per-(sequence, head) rows. */
+static bool join_csr(const shape *S, const head_lists *lists, bool cols, int64_t **offsets, int32_t **ids) {
     const int64_t nbh = S->B * S->H;
     int64_t nnz = 0;
-    for (int64_t i = 0; i < nbh; i++) nnz += lists[i].n;
+    for (int64_t i = 0; i < nbh; i++) nnz += cols ? lists[i].cn : lists[i].n;
+    *offsets = malloc(sizeof(int64_t) * (size_t)(S->rows + 1));
+    *ids = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+    if (!*offsets || !*ids) return false;
+    int64_t r = 0, e = 0;
+    (*offsets)[0] = 0;
+    for (int64_t i = 0; i < nbh; i++) {
+        const int64_t n = cols ? lists[i].cn : lists[i].n;
+        if (n) memcpy(*ids + e, cols ? lists[i].cols : lists[i].ids, sizeof(int32_t) * (size_t)n);
+        const int64_t *counts = cols ? lists[i].col_counts : lists[i].counts;
+        for (int64_t qb = 0; qb < S->nqb; qb++, r++) (*offsets)[r + 1] = (*offsets)[r] + (counts ? counts[qb] : 0);
+        e += n;
+    }
+    return true;
+}
+
+/* Join the (sequence, head) lists into *out, in order; frees them. The
+ * index has columns when any list has. */
+static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index *out) {
+    const int64_t nbh = S->B * S->H;
+    bool with_cols = false;
+    for (int64_t i = 0; i < nbh; i++) with_cols |= lists[i].col_counts != NULL;
     la_block_index x = {.block_size = S->bs, .num_seqs = S->B, .heads = S->H, .q_blocks = S->nqb};
-    if (ok) {
-        x.offsets = malloc(sizeof(int64_t) * (size_t)(S->rows + 1));
-        x.key_blocks = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
-    }
-    if (ok && x.offsets && x.key_blocks) {
-        int64_t r = 0, e = 0;
-        x.offsets[0] = 0;
-        for (int64_t i = 0; i < nbh; i++) {
-            memcpy(x.key_blocks + e, lists[i].ids, sizeof(int32_t) * (size_t)lists[i].n);
-            for (int64_t qb = 0; qb < S->nqb; qb++, r++) x.offsets[r + 1] = x.offsets[r] + lists[i].counts[qb];
-            e += lists[i].n;
-        }
-    } else {
-        ok = false;
-    }
-    for (int64_t i = 0; i < nbh; i++) free(lists[i].counts), free(lists[i].ids);
+    ok = ok && join_csr(S, lists, false, &x.offsets, &x.key_blocks) &&
+         (!with_cols || join_csr(S, lists, true, &x.col_offsets, &x.key_cols));
+    for (int64_t i = 0; i < nbh; i++)
+        free(lists[i].counts), free(lists[i].ids), free(lists[i].col_counts), free(lists[i].cols);
     free(lists);
     if (!ok) {
         la_block_index_free(&x);
@@ -311,7 +327,7 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
 /* ---- vertical-slash ---- */
 
 la_sparse_vslash la_sparse_vslash_default(void) {
-    return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64};
+    return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64, .columns = 0};
 }
 
 /* Exact softmax weights of row i (head h of sequence b) over the keys the
@@ -379,12 +395,19 @@ static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tens
     const int64_t ncol = top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
     const int64_t ndist = top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
     for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
+    if (o->columns) {
+        if (!(l->col_counts = calloc((size_t)S->nqb + 1, sizeof(int64_t)))) return false;
+        for (int64_t e = 0; e < ncol; e++) t->tmp[e] = (ranked){0, (int32_t)t->cols[e]};
+        qsort(t->tmp, (size_t)ncol, sizeof *t->tmp, by_est_desc); /* equal estimates: by column */
+        for (int64_t e = 0; e < ncol; e++) t->cols[e] = t->tmp[e].id;
+    }
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
         q_block_rows(S, qb, &i0, &i1, &kend);
         memset(t->mark, 0, (size_t)S->nkb);
         if (S->nkb > 0) t->mark[0] = 1;
-        for (int64_t e = 0; e < ncol; e++) t->mark[t->cols[e] / S->bs] = 1;
+        if (!o->columns)
+            for (int64_t e = 0; e < ncol; e++) t->mark[t->cols[e] / S->bs] = 1;
         const int64_t d0 = i0 + Lk - S->Lq, d1 = i1 - 1 + Lk - S->Lq;
         /* each kept distance, and the local band [0, bs): keys diag_i - dist of the block's rows */
         for (int64_t e = -S->bs; e < ndist; e++) {
@@ -398,6 +421,19 @@ static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tens
         for (int64_t kb = 0; kb < S->nkb; kb++)
             if (t->mark[kb] && block_visible(S, i0, i1, kend, kb) && !push(l, (int32_t)kb)) return false;
         l->counts[qb] = l->n - before;
+        if (!o->columns) continue;
+        /* the kept columns outside the listed blocks that some row sees */
+        const int64_t cbefore = l->cn;
+        for (int64_t e = 0; e < ncol; e++) {
+            const int64_t j = t->cols[e];
+            if (j >= kend || (t->mark[j / S->bs] && block_visible(S, i0, i1, kend, j / S->bs))) continue;
+            for (int64_t i = i0; i < i1; i++)
+                if (la_rule_visible(&S->rule, i, j, S->Lq, Lk)) {
+                    if (!push_col(l, (int32_t)j)) return false;
+                    break;
+                }
+        }
+        l->col_counts[qb] = l->cn - cbefore;
     }
     return true;
 }
@@ -470,14 +506,16 @@ static double row_recall(const shape *S, const la_tensor *q, const la_tensor *k,
     }
     if (m == -INFINITY) return NAN;
     double all = 0, kept = 0;
-    int64_t n;
+    int64_t n, nc;
     const int32_t *ids = la_block_list_row(x, S->H, b, h, i / S->bs, &n);
-    for (int64_t j = 0, e = 0; j < S->Lk; j++) {
+    const int32_t *cols = la_block_list_cols(x, S->H, b, h, i / S->bs, &nc);
+    for (int64_t j = 0, e = 0, c = 0; j < S->Lk; j++) {
         if (s[j] == -INFINITY) continue;
         const double w = exp(s[j] - m);
         all += w;
         while (e < n && (int64_t)ids[e] * S->bs + S->bs <= j) e++;
-        if (e < n && (int64_t)ids[e] * S->bs <= j) kept += w;
+        while (c < nc && cols[c] < j) c++;
+        if ((e < n && (int64_t)ids[e] * S->bs <= j) || (c < nc && cols[c] == j)) kept += w;
     }
     return kept / all;
 }
@@ -507,9 +545,9 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
     uint64_t st = seed;
     for (int64_t r = 0; r < n; r++) pick[r] = sample_rows > 0 ? (int64_t)(splitmix(&st) % (uint64_t)all_rows) : r;
     bool ok = true;
-    int64_t listed = 0, total = 0;
+    int64_t listed = 0, total = 0, columns = 0;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
-#pragma omp parallel num_threads(nthreads) reduction(&& : ok) reduction(+ : listed, total)
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok) reduction(+ : listed, total, columns)
     {
         double *sc = malloc(sizeof(double) * (size_t)(S.Lk + 1));
         ok = sc != NULL;
@@ -531,6 +569,19 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
                 while (e < nl && ids[e] < kb) e++;
                 if (e < nl && ids[e] == kb) listed++;
             }
+            /* extra columns outside the listed blocks that some row sees */
+            int64_t nc;
+            const int32_t *cols = la_block_list_cols(&x, S.H, b, h, qb, &nc);
+            for (int64_t c = 0, e = 0; c < nc && cols[c] < kend; c++) {
+                const int64_t kb = cols[c] / S.bs;
+                while (e < nl && ids[e] < kb) e++;
+                if (e < nl && ids[e] == kb) continue;
+                for (int64_t i = i0; i < i1; i++)
+                    if (la_rule_visible(&S.rule, i, cols[c], S.Lq, S.Lk)) {
+                        columns++;
+                        break;
+                    }
+            }
         }
         free(sc);
     }
@@ -544,6 +595,7 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
     out->rows = used;
     out->listed = listed;
     out->total = total;
-    out->density = total ? (double)listed / (double)total : NAN;
+    out->columns = columns;
+    out->density = total ? ((double)listed + (double)columns / (double)S.bs) / (double)total : NAN;
     return la_succeed();
 }
