@@ -567,6 +567,57 @@ LA_API la_sparse_vslash la_sparse_vslash_default(void);
 LA_API la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *opts, const la_attention_params *p,
                                          const la_tensor *q, const la_tensor *k, la_block_index *out);
 
+/* Routing (after the Routing Transformer): per query head, online
+ * spherical k-means over the L2-normalised queries and keys of the call
+ * (of every sequence of the batch) with one set of centroids shared by
+ * queries and keys. Each call runs `iterations` rounds of: assign every
+ * point to its nearest centroid (largest cosine), then move each centroid
+ * to normalise(decay * c + (1 - decay) * normalised mean of its points)
+ * (an exponential moving average; a centroid with no points stays). The
+ * centroids live in a state the caller keeps across calls; a fresh state
+ * takes its first centroids from the first call's points (distinct points
+ * drawn by its seed). Clusters are balanced: per sequence, each centroid's
+ * members are its `members` nearest queries and its `members` nearest
+ * keys (top-w by cosine; ties to the lower index). Query block qb lists
+ * every key block holding a key member of a cluster that one of qb's
+ * queries belongs to, plus the sink blocks and the diagonal block with
+ * local_blocks - 1 before it; blocks the rule hides are never listed. */
+typedef struct la_sparse_routing_state la_sparse_routing_state;
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t members;      /* top-w members per centroid per sequence: 0 = ceil(Lk / clusters) for keys,
+                           * ceil(Lq / clusters) for queries */
+    int64_t iterations;   /* k-means rounds this call (0: route with the centroids as they are) */
+    float decay;          /* EMA weight of the old centroid, in [0, 1) */
+    int64_t sink_blocks;  /* key blocks [0, sink_blocks) always listed */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always listed */
+} la_sparse_routing;
+/* members 0, iterations 2, decay 0.9, sink_blocks 0, local_blocks 1. */
+LA_API la_sparse_routing la_sparse_routing_default(void);
+/* A state for `heads` query heads of head_dim dims and `clusters`
+ * centroids each, seeded: LA_ERR_NULL (out), LA_ERR_ARGUMENT (heads,
+ * head_dim or clusters < 1, or clusters > 65536), LA_ERR_OVERFLOW,
+ * LA_ERR_NOMEM. Free with la_sparse_routing_state_free (NULL-safe). */
+LA_API la_status la_sparse_routing_state_create(la_sparse_routing_state **out, int64_t heads, int64_t head_dim,
+                                                int64_t clusters, uint64_t seed);
+LA_API void la_sparse_routing_state_free(la_sparse_routing_state *state);
+/* The k-means objective of the state's last call: values[t] (t <
+ * iterations) is the mean over heads and points of 1 - cosine to the
+ * nearest centroid before round t's update, values[iterations] after the
+ * last. Fills min(n, iterations + 1) values and sets *count to
+ * iterations + 1 (0 before any call). LA_ERR_NULL for state or count, or
+ * values with n > 0; LA_ERR_ARGUMENT for n < 0. */
+LA_API la_status la_sparse_routing_objective(const la_sparse_routing_state *state, double *values, int64_t n,
+                                             int64_t *count);
+/* Budgets: members, iterations (at most 1000), sink_blocks, local_blocks
+ * >= 0, decay in [0, 1) (LA_ERR_ARGUMENT); the state's heads and head_dim must be q's
+ * (LA_ERR_SHAPE). Updates the state's centroids (on failure they are left
+ * as they were). Deterministic for a seed and a sequence of calls, whatever
+ * the threads. */
+LA_API la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routing *opts,
+                                          la_sparse_routing_state *state, const la_attention_params *p,
+                                          const la_tensor *q, const la_tensor *k, la_block_index *out);
+
 /* How good an index is for a softmax call (dense q, k as the selectors):
  *  recall  mean over sampled query rows (of every sequence and head) of the
  *          share of the row's exact softmax mass (over every key the rule

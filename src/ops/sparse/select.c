@@ -7,6 +7,7 @@
  * is never listed. */
 #include "backend/score_rule.h"
 #include "ops/attention/validate.h"
+#include "ops/sparse/select_common.h"
 #include "ops/sparse/sparse_index.h"
 
 #include <math.h>
@@ -22,13 +23,9 @@ la_sparse_topk la_sparse_topk_default(void) {
 
 /* ---- the shared front: checks and sizes ---- */
 
-typedef struct {
-    int64_t B, Lq, Lk, H, Hkv, D, bs, nqb, nkb, rows;
-    la_score_rule rule;
-} shape;
 
-static la_status check_qk(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
-                          shape *S) {
+la_status la_sel_check_qk(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
+                          la_sel_shape *S) {
     la_status s;
     if ((s = la_attn_check_params(p))) return s;
     if (p->cu_seqlens_q || p->cu_seqlens_k)
@@ -49,7 +46,7 @@ static la_status check_qk(const la_attention_params *p, const la_tensor *q, cons
     if (block_size < 0 || block_size > LA_SPARSE_BLOCK_MAX)
         return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be in [1, %lld] (0 = default)", (long long)block_size,
                        (long long)LA_SPARSE_BLOCK_MAX);
-    *S = (shape){.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
+    *S = (la_sel_shape){.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
                  .D = q->shape[3], .bs = block_size ? block_size : LA_SPARSE_BLOCK_DEFAULT};
     if (p->alibi_slopes)
         for (int64_t h = 0; h < S->H; h++)
@@ -66,7 +63,7 @@ static la_status check_qk(const la_attention_params *p, const la_tensor *q, cons
 
 /* Query block qb's rows [*i0, *i1); the keys any of them sees end before
  * *kend (the rule's hi is non-decreasing in the row). */
-static void q_block_rows(const shape *S, int64_t qb, int64_t *i0, int64_t *i1, int64_t *kend) {
+void la_sel_q_block_rows(const la_sel_shape *S, int64_t qb, int64_t *i0, int64_t *i1, int64_t *kend) {
     *i0 = qb * S->bs;
     *i1 = *i0 + S->bs < S->Lq ? *i0 + S->bs : S->Lq;
     int64_t lo;
@@ -74,7 +71,7 @@ static void q_block_rows(const shape *S, int64_t qb, int64_t *i0, int64_t *i1, i
 }
 
 /* Whether some row of [i0, i1) sees some key of block kb, by the rule. */
-static bool block_visible(const shape *S, int64_t i0, int64_t i1, int64_t kend, int64_t kb) {
+bool la_sel_block_visible(const la_sel_shape *S, int64_t i0, int64_t i1, int64_t kend, int64_t kb) {
     const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
     if (j0 >= kend) return false;
     for (int64_t i = i0; i < i1; i++) {
@@ -86,22 +83,12 @@ static bool block_visible(const shape *S, int64_t i0, int64_t i1, int64_t kend, 
 }
 
 /* The key block holding the diagonal key of row i, clamped to the blocks. */
-static int64_t diag_block(const shape *S, int64_t i) {
+int64_t la_sel_diag_block(const la_sel_shape *S, int64_t i) {
     int64_t d = i + S->Lk - S->Lq;
     int64_t kb = d < 0 ? -1 : d / S->bs;
     return kb < 0 ? 0 : kb >= S->nkb ? S->nkb - 1 : kb;
 }
 
-/* One (sequence, head)'s lists: nqb rows, appended to a growing array;
- * and its extra key columns, likewise (col_counts NULL: none). */
-typedef struct {
-    int64_t *counts; /* [nqb] */
-    int32_t *ids;
-    int64_t n, cap;
-    int64_t *col_counts; /* [nqb] */
-    int32_t *cols;
-    int64_t cn, ccap;
-} head_lists;
 
 static bool grow_push(int32_t **a, int64_t *n, int64_t *cap, int32_t v) {
     if (*n == *cap) {
@@ -114,11 +101,11 @@ static bool grow_push(int32_t **a, int64_t *n, int64_t *cap, int32_t v) {
     return true;
 }
 
-static bool push(head_lists *l, int32_t id) { return grow_push(&l->ids, &l->n, &l->cap, id); }
-static bool push_col(head_lists *l, int32_t j) { return grow_push(&l->cols, &l->cn, &l->ccap, j); }
+bool la_sel_push(la_sel_lists *l, int32_t id) { return grow_push(&l->ids, &l->n, &l->cap, id); }
+bool la_sel_push_col(la_sel_lists *l, int32_t j) { return grow_push(&l->cols, &l->cn, &l->ccap, j); }
 
 /* One CSR array pair from the per-(sequence, head) rows. */
-static bool join_csr(const shape *S, const head_lists *lists, bool cols, int64_t **offsets, int32_t **ids) {
+static bool join_csr(const la_sel_shape *S, const la_sel_lists *lists, bool cols, int64_t **offsets, int32_t **ids) {
     const int64_t nbh = S->B * S->H;
     int64_t nnz = 0;
     for (int64_t i = 0; i < nbh; i++) nnz += cols ? lists[i].cn : lists[i].n;
@@ -139,7 +126,7 @@ static bool join_csr(const shape *S, const head_lists *lists, bool cols, int64_t
 
 /* Join the (sequence, head) lists into *out, in order; frees them. The
  * index has columns when any list has. */
-static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index *out) {
+la_status la_sel_join(const la_sel_shape *S, la_sel_lists *lists, bool ok, la_block_index *out) {
     const int64_t nbh = S->B * S->H;
     bool with_cols = false;
     for (int64_t i = 0; i < nbh; i++) with_cols |= lists[i].col_counts != NULL;
@@ -157,7 +144,7 @@ static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index
     return LA_OK;
 }
 
-static la_status check_budget(int64_t v, const char *name) {
+la_status la_sel_check_budget(int64_t v, const char *name) {
     return v < 0 ? la_fail(LA_ERR_ARGUMENT, "%s is %lld; must be >= 0", name, (long long)v) : LA_OK;
 }
 
@@ -167,33 +154,33 @@ la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_
                                   const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", o ? "out" : "opts");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_budget(o->sink_blocks, "sink_blocks")) || (s = check_budget(o->local_blocks, "local_blocks")) ||
-        (s = check_budget(o->stride, "stride")) || (s = check_budget(o->global_blocks, "global_blocks")) ||
-        (s = check_qk(p, q, k, o->block_size, &S)))
+    if ((s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) || (s = la_sel_check_budget(o->local_blocks, "local_blocks")) ||
+        (s = la_sel_check_budget(o->stride, "stride")) || (s = la_sel_check_budget(o->global_blocks, "global_blocks")) ||
+        (s = la_sel_check_qk(p, q, k, o->block_size, &S)))
         return s;
     const int64_t nbh = S.B * S.H;
-    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     for (int64_t bh = 0; bh < nbh && ok; bh++) {
-        head_lists *l = &lists[bh];
+        la_sel_lists *l = &lists[bh];
         if (!(l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t)))) { ok = false; break; }
         for (int64_t qb = 0; qb < S.nqb && ok; qb++) {
             int64_t i0, i1, kend;
-            q_block_rows(&S, qb, &i0, &i1, &kend);
-            const int64_t d0 = diag_block(&S, i0), d1 = diag_block(&S, i1 - 1), before = l->n;
+            la_sel_q_block_rows(&S, qb, &i0, &i1, &kend);
+            const int64_t d0 = la_sel_diag_block(&S, i0), d1 = la_sel_diag_block(&S, i1 - 1), before = l->n;
             for (int64_t kb = 0; kb < S.nkb && ok; kb++) {
                 bool want = kb < o->sink_blocks || qb < o->global_blocks || kb < o->global_blocks ||
                             (o->local_blocks > 0 && kb >= d0 - (o->local_blocks - 1) && kb <= d1 + (o->local_blocks - 1)) ||
                             (o->stride > 0 && kb <= d1 && (d1 - kb) % o->stride == 0);
-                if (want && block_visible(&S, i0, i1, kend, kb)) ok = push(l, (int32_t)kb);
+                if (want && la_sel_block_visible(&S, i0, i1, kend, kb)) ok = la_sel_push(l, (int32_t)kb);
             }
             l->counts[qb] = l->n - before;
         }
     }
-    if ((s = join(&S, lists, ok, out))) return s;
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
 
@@ -201,7 +188,7 @@ la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_
 
 /* Mean of rows [r0, r1) of head h of sequence b of t, into m[D] (f32
  * sums in double). */
-static void pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int64_t r1, int64_t D, double *m) {
+void la_sel_pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int64_t r1, int64_t D, double *m) {
     for (int64_t d = 0; d < D; d++) m[d] = 0;
     const size_t es = la_dtype_size(t->dtype);
     for (int64_t r = r0; r < r1; r++) {
@@ -211,42 +198,38 @@ static void pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int6
     for (int64_t d = 0; d < D; d++) m[d] /= (double)(r1 - r0);
 }
 
-typedef struct {
-    double est;
-    int32_t id;
-} ranked;
 
-static int by_est_desc(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
+int la_sel_by_est_desc(const void *a, const void *b) {
+    const la_sel_ranked *x = a, *y = b;
     if (x->est != y->est) return x->est > y->est ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static int by_id(const void *a, const void *b) {
+int la_sel_by_id(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return x < y ? -1 : x > y;
 }
 
 /* The lists of head h of sequence b. kbar [nkb][D] holds the key blocks'
  * means; qbar [D], cand [nkb] and sel [nkb] are scratch. */
-static bool topk_head(const la_sparse_topk *o, const shape *S, const la_tensor *q, int64_t b, int64_t h,
-                      const double *kbar, double *qbar, ranked *cand, int32_t *sel, head_lists *l) {
+static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, const la_tensor *q, int64_t b, int64_t h,
+                      const double *kbar, double *qbar, la_sel_ranked *cand, int32_t *sel, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
-        q_block_rows(S, qb, &i0, &i1, &kend);
-        pool_rows(q, b, h, i0, i1, S->D, qbar);
-        const int64_t d1 = diag_block(S, i1 - 1);
+        la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
+        la_sel_pool_rows(q, b, h, i0, i1, S->D, qbar);
+        const int64_t d1 = la_sel_diag_block(S, i1 - 1);
         const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
         int64_t nc = 0, ns = 0;
         double m = -INFINITY;
         for (int64_t kb = 0; kb < S->nkb; kb++) {
-            if (!block_visible(S, i0, i1, kend, kb)) continue;
+            if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
             const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
             double dot = 0;
             for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
             const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
-            cand[nc] = (ranked){la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0)),
+            cand[nc] = (la_sel_ranked){la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0)),
                                 (int32_t)kb};
             if (cand[nc].est > m) m = cand[nc].est;
             nc++;
@@ -264,15 +247,15 @@ static bool topk_head(const la_sparse_topk *o, const shape *S, const la_tensor *
                 cand[rest++] = cand[c];
             }
         }
-        qsort(cand, (size_t)rest, sizeof *cand, by_est_desc);
+        qsort(cand, (size_t)rest, sizeof *cand, la_sel_by_est_desc);
         for (int64_t c = 0; c < rest; c++) {
             if (o->top_k > 0 ? c >= o->top_k : covered >= (double)o->gamma * total) break;
             sel[ns++] = cand[c].id;
             covered += exp(cand[c].est - m);
         }
-        qsort(sel, (size_t)ns, sizeof *sel, by_id);
+        qsort(sel, (size_t)ns, sizeof *sel, la_sel_by_id);
         for (int64_t e = 0; e < ns; e++)
-            if (!push(l, sel[e])) return false;
+            if (!la_sel_push(l, sel[e])) return false;
         l->counts[qb] = ns;
     }
     return true;
@@ -282,25 +265,25 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
                                 const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_budget(o->top_k, "top_k")) || (s = check_budget(o->sink_blocks, "sink_blocks")) ||
-        (s = check_budget(o->local_blocks, "local_blocks")))
+    if ((s = la_sel_check_budget(o->top_k, "top_k")) || (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
         return s;
     if (o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
         return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
-    if ((s = check_qk(p, q, k, o->block_size, &S))) return s;
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
-    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
         double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
-        ranked *cand = malloc(sizeof(ranked) * (size_t)(S.nkb + 1));
+        la_sel_ranked *cand = malloc(sizeof(la_sel_ranked) * (size_t)(S.nkb + 1));
         int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
         ok = kbar && qbar && cand && sel;
         /* heads of one K/V group in a row, so each thread pools a group's keys once */
@@ -310,17 +293,17 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
             const int64_t b = g / S.Hkv, hk = g % S.Hkv;
             for (int64_t kb = 0; kb < S.nkb; kb++) {
                 const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
-                pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
+                la_sel_pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
             }
             for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
-                head_lists *l = &lists[b * S.H + h];
+                la_sel_lists *l = &lists[b * S.H + h];
                 ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
                      topk_head(o, &S, q, b, h, kbar, qbar, cand, sel, l);
             }
         }
         free(kbar), free(qbar), free(cand), free(sel);
     }
-    if ((s = join(&S, lists, ok, out))) return s;
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
 
@@ -332,14 +315,14 @@ la_sparse_vslash la_sparse_vslash_default(void) {
 
 /* Exact softmax weights of row i (head h of sequence b) over the keys the
  * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
-static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
+bool la_sel_row_weights(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
                         double *w) {
     const int64_t hk = h / (S->H / S->Hkv), D = S->D;
     const size_t es = la_dtype_size(q->dtype);
     const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
     const float slope = la_rule_slope(&S->rule, h);
     float qf[LA_MAX_HEAD_DIM];
-    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (check_qk) */
+    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (la_sel_check_qk) */
     double m = -INFINITY, sum = 0;
     for (int64_t j = 0; j < S->Lk; j++) {
         w[j] = -INFINITY;
@@ -361,9 +344,9 @@ static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, 
 
 /* Indices of the n largest positive x[0..len) (ties to the lower index),
  * into top; how many there are. */
-static int64_t top_indices(const double *x, int64_t len, int64_t n, ranked *tmp, int64_t *top) {
-    for (int64_t i = 0; i < len; i++) tmp[i] = (ranked){x[i], (int32_t)i};
-    qsort(tmp, (size_t)len, sizeof *tmp, by_est_desc);
+int64_t la_sel_top_indices(const double *x, int64_t len, int64_t n, la_sel_ranked *tmp, int64_t *top) {
+    for (int64_t i = 0; i < len; i++) tmp[i] = (la_sel_ranked){x[i], (int32_t)i};
+    qsort(tmp, (size_t)len, sizeof *tmp, la_sel_by_est_desc);
     int64_t m = 0;
     for (; m < n && m < len && tmp[m].est > 0; m++) top[m] = tmp[m].id;
     return m;
@@ -373,18 +356,18 @@ static int64_t top_indices(const double *x, int64_t len, int64_t n, ranked *tmp,
  * scores, their ranking, the kept columns and distances, a block mark. */
 typedef struct {
     double *w, *col, *diag;
-    ranked *tmp;
+    la_sel_ranked *tmp;
     int64_t *cols, *dists;
     unsigned char *mark;
 } vs_scratch;
 
-static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
-                        int64_t h, vs_scratch *t, head_lists *l) {
+static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
+                        int64_t h, vs_scratch *t, la_sel_lists *l) {
     const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
     memset(t->col, 0, sizeof(double) * (size_t)(Lk + 1));
     memset(t->diag, 0, sizeof(double) * (size_t)(2 * Lk + 1));
     for (int64_t i = S->Lq - nlast > 0 ? S->Lq - nlast : 0; i < S->Lq; i++) {
-        if (!row_weights(S, q, k, b, h, i, t->w)) continue;
+        if (!la_sel_row_weights(S, q, k, b, h, i, t->w)) continue;
         const int64_t diag = i + Lk - S->Lq;
         for (int64_t j = 0; j < Lk; j++) {
             t->col[j] += t->w[j];
@@ -392,18 +375,18 @@ static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tens
             if (dist > -Lk && dist <= Lk) t->diag[dist + Lk] += t->w[j];
         }
     }
-    const int64_t ncol = top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
-    const int64_t ndist = top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
+    const int64_t ncol = la_sel_top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
+    const int64_t ndist = la_sel_top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
     for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
     if (o->columns) {
         if (!(l->col_counts = calloc((size_t)S->nqb + 1, sizeof(int64_t)))) return false;
-        for (int64_t e = 0; e < ncol; e++) t->tmp[e] = (ranked){0, (int32_t)t->cols[e]};
-        qsort(t->tmp, (size_t)ncol, sizeof *t->tmp, by_est_desc); /* equal estimates: by column */
+        for (int64_t e = 0; e < ncol; e++) t->tmp[e] = (la_sel_ranked){0, (int32_t)t->cols[e]};
+        qsort(t->tmp, (size_t)ncol, sizeof *t->tmp, la_sel_by_est_desc); /* equal estimates: by column */
         for (int64_t e = 0; e < ncol; e++) t->cols[e] = t->tmp[e].id;
     }
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
-        q_block_rows(S, qb, &i0, &i1, &kend);
+        la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
         memset(t->mark, 0, (size_t)S->nkb);
         if (S->nkb > 0) t->mark[0] = 1;
         if (!o->columns)
@@ -419,17 +402,17 @@ static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tens
         }
         const int64_t before = l->n;
         for (int64_t kb = 0; kb < S->nkb; kb++)
-            if (t->mark[kb] && block_visible(S, i0, i1, kend, kb) && !push(l, (int32_t)kb)) return false;
+            if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
         l->counts[qb] = l->n - before;
         if (!o->columns) continue;
         /* the kept columns outside the listed blocks that some row sees */
         const int64_t cbefore = l->cn;
         for (int64_t e = 0; e < ncol; e++) {
             const int64_t j = t->cols[e];
-            if (j >= kend || (t->mark[j / S->bs] && block_visible(S, i0, i1, kend, j / S->bs))) continue;
+            if (j >= kend || (t->mark[j / S->bs] && la_sel_block_visible(S, i0, i1, kend, j / S->bs))) continue;
             for (int64_t i = i0; i < i1; i++)
                 if (la_rule_visible(&S->rule, i, j, S->Lq, Lk)) {
-                    if (!push_col(l, (int32_t)j)) return false;
+                    if (!la_sel_push_col(l, (int32_t)j)) return false;
                     break;
                 }
         }
@@ -442,15 +425,15 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
                                   const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_budget(o->last_queries, "last_queries")) || (s = check_budget(o->vertical, "vertical")) ||
-        (s = check_budget(o->slash, "slash")) || (s = check_qk(p, q, k, o->block_size, &S)))
+    if ((s = la_sel_check_budget(o->last_queries, "last_queries")) || (s = la_sel_check_budget(o->vertical, "vertical")) ||
+        (s = la_sel_check_budget(o->slash, "slash")) || (s = la_sel_check_qk(p, q, k, o->block_size, &S)))
         return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "vertical-slash estimates softmax attention; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, Lk = S.Lk;
-    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
@@ -459,7 +442,7 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
         vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
                         .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
                         .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
-                        .tmp = malloc(sizeof(ranked) * (size_t)(2 * Lk + 1)),
+                        .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
                         .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
                         .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
                         .mark = malloc((size_t)S.nkb + 1)};
@@ -467,19 +450,19 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
-            head_lists *l = &lists[bh];
+            la_sel_lists *l = &lists[bh];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
                  vslash_head(o, &S, q, k, bh / S.H, bh % S.H, &t, l);
         }
         free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
     }
-    if ((s = join(&S, lists, ok, out))) return s;
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
 
 /* ---- quality ---- */
 
-static uint64_t splitmix(uint64_t *x) {
+uint64_t la_sel_splitmix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -488,7 +471,7 @@ static uint64_t splitmix(uint64_t *x) {
 
 /* Share of row i's softmax mass (head h of sequence b) in its listed
  * blocks, or NAN when the row sees no key. s is scratch [Lk]. */
-static double row_recall(const shape *S, const la_tensor *q, const la_tensor *k, const la_block_list *x, int64_t b,
+static double row_recall(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, const la_block_list *x, int64_t b,
                          int64_t h, int64_t i, double *s) {
     const int64_t hk = h / (S->H / S->Hkv), D = S->D;
     const size_t es = la_dtype_size(q->dtype);
@@ -526,9 +509,9 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
     if (!ctx || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : "out");
     memset(out, 0, sizeof *out);
     if (!index) return la_fail(LA_ERR_NULL, "index is NULL");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_qk(p, q, k, index->block_size > 0 ? index->block_size : 1, &S))) return s;
+    if ((s = la_sel_check_qk(p, q, k, index->block_size > 0 ? index->block_size : 1, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX) return la_fail(LA_ERR_UNSUPPORTED, "recall is defined for softmax only");
     if (sample_rows < 0) return la_fail(LA_ERR_ARGUMENT, "sample_rows is %lld; must be >= 0", (long long)sample_rows);
     la_attn_problem P = {.num_seqs = S.B, .H = S.H, .Lq = S.Lq, .Lk = S.Lk};
@@ -543,7 +526,7 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
         return la_fail(LA_ERR_NOMEM, "out of memory for %lld sampled rows", (long long)n);
     }
     uint64_t st = seed;
-    for (int64_t r = 0; r < n; r++) pick[r] = sample_rows > 0 ? (int64_t)(splitmix(&st) % (uint64_t)all_rows) : r;
+    for (int64_t r = 0; r < n; r++) pick[r] = sample_rows > 0 ? (int64_t)(la_sel_splitmix(&st) % (uint64_t)all_rows) : r;
     bool ok = true;
     int64_t listed = 0, total = 0, columns = 0;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
@@ -561,10 +544,10 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
         for (int64_t row = 0; row < rows; row++) {
             const int64_t qb = row % S.nqb, h = row / S.nqb % S.H, b = row / S.nqb / S.H;
             int64_t i0, i1, kend, nl;
-            q_block_rows(&S, qb, &i0, &i1, &kend);
+            la_sel_q_block_rows(&S, qb, &i0, &i1, &kend);
             const int32_t *ids = la_block_list_row(&x, S.H, b, h, qb, &nl);
             for (int64_t kb = 0, e = 0; kb < S.nkb && kb * S.bs < kend; kb++) {
-                if (!block_visible(&S, i0, i1, kend, kb)) continue;
+                if (!la_sel_block_visible(&S, i0, i1, kend, kb)) continue;
                 total++;
                 while (e < nl && ids[e] < kb) e++;
                 if (e < nl && ids[e] == kb) listed++;
