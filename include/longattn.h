@@ -618,6 +618,51 @@ LA_API la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routi
                                           la_sparse_routing_state *state, const la_attention_params *p,
                                           const la_tensor *q, const la_tensor *k, la_block_index *out);
 
+/* Hierarchical pruning (after HiP attention), O(L log L): per query block,
+ * the candidate key range (the key blocks up to the last one any of its
+ * rows sees) is halved again and again; each round scores every half by
+ * its representative, the largest rule score (scale, softcap, ALiBi at
+ * the blocks' centres) of the block-pooled query against the mean key of
+ * up to `probes` blocks spread evenly over the half, and keeps the top_k
+ * halves (ties to the lower block), until every kept range is one block.
+ * The sink blocks and the diagonal block with local_blocks - 1 before it
+ * are listed besides; blocks the rule hides never are. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t top_k;        /* key blocks the search keeps per query block, >= 1 */
+    int64_t probes;       /* blocks probed per half: 0 = 4 */
+    int64_t sink_blocks;  /* key blocks [0, sink_blocks) always listed */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always listed */
+} la_sparse_hip;
+/* top_k 8, probes 4, sink_blocks 1, local_blocks 1. */
+LA_API la_sparse_hip la_sparse_hip_default(void);
+/* Budgets: top_k >= 1, probes, sink_blocks, local_blocks >= 0
+ * (LA_ERR_ARGUMENT). Runs on the context's threads; the index does not
+ * depend on them. */
+LA_API la_status la_sparse_select_hip(la_context *ctx, const la_sparse_hip *opts, const la_attention_params *p,
+                                      const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Chunk selection per head (after LongHeads and landmark attention): keys
+ * in chunks of chunk_blocks key blocks, each with a representative, its
+ * mean key. Every query row scores each chunk it can see by the rule's
+ * score of its own query against the representative (at the chunk's
+ * centre for ALiBi) and picks its top_k chunks (ties to the lower chunk);
+ * its query block lists every key block of the chunks any of its rows
+ * picked, plus the first chunk and the local window (the diagonal block
+ * and local_blocks - 1 before it); blocks the rule hides never. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t chunk_blocks; /* key blocks per chunk, >= 1 */
+    int64_t top_k;        /* chunks each row picks besides the first chunk and the window, >= 0 */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always listed */
+} la_sparse_chunks;
+/* chunk_blocks 4, top_k 2, local_blocks 2. */
+LA_API la_sparse_chunks la_sparse_chunks_default(void);
+/* Budgets: chunk_blocks >= 1, top_k, local_blocks >= 0 (LA_ERR_ARGUMENT).
+ * Runs on the context's threads; the index does not depend on them. */
+LA_API la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *opts, const la_attention_params *p,
+                                         const la_tensor *q, const la_tensor *k, la_block_index *out);
+
 /* How good an index is for a softmax call (dense q, k as the selectors):
  *  recall  mean over sampled query rows (of every sequence and head) of the
  *          share of the row's exact softmax mass (over every key the rule
