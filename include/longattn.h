@@ -663,6 +663,37 @@ LA_API la_sparse_chunks la_sparse_chunks_default(void);
 LA_API la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *opts, const la_attention_params *p,
                                          const la_tensor *q, const la_tensor *k, la_block_index *out);
 
+/* FlexPrefill's per-head choice: for each (sequence, head), the last query
+ * block's key-block distribution as block top-k estimates it (softmax of
+ * the block-pooled query against the block means, as
+ * la_sparse_select_topk scores them) against the true one (its rows' exact
+ * softmax summed per key block, averaged over the rows). When the square
+ * root of their Jensen-Shannon divergence (nats, in [0, sqrt(ln 2)]) is at
+ * most tau the estimate is trusted and the head gets query-aware block
+ * top-k by coverage gamma (with the sink and local blocks), exactly as
+ * la_sparse_select_topk would list it; otherwise vertical-slash with the
+ * vertical and slash budgets (last_queries 64, blocks), exactly as
+ * la_sparse_select_vslash would. A head whose last block sees no key (NAN)
+ * gets top-k. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    float gamma;          /* coverage of query-aware heads, in (0, 1] */
+    float tau;            /* divergence threshold, >= 0 */
+    int64_t vertical;     /* columns kept by vertical-slash heads */
+    int64_t slash;        /* diagonals kept by vertical-slash heads */
+    int64_t sink_blocks;  /* query-aware heads: key blocks [0, sink_blocks) always kept */
+    int64_t local_blocks; /* query-aware heads: the diagonal block and local_blocks - 1 before it */
+} la_sparse_flex;
+/* gamma 0.9, tau 0.1, vertical 64, slash 64, sink_blocks 1, local_blocks 1. */
+LA_API la_sparse_flex la_sparse_flex_default(void);
+/* Budgets: gamma in (0, 1], tau finite >= 0, the counts >= 0
+ * (LA_ERR_ARGUMENT); softmax only (LA_ERR_UNSUPPORTED). divergence (NULL:
+ * not wanted) receives [B * H] values, (b * H + h), only on success. Runs
+ * on the context's threads; the index does not depend on them. */
+LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *opts, const la_attention_params *p,
+                                       const la_tensor *q, const la_tensor *k, la_block_index *out,
+                                       double *divergence);
+
 /* How good an index is for a softmax call (dense q, k as the selectors):
  *  recall  mean over sampled query rows (of every sequence and head) of the
  *          share of the row's exact softmax mass (over every key the rule

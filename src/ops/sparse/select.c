@@ -460,6 +460,129 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
     return la_succeed();
 }
 
+/* ---- FlexPrefill: per head, query-aware top-k or vertical-slash ---- */
+
+la_sparse_flex la_sparse_flex_default(void) {
+    return (la_sparse_flex){.block_size = 0, .gamma = 0.9f, .tau = 0.1f, .vertical = 64, .slash = 64,
+                            .sink_blocks = 1, .local_blocks = 1};
+}
+
+/* sqrt of the Jensen-Shannon divergence (nats) between head h's estimated
+ * and true key-block distributions of its last query block: the estimate
+ * from the block-pooled query against the block means (kbar), scored as
+ * top-k scores them; the truth the exact softmax rows summed per key
+ * block. NAN when the block's rows see no key. t->w, t->col are scratch. */
+static double flex_divergence(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h,
+                              const double *kbar, double *qbar, vs_scratch *t) {
+    const int64_t qb = S->nqb - 1;
+    int64_t i0, i1, kend;
+    la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
+    double *truth = t->col, *est = t->diag; /* [nkb] each */
+    memset(truth, 0, sizeof(double) * (size_t)S->nkb);
+    int64_t rows = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        if (!la_sel_row_weights(S, q, k, b, h, i, t->w)) continue;
+        rows++;
+        for (int64_t j = 0; j < S->Lk; j++) truth[j / S->bs] += t->w[j];
+    }
+    if (!rows) return NAN;
+    la_sel_pool_rows(q, b, h, i0, i1, S->D, qbar);
+    const float slope = la_rule_slope(&S->rule, h);
+    const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
+    double m = -INFINITY, z = 0;
+    for (int64_t kb = 0; kb < S->nkb; kb++) {
+        est[kb] = -INFINITY;
+        if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
+        const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
+        double dot = 0;
+        for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
+        const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
+        est[kb] = la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0));
+        if (est[kb] > m) m = est[kb];
+    }
+    for (int64_t kb = 0; kb < S->nkb; kb++) z += est[kb] == -INFINITY ? 0 : exp(est[kb] - m);
+    double js = 0;
+    for (int64_t kb = 0; kb < S->nkb; kb++) {
+        const double a = est[kb] == -INFINITY ? 0 : exp(est[kb] - m) / z, c = truth[kb] / (double)rows,
+                     mid = 0.5 * (a + c);
+        if (a > 0) js += 0.5 * a * log(a / mid);
+        if (c > 0) js += 0.5 * c * log(c / mid);
+    }
+    return sqrt(js > 0 ? js : 0);
+}
+
+la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const la_attention_params *p,
+                                const la_tensor *q, const la_tensor *k, la_block_index *out, double *divergence) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    la_sel_shape S;
+    la_status s;
+    if ((s = la_sel_check_budget(o->vertical, "vertical")) || (s = la_sel_check_budget(o->slash, "slash")) ||
+        (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
+        return s;
+    if (!(o->gamma > 0 && o->gamma <= 1))
+        return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1]", (double)o->gamma);
+    if (!(o->tau >= 0) || isinf(o->tau))
+        return la_fail(LA_ERR_ARGUMENT, "tau is %g; must be finite and >= 0", (double)o->tau);
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
+    if (p->score != LA_SCORE_SOFTMAX)
+        return la_fail(LA_ERR_UNSUPPORTED, "flex compares softmax distributions; sigmoid scores have none");
+    const la_sparse_topk to = {.block_size = S.bs, .gamma = o->gamma, .top_k = 0, .sink_blocks = o->sink_blocks,
+                               .local_blocks = o->local_blocks};
+    const la_sparse_vslash vo = {.block_size = S.bs, .last_queries = 0, .vertical = o->vertical, .slash = o->slash};
+    const int64_t nbh = S.B * S.H, G = S.H / S.Hkv, Lk = S.Lk;
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    double *dv = malloc(sizeof(double) * (size_t)nbh);
+    if (!dv) {
+        free(lists);
+        return la_fail(LA_ERR_NOMEM, "out of memory for the divergences");
+    }
+    bool ok = true;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok)
+    {
+        double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
+        la_sel_ranked *cand = malloc(sizeof(la_sel_ranked) * (size_t)(S.nkb + 1));
+        int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
+        vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
+                        .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
+                        .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
+                        .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
+                        .mark = malloc((size_t)S.nkb + 1)};
+        ok = kbar && qbar && cand && sel && t.w && t.col && t.diag && t.tmp && t.cols && t.dists && t.mark;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+            if (!ok) continue;
+            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
+            for (int64_t kb = 0; kb < S.nkb; kb++) {
+                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
+                la_sel_pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
+            }
+            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
+                la_sel_lists *l = &lists[b * S.H + h];
+                const double d = S.nqb > 0 ? flex_divergence(&S, q, k, b, h, kbar, qbar, &t) : NAN;
+                dv[b * S.H + h] = d;
+                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                     (!(d > o->tau) ? topk_head(&to, &S, q, b, h, kbar, qbar, cand, sel, l)
+                                    : vslash_head(&vo, &S, q, k, b, h, &t, l));
+            }
+        }
+        free(kbar), free(qbar), free(cand), free(sel);
+        free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
+    }
+    if ((s = la_sel_join(&S, lists, ok, out))) {
+        free(dv);
+        return s;
+    }
+    if (divergence) memcpy(divergence, dv, sizeof(double) * (size_t)nbh);
+    free(dv);
+    return la_succeed();
+}
+
 /* ---- quality ---- */
 
 uint64_t la_sel_splitmix(uint64_t *x) {
