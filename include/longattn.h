@@ -494,8 +494,13 @@ LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_pa
  * causal / window / sinks decide which blocks could be visible; blocks the
  * rule hides entirely are never listed), dense q [B, Lq, H, D] and
  * k [B, Lk, Hkv, D] (f32, bf16 or f16, the same checks as the attention
- * calls; varlen batches are not yet supported: LA_ERR_UNSUPPORTED), and
- * fills *out with arrays it allocates (free with la_block_index_free).
+ * calls), and fills *out with arrays it allocates (free with
+ * la_block_index_free). Varlen batches (the params' cu_seqlens_q and
+ * cu_seqlens_k with num_seqs, packed q [Tq, H, D] and k [Tk, Hkv, D]) run
+ * sequence by sequence, in order, each exactly as a dense call on that
+ * sequence alone; q_blocks is that of the longest query sequence and the
+ * rows past a sequence's end are empty (LA_ERR_SEQLENS for bad
+ * cu_seqlens).
  * Deterministic: the same inputs give the same index, whatever the
  * threads or SIMD level. On failure *out is zeroed and nothing leaks. */
 
@@ -611,7 +616,9 @@ LA_API la_status la_sparse_routing_objective(const la_sparse_routing_state *stat
                                              int64_t *count);
 /* Budgets: members, iterations (at most 1000), sink_blocks, local_blocks
  * >= 0, decay in [0, 1) (LA_ERR_ARGUMENT); the state's heads and head_dim must be q's
- * (LA_ERR_SHAPE). Updates the state's centroids (on failure they are left
+ * (LA_ERR_SHAPE). A varlen batch is one call per sequence with queries,
+ * in order: the state moves through them, and its objective is the last
+ * sequence's. Updates the state's centroids (on failure they are left
  * as they were). Deterministic for a seed and a sequence of calls, whatever
  * the threads. */
 LA_API la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routing *opts,
@@ -705,6 +712,7 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
  *          each extra key column outside the listed blocks (that some row
  *          of its query block sees) counts 1 / block_size of a block.
  * Recall counts the extra columns' keys as covered.
+ * Dense batches only (varlen: LA_ERR_UNSUPPORTED).
  * sample_rows > 0 samples that many (b, h, i) rows uniformly with
  * replacement from a generator seeded by `seed`; 0 takes every row. */
 typedef struct {

@@ -226,7 +226,10 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     la_attention_params varlen = p;
     int32_t cu[2] = {0, 64};
     varlen.cu_seqlens_q = varlen.cu_seqlens_k = cu, varlen.num_seqs = 1;
-    TU_EXPECT_STATUS(la_sparse_select_static(&so, &varlen, &P.q.t, &P.k.t, &x), LA_ERR_UNSUPPORTED);
+    TU_EXPECT_STATUS(la_sparse_select_static(&so, &varlen, &P.q.t, &P.k.t, &x), LA_ERR_SHAPE); /* varlen: packed 3-D */
+    la_block_index dummy = {0};
+    la_sparse_quality qv;
+    TU_EXPECT_STATUS(la_block_index_quality(ctx, &varlen, &P.q.t, &P.k.t, &dummy, 0, 1, &qv), LA_ERR_UNSUPPORTED);
     la_attention_params badp = p;
     badp.window_left = -5;
     TU_EXPECT_STATUS(la_sparse_select_topk(ctx, &to, &badp, &P.q.t, &P.k.t, &x), LA_ERR_ARGUMENT);

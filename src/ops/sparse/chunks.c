@@ -66,6 +66,18 @@ static bool chunks_head(const la_sparse_chunks *o, const la_sel_shape *S, const 
     return true;
 }
 
+typedef struct {
+    la_context *ctx;
+    const la_sparse_chunks *o;
+} seq_arg;
+
+static la_status chunks_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                            int64_t b, la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_chunks(a->ctx, a->o, p, q, k, out);
+}
+
 la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *o, const la_attention_params *p,
                                   const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
@@ -74,9 +86,14 @@ la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *o, co
     la_status s;
     if (o->chunk_blocks < 1)
         return la_fail(LA_ERR_ARGUMENT, "chunk_blocks is %lld; must be >= 1", (long long)o->chunk_blocks);
-    if ((s = la_sel_check_budget(o->top_k, "top_k")) || (s = la_sel_check_budget(o->local_blocks, "local_blocks")) ||
-        (s = la_sel_check_qk(p, q, k, o->block_size, &S)))
+    if ((s = la_sel_check_budget(o->top_k, "top_k")) || (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
         return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, chunks_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     /* a chunk longer than the keys is all of them */
     const int64_t cb = o->chunk_blocks < S.nkb ? o->chunk_blocks : S.nkb > 0 ? S.nkb : 1;
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv, nch = (S.nkb + cb - 1) / cb;

@@ -103,6 +103,18 @@ static bool hip_head(const la_sparse_hip *o, const la_sel_shape *S, const la_ten
     return true;
 }
 
+typedef struct {
+    la_context *ctx;
+    const la_sparse_hip *o;
+} seq_arg;
+
+static la_status hip_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t b,
+                         la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_hip(a->ctx, a->o, p, q, k, out);
+}
+
 la_status la_sparse_select_hip(la_context *ctx, const la_sparse_hip *o, const la_attention_params *p,
                                const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
@@ -111,8 +123,14 @@ la_status la_sparse_select_hip(la_context *ctx, const la_sparse_hip *o, const la
     la_status s;
     if (o->top_k < 1) return la_fail(LA_ERR_ARGUMENT, "top_k is %lld; must be >= 1", (long long)o->top_k);
     if ((s = la_sel_check_budget(o->probes, "probes")) || (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
-        (s = la_sel_check_budget(o->local_blocks, "local_blocks")) || (s = la_sel_check_qk(p, q, k, o->block_size, &S)))
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
         return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, hip_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
     /* ranges in hand: at most top_k, doubled by a split (and never more than the blocks) */
     const int64_t cap = 2 * (o->top_k < S.nkb ? o->top_k : S.nkb) + 2;

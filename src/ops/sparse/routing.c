@@ -239,6 +239,19 @@ static bool routing_head(const la_sparse_routing *o, const la_sel_shape *S, cons
     return true;
 }
 
+typedef struct {
+    la_context *ctx;
+    const la_sparse_routing *o;
+    la_sparse_routing_state *st;
+} seq_arg;
+
+static la_status routing_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                             int64_t b, la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_routing(a->ctx, a->o, a->st, p, q, k, out);
+}
+
 la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routing *o, la_sparse_routing_state *st,
                                    const la_attention_params *p, const la_tensor *q, const la_tensor *k,
                                    la_block_index *out) {
@@ -256,6 +269,14 @@ la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routing *o, 
                        ROUTING_MAX_ITERATIONS);
     if (!(o->decay >= 0 && o->decay < 1))
         return la_fail(LA_ERR_ARGUMENT, "decay is %g; must be in [0, 1)", (double)o->decay);
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        if (q && q->ndim == 3 && (q->shape[1] != st->H || q->shape[2] != st->D))
+            return la_fail(LA_ERR_SHAPE, "the state is for %lld heads of %lld dims; q has %lld of %lld",
+                           (long long)st->H, (long long)st->D, (long long)q->shape[1], (long long)q->shape[2]);
+        seq_arg a = {.ctx = ctx, .o = o, .st = st};
+        s = la_sel_varlen(p, q, k, o->block_size, routing_seq, &a, out);
+        return s ? s : la_succeed();
+    }
     if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (st->H != S.H || st->D != S.D)
         return la_fail(LA_ERR_SHAPE, "the state is for %lld heads of %lld dims; q has %lld of %lld", (long long)st->H,

@@ -29,7 +29,8 @@ la_status la_sel_check_qk(const la_attention_params *p, const la_tensor *q, cons
     la_status s;
     if ((s = la_attn_check_params(p))) return s;
     if (p->cu_seqlens_q || p->cu_seqlens_k)
-        return la_fail(LA_ERR_UNSUPPORTED, "the selectors take a dense batch; varlen is not yet supported");
+        return la_fail(LA_ERR_UNSUPPORTED, "a dense batch only (the selectors run varlen batches sequence by "
+                       "sequence; the quality measure does not)");
     if ((s = la_check_tensor(q, "q", 4, 0)) || (s = la_check_tensor(k, "k", 4, 2))) return s;
     if (q->dtype != k->dtype)
         return la_fail(LA_ERR_DTYPE, "q is %s but k is %s; they must match", la_dtype_name(q->dtype),
@@ -148,7 +149,127 @@ la_status la_sel_check_budget(int64_t v, const char *name) {
     return v < 0 ? la_fail(LA_ERR_ARGUMENT, "%s is %lld; must be >= 0", name, (long long)v) : LA_OK;
 }
 
+/* ---- varlen: one dense call per sequence, joined ---- */
+
+static la_status check_cu(const int32_t *cu, const char *name, int64_t n, int64_t total, int64_t *max_len) {
+    if (!cu) return la_fail(LA_ERR_NULL, "%s is NULL", name);
+    la_status s = la_check_aligned(cu, sizeof *cu, name);
+    if (s) return s;
+    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "%s[0] is %d; must be 0", name, cu[0]);
+    *max_len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (cu[i + 1] < cu[i])
+            return la_fail(LA_ERR_SEQLENS, "%s is not monotone: [%lld]=%d > [%lld]=%d", name, (long long)i, cu[i],
+                           (long long)(i + 1), cu[i + 1]);
+        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
+    }
+    if (cu[n] > total)
+        return la_fail(LA_ERR_SEQLENS, "%s[%lld] is %d, past the end of the %lld packed tokens", name, (long long)n,
+                       cu[n], (long long)total);
+    return LA_OK;
+}
+
+/* Sequence b's rows [t0, t0 + len) of a packed [T, heads, D] view as a
+ * dense [1, len, heads, D] one. */
+static la_tensor seq_view(const la_tensor *t, int64_t t0, int64_t len) {
+    la_tensor v = *t;
+    v.ndim = 4;
+    v.shape[0] = 1, v.shape[1] = len, v.shape[2] = t->shape[1], v.shape[3] = t->shape[2];
+    v.stride[0] = t->stride[0] * (len > 0 ? len : 1), v.stride[1] = t->stride[0], v.stride[2] = t->stride[1],
+    v.stride[3] = t->stride[2];
+    if (t->data) v.data = (char *)t->data + t0 * t->stride[0] * (int64_t)la_dtype_size(t->dtype);
+    return v;
+}
+
+la_status la_sel_varlen(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
+                        la_sel_seq_fn fn, void *arg, la_block_index *out) {
+    la_status s;
+    if (!p->cu_seqlens_q || !p->cu_seqlens_k)
+        return la_fail(LA_ERR_ARGUMENT, "%s is set without %s", p->cu_seqlens_q ? "cu_seqlens_q" : "cu_seqlens_k",
+                       p->cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q");
+    if (p->num_seqs <= 0 || p->num_seqs >= INT32_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be in [1, %d)", (long long)p->num_seqs,
+                       INT32_MAX);
+    if ((s = la_check_tensor(q, "q", 3, 1)) || (s = la_check_tensor(k, "k", 3, 1))) return s;
+    if (block_size < 0 || block_size > LA_SPARSE_BLOCK_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be in [1, %lld] (0 = default)", (long long)block_size,
+                       (long long)LA_SPARSE_BLOCK_MAX);
+    const int64_t B = p->num_seqs, H = q->shape[1], bs = block_size ? block_size : LA_SPARSE_BLOCK_DEFAULT;
+    int64_t maxq, maxk;
+    if ((s = check_cu(p->cu_seqlens_q, "cu_seqlens_q", B, q->shape[0], &maxq)) ||
+        (s = check_cu(p->cu_seqlens_k, "cu_seqlens_k", B, k->shape[0], &maxk)))
+        return s;
+    const int64_t nqb = maxq / bs + (maxq % bs != 0);
+    int64_t rows;
+    if (!la_mul_i64(B, H, &rows) || !la_mul_i64(rows, nqb, &rows) || rows >= INT64_MAX / 8)
+        return la_fail(LA_ERR_OVERFLOW, "the index's rows overflow");
+    la_block_index *parts = calloc((size_t)B, sizeof *parts);
+    if (!parts) return la_fail(LA_ERR_NOMEM, "out of memory for %lld sequences' indexes", (long long)B);
+    la_attention_params pb = *p;
+    pb.cu_seqlens_q = pb.cu_seqlens_k = NULL, pb.num_seqs = 0;
+    bool cols = false;
+    int64_t nnz = 0, ncols = 0;
+    s = LA_OK;
+    for (int64_t b = 0; b < B && !s; b++) {
+        const int64_t q0 = p->cu_seqlens_q[b], lq = p->cu_seqlens_q[b + 1] - q0, k0 = p->cu_seqlens_k[b],
+                      lk = p->cu_seqlens_k[b + 1] - k0;
+        if (lq == 0) continue; /* its rows stay empty */
+        const la_tensor qv = seq_view(q, q0, lq), kv = seq_view(k, k0, lk);
+        s = fn(arg, &pb, &qv, &kv, b, &parts[b]);
+        if (s) break;
+        const int64_t r = parts[b].heads * parts[b].q_blocks;
+        nnz += parts[b].offsets[r];
+        if (parts[b].col_offsets) cols = true, ncols += parts[b].col_offsets[r];
+    }
+    la_block_index x = {.block_size = bs, .num_seqs = B, .heads = H, .q_blocks = nqb};
+    if (!s) {
+        x.offsets = calloc((size_t)rows + 1, sizeof(int64_t));
+        x.key_blocks = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+        if (cols) {
+            x.col_offsets = calloc((size_t)rows + 1, sizeof(int64_t));
+            x.key_cols = malloc(sizeof(int32_t) * (size_t)(ncols > 0 ? ncols : 1));
+        }
+        if (!x.offsets || !x.key_blocks || (cols && (!x.col_offsets || !x.key_cols)))
+            s = la_fail(LA_ERR_NOMEM, "out of memory joining the sequences' indexes");
+    }
+    if (!s) {
+        int64_t e = 0, c = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t qb = 0; qb < nqb; qb++) {
+                    const int64_t r = (b * H + h) * nqb + qb;
+                    const la_block_index *y = &parts[b];
+                    if (y->offsets && qb < y->q_blocks) {
+                        const int64_t ry = h * y->q_blocks + qb, n = y->offsets[ry + 1] - y->offsets[ry];
+                        if (n) memcpy(x.key_blocks + e, y->key_blocks + y->offsets[ry], sizeof(int32_t) * (size_t)n);
+                        e += n;
+                        if (y->col_offsets) {
+                            const int64_t m = y->col_offsets[ry + 1] - y->col_offsets[ry];
+                            if (m) memcpy(x.key_cols + c, y->key_cols + y->col_offsets[ry], sizeof(int32_t) * (size_t)m);
+                            c += m;
+                        }
+                    }
+                    x.offsets[r + 1] = e;
+                    if (cols) x.col_offsets[r + 1] = c;
+                }
+    }
+    for (int64_t b = 0; b < B; b++) la_block_index_free(&parts[b]);
+    free(parts);
+    if (s) {
+        la_block_index_free(&x);
+        return s;
+    }
+    *out = x;
+    return LA_OK;
+}
+
 /* ---- static patterns ---- */
+
+static la_status static_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                             int64_t b, la_block_index *out) {
+    (void)b;
+    return la_sparse_select_static(arg, p, q, k, out);
+}
 
 la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_params *p, const la_tensor *q,
                                   const la_tensor *k, la_block_index *out) {
@@ -157,9 +278,13 @@ la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_
     la_sel_shape S;
     la_status s;
     if ((s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) || (s = la_sel_check_budget(o->local_blocks, "local_blocks")) ||
-        (s = la_sel_check_budget(o->stride, "stride")) || (s = la_sel_check_budget(o->global_blocks, "global_blocks")) ||
-        (s = la_sel_check_qk(p, q, k, o->block_size, &S)))
+        (s = la_sel_check_budget(o->stride, "stride")) || (s = la_sel_check_budget(o->global_blocks, "global_blocks")))
         return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        s = la_sel_varlen(p, q, k, o->block_size, static_seq, (void *)o, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     const int64_t nbh = S.B * S.H;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
@@ -261,6 +386,20 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, const la_t
     return true;
 }
 
+typedef struct {
+    la_context *ctx;
+    const void *o;
+    double *div;
+    int64_t H;
+} seq_arg;
+
+static la_status topk_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t b,
+                          la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_topk(a->ctx, a->o, p, q, k, out);
+}
+
 la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const la_attention_params *p,
                                 const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
@@ -272,6 +411,11 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
         return s;
     if (o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
         return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, topk_seq, &a, out);
+        return s ? s : la_succeed();
+    }
     if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
@@ -421,6 +565,13 @@ static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, const 
     return true;
 }
 
+static la_status vslash_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                            int64_t b, la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_vslash(a->ctx, a->o, p, q, k, out);
+}
+
 la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, const la_attention_params *p,
                                   const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
@@ -428,8 +579,14 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
     la_sel_shape S;
     la_status s;
     if ((s = la_sel_check_budget(o->last_queries, "last_queries")) || (s = la_sel_check_budget(o->vertical, "vertical")) ||
-        (s = la_sel_check_budget(o->slash, "slash")) || (s = la_sel_check_qk(p, q, k, o->block_size, &S)))
+        (s = la_sel_check_budget(o->slash, "slash")))
         return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, vslash_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "vertical-slash estimates softmax attention; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, Lk = S.Lk;
@@ -511,6 +668,12 @@ static double flex_divergence(const la_sel_shape *S, const la_tensor *q, const l
     return sqrt(js > 0 ? js : 0);
 }
 
+static la_status flex_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t b,
+                          la_block_index *out) {
+    const seq_arg *a = arg;
+    return la_sparse_select_flex(a->ctx, a->o, p, q, k, out, a->div ? a->div + b * a->H : NULL);
+}
+
 la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const la_attention_params *p,
                                 const la_tensor *q, const la_tensor *k, la_block_index *out, double *divergence) {
     if (out) memset(out, 0, sizeof *out);
@@ -525,6 +688,18 @@ la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const 
         return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1]", (double)o->gamma);
     if (!(o->tau >= 0) || isinf(o->tau))
         return la_fail(LA_ERR_ARGUMENT, "tau is %g; must be finite and >= 0", (double)o->tau);
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o, .H = q ? (q->ndim == 3 ? q->shape[1] : 0) : 0};
+        size_t n = 0;
+        if (divergence && q && q->ndim == 3 && la_mul_size((size_t)p->num_seqs > 0 ? (size_t)p->num_seqs : 0, (size_t)(a.H > 0 ? a.H : 0), &n) && n > 0)
+            a.div = malloc(sizeof(double) * n);
+        if (divergence && n > 0 && !a.div) return la_fail(LA_ERR_NOMEM, "out of memory for the divergences");
+        for (size_t e = 0; e < n && a.div; e++) a.div[e] = NAN; /* sequences without queries */
+        s = la_sel_varlen(p, q, k, o->block_size, flex_seq, &a, out);
+        if (!s && a.div) memcpy(divergence, a.div, sizeof(double) * n);
+        free(a.div);
+        return s ? s : la_succeed();
+    }
     if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "flex compares softmax distributions; sigmoid scores have none");

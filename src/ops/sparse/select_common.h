@@ -64,6 +64,18 @@ int64_t la_sel_top_indices(const double *x, int64_t len, int64_t n, la_sel_ranke
  * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
 bool la_sel_row_weights(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
                         double *w);
+/* A selector's dense call on sequence b of a varlen batch: q, k dense
+ * [1, L_b, heads, D] views, p without cu_seqlens. */
+typedef la_status (*la_sel_seq_fn)(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                                   int64_t b, la_block_index *out);
+/* A varlen batch (p's cu_seqlens, packed q [Tq, H, D], k [Tk, Hkv, D]):
+ * checks the lengths, calls fn on each sequence with queries (in order),
+ * and joins their indexes into *out (q_blocks of the longest query
+ * sequence; rows past a sequence's end empty). The caller checked its
+ * budgets; fn's own call checks the rest. */
+la_status la_sel_varlen(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
+                        la_sel_seq_fn fn, void *arg, la_block_index *out);
+
 /* splitmix64: the selectors' deterministic generator. */
 uint64_t la_sel_splitmix(uint64_t *x);
 
