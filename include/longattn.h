@@ -701,6 +701,42 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
                                        const la_tensor *q, const la_tensor *k, la_block_index *out,
                                        double *divergence);
 
+/* One selector and one budget, as `--sparse SELECTOR:BUDGET` names them
+ * (the model's prefill, tools): every other option at its default.
+ *   static:N   sink block + local window of N blocks (local_blocks N >= 1)
+ *   topk:G     G in (0, 1]: coverage gamma; G > 1 (an integer): top_k G
+ *   vslash:N   N vertical columns and N diagonals (blocks)
+ *   hip:N      top_k N >= 1
+ *   chunks:N   top_k N chunks (of 4 blocks) per row
+ *   flex:G     coverage gamma G in (0, 1] for query-aware heads
+ *   routing:N  N clusters, from a fresh state (seed 0) at every call
+ * LA_SPARSE_NONE: dense attention. */
+typedef enum {
+    LA_SPARSE_NONE = 0,
+    LA_SPARSE_STATIC,
+    LA_SPARSE_TOPK,
+    LA_SPARSE_VSLASH,
+    LA_SPARSE_HIP,
+    LA_SPARSE_CHUNKS,
+    LA_SPARSE_FLEX,
+    LA_SPARSE_ROUTING,
+    LA_SPARSE_KIND_COUNT
+} la_sparse_kind;
+typedef struct {
+    la_sparse_kind kind;
+    double budget;
+} la_sparse_choice;
+/* Parse "none" or "SELECTOR:BUDGET" as above: LA_ERR_NULL, or
+ * LA_ERR_ARGUMENT naming what is wrong (an unknown selector, a budget out
+ * of its range or not an integer where one is needed). */
+LA_API la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out);
+/* Run the chosen selector (la_sparse_select_* with the defaults and the
+ * budget as above) on q and k: the selectors' arguments and errors;
+ * LA_ERR_ARGUMENT for LA_SPARSE_NONE, an unknown kind or a budget out of
+ * range. */
+LA_API la_status la_sparse_select(la_context *ctx, const la_sparse_choice *choice, const la_attention_params *p,
+                                  const la_tensor *q, const la_tensor *k, la_block_index *out);
+
 /* How good an index is for a softmax call (dense q, k as the selectors):
  *  recall  mean over sampled query rows (of every sequence and head) of the
  *          share of the row's exact softmax mass (over every key the rule
