@@ -482,8 +482,10 @@ LA_API la_status la_block_sparse_forward(la_context *ctx, const la_attention_par
                                          la_tensor *out, la_tensor *lse);
 
 /* Gradients of la_block_sparse_forward with the same index (out and lse
- * are its results): la_attention_backward restricted to the listed blocks.
- * dK and dV of keys no query lists are 0. */
+ * are its results): la_attention_backward restricted to the listed blocks
+ * and extra columns. dK and dV of keys no query lists are 0. Extra columns
+ * cost a masked tile of up to 96 keys for each such piece that holds one
+ * (the forward gathers them instead), so scattered columns are dear here. */
 LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
                                           const la_tensor *k, const la_tensor *v, const la_block_index *index,
                                           const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
