@@ -523,8 +523,17 @@ LA_API la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *
  * own lists. The score rule of the call still applies inside listed
  * blocks: a key the rule hides stays hidden, a row whose lists hold no
  * visible key gets out 0 and lse -inf.
- * Per-row extra key columns ("vertical" patterns) are not yet supported:
- * list the blocks that hold them. */
+ *
+ * Extra key columns ("vertical" patterns), optional: with col_offsets
+ * non-NULL, row r also computes the individual keys
+ *   key_cols[col_offsets[r] .. col_offsets[r + 1])
+ * (key indices within the sequence, strictly increasing, each in
+ * [0, Lk_b)), for every query of its block, exactly, forward and backward.
+ * A column inside a block the row lists is computed once (the block's).
+ * col_offsets has as many entries as offsets, col_offsets[0] = 0,
+ * non-decreasing; key_cols may be NULL when it has no entries. With
+ * col_offsets NULL, key_cols is ignored. The score rule applies to columns
+ * as to blocks. */
 typedef struct {
     int64_t block_size;  /* in [1, LA_SPARSE_BLOCK_MAX]; the selectors use LA_SPARSE_BLOCK_DEFAULT unless told */
     int64_t num_seqs;    /* B, or num_seqs of a varlen batch */
@@ -532,6 +541,8 @@ typedef struct {
     int64_t q_blocks;    /* ceil(Lq / block_size) */
     int64_t *offsets;    /* [num_seqs * heads * q_blocks + 1], 8-byte aligned */
     int32_t *key_blocks; /* [offsets[num_seqs * heads * q_blocks]], 4-byte aligned; may be NULL when empty */
+    int64_t *col_offsets; /* NULL (no extra columns), or like offsets, for key_cols */
+    int32_t *key_cols;    /* [col_offsets[rows]] key indices, 4-byte aligned; may be NULL when empty */
 } la_block_index;
 
 #define LA_SPARSE_BLOCK_DEFAULT 64
@@ -542,11 +553,11 @@ typedef struct {
  * queries and Lk keys, H query heads) without running anything:
  * LA_ERR_NULL (index, offsets, or key_blocks with entries), LA_ERR_ARGUMENT
  * (block_size outside [1, LA_SPARSE_BLOCK_MAX], arrays misaligned, a row not strictly increasing:
- * unsorted or duplicated ids), LA_ERR_SHAPE (num_seqs, heads or q_blocks
+ * unsorted or duplicated ids or columns), LA_ERR_SHAPE (num_seqs, heads or q_blocks
  * not those of the problem), LA_ERR_OVERFLOW (the row count or an offset
  * past what memory can hold), LA_ERR_SEQLENS (offsets[0] != 0, offsets
- * decreasing, a key-block id out of range). The attention calls below run
- * the same checks. */
+ * decreasing, a key-block id or key column out of range; the same for
+ * col_offsets). The attention calls below run the same checks. */
 LA_API la_status la_block_index_check(const la_block_index *index, int64_t B, int64_t H, int64_t Lq, int64_t Lk);
 
 /* Free the arrays a selector allocated and zero the index (NULL-safe; only
@@ -567,8 +578,10 @@ LA_API la_status la_block_sparse_forward(la_context *ctx, const la_attention_par
                                          la_tensor *out, la_tensor *lse);
 
 /* Gradients of la_block_sparse_forward with the same index (out and lse
- * are its results): la_attention_backward restricted to the listed blocks.
- * dK and dV of keys no query lists are 0. */
+ * are its results): la_attention_backward restricted to the listed blocks
+ * and extra columns. dK and dV of keys no query lists are 0. Extra columns
+ * cost a masked tile of up to 96 keys for each such piece that holds one
+ * (the forward gathers them instead), so scattered columns are dear here. */
 LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
                                           const la_tensor *k, const la_tensor *v, const la_block_index *index,
                                           const la_tensor *out, const la_tensor *dout, const la_tensor *lse,
@@ -579,8 +592,13 @@ LA_API la_status la_block_sparse_backward(la_context *ctx, const la_attention_pa
  * causal / window / sinks decide which blocks could be visible; blocks the
  * rule hides entirely are never listed), dense q [B, Lq, H, D] and
  * k [B, Lk, Hkv, D] (f32, bf16 or f16, the same checks as the attention
- * calls; varlen batches are not yet supported: LA_ERR_UNSUPPORTED), and
- * fills *out with arrays it allocates (free with la_block_index_free).
+ * calls), and fills *out with arrays it allocates (free with
+ * la_block_index_free). Varlen batches (the params' cu_seqlens_q and
+ * cu_seqlens_k with num_seqs, packed q [Tq, H, D] and k [Tk, Hkv, D]) run
+ * sequence by sequence, in order, each exactly as a dense call on that
+ * sequence alone; q_blocks is that of the longest query sequence and the
+ * rows past a sequence's end are empty (LA_ERR_SEQLENS for bad
+ * cu_seqlens).
  * Deterministic: the same inputs give the same index, whatever the
  * threads or SIMD level. On failure *out is zeroed and nothing leaks. */
 
@@ -640,14 +658,182 @@ typedef struct {
     int64_t last_queries; /* rows that estimate the pattern (the last ones): 0 = 64 */
     int64_t vertical;     /* key columns kept, per head */
     int64_t slash;        /* diagonals kept, per head */
+    int columns;          /* nonzero: the kept columns as extra key columns of the index (exactly
+                           * those keys, as MInference computes them) rather than the key blocks
+                           * holding them; fewer keys computed, less mass covered */
 } la_sparse_vslash;
-/* last_queries 64, vertical 64, slash 64. */
+/* last_queries 64, vertical 64, slash 64, columns 0. */
 LA_API la_sparse_vslash la_sparse_vslash_default(void);
 /* Budgets: last_queries, vertical, slash >= 0 (LA_ERR_ARGUMENT otherwise);
  * softmax only (sigmoid is LA_ERR_UNSUPPORTED). Runs on the context's
  * threads; the index does not depend on them. */
 LA_API la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *opts, const la_attention_params *p,
                                          const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Routing (after the Routing Transformer): per query head, online
+ * spherical k-means over the L2-normalised queries and keys of the call
+ * (of every sequence of the batch) with one set of centroids shared by
+ * queries and keys. Each call runs `iterations` rounds of: assign every
+ * point to its nearest centroid (largest cosine), then move each centroid
+ * to normalise(decay * c + (1 - decay) * normalised mean of its points)
+ * (an exponential moving average; a centroid with no points stays). The
+ * centroids live in a state the caller keeps across calls; a fresh state
+ * takes its first centroids from the first call's points (distinct points
+ * drawn by its seed). Clusters are balanced: per sequence, each centroid's
+ * members are its `members` nearest queries and its `members` nearest
+ * keys (top-w by cosine; ties to the lower index). Query block qb lists
+ * every key block holding a key member of a cluster that one of qb's
+ * queries belongs to, plus the sink blocks and the diagonal block with
+ * local_blocks - 1 before it; blocks the rule hides are never listed. */
+typedef struct la_sparse_routing_state la_sparse_routing_state;
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t members;      /* top-w members per centroid per sequence: 0 = ceil(Lk / clusters) for keys,
+                           * ceil(Lq / clusters) for queries */
+    int64_t iterations;   /* k-means rounds this call (0: route with the centroids as they are) */
+    float decay;          /* EMA weight of the old centroid, in [0, 1) */
+    int64_t sink_blocks;  /* key blocks [0, sink_blocks) always listed */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always listed */
+} la_sparse_routing;
+/* members 0, iterations 2, decay 0.9, sink_blocks 0, local_blocks 1. */
+LA_API la_sparse_routing la_sparse_routing_default(void);
+/* A state for `heads` query heads of head_dim dims and `clusters`
+ * centroids each, seeded: LA_ERR_NULL (out), LA_ERR_ARGUMENT (heads,
+ * head_dim or clusters < 1, or clusters > 65536), LA_ERR_OVERFLOW,
+ * LA_ERR_NOMEM. Free with la_sparse_routing_state_free (NULL-safe). */
+LA_API la_status la_sparse_routing_state_create(la_sparse_routing_state **out, int64_t heads, int64_t head_dim,
+                                                int64_t clusters, uint64_t seed);
+LA_API void la_sparse_routing_state_free(la_sparse_routing_state *state);
+/* The k-means objective of the state's last call: values[t] (t <
+ * iterations) is the mean over heads and points of 1 - cosine to the
+ * nearest centroid before round t's update, values[iterations] after the
+ * last. Fills min(n, iterations + 1) values and sets *count to
+ * iterations + 1 (0 before any call). LA_ERR_NULL for state or count, or
+ * values with n > 0; LA_ERR_ARGUMENT for n < 0. */
+LA_API la_status la_sparse_routing_objective(const la_sparse_routing_state *state, double *values, int64_t n,
+                                             int64_t *count);
+/* Budgets: members, iterations (at most 1000), sink_blocks, local_blocks
+ * >= 0, decay in [0, 1) (LA_ERR_ARGUMENT); the state's heads and head_dim must be q's
+ * (LA_ERR_SHAPE). A varlen batch is one call per sequence with queries,
+ * in order: the state moves through them, and its objective is the last
+ * sequence's. Updates the state's centroids (on failure they are left
+ * as they were). Deterministic for a seed and a sequence of calls, whatever
+ * the threads. */
+LA_API la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routing *opts,
+                                          la_sparse_routing_state *state, const la_attention_params *p,
+                                          const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Hierarchical pruning (after HiP attention), O(L log L): per query block,
+ * the candidate key range (the key blocks up to the last one any of its
+ * rows sees) is halved again and again; each round scores every half by
+ * its representative, the largest rule score (scale, softcap, ALiBi at
+ * the blocks' centres) of the block-pooled query against the mean key of
+ * up to `probes` blocks spread evenly over the half, and keeps the top_k
+ * halves (ties to the lower block), until every kept range is one block.
+ * The sink blocks and the diagonal block with local_blocks - 1 before it
+ * are listed besides; blocks the rule hides never are. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t top_k;        /* key blocks the search keeps per query block, >= 1 */
+    int64_t probes;       /* blocks probed per half: 0 = 4 */
+    int64_t sink_blocks;  /* key blocks [0, sink_blocks) always listed */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always listed */
+} la_sparse_hip;
+/* top_k 8, probes 4, sink_blocks 1, local_blocks 1. */
+LA_API la_sparse_hip la_sparse_hip_default(void);
+/* Budgets: top_k >= 1, probes, sink_blocks, local_blocks >= 0
+ * (LA_ERR_ARGUMENT). Runs on the context's threads; the index does not
+ * depend on them. */
+LA_API la_status la_sparse_select_hip(la_context *ctx, const la_sparse_hip *opts, const la_attention_params *p,
+                                      const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* Chunk selection per head (after LongHeads and landmark attention): keys
+ * in chunks of chunk_blocks key blocks, each with a representative, its
+ * mean key. Every query row scores each chunk it can see by the rule's
+ * score of its own query against the representative (at the chunk's
+ * centre for ALiBi) and picks its top_k chunks (ties to the lower chunk);
+ * its query block lists every key block of the chunks any of its rows
+ * picked, plus the first chunk and the local window (the diagonal block
+ * and local_blocks - 1 before it); blocks the rule hides never. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    int64_t chunk_blocks; /* key blocks per chunk, >= 1 */
+    int64_t top_k;        /* chunks each row picks besides the first chunk and the window, >= 0 */
+    int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always listed */
+} la_sparse_chunks;
+/* chunk_blocks 4, top_k 2, local_blocks 2. */
+LA_API la_sparse_chunks la_sparse_chunks_default(void);
+/* Budgets: chunk_blocks >= 1, top_k, local_blocks >= 0 (LA_ERR_ARGUMENT).
+ * Runs on the context's threads; the index does not depend on them. */
+LA_API la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *opts, const la_attention_params *p,
+                                         const la_tensor *q, const la_tensor *k, la_block_index *out);
+
+/* FlexPrefill's per-head choice: for each (sequence, head), the last query
+ * block's key-block distribution as block top-k estimates it (softmax of
+ * the block-pooled query against the block means, as
+ * la_sparse_select_topk scores them) against the true one (its rows' exact
+ * softmax summed per key block, averaged over the rows). When the square
+ * root of their Jensen-Shannon divergence (nats, in [0, sqrt(ln 2)]) is at
+ * most tau the estimate is trusted and the head gets query-aware block
+ * top-k by coverage gamma (with the sink and local blocks), exactly as
+ * la_sparse_select_topk would list it; otherwise vertical-slash with the
+ * vertical and slash budgets (last_queries 64, blocks), exactly as
+ * la_sparse_select_vslash would. A head whose last block sees no key (NAN)
+ * gets top-k. */
+typedef struct {
+    int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
+    float gamma;          /* coverage of query-aware heads, in (0, 1] */
+    float tau;            /* divergence threshold, >= 0 */
+    int64_t vertical;     /* columns kept by vertical-slash heads */
+    int64_t slash;        /* diagonals kept by vertical-slash heads */
+    int64_t sink_blocks;  /* query-aware heads: key blocks [0, sink_blocks) always kept */
+    int64_t local_blocks; /* query-aware heads: the diagonal block and local_blocks - 1 before it */
+} la_sparse_flex;
+/* gamma 0.9, tau 0.1, vertical 64, slash 64, sink_blocks 1, local_blocks 1. */
+LA_API la_sparse_flex la_sparse_flex_default(void);
+/* Budgets: gamma in (0, 1], tau finite >= 0, the counts >= 0
+ * (LA_ERR_ARGUMENT); softmax only (LA_ERR_UNSUPPORTED). divergence (NULL:
+ * not wanted) receives [B * H] values, (b * H + h), only on success. Runs
+ * on the context's threads; the index does not depend on them. */
+LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *opts, const la_attention_params *p,
+                                       const la_tensor *q, const la_tensor *k, la_block_index *out,
+                                       double *divergence);
+
+/* One selector and one budget, as `--sparse SELECTOR:BUDGET` names them
+ * (the model's prefill, tools): every other option at its default.
+ *   static:N   sink block + local window of N blocks (local_blocks N >= 1)
+ *   topk:G     G in (0, 1]: coverage gamma; G > 1 (an integer): top_k G
+ *   vslash:N   N vertical columns and N diagonals (blocks)
+ *   hip:N      top_k N >= 1
+ *   chunks:N   top_k N chunks (of 4 blocks) per row
+ *   flex:G     coverage gamma G in (0, 1] for query-aware heads
+ *   routing:N  N clusters, from a fresh state (seed 0) at every call
+ * LA_SPARSE_NONE: dense attention. */
+typedef enum {
+    LA_SPARSE_NONE = 0,
+    LA_SPARSE_STATIC,
+    LA_SPARSE_TOPK,
+    LA_SPARSE_VSLASH,
+    LA_SPARSE_HIP,
+    LA_SPARSE_CHUNKS,
+    LA_SPARSE_FLEX,
+    LA_SPARSE_ROUTING,
+    LA_SPARSE_KIND_COUNT
+} la_sparse_kind;
+typedef struct {
+    la_sparse_kind kind;
+    double budget;
+} la_sparse_choice;
+/* Parse "none" or "SELECTOR:BUDGET" as above: LA_ERR_NULL, or
+ * LA_ERR_ARGUMENT naming what is wrong (an unknown selector, a budget out
+ * of its range or not an integer where one is needed). */
+LA_API la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out);
+/* Run the chosen selector (la_sparse_select_* with the defaults and the
+ * budget as above) on q and k: the selectors' arguments and errors;
+ * LA_ERR_ARGUMENT for LA_SPARSE_NONE, an unknown kind or a budget out of
+ * range. */
+LA_API la_status la_sparse_select(la_context *ctx, const la_sparse_choice *choice, const la_attention_params *p,
+                                  const la_tensor *q, const la_tensor *k, la_block_index *out);
 
 /* How good an index is for a softmax call (dense q, k as the selectors):
  *  recall  mean over sampled query rows (of every sequence and head) of the
@@ -656,13 +842,18 @@ LA_API la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash
  *          are left out; computed exactly, in double;
  *  density listed (sequence, head, query block, key block) pairs the rule
  *          does not hide entirely, over all pairs it does not hide: the
- *          share of the dense kernel's blocks the sparse kernel computes.
+ *          share of the dense kernel's blocks the sparse kernel computes;
+ *          each extra key column outside the listed blocks (that some row
+ *          of its query block sees) counts 1 / block_size of a block.
+ * Recall counts the extra columns' keys as covered.
+ * Dense batches only (varlen: LA_ERR_UNSUPPORTED).
  * sample_rows > 0 samples that many (b, h, i) rows uniformly with
  * replacement from a generator seeded by `seed`; 0 takes every row. */
 typedef struct {
     double recall, density;
     int64_t rows;          /* rows averaged into recall */
     int64_t listed, total; /* the density's counts */
+    int64_t columns;       /* extra (query block, key column) pairs outside the listed blocks */
 } la_sparse_quality;
 LA_API la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, const la_tensor *q,
                                         const la_tensor *k, const la_block_index *index, int64_t sample_rows,

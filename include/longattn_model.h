@@ -93,10 +93,16 @@ typedef struct {
      * streaming: attention runs over the entries kept so far plus the new
      * tokens; afterwards each head keeps the sinks and the recent window. */
     la_kv_policy kv_policy;
+    /* Prefill attention (la_session_eval of two or more tokens): dense
+     * (LA_SPARSE_NONE), or block-sparse with this selector and budget
+     * (la_sparse_select, then la_block_sparse_forward) in every layer.
+     * Single-token steps stay dense. la_sparse_choice_parse reads
+     * "SELECTOR:BUDGET". */
+    la_sparse_choice sparse;
 } la_session_params;
 
 /* max_ctx 0 (must be set), f16 pages of LA_SESSION_PAGE_DEFAULT tokens,
- * the full cache. */
+ * the full cache, dense prefill. */
 #define LA_SESSION_PAGE_DEFAULT 256
 LA_API la_session_params la_session_params_default(void);
 LA_API la_status la_session_new_with(const la_model *m, la_context *ctx, const la_session_params *p, la_session **out);

@@ -240,6 +240,12 @@ static int bench_sparse(const options *o) {
         {.selector = SPARSE_TOPK, .gamma = 0.9f},
         {.selector = SPARSE_TOPK, .top_k = 16},
         {.selector = SPARSE_VSLASH, .vertical = 64, .slash = 64},
+        {.selector = SPARSE_VSLASH, .vertical = 256, .slash = 64, .columns = 1},
+        {.selector = SPARSE_ROUTING, .clusters = 16},
+        {.selector = SPARSE_HIP, .top_k = 8},
+        {.selector = SPARSE_HIP, .top_k = 32},
+        {.selector = SPARSE_CHUNKS, .chunk_blocks = 4, .top_k = 2},
+        {.selector = SPARSE_FLEX, .gamma = 0.9f, .tau = 0.1f, .vertical = 64, .slash = 64},
     };
     sparse_sweep s = {.H = o->H, .Hkv = o->Hkv, .D = o->nD ? o->D[0] : 128,
                       .causal = o->ncausal ? o->causal[0] : 1, .configs = configs,

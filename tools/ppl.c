@@ -18,13 +18,16 @@ static const char CMD[] = "longattn ppl";
 
 static void usage(FILE *f) {
     fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T] [--kv POLICY]\n"
+               "                   [--sparse SELECTOR:BUDGET]\n"
                "  -m FILE      GGUF model\n"
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
                "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
                "  --kv POLICY  KV-cache policy: full (default) or streaming:BUDGET (applied after each\n"
-               "               evaluated batch of tokens)\n");
+               "               evaluated batch of tokens)\n"
+               "  --sparse S:B block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of\n"
+               "               static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n");
 }
 
 int cmd_ppl(int argc, char **argv) {
@@ -49,6 +52,11 @@ int cmd_ppl(int argc, char **argv) {
         } else if (!strcmp(a, "--kv")) {
             if (la_kv_policy_parse(v, &sp.kv_policy)) {
                 fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
+                return 2;
+            }
+        } else if (!strcmp(a, "--sparse")) {
+            if (la_sparse_choice_parse(v, &sp.sparse)) {
+                fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
                 return 2;
             }
         } else {

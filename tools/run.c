@@ -28,7 +28,9 @@ static void usage(FILE *f) {
             "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
             "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
             "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
-            "  --kv POLICY    KV-cache policy: full (default) or streaming:BUDGET (4 sinks + recent window)\n");
+            "  --kv POLICY    KV-cache policy: full (default) or streaming:BUDGET (4 sinks + recent window)\n"
+            "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of static,\n"
+            "                 topk, vslash, hip, chunks, flex, routing (see la_sparse_choice in longattn.h)\n");
 }
 
 typedef struct {
@@ -37,6 +39,7 @@ typedef struct {
     int64_t n_predict, ctx, threads;
     la_dtype kv_type;
     la_kv_policy kv_policy;
+    la_sparse_choice sparse;
     la_sampler_params sampling;
 } run_options;
 
@@ -83,6 +86,11 @@ static int parse_args(int argc, char **argv, run_options *o) {
         } else if (!strcmp(a, "--kv")) {
             if (la_kv_policy_parse(v, &o->kv_policy)) {
                 fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
+                return 2;
+            }
+        } else if (!strcmp(a, "--sparse")) {
+            if (la_sparse_choice_parse(v, &o->sparse)) {
+                fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
                 return 2;
             }
         } else {
@@ -213,7 +221,7 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     la_session_params sp = la_session_params_default();
-    sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy;
+    sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy, sp.sparse = o.sparse;
     if ((st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, "session", st);
         goto done;

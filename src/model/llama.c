@@ -29,6 +29,7 @@ struct la_session {
     int64_t max_ctx, pos, chunk;      /* chunk: scratch rows */
     la_kv_cache *kv;                  /* per layer, KV head: the keys (after RoPE) and values */
     la_kv_policy policy;              /* applied to each layer after its attention */
+    la_sparse_choice sparse;          /* prefill's selector (LA_SPARSE_NONE: dense) */
     float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
     int64_t kv_cap;
     int32_t *positions;               /* [chunk] positions of the chunk's tokens */
@@ -208,7 +209,7 @@ const la_gguf *la_model_gguf(const la_model *m) { return m ? m->gguf : NULL; }
 
 la_session_params la_session_params_default(void) {
     return (la_session_params){.max_ctx = 0, .kv_type = LA_F16, .kv_page_size = LA_SESSION_PAGE_DEFAULT,
-                               .kv_policy = {.kind = LA_KV_POLICY_FULL}};
+                               .kv_policy = {.kind = LA_KV_POLICY_FULL}, .sparse = {.kind = LA_SPARSE_NONE}};
 }
 
 la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out) {
@@ -231,10 +232,12 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
                        (int)p->kv_policy.kind, (long long)p->kv_policy.budget, (long long)p->kv_policy.sinks);
     if (p->kv_page_size <= 0)
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
+    if ((unsigned)p->sparse.kind >= LA_SPARSE_KIND_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "sparse kind %d is unknown; use la_sparse_choice_parse", (int)p->sparse.kind);
     const la_model_config *c = &m->cfg;
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
-    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy;
+    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy, s->sparse = p->sparse;
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
     la_kv_cache_params kp = la_kv_cache_params_default();
     kp.n_layers = c->n_layer, kp.n_kv_heads = c->n_head_kv, kp.head_dim = c->head_dim;
@@ -375,6 +378,13 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     if ((st = reserve_prefill(s, L)) || (st = la_kv_cache_read(s->kv, layer_i, -1, 0, 0, L, s->kf, s->vf))) return st;
     la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
+    if (s->sparse.kind != LA_SPARSE_NONE) { /* block-sparse prefill: select, then attend */
+        la_block_index x;
+        if (!(st = la_sparse_select(s->ctx, &s->sparse, &p, &q, &k, &x)))
+            st = la_block_sparse_forward(s->ctx, &p, &q, &k, &v, &x, &o, NULL);
+        la_block_index_free(&x);
+        return st;
+    }
     return la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
 }
 

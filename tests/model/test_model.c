@@ -573,6 +573,62 @@ static void check_streaming_session(const model_spec *spec, uint64_t *rng) {
     free_model(&b);
 }
 
+/* --sparse SELECTOR:BUDGET in a session: a window covering the whole
+ * prompt (static:1000) lists every block, so its logits equal the dense
+ * prefill's up to rounding (the online softmax visits the keys in other
+ * pieces); every selector runs and gives finite logits; decode steps after
+ * a sparse prefill run; an unknown kind is refused. */
+static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
+    built_model b;
+    build_model(spec, BREAK_NONE, rng, &b);
+    la_model *m = NULL;
+    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    enum { P = 150 };
+    const int64_t V = spec->V;
+    int32_t prompt[P];
+    for (int i = 0; i < P; i++) prompt[i] = (int32_t)tu_randint(rng, 0, V - 1);
+    const char *choices[] = {"none", "static:1000", "static:1", "topk:0.5", "topk:1", "vslash:8", "hip:1",
+                             "chunks:1", "flex:0.9", "routing:3"};
+    const int nc = (int)(sizeof choices / sizeof choices[0]);
+    float *dense = tu_alloc(sizeof(float) * (size_t)(P * V)), *got = tu_alloc(sizeof(float) * (size_t)(P * V));
+    for (int ci = 0; m && ci < nc; ci++) {
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 256;
+        TU_EXPECT_STATUS(la_sparse_choice_parse(choices[ci], &sp.sparse), LA_OK);
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+        if (!s) continue;
+        float *out = ci == 0 ? dense : got;
+        TU_EXPECT_STATUS(la_session_eval(s, prompt, P, out, true), LA_OK);
+        int32_t t = 3;
+        float step[512];
+        TU_EXPECT_STATUS(la_session_eval(s, &t, 1, V <= 512 ? step : NULL, false), LA_OK);
+        bool finite = true;
+        double worst = 0, scale = 1e-30;
+        for (int64_t e = 0; e < P * V; e++) {
+            finite &= isfinite(out[e]);
+            scale = fmax(scale, fabs(dense[e]));
+            worst = fmax(worst, fabs((double)out[e] - dense[e]));
+        }
+        tu_check(finite, "%s --sparse %s: non-finite logits", spec->name, choices[ci]);
+        /* f32 attention summed in other pieces: ~1e-6 of the logits' scale */
+        if (ci == 1) tu_check(worst <= 1e-4 * scale, "%s --sparse static:1000: %.3g from dense (scale %.3g)", spec->name, worst, scale);
+        la_session_free(s);
+    }
+    if (m) {
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 16, sp.sparse.kind = (la_sparse_kind)99;
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+    }
+    free(dense), free(got);
+    la_context_destroy(ctx);
+    la_model_free(m);
+    free_model(&b);
+}
+
 static void expect_load_error(const model_spec *spec, model_break brk, la_status want, const char *needle,
                               uint64_t *rng) {
     built_model b;
@@ -676,6 +732,7 @@ int main(void) {
     check_reproducible(&qwen_q8, &rng);
     check_streaming_session(&llama_f32, &rng);
     check_streaming_session(&qwen_q8, &rng);
+    check_sparse_session(&llama_f32, &rng);
 
     check_kv_cache_size(&llama_f32, &rng);
     check_errors(&llama_f32, &qwen_q8, &rng);

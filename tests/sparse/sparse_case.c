@@ -28,7 +28,8 @@ typedef struct {
 } sp_case;
 
 static const char *selector_name(sparse_selector s) {
-    return s == SPARSE_STATIC ? "static" : s == SPARSE_TOPK ? "topk" : "vslash";
+    static const char *names[] = {"static", "topk", "vslash", "routing", "hip", "chunks", "flex"};
+    return (unsigned)s < sizeof names / sizeof names[0] ? names[s] : "?";
 }
 
 static void describe(const harness_case *hc, harness_fields *f) {
@@ -47,6 +48,18 @@ static void describe(const harness_case *hc, harness_fields *f) {
     } else if (c->s.selector == SPARSE_VSLASH) {
         harness_field_int(f, "vertical", c->s.vertical);
         harness_field_int(f, "slash", c->s.slash);
+        harness_field_int(f, "columns", c->s.columns);
+    } else if (c->s.selector == SPARSE_ROUTING) {
+        harness_field_int(f, "clusters", c->s.clusters);
+    } else if (c->s.selector == SPARSE_HIP) {
+        harness_field_int(f, "top_k", c->s.top_k);
+    } else if (c->s.selector == SPARSE_CHUNKS) {
+        harness_field_int(f, "chunk_blocks", c->s.chunk_blocks);
+        harness_field_int(f, "top_k", c->s.top_k);
+    } else if (c->s.selector == SPARSE_FLEX) {
+        char g[32];
+        snprintf(g, sizeof g, "%.2f/%.3f", c->s.gamma, c->s.tau);
+        harness_field_str(f, "gamma_tau", g);
     } else if (c->s.top_k > 0) {
         harness_field_int(f, "top_k", c->s.top_k);
     } else {
@@ -114,7 +127,28 @@ static la_status prepare(harness_case *hc, la_context *ctx) {
     } else if (c->s.selector == SPARSE_VSLASH) {
         la_sparse_vslash o = la_sparse_vslash_default();
         o.block_size = c->s.block_size, o.vertical = c->s.vertical, o.slash = c->s.slash;
+        o.columns = c->s.columns;
         s = la_sparse_select_vslash(ctx, &o, &p, &c->q.t, &c->k.t, &c->index);
+    } else if (c->s.selector == SPARSE_ROUTING) {
+        la_sparse_routing o = la_sparse_routing_default();
+        la_sparse_routing_state *st;
+        o.block_size = c->s.block_size;
+        s = la_sparse_routing_state_create(&st, c->s.H, c->s.D, c->s.clusters, 1);
+        if (!s) s = la_sparse_select_routing(ctx, &o, st, &p, &c->q.t, &c->k.t, &c->index);
+        la_sparse_routing_state_free(st);
+    } else if (c->s.selector == SPARSE_HIP) {
+        la_sparse_hip o = la_sparse_hip_default();
+        o.block_size = c->s.block_size, o.top_k = c->s.top_k;
+        s = la_sparse_select_hip(ctx, &o, &p, &c->q.t, &c->k.t, &c->index);
+    } else if (c->s.selector == SPARSE_CHUNKS) {
+        la_sparse_chunks o = la_sparse_chunks_default();
+        o.block_size = c->s.block_size, o.chunk_blocks = c->s.chunk_blocks, o.top_k = c->s.top_k;
+        s = la_sparse_select_chunks(ctx, &o, &p, &c->q.t, &c->k.t, &c->index);
+    } else if (c->s.selector == SPARSE_FLEX) {
+        la_sparse_flex o = la_sparse_flex_default();
+        o.block_size = c->s.block_size, o.gamma = c->s.gamma, o.tau = c->s.tau, o.vertical = c->s.vertical,
+        o.slash = c->s.slash;
+        s = la_sparse_select_flex(ctx, &o, &p, &c->q.t, &c->k.t, &c->index, NULL);
     } else {
         la_sparse_topk o = la_sparse_topk_default();
         o.block_size = c->s.block_size, o.gamma = c->s.gamma, o.top_k = c->s.top_k;

@@ -7,7 +7,15 @@
 #include "harness.h"
 #include "longattn.h"
 
-typedef enum { SPARSE_STATIC, SPARSE_TOPK, SPARSE_VSLASH } sparse_selector;
+typedef enum {
+    SPARSE_STATIC,
+    SPARSE_TOPK,
+    SPARSE_VSLASH,
+    SPARSE_ROUTING,
+    SPARSE_HIP,
+    SPARSE_CHUNKS,
+    SPARSE_FLEX
+} sparse_selector;
 
 typedef struct {
     const char *name;
@@ -19,7 +27,11 @@ typedef struct {
     int64_t local_blocks; /* static: the A-shape's window (with one sink block) */
     float gamma;          /* topk: coverage, when top_k is 0 */
     int64_t top_k;        /* topk: fixed count beside the forced blocks */
-    int64_t vertical, slash; /* vslash: columns and diagonals kept per head */
+    int64_t vertical, slash; /* vslash, flex: columns and diagonals kept per head */
+    int columns;             /* vslash: vertical columns as extra key columns */
+    int64_t clusters;        /* routing: centroids per head (one call, 2 rounds, from a fresh state) */
+    int64_t chunk_blocks;    /* chunks: key blocks per chunk; top_k: chunks per row (hip: blocks kept) */
+    float tau;               /* flex: divergence threshold (gamma: coverage of query-aware heads) */
 } sparse_spec;
 
 harness_case *sparse_case(const sparse_spec *s);

@@ -30,5 +30,22 @@ void sparse_keep_mask(const la_block_index *x, int64_t b, int64_t h, int64_t Lq,
             const int64_t j0 = (int64_t)x->key_blocks[e] * bs, j1 = j0 + bs < Lk ? j0 + bs : Lk;
             for (int64_t i = qb * bs; i < (qb + 1) * bs && i < Lq; i++) memset(keep + i * Lk + j0, 1, (size_t)(j1 - j0));
         }
+        if (!x->col_offsets) continue;
+        for (int64_t e = x->col_offsets[r]; e < x->col_offsets[r + 1]; e++)
+            for (int64_t i = qb * bs; i < (qb + 1) * bs && i < Lq; i++)
+                if (x->key_cols[e] < Lk) keep[i * Lk + x->key_cols[e]] = 1;
+    }
+}
+
+void sparse_random_columns(uint64_t *rng, la_block_index *x, int64_t Lk, double share) {
+    const int64_t rows = x->num_seqs * x->heads * x->q_blocks;
+    x->col_offsets = malloc(sizeof(int64_t) * (size_t)(rows + 1));
+    x->key_cols = malloc(sizeof(int32_t) * (size_t)(rows * Lk > 0 ? rows * Lk : 1));
+    x->col_offsets[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t n = x->col_offsets[r];
+        for (int64_t j = 0; j < Lk; j++)
+            if (tu_uniform(rng, 0, 1) < share) x->key_cols[n++] = (int32_t)j;
+        x->col_offsets[r + 1] = n;
     }
 }

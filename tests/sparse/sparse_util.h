@@ -15,8 +15,13 @@
 la_block_index sparse_random_index(uint64_t *rng, int64_t B, int64_t H, int64_t Lq, int64_t Lk, int64_t bs,
                                    double share);
 
-/* keep[i * Lk + j] = 1 when row i's query block lists key j's block, for
- * sequence b and head h (keep is [Lq][Lk]). */
+/* Give x extra key columns: each row lists each key of [0, Lk) with
+ * probability share (overlapping its listed blocks or not); arrays from
+ * malloc, freed by la_block_index_free. */
+void sparse_random_columns(uint64_t *rng, la_block_index *x, int64_t Lk, double share);
+
+/* keep[i * Lk + j] = 1 when row i's query block lists key j's block or key
+ * j as an extra column, for sequence b and head h (keep is [Lq][Lk]). */
 void sparse_keep_mask(const la_block_index *x, int64_t b, int64_t h, int64_t Lq, int64_t Lk, unsigned char *keep);
 
 #endif

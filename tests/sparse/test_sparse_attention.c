@@ -17,6 +17,7 @@ typedef struct {
     char name[160];
     int64_t B, Lq, Lk, H, Hkv, D, bs;
     double share; /* of key blocks listed; 1 = complete */
+    double cols;  /* > 0: each row also lists each key as an extra column with this probability */
     bool strided, alibi, backward;
     int threads;
     la_attention_params p;
@@ -73,6 +74,7 @@ static void run_spec(const sp_spec *s, uint64_t *rng) {
     if (s->alibi) p.alibi_slopes = slopes;
     const bool softmax = p.score == LA_SCORE_SOFTMAX;
     la_block_index x = sparse_random_index(rng, B, H, Lq, Lk, s->bs, s->share);
+    if (s->cols > 0) sparse_random_columns(rng, &x, Lk, s->cols);
 
     /* reference, per (sequence, head), restricted to the listed blocks */
     double *want = malloc(sizeof(double) * (size_t)(B * H * Lq * D)), *want_lse = malloc(sizeof(double) * (size_t)(B * H * Lq));
@@ -177,6 +179,7 @@ static sp_spec random_spec(uint64_t *rng, int n, bool quick) {
     s.Lq = tu_randint(rng, 0, 5) == 0 ? 1 : tu_randint(rng, 1, maxL);
     s.Lk = tu_randint(rng, 0, 2) == 0 ? s.Lq : tu_randint(rng, 1, maxL);
     s.share = tu_randint(rng, 0, 3) == 0 ? 1.0 : tu_uniform(rng, 0.05, 0.9);
+    if (tu_randint(rng, 0, 2) == 0) s.cols = tu_uniform(rng, 0.01, 0.3);
     s.strided = tu_randint(rng, 0, 2) == 0;
     s.backward = tu_randint(rng, 0, 1);
     s.p = la_attention_params_default();
@@ -188,10 +191,10 @@ static sp_spec random_spec(uint64_t *rng, int n, bool quick) {
     s.alibi = tu_randint(rng, 0, 3) == 0;
     if (tu_randint(rng, 0, 4) == 0) s.p.score = LA_SCORE_SIGMOID, s.p.sigmoid_bias = -3;
     snprintf(s.name, sizeof s.name,
-             "random %d: B=%lld Lq=%lld Lk=%lld H=%lld Hkv=%lld D=%lld bs=%lld share=%.2f causal=%d window=(%lld,%lld) "
+             "random %d: B=%lld Lq=%lld Lk=%lld H=%lld Hkv=%lld D=%lld bs=%lld share=%.2f cols=%.2f causal=%d window=(%lld,%lld) "
              "sinks=%lld softcap=%g alibi=%d %s strided=%d threads=%d%s",
              n, (long long)s.B, (long long)s.Lq, (long long)s.Lk, (long long)s.H, (long long)s.Hkv, (long long)s.D,
-             (long long)s.bs, s.share, s.p.causal, (long long)s.p.window_left, (long long)s.p.window_right,
+             (long long)s.bs, s.share, s.cols, s.p.causal, (long long)s.p.window_left, (long long)s.p.window_right,
              (long long)s.p.sinks, (double)s.p.softcap, s.alibi, s.p.score ? "sigmoid" : "softmax", s.strided,
              s.threads, s.backward ? " +bwd" : "");
     return s;
@@ -200,6 +203,7 @@ static sp_spec random_spec(uint64_t *rng, int n, bool quick) {
 static void fixed_specs(uint64_t *rng) {
     la_attention_params causal = la_attention_params_default();
     causal.causal = 1;
+    const la_attention_params full = la_attention_params_default();
     sp_spec list[] = {
         {.name = "complete, causal, bs 64, L 200 (off the block), gqa2", .B = 1, .Lq = 200, .Lk = 200, .H = 4,
          .Hkv = 2, .D = 64, .bs = 64, .share = 1, .backward = true, .threads = 2, .p = causal},
@@ -209,6 +213,13 @@ static void fixed_specs(uint64_t *rng) {
          .share = 0.5, .backward = true, .threads = 2, .p = causal},
         {.name = "nothing listed: out 0, lse -inf, gradients 0", .B = 1, .Lq = 70, .Lk = 70, .H = 2, .Hkv = 1,
          .D = 8, .bs = 16, .share = 0, .backward = true, .threads = 2, .p = causal},
+        {.name = "extra columns only, bs 64, L 230, more than 96 columns a row", .B = 1, .Lq = 230, .Lk = 230, .H = 2,
+         .Hkv = 1, .D = 32, .bs = 64, .share = 0, .cols = 0.6, .backward = true, .threads = 2, .p = causal},
+        {.name = "complete list + columns inside it: computed once, equal to dense", .B = 1, .Lq = 150, .Lk = 150,
+         .H = 2, .Hkv = 2, .D = 16, .bs = 32, .share = 1, .cols = 0.3, .backward = true, .threads = 2, .p = causal},
+        {.name = "columns, bs 128 > the kernels' 96, non-causal", .B = 2, .Lq = 100, .Lk = 300, .H = 2, .Hkv = 1,
+         .D = 16, .bs = 128, .share = 0.3, .cols = 0.1, .backward = true, .threads = 2,
+         .p = full},
     };
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) run_spec(&list[i], rng);
 }

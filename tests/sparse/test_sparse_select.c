@@ -7,155 +7,32 @@
  * equals dense); recall and density equal to what the dense probability
  * matrix and the element-wise rule give, computed here independently; bad
  * budgets and arguments rejected with their statuses. */
+#include "select_check.h"
 #include "test_util.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {
-    int64_t B, L, Lk, H, Hkv, D;
-    la_attention_params p;
-    float slopes[16];
-    tu_buf q, k;
-} problem;
-
-/* Slopes live with the problem, which must not move once made. */
-static void make(problem *out, uint64_t *rng, int64_t B, int64_t L, int64_t Lk, int64_t H, int64_t Hkv, int64_t D,
-                 la_attention_params p, bool alibi) {
-    problem *P = out;
-    *P = (problem){.B = B, .L = L, .Lk = Lk, .H = H, .Hkv = Hkv, .D = D, .p = p};
-    P->q = tu_buf_new(LA_F32, 4, (int64_t[]){B, L, H, D}, false, false);
-    P->k = tu_buf_new(LA_F32, 4, (int64_t[]){B, Lk, Hkv, D}, tu_randint(rng, 0, 1), false);
-    tu_fill(rng, P->q.t.data, LA_F32, (int64_t)P->q.elems, -1, 1);
-    tu_fill(rng, P->k.t.data, LA_F32, (int64_t)P->k.elems, -1, 1);
-    for (int64_t h = 0; h < H; h++) P->slopes[h] = (float)tu_uniform(rng, 0.01, 0.2);
-    if (alibi) P->p.alibi_slopes = P->slopes;
-}
-
-static void drop(problem *P) { tu_buf_free(&P->q), tu_buf_free(&P->k); }
-
-/* The rule, element-wise, written here from the header's words. */
-static bool visible(const la_attention_params *p, int64_t i, int64_t j, int64_t Lq, int64_t Lk) {
-    int64_t diag = i + Lk - Lq;
-    int64_t hi = p->causal ? diag + 1 : p->window_right >= 0 ? diag + p->window_right + 1 : Lk;
-    int64_t lo = p->window_left >= 0 ? diag - p->window_left : 0;
-    return j < hi && j < Lk && j >= 0 && (j >= lo || j < p->sinks);
-}
-
-static bool block_visible(const la_attention_params *p, int64_t qb, int64_t kb, int64_t bs, int64_t Lq, int64_t Lk) {
-    for (int64_t i = qb * bs; i < (qb + 1) * bs && i < Lq; i++)
-        for (int64_t j = kb * bs; j < (kb + 1) * bs && j < Lk; j++)
-            if (visible(p, i, j, Lq, Lk)) return true;
-    return false;
-}
-
-static bool listed(const la_block_index *x, int64_t b, int64_t h, int64_t qb, int64_t kb) {
-    int64_t r = (b * x->heads + h) * x->q_blocks + qb;
-    for (int64_t e = x->offsets[r]; e < x->offsets[r + 1]; e++)
-        if (x->key_blocks[e] == kb) return true;
-    return false;
-}
-
-static bool same_index(const la_block_index *a, const la_block_index *b) {
-    if (a->block_size != b->block_size || a->num_seqs != b->num_seqs || a->heads != b->heads ||
-        a->q_blocks != b->q_blocks)
-        return false;
-    int64_t rows = a->num_seqs * a->heads * a->q_blocks;
-    return !memcmp(a->offsets, b->offsets, sizeof(int64_t) * (size_t)(rows + 1)) &&
-           !memcmp(a->key_blocks, b->key_blocks, sizeof(int32_t) * (size_t)a->offsets[rows]);
-}
-
-/* Valid, and no listed block hidden by the rule. */
-static void check_valid(const problem *P, const la_block_index *x, const char *what) {
-    la_status s = la_block_index_check(x, P->B, P->H, P->L, P->Lk);
-    tu_check(s == LA_OK, "%s: index invalid: %s", what, la_last_error());
-    if (s) return;
-    int64_t hidden = 0;
-    for (int64_t b = 0; b < P->B; b++)
-        for (int64_t h = 0; h < P->H; h++)
-            for (int64_t qb = 0; qb < x->q_blocks; qb++) {
-                int64_t r = (b * P->H + h) * x->q_blocks + qb;
-                for (int64_t e = x->offsets[r]; e < x->offsets[r + 1]; e++)
-                    hidden += !block_visible(&P->p, qb, x->key_blocks[e], x->block_size, P->L, P->Lk);
-            }
-    tu_check(hidden == 0, "%s: %lld listed blocks the rule hides", what, (long long)hidden);
-}
-
-/* Recall and density from the dense probabilities, here in double. */
-static void brute_quality(const problem *P, const la_block_index *x, double *recall, double *density) {
-    const int64_t D = P->D, bs = x->block_size, G = P->H / P->Hkv;
-    const double scale = P->p.scale > 0 ? P->p.scale : 1 / sqrt((double)D);
-    double *s = malloc(sizeof(double) * (size_t)(P->Lk + 1)), sum = 0;
-    int64_t rows = 0, total = 0, kept = 0;
-    for (int64_t b = 0; b < P->B; b++)
-        for (int64_t h = 0; h < P->H; h++) {
-            for (int64_t i = 0; i < P->L; i++) {
-                double m = -INFINITY;
-                for (int64_t j = 0; j < P->Lk; j++) {
-                    s[j] = -INFINITY;
-                    if (!visible(&P->p, i, j, P->L, P->Lk)) continue;
-                    double dot = 0;
-                    for (int64_t d = 0; d < D; d++)
-                        dot += tu_get(&P->q.t, (int64_t[]){b, i, h, d}) * tu_get(&P->k.t, (int64_t[]){b, j, h / G, d});
-                    s[j] = scale * dot;
-                    if (P->p.softcap > 0) s[j] = P->p.softcap * tanh(s[j] / P->p.softcap);
-                    if (P->p.alibi_slopes) s[j] -= P->p.alibi_slopes[h] * fabs((double)(i + P->Lk - P->L - j));
-                    m = fmax(m, s[j]);
-                }
-                if (m == -INFINITY) continue;
-                double all = 0, in = 0;
-                for (int64_t j = 0; j < P->Lk; j++) {
-                    if (s[j] == -INFINITY) continue;
-                    all += exp(s[j] - m);
-                    if (listed(x, b, h, i / bs, j / bs)) in += exp(s[j] - m);
-                }
-                sum += in / all, rows++;
-            }
-            for (int64_t qb = 0; qb < x->q_blocks; qb++)
-                for (int64_t kb = 0; kb * bs < P->Lk; kb++)
-                    if (block_visible(&P->p, qb, kb, bs, P->L, P->Lk)) total++, kept += listed(x, b, h, qb, kb);
-        }
-    free(s);
-    *recall = rows ? sum / (double)rows : NAN;
-    *density = total ? (double)kept / (double)total : NAN;
-}
-
-static void check_quality(la_context *ctx, const problem *P, const la_block_index *x, const char *what) {
-    la_sparse_quality qa, qb;
-    la_status s = la_block_index_quality(ctx, &P->p, &P->q.t, &P->k.t, x, 0, 1, &qa);
-    tu_check(s == LA_OK, "%s: quality %s", what, la_last_error());
-    if (s) return;
-    double recall, density;
-    brute_quality(P, x, &recall, &density);
-    /* f32 scores (the library) against double ones: ~1e-6 relative */
-    tu_check(fabs(qa.recall - recall) <= 1e-5 && fabs(qa.density - density) <= 1e-12,
-             "%s: recall %.9f density %.9f, recomputed %.9f %.9f", what, qa.recall, qa.density, recall, density);
-    s = la_block_index_quality(ctx, &P->p, &P->q.t, &P->k.t, x, 50, 7, &qa);
-    la_status s2 = la_block_index_quality(ctx, &P->p, &P->q.t, &P->k.t, x, 50, 7, &qb);
-    tu_check(s == LA_OK && s2 == LA_OK && (qa.recall == qb.recall || (isnan(qa.recall) && qa.rows == 0)) && qa.rows == qb.rows && qa.rows <= 50,
-             "%s: sampled recall not deterministic for a seed", what);
-}
-
 static void static_cases(uint64_t *rng, la_context *ctx) {
     la_attention_params causal = la_attention_params_default();
     causal.causal = 1;
     /* A-shape, exactly: sink 0, the diagonal block and the one before */
-    problem P;
-    make(&P, rng, 1, 256, 256, 2, 1, 16, causal, false);
+    sc_problem P;
+    sc_make(&P, rng, 1, 256, 256, 2, 1, 16, causal, false);
     la_sparse_static o = la_sparse_static_default();
     o.sink_blocks = 1, o.local_blocks = 2, o.block_size = 64;
     la_block_index x;
     TU_EXPECT_STATUS(la_sparse_select_static(&o, &P.p, &P.q.t, &P.k.t, &x), LA_OK);
-    check_valid(&P, &x, "A-shape");
+    sc_check_valid(&P, &x, "A-shape");
     bool exact = x.q_blocks == 4;
     for (int64_t h = 0; h < 2 && exact; h++)
         for (int64_t qb = 0; qb < 4; qb++)
-            for (int64_t kb = 0; kb < 4; kb++) exact &= listed(&x, 0, h, qb, kb) == (kb == 0 || kb == qb || kb == qb - 1);
+            for (int64_t kb = 0; kb < 4; kb++) exact &= sc_listed(&x, 0, h, qb, kb) == (kb == 0 || kb == qb || kb == qb - 1);
     tu_check(exact, "A-shape: not {0, qb - 1, qb} per query block");
-    check_quality(ctx, &P, &x, "A-shape");
+    sc_check_quality(ctx, &P, &x, "A-shape");
     la_block_index_free(&x);
-    drop(&P);
+    sc_drop(&P);
 
     /* random shapes and options: valid, deterministic, quality agrees */
     for (int n = 0; n < 8; n++) {
@@ -164,8 +41,8 @@ static void static_cases(uint64_t *rng, la_context *ctx) {
         if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
         if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
         int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
-        problem R;
-    make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_problem R;
+    sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
         la_sparse_static so = {.block_size = tu_randint(rng, 1, 40), .sink_blocks = tu_randint(rng, 0, 2),
                                .local_blocks = tu_randint(rng, 0, 3), .stride = tu_randint(rng, 0, 3),
                                .global_blocks = tu_randint(rng, 0, 1)};
@@ -175,11 +52,11 @@ static void static_cases(uint64_t *rng, la_context *ctx) {
         la_block_index a, b;
         TU_EXPECT_STATUS(la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
         TU_EXPECT_STATUS(la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        check_valid(&R, &a, what);
-        tu_check(same_index(&a, &b), "%s: not deterministic", what);
-        check_quality(ctx, &R, &a, what);
+        sc_check_valid(&R, &a, what);
+        tu_check(sc_same_index(&a, &b), "%s: not deterministic", what);
+        sc_check_quality(ctx, &R, &a, what);
         la_block_index_free(&a), la_block_index_free(&b);
-        drop(&R);
+        sc_drop(&R);
     }
 }
 
@@ -187,8 +64,8 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
     /* a planted block: keys of block 5 point along every query's direction */
     la_attention_params causal = la_attention_params_default();
     causal.causal = 1;
-    problem P;
-    make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
+    sc_problem P;
+    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
     for (int64_t i = 0; i < 512; i++)
         for (int64_t d = 0; d < 16; d++) tu_set(&P.q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
     for (int64_t j = 5 * 32; j < 6 * 32; j++)
@@ -197,15 +74,15 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
     o.block_size = 32, o.top_k = 1;
     la_block_index x;
     TU_EXPECT_STATUS(la_sparse_select_topk(ctx, &o, &P.p, &P.q.t, &P.k.t, &x), LA_OK);
-    check_valid(&P, &x, "planted");
+    sc_check_valid(&P, &x, "planted");
     bool found = true;
-    for (int64_t qb = 7; qb < 16; qb++) found &= listed(&x, 0, 0, qb, 5);
+    for (int64_t qb = 7; qb < 16; qb++) found &= sc_listed(&x, 0, 0, qb, 5);
     tu_check(found, "planted: top-1 misses the planted key block 5");
     la_sparse_quality q;
     TU_EXPECT_STATUS(la_block_index_quality(ctx, &P.p, &P.q.t, &P.k.t, &x, 0, 1, &q), LA_OK);
-    check_quality(ctx, &P, &x, "planted");
+    sc_check_quality(ctx, &P, &x, "planted");
     la_block_index_free(&x);
-    drop(&P);
+    sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
         la_attention_params p = la_attention_params_default();
@@ -214,8 +91,8 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
         if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
         if (tu_randint(rng, 0, 3) == 0) p.softcap = 4;
         int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
-        problem R;
-    make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_problem R;
+    sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
         la_sparse_topk to = {.block_size = tu_randint(rng, 1, 40), .gamma = (float)tu_uniform(rng, 0.3, 1),
                              .top_k = tu_randint(rng, 0, 1) ? 0 : tu_randint(rng, 1, 3),
                              .sink_blocks = tu_randint(rng, 0, 2), .local_blocks = tu_randint(rng, 0, 2)};
@@ -229,19 +106,19 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
         TU_EXPECT_STATUS(la_sparse_select_topk(ctx, &to, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
         TU_EXPECT_STATUS(la_sparse_select_topk(one, &to, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
         la_context_destroy(one);
-        check_valid(&R, &a, what);
-        tu_check(same_index(&a, &b), "%s: differs between 3 threads and 1", what);
+        sc_check_valid(&R, &a, what);
+        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
         for (int64_t r = 0; to.top_k > 0 && r < a.num_seqs * a.heads * a.q_blocks; r++)
             tu_check(a.offsets[r + 1] - a.offsets[r] <= to.top_k + to.sink_blocks + to.local_blocks,
                      "%s: row %lld lists more than top_k + forced", what, (long long)r);
-        check_quality(ctx, &R, &a, what);
+        sc_check_quality(ctx, &R, &a, what);
         if (n == 0) { /* gamma 1: every visible block, so the density is 1 */
             la_sparse_quality qq;
             la_block_index_quality(ctx, &R.p, &R.q.t, &R.k.t, &a, 0, 1, &qq);
             tu_check(qq.density == 1 || isnan(qq.density), "%s: gamma 1 gives density %g", what, qq.density);
         }
         la_block_index_free(&a), la_block_index_free(&b);
-        drop(&R);
+        sc_drop(&R);
     }
 }
 
@@ -249,8 +126,8 @@ static void vslash_cases(uint64_t *rng, la_context *ctx) {
     /* a planted column: key 300 points along every query's direction */
     la_attention_params causal = la_attention_params_default();
     causal.causal = 1;
-    problem P;
-    make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
+    sc_problem P;
+    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
     for (int64_t i = 0; i < 512; i++)
         for (int64_t d = 0; d < 16; d++) tu_set(&P.q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
     for (int64_t d = 0; d < 16; d++) tu_set(&P.k.t, (int64_t[]){0, 300, 0, d}, 4.0);
@@ -258,16 +135,16 @@ static void vslash_cases(uint64_t *rng, la_context *ctx) {
     o.block_size = 32, o.vertical = 1, o.slash = 0;
     la_block_index x;
     TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &o, &P.p, &P.q.t, &P.k.t, &x), LA_OK);
-    check_valid(&P, &x, "vslash planted");
+    sc_check_valid(&P, &x, "vslash planted");
     bool ok = true;
     for (int64_t qb = 0; qb < 16; qb++) /* column 300's block, block 0 and the local band, nothing else */
         for (int64_t kb = 0; kb < 16; kb++)
-            ok &= listed(&x, 0, 0, qb, kb) ==
+            ok &= sc_listed(&x, 0, 0, qb, kb) ==
                   (kb <= qb && (kb == 0 || kb == 300 / 32 || kb == qb || kb == qb - 1));
     tu_check(ok, "vslash planted: head 0 is not {0, 9, qb - 1, qb} per query block");
-    check_quality(ctx, &P, &x, "vslash planted");
+    sc_check_quality(ctx, &P, &x, "vslash planted");
     la_block_index_free(&x);
-    drop(&P);
+    sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
         la_attention_params p = la_attention_params_default();
@@ -275,8 +152,8 @@ static void vslash_cases(uint64_t *rng, la_context *ctx) {
         if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
         if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
         int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
-        problem R;
-        make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_problem R;
+        sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
         la_sparse_vslash vo = {.block_size = tu_randint(rng, 1, 40), .last_queries = tu_randint(rng, 0, 80),
                                .vertical = tu_randint(rng, 0, 20), .slash = tu_randint(rng, 0, 20)};
         char what[160];
@@ -289,18 +166,18 @@ static void vslash_cases(uint64_t *rng, la_context *ctx) {
         TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
         TU_EXPECT_STATUS(la_sparse_select_vslash(one, &vo, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
         la_context_destroy(one);
-        check_valid(&R, &a, what);
-        tu_check(same_index(&a, &b), "%s: differs between 3 threads and 1", what);
-        check_quality(ctx, &R, &a, what);
+        sc_check_valid(&R, &a, what);
+        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
+        sc_check_quality(ctx, &R, &a, what);
         la_block_index_free(&a), la_block_index_free(&b);
-        drop(&R);
+        sc_drop(&R);
     }
 }
 
 static void bad_budgets(uint64_t *rng, la_context *ctx) {
     la_attention_params p = la_attention_params_default();
-    problem P;
-    make(&P, rng, 1, 64, 64, 2, 1, 8, p, false);
+    sc_problem P;
+    sc_make(&P, rng, 1, 64, 64, 2, 1, 8, p, false);
     la_block_index x = {.block_size = 99};
     la_sparse_static so = la_sparse_static_default();
     la_sparse_topk to = la_sparse_topk_default();
@@ -349,7 +226,10 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     la_attention_params varlen = p;
     int32_t cu[2] = {0, 64};
     varlen.cu_seqlens_q = varlen.cu_seqlens_k = cu, varlen.num_seqs = 1;
-    TU_EXPECT_STATUS(la_sparse_select_static(&so, &varlen, &P.q.t, &P.k.t, &x), LA_ERR_UNSUPPORTED);
+    TU_EXPECT_STATUS(la_sparse_select_static(&so, &varlen, &P.q.t, &P.k.t, &x), LA_ERR_SHAPE); /* varlen: packed 3-D */
+    la_block_index dummy = {0};
+    la_sparse_quality qv;
+    TU_EXPECT_STATUS(la_block_index_quality(ctx, &varlen, &P.q.t, &P.k.t, &dummy, 0, 1, &qv), LA_ERR_UNSUPPORTED);
     la_attention_params badp = p;
     badp.window_left = -5;
     TU_EXPECT_STATUS(la_sparse_select_topk(ctx, &to, &badp, &P.q.t, &P.k.t, &x), LA_ERR_ARGUMENT);
@@ -370,7 +250,7 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     x.heads = 2;
     la_block_index_free(&x);
     la_block_index_free(NULL);
-    drop(&P);
+    sc_drop(&P);
 #undef STATIC_BAD
 #undef TOPK_BAD
 }
@@ -379,8 +259,8 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
 static void topk_complete_equals_dense(uint64_t *rng, la_context *ctx) {
     la_attention_params p = la_attention_params_default();
     p.causal = 1, p.window_left = 90;
-    problem P;
-    make(&P, rng, 1, 200, 200, 4, 2, 32, p, false);
+    sc_problem P;
+    sc_make(&P, rng, 1, 200, 200, 4, 2, 32, p, false);
     tu_buf v = tu_buf_new(LA_F32, 4, (int64_t[]){1, 200, 2, 32}, false, false);
     tu_buf o1 = tu_buf_new(LA_F32, 4, (int64_t[]){1, 200, 4, 32}, false, false);
     tu_buf o2 = tu_buf_new(LA_F32, 4, (int64_t[]){1, 200, 4, 32}, false, false);
@@ -396,7 +276,7 @@ static void topk_complete_equals_dense(uint64_t *rng, la_context *ctx) {
     tu_check(worst < 1e-5, "top-k gamma 1 then sparse forward differs from dense by %.3g", worst);
     la_block_index_free(&x);
     tu_buf_free(&v), tu_buf_free(&o1), tu_buf_free(&o2);
-    drop(&P);
+    sc_drop(&P);
 }
 
 int main(void) {

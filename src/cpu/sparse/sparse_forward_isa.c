@@ -8,17 +8,85 @@
  * item's rows, so a listed block the rule hides stays hidden and partly
  * visible pieces are masked element-wise, exactly as in the dense kernel.
  * With every block listed the output and lse equal the dense kernel's up
- * to rounding (the key pieces, hence the online-softmax steps, differ). */
+ * to rounding (the key pieces, hence the online-softmax steps, differ).
+ * Extra key columns (la_block_list_cols) outside the listed blocks follow
+ * the blocks, gathered in chunks of at most BK from the packed panels. */
 #include "cpu/attention/forward_tile.h"
 
 #include "backend/sparse_problem.h"
+
+/* Extra key columns cols[0..nc) (nc <= BK, sequence-relative, none of them
+ * in a listed block) against the item's rows: the same steps as key_block
+ * (scores, the rule with each column's own key index, online softmax or
+ * sigmoid, O += P V) on keys that are not contiguous, read from the
+ * packed panels row by row. */
+static void column_chunk(const item *it, scratch *w, const int32_t *cols, int64_t nc) {
+    const la_attn_problem *p = it->p;
+    const la_score_rule *rule = &p->rule;
+    const int64_t D = it->D, Dp = it->Dp;
+    const bool transform = rule_transforms(rule, it->slope);
+    const vi iota = vi_iota(), sinks = (vi){0} + (int32_t)la_rule_sinks(rule, it->lk);
+    const int64_t diag0 = it->i0 + it->lk - it->lq; /* diagonal key of row 0 */
+    for (int64_t c = 0; c < it->nqp; c += LA_VL) {
+        vi lo, hi;
+        for (int e = 0; e < LA_VL; e++) lo[e] = w->lo[c + e], hi[e] = w->hi[c + e];
+        const vf dist0 = __builtin_convertvector(iota + (int32_t)c, vf) + (float)diag0;
+        for (int64_t e = 0; e < nc; e++) {
+            const float *kr = w->kpanel + (int64_t)cols[e] * Dp;
+            vf s = vf_set1(0);
+            for (int64_t d = 0; d < D; d++) s = vf_fma(vf_set1(kr[d]), vf_load(w->qt + d * BQ + c), s);
+            if (transform) s = rule_score_vec(rule, s, it->slope, dist0 - (float)cols[e], NULL);
+            s = vf_select(rule_visible_vec((vi){0} + cols[e], lo, hi, sinks), s, vf_set1(-INFINITY));
+            vf_store(w->st + e * BQ + c, s);
+        }
+    }
+    if (rule->score == LA_SCORE_SOFTMAX) {
+        softmax_block(it, w, nc);
+        for (int64_t r = 0; r < it->nq; r++) {
+            float a = w->alpha[r];
+            if (a == 1.0f) continue;
+            vf av = vf_set1(a);
+            float *o = w->o + r * Dp;
+            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(o + d, vf_load(o + d) * av);
+        }
+    } else {
+        sigmoid_block(it, w, nc);
+    }
+    for (int64_t r = 0; r < it->nq; r++) { /* O += P V */
+        float *o = w->o + r * Dp;
+        for (int64_t e = 0; e < nc; e++) {
+            const float pw = w->st[e * BQ + r];
+            if (pw == 0.0f) continue;
+            const float *vr = w->vpanel + (int64_t)cols[e] * Dp;
+            const vf pv = vf_set1(pw);
+            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(o + d, vf_fma(pv, vf_load(vr + d), vf_load(o + d)));
+        }
+    }
+}
+
+/* The row's columns outside its listed blocks ids[0..n) and below kend, in
+ * chunks of at most BK. */
+static void extra_columns(const item *it, scratch *w, const la_block_list *x, const int32_t *ids, int64_t n,
+                          const int32_t *cols, int64_t ncols, int64_t kend) {
+    int32_t chunk[BK];
+    int64_t nc = 0, e = 0;
+    for (int64_t c = 0; c < ncols && cols[c] < kend; c++) {
+        const int32_t kb = (int32_t)(cols[c] / x->block_size);
+        while (e < n && ids[e] < kb) e++;
+        if (e < n && ids[e] == kb) continue; /* the block's: computed once */
+        chunk[nc++] = cols[c];
+        if (nc == BK) column_chunk(it, w, chunk, nc), nc = 0;
+    }
+    if (nc) column_chunk(it, w, chunk, nc);
+}
 
 static void sparse_unit(const la_attn_forward_problem *fp, const void *arg, scratch *w, int64_t b, int64_t h,
                         int64_t qb) {
     const la_block_list *x = arg;
     const int64_t bs = x->block_size;
-    int64_t n;
+    int64_t n, ncols;
     const int32_t *ids = la_block_list_row(x, fp->a.H, b, h, qb, &n);
+    const int32_t *cols = la_block_list_cols(x, fp->a.H, b, h, qb, &ncols);
     for (int64_t i0 = qb * bs; i0 < (qb + 1) * bs; i0 += BQ) {
         item it;
         int64_t kend;
@@ -33,6 +101,7 @@ static void sparse_unit(const la_attn_forward_problem *fp, const void *arg, scra
                 if (vis != LA_BLOCK_NONE) key_block(&it, w, j0, j1, vis == LA_BLOCK_SOME);
             }
         }
+        if (ncols) extra_columns(&it, w, x, ids, n, cols, ncols, kend);
         item_finish(&it, w);
     }
 }

@@ -7,6 +7,7 @@
  * is never listed. */
 #include "backend/score_rule.h"
 #include "ops/attention/validate.h"
+#include "ops/sparse/select_common.h"
 #include "ops/sparse/sparse_index.h"
 
 #include <math.h>
@@ -22,17 +23,14 @@ la_sparse_topk la_sparse_topk_default(void) {
 
 /* ---- the shared front: checks and sizes ---- */
 
-typedef struct {
-    int64_t B, Lq, Lk, H, Hkv, D, bs, nqb, nkb, rows;
-    la_score_rule rule;
-} shape;
 
-static la_status check_qk(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
-                          shape *S) {
+la_status la_sel_check_qk(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
+                          la_sel_shape *S) {
     la_status s;
     if ((s = la_attn_check_params(p))) return s;
     if (p->cu_seqlens_q || p->cu_seqlens_k)
-        return la_fail(LA_ERR_UNSUPPORTED, "the selectors take a dense batch; varlen is not yet supported");
+        return la_fail(LA_ERR_UNSUPPORTED, "a dense batch only (the selectors run varlen batches sequence by "
+                       "sequence; the quality measure does not)");
     if ((s = la_check_tensor(q, "q", 4, 0)) || (s = la_check_tensor(k, "k", 4, 2))) return s;
     if (q->dtype != k->dtype)
         return la_fail(LA_ERR_DTYPE, "q is %s but k is %s; they must match", la_dtype_name(q->dtype),
@@ -49,7 +47,7 @@ static la_status check_qk(const la_attention_params *p, const la_tensor *q, cons
     if (block_size < 0 || block_size > LA_SPARSE_BLOCK_MAX)
         return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be in [1, %lld] (0 = default)", (long long)block_size,
                        (long long)LA_SPARSE_BLOCK_MAX);
-    *S = (shape){.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
+    *S = (la_sel_shape){.B = q->shape[0], .Lq = q->shape[1], .Lk = k->shape[1], .H = q->shape[2], .Hkv = k->shape[2],
                  .D = q->shape[3], .bs = block_size ? block_size : LA_SPARSE_BLOCK_DEFAULT};
     if (p->alibi_slopes)
         for (int64_t h = 0; h < S->H; h++)
@@ -66,7 +64,7 @@ static la_status check_qk(const la_attention_params *p, const la_tensor *q, cons
 
 /* Query block qb's rows [*i0, *i1); the keys any of them sees end before
  * *kend (the rule's hi is non-decreasing in the row). */
-static void q_block_rows(const shape *S, int64_t qb, int64_t *i0, int64_t *i1, int64_t *kend) {
+void la_sel_q_block_rows(const la_sel_shape *S, int64_t qb, int64_t *i0, int64_t *i1, int64_t *kend) {
     *i0 = qb * S->bs;
     *i1 = *i0 + S->bs < S->Lq ? *i0 + S->bs : S->Lq;
     int64_t lo;
@@ -74,7 +72,7 @@ static void q_block_rows(const shape *S, int64_t qb, int64_t *i0, int64_t *i1, i
 }
 
 /* Whether some row of [i0, i1) sees some key of block kb, by the rule. */
-static bool block_visible(const shape *S, int64_t i0, int64_t i1, int64_t kend, int64_t kb) {
+bool la_sel_block_visible(const la_sel_shape *S, int64_t i0, int64_t i1, int64_t kend, int64_t kb) {
     const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
     if (j0 >= kend) return false;
     for (int64_t i = i0; i < i1; i++) {
@@ -86,52 +84,58 @@ static bool block_visible(const shape *S, int64_t i0, int64_t i1, int64_t kend, 
 }
 
 /* The key block holding the diagonal key of row i, clamped to the blocks. */
-static int64_t diag_block(const shape *S, int64_t i) {
+int64_t la_sel_diag_block(const la_sel_shape *S, int64_t i) {
     int64_t d = i + S->Lk - S->Lq;
     int64_t kb = d < 0 ? -1 : d / S->bs;
     return kb < 0 ? 0 : kb >= S->nkb ? S->nkb - 1 : kb;
 }
 
-/* One (sequence, head)'s lists: nqb rows, appended to a growing array. */
-typedef struct {
-    int64_t *counts; /* [nqb] */
-    int32_t *ids;
-    int64_t n, cap;
-} head_lists;
 
-static bool push(head_lists *l, int32_t id) {
-    if (l->n == l->cap) {
-        int64_t cap = l->cap ? 2 * l->cap : 64;
-        int32_t *p = realloc(l->ids, sizeof(int32_t) * (size_t)cap);
+static bool grow_push(int32_t **a, int64_t *n, int64_t *cap, int32_t v) {
+    if (*n == *cap) {
+        int64_t c = *cap ? 2 * *cap : 64;
+        int32_t *p = realloc(*a, sizeof(int32_t) * (size_t)c);
         if (!p) return false;
-        l->ids = p, l->cap = cap;
+        *a = p, *cap = c;
     }
-    l->ids[l->n++] = id;
+    (*a)[(*n)++] = v;
     return true;
 }
 
-/* Join the (sequence, head) lists into *out, in order; frees them. */
-static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index *out) {
+bool la_sel_push(la_sel_lists *l, int32_t id) { return grow_push(&l->ids, &l->n, &l->cap, id); }
+bool la_sel_push_col(la_sel_lists *l, int32_t j) { return grow_push(&l->cols, &l->cn, &l->ccap, j); }
+
+/* One CSR array pair from the per-(sequence, head) rows. */
+static bool join_csr(const la_sel_shape *S, const la_sel_lists *lists, bool cols, int64_t **offsets, int32_t **ids) {
     const int64_t nbh = S->B * S->H;
     int64_t nnz = 0;
-    for (int64_t i = 0; i < nbh; i++) nnz += lists[i].n;
+    for (int64_t i = 0; i < nbh; i++) nnz += cols ? lists[i].cn : lists[i].n;
+    *offsets = malloc(sizeof(int64_t) * (size_t)(S->rows + 1));
+    *ids = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+    if (!*offsets || !*ids) return false;
+    int64_t r = 0, e = 0;
+    (*offsets)[0] = 0;
+    for (int64_t i = 0; i < nbh; i++) {
+        const int64_t n = cols ? lists[i].cn : lists[i].n;
+        if (n) memcpy(*ids + e, cols ? lists[i].cols : lists[i].ids, sizeof(int32_t) * (size_t)n);
+        const int64_t *counts = cols ? lists[i].col_counts : lists[i].counts;
+        for (int64_t qb = 0; qb < S->nqb; qb++, r++) (*offsets)[r + 1] = (*offsets)[r] + (counts ? counts[qb] : 0);
+        e += n;
+    }
+    return true;
+}
+
+/* Join the (sequence, head) lists into *out, in order; frees them. The
+ * index has columns when any list has. */
+la_status la_sel_join(const la_sel_shape *S, la_sel_lists *lists, bool ok, la_block_index *out) {
+    const int64_t nbh = S->B * S->H;
+    bool with_cols = false;
+    for (int64_t i = 0; i < nbh; i++) with_cols |= lists[i].col_counts != NULL;
     la_block_index x = {.block_size = S->bs, .num_seqs = S->B, .heads = S->H, .q_blocks = S->nqb};
-    if (ok) {
-        x.offsets = malloc(sizeof(int64_t) * (size_t)(S->rows + 1));
-        x.key_blocks = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
-    }
-    if (ok && x.offsets && x.key_blocks) {
-        int64_t r = 0, e = 0;
-        x.offsets[0] = 0;
-        for (int64_t i = 0; i < nbh; i++) {
-            memcpy(x.key_blocks + e, lists[i].ids, sizeof(int32_t) * (size_t)lists[i].n);
-            for (int64_t qb = 0; qb < S->nqb; qb++, r++) x.offsets[r + 1] = x.offsets[r] + lists[i].counts[qb];
-            e += lists[i].n;
-        }
-    } else {
-        ok = false;
-    }
-    for (int64_t i = 0; i < nbh; i++) free(lists[i].counts), free(lists[i].ids);
+    ok = ok && join_csr(S, lists, false, &x.offsets, &x.key_blocks) &&
+         (!with_cols || join_csr(S, lists, true, &x.col_offsets, &x.key_cols));
+    for (int64_t i = 0; i < nbh; i++)
+        free(lists[i].counts), free(lists[i].ids), free(lists[i].col_counts), free(lists[i].cols);
     free(lists);
     if (!ok) {
         la_block_index_free(&x);
@@ -141,43 +145,167 @@ static la_status join(const shape *S, head_lists *lists, bool ok, la_block_index
     return LA_OK;
 }
 
-static la_status check_budget(int64_t v, const char *name) {
+la_status la_sel_check_budget(int64_t v, const char *name) {
     return v < 0 ? la_fail(LA_ERR_ARGUMENT, "%s is %lld; must be >= 0", name, (long long)v) : LA_OK;
 }
 
+/* ---- varlen: one dense call per sequence, joined ---- */
+
+static la_status check_cu(const int32_t *cu, const char *name, int64_t n, int64_t total, int64_t *max_len) {
+    if (!cu) return la_fail(LA_ERR_NULL, "%s is NULL", name);
+    la_status s = la_check_aligned(cu, sizeof *cu, name);
+    if (s) return s;
+    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "%s[0] is %d; must be 0", name, cu[0]);
+    *max_len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (cu[i + 1] < cu[i])
+            return la_fail(LA_ERR_SEQLENS, "%s is not monotone: [%lld]=%d > [%lld]=%d", name, (long long)i, cu[i],
+                           (long long)(i + 1), cu[i + 1]);
+        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
+    }
+    if (cu[n] > total)
+        return la_fail(LA_ERR_SEQLENS, "%s[%lld] is %d, past the end of the %lld packed tokens", name, (long long)n,
+                       cu[n], (long long)total);
+    return LA_OK;
+}
+
+/* Sequence b's rows [t0, t0 + len) of a packed [T, heads, D] view as a
+ * dense [1, len, heads, D] one. */
+static la_tensor seq_view(const la_tensor *t, int64_t t0, int64_t len) {
+    la_tensor v = *t;
+    v.ndim = 4;
+    v.shape[0] = 1, v.shape[1] = len, v.shape[2] = t->shape[1], v.shape[3] = t->shape[2];
+    v.stride[0] = t->stride[0] * (len > 0 ? len : 1), v.stride[1] = t->stride[0], v.stride[2] = t->stride[1],
+    v.stride[3] = t->stride[2];
+    if (t->data) v.data = (char *)t->data + t0 * t->stride[0] * (int64_t)la_dtype_size(t->dtype);
+    return v;
+}
+
+la_status la_sel_varlen(const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t block_size,
+                        la_sel_seq_fn fn, void *arg, la_block_index *out) {
+    la_status s;
+    if (!p->cu_seqlens_q || !p->cu_seqlens_k)
+        return la_fail(LA_ERR_ARGUMENT, "%s is set without %s", p->cu_seqlens_q ? "cu_seqlens_q" : "cu_seqlens_k",
+                       p->cu_seqlens_q ? "cu_seqlens_k" : "cu_seqlens_q");
+    if (p->num_seqs <= 0 || p->num_seqs >= INT32_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be in [1, %d)", (long long)p->num_seqs,
+                       INT32_MAX);
+    if ((s = la_check_tensor(q, "q", 3, 1)) || (s = la_check_tensor(k, "k", 3, 1))) return s;
+    if (block_size < 0 || block_size > LA_SPARSE_BLOCK_MAX)
+        return la_fail(LA_ERR_ARGUMENT, "block_size is %lld; must be in [1, %lld] (0 = default)", (long long)block_size,
+                       (long long)LA_SPARSE_BLOCK_MAX);
+    const int64_t B = p->num_seqs, H = q->shape[1], bs = block_size ? block_size : LA_SPARSE_BLOCK_DEFAULT;
+    int64_t maxq, maxk;
+    if ((s = check_cu(p->cu_seqlens_q, "cu_seqlens_q", B, q->shape[0], &maxq)) ||
+        (s = check_cu(p->cu_seqlens_k, "cu_seqlens_k", B, k->shape[0], &maxk)))
+        return s;
+    const int64_t nqb = maxq / bs + (maxq % bs != 0);
+    int64_t rows;
+    if (!la_mul_i64(B, H, &rows) || !la_mul_i64(rows, nqb, &rows) || rows >= INT64_MAX / 8)
+        return la_fail(LA_ERR_OVERFLOW, "the index's rows overflow");
+    la_block_index *parts = calloc((size_t)B, sizeof *parts);
+    if (!parts) return la_fail(LA_ERR_NOMEM, "out of memory for %lld sequences' indexes", (long long)B);
+    la_attention_params pb = *p;
+    pb.cu_seqlens_q = pb.cu_seqlens_k = NULL, pb.num_seqs = 0;
+    bool cols = false;
+    int64_t nnz = 0, ncols = 0;
+    s = LA_OK;
+    for (int64_t b = 0; b < B && !s; b++) {
+        const int64_t q0 = p->cu_seqlens_q[b], lq = p->cu_seqlens_q[b + 1] - q0, k0 = p->cu_seqlens_k[b],
+                      lk = p->cu_seqlens_k[b + 1] - k0;
+        if (lq == 0) continue; /* its rows stay empty */
+        const la_tensor qv = seq_view(q, q0, lq), kv = seq_view(k, k0, lk);
+        s = fn(arg, &pb, &qv, &kv, b, &parts[b]);
+        if (s) break;
+        const int64_t r = parts[b].heads * parts[b].q_blocks;
+        nnz += parts[b].offsets[r];
+        if (parts[b].col_offsets) cols = true, ncols += parts[b].col_offsets[r];
+    }
+    la_block_index x = {.block_size = bs, .num_seqs = B, .heads = H, .q_blocks = nqb};
+    if (!s) {
+        x.offsets = calloc((size_t)rows + 1, sizeof(int64_t));
+        x.key_blocks = malloc(sizeof(int32_t) * (size_t)(nnz > 0 ? nnz : 1));
+        if (cols) {
+            x.col_offsets = calloc((size_t)rows + 1, sizeof(int64_t));
+            x.key_cols = malloc(sizeof(int32_t) * (size_t)(ncols > 0 ? ncols : 1));
+        }
+        if (!x.offsets || !x.key_blocks || (cols && (!x.col_offsets || !x.key_cols)))
+            s = la_fail(LA_ERR_NOMEM, "out of memory joining the sequences' indexes");
+    }
+    if (!s) {
+        int64_t e = 0, c = 0;
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t h = 0; h < H; h++)
+                for (int64_t qb = 0; qb < nqb; qb++) {
+                    const int64_t r = (b * H + h) * nqb + qb;
+                    const la_block_index *y = &parts[b];
+                    if (y->offsets && qb < y->q_blocks) {
+                        const int64_t ry = h * y->q_blocks + qb, n = y->offsets[ry + 1] - y->offsets[ry];
+                        if (n) memcpy(x.key_blocks + e, y->key_blocks + y->offsets[ry], sizeof(int32_t) * (size_t)n);
+                        e += n;
+                        if (y->col_offsets) {
+                            const int64_t m = y->col_offsets[ry + 1] - y->col_offsets[ry];
+                            if (m) memcpy(x.key_cols + c, y->key_cols + y->col_offsets[ry], sizeof(int32_t) * (size_t)m);
+                            c += m;
+                        }
+                    }
+                    x.offsets[r + 1] = e;
+                    if (cols) x.col_offsets[r + 1] = c;
+                }
+    }
+    for (int64_t b = 0; b < B; b++) la_block_index_free(&parts[b]);
+    free(parts);
+    if (s) {
+        la_block_index_free(&x);
+        return s;
+    }
+    *out = x;
+    return LA_OK;
+}
+
 /* ---- static patterns ---- */
+
+static la_status static_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                             int64_t b, la_block_index *out) {
+    (void)b;
+    return la_sparse_select_static(arg, p, q, k, out);
+}
 
 la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_params *p, const la_tensor *q,
                                   const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", o ? "out" : "opts");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_budget(o->sink_blocks, "sink_blocks")) || (s = check_budget(o->local_blocks, "local_blocks")) ||
-        (s = check_budget(o->stride, "stride")) || (s = check_budget(o->global_blocks, "global_blocks")) ||
-        (s = check_qk(p, q, k, o->block_size, &S)))
+    if ((s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) || (s = la_sel_check_budget(o->local_blocks, "local_blocks")) ||
+        (s = la_sel_check_budget(o->stride, "stride")) || (s = la_sel_check_budget(o->global_blocks, "global_blocks")))
         return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        s = la_sel_varlen(p, q, k, o->block_size, static_seq, (void *)o, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     const int64_t nbh = S.B * S.H;
-    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     for (int64_t bh = 0; bh < nbh && ok; bh++) {
-        head_lists *l = &lists[bh];
+        la_sel_lists *l = &lists[bh];
         if (!(l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t)))) { ok = false; break; }
         for (int64_t qb = 0; qb < S.nqb && ok; qb++) {
             int64_t i0, i1, kend;
-            q_block_rows(&S, qb, &i0, &i1, &kend);
-            const int64_t d0 = diag_block(&S, i0), d1 = diag_block(&S, i1 - 1), before = l->n;
+            la_sel_q_block_rows(&S, qb, &i0, &i1, &kend);
+            const int64_t d0 = la_sel_diag_block(&S, i0), d1 = la_sel_diag_block(&S, i1 - 1), before = l->n;
             for (int64_t kb = 0; kb < S.nkb && ok; kb++) {
                 bool want = kb < o->sink_blocks || qb < o->global_blocks || kb < o->global_blocks ||
                             (o->local_blocks > 0 && kb >= d0 - (o->local_blocks - 1) && kb <= d1 + (o->local_blocks - 1)) ||
                             (o->stride > 0 && kb <= d1 && (d1 - kb) % o->stride == 0);
-                if (want && block_visible(&S, i0, i1, kend, kb)) ok = push(l, (int32_t)kb);
+                if (want && la_sel_block_visible(&S, i0, i1, kend, kb)) ok = la_sel_push(l, (int32_t)kb);
             }
             l->counts[qb] = l->n - before;
         }
     }
-    if ((s = join(&S, lists, ok, out))) return s;
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
 
@@ -185,7 +313,7 @@ la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_
 
 /* Mean of rows [r0, r1) of head h of sequence b of t, into m[D] (f32
  * sums in double). */
-static void pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int64_t r1, int64_t D, double *m) {
+void la_sel_pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int64_t r1, int64_t D, double *m) {
     for (int64_t d = 0; d < D; d++) m[d] = 0;
     const size_t es = la_dtype_size(t->dtype);
     for (int64_t r = r0; r < r1; r++) {
@@ -195,42 +323,38 @@ static void pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int6
     for (int64_t d = 0; d < D; d++) m[d] /= (double)(r1 - r0);
 }
 
-typedef struct {
-    double est;
-    int32_t id;
-} ranked;
 
-static int by_est_desc(const void *a, const void *b) {
-    const ranked *x = a, *y = b;
+int la_sel_by_est_desc(const void *a, const void *b) {
+    const la_sel_ranked *x = a, *y = b;
     if (x->est != y->est) return x->est > y->est ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-static int by_id(const void *a, const void *b) {
+int la_sel_by_id(const void *a, const void *b) {
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     return x < y ? -1 : x > y;
 }
 
 /* The lists of head h of sequence b. kbar [nkb][D] holds the key blocks'
  * means; qbar [D], cand [nkb] and sel [nkb] are scratch. */
-static bool topk_head(const la_sparse_topk *o, const shape *S, const la_tensor *q, int64_t b, int64_t h,
-                      const double *kbar, double *qbar, ranked *cand, int32_t *sel, head_lists *l) {
+static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, const la_tensor *q, int64_t b, int64_t h,
+                      const double *kbar, double *qbar, la_sel_ranked *cand, int32_t *sel, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
-        q_block_rows(S, qb, &i0, &i1, &kend);
-        pool_rows(q, b, h, i0, i1, S->D, qbar);
-        const int64_t d1 = diag_block(S, i1 - 1);
+        la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
+        la_sel_pool_rows(q, b, h, i0, i1, S->D, qbar);
+        const int64_t d1 = la_sel_diag_block(S, i1 - 1);
         const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
         int64_t nc = 0, ns = 0;
         double m = -INFINITY;
         for (int64_t kb = 0; kb < S->nkb; kb++) {
-            if (!block_visible(S, i0, i1, kend, kb)) continue;
+            if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
             const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
             double dot = 0;
             for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
             const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
-            cand[nc] = (ranked){la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0)),
+            cand[nc] = (la_sel_ranked){la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0)),
                                 (int32_t)kb};
             if (cand[nc].est > m) m = cand[nc].est;
             nc++;
@@ -248,43 +372,62 @@ static bool topk_head(const la_sparse_topk *o, const shape *S, const la_tensor *
                 cand[rest++] = cand[c];
             }
         }
-        qsort(cand, (size_t)rest, sizeof *cand, by_est_desc);
+        qsort(cand, (size_t)rest, sizeof *cand, la_sel_by_est_desc);
         for (int64_t c = 0; c < rest; c++) {
             if (o->top_k > 0 ? c >= o->top_k : covered >= (double)o->gamma * total) break;
             sel[ns++] = cand[c].id;
             covered += exp(cand[c].est - m);
         }
-        qsort(sel, (size_t)ns, sizeof *sel, by_id);
+        qsort(sel, (size_t)ns, sizeof *sel, la_sel_by_id);
         for (int64_t e = 0; e < ns; e++)
-            if (!push(l, sel[e])) return false;
+            if (!la_sel_push(l, sel[e])) return false;
         l->counts[qb] = ns;
     }
     return true;
+}
+
+typedef struct {
+    la_context *ctx;
+    const void *o;
+    double *div;
+    int64_t H;
+} seq_arg;
+
+static la_status topk_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t b,
+                          la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_topk(a->ctx, a->o, p, q, k, out);
 }
 
 la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const la_attention_params *p,
                                 const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_budget(o->top_k, "top_k")) || (s = check_budget(o->sink_blocks, "sink_blocks")) ||
-        (s = check_budget(o->local_blocks, "local_blocks")))
+    if ((s = la_sel_check_budget(o->top_k, "top_k")) || (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
         return s;
     if (o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
         return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
-    if ((s = check_qk(p, q, k, o->block_size, &S))) return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, topk_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
-    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
         double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
-        ranked *cand = malloc(sizeof(ranked) * (size_t)(S.nkb + 1));
+        la_sel_ranked *cand = malloc(sizeof(la_sel_ranked) * (size_t)(S.nkb + 1));
         int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
         ok = kbar && qbar && cand && sel;
         /* heads of one K/V group in a row, so each thread pools a group's keys once */
@@ -294,36 +437,36 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
             const int64_t b = g / S.Hkv, hk = g % S.Hkv;
             for (int64_t kb = 0; kb < S.nkb; kb++) {
                 const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
-                pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
+                la_sel_pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
             }
             for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
-                head_lists *l = &lists[b * S.H + h];
+                la_sel_lists *l = &lists[b * S.H + h];
                 ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
                      topk_head(o, &S, q, b, h, kbar, qbar, cand, sel, l);
             }
         }
         free(kbar), free(qbar), free(cand), free(sel);
     }
-    if ((s = join(&S, lists, ok, out))) return s;
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
 
 /* ---- vertical-slash ---- */
 
 la_sparse_vslash la_sparse_vslash_default(void) {
-    return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64};
+    return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64, .columns = 0};
 }
 
 /* Exact softmax weights of row i (head h of sequence b) over the keys the
  * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
-static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
+bool la_sel_row_weights(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
                         double *w) {
     const int64_t hk = h / (S->H / S->Hkv), D = S->D;
     const size_t es = la_dtype_size(q->dtype);
     const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
     const float slope = la_rule_slope(&S->rule, h);
     float qf[LA_MAX_HEAD_DIM];
-    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (check_qk) */
+    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (la_sel_check_qk) */
     double m = -INFINITY, sum = 0;
     for (int64_t j = 0; j < S->Lk; j++) {
         w[j] = -INFINITY;
@@ -345,9 +488,9 @@ static bool row_weights(const shape *S, const la_tensor *q, const la_tensor *k, 
 
 /* Indices of the n largest positive x[0..len) (ties to the lower index),
  * into top; how many there are. */
-static int64_t top_indices(const double *x, int64_t len, int64_t n, ranked *tmp, int64_t *top) {
-    for (int64_t i = 0; i < len; i++) tmp[i] = (ranked){x[i], (int32_t)i};
-    qsort(tmp, (size_t)len, sizeof *tmp, by_est_desc);
+int64_t la_sel_top_indices(const double *x, int64_t len, int64_t n, la_sel_ranked *tmp, int64_t *top) {
+    for (int64_t i = 0; i < len; i++) tmp[i] = (la_sel_ranked){x[i], (int32_t)i};
+    qsort(tmp, (size_t)len, sizeof *tmp, la_sel_by_est_desc);
     int64_t m = 0;
     for (; m < n && m < len && tmp[m].est > 0; m++) top[m] = tmp[m].id;
     return m;
@@ -357,18 +500,18 @@ static int64_t top_indices(const double *x, int64_t len, int64_t n, ranked *tmp,
  * scores, their ranking, the kept columns and distances, a block mark. */
 typedef struct {
     double *w, *col, *diag;
-    ranked *tmp;
+    la_sel_ranked *tmp;
     int64_t *cols, *dists;
     unsigned char *mark;
 } vs_scratch;
 
-static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
-                        int64_t h, vs_scratch *t, head_lists *l) {
+static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
+                        int64_t h, vs_scratch *t, la_sel_lists *l) {
     const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
     memset(t->col, 0, sizeof(double) * (size_t)(Lk + 1));
     memset(t->diag, 0, sizeof(double) * (size_t)(2 * Lk + 1));
     for (int64_t i = S->Lq - nlast > 0 ? S->Lq - nlast : 0; i < S->Lq; i++) {
-        if (!row_weights(S, q, k, b, h, i, t->w)) continue;
+        if (!la_sel_row_weights(S, q, k, b, h, i, t->w)) continue;
         const int64_t diag = i + Lk - S->Lq;
         for (int64_t j = 0; j < Lk; j++) {
             t->col[j] += t->w[j];
@@ -376,15 +519,22 @@ static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tens
             if (dist > -Lk && dist <= Lk) t->diag[dist + Lk] += t->w[j];
         }
     }
-    const int64_t ncol = top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
-    const int64_t ndist = top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
+    const int64_t ncol = la_sel_top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
+    const int64_t ndist = la_sel_top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
     for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
+    if (o->columns) {
+        if (!(l->col_counts = calloc((size_t)S->nqb + 1, sizeof(int64_t)))) return false;
+        for (int64_t e = 0; e < ncol; e++) t->tmp[e] = (la_sel_ranked){0, (int32_t)t->cols[e]};
+        qsort(t->tmp, (size_t)ncol, sizeof *t->tmp, la_sel_by_est_desc); /* equal estimates: by column */
+        for (int64_t e = 0; e < ncol; e++) t->cols[e] = t->tmp[e].id;
+    }
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
-        q_block_rows(S, qb, &i0, &i1, &kend);
+        la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
         memset(t->mark, 0, (size_t)S->nkb);
         if (S->nkb > 0) t->mark[0] = 1;
-        for (int64_t e = 0; e < ncol; e++) t->mark[t->cols[e] / S->bs] = 1;
+        if (!o->columns)
+            for (int64_t e = 0; e < ncol; e++) t->mark[t->cols[e] / S->bs] = 1;
         const int64_t d0 = i0 + Lk - S->Lq, d1 = i1 - 1 + Lk - S->Lq;
         /* each kept distance, and the local band [0, bs): keys diag_i - dist of the block's rows */
         for (int64_t e = -S->bs; e < ndist; e++) {
@@ -396,25 +546,51 @@ static bool vslash_head(const la_sparse_vslash *o, const shape *S, const la_tens
         }
         const int64_t before = l->n;
         for (int64_t kb = 0; kb < S->nkb; kb++)
-            if (t->mark[kb] && block_visible(S, i0, i1, kend, kb) && !push(l, (int32_t)kb)) return false;
+            if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
         l->counts[qb] = l->n - before;
+        if (!o->columns) continue;
+        /* the kept columns outside the listed blocks that some row sees */
+        const int64_t cbefore = l->cn;
+        for (int64_t e = 0; e < ncol; e++) {
+            const int64_t j = t->cols[e];
+            if (j >= kend || (t->mark[j / S->bs] && la_sel_block_visible(S, i0, i1, kend, j / S->bs))) continue;
+            for (int64_t i = i0; i < i1; i++)
+                if (la_rule_visible(&S->rule, i, j, S->Lq, Lk)) {
+                    if (!la_sel_push_col(l, (int32_t)j)) return false;
+                    break;
+                }
+        }
+        l->col_counts[qb] = l->cn - cbefore;
     }
     return true;
+}
+
+static la_status vslash_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                            int64_t b, la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_vslash(a->ctx, a->o, p, q, k, out);
 }
 
 la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, const la_attention_params *p,
                                   const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_budget(o->last_queries, "last_queries")) || (s = check_budget(o->vertical, "vertical")) ||
-        (s = check_budget(o->slash, "slash")) || (s = check_qk(p, q, k, o->block_size, &S)))
+    if ((s = la_sel_check_budget(o->last_queries, "last_queries")) || (s = la_sel_check_budget(o->vertical, "vertical")) ||
+        (s = la_sel_check_budget(o->slash, "slash")))
         return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, vslash_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "vertical-slash estimates softmax attention; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, Lk = S.Lk;
-    head_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
@@ -423,7 +599,7 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
         vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
                         .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
                         .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
-                        .tmp = malloc(sizeof(ranked) * (size_t)(2 * Lk + 1)),
+                        .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
                         .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
                         .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
                         .mark = malloc((size_t)S.nkb + 1)};
@@ -431,19 +607,262 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
-            head_lists *l = &lists[bh];
+            la_sel_lists *l = &lists[bh];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
                  vslash_head(o, &S, q, k, bh / S.H, bh % S.H, &t, l);
         }
         free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
     }
-    if ((s = join(&S, lists, ok, out))) return s;
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
+}
+
+/* ---- FlexPrefill: per head, query-aware top-k or vertical-slash ---- */
+
+la_sparse_flex la_sparse_flex_default(void) {
+    return (la_sparse_flex){.block_size = 0, .gamma = 0.9f, .tau = 0.1f, .vertical = 64, .slash = 64,
+                            .sink_blocks = 1, .local_blocks = 1};
+}
+
+/* sqrt of the Jensen-Shannon divergence (nats) between head h's estimated
+ * and true key-block distributions of its last query block: the estimate
+ * from the block-pooled query against the block means (kbar), scored as
+ * top-k scores them; the truth the exact softmax rows summed per key
+ * block. NAN when the block's rows see no key. t->w, t->col are scratch. */
+static double flex_divergence(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h,
+                              const double *kbar, double *qbar, vs_scratch *t) {
+    const int64_t qb = S->nqb - 1;
+    int64_t i0, i1, kend;
+    la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
+    double *truth = t->col, *est = t->diag; /* [nkb] each */
+    memset(truth, 0, sizeof(double) * (size_t)S->nkb);
+    int64_t rows = 0;
+    for (int64_t i = i0; i < i1; i++) {
+        if (!la_sel_row_weights(S, q, k, b, h, i, t->w)) continue;
+        rows++;
+        for (int64_t j = 0; j < S->Lk; j++) truth[j / S->bs] += t->w[j];
+    }
+    if (!rows) return NAN;
+    la_sel_pool_rows(q, b, h, i0, i1, S->D, qbar);
+    const float slope = la_rule_slope(&S->rule, h);
+    const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
+    double m = -INFINITY, z = 0;
+    for (int64_t kb = 0; kb < S->nkb; kb++) {
+        est[kb] = -INFINITY;
+        if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
+        const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
+        double dot = 0;
+        for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
+        const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
+        est[kb] = la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0));
+        if (est[kb] > m) m = est[kb];
+    }
+    for (int64_t kb = 0; kb < S->nkb; kb++) z += est[kb] == -INFINITY ? 0 : exp(est[kb] - m);
+    double js = 0;
+    for (int64_t kb = 0; kb < S->nkb; kb++) {
+        const double a = est[kb] == -INFINITY ? 0 : exp(est[kb] - m) / z, c = truth[kb] / (double)rows,
+                     mid = 0.5 * (a + c);
+        if (a > 0) js += 0.5 * a * log(a / mid);
+        if (c > 0) js += 0.5 * c * log(c / mid);
+    }
+    return sqrt(js > 0 ? js : 0);
+}
+
+static la_status flex_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t b,
+                          la_block_index *out) {
+    const seq_arg *a = arg;
+    return la_sparse_select_flex(a->ctx, a->o, p, q, k, out, a->div ? a->div + b * a->H : NULL);
+}
+
+la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const la_attention_params *p,
+                                const la_tensor *q, const la_tensor *k, la_block_index *out, double *divergence) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    la_sel_shape S;
+    la_status s;
+    if ((s = la_sel_check_budget(o->vertical, "vertical")) || (s = la_sel_check_budget(o->slash, "slash")) ||
+        (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
+        return s;
+    if (!(o->gamma > 0 && o->gamma <= 1))
+        return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1]", (double)o->gamma);
+    if (!(o->tau >= 0) || isinf(o->tau))
+        return la_fail(LA_ERR_ARGUMENT, "tau is %g; must be finite and >= 0", (double)o->tau);
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o, .H = q ? (q->ndim == 3 ? q->shape[1] : 0) : 0};
+        size_t n = 0;
+        if (divergence && q && q->ndim == 3 && la_mul_size((size_t)p->num_seqs > 0 ? (size_t)p->num_seqs : 0, (size_t)(a.H > 0 ? a.H : 0), &n) && n > 0)
+            a.div = malloc(sizeof(double) * n);
+        if (divergence && n > 0 && !a.div) return la_fail(LA_ERR_NOMEM, "out of memory for the divergences");
+        for (size_t e = 0; e < n && a.div; e++) a.div[e] = NAN; /* sequences without queries */
+        s = la_sel_varlen(p, q, k, o->block_size, flex_seq, &a, out);
+        if (!s && a.div) memcpy(divergence, a.div, sizeof(double) * n);
+        free(a.div);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
+    if (p->score != LA_SCORE_SOFTMAX)
+        return la_fail(LA_ERR_UNSUPPORTED, "flex compares softmax distributions; sigmoid scores have none");
+    const la_sparse_topk to = {.block_size = S.bs, .gamma = o->gamma, .top_k = 0, .sink_blocks = o->sink_blocks,
+                               .local_blocks = o->local_blocks};
+    const la_sparse_vslash vo = {.block_size = S.bs, .last_queries = 0, .vertical = o->vertical, .slash = o->slash};
+    const int64_t nbh = S.B * S.H, G = S.H / S.Hkv, Lk = S.Lk;
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    double *dv = malloc(sizeof(double) * (size_t)nbh);
+    if (!dv) {
+        free(lists);
+        return la_fail(LA_ERR_NOMEM, "out of memory for the divergences");
+    }
+    bool ok = true;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok)
+    {
+        double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
+        la_sel_ranked *cand = malloc(sizeof(la_sel_ranked) * (size_t)(S.nkb + 1));
+        int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
+        vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                        .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
+                        .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
+                        .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
+                        .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
+                        .mark = malloc((size_t)S.nkb + 1)};
+        ok = kbar && qbar && cand && sel && t.w && t.col && t.diag && t.tmp && t.cols && t.dists && t.mark;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+            if (!ok) continue;
+            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
+            for (int64_t kb = 0; kb < S.nkb; kb++) {
+                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
+                la_sel_pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
+            }
+            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
+                la_sel_lists *l = &lists[b * S.H + h];
+                const double d = S.nqb > 0 ? flex_divergence(&S, q, k, b, h, kbar, qbar, &t) : NAN;
+                dv[b * S.H + h] = d;
+                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                     (!(d > o->tau) ? topk_head(&to, &S, q, b, h, kbar, qbar, cand, sel, l)
+                                    : vslash_head(&vo, &S, q, k, b, h, &t, l));
+            }
+        }
+        free(kbar), free(qbar), free(cand), free(sel);
+        free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
+    }
+    if ((s = la_sel_join(&S, lists, ok, out))) {
+        free(dv);
+        return s;
+    }
+    if (divergence) memcpy(divergence, dv, sizeof(double) * (size_t)nbh);
+    free(dv);
+    return la_succeed();
+}
+
+/* ---- one selector and one budget ---- */
+
+static const char *const kind_names[LA_SPARSE_KIND_COUNT] = {"none", "static", "topk", "vslash", "hip",
+                                                             "chunks", "flex", "routing"};
+
+/* The budget's range for its kind: LA_OK or LA_ERR_ARGUMENT. */
+static la_status check_choice(const la_sparse_choice *c) {
+    if ((unsigned)c->kind >= LA_SPARSE_KIND_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "sparse kind %d is unknown", (int)c->kind);
+    const double b = c->budget;
+    const char *name = kind_names[c->kind];
+    if (c->kind == LA_SPARSE_NONE) return LA_OK;
+    if (!isfinite(b) || b <= 0) return la_fail(LA_ERR_ARGUMENT, "%s budget %g: must be finite and > 0", name, b);
+    const bool fraction = c->kind == LA_SPARSE_FLEX || (c->kind == LA_SPARSE_TOPK && b <= 1);
+    if (c->kind == LA_SPARSE_FLEX && b > 1)
+        return la_fail(LA_ERR_ARGUMENT, "flex budget %g: the coverage gamma must be in (0, 1]", b);
+    if (!fraction && (b != floor(b) || b > (double)(1 << 30)))
+        return la_fail(LA_ERR_ARGUMENT, "%s budget %g: must be a whole number in [1, 2^30]%s", name, b,
+                       c->kind == LA_SPARSE_TOPK ? " (or a coverage in (0, 1])" : "");
+    if (c->kind == LA_SPARSE_ROUTING && b > 65536)
+        return la_fail(LA_ERR_ARGUMENT, "routing budget %g: at most 65536 clusters", b);
+    return LA_OK;
+}
+
+la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out) {
+    if (!text || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !text ? "text" : "out");
+    if (!strcmp(text, "none")) {
+        *out = (la_sparse_choice){LA_SPARSE_NONE, 0};
+        return la_succeed();
+    }
+    const char *colon = strchr(text, ':');
+    la_sparse_choice c = {LA_SPARSE_NONE, 0};
+    for (int i = 1; colon && i < LA_SPARSE_KIND_COUNT; i++)
+        if (strlen(kind_names[i]) == (size_t)(colon - text) && !strncmp(text, kind_names[i], (size_t)(colon - text)))
+            c.kind = (la_sparse_kind)i;
+    if (c.kind == LA_SPARSE_NONE)
+        return la_fail(LA_ERR_ARGUMENT, "'%s': expected none or SELECTOR:BUDGET with SELECTOR one of static, topk, "
+                       "vslash, hip, chunks, flex, routing", text);
+    char *end;
+    c.budget = strtod(colon + 1, &end);
+    if (end == colon + 1 || *end)
+        return la_fail(LA_ERR_ARGUMENT, "'%s': the budget '%s' is not a number", text, colon + 1);
+    la_status s = check_choice(&c);
+    if (s) return s;
+    *out = c;
+    return la_succeed();
+}
+
+la_status la_sparse_select(la_context *ctx, const la_sparse_choice *c, const la_attention_params *p,
+                           const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!c) return la_fail(LA_ERR_NULL, "choice is NULL");
+    la_status s = check_choice(c);
+    if (s) return s;
+    const int64_t n = (int64_t)c->budget;
+    switch (c->kind) {
+    case LA_SPARSE_STATIC: {
+        la_sparse_static o = la_sparse_static_default();
+        o.local_blocks = n;
+        return la_sparse_select_static(&o, p, q, k, out);
+    }
+    case LA_SPARSE_TOPK: {
+        la_sparse_topk o = la_sparse_topk_default();
+        if (c->budget <= 1) o.gamma = (float)c->budget;
+        else o.top_k = n;
+        return la_sparse_select_topk(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_VSLASH: {
+        la_sparse_vslash o = la_sparse_vslash_default();
+        o.vertical = o.slash = n;
+        return la_sparse_select_vslash(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_HIP: {
+        la_sparse_hip o = la_sparse_hip_default();
+        o.top_k = n;
+        return la_sparse_select_hip(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_CHUNKS: {
+        la_sparse_chunks o = la_sparse_chunks_default();
+        o.top_k = n;
+        return la_sparse_select_chunks(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_FLEX: {
+        la_sparse_flex o = la_sparse_flex_default();
+        o.gamma = (float)c->budget;
+        return la_sparse_select_flex(ctx, &o, p, q, k, out, NULL);
+    }
+    case LA_SPARSE_ROUTING: {
+        if (!q) return la_fail(LA_ERR_NULL, "q is NULL");
+        la_sparse_routing o = la_sparse_routing_default();
+        la_sparse_routing_state *st;
+        const int nd = q->ndim;
+        if ((nd != 3 && nd != 4) || (s = la_sparse_routing_state_create(&st, q->shape[nd - 2], q->shape[nd - 1], n, 0)))
+            return s ? s : la_fail(LA_ERR_SHAPE, "q has %d dims; expected 4 (or 3, varlen)", nd);
+        s = la_sparse_select_routing(ctx, &o, st, p, q, k, out);
+        la_sparse_routing_state_free(st);
+        return s;
+    }
+    default: return la_fail(LA_ERR_ARGUMENT, "sparse kind none selects nothing (use dense attention)");
+    }
 }
 
 /* ---- quality ---- */
 
-static uint64_t splitmix(uint64_t *x) {
+uint64_t la_sel_splitmix(uint64_t *x) {
     uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -452,7 +871,7 @@ static uint64_t splitmix(uint64_t *x) {
 
 /* Share of row i's softmax mass (head h of sequence b) in its listed
  * blocks, or NAN when the row sees no key. s is scratch [Lk]. */
-static double row_recall(const shape *S, const la_tensor *q, const la_tensor *k, const la_block_list *x, int64_t b,
+static double row_recall(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, const la_block_list *x, int64_t b,
                          int64_t h, int64_t i, double *s) {
     const int64_t hk = h / (S->H / S->Hkv), D = S->D;
     const size_t es = la_dtype_size(q->dtype);
@@ -470,14 +889,16 @@ static double row_recall(const shape *S, const la_tensor *q, const la_tensor *k,
     }
     if (m == -INFINITY) return NAN;
     double all = 0, kept = 0;
-    int64_t n;
+    int64_t n, nc;
     const int32_t *ids = la_block_list_row(x, S->H, b, h, i / S->bs, &n);
-    for (int64_t j = 0, e = 0; j < S->Lk; j++) {
+    const int32_t *cols = la_block_list_cols(x, S->H, b, h, i / S->bs, &nc);
+    for (int64_t j = 0, e = 0, c = 0; j < S->Lk; j++) {
         if (s[j] == -INFINITY) continue;
         const double w = exp(s[j] - m);
         all += w;
         while (e < n && (int64_t)ids[e] * S->bs + S->bs <= j) e++;
-        if (e < n && (int64_t)ids[e] * S->bs <= j) kept += w;
+        while (c < nc && cols[c] < j) c++;
+        if ((e < n && (int64_t)ids[e] * S->bs <= j) || (c < nc && cols[c] == j)) kept += w;
     }
     return kept / all;
 }
@@ -488,9 +909,9 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
     if (!ctx || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : "out");
     memset(out, 0, sizeof *out);
     if (!index) return la_fail(LA_ERR_NULL, "index is NULL");
-    shape S;
+    la_sel_shape S;
     la_status s;
-    if ((s = check_qk(p, q, k, index->block_size > 0 ? index->block_size : 1, &S))) return s;
+    if ((s = la_sel_check_qk(p, q, k, index->block_size > 0 ? index->block_size : 1, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX) return la_fail(LA_ERR_UNSUPPORTED, "recall is defined for softmax only");
     if (sample_rows < 0) return la_fail(LA_ERR_ARGUMENT, "sample_rows is %lld; must be >= 0", (long long)sample_rows);
     la_attn_problem P = {.num_seqs = S.B, .H = S.H, .Lq = S.Lq, .Lk = S.Lk};
@@ -505,11 +926,11 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
         return la_fail(LA_ERR_NOMEM, "out of memory for %lld sampled rows", (long long)n);
     }
     uint64_t st = seed;
-    for (int64_t r = 0; r < n; r++) pick[r] = sample_rows > 0 ? (int64_t)(splitmix(&st) % (uint64_t)all_rows) : r;
+    for (int64_t r = 0; r < n; r++) pick[r] = sample_rows > 0 ? (int64_t)(la_sel_splitmix(&st) % (uint64_t)all_rows) : r;
     bool ok = true;
-    int64_t listed = 0, total = 0;
+    int64_t listed = 0, total = 0, columns = 0;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
-#pragma omp parallel num_threads(nthreads) reduction(&& : ok) reduction(+ : listed, total)
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok) reduction(+ : listed, total, columns)
     {
         double *sc = malloc(sizeof(double) * (size_t)(S.Lk + 1));
         ok = sc != NULL;
@@ -523,13 +944,26 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
         for (int64_t row = 0; row < rows; row++) {
             const int64_t qb = row % S.nqb, h = row / S.nqb % S.H, b = row / S.nqb / S.H;
             int64_t i0, i1, kend, nl;
-            q_block_rows(&S, qb, &i0, &i1, &kend);
+            la_sel_q_block_rows(&S, qb, &i0, &i1, &kend);
             const int32_t *ids = la_block_list_row(&x, S.H, b, h, qb, &nl);
             for (int64_t kb = 0, e = 0; kb < S.nkb && kb * S.bs < kend; kb++) {
-                if (!block_visible(&S, i0, i1, kend, kb)) continue;
+                if (!la_sel_block_visible(&S, i0, i1, kend, kb)) continue;
                 total++;
                 while (e < nl && ids[e] < kb) e++;
                 if (e < nl && ids[e] == kb) listed++;
+            }
+            /* extra columns outside the listed blocks that some row sees */
+            int64_t nc;
+            const int32_t *cols = la_block_list_cols(&x, S.H, b, h, qb, &nc);
+            for (int64_t c = 0, e = 0; c < nc && cols[c] < kend; c++) {
+                const int64_t kb = cols[c] / S.bs;
+                while (e < nl && ids[e] < kb) e++;
+                if (e < nl && ids[e] == kb) continue;
+                for (int64_t i = i0; i < i1; i++)
+                    if (la_rule_visible(&S.rule, i, cols[c], S.Lq, S.Lk)) {
+                        columns++;
+                        break;
+                    }
             }
         }
         free(sc);
@@ -544,6 +978,7 @@ la_status la_block_index_quality(la_context *ctx, const la_attention_params *p, 
     out->rows = used;
     out->listed = listed;
     out->total = total;
-    out->density = total ? (double)listed / (double)total : NAN;
+    out->columns = columns;
+    out->density = total ? ((double)listed + (double)columns / (double)S.bs) / (double)total : NAN;
     return la_succeed();
 }

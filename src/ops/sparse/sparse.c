@@ -61,8 +61,44 @@ la_status la_sparse_check_index(const la_block_index *x, const la_attn_problem *
                                    "(sorted, no duplicates)", (long long)e, id, x->key_blocks[e - 1]);
             }
     }
+    if (x->col_offsets) {
+        if ((s = la_check_aligned(x->col_offsets, sizeof(int64_t), "index->col_offsets")) ||
+            (s = la_check_aligned(x->key_cols, sizeof(int32_t), "index->key_cols")))
+            return s;
+        if (x->col_offsets[0] != 0)
+            return la_fail(LA_ERR_SEQLENS, "index->col_offsets[0] is %lld; must be 0", (long long)x->col_offsets[0]);
+        for (int64_t r = 0; r < rows; r++)
+            if (x->col_offsets[r + 1] < x->col_offsets[r])
+                return la_fail(LA_ERR_SEQLENS, "index->col_offsets decreases: [%lld] = %lld > [%lld] = %lld",
+                               (long long)r, (long long)x->col_offsets[r], (long long)(r + 1),
+                               (long long)x->col_offsets[r + 1]);
+        const int64_t ncols = x->col_offsets[rows];
+        if (!la_mul_size((size_t)ncols, sizeof(int32_t), &bytes))
+            return la_fail(LA_ERR_OVERFLOW, "index->col_offsets[last] %lld: too many columns", (long long)ncols);
+        if (ncols > 0 && !x->key_cols)
+            return la_fail(LA_ERR_NULL, "index->key_cols is NULL with %lld columns", (long long)ncols);
+        for (int64_t b = 0; b < x->num_seqs; b++) {
+            int64_t q0, lq, k0, lk;
+            la_attn_seq(P, b, &q0, &lq, &k0, &lk);
+            for (int64_t r = b * x->heads * x->q_blocks; r < (b + 1) * x->heads * x->q_blocks; r++)
+                for (int64_t e = x->col_offsets[r]; e < x->col_offsets[r + 1]; e++) {
+                    const int32_t c = x->key_cols[e];
+                    if (c < 0 || c >= lk)
+                        return la_fail(LA_ERR_SEQLENS,
+                                       "index->key_cols[%lld] is %d (sequence %lld, head %lld, query block %lld); "
+                                       "must be in [0, %lld)", (long long)e, c, (long long)b,
+                                       (long long)(r / x->q_blocks % x->heads), (long long)(r % x->q_blocks),
+                                       (long long)lk);
+                    if (e > x->col_offsets[r] && c <= x->key_cols[e - 1])
+                        return la_fail(LA_ERR_ARGUMENT,
+                                       "index->key_cols[%lld] is %d after %d: each row must be strictly increasing "
+                                       "(sorted, no duplicates)", (long long)e, c, x->key_cols[e - 1]);
+                }
+        }
+    }
     *list = (la_block_list){.block_size = bs, .q_blocks = x->q_blocks, .offsets = x->offsets,
-                            .key_blocks = x->key_blocks};
+                            .key_blocks = x->key_blocks, .col_offsets = x->col_offsets,
+                            .key_cols = x->col_offsets ? x->key_cols : NULL};
     *rows_out = rows;
     return LA_OK;
 }
@@ -82,6 +118,8 @@ void la_block_index_free(la_block_index *index) {
     if (!index) return;
     free(index->offsets);
     free(index->key_blocks);
+    free(index->col_offsets);
+    free(index->key_cols);
     memset(index, 0, sizeof *index);
 }
 
@@ -90,19 +128,22 @@ void la_block_index_free(la_block_index *index) {
 static la_status check_index_memory(const la_context *ctx, const la_block_index *x, int64_t rows,
                                     const la_tensor *const *outs, const char *const *names, int n) {
     const size_t off_bytes = (size_t)(rows + 1) * sizeof(int64_t),
-                 id_bytes = (size_t)x->offsets[rows] * sizeof(int32_t);
+                 id_bytes = (size_t)x->offsets[rows] * sizeof(int32_t),
+                 col_off_bytes = x->col_offsets ? off_bytes : 0,
+                 col_bytes = x->col_offsets ? (size_t)x->col_offsets[rows] * sizeof(int32_t) : 0;
+    const struct { const void *p; size_t n; const char *name; } arrays[4] = {
+        {x->offsets, off_bytes, "index->offsets"}, {x->key_blocks, id_bytes, "index->key_blocks"},
+        {x->col_offsets, col_off_bytes, "index->col_offsets"}, {x->key_cols, col_bytes, "index->key_cols"}};
     la_status s;
     for (int i = 0; i < n; i++) {
         if (!outs[i]) continue;
-        if ((s = la_check_disjoint_bytes(outs[i], names[i], x->offsets, off_bytes, "index->offsets")) ||
-            (s = la_check_disjoint_bytes(outs[i], names[i], x->key_blocks, id_bytes, "index->key_blocks")))
-            return s;
+        for (int a = 0; a < 4; a++)
+            if (arrays[a].n && (s = la_check_disjoint_bytes(outs[i], names[i], arrays[a].p, arrays[a].n, arrays[a].name)))
+                return s;
     }
     if (!ctx->workspace_borrowed) return LA_OK;
     const uintptr_t wlo = (uintptr_t)ctx->workspace, whi = wlo + ctx->workspace_bytes;
-    const struct { const void *p; size_t n; const char *name; } arrays[2] = {
-        {x->offsets, off_bytes, "index->offsets"}, {x->key_blocks, id_bytes, "index->key_blocks"}};
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < 4; i++) {
         uintptr_t lo = (uintptr_t)arrays[i].p, hi = lo + arrays[i].n;
         if (arrays[i].p && lo < hi && lo < whi && wlo < hi)
             return la_fail(LA_ERR_ARGUMENT, "%s overlaps the workspace lent to the context", arrays[i].name);

@@ -1,0 +1,166 @@
+/* The hierarchical pruning selector (after HiP attention, Lee et al.
+ * 2024): per query block, halve the candidate key ranges round after round
+ * and keep the top_k halves by a representative score, O(top_k * probes *
+ * log(key blocks)) block scores per query block. The key blocks' means are
+ * pooled once per (sequence, K/V head); block scores are computed when a
+ * probe first needs them. */
+#include "ops/sparse/select_common.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+la_sparse_hip la_sparse_hip_default(void) {
+    return (la_sparse_hip){.block_size = 0, .top_k = 8, .probes = 4, .sink_blocks = 1, .local_blocks = 1};
+}
+
+typedef struct {
+    int64_t lo, hi; /* key blocks [lo, hi) */
+    double score;
+} range;
+
+static int by_score_desc(const void *a, const void *b) {
+    const range *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static int by_lo(const void *a, const void *b) {
+    const range *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* Per-thread scratch: block means, the pooled query, memoised block
+ * scores, two range lists, a block mark. */
+typedef struct {
+    double *kbar, *qbar, *est;
+    unsigned char *known, *mark;
+    range *cur, *next;
+} hip_scratch;
+
+static bool hip_head(const la_sparse_hip *o, const la_sel_shape *S, const la_tensor *q, int64_t b, int64_t h,
+                     hip_scratch *t, la_sel_lists *l) {
+    const float slope = la_rule_slope(&S->rule, h);
+    const int64_t P = o->probes ? o->probes : 4;
+    for (int64_t qb = 0; qb < S->nqb; qb++) {
+        int64_t i0, i1, kend;
+        la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
+        la_sel_pool_rows(q, b, h, i0, i1, S->D, t->qbar);
+        const int64_t n = kend / S->bs + (kend % S->bs != 0), d1 = la_sel_diag_block(S, i1 - 1);
+        const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
+        memset(t->known, 0, (size_t)S->nkb);
+        memset(t->mark, 0, (size_t)S->nkb);
+        int64_t ncur = 0;
+        if (n > 0) t->cur[ncur++] = (range){0, n, 0};
+        for (bool split = n > 1; split;) {
+            int64_t nn = 0;
+            split = false;
+            for (int64_t r = 0; r < ncur; r++) {
+                const range g = t->cur[r];
+                if (g.hi - g.lo > 1) {
+                    const int64_t mid = g.lo + (g.hi - g.lo) / 2;
+                    t->next[nn++] = (range){g.lo, mid, 0};
+                    t->next[nn++] = (range){mid, g.hi, 0};
+                } else {
+                    t->next[nn++] = g;
+                }
+            }
+            for (int64_t r = 0; r < nn; r++) { /* each half's representative: its best probe */
+                range *g = &t->next[r];
+                const int64_t len = g->hi - g->lo, np = len < P ? len : P;
+                g->score = -INFINITY;
+                for (int64_t e = 0; e < np; e++) {
+                    const int64_t kb = len <= P ? g->lo + e : g->lo + (int64_t)(((double)e + 0.5) * (double)len / (double)np);
+                    if (!t->known[kb]) {
+                        t->known[kb] = 1;
+                        t->est[kb] = -INFINITY;
+                        if (la_sel_block_visible(S, i0, i1, kend, kb)) {
+                            const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
+                            double dot = 0;
+                            for (int64_t d = 0; d < S->D; d++) dot += t->qbar[d] * t->kbar[kb * S->D + d];
+                            const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
+                            t->est[kb] = la_rule_score(&S->rule, (float)dot, slope, dist, NULL);
+                        }
+                    }
+                    if (t->est[kb] > g->score) g->score = t->est[kb];
+                }
+            }
+            if (nn > o->top_k) qsort(t->next, (size_t)nn, sizeof *t->next, by_score_desc);
+            ncur = nn > o->top_k ? o->top_k : nn;
+            qsort(t->next, (size_t)ncur, sizeof *t->next, by_lo);
+            range *sw = t->cur;
+            t->cur = t->next, t->next = sw;
+            for (int64_t r = 0; r < ncur; r++) split |= t->cur[r].hi - t->cur[r].lo > 1;
+        }
+        for (int64_t r = 0; r < ncur; r++)
+            if (t->cur[r].score > -INFINITY) t->mark[t->cur[r].lo] = 1;
+        for (int64_t kb = 0; kb < S->nkb && kb < o->sink_blocks; kb++) t->mark[kb] = 1;
+        for (int64_t kb = d1; kb >= 0 && kb > d1 - o->local_blocks; kb--) t->mark[kb] = 1;
+        const int64_t before = l->n;
+        for (int64_t kb = 0; kb < S->nkb; kb++)
+            if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
+        l->counts[qb] = l->n - before;
+    }
+    return true;
+}
+
+typedef struct {
+    la_context *ctx;
+    const la_sparse_hip *o;
+} seq_arg;
+
+static la_status hip_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k, int64_t b,
+                         la_block_index *out) {
+    const seq_arg *a = arg;
+    (void)b;
+    return la_sparse_select_hip(a->ctx, a->o, p, q, k, out);
+}
+
+la_status la_sparse_select_hip(la_context *ctx, const la_sparse_hip *o, const la_attention_params *p,
+                               const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    la_sel_shape S;
+    la_status s;
+    if (o->top_k < 1) return la_fail(LA_ERR_ARGUMENT, "top_k is %lld; must be >= 1", (long long)o->top_k);
+    if ((s = la_sel_check_budget(o->probes, "probes")) || (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
+        return s;
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        seq_arg a = {.ctx = ctx, .o = o};
+        s = la_sel_varlen(p, q, k, o->block_size, hip_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
+    const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
+    /* ranges in hand: at most top_k, doubled by a split (and never more than the blocks) */
+    const int64_t cap = 2 * (o->top_k < S.nkb ? o->top_k : S.nkb) + 2;
+    la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
+    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    bool ok = true;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+#pragma omp parallel num_threads(nthreads) reduction(&& : ok)
+    {
+        hip_scratch t = {.kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)),
+                         .qbar = malloc(sizeof(double) * (size_t)S.D),
+                         .est = malloc(sizeof(double) * (size_t)(S.nkb + 1)), .known = malloc((size_t)S.nkb + 1),
+                         .mark = malloc((size_t)S.nkb + 1), .cur = malloc(sizeof(range) * (size_t)cap),
+                         .next = malloc(sizeof(range) * (size_t)cap)};
+        ok = t.kbar && t.qbar && t.est && t.known && t.mark && t.cur && t.next;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+            if (!ok) continue;
+            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
+            for (int64_t kb = 0; kb < S.nkb; kb++) {
+                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
+                la_sel_pool_rows(k, b, hk, j0, j1, S.D, t.kbar + kb * S.D);
+            }
+            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
+                la_sel_lists *l = &lists[b * S.H + h];
+                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL && hip_head(o, &S, q, b, h, &t, l);
+            }
+        }
+        free(t.kbar), free(t.qbar), free(t.est), free(t.known), free(t.mark), free(t.cur), free(t.next);
+    }
+    if ((s = la_sel_join(&S, lists, ok, out))) return s;
+    return la_succeed();
+}

@@ -1,0 +1,35 @@
+/* What the selector tests share (test_sparse_select.c and the tests of
+ * each later selector): a random q/k problem, the rule element-wise from
+ * the header's words, index validity (valid, nothing the rule hides
+ * listed), equality of two indexes, and recall and density recomputed
+ * from the dense probabilities in double against la_block_index_quality. */
+#ifndef LA_SELECT_CHECK_H
+#define LA_SELECT_CHECK_H
+
+#include "longattn.h"
+#include "test_util.h"
+
+typedef struct {
+    int64_t B, L, Lk, H, Hkv, D;
+    la_attention_params p;
+    float slopes[16];
+    tu_buf q, k;
+} sc_problem;
+
+/* q [B, L, H, D], k [B, Lk, Hkv, D] uniform in [-1, 1] (k strided at
+ * random); alibi: random slopes, which live in the problem (it must not
+ * move once made). */
+void sc_make(sc_problem *out, uint64_t *rng, int64_t B, int64_t L, int64_t Lk, int64_t H, int64_t Hkv, int64_t D,
+          la_attention_params p, bool alibi);
+void sc_drop(sc_problem *P);
+bool sc_visible(const la_attention_params *p, int64_t i, int64_t j, int64_t Lq, int64_t Lk);
+bool sc_block_visible(const la_attention_params *p, int64_t qb, int64_t kb, int64_t bs, int64_t Lq, int64_t Lk);
+/* Whether the row lists key block kb; listed_key: key j, by block or column. */
+bool sc_listed(const la_block_index *x, int64_t b, int64_t h, int64_t qb, int64_t kb);
+bool sc_listed_key(const la_block_index *x, int64_t b, int64_t h, int64_t qb, int64_t j);
+bool sc_same_index(const la_block_index *a, const la_block_index *b);
+void sc_check_valid(const sc_problem *P, const la_block_index *x, const char *what);
+void sc_brute_quality(const sc_problem *P, const la_block_index *x, double *recall, double *density);
+void sc_check_quality(la_context *ctx, const sc_problem *P, const la_block_index *x, const char *what);
+
+#endif
