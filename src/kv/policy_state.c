@@ -43,6 +43,7 @@ struct la_kv_policy_state {
 
 static double dot_d(const float *a, const float *b, int64_t n) {
     double acc = 0;
+#pragma omp simd reduction(+ : acc)
     for (int64_t d = 0; d < n; d++) acc += (double)a[d] * b[d];
     return acc;
 }
