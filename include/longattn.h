@@ -705,8 +705,10 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    pages (at least 0; ties: the earlier page) plus the last (current)
  *    page, through decode over a block table of just those pages, so it
  *    reads only their bytes. Prefill chunks attend the whole cache. Page
- *    granularity is the cache's page_size (a session's kv_page_size;
- *    Quest used 16). BUDGET >= 1.
+ *    granularity is the cache's page_size; a session (longattn_model.h)
+ *    creates its cache with pages of option page= tokens (default
+ *    LA_KV_QUEST_PAGE, as Quest; page=0 keeps the session's
+ *    kv_page_size). BUDGET >= 1.
  *  - "duo:BUDGET[:FILE]" (DuoAttention-style, Xiao et al. 2024): the
  *    `retrieval` share (option share=, in [0, 1], default 0.5) of all
  *    (layer, KV head) pairs with the highest scores in FILE (option file=
@@ -731,6 +733,7 @@ typedef enum {
 #define LA_KV_STREAMING_SINKS 4
 #define LA_KV_SNAPKV_WINDOW 32
 #define LA_KV_SNAPKV_KERNEL 7
+#define LA_KV_QUEST_PAGE 16
 #define LA_KV_POLICY_PATH_MAX 512
 #define LA_KV_DUO_SCORES_DEFAULT "duo-scores.txt"
 
@@ -742,6 +745,7 @@ typedef struct {
     int64_t window;   /* snapkv: observation window */
     int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
     int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */
+    int64_t page;     /* quest: page size a session gives its cache; 0: the session's kv_page_size */
     double share;     /* duo: share of (layer, KV head) pairs that keep the full cache */
     char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
 } la_kv_policy;

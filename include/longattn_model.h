@@ -97,7 +97,8 @@ typedef struct {
      * quest evicts nothing and picks pages for each single-token step).
      * Heads may then hold different numbers of entries; attention runs
      * head by head when they do. A duo score file is read at
-     * la_session_new_with. */
+     * la_session_new_with; quest's page option sets the cache's page size
+     * in place of kv_page_size. */
     la_kv_policy kv_policy;
 } la_session_params;
 

@@ -5,6 +5,7 @@
 #include "base/base.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define KNOWN "known: full, streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET, quest:BUDGET, duo:BUDGET[:FILE]"
@@ -71,8 +72,9 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
                            p->pool_avg);
         return la_succeed();
     case LA_KV_POLICY_QUEST:
-        if (p->budget < 1 || p->budget > (1LL << 30))
-            return la_fail(LA_ERR_ARGUMENT, "KV policy quest: the budget %lld must be in [1, 2^30]", b);
+        if (p->budget < 1 || p->budget > (1LL << 30) || p->page < 0 || p->page > (1LL << 30))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy quest: the budget %lld and page %lld must be in [1, 2^30]", b,
+                           (long long)p->page);
         return la_succeed();
     }
     return la_fail(LA_ERR_ARGUMENT, "KV policy kind %d is unknown; " KNOWN, (int)p->kind);
@@ -104,7 +106,8 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
                 {"kernel", 1u << LA_KV_POLICY_SNAPKV},
                 {"pool", 1u << LA_KV_POLICY_SNAPKV},
                 {"share", 1u << LA_KV_POLICY_DUO},
-                {"file", 1u << LA_KV_POLICY_DUO}};
+                {"file", 1u << LA_KV_POLICY_DUO},
+                {"page", 1u << LA_KV_POLICY_QUEST}};
     size_t o = 0;
     while (o < sizeof opts / sizeof *opts && (strlen(opts[o].key) != kn || memcmp(opts[o].key, key, kn))) o++;
     if (o == sizeof opts / sizeof *opts || !(opts[o].kinds >> p->kind & 1))
@@ -135,6 +138,11 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': share must be a number in [0, 1], not '%s'", text, buf);
         break;
     }
+    case 7:
+        if (!parse_int(val, vn, &v) || v < 0 || v > (1LL << 30))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': page must be an integer in [0, 2^30]", text);
+        p->page = v;
+        break;
     default:
         if (!vn || vn >= sizeof p->file)
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': the score file name is empty or longer than %d bytes",
@@ -174,6 +182,7 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
     p.window = LA_KV_SNAPKV_WINDOW;
     p.kernel = LA_KV_SNAPKV_KERNEL;
     p.share = 0.5;
+    if (p.kind == LA_KV_POLICY_QUEST) p.page = LA_KV_QUEST_PAGE;
     snprintf(p.file, sizeof p.file, "%s", LA_KV_DUO_SCORES_DEFAULT);
     unsigned seen = 0;
     while (end) {

@@ -237,7 +237,8 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
     la_kv_cache_params kp = la_kv_cache_params_default();
     kp.n_layers = c->n_layer, kp.n_kv_heads = c->n_head_kv, kp.head_dim = c->head_dim;
-    kp.page_size = p->kv_page_size, kp.max_tokens = max_ctx, kp.max_seqs = 1, kp.dtype = p->kv_type;
+    kp.page_size = p->kv_policy.kind == LA_KV_POLICY_QUEST && p->kv_policy.page > 0 ? p->kv_policy.page : p->kv_page_size;
+    kp.max_tokens = max_ctx, kp.max_seqs = 1, kp.dtype = p->kv_type;
     la_status st = la_kv_cache_create(&kp, &s->kv);
     if (!st && la_kv_policy_has_state(&p->kv_policy)) st = la_kv_policy_state_create(&p->kv_policy, s->kv, &s->pstate);
     if (st) {

@@ -111,7 +111,9 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100", &p), LA_OK);
     tu_check(p.window == LA_KV_SNAPKV_WINDOW && p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0, "snapkv defaults");
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512", &p), LA_OK);
-    tu_check(p.kind == LA_KV_POLICY_QUEST && p.budget == 512, "quest:512 parsed wrong");
+    tu_check(p.kind == LA_KV_POLICY_QUEST && p.budget == 512 && p.page == LA_KV_QUEST_PAGE, "quest:512 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:512:page=0", &p), LA_OK);
+    tu_check(p.page == 0, "quest page=0 parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("duo:64", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_DUO && p.budget == 64 && p.sinks == 4 && p.share == 0.5 &&
                  !strcmp(p.file, LA_KV_DUO_SCORES_DEFAULT),
@@ -124,7 +126,7 @@ static void check_parse(void) {
     tu_check(p.kind == LA_KV_POLICY_STREAMING && p.sinks == 2, "streaming sinks=2 parsed wrong");
     const char *bad[] = {"",         "h2o",          "h2o:",         "h2o:0",           "h2o:-5",
                          "h2o:1x",   "h2o:64:foo=1", "h2o:64:window=3", "h2o:64:recent=64", "h2o:64:recent=1:recent=2",
-                         "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "quest:0", "quest:64:recent=3",
+                         "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
                          "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
                          "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
