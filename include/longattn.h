@@ -701,8 +701,8 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,
  *    q_d max_d), takes the max of that bound over the query heads of the KV
- *    head, and attends only the best floor(BUDGET / page_size) - 1 full
- *    pages (at least 0; ties: the earlier page) plus the last (current)
+ *    head, and attends only the best ceil(BUDGET / page_size) - 1 full
+ *    pages (ties: the earlier page) plus the last (current)
  *    page, through decode over a block table of just those pages, so it
  *    reads only their bytes. Prefill chunks attend the whole cache. Page
  *    granularity is the cache's page_size; a session (longattn_model.h)

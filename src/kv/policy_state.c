@@ -425,8 +425,7 @@ la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_a
     la_tensor lt = la_tensor_contiguous(s->lse, LA_F32, 3, (int64_t[]){1, n, H});
     if (n == 1) {
         const int64_t ps = s->cp.page_size, np = (L0 + ps - 1) / ps;
-        int64_t keep = s->p.budget / ps;
-        if (keep < 1) keep = 1;
+        const int64_t keep = (s->p.budget + ps - 1) / ps; /* pages: a budget >= the context keeps them all */
         if (s->p.kind == LA_KV_POLICY_QUEST && !ragged && np > keep) {
             for (int64_t h = 0; h < Hkv && !st; h++) st = quest_decode(s, ctx, &ap, c, layer, h, keep, q, H, out, s->lse);
         } else if (!ragged) {

@@ -359,7 +359,7 @@ static void check_quest(la_context *ctx, uint64_t *rng) {
     tu_check(la_kv_cache_len(c, 0, 0, 0) == N && la_kv_cache_len(c, 0, 1, 0) == N, "quest evicted entries");
     /* a budget that covers every page: exactly the full cache's decode */
     la_kv_policy_state_destroy(s);
-    TU_EXPECT_STATUS(la_kv_policy_parse("quest:28", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:27:page=0", &p), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, H * G, out), LA_OK);
     la_kv_view view;
@@ -369,7 +369,7 @@ static void check_quest(la_context *ctx, uint64_t *rng) {
     la_tensor qt = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
     la_tensor ot = la_tensor_contiguous(out_full, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
     TU_EXPECT_STATUS(la_attention_decode(ctx, &ap, &qt, &view.k, &view.v, &view.layout, &ot, NULL), LA_OK);
-    tu_check(!memcmp(out, out_full, sizeof out), "quest:28 over 27 entries differs from the full decode");
+    tu_check(!memcmp(out, out_full, sizeof out), "quest:27 over 27 entries differs from the full decode");
     la_kv_policy_state_destroy(s);
     la_kv_cache_destroy(c);
 }
