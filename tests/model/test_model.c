@@ -622,13 +622,22 @@ static void check_policy_sessions(const model_spec *spec, uint64_t *rng) {
         for (int64_t i = 0; i < (STEPS + 1) * V; i++) finite &= isfinite(logits[pi][i]);
         tu_check(finite, "%s %s: non-finite logits", spec->name, policies[pi]);
         if (pi >= 5) {
-            /* what each head may hold: h2o 16; snapkv 20 after the prompt + 5 steps; quest all; duo 12 or all */
+            /* a 3-token chunk after the steps: prefill over heads that may be ragged (duo) */
+            const int32_t more[3] = {1, 2, 3};
+            float *lm = tu_alloc(sizeof(float) * (size_t)V);
+            tu_poison(lm, LA_F32, V);
+            TU_EXPECT_STATUS(la_session_eval(s, more, 3, lm, false), LA_OK);
+            bool fin = true;
+            for (int64_t i = 0; i < V; i++) fin &= isfinite(lm[i]);
+            tu_check(fin, "%s %s: non-finite logits after a chunk over the evicted cache", spec->name, policies[pi]);
+            free(lm);
+            /* what each head may hold: h2o 16; snapkv 20 (the chunk compresses again); quest all; duo 12 or all */
             bool ok = true;
             for (int64_t l = 0; l < Lyr; l++)
                 for (int64_t h = 0; h < Hkv; h++) {
                     const int64_t len = la_kv_cache_len(la_session_kv_cache(s), l, h, 0);
                     const bool ret = la_kv_policy_state_is_retrieval(la_session_kv_policy_state(s), l, h);
-                    const int64_t want = pi == 5 ? 16 : pi == 6 ? 20 + STEPS : pi == 7 ? P + STEPS : ret ? P + STEPS : 12;
+                    const int64_t want = pi == 5 ? 16 : pi == 6 ? 20 : pi == 7 || ret ? P + STEPS + 3 : 12;
                     ok &= len == want;
                 }
             tu_check(ok, "%s %s: heads do not hold what the policy keeps", spec->name, policies[pi]);
