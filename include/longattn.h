@@ -956,29 +956,163 @@ LA_API la_status la_kv_cache_reset(la_kv_cache *c, int64_t seq);
  * for V. Positions (4 bytes an entry) are not included. 0 for NULL. */
 LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
 
-/* Eviction policies over la_kv_cache, applied per layer and KV head by
- * compaction (so their memory is really freed).
+/* KV-cache policies over la_kv_cache, applied per layer and KV head.
+ * Eviction policies drop entries by compaction (so their memory is really
+ * freed, and heads of one layer may hold different numbers of entries);
+ * Quest evicts nothing and reads few pages instead. Every policy is named
+ * by a string, "NAME" or "NAME:BUDGET[:OPTION=VALUE]...", BUDGET the
+ * entries kept per (layer, KV head, sequence), an integer in [1, 2^30]:
  *  - "full": keep everything.
  *  - "streaming:BUDGET" (StreamingLLM, Xiao et al. 2023): keep the first
- *    `sinks` entries (attention sinks, LA_KV_STREAMING_SINKS by default) and
- *    the most recent BUDGET - sinks; BUDGET > sinks. */
-typedef enum { LA_KV_POLICY_FULL = 0, LA_KV_POLICY_STREAMING = 1 } la_kv_policy_kind;
+ *    `sinks` entries (attention sinks, option sinks=, default
+ *    LA_KV_STREAMING_SINKS) and the most recent BUDGET - sinks; BUDGET >
+ *    sinks.
+ *  - "h2o:BUDGET" (H2O, Zhang et al. 2023): every entry accumulates the
+ *    attention it receives (la_kv_attention_mass: softmax probabilities
+ *    summed over the query heads of its KV head and over every query that
+ *    saw it); a head over budget keeps its `recent` newest entries (option
+ *    recent=, default BUDGET / 2, < BUDGET) and the BUDGET - recent others
+ *    with the largest accumulated mass (ties: the earlier entry). Evicts
+ *    after each la_session_eval chunk, not token by token inside it.
+ *  - "snapkv:BUDGET" (SnapKV, Li et al. 2024): after a prefill (a chunk of
+ *    two or more queries), the chunk's last W = min(window, chunk) queries
+ *    (option window=, default LA_KV_SNAPKV_WINDOW, < BUDGET) vote: each
+ *    entry's attention mass from them (as H2O's), pooled over neighbouring
+ *    entries (option kernel=, odd, default LA_KV_SNAPKV_KERNEL; option
+ *    pool=max (default) or pool=avg, same-size windows clipped at the
+ *    ends); a head over budget keeps the W newest entries and the
+ *    BUDGET - W best-voted others (ties: the earlier). Single-token steps
+ *    evict nothing: the cache grows by one entry a token after the prefill,
+ *    as in the paper.
+ *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
+ *    full page of the cache keeps per-channel min and max of its keys; a
+ *    single-token query bounds a page's scores by sum_d max(q_d min_d,
+ *    q_d max_d), takes the max of that bound over the query heads of the KV
+ *    head, and attends only the best ceil(BUDGET / page_size) - 1 full
+ *    pages (ties: the earlier page) plus the last (current)
+ *    page, through decode over a block table of just those pages, so it
+ *    reads only their bytes. Prefill chunks attend the whole cache. Page
+ *    granularity is the cache's page_size; a session (longattn_model.h)
+ *    creates its cache with pages of option page= tokens (default
+ *    LA_KV_QUEST_PAGE, as Quest; page=0 keeps the session's
+ *    kv_page_size). BUDGET >= 1.
+ *  - "duo:BUDGET[:FILE]" (DuoAttention-style, Xiao et al. 2024): the
+ *    `retrieval` share (option share=, in [0, 1], default 0.5) of all
+ *    (layer, KV head) pairs with the highest scores in FILE (option file=
+ *    or a last field without '='; default LA_KV_DUO_SCORES_DEFAULT) keep
+ *    the full cache; the others are streaming heads, `sinks` + recent
+ *    window within BUDGET > sinks. FILE is la_duo_calibrate's output
+ *    (include/longattn_model.h; `longattn calibrate-duo`), read when the
+ *    policy state is created (la_kv_policy_state_create):
+ *        longattn-duo-scores 1 LAYERS KV_HEADS
+ *        then LAYERS lines of KV_HEADS numbers (layer l's heads in order);
+ *        lines starting with '#' are comments.
+ * Options are accepted only by the policies named above; each at most once. */
+typedef enum {
+    LA_KV_POLICY_FULL = 0,
+    LA_KV_POLICY_STREAMING = 1,
+    LA_KV_POLICY_H2O = 2,
+    LA_KV_POLICY_SNAPKV = 3,
+    LA_KV_POLICY_QUEST = 4,
+    LA_KV_POLICY_DUO = 5,
+} la_kv_policy_kind;
 
 #define LA_KV_STREAMING_SINKS 4
+#define LA_KV_SNAPKV_WINDOW 32
+#define LA_KV_SNAPKV_KERNEL 7
+#define LA_KV_QUEST_PAGE 16
+#define LA_KV_POLICY_PATH_MAX 512
+#define LA_KV_DUO_SCORES_DEFAULT "duo-scores.txt"
 
 typedef struct {
     la_kv_policy_kind kind;
-    int64_t budget; /* entries kept per (layer, head, sequence); 0 for full */
-    int64_t sinks;  /* streaming: first entries always kept */
+    int64_t budget;   /* entries kept per (layer, head, sequence); 0 for full */
+    int64_t sinks;    /* streaming, duo (streaming heads): first entries always kept */
+    int64_t recent;   /* h2o: newest entries always kept */
+    int64_t window;   /* snapkv: observation window */
+    int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
+    int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */
+    int64_t page;     /* quest: page size a session gives its cache; 0: the session's kv_page_size */
+    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache */
+    char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
 } la_kv_policy;
 
-/* Parse "full" or "streaming:BUDGET" (BUDGET an integer > sinks, at most
- * 2^30). LA_ERR_ARGUMENT naming what is wrong for anything else. */
+/* Parse a policy string (above). LA_ERR_NULL; LA_ERR_ARGUMENT naming what
+ * is wrong (an unknown policy, a missing, malformed or out-of-range budget
+ * or option) and listing the known policies. */
 LA_API la_status la_kv_policy_parse(const char *text, la_kv_policy *out);
+/* The checks la_kv_policy_parse makes, on a policy built by hand: kind
+ * known, budget and options in range. LA_ERR_NULL or LA_ERR_ARGUMENT. */
+LA_API la_status la_kv_policy_validate(const la_kv_policy *p);
+/* Whether the policy needs a la_kv_policy_state (h2o, snapkv, quest,
+ * duo); full and streaming work through la_kv_cache_apply_policy alone. */
+LA_API bool la_kv_policy_has_state(const la_kv_policy *p);
 
-/* Apply the policy to every KV head of (layer, seq): entries beyond the
- * budget are dropped with la_kv_cache_compact. Full does nothing. */
+/* Apply a stateless policy (full, streaming) to every KV head of (layer,
+ * seq): entries beyond the budget are dropped with la_kv_cache_compact.
+ * Full does nothing; a policy that needs state is LA_ERR_ARGUMENT. */
 LA_API la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p, int64_t layer, int64_t seq);
+
+/* Attention mass per cached entry: for KV head `head` of (layer, seq)
+ * holding len entries, and n queries that are the tokens of its last n
+ * entries (causal, bottom-right aligned: query i sees slots [0, len - n +
+ * i]), mass[j] = sum over queries i and their `group` query heads g of
+ * exp(scale * q_ig . k_j - lse_ig), the softmax probability entry j got
+ * (0 from queries that do not see it). q row (i, g) is at q + i * q_stride
+ * + g * head_dim (f32, after RoPE, as the keys); lse [i * lse_stride + g]
+ * is the log-sum-exp the attention returned for that row (la_attention_
+ * forward or _decode over this head's entries) or NULL to compute it here.
+ * scale 0 means 1/sqrt(head_dim). Keys are read as f32 (the values decode
+ * reads); sums in double. mass [len] f32 is overwritten. ctx (may be NULL)
+ * gives the threads. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (indices, n
+ * outside [1, len], group < 1, q_stride < group * head_dim, lse_stride <
+ * group), LA_ERR_NOMEM. */
+LA_API la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,
+                                      const float *q, int64_t n, int64_t group, int64_t q_stride, float scale,
+                                      const float *lse, int64_t lse_stride, float *mass);
+
+/* What a stateful policy keeps beside the cache: per-entry accumulated
+ * attention (h2o), per-page key bounds (quest), the retrieval heads (duo),
+ * scratch. One state per cache; sequence 0 only for h2o, snapkv, quest and
+ * duo (LA_ERR_UNSUPPORTED for a cache of more sequences). */
+typedef struct la_kv_policy_state la_kv_policy_state;
+
+/* Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (an invalid policy, or one without
+ * state), LA_ERR_UNSUPPORTED (max_seqs > 1), LA_ERR_FORMAT / LA_ERR_IO (a
+ * duo score file that is missing, malformed or for other dimensions; the
+ * message says how to make one), LA_ERR_NOMEM. */
+LA_API la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c, la_kv_policy_state **out);
+LA_API void la_kv_policy_state_destroy(la_kv_policy_state *s);
+/* Forget per-entry scores and page bounds (after la_kv_cache_reset). */
+LA_API void la_kv_policy_state_reset(la_kv_policy_state *s);
+/* Attention of n new queries (the tokens of the last n entries of every KV
+ * head of (layer, 0)) over the cache under the policy: q [n, n_heads,
+ * head_dim] f32, out the same shape; n_heads a multiple of n_kv_heads
+ * (query head h reads KV head h / (n_heads / n_kv_heads)); causal, with
+ * p's other fields (scale, softcap; no window, sinks or varlen). One query
+ * runs la_attention_decode (over the pages Quest picks; over each head's
+ * own pages when lengths are ragged), more la_attention_forward over the
+ * entries read back as f32, head by head when ragged. When every head
+ * holds the same entries and Quest picks all pages, this is exactly the
+ * call a full cache makes. The rows' log-sum-exp are kept for
+ * la_kv_policy_update. */
+LA_API la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_attention_params *p,
+                                     la_kv_cache *c, int64_t layer, const float *q, int64_t n, int64_t n_heads,
+                                     float *out);
+/* After la_kv_policy_attend of the same queries: score the entries (h2o,
+ * snapkv) with the kept log-sum-exp and evict what the policy drops from
+ * every KV head of (layer, 0). Quest and duo's retrieval heads keep all. */
+LA_API la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer,
+                                     const float *q, int64_t n, int64_t n_heads, float scale);
+/* The accumulated mass of (layer, head)'s entries in slot order (h2o, or
+ * any policy state made with la_kv_policy_state_create for h2o with a
+ * budget that keeps everything: a calibration's probe). *scores is valid
+ * until the next update or reset; NULL with *len 0 for other policies. */
+LA_API la_status la_kv_policy_state_scores(const la_kv_policy_state *s, int64_t layer, int64_t head,
+                                           const float **scores, int64_t *len);
+/* duo: whether (layer, head) is a retrieval head (keeps the full cache);
+ * false for other policies or indices out of range. */
+LA_API bool la_kv_policy_state_is_retrieval(const la_kv_policy_state *s, int64_t layer, int64_t head);
 
 /* ------------------------------------------------------ weight formats */
 

@@ -89,9 +89,16 @@ typedef struct {
     int64_t max_ctx;      /* tokens the session may hold, in [1, LA_SESSION_MAX_CTX] */
     la_dtype kv_type;     /* K/V page element type: LA_F16 (default, as llama.cpp), LA_BF16 or LA_F32 */
     int64_t kv_page_size; /* tokens per KV page, > 0 */
-    /* Eviction after each la_session_eval chunk, per layer (full: none).
-     * streaming: attention runs over the entries kept so far plus the new
-     * tokens; afterwards each head keeps the sinks and the recent window. */
+    /* KV policy (la_kv_policy_parse), per layer after each la_session_eval
+     * chunk (full: none): attention runs over the entries kept so far plus
+     * the new tokens; afterwards each head keeps what the policy keeps
+     * (streaming: sinks + recent window; h2o and snapkv score the chunk's
+     * queries' attention first; duo evicts on its streaming heads only;
+     * quest evicts nothing and picks pages for each single-token step).
+     * Heads may then hold different numbers of entries; attention runs
+     * head by head when they do. A duo score file is read at
+     * la_session_new_with; quest's page option sets the cache's page size
+     * in place of kv_page_size. */
     la_kv_policy kv_policy;
     /* Prefill attention (la_session_eval of two or more tokens): dense
      * (LA_SPARSE_NONE), or block-sparse with this selector and budget
@@ -115,11 +122,44 @@ LA_API int64_t la_session_pos(const la_session *s);   /* tokens in the cache */
 LA_API size_t la_session_kv_bytes(const la_session *s);
 /* The session's cache, for inspection (positions, per-head lengths). */
 LA_API const la_kv_cache *la_session_kv_cache(const la_session *s);
+/* The state of a stateful kv_policy (h2o, snapkv, quest, duo), for
+ * inspection (la_kv_policy_state_scores, _is_retrieval); NULL otherwise. */
+LA_API const la_kv_policy_state *la_session_kv_policy_state(const la_session *s);
 
 /* Append n tokens at the current position and run them (as one
  * matrix-matrix prefill when n > 1). logits: n x n_vocab when all_logits,
  * else n_vocab for the last token; may be NULL. */
 LA_API la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits);
+
+/* ------------------------------------------- duo calibration */
+
+/* DuoAttention-style head scores for the "duo" KV policy (longattn.h):
+ * n_prompts synthetic retrieval prompts, built in code (no download): a
+ * haystack of `context` tokens of varied filler sentences with the fact
+ * "The secret code for CITY is DDDDDDD." inserted at depth (i + 0.5) /
+ * n_prompts, then "Question: What is the secret code for CITY? Answer: The
+ * secret code for CITY is DDDDDDD." Each prompt runs in a session whose h2o
+ * policy keeps every entry, so la_kv_policy_state_scores is the exact
+ * attention mass each entry received; scores[layer * n_head_kv + head] is
+ * the mass the question and answer tokens put on the fact's tokens,
+ * divided by (those tokens x query heads per KV head), averaged over the
+ * prompts: in [0, 1], high for heads that retrieve. seed picks the filler,
+ * city and digits. */
+typedef struct {
+    int64_t n_prompts; /* [1, 4096] */
+    int64_t context;   /* haystack tokens, [16, 2^24] */
+    uint64_t seed;
+} la_duo_params;
+
+/* 4 prompts of 1024 tokens, seed 1. */
+LA_API la_duo_params la_duo_params_default(void);
+/* scores: [n_layer x n_head_kv] floats. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT,
+ * and the session's (LA_ERR_NOMEM, ...). */
+LA_API la_status la_duo_calibrate(const la_model *m, la_context *ctx, const la_duo_params *p, float *scores);
+/* Write scores in the format the duo policy reads (longattn.h: a header
+ * line "longattn-duo-scores 1 LAYERS KV_HEADS", then one line per layer).
+ * LA_ERR_IO when the file cannot be written. */
+LA_API la_status la_duo_scores_write(const char *path, const float *scores, int64_t n_layers, int64_t n_kv_heads);
 
 /* ----------------------------------------------------- sampler */
 

@@ -7,5 +7,6 @@ int cmd_run(int argc, char **argv);    /* run.c: generate text with a GGUF model
 int cmd_info(int argc, char **argv);   /* info.c: print a GGUF file's metadata and tensors */
 int cmd_ppl(int argc, char **argv);    /* ppl.c: perplexity over a text file */
 int cmd_eval(int argc, char **argv);   /* eval.c: long-context tasks across KV-cache policies */
+int cmd_calibrate_duo(int argc, char **argv); /* duo.c: head scores for the duo KV policy */
 
 #endif

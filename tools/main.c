@@ -15,12 +15,13 @@ static const struct {
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"ppl", cmd_ppl, "perplexity of a GGUF model over a text file"},
     {"eval", cmd_eval, "long-context tasks and perplexity across KV-cache policies"},
+    {"calibrate-duo", cmd_calibrate_duo, "score a model's KV heads for --kv duo:BUDGET:FILE"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: longattn COMMAND [ARGS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-6s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nlongattn %d.%d.%d, SIMD level %s\n", LA_VERSION_MAJOR, LA_VERSION_MINOR, LA_VERSION_PATCH,
             la_simd_name(la_simd_detected()));
 }

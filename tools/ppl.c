@@ -24,8 +24,9 @@ static void usage(FILE *f) {
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
                "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
-               "  --kv POLICY  KV-cache policy: full (default) or streaming:BUDGET (applied after each\n"
-               "               evaluated batch of tokens)\n"
+               "  --kv POLICY  KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
+               "               quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h; applied after\n"
+               "               each evaluated batch of tokens)\n"
                "  --sparse S:B block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of\n"
                "               static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n");
 }

@@ -28,7 +28,8 @@ static void usage(FILE *f) {
             "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
             "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
             "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
-            "  --kv POLICY    KV-cache policy: full (default) or streaming:BUDGET (4 sinks + recent window)\n"
+            "  --kv POLICY    KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
+            "                 quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h)\n"
             "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of static,\n"
             "                 topk, vslash, hip, chunks, flex, routing (see la_sparse_choice in longattn.h)\n");
 }

@@ -1,30 +1,203 @@
-/* Eviction policies over la_kv_cache (include/longattn.h): each decides
- * which slots of a (layer, head, sequence) to drop and hands them to
- * la_kv_cache_compact. */
+/* KV-cache policies over la_kv_cache (include/longattn.h, "KV-cache
+ * policies"): the policy strings, the stateless ones (full, streaming)
+ * and the parse/validate rules every policy shares. The stateful ones
+ * (h2o, snapkv, quest, duo) live in policy_state.c. */
 #include "base/base.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+#define KNOWN "known: full, streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET, quest:BUDGET, duo:BUDGET[:FILE]"
+
+static const struct {
+    const char *name;
+    la_kv_policy_kind kind;
+} names[] = {{"full", LA_KV_POLICY_FULL},     {"streaming", LA_KV_POLICY_STREAMING}, {"h2o", LA_KV_POLICY_H2O},
+             {"snapkv", LA_KV_POLICY_SNAPKV}, {"quest", LA_KV_POLICY_QUEST},         {"duo", LA_KV_POLICY_DUO}};
+
+static const char *kind_name(la_kv_policy_kind k) {
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (names[i].kind == k) return names[i].name;
+    return "?";
+}
+
+static bool parse_int(const char *s, size_t n, long long *out) {
+    char buf[32];
+    if (!n || n >= sizeof buf) return false;
+    memcpy(buf, s, n), buf[n] = 0;
+    char *end;
+    errno = 0;
+    *out = strtoll(buf, &end, 10);
+    return end != buf && !*end && !errno && (buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9'));
+}
+
+la_status la_kv_policy_validate(const la_kv_policy *p) {
+    if (!p) return la_fail(LA_ERR_NULL, "la_kv_policy_validate: policy is NULL");
+    const char *n = kind_name(p->kind);
+    const long long b = (long long)p->budget;
+    switch (p->kind) {
+    case LA_KV_POLICY_FULL: return la_succeed();
+    case LA_KV_POLICY_STREAMING:
+    case LA_KV_POLICY_DUO:
+        if (p->sinks < 0 || p->budget <= p->sinks || p->budget > (1LL << 30))
+            return la_fail(LA_ERR_ARGUMENT,
+                           "KV policy %s: the budget %lld must be an integer in (sinks = %lld, 2^30] (the attention "
+                           "sinks plus a recent window)",
+                           n, b, (long long)p->sinks);
+        if (p->kind == LA_KV_POLICY_DUO) {
+            if (!(p->share >= 0 && p->share <= 1))
+                return la_fail(LA_ERR_ARGUMENT, "KV policy duo: share %g must be in [0, 1]", p->share);
+            if (!memchr(p->file, 0, sizeof p->file) || !p->file[0])
+                return la_fail(LA_ERR_ARGUMENT, "KV policy duo: the score file name is empty or longer than %d bytes",
+                               LA_KV_POLICY_PATH_MAX - 1);
+        }
+        return la_succeed();
+    case LA_KV_POLICY_H2O:
+        if (p->budget < 1 || p->budget > (1LL << 30) || p->recent < 0 || p->recent >= p->budget)
+            return la_fail(LA_ERR_ARGUMENT,
+                           "KV policy h2o: the budget %lld must be in [1, 2^30] and recent %lld in [0, budget)", b,
+                           (long long)p->recent);
+        return la_succeed();
+    case LA_KV_POLICY_SNAPKV:
+        if (p->window < 1 || p->budget <= p->window || p->budget > (1LL << 30))
+            return la_fail(LA_ERR_ARGUMENT,
+                           "KV policy snapkv: the budget %lld must be in (window = %lld, 2^30] and the window >= 1",
+                           b, (long long)p->window);
+        if (p->kernel < 1 || p->kernel % 2 == 0 || p->kernel > 1025)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: kernel %lld must be odd, in [1, 1025]",
+                           (long long)p->kernel);
+        if (p->pool_avg != 0 && p->pool_avg != 1)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: pool_avg is %d; must be 0 (max) or 1 (avg)",
+                           p->pool_avg);
+        return la_succeed();
+    case LA_KV_POLICY_QUEST:
+        if (p->budget < 1 || p->budget > (1LL << 30) || p->page < 0 || p->page > (1LL << 30))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy quest: the budget %lld and page %lld must be in [1, 2^30]", b,
+                           (long long)p->page);
+        return la_succeed();
+    }
+    return la_fail(LA_ERR_ARGUMENT, "KV policy kind %d is unknown; " KNOWN, (int)p->kind);
+}
+
+bool la_kv_policy_has_state(const la_kv_policy *p) {
+    return p && (p->kind == LA_KV_POLICY_H2O || p->kind == LA_KV_POLICY_SNAPKV || p->kind == LA_KV_POLICY_QUEST ||
+                 p->kind == LA_KV_POLICY_DUO);
+}
+
+/* One OPTION=VALUE (or, for duo, a bare file name) of policy `text`. */
+static la_status parse_option(const char *text, la_kv_policy *p, const char *f, size_t n, unsigned *seen) {
+    const char *eq = memchr(f, '=', n);
+    const char *pn = kind_name(p->kind);
+    if (!eq) {
+        if (p->kind != LA_KV_POLICY_DUO)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': '%.*s' is not OPTION=VALUE", text, (int)n, f);
+        eq = f - 1; /* a bare field is duo's file */
+    }
+    const size_t kn = eq < f ? 4 : (size_t)(eq - f);
+    const char *key = eq < f ? "file" : f, *val = eq + 1;
+    const size_t vn = (size_t)(f + n - val);
+    static const struct {
+        const char *key;
+        unsigned kinds; /* bit per la_kv_policy_kind */
+    } opts[] = {{"sinks", 1u << LA_KV_POLICY_STREAMING | 1u << LA_KV_POLICY_DUO},
+                {"recent", 1u << LA_KV_POLICY_H2O},
+                {"window", 1u << LA_KV_POLICY_SNAPKV},
+                {"kernel", 1u << LA_KV_POLICY_SNAPKV},
+                {"pool", 1u << LA_KV_POLICY_SNAPKV},
+                {"share", 1u << LA_KV_POLICY_DUO},
+                {"file", 1u << LA_KV_POLICY_DUO},
+                {"page", 1u << LA_KV_POLICY_QUEST}};
+    size_t o = 0;
+    while (o < sizeof opts / sizeof *opts && (strlen(opts[o].key) != kn || memcmp(opts[o].key, key, kn))) o++;
+    if (o == sizeof opts / sizeof *opts || !(opts[o].kinds >> p->kind & 1))
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s takes no option '%.*s'", text, pn, (int)kn, key);
+    if (*seen >> o & 1)
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': option '%s' given twice", text, opts[o].key);
+    *seen |= 1u << o;
+    long long v = 0;
+    if (o <= 3 && (!parse_int(val, vn, &v) || v < 0 || v > (1LL << 30)))
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be an integer in [0, 2^30], not '%.*s'", text,
+                       opts[o].key, (int)vn, val);
+    switch (o) {
+    case 0: p->sinks = v; break;
+    case 1: p->recent = v; break;
+    case 2: p->window = v; break;
+    case 3: p->kernel = v; break;
+    case 4:
+        if (vn == 3 && !memcmp(val, "max", 3)) p->pool_avg = 0;
+        else if (vn == 3 && !memcmp(val, "avg", 3)) p->pool_avg = 1;
+        else return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': pool must be max or avg", text);
+        break;
+    case 5: {
+        char buf[64], *end;
+        if (!vn || vn >= sizeof buf) return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': share is empty or too long", text);
+        memcpy(buf, val, vn), buf[vn] = 0;
+        p->share = strtod(buf, &end);
+        if (*end || !(p->share >= 0 && p->share <= 1))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': share must be a number in [0, 1], not '%s'", text, buf);
+        break;
+    }
+    case 7:
+        if (!parse_int(val, vn, &v) || v < 0 || v > (1LL << 30))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': page must be an integer in [0, 2^30]", text);
+        p->page = v;
+        break;
+    default:
+        if (!vn || vn >= sizeof p->file)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': the score file name is empty or longer than %d bytes",
+                           text, LA_KV_POLICY_PATH_MAX - 1);
+        memcpy(p->file, val, vn), p->file[vn] = 0;
+    }
+    return LA_OK;
+}
 
 la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
     if (!text || !out) return la_fail(LA_ERR_NULL, "la_kv_policy_parse: %s is NULL", !text ? "text" : "out");
-    if (!strcmp(text, "full")) {
-        *out = (la_kv_policy){.kind = LA_KV_POLICY_FULL};
+    const char *colon = strchr(text, ':');
+    const size_t nn = colon ? (size_t)(colon - text) : strlen(text);
+    la_kv_policy p = {.kind = LA_KV_POLICY_FULL};
+    size_t i = 0;
+    while (i < sizeof names / sizeof *names && (strlen(names[i].name) != nn || memcmp(names[i].name, text, nn))) i++;
+    if (i == sizeof names / sizeof *names)
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s' is unknown; " KNOWN, text);
+    p.kind = names[i].kind;
+    if (p.kind == LA_KV_POLICY_FULL) {
+        if (colon) return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': full takes no budget", text);
+        *out = p;
         return la_succeed();
     }
-    static const char streaming[] = "streaming:";
-    if (strncmp(text, streaming, sizeof streaming - 1))
-        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s' is unknown; known: full, streaming:BUDGET", text);
-    const char *num = text + sizeof streaming - 1;
-    char *end;
-    errno = 0;
-    long long budget = strtoll(num, &end, 10);
-    if (end == num || *end || errno || budget <= LA_KV_STREAMING_SINKS || budget > (1LL << 30))
-        return la_fail(LA_ERR_ARGUMENT,
-                       "KV policy '%s': the budget must be an integer in (%d, 2^30] (the %d attention sinks plus a "
-                       "recent window)",
-                       text, LA_KV_STREAMING_SINKS, LA_KV_STREAMING_SINKS);
-    *out = (la_kv_policy){.kind = LA_KV_POLICY_STREAMING, .budget = budget, .sinks = LA_KV_STREAMING_SINKS};
+    if (!colon)
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s' needs a budget: %s:BUDGET (entries kept per layer and KV head)",
+                       text, names[i].name);
+    const char *num = colon + 1, *end = strchr(num, ':');
+    long long budget;
+    if (!parse_int(num, end ? (size_t)(end - num) : strlen(num), &budget) || budget < 1 || budget > (1LL << 30))
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': the budget must be an integer in [1, 2^30] (entries kept per "
+                       "layer and KV head)",
+                       text);
+    p.budget = budget;
+    p.sinks = LA_KV_STREAMING_SINKS;
+    p.recent = budget / 2;
+    p.window = LA_KV_SNAPKV_WINDOW;
+    p.kernel = LA_KV_SNAPKV_KERNEL;
+    p.share = 0.5;
+    if (p.kind == LA_KV_POLICY_QUEST) p.page = LA_KV_QUEST_PAGE;
+    snprintf(p.file, sizeof p.file, "%s", LA_KV_DUO_SCORES_DEFAULT);
+    unsigned seen = 0;
+    while (end) {
+        const char *f = end + 1;
+        end = strchr(f, ':');
+        /* duo's file may hold ':' only as the last field */
+        if (p.kind == LA_KV_POLICY_DUO && end && !memchr(f, '=', (size_t)(end - f)) && !strchr(end, '=')) end = NULL;
+        const size_t n = end ? (size_t)(end - f) : strlen(f);
+        if (!n) return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': an empty option", text);
+        la_status st = parse_option(text, &p, f, n, &seen);
+        if (st) return st;
+    }
+    la_status st = la_kv_policy_validate(&p);
+    if (st) return la_fail(st, "KV policy '%s': %s", text, la_last_error());
+    *out = p;
     return la_succeed();
 }
 
@@ -34,10 +207,13 @@ la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p, int64_
     if (layer < 0 || layer >= cp->n_layers || seq < 0 || seq >= cp->max_seqs)
         return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_apply_policy: layer %lld or seq %lld out of range",
                        (long long)layer, (long long)seq);
+    la_status st = la_kv_policy_validate(p);
+    if (st) return st;
     if (p->kind == LA_KV_POLICY_FULL) return la_succeed();
-    if (p->kind != LA_KV_POLICY_STREAMING || p->sinks < 0 || p->budget <= p->sinks)
-        return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_apply_policy: policy %d with budget %lld and %lld sinks is not valid",
-                       (int)p->kind, (long long)p->budget, (long long)p->sinks);
+    if (p->kind != LA_KV_POLICY_STREAMING)
+        return la_fail(LA_ERR_ARGUMENT,
+                       "la_kv_cache_apply_policy: policy %s needs a la_kv_policy_state (la_kv_policy_update)",
+                       kind_name(p->kind));
     for (int64_t h = 0; h < cp->n_kv_heads; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, seq);
         if (len <= p->budget) continue;
@@ -46,7 +222,7 @@ la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p, int64_
         int32_t *slots = malloc(sizeof(int32_t) * (size_t)n_drop);
         if (!slots) return la_fail(LA_ERR_NOMEM, "la_kv_cache_apply_policy: no memory for %lld slots", (long long)n_drop);
         for (int64_t i = 0; i < n_drop; i++) slots[i] = (int32_t)(p->sinks + i);
-        la_status st = la_kv_cache_compact(c, layer, h, seq, slots, n_drop);
+        st = la_kv_cache_compact(c, layer, h, seq, slots, n_drop);
         free(slots);
         if (st) return st;
     }

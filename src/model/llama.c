@@ -30,6 +30,7 @@ struct la_session {
     la_kv_cache *kv;                  /* per layer, KV head: the keys (after RoPE) and values */
     la_kv_policy policy;              /* applied to each layer after its attention */
     la_sparse_choice sparse;          /* prefill's selector (LA_SPARSE_NONE: dense) */
+    la_kv_policy_state *pstate;       /* h2o, snapkv, quest, duo: scores, bounds, ragged attention */
     float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
     int64_t kv_cap;
     int32_t *positions;               /* [chunk] positions of the chunk's tokens */
@@ -226,10 +227,8 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         return la_fail(LA_ERR_ARGUMENT, "max_ctx is %lld; must be in [1, 2^30]", (long long)max_ctx);
     if (p->kv_type != LA_F32 && p->kv_type != LA_BF16 && p->kv_type != LA_F16)
         return la_fail(LA_ERR_ARGUMENT, "kv_type %d is not f32, bf16 or f16", (int)p->kv_type);
-    if (p->kv_policy.kind != LA_KV_POLICY_FULL &&
-        (p->kv_policy.kind != LA_KV_POLICY_STREAMING || p->kv_policy.sinks < 0 || p->kv_policy.budget <= p->kv_policy.sinks))
-        return la_fail(LA_ERR_ARGUMENT, "kv_policy (kind %d, budget %lld, sinks %lld) is not valid; use la_kv_policy_parse",
-                       (int)p->kv_policy.kind, (long long)p->kv_policy.budget, (long long)p->kv_policy.sinks);
+    if (la_kv_policy_validate(&p->kv_policy))
+        return la_fail(LA_ERR_ARGUMENT, "kv_policy is not valid (%s); use la_kv_policy_parse", la_last_error());
     if (p->kv_page_size <= 0)
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
     if ((unsigned)p->sparse.kind >= LA_SPARSE_KIND_COUNT)
@@ -241,9 +240,12 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
     la_kv_cache_params kp = la_kv_cache_params_default();
     kp.n_layers = c->n_layer, kp.n_kv_heads = c->n_head_kv, kp.head_dim = c->head_dim;
-    kp.page_size = p->kv_page_size, kp.max_tokens = max_ctx, kp.max_seqs = 1, kp.dtype = p->kv_type;
+    kp.page_size = p->kv_policy.kind == LA_KV_POLICY_QUEST && p->kv_policy.page > 0 ? p->kv_policy.page : p->kv_page_size;
+    kp.max_tokens = max_ctx, kp.max_seqs = 1, kp.dtype = p->kv_type;
     la_status st = la_kv_cache_create(&kp, &s->kv);
+    if (!st && la_kv_policy_has_state(&p->kv_policy)) st = la_kv_policy_state_create(&p->kv_policy, s->kv, &s->pstate);
     if (st) {
+        la_kv_cache_destroy(s->kv);
         free(s);
         return st;
     }
@@ -271,6 +273,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
 void la_session_free(la_session *s) {
     if (!s) return;
     la_kv_cache_destroy(s->kv);
+    la_kv_policy_state_destroy(s->pstate);
     free(s->kf), free(s->vf), free(s->positions);
     free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
     free(s->ffa), free(s->ffb), free(s->logits_tmp), free(s->rope_cs);
@@ -281,10 +284,12 @@ void la_session_reset(la_session *s) {
     if (!s) return;
     s->pos = 0;
     la_kv_cache_reset(s->kv, -1);
+    la_kv_policy_state_reset(s->pstate);
 }
 int64_t la_session_pos(const la_session *s) { return s ? s->pos : 0; }
 size_t la_session_kv_bytes(const la_session *s) { return s ? la_kv_cache_bytes(s->kv) : 0; }
 const la_kv_cache *la_session_kv_cache(const la_session *s) { return s ? s->kv : NULL; }
+const la_kv_policy_state *la_session_kv_policy_state(const la_session *s) { return s ? s->pstate : NULL; }
 
 /* Prefill attends with la_attention_forward, which takes one dense K/V of
  * q's dtype: a layer's cache is read back as f32 into this scratch (the
@@ -370,6 +375,8 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     la_tensor q = la_tensor_contiguous(s->q, LA_F32, 4, (int64_t[]){1, n, H, D});
     la_tensor o = la_tensor_contiguous(s->att, LA_F32, 4, (int64_t[]){1, n, H, D});
     la_status st;
+    /* stateful policies: ragged heads, Quest's pages (src/kv/policy_state.c) */
+    if (s->pstate) return la_kv_policy_attend(s->pstate, s->ctx, &p, s->kv, layer_i, s->q, n, H, s->att);
     if (n == 1) {
         la_kv_view view;
         if ((st = la_kv_cache_view(s->kv, layer_i, -1, 0, 1, &view))) return st;
@@ -412,7 +419,10 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
             rope(s->kn + i * KV, c->n_head_kv, c, s->rope_cs + i * c->rope_dims);
         }
         if ((st = la_kv_cache_append(s->kv, l, 0, n, s->kn, s->vn, s->positions))) return st;
-        if ((st = attend(s, l, n)) || (st = la_kv_cache_apply_policy(s->kv, &s->policy, l, 0))) return st;
+        if ((st = attend(s, l, n)) ||
+            (st = s->pstate ? la_kv_policy_update(s->pstate, s->ctx, s->kv, l, s->q, n, c->n_head, 0)
+                            : la_kv_cache_apply_policy(s->kv, &s->policy, l, 0)))
+            return st;
         if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
         for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);

@@ -308,7 +308,7 @@ static void check_streaming(la_context *ctx, uint64_t *rng) {
     TU_EXPECT_STATUS(la_kv_policy_parse("streaming:12", &pol), LA_OK);
     tu_check(pol.kind == LA_KV_POLICY_STREAMING && pol.budget == 12 && pol.sinks == LA_KV_STREAMING_SINKS,
              "streaming:12 parsed wrong");
-    const char *bad[] = {"", "streaming", "streaming:", "streaming:4", "streaming:-3", "streaming:12x", "h2o:12",
+    const char *bad[] = {"", "streaming", "streaming:", "streaming:4", "streaming:-3", "streaming:12x", "lru:12",
                          "streaming:99999999999999999999"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         la_kv_policy q;

@@ -629,6 +629,112 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
     free_model(&b);
 }
 
+/* The other policies in a session (issue 11 item 3): with a budget at
+ * least the context each equals the full cache bit for bit (prefill and
+ * decode logits); with small budgets the logits stay finite, every head
+ * holds what the policy allows, and h2o, snapkv and duo hold fewer bytes
+ * (duo: its retrieval heads keep everything, so heads are ragged). */
+static void check_policy_sessions(const model_spec *spec, uint64_t *rng) {
+    built_model b;
+    build_model(spec, BREAK_NONE, rng, &b);
+    la_model *m = NULL;
+    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    enum { P = 60, STEPS = 5, NP = 9 };
+    const int64_t V = spec->V, Lyr = spec->n_layer, Hkv = spec->Hkv;
+    char path[64], duo_big[96], duo_small[96];
+    snprintf(path, sizeof path, "duo-model-test-%llu.txt", (unsigned long long)(tu_next(rng) % 1000000));
+    FILE *f = fopen(path, "w");
+    if (f) {
+        fprintf(f, "longattn-duo-scores 1 %lld %lld\n", (long long)Lyr, (long long)Hkv);
+        for (int64_t i = 0; i < Lyr * Hkv; i++) fprintf(f, "%d%s", (int)(i * 7 % 5), (i + 1) % Hkv ? " " : "\n");
+        fclose(f);
+    }
+    snprintf(duo_big, sizeof duo_big, "duo:100:%s", path);
+    snprintf(duo_small, sizeof duo_small, "duo:12:share=0.5:%s", path);
+    const char *policies[NP] = {"full", "h2o:100", "snapkv:100", "quest:128", duo_big,
+                                "h2o:16", "snapkv:20:window=8", "quest:8", duo_small};
+    int32_t prompt[P];
+    for (int i = 0; i < P; i++) prompt[i] = (int32_t)tu_randint(rng, 0, V - 1);
+    float *logits[NP];
+    size_t bytes[NP] = {0};
+    for (int pi = 0; m && pi < NP; pi++) {
+        logits[pi] = tu_alloc(sizeof(float) * (size_t)((STEPS + 1) * V));
+        tu_poison(logits[pi], LA_F32, (STEPS + 1) * V);
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 128, sp.kv_page_size = 4;
+        TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &sp.kv_policy), LA_OK);
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+        if (!s) continue;
+        TU_EXPECT_STATUS(la_session_eval(s, prompt, P, logits[pi], false), LA_OK);
+        for (int i = 0; i < STEPS; i++) {
+            int32_t t = (int32_t)(i * 7 % V);
+            TU_EXPECT_STATUS(la_session_eval(s, &t, 1, logits[pi] + (i + 1) * V, false), LA_OK);
+        }
+        bytes[pi] = la_session_kv_bytes(s);
+        bool finite = true;
+        for (int64_t i = 0; i < (STEPS + 1) * V; i++) finite &= isfinite(logits[pi][i]);
+        tu_check(finite, "%s %s: non-finite logits", spec->name, policies[pi]);
+        if (pi >= 5) {
+            /* a 3-token chunk after the steps: prefill over heads that may be ragged (duo) */
+            const int32_t more[3] = {1, 2, 3};
+            float *lm = tu_alloc(sizeof(float) * (size_t)V);
+            tu_poison(lm, LA_F32, V);
+            TU_EXPECT_STATUS(la_session_eval(s, more, 3, lm, false), LA_OK);
+            bool fin = true;
+            for (int64_t i = 0; i < V; i++) fin &= isfinite(lm[i]);
+            tu_check(fin, "%s %s: non-finite logits after a chunk over the evicted cache", spec->name, policies[pi]);
+            free(lm);
+            /* what each head may hold: h2o 16; snapkv 20 (the chunk compresses again); quest all; duo 12 or all */
+            bool ok = true;
+            for (int64_t l = 0; l < Lyr; l++)
+                for (int64_t h = 0; h < Hkv; h++) {
+                    const int64_t len = la_kv_cache_len(la_session_kv_cache(s), l, h, 0);
+                    const bool ret = la_kv_policy_state_is_retrieval(la_session_kv_policy_state(s), l, h);
+                    const int64_t want = pi == 5 ? 16 : pi == 6 ? 20 : pi == 7 || ret ? P + STEPS + 3 : 12;
+                    ok &= len == want;
+                }
+            tu_check(ok, "%s %s: heads do not hold what the policy keeps", spec->name, policies[pi]);
+        }
+        /* a reset session gives the same logits again */
+        if (pi == 5) {
+            la_session_reset(s);
+            float *again = tu_alloc(sizeof(float) * (size_t)V);
+            TU_EXPECT_STATUS(la_session_eval(s, prompt, P, again, false), LA_OK);
+            tu_check(!memcmp(again, logits[pi], sizeof(float) * (size_t)V), "%s h2o: a reset session differs",
+                     spec->name);
+            free(again);
+        }
+        la_session_free(s);
+    }
+    remove(path);
+    if (m) {
+        for (int pi = 1; pi < 5; pi++)
+            tu_check(!memcmp(logits[0], logits[pi], sizeof(float) * (size_t)((STEPS + 1) * V)) &&
+                         (bytes[0] == bytes[pi]) == (pi != 3), /* quest: 16-token pages, not 4 */
+                     "%s: %s over %d tokens differs from the full cache", spec->name, policies[pi], P + STEPS);
+        for (int pi = 5; pi < NP; pi++)
+            if (pi != 7)
+                tu_check(bytes[pi] * (pi == 8 ? 4 : 2) <= bytes[0] * (pi == 8 ? 3 : 1), "%s: %s holds %zu KV bytes, the full cache %zu", spec->name,
+                         policies[pi], bytes[pi], bytes[0]);
+        tu_check(memcmp(logits[0], logits[7], sizeof(float) * (size_t)V) == 0,
+                 "%s: quest:8 changed the prefill (it selects for single-token steps only)", spec->name);
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 16, sp.kv_policy = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 4, .recent = 4};
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+        TU_EXPECT_STATUS(la_kv_policy_parse("duo:8:no-such-file.txt", &sp.kv_policy), LA_OK);
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_IO);
+        tu_check(s == NULL && strstr(la_last_error(), "calibrate-duo"), "duo without a score file: %s", la_last_error());
+        for (int pi = 0; pi < NP; pi++) free(logits[pi]);
+    }
+    la_context_destroy(ctx);
+    la_model_free(m);
+    free_model(&b);
+}
+
 static void expect_load_error(const model_spec *spec, model_break brk, la_status want, const char *needle,
                               uint64_t *rng) {
     built_model b;
@@ -733,6 +839,8 @@ int main(void) {
     check_streaming_session(&llama_f32, &rng);
     check_streaming_session(&qwen_q8, &rng);
     check_sparse_session(&llama_f32, &rng);
+    check_policy_sessions(&llama_f32, &rng);
+    check_policy_sessions(&qwen_q8, &rng);
 
     check_kv_cache_size(&llama_f32, &rng);
     check_errors(&llama_f32, &qwen_q8, &rng);

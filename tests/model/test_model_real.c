@@ -10,6 +10,7 @@
 #include "longattn_model.h"
 #include "test_util.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -228,6 +229,65 @@ static void test_reproducible(la_model *m) {
     free(prompt), free(want), free(got);
 }
 
+/* The KV policies on the real model (issue 11 item 3): with a budget at
+ * least the context, h2o, snapkv, quest and duo give the full cache's
+ * logits bit for bit (a ~200-token prefill and greedy steps); duo's score
+ * file comes from a short la_duo_calibrate, whose scores are finite, in
+ * [0, 1], and read back by the policy. */
+static void test_policies(la_model *m, la_context *ctx) {
+    const la_model_config *c = la_model_config_of(m);
+    const int64_t V = c->n_vocab, n_heads = c->n_layer * c->n_head_kv;
+    float *scores = malloc(sizeof(float) * (size_t)n_heads);
+    la_duo_params dp = la_duo_params_default();
+    dp.n_prompts = 1, dp.context = 48;
+    TU_EXPECT_STATUS(la_duo_calibrate(m, ctx, &dp, scores), LA_OK);
+    bool in_range = true;
+    double best = 0;
+    for (int64_t i = 0; i < n_heads; i++) in_range &= scores[i] >= 0 && scores[i] <= 1, best = fmax(best, scores[i]);
+    tu_check(in_range && best > 0, "duo scores outside [0, 1] or all 0 (max %g)", best);
+    char path[64], duo[96];
+    snprintf(path, sizeof path, "duo-real-test-%d.txt", (int)(tu_seed() % 100000));
+    TU_EXPECT_STATUS(la_duo_scores_write(path, scores, c->n_layer, c->n_head_kv), LA_OK);
+    snprintf(duo, sizeof duo, "duo:1024:%s", path);
+    dp.n_prompts = 0;
+    TU_EXPECT_STATUS(la_duo_calibrate(m, ctx, &dp, scores), LA_ERR_ARGUMENT);
+    const char *text = "The old lighthouse keeper climbed the stairs every evening to light the lamp. Ships passed "
+                       "through the narrow strait at night, guided by its beam. One winter a storm broke the glass, "
+                       "and the keeper worked until dawn to repair it. The village remembered him for years, and "
+                       "children still tell the story of the night the light never went out. Today the lighthouse is "
+                       "a museum, and visitors can climb the same stairs to see the view over the sea. The keeper's "
+                       "name was";
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    TU_EXPECT_STATUS(la_tokenize(la_model_tokenizer(m), text, strlen(text), true, false, &ids, &n), LA_OK);
+    enum { STEPS = 2, NP = 5 };
+    const char *policies[NP] = {"full", "h2o:1024", "snapkv:1024", "quest:1024", duo};
+    float *logits[NP];
+    for (int pi = 0; pi < NP; pi++) {
+        logits[pi] = calloc((size_t)((STEPS + 1) * V), sizeof(float));
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 512;
+        TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &sp.kv_policy), LA_OK);
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+        if (!s || !ids) continue;
+        TU_EXPECT_STATUS(la_session_eval(s, ids, n, logits[pi], false), LA_OK);
+        for (int i = 0; i < STEPS; i++) {
+            int32_t t = 0;
+            for (int64_t v = 1; v < V; v++)
+                if (logits[pi][i * V + v] > logits[pi][i * V + t]) t = (int32_t)v;
+            TU_EXPECT_STATUS(la_session_eval(s, &t, 1, logits[pi] + (i + 1) * V, false), LA_OK);
+        }
+        la_session_free(s);
+        if (pi)
+            tu_check(!memcmp(logits[0], logits[pi], sizeof(float) * (size_t)((STEPS + 1) * V)),
+                     "%s over %lld tokens differs from the full cache", policies[pi], (long long)n + STEPS);
+    }
+    remove(path);
+    for (int pi = 0; pi < NP; pi++) free(logits[pi]);
+    free(ids), free(scores);
+}
+
 int main(void) {
     tu_seed();
     la_model *m = NULL;
@@ -240,6 +300,7 @@ int main(void) {
         test_completion(m, ctx);
         test_chat_answer(m, ctx);
         test_reproducible(m);
+        test_policies(m, ctx);
     }
     la_context_destroy(ctx);
     la_model_free(m);

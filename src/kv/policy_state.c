@@ -1,0 +1,534 @@
+/* Stateful KV-cache policies (include/longattn.h, "KV-cache policies"):
+ * per-entry attention mass (la_kv_attention_mass), H2O's accumulated
+ * scores, SnapKV's pooled votes, Quest's page bounds and page-subset
+ * decode, DuoAttention's retrieval heads; and the attention a session runs
+ * when heads hold different numbers of entries (la_kv_policy_attend).
+ *
+ * H2O's scores live here, one array per (layer, KV head) in slot order:
+ * every eviction drops the same slots from the array as from the cache
+ * (la_kv_cache_compact), so the two stay aligned. Sequence 0 only. */
+#include "base/base.h"
+#include "base/parallel.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+typedef struct {
+    float key;
+    int32_t slot;
+} keyed;
+
+struct la_kv_policy_state {
+    la_kv_policy p;
+    la_kv_cache_params cp;
+    int64_t heads;          /* layers x kv heads */
+    float **score;          /* h2o: [heads][cap] accumulated mass, slot order */
+    int64_t *n_score, *cap; /* entries scored, capacity */
+    float *lse;             /* [n x n_heads] of the last attend */
+    int64_t lse_cap, lse_layer, lse_n, lse_heads;
+    float *mass, *vote;     /* scratch [len] */
+    int32_t *slots;         /* scratch [len] */
+    keyed *order;           /* scratch [len] */
+    int64_t scratch_cap;
+    float *kf, *vf;         /* prefill scratch: entries read back as f32 */
+    int64_t kf_cap, vf_cap; /* floats */
+    float **kmin, **kmax;   /* quest: [heads][pages * D] */
+    int64_t *bounded;       /* quest: pages bounded per (layer, head) */
+    int32_t *blocks;        /* quest: [pages] scratch */
+    bool *retrieval;        /* duo: [heads] */
+};
+
+/* ------------------------------------------------------ attention mass */
+
+static double dot_d(const float *a, const float *b, int64_t n) {
+    double acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t d = 0; d < n; d++) acc += (double)a[d] * b[d];
+    return acc;
+}
+
+la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,
+                               const float *q, int64_t n, int64_t group, int64_t q_stride, float scale,
+                               const float *lse, int64_t lse_stride, float *mass) {
+    static const char *fn = "la_kv_attention_mass";
+    if (!c || !q || !mass)
+        return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !c ? "cache" : !q ? "q" : "mass");
+    const int64_t len = la_kv_cache_len(c, layer, head, seq);
+    if (len < 0)
+        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld, head %lld or seq %lld is out of range", fn, (long long)layer,
+                       (long long)head, (long long)seq);
+    const int64_t D = la_kv_cache_params_of(c)->head_dim;
+    if (n < 1 || n > len || group < 1 || q_stride < group * D || (lse && lse_stride < group))
+        return la_fail(LA_ERR_ARGUMENT,
+                       "%s: n %lld must be in [1, %lld entries], group %lld >= 1, q_stride %lld >= group x head_dim, "
+                       "lse_stride %lld >= group",
+                       fn, (long long)n, (long long)len, (long long)group, (long long)q_stride, (long long)lse_stride);
+    const double sc = scale != 0 ? scale : 1.0 / sqrt((double)D);
+    float *k = malloc(sizeof(float) * (size_t)(len * D));
+    double *l = malloc(sizeof(double) * (size_t)(n * group));
+    if (!k || !l) {
+        free(k), free(l);
+        return la_fail(LA_ERR_NOMEM, "%s: no memory for %lld keys", fn, (long long)len);
+    }
+    la_status st = la_kv_cache_read(c, layer, head, seq, 0, len, k, NULL);
+    if (st) {
+        free(k), free(l);
+        return st;
+    }
+    const int threads = ctx ? la_context_threads(ctx) : 1;
+#define DOT(i, g, j) (dot_d(q + (i) * q_stride + (g) * D, k + (j) * D, D) * sc)
+    if (lse) {
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t g = 0; g < group; g++) l[i * group + g] = lse[i * lse_stride + g];
+    } else {
+#pragma omp parallel for num_threads(threads) schedule(static)
+        for (int64_t r = 0; r < n * group; r++) {
+            const int64_t i = r / group, g = r % group, vis = len - n + i + 1;
+            double m = -INFINITY, s = 0;
+            for (int64_t j = 0; j < vis; j++) m = fmax(m, DOT(i, g, j));
+            for (int64_t j = 0; j < vis; j++) s += exp(DOT(i, g, j) - m);
+            l[r] = m + log(s);
+        }
+    }
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t j = 0; j < len; j++) {
+        double acc = 0;
+        /* query i sees j when j <= len - n + i */
+        int64_t i0 = j - (len - n);
+        for (int64_t i = i0 > 0 ? i0 : 0; i < n; i++)
+            for (int64_t g = 0; g < group; g++) acc += exp(DOT(i, g, j) - l[i * group + g]);
+        mass[j] = (float)acc;
+    }
+#undef DOT
+    free(k), free(l);
+    return la_succeed();
+}
+
+/* --------------------------------------------------------------- state */
+
+static void state_free_arrays(la_kv_policy_state *s) {
+    for (int64_t i = 0; i < s->heads; i++) {
+        if (s->score) free(s->score[i]);
+        if (s->kmin) free(s->kmin[i]);
+        if (s->kmax) free(s->kmax[i]);
+    }
+}
+
+void la_kv_policy_state_destroy(la_kv_policy_state *s) {
+    if (!s) return;
+    state_free_arrays(s);
+    free(s->score), free(s->n_score), free(s->cap), free(s->lse), free(s->mass), free(s->vote);
+    free(s->slots), free(s->order), free(s->kf), free(s->vf), free(s->kmin), free(s->kmax), free(s->bounded);
+    free(s->blocks), free(s->retrieval);
+    free(s);
+}
+
+void la_kv_policy_state_reset(la_kv_policy_state *s) {
+    if (!s) return;
+    for (int64_t i = 0; i < s->heads; i++) s->n_score[i] = 0, s->bounded[i] = 0;
+    s->lse_n = 0;
+}
+
+static la_status load_duo(la_kv_policy_state *s) {
+    const char *path = s->p.file;
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return la_fail(LA_ERR_IO,
+                       "KV policy duo: cannot open the score file '%s' (make one with `longattn calibrate-duo -m "
+                       "MODEL -o %s`, or la_duo_calibrate)",
+                       path, path);
+    char line[4096];
+    long long ver = -1, L = -1, H = -1;
+    int64_t got = 0;
+    const int64_t want = s->heads;
+    float *sc = malloc(sizeof(float) * (size_t)want);
+    la_status st = sc ? LA_OK : la_fail(LA_ERR_NOMEM, "KV policy duo: no memory for %lld scores", (long long)want);
+    while (!st && fgets(line, sizeof line, f)) {
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p == '#' || *p == '\n' || !*p) continue;
+        if (ver < 0) {
+            if (sscanf(p, "longattn-duo-scores %lld %lld %lld", &ver, &L, &H) != 3 || ver != 1)
+                st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s' does not start with 'longattn-duo-scores 1 LAYERS "
+                             "KV_HEADS'",
+                             path);
+            else if (L != s->cp.n_layers || H != s->cp.n_kv_heads)
+                st = la_fail(LA_ERR_FORMAT,
+                             "KV policy duo: '%s' scores %lld layers x %lld KV heads; this cache has %lld x %lld",
+                             path, L, H, (long long)s->cp.n_layers, (long long)s->cp.n_kv_heads);
+            continue;
+        }
+        for (;;) {
+            while (*p == ' ' || *p == '\t') p++;
+            if (*p == '\n' || !*p) break;
+            char *end;
+            double v = strtod(p, &end);
+            if (end == p || !isfinite(v) || got >= want) {
+                st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s': %s after %lld scores", path,
+                             got >= want ? "more scores than layers x heads" : "a field that is not a finite number",
+                             (long long)got);
+                break;
+            }
+            sc[got++] = (float)v;
+            p = end;
+        }
+    }
+    fclose(f);
+    if (!st && (ver < 0 || got != want))
+        st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s' holds %lld scores; expected %lld (layers x KV heads)", path,
+                     (long long)got, (long long)want);
+    if (!st) {
+        /* the share with the highest scores are retrieval heads (ties: the earlier pair) */
+        const int64_t keep = (int64_t)floor(s->p.share * (double)want + 0.5);
+        for (int64_t k = 0; k < keep; k++) {
+            int64_t best = -1;
+            for (int64_t i = 0; i < want; i++)
+                if (!s->retrieval[i] && (best < 0 || sc[i] > sc[best])) best = i;
+            s->retrieval[best] = true;
+        }
+    }
+    free(sc);
+    return st;
+}
+
+la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c, la_kv_policy_state **out) {
+    if (!p || !c || !out)
+        return la_fail(LA_ERR_NULL, "la_kv_policy_state_create: %s is NULL", !p ? "policy" : !c ? "cache" : "out");
+    *out = NULL;
+    la_status st = la_kv_policy_validate(p);
+    if (st) return st;
+    if (!la_kv_policy_has_state(p))
+        return la_fail(LA_ERR_ARGUMENT, "la_kv_policy_state_create: policy kind %d keeps no state", (int)p->kind);
+    const la_kv_cache_params *cp = la_kv_cache_params_of(c);
+    if (cp->max_seqs != 1)
+        return la_fail(LA_ERR_UNSUPPORTED, "la_kv_policy_state_create: the cache holds %lld sequences; stateful "
+                       "policies support one",
+                       (long long)cp->max_seqs);
+    la_kv_policy_state *s = calloc(1, sizeof *s);
+    if (!s) return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    s->p = *p, s->cp = *cp, s->heads = cp->n_layers * cp->n_kv_heads;
+    const size_t H = (size_t)s->heads;
+    s->score = calloc(H, sizeof *s->score);
+    s->kmin = calloc(H, sizeof *s->kmin);
+    s->kmax = calloc(H, sizeof *s->kmax);
+    s->n_score = calloc(H, sizeof *s->n_score);
+    s->cap = calloc(H, sizeof *s->cap);
+    s->bounded = calloc(H, sizeof *s->bounded);
+    s->retrieval = calloc(H, sizeof *s->retrieval);
+    if (!s->score || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded || !s->retrieval) {
+        la_kv_policy_state_destroy(s);
+        return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    }
+    if (p->kind == LA_KV_POLICY_DUO && (st = load_duo(s))) {
+        la_kv_policy_state_destroy(s);
+        return st;
+    }
+    *out = s;
+    return la_succeed();
+}
+
+la_status la_kv_policy_state_scores(const la_kv_policy_state *s, int64_t layer, int64_t head, const float **scores,
+                                    int64_t *len) {
+    if (!s || !scores || !len)
+        return la_fail(LA_ERR_NULL, "la_kv_policy_state_scores: %s is NULL", !s ? "state" : !scores ? "scores" : "len");
+    if (layer < 0 || layer >= s->cp.n_layers || head < 0 || head >= s->cp.n_kv_heads)
+        return la_fail(LA_ERR_ARGUMENT, "la_kv_policy_state_scores: layer %lld or head %lld is out of range",
+                       (long long)layer, (long long)head);
+    const int64_t i = layer * s->cp.n_kv_heads + head;
+    *scores = s->p.kind == LA_KV_POLICY_H2O ? s->score[i] : NULL;
+    *len = *scores ? s->n_score[i] : 0;
+    return la_succeed();
+}
+
+bool la_kv_policy_state_is_retrieval(const la_kv_policy_state *s, int64_t layer, int64_t head) {
+    if (!s || s->p.kind != LA_KV_POLICY_DUO || layer < 0 || layer >= s->cp.n_layers || head < 0 ||
+        head >= s->cp.n_kv_heads)
+        return false;
+    return s->retrieval[layer * s->cp.n_kv_heads + head];
+}
+
+/* ------------------------------------------------------------- helpers */
+
+static bool grow_f(float **p, int64_t *cap, int64_t need) {
+    if (need <= *cap) return true;
+    int64_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    float *q = realloc(*p, sizeof(float) * (size_t)c);
+    if (!q) return false;
+    *p = q, *cap = c;
+    return true;
+}
+
+static la_status scratch(la_kv_policy_state *s, int64_t len) {
+    if (len <= s->scratch_cap) return LA_OK;
+    int64_t c = s->scratch_cap ? s->scratch_cap : 64;
+    while (c < len) c *= 2;
+    float *m = realloc(s->mass, sizeof(float) * (size_t)c);
+    if (m) s->mass = m;
+    float *v = m ? realloc(s->vote, sizeof(float) * (size_t)c) : NULL;
+    if (v) s->vote = v;
+    int32_t *a = v ? realloc(s->slots, sizeof(int32_t) * (size_t)c) : NULL;
+    if (a) s->slots = a;
+    keyed *b = a ? realloc(s->order, sizeof(keyed) * (size_t)c) : NULL;
+    if (b) s->order = b;
+    int32_t *bl = b ? realloc(s->blocks, sizeof(int32_t) * (size_t)c) : NULL;
+    if (bl) s->blocks = bl;
+    if (!bl) return la_fail(LA_ERR_NOMEM, "KV policy: no memory for %lld entries of scratch", (long long)len);
+    s->scratch_cap = c;
+    return LA_OK;
+}
+
+/* Keep slots [len - keep_last, len) and the `keep_top` others in [0, len -
+ * keep_last) with the largest key[] (ties: the earlier slot); drop the
+ * rest from the cache and, when sc is not NULL, from sc (aligned with the
+ * slots). */
+static int by_key_desc(const void *a, const void *b) {
+    const keyed *x = a, *y = b;
+    if (x->key != y->key) return x->key > y->key ? -1 : 1;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+static int by_slot(const void *a, const void *b) {
+    const keyed *x = a, *y = b;
+    return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+static la_status keep_top(la_kv_policy_state *s, la_kv_cache *c, int64_t layer, int64_t head, const float *key,
+                          int64_t keep_top_n, int64_t keep_last, float *sc) {
+    const int64_t len = la_kv_cache_len(c, layer, head, 0), pre = len - keep_last;
+    if (pre <= keep_top_n) return LA_OK;
+    for (int64_t i = 0; i < pre; i++) s->order[i] = (keyed){isnan(key[i]) ? -INFINITY : key[i], (int32_t)i};
+    qsort(s->order, (size_t)pre, sizeof *s->order, by_key_desc);
+    /* the dropped: order[keep_top_n ..), sorted by slot */
+    const int64_t n_drop = pre - keep_top_n;
+    qsort(s->order + keep_top_n, (size_t)n_drop, sizeof *s->order, by_slot);
+    for (int64_t i = 0; i < n_drop; i++) s->slots[i] = s->order[keep_top_n + i].slot;
+    la_status st = la_kv_cache_compact(c, layer, head, 0, s->slots, n_drop);
+    if (st) return st;
+    if (sc) {
+        int64_t w = 0, next = 0;
+        for (int64_t r = 0; r < len; r++) {
+            if (next < n_drop && s->slots[next] == r) {
+                next++;
+                continue;
+            }
+            sc[w++] = sc[r];
+        }
+    }
+    return LA_OK;
+}
+
+static la_status check_call(const la_kv_policy_state *s, const char *fn, const la_kv_cache *c, int64_t layer,
+                            const float *q, int64_t n, int64_t n_heads) {
+    if (!s || !c || !q) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : !c ? "cache" : "q");
+    const la_kv_cache_params *cp = la_kv_cache_params_of(c);
+    if (cp->n_layers != s->cp.n_layers || cp->n_kv_heads != s->cp.n_kv_heads || cp->max_seqs != 1)
+        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
+    if (layer < 0 || layer >= cp->n_layers)
+        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    if (n < 1 || n_heads < 1 || n_heads % cp->n_kv_heads)
+        return la_fail(LA_ERR_ARGUMENT, "%s: n %lld must be >= 1 and n_heads %lld a multiple of %lld KV heads", fn,
+                       (long long)n, (long long)n_heads, (long long)cp->n_kv_heads);
+    for (int64_t h = 0; h < cp->n_kv_heads; h++)
+        if (la_kv_cache_len(c, layer, h, 0) < n)
+            return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the %lld queries", fn,
+                           (long long)h, (long long)la_kv_cache_len(c, layer, h, 0), (long long)n);
+    return LA_OK;
+}
+
+/* --------------------------------------------------------------- quest */
+
+/* Per-channel min and max of the keys of full pages [bounded, upto). */
+static la_status quest_bounds(la_kv_policy_state *s, const la_kv_cache *c, int64_t layer, int64_t head, int64_t upto) {
+    const int64_t i = layer * s->cp.n_kv_heads + head, D = s->cp.head_dim, ps = s->cp.page_size;
+    const int64_t pages = (s->cp.max_tokens + ps - 1) / ps;
+    if (!s->kmin[i]) {
+        s->kmin[i] = malloc(sizeof(float) * (size_t)(pages * D));
+        s->kmax[i] = malloc(sizeof(float) * (size_t)(pages * D));
+        if (!s->kmin[i] || !s->kmax[i]) {
+            free(s->kmin[i]), free(s->kmax[i]);
+            s->kmin[i] = s->kmax[i] = NULL;
+            return la_fail(LA_ERR_NOMEM, "KV policy quest: no memory for page bounds");
+        }
+    }
+    if (!grow_f(&s->kf, &s->kf_cap, ps * D)) return la_fail(LA_ERR_NOMEM, "KV policy quest: no memory");
+    if (s->bounded[i] > upto) s->bounded[i] = upto; /* a failed chunk's entries were dropped */
+    for (int64_t pg = s->bounded[i]; pg < upto; pg++) {
+        la_status st = la_kv_cache_read(c, layer, head, 0, pg * ps, ps, s->kf, NULL);
+        if (st) return st;
+        float *mn = s->kmin[i] + pg * D, *mx = s->kmax[i] + pg * D;
+        for (int64_t d = 0; d < D; d++) mn[d] = INFINITY, mx[d] = -INFINITY;
+        for (int64_t r = 0; r < ps; r++)
+            for (int64_t d = 0; d < D; d++) {
+                const float x = s->kf[r * D + d];
+                mn[d] = fminf(mn[d], x), mx[d] = fmaxf(mx[d], x);
+            }
+    }
+    if (upto > s->bounded[i]) s->bounded[i] = upto;
+    return LA_OK;
+}
+
+/* Decode of KV head `head`'s query heads over the pages Quest picks. */
+static la_status quest_decode(la_kv_policy_state *s, la_context *ctx, const la_attention_params *ap, la_kv_cache *c,
+                              int64_t layer, int64_t head, int64_t keep, const float *q, int64_t n_heads, float *out,
+                              float *lse) {
+    const int64_t D = s->cp.head_dim, ps = s->cp.page_size, G = n_heads / s->cp.n_kv_heads;
+    const int64_t len = la_kv_cache_len(c, layer, head, 0), np = (len + ps - 1) / ps;
+    la_status st = quest_bounds(s, c, layer, head, np - 1);
+    if (st || (st = scratch(s, np))) return st;
+    const int64_t i = layer * s->cp.n_kv_heads + head;
+    for (int64_t pg = 0; pg < np - 1; pg++) {
+        const float *mn = s->kmin[i] + pg * D, *mx = s->kmax[i] + pg * D;
+        double best = -INFINITY;
+        for (int64_t g = 0; g < G; g++) {
+            const float *qr = q + (head * G + g) * D;
+            double u = 0;
+            for (int64_t d = 0; d < D; d++) u += fmax((double)qr[d] * mn[d], (double)qr[d] * mx[d]);
+            best = fmax(best, u);
+        }
+        s->order[pg] = (keyed){(float)best, (int32_t)pg};
+    }
+    qsort(s->order, (size_t)(np - 1), sizeof *s->order, by_key_desc);
+    qsort(s->order, (size_t)(keep - 1), sizeof *s->order, by_slot);
+    la_kv_view view;
+    if ((st = la_kv_cache_view(c, layer, head, 0, 1, &view))) return st;
+    for (int64_t k = 0; k < keep - 1; k++) s->blocks[k] = view.layout.block_table[s->order[k].slot];
+    s->blocks[keep - 1] = view.layout.block_table[np - 1];
+    const int32_t seqlen = (int32_t)((keep - 1) * ps + len - (np - 1) * ps);
+    la_kv_layout lay = {.seqlens_k = &seqlen, .block_table = s->blocks, .blocks_per_seq = keep};
+    la_tensor qt = {.data = (void *)(q + head * G * D), .dtype = LA_F32, .ndim = 4,
+                    .shape = {1, 1, G, D}, .stride = {n_heads * D, n_heads * D, D, 1}};
+    la_tensor ot = qt;
+    ot.data = out + head * G * D;
+    la_tensor lt = {.data = lse + head * G, .dtype = LA_F32, .ndim = 3, .shape = {1, 1, G}, .stride = {n_heads, n_heads, 1}};
+    return la_attention_decode(ctx, ap, &qt, &view.k, &view.v, &lay, &ot, &lt);
+}
+
+/* -------------------------------------------------------------- attend */
+
+la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_attention_params *p, la_kv_cache *c,
+                              int64_t layer, const float *q, int64_t n, int64_t n_heads, float *out) {
+    static const char *fn = "la_kv_policy_attend";
+    la_status st = check_call(s, fn, c, layer, q, n, n_heads);
+    if (st) return st;
+    if (!ctx || !p || !out) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !ctx ? "ctx" : !p ? "params" : "out");
+    const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
+    if (!grow_f(&s->lse, &s->lse_cap, n * H)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+    s->lse_n = 0;
+    la_attention_params ap = *p;
+    ap.causal = 1;
+    const int64_t L0 = la_kv_cache_len(c, layer, 0, 0);
+    bool ragged = false;
+    for (int64_t h = 1; h < Hkv; h++) ragged |= la_kv_cache_len(c, layer, h, 0) != L0;
+    la_tensor qt = la_tensor_contiguous((void *)q, LA_F32, 4, (int64_t[]){1, n, H, D});
+    la_tensor ot = la_tensor_contiguous(out, LA_F32, 4, (int64_t[]){1, n, H, D});
+    la_tensor lt = la_tensor_contiguous(s->lse, LA_F32, 3, (int64_t[]){1, n, H});
+    if (n == 1) {
+        const int64_t ps = s->cp.page_size, np = (L0 + ps - 1) / ps;
+        const int64_t keep = (s->p.budget + ps - 1) / ps; /* pages: a budget >= the context keeps them all */
+        if (s->p.kind == LA_KV_POLICY_QUEST && !ragged && np > keep) {
+            for (int64_t h = 0; h < Hkv && !st; h++) st = quest_decode(s, ctx, &ap, c, layer, h, keep, q, H, out, s->lse);
+        } else if (!ragged) {
+            la_kv_view view;
+            if (!(st = la_kv_cache_view(c, layer, -1, 0, 1, &view)))
+                st = la_attention_decode(ctx, &ap, &qt, &view.k, &view.v, &view.layout, &ot, &lt);
+        } else {
+            for (int64_t h = 0; h < Hkv && !st; h++) {
+                la_kv_view view;
+                if ((st = la_kv_cache_view(c, layer, h, 0, 1, &view))) break;
+                la_tensor qh = qt, oh = ot, lh = lt;
+                qh.shape[2] = oh.shape[2] = lh.shape[2] = G;
+                qh.data = (void *)(q + h * G * D), oh.data = out + h * G * D, lh.data = s->lse + h * G;
+                st = la_attention_decode(ctx, &ap, &qh, &view.k, &view.v, &view.layout, &oh, &lh);
+            }
+        }
+    } else if (!ragged) {
+        if (!grow_f(&s->kf, &s->kf_cap, L0 * Hkv * D)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+        if (!grow_f(&s->vf, &s->vf_cap, L0 * Hkv * D)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+        if ((st = la_kv_cache_read(c, layer, -1, 0, 0, L0, s->kf, s->vf))) return st;
+        la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, L0, Hkv, D});
+        la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L0, Hkv, D});
+        st = la_attention_forward(ctx, &ap, &qt, &k, &v, &ot, &lt);
+    } else {
+        for (int64_t h = 0; h < Hkv && !st; h++) {
+            const int64_t Lh = la_kv_cache_len(c, layer, h, 0);
+            if (!grow_f(&s->kf, &s->kf_cap, Lh * D)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+            if (!grow_f(&s->vf, &s->vf_cap, Lh * D)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+            if ((st = la_kv_cache_read(c, layer, h, 0, 0, Lh, s->kf, s->vf))) break;
+            la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, Lh, 1, D});
+            la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, Lh, 1, D});
+            la_tensor qh = qt, oh = ot, lh = lt;
+            qh.shape[2] = oh.shape[2] = lh.shape[2] = G;
+            qh.data = (void *)(q + h * G * D), oh.data = out + h * G * D, lh.data = s->lse + h * G;
+            st = la_attention_forward(ctx, &ap, &qh, &k, &v, &oh, &lh);
+        }
+    }
+    if (st) return st;
+    s->lse_layer = layer, s->lse_n = n, s->lse_heads = H;
+    return LA_OK;
+}
+
+/* -------------------------------------------------------------- update */
+
+/* vote[j] = max or mean of mass over [j - k/2, j + k/2] within [0, n). */
+static void pool(const float *mass, float *vote, int64_t n, int64_t kernel, bool avg) {
+    const int64_t r = kernel / 2;
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t a = j - r < 0 ? 0 : j - r, b = j + r >= n ? n - 1 : j + r;
+        double acc = avg ? 0 : -INFINITY;
+        for (int64_t t = a; t <= b; t++) acc = avg ? acc + mass[t] : fmax(acc, mass[t]);
+        vote[j] = (float)(avg ? acc / (double)(b - a + 1) : acc);
+    }
+}
+
+la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer, const float *q,
+                              int64_t n, int64_t n_heads, float scale) {
+    static const char *fn = "la_kv_policy_update";
+    la_status st = check_call(s, fn, c, layer, q, n, n_heads);
+    if (st) return st;
+    const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
+    const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
+    const la_kv_policy *p = &s->p;
+    for (int64_t h = 0; h < Hkv; h++) {
+        const int64_t len = la_kv_cache_len(c, layer, h, 0), i = layer * Hkv + h;
+        if ((st = scratch(s, len))) return st;
+        switch (p->kind) {
+        case LA_KV_POLICY_H2O: {
+            /* entries before this chunk keep their scores; a failed chunk's leftovers are dropped */
+            if (s->n_score[i] > len - n) s->n_score[i] = len - n;
+            if (!grow_f(&s->score[i], &s->cap[i], len)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+            for (int64_t j = s->n_score[i]; j < len; j++) s->score[i][j] = 0;
+            s->n_score[i] = len;
+            if ((st = la_kv_attention_mass(ctx, c, layer, h, 0, q + h * G * D, n, G, H * D, scale,
+                                           have_lse ? s->lse + h * G : NULL, H, s->mass)))
+                return st;
+            for (int64_t j = 0; j < len; j++) s->score[i][j] += s->mass[j];
+            if (len > p->budget) {
+                if ((st = keep_top(s, c, layer, h, s->score[i], p->budget - p->recent, p->recent, s->score[i])))
+                    return st;
+                s->n_score[i] = p->budget;
+            }
+            break;
+        }
+        case LA_KV_POLICY_SNAPKV: {
+            if (n < 2 || len <= p->budget) break;
+            const int64_t W = n < p->window ? n : p->window;
+            if ((st = la_kv_attention_mass(ctx, c, layer, h, 0, q + ((n - W) * H + h * G) * D, W, G, H * D, scale,
+                                           have_lse ? s->lse + (n - W) * H + h * G : NULL, H, s->mass)))
+                return st;
+            pool(s->mass, s->vote, len - W, p->kernel, p->pool_avg);
+            if ((st = keep_top(s, c, layer, h, s->vote, p->budget - W, W, NULL))) return st;
+            break;
+        }
+        case LA_KV_POLICY_DUO: {
+            if (s->retrieval[i] || len <= p->budget) break;
+            const int64_t n_drop = len - p->budget;
+            for (int64_t j = 0; j < n_drop; j++) s->slots[j] = (int32_t)(p->sinks + j);
+            if ((st = la_kv_cache_compact(c, layer, h, 0, s->slots, n_drop))) return st;
+            break;
+        }
+        default: break;
+        }
+    }
+    return LA_OK;
+}

@@ -1,0 +1,467 @@
+/* KV-cache policies h2o, snapkv, quest and duo (src/kv/policy.c,
+ * policy_state.c) on hand-built caches whose right answer is known:
+ * la_kv_attention_mass against a float64 softmax (with and without the
+ * attention's own lse); H2O keeps the recent window and the entries with
+ * the most accumulated mass, with the scores moved by compaction and
+ * accumulated over steps; SnapKV keeps the window and the entries the
+ * window voted for (pooled); Quest attends the page with the largest upper
+ * bound plus the current page, and equals decode over those pages; duo's
+ * streaming heads keep sinks + window, retrieval heads everything, the
+ * ragged heads free bytes and attend (decode and prefill) as a float64
+ * reference over each head's own entries. Policy strings: accepted ones
+ * parsed to the right fields, bad ones rejected with a message. */
+#include "base/base.h"
+#include "longattn.h"
+#include "test_util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { D = 16 };
+
+static la_kv_cache *make_cache(int64_t heads, int64_t page, int64_t max_tokens) {
+    la_kv_cache_params p = la_kv_cache_params_default();
+    p.n_layers = 1, p.n_kv_heads = heads, p.head_dim = D, p.page_size = page, p.max_tokens = max_tokens;
+    p.dtype = LA_F32;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
+    return c;
+}
+
+/* Append n rows (k, v [n, heads, D]) at positions first.. */
+static void append(la_kv_cache *c, int64_t n, const float *k, const float *v, int32_t first) {
+    int32_t *pos = malloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) pos[i] = first + (int32_t)i;
+    TU_EXPECT_STATUS(la_kv_cache_append(c, 0, 0, n, k, v, pos), LA_OK);
+    free(pos);
+}
+
+/* float64 softmax masses of head h's entries for queries q rows (i, g) at
+ * q + i * qs + g * D; causal bottom-right. */
+static void ref_mass(const la_kv_cache *c, int64_t h, const float *q, int64_t n, int64_t G, int64_t qs, double *mass) {
+    const int64_t len = la_kv_cache_len(c, 0, h, 0);
+    float *k = malloc(sizeof(float) * (size_t)(len * D));
+    la_kv_cache_read(c, 0, h, 0, 0, len, k, NULL);
+    for (int64_t j = 0; j < len; j++) mass[j] = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t g = 0; g < G; g++) {
+            const int64_t vis = len - n + i + 1;
+            double *s = malloc(sizeof(double) * (size_t)vis), m = -INFINITY, sum = 0;
+            for (int64_t j = 0; j < vis; j++) {
+                double a = 0;
+                for (int64_t d = 0; d < D; d++) a += (double)q[i * qs + g * D + d] * k[j * D + d];
+                s[j] = a / sqrt((double)D);
+                m = fmax(m, s[j]);
+            }
+            for (int64_t j = 0; j < vis; j++) sum += exp(s[j] - m);
+            for (int64_t j = 0; j < vis; j++) mass[j] += exp(s[j] - m) / sum;
+            free(s);
+        }
+    free(k);
+}
+
+/* float64 attention of query rows over head h's entries [0, vis) or the
+ * listed slots. */
+static void ref_attend(const la_kv_cache *c, int64_t h, const float *q, int64_t vis, const int64_t *slots,
+                       double *out) {
+    const int64_t len = la_kv_cache_len(c, 0, h, 0);
+    float *k = malloc(sizeof(float) * (size_t)(len * D)), *v = malloc(sizeof(float) * (size_t)(len * D));
+    la_kv_cache_read(c, 0, h, 0, 0, len, k, v);
+    double m = -INFINITY, sum = 0, *s = malloc(sizeof(double) * (size_t)vis);
+    for (int64_t t = 0; t < vis; t++) {
+        const int64_t j = slots ? slots[t] : t;
+        double a = 0;
+        for (int64_t d = 0; d < D; d++) a += (double)q[d] * k[j * D + d];
+        s[t] = a / sqrt((double)D), m = fmax(m, s[t]);
+    }
+    for (int64_t d = 0; d < D; d++) out[d] = 0;
+    for (int64_t t = 0; t < vis; t++) {
+        const int64_t j = slots ? slots[t] : t;
+        const double p = exp(s[t] - m);
+        sum += p;
+        for (int64_t d = 0; d < D; d++) out[d] += p * v[j * D + d];
+    }
+    for (int64_t d = 0; d < D; d++) out[d] /= sum;
+    free(k), free(v), free(s);
+}
+
+static la_attention_params AP;
+
+/* The duo score file format (include/longattn.h), written by hand. */
+static la_status write_scores(const char *path, const float *sc, int64_t layers, int64_t heads) {
+    FILE *f = fopen(path, "w");
+    if (!f) return LA_ERR_IO;
+    fprintf(f, "# test scores\nlongattn-duo-scores 1 %lld %lld\n", (long long)layers, (long long)heads);
+    for (int64_t i = 0; i < layers * heads; i++) fprintf(f, "%g%s", (double)sc[i], (i + 1) % heads ? " " : "\n");
+    fclose(f);
+    return LA_OK;
+}
+
+static void check_parse(void) {
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_H2O && p.budget == 64 && p.recent == 32, "h2o:64 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:recent=10", &p), LA_OK);
+    tu_check(p.recent == 10, "h2o recent=10 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:window=16:kernel=5:pool=avg", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_SNAPKV && p.budget == 100 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
+             "snapkv options parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100", &p), LA_OK);
+    tu_check(p.window == LA_KV_SNAPKV_WINDOW && p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0, "snapkv defaults");
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:512", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_QUEST && p.budget == 512 && p.page == LA_KV_QUEST_PAGE, "quest:512 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:512:page=0", &p), LA_OK);
+    tu_check(p.page == 0, "quest page=0 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("duo:64", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_DUO && p.budget == 64 && p.sinks == 4 && p.share == 0.5 &&
+                 !strcmp(p.file, LA_KV_DUO_SCORES_DEFAULT),
+             "duo:64 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("duo:64:/tmp/a:b.txt", &p), LA_OK);
+    tu_check(!strcmp(p.file, "/tmp/a:b.txt"), "duo file with ':' parsed as '%s'", p.file);
+    TU_EXPECT_STATUS(la_kv_policy_parse("duo:64:share=0.25:sinks=8:file=s.txt", &p), LA_OK);
+    tu_check(p.share == 0.25 && p.sinks == 8 && !strcmp(p.file, "s.txt"), "duo options parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("streaming:10:sinks=2", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_STREAMING && p.sinks == 2, "streaming sinks=2 parsed wrong");
+    const char *bad[] = {"",         "h2o",          "h2o:",         "h2o:0",           "h2o:-5",
+                         "h2o:1x",   "h2o:64:foo=1", "h2o:64:window=3", "h2o:64:recent=64", "h2o:64:recent=1:recent=2",
+                         "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
+                         "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
+                         "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        la_kv_policy q;
+        TU_EXPECT_STATUS(la_kv_policy_parse(bad[i], &q), LA_ERR_ARGUMENT);
+        tu_check(strstr(la_last_error(), "KV policy") != NULL, "'%s': message '%s'", bad[i], la_last_error());
+    }
+    TU_EXPECT_STATUS(la_kv_policy_parse("lru:64", &p), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "h2o") && strstr(la_last_error(), "quest"), "unknown policy message lists none: %s",
+             la_last_error());
+    TU_EXPECT_STATUS(la_kv_policy_parse(NULL, &p), LA_ERR_NULL);
+    la_kv_policy hand = {.kind = (la_kv_policy_kind)17, .budget = 5};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 7};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+}
+
+static void check_mass(la_context *ctx, uint64_t *rng) {
+    enum { H = 2, G = 3, N = 37, Q = 5 };
+    la_kv_cache *c = make_cache(H, 8, 64);
+    float *k = malloc(sizeof(float) * N * H * D), *v = malloc(sizeof(float) * N * H * D);
+    tu_fill(rng, k, LA_F32, N * H * D, -2, 2);
+    tu_fill(rng, v, LA_F32, N * H * D, -1, 1);
+    append(c, N, k, v, 0);
+    float q[Q * H * G * D], out[Q * H * G * D], lse[Q * H * G], mass[N], mass2[N];
+    double ref[N];
+    tu_fill(rng, q, LA_F32, Q * H * G * D, -2, 2);
+    /* the attention's lse: forward over the entries as f32 */
+    la_attention_params ap = la_attention_params_default();
+    ap.causal = 1;
+    la_tensor qt = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){1, Q, H * G, D});
+    la_tensor kt = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){1, N, H, D});
+    la_tensor vt = la_tensor_contiguous(v, LA_F32, 4, (int64_t[]){1, N, H, D});
+    la_tensor ot = la_tensor_contiguous(out, LA_F32, 4, (int64_t[]){1, Q, H * G, D});
+    la_tensor lt = la_tensor_contiguous(lse, LA_F32, 3, (int64_t[]){1, Q, H * G});
+    TU_EXPECT_STATUS(la_attention_forward(ctx, &ap, &qt, &kt, &vt, &ot, &lt), LA_OK);
+    for (int64_t h = 0; h < H; h++) {
+        ref_mass(c, h, q + h * G * D, Q, G, H * G * D, ref);
+        tu_poison(mass, LA_F32, N), tu_poison(mass2, LA_F32, N);
+        TU_EXPECT_STATUS(la_kv_attention_mass(ctx, c, 0, h, 0, q + h * G * D, Q, G, H * G * D, 0, NULL, 0, mass), LA_OK);
+        TU_EXPECT_STATUS(la_kv_attention_mass(NULL, c, 0, h, 0, q + h * G * D, Q, G, H * G * D, 0, lse + h * G, H * G,
+                                              mass2),
+                         LA_OK);
+        double worst = 0, worst2 = 0, total = 0;
+        for (int j = 0; j < N; j++) {
+            worst = fmax(worst, fabs(mass[j] - ref[j]));
+            worst2 = isnan(mass2[j]) ? INFINITY : fmax(worst2, fabs(mass2[j] - ref[j]));
+            total += mass[j];
+        }
+        /* f32 output of double sums: 1e-6; with the forward's f32 lse: 1e-5 */
+        tu_check(worst < 1e-6, "attention mass head %lld differs from float64 by %.3g", (long long)h, worst);
+        tu_check(worst2 < 1e-5, "attention mass with the forward's lse differs by %.3g", worst2);
+        tu_check(fabs(total - Q * G) < 1e-4, "masses sum to %.6f, not %d rows", total, Q * G);
+    }
+    TU_EXPECT_STATUS(la_kv_attention_mass(ctx, c, 0, 0, 0, q, N + 1, G, H * G * D, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_attention_mass(ctx, c, 0, 2, 0, q, 1, G, H * G * D, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 1, G, D, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_attention_mass(ctx, c, 0, 0, 0, NULL, 1, G, H * G * D, 0, NULL, 0, mass), LA_ERR_NULL);
+    la_kv_cache_destroy(c);
+    free(k), free(v);
+}
+
+/* Keys: small noise, plus `boost` on channel 0 for the planted slots; the
+ * queries point along channel 0, so the planted entries draw the mass. */
+static void planted(uint64_t *rng, float *k, int64_t n, int64_t heads, const int *plant, int n_plant, float boost) {
+    tu_fill(rng, k, LA_F32, n * heads * D, -0.3, 0.3);
+    for (int i = 0; i < n_plant; i++)
+        for (int64_t h = 0; h < heads; h++) k[(plant[i] * heads + h) * D] += boost;
+}
+
+static bool holds(const la_kv_cache *c, int64_t h, const int32_t *want, int64_t n) {
+    const int32_t *pos;
+    int64_t len;
+    if (la_kv_cache_positions(c, 0, h, 0, &pos, &len) || len != n) return false;
+    for (int64_t i = 0; i < n; i++)
+        if (pos[i] != want[i]) return false;
+    return true;
+}
+
+static void check_h2o(la_context *ctx, uint64_t *rng) {
+    enum { N = 20, G = 2 };
+    la_kv_cache *c = make_cache(1, 4, 64);
+    float k[(N + 1) * D], v[(N + 1) * D], q[N * G * D];
+    const int plant[] = {3, 9, 12};
+    planted(rng, k, N + 1, 1, plant, 3, 6);
+    tu_fill(rng, v, LA_F32, (N + 1) * D, -1, 1);
+    tu_fill(rng, q, LA_F32, N * G * D, -0.3, 0.3);
+    for (int i = 0; i < N * G; i++) q[i * D] += 2;
+    append(c, N, k, v, 0);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:6:recent=2", &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) return;
+    double ref[N + 1];
+    ref_mass(c, 0, q, N, G, G * D, ref);
+    /* the expected keep: 18, 19 and the 4 largest masses in [0, 18) */
+    int32_t want[6];
+    bool taken[N] = {false};
+    for (int t = 0; t < 4; t++) {
+        int best = -1;
+        for (int j = 0; j < N - 2; j++)
+            if (!taken[j] && (best < 0 || ref[j] > ref[best])) best = j;
+        taken[best] = true;
+    }
+    tu_check(taken[3] && taken[9] && taken[12], "the planted entries are not the heaviest (test setup)");
+    int w = 0;
+    for (int j = 0; j < N; j++)
+        if (taken[j] || j >= N - 2) want[w++] = j;
+    float out[N * G * D];
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
+    tu_check(holds(c, 0, want, 6), "h2o:6:recent=2 did not keep the 4 heaviest entries and the last 2");
+    const float *sc;
+    int64_t n;
+    TU_EXPECT_STATUS(la_kv_policy_state_scores(s, 0, 0, &sc, &n), LA_OK);
+    double worst = 0;
+    for (int i = 0; i < 6 && n == 6; i++) worst = fmax(worst, fabs(sc[i] - ref[want[i]]));
+    tu_check(n == 6 && worst < 1e-5, "h2o scores after compaction: %lld entries, off by %.3g", (long long)n, worst);
+    /* one decode step: entry N arrives; scores accumulate; the lightest non-recent entry goes */
+    append(c, 1, k + N * D, v + N * D, N);
+    float q1[G * D];
+    tu_fill(rng, q1, LA_F32, G * D, -0.3, 0.3);
+    double add[7], acc[7];
+    ref_mass(c, 0, q1, 1, G, G * D, add);
+    for (int i = 0; i < 7; i++) acc[i] = (i < 6 ? ref[want[i]] : 0) + add[i];
+    int lightest = 0;
+    for (int i = 1; i < 5; i++)
+        if (acc[i] < acc[lightest]) lightest = i;
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q1, 1, G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q1, 1, G, 0), LA_OK);
+    int32_t want2[6];
+    w = 0;
+    for (int i = 0; i < 7; i++)
+        if (i != lightest) want2[w++] = i < 6 ? want[i] : N;
+    tu_check(holds(c, 0, want2, 6), "h2o decode step did not drop the lightest entry (position %d)", want[lightest]);
+    TU_EXPECT_STATUS(la_kv_policy_state_scores(s, 0, 0, &sc, &n), LA_OK);
+    worst = 0;
+    for (int i = 0, j = 0; i < 7 && n == 6; i++)
+        if (i != lightest) worst = fmax(worst, fabs(sc[j++] - acc[i]));
+    tu_check(n == 6 && worst < 1e-5, "h2o accumulated scores off by %.3g", worst);
+    /* the stateless entry point refuses it */
+    TU_EXPECT_STATUS(la_kv_cache_apply_policy(c, &p, 0, 0), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q1, 0, G, 0), LA_ERR_ARGUMENT);
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+static void check_snapkv(la_context *ctx, uint64_t *rng) {
+    enum { N = 40, G = 1, W = 8 };
+    la_kv_cache *c = make_cache(1, 8, 64);
+    float k[N * D], v[N * D], q[N * G * D], out[N * G * D];
+    const int plant[] = {5, 20};
+    planted(rng, k, N, 1, plant, 2, 5);
+    tu_fill(rng, v, LA_F32, N * D, -1, 1);
+    tu_fill(rng, q, LA_F32, N * G * D, -0.3, 0.3);
+    for (int i = N - W; i < N; i++) q[i * D] += 2; /* only the window looks for the planted keys */
+    append(c, N, k, v, 0);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:14:window=8:kernel=3", &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) return;
+    double ref[N], vote[N - W];
+    ref_mass(c, 0, q + (N - W) * G * D, W, G, G * D, ref);
+    for (int j = 0; j < N - W; j++) {
+        vote[j] = -1;
+        for (int t = j - 1; t <= j + 1; t++)
+            if (t >= 0 && t < N - W) vote[j] = fmax(vote[j], ref[t]);
+    }
+    bool taken[N - W] = {false};
+    for (int t = 0; t < 6; t++) {
+        int best = -1;
+        for (int j = 0; j < N - W; j++)
+            if (!taken[j] && (best < 0 || vote[j] > vote[best])) best = j;
+        taken[best] = true;
+    }
+    tu_check(taken[4] && taken[5] && taken[6] && taken[19] && taken[20] && taken[21],
+             "pooled votes do not favour the planted neighbourhoods (test setup)");
+    int32_t want[14];
+    int w = 0;
+    for (int j = 0; j < N; j++)
+        if (j >= N - W || taken[j]) want[w++] = j;
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
+    tu_check(holds(c, 0, want, 14), "snapkv:14 did not keep the window and the voted entries 4..6, 19..21");
+    /* a single-token step evicts nothing */
+    append(c, 1, k, v, N);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, G, 0), LA_OK);
+    tu_check(la_kv_cache_len(c, 0, 0, 0) == 15, "snapkv evicted on a single-token step");
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+static void check_quest(la_context *ctx, uint64_t *rng) {
+    enum { H = 2, G = 2, N = 27, PS = 4 }; /* 7 pages, the last holding 3 */
+    la_kv_cache *c = make_cache(H, PS, 64);
+    float k[N * H * D], v[N * H * D], q[H * G * D], out[H * G * D], out_full[H * G * D];
+    tu_fill(rng, k, LA_F32, N * H * D, -0.5, 0.5);
+    tu_fill(rng, v, LA_F32, N * H * D, -1, 1);
+    /* head 0: page 2 holds one key far out on channel 1 (the max possible
+     * score), page 4 keys moderately high on average; head 1: page 5 */
+    k[(9 * H + 0) * D + 1] = 8;
+    for (int j = 16; j < 20; j++) k[(j * H + 0) * D + 1] = 3;
+    k[(21 * H + 1) * D + 1] = 8;
+    append(c, N, k, v, 0);
+    tu_fill(rng, q, LA_F32, H * G * D, -0.1, 0.1);
+    for (int i = 0; i < H * G; i++) q[i * D + 1] = 1;
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:8", &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) return;
+    tu_poison(out, LA_F32, H * G * D);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, H * G, out), LA_OK);
+    const int64_t pick[H] = {2, 5};
+    double worst = 0;
+    for (int64_t h = 0; h < H; h++) {
+        int64_t slots[PS + 3];
+        for (int i = 0; i < PS; i++) slots[i] = pick[h] * PS + i;
+        for (int i = 0; i < 3; i++) slots[PS + i] = 24 + i;
+        for (int64_t g = 0; g < G; g++) {
+            double ref[D];
+            ref_attend(c, h, q + (h * G + g) * D, PS + 3, slots, ref);
+            for (int d = 0; d < D; d++) worst = fmax(worst, fabs(out[(h * G + g) * D + d] - ref[d]));
+        }
+    }
+    tu_check(worst < 1e-5, "quest:8 is not attention over the max-bound page + the current page (off by %.3g)", worst);
+    tu_check(la_kv_cache_len(c, 0, 0, 0) == N && la_kv_cache_len(c, 0, 1, 0) == N, "quest evicted entries");
+    /* a budget that covers every page: exactly the full cache's decode */
+    la_kv_policy_state_destroy(s);
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:27:page=0", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, H * G, out), LA_OK);
+    la_kv_view view;
+    TU_EXPECT_STATUS(la_kv_cache_view(c, 0, -1, 0, 1, &view), LA_OK);
+    la_attention_params ap = la_attention_params_default();
+    ap.causal = 1;
+    la_tensor qt = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
+    la_tensor ot = la_tensor_contiguous(out_full, LA_F32, 4, (int64_t[]){1, 1, H * G, D});
+    TU_EXPECT_STATUS(la_attention_decode(ctx, &ap, &qt, &view.k, &view.v, &view.layout, &ot, NULL), LA_OK);
+    tu_check(!memcmp(out, out_full, sizeof out), "quest:27 over 27 entries differs from the full decode");
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+static void check_duo(la_context *ctx, uint64_t *rng) {
+    enum { H = 3, G = 2, N = 30, PS = 4 };
+    char path[64];
+    snprintf(path, sizeof path, "duo-test-%llu.txt", (unsigned long long)(tu_next(rng) % 1000000));
+    la_kv_cache *c = make_cache(H, PS, 64);
+    float k[N * H * D], v[N * H * D], q[3 * H * G * D], out[3 * H * G * D];
+    tu_fill(rng, k, LA_F32, N * H * D, -1, 1);
+    tu_fill(rng, v, LA_F32, N * H * D, -1, 1);
+    tu_fill(rng, q, LA_F32, 3 * H * G * D, -1, 1);
+    append(c, N - 3, k, v, 0);
+    la_kv_policy p;
+    char spec[128];
+    snprintf(spec, sizeof spec, "duo:10:share=0.34:%s", path);
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    remove(path);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_ERR_IO);
+    tu_check(strstr(la_last_error(), "calibrate-duo") != NULL, "missing score file message: %s", la_last_error());
+    const float wrong[2] = {1, 2};
+    TU_EXPECT_STATUS(write_scores(path, wrong, 1, 2), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_ERR_FORMAT);
+    const float scores[H] = {0.1f, 0.7f, 0.3f}; /* head 1 is the retrieval head */
+    TU_EXPECT_STATUS(write_scores(path, scores, 1, H), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    remove(path);
+    if (!s) return;
+    tu_check(!la_kv_policy_state_is_retrieval(s, 0, 0) && la_kv_policy_state_is_retrieval(s, 0, 1) &&
+                 !la_kv_policy_state_is_retrieval(s, 0, 2),
+             "duo share 0.34 of 3 heads did not make head 1 (the highest score) the one retrieval head");
+    const size_t before = la_kv_cache_bytes(c);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, H * G, 0), LA_OK);
+    int32_t want[10];
+    for (int i = 0; i < 10; i++) want[i] = i < 4 ? i : N - 3 - 10 + i;
+    tu_check(holds(c, 0, want, 10) && holds(c, 2, want, 10) && la_kv_cache_len(c, 0, 1, 0) == N - 3,
+             "duo: streaming heads do not hold sinks + window, or the retrieval head lost entries");
+    const size_t after = la_kv_cache_bytes(c);
+    /* 27 entries: 7 pages per head; streaming heads now 3 pages */
+    tu_check(after == before - 2 * 4 * PS * D * sizeof(float) * 2, "ragged duo heads hold %zu bytes, were %zu", after,
+             before);
+    /* ragged attention: 3 new tokens (prefill path), then 1 (decode path) */
+    append(c, 3, k + (N - 3) * H * D, v + (N - 3) * H * D, N - 3);
+    for (int step = 0; step < 2; step++) {
+        const int64_t n = step ? 1 : 3;
+        if (step) append(c, 1, k, v, N);
+        tu_poison(out, LA_F32, 3 * H * G * D);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, n, H * G, out), LA_OK);
+        double worst = 0;
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t g = 0; g < G; g++) {
+                    double ref[D];
+                    const int64_t len = la_kv_cache_len(c, 0, h, 0);
+                    ref_attend(c, h, q + (i * H * G + h * G + g) * D, len - n + i + 1, NULL, ref);
+                    for (int d = 0; d < D; d++)
+                        worst = fmax(worst, isnan(out[(i * H * G + h * G + g) * D + d])
+                                                ? INFINITY
+                                                : fabs(out[(i * H * G + h * G + g) * D + d] - ref[d]));
+                }
+        tu_check(worst < 1e-5, "ragged %s over duo's heads differs from float64 by %.3g", step ? "decode" : "prefill",
+                 worst);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, n, H * G, 0), LA_OK);
+    }
+    tu_check(la_kv_cache_len(c, 0, 0, 0) == 10 && la_kv_cache_len(c, 0, 1, 0) == N + 1, "duo lengths after steps");
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+    /* more than one sequence is not supported by the stateful policies */
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.max_seqs = 2;
+    la_kv_cache *c2;
+    TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c2), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:8", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c2, &s), LA_ERR_UNSUPPORTED);
+    TU_EXPECT_STATUS(la_kv_policy_parse("streaming:8", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c2, &s), LA_ERR_ARGUMENT);
+    la_kv_cache_destroy(c2);
+}
+
+int main(void) {
+    uint64_t rng = tu_seed();
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    AP = la_attention_params_default();
+    check_parse();
+    check_mass(ctx, &rng);
+    check_h2o(ctx, &rng);
+    check_snapkv(ctx, &rng);
+    check_quest(ctx, &rng);
+    check_duo(ctx, &rng);
+    la_context_destroy(ctx);
+    return tu_finish();
+}
