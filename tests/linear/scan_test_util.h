@@ -121,7 +121,7 @@ static inline double st_err_seq(const st_batch *b, const tu_buf *x, int s, int n
     for (int i = 0; i < nrest; i++) per *= x->t.shape[lead + i];
     double worst = 0;
     for (int64_t i = 0; i < st_len(b, s) * per; i++) {
-        const double e = fabs(got[i] - want[i]) / (atol + rtol * fabs(want[i]));
+        const double e = got[i] == want[i] ? 0 : fabs(got[i] - want[i]) / (atol + rtol * fabs(want[i])); /* equal infinities pass */
         if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
     }
     free(got);
@@ -134,7 +134,7 @@ static inline double st_err_plain(const tu_buf *x, int64_t first, const double *
     for (int i = first >= 0 ? 1 : 0; i < x->t.ndim; i++) n *= x->t.shape[i];
     double worst = 0;
     for (int64_t i = 0; i < n; i++) {
-        const double e = fabs(got[i] - want[i]) / (atol + rtol * fabs(want[i]));
+        const double e = got[i] == want[i] ? 0 : fabs(got[i] - want[i]) / (atol + rtol * fabs(want[i])); /* equal infinities pass */
         if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
     }
     free(got);
