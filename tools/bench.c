@@ -5,6 +5,7 @@
  * timed by the case harness's perf mode (tests/harness). */
 #include "cases.h"
 #include "linear_cases.h"
+#include "ssm_cases.h"
 #include "sparse_cases.h"
 #include "cli.h"
 #include "harness.h"
@@ -30,6 +31,7 @@ typedef struct {
     double budget_s; /* skip points expected to take longer than this */
     int decay;       /* linear: la_decay_kind */
     int64_t chunk;   /* linear: chunk size */
+    int scan_op;     /* linear --op mamba|aaren: 1 + scan_case_op; 0 the linear attention sweep */
 } options;
 
 typedef struct {
@@ -73,6 +75,8 @@ static void usage(void) {
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
             "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
+            "                  [--op mamba|aaren]: the selective scan (D = --D, default 1536, N 16) or Aaren\n"
+            "                  (--D / 64 heads of 64) instead, chunked, with --B sequences\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
@@ -99,6 +103,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
         else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
+        else if (!strcmp(a, "--op") && (!strcmp(val, "mamba") || !strcmp(val, "aaren")))
+            o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);
         else if (!strcmp(a, "--decay")) {
             static const char *const names[] = {"none", "head", "token", "channel"};
             o->decay = -1;
@@ -208,7 +214,21 @@ static int bench_decode(const options *o) {
 }
 
 /* The chunked linear mixer beside exact causal attention at the same shapes. */
+/* The selective scan or Aaren (--op mamba|aaren), forward and backward. */
+static int bench_scan(const options *o) {
+    static const int64_t default_L[] = {1024, 4096, 16384, 65536}, quick_L[] = {1024};
+    harness_list list = {0};
+    scan_sweep_cases(&list, (scan_case_op)(o->scan_op - 1), o->B, o->nD ? o->D[0] : 1536,
+                     o->nL ? o->L : o->quick ? quick_L : default_L, o->nL ? o->nL : o->quick ? 1 : 4, o->chunk,
+                     o->bwd);
+    harness_perf_opts po = perf_opts(o, true, o->quick ? 0.5 : 2.0);
+    int status = harness_perf(&list, &po);
+    harness_list_free(&list);
+    return status;
+}
+
 static int bench_linear(const options *o) {
+    if (o->scan_op) return bench_scan(o);
     static const int64_t default_L[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536}, quick_L[] = {1024, 4096};
     linear_sweep s = {.B = o->B, .H = o->H, .D = o->nD ? o->D[0] : 128, .decay = (la_decay_kind)o->decay,
                       .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick};

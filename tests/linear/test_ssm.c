@@ -7,6 +7,7 @@
  * backward, itself checked by finite differences; bad inputs, each with its
  * status and a message. */
 #include "scan_test_util.h"
+#include "ssm_cases.h"
 #include "ssm_ref.h"
 
 typedef struct {
@@ -545,6 +546,17 @@ int main(void) {
         s = spec("ssm bwd L=1000", st_dense(1, 1000), 16, 16, 1);
         check_backward(&s, 64, true, &rng, ctx, levels, nlev);
     }
+
+    /* the benchmark's case (tests/linear/ssm_case.c) through the harness, every SIMD level */
+    harness_list list = {0};
+    for (int bwd = 0; bwd < 2; bwd++)
+        for (int form = 0; form < 2; form++) {
+            scan_spec cs = {.name = bwd ? "harness case bwd" : form ? "harness case recurrent" : "harness case chunked",
+                            .op = SCAN_CASE_MAMBA, .B = 2, .L = 77, .D = 40, .N = 16, .G = 2, .form = (la_scan_form)form, .chunk = 16, .bwd = bwd};
+            harness_add(&list, scan_case(&cs));
+        }
+    harness_check(&list, &rng);
+    harness_list_free(&list);
 
     la_context_set_simd(ctx, la_simd_detected());
     check_bad_inputs(ctx, &rng);
