@@ -152,7 +152,7 @@ static void check_forward(const aaren_spec *sp, uint64_t *rng, la_context *ctx, 
             tu_check(st == LA_OK, "%s %s: %s (%s)", sp->name, forms[f].name, la_status_name(st), la_last_error());
             compare(&a, &out, &fs, ro, rs, forms[f].name, levels[li]);
         }
-        if (sp->b.varlen) continue;
+        if (sp->b.varlen || sp->b.L > 1000) continue; /* a call per token: up to 1000 */
         /* decode step token by token; an absent initial state is the empty one */
         tu_buf state = st_plain(LA_F32, 3, sd);
         float *stp = state.t.data;
