@@ -537,6 +537,11 @@ int main(void) {
     check_backward(&s, 8, true, &rng, ctx, levels, nlev);
     s = spec("ssm bwd varlen", st_varlen(4, (int32_t[]){9, 0, 70, 1}), 16, 16, 2);
     check_backward(&s, 16, true, &rng, ctx, levels, nlev);
+    /* one (sequence, group) pair: the channels split into slices over the threads */
+    s = spec("ssm bwd B=1 G=1 (channel slices)", st_dense(1, 70), 24, 16, 1);
+    check_backward(&s, 16, true, &rng, ctx, levels, nlev);
+    s = spec("ssm bwd varlen one sequence (channel slices)", st_varlen(1, (int32_t[]){70}), 24, 5, 1);
+    check_backward(&s, 16, true, &rng, ctx, levels, nlev);
     s = spec("ssm bwd bf16", st_dense(2, 33), 16, 16, 2);
     s.dt = LA_BF16, s.out_dt = LA_BF16;
     check_backward(&s, 16, true, &rng, ctx, levels, nlev);

@@ -16,8 +16,11 @@
  * channel's scan over the chunk with its state carried from the previous
  * chunk. Recurrent form: one channel at a time, one token at a time.
  *
- * Backward, by recomputation: an item is one group of one sequence (so dB
- * and dC, sums over the group's channels, have one writer); per channel a
+ * Backward, by recomputation: an item is a slice of the channels of one
+ * group of one sequence (one slice, the whole group, when the (sequence,
+ * group) pairs already cover the threads); dB and dC sum over the group's
+ * channels, so the first slice writes them and the others keep partial
+ * rows in the workspace, added once every item is done. Per channel a
  * forward sweep stores h at every chunk start, then the chunks run in
  * reverse, each recomputing its h rows from its checkpoint and walking
  * back with dh:
@@ -188,12 +191,35 @@ static size_t bwd_scratch_floats(const la_ssm_problem *p) {
     return (size_t)((chunks_of(p) + 1) * Np + 3 * C * Np + 4 * Np);
 }
 
-/* The shared part: dA [S, D, N], dDskip and ddelta_bias [S, D] partials. */
-static size_t bwd_shared_floats(const la_ssm_problem *p) {
-    return (size_t)(p->head.num_seqs * p->D * (p->N + 2));
+/* Channel slices per (sequence, group): 1 when those pairs alone give
+ * every thread work; else enough slices to (the pairs' count times the
+ * slices reaching the threads), at most one channel each. Slice 0 sums its
+ * channels' dB, dC rows into the outputs, the others into partial rows in
+ * the workspace, added after the items. */
+static int64_t bwd_slices(const la_ssm_problem *p) {
+    const int64_t pairs = p->head.num_seqs * p->G, per_group = p->D / p->G, th = nthreads_of(&p->head);
+    if (pairs >= th) return 1;
+    const int64_t k = (th + pairs - 1) / pairs;
+    return k < per_group ? k : per_group;
 }
 
-static void backward_channel(const la_ssm_backward_problem *bp, float *w, float *part, int64_t b, int64_t d) {
+/* The shared part: dA [S, D, N], dDskip and ddelta_bias [S, D] partials;
+ * then the extra slices' dB and dC rows [S, G, K - 1, 2, L, N]. */
+static size_t bwd_shared_floats(const la_ssm_problem *p) {
+    return (size_t)(p->head.num_seqs * p->D * (p->N + 2)) +
+           (size_t)(p->head.num_seqs * p->G * (bwd_slices(p) - 1) * 2 * p->head.L * p->N);
+}
+
+/* dB (which 0) or dC (1) row of token t (i-th of its sequence): the
+ * output's, or the slice's partial row. */
+static inline float *grad_row(const la_ssm_backward_problem *bp, float *slice, int which, int64_t bt, int64_t t,
+                              int64_t i, int64_t g) {
+    if (slice) return slice + (which * bp->fwd.head.L + i) * bp->fwd.N;
+    return (float *)la_attn_at(which ? &bp->dC : &bp->dB, bt, t, g);
+}
+
+static void backward_channel(const la_ssm_backward_problem *bp, float *w, float *part, float *slice, int64_t b,
+                             int64_t d) {
     const la_ssm_problem *p = &bp->fwd;
     const int64_t Np = scan_pad(p->N), N = p->N, bt = p->head.cu ? 0 : b, g = d / (p->D / p->G), C = p->chunk;
     float *ck = w, *Hc = ck + (chunks_of(p) + 1) * Np, *Bc = Hc + C * Np, *Cc = Bc + C * Np, *A = Cc + C * Np,
@@ -247,7 +273,7 @@ static void backward_channel(const la_ssm_backward_problem *bp, float *w, float 
                 dy = dout * scan_silu(z);
                 scan_put(&bp->dz, bt, t, d, dout * y * scan_dsilu(z));
             }
-            float *dBt = (float *)la_attn_at(&bp->dB, bt, t, g), *dCt = (float *)la_attn_at(&bp->dC, bt, t, g);
+            float *dBt = grad_row(bp, slice, 0, bt, t, c0 + i, g), *dCt = grad_row(bp, slice, 1, bt, t, c0 + i, g);
             const vf dyv = vf_set1(dy), dtv = vf_set1(dt), dtu = vf_set1(dt * u), uv = vf_set1(u);
             vf ddt = vf_set1(0), dub = vf_set1(0);
             int64_t k = 0;
@@ -287,20 +313,43 @@ static la_status ssm_backward(const la_ssm_backward_problem *bp, void *mem) {
     const int nthreads = nthreads_of(&p->head);
     const size_t per_thread = bwd_scratch_floats(p);
     float *part = (float *)mem + (size_t)nthreads * per_thread;
-    const int64_t S = p->head.num_seqs, items = S * p->G, per_group = p->D / p->G, N = p->N;
+    const int64_t S = p->head.num_seqs, K = bwd_slices(p), items = S * p->G * K, per_group = p->D / p->G, N = p->N;
+    float *slices = part + S * p->D * (N + 2);
+    const int64_t slice_floats = 2 * p->head.L * N;
 #pragma omp parallel num_threads(nthreads)
     {
         float *w = (float *)mem + (size_t)la_thread_id() * per_thread;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
-            const int64_t b = it / p->G, g = it % p->G, bt = p->head.cu ? 0 : b;
-            int64_t t0, len;
+            const int64_t pr = it / K, k = it % K, b = pr / p->G, g = pr % p->G, bt = p->head.cu ? 0 : b;
+            int64_t t0, len, lo, hi;
             la_scan_seq(&p->head, b, &t0, &len);
-            for (int64_t t = t0; t < t0 + len; t++) {
-                memset(la_attn_at(&bp->dB, bt, t, g), 0, (size_t)N * sizeof(float));
-                memset(la_attn_at(&bp->dC, bt, t, g), 0, (size_t)N * sizeof(float));
+            la_split_range(per_group, (int)k, (int)K, &lo, &hi);
+            float *slice = k ? slices + (pr * (K - 1) + k - 1) * slice_floats : NULL;
+            for (int64_t i = 0; i < len; i++) {
+                memset(grad_row(bp, slice, 0, bt, t0 + i, i, g), 0, (size_t)N * sizeof(float));
+                memset(grad_row(bp, slice, 1, bt, t0 + i, i, g), 0, (size_t)N * sizeof(float));
             }
-            for (int64_t d = g * per_group; d < (g + 1) * per_group; d++) backward_channel(bp, w, part, b, d);
+            for (int64_t d = g * per_group + lo; d < g * per_group + hi; d++) backward_channel(bp, w, part, slice, b, d);
+        }
+        /* the extra slices' dB, dC rows into the outputs: one writer per row */
+        if (K > 1) {
+#pragma omp for schedule(static)
+            for (int64_t it = 0; it < S * p->G * p->head.L; it++) {
+                const int64_t pr = it / p->head.L, i = it % p->head.L, b = pr / p->G, g = pr % p->G,
+                              bt = p->head.cu ? 0 : b;
+                int64_t t0, len;
+                la_scan_seq(&p->head, b, &t0, &len);
+                if (i >= len) continue;
+                for (int which = 0; which < 2; which++) {
+                    float *row = grad_row(bp, NULL, which, bt, t0 + i, i, g);
+                    for (int64_t k = 1; k < K; k++) {
+                        const float *src = grad_row(bp, slices + (pr * (K - 1) + k - 1) * slice_floats, which, bt,
+                                                    t0 + i, i, g);
+                        for (int64_t n = 0; n < N; n++) row[n] += src[n];
+                    }
+                }
+            }
         }
         /* sums over sequences: each channel has one writer */
 #pragma omp for schedule(static)
