@@ -117,7 +117,7 @@ static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d
           *dtc = uc + C * SSM_CB, *yc = dtc + C * SSM_CB;
     int64_t t0, len;
     la_scan_seq(&p->head, b, &t0, &len);
-    float bias[SSM_CB], skip[SSM_CB];
+    float bias[SSM_CB] = {0}, skip[SSM_CB];
     for (int64_t c = 0; c < cb; c++) {
         scan_load_param_row(A + c * Np, &p->A, d0 + c, p->N, Np);
         load_state(p, h + c * Np, b, d0 + c, Np);
@@ -131,8 +131,11 @@ static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d
             tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, p->N, Np);
             tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, p->N, Np);
             tg_load_row(uc + i * SSM_CB, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, cb);
-            tg_load_row(dtc + i * SSM_CB, la_attn_at(&p->delta, bt, t, d0), p->delta.dtype, cb, cb);
-            for (int64_t c = 0; c < cb; c++) dtc[i * SSM_CB + c] = dt_of(p, dtc[i * SSM_CB + c], bias[c]);
+            tg_load_row(dtc + i * SSM_CB, la_attn_at(&p->delta, bt, t, d0), p->delta.dtype, cb, SSM_CB);
+            for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+                const vf x = vf_load(dtc + i * SSM_CB + c) + vf_load(bias + c);
+                vf_store(dtc + i * SSM_CB + c, p->softplus ? scan_softplus_v(x) : x);
+            }
         }
         for (int64_t c = 0; c < cb; c++) {
             float *hc = h + c * Np, *Ac = A + c * Np;
