@@ -502,6 +502,151 @@ LA_API la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *
                                         const la_tensor *g, const la_tensor *initial_state, const la_tensor *dout,
                                         const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
                                         la_tensor *dbeta, la_tensor *dg, la_tensor *dinitial_state);
+/* --- state spaces and attention as an RNN */
+
+/* Three recurrent mixers whose decoding state has a constant size, each in
+ * a chunked form (prefill, training), a recurrent form (token by token)
+ * that agrees with it, a decode step updating its state in place, and a
+ * backward. Shapes are dense [B, L, ...] or varlen packed [T, ...] with
+ * cu_seqlens (the batch dim dropped), as for the linear mixers above;
+ * inputs f32, bf16 or f16, states and parameters (A, D, biases, weights,
+ * Aaren's query) f32. Outputs are f32 or the input's dtype. Outputs share no
+ * memory with anything (attention's aliasing rule). Errors: LA_ERR_NULL,
+ * LA_ERR_SHAPE, LA_ERR_DTYPE, LA_ERR_STRIDE, LA_ERR_OVERFLOW, LA_ERR_ARGUMENT
+ * (an option out of range, an output overlapping another argument, a bad
+ * A), LA_ERR_SEQLENS, LA_ERR_UNSUPPORTED, LA_ERR_DEVICE, each with a
+ * message. */
+
+typedef enum {
+    LA_SCAN_CHUNKED = 0,   /* tokens staged a chunk at a time (Mamba's selective-scan kernel; Aaren: a
+                            * parallel prefix scan over chunks) */
+    LA_SCAN_RECURRENT = 1, /* token by token */
+    LA_SCAN_FORM_COUNT
+} la_scan_form;
+
+/* ---- selective state space (Mamba-1) ----
+ * Per sequence, channel d in [0, D) and state index n in [0, N), with g =
+ * d / (D / G) the group of B and C that channel d reads:
+ *   dt_t   = softplus(delta_t[d] + delta_bias[d])     (or without softplus: the sum itself)
+ *   h_t[n] = exp(dt_t A[d][n]) h_{t-1}[n] + dt_t B_t[g][n] u_t[d]
+ *   y_t[d] = sum_n C_t[g][n] h_t[n] + Dskip[d] u_t[d]
+ *   out_t[d] = y_t[d] * silu(z_t[d])                  (without z: y_t[d])
+ * A is passed as A itself, [D, N] f32 with every element finite and <= 0
+ * (Mamba stores A_log and uses A = -exp(A_log): pass that). exp(dt A) is
+ * exp of a number <= 0: a huge dt (or softplus of a huge delta, which is
+ * delta itself) gives 0, dt = 0 gives 1, never NaN; softplus(x) for x < -88
+ * is 0. Tensors (dense; varlen drops B): u, delta, z [B, L, D]; B, C [B, L,
+ * G, N] or [B, L, N] (G = 1), G dividing D; A [D, N]; Dskip, delta_bias [D]
+ * (each optional, NULL); states h [num_seqs or B, D, N] f32. */
+typedef struct {
+    const la_tensor *u, *delta, *A, *B, *C; /* required */
+    const la_tensor *Dskip, *z, *delta_bias; /* optional (NULL) */
+} la_ssm_inputs;
+
+/* Gradients of la_selective_scan_backward, overwritten (not accumulated):
+ * du, ddelta, dz shaped like u (f32 or u's dtype; dz exactly when z);
+ * dA [D, N], dDskip [D], ddelta_bias [D] f32 (NULL: not wanted);
+ * dB, dC shaped like B, C in f32 (they sum over the channels of a group);
+ * dinitial_state [num_seqs, D, N] f32 (NULL: not wanted). */
+typedef struct {
+    la_tensor *du, *ddelta, *dA, *dB, *dC; /* du, ddelta, dB, dC required */
+    la_tensor *dDskip, *dz, *ddelta_bias, *dinitial_state;
+} la_ssm_grads;
+
+typedef struct {
+    int delta_softplus;        /* dt = softplus(delta + bias) (default 1), else delta + bias */
+    la_scan_form form;
+    int64_t chunk_size;        /* chunked form: tokens per chunk, 1..4096 (default 64) */
+    const int32_t *cu_seqlens; /* [num_seqs + 1] or NULL for a dense batch */
+    int64_t num_seqs;
+} la_ssm_params;
+
+LA_API la_ssm_params la_ssm_params_default(void);
+
+/* out [B, L, D] = the scan over whole sequences. initial_state NULL starts
+ * from 0; final_state NULL does not return it. */
+LA_API la_status la_selective_scan_forward(la_context *ctx, const la_ssm_params *p, const la_ssm_inputs *in,
+                                           const la_tensor *initial_state, la_tensor *out, la_tensor *final_state);
+/* One token per sequence: u, delta, z [B, D], B, C [B, G, N] or [B, N],
+ * state [B, D, N] f32 updated in place, out [B, D]. p->form, chunk_size
+ * and cu_seqlens are unused (cu_seqlens must be NULL). */
+LA_API la_status la_selective_scan_decode(la_context *ctx, const la_ssm_params *p, const la_ssm_inputs *in,
+                                          la_tensor *state, la_tensor *out);
+/* Gradients by recomputation (states checkpointed every chunk_size tokens;
+ * p->form is ignored). dfinal_state (NULL = 0) is the gradient reaching
+ * the final state. */
+LA_API la_status la_selective_scan_backward(la_context *ctx, const la_ssm_params *p, const la_ssm_inputs *in,
+                                            const la_tensor *initial_state, const la_tensor *dout,
+                                            const la_tensor *dfinal_state, const la_ssm_grads *grads);
+
+/* ---- short causal depthwise convolution (before the scan in Mamba blocks) ----
+ * Per sequence and channel d, width W >= 1, with x at positions before the
+ * sequence taken from the state (its W - 1 last inputs, oldest first; 0
+ * without a state):
+ *   out_t[d] = act(bias[d] + sum_{j<W} weight[d][j] x_{t-W+1+j}[d]),  act = identity or silu
+ * x, out [B, L, D] (varlen [T, D]); weight [D, W] f32; bias [D] f32 or NULL;
+ * states [num_seqs or B, D, W - 1] f32 (with W = 1 the state has no
+ * columns and may be NULL). */
+typedef enum { LA_CONV_ACT_NONE = 0, LA_CONV_ACT_SILU = 1, LA_CONV_ACT_COUNT } la_conv_activation;
+
+typedef struct {
+    la_conv_activation activation; /* default LA_CONV_ACT_SILU, as in Mamba */
+    const int32_t *cu_seqlens;
+    int64_t num_seqs;
+} la_conv1d_params;
+
+LA_API la_conv1d_params la_conv1d_params_default(void);
+
+LA_API la_status la_causal_conv1d_forward(la_context *ctx, const la_conv1d_params *p, const la_tensor *x,
+                                          const la_tensor *weight, const la_tensor *bias,
+                                          const la_tensor *initial_state, la_tensor *out, la_tensor *final_state);
+/* One token per sequence: x, out [B, D], state [B, D, W - 1] in place. */
+LA_API la_status la_causal_conv1d_update(la_context *ctx, const la_conv1d_params *p, const la_tensor *x,
+                                         const la_tensor *weight, const la_tensor *bias, la_tensor *state,
+                                         la_tensor *out);
+/* dx like x (f32 or x's dtype), dweight [D, W] f32, dbias [D] f32 (NULL:
+ * not wanted), dinitial_state like the state (NULL: not wanted), all
+ * overwritten; dfinal_state (NULL = 0) is the gradient reaching the final
+ * state. */
+LA_API la_status la_causal_conv1d_backward(la_context *ctx, const la_conv1d_params *p, const la_tensor *x,
+                                           const la_tensor *weight, const la_tensor *bias,
+                                           const la_tensor *initial_state, const la_tensor *dout,
+                                           const la_tensor *dfinal_state, la_tensor *dx, la_tensor *dweight,
+                                           la_tensor *dbias, la_tensor *dinitial_state);
+
+/* ---- Aaren: attention as an RNN (Feng et al. 2024) ----
+ * Softmax attention of a learned query q [H, Dk] (f32, one per head) over
+ * the keys and values of every prefix: per sequence and head,
+ *   s_i = scale q . k_i,   o_t = sum_{i<=t} exp(s_i) v_i / sum_{i<=t} exp(s_i)
+ * with a state (m, u, w): the running max of the scores, the numerator
+ * sum exp(s_i - m) v_i and the denominator sum exp(s_i - m). States are
+ * [num_seqs or B, H, Dv + 2] f32: columns 0..Dv-1 hold u, column Dv w,
+ * column Dv + 1 m; the empty state is u = 0, w = 0, m = -inf (what a NULL
+ * initial_state means). k [B, L, H, Dk], v [B, L, H, Dv], out [B, L, H, Dv]
+ * (varlen [T, H, ...]); Dk, Dv in 1..LA_MAX_HEAD_DIM. */
+typedef struct {
+    float scale;               /* 0 means 1/sqrt(Dk) */
+    la_scan_form form;         /* chunked: a parallel prefix scan over chunks of (m, u, w) */
+    int64_t chunk_size;        /* 1..4096 (default 64) */
+    const int32_t *cu_seqlens;
+    int64_t num_seqs;
+} la_aaren_params;
+
+LA_API la_aaren_params la_aaren_params_default(void);
+
+LA_API la_status la_aaren_forward(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
+                                  const la_tensor *v, const la_tensor *initial_state, la_tensor *out,
+                                  la_tensor *final_state);
+/* One token per sequence: k [B, H, Dk], v [B, H, Dv], state [B, H, Dv + 2]
+ * in place, out [B, H, Dv]. */
+LA_API la_status la_aaren_decode(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
+                                 const la_tensor *v, la_tensor *state, la_tensor *out);
+/* dq [H, Dk] f32 (summed over sequences and tokens), dk, dv like k, v (f32
+ * or their dtype), dinitial_state like the state (NULL: not wanted). The
+ * final state's gradient is not taken (there is no dfinal_state). */
+LA_API la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
+                                   const la_tensor *v, const la_tensor *initial_state, const la_tensor *dout,
+                                   la_tensor *dq, la_tensor *dk, la_tensor *dv, la_tensor *dinitial_state);
 
 /* ------------------------------------------------ block-sparse attention */
 

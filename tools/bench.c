@@ -6,6 +6,7 @@
 #include "cases.h"
 #include "linear_cases.h"
 #include "delta_cases.h"
+#include "ssm_cases.h"
 #include "sparse_cases.h"
 #include "cli.h"
 #include "harness.h"
@@ -31,7 +32,8 @@ typedef struct {
     double budget_s; /* skip points expected to take longer than this */
     int decay;       /* linear: la_decay_kind */
     int64_t chunk;   /* linear: chunk size */
-    int op;          /* linear: 0 linear attention, 1 delta rule, 2 gated delta rule */
+    int op;          /* linear: 0 linear attention, 1 delta rule, 2 gated delta rule (-1: unknown --op) */
+    int scan_op;     /* linear --op mamba|aaren: 1 + scan_case_op; 0 none */
 } options;
 
 typedef struct {
@@ -74,7 +76,10 @@ static void usage(void) {
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
-            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS] [--op linear|delta|gated_delta]\n"
+            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
+            "                  [--op linear|delta|gated_delta|mamba|aaren]: the mixer (default linear);\n"
+            "                  mamba: the selective scan (D = --D, default 1536, N 16); aaren: --D / 64\n"
+            "                  heads of 64; both chunked, with --B sequences\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
@@ -101,6 +106,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
         else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
+        else if (!strcmp(a, "--op") && (!strcmp(val, "mamba") || !strcmp(val, "aaren")))
+            o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);
         else if (!strcmp(a, "--op")) o->op = !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
                                            : !strcmp(val, "gated_delta") ? 2 : -1;
         else if (!strcmp(a, "--decay")) {
@@ -212,7 +219,21 @@ static int bench_decode(const options *o) {
 }
 
 /* The chunked linear mixer beside exact causal attention at the same shapes. */
+/* The selective scan or Aaren (--op mamba|aaren), forward and backward. */
+static int bench_scan(const options *o) {
+    static const int64_t default_L[] = {1024, 4096, 16384, 65536}, quick_L[] = {1024};
+    harness_list list = {0};
+    scan_sweep_cases(&list, (scan_case_op)(o->scan_op - 1), o->B, o->nD ? o->D[0] : 1536,
+                     o->nL ? o->L : o->quick ? quick_L : default_L, o->nL ? o->nL : o->quick ? 1 : 4, o->chunk,
+                     o->bwd);
+    harness_perf_opts po = perf_opts(o, true, o->quick ? 0.5 : 2.0);
+    int status = harness_perf(&list, &po);
+    harness_list_free(&list);
+    return status;
+}
+
 static int bench_linear(const options *o) {
+    if (o->scan_op) return bench_scan(o);
     static const int64_t default_L[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536}, quick_L[] = {1024, 4096};
     linear_sweep s = {.B = o->B, .H = o->H, .D = o->nD ? o->D[0] : 128, .decay = (la_decay_kind)o->decay,
                       .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick};

@@ -13,6 +13,7 @@
 
 #include "backend/attention_problem.h"
 #include "backend/linear_problem.h"
+#include "backend/scan_problem.h"
 #include "backend/sparse_problem.h"
 
 typedef struct la_backend {
@@ -40,6 +41,11 @@ typedef struct la_backend {
     la_status (*linear_backward)(la_context *ctx, const la_linear_backward_problem *p, void *ws);
     la_status (*sparse_forward)(la_context *ctx, const la_attn_sparse_problem *p, void *ws);
     la_status (*sparse_backward)(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws);
+    /* State spaces, their convolution and Aaren (backend/scan_problem.h):
+     * host workspace bytes, then the call (p->kind says which problem p
+     * heads). */
+    la_status (*scan_workspace)(const la_scan_head *p, size_t *bytes);
+    la_status (*scan_run)(la_context *ctx, const la_scan_head *p, void *ws);
 } la_backend;
 
 #endif

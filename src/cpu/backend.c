@@ -22,6 +22,9 @@ LA_ISA_DECLARE(la_status, la_cpu_sparse_forward_kernel, (const la_attn_sparse_pr
 LA_ISA_DECLARE(la_status, la_cpu_sparse_backward_workspace, (const la_attn_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_sparse_backward_kernel, (const la_attn_sparse_backward_problem *p, void *ws));
 
+LA_ISA_DECLARE(la_status, la_cpu_scan_workspace, (const la_scan_head *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_scan_run, (const la_scan_head *p, void *ws));
+
 static la_status cpu_supports(const la_attn_problem *p) {
     /* key indices travel in int32 vector lanes inside the forward kernel */
     if ((p->op == LA_ATTN_FORWARD || p->op == LA_ATTN_SPARSE_FORWARD) && p->Lk > INT32_MAX / 2)
@@ -89,6 +92,15 @@ static la_status cpu_sparse_backward(la_context *ctx, const la_attn_sparse_backw
     return LA_ISA_PICK(la_cpu_sparse_backward_kernel, p->bwd.fwd.a.simd)(p, ws);
 }
 
+static la_status cpu_scan_workspace(const la_scan_head *p, size_t *bytes) {
+    return LA_ISA_PICK(la_cpu_scan_workspace, p->simd)(p, bytes);
+}
+
+static la_status cpu_scan_run(la_context *ctx, const la_scan_head *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_scan_run, p->simd)(p, ws);
+}
+
 const la_backend la_cpu_backend = {
     .name = "cpu",
     .device = LA_DEVICE_CPU,
@@ -104,4 +116,6 @@ const la_backend la_cpu_backend = {
     .linear_backward = cpu_linear_backward,
     .sparse_forward = cpu_sparse_forward,
     .sparse_backward = cpu_sparse_backward,
+    .scan_workspace = cpu_scan_workspace,
+    .scan_run = cpu_scan_run,
 };

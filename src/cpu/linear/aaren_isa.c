@@ -1,0 +1,313 @@
+/* Aaren (attention as an RNN), forward and backward, written once and
+ * compiled per ISA.
+ *
+ * A state is (m, u, w): the running max of the scores s_i = scale q . k_i,
+ * the numerator sum exp(s_i - m) v_i and the denominator sum exp(s_i - m);
+ * the output of a prefix is u / w. Two states combine associatively:
+ *   m = max(mA, mB), u = exp(mA - m) uA + exp(mB - m) uB, w likewise,
+ * with exp(-inf - m) taken as 0 (the empty state has m = -inf), so every
+ * factor is exp of a number <= 0 and nothing overflows.
+ * Recurrent form: an item is (sequence, head), token by token. Chunked
+ * form, a parallel prefix scan over chunks in three phases: every
+ * (sequence, head, chunk) computes its chunk's state from empty; each
+ * (sequence, head) then scans its chunks' states in order, leaving each
+ * chunk the state before it (and the final state); every chunk finally
+ * reruns its tokens from that state, writing the outputs.
+ * Backward, per (sequence, head), with lse_t = m_t + log w_t (non
+ * decreasing in t) and delta_t = dout_t . o_t from a recomputing forward
+ * sweep, then in reverse with R_t = sum_{t'>=t} exp(lse_t - lse_t') dout_t'
+ * and r_t likewise over delta (factors <= 1):
+ *   p_t = exp(s_t - lse_t), dv_t = p_t R_t, ds_t = p_t (v_t . R_t - r_t),
+ *   dk_t = scale ds_t q, dq += scale ds_t k_t;
+ * the initial state's gradient is e R_0, -e r_0 and e (u0 . R_0 - w0 r_0)
+ * for u, w and m, e = exp(m0 - lse_0). dq sums over sequences through a
+ * partial row per (sequence, head) in the workspace. */
+#include "cpu/linear/scan_common.h"
+
+typedef struct {
+    int64_t Dkp, Dvp, S; /* S: floats of a stored state (u padded, w, m) */
+} aaren_dims;
+
+static aaren_dims dims_of(const la_aaren_problem *p) {
+    aaren_dims d = {.Dkp = scan_pad(p->Dk), .Dvp = scan_pad(p->Dv)};
+    d.S = d.Dvp + 2;
+    return d;
+}
+
+static int64_t chunks_max(const la_aaren_problem *p) {
+    return p->form == LA_SCAN_CHUNKED ? (p->head.L + p->chunk - 1) / p->chunk : 0;
+}
+
+/* Rows of per-thread scratch, each row_floats long: enough for a key row,
+ * a value row or a whole state. */
+#define AAREN_ROWS 9
+static int64_t row_floats(const aaren_dims *d) { return (d->Dkp > d->Dvp ? d->Dkp : d->Dvp) + SCAN_PAD; }
+
+static size_t thread_floats(const la_aaren_problem *p, bool backward) {
+    const aaren_dims d = dims_of(p);
+    size_t f = (size_t)(AAREN_ROWS * row_floats(&d));
+    if (backward) f += (size_t)(2 * p->head.L);
+    return f;
+}
+
+static size_t shared_floats(const la_aaren_problem *p, bool backward) {
+    const aaren_dims d = dims_of(p);
+    if (backward) return (size_t)(p->head.num_seqs * p->H * d.Dkp);
+    return (size_t)(p->head.num_seqs * p->H * chunks_max(p) * d.S);
+}
+
+la_status LA_ISA_FN(la_cpu_aaren_workspace)(const la_aaren_problem *p, bool backward, size_t *bytes) {
+    const int nthreads = p->head.threads > 0 ? p->head.threads : 1;
+    size_t f;
+    if (!la_mul_size(thread_floats(p, backward), (size_t)nthreads, &f) ||
+        !la_mul_size(f + shared_floats(p, backward), sizeof(float), bytes))
+        return la_fail(LA_ERR_OVERFLOW, "Aaren workspace size overflows");
+    return LA_OK;
+}
+
+typedef struct {
+    float *q, *k, *k2, *v, *o, *R, *dout, *dq, *st; /* rows */
+    float *lse, *delta;                        /* backward: one per token */
+} aaren_scratch;
+
+static aaren_scratch scratch_at(float *base, const aaren_dims *d, int64_t L) {
+    aaren_scratch s;
+    float **rows[AAREN_ROWS - 1] = {&s.q, &s.k, &s.dq, &s.v, &s.o, &s.R, &s.dout, &s.k2};
+    for (int i = 0; i < AAREN_ROWS - 1; i++) *rows[i] = base + i * row_floats(d);
+    s.st = base + (AAREN_ROWS - 1) * row_floats(d);
+    s.lse = base + AAREN_ROWS * row_floats(d);
+    s.delta = s.lse + L;
+    return s;
+}
+
+/* exp(a - m) with exp(-inf - m) = 0 (m >= a). */
+static inline float rescale(float a, float m) { return a == -INFINITY ? 0.0f : expf(a - m); }
+
+static void state_empty(float *st, const aaren_dims *d) {
+    memset(st, 0, (size_t)(d->Dvp + 1) * sizeof(float));
+    st[d->Dvp + 1] = -INFINITY;
+}
+
+static void state_load(float *st, const la_scan_array *a, const la_aaren_problem *p, const aaren_dims *d,
+                       int64_t b, int64_t h) {
+    if (!a->data) {
+        state_empty(st, d);
+        return;
+    }
+    const float *src = la_scan_row(a, b, h);
+    memset(st, 0, (size_t)d->Dvp * sizeof(float));
+    memcpy(st, src, (size_t)p->Dv * sizeof(float));
+    st[d->Dvp] = src[p->Dv];
+    st[d->Dvp + 1] = src[p->Dv + 1];
+}
+
+static void state_store(const float *st, const la_scan_array *a, const la_aaren_problem *p, const aaren_dims *d,
+                        int64_t b, int64_t h) {
+    if (!a->data) return;
+    float *dst = la_scan_row(a, b, h);
+    memcpy(dst, st, (size_t)p->Dv * sizeof(float));
+    dst[p->Dv] = st[d->Dvp];
+    dst[p->Dv + 1] = st[d->Dvp + 1];
+}
+
+/* acc = acc (+) x, both states. */
+static void state_combine(float *acc, const float *x, const aaren_dims *d) {
+    const float ma = acc[d->Dvp + 1], mb = x[d->Dvp + 1], m = ma > mb ? ma : mb;
+    const float fa = rescale(ma, m), fb = rescale(mb, m);
+    const vf fav = vf_set1(fa), fbv = vf_set1(fb);
+    for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(acc + j, vf_fma(fav, vf_load(acc + j), fbv * vf_load(x + j)));
+    acc[d->Dvp] = fa * acc[d->Dvp] + fb * x[d->Dvp];
+    acc[d->Dvp + 1] = m;
+}
+
+static float dot(const float *a, const float *b, int64_t n) {
+    vf s = vf_set1(0);
+    for (int64_t i = 0; i < n; i += LA_VL) s = vf_fma(vf_load(a + i), vf_load(b + i), s);
+    return vf_reduce_add(s);
+}
+
+/* The head's query, scaled, padded. */
+static void load_query(const la_aaren_problem *p, const aaren_dims *d, float *q, int64_t h) {
+    const float *src = la_scan_row(&p->q, 0, h);
+    for (int64_t i = 0; i < d->Dkp; i++) q[i] = i < p->Dk ? p->scale * src[i] : 0;
+}
+
+/* One token into the state: returns its score. */
+static float step(const la_aaren_problem *p, const aaren_dims *d, aaren_scratch *s, float *st, int64_t bt, int64_t t,
+                  int64_t h) {
+    tg_load_row(s->k, la_attn_at(&p->k, bt, t, h), p->k.dtype, p->Dk, d->Dkp);
+    tg_load_row(s->v, la_attn_at(&p->v, bt, t, h), p->v.dtype, p->Dv, d->Dvp);
+    const float sc = dot(s->q, s->k, d->Dkp), m0 = st[d->Dvp + 1], m = sc > m0 ? sc : m0;
+    const float a = rescale(m0, m), e = expf(sc - m);
+    const vf av = vf_set1(a), ev = vf_set1(e);
+    for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(st + j, vf_fma(av, vf_load(st + j), ev * vf_load(s->v + j)));
+    st[d->Dvp] = a * st[d->Dvp] + e;
+    st[d->Dvp + 1] = m;
+    return sc;
+}
+
+/* o = u / w. */
+static void output_of(const aaren_dims *d, const float *st, float *o) {
+    const vf inv = vf_set1(1.0f / st[d->Dvp]);
+    for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(o + j, vf_load(st + j) * inv);
+}
+
+/* Tokens [c0, c1) of sequence b from state st, outputs written when out. */
+static void run_tokens(const la_aaren_problem *p, const aaren_dims *d, aaren_scratch *s, float *st, int64_t b,
+                       int64_t h, int64_t c0, int64_t c1, bool out) {
+    const int64_t bt = p->head.cu ? 0 : b;
+    int64_t t0, len;
+    la_scan_seq(&p->head, b, &t0, &len);
+    for (int64_t t = t0 + c0; t < t0 + c1; t++) {
+        step(p, d, s, st, bt, t, h);
+        if (!out) continue;
+        output_of(d, st, s->o);
+        tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, s->o, p->Dv);
+    }
+}
+
+la_status LA_ISA_FN(la_cpu_aaren_forward)(const la_aaren_problem *p, void *mem) {
+    const aaren_dims d = dims_of(p);
+    const int nthreads = p->head.threads > 0 ? p->head.threads : 1;
+    const size_t per_thread = thread_floats(p, false);
+    float *sums = (float *)mem + (size_t)nthreads * per_thread;
+    const int64_t pairs = p->head.num_seqs * p->H, nch = chunks_max(p), C = p->chunk;
+#pragma omp parallel num_threads(nthreads)
+    {
+        aaren_scratch s = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &d, 0);
+        float *st = s.st;
+        if (p->form != LA_SCAN_CHUNKED) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < pairs; it++) {
+                const int64_t b = it / p->H, h = it % p->H;
+                int64_t t0, len;
+                la_scan_seq(&p->head, b, &t0, &len);
+                load_query(p, &d, s.q, h);
+                state_load(st, &p->state_in, p, &d, b, h);
+                run_tokens(p, &d, &s, st, b, h, 0, len, true);
+                state_store(st, &p->state_out, p, &d, b, h);
+            }
+        } else {
+            /* phase 1: each chunk's own state */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < pairs * nch; it++) {
+                const int64_t pr = it / nch, c = it % nch, b = pr / p->H, h = pr % p->H;
+                int64_t t0, len;
+                la_scan_seq(&p->head, b, &t0, &len);
+                if (c * C >= len) continue;
+                float *sum = sums + it * d.S;
+                load_query(p, &d, s.q, h);
+                state_empty(sum, &d);
+                run_tokens(p, &d, &s, sum, b, h, c * C, len < (c + 1) * C ? len : (c + 1) * C, false);
+            }
+            /* phase 2: exclusive scan over the chunks */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t pr = 0; pr < pairs; pr++) {
+                const int64_t b = pr / p->H, h = pr % p->H;
+                int64_t t0, len;
+                la_scan_seq(&p->head, b, &t0, &len);
+                state_load(st, &p->state_in, p, &d, b, h);
+                for (int64_t c = 0; c * C < len; c++) {
+                    float *sum = sums + (pr * nch + c) * d.S;
+                    memcpy(s.k2, sum, (size_t)d.S * sizeof(float));
+                    memcpy(sum, st, (size_t)d.S * sizeof(float));
+                    state_combine(st, s.k2, &d);
+                }
+                state_store(st, &p->state_out, p, &d, b, h);
+            }
+            /* phase 3: the outputs from each chunk's incoming state */
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < pairs * nch; it++) {
+                const int64_t pr = it / nch, c = it % nch, b = pr / p->H, h = pr % p->H;
+                int64_t t0, len;
+                la_scan_seq(&p->head, b, &t0, &len);
+                if (c * C >= len) continue;
+                load_query(p, &d, s.q, h);
+                memcpy(st, sums + it * d.S, (size_t)d.S * sizeof(float));
+                run_tokens(p, &d, &s, st, b, h, c * C, len < (c + 1) * C ? len : (c + 1) * C, true);
+            }
+        }
+    }
+    return LA_OK;
+}
+
+static void backward_pair(const la_aaren_backward_problem *bp, const aaren_dims *d, aaren_scratch *s, float *st,
+                          float *dqp, int64_t b, int64_t h) {
+    const la_aaren_problem *p = &bp->fwd;
+    const int64_t bt = p->head.cu ? 0 : b;
+    int64_t t0, len;
+    la_scan_seq(&p->head, b, &t0, &len);
+    load_query(p, d, s->q, h);
+    state_load(st, &p->state_in, p, d, b, h);
+    const float m0 = st[d->Dvp + 1], w0 = st[d->Dvp];
+    float u0dotR = 0; /* u0 . R_0, formed below against the loaded u0 */
+    memcpy(s->k2, st, (size_t)d->Dvp * sizeof(float)); /* u0 */
+    for (int64_t i = 0; i < len; i++) {
+        const int64_t t = t0 + i;
+        step(p, d, s, st, bt, t, h);
+        output_of(d, st, s->o);
+        tg_load_row(s->dout, la_attn_at(&bp->dout, bt, t, h), bp->dout.dtype, p->Dv, d->Dvp);
+        s->lse[i] = st[d->Dvp + 1] + logf(st[d->Dvp]);
+        s->delta[i] = dot(s->dout, s->o, d->Dvp);
+    }
+    memset(s->R, 0, (size_t)d->Dvp * sizeof(float));
+    memset(dqp, 0, (size_t)d->Dkp * sizeof(float));
+    float r = 0;
+    for (int64_t i = len - 1; i >= 0; i--) {
+        const int64_t t = t0 + i;
+        const float f = i < len - 1 ? expf(s->lse[i] - s->lse[i + 1]) : 0.0f;
+        tg_load_row(s->dout, la_attn_at(&bp->dout, bt, t, h), bp->dout.dtype, p->Dv, d->Dvp);
+        const vf fv = vf_set1(f);
+        for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(s->R + j, vf_fma(fv, vf_load(s->R + j), vf_load(s->dout + j)));
+        r = f * r + s->delta[i];
+        tg_load_row(s->k, la_attn_at(&p->k, bt, t, h), p->k.dtype, p->Dk, d->Dkp);
+        tg_load_row(s->v, la_attn_at(&p->v, bt, t, h), p->v.dtype, p->Dv, d->Dvp);
+        const float pt = expf(dot(s->q, s->k, d->Dkp) - s->lse[i]);
+        const float ds = pt * (dot(s->v, s->R, d->Dvp) - r);
+        for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(s->o + j, vf_set1(pt) * vf_load(s->R + j));
+        tg_store_row(la_attn_at(&bp->dv, bt, t, h), bp->dv.dtype, s->o, p->Dv);
+        /* dk = scale ds q (s->q holds scale q); dq += scale ds k */
+        for (int64_t j = 0; j < d->Dkp; j += LA_VL) {
+            vf_store(s->o + j, vf_set1(ds) * vf_load(s->q + j));
+            vf_store(dqp + j, vf_fma(vf_set1(ds * p->scale), vf_load(s->k + j), vf_load(dqp + j)));
+        }
+        tg_store_row(la_attn_at(&bp->dk, bt, t, h), bp->dk.dtype, s->o, p->Dk);
+    }
+    if (!bp->dstate_in.data) return;
+    float *g = la_scan_row(&bp->dstate_in, b, h);
+    if (len == 0) {
+        memset(g, 0, (size_t)(p->Dv + 2) * sizeof(float));
+        return;
+    }
+    const float e = m0 == -INFINITY ? 0.0f : expf(m0 - s->lse[0]);
+    u0dotR = dot(s->k2, s->R, d->Dvp);
+    for (int64_t j = 0; j < p->Dv; j++) g[j] = e * s->R[j];
+    g[p->Dv] = -e * r;
+    g[p->Dv + 1] = e * (u0dotR - w0 * r);
+}
+
+la_status LA_ISA_FN(la_cpu_aaren_backward)(const la_aaren_backward_problem *bp, void *mem) {
+    const la_aaren_problem *p = &bp->fwd;
+    const aaren_dims d = dims_of(p);
+    const int nthreads = p->head.threads > 0 ? p->head.threads : 1;
+    const size_t per_thread = thread_floats(p, true);
+    float *part = (float *)mem + (size_t)nthreads * per_thread;
+    const int64_t pairs = p->head.num_seqs * p->H;
+#pragma omp parallel num_threads(nthreads)
+    {
+        aaren_scratch s = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &d, p->head.L);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < pairs; it++)
+            backward_pair(bp, &d, &s, s.st, part + it * d.Dkp, it / p->H, it % p->H);
+#pragma omp for schedule(static)
+        for (int64_t h = 0; h < p->H; h++) {
+            float *row = la_scan_row(&bp->dq, 0, h);
+            for (int64_t i = 0; i < p->Dk; i++) {
+                float acc = 0;
+                for (int64_t b = 0; b < p->head.num_seqs; b++) acc += part[(b * p->H + h) * d.Dkp + i];
+                row[i] = acc;
+            }
+        }
+    }
+    return LA_OK;
+}

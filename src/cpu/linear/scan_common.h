@@ -1,0 +1,64 @@
+/* Pieces the state-space, convolution and Aaren kernels share: scalar
+ * activations and their derivatives, padded sizes, and loading and storing
+ * single elements of any storage dtype. Include from the per-ISA kernel
+ * files only. */
+#ifndef LA_CPU_SCAN_COMMON_H
+#define LA_CPU_SCAN_COMMON_H
+
+#include "backend/scan_problem.h"
+#include "base/parallel.h"
+#include "cpu/tile_gemm.h"
+
+/* Every padded size is a multiple of 16 floats: the LA_VL of every ISA
+ * divides it, so one layout serves all four copies. */
+#define SCAN_PAD 16
+
+static inline int64_t scan_pad(int64_t n) { return tg_round_up(n, SCAN_PAD); }
+
+/* softplus(x) = log(1 + exp(x)): x itself above 20 (the correction is
+ * below f32's resolution there), so a huge delta saturates to itself and
+ * never to inf; exp(x) underflows to 0 for very negative x, giving 0. */
+static inline float scan_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
+static inline float scan_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static inline float scan_silu(float x) { return x * scan_sigmoid(x); }
+/* d silu / dx = s (1 + x (1 - s)), s = sigmoid(x). */
+static inline float scan_dsilu(float x) {
+    const float s = scan_sigmoid(x);
+    return s * (1.0f + x * (1.0f - s));
+}
+
+/* softplus on vectors: max(x, 0) + log1p(exp(-|x|)), log1p(y) for y in
+ * [0, 1] as 2 atanh(s), s = y / (2 + y) in [0, 1/3] (no cancellation for
+ * tiny y), the series to s^15: truncation below 3e-9, so the result is
+ * within a few f32 ulps of log1pf's. exp(-|x|) underflows to 0 for |x|
+ * above 87: softplus is then x or 0 exactly. */
+static inline vf scan_softplus_v(vf x) {
+    const vf ax = vf_max(x, -x), y = vf_exp(-ax), s = y / (vf_set1(2.0f) + y), s2 = s * s;
+    vf p = vf_set1(1.0f / 15);
+    p = vf_fma(p, s2, vf_set1(1.0f / 13));
+    p = vf_fma(p, s2, vf_set1(1.0f / 11));
+    p = vf_fma(p, s2, vf_set1(1.0f / 9));
+    p = vf_fma(p, s2, vf_set1(1.0f / 7));
+    p = vf_fma(p, s2, vf_set1(1.0f / 5));
+    p = vf_fma(p, s2, vf_set1(1.0f / 3));
+    p = vf_fma(p, s2, vf_set1(1.0f));
+    return vf_max(x, vf_set1(0)) + 2.0f * s * p;
+}
+
+static inline vf scan_sigmoid_v(vf x) { return vf_set1(1.0f) / (vf_set1(1.0f) + vf_exp(-x)); }
+
+static inline float scan_get(const la_attn_operand *o, int64_t b, int64_t t, int64_t h) {
+    return la_load_f32(la_attn_at(o, b, t, 0), o->dtype, h * o->head_stride);
+}
+static inline void scan_put(const la_attn_operand *o, int64_t b, int64_t t, int64_t h, float x) {
+    la_store_f32(la_attn_at(o, b, t, 0), o->dtype, h * o->head_stride, x);
+}
+
+/* dst[0..np) = the first n floats of the array's row r (sequence 0), zero padded. */
+static inline void scan_load_param_row(float *dst, const la_scan_array *a, int64_t r, int64_t n, int64_t np) {
+    const float *src = la_scan_row(a, 0, r);
+    for (int64_t i = 0; i < n; i++) dst[i] = src[i];
+    for (int64_t i = n; i < np; i++) dst[i] = 0;
+}
+
+#endif

@@ -1,0 +1,417 @@
+/* The selective scan (Mamba-1), forward and backward, written once and
+ * compiled per ISA; and the dispatcher of the scan family's backend slots
+ * (the convolution in conv1d_isa.c, Aaren in aaren_isa.c).
+ *
+ * Per channel d the recurrence is elementwise over the state index n:
+ *   h[n] = exp(dt A[d][n]) h[n] + dt u B[n],   y = C . h + Dskip u
+ * so every form vectorises over n (rows padded to SCAN_PAD with A, B, C 0:
+ * the padded lanes of h stay 0) and spreads (sequence, channel) over
+ * threads. The factor exp(dt A) is exp of a number <= 0: 0 for a huge dt,
+ * 1 for dt = 0, never NaN (vf_exp gives 0 below -87, -inf included).
+ *
+ * Chunked form (the prefill kernel, as Mamba's CUDA kernel stages chunks
+ * in shared memory): an item is a block of SSM_CB channels of one group of
+ * one sequence; per chunk of tokens it loads the group's B and C rows once
+ * (converted to f32, padded) and the block's u, delta, z, then runs each
+ * channel's scan over the chunk with its state carried from the previous
+ * chunk. Recurrent form: one channel at a time, one token at a time.
+ *
+ * Backward, by recomputation: an item is a slice of the channels of one
+ * group of one sequence (one slice, the whole group, when the (sequence,
+ * group) pairs already cover the threads); dB and dC sum over the group's
+ * channels, so the first slice writes them and the others keep partial
+ * rows in the workspace, added once every item is done. Per channel a
+ * forward sweep stores h at every chunk start, then the chunks run in
+ * reverse, each recomputing its h rows from its checkpoint and walking
+ * back with dh:
+ *   dy = dout silu(z), dC += dy h_t, dh += dy C, dB += dh dt u,
+ *   ddt = sum_n dh (exp(dt A) A h_{t-1} + B u), dA += dh exp(dt A) dt h_{t-1},
+ *   du = dy Dskip + dt (dh . B), dh = exp(dt A) dh.
+ * dA, dDskip and ddelta_bias sum over sequences: each sequence writes its
+ * own partial rows in the workspace, summed after the items. */
+#include "cpu/linear/scan_common.h"
+
+/* Channels per chunked item: the u/delta/z rows of a token load in one
+ * piece, and the B, C rows staged for a chunk serve this many channels. */
+#define SSM_CB 16
+
+la_status LA_ISA_FN(la_cpu_conv1d_workspace)(const la_conv1d_problem *p, size_t *bytes);
+la_status LA_ISA_FN(la_cpu_conv1d_forward)(const la_conv1d_problem *p, void *ws);
+la_status LA_ISA_FN(la_cpu_conv1d_backward)(const la_conv1d_backward_problem *p, void *ws);
+la_status LA_ISA_FN(la_cpu_aaren_workspace)(const la_aaren_problem *p, bool backward, size_t *bytes);
+la_status LA_ISA_FN(la_cpu_aaren_forward)(const la_aaren_problem *p, void *ws);
+la_status LA_ISA_FN(la_cpu_aaren_backward)(const la_aaren_backward_problem *p, void *ws);
+
+static int nthreads_of(const la_scan_head *h) { return h->threads > 0 ? h->threads : 1; }
+
+static float dt_of(const la_ssm_problem *p, float delta, float bias) {
+    const float x = delta + bias;
+    return p->softplus ? scan_softplus(x) : x;
+}
+
+static float bias_of(const la_ssm_problem *p, int64_t d) {
+    return p->delta_bias.data ? la_scan_row(&p->delta_bias, 0, 0)[d] : 0.0f;
+}
+
+static float skip_of(const la_ssm_problem *p, int64_t d) {
+    return p->Dskip.data ? la_scan_row(&p->Dskip, 0, 0)[d] : 0.0f;
+}
+
+/* The item's state row of channel d: the initial state or 0. */
+static void load_state(const la_ssm_problem *p, float *h, int64_t b, int64_t d, int64_t Np) {
+    if (p->state_in.data) memcpy(h, la_scan_row(&p->state_in, b, d), (size_t)p->N * sizeof(float));
+    else memset(h, 0, (size_t)p->N * sizeof(float));
+    for (int64_t n = p->N; n < Np; n++) h[n] = 0;
+}
+
+static void store_state(const la_ssm_problem *p, const float *h, int64_t b, int64_t d) {
+    if (p->state_out.data) memcpy(la_scan_row(&p->state_out, b, d), h, (size_t)p->N * sizeof(float));
+}
+
+/* One token of one channel: h advanced, returns C . h. */
+static inline float scan_step(float *h, const float *A, const float *Bt, const float *Ct, float dt, float u,
+                              int64_t Np) {
+    const vf dtv = vf_set1(dt), duv = vf_set1(dt * u);
+    vf y = vf_set1(0);
+    for (int64_t n = 0; n < Np; n += LA_VL) {
+        vf hn = vf_fma(vf_exp(dtv * vf_load(A + n)), vf_load(h + n), duv * vf_load(Bt + n));
+        vf_store(h + n, hn);
+        y = vf_fma(vf_load(Ct + n), hn, y);
+    }
+    return vf_reduce_add(y);
+}
+
+static float gate_out(const la_ssm_problem *p, float y, int64_t bt, int64_t t, int64_t d) {
+    return p->z.data ? y * scan_silu(scan_get(&p->z, bt, t, d)) : y;
+}
+
+/* ---- forward ---- */
+
+static size_t fwd_scratch_floats(const la_ssm_problem *p) {
+    const int64_t Np = scan_pad(p->N), C = p->form == LA_SCAN_CHUNKED ? p->chunk : 1;
+    /* A rows and states of a block, B and C rows of a chunk, u, dt, y of a chunk */
+    return (size_t)(2 * SSM_CB * Np + 2 * C * Np + 3 * C * SSM_CB + SCAN_PAD);
+}
+
+static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d) {
+    const int64_t Np = scan_pad(p->N), bt = p->head.cu ? 0 : b, g = d / (p->D / p->G);
+    float *A = w, *h = A + Np, *Bt = h + Np, *Ct = Bt + Np;
+    int64_t t0, len;
+    la_scan_seq(&p->head, b, &t0, &len);
+    scan_load_param_row(A, &p->A, d, p->N, Np);
+    load_state(p, h, b, d, Np);
+    const float bias = bias_of(p, d), skip = skip_of(p, d);
+    for (int64_t t = t0; t < t0 + len; t++) {
+        tg_load_row(Bt, la_attn_at(&p->B, bt, t, g), p->B.dtype, p->N, Np);
+        tg_load_row(Ct, la_attn_at(&p->C, bt, t, g), p->C.dtype, p->N, Np);
+        const float u = scan_get(&p->u, bt, t, d), dt = dt_of(p, scan_get(&p->delta, bt, t, d), bias);
+        const float y = scan_step(h, A, Bt, Ct, dt, u, Np) + skip * u;
+        scan_put(&p->out, bt, t, d, gate_out(p, y, bt, t, d));
+    }
+    store_state(p, h, b, d);
+}
+
+static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d0, int64_t cb) {
+    const int64_t Np = scan_pad(p->N), bt = p->head.cu ? 0 : b, g = d0 / (p->D / p->G), C = p->chunk;
+    float *A = w, *h = A + SSM_CB * Np, *Bc = h + SSM_CB * Np, *Cc = Bc + C * Np, *uc = Cc + C * Np,
+          *dtc = uc + C * SSM_CB, *yc = dtc + C * SSM_CB;
+    int64_t t0, len;
+    la_scan_seq(&p->head, b, &t0, &len);
+    float bias[SSM_CB] = {0}, skip[SSM_CB];
+    for (int64_t c = 0; c < cb; c++) {
+        scan_load_param_row(A + c * Np, &p->A, d0 + c, p->N, Np);
+        load_state(p, h + c * Np, b, d0 + c, Np);
+        bias[c] = bias_of(p, d0 + c);
+        skip[c] = skip_of(p, d0 + c);
+    }
+    for (int64_t c0 = 0; c0 < len; c0 += C) {
+        const int64_t n = len - c0 < C ? len - c0 : C;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = t0 + c0 + i;
+            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, p->N, Np);
+            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, p->N, Np);
+            tg_load_row(uc + i * SSM_CB, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, cb);
+            tg_load_row(dtc + i * SSM_CB, la_attn_at(&p->delta, bt, t, d0), p->delta.dtype, cb, SSM_CB);
+            for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+                const vf x = vf_load(dtc + i * SSM_CB + c) + vf_load(bias + c);
+                vf_store(dtc + i * SSM_CB + c, p->softplus ? scan_softplus_v(x) : x);
+            }
+        }
+        for (int64_t c = 0; c < cb; c++) {
+            float *hc = h + c * Np, *Ac = A + c * Np;
+            for (int64_t i = 0; i < n; i++) {
+                const float u = uc[i * SSM_CB + c];
+                yc[i * SSM_CB + c] =
+                    scan_step(hc, Ac, Bc + i * Np, Cc + i * Np, dtc[i * SSM_CB + c], u, Np) + skip[c] * u;
+            }
+        }
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = t0 + c0 + i;
+            float *y = yc + i * SSM_CB;
+            if (p->z.data) {
+                float zr[SSM_CB];
+                tg_load_row(zr, la_attn_at(&p->z, bt, t, d0), p->z.dtype, cb, cb);
+                for (int64_t c = 0; c < cb; c++) y[c] *= scan_silu(zr[c]);
+            }
+            tg_store_row(la_attn_at(&p->out, bt, t, d0), p->out.dtype, y, cb);
+        }
+    }
+    for (int64_t c = 0; c < cb; c++) store_state(p, h + c * Np, b, d0 + c);
+}
+
+static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
+    const int nthreads = nthreads_of(&p->head);
+    const size_t per_thread = fwd_scratch_floats(p);
+    const int64_t per_group = p->D / p->G, blocks_per_group = (per_group + SSM_CB - 1) / SSM_CB;
+    const bool chunked = p->form == LA_SCAN_CHUNKED;
+    const int64_t items = p->head.num_seqs * (chunked ? p->G * blocks_per_group : p->D);
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *w = (float *)mem + (size_t)la_thread_id() * per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (!chunked) {
+                recurrent_item(p, w, it / p->D, it % p->D);
+                continue;
+            }
+            const int64_t per_seq = p->G * blocks_per_group, b = it / per_seq, r = it % per_seq;
+            const int64_t g = r / blocks_per_group, blk = r % blocks_per_group;
+            const int64_t d0 = g * per_group + blk * SSM_CB;
+            const int64_t cb = per_group - blk * SSM_CB < SSM_CB ? per_group - blk * SSM_CB : SSM_CB;
+            chunked_item(p, w, b, d0, cb);
+        }
+    }
+    return LA_OK;
+}
+
+/* ---- backward ---- */
+
+static int64_t chunks_of(const la_ssm_problem *p) { return (p->head.L + p->chunk - 1) / p->chunk; }
+
+static size_t bwd_scratch_floats(const la_ssm_problem *p) {
+    const int64_t Np = scan_pad(p->N), C = p->chunk;
+    /* checkpoints, h rows of a chunk, B and C rows, A, dh, dA partial, one spare row */
+    return (size_t)((chunks_of(p) + 1) * Np + 3 * C * Np + 4 * Np);
+}
+
+/* Channel slices per (sequence, group): 1 when those pairs alone give
+ * every thread work; else enough slices to (the pairs' count times the
+ * slices reaching the threads), at most one channel each. Slice 0 sums its
+ * channels' dB, dC rows into the outputs, the others into partial rows in
+ * the workspace, added after the items. */
+static int64_t bwd_slices(const la_ssm_problem *p) {
+    const int64_t pairs = p->head.num_seqs * p->G, per_group = p->D / p->G, th = nthreads_of(&p->head);
+    if (pairs >= th) return 1;
+    const int64_t k = (th + pairs - 1) / pairs;
+    return k < per_group ? k : per_group;
+}
+
+/* The shared part: dA [S, D, N], dDskip and ddelta_bias [S, D] partials;
+ * then the extra slices' dB and dC rows [S, G, K - 1, 2, L, N]. */
+static size_t bwd_shared_floats(const la_ssm_problem *p) {
+    return (size_t)(p->head.num_seqs * p->D * (p->N + 2)) +
+           (size_t)(p->head.num_seqs * p->G * (bwd_slices(p) - 1) * 2 * p->head.L * p->N);
+}
+
+/* dB (which 0) or dC (1) row of token t (i-th of its sequence): the
+ * output's, or the slice's partial row. */
+static inline float *grad_row(const la_ssm_backward_problem *bp, float *slice, int which, int64_t bt, int64_t t,
+                              int64_t i, int64_t g) {
+    if (slice) return slice + (which * bp->fwd.head.L + i) * bp->fwd.N;
+    return (float *)la_attn_at(which ? &bp->dC : &bp->dB, bt, t, g);
+}
+
+static void backward_channel(const la_ssm_backward_problem *bp, float *w, float *part, float *slice, int64_t b,
+                             int64_t d) {
+    const la_ssm_problem *p = &bp->fwd;
+    const int64_t Np = scan_pad(p->N), N = p->N, bt = p->head.cu ? 0 : b, g = d / (p->D / p->G), C = p->chunk;
+    float *ck = w, *Hc = ck + (chunks_of(p) + 1) * Np, *Bc = Hc + C * Np, *Cc = Bc + C * Np, *A = Cc + C * Np,
+          *dh = A + Np, *dAacc = dh + Np, *zero = dAacc + Np;
+    int64_t t0, len;
+    la_scan_seq(&p->head, b, &t0, &len);
+    const float bias = bias_of(p, d), skip = skip_of(p, d);
+    scan_load_param_row(A, &p->A, d, N, Np);
+    memset(zero, 0, (size_t)Np * sizeof(float));
+    /* forward sweep: h at every chunk start */
+    load_state(p, ck, b, d, Np);
+    const int64_t nch = (len + C - 1) / C;
+    for (int64_t c = 0; c < nch; c++) {
+        float *h = ck + (c + 1) * Np;
+        memcpy(h, ck + c * Np, (size_t)Np * sizeof(float));
+        for (int64_t t = t0 + c * C; t < t0 + len && t < t0 + (c + 1) * C; t++) {
+            tg_load_row(Bc, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);
+            const float u = scan_get(&p->u, bt, t, d), dt = dt_of(p, scan_get(&p->delta, bt, t, d), bias);
+            scan_step(h, A, Bc, zero, dt, u, Np);
+        }
+    }
+    if (bp->dstate_out.data) tg_load_row(dh, (const char *)la_scan_row(&bp->dstate_out, b, d), LA_F32, N, Np);
+    else memset(dh, 0, (size_t)Np * sizeof(float));
+    memset(dAacc, 0, (size_t)Np * sizeof(float));
+    float dD = 0, dbias = 0;
+    for (int64_t c = nch - 1; c >= 0; c--) {
+        const int64_t c0 = c * C, n = len - c0 < C ? len - c0 : C;
+        /* recompute the chunk's h rows */
+        const float *hp = ck + c * Np;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = t0 + c0 + i;
+            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);
+            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, N, Np);
+            memcpy(Hc + i * Np, hp, (size_t)Np * sizeof(float));
+            const float u = scan_get(&p->u, bt, t, d), dt = dt_of(p, scan_get(&p->delta, bt, t, d), bias);
+            scan_step(Hc + i * Np, A, Bc + i * Np, zero, dt, u, Np);
+            hp = Hc + i * Np;
+        }
+        for (int64_t i = n - 1; i >= 0; i--) {
+            const int64_t t = t0 + c0 + i;
+            const float *h = Hc + i * Np, *hprev = i ? Hc + (i - 1) * Np : ck + c * Np, *Bt = Bc + i * Np,
+                        *Ct = Cc + i * Np;
+            const float u = scan_get(&p->u, bt, t, d), x = scan_get(&p->delta, bt, t, d) + bias;
+            const float dt = p->softplus ? scan_softplus(x) : x;
+            const float dout = scan_get(&bp->dout, bt, t, d);
+            float dy = dout;
+            if (p->z.data) {
+                vf yv = vf_set1(0);
+                for (int64_t k = 0; k < Np; k += LA_VL) yv = vf_fma(vf_load(Ct + k), vf_load(h + k), yv);
+                const float y = vf_reduce_add(yv) + skip * u, z = scan_get(&p->z, bt, t, d);
+                dy = dout * scan_silu(z);
+                scan_put(&bp->dz, bt, t, d, dout * y * scan_dsilu(z));
+            }
+            float *dBt = grad_row(bp, slice, 0, bt, t, c0 + i, g), *dCt = grad_row(bp, slice, 1, bt, t, c0 + i, g);
+            const vf dyv = vf_set1(dy), dtv = vf_set1(dt), dtu = vf_set1(dt * u), uv = vf_set1(u);
+            vf ddt = vf_set1(0), dub = vf_set1(0);
+            int64_t k = 0;
+            for (; k < Np; k += LA_VL) {
+                const vf hk = vf_load(h + k), Bk = vf_load(Bt + k), Ak = vf_load(A + k), hpk = vf_load(hprev + k);
+                const vf dhk = vf_fma(dyv, vf_load(Ct + k), vf_load(dh + k));
+                const vf a = vf_exp(dtv * Ak);
+                const vf dCk = dyv * hk, dBk = dhk * dtu;
+                if (k + LA_VL <= N) {
+                    vf_store(dCt + k, vf_load(dCt + k) + dCk);
+                    vf_store(dBt + k, vf_load(dBt + k) + dBk);
+                } else {
+                    for (int64_t e = 0; e < N - k; e++) dCt[k + e] += dCk[e], dBt[k + e] += dBk[e];
+                }
+                ddt = vf_fma(dhk, vf_fma(a * Ak, hpk, Bk * uv), ddt);
+                dub = vf_fma(dhk, Bk, dub);
+                vf_store(dAacc + k, vf_fma(dhk * a * dtv, hpk, vf_load(dAacc + k)));
+                vf_store(dh + k, dhk * a);
+            }
+            const float ddtf = vf_reduce_add(ddt);
+            scan_put(&bp->du, bt, t, d, dy * skip + dt * vf_reduce_add(dub));
+            const float ddelta = p->softplus ? ddtf * scan_sigmoid(x) : ddtf;
+            scan_put(&bp->ddelta, bt, t, d, ddelta);
+            dD += dy * u;
+            dbias += ddelta;
+        }
+    }
+    if (bp->dstate_in.data) memcpy(la_scan_row(&bp->dstate_in, b, d), dh, (size_t)N * sizeof(float));
+    float *pa = part + (b * p->D + d) * N, *pd = part + p->head.num_seqs * p->D * N + b * p->D + d;
+    memcpy(pa, dAacc, (size_t)N * sizeof(float));
+    pd[0] = dD;
+    pd[p->head.num_seqs * p->D] = dbias;
+}
+
+static la_status ssm_backward(const la_ssm_backward_problem *bp, void *mem) {
+    const la_ssm_problem *p = &bp->fwd;
+    const int nthreads = nthreads_of(&p->head);
+    const size_t per_thread = bwd_scratch_floats(p);
+    float *part = (float *)mem + (size_t)nthreads * per_thread;
+    const int64_t S = p->head.num_seqs, K = bwd_slices(p), items = S * p->G * K, per_group = p->D / p->G, N = p->N;
+    float *slices = part + S * p->D * (N + 2);
+    const int64_t slice_floats = 2 * p->head.L * N;
+#pragma omp parallel num_threads(nthreads)
+    {
+        float *w = (float *)mem + (size_t)la_thread_id() * per_thread;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t pr = it / K, k = it % K, b = pr / p->G, g = pr % p->G, bt = p->head.cu ? 0 : b;
+            int64_t t0, len, lo, hi;
+            la_scan_seq(&p->head, b, &t0, &len);
+            la_split_range(per_group, (int)k, (int)K, &lo, &hi);
+            float *slice = k ? slices + (pr * (K - 1) + k - 1) * slice_floats : NULL;
+            for (int64_t i = 0; i < len; i++) {
+                memset(grad_row(bp, slice, 0, bt, t0 + i, i, g), 0, (size_t)N * sizeof(float));
+                memset(grad_row(bp, slice, 1, bt, t0 + i, i, g), 0, (size_t)N * sizeof(float));
+            }
+            for (int64_t d = g * per_group + lo; d < g * per_group + hi; d++) backward_channel(bp, w, part, slice, b, d);
+        }
+        /* the extra slices' dB, dC rows into the outputs: one writer per row */
+        if (K > 1) {
+#pragma omp for schedule(static)
+            for (int64_t it = 0; it < S * p->G * p->head.L; it++) {
+                const int64_t pr = it / p->head.L, i = it % p->head.L, b = pr / p->G, g = pr % p->G,
+                              bt = p->head.cu ? 0 : b;
+                int64_t t0, len;
+                la_scan_seq(&p->head, b, &t0, &len);
+                if (i >= len) continue;
+                for (int which = 0; which < 2; which++) {
+                    float *row = grad_row(bp, NULL, which, bt, t0 + i, i, g);
+                    for (int64_t k = 1; k < K; k++) {
+                        const float *src = grad_row(bp, slices + (pr * (K - 1) + k - 1) * slice_floats, which, bt,
+                                                    t0 + i, i, g);
+                        for (int64_t n = 0; n < N; n++) row[n] += src[n];
+                    }
+                }
+            }
+        }
+        /* sums over sequences: each channel has one writer */
+#pragma omp for schedule(static)
+        for (int64_t d = 0; d < p->D; d++) {
+            if (bp->dA.data) {
+                float *row = la_scan_row(&bp->dA, 0, d);
+                for (int64_t n = 0; n < N; n++) {
+                    float s = 0;
+                    for (int64_t b = 0; b < S; b++) s += part[(b * p->D + d) * N + n];
+                    row[n] = s;
+                }
+            }
+            float sD = 0, sb = 0;
+            for (int64_t b = 0; b < S; b++) {
+                sD += part[S * p->D * N + b * p->D + d];
+                sb += part[S * p->D * N + S * p->D + b * p->D + d];
+            }
+            if (bp->dDskip.data) la_scan_row(&bp->dDskip, 0, 0)[d] = sD;
+            if (bp->ddelta_bias.data) la_scan_row(&bp->ddelta_bias, 0, 0)[d] = sb;
+        }
+    }
+    return LA_OK;
+}
+
+/* ---- the family's two slots ---- */
+
+la_status LA_ISA_FN(la_cpu_scan_workspace)(const la_scan_head *h, size_t *bytes) {
+    size_t floats = 0;
+    bool ok = true;
+    switch (h->kind) {
+    case LA_SCAN_SSM_FORWARD:
+        ok = la_mul_size(fwd_scratch_floats((const la_ssm_problem *)h), (size_t)nthreads_of(h), &floats);
+        break;
+    case LA_SCAN_SSM_BACKWARD: {
+        const la_ssm_problem *p = (const la_ssm_problem *)h;
+        ok = la_mul_size(bwd_scratch_floats(p), (size_t)nthreads_of(h), &floats);
+        floats += bwd_shared_floats(p);
+        break;
+    }
+    case LA_SCAN_CONV_FORWARD:
+    case LA_SCAN_CONV_BACKWARD: return LA_ISA_FN(la_cpu_conv1d_workspace)((const la_conv1d_problem *)h, bytes);
+    case LA_SCAN_AAREN_FORWARD:
+    case LA_SCAN_AAREN_BACKWARD:
+        return LA_ISA_FN(la_cpu_aaren_workspace)((const la_aaren_problem *)h, h->kind == LA_SCAN_AAREN_BACKWARD,
+                                                 bytes);
+    }
+    if (!ok || !la_mul_size(floats, sizeof(float), bytes))
+        return la_fail(LA_ERR_OVERFLOW, "selective scan workspace size overflows");
+    return LA_OK;
+}
+
+la_status LA_ISA_FN(la_cpu_scan_run)(const la_scan_head *h, void *ws) {
+    switch (h->kind) {
+    case LA_SCAN_SSM_FORWARD: return ssm_forward((const la_ssm_problem *)h, ws);
+    case LA_SCAN_SSM_BACKWARD: return ssm_backward((const la_ssm_backward_problem *)h, ws);
+    case LA_SCAN_CONV_FORWARD: return LA_ISA_FN(la_cpu_conv1d_forward)((const la_conv1d_problem *)h, ws);
+    case LA_SCAN_CONV_BACKWARD: return LA_ISA_FN(la_cpu_conv1d_backward)((const la_conv1d_backward_problem *)h, ws);
+    case LA_SCAN_AAREN_FORWARD: return LA_ISA_FN(la_cpu_aaren_forward)((const la_aaren_problem *)h, ws);
+    case LA_SCAN_AAREN_BACKWARD: return LA_ISA_FN(la_cpu_aaren_backward)((const la_aaren_backward_problem *)h, ws);
+    }
+    return la_fail(LA_ERR_UNSUPPORTED, "unknown scan problem kind %d", (int)h->kind);
+}
