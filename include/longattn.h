@@ -857,6 +857,13 @@ LA_API la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int
  * weight block once per tile of X rows, not once per token. */
 LA_API la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,
                     int64_t n, float *Y);
+/* As la_matmul, but f32 activations for every n, one row included: la_matmul
+ * (and la_matvec) round a single row of X to int8 per 32-element block, as
+ * llama.cpp does, before multiplying; this multiplies f32 X by the
+ * dequantised weights, as la_matmul does for n > 1, so a row's result does
+ * not depend on how many rows came with it (beyond float summation order). */
+LA_API la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols,
+                               const float *X, int64_t n, float *Y);
 
 #ifdef __cplusplus
 }
