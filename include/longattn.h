@@ -732,7 +732,10 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *  - "full": keep everything.
  *  - "streaming:BUDGET" (StreamingLLM, Xiao et al. 2023): keep the first
  *    `sinks` entries (attention sinks, LA_KV_STREAMING_SINKS by default) and
- *    the most recent BUDGET - sinks; BUDGET > sinks. */
+ *    the most recent BUDGET - sinks; BUDGET > sinks. On a quantised cache
+ *    it drops whole key groups from the first group boundary at or after
+ *    the sinks (so the sinks round up to a key group, and a head holds up
+ *    to BUDGET + quant_key_group - 1 entries): no group is re-quantised. */
 typedef enum { LA_KV_POLICY_FULL = 0, LA_KV_POLICY_STREAMING = 1 } la_kv_policy_kind;
 
 #define LA_KV_STREAMING_SINKS 4
