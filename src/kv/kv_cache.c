@@ -575,7 +575,9 @@ static la_status compact_quantised(la_kv_cache *c, int64_t layer, int64_t head, 
         else kept[w++] = (int32_t)r;
     }
     int32_t *pos = positions_of(c, layer, head, seq);
-    int64_t idx = g0 * kg; /* kept[i] == i below: those groups stay */
+    /* kept[i] == i below idx: those groups stay (a drop inside the window
+     * leaves every quantised group as it is) */
+    int64_t idx = g0 * kg < oq ? g0 * kg : oq;
     const int64_t cv = c->f.D / c->f.value_group;
     for (; idx + kg <= n_keep && kept[idx + kg - 1] < oq; idx += kg) {
         const int64_t src = kept[idx];

@@ -319,6 +319,41 @@ static void run(la_context *ctx, la_kv_quant qk, int64_t D, int64_t page, int64_
     free(d.k), free(d.v), free(d.len);
 }
 
+/* Drops inside the window, before any group is quantised and after: the
+ * window's entries stay exact, the quantised groups untouched. */
+static void check_window_drops(void) {
+    la_kv_cache_params p = la_kv_cache_params_default();
+    p.head_dim = 8, p.page_size = 8, p.max_tokens = 40, p.quant = LA_KV_Q4, p.quant_key_group = 4;
+    p.quant_value_group = 8, p.quant_window = 8;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
+    if (!c) return;
+    float k[30 * 8], v[30 * 8], before[30 * 8], after[30 * 8], vb[30 * 8], va[30 * 8];
+    int32_t pos[30];
+    for (int i = 0; i < 30 * 8; i++) k[i] = (float)(i % 13) * 0.37f - 2, v[i] = (float)(i % 7) * 0.5f - 1;
+    for (int i = 0; i < 30; i++) pos[i] = i;
+    /* 10 entries: all in the window (a group is quantised at 12) */
+    TU_EXPECT_STATUS(la_kv_cache_append(c, 0, 0, 10, k, v, pos), LA_OK);
+    const int32_t drop1[] = {5};
+    TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 0, 0, drop1, 1), LA_OK);
+    TU_EXPECT_STATUS(la_kv_cache_read(c, 0, 0, 0, 0, 9, after, va), LA_OK);
+    bool exact = !memcmp(after, k, sizeof(float) * 5 * 8) && !memcmp(after + 5 * 8, k + 6 * 8, sizeof(float) * 4 * 8) &&
+                 !memcmp(va, v, sizeof(float) * 5 * 8) && !memcmp(va + 5 * 8, v + 6 * 8, sizeof(float) * 4 * 8);
+    tu_check(exact, "a drop inside the window of an unquantised head changed kept entries");
+    /* 29 entries: groups quantised; drop the newest few (window only) */
+    TU_EXPECT_STATUS(la_kv_cache_append(c, 0, 0, 20, k + 10 * 8, v + 10 * 8, pos + 10), LA_OK);
+    const int64_t n = la_kv_cache_len(c, 0, 0, 0);
+    TU_EXPECT_STATUS(la_kv_cache_read(c, 0, 0, 0, 0, n, before, vb), LA_OK);
+    const int32_t drop2[] = {(int32_t)n - 3, (int32_t)n - 1};
+    TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 0, 0, drop2, 2), LA_OK);
+    TU_EXPECT_STATUS(la_kv_cache_read(c, 0, 0, 0, 0, n - 2, after, va), LA_OK);
+    exact = !memcmp(after, before, sizeof(float) * (size_t)((n - 3) * 8)) &&
+            !memcmp(after + (n - 3) * 8, before + (n - 2) * 8, sizeof(float) * 8) &&
+            !memcmp(va, vb, sizeof(float) * (size_t)((n - 3) * 8));
+    tu_check(exact, "a drop inside the window changed a kept entry (quantised groups must stay bit for bit)");
+    la_kv_cache_destroy(c);
+}
+
 static void check_errors(la_context *ctx) {
     la_kv_cache_params p = la_kv_cache_params_default();
     p.quant = LA_KV_Q8;
@@ -387,6 +422,7 @@ int main(void) {
     const int64_t T = quick ? 300 : 800;
     run(ctx, LA_KV_Q8, 64, 64, 32, 32, 32, T, &rng);
     run(ctx, LA_KV_Q4, 64, 64, 32, 16, 0, T, &rng);
+    check_window_drops();
     check_errors(ctx);
     la_context_destroy(ctx);
     return tu_finish();
