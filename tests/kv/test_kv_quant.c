@@ -11,6 +11,7 @@
  *    bit, the rest within one more rounding; streaming drops whole groups
  *    and so changes no kept entry;
  *  - bad parameters and calls rejected with their status and a message. */
+#include "kv_cases.h"
 #include "longattn.h"
 #include "test_util.h"
 
@@ -422,6 +423,12 @@ int main(void) {
     const int64_t T = quick ? 300 : 800;
     run(ctx, LA_KV_Q8, 64, 64, 32, 32, 32, T, &rng);
     run(ctx, LA_KV_Q4, 64, 64, 32, 16, 0, T, &rng);
+    /* the bench's case (longattn bench kvquant) in check mode: every cache type, GQA 4:1, past one split */
+    harness_list list = {0};
+    kv_decode_sweep_cases(&list, &(kv_decode_sweep){.L = (const int64_t[]){quick ? 300 : 700}, .nL = 1, .H = 8,
+                                                   .Hkv = 2, .D = 64});
+    harness_check(&list, &rng);
+    harness_list_free(&list);
     check_window_drops();
     check_errors(ctx);
     la_context_destroy(ctx);
