@@ -695,8 +695,10 @@ LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t h
  * B): q [B, Lq, H, D] f32 (H a multiple of n_kv_heads), out like q (f32,
  * bf16 or f16), lse [B, Lq, H] f32 or NULL. Query head h reads KV head
  * h / (H / n_kv_heads). Float pages: la_attention_decode over
- * la_kv_cache_view(layer, -1, ...) (so every head must hold the same
- * entries) with any score rule it takes. Quantised pages: the codes are
+ * la_kv_cache_view(layer, -1, ...), or, when the heads hold different
+ * numbers of entries, over each head's view with its query heads' slices
+ * of q, out and lse (the same arithmetic per row), with any score rule
+ * la_attention_decode takes. Quantised pages: the codes are
  * read in place (query scaled per key channel group, values dequantised
  * a block of tokens at a time), each head over its own entries (ragged
  * heads allowed), with keys split at the same fixed 256-entry boundaries

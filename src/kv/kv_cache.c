@@ -538,10 +538,40 @@ la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, cons
     if (!q) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: q is NULL");
     if (!quantised(c)) {
         la_kv_view view;
-        if (q->ndim != 4 || q->shape[0] <= 0)
-            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q must be [n_seqs, Lq, H, D] with n_seqs > 0");
-        if ((st = la_kv_cache_view(c, layer, -1, seq0, q->shape[0], &view))) return st;
-        return la_attention_decode(ctx, p, q, &view.k, &view.v, &view.layout, out, lse);
+        if (q->ndim != 4 || q->shape[0] <= 0 || q->shape[0] > c->p.max_seqs - seq0)
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q must be [n_seqs, Lq, H, D] with n_seqs in [1, %lld]",
+                           (long long)(c->p.max_seqs - seq0));
+        bool ragged = false;
+        for (int64_t s = seq0; s < seq0 + q->shape[0]; s++)
+            for (int64_t h = 1; h < c->p.n_kv_heads; h++)
+                ragged |= c->len[head_index(c, layer, h, s)] != c->len[head_index(c, layer, 0, s)];
+        if (!ragged) {
+            if ((st = la_kv_cache_view(c, layer, -1, seq0, q->shape[0], &view))) return st;
+            return la_attention_decode(ctx, p, q, &view.k, &view.v, &view.layout, out, lse);
+        }
+        /* ragged heads (after per-head eviction): one call per KV head over
+         * the slices of q, out and lse holding its query heads; each row's
+         * arithmetic is the same as in the all-heads call */
+        const int64_t Hkv = c->p.n_kv_heads;
+        if (!out) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: out is NULL");
+        if (out->ndim != 4 || q->shape[2] % Hkv || out->shape[2] != q->shape[2] || (lse && (lse->ndim != 3 || lse->shape[2] != q->shape[2])))
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q has %lld heads; out and lse must match it and it must be a "
+                           "multiple of the cache's %lld KV heads", (long long)q->shape[2], (long long)Hkv);
+        const int64_t G = q->shape[2] / Hkv;
+        for (int64_t hk = 0; hk < Hkv; hk++) {
+            la_tensor qh = *q, oh = *out, lh = lse ? *lse : (la_tensor){0};
+            qh.shape[2] = oh.shape[2] = G;
+            qh.data = (char *)q->data + (size_t)(hk * G * q->stride[2]) * la_dtype_size(q->dtype);
+            oh.data = (char *)out->data + (size_t)(hk * G * out->stride[2]) * la_dtype_size(out->dtype);
+            if (lse) {
+                lh.shape[2] = G;
+                lh.data = (char *)lse->data + (size_t)(hk * G * lse->stride[2]) * la_dtype_size(lse->dtype);
+            }
+            if ((st = la_kv_cache_view(c, layer, hk, seq0, q->shape[0], &view)) ||
+                (st = la_attention_decode(ctx, p, &qh, &view.k, &view.v, &view.layout, &oh, lse ? &lh : NULL)))
+                return st;
+        }
+        return la_succeed();
     }
     const int64_t first = head_index(c, layer, 0, 0);
     const size_t wl = (size_t)first * (size_t)(c->f.window_rows * c->p.head_dim);

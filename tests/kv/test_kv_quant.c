@@ -355,6 +355,31 @@ static void check_window_drops(void) {
     la_kv_cache_destroy(c);
 }
 
+/* la_kv_cache_decode over float pages: all heads at once, and per head
+ * once compaction made them ragged. */
+static void check_float_decode(la_context *ctx, uint64_t *rng) {
+    la_kv_cache_params p = la_kv_cache_params_default();
+    p.n_kv_heads = 3, p.head_dim = 32, p.page_size = 16, p.max_tokens = 300, p.max_seqs = 2, p.dtype = LA_F16;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
+    if (!c) return;
+    const int64_t n = 290, row = p.n_kv_heads * p.head_dim;
+    float *k = tu_alloc(sizeof(float) * (size_t)(n * row)), *v = tu_alloc(sizeof(float) * (size_t)(n * row));
+    int32_t pos[290], slots[100];
+    for (int64_t s = 0; s < 2; s++) {
+        tu_fill(rng, k, LA_F32, n * row, -1, 1), tu_fill(rng, v, LA_F32, n * row, -1, 1);
+        for (int i = 0; i < n; i++) pos[i] = i;
+        TU_EXPECT_STATUS(la_kv_cache_append(c, 0, s, n - 7 * s, k, v, pos), LA_OK);
+    }
+    check_decode(ctx, c, 0, rng, "f16 pages");
+    for (int i = 0; i < 100; i++) slots[i] = 2 * i + 1;
+    TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 1, 0, slots, 100), LA_OK);
+    TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 2, 1, slots, 37), LA_OK);
+    check_decode(ctx, c, 0, rng, "f16 pages, ragged heads");
+    la_kv_cache_destroy(c);
+    free(k), free(v);
+}
+
 static void check_errors(la_context *ctx) {
     la_kv_cache_params p = la_kv_cache_params_default();
     p.quant = LA_KV_Q8;
@@ -430,6 +455,7 @@ int main(void) {
     harness_check(&list, &rng);
     harness_list_free(&list);
     check_window_drops();
+    check_float_decode(ctx, &rng);
     check_errors(ctx);
     la_context_destroy(ctx);
     return tu_finish();
