@@ -242,11 +242,14 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     la_kv_cache_params kp = la_kv_cache_params_default();
     kp.n_layers = c->n_layer, kp.n_kv_heads = c->n_head_kv, kp.head_dim = c->head_dim;
     kp.page_size = p->kv_page_size, kp.max_tokens = max_ctx, kp.max_seqs = 1, kp.dtype = p->kv_type;
-    if ((kp.quant = p->kv_quant) != LA_KV_QUANT_NONE) { /* KIVI's groups of 32, where they divide */
-        int64_t a = 32, b = kp.page_size, t;
+    if ((kp.quant = p->kv_quant) != LA_KV_QUANT_NONE) {
+        /* KIVI's groups of 32, where they divide; int4 values in groups of
+         * 16 channels (SmolLM2-135M, ctx 512: perplexity +3.8% over f16 with
+         * 32, +1.8% with 16; int8 +0.05% with 32) */
+        int64_t a = 32, b = kp.page_size, t, vg = kp.quant == LA_KV_Q4 ? 16 : 32;
         while (b) t = a % b, a = b, b = t;
-        kp.quant_key_group = a, kp.quant_value_group = kp.head_dim % 32 ? (kp.head_dim % 16 ? 8 : 16) : 32;
-        kp.quant_window = 32;
+        while (kp.head_dim % vg) vg /= 2;
+        kp.quant_key_group = a, kp.quant_value_group = vg, kp.quant_window = 32;
     }
     la_status st = la_kv_cache_create(&kp, &s->kv);
     if (st) {
