@@ -41,6 +41,7 @@ typedef struct {
     const float *qs;             /* [R][Dp] scaled queries */
     const int64_t *hi;           /* [R] visible slots [0, hi) */
     float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
+    float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -79,14 +80,23 @@ static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t
     }
 }
 
-/* dst[0..D) = zero + scale * code per value group of one token. */
-static inline void dequant_value_row(float *dst, const uint8_t *src, const uint16_t *sz, const la_kvq_format *f) {
+/* dst[0..D) = zero + scale * code per value group of one token; sz holds
+ * the token's (scale, zero) pairs as f32. */
+static inline void dequant_value_row(float *dst, const uint8_t *src, const float *sz, const la_kvq_format *f) {
     widen_codes(dst, src, f->bits, f->D);
     const int64_t vg = f->value_group;
     for (int64_t g = 0; g < f->D / vg; g++) {
-        const float s = la_f16_to_f32(sz[2 * g]), z = la_f16_to_f32(sz[2 * g + 1]);
-        for (int64_t d = g * vg; d < (g + 1) * vg; d++) dst[d] = z + s * dst[d];
+        const float sc = sz[2 * g], z = sz[2 * g + 1];
+        for (int64_t d = g * vg; d < (g + 1) * vg; d++) dst[d] = z + sc * dst[d];
     }
+}
+
+/* dst[0..n) = the f16 values at src, a vector at a time (never reading
+ * past src[n - 1]). */
+static inline void widen_f16(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + LA_VL <= n; i += LA_VL) vf_store(dst + i, vf_load_f16(src + i));
+    for (; i < n; i++) dst[i] = la_f16_to_f32(src[i]);
 }
 
 /* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf (rows Dp apart,
@@ -95,6 +105,8 @@ static inline void dequant_value_row(float *dst, const uint8_t *src, const uint1
 static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
     const int64_t Dp = s->Dp;
     const vi lane = vi_iota();
+    const float *kp[LA_VL];
+    for (int64_t e = 0; e < LA_VL; e++) kp[e] = s->kbuf + (e < nk ? e : 0) * Dp;
     for (int64_t r = 0; r < s->R; r++) {
         const int64_t lim = s->hi[r] - j0 < nk ? s->hi[r] - j0 : nk;
         if (lim <= 0) continue;
@@ -103,7 +115,7 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
         for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
         for (int64_t d = 0; d < Dp; d += LA_VL) {
             const vf qv = vf_load(q + d);
-            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(s->kbuf + (e < nk ? e : 0) * Dp + d), qv, part[e]);
+            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
         }
         vf sv = vf_transpose_sum(part) + vf_set1(bias ? bias[r] : 0.0f);
         sv = vf_select(lane < (vi){0} + (int32_t)lim, sv, vf_set1(-INFINITY));
@@ -131,10 +143,9 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
     const uint16_t *ks = la_kvq_key_scales(f, kp, g);
     /* fold the group's channel scales into the queries, once per group */
     float *sc = s->sc, *zc = s->sc + Dp;
-    for (int64_t d = 0; d < Dp; d++) {
-        sc[d] = d < D ? la_f16_to_f32(ks[d]) : 0.0f;
-        zc[d] = d < D ? la_f16_to_f32(ks[D + d]) : 0.0f;
-    }
+    widen_f16(sc, ks, D);
+    widen_f16(zc, ks + D, D);
+    for (int64_t d = D; d < Dp; d++) sc[d] = zc[d] = 0.0f;
     for (int64_t r = 0; r < s->R; r++) {
         const float *q = s->qs + r * Dp;
         float *o = s->qf + r * Dp;
@@ -146,13 +157,15 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
         }
         s->bias[r] = vf_reduce_add(bz);
     }
+    const int64_t pairs = 2 * (D / f->value_group);
     for (int64_t j0 = a; j0 < b; j0 += LA_VL) {
         const int64_t nk = b - j0 < LA_VL ? b - j0 : LA_VL;
+        /* the block's value scales are adjacent in the page (a block never leaves its group's page) */
+        widen_f16(s->vsc, la_kvq_value_scales(f, vp, j0 % ps), nk * pairs);
         for (int64_t e = 0; e < nk; e++) {
             const int64_t t = (j0 + e) % ps;
             widen_codes(s->kbuf + e * Dp, (const uint8_t *)kp + (size_t)t * f->code_row, f->bits, D);
-            dequant_value_row(s->vbuf + e * Dp, (const uint8_t *)vp + (size_t)t * f->code_row,
-                              la_kvq_value_scales(f, vp, t), f);
+            dequant_value_row(s->vbuf + e * Dp, (const uint8_t *)vp + (size_t)t * f->code_row, s->vsc + e * pairs, f);
         }
         block(s, s->qf, s->bias, j0, nk, pt);
     }
@@ -211,7 +224,8 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->items = p->num_seqs * p->Hkv * L->nchunks;
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = (size_t)(2 * L->R * L->Dp + 3 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp) + L->merge;
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 3 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+                    L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     if (!la_mul_size((size_t)L->items, (size_t)L->R, &L->part_rows) ||
         !la_mul_size(L->part_rows, (size_t)(L->Dp + 2), &part) ||
@@ -242,7 +256,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         int64_t *hi = (int64_t *)(threads_mem + (size_t)la_thread_id() * L.per_thread);
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
-        float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp;
+        float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < L.items; it++) {
             const int64_t bh = it / nchunks, c = it % nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
@@ -258,7 +272,8 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .kpages = kv->k + (size_t)reg * kv->k_region, .vpages = kv->v + (size_t)reg * kv->v_region,
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
-                            .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc};
+                            .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
+                            .vsc = vsc};
             /* lanes past a block's end read row 0: keep it finite */
             memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
