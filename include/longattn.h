@@ -1019,8 +1019,37 @@ LA_API la_status la_block_index_quality(la_context *ctx, const la_attention_para
  * space reserved for max_tokens rows and committed page by page as it is
  * written; pages past a head's length are handed back (their bytes, rounded
  * in to whole OS pages). Views hand the pages to la_attention_decode as a
- * paged la_kv_layout: blocks are pages, block_size is page_size. */
+ * paged la_kv_layout: blocks are pages, block_size is page_size.
+ *
+ * Quantised pages (quant = LA_KV_Q8 or LA_KV_Q4, after KIVI, Liu et al.
+ * 2024): unsigned codes with an f16 (scale, zero) pair per group,
+ * x = zero + scale * code, zero the group's minimum and scale its range /
+ * 255 (int8) or / 15 (int4). Keys are grouped per channel: each channel
+ * of quant_key_group consecutive entries shares a pair (outlier channels
+ * keep their own range). Values are grouped per token: each run of
+ * quant_value_group channels of one entry shares a pair. The most recent
+ * entries stay f32 in a window: an append lands there, and once it holds
+ * quant_window + quant_key_group entries its oldest quant_key_group become
+ * one quantised key group; so the last quant_window (up to quant_window +
+ * quant_key_group - 1) entries are exact. Round trip: an entry read back
+ * is within scale / 2 of what was appended, plus the f16 rounding of its
+ * group's pair (2^-11 relative to the group's range and minimum). dtype is
+ * not used by a quantised cache. la_kv_cache_decode reads the codes
+ * directly; la_kv_cache_read dequantises; la_kv_cache_view is
+ * LA_ERR_UNSUPPORTED (no tensor describes the pages).
+ * Compaction of a quantised head keeps the groups before the first dropped
+ * entry; after it, a run of quant_key_group kept entries that was one whole
+ * group moves with its codes and scales untouched, any other run of
+ * quantised entries is dequantised and quantised again (one more rounding
+ * for those entries), and what remains goes back to the window. The
+ * streaming policy drops whole key groups on a quantised cache, so it never
+ * re-quantises (la_kv_cache_apply_policy). */
 typedef struct la_kv_cache la_kv_cache;
+
+typedef enum { LA_KV_QUANT_NONE = 0, LA_KV_Q4 = 4, LA_KV_Q8 = 8 } la_kv_quant;
+
+#define LA_KV_QUANT_MAX_GROUP 256   /* largest quant_key_group */
+#define LA_KV_QUANT_MAX_WINDOW 65536 /* largest quant_window */
 
 typedef struct {
     int64_t n_layers;    /* > 0 */
@@ -1029,16 +1058,25 @@ typedef struct {
     int64_t page_size;   /* tokens per page, > 0 */
     int64_t max_tokens;  /* entries per (layer, head, sequence), > 0 */
     int64_t max_seqs;    /* sequences, > 0 */
-    la_dtype dtype;      /* LA_F32, LA_BF16 or LA_F16 */
+    la_dtype dtype;      /* LA_F32, LA_BF16 or LA_F16 (float pages) */
+    la_kv_quant quant;   /* LA_KV_QUANT_NONE: float pages of dtype; LA_KV_Q8 / LA_KV_Q4: quantised */
+    int64_t quant_key_group;   /* entries per key group: in [1, 256], divides page_size */
+    int64_t quant_value_group; /* channels per value group: divides head_dim */
+    int64_t quant_window;      /* recent entries kept f32, in [0, 65536] */
 } la_kv_cache_params;
 
 /* 1 layer, 1 KV head, head_dim 64, page_size 256, max_tokens 4096, 1
- * sequence, f16 (llama.cpp's default cache type). */
+ * sequence, f16 (llama.cpp's default cache type); not quantised, and for
+ * quantised pages key and value groups of 32 and a window of 32 (KIVI's
+ * group size). */
 LA_API la_kv_cache_params la_kv_cache_params_default(void);
 
 /* Errors: LA_ERR_NULL, LA_ERR_SHAPE (a size <= 0, head_dim not a multiple
- * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_OVERFLOW (max_seqs x pages per
- * sequence beyond int32 block ids, or bytes beyond size_t), LA_ERR_NOMEM. */
+ * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_ARGUMENT (quant not a
+ * la_kv_quant; with quant, a group size <= 0 or not dividing page_size /
+ * head_dim, a key group above 256, a window outside [0, 65536]),
+ * LA_ERR_OVERFLOW (max_seqs x pages per sequence beyond int32 block ids, or
+ * bytes beyond size_t), LA_ERR_NOMEM. */
 LA_API la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out);
 LA_API void la_kv_cache_destroy(la_kv_cache *c);
 /* The parameters the cache was created with (NULL for NULL). */
@@ -1085,6 +1123,23 @@ typedef struct {
 LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq0, int64_t n_seqs,
                                   la_kv_view *out);
 
+/* Decode attention over one layer of the cache for sequences [seq0, seq0 +
+ * B): q [B, Lq, H, D] f32 (H a multiple of n_kv_heads), out like q (f32,
+ * bf16 or f16), lse [B, Lq, H] f32 or NULL. Query head h reads KV head
+ * h / (H / n_kv_heads). Float pages: la_attention_decode over
+ * la_kv_cache_view(layer, -1, ...), or, when the heads hold different
+ * numbers of entries, over each head's view with its query heads' slices
+ * of q, out and lse (the same arithmetic per row), with any score rule
+ * la_attention_decode takes. Quantised pages: the codes are
+ * read in place (query scaled per key channel group, values dequantised
+ * a block of tokens at a time), each head over its own entries (ragged
+ * heads allowed), with keys split at the same fixed 256-entry boundaries
+ * as la_attention_decode; the rule may set scale and causal only
+ * (LA_ERR_UNSUPPORTED otherwise). Errors as la_attention_decode's, and
+ * LA_ERR_ARGUMENT for a layer or sequence outside the cache. */
+LA_API la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
+                                    int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse);
+
 /* Drop entries of one (layer, head, seq): slots [n_drop] strictly
  * increasing indices below the head's length. The kept entries move down
  * in order with their positions; pages left empty are freed. Errors:
@@ -1098,7 +1153,12 @@ LA_API la_status la_kv_cache_reset(la_kv_cache *c, int64_t seq);
 
 /* Bytes of K and V pages in use: every (layer, head, sequence) counts
  * ceil(len / page_size) pages of page_size x head_dim elements, for K and
- * for V. Positions (4 bytes an entry) are not included. 0 for NULL. */
+ * for V. Quantised: ceil(quantised entries / page_size) pages of codes
+ * with their scales and zeros (K: page_size x head_dim codes plus
+ * 2 x head_dim f16 per key group; V: the codes plus 2 x head_dim /
+ * quant_value_group f16 per entry), plus, for a head holding any entry,
+ * its whole f32 window (quant_window + 2 x quant_key_group rows, K and V).
+ * Positions (4 bytes an entry) are not included. 0 for NULL. */
 LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
 
 /* KV-cache policies over la_kv_cache, applied per layer and KV head.
@@ -1111,7 +1171,10 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *  - "streaming:BUDGET" (StreamingLLM, Xiao et al. 2023): keep the first
  *    `sinks` entries (attention sinks, option sinks=, default
  *    LA_KV_STREAMING_SINKS) and the most recent BUDGET - sinks; BUDGET >
- *    sinks.
+ *    sinks. On a quantised cache it drops whole key groups from the first
+ *    group boundary at or after the sinks (so the sinks round up to a key
+ *    group, and a head holds up to BUDGET + quant_key_group - 1 entries):
+ *    no group is re-quantised.
  *  - "h2o:BUDGET" (H2O, Zhang et al. 2023): every entry accumulates the
  *    attention it receives (la_kv_attention_mass: softmax probabilities
  *    summed over the query heads of its KV head and over every query that
@@ -1365,6 +1428,13 @@ LA_API la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int
  * weight block once per tile of X rows, not once per token. */
 LA_API la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,
                     int64_t n, float *Y);
+/* As la_matmul, but f32 activations for every n, one row included: la_matmul
+ * (and la_matvec) round a single row of X to int8 per 32-element block, as
+ * llama.cpp does, before multiplying; this multiplies f32 X by the
+ * dequantised weights, as la_matmul does for n > 1, so a row's result does
+ * not depend on how many rows came with it (beyond float summation order). */
+LA_API la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols,
+                               const float *X, int64_t n, float *Y);
 
 #ifdef __cplusplus
 }

@@ -8,6 +8,7 @@
 #include "delta_cases.h"
 #include "ssm_cases.h"
 #include "sparse_cases.h"
+#include "kv_cases.h"
 #include "cli.h"
 #include "harness.h"
 #include "longattn.h"
@@ -71,10 +72,11 @@ static int parse_dtypes(const char *s, la_dtype *out) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: longattn bench peak|attention|decode|sparse [--json] [--quick] [--threads N]\n"
+            "usage: longattn bench peak|attention|decode|kvquant|sparse [--json] [--quick] [--threads N]\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
+            "       kvquant:   [--L 8192,32768] decode through la_kv_cache_decode over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
             "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
             "                  [--op linear|delta|gated_delta|mamba|aaren]: the mixer (default linear);\n"
@@ -281,16 +283,30 @@ static int bench_sparse(const options *o) {
     return status;
 }
 
+/* Decode over the KV cache's own pages, float and quantised side by side. */
+static int bench_kvquant(const options *o) {
+    static const int64_t default_L[] = {8192, 32768}, quick_L[] = {4096};
+    kv_decode_sweep s = {.H = o->H, .Hkv = o->Hkv, .D = o->nD ? o->D[0] : 128};
+    s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
+    s.nL = o->nL ? o->nL : o->quick ? 1 : 2;
+    harness_list list = {0};
+    kv_decode_sweep_cases(&list, &s);
+    harness_perf_opts po = perf_opts(o, false, o->quick ? 0.3 : 1.0);
+    int status = harness_perf(&list, &po);
+    harness_list_free(&list);
+    return status;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage();
         return argc < 2 ? 2 : 0;
     }
-    bool decode = !strcmp(argv[1], "decode");
+    bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
     options o;
-    if (parse_options(argc, argv, &o, decode)) return 2;
+    if (parse_options(argc, argv, &o, decode || kvquant)) return 2;
     if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && strcmp(argv[1], "sparse") &&
-        !decode) {
+        !decode && !kvquant) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
         usage();
         return 2;
@@ -300,6 +316,7 @@ int cmd_bench(int argc, char **argv) {
     measure_ceilings(&o);
     if (!strcmp(argv[1], "attention")) return bench_attention(&o);
     if (decode) return bench_decode(&o);
+    if (kvquant) return bench_kvquant(&o);
     if (!strcmp(argv[1], "linear")) return bench_linear(&o);
     if (!strcmp(argv[1], "sparse")) return bench_sparse(&o);
     return 0;

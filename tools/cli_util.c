@@ -6,15 +6,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-bool cli_parse_kv_type(const char *cmd, const char *option, const char *text, la_dtype *out) {
+bool cli_parse_kv_type(const char *cmd, const char *option, const char *text, la_dtype *out, la_kv_quant *quant) {
     const la_dtype types[] = {LA_F32, LA_BF16, LA_F16};
     for (int i = 0; i < 3; i++)
         if (!strcmp(text, la_dtype_name(types[i]))) {
             *out = types[i];
+            *quant = LA_KV_QUANT_NONE;
             return true;
         }
-    fprintf(stderr, "%s: %s expects f32, bf16 or f16, got '%s'\n", cmd, option, text);
+    if (!strcmp(text, "q8") || !strcmp(text, "int8") || !strcmp(text, "q4") || !strcmp(text, "int4")) {
+        *quant = strchr(text, '8') ? LA_KV_Q8 : LA_KV_Q4;
+        return true;
+    }
+    fprintf(stderr, "%s: %s expects f32, bf16, f16, q8 (int8) or q4 (int4), got '%s'\n", cmd, option, text);
     return false;
+}
+
+const char *cli_kv_type_name(la_dtype type, la_kv_quant quant) {
+    return quant == LA_KV_Q8 ? "q8" : quant == LA_KV_Q4 ? "q4" : la_dtype_name(type);
 }
 
 bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_t lo, int64_t hi, int64_t *out) {

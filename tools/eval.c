@@ -38,6 +38,7 @@ typedef struct {
     la_kv_policy policy[MAX_LIST];
     int n_policies;
     la_dtype types[MAX_LIST];
+    la_kv_quant quants[MAX_LIST]; /* with types: q8 / q4 pages (kv_type then unused) */
     int n_types;
     bool json, no_heatmap;
 } eval_options;
@@ -119,7 +120,7 @@ static bool parse_types(char *text, eval_options *o) {
     int n = split_list("--kv-type", text, items);
     if (n < 0) return false;
     for (int i = 0; i < n; i++)
-        if (!cli_parse_kv_type(CMD, "--kv-type", items[i], &o->types[i])) return false;
+        if (!cli_parse_kv_type(CMD, "--kv-type", items[i], &o->types[i], &o->quants[i])) return false;
     o->n_types = n;
     return true;
 }
@@ -643,10 +644,10 @@ int cmd_eval(int argc, char **argv) {
         if (!o.task[t]) continue;
         for (int pi = 0; pi < o.n_policies && !rc; pi++)
             for (int ti = 0; ti < o.n_types && !rc; ti++) {
-                run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi], .type_name = la_dtype_name(o.types[ti])};
+                run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi], .type_name = cli_kv_type_name(o.types[ti], o.quants[ti])};
                 policy_parts(r.policy_text, r.policy_name, sizeof r.policy_name, &r.budget);
                 la_session_params sp = la_session_params_default();
-                sp.kv_type = o.types[ti], sp.kv_policy = o.policy[pi];
+                sp.kv_type = o.types[ti], sp.kv_quant = o.quants[ti], sp.kv_policy = o.policy[pi];
                 sp.max_ctx = t == TASK_PPL ? o.ppl_ctx : max_len + CTX_SLACK;
                 if ((st = la_session_new_with(m, ctx, &sp, &s))) {
                     rc = cli_fail(CMD, "session", st);

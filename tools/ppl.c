@@ -18,17 +18,18 @@ static const char CMD[] = "longattn ppl";
 
 static void usage(FILE *f) {
     fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T] [--kv POLICY]\n"
-               "                   [--sparse SELECTOR:BUDGET]\n"
+               "                   [--sparse SELECTOR:BUDGET] [--exact-decode]\n"
                "  -m FILE      GGUF model\n"
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
-               "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
+               "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16, f32, q8 or q4\n"
                "  --kv POLICY  KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
                "               quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h; applied after\n"
                "               each evaluated batch of tokens)\n"
                "  --sparse S:B block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of\n"
-               "               static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n");
+               "               static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n"
+               "  --exact-decode  f32 activations for one-token evaluations too (no int8 rounding)\n");
 }
 
 int cmd_ppl(int argc, char **argv) {
@@ -41,6 +42,10 @@ int cmd_ppl(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
+        if (!strcmp(a, "--exact-decode")) {
+            sp.exact_decode = true;
+            continue;
+        }
         if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
         if (!strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "-f")) text_path = v;
@@ -49,7 +54,7 @@ int cmd_ppl(int argc, char **argv) {
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
-            if (!cli_parse_kv_type(CMD, a, v, &sp.kv_type)) return 2;
+            if (!cli_parse_kv_type(CMD, a, v, &sp.kv_type, &sp.kv_quant)) return 2;
         } else if (!strcmp(a, "--kv")) {
             if (la_kv_policy_parse(v, &sp.kv_policy)) {
                 fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());

@@ -27,11 +27,13 @@ static void usage(FILE *f) {
             "  --seed S       sampling seed (default: from the clock, printed)\n"
             "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
             "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
-            "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16 or f32\n"
+            "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16, f32, or quantised\n"
+            "                 q8 / q4 (int8 / int4, KIVI-style groups of 32, the last 32+ tokens kept f32)\n"
             "  --kv POLICY    KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
             "                 quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h)\n"
             "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of static,\n"
-            "                 topk, vslash, hip, chunks, flex, routing (see la_sparse_choice in longattn.h)\n");
+            "                 topk, vslash, hip, chunks, flex, routing (see la_sparse_choice in longattn.h)\n"
+            "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n");
 }
 
 typedef struct {
@@ -39,6 +41,8 @@ typedef struct {
     bool chat, raw, seed_given;
     int64_t n_predict, ctx, threads;
     la_dtype kv_type;
+    la_kv_quant kv_quant;
+    bool exact_decode;
     la_kv_policy kv_policy;
     la_sparse_choice sparse;
     la_sampler_params sampling;
@@ -59,6 +63,9 @@ static int parse_args(int argc, char **argv, run_options *o) {
             continue;
         } else if (!strcmp(a, "--raw")) {
             o->raw = true;
+            continue;
+        } else if (!strcmp(a, "--exact-decode")) {
+            o->exact_decode = true;
             continue;
         }
         if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
@@ -83,7 +90,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
         } else if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &o->threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
-            if (!cli_parse_kv_type(CMD, a, v, &o->kv_type)) return 2;
+            if (!cli_parse_kv_type(CMD, a, v, &o->kv_type, &o->kv_quant)) return 2;
         } else if (!strcmp(a, "--kv")) {
             if (la_kv_policy_parse(v, &o->kv_policy)) {
                 fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
@@ -223,6 +230,7 @@ int cmd_run(int argc, char **argv) {
     }
     la_session_params sp = la_session_params_default();
     sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy, sp.sparse = o.sparse;
+    sp.kv_quant = o.kv_quant, sp.exact_decode = o.exact_decode;
     if ((st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, "session", st);
         goto done;
@@ -256,7 +264,7 @@ int cmd_run(int argc, char **argv) {
             "KV cache:   %zu bytes (%.2f MiB, %s) for %lld tokens, %d threads, SIMD %s\n",
             (long long)stats.n_prompt, stats.prompt_seconds, stats.prompt_tps, (long long)stats.n_generated,
             stats.decode_seconds, stats.decode_tps, (long long)stats.n_decode, stop_name(stats.stop), kv,
-            (double)kv / (1024.0 * 1024.0), la_dtype_name(o.kv_type), (long long)la_session_pos(s), la_context_threads(ctx),
+            (double)kv / (1024.0 * 1024.0), cli_kv_type_name(o.kv_type, o.kv_quant), (long long)la_session_pos(s), la_context_threads(ctx),
             la_simd_name(la_context_simd(ctx)));
 done:
     la_sampler_free(sampler);

@@ -12,8 +12,21 @@
  *
  * Cache pages need not be whole OS pages: commits round out to OS pages
  * (a neighbour's boundary page may be committed early: harmless), frees
- * round in (an OS page that still holds someone's rows is never freed). */
+ * round in (an OS page that still holds someone's rows is never freed).
+ *
+ * Quantised caches (params.quant, format in backend/kvq_problem.h): the
+ * reservations hold quantised pages for slots [0, qlen) of each (layer,
+ * head, sequence); slots [qlen, len) sit in an f32 window of
+ * quant_window + 2 key groups rows. An append lands in the window; when it
+ * holds quant_window + key_group rows, its oldest key_group rows become one
+ * key group (keys per channel, values per token) and leave it. So the
+ * window keeps between quant_window and quant_window + key_group - 1 of the
+ * most recent entries, and qlen is a multiple of the key group. */
 #include "base/base.h"
+#include "backend/kvq_problem.h"
+#include "ops/kvquant/kvq_decode.h"
+
+#include <math.h>
 
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -21,21 +34,27 @@
 
 struct la_kv_cache {
     la_kv_cache_params p;
-    size_t es;             /* bytes per element */
+    size_t es;             /* bytes per element (float caches) */
     int64_t pages;         /* pages per (layer, head, sequence) */
-    size_t row_bytes;      /* head_dim elements */
-    size_t region_bytes;   /* one (layer, head, sequence) of K or V: pages * page_size rows */
-    size_t layer_bytes;    /* one layer of K or V: heads * seqs regions */
+    size_t row_bytes;      /* head_dim elements (float caches) */
+    size_t kpage, vpage;   /* bytes of one K / V page */
+    size_t kreg, vreg;     /* one (layer, head, sequence) of K / V: pages * page bytes */
+    size_t klayer, vlayer; /* one layer of K / V: heads * seqs regions */
     size_t pos_region;     /* bytes of one (layer, head, sequence)'s positions */
     char **k, **v;         /* [layers] reservations */
     int32_t *pos;          /* reservation: [layers][heads][seqs][max_tokens] */
     int32_t *len;          /* [layers][heads][seqs] entries held */
     int32_t *block_table;  /* [seqs][pages]: s * pages + i */
+    /* quantised caches only */
+    la_kvq_format f;
+    int32_t *qlen;         /* [layers][heads][seqs] entries in quantised pages */
+    float *wk, *wv;        /* [layers][heads][seqs][window_rows][head_dim] */
 };
 
 la_kv_cache_params la_kv_cache_params_default(void) {
     return (la_kv_cache_params){.n_layers = 1, .n_kv_heads = 1, .head_dim = 64, .page_size = 256,
-                                .max_tokens = 4096, .max_seqs = 1, .dtype = LA_F16};
+                                .max_tokens = 4096, .max_seqs = 1, .dtype = LA_F16, .quant = LA_KV_QUANT_NONE,
+                                .quant_key_group = 32, .quant_value_group = 32, .quant_window = 32};
 }
 
 static size_t os_page(void) {
@@ -68,10 +87,30 @@ static void release(void *base, size_t off, size_t n) {
 static int64_t head_index(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
     return (layer * c->p.n_kv_heads + head) * c->p.max_seqs + seq;
 }
-static size_t region_off(const la_kv_cache *c, int64_t head, int64_t seq) {
-    return (size_t)(head * c->p.max_seqs + seq) * c->region_bytes;
+static size_t region_off(const la_kv_cache *c, size_t region_bytes, int64_t head, int64_t seq) {
+    return (size_t)(head * c->p.max_seqs + seq) * region_bytes;
 }
+static bool quantised(const la_kv_cache *c) { return c->p.quant != LA_KV_QUANT_NONE; }
 static int64_t pages_for(const la_kv_cache *c, int64_t len) { return (len + c->p.page_size - 1) / c->p.page_size; }
+
+static la_status check_quant(const la_kv_cache_params *p) {
+    if (p->quant == LA_KV_QUANT_NONE) return LA_OK;
+    if (p->quant != LA_KV_Q8 && p->quant != LA_KV_Q4)
+        return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_create: quant %d is not LA_KV_QUANT_NONE, LA_KV_Q8 or LA_KV_Q4",
+                       (int)p->quant);
+    if (p->quant_key_group <= 0 || p->quant_key_group > LA_KV_QUANT_MAX_GROUP || p->page_size % p->quant_key_group)
+        return la_fail(LA_ERR_ARGUMENT,
+                       "la_kv_cache_create: quant_key_group is %lld; must be in [1, %d] and divide page_size %lld",
+                       (long long)p->quant_key_group, LA_KV_QUANT_MAX_GROUP, (long long)p->page_size);
+    if (p->quant_value_group <= 0 || p->head_dim % p->quant_value_group)
+        return la_fail(LA_ERR_ARGUMENT,
+                       "la_kv_cache_create: quant_value_group is %lld; must be > 0 and divide head_dim %lld",
+                       (long long)p->quant_value_group, (long long)p->head_dim);
+    if (p->quant_window < 0 || p->quant_window > LA_KV_QUANT_MAX_WINDOW)
+        return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_create: quant_window is %lld; must be in [0, %d]",
+                       (long long)p->quant_window, LA_KV_QUANT_MAX_WINDOW);
+    return LA_OK;
+}
 
 la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
     if (!p || !out) return la_fail(LA_ERR_NULL, "la_kv_cache_create: %s is NULL", !p ? "params" : "out");
@@ -86,25 +125,43 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
     if (p->head_dim % 8 || p->head_dim > LA_MAX_HEAD_DIM)
         return la_fail(LA_ERR_SHAPE, "la_kv_cache_create: head_dim is %lld; must be a multiple of 8, at most %d",
                        (long long)p->head_dim, LA_MAX_HEAD_DIM);
-    if (p->dtype != LA_F32 && p->dtype != LA_BF16 && p->dtype != LA_F16)
+    if (p->quant == LA_KV_QUANT_NONE && p->dtype != LA_F32 && p->dtype != LA_BF16 && p->dtype != LA_F16)
         return la_fail(LA_ERR_DTYPE, "la_kv_cache_create: dtype %d is not f32, bf16 or f16", (int)p->dtype);
-    la_kv_cache c = {.p = *p, .es = la_dtype_size(p->dtype)};
+    la_status st = check_quant(p);
+    if (st) return st;
+    const bool q = p->quant != LA_KV_QUANT_NONE;
+    la_kv_cache c = {.p = *p, .es = q ? 1 : la_dtype_size(p->dtype)};
     c.pages = pages_for(&c, p->max_tokens);
+    c.row_bytes = (size_t)p->head_dim * c.es;
+    if (q) {
+        const int bits = p->quant == LA_KV_Q8 ? 8 : 4;
+        const size_t code_row = (size_t)p->head_dim * (size_t)bits / 8, ps = (size_t)p->page_size;
+        c.f = (la_kvq_format){.bits = bits, .D = p->head_dim, .page_size = p->page_size,
+                              .key_group = p->quant_key_group, .value_group = p->quant_value_group,
+                              .code_row = code_row,
+                              /* codes, then f16 (scale, zero) per channel per key group / per value group per token */
+                              .k_page = code_row * ps + ps / (size_t)p->quant_key_group * (size_t)p->head_dim * 4,
+                              .v_page = code_row * ps + ps * (size_t)(p->head_dim / p->quant_value_group) * 4,
+                              .window_rows = p->quant_window + 2 * p->quant_key_group};
+        c.kpage = c.f.k_page, c.vpage = c.f.v_page;
+    } else {
+        c.kpage = c.vpage = c.row_bytes * (size_t)p->page_size;
+    }
     int64_t blocks, heads_seqs, entries;
-    size_t page_bytes, pos_bytes;
+    size_t pos_bytes, win_elems = 0;
     if (!la_mul_i64(p->max_seqs, c.pages, &blocks) || blocks > INT32_MAX ||
         !la_mul_i64(p->n_kv_heads, p->max_seqs, &heads_seqs) || !la_mul_i64(heads_seqs, p->n_layers, &entries) ||
-        !la_mul_size((size_t)p->page_size * (size_t)p->head_dim, c.es, &page_bytes) ||
-        !la_mul_size(page_bytes, (size_t)c.pages, &c.region_bytes) ||
-        !la_mul_size(c.region_bytes, (size_t)heads_seqs, &c.layer_bytes) ||
+        !la_mul_size(c.kpage, (size_t)c.pages, &c.kreg) || !la_mul_size(c.vpage, (size_t)c.pages, &c.vreg) ||
+        !la_mul_size(c.kreg, (size_t)heads_seqs, &c.klayer) || !la_mul_size(c.vreg, (size_t)heads_seqs, &c.vlayer) ||
         !la_mul_size((size_t)c.pages * (size_t)p->page_size, sizeof(int32_t), &c.pos_region) ||
-        !la_mul_size(c.pos_region, (size_t)entries, &pos_bytes) || c.layer_bytes > (size_t)INT64_MAX / 2)
+        !la_mul_size(c.pos_region, (size_t)entries, &pos_bytes) || c.klayer > (size_t)INT64_MAX / 2 ||
+        c.vlayer > (size_t)INT64_MAX / 2 ||
+        (q && !la_mul_size((size_t)entries, (size_t)(c.f.window_rows * p->head_dim), &win_elems)))
         return la_fail(LA_ERR_OVERFLOW,
                        "la_kv_cache_create: %lld sequences x %lld tokens x %lld heads x %lld dims do not fit: "
                        "block ids must fit int32 and bytes size_t",
                        (long long)p->max_seqs, (long long)p->max_tokens, (long long)p->n_kv_heads,
                        (long long)p->head_dim);
-    c.row_bytes = (size_t)p->head_dim * c.es;
     la_kv_cache *h = calloc(1, sizeof *h);
     if (!h) return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: no memory for the cache");
     *h = c;
@@ -114,15 +171,22 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
     h->block_table = malloc(sizeof(int32_t) * (size_t)blocks);
     h->pos = reserve(pos_bytes);
     bool ok = h->k && h->v && h->len && h->block_table && h->pos;
+    if (ok && q) {
+        /* calloc of this size maps zero pages: a window costs memory once written */
+        h->qlen = calloc((size_t)entries, sizeof *h->qlen);
+        h->wk = calloc(win_elems, sizeof(float));
+        h->wv = calloc(win_elems, sizeof(float));
+        ok = h->qlen && h->wk && h->wv;
+    }
     for (int64_t l = 0; ok && l < p->n_layers; l++) {
-        h->k[l] = reserve(h->layer_bytes);
-        h->v[l] = reserve(h->layer_bytes);
+        h->k[l] = reserve(h->klayer);
+        h->v[l] = reserve(h->vlayer);
         ok = h->k[l] && h->v[l];
     }
     if (!ok) {
         la_kv_cache_destroy(h);
         return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: could not reserve %zu bytes of address space per layer",
-                       2 * c.layer_bytes);
+                       c.klayer + c.vlayer);
     }
     for (int64_t i = 0; i < blocks; i++) h->block_table[i] = (int32_t)i;
     *out = h;
@@ -132,14 +196,15 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
 void la_kv_cache_destroy(la_kv_cache *c) {
     if (!c) return;
     for (int64_t l = 0; l < c->p.n_layers; l++) {
-        if (c->k && c->k[l]) munmap(c->k[l], c->layer_bytes ? c->layer_bytes : 1);
-        if (c->v && c->v[l]) munmap(c->v[l], c->layer_bytes ? c->layer_bytes : 1);
+        if (c->k && c->k[l]) munmap(c->k[l], c->klayer ? c->klayer : 1);
+        if (c->v && c->v[l]) munmap(c->v[l], c->vlayer ? c->vlayer : 1);
     }
     if (c->pos) {
         size_t n = c->pos_region * (size_t)(c->p.n_layers * c->p.n_kv_heads * c->p.max_seqs);
         munmap(c->pos, n ? n : 1);
     }
     free(c->k), free(c->v), free(c->len), free(c->block_table);
+    free(c->qlen), free(c->wk), free(c->wv);
     free(c);
 }
 
@@ -160,32 +225,159 @@ static la_status check_index(const la_kv_cache *c, const char *fn, int64_t layer
     return LA_OK;
 }
 
-/* Commit the pages entries [len, len + n) of (layer, head, seq) need. */
-static bool commit_entries(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t len, int64_t n) {
-    const int64_t have = pages_for(c, len), need = pages_for(c, len + n);
-    if (need <= have) return true;
-    const size_t pb = c->row_bytes * (size_t)c->p.page_size, off = region_off(c, head, seq);
-    const size_t pos_page = (size_t)c->p.page_size * sizeof(int32_t);
-    const size_t pos_off = (size_t)head_index(c, layer, head, seq) * c->pos_region;
-    return commit(c->k[layer], off + (size_t)have * pb, (size_t)(need - have) * pb) &&
-           commit(c->v[layer], off + (size_t)have * pb, (size_t)(need - have) * pb) &&
-           commit(c->pos, pos_off + (size_t)have * pos_page, (size_t)(need - have) * pos_page);
+/* Commit the K/V pages slots [0, need) of (layer, head, seq) use, given
+ * that [0, have) are committed (slots: len for a float cache, qlen for a
+ * quantised one). */
+static bool commit_pages(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t have, int64_t need) {
+    const int64_t a = pages_for(c, have), b = pages_for(c, need);
+    if (b <= a) return true;
+    return commit(c->k[layer], region_off(c, c->kreg, head, seq) + (size_t)a * c->kpage, (size_t)(b - a) * c->kpage) &&
+           commit(c->v[layer], region_off(c, c->vreg, head, seq) + (size_t)a * c->vpage, (size_t)(b - a) * c->vpage);
 }
-
-/* Give back the pages past `len` that held entries up to `old`. */
-static void release_entries(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t len, int64_t old) {
-    const int64_t keep = pages_for(c, len), had = pages_for(c, old);
-    if (had <= keep) return;
-    const size_t pb = c->row_bytes * (size_t)c->p.page_size, off = region_off(c, head, seq);
-    const size_t pos_page = (size_t)c->p.page_size * sizeof(int32_t);
-    const size_t pos_off = (size_t)head_index(c, layer, head, seq) * c->pos_region;
-    release(c->k[layer], off + (size_t)keep * pb, (size_t)(had - keep) * pb);
-    release(c->v[layer], off + (size_t)keep * pb, (size_t)(had - keep) * pb);
-    release(c->pos, pos_off + (size_t)keep * pos_page, (size_t)(had - keep) * pos_page);
+/* Give back the K/V pages past slot `keep` that held slots up to `had`. */
+static void release_pages(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t keep, int64_t had) {
+    const int64_t a = pages_for(c, keep), b = pages_for(c, had);
+    if (b <= a) return;
+    release(c->k[layer], region_off(c, c->kreg, head, seq) + (size_t)a * c->kpage, (size_t)(b - a) * c->kpage);
+    release(c->v[layer], region_off(c, c->vreg, head, seq) + (size_t)a * c->vpage, (size_t)(b - a) * c->vpage);
+}
+static int32_t *positions_of(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
+    return (int32_t *)((char *)c->pos + (size_t)head_index(c, layer, head, seq) * c->pos_region);
+}
+static bool commit_positions(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t have, int64_t need) {
+    const int64_t a = pages_for(c, have), b = pages_for(c, need);
+    const size_t pp = (size_t)c->p.page_size * sizeof(int32_t), off = (size_t)head_index(c, layer, head, seq) * c->pos_region;
+    return b <= a || commit(c->pos, off + (size_t)a * pp, (size_t)(b - a) * pp);
+}
+static void release_positions(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t keep, int64_t had) {
+    const int64_t a = pages_for(c, keep), b = pages_for(c, had);
+    const size_t pp = (size_t)c->p.page_size * sizeof(int32_t), off = (size_t)head_index(c, layer, head, seq) * c->pos_region;
+    if (b > a) release(c->pos, off + (size_t)a * pp, (size_t)(b - a) * pp);
 }
 
 static char *row_at(const la_kv_cache *c, char *layer_base, int64_t head, int64_t seq, int64_t slot) {
-    return layer_base + region_off(c, head, seq) + (size_t)slot * c->row_bytes;
+    return layer_base + region_off(c, c->kreg, head, seq) + (size_t)slot * c->row_bytes;
+}
+
+/* ---- quantised pages (format: backend/kvq_problem.h) ---- */
+
+static char *kpage_of(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t slot) {
+    return c->k[layer] + region_off(c, c->kreg, head, seq) + (size_t)(slot / c->p.page_size) * c->kpage;
+}
+static char *vpage_of(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t slot) {
+    return c->v[layer] + region_off(c, c->vreg, head, seq) + (size_t)(slot / c->p.page_size) * c->vpage;
+}
+static float *window_k(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
+    return c->wk + (size_t)head_index(c, layer, head, seq) * (size_t)(c->f.window_rows * c->p.head_dim);
+}
+static float *window_v(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
+    return c->wv + (size_t)head_index(c, layer, head, seq) * (size_t)(c->f.window_rows * c->p.head_dim);
+}
+
+static void put_code(uint8_t *row, int bits, int64_t d, int code) {
+    if (bits == 8) {
+        row[d] = (uint8_t)code;
+    } else {
+        uint8_t *b = &row[d / 2];
+        *b = d % 2 ? (uint8_t)((*b & 15) | code << 4) : (uint8_t)((*b & 0xF0) | code);
+    }
+}
+static int get_code(const uint8_t *row, int bits, int64_t d) {
+    return bits == 8 ? row[d] : d % 2 ? row[d / 2] >> 4 : row[d / 2] & 15;
+}
+
+/* Asymmetric quantisation of values x[0..n) (stride `stride`): zero = min
+ * and scale = (max - min) / levels, both rounded to f16 first and the codes
+ * taken against the rounded pair, so x is within scale / 2 (plus the f16
+ * rounding of the pair) of zero + scale * code. */
+static void quantise_run(const float *x, int64_t n, int64_t stride, int bits, uint16_t *scale, uint16_t *zero,
+                         int *codes) {
+    float mn = INFINITY, mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        const float a = x[i * stride];
+        mn = a < mn ? a : mn;
+        mx = a > mx ? a : mx;
+    }
+    const int levels = (1 << bits) - 1;
+    *scale = la_f32_to_f16((mx - mn) / (float)levels);
+    *zero = la_f32_to_f16(mn);
+    const float s = la_f16_to_f32(*scale), z = la_f16_to_f32(*zero), inv = s > 0 ? 1.0f / s : 0.0f;
+    for (int64_t i = 0; i < n; i++) {
+        const float t = nearbyintf((x[i * stride] - z) * inv);
+        codes[i] = !(t >= 0) ? 0 : t > (float)levels ? levels : (int)t; /* NaN: 0 */
+    }
+}
+
+/* Key group starting at slot (a multiple of key_group): kg rows of keys
+ * [kg][D] f32, per channel over the group's tokens. */
+static void store_key_group(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t slot, const float *rows) {
+    const la_kvq_format *f = &c->f;
+    const int64_t D = f->D, kg = f->key_group;
+    char *page = kpage_of(c, layer, head, seq, slot);
+    uint16_t *sz = (uint16_t *)la_kvq_key_scales(f, page, (slot % f->page_size) / kg);
+    int codes[LA_KV_QUANT_MAX_GROUP];
+    for (int64_t d = 0; d < D; d++) {
+        quantise_run(rows + d, kg, D, f->bits, &sz[d], &sz[D + d], codes);
+        for (int64_t t = 0; t < kg; t++)
+            put_code((uint8_t *)page + (size_t)((slot + t) % f->page_size) * f->code_row, f->bits, d, codes[t]);
+    }
+}
+/* One token's values, per group of value_group channels. */
+static void store_value_row(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t slot, const float *row) {
+    const la_kvq_format *f = &c->f;
+    const int64_t vg = f->value_group, t = slot % f->page_size;
+    char *page = vpage_of(c, layer, head, seq, slot);
+    uint16_t *sz = (uint16_t *)la_kvq_value_scales(f, page, t);
+    uint8_t *codes_row = (uint8_t *)page + (size_t)t * f->code_row;
+    int codes[LA_MAX_HEAD_DIM];
+    for (int64_t g = 0; g < f->D / vg; g++) {
+        quantise_run(row + g * vg, vg, 1, f->bits, &sz[2 * g], &sz[2 * g + 1], codes);
+        for (int64_t d = 0; d < vg; d++) put_code(codes_row, f->bits, g * vg + d, codes[d]);
+    }
+}
+/* Dequantised key and value of a quantised slot (k or v may be NULL). */
+static void load_quantised(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t slot, float *k,
+                           float *v) {
+    const la_kvq_format *f = &c->f;
+    const int64_t D = f->D, t = slot % f->page_size;
+    if (k) {
+        const char *page = kpage_of(c, layer, head, seq, slot);
+        const uint16_t *sz = la_kvq_key_scales(f, page, t / f->key_group);
+        const uint8_t *row = (const uint8_t *)page + (size_t)t * f->code_row;
+        for (int64_t d = 0; d < D; d++)
+            k[d] = la_f16_to_f32(sz[D + d]) + la_f16_to_f32(sz[d]) * (float)get_code(row, f->bits, d);
+    }
+    if (v) {
+        const char *page = vpage_of(c, layer, head, seq, slot);
+        const uint16_t *sz = la_kvq_value_scales(f, page, t);
+        const uint8_t *row = (const uint8_t *)page + (size_t)t * f->code_row;
+        for (int64_t d = 0; d < D; d++) {
+            const int64_t g = d / f->value_group;
+            v[d] = la_f16_to_f32(sz[2 * g + 1]) + la_f16_to_f32(sz[2 * g]) * (float)get_code(row, f->bits, d);
+        }
+    }
+}
+
+/* While the window holds quantise_at() rows or more, its oldest key group
+ * moves to the quantised pages (committed by the caller). */
+static int64_t quantise_at(const la_kv_cache *c) { return c->p.quant_window + c->f.key_group; }
+static void flush_window(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
+    const int64_t i = head_index(c, layer, head, seq), D = c->p.head_dim, kg = c->f.key_group;
+    float *wk = window_k(c, layer, head, seq), *wv = window_v(c, layer, head, seq);
+    while (c->len[i] - c->qlen[i] >= quantise_at(c)) {
+        const int64_t q = c->qlen[i];
+        store_key_group(c, layer, head, seq, q, wk);
+        for (int64_t t = 0; t < kg; t++) store_value_row(c, layer, head, seq, q + t, wv + t * D);
+        const size_t rest = (size_t)((c->len[i] - q - kg) * D) * sizeof(float);
+        memmove(wk, wk + kg * D, rest);
+        memmove(wv, wv + kg * D, rest);
+        c->qlen[i] = (int32_t)(q + kg);
+    }
+}
+/* qlen after n more entries arrive at (len, qlen). */
+static int64_t qlen_after(const la_kv_cache *c, int64_t len, int64_t qlen, int64_t n) {
+    const int64_t over = len + n - qlen - quantise_at(c);
+    return over < 0 ? qlen : qlen + (over / c->f.key_group + 1) * c->f.key_group;
 }
 
 la_status la_kv_cache_append(la_kv_cache *c, int64_t layer, int64_t seq, int64_t n, const float *k, const float *v,
@@ -205,16 +397,29 @@ la_status la_kv_cache_append(la_kv_cache *c, int64_t layer, int64_t seq, int64_t
                            (long long)layer, (long long)h, (long long)seq, (long long)len, (long long)c->p.max_tokens,
                            (long long)n);
     }
-    for (int64_t h = 0; h < Hkv; h++)
-        if (!commit_entries(c, layer, h, seq, c->len[head_index(c, layer, h, seq)], n))
+    for (int64_t h = 0; h < Hkv; h++) {
+        const int64_t i = head_index(c, layer, h, seq), len = c->len[i];
+        const int64_t have = quantised(c) ? c->qlen[i] : len;
+        const int64_t need = quantised(c) ? qlen_after(c, len, c->qlen[i], n) : len + n;
+        if (!commit_pages(c, layer, h, seq, have, need) || !commit_positions(c, layer, h, seq, len, len + n))
             return la_fail(LA_ERR_NOMEM, "la_kv_cache_append: the system refused to commit pages for %lld entries",
                            (long long)n);
+    }
     for (int64_t h = 0; h < Hkv; h++) {
-        int32_t *len = &c->len[head_index(c, layer, h, seq)];
-        int32_t *pos = (int32_t *)((char *)c->pos + (size_t)head_index(c, layer, h, seq) * c->pos_region);
+        const int64_t hi = head_index(c, layer, h, seq);
+        int32_t *len = &c->len[hi], *pos = positions_of(c, layer, h, seq);
         for (int64_t i = 0; i < n; i++) {
-            char *kr = row_at(c, c->k[layer], h, seq, *len + i), *vr = row_at(c, c->v[layer], h, seq, *len + i);
             const float *ks = k + (i * Hkv + h) * D, *vs = v + (i * Hkv + h) * D;
+            pos[*len] = positions[i];
+            if (quantised(c)) {
+                const int64_t w = *len - c->qlen[hi];
+                memcpy(window_k(c, layer, h, seq) + w * D, ks, sizeof(float) * (size_t)D);
+                memcpy(window_v(c, layer, h, seq) + w * D, vs, sizeof(float) * (size_t)D);
+                (*len)++;
+                flush_window(c, layer, h, seq);
+                continue;
+            }
+            char *kr = row_at(c, c->k[layer], h, seq, *len), *vr = row_at(c, c->v[layer], h, seq, *len);
             if (c->p.dtype == LA_F32) {
                 memcpy(kr, ks, c->row_bytes);
                 memcpy(vr, vs, c->row_bytes);
@@ -224,9 +429,8 @@ la_status la_kv_cache_append(la_kv_cache *c, int64_t layer, int64_t seq, int64_t
                     la_store_f32(vr, c->p.dtype, d, vs[d]);
                 }
             }
-            pos[*len + i] = positions[i];
+            (*len)++;
         }
-        *len += (int32_t)n;
     }
     return la_succeed();
 }
@@ -243,9 +447,29 @@ la_status la_kv_cache_positions(const la_kv_cache *c, int64_t layer, int64_t hea
     la_status st = check_index(c, "la_kv_cache_positions", layer, head, false, seq);
     if (st) return st;
     if (!positions || !len) return la_fail(LA_ERR_NULL, "la_kv_cache_positions: %s is NULL", !positions ? "positions" : "len");
-    *positions = (const int32_t *)((const char *)c->pos + (size_t)head_index(c, layer, head, seq) * c->pos_region);
+    *positions = positions_of(c, layer, head, seq);
     *len = c->len[head_index(c, layer, head, seq)];
     return la_succeed();
+}
+
+/* Slot `slot` of (layer, head, seq) as f32 (k or v may be NULL). */
+static void load_entry(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t slot, float *k, float *v) {
+    const int64_t D = c->p.head_dim;
+    if (quantised(c)) {
+        const int64_t q = c->qlen[head_index(c, layer, head, seq)];
+        if (slot < q) {
+            load_quantised(c, layer, head, seq, slot, k, v);
+        } else {
+            if (k) memcpy(k, window_k(c, layer, head, seq) + (slot - q) * D, sizeof(float) * (size_t)D);
+            if (v) memcpy(v, window_v(c, layer, head, seq) + (slot - q) * D, sizeof(float) * (size_t)D);
+        }
+        return;
+    }
+    const char *kr = row_at(c, c->k[layer], head, seq, slot), *vr = row_at(c, c->v[layer], head, seq, slot);
+    for (int64_t d = 0; d < D; d++) {
+        if (k) k[d] = la_load_f32(kr, c->p.dtype, d);
+        if (v) v[d] = la_load_f32(vr, c->p.dtype, d);
+    }
 }
 
 la_status la_kv_cache_read(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, int64_t first, int64_t n,
@@ -266,14 +490,9 @@ la_status la_kv_cache_read(const la_kv_cache *c, int64_t layer, int64_t head, in
     }
     const int64_t nh = h1 - h0;
     for (int64_t i = 0; i < n; i++)
-        for (int64_t h = h0; h < h1; h++) {
-            const char *kr = row_at(c, c->k[layer], h, seq, first + i), *vr = row_at(c, c->v[layer], h, seq, first + i);
-            float *kd = k ? k + (i * nh + h - h0) * D : NULL, *vd = v ? v + (i * nh + h - h0) * D : NULL;
-            for (int64_t d = 0; d < D; d++) {
-                if (kd) kd[d] = la_load_f32(kr, c->p.dtype, d);
-                if (vd) vd[d] = la_load_f32(vr, c->p.dtype, d);
-            }
-        }
+        for (int64_t h = h0; h < h1; h++)
+            load_entry(c, layer, h, seq, first + i, k ? k + (i * nh + h - h0) * D : NULL,
+                       v ? v + (i * nh + h - h0) * D : NULL);
     return la_succeed();
 }
 
@@ -282,6 +501,9 @@ la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, in
     la_status st = check_index(c, "la_kv_cache_view", layer, head, true, seq0);
     if (st) return st;
     if (!out) return la_fail(LA_ERR_NULL, "la_kv_cache_view: out is NULL");
+    if (quantised(c))
+        return la_fail(LA_ERR_UNSUPPORTED,
+                       "la_kv_cache_view: the cache's pages are quantised (no tensor view); use la_kv_cache_decode");
     if (n_seqs <= 0 || n_seqs > c->p.max_seqs - seq0)
         return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_view: sequences [%lld, %lld) are outside [0, %lld)",
                        (long long)seq0, (long long)(seq0 + n_seqs), (long long)c->p.max_seqs);
@@ -295,8 +517,8 @@ la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, in
                                    (long long)layer, (long long)s, c->len[head_index(c, layer, 0, s)], (long long)h,
                                    c->len[head_index(c, layer, h, s)]);
     const int64_t h0 = head < 0 ? 0 : head, D = c->p.head_dim, ps = c->p.page_size;
-    const int64_t head_stride = (int64_t)(c->region_bytes / c->es) * c->p.max_seqs;
-    const size_t off = region_off(c, h0, 0);
+    const int64_t head_stride = (int64_t)(c->kreg / c->es) * c->p.max_seqs;
+    const size_t off = region_off(c, c->kreg, h0, 0);
     la_tensor t = {.dtype = c->p.dtype, .ndim = 4,
                    .shape = {c->p.max_seqs * c->pages, ps, head < 0 ? c->p.n_kv_heads : 1, D},
                    .stride = {ps * D, D, head_stride, 1}};
@@ -307,6 +529,126 @@ la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, in
                                  .block_table = c->block_table + seq0 * c->pages,
                                  .blocks_per_seq = c->pages};
     return la_succeed();
+}
+
+la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
+                             int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse) {
+    la_status st = check_index(c, "la_kv_cache_decode", layer, 0, false, seq0);
+    if (st) return st;
+    if (!q) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: q is NULL");
+    if (!quantised(c)) {
+        la_kv_view view;
+        if (q->ndim != 4 || q->shape[0] <= 0 || q->shape[0] > c->p.max_seqs - seq0)
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q must be [n_seqs, Lq, H, D] with n_seqs in [1, %lld]",
+                           (long long)(c->p.max_seqs - seq0));
+        bool ragged = false;
+        for (int64_t s = seq0; s < seq0 + q->shape[0]; s++)
+            for (int64_t h = 1; h < c->p.n_kv_heads; h++)
+                ragged |= c->len[head_index(c, layer, h, s)] != c->len[head_index(c, layer, 0, s)];
+        if (!ragged) {
+            if ((st = la_kv_cache_view(c, layer, -1, seq0, q->shape[0], &view))) return st;
+            return la_attention_decode(ctx, p, q, &view.k, &view.v, &view.layout, out, lse);
+        }
+        /* ragged heads (after per-head eviction): one call per KV head over
+         * the slices of q, out and lse holding its query heads; each row's
+         * arithmetic is the same as in the all-heads call */
+        const int64_t Hkv = c->p.n_kv_heads;
+        if (!out) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: out is NULL");
+        if (out->ndim != 4 || q->shape[2] % Hkv || out->shape[2] != q->shape[2] || (lse && (lse->ndim != 3 || lse->shape[2] != q->shape[2])))
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q has %lld heads; out and lse must match it and it must be a "
+                           "multiple of the cache's %lld KV heads", (long long)q->shape[2], (long long)Hkv);
+        const int64_t G = q->shape[2] / Hkv;
+        for (int64_t hk = 0; hk < Hkv; hk++) {
+            la_tensor qh = *q, oh = *out, lh = lse ? *lse : (la_tensor){0};
+            qh.shape[2] = oh.shape[2] = G;
+            qh.data = (char *)q->data + (size_t)(hk * G * q->stride[2]) * la_dtype_size(q->dtype);
+            oh.data = (char *)out->data + (size_t)(hk * G * out->stride[2]) * la_dtype_size(out->dtype);
+            if (lse) {
+                lh.shape[2] = G;
+                lh.data = (char *)lse->data + (size_t)(hk * G * lse->stride[2]) * la_dtype_size(lse->dtype);
+            }
+            if ((st = la_kv_cache_view(c, layer, hk, seq0, q->shape[0], &view)) ||
+                (st = la_attention_decode(ctx, p, &qh, &view.k, &view.v, &view.layout, &oh, lse ? &lh : NULL)))
+                return st;
+        }
+        return la_succeed();
+    }
+    const int64_t first = head_index(c, layer, 0, 0);
+    const size_t wl = (size_t)first * (size_t)(c->f.window_rows * c->p.head_dim);
+    const la_kvq_layer kv = {.f = c->f, .k = c->k[layer], .v = c->v[layer], .k_region = c->kreg, .v_region = c->vreg,
+                             .wk = c->wk + wl, .wv = c->wv + wl, .len = c->len + first, .qlen = c->qlen + first,
+                             .region_seqs = c->p.max_seqs};
+    return la_kvq_decode(ctx, "la_kv_cache_decode", p, q, &kv, seq0, c->p.n_kv_heads, out, lse);
+}
+
+/* Compaction of a quantised head: groups before the first dropped slot stay;
+ * after it, each run of key_group kept entries that were all quantised
+ * becomes a group again: moved as it is (codes and scales) when it was one
+ * whole group before, else dequantised and quantised anew (one more rounding
+ * for those entries). The kept entries past the last such run go to the
+ * window (dequantised if they were quantised), which then flushes whole
+ * groups as an append would. qlen only shrinks, so every page it needs is
+ * committed already. */
+static la_status compact_quantised(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, const int32_t *slots,
+                                   int64_t n_drop) {
+    const int64_t hi = head_index(c, layer, head, seq), D = c->p.head_dim, kg = c->f.key_group;
+    const int64_t len = c->len[hi], oq = c->qlen[hi], n_keep = len - n_drop, g0 = slots[0] / kg;
+    int32_t *kept = malloc(sizeof(int32_t) * (size_t)(n_keep > 0 ? n_keep : 1));
+    float *tk = malloc(sizeof(float) * (size_t)((c->f.window_rows + kg) * D));
+    float *tv = malloc(sizeof(float) * (size_t)((c->f.window_rows + kg) * D));
+    if (!kept || !tk || !tv) {
+        free(kept), free(tk), free(tv);
+        return la_fail(LA_ERR_NOMEM, "la_kv_cache_compact: no memory to rebuild %lld entries", (long long)n_keep);
+    }
+    for (int64_t r = 0, w = 0, next = 0; r < len; r++) {
+        if (next < n_drop && slots[next] == r) next++;
+        else kept[w++] = (int32_t)r;
+    }
+    int32_t *pos = positions_of(c, layer, head, seq);
+    /* kept[i] == i below idx: those groups stay (a drop inside the window
+     * leaves every quantised group as it is) */
+    int64_t idx = g0 * kg < oq ? g0 * kg : oq;
+    const int64_t cv = c->f.D / c->f.value_group;
+    for (; idx + kg <= n_keep && kept[idx + kg - 1] < oq; idx += kg) {
+        const int64_t src = kept[idx];
+        const bool whole = src % kg == 0 && kept[idx + kg - 1] == src + kg - 1;
+        if (whole && src == idx) continue;
+        if (whole) {
+            /* codes, the group's key scales, its tokens' value scales (src > idx: moving down is safe in order) */
+            char *kd = kpage_of(c, layer, head, seq, idx), *ks = kpage_of(c, layer, head, seq, src);
+            char *vd = vpage_of(c, layer, head, seq, idx), *vs = vpage_of(c, layer, head, seq, src);
+            const int64_t td = idx % c->p.page_size, ts = src % c->p.page_size;
+            memmove(kd + (size_t)td * c->f.code_row, ks + (size_t)ts * c->f.code_row, (size_t)kg * c->f.code_row);
+            memmove(vd + (size_t)td * c->f.code_row, vs + (size_t)ts * c->f.code_row, (size_t)kg * c->f.code_row);
+            memmove((void *)la_kvq_key_scales(&c->f, kd, td / kg), la_kvq_key_scales(&c->f, ks, ts / kg),
+                    (size_t)D * 4);
+            memmove((void *)la_kvq_value_scales(&c->f, vd, td), la_kvq_value_scales(&c->f, vs, ts),
+                    (size_t)(kg * cv) * 4);
+        } else {
+            for (int64_t t = 0; t < kg; t++) load_quantised(c, layer, head, seq, kept[idx + t], tk + t * D, tv + t * D);
+            store_key_group(c, layer, head, seq, idx, tk);
+            for (int64_t t = 0; t < kg; t++) store_value_row(c, layer, head, seq, idx + t, tv + t * D);
+        }
+        for (int64_t t = 0; t < kg; t++) pos[idx + t] = pos[kept[idx + t]];
+    }
+    /* the rest into the window, through tk/tv (fewer than key_group were
+     * quantised, the others were window rows: at most window_rows + kg - 2) */
+    {
+        for (int64_t i = idx; i < n_keep; i++) {
+            const int64_t src = kept[i];
+            load_entry(c, layer, head, seq, src, tk + (i - idx) * D, tv + (i - idx) * D);
+            pos[i] = pos[src];
+        }
+        memcpy(window_k(c, layer, head, seq), tk, sizeof(float) * (size_t)((n_keep - idx) * D));
+        memcpy(window_v(c, layer, head, seq), tv, sizeof(float) * (size_t)((n_keep - idx) * D));
+    }
+    c->qlen[hi] = (int32_t)idx;
+    c->len[hi] = (int32_t)n_keep;
+    flush_window(c, layer, head, seq);
+    release_pages(c, layer, head, seq, c->qlen[hi], oq);
+    release_positions(c, layer, head, seq, n_keep, len);
+    free(kept), free(tk), free(tv);
+    return LA_OK;
 }
 
 la_status la_kv_cache_compact(la_kv_cache *c, int64_t layer, int64_t head, int64_t seq, const int32_t *slots,
@@ -325,7 +667,12 @@ la_status la_kv_cache_compact(la_kv_cache *c, int64_t layer, int64_t head, int64
                            "strictly increasing",
                            (long long)i, slots[i], slots[i - 1]);
     }
-    int32_t *pos = (int32_t *)((char *)c->pos + (size_t)head_index(c, layer, head, seq) * c->pos_region);
+    if (!n_drop) return la_succeed();
+    if (quantised(c)) {
+        if ((st = compact_quantised(c, layer, head, seq, slots, n_drop))) return st;
+        return la_succeed();
+    }
+    int32_t *pos = positions_of(c, layer, head, seq);
     int64_t w = 0, next = 0;
     for (int64_t r = 0; r < *len; r++) {
         if (next < n_drop && slots[next] == r) {
@@ -341,7 +688,8 @@ la_status la_kv_cache_compact(la_kv_cache *c, int64_t layer, int64_t head, int64
     }
     const int64_t old = *len;
     *len = (int32_t)w;
-    release_entries(c, layer, head, seq, w, old);
+    release_pages(c, layer, head, seq, w, old);
+    release_positions(c, layer, head, seq, w, old);
     return la_succeed();
 }
 
@@ -353,17 +701,28 @@ la_status la_kv_cache_reset(la_kv_cache *c, int64_t seq) {
     for (int64_t l = 0; l < c->p.n_layers; l++)
         for (int64_t h = 0; h < c->p.n_kv_heads; h++)
             for (int64_t s = seq < 0 ? 0 : seq; s < (seq < 0 ? c->p.max_seqs : seq + 1); s++) {
-                int32_t *len = &c->len[head_index(c, l, h, s)];
-                release_entries(c, l, h, s, 0, *len);
-                *len = 0;
+                const int64_t i = head_index(c, l, h, s);
+                release_pages(c, l, h, s, 0, quantised(c) ? c->qlen[i] : c->len[i]);
+                release_positions(c, l, h, s, 0, c->len[i]);
+                c->len[i] = 0;
+                if (quantised(c)) c->qlen[i] = 0;
             }
     return la_succeed();
 }
 
 size_t la_kv_cache_bytes(const la_kv_cache *c) {
     if (!c) return 0;
-    size_t pages = 0;
+    size_t bytes = 0;
     const int64_t n = c->p.n_layers * c->p.n_kv_heads * c->p.max_seqs;
-    for (int64_t i = 0; i < n; i++) pages += (size_t)pages_for(c, c->len[i]);
-    return pages * c->row_bytes * (size_t)c->p.page_size * 2;
+    const size_t window = (size_t)(c->f.window_rows * c->p.head_dim) * sizeof(float) * 2;
+    for (int64_t i = 0; i < n; i++) {
+        if (!quantised(c)) {
+            bytes += (size_t)pages_for(c, c->len[i]) * (c->kpage + c->vpage);
+            continue;
+        }
+        /* quantised pages with their scales, and the window's rows (all of
+         * them once the head holds an entry: they are its memory) */
+        bytes += (size_t)pages_for(c, c->qlen[i]) * (c->kpage + c->vpage) + (c->len[i] ? window : 0);
+    }
+    return bytes;
 }

@@ -214,14 +214,22 @@ la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p, int64_
         return la_fail(LA_ERR_ARGUMENT,
                        "la_kv_cache_apply_policy: policy %s needs a la_kv_policy_state (la_kv_policy_update)",
                        kind_name(p->kind));
+    /* A quantised cache drops whole key groups, from the first group
+     * boundary at or after the sinks, so every kept group moves intact and
+     * nothing is quantised twice: the sinks round up to a key group and the
+     * cache holds up to budget + key_group - 1 entries. */
+    const int64_t kg = cp->quant != LA_KV_QUANT_NONE ? cp->quant_key_group : 1;
+    const int64_t first = (p->sinks + kg - 1) / kg * kg;
     for (int64_t h = 0; h < cp->n_kv_heads; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, seq);
         if (len <= p->budget) continue;
-        /* drop [sinks, len - (budget - sinks)): the middle between the sinks and the window */
-        const int64_t n_drop = len - p->budget;
+        /* drop [first, first + n_drop): the middle between the sinks and the window */
+        int64_t n_drop = (len - p->budget) / kg * kg;
+        if (n_drop > len - first) n_drop = (len - first) / kg * kg;
+        if (n_drop <= 0) continue;
         int32_t *slots = malloc(sizeof(int32_t) * (size_t)n_drop);
         if (!slots) return la_fail(LA_ERR_NOMEM, "la_kv_cache_apply_policy: no memory for %lld slots", (long long)n_drop);
-        for (int64_t i = 0; i < n_drop; i++) slots[i] = (int32_t)(p->sinks + i);
+        for (int64_t i = 0; i < n_drop; i++) slots[i] = (int32_t)(first + i);
         st = la_kv_cache_compact(c, layer, h, seq, slots, n_drop);
         free(slots);
         if (st) return st;

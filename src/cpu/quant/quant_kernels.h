@@ -36,7 +36,7 @@ LA_ISA_DECLARE(void, la_quant_matmul_tile, (la_ggml_type t, const char *w, size_
 /* jobs validated, rb[j] the row bytes of job j. */
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
                               const float *x);
-/* n > 1 rows of X. */
+/* n >= 1 rows of X (f32 activations). */
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
                         const float *X, int64_t n, float *Y);
 

@@ -39,3 +39,13 @@ la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y);
     return st ? st : la_succeed();
 }
+
+la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,
+                        int64_t n, float *Y) {
+    size_t rb;
+    la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
+    if (st) return st;
+    if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
+    st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y);
+    return st ? st : la_succeed();
+}

@@ -1,0 +1,298 @@
+/* Decode attention straight over quantised KV pages (backend/kvq_problem.h),
+ * written once and compiled per instruction set (cpu/isa.h).
+ *
+ * Work item = one (sequence, KV head, chunk of KVQ_CHUNK slots): a head's
+ * pages are one contiguous region, so an item streams codes in address
+ * order, and every item of a head may have its own length (ragged heads
+ * after eviction need no view of their own). Each K/V code row is widened
+ * once per block of LA_VL tokens and used by the G * Lq query rows of the
+ * head (grouped-query attention).
+ *
+ * Keys, per-channel (scale s_d, zero z_d) per key group:
+ *   q . k = sum_d (q_d s_d) code_d + sum_d q_d z_d,
+ * so once per (row, group) the kernel folds the scales into the query
+ * (qf = q * s) and takes the zero term as a constant bias; the per-token
+ * work is a dot product with the widened codes. Values, per-token (scale,
+ * zero) per channel group: the block's rows are dequantised as they are
+ * widened (one FMA per element, shared by the G * Lq rows), then p . v
+ * accumulates as for float pages. The f32 window is read as it is.
+ *
+ * Bytes read per token and head, int8 with D = 64, key group 32, value
+ * group 32: 64 + 64 codes, 8 for the token's value scales, 256 / 32 = 8 for
+ * its share of the key group's scales: 144 against f32's 512 (28%).
+ *
+ * The split is the float decode's (attention/decode_isa.c): chunk c holds
+ * slots [c * 256, (c + 1) * 256), whatever the threads or page size, and
+ * the chunks are merged by log-sum-exp in chunk order. */
+#include "cpu/isa.h"
+#include "cpu/tile_gemm.h"
+#include "cpu/attention/merge_rows.h"
+#include "cpu/kvquant/kvq_kernels.h"
+
+#include "base/parallel.h"
+
+#define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
+
+typedef struct {
+    const la_kvq_decode_problem *p;
+    int64_t R, Dp, len, qlen;
+    const char *kpages, *vpages; /* this (head, seq)'s regions */
+    const float *wk, *wv;        /* its window */
+    const float *qs;             /* [R][Dp] scaled queries */
+    const int64_t *hi;           /* [R] visible slots [0, hi) */
+    float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
+    float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
+} item_state;
+
+/* The chunk's running softmax per row. */
+typedef struct {
+    float *m, *l, *acc;
+} partial;
+
+#define ACC_VECTORS 8
+static inline void accumulate_pv(float *a, const float *vbuf, vf p, int64_t Dp) {
+    int64_t d = 0;
+    for (; d + ACC_VECTORS * LA_VL <= Dp; d += ACC_VECTORS * LA_VL) {
+        vf o[ACC_VECTORS];
+        for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_load(a + d + k * LA_VL);
+        for (int e = 0; e < LA_VL; e++) {
+            const vf pe = vf_set1(p[e]);
+            for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_fma(pe, vf_load(vbuf + e * Dp + d + k * LA_VL), o[k]);
+        }
+        for (int k = 0; k < ACC_VECTORS; k++) vf_store(a + d + k * LA_VL, o[k]);
+    }
+    for (; d < Dp; d += LA_VL) {
+        vf o = vf_load(a + d);
+        for (int e = 0; e < LA_VL; e++) o = vf_fma(vf_set1(p[e]), vf_load(vbuf + e * Dp + d), o);
+        vf_store(a + d, o);
+    }
+}
+
+/* dst[0..D) = the codes of one row, as floats (no scale). */
+static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t D) {
+    if (bits == 8) {
+        for (int64_t d = 0; d < D; d++) dst[d] = (float)src[d];
+    } else {
+        for (int64_t i = 0; i < D / 2; i++) {
+            dst[2 * i] = (float)(src[i] & 15);
+            dst[2 * i + 1] = (float)(src[i] >> 4);
+        }
+    }
+}
+
+/* dst[0..D) = zero + scale * code per value group of one token; sz holds
+ * the token's (scale, zero) pairs as f32. */
+static inline void dequant_value_row(float *dst, const uint8_t *src, const float *sz, const la_kvq_format *f) {
+    widen_codes(dst, src, f->bits, f->D);
+    const int64_t vg = f->value_group;
+    for (int64_t g = 0; g < f->D / vg; g++) {
+        const float sc = sz[2 * g], z = sz[2 * g + 1];
+        for (int64_t d = g * vg; d < (g + 1) * vg; d++) dst[d] = z + sc * dst[d];
+    }
+}
+
+/* dst[0..n) = the f16 values at src, a vector at a time (never reading
+ * past src[n - 1]). */
+static inline void widen_f16(float *dst, const uint16_t *src, int64_t n) {
+    int64_t i = 0;
+    for (; i + LA_VL <= n; i += LA_VL) vf_store(dst + i, vf_load_f16(src + i));
+    for (; i < n; i++) dst[i] = la_f16_to_f32(src[i]);
+}
+
+/* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf (rows Dp apart,
+ * lanes past nk repeat row 0): score every row with qf and bias, update its
+ * running softmax. */
+static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
+    const int64_t Dp = s->Dp;
+    const vi lane = vi_iota();
+    const float *kp[LA_VL];
+    for (int64_t e = 0; e < LA_VL; e++) kp[e] = s->kbuf + (e < nk ? e : 0) * Dp;
+    for (int64_t r = 0; r < s->R; r++) {
+        const int64_t lim = s->hi[r] - j0 < nk ? s->hi[r] - j0 : nk;
+        if (lim <= 0) continue;
+        const float *q = qf + r * Dp;
+        vf part[LA_VL];
+        for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
+        for (int64_t d = 0; d < Dp; d += LA_VL) {
+            const vf qv = vf_load(q + d);
+            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
+        }
+        vf sv = vf_transpose_sum(part) + vf_set1(bias ? bias[r] : 0.0f);
+        sv = vf_select(lane < (vi){0} + (int32_t)lim, sv, vf_set1(-INFINITY));
+        float *a = pt->acc + r * Dp;
+        const float bm = vf_reduce_max(sv);
+        if (bm > pt->m[r]) {
+            const float alpha = pt->m[r] == -INFINITY ? 0.0f : expf(pt->m[r] - bm);
+            pt->l[r] *= alpha;
+            const vf av = vf_set1(alpha);
+            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(a + d, vf_load(a + d) * av);
+            pt->m[r] = bm;
+        }
+        const vf pv = vf_exp(sv - pt->m[r]);
+        pt->l[r] += vf_reduce_add(pv);
+        accumulate_pv(a, s->vbuf, pv, Dp);
+    }
+}
+
+/* Quantised slots [a, b) of one key group. */
+static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt) {
+    const la_kvq_format *f = &s->p->kv.f;
+    const int64_t D = f->D, Dp = s->Dp, ps = f->page_size;
+    const int64_t page = a / ps, g = (a % ps) / f->key_group;
+    const char *kp = s->kpages + (size_t)page * f->k_page, *vp = s->vpages + (size_t)page * f->v_page;
+    const uint16_t *ks = la_kvq_key_scales(f, kp, g);
+    /* fold the group's channel scales into the queries, once per group */
+    float *sc = s->sc, *zc = s->sc + Dp;
+    widen_f16(sc, ks, D);
+    widen_f16(zc, ks + D, D);
+    for (int64_t d = D; d < Dp; d++) sc[d] = zc[d] = 0.0f;
+    for (int64_t r = 0; r < s->R; r++) {
+        const float *q = s->qs + r * Dp;
+        float *o = s->qf + r * Dp;
+        vf bz = vf_set1(0);
+        for (int64_t d = 0; d < Dp; d += LA_VL) {
+            const vf qv = vf_load(q + d);
+            vf_store(o + d, qv * vf_load(sc + d));
+            bz = vf_fma(qv, vf_load(zc + d), bz);
+        }
+        s->bias[r] = vf_reduce_add(bz);
+    }
+    const int64_t pairs = 2 * (D / f->value_group);
+    for (int64_t j0 = a; j0 < b; j0 += LA_VL) {
+        const int64_t nk = b - j0 < LA_VL ? b - j0 : LA_VL;
+        /* the block's value scales are adjacent in the page (a block never leaves its group's page) */
+        widen_f16(s->vsc, la_kvq_value_scales(f, vp, j0 % ps), nk * pairs);
+        for (int64_t e = 0; e < nk; e++) {
+            const int64_t t = (j0 + e) % ps;
+            widen_codes(s->kbuf + e * Dp, (const uint8_t *)kp + (size_t)t * f->code_row, f->bits, D);
+            dequant_value_row(s->vbuf + e * Dp, (const uint8_t *)vp + (size_t)t * f->code_row, s->vsc + e * pairs, f);
+        }
+        block(s, s->qf, s->bias, j0, nk, pt);
+    }
+}
+
+/* Window slots [a, b) (f32 rows). */
+static void window_segment(const item_state *s, int64_t a, int64_t b, partial *pt) {
+    const int64_t D = s->p->kv.f.D, Dp = s->Dp;
+    for (int64_t j0 = a; j0 < b; j0 += LA_VL) {
+        const int64_t nk = b - j0 < LA_VL ? b - j0 : LA_VL;
+        for (int64_t e = 0; e < nk; e++) {
+            memcpy(s->kbuf + e * Dp, s->wk + (j0 + e - s->qlen) * D, sizeof(float) * (size_t)D);
+            memcpy(s->vbuf + e * Dp, s->wv + (j0 + e - s->qlen) * D, sizeof(float) * (size_t)D);
+        }
+        block(s, s->qs, NULL, j0, nk, pt);
+    }
+}
+
+static void chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
+    const int64_t kg = s->p->kv.f.key_group;
+    for (int64_t r = 0; r < s->R; r++) pt->m[r] = -INFINITY, pt->l[r] = 0;
+    memset(pt->acc, 0, sizeof(float) * (size_t)(s->R * s->Dp));
+    for (int64_t a = c0; a < c1 && a < s->qlen;) {
+        int64_t b = (a / kg + 1) * kg;
+        b = b < c1 ? b : c1;
+        quant_segment(s, a, b, pt);
+        a = b;
+    }
+    if (c1 > s->qlen) window_segment(s, c0 > s->qlen ? c0 : s->qlen, c1, pt);
+}
+
+/* Workspace (floats): per item R partial rows (Dp + 2); per thread the
+ * scaled and folded queries, biases, ranges, one block of K and V rows, a
+ * group's scales and zeros, a merge list and a merged row. */
+typedef struct {
+    int64_t nchunks, items, R, Dp;
+    size_t part_rows, merge, per_thread, bytes;
+} layout;
+
+static int64_t longest(const la_kvq_decode_problem *p) {
+    int64_t n = 0;
+    for (int64_t hk = 0; hk < p->Hkv; hk++)
+        for (int64_t b = 0; b < p->num_seqs; b++) {
+            const int64_t l = p->kv.len[hk * p->kv.region_seqs + p->seq0 + b];
+            n = l > n ? l : n;
+        }
+    return n;
+}
+
+static bool plan(const la_kvq_decode_problem *p, layout *L) {
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    L->Dp = tg_round_up(p->kv.f.D, LA_VL);
+    L->R = p->H / p->Hkv * p->Lq;
+    const int64_t n = longest(p);
+    L->nchunks = n > 0 ? (n + KVQ_CHUNK - 1) / KVQ_CHUNK : 1;
+    L->items = p->num_seqs * p->Hkv * L->nchunks;
+    size_t part, total;
+    L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 3 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+                    L->merge;
+    L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
+    if (!la_mul_size((size_t)L->items, (size_t)L->R, &L->part_rows) ||
+        !la_mul_size(L->part_rows, (size_t)(L->Dp + 2), &part) ||
+        !la_mul_size(L->per_thread, (size_t)nthreads, &total) || (total += part) < part ||
+        !la_mul_size(total, sizeof(float), &L->bytes))
+        return false;
+    return true;
+}
+
+la_status LA_ISA_FN(la_cpu_kvq_decode_workspace)(const la_kvq_decode_problem *p, size_t *bytes) {
+    layout L;
+    if (!plan(p, &L)) return la_fail(LA_ERR_OVERFLOW, "quantised decode workspace size overflows");
+    *bytes = L.bytes;
+    return LA_OK;
+}
+
+la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, void *mem) {
+    layout L;
+    if (!plan(p, &L)) return la_fail(LA_ERR_OVERFLOW, "quantised decode workspace size overflows");
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t R = L.R, Dp = L.Dp, D = p->kv.f.D, G = p->H / p->Hkv, Lq = p->Lq, nchunks = L.nchunks;
+    const la_kvq_layer *kv = &p->kv;
+    float *pm = mem, *pl = pm + L.part_rows, *pacc = pl + L.part_rows;
+    float *threads_mem = pacc + L.part_rows * (size_t)Dp;
+#pragma omp parallel num_threads(nthreads)
+    {
+        /* 8-byte members first: hi (2 R floats), then the merge list */
+        int64_t *hi = (int64_t *)(threads_mem + (size_t)la_thread_id() * L.per_thread);
+        merge_part *parts = (merge_part *)(hi + R);
+        float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
+        float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < L.items; it++) {
+            const int64_t bh = it / nchunks, c = it % nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
+            const int64_t reg = hk * kv->region_seqs + p->seq0 + b, len = kv->len[reg];
+            for (int64_t r = 0; r < R; r++) {
+                const int64_t h = hk * G + r / Lq, i = r % Lq;
+                tg_load_row(qs + r * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
+                for (int64_t d = 0; d < D; d++) qs[r * Dp + d] *= p->scale;
+                int64_t lim = p->causal ? len - Lq + i + 1 : len;
+                hi[r] = lim < 0 ? 0 : lim > len ? len : lim;
+            }
+            item_state s = {.p = p, .R = R, .Dp = Dp, .len = len, .qlen = kv->qlen[reg],
+                            .kpages = kv->k + (size_t)reg * kv->k_region, .vpages = kv->v + (size_t)reg * kv->v_region,
+                            .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
+                            .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
+                            .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
+                            .vsc = vsc};
+            /* lanes past a block's end read row 0: keep it finite */
+            memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
+            const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
+            partial pt = {pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp};
+            chunk(&s, c0, c0 < c1 ? c1 : c0, &pt);
+        }
+#pragma omp for schedule(static)
+        for (int64_t br = 0; br < p->num_seqs * p->Hkv * R; br++) {
+            const int64_t bh = br / R, r = br % R, b = bh / p->Hkv, hk = bh % p->Hkv;
+            const int64_t h = hk * G + r / Lq, i = r % Lq;
+            for (int64_t c = 0; c < nchunks; c++) {
+                const int64_t row = (bh * nchunks + c) * R + r;
+                parts[c] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp), .dtype = LA_F32,
+                                        .log_scale = pm[row], .mass = pl[row]};
+            }
+            const float lse = merge_row(parts, nchunks, D, false, merged);
+            tg_store_row(la_attn_at(&p->out, b, i, h), p->out.dtype, merged, D);
+            if (p->lse.data) *(float *)la_attn_at(&p->lse, b, i, h) = lse;
+        }
+    }
+    return LA_OK;
+}
