@@ -340,7 +340,16 @@ typedef enum {
     LA_FEATURE_IDENTITY = 0, /* phi(x) = x */
     LA_FEATURE_ELU1 = 1,     /* phi(x) = elu(x) + 1 */
     LA_FEATURE_RELU = 2,     /* phi(x) = max(x, 0) */
-    LA_FEATURE_COUNT         /* Taylor (Based) and Hedgehog maps: not yet (issue 9) */
+    /* 2nd-order Taylor map of Based (Arora et al. 2024): phi(x) = [1,
+     * x / Dk^(1/4), vec(x x^T) / (sqrt(2) sqrt(Dk))], so phi(q).phi(k) =
+     * 1 + s + s^2 / 2 with s = q.k / sqrt(Dk). Feature dim Df = 1 + Dk + Dk^2,
+     * which must be <= LA_MAX_HEAD_DIM: Dk <= 22 (LA_ERR_UNSUPPORTED above). */
+    LA_FEATURE_TAYLOR = 3,
+    /* Hedgehog (Zhang et al. 2024): phi(x) = softmax([x W_h, -x W_h]) over
+     * its 2 Dm entries, W = params.feature_proj [H, Dk, Dm] f32 (query head
+     * h's W maps q of head h and the k it reads). Df = 2 Dm <= LA_MAX_HEAD_DIM. */
+    LA_FEATURE_HEDGEHOG = 4,
+    LA_FEATURE_COUNT
 } la_feature_map;
 
 typedef enum {
@@ -368,10 +377,26 @@ typedef struct {
     int64_t chunk_size;          /* chunked form: tokens per chunk, >= 1 (default 64) */
     const int32_t *cu_seqlens;   /* [num_seqs + 1] or NULL for a dense batch */
     int64_t num_seqs;
+    /* Hedgehog only: W [H, Dk, feature_proj_dim] f32, contiguous, finite */
+    const float *feature_proj;
+    int64_t feature_proj_dim;    /* Dm >= 1, 2 Dm <= LA_MAX_HEAD_DIM */
+    /* backward with Hedgehog: dL/dW [H, Dk, Dm] f32, contiguous,
+     * overwritten; NULL = not wanted. Ignored by forward and decode. */
+    float *feature_proj_grad;
+    /* 1: every token sees all tokens of its sequence, o_t = scale phi(q_t)^T
+     * S_L with S_L = S_0 + sum_s phi(k_s) v_s^T over the whole sequence
+     * (normalised by z_L likewise); the final state is S_L. No decay
+     * (LA_ERR_ARGUMENT otherwise); form and chunk_size are unused; the
+     * decode step is causal (non_causal set there is LA_ERR_ARGUMENT). */
+    int non_causal;
 } la_linear_params;
 
-/* Defaults: scale 0 (1/sqrt(Dk)), identity map, no normalisation (eps
- * 1e-6 when turned on), no decay, chunked form, chunk 64, dense batch. */
+/* Defaults: scale 0 (1/sqrt(Dk); 1 with the Taylor and Hedgehog maps,
+ * which carry their own), identity map, no normalisation (eps 1e-6 when
+ * turned on), no decay, causal, chunked form, chunk 64, dense batch.
+ * The state's Dk below is the feature dim Df with the Taylor and Hedgehog
+ * maps (1 + Dk + Dk^2, 2 Dm), whose decays must be none, per head or per
+ * token (a per-channel decay is LA_ERR_UNSUPPORTED there). */
 LA_API la_linear_params la_linear_params_default(void);
 
 /* out = the mixer over whole sequences. initial_state NULL starts from 0;
@@ -399,8 +424,9 @@ LA_API la_status la_linear_attention_decode(la_context *ctx, const la_linear_par
  * (p->form is ignored): dq, dk, dv shaped like q, k, v (f32 or their
  * dtype), dg like g (f32; NULL exactly when g is), dinitial_state like the
  * state (NULL: not wanted). dfinal_state (NULL = 0) is the gradient
- * reaching the final state. Overwritten, not accumulated into. Not yet with
- * normalisation (LA_ERR_UNSUPPORTED). */
+ * reaching the final state. Overwritten, not accumulated into. With
+ * normalisation the state's last column (z) takes its gradient too; with
+ * Hedgehog, params->feature_proj_grad (if set) receives dL/dW. */
 LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
                                               const la_tensor *k, const la_tensor *v, const la_tensor *g,
                                               const la_tensor *initial_state, const la_tensor *dout,

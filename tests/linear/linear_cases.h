@@ -36,6 +36,7 @@ typedef struct {
     int nseq;      /* varlen: lengths below */
     int32_t lens[LIN_MAX_SEQS];
     int64_t H, Hkv, Dk, Dv;
+    int64_t Dm;          /* Hedgehog's projection width (the case draws W [H, Dk, Dm]) */
     la_dtype dt, out_dt; /* inputs; out (and the gradients) */
     la_linear_params p;  /* options; the case attaches head decays and cu_seqlens */
     lin_gate gate;

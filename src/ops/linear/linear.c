@@ -22,10 +22,41 @@ la_linear_params la_linear_params_default(void) {
     return p;
 }
 
-static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk) {
+/* The feature map's options and dim: *Df = the state's rows. */
+static la_status check_feature(const la_linear_params *p, int64_t H, int64_t Dx, int64_t *Df) {
     if ((unsigned)p->feature >= LA_FEATURE_COUNT)
-        return la_fail(LA_ERR_ARGUMENT, "params->feature is %d; not a la_feature_map (Taylor and Hedgehog maps are "
-                                        "not implemented yet)", (int)p->feature);
+        return la_fail(LA_ERR_ARGUMENT, "params->feature is %d; not a la_feature_map", (int)p->feature);
+    *Df = Dx;
+    if (p->feature != LA_FEATURE_HEDGEHOG && (p->feature_proj || p->feature_proj_dim))
+        return la_fail(LA_ERR_ARGUMENT, "params->feature_proj / feature_proj_dim are set but the map is not Hedgehog");
+    if (p->feature == LA_FEATURE_TAYLOR) {
+        *Df = 1 + Dx + Dx * Dx; /* Dx <= LA_MAX_HEAD_DIM: no overflow */
+        if (*Df > LA_MAX_HEAD_DIM)
+            return la_fail(LA_ERR_UNSUPPORTED, "the Taylor map of head dim %lld has %lld features; at most %d (head "
+                           "dim <= 22)", (long long)Dx, (long long)*Df, LA_MAX_HEAD_DIM);
+    } else if (p->feature == LA_FEATURE_HEDGEHOG) {
+        if (!p->feature_proj) return la_fail(LA_ERR_NULL, "params->feature_proj is NULL with the Hedgehog map");
+        if (p->feature_proj_dim < 1 || p->feature_proj_dim > LA_MAX_HEAD_DIM / 2)
+            return la_fail(p->feature_proj_dim < 1 ? LA_ERR_ARGUMENT : LA_ERR_UNSUPPORTED,
+                           "params->feature_proj_dim is %lld; must be in 1..%d", (long long)p->feature_proj_dim,
+                           LA_MAX_HEAD_DIM / 2);
+        la_status s = la_check_aligned(p->feature_proj, sizeof(float), "feature_proj");
+        if (s) return s;
+        *Df = 2 * p->feature_proj_dim;
+        int64_t n;
+        if (!la_mul_i64(H, Dx, &n) || !la_mul_i64(n, p->feature_proj_dim, &n) || n > INT64_MAX / 8)
+            return la_fail(LA_ERR_OVERFLOW, "feature_proj's element count overflows");
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(p->feature_proj[i]))
+                return la_fail(LA_ERR_ARGUMENT, "feature_proj[%lld] is %g; must be finite", (long long)i,
+                               (double)p->feature_proj[i]);
+        if (p->feature_proj_grad && (s = la_check_aligned(p->feature_proj_grad, sizeof(float), "feature_proj_grad")))
+            return s;
+    }
+    return LA_OK;
+}
+
+static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk) {
     if ((unsigned)p->decay >= LA_DECAY_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->decay is %d; not a la_decay_kind", (int)p->decay);
     if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
@@ -162,7 +193,16 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
         (s = la_check_no_self_overlap(v, "v")))
         return s;
-    if ((s = check_params(p, P->H, need_chunk))) return s;
+    if ((s = check_params(p, P->H, need_chunk && !p->non_causal))) return s;
+    P->Dx = P->Dk;
+    if ((s = check_feature(p, P->H, P->Dx, &P->Dk))) return s;
+    if (P->Dk != P->Dx && p->decay == LA_DECAY_CHANNEL)
+        return la_fail(LA_ERR_UNSUPPORTED, "a per-channel decay needs an elementwise feature map (the Taylor and "
+                       "Hedgehog maps change the key channels)");
+    if (p->non_causal && p->decay != LA_DECAY_NONE)
+        return la_fail(LA_ERR_ARGUMENT, "params->non_causal takes no decay (decay is %d)", (int)p->decay);
+    if (p->non_causal && !tokens)
+        return la_fail(LA_ERR_ARGUMENT, "the decode step is causal: params->non_causal must be 0");
     if (varlen) {
         if (p->num_seqs <= 0)
             return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
@@ -185,7 +225,7 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if (g) {
         int64_t want[LA_MAX_DIMS];
         for (int i = 0; i <= hx; i++) want[i] = q->shape[i];
-        want[hx + 1] = P->Dk;
+        want[hx + 1] = P->Dx;
         const int gnd = p->decay == LA_DECAY_CHANNEL ? nd : nd - 1;
         if ((s = check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
     }
@@ -195,9 +235,14 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     P->head_log_decay = p->head_log_decay;
     P->normalize = p->normalize != 0;
     P->norm_eps = p->norm_eps;
-    P->scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)P->Dk);
-    P->form = p->form;
-    P->chunk = p->chunk_size;
+    P->scale = p->scale > 0 ? p->scale : P->Dk != P->Dx || p->feature == LA_FEATURE_HEDGEHOG ? 1.0f
+                                                                                            : 1.0f / sqrtf((float)P->Dx);
+    P->proj = p->feature == LA_FEATURE_HEDGEHOG ? p->feature_proj : NULL;
+    P->Dm = p->feature == LA_FEATURE_HEDGEHOG ? p->feature_proj_dim : 0;
+    P->non_causal = p->non_causal != 0;
+    /* non-causal calls run in chunks of the default size, whatever form and chunk_size say */
+    P->form = p->non_causal ? LA_LINEAR_CHUNKED : p->form;
+    P->chunk = p->non_causal ? LINEAR_DEFAULT_CHUNK : p->chunk_size;
     P->device = q->device;
     if (tokens) {
         P->q = la_attn_operand_of(q, !varlen);
@@ -214,6 +259,11 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
                                            .head_stride = in[i]->stride[1]};
     }
     return LA_OK;
+}
+
+/* Bytes of the Hedgehog projection W [H, Dx, Dm] (0 without it). */
+static size_t proj_bytes(const la_linear_problem *P) {
+    return P->proj ? la_array_bytes(P->H * P->Dx * P->Dm, sizeof(float)) : 0;
 }
 
 /* The shape of the states: [N, H, Dk, Dvs]. */
@@ -250,8 +300,9 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
     const la_arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
                               {"initial_state", initial_state},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
-                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = la_check_arg_memory(ctx, mem, 9, 2))) return s;
+                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes},
+                              {"feature_proj", NULL, P.proj, proj_bytes(&P)}};
+    if ((s = la_check_arg_memory(ctx, mem, 10, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, out, final_state};
     const la_backend *be = backend_of(all, 7);
     if (!be) return LA_ERR_DEVICE;
@@ -273,8 +324,9 @@ la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p,
     if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, 0))) return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
-                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))}};
-    if ((s = la_check_arg_memory(ctx, mem, 7, 2))) return s;
+                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
+                              {"feature_proj", NULL, P.proj, proj_bytes(&P)}};
+    if ((s = la_check_arg_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, state, out};
     const la_backend *be = backend_of(all, 6);
     if (!be) return LA_ERR_DEVICE;
@@ -298,8 +350,6 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     P->op = LA_LINEAR_OP_BACKWARD;
     la_status s = check_inputs(ctx, p, q, k, v, g, true, true, P);
     if (s) return s;
-    if (P->normalize)
-        return la_fail(LA_ERR_UNSUPPORTED, "the linear-attention backward does not support normalisation yet");
     const unsigned zero = P->cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(P, sw);
@@ -307,19 +357,21 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     if (dfinal_state && (s = check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if (dinitial_state && (s = check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(dout, "dout", q, P->Dv, LA_F32, q->dtype, zero))) return s;
-    if ((s = check_like(dq, "dq", q, P->Dk, LA_F32, q->dtype, zero)) ||
-        (s = check_like(dk, "dk", k, P->Dk, LA_F32, q->dtype, zero)) ||
+    if ((s = check_like(dq, "dq", q, P->Dx, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dk, "dk", k, P->Dx, LA_F32, q->dtype, zero)) ||
         (s = check_like(dv, "dv", v, P->Dv, LA_F32, q->dtype, zero)))
         return s;
     if (!g != !dg) return la_fail(g ? LA_ERR_NULL : LA_ERR_ARGUMENT, "dg must be given exactly when g is");
     if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], LA_F32, LA_F32, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
+    float *dproj = P->proj ? p->feature_proj_grad : NULL;
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dinitial_state", dinitial_state},
-                              {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
+                              {"feature_proj_grad", NULL, dproj, proj_bytes(P)}, {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
                               {"dout", dout}, {"dfinal_state", dfinal_state},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P->H, sizeof(float))},
-                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = la_check_arg_memory(ctx, mem, 14, 5))) return s;
+                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes},
+                              {"feature_proj", NULL, P->proj, proj_bytes(P)}};
+    if ((s = la_check_arg_memory(ctx, mem, 16, 6))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, dout, dfinal_state, dq, dk, dv, dg, dinitial_state};
     const la_backend *be = backend_of(all, 12);
     if (!be) return LA_ERR_DEVICE;
@@ -331,6 +383,7 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     Bp.dg = la_attn_operand_of(dg, !P->cu);
     Bp.dstate_out = state_of(dfinal_state);
     Bp.dstate_in = state_of(dinitial_state);
+    Bp.dproj = dproj;
     if ((s = la_backend_run_linear(ctx, be, P))) return s;
     return la_succeed();
 }
