@@ -362,7 +362,7 @@ static void add_feature_cases(harness_list *list, bool quick) {
                                   LA_DECAY_NONE);
         s.p.non_causal = 1, s.H = 4, s.Hkv = 2, s.Dv = 11, s.p.feature = LA_FEATURE_ELU1, s.p.normalize = 1;
         s.nseq = 4, s.lens[0] = 70, s.lens[1] = 0, s.lens[2] = 1, s.lens[3] = 130;
-        s.run = bwd ? LIN_RUN_BACKWARD : LIN_RUN_FORWARD, s.init_state = s.want_state = s.dfinal = true;
+        s.run = bwd ? LIN_RUN_BACKWARD : LIN_RUN_FORWARD, s.init_state = s.want_state = true, s.dfinal = bwd;
         add(list, s);
     }
 }
