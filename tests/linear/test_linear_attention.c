@@ -512,6 +512,90 @@ static void check_bad_inputs(void) {
     la_context_destroy(ctx);
 }
 
+/* A rejected call: its status and a message naming the fault. */
+#define EXPECT_REJECT(call, want)                                                                              \
+    do {                                                                                                        \
+        la_status got_ = (call);                                                                                \
+        tu_check(got_ == (want) && la_last_error()[0] != 0, "%s:%d %s returned %s (message \"%s\"), want %s", \
+                 __FILE__, __LINE__, #call, la_status_name(got_), la_last_error(), la_status_name(want));       \
+    } while (0)
+
+/* The Taylor and Hedgehog maps' options, non-causal's restrictions. */
+static void check_bad_feature_inputs(void) {
+    enum { B = 1, L = 5, H = 2, Dk = 4, Dv = 3, Dm = 3, DfT = 1 + Dk + Dk * Dk };
+    static float q[B * L * H * 23], k[B * L * H * 23], v[B * L * H * Dv], out[B * L * H * Dv], g[B * L * H * Dk];
+    static float sT[B * H * DfT * (Dv + 1)], sk[B * H * Dk * Dv], W[H * Dk * Dm], dW[H * Dk * Dm];
+    static float gq[B * L * H * Dk], gk[B * L * H * Dk], gv[B * L * H * Dv];
+    la_context *ctx;
+    TU_EXPECT_STATUS(la_context_create(&ctx, 1), LA_OK);
+    la_tensor tq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tk = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tv = la_tensor_contiguous(v, LA_F32, 4, (int64_t[]){B, L, H, Dv});
+    la_tensor to = la_tensor_contiguous(out, LA_F32, 4, (int64_t[]){B, L, H, Dv});
+    la_tensor tg = la_tensor_contiguous(g, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tsT = la_tensor_contiguous(sT, LA_F32, 4, (int64_t[]){B, H, DfT, Dv});
+    la_tensor tsk = la_tensor_contiguous(sk, LA_F32, 4, (int64_t[]){B, H, Dk, Dv});
+    la_tensor tdq = la_tensor_contiguous(gq, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tdk = la_tensor_contiguous(gk, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tdv = la_tensor_contiguous(gv, LA_F32, 4, (int64_t[]){B, L, H, Dv});
+    la_linear_params p = la_linear_params_default();
+    p.feature = LA_FEATURE_TAYLOR;
+    TU_EXPECT_STATUS(la_linear_attention_forward(ctx, &p, &tq, &tk, &tv, NULL, NULL, &to, &tsT), LA_OK);
+    /* the state has Df = 1 + Dk + Dk^2 rows, not Dk */
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &p, &tq, &tk, &tv, NULL, NULL, &to, &tsk), LA_ERR_SHAPE);
+    /* Dk 23: 553 features > LA_MAX_HEAD_DIM */
+    la_tensor q23 = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, L, H, 23});
+    la_tensor k23 = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){B, L, H, 23});
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &p, &q23, &k23, &tv, NULL, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    /* a per-channel decay with an expanding map */
+    la_linear_params pc = p;
+    pc.decay = LA_DECAY_CHANNEL;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &pc, &tq, &tk, &tv, &tg, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    /* Hedgehog: W missing, its width out of range, not finite; W given to another map */
+    la_linear_params ph = la_linear_params_default();
+    ph.feature = LA_FEATURE_HEDGEHOG;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_NULL);
+    ph.feature_proj = W, ph.feature_proj_dim = 0;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    ph.feature_proj_dim = LA_MAX_HEAD_DIM / 2 + 1;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    ph.feature_proj_dim = Dm;
+    TU_EXPECT_STATUS(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_OK);
+    W[5] = INFINITY;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    W[5] = 0.5f;
+    la_linear_params pw = la_linear_params_default();
+    pw.feature_proj = W, pw.feature_proj_dim = Dm;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &pw, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    /* dW: fine alone, not over W or another output */
+    ph.feature_proj_grad = dW;
+    TU_EXPECT_STATUS(la_linear_attention_backward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
+                                                  NULL),
+                     LA_OK);
+    ph.feature_proj_grad = W;
+    EXPECT_REJECT(la_linear_attention_backward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
+                                               NULL),
+                  LA_ERR_ARGUMENT);
+    ph.feature_proj_grad = gq;
+    EXPECT_REJECT(la_linear_attention_backward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
+                                               NULL),
+                  LA_ERR_ARGUMENT);
+    /* non-causal: no decay, no decode step; chunk_size unused */
+    la_linear_params pn = la_linear_params_default();
+    pn.non_causal = 1, pn.chunk_size = 0;
+    TU_EXPECT_STATUS(la_linear_attention_forward(ctx, &pn, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_OK);
+    pn.decay = LA_DECAY_TOKEN;
+    la_tensor tgs = la_tensor_contiguous(g, LA_F32, 3, (int64_t[]){B, L, H});
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &pn, &tq, &tk, &tv, &tgs, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    pn.decay = LA_DECAY_NONE;
+    la_tensor dq = la_tensor_contiguous(q, LA_F32, 3, (int64_t[]){B, H, Dk});
+    la_tensor dk = la_tensor_contiguous(k, LA_F32, 3, (int64_t[]){B, H, Dk});
+    la_tensor dv = la_tensor_contiguous(v, LA_F32, 3, (int64_t[]){B, H, Dv});
+    la_tensor dout = la_tensor_contiguous(out, LA_F32, 3, (int64_t[]){B, H, Dv});
+    EXPECT_REJECT(la_linear_attention_decode(ctx, &pn, &dq, &dk, &dv, NULL, &tsk, &dout), LA_ERR_ARGUMENT);
+    la_context_destroy(ctx);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     check_reference_gradients(&rng);
@@ -521,5 +605,6 @@ int main(void) {
     harness_check(&list, &rng);
     harness_list_free(&list);
     check_bad_inputs();
+    check_bad_feature_inputs();
     return tu_finish();
 }

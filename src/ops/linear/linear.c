@@ -365,8 +365,10 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], LA_F32, LA_F32, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
     float *dproj = P->proj ? p->feature_proj_grad : NULL;
+    la_tensor dproj_t; /* a view, so that the overlap checks treat it as the output it is */
+    if (dproj) dproj_t = la_tensor_contiguous(dproj, LA_F32, 3, (int64_t[]){P->H, P->Dx, P->Dm});
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dinitial_state", dinitial_state},
-                              {"feature_proj_grad", NULL, dproj, proj_bytes(P)}, {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
+                              {"feature_proj_grad", dproj ? &dproj_t : NULL}, {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
                               {"dout", dout}, {"dfinal_state", dfinal_state},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P->H, sizeof(float))},
                               {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes},
