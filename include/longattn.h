@@ -433,6 +433,68 @@ LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_p
                                               const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk,
                                               la_tensor *dv, la_tensor *dg, la_tensor *dinitial_state);
 
+/* --- neural memory (Titans) */
+
+/* Titans' long-term memory, linear-memory variant (Behrouz et al. 2024,
+ * "Titans: Learning to Memorize at Test Time"). Per sequence and query head
+ * a memory M [Dk, Dv] learns the map k -> v while it reads, by gradient
+ * steps on the associative loss l(M; k, v) = ||M^T k - v||^2 with momentum
+ * S [Dk, Dv] and forgetting:
+ *   grad_t = 2 k_t (M_c^T k_t - v_t)^T       the loss's gradient at M_c
+ *   S_t = eta_t S_{t-1} - theta_t grad_t      momentum ("surprise")
+ *   M_t = (1 - alpha_t) M_{t-1} + S_t         weight decay (forgetting)
+ *   y_t = M_t^T q_t
+ * M_c is the memory at the start of t's chunk: as in the paper's parallel
+ * training, all gradients of a chunk of chunk_size tokens are taken at the
+ * memory of the chunk's start (mini-batch gradient descent), so the chunk
+ * size is part of the model; chunk_size 1 is the per-token recurrence
+ * (M_c = M_{t-1}). Chunks start at each sequence's first token in each
+ * call: two calls carry the state exactly as one call over the
+ * concatenation when the first call's length is a multiple of chunk_size.
+ * The two forms compute the same function:
+ *  LA_LINEAR_CHUNKED: per chunk, with R = 2 diag(theta) (K M_c - V) and the
+ *    scalar kernels E[t][j] = prod_{j<s<=t} eta_s and W[t][j] =
+ *    sum_{i=j..t} prod_{i<s<=t} (1 - alpha_s) E[i][j] (scans over the chunk),
+ *    Y = diag(b) Q M_c + diag(c) Q S_c - (W . Q K^T) R, and the states at the
+ *    chunk's end likewise: matrix products, the chunk's tokens in parallel.
+ *  LA_LINEAR_RECURRENT: token by token.
+ * eta, theta, alpha: per token and query head, f32 [B, L, H] (varlen [T,
+ * H]), data-dependent; eta, alpha in [0, 1] and theta >= 0 are the
+ * caller's to keep (not checked: other values make the memory diverge).
+ * q, k [B, L, H|Hkv, Dk], v [B, L, Hkv, Dv] (H % Hkv == 0; query head h
+ * reads k/v head h / (H / Hkv)), f32/bf16/f16; out [B, L, H, Dv] f32 or
+ * q's dtype; states memory and momentum [N, H, Dk, Dv] f32 (N = B or
+ * num_seqs). q and k are used as given (Titans L2-normalises them first).
+ * Dk, Dv in 1..LA_MAX_HEAD_DIM. No backward yet (issue 9). */
+typedef struct {
+    la_linear_form form;       /* chunked (default) or recurrent */
+    int64_t chunk_size;        /* the gradient mini-batch, 1..1024 (default 64; 1 = per-token steps) */
+    const int32_t *cu_seqlens; /* [num_seqs + 1] or NULL for a dense batch */
+    int64_t num_seqs;
+} la_titans_params;
+
+LA_API la_titans_params la_titans_params_default(void);
+
+/* out = the memory's reads over whole sequences. memory_in / momentum_in
+ * NULL start from 0; memory_out / momentum_out NULL are not returned.
+ * Errors as la_linear_attention_forward's (LA_ERR_ARGUMENT for
+ * chunk_size < 1, LA_ERR_UNSUPPORTED above 1024). */
+LA_API la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                                   const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
+                                   const la_tensor *alpha, const la_tensor *memory_in, const la_tensor *momentum_in,
+                                   la_tensor *out, la_tensor *memory_out, la_tensor *momentum_out);
+
+/* One token per sequence, a gradient step of its own (chunk_size 1: a
+ * decode loop equals la_titans_forward with chunk_size 1, and continues a
+ * prefill of any chunk size with per-token steps), memory and momentum
+ * updated in place: q [B, H, Dk], k [B, Hkv, Dk], v [B, Hkv, Dv], eta,
+ * theta, alpha [B, H] f32, memory and momentum [B, H, Dk, Dv] f32, out
+ * [B, H, Dv]. p's form, chunk_size and cu_seqlens are unused (cu_seqlens
+ * must be NULL). */
+LA_API la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                                  const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
+                                  const la_tensor *alpha, la_tensor *memory, la_tensor *momentum, la_tensor *out);
+
 /* ------------------------------------------------ block-sparse attention */
 
 /* Which key blocks each query block computes, as CSR lists.

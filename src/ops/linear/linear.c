@@ -4,6 +4,7 @@
  * the tensors' device. */
 #include "backend/linear_problem.h"
 #include "ops/backends.h"
+#include "ops/linear/linear_validate.h"
 #include "ops/validate.h"
 
 #include <math.h>
@@ -99,7 +100,7 @@ static la_status dtype_in(const la_tensor *t, const char *name, la_dtype a, la_d
 }
 
 /* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be 0). */
-static la_status check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
+la_status la_linear_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
                               la_dtype a, la_dtype b) {
     la_status s;
     if ((s = la_check_tensor(t, name, nd, zero_mask)) || (s = dims_equal(t, name, want, nd)) ||
@@ -120,7 +121,7 @@ static la_linear_state state_of(const la_tensor *t) {
 
 
 
-static const la_backend *backend_of(const la_tensor *const *t, int n) {
+const la_backend *la_linear_backend_of(const la_tensor *const *t, int n) {
     const la_tensor *first = t[0];
     for (int i = 1; i < n; i++)
         if (t[i] && (t[i]->device.kind != first->device.kind || t[i]->device.index != first->device.index)) {
@@ -131,7 +132,7 @@ static const la_backend *backend_of(const la_tensor *const *t, int n) {
     return la_backend_for(first->device);
 }
 
-static la_status check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
+la_status la_linear_check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
     if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
     la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
     if (s) return s;
@@ -208,7 +209,7 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
             return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
         if (p->num_seqs >= INT32_MAX)
             return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        if ((s = la_linear_check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
         P->num_seqs = p->num_seqs;
         P->cu = p->cu_seqlens;
     } else {
@@ -227,7 +228,7 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
         for (int i = 0; i <= hx; i++) want[i] = q->shape[i];
         want[hx + 1] = P->Dx;
         const int gnd = p->decay == LA_DECAY_CHANNEL ? nd : nd - 1;
-        if ((s = check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
+        if ((s = la_linear_check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
     }
     P->Dvs = P->Dv + (p->normalize ? 1 : 0);
     P->feature = p->feature;
@@ -280,7 +281,7 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     int64_t want[LA_MAX_DIMS];
     for (int i = 0; i < like->ndim; i++) want[i] = like->shape[i];
     want[like->ndim - 1] = last;
-    return check_shaped(t, name, want, like->ndim, zero, a, b);
+    return la_linear_check_shaped(t, name, want, like->ndim, zero, a, b);
 }
 
 
@@ -293,8 +294,8 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
     const unsigned zero = P.cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(&P, sw);
-    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (final_state && (s = check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_linear_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = la_linear_check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
@@ -304,7 +305,7 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
                               {"feature_proj", NULL, P.proj, proj_bytes(&P)}};
     if ((s = la_check_arg_memory(ctx, mem, 10, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, out, final_state};
-    const la_backend *be = backend_of(all, 7);
+    const la_backend *be = la_linear_backend_of(all, 7);
     if (!be) return LA_ERR_DEVICE;
     P.out = la_attn_operand_of(out, !P.cu);
     P.state_in = state_of(initial_state);
@@ -321,14 +322,14 @@ la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p,
     if (s) return s;
     int64_t sw[4];
     state_shape(&P, sw);
-    if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_linear_check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, 0))) return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
                               {"feature_proj", NULL, P.proj, proj_bytes(&P)}};
     if ((s = la_check_arg_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, state, out};
-    const la_backend *be = backend_of(all, 6);
+    const la_backend *be = la_linear_backend_of(all, 6);
     if (!be) return LA_ERR_DEVICE;
     P.form = LA_LINEAR_RECURRENT;
     P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
@@ -353,9 +354,9 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     const unsigned zero = P->cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(P, sw);
-    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dfinal_state && (s = check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dinitial_state && (s = check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_linear_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dfinal_state && (s = la_linear_check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dinitial_state && (s = la_linear_check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(dout, "dout", q, P->Dv, LA_F32, q->dtype, zero))) return s;
     if ((s = check_like(dq, "dq", q, P->Dx, LA_F32, q->dtype, zero)) ||
         (s = check_like(dk, "dk", k, P->Dx, LA_F32, q->dtype, zero)) ||
@@ -375,7 +376,7 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
                               {"feature_proj", NULL, P->proj, proj_bytes(P)}};
     if ((s = la_check_arg_memory(ctx, mem, 16, 6))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, dout, dfinal_state, dq, dk, dv, dg, dinitial_state};
-    const la_backend *be = backend_of(all, 12);
+    const la_backend *be = la_linear_backend_of(all, 12);
     if (!be) return LA_ERR_DEVICE;
     P->state_in = state_of(initial_state);
     Bp.dout = la_attn_operand_of(dout, !P->cu);
