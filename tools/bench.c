@@ -30,6 +30,7 @@ typedef struct {
     double budget_s; /* skip points expected to take longer than this */
     int decay;       /* linear: la_decay_kind */
     int64_t chunk;   /* linear: chunk size */
+    int feature;     /* linear: la_feature_map */
 } options;
 
 typedef struct {
@@ -73,6 +74,8 @@ static void usage(void) {
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
             "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
+            "                  [--feature identity|elu1|relu|taylor|hedgehog] (taylor: Dk 16, 273 features;\n"
+            "                  hedgehog: D / 2 projections, D features)\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
@@ -99,6 +102,12 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
         else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
+        else if (!strcmp(a, "--feature")) {
+            static const char *const names[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
+            o->feature = -1;
+            for (int f = 0; f < 5; f++)
+                if (!strcmp(val, names[f])) o->feature = f;
+        }
         else if (!strcmp(a, "--decay")) {
             static const char *const names[] = {"none", "head", "token", "channel"};
             o->decay = -1;
@@ -119,7 +128,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         }
         if (takes) i++;
         if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0 ||
-            o->decay < 0 || o->chunk <= 0) {
+            o->decay < 0 || o->chunk <= 0 || o->feature < 0) {
             fprintf(stderr, "longattn bench: bad value for %s\n", a);
             return -1;
         }
@@ -211,7 +220,8 @@ static int bench_decode(const options *o) {
 static int bench_linear(const options *o) {
     static const int64_t default_L[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536}, quick_L[] = {1024, 4096};
     linear_sweep s = {.B = o->B, .H = o->H, .D = o->nD ? o->D[0] : 128, .decay = (la_decay_kind)o->decay,
-                      .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick};
+                      .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick,
+                      .feature = (la_feature_map)o->feature};
     s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
     s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
     harness_list list = {0};
