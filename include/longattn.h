@@ -465,7 +465,7 @@ LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_p
  * reads k/v head h / (H / Hkv)), f32/bf16/f16; out [B, L, H, Dv] f32 or
  * q's dtype; states memory and momentum [N, H, Dk, Dv] f32 (N = B or
  * num_seqs). q and k are used as given (Titans L2-normalises them first).
- * Dk, Dv in 1..LA_MAX_HEAD_DIM. No backward yet (issue 9). */
+ * Dk, Dv in 1..LA_MAX_HEAD_DIM. */
 typedef struct {
     la_linear_form form;       /* chunked (default) or recurrent */
     int64_t chunk_size;        /* the gradient mini-batch, 1..1024 (default 64; 1 = per-token steps) */
@@ -494,6 +494,23 @@ LA_API la_status la_titans_forward(la_context *ctx, const la_titans_params *p, c
 LA_API la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
                                   const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
                                   const la_tensor *alpha, la_tensor *memory, la_tensor *momentum, la_tensor *out);
+
+/* Gradients of la_titans_forward (same params and chunk_size; p->form is
+ * unused): token by token through the recurrence, the states recomputed
+ * from checkpoints every ~max(64, sqrt(L)) tokens (a multiple of
+ * chunk_size), so the workspace grows as sqrt(L) Dk Dv per thread. dout
+ * like out; dmemory_out, dmomentum_out (NULL = 0) the gradients reaching
+ * the final states; dq, dk, dv like q, k, v (f32 or their dtype); deta,
+ * dtheta, dalpha like the gates (f32); dmemory_in, dmomentum_in like the
+ * states (NULL: not wanted). Overwritten, not accumulated into. Errors as
+ * the forward's. */
+LA_API la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                                    const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
+                                    const la_tensor *alpha, const la_tensor *memory_in, const la_tensor *momentum_in,
+                                    const la_tensor *dout, const la_tensor *dmemory_out,
+                                    const la_tensor *dmomentum_out, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                    la_tensor *deta, la_tensor *dtheta, la_tensor *dalpha, la_tensor *dmemory_in,
+                                    la_tensor *dmomentum_in);
 
 /* ------------------------------------------------ block-sparse attention */
 

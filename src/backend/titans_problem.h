@@ -20,7 +20,15 @@ typedef struct {
     la_simd simd;
     int threads;
     la_device device;
+    bool backward;     /* la_titans_backward_problem with this first */
 } la_titans_problem;
+
+typedef struct {
+    la_titans_problem fwd;                /* out unset */
+    la_attn_operand dout, dq, dk, dv, deta, dtheta, dalpha;
+    la_linear_state dmem_out, dmom_out;   /* gradients reaching the final states; data NULL = 0 */
+    la_linear_state dmem_in, dmom_in;     /* data NULL: not wanted */
+} la_titans_backward_problem;
 
 /* Tokens [*t0, *t0 + *len) of sequence b (t0 0 for a dense batch). */
 static inline void la_titans_seq(const la_titans_problem *p, int64_t b, int64_t *t0, int64_t *len) {

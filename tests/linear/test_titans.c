@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { TT_CHUNKED, TT_RECURRENT, TT_DECODE, TT_SPLIT } tt_run;
+typedef enum { TT_CHUNKED, TT_RECURRENT, TT_DECODE, TT_SPLIT, TT_BACKWARD } tt_run;
 
 typedef struct {
     const char *name;
@@ -23,6 +23,7 @@ typedef struct {
     tt_run run;
     int64_t split_at;
     bool init, strided;
+    bool dfinal; /* backward: gradients reaching the final states */
 } tt_spec;
 
 typedef struct {
@@ -31,6 +32,7 @@ typedef struct {
     int64_t nseq, T;
     int32_t cu[7];
     tu_buf q, k, v, eta, theta, alpha, out, m0, s0, m1, s1, mm, sm;
+    tu_buf dout, dmT, dsT, dq, dk, dv, deta, dth, dal; /* backward; m1, s1 take dmemory_in, dmomentum_in */
 } tt_case;
 
 static int64_t seq_len(const tt_case *c, int64_t b) { return c->varlen ? c->cu[b + 1] - c->cu[b] : c->s->L; }
@@ -97,17 +99,33 @@ static void setup(tt_case *c, const tt_spec *s, uint64_t *rng) {
     }
     c->m1 = state_buf(c), c->s1 = state_buf(c);
     if (s->run == TT_SPLIT) c->mm = state_buf(c), c->sm = state_buf(c);
+    if (s->run == TT_BACKWARD) {
+        c->dout = tok_buf(c, s->out_dt, s->H, s->Dv, true);
+        tu_fill(rng, c->dout.t.data, s->out_dt, (int64_t)c->dout.elems, -1, 1);
+        if (s->dfinal) {
+            c->dmT = state_buf(c), c->dsT = state_buf(c);
+            tu_fill(rng, c->dmT.t.data, LA_F32, (int64_t)c->dmT.elems, -1, 1);
+            tu_fill(rng, c->dsT.t.data, LA_F32, (int64_t)c->dsT.elems, -1, 1);
+        }
+        c->dq = tok_buf(c, s->out_dt, s->H, s->Dk, true);
+        c->dk = tok_buf(c, s->out_dt, s->Hkv, s->Dk, true);
+        c->dv = tok_buf(c, s->out_dt, s->Hkv, s->Dv, true);
+        c->deta = tok_buf(c, LA_F32, s->H, 0, false);
+        c->dth = tok_buf(c, LA_F32, s->H, 0, false);
+        c->dal = tok_buf(c, LA_F32, s->H, 0, false);
+    }
 }
 
 static void poison(tt_case *c) {
-    tu_buf *outs[] = {&c->out, &c->m1, &c->s1, &c->mm, &c->sm};
-    for (int i = 0; i < 5; i++)
+    tu_buf *outs[] = {&c->out, &c->m1, &c->s1, &c->mm, &c->sm, &c->dq, &c->dk, &c->dv, &c->deta, &c->dth, &c->dal};
+    for (int i = 0; i < 11; i++)
         if (outs[i]->t.data) tu_buf_poison(outs[i]);
 }
 
 static void teardown(tt_case *c) {
-    tu_buf *all[] = {&c->q, &c->k, &c->v, &c->eta, &c->theta, &c->alpha, &c->out, &c->m0, &c->s0, &c->m1, &c->s1, &c->mm, &c->sm};
-    for (int i = 0; i < 13; i++)
+    tu_buf *all[] = {&c->q, &c->k, &c->v, &c->eta, &c->theta, &c->alpha, &c->out, &c->m0, &c->s0, &c->m1, &c->s1,
+                     &c->mm, &c->sm, &c->dout, &c->dmT, &c->dsT, &c->dq, &c->dk, &c->dv, &c->deta, &c->dth, &c->dal};
+    for (int i = 0; i < 22; i++)
         if (all[i]->t.data) tu_buf_free(all[i]);
 }
 
@@ -149,6 +167,10 @@ static la_status run(tt_case *c, la_context *ctx) {
         return la_titans_forward(ctx, &p, &in2[0], &in2[1], &in2[2], &in2[3], &in2[4], &in2[5], &c->mm.t, &c->sm.t,
                                  &o2, &c->m1.t, &c->s1.t);
     }
+    case TT_BACKWARD:
+        return la_titans_backward(ctx, &p, &c->q.t, &c->k.t, &c->v.t, &c->eta.t, &c->theta.t, &c->alpha.t, m0, s0,
+                                  &c->dout.t, s->dfinal ? &c->dmT.t : NULL, s->dfinal ? &c->dsT.t : NULL, &c->dq.t,
+                                  &c->dk.t, &c->dv.t, &c->deta.t, &c->dth.t, &c->dal.t, &c->m1.t, &c->s1.t);
     case TT_DECODE: {
         if (m0) memcpy(c->m1.t.data, c->m0.t.data, c->m0.elems * sizeof(float)), memcpy(c->s1.t.data, c->s0.t.data, c->s0.elems * sizeof(float));
         else memset(c->m1.t.data, 0, c->m1.elems * sizeof(float)), memset(c->s1.t.data, 0, c->s1.elems * sizeof(float));
@@ -172,6 +194,11 @@ static la_status run(tt_case *c, la_context *ctx) {
  * outputs add one rounding (2^-9 / 2^-11 relative). */
 #define TT_ATOL 5e-6
 #define TT_RTOL 1e-5
+/* The backward's adjoints run over the same contraction backwards: seen
+ * within 2.6e-7 of each gradient's largest element (every case, 1000
+ * tokens included); 5e-6 is a 20x margin. */
+#define BWD_ATOL 5e-6
+#define BWD_RTOL 1e-5
 static void tolerance(la_dtype out_dt, double *atol, double *rtol) {
     *atol = TT_ATOL, *rtol = TT_RTOL;
     if (out_dt == LA_BF16) *atol = 1e-3, *rtol = 4e-3;
@@ -196,8 +223,14 @@ static double vmax(const double *x, size_t n) {
     return m > 0 ? m : 1;
 }
 
+static void check_backward(tt_case *c, const char *level);
+
 /* The reference over the stored inputs, compared with the outputs. */
 static void check(tt_case *c, const char *level) {
+    if (c->s->run == TT_BACKWARD) {
+        check_backward(c, level);
+        return;
+    }
     const tt_spec *s = c->s;
     const int64_t H = s->H, Dk = s->Dk, Dv = s->Dv, G = H / s->Hkv, Lm = c->T > 0 ? c->T : 1, NS = Dk * Dv;
     /* decode steps are per token: the reference with chunk 1 */
@@ -356,6 +389,187 @@ static void check_cases(uint64_t *rng, bool quick) {
     }
 }
 
+/* ---- backward ---- */
+
+/* One token tensor (heads x D per token; D 0: a gate [.., H]) against its
+ * reference [seq][head][t][D]. */
+static void compare_tok(const tt_case *c, const tu_buf *got, const double *want, int64_t heads, int64_t D,
+                        const char *what, const char *level, double atol, double rtol) {
+    const int64_t Lm = c->T > 0 ? c->T : 1, W = D ? D : 1;
+    tally_t r = {.scale = 0};
+    int64_t idx[4];
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass == 1 && r.scale == 0) r.scale = 1;
+        for (int64_t b = 0; b < c->nseq; b++)
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t t = 0; t < seq_len(c, b); t++)
+                    for (int64_t e = 0; e < W; e++) {
+                        const double w = want[((b * heads + h) * Lm + t) * W + e];
+                        if (pass == 0) {
+                            r.scale = fmax(r.scale, fabs(w));
+                            continue;
+                        }
+                        index_of(c, b, t, h, e, idx);
+                        tally_add(&r, tu_get(&got->t, idx), w, atol, rtol);
+                    }
+    }
+    tu_check(r.bad == 0, "%s [%s]: %s: %lld of %lld off, worst |err| %.3g of max |want| %.3g", c->s->name, level, what,
+             (long long)r.bad, (long long)r.n, r.worst, r.scale);
+}
+
+/* The backward against titans_ref_backward (BWD_ATOL says why its tolerance). */
+static void check_backward(tt_case *c, const char *level) {
+    const tt_spec *s = c->s;
+    const int64_t H = s->H, Hkv = s->Hkv, Dk = s->Dk, Dv = s->Dv, G = H / Hkv, Lm = c->T > 0 ? c->T : 1, NS = Dk * Dv;
+    const size_t nt = (size_t)(c->nseq * H * Lm);
+    double *in = tu_alloc(sizeof(double) * (size_t)(Lm * (2 * Dk + 2 * Dv + 3)));
+    double *q = in, *k = q + Lm * Dk, *v = k + Lm * Dk, *gt = v + Lm * Dv, *dy = gt + 3 * Lm;
+    double *g = tu_alloc(sizeof(double) * (size_t)(Lm * (2 * Dk + Dv + 3)));
+    double *wq = tu_alloc(sizeof(double) * nt * (size_t)Dk);
+    double *wk = tu_alloc(sizeof(double) * (size_t)(c->nseq * Hkv * Lm * Dk));
+    double *wv = tu_alloc(sizeof(double) * (size_t)(c->nseq * Hkv * Lm * Dv)), *wg = tu_alloc(sizeof(double) * nt * 3);
+    double *wm = tu_alloc(sizeof(double) * (size_t)(c->nseq * H * NS));
+    double *ws = tu_alloc(sizeof(double) * (size_t)(c->nseq * H * NS)), *st = tu_alloc(sizeof(double) * (size_t)(4 * NS));
+    memset(wk, 0, sizeof(double) * (size_t)(c->nseq * Hkv * Lm * Dk));
+    memset(wv, 0, sizeof(double) * (size_t)(c->nseq * Hkv * Lm * Dv));
+    int64_t idx[4];
+    for (int64_t b = 0; b < c->nseq; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t L = seq_len(c, b), sh = b * H + h;
+            for (int64_t t = 0; t < L; t++) {
+                for (int64_t d = 0; d < Dk; d++) {
+                    index_of(c, b, t, h, d, idx), q[t * Dk + d] = tu_get(&c->q.t, idx);
+                    index_of(c, b, t, h / G, d, idx), k[t * Dk + d] = tu_get(&c->k.t, idx);
+                }
+                for (int64_t e = 0; e < Dv; e++) {
+                    index_of(c, b, t, h / G, e, idx), v[t * Dv + e] = tu_get(&c->v.t, idx);
+                    index_of(c, b, t, h, e, idx), dy[t * Dv + e] = tu_get(&c->dout.t, idx);
+                }
+                index_of(c, b, t, h, 0, idx);
+                gt[t] = tu_get(&c->eta.t, idx), gt[Lm + t] = tu_get(&c->theta.t, idx);
+                gt[2 * Lm + t] = tu_get(&c->alpha.t, idx);
+            }
+            for (int64_t i = 0; i < NS; i++) {
+                st[i] = s->init ? ((const float *)c->m0.t.data)[sh * NS + i] : 0;
+                st[NS + i] = s->init ? ((const float *)c->s0.t.data)[sh * NS + i] : 0;
+                st[2 * NS + i] = s->dfinal ? ((const float *)c->dmT.t.data)[sh * NS + i] : 0;
+                st[3 * NS + i] = s->dfinal ? ((const float *)c->dsT.t.data)[sh * NS + i] : 0;
+            }
+            titans_ref_head x = {.L = L, .Dk = Dk, .Dv = Dv, .chunk = s->chunk, .q = q, .k = k, .v = v, .eta = gt,
+                                 .theta = gt + Lm, .alpha = gt + 2 * Lm};
+            double *gq = g, *gk = gq + Lm * Dk, *gv = gk + Lm * Dk, *gg = gv + Lm * Dv;
+            titans_ref_backward(&x, st, st + NS, dy, st + 2 * NS, st + 3 * NS, gq, gk, gv, gg, gg + Lm, gg + 2 * Lm,
+                                wm + sh * NS, ws + sh * NS);
+            const int64_t skv = b * Hkv + h / G;
+            for (int64_t t = 0; t < L; t++) {
+                for (int64_t d = 0; d < Dk; d++)
+                    wq[(sh * Lm + t) * Dk + d] = gq[t * Dk + d], wk[(skv * Lm + t) * Dk + d] += gk[t * Dk + d];
+                for (int64_t e = 0; e < Dv; e++) wv[(skv * Lm + t) * Dv + e] += gv[t * Dv + e];
+                for (int i = 0; i < 3; i++) wg[(size_t)i * nt + (size_t)(sh * Lm + t)] = gg[i * Lm + t];
+            }
+        }
+    double atol = BWD_ATOL, rtol = BWD_RTOL;
+    if (s->out_dt == LA_BF16) atol = 1e-3, rtol = 4e-3;
+    if (s->out_dt == LA_F16) atol = 2e-4, rtol = 1e-3;
+    compare_tok(c, &c->dq, wq, H, Dk, "dq", level, atol, rtol);
+    compare_tok(c, &c->dk, wk, Hkv, Dk, "dk", level, atol, rtol);
+    compare_tok(c, &c->dv, wv, Hkv, Dv, "dv", level, atol, rtol);
+    const tu_buf *gb[3] = {&c->deta, &c->dth, &c->dal};
+    static const char *const gn[3] = {"deta", "dtheta", "dalpha"};
+    for (int i = 0; i < 3; i++) compare_tok(c, gb[i], wg + (size_t)i * nt, H, 0, gn[i], level, BWD_ATOL, BWD_RTOL);
+    const double *wst[2] = {wm, ws};
+    const tu_buf *got[2] = {&c->m1, &c->s1};
+    static const char *const sn[2] = {"dmemory_in", "dmomentum_in"};
+    for (int i = 0; i < 2; i++) {
+        tally_t t = {.scale = vmax(wst[i], (size_t)(c->nseq * H * NS))};
+        for (int64_t j = 0; j < c->nseq * H * NS; j++)
+            tally_add(&t, ((const float *)got[i]->t.data)[j], wst[i][j], BWD_ATOL, BWD_RTOL);
+        tu_check(t.bad == 0, "%s [%s]: %s: %lld of %lld off, worst |err| %.3g of max |want| %.3g", s->name, level,
+                 sn[i], (long long)t.bad, (long long)t.n, t.worst, t.scale);
+    }
+    if (s->strided)
+        tu_check(tu_buf_outside_poisoned(&c->dq) && tu_buf_outside_poisoned(&c->dk) && tu_buf_outside_poisoned(&c->dv),
+                 "%s [%s]: a gradient written outside its view", s->name, level);
+    free(in), free(g), free(wq), free(wk), free(wv), free(wg), free(wm), free(ws), free(st);
+}
+
+/* The reference backward against central differences of its forward. */
+static double ref_loss(const titans_ref_head *x, const double *M0, const double *S0, const double *dout,
+                       const double *dMT, const double *dST) {
+    const int64_t n = x->Dk * x->Dv;
+    double out[64], M[16], S[16], l = 0;
+    memcpy(M, M0, sizeof(double) * (size_t)n), memcpy(S, S0, sizeof(double) * (size_t)n);
+    titans_ref_forward(x, out, M, S);
+    for (int64_t i = 0; i < x->L * x->Dv; i++) l += dout[i] * out[i];
+    for (int64_t i = 0; i < n; i++) l += dMT[i] * M[i] + dST[i] * S[i];
+    return l;
+}
+
+static void check_reference_gradients(uint64_t *rng) {
+    enum { L = 9, Dk = 3, Dv = 2 };
+    for (int chunk = 1; chunk <= 4; chunk += 3) {
+        double q[L * Dk], k[L * Dk], v[L * Dv], eta[L], th[L], al[L], M0[Dk * Dv], S0[Dk * Dv], dout[L * Dv];
+        double dMT[Dk * Dv], dST[Dk * Dv], dq[L * Dk], dk[L * Dk], dv[L * Dv], deta[L], dth[L], dal[L], dM0[Dk * Dv],
+            dS0[Dk * Dv];
+        for (int i = 0; i < L * Dk; i++) q[i] = tu_uniform(rng, -1, 1), k[i] = tu_uniform(rng, -1, 1);
+        for (int i = 0; i < L * Dv; i++) v[i] = tu_uniform(rng, -1, 1), dout[i] = tu_uniform(rng, -1, 1);
+        for (int i = 0; i < L; i++)
+            eta[i] = tu_uniform(rng, 0.5, 1), th[i] = tu_uniform(rng, 0, 0.2), al[i] = tu_uniform(rng, 0, 0.2);
+        for (int i = 0; i < Dk * Dv; i++)
+            M0[i] = tu_uniform(rng, -1, 1), S0[i] = tu_uniform(rng, -1, 1), dMT[i] = tu_uniform(rng, -1, 1),
+            dST[i] = tu_uniform(rng, -1, 1);
+        titans_ref_head x = {.L = L, .Dk = Dk, .Dv = Dv, .chunk = chunk, .q = q, .k = k, .v = v, .eta = eta,
+                             .theta = th, .alpha = al};
+        titans_ref_backward(&x, M0, S0, dout, dMT, dST, dq, dk, dv, deta, dth, dal, dM0, dS0);
+        struct { double *x, *grad; int n; const char *name; } vars[] = {
+            {q, dq, L * Dk, "dq"}, {k, dk, L * Dk, "dk"}, {v, dv, L * Dv, "dv"}, {eta, deta, L, "deta"},
+            {th, dth, L, "dtheta"}, {al, dal, L, "dalpha"}, {M0, dM0, Dk * Dv, "dM0"}, {S0, dS0, Dk * Dv, "dS0"}};
+        /* float64 central differences, step 1e-6: truncation ~1e-12, rounding ~1e-10; 1e-6 a wide margin */
+        const double step = 1e-6;
+        for (int vi = 0; vi < 8; vi++) {
+            double worst = 0;
+            for (int i = 0; i < vars[vi].n; i++) {
+                const double keep = vars[vi].x[i];
+                vars[vi].x[i] = keep + step;
+                const double lp = ref_loss(&x, M0, S0, dout, dMT, dST);
+                vars[vi].x[i] = keep - step;
+                const double lm = ref_loss(&x, M0, S0, dout, dMT, dST);
+                vars[vi].x[i] = keep;
+                const double fd = (lp - lm) / (2 * step), e = fabs(fd - vars[vi].grad[i]) / (1 + fabs(fd));
+                if (e > worst) worst = e;
+            }
+            tu_check(worst < 1e-6, "reference backward %s (chunk %d): worst relative error %.3g vs finite differences",
+                     vars[vi].name, chunk, worst);
+        }
+    }
+}
+
+static void check_backward_cases(uint64_t *rng, bool quick) {
+    char name[160];
+    const int64_t chunks[] = {1, 7, 16};
+    for (size_t ci = 0; ci < 3; ci++) {
+        const int64_t C = chunks[ci], lens[] = {1, C > 1 ? C - 1 : 2, C + 1, 100, 1000};
+        for (size_t li = 0; li < 5; li++) {
+            if (quick && lens[li] == 1000 && C != 16) continue;
+            snprintf(name, sizeof name, "backward chunk %lld L=%lld", (long long)C, (long long)lens[li]);
+            tt_spec s = base(name, lens[li], C, TT_BACKWARD);
+            if (lens[li] >= 100) s.B = 1;
+            s.init = li % 2 == 1, s.dfinal = li % 2 == 0;
+            run_case(&s, rng);
+        }
+    }
+    tt_spec s = base("backward GQA 4/2 Dk=5 Dv=19", 70, 16, TT_BACKWARD);
+    s.H = 4, s.Hkv = 2, s.Dk = 5, s.Dv = 19, s.init = s.dfinal = true;
+    run_case(&s, rng);
+    s = base("backward varlen GQA 4/1 bf16", 0, 8, TT_BACKWARD);
+    s.nseq = 4, s.lens[0] = 17, s.lens[1] = 0, s.lens[2] = 1, s.lens[3] = 40, s.H = 4, s.Hkv = 1;
+    s.init = s.dfinal = true, s.dt = s.out_dt = LA_BF16;
+    run_case(&s, rng);
+    s = base("backward strided views", 37, 8, TT_BACKWARD);
+    s.strided = true, s.init = true;
+    run_case(&s, rng);
+}
+
 #define EXPECT_REJECT(call, want)                                                                              \
     do {                                                                                                        \
         la_status got_ = (call);                                                                                \
@@ -461,7 +675,9 @@ static void check_bad_inputs(void) {
 
 int main(void) {
     uint64_t rng = tu_seed();
+    check_reference_gradients(&rng);
     check_cases(&rng, getenv("LONGATTN_TEST_QUICK") != NULL);
+    check_backward_cases(&rng, getenv("LONGATTN_TEST_QUICK") != NULL);
     check_bad_inputs();
     return tu_finish();
 }

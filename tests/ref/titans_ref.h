@@ -20,4 +20,12 @@ typedef struct {
 /* out [L][Dv]; M and S [Dk][Dv]: the states in, the final ones out. */
 void titans_ref_forward(const titans_ref_head *x, double *out, double *M, double *S);
 
+/* Gradients by backpropagation through the stored per-token states, given
+ * dout [L][Dv] and the gradients reaching the final states dM_T, dS_T
+ * [Dk][Dv] (NULL = 0), from the initial states M0, S0: dq, dk [L][Dk], dv
+ * [L][Dv], deta, dtheta, dalpha [L], dM0, dS0 [Dk][Dv]. */
+void titans_ref_backward(const titans_ref_head *x, const double *M0, const double *S0, const double *dout,
+                         const double *dM_T, const double *dS_T, double *dq, double *dk, double *dv, double *deta,
+                         double *dtheta, double *dalpha, double *dM0, double *dS0);
+
 #endif

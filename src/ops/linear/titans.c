@@ -130,13 +130,24 @@ static la_status check_out(const la_titans_problem *P, const la_tensor *out, con
 }
 
 static la_status run(la_context *ctx, const la_backend *be, const la_titans_problem *P) {
-    if (!be->titans_workspace || !be->titans_forward)
-        return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no Titans kernel", be->name);
+    if (!be->titans_workspace || (P->backward ? !be->titans_backward : !be->titans_forward))
+        return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no Titans %s kernel", be->name,
+                       P->backward ? "backward" : "forward");
     size_t bytes = 0;
     void *ws;
     la_status s;
     if ((s = be->titans_workspace(P, &bytes)) || (s = la_workspace(ctx, bytes, &ws))) return s;
+    if (P->backward) return be->titans_backward(ctx, (const la_titans_backward_problem *)P, ws);
     return be->titans_forward(ctx, P, ws);
+}
+
+/* A tensor shaped like `like` but `last` in its last dim, f32 or `alt`. */
+static la_status check_like(const la_tensor *t, const char *name, const la_tensor *like, int64_t last, la_dtype alt,
+                            unsigned zero) {
+    int64_t want[LA_MAX_DIMS];
+    for (int i = 0; i < like->ndim; i++) want[i] = like->shape[i];
+    want[like->ndim - 1] = last;
+    return la_linear_check_shaped(t, name, want, like->ndim, zero, LA_F32, alt);
 }
 
 la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
@@ -197,5 +208,63 @@ la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_
     P.mem_in = P.mem_out = state_of(memory);
     P.mom_in = P.mom_out = state_of(momentum);
     if ((s = run(ctx, be, &P))) return s;
+    return la_succeed();
+}
+
+la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                             const la_tensor *v, const la_tensor *eta, const la_tensor *theta, const la_tensor *alpha,
+                             const la_tensor *memory_in, const la_tensor *momentum_in, const la_tensor *dout,
+                             const la_tensor *dmemory_out, const la_tensor *dmomentum_out, la_tensor *dq,
+                             la_tensor *dk, la_tensor *dv, la_tensor *deta, la_tensor *dtheta, la_tensor *dalpha,
+                             la_tensor *dmemory_in, la_tensor *dmomentum_in) {
+    la_titans_backward_problem Bp = {0};
+    la_titans_problem *P = &Bp.fwd;
+    const la_tensor *gates[3] = {eta, theta, alpha};
+    la_status s = check_inputs(ctx, p, q, k, v, gates, true, P);
+    if (s) return s;
+    P->backward = true;
+    const unsigned zero = P->cu ? 1u : 2u;
+    const int64_t sw[4] = {P->num_seqs, P->H, P->Dk, P->Dv};
+    const la_tensor *st[6] = {memory_in, momentum_in, dmemory_out, dmomentum_out, dmemory_in, dmomentum_in};
+    static const char *const sn[6] = {"memory_in", "momentum_in", "dmemory_out", "dmomentum_out", "dmemory_in",
+                                      "dmomentum_in"};
+    for (int i = 0; i < 6; i++)
+        if (st[i] && (s = la_linear_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = check_out(P, dout, q, zero)) || (s = check_like(dq, "dq", q, P->Dk, q->dtype, zero)) ||
+        (s = check_like(dk, "dk", k, P->Dk, q->dtype, zero)) || (s = check_like(dv, "dv", v, P->Dv, q->dtype, zero)))
+        return s;
+    la_tensor *dgates[3] = {deta, dtheta, dalpha};
+    static const char *const dn[3] = {"deta", "dtheta", "dalpha"};
+    for (int i = 0; i < 3; i++) {
+        if (!dgates[i]) return la_fail(LA_ERR_NULL, "%s is NULL", dn[i]);
+        if ((s = la_linear_check_shaped(dgates[i], dn[i], q->shape, q->ndim - 1, zero, LA_F32, LA_F32))) return s;
+    }
+    const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
+    const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"deta", deta}, {"dtheta", dtheta},
+                                 {"dalpha", dalpha}, {"dmemory_in", dmemory_in}, {"dmomentum_in", dmomentum_in},
+                                 {"q", q}, {"k", k}, {"v", v}, {"eta", eta}, {"theta", theta}, {"alpha", alpha},
+                                 {"memory_in", memory_in}, {"momentum_in", momentum_in}, {"dout", dout},
+                                 {"dmemory_out", dmemory_out}, {"dmomentum_out", dmomentum_out},
+                                 {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
+    if ((s = la_check_arg_memory(ctx, mem, 20, 8))) return s;
+    const la_tensor *all[] = {q, k, v, eta, theta, alpha, memory_in, momentum_in, dout, dmemory_out, dmomentum_out,
+                              dq, dk, dv, deta, dtheta, dalpha, dmemory_in, dmomentum_in};
+    const la_backend *be = la_linear_backend_of(all, 19);
+    if (!be) return LA_ERR_DEVICE;
+    const bool batch = !P->cu;
+    P->mem_in = state_of(memory_in);
+    P->mom_in = state_of(momentum_in);
+    Bp.dout = la_attn_operand_of(dout, batch);
+    Bp.dq = la_attn_operand_of(dq, batch);
+    Bp.dk = la_attn_operand_of(dk, batch);
+    Bp.dv = la_attn_operand_of(dv, batch);
+    Bp.deta = la_attn_operand_of(deta, batch);
+    Bp.dtheta = la_attn_operand_of(dtheta, batch);
+    Bp.dalpha = la_attn_operand_of(dalpha, batch);
+    Bp.dmem_out = state_of(dmemory_out);
+    Bp.dmom_out = state_of(dmomentum_out);
+    Bp.dmem_in = state_of(dmemory_in);
+    Bp.dmom_in = state_of(dmomentum_in);
+    if ((s = run(ctx, be, P))) return s;
     return la_succeed();
 }
