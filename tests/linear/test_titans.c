@@ -670,6 +670,37 @@ static void check_bad_inputs(void) {
     EXPECT_REJECT(la_titans_decode(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, &tm, &ts, &to), LA_ERR_SHAPE);
     EXPECT_REJECT(la_titans_decode(ctx, &pv_, &dq, &dk, &dv, &de, &dth, &da, &tm, &ts, &dout), LA_ERR_ARGUMENT);
     EXPECT_REJECT(la_titans_decode(ctx, &p, &dq, &dk, &dv, &de, &dth, &da, &sh, &ts, &dout), LA_ERR_SHAPE);
+    /* backward: a missing gate gradient, gradients of the wrong shape, over an input or each other */
+    static float gq[B * L * H * Dk], gk[B * L * Hkv * Dk], gv[B * L * Hkv * Dv], ge[B * L * H], gth[B * L * H],
+        ga[B * L * H];
+    la_tensor tgq = la_tensor_contiguous(gq, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tgk = la_tensor_contiguous(gk, LA_F32, 4, (int64_t[]){B, L, Hkv, Dk});
+    la_tensor tgv = la_tensor_contiguous(gv, LA_F32, 4, (int64_t[]){B, L, Hkv, Dv});
+    la_tensor tge = la_tensor_contiguous(ge, LA_F32, 3, (int64_t[]){B, L, H});
+    la_tensor tgth = la_tensor_contiguous(gth, LA_F32, 3, (int64_t[]){B, L, H});
+    la_tensor tga = la_tensor_contiguous(ga, LA_F32, 3, (int64_t[]){B, L, H});
+    TU_EXPECT_STATUS(la_titans_backward(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, &tm, &ts, &to, NULL, NULL, &tgq, &tgk,
+                                        &tgv, &tge, &tgth, &tga, &tm2, &ts2),
+                     LA_OK);
+    EXPECT_REJECT(la_titans_backward(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, NULL, NULL, &to, NULL, NULL, &tgq, &tgk,
+                                     &tgv, &tge, NULL, &tga, NULL, NULL),
+                  LA_ERR_NULL);
+    EXPECT_REJECT(la_titans_backward(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, NULL, NULL, &to, NULL, NULL, &tgk, &tgk,
+                                     &tgv, &tge, &tgth, &tga, NULL, NULL),
+                  LA_ERR_SHAPE);
+    EXPECT_REJECT(la_titans_backward(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, NULL, NULL, &to, NULL, NULL, &tgq, &tgk,
+                                     &tgv, &tge, &tge, &tga, NULL, NULL),
+                  LA_ERR_ARGUMENT);
+    EXPECT_REJECT(la_titans_backward(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, NULL, NULL, &to, NULL, NULL, &tgq, &tgk,
+                                     &tgv, &tge, &tgth, &ta, NULL, NULL),
+                  LA_ERR_ARGUMENT);
+    EXPECT_REJECT(la_titans_backward(ctx, &p, &tq, &tk, &tv, &te, &tth, &ta, NULL, NULL, &to, &sh, NULL, &tgq, &tgk,
+                                     &tgv, &tge, &tgth, &tga, NULL, NULL),
+                  LA_ERR_SHAPE);
+    pb = p, pb.chunk_size = 0;
+    EXPECT_REJECT(la_titans_backward(ctx, &pb, &tq, &tk, &tv, &te, &tth, &ta, NULL, NULL, &to, NULL, NULL, &tgq, &tgk,
+                                     &tgv, &tge, &tgth, &tga, NULL, NULL),
+                  LA_ERR_ARGUMENT);
     la_context_destroy(ctx);
 }
 
