@@ -122,11 +122,12 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     return LA_OK;
 }
 
-static la_status check_out(const la_titans_problem *P, const la_tensor *out, const la_tensor *q, unsigned zero) {
+static la_status check_out(const la_titans_problem *P, const la_tensor *out, const char *name, const la_tensor *q,
+                           unsigned zero) {
     int64_t want[LA_MAX_DIMS];
     for (int i = 0; i < q->ndim; i++) want[i] = q->shape[i];
     want[q->ndim - 1] = P->Dv;
-    return la_linear_check_shaped(out, "out", want, q->ndim, zero, LA_F32, q->dtype);
+    return la_linear_check_shaped(out, name, want, q->ndim, zero, LA_F32, q->dtype);
 }
 
 static la_status run(la_context *ctx, const la_backend *be, const la_titans_problem *P) {
@@ -164,7 +165,7 @@ la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la
     static const char *const sn[4] = {"memory_in", "momentum_in", "memory_out", "momentum_out"};
     for (int i = 0; i < 4; i++)
         if (st[i] && (s = la_linear_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
-    if ((s = check_out(&P, out, q, zero))) return s;
+    if ((s = check_out(&P, out, "out", q, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"out", out}, {"memory_out", memory_out}, {"momentum_out", momentum_out},
                                  {"q", q}, {"k", k}, {"v", v}, {"eta", eta}, {"theta", theta}, {"alpha", alpha},
@@ -194,7 +195,8 @@ la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_
     if (!momentum) return la_fail(LA_ERR_NULL, "momentum is NULL");
     const int64_t sw[4] = {P.num_seqs, P.H, P.Dk, P.Dv};
     if ((s = la_linear_check_shaped(memory, "memory", sw, 4, 0, LA_F32, LA_F32)) ||
-        (s = la_linear_check_shaped(momentum, "momentum", sw, 4, 0, LA_F32, LA_F32)) || (s = check_out(&P, out, q, 0)))
+        (s = la_linear_check_shaped(momentum, "momentum", sw, 4, 0, LA_F32, LA_F32)) ||
+        (s = check_out(&P, out, "out", q, 0)))
         return s;
     const la_arg_memory mem[] = {{"out", out}, {"memory", memory}, {"momentum", momentum}, {"q", q}, {"k", k},
                                  {"v", v}, {"eta", eta}, {"theta", theta}, {"alpha", alpha}};
@@ -230,7 +232,7 @@ la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const l
                                       "dmomentum_in"};
     for (int i = 0; i < 6; i++)
         if (st[i] && (s = la_linear_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
-    if ((s = check_out(P, dout, q, zero)) || (s = check_like(dq, "dq", q, P->Dk, q->dtype, zero)) ||
+    if ((s = check_out(P, dout, "dout", q, zero)) || (s = check_like(dq, "dq", q, P->Dk, q->dtype, zero)) ||
         (s = check_like(dk, "dk", k, P->Dk, q->dtype, zero)) || (s = check_like(dv, "dv", v, P->Dv, q->dtype, zero)))
         return s;
     la_tensor *dgates[3] = {deta, dtheta, dalpha};
