@@ -26,7 +26,7 @@
 #define LIN_SUB 16
 
 typedef struct {
-    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *raw, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *lg, *acc;
+    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *lg, *acc;
     float *nrm; /* normalisation: (1/den, dO's z entry) per token of the sequence, or NULL */
     float *dW;  /* Hedgehog: this thread's dL/dW [H][Dx][Dm], or NULL */
 } bwd_scratch;
@@ -42,13 +42,13 @@ static int64_t dx_pad(const la_linear_problem *p) { return tg_round_up(p->Dx, LI
 
 static size_t scratch_floats(const la_linear_backward_problem *bp, const lin_dims *d, bwd_extra *x) {
     const la_linear_problem *p = &bp->fwd;
-    const int64_t G = p->H / p->Hkv, Dm = d->Dkp > d->Dvp ? d->Dkp : d->Dvp;
-    /* L, Dxp + Dvp <= 2^10 + 2^31 and H Dx Dm < 2^60 (checked by the op): each fits */
+    const int64_t G = p->H / p->Hkv;
+    /* L times at most 2^11 floats, and H Dx Dm < 2^60 (checked by the op): each fits */
     x->acc = G > 1 ? (size_t)(p->L * (dx_pad(p) + d->Dvp)) : 0;
     x->nrm = p->normalize ? (size_t)(2 * p->L) : 0;
     x->dW = bp->dproj ? (size_t)(p->H * p->Dx * p->Dm) : 0;
     return (size_t)(d->Dk * d->Dvp + d->Dvp * d->Dkp + 7 * d->C * d->Dkp + 3 * d->C * d->Dvp + d->Dvp * d->Cp +
-                    d->Dkp * d->Cp + 2 * d->C * d->Cp + Dm + 2 * d->Dkp + 3 * d->C + 3 * d->C * d->Dkp +
+                    d->Dkp * d->Cp + 2 * d->C * d->Cp + 2 * d->Dkp + 3 * d->C + 3 * d->C * d->Dkp +
                     (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp + 2 * LIN_SUB * d->Dkp + d->C * d->Dkp);
 }
 
@@ -73,7 +73,7 @@ la_status LA_ISA_FN(la_cpu_linear_backward_workspace)(const la_linear_problem *p
 
 static bwd_scratch scratch_at(float *base, const lin_dims *d, const bwd_extra *x) {
     bwd_scratch w;
-    const int64_t C = d->C, Dkp = d->Dkp, Dvp = d->Dvp, Cp = d->Cp, Dm = Dkp > Dvp ? Dkp : Dvp;
+    const int64_t C = d->C, Dkp = d->Dkp, Dvp = d->Dvp, Cp = d->Cp;
     w.S = base;
     w.RT = w.S + d->Dk * Dvp;
     w.Q = w.RT + Dvp * Dkp;
@@ -90,8 +90,7 @@ static bwd_scratch scratch_at(float *base, const lin_dims *d, const bwd_extra *x
     w.KT = w.VT + Dvp * Cp;
     w.A = w.KT + Dkp * Cp;
     w.Pm = w.A + C * Cp;
-    w.raw = w.Pm + C * Cp;
-    w.e = w.raw + Dm;
+    w.e = w.Pm + C * Cp;
     w.run = w.e + Dkp;
     w.a = w.run + Dkp;
     w.pa = w.a + C;
