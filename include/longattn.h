@@ -358,7 +358,16 @@ typedef enum {
     LA_FEATURE_IDENTITY = 0, /* phi(x) = x */
     LA_FEATURE_ELU1 = 1,     /* phi(x) = elu(x) + 1 */
     LA_FEATURE_RELU = 2,     /* phi(x) = max(x, 0) */
-    LA_FEATURE_COUNT         /* Taylor (Based) and Hedgehog maps: not yet (issue 9) */
+    /* 2nd-order Taylor map of Based (Arora et al. 2024): phi(x) = [1,
+     * x / Dk^(1/4), vec(x x^T) / (sqrt(2) sqrt(Dk))], so phi(q).phi(k) =
+     * 1 + s + s^2 / 2 with s = q.k / sqrt(Dk). Feature dim Df = 1 + Dk + Dk^2,
+     * which must be <= LA_MAX_HEAD_DIM: Dk <= 22 (LA_ERR_UNSUPPORTED above). */
+    LA_FEATURE_TAYLOR = 3,
+    /* Hedgehog (Zhang et al. 2024): phi(x) = softmax([x W_h, -x W_h]) over
+     * its 2 Dm entries, W = params.feature_proj [H, Dk, Dm] f32 (query head
+     * h's W maps q of head h and the k it reads). Df = 2 Dm <= LA_MAX_HEAD_DIM. */
+    LA_FEATURE_HEDGEHOG = 4,
+    LA_FEATURE_COUNT
 } la_feature_map;
 
 typedef enum {
@@ -386,10 +395,26 @@ typedef struct {
     int64_t chunk_size;          /* chunked form: tokens per chunk, >= 1 (default 64) */
     const int32_t *cu_seqlens;   /* [num_seqs + 1] or NULL for a dense batch */
     int64_t num_seqs;
+    /* Hedgehog only: W [H, Dk, feature_proj_dim] f32, contiguous, finite */
+    const float *feature_proj;
+    int64_t feature_proj_dim;    /* Dm >= 1, 2 Dm <= LA_MAX_HEAD_DIM */
+    /* backward with Hedgehog: dL/dW [H, Dk, Dm] f32, contiguous,
+     * overwritten; NULL = not wanted. Ignored by forward and decode. */
+    float *feature_proj_grad;
+    /* 1: every token sees all tokens of its sequence, o_t = scale phi(q_t)^T
+     * S_L with S_L = S_0 + sum_s phi(k_s) v_s^T over the whole sequence
+     * (normalised by z_L likewise); the final state is S_L. No decay
+     * (LA_ERR_ARGUMENT otherwise); form and chunk_size are unused; the
+     * decode step is causal (non_causal set there is LA_ERR_ARGUMENT). */
+    int non_causal;
 } la_linear_params;
 
-/* Defaults: scale 0 (1/sqrt(Dk)), identity map, no normalisation (eps
- * 1e-6 when turned on), no decay, chunked form, chunk 64, dense batch. */
+/* Defaults: scale 0 (1/sqrt(Dk); 1 with the Taylor and Hedgehog maps,
+ * which carry their own), identity map, no normalisation (eps 1e-6 when
+ * turned on), no decay, causal, chunked form, chunk 64, dense batch.
+ * The state's Dk below is the feature dim Df with the Taylor and Hedgehog
+ * maps (1 + Dk + Dk^2, 2 Dm), whose decays must be none, per head or per
+ * token (a per-channel decay is LA_ERR_UNSUPPORTED there). */
 LA_API la_linear_params la_linear_params_default(void);
 
 /* out = the mixer over whole sequences. initial_state NULL starts from 0;
@@ -417,8 +442,9 @@ LA_API la_status la_linear_attention_decode(la_context *ctx, const la_linear_par
  * (p->form is ignored): dq, dk, dv shaped like q, k, v (f32 or their
  * dtype), dg like g (f32; NULL exactly when g is), dinitial_state like the
  * state (NULL: not wanted). dfinal_state (NULL = 0) is the gradient
- * reaching the final state. Overwritten, not accumulated into. Not yet with
- * normalisation (LA_ERR_UNSUPPORTED). */
+ * reaching the final state. Overwritten, not accumulated into. With
+ * normalisation the state's last column (z) takes its gradient too; with
+ * Hedgehog, params->feature_proj_grad (if set) receives dL/dW. */
 LA_API la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
                                               const la_tensor *k, const la_tensor *v, const la_tensor *g,
                                               const la_tensor *initial_state, const la_tensor *dout,
@@ -647,6 +673,84 @@ LA_API la_status la_aaren_decode(la_context *ctx, const la_aaren_params *p, cons
 LA_API la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
                                    const la_tensor *v, const la_tensor *initial_state, const la_tensor *dout,
                                    la_tensor *dq, la_tensor *dk, la_tensor *dv, la_tensor *dinitial_state);
+/* --- neural memory (Titans) */
+
+/* Titans' long-term memory, linear-memory variant (Behrouz et al. 2024,
+ * "Titans: Learning to Memorize at Test Time"). Per sequence and query head
+ * a memory M [Dk, Dv] learns the map k -> v while it reads, by gradient
+ * steps on the associative loss l(M; k, v) = ||M^T k - v||^2 with momentum
+ * S [Dk, Dv] and forgetting:
+ *   grad_t = 2 k_t (M_c^T k_t - v_t)^T       the loss's gradient at M_c
+ *   S_t = eta_t S_{t-1} - theta_t grad_t      momentum ("surprise")
+ *   M_t = (1 - alpha_t) M_{t-1} + S_t         weight decay (forgetting)
+ *   y_t = M_t^T q_t
+ * M_c is the memory at the start of t's chunk: as in the paper's parallel
+ * training, all gradients of a chunk of chunk_size tokens are taken at the
+ * memory of the chunk's start (mini-batch gradient descent), so the chunk
+ * size is part of the model; chunk_size 1 is the per-token recurrence
+ * (M_c = M_{t-1}). Chunks start at each sequence's first token in each
+ * call: two calls carry the state exactly as one call over the
+ * concatenation when the first call's length is a multiple of chunk_size.
+ * The two forms compute the same function:
+ *  LA_LINEAR_CHUNKED: per chunk, with R = 2 diag(theta) (K M_c - V) and the
+ *    scalar kernels E[t][j] = prod_{j<s<=t} eta_s and W[t][j] =
+ *    sum_{i=j..t} prod_{i<s<=t} (1 - alpha_s) E[i][j] (scans over the chunk),
+ *    Y = diag(b) Q M_c + diag(c) Q S_c - (W . Q K^T) R, and the states at the
+ *    chunk's end likewise: matrix products, the chunk's tokens in parallel.
+ *  LA_LINEAR_RECURRENT: token by token.
+ * eta, theta, alpha: per token and query head, f32 [B, L, H] (varlen [T,
+ * H]), data-dependent; eta, alpha in [0, 1] and theta >= 0 are the
+ * caller's to keep (not checked: other values make the memory diverge).
+ * q, k [B, L, H|Hkv, Dk], v [B, L, Hkv, Dv] (H % Hkv == 0; query head h
+ * reads k/v head h / (H / Hkv)), f32/bf16/f16; out [B, L, H, Dv] f32 or
+ * q's dtype; states memory and momentum [N, H, Dk, Dv] f32 (N = B or
+ * num_seqs). q and k are used as given (Titans L2-normalises them first).
+ * Dk, Dv in 1..LA_MAX_HEAD_DIM. */
+typedef struct {
+    la_linear_form form;       /* chunked (default) or recurrent */
+    int64_t chunk_size;        /* the gradient mini-batch, 1..1024 (default 64; 1 = per-token steps) */
+    const int32_t *cu_seqlens; /* [num_seqs + 1] or NULL for a dense batch */
+    int64_t num_seqs;
+} la_titans_params;
+
+LA_API la_titans_params la_titans_params_default(void);
+
+/* out = the memory's reads over whole sequences. memory_in / momentum_in
+ * NULL start from 0; memory_out / momentum_out NULL are not returned.
+ * Errors as la_linear_attention_forward's (LA_ERR_ARGUMENT for
+ * chunk_size < 1, LA_ERR_UNSUPPORTED above 1024). */
+LA_API la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                                   const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
+                                   const la_tensor *alpha, const la_tensor *memory_in, const la_tensor *momentum_in,
+                                   la_tensor *out, la_tensor *memory_out, la_tensor *momentum_out);
+
+/* One token per sequence, a gradient step of its own (chunk_size 1: a
+ * decode loop equals la_titans_forward with chunk_size 1, and continues a
+ * prefill of any chunk size with per-token steps), memory and momentum
+ * updated in place: q [B, H, Dk], k [B, Hkv, Dk], v [B, Hkv, Dv], eta,
+ * theta, alpha [B, H] f32, memory and momentum [B, H, Dk, Dv] f32, out
+ * [B, H, Dv]. p's form, chunk_size and cu_seqlens are unused (cu_seqlens
+ * must be NULL). */
+LA_API la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                                  const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
+                                  const la_tensor *alpha, la_tensor *memory, la_tensor *momentum, la_tensor *out);
+
+/* Gradients of la_titans_forward (same params and chunk_size; p->form is
+ * unused): token by token through the recurrence, the states recomputed
+ * from checkpoints every ~max(64, sqrt(L)) tokens (a multiple of
+ * chunk_size), so the workspace grows as sqrt(L) Dk Dv per thread. dout
+ * like out; dmemory_out, dmomentum_out (NULL = 0) the gradients reaching
+ * the final states; dq, dk, dv like q, k, v (f32 or their dtype); deta,
+ * dtheta, dalpha like the gates (f32); dmemory_in, dmomentum_in like the
+ * states (NULL: not wanted). Overwritten, not accumulated into. Errors as
+ * the forward's. */
+LA_API la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
+                                    const la_tensor *v, const la_tensor *eta, const la_tensor *theta,
+                                    const la_tensor *alpha, const la_tensor *memory_in, const la_tensor *momentum_in,
+                                    const la_tensor *dout, const la_tensor *dmemory_out,
+                                    const la_tensor *dmomentum_out, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                    la_tensor *deta, la_tensor *dtheta, la_tensor *dalpha, la_tensor *dmemory_in,
+                                    la_tensor *dmomentum_in);
 
 /* ------------------------------------------------ block-sparse attention */
 

@@ -35,6 +35,7 @@ typedef struct {
     int64_t chunk;   /* linear: chunk size */
     int op;          /* linear: 0 linear attention, 1 delta rule, 2 gated delta rule (-1: unknown --op) */
     int scan_op;     /* linear --op mamba|aaren: 1 + scan_case_op; 0 none */
+    int feature;     /* linear: la_feature_map */
 } options;
 
 typedef struct {
@@ -82,6 +83,8 @@ static void usage(void) {
             "                  [--op linear|delta|gated_delta|mamba|aaren]: the mixer (default linear);\n"
             "                  mamba: the selective scan (D = --D, default 1536, N 16); aaren: --D / 64\n"
             "                  heads of 64; both chunked, with --B sequences\n"
+            "                  [--feature identity|elu1|relu|taylor|hedgehog] (linear attention's map; taylor:\n"
+            "                  Dk 16, 273 features; hedgehog: D / 2 projections, D features)\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
@@ -112,6 +115,12 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);
         else if (!strcmp(a, "--op")) o->op = !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
                                            : !strcmp(val, "gated_delta") ? 2 : -1;
+        else if (!strcmp(a, "--feature")) {
+            static const char *const names[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
+            o->feature = -1;
+            for (int f = 0; f < 5; f++)
+                if (!strcmp(val, names[f])) o->feature = f;
+        }
         else if (!strcmp(a, "--decay")) {
             static const char *const names[] = {"none", "head", "token", "channel"};
             o->decay = -1;
@@ -132,7 +141,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         }
         if (takes) i++;
         if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0 ||
-            o->decay < 0 || o->chunk <= 0 || o->op < 0) {
+            o->decay < 0 || o->chunk <= 0 || o->op < 0 || o->feature < 0) {
             fprintf(stderr, "longattn bench: bad value for %s\n", a);
             return -1;
         }
@@ -238,7 +247,8 @@ static int bench_linear(const options *o) {
     if (o->scan_op) return bench_scan(o);
     static const int64_t default_L[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536}, quick_L[] = {1024, 4096};
     linear_sweep s = {.B = o->B, .H = o->H, .D = o->nD ? o->D[0] : 128, .decay = (la_decay_kind)o->decay,
-                      .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick};
+                      .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick,
+                      .feature = (la_feature_map)o->feature};
     s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
     s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
     harness_list list = {0};

@@ -14,6 +14,7 @@
 #include "backend/attention_problem.h"
 #include "backend/linear_problem.h"
 #include "backend/scan_problem.h"
+#include "backend/titans_problem.h"
 #include "backend/sparse_problem.h"
 
 typedef struct la_backend {
@@ -39,6 +40,11 @@ typedef struct la_backend {
     la_status (*linear_workspace)(const la_linear_problem *p, size_t *bytes);
     la_status (*linear_forward)(la_context *ctx, const la_linear_problem *p, void *ws);
     la_status (*linear_backward)(la_context *ctx, const la_linear_backward_problem *p, void *ws);
+    /* Titans neural memory (backend/titans_problem.h): workspace for either
+     * call (p->backward says which), forward, backward */
+    la_status (*titans_workspace)(const la_titans_problem *p, size_t *bytes);
+    la_status (*titans_forward)(la_context *ctx, const la_titans_problem *p, void *ws);
+    la_status (*titans_backward)(la_context *ctx, const la_titans_backward_problem *p, void *ws);
     la_status (*sparse_forward)(la_context *ctx, const la_attn_sparse_problem *p, void *ws);
     la_status (*sparse_backward)(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws);
     /* State spaces, their convolution and Aaren (backend/scan_problem.h):

@@ -21,6 +21,7 @@ typedef struct {
     int64_t num_seqs;     /* B for dense, num_seqs for varlen */
     int64_t L;            /* dense: tokens per sequence; varlen: the longest */
     int64_t H, Hkv, Dk, Dv;
+    int64_t Dx;           /* q and k's head dim; Dk is the feature dim (Dx for the elementwise maps) */
     int64_t Dvs;          /* state columns: Dv, or Dv + 1 with normalisation (the last is z) */
     const int32_t *cu;    /* varlen token offsets, or NULL */
     la_attn_operand q, k, v;
@@ -28,6 +29,9 @@ typedef struct {
     la_attn_operand out;
     la_linear_state state_in, state_out; /* either may be absent; may be the same (decode) */
     int feature;          /* la_feature_map */
+    const float *proj;    /* Hedgehog: W [H][Dx][Dm] */
+    int64_t Dm;           /* Hedgehog: Dk = 2 Dm */
+    bool non_causal;
     int decay;            /* la_decay_kind */
     const float *head_log_decay;
     bool normalize;
@@ -44,6 +48,7 @@ typedef struct {
     la_attn_operand dout, dq, dk, dv, dg;
     la_linear_state dstate_out; /* gradient reaching the final state; data NULL = 0 */
     la_linear_state dstate_in;  /* data NULL: not wanted */
+    float *dproj;               /* Hedgehog: dL/dW [H][Dx][Dm], or NULL */
 } la_linear_backward_problem;
 
 /* Tokens [*t0, *t0 + *len) of sequence b (t0 0 for a dense batch, whose

@@ -17,6 +17,10 @@ LA_ISA_DECLARE(la_status, la_cpu_linear_workspace, (const la_linear_problem *p, 
 LA_ISA_DECLARE(la_status, la_cpu_linear_forward_kernel, (const la_linear_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_linear_backward_workspace, (const la_linear_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_linear_backward_kernel, (const la_linear_backward_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_titans_workspace, (const la_titans_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_titans_forward_kernel, (const la_titans_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_titans_backward_workspace, (const la_titans_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_titans_backward_kernel, (const la_titans_backward_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_sparse_forward_workspace, (const la_attn_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_sparse_forward_kernel, (const la_attn_sparse_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_sparse_backward_workspace, (const la_attn_problem *p, size_t *bytes));
@@ -82,6 +86,21 @@ static la_status cpu_linear_backward(la_context *ctx, const la_linear_backward_p
     return LA_ISA_PICK(la_cpu_linear_backward_kernel, p->fwd.simd)(p, ws);
 }
 
+static la_status cpu_titans_workspace(const la_titans_problem *p, size_t *bytes) {
+    if (p->backward) return LA_ISA_PICK(la_cpu_titans_backward_workspace, p->simd)(p, bytes);
+    return LA_ISA_PICK(la_cpu_titans_workspace, p->simd)(p, bytes);
+}
+
+static la_status cpu_titans_backward(la_context *ctx, const la_titans_backward_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_titans_backward_kernel, p->fwd.simd)(p, ws);
+}
+
+static la_status cpu_titans_forward(la_context *ctx, const la_titans_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_titans_forward_kernel, p->simd)(p, ws);
+}
+
 static la_status cpu_sparse_forward(la_context *ctx, const la_attn_sparse_problem *p, void *ws) {
     (void)ctx;
     return LA_ISA_PICK(la_cpu_sparse_forward_kernel, p->fwd.a.simd)(p, ws);
@@ -114,6 +133,9 @@ const la_backend la_cpu_backend = {
     .linear_workspace = cpu_linear_workspace,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
+    .titans_workspace = cpu_titans_workspace,
+    .titans_forward = cpu_titans_forward,
+    .titans_backward = cpu_titans_backward,
     .sparse_forward = cpu_sparse_forward,
     .sparse_backward = cpu_sparse_backward,
     .scan_workspace = cpu_scan_workspace,

@@ -15,6 +15,9 @@ typedef struct {
     linear_spec s;
     bool varlen;
     int64_t nseq, T, Dvs; /* sequences; tokens per sequence (dense) or packed */
+    int64_t Df;           /* the feature dim: the state's rows */
+    float *proj, *dproj;  /* Hedgehog: W and dL/dW [H][Dk][Dm] */
+    double *want_dproj;
     int32_t cu[LIN_MAX_SEQS + 1];
     float head_decay[LIN_MAX_HEADS];
     la_linear_params p;
@@ -59,7 +62,7 @@ static bool tok_buf(lin_case *c, tu_buf *b, la_dtype dt, int64_t heads, int64_t 
 }
 
 static bool state_buf(lin_case *c, tu_buf *b) {
-    return tu_buf_init(b, LA_F32, 4, (int64_t[]){c->nseq, c->s.H, c->s.Dk, c->Dvs}, false, false);
+    return tu_buf_init(b, LA_F32, 4, (int64_t[]){c->nseq, c->s.H, c->Df, c->Dvs}, false, false);
 }
 
 static void describe(const harness_case *hc, harness_fields *f) {
@@ -73,6 +76,9 @@ static void describe(const harness_case *hc, harness_fields *f) {
     harness_field_int(f, "Dk", c->s.Dk);
     harness_field_int(f, "Dv", c->s.Dv);
     harness_field_str(f, "decay", decay[c->s.p.decay]);
+    static const char *const feature[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
+    harness_field_str(f, "feature", feature[c->s.p.feature]);
+    if (c->s.p.non_causal) harness_field_str(f, "mask", "non-causal");
     harness_field_str(f, "form", c->s.run == LIN_RUN_DECODE ? "decode"
                                  : c->s.p.form == LA_LINEAR_CHUNKED || c->s.run == LIN_RUN_BACKWARD ? "chunked"
                                                                                                      : "recurrent");
@@ -86,7 +92,7 @@ static void describe(const harness_case *hc, harness_fields *f) {
  * twice as many again: counted as 3x. Recurrent and decode: 4 Dk Dv per token. */
 static double flops(const harness_case *hc) {
     const lin_case *c = (const lin_case *)hc;
-    const double Dk = (double)c->s.Dk, Dv = (double)c->Dvs, C = (double)c->s.p.chunk_size;
+    const double Dk = (double)c->Df, Dv = (double)c->Dvs, C = (double)c->s.p.chunk_size;
     double total = 0;
     for (int64_t b = 0; b < c->nseq; b++) {
         const double L = (double)seq_len(c, b);
@@ -110,6 +116,8 @@ static void poison(harness_case *hc) {
     tu_buf *outs[] = {&c->out, &c->sT, &c->mid, &c->dq, &c->dk, &c->dv, &c->dg, &c->ds0};
     for (int i = 0; i < 8; i++)
         if (outs[i]->t.data) tu_buf_poison(outs[i]);
+    if (c->dproj)
+        for (int64_t i = 0; i < c->s.H * c->s.Dk * c->s.Dm; i++) c->dproj[i] = NAN;
 }
 
 static double draw_gate(lin_gate mode, uint64_t *rng) {
@@ -163,7 +171,14 @@ static bool setup(harness_case *hc, uint64_t seed) {
         if ((s->want_state || s->run == LIN_RUN_DECODE) && !state_buf(c, &c->sT)) return false;
         if (s->run == LIN_RUN_SPLIT && !state_buf(c, &c->mid)) return false;
     }
+    if (s->p.feature == LA_FEATURE_HEDGEHOG) {
+        const int64_t n = s->H * s->Dk * s->Dm;
+        c->proj = tu_alloc(sizeof(float) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) c->proj[i] = (float)tu_uniform(&rng, -1, 1);
+        if (bwd) c->dproj = tu_alloc(sizeof(float) * (size_t)n);
+    }
     c->p = s->p;
+    c->p.feature_proj = c->proj, c->p.feature_proj_dim = c->proj ? s->Dm : 0, c->p.feature_proj_grad = c->dproj;
     c->p.head_log_decay = s->p.decay == LA_DECAY_HEAD ? c->head_decay : NULL;
     if (c->varlen) c->p.cu_seqlens = c->cu, c->p.num_seqs = c->nseq;
     poison(hc);
@@ -233,15 +248,19 @@ static bool reference(harness_case *hc, bool sampled) {
     lin_case *c = (lin_case *)hc;
     (void)sampled; /* the recurrence is linear in L: the whole problem, always */
     const linear_spec *s = &c->s;
-    const int64_t H = s->H, Dk = s->Dk, Dv = s->Dv, Dvs = c->Dvs, Gq = H / s->Hkv, NS = Dk * Dvs;
+    const int64_t H = s->H, Dk = s->Dk, Dv = s->Dv, Dvs = c->Dvs, Gq = H / s->Hkv, Df = c->Df, NS = Df * Dvs;
+    const int64_t Dm = s->Dm;
     const size_t nsh = (size_t)(c->nseq * H), Lm = (size_t)c->T;
     const bool bwd = s->run == LIN_RUN_BACKWARD;
-    double *q = ref_alloc(Lm * Dk), *k = ref_alloc(Lm * Dk), *v = ref_alloc(Lm * Dv), *g = ref_alloc(Lm * Dk);
+    double *q = ref_alloc(Lm * Dk), *k = ref_alloc(Lm * Dk), *v = ref_alloc(Lm * Dv), *g = ref_alloc(Lm * Df);
+    double *W = ref_alloc((size_t)(Dk * Dm));
     double *st = ref_alloc((size_t)NS), *dsT = ref_alloc((size_t)NS), *dout = ref_alloc(Lm * Dv);
-    double *dq = ref_alloc(Lm * Dk), *dk = ref_alloc(Lm * Dk), *dv = ref_alloc(Lm * Dv), *dg = ref_alloc(Lm * Dk);
+    double *dq = ref_alloc(Lm * Dk), *dk = ref_alloc(Lm * Dk), *dv = ref_alloc(Lm * Dv), *dg = ref_alloc(Lm * Df);
     c->want_state = ref_alloc(nsh * (size_t)NS);
     if (bwd) {
-        c->want_dq = ref_alloc(nsh * Lm * Dk), c->want_dg = ref_alloc(nsh * Lm * Dk);
+        c->want_dq = ref_alloc(nsh * Lm * Dk), c->want_dg = ref_alloc(nsh * Lm * Df);
+        c->want_dproj = ref_alloc((size_t)(H * Dk * Dm));
+        memset(c->want_dproj, 0, sizeof(double) * (size_t)(H * Dk * Dm));
         c->want_dk = ref_alloc((size_t)(c->nseq * s->Hkv) * Lm * Dk);
         c->want_dv = ref_alloc((size_t)(c->nseq * s->Hkv) * Lm * Dv);
         memset(c->want_dk, 0, sizeof(double) * (size_t)(c->nseq * s->Hkv) * Lm * Dk);
@@ -259,15 +278,14 @@ static bool reference(harness_case *hc, bool sampled) {
                 for (int64_t d = 0; d < Dk; d++) {
                     index_of(c, b, t, h, d, idx);
                     q[t * Dk + d] = tu_get(&c->q.t, idx);
-                    g[t * Dk + d] = s->p.decay == LA_DECAY_HEAD ? c->head_decay[h] : 0;
-                    if (s->p.decay == LA_DECAY_CHANNEL) g[t * Dk + d] = tu_get(&c->g.t, idx);
-                    if (s->p.decay == LA_DECAY_TOKEN) {
-                        int64_t gi[4];
-                        index_of(c, b, t, h, 0, gi);
-                        g[t * Dk + d] = tu_get(&c->g.t, gi);
-                    }
                     index_of(c, b, t, hk, d, idx);
                     k[t * Dk + d] = tu_get(&c->k.t, idx);
+                }
+                for (int64_t d = 0; d < Df; d++) { /* per channel only with Df == Dk */
+                    g[t * Df + d] = s->p.decay == LA_DECAY_HEAD ? c->head_decay[h] : 0;
+                    int64_t gi[4];
+                    index_of(c, b, t, h, s->p.decay == LA_DECAY_CHANNEL ? d : 0, gi);
+                    if (s->p.decay == LA_DECAY_CHANNEL || s->p.decay == LA_DECAY_TOKEN) g[t * Df + d] = tu_get(&c->g.t, gi);
                 }
                 for (int64_t e = 0; e < Dv; e++) {
                     index_of(c, b, t, hk, e, idx);
@@ -279,31 +297,35 @@ static bool reference(harness_case *hc, bool sampled) {
                 st[i] = s->init_state ? ((const float *)c->s0.t.data)[sh * NS + i] : 0;
                 dsT[i] = s->dfinal ? ((const float *)c->dsT.t.data)[sh * NS + i] : 0;
             }
+            for (int64_t i = 0; c->proj && i < Dk * Dm; i++) W[i] = c->proj[h * Dk * Dm + i];
+            const bool own_scale = s->p.feature == LA_FEATURE_TAYLOR || s->p.feature == LA_FEATURE_HEDGEHOG;
             linear_ref_head x = {.L = L, .Dk = Dk, .Dv = Dv, .q = q, .k = k, .v = v,
                                  .g = s->p.decay == LA_DECAY_NONE ? NULL : g, .feature = s->p.feature,
+                                 .proj = W, .Dm = Dm, .non_causal = s->p.non_causal != 0,
                                  .normalize = s->p.normalize != 0, .eps = s->p.norm_eps,
-                                 .scale = s->p.scale > 0 ? s->p.scale : 1 / sqrt((double)Dk)};
+                                 .scale = s->p.scale > 0 ? s->p.scale : own_scale ? 1 : 1 / sqrt((double)Dk)};
             if (!bwd) {
                 linear_ref_forward(&x, c->want_out + (size_t)sh * Lm * Dv, st);
                 memcpy(c->want_state + sh * NS, st, sizeof(double) * (size_t)NS);
                 continue;
             }
             double terms;
-            linear_ref_backward(&x, st, dout, s->dfinal ? dsT : NULL, dq, dk, dv, dg, c->want_state + sh * NS, &terms);
+            linear_ref_backward(&x, st, dout, s->dfinal ? dsT : NULL, dq, dk, dv, dg, c->want_state + sh * NS,
+                                c->want_dproj + h * Dk * Dm, &terms);
             if (terms > c->dg_terms) c->dg_terms = terms;
             memcpy(c->want_dq + (size_t)sh * Lm * Dk, dq, sizeof(double) * (size_t)(L * Dk));
-            double *wg = c->want_dg + (size_t)sh * Lm * Dk, *wk = c->want_dk + (size_t)(b * s->Hkv + hk) * Lm * Dk,
+            double *wg = c->want_dg + (size_t)sh * Lm * Df, *wk = c->want_dk + (size_t)(b * s->Hkv + hk) * Lm * Dk,
                    *wv = c->want_dv + (size_t)(b * s->Hkv + hk) * Lm * Dv;
             for (int64_t t = 0; t < L; t++) {
                 double sum = 0;
-                for (int64_t d = 0; d < Dk; d++) sum += dg[t * Dk + d], wg[t * Dk + d] = dg[t * Dk + d];
-                if (s->p.decay == LA_DECAY_TOKEN) wg[t * Dk] = sum;
+                for (int64_t d = 0; d < Df; d++) sum += dg[t * Df + d], wg[t * Df + d] = dg[t * Df + d];
+                if (s->p.decay == LA_DECAY_TOKEN) wg[t * Df] = sum;
                 for (int64_t d = 0; d < Dk; d++) wk[t * Dk + d] += dk[t * Dk + d];
                 for (int64_t e = 0; e < Dv; e++) wv[t * Dv + e] += dv[t * Dv + e];
             }
         }
     }
-    free(q), free(k), free(v), free(g), free(st), free(dsT), free(dout), free(dq), free(dk), free(dv), free(dg);
+    free(W), free(q), free(k), free(v), free(g), free(st), free(dsT), free(dout), free(dq), free(dk), free(dv), free(dg);
     return true;
 }
 
@@ -321,7 +343,7 @@ static tally_t compare_tokens(const lin_case *c, const tu_buf *got, const double
         for (int64_t h = 0; h < heads; h++)
             for (int64_t t = 0; t < seq_len(c, b); t++)
                 for (int64_t d = 0; d < D; d++) {
-                    double w = want[((size_t)(b * heads + h) * Lm + (size_t)t) * (size_t)(has_d ? D : c->s.Dk) + d];
+                    double w = want[((size_t)(b * heads + h) * Lm + (size_t)t) * (size_t)(has_d ? D : c->Df) + d];
                     if (fabs(w) > r.scale) r.scale = fabs(w);
                 }
     if (r.scale == 0) r.scale = 1;
@@ -330,7 +352,7 @@ static tally_t compare_tokens(const lin_case *c, const tu_buf *got, const double
         for (int64_t h = 0; h < heads; h++)
             for (int64_t t = 0; t < seq_len(c, b); t++)
                 for (int64_t d = 0; d < D; d++) {
-                    double w = want[((size_t)(b * heads + h) * Lm + (size_t)t) * (size_t)(has_d ? D : c->s.Dk) + d];
+                    double w = want[((size_t)(b * heads + h) * Lm + (size_t)t) * (size_t)(has_d ? D : c->Df) + d];
                     index_of(c, b, t, h, d, idx);
                     double x = tu_get(&got->t, idx), e = isnan(x) ? INFINITY : fabs(x - w);
                     r.n++;
@@ -379,7 +401,7 @@ static double check(harness_case *hc, const char *label, bool tally) {
                the decays are near 0: its f32 error is bounded by the number of
                terms times their size (dg_terms) times f32's 6e-8; 2e-6 per
                term is a 30x margin over that linear worst case. */
-            const double terms = (double)c->T * (double)(ch ? 1 : s->Dk);
+            const double terms = (double)c->T * (double)(ch ? 1 : c->Df);
             worst = note(c, label, tally, "dg",
                          compare_tokens(c, &c->dg, c->want_dg, s->H, ch ? s->Dk : 1, ch, atol, rtol,
                                         2e-6 * terms * c->dg_terms / atol),
@@ -387,6 +409,19 @@ static double check(harness_case *hc, const char *label, bool tally) {
         }
         if (s->want_state)
             worst = note(c, label, tally, "dinitial_state", compare_state(c, &c->ds0, c->want_state, atol, rtol), worst);
+        if (c->dproj) { /* a sum over every token of both q and k: the same tolerance, over its largest element */
+            tally_t r = {0};
+            const int64_t n = s->H * s->Dk * s->Dm;
+            for (int64_t i = 0; i < n; i++) r.scale = fmax(r.scale, fabs(c->want_dproj[i]));
+            if (r.scale == 0) r.scale = 1;
+            for (int64_t i = 0; i < n; i++) {
+                const double e = isnan(c->dproj[i]) ? INFINITY : fabs(c->dproj[i] - c->want_dproj[i]);
+                r.n++;
+                if (!(e <= atol * r.scale + rtol * fabs(c->want_dproj[i]))) r.bad++;
+                if (e / r.scale > r.worst) r.worst = e / r.scale;
+            }
+            worst = note(c, label, tally, "dW (feature_proj_grad)", r, worst);
+        }
         if (tally && s->strided)
             tu_check(tu_buf_outside_poisoned(&c->dq) && tu_buf_outside_poisoned(&c->dk) &&
                          tu_buf_outside_poisoned(&c->dv),
@@ -406,8 +441,11 @@ static void teardown(harness_case *hc) {
     tu_buf *all[] = {&c->q, &c->k, &c->v, &c->g, &c->s0, &c->out, &c->sT, &c->mid,
                      &c->dout, &c->dsT, &c->dq, &c->dk, &c->dv, &c->dg, &c->ds0};
     for (int i = 0; i < 15; i++) tu_buf_free(all[i]);
-    double **w[] = {&c->want_out, &c->want_state, &c->want_dq, &c->want_dk, &c->want_dv, &c->want_dg, &c->want_ds0};
-    for (int i = 0; i < 7; i++) free(*w[i]), *w[i] = NULL;
+    double **w[] = {&c->want_out, &c->want_state, &c->want_dq, &c->want_dk, &c->want_dv, &c->want_dg, &c->want_ds0,
+                    &c->want_dproj};
+    for (int i = 0; i < 8; i++) free(*w[i]), *w[i] = NULL;
+    free(c->proj), free(c->dproj);
+    c->proj = c->dproj = NULL;
 }
 
 static const harness_ops linear_ops = {
@@ -436,6 +474,7 @@ harness_case *linear_case(const linear_spec *s) {
         c->T = c->cu[s->nseq];
     }
     c->Dvs = s->Dv + (s->p.normalize ? 1 : 0);
+    c->Df = linear_ref_feature_dim(s->p.feature, s->Dk, s->Dm);
     c->has_g = s->p.decay == LA_DECAY_TOKEN || s->p.decay == LA_DECAY_CHANNEL;
     c->base.tokens = c->T; /* as attention's cases: one sequence's tokens, or all packed ones */
     return &c->base;

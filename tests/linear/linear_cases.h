@@ -36,6 +36,7 @@ typedef struct {
     int nseq;      /* varlen: lengths below */
     int32_t lens[LIN_MAX_SEQS];
     int64_t H, Hkv, Dk, Dv;
+    int64_t Dm;          /* Hedgehog's projection width (the case draws W [H, Dk, Dm]) */
     la_dtype dt, out_dt; /* inputs; out (and the gradients) */
     la_linear_params p;  /* options; the case attaches head decays and cu_seqlens */
     lin_gate gate;
@@ -58,8 +59,12 @@ typedef struct {
     int64_t chunk;
     bool with_attention; /* exact causal attention at the same shapes, as a series of its own */
     bool bwd;
+    la_feature_map feature; /* Taylor: Dk 16 (273 features); Hedgehog: D / 2 projections (D features) */
 } linear_sweep;
 
 void linear_sweep_cases(harness_list *list, const linear_sweep *s);
+
+/* The Titans memory's chunked forward (titans_case.c), dense f32, Dk = Dv = D. */
+harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk);
 
 #endif

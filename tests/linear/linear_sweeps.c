@@ -20,11 +20,24 @@ void linear_sweep_cases(harness_list *list, const linear_sweep *s) {
             l.p = la_linear_params_default();
             l.p.decay = s->decay;
             l.p.chunk_size = s->chunk;
-            snprintf(name, sizeof name, "linear %s %s L=%lld", dn[s->decay], pass ? "bwd" : "fwd", (long long)s->L[li]);
+            l.p.feature = s->feature;
+            if (s->feature == LA_FEATURE_TAYLOR) l.Dk = 16;
+            if (s->feature == LA_FEATURE_HEDGEHOG) l.Dm = s->D / 2 > 0 ? s->D / 2 : 1;
+            static const char *const fn[] = {"", " elu1", " relu", " taylor", " hedgehog"};
+            snprintf(name, sizeof name, "linear%s %s %s L=%lld", fn[s->feature], dn[s->decay], pass ? "bwd" : "fwd",
+                     (long long)s->L[li]);
             harness_case *c = linear_case(&l);
             c->series = series;
             harness_add(list, c);
         }
+    }
+    /* the Titans memory (chunked forward) at the same shapes */
+    series++;
+    for (int li = 0; li < s->nL; li++) {
+        snprintf(name, sizeof name, "titans fwd L=%lld", (long long)s->L[li]);
+        harness_case *c = titans_case(name, s->B, s->H, s->L[li], s->D, s->chunk);
+        c->series = series;
+        harness_add(list, c);
     }
     if (!s->with_attention) return;
     series++;

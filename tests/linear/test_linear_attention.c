@@ -16,52 +16,61 @@
 /* ---- the reference's backward against central differences of its forward ---- */
 
 /* loss = sum dout . out + sum dstate_T . S_T */
-static double ref_loss(const linear_ref_head *x, const double *s0, const double *dout, const double *dsT) {
-    const int64_t n = x->Dk * x->Dv;
-    double *out = malloc(sizeof(double) * (size_t)(x->L * x->Dv)), *st = malloc(sizeof(double) * (size_t)n);
-    memcpy(st, s0, sizeof(double) * (size_t)n);
+static double ref_loss(const linear_ref_head *x, const double *s0, const double *dout, const double *dsT, int64_t ns) {
+    double *out = malloc(sizeof(double) * (size_t)(x->L * x->Dv)), *st = malloc(sizeof(double) * (size_t)ns);
+    memcpy(st, s0, sizeof(double) * (size_t)ns);
     linear_ref_forward(x, out, st);
     double l = 0;
     for (int64_t i = 0; i < x->L * x->Dv; i++) l += dout[i] * out[i];
-    for (int64_t i = 0; i < n; i++) l += dsT[i] * st[i];
+    for (int64_t i = 0; i < ns; i++) l += dsT[i] * st[i];
     free(out), free(st);
     return l;
 }
 
+/* Every feature map, with and without decay, normalisation, non-causal. */
 static void check_reference_gradients(uint64_t *rng) {
-    enum { L = 7, Dk = 3, Dv = 2 };
+    enum { L = 7, Dk = 3, Dv = 2, Dm = 2, MAXF = 1 + Dk + Dk * Dk, MAXS = MAXF * (Dv + 1) };
     for (int feature = 0; feature < LA_FEATURE_COUNT; feature++)
-        for (int decay = 0; decay < 2; decay++) {
-            double q[L * Dk], k[L * Dk], v[L * Dv], g[L * Dk], s0[Dk * Dv], dout[L * Dv], dsT[Dk * Dv];
-            double dq[L * Dk], dk[L * Dk], dv[L * Dv], dg[L * Dk], ds0[Dk * Dv];
-            for (int i = 0; i < L * Dk; i++)
-                q[i] = tu_uniform(rng, -1, 1), k[i] = tu_uniform(rng, -1, 1), g[i] = -tu_uniform(rng, 0.05, 0.5);
+        for (int cfg = 0; cfg < 5; cfg++) {
+            /* cfg: 0 plain, 1 decay, 2 normalised, 3 normalised with decay, 4 non-causal normalised */
+            const bool decay = cfg == 1 || cfg == 3, norm = cfg >= 2, nc = cfg == 4;
+            if (norm && (feature == LA_FEATURE_IDENTITY || feature == LA_FEATURE_RELU))
+                continue; /* denominators of either sign (or 0): not a smooth loss */
+            const int64_t Df = linear_ref_feature_dim(feature, Dk, Dm), W = Dv + norm, ns = Df * W;
+            double q[L * Dk], k[L * Dk], v[L * Dv], g[L * MAXF], s0[MAXS], dout[L * Dv], dsT[MAXS], proj[Dk * Dm];
+            double dq[L * Dk], dk[L * Dk], dv[L * Dv], dg[L * MAXF], ds0[MAXS], dproj[Dk * Dm];
+            for (int i = 0; i < L * Dk; i++) q[i] = tu_uniform(rng, -1, 1), k[i] = tu_uniform(rng, -1, 1);
+            for (int i = 0; i < L * Df; i++) g[i] = -tu_uniform(rng, 0.05, 0.5);
             for (int i = 0; i < L * Dv; i++) v[i] = tu_uniform(rng, -1, 1), dout[i] = tu_uniform(rng, -1, 1);
-            for (int i = 0; i < Dk * Dv; i++) s0[i] = tu_uniform(rng, -1, 1), dsT[i] = tu_uniform(rng, -1, 1);
+            /* normalised: a positive initial state keeps the denominators away from 0 */
+            for (int i = 0; i < ns; i++) s0[i] = tu_uniform(rng, norm ? 0.2 : -1, 1), dsT[i] = tu_uniform(rng, -1, 1);
+            for (int i = 0; i < Dk * Dm; i++) proj[i] = tu_uniform(rng, -1, 1), dproj[i] = 0;
             linear_ref_head x = {.L = L, .Dk = Dk, .Dv = Dv, .q = q, .k = k, .v = v, .g = decay ? g : NULL,
-                                 .feature = feature, .scale = 0.7};
-            linear_ref_backward(&x, s0, dout, dsT, dq, dk, dv, dg, ds0, NULL);
-            struct { double *x, *grad; int n; const char *name; } vars[] = {
-                {q, dq, L * Dk, "dq"}, {k, dk, L * Dk, "dk"}, {v, dv, L * Dv, "dv"}, {s0, ds0, Dk * Dv, "dstate0"},
-                {g, dg, decay ? L * Dk : 0, "dg"}};
+                                 .feature = feature, .proj = proj, .Dm = Dm, .normalize = norm, .non_causal = nc,
+                                 .eps = 1e-3, .scale = 0.7};
+            linear_ref_backward(&x, s0, dout, dsT, dq, dk, dv, dg, ds0, dproj, NULL);
+            const bool hh = feature == LA_FEATURE_HEDGEHOG;
+            struct { double *x, *grad; int64_t n; const char *name; } vars[] = {
+                {q, dq, L * Dk, "dq"}, {k, dk, L * Dk, "dk"}, {v, dv, L * Dv, "dv"}, {s0, ds0, ns, "dstate0"},
+                {g, dg, decay ? L * Df : 0, "dg"}, {proj, dproj, hh ? Dk * Dm : 0, "dW"}};
             /* float64 central differences with step 1e-6: truncation ~1e-12,
                rounding ~1e-10 relative; 1e-6 is a wide margin (relu's kink is
                never within 1e-6 of a uniform draw in practice) */
             const double step = 1e-6;
-            for (int vi = 0; vi < 5; vi++) {
+            for (int vi = 0; vi < 6; vi++) {
                 double worst = 0;
-                for (int i = 0; i < vars[vi].n; i++) {
+                for (int64_t i = 0; i < vars[vi].n; i++) {
                     const double keep = vars[vi].x[i];
                     vars[vi].x[i] = keep + step;
-                    double lp = ref_loss(&x, s0, dout, dsT);
+                    double lp = ref_loss(&x, s0, dout, dsT, ns);
                     vars[vi].x[i] = keep - step;
-                    double lm = ref_loss(&x, s0, dout, dsT);
+                    double lm = ref_loss(&x, s0, dout, dsT, ns);
                     vars[vi].x[i] = keep;
                     double fd = (lp - lm) / (2 * step), e = fabs(fd - vars[vi].grad[i]) / (1 + fabs(fd));
                     if (e > worst) worst = e;
                 }
-                tu_check(worst < 1e-6, "reference backward %s (feature %d, decay %d): worst relative error %.3g vs "
-                         "finite differences", vars[vi].name, feature, decay, worst);
+                tu_check(worst < 1e-6, "reference backward %s (feature %d, config %d): worst relative error %.3g vs "
+                         "finite differences", vars[vi].name, feature, cfg, worst);
             }
         }
 }
@@ -206,7 +215,7 @@ static void add_cases(harness_list *list) {
             }
     /* backward: every decay and feature, chunk boundaries, GQA, states, varlen, saturated gates */
     for (int decay = 0; decay < LA_DECAY_COUNT; decay++)
-        for (int feature = 0; feature < LA_FEATURE_COUNT; feature++) {
+        for (int feature = 0; feature < LA_FEATURE_TAYLOR; feature++) {
             snprintf(name, sizeof name, "backward %s feature %d", dn[decay], feature);
             linear_spec s = base_spec(name, 45, decay);
             s.p.feature = feature, s.p.chunk_size = 16, s.run = LIN_RUN_BACKWARD;
@@ -245,6 +254,116 @@ static void add_cases(harness_list *list) {
             s.name = name, s.p.decay = LA_DECAY_TOKEN;
             add(list, s);
         }
+    }
+}
+
+/* The Taylor and Hedgehog maps, normalisation's backward, non-causal. */
+static void add_feature_cases(harness_list *list, bool quick) {
+    char name[160];
+    static const char *const dn[] = {"none", "head", "token", "channel"};
+    static const char *const fn[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
+    const int64_t C = 16;
+    /* lengths around the chunk and long, both maps, scalar decays, three forms */
+    const int64_t lens[] = {1, C - 1, C + 1, 1000, 4097};
+    for (int f = LA_FEATURE_TAYLOR; f <= LA_FEATURE_HEDGEHOG; f++)
+        for (int decay = 0; decay < LA_DECAY_CHANNEL; decay++)
+            for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++)
+                for (int form = 0; form < 3; form++) {
+                    if (lens[li] == 4097 && (quick || form != 0)) continue;
+                    if (lens[li] == 1000 && form == 2 && decay != 2) continue;
+                    snprintf(name, sizeof name, "%s %s L=%lld %s", fn[f], dn[decay], (long long)lens[li],
+                             form == 0 ? "chunked" : form == 1 ? "recurrent" : "decode");
+                    linear_spec s = base_spec(name, lens[li], decay);
+                    s.p.feature = f, s.Dk = f == LA_FEATURE_TAYLOR ? 6 : 16, s.Dm = 24;
+                    if (lens[li] >= 1000) s.B = 1;
+                    s.p.chunk_size = lens[li] >= 1000 ? 64 : C;
+                    s.p.form = form == 1 ? LA_LINEAR_RECURRENT : LA_LINEAR_CHUNKED;
+                    s.run = form == 2 ? LIN_RUN_DECODE : LIN_RUN_FORWARD;
+                    s.init_state = li % 2 == 1, s.want_state = true;
+                    add(list, s);
+                }
+    for (int f = LA_FEATURE_TAYLOR; f <= LA_FEATURE_HEDGEHOG; f++) {
+        const int64_t Dk = f == LA_FEATURE_TAYLOR ? 5 : 12;
+        /* the largest Taylor head (22: 507 features), GQA, normalised, varlen, two calls */
+        linear_spec s = base_spec("", 40, LA_DECAY_TOKEN);
+        s.p.feature = f, s.Dk = f == LA_FEATURE_TAYLOR ? 22 : 16, s.Dm = 256, s.p.chunk_size = C, s.B = 1;
+        s.init_state = s.want_state = true;
+        snprintf(name, sizeof name, "%s widest features (Dk %lld)", fn[f], (long long)s.Dk), s.name = name;
+        add(list, s);
+        for (int form = 0; form < 3; form++) {
+            snprintf(name, sizeof name, "%s normalised GQA 4/2 head %s", fn[f],
+                     form == 0 ? "chunked" : form == 1 ? "recurrent" : "decode");
+            s = base_spec(name, 50, LA_DECAY_HEAD);
+            s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.Dv = 19, s.H = 4, s.Hkv = 2, s.p.normalize = 1, s.p.chunk_size = C;
+            s.p.form = form == 1 ? LA_LINEAR_RECURRENT : LA_LINEAR_CHUNKED;
+            s.run = form == 2 ? LIN_RUN_DECODE : LIN_RUN_FORWARD;
+            s.init_state = s.want_state = true;
+            add(list, s);
+        }
+        snprintf(name, sizeof name, "%s varlen token", fn[f]);
+        s = base_spec(name, 0, LA_DECAY_TOKEN);
+        s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.nseq = 4, s.lens[0] = 17, s.lens[1] = 0, s.lens[2] = 1, s.lens[3] = 40;
+        s.p.chunk_size = C, s.init_state = s.want_state = true;
+        add(list, s);
+        snprintf(name, sizeof name, "%s two calls head", fn[f]);
+        s = base_spec(name, 83, LA_DECAY_HEAD);
+        s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.p.chunk_size = C, s.run = LIN_RUN_SPLIT, s.split_at = 37;
+        s.init_state = s.want_state = true;
+        add(list, s);
+        /* backward: every scalar decay, GQA (dk summed over the group, dW per head), bf16, varlen */
+        for (int decay = 0; decay < LA_DECAY_CHANNEL; decay++) {
+            snprintf(name, sizeof name, "backward %s %s", fn[f], dn[decay]);
+            s = base_spec(name, 45, decay);
+            s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.p.chunk_size = C, s.run = LIN_RUN_BACKWARD;
+            s.init_state = s.want_state = s.dfinal = decay != 1;
+            add(list, s);
+        }
+        snprintf(name, sizeof name, "backward %s GQA 4/2 normalised token", fn[f]);
+        s = base_spec(name, 37, LA_DECAY_TOKEN);
+        s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.H = 4, s.Hkv = 2, s.Dv = 9, s.p.normalize = 1, s.p.chunk_size = C;
+        s.run = LIN_RUN_BACKWARD, s.init_state = s.want_state = s.dfinal = true;
+        add(list, s);
+        snprintf(name, sizeof name, "backward %s varlen bf16", fn[f]);
+        s = base_spec(name, 0, LA_DECAY_HEAD);
+        s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.nseq = 3, s.lens[0] = 20, s.lens[1] = 0, s.lens[2] = 35;
+        s.dt = s.out_dt = LA_BF16, s.p.chunk_size = C, s.run = LIN_RUN_BACKWARD, s.init_state = s.want_state = true;
+        add(list, s);
+    }
+    /* backward with normalisation: every decay (elu1 keeps the denominators positive), chunk boundaries */
+    for (int decay = 0; decay < LA_DECAY_COUNT; decay++)
+        for (int li = 0; li < 2; li++) {
+            snprintf(name, sizeof name, "backward normalised elu1 %s L=%d", dn[decay], li ? 1000 : 45);
+            linear_spec s = base_spec(name, li ? 1000 : 45, decay);
+            s.p.feature = LA_FEATURE_ELU1, s.p.normalize = 1, s.p.chunk_size = li ? 64 : C;
+            s.run = LIN_RUN_BACKWARD, s.init_state = s.want_state = s.dfinal = true;
+            if (li) s.B = 1, s.H = s.Hkv = 1;
+            if (decay == LA_DECAY_CHANNEL) s.H = 4, s.Hkv = 2, s.Dk = 20;
+            add(list, s);
+        }
+    /* non-causal: every map, forward and backward, lengths, varlen, GQA, normalised */
+    const int64_t nlens[] = {1, 63, 65, 1000, 4097};
+    for (int f = 0; f < LA_FEATURE_COUNT; f++)
+        for (size_t li = 0; li < sizeof nlens / sizeof nlens[0]; li++)
+            for (int bwd = 0; bwd < 2; bwd++) {
+                if (nlens[li] == 4097 && quick) continue;
+                snprintf(name, sizeof name, "non-causal %s L=%lld %s", fn[f], (long long)nlens[li], bwd ? "backward" : "forward");
+                linear_spec s = base_spec(name, nlens[li], LA_DECAY_NONE);
+                s.p.feature = f, s.p.non_causal = 1, s.Dm = 8;
+                if (f == LA_FEATURE_TAYLOR) s.Dk = 5;
+                if (nlens[li] >= 1000) s.B = 1;
+                s.p.normalize = f == LA_FEATURE_ELU1 || f == LA_FEATURE_HEDGEHOG;
+                s.run = bwd ? LIN_RUN_BACKWARD : LIN_RUN_FORWARD;
+                s.init_state = li % 2 == 0, s.want_state = true, s.dfinal = bwd && li % 2;
+                s.p.form = li % 2 ? LA_LINEAR_RECURRENT : LA_LINEAR_CHUNKED; /* either: unused */
+                add(list, s);
+            }
+    for (int bwd = 0; bwd < 2; bwd++) {
+        linear_spec s = base_spec(bwd ? "non-causal varlen GQA 4/2 backward" : "non-causal varlen GQA 4/2 forward", 0,
+                                  LA_DECAY_NONE);
+        s.p.non_causal = 1, s.H = 4, s.Hkv = 2, s.Dv = 11, s.p.feature = LA_FEATURE_ELU1, s.p.normalize = 1;
+        s.nseq = 4, s.lens[0] = 70, s.lens[1] = 0, s.lens[2] = 1, s.lens[3] = 130;
+        s.run = bwd ? LIN_RUN_BACKWARD : LIN_RUN_FORWARD, s.init_state = s.want_state = true, s.dfinal = bwd;
+        add(list, s);
     }
 }
 
@@ -375,7 +494,7 @@ static void check_bad_inputs(void) {
               LA_OK);
     TU_EXPECT_STATUS(la_linear_attention_backward(ctx, &pn, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
                                            NULL),
-              LA_ERR_UNSUPPORTED);
+              LA_OK);
     pb = p, pb.decay = LA_DECAY_TOKEN;
     TU_EXPECT_STATUS(la_linear_attention_backward(ctx, &pb, &tq, &tk, &tv, &tgs, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
                                            NULL),
@@ -393,13 +512,99 @@ static void check_bad_inputs(void) {
     la_context_destroy(ctx);
 }
 
+/* A rejected call: its status and a message naming the fault. */
+#define EXPECT_REJECT(call, want)                                                                              \
+    do {                                                                                                        \
+        la_status got_ = (call);                                                                                \
+        tu_check(got_ == (want) && la_last_error()[0] != 0, "%s:%d %s returned %s (message \"%s\"), want %s", \
+                 __FILE__, __LINE__, #call, la_status_name(got_), la_last_error(), la_status_name(want));       \
+    } while (0)
+
+/* The Taylor and Hedgehog maps' options, non-causal's restrictions. */
+static void check_bad_feature_inputs(void) {
+    enum { B = 1, L = 5, H = 2, Dk = 4, Dv = 3, Dm = 3, DfT = 1 + Dk + Dk * Dk };
+    static float q[B * L * H * 23], k[B * L * H * 23], v[B * L * H * Dv], out[B * L * H * Dv], g[B * L * H * Dk];
+    static float sT[B * H * DfT * (Dv + 1)], sk[B * H * Dk * Dv], W[H * Dk * Dm], dW[H * Dk * Dm];
+    static float gq[B * L * H * Dk], gk[B * L * H * Dk], gv[B * L * H * Dv];
+    la_context *ctx;
+    TU_EXPECT_STATUS(la_context_create(&ctx, 1), LA_OK);
+    la_tensor tq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tk = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tv = la_tensor_contiguous(v, LA_F32, 4, (int64_t[]){B, L, H, Dv});
+    la_tensor to = la_tensor_contiguous(out, LA_F32, 4, (int64_t[]){B, L, H, Dv});
+    la_tensor tg = la_tensor_contiguous(g, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tsT = la_tensor_contiguous(sT, LA_F32, 4, (int64_t[]){B, H, DfT, Dv});
+    la_tensor tsk = la_tensor_contiguous(sk, LA_F32, 4, (int64_t[]){B, H, Dk, Dv});
+    la_tensor tdq = la_tensor_contiguous(gq, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tdk = la_tensor_contiguous(gk, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    la_tensor tdv = la_tensor_contiguous(gv, LA_F32, 4, (int64_t[]){B, L, H, Dv});
+    la_linear_params p = la_linear_params_default();
+    p.feature = LA_FEATURE_TAYLOR;
+    TU_EXPECT_STATUS(la_linear_attention_forward(ctx, &p, &tq, &tk, &tv, NULL, NULL, &to, &tsT), LA_OK);
+    /* the state has Df = 1 + Dk + Dk^2 rows, not Dk */
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &p, &tq, &tk, &tv, NULL, NULL, &to, &tsk), LA_ERR_SHAPE);
+    /* Dk 23: 553 features > LA_MAX_HEAD_DIM */
+    la_tensor q23 = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, L, H, 23});
+    la_tensor k23 = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){B, L, H, 23});
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &p, &q23, &k23, &tv, NULL, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    /* a per-channel decay with an expanding map */
+    la_linear_params pc = p;
+    pc.decay = LA_DECAY_CHANNEL;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &pc, &tq, &tk, &tv, &tg, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    /* Hedgehog: W missing, its width out of range, not finite; W given to another map */
+    la_linear_params ph = la_linear_params_default();
+    ph.feature = LA_FEATURE_HEDGEHOG;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_NULL);
+    ph.feature_proj = W, ph.feature_proj_dim = 0;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    ph.feature_proj_dim = LA_MAX_HEAD_DIM / 2 + 1;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    ph.feature_proj_dim = Dm;
+    TU_EXPECT_STATUS(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_OK);
+    W[5] = INFINITY;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    W[5] = 0.5f;
+    la_linear_params pw = la_linear_params_default();
+    pw.feature_proj = W, pw.feature_proj_dim = Dm;
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &pw, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    /* dW: fine alone, not over W or another output */
+    ph.feature_proj_grad = dW;
+    TU_EXPECT_STATUS(la_linear_attention_backward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
+                                                  NULL),
+                     LA_OK);
+    ph.feature_proj_grad = W;
+    EXPECT_REJECT(la_linear_attention_backward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
+                                               NULL),
+                  LA_ERR_ARGUMENT);
+    ph.feature_proj_grad = gq;
+    EXPECT_REJECT(la_linear_attention_backward(ctx, &ph, &tq, &tk, &tv, NULL, NULL, &to, NULL, &tdq, &tdk, &tdv, NULL,
+                                               NULL),
+                  LA_ERR_ARGUMENT);
+    /* non-causal: no decay, no decode step; chunk_size unused */
+    la_linear_params pn = la_linear_params_default();
+    pn.non_causal = 1, pn.chunk_size = 0;
+    TU_EXPECT_STATUS(la_linear_attention_forward(ctx, &pn, &tq, &tk, &tv, NULL, NULL, &to, NULL), LA_OK);
+    pn.decay = LA_DECAY_TOKEN;
+    la_tensor tgs = la_tensor_contiguous(g, LA_F32, 3, (int64_t[]){B, L, H});
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &pn, &tq, &tk, &tv, &tgs, NULL, &to, NULL), LA_ERR_ARGUMENT);
+    pn.decay = LA_DECAY_NONE;
+    la_tensor dq = la_tensor_contiguous(q, LA_F32, 3, (int64_t[]){B, H, Dk});
+    la_tensor dk = la_tensor_contiguous(k, LA_F32, 3, (int64_t[]){B, H, Dk});
+    la_tensor dv = la_tensor_contiguous(v, LA_F32, 3, (int64_t[]){B, H, Dv});
+    la_tensor dout = la_tensor_contiguous(out, LA_F32, 3, (int64_t[]){B, H, Dv});
+    EXPECT_REJECT(la_linear_attention_decode(ctx, &pn, &dq, &dk, &dv, NULL, &tsk, &dout), LA_ERR_ARGUMENT);
+    la_context_destroy(ctx);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     check_reference_gradients(&rng);
     harness_list list = {0};
     add_cases(&list);
+    add_feature_cases(&list, getenv("LONGATTN_TEST_QUICK") != NULL);
     harness_check(&list, &rng);
     harness_list_free(&list);
     check_bad_inputs();
+    check_bad_feature_inputs();
     return tu_finish();
 }

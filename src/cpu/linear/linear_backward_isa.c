@@ -26,31 +26,54 @@
 #define LIN_SUB 16
 
 typedef struct {
-    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *raw, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *lg, *acc;
+    float *S, *RT, *Q, *K, *V, *dO, *VT, *KT, *A, *Pm, *dQK, *dV, *T, *dec, *pre, *suf, *e, *run, *a, *pa, *sa, *PB, *SB, *QB, *tot, *M, *KM, *KMT, *lg, *acc;
+    float *nrm; /* normalisation: (1/den, dO's z entry) per token of the sequence, or NULL */
+    float *dW;  /* Hedgehog: this thread's dL/dW [H][Dx][Dm], or NULL */
 } bwd_scratch;
 
-static size_t scratch_floats(const la_linear_problem *p, const lin_dims *d, size_t *acc) {
-    const int64_t G = p->H / p->Hkv, Dm = d->Dkp > d->Dvp ? d->Dkp : d->Dvp;
-    *acc = G > 1 ? (size_t)(p->L * (d->Dkp + d->Dvp)) : 0;
+/* Per-thread floats past the fixed scratch: the grouped heads' dk (input
+ * space, Dxp) and dv sums over the sequence, normalisation's two floats per
+ * token, Hedgehog's dW. */
+typedef struct {
+    size_t acc, nrm, dW;
+} bwd_extra;
+
+static int64_t dx_pad(const la_linear_problem *p) { return tg_round_up(p->Dx, LIN_PAD); }
+
+static size_t scratch_floats(const la_linear_backward_problem *bp, const lin_dims *d, bwd_extra *x) {
+    const la_linear_problem *p = &bp->fwd;
+    const int64_t G = p->H / p->Hkv;
+    /* L times at most 2^11 floats, and H Dx Dm < 2^60 (checked by the op): each fits */
+    x->acc = G > 1 ? (size_t)(p->L * (dx_pad(p) + d->Dvp)) : 0;
+    x->nrm = p->normalize ? (size_t)(2 * p->L) : 0;
+    x->dW = bp->dproj ? (size_t)(p->H * p->Dx * p->Dm) : 0;
     return (size_t)(d->Dk * d->Dvp + d->Dvp * d->Dkp + 7 * d->C * d->Dkp + 3 * d->C * d->Dvp + d->Dvp * d->Cp +
-                    d->Dkp * d->Cp + 2 * d->C * d->Cp + Dm + 2 * d->Dkp + 3 * d->C + 3 * d->C * d->Dkp +
-                    (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp + 2 * LIN_SUB * d->Dkp + d->C * d->Dkp) +
-           *acc;
+                    d->Dkp * d->Cp + 2 * d->C * d->Cp + 2 * d->Dkp + 3 * d->C + 3 * d->C * d->Dkp +
+                    (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp + 2 * LIN_SUB * d->Dkp + d->C * d->Dkp);
+}
+
+static size_t per_thread_floats(const la_linear_backward_problem *bp, const lin_dims *d, bwd_extra *x, bool *ok) {
+    size_t n = scratch_floats(bp, d, x), t;
+    *ok = !__builtin_add_overflow(x->acc, x->nrm, &t) && !__builtin_add_overflow(t, x->dW, &t) &&
+          !__builtin_add_overflow(n, t, &n) && n < SIZE_MAX / sizeof(float);
+    return n;
 }
 
 la_status LA_ISA_FN(la_cpu_linear_backward_workspace)(const la_linear_problem *p, size_t *bytes) {
+    const la_linear_backward_problem *bp = (const la_linear_backward_problem *)p;
     const lin_dims d = lin_dims_of(p, p->chunk);
     const int nthreads = p->threads > 0 ? p->threads : 1;
-    size_t acc, n;
-    n = scratch_floats(p, &d, &acc);
-    if ((acc && acc / (size_t)(d.Dkp + d.Dvp) != (size_t)p->L) || !la_mul_size(n * sizeof(float), (size_t)nthreads, bytes))
+    bwd_extra x;
+    bool ok;
+    const size_t n = per_thread_floats(bp, &d, &x, &ok);
+    if (!ok || !la_mul_size(n * sizeof(float), (size_t)nthreads, bytes))
         return la_fail(LA_ERR_OVERFLOW, "linear attention backward workspace size overflows");
     return LA_OK;
 }
 
-static bwd_scratch scratch_at(float *base, const lin_dims *d, size_t acc) {
+static bwd_scratch scratch_at(float *base, const lin_dims *d, const bwd_extra *x) {
     bwd_scratch w;
-    const int64_t C = d->C, Dkp = d->Dkp, Dvp = d->Dvp, Cp = d->Cp, Dm = Dkp > Dvp ? Dkp : Dvp;
+    const int64_t C = d->C, Dkp = d->Dkp, Dvp = d->Dvp, Cp = d->Cp;
     w.S = base;
     w.RT = w.S + d->Dk * Dvp;
     w.Q = w.RT + Dvp * Dkp;
@@ -67,8 +90,7 @@ static bwd_scratch scratch_at(float *base, const lin_dims *d, size_t acc) {
     w.KT = w.VT + Dvp * Cp;
     w.A = w.KT + Dkp * Cp;
     w.Pm = w.A + C * Cp;
-    w.raw = w.Pm + C * Cp;
-    w.e = w.raw + Dm;
+    w.e = w.Pm + C * Cp;
     w.run = w.e + Dkp;
     w.a = w.run + Dkp;
     w.pa = w.a + C;
@@ -81,7 +103,10 @@ static bwd_scratch scratch_at(float *base, const lin_dims *d, size_t acc) {
     w.KM = w.M + Dkp;
     w.KMT = w.KM + LIN_SUB * Dkp;
     w.lg = w.KMT + LIN_SUB * Dkp; /* log decays: [C][Dkp] rows, or C scalars */
-    w.acc = acc ? w.lg + C * Dkp : NULL;
+    float *extra = w.lg + C * Dkp;
+    w.acc = x->acc ? extra : NULL;
+    w.nrm = x->nrm ? extra + x->acc : NULL;
+    w.dW = x->dW ? extra + x->acc + x->nrm : NULL;
     return w;
 }
 
@@ -89,12 +114,12 @@ static bwd_scratch scratch_at(float *base, const lin_dims *d, size_t acc) {
 static void load_chunk(const la_linear_backward_problem *bp, const lin_dims *dm, bwd_scratch *w, int64_t bt,
                        int64_t t0, int64_t n, int64_t h, int64_t hk) {
     const la_linear_problem *p = &bp->fwd;
-    const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
+    const int64_t Dkp = dm->Dkp, Dvp = dm->Dvp;
     const bool channel = lin_channel(p);
     for (int64_t i = 0; i < n; i++) {
         const int64_t t = t0 + i;
-        lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->feature, p->scale);
-        lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
+        lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
+        lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
         lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
         tg_load_row(w->dO + i * Dvp, la_attn_at(&bp->dout, bt, t, h), bp->dout.dtype, dm->Dv, Dvp);
         if (channel) {
@@ -124,12 +149,46 @@ static void add_decayed(float *dst, const float *src, const float *rows, const f
     }
 }
 
-/* Row i of the gradient of a feature-mapped input: mult * phi'(x) * dx~. */
-static void store_feature_grad(const la_attn_operand *out, const la_attn_operand *in, int64_t bt, int64_t t,
-                               int64_t h, float *dx, float *raw, int64_t D, int64_t Dp, int feature, float mult) {
-    if (feature != LA_FEATURE_IDENTITY) tg_load_row(raw, la_attn_at(in, bt, t, h), in->dtype, D, Dp);
-    for (int64_t d = 0; d < D; d++) dx[d] *= mult * (feature != LA_FEATURE_IDENTITY ? lin_dphi(feature, raw[d]) : 1.0f);
-    tg_store_row(la_attn_at(out, bt, t, h), out->dtype, dx, D);
+static float *dW_of(const la_linear_problem *p, const bwd_scratch *w, int64_t h) {
+    return w->dW ? w->dW + h * p->Dx * p->Dm : NULL;
+}
+
+/* Row t of the gradient of a feature-mapped input (head hin of `in`) from
+ * dphi~, the gradient reaching scale * phi: through the map of query head h
+ * (lin_feature_grad; dphi~ is overwritten). */
+static void store_feature_grad(const la_linear_problem *p, const bwd_scratch *w, const la_attn_operand *out,
+                               const la_attn_operand *in, int64_t bt, int64_t t, int64_t hin, int64_t h, float *dphi,
+                               float scale) {
+    _Alignas(64) float dx[LA_MAX_HEAD_DIM];
+    lin_feature_grad(dx, dphi, la_attn_at(in, bt, t, hin), in->dtype, p, h, scale, dW_of(p, w, h));
+    tg_store_row(la_attn_at(out, bt, t, hin), out->dtype, dx, p->Dx);
+}
+
+/* dK~ rows (dK) and dV rows (w->dV) of a chunk of n tokens from c0: stored,
+ * or for grouped heads summed over the group (in input space) into w->acc. */
+static void store_kv_grads(const la_linear_backward_problem *bp, const lin_dims *dm, bwd_scratch *w, int64_t bt,
+                           int64_t t0, int64_t c0, int64_t n, int64_t h, int64_t hk, bool first_head, float *dK) {
+    const la_linear_problem *p = &bp->fwd;
+    const int64_t Dkp = dm->Dkp, Dvp = dm->Dvp, Dxp = dx_pad(p);
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t t = t0 + c0 + j;
+        float *dk = dK + j * Dkp, *dv = w->dV + j * Dvp;
+        if (!w->acc) {
+            store_feature_grad(p, w, &bp->dk, &p->k, bt, t, hk, h, dk, 1.0f);
+            tg_store_row(la_attn_at(&bp->dv, bt, t, hk), bp->dv.dtype, dv, dm->Dv);
+            continue;
+        }
+        _Alignas(64) float dx[LA_MAX_HEAD_DIM];
+        lin_feature_grad(dx, dk, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, 1.0f, dW_of(p, w, h));
+        float *ak = w->acc + (c0 + j) * (Dxp + Dvp), *av = ak + Dxp;
+        if (first_head) {
+            memcpy(ak, dx, (size_t)p->Dx * sizeof(float));
+            memcpy(av, dv, (size_t)dm->Dv * sizeof(float));
+        } else {
+            for (int64_t x = 0; x < p->Dx; x++) ak[x] += dx[x];
+            for (int64_t x = 0; x < dm->Dv; x++) av[x] += dv[x];
+        }
+    }
 }
 
 /* Per-channel decays within the sub-blocks of a chunk: PB[i] = prod of a_s
@@ -234,12 +293,98 @@ static void channel_scores_dk(const lin_dims *dm, bwd_scratch *w, int64_t n, flo
     }
 }
 
+/* With normalisation out = O[:Dv] / (O[Dv] + eps), O the chunk's
+ * unnormalised outputs (the state's z column rides as value column Dv).
+ * Computes O from the chunk's scores and ST (the state at the chunk's start,
+ * transposed) and turns dO into the gradient reaching O: [dout / den,
+ * -(dout . out) / den]; nf keeps (1/den, that last entry) per token for the
+ * reverse sweep. The backward is then the unnormalised one over Dv + 1 columns. */
+static void normalise_dout(const la_linear_problem *p, const lin_dims *dm, bwd_scratch *w, int64_t n, const float *ST,
+                           float *nf) {
+    const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dv = dm->Dv, Dvp = dm->Dvp, Cp = dm->Cp;
+    const bool channel = lin_channel(p);
+    if (channel) { /* A as a side product of the dK pass, with Pm = 0 */
+        memset(w->Pm, 0, (size_t)(n * Cp) * sizeof(float));
+        block_decays(dm, w, n);
+        channel_scores_dk(dm, w, n, w->T);
+    } else {
+        lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
+        tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
+        lin_mask_scalar(w->A, Cp, w->a, n);
+    }
+    float *O = w->dV, *qp = w->T;
+    tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, O, Dvp, false);
+    for (int64_t i = 0; i < n; i++) {
+        memcpy(qp, w->Q + i * Dkp, (size_t)Dkp * sizeof(float));
+        if (channel) lin_mul(qp, w->pre + i * Dkp, Dkp);
+        else lin_scale(qp, Dkp, w->pa[i]);
+        float *o = O + i * Dvp, *dO = w->dO + i * Dvp;
+        for (int64_t e = 0; e <= Dv; e++) o[e] += lin_dot(qp, ST + e * Dkp, Dkp);
+        const float inv = 1.0f / (o[Dv] + p->norm_eps);
+        float c = 0;
+        for (int64_t e = 0; e < Dv; e++) c += dO[e] * o[e] * inv;
+        lin_scale(dO, Dvp, inv);
+        dO[Dv] = -c * inv;
+        nf[2 * i] = inv, nf[2 * i + 1] = dO[Dv];
+    }
+}
+
+/* Non-causal (no decay), per query head: S_L = S_0 + K~^T V; dQ~ = dO S_L^T;
+ * G = dfinal_state + Q~^T dO; dK~ = V G^T, dV = K~ G; dinitial_state = G. */
+static void noncausal_backward(const la_linear_backward_problem *bp, const lin_dims *dm, bwd_scratch *w, int64_t b,
+                               int64_t h, int64_t hk, bool first_head) {
+    const la_linear_problem *p = &bp->fwd;
+    const int64_t bt = p->cu ? 0 : b, Dk = dm->Dk, Dkp = dm->Dkp, Dv = dm->Dvs, Dvp = dm->Dvp, Cp = dm->Cp;
+    int64_t t0, len;
+    la_linear_seq(p, b, &t0, &len);
+    lin_load_state(w->S, &p->state_in, dm, b, h);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        load_chunk(bp, dm, w, bt, t0 + c0, n, h, hk);
+        tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true);
+    }
+    float *ST = w->RT, *G = w->S;
+    lin_transpose(ST, Dkp, w->S, Dvp, Dk, Dv);
+    lin_load_state(G, &bp->dstate_out, dm, b, h);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        load_chunk(bp, dm, w, bt, t0 + c0, n, h, hk);
+        if (p->normalize) { /* O^T = S_L^T Q~^T, then dO as in normalise_dout */
+            lin_transpose(w->KT, Cp, w->Q, Dkp, n, Dk);
+            tg_gemm(Dv, Cp, Dk, ST, Dkp, 1, w->KT, Cp, w->VT, Cp, false);
+            for (int64_t i = 0; i < n; i++) {
+                float *dO = w->dO + i * Dvp;
+                const float inv = 1.0f / (w->VT[dm->Dv * Cp + i] + p->norm_eps);
+                float c = 0;
+                for (int64_t e = 0; e < dm->Dv; e++) c += dO[e] * w->VT[e * Cp + i] * inv;
+                lin_scale(dO, Dvp, inv);
+                dO[dm->Dv] = -c * inv;
+            }
+        }
+        tg_gemm(n, Dkp, Dv, w->dO, Dvp, 1, ST, Dkp, w->dQK, Dkp, false);
+        tg_gemm(Dk, Dvp, n, w->Q, 1, Dkp, w->dO, Dvp, G, Dvp, true);
+        for (int64_t i = 0; i < n; i++)
+            store_feature_grad(p, w, &bp->dq, &p->q, bt, t0 + c0 + i, h, h, w->dQK + i * Dkp, p->scale);
+    }
+    float *GT = w->RT;
+    lin_transpose(GT, Dkp, G, Dvp, Dk, Dv);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        load_chunk(bp, dm, w, bt, t0 + c0, n, h, hk);
+        tg_gemm(n, Dkp, Dv, w->V, Dvp, 1, GT, Dkp, w->dQK, Dkp, false);
+        tg_gemm(n, Dvp, Dk, w->K, Dkp, 1, G, Dvp, w->dV, Dvp, false);
+        store_kv_grads(bp, dm, w, bt, t0, c0, n, h, hk, first_head, w->dQK);
+    }
+    lin_store_state(&bp->dstate_in, G, dm, b, h);
+}
+
 /* The forward sweep: dq and the q part of dL/db into dg; returns S_T in w->S
  * (transposed, [Dv][Dkp] rows in w->RT). */
 static void forward_sweep(const la_linear_backward_problem *bp, const lin_dims *dm, bwd_scratch *w, int64_t b,
                           int64_t h, int64_t hk) {
     const la_linear_problem *p = &bp->fwd;
-    const int64_t bt = p->cu ? 0 : b, Dk = dm->Dk, Dkp = dm->Dkp, Dv = dm->Dv, Dvp = dm->Dvp, Cp = dm->Cp;
+    /* Dv: the value columns of the math, the z column included with normalisation */
+    const int64_t bt = p->cu ? 0 : b, Dk = dm->Dk, Dkp = dm->Dkp, Dv = dm->Dvs, Dvp = dm->Dvp, Cp = dm->Cp;
     const bool channel = lin_channel(p);
     int64_t t0, len;
     la_linear_seq(p, b, &t0, &len);
@@ -249,6 +394,7 @@ static void forward_sweep(const la_linear_backward_problem *bp, const lin_dims *
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
         load_chunk(bp, dm, w, bt, t0 + c0, n, h, hk);
+        if (p->normalize) normalise_dout(p, dm, w, n, ST, w->nrm + 2 * c0);
         /* Pm[i][j] = dO[i] . V[j] (masked and decayed for scalar decays) */
         lin_transpose(w->VT, Cp, w->V, Dvp, n, Dv);
         tg_gemm(n, Cp, Dv, w->dO, Dvp, 1, w->VT, Cp, w->Pm, Cp, false);
@@ -272,7 +418,7 @@ static void forward_sweep(const la_linear_backward_problem *bp, const lin_dims *
                 else
                     dg[0] = lin_dot(w->Q + i * Dkp, dq, Dkp);
             }
-            store_feature_grad(&bp->dq, &p->q, bt, t, h, dq, w->raw, Dk, Dkp, p->feature, p->scale);
+            store_feature_grad(p, w, &bp->dq, &p->q, bt, t, h, h, dq, p->scale);
         }
         /* S^T = (decay over the chunk) . S^T + V^T (R . K~) */
         for (int64_t e = 0; e < Dv; e++) {
@@ -290,7 +436,7 @@ static void forward_sweep(const la_linear_backward_problem *bp, const lin_dims *
 static void reverse_sweep(const la_linear_backward_problem *bp, const lin_dims *dm, bwd_scratch *w, int64_t b,
                           int64_t h, int64_t hk, bool first_head) {
     const la_linear_problem *p = &bp->fwd;
-    const int64_t bt = p->cu ? 0 : b, Dk = dm->Dk, Dkp = dm->Dkp, Dv = dm->Dv, Dvp = dm->Dvp, Cp = dm->Cp;
+    const int64_t bt = p->cu ? 0 : b, Dk = dm->Dk, Dkp = dm->Dkp, Dv = dm->Dvs, Dvp = dm->Dvp, Cp = dm->Cp;
     const bool channel = lin_channel(p);
     int64_t t0, len;
     la_linear_seq(p, b, &t0, &len);
@@ -307,6 +453,12 @@ static void reverse_sweep(const la_linear_backward_problem *bp, const lin_dims *
     for (int64_t c = nchunks - 1; c >= 0; c--) {
         const int64_t c0 = c * dm->C, n = len - c0 < dm->C ? len - c0 : dm->C;
         load_chunk(bp, dm, w, bt, t0 + c0, n, h, hk);
+        if (p->normalize)
+            for (int64_t i = 0; i < n; i++) {
+                const float *nf = w->nrm + 2 * (c0 + i);
+                lin_scale(w->dO + i * Dvp, Dvp, nf[0]); /* dO's padding is 0: the z entry too */
+                w->dO[i * Dvp + dm->Dv] = nf[1];
+            }
         float *G = w->S, *GT = w->RT;
         lin_transpose(GT, Dkp, G, Dvp, Dk, Dv);
         lin_transpose(w->VT, Cp, w->V, Dvp, n, Dv);
@@ -350,24 +502,7 @@ static void reverse_sweep(const la_linear_backward_problem *bp, const lin_dims *
             else lin_scale(w->Q + i * Dkp, Dkp, w->pa[i]);
         }
         tg_gemm(Dk, Dvp, n, w->Q, 1, Dkp, w->dO, Dvp, G, Dvp, true);
-        /* store or accumulate dK~ and dV */
-        for (int64_t j = 0; j < n; j++) {
-            const int64_t t = t0 + c0 + j;
-            float *dk = dK + j * Dkp, *dv = w->dV + j * Dvp;
-            if (w->acc) {
-                float *ak = w->acc + (c0 + j) * (Dkp + Dvp), *av = ak + Dkp;
-                if (first_head) {
-                    memcpy(ak, dk, (size_t)Dkp * sizeof(float));
-                    memcpy(av, dv, (size_t)Dvp * sizeof(float));
-                } else {
-                    for (int64_t x = 0; x < Dkp; x++) ak[x] += dk[x];
-                    for (int64_t x = 0; x < Dvp; x++) av[x] += dv[x];
-                }
-            } else {
-                store_feature_grad(&bp->dk, &p->k, bt, t, hk, dk, w->raw, Dk, Dkp, p->feature, 1.0f);
-                tg_store_row(la_attn_at(&bp->dv, bt, t, hk), bp->dv.dtype, dv, Dv);
-            }
-        }
+        store_kv_grads(bp, dm, w, bt, t0, c0, n, h, hk, first_head, dK);
     }
     lin_store_state(&bp->dstate_in, w->S, dm, b, h);
 }
@@ -376,26 +511,43 @@ la_status LA_ISA_FN(la_cpu_linear_backward_kernel)(const la_linear_backward_prob
     const la_linear_problem *p = &bp->fwd;
     const lin_dims dm = lin_dims_of(p, p->chunk);
     const int nthreads = p->threads > 0 ? p->threads : 1;
-    size_t acc;
-    const size_t per_thread = scratch_floats(p, &dm, &acc);
-    const int64_t G = p->H / p->Hkv, items = p->num_seqs * p->Hkv;
+    bwd_extra x;
+    bool ok;
+    const size_t per_thread = per_thread_floats(bp, &dm, &x, &ok);
+    const int64_t G = p->H / p->Hkv, items = p->num_seqs * p->Hkv, Dxp = dx_pad(p);
+    for (int t = 0; t < nthreads && x.dW; t++)
+        memset(scratch_at((float *)mem + (size_t)t * per_thread, &dm, &x).dW, 0, x.dW * sizeof(float));
 #pragma omp parallel num_threads(nthreads)
     {
-        bwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm, acc);
+        bwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm, &x);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
             const int64_t b = it / p->Hkv, hk = it % p->Hkv, bt = p->cu ? 0 : b;
             for (int64_t g = 0; g < G; g++) {
-                forward_sweep(bp, &dm, &w, b, hk * G + g, hk);
-                reverse_sweep(bp, &dm, &w, b, hk * G + g, hk, g == 0);
+                if (p->non_causal) {
+                    noncausal_backward(bp, &dm, &w, b, hk * G + g, hk, g == 0);
+                } else {
+                    forward_sweep(bp, &dm, &w, b, hk * G + g, hk);
+                    reverse_sweep(bp, &dm, &w, b, hk * G + g, hk, g == 0);
+                }
             }
             if (!w.acc) continue;
             int64_t t0, len;
             la_linear_seq(p, b, &t0, &len);
             for (int64_t j = 0; j < len; j++) {
-                float *ak = w.acc + j * (dm.Dkp + dm.Dvp);
-                store_feature_grad(&bp->dk, &p->k, bt, t0 + j, hk, ak, w.raw, dm.Dk, dm.Dkp, p->feature, 1.0f);
-                tg_store_row(la_attn_at(&bp->dv, bt, t0 + j, hk), bp->dv.dtype, ak + dm.Dkp, dm.Dv);
+                const float *ak = w.acc + j * (Dxp + dm.Dvp);
+                tg_store_row(la_attn_at(&bp->dk, bt, t0 + j, hk), bp->dk.dtype, ak, p->Dx);
+                tg_store_row(la_attn_at(&bp->dv, bt, t0 + j, hk), bp->dv.dtype, ak + Dxp, dm.Dv);
+            }
+        }
+        /* dW: the threads' sums, added in thread order (deterministic) */
+        if (x.dW) {
+#pragma omp for schedule(static)
+            for (int64_t e = 0; e < (int64_t)x.dW; e++) {
+                float sum = 0;
+                for (int t = 0; t < nthreads; t++)
+                    sum += scratch_at((float *)mem + (size_t)t * per_thread, &dm, &x).dW[e];
+                bp->dproj[e] = sum;
             }
         }
     }

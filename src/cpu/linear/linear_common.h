@@ -52,13 +52,100 @@ static inline float lin_dphi(int f, float x) {
     }
 }
 
-/* dst[0..Dp) = scale * phi(src[0..D)), zero padded. */
-static inline void lin_load_feature(float *dst, const char *src, la_dtype t, int64_t D, int64_t Dp, int f,
-                                    float scale) {
-    tg_load_row(dst, src, t, D, Dp);
+/* Hedgehog: pr[0..2 Dm) = softmax([x W_h, -x W_h]) for the raw row x [Dx]
+ * (W_h [Dx][Dm] row-major). The largest entry is max |u|, subtracted first. */
+static inline void lin_hedgehog(float *pr, const float *x, const la_linear_problem *p, int64_t h) {
+    const int64_t Dx = p->Dx, Dm = p->Dm;
+    const float *W = p->proj + h * Dx * Dm;
+    for (int64_t m = 0; m < Dm; m++) pr[m] = 0;
+    for (int64_t d = 0; d < Dx; d++)
+        for (int64_t m = 0; m < Dm; m++) pr[m] += x[d] * W[d * Dm + m];
+    float mx = 0, sum = 0;
+    for (int64_t m = 0; m < Dm; m++) mx = fmaxf(mx, fabsf(pr[m]));
+    for (int64_t m = 0; m < Dm; m++) {
+        const float u = pr[m];
+        pr[m] = expf(u - mx), pr[Dm + m] = expf(-u - mx);
+        sum += pr[m] + pr[Dm + m];
+    }
+    const float inv = 1.0f / sum;
+    for (int64_t m = 0; m < 2 * Dm; m++) pr[m] *= inv;
+}
+
+/* Based's Taylor map's constants: x / Dx^(1/4) and x x^T / (sqrt(2) sqrt(Dx)). */
+static inline void lin_taylor_consts(int64_t Dx, float *r1, float *r2) {
+    *r1 = 1.0f / sqrtf(sqrtf((float)Dx));
+    *r2 = 1.0f / (sqrtf(2.0f) * sqrtf((float)Dx));
+}
+
+/* dst[0..Dkp) = scale * phi(src), zero padded: src the raw row of Dx
+ * elements, phi's Dk features; h the query head (Hedgehog's W). */
+static inline void lin_load_feature(float *dst, const char *src, la_dtype t, const la_linear_problem *p, int64_t h,
+                                    int64_t Dkp, float scale) {
+    const int f = p->feature;
+    if (f == LA_FEATURE_TAYLOR || f == LA_FEATURE_HEDGEHOG) {
+        _Alignas(64) float x[LA_MAX_HEAD_DIM];
+        const int64_t Dx = p->Dx;
+        tg_load_row(x, src, t, Dx, Dx);
+        if (f == LA_FEATURE_TAYLOR) {
+            float r1, r2;
+            lin_taylor_consts(Dx, &r1, &r2);
+            dst[0] = scale;
+            for (int64_t d = 0; d < Dx; d++) dst[1 + d] = scale * r1 * x[d];
+            for (int64_t d = 0; d < Dx; d++)
+                for (int64_t e = 0; e < Dx; e++) dst[1 + Dx + d * Dx + e] = scale * r2 * x[d] * x[e];
+        } else {
+            lin_hedgehog(dst, x, p, h);
+            for (int64_t m = 0; m < p->Dk; m++) dst[m] *= scale;
+        }
+        for (int64_t d = p->Dk; d < Dkp; d++) dst[d] = 0;
+        return;
+    }
+    const int64_t D = p->Dk;
+    tg_load_row(dst, src, t, D, Dkp);
     if (f == LA_FEATURE_IDENTITY && scale == 1.0f) return;
-    for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(dst + d, lin_phi_v(f, vf_load(dst + d)) * scale);
-    for (int64_t d = D; d < Dp; d++) dst[d] = 0;
+    for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(dst + d, lin_phi_v(f, vf_load(dst + d)) * scale);
+    for (int64_t d = D; d < Dkp; d++) dst[d] = 0;
+}
+
+/* The gradient of a feature-mapped row: dx[0..Dx) from dphi~ [0..Dk), the
+ * gradient reaching scale * phi(x) (dphi~ is overwritten); x is the raw row
+ * at src. Hedgehog adds x (x) du into dW [Dx][Dm] when dW is not NULL. */
+static inline void lin_feature_grad(float *dx, float *dphi, const char *src, la_dtype t, const la_linear_problem *p,
+                                    int64_t h, float scale, float *dW) {
+    const int f = p->feature;
+    const int64_t Dx = p->Dx;
+    _Alignas(64) float x[LA_MAX_HEAD_DIM];
+    if (f != LA_FEATURE_IDENTITY) tg_load_row(x, src, t, Dx, Dx);
+    if (f == LA_FEATURE_TAYLOR) {
+        float r1, r2;
+        lin_taylor_consts(Dx, &r1, &r2);
+        for (int64_t d = 0; d < Dx; d++) {
+            const float *a = dphi + 1 + Dx + d * Dx;
+            float s = 0;
+            for (int64_t e = 0; e < Dx; e++) s += (a[e] + dphi[1 + Dx + e * Dx + d]) * x[e];
+            dx[d] = scale * (r1 * dphi[1 + d] + r2 * s);
+        }
+    } else if (f == LA_FEATURE_HEDGEHOG) {
+        _Alignas(64) float pr[LA_MAX_HEAD_DIM];
+        const int64_t Dm = p->Dm;
+        const float *W = p->proj + h * Dx * Dm;
+        lin_hedgehog(pr, x, p, h);
+        float dot = 0;
+        for (int64_t m = 0; m < 2 * Dm; m++) dot += pr[m] * dphi[m];
+        /* dz = p . (dphi - <p, dphi>) scaled; du = dz[:Dm] - dz[Dm:], kept in dphi[0..Dm) */
+        for (int64_t m = 0; m < Dm; m++)
+            dphi[m] = scale * (pr[m] * (dphi[m] - dot) - pr[Dm + m] * (dphi[Dm + m] - dot));
+        for (int64_t d = 0; d < Dx; d++) {
+            float s = 0;
+            for (int64_t m = 0; m < Dm; m++) s += W[d * Dm + m] * dphi[m];
+            dx[d] = s;
+        }
+        if (dW)
+            for (int64_t d = 0; d < Dx; d++)
+                for (int64_t m = 0; m < Dm; m++) dW[d * Dm + m] += x[d] * dphi[m];
+    } else {
+        for (int64_t d = 0; d < Dx; d++) dx[d] = dphi[d] * scale * (f != LA_FEATURE_IDENTITY ? lin_dphi(f, x[d]) : 1.0f);
+    }
 }
 
 /* A value row [0..Dvp): v, then 1 in column Dv with normalisation (the

@@ -147,8 +147,8 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
-            lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->feature, p->scale);
-            lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
+            lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
+            lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
             lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
             if (channel) {
                 lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
@@ -197,8 +197,8 @@ static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_s
     lin_load_state(w->S, &p->state_in, dm, b, h);
     float *q = w->Q, *k = w->K, *v = w->V, *o = w->O, *dec = w->dec;
     for (int64_t t = t0; t < t0 + len; t++) {
-        lin_load_feature(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->feature, p->scale);
-        lin_load_feature(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->feature, 1.0f);
+        lin_load_feature(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
+        lin_load_feature(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
         lin_load_value(v, p, dm, bt, t, hk);
         float a = 1.0f;
         if (channel) lin_decay_row(dec, w->lg, p, dm, bt, t, h);
@@ -218,6 +218,32 @@ static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_s
     lin_store_state(&p->state_out, w->S, dm, b, h);
 }
 
+/* Non-causal (no decay): S_L = S_0 + K~^T V over the whole sequence, then
+ * O = Q~ S_L, both in chunks of C tokens. */
+static void noncausal_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
+    const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
+    int64_t t0, len;
+    la_linear_seq(p, b, &t0, &len);
+    lin_load_state(w->S, &p->state_in, dm, b, h);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = t0 + c0 + i;
+            lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
+            lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
+        }
+        tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true);
+    }
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        for (int64_t i = 0; i < n; i++)
+            lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t0 + c0 + i, h), p->q.dtype, p, h, Dkp, p->scale);
+        tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, false);
+        for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
+    }
+    lin_store_state(&p->state_out, w->S, dm, b, h);
+}
+
 la_status LA_ISA_FN(la_cpu_linear_forward_kernel)(const la_linear_problem *p, void *mem) {
     const lin_dims dm = lin_dims_of(p, chunk_of(p));
     const int nthreads = p->threads > 0 ? p->threads : 1;
@@ -228,7 +254,8 @@ la_status LA_ISA_FN(la_cpu_linear_forward_kernel)(const la_linear_problem *p, vo
         fwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
-            if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+            if (p->non_causal) noncausal_item(p, &dm, &w, it / p->H, it % p->H);
+            else if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
             else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
         }
     }

@@ -4,6 +4,7 @@
  * the tensors' device. */
 #include "backend/linear_problem.h"
 #include "ops/backends.h"
+#include "ops/linear/linear_validate.h"
 #include "ops/validate.h"
 
 #include <math.h>
@@ -22,10 +23,41 @@ la_linear_params la_linear_params_default(void) {
     return p;
 }
 
-static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk) {
+/* The feature map's options and dim: *Df = the state's rows. */
+static la_status check_feature(const la_linear_params *p, int64_t H, int64_t Dx, int64_t *Df) {
     if ((unsigned)p->feature >= LA_FEATURE_COUNT)
-        return la_fail(LA_ERR_ARGUMENT, "params->feature is %d; not a la_feature_map (Taylor and Hedgehog maps are "
-                                        "not implemented yet)", (int)p->feature);
+        return la_fail(LA_ERR_ARGUMENT, "params->feature is %d; not a la_feature_map", (int)p->feature);
+    *Df = Dx;
+    if (p->feature != LA_FEATURE_HEDGEHOG && (p->feature_proj || p->feature_proj_dim))
+        return la_fail(LA_ERR_ARGUMENT, "params->feature_proj / feature_proj_dim are set but the map is not Hedgehog");
+    if (p->feature == LA_FEATURE_TAYLOR) {
+        *Df = 1 + Dx + Dx * Dx; /* Dx <= LA_MAX_HEAD_DIM: no overflow */
+        if (*Df > LA_MAX_HEAD_DIM)
+            return la_fail(LA_ERR_UNSUPPORTED, "the Taylor map of head dim %lld has %lld features; at most %d (head "
+                           "dim <= 22)", (long long)Dx, (long long)*Df, LA_MAX_HEAD_DIM);
+    } else if (p->feature == LA_FEATURE_HEDGEHOG) {
+        if (!p->feature_proj) return la_fail(LA_ERR_NULL, "params->feature_proj is NULL with the Hedgehog map");
+        if (p->feature_proj_dim < 1 || p->feature_proj_dim > LA_MAX_HEAD_DIM / 2)
+            return la_fail(p->feature_proj_dim < 1 ? LA_ERR_ARGUMENT : LA_ERR_UNSUPPORTED,
+                           "params->feature_proj_dim is %lld; must be in 1..%d", (long long)p->feature_proj_dim,
+                           LA_MAX_HEAD_DIM / 2);
+        la_status s = la_check_aligned(p->feature_proj, sizeof(float), "feature_proj");
+        if (s) return s;
+        *Df = 2 * p->feature_proj_dim;
+        int64_t n;
+        if (!la_mul_i64(H, Dx, &n) || !la_mul_i64(n, p->feature_proj_dim, &n) || n > INT64_MAX / 8)
+            return la_fail(LA_ERR_OVERFLOW, "feature_proj's element count overflows");
+        for (int64_t i = 0; i < n; i++)
+            if (!isfinite(p->feature_proj[i]))
+                return la_fail(LA_ERR_ARGUMENT, "feature_proj[%lld] is %g; must be finite", (long long)i,
+                               (double)p->feature_proj[i]);
+        if (p->feature_proj_grad && (s = la_check_aligned(p->feature_proj_grad, sizeof(float), "feature_proj_grad")))
+            return s;
+    }
+    return LA_OK;
+}
+
+static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk) {
     if ((unsigned)p->decay >= LA_DECAY_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->decay is %d; not a la_decay_kind", (int)p->decay);
     if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
@@ -68,7 +100,7 @@ static la_status dtype_in(const la_tensor *t, const char *name, la_dtype a, la_d
 }
 
 /* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be 0). */
-static la_status check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
+la_status la_linear_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
                               la_dtype a, la_dtype b) {
     la_status s;
     if ((s = la_check_tensor(t, name, nd, zero_mask)) || (s = dims_equal(t, name, want, nd)) ||
@@ -89,7 +121,7 @@ static la_linear_state state_of(const la_tensor *t) {
 
 
 
-static const la_backend *backend_of(const la_tensor *const *t, int n) {
+const la_backend *la_linear_backend_of(const la_tensor *const *t, int n) {
     const la_tensor *first = t[0];
     for (int i = 1; i < n; i++)
         if (t[i] && (t[i]->device.kind != first->device.kind || t[i]->device.index != first->device.index)) {
@@ -100,7 +132,7 @@ static const la_backend *backend_of(const la_tensor *const *t, int n) {
     return la_backend_for(first->device);
 }
 
-static la_status check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
+la_status la_linear_check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
     if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
     la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
     if (s) return s;
@@ -162,13 +194,22 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
         (s = la_check_no_self_overlap(v, "v")))
         return s;
-    if ((s = check_params(p, P->H, need_chunk))) return s;
+    if ((s = check_params(p, P->H, need_chunk && !p->non_causal))) return s;
+    P->Dx = P->Dk;
+    if ((s = check_feature(p, P->H, P->Dx, &P->Dk))) return s;
+    if (P->Dk != P->Dx && p->decay == LA_DECAY_CHANNEL)
+        return la_fail(LA_ERR_UNSUPPORTED, "a per-channel decay needs an elementwise feature map (the Taylor and "
+                       "Hedgehog maps change the key channels)");
+    if (p->non_causal && p->decay != LA_DECAY_NONE)
+        return la_fail(LA_ERR_ARGUMENT, "params->non_causal takes no decay (decay is %d)", (int)p->decay);
+    if (p->non_causal && !tokens)
+        return la_fail(LA_ERR_ARGUMENT, "the decode step is causal: params->non_causal must be 0");
     if (varlen) {
         if (p->num_seqs <= 0)
             return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
         if (p->num_seqs >= INT32_MAX)
             return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        if ((s = la_linear_check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
         P->num_seqs = p->num_seqs;
         P->cu = p->cu_seqlens;
     } else {
@@ -185,9 +226,9 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if (g) {
         int64_t want[LA_MAX_DIMS];
         for (int i = 0; i <= hx; i++) want[i] = q->shape[i];
-        want[hx + 1] = P->Dk;
+        want[hx + 1] = P->Dx;
         const int gnd = p->decay == LA_DECAY_CHANNEL ? nd : nd - 1;
-        if ((s = check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
+        if ((s = la_linear_check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
     }
     P->Dvs = P->Dv + (p->normalize ? 1 : 0);
     P->feature = p->feature;
@@ -195,9 +236,14 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     P->head_log_decay = p->head_log_decay;
     P->normalize = p->normalize != 0;
     P->norm_eps = p->norm_eps;
-    P->scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)P->Dk);
-    P->form = p->form;
-    P->chunk = p->chunk_size;
+    P->scale = p->scale > 0 ? p->scale : P->Dk != P->Dx || p->feature == LA_FEATURE_HEDGEHOG ? 1.0f
+                                                                                            : 1.0f / sqrtf((float)P->Dx);
+    P->proj = p->feature == LA_FEATURE_HEDGEHOG ? p->feature_proj : NULL;
+    P->Dm = p->feature == LA_FEATURE_HEDGEHOG ? p->feature_proj_dim : 0;
+    P->non_causal = p->non_causal != 0;
+    /* non-causal calls run in chunks of the default size, whatever form and chunk_size say */
+    P->form = p->non_causal ? LA_LINEAR_CHUNKED : p->form;
+    P->chunk = p->non_causal ? LINEAR_DEFAULT_CHUNK : p->chunk_size;
     P->device = q->device;
     if (tokens) {
         P->q = la_attn_operand_of(q, !varlen);
@@ -216,6 +262,11 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     return LA_OK;
 }
 
+/* Bytes of the Hedgehog projection W [H, Dx, Dm] (0 without it). */
+static size_t proj_bytes(const la_linear_problem *P) {
+    return P->proj ? la_array_bytes(P->H * P->Dx * P->Dm, sizeof(float)) : 0;
+}
+
 /* The shape of the states: [N, H, Dk, Dvs]. */
 static void state_shape(const la_linear_problem *P, int64_t *want) {
     want[0] = P->num_seqs;
@@ -230,7 +281,7 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     int64_t want[LA_MAX_DIMS];
     for (int i = 0; i < like->ndim; i++) want[i] = like->shape[i];
     want[like->ndim - 1] = last;
-    return check_shaped(t, name, want, like->ndim, zero, a, b);
+    return la_linear_check_shaped(t, name, want, like->ndim, zero, a, b);
 }
 
 
@@ -243,17 +294,18 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
     const unsigned zero = P.cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(&P, sw);
-    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (final_state && (s = check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_linear_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = la_linear_check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
                               {"initial_state", initial_state},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
-                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = la_check_arg_memory(ctx, mem, 9, 2))) return s;
+                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes},
+                              {"feature_proj", NULL, P.proj, proj_bytes(&P)}};
+    if ((s = la_check_arg_memory(ctx, mem, 10, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, out, final_state};
-    const la_backend *be = backend_of(all, 7);
+    const la_backend *be = la_linear_backend_of(all, 7);
     if (!be) return LA_ERR_DEVICE;
     P.out = la_attn_operand_of(out, !P.cu);
     P.state_in = state_of(initial_state);
@@ -270,13 +322,14 @@ la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p,
     if (s) return s;
     int64_t sw[4];
     state_shape(&P, sw);
-    if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_linear_check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, 0))) return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
-                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))}};
-    if ((s = la_check_arg_memory(ctx, mem, 7, 2))) return s;
+                              {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
+                              {"feature_proj", NULL, P.proj, proj_bytes(&P)}};
+    if ((s = la_check_arg_memory(ctx, mem, 8, 2))) return s;
     const la_tensor *all[] = {q, k, v, g, state, out};
-    const la_backend *be = backend_of(all, 6);
+    const la_backend *be = la_linear_backend_of(all, 6);
     if (!be) return LA_ERR_DEVICE;
     P.form = LA_LINEAR_RECURRENT;
     P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
@@ -298,30 +351,32 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     P->op = LA_LINEAR_OP_BACKWARD;
     la_status s = check_inputs(ctx, p, q, k, v, g, true, true, P);
     if (s) return s;
-    if (P->normalize)
-        return la_fail(LA_ERR_UNSUPPORTED, "the linear-attention backward does not support normalisation yet");
     const unsigned zero = P->cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(P, sw);
-    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dfinal_state && (s = check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dinitial_state && (s = check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_linear_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dfinal_state && (s = la_linear_check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dinitial_state && (s = la_linear_check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(dout, "dout", q, P->Dv, LA_F32, q->dtype, zero))) return s;
-    if ((s = check_like(dq, "dq", q, P->Dk, LA_F32, q->dtype, zero)) ||
-        (s = check_like(dk, "dk", k, P->Dk, LA_F32, q->dtype, zero)) ||
+    if ((s = check_like(dq, "dq", q, P->Dx, LA_F32, q->dtype, zero)) ||
+        (s = check_like(dk, "dk", k, P->Dx, LA_F32, q->dtype, zero)) ||
         (s = check_like(dv, "dv", v, P->Dv, LA_F32, q->dtype, zero)))
         return s;
     if (!g != !dg) return la_fail(g ? LA_ERR_NULL : LA_ERR_ARGUMENT, "dg must be given exactly when g is");
     if (dg && (s = check_like(dg, "dg", g, g->shape[g->ndim - 1], LA_F32, LA_F32, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
+    float *dproj = P->proj ? p->feature_proj_grad : NULL;
+    la_tensor dproj_t; /* a view, so that the overlap checks treat it as the output it is */
+    if (dproj) dproj_t = la_tensor_contiguous(dproj, LA_F32, 3, (int64_t[]){P->H, P->Dx, P->Dm});
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dg", dg}, {"dinitial_state", dinitial_state},
-                              {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
+                              {"feature_proj_grad", dproj ? &dproj_t : NULL}, {"q", q}, {"k", k}, {"v", v}, {"g", g}, {"initial_state", initial_state},
                               {"dout", dout}, {"dfinal_state", dfinal_state},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P->H, sizeof(float))},
-                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = la_check_arg_memory(ctx, mem, 14, 5))) return s;
+                              {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes},
+                              {"feature_proj", NULL, P->proj, proj_bytes(P)}};
+    if ((s = la_check_arg_memory(ctx, mem, 16, 6))) return s;
     const la_tensor *all[] = {q, k, v, g, initial_state, dout, dfinal_state, dq, dk, dv, dg, dinitial_state};
-    const la_backend *be = backend_of(all, 12);
+    const la_backend *be = la_linear_backend_of(all, 12);
     if (!be) return LA_ERR_DEVICE;
     P->state_in = state_of(initial_state);
     Bp.dout = la_attn_operand_of(dout, !P->cu);
@@ -331,6 +386,7 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     Bp.dg = la_attn_operand_of(dg, !P->cu);
     Bp.dstate_out = state_of(dfinal_state);
     Bp.dstate_in = state_of(dinitial_state);
+    Bp.dproj = dproj;
     if ((s = la_backend_run_linear(ctx, be, P))) return s;
     return la_succeed();
 }

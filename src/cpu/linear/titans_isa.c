@@ -1,0 +1,236 @@
+/* Titans neural memory (linear memory), forward: the chunk-parallel form
+ * and the recurrent form (token by token; the decode step is it with one
+ * token and chunk 1), written once and compiled per ISA.
+ *
+ * Per (sequence, query head), a chunk of n tokens from memory M and
+ * momentum S (include/longattn.h has the recurrence): every gradient of the
+ * chunk is taken at M, so with R[j] = 2 theta_j (M^T k_j - v_j) the update
+ * of token j is k_j R[j]^T and, unrolling S and M over the chunk,
+ *   M_t = b_t M + c_t S - sum_{j<=t} W[t][j] k_j R[j]^T
+ *   S_t = P_t S - sum_{j<=t} E[t][j] k_j R[j]^T
+ * with the scalar kernels E[t][j] = prod_{j<s<=t} eta_s, W[t][j] =
+ * (1 - alpha_t) W[t-1][j] + E[t][j] (W[j][j] = 1), b_t = prod_{s<=t}
+ * (1 - alpha_s), P_t = prod_{s<=t} eta_s, c_t = (1 - alpha_t) c_{t-1} + P_t.
+ * So Y = diag(b) Q M + diag(c) Q S - (W . Q K^T) R: five tile GEMMs per
+ * chunk (R, Q M, Q S, Q K^T, (W . Q K^T) R) and two for the states, all
+ * products of factors in [0, 1] for gates in range (no divisions, no
+ * exp of differences). Items (sequence, head) are spread over the threads;
+ * each has its own scratch in the workspace. */
+#include "backend/titans_problem.h"
+#include "base/parallel.h"
+#include "cpu/tile_gemm.h"
+
+#define TT_PAD 16 /* every padded size a multiple of 16 floats: all four ISAs' LA_VL divide it */
+
+typedef struct {
+    int64_t C, Cp, Dk, Dkp, Dv, Dvp;
+} tt_dims;
+
+typedef struct {
+    float *M, *S, *Mc, *Q, *K, *KT, *R, *Y, *T, *A, *E, *W, *eta, *theta, *alpha, *b, *c, *P;
+} tt_scratch;
+
+static tt_dims dims_of(const la_titans_problem *p) {
+    const int64_t C = p->form == LA_LINEAR_CHUNKED ? p->chunk : 1;
+    tt_dims d = {.C = C, .Cp = tg_round_up(C, TT_PAD), .Dk = p->Dk, .Dkp = tg_round_up(p->Dk, TT_PAD), .Dv = p->Dv,
+                 .Dvp = tg_round_up(p->Dv, TT_PAD)};
+    return d;
+}
+
+static size_t scratch_floats(const tt_dims *d) {
+    return (size_t)(3 * d->Dk * d->Dvp + 2 * d->C * d->Dkp + d->Dkp * d->Cp + 3 * d->C * d->Dvp + 3 * d->C * d->Cp +
+                    6 * d->C);
+}
+
+static tt_scratch scratch_at(float *base, const tt_dims *d) {
+    tt_scratch w;
+    w.M = base;
+    w.S = w.M + d->Dk * d->Dvp;
+    w.Mc = w.S + d->Dk * d->Dvp;
+    w.Q = w.Mc + d->Dk * d->Dvp;
+    w.K = w.Q + d->C * d->Dkp;
+    w.KT = w.K + d->C * d->Dkp;
+    w.R = w.KT + d->Dkp * d->Cp;
+    w.Y = w.R + d->C * d->Dvp;
+    w.T = w.Y + d->C * d->Dvp;
+    w.A = w.T + d->C * d->Dvp;
+    w.E = w.A + d->C * d->Cp;
+    w.W = w.E + d->C * d->Cp;
+    w.eta = w.W + d->C * d->Cp;
+    w.theta = w.eta + d->C;
+    w.alpha = w.theta + d->C;
+    w.b = w.alpha + d->C;
+    w.c = w.b + d->C;
+    w.P = w.c + d->C;
+    return w;
+}
+
+la_status LA_ISA_FN(la_cpu_titans_workspace)(const la_titans_problem *p, size_t *bytes) {
+    const tt_dims d = dims_of(p);
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    if (!la_mul_size(scratch_floats(&d) * sizeof(float), (size_t)nthreads, bytes))
+        return la_fail(LA_ERR_OVERFLOW, "Titans workspace size overflows");
+    return LA_OK;
+}
+
+/* X [Dk][Dvp] = the state of (sequence n, head h), or 0. */
+static void load_state(float *X, const la_linear_state *st, const tt_dims *d, int64_t n, int64_t h) {
+    for (int64_t i = 0; i < d->Dk; i++) {
+        float *row = X + i * d->Dvp;
+        memset(row, 0, (size_t)d->Dvp * sizeof(float));
+        if (st->data)
+            memcpy(row, st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride,
+                   (size_t)d->Dv * sizeof(float));
+    }
+}
+
+static void store_state(const la_linear_state *st, const float *X, const tt_dims *d, int64_t n, int64_t h) {
+    if (!st->data) return;
+    for (int64_t i = 0; i < d->Dk; i++)
+        memcpy(st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride, X + i * d->Dvp,
+               (size_t)d->Dv * sizeof(float));
+}
+
+static float gate_at(const la_attn_operand *g, int64_t bt, int64_t t, int64_t h) {
+    return *(const float *)la_attn_at(g, bt, t, h);
+}
+
+/* dst[0..n) = a dst + s src, n a multiple of LA_VL. */
+static void axpby(float *dst, float a, const float *src, float s, int64_t n) {
+    const vf av = vf_set1(a), sv = vf_set1(s);
+    for (int64_t x = 0; x < n; x += LA_VL) vf_store(dst + x, vf_fma(av, vf_load(dst + x), sv * vf_load(src + x)));
+}
+
+static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h) {
+    const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
+                  Cp = dm->Cp;
+    int64_t t0, len;
+    la_titans_seq(p, b, &t0, &len);
+    load_state(w->M, &p->mem_in, dm, b, h);
+    load_state(w->S, &p->mom_in, dm, b, h);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        for (int64_t i = 0; i < n; i++) {
+            const int64_t t = t0 + c0 + i;
+            tg_load_row(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp);
+            tg_load_row(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp);
+            tg_load_row(w->T + i * Dvp, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
+            w->eta[i] = gate_at(&p->eta, bt, t, h);
+            w->theta[i] = gate_at(&p->theta, bt, t, h);
+            w->alpha[i] = gate_at(&p->alpha, bt, t, h);
+        }
+        /* the scalar kernels: scans over the chunk */
+        float bb = 1, pp = 1, cc = 0;
+        for (int64_t t = 0; t < n; t++) {
+            const float keep = 1.0f - w->alpha[t];
+            bb *= keep, pp *= w->eta[t], cc = keep * cc + pp;
+            w->b[t] = bb, w->P[t] = pp, w->c[t] = cc;
+        }
+        for (int64_t j = 0; j < n; j++) {
+            float e = 1, wk = 1;
+            w->E[j * Cp + j] = 1, w->W[j * Cp + j] = 1;
+            for (int64_t t = j + 1; t < n; t++) {
+                e *= w->eta[t];
+                wk = (1.0f - w->alpha[t]) * wk + e;
+                w->E[t * Cp + j] = e, w->W[t * Cp + j] = wk;
+            }
+        }
+        /* R = 2 diag(theta) (K M - V): the gradients at the chunk's start memory */
+        tg_gemm(n, Dvp, Dk, w->K, Dkp, 1, w->M, Dvp, w->R, Dvp, false);
+        for (int64_t j = 0; j < n; j++) axpby(w->R + j * Dvp, 2 * w->theta[j], w->T + j * Dvp, -2 * w->theta[j], Dvp);
+        /* Y = diag(b) Q M + diag(c) Q S - (W . Q K^T) R */
+        tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->M, Dvp, w->Y, Dvp, false);
+        tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->T, Dvp, false);
+        for (int64_t i = 0; i < n; i++) axpby(w->Y + i * Dvp, w->b[i], w->T + i * Dvp, w->c[i], Dvp);
+        for (int64_t d = 0; d < Dk; d++) {
+            float *row = w->KT + d * Cp;
+            for (int64_t j = 0; j < n; j++) row[j] = w->K[j * Dkp + d];
+            for (int64_t j = n; j < Cp; j++) row[j] = 0;
+        }
+        tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
+        for (int64_t i = 0; i < n; i++) {
+            float *row = w->A + i * Cp;
+            for (int64_t j = 0; j <= i; j++) row[j] *= -w->W[i * Cp + j];
+            for (int64_t j = i + 1; j < n; j++) row[j] = 0;
+        }
+        tg_gemm(n, Dvp, n, w->A, Cp, 1, w->R, Dvp, w->Y, Dvp, true);
+        for (int64_t i = 0; i < n; i++)
+            tg_store_row(la_attn_at(&p->out, bt, t0 + c0 + i, h), p->out.dtype, w->Y + i * Dvp, dm->Dv);
+        /* the states at the chunk's end: M = b M + c S - K^T diag(W[n-1]) R, S = P S - K^T diag(E[n-1]) R */
+        const int64_t l = n - 1;
+        for (int64_t d = 0; d < Dk; d++) {
+            axpby(w->M + d * Dvp, w->b[l], w->S + d * Dvp, w->c[l], Dvp);
+            for (int64_t x = 0; x < Dvp; x++) w->S[d * Dvp + x] *= w->P[l];
+        }
+        for (int64_t d = 0; d < Dk; d++) /* KT rows scaled by -W[n-1][j], then by E / W for S */
+            for (int64_t j = 0; j < n; j++) w->KT[d * Cp + j] *= -w->W[l * Cp + j];
+        tg_gemm(Dk, Dvp, n, w->KT, Cp, 1, w->R, Dvp, w->M, Dvp, true);
+        for (int64_t d = 0; d < Dk; d++)
+            for (int64_t j = 0; j < n; j++) w->KT[d * Cp + j] = -w->K[j * Dkp + d] * w->E[l * Cp + j];
+        tg_gemm(Dk, Dvp, n, w->KT, Cp, 1, w->R, Dvp, w->S, Dvp, true);
+    }
+    store_state(&p->mem_out, w->M, dm, b, h);
+    store_state(&p->mom_out, w->S, dm, b, h);
+}
+
+/* Token by token; with chunk > 1 the gradients are taken at Mc, the memory
+ * at the start of the token's chunk (chunk 1: at M itself). */
+static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h) {
+    const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
+    int64_t t0, len;
+    la_titans_seq(p, b, &t0, &len);
+    load_state(w->M, &p->mem_in, dm, b, h);
+    load_state(w->S, &p->mom_in, dm, b, h);
+    float *q = w->Q, *k = w->K, *v = w->T, *r = w->R, *y = w->Y;
+    const float *Mc = p->chunk > 1 ? w->Mc : w->M;
+    for (int64_t i = 0; i < len; i++) {
+        const int64_t t = t0 + i;
+        if (p->chunk > 1 && i % p->chunk == 0) memcpy(w->Mc, w->M, (size_t)(Dk * Dvp) * sizeof(float));
+        tg_load_row(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp);
+        tg_load_row(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp);
+        tg_load_row(v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
+        const float eta = gate_at(&p->eta, bt, t, h), theta = gate_at(&p->theta, bt, t, h),
+                    keep = 1.0f - gate_at(&p->alpha, bt, t, h);
+        /* r = 2 theta (Mc^T k - v) */
+        for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_set1(0));
+        for (int64_t d = 0; d < Dk; d++) {
+            const vf kd = vf_set1(k[d]);
+            for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_fma(kd, vf_load(Mc + d * Dvp + x), vf_load(r + x)));
+        }
+        axpby(r, 2 * theta, v, -2 * theta, Dvp);
+        /* S = eta S - k r^T; M = (1 - alpha) M + S; y = M^T q */
+        for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(y + x, vf_set1(0));
+        const vf ev = vf_set1(eta), kv = vf_set1(keep);
+        for (int64_t d = 0; d < Dk; d++) {
+            float *srow = w->S + d * Dvp, *mrow = w->M + d * Dvp;
+            const vf kd = vf_set1(k[d]), qd = vf_set1(q[d]);
+            for (int64_t x = 0; x < Dvp; x += LA_VL) {
+                const vf s = ev * vf_load(srow + x) - kd * vf_load(r + x);
+                const vf m = vf_fma(kv, vf_load(mrow + x), s);
+                vf_store(srow + x, s);
+                vf_store(mrow + x, m);
+                vf_store(y + x, vf_fma(qd, m, vf_load(y + x)));
+            }
+        }
+        tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, y, dm->Dv);
+    }
+    store_state(&p->mem_out, w->M, dm, b, h);
+    store_state(&p->mom_out, w->S, dm, b, h);
+}
+
+la_status LA_ISA_FN(la_cpu_titans_forward_kernel)(const la_titans_problem *p, void *mem) {
+    const tt_dims dm = dims_of(p);
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const size_t per_thread = scratch_floats(&dm);
+    const int64_t items = p->num_seqs * p->H;
+#pragma omp parallel num_threads(nthreads)
+    {
+        tt_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < items; it++) {
+            if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+            else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
+        }
+    }
+    return LA_OK;
+}
