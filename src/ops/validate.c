@@ -253,3 +253,35 @@ la_status la_check_arg_memory(const la_context *ctx, const la_arg_memory *args, 
     }
     return LA_OK;
 }
+
+la_status la_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
+                          la_dtype a, la_dtype b) {
+    la_status s = la_check_tensor(t, name, nd, zero_mask);
+    if (s) return s;
+    for (int i = 0; i < nd; i++)
+        if (t->shape[i] != want[i])
+            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; expected %lld", name, i, (long long)t->shape[i],
+                           (long long)want[i]);
+    if (t->dtype != a && t->dtype != b)
+        return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype), la_dtype_name(a),
+                       a != b ? " or " : "", a != b ? la_dtype_name(b) : "");
+    return la_check_no_self_overlap(t, name);
+}
+
+la_status la_check_packed_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
+    if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
+    la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
+    if (s) return s;
+    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "cu_seqlens[0] is %d; must be 0", cu[0]);
+    *max_len = 0;
+    for (int64_t i = 0; i < n; i++) {
+        if (cu[i + 1] < cu[i])
+            return la_fail(LA_ERR_SEQLENS, "cu_seqlens is not monotone: [%lld]=%d > [%lld]=%d", (long long)i, cu[i],
+                           (long long)(i + 1), cu[i + 1]);
+        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
+    }
+    if (cu[n] != total)
+        return la_fail(LA_ERR_SEQLENS, "cu_seqlens[%lld] is %d; must equal the %lld packed tokens", (long long)n,
+                       cu[n], (long long)total);
+    return LA_OK;
+}

@@ -74,4 +74,15 @@ la_status la_check_arg_memory(const la_context *ctx, const la_arg_memory *args, 
  * when the product overflows (then it overlaps everything, safely). */
 size_t la_array_bytes(int64_t n, size_t elem);
 
+/* ---- shared shape checks of the mixers' entry points ---- */
+
+/* A tensor of exactly nd dims `want` (dims in zero_mask may be 0), of dtype
+ * a or b (pass a twice for one choice), elements not overlapping each other. */
+la_status la_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
+                          la_dtype a, la_dtype b);
+
+/* cu_seqlens of n sequences packing exactly `total` tokens (0 first,
+ * monotone, ending at total); *max_len gets the longest sequence. */
+la_status la_check_packed_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len);
+
 #endif

@@ -47,9 +47,9 @@ static la_status aaren_inputs(la_context *ctx, const la_aaren_params *p, const l
     int64_t wv[LA_MAX_DIMS];
     for (int i = 0; i <= hx; i++) wv[i] = k->shape[i];
     wv[hx + 1] = P->Dv;
-    if ((s = la_scan_check_shaped(v, "v", wv, nd, zero, k->dtype, k->dtype))) return s;
+    if ((s = la_check_shaped(v, "v", wv, nd, zero, k->dtype, k->dtype))) return s;
     const int64_t wq[2] = {P->H, P->Dk};
-    if ((s = la_scan_check_shaped(q, "q", wq, 2, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_check_shaped(q, "q", wq, 2, 0, LA_F32, LA_F32))) return s;
     if (P->Dk > LA_MAX_HEAD_DIM || P->Dv > LA_MAX_HEAD_DIM)
         return la_fail(LA_ERR_UNSUPPORTED, "head dims Dk %lld, Dv %lld; each must be at most %d", (long long)P->Dk,
                        (long long)P->Dv, LA_MAX_HEAD_DIM);
@@ -82,8 +82,8 @@ la_status la_aaren_forward(la_context *ctx, const la_aaren_params *p, const la_t
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
     int64_t sw[3];
     aaren_state_shape(&P, sw);
-    if ((initial_state && (s = la_scan_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
-        (final_state && (s = la_scan_check_shaped(final_state, "final_state", sw, 3, 0, LA_F32, LA_F32))) ||
+    if ((initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
+        (final_state && (s = la_check_shaped(final_state, "final_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (s = la_scan_check_like(out, "out", v, LA_F32, k->dtype, P.head.cu ? 1u : 2u)))
         return s;
     const size_t cu_bytes = la_array_bytes(P.head.cu ? P.head.num_seqs + 1 : 0, sizeof(int32_t));
@@ -109,7 +109,7 @@ la_status la_aaren_decode(la_context *ctx, const la_aaren_params *p, const la_te
     if (!state) return la_fail(LA_ERR_NULL, "state is NULL");
     int64_t sw[3];
     aaren_state_shape(&P, sw);
-    if ((s = la_scan_check_shaped(state, "state", sw, 3, 0, LA_F32, LA_F32)) ||
+    if ((s = la_check_shaped(state, "state", sw, 3, 0, LA_F32, LA_F32)) ||
         (s = la_scan_check_like(out, "out", v, LA_F32, k->dtype, 0)))
         return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}};
@@ -136,9 +136,9 @@ la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_
     const unsigned zero = P->head.cu ? 1u : 2u;
     int64_t sw[3];
     aaren_state_shape(P, sw);
-    if ((initial_state && (s = la_scan_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
+    if ((initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (dinitial_state &&
-         (s = la_scan_check_shaped(dinitial_state, "dinitial_state", sw, 3, 0, LA_F32, LA_F32))) ||
+         (s = la_check_shaped(dinitial_state, "dinitial_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (s = la_scan_check_like(dout, "dout", v, LA_F32, k->dtype, zero)) ||
         (s = la_scan_check_like(dq, "dq", q, LA_F32, LA_F32, 0)) ||
         (s = la_scan_check_like(dk, "dk", k, LA_F32, k->dtype, zero)) ||

@@ -85,24 +85,6 @@ static la_linear_state state_of(const la_tensor *t) {
     return st;
 }
 
-static la_status check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
-    if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
-    la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
-    if (s) return s;
-    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "cu_seqlens[0] is %d; must be 0", cu[0]);
-    *max_len = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (cu[i + 1] < cu[i])
-            return la_fail(LA_ERR_SEQLENS, "cu_seqlens is not monotone: [%lld]=%d > [%lld]=%d", (long long)i, cu[i],
-                           (long long)(i + 1), cu[i + 1]);
-        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
-    }
-    if (cu[n] != total)
-        return la_fail(LA_ERR_SEQLENS, "cu_seqlens[%lld] is %d; must equal the %lld packed tokens", (long long)n,
-                       cu[n], (long long)total);
-    return LA_OK;
-}
-
 /* Every tensor on the CPU (the only backend with delta-rule kernels). */
 static la_status check_cpu(const la_tensor *const *t, const char *const *names, int n) {
     for (int i = 0; i < n; i++)
@@ -167,7 +149,7 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
             return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
         if (p->num_seqs >= INT32_MAX)
             return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        if ((s = la_check_packed_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
         P->num_seqs = p->num_seqs;
         P->cu = p->cu_seqlens;
     } else {

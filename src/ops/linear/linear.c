@@ -85,30 +85,6 @@ static la_status check_params(const la_linear_params *p, int64_t H, bool need_ch
     return LA_OK;
 }
 
-static la_status dims_equal(const la_tensor *t, const char *name, const int64_t *want, int nd) {
-    for (int i = 0; i < nd; i++)
-        if (t->shape[i] != want[i])
-            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; expected %lld", name, i, (long long)t->shape[i],
-                           (long long)want[i]);
-    return LA_OK;
-}
-
-static la_status dtype_in(const la_tensor *t, const char *name, la_dtype a, la_dtype b) {
-    if (t->dtype == a || t->dtype == b) return LA_OK;
-    return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype), la_dtype_name(a),
-                   a != b ? " or " : "", a != b ? la_dtype_name(b) : "");
-}
-
-/* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be 0). */
-la_status la_linear_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
-                              la_dtype a, la_dtype b) {
-    la_status s;
-    if ((s = la_check_tensor(t, name, nd, zero_mask)) || (s = dims_equal(t, name, want, nd)) ||
-        (s = dtype_in(t, name, a, b)))
-        return s;
-    return la_check_no_self_overlap(t, name);
-}
-
 static la_linear_state state_of(const la_tensor *t) {
     la_linear_state st = {0};
     if (!t) return st;
@@ -130,24 +106,6 @@ const la_backend *la_linear_backend_of(const la_tensor *const *t, int n) {
             return NULL;
         }
     return la_backend_for(first->device);
-}
-
-la_status la_linear_check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
-    if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
-    la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
-    if (s) return s;
-    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "cu_seqlens[0] is %d; must be 0", cu[0]);
-    *max_len = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (cu[i + 1] < cu[i])
-            return la_fail(LA_ERR_SEQLENS, "cu_seqlens is not monotone: [%lld]=%d > [%lld]=%d", (long long)i, cu[i],
-                           (long long)(i + 1), cu[i + 1]);
-        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
-    }
-    if (cu[n] != total)
-        return la_fail(LA_ERR_SEQLENS, "cu_seqlens[%lld] is %d; must equal the %lld packed tokens", (long long)n,
-                       cu[n], (long long)total);
-    return LA_OK;
 }
 
 /* q, k, v, g and the states' shape; fills the problem's sizes, options and
@@ -209,7 +167,7 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
             return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
         if (p->num_seqs >= INT32_MAX)
             return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = la_linear_check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        if ((s = la_check_packed_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
         P->num_seqs = p->num_seqs;
         P->cu = p->cu_seqlens;
     } else {
@@ -228,7 +186,7 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
         for (int i = 0; i <= hx; i++) want[i] = q->shape[i];
         want[hx + 1] = P->Dx;
         const int gnd = p->decay == LA_DECAY_CHANNEL ? nd : nd - 1;
-        if ((s = la_linear_check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
+        if ((s = la_check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
     }
     P->Dvs = P->Dv + (p->normalize ? 1 : 0);
     P->feature = p->feature;
@@ -281,7 +239,7 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     int64_t want[LA_MAX_DIMS];
     for (int i = 0; i < like->ndim; i++) want[i] = like->shape[i];
     want[like->ndim - 1] = last;
-    return la_linear_check_shaped(t, name, want, like->ndim, zero, a, b);
+    return la_check_shaped(t, name, want, like->ndim, zero, a, b);
 }
 
 
@@ -294,8 +252,8 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
     const unsigned zero = P.cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(&P, sw);
-    if (initial_state && (s = la_linear_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (final_state && (s = la_linear_check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = la_check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"out", out}, {"final_state", final_state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
@@ -322,7 +280,7 @@ la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p,
     if (s) return s;
     int64_t sw[4];
     state_shape(&P, sw);
-    if ((s = la_linear_check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(out, "out", q, P.Dv, LA_F32, q->dtype, 0))) return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"g", g},
                               {"head_log_decay", NULL, p->head_log_decay, la_array_bytes(P.H, sizeof(float))},
@@ -354,9 +312,9 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     const unsigned zero = P->cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(P, sw);
-    if (initial_state && (s = la_linear_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dfinal_state && (s = la_linear_check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dinitial_state && (s = la_linear_check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dfinal_state && (s = la_check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dinitial_state && (s = la_check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_like(dout, "dout", q, P->Dv, LA_F32, q->dtype, zero))) return s;
     if ((s = check_like(dq, "dq", q, P->Dx, LA_F32, q->dtype, zero)) ||
         (s = check_like(dk, "dk", k, P->Dx, LA_F32, q->dtype, zero)) ||

@@ -4,14 +4,9 @@
 #define LA_OPS_LINEAR_VALIDATE_H
 
 #include "ops/backends.h"
+#include "ops/validate.h"
 
-/* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be
- * 0), of dtype a or b, not overlapping itself. */
-la_status la_linear_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
-                                 la_dtype a, la_dtype b);
-
-/* cu_seqlens of n sequences over `total` packed tokens; *max_len the longest. */
-la_status la_linear_check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len);
+/* (la_check_shaped and la_check_packed_seqlens: ops/validate.h) */
 
 /* The backend of the tensors' device (NULL entries skipped), or NULL with
  * LA_ERR_DEVICE set when they disagree or the build has none. */

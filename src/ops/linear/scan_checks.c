@@ -2,41 +2,9 @@
  * convolution and Aaren entry points. */
 #include "ops/linear/scan_checks.h"
 
-la_status la_scan_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
-                               la_dtype a, la_dtype b) {
-    la_status s = la_check_tensor(t, name, nd, zero_mask);
-    if (s) return s;
-    for (int i = 0; i < nd; i++)
-        if (t->shape[i] != want[i])
-            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; expected %lld", name, i, (long long)t->shape[i],
-                           (long long)want[i]);
-    if (t->dtype != a && t->dtype != b)
-        return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype), la_dtype_name(a),
-                       a != b ? " or " : "", a != b ? la_dtype_name(b) : "");
-    return la_check_no_self_overlap(t, name);
-}
-
 la_status la_scan_check_like(const la_tensor *t, const char *name, const la_tensor *like, la_dtype a, la_dtype b,
                              unsigned zero_mask) {
-    return la_scan_check_shaped(t, name, like->shape, like->ndim, zero_mask, a, b);
-}
-
-la_status la_scan_check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len) {
-    if (!cu) return la_fail(LA_ERR_NULL, "cu_seqlens is NULL");
-    la_status s = la_check_aligned(cu, sizeof *cu, "cu_seqlens");
-    if (s) return s;
-    if (cu[0] != 0) return la_fail(LA_ERR_SEQLENS, "cu_seqlens[0] is %d; must be 0", cu[0]);
-    *max_len = 0;
-    for (int64_t i = 0; i < n; i++) {
-        if (cu[i + 1] < cu[i])
-            return la_fail(LA_ERR_SEQLENS, "cu_seqlens is not monotone: [%lld]=%d > [%lld]=%d", (long long)i, cu[i],
-                           (long long)(i + 1), cu[i + 1]);
-        if (cu[i + 1] - cu[i] > *max_len) *max_len = cu[i + 1] - cu[i];
-    }
-    if (cu[n] != total)
-        return la_fail(LA_ERR_SEQLENS, "cu_seqlens[%lld] is %d; must equal the %lld packed tokens", (long long)n,
-                       cu[n], (long long)total);
-    return LA_OK;
+    return la_check_shaped(t, name, like->shape, like->ndim, zero_mask, a, b);
 }
 
 const la_backend *la_scan_backend_of(const la_tensor *const *t, int n) {
@@ -86,7 +54,7 @@ la_status la_scan_head_of(la_context *ctx, la_scan_kind kind, const la_tensor *x
     if (num_seqs <= 0)
         return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)num_seqs);
     if (num_seqs >= INT32_MAX) return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)num_seqs);
-    la_status s = la_scan_check_cu_seqlens(cu, num_seqs, x->shape[0], &h->L);
+    la_status s = la_check_packed_seqlens(cu, num_seqs, x->shape[0], &h->L);
     if (s) return s;
     h->num_seqs = num_seqs;
     h->cu = cu;

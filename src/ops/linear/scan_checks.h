@@ -8,15 +8,9 @@
 #include "ops/backends.h"
 #include "ops/validate.h"
 
-/* A tensor of exactly nd dims `want` (dims in zero_mask may be 0), dtype a
- * or b, elements not overlapping each other. */
-la_status la_scan_check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
-                               la_dtype a, la_dtype b);
 /* t shaped like `like`. */
 la_status la_scan_check_like(const la_tensor *t, const char *name, const la_tensor *like, la_dtype a, la_dtype b,
                              unsigned zero_mask);
-/* cu_seqlens of n sequences over `total` packed tokens; *max_len the longest. */
-la_status la_scan_check_cu_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len);
 /* Every given tensor on one device: its backend, or NULL (LA_ERR_DEVICE set). */
 const la_backend *la_scan_backend_of(const la_tensor *const *t, int n);
 /* An f32 array view of t ([R, C] or [N, R, C]; NULL t: absent). */

@@ -61,7 +61,7 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     if ((s = la_check_tensor(in->A, "A", 2, 0))) return s;
     const int64_t N = in->A->shape[1];
     int64_t wa[2] = {D, N};
-    if ((s = la_scan_check_shaped(in->A, "A", wa, 2, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_check_shaped(in->A, "A", wa, 2, 0, LA_F32, LA_F32))) return s;
     /* B, C: [.., G, N] or [.., N] */
     const int bnd = in->B->ndim;
     if (bnd != nd && bnd != nd + 1)
@@ -72,15 +72,15 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     for (int i = 0; i < nd - 1; i++) wb[i] = u->shape[i];
     if (bnd == nd + 1) wb[nd - 1] = G;
     wb[bnd - 1] = N;
-    if ((s = la_scan_check_shaped(in->B, "B", wb, bnd, zero, u->dtype, u->dtype)) ||
-        (s = la_scan_check_shaped(in->C, "C", wb, bnd, zero, u->dtype, u->dtype)))
+    if ((s = la_check_shaped(in->B, "B", wb, bnd, zero, u->dtype, u->dtype)) ||
+        (s = la_check_shaped(in->C, "C", wb, bnd, zero, u->dtype, u->dtype)))
         return s;
     if (G < 1 || D % G != 0)
         return la_fail(LA_ERR_SHAPE, "B and C have %lld groups; the %lld channels must be a multiple", (long long)G,
                        (long long)D);
     const int64_t wd[1] = {D};
-    if (in->Dskip && (s = la_scan_check_shaped(in->Dskip, "Dskip", wd, 1, 0, LA_F32, LA_F32))) return s;
-    if (in->delta_bias && (s = la_scan_check_shaped(in->delta_bias, "delta_bias", wd, 1, 0, LA_F32, LA_F32))) return s;
+    if (in->Dskip && (s = la_check_shaped(in->Dskip, "Dskip", wd, 1, 0, LA_F32, LA_F32))) return s;
+    if (in->delta_bias && (s = la_check_shaped(in->delta_bias, "delta_bias", wd, 1, 0, LA_F32, LA_F32))) return s;
     if ((s = la_check_no_self_overlap(u, "u"))) return s;
     /* the chunked form stages chunks; the backward checkpoints every chunk */
     if (tokens && (p->form == LA_SCAN_CHUNKED || kind == LA_SCAN_SSM_BACKWARD) && (s = check_chunk(p->chunk_size)))
@@ -127,8 +127,8 @@ la_status la_selective_scan_forward(la_context *ctx, const la_ssm_params *p, con
     const unsigned zero = P.head.cu ? 1u : 2u;
     int64_t sw[3];
     ssm_state_shape(&P, sw);
-    if (initial_state && (s = la_scan_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) return s;
-    if (final_state && (s = la_scan_check_shaped(final_state, "final_state", sw, 3, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = la_check_shaped(final_state, "final_state", sw, 3, 0, LA_F32, LA_F32))) return s;
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
     if ((s = la_scan_check_like(out, "out", in->u, LA_F32, in->u->dtype, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.head.cu ? P.head.num_seqs + 1 : 0, sizeof(int32_t));
@@ -157,7 +157,7 @@ la_status la_selective_scan_decode(la_context *ctx, const la_ssm_params *p, cons
     ssm_state_shape(&P, sw);
     if (!state) return la_fail(LA_ERR_NULL, "state is NULL");
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
-    if ((s = la_scan_check_shaped(state, "state", sw, 3, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_check_shaped(state, "state", sw, 3, 0, LA_F32, LA_F32))) return s;
     if ((s = la_scan_check_like(out, "out", in->u, LA_F32, in->u->dtype, 0))) return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"u", in->u}, {"delta", in->delta},
                                  {"A", in->A}, {"B", in->B}, {"C", in->C}, {"Dskip", in->Dskip}, {"z", in->z},
@@ -191,10 +191,10 @@ la_status la_selective_scan_backward(la_context *ctx, const la_ssm_params *p, co
     int64_t sw[3];
     ssm_state_shape(P, sw);
     const int64_t wd[1] = {P->D};
-    if ((initial_state && (s = la_scan_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
-        (dfinal_state && (s = la_scan_check_shaped(dfinal_state, "dfinal_state", sw, 3, 0, LA_F32, LA_F32))) ||
+    if ((initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
+        (dfinal_state && (s = la_check_shaped(dfinal_state, "dfinal_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (g->dinitial_state &&
-         (s = la_scan_check_shaped(g->dinitial_state, "dinitial_state", sw, 3, 0, LA_F32, LA_F32))) ||
+         (s = la_check_shaped(g->dinitial_state, "dinitial_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (s = la_scan_check_like(dout, "dout", in->u, LA_F32, dt, zero)) ||
         (s = la_scan_check_like(g->du, "du", in->u, LA_F32, dt, zero)) ||
         (s = la_scan_check_like(g->ddelta, "ddelta", in->u, LA_F32, dt, zero)) ||
@@ -202,8 +202,8 @@ la_status la_selective_scan_backward(la_context *ctx, const la_ssm_params *p, co
         (s = la_scan_check_like(g->dB, "dB", in->B, LA_F32, LA_F32, zero)) ||
         (s = la_scan_check_like(g->dC, "dC", in->C, LA_F32, LA_F32, zero)) ||
         (g->dA && (s = la_scan_check_like(g->dA, "dA", in->A, LA_F32, LA_F32, 0))) ||
-        (g->dDskip && (s = la_scan_check_shaped(g->dDskip, "dDskip", wd, 1, 0, LA_F32, LA_F32))) ||
-        (g->ddelta_bias && (s = la_scan_check_shaped(g->ddelta_bias, "ddelta_bias", wd, 1, 0, LA_F32, LA_F32))))
+        (g->dDskip && (s = la_check_shaped(g->dDskip, "dDskip", wd, 1, 0, LA_F32, LA_F32))) ||
+        (g->ddelta_bias && (s = la_check_shaped(g->ddelta_bias, "ddelta_bias", wd, 1, 0, LA_F32, LA_F32))))
         return s;
     const size_t cu_bytes = la_array_bytes(P->head.cu ? P->head.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"du", g->du}, {"ddelta", g->ddelta}, {"dA", g->dA}, {"dB", g->dB}, {"dC", g->dC},
@@ -255,8 +255,8 @@ static la_status conv_inputs(la_context *ctx, const la_conv1d_params *p, const l
     const int64_t D = x->shape[nd - 1];
     if ((s = la_check_tensor(weight, "weight", 2, 0))) return s;
     const int64_t ww[2] = {D, weight->shape[1]}, wd[1] = {D};
-    if ((s = la_scan_check_shaped(weight, "weight", ww, 2, 0, LA_F32, LA_F32))) return s;
-    if (bias && (s = la_scan_check_shaped(bias, "bias", wd, 1, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_check_shaped(weight, "weight", ww, 2, 0, LA_F32, LA_F32))) return s;
+    if (bias && (s = la_check_shaped(bias, "bias", wd, 1, 0, LA_F32, LA_F32))) return s;
     P->D = D;
     P->W = weight->shape[1];
     P->silu = p->activation == LA_CONV_ACT_SILU;
@@ -270,7 +270,7 @@ static la_status conv_inputs(la_context *ctx, const la_conv1d_params *p, const l
 static la_status check_conv_state(const la_tensor *t, const char *name, const la_conv1d_problem *P) {
     if (!t) return LA_OK;
     const int64_t w[3] = {P->head.num_seqs, P->D, P->W - 1};
-    return la_scan_check_shaped(t, name, w, 3, P->W == 1 ? 4u : 0u, LA_F32, LA_F32);
+    return la_check_shaped(t, name, w, 3, P->W == 1 ? 4u : 0u, LA_F32, LA_F32);
 }
 
 /* A state with no columns is treated as absent (it holds nothing). */
@@ -345,7 +345,7 @@ la_status la_causal_conv1d_backward(la_context *ctx, const la_conv1d_params *p, 
         (s = la_scan_check_like(dout, "dout", x, LA_F32, x->dtype, zero)) ||
         (s = la_scan_check_like(dx, "dx", x, LA_F32, x->dtype, zero)) ||
         (s = la_scan_check_like(dweight, "dweight", weight, LA_F32, LA_F32, 0)) ||
-        (dbias && (s = la_scan_check_shaped(dbias, "dbias", wd, 1, 0, LA_F32, LA_F32))))
+        (dbias && (s = la_check_shaped(dbias, "dbias", wd, 1, 0, LA_F32, LA_F32))))
         return s;
     const size_t cu_bytes = la_array_bytes(P->head.cu ? P->head.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"dx", dx}, {"dweight", dweight}, {"dbias", dbias},

@@ -85,7 +85,7 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
         if (p->num_seqs <= 0)
             return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
         if (p->num_seqs >= INT32_MAX) return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = la_linear_check_cu_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
+        if ((s = la_check_packed_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
         P->num_seqs = p->num_seqs;
         P->cu = p->cu_seqlens;
     } else {
@@ -100,7 +100,7 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     la_attn_operand *ops[3] = {&P->eta, &P->theta, &P->alpha};
     for (int i = 0; i < 3; i++) {
         if (!gates[i]) return la_fail(LA_ERR_NULL, "%s is NULL", names[i]);
-        if ((s = la_linear_check_shaped(gates[i], names[i], q->shape, nd - 1, zero, LA_F32, LA_F32))) return s;
+        if ((s = la_check_shaped(gates[i], names[i], q->shape, nd - 1, zero, LA_F32, LA_F32))) return s;
         *ops[i] = tokens ? la_attn_operand_of(gates[i], !varlen)
                          : (la_attn_operand){.data = gates[i]->data, .dtype = LA_F32,
                                              .batch_stride = gates[i]->stride[0], .head_stride = gates[i]->stride[1]};
@@ -127,7 +127,7 @@ static la_status check_out(const la_titans_problem *P, const la_tensor *out, con
     int64_t want[LA_MAX_DIMS];
     for (int i = 0; i < q->ndim; i++) want[i] = q->shape[i];
     want[q->ndim - 1] = P->Dv;
-    return la_linear_check_shaped(out, name, want, q->ndim, zero, LA_F32, q->dtype);
+    return la_check_shaped(out, name, want, q->ndim, zero, LA_F32, q->dtype);
 }
 
 static la_status run(la_context *ctx, const la_backend *be, const la_titans_problem *P) {
@@ -148,7 +148,7 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     int64_t want[LA_MAX_DIMS];
     for (int i = 0; i < like->ndim; i++) want[i] = like->shape[i];
     want[like->ndim - 1] = last;
-    return la_linear_check_shaped(t, name, want, like->ndim, zero, LA_F32, alt);
+    return la_check_shaped(t, name, want, like->ndim, zero, LA_F32, alt);
 }
 
 la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
@@ -164,7 +164,7 @@ la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la
     const la_tensor *st[4] = {memory_in, momentum_in, memory_out, momentum_out};
     static const char *const sn[4] = {"memory_in", "momentum_in", "memory_out", "momentum_out"};
     for (int i = 0; i < 4; i++)
-        if (st[i] && (s = la_linear_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
+        if (st[i] && (s = la_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_out(&P, out, "out", q, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"out", out}, {"memory_out", memory_out}, {"momentum_out", momentum_out},
@@ -194,8 +194,8 @@ la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_
     if (!memory) return la_fail(LA_ERR_NULL, "memory is NULL");
     if (!momentum) return la_fail(LA_ERR_NULL, "momentum is NULL");
     const int64_t sw[4] = {P.num_seqs, P.H, P.Dk, P.Dv};
-    if ((s = la_linear_check_shaped(memory, "memory", sw, 4, 0, LA_F32, LA_F32)) ||
-        (s = la_linear_check_shaped(momentum, "momentum", sw, 4, 0, LA_F32, LA_F32)) ||
+    if ((s = la_check_shaped(memory, "memory", sw, 4, 0, LA_F32, LA_F32)) ||
+        (s = la_check_shaped(momentum, "momentum", sw, 4, 0, LA_F32, LA_F32)) ||
         (s = check_out(&P, out, "out", q, 0)))
         return s;
     const la_arg_memory mem[] = {{"out", out}, {"memory", memory}, {"momentum", momentum}, {"q", q}, {"k", k},
@@ -231,7 +231,7 @@ la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const l
     static const char *const sn[6] = {"memory_in", "momentum_in", "dmemory_out", "dmomentum_out", "dmemory_in",
                                       "dmomentum_in"};
     for (int i = 0; i < 6; i++)
-        if (st[i] && (s = la_linear_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
+        if (st[i] && (s = la_check_shaped(st[i], sn[i], sw, 4, 0, LA_F32, LA_F32))) return s;
     if ((s = check_out(P, dout, "dout", q, zero)) || (s = check_like(dq, "dq", q, P->Dk, q->dtype, zero)) ||
         (s = check_like(dk, "dk", k, P->Dk, q->dtype, zero)) || (s = check_like(dv, "dv", v, P->Dv, q->dtype, zero)))
         return s;
@@ -239,7 +239,7 @@ la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const l
     static const char *const dn[3] = {"deta", "dtheta", "dalpha"};
     for (int i = 0; i < 3; i++) {
         if (!dgates[i]) return la_fail(LA_ERR_NULL, "%s is NULL", dn[i]);
-        if ((s = la_linear_check_shaped(dgates[i], dn[i], q->shape, q->ndim - 1, zero, LA_F32, LA_F32))) return s;
+        if ((s = la_check_shaped(dgates[i], dn[i], q->shape, q->ndim - 1, zero, LA_F32, LA_F32))) return s;
     }
     const size_t cu_bytes = la_array_bytes(P->cu ? P->num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"deta", deta}, {"dtheta", dtheta},
