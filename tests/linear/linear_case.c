@@ -174,7 +174,10 @@ static bool setup(harness_case *hc, uint64_t seed) {
     if (s->p.feature == LA_FEATURE_HEDGEHOG) {
         const int64_t n = s->H * s->Dk * s->Dm;
         c->proj = tu_alloc(sizeof(float) * (size_t)n);
-        for (int64_t i = 0; i < n; i++) c->proj[i] = (float)tu_uniform(&rng, -1, 1);
+        /* a projection of the usual initial size, 1 / sqrt(Dk): with entries of
+         * size 1 the feature softmax saturates (near one-hot features) */
+        const double w = 1.0 / sqrt((double)s->Dk);
+        for (int64_t i = 0; i < n; i++) c->proj[i] = (float)tu_uniform(&rng, -w, w);
         if (bwd) c->dproj = tu_alloc(sizeof(float) * (size_t)n);
     }
     c->p = s->p;

@@ -295,6 +295,11 @@ static void add_feature_cases(harness_list *list, bool quick) {
                      form == 0 ? "chunked" : form == 1 ? "recurrent" : "decode");
             s = base_spec(name, 50, LA_DECAY_HEAD);
             s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.Dv = 19, s.H = 4, s.Hkv = 2, s.p.normalize = 1, s.p.chunk_size = C;
+            /* a denominator near 0 (a softmax feature map's supports of q and
+             * k apart) makes out = num / den ill-conditioned: f32 rounding of
+             * the decay weights reaches 6e-4 of its largest value (seed
+             * 6418477293489); eps 1e-2 bounds 1 / den */
+            s.p.norm_eps = 1e-2f;
             s.p.form = form == 1 ? LA_LINEAR_RECURRENT : LA_LINEAR_CHUNKED;
             s.run = form == 2 ? LIN_RUN_DECODE : LIN_RUN_FORWARD;
             s.init_state = s.want_state = true;
@@ -321,6 +326,7 @@ static void add_feature_cases(harness_list *list, bool quick) {
         snprintf(name, sizeof name, "backward %s GQA 4/2 normalised token", fn[f]);
         s = base_spec(name, 37, LA_DECAY_TOKEN);
         s.p.feature = f, s.Dk = Dk, s.Dm = 8, s.H = 4, s.Hkv = 2, s.Dv = 9, s.p.normalize = 1, s.p.chunk_size = C;
+        s.p.norm_eps = 1e-2f; /* as above: gradients scale as 1 / den^2 (1e8 at seed 4537281618008) */
         s.run = LIN_RUN_BACKWARD, s.init_state = s.want_state = s.dfinal = true;
         add(list, s);
         snprintf(name, sizeof name, "backward %s varlen bf16", fn[f]);
