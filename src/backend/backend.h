@@ -12,6 +12,7 @@
 #define LA_BACKEND_H
 
 #include "backend/attention_problem.h"
+#include "backend/delta_problem.h"
 #include "backend/linear_problem.h"
 #include "backend/scan_problem.h"
 #include "backend/titans_problem.h"
@@ -45,6 +46,12 @@ typedef struct la_backend {
     la_status (*titans_workspace)(const la_titans_problem *p, size_t *bytes);
     la_status (*titans_forward)(la_context *ctx, const la_titans_problem *p, void *ws);
     la_status (*titans_backward)(la_context *ctx, const la_titans_backward_problem *p, void *ws);
+    /* The (gated) delta rule (backend/delta_problem.h): workspace and call,
+     * forward (also the decode step) and backward */
+    la_status (*delta_workspace)(const la_delta_problem *p, size_t *bytes);
+    la_status (*delta_forward)(la_context *ctx, const la_delta_problem *p, void *ws);
+    la_status (*delta_backward_workspace)(const la_delta_problem *p, size_t *bytes);
+    la_status (*delta_backward)(la_context *ctx, const la_delta_backward_problem *p, void *ws);
     la_status (*sparse_forward)(la_context *ctx, const la_attn_sparse_problem *p, void *ws);
     la_status (*sparse_backward)(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws);
     /* State spaces, their convolution and Aaren (backend/scan_problem.h):

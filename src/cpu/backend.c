@@ -17,6 +17,10 @@ LA_ISA_DECLARE(la_status, la_cpu_linear_workspace, (const la_linear_problem *p, 
 LA_ISA_DECLARE(la_status, la_cpu_linear_forward_kernel, (const la_linear_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_linear_backward_workspace, (const la_linear_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_linear_backward_kernel, (const la_linear_backward_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_delta_workspace, (const la_delta_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_delta_forward_kernel, (const la_delta_problem *p, void *ws));
+LA_ISA_DECLARE(la_status, la_cpu_delta_backward_workspace, (const la_delta_problem *p, size_t *bytes));
+LA_ISA_DECLARE(la_status, la_cpu_delta_backward_kernel, (const la_delta_backward_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_titans_workspace, (const la_titans_problem *p, size_t *bytes));
 LA_ISA_DECLARE(la_status, la_cpu_titans_forward_kernel, (const la_titans_problem *p, void *ws));
 LA_ISA_DECLARE(la_status, la_cpu_titans_backward_workspace, (const la_titans_problem *p, size_t *bytes));
@@ -86,6 +90,24 @@ static la_status cpu_linear_backward(la_context *ctx, const la_linear_backward_p
     return LA_ISA_PICK(la_cpu_linear_backward_kernel, p->fwd.simd)(p, ws);
 }
 
+static la_status cpu_delta_workspace(const la_delta_problem *p, size_t *bytes) {
+    return LA_ISA_PICK(la_cpu_delta_workspace, p->simd)(p, bytes);
+}
+
+static la_status cpu_delta_forward(la_context *ctx, const la_delta_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_delta_forward_kernel, p->simd)(p, ws);
+}
+
+static la_status cpu_delta_backward_workspace(const la_delta_problem *p, size_t *bytes) {
+    return LA_ISA_PICK(la_cpu_delta_backward_workspace, p->simd)(p, bytes);
+}
+
+static la_status cpu_delta_backward(la_context *ctx, const la_delta_backward_problem *p, void *ws) {
+    (void)ctx;
+    return LA_ISA_PICK(la_cpu_delta_backward_kernel, p->fwd.simd)(p, ws);
+}
+
 static la_status cpu_titans_workspace(const la_titans_problem *p, size_t *bytes) {
     if (p->backward) return LA_ISA_PICK(la_cpu_titans_backward_workspace, p->simd)(p, bytes);
     return LA_ISA_PICK(la_cpu_titans_workspace, p->simd)(p, bytes);
@@ -133,6 +155,10 @@ const la_backend la_cpu_backend = {
     .linear_workspace = cpu_linear_workspace,
     .linear_forward = cpu_linear_forward,
     .linear_backward = cpu_linear_backward,
+    .delta_workspace = cpu_delta_workspace,
+    .delta_forward = cpu_delta_forward,
+    .delta_backward_workspace = cpu_delta_backward_workspace,
+    .delta_backward = cpu_delta_backward,
     .titans_workspace = cpu_titans_workspace,
     .titans_forward = cpu_titans_forward,
     .titans_backward = cpu_titans_backward,

@@ -355,10 +355,10 @@ static void check_bad_inputs(void) {
     /* an output over an input */
     la_tensor oq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, L, H, Dv});
     EXPECT_BAD(la_delta_rule_forward(ctx, &p, &tq, &tk, &tv, &tb, &tg, NULL, &oq, NULL), LA_ERR_ARGUMENT);
-    /* a tensor on another device */
+    /* a tensor on another device: mixed devices, as for attention */
     la_tensor tdev = tv;
     tdev.device.kind = LA_DEVICE_CUDA;
-    EXPECT_BAD(la_delta_rule_forward(ctx, &p, &tq, &tk, &tdev, &tb, &tg, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    EXPECT_BAD(la_delta_rule_forward(ctx, &p, &tq, &tk, &tdev, &tb, &tg, NULL, &to, NULL), LA_ERR_DEVICE);
     /* varlen: bad cu_seqlens */
     la_tensor vq = la_tensor_contiguous(q, LA_F32, 3, (int64_t[]){B * L, H, Dk});
     la_tensor vk = la_tensor_contiguous(k, LA_F32, 3, (int64_t[]){B * L, Hkv, Dk});

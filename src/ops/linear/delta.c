@@ -1,19 +1,14 @@
 /* Public delta-rule entry points (la_delta_rule_*): validate every argument
  * before touching memory, normalise the call into a la_delta_problem
- * (backend/delta_problem.h) and run the ISA copy of the CPU kernel the
- * context's SIMD level picks (src/cpu/linear/delta_isa.c,
- * delta_backward_isa.c). The delta rule has CPU kernels only: a tensor on
- * another device is LA_ERR_UNSUPPORTED, named. */
+ * (backend/delta_problem.h) and run it on the backend of the tensors'
+ * device through the table's delta_* slots (the CPU's kernels:
+ * src/cpu/linear/delta_isa.c, delta_backward_isa.c). A backend without
+ * them (CUDA today) is LA_ERR_UNSUPPORTED. */
 #include "backend/delta_problem.h"
-#include "cpu/isa.h"
+#include "ops/backends.h"
 #include "ops/validate.h"
 
 #include <math.h>
-
-LA_ISA_DECLARE(la_status, la_cpu_delta_workspace, (const la_delta_problem *p, size_t *bytes));
-LA_ISA_DECLARE(la_status, la_cpu_delta_forward_kernel, (const la_delta_problem *p, void *ws));
-LA_ISA_DECLARE(la_status, la_cpu_delta_backward_workspace, (const la_delta_problem *p, size_t *bytes));
-LA_ISA_DECLARE(la_status, la_cpu_delta_backward_kernel, (const la_delta_backward_problem *p, void *ws));
 
 #define DELTA_DEFAULT_CHUNK 64
 /* The kernels' per-thread scratch grows with chunk^2; fla uses 64. */
@@ -40,30 +35,6 @@ static la_status check_params(const la_delta_params *p, bool need_chunk) {
     return LA_OK;
 }
 
-static la_status dims_equal(const la_tensor *t, const char *name, const int64_t *want, int nd) {
-    for (int i = 0; i < nd; i++)
-        if (t->shape[i] != want[i])
-            return la_fail(LA_ERR_SHAPE, "%s dim %d is %lld; expected %lld", name, i, (long long)t->shape[i],
-                           (long long)want[i]);
-    return LA_OK;
-}
-
-static la_status dtype_in(const la_tensor *t, const char *name, la_dtype a, la_dtype b) {
-    if (t->dtype == a || t->dtype == b) return LA_OK;
-    return la_fail(LA_ERR_DTYPE, "%s is %s; expected %s%s%s", name, la_dtype_name(t->dtype), la_dtype_name(a),
-                   a != b ? " or " : "", a != b ? la_dtype_name(b) : "");
-}
-
-/* A tensor of exactly the shape `want` (nd dims; dims in zero_mask may be 0). */
-static la_status check_shaped(const la_tensor *t, const char *name, const int64_t *want, int nd, unsigned zero_mask,
-                              la_dtype a, la_dtype b) {
-    la_status s;
-    if ((s = la_check_tensor(t, name, nd, zero_mask)) || (s = dims_equal(t, name, want, nd)) ||
-        (s = dtype_in(t, name, a, b)))
-        return s;
-    return la_check_no_self_overlap(t, name);
-}
-
 /* A tensor shaped like `like` but with `last` in its last dim, or (drop)
  * without like's last dim, as beta is to q. */
 static la_status check_like(const la_tensor *t, const char *name, const la_tensor *like, int64_t last, bool drop,
@@ -72,7 +43,7 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     const int nd = like->ndim - (drop ? 1 : 0);
     for (int i = 0; i < nd; i++) want[i] = like->shape[i];
     if (!drop) want[nd - 1] = last;
-    return check_shaped(t, name, want, nd, zero, a, b);
+    return la_check_shaped(t, name, want, nd, zero, a, b);
 }
 
 static la_linear_state state_of(const la_tensor *t) {
@@ -85,11 +56,19 @@ static la_linear_state state_of(const la_tensor *t) {
     return st;
 }
 
-/* Every tensor on the CPU (the only backend with delta-rule kernels). */
-static la_status check_cpu(const la_tensor *const *t, const char *const *names, int n) {
+/* The backend of the call's tensors (all on one device), with delta-rule
+ * kernels. */
+static la_status delta_backend(const la_tensor *const *t, int n, const la_backend **out) {
+    const la_tensor *first = NULL;
+    for (int i = 0; i < n && !first; i++) first = t[i];
     for (int i = 0; i < n; i++)
-        if (t[i] && t[i]->device.kind != LA_DEVICE_CPU)
-            return la_fail(LA_ERR_UNSUPPORTED, "%s is not on the CPU; the delta rule has CPU kernels only", names[i]);
+        if (t[i] && (t[i]->device.kind != first->device.kind || t[i]->device.index != first->device.index))
+            return la_fail(LA_ERR_DEVICE, "the delta rule's arguments live on different devices");
+    const la_backend *be = la_backend_for(first->device);
+    if (!be) return LA_ERR_DEVICE;
+    if (!be->delta_workspace || !be->delta_forward || !be->delta_backward_workspace || !be->delta_backward)
+        return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no delta-rule kernels (the CPU has)", be->name);
+    *out = be;
     return LA_OK;
 }
 
@@ -192,13 +171,12 @@ static void state_shape(const la_delta_problem *P, int64_t *want) {
     want[3] = P->Dv;
 }
 
-static la_status run_forward(la_context *ctx, const la_delta_problem *P) {
+static la_status run_forward(la_context *ctx, const la_backend *be, const la_delta_problem *P) {
     size_t bytes = 0;
     void *ws;
     la_status s;
-    if ((s = LA_ISA_PICK(la_cpu_delta_workspace, P->simd)(P, &bytes)) || (s = la_workspace(ctx, bytes, &ws)))
-        return s;
-    if ((s = LA_ISA_PICK(la_cpu_delta_forward_kernel, P->simd)(P, ws))) return s;
+    if ((s = be->delta_workspace(P, &bytes)) || (s = la_workspace(ctx, bytes, &ws))) return s;
+    if ((s = be->delta_forward(ctx, P, ws))) return s;
     return la_succeed();
 }
 
@@ -211,8 +189,8 @@ la_status la_delta_rule_forward(la_context *ctx, const la_delta_params *p, const
     const unsigned zero = P.cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(&P, sw);
-    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (final_state && (s = check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (final_state && (s = la_check_shaped(final_state, "final_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
     if ((s = check_like(out, "out", q, P.Dv, false, LA_F32, q->dtype, zero))) return s;
     const size_t cu_bytes = la_array_bytes(P.cu ? P.num_seqs + 1 : 0, sizeof(int32_t));
@@ -221,12 +199,12 @@ la_status la_delta_rule_forward(la_context *ctx, const la_delta_params *p, const
                                  {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
     if ((s = la_check_arg_memory(ctx, mem, 9, 2))) return s;
     const la_tensor *all[] = {q, k, v, beta, g, initial_state, out, final_state};
-    const char *const names[] = {"q", "k", "v", "beta", "g", "initial_state", "out", "final_state"};
-    if ((s = check_cpu(all, names, 8))) return s;
+    const la_backend *be = NULL;
+    if ((s = delta_backend(all, 8, &be))) return s;
     P.out = la_attn_operand_of(out, !P.cu);
     P.state_in = state_of(initial_state);
     P.state_out = state_of(final_state);
-    return run_forward(ctx, &P);
+    return run_forward(ctx, be, &P);
 }
 
 la_status la_delta_rule_decode(la_context *ctx, const la_delta_params *p, const la_tensor *q, const la_tensor *k,
@@ -238,22 +216,22 @@ la_status la_delta_rule_decode(la_context *ctx, const la_delta_params *p, const 
     int64_t sw[4];
     state_shape(&P, sw);
     if (!state) return la_fail(LA_ERR_NULL, "state is NULL");
-    if ((s = check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if ((s = la_check_shaped(state, "state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
     if ((s = check_like(out, "out", q, P.Dv, false, LA_F32, q->dtype, 0))) return s;
     const la_arg_memory mem[] = {{"out", out}, {"state", state}, {"q", q}, {"k", k}, {"v", v}, {"beta", beta},
                                  {"g", g}};
     if ((s = la_check_arg_memory(ctx, mem, 7, 2))) return s;
     const la_tensor *all[] = {q, k, v, beta, g, state, out};
-    const char *const names[] = {"q", "k", "v", "beta", "g", "state", "out"};
-    if ((s = check_cpu(all, names, 7))) return s;
+    const la_backend *be = NULL;
+    if ((s = delta_backend(all, 7, &be))) return s;
     P.form = LA_LINEAR_RECURRENT;
     P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
                               .head_stride = out->stride[1]};
     /* in place: each (sequence, head) reads its state before writing it */
     P.state_in = state_of(state);
     P.state_out = state_of(state);
-    return run_forward(ctx, &P);
+    return run_forward(ctx, be, &P);
 }
 
 la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, const la_tensor *q, const la_tensor *k,
@@ -268,9 +246,9 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
     const unsigned zero = P->cu ? 1u : 2u;
     int64_t sw[4];
     state_shape(P, sw);
-    if (initial_state && (s = check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dfinal_state && (s = check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
-    if (dinitial_state && (s = check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dfinal_state && (s = la_check_shaped(dfinal_state, "dfinal_state", sw, 4, 0, LA_F32, LA_F32))) return s;
+    if (dinitial_state && (s = la_check_shaped(dinitial_state, "dinitial_state", sw, 4, 0, LA_F32, LA_F32))) return s;
     if (!dout) return la_fail(LA_ERR_NULL, "dout is NULL");
     if (!dq || !dk || !dv || !dbeta) return la_fail(LA_ERR_NULL, "dq, dk, dv and dbeta are required");
     if ((s = check_like(dout, "dout", q, P->Dv, false, LA_F32, q->dtype, zero))) return s;
@@ -289,9 +267,8 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
     if ((s = la_check_arg_memory(ctx, mem, 15, 6))) return s;
     const la_tensor *all[] = {q, k, v, beta, g, initial_state, dout, dfinal_state, dq, dk, dv, dbeta, dg,
                               dinitial_state};
-    const char *const names[] = {"q", "k", "v", "beta", "g", "initial_state", "dout", "dfinal_state", "dq", "dk",
-                                 "dv", "dbeta", "dg", "dinitial_state"};
-    if ((s = check_cpu(all, names, 14))) return s;
+    const la_backend *be = NULL;
+    if ((s = delta_backend(all, 14, &be))) return s;
     P->state_in = state_of(initial_state);
     P->dkv_accumulate = P->H != P->Hkv && (dk->dtype != LA_F32 || dv->dtype != LA_F32);
     Bp.dout = la_attn_operand_of(dout, !P->cu);
@@ -304,9 +281,7 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
     Bp.dstate_in = state_of(dinitial_state);
     size_t bytes = 0;
     void *ws;
-    if ((s = LA_ISA_PICK(la_cpu_delta_backward_workspace, P->simd)(P, &bytes)) ||
-        (s = la_workspace(ctx, bytes, &ws)))
-        return s;
-    if ((s = LA_ISA_PICK(la_cpu_delta_backward_kernel, P->simd)(&Bp, ws))) return s;
+    if ((s = be->delta_backward_workspace(P, &bytes)) || (s = la_workspace(ctx, bytes, &ws))) return s;
+    if ((s = be->delta_backward(ctx, &Bp, ws))) return s;
     return la_succeed();
 }
