@@ -148,8 +148,8 @@ int main(int argc, char **argv) {
             const int64_t L = atoll(ls);
             const bool scan = !strncmp(op, "mamba", 5);
             /* inputs, output (y and state), intermediates of the extra ops */
-            size_t per_tok = scan ? (size_t)(6 * D_INNER + 2 * N_STATE) * 4 : (size_t)(8 * S * H) * 4;
-            size_t mem = per_tok * (size_t)L + (size_t)S * S * H * 4 * 3 + (size_t)D_INNER * N_STATE * 4 * 3 + (64u << 20);
+            size_t per_tok = scan ? (size_t)(12 * D_INNER + 2 * N_STATE) * 4 : (size_t)(8 * S * H) * 4;
+            size_t mem = per_tok * (size_t)L + (size_t)S * S * H * 4 * 3 + (size_t)D_INNER * N_STATE * 4 * 3 + (128u << 20);
             struct ggml_init_params ip = {mem, NULL, false};
             struct ggml_context *ctx = ggml_init(ip);
             struct ggml_tensor *out = build(ctx, op, L);
