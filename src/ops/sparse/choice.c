@@ -1,0 +1,110 @@
+/* One selector and one budget (la_sparse_choice, "SELECTOR:BUDGET"): the
+ * parser, and la_sparse_select, which runs the chosen selector with its
+ * defaults. Above the selectors (select.c, hip.c, chunks.c, routing.c),
+ * none of which calls back here. */
+#include "ops/sparse/select_common.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const kind_names[LA_SPARSE_KIND_COUNT] = {"none", "static", "topk", "vslash", "hip",
+                                                             "chunks", "flex", "routing"};
+
+/* The budget's range for its kind: LA_OK or LA_ERR_ARGUMENT. */
+static la_status check_choice(const la_sparse_choice *c) {
+    if ((unsigned)c->kind >= LA_SPARSE_KIND_COUNT)
+        return la_fail(LA_ERR_ARGUMENT, "sparse kind %d is unknown", (int)c->kind);
+    const double b = c->budget;
+    const char *name = kind_names[c->kind];
+    if (c->kind == LA_SPARSE_NONE) return LA_OK;
+    if (!isfinite(b) || b <= 0) return la_fail(LA_ERR_ARGUMENT, "%s budget %g: must be finite and > 0", name, b);
+    const bool fraction = c->kind == LA_SPARSE_FLEX || (c->kind == LA_SPARSE_TOPK && b <= 1);
+    if (c->kind == LA_SPARSE_FLEX && b > 1)
+        return la_fail(LA_ERR_ARGUMENT, "flex budget %g: the coverage gamma must be in (0, 1]", b);
+    if (!fraction && (b != floor(b) || b > (double)(1 << 30)))
+        return la_fail(LA_ERR_ARGUMENT, "%s budget %g: must be a whole number in [1, 2^30]%s", name, b,
+                       c->kind == LA_SPARSE_TOPK ? " (or a coverage in (0, 1])" : "");
+    if (c->kind == LA_SPARSE_ROUTING && b > 65536)
+        return la_fail(LA_ERR_ARGUMENT, "routing budget %g: at most 65536 clusters", b);
+    return LA_OK;
+}
+
+la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out) {
+    if (!text || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !text ? "text" : "out");
+    if (!strcmp(text, "none")) {
+        *out = (la_sparse_choice){LA_SPARSE_NONE, 0};
+        return la_succeed();
+    }
+    const char *colon = strchr(text, ':');
+    la_sparse_choice c = {LA_SPARSE_NONE, 0};
+    for (int i = 1; colon && i < LA_SPARSE_KIND_COUNT; i++)
+        if (strlen(kind_names[i]) == (size_t)(colon - text) && !strncmp(text, kind_names[i], (size_t)(colon - text)))
+            c.kind = (la_sparse_kind)i;
+    if (c.kind == LA_SPARSE_NONE)
+        return la_fail(LA_ERR_ARGUMENT, "'%s': expected none or SELECTOR:BUDGET with SELECTOR one of static, topk, "
+                       "vslash, hip, chunks, flex, routing", text);
+    char *end;
+    c.budget = strtod(colon + 1, &end);
+    if (end == colon + 1 || *end)
+        return la_fail(LA_ERR_ARGUMENT, "'%s': the budget '%s' is not a number", text, colon + 1);
+    la_status s = check_choice(&c);
+    if (s) return s;
+    *out = c;
+    return la_succeed();
+}
+
+la_status la_sparse_select(la_context *ctx, const la_sparse_choice *c, const la_attention_params *p,
+                           const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!c) return la_fail(LA_ERR_NULL, "choice is NULL");
+    la_status s = check_choice(c);
+    if (s) return s;
+    const int64_t n = (int64_t)c->budget;
+    switch (c->kind) {
+    case LA_SPARSE_STATIC: {
+        la_sparse_static o = la_sparse_static_default();
+        o.local_blocks = n;
+        return la_sparse_select_static(&o, p, q, k, out);
+    }
+    case LA_SPARSE_TOPK: {
+        la_sparse_topk o = la_sparse_topk_default();
+        if (c->budget <= 1) o.gamma = (float)c->budget;
+        else o.top_k = n;
+        return la_sparse_select_topk(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_VSLASH: {
+        la_sparse_vslash o = la_sparse_vslash_default();
+        o.vertical = o.slash = n;
+        return la_sparse_select_vslash(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_HIP: {
+        la_sparse_hip o = la_sparse_hip_default();
+        o.top_k = n;
+        return la_sparse_select_hip(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_CHUNKS: {
+        la_sparse_chunks o = la_sparse_chunks_default();
+        o.top_k = n;
+        return la_sparse_select_chunks(ctx, &o, p, q, k, out);
+    }
+    case LA_SPARSE_FLEX: {
+        la_sparse_flex o = la_sparse_flex_default();
+        o.gamma = (float)c->budget;
+        return la_sparse_select_flex(ctx, &o, p, q, k, out, NULL);
+    }
+    case LA_SPARSE_ROUTING: {
+        if (!q) return la_fail(LA_ERR_NULL, "q is NULL");
+        la_sparse_routing o = la_sparse_routing_default();
+        la_sparse_routing_state *st;
+        const int nd = q->ndim;
+        if ((nd != 3 && nd != 4) || (s = la_sparse_routing_state_create(&st, q->shape[nd - 2], q->shape[nd - 1], n, 0)))
+            return s ? s : la_fail(LA_ERR_SHAPE, "q has %d dims; expected 4 (or 3, varlen)", nd);
+        s = la_sparse_select_routing(ctx, &o, st, p, q, k, out);
+        la_sparse_routing_state_free(st);
+        return s;
+    }
+    default: return la_fail(LA_ERR_ARGUMENT, "sparse kind none selects nothing (use dense attention)");
+    }
+}
+
