@@ -593,6 +593,7 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
                              "chunks:1", "flex:0.9", "routing:3"};
     const int nc = (int)(sizeof choices / sizeof choices[0]);
     float *dense = tu_alloc(sizeof(float) * (size_t)(P * V)), *got = tu_alloc(sizeof(float) * (size_t)(P * V));
+    double full_worst = 0;
     for (int ci = 0; m && ci < nc; ci++) {
         la_session_params sp = la_session_params_default();
         sp.max_ctx = 256;
@@ -613,8 +614,16 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
             worst = fmax(worst, fabs((double)out[e] - dense[e]));
         }
         tu_check(finite, "%s --sparse %s: non-finite logits", spec->name, choices[ci]);
-        /* f32 attention summed in other pieces: ~1e-6 of the logits' scale */
-        if (ci == 1) tu_check(worst <= 1e-4 * scale, "%s --sparse static:1000: %.3g from dense (scale %.3g)", spec->name, worst, scale);
+        /* static:1000 lists every block: the same sums in other pieces, f32
+         * rounding apart (~1e-6 of the scale per attention), which the random
+         * test model's layers amplify (3e-6 to 2e-4 of the scale over seeds,
+         * 2e-4 at 7676902713747); static:1 drops keys (0.55-0.84 of it) and moves the logits by far
+         * more, so the bound below still tells a missing block from rounding */
+        if (ci == 1) full_worst = worst / scale;
+        if (ci == 1) tu_check(worst <= 2e-3 * scale, "%s --sparse static:1000: %.3g from dense (scale %.3g)", spec->name, worst, scale);
+        if (ci == 2) tu_check(worst / scale > 10 * full_worst && worst > 2e-3 * scale,
+                              "%s --sparse static:1 (keys dropped): only %.3g from dense (scale %.3g), static:1000 %.3g",
+                              spec->name, worst, scale, full_worst * scale);
         la_session_free(s);
     }
     if (m) {
