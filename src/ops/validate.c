@@ -285,3 +285,35 @@ la_status la_check_packed_seqlens(const int32_t *cu, int64_t n, int64_t total, i
                        cu[n], (long long)total);
     return LA_OK;
 }
+
+la_status la_check_grouped_qkv(const la_tensor *q, const la_tensor *k, const la_tensor *v, int nd, unsigned zero_mask,
+                               int64_t *H, int64_t *Hkv, int64_t *Dk, int64_t *Dv) {
+    la_status s;
+    if ((s = la_check_tensor(q, "q", nd, zero_mask)) || (s = la_check_tensor(k, "k", nd, zero_mask)) ||
+        (s = la_check_tensor(v, "v", nd, zero_mask)))
+        return s;
+    if (k->dtype != q->dtype || v->dtype != q->dtype)
+        return la_fail(LA_ERR_DTYPE, "q, k, v dtypes are %s, %s, %s; they must match", la_dtype_name(q->dtype),
+                       la_dtype_name(k->dtype), la_dtype_name(v->dtype));
+    const int hx = nd - 2;
+    *H = q->shape[hx], *Hkv = k->shape[hx], *Dk = q->shape[hx + 1], *Dv = v->shape[hx + 1];
+    for (int i = 0; i < hx; i++)
+        if (k->shape[i] != q->shape[i] || v->shape[i] != q->shape[i])
+            return la_fail(LA_ERR_SHAPE, "q, k, v dim %d are %lld, %lld, %lld; they must match", i,
+                           (long long)q->shape[i], (long long)k->shape[i], (long long)v->shape[i]);
+    if (v->shape[hx] != *Hkv)
+        return la_fail(LA_ERR_SHAPE, "k has %lld heads but v has %lld", (long long)*Hkv, (long long)v->shape[hx]);
+    if (k->shape[hx + 1] != *Dk)
+        return la_fail(LA_ERR_SHAPE, "k head_dim is %lld but q head_dim is %lld", (long long)k->shape[hx + 1],
+                       (long long)*Dk);
+    if (*H % *Hkv != 0)
+        return la_fail(LA_ERR_SHAPE, "k and v have %lld heads; q's %lld heads must be a multiple", (long long)*Hkv,
+                       (long long)*H);
+    if (*Dk > LA_MAX_HEAD_DIM || *Dv > LA_MAX_HEAD_DIM)
+        return la_fail(LA_ERR_UNSUPPORTED, "head dims Dk %lld, Dv %lld; each must be at most %d", (long long)*Dk,
+                       (long long)*Dv, LA_MAX_HEAD_DIM);
+    if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
+        (s = la_check_no_self_overlap(v, "v")))
+        return s;
+    return LA_OK;
+}

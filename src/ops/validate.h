@@ -85,4 +85,11 @@ la_status la_check_shaped(const la_tensor *t, const char *name, const int64_t *w
  * monotone, ending at total); *max_len gets the longest sequence. */
 la_status la_check_packed_seqlens(const int32_t *cu, int64_t n, int64_t total, int64_t *max_len);
 
+/* q, k, v of a mixer: nd-dim views (dims in zero_mask may be 0) of one
+ * dtype, equal leading dims, q [.., H, Dk], k [.., Hkv, Dk], v [.., Hkv, Dv]
+ * with H a multiple of Hkv, head dims at most LA_MAX_HEAD_DIM, no view
+ * overlapping itself. Sets *H, *Hkv, *Dk, *Dv. */
+la_status la_check_grouped_qkv(const la_tensor *q, const la_tensor *k, const la_tensor *v, int nd, unsigned zero_mask,
+                               int64_t *H, int64_t *Hkv, int64_t *Dk, int64_t *Dv);
+
 #endif

@@ -93,35 +93,7 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
     const int nd = !tokens ? 3 : varlen ? 3 : 4;
     const unsigned zero = !tokens ? 0u : varlen ? 1u : 2u; /* the token dim may be empty */
     la_status s;
-    if ((s = la_check_tensor(q, "q", nd, zero)) || (s = la_check_tensor(k, "k", nd, zero)) ||
-        (s = la_check_tensor(v, "v", nd, zero)))
-        return s;
-    if (k->dtype != q->dtype || v->dtype != q->dtype)
-        return la_fail(LA_ERR_DTYPE, "q, k, v dtypes are %s, %s, %s; they must match", la_dtype_name(q->dtype),
-                       la_dtype_name(k->dtype), la_dtype_name(v->dtype));
-    const int hx = nd - 2;
-    P->H = q->shape[hx];
-    P->Hkv = k->shape[hx];
-    P->Dk = q->shape[hx + 1];
-    P->Dv = v->shape[hx + 1];
-    for (int i = 0; i < hx; i++)
-        if (k->shape[i] != q->shape[i] || v->shape[i] != q->shape[i])
-            return la_fail(LA_ERR_SHAPE, "q, k, v dim %d are %lld, %lld, %lld; they must match", i,
-                           (long long)q->shape[i], (long long)k->shape[i], (long long)v->shape[i]);
-    if (v->shape[hx] != P->Hkv)
-        return la_fail(LA_ERR_SHAPE, "k has %lld heads but v has %lld", (long long)P->Hkv, (long long)v->shape[hx]);
-    if (k->shape[hx + 1] != P->Dk)
-        return la_fail(LA_ERR_SHAPE, "k head_dim is %lld but q head_dim is %lld", (long long)k->shape[hx + 1],
-                       (long long)P->Dk);
-    if (P->H % P->Hkv != 0)
-        return la_fail(LA_ERR_SHAPE, "k and v have %lld heads; q's %lld heads must be a multiple", (long long)P->Hkv,
-                       (long long)P->H);
-    if (P->Dk > LA_MAX_HEAD_DIM || P->Dv > LA_MAX_HEAD_DIM)
-        return la_fail(LA_ERR_UNSUPPORTED, "head dims Dk %lld, Dv %lld; each must be at most %d", (long long)P->Dk,
-                       (long long)P->Dv, LA_MAX_HEAD_DIM);
-    if ((s = la_check_no_self_overlap(q, "q")) || (s = la_check_no_self_overlap(k, "k")) ||
-        (s = la_check_no_self_overlap(v, "v")))
-        return s;
+    if ((s = la_check_grouped_qkv(q, k, v, nd, zero, &P->H, &P->Hkv, &P->Dk, &P->Dv))) return s;
     if ((s = check_params(p, need_chunk))) return s;
     if (varlen) {
         if (p->num_seqs <= 0)
