@@ -202,6 +202,9 @@ static void cases(uint64_t *rng) {
     c.block_size = 0, c.no_seqlens = true, c.p.causal = 0, c.lens[0] = 40, c.lens[1] = 40, c.lens[2] = 40,
     c.lens[3] = 40;
     run_case(rng, &c);
+    c = base_case(), c.name = "page size 40, gqa 8, Lq=2 (16 rows)";
+    c.block_size = 40, c.H = 16, c.Lq = 2, c.lens[3] = quick ? 300 : 1500;
+    run_case(rng, &c);
     c = base_case(), c.name = "page size 1 (every key its own block)";
     c.block_size = 1, c.lens[3] = 130;
     run_case(rng, &c);
@@ -223,6 +226,10 @@ static void cases(uint64_t *rng) {
     if (!quick) {
         c = base_case(), c.name = "long: 2 sequences of 20000 and 3333 keys, Lq=2";
         c.B = 2, c.lens[0] = 20000, c.lens[1] = 3333, c.Lq = 2, c.block_size = 256;
+        run_case(rng, &c);
+        c = base_case(), c.name = "pages of 24 (not a multiple of the 16-key tile), window 2000 + sinks 20";
+        c.B = 2, c.lens[0] = 20000, c.lens[1] = 2100, c.Lq = 1, c.block_size = 24, c.p.window_left = 2000,
+        c.p.sinks = 20;
         run_case(rng, &c);
         c = base_case(), c.name = "batch 1, 33000 keys, gqa 4, not causal";
         c.B = 1, c.lens[0] = 33000, c.p.causal = 0, c.block_size = 128;
