@@ -9,9 +9,9 @@
  *     one K/V head and one split of its visible key tiles, for every query
  *     row of the head's group at once, so each K/V page is read once per
  *     K/V head (GQA). Each warp runs on its own: it takes every 4th tile of
- *     16 keys of the split and streams them through its own ring of 3-4
- *     shared-memory stages with cp.async (K and V of a tile in one stage),
- *     so 2-3 tiles per warp are in flight while it computes one, with no
+ *     16 keys of the split and streams them through its own ring of 2-4
+ *     shared-memory stages (3 at D 128) with cp.async (K and V of a tile in one stage),
+ *     so 1-3 tiles per warp are in flight while it computes one, with no
  *     block-wide barrier in the loop. Paged rows are found through the
  *     block table (one look-up per tile when the page size is a multiple of
  *     16). The splits run over the visible tiles only (sinks and the
@@ -37,6 +37,11 @@
 #include "cuda/attention/mma.cuh"
 
 #include <stdlib.h>
+
+/* Keys in use in sequence b. */
+static __device__ __forceinline__ int64_t seq_len(const la_cuda_decode_args &a, int64_t b) {
+    return a.seqlens ? a.seqlens[b] : a.lens_inline ? a.lens[b] : a.Lk;
+}
 
 template <int N> static __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
@@ -182,7 +187,7 @@ template <int DP> struct grp_cfg {
 
 template <int DP, bool F16>
 __global__ void __launch_bounds__(grp_cfg<DP>::THREADS, grp_cfg<DP>::MIN_BLOCKS)
-    attn_decode_group_kernel(const la_cuda_decode_args a) {
+    attn_decode_group_kernel(const __grid_constant__ la_cuda_decode_args a) {
     using C = grp_cfg<DP>;
     constexpr int TK = C::TK, NW = C::NW, S = C::STAGES, CH = DP / 8, RPI = 32 / CH, DK = DP / 16;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -193,7 +198,7 @@ __global__ void __launch_bounds__(grp_cfg<DP>::THREADS, grp_cfg<DP>::MIN_BLOCKS)
 
     const int64_t G = a.H / a.Hkv, R = G * a.Lq;
     const int64_t split = blockIdx.x, hk = blockIdx.y, b = blockIdx.z;
-    const int64_t lq = a.Lq, lk = a.seqlens ? a.seqlens[b] : a.Lk;
+    const int64_t lq = a.Lq, lk = seq_len(a, b);
     const int D = (int)a.D;
     const la_score_rule rule = a.rule;
     const bool sigmoid = rule.score == LA_SCORE_SIGMOID;
@@ -342,6 +347,9 @@ __global__ void __launch_bounds__(grp_cfg<DP>::THREADS, grp_cfg<DP>::MIN_BLOCKS)
         pv_slice<DP, F16>(o, s[0], s[1], sV, 0, D, lrow, lmat);
     }
     cp_async_wait<0>();
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;\n" ::); /* the merge may start launching */
+#endif
 
     /* merge the warps' states: each writes O, m, l of the 16 rows, then the
      * block combines them row by row into this split's partial out
@@ -432,7 +440,7 @@ static __device__ __forceinline__ int64_t visible_tile(int BN, int64_t n, int64_
 }
 
 template <int DP, bool F16>
-__global__ void __launch_bounds__(rows_cfg<DP>::THREADS) attn_decode_rows_kernel(const la_cuda_decode_args a) {
+__global__ void __launch_bounds__(rows_cfg<DP>::THREADS) attn_decode_rows_kernel(const __grid_constant__ la_cuda_decode_args a) {
     using T = rows_cfg<DP>;
     constexpr int BR = T::BR, BN = T::BN, THREADS = T::THREADS, NT = BN / 8;
     extern __shared__ __align__(128) unsigned char smem[];
@@ -440,7 +448,7 @@ __global__ void __launch_bounds__(rows_cfg<DP>::THREADS) attn_decode_rows_kernel
 
     const int64_t G = a.H / a.Hkv, R = G * a.Lq, nrg = (R + BR - 1) / BR;
     const int64_t split = blockIdx.x, b = blockIdx.z, hk = blockIdx.y / nrg, r0 = (blockIdx.y % nrg) * BR;
-    const int64_t lq = a.Lq, lk = a.seqlens ? a.seqlens[b] : a.Lk;
+    const int64_t lq = a.Lq, lk = seq_len(a, b);
     const int64_t c0 = split * a.split_len, c1 = c0 + a.split_len < lk ? c0 + a.split_len : lk;
     const int D = (int)a.D;
     const la_score_rule rule = a.rule;
@@ -572,7 +580,7 @@ static __device__ __forceinline__ float block_reduce(float x, float *red, bool i
     return x;
 }
 
-__global__ void __launch_bounds__(DECODE_MERGE_THREADS) attn_decode_merge_kernel(const la_cuda_decode_args a) {
+__global__ void __launch_bounds__(DECODE_MERGE_THREADS) attn_decode_merge_kernel(const __grid_constant__ la_cuda_decode_args a) {
     __shared__ float wts[DECODE_MAX_SPLITS], red[DECODE_MERGE_THREADS / 32];
     __shared__ float4 acc_s[DECODE_MERGE_THREADS];
     const int64_t w = blockIdx.x, ns = a.nsplit;
@@ -580,6 +588,11 @@ __global__ void __launch_bounds__(DECODE_MERGE_THREADS) attn_decode_merge_kernel
     const float *lses = a.part_lse + w * ns, *outs = a.part_out + w * ns * a.D;
     const bool sigmoid = a.rule.score == LA_SCORE_SIGMOID;
     const int tid = threadIdx.x;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    /* launched as a programmatic dependent of the split kernel: wait for all
+     * of it (its partials written and visible) */
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
     float M = -INFINITY;
     for (int64_t s = tid; s < ns; s += DECODE_MERGE_THREADS) M = fmaxf(M, lses[s]);
     M = block_reduce(M, red, true);
@@ -658,24 +671,28 @@ static int group_blocks_per_sm(const la_cuda_decode_args *a) {
     return n;
 }
 
-/* The splits: with `units` blocks per split, `cap` blocks resident at once,
- * and `tiles` key tiles in the longest sequence, the fewest splits whose
- * blocks fill at least 90% of every wave they run in (the best filling
- * found otherwise); LA_CUDA_DECODE_SPLITS=n forces n (a tuning knob). */
-static int64_t choose_splits(int64_t units, int64_t cap, int64_t tiles) {
-    int64_t nmax = tiles < DECODE_MAX_SPLITS ? tiles : DECODE_MAX_SPLITS;
+/* The splits: with `units` blocks per split, `cap` blocks resident at once
+ * and `tiles` key tiles in the longest sequence, the split count whose
+ * blocks fill the waves they run in best (blocks / (waves x cap)), the
+ * fewest among those within half a percent of the best, each split keeping
+ * at least `min_tiles` tiles. On the H200 a grid that fills every slot
+ * (264 blocks at batch 1) ran 3-7% faster than one 3% short of it (256).
+ * LA_CUDA_DECODE_SPLITS=n forces n (a tuning knob). */
+static int64_t choose_splits(int64_t units, int64_t cap, int64_t tiles, int64_t min_tiles) {
+    int64_t nmax = tiles / min_tiles;
+    if (nmax > DECODE_MAX_SPLITS) nmax = DECODE_MAX_SPLITS;
     if (nmax < 1) nmax = 1;
     const char *env = getenv("LA_CUDA_DECODE_SPLITS");
     if (env && atoll(env) > 0) return atoll(env) < nmax ? atoll(env) : nmax;
-    int64_t best = 1;
-    double best_fill = 0;
-    for (int64_t n = 1; n <= nmax && n * units <= 16 * cap; n++) {
-        const int64_t blocks = n * units, waves = (blocks + cap - 1) / cap;
-        const double fill = (double)blocks / (double)(waves * cap);
-        if (fill >= 0.9) return n;
-        if (fill > best_fill + 1e-9) best = n, best_fill = fill;
-    }
-    return best;
+    double best = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int64_t n = 1; n <= nmax; n++) {
+            const int64_t blocks = n * units, waves = (blocks + cap - 1) / cap;
+            const double fill = (double)blocks / (double)(waves * cap);
+            if (pass == 0 && fill > best) best = fill;
+            if (pass == 1 && fill >= best - 0.005) return n;
+        }
+    return 1;
 }
 
 extern "C" size_t la_cuda_decode_plan(la_cuda_decode_args *a, int64_t max_len, int sm_count) {
@@ -688,7 +705,8 @@ extern "C" size_t la_cuda_decode_plan(la_cuda_decode_args *a, int64_t max_len, i
         tile = BN, units = a->B * a->Hkv * ((R + 63) / 64), cap = sms * DECODE_ROWS_BLOCKS_PER_SM;
     }
     const int64_t tiles = max_len > 0 ? (max_len + tile - 1) / tile : 1;
-    const int64_t n = choose_splits(units > 0 ? units : 1, cap, tiles);
+    /* a grouped block's warps each take at least 12 tiles; a rows block takes 8 */
+    const int64_t n = choose_splits(units > 0 ? units : 1, cap, tiles, grouped(a) ? 48 : 8);
     const int64_t per = (tiles + n - 1) / n; /* tiles per split */
     a->split_len = per * tile;
     a->nsplit = (tiles + per - 1) / per;
@@ -717,8 +735,22 @@ extern "C" la_status la_cuda_attention_decode_launch(const la_cuda_decode_args *
         e = cudaLaunchKernel(fn, grid, dim3((unsigned)threads), args, (size_t)smem, s);
     }
     if (e == cudaSuccess) {
-        attn_decode_merge_kernel<<<(unsigned)rows, DECODE_MERGE_THREADS, 0, s>>>(*a);
-        e = cudaGetLastError();
+        /* on sm_90 and later a programmatic dependent launch: set up while
+         * the split kernel's last blocks run, it waits for them on the device */
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess)
+            major = 0;
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)rows);
+        cfg.blockDim = dim3(DECODE_MERGE_THREADS);
+        cfg.stream = s;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+        attr[0].val.programmaticStreamSerializationAllowed = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = major >= 9 ? 1 : 0;
+        e = cudaLaunchKernelEx(&cfg, attn_decode_merge_kernel, *a);
     }
     if (e != cudaSuccess)
         return la_fail(LA_ERR_DEVICE, "CUDA decode launch failed: %s (%s)", cudaGetErrorName(e), cudaGetErrorString(e));
