@@ -27,6 +27,7 @@
 
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* The context's device scratch (ctx->device_scratch). `done` is recorded
  * after each call's work, so a regrow or a call on another stream waits for
@@ -438,7 +439,14 @@ static la_status cuda_decode(la_context *ctx, const la_attn_decode_problem *dp, 
     cudaError_t e = cudaSuccess;
     const int32_t *cu_q, *cu_k;
     stage_common(p, &w, stream, &e, &a.rule, &cu_q, &cu_k);
-    a.seqlens = stage(&w, dp->kv.seqlens_k, sizeof(int32_t) * (size_t)p->num_seqs, stream, &e);
+    if (dp->kv.seqlens_k && p->num_seqs <= LA_CUDA_DECODE_INLINE_LENS) { /* in the arguments: no copy */
+        memcpy(a.lens, dp->kv.seqlens_k, sizeof(int32_t) * (size_t)p->num_seqs);
+        a.lens_inline = 1;
+        a.seqlens = NULL;
+        w += round64(sizeof(int32_t) * (size_t)p->num_seqs); /* the workspace's place for them stays unused */
+    } else {
+        a.seqlens = stage(&w, dp->kv.seqlens_k, sizeof(int32_t) * (size_t)p->num_seqs, stream, &e);
+    }
     a.block_table = stage(&w, dp->kv.block_table, sizeof(int32_t) * (size_t)(p->num_seqs * dp->kv.blocks_per_seq),
                           stream, &e);
     a.part_lse = (float *)w;

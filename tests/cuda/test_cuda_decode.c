@@ -18,7 +18,7 @@ static bool quick; /* LONGATTN_TEST_QUICK: short lengths only (compute-sanitizer
 typedef struct {
     const char *name;
     int64_t B, Lq, H, Hkv, D;
-    int32_t lens[8];
+    int32_t lens[8];    /* sequence b has lens[b % 8] keys */
     int64_t block_size; /* 0: contiguous cache */
     la_dtype kv_dt;
     bool alibi, with_lse, no_seqlens; /* no_seqlens: contiguous, every sequence at capacity */
@@ -38,7 +38,7 @@ static void run_case(uint64_t *rng, const dec_case *c) {
     const int64_t B = c->B, Lq = c->Lq, H = c->H, Hkv = c->Hkv, D = c->D, G = H / Hkv;
     const bool paged = c->block_size > 0, sigmoid = c->p.score == LA_SCORE_SIGMOID;
     int64_t maxlen = 0;
-    for (int64_t b = 0; b < B; b++) maxlen = c->lens[b] > maxlen ? c->lens[b] : maxlen;
+    for (int64_t b = 0; b < B; b++) maxlen = c->lens[b % 8] > maxlen ? c->lens[b % 8] : maxlen;
     const int64_t bs = paged ? c->block_size : 0;
     const int64_t bps = paged ? (maxlen + bs - 1) / bs + 1 : 0; /* one spare block per sequence */
     const int64_t cap = paged ? bps * bs : (c->no_seqlens ? maxlen : maxlen + 3);
@@ -56,11 +56,11 @@ static void run_case(uint64_t *rng, const dec_case *c) {
         table = tu_alloc(sizeof(int32_t) * (size_t)(B * bps));
         for (int64_t b = 0, n = 0; b < B; b++)
             for (int64_t blk = 0; blk < bps; blk++)
-                table[b * bps + blk] = blk * bs < c->lens[b] ? perm[n++] : -1; /* unused entries: never read */
+                table[b * bps + blk] = blk * bs < c->lens[b % 8] ? perm[n++] : -1; /* unused entries: never read */
         free(perm);
     }
-    int32_t seqlens[8];
-    for (int64_t b = 0; b < B; b++) seqlens[b] = c->no_seqlens ? (int32_t)cap : c->lens[b];
+    int32_t *seqlens = tu_alloc(sizeof(int32_t) * (size_t)B);
+    for (int64_t b = 0; b < B; b++) seqlens[b] = c->no_seqlens ? (int32_t)cap : c->lens[b % 8];
     const int64_t qs[4] = {B, Lq, H, D}, ks[4] = {nblocks, paged ? bs : cap, Hkv, D}, ls[3] = {B, Lq, H};
     buf q = tu_buf_new(LA_F32, 4, qs, false, false), k = tu_buf_new(c->kv_dt, 4, ks, false, false);
     buf v = tu_buf_new(c->kv_dt, 4, ks, false, false), out = tu_buf_new(LA_F32, 4, qs, false, false);
@@ -157,7 +157,7 @@ static void run_case(uint64_t *rng, const dec_case *c) {
     cudaFree(dq.mem), cudaFree(dk.mem), cudaFree(dv.mem), cudaFree(dout.mem), cudaFree(dl.mem);
     tu_buf_free(&q), tu_buf_free(&k), tu_buf_free(&v), tu_buf_free(&out), tu_buf_free(&lse), tu_buf_free(&out_cpu);
     tu_buf_free(&lse_cpu);
-    free(table), free(want), free(want_lse), free(hq), free(ho), free(hl), free(hk), free(hv);
+    free(table), free(seqlens), free(want), free(want_lse), free(hq), free(ho), free(hl), free(hk), free(hv);
 }
 
 static la_attention_params P(void) { return la_attention_params_default(); }
@@ -202,6 +202,12 @@ static void cases(uint64_t *rng) {
     c.block_size = 0, c.no_seqlens = true, c.p.causal = 0, c.lens[0] = 40, c.lens[1] = 40, c.lens[2] = 40,
     c.lens[3] = 40;
     run_case(rng, &c);
+    c = base_case(), c.name = "page size 40, gqa 8, Lq=2 (16 rows)";
+    c.block_size = 40, c.H = 16, c.Lq = 2, c.lens[3] = quick ? 300 : 1500;
+    run_case(rng, &c);
+    c = base_case(), c.name = "batch 70 (lengths copied to the device, not in the arguments), page 32";
+    c.B = 70, c.block_size = 32, c.lens[3] = 200, c.lens[4] = 33, c.lens[5] = 64, c.lens[6] = 2, c.lens[7] = 95;
+    run_case(rng, &c);
     c = base_case(), c.name = "page size 1 (every key its own block)";
     c.block_size = 1, c.lens[3] = 130;
     run_case(rng, &c);
@@ -220,9 +226,32 @@ static void cases(uint64_t *rng) {
     c = base_case(), c.name = "no lse, f16";
     c.with_lse = false, c.kv_dt = LA_F16;
     run_case(rng, &c);
+    /* many splits (the plan gives short caches one): empty splits, the
+     * merge of many partials, the rows kernel's splits */
+    static const char *forced[] = {"3", "17"};
+    for (int fi = 0; fi < 2; fi++) {
+        setenv("LA_CUDA_DECODE_SPLITS", forced[fi], 1);
+        c = base_case();
+        snprintf(name, sizeof name, "%s splits forced: paged 16, gqa 4, lens 0/1/77/%d", forced[fi], quick ? 300 : 1500);
+        c.lens[3] = quick ? 300 : 1500, c.name = name;
+        run_case(rng, &c);
+        c = base_case();
+        snprintf(name, sizeof name, "%s splits forced: gqa 8, Lq=4 (rows kernel), window 200 + sinks 3", forced[fi]);
+        c.H = 16, c.Lq = 4, c.p.window_left = 200, c.p.sinks = 3, c.lens[3] = quick ? 300 : 1500, c.name = name;
+        run_case(rng, &c);
+        c = base_case();
+        snprintf(name, sizeof name, "%s splits forced: sigmoid, contiguous, D=64", forced[fi]);
+        c.p.score = LA_SCORE_SIGMOID, c.p.sigmoid_bias = -logf(500), c.block_size = 0, c.D = 64, c.name = name;
+        run_case(rng, &c);
+        unsetenv("LA_CUDA_DECODE_SPLITS");
+    }
     if (!quick) {
         c = base_case(), c.name = "long: 2 sequences of 20000 and 3333 keys, Lq=2";
         c.B = 2, c.lens[0] = 20000, c.lens[1] = 3333, c.Lq = 2, c.block_size = 256;
+        run_case(rng, &c);
+        c = base_case(), c.name = "pages of 24 (not a multiple of the 16-key tile), window 2000 + sinks 20";
+        c.B = 2, c.lens[0] = 20000, c.lens[1] = 2100, c.Lq = 1, c.block_size = 24, c.p.window_left = 2000,
+        c.p.sinks = 20;
         run_case(rng, &c);
         c = base_case(), c.name = "batch 1, 33000 keys, gqa 4, not causal";
         c.B = 1, c.lens[0] = 33000, c.p.causal = 0, c.block_size = 128;
