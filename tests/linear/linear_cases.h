@@ -60,6 +60,7 @@ typedef struct {
     bool with_attention; /* exact causal attention at the same shapes, as a series of its own */
     bool bwd;
     la_feature_map feature; /* Taylor: Dk 16 (273 features); Hedgehog: D / 2 projections (D features) */
+    bool no_titans;         /* leave out the Titans series (mixer_sweep.c adds its own) */
 } linear_sweep;
 
 void linear_sweep_cases(harness_list *list, const linear_sweep *s);

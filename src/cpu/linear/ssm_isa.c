@@ -168,7 +168,8 @@ static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
 #pragma omp parallel num_threads(nthreads)
     {
         float *w = (float *)mem + (size_t)la_thread_id() * per_thread;
-#pragma omp for schedule(dynamic, 1)
+        /* recurrent (the decode step): a channel's item is one state row, too small to hand out alone */
+#pragma omp for schedule(dynamic, chunked ? 1 : 64)
         for (int64_t it = 0; it < items; it++) {
             if (!chunked) {
                 recurrent_item(p, w, it / p->D, it % p->D);
