@@ -673,11 +673,16 @@ LA_API la_status la_aaren_forward(la_context *ctx, const la_aaren_params *p, con
 LA_API la_status la_aaren_decode(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
                                  const la_tensor *v, la_tensor *state, la_tensor *out);
 /* dq [H, Dk] f32 (summed over sequences and tokens), dk, dv like k, v (f32
- * or their dtype), dinitial_state like the state (NULL: not wanted). The
- * final state's gradient is not taken (there is no dfinal_state). */
+ * or their dtype), dinitial_state like the state (NULL: not wanted).
+ * dfinal_state (like the state, f32; NULL = 0) is the gradient reaching the
+ * final state's columns (u, w, m) as la_aaren_forward returns them; m, the
+ * running max, passes its part (less u . du + w dw, the part u and w take
+ * through their rescaling) to the score that set it (the first of equal
+ * maxima), or to the initial state's m when no score exceeded it. */
 LA_API la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
                                    const la_tensor *v, const la_tensor *initial_state, const la_tensor *dout,
-                                   la_tensor *dq, la_tensor *dk, la_tensor *dv, la_tensor *dinitial_state);
+                                   const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                   la_tensor *dinitial_state);
 /* --- neural memory (Titans) */
 
 /* Titans' long-term memory, linear-memory variant (Behrouz et al. 2024,
