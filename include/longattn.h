@@ -746,9 +746,11 @@ LA_API la_status la_titans_decode(la_context *ctx, const la_titans_params *p, co
                                   const la_tensor *alpha, la_tensor *memory, la_tensor *momentum, la_tensor *out);
 
 /* Gradients of la_titans_forward (same params and chunk_size; p->form is
- * unused): token by token through the recurrence, the states recomputed
- * from checkpoints every ~max(64, sqrt(L)) tokens (a multiple of
- * chunk_size), so the workspace grows as sqrt(L) Dk Dv per thread. dout
+ * unused): chunk by chunk with chunk_size > 1 (the chunked form's matrix
+ * products backwards), token by token through the recurrence with
+ * chunk_size 1; the states recomputed from checkpoints every ~max(64,
+ * sqrt(L)) tokens (a multiple of chunk_size), so the workspace grows as
+ * sqrt(L) Dk Dv per thread. dout
  * like out; dmemory_out, dmomentum_out (NULL = 0) the gradients reaching
  * the final states; dq, dk, dv like q, k, v (f32 or their dtype); deta,
  * dtheta, dalpha like the gates (f32); dmemory_in, dmomentum_in like the

@@ -1,6 +1,8 @@
-/* Titans neural memory, backward: backpropagation through the token-by-token
- * recurrence (include/longattn.h; the same function the chunked forward
- * computes), written once and compiled per ISA. Per (sequence, query head):
+/* Titans neural memory, backward, written once and compiled per ISA. With
+ * chunk_size > 1 chunk by chunk (the chunked backward further below); with
+ * chunk_size 1 by backpropagation through the token-by-token recurrence
+ * (include/longattn.h; the same function the chunked forward computes), as
+ * follows. Per (sequence, query head):
  *  a forward sweep keeps checkpoints of (M, S) every `seg` tokens (a
  *  multiple of chunk_size, about max(64, sqrt(L))); the reverse sweep
  *  recomputes each segment's per-token states from its checkpoint and walks
