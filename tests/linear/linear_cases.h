@@ -65,7 +65,7 @@ typedef struct {
 
 void linear_sweep_cases(harness_list *list, const linear_sweep *s);
 
-/* The Titans memory's chunked forward (titans_case.c), dense f32, Dk = Dv = D. */
-harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk);
+/* The Titans memory's chunked forward, or its backward (titans_case.c), dense f32, Dk = Dv = D. */
+harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk, bool bwd);
 
 #endif

@@ -160,14 +160,15 @@ void mixer_sweep_cases(harness_list *list, const mixer_sweep *s) {
             delta_sweep_cases(&tmp, &d);
             wrap_all(list, &tmp, &series, s, heads * D * D * f32, false);
         }
-    if (s->mixers & MIXER_TITANS) { /* the chunked forward (the backward is token by token) */
-        for (int li = 0; li < s->nL; li++) {
-            char name[64];
-            snprintf(name, sizeof name, "titans fwd L=%lld", (long long)s->L[li]);
-            harness_case *c = titans_case(name, s->B, s->H, s->L[li], s->D, s->chunk);
-            c->series = 1;
-            harness_add(&tmp, c);
-        }
+    if (s->mixers & MIXER_TITANS) { /* the chunked forward, then the backward */
+        for (int pass = 0; pass < (s->bwd ? 2 : 1); pass++)
+            for (int li = 0; li < s->nL; li++) {
+                char name[64];
+                snprintf(name, sizeof name, "titans %s L=%lld", pass ? "bwd" : "fwd", (long long)s->L[li]);
+                harness_case *c = titans_case(name, s->B, s->H, s->L[li], s->D, s->chunk, pass == 1);
+                c->series = 1 + pass;
+                harness_add(&tmp, c);
+            }
         wrap_all(list, &tmp, &series, s, 2 * heads * D * D * f32, false); /* memory and momentum */
     }
     if (s->mixers & MIXER_MAMBA) {
