@@ -182,6 +182,11 @@ LA_API double la_peak_bf16_gflops(la_simd simd, int threads, double seconds);
 /* Read bandwidth in GB/s: threads summing a buffer of `bytes` (make it
  * several times the last-level cache); 0 if the buffer cannot be allocated. */
 LA_API double la_peak_read_gbps(int threads, size_t bytes);
+/* Read-modify-write bandwidth in GB/s, bytes read plus bytes written:
+ * threads updating a buffer of `bytes` in place, each byte read once and
+ * written once (a decode step's traffic on its state); 0 if the buffer
+ * cannot be allocated. */
+LA_API double la_peak_update_gbps(int threads, size_t bytes);
 
 /* --------------------------------------------------- exact attention */
 
@@ -668,11 +673,16 @@ LA_API la_status la_aaren_forward(la_context *ctx, const la_aaren_params *p, con
 LA_API la_status la_aaren_decode(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
                                  const la_tensor *v, la_tensor *state, la_tensor *out);
 /* dq [H, Dk] f32 (summed over sequences and tokens), dk, dv like k, v (f32
- * or their dtype), dinitial_state like the state (NULL: not wanted). The
- * final state's gradient is not taken (there is no dfinal_state). */
+ * or their dtype), dinitial_state like the state (NULL: not wanted).
+ * dfinal_state (like the state, f32; NULL = 0) is the gradient reaching the
+ * final state's columns (u, w, m) as la_aaren_forward returns them; m, the
+ * running max, passes its part (less u . du + w dw, the part u and w take
+ * through their rescaling) to the score that set it (the first of equal
+ * maxima), or to the initial state's m when no score exceeded it. */
 LA_API la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
                                    const la_tensor *v, const la_tensor *initial_state, const la_tensor *dout,
-                                   la_tensor *dq, la_tensor *dk, la_tensor *dv, la_tensor *dinitial_state);
+                                   const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                                   la_tensor *dinitial_state);
 /* --- neural memory (Titans) */
 
 /* Titans' long-term memory, linear-memory variant (Behrouz et al. 2024,
@@ -736,9 +746,11 @@ LA_API la_status la_titans_decode(la_context *ctx, const la_titans_params *p, co
                                   const la_tensor *alpha, la_tensor *memory, la_tensor *momentum, la_tensor *out);
 
 /* Gradients of la_titans_forward (same params and chunk_size; p->form is
- * unused): token by token through the recurrence, the states recomputed
- * from checkpoints every ~max(64, sqrt(L)) tokens (a multiple of
- * chunk_size), so the workspace grows as sqrt(L) Dk Dv per thread. dout
+ * unused): chunk by chunk with chunk_size > 1 (the chunked form's matrix
+ * products backwards), token by token through the recurrence with
+ * chunk_size 1; the states recomputed from checkpoints every ~max(64,
+ * sqrt(L)) tokens (a multiple of chunk_size), so the workspace grows as
+ * sqrt(L) Dk Dv per thread. dout
  * like out; dmemory_out, dmomentum_out (NULL = 0) the gradients reaching
  * the final states; dq, dk, dv like q, k, v (f32 or their dtype); deta,
  * dtheta, dalpha like the gates (f32); dmemory_in, dmomentum_in like the

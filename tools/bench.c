@@ -7,6 +7,7 @@
 #include "linear_cases.h"
 #include "delta_cases.h"
 #include "ssm_cases.h"
+#include "mixer_sweep.h"
 #include "sparse_cases.h"
 #include "kv_cases.h"
 #include "cli.h"
@@ -29,11 +30,12 @@ typedef struct {
     int causal[2], ncausal;
     la_dtype dtype[3];
     int ndtype;
-    bool fwd, bwd;
+    bool fwd, bwd, decode; /* decode: linear's decode-step rows */
     double budget_s; /* skip points expected to take longer than this */
     int decay;       /* linear: la_decay_kind */
     int64_t chunk;   /* linear: chunk size */
-    int op;          /* linear: 0 linear attention, 1 delta rule, 2 gated delta rule (-1: unknown --op) */
+    int op;          /* linear: 0 linear attention (+ Titans), 1 delta rule, 2 gated delta rule, 3 Titans, 4 all
+                        (-1: unknown --op) */
     int scan_op;     /* linear --op mamba|aaren: 1 + scan_case_op; 0 none */
     int feature;     /* linear: la_feature_map */
 } options;
@@ -79,10 +81,14 @@ static void usage(void) {
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       kvquant:   [--L 8192,32768] decode through la_kv_cache_decode over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
-            "                  [--chunk 64] [--pass fwd,bwd] [--budget SECONDS]\n"
-            "                  [--op linear|delta|gated_delta|mamba|aaren]: the mixer (default linear);\n"
-            "                  mamba: the selective scan (D = --D, default 1536, N 16); aaren: --D / 64\n"
-            "                  heads of 64; both chunked, with --B sequences\n"
+            "                  [--chunk 64] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
+            "                  [--op linear|delta|gated_delta|titans|mamba|aaren|all]: the mixer (default\n"
+            "                  linear, with Titans); exact causal attention first, then each mixer's rows\n"
+            "                  with ns_per_token, time_ratio and per_token_ratio to the L=4096 row,\n"
+            "                  vs_attention, state_bytes; then decode-step rows (GB/s, rw_ratio to the\n"
+            "                  read-modify-write bandwidth). mamba: the selective scan (D = --D, default\n"
+            "                  1536, N 16); aaren: --D / 64 heads of 64; all: Mamba H x D channels, Aaren\n"
+            "                  H x D / 64 heads of 64\n"
             "                  [--feature identity|elu1|relu|taylor|hedgehog] (linear attention's map; taylor:\n"
             "                  Dk 16, 273 features; hedgehog: D / 2 projections, D features)\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
@@ -94,7 +100,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
     memset(o, 0, sizeof *o);
     o->B = 1, o->H = decode ? 32 : 8, o->Hkv = 8, o->budget_s = 20;
     o->nL = 0, o->nD = 0, o->ncausal = 0, o->ndtype = 0;
-    o->fwd = o->bwd = true;
+    o->fwd = o->bwd = o->decode = true;
     o->decay = LA_DECAY_TOKEN, o->chunk = 64;
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
@@ -114,7 +120,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--op") && (!strcmp(val, "mamba") || !strcmp(val, "aaren")))
             o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);
         else if (!strcmp(a, "--op")) o->op = !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
-                                           : !strcmp(val, "gated_delta") ? 2 : -1;
+                                           : !strcmp(val, "gated_delta") ? 2 : !strcmp(val, "titans") ? 3
+                                           : !strcmp(val, "all") ? 4 : -1;
         else if (!strcmp(a, "--feature")) {
             static const char *const names[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
             o->feature = -1;
@@ -135,6 +142,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         } else if (!strcmp(a, "--pass")) {
             o->fwd = strstr(val, "fwd") != NULL;
             o->bwd = strstr(val, "bwd") != NULL;
+            o->decode = strstr(val, "decode") != NULL;
         } else {
             fprintf(stderr, "longattn bench: unknown option %s\n", a);
             return usage(), -1;
@@ -229,39 +237,32 @@ static int bench_decode(const options *o) {
     return status;
 }
 
-/* The chunked linear mixer beside exact causal attention at the same shapes. */
-/* The selective scan or Aaren (--op mamba|aaren), forward and backward. */
-static int bench_scan(const options *o) {
-    static const int64_t default_L[] = {1024, 4096, 16384, 65536}, quick_L[] = {1024};
-    harness_list list = {0};
-    scan_sweep_cases(&list, (scan_case_op)(o->scan_op - 1), o->B, o->nD ? o->D[0] : 1536,
-                     o->nL ? o->L : o->quick ? quick_L : default_L, o->nL ? o->nL : o->quick ? 1 : 4, o->chunk,
-                     o->bwd);
-    harness_perf_opts po = perf_opts(o, true, o->quick ? 0.5 : 2.0);
-    int status = harness_perf(&list, &po);
-    harness_list_free(&list);
-    return status;
-}
-
+/* The linear mixers (tests/linear/mixer_sweep.h): exact causal attention,
+ * then each mixer's chunked forward (and backward) over the lengths, each
+ * row with its time per token and its ratios to the 4K row and to exact
+ * attention; then one decode step of each mixer, as GB/s against the
+ * read and the read-modify-write bandwidth measured beside it. */
 static int bench_linear(const options *o) {
-    if (o->scan_op) return bench_scan(o);
     static const int64_t default_L[] = {1024, 2048, 4096, 8192, 16384, 32768, 65536}, quick_L[] = {1024, 4096};
-    linear_sweep s = {.B = o->B, .H = o->H, .D = o->nD ? o->D[0] : 128, .decay = (la_decay_kind)o->decay,
-                      .chunk = o->chunk, .with_attention = true, .bwd = o->bwd && !o->quick,
-                      .feature = (la_feature_map)o->feature};
+    static const unsigned mixers_of[] = {MIXER_LINEAR | MIXER_TITANS, MIXER_DELTA, MIXER_GATED_DELTA, MIXER_TITANS,
+                                         MIXER_ALL};
+    const bool scan = o->scan_op != 0;
+    const unsigned mixers = scan ? (o->scan_op - 1 == SCAN_CASE_MAMBA ? MIXER_MAMBA : MIXER_AAREN) : mixers_of[o->op];
+    const int64_t D = o->nD ? o->D[0] : scan ? 1536 : 128;
+    mixer_sweep s = {.B = o->B, .H = o->H, .D = D, .chunk = o->chunk, .mixers = mixers,
+                     .mamba_width = scan ? D : 0, .aaren_width = scan ? D : 0, .decay = (la_decay_kind)o->decay,
+                     .feature = (la_feature_map)o->feature, .bwd = o->bwd && !o->quick,
+                     .with_attention = !scan && o->fwd};
     s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
     s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
     harness_list list = {0};
-    if (o->op) { /* the (gated) delta rule: its chunked forward and its backward */
-        delta_sweep d = {.B = o->B, .H = o->H, .D = s.D, .L = s.L, .nL = s.nL, .gated = o->op == 2, .chunk = o->chunk,
-                         .bwd = s.bwd};
-        delta_sweep_cases(&list, &d);
-    } else {
-        linear_sweep_cases(&list, &s);
-    }
+    if (o->fwd || s.bwd) mixer_sweep_cases(&list, &s);
+    if (o->decode) /* the decode rows: about 128 MiB of state (--quick: 32 MiB) */
+        mixer_decode_cases(&list, mixers, o->quick ? (scan ? 64 : 16) : 0, scan ? 1 : o->H, D, o->threads);
     harness_perf_opts po = perf_opts(o, false, o->quick ? 0.5 : 2.0);
     int status = harness_perf(&list, &po);
     harness_list_free(&list);
+    mixer_sweep_release();
     return status;
 }
 

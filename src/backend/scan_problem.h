@@ -96,6 +96,7 @@ typedef struct {
     la_aaren_problem fwd; /* out, state_out unset */
     la_attn_operand dout, dk, dv;
     la_scan_array dq, dstate_in; /* dq [H, Dk]; dstate_in NULL: not wanted */
+    la_scan_array dstate_out;    /* the gradient reaching the final state (u, w, m); NULL = 0 */
 } la_aaren_backward_problem;
 
 /* Tokens [*t0, *t0 + *len) of sequence b (t0 0 for a dense batch, whose

@@ -443,7 +443,7 @@ harness_case *delta_case(const delta_spec *s) {
 void delta_sweep_cases(harness_list *list, const delta_sweep *s) {
     char name[96];
     /* the decode step, token by token over a short prompt: bandwidth-bound */
-    {
+    if (!s->no_decode) {
         delta_spec d = {.name = name, .B = s->B, .L = 256, .H = s->H, .Hkv = s->H, .Dk = s->D, .Dv = s->D,
                         .dt = LA_F32, .out_dt = LA_F32, .run = DELTA_RUN_DECODE};
         d.p = la_delta_params_default();

@@ -63,6 +63,7 @@ typedef struct {
     bool gated;
     int64_t chunk;
     bool bwd;
+    bool no_decode; /* leave out the decode row (mixer_sweep.h has its own) */
 } delta_sweep;
 
 void delta_sweep_cases(harness_list *list, const delta_sweep *s);

@@ -60,11 +60,12 @@ typedef struct {
     bool with_attention; /* exact causal attention at the same shapes, as a series of its own */
     bool bwd;
     la_feature_map feature; /* Taylor: Dk 16 (273 features); Hedgehog: D / 2 projections (D features) */
+    bool no_titans;         /* leave out the Titans series (mixer_sweep.c adds its own) */
 } linear_sweep;
 
 void linear_sweep_cases(harness_list *list, const linear_sweep *s);
 
-/* The Titans memory's chunked forward (titans_case.c), dense f32, Dk = Dv = D. */
-harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk);
+/* The Titans memory's chunked forward, or its backward (titans_case.c), dense f32, Dk = Dv = D. */
+harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk, bool bwd);
 
 #endif

@@ -33,9 +33,9 @@ void linear_sweep_cases(harness_list *list, const linear_sweep *s) {
     }
     /* the Titans memory (chunked forward) at the same shapes */
     series++;
-    for (int li = 0; li < s->nL; li++) {
+    for (int li = 0; li < (s->no_titans ? 0 : s->nL); li++) {
         snprintf(name, sizeof name, "titans fwd L=%lld", (long long)s->L[li]);
-        harness_case *c = titans_case(name, s->B, s->H, s->L[li], s->D, s->chunk);
+        harness_case *c = titans_case(name, s->B, s->H, s->L[li], s->D, s->chunk, false);
         c->series = series;
         harness_add(list, c);
     }

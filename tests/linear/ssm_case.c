@@ -137,7 +137,7 @@ static la_status run(harness_case *hc, la_context *ctx) {
     la_aaren_params p = la_aaren_params_default();
     p.form = s->form, p.chunk_size = s->chunk;
     if (!s->bwd) return la_aaren_forward(ctx, &p, &c->q.t, &c->k.t, &c->v.t, NULL, &c->out.t, NULL);
-    return la_aaren_backward(ctx, &p, &c->q.t, &c->k.t, &c->v.t, NULL, &c->dout.t, &c->dq.t, &c->g1.t, &c->g2.t, NULL);
+    return la_aaren_backward(ctx, &p, &c->q.t, &c->k.t, &c->v.t, NULL, &c->dout.t, NULL, &c->dq.t, &c->g1.t, &c->g2.t, NULL);
 }
 
 static const float *f32(const tu_buf *b) { return b->t.data; }

@@ -199,28 +199,34 @@ static void check_forward(const aaren_spec *sp, uint64_t *rng, la_context *ctx, 
 
 /* ---- backward ---- */
 
-static double ref_loss(const aaren_ref_seq *r, const double *s0, const double *dout) {
+/* sum dout . out + dsT . (the final state) */
+static double ref_loss(const aaren_ref_seq *r, const double *s0, const double *dout, const double *dsT) {
     double *out = malloc(sizeof(double) * (size_t)(r->L * r->Dv + 1)), *st = malloc(sizeof(double) * (size_t)(r->Dv + 2));
     memcpy(st, s0, sizeof(double) * (size_t)(r->Dv + 2));
     aaren_ref_forward(r, out, st);
     double l = 0;
     for (int64_t i = 0; i < r->L * r->Dv; i++) l += dout[i] * out[i];
+    for (int64_t j = 0; j < r->Dv + 2; j++) l += dsT[j] * st[j];
     free(out), free(st);
     return l;
 }
 
 static void check_reference_gradients(uint64_t *rng) {
     enum { L = 6, Dk = 3, Dv = 2 };
-    for (int init = 0; init < 2; init++) {
-        double q[Dk], k[L * Dk], v[L * Dv], s0[Dv + 2], dout[L * Dv], dq[Dk], dk[L * Dk], dv[L * Dv], ds0[Dv + 2];
+    /* init 0: empty; 1: m0 among the scores; 2: m0 above every score (the final m's gradient reaches m0) */
+    for (int init = 0; init < 3; init++) {
+        double q[Dk], k[L * Dk], v[L * Dv], s0[Dv + 2], dout[L * Dv], dq[Dk], dk[L * Dk], dv[L * Dv], ds0[Dv + 2],
+            dsT[Dv + 2];
+        for (int i = 0; i < Dv + 2; i++) dsT[i] = tu_uniform(rng, -1, 1);
         for (int i = 0; i < Dk; i++) q[i] = tu_uniform(rng, -1, 1);
         for (int i = 0; i < L * Dk; i++) k[i] = tu_uniform(rng, -2, 2);
         for (int i = 0; i < L * Dv; i++) v[i] = tu_uniform(rng, -1, 1), dout[i] = tu_uniform(rng, -1, 1);
         for (int i = 0; i < Dv; i++) s0[i] = init ? tu_uniform(rng, -2, 2) : 0;
         s0[Dv] = init ? tu_uniform(rng, 1, 3) : 0;
-        s0[Dv + 1] = init ? tu_uniform(rng, -1, 1) : -INFINITY;
+        s0[Dv + 1] = init == 2 ? 6 : init ? tu_uniform(rng, -1, 1) : -INFINITY;
         aaren_ref_seq r = {.L = L, .Dk = Dk, .Dv = Dv, .q = q, .scale = 0.8, .k = k, .v = v};
         aaren_ref_backward(&r, init ? s0 : NULL, dout, dq, dk, dv, ds0);
+        aaren_ref_backward_final(&r, init ? s0 : NULL, dsT, dq, dk, dv, ds0);
         struct { double *x, *g; int n; const char *name; } vars[] = {
             {q, dq, Dk, "dq"}, {k, dk, L * Dk, "dk"}, {v, dv, L * Dv, "dv"}, {s0, ds0, init ? Dv + 2 : 0, "dstate0"}};
         const double step = 1e-6; /* float64 central differences: ~1e-10 */
@@ -229,9 +235,9 @@ static void check_reference_gradients(uint64_t *rng) {
             for (int i = 0; i < vars[vi].n; i++) {
                 const double keep = vars[vi].x[i];
                 vars[vi].x[i] = keep + step;
-                const double lp = ref_loss(&r, s0, dout);
+                const double lp = ref_loss(&r, s0, dout, dsT);
                 vars[vi].x[i] = keep - step;
-                const double lm = ref_loss(&r, s0, dout);
+                const double lm = ref_loss(&r, s0, dout, dsT);
                 vars[vi].x[i] = keep;
                 const double fd = (lp - lm) / (2 * step), e = fabs(fd - vars[vi].g[i]) / (1 + fabs(fd));
                 if (e > worst) worst = e;
@@ -248,7 +254,8 @@ static void check_backward(const aaren_spec *sp, uint64_t *rng, la_context *ctx,
     tu_buf dout = st_tok(&sp->b, sp->dt, 2, vd);
     st_fill(rng, &dout, -1, 1);
     tu_buf dq = st_plain(LA_F32, 2, kd), dk = st_tok(&sp->b, sp->out_dt, 2, kd), dv = st_tok(&sp->b, sp->out_dt, 2, vd),
-           ds0 = st_plain(LA_F32, 3, sd);
+           ds0 = st_plain(LA_F32, 3, sd), dT = st_plain(LA_F32, 3, sd); /* dT: the gradient reaching the final state */
+    st_fill(rng, &dT, -1, 1);
     double *rdk[ST_MAX_SEQS], *rdv[ST_MAX_SEQS], *rds0[ST_MAX_SEQS];
     double *rdq = calloc((size_t)(sp->H * sp->Dk), sizeof(double));
     for (int s = 0; s < sp->b.nseq; s++) {
@@ -264,6 +271,9 @@ static void check_backward(const aaren_spec *sp, uint64_t *rng, la_context *ctx,
             aaren_ref_seq r = ref_seq(&a, s, h, bufs);
             for (int64_t t = 0; t < L; t++) memcpy(doh + t * sp->Dv, dO + (t * sp->H + h) * sp->Dv, sizeof(double) * (size_t)sp->Dv);
             aaren_ref_backward(&r, sp->init ? st : NULL, doh, gq, gk, gv, rds0[s] + h * S);
+            double dTh[LA_MAX_HEAD_DIM + 2];
+            for (int64_t j = 0; j < S; j++) dTh[j] = ((const float *)dT.t.data)[(s * sp->H + h) * S + j];
+            aaren_ref_backward_final(&r, sp->init ? st : NULL, dTh, gq, gk, gv, rds0[s] + h * S);
             for (int64_t t = 0; t < L; t++) {
                 memcpy(rdk[s] + (t * sp->H + h) * sp->Dk, gk + t * sp->Dk, sizeof(double) * (size_t)sp->Dk);
                 memcpy(rdv[s] + (t * sp->H + h) * sp->Dv, gv + t * sp->Dv, sizeof(double) * (size_t)sp->Dv);
@@ -281,8 +291,8 @@ static void check_backward(const aaren_spec *sp, uint64_t *rng, la_context *ctx,
     for (int li = 0; li < nlev; li++) {
         la_context_set_simd(ctx, levels[li]);
         tu_buf_poison(&dq), tu_buf_poison(&dk), tu_buf_poison(&dv), tu_buf_poison(&ds0);
-        la_status st = la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, sp->init ? &a.s0.t : NULL, &dout.t, &dq.t, &dk.t,
-                                         &dv.t, sp->init ? &ds0.t : NULL);
+        la_status st = la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, sp->init ? &a.s0.t : NULL, &dout.t, &dT.t,
+                                         &dq.t, &dk.t, &dv.t, sp->init ? &ds0.t : NULL);
         tu_check(st == LA_OK, "%s backward: %s (%s)", sp->name, la_status_name(st), la_last_error());
         double w[4] = {0};
         for (int s = 0; s < sp->b.nseq; s++) {
@@ -299,7 +309,7 @@ static void check_backward(const aaren_spec *sp, uint64_t *rng, la_context *ctx,
     }
     for (int s = 0; s < sp->b.nseq; s++) free(rdk[s]), free(rdv[s]), free(rds0[s]);
     free(rdq);
-    tu_buf_free(&dout), tu_buf_free(&dq), tu_buf_free(&dk), tu_buf_free(&dv), tu_buf_free(&ds0);
+    tu_buf_free(&dout), tu_buf_free(&dq), tu_buf_free(&dk), tu_buf_free(&dv), tu_buf_free(&ds0), tu_buf_free(&dT);
     data_free(&a);
 }
 
@@ -345,13 +355,17 @@ static void check_bad_inputs(la_context *ctx, uint64_t *rng) {
     p = la_aaren_params_default();
     tu_buf dq = st_plain(LA_F32, 2, (int64_t[]){2, 8}), dk = st_tok(&sp.b, LA_F32, 2, (int64_t[]){2, 8}),
            dv = st_tok(&sp.b, LA_F32, 2, vd);
-    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, NULL, &dk.t, &dv.t, NULL), LA_ERR_NULL);
-    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, &q3.t, &dk.t, &dv.t, NULL), LA_ERR_SHAPE);
-    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, &dq.t, &dk.t, &out.t, NULL),
+    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, NULL, NULL, &dk.t, &dv.t, NULL), LA_ERR_NULL);
+    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, NULL, &q3.t, &dk.t, &dv.t, NULL), LA_ERR_SHAPE);
+    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, NULL, &dq.t, &dk.t, &out.t, NULL),
                   LA_ERR_ARGUMENT);
-    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, &dq.t, &dk.t, &dv.t, &fsb.t),
+    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, NULL, &dq.t, &dk.t, &dv.t, &fsb.t),
                   LA_ERR_SHAPE);
-    tu_check(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, &dq.t, &dk.t, &dv.t, NULL) == LA_OK,
+    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, &fsb.t, &dq.t, &dk.t, &dv.t, NULL),
+                  LA_ERR_SHAPE); /* dfinal_state of the wrong shape */
+    ST_EXPECT_BAD(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, &fs.t, &dq.t, &dk.t, &dv.t, &fs.t),
+                  LA_ERR_ARGUMENT); /* dinitial_state overlapping dfinal_state */
+    tu_check(la_aaren_backward(ctx, &p, &a.q.t, &a.k.t, &a.v.t, NULL, &out.t, NULL, &dq.t, &dk.t, &dv.t, NULL) == LA_OK,
              "good backward: %s", la_last_error());
     tu_buf *all[] = {&out, &fs, &fsb, &q3, &qh, &v3, &dq, &dk, &dv};
     for (int i = 0; i < 9; i++) tu_buf_free(all[i]);

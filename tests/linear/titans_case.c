@@ -14,7 +14,9 @@
 typedef struct {
     harness_case base; /* first: the harness sees this */
     int64_t B, H, L, D, chunk;
+    bool bwd; /* la_titans_backward instead (no reference: test_titans checks it) */
     tu_buf q, k, v, eta, theta, alpha, out;
+    tu_buf dq, dk, dv, deta, dtheta, dalpha;
     double *want;
 } tt_bench_case;
 
@@ -31,7 +33,7 @@ static void describe(const harness_case *hc, harness_fields *f) {
     harness_field_str(f, "feature", "titans");
     harness_field_str(f, "form", "chunked");
     harness_field_int(f, "chunk", c->chunk);
-    harness_field_str(f, "pass", "fwd");
+    harness_field_str(f, "pass", c->bwd ? "bwd" : "fwd");
 }
 
 /* The chunked algorithm's own work per (sequence, head) and chunk of n
@@ -40,6 +42,10 @@ static void describe(const harness_case *hc, harness_fields *f) {
 static double flops(const harness_case *hc) {
     const tt_bench_case *c = (const tt_bench_case *)hc;
     const double D = (double)c->D, C = (double)c->chunk, L = (double)c->L;
+    /* backward: the chunk's rows and R three times (checkpoint sweep, segment recompute, backward: 3 x 2 n D^2),
+       its state step twice (2 x 4 n D^2), then Q M, Q S, K dM', K dS', dQ, dK and the start states' adjoints
+       (24 n D^2) and the four n x n products (8 n^2 D) */
+    if (c->bwd) return (double)(c->B * c->H) * (L * 38 * D * D + L * 8 * C * D);
     return (double)(c->B * c->H) * (L * 10 * D * D + L * 4 * C * D);
 }
 
@@ -48,7 +54,15 @@ static double bytes(const harness_case *hc) {
     return (double)(c->B * c->L * c->H) * 4.0 * (double)(4 * c->D + 3);
 }
 
-static void poison(harness_case *hc) { tu_buf_poison(&((tt_bench_case *)hc)->out); }
+static void poison(harness_case *hc) {
+    tt_bench_case *c = (tt_bench_case *)hc;
+    if (!c->bwd) { /* backward: out holds dout, an input */
+        tu_buf_poison(&c->out);
+        return;
+    }
+    tu_buf *g[6] = {&c->dq, &c->dk, &c->dv, &c->deta, &c->dtheta, &c->dalpha};
+    for (int i = 0; i < 6; i++) tu_buf_poison(g[i]);
+}
 
 static bool setup(harness_case *hc, uint64_t seed) {
     tt_bench_case *c = (tt_bench_case *)hc;
@@ -60,6 +74,12 @@ static bool setup(harness_case *hc, uint64_t seed) {
     tu_buf *t3[3] = {&c->eta, &c->theta, &c->alpha};
     for (int i = 0; i < 3; i++)
         if (!tu_buf_init(t3[i], LA_F32, 3, gate, false, false)) return false;
+    if (c->bwd) {
+        tu_buf *g4[3] = {&c->dq, &c->dk, &c->dv}, *g3[3] = {&c->deta, &c->dtheta, &c->dalpha};
+        for (int i = 0; i < 3; i++)
+            if (!tu_buf_init(g4[i], LA_F32, 4, tok, false, false) || !tu_buf_init(g3[i], LA_F32, 3, gate, false, false))
+                return false;
+    }
     tu_fill(&rng, c->q.t.data, LA_F32, (int64_t)c->q.elems, -1, 1);
     tu_fill(&rng, c->v.t.data, LA_F32, (int64_t)c->v.elems, -1, 1);
     tu_fill(&rng, c->k.t.data, LA_F32, (int64_t)c->k.elems, -1, 1);
@@ -72,6 +92,7 @@ static bool setup(harness_case *hc, uint64_t seed) {
     tu_fill(&rng, c->eta.t.data, LA_F32, (int64_t)c->eta.elems, 0.5, 1);
     tu_fill(&rng, c->theta.t.data, LA_F32, (int64_t)c->theta.elems, 0, 0.1);
     tu_fill(&rng, c->alpha.t.data, LA_F32, (int64_t)c->alpha.elems, 0, 0.1);
+    if (c->bwd) tu_fill(&rng, c->out.t.data, LA_F32, (int64_t)c->out.elems, -1, 1); /* out holds dout */
     poison(hc);
     return true;
 }
@@ -80,6 +101,10 @@ static la_status run(harness_case *hc, la_context *ctx) {
     tt_bench_case *c = (tt_bench_case *)hc;
     la_titans_params p = la_titans_params_default();
     p.chunk_size = c->chunk;
+    if (c->bwd)
+        return la_titans_backward(ctx, &p, &c->q.t, &c->k.t, &c->v.t, &c->eta.t, &c->theta.t, &c->alpha.t, NULL, NULL,
+                                  &c->out.t, NULL, NULL, &c->dq.t, &c->dk.t, &c->dv.t, &c->deta.t, &c->dtheta.t,
+                                  &c->dalpha.t, NULL, NULL);
     return la_titans_forward(ctx, &p, &c->q.t, &c->k.t, &c->v.t, &c->eta.t, &c->theta.t, &c->alpha.t, NULL, NULL,
                              &c->out.t, NULL, NULL);
 }
@@ -88,6 +113,7 @@ static la_status run(harness_case *hc, la_context *ctx) {
 static bool reference(harness_case *hc, bool sampled) {
     tt_bench_case *c = (tt_bench_case *)hc;
     (void)sampled;
+    if (c->bwd) return false;
     const int64_t L = c->L, D = c->D, H = c->H;
     double *in = tu_alloc(sizeof(double) * (size_t)(L * (3 * D + 3) + 2 * D * D));
     double *q = in, *k = q + L * D, *v = k + L * D, *g = v + L * D, *M = g + 3 * L, *S = M + D * D;
@@ -135,8 +161,9 @@ static double check(harness_case *hc, const char *label, bool tally) {
 
 static void teardown(harness_case *hc) {
     tt_bench_case *c = (tt_bench_case *)hc;
-    tu_buf *all[] = {&c->q, &c->k, &c->v, &c->eta, &c->theta, &c->alpha, &c->out};
-    for (int i = 0; i < 7; i++) tu_buf_free(all[i]);
+    tu_buf *all[] = {&c->q, &c->k, &c->v, &c->eta, &c->theta, &c->alpha, &c->out,
+                     &c->dq, &c->dk, &c->dv, &c->deta, &c->dtheta, &c->dalpha};
+    for (int i = 0; i < 13; i++) tu_buf_free(all[i]);
     free(c->want);
     c->want = NULL;
 }
@@ -154,9 +181,9 @@ static const harness_ops titans_ops = {
     .teardown = teardown,
 };
 
-harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk) {
+harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk, bool bwd) {
     tt_bench_case *c = harness_case_new(sizeof *c, &titans_ops, name, 0, harness_compute_ceiling(LA_F32));
-    c->B = B, c->H = H, c->L = L, c->D = D, c->chunk = chunk;
+    c->B = B, c->H = H, c->L = L, c->D = D, c->chunk = chunk, c->bwd = bwd;
     c->base.tokens = L;
     return &c->base;
 }

@@ -231,3 +231,50 @@ void aaren_ref_backward(const aaren_ref_seq *x, const double *s0, const double *
         }
     free(s), free(lse), free(o), free(ds);
 }
+
+void aaren_ref_backward_final(const aaren_ref_seq *x, const double *s0, const double *dsT, double *dq, double *dk,
+                              double *dv, double *ds0) {
+    const int64_t L = x->L, Dk = x->Dk, Dv = x->Dv;
+    if (L == 0) { /* the final state is the initial one */
+        if (ds0)
+            for (int64_t j = 0; j < Dv + 2; j++) ds0[j] += dsT[j];
+        return;
+    }
+    const double m0 = s0 ? s0[Dv + 1] : -INFINITY, w0 = s0 ? s0[Dv] : 0;
+    double *s = malloc(sizeof(double) * (size_t)L), *u = calloc((size_t)Dv + 1, sizeof(double));
+    double mL = m0, wL = 0;
+    int64_t amax = -1;
+    for (int64_t i = 0; i < L; i++) {
+        s[i] = score(x, i);
+        if (s[i] > mL) mL = s[i], amax = i;
+    }
+    const double e0 = isinf(m0) ? 0 : exp(m0 - mL);
+    for (int64_t j = 0; j < Dv; j++) u[j] = s0 ? e0 * s0[j] : 0;
+    wL = e0 * w0;
+    for (int64_t i = 0; i < L; i++) {
+        const double e = exp(s[i] - mL);
+        for (int64_t j = 0; j < Dv; j++) u[j] += e * x->v[i * Dv + j];
+        wL += e;
+    }
+    double dm = dsT[Dv + 1] - wL * dsT[Dv];
+    for (int64_t j = 0; j < Dv; j++) dm -= u[j] * dsT[j];
+    for (int64_t i = 0; i < L; i++) {
+        const double e = exp(s[i] - mL);
+        double ds = e * dsT[Dv] + (i == amax ? dm : 0);
+        for (int64_t j = 0; j < Dv; j++) {
+            dv[i * Dv + j] += e * dsT[j];
+            ds += e * x->v[i * Dv + j] * dsT[j];
+        }
+        for (int64_t c = 0; c < Dk; c++) {
+            dk[i * Dk + c] += x->scale * ds * x->q[c];
+            dq[c] += x->scale * ds * x->k[i * Dk + c];
+        }
+    }
+    if (ds0 && s0 && !isinf(m0)) {
+        double dot = w0 * dsT[Dv];
+        for (int64_t j = 0; j < Dv; j++) ds0[j] += e0 * dsT[j], dot += s0[j] * dsT[j];
+        ds0[Dv] += e0 * dsT[Dv];
+        ds0[Dv + 1] += e0 * dot + (amax < 0 ? dm : 0);
+    }
+    free(s), free(u);
+}

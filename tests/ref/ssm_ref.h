@@ -57,5 +57,12 @@ void aaren_ref_forward(const aaren_ref_seq *x, double *out, double *state);
  * (O(L^2)): dq [Dk], dk [L][Dk], dv [L][Dv], ds0 [Dv + 2]; s0 NULL: empty. */
 void aaren_ref_backward(const aaren_ref_seq *x, const double *s0, const double *dout, double *dq, double *dk,
                         double *dv, double *ds0);
+/* Adds to dq, dk, dv and ds0 (NULL: not wanted) the gradients of dsT .
+ * (u_L, w_L, m_L), the final state aaren_ref_forward returns, from its
+ * closed form u_L = e^{m0 - m_L} u0 + sum_i e^{s_i - m_L} v_i (w_L
+ * likewise), m_L = max(m0, s_i) (the max's gradient to the first score
+ * reaching it, or to m0). s0 NULL: empty. */
+void aaren_ref_backward_final(const aaren_ref_seq *x, const double *s0, const double *dsT, double *dq, double *dk,
+                              double *dv, double *ds0);
 
 #endif

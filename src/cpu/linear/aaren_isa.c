@@ -20,8 +20,13 @@
  *   p_t = exp(s_t - lse_t), dv_t = p_t R_t, ds_t = p_t (v_t . R_t - r_t),
  *   dk_t = scale ds_t q, dq += scale ds_t k_t;
  * the initial state's gradient is e R_0, -e r_0 and e (u0 . R_0 - w0 r_0)
- * for u, w and m, e = exp(m0 - lse_0). dq sums over sequences through a
- * partial row per (sequence, head) in the workspace. */
+ * for u, w and m, e = exp(m0 - lse_0). A gradient (du, dw, dm) reaching
+ * the final state (u_L, w_L, m_L) enters as one more output after the last
+ * token, at lse_L = lse of the last token: R and r start at w_L du and
+ * -w_L dw (exp(s_t - m_L) du = p_t exp(lse_t - lse_L) w_L du), and m_L =
+ * max(m0, s_i) passes dm - u_L . du - w_L dw to the score that set it (or
+ * to m0). dq sums over sequences through a partial row per (sequence, head)
+ * in the workspace. */
 #include "cpu/linear/scan_common.h"
 
 typedef struct {
@@ -240,11 +245,15 @@ static void backward_pair(const la_aaren_backward_problem *bp, const aaren_dims 
     load_query(p, d, s->q, h);
     state_load(st, &p->state_in, p, d, b, h);
     const float m0 = st[d->Dvp + 1], w0 = st[d->Dvp];
+    const float *dT = bp->dstate_out.data ? la_scan_row(&bp->dstate_out, b, h) : NULL; /* (du, dw, dm) */
     float u0dotR = 0; /* u0 . R_0, formed below against the loaded u0 */
     memcpy(s->k2, st, (size_t)d->Dvp * sizeof(float)); /* u0 */
+    int64_t amax = -1; /* the token whose score set the final m (-1: m0) */
     for (int64_t i = 0; i < len; i++) {
         const int64_t t = t0 + i;
+        const float before = st[d->Dvp + 1];
         step(p, d, s, st, bt, t, h);
+        if (st[d->Dvp + 1] > before) amax = i;
         output_of(d, st, s->o);
         tg_load_row(s->dout, la_attn_at(&bp->dout, bt, t, h), bp->dout.dtype, p->Dv, d->Dvp);
         s->lse[i] = st[d->Dvp + 1] + logf(st[d->Dvp]);
@@ -252,10 +261,17 @@ static void backward_pair(const la_aaren_backward_problem *bp, const aaren_dims 
     }
     memset(s->R, 0, (size_t)d->Dvp * sizeof(float));
     memset(dqp, 0, (size_t)d->Dkp * sizeof(float));
-    float r = 0;
+    float r = 0, dm = 0;
+    if (dT && len > 0) { /* the final state's gradient: st holds (u_L, w_L, m_L) */
+        const float wL = st[d->Dvp];
+        float udu = 0;
+        for (int64_t j = 0; j < p->Dv; j++) s->R[j] = wL * dT[j], udu += st[j] * dT[j];
+        r = -wL * dT[p->Dv];
+        dm = dT[p->Dv + 1] - udu - wL * dT[p->Dv];
+    }
     for (int64_t i = len - 1; i >= 0; i--) {
         const int64_t t = t0 + i;
-        const float f = i < len - 1 ? expf(s->lse[i] - s->lse[i + 1]) : 0.0f;
+        const float f = i < len - 1 ? expf(s->lse[i] - s->lse[i + 1]) : 1.0f; /* R, r: 0 or the final state's */
         tg_load_row(s->dout, la_attn_at(&bp->dout, bt, t, h), bp->dout.dtype, p->Dv, d->Dvp);
         const vf fv = vf_set1(f);
         for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(s->R + j, vf_fma(fv, vf_load(s->R + j), vf_load(s->dout + j)));
@@ -263,7 +279,7 @@ static void backward_pair(const la_aaren_backward_problem *bp, const aaren_dims 
         tg_load_row(s->k, la_attn_at(&p->k, bt, t, h), p->k.dtype, p->Dk, d->Dkp);
         tg_load_row(s->v, la_attn_at(&p->v, bt, t, h), p->v.dtype, p->Dv, d->Dvp);
         const float pt = expf(dot(s->q, s->k, d->Dkp) - s->lse[i]);
-        const float ds = pt * (dot(s->v, s->R, d->Dvp) - r);
+        const float ds = pt * (dot(s->v, s->R, d->Dvp) - r) + (i == amax ? dm : 0.0f);
         for (int64_t j = 0; j < d->Dvp; j += LA_VL) vf_store(s->o + j, vf_set1(pt) * vf_load(s->R + j));
         tg_store_row(la_attn_at(&bp->dv, bt, t, h), bp->dv.dtype, s->o, p->Dv);
         /* dk = scale ds q (s->q holds scale q); dq += scale ds k */
@@ -275,15 +291,15 @@ static void backward_pair(const la_aaren_backward_problem *bp, const aaren_dims 
     }
     if (!bp->dstate_in.data) return;
     float *g = la_scan_row(&bp->dstate_in, b, h);
-    if (len == 0) {
-        memset(g, 0, (size_t)(p->Dv + 2) * sizeof(float));
+    if (len == 0) { /* the final state is the initial one */
+        for (int64_t j = 0; j < p->Dv + 2; j++) g[j] = dT ? dT[j] : 0.0f;
         return;
     }
     const float e = m0 == -INFINITY ? 0.0f : expf(m0 - s->lse[0]);
     u0dotR = dot(s->k2, s->R, d->Dvp);
     for (int64_t j = 0; j < p->Dv; j++) g[j] = e * s->R[j];
     g[p->Dv] = -e * r;
-    g[p->Dv + 1] = e * (u0dotR - w0 * r);
+    g[p->Dv + 1] = e * (u0dotR - w0 * r) + (amax < 0 && m0 != -INFINITY ? dm : 0.0f);
 }
 
 la_status LA_ISA_FN(la_cpu_aaren_backward)(const la_aaren_backward_problem *bp, void *mem) {

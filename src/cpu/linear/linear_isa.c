@@ -188,13 +188,21 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
     lin_store_state(&p->state_out, w->S, dm, b, h);
 }
 
-/* Token by token: S = a . S + k~ v^T, o = q~ S. */
+/* Token by token: S = a . S + k~ v^T, o = q~ S. The decode step (one
+ * state in and out, in place) works on the caller's state directly when its
+ * rows need no padding: copying it to scratch and back would add two passes
+ * over it to the one the update and the output share. */
 static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
     const bool channel = lin_channel(p);
     int64_t t0, len;
     la_linear_seq(p, b, &t0, &len);
-    lin_load_state(w->S, &p->state_in, dm, b, h);
+    const la_linear_state *st = &p->state_in;
+    const bool in_place = st->data && st->data == p->state_out.data && dm->Dvs == Dvp;
+    float *S = w->S;
+    int64_t lds = Dvp;
+    if (in_place) S = st->data + b * st->seq_stride + h * st->head_stride, lds = st->row_stride;
+    else lin_load_state(S, st, dm, b, h);
     float *q = w->Q, *k = w->K, *v = w->V, *o = w->O, *dec = w->dec;
     for (int64_t t = t0; t < t0 + len; t++) {
         lin_load_feature(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
@@ -205,7 +213,7 @@ static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_s
         else a = expf(lin_log_decay_scalar(p, bt, t, h));
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
         for (int64_t d = 0; d < Dk; d++) {
-            float *row = w->S + d * Dvp;
+            float *row = S + d * lds;
             const vf ad = vf_set1(channel ? dec[d] : a), kd = vf_set1(k[d]), qd = vf_set1(q[d]);
             for (int64_t j = 0; j < Dvp; j += LA_VL) {
                 vf s = vf_fma(vf_load(row + j), ad, kd * vf_load(v + j));
@@ -215,7 +223,7 @@ static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_s
         }
         store_out(p, dm, o, bt, t, h);
     }
-    lin_store_state(&p->state_out, w->S, dm, b, h);
+    if (!in_place) lin_store_state(&p->state_out, S, dm, b, h);
 }
 
 /* Non-causal (no decay): S_L = S_0 + K~^T V over the whole sequence, then

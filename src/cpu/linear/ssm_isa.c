@@ -98,8 +98,12 @@ static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t
     float *A = w, *h = A + Np, *Bt = h + Np, *Ct = Bt + Np;
     int64_t t0, len;
     la_scan_seq(&p->head, b, &t0, &len);
-    scan_load_param_row(A, &p->A, d, p->N, Np);
-    load_state(p, h, b, d, Np);
+    /* the decode step (state in place) on the caller's row and A's row directly when unpadded */
+    const bool in_place = p->state_in.data && p->state_in.data == p->state_out.data && p->N == Np;
+    if (p->N == Np) A = la_scan_row(&p->A, 0, d);
+    else scan_load_param_row(A, &p->A, d, p->N, Np);
+    if (in_place) h = la_scan_row(&p->state_in, b, d);
+    else load_state(p, h, b, d, Np);
     const float bias = bias_of(p, d), skip = skip_of(p, d);
     for (int64_t t = t0; t < t0 + len; t++) {
         tg_load_row(Bt, la_attn_at(&p->B, bt, t, g), p->B.dtype, p->N, Np);
@@ -108,7 +112,7 @@ static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t
         const float y = scan_step(h, A, Bt, Ct, dt, u, Np) + skip * u;
         scan_put(&p->out, bt, t, d, gate_out(p, y, bt, t, d));
     }
-    store_state(p, h, b, d);
+    if (!in_place) store_state(p, h, b, d);
 }
 
 static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d0, int64_t cb) {
@@ -168,7 +172,8 @@ static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
 #pragma omp parallel num_threads(nthreads)
     {
         float *w = (float *)mem + (size_t)la_thread_id() * per_thread;
-#pragma omp for schedule(dynamic, 1)
+        /* recurrent (the decode step): a channel's item is one state row, too small to hand out alone */
+#pragma omp for schedule(dynamic, chunked ? 1 : 64)
         for (int64_t it = 0; it < items; it++) {
             if (!chunked) {
                 recurrent_item(p, w, it / p->D, it % p->D);

@@ -174,18 +174,34 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
 }
 
 /* Token by token; with chunk > 1 the gradients are taken at Mc, the memory
- * at the start of the token's chunk (chunk 1: at M itself). */
+ * at the start of the token's chunk (chunk 1: at M itself). The decode step
+ * (memory and momentum updated in place) works on the caller's states
+ * directly when their rows need no padding (Dv a multiple of TT_PAD):
+ * copying them to scratch and back would add two passes over each. Per
+ * token the memory is read twice (M^T k, then the update; one head's rows
+ * stay in cache between the two) and the momentum once, each written once,
+ * the output accumulated in the update's pass. */
 static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
     int64_t t0, len;
     la_titans_seq(p, b, &t0, &len);
-    load_state(w->M, &p->mem_in, dm, b, h);
-    load_state(w->S, &p->mom_in, dm, b, h);
+    const bool in_place = p->mem_in.data && p->mem_in.data == p->mem_out.data && p->mom_in.data &&
+                          p->mom_in.data == p->mom_out.data && dm->Dv == Dvp && p->chunk == 1;
+    float *M = w->M, *S = w->S;
+    int64_t ldm = Dvp, lds = Dvp;
+    if (in_place) {
+        M = p->mem_in.data + b * p->mem_in.seq_stride + h * p->mem_in.head_stride, ldm = p->mem_in.row_stride;
+        S = p->mom_in.data + b * p->mom_in.seq_stride + h * p->mom_in.head_stride, lds = p->mom_in.row_stride;
+    } else {
+        load_state(M, &p->mem_in, dm, b, h);
+        load_state(S, &p->mom_in, dm, b, h);
+    }
     float *q = w->Q, *k = w->K, *v = w->T, *r = w->R, *y = w->Y;
-    const float *Mc = p->chunk > 1 ? w->Mc : w->M;
+    const float *Mc = p->chunk > 1 ? w->Mc : M;
+    const int64_t ldc = p->chunk > 1 ? Dvp : ldm;
     for (int64_t i = 0; i < len; i++) {
         const int64_t t = t0 + i;
-        if (p->chunk > 1 && i % p->chunk == 0) memcpy(w->Mc, w->M, (size_t)(Dk * Dvp) * sizeof(float));
+        if (p->chunk > 1 && i % p->chunk == 0) memcpy(w->Mc, M, (size_t)(Dk * Dvp) * sizeof(float));
         tg_load_row(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp);
         tg_load_row(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp);
         tg_load_row(v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
@@ -195,14 +211,15 @@ static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scr
         for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_set1(0));
         for (int64_t d = 0; d < Dk; d++) {
             const vf kd = vf_set1(k[d]);
-            for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_fma(kd, vf_load(Mc + d * Dvp + x), vf_load(r + x)));
+            const float *mrow = Mc + d * ldc;
+            for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_fma(kd, vf_load(mrow + x), vf_load(r + x)));
         }
         axpby(r, 2 * theta, v, -2 * theta, Dvp);
         /* S = eta S - k r^T; M = (1 - alpha) M + S; y = M^T q */
         for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(y + x, vf_set1(0));
         const vf ev = vf_set1(eta), kv = vf_set1(keep);
         for (int64_t d = 0; d < Dk; d++) {
-            float *srow = w->S + d * Dvp, *mrow = w->M + d * Dvp;
+            float *srow = S + d * lds, *mrow = M + d * ldm;
             const vf kd = vf_set1(k[d]), qd = vf_set1(q[d]);
             for (int64_t x = 0; x < Dvp; x += LA_VL) {
                 const vf s = ev * vf_load(srow + x) - kd * vf_load(r + x);
@@ -214,8 +231,10 @@ static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scr
         }
         tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, y, dm->Dv);
     }
-    store_state(&p->mem_out, w->M, dm, b, h);
-    store_state(&p->mom_out, w->S, dm, b, h);
+    if (!in_place) {
+        store_state(&p->mem_out, M, dm, b, h);
+        store_state(&p->mom_out, S, dm, b, h);
+    }
 }
 
 la_status LA_ISA_FN(la_cpu_titans_forward_kernel)(const la_titans_problem *p, void *mem) {

@@ -10,6 +10,7 @@
 LA_ISA_DECLARE(double, la_peak_fma_run, (int64_t iters));
 LA_ISA_DECLARE(double, la_peak_bf16_run, (int64_t iters));
 LA_ISA_DECLARE(float, la_peak_read_run, (const float *p, size_t n));
+LA_ISA_DECLARE(void, la_peak_update_run, (float *p, size_t n));
 
 typedef double (*run_fn)(int64_t);
 
@@ -64,6 +65,31 @@ double la_peak_read_gbps(int threads, size_t bytes) {
         }
         double t = la_clock_seconds() - t0, gbps = (double)(n * sizeof(float)) / t / 1e9;
         if (sum == -1) gbps = 0; /* keeps the sum alive */
+        if (gbps > best) best = gbps;
+    }
+    free(buf);
+    return best;
+}
+
+/* Read-modify-write bandwidth: every thread updates its share of the buffer
+ * in place (x = x / 2 + 1); bytes read plus bytes written over the time. */
+double la_peak_update_gbps(int threads, size_t bytes) {
+    size_t n = bytes / sizeof(float);
+    float *buf = malloc(n * sizeof(float));
+    if (!buf) return 0;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7); /* first touch by the updating thread */
+    void (*run)(float *, size_t) = LA_ISA_PICK(la_peak_update_run, la_simd_detected());
+    double best = 0;
+    for (int rep = 0; rep < 5; rep++) {
+        double t0 = la_clock_seconds();
+#pragma omp parallel num_threads(threads)
+        {
+            int64_t lo, hi;
+            la_split_range((int64_t)n, la_thread_id(), la_team_size(), &lo, &hi);
+            if (lo < hi) run(buf + lo, (size_t)(hi - lo));
+        }
+        double t = la_clock_seconds() - t0, gbps = 2.0 * (double)(n * sizeof(float)) / t / 1e9;
         if (gbps > best) best = gbps;
     }
     free(buf);

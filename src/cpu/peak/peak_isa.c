@@ -57,3 +57,15 @@ float LA_ISA_FN(la_peak_read_run)(const float *p, size_t n) {
     for (; i < n; i++) s += p[i];
     return s;
 }
+
+/* Update n floats in place, x = a x + b: every byte read once and written
+ * once, as a decode step streams its state. */
+void LA_ISA_FN(la_peak_update_run)(float *p, size_t n) {
+    const vf a = vf_set1(0.5f), b = vf_set1(1.0f);
+    size_t i = 0;
+    for (; i + 2 * LA_VL <= n; i += 2 * LA_VL) {
+        vf_store(p + i, vf_fma(a, vf_load(p + i), b));
+        vf_store(p + i + LA_VL, vf_fma(a, vf_load(p + i + LA_VL), b));
+    }
+    for (; i < n; i++) p[i] = 0.5f * p[i] + 1.0f;
+}

@@ -125,8 +125,9 @@ la_status la_aaren_decode(la_context *ctx, const la_aaren_params *p, const la_te
 }
 
 la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_tensor *q, const la_tensor *k,
-                            const la_tensor *v, const la_tensor *initial_state, const la_tensor *dout, la_tensor *dq,
-                            la_tensor *dk, la_tensor *dv, la_tensor *dinitial_state) {
+                            const la_tensor *v, const la_tensor *initial_state, const la_tensor *dout,
+                            const la_tensor *dfinal_state, la_tensor *dq, la_tensor *dk, la_tensor *dv,
+                            la_tensor *dinitial_state) {
     la_aaren_backward_problem Bp = {0};
     la_aaren_problem *P = &Bp.fwd;
     la_status s = aaren_inputs(ctx, p, q, k, v, true, LA_SCAN_AAREN_BACKWARD, P);
@@ -137,6 +138,7 @@ la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_
     int64_t sw[3];
     aaren_state_shape(P, sw);
     if ((initial_state && (s = la_check_shaped(initial_state, "initial_state", sw, 3, 0, LA_F32, LA_F32))) ||
+        (dfinal_state && (s = la_check_shaped(dfinal_state, "dfinal_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (dinitial_state &&
          (s = la_check_shaped(dinitial_state, "dinitial_state", sw, 3, 0, LA_F32, LA_F32))) ||
         (s = la_scan_check_like(dout, "dout", v, LA_F32, k->dtype, zero)) ||
@@ -147,10 +149,10 @@ la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_
     const size_t cu_bytes = la_array_bytes(P->head.cu ? P->head.num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"dinitial_state", dinitial_state},
                                  {"q", q}, {"k", k}, {"v", v}, {"initial_state", initial_state}, {"dout", dout},
-                                 {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
-    if ((s = la_check_arg_memory(ctx, mem, 10, 4))) return s;
-    const la_tensor *all[] = {q, k, v, initial_state, dout, dq, dk, dv, dinitial_state};
-    const la_backend *be = la_scan_backend_of(all, 9);
+                                 {"dfinal_state", dfinal_state}, {"cu_seqlens", NULL, p->cu_seqlens, cu_bytes}};
+    if ((s = la_check_arg_memory(ctx, mem, 11, 4))) return s;
+    const la_tensor *all[] = {q, k, v, initial_state, dout, dfinal_state, dq, dk, dv, dinitial_state};
+    const la_backend *be = la_scan_backend_of(all, 10);
     if (!be) return LA_ERR_DEVICE;
     P->state_in = la_scan_array_of(initial_state);
     Bp.dout = la_scan_operand(dout, &P->head, true);
@@ -158,6 +160,7 @@ la_status la_aaren_backward(la_context *ctx, const la_aaren_params *p, const la_
     Bp.dv = la_scan_operand(dv, &P->head, true);
     Bp.dq = la_scan_array_of(dq);
     Bp.dstate_in = la_scan_array_of(dinitial_state);
+    Bp.dstate_out = la_scan_array_of(dfinal_state);
     if ((s = la_backend_run_scan(ctx, be, &P->head))) return s;
     return la_succeed();
 }

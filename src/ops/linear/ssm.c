@@ -108,7 +108,9 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     P->Dskip = la_scan_array_of(in->Dskip);
     P->delta_bias = la_scan_array_of(in->delta_bias);
     P->softplus = p->delta_softplus != 0;
-    P->form = tokens ? p->form : LA_SCAN_RECURRENT;
+    /* the decode step runs the chunked kernel with chunk 1: an item is a block of channels
+       (their u, delta, z rows and the token's B and C rows loaded once, vectorised), not one channel */
+    P->form = tokens ? p->form : LA_SCAN_CHUNKED;
     P->chunk = tokens && (p->form == LA_SCAN_CHUNKED || kind == LA_SCAN_SSM_BACKWARD) ? p->chunk_size : 1;
     return LA_OK;
 }
