@@ -68,9 +68,54 @@ static inline void accumulate_pv(float *a, const float *vbuf, vf p, int64_t Dp) 
     }
 }
 
-/* dst[0..D) = the codes of one row, as floats (no scale). */
+/* LA_VL codes as floats, in registers: int8 widens byte to lane
+ * (vpmovzxbd + vcvtdq2ps); int4 takes LA_VL / 2 bytes, splits each into
+ * its nibbles and interleaves them (low nibble first), then widens. Through
+ * intrinsics: GCC builds a u8 -> i32 __builtin_convertvector lane by lane
+ * (vpinsrd per element), which ran the whole decode 2x slower. */
+#if defined(LA_ISA_AVX512)
+static inline vf vf_from_u8(const uint8_t *p) {
+    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+static inline vf vf_from_u4(const uint8_t *p) {
+    const __m128i b = _mm_loadl_epi64((const __m128i *)p), m = _mm_set1_epi8(15);
+    const __m128i x = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
+}
+#elif defined(LA_ISA_AVX2)
+static inline vf vf_from_u8(const uint8_t *p) {
+    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+static inline vf vf_from_u4(const uint8_t *p) {
+    int32_t w;
+    memcpy(&w, p, sizeof w);
+    const __m128i b = _mm_cvtsi32_si128(w), m = _mm_set1_epi8(15);
+    const __m128i x = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+}
+#else
+static inline vf vf_from_u8(const uint8_t *p) {
+    vf f;
+    for (int i = 0; i < LA_VL; i++) f[i] = (float)p[i];
+    return f;
+}
+static inline vf vf_from_u4(const uint8_t *p) {
+    vf f;
+    for (int i = 0; i < LA_VL / 2; i++) f[2 * i] = (float)(p[i] & 15), f[2 * i + 1] = (float)(p[i] >> 4);
+    return f;
+}
+#endif
+static inline vf vf_from_codes(const uint8_t *row, int bits, int64_t d) {
+    return bits == 8 ? vf_from_u8(row + d) : vf_from_u4(row + d / 2);
+}
+
+/* dst[0..D) = the codes of one row, as floats (no scale): a vector at a
+ * time where D is a multiple of LA_VL (the model's shapes), else a lane at
+ * a time. */
 static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t D) {
-    if (bits == 8) {
+    if (D % LA_VL == 0) {
+        for (int64_t d = 0; d < D; d += LA_VL) vf_store(dst + d, vf_from_codes(src, bits, d));
+    } else if (bits == 8) {
         for (int64_t d = 0; d < D; d++) dst[d] = (float)src[d];
     } else {
         for (int64_t i = 0; i < D / 2; i++) {
@@ -81,10 +126,18 @@ static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t
 }
 
 /* dst[0..D) = zero + scale * code per value group of one token; sz holds
- * the token's (scale, zero) pairs as f32. */
+ * the token's (scale, zero) pairs as f32. Where the groups are whole
+ * vectors, each vector is widened and scaled in registers (one FMA). */
 static inline void dequant_value_row(float *dst, const uint8_t *src, const float *sz, const la_kvq_format *f) {
-    widen_codes(dst, src, f->bits, f->D);
     const int64_t vg = f->value_group;
+    if (vg % LA_VL == 0) {
+        for (int64_t g = 0; g < f->D / vg; g++) {
+            const vf sc = vf_set1(sz[2 * g]), z = vf_set1(sz[2 * g + 1]);
+            for (int64_t d = g * vg; d < (g + 1) * vg; d += LA_VL) vf_store(dst + d, vf_fma(sc, vf_from_codes(src, f->bits, d), z));
+        }
+        return;
+    }
+    widen_codes(dst, src, f->bits, f->D);
     for (int64_t g = 0; g < f->D / vg; g++) {
         const float sc = sz[2 * g], z = sz[2 * g + 1];
         for (int64_t d = g * vg; d < (g + 1) * vg; d++) dst[d] = z + sc * dst[d];
@@ -257,6 +310,9 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
+        /* once per thread: the rows' padding columns [D, Dp) stay zero
+         * (nothing writes them), lanes past a block's end read row 0 */
+        memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < L.items; it++) {
             const int64_t bh = it / nchunks, c = it % nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
@@ -274,8 +330,6 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
                             .vsc = vsc};
-            /* lanes past a block's end read row 0: keep it finite */
-            memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
             partial pt = {pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp};
             chunk(&s, c0, c0 < c1 ? c1 : c0, &pt);
