@@ -33,6 +33,7 @@
 
 #define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
 
+
 typedef struct {
     const la_kvq_decode_problem *p;
     int64_t R, Dp, len, qlen;
@@ -152,14 +153,32 @@ static inline void widen_f16(float *dst, const uint16_t *src, int64_t n) {
     for (; i < n; i++) dst[i] = la_f16_to_f32(src[i]);
 }
 
-/* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf (rows Dp apart,
- * lanes past nk repeat row 0): score every row with qf and bias, update its
- * running softmax. */
-static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
-    const int64_t Dp = s->Dp;
+/* Lane reductions as trees (log2 LA_VL steps) rather than a serial chain
+ * of scalar ops: the block's max and sum sit on every row's critical path. */
+static inline float tree_max(vf v) {
+#if defined(LA_ISA_AVX512)
+    return _mm512_reduce_max_ps((__m512)v);
+#else
+    return vf_reduce_max(v);
+#endif
+}
+static inline float tree_add(vf v) {
+#if defined(LA_ISA_AVX512)
+    return _mm512_reduce_add_ps((__m512)v);
+#else
+    return vf_reduce_add(v);
+#endif
+}
+
+/* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf, rows Dp apart (rows
+ * past nk zero): score every row with qf and bias, update its running
+ * softmax. Inlined per row width (dp a constant for the model's 64 and 128)
+ * so the LA_VL key rows are offsets from one pointer: an array of LA_VL row
+ * pointers spilled to vector registers and reloaded on every FMA. */
+static inline __attribute__((always_inline)) void block_dp(const item_state *s, const float *qf, const float *bias,
+                                                            int64_t j0, int64_t nk, partial *pt, const int64_t Dp) {
     const vi lane = vi_iota();
-    const float *kp[LA_VL];
-    for (int64_t e = 0; e < LA_VL; e++) kp[e] = s->kbuf + (e < nk ? e : 0) * Dp;
+    const float *kb = s->kbuf, *vb = s->vbuf;
     for (int64_t r = 0; r < s->R; r++) {
         const int64_t lim = s->hi[r] - j0 < nk ? s->hi[r] - j0 : nk;
         if (lim <= 0) continue;
@@ -168,12 +187,12 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
         for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
         for (int64_t d = 0; d < Dp; d += LA_VL) {
             const vf qv = vf_load(q + d);
-            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
+            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kb + e * Dp + d), qv, part[e]);
         }
         vf sv = vf_transpose_sum(part) + vf_set1(bias ? bias[r] : 0.0f);
         sv = vf_select(lane < (vi){0} + (int32_t)lim, sv, vf_set1(-INFINITY));
         float *a = pt->acc + r * Dp;
-        const float bm = vf_reduce_max(sv);
+        const float bm = tree_max(sv);
         if (bm > pt->m[r]) {
             const float alpha = pt->m[r] == -INFINITY ? 0.0f : expf(pt->m[r] - bm);
             pt->l[r] *= alpha;
@@ -182,9 +201,19 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
             pt->m[r] = bm;
         }
         const vf pv = vf_exp(sv - pt->m[r]);
-        pt->l[r] += vf_reduce_add(pv);
-        accumulate_pv(a, s->vbuf, pv, Dp);
+        pt->l[r] += tree_add(pv);
+        accumulate_pv(a, vb, pv, Dp);
     }
+}
+
+static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
+    if (nk < LA_VL) { /* rows past the block's end: zero (finite; their lanes are masked, their weights 0) */
+        memset(s->kbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
+        memset(s->vbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
+    }
+    if (s->Dp == 128) block_dp(s, qf, bias, j0, nk, pt, 128);
+    else if (s->Dp == 64) block_dp(s, qf, bias, j0, nk, pt, 64);
+    else block_dp(s, qf, bias, j0, nk, pt, s->Dp);
 }
 
 /* Quantised slots [a, b) of one key group. */
@@ -311,7 +340,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
         /* once per thread: the rows' padding columns [D, Dp) stay zero
-         * (nothing writes them), lanes past a block's end read row 0 */
+         * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < L.items; it++) {
