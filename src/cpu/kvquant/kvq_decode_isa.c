@@ -27,6 +27,7 @@
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/merge_rows.h"
+#include "cpu/attention/decode_simd.h"
 #include "cpu/kvquant/kvq_kernels.h"
 
 #include "base/parallel.h"
@@ -153,23 +154,6 @@ static inline void widen_f16(float *dst, const uint16_t *src, int64_t n) {
     for (; i < n; i++) dst[i] = la_f16_to_f32(src[i]);
 }
 
-/* Lane reductions as trees (log2 LA_VL steps) rather than a serial chain
- * of scalar ops: the block's max and sum sit on every row's critical path. */
-static inline float tree_max(vf v) {
-#if defined(LA_ISA_AVX512)
-    return _mm512_reduce_max_ps((__m512)v);
-#else
-    return vf_reduce_max(v);
-#endif
-}
-static inline float tree_add(vf v) {
-#if defined(LA_ISA_AVX512)
-    return _mm512_reduce_add_ps((__m512)v);
-#else
-    return vf_reduce_add(v);
-#endif
-}
-
 /* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf, rows Dp apart (rows
  * past nk zero): score every row with qf and bias, update its running
  * softmax. Inlined per row width (dp a constant for the model's 64 and 128)
@@ -281,7 +265,7 @@ static void chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
 
 /* Workspace (floats): per item R partial rows (Dp + 2); per thread the
  * scaled and folded queries, biases, ranges, one block of K and V rows, a
- * group's scales and zeros, a merge list and a merged row. */
+ * group's scales and zeros, a merge list, a merged row, and the item's running max and sum. */
 typedef struct {
     int64_t nchunks, items, R, Dp;
     size_t part_rows, merge, per_thread, bytes;
@@ -306,7 +290,7 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->items = p->num_seqs * p->Hkv * L->nchunks;
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = (size_t)(2 * L->R * L->Dp + 3 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     if (!la_mul_size((size_t)L->items, (size_t)L->R, &L->part_rows) ||
@@ -339,6 +323,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
+        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R;
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
@@ -360,8 +345,14 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
                             .vsc = vsc};
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
-            partial pt = {pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp};
+            /* the running max and sum in the thread's own scratch, stored
+             * once: items of R = 4 rows share cache lines of pm / pl, and
+             * neighbouring items run at the same time on other threads
+             * (false sharing on every block's update) */
+            partial pt = {run_m, run_l, pacc + (size_t)(it * R) * Dp};
             chunk(&s, c0, c0 < c1 ? c1 : c0, &pt);
+            memcpy(pm + it * R, run_m, sizeof(float) * (size_t)R);
+            memcpy(pl + it * R, run_l, sizeof(float) * (size_t)R);
         }
 #pragma omp for schedule(static)
         for (int64_t br = 0; br < p->num_seqs * p->Hkv * R; br++) {
