@@ -80,7 +80,7 @@ static inline void accumulate_pv(float *a, const float *v, vf p, const int64_t D
  * key and value rows are offsets of one pointer: an array of LA_VL row
  * pointers was spilled to vector registers and reloaded on every FMA. */
 static inline __attribute__((always_inline)) void chunk_dp(const seq_state *s, int64_t c0, int64_t c1, float *kbuf,
-                                                            float *vbuf, float *m, float *l, float *acc, float *pw,
+                                                            float *vbuf, float *m, float *l, float *acc,
                                                             const int64_t Dp) {
     const la_attn_problem *p = s->p;
     const la_kv_pages *kv = &s->dp->kv;
@@ -122,11 +122,7 @@ static inline __attribute__((always_inline)) void chunk_dp(const seq_state *s, i
                                           (vi){0} + lane_bound(rule->sinks - j0));
                 bool any = false;
                 for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
-                float *w = pw + (r - hk * G * Lq) * LA_VL; /* the row's weights, for P . V below */
-                if (!any) {
-                    vf_store(w, vf_set1(0));
-                    continue;
-                }
+                if (!any) continue;
                 /* the block's LA_VL scores of this row: one accumulator per
                  * key, summed across lanes together at the end */
                 vf part[LA_VL];
@@ -157,29 +153,23 @@ static inline __attribute__((always_inline)) void chunk_dp(const seq_state *s, i
                 } else {
                     pv = rule_sigmoid_vec(rule, sv, vis);
                 }
-                vf_store(w, pv);
+                accumulate_pv(a, vb, pv, Dp);
             }
-            /* P . V two rows of the head at a time (rows that saw no key carry zero weights) */
-            int64_t r = hk * G * Lq;
-            for (; r + 1 < (hk + 1) * G * Lq; r += 2)
-                accumulate_pv2(acc + r * Dp, acc + (r + 1) * Dp, vb, pw + (r - hk * G * Lq) * LA_VL,
-                               pw + (r + 1 - hk * G * Lq) * LA_VL, Dp);
-            if (r < (hk + 1) * G * Lq) accumulate_pv(acc + r * Dp, vb, vf_load(pw + (r - hk * G * Lq) * LA_VL), Dp);
         }
     }
 }
 
 static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float *vbuf, float *m, float *l,
-                  float *acc, float *pw) {
-    if (s->Dp == 128) chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, pw, 128);
-    else if (s->Dp == 64) chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, pw, 64);
-    else chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, pw, s->Dp);
+                  float *acc) {
+    if (s->Dp == 128) chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, 128);
+    else if (s->Dp == 64) chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, 64);
+    else chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, s->Dp);
 }
 
 /* Work split and workspace (floats): per item R partial rows (Dp + 2
  * each); per sequence its scaled queries [R][Dp] and key ranges; per thread
  * one block of K and V rows, then for the merge a row's chunk list and an
- * accumulator, then a block's weights for the query rows of one head. */
+ * accumulator. */
 typedef struct {
     int64_t nchunks, chunk_len, items;
     size_t part_rows, part, qsz, ranges, kv_block, merge_parts, per_thread, bytes;
@@ -202,7 +192,7 @@ static bool plan(const la_attn_problem *p, layout *L) {
     L->kv_block = (size_t)(2 * LA_VL * p->Hkv * Dp);
     /* in floats, a whole number of 64-byte lines so the accumulator after it stays aligned */
     L->merge_parts = (size_t)tg_round_up(nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = L->kv_block + L->merge_parts + (size_t)Dp + (size_t)(p->H / p->Hkv * p->Lq * LA_VL);
+    L->per_thread = L->kv_block + L->merge_parts + (size_t)Dp;
     total = L->part + L->qsz + L->ranges + L->per_thread * (size_t)nthreads;
     return total >= L->part && la_mul_size(total, sizeof(float), &L->bytes);
 }
@@ -235,7 +225,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
     {
         float *kbuf = thread_bufs + (size_t)la_thread_id() * lay.per_thread, *vbuf = kbuf + LA_VL * p->Hkv * Dp;
         merge_part *parts = (merge_part *)(kbuf + lay.kv_block);
-        float *merged = (float *)parts + lay.merge_parts, *pw = merged + Dp;
+        float *merged = (float *)parts + lay.merge_parts;
 #pragma omp for schedule(static)
         for (int64_t br = 0; br < B * R; br++) {
             const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
@@ -249,7 +239,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
                            .lo = lo + b * R, .hi = hi + b * R};
             int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
-            chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp, pw);
+            chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp);
         }
         /* merge the chunks of each (sequence, row): chunk c's accumulator
          * weighted by its max and carrying its sum (softmax), or summed

@@ -44,7 +44,6 @@ typedef struct {
     const int64_t *hi;           /* [R] visible slots [0, hi) */
     float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
     float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
-    float *pw;                           /* [R][LA_VL] the block's softmax weights per row */
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -166,10 +165,7 @@ static inline __attribute__((always_inline)) void block_dp(const item_state *s, 
     const float *kb = s->kbuf, *vb = s->vbuf;
     for (int64_t r = 0; r < s->R; r++) {
         const int64_t lim = s->hi[r] - j0 < nk ? s->hi[r] - j0 : nk;
-        if (lim <= 0) {
-            vf_store(s->pw + r * LA_VL, vf_set1(0));
-            continue;
-        }
+        if (lim <= 0) continue;
         const float *q = qf + r * Dp;
         vf part[LA_VL];
         for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
@@ -190,13 +186,8 @@ static inline __attribute__((always_inline)) void block_dp(const item_state *s, 
         }
         const vf pv = vf_exp(sv - pt->m[r]);
         pt->l[r] += tree_add(pv);
-        vf_store(s->pw + r * LA_VL, pv);
+        accumulate_pv(a, vb, pv, Dp);
     }
-    /* P . V two rows at a time (rows that saw no key carry zero weights) */
-    int64_t r = 0;
-    for (; r + 1 < s->R; r += 2)
-        accumulate_pv2(pt->acc + r * Dp, pt->acc + (r + 1) * Dp, vb, s->pw + r * LA_VL, s->pw + (r + 1) * LA_VL, Dp);
-    if (r < s->R) accumulate_pv(pt->acc + r * Dp, vb, vf_load(s->pw + r * LA_VL), Dp);
 }
 
 static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
@@ -274,8 +265,7 @@ static void chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
 
 /* Workspace (floats): per item R partial rows (Dp + 2); per thread the
  * scaled and folded queries, biases, ranges, one block of K and V rows, a
- * group's scales and zeros, a merge list, a merged row, the item's running max and sum, and a
- * block's weights per row. */
+ * group's scales and zeros, a merge list, a merged row, and the item's running max and sum. */
 typedef struct {
     int64_t nchunks, items, R, Dp;
     size_t part_rows, merge, per_thread, bytes;
@@ -300,7 +290,7 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->items = p->num_seqs * p->Hkv * L->nchunks;
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = (size_t)(2 * L->R * L->Dp + (5 + LA_VL) * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     if (!la_mul_size((size_t)L->items, (size_t)L->R, &L->part_rows) ||
@@ -333,7 +323,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
-        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R, *pw = run_l + R;
+        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R;
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
@@ -353,7 +343,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
-                            .vsc = vsc, .pw = pw};
+                            .vsc = vsc};
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
             /* the running max and sum in the thread's own scratch, stored
              * once: items of R = 4 rows share cache lines of pm / pl, and
