@@ -448,6 +448,9 @@ int main(void) {
     const int64_t T = quick ? 300 : 800;
     run(ctx, LA_KV_Q8, 64, 64, 32, 32, 32, T, &rng);
     run(ctx, LA_KV_Q4, 64, 64, 32, 16, 0, T, &rng);
+    /* the bench's head_dim 128 (the kernel's row width specialised for 128), value groups of one vector and of two */
+    run(ctx, LA_KV_Q8, 128, 64, 32, 32, 32, quick ? 200 : 600, &rng);
+    run(ctx, LA_KV_Q4, 128, 32, 16, 16, 7, quick ? 200 : 600, &rng);
     /* the bench's case (longattn bench kvquant) in check mode: every cache type, GQA 4:1, past one split */
     harness_list list = {0};
     kv_decode_sweep_cases(&list, &(kv_decode_sweep){.L = (const int64_t[]){quick ? 300 : 700}, .nL = 1, .H = 8,

@@ -17,6 +17,7 @@
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/merge_rows.h"
 #include "cpu/attention/score_simd.h"
+#include "cpu/attention/decode_simd.h"
 
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
@@ -51,36 +52,40 @@ static const char *row_ptr(const la_kv_pages *kv, const la_attn_operand *o, int6
  * lane comparisons below run in 32 bits. */
 static inline int32_t lane_bound(int64_t x) { return x < -1 ? -1 : x > LA_VL ? LA_VL : (int32_t)x; }
 
-/* a[0..Dp) += sum_e p[e] * v[e][0..Dp). Each output vector is a chain of
+/* a[0..Dp) += sum_e p[e] * v[e * Dp .. e * Dp + Dp). Each output vector is a chain of
  * LA_VL dependent FMAs, so ACC_VECTORS of them advance side by side to
  * cover the FMA latency (one chain at a time ran at a quarter of the
  * FMA rate). */
 #define ACC_VECTORS 8
-static inline void accumulate_pv(float *a, const float *const *v, vf p, int64_t Dp) {
+static inline void accumulate_pv(float *a, const float *v, vf p, const int64_t Dp) {
     int64_t d = 0;
     for (; d + ACC_VECTORS * LA_VL <= Dp; d += ACC_VECTORS * LA_VL) {
         vf o[ACC_VECTORS];
         for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_load(a + d + k * LA_VL);
         for (int e = 0; e < LA_VL; e++) {
             const vf pe = vf_set1(p[e]);
-            for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_fma(pe, vf_load(v[e] + d + k * LA_VL), o[k]);
+            for (int k = 0; k < ACC_VECTORS; k++) o[k] = vf_fma(pe, vf_load(v + e * Dp + d + k * LA_VL), o[k]);
         }
         for (int k = 0; k < ACC_VECTORS; k++) vf_store(a + d + k * LA_VL, o[k]);
     }
     for (; d < Dp; d += LA_VL) {
         vf o = vf_load(a + d);
-        for (int e = 0; e < LA_VL; e++) o = vf_fma(vf_set1(p[e]), vf_load(v[e] + d), o);
+        for (int e = 0; e < LA_VL; e++) o = vf_fma(vf_set1(p[e]), vf_load(v + e * Dp + d), o);
         vf_store(a + d, o);
     }
 }
 
-/* Keys [c0, c1) of one sequence for every head: partial m, l, acc per row. */
-static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float *vbuf, float *m, float *l,
-                  float *acc) {
+/* Keys [c0, c1) of one sequence for every head: partial m, l, acc per row.
+ * Inlined per row width (Dp a constant for head_dim 64 and 128) so a block's
+ * key and value rows are offsets of one pointer: an array of LA_VL row
+ * pointers was spilled to vector registers and reloaded on every FMA. */
+static inline __attribute__((always_inline)) void chunk_dp(const seq_state *s, int64_t c0, int64_t c1, float *kbuf,
+                                                            float *vbuf, float *m, float *l, float *acc,
+                                                            const int64_t Dp) {
     const la_attn_problem *p = s->p;
     const la_kv_pages *kv = &s->dp->kv;
     const la_score_rule *rule = &p->rule;
-    const int64_t Lq = p->Lq, G = p->H / p->Hkv, D = p->D, Dp = s->Dp;
+    const int64_t Lq = p->Lq, G = p->H / p->Hkv, D = p->D;
     const bool softmax = rule->score == LA_SCORE_SOFTMAX;
     const vi lane = vi_iota();
     for (int64_t r = 0; r < s->R; r++) {
@@ -94,19 +99,20 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
          * once: a token's rows of all heads are adjacent, so this streams
          * in address order. Packed, the rows of a head are 4 * Dp bytes
          * apart; in a [.., Hkv, D] cache they are a whole token apart,
-         * often 4 KB, and then all map to the same L1 sets. Lanes past nk
-         * repeat row 0 (their scores are masked, their weights zero). */
+         * often 4 KB, and then all map to the same L1 sets. Rows past nk
+         * are zeroed below (their scores are masked, their weights zero). */
         for (int64_t e = 0; e < nk; e++)
             for (int64_t hk = 0; hk < p->Hkv; hk++) {
                 tg_load_row(kbuf + (hk * LA_VL + e) * Dp, row_ptr(kv, &p->k, s->b, j0 + e, hk), p->k.dtype, D, Dp);
                 tg_load_row(vbuf + (hk * LA_VL + e) * Dp, row_ptr(kv, &p->v, s->b, j0 + e, hk), p->v.dtype, D, Dp);
             }
-        for (int64_t hk = 0; hk < p->Hkv; hk++) {
-            const float *kp[LA_VL], *vp[LA_VL];
-            for (int64_t e = 0; e < LA_VL; e++) {
-                kp[e] = kbuf + (hk * LA_VL + (e < nk ? e : 0)) * Dp;
-                vp[e] = vbuf + (hk * LA_VL + (e < nk ? e : 0)) * Dp;
+        if (nk < LA_VL) /* rows past the block's end: zero (finite; their lanes are masked, their weights 0) */
+            for (int64_t hk = 0; hk < p->Hkv; hk++) {
+                memset(kbuf + (hk * LA_VL + nk) * Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * Dp));
+                memset(vbuf + (hk * LA_VL + nk) * Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * Dp));
             }
+        for (int64_t hk = 0; hk < p->Hkv; hk++) {
+            const float *kb = kbuf + hk * LA_VL * Dp, *vb = vbuf + hk * LA_VL * Dp;
             for (int64_t r = hk * G * Lq; r < (hk + 1) * G * Lq; r++) {
                 const float *q = s->q + r * Dp;
                 const int64_t i = r % Lq;
@@ -123,7 +129,7 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
                 for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
                 for (int64_t d = 0; d < Dp; d += LA_VL) {
                     const vf qv = vf_load(q + d);
-                    for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
+                    for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kb + e * Dp + d), qv, part[e]);
                 }
                 vf sv = vf_transpose_sum(part);
                 const float slope = la_rule_slope(rule, r / Lq);
@@ -134,7 +140,7 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
                 float *a = acc + r * Dp;
                 vf pv;
                 if (softmax) {
-                    float bm = vf_reduce_max(sv);
+                    float bm = tree_max(sv);
                     if (bm > m[r]) {
                         float alpha = m[r] == -INFINITY ? 0.0f : expf(m[r] - bm);
                         l[r] *= alpha;
@@ -143,14 +149,21 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
                         m[r] = bm;
                     }
                     pv = vf_exp(sv - m[r]);
-                    l[r] += vf_reduce_add(pv);
+                    l[r] += tree_add(pv);
                 } else {
                     pv = rule_sigmoid_vec(rule, sv, vis);
                 }
-                accumulate_pv(a, vp, pv, Dp);
+                accumulate_pv(a, vb, pv, Dp);
             }
         }
     }
+}
+
+static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float *vbuf, float *m, float *l,
+                  float *acc) {
+    if (s->Dp == 128) chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, 128);
+    else if (s->Dp == 64) chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, 64);
+    else chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, s->Dp);
 }
 
 /* Work split and workspace (floats): per item R partial rows (Dp + 2

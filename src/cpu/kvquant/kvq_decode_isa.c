@@ -27,11 +27,13 @@
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/merge_rows.h"
+#include "cpu/attention/decode_simd.h"
 #include "cpu/kvquant/kvq_kernels.h"
 
 #include "base/parallel.h"
 
 #define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
+
 
 typedef struct {
     const la_kvq_decode_problem *p;
@@ -68,9 +70,54 @@ static inline void accumulate_pv(float *a, const float *vbuf, vf p, int64_t Dp) 
     }
 }
 
-/* dst[0..D) = the codes of one row, as floats (no scale). */
+/* LA_VL codes as floats, in registers: int8 widens byte to lane
+ * (vpmovzxbd + vcvtdq2ps); int4 takes LA_VL / 2 bytes, splits each into
+ * its nibbles and interleaves them (low nibble first), then widens. Through
+ * intrinsics: GCC builds a u8 -> i32 __builtin_convertvector lane by lane
+ * (vpinsrd per element), which ran the whole decode 2x slower. */
+#if defined(LA_ISA_AVX512)
+static inline vf vf_from_u8(const uint8_t *p) {
+    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
+}
+static inline vf vf_from_u4(const uint8_t *p) {
+    const __m128i b = _mm_loadl_epi64((const __m128i *)p), m = _mm_set1_epi8(15);
+    const __m128i x = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
+}
+#elif defined(LA_ISA_AVX2)
+static inline vf vf_from_u8(const uint8_t *p) {
+    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+static inline vf vf_from_u4(const uint8_t *p) {
+    int32_t w;
+    memcpy(&w, p, sizeof w);
+    const __m128i b = _mm_cvtsi32_si128(w), m = _mm_set1_epi8(15);
+    const __m128i x = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
+    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
+}
+#else
+static inline vf vf_from_u8(const uint8_t *p) {
+    vf f;
+    for (int i = 0; i < LA_VL; i++) f[i] = (float)p[i];
+    return f;
+}
+static inline vf vf_from_u4(const uint8_t *p) {
+    vf f;
+    for (int i = 0; i < LA_VL / 2; i++) f[2 * i] = (float)(p[i] & 15), f[2 * i + 1] = (float)(p[i] >> 4);
+    return f;
+}
+#endif
+static inline vf vf_from_codes(const uint8_t *row, int bits, int64_t d) {
+    return bits == 8 ? vf_from_u8(row + d) : vf_from_u4(row + d / 2);
+}
+
+/* dst[0..D) = the codes of one row, as floats (no scale): a vector at a
+ * time where D is a multiple of LA_VL (the model's shapes), else a lane at
+ * a time. */
 static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t D) {
-    if (bits == 8) {
+    if (D % LA_VL == 0) {
+        for (int64_t d = 0; d < D; d += LA_VL) vf_store(dst + d, vf_from_codes(src, bits, d));
+    } else if (bits == 8) {
         for (int64_t d = 0; d < D; d++) dst[d] = (float)src[d];
     } else {
         for (int64_t i = 0; i < D / 2; i++) {
@@ -81,10 +128,18 @@ static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t
 }
 
 /* dst[0..D) = zero + scale * code per value group of one token; sz holds
- * the token's (scale, zero) pairs as f32. */
+ * the token's (scale, zero) pairs as f32. Where the groups are whole
+ * vectors, each vector is widened and scaled in registers (one FMA). */
 static inline void dequant_value_row(float *dst, const uint8_t *src, const float *sz, const la_kvq_format *f) {
-    widen_codes(dst, src, f->bits, f->D);
     const int64_t vg = f->value_group;
+    if (vg % LA_VL == 0) {
+        for (int64_t g = 0; g < f->D / vg; g++) {
+            const vf sc = vf_set1(sz[2 * g]), z = vf_set1(sz[2 * g + 1]);
+            for (int64_t d = g * vg; d < (g + 1) * vg; d += LA_VL) vf_store(dst + d, vf_fma(sc, vf_from_codes(src, f->bits, d), z));
+        }
+        return;
+    }
+    widen_codes(dst, src, f->bits, f->D);
     for (int64_t g = 0; g < f->D / vg; g++) {
         const float sc = sz[2 * g], z = sz[2 * g + 1];
         for (int64_t d = g * vg; d < (g + 1) * vg; d++) dst[d] = z + sc * dst[d];
@@ -99,14 +154,15 @@ static inline void widen_f16(float *dst, const uint16_t *src, int64_t n) {
     for (; i < n; i++) dst[i] = la_f16_to_f32(src[i]);
 }
 
-/* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf (rows Dp apart,
- * lanes past nk repeat row 0): score every row with qf and bias, update its
- * running softmax. */
-static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
-    const int64_t Dp = s->Dp;
+/* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf, rows Dp apart (rows
+ * past nk zero): score every row with qf and bias, update its running
+ * softmax. Inlined per row width (dp a constant for the model's 64 and 128)
+ * so the LA_VL key rows are offsets from one pointer: an array of LA_VL row
+ * pointers spilled to vector registers and reloaded on every FMA. */
+static inline __attribute__((always_inline)) void block_dp(const item_state *s, const float *qf, const float *bias,
+                                                            int64_t j0, int64_t nk, partial *pt, const int64_t Dp) {
     const vi lane = vi_iota();
-    const float *kp[LA_VL];
-    for (int64_t e = 0; e < LA_VL; e++) kp[e] = s->kbuf + (e < nk ? e : 0) * Dp;
+    const float *kb = s->kbuf, *vb = s->vbuf;
     for (int64_t r = 0; r < s->R; r++) {
         const int64_t lim = s->hi[r] - j0 < nk ? s->hi[r] - j0 : nk;
         if (lim <= 0) continue;
@@ -115,12 +171,12 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
         for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
         for (int64_t d = 0; d < Dp; d += LA_VL) {
             const vf qv = vf_load(q + d);
-            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kp[e] + d), qv, part[e]);
+            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kb + e * Dp + d), qv, part[e]);
         }
         vf sv = vf_transpose_sum(part) + vf_set1(bias ? bias[r] : 0.0f);
         sv = vf_select(lane < (vi){0} + (int32_t)lim, sv, vf_set1(-INFINITY));
         float *a = pt->acc + r * Dp;
-        const float bm = vf_reduce_max(sv);
+        const float bm = tree_max(sv);
         if (bm > pt->m[r]) {
             const float alpha = pt->m[r] == -INFINITY ? 0.0f : expf(pt->m[r] - bm);
             pt->l[r] *= alpha;
@@ -129,9 +185,19 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
             pt->m[r] = bm;
         }
         const vf pv = vf_exp(sv - pt->m[r]);
-        pt->l[r] += vf_reduce_add(pv);
-        accumulate_pv(a, s->vbuf, pv, Dp);
+        pt->l[r] += tree_add(pv);
+        accumulate_pv(a, vb, pv, Dp);
     }
+}
+
+static void block(const item_state *s, const float *qf, const float *bias, int64_t j0, int64_t nk, partial *pt) {
+    if (nk < LA_VL) { /* rows past the block's end: zero (finite; their lanes are masked, their weights 0) */
+        memset(s->kbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
+        memset(s->vbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
+    }
+    if (s->Dp == 128) block_dp(s, qf, bias, j0, nk, pt, 128);
+    else if (s->Dp == 64) block_dp(s, qf, bias, j0, nk, pt, 64);
+    else block_dp(s, qf, bias, j0, nk, pt, s->Dp);
 }
 
 /* Quantised slots [a, b) of one key group. */
@@ -199,7 +265,7 @@ static void chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
 
 /* Workspace (floats): per item R partial rows (Dp + 2); per thread the
  * scaled and folded queries, biases, ranges, one block of K and V rows, a
- * group's scales and zeros, a merge list and a merged row. */
+ * group's scales and zeros, a merge list, a merged row, and the item's running max and sum. */
 typedef struct {
     int64_t nchunks, items, R, Dp;
     size_t part_rows, merge, per_thread, bytes;
@@ -224,7 +290,7 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->items = p->num_seqs * p->Hkv * L->nchunks;
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = (size_t)(2 * L->R * L->Dp + 3 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     if (!la_mul_size((size_t)L->items, (size_t)L->R, &L->part_rows) ||
@@ -257,6 +323,10 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
+        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R;
+        /* once per thread: the rows' padding columns [D, Dp) stay zero
+         * (nothing writes them) */
+        memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < L.items; it++) {
             const int64_t bh = it / nchunks, c = it % nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
@@ -274,11 +344,15 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
                             .vsc = vsc};
-            /* lanes past a block's end read row 0: keep it finite */
-            memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
-            partial pt = {pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp};
+            /* the running max and sum in the thread's own scratch, stored
+             * once: items of R = 4 rows share cache lines of pm / pl, and
+             * neighbouring items run at the same time on other threads
+             * (false sharing on every block's update) */
+            partial pt = {run_m, run_l, pacc + (size_t)(it * R) * Dp};
             chunk(&s, c0, c0 < c1 ? c1 : c0, &pt);
+            memcpy(pm + it * R, run_m, sizeof(float) * (size_t)R);
+            memcpy(pl + it * R, run_l, sizeof(float) * (size_t)R);
         }
 #pragma omp for schedule(static)
         for (int64_t br = 0; br < p->num_seqs * p->Hkv * R; br++) {
