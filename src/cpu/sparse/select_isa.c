@@ -8,21 +8,27 @@
 
 void LA_ISA_FN(la_cpu_sel_pool)(const void *base, la_dtype dt, int64_t stride, int64_t n, int64_t bs, int64_t D,
                                 float *out) {
-    const size_t es = la_dtype_size(dt);
-    const int64_t Dv = D / LA_VL * LA_VL;
+    const int64_t es = (int64_t)la_dtype_size(dt), Dv = D / LA_VL * LA_VL;
+    enum { R = 4 }; /* vectors of sums held in registers per pass over a block's rows */
     for (int64_t r0 = 0, blk = 0; r0 < n; r0 += bs, blk++) {
         const int64_t r1 = r0 + bs < n ? r0 + bs : n;
+        const float inv = 1.0f / (float)(r1 - r0);
         float *o = out + blk * D;
-        for (int64_t d = 0; d < D; d++) o[d] = 0;
-        for (int64_t r = r0; r < r1; r++) {
-            const char *row = (const char *)base + r * stride * (int64_t)es;
-            int64_t d = 0;
-            for (; d < Dv; d += LA_VL) vf_store(o + d, vf_load(o + d) + vf_load_any(row + d * (int64_t)es, dt));
-            for (; d < D; d++) o[d] += la_load_f32(row, dt, d);
+        const char *first = (const char *)base + r0 * stride * es;
+        for (int64_t d0 = 0; d0 < Dv; d0 += R * LA_VL) {
+            const int nv = d0 + R * LA_VL <= Dv ? R : (int)((Dv - d0) / LA_VL);
+            vf acc[R];
+            for (int v = 0; v < R; v++) acc[v] = vf_set1(0);
+            const char *row = first;
+            for (int64_t r = r0; r < r1; r++, row += stride * es)
+                for (int v = 0; v < R; v++)
+                    if (v < nv) acc[v] += vf_load_any(row + (d0 + v * LA_VL) * es, dt);
+            for (int v = 0; v < nv; v++) vf_store(o + d0 + v * LA_VL, acc[v] * inv);
         }
-        if (r1 - r0 > 1) {
-            const float inv = 1.0f / (float)(r1 - r0);
-            for (int64_t d = 0; d < D; d++) o[d] *= inv;
+        for (int64_t d = Dv; d < D; d++) {
+            float acc = 0;
+            for (int64_t r = r0; r < r1; r++) acc += la_load_f32(first + (r - r0) * stride * es, dt, d);
+            o[d] = acc * inv;
         }
     }
 }
