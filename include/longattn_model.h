@@ -122,8 +122,20 @@ typedef struct {
      * (LA_SPARSE_NONE), or block-sparse with this selector and budget
      * (la_sparse_select, then la_block_sparse_forward) in every layer.
      * Single-token steps stay dense. la_sparse_choice_parse reads
-     * "SELECTOR:BUDGET". */
+     * "SELECTOR:BUDGET". Routing keeps one k-means state per layer for
+     * the session's life (centroids move across calls, as the selector's
+     * state is meant to; la_session_reset keeps them). */
     la_sparse_choice sparse;
+    /* Attention inputs, for inspection (e.g. dumping them to measure a
+     * sparse selector's recall on real attention): when not NULL, called in
+     * every multi-token la_session_eval, layer by layer, just before the
+     * layer's attention, with its queries q [1, n, n_head, head_dim] (f32,
+     * after RoPE) and the keys k [1, L, n_head_kv, head_dim] they attend to
+     * (f32 copy of the cache, the n new tokens last; causal bottom-right).
+     * The tensors live only during the call. Not called under a stateful
+     * kv_policy (h2o, snapkv, quest, duo), whose heads are ragged. */
+    void (*on_attention)(void *user, int64_t layer, const la_tensor *q, const la_tensor *k);
+    void *on_attention_user;
     /* Quantised KV pages (la_kv_cache_params.quant): LA_KV_QUANT_NONE
      * (default: kv_type pages), LA_KV_Q8 or LA_KV_Q4, with key groups of
      * gcd(32, kv_page_size) tokens, value groups of gcd(32, head_dim)

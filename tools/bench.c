@@ -9,6 +9,7 @@
 #include "ssm_cases.h"
 #include "mixer_sweep.h"
 #include "sparse_cases.h"
+#include "sparse_qk.h"
 #include "kv_cases.h"
 #include "cli.h"
 #include "harness.h"
@@ -23,6 +24,7 @@
 
 typedef struct {
     bool json, quick;
+    const char *qk_file; /* sparse: dumped attention inputs (sparse_qk.c) */
     int threads;
     int64_t B, H, Hkv;
     int64_t L[MAX_LIST], D[MAX_LIST];
@@ -78,6 +80,7 @@ static void usage(void) {
             "usage: longattn bench peak|attention|decode|kvquant|sparse [--json] [--quick] [--threads N]\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
+            "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk): recall, density per selector\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       kvquant:   [--L 8192,32768] decode through la_kv_cache_decode over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
@@ -109,6 +112,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--quick")) o->quick = true, takes = false;
         else if (!val) return usage(), -1;
         else if (!strcmp(a, "--threads")) o->threads = atoi(val);
+        else if (!strcmp(a, "--qk-file")) o->qk_file = val;
         else if (!strcmp(a, "--L")) o->nL = parse_list(val, o->L, MAX_LIST);
         else if (!strcmp(a, "--D")) o->nD = parse_list(val, o->D, MAX_LIST);
         else if (!strcmp(a, "--B")) o->B = atoll(val);
@@ -267,6 +271,7 @@ static int bench_linear(const options *o) {
 }
 
 static int bench_sparse(const options *o) {
+    if (o->qk_file) return sparse_qk_bench(o->qk_file, o->threads, o->json, o->quick);
     static const int64_t default_L[] = {8192, 16384, 32768}, quick_L[] = {4096};
     static const sparse_spec configs[] = {
         {.selector = SPARSE_STATIC, .local_blocks = 8},

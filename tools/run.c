@@ -2,6 +2,7 @@
  * as they come; progress and timing go to stderr. */
 #include "cli.h"
 #include "cli_util.h"
+#include "qk_dump.h"
 #include "longattn_model.h"
 
 #include <stdio.h>
@@ -33,7 +34,9 @@ static void usage(FILE *f) {
             "                 quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h)\n"
             "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of static,\n"
             "                 topk, vslash, hip, chunks, flex, routing (see la_sparse_choice in longattn.h)\n"
-            "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n");
+            "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n"
+            "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h),\n"
+            "                 for `longattn bench sparse --qk-file`; --dump-layers all|N,N,... (default 0,7,15,23)\n");
 }
 
 typedef struct {
@@ -46,6 +49,7 @@ typedef struct {
     la_kv_policy kv_policy;
     la_sparse_choice sparse;
     la_sampler_params sampling;
+    const char *dump_qk, *dump_layers;
 } run_options;
 
 /* Returns 0 to go on, or the exit status (2 for usage errors). */
@@ -96,6 +100,10 @@ static int parse_args(int argc, char **argv, run_options *o) {
                 fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
                 return 2;
             }
+        } else if (!strcmp(a, "--dump-qk")) {
+            o->dump_qk = v;
+        } else if (!strcmp(a, "--dump-layers")) {
+            o->dump_layers = v;
         } else if (!strcmp(a, "--sparse")) {
             if (la_sparse_choice_parse(v, &o->sparse)) {
                 fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
@@ -231,6 +239,14 @@ int cmd_run(int argc, char **argv) {
     la_session_params sp = la_session_params_default();
     sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy, sp.sparse = o.sparse;
     sp.kv_quant = o.kv_quant, sp.exact_decode = o.exact_decode;
+    static qk_dump dump; /* --dump-qk: large, so not on the stack */
+    if (o.dump_qk) {
+        if (!qk_dump_init(&dump, CMD, o.dump_qk, o.dump_layers ? o.dump_layers : "0,7,15,23")) {
+            rc = 2;
+            goto done;
+        }
+        sp.on_attention = qk_dump_observe, sp.on_attention_user = &dump;
+    }
     if ((st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, "session", st);
         goto done;
@@ -255,6 +271,10 @@ int cmd_run(int argc, char **argv) {
     fflush(stdout);
     if (st) {
         rc = cli_fail(CMD, "generation", st);
+        goto done;
+    }
+    if (o.dump_qk && !qk_dump_finish(&dump, CMD)) {
+        rc = 1;
         goto done;
     }
     size_t kv = la_session_kv_bytes(s);

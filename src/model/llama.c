@@ -30,6 +30,9 @@ struct la_session {
     la_kv_cache *kv;                  /* per layer, KV head: the keys (after RoPE) and values */
     la_kv_policy policy;              /* applied to each layer after its attention */
     la_sparse_choice sparse;          /* prefill's selector (LA_SPARSE_NONE: dense) */
+    la_sparse_routing_state **routing; /* routing: per layer, made at its first prefill, kept across calls */
+    void (*on_attention)(void *user, int64_t layer, const la_tensor *q, const la_tensor *k);
+    void *on_attention_user;
     la_kv_policy_state *pstate;       /* h2o, snapkv, quest, duo: scores, bounds, ragged attention */
     float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
     int64_t kv_cap;
@@ -244,6 +247,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
     s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy, s->sparse = p->sparse;
+    s->on_attention = p->on_attention, s->on_attention_user = p->on_attention_user;
     s->exact = p->exact_decode;
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
     la_kv_cache_params kp = la_kv_cache_params_default();
@@ -291,6 +295,8 @@ void la_session_free(la_session *s) {
     if (!s) return;
     la_kv_cache_destroy(s->kv);
     la_kv_policy_state_destroy(s->pstate);
+    for (int64_t l = 0; s->routing && l < s->m->cfg.n_layer; l++) la_sparse_routing_state_free(s->routing[l]);
+    free(s->routing);
     free(s->kf), free(s->vf), free(s->positions);
     free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
     free(s->ffa), free(s->ffb), free(s->logits_tmp), free(s->rope_cs);
@@ -399,9 +405,21 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     if ((st = reserve_prefill(s, L)) || (st = la_kv_cache_read(s->kv, layer_i, -1, 0, 0, L, s->kf, s->vf))) return st;
     la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
+    if (s->on_attention) s->on_attention(s->on_attention_user, layer_i, &q, &k);
     if (s->sparse.kind != LA_SPARSE_NONE) { /* block-sparse prefill: select, then attend */
         la_block_index x;
-        if (!(st = la_sparse_select(s->ctx, &s->sparse, &p, &q, &k, &x)))
+        if (s->sparse.kind == LA_SPARSE_ROUTING) { /* centroids carried across calls, per layer */
+            if (!s->routing && !(s->routing = calloc((size_t)c->n_layer, sizeof *s->routing)))
+                return la_fail(LA_ERR_NOMEM, "out of memory for the routing states");
+            if (!s->routing[layer_i] && (st = la_sparse_routing_state_create(&s->routing[layer_i], H, D,
+                                                                              (int64_t)s->sparse.budget, 0)))
+                return st;
+            la_sparse_routing ro = la_sparse_routing_default();
+            st = la_sparse_select_routing(s->ctx, &ro, s->routing[layer_i], &p, &q, &k, &x);
+        } else {
+            st = la_sparse_select(s->ctx, &s->sparse, &p, &q, &k, &x);
+        }
+        if (!st)
             st = la_block_sparse_forward(s->ctx, &p, &q, &k, &v, &x, &o, NULL);
         la_block_index_free(&x);
         return st;

@@ -573,6 +573,23 @@ static void check_streaming_session(const model_spec *spec, uint64_t *rng) {
     free_model(&b);
 }
 
+/* la_session_params.on_attention: every layer's q and k before attention. */
+typedef struct {
+    int64_t calls, bad, n_layer, H, Hkv, D, want_n, want_L, next_layer;
+    double qsum;
+} observed;
+
+static void observe(void *user, int64_t layer, const la_tensor *q, const la_tensor *k) {
+    observed *o = user;
+    o->calls++;
+    if (layer != o->next_layer || q->ndim != 4 || k->ndim != 4 || q->dtype != LA_F32 || k->dtype != LA_F32 ||
+        q->shape[0] != 1 || q->shape[1] != o->want_n || q->shape[2] != o->H || q->shape[3] != o->D ||
+        k->shape[0] != 1 || k->shape[1] != o->want_L || k->shape[2] != o->Hkv || k->shape[3] != o->D)
+        o->bad++;
+    o->next_layer = (layer + 1) % o->n_layer;
+    for (int64_t i = 0; i < q->shape[1] && !o->bad; i++) o->qsum += fabs(((const float *)q->data)[i * q->stride[1]]);
+}
+
 /* --sparse SELECTOR:BUDGET in a session: a window covering the whole
  * prompt (static:1000) lists every block, so its logits equal the dense
  * prefill's up to rounding (the online softmax visits the keys in other
@@ -602,6 +619,11 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
         TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
         if (!s) continue;
         float *out = ci == 0 ? dense : got;
+        if (!strcmp(choices[ci], "routing:3")) { /* two prefills: the layers' k-means states carry over */
+            TU_EXPECT_STATUS(la_session_eval(s, prompt, P - 50, NULL, false), LA_OK);
+            TU_EXPECT_STATUS(la_session_eval(s, prompt + P - 50, 50, NULL, false), LA_OK);
+            la_session_reset(s);
+        }
         TU_EXPECT_STATUS(la_session_eval(s, prompt, P, out, true), LA_OK);
         int32_t t = 3;
         float step[512];
@@ -625,6 +647,26 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
                               "%s --sparse static:1 (keys dropped): only %.3g from dense (scale %.3g), static:1000 %.3g",
                               spec->name, worst, scale, full_worst * scale);
         la_session_free(s);
+    }
+    if (m) { /* the attention observer: once per layer per multi-token eval, with that eval's q and all keys */
+        const la_model_config *c = la_model_config_of(m);
+        observed ob = {.n_layer = c->n_layer, .H = c->n_head, .Hkv = c->n_head_kv, .D = c->head_dim,
+                       .want_n = P - 40, .want_L = P - 40};
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 256, sp.on_attention = observe, sp.on_attention_user = &ob;
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+        if (s) {
+            TU_EXPECT_STATUS(la_session_eval(s, prompt, P - 40, NULL, false), LA_OK);
+            ob.want_n = 40, ob.want_L = P;
+            TU_EXPECT_STATUS(la_session_eval(s, prompt + P - 40, 40, NULL, false), LA_OK);
+            int32_t t = 3;
+            TU_EXPECT_STATUS(la_session_eval(s, &t, 1, NULL, false), LA_OK); /* one token: not observed */
+            tu_check(ob.calls == 2 * c->n_layer && ob.bad == 0 && ob.qsum > 0,
+                     "%s on_attention: %lld calls (want %lld), %lld with wrong layers or shapes", spec->name,
+                     (long long)ob.calls, (long long)(2 * c->n_layer), (long long)ob.bad);
+            la_session_free(s);
+        }
     }
     if (m) {
         la_session_params sp = la_session_params_default();

@@ -3,7 +3,9 @@
  * blocks with their mean key as representative; every query row picks its
  * top_k chunks by the rule's score of its query against them, and its
  * query block lists the union, plus the first chunk and the local window.
- * Chunk means are pooled once per (sequence, K/V head). */
+ * Chunk means are pooled once (f32, in parallel); each query block's rows
+ * are scored against every chunk in one small GEMM
+ * (cpu/sparse/select_isa.c). */
 #include "ops/sparse/select_common.h"
 
 #include <math.h>
@@ -14,34 +16,36 @@ la_sparse_chunks la_sparse_chunks_default(void) {
 }
 
 typedef struct {
-    double *cbar;         /* [nch][D] */
+    float *qf, *sc, *pack; /* a query block's rows [bs][D], their scores [bs][nch], a packed panel */
     la_sel_ranked *best;  /* [top_k + 1]: a row's best chunks so far, best first */
     unsigned char *mark;  /* [nkb] */
 } ch_scratch;
 
-static bool chunks_head(const la_sparse_chunks *o, const la_sel_shape *S, const la_tensor *q, int64_t b, int64_t h,
-                        int64_t nch, ch_scratch *t, la_sel_lists *l) {
+static bool chunks_head(const la_sparse_chunks *o, const la_sel_shape *S, la_simd simd, const la_tensor *q,
+                        int64_t b, int64_t h, const float *cbar, int64_t nch, ch_scratch *t, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     const int64_t D = S->D, cb = o->chunk_blocks, ckeys = cb * S->bs;
     const size_t es = la_dtype_size(q->dtype);
+    const char *qh = la_sel_head(q, b, h);
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
         la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
         memset(t->mark, 0, (size_t)S->nkb);
+        if (o->top_k > 0) {
+            LA_ISA_PICK(la_cpu_sel_pool, simd)(qh + i0 * q->stride[1] * (int64_t)es, q->dtype, q->stride[1], i1 - i0, 1,
+                                               D, t->qf);
+            LA_ISA_PICK(la_cpu_sel_gemm_nt, simd)(t->qf, D, cbar, LA_F32, D, i1 - i0, nch, D, t->sc, nch, t->pack);
+        }
         for (int64_t i = i0; i < i1 && o->top_k > 0; i++) {
-            const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
-            double qf[LA_MAX_HEAD_DIM];
-            for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d);
+            const float *dots = t->sc + (i - i0) * nch;
             int64_t lo, hi, nb = 0;
             la_rule_key_range(&S->rule, i, S->Lq, S->Lk, &lo, &hi);
             const double diag = (double)(i + S->Lk - S->Lq);
-            for (int64_t c = 0; c < nch; c++) {
+            for (int64_t c = 0; c < nch && c * ckeys < hi; c++) { /* chunks from hi on are hidden */
                 const int64_t j0 = c * ckeys, j1 = j0 + ckeys < S->Lk ? j0 + ckeys : S->Lk;
                 if (la_rule_row_block(&S->rule, lo, hi, j0, j1) == LA_BLOCK_NONE) continue;
-                double dot = 0;
-                for (int64_t d = 0; d < D; d++) dot += qf[d] * t->cbar[c * D + d];
                 const la_sel_ranked x = {
-                    la_rule_score(&S->rule, (float)dot, slope, (float)(diag - 0.5 * (double)(j0 + j1 - 1)), NULL),
+                    la_rule_score(&S->rule, dots[c], slope, (float)(diag - 0.5 * (double)(j0 + j1 - 1)), NULL),
                     (int32_t)c};
                 /* insert into the best top_k (earlier chunks win ties: strict >) */
                 int64_t pos = nb;
@@ -99,32 +103,33 @@ la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *o, co
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv, nch = (S.nkb + cb - 1) / cb;
     const int64_t topk = o->top_k < nch ? o->top_k : nch;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
-    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    float *cbar = la_sel_pool_all(ctx, k, cb * S.bs); /* [(b * Hkv + hk) * nch][D] */
+    if (!lists || !cbar) {
+        free(lists), free(cbar);
+        return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    }
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        ch_scratch t = {.cbar = malloc(sizeof(double) * (size_t)((nch + 1) * S.D)),
+        ch_scratch t = {.qf = malloc(sizeof(float) * (size_t)(S.bs * S.D)),
+                        .sc = malloc(sizeof(float) * (size_t)(S.bs * nch + 1)),
+                        .pack = malloc(sizeof(float) * (size_t)(S.D * LA_SEL_PANEL)),
                         .best = malloc(sizeof(la_sel_ranked) * (size_t)(topk + 1)), .mark = malloc((size_t)S.nkb + 1)};
-        ok = t.cbar && t.best && t.mark;
+        ok = t.qf && t.sc && t.pack && t.best && t.mark;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+        for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
-            const int64_t b = g / S.Hkv, hk = g % S.Hkv, ckeys = cb * S.bs;
-            for (int64_t c = 0; c < nch; c++) {
-                const int64_t j0 = c * ckeys, j1 = j0 + ckeys < S.Lk ? j0 + ckeys : S.Lk;
-                la_sel_pool_rows(k, b, hk, j0, j1, S.D, t.cbar + c * S.D);
-            }
-            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
-                la_sel_lists *l = &lists[b * S.H + h];
-                la_sparse_chunks oc = *o;
-                oc.top_k = topk, oc.chunk_blocks = cb;
-                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                     chunks_head(&oc, &S, q, b, h, nch, &t, l);
-            }
+            const int64_t b = bh / S.H, h = bh % S.H;
+            la_sel_lists *l = &lists[bh];
+            la_sparse_chunks oc = *o;
+            oc.top_k = topk, oc.chunk_blocks = cb;
+            ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                 chunks_head(&oc, &S, ctx->simd, q, b, h, cbar + (b * S.Hkv + h / G) * nch * S.D, nch, &t, l);
         }
-        free(t.cbar), free(t.best), free(t.mark);
+        free(t.qf), free(t.sc), free(t.pack), free(t.best), free(t.mark);
     }
+    free(cbar);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }

@@ -1,9 +1,11 @@
 /* The hierarchical pruning selector (after HiP attention, Lee et al.
  * 2024): per query block, halve the candidate key ranges round after round
  * and keep the top_k halves by a representative score, O(top_k * probes *
- * log(key blocks)) block scores per query block. The key blocks' means are
- * pooled once per (sequence, K/V head); block scores are computed when a
- * probe first needs them. */
+ * log(key blocks)) block scores looked at per query block. The query and
+ * key blocks' means are pooled once (f32, in parallel); the pooled q . k
+ * products of LA_SEL_QB_CHUNK query blocks against every key block come
+ * from one small GEMM (cpu/sparse/select_isa.c), cheaper than computing
+ * them probe by probe. */
 #include "ops/sparse/select_common.h"
 
 #include <math.h>
@@ -29,22 +31,26 @@ static int by_lo(const void *a, const void *b) {
     return x->lo < y->lo ? -1 : x->lo > y->lo;
 }
 
-/* Per-thread scratch: block means, the pooled query, memoised block
- * scores, two range lists, a block mark. */
+/* Per-thread scratch: pooled products of a chunk of query blocks, a packed
+ * panel, memoised block scores, two range lists, a block mark. */
 typedef struct {
-    double *kbar, *qbar, *est;
+    float *sc, *pack;
+    double *est;
     unsigned char *known, *mark;
     range *cur, *next;
 } hip_scratch;
 
-static bool hip_head(const la_sparse_hip *o, const la_sel_shape *S, const la_tensor *q, int64_t b, int64_t h,
-                     hip_scratch *t, la_sel_lists *l) {
+static bool hip_head(const la_sparse_hip *o, const la_sel_shape *S, la_simd simd, const float *qbar,
+                     const float *kbar, int64_t h, hip_scratch *t, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     const int64_t P = o->probes ? o->probes : 4;
     for (int64_t qb = 0; qb < S->nqb; qb++) {
         int64_t i0, i1, kend;
         la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
-        la_sel_pool_rows(q, b, h, i0, i1, S->D, t->qbar);
+        if (qb % LA_SEL_QB_CHUNK == 0)
+            la_sel_block_dots(S, simd, qbar, kbar, qb, qb + LA_SEL_QB_CHUNK < S->nqb ? qb + LA_SEL_QB_CHUNK : S->nqb,
+                              t->sc, t->pack);
+        const float *dots = t->sc + (qb % LA_SEL_QB_CHUNK) * S->nkb;
         const int64_t n = kend / S->bs + (kend % S->bs != 0), d1 = la_sel_diag_block(S, i1 - 1);
         const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
         memset(t->known, 0, (size_t)S->nkb);
@@ -75,10 +81,8 @@ static bool hip_head(const la_sparse_hip *o, const la_sel_shape *S, const la_ten
                         t->est[kb] = -INFINITY;
                         if (la_sel_block_visible(S, i0, i1, kend, kb)) {
                             const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
-                            double dot = 0;
-                            for (int64_t d = 0; d < S->D; d++) dot += t->qbar[d] * t->kbar[kb * S->D + d];
                             const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
-                            t->est[kb] = la_rule_score(&S->rule, (float)dot, slope, dist, NULL);
+                            t->est[kb] = la_rule_score(&S->rule, dots[kb], slope, dist, NULL);
                         }
                     }
                     if (t->est[kb] > g->score) g->score = t->est[kb];
@@ -135,32 +139,33 @@ la_status la_sparse_select_hip(la_context *ctx, const la_sparse_hip *o, const la
     /* ranges in hand: at most top_k, doubled by a split (and never more than the blocks) */
     const int64_t cap = 2 * (o->top_k < S.nkb ? o->top_k : S.nkb) + 2;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
-    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    float *qbar = la_sel_pool_all(ctx, q, S.bs), *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
+    if (!lists || !qbar || !kbar) {
+        free(lists), free(qbar), free(kbar);
+        return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    }
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        hip_scratch t = {.kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)),
-                         .qbar = malloc(sizeof(double) * (size_t)S.D),
+        hip_scratch t = {.sc = malloc(sizeof(float) * (size_t)(LA_SEL_QB_CHUNK * S.nkb + 1)),
+                         .pack = malloc(sizeof(float) * (size_t)(S.D * LA_SEL_PANEL)),
                          .est = malloc(sizeof(double) * (size_t)(S.nkb + 1)), .known = malloc((size_t)S.nkb + 1),
                          .mark = malloc((size_t)S.nkb + 1), .cur = malloc(sizeof(range) * (size_t)cap),
                          .next = malloc(sizeof(range) * (size_t)cap)};
-        ok = t.kbar && t.qbar && t.est && t.known && t.mark && t.cur && t.next;
+        ok = t.sc && t.pack && t.est && t.known && t.mark && t.cur && t.next;
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+        for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
-            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
-            for (int64_t kb = 0; kb < S.nkb; kb++) {
-                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
-                la_sel_pool_rows(k, b, hk, j0, j1, S.D, t.kbar + kb * S.D);
-            }
-            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
-                la_sel_lists *l = &lists[b * S.H + h];
-                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL && hip_head(o, &S, q, b, h, &t, l);
-            }
+            const int64_t b = bh / S.H, h = bh % S.H;
+            la_sel_lists *l = &lists[bh];
+            ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                 hip_head(o, &S, ctx->simd, qbar + bh * S.nqb * S.D, kbar + (b * S.Hkv + h / G) * S.nkb * S.D, h, &t,
+                          l);
         }
-        free(t.kbar), free(t.qbar), free(t.est), free(t.known), free(t.mark), free(t.cur), free(t.next);
+        free(t.sc), free(t.pack), free(t.est), free(t.known), free(t.mark), free(t.cur), free(t.next);
     }
+    free(qbar), free(kbar);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }

@@ -82,12 +82,6 @@ static void unit_row(const la_tensor *t, int64_t b, int64_t r, int64_t h, int64_
     for (int64_t d = 0; d < D; d++) x[d] = (float)(x[d] * inv);
 }
 
-static double dot_fd(const float *x, const double *c, int64_t D) {
-    double s = 0;
-    for (int64_t d = 0; d < D; d++) s += (double)x[d] * c[d];
-    return s;
-}
-
 /* Normalise v[D] in place; false when it is zero. */
 static bool normalise(double *v, int64_t D) {
     double n2 = 0;
@@ -128,53 +122,62 @@ static void init_centroids(int64_t C, int64_t D, const float *pts, int64_t npts,
     free(chosen);
 }
 
-/* Nearest centroid of x (ties to the lower index) and its cosine. */
-static int64_t nearest(const float *x, const double *cent, int64_t C, int64_t D, double *best) {
-    int64_t bc = 0;
-    double bv = -INFINITY;
-    for (int64_t c = 0; c < C; c++) {
-        const double v = dot_fd(x, cent + c * D, D);
-        if (v > bv) bv = v, bc = c;
-    }
-    *best = bv;
-    return bc;
-}
-
-/* Mean of 1 - cosine to the nearest centroid over the points. */
-static double objective(const float *pts, int64_t npts, const double *cent, int64_t C, int64_t D) {
-    double sum = 0, best;
-    for (int64_t i = 0; i < npts; i++) {
-        nearest(pts + i * D, cent, C, D, &best);
-        sum += 1 - best;
-    }
-    return npts ? sum / (double)npts : 0;
-}
-
 /* Per-thread scratch. */
 typedef struct {
     float *pts;          /* [npts][D] */
+    float *cf;           /* [C][D]: the centroids in f32 */
+    float *prod;         /* [PCH * C] or [n][CG]: point . centroid products */
+    float *pack;         /* a packed panel */
     double *sums;        /* [C][D] */
     int64_t *counts;     /* [C] */
     la_sel_ranked *rank; /* [max(Lq, Lk)] */
     unsigned char *qm, *km, *mark; /* [C][nqb], [C][nkb], [nkb] */
 } rt_scratch;
 
+/* Points per product chunk for C centroids: at most 2^20 products. */
+static int64_t point_chunk(int64_t C) { return C >= (1 << 20) / 256 ? ((1 << 20) / C > 0 ? (1 << 20) / C : 1) : 256; }
+/* Centroids per group when ranking members: n * CG products. */
+#define CG 16
+
+static void cent_f32(const double *cent, int64_t C, int64_t D, float *cf) {
+    for (int64_t e = 0; e < C * D; e++) cf[e] = (float)cent[e];
+}
+
+/* One pass over the points against the centroids: the mean of 1 - cosine
+ * to the nearest (ties to the lower index), and with sums, each point
+ * added into its nearest centroid's sum and count. */
+static double assign(la_simd simd, const float *pts, int64_t npts, const double *cent, int64_t C, int64_t D,
+                     rt_scratch *t, bool sums) {
+    cent_f32(cent, C, D, t->cf);
+    const int64_t pch = point_chunk(C);
+    double sum = 0;
+    for (int64_t p0 = 0; p0 < npts; p0 += pch) {
+        const int64_t np = p0 + pch < npts ? pch : npts - p0;
+        LA_ISA_PICK(la_cpu_sel_gemm_nt, simd)(pts + p0 * D, D, t->cf, LA_F32, D, np, C, D, t->prod, C, t->pack);
+        for (int64_t i = 0; i < np; i++) {
+            const float *pr = t->prod + i * C;
+            int64_t bc = 0;
+            for (int64_t c = 1; c < C; c++)
+                if (pr[c] > pr[bc]) bc = c;
+            sum += 1 - (double)pr[bc];
+            if (!sums) continue;
+            t->counts[bc]++;
+            const float *x = pts + (p0 + i) * D;
+            double *m = t->sums + bc * D;
+            for (int64_t d = 0; d < D; d++) m[d] += x[d];
+        }
+    }
+    return npts ? sum / (double)npts : 0;
+}
+
 /* k-means rounds on head h's points; cent [C][D] in, moved in place;
  * obj [iterations + 1]. */
-static void kmeans(const la_sparse_routing *o, int64_t C, int64_t D, rt_scratch *t, int64_t npts, double *cent,
-                   double *obj) {
+static void kmeans(const la_sparse_routing *o, la_simd simd, int64_t C, int64_t D, rt_scratch *t, int64_t npts,
+                   double *cent, double *obj) {
     for (int64_t it = 0; it < o->iterations; it++) {
         memset(t->sums, 0, sizeof(double) * (size_t)(C * D));
         memset(t->counts, 0, sizeof(int64_t) * (size_t)C);
-        double sum = 0, best;
-        for (int64_t i = 0; i < npts; i++) {
-            const float *x = t->pts + i * D;
-            const int64_t c = nearest(x, cent, C, D, &best);
-            sum += 1 - best;
-            t->counts[c]++;
-            for (int64_t d = 0; d < D; d++) t->sums[c * D + d] += x[d];
-        }
-        obj[it] = npts ? sum / (double)npts : 0;
+        obj[it] = assign(simd, t->pts, npts, cent, C, D, t, true);
         for (int64_t c = 0; c < C; c++) {
             double *m = t->sums + c * D, *cc = cent + c * D;
             if (!t->counts[c] || !normalise(m, D)) continue;
@@ -183,23 +186,27 @@ static void kmeans(const la_sparse_routing *o, int64_t C, int64_t D, rt_scratch 
             if (normalise(u, D)) memcpy(cc, u, sizeof(double) * (size_t)D);
         }
     }
-    obj[o->iterations] = objective(t->pts, npts, cent, C, D);
+    obj[o->iterations] = assign(simd, t->pts, npts, cent, C, D, t, false);
 }
 
 /* Mark, for each centroid, the blocks of its top-w points among
- * pts[0..n) (block size bs) in m [C][nb]. */
-static void members(const double *cent, int64_t C, int64_t D, const float *pts, int64_t n, int64_t w, int64_t bs,
-                    int64_t nb, la_sel_ranked *rank, unsigned char *m) {
+ * pts[0..n) (block size bs) in m [C][nb]. t->cf holds the centroids. */
+static void members(la_simd simd, int64_t C, int64_t D, const float *pts, int64_t n, int64_t w, int64_t bs,
+                    int64_t nb, rt_scratch *t, unsigned char *m) {
     memset(m, 0, (size_t)(C * nb));
     if (w > n) w = n;
-    for (int64_t c = 0; c < C && w > 0; c++) {
-        for (int64_t i = 0; i < n; i++) rank[i] = (la_sel_ranked){dot_fd(pts + i * D, cent + c * D, D), (int32_t)i};
-        qsort(rank, (size_t)n, sizeof *rank, la_sel_by_est_desc);
-        for (int64_t e = 0; e < w; e++) m[c * nb + rank[e].id / bs] = 1;
+    for (int64_t c0 = 0; c0 < C && w > 0; c0 += CG) {
+        const int64_t ng = c0 + CG < C ? CG : C - c0;
+        LA_ISA_PICK(la_cpu_sel_gemm_nt, simd)(pts, D, t->cf + c0 * D, LA_F32, D, n, ng, D, t->prod, ng, t->pack);
+        for (int64_t c = c0; c < c0 + ng; c++) {
+            for (int64_t i = 0; i < n; i++) t->rank[i] = (la_sel_ranked){t->prod[i * ng + (c - c0)], (int32_t)i};
+            la_sel_partial_sort(t->rank, n, w);
+            for (int64_t e = 0; e < w; e++) m[c * nb + t->rank[e].id / bs] = 1;
+        }
     }
 }
 
-static bool routing_head(const la_sparse_routing *o, const la_sel_shape *S, const la_tensor *q, const la_tensor *k,
+static bool routing_head(const la_sparse_routing *o, la_simd simd, const la_sel_shape *S, const la_tensor *q, const la_tensor *k,
                          int64_t h, int64_t C, bool ready, uint64_t seed, double *cent, double *obj, rt_scratch *t,
                          la_sel_lists *lists) {
     const int64_t D = S->D, hk = h / (S->H / S->Hkv), npts = S->B * (S->Lq + S->Lk);
@@ -211,12 +218,13 @@ static bool routing_head(const la_sparse_routing *o, const la_sel_shape *S, cons
         uint64_t g = seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(h + 1));
         init_centroids(C, D, t->pts, npts, &g, cent);
     }
-    kmeans(o, C, D, t, npts, cent, obj);
+    kmeans(o, simd, C, D, t, npts, cent, obj);
+    cent_f32(cent, C, D, t->cf);
     const int64_t wq = o->members ? o->members : (S->Lq + C - 1) / C, wk = o->members ? o->members : (S->Lk + C - 1) / C;
     for (int64_t b = 0; b < S->B; b++) {
         const float *qp = t->pts + b * (S->Lq + S->Lk) * D, *kp = qp + S->Lq * D;
-        members(cent, C, D, qp, S->Lq, wq, S->bs, S->nqb, t->rank, t->qm);
-        members(cent, C, D, kp, S->Lk, wk, S->bs, S->nkb, t->rank, t->km);
+        members(simd, C, D, qp, S->Lq, wq, S->bs, S->nqb, t, t->qm);
+        members(simd, C, D, kp, S->Lk, wk, S->bs, S->nkb, t, t->km);
         la_sel_lists *l = &lists[b * S->H + h];
         if (!(l->counts = calloc((size_t)S->nqb + 1, sizeof(int64_t)))) return false;
         for (int64_t qb = 0; qb < S->nqb; qb++) {
@@ -298,18 +306,21 @@ la_status la_sparse_select_routing(la_context *ctx, const la_sparse_routing *o, 
     const int64_t maxL = S.Lq > S.Lk ? S.Lq : S.Lk;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        rt_scratch t = {.pts = malloc(pts_bytes + 1), .sums = malloc(sizeof(double) * (size_t)(C * D)),
+        const int64_t pch = point_chunk(C), nprod = pch * C > maxL * CG ? pch * C : maxL * CG;
+        rt_scratch t = {.pts = malloc(pts_bytes + 1), .cf = malloc(sizeof(float) * (size_t)(C * D)),
+                        .prod = malloc(sizeof(float) * (size_t)nprod),
+                        .pack = malloc(sizeof(float) * (size_t)(D * LA_SEL_PANEL)), .sums = malloc(sizeof(double) * (size_t)(C * D)),
                         .counts = malloc(sizeof(int64_t) * (size_t)C),
                         .rank = malloc(sizeof(la_sel_ranked) * (size_t)(maxL + 1)),
                         .qm = malloc((size_t)(C * S.nqb) + 1), .km = malloc((size_t)(C * S.nkb) + 1),
                         .mark = malloc((size_t)S.nkb + 1)};
-        ok = t.pts && t.sums && t.counts && t.rank && t.qm && t.km && t.mark;
+        ok = t.pts && t.cf && t.prod && t.pack && t.sums && t.counts && t.rank && t.qm && t.km && t.mark;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t h = 0; h < H; h++) {
             if (!ok) continue;
-            ok = routing_head(o, &S, q, k, h, C, st->ready, st->seed, cent + h * C * D, obj + h * nobj, &t, lists);
+            ok = routing_head(o, ctx->simd, &S, q, k, h, C, st->ready, st->seed, cent + h * C * D, obj + h * nobj, &t, lists);
         }
-        free(t.pts), free(t.sums), free(t.counts), free(t.rank), free(t.qm), free(t.km), free(t.mark);
+        free(t.pts), free(t.cf), free(t.prod), free(t.pack), free(t.sums), free(t.counts), free(t.rank), free(t.qm), free(t.km), free(t.mark);
     }
     if (ok && st->cap_objective < nobj) {
         double *g = realloc(st->objective, sizeof(double) * (size_t)nobj);

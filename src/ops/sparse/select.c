@@ -309,7 +309,7 @@ la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_
     return la_succeed();
 }
 
-/* ---- block top-k by coverage ---- */
+/* ---- shared arithmetic: block means, pooled scores, partial sorts ---- */
 
 /* Mean of rows [r0, r1) of head h of sequence b of t, into m[D] (f32
  * sums in double). */
@@ -323,6 +323,56 @@ void la_sel_pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int6
     for (int64_t d = 0; d < D; d++) m[d] /= (double)(r1 - r0);
 }
 
+float *la_sel_pool_all(la_context *ctx, const la_tensor *t, int64_t bs) {
+    const int64_t B = t->shape[0], L = t->shape[1], heads = t->shape[2], D = t->shape[3], nb = (L + bs - 1) / bs;
+    size_t n;
+    if (!la_mul_size((size_t)(B * heads), (size_t)(nb > 0 ? nb : 1), &n) || !la_mul_size(n, (size_t)D, &n) ||
+        !la_mul_size(n, sizeof(float), &n))
+        return NULL;
+    float *out = malloc(n);
+    if (!out || nb == 0) return out;
+    const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+    __typeof__(&la_cpu_sel_pool_scalar) pool = LA_ISA_PICK(la_cpu_sel_pool, ctx->simd);
+#pragma omp parallel for num_threads(nthreads) schedule(dynamic, 1)
+    for (int64_t bh = 0; bh < B * heads; bh++)
+        pool(la_sel_head(t, bh / heads, bh % heads), t->dtype, t->stride[1], L, bs, D, out + bh * nb * D);
+    return out;
+}
+
+void la_sel_block_dots(const la_sel_shape *S, la_simd simd, const float *qbar, const float *kbar, int64_t qb0,
+                       int64_t qb1, float *sc, float *pack) {
+    LA_ISA_PICK(la_cpu_sel_gemm_nt, simd)(qbar + qb0 * S->D, S->D, kbar, LA_F32, S->D, qb1 - qb0, S->nkb, S->D, sc,
+                                          S->nkb, pack);
+}
+
+static inline bool better(const la_sel_ranked *x, const la_sel_ranked *y) {
+    return x->est != y->est ? x->est > y->est : x->id < y->id;
+}
+
+void la_sel_partial_sort(la_sel_ranked *a, int64_t n, int64_t k) {
+    if (k <= 0 || n <= 0) return;
+    if (k > n) k = n;
+    /* quickselect: a[0..k) the k best, in no order */
+    int64_t lo = 0, hi = n - 1;
+    while (k < n && lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        /* median of three as the pivot, moved to hi */
+        if (better(&a[mid], &a[lo])) { la_sel_ranked t = a[mid]; a[mid] = a[lo], a[lo] = t; }
+        if (better(&a[hi], &a[lo])) { la_sel_ranked t = a[hi]; a[hi] = a[lo], a[lo] = t; }
+        if (better(&a[mid], &a[hi])) { la_sel_ranked t = a[mid]; a[mid] = a[hi], a[hi] = t; }
+        const la_sel_ranked piv = a[hi];
+        int64_t st = lo;
+        for (int64_t i = lo; i < hi; i++)
+            if (better(&a[i], &piv)) { la_sel_ranked t = a[i]; a[i] = a[st], a[st] = t, st++; }
+        { la_sel_ranked t = a[st]; a[st] = a[hi], a[hi] = t; }
+        if (st == k - 1 || st == k) break;
+        if (st < k) lo = st + 1;
+        else hi = st - 1;
+    }
+    qsort(a, (size_t)k, sizeof *a, la_sel_by_est_desc);
+}
+
+/* ---- block top-k by coverage ---- */
 
 int la_sel_by_est_desc(const void *a, const void *b) {
     const la_sel_ranked *x = a, *y = b;
@@ -335,48 +385,78 @@ int la_sel_by_id(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* The lists of head h of sequence b. kbar [nkb][D] holds the key blocks'
- * means; qbar [D], cand [nkb] and sel [nkb] are scratch. */
-static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, const la_tensor *q, int64_t b, int64_t h,
-                      const double *kbar, double *qbar, la_sel_ranked *cand, int32_t *sel, la_sel_lists *l) {
+/* Per-thread scratch of the pooled selectors: chunk scores [QB_CHUNK][nkb],
+ * a packed panel, candidates and the selection [nkb]. */
+typedef struct {
+    float *sc, *pack;
+    la_sel_ranked *cand;
+    int32_t *sel;
+} pooled_scratch;
+
+static bool pooled_scratch_init(pooled_scratch *t, const la_sel_shape *S) {
+    t->sc = malloc(sizeof(float) * (size_t)(LA_SEL_QB_CHUNK * S->nkb + 1));
+    t->pack = malloc(sizeof(float) * (size_t)(S->D * LA_SEL_PANEL));
+    t->cand = malloc(sizeof(la_sel_ranked) * (size_t)(S->nkb + 1));
+    t->sel = malloc(sizeof(int32_t) * (size_t)(S->nkb + 1));
+    return t->sc && t->pack && t->cand && t->sel;
+}
+
+static void pooled_scratch_free(pooled_scratch *t) { free(t->sc), free(t->pack), free(t->cand), free(t->sel); }
+
+/* The lists of head h of sequence b. qbar [nqb][D] holds the head's query
+ * blocks' means, kbar [nkb][D] its key blocks' means. */
+static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const float *qbar,
+                      const float *kbar, int64_t h, pooled_scratch *t, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
+    la_sel_ranked *cand = t->cand;
+    int32_t *sel = t->sel;
     for (int64_t qb = 0; qb < S->nqb; qb++) {
+        if (qb % LA_SEL_QB_CHUNK == 0)
+            la_sel_block_dots(S, simd, qbar, kbar, qb,
+                              qb + LA_SEL_QB_CHUNK < S->nqb ? qb + LA_SEL_QB_CHUNK : S->nqb, t->sc, t->pack);
+        const float *dots = t->sc + (qb % LA_SEL_QB_CHUNK) * S->nkb;
         int64_t i0, i1, kend;
         la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
-        la_sel_pool_rows(q, b, h, i0, i1, S->D, qbar);
         const int64_t d1 = la_sel_diag_block(S, i1 - 1);
         const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
         int64_t nc = 0, ns = 0;
         double m = -INFINITY;
-        for (int64_t kb = 0; kb < S->nkb; kb++) {
+        for (int64_t kb = 0; kb < S->nkb && kb * S->bs < kend; kb++) {
             if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
             const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
-            double dot = 0;
-            for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
             const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
-            cand[nc] = (la_sel_ranked){la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0)),
-                                (int32_t)kb};
+            cand[nc] = (la_sel_ranked){la_rule_score(&S->rule, dots[kb], slope, dist, NULL) + log((double)(j1 - j0)),
+                                       (int32_t)kb};
             if (cand[nc].est > m) m = cand[nc].est;
             nc++;
         }
         double total = 0, covered = 0;
-        for (int64_t c = 0; c < nc; c++) total += exp(cand[c].est - m);
+        for (int64_t c = 0; c < nc; c++) total += (cand[c].est = exp(cand[c].est - m)); /* est now the weight */
         /* forced blocks first: the sinks and the local blocks up to the diagonal */
         int64_t rest = 0;
         for (int64_t c = 0; c < nc; c++) {
             const int64_t kb = cand[c].id;
             if (kb < o->sink_blocks || (kb <= d1 && kb > d1 - o->local_blocks)) {
                 sel[ns++] = cand[c].id;
-                covered += exp(cand[c].est - m);
+                covered += cand[c].est;
             } else {
                 cand[rest++] = cand[c];
             }
         }
-        qsort(cand, (size_t)rest, sizeof *cand, la_sel_by_est_desc);
-        for (int64_t c = 0; c < rest; c++) {
-            if (o->top_k > 0 ? c >= o->top_k : covered >= (double)o->gamma * total) break;
-            sel[ns++] = cand[c].id;
-            covered += exp(cand[c].est - m);
+        if (o->top_k > 0) {
+            const int64_t n = o->top_k < rest ? o->top_k : rest;
+            la_sel_partial_sort(cand, rest, n);
+            for (int64_t c = 0; c < n; c++) sel[ns++] = cand[c].id;
+        } else {
+            /* best first, sorted a growing prefix at a time, until gamma of the mass is covered */
+            for (int64_t done = 0, k = 8; done < rest && covered < (double)o->gamma * total; k *= 2) {
+                const int64_t upto = done + k < rest ? done + k : rest;
+                la_sel_partial_sort(cand + done, rest - done, upto - done);
+                for (; done < upto && covered < (double)o->gamma * total; done++) {
+                    sel[ns++] = cand[done].id;
+                    covered += cand[done].est;
+                }
+            }
         }
         qsort(sel, (size_t)ns, sizeof *sel, la_sel_by_id);
         for (int64_t e = 0; e < ns; e++)
@@ -421,32 +501,29 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
         return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
-    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    float *qbar = la_sel_pool_all(ctx, q, S.bs), *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
+    if (!lists || !qbar || !kbar) {
+        free(lists), free(qbar), free(kbar);
+        return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    }
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
-        la_sel_ranked *cand = malloc(sizeof(la_sel_ranked) * (size_t)(S.nkb + 1));
-        int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
-        ok = kbar && qbar && cand && sel;
-        /* heads of one K/V group in a row, so each thread pools a group's keys once */
+        pooled_scratch t;
+        ok = pooled_scratch_init(&t, &S);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+        for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
-            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
-            for (int64_t kb = 0; kb < S.nkb; kb++) {
-                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
-                la_sel_pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
-            }
-            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
-                la_sel_lists *l = &lists[b * S.H + h];
-                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                     topk_head(o, &S, q, b, h, kbar, qbar, cand, sel, l);
-            }
+            const int64_t b = bh / S.H, h = bh % S.H;
+            la_sel_lists *l = &lists[bh];
+            ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                 topk_head(o, &S, ctx->simd, qbar + bh * S.nqb * S.D, kbar + (b * S.Hkv + h / G) * S.nkb * S.D, h, &t,
+                           l);
         }
-        free(kbar), free(qbar), free(cand), free(sel);
+        pooled_scratch_free(&t);
     }
+    free(qbar), free(kbar);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
@@ -457,68 +534,85 @@ la_sparse_vslash la_sparse_vslash_default(void) {
     return (la_sparse_vslash){.block_size = 0, .last_queries = 0, .vertical = 64, .slash = 64, .columns = 0};
 }
 
-/* Exact softmax weights of row i (head h of sequence b) over the keys the
- * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
-bool la_sel_row_weights(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
-                        double *w) {
-    const int64_t hk = h / (S->H / S->Hkv), D = S->D;
-    const size_t es = la_dtype_size(q->dtype);
-    const char *qi = (const char *)q->data + (b * q->stride[0] + i * q->stride[1] + h * q->stride[2]) * (int64_t)es;
-    const float slope = la_rule_slope(&S->rule, h);
-    float qf[LA_MAX_HEAD_DIM];
-    for (int64_t d = 0; d < D; d++) qf[d] = la_load_f32(qi, q->dtype, d); /* D <= LA_MAX_HEAD_DIM (la_sel_check_qk) */
-    double m = -INFINITY, sum = 0;
-    for (int64_t j = 0; j < S->Lk; j++) {
-        w[j] = -INFINITY;
-        if (!la_rule_visible(&S->rule, i, j, S->Lq, S->Lk)) continue;
-        const char *kj = (const char *)k->data + (b * k->stride[0] + j * k->stride[1] + hk * k->stride[2]) * (int64_t)es;
-        float dot = 0;
-        if (k->dtype == LA_F32) /* the common case without a per-element dtype switch */
-            for (int64_t d = 0; d < D; d++) dot += qf[d] * ((const float *)kj)[d];
-        else
-            for (int64_t d = 0; d < D; d++) dot += qf[d] * la_load_f32(kj, k->dtype, d);
-        w[j] = la_rule_score(&S->rule, dot, slope, (float)(i + S->Lk - S->Lq - j), NULL);
-        if (w[j] > m) m = w[j];
-    }
-    if (m == -INFINITY) return false;
-    for (int64_t j = 0; j < S->Lk; j++) sum += w[j] == -INFINITY ? 0 : (w[j] = exp(w[j] - m));
-    for (int64_t j = 0; j < S->Lk; j++) w[j] = w[j] == -INFINITY ? 0 : w[j] / sum;
-    return true;
-}
-
 /* Indices of the n largest positive x[0..len) (ties to the lower index),
- * into top; how many there are. */
+ * into top, best first; how many there are. */
 int64_t la_sel_top_indices(const double *x, int64_t len, int64_t n, la_sel_ranked *tmp, int64_t *top) {
-    for (int64_t i = 0; i < len; i++) tmp[i] = (la_sel_ranked){x[i], (int32_t)i};
-    qsort(tmp, (size_t)len, sizeof *tmp, la_sel_by_est_desc);
     int64_t m = 0;
-    for (; m < n && m < len && tmp[m].est > 0; m++) top[m] = tmp[m].id;
-    return m;
+    for (int64_t i = 0; i < len; i++)
+        if (x[i] > 0) tmp[m++] = (la_sel_ranked){x[i], (int32_t)i};
+    if (n > m) n = m;
+    la_sel_partial_sort(tmp, m, n);
+    for (int64_t e = 0; e < n; e++) top[e] = tmp[e].id;
+    return n;
 }
 
-/* Scratch of one thread: Lk weights, Lk column and 2 Lk + 1 diagonal
- * scores, their ranking, the kept columns and distances, a block mark. */
+/* Rows of exact scores per la_cpu_sel_softmax_sums call. */
+#define VS_ROWS 32
+
+/* Scratch of one thread: Lk column and 2 Lk + 1 diagonal sums (double for
+ * the ranking, f32 for the kernel), exact scores of VS_ROWS rows and their
+ * queries, a packed panel, the ranking, the kept columns and distances, a
+ * block mark. */
 typedef struct {
-    double *w, *col, *diag;
+    double *col, *diag;
+    float *fcol, *frdiag, *scores, *qf, *pack;
     la_sel_ranked *tmp;
     int64_t *cols, *dists;
     unsigned char *mark;
 } vs_scratch;
 
-static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b,
-                        int64_t h, vs_scratch *t, la_sel_lists *l) {
-    const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
-    memset(t->col, 0, sizeof(double) * (size_t)(Lk + 1));
-    memset(t->diag, 0, sizeof(double) * (size_t)(2 * Lk + 1));
-    for (int64_t i = S->Lq - nlast > 0 ? S->Lq - nlast : 0; i < S->Lq; i++) {
-        if (!la_sel_row_weights(S, q, k, b, h, i, t->w)) continue;
-        const int64_t diag = i + Lk - S->Lq;
-        for (int64_t j = 0; j < Lk; j++) {
-            t->col[j] += t->w[j];
-            const int64_t dist = diag - j; /* in (-Lk, Lk + Lq); kept when it indexes [0, 2 Lk] */
-            if (dist > -Lk && dist <= Lk) t->diag[dist + Lk] += t->w[j];
-        }
+static bool vs_scratch_init(vs_scratch *t, const la_sel_shape *S) {
+    const int64_t Lk = S->Lk;
+    *t = (vs_scratch){.col = malloc(sizeof(double) * (size_t)(Lk + 1)),
+                      .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
+                      .fcol = malloc(sizeof(float) * (size_t)(Lk + 1)),
+                      .frdiag = malloc(sizeof(float) * (size_t)(2 * Lk + 1)),
+                      .scores = malloc(sizeof(float) * (size_t)(VS_ROWS * Lk + 1)),
+                      .qf = malloc(sizeof(float) * (size_t)(VS_ROWS * S->D)),
+                      .pack = malloc(sizeof(float) * (size_t)(S->D * LA_SEL_PANEL)),
+                      .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
+                      .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
+                      .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
+                      .mark = malloc((size_t)S->nkb + 1)};
+    return t->col && t->diag && t->fcol && t->frdiag && t->scores && t->qf && t->pack && t->tmp && t->cols &&
+           t->dists && t->mark;
+}
+
+static void vs_scratch_free(vs_scratch *t) {
+    free(t->col), free(t->diag), free(t->fcol), free(t->frdiag), free(t->scores), free(t->qf), free(t->pack);
+    free(t->tmp), free(t->cols), free(t->dists), free(t->mark);
+}
+
+/* Exact softmax rows [r0, r1) of head h of sequence b summed per key into
+ * t->fcol[Lk] and, with diag, per distance into t->frdiag (zeroed here);
+ * the rows that saw a key. */
+static int64_t row_sums(const la_sel_shape *S, la_simd simd, const la_tensor *q, const la_tensor *k, int64_t b,
+                        int64_t h, int64_t r0, int64_t r1, bool diag, vs_scratch *t) {
+    const int64_t Lk = S->Lk, hk = h / (S->H / S->Hkv);
+    memset(t->fcol, 0, sizeof(float) * (size_t)(Lk + 1));
+    if (diag) memset(t->frdiag, 0, sizeof(float) * (size_t)(2 * Lk + 1));
+    const float slope = la_rule_slope(&S->rule, h);
+    int64_t seen = 0;
+    for (int64_t i = r0; i < r1; i += VS_ROWS) {
+        const int64_t nr = i + VS_ROWS < r1 ? VS_ROWS : r1 - i;
+        LA_ISA_PICK(la_cpu_sel_pool, simd)((const char *)la_sel_head(q, b, h) +
+                                               i * q->stride[1] * (int64_t)la_dtype_size(q->dtype),
+                                           q->dtype, q->stride[1], nr, 1, S->D, t->qf);
+        seen += LA_ISA_PICK(la_cpu_sel_softmax_sums, simd)(&S->rule, slope, t->qf, i, nr, la_sel_head(k, b, hk),
+                                                            k->dtype, k->stride[1], S->Lq, Lk, S->D, t->scores,
+                                                            t->pack, t->fcol, diag ? t->frdiag : NULL);
     }
+    return seen;
+}
+
+static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, la_simd simd, const la_tensor *q,
+                        const la_tensor *k, int64_t b, int64_t h, vs_scratch *t, la_sel_lists *l) {
+    const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
+    row_sums(S, simd, q, k, b, h, S->Lq - nlast > 0 ? S->Lq - nlast : 0, S->Lq, true, t);
+    /* col[j]; diag[dist + Lk] for dist = diag_i - j in (-Lk, Lk], from frdiag[j - diag_i + Lk] */
+    for (int64_t j = 0; j < Lk; j++) t->col[j] = t->fcol[j];
+    t->diag[0] = 0;
+    for (int64_t x = 1; x <= 2 * Lk; x++) t->diag[x] = t->frdiag[2 * Lk - x];
     const int64_t ncol = la_sel_top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
     const int64_t ndist = la_sel_top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
     for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
@@ -589,29 +683,23 @@ la_status la_sparse_select_vslash(la_context *ctx, const la_sparse_vslash *o, co
     if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "vertical-slash estimates softmax attention; sigmoid scores have none");
-    const int64_t nbh = S.B * S.H, Lk = S.Lk;
+    const int64_t nbh = S.B * S.H;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
-                        .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
-                        .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
-                        .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
-                        .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
-                        .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
-                        .mark = malloc((size_t)S.nkb + 1)};
-        ok = t.w && t.col && t.diag && t.tmp && t.cols && t.dists && t.mark;
+        vs_scratch t;
+        ok = vs_scratch_init(&t, &S);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
             la_sel_lists *l = &lists[bh];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 vslash_head(o, &S, q, k, bh / S.H, bh % S.H, &t, l);
+                 vslash_head(o, &S, ctx->simd, q, k, bh / S.H, bh % S.H, &t, l);
         }
-        free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
+        vs_scratch_free(&t);
     }
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
@@ -628,22 +716,21 @@ la_sparse_flex la_sparse_flex_default(void) {
  * and true key-block distributions of its last query block: the estimate
  * from the block-pooled query against the block means (kbar), scored as
  * top-k scores them; the truth the exact softmax rows summed per key
- * block. NAN when the block's rows see no key. t->w, t->col are scratch. */
-static double flex_divergence(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h,
-                              const double *kbar, double *qbar, vs_scratch *t) {
+ * block. NAN when the block's rows see no key. t->col, t->diag are
+ * scratch. */
+static double flex_divergence(const la_sel_shape *S, la_simd simd, const la_tensor *q, const la_tensor *k, int64_t b,
+                              int64_t h, const float *qbar, const float *kbar, vs_scratch *t) {
     const int64_t qb = S->nqb - 1;
     int64_t i0, i1, kend;
     la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
     double *truth = t->col, *est = t->diag; /* [nkb] each */
-    memset(truth, 0, sizeof(double) * (size_t)S->nkb);
-    int64_t rows = 0;
-    for (int64_t i = i0; i < i1; i++) {
-        if (!la_sel_row_weights(S, q, k, b, h, i, t->w)) continue;
-        rows++;
-        for (int64_t j = 0; j < S->Lk; j++) truth[j / S->bs] += t->w[j];
-    }
+    const int64_t rows = row_sums(S, simd, q, k, b, h, i0, i1, false, t);
     if (!rows) return NAN;
-    la_sel_pool_rows(q, b, h, i0, i1, S->D, qbar);
+    memset(truth, 0, sizeof(double) * (size_t)S->nkb);
+    for (int64_t j = 0; j < S->Lk; j++) truth[j / S->bs] += t->fcol[j];
+    float *dots = t->scores; /* [nkb] */
+    LA_ISA_PICK(la_cpu_sel_gemm_nt, simd)(qbar + qb * S->D, S->D, kbar, LA_F32, S->D, 1, S->nkb, S->D, dots, S->nkb,
+                                          t->pack);
     const float slope = la_rule_slope(&S->rule, h);
     const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
     double m = -INFINITY, z = 0;
@@ -651,10 +738,8 @@ static double flex_divergence(const la_sel_shape *S, const la_tensor *q, const l
         est[kb] = -INFINITY;
         if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
         const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
-        double dot = 0;
-        for (int64_t d = 0; d < S->D; d++) dot += qbar[d] * kbar[kb * S->D + d];
         const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
-        est[kb] = la_rule_score(&S->rule, (float)dot, slope, dist, NULL) + log((double)(j1 - j0));
+        est[kb] = la_rule_score(&S->rule, dots[kb], slope, dist, NULL) + log((double)(j1 - j0));
         if (est[kb] > m) m = est[kb];
     }
     for (int64_t kb = 0; kb < S->nkb; kb++) z += est[kb] == -INFINITY ? 0 : exp(est[kb] - m);
@@ -706,49 +791,37 @@ la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const 
     const la_sparse_topk to = {.block_size = S.bs, .gamma = o->gamma, .top_k = 0, .sink_blocks = o->sink_blocks,
                                .local_blocks = o->local_blocks};
     const la_sparse_vslash vo = {.block_size = S.bs, .last_queries = 0, .vertical = o->vertical, .slash = o->slash};
-    const int64_t nbh = S.B * S.H, G = S.H / S.Hkv, Lk = S.Lk;
+    const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
-    if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     double *dv = malloc(sizeof(double) * (size_t)nbh);
-    if (!dv) {
-        free(lists);
-        return la_fail(LA_ERR_NOMEM, "out of memory for the divergences");
+    float *qbar = la_sel_pool_all(ctx, q, S.bs), *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
+    if (!lists || !dv || !qbar || !kbar) {
+        free(lists), free(dv), free(qbar), free(kbar);
+        return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     }
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        double *kbar = malloc(sizeof(double) * (size_t)((S.nkb + 1) * S.D)), *qbar = malloc(sizeof(double) * (size_t)S.D);
-        la_sel_ranked *cand = malloc(sizeof(la_sel_ranked) * (size_t)(S.nkb + 1));
-        int32_t *sel = malloc(sizeof(int32_t) * (size_t)(S.nkb + 1));
-        vs_scratch t = {.w = malloc(sizeof(double) * (size_t)(Lk + 1)),
-                        .col = malloc(sizeof(double) * (size_t)(Lk + 1)),
-                        .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
-                        .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
-                        .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
-                        .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
-                        .mark = malloc((size_t)S.nkb + 1)};
-        ok = kbar && qbar && cand && sel && t.w && t.col && t.diag && t.tmp && t.cols && t.dists && t.mark;
+        pooled_scratch pt;
+        vs_scratch t;
+        ok = pooled_scratch_init(&pt, &S) & vs_scratch_init(&t, &S);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t g = 0; g < S.B * S.Hkv; g++) {
+        for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
-            const int64_t b = g / S.Hkv, hk = g % S.Hkv;
-            for (int64_t kb = 0; kb < S.nkb; kb++) {
-                const int64_t j0 = kb * S.bs, j1 = j0 + S.bs < S.Lk ? j0 + S.bs : S.Lk;
-                la_sel_pool_rows(k, b, hk, j0, j1, S.D, kbar + kb * S.D);
-            }
-            for (int64_t h = hk * G; h < (hk + 1) * G && ok; h++) {
-                la_sel_lists *l = &lists[b * S.H + h];
-                const double d = S.nqb > 0 ? flex_divergence(&S, q, k, b, h, kbar, qbar, &t) : NAN;
-                dv[b * S.H + h] = d;
-                ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                     (!(d > o->tau) ? topk_head(&to, &S, q, b, h, kbar, qbar, cand, sel, l)
-                                    : vslash_head(&vo, &S, q, k, b, h, &t, l));
-            }
+            const int64_t b = bh / S.H, h = bh % S.H;
+            const float *qh = qbar + bh * S.nqb * S.D, *kh = kbar + (b * S.Hkv + h / G) * S.nkb * S.D;
+            la_sel_lists *l = &lists[bh];
+            const double d = S.nqb > 0 ? flex_divergence(&S, ctx->simd, q, k, b, h, qh, kh, &t) : NAN;
+            dv[bh] = d;
+            ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
+                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, h, &pt, l)
+                                : vslash_head(&vo, &S, ctx->simd, q, k, b, h, &t, l));
         }
-        free(kbar), free(qbar), free(cand), free(sel);
-        free(t.w), free(t.col), free(t.diag), free(t.tmp), free(t.cols), free(t.dists), free(t.mark);
+        pooled_scratch_free(&pt);
+        vs_scratch_free(&t);
     }
+    free(qbar), free(kbar);
     if ((s = la_sel_join(&S, lists, ok, out))) {
         free(dv);
         return s;

@@ -7,6 +7,7 @@
 #define LA_OPS_SPARSE_SELECT_COMMON_H
 
 #include "backend/score_rule.h"
+#include "cpu/sparse/select_kernels.h"
 #include "ops/attention/validate.h"
 
 typedef struct {
@@ -49,6 +50,24 @@ la_status la_sel_join(const la_sel_shape *S, la_sel_lists *lists, bool ok, la_bl
 /* Mean of rows [r0, r1) of head h of sequence b of t, into m[D]. */
 void la_sel_pool_rows(const la_tensor *t, int64_t b, int64_t h, int64_t r0, int64_t r1, int64_t D, double *m);
 
+/* Row 0 of head h of sequence b of t ([B, L, heads, D]); rows are
+ * t->stride[1] elements apart. */
+static inline const void *la_sel_head(const la_tensor *t, int64_t b, int64_t h) {
+    return (const char *)t->data + (b * t->stride[0] + h * t->stride[2]) * (int64_t)la_dtype_size(t->dtype);
+}
+/* Block means (f32, blocks of bs rows) of every (sequence, head) of t
+ * ([B, L, heads, D]): [(b * heads + h) * ceil(L / bs) + blk][D], pooled in
+ * parallel over (sequence, head) with the context's SIMD level; NULL when
+ * out of memory. Free with free(). */
+float *la_sel_pool_all(la_context *ctx, const la_tensor *t, int64_t bs);
+/* Scores of pooled query blocks [qb0, qb1) (qbar [nqb][D] of one head)
+ * against the key-block means kbar [nkb][D]: sc[(qb - qb0) * nkb + kb] =
+ * qbar[qb] . kbar[kb] (f32). pack: D * LA_SEL_PANEL floats. */
+void la_sel_block_dots(const la_sel_shape *S, la_simd simd, const float *qbar, const float *kbar, int64_t qb0,
+                       int64_t qb1, float *sc, float *pack);
+/* Query blocks per la_sel_block_dots call (its sc holds this many rows). */
+#define LA_SEL_QB_CHUNK 32
+
 typedef struct {
     double est;
     int32_t id;
@@ -57,13 +76,12 @@ typedef struct {
 /* qsort orders: estimate descending then id ascending; int32 ascending. */
 int la_sel_by_est_desc(const void *a, const void *b);
 int la_sel_by_id(const void *a, const void *b);
+/* Reorder a[0..n) so its first k (k <= n) are the k best by
+ * la_sel_by_est_desc, in that order (the rest in no order). */
+void la_sel_partial_sort(la_sel_ranked *a, int64_t n, int64_t k);
 /* Indices of the n largest positive x[0..len) (ties to the lower index),
  * into top; how many. tmp has len entries. */
 int64_t la_sel_top_indices(const double *x, int64_t len, int64_t n, la_sel_ranked *tmp, int64_t *top);
-/* Exact softmax weights of row i of head h of sequence b over the keys the
- * rule shows, into w[Lk] (0 where hidden); false when it sees none. */
-bool la_sel_row_weights(const la_sel_shape *S, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h, int64_t i,
-                        double *w);
 /* A selector's dense call on sequence b of a varlen batch: q, k dense
  * [1, L_b, heads, D] views, p without cu_seqlens. */
 typedef la_status (*la_sel_seq_fn)(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,

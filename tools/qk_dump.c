@@ -1,0 +1,114 @@
+/* Dumping attention inputs from a model run and reading them back
+ * (qk_dump.h). */
+#include "qk_dump.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+bool qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layers) {
+    memset(d, 0, sizeof *d);
+    d->dir = dir;
+    if (!strcmp(layers, "all")) {
+        for (int i = 0; i < QK_DUMP_MAX_LAYERS; i++) d->want[i] = true;
+    } else {
+        const char *p = layers;
+        while (*p) {
+            char *end;
+            long v = strtol(p, &end, 10);
+            if (end == p || v < 0 || v >= QK_DUMP_MAX_LAYERS || (*end && *end != ',')) {
+                fprintf(stderr, "%s: --dump-layers expects 'all' or layer numbers in [0, %d) separated by commas\n",
+                        cmd, QK_DUMP_MAX_LAYERS);
+                return false;
+            }
+            d->want[v] = true;
+            p = *end ? end + 1 : end;
+        }
+    }
+    if (mkdir(dir, 0777) && errno != EEXIST) {
+        fprintf(stderr, "%s: cannot create '%s': %s\n", cmd, dir, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
+void qk_dump_observe(void *user, int64_t layer, const la_tensor *q, const la_tensor *k) {
+    qk_dump *d = user;
+    if (layer < 0 || layer >= QK_DUMP_MAX_LAYERS || !d->want[layer] || d->failed) return;
+    const int64_t n = q->shape[1], H = q->shape[2], D = q->shape[3], L = k->shape[1], Hkv = k->shape[2];
+    d->H = H, d->Hkv = Hkv, d->D = D;
+    float *qn = realloc(d->q[layer], sizeof(float) * (size_t)((d->lq[layer] + n) * H * D));
+    if (!qn) {
+        d->failed = true;
+        return;
+    }
+    d->q[layer] = qn;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t h = 0; h < H; h++)
+            memcpy(qn + ((d->lq[layer] + i) * H + h) * D,
+                   (const float *)q->data + i * q->stride[1] + h * q->stride[2], sizeof(float) * (size_t)D);
+    d->lq[layer] += n;
+    float *kn = realloc(d->k[layer], sizeof(float) * (size_t)(L * Hkv * D));
+    if (!kn) {
+        d->failed = true;
+        return;
+    }
+    d->k[layer] = kn;
+    for (int64_t j = 0; j < L; j++)
+        for (int64_t h = 0; h < Hkv; h++)
+            memcpy(kn + (j * Hkv + h) * D, (const float *)k->data + j * k->stride[1] + h * k->stride[2],
+                   sizeof(float) * (size_t)D);
+    d->lk[layer] = L;
+}
+
+bool qk_dump_finish(qk_dump *d, const char *cmd) {
+    bool ok = !d->failed;
+    if (d->failed) fprintf(stderr, "%s: out of memory dumping q and k\n", cmd);
+    for (int l = 0; l < QK_DUMP_MAX_LAYERS; l++) {
+        if (ok && d->q[l]) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/layer-%02d.qk", d->dir, l);
+            FILE *f = fopen(path, "wb");
+            ok = f && fprintf(f, "longattn-qk 1 %lld %lld %lld %lld %lld\n", (long long)d->lq[l], (long long)d->lk[l],
+                              (long long)d->H, (long long)d->Hkv, (long long)d->D) > 0 &&
+                 fwrite(d->q[l], sizeof(float), (size_t)(d->lq[l] * d->H * d->D), f) == (size_t)(d->lq[l] * d->H * d->D) &&
+                 fwrite(d->k[l], sizeof(float), (size_t)(d->lk[l] * d->Hkv * d->D), f) ==
+                     (size_t)(d->lk[l] * d->Hkv * d->D);
+            if (f && fclose(f)) ok = false;
+            if (!ok) fprintf(stderr, "%s: cannot write '%s'\n", cmd, path);
+            else fprintf(stderr, "%s: wrote %s (q %lld x %lld x %lld, k %lld x %lld x %lld)\n", cmd, path,
+                         (long long)d->lq[l], (long long)d->H, (long long)d->D, (long long)d->lk[l], (long long)d->Hkv,
+                         (long long)d->D);
+        }
+        free(d->q[l]), free(d->k[l]);
+        d->q[l] = d->k[l] = NULL;
+    }
+    return ok;
+}
+
+bool qk_file_read(const char *cmd, const char *path, la_tensor *q, la_tensor *k) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fprintf(stderr, "%s: cannot open '%s': %s\n", cmd, path, strerror(errno));
+        return false;
+    }
+    long long lq, lk, H, Hkv, D;
+    int version;
+    bool ok = fscanf(f, "longattn-qk %d %lld %lld %lld %lld %lld", &version, &lq, &lk, &H, &Hkv, &D) == 6 &&
+              fgetc(f) == '\n' && version == 1 && lq > 0 && lk >= lq && H > 0 && Hkv > 0 && H % Hkv == 0 && D > 0 &&
+              lk < (1LL << 28) && H * D < (1 << 20);
+    float *qd = ok ? malloc(sizeof(float) * (size_t)(lq * H * D)) : NULL, *kd = ok ? malloc(sizeof(float) * (size_t)(lk * Hkv * D)) : NULL;
+    ok = ok && qd && kd && fread(qd, sizeof(float), (size_t)(lq * H * D), f) == (size_t)(lq * H * D) &&
+         fread(kd, sizeof(float), (size_t)(lk * Hkv * D), f) == (size_t)(lk * Hkv * D);
+    fclose(f);
+    if (!ok) {
+        free(qd), free(kd);
+        fprintf(stderr, "%s: '%s' is not a longattn-qk 1 file (or is truncated)\n", cmd, path);
+        return false;
+    }
+    *q = la_tensor_contiguous(qd, LA_F32, 4, (int64_t[]){1, lq, H, D});
+    *k = la_tensor_contiguous(kd, LA_F32, 4, (int64_t[]){1, lk, Hkv, D});
+    return true;
+}

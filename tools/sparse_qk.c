@@ -1,0 +1,81 @@
+/* `longattn bench sparse --qk-file FILE[,FILE...]`: each selector, at
+ * several budgets, on attention inputs dumped from a real model
+ * (`longattn run --dump-qk DIR`, qk_dump.h): selection time, density and
+ * recall (la_block_index_quality on sampled rows), one line per file and
+ * selector ("SELECTOR:BUDGET" as --sparse spells it). */
+#include "qk_dump.h"
+#include "sparse_qk.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define QK_RECALL_ROWS 2048
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+int sparse_qk_bench(const char *files, int threads, bool json, bool quick) {
+    static const char *const full[] = {"static:4",  "static:8",  "static:16", "topk:0.8",   "topk:0.9", "topk:0.95",
+                                       "topk:4",    "topk:8",    "topk:16",   "vslash:16",  "vslash:32", "vslash:64",
+                                       "hip:4",     "hip:8",     "hip:16",    "chunks:1",   "chunks:2", "flex:0.9",
+                                       "flex:0.95", "routing:8", "routing:16"};
+    static const char *const small[] = {"static:8", "topk:0.9", "vslash:32", "hip:8"};
+    const char *const *sel = quick ? small : full;
+    const int nsel = quick ? (int)(sizeof small / sizeof *small) : (int)(sizeof full / sizeof *full);
+    la_context *ctx;
+    la_status st = la_context_create(&ctx, threads > 0 ? threads : 0);
+    if (st) {
+        fprintf(stderr, "longattn bench: context: %s\n", la_last_error());
+        return 1;
+    }
+    int rc = 0;
+    char *list = strdup(files);
+    for (char *save = NULL, *path = strtok_r(list, ",", &save); path && !rc; path = strtok_r(NULL, ",", &save)) {
+        la_tensor q, k;
+        if (!qk_file_read("longattn bench", path, &q, &k)) {
+            rc = 1;
+            break;
+        }
+        la_attention_params p = la_attention_params_default();
+        p.causal = 1;
+        if (!json)
+            printf("%s: Lq %lld Lk %lld H %lld Hkv %lld D %lld\n%-12s %8s %8s %10s\n", path, (long long)q.shape[1],
+                   (long long)k.shape[1], (long long)q.shape[2], (long long)k.shape[2], (long long)q.shape[3],
+                   "selector", "density", "recall", "select_ms");
+        for (int i = 0; i < nsel && !rc; i++) {
+            la_sparse_choice c;
+            la_block_index x;
+            la_sparse_quality qu;
+            if ((st = la_sparse_choice_parse(sel[i], &c))) break;
+            const double t0 = now_s();
+            st = la_sparse_select(ctx, &c, &p, &q, &k, &x);
+            const double ms = (now_s() - t0) * 1e3;
+            if (!st) st = la_block_index_quality(ctx, &p, &q, &k, &x, QK_RECALL_ROWS, 1, &qu);
+            la_block_index_free(&x);
+            if (st) {
+                fprintf(stderr, "longattn bench: %s on %s: %s\n", sel[i], path, la_last_error());
+                rc = 1;
+                break;
+            }
+            if (json)
+                printf("{\"op\":\"sparse_qk\",\"file\":\"%s\",\"Lq\":%lld,\"Lk\":%lld,\"H\":%lld,\"Hkv\":%lld,\"D\":%lld,"
+                       "\"selector\":\"%s\",\"density\":%.4f,\"recall\":%.4f,\"rows\":%lld,\"select_ms\":%.2f}\n",
+                       path, (long long)q.shape[1], (long long)k.shape[1], (long long)q.shape[2],
+                       (long long)k.shape[2], (long long)q.shape[3], sel[i], qu.density, qu.recall,
+                       (long long)qu.rows, ms);
+            else
+                printf("%-12s %8.4f %8.4f %10.2f\n", sel[i], qu.density, qu.recall, ms);
+            fflush(stdout);
+        }
+        free(q.data), free(k.data);
+    }
+    free(list);
+    la_context_destroy(ctx);
+    return rc;
+}

@@ -1,0 +1,11 @@
+/* `longattn bench sparse --qk-file`: selectors on dumped real attention
+ * inputs (sparse_qk.c). */
+#ifndef LA_TOOLS_SPARSE_QK_H
+#define LA_TOOLS_SPARSE_QK_H
+
+#include <stdbool.h>
+
+/* files: comma-separated qk files; 0 on success, 1 on failure (printed). */
+int sparse_qk_bench(const char *files, int threads, bool json, bool quick);
+
+#endif
