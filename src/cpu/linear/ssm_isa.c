@@ -111,16 +111,26 @@ static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t
     store_state(p, h, b, d);
 }
 
+/* The chunked form runs with the block's channels in the vector lanes:
+ * h [N][SSM_CB] (state index n by rows, channel by lane), so a token's
+ * step is, per n, one exp, two FMAs and a broadcast of B[n] and C[n] for
+ * LA_VL channels at once, and y needs no horizontal sum. Lanes of channels
+ * past the block's end run with A = 0, u = 0: their h stays 0. */
 static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d0, int64_t cb) {
-    const int64_t Np = scan_pad(p->N), bt = p->head.cu ? 0 : b, g = d0 / (p->D / p->G), C = p->chunk;
-    float *A = w, *h = A + SSM_CB * Np, *Bc = h + SSM_CB * Np, *Cc = Bc + C * Np, *uc = Cc + C * Np,
+    const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b, g = d0 / (p->D / p->G), C = p->chunk;
+    float *At = w, *h = At + N * SSM_CB, *Bc = h + N * SSM_CB, *Cc = Bc + C * Np, *uc = Cc + C * Np,
           *dtc = uc + C * SSM_CB, *yc = dtc + C * SSM_CB;
     int64_t t0, len;
     la_scan_seq(&p->head, b, &t0, &len);
-    float bias[SSM_CB] = {0}, skip[SSM_CB];
+    _Alignas(64) float bias[SSM_CB] = {0}, skip[SSM_CB] = {0};
+    memset(At, 0, (size_t)(2 * N * SSM_CB) * sizeof(float));
     for (int64_t c = 0; c < cb; c++) {
-        scan_load_param_row(A + c * Np, &p->A, d0 + c, p->N, Np);
-        load_state(p, h + c * Np, b, d0 + c, Np);
+        const float *Ar = la_scan_row(&p->A, 0, d0 + c);
+        for (int64_t k = 0; k < N; k++) At[k * SSM_CB + c] = Ar[k];
+        if (p->state_in.data) {
+            const float *s = la_scan_row(&p->state_in, b, d0 + c);
+            for (int64_t k = 0; k < N; k++) h[k * SSM_CB + c] = s[k];
+        }
         bias[c] = bias_of(p, d0 + c);
         skip[c] = skip_of(p, d0 + c);
     }
@@ -128,35 +138,59 @@ static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d
         const int64_t n = len - c0 < C ? len - c0 : C;
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
-            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, p->N, Np);
-            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, p->N, Np);
-            tg_load_row(uc + i * SSM_CB, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, cb);
+            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);
+            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, N, Np);
+            tg_load_row(uc + i * SSM_CB, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, SSM_CB);
             tg_load_row(dtc + i * SSM_CB, la_attn_at(&p->delta, bt, t, d0), p->delta.dtype, cb, SSM_CB);
             for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
                 const vf x = vf_load(dtc + i * SSM_CB + c) + vf_load(bias + c);
                 vf_store(dtc + i * SSM_CB + c, p->softplus ? scan_softplus_v(x) : x);
             }
         }
-        for (int64_t c = 0; c < cb; c++) {
-            float *hc = h + c * Np, *Ac = A + c * Np;
-            for (int64_t i = 0; i < n; i++) {
-                const float u = uc[i * SSM_CB + c];
-                yc[i * SSM_CB + c] =
-                    scan_step(hc, Ac, Bc + i * Np, Cc + i * Np, dtc[i * SSM_CB + c], u, Np) + skip[c] * u;
+        for (int64_t i = 0; i < n; i++) {
+            const float *Bi = Bc + i * Np, *Ci = Cc + i * Np;
+            for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+                const vf dt = vf_load(dtc + i * SSM_CB + c), u = vf_load(uc + i * SSM_CB + c), du = dt * u;
+                vf y0 = vf_load(skip + c) * u, y1 = vf_set1(0);
+                int64_t k = 0;
+                for (; k + 2 <= N; k += 2) {
+                    float *h0 = h + k * SSM_CB + c, *h1 = h0 + SSM_CB;
+                    const vf a0 = vf_exp(dt * vf_load(At + k * SSM_CB + c)),
+                             a1 = vf_exp(dt * vf_load(At + (k + 1) * SSM_CB + c));
+                    const vf x0 = vf_fma(a0, vf_load(h0), du * Bi[k]), x1 = vf_fma(a1, vf_load(h1), du * Bi[k + 1]);
+                    vf_store(h0, x0);
+                    vf_store(h1, x1);
+                    y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
+                    y1 = vf_fma(vf_set1(Ci[k + 1]), x1, y1);
+                }
+                if (k < N) {
+                    float *h0 = h + k * SSM_CB + c;
+                    const vf x0 = vf_fma(vf_exp(dt * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
+                    vf_store(h0, x0);
+                    y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
+                }
+                vf_store(yc + i * SSM_CB + c, y0 + y1);
             }
         }
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
             float *y = yc + i * SSM_CB;
             if (p->z.data) {
-                float zr[SSM_CB];
-                tg_load_row(zr, la_attn_at(&p->z, bt, t, d0), p->z.dtype, cb, cb);
-                for (int64_t c = 0; c < cb; c++) y[c] *= scan_silu(zr[c]);
+                _Alignas(64) float zr[SSM_CB];
+                tg_load_row(zr, la_attn_at(&p->z, bt, t, d0), p->z.dtype, cb, SSM_CB);
+                for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+                    const vf z = vf_load(zr + c);
+                    vf_store(y + c, vf_load(y + c) * (z * scan_sigmoid_v(z)));
+                }
             }
             tg_store_row(la_attn_at(&p->out, bt, t, d0), p->out.dtype, y, cb);
         }
     }
-    for (int64_t c = 0; c < cb; c++) store_state(p, h + c * Np, b, d0 + c);
+    if (p->state_out.data)
+        for (int64_t c = 0; c < cb; c++) {
+            float *s = la_scan_row(&p->state_out, b, d0 + c);
+            for (int64_t k = 0; k < N; k++) s[k] = h[k * SSM_CB + c];
+        }
 }
 
 static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
