@@ -218,6 +218,86 @@ static inline void lin_run_decay_rows(const float *lg, int64_t n, int64_t Dkp, f
     for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(total + d, vf_exp(vf_load(acc + d)));
 }
 
+/* Software prefetch of the next chunk's rows. The rows of one head lie a
+ * token's worth of heads apart (H D elements, a page or more), so the
+ * hardware's streaming prefetchers, which stay within a page, miss every
+ * row, and a chunk's loads would wait on memory one fill buffer's worth
+ * at a time. A lin_pf walks the next chunk's rows of q, k, v, g (a
+ * per-channel or per-token decay) and out (for writing), and lin_gemm
+ * issues a few of its cache lines after every register tile of the
+ * current chunk's products, spreading the fetches over the compute. */
+typedef struct {
+    const la_linear_problem *p;
+    int64_t bt, h, hk, t, t1; /* the next token to fetch and the end */
+    int part;                 /* 0 q, 1 k, 2 v, 3 g, 4 out */
+    int64_t off;              /* byte offset in the current row */
+    int64_t per_tile;         /* lines per register tile */
+} lin_pf;
+
+static inline int64_t lin_row_bytes(const la_attn_operand *o, int64_t n) {
+    return n * (int64_t)la_dtype_size(o->dtype);
+}
+
+/* Start walking tokens [t0, t1); `tiles` is the number of register tiles
+ * the fetches are spread over. */
+static inline void lin_pf_start(lin_pf *f, const la_linear_problem *p, int64_t bt, int64_t h, int64_t hk,
+                                int64_t t0, int64_t t1, int64_t tiles) {
+    f->p = p, f->bt = bt, f->h = h, f->hk = hk, f->t = t0, f->t1 = t1, f->part = 0, f->off = 0;
+    const int64_t per_tok = lin_row_bytes(&p->q, p->Dx) + lin_row_bytes(&p->k, p->Dx) +
+                            lin_row_bytes(&p->v, p->Dv) + lin_row_bytes(&p->out, p->Dv) +
+                            (p->decay == LA_DECAY_CHANNEL ? 4 * p->Dx : 0);
+    const int64_t lines = (t1 > t0 ? t1 - t0 : 0) * (per_tok / 64 + 5);
+    f->per_tile = tiles > 0 ? (lines + tiles - 1) / tiles : lines;
+}
+
+static inline void lin_pf_step(lin_pf *f, int64_t lines) {
+    const la_linear_problem *p = f->p;
+    while (lines > 0 && f->t < f->t1) {
+        const char *row = NULL;
+        int64_t bytes = 0;
+        switch (f->part) {
+        case 0: row = la_attn_at(&p->q, f->bt, f->t, f->h), bytes = lin_row_bytes(&p->q, p->Dx); break;
+        case 1: row = la_attn_at(&p->k, f->bt, f->t, f->hk), bytes = lin_row_bytes(&p->k, p->Dx); break;
+        case 2: row = la_attn_at(&p->v, f->bt, f->t, f->hk), bytes = lin_row_bytes(&p->v, p->Dv); break;
+        case 3:
+            if (p->decay == LA_DECAY_CHANNEL) row = la_attn_at(&p->g, f->bt, f->t, f->h), bytes = 4 * p->Dx;
+            else if (p->decay == LA_DECAY_TOKEN) row = la_attn_at(&p->g, f->bt, f->t, f->h), bytes = 4;
+            break;
+        default: row = la_attn_at(&p->out, f->bt, f->t, f->h), bytes = lin_row_bytes(&p->out, p->Dv); break;
+        }
+        /* the lines the row touches: from its first byte's line to its last's */
+        const int64_t span = row ? bytes + ((uintptr_t)row & 63) : 0;
+        if (f->off >= span) {
+            f->off = 0;
+            if (++f->part > 4) f->part = 0, f->t++;
+            continue;
+        }
+        const char *at = row - ((uintptr_t)row & 63) + f->off;
+        if (f->part == 4) __builtin_prefetch(at, 1, 3);
+        else __builtin_prefetch(at, 0, 3);
+        f->off += 64;
+        lines--;
+    }
+}
+
+/* Register tiles of a tg_gemm of m rows and n columns. */
+static inline int64_t lin_tiles(int64_t m, int64_t n) {
+    return (n + TG_NR * LA_VL - 1) / (TG_NR * LA_VL) * ((m + TG_MR - 1) / TG_MR);
+}
+
+/* tg_gemm, with pf's next lines fetched after each register tile (pf NULL: none). */
+static inline void lin_gemm(int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs, int64_t a_ks,
+                            const float *b, int64_t ldb, float *c, int64_t ldc, bool add, lin_pf *pf) {
+    for (int64_t j0 = 0; j0 < n; j0 += TG_NR * LA_VL) {
+        int64_t nr = (n - j0) / LA_VL < TG_NR ? (n - j0) / LA_VL : TG_NR;
+        for (int64_t i0 = 0; i0 < m; i0 += TG_MR) {
+            int64_t mr = m - i0 < TG_MR ? m - i0 : TG_MR;
+            tg_tile_table[mr - 1][nr - 1](kc, a + i0 * a_rs, a_rs, a_ks, b + j0, ldb, c + i0 * ldc + j0, ldc, add);
+            if (pf) lin_pf_step(pf, pf->per_tile);
+        }
+    }
+}
+
 /* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */
 static inline void lin_load_state(float *S, const la_linear_state *st, const lin_dims *dm, int64_t n, int64_t h) {
     for (int64_t i = 0; i < dm->Dk; i++) {

@@ -37,7 +37,7 @@
 static size_t scratch_floats(const lin_dims *d) {
     return (size_t)(d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
                     2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp +
-                    3 * d->C * d->Dkp + d->Dkp + 3 * d->C);
+                    3 * d->C * d->Dkp + d->Dkp + 3 * d->C + d->Dkp * d->Cp);
 }
 
 static int64_t chunk_of(const la_linear_problem *p) { return p->form == LA_LINEAR_CHUNKED ? p->chunk : 1; }
@@ -52,7 +52,7 @@ la_status LA_ISA_FN(la_cpu_linear_workspace)(const la_linear_problem *p, size_t 
 
 typedef struct {
     float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a, *Qb, *Kb, *tot, *M, *lg, *pre, *suf, *total, *spre,
-        *ssuf;
+        *ssuf, *KP;
 } fwd_scratch;
 
 static fwd_scratch scratch_at(float *base, const lin_dims *d) {
@@ -78,6 +78,7 @@ static fwd_scratch scratch_at(float *base, const lin_dims *d) {
     w.total = w.suf + d->C * d->Dkp;
     w.spre = w.total + d->Dkp; /* scalar: C each */
     w.ssuf = w.spre + d->C;
+    w.KP = w.ssuf + d->C; /* per channel: [Dkp][Cp] */
     return w;
 }
 
@@ -92,7 +93,7 @@ static void store_out(const la_linear_problem *p, const lin_dims *dm, float *o, 
 
 /* A [n][Cp] of a chunk with per-channel decays (the K^T panel is scratch):
  *   A[i][j] = sum_d Q~[i][d] K~[j][d] prod_{j<s<=i} a_s[d]   (j <= i), 0 above. */
-static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
+static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n, lin_pf *pf) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
     memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
     for (int64_t I = 0; I < nb; I++) {
@@ -121,18 +122,26 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
             }
         }
     }
-    /* below the diagonal: block J < I (full, as only the last block may be
-     * short) is Qb[I] (Kb[J] . M)^T, M the total decay of the blocks between */
+    /* below the diagonal: row block I against all the columns before it in
+     * one product, Qb[I] KP^T, where KP's column block J is Kb[J] decayed by
+     * M, the total decay of the blocks between J and I (J < I is full, as
+     * only the last block may be short). Kb is transposed once (KT), and
+     * each panel's column block J is a row segment of KT scaled by M[d]. */
+    if (nb < 2) return;
+    lin_transpose(w->KT, Cp, w->Kb, Dkp, n, Dk);
     for (int64_t I = 1; I < nb; I++) {
         const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
         for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
         for (int64_t J = I - 1; J >= 0; J--) {
             const int64_t j0 = J * LIN_SUB;
-            for (int64_t d = 0; d < Dk; d++)
-                for (int64_t j = 0; j < LIN_SUB; j++) w->KT[d * LIN_SUB + j] = w->Kb[(j0 + j) * Dkp + d] * w->M[d];
-            tg_gemm(i1 - i0, LIN_SUB, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KT, LIN_SUB, w->A + i0 * Cp + j0, Cp, false);
+            for (int64_t d = 0; d < Dk; d++) {
+                const vf m = vf_set1(w->M[d]);
+                for (int64_t j = 0; j < LIN_SUB; j += LA_VL)
+                    vf_store(w->KP + d * i0 + j0 + j, vf_load(w->KT + d * Cp + j0 + j) * m);
+            }
             lin_mul(w->M, w->tot + J * Dkp, Dkp);
         }
+        lin_gemm(i1 - i0, i0, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KP, i0, w->A + i0 * Cp, Cp, false, pf);
     }
 }
 
@@ -157,24 +166,32 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
                 w->a[i] = expf(w->lg[i]);
             }
         }
+        /* the next chunk's rows, fetched a few lines after each register tile */
+        const int64_t nx1 = t0 + (len < c0 + n + dm->C ? len : c0 + n + dm->C);
+        int64_t tiles = 2 * lin_tiles(n, Dvp) + lin_tiles(Dk, Dvp);
+        if (channel)
+            for (int64_t i0 = LIN_SUB; i0 < n; i0 += LIN_SUB) tiles += lin_tiles(n - i0 < LIN_SUB ? n - i0 : LIN_SUB, i0);
+        else tiles += lin_tiles(n, Cp);
+        lin_pf pf;
+        lin_pf_start(&pf, p, bt, h, hk, t0 + c0 + n, nx1, tiles);
         float total = 1.0f;
         if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
         else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
         /* A: the intra-chunk scores, decayed and causally masked */
         if (channel) {
-            channel_scores(dm, w, n);
+            channel_scores(dm, w, n, &pf);
         } else {
             lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
-            tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
+            lin_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false, &pf);
             lin_mask_scalar(w->A, Cp, w->a, n);
         }
-        tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
+        lin_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false, &pf);
         /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
         for (int64_t i = 0; i < n; i++) {
             if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
             else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
         }
-        tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true);
+        lin_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true, &pf);
         for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
         /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
         for (int64_t j = 0; j < n; j++) {
@@ -183,7 +200,7 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
         }
         if (channel || total != 1.0f)
             for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, channel ? w->total[d] : total);
-        tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true);
+        lin_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true, &pf);
     }
     lin_store_state(&p->state_out, w->S, dm, b, h);
 }
