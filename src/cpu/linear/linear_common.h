@@ -229,8 +229,8 @@ static inline void lin_run_decay_rows(const float *lg, int64_t n, int64_t Dkp, f
 typedef struct {
     const la_linear_problem *p;
     int64_t bt, h, hk, t, t1; /* the next token to fetch and the end */
-    int part;                 /* 0 q, 1 k, 2 v, 3 g, 4 out */
-    int64_t off;              /* byte offset in the current row */
+    int part;                 /* 0 q, 1 k, 2 v, 3 g, 4 out; 5: the token's rows are done */
+    const char *at, *end;     /* the current row's next line and its end */
     int64_t per_tile;         /* lines per register tile */
 } lin_pf;
 
@@ -242,7 +242,7 @@ static inline int64_t lin_row_bytes(const la_attn_operand *o, int64_t n) {
  * the fetches are spread over. */
 static inline void lin_pf_start(lin_pf *f, const la_linear_problem *p, int64_t bt, int64_t h, int64_t hk,
                                 int64_t t0, int64_t t1, int64_t tiles) {
-    f->p = p, f->bt = bt, f->h = h, f->hk = hk, f->t = t0, f->t1 = t1, f->part = 0, f->off = 0;
+    f->p = p, f->bt = bt, f->h = h, f->hk = hk, f->t = t0, f->t1 = t1, f->part = -1, f->at = f->end = NULL;
     const int64_t per_tok = lin_row_bytes(&p->q, p->Dx) + lin_row_bytes(&p->k, p->Dx) +
                             lin_row_bytes(&p->v, p->Dv) + lin_row_bytes(&p->out, p->Dv) +
                             (p->decay == LA_DECAY_CHANNEL ? 4 * p->Dx : 0);
@@ -250,9 +250,16 @@ static inline void lin_pf_start(lin_pf *f, const la_linear_problem *p, int64_t b
     f->per_tile = tiles > 0 ? (lines + tiles - 1) / tiles : lines;
 }
 
-static inline void lin_pf_step(lin_pf *f, int64_t lines) {
+/* Move to the next row: false when every token is done. */
+static inline bool lin_pf_next_row(lin_pf *f) {
     const la_linear_problem *p = f->p;
-    while (lines > 0 && f->t < f->t1) {
+    for (;;) {
+        if (++f->part > 4) {
+            f->part = 0;
+            if (f->t >= f->t1) return false;
+            f->t++;
+        }
+        if (f->t >= f->t1) return false;
         const char *row = NULL;
         int64_t bytes = 0;
         switch (f->part) {
@@ -265,18 +272,22 @@ static inline void lin_pf_step(lin_pf *f, int64_t lines) {
             break;
         default: row = la_attn_at(&p->out, f->bt, f->t, f->h), bytes = lin_row_bytes(&p->out, p->Dv); break;
         }
+        if (!row) continue;
         /* the lines the row touches: from its first byte's line to its last's */
-        const int64_t span = row ? bytes + ((uintptr_t)row & 63) : 0;
-        if (f->off >= span) {
-            f->off = 0;
-            if (++f->part > 4) f->part = 0, f->t++;
-            continue;
+        f->at = row - ((uintptr_t)row & 63);
+        f->end = row + bytes;
+        return true;
+    }
+}
+
+static inline void lin_pf_step(lin_pf *f, int64_t lines) {
+    while (lines > 0) {
+        if (f->at >= f->end && !lin_pf_next_row(f)) return;
+        const int rw = f->part == 4;
+        for (; lines > 0 && f->at < f->end; lines--, f->at += 64) {
+            if (rw) __builtin_prefetch(f->at, 1, 3);
+            else __builtin_prefetch(f->at, 0, 3);
         }
-        const char *at = row - ((uintptr_t)row & 63) + f->off;
-        if (f->part == 4) __builtin_prefetch(at, 1, 3);
-        else __builtin_prefetch(at, 0, 3);
-        f->off += 64;
-        lines--;
     }
 }
 

@@ -113,13 +113,24 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n, lin_pf
                 vf_store(w->Kb + j * Dkp + d, vf_load(w->K + j * Dkp + d) * vf_load(w->e + d));
             lin_mul(w->e, w->dec + j * Dkp, Dkp);
         }
-        /* the diagonal block */
-        for (int64_t j = i0; j < i1; j++) {
-            for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-            for (int64_t i = j; i < i1; i++) {
-                if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
-                w->A[i * Cp + j] = lin_dot3(w->Q + i * Dkp, w->e, w->K + j * Dkp, Dkp);
+        /* the diagonal block, row by row: qe = Q~[i] decayed back from i to
+         * j (a running product, one factor per step), A[i][j] = qe . K~[j];
+         * the row's LIN_SUB dot products are summed across lanes together */
+        for (int64_t i = i0; i < i1; i++) {
+            vf acc[LIN_SUB];
+            for (int64_t jj = 0; jj < LIN_SUB; jj++) acc[jj] = vf_set1(0);
+            memcpy(w->e, w->Q + i * Dkp, (size_t)Dkp * sizeof(float));
+            for (int64_t j = i; j >= i0; j--) {
+                const float *kj = w->K + j * Dkp, *aj = w->dec + j * Dkp;
+                vf s = vf_set1(0);
+                for (int64_t d = 0; d < Dkp; d += LA_VL) {
+                    const vf x = vf_load(w->e + d);
+                    s = vf_fma(x, vf_load(kj + d), s);
+                    vf_store(w->e + d, x * vf_load(aj + d));
+                }
+                acc[j - i0] = s;
             }
+            for (int64_t jj = 0; jj < LIN_SUB; jj += LA_VL) vf_store(w->A + i * Cp + i0 + jj, vf_transpose_sum(acc + jj));
         }
     }
     /* below the diagonal: row block I against all the columns before it in
