@@ -30,12 +30,15 @@
  * blocks' direct dot products stay a small share of the work. */
 #define LIN_SUB 16
 
+/* Heads per chunked item at most (their states share a thread's scratch). */
+#define LIN_HG 4
+
 /* Per-thread scratch, in floats. Chunked: S, Q, K, K^T, V, A, O, the decay
  * rows, two running vectors; per-channel scores add Q~ and K~ decayed within
  * their sub-block and the sub-blocks' total decays. Recurrent: the same
  * with one-token chunks. */
 static size_t scratch_floats(const lin_dims *d) {
-    return (size_t)(d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
+    return (size_t)(LIN_HG * d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
                     2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp +
                     3 * d->C * d->Dkp + d->Dkp + 3 * d->C + d->Dkp * d->Cp);
 }
@@ -58,7 +61,7 @@ typedef struct {
 static fwd_scratch scratch_at(float *base, const lin_dims *d) {
     fwd_scratch w;
     w.S = base;
-    w.Q = w.S + d->Dk * d->Dvp;
+    w.Q = w.S + LIN_HG * d->Dk * d->Dvp;
     w.K = w.Q + d->C * d->Dkp;
     w.KT = w.K + d->C * d->Dkp;
     w.V = w.KT + d->Dkp * d->Cp;
@@ -156,15 +159,14 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n, lin_pf
     }
 }
 
-static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
+/* One chunk [c0, c0 + n) of head h (sequence b, tokens from t0) on its
+ * state S; the rows of head hn's tokens [n0, n1) are prefetched meanwhile. */
+static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t b,
+                       int64_t h, int64_t t0, int64_t c0, int64_t n, int64_t hn, int64_t n0, int64_t n1) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
                   Cp = dm->Cp;
     const bool channel = lin_channel(p);
-    int64_t t0, len;
-    la_linear_seq(p, b, &t0, &len);
-    lin_load_state(w->S, &p->state_in, dm, b, h);
-    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
-        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+    {
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
             lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
@@ -177,14 +179,13 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
                 w->a[i] = expf(w->lg[i]);
             }
         }
-        /* the next chunk's rows, fetched a few lines after each register tile */
-        const int64_t nx1 = t0 + (len < c0 + n + dm->C ? len : c0 + n + dm->C);
+        /* the next unit's rows, fetched a few lines after each register tile */
         int64_t tiles = 2 * lin_tiles(n, Dvp) + lin_tiles(Dk, Dvp);
         if (channel)
             for (int64_t i0 = LIN_SUB; i0 < n; i0 += LIN_SUB) tiles += lin_tiles(n - i0 < LIN_SUB ? n - i0 : LIN_SUB, i0);
         else tiles += lin_tiles(n, Cp);
         lin_pf pf;
-        lin_pf_start(&pf, p, bt, h, hk, t0 + c0 + n, nx1, tiles);
+        lin_pf_start(&pf, p, bt, hn, hn / (p->H / p->Hkv), n0, n1, tiles);
         float total = 1.0f;
         if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
         else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
@@ -202,7 +203,7 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
             if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
             else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
         }
-        lin_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true, &pf);
+        lin_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true, &pf);
         for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
         /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
         for (int64_t j = 0; j < n; j++) {
@@ -210,10 +211,32 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
             else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
         }
         if (channel || total != 1.0f)
-            for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, channel ? w->total[d] : total);
-        lin_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true, &pf);
+            for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
+        lin_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true, &pf);
     }
-    lin_store_state(&p->state_out, w->S, dm, b, h);
+}
+
+/* Heads h0 .. h0 + hg - 1 of sequence b, chunk by chunk, each head's chunk
+ * in turn (states S[e]): a token's rows of neighbouring heads are
+ * neighbours in memory, so the heads after the first find theirs fetched
+ * by the hardware's prefetchers along with the first's; each unit
+ * prefetches the next head's rows of the chunk (the first head's of the
+ * next chunk after the last head). */
+static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h0,
+                         int64_t hg) {
+    const int64_t SS = dm->Dk * dm->Dvp;
+    int64_t t0, len;
+    la_linear_seq(p, b, &t0, &len);
+    for (int64_t e = 0; e < hg; e++) lin_load_state(w->S + e * SS, &p->state_in, dm, b, h0 + e);
+    for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C, c1 = c0 + n,
+                      cn = len - c1 < dm->C ? len - c1 : dm->C;
+        for (int64_t e = 0; e < hg; e++) {
+            if (e + 1 < hg) chunk_step(p, dm, w, w->S + e * SS, b, h0 + e, t0, c0, n, h0 + e + 1, t0 + c0, t0 + c1);
+            else chunk_step(p, dm, w, w->S + e * SS, b, h0 + e, t0, c0, n, h0, t0 + c1, t0 + c1 + cn);
+        }
+    }
+    for (int64_t e = 0; e < hg; e++) lin_store_state(&p->state_out, w->S + e * SS, dm, b, h0 + e);
 }
 
 /* Token by token: S = a . S + k~ v^T, o = q~ S. */
@@ -276,14 +299,24 @@ la_status LA_ISA_FN(la_cpu_linear_forward_kernel)(const la_linear_problem *p, vo
     const lin_dims dm = lin_dims_of(p, chunk_of(p));
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const size_t per_thread = scratch_floats(&dm);
-    const int64_t items = p->num_seqs * p->H;
+    /* chunked items take hg heads: the most (up to LIN_HG, dividing H)
+     * that still leaves every thread an item */
+    const bool chunked = !p->non_causal && p->form == LA_LINEAR_CHUNKED;
+    int64_t hg = 1;
+    if (chunked)
+        for (int64_t g = LIN_HG; g > 1; g--)
+            if (p->H % g == 0 && p->num_seqs * (p->H / g) >= nthreads) {
+                hg = g;
+                break;
+            }
+    const int64_t groups = p->H / hg, items = p->num_seqs * groups;
 #pragma omp parallel num_threads(nthreads)
     {
         fwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
             if (p->non_causal) noncausal_item(p, &dm, &w, it / p->H, it % p->H);
-            else if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+            else if (chunked) chunked_item(p, &dm, &w, it / groups, it % groups * hg, hg);
             else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
         }
     }
