@@ -21,8 +21,15 @@
  * (linear_common.h says why: decays near 1 over long runs); the score
  * block's E[i][j] = prod_{j<s<=i} a_s stays a product of at most
  * chunk_size factors.
- * Items (sequence, head) are spread over the threads; each has its own
- * scratch in the workspace. */
+ * Items are spread over the threads, each with its own scratch in the
+ * workspace: (sequence, head) for the recurrent and non-causal forms, and
+ * (sequence, up to LIN_HG heads) for the chunked one, which runs its heads
+ * chunk by chunk (chunked_item says why) and prefetches the next unit's
+ * rows between the register tiles of the current one's products. Below
+ * the diagonal, a row block's per-channel scores are one product against
+ * a panel of all the earlier columns (Kb transposed once, each column
+ * block scaled by the decay between); the diagonal blocks go row by row,
+ * their dot products summed across lanes together. */
 #include "cpu/linear/linear_common.h"
 
 /* Tokens per sub-block of the per-channel scores: one GEMM tile's width
@@ -166,54 +173,52 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
                   Cp = dm->Cp;
     const bool channel = lin_channel(p);
-    {
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t t = t0 + c0 + i;
-            lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
-            lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
-            lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
-            if (channel) {
-                lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
-            } else {
-                w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
-                w->a[i] = expf(w->lg[i]);
-            }
-        }
-        /* the next unit's rows, fetched a few lines after each register tile */
-        int64_t tiles = 2 * lin_tiles(n, Dvp) + lin_tiles(Dk, Dvp);
-        if (channel)
-            for (int64_t i0 = LIN_SUB; i0 < n; i0 += LIN_SUB) tiles += lin_tiles(n - i0 < LIN_SUB ? n - i0 : LIN_SUB, i0);
-        else tiles += lin_tiles(n, Cp);
-        lin_pf pf;
-        lin_pf_start(&pf, p, bt, hn, hn / (p->H / p->Hkv), n0, n1, tiles);
-        float total = 1.0f;
-        if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
-        else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
-        /* A: the intra-chunk scores, decayed and causally masked */
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t t = t0 + c0 + i;
+        lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
+        lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
+        lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
         if (channel) {
-            channel_scores(dm, w, n, &pf);
+            lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
         } else {
-            lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
-            lin_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false, &pf);
-            lin_mask_scalar(w->A, Cp, w->a, n);
+            w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
+            w->a[i] = expf(w->lg[i]);
         }
-        lin_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false, &pf);
-        /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
-        for (int64_t i = 0; i < n; i++) {
-            if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
-            else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
-        }
-        lin_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true, &pf);
-        for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
-        /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
-        for (int64_t j = 0; j < n; j++) {
-            if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
-            else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
-        }
-        if (channel || total != 1.0f)
-            for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
-        lin_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true, &pf);
     }
+    /* the next unit's rows, fetched a few lines after each register tile */
+    int64_t tiles = 2 * lin_tiles(n, Dvp) + lin_tiles(Dk, Dvp);
+    if (channel)
+        for (int64_t i0 = LIN_SUB; i0 < n; i0 += LIN_SUB) tiles += lin_tiles(n - i0 < LIN_SUB ? n - i0 : LIN_SUB, i0);
+    else tiles += lin_tiles(n, Cp);
+    lin_pf pf;
+    lin_pf_start(&pf, p, bt, hn, hn / (p->H / p->Hkv), n0, n1, tiles);
+    float total = 1.0f;
+    if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
+    else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
+    /* A: the intra-chunk scores, decayed and causally masked */
+    if (channel) {
+        channel_scores(dm, w, n, &pf);
+    } else {
+        lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
+        lin_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false, &pf);
+        lin_mask_scalar(w->A, Cp, w->a, n);
+    }
+    lin_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false, &pf);
+    /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
+    for (int64_t i = 0; i < n; i++) {
+        if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
+        else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
+    }
+    lin_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true, &pf);
+    for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
+    /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
+    for (int64_t j = 0; j < n; j++) {
+        if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
+        else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
+    }
+    if (channel || total != 1.0f)
+        for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
+    lin_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true, &pf);
 }
 
 /* Heads h0 .. h0 + hg - 1 of sequence b, chunk by chunk, each head's chunk
