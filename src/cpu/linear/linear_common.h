@@ -226,64 +226,71 @@ static inline void lin_run_decay_rows(const float *lg, int64_t n, int64_t Dkp, f
  * per-channel or per-token decay) and out (for writing), and lin_gemm
  * issues a few of its cache lines after every register tile of the
  * current chunk's products, spreading the fetches over the compute. */
+#define LIN_PF_OPS 8
+
 typedef struct {
-    const la_linear_problem *p;
-    int64_t bt, h, hk, t, t1; /* the next token to fetch and the end */
-    int part;                 /* 0 q, 1 k, 2 v, 3 g, 4 out; 5: the token's rows are done */
-    const char *at, *end;     /* the current row's next line and its end */
-    int64_t per_tile;         /* lines per register tile */
+    const la_attn_operand *op[LIN_PF_OPS]; /* the tensors, each a row per token */
+    int64_t head[LIN_PF_OPS], bytes[LIN_PF_OPS];
+    int rw[LIN_PF_OPS], nops;
+    int64_t bt, t, t1;    /* the next token to fetch and the end */
+    int part;             /* the operand of the current row */
+    const char *at, *end; /* the current row's next line and its end */
+    int64_t per_tile;     /* lines per register tile */
 } lin_pf;
 
 static inline int64_t lin_row_bytes(const la_attn_operand *o, int64_t n) {
     return n * (int64_t)la_dtype_size(o->dtype);
 }
 
-/* Start walking tokens [t0, t1); `tiles` is the number of register tiles
- * the fetches are spread over. */
+/* Operand o's rows of head h, n elements each (rw: rows to be written);
+ * absent operands (data NULL) are skipped. */
+static inline void lin_pf_add(lin_pf *f, const la_attn_operand *o, int64_t h, int64_t n, int rw) {
+    if (!o->data || f->nops == LIN_PF_OPS) return;
+    f->op[f->nops] = o, f->head[f->nops] = h, f->bytes[f->nops] = lin_row_bytes(o, n), f->rw[f->nops] = rw;
+    f->nops++;
+}
+
+/* Walk tokens [t0, t1) of the operands added, spread over `tiles` register tiles. */
+static inline void lin_pf_begin(lin_pf *f, int64_t bt, int64_t t0, int64_t t1, int64_t tiles) {
+    f->bt = bt, f->t = t0, f->t1 = t1, f->part = -1, f->at = f->end = NULL;
+    int64_t lines = 0;
+    for (int i = 0; i < f->nops; i++) lines += f->bytes[i] / 64 + 1;
+    lines *= t1 > t0 ? t1 - t0 : 0;
+    f->per_tile = tiles > 0 ? (lines + tiles - 1) / tiles : lines;
+}
+
+/* The forward's rows: q, k, v, g (a per-channel or per-token decay), out. */
 static inline void lin_pf_start(lin_pf *f, const la_linear_problem *p, int64_t bt, int64_t h, int64_t hk,
                                 int64_t t0, int64_t t1, int64_t tiles) {
-    f->p = p, f->bt = bt, f->h = h, f->hk = hk, f->t = t0, f->t1 = t1, f->part = -1, f->at = f->end = NULL;
-    const int64_t per_tok = lin_row_bytes(&p->q, p->Dx) + lin_row_bytes(&p->k, p->Dx) +
-                            lin_row_bytes(&p->v, p->Dv) + lin_row_bytes(&p->out, p->Dv) +
-                            (p->decay == LA_DECAY_CHANNEL ? 4 * p->Dx : 0);
-    const int64_t lines = (t1 > t0 ? t1 - t0 : 0) * (per_tok / 64 + 5);
-    f->per_tile = tiles > 0 ? (lines + tiles - 1) / tiles : lines;
+    f->nops = 0;
+    lin_pf_add(f, &p->q, h, p->Dx, 0);
+    lin_pf_add(f, &p->k, hk, p->Dx, 0);
+    lin_pf_add(f, &p->v, hk, p->Dv, 0);
+    if (p->decay == LA_DECAY_CHANNEL) lin_pf_add(f, &p->g, h, p->Dx, 0);
+    else if (p->decay == LA_DECAY_TOKEN) lin_pf_add(f, &p->g, h, 1, 0);
+    lin_pf_add(f, &p->out, h, p->Dv, 1);
+    lin_pf_begin(f, bt, t0, t1, tiles);
 }
 
 /* Move to the next row: false when every token is done. */
 static inline bool lin_pf_next_row(lin_pf *f) {
-    const la_linear_problem *p = f->p;
-    for (;;) {
-        if (++f->part > 4) {
-            f->part = 0;
-            if (f->t >= f->t1) return false;
-            f->t++;
-        }
-        if (f->t >= f->t1) return false;
-        const char *row = NULL;
-        int64_t bytes = 0;
-        switch (f->part) {
-        case 0: row = la_attn_at(&p->q, f->bt, f->t, f->h), bytes = lin_row_bytes(&p->q, p->Dx); break;
-        case 1: row = la_attn_at(&p->k, f->bt, f->t, f->hk), bytes = lin_row_bytes(&p->k, p->Dx); break;
-        case 2: row = la_attn_at(&p->v, f->bt, f->t, f->hk), bytes = lin_row_bytes(&p->v, p->Dv); break;
-        case 3:
-            if (p->decay == LA_DECAY_CHANNEL) row = la_attn_at(&p->g, f->bt, f->t, f->h), bytes = 4 * p->Dx;
-            else if (p->decay == LA_DECAY_TOKEN) row = la_attn_at(&p->g, f->bt, f->t, f->h), bytes = 4;
-            break;
-        default: row = la_attn_at(&p->out, f->bt, f->t, f->h), bytes = lin_row_bytes(&p->out, p->Dv); break;
-        }
-        if (!row) continue;
-        /* the lines the row touches: from its first byte's line to its last's */
-        f->at = row - ((uintptr_t)row & 63);
-        f->end = row + bytes;
-        return true;
+    if (f->nops == 0) return false;
+    if (++f->part >= f->nops) {
+        f->part = 0;
+        f->t++;
     }
+    if (f->t >= f->t1) return false;
+    const char *row = la_attn_at(f->op[f->part], f->bt, f->t, f->head[f->part]);
+    /* the lines the row touches: from its first byte's line to its last's */
+    f->at = row - ((uintptr_t)row & 63);
+    f->end = row + f->bytes[f->part];
+    return true;
 }
 
 static inline void lin_pf_step(lin_pf *f, int64_t lines) {
     while (lines > 0) {
         if (f->at >= f->end && !lin_pf_next_row(f)) return;
-        const int rw = f->part == 4;
+        const int rw = f->rw[f->part];
         for (; lines > 0 && f->at < f->end; lines--, f->at += 64) {
             if (rw) __builtin_prefetch(f->at, 1, 3);
             else __builtin_prefetch(f->at, 0, 3);
