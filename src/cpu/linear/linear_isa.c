@@ -24,8 +24,7 @@
  * Items are spread over the threads, each with its own scratch in the
  * workspace: (sequence, head) for the recurrent and non-causal forms, and
  * (sequence, up to LIN_HG heads) for the chunked one, which runs its heads
- * chunk by chunk (chunked_item says why) and prefetches the next unit's
- * rows between the register tiles of the current one's products. Below
+ * chunk by chunk (chunked_item says why). Below
  * the diagonal, a row block's per-channel scores are one product against
  * a panel of all the earlier columns (Kb transposed once, each column
  * block scaled by the decay between); the diagonal blocks go row by row,
@@ -103,7 +102,7 @@ static void store_out(const la_linear_problem *p, const lin_dims *dm, float *o, 
 
 /* A [n][Cp] of a chunk with per-channel decays (the K^T panel is scratch):
  *   A[i][j] = sum_d Q~[i][d] K~[j][d] prod_{j<s<=i} a_s[d]   (j <= i), 0 above. */
-static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n, lin_pf *pf) {
+static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
     memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
     for (int64_t I = 0; I < nb; I++) {
@@ -162,14 +161,13 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n, lin_pf
             }
             lin_mul(w->M, w->tot + J * Dkp, Dkp);
         }
-        lin_gemm(i1 - i0, i0, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KP, i0, w->A + i0 * Cp, Cp, false, pf);
+        tg_gemm(i1 - i0, i0, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KP, i0, w->A + i0 * Cp, Cp, false);
     }
 }
 
-/* One chunk [c0, c0 + n) of head h (sequence b, tokens from t0) on its
- * state S; the rows of head hn's tokens [n0, n1) are prefetched meanwhile. */
+/* One chunk [c0, c0 + n) of head h (sequence b, tokens from t0) on its state S. */
 static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t b,
-                       int64_t h, int64_t t0, int64_t c0, int64_t n, int64_t hn, int64_t n0, int64_t n1) {
+                       int64_t h, int64_t t0, int64_t c0, int64_t n) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
                   Cp = dm->Cp;
     const bool channel = lin_channel(p);
@@ -185,31 +183,24 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
             w->a[i] = expf(w->lg[i]);
         }
     }
-    /* the next unit's rows, fetched a few lines after each register tile */
-    int64_t tiles = 2 * lin_tiles(n, Dvp) + lin_tiles(Dk, Dvp);
-    if (channel)
-        for (int64_t i0 = LIN_SUB; i0 < n; i0 += LIN_SUB) tiles += lin_tiles(n - i0 < LIN_SUB ? n - i0 : LIN_SUB, i0);
-    else tiles += lin_tiles(n, Cp);
-    lin_pf pf;
-    lin_pf_start(&pf, p, bt, hn, hn / (p->H / p->Hkv), n0, n1, tiles);
     float total = 1.0f;
     if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
     else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
     /* A: the intra-chunk scores, decayed and causally masked */
     if (channel) {
-        channel_scores(dm, w, n, &pf);
+        channel_scores(dm, w, n);
     } else {
         lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
-        lin_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false, &pf);
+        tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
         lin_mask_scalar(w->A, Cp, w->a, n);
     }
-    lin_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false, &pf);
+    tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
     /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
     for (int64_t i = 0; i < n; i++) {
         if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
         else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
     }
-    lin_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true, &pf);
+    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true);
     for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
     /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
     for (int64_t j = 0; j < n; j++) {
@@ -218,15 +209,15 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
     }
     if (channel || total != 1.0f)
         for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
-    lin_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true, &pf);
+    tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true);
 }
 
 /* Heads h0 .. h0 + hg - 1 of sequence b, chunk by chunk, each head's chunk
  * in turn (states S[e]): a token's rows of neighbouring heads are
  * neighbours in memory, so the heads after the first find theirs fetched
- * by the hardware's prefetchers along with the first's; each unit
- * prefetches the next head's rows of the chunk (the first head's of the
- * next chunk after the last head). */
+ * by the hardware's prefetchers along with the first's (one head's rows
+ * lie H D elements apart, a page or more: alone, they miss the streaming
+ * prefetchers, which stay within a page). */
 static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h0,
                          int64_t hg) {
     const int64_t SS = dm->Dk * dm->Dvp;
@@ -234,12 +225,8 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
     la_linear_seq(p, b, &t0, &len);
     for (int64_t e = 0; e < hg; e++) lin_load_state(w->S + e * SS, &p->state_in, dm, b, h0 + e);
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
-        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C, c1 = c0 + n,
-                      cn = len - c1 < dm->C ? len - c1 : dm->C;
-        for (int64_t e = 0; e < hg; e++) {
-            if (e + 1 < hg) chunk_step(p, dm, w, w->S + e * SS, b, h0 + e, t0, c0, n, h0 + e + 1, t0 + c0, t0 + c1);
-            else chunk_step(p, dm, w, w->S + e * SS, b, h0 + e, t0, c0, n, h0, t0 + c1, t0 + c1 + cn);
-        }
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        for (int64_t e = 0; e < hg; e++) chunk_step(p, dm, w, w->S + e * SS, b, h0 + e, t0, c0, n);
     }
     for (int64_t e = 0; e < hg; e++) lin_store_state(&p->state_out, w->S + e * SS, dm, b, h0 + e);
 }
