@@ -125,12 +125,19 @@ static void add_cases(harness_list *list) {
         s.B = 1, s.H = 1, s.Hkv = 1, s.Dk = 4, s.Dv = 4, s.gate = LIN_GATE_NEAR_ONE, s.want_state = true;
         add(list, s);
     }
-    const int64_t channel_chunks[] = {17, 48, 50, 64};
+    /* the per-channel scores run in sub-blocks of 16 tokens: one block
+       (16), a short last block (17, 33, 50), several full ones (48, 64),
+       eight with the last of 11 (128 over 123 tokens), saturated and
+       near-zero decays across the block boundaries */
+    const int64_t channel_chunks[] = {17, 48, 50, 64, 16, 33, 128, 128};
+    const lin_gate channel_gates[] = {LIN_GATE_NORMAL,    LIN_GATE_NORMAL, LIN_GATE_SATURATED, LIN_GATE_NORMAL,
+                                      LIN_GATE_NEAR_ZERO, LIN_GATE_NORMAL, LIN_GATE_NORMAL,    LIN_GATE_SATURATED};
     for (size_t ci = 0; ci < sizeof channel_chunks / sizeof channel_chunks[0]; ci++) {
-        snprintf(name, sizeof name, "channel chunk=%lld L=123", (long long)channel_chunks[ci]);
+        snprintf(name, sizeof name, "channel chunk=%lld L=123 gate %d", (long long)channel_chunks[ci],
+                 (int)channel_gates[ci]);
         linear_spec s = base_spec(name, 123, LA_DECAY_CHANNEL);
         s.B = 1, s.Dk = 24, s.p.chunk_size = channel_chunks[ci], s.want_state = true, s.init_state = ci % 2;
-        s.gate = ci == 2 ? LIN_GATE_SATURATED : LIN_GATE_NORMAL;
+        s.gate = channel_gates[ci];
         add(list, s);
     }
     {

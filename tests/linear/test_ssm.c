@@ -506,6 +506,10 @@ int main(void) {
     s = spec("ssm f16 in, f16 out", st_dense(2, 66), 16, 16, 4);
     s.dt = LA_F16, s.out_dt = LA_F16;
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* the chunked kernels take channels in blocks of 16 (the vector lanes):
+       several blocks per group, the last one short */
+    s = spec("ssm D=80 G=2 (blocks of 16 + 16 + 8)", st_dense(2, 70), 80, 16, 2);
+    check_forward(&s, &rng, ctx, levels, nlev);
     /* varlen with an empty sequence */
     s = spec("ssm varlen", st_varlen(5, (int32_t[]){5, 0, 70, 1, 64}), 24, 16, 3);
     check_forward(&s, &rng, ctx, levels, nlev);
@@ -536,6 +540,8 @@ int main(void) {
     s.softplus = false, s.bias = false, s.delta_lo = 0, s.delta_hi = 1;
     check_backward(&s, 8, true, &rng, ctx, levels, nlev);
     s = spec("ssm bwd varlen", st_varlen(4, (int32_t[]){9, 0, 70, 1}), 16, 16, 2);
+    check_backward(&s, 16, true, &rng, ctx, levels, nlev);
+    s = spec("ssm bwd D=80 G=2 N=7 (blocks of 16 + 16 + 8)", st_dense(2, 50), 80, 7, 2);
     check_backward(&s, 16, true, &rng, ctx, levels, nlev);
     /* one (sequence, group) pair: the channels split into slices over the threads */
     s = spec("ssm bwd B=1 G=1 (channel slices)", st_dense(1, 70), 24, 16, 1);

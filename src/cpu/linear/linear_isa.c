@@ -21,8 +21,14 @@
  * (linear_common.h says why: decays near 1 over long runs); the score
  * block's E[i][j] = prod_{j<s<=i} a_s stays a product of at most
  * chunk_size factors.
- * Items (sequence, head) are spread over the threads; each has its own
- * scratch in the workspace. */
+ * Items are spread over the threads, each with its own scratch in the
+ * workspace: (sequence, head) for the recurrent and non-causal forms, and
+ * (sequence, up to LIN_HG heads) for the chunked one, which runs its heads
+ * chunk by chunk (chunked_item says why). Below
+ * the diagonal, a row block's per-channel scores are one product against
+ * a panel of all the earlier columns (Kb transposed once, each column
+ * block scaled by the decay between); the diagonal blocks go row by row,
+ * their dot products summed across lanes together. */
 #include "cpu/linear/linear_common.h"
 
 /* Tokens per sub-block of the per-channel scores: one GEMM tile's width
@@ -30,14 +36,17 @@
  * blocks' direct dot products stay a small share of the work. */
 #define LIN_SUB 16
 
+/* Heads per chunked item at most (their states share a thread's scratch). */
+#define LIN_HG 4
+
 /* Per-thread scratch, in floats. Chunked: S, Q, K, K^T, V, A, O, the decay
  * rows, two running vectors; per-channel scores add Q~ and K~ decayed within
  * their sub-block and the sub-blocks' total decays. Recurrent: the same
  * with one-token chunks. */
 static size_t scratch_floats(const lin_dims *d) {
-    return (size_t)(d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
+    return (size_t)(LIN_HG * d->Dk * d->Dvp + 3 * d->C * d->Dkp + d->Dkp * d->Cp + 2 * d->C * d->Dvp + d->C * d->Cp +
                     2 * d->Dkp + d->C + 2 * d->C * d->Dkp + (d->Cp / LIN_SUB + 1) * d->Dkp + d->Dkp +
-                    3 * d->C * d->Dkp + d->Dkp + 3 * d->C);
+                    3 * d->C * d->Dkp + d->Dkp + 3 * d->C + d->Dkp * d->Cp);
 }
 
 static int64_t chunk_of(const la_linear_problem *p) { return p->form == LA_LINEAR_CHUNKED ? p->chunk : 1; }
@@ -52,13 +61,13 @@ la_status LA_ISA_FN(la_cpu_linear_workspace)(const la_linear_problem *p, size_t 
 
 typedef struct {
     float *S, *Q, *K, *KT, *V, *A, *O, *dec, *run, *e, *a, *Qb, *Kb, *tot, *M, *lg, *pre, *suf, *total, *spre,
-        *ssuf;
+        *ssuf, *KP;
 } fwd_scratch;
 
 static fwd_scratch scratch_at(float *base, const lin_dims *d) {
     fwd_scratch w;
     w.S = base;
-    w.Q = w.S + d->Dk * d->Dvp;
+    w.Q = w.S + LIN_HG * d->Dk * d->Dvp;
     w.K = w.Q + d->C * d->Dkp;
     w.KT = w.K + d->C * d->Dkp;
     w.V = w.KT + d->Dkp * d->Cp;
@@ -78,6 +87,7 @@ static fwd_scratch scratch_at(float *base, const lin_dims *d) {
     w.total = w.suf + d->C * d->Dkp;
     w.spre = w.total + d->Dkp; /* scalar: C each */
     w.ssuf = w.spre + d->C;
+    w.KP = w.ssuf + d->C; /* per channel: [Dkp][Cp] */
     return w;
 }
 
@@ -112,80 +122,113 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
                 vf_store(w->Kb + j * Dkp + d, vf_load(w->K + j * Dkp + d) * vf_load(w->e + d));
             lin_mul(w->e, w->dec + j * Dkp, Dkp);
         }
-        /* the diagonal block */
-        for (int64_t j = i0; j < i1; j++) {
-            for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-            for (int64_t i = j; i < i1; i++) {
-                if (i > j) lin_mul(w->e, w->dec + i * Dkp, Dkp);
-                w->A[i * Cp + j] = lin_dot3(w->Q + i * Dkp, w->e, w->K + j * Dkp, Dkp);
+        /* the diagonal block, row by row: qe = Q~[i] decayed back from i to
+         * j (a running product, one factor per step), A[i][j] = qe . K~[j];
+         * the row's LIN_SUB dot products are summed across lanes together */
+        for (int64_t i = i0; i < i1; i++) {
+            vf acc[LIN_SUB];
+            for (int64_t jj = 0; jj < LIN_SUB; jj++) acc[jj] = vf_set1(0);
+            memcpy(w->e, w->Q + i * Dkp, (size_t)Dkp * sizeof(float));
+            for (int64_t j = i; j >= i0; j--) {
+                const float *kj = w->K + j * Dkp, *aj = w->dec + j * Dkp;
+                vf s = vf_set1(0);
+                for (int64_t d = 0; d < Dkp; d += LA_VL) {
+                    const vf x = vf_load(w->e + d);
+                    s = vf_fma(x, vf_load(kj + d), s);
+                    vf_store(w->e + d, x * vf_load(aj + d));
+                }
+                acc[j - i0] = s;
             }
+            for (int64_t jj = 0; jj < LIN_SUB; jj += LA_VL) vf_store(w->A + i * Cp + i0 + jj, vf_transpose_sum(acc + jj));
         }
     }
-    /* below the diagonal: block J < I (full, as only the last block may be
-     * short) is Qb[I] (Kb[J] . M)^T, M the total decay of the blocks between */
+    /* below the diagonal: row block I against all the columns before it in
+     * one product, Qb[I] KP^T, where KP's column block J is Kb[J] decayed by
+     * M, the total decay of the blocks between J and I (J < I is full, as
+     * only the last block may be short). Kb is transposed once (KT), and
+     * each panel's column block J is a row segment of KT scaled by M[d]. */
+    if (nb < 2) return;
+    lin_transpose(w->KT, Cp, w->Kb, Dkp, n, Dk);
     for (int64_t I = 1; I < nb; I++) {
         const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
         for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
         for (int64_t J = I - 1; J >= 0; J--) {
             const int64_t j0 = J * LIN_SUB;
-            for (int64_t d = 0; d < Dk; d++)
-                for (int64_t j = 0; j < LIN_SUB; j++) w->KT[d * LIN_SUB + j] = w->Kb[(j0 + j) * Dkp + d] * w->M[d];
-            tg_gemm(i1 - i0, LIN_SUB, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KT, LIN_SUB, w->A + i0 * Cp + j0, Cp, false);
+            for (int64_t d = 0; d < Dk; d++) {
+                const vf m = vf_set1(w->M[d]);
+                for (int64_t j = 0; j < LIN_SUB; j += LA_VL)
+                    vf_store(w->KP + d * i0 + j0 + j, vf_load(w->KT + d * Cp + j0 + j) * m);
+            }
             lin_mul(w->M, w->tot + J * Dkp, Dkp);
         }
+        tg_gemm(i1 - i0, i0, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KP, i0, w->A + i0 * Cp, Cp, false);
     }
 }
 
-static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
+/* One chunk [c0, c0 + n) of head h (sequence b, tokens from t0) on its state S. */
+static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t b,
+                       int64_t h, int64_t t0, int64_t c0, int64_t n) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
                   Cp = dm->Cp;
     const bool channel = lin_channel(p);
+    for (int64_t i = 0; i < n; i++) {
+        const int64_t t = t0 + c0 + i;
+        lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
+        lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
+        lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
+        if (channel) {
+            lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
+        } else {
+            w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
+            w->a[i] = expf(w->lg[i]);
+        }
+    }
+    float total = 1.0f;
+    if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
+    else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
+    /* A: the intra-chunk scores, decayed and causally masked */
+    if (channel) {
+        channel_scores(dm, w, n);
+    } else {
+        lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
+        tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
+        lin_mask_scalar(w->A, Cp, w->a, n);
+    }
+    tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
+    /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
+    for (int64_t i = 0; i < n; i++) {
+        if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
+        else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
+    }
+    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true);
+    for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
+    /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
+    for (int64_t j = 0; j < n; j++) {
+        if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
+        else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
+    }
+    if (channel || total != 1.0f)
+        for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
+    tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true);
+}
+
+/* Heads h0 .. h0 + hg - 1 of sequence b, chunk by chunk, each head's chunk
+ * in turn (states S[e]): a token's rows of neighbouring heads are
+ * neighbours in memory, so the heads after the first find theirs fetched
+ * by the hardware's prefetchers along with the first's (one head's rows
+ * lie H D elements apart, a page or more: alone, they miss the streaming
+ * prefetchers, which stay within a page). */
+static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, int64_t b, int64_t h0,
+                         int64_t hg) {
+    const int64_t SS = dm->Dk * dm->Dvp;
     int64_t t0, len;
     la_linear_seq(p, b, &t0, &len);
-    lin_load_state(w->S, &p->state_in, dm, b, h);
+    for (int64_t e = 0; e < hg; e++) lin_load_state(w->S + e * SS, &p->state_in, dm, b, h0 + e);
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t t = t0 + c0 + i;
-            lin_load_feature(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
-            lin_load_feature(w->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
-            lin_load_value(w->V + i * Dvp, p, dm, bt, t, hk);
-            if (channel) {
-                lin_decay_row(w->dec + i * Dkp, w->lg + i * Dkp, p, dm, bt, t, h);
-            } else {
-                w->lg[i] = lin_log_decay_scalar(p, bt, t, h);
-                w->a[i] = expf(w->lg[i]);
-            }
-        }
-        float total = 1.0f;
-        if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
-        else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
-        /* A: the intra-chunk scores, decayed and causally masked */
-        if (channel) {
-            channel_scores(dm, w, n);
-        } else {
-            lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
-            tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
-            lin_mask_scalar(w->A, Cp, w->a, n);
-        }
-        tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
-        /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
-        for (int64_t i = 0; i < n; i++) {
-            if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
-            else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
-        }
-        tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true);
-        for (int64_t i = 0; i < n; i++) store_out(p, dm, w->O + i * Dvp, bt, t0 + c0 + i, h);
-        /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
-        for (int64_t j = 0; j < n; j++) {
-            if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
-            else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
-        }
-        if (channel || total != 1.0f)
-            for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, channel ? w->total[d] : total);
-        tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, w->S, Dvp, true);
+        for (int64_t e = 0; e < hg; e++) chunk_step(p, dm, w, w->S + e * SS, b, h0 + e, t0, c0, n);
     }
-    lin_store_state(&p->state_out, w->S, dm, b, h);
+    for (int64_t e = 0; e < hg; e++) lin_store_state(&p->state_out, w->S + e * SS, dm, b, h0 + e);
 }
 
 /* Token by token: S = a . S + k~ v^T, o = q~ S. The decode step (one
@@ -256,14 +299,24 @@ la_status LA_ISA_FN(la_cpu_linear_forward_kernel)(const la_linear_problem *p, vo
     const lin_dims dm = lin_dims_of(p, chunk_of(p));
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const size_t per_thread = scratch_floats(&dm);
-    const int64_t items = p->num_seqs * p->H;
+    /* chunked items take hg heads: the most (up to LIN_HG, dividing H)
+     * that still leaves every thread an item */
+    const bool chunked = !p->non_causal && p->form == LA_LINEAR_CHUNKED;
+    int64_t hg = 1;
+    if (chunked)
+        for (int64_t g = LIN_HG; g > 1; g--)
+            if (p->H % g == 0 && p->num_seqs * (p->H / g) >= nthreads) {
+                hg = g;
+                break;
+            }
+    const int64_t groups = p->H / hg, items = p->num_seqs * groups;
 #pragma omp parallel num_threads(nthreads)
     {
         fwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
             if (p->non_causal) noncausal_item(p, &dm, &w, it / p->H, it % p->H);
-            else if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+            else if (chunked) chunked_item(p, &dm, &w, it / groups, it % groups * hg, hg);
             else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
         }
     }

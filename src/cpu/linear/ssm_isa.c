@@ -115,16 +115,26 @@ static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t
     if (!in_place) store_state(p, h, b, d);
 }
 
+/* The chunked form runs with the block's channels in the vector lanes:
+ * h [N][SSM_CB] (state index n by rows, channel by lane), so a token's
+ * step is, per n, one exp, two FMAs and a broadcast of B[n] and C[n] for
+ * LA_VL channels at once, and y needs no horizontal sum. Lanes of channels
+ * past the block's end run with A = 0, u = 0: their h stays 0. */
 static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d0, int64_t cb) {
-    const int64_t Np = scan_pad(p->N), bt = p->head.cu ? 0 : b, g = d0 / (p->D / p->G), C = p->chunk;
-    float *A = w, *h = A + SSM_CB * Np, *Bc = h + SSM_CB * Np, *Cc = Bc + C * Np, *uc = Cc + C * Np,
+    const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b, g = d0 / (p->D / p->G), C = p->chunk;
+    float *At = w, *h = At + N * SSM_CB, *Bc = h + N * SSM_CB, *Cc = Bc + C * Np, *uc = Cc + C * Np,
           *dtc = uc + C * SSM_CB, *yc = dtc + C * SSM_CB;
     int64_t t0, len;
     la_scan_seq(&p->head, b, &t0, &len);
-    float bias[SSM_CB] = {0}, skip[SSM_CB];
+    _Alignas(64) float bias[SSM_CB] = {0}, skip[SSM_CB] = {0};
+    memset(At, 0, (size_t)(2 * N * SSM_CB) * sizeof(float));
     for (int64_t c = 0; c < cb; c++) {
-        scan_load_param_row(A + c * Np, &p->A, d0 + c, p->N, Np);
-        load_state(p, h + c * Np, b, d0 + c, Np);
+        const float *Ar = la_scan_row(&p->A, 0, d0 + c);
+        for (int64_t k = 0; k < N; k++) At[k * SSM_CB + c] = Ar[k];
+        if (p->state_in.data) {
+            const float *s = la_scan_row(&p->state_in, b, d0 + c);
+            for (int64_t k = 0; k < N; k++) h[k * SSM_CB + c] = s[k];
+        }
         bias[c] = bias_of(p, d0 + c);
         skip[c] = skip_of(p, d0 + c);
     }
@@ -132,35 +142,59 @@ static void chunked_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d
         const int64_t n = len - c0 < C ? len - c0 : C;
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
-            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, p->N, Np);
-            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, p->N, Np);
-            tg_load_row(uc + i * SSM_CB, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, cb);
+            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);
+            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, N, Np);
+            tg_load_row(uc + i * SSM_CB, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, SSM_CB);
             tg_load_row(dtc + i * SSM_CB, la_attn_at(&p->delta, bt, t, d0), p->delta.dtype, cb, SSM_CB);
             for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
                 const vf x = vf_load(dtc + i * SSM_CB + c) + vf_load(bias + c);
                 vf_store(dtc + i * SSM_CB + c, p->softplus ? scan_softplus_v(x) : x);
             }
         }
-        for (int64_t c = 0; c < cb; c++) {
-            float *hc = h + c * Np, *Ac = A + c * Np;
-            for (int64_t i = 0; i < n; i++) {
-                const float u = uc[i * SSM_CB + c];
-                yc[i * SSM_CB + c] =
-                    scan_step(hc, Ac, Bc + i * Np, Cc + i * Np, dtc[i * SSM_CB + c], u, Np) + skip[c] * u;
+        for (int64_t i = 0; i < n; i++) {
+            const float *Bi = Bc + i * Np, *Ci = Cc + i * Np;
+            for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+                const vf dt = vf_load(dtc + i * SSM_CB + c), u = vf_load(uc + i * SSM_CB + c), du = dt * u;
+                vf y0 = vf_load(skip + c) * u, y1 = vf_set1(0);
+                int64_t k = 0;
+                for (; k + 2 <= N; k += 2) {
+                    float *h0 = h + k * SSM_CB + c, *h1 = h0 + SSM_CB;
+                    const vf a0 = vf_exp(dt * vf_load(At + k * SSM_CB + c)),
+                             a1 = vf_exp(dt * vf_load(At + (k + 1) * SSM_CB + c));
+                    const vf x0 = vf_fma(a0, vf_load(h0), du * Bi[k]), x1 = vf_fma(a1, vf_load(h1), du * Bi[k + 1]);
+                    vf_store(h0, x0);
+                    vf_store(h1, x1);
+                    y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
+                    y1 = vf_fma(vf_set1(Ci[k + 1]), x1, y1);
+                }
+                if (k < N) {
+                    float *h0 = h + k * SSM_CB + c;
+                    const vf x0 = vf_fma(vf_exp(dt * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
+                    vf_store(h0, x0);
+                    y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
+                }
+                vf_store(yc + i * SSM_CB + c, y0 + y1);
             }
         }
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
             float *y = yc + i * SSM_CB;
             if (p->z.data) {
-                float zr[SSM_CB];
-                tg_load_row(zr, la_attn_at(&p->z, bt, t, d0), p->z.dtype, cb, cb);
-                for (int64_t c = 0; c < cb; c++) y[c] *= scan_silu(zr[c]);
+                _Alignas(64) float zr[SSM_CB];
+                tg_load_row(zr, la_attn_at(&p->z, bt, t, d0), p->z.dtype, cb, SSM_CB);
+                for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+                    const vf z = vf_load(zr + c);
+                    vf_store(y + c, vf_load(y + c) * (z * scan_sigmoid_v(z)));
+                }
             }
             tg_store_row(la_attn_at(&p->out, bt, t, d0), p->out.dtype, y, cb);
         }
     }
-    for (int64_t c = 0; c < cb; c++) store_state(p, h + c * Np, b, d0 + c);
+    if (p->state_out.data)
+        for (int64_t c = 0; c < cb; c++) {
+            float *s = la_scan_row(&p->state_out, b, d0 + c);
+            for (int64_t k = 0; k < N; k++) s[k] = h[k * SSM_CB + c];
+        }
 }
 
 static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
@@ -193,10 +227,12 @@ static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
 
 static int64_t chunks_of(const la_ssm_problem *p) { return (p->head.L + p->chunk - 1) / p->chunk; }
 
+/* Per thread: the checkpoints [chunks + 1][N][SSM_CB], a chunk's h rows
+ * [C][N][SSM_CB], its B and C rows [C][Np], its u, delta + bias, dt, dout
+ * and z rows [C][SSM_CB], and A, dh, dA [N][SSM_CB]. */
 static size_t bwd_scratch_floats(const la_ssm_problem *p) {
-    const int64_t Np = scan_pad(p->N), C = p->chunk;
-    /* checkpoints, h rows of a chunk, B and C rows, A, dh, dA partial, one spare row */
-    return (size_t)((chunks_of(p) + 1) * Np + 3 * C * Np + 4 * Np);
+    const int64_t Np = scan_pad(p->N), C = p->chunk, NW = p->N * SSM_CB;
+    return (size_t)((chunks_of(p) + 1) * NW + C * NW + 2 * C * Np + 5 * C * SSM_CB + 3 * NW + SCAN_PAD);
 }
 
 /* Channel slices per (sequence, group): 1 when those pairs alone give
@@ -226,94 +262,151 @@ static inline float *grad_row(const la_ssm_backward_problem *bp, float *slice, i
     return (float *)la_attn_at(which ? &bp->dC : &bp->dB, bt, t, g);
 }
 
-static void backward_channel(const la_ssm_backward_problem *bp, float *w, float *part, float *slice, int64_t b,
-                             int64_t d) {
+/* The backward of a block of cb <= SSM_CB channels of one group, the
+ * channels in the vector lanes as in the chunked forward: a token's rows of
+ * u, delta, dout, z and of the gradients are one piece per block, and the
+ * per-channel sums (ddt, du) are lane-wise. dB and dC, sums over the
+ * channels, take one lane reduction per LA_VL state indices (a transposed
+ * sum). Lanes past cb run with A = 0, u = 0, dout = 0: every gradient they
+ * add is 0. */
+static void backward_block(const la_ssm_backward_problem *bp, float *w, float *part, float *slice, int64_t b,
+                           int64_t d0, int64_t cb) {
     const la_ssm_problem *p = &bp->fwd;
-    const int64_t Np = scan_pad(p->N), N = p->N, bt = p->head.cu ? 0 : b, g = d / (p->D / p->G), C = p->chunk;
-    float *ck = w, *Hc = ck + (chunks_of(p) + 1) * Np, *Bc = Hc + C * Np, *Cc = Bc + C * Np, *A = Cc + C * Np,
-          *dh = A + Np, *dAacc = dh + Np, *zero = dAacc + Np;
+    enum { W = SSM_CB };
+    const int64_t N = p->N, Np = scan_pad(N), NW = N * W, bt = p->head.cu ? 0 : b, g = d0 / (p->D / p->G),
+                  C = p->chunk;
+    float *ck = w, *Hc = ck + (chunks_of(p) + 1) * NW, *Bc = Hc + C * NW, *Cc = Bc + C * Np, *uc = Cc + C * Np,
+          *xc = uc + C * W, *dtc = xc + C * W, *doc = dtc + C * W, *zc = doc + C * W, *At = zc + C * W,
+          *dh = At + NW, *dA = dh + NW;
     int64_t t0, len;
     la_scan_seq(&p->head, b, &t0, &len);
-    const float bias = bias_of(p, d), skip = skip_of(p, d);
-    scan_load_param_row(A, &p->A, d, N, Np);
-    memset(zero, 0, (size_t)Np * sizeof(float));
+    _Alignas(64) float bias[W] = {0}, skip[W] = {0}, dD[W] = {0}, dbias[W] = {0};
+    _Alignas(64) float sumC[LA_MAX_HEAD_DIM + SCAN_PAD], sumB[LA_MAX_HEAD_DIM + SCAN_PAD];
+    memset(At, 0, (size_t)NW * sizeof(float));
+    memset(ck, 0, (size_t)NW * sizeof(float));
+    memset(dh, 0, (size_t)NW * sizeof(float));
+    memset(dA, 0, (size_t)NW * sizeof(float));
+    for (int64_t c = 0; c < cb; c++) {
+        const float *Ar = la_scan_row(&p->A, 0, d0 + c);
+        for (int64_t k = 0; k < N; k++) At[k * W + c] = Ar[k];
+        if (p->state_in.data) {
+            const float *st = la_scan_row(&p->state_in, b, d0 + c);
+            for (int64_t k = 0; k < N; k++) ck[k * W + c] = st[k];
+        }
+        if (bp->dstate_out.data) {
+            const float *st = la_scan_row(&bp->dstate_out, b, d0 + c);
+            for (int64_t k = 0; k < N; k++) dh[k * W + c] = st[k];
+        }
+        bias[c] = bias_of(p, d0 + c);
+        skip[c] = skip_of(p, d0 + c);
+    }
+    /* a chunk's rows: B, C [n][Np]; u, x = delta + bias, dt [n][W]; with
+     * `all`, dout and z too */
+    #define SSM_LOAD_CHUNK(c0, n, all)                                                                           \
+        for (int64_t i = 0; i < (n); i++) {                                                                      \
+            const int64_t t = t0 + (c0) + i;                                                                     \
+            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);                            \
+            if (all) tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, N, Np);                  \
+            tg_load_row(uc + i * W, la_attn_at(&p->u, bt, t, d0), p->u.dtype, cb, W);                           \
+            tg_load_row(xc + i * W, la_attn_at(&p->delta, bt, t, d0), p->delta.dtype, cb, W);                   \
+            for (int64_t c = 0; c < W; c += LA_VL) {                                                            \
+                const vf x = vf_load(xc + i * W + c) + vf_load(bias + c);                                       \
+                vf_store(xc + i * W + c, x);                                                                     \
+                vf_store(dtc + i * W + c, p->softplus ? scan_softplus_v(x) : x);                                 \
+            }                                                                                                    \
+            if (all) {                                                                                           \
+                tg_load_row(doc + i * W, la_attn_at(&bp->dout, bt, t, d0), bp->dout.dtype, cb, W);              \
+                if (p->z.data) tg_load_row(zc + i * W, la_attn_at(&p->z, bt, t, d0), p->z.dtype, cb, W);        \
+            }                                                                                                    \
+        }
+    /* h (rows [N][W]) advanced over token i of the loaded chunk, from hp */
+    #define SSM_STEP(h, hp, i)                                                                                   \
+        for (int64_t l_ = 0; l_ < W; l_ += LA_VL) {                                                                 \
+            const vf dt = vf_load(dtc + (i) * W + l_), du = dt * vf_load(uc + (i) * W + l_);                       \
+            for (int64_t k = 0; k < N; k++)                                                                      \
+                vf_store((h) + k * W + l_, vf_fma(vf_exp(dt * vf_load(At + k * W + l_)), vf_load((hp) + k * W + l_), \
+                                                 du * Bc[(i) * Np + k]));                                        \
+        }
     /* forward sweep: h at every chunk start */
-    load_state(p, ck, b, d, Np);
     const int64_t nch = (len + C - 1) / C;
     for (int64_t c = 0; c < nch; c++) {
-        float *h = ck + (c + 1) * Np;
-        memcpy(h, ck + c * Np, (size_t)Np * sizeof(float));
-        for (int64_t t = t0 + c * C; t < t0 + len && t < t0 + (c + 1) * C; t++) {
-            tg_load_row(Bc, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);
-            const float u = scan_get(&p->u, bt, t, d), dt = dt_of(p, scan_get(&p->delta, bt, t, d), bias);
-            scan_step(h, A, Bc, zero, dt, u, Np);
-        }
+        const int64_t c0 = c * C, n = len - c0 < C ? len - c0 : C;
+        float *h = ck + (c + 1) * NW;
+        memcpy(h, ck + c * NW, (size_t)NW * sizeof(float));
+        SSM_LOAD_CHUNK(c0, n, false)
+        for (int64_t i = 0; i < n; i++) SSM_STEP(h, h, i)
     }
-    if (bp->dstate_out.data) tg_load_row(dh, (const char *)la_scan_row(&bp->dstate_out, b, d), LA_F32, N, Np);
-    else memset(dh, 0, (size_t)Np * sizeof(float));
-    memset(dAacc, 0, (size_t)Np * sizeof(float));
-    float dD = 0, dbias = 0;
     for (int64_t c = nch - 1; c >= 0; c--) {
         const int64_t c0 = c * C, n = len - c0 < C ? len - c0 : C;
-        /* recompute the chunk's h rows */
-        const float *hp = ck + c * Np;
-        for (int64_t i = 0; i < n; i++) {
-            const int64_t t = t0 + c0 + i;
-            tg_load_row(Bc + i * Np, la_attn_at(&p->B, bt, t, g), p->B.dtype, N, Np);
-            tg_load_row(Cc + i * Np, la_attn_at(&p->C, bt, t, g), p->C.dtype, N, Np);
-            memcpy(Hc + i * Np, hp, (size_t)Np * sizeof(float));
-            const float u = scan_get(&p->u, bt, t, d), dt = dt_of(p, scan_get(&p->delta, bt, t, d), bias);
-            scan_step(Hc + i * Np, A, Bc + i * Np, zero, dt, u, Np);
-            hp = Hc + i * Np;
-        }
+        SSM_LOAD_CHUNK(c0, n, true)
+        for (int64_t i = 0; i < n; i++) SSM_STEP(Hc + i * NW, i ? Hc + (i - 1) * NW : ck + c * NW, i)
         for (int64_t i = n - 1; i >= 0; i--) {
             const int64_t t = t0 + c0 + i;
-            const float *h = Hc + i * Np, *hprev = i ? Hc + (i - 1) * Np : ck + c * Np, *Bt = Bc + i * Np,
+            const float *h = Hc + i * NW, *hprev = i ? Hc + (i - 1) * NW : ck + c * NW, *Bt = Bc + i * Np,
                         *Ct = Cc + i * Np;
-            const float u = scan_get(&p->u, bt, t, d), x = scan_get(&p->delta, bt, t, d) + bias;
-            const float dt = p->softplus ? scan_softplus(x) : x;
-            const float dout = scan_get(&bp->dout, bt, t, d);
-            float dy = dout;
-            if (p->z.data) {
-                vf yv = vf_set1(0);
-                for (int64_t k = 0; k < Np; k += LA_VL) yv = vf_fma(vf_load(Ct + k), vf_load(h + k), yv);
-                const float y = vf_reduce_add(yv) + skip * u, z = scan_get(&p->z, bt, t, d);
-                dy = dout * scan_silu(z);
-                scan_put(&bp->dz, bt, t, d, dout * y * scan_dsilu(z));
+            for (int64_t k = 0; k < Np; k++) sumC[k] = sumB[k] = 0;
+            _Alignas(64) float dyr[W], dur[W], ddr[W], dzr[W];
+            for (int64_t c = 0; c < W; c += LA_VL) {
+                const vf u = vf_load(uc + i * W + c), dt = vf_load(dtc + i * W + c), dout = vf_load(doc + i * W + c);
+                vf dy = dout;
+                if (p->z.data) {
+                    vf y = vf_load(skip + c) * u;
+                    for (int64_t k = 0; k < N; k++) y = vf_fma(vf_set1(Ct[k]), vf_load(h + k * W + c), y);
+                    const vf z = vf_load(zc + i * W + c), sg = scan_sigmoid_v(z);
+                    dy = dout * (z * sg);
+                    vf_store(dzr + c, dout * y * (sg * (1.0f + z * (1.0f - sg))));
+                }
+                vf_store(dyr + c, dy);
+                const vf dtu = dt * u;
+                vf ddt = vf_set1(0), dub = vf_set1(0);
+                for (int64_t k0 = 0; k0 < N; k0 += LA_VL) {
+                    vf tc[LA_VL], tb[LA_VL];
+                    for (int64_t e = 0; e < LA_VL; e++) {
+                        const int64_t k = k0 + e;
+                        if (k >= N) {
+                            tc[e] = tb[e] = vf_set1(0);
+                            continue;
+                        }
+                        const vf Ak = vf_load(At + k * W + c), hpk = vf_load(hprev + k * W + c), Bk = vf_set1(Bt[k]);
+                        const vf dhk = vf_fma(dy, vf_set1(Ct[k]), vf_load(dh + k * W + c));
+                        const vf a = vf_exp(dt * Ak);
+                        tc[e] = dy * vf_load(h + k * W + c);
+                        tb[e] = dhk * dtu;
+                        ddt = vf_fma(dhk, vf_fma(a * Ak, hpk, Bk * u), ddt);
+                        dub = vf_fma(dhk, Bk, dub);
+                        vf_store(dA + k * W + c, vf_fma(dhk * a * dt, hpk, vf_load(dA + k * W + c)));
+                        vf_store(dh + k * W + c, dhk * a);
+                    }
+                    vf_store(sumC + k0, vf_load(sumC + k0) + vf_transpose_sum(tc));
+                    vf_store(sumB + k0, vf_load(sumB + k0) + vf_transpose_sum(tb));
+                }
+                vf_store(dur + c, dy * vf_load(skip + c) + dt * dub);
+                const vf x = vf_load(xc + i * W + c);
+                const vf dd = p->softplus ? ddt * scan_sigmoid_v(x) : ddt;
+                vf_store(ddr + c, dd);
+                vf_store(dD + c, vf_fma(dy, u, vf_load(dD + c)));
+                vf_store(dbias + c, vf_load(dbias + c) + dd);
             }
             float *dBt = grad_row(bp, slice, 0, bt, t, c0 + i, g), *dCt = grad_row(bp, slice, 1, bt, t, c0 + i, g);
-            const vf dyv = vf_set1(dy), dtv = vf_set1(dt), dtu = vf_set1(dt * u), uv = vf_set1(u);
-            vf ddt = vf_set1(0), dub = vf_set1(0);
-            int64_t k = 0;
-            for (; k < Np; k += LA_VL) {
-                const vf hk = vf_load(h + k), Bk = vf_load(Bt + k), Ak = vf_load(A + k), hpk = vf_load(hprev + k);
-                const vf dhk = vf_fma(dyv, vf_load(Ct + k), vf_load(dh + k));
-                const vf a = vf_exp(dtv * Ak);
-                const vf dCk = dyv * hk, dBk = dhk * dtu;
-                if (k + LA_VL <= N) {
-                    vf_store(dCt + k, vf_load(dCt + k) + dCk);
-                    vf_store(dBt + k, vf_load(dBt + k) + dBk);
-                } else {
-                    for (int64_t e = 0; e < N - k; e++) dCt[k + e] += dCk[e], dBt[k + e] += dBk[e];
-                }
-                ddt = vf_fma(dhk, vf_fma(a * Ak, hpk, Bk * uv), ddt);
-                dub = vf_fma(dhk, Bk, dub);
-                vf_store(dAacc + k, vf_fma(dhk * a * dtv, hpk, vf_load(dAacc + k)));
-                vf_store(dh + k, dhk * a);
-            }
-            const float ddtf = vf_reduce_add(ddt);
-            scan_put(&bp->du, bt, t, d, dy * skip + dt * vf_reduce_add(dub));
-            const float ddelta = p->softplus ? ddtf * scan_sigmoid(x) : ddtf;
-            scan_put(&bp->ddelta, bt, t, d, ddelta);
-            dD += dy * u;
-            dbias += ddelta;
+            for (int64_t k = 0; k < N; k++) dBt[k] += sumB[k], dCt[k] += sumC[k];
+            tg_store_row(la_attn_at(&bp->du, bt, t, d0), bp->du.dtype, dur, cb);
+            tg_store_row(la_attn_at(&bp->ddelta, bt, t, d0), bp->ddelta.dtype, ddr, cb);
+            if (p->z.data) tg_store_row(la_attn_at(&bp->dz, bt, t, d0), bp->dz.dtype, dzr, cb);
         }
     }
-    if (bp->dstate_in.data) memcpy(la_scan_row(&bp->dstate_in, b, d), dh, (size_t)N * sizeof(float));
-    float *pa = part + (b * p->D + d) * N, *pd = part + p->head.num_seqs * p->D * N + b * p->D + d;
-    memcpy(pa, dAacc, (size_t)N * sizeof(float));
-    pd[0] = dD;
-    pd[p->head.num_seqs * p->D] = dbias;
+    #undef SSM_LOAD_CHUNK
+    #undef SSM_STEP
+    for (int64_t c = 0; c < cb; c++) {
+        const int64_t d = d0 + c;
+        if (bp->dstate_in.data) {
+            float *st = la_scan_row(&bp->dstate_in, b, d);
+            for (int64_t k = 0; k < N; k++) st[k] = dh[k * W + c];
+        }
+        float *pa = part + (b * p->D + d) * N, *pd = part + p->head.num_seqs * p->D * N + b * p->D + d;
+        for (int64_t k = 0; k < N; k++) pa[k] = dA[k * W + c];
+        pd[0] = dD[c];
+        pd[p->head.num_seqs * p->D] = dbias[c];
+    }
 }
 
 static la_status ssm_backward(const la_ssm_backward_problem *bp, void *mem) {
@@ -338,7 +431,8 @@ static la_status ssm_backward(const la_ssm_backward_problem *bp, void *mem) {
                 memset(grad_row(bp, slice, 0, bt, t0 + i, i, g), 0, (size_t)N * sizeof(float));
                 memset(grad_row(bp, slice, 1, bt, t0 + i, i, g), 0, (size_t)N * sizeof(float));
             }
-            for (int64_t d = g * per_group + lo; d < g * per_group + hi; d++) backward_channel(bp, w, part, slice, b, d);
+            for (int64_t d = g * per_group + lo; d < g * per_group + hi; d += SSM_CB)
+                backward_block(bp, w, part, slice, b, d, g * per_group + hi - d < SSM_CB ? g * per_group + hi - d : SSM_CB);
         }
         /* the extra slices' dB, dC rows into the outputs: one writer per row */
         if (K > 1) {
