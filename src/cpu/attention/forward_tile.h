@@ -29,12 +29,34 @@
 #define BQ 96
 #define BK 96
 
+/* Micro-kernel shapes of the two products (rows x vectors, tile_gemm.h).
+ * S^T = K Q^T reads K packed in tiles of S_MR keys (kpack) and Q^T as 96
+ * columns: on AVX-512, 8 x 3 covers them in two panels. O += P V reads P^T
+ * strided and V packed in panels of PV_NR vectors (vpack): 12 x 2 covers the
+ * 96 rows in 8 tiles. Measured on a 2-core Xeon (AVX-512, 1 thread,
+ * L = 4032, D = 128, cache as in the kernel, CPU time against a 12-chain
+ * FMA loop): S^T 0.77 -> 0.87-0.93, O += P V 0.66 -> 0.78 of the peak. */
+#if defined(LA_ISA_AVX512)
+#define S_MR 8
+#define S_NR 3
+#define PV_MR 12
+#define PV_NR 2
+#else
+#define S_MR TG_MR
+#define S_NR TG_NR
+#define PV_MR TG_MR
+#define PV_NR TG_NR
+#endif
+
 typedef struct {
     float *qt;             /* [D][BQ]: scaled Q^T of the item */
     float *st;             /* [BK][BQ]: S^T, then P^T */
     float *o;              /* [BQ][Dp]: accumulator */
     const float *kpanel;   /* [lk][Dp]: the group's K as f32, shared by the team */
     const float *vpanel;   /* [lk][Dp]: its V */
+    const float *kpack;    /* K packed for S^T: tiles of S_MR keys (tg_pack_a_row, ldp Dp) */
+    const float *vpack;    /* V packed for O += P V: panels of PV_NR vectors over lk rows */
+    int64_t lk;            /* rows of the packed panels (the group's keys) */
     float *m, *l, *alpha;  /* [BQ] */
     int32_t *lo, *hi;      /* [BQ]: visible key range of each row, relative to the sequence */
 } scratch;
@@ -121,8 +143,10 @@ static void sigmoid_block(const item *it, scratch *w, int64_t nk) {
 static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool masked) {
     const la_attn_problem *p = it->p;
     const int64_t nk = j1 - j0, Dp = it->Dp;
-    const float *k = w->kpanel + j0 * Dp, *v = w->vpanel + j0 * Dp;
-    tg_gemm(nk, it->nqp, it->D, k, Dp, 1, w->qt, BQ, w->st, BQ, false); /* S^T = K Q^T */
+    if (j0 % S_MR == 0) /* S^T = K Q^T */
+        tg_gemm_pack_a(S_MR, S_NR, nk, it->nqp, it->D, w->kpack + j0 * Dp, Dp, w->qt, BQ, w->st, BQ, false);
+    else /* a sparse block starting between tiles */
+        tg_gemm(nk, it->nqp, it->D, w->kpanel + j0 * Dp, Dp, 1, w->qt, BQ, w->st, BQ, false);
     if (masked || rule_transforms(&p->rule, it->slope)) transform_scores(it, w, j0, nk, masked);
     if (p->rule.score == LA_SCORE_SOFTMAX) {
         softmax_block(it, w, nk);
@@ -136,7 +160,7 @@ static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool m
     } else {
         sigmoid_block(it, w, nk);
     }
-    tg_gemm(it->nq, Dp, nk, w->st, 1, BQ, v, Dp, w->o, Dp, true); /* O += P V */
+    tg_gemm_pack_b(PV_MR, PV_NR, it->nq, Dp, nk, w->st, 1, BQ, w->vpack, w->lk, j0, w->o, Dp, true); /* O += P V */
 }
 
 /* Set up the item of query rows [i0, i0 + nq) (nq <= BQ) of head h of
@@ -199,7 +223,8 @@ static void item_finish(const item *itp, scratch *w) {
     }
 }
 
-/* Shared: the group's K and V panels [Lk][Dp] (linear in L). Per thread:
+/* Shared: the group's K and V panels [Lk][Dp] (linear in L), and their
+ * packed copies (K rounded up to whole S_MR tiles). Per thread:
  * Q^T, S^T, O and the row statistics; every piece a multiple of 16 floats
  * (64 bytes). Sizes in floats. */
 static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, size_t *bytes) {
@@ -207,8 +232,9 @@ static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, 
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL);
     size_t total;
     *per_thread = (size_t)(D * BQ + BK * BQ + BQ * Dp + 5 * BQ);
-    return la_mul_size((size_t)p->Lk, (size_t)Dp, panel) && la_mul_size(*per_thread, (size_t)nthreads, &total) &&
-           (total += 2 * *panel) >= 2 * *panel && la_mul_size(total, sizeof(float), bytes);
+    return la_mul_size((size_t)tg_round_up(p->Lk, S_MR), (size_t)Dp, panel) &&
+           la_mul_size(*per_thread, (size_t)nthreads, &total) && *panel <= SIZE_MAX / 8 &&
+           (total += 4 * *panel) >= 4 * *panel && la_mul_size(total, sizeof(float), bytes);
 }
 
 /* Runs one query unit (a driver's work item: a block of query rows of head
@@ -230,11 +256,11 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
     const int64_t ngroups = p->num_seqs * p->Hkv;
     size_t panel, per_thread, bytes;
     layout(p, &panel, &per_thread, &bytes);
-    float *kpanel = mem, *vpanel = kpanel + panel;
+    float *kpanel = mem, *vpanel = kpanel + panel, *kpack = vpanel + panel, *vpack = kpack + panel;
 
 #pragma omp parallel num_threads(nthreads)
     {
-        float *base = vpanel + panel + (size_t)la_thread_id() * per_thread;
+        float *base = vpack + panel + (size_t)la_thread_id() * per_thread;
         scratch w;
         w.qt = base;
         w.st = w.qt + D * BQ;
@@ -246,16 +272,27 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
         w.hi = w.lo + BQ;
         w.kpanel = kpanel;
         w.vpanel = vpanel;
+        w.kpack = kpack;
+        w.vpack = vpack;
         for (int64_t g = 0; g < ngroups; g++) {
             const int64_t b = g / p->Hkv, hk = g % p->Hkv, bt = p->cu_q ? 0 : b;
             int64_t q0, lq, k0, lk;
             la_attn_seq(p, b, &q0, &lq, &k0, &lk);
             if (lq == 0) continue;
+            w.lk = lk;
+            /* whole S_MR tiles per thread: packing writes a tile's rows interleaved */
 #pragma omp for schedule(static)
-            for (int64_t r = 0; r < lk; r++) {
-                tg_load_row(kpanel + r * Dp, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
-                tg_load_row(vpanel + r * Dp, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
-            }
+            for (int64_t t = 0; t < lk; t += S_MR)
+                for (int64_t r = t; r < t + S_MR; r++) {
+                    if (r < lk) {
+                        tg_load_row(kpanel + r * Dp, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
+                        tg_load_row(vpanel + r * Dp, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
+                        tg_pack_b_row(vpack, PV_NR, lk, r, vpanel + r * Dp, Dp);
+                    } else {
+                        memset(kpanel + r * Dp, 0, sizeof(float) * (size_t)Dp);
+                    }
+                    tg_pack_a_row(kpack, S_MR, Dp, r, kpanel + r * Dp, Dp);
+                }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
         }
