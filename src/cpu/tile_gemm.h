@@ -117,17 +117,25 @@ static const tg_tile_fn tg_tile_table_u[TG_MR_MAX][TG_NR_MAX] = {
 #endif
 };
 
-/* C[m x n] (+)= A[m x kc] B[kc x n]; n is a multiple of LA_VL. */
-static inline void tg_gemm(int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs, int64_t a_ks,
-                           const float *b, int64_t ldb, float *c, int64_t ldc, bool add) {
+/* C[m x n] (+)= A[m x kc] B[kc x n] in tiles of at most mr_max rows x
+ * nr_max vectors (within TG_MR_MAX x TG_NR_MAX); n is a multiple of LA_VL. */
+static inline void tg_gemm_shape(int mr_max, int nr_max, int64_t m, int64_t n, int64_t kc, const float *a,
+                                 int64_t a_rs, int64_t a_ks, const float *b, int64_t ldb, float *c, int64_t ldc,
+                                 bool add) {
     const tg_tile_fn(*table)[TG_NR_MAX] = a_rs == 1 ? tg_tile_table_u : tg_tile_table;
-    for (int64_t j0 = 0; j0 < n; j0 += TG_NR * LA_VL) {
-        int64_t nr = (n - j0) / LA_VL < TG_NR ? (n - j0) / LA_VL : TG_NR;
-        for (int64_t i0 = 0; i0 < m; i0 += TG_MR) {
-            int64_t mr = m - i0 < TG_MR ? m - i0 : TG_MR;
+    for (int64_t j0 = 0; j0 < n; j0 += nr_max * LA_VL) {
+        int64_t nr = (n - j0) / LA_VL < nr_max ? (n - j0) / LA_VL : nr_max;
+        for (int64_t i0 = 0; i0 < m; i0 += mr_max) {
+            int64_t mr = m - i0 < mr_max ? m - i0 : mr_max;
             table[mr - 1][nr - 1](kc, a + i0 * a_rs, a_rs, a_ks, b + j0, ldb, c + i0 * ldc + j0, ldc, add);
         }
     }
+}
+
+/* C[m x n] (+)= A[m x kc] B[kc x n]; n is a multiple of LA_VL. */
+static inline void tg_gemm(int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs, int64_t a_ks,
+                           const float *b, int64_t ldb, float *c, int64_t ldc, bool add) {
+    tg_gemm_shape(TG_MR, TG_NR, m, n, kc, a, a_rs, a_ks, b, ldb, c, ldc, add);
 }
 
 /* Packed operands: a matrix reused by many products is laid out once so
@@ -141,6 +149,11 @@ static inline void tg_gemm(int64_t m, int64_t n, int64_t kc, const float *a, int
 static inline void tg_pack_a_row(float *ap, int mr, int64_t ldp, int64_t i, const float *row, int64_t kc) {
     float *dst = ap + (i / mr) * mr * ldp + i % mr;
     for (int64_t k = 0; k < kc; k++) dst[k * mr] = row[k];
+}
+
+/* Column k of A (rows [0, m)) into the same layout: A^T packed from its rows. */
+static inline void tg_pack_a_col(float *ap, int mr, int64_t ldp, int64_t k, const float *col, int64_t m) {
+    for (int64_t i = 0; i < m; i++) ap[(i / mr) * mr * ldp + k * mr + i % mr] = col[i];
 }
 
 /* C[m x n] (+)= A[m x kc] B[kc x n] with A packed by tg_pack_a_row (same mr,

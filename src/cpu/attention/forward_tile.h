@@ -29,34 +29,34 @@
 #define BQ 96
 #define BK 96
 
-/* Micro-kernel shapes of the two products (rows x vectors, tile_gemm.h).
- * S^T = K Q^T reads K packed in tiles of S_MR keys (kpack) and Q^T as 96
- * columns: on AVX-512, 8 x 3 covers them in two panels. O += P V reads P^T
- * strided and V packed in panels of PV_NR vectors (vpack): 12 x 2 covers the
- * 96 rows in 8 tiles. Measured on a 2-core Xeon (AVX-512, 1 thread,
- * L = 4032, D = 128, cache as in the kernel, CPU time against a 12-chain
- * FMA loop): S^T 0.77 -> 0.87-0.93, O += P V 0.66 -> 0.78 of the peak. */
+/* Micro-kernel shape of both products (rows x vectors, tile_gemm.h): S^T =
+ * K Q^T reads K packed in tiles of S_MR keys (kpack) and Q^T as BQ columns;
+ * O^T += V^T P^T reads V^T packed in tiles of S_MR dimensions (vpack) and
+ * P^T as BQ columns: the same product twice, A contiguous and B the rows
+ * the softmax just wrote. On AVX-512, 8 x 3 covers the 96 columns in two
+ * panels. Measured on a 2-core Xeon (AVX-512, 1 thread, L = 4096, D = 128,
+ * CPU time against a 12-chain FMA loop), the forward went from 0.54-0.58 to
+ * 0.60-0.62 with packing, 12 x 2 for O += P V and 8 x 3 for S^T, and then
+ * ... with O kept transposed. */
 #if defined(LA_ISA_AVX512)
 #define S_MR 8
 #define S_NR 3
-#define PV_MR 12
-#define PV_NR 2
 #else
 #define S_MR TG_MR
 #define S_NR TG_NR
-#define PV_MR TG_MR
-#define PV_NR TG_NR
 #endif
 
 typedef struct {
     float *qt;             /* [D][BQ]: scaled Q^T of the item */
     float *st;             /* [BK][BQ]: S^T, then P^T */
-    float *o;              /* [BQ][Dp]: accumulator */
+    float *ot;             /* [D][BQ]: accumulator O^T of the key blocks */
+    float *o;              /* [BQ][Dp]: accumulator of a driver's own keys (sparse columns), if o_used */
+    bool o_used;
     const float *kpanel;   /* [lk][Dp]: the group's K as f32, shared by the team */
     const float *vpanel;   /* [lk][Dp]: its V */
     const float *kpack;    /* K packed for S^T: tiles of S_MR keys (tg_pack_a_row, ldp Dp) */
-    const float *vpack;    /* V packed for O += P V: panels of PV_NR vectors over lk rows */
-    int64_t lk;            /* rows of the packed panels (the group's keys) */
+    const float *vpack;    /* V^T packed for O^T: tiles of S_MR dimensions over keys (ldp vld) */
+    int64_t vld;           /* keys per V^T tile row: the group's keys rounded up to S_MR */
     float *m, *l, *alpha;  /* [BQ] */
     int32_t *lo, *hi;      /* [BQ]: visible key range of each row, relative to the sequence */
 } scratch;
@@ -103,24 +103,55 @@ static void transform_scores(const item *it, scratch *w, int64_t j0, int64_t nk,
     }
 }
 
+/* max(a, b) as a > b ? a : b, in one instruction where the ISA has it
+ * (vf_max's compare and select made the block max a chain of three
+ * dependent operations per key). */
+static inline vf fwd_max(vf a, vf b) {
+#if defined(LA_ISA_AVX512)
+    return (vf)_mm512_max_ps((__m512)a, (__m512)b);
+#elif defined(LA_ISA_AVX2)
+    return (vf)_mm256_max_ps((__m256)a, (__m256)b);
+#else
+    return vf_max(a, b);
+#endif
+}
+
 /* Online softmax over one key block: P^T = exp(S^T - m_new) in place,
- * l = l * alpha + rowsum(P), alpha = exp(m_old - m_new) for rescaling O. */
+ * l = l * alpha + rowsum(P), alpha = exp(m_old - m_new) for rescaling O.
+ * Four running maxima and two sums keep the loops off one dependency chain. */
 static void softmax_block(const item *it, scratch *w, int64_t nk) {
     for (int64_t c = 0; c < it->nqp; c += LA_VL) {
-        vf bm = vf_set1(-INFINITY);
-        for (int64_t j = 0; j < nk; j++) bm = vf_max(bm, vf_load(w->st + j * BQ + c));
+        const float *col = w->st + c, *end = col + nk * BQ;
+        vf b0 = vf_set1(-INFINITY), b1 = b0, b2 = b0, b3 = b0;
+        for (; col + 4 * BQ <= end; col += 4 * BQ) {
+            b0 = fwd_max(vf_load(col), b0);
+            b1 = fwd_max(vf_load(col + BQ), b1);
+            b2 = fwd_max(vf_load(col + 2 * BQ), b2);
+            b3 = fwd_max(vf_load(col + 3 * BQ), b3);
+        }
+        for (; col < end; col += BQ) b0 = fwd_max(vf_load(col), b0);
+        int64_t j;
+        vf bm = fwd_max(fwd_max(b0, b1), fwd_max(b2, b3));
         vf m_old = vf_load(w->m + c), m_new = vf_max(m_old, bm);
         /* rows that have seen no key yet keep m = -inf; subtract 0 instead so
          * exp(-inf - -inf) never makes a NaN: their P and alpha are 0 */
         vf m_safe = vf_select(m_new == vf_set1(-INFINITY), vf_set1(0), m_new);
-        vf alpha = vf_exp(m_old - m_safe), sum = vf_set1(0);
-        for (int64_t j = 0; j < nk; j++) {
+        vf alpha = vf_exp(m_old - m_safe), s0 = vf_set1(0), s1 = s0;
+        for (j = 0; j + 2 <= nk; j += 2) {
+            float *r0 = w->st + j * BQ + c, *r1 = r0 + BQ;
+            vf p0 = vf_exp(vf_load(r0) - m_safe), p1 = vf_exp(vf_load(r1) - m_safe);
+            s0 += p0;
+            s1 += p1;
+            vf_store(r0, p0);
+            vf_store(r1, p1);
+        }
+        if (j < nk) {
             float *row = w->st + j * BQ + c;
             vf pv = vf_exp(vf_load(row) - m_safe);
-            sum += pv;
+            s0 += pv;
             vf_store(row, pv);
         }
-        vf_store(w->l + c, vf_load(w->l + c) * alpha + sum);
+        vf_store(w->l + c, vf_load(w->l + c) * alpha + (s0 + s1));
         vf_store(w->m + c, m_new);
         vf_store(w->alpha + c, alpha);
     }
@@ -138,6 +169,28 @@ static void sigmoid_block(const item *it, scratch *w, int64_t nk) {
         }
 }
 
+/* O *= alpha per query row after a softmax step: O^T lane-wise, and the
+ * driver's row-major O when it holds anything. */
+static void rescale(const item *it, scratch *w) {
+    vi any = (vi){0};
+    for (int64_t c = 0; c < it->nqp; c += LA_VL) any |= vf_load(w->alpha + c) != vf_set1(1.0f);
+    bool scale = false;
+    for (int e = 0; e < LA_VL; e++) scale |= any[e] != 0;
+    if (!scale) return;
+    for (int64_t d = 0; d < it->D; d++) {
+        float *row = w->ot + d * BQ;
+        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(row + c, vf_load(row + c) * vf_load(w->alpha + c));
+    }
+    if (!w->o_used) return;
+    for (int64_t r = 0; r < it->nq; r++) {
+        float a = w->alpha[r];
+        if (a == 1.0f) continue;
+        vf av = vf_set1(a);
+        float *o = w->o + r * it->Dp;
+        for (int64_t d = 0; d < it->Dp; d += LA_VL) vf_store(o + d, vf_load(o + d) * av);
+    }
+}
+
 /* Keys [j0, j1) (at most BK) against the item's rows, from the group's
  * packed f32 K and V panels. */
 static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool masked) {
@@ -150,17 +203,12 @@ static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool m
     if (masked || rule_transforms(&p->rule, it->slope)) transform_scores(it, w, j0, nk, masked);
     if (p->rule.score == LA_SCORE_SOFTMAX) {
         softmax_block(it, w, nk);
-        for (int64_t r = 0; r < it->nq; r++) {
-            float a = w->alpha[r];
-            if (a == 1.0f) continue;
-            vf av = vf_set1(a);
-            float *o = w->o + r * Dp;
-            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(o + d, vf_load(o + d) * av);
-        }
+        rescale(it, w);
     } else {
         sigmoid_block(it, w, nk);
     }
-    tg_gemm_pack_b(PV_MR, PV_NR, it->nq, Dp, nk, w->st, 1, BQ, w->vpack, w->lk, j0, w->o, Dp, true); /* O += P V */
+    /* O^T += V^T P^T */
+    tg_gemm_pack_a(S_MR, S_NR, it->D, it->nqp, nk, w->vpack + j0 * S_MR, w->vld, w->st, BQ, w->ot, BQ, true);
 }
 
 /* Set up the item of query rows [i0, i0 + nq) (nq <= BQ) of head h of
@@ -198,6 +246,8 @@ static bool item_begin(const la_attn_forward_problem *fp, scratch *w, int64_t b,
         w->l[r] = 0;
     }
     memset(w->o, 0, sizeof(float) * (size_t)(BQ * Dp));
+    memset(w->ot, 0, sizeof(float) * (size_t)(D * BQ));
+    w->o_used = false;
     *itp = it;
     *kend_out = kend;
     return true;
@@ -212,10 +262,11 @@ static void item_finish(const item *itp, scratch *w) {
     const bool softmax = p->rule.score == LA_SCORE_SOFTMAX;
     for (int64_t r = 0; r < it.nq; r++) {
         float *o = w->o + r * Dp;
-        if (softmax) {
-            float inv = w->l[r] > 0 ? 1.0f / w->l[r] : 0.0f;
-            for (int64_t d = 0; d < D; d++) o[d] *= inv;
-        }
+        const float inv = !softmax ? 1.0f : w->l[r] > 0 ? 1.0f / w->l[r] : 0.0f;
+        if (w->o_used)
+            for (int64_t d = 0; d < D; d++) o[d] = (o[d] + w->ot[d * BQ + r]) * inv;
+        else
+            for (int64_t d = 0; d < D; d++) o[d] = w->ot[d * BQ + r] * inv;
         int64_t t = it.q0 + it.i0 + r;
         tg_store_row(la_attn_at(&fp->out, it.bt, t, it.h), fp->out.dtype, o, D);
         if (fp->lse.data)
@@ -224,15 +275,16 @@ static void item_finish(const item *itp, scratch *w) {
 }
 
 /* Shared: the group's K and V panels [Lk][Dp] (linear in L), and their
- * packed copies (K rounded up to whole S_MR tiles). Per thread:
+ * packed copies (keys rounded up to whole S_MR tiles, and dimensions for
+ * V^T; 24 is a multiple of every S_MR). Per thread: O^T,
  * Q^T, S^T, O and the row statistics; every piece a multiple of 16 floats
  * (64 bytes). Sizes in floats. */
 static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, size_t *bytes) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL);
     size_t total;
-    *per_thread = (size_t)(D * BQ + BK * BQ + BQ * Dp + 5 * BQ);
-    return la_mul_size((size_t)tg_round_up(p->Lk, S_MR), (size_t)Dp, panel) &&
+    *per_thread = (size_t)(2 * D * BQ + BK * BQ + BQ * Dp + 5 * BQ);
+    return la_mul_size((size_t)tg_round_up(p->Lk, S_MR), (size_t)tg_round_up(Dp, 24), panel) &&
            la_mul_size(*per_thread, (size_t)nthreads, &total) && *panel <= SIZE_MAX / 8 &&
            (total += 4 * *panel) >= 4 * *panel && la_mul_size(total, sizeof(float), bytes);
 }
@@ -265,7 +317,8 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
         w.qt = base;
         w.st = w.qt + D * BQ;
         w.o = w.st + BK * BQ;
-        w.m = w.o + BQ * Dp;
+        w.ot = w.o + BQ * Dp;
+        w.m = w.ot + D * BQ;
         w.l = w.m + BQ;
         w.alpha = w.l + BQ;
         w.lo = (int32_t *)(w.alpha + BQ);
@@ -279,7 +332,7 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
             int64_t q0, lq, k0, lk;
             la_attn_seq(p, b, &q0, &lq, &k0, &lk);
             if (lq == 0) continue;
-            w.lk = lk;
+            w.vld = tg_round_up(lk, S_MR);
             /* whole S_MR tiles per thread: packing writes a tile's rows interleaved */
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < lk; t += S_MR)
@@ -287,7 +340,7 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
                     if (r < lk) {
                         tg_load_row(kpanel + r * Dp, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
                         tg_load_row(vpanel + r * Dp, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
-                        tg_pack_b_row(vpack, PV_NR, lk, r, vpanel + r * Dp, Dp);
+                        tg_pack_a_col(vpack, S_MR, w.vld, r, vpanel + r * Dp, D);
                     } else {
                         memset(kpanel + r * Dp, 0, sizeof(float) * (size_t)Dp);
                     }
