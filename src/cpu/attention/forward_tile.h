@@ -36,8 +36,10 @@
  * the softmax just wrote. On AVX-512, 8 x 3 covers the 96 columns in two
  * panels. Measured on a 2-core Xeon (AVX-512, 1 thread, L = 4096, D = 128,
  * CPU time against a 12-chain FMA loop), the forward went from 0.54-0.58 to
- * 0.60-0.62 with packing, 12 x 2 for O += P V and 8 x 3 for S^T, and then
- * ... with O kept transposed. */
+ * 0.60-0.62 of the peak with packing, 12 x 2 for O += P V and 8 x 3 for
+ * S^T, then to about 0.65 with O kept transposed (O += P V read P^T with a
+ * new cache line per key and ran 0.7 where S^T ran 0.8+). BQ = 192 or
+ * BK = 192 were slower there (0.56-0.62). */
 #if defined(LA_ISA_AVX512)
 #define S_MR 8
 #define S_NR 3
