@@ -277,8 +277,8 @@ static void item_finish(const item *itp, scratch *w) {
 }
 
 /* Shared: the group's K and V panels [Lk][Dp] (linear in L), and their
- * packed copies (keys rounded up to whole S_MR tiles, and dimensions for
- * V^T; 24 is a multiple of every S_MR). Per thread: O^T,
+ * packed copies (keys rounded up to whole S_MR tiles, and D for V^T).
+ * Per thread: O^T,
  * Q^T, S^T, O and the row statistics; every piece a multiple of 16 floats
  * (64 bytes). Sizes in floats. */
 static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, size_t *bytes) {
@@ -286,7 +286,8 @@ static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, 
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL);
     size_t total;
     *per_thread = (size_t)(2 * D * BQ + BK * BQ + BQ * Dp + 5 * BQ);
-    return la_mul_size((size_t)tg_round_up(p->Lk, S_MR), (size_t)tg_round_up(Dp, 24), panel) &&
+    const int64_t cols = Dp > tg_round_up(D, S_MR) ? Dp : tg_round_up(D, S_MR); /* V^T: whole tiles of D */
+    return la_mul_size((size_t)tg_round_up(p->Lk, S_MR), (size_t)cols, panel) &&
            la_mul_size(*per_thread, (size_t)nthreads, &total) && *panel <= SIZE_MAX / 8 &&
            (total += 4 * *panel) >= 4 * *panel && la_mul_size(total, sizeof(float), bytes);
 }
