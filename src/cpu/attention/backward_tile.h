@@ -36,6 +36,22 @@
  * each key block once per chunk, which costs little next to the products. */
 #define QUERY_CHUNK (32 * BQ)
 
+/* Micro-kernel shapes (tile_gemm.h): S and dP (n = 96 keys) in 8 x 3 tiles
+ * on AVX-512, dV and dK (A = P^T, dS^T with unit row stride, n = Dp) in
+ * 12 x 2; dQ (A = dS rows BK apart) keeps 8 x 2, whose eight row strides
+ * fit the index registers. */
+#if defined(LA_ISA_AVX512)
+#define SD_MR 8
+#define SD_NR 3
+#define KV_MR 12
+#define KV_NR 2
+#else
+#define SD_MR TG_MR
+#define SD_NR TG_NR
+#define KV_MR TG_MR
+#define KV_NR TG_NR
+#endif
+
 #define FLOATS_PER_LINE (64 / (int64_t)sizeof(float))
 
 /* Floats of one [G*qc][Dp] panel and of one [G*qc] row vector, each rounded
@@ -135,11 +151,11 @@ static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, i
     const int64_t D = g->D, Dp = g->Dp, nkp = tg_round_up(nk, LA_VL);
     const int64_t row = panel_row(g, gi, i0);
     const float *q = g->q + row * Dp, *dout = g->dout + row * Dp;
-    tg_gemm(nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);     /* S  = Q K^T  */
-    tg_gemm(nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false); /* dP = dO V^T */
+    tg_gemm_shape(SD_MR, SD_NR, nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);     /* S  = Q K^T  */
+    tg_gemm_shape(SD_MR, SD_NR, nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false); /* dP = dO V^T */
     scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
-    tg_gemm(nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);      /* dV += P^T dO */
-    tg_gemm(nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);        /* dK += dS^T Q */
+    tg_gemm_shape(KV_MR, KV_NR, nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);      /* dV += P^T dO */
+    tg_gemm_shape(KV_MR, KV_NR, nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);        /* dK += dS^T Q */
     tg_gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
 }
 

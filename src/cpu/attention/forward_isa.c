@@ -6,13 +6,15 @@
  * running sum l and an f32 accumulator O (online softmax), so the L x L
  * score matrix never exists; scratch is per thread and independent of L.
  *
- * The scores are computed transposed, S^T = K Q^T (keys as rows):
- *  - K is the broadcast operand, read straight from the caller's f32 rows
- *    (bf16/f16 rows are converted into a small block buffer), so keys need
- *    no transposed copy; only the item's Q^T is packed, once;
+ * The scores are computed transposed, S^T = K Q^T (keys as rows), and so is
+ * the accumulator, O^T += V^T P^T:
+ *  - K and V^T are the broadcast operands, packed once per (sequence, K/V
+ *    head) group as f32 in tiles of S_MR rows (keys for K, dimensions for
+ *    V^T), so a micro-kernel reads its A as one contiguous stream; only the
+ *    item's Q^T is packed per item;
  *  - the softmax statistics of a query live in one vector lane, so the
- *    max, exp and sum over a key block are plain vector operations.
- * Then O += P V reads P^T with swapped strides and V rows as the panel.
+ *    max, exp and sum over a key block, and the rescaling of O^T, are plain
+ *    vector operations, and P^T is the next product's B as written.
  * Masks are applied element-wise only on key blocks that are partly visible
  * to the item's rows; invisible blocks are skipped. */
 #include "cpu/attention/forward_tile.h"

@@ -42,16 +42,11 @@ static void column_chunk(const item *it, scratch *w, const int32_t *cols, int64_
     }
     if (rule->score == LA_SCORE_SOFTMAX) {
         softmax_block(it, w, nc);
-        for (int64_t r = 0; r < it->nq; r++) {
-            float a = w->alpha[r];
-            if (a == 1.0f) continue;
-            vf av = vf_set1(a);
-            float *o = w->o + r * Dp;
-            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(o + d, vf_load(o + d) * av);
-        }
+        rescale(it, w);
     } else {
         sigmoid_block(it, w, nc);
     }
+    w->o_used = true; /* item_finish adds it to the key blocks' O^T */
     for (int64_t r = 0; r < it->nq; r++) { /* O += P V */
         float *o = w->o + r * Dp;
         for (int64_t e = 0; e < nc; e++) {
