@@ -17,7 +17,7 @@
  * AVX2 has 16 ymm registers: 6 x 2 accumulators + 2 B vectors + 1 broadcast.
  * AVX-512 has 32 zmm: 8 x 2 leaves room without spilling. The scalar build's
  * 4-wide vectors map to the 16 SSE registers: 4 x 2. tg_gemm uses these;
- * tg_gemm_pack_a and tg_gemm_pack_b take the shape as arguments, up to
+ * tg_gemm_pack_a takes the shape as arguments, up to
  * TG_MR_MAX x TG_NR_MAX (AVX-512: 12 x 3 = 24 or 8 x 3 = 24 accumulators fit
  * the 32 zmm registers beside the B vectors and the broadcast). */
 #if defined(LA_ISA_AVX512)
@@ -166,33 +166,6 @@ static inline void tg_gemm_pack_a(int mr, int nr, int64_t m, int64_t n, int64_t 
         for (int64_t i0 = 0; i0 < m; i0 += mr) {
             int64_t h = m - i0 < mr ? m - i0 : mr;
             tg_tile_table_u[h - 1][w - 1](kc, ap + i0 * ldp, 1, mr, b + j0, ldb, c + i0 * ldc + j0, ldc, add);
-        }
-    }
-}
-
-/* B packed in column panels of nr vectors: columns [j0, j0 + w) (w =
- * min(nr * LA_VL, n - j0)) of rows [0, rows) as a [rows][w] row-major block
- * at bp + j0 * rows. Row r of B (n floats) goes to its panels. */
-static inline void tg_pack_b_row(float *bp, int nr, int64_t rows, int64_t r, const float *row, int64_t n) {
-    for (int64_t j0 = 0; j0 < n; j0 += nr * LA_VL) {
-        int64_t w = n - j0 < nr * LA_VL ? n - j0 : nr * LA_VL;
-        for (int64_t j = 0; j < w; j += LA_VL) vf_store(bp + j0 * rows + r * w + j, vf_load(row + j0 + j));
-    }
-}
-
-/* C[m x n] (+)= A[m x kc] B[kc x n] with B packed by tg_pack_b_row (same
- * nr and rows; the product reads B rows [r0, r0 + kc)) and A strided as in
- * tg_gemm; tiles of mr rows x nr vectors. */
-static inline void tg_gemm_pack_b(int mr, int nr, int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs,
-                                  int64_t a_ks, const float *bp, int64_t rows, int64_t r0, float *c, int64_t ldc,
-                                  bool add) {
-    const tg_tile_fn(*table)[TG_NR_MAX] = a_rs == 1 ? tg_tile_table_u : tg_tile_table;
-    for (int64_t j0 = 0; j0 < n; j0 += nr * LA_VL) {
-        int64_t w = (n - j0) / LA_VL < nr ? (n - j0) / LA_VL : nr;
-        const float *b = bp + j0 * rows + r0 * w * LA_VL;
-        for (int64_t i0 = 0; i0 < m; i0 += mr) {
-            int64_t h = m - i0 < mr ? m - i0 : mr;
-            table[h - 1][w - 1](kc, a + i0 * a_rs, a_rs, a_ks, b, w * LA_VL, c + i0 * ldc + j0, ldc, add);
         }
     }
 }
