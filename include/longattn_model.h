@@ -110,8 +110,10 @@ typedef struct {
     /* KV policy (la_kv_policy_parse), per layer after each la_session_eval
      * chunk (full: none): attention runs over the entries kept so far plus
      * the new tokens; afterwards each head keeps what the policy keeps
-     * (streaming: sinks + recent window; h2o and snapkv score the chunk's
-     * queries' attention first; duo evicts on its streaming heads only;
+     * (streaming: sinks + recent window; h2o scores the chunk's queries'
+     * attention first; snapkv selects once, after the last chunk of a
+     * multi-token la_session_eval, voted by the prompt's last queries;
+     * duo evicts on its streaming heads only;
      * quest evicts nothing and picks pages for each single-token step).
      * Heads may then hold different numbers of entries; attention runs
      * head by head when they do. A duo score file is read at
@@ -128,7 +130,8 @@ typedef struct {
      * (default: kv_type pages), LA_KV_Q8 or LA_KV_Q4, with key groups of
      * gcd(32, kv_page_size) tokens, value groups of gcd(32, head_dim)
      * channels for int8 and gcd(16, head_dim) for int4, and a 32-token f32
-     * window; kv_type is then unused. On SmolLM2-135M (perplexity, 4608
+     * window; kv_type is then unused. Every policy but quest runs on
+     * them (quest: LA_ERR_UNSUPPORTED). On SmolLM2-135M (perplexity, 4608
      * tokens in windows of 512): int8 +0.05% over f16, int4 +1.8%. */
     la_kv_quant kv_quant;
     /* f32 activations in single-token steps and in the prefill's output
