@@ -57,6 +57,29 @@ static double dot_d(const float *a, const float *b, int64_t n) {
     return acc;
 }
 
+/* exp(x) in f32 for x <= ~0 (scores minus their row's log-sum-exp):
+ * 2^(x log2 e) = 2^r 2^f, r = round(x log2 e), |f| <= 1/2, 2^f by its
+ * Taylor polynomial to degree 6 (relative error < 2e-7); x below -87
+ * clamps there (exp(-87) = 1.6e-38, a mass no selection tells from 0).
+ * Plain arithmetic, so `omp simd` loops vectorise it. */
+static inline float exp_le0(float x) {
+    x = x < -87.0f ? -87.0f : x > 80.0f ? 80.0f : x;
+    const float t = x * 1.44269504088896341f;
+    const float r = (t + 12582912.0f) - 12582912.0f; /* round to nearest (|t| < 2^22) */
+    const float f = t - r;
+    float p = 1.540353039338161e-4f;
+    p = p * f + 1.333355814642844e-3f;
+    p = p * f + 9.618129107628477e-3f;
+    p = p * f + 5.550410866482158e-2f;
+    p = p * f + 2.402265069591007e-1f;
+    p = p * f + 6.931471805599453e-1f;
+    p = p * f + 1.0f;
+    const int32_t bits = ((int32_t)r + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+}
+
 la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,
                                const float *q, int64_t n, int64_t group, int64_t q_stride, float scale,
                                const float *lse, int64_t lse_stride, float *mass) {
@@ -100,14 +123,30 @@ la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t la
             l[r] = m + log(s);
         }
     }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t j = 0; j < len; j++) {
-        double acc = 0;
+    /* the masses: blocks of MB keys per thread; per visible query row the
+     * block's scores (double dots), then exp in f32 over the block
+     * (exp_le0, vectorised), summed in double */
+    enum { MB = 64 };
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int64_t jb = 0; jb < len; jb += MB) {
+        const int64_t nb = len - jb < MB ? len - jb : MB;
+        double acc[MB], x[MB];
+        for (int64_t t = 0; t < nb; t++) acc[t] = 0;
         /* query i sees j when j <= len - n + i */
-        int64_t i0 = j - (len - n);
-        for (int64_t i = i0 > 0 ? i0 : 0; i < n; i++)
-            for (int64_t g = 0; g < group; g++) acc += exp(DOT(i, g, j) - l[i * group + g]);
-        mass[j] = (float)acc;
+        const int64_t i0 = jb - (len - n) > 0 ? jb - (len - n) : 0;
+        for (int64_t i = i0; i < n; i++) {
+            const int64_t lim = len - n + i - jb; /* block entries [0, lim] are visible */
+            for (int64_t g = 0; g < group; g++) {
+                const double lr = l[i * group + g];
+                for (int64_t t = 0; t < nb; t++) x[t] = DOT(i, g, jb + t) - lr;
+#pragma omp simd
+                for (int64_t t = 0; t < nb; t++) {
+                    const float e = exp_le0((float)x[t]);
+                    acc[t] += t <= lim ? (double)e : 0.0;
+                }
+            }
+        }
+        for (int64_t t = 0; t < nb; t++) mass[jb + t] = (float)acc[t];
     }
 #undef DOT
     free(k), free(l);
