@@ -1377,7 +1377,8 @@ LA_API la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p,
  * is the log-sum-exp the attention returned for that row (la_attention_
  * forward or _decode over this head's entries) or NULL to compute it here.
  * scale 0 means 1/sqrt(head_dim). Keys are read as f32 (the values decode
- * reads); sums in double. mass [len] f32 is overwritten. ctx (may be NULL)
+ * reads); scores in double, each exp in f32 (relative error < 3e-7; a
+ * probability under 1.6e-38 counts as that), sums in double. mass [len] f32 is overwritten. ctx (may be NULL)
  * gives the threads. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (indices, n
  * outside [1, len], group < 1, q_stride < group * head_dim, lse_stride <
  * group), LA_ERR_NOMEM. */
