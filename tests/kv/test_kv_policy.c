@@ -4,7 +4,8 @@
  * attention's own lse); H2O keeps the recent window and the entries with
  * the most accumulated mass, with the scores moved by compaction and
  * accumulated over steps; SnapKV keeps the window and the entries the
- * window voted for (pooled); Quest attends the page with the largest upper
+ * window voted for (pooled), only once the prompt ends, with the window
+ * kept across chunks (float, int8 and int4 pages); Quest attends the page with the largest upper
  * bound plus the current page, and equals decode over those pages; duo's
  * streaming heads keep sinks + window, retrieval heads everything, the
  * ragged heads free bytes and attend (decode and prefill) as a float64
@@ -331,8 +332,8 @@ static void check_snapkv(la_context *ctx, uint64_t *rng) {
  * prompt's last W queries vote, even when they span chunks; per KV head
  * (each head's query group looks for its own planted keys, the group's
  * votes summed) and pooled. Earlier queries look for a decoy (slot 30 of
- * every head) that a per-chunk selection would keep instead. Float and
- * int8 pages (quantised pages compact with re-quantisation; decode after
+ * every head) that a per-chunk selection would keep instead. Float,
+ * int8 and int4 pages (quantised pages compact with re-quantisation; decode after
  * the selection reads them directly). */
 static void check_snapkv_chunks(la_context *ctx, uint64_t *rng, const int *chunks, int n_chunks, la_kv_quant quant) {
     enum { N = 48, H = 2, G = 2, W = 8, B = 14 }; /* B - W = 6: the two planted neighbourhoods */
@@ -421,7 +422,7 @@ static void check_snapkv_chunks(la_context *ctx, uint64_t *rng, const int *chunk
                 worst = fmax(worst, isnan(o) ? INFINITY : fabs(o - ref[d]));
             }
         }
-    /* f32 pages: f32 sums, 1e-5; int8 pages: the reference reads the same dequantised entries, 1e-4 */
+    /* f32 pages: f32 sums, 1e-5; int8 / int4 pages: the reference reads the same dequantised entries, 1e-4 */
     tu_check(worst < (quant ? 1e-4 : 1e-5), "decode after snapkv (quant %d) differs from float64 by %.3g", (int)quant,
              worst);
     tu_check(la_kv_cache_len(c, 0, 0, 0) == B + 1 && la_kv_cache_len(c, 0, 1, 0) == B + 1,
@@ -574,6 +575,7 @@ int main(void) {
     check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, tiny, 5, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_Q8);
+    check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_Q4);
     check_quest(ctx, &rng);
     check_duo(ctx, &rng);
     la_context_destroy(ctx);
