@@ -112,7 +112,8 @@ typedef struct {
      * the new tokens; afterwards each head keeps what the policy keeps
      * (streaming: sinks + recent window; h2o scores the chunk's queries'
      * attention first; snapkv selects once, after the last chunk of a
-     * multi-token la_session_eval, voted by the prompt's last queries;
+     * multi-token la_session_eval (or when la_session_prompt closes a
+     * prompt fed in several calls), voted by the prompt's last queries;
      * duo evicts on its streaming heads only;
      * quest evicts nothing and picks pages for each single-token step).
      * Heads may then hold different numbers of entries; attention runs
@@ -162,6 +163,14 @@ LA_API const la_kv_policy_state *la_session_kv_policy_state(const la_session *s)
  * matrix-matrix prefill when n > 1). logits: n x n_vocab when all_logits,
  * else n_vocab for the last token; may be NULL. */
 LA_API la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits);
+/* Mark where a prompt fed in several la_session_eval calls begins and ends,
+ * for policies that select once per prompt (snapkv): while open, a
+ * multi-token la_session_eval does not end the prompt; closing it (open
+ * false) ends it, so snapkv selects in every layer, voted by the last
+ * queries of all the calls. la_generate opens it around its chunked
+ * prefill. Without it each multi-token la_session_eval is a prompt of its
+ * own. Errors: LA_ERR_NULL; those of la_kv_policy_end_prompt. */
+LA_API la_status la_session_prompt(la_session *s, bool open);
 
 /* ------------------------------------------- duo calibration */
 

@@ -31,6 +31,7 @@ struct la_session {
     la_kv_policy policy;              /* applied to each layer after its attention */
     la_sparse_choice sparse;          /* prefill's selector (LA_SPARSE_NONE: dense) */
     la_kv_policy_state *pstate;       /* h2o, snapkv, quest, duo: scores, bounds, ragged attention */
+    bool prompt_open;                 /* la_session_prompt: evals continue one prompt */
     float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
     int64_t kv_cap;
     bool exact;                       /* f32 activations for one-row products (exact_decode) */
@@ -299,7 +300,7 @@ void la_session_free(la_session *s) {
 
 void la_session_reset(la_session *s) {
     if (!s) return;
-    s->pos = 0;
+    s->pos = 0, s->prompt_open = false;
     la_kv_cache_reset(s->kv, -1);
     la_kv_policy_state_reset(s->pstate);
 }
@@ -477,6 +478,18 @@ static la_status drop_unfinished(la_session *s, la_status st) {
     return la_set_error(st, "%s", msg);
 }
 
+la_status la_session_prompt(la_session *s, bool open) {
+    if (!s) return la_fail(LA_ERR_NULL, "la_session_prompt: session is NULL");
+    const bool close = s->prompt_open && !open;
+    s->prompt_open = open;
+    /* the window's queries are kept in the policy state: selecting after the last layer is the same */
+    for (int64_t l = 0; close && s->pstate && l < s->m->cfg.n_layer; l++) {
+        la_status st = la_kv_policy_end_prompt(s->pstate, s->ctx, s->kv, l);
+        if (st) return st;
+    }
+    return la_succeed();
+}
+
 la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
     if (!s || (!tokens && n)) return la_fail(LA_ERR_NULL, "session or tokens is NULL");
     if (n <= 0) return la_fail(LA_ERR_ARGUMENT, "n is %lld; must be > 0", (long long)n);
@@ -497,7 +510,7 @@ la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float
         if (n - done - len == 1) len--;
         bool last = done + len == n;
         float *out = !logits ? NULL : all_logits ? logits + done * V : last ? logits : NULL;
-        la_status st = forward_chunk(s, tokens + done, len, out, all_logits, last && n > 1);
+        la_status st = forward_chunk(s, tokens + done, len, out, all_logits, last && n > 1 && !s->prompt_open);
         if (st) return drop_unfinished(s, st);
         done += len;
     }

@@ -755,6 +755,38 @@ static void check_policy_sessions(const model_spec *spec, uint64_t *rng) {
         free(lq);
         la_session_free(s);
     }
+    /* snapkv over a prompt fed in two calls inside la_session_prompt: nothing
+     * evicted until it closes, then the same entries as one call keeps */
+    if (m) {
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 128, sp.kv_page_size = 4;
+        TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:20:window=8", &sp.kv_policy), LA_OK);
+        la_session *one = NULL, *two = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &one), LA_OK);
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &two), LA_OK);
+        if (one && two) {
+            TU_EXPECT_STATUS(la_session_eval(one, prompt, P, NULL, false), LA_OK);
+            TU_EXPECT_STATUS(la_session_prompt(two, true), LA_OK);
+            TU_EXPECT_STATUS(la_session_eval(two, prompt, P / 2, NULL, false), LA_OK);
+            TU_EXPECT_STATUS(la_session_eval(two, prompt + P / 2, P - P / 2, NULL, false), LA_OK);
+            tu_check(la_kv_cache_len(la_session_kv_cache(two), 0, 0, 0) == P,
+                     "%s snapkv: an open prompt was selected before it closed", spec->name);
+            TU_EXPECT_STATUS(la_session_prompt(two, false), LA_OK);
+            bool same = true;
+            for (int64_t l = 0; l < Lyr; l++)
+                for (int64_t h = 0; h < Hkv; h++) {
+                    const int32_t *pa, *pb;
+                    int64_t na = 0, nb = 0;
+                    la_kv_cache_positions(la_session_kv_cache(one), l, h, 0, &pa, &na);
+                    la_kv_cache_positions(la_session_kv_cache(two), l, h, 0, &pb, &nb);
+                    same &= na == 20 && nb == 20 && !memcmp(pa, pb, sizeof(int32_t) * 20);
+                }
+            tu_check(same, "%s snapkv: a prompt in two calls kept other entries than in one", spec->name);
+        }
+        TU_EXPECT_STATUS(la_session_prompt(NULL, true), LA_ERR_NULL);
+        la_session_free(one);
+        la_session_free(two);
+    }
     remove(path);
     if (m) {
         for (int pi = 1; pi < 5; pi++)
