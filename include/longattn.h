@@ -1298,8 +1298,10 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    recent=, default BUDGET / 2, < BUDGET) and the BUDGET - recent others
  *    with the largest accumulated mass (ties: the earlier entry). Evicts
  *    after each la_session_eval chunk, not token by token inside it.
- *  - "snapkv:BUDGET" (SnapKV, Li et al. 2024): after a prefill (a chunk of
- *    two or more queries), the chunk's last W = min(window, chunk) queries
+ *  - "snapkv:BUDGET" (SnapKV, Li et al. 2024): after the whole prompt
+ *    (la_kv_policy_end_prompt; prefill chunks before it evict nothing, so
+ *    a question at the prompt's end votes), the prompt's last
+ *    W = min(window, prompt) queries
  *    (option window=, default LA_KV_SNAPKV_WINDOW, < BUDGET) vote: each
  *    entry's attention mass from them (as H2O's), pooled over neighbouring
  *    entries (option kernel=, odd, default LA_KV_SNAPKV_KERNEL; option
@@ -1387,7 +1389,8 @@ LA_API la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p,
  * is the log-sum-exp the attention returned for that row (la_attention_
  * forward or _decode over this head's entries) or NULL to compute it here.
  * scale 0 means 1/sqrt(head_dim). Keys are read as f32 (the values decode
- * reads); sums in double. mass [len] f32 is overwritten. ctx (may be NULL)
+ * reads); scores in double, each exp in f32 (relative error < 3e-7; a
+ * probability under 1.6e-38 counts as that), sums in double. mass [len] f32 is overwritten. ctx (may be NULL)
  * gives the threads. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (indices, n
  * outside [1, len], group < 1, q_stride < group * head_dim, lse_stride <
  * group), LA_ERR_NOMEM. */
@@ -1428,6 +1431,13 @@ LA_API la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, con
  * every KV head of (layer, 0). Quest and duo's retrieval heads keep all. */
 LA_API la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer,
                                      const float *q, int64_t n, int64_t n_heads, float scale);
+/* The prompt fed to (layer, 0) through la_kv_policy_attend / _update, in
+ * one or more chunks, is complete: snapkv selects now, its observation
+ * window being the prompt's last `window` queries (kept across chunks).
+ * Other policies: nothing. A session calls it after the last chunk of
+ * every multi-token la_session_eval. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT
+ * (another cache, layer out of range), LA_ERR_NOMEM. */
+LA_API la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer);
 /* The accumulated mass of (layer, head)'s entries in slot order (h2o, or
  * any policy state made with la_kv_policy_state_create for h2o with a
  * budget that keeps everything: a calibration's probe). *scores is valid

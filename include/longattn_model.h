@@ -110,8 +110,11 @@ typedef struct {
     /* KV policy (la_kv_policy_parse), per layer after each la_session_eval
      * chunk (full: none): attention runs over the entries kept so far plus
      * the new tokens; afterwards each head keeps what the policy keeps
-     * (streaming: sinks + recent window; h2o and snapkv score the chunk's
-     * queries' attention first; duo evicts on its streaming heads only;
+     * (streaming: sinks + recent window; h2o scores the chunk's queries'
+     * attention first; snapkv selects once, after the last chunk of a
+     * multi-token la_session_eval (or when la_session_prompt closes a
+     * prompt fed in several calls), voted by the prompt's last queries;
+     * duo evicts on its streaming heads only;
      * quest evicts nothing and picks pages for each single-token step).
      * Heads may then hold different numbers of entries; attention runs
      * head by head when they do. A duo score file is read at
@@ -140,7 +143,8 @@ typedef struct {
      * (default: kv_type pages), LA_KV_Q8 or LA_KV_Q4, with key groups of
      * gcd(32, kv_page_size) tokens, value groups of gcd(32, head_dim)
      * channels for int8 and gcd(16, head_dim) for int4, and a 32-token f32
-     * window; kv_type is then unused. On SmolLM2-135M (perplexity, 4608
+     * window; kv_type is then unused. Every policy but quest runs on
+     * them (quest: LA_ERR_UNSUPPORTED). On SmolLM2-135M (perplexity, 4608
      * tokens in windows of 512): int8 +0.05% over f16, int4 +1.8%. */
     la_kv_quant kv_quant;
     /* f32 activations in single-token steps and in the prefill's output
@@ -171,6 +175,14 @@ LA_API const la_kv_policy_state *la_session_kv_policy_state(const la_session *s)
  * matrix-matrix prefill when n > 1). logits: n x n_vocab when all_logits,
  * else n_vocab for the last token; may be NULL. */
 LA_API la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits);
+/* Mark where a prompt fed in several la_session_eval calls begins and ends,
+ * for policies that select once per prompt (snapkv): while open, a
+ * multi-token la_session_eval does not end the prompt; closing it (open
+ * false) ends it, so snapkv selects in every layer, voted by the last
+ * queries of all the calls. la_generate opens it around its chunked
+ * prefill. Without it each multi-token la_session_eval is a prompt of its
+ * own. Errors: LA_ERR_NULL; those of la_kv_policy_end_prompt. */
+LA_API la_status la_session_prompt(la_session *s, bool open);
 
 /* ------------------------------------------- duo calibration */
 

@@ -37,6 +37,15 @@ struct la_kv_policy_state {
     int64_t *bounded;       /* quest: pages bounded per (layer, head) */
     int32_t *blocks;        /* quest: [pages] scratch */
     bool *retrieval;        /* duo: [heads] */
+    /* h2o, snapkv: the prompt's tail per layer, kept across prefill chunks
+     * until la_kv_policy_end_prompt selects: the last `window` queries
+     * (snapkv) [win_cap rows][n_heads][D], their log-sum-exp [rows][n_heads] */
+    float **qwin, **lwin;
+    int64_t *nwin;          /* [layers] rows held */
+    bool *lwin_ok;          /* [layers] every held row has its log-sum-exp */
+    bool *pending;          /* [layers] prefill entries not selected yet */
+    int64_t win_cap, win_heads;
+    float win_scale;
 };
 
 /* ------------------------------------------------------ attention mass */
@@ -46,6 +55,29 @@ static double dot_d(const float *a, const float *b, int64_t n) {
 #pragma omp simd reduction(+ : acc)
     for (int64_t d = 0; d < n; d++) acc += (double)a[d] * b[d];
     return acc;
+}
+
+/* exp(x) in f32 for x <= ~0 (scores minus their row's log-sum-exp):
+ * 2^(x log2 e) = 2^r 2^f, r = round(x log2 e), |f| <= 1/2, 2^f by its
+ * Taylor polynomial to degree 6 (relative error < 2e-7); x below -87
+ * clamps there (exp(-87) = 1.6e-38, a mass no selection tells from 0).
+ * Plain arithmetic, so `omp simd` loops vectorise it. */
+static inline float exp_le0(float x) {
+    x = x < -87.0f ? -87.0f : x > 80.0f ? 80.0f : x;
+    const float t = x * 1.44269504088896341f;
+    const float r = (t + 12582912.0f) - 12582912.0f; /* round to nearest (|t| < 2^22) */
+    const float f = t - r;
+    float p = 1.540353039338161e-4f;
+    p = p * f + 1.333355814642844e-3f;
+    p = p * f + 9.618129107628477e-3f;
+    p = p * f + 5.550410866482158e-2f;
+    p = p * f + 2.402265069591007e-1f;
+    p = p * f + 6.931471805599453e-1f;
+    p = p * f + 1.0f;
+    const int32_t bits = ((int32_t)r + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
 }
 
 la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,
@@ -91,14 +123,30 @@ la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t la
             l[r] = m + log(s);
         }
     }
-#pragma omp parallel for num_threads(threads) schedule(static)
-    for (int64_t j = 0; j < len; j++) {
-        double acc = 0;
+    /* the masses: blocks of MB keys per thread; per visible query row the
+     * block's scores (double dots), then exp in f32 over the block
+     * (exp_le0, vectorised), summed in double */
+    enum { MB = 64 };
+#pragma omp parallel for num_threads(threads) schedule(dynamic)
+    for (int64_t jb = 0; jb < len; jb += MB) {
+        const int64_t nb = len - jb < MB ? len - jb : MB;
+        double acc[MB], x[MB];
+        for (int64_t t = 0; t < nb; t++) acc[t] = 0;
         /* query i sees j when j <= len - n + i */
-        int64_t i0 = j - (len - n);
-        for (int64_t i = i0 > 0 ? i0 : 0; i < n; i++)
-            for (int64_t g = 0; g < group; g++) acc += exp(DOT(i, g, j) - l[i * group + g]);
-        mass[j] = (float)acc;
+        const int64_t i0 = jb - (len - n) > 0 ? jb - (len - n) : 0;
+        for (int64_t i = i0; i < n; i++) {
+            const int64_t lim = len - n + i - jb; /* block entries [0, lim] are visible */
+            for (int64_t g = 0; g < group; g++) {
+                const double lr = l[i * group + g];
+                for (int64_t t = 0; t < nb; t++) x[t] = DOT(i, g, jb + t) - lr;
+#pragma omp simd
+                for (int64_t t = 0; t < nb; t++) {
+                    const float e = exp_le0((float)x[t]);
+                    acc[t] += t <= lim ? (double)e : 0.0;
+                }
+            }
+        }
+        for (int64_t t = 0; t < nb; t++) mass[jb + t] = (float)acc[t];
     }
 #undef DOT
     free(k), free(l);
@@ -113,6 +161,10 @@ static void state_free_arrays(la_kv_policy_state *s) {
         if (s->kmin) free(s->kmin[i]);
         if (s->kmax) free(s->kmax[i]);
     }
+    for (int64_t l = 0; l < s->cp.n_layers; l++) {
+        if (s->qwin) free(s->qwin[l]);
+        if (s->lwin) free(s->lwin[l]);
+    }
 }
 
 void la_kv_policy_state_destroy(la_kv_policy_state *s) {
@@ -120,13 +172,15 @@ void la_kv_policy_state_destroy(la_kv_policy_state *s) {
     state_free_arrays(s);
     free(s->score), free(s->n_score), free(s->cap), free(s->lse), free(s->mass), free(s->vote);
     free(s->slots), free(s->order), free(s->kf), free(s->vf), free(s->kmin), free(s->kmax), free(s->bounded);
-    free(s->blocks), free(s->retrieval);
+    free(s->blocks), free(s->retrieval), free(s->qwin), free(s->lwin), free(s->nwin), free(s->lwin_ok);
+    free(s->pending);
     free(s);
 }
 
 void la_kv_policy_state_reset(la_kv_policy_state *s) {
     if (!s) return;
     for (int64_t i = 0; i < s->heads; i++) s->n_score[i] = 0, s->bounded[i] = 0;
+    for (int64_t l = 0; l < s->cp.n_layers; l++) s->nwin[l] = 0, s->pending[l] = false;
     s->lse_n = 0;
 }
 
@@ -205,6 +259,9 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
         return la_fail(LA_ERR_UNSUPPORTED, "la_kv_policy_state_create: the cache holds %lld sequences; stateful "
                        "policies support one",
                        (long long)cp->max_seqs);
+    if (p->kind == LA_KV_POLICY_QUEST && cp->quant != LA_KV_QUANT_NONE)
+        return la_fail(LA_ERR_UNSUPPORTED, "la_kv_policy_state_create: quest reads pages through float views; it does "
+                       "not run on quantised (q8/q4) pages yet");
     la_kv_policy_state *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
     s->p = *p, s->cp = *cp, s->heads = cp->n_layers * cp->n_kv_heads;
@@ -216,7 +273,14 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
     s->cap = calloc(H, sizeof *s->cap);
     s->bounded = calloc(H, sizeof *s->bounded);
     s->retrieval = calloc(H, sizeof *s->retrieval);
-    if (!s->score || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded || !s->retrieval) {
+    const size_t NL = (size_t)cp->n_layers;
+    s->qwin = calloc(NL, sizeof *s->qwin);
+    s->lwin = calloc(NL, sizeof *s->lwin);
+    s->nwin = calloc(NL, sizeof *s->nwin);
+    s->lwin_ok = calloc(NL, sizeof *s->lwin_ok);
+    s->pending = calloc(NL, sizeof *s->pending);
+    if (!s->score || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded || !s->retrieval || !s->qwin ||
+        !s->lwin || !s->nwin || !s->lwin_ok || !s->pending) {
         la_kv_policy_state_destroy(s);
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
     }
@@ -428,19 +492,9 @@ la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_a
         const int64_t keep = (s->p.budget + ps - 1) / ps; /* pages: a budget >= the context keeps them all */
         if (s->p.kind == LA_KV_POLICY_QUEST && !ragged && np > keep) {
             for (int64_t h = 0; h < Hkv && !st; h++) st = quest_decode(s, ctx, &ap, c, layer, h, keep, q, H, out, s->lse);
-        } else if (!ragged) {
-            la_kv_view view;
-            if (!(st = la_kv_cache_view(c, layer, -1, 0, 1, &view)))
-                st = la_attention_decode(ctx, &ap, &qt, &view.k, &view.v, &view.layout, &ot, &lt);
         } else {
-            for (int64_t h = 0; h < Hkv && !st; h++) {
-                la_kv_view view;
-                if ((st = la_kv_cache_view(c, layer, h, 0, 1, &view))) break;
-                la_tensor qh = qt, oh = ot, lh = lt;
-                qh.shape[2] = oh.shape[2] = lh.shape[2] = G;
-                qh.data = (void *)(q + h * G * D), oh.data = out + h * G * D, lh.data = s->lse + h * G;
-                st = la_attention_decode(ctx, &ap, &qh, &view.k, &view.v, &view.layout, &oh, &lh);
-            }
+            /* float or quantised pages, ragged or not (one call per KV head when ragged) */
+            st = la_kv_cache_decode(ctx, &ap, c, layer, 0, &qt, &ot, &lt);
         }
     } else if (!ragged) {
         if (!grow_f(&s->kf, &s->kf_cap, L0 * Hkv * D)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
@@ -481,6 +535,69 @@ static void pool(const float *mass, float *vote, int64_t n, int64_t kernel, bool
     }
 }
 
+/* SnapKV during a prompt: keep the last `window` queries of the prompt so
+ * far (and their log-sum-exp) across chunks; select nothing until
+ * la_kv_policy_end_prompt, when the window is the prompt's real end. A
+ * single-token step breaks the run of prompt rows (the window restarts). */
+static la_status snap_remember(la_kv_policy_state *s, int64_t layer, const float *q, int64_t n, int64_t H,
+                               bool have_lse, float scale) {
+    const int64_t D = s->cp.head_dim, W = s->p.window;
+    if (n == 1 && !s->pending[layer]) return LA_OK; /* decode: the cache just grows */
+    if (s->win_heads && s->win_heads != H)
+        return la_fail(LA_ERR_ARGUMENT, "la_kv_policy_update: n_heads %lld differs from the %lld of earlier calls",
+                       (long long)H, (long long)s->win_heads);
+    if (!s->qwin[layer]) {
+        s->qwin[layer] = malloc(sizeof(float) * (size_t)(W * H * D));
+        s->lwin[layer] = malloc(sizeof(float) * (size_t)(W * H));
+        if (!s->qwin[layer] || !s->lwin[layer]) {
+            free(s->qwin[layer]), free(s->lwin[layer]);
+            s->qwin[layer] = s->lwin[layer] = NULL;
+            return la_fail(LA_ERR_NOMEM, "la_kv_policy_update: no memory for snapkv's window");
+        }
+    }
+    s->win_heads = H, s->win_scale = scale;
+    const int64_t take = n < W ? n : W, have = s->nwin[layer], keep = have < W - take ? have : W - take;
+    float *qw = s->qwin[layer], *lw = s->lwin[layer];
+    memmove(qw, qw + (have - keep) * H * D, sizeof(float) * (size_t)(keep * H * D));
+    memmove(lw, lw + (have - keep) * H, sizeof(float) * (size_t)(keep * H));
+    memcpy(qw + keep * H * D, q + (n - take) * H * D, sizeof(float) * (size_t)(take * H * D));
+    if (have_lse) memcpy(lw + keep * H, s->lse + (n - take) * H, sizeof(float) * (size_t)(take * H));
+    s->lwin_ok[layer] = (keep == 0 || s->lwin_ok[layer]) && have_lse;
+    s->nwin[layer] = keep + take;
+    s->pending[layer] = true;
+    return LA_OK;
+}
+
+la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
+    static const char *fn = "la_kv_policy_end_prompt";
+    if (!s || !c) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : "cache");
+    const la_kv_cache_params *cp = la_kv_cache_params_of(c);
+    if (cp->n_layers != s->cp.n_layers || cp->n_kv_heads != s->cp.n_kv_heads || cp->max_seqs != 1)
+        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
+    if (layer < 0 || layer >= cp->n_layers)
+        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    if (s->p.kind != LA_KV_POLICY_SNAPKV || !s->pending[layer]) return LA_OK;
+    const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, H = s->win_heads, G = H / Hkv, W = s->nwin[layer];
+    const la_kv_policy *p = &s->p;
+    s->pending[layer] = false, s->nwin[layer] = 0;
+    for (int64_t h = 0; h < Hkv; h++) {
+        const int64_t len = la_kv_cache_len(c, layer, h, 0);
+        if (len <= p->budget) continue;
+        if (len < W)
+            return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the window's %lld queries",
+                           fn, (long long)h, (long long)len, (long long)W);
+        la_status st = scratch(s, len);
+        if (st) return st;
+        /* the window's queries are the head's last W entries: nothing was evicted since they came */
+        if ((st = la_kv_attention_mass(ctx, c, layer, h, 0, s->qwin[layer] + h * G * D, W, G, H * D, s->win_scale,
+                                       s->lwin_ok[layer] ? s->lwin[layer] + h * G : NULL, H, s->mass)))
+            return st;
+        pool(s->mass, s->vote, len - W, p->kernel, p->pool_avg);
+        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - W, W, NULL))) return st;
+    }
+    return LA_OK;
+}
+
 la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer, const float *q,
                               int64_t n, int64_t n_heads, float scale) {
     static const char *fn = "la_kv_policy_update";
@@ -489,6 +606,7 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
     const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
     const la_kv_policy *p = &s->p;
+    if (p->kind == LA_KV_POLICY_SNAPKV) return snap_remember(s, layer, q, n, H, have_lse, scale);
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, 0), i = layer * Hkv + h;
         if ((st = scratch(s, len))) return st;
@@ -508,16 +626,6 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
                     return st;
                 s->n_score[i] = p->budget;
             }
-            break;
-        }
-        case LA_KV_POLICY_SNAPKV: {
-            if (n < 2 || len <= p->budget) break;
-            const int64_t W = n < p->window ? n : p->window;
-            if ((st = la_kv_attention_mass(ctx, c, layer, h, 0, q + ((n - W) * H + h * G) * D, W, G, H * D, scale,
-                                           have_lse ? s->lse + (n - W) * H + h * G : NULL, H, s->mass)))
-                return st;
-            pool(s->mass, s->vote, len - W, p->kernel, p->pool_avg);
-            if ((st = keep_top(s, c, layer, h, s->vote, p->budget - W, W, NULL))) return st;
             break;
         }
         case LA_KV_POLICY_DUO: {

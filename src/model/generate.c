@@ -55,7 +55,11 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
 
     la_generate_stats st_out = {.n_prompt = n_prompt, .eog_token = -1, .stop = LA_STOP_LIMIT};
     double t0 = la_clock_seconds();
-    la_status st = prefill(s, prompt, n_prompt, p, logits);
+    /* one prompt for the KV policy however many chunks feed it (snapkv selects at its end) */
+    la_status st = la_session_prompt(s, true);
+    if (!st) st = prefill(s, prompt, n_prompt, p, logits);
+    const la_status closed = la_session_prompt(s, false);
+    if (!st) st = closed;
     double t1 = la_clock_seconds();
     st_out.prompt_seconds = t1 - t0;
     const int64_t limit = p->max_new_tokens;

@@ -34,6 +34,7 @@ struct la_session {
     void (*on_attention)(void *user, int64_t layer, const la_tensor *q, const la_tensor *k);
     void *on_attention_user;
     la_kv_policy_state *pstate;       /* h2o, snapkv, quest, duo: scores, bounds, ragged attention */
+    bool prompt_open;                 /* la_session_prompt: evals continue one prompt */
     float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
     int64_t kv_cap;
     bool exact;                       /* f32 activations for one-row products (exact_decode) */
@@ -235,10 +236,10 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         return la_fail(LA_ERR_ARGUMENT, "kv_quant %d is not LA_KV_QUANT_NONE, LA_KV_Q8 or LA_KV_Q4", (int)p->kv_quant);
     if (la_kv_policy_validate(&p->kv_policy))
         return la_fail(LA_ERR_ARGUMENT, "kv_policy is not valid (%s); use la_kv_policy_parse", la_last_error());
-    /* the stateful policies attend through float views of the pages */
-    if (p->kv_quant != LA_KV_QUANT_NONE && la_kv_policy_has_state(&p->kv_policy))
-        return la_fail(LA_ERR_UNSUPPORTED, "KV policies h2o, snapkv, quest and duo do not run on quantised (q8/q4) "
-                       "pages yet; use full or streaming with them");
+    /* Quest reads pages through float views (h2o, snapkv and duo run on quantised pages) */
+    if (p->kv_quant != LA_KV_QUANT_NONE && p->kv_policy.kind == LA_KV_POLICY_QUEST)
+        return la_fail(LA_ERR_UNSUPPORTED, "KV policy quest does not run on quantised (q8/q4) pages yet; use full, "
+                       "streaming, h2o, snapkv or duo with them");
     if (p->kv_page_size <= 0)
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
     if ((unsigned)p->sparse.kind >= LA_SPARSE_KIND_COUNT)
@@ -305,7 +306,7 @@ void la_session_free(la_session *s) {
 
 void la_session_reset(la_session *s) {
     if (!s) return;
-    s->pos = 0;
+    s->pos = 0, s->prompt_open = false;
     la_kv_cache_reset(s->kv, -1);
     la_kv_policy_state_reset(s->pstate);
 }
@@ -427,7 +428,8 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     return la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
 }
 
-static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
+static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits,
+                               bool prompt_end) {
     const la_model *m = s->m;
     const la_model_config *c = &m->cfg;
     const int64_t E = c->n_embd, KV = c->n_head_kv * c->head_dim, F = c->n_ff;
@@ -455,6 +457,8 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
             (st = s->pstate ? la_kv_policy_update(s->pstate, s->ctx, s->kv, l, s->q, n, c->n_head, 0)
                             : la_kv_cache_apply_policy(s->kv, &s->policy, l, 0)))
             return st;
+        /* snapkv selects once the whole prompt is in: its window is the prompt's real end */
+        if (prompt_end && s->pstate && (st = la_kv_policy_end_prompt(s->pstate, s->ctx, s->kv, l))) return st;
         if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
         for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
         for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);
@@ -492,6 +496,18 @@ static la_status drop_unfinished(la_session *s, la_status st) {
     return la_set_error(st, "%s", msg);
 }
 
+la_status la_session_prompt(la_session *s, bool open) {
+    if (!s) return la_fail(LA_ERR_NULL, "la_session_prompt: session is NULL");
+    const bool close = s->prompt_open && !open;
+    s->prompt_open = open;
+    /* the window's queries are kept in the policy state: selecting after the last layer is the same */
+    for (int64_t l = 0; close && s->pstate && l < s->m->cfg.n_layer; l++) {
+        la_status st = la_kv_policy_end_prompt(s->pstate, s->ctx, s->kv, l);
+        if (st) return st;
+    }
+    return la_succeed();
+}
+
 la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
     if (!s || (!tokens && n)) return la_fail(LA_ERR_NULL, "session or tokens is NULL");
     if (n <= 0) return la_fail(LA_ERR_ARGUMENT, "n is %lld; must be > 0", (long long)n);
@@ -512,7 +528,7 @@ la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float
         if (n - done - len == 1) len--;
         bool last = done + len == n;
         float *out = !logits ? NULL : all_logits ? logits + done * V : last ? logits : NULL;
-        la_status st = forward_chunk(s, tokens + done, len, out, all_logits);
+        la_status st = forward_chunk(s, tokens + done, len, out, all_logits, last && n > 1 && !s->prompt_open);
         if (st) return drop_unfinished(s, st);
         done += len;
     }

@@ -4,7 +4,8 @@
  * attention's own lse); H2O keeps the recent window and the entries with
  * the most accumulated mass, with the scores moved by compaction and
  * accumulated over steps; SnapKV keeps the window and the entries the
- * window voted for (pooled); Quest attends the page with the largest upper
+ * window voted for (pooled), only once the prompt ends, with the window
+ * kept across chunks (float, int8 and int4 pages); Quest attends the page with the largest upper
  * bound plus the current page, and equals decode over those pages; duo's
  * streaming heads keep sinks + window, retrieval heads everything, the
  * ragged heads free bytes and attend (decode and prefill) as a float64
@@ -312,12 +313,120 @@ static void check_snapkv(la_context *ctx, uint64_t *rng) {
         if (j >= N - W || taken[j]) want[w++] = j;
     TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
+    tu_check(la_kv_cache_len(c, 0, 0, 0) == N, "snapkv evicted before the prompt's end");
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
     tu_check(holds(c, 0, want, 14), "snapkv:14 did not keep the window and the voted entries 4..6, 19..21");
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 1), LA_ERR_ARGUMENT);
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(NULL, ctx, c, 0), LA_ERR_NULL);
     /* a single-token step evicts nothing */
     append(c, 1, k, v, N);
     TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, G, out), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, G, 0), LA_OK);
     tu_check(la_kv_cache_len(c, 0, 0, 0) == 15, "snapkv evicted on a single-token step");
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+/* SnapKV over a prompt fed in chunks (as a session feeds 512-token
+ * pieces): nothing is evicted until la_kv_policy_end_prompt, and then the
+ * prompt's last W queries vote, even when they span chunks; per KV head
+ * (each head's query group looks for its own planted keys, the group's
+ * votes summed) and pooled. Earlier queries look for a decoy (slot 30 of
+ * every head) that a per-chunk selection would keep instead. Float,
+ * int8 and int4 pages (quantised pages compact with re-quantisation; decode after
+ * the selection reads them directly). */
+static void check_snapkv_chunks(la_context *ctx, uint64_t *rng, const int *chunks, int n_chunks, la_kv_quant quant) {
+    enum { N = 48, H = 2, G = 2, W = 8, B = 14 }; /* B - W = 6: the two planted neighbourhoods */
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_layers = 1, cp.n_kv_heads = H, cp.head_dim = D, cp.page_size = 8, cp.max_tokens = 64, cp.dtype = LA_F32;
+    if ((cp.quant = quant) != LA_KV_QUANT_NONE) cp.quant_key_group = 8, cp.quant_value_group = 8, cp.quant_window = 8;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c), LA_OK);
+    if (!c) return;
+    static float k[(N + 1) * H * D], v[(N + 1) * H * D], q[(N + 1) * H * G * D], out[N * H * G * D];
+    tu_fill(rng, k, LA_F32, (N + 1) * H * D, -0.3, 0.3);
+    tu_fill(rng, v, LA_F32, (N + 1) * H * D, -1, 1);
+    tu_fill(rng, q, LA_F32, (N + 1) * H * G * D, -0.3, 0.3);
+    const int plant[H][2] = {{5, 20}, {11, 27}};
+    for (int h = 0; h < H; h++) {
+        for (int i = 0; i < 2; i++) k[(plant[h][i] * H + h) * D + 1 + h] += 5; /* head h: channel 1 + h */
+        k[(30 * H + h) * D + 3] += 5;                                           /* the decoy: channel 3 */
+    }
+    for (int i = 0; i < N; i++)
+        for (int h = 0; h < H; h++)
+            for (int g = 0; g < G; g++) {
+                float *r = q + ((i * H + h) * G + g) * D;
+                if (i >= N - W) r[3] = 0; /* the window ignores the decoy */
+                r[i >= N - W ? 1 + h : 3] += 2;
+            }
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:14:window=8:kernel=3", &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) {
+        la_kv_cache_destroy(c);
+        return;
+    }
+    int done = 0;
+    for (int ch = 0; ch < n_chunks; ch++) {
+        const int n = chunks[ch];
+        append(c, n, k + done * H * D, v + done * H * D, done);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + done * H * G * D, n, H * G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + done * H * G * D, n, H * G, 0), LA_OK);
+        done += n;
+        tu_check(la_kv_cache_len(c, 0, 0, 0) == done && la_kv_cache_len(c, 0, 1, 0) == done,
+                 "snapkv evicted after a chunk, before the prompt's end (%d entries)", done);
+    }
+    /* expected: per head, the float64 masses of the last W queries (as the cache reads back), max-pooled by 3 */
+    int32_t want[H][B];
+    for (int h = 0; h < H; h++) {
+        double ref[N], vote[N - W];
+        ref_mass(c, h, q + ((N - W) * H + h) * G * D, W, G, H * G * D, ref);
+        for (int j = 0; j < N - W; j++) {
+            vote[j] = -1;
+            for (int t = j - 1; t <= j + 1; t++)
+                if (t >= 0 && t < N - W) vote[j] = fmax(vote[j], ref[t]);
+        }
+        bool taken[N - W] = {false};
+        for (int t = 0; t < B - W; t++) {
+            int best = -1;
+            for (int j = 0; j < N - W; j++)
+                if (!taken[j] && (best < 0 || vote[j] > vote[best])) best = j;
+            taken[best] = true;
+        }
+        for (int i = 0; i < 2; i++)
+            tu_check(taken[plant[h][i] - 1] && taken[plant[h][i]] && taken[plant[h][i] + 1] && !taken[30],
+                     "head %d (%d chunks, quant %d): the pooled votes do not favour its planted neighbourhoods (test setup)", h, n_chunks, (int)quant);
+        int w = 0;
+        for (int j = 0; j < N; j++)
+            if (j >= N - W || taken[j]) want[h][w++] = j;
+    }
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+    for (int h = 0; h < H; h++)
+        tu_check(holds(c, h, want[h], B), "snapkv (%d chunks, quant %d) head %d did not keep the window and its voted "
+                 "entries around %d and %d", n_chunks, (int)quant, h, plant[h][0], plant[h][1]);
+    /* a second end_prompt does nothing; a decode step attends the kept entries and evicts nothing */
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+    append(c, 1, k + N * H * D, v + N * H * D, N);
+    tu_poison(out, LA_F32, H * G * D);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + N * H * G * D, 1, H * G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + N * H * G * D, 1, H * G, 0), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+    double worst = 0;
+    for (int64_t h = 0; h < H; h++)
+        for (int64_t g = 0; g < G; g++) {
+            double ref[D];
+            ref_attend(c, h, q + (N * H * G + h * G + g) * D, B + 1, NULL, ref);
+            for (int d = 0; d < D; d++) {
+                const float o = out[(h * G + g) * D + d];
+                worst = fmax(worst, isnan(o) ? INFINITY : fabs(o - ref[d]));
+            }
+        }
+    /* f32 pages: f32 sums, 1e-5; int8 / int4 pages: the reference reads the same dequantised entries, 1e-4 */
+    tu_check(worst < (quant ? 1e-4 : 1e-5), "decode after snapkv (quant %d) differs from float64 by %.3g", (int)quant,
+             worst);
+    tu_check(la_kv_cache_len(c, 0, 0, 0) == B + 1 && la_kv_cache_len(c, 0, 1, 0) == B + 1,
+             "snapkv evicted on a decode step");
     la_kv_policy_state_destroy(s);
     la_kv_cache_destroy(c);
 }
@@ -460,6 +569,13 @@ int main(void) {
     check_mass(ctx, &rng);
     check_h2o(ctx, &rng);
     check_snapkv(ctx, &rng);
+    static const int one[] = {48}, even[] = {16, 16, 16}, split[] = {20, 24, 4}, tiny[] = {40, 2, 2, 2, 2};
+    check_snapkv_chunks(ctx, &rng, one, 1, LA_KV_QUANT_NONE);
+    check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_QUANT_NONE);
+    check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_QUANT_NONE);
+    check_snapkv_chunks(ctx, &rng, tiny, 5, LA_KV_QUANT_NONE);
+    check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_Q8);
+    check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_Q4);
     check_quest(ctx, &rng);
     check_duo(ctx, &rng);
     la_context_destroy(ctx);

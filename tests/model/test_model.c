@@ -760,6 +760,75 @@ static void check_policy_sessions(const model_spec *spec, uint64_t *rng) {
         }
         la_session_free(s);
     }
+    /* the stateful policies over int8 pages: h2o, snapkv and duo evict
+     * (quantised compaction) and attend through la_kv_cache_decode; quest,
+     * which reads pages through float views, is refused */
+    for (int pi = 5; m && pi < NP; pi++) {
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 128, sp.kv_page_size = 4, sp.kv_quant = LA_KV_Q8;
+        TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &sp.kv_policy), LA_OK);
+        la_session *s = NULL;
+        const la_status st = la_session_new_with(m, ctx, &sp, &s);
+        if (pi == 7) {
+            tu_check(st == LA_ERR_UNSUPPORTED && !s && strstr(la_last_error(), "quest"),
+                     "%s: quest over q8 pages gave %s (%s)", spec->name, la_status_name(st), la_last_error());
+            continue;
+        }
+        TU_EXPECT_STATUS(st, LA_OK);
+        if (!s) continue;
+        float *lq = tu_alloc(sizeof(float) * (size_t)V);
+        tu_poison(lq, LA_F32, V);
+        TU_EXPECT_STATUS(la_session_eval(s, prompt, P, lq, false), LA_OK);
+        for (int i = 0; i < STEPS; i++) {
+            int32_t t = (int32_t)(i * 7 % V);
+            TU_EXPECT_STATUS(la_session_eval(s, &t, 1, lq, false), LA_OK);
+        }
+        bool finite = true, ok = true;
+        for (int64_t i = 0; i < V; i++) finite &= isfinite(lq[i]);
+        for (int64_t l = 0; l < Lyr; l++)
+            for (int64_t h = 0; h < Hkv; h++) {
+                const int64_t len = la_kv_cache_len(la_session_kv_cache(s), l, h, 0);
+                const bool ret = la_kv_policy_state_is_retrieval(la_session_kv_policy_state(s), l, h);
+                /* h2o 16; snapkv 20 after the prompt, + 1 a step; duo 12 or all */
+                ok &= len == (pi == 5 ? 16 : pi == 6 ? 20 + STEPS : ret ? P + STEPS : 12);
+            }
+        tu_check(finite && ok, "%s %s over q8 pages: %s", spec->name, policies[pi],
+                 !finite ? "non-finite logits" : "heads do not hold what the policy keeps");
+        free(lq);
+        la_session_free(s);
+    }
+    /* snapkv over a prompt fed in two calls inside la_session_prompt: nothing
+     * evicted until it closes, then the same entries as one call keeps */
+    if (m) {
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 128, sp.kv_page_size = 4;
+        TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:20:window=8", &sp.kv_policy), LA_OK);
+        la_session *one = NULL, *two = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &one), LA_OK);
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &two), LA_OK);
+        if (one && two) {
+            TU_EXPECT_STATUS(la_session_eval(one, prompt, P, NULL, false), LA_OK);
+            TU_EXPECT_STATUS(la_session_prompt(two, true), LA_OK);
+            TU_EXPECT_STATUS(la_session_eval(two, prompt, P / 2, NULL, false), LA_OK);
+            TU_EXPECT_STATUS(la_session_eval(two, prompt + P / 2, P - P / 2, NULL, false), LA_OK);
+            tu_check(la_kv_cache_len(la_session_kv_cache(two), 0, 0, 0) == P,
+                     "%s snapkv: an open prompt was selected before it closed", spec->name);
+            TU_EXPECT_STATUS(la_session_prompt(two, false), LA_OK);
+            bool same = true;
+            for (int64_t l = 0; l < Lyr; l++)
+                for (int64_t h = 0; h < Hkv; h++) {
+                    const int32_t *pa, *pb;
+                    int64_t na = 0, nb = 0;
+                    la_kv_cache_positions(la_session_kv_cache(one), l, h, 0, &pa, &na);
+                    la_kv_cache_positions(la_session_kv_cache(two), l, h, 0, &pb, &nb);
+                    same &= na == 20 && nb == 20 && !memcmp(pa, pb, sizeof(int32_t) * 20);
+                }
+            tu_check(same, "%s snapkv: a prompt in two calls kept other entries than in one", spec->name);
+        }
+        TU_EXPECT_STATUS(la_session_prompt(NULL, true), LA_ERR_NULL);
+        la_session_free(one);
+        la_session_free(two);
+    }
     remove(path);
     if (m) {
         for (int pi = 1; pi < 5; pi++)
