@@ -171,7 +171,8 @@ LA_API int la_cuda_available(void);
 
 /* This machine's ceilings, measured: what `longattn bench` reports every
  * kernel's speed against. Measure them right beside the timed work: on a
- * shared machine a neighbour moves them from one second to the next. */
+ * shared machine a neighbour moves them from one second to the next.
+ * Each returns 0 for threads < 1, seconds not > 0 or a buffer of no float. */
 
 /* FP32 FMA throughput of `threads` threads at SIMD level `simd`, in
  * GFLOP/s (an FMA counts 2), over about `seconds`. */

@@ -106,8 +106,23 @@ static void test_half(void) {
     tu_check(bad_round == 0, "f32->f16 rounds to nearest even (%d bad)", bad_round);
 }
 
+/* The ceilings refuse what they cannot measure with 0, never a crash. */
+static void test_peak_bad_input(void) {
+    tu_check(la_peak_fma_gflops(LA_SIMD_SCALAR, 0, 0.01) == 0, "fma peak, 0 threads");
+    tu_check(la_peak_fma_gflops(LA_SIMD_SCALAR, 1, 0) == 0, "fma peak, 0 seconds");
+    tu_check(la_peak_fma_gflops(LA_SIMD_SCALAR, 1, NAN) == 0, "fma peak, NaN seconds");
+    tu_check(la_peak_fma_gflops((la_simd)99, 1, 0.01) == 0, "fma peak, bad level");
+    tu_check(la_peak_bf16_gflops(LA_SIMD_AVX512_BF16, -1, 0.01) == 0, "bf16 peak, -1 threads");
+    tu_check(la_peak_read_gbps(0, 1 << 20) == 0, "read bandwidth, 0 threads");
+    tu_check(la_peak_read_gbps(1, 0) == 0, "read bandwidth, empty buffer");
+    tu_check(la_peak_update_gbps(0, 1 << 20) == 0, "update bandwidth, 0 threads");
+    tu_check(la_peak_update_gbps(1, 3) == 0, "update bandwidth, buffer of no float");
+    tu_check(la_peak_read_gbps(1, 1 << 20) > 0, "read bandwidth of 1 MiB measured");
+}
+
 int main(void) {
     tu_seed();
+    test_peak_bad_input();
     test_status();
     test_context();
     test_simd_env();

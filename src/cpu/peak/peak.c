@@ -37,17 +37,18 @@ static double parallel_rate(run_fn fn, int threads, double seconds) {
 }
 
 double la_peak_fma_gflops(la_simd simd, int threads, double seconds) {
-    if ((unsigned)simd >= LA_SIMD_COUNT || simd > la_simd_hardware()) return 0;
+    if ((unsigned)simd >= LA_SIMD_COUNT || simd > la_simd_hardware() || threads < 1 || !(seconds > 0)) return 0;
     return parallel_rate(LA_ISA_PICK(la_peak_fma_run, simd), threads, seconds);
 }
 
 double la_peak_bf16_gflops(la_simd simd, int threads, double seconds) {
-    if (simd != LA_SIMD_AVX512_BF16 || simd > la_simd_hardware()) return 0;
+    if (simd != LA_SIMD_AVX512_BF16 || simd > la_simd_hardware() || threads < 1 || !(seconds > 0)) return 0;
     return parallel_rate(la_peak_bf16_run_avx512_bf16, threads, seconds);
 }
 
 double la_peak_read_gbps(int threads, size_t bytes) {
     size_t n = bytes / sizeof(float);
+    if (threads < 1 || n == 0) return 0;
     float *buf = malloc(n * sizeof(float));
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -75,6 +76,7 @@ double la_peak_read_gbps(int threads, size_t bytes) {
  * in place (x = x / 2 + 1); bytes read plus bytes written over the time. */
 double la_peak_update_gbps(int threads, size_t bytes) {
     size_t n = bytes / sizeof(float);
+    if (threads < 1 || n == 0) return 0;
     float *buf = malloc(n * sizeof(float));
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
