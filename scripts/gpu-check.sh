@@ -12,7 +12,7 @@
 # Environment: BUILD (build-gpu), LA_CUDA_ARCHS ("90a;80"), TESTS (the test
 # programs, "attention backward decode kv_append merge"), OPS (the benchmark's ops,
 # "fwd,fwdbwd,decode"), SKIP_PEERS=1 to time longattn alone, SKIP_BENCH=1,
-# COMPARE_MMA=1 to time the mma.sync forward as well, FLEX_MIN_LEN (16384: the
+# COMPARE_MMA=1 to time the mma.sync forward (and forward+backward) as well, FLEX_MIN_LEN (16384: the
 # shortest rows FlexAttention is timed on; each shape compiles), SANITIZER_TESTS
 # (the tests run under compute-sanitizer, default TESTS),
 # SANITIZER_TOOLS ("memcheck"; add racecheck), SKIP_SANITIZER=1.
@@ -46,7 +46,7 @@ else
 fi
 
 if command -v cuobjdump >/dev/null; then
-    for k in forward forward_sm90 backward decode; do
+    for k in forward forward_sm90 backward backward_sm90 decode; do
         obj=$(find "$build" -name "$k.cu.o" | head -n 1)
         [ -n "$obj" ] || continue
         cuobjdump --dump-sass "$obj" >"$logs/$k.sass" 2>&1
@@ -60,6 +60,13 @@ for t in $tests; do
     rc=$?
     grep -E "FAIL" "$logs/test_cuda_$t.log" | head -20
     note "test_cuda_$t: exit $rc, $(tail -n 1 "$logs/test_cuda_$t.log") ($(($(date +%s) - t0)) s)"
+    if [ "$t" = backward ]; then # the mma.sync backward too (the default on Hopper is the wgmma one)
+        t0=$(date +%s)
+        LA_CUDA_BACKWARD_KERNEL=mma timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_mma.log" 2>&1
+        rc=$?
+        grep -E "FAIL" "$logs/test_cuda_${t}_mma.log" | head -20
+        note "test_cuda_$t (LA_CUDA_BACKWARD_KERNEL=mma): exit $rc, $(tail -n 1 "$logs/test_cuda_${t}_mma.log") ($(($(date +%s) - t0)) s)"
+    fi
 done
 
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
@@ -71,6 +78,7 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
     fi
     if [ "${COMPARE_MMA:-0}" = 1 ]; then # the mma.sync forward on the same shapes, for comparison
         LA_CUDA_FORWARD_KERNEL=mma "$build/longattn_cuda_bench" --op fwd 2>&1 | tee "$logs/bench_mma.log"
+        LA_CUDA_BACKWARD_KERNEL=mma "$build/longattn_cuda_bench" --op fwdbwd 2>&1 | tee -a "$logs/bench_mma.log"
     fi
 fi
 

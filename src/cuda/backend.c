@@ -215,7 +215,8 @@ static la_status cuda_supports(const la_attn_problem *p) {
 /* Device workspace, in this order, each piece rounded to 64 bytes:
  *   every call: alibi slopes [H] f32; varlen cu_q and cu_k [num_seqs + 1]
  *   backward:   delta and lse * log2(e) [rows][H] f32, then (dout f32) a
- *               16-bit dout [rows][H][D]
+ *               16-bit dout [rows][H][D], then (the Hopper kernel's atomic
+ *               dQ) an f32 dQ [rows][H][D]
  *   decode:     seqlens [B] and the block table [B][blocks_per_seq] int32,
  *               then the split partials (la_cuda_decode_plan). */
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -264,6 +265,7 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         const size_t rh = (size_t)backward_rows(p) * (size_t)p->H;
         n += 2 * round64(sizeof(float) * rh);
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
+        if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) n += round64(4 * rh * (size_t)p->D);
     } else if (p->op == LA_ATTN_MERGE) {
         n += round64(2 * sizeof(la_attn_operand) * (size_t)((const la_attn_merge_problem *)p)->n_parts);
     } else if (p->op == LA_ATTN_KV_APPEND) {
@@ -421,7 +423,9 @@ static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *
     const size_t rh = (size_t)a.rows * (size_t)p->H;
     a.delta = (float *)w, w += round64(sizeof(float) * rh);
     a.lse2 = (float *)w, w += round64(sizeof(float) * rh);
-    if (a.dout_f32) a.dout16 = w;
+    if (a.dout_f32) a.dout16 = w, w += round64(2 * rh * (size_t)p->D);
+    a.deterministic = bp->deterministic;
+    if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) a.dq_acc = (float *)w;
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
     else s = la_cuda_attention_backward_launch(&a, stream);
     return call_end(ctx, &g, s);

@@ -25,8 +25,12 @@
  * At head dim 256 the dK and dV accumulators (128 f32 each a thread) do not
  * both fit in registers: pass 2 runs twice, once for dV and once for dK. */
 #include "cuda/attention/backward.h"
+#include "cuda/attention/backward_sm90.h"
 #include "cuda/attention/forward.h"
 #include "cuda/attention/mma.cuh"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* Tile shapes per padded head dim, 4 warps. Registers a thread holds in
  * pass 2: dK, dV (DP/2 f32 each) and S^T, dP^T (BQ/2 each); in pass 3:
@@ -404,8 +408,18 @@ template <int DP, bool F16, int PART> static cudaError_t launch_dkdv(const la_cu
     return cudaGetLastError();
 }
 
-template <int DP, bool F16> static cudaError_t launch_dp(const la_cuda_bwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16> static cudaError_t launch_dq(const la_cuda_bwd_args *a, cudaStream_t stream) {
     using T = bwd_tiles<DP>;
+    if (a->Lq == 0) return cudaSuccess;
+    cudaError_t e =
+        cudaFuncSetAttribute(attn_bwd_dq_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_Q);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
+    attn_bwd_dq_kernel<DP, F16><<<grid, T::THREADS, T::SMEM_Q, stream>>>(*a);
+    return cudaGetLastError();
+}
+
+template <int DP, bool F16> static cudaError_t launch_dp(const la_cuda_bwd_args *a, cudaStream_t stream) {
     cudaError_t e = cudaSuccess;
     if (a->Lk > 0) {
         if constexpr (DP >= 256) { /* dK and dV do not both fit in registers: one pass each */
@@ -415,15 +429,41 @@ template <int DP, bool F16> static cudaError_t launch_dp(const la_cuda_bwd_args 
             e = launch_dkdv<DP, F16, PART_BOTH>(a, stream);
         }
     }
-    if (e != cudaSuccess || a->Lq == 0) return e;
-    e = cudaFuncSetAttribute(attn_bwd_dq_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_Q);
     if (e != cudaSuccess) return e;
-    dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_bwd_dq_kernel<DP, F16><<<grid, T::THREADS, T::SMEM_Q, stream>>>(*a);
-    return cudaGetLastError();
+    return launch_dq<DP, F16>(a, stream);
+}
+
+/* The Hopper kernel: head dims 64 and 128 on a device that runs its sm_90a
+ * binary (checked once per device), unless LA_CUDA_BACKWARD_KERNEL=mma
+ * (tests and benchmarks run both). */
+static bool backward_kernel_mma(void) {
+    const char *pick = getenv("LA_CUDA_BACKWARD_KERNEL");
+    return pick && !strcmp(pick, "mma");
+}
+
+extern "C" int la_cuda_attention_backward_dq_acc(int64_t D, int deterministic) {
+    return (D == 64 || D == 128) && !deterministic && !backward_kernel_mma();
+}
+
+static bool use_wgmma(const la_cuda_bwd_args *a) {
+    static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
+    if ((a->D != 64 && a->D != 128) || backward_kernel_mma()) return false;
+    if (!a->deterministic && !a->dq_acc) return false;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!usable[dev]) usable[dev] = la_cuda_attention_backward_sm90_usable() ? 1 : -1;
+    return usable[dev] > 0;
+}
+
+/* wgmma dK, dV (and atomic dQ); deterministic: dQ by the query-parallel pass */
+template <bool F16> static cudaError_t launch_sm90(const la_cuda_bwd_args *a, cudaStream_t stream) {
+    cudaError_t e = la_cuda_attention_backward_sm90(a, stream, !a->deterministic);
+    if (e != cudaSuccess || !a->deterministic) return e;
+    return a->D == 64 ? launch_dq<64, F16>(a, stream) : launch_dq<128, F16>(a, stream);
 }
 
 template <bool F16> static cudaError_t launch_dtype(const la_cuda_bwd_args *a, cudaStream_t stream) {
+    if (use_wgmma(a)) return launch_sm90<F16>(a, stream);
     if (a->D <= 64) return launch_dp<64, F16>(a, stream);
     if (a->D <= 128) return launch_dp<128, F16>(a, stream);
     return launch_dp<256, F16>(a, stream);

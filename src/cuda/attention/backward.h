@@ -30,12 +30,22 @@ typedef struct {
      * f32 (the kernels read dout as 16-bit tiles), else NULL. */
     float *delta, *lse2;
     void *dout16;
+    /* [rows][H][D] f32 for the Hopper kernel's atomic dQ (D 64 or 128, not
+     * deterministic), else NULL: see la_cuda_attention_backward_dq_acc. */
+    float *dq_acc;
+    int deterministic; /* 1: dQ summed in a fixed order */
 } la_cuda_bwd_args;
 
 /* Enqueue the backward on `stream` (a cudaStream_t): a pass computing delta
  * (and converting an f32 dout), a key-parallel pass for dK and dV, and a
  * query-parallel pass for dQ. LA_OK, or a status with the CUDA error. */
 la_status la_cuda_attention_backward_launch(const la_cuda_bwd_args *a, void *stream);
+
+/* 1 when a backward call of head dim D may take the Hopper kernel's atomic
+ * dQ, so the caller gives it dq_acc: D 64 or 128, not deterministic, and
+ * LA_CUDA_BACKWARD_KERNEL is not "mma" (the launcher also checks the
+ * device, and computes dQ in its own pass when dq_acc is NULL). */
+int la_cuda_attention_backward_dq_acc(int64_t D, int deterministic);
 
 #ifdef __cplusplus
 }

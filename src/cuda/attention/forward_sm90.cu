@@ -28,20 +28,6 @@ template <int DP> struct sm90_tiles {
     static constexpr int SMEM = Q_BYTES + 4 * KV_BYTES + 1024;
 };
 
-/* rows [r0, r0 + ROWS) of one head into a panel tile; rows at or past n and
- * columns at or past D are zero-filled. */
-template <int DP, int ROWS, int THREADS>
-static __device__ __forceinline__ void load_panels(uint32_t tile, const uint16_t *base, int64_t token_stride,
-                                                   int64_t r0, int64_t n, int D) {
-    constexpr int CH = DP / 8;
-    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
-        const int r = idx / CH, c = idx % CH;
-        const bool ok = r0 + r < n && c * 8 < D;
-        const uint16_t *src = ok ? base + (r0 + r) * token_stride + c * 8 : base;
-        cp_async16(tile + panel_off<ROWS>(r, c * 8), src, ok ? 16 : 0);
-    }
-}
-
 template <int DP, bool F16>
 __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
 #if LA_WGMMA

@@ -6,6 +6,8 @@
 #ifndef LA_CUDA_ATTENTION_WGMMA_CUH
 #define LA_CUDA_ATTENTION_WGMMA_CUH
 
+#include "cuda/attention/mma.cuh"
+
 #include <stdint.h>
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -21,6 +23,20 @@
  * (row, col): */
 template <int ROWS> static __device__ __forceinline__ uint32_t panel_off(int row, int col) {
     return (uint32_t)((col >> 6) * ROWS * 128 + row * 128 + ((((col >> 3) & 7) ^ (row & 7)) << 4) + (col & 7) * 2);
+}
+
+/* rows [r0, r0 + ROWS) of one head into a panel tile; rows at or past n and
+ * columns at or past D are zero-filled. */
+template <int DP, int ROWS, int THREADS>
+static __device__ __forceinline__ void load_panels(uint32_t tile, const uint16_t *base, int64_t token_stride,
+                                                   int64_t r0, int64_t n, int D) {
+    constexpr int CH = DP / 8;
+    for (int idx = threadIdx.x; idx < ROWS * CH; idx += THREADS) {
+        const int r = idx / CH, c = idx % CH;
+        const bool ok = r0 + r < n && c * 8 < D;
+        const uint16_t *src = ok ? base + (r0 + r) * token_stride + c * 8 : base;
+        cp_async16(tile + panel_off<ROWS>(r, c * 8), src, ok ? 16 : 0);
+    }
 }
 
 /* Matrix descriptor of a 128-byte-swizzled operand at shared address addr:
@@ -182,6 +198,40 @@ static __device__ __forceinline__ void wgmma_rs_n128(float (&d)[16][4], const ui
                        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
                        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
                      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+/* D[64 x 64] (accumulate ? D : 0) + A[64 x 16] B[16 x 64]: both in shared
+ * memory; TA / TB 0 for a K-major operand, 1 for an MN-major one
+ * (transposed, 16-bit types only). */
+template <bool F16, int TA, int TB>
+static __device__ __forceinline__ void wgmma_ss_n64(float (&d)[8][4], uint64_t da, uint64_t db, int accumulate) {
+    if (F16)
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 "
+                     "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+                     "%32, %33, p, 1, 1, %35, %36;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                     : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
+    else
+        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                     "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}, "
+                     "%32, %33, p, 1, 1, %35, %36;\n}\n"
+                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
+                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
+                       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
+                       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3]),
+                       "+f"(d[4][0]), "+f"(d[4][1]), "+f"(d[4][2]), "+f"(d[4][3]),
+                       "+f"(d[5][0]), "+f"(d[5][1]), "+f"(d[5][2]), "+f"(d[5][3]),
+                       "+f"(d[6][0]), "+f"(d[6][1]), "+f"(d[6][2]), "+f"(d[6][3]),
+                       "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
+                     : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
 }
 #endif /* LA_WGMMA */
 
