@@ -112,10 +112,10 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
     }
     const int64_t per_head = thi > tlo ? thi - tlo : 0, items = per_head * G;
 
-    /* Q, dO, lse2, delta of work item `it` (head hk G + it / per_head, query
-     * tile tlo + it % per_head) into stage st */
-    auto load_item = [&](int64_t it, int st) {
-        const int64_t h = hk * G + it / per_head, i0 = (tlo + it % per_head) * BQ;
+    /* Q, dO, lse2, delta of query head h, tile t into stage st; the work
+     * items run over the tiles [tlo, thi) of each head of the group in turn */
+    auto load_item = [&](int64_t h, int64_t t, int st) {
+        const int64_t i0 = t * BQ;
         const uint16_t *qb = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
         const uint16_t *dob = (const uint16_t *)a.dout + b * a.do_bs + q0 * a.do_ts + h * a.do_hs;
         load_panels<DP, BQ, THREADS>(sQ0 + st * S::QT, qb, a.q_ts, i0, lq, D);
@@ -130,7 +130,10 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
 
     load_panels<DP, BKEY, THREADS>(sK, kb, a.k_ts, j0, lk, D);
     load_panels<DP, BKEY, THREADS>(sV, vb, a.v_ts, j0, lk, D);
-    if (items > 0) load_item(0, 0);
+    /* the item being computed: counted along in the dQ variant, divided out
+     * of `it` in the other (which spills at D 128 with the counters) */
+    int64_t h_cur = hk * G, t_cur = tlo;
+    if (items > 0) load_item(h_cur, t_cur, 0);
     cp_async_commit();
 
     float dk[DP / 8][4], dv[DP / 8][4];
@@ -139,16 +142,22 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
 #pragma unroll
         for (int c = 0; c < 4; c++) dk[d][c] = dv[d][c] = 0;
 
+    /* the element-wise fast path: softmax scores that are scaled products
+     * (not in the deterministic variant, which spills at D 128 with it) */
+    const bool fast = DQ && rule.score == LA_SCORE_SOFTMAX && rule.softcap <= 0 && !rule.alibi_slopes;
+    const float scale_log2 = rule.scale * LA_LOG2E;
     const uint32_t k_rows = sK + wg * 64 * 128, v_rows = sV + wg * 64 * 128; /* this warpgroup's keys, K-major */
     for (int64_t it = 0; it < items; it++) {
         const int st = (int)(it & 1);
-        const int64_t h = hk * G + it / per_head, i0 = (tlo + it % per_head) * BQ;
+        if constexpr (!DQ) h_cur = hk * G + it / per_head, t_cur = tlo + it % per_head;
+        const int64_t h = h_cur, i0 = t_cur * BQ;
+        if (++t_cur == thi) t_cur = tlo, h_cur++;
         const uint32_t sQ = sQ0 + st * S::QT, sdO = sdO0 + st * S::QT;
         const float *sL = fLD + st * 2 * BQ, *sDl = sL + BQ;
         cp_async_wait_all(); /* this item (and K, V) landed */
         fence_proxy_async();
         __syncthreads(); /* ... for every thread; every warpgroup is done with the other stage and dS */
-        if (it + 1 < items) load_item(it + 1, st ^ 1);
+        if (it + 1 < items) load_item(h_cur, t_cur, st ^ 1);
         cp_async_commit();
 
         /* S^T = K Q^T, dP^T = V dO^T: this warpgroup's 64 keys by BQ queries */
@@ -159,6 +168,7 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
             const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
             wgmma_ss_n64<F16, 0, 0>(s, wgmma_desc(k_rows + ko, 16, 1024), wgmma_desc(sQ + qo, 16, 1024), kk > 0);
         }
+        wgmma_commit();
 #pragma unroll
         for (int kk = 0; kk < DP / 16; kk++) {
             const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
@@ -174,28 +184,46 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
                               la_rule_row_block(&rule, lo_l, hi_l, j0, j0 + BKEY) == LA_BLOCK_ALL) ||
                             i0 + BQ > lq;
         const float slope = la_rule_slope(&rule, h);
-        wgmma_wait<0>();
 
         /* P^T and dS^T, element-wise; s[n][c] is key jr[c / 2], query
-         * i0 + n * 8 + 2 tq + c % 2 */
+         * i0 + n * 8 + 2 tq + c % 2. Fast path (the common tile): softmax,
+         * no softcap, no ALiBi, every element visible. */
+        if (fast && !masked) {
+            wgmma_wait<1>(); /* S landed; dP may still be in flight */
 #pragma unroll
-        for (int n = 0; n < 8; n++)
+            for (int n = 0; n < 8; n++) {
+                const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
 #pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const int col = n * 8 + 2 * tq + (c & 1);
-                const int64_t i = i0 + col, j = jr[c >> 1];
-                float dsdx;
-                const float sc = la_rule_score(&rule, s[n][c], slope, (float)(i + lk - lq - j), &dsdx);
-                bool vis = true;
-                if (masked) {
-                    int64_t lo, hi;
-                    la_rule_key_range(&rule, i, lq, lk, &lo, &hi);
-                    vis = i < lq && j < hi && (j >= lo || j < rule.sinks);
-                }
-                const float p = vis ? weight90(rule, sc, sL[col]) : 0.0f;
-                dp[n][c] = vis ? la_rule_dscore(&rule, p, dp[n][c], sDl[col]) * dsdx : 0.0f;
-                s[n][c] = p;
+                for (int c = 0; c < 4; c++) s[n][c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
             }
+            wgmma_wait<0>();
+#pragma unroll
+            for (int n = 0; n < 8; n++) {
+                const float2 dl = *reinterpret_cast<const float2 *>(sDl + n * 8 + 2 * tq);
+#pragma unroll
+                for (int c = 0; c < 4; c++) dp[n][c] = s[n][c] * (dp[n][c] - ((c & 1) ? dl.y : dl.x)) * rule.scale;
+            }
+        } else {
+            wgmma_wait<0>();
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const int col = n * 8 + 2 * tq + (c & 1);
+                    const int64_t i = i0 + col, j = jr[c >> 1];
+                    float dsdx;
+                    const float sc = la_rule_score(&rule, s[n][c], slope, (float)(i + lk - lq - j), &dsdx);
+                    bool vis = true;
+                    if (masked) {
+                        int64_t lo, hi;
+                        la_rule_key_range(&rule, i, lq, lk, &lo, &hi);
+                        vis = i < lq && j < hi && (j >= lo || j < rule.sinks);
+                    }
+                    const float p = vis ? weight90(rule, sc, sL[col]) : 0.0f;
+                    dp[n][c] = vis ? la_rule_dscore(&rule, p, dp[n][c], sDl[col]) * dsdx : 0.0f;
+                    s[n][c] = p;
+                }
+        }
 
         uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
 #pragma unroll
