@@ -49,6 +49,32 @@ static __device__ __forceinline__ float weight90(const la_score_rule &rule, floa
     return 1.0f / (1.0f + exp2f(-(s + rule.sigmoid_bias) * LA_LOG2E));
 }
 
+/* The score rule's visibility for one tile in 32-bit offsets: query i0 + qc
+ * sees key j0 + kr iff qc < lq and kr < min(hi + qc, lk) and (kr >= lo + qc
+ * or kr < sinks) (la_rule_key_range before its clamps, which change no
+ * answer for keys >= 0; offsets clamped to +-2^30, far past any tile). */
+typedef struct {
+    int hi, lo, lk, lq, sinks;
+} tile_mask;
+
+static __device__ __forceinline__ int clamp30(int64_t x) {
+    const int64_t m = (int64_t)1 << 30;
+    return (int)(x < -m ? -m : x > m ? m : x);
+}
+
+static __device__ __forceinline__ tile_mask tile_mask_make(const la_score_rule &r, int64_t i0, int64_t j0, int64_t lq,
+                                                           int64_t lk) {
+    const int64_t diag = i0 + lk - lq - j0; /* query i0's diagonal, relative to j0 */
+    const int64_t big = (int64_t)1 << 31;
+    tile_mask m;
+    m.hi = clamp30(r.causal ? diag + 1 : r.window_right >= 0 ? diag + r.window_right + 1 : big);
+    m.lo = clamp30(r.window_left >= 0 ? diag - r.window_left : -big);
+    m.lk = clamp30(lk - j0);
+    m.lq = clamp30(lq - i0);
+    m.sinks = clamp30(r.sinks - j0);
+    return m;
+}
+
 template <bool F16> static __device__ __forceinline__ void store2_90(char *row, int col, bool f32, float x0, float x1) {
     if (f32) *reinterpret_cast<float2 *>(row + col * 4) = make_float2(x0, x1);
     else *reinterpret_cast<uint32_t *>(row + col * 2) = pack2<F16>(x0, x1);
@@ -79,7 +105,7 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
     const uint16_t *vb = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
     const int wg = warp / 4, wq = warp % 4;
-    const int64_t jr[2] = {j0 + wg * 64 + wq * 16 + g, j0 + wg * 64 + wq * 16 + g + 8}; /* this thread's keys */
+    const int kr0 = wg * 64 + wq * 16 + g; /* this thread's keys: j0 + kr0 and j0 + kr0 + 8 */
 
     /* the query tiles that see a key of [j0, j1): t >= tlo (the last row's hi
      * passes j0) and t < thi (the first row's lo is below j1, or the block
@@ -185,16 +211,27 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
                             i0 + BQ > lq;
         const float slope = la_rule_slope(&rule, h);
 
-        /* P^T and dS^T, element-wise; s[n][c] is key jr[c / 2], query
-         * i0 + n * 8 + 2 tq + c % 2. Fast path (the common tile): softmax,
-         * no softcap, no ALiBi, every element visible. */
-        if (fast && !masked) {
+        /* P^T and dS^T, element-wise; s[n][c] is key j0 + kr0 + 8 (c / 2), query
+         * i0 + n * 8 + 2 tq + c % 2. Fast path: softmax, no softcap, no
+         * ALiBi (hidden elements get P = 0, hence dS = 0). */
+        if (fast) {
             wgmma_wait<1>(); /* S landed; dP may still be in flight */
 #pragma unroll
             for (int n = 0; n < 8; n++) {
                 const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
 #pragma unroll
                 for (int c = 0; c < 4; c++) s[n][c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
+            }
+            if (masked) { /* hidden elements: P = 0, hence dS = 0 */
+                const tile_mask mk = tile_mask_make(rule, i0, j0, lq, lk);
+#pragma unroll
+                for (int n = 0; n < 8; n++)
+#pragma unroll
+                    for (int c = 0; c < 4; c++) {
+                        const int qc = n * 8 + 2 * tq + (c & 1), kr = kr0 + 8 * (c >> 1);
+                        if (!(qc < mk.lq && kr < min(mk.hi + qc, mk.lk) && (kr >= mk.lo + qc || kr < mk.sinks)))
+                            s[n][c] = 0.0f;
+                    }
             }
             wgmma_wait<0>();
 #pragma unroll
@@ -210,7 +247,7 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
 #pragma unroll
                 for (int c = 0; c < 4; c++) {
                     const int col = n * 8 + 2 * tq + (c & 1);
-                    const int64_t i = i0 + col, j = jr[c >> 1];
+                    const int64_t i = i0 + col, j = j0 + kr0 + 8 * (c >> 1);
                     float dsdx;
                     const float sc = la_rule_score(&rule, s[n][c], slope, (float)(i + lk - lq - j), &dsdx);
                     bool vis = true;
@@ -302,7 +339,7 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
 
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        const int64_t j = jr[r];
+        const int64_t j = j0 + kr0 + 8 * r;
         if (j >= lk) continue;
         char *dkrow = (char *)a.dk + (b * a.dk_bs + (k0 + j) * a.dk_ts + hk * a.dk_hs) * (a.dk_f32 ? 4 : 2);
         char *dvrow = (char *)a.dv + (b * a.dv_bs + (k0 + j) * a.dv_ts + hk * a.dv_hs) * (a.dv_f32 ? 4 : 2);
