@@ -214,9 +214,10 @@ typedef struct {
     int64_t num_seqs;
     /* Backward only: 1 asks for dQ (and dK, dV) summed in a fixed order, so
      * that two runs on the same inputs give bit-identical gradients; 0 (the
-     * default) lets a backend use atomics where that is faster. Today both
-     * backends are deterministic either way: the CPU gives every output one
-     * writer, the CUDA backward computes dQ in its own query-parallel pass. */
+     * default) lets a backend use atomics where that is faster: the CPU
+     * gives every output one writer either way; the CUDA backward on Hopper
+     * (head dims 64 and 128) adds dQ with f32 atomics unless this is 1, then
+     * computes dQ in its own query-parallel pass. */
     int deterministic;
 } la_attention_params;
 
