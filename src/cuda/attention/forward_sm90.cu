@@ -3,12 +3,13 @@
  *
  * One thread block of two warpgroups computes 128 query rows of one head of
  * one sequence, each warpgroup 64 of them. Key/value tiles of 128 rows
- * stream through a two-stage shared-memory ring with cp.async: tile t + 1
- * loads while tile t is computed. S = Q K^T is one chain of wgmma with both
- * operands in shared memory; the softmax (forward_tile.cuh, shared with the
- * mma.sync kernel) runs on S in registers; O += P V takes P from registers
- * (rounded to the inputs' type) and V from shared memory, read N-major so V
- * needs no transpose. Q, K and V tiles use the 128-byte swizzled panel
+ * stream through a three-stage shared-memory ring with cp.async: tiles
+ * t + 1 and t + 2 load while tile t is computed. S = Q K^T is one chain of
+ * wgmma with both operands in shared memory; the softmax (forward_tile.cuh,
+ * shared with the mma.sync kernel; plain softmax takes its element-wise
+ * fast path, one FMA and one ex2 per score) runs on S in registers; O += P V
+ * takes P from registers (rounded to the inputs' type) and V from shared
+ * memory, read N-major so V needs no transpose. Q, K and V tiles use the 128-byte swizzled panel
  * layout of wgmma.cuh.
  *
  * Masks and tile skipping are the mma.sync kernel's: tiles no row of the
@@ -17,25 +18,25 @@
 #include "cuda/attention/forward_tile.cuh"
 #include "cuda/attention/wgmma.cuh"
 
-template <int DP> struct sm90_tiles {
+template <int DP, int STAGES> struct sm90_tiles {
     static constexpr int WARPGROUPS = 2;
     static constexpr int THREADS = WARPGROUPS * 128;
     static constexpr int BM = 64 * WARPGROUPS;
     static constexpr int BN = 128;
     static constexpr int Q_BYTES = BM * DP * 2, KV_BYTES = BN * DP * 2;
-    /* Q, then K and V for each of the two stages, plus slack to align the
-     * start to the 1024-byte swizzle atom */
-    static constexpr int SMEM = Q_BYTES + 4 * KV_BYTES + 1024;
+    /* Q, then K and V for each stage, plus slack to align the start to the
+     * 1024-byte swizzle atom (three stages at D 128: 225 KB of the 227) */
+    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024;
 };
 
-template <int DP, bool F16>
-__global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
+template <int DP, bool F16, int STAGES>
+__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
 #if LA_WGMMA
-    using T = sm90_tiles<DP>;
+    using T = sm90_tiles<DP, STAGES>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
     extern __shared__ unsigned char smem[];
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
-    const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + 2 * T::KV_BYTES;
+    const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
 
     const int64_t b = blockIdx.z, h = blockIdx.y;
     const int64_t mblk = gridDim.x - 1 - blockIdx.x; /* heaviest (causal) blocks first */
@@ -77,13 +78,26 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
 #pragma unroll
     for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
 
-    int64_t t = first_tile(BN, sinks, lo_first, hi_last);
+    /* the ring: tile t in stage 0 (with Q), then up to STAGES - 2 more in
+     * flight ahead of the one computed; one commit group per tile (empty past
+     * the last), so "wait until at most STAGES - 2 groups pend" means tile t
+     * landed. t_ahead is the last tile issued. */
+    int64_t t = first_tile(BN, sinks, lo_first, hi_last), t_ahead = t;
     load_panels<DP, BM, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
     if (t >= 0) {
         load_panels<DP, BN, THREADS>(sK0, kb, a.k_ts, t * BN, lk, D);
         load_panels<DP, BN, THREADS>(sV0, vb, a.v_ts, t * BN, lk, D);
     }
     cp_async_commit();
+#pragma unroll
+    for (int st = 1; st < STAGES - 1; st++) {
+        t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+        if (t_ahead >= 0) {
+            load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
+        }
+        cp_async_commit();
+    }
 
     /* descriptors: Q rows of this warpgroup; K K-major; V N-major (its 64-column
      * panels BN * 128 bytes apart, 8 keys 1024 bytes apart) */
@@ -101,12 +115,14 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
     while (t >= 0) {
         const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
         const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
-        cp_async_wait_all(); /* this tile (and Q) landed */
+        cp_async_wait_group<STAGES - 2>(); /* this tile (and Q) landed */
         fence_proxy_async();
-        __syncthreads(); /* ... for every thread, and every warpgroup is done with the other stage */
-        if (nt >= 0) {
-            load_panels<DP, BN, THREADS>(sK0 + (stage ^ 1) * T::KV_BYTES, kb, a.k_ts, nt * BN, lk, D);
-            load_panels<DP, BN, THREADS>(sV0 + (stage ^ 1) * T::KV_BYTES, vb, a.v_ts, nt * BN, lk, D);
+        __syncthreads(); /* ... for every thread, and every warpgroup is done with the last tile's stage */
+        t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+        if (t_ahead >= 0) {
+            const int st = stage == 0 ? STAGES - 1 : stage - 1; /* the last tile's */
+            load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
         }
         cp_async_commit();
 
@@ -140,7 +156,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
         }
         wgmma_commit();
         wgmma_wait<0>();
-        stage ^= 1;
+        stage = stage == STAGES - 1 ? 0 : stage + 1;
         t = nt;
     }
     cp_async_wait_all();
@@ -148,14 +164,20 @@ __global__ void __launch_bounds__(sm90_tiles<DP>::THREADS, 1) attn_fwd_wgmma_ker
 #endif
 }
 
-template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, cudaStream_t stream) {
-    using T = sm90_tiles<DP>;
-    cudaError_t e =
-        cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
+template <int DP, bool F16, int STAGES> static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
+    using T = sm90_tiles<DP, STAGES>;
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16, STAGES>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_fwd_wgmma_kernel<DP, F16><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
+    attn_fwd_wgmma_kernel<DP, F16, STAGES><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
     return cudaGetLastError();
+}
+
+/* three stages: as fast as two in the last measurement, and the two-stage
+ * build spilled 8 bytes at D 128 bf16 */
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, cudaStream_t stream) {
+    return launch_s<DP, F16, 3>(a, stream);
 }
 
 extern "C" int la_cuda_attention_forward_sm90_usable(void) {
@@ -163,7 +185,7 @@ extern "C" int la_cuda_attention_forward_sm90_usable(void) {
      * the sm_90a one only (a build without 90a, or a device other than 9.0,
      * gets the mma.sync kernel) */
     cudaFuncAttributes fa;
-    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false>) == cudaSuccess && fa.binaryVersion == 90;
+    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false, 3>) == cudaSuccess && fa.binaryVersion == 90;
 }
 
 extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, void *stream) {

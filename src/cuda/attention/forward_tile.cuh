@@ -18,7 +18,18 @@ typedef struct {
     float scale_log2; /* rule.scale * log2(e) */
     bool plain;       /* no softcap, no ALiBi: scores are scaled products */
     bool sigmoid;     /* sigmoid scores: no running max or sum */
+    bool fast;        /* plain softmax with a positive scale: the max is taken on raw
+                       * products and the scale folds into one FMA before exp2 */
 } fwd_score_ctx;
+
+/* 2^x in one MUFU.EX2 (exp2f without fast math adds a denormal fix-up
+ * around it); results below 2^-126 flush to zero, far below what P keeps
+ * after rounding to the inputs' type. */
+static __device__ __forceinline__ float fwd_exp2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 
 static __device__ __forceinline__ fwd_score_ctx fwd_score_ctx_make(const la_score_rule &rule, int64_t h) {
     fwd_score_ctx c;
@@ -27,6 +38,7 @@ static __device__ __forceinline__ fwd_score_ctx fwd_score_ctx_make(const la_scor
     c.scale_log2 = rule.scale * LA_LOG2E;
     c.plain = rule.softcap <= 0 && c.slope == 0;
     c.sigmoid = rule.score == LA_SCORE_SIGMOID;
+    c.fast = c.plain && !c.sigmoid && rule.scale > 0;
     return c;
 }
 
@@ -42,6 +54,44 @@ static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, f
                                                        int64_t lk, int tq) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
+        if (c.fast) {
+            /* the common tile: mask (if any) on the raw products, max of those,
+             * then p = 2^(s scale log2e - m) with m in log2 units */
+            if (masked) {
+                const int64_t clo = lo[r] - j0, chi = hi[r] - j0, csk = c.rule.sinks - j0;
+                const int rlo = clo < 0 ? 0 : clo > BN ? BN : (int)clo, rhi = chi < 0 ? 0 : chi > BN ? BN : (int)chi;
+                const int rsk = csk < 0 ? 0 : csk > BN ? BN : (int)csk;
+#pragma unroll
+                for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int j = n * 8 + 2 * tq + e;
+                        if (!(j < rhi && (j >= rlo || j < rsk))) s[n][2 * r + e] = -INFINITY;
+                    }
+            }
+            float mx = -INFINITY;
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float m_new = fmaxf(m_run[r], mx * c.scale_log2);
+            const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+            const float alpha = fwd_exp2(m_run[r] - m_use);
+            m_run[r] = m_new;
+            float sum = 0;
+#pragma unroll
+            for (int n = 0; n < BN / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float p = fwd_exp2(fmaf(s[n][2 * r + e], c.scale_log2, -m_use));
+                    s[n][2 * r + e] = p;
+                    sum += p;
+                }
+            l_run[r] = l_run[r] * alpha + sum;
+#pragma unroll
+            for (int d = 0; d < DP / 8; d++) o[d][2 * r] *= alpha, o[d][2 * r + 1] *= alpha;
+            continue;
+        }
         if (c.plain) {
 #pragma unroll
             for (int n = 0; n < BN / 8; n++) s[n][2 * r] *= c.scale_log2, s[n][2 * r + 1] *= c.scale_log2;
