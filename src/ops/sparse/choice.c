@@ -12,7 +12,8 @@
 static const char *const kind_names[LA_SPARSE_KIND_COUNT] = {"none", "static", "topk", "vslash", "hip",
                                                              "chunks", "flex", "routing"};
 
-/* The budget's range for its kind: LA_OK or LA_ERR_ARGUMENT. */
+/* The budget's range for its kind, and the options' (sink, local: 0 or the
+ * selector's own; dense_layers >= 0): LA_OK or LA_ERR_ARGUMENT. */
 static la_status check_choice(const la_sparse_choice *c) {
     if ((unsigned)c->kind >= LA_SPARSE_KIND_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "sparse kind %d is unknown", (int)c->kind);
