@@ -1062,8 +1062,9 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
                                        const la_tensor *q, const la_tensor *k, la_block_index *out,
                                        double *divergence);
 
-/* One selector and one budget, as `--sparse SELECTOR:BUDGET` names them
- * (the model's prefill, tools): every other option at its default.
+/* One selector and one budget, as `--sparse SELECTOR:BUDGET[,OPTION=N...]`
+ * names them (the model's prefill, tools): every option not named at its
+ * default.
  *   static:N   sink block + local window of N blocks (local_blocks N >= 1)
  *   topk:G     G in (0, 1]: coverage gamma; G > 1 (an integer): top_k G
  *   vslash:N   N vertical columns and N diagonals (blocks)
@@ -1071,7 +1072,17 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
  *   chunks:N   top_k N chunks (of 4 blocks) per row
  *   flex:G     coverage gamma G in (0, 1] for query-aware heads
  *   routing:N  N clusters, from a fresh state (seed 0) at every call
- * LA_SPARSE_NONE: dense attention. */
+ * Options, each at most once, N a whole number:
+ *   sink=N          the selector's sink_blocks (N >= 1; static, topk, hip,
+ *                   flex, routing: the others have no such option)
+ *   local=N         the selector's local_blocks (N >= 1; topk, hip, chunks,
+ *                   flex, routing; static's budget is its window)
+ *   dense-layers=N  model prefill only: layers [0, N) run dense attention
+ *                   (N >= 0; a model's early layers attend diffusely);
+ *                   la_sparse_select ignores it
+ * e.g. "topk:0.95,dense-layers=2,local=2".
+ * LA_SPARSE_NONE: dense attention. Brace-initialised choices
+ * ({kind, budget}) get every option at its default (the zero values). */
 typedef enum {
     LA_SPARSE_NONE = 0,
     LA_SPARSE_STATIC,
@@ -1086,15 +1097,20 @@ typedef enum {
 typedef struct {
     la_sparse_kind kind;
     double budget;
+    int64_t sink_blocks;  /* 0: the selector's default; else >= 1 */
+    int64_t local_blocks; /* 0: the selector's default; else >= 1 */
+    int64_t dense_layers; /* model prefill: the first dense_layers layers dense, >= 0 */
 } la_sparse_choice;
-/* Parse "none" or "SELECTOR:BUDGET" as above: LA_ERR_NULL, or
- * LA_ERR_ARGUMENT naming what is wrong (an unknown selector, a budget out
- * of its range or not an integer where one is needed). */
+/* Parse "none" or "SELECTOR:BUDGET[,OPTION=N...]" as above: LA_ERR_NULL,
+ * or LA_ERR_ARGUMENT naming what is wrong (an unknown selector or option,
+ * a budget or option value out of its range or not an integer where one
+ * is needed, an option given twice or one the selector does not have). */
 LA_API la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out);
-/* Run the chosen selector (la_sparse_select_* with the defaults and the
- * budget as above) on q and k: the selectors' arguments and errors;
- * LA_ERR_ARGUMENT for LA_SPARSE_NONE, an unknown kind or a budget out of
- * range. */
+/* Run the chosen selector (la_sparse_select_* with the defaults, the
+ * budget and the sink / local options as above) on q and k: the
+ * selectors' arguments and errors; LA_ERR_ARGUMENT for LA_SPARSE_NONE, an
+ * unknown kind, a budget or option out of range, or a sink / local option
+ * the selector does not have. */
 LA_API la_status la_sparse_select(la_context *ctx, const la_sparse_choice *choice, const la_attention_params *p,
                                   const la_tensor *q, const la_tensor *k, la_block_index *out);
 

@@ -123,9 +123,11 @@ typedef struct {
     la_kv_policy kv_policy;
     /* Prefill attention (la_session_eval of two or more tokens): dense
      * (LA_SPARSE_NONE), or block-sparse with this selector and budget
-     * (la_sparse_select, then la_block_sparse_forward) in every layer.
+     * (la_sparse_select, then la_block_sparse_forward) in every layer
+     * from sparse.dense_layers on (the layers before it run dense).
      * Single-token steps stay dense. la_sparse_choice_parse reads
-     * "SELECTOR:BUDGET". Routing keeps one k-means state per layer for
+     * "SELECTOR:BUDGET[,OPTION=N...]"; negative options are
+     * LA_ERR_ARGUMENT here. Routing keeps one k-means state per layer for
      * the session's life (centroids move across calls, as the selector's
      * state is meant to; la_session_reset keeps them). */
     la_sparse_choice sparse;

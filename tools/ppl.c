@@ -18,7 +18,7 @@ static const char CMD[] = "longattn ppl";
 
 static void usage(FILE *f) {
     fprintf(f, "usage: longattn ppl -m MODEL.gguf -f FILE --ctx N [--threads N] [--kv-type T] [--kv POLICY]\n"
-               "                   [--sparse SELECTOR:BUDGET] [--exact-decode]\n"
+               "                   [--sparse SELECTOR:BUDGET[,OPTION=N...]] [--exact-decode]\n"
                "  -m FILE      GGUF model\n"
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
@@ -27,8 +27,8 @@ static void usage(FILE *f) {
                "  --kv POLICY  KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
                "               quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h; applied after\n"
                "               each evaluated batch of tokens)\n"
-               "  --sparse S:B block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of\n"
-               "               static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n"
+               "  --sparse S:B block-sparse prefill: none (default) or SELECTOR:BUDGET[,sink=N][,local=N][,dense-layers=N],\n"
+               "               SELECTOR one of static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n"
                "  --exact-decode  f32 activations for one-token evaluations too (no int8 rounding)\n");
 }
 

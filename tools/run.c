@@ -32,8 +32,9 @@ static void usage(FILE *f) {
             "                 q8 / q4 (int8 / int4, KIVI-style groups of 32, the last 32+ tokens kept f32)\n"
             "  --kv POLICY    KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
             "                 quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h)\n"
-            "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET, SELECTOR one of static,\n"
-            "                 topk, vslash, hip, chunks, flex, routing (see la_sparse_choice in longattn.h)\n"
+            "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET[,sink=N][,local=N]\n"
+            "                 [,dense-layers=N], SELECTOR one of static, topk, vslash, hip, chunks, flex, routing\n"
+            "                 (see la_sparse_choice in longattn.h)\n"
             "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n"
             "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h),\n"
             "                 for `longattn bench sparse --qk-file`; --dump-layers all|N,N,... (default 0,7,15,23)\n");

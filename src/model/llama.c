@@ -244,6 +244,10 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
     if ((unsigned)p->sparse.kind >= LA_SPARSE_KIND_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "sparse kind %d is unknown; use la_sparse_choice_parse", (int)p->sparse.kind);
+    if (p->sparse.dense_layers < 0 || p->sparse.sink_blocks < 0 || p->sparse.local_blocks < 0)
+        return la_fail(LA_ERR_ARGUMENT, "sparse dense_layers %lld, sink_blocks %lld, local_blocks %lld: none may be "
+                       "negative; use la_sparse_choice_parse", (long long)p->sparse.dense_layers,
+                       (long long)p->sparse.sink_blocks, (long long)p->sparse.local_blocks);
     const la_model_config *c = &m->cfg;
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
@@ -407,7 +411,8 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     if (s->on_attention) s->on_attention(s->on_attention_user, layer_i, &q, &k);
-    if (s->sparse.kind != LA_SPARSE_NONE) { /* block-sparse prefill: select, then attend */
+    /* block-sparse prefill past the choice's dense layers: select, then attend */
+    if (s->sparse.kind != LA_SPARSE_NONE && layer_i >= s->sparse.dense_layers) {
         la_block_index x;
         if (s->sparse.kind == LA_SPARSE_ROUTING) { /* centroids carried across calls, per layer */
             if (!s->routing && !(s->routing = calloc((size_t)c->n_layer, sizeof *s->routing)))
@@ -416,6 +421,8 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
                                                                               (int64_t)s->sparse.budget, 0)))
                 return st;
             la_sparse_routing ro = la_sparse_routing_default();
+            if (s->sparse.sink_blocks) ro.sink_blocks = s->sparse.sink_blocks;
+            if (s->sparse.local_blocks) ro.local_blocks = s->sparse.local_blocks;
             st = la_sparse_select_routing(s->ctx, &ro, s->routing[layer_i], &p, &q, &k, &x);
         } else {
             st = la_sparse_select(s->ctx, &s->sparse, &p, &q, &k, &x);

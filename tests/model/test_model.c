@@ -607,7 +607,8 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
     int32_t prompt[P];
     for (int i = 0; i < P; i++) prompt[i] = (int32_t)tu_randint(rng, 0, V - 1);
     const char *choices[] = {"none", "static:1000", "static:1", "topk:0.5", "topk:1", "vslash:8", "hip:1",
-                             "chunks:1", "flex:0.9", "routing:3"};
+                             "chunks:1", "flex:0.9", "routing:3", "static:1,dense-layers=1000",
+                             "topk:2,dense-layers=1,sink=2,local=2"};
     const int nc = (int)(sizeof choices / sizeof choices[0]);
     float *dense = tu_alloc(sizeof(float) * (size_t)(P * V)), *got = tu_alloc(sizeof(float) * (size_t)(P * V));
     double full_worst = 0;
@@ -643,6 +644,8 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
          * more, so the bound below still tells a missing block from rounding */
         if (ci == 1) full_worst = worst / scale;
         if (ci == 1) tu_check(worst <= 2e-3 * scale, "%s --sparse static:1000: %.3g from dense (scale %.3g)", spec->name, worst, scale);
+        /* every layer dense: the dense path itself, bit for bit */
+        if (ci == 10) tu_check(worst == 0, "%s --sparse %s: %.3g from dense", spec->name, choices[ci], worst);
         if (ci == 2) tu_check(worst / scale > 10 * full_worst && worst > 2e-3 * scale,
                               "%s --sparse static:1 (keys dropped): only %.3g from dense (scale %.3g), static:1000 %.3g",
                               spec->name, worst, scale, full_worst * scale);
@@ -672,6 +675,11 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
         la_session_params sp = la_session_params_default();
         sp.max_ctx = 16, sp.sparse.kind = (la_sparse_kind)99;
         la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+        sp.sparse = (la_sparse_choice){LA_SPARSE_STATIC, 1, .dense_layers = -1};
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+        tu_check(strstr(la_last_error(), "dense_layers") != NULL, "negative dense_layers: message '%s'", la_last_error());
+        sp.sparse = (la_sparse_choice){LA_SPARSE_TOPK, 2, .local_blocks = -3};
         TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
     }
     free(dense), free(got);

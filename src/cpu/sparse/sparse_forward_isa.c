@@ -3,8 +3,8 @@
  * blocks instead of every key block, compiled per instruction set.
  *
  * Work unit: one query block of the index (block_size rows of one head),
- * in items of at most BQ rows. Each listed key block is cut into pieces of
- * at most BK keys; the score rule still classifies every piece against the
+ * in items of at most BQ rows. Each run of consecutive listed key blocks
+ * is cut into even pieces of at most BK keys; the score rule still classifies every piece against the
  * item's rows, so a listed block the rule hides stays hidden and partly
  * visible pieces are masked element-wise, exactly as in the dense kernel.
  * With every block listed the output and lse equal the dense kernel's up
@@ -88,10 +88,19 @@ static void sparse_unit(const la_attn_forward_problem *fp, const void *arg, scra
         const int64_t nq = (qb + 1) * bs - i0 < BQ ? (qb + 1) * bs - i0 : BQ;
         if (!item_begin(fp, w, b, h, i0, nq, &it, &kend)) return;
         for (int64_t e = 0; e < n; e++) {
+            /* a run of consecutive listed blocks is one key range, cut into
+             * even pieces of at most BK keys (whole S_MR tiles but the last):
+             * 64-key blocks one by one paid the per-piece softmax and O
+             * rescaling on 64 keys instead of up to 96 */
             const int64_t kb0 = (int64_t)ids[e] * bs;
-            int64_t kb1 = kb0 + bs < kend ? kb0 + bs : kend;
-            for (int64_t j0 = kb0; j0 < kb1; j0 += BK) {
-                int64_t j1 = j0 + BK < kb1 ? j0 + BK : kb1;
+            while (e + 1 < n && ids[e + 1] == ids[e] + 1 && (int64_t)ids[e + 1] * bs < kend) e++;
+            const int64_t kb1 = ((int64_t)ids[e] + 1) * bs < kend ? ((int64_t)ids[e] + 1) * bs : kend;
+            if (kb1 <= kb0) continue;
+            const int64_t pieces = (kb1 - kb0 + BK - 1) / BK;
+            int64_t step = tg_round_up((kb1 - kb0 + pieces - 1) / pieces, S_MR);
+            if (step > BK) step = BK;
+            for (int64_t j0 = kb0; j0 < kb1; j0 += step) {
+                int64_t j1 = j0 + step < kb1 ? j0 + step : kb1;
                 la_block_vis vis = classify(&it, w, j0, j1);
                 if (vis != LA_BLOCK_NONE) key_block(&it, w, j0, j1, vis == LA_BLOCK_SOME);
             }
