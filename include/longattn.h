@@ -1315,7 +1315,12 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    saw it); a head over budget keeps its `recent` newest entries (option
  *    recent=, default BUDGET / 2, < BUDGET) and the BUDGET - recent others
  *    with the largest accumulated mass (ties: the earlier entry). Evicts
- *    after each la_session_eval chunk, not token by token inside it.
+ *    after every la_kv_policy_update: each single-token decode step drops
+ *    one entry (the paper's per-step eviction, so during generation a head
+ *    holds exactly BUDGET entries); a multi-token call (a prefill chunk,
+ *    up to 512 tokens in a session) appends all its rows, scores them,
+ *    then drops down to BUDGET: the amortised form, a head holding at most
+ *    BUDGET + chunk entries between append and eviction, never more after.
  *  - "snapkv:BUDGET" (SnapKV, Li et al. 2024): after the whole prompt
  *    (la_kv_policy_end_prompt; prefill chunks before it evict nothing, so
  *    a question at the prompt's end votes), the prompt's last
@@ -1335,7 +1340,12 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    head, and attends only the best ceil(BUDGET / page_size) - 1 full
  *    pages (ties: the earlier page) plus the last (current)
  *    page, through decode over a block table of just those pages, so it
- *    reads only their bytes. Prefill chunks attend the whole cache. Page
+ *    reads only their bytes. On q8/q4 pages the bounds are taken from
+ *    the dequantised keys (what decode reads; a page with rows still in
+ *    the f32 window is bounded again once they are quantised) and the
+ *    picked pages are read back dequantised into a scratch of at most
+ *    ceil(BUDGET / page_size) pages and attended in f32: the whole cache is
+ *    never copied. Prefill chunks attend the whole cache. Page
  *    granularity is the cache's page_size; a session (longattn_model.h)
  *    creates its cache with pages of option page= tokens (default
  *    LA_KV_QUEST_PAGE, as Quest; page=0 keeps the session's

@@ -145,8 +145,8 @@ typedef struct {
      * (default: kv_type pages), LA_KV_Q8 or LA_KV_Q4, with key groups of
      * gcd(32, kv_page_size) tokens, value groups of gcd(32, head_dim)
      * channels for int8 and gcd(16, head_dim) for int4, and a 32-token f32
-     * window; kv_type is then unused. Every policy but quest runs on
-     * them (quest: LA_ERR_UNSUPPORTED). On SmolLM2-135M (perplexity, 4608
+     * window; kv_type is then unused. Every policy runs on them
+     * (quest reads the pages it picks back dequantised). On SmolLM2-135M (perplexity, 4608
      * tokens in windows of 512): int8 +0.05% over f16, int4 +1.8%. */
     la_kv_quant kv_quant;
     /* f32 activations in single-token steps and in the prefill's output

@@ -24,6 +24,7 @@
  * most recent entries, and qlen is a multiple of the key group. */
 #include "base/base.h"
 #include "backend/kvq_problem.h"
+#include "kv/kv_internal.h"
 #include "ops/kvquant/kvq_decode.h"
 
 #include <math.h>
@@ -440,6 +441,12 @@ int64_t la_kv_cache_len(const la_kv_cache *c, int64_t layer, int64_t head, int64
         seq >= c->p.max_seqs)
         return -1;
     return c->len[head_index(c, layer, head, seq)];
+}
+
+int64_t la_kv_cache_settled_len(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
+    if (la_kv_cache_len(c, layer, head, seq) < 0) return -1;
+    const int64_t i = head_index(c, layer, head, seq);
+    return quantised(c) ? c->qlen[i] : c->len[i];
 }
 
 la_status la_kv_cache_positions(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,

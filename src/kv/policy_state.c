@@ -9,6 +9,7 @@
  * (la_kv_cache_compact), so the two stay aligned. Sequence 0 only. */
 #include "base/base.h"
 #include "base/parallel.h"
+#include "kv/kv_internal.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -259,9 +260,6 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
         return la_fail(LA_ERR_UNSUPPORTED, "la_kv_policy_state_create: the cache holds %lld sequences; stateful "
                        "policies support one",
                        (long long)cp->max_seqs);
-    if (p->kind == LA_KV_POLICY_QUEST && cp->quant != LA_KV_QUANT_NONE)
-        return la_fail(LA_ERR_UNSUPPORTED, "la_kv_policy_state_create: quest reads pages through float views; it does "
-                       "not run on quantised (q8/q4) pages yet");
     la_kv_policy_state *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
     s->p = *p, s->cp = *cp, s->heads = cp->n_layers * cp->n_kv_heads;
@@ -402,7 +400,12 @@ static la_status check_call(const la_kv_policy_state *s, const char *fn, const l
 
 /* --------------------------------------------------------------- quest */
 
-/* Per-channel min and max of the keys of full pages [bounded, upto). */
+/* Per-channel min and max of the keys of full pages [bounded, upto), from
+ * the values decode reads (la_kv_cache_read: dequantised on q8/q4 pages).
+ * A page some of whose entries are still in a quantised cache's f32 window
+ * is bounded anew at every call (its values change when the window
+ * quantises them); `bounded` only covers pages of settled entries, so a
+ * page's bounds always hold for the keys decode reads. */
 static la_status quest_bounds(la_kv_policy_state *s, const la_kv_cache *c, int64_t layer, int64_t head, int64_t upto) {
     const int64_t i = layer * s->cp.n_kv_heads + head, D = s->cp.head_dim, ps = s->cp.page_size;
     const int64_t pages = (s->cp.max_tokens + ps - 1) / ps;
@@ -417,6 +420,7 @@ static la_status quest_bounds(la_kv_policy_state *s, const la_kv_cache *c, int64
     }
     if (!grow_f(&s->kf, &s->kf_cap, ps * D)) return la_fail(LA_ERR_NOMEM, "KV policy quest: no memory");
     if (s->bounded[i] > upto) s->bounded[i] = upto; /* a failed chunk's entries were dropped */
+    const int64_t settled = la_kv_cache_settled_len(c, layer, head, 0) / ps;
     for (int64_t pg = s->bounded[i]; pg < upto; pg++) {
         la_status st = la_kv_cache_read(c, layer, head, 0, pg * ps, ps, s->kf, NULL);
         if (st) return st;
@@ -428,7 +432,8 @@ static la_status quest_bounds(la_kv_policy_state *s, const la_kv_cache *c, int64
                 mn[d] = fminf(mn[d], x), mx[d] = fmaxf(mx[d], x);
             }
     }
-    if (upto > s->bounded[i]) s->bounded[i] = upto;
+    const int64_t done = upto < settled ? upto : settled;
+    if (done > s->bounded[i]) s->bounded[i] = done;
     return LA_OK;
 }
 
@@ -454,17 +459,32 @@ static la_status quest_decode(la_kv_policy_state *s, la_context *ctx, const la_a
     }
     qsort(s->order, (size_t)(np - 1), sizeof *s->order, by_key_desc);
     qsort(s->order, (size_t)(keep - 1), sizeof *s->order, by_slot);
-    la_kv_view view;
-    if ((st = la_kv_cache_view(c, layer, head, 0, 1, &view))) return st;
-    for (int64_t k = 0; k < keep - 1; k++) s->blocks[k] = view.layout.block_table[s->order[k].slot];
-    s->blocks[keep - 1] = view.layout.block_table[np - 1];
     const int32_t seqlen = (int32_t)((keep - 1) * ps + len - (np - 1) * ps);
-    la_kv_layout lay = {.seqlens_k = &seqlen, .block_table = s->blocks, .blocks_per_seq = keep};
     la_tensor qt = {.data = (void *)(q + head * G * D), .dtype = LA_F32, .ndim = 4,
                     .shape = {1, 1, G, D}, .stride = {n_heads * D, n_heads * D, D, 1}};
     la_tensor ot = qt;
     ot.data = out + head * G * D;
     la_tensor lt = {.data = lse + head * G, .dtype = LA_F32, .ndim = 3, .shape = {1, 1, G}, .stride = {n_heads, n_heads, 1}};
+    if (s->cp.quant != LA_KV_QUANT_NONE) {
+        /* q8/q4 pages have no tensor view: the picked pages (at most the
+         * budget rounded up to pages, never the whole cache) are read back
+         * dequantised, in slot order, and attended in f32 */
+        if (!grow_f(&s->kf, &s->kf_cap, (int64_t)seqlen * D) || !grow_f(&s->vf, &s->vf_cap, (int64_t)seqlen * D))
+            return la_fail(LA_ERR_NOMEM, "KV policy quest: no memory for %d entries", seqlen);
+        for (int64_t k = 0; k < keep; k++) {
+            const int64_t pg = k < keep - 1 ? s->order[k].slot : np - 1, rows = pg < np - 1 ? ps : len - pg * ps;
+            if ((st = la_kv_cache_read(c, layer, head, 0, pg * ps, rows, s->kf + k * ps * D, s->vf + k * ps * D)))
+                return st;
+        }
+        la_tensor kt = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, seqlen, 1, D});
+        la_tensor vt = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, seqlen, 1, D});
+        return la_attention_decode(ctx, ap, &qt, &kt, &vt, NULL, &ot, &lt);
+    }
+    la_kv_view view;
+    if ((st = la_kv_cache_view(c, layer, head, 0, 1, &view))) return st;
+    for (int64_t k = 0; k < keep - 1; k++) s->blocks[k] = view.layout.block_table[s->order[k].slot];
+    s->blocks[keep - 1] = view.layout.block_table[np - 1];
+    la_kv_layout lay = {.seqlens_k = &seqlen, .block_table = s->blocks, .blocks_per_seq = keep};
     return la_attention_decode(ctx, ap, &qt, &view.k, &view.v, &lay, &ot, &lt);
 }
 

@@ -236,10 +236,6 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         return la_fail(LA_ERR_ARGUMENT, "kv_quant %d is not LA_KV_QUANT_NONE, LA_KV_Q8 or LA_KV_Q4", (int)p->kv_quant);
     if (la_kv_policy_validate(&p->kv_policy))
         return la_fail(LA_ERR_ARGUMENT, "kv_policy is not valid (%s); use la_kv_policy_parse", la_last_error());
-    /* Quest reads pages through float views (h2o, snapkv and duo run on quantised pages) */
-    if (p->kv_quant != LA_KV_QUANT_NONE && p->kv_policy.kind == LA_KV_POLICY_QUEST)
-        return la_fail(LA_ERR_UNSUPPORTED, "KV policy quest does not run on quantised (q8/q4) pages yet; use full, "
-                       "streaming, h2o, snapkv or duo with them");
     if (p->kv_page_size <= 0)
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
     if ((unsigned)p->sparse.kind >= LA_SPARSE_KIND_COUNT)

@@ -276,6 +276,126 @@ static void check_h2o(la_context *ctx, uint64_t *rng) {
     la_kv_cache_destroy(c);
 }
 
+/* H2O during generation, token by token, against a float64 replay: a
+ * prompt over budget, then STEPS single-token steps; each step the replay
+ * adds every held entry's float64 softmax mass (from what the cache holds
+ * now: re-quantised values on q8/q4 pages) to its accumulated score and
+ * drops the lightest entry outside the recent window. After every step the
+ * cache must hold exactly BUDGET entries (one evicted per token), at the
+ * replay's positions, with scores within 1e-5 of the replay's; a near tie
+ * (scores within 1e-5) may go either way and the replay follows the cache.
+ * Bytes never exceed those of BUDGET entries' pages. */
+static void check_h2o_steps(la_context *ctx, uint64_t *rng, la_kv_quant quant) {
+    enum { H = 2, G = 2, P = 14, STEPS = 40, BUDGET = 8, RECENT = 3, PS = 4, CAP = 64 };
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_layers = 1, cp.n_kv_heads = H, cp.head_dim = D, cp.page_size = PS, cp.max_tokens = CAP, cp.dtype = LA_F32;
+    if ((cp.quant = quant) != LA_KV_QUANT_NONE) cp.quant_key_group = 4, cp.quant_value_group = 8, cp.quant_window = 4;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c), LA_OK);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:8:recent=3", &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!c || !s) return;
+    const char *name = quant == LA_KV_Q8 ? "q8" : quant == LA_KV_Q4 ? "q4" : "f32";
+    float k[P * H * D], v[P * H * D], q[P * H * G * D], out[P * H * G * D];
+    tu_fill(rng, k, LA_F32, P * H * D, -1, 1);
+    tu_fill(rng, v, LA_F32, P * H * D, -1, 1);
+    tu_fill(rng, q, LA_F32, P * H * G * D, -1, 1);
+    append(c, P, k, v, 0);
+    /* the replay, per head: positions held and float64 accumulated mass */
+    int32_t pos[H][CAP];
+    double acc[H][CAP], m[CAP];
+    int64_t n[H];
+    for (int64_t h = 0; h < H; h++) {
+        ref_mass(c, h, q + h * G * D, P, G, H * G * D, m);
+        n[h] = P;
+        for (int64_t j = 0; j < P; j++) pos[h][j] = (int32_t)j, acc[h][j] = m[j];
+    }
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, P, H * G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, P, H * G, 0), LA_OK);
+    int bad_pos = 0, bad_len = 0, ties = 0;
+    double worst = 0;
+    size_t most = 0;
+    /* replay of one eviction down to BUDGET, following the cache on near ties */
+    for (int step = 0; step <= STEPS; step++) {
+        for (int64_t h = 0; h < H; h++) {
+            const int32_t *cpos;
+            int64_t clen;
+            TU_EXPECT_STATUS(la_kv_cache_positions(c, 0, h, 0, &cpos, &clen), LA_OK);
+            bad_len += clen != BUDGET;
+            while (n[h] > BUDGET) {
+                int64_t drop = -1;
+                for (int64_t j = 0; j < n[h] - RECENT; j++)
+                    if (drop < 0 || acc[h][j] <= acc[h][drop]) drop = j; /* ties: the later goes */
+                /* the cache's choice among [0, n - RECENT): the replay's entry it does not hold */
+                int64_t cdrop = -1;
+                for (int64_t j = 0, r = 0; j < n[h] - RECENT && cdrop < 0; j++) {
+                    while (r < clen && cpos[r] < pos[h][j]) r++;
+                    if (r >= clen || cpos[r] != pos[h][j]) cdrop = j;
+                }
+                if (cdrop >= 0 && cdrop != drop && fabs(acc[h][cdrop] - acc[h][drop]) < 1e-5) ties++, drop = cdrop;
+                for (int64_t j = drop; j + 1 < n[h]; j++) pos[h][j] = pos[h][j + 1], acc[h][j] = acc[h][j + 1];
+                n[h]--;
+            }
+            for (int64_t j = 0; j < n[h] && j < clen; j++) bad_pos += cpos[j] != pos[h][j];
+            const float *sc;
+            int64_t ns;
+            TU_EXPECT_STATUS(la_kv_policy_state_scores(s, 0, h, &sc, &ns), LA_OK);
+            for (int64_t j = 0; j < ns && j < n[h]; j++) worst = fmax(worst, fabs(sc[j] - acc[h][j]));
+        }
+        const size_t bytes = la_kv_cache_bytes(c);
+        most = bytes > most ? bytes : most;
+        if (step == STEPS) break;
+        /* the next token */
+        float k1[H * D], v1[H * D], q1[H * G * D], o1[H * G * D];
+        tu_fill(rng, k1, LA_F32, H * D, -1, 1);
+        tu_fill(rng, v1, LA_F32, H * D, -1, 1);
+        tu_fill(rng, q1, LA_F32, H * G * D, -1, 1);
+        append(c, 1, k1, v1, P + step);
+        for (int64_t h = 0; h < H; h++) {
+            pos[h][n[h]] = P + step, acc[h][n[h]] = 0, n[h]++;
+            ref_mass(c, h, q1 + h * G * D, 1, G, H * G * D, m);
+            for (int64_t j = 0; j < n[h]; j++) acc[h][j] += m[j];
+        }
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q1, 1, H * G, o1), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q1, 1, H * G, 0), LA_OK);
+    }
+    tu_check(bad_len == 0, "h2o on %s pages: a head held other than %d entries after %d of the steps", name, BUDGET,
+             bad_len);
+    tu_check(bad_pos == 0, "h2o on %s pages: %d held positions differ from the float64 replay (%d near ties)", name,
+             bad_pos, ties);
+    /* f32 masses (exp within 3e-7 relative) summed over <= 55 queries: 1e-5 */
+    tu_check(worst < 1e-5, "h2o on %s pages: accumulated scores off the float64 replay by %.3g", name, worst);
+    /* the most BUDGET entries occupy: 2 pages per head (f32); on q8/q4 all
+     * BUDGET in quantised pages (2 pages) + the window's rows, as a fresh
+     * cache of BUDGET + quant_window entries holds */
+    la_kv_cache *ref = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&cp, &ref), LA_OK);
+    if (ref) {
+        const int64_t nb = BUDGET + (quant != LA_KV_QUANT_NONE ? cp.quant_window : 0);
+        float kb[(BUDGET + 4) * H * D];
+        tu_fill(rng, kb, LA_F32, nb * H * D, -1, 1);
+        append(ref, nb, kb, kb, 0);
+        const size_t bound = la_kv_cache_bytes(ref);
+        tu_check(most <= bound, "h2o on %s pages: %zu bytes held during generation, more than %zu for %d entries", name,
+                 most, bound, BUDGET);
+        la_kv_cache_destroy(ref);
+    }
+    /* bad inputs: each its status and a message */
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, H * G + 1, 0), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "multiple") != NULL, "h2o: n_heads not a multiple: message '%s'", la_last_error());
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, BUDGET + 1, H * G, 0), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "fewer than") != NULL, "h2o: more queries than entries: message '%s'",
+             la_last_error());
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 1, q, 1, H * G, 0), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "out of range") != NULL, "h2o: layer out of range: message '%s'", la_last_error());
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, NULL, 1, H * G, 0), LA_ERR_NULL);
+    tu_check(strstr(la_last_error(), "q is NULL") != NULL, "h2o: NULL q: message '%s'", la_last_error());
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
 static void check_snapkv(la_context *ctx, uint64_t *rng) {
     enum { N = 40, G = 1, W = 8 };
     la_kv_cache *c = make_cache(1, 8, 64);
@@ -483,6 +603,121 @@ static void check_quest(la_context *ctx, uint64_t *rng) {
     la_kv_cache_destroy(c);
 }
 
+/* Quest's choice rebuilt in float64 from what the cache holds now
+ * (la_kv_cache_read: dequantised keys on q8/q4 pages): per full page the
+ * bound sum_d max(q_d min_d, q_d max_d), max over the G query heads, the
+ * best keep - 1 pages (ties: the earlier) and the last page, then float64
+ * attention of each query head over those entries. */
+static void ref_quest(const la_kv_cache *c, int64_t h, const float *q, int64_t G, int64_t ps, int64_t keep,
+                      double *out) {
+    const int64_t len = la_kv_cache_len(c, 0, h, 0), np = (len + ps - 1) / ps;
+    float *k = malloc(sizeof(float) * (size_t)(len * D));
+    double *bound = malloc(sizeof(double) * (size_t)np);
+    int64_t *slots = malloc(sizeof(int64_t) * (size_t)(keep * ps));
+    char *picked = calloc((size_t)np, 1);
+    la_kv_cache_read(c, 0, h, 0, 0, len, k, NULL);
+    for (int64_t pg = 0; pg < np - 1; pg++) {
+        bound[pg] = -INFINITY;
+        for (int64_t g = 0; g < G; g++) {
+            double u = 0;
+            for (int64_t d = 0; d < D; d++) {
+                double mn = INFINITY, mx = -INFINITY;
+                for (int64_t r = pg * ps; r < (pg + 1) * ps; r++) mn = fmin(mn, k[r * D + d]), mx = fmax(mx, k[r * D + d]);
+                u += fmax(q[g * D + d] * mn, q[g * D + d] * mx);
+            }
+            bound[pg] = fmax(bound[pg], u);
+        }
+    }
+    for (int64_t t = 0; t < keep - 1; t++) {
+        int64_t best = -1;
+        for (int64_t pg = 0; pg < np - 1; pg++)
+            if (!picked[pg] && (best < 0 || bound[pg] > bound[best])) best = pg;
+        if (best < 0) break;
+        picked[best] = 1;
+    }
+    picked[np - 1] = 1;
+    int64_t n = 0;
+    for (int64_t pg = 0; pg < np; pg++)
+        if (picked[pg])
+            for (int64_t r = pg * ps; r < (pg + 1) * ps && r < len; r++) slots[n++] = r;
+    for (int64_t g = 0; g < G; g++) ref_attend(c, h, q + g * D, n, slots, out + g * D);
+    free(k), free(bound), free(slots), free(picked);
+}
+
+/* Quest on q8/q4 pages: bounds from the dequantised keys; several appends
+ * (pages filling, window rows quantised between steps) and decode steps
+ * against ref_quest, which bounds what the cache holds at that step; a
+ * planted page picked; a budget >= the context equal to float64 attention
+ * over every entry. (Re-bounding a page once its window rows are
+ * quantised is not observable here: asymmetric quantisation keeps each
+ * group's per-channel min and max up to the f16 rounding of its scale.) */
+static void check_quest_quant(la_context *ctx, uint64_t *rng, la_kv_quant quant) {
+    enum { H = 2, G = 2, PS = 8, CAP = 96 };
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_layers = 1, cp.n_kv_heads = H, cp.head_dim = D, cp.page_size = PS, cp.max_tokens = CAP, cp.dtype = LA_F32;
+    cp.quant = quant, cp.quant_key_group = 4, cp.quant_value_group = 8, cp.quant_window = 6;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c), LA_OK);
+    if (!c) return;
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:24", &p), LA_OK); /* 3 pages: 2 picked + the current one */
+    la_kv_policy_state *s = NULL, *sfull = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    la_kv_policy pf;
+    TU_EXPECT_STATUS(la_kv_policy_parse("quest:96:page=0", &pf), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&pf, c, &sfull), LA_OK);
+    if (!s || !sfull) return;
+    float k[CAP * H * D], v[CAP * H * D], q[H * G * D], out[H * G * D];
+    const int steps[] = {29, 1, 1, 7, 1, 13, 1, 1, 9, 1}; /* appended rows before each decode */
+    int32_t have = 0;
+    double worst = 0, worst_full = 0;
+    for (size_t st = 0; st < sizeof steps / sizeof *steps; st++) {
+        const int n = steps[st];
+        tu_fill(rng, k, LA_F32, n * H * D, -0.5, 0.5);
+        tu_fill(rng, v, LA_F32, n * H * D, -1, 1);
+        if (st == 0) k[(11 * H + 1) * D + 3] = 6; /* head 1: page 1 holds a key far out on channel 3 */
+        append(c, n, k, v, have);
+        have += n;
+        tu_fill(rng, q, LA_F32, H * G * D, -0.3, 0.3);
+        for (int i = 0; i < H * G; i++) q[i * D + 3] = 1;
+        tu_poison(out, LA_F32, H * G * D);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, H * G, out), LA_OK);
+        for (int64_t h = 0; h < H; h++) {
+            double ref[G * D];
+            ref_quest(c, h, q + h * G * D, G, PS, 3, ref);
+            for (int64_t i = 0; i < G * D; i++) worst = fmax(worst, fabs(out[h * G * D + i] - ref[i]));
+            if (st == 0 && h == 1) {
+                /* the planted page is among the picked: attention without it differs */
+                int64_t slots[3 * PS], n2 = 0;
+                for (int r = 0; r < 8; r++) slots[n2++] = r; /* pages 0 and 2 and the current one */
+                double other[D];
+                for (int r = 16; r < 24; r++) slots[n2++] = r;
+                for (int r = 24; r < 29; r++) slots[n2++] = r;
+                ref_attend(c, h, q + h * G * D, n2, slots, other);
+                double diff = 0;
+                for (int d = 0; d < D; d++) diff = fmax(diff, fabs(other[d] - ref[d]));
+                tu_check(diff > 1e-3, "quest on %s pages: the planted page made no difference", quant == LA_KV_Q8 ? "q8" : "q4");
+            }
+        }
+        TU_EXPECT_STATUS(la_kv_policy_attend(sfull, ctx, &AP, c, 0, q, 1, H * G, out), LA_OK);
+        for (int64_t h = 0; h < H; h++)
+            for (int64_t g = 0; g < G; g++) {
+                double ref[D];
+                ref_attend(c, h, q + (h * G + g) * D, have, NULL, ref);
+                for (int d = 0; d < D; d++) worst_full = fmax(worst_full, fabs(out[(h * G + g) * D + d] - ref[d]));
+            }
+        tu_check(la_kv_cache_len(c, 0, 0, 0) == have && la_kv_cache_len(c, 0, 1, 0) == have, "quest evicted entries");
+    }
+    /* f32 dots and softmax against float64 over <= 96 entries: 1e-5 */
+    tu_check(worst < 1e-5, "quest on %s pages is not attention over the pages float64 bounds pick (off by %.3g)",
+             quant == LA_KV_Q8 ? "q8" : "q4", worst);
+    tu_check(worst_full < 1e-5, "quest on %s pages with a budget >= the context differs from float64 by %.3g",
+             quant == LA_KV_Q8 ? "q8" : "q4", worst_full);
+    la_kv_policy_state_destroy(s);
+    la_kv_policy_state_destroy(sfull);
+    la_kv_cache_destroy(c);
+}
+
 static void check_duo(la_context *ctx, uint64_t *rng) {
     enum { H = 3, G = 2, N = 30, PS = 4 };
     char path[64];
@@ -568,6 +803,9 @@ int main(void) {
     check_parse();
     check_mass(ctx, &rng);
     check_h2o(ctx, &rng);
+    check_h2o_steps(ctx, &rng, LA_KV_QUANT_NONE);
+    check_h2o_steps(ctx, &rng, LA_KV_Q8);
+    check_h2o_steps(ctx, &rng, LA_KV_Q4);
     check_snapkv(ctx, &rng);
     static const int one[] = {48}, even[] = {16, 16, 16}, split[] = {20, 24, 4}, tiny[] = {40, 2, 2, 2, 2};
     check_snapkv_chunks(ctx, &rng, one, 1, LA_KV_QUANT_NONE);
@@ -577,6 +815,8 @@ int main(void) {
     check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_Q8);
     check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_Q4);
     check_quest(ctx, &rng);
+    check_quest_quant(ctx, &rng, LA_KV_Q8);
+    check_quest_quant(ctx, &rng, LA_KV_Q4);
     check_duo(ctx, &rng);
     la_context_destroy(ctx);
     return tu_finish();
