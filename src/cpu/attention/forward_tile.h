@@ -196,18 +196,8 @@ static void sigmoid_block(const item *it, scratch *w, int64_t nk) {
         }
 }
 
-/* O *= alpha per query row after a softmax step: O^T lane-wise, and the
- * driver's row-major O when it holds anything. */
-static void rescale(const item *it, scratch *w) {
-    vi any = (vi){0};
-    for (int64_t c = 0; c < it->nqp; c += LA_VL) any |= vf_load(w->alpha + c) != vf_set1(1.0f);
-    bool scale = false;
-    for (int e = 0; e < LA_VL; e++) scale |= any[e] != 0;
-    if (!scale) return;
-    for (int64_t d = 0; d < it->D; d++) {
-        float *row = w->ot + d * BQ;
-        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(row + c, vf_load(row + c) * vf_load(w->alpha + c));
-    }
+/* The driver's row-major O *= alpha per query row, when it holds anything. */
+static void rescale_o(const item *it, scratch *w) {
     if (!w->o_used) return;
     for (int64_t r = 0; r < it->nq; r++) {
         float a = w->alpha[r];
@@ -218,16 +208,120 @@ static void rescale(const item *it, scratch *w) {
     }
 }
 
+/* O *= alpha per query row after a softmax step: O^T lane-wise, and the
+ * driver's row-major O when it holds anything. */
+static __attribute__((unused)) void rescale(const item *it, scratch *w) {
+    vi any = (vi){0};
+    for (int64_t c = 0; c < it->nqp; c += LA_VL) any |= vf_load(w->alpha + c) != vf_set1(1.0f);
+    bool scale = false;
+    for (int e = 0; e < LA_VL; e++) scale |= any[e] != 0;
+    if (!scale) return;
+    for (int64_t d = 0; d < it->D; d++) {
+        float *row = w->ot + d * BQ;
+        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(row + c, vf_load(row + c) * vf_load(w->alpha + c));
+    }
+    rescale_o(it, w);
+}
+
+#if defined(LA_ISA_AVX512)
+/* The two products' own micro-kernel on AVX-512 (both are C[m x n] (+)= A B
+ * with A packed in tiles of S_MR rows, [kc][S_MR] each, and B and C rows BQ
+ * floats apart): tg_micro_tile's loop with the strides known at compile
+ * time (no row-pointer setup per tile), k unrolled by two, and the next
+ * tile's A prefetched while this one runs, one line per two steps. A and
+ * the next tile's A come from the group's K and V^T panels, 4 MB at L =
+ * 4096, D = 128 (the L2 holds 2): without the prefetch each new tile waited
+ * on L3 (a page-sized tile defeats the hardware prefetcher), which cost
+ * 15-20% of the product in isolation. O^T tiles (add) scale their old value
+ * by the softmax step's alpha as they load it, which replaces a separate
+ * pass over O^T per key block. */
+static inline __attribute__((always_inline)) void ft_tile(const int nr, const bool add, int64_t kc, const float *a,
+                                                         const float *b, float *c, const float *alpha,
+                                                         const float *next_a) {
+    vf acc[S_MR][S_NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        const vf sc = add ? vf_load(alpha + j * LA_VL) : vf_set1(0);
+#pragma GCC unroll 8
+        for (int i = 0; i < S_MR; i++) acc[i][j] = add ? vf_load(c + i * BQ + j * LA_VL) * sc : vf_set1(0);
+    }
+    int64_t k = 0;
+#define FT_STEP(kk)                                                                                  \
+    do {                                                                                             \
+        vf bv[S_NR];                                                                                 \
+        _Pragma("GCC unroll 4") for (int j = 0; j < nr; j++) bv[j] = vf_load(b + (kk) * BQ + j * LA_VL); \
+        _Pragma("GCC unroll 8") for (int i = 0; i < S_MR; i++) {                                     \
+            const vf av = vf_set1(a[(kk) * S_MR + i]);                                              \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nr; j++) acc[i][j] = vf_fma(av, bv[j], acc[i][j]); \
+        }                                                                                            \
+    } while (0)
+    for (; k + 2 <= kc; k += 2) {
+        __builtin_prefetch(next_a + k * S_MR);
+        FT_STEP(k);
+        FT_STEP(k + 1);
+    }
+    if (k < kc) FT_STEP(k);
+#undef FT_STEP
+#pragma GCC unroll 8
+    for (int i = 0; i < S_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) vf_store(c + i * BQ + j * LA_VL, acc[i][j]);
+}
+
+typedef void (*ft_tile_fn)(int64_t, const float *, const float *, float *, const float *, const float *);
+#define FT_TILE_FN(N)                                                                                        \
+    static void ft_tile_s##N(int64_t kc, const float *a, const float *b, float *c, const float *alpha,      \
+                             const float *next_a) {                                                          \
+        ft_tile(N, false, kc, a, b, c, alpha, next_a);                                                       \
+    }                                                                                                        \
+    static void ft_tile_o##N(int64_t kc, const float *a, const float *b, float *c, const float *alpha,      \
+                             const float *next_a) {                                                          \
+        ft_tile(N, true, kc, a, b, c, alpha, next_a);                                                        \
+    }
+FT_TILE_FN(1) FT_TILE_FN(2) FT_TILE_FN(3)
+#undef FT_TILE_FN
+
+/* C[m' x n] (+)= A B over whole tiles of S_MR rows (m' = m rounded up: the
+ * packed panels are zero past their last row, and C has room), n a multiple
+ * of LA_VL up to BQ; add: C = alpha * C + A B column-wise. */
+static void ft_gemm(bool add, int64_t m, int64_t n, int64_t kc, const float *ap, int64_t ldp, const float *b,
+                    float *c, const float *alpha) {
+    static const ft_tile_fn fns[2][S_NR] = {{ft_tile_s1, ft_tile_s2, ft_tile_s3}, {ft_tile_o1, ft_tile_o2, ft_tile_o3}};
+    for (int64_t j0 = 0; j0 < n; j0 += S_NR * LA_VL) {
+        const int64_t nr = (n - j0) / LA_VL < S_NR ? (n - j0) / LA_VL : S_NR;
+        const ft_tile_fn fn = fns[add][nr - 1];
+        for (int64_t i0 = 0; i0 < m; i0 += S_MR)
+            fn(kc, ap + i0 * ldp, b + j0, c + i0 * BQ + j0, alpha + j0, ap + (i0 + S_MR) * ldp);
+    }
+}
+#endif
+
 /* Keys [j0, j1) (at most BK) against the item's rows, from the group's
  * packed f32 K and V panels. */
 static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool masked) {
     const la_attn_problem *p = it->p;
     const int64_t nk = j1 - j0, Dp = it->Dp;
+#if defined(LA_ISA_AVX512)
+    if (j0 % S_MR == 0) /* S^T = K Q^T */
+        ft_gemm(false, nk, it->nqp, it->D, w->kpack + j0 * Dp, Dp, w->qt, w->st, NULL);
+#else
     if (j0 % S_MR == 0) /* S^T = K Q^T */
         tg_gemm_pack_a(S_MR, S_NR, nk, it->nqp, it->D, w->kpack + j0 * Dp, Dp, w->qt, BQ, w->st, BQ, false);
+#endif
     else /* a sparse block starting between tiles */
         tg_gemm(nk, it->nqp, it->D, w->kpanel + j0 * Dp, Dp, 1, w->qt, BQ, w->st, BQ, false);
     if (masked || rule_transforms(&p->rule, it->slope)) transform_scores(it, w, j0, nk, masked);
+#if defined(LA_ISA_AVX512)
+    /* O^T += V^T P^T, O^T first scaled by alpha inside the product */
+    if (p->rule.score == LA_SCORE_SOFTMAX) {
+        softmax_block(it, w, nk);
+        rescale_o(it, w);
+    } else {
+        sigmoid_block(it, w, nk);
+        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(w->alpha + c, vf_set1(1.0f));
+    }
+    ft_gemm(true, it->D, it->nqp, nk, w->vpack + j0 * S_MR, w->vld, w->st, w->ot, w->alpha);
+#else
     if (p->rule.score == LA_SCORE_SOFTMAX) {
         softmax_block(it, w, nk);
         rescale(it, w);
@@ -236,6 +330,7 @@ static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool m
     }
     /* O^T += V^T P^T */
     tg_gemm_pack_a(S_MR, S_NR, it->D, it->nqp, nk, w->vpack + j0 * S_MR, w->vld, w->st, BQ, w->ot, BQ, true);
+#endif
 }
 
 /* Set up the item of query rows [i0, i0 + nq) (nq <= BQ) of head h of
