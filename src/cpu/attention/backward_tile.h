@@ -156,7 +156,8 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
  * and dout, 3 MB per head at D = 128, are read once per key block and do
  * not stay in the L2), in short strided runs the hardware prefetcher does
  * not follow. */
-static inline __attribute__((always_inline)) void bt_tile(const int mr, const int nr, const bool add, int64_t kc,
+static inline __attribute__((always_inline)) void bt_tile(const int mr, const int nr, const bool add,
+                                                         const bool prefetch, int64_t kc,
                                                          const float *a, const int64_t a_rs, const int64_t a_ks,
                                                          const float *b, const int64_t ldb, float *c,
                                                          const int64_t ldc, const float *pf, int64_t pf_step) {
@@ -176,7 +177,7 @@ static inline __attribute__((always_inline)) void bt_tile(const int mr, const in
     } while (0)
     int64_t k = 0;
     for (; k + 2 <= kc; k += 2, pf += pf_step) {
-        __builtin_prefetch(pf);
+        if (prefetch) __builtin_prefetch(pf);
         BT_STEP(k);
         BT_STEP(k + 1);
     }
@@ -196,31 +197,42 @@ typedef void (*bt_tile_fn)(int64_t kc, const float *a, int64_t a_rs, const float
     static void bt_sd_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
                           int64_t ldc, const float *pf, int64_t pf_step) {                                  \
         (void)ldb, (void)ldc;                                                                             \
-        bt_tile(SD_MR, N, false, kc, a, a_rs, 1, b, BK, c, BK, pf, pf_step);                              \
+        bt_tile(SD_MR, N, false, true, kc, a, a_rs, 1, b, BK, c, BK, pf, pf_step);                              \
     }                                                                                                     \
     static void bt_dq_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
                           int64_t ldc, const float *pf, int64_t pf_step) {                                  \
         (void)a_rs;                                                                                       \
-        bt_tile(SD_MR, N, true, kc, a, BK, 1, b, ldb, c, ldc, pf, pf_step);                               \
+        bt_tile(SD_MR, N, true, true, kc, a, BK, 1, b, ldb, c, ldc, pf, pf_step);                               \
     }
 BT_TILE_FNS(1) BT_TILE_FNS(2) BT_TILE_FNS(3)
 #undef BT_TILE_FNS
+/* dV, dK: A = P^T or dS^T (rows adjacent, steps BK apart), B = dout or q
+ * and C = dV or dK rows ldb, ldc apart; KV_MR rows. */
+#define BT_KV_FN(N)                                                                                      \
+    static void bt_kv_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
+                          int64_t ldc, const float *pf, int64_t pf_step) {                                  \
+        (void)a_rs;                                                                                       \
+        bt_tile(KV_MR, N, true, false, kc, a, 1, BK, b, ldb, c, ldc, pf, pf_step);                               \
+    }
+BT_KV_FN(1) BT_KV_FN(2)
+#undef BT_KV_FN
 
 /* C[m x n] (+)= A B in tiles of SD_MR rows x up to SD_NR vectors, prefetching
  * pf[0, pf_n) spread over the tiles. Rows past the last whole tile go
  * through tg_gemm. */
-static void bt_gemm(const bt_tile_fn *fns, bool add, int64_t m, int64_t n, int64_t kc, const float *a, int64_t a_rs,
-                    const float *b, int64_t ldb, float *c, int64_t ldc, const float *pf, int64_t pf_n) {
-    const int64_t m8 = m / SD_MR * SD_MR, panels = (n / LA_VL + SD_NR - 1) / SD_NR, steps = kc / 2;
-    const int64_t calls = m8 / SD_MR * panels;
+static void bt_gemm(const bt_tile_fn *fns, int mr, int nrmax, bool add, int64_t m, int64_t n, int64_t kc,
+                    const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t ldb, float *c, int64_t ldc,
+                    const float *pf, int64_t pf_n) {
+    const int64_t m8 = m / mr * mr, panels = (n / LA_VL + nrmax - 1) / nrmax, steps = kc / 2;
+    const int64_t calls = m8 / mr * panels;
     /* floats between prefetches: the region over every step of every tile */
     const int64_t pf_step = calls && steps ? (pf_n + calls * steps - 1) / (calls * steps) : 0;
-    for (int64_t j0 = 0; j0 < n; j0 += SD_NR * LA_VL) {
-        const int64_t nr = (n - j0) / LA_VL < SD_NR ? (n - j0) / LA_VL : SD_NR;
-        for (int64_t i0 = 0; i0 < m8; i0 += SD_MR, pf += steps * pf_step)
+    for (int64_t j0 = 0; j0 < n; j0 += nrmax * LA_VL) {
+        const int64_t nr = (n - j0) / LA_VL < nrmax ? (n - j0) / LA_VL : nrmax;
+        for (int64_t i0 = 0; i0 < m8; i0 += mr, pf += steps * pf_step)
             fns[nr - 1](kc, a + i0 * a_rs, a_rs, b + j0, ldb, c + i0 * ldc + j0, ldc, pf, pf_step);
     }
-    if (m8 < m) tg_gemm(m - m8, n, kc, a + m8 * a_rs, a_rs, 1, b, ldb, c + m8 * ldc, ldc, add);
+    if (m8 < m) tg_gemm(m - m8, n, kc, a + m8 * a_rs, a_rs, a_ks, b, ldb, c + m8 * ldc, ldc, add);
 }
 #endif
 
@@ -233,18 +245,22 @@ static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, i
 #if defined(LA_ISA_AVX512)
     static const bt_tile_fn sd[SD_NR] = {bt_sd_1, bt_sd_2, bt_sd_3}, dq[SD_NR] = {bt_dq_1, bt_dq_2, bt_dq_3};
     const int64_t next = nq * Dp, ahead = BQ * Dp; /* the next tile's rows */
-    bt_gemm(sd, false, nq, nkp, D, q, Dp, w->kt, BK, w->s, BK, q + next, ahead);        /* S  = Q K^T  */
-    bt_gemm(sd, false, nq, nkp, D, dout, Dp, w->vt, BK, w->dp, BK, dout + next, ahead); /* dP = dO V^T */
+    static const bt_tile_fn kv[KV_NR] = {bt_kv_1, bt_kv_2};
+    bt_gemm(sd, SD_MR, SD_NR, false, nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, q + next, ahead);  /* S = Q K^T */
+    bt_gemm(sd, SD_MR, SD_NR, false, nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, dout + next, ahead); /* dP */
 #else
     tg_gemm_shape(SD_MR, SD_NR, nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);     /* S  = Q K^T  */
     tg_gemm_shape(SD_MR, SD_NR, nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false); /* dP = dO V^T */
 #endif
     scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
+#if defined(LA_ISA_AVX512)
+    bt_gemm(kv, KV_MR, KV_NR, true, nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, NULL, 0);  /* dV += P^T dO */
+    bt_gemm(kv, KV_MR, KV_NR, true, nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, NULL, 0);    /* dK += dS^T Q */
+    bt_gemm(dq, SD_MR, SD_NR, true, nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp,
+            w->dq + row * Dp + next, ahead); /* dQ += dS K */
+#else
     tg_gemm_shape(KV_MR, KV_NR, nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);      /* dV += P^T dO */
     tg_gemm_shape(KV_MR, KV_NR, nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);        /* dK += dS^T Q */
-#if defined(LA_ISA_AVX512)
-    bt_gemm(dq, true, nq, Dp, nk, w->dp, BK, w->kp, Dp, w->dq + row * Dp, Dp, w->dq + row * Dp + next, ahead); /* dQ += dS K */
-#else
     tg_gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
 #endif
 }
