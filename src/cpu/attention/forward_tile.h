@@ -67,11 +67,15 @@ typedef struct {
     const la_attn_forward_problem *fp;
     const la_attn_problem *p;
     int64_t bt, h, hk, q0, lq, k0, lk, i0, nq, nqp, D, Dp;
+    int64_t all_lo, all_hi; /* keys [all_lo, all_hi) are visible to every row (empty when all_lo >= all_hi) */
     float slope;
 } item;
 
 /* The item's rows against keys [j0, j1), from their cached key ranges. */
 static la_block_vis classify(const item *it, const scratch *w, int64_t j0, int64_t j1) {
+    /* inside every row's range: all visible (la_rule_row_block says ALL for
+     * lo <= j0 < j1 <= hi), without asking each row */
+    if (j0 >= it->all_lo && j1 <= it->all_hi && j0 < j1) return LA_BLOCK_ALL;
     bool any = false, all = true;
     for (int64_t r = 0; r < it->nq; r++) {
         la_block_vis v = la_rule_row_block(&it->p->rule, w->lo[r], w->hi[r], j0, j1);
@@ -354,12 +358,16 @@ static bool item_begin(const la_attn_forward_problem *fp, scratch *w, int64_t b,
     float row[LA_MAX_HEAD_DIM + 16];
     memset(w->qt, 0, sizeof(float) * (size_t)(D * BQ));
     int64_t kend = 0;
+    it.all_lo = 0;
+    it.all_hi = INT64_MAX;
     for (int64_t r = 0; r < BQ; r++) {
         int64_t lo = 0, hi = 0;
         if (r < it.nq) {
             tg_load_row(row, la_attn_at(&p->q, it.bt, it.q0 + it.i0 + r, h), p->q.dtype, D, D);
             for (int64_t d = 0; d < D; d++) w->qt[d * BQ + r] = row[d] * p->rule.scale;
             la_rule_key_range(&p->rule, it.i0 + r, it.lq, it.lk, &lo, &hi);
+            if (lo > it.all_lo) it.all_lo = lo;
+            if (hi < it.all_hi) it.all_hi = hi;
         }
         w->lo[r] = (int32_t)lo;
         w->hi[r] = (int32_t)hi;
