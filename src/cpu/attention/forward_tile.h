@@ -431,8 +431,27 @@ typedef void (*fwd_unit_fn)(const la_attn_forward_problem *fp, const void *arg, 
  * contiguous (the caller's rows are often 4 KB apart, which thrashes L1
  * sets and the TLB) and converts bf16/f16 once per group rather than once
  * per query block. */
-static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
-                        const void *arg) {
+static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
+                             const void *arg, bool rows);
+
+static __attribute__((unused)) void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units,
+                                                fwd_unit_fn run_unit, const void *arg) {
+    forward_run_rows(fp, mem, units, run_unit, arg, true);
+}
+
+/* Row k of V (D floats) into the V^T tiles: S_MR dimensions of a key are
+ * adjacent there, so each tile takes one short contiguous copy. */
+static inline void pack_vt_row(float *vpack, int64_t vld, int64_t k, const float *row, int64_t D) {
+    for (int64_t d0 = 0; d0 < D; d0 += S_MR)
+        memcpy(vpack + d0 * vld + k * S_MR, row + d0, sizeof(float) * (size_t)(D - d0 < S_MR ? D - d0 : S_MR));
+}
+
+/* forward_run; rows: whether the drivers read the row-major K and V panels
+ * (the sparse kernel's extra columns and blocks that start inside a tile do;
+ * the dense kernel reads only the packed tiles, so its run writes half as
+ * much per group). */
+static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
+                             const void *arg, bool rows) {
     const la_attn_problem *p = &fp->a;
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL), G = p->H / p->Hkv;
@@ -468,14 +487,16 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < lk; t += S_MR)
                 for (int64_t r = t; r < t + S_MR; r++) {
+                    float kbuf[LA_MAX_HEAD_DIM + 16], vbuf[LA_MAX_HEAD_DIM + 16];
+                    float *kr = rows ? kpanel + r * Dp : kbuf, *vr = rows ? vpanel + r * Dp : vbuf;
                     if (r < lk) {
-                        tg_load_row(kpanel + r * Dp, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
-                        tg_load_row(vpanel + r * Dp, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
-                        tg_pack_a_col(vpack, S_MR, w.vld, r, vpanel + r * Dp, D);
+                        tg_load_row(kr, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
+                        tg_load_row(vr, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
+                        pack_vt_row(vpack, w.vld, r, vr, D);
                     } else {
-                        memset(kpanel + r * Dp, 0, sizeof(float) * (size_t)Dp);
+                        memset(kr, 0, sizeof(float) * (size_t)Dp);
                     }
-                    tg_pack_a_row(kpack, S_MR, Dp, r, kpanel + r * Dp, Dp);
+                    tg_pack_a_row(kpack, S_MR, Dp, r, kr, Dp);
                 }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
