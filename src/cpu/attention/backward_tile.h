@@ -133,7 +133,7 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
                 dsdx *= dcap;
             }
             vi vis = masked ? rule_visible_vec(iota + (int32_t)c, lo_r, hi_r, sink_r) : (vi){0} - 1;
-            vf pv = softmax ? vf_exp(s - lse) : rule_sigmoid_vec(rule, s, vis);
+            vf pv = softmax ? attn_exp(s - lse) : rule_sigmoid_vec(rule, s, vis);
             vf ds = rule_dscore_vec(rule, pv, vf_load(dprow + c), delta) * dsdx;
             if (masked) {
                 pv = (vf)((vi)pv & vis);

@@ -122,31 +122,6 @@ static inline vf fwd_max(vf a, vf b) {
 #endif
 }
 
-/* exp(x) as vf_exp computes it (the same clamp below, exactly 0 under
- * -87.3, the same polynomial), with AVX-512's round-to-integer and 2^n
- * scaling in one instruction each instead of the convert, select and
- * shift sequence. */
-static inline vf fwd_exp(vf x) {
-#if defined(LA_ISA_AVX512)
-    const __m512 lo = _mm512_set1_ps(-87.3f);
-    const __mmask16 keep = _mm512_cmp_ps_mask((__m512)x, lo, _CMP_NLT_UQ); /* x >= lo or NaN */
-    __m512 xv = _mm512_max_ps((__m512)x, lo);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xv);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    __m512 p = _mm512_set1_ps(1.3981999507e-3f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return (vf)_mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
-#else
-    return vf_exp(x);
-#endif
-}
-
 /* Online softmax over one key block: P^T = exp(S^T - m_new) in place,
  * l = l * alpha + rowsum(P), alpha = exp(m_old - m_new) for rescaling O.
  * Four running maxima and two sums keep the loops off one dependency chain. */
@@ -170,7 +145,7 @@ static void softmax_block(const item *it, scratch *w, int64_t nk) {
         vf alpha = vf_exp(m_old - m_safe), s0 = vf_set1(0), s1 = s0;
         for (j = 0; j + 2 <= nk; j += 2) {
             float *r0 = w->st + j * BQ + c, *r1 = r0 + BQ;
-            vf p0 = fwd_exp(vf_load(r0) - m_safe), p1 = fwd_exp(vf_load(r1) - m_safe);
+            vf p0 = attn_exp(vf_load(r0) - m_safe), p1 = attn_exp(vf_load(r1) - m_safe);
             s0 += p0;
             s1 += p1;
             vf_store(r0, p0);
@@ -178,7 +153,7 @@ static void softmax_block(const item *it, scratch *w, int64_t nk) {
         }
         if (j < nk) {
             float *row = w->st + j * BQ + c;
-            vf pv = fwd_exp(vf_load(row) - m_safe);
+            vf pv = attn_exp(vf_load(row) - m_safe);
             s0 += pv;
             vf_store(row, pv);
         }
