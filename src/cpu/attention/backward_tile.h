@@ -191,13 +191,25 @@ static inline __attribute__((always_inline)) void bt_tile(const int mr, const in
 
 typedef void (*bt_tile_fn)(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,
                            int64_t ldc, const float *pf, int64_t pf_step);
-/* S, dP: A = q or dout rows a_rs apart, B = K^T or V^T and C = S or dP rows
- * BK apart; dQ: A = dS rows BK apart, B = K and C = dQ rows ldb, ldc apart. */
+/* S, dP: A = q or dout rows a_rs apart (a constant for the common Dp of 64
+ * and 128: a run-time row stride needs a pointer per row, and eight of them
+ * were reloaded from the stack every step), B = K^T or V^T and C = S or dP
+ * rows BK apart; dQ: A = dS rows BK apart, B = K and C = dQ rows ldb, ldc apart. */
 #define BT_TILE_FNS(N)                                                                                    \
     static void bt_sd_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
                           int64_t ldc, const float *pf, int64_t pf_step) {                                  \
         (void)ldb, (void)ldc;                                                                             \
-        bt_tile(SD_MR, N, false, true, kc, a, a_rs, 1, b, BK, c, BK, pf, pf_step);                              \
+        bt_tile(SD_MR, N, false, true, kc, a, a_rs, 1, b, BK, c, BK, pf, pf_step);                        \
+    }                                                                                                     \
+    static void bt_sd64_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c, \
+                            int64_t ldc, const float *pf, int64_t pf_step) {                                \
+        (void)a_rs, (void)ldb, (void)ldc;                                                                 \
+        bt_tile(SD_MR, N, false, true, kc, a, 64, 1, b, BK, c, BK, pf, pf_step);                          \
+    }                                                                                                     \
+    static void bt_sd128_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c, \
+                             int64_t ldc, const float *pf, int64_t pf_step) {                               \
+        (void)a_rs, (void)ldb, (void)ldc;                                                                 \
+        bt_tile(SD_MR, N, false, true, kc, a, 128, 1, b, BK, c, BK, pf, pf_step);                         \
     }                                                                                                     \
     static void bt_dq_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
                           int64_t ldc, const float *pf, int64_t pf_step) {                                  \
@@ -243,7 +255,10 @@ static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, i
     const int64_t row = panel_row(g, gi, i0);
     const float *q = g->q + row * Dp, *dout = g->dout + row * Dp;
 #if defined(LA_ISA_AVX512)
-    static const bt_tile_fn sd[SD_NR] = {bt_sd_1, bt_sd_2, bt_sd_3}, dq[SD_NR] = {bt_dq_1, bt_dq_2, bt_dq_3};
+    static const bt_tile_fn sd_any[SD_NR] = {bt_sd_1, bt_sd_2, bt_sd_3}, sd64[SD_NR] = {bt_sd64_1, bt_sd64_2, bt_sd64_3},
+                            sd128[SD_NR] = {bt_sd128_1, bt_sd128_2, bt_sd128_3},
+                            dq[SD_NR] = {bt_dq_1, bt_dq_2, bt_dq_3};
+    const bt_tile_fn *sd = Dp == 128 ? sd128 : Dp == 64 ? sd64 : sd_any;
     const int64_t next = nq * Dp, ahead = BQ * Dp; /* the next tile's rows */
     static const bt_tile_fn kv[KV_NR] = {bt_kv_1, bt_kv_2};
     bt_gemm(sd, SD_MR, SD_NR, false, nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, q + next, ahead);  /* S = Q K^T */
