@@ -133,7 +133,7 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
                 dsdx *= dcap;
             }
             vi vis = masked ? rule_visible_vec(iota + (int32_t)c, lo_r, hi_r, sink_r) : (vi){0} - 1;
-            vf pv = softmax ? vf_exp(s - lse) : rule_sigmoid_vec(rule, s, vis);
+            vf pv = softmax ? attn_exp(s - lse) : rule_sigmoid_vec(rule, s, vis);
             vf ds = rule_dscore_vec(rule, pv, vf_load(dprow + c), delta) * dsdx;
             if (masked) {
                 pv = (vf)((vi)pv & vis);
@@ -145,18 +145,139 @@ static void scores_to_grads(const group *g, scratch *w, int64_t gi, int64_t i0, 
     }
 }
 
+#if defined(LA_ISA_AVX512)
+/* The S, dP and dQ products' micro-kernel on AVX-512: tg_micro_tile's loop
+ * with k unrolled by two, called with the strides fixed at BK as constants,
+ * and one software prefetch per two steps (pf, then pf + pf_step, ...). A
+ * thread walks the query tiles of the chunk in panel order, so the next
+ * tile's q, dout and dQ rows are the rows after the current ones: S and dP
+ * prefetch the next q and dout rows and dQ the next dQ rows, spread over
+ * their tiles. Without it every tile fetched its rows from L3 (a chunk's q
+ * and dout, 3 MB per head at D = 128, are read once per key block and do
+ * not stay in the L2), in short strided runs the hardware prefetcher does
+ * not follow. */
+static inline __attribute__((always_inline)) void bt_tile(const int mr, const int nr, const bool add,
+                                                         const bool prefetch, int64_t kc,
+                                                         const float *a, const int64_t a_rs, const int64_t a_ks,
+                                                         const float *b, const int64_t ldb, float *c,
+                                                         const int64_t ldc, const float *pf, int64_t pf_step) {
+    vf acc[TG_MR_MAX][TG_NR_MAX];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) acc[i][j] = add ? vf_load(c + i * ldc + j * LA_VL) : vf_set1(0);
+#define BT_STEP(kk)                                                                                     \
+    do {                                                                                                \
+        vf bv[TG_NR_MAX];                                                                               \
+        _Pragma("GCC unroll 4") for (int j = 0; j < nr; j++) bv[j] = vf_load(b + (kk) * ldb + j * LA_VL); \
+        _Pragma("GCC unroll 12") for (int i = 0; i < mr; i++) {                                        \
+            const vf av = vf_set1(a[(kk) * a_ks + i * a_rs]);                                           \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nr; j++) acc[i][j] = vf_fma(av, bv[j], acc[i][j]); \
+        }                                                                                               \
+    } while (0)
+    int64_t k = 0;
+    for (; k + 2 <= kc; k += 2, pf += pf_step) {
+        if (prefetch) __builtin_prefetch(pf);
+        BT_STEP(k);
+        BT_STEP(k + 1);
+    }
+    if (k < kc) BT_STEP(k);
+#undef BT_STEP
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) vf_store(c + i * ldc + j * LA_VL, acc[i][j]);
+}
+
+typedef void (*bt_tile_fn)(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,
+                           int64_t ldc, const float *pf, int64_t pf_step);
+/* S, dP: A = q or dout rows a_rs apart (a constant for the common Dp of 64
+ * and 128: a run-time row stride needs a pointer per row, and eight of them
+ * were reloaded from the stack every step), B = K^T or V^T and C = S or dP
+ * rows BK apart; dQ: A = dS rows BK apart, B = K and C = dQ rows ldb, ldc apart. */
+#define BT_TILE_FNS(N)                                                                                    \
+    static void bt_sd_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
+                          int64_t ldc, const float *pf, int64_t pf_step) {                                  \
+        (void)ldb, (void)ldc;                                                                             \
+        bt_tile(SD_MR, N, false, true, kc, a, a_rs, 1, b, BK, c, BK, pf, pf_step);                        \
+    }                                                                                                     \
+    static void bt_sd64_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c, \
+                            int64_t ldc, const float *pf, int64_t pf_step) {                                \
+        (void)a_rs, (void)ldb, (void)ldc;                                                                 \
+        bt_tile(SD_MR, N, false, true, kc, a, 64, 1, b, BK, c, BK, pf, pf_step);                          \
+    }                                                                                                     \
+    static void bt_sd128_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c, \
+                             int64_t ldc, const float *pf, int64_t pf_step) {                               \
+        (void)a_rs, (void)ldb, (void)ldc;                                                                 \
+        bt_tile(SD_MR, N, false, true, kc, a, 128, 1, b, BK, c, BK, pf, pf_step);                         \
+    }                                                                                                     \
+    static void bt_dq_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
+                          int64_t ldc, const float *pf, int64_t pf_step) {                                  \
+        (void)a_rs;                                                                                       \
+        bt_tile(SD_MR, N, true, true, kc, a, BK, 1, b, ldb, c, ldc, pf, pf_step);                               \
+    }
+BT_TILE_FNS(1) BT_TILE_FNS(2) BT_TILE_FNS(3)
+#undef BT_TILE_FNS
+/* dV, dK: A = P^T or dS^T (rows adjacent, steps BK apart), B = dout or q
+ * and C = dV or dK rows ldb, ldc apart; KV_MR rows. */
+#define BT_KV_FN(N)                                                                                      \
+    static void bt_kv_##N(int64_t kc, const float *a, int64_t a_rs, const float *b, int64_t ldb, float *c,  \
+                          int64_t ldc, const float *pf, int64_t pf_step) {                                  \
+        (void)a_rs;                                                                                       \
+        bt_tile(KV_MR, N, true, false, kc, a, 1, BK, b, ldb, c, ldc, pf, pf_step);                               \
+    }
+BT_KV_FN(1) BT_KV_FN(2)
+#undef BT_KV_FN
+
+/* C[m x n] (+)= A B in tiles of SD_MR rows x up to SD_NR vectors, prefetching
+ * pf[0, pf_n) spread over the tiles. Rows past the last whole tile go
+ * through tg_gemm. */
+static void bt_gemm(const bt_tile_fn *fns, int mr, int nrmax, bool add, int64_t m, int64_t n, int64_t kc,
+                    const float *a, int64_t a_rs, int64_t a_ks, const float *b, int64_t ldb, float *c, int64_t ldc,
+                    const float *pf, int64_t pf_n) {
+    const int64_t m8 = m / mr * mr, panels = (n / LA_VL + nrmax - 1) / nrmax, steps = kc / 2;
+    const int64_t calls = m8 / mr * panels;
+    /* floats between prefetches: the region over every step of every tile */
+    const int64_t pf_step = calls && steps ? (pf_n + calls * steps - 1) / (calls * steps) : 0;
+    for (int64_t j0 = 0; j0 < n; j0 += nrmax * LA_VL) {
+        const int64_t nr = (n - j0) / LA_VL < nrmax ? (n - j0) / LA_VL : nrmax;
+        for (int64_t i0 = 0; i0 < m8; i0 += mr, pf += steps * pf_step)
+            fns[nr - 1](kc, a + i0 * a_rs, a_rs, b + j0, ldb, c + i0 * ldc + j0, ldc, pf, pf_step);
+    }
+    if (m8 < m) tg_gemm(m - m8, n, kc, a + m8 * a_rs, a_rs, a_ks, b, ldb, c + m8 * ldc, ldc, add);
+}
+#endif
+
 /* All five products for one (query block, key block) tile. */
 static void tile(const group *g, scratch *w, float *dk, float *dv, int64_t gi, int64_t i0, int64_t nq, int64_t j0,
                  int64_t nk, bool masked) {
     const int64_t D = g->D, Dp = g->Dp, nkp = tg_round_up(nk, LA_VL);
     const int64_t row = panel_row(g, gi, i0);
     const float *q = g->q + row * Dp, *dout = g->dout + row * Dp;
+#if defined(LA_ISA_AVX512)
+    static const bt_tile_fn sd_any[SD_NR] = {bt_sd_1, bt_sd_2, bt_sd_3}, sd64[SD_NR] = {bt_sd64_1, bt_sd64_2, bt_sd64_3},
+                            sd128[SD_NR] = {bt_sd128_1, bt_sd128_2, bt_sd128_3},
+                            dq[SD_NR] = {bt_dq_1, bt_dq_2, bt_dq_3};
+    const bt_tile_fn *sd = Dp == 128 ? sd128 : Dp == 64 ? sd64 : sd_any;
+    const int64_t next = nq * Dp, ahead = BQ * Dp; /* the next tile's rows */
+    static const bt_tile_fn kv[KV_NR] = {bt_kv_1, bt_kv_2};
+    bt_gemm(sd, SD_MR, SD_NR, false, nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, q + next, ahead);  /* S = Q K^T */
+    bt_gemm(sd, SD_MR, SD_NR, false, nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, dout + next, ahead); /* dP */
+#else
     tg_gemm_shape(SD_MR, SD_NR, nq, nkp, D, q, Dp, 1, w->kt, BK, w->s, BK, false);     /* S  = Q K^T  */
     tg_gemm_shape(SD_MR, SD_NR, nq, nkp, D, dout, Dp, 1, w->vt, BK, w->dp, BK, false); /* dP = dO V^T */
+#endif
     scores_to_grads(g, w, gi, i0, nq, j0, nkp, masked);
+#if defined(LA_ISA_AVX512)
+    bt_gemm(kv, KV_MR, KV_NR, true, nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, NULL, 0);  /* dV += P^T dO */
+    bt_gemm(kv, KV_MR, KV_NR, true, nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, NULL, 0);    /* dK += dS^T Q */
+    bt_gemm(dq, SD_MR, SD_NR, true, nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp,
+            w->dq + row * Dp + next, ahead); /* dQ += dS K */
+#else
     tg_gemm_shape(KV_MR, KV_NR, nk, Dp, nq, w->s, 1, BK, dout, Dp, dv, Dp, true);      /* dV += P^T dO */
     tg_gemm_shape(KV_MR, KV_NR, nk, Dp, nq, w->dp, 1, BK, q, Dp, dk, Dp, true);        /* dK += dS^T Q */
     tg_gemm(nq, Dp, nk, w->dp, BK, 1, w->kp, Dp, w->dq + row * Dp, Dp, true); /* dQ += dS K */
+#endif
 }
 
 /* dK and dV of the group's keys [j0, j0 + nk) (nk <= BK) against the query

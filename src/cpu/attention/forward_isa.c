@@ -41,6 +41,6 @@ la_status LA_ISA_FN(la_cpu_attention_forward_workspace)(const la_attn_problem *p
 }
 
 la_status LA_ISA_FN(la_cpu_attention_forward_kernel)(const la_attn_forward_problem *fp, void *mem) {
-    forward_run(fp, mem, (fp->a.Lq + BQ - 1) / BQ, dense_unit, NULL);
+    forward_run_rows(fp, mem, (fp->a.Lq + BQ - 1) / BQ, dense_unit, NULL, false);
     return LA_OK;
 }

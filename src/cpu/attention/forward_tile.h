@@ -67,11 +67,15 @@ typedef struct {
     const la_attn_forward_problem *fp;
     const la_attn_problem *p;
     int64_t bt, h, hk, q0, lq, k0, lk, i0, nq, nqp, D, Dp;
+    int64_t all_lo, all_hi; /* keys [all_lo, all_hi) are visible to every row (empty when all_lo >= all_hi) */
     float slope;
 } item;
 
 /* The item's rows against keys [j0, j1), from their cached key ranges. */
 static la_block_vis classify(const item *it, const scratch *w, int64_t j0, int64_t j1) {
+    /* inside every row's range: all visible (la_rule_row_block says ALL for
+     * lo <= j0 < j1 <= hi), without asking each row */
+    if (j0 >= it->all_lo && j1 <= it->all_hi && j0 < j1) return LA_BLOCK_ALL;
     bool any = false, all = true;
     for (int64_t r = 0; r < it->nq; r++) {
         la_block_vis v = la_rule_row_block(&it->p->rule, w->lo[r], w->hi[r], j0, j1);
@@ -118,31 +122,6 @@ static inline vf fwd_max(vf a, vf b) {
 #endif
 }
 
-/* exp(x) as vf_exp computes it (the same clamp below, exactly 0 under
- * -87.3, the same polynomial), with AVX-512's round-to-integer and 2^n
- * scaling in one instruction each instead of the convert, select and
- * shift sequence. */
-static inline vf fwd_exp(vf x) {
-#if defined(LA_ISA_AVX512)
-    const __m512 lo = _mm512_set1_ps(-87.3f);
-    const __mmask16 keep = _mm512_cmp_ps_mask((__m512)x, lo, _CMP_NLT_UQ); /* x >= lo or NaN */
-    __m512 xv = _mm512_max_ps((__m512)x, lo);
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), xv);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-    __m512 p = _mm512_set1_ps(1.3981999507e-3f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return (vf)_mm512_maskz_mov_ps(keep, _mm512_scalef_ps(p, n));
-#else
-    return vf_exp(x);
-#endif
-}
-
 /* Online softmax over one key block: P^T = exp(S^T - m_new) in place,
  * l = l * alpha + rowsum(P), alpha = exp(m_old - m_new) for rescaling O.
  * Four running maxima and two sums keep the loops off one dependency chain. */
@@ -166,7 +145,7 @@ static void softmax_block(const item *it, scratch *w, int64_t nk) {
         vf alpha = vf_exp(m_old - m_safe), s0 = vf_set1(0), s1 = s0;
         for (j = 0; j + 2 <= nk; j += 2) {
             float *r0 = w->st + j * BQ + c, *r1 = r0 + BQ;
-            vf p0 = fwd_exp(vf_load(r0) - m_safe), p1 = fwd_exp(vf_load(r1) - m_safe);
+            vf p0 = attn_exp(vf_load(r0) - m_safe), p1 = attn_exp(vf_load(r1) - m_safe);
             s0 += p0;
             s1 += p1;
             vf_store(r0, p0);
@@ -174,7 +153,7 @@ static void softmax_block(const item *it, scratch *w, int64_t nk) {
         }
         if (j < nk) {
             float *row = w->st + j * BQ + c;
-            vf pv = fwd_exp(vf_load(row) - m_safe);
+            vf pv = attn_exp(vf_load(row) - m_safe);
             s0 += pv;
             vf_store(row, pv);
         }
@@ -196,18 +175,8 @@ static void sigmoid_block(const item *it, scratch *w, int64_t nk) {
         }
 }
 
-/* O *= alpha per query row after a softmax step: O^T lane-wise, and the
- * driver's row-major O when it holds anything. */
-static void rescale(const item *it, scratch *w) {
-    vi any = (vi){0};
-    for (int64_t c = 0; c < it->nqp; c += LA_VL) any |= vf_load(w->alpha + c) != vf_set1(1.0f);
-    bool scale = false;
-    for (int e = 0; e < LA_VL; e++) scale |= any[e] != 0;
-    if (!scale) return;
-    for (int64_t d = 0; d < it->D; d++) {
-        float *row = w->ot + d * BQ;
-        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(row + c, vf_load(row + c) * vf_load(w->alpha + c));
-    }
+/* The driver's row-major O *= alpha per query row, when it holds anything. */
+static void rescale_o(const item *it, scratch *w) {
     if (!w->o_used) return;
     for (int64_t r = 0; r < it->nq; r++) {
         float a = w->alpha[r];
@@ -218,16 +187,120 @@ static void rescale(const item *it, scratch *w) {
     }
 }
 
+/* O *= alpha per query row after a softmax step: O^T lane-wise, and the
+ * driver's row-major O when it holds anything. */
+static __attribute__((unused)) void rescale(const item *it, scratch *w) {
+    vi any = (vi){0};
+    for (int64_t c = 0; c < it->nqp; c += LA_VL) any |= vf_load(w->alpha + c) != vf_set1(1.0f);
+    bool scale = false;
+    for (int e = 0; e < LA_VL; e++) scale |= any[e] != 0;
+    if (!scale) return;
+    for (int64_t d = 0; d < it->D; d++) {
+        float *row = w->ot + d * BQ;
+        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(row + c, vf_load(row + c) * vf_load(w->alpha + c));
+    }
+    rescale_o(it, w);
+}
+
+#if defined(LA_ISA_AVX512)
+/* The two products' own micro-kernel on AVX-512 (both are C[m x n] (+)= A B
+ * with A packed in tiles of S_MR rows, [kc][S_MR] each, and B and C rows BQ
+ * floats apart): tg_micro_tile's loop with the strides known at compile
+ * time (no row-pointer setup per tile), k unrolled by two, and the next
+ * tile's A prefetched while this one runs, one line per two steps. A and
+ * the next tile's A come from the group's K and V^T panels, 4 MB at L =
+ * 4096, D = 128 (the L2 holds 2): without the prefetch each new tile waited
+ * on L3 (a page-sized tile defeats the hardware prefetcher), which cost
+ * 15-20% of the product in isolation. O^T tiles (add) scale their old value
+ * by the softmax step's alpha as they load it, which replaces a separate
+ * pass over O^T per key block. */
+static inline __attribute__((always_inline)) void ft_tile(const int nr, const bool add, int64_t kc, const float *a,
+                                                         const float *b, float *c, const float *alpha,
+                                                         const float *next_a) {
+    vf acc[S_MR][S_NR];
+#pragma GCC unroll 4
+    for (int j = 0; j < nr; j++) {
+        const vf sc = add ? vf_load(alpha + j * LA_VL) : vf_set1(0);
+#pragma GCC unroll 8
+        for (int i = 0; i < S_MR; i++) acc[i][j] = add ? vf_load(c + i * BQ + j * LA_VL) * sc : vf_set1(0);
+    }
+    int64_t k = 0;
+#define FT_STEP(kk)                                                                                  \
+    do {                                                                                             \
+        vf bv[S_NR];                                                                                 \
+        _Pragma("GCC unroll 4") for (int j = 0; j < nr; j++) bv[j] = vf_load(b + (kk) * BQ + j * LA_VL); \
+        _Pragma("GCC unroll 8") for (int i = 0; i < S_MR; i++) {                                     \
+            const vf av = vf_set1(a[(kk) * S_MR + i]);                                              \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nr; j++) acc[i][j] = vf_fma(av, bv[j], acc[i][j]); \
+        }                                                                                            \
+    } while (0)
+    for (; k + 2 <= kc; k += 2) {
+        __builtin_prefetch(next_a + k * S_MR);
+        FT_STEP(k);
+        FT_STEP(k + 1);
+    }
+    if (k < kc) FT_STEP(k);
+#undef FT_STEP
+#pragma GCC unroll 8
+    for (int i = 0; i < S_MR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < nr; j++) vf_store(c + i * BQ + j * LA_VL, acc[i][j]);
+}
+
+typedef void (*ft_tile_fn)(int64_t, const float *, const float *, float *, const float *, const float *);
+#define FT_TILE_FN(N)                                                                                        \
+    static void ft_tile_s##N(int64_t kc, const float *a, const float *b, float *c, const float *alpha,      \
+                             const float *next_a) {                                                          \
+        ft_tile(N, false, kc, a, b, c, alpha, next_a);                                                       \
+    }                                                                                                        \
+    static void ft_tile_o##N(int64_t kc, const float *a, const float *b, float *c, const float *alpha,      \
+                             const float *next_a) {                                                          \
+        ft_tile(N, true, kc, a, b, c, alpha, next_a);                                                        \
+    }
+FT_TILE_FN(1) FT_TILE_FN(2) FT_TILE_FN(3)
+#undef FT_TILE_FN
+
+/* C[m' x n] (+)= A B over whole tiles of S_MR rows (m' = m rounded up: the
+ * packed panels are zero past their last row, and C has room), n a multiple
+ * of LA_VL up to BQ; add: C = alpha * C + A B column-wise. */
+static void ft_gemm(bool add, int64_t m, int64_t n, int64_t kc, const float *ap, int64_t ldp, const float *b,
+                    float *c, const float *alpha) {
+    static const ft_tile_fn fns[2][S_NR] = {{ft_tile_s1, ft_tile_s2, ft_tile_s3}, {ft_tile_o1, ft_tile_o2, ft_tile_o3}};
+    for (int64_t j0 = 0; j0 < n; j0 += S_NR * LA_VL) {
+        const int64_t nr = (n - j0) / LA_VL < S_NR ? (n - j0) / LA_VL : S_NR;
+        const ft_tile_fn fn = fns[add][nr - 1];
+        for (int64_t i0 = 0; i0 < m; i0 += S_MR)
+            fn(kc, ap + i0 * ldp, b + j0, c + i0 * BQ + j0, alpha + j0, ap + (i0 + S_MR) * ldp);
+    }
+}
+#endif
+
 /* Keys [j0, j1) (at most BK) against the item's rows, from the group's
  * packed f32 K and V panels. */
 static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool masked) {
     const la_attn_problem *p = it->p;
     const int64_t nk = j1 - j0, Dp = it->Dp;
+#if defined(LA_ISA_AVX512)
+    if (j0 % S_MR == 0) /* S^T = K Q^T */
+        ft_gemm(false, nk, it->nqp, it->D, w->kpack + j0 * Dp, Dp, w->qt, w->st, NULL);
+#else
     if (j0 % S_MR == 0) /* S^T = K Q^T */
         tg_gemm_pack_a(S_MR, S_NR, nk, it->nqp, it->D, w->kpack + j0 * Dp, Dp, w->qt, BQ, w->st, BQ, false);
+#endif
     else /* a sparse block starting between tiles */
         tg_gemm(nk, it->nqp, it->D, w->kpanel + j0 * Dp, Dp, 1, w->qt, BQ, w->st, BQ, false);
     if (masked || rule_transforms(&p->rule, it->slope)) transform_scores(it, w, j0, nk, masked);
+#if defined(LA_ISA_AVX512)
+    /* O^T += V^T P^T, O^T first scaled by alpha inside the product */
+    if (p->rule.score == LA_SCORE_SOFTMAX) {
+        softmax_block(it, w, nk);
+        rescale_o(it, w);
+    } else {
+        sigmoid_block(it, w, nk);
+        for (int64_t c = 0; c < it->nqp; c += LA_VL) vf_store(w->alpha + c, vf_set1(1.0f));
+    }
+    ft_gemm(true, it->D, it->nqp, nk, w->vpack + j0 * S_MR, w->vld, w->st, w->ot, w->alpha);
+#else
     if (p->rule.score == LA_SCORE_SOFTMAX) {
         softmax_block(it, w, nk);
         rescale(it, w);
@@ -236,6 +309,7 @@ static void key_block(const item *it, scratch *w, int64_t j0, int64_t j1, bool m
     }
     /* O^T += V^T P^T */
     tg_gemm_pack_a(S_MR, S_NR, it->D, it->nqp, nk, w->vpack + j0 * S_MR, w->vld, w->st, BQ, w->ot, BQ, true);
+#endif
 }
 
 /* Set up the item of query rows [i0, i0 + nq) (nq <= BQ) of head h of
@@ -259,12 +333,16 @@ static bool item_begin(const la_attn_forward_problem *fp, scratch *w, int64_t b,
     float row[LA_MAX_HEAD_DIM + 16];
     memset(w->qt, 0, sizeof(float) * (size_t)(D * BQ));
     int64_t kend = 0;
+    it.all_lo = 0;
+    it.all_hi = INT64_MAX;
     for (int64_t r = 0; r < BQ; r++) {
         int64_t lo = 0, hi = 0;
         if (r < it.nq) {
             tg_load_row(row, la_attn_at(&p->q, it.bt, it.q0 + it.i0 + r, h), p->q.dtype, D, D);
             for (int64_t d = 0; d < D; d++) w->qt[d * BQ + r] = row[d] * p->rule.scale;
             la_rule_key_range(&p->rule, it.i0 + r, it.lq, it.lk, &lo, &hi);
+            if (lo > it.all_lo) it.all_lo = lo;
+            if (hi < it.all_hi) it.all_hi = hi;
         }
         w->lo[r] = (int32_t)lo;
         w->hi[r] = (int32_t)hi;
@@ -328,8 +406,27 @@ typedef void (*fwd_unit_fn)(const la_attn_forward_problem *fp, const void *arg, 
  * contiguous (the caller's rows are often 4 KB apart, which thrashes L1
  * sets and the TLB) and converts bf16/f16 once per group rather than once
  * per query block. */
-static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
-                        const void *arg) {
+static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
+                             const void *arg, bool rows);
+
+static __attribute__((unused)) void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units,
+                                                fwd_unit_fn run_unit, const void *arg) {
+    forward_run_rows(fp, mem, units, run_unit, arg, true);
+}
+
+/* Row k of V (D floats) into the V^T tiles: S_MR dimensions of a key are
+ * adjacent there, so each tile takes one short contiguous copy. */
+static inline void pack_vt_row(float *vpack, int64_t vld, int64_t k, const float *row, int64_t D) {
+    for (int64_t d0 = 0; d0 < D; d0 += S_MR)
+        memcpy(vpack + d0 * vld + k * S_MR, row + d0, sizeof(float) * (size_t)(D - d0 < S_MR ? D - d0 : S_MR));
+}
+
+/* forward_run; rows: whether the drivers read the row-major K and V panels
+ * (the sparse kernel's extra columns and blocks that start inside a tile do;
+ * the dense kernel reads only the packed tiles, so its run writes half as
+ * much per group). */
+static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
+                             const void *arg, bool rows) {
     const la_attn_problem *p = &fp->a;
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL), G = p->H / p->Hkv;
@@ -365,14 +462,16 @@ static void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t un
 #pragma omp for schedule(static)
             for (int64_t t = 0; t < lk; t += S_MR)
                 for (int64_t r = t; r < t + S_MR; r++) {
+                    float kbuf[LA_MAX_HEAD_DIM + 16], vbuf[LA_MAX_HEAD_DIM + 16];
+                    float *kr = rows ? kpanel + r * Dp : kbuf, *vr = rows ? vpanel + r * Dp : vbuf;
                     if (r < lk) {
-                        tg_load_row(kpanel + r * Dp, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
-                        tg_load_row(vpanel + r * Dp, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
-                        tg_pack_a_col(vpack, S_MR, w.vld, r, vpanel + r * Dp, D);
+                        tg_load_row(kr, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
+                        tg_load_row(vr, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
+                        pack_vt_row(vpack, w.vld, r, vr, D);
                     } else {
-                        memset(kpanel + r * Dp, 0, sizeof(float) * (size_t)Dp);
+                        memset(kr, 0, sizeof(float) * (size_t)Dp);
                     }
-                    tg_pack_a_row(kpack, S_MR, Dp, r, kpanel + r * Dp, Dp);
+                    tg_pack_a_row(kpack, S_MR, Dp, r, kr, Dp);
                 }
 #pragma omp for schedule(dynamic, 1)
             for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
