@@ -61,6 +61,7 @@ typedef struct {
     int32_t seqlens[4];       /* keys in use per sequence */
     la_dtype kv_dt;
     bool alibi, strided_q, with_lse; /* strided_q: q and out over [B][H][Lq][D + 8] memory */
+    bool head_major;                 /* k/v memory [Hkv][blocks or B][block_size or cap][D] (the KV cache's pages) */
     int threads;
     la_attention_params p;
 } attn_decode_spec;

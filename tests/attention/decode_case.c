@@ -91,6 +91,11 @@ static void make_views(dc_case *c) {
     const int64_t B = c->s.B, Lq = c->s.Lq, H = c->s.H, D = c->s.D;
     c->tk = la_tensor_contiguous(c->k, c->s.kv_dt, 4, c->kshape);
     c->tv = la_tensor_contiguous(c->v, c->s.kv_dt, 4, c->kshape);
+    if (c->s.head_major) { /* a head's rows adjacent: the grouped decode reads them in place */
+        const int64_t st[4] = {c->kshape[1] * D, D, c->kshape[0] * c->kshape[1] * D, 1};
+        memcpy(c->tk.stride, st, sizeof st);
+        memcpy(c->tv.stride, st, sizeof st);
+    }
     c->tq = la_tensor_contiguous(c->q, LA_F32, 4, (int64_t[]){B, Lq, H, D});
     if (c->s.strided_q) c->tq.stride[1] = c->row, c->tq.stride[2] = Lq * c->row, c->tq.stride[0] = H * Lq * c->row;
     c->to = c->tq;

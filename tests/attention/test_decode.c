@@ -44,6 +44,24 @@ static void cases(void) {
             c.name = name;
             add_case(&c);
         }
+    /* head-major K/V (the KV cache's layout): blocks read in place, a copy
+     * where a block crosses a page or ends short; awkward page sizes and
+     * lengths (1, page - 1, page + 1, none a multiple of any tile), query
+     * rows per K/V head 1, 3, 5, 8 (groups of 4 and a remainder) */
+    static const struct { int64_t H, Hkv, Lq, D, bs; la_dtype t; } hm[] = {
+        {6, 2, 1, 64, 16, LA_F16},  {8, 2, 2, 128, 17, LA_F32}, {10, 2, 1, 64, 15, LA_BF16},
+        {3, 3, 1, 128, 0, LA_F16},  {12, 4, 1, 40, 7, LA_F16},  {4, 1, 2, 64, 1, LA_F32},
+        {9, 3, 1, 64, 256, LA_F16}, {16, 2, 1, 128, 32, LA_BF16}};
+    for (size_t i = 0; i < sizeof hm / sizeof hm[0]; i++) {
+        dc_case c = {.B = 4, .Lq = hm[i].Lq, .H = hm[i].H, .Hkv = hm[i].Hkv, .D = hm[i].D, .cap = 700,
+                     .block_size = hm[i].bs, .seqlens = {1, 15, 17, quick ? 333 : 613}, .kv_dt = hm[i].t,
+                     .head_major = true, .with_lse = true, .threads = 1 + (int)(i % 3), .p = P()};
+        c.p.causal = 1;
+        snprintf(name, sizeof name, "head-major H=%lld Hkv=%lld Lq=%lld D=%lld block %lld %s", (long long)c.H,
+                 (long long)c.Hkv, (long long)c.Lq, (long long)c.D, (long long)c.block_size, la_dtype_name(c.kv_dt));
+        c.name = name;
+        add_case(&c);
+    }
     dc_case base = {.B = 2, .Lq = 2, .H = 8, .Hkv = 2, .D = 64, .block_size = 16, .seqlens = {300, 129},
                     .kv_dt = LA_F16, .with_lse = true, .threads = 2, .p = P()};
     dc_case c = base;
@@ -61,6 +79,9 @@ static void cases(void) {
     add_case(&c);
     c = base, c.name = "non-causal, window right";
     c.p.window_left = 10, c.p.window_right = 3;
+    add_case(&c);
+    c = base, c.name = "window + sinks, head-major";
+    c.p.causal = 1, c.p.window_left = 50, c.p.sinks = 4, c.head_major = true;
     add_case(&c);
     c = base, c.name = "strided q/out, no lse, 1 thread";
     c.strided_q = true, c.with_lse = false, c.threads = 1, c.p.causal = 1;
@@ -127,6 +148,95 @@ static void bad_inputs(uint64_t *rng) {
     la_context_destroy(ctx);
 }
 
+/* One logical cache [L][Hkv][D] (raw elements of es bytes in src) laid out
+ * flat or in pages of bs tokens (identity table), token-major ([.., Hkv, D])
+ * or head-major ([Hkv][..][D]). */
+typedef struct {
+    char *mem;
+    la_tensor t;
+    int32_t *table;
+    int64_t nb;
+} lay_buf;
+
+static bool make_layout(lay_buf *o, const char *src, la_dtype dt, int64_t L, int64_t Hkv, int64_t D, int64_t bs,
+                        bool head_major) {
+    const size_t es = la_dtype_size(dt);
+    const int64_t rows = bs ? bs : L, nb = bs ? (L + bs - 1) / bs : 1;
+    o->nb = nb;
+    o->mem = calloc((size_t)(nb * rows * Hkv * D), es);
+    o->table = malloc(sizeof(int32_t) * (size_t)nb);
+    if (!o->mem || !o->table) return false;
+    for (int64_t i = 0; i < nb; i++) o->table[i] = (int32_t)i;
+    o->t = la_tensor_contiguous(o->mem, dt, 4, (int64_t[]){nb, rows, Hkv, D});
+    if (head_major) {
+        const int64_t st[4] = {rows * D, D, nb * rows * D, 1};
+        memcpy(o->t.stride, st, sizeof st);
+    }
+    for (int64_t t = 0; t < L; t++)
+        for (int64_t h = 0; h < Hkv; h++) {
+            const int64_t at = (t / rows) * o->t.stride[0] + (t % rows) * o->t.stride[1] + h * o->t.stride[2];
+            memcpy(o->mem + (size_t)at * es, src + (size_t)((t * Hkv + h) * D) * es, (size_t)D * es);
+        }
+    return true;
+}
+
+/* The decode's result depends on the keys' positions only: the same cache
+ * in every layout (flat or paged by 7, 16 or 32, token- or head-major, so
+ * blocks read in place, copied, or split by a page) and any thread count
+ * gives the same bits. */
+static void layouts_agree(uint64_t *rng) {
+    const int64_t H = 12, Hkv = 3, D = 64, Lq = 2, L = quick ? 203 : 613;
+    static const la_dtype types[] = {LA_F32, LA_F16, LA_BF16};
+    static const struct { int64_t bs; bool hm; } lays[] = {{0, false}, {0, true}, {7, true}, {16, true}, {32, false}, {7, false}};
+    enum { NL = sizeof lays / sizeof lays[0] };
+    float *q = malloc(sizeof(float) * (size_t)(Lq * H * D)), *out = malloc(sizeof(float) * (size_t)(Lq * H * D) * NL * 2);
+    float *lse = malloc(sizeof(float) * (size_t)(Lq * H) * NL * 2);
+    char *k = malloc(sizeof(float) * (size_t)(L * Hkv * D)), *v = malloc(sizeof(float) * (size_t)(L * Hkv * D));
+    la_context *ctx;
+    la_context_create(&ctx, 1);
+    tu_check(q && out && lse && k && v && ctx, "layouts agree: allocations");
+    for (int lv = 0; lv < LA_SIMD_COUNT * 3 && q && out && lse && k && v && ctx; lv++) {
+        if (la_context_set_simd(ctx, (la_simd)(lv / 3)) != LA_OK) continue; /* a level this CPU lacks */
+        const la_dtype dt = types[lv % 3];
+        tu_fill(rng, q, LA_F32, Lq * H * D, -1, 1);
+        tu_fill(rng, k, dt, L * Hkv * D, -1, 1);
+        tu_fill(rng, v, dt, L * Hkv * D, -1, 1);
+        int32_t len = (int32_t)L;
+        la_attention_params p = P();
+        p.causal = 1;
+        const la_tensor tq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){1, Lq, H, D});
+        int n = 0;
+        for (int li = 0; li < NL; li++) {
+            lay_buf kb = {0}, vb = {0};
+            if (make_layout(&kb, k, dt, L, Hkv, D, lays[li].bs, lays[li].hm) &&
+                make_layout(&vb, v, dt, L, Hkv, D, lays[li].bs, lays[li].hm))
+                for (int threads = 1; threads <= 2; threads++, n++) {
+                    float *o = out + (size_t)n * (size_t)(Lq * H * D), *l = lse + (size_t)n * (size_t)(Lq * H);
+                    tu_poison(o, LA_F32, Lq * H * D);
+                    tu_poison(l, LA_F32, Lq * H);
+                    la_tensor to = la_tensor_contiguous(o, LA_F32, 4, (int64_t[]){1, Lq, H, D});
+                    la_tensor tl = la_tensor_contiguous(l, LA_F32, 3, (int64_t[]){1, Lq, H});
+                    la_kv_layout lay = {.seqlens_k = &len, .block_table = lays[li].bs ? kb.table : NULL,
+                                        .blocks_per_seq = lays[li].bs ? kb.nb : 0};
+                    la_context_set_threads(ctx, threads);
+                    la_status st = la_attention_decode(ctx, &p, &tq, &kb.t, &vb.t, &lay, &to, &tl);
+                    tu_check(st == LA_OK, "layouts agree %s simd %d: layout %d threads %d: %s", la_dtype_name(dt),
+                             lv / 3, li, threads, la_last_error());
+                    /* exact: the same bits as the flat token-major call */
+                    tu_check(!memcmp(o, out, sizeof(float) * (size_t)(Lq * H * D)) &&
+                                 !memcmp(l, lse, sizeof(float) * (size_t)(Lq * H)),
+                             "layouts agree %s simd %d: layout %d (block %lld, %s) threads %d differs from flat "
+                             "token-major",
+                             la_dtype_name(dt), lv / 3, li, (long long)lays[li].bs, lays[li].hm ? "head-major" : "token-major",
+                             threads);
+                }
+            free(kb.mem), free(kb.table), free(vb.mem), free(vb.table);
+        }
+    }
+    la_context_destroy(ctx);
+    free(q), free(out), free(lse), free(k), free(v);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     const char *qe = getenv("LONGATTN_TEST_QUICK");
@@ -135,5 +245,6 @@ int main(void) {
     harness_check(&list, &rng);
     harness_list_free(&list);
     bad_inputs(&rng);
+    layouts_agree(&rng);
     return tu_finish();
 }

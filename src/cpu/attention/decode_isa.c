@@ -18,6 +18,7 @@
 #include "cpu/attention/merge_rows.h"
 #include "cpu/attention/score_simd.h"
 #include "cpu/attention/decode_simd.h"
+#include "cpu/attention/decode_block.h"
 
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
@@ -166,6 +167,173 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
     else chunk_dp(s, c0, c1, kbuf, vbuf, m, l, acc, s->Dp);
 }
 
+/* The grouped path: work item = (sequence, K/V head, chunk), for softmax
+ * scores that are only scaled (no softcap or ALiBi; masks, windows and
+ * sinks are lane masks). A block of LA_VL keys is read in place when its
+ * rows are whole vectors (D a multiple of LA_VL) of one page and K and V
+ * share a dtype; otherwise (a short block, a block across pages, a ragged
+ * head_dim) its rows are copied as they are, zero-padded, into the thread's
+ * buffer, so the arithmetic (db_block, decode_block.h) is the same bit for
+ * bit either way: the split points and the order stay the keys' positions
+ * only. A head's G * Lq query rows go through each block 4 at a time. */
+static inline __attribute__((always_inline)) void group_block(const seq_state *s, int64_t r, int nr, int64_t j0,
+                                                               int64_t nk, float *m, float *l, float *acc,
+                                                               const char *kb, size_t ks, const char *vb, size_t vs,
+                                                               const int64_t Dp, const la_dtype DT) {
+    const la_score_rule *rule = &s->p->rule;
+    const vi lane = vi_iota();
+    vi vis[4];
+    for (int rr = 0; rr < nr; rr++)
+        vis[rr] = (lane < lane_bound(nk)) &
+                  rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r + rr] - j0), (vi){0} + lane_bound(s->hi[r + rr] - j0),
+                                   (vi){0} + lane_bound(rule->sinks - j0));
+    const float *q = s->q + r * Dp;
+    switch (nr) {
+    case 1: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 1, Dp, DT); break;
+    case 2: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 2, Dp, DT); break;
+    case 3: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 3, Dp, DT); break;
+    default: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 4, Dp, DT); break;
+    }
+}
+
+/* Keys [c0, c1) of one sequence and K/V head hk, its rows r0 .. r0 + Rh:
+ * partial m, l, acc (the item's rows, from r0). */
+static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
+                                                                 char *kbuf, char *vbuf, float *m, float *l,
+                                                                 float *acc, const int64_t Dp, const la_dtype DT) {
+    const la_attn_problem *p = s->p;
+    const la_kv_pages *kv = &s->dp->kv;
+    const la_score_rule *rule = &p->rule;
+    const int64_t Rh = p->H / p->Hkv * p->Lq, r0 = hk * Rh, D = p->D;
+    const size_t es = sizeof(float) / (DT == LA_F32 ? 1 : 2), rowb = (size_t)Dp * es;
+    const bool whole = D == Dp;
+    const vi lane = vi_iota();
+    for (int64_t r = 0; r < Rh; r++) m[r] = -INFINITY, l[r] = 0;
+    memset(acc, 0, sizeof(float) * (size_t)(Rh * Dp));
+    for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
+        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        bool any = false;
+        for (int64_t r = r0; r < r0 + Rh && !any; r++) {
+            const vi vis = (lane < lane_bound(nk)) &
+                           rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r] - j0), (vi){0} + lane_bound(s->hi[r] - j0),
+                                            (vi){0} + lane_bound(rule->sinks - j0));
+            for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
+        }
+        if (!any) continue;
+        const char *kb, *vb;
+        size_t ks, vs;
+        if (whole && nk == LA_VL && (!kv->block_table || j0 % kv->block_size + LA_VL <= kv->block_size)) {
+            kb = row_ptr(kv, &p->k, s->b, j0, hk), ks = (size_t)p->k.token_stride * es;
+            vb = row_ptr(kv, &p->v, s->b, j0, hk), vs = (size_t)p->v.token_stride * es;
+        } else {
+            for (int64_t e = 0; e < LA_VL; e++) {
+                char *kd = kbuf + (size_t)e * rowb, *vd = vbuf + (size_t)e * rowb;
+                const size_t n = e < nk ? (size_t)D * es : 0;
+                if (n) {
+                    memcpy(kd, row_ptr(kv, &p->k, s->b, j0 + e, hk), n);
+                    memcpy(vd, row_ptr(kv, &p->v, s->b, j0 + e, hk), n);
+                }
+                memset(kd + n, 0, rowb - n);
+                memset(vd + n, 0, rowb - n);
+            }
+            kb = kbuf, vb = vbuf, ks = vs = rowb;
+        }
+        for (int64_t g = 0; g < Rh; g += 4) {
+            const int nr = Rh - g < 4 ? (int)(Rh - g) : 4;
+            group_block(s, r0 + g, nr, j0, nk, m + g, l + g, acc + g * Dp, kb, ks, vb, vs, Dp, DT);
+        }
+    }
+}
+
+/* The grouped path over a token-major cache ([.., Hkv, D] rows, a token's
+ * heads adjacent, a head's rows a whole token apart): work item =
+ * (sequence, chunk) for every head, as `chunk`, each block's rows of all
+ * heads copied as they are in address order (a stream the prefetchers
+ * follow; reading a head's rows in place strides by the token and each
+ * lands in another 4 KB page), then db_block per head on the copy. The
+ * arithmetic is head_chunk_dp's, bit for bit. */
+static inline __attribute__((always_inline)) void chunk_all_dp(const seq_state *s, int64_t c0, int64_t c1,
+                                                                char *kbuf, char *vbuf, float *m, float *l,
+                                                                float *acc, const int64_t Dp, const la_dtype DT) {
+    const la_attn_problem *p = s->p;
+    const la_kv_pages *kv = &s->dp->kv;
+    const la_score_rule *rule = &p->rule;
+    const int64_t Hkv = p->Hkv, Rh = p->H / Hkv * p->Lq, D = p->D;
+    const size_t es = sizeof(float) / (DT == LA_F32 ? 1 : 2), rowb = (size_t)Dp * es;
+    const vi lane = vi_iota();
+    for (int64_t r = 0; r < s->R; r++) m[r] = -INFINITY, l[r] = 0;
+    memset(acc, 0, sizeof(float) * (size_t)(s->R * Dp));
+    for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
+        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        bool any = false;
+        for (int64_t r = 0; r < s->R && !any; r++) {
+            const vi vis = (lane < lane_bound(nk)) &
+                           rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r] - j0), (vi){0} + lane_bound(s->hi[r] - j0),
+                                            (vi){0} + lane_bound(rule->sinks - j0));
+            for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
+        }
+        if (!any) continue;
+        for (int64_t e = 0; e < LA_VL; e++)
+            for (int64_t hk = 0; hk < Hkv; hk++) {
+                char *kd = kbuf + (size_t)(hk * LA_VL + e) * rowb, *vd = vbuf + (size_t)(hk * LA_VL + e) * rowb;
+                const size_t n = e < nk ? (size_t)D * es : 0;
+                if (n) {
+                    memcpy(kd, row_ptr(kv, &p->k, s->b, j0 + e, hk), n);
+                    memcpy(vd, row_ptr(kv, &p->v, s->b, j0 + e, hk), n);
+                }
+                if (n < rowb) {
+                    memset(kd + n, 0, rowb - n);
+                    memset(vd + n, 0, rowb - n);
+                }
+            }
+        for (int64_t hk = 0; hk < Hkv; hk++)
+            for (int64_t g = 0; g < Rh; g += 4) {
+                const int nr = Rh - g < 4 ? (int)(Rh - g) : 4;
+                const int64_t r = hk * Rh + g;
+                group_block(s, r, nr, j0, nk, m + r, l + r, acc + r * Dp, kbuf + (size_t)(hk * LA_VL) * rowb, rowb,
+                            vbuf + (size_t)(hk * LA_VL) * rowb, rowb, Dp, DT);
+            }
+    }
+}
+
+static void chunk_all(const seq_state *s, int64_t c0, int64_t c1, char *kbuf, char *vbuf, float *m, float *l,
+                      float *acc) {
+    const la_dtype t = s->p->k.dtype;
+#define LA_CHUNK_ALL_DT(DPV)                                                                     \
+    do {                                                                                         \
+        if (t == LA_F16) chunk_all_dp(s, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16);            \
+        else if (t == LA_BF16) chunk_all_dp(s, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16);     \
+        else chunk_all_dp(s, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32);                        \
+    } while (0)
+    if (s->Dp == 128) LA_CHUNK_ALL_DT(128);
+    else if (s->Dp == 64) LA_CHUNK_ALL_DT(64);
+    else LA_CHUNK_ALL_DT(s->Dp);
+#undef LA_CHUNK_ALL_DT
+}
+
+static void head_chunk(const seq_state *s, int64_t hk, int64_t c0, int64_t c1, char *kbuf, char *vbuf, float *m,
+                       float *l, float *acc) {
+    const la_dtype t = s->p->k.dtype;
+#define LA_HEAD_CHUNK_DT(DPV)                                                                         \
+    do {                                                                                              \
+        if (t == LA_F16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16);            \
+        else if (t == LA_BF16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16);     \
+        else head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32);                        \
+    } while (0)
+    if (s->Dp == 128) LA_HEAD_CHUNK_DT(128);
+    else if (s->Dp == 64) LA_HEAD_CHUNK_DT(64);
+    else LA_HEAD_CHUNK_DT(s->Dp);
+#undef LA_HEAD_CHUNK_DT
+}
+
+/* Whether the grouped path takes the problem: plain softmax, K and V of one
+ * float dtype. Fixed by the problem's rule and dtypes only, never by the
+ * layout, capacity or threads. */
+static bool grouped(const la_attn_problem *p) {
+    return p->rule.score == LA_SCORE_SOFTMAX && !(p->rule.softcap > 0) && !p->rule.alibi_slopes &&
+           p->k.dtype == p->v.dtype && (p->k.dtype == LA_F32 || p->k.dtype == LA_F16 || p->k.dtype == LA_BF16);
+}
+
 /* Work split and workspace (floats): per item R partial rows (Dp + 2
  * each); per sequence its scaled queries [R][Dp] and key ranges; per thread
  * one block of K and V rows, then for the merge a row's chunk list and an
@@ -192,7 +360,8 @@ static bool plan(const la_attn_problem *p, layout *L) {
     L->kv_block = (size_t)(2 * LA_VL * p->Hkv * Dp);
     /* in floats, a whole number of 64-byte lines so the accumulator after it stays aligned */
     L->merge_parts = (size_t)tg_round_up(nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = L->kv_block + L->merge_parts + (size_t)Dp;
+    /* then the grouped path's running max and sum of a head's rows (R bounds them) */
+    L->per_thread = L->kv_block + L->merge_parts + (size_t)Dp + (size_t)tg_round_up(2 * R, 16);
     total = L->part + L->qsz + L->ranges + L->per_thread * (size_t)nthreads;
     return total >= L->part && la_mul_size(total, sizeof(float), &L->bytes);
 }
@@ -209,7 +378,10 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
     const la_attn_forward_problem *fp = &dp->fwd;
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t B = p->num_seqs, Lq = p->Lq, H = p->H, D = p->D, Dp = tg_round_up(D, LA_VL), R = H * Lq;
-    const bool softmax = p->rule.score == LA_SCORE_SOFTMAX;
+    const bool softmax = p->rule.score == LA_SCORE_SOFTMAX, fast = grouped(p);
+    /* a head's rows adjacent (the KV cache's head-major pages, or one K/V
+     * head): items per head, blocks read in place */
+    const bool inplace = p->k.token_stride == D && p->v.token_stride == D;
     layout lay;
     if (!plan(p, &lay)) return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
     const int64_t chunk_len = lay.chunk_len;
@@ -233,6 +405,35 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             for (int64_t d = 0; d < D; d++) qs[br * Dp + d] *= p->rule.scale;
             la_rule_key_range(&p->rule, i, Lq, la_kv_len(dp, b), &lo[br], &hi[br]);
         }
+        if (fast && !inplace) {
+            float *run_m = merged + Dp, *run_l = run_m + R;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < items; it++) {
+                const int64_t b = it / nchunks, c = it % nchunks, lk = la_kv_len(dp, b);
+                seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
+                               .lo = lo + b * R, .hi = hi + b * R};
+                int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
+                chunk_all(&s, c0, c0 < c1 ? c1 : c0, (char *)kbuf, (char *)vbuf, run_m, run_l,
+                          pacc + (size_t)(it * R) * Dp);
+                memcpy(pm + it * R, run_m, sizeof(float) * (size_t)R);
+                memcpy(pl + it * R, run_l, sizeof(float) * (size_t)R);
+            }
+        } else if (fast) {
+            float *run_m = merged + Dp, *run_l = run_m + R;
+            const int64_t Rh = R / p->Hkv;
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t it = 0; it < items * p->Hkv; it++) {
+                const int64_t c = it % nchunks, bh = it / nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
+                const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
+                seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
+                               .lo = lo + b * R, .hi = hi + b * R};
+                int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
+                head_chunk(&s, hk, c0, c0 < c1 ? c1 : c0, (char *)kbuf, (char *)vbuf, run_m, run_l,
+                           pacc + (size_t)row * Dp);
+                memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
+                memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
+            }
+        } else {
 #pragma omp for schedule(dynamic, 1)
         for (int64_t it = 0; it < items; it++) {
             const int64_t b = it / nchunks, c = it % nchunks, lk = la_kv_len(dp, b);
@@ -240,6 +441,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
                            .lo = lo + b * R, .hi = hi + b * R};
             int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
             chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp);
+        }
         }
         /* merge the chunks of each (sequence, row): chunk c's accumulator
          * weighted by its max and carrying its sum (softmax), or summed

@@ -28,6 +28,7 @@
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/merge_rows.h"
 #include "cpu/attention/decode_simd.h"
+#include "cpu/attention/decode_block.h"
 #include "cpu/kvquant/kvq_kernels.h"
 
 #include "base/parallel.h"
@@ -156,37 +157,31 @@ static inline void widen_f16(float *dst, const uint16_t *src, int64_t n) {
 
 /* Keys [j0, j0 + nk) (nk <= LA_VL) are in kbuf / vbuf, rows Dp apart (rows
  * past nk zero): score every row with qf and bias, update its running
- * softmax. Inlined per row width (dp a constant for the model's 64 and 128)
- * so the LA_VL key rows are offsets from one pointer: an array of LA_VL row
- * pointers spilled to vector registers and reloaded on every FMA. */
+ * softmax, 4 rows at a time sharing each K and V load (db_block,
+ * attention/decode_block.h; Dp a constant for the model's 64 and 128). */
 static inline __attribute__((always_inline)) void block_dp(const item_state *s, const float *qf, const float *bias,
                                                             int64_t j0, int64_t nk, partial *pt, const int64_t Dp) {
     const vi lane = vi_iota();
-    const float *kb = s->kbuf, *vb = s->vbuf;
-    for (int64_t r = 0; r < s->R; r++) {
-        const int64_t lim = s->hi[r] - j0 < nk ? s->hi[r] - j0 : nk;
-        if (lim <= 0) continue;
-        const float *q = qf + r * Dp;
-        vf part[LA_VL];
-        for (int e = 0; e < LA_VL; e++) part[e] = vf_set1(0);
-        for (int64_t d = 0; d < Dp; d += LA_VL) {
-            const vf qv = vf_load(q + d);
-            for (int e = 0; e < LA_VL; e++) part[e] = vf_fma(vf_load(kb + e * Dp + d), qv, part[e]);
+    const char *kb = (const char *)s->kbuf, *vb = (const char *)s->vbuf;
+    const size_t rs = sizeof(float) * (size_t)Dp;
+    for (int64_t r = 0; r < s->R; r += 4) {
+        const int nr = s->R - r < 4 ? (int)(s->R - r) : 4;
+        vi vis[4];
+        bool any = false;
+        for (int rr = 0; rr < nr; rr++) {
+            const int64_t lim = s->hi[r + rr] - j0 < nk ? s->hi[r + rr] - j0 : nk;
+            vis[rr] = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
+            any |= lim > 0;
         }
-        vf sv = vf_transpose_sum(part) + vf_set1(bias ? bias[r] : 0.0f);
-        sv = vf_select(lane < (vi){0} + (int32_t)lim, sv, vf_set1(-INFINITY));
-        float *a = pt->acc + r * Dp;
-        const float bm = tree_max(sv);
-        if (bm > pt->m[r]) {
-            const float alpha = pt->m[r] == -INFINITY ? 0.0f : expf(pt->m[r] - bm);
-            pt->l[r] *= alpha;
-            const vf av = vf_set1(alpha);
-            for (int64_t d = 0; d < Dp; d += LA_VL) vf_store(a + d, vf_load(a + d) * av);
-            pt->m[r] = bm;
+        if (!any) continue;
+        const float *q = qf + r * Dp, *bs = bias ? bias + r : NULL;
+        float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
+        switch (nr) {
+        case 1: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 1, Dp, LA_F32); break;
+        case 2: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 2, Dp, LA_F32); break;
+        case 3: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 3, Dp, LA_F32); break;
+        default: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 4, Dp, LA_F32); break;
         }
-        const vf pv = vf_exp(sv - pt->m[r]);
-        pt->l[r] += tree_add(pv);
-        accumulate_pv(a, vb, pv, Dp);
     }
 }
 

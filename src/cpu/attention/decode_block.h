@@ -1,0 +1,158 @@
+/* One block of LA_VL keys of one K/V head against up to 4 query rows of
+ * that head, for the decode kernels (attention/decode_isa.c over float
+ * pages read in place, kvquant/kvq_decode_isa.c over widened codes).
+ * Include after cpu/isa.h and decode_simd.h.
+ *
+ * The rows of a grouped-query head share every K and V load: a vector of a
+ * key row (converted from f16 / bf16 in the register where the pages hold
+ * those) feeds the FMAs of all the rows, where a loop per row loaded and
+ * converted it once per row (4 times for 32 query heads over 8 K/V heads,
+ * which made f16 decode issue-bound rather than bandwidth-bound).
+ *  - q.k: the block's keys in 4 sub-blocks of KS = LA_VL / 4 keys; a
+ *    sub-block holds 4 x KS accumulators (row, key), summed across lanes
+ *    in one tree (vf_transpose_sum: lane rr * KS + e), and a 4 x 4
+ *    transpose of KS-lane chunks turns the 4 sub-blocks into one vector of
+ *    LA_VL scores per row.
+ *  - softmax: the row's block max and sum as trees; the running
+ *    accumulator's rescale is folded into its load in the P.V loop.
+ *  - P.V: NV output vectors of each row in registers (4 x NV chains), each
+ *    value vector loaded once for the rows, weights broadcast from memory.
+ * Every row's arithmetic is the same whatever the other rows of the group,
+ * the layout of the pages or the thread count: results depend only on the
+ * keys' positions (the block starts at a multiple of LA_VL of the chunk). */
+#ifndef LA_CPU_DECODE_BLOCK_H
+#define LA_CPU_DECODE_BLOCK_H
+
+#include "cpu/isa.h"
+#include "cpu/attention/decode_simd.h"
+
+#define DB_KS (LA_VL / 4) /* keys per q.k sub-block */
+#if LA_VL == 16
+#define DB_NV 4 /* P.V output vectors per row in registers: 16 accumulators of 32 */
+#define DB_CH(c) 4 * (c), 4 * (c) + 1, 4 * (c) + 2, 4 * (c) + 3
+#elif LA_VL == 8
+#define DB_NV 2 /* 8 accumulators of 16 registers */
+#define DB_CH(c) 2 * (c), 2 * (c) + 1
+#else
+#define DB_NV 2
+#define DB_CH(c) (c)
+#endif
+
+/* LA_VL elements of a row of dtype DT (a constant in every caller) at element d. */
+static inline __attribute__((always_inline)) vf db_load(const char *row, int64_t d, const la_dtype DT) {
+    if (DT == LA_F16) return vf_load_f16((const uint16_t *)row + d);
+    if (DT == LA_BF16) return vf_load_bf16((const uint16_t *)row + d);
+    return vf_load((const float *)row + d);
+}
+
+/* Lane j * KS + e of row rr's result = lane rr * KS + e of x[j]: a 4 x 4
+ * transpose of KS-lane chunks, two levels of two-vector shuffles. */
+static inline __attribute__((always_inline)) void db_transpose4(const vf *x, vf *s) {
+    const vf p01 = __builtin_shufflevector(x[0], x[1], DB_CH(0), DB_CH(4), DB_CH(1), DB_CH(5));
+    const vf q01 = __builtin_shufflevector(x[0], x[1], DB_CH(2), DB_CH(6), DB_CH(3), DB_CH(7));
+    const vf p23 = __builtin_shufflevector(x[2], x[3], DB_CH(0), DB_CH(4), DB_CH(1), DB_CH(5));
+    const vf q23 = __builtin_shufflevector(x[2], x[3], DB_CH(2), DB_CH(6), DB_CH(3), DB_CH(7));
+    s[0] = __builtin_shufflevector(p01, p23, DB_CH(0), DB_CH(1), DB_CH(4), DB_CH(5));
+    s[1] = __builtin_shufflevector(p01, p23, DB_CH(2), DB_CH(3), DB_CH(6), DB_CH(7));
+    s[2] = __builtin_shufflevector(q01, q23, DB_CH(0), DB_CH(1), DB_CH(4), DB_CH(5));
+    s[3] = __builtin_shufflevector(q01, q23, DB_CH(2), DB_CH(3), DB_CH(6), DB_CH(7));
+}
+
+/* Keys e in [0, LA_VL) at kb + e * kstride and vb + e * vstride (bytes),
+ * rows of Dp elements of dtype DT, all finite (rows past a short block's
+ * end are zero rows of the caller's buffer); NR query rows (1..4) with
+ * scaled queries q + rr * Dp (scores q.k + bias[rr] where bias is not NULL), visible lanes vis[rr], running max m[rr],
+ * sum l[rr] and accumulator acc + rr * Dp. Rows that see no lane of the
+ * block are left as they are. */
+static inline __attribute__((always_inline)) void db_block(const float *q, const float *bias, const vi *vis, float *m, float *l,
+                                                           float *acc, const char *kb, size_t kstride,
+                                                           const char *vb, size_t vstride, const int NR,
+                                                           const int64_t Dp, const la_dtype DT) {
+    vf x[4], s[4];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        vf part[LA_VL];
+#pragma GCC unroll 16
+        for (int i = 0; i < LA_VL; i++) part[i] = vf_set1(0);
+        const char *k0 = kb + (size_t)(j * DB_KS) * kstride;
+        for (int64_t d = 0; d < Dp; d += LA_VL) {
+            vf kv[DB_KS];
+#pragma GCC unroll 4
+            for (int e = 0; e < DB_KS; e++) kv[e] = db_load(k0 + (size_t)e * kstride, d, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) {
+                const vf qv = vf_load(q + rr * Dp + d);
+#pragma GCC unroll 4
+                for (int e = 0; e < DB_KS; e++) part[rr * DB_KS + e] = vf_fma(kv[e], qv, part[rr * DB_KS + e]);
+            }
+        }
+        x[j] = vf_transpose_sum(part);
+    }
+    db_transpose4(x, s);
+    if (bias)
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) s[rr] += vf_set1(bias[rr]);
+    float pw[4][LA_VL] __attribute__((aligned(64)));
+    vf alpha[4];
+    bool any = false;
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) {
+        const vf sv = vf_select(vis[rr], s[rr], vf_set1(-INFINITY));
+        const float bm = tree_max(sv);
+        alpha[rr] = vf_set1(1.0f);
+        if (bm == -INFINITY) { /* the row sees none of the block's keys */
+            vf_store(pw[rr], vf_set1(0));
+            continue;
+        }
+        any = true;
+        if (bm > m[rr]) {
+            const float a = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - bm);
+            l[rr] *= a;
+            alpha[rr] = vf_set1(a);
+            m[rr] = bm;
+        }
+        const vf pv = vf_exp(sv - m[rr]);
+        l[rr] += tree_add(pv);
+        vf_store(pw[rr], pv);
+    }
+    if (!any) return;
+    int64_t d0 = 0;
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
+        vf o[4][DB_NV];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_load(acc + rr * Dp + d0 + k * LA_VL) * alpha[rr];
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+            vf vv[DB_NV];
+            const char *vr = vb + (size_t)e * vstride;
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vr, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) {
+                const vf pe = vf_set1(pw[rr][e]);
+#pragma GCC unroll 4
+                for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_fma(pe, vv[k], o[rr][k]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
+    }
+    for (; d0 < Dp; d0 += LA_VL) {
+        vf o[4];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) o[rr] = vf_load(acc + rr * Dp + d0) * alpha[rr];
+        for (int e = 0; e < LA_VL; e++) {
+            const vf vv = db_load(vb + (size_t)e * vstride, d0, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(pw[rr][e]), vv, o[rr]);
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr]);
+    }
+}
+
+#endif
