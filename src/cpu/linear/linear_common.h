@@ -276,15 +276,25 @@ static inline void lin_transpose(float *dst, int64_t ld_dst, const float *src, i
 }
 
 /* Causal mask and scalar decay on a chunk's n x n score block (row stride
- * ld): M[i][j] *= prod_{j<s<=i} a_s for j <= i, 0 for j > i. */
+ * ld, n <= 1024, columns up to n rounded up to LA_VL written): M[i][j] *=
+ * prod_{j<s<=i} a_s for j <= i, 0 for j > i. The factors run as a row:
+ * after row i, run[j] = prod_{j<s<=i} a_s (j <= i) and 0 after i, one
+ * vector product per LA_VL columns and row. */
 static inline void lin_mask_scalar(float *M, int64_t ld, const float *a, int64_t n) {
+    _Alignas(64) float run[1024 + LIN_PAD];
+    const int64_t np = tg_round_up(n, LA_VL);
+    vi lane;
+    for (int l = 0; l < LA_VL; l++) lane[l] = l;
+    for (int64_t j = 0; j < np; j += LA_VL) vf_store(run + j, vf_set1(0));
     for (int64_t i = 0; i < n; i++) {
-        float *row = M + i * ld, e = 1.0f;
-        for (int64_t j = i; j >= 0; j--) {
-            row[j] *= e;
-            e *= a[j];
-        }
-        for (int64_t j = i + 1; j < n; j++) row[j] = 0;
+        const vf ai = vf_set1(a[i]);
+        const int64_t ib = i / LA_VL * LA_VL;
+        float *row = M + i * ld;
+        for (int64_t j = 0; j <= ib; j += LA_VL) vf_store(run + j, vf_load(run + j) * ai);
+        run[i] = 1.0f;
+        for (int64_t j = 0; j < ib; j += LA_VL) vf_store(row + j, vf_load(row + j) * vf_load(run + j));
+        vf_store(row + ib, vf_select(lane + (int32_t)ib <= (int32_t)i, vf_load(row + ib) * vf_load(run + ib), vf_set1(0)));
+        for (int64_t j = ib + LA_VL; j < np; j += LA_VL) vf_store(row + j, vf_set1(0));
     }
 }
 

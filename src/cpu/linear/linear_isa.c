@@ -191,10 +191,18 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
         channel_scores(dm, w, n);
     } else {
         lin_transpose(w->KT, Cp, w->K, Dkp, n, Dk);
-        tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
+        /* only the column blocks at or before each row tile's diagonal */
+        for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
+            const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR;
+            tg_gemm(m, tg_round_up(i0 + m, LA_VL), Dk, w->Q + i0 * Dkp, Dkp, 1, w->KT, Cp, w->A + i0 * Cp, Cp, false);
+        }
         lin_mask_scalar(w->A, Cp, w->a, n);
     }
-    tg_gemm(n, Dvp, n, w->A, Cp, 1, w->V, Dvp, w->O, Dvp, false);
+    /* O = A V, each row tile over the columns up to its diagonal (A is 0 after it) */
+    for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
+        const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR;
+        tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, w->O + i0 * Dvp, Dvp, false);
+    }
     /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
     for (int64_t i = 0; i < n; i++) {
         if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
