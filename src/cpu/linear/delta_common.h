@@ -181,25 +181,42 @@ static inline float delta_chunk_prepare(const la_delta_problem *p, const delta_d
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(c->B + i * ldr + j, b * vf_load(c->V + i * Dvp + j));
         for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(c->B + i * ldr + Dvp + d, m * vf_load(c->K + i * Dkp + d));
     }
-    /* E, then KE = (K K^T) . E below the diagonal */
-    for (int64_t i = 0; i < n; i++) {
-        float *row = c->E + i * Cp, e = 1.0f;
-        for (int64_t j = i; j >= 0; j--) {
-            row[j] = e;
-            e *= c->a[j];
+    /* E, row by row from a running row of factors: after row i, run[j] =
+     * prod_{j<s<=i} a_s for j <= i and 0 after i (as lin_mask_scalar) */
+    {
+        _Alignas(64) float run[1024 + LIN_PAD];
+        for (int64_t j = 0; j < Cp; j += LA_VL) vf_store(run + j, vf_set1(0));
+        for (int64_t i = 0; i < n; i++) {
+            const vf ai = vf_set1(c->a[i]);
+            const int64_t ib = i / LA_VL * LA_VL;
+            for (int64_t j = 0; j <= ib; j += LA_VL) vf_store(run + j, vf_load(run + j) * ai);
+            run[i] = 1.0f;
+            memcpy(c->E + i * Cp, run, (size_t)Cp * sizeof(float));
         }
-        for (int64_t j = i + 1; j < Cp; j++) row[j] = 0;
     }
+    /* KE = (K K^T) . E strictly below the diagonal: each row tile's column
+     * blocks up to its diagonal only, the rest 0 */
     lin_transpose(c->KT, Cp, c->K, Dkp, n, Dk);
-    tg_gemm(n, Cp, Dk, c->K, Dkp, 1, c->KT, Cp, c->KE, Cp, false);
-    for (int64_t i = 0; i < n; i++) {
-        float *row = c->KE + i * Cp;
-        const float *e = c->E + i * Cp;
-        for (int64_t j = 0; j < i; j++) row[j] *= e[j];
-        for (int64_t j = i; j < Cp; j++) row[j] = 0;
+    vi lane;
+    for (int l = 0; l < LA_VL; l++) lane[l] = l;
+    for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
+        const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR, nc = tg_round_up(i0 + m, LA_VL);
+        tg_gemm(m, nc, Dk, c->K + i0 * Dkp, Dkp, 1, c->KT, Cp, c->KE + i0 * Cp, Cp, false);
+        for (int64_t i = i0; i < i0 + m; i++) {
+            float *row = c->KE + i * Cp;
+            const float *e = c->E + i * Cp;
+            for (int64_t j = 0; j < nc; j += LA_VL)
+                vf_store(row + j, vf_select(lane + (int32_t)j < (int32_t)i, vf_load(row + j) * vf_load(e + j),
+                                            vf_set1(0)));
+            for (int64_t j = nc; j < Cp; j += LA_VL) vf_store(row + j, vf_set1(0));
+        }
     }
     delta_unit_lower_inverse(c->T, c->KE, c->beta, Cp, n);
-    tg_gemm(n, ldr, n, c->T, Cp, 1, c->B, ldr, c->R, ldr, false);
+    /* R = T B, T lower triangular: each row tile over the rows of B up to its diagonal */
+    for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
+        const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR;
+        tg_gemm(m, ldr, i0 + m, c->T + i0 * Cp, Cp, 1, c->B, ldr, c->R + i0 * ldr, ldr, false);
+    }
     /* Vn = U + (-W) S */
     tg_gemm(n, Dvp, Dk, c->R + Dvp, ldr, 1, S, Dvp, c->R, ldr, true);
     return n > 0 ? total : 1.0f;
