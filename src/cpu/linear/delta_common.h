@@ -10,6 +10,9 @@
 #include "backend/delta_problem.h"
 #include "cpu/linear/linear_common.h"
 
+/* Tokens ahead of the one loaded whose rows are prefetched. */
+#define DELTA_AHEAD 4
+
 /* fla's l2norm: x / sqrt(sum x^2 + eps). */
 #define DELTA_L2_EPS 1e-6f
 
@@ -159,14 +162,26 @@ static inline void delta_unit_lower_inverse(float *T, const float *KE, const flo
     }
 }
 
-/* Load tokens [t_first, t_first + n) of (sequence b's batch row bt, query
+/* Load tokens [t_first, t_first + n) (end: the sequence's end) of (sequence b's batch row bt, query
  * head h, k/v head hk) and build everything above from state S [Dk][Dvp];
  * returns the chunk's whole decay pre[n-1] (1 for n = 0). */
 static inline float delta_chunk_prepare(const la_delta_problem *p, const delta_dims *dm, delta_chunk *c, int64_t bt,
-                                        int64_t h, int64_t hk, int64_t t_first, int64_t n, const float *S) {
+                                        int64_t h, int64_t hk, int64_t t_first, int64_t n, const float *S,
+                                        int64_t end) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp, Cp = dm->Cp, ldr = delta_ldr(dm);
     for (int64_t i = 0; i < n; i++) {
         const int64_t t = t_first + i;
+        /* the first two lines of the rows DELTA_AHEAD tokens on (a page or
+         * more apart each, out of the streaming prefetchers' view): ~8% less
+         * CPU time at H 8, 16K; the whole rows were slower */
+        if (t + DELTA_AHEAD < end) {
+            const char *r[3] = {la_attn_at(&p->q, bt, t + DELTA_AHEAD, h), la_attn_at(&p->k, bt, t + DELTA_AHEAD, hk),
+                                la_attn_at(&p->v, bt, t + DELTA_AHEAD, hk)};
+            for (int x = 0; x < 3; x++) {
+                __builtin_prefetch(r[x], 0, 3);
+                __builtin_prefetch(r[x] + 64, 0, 3);
+            }
+        }
         c->rq[i] = delta_load_qk(c->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->l2norm,
                                  p->scale);
         c->rk[i] = delta_load_qk(c->K + i * Dkp, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->l2norm, 1.0f);

@@ -64,7 +64,7 @@ static void chunked_item(const la_delta_problem *p, const delta_dims *dm, fwd_sc
     delta_load_state(w->S, &p->state_in, dm, b, h);
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
-        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, w->S);
+        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, w->S, t0 + len);
         /* O = (Q K^T . E) Vn + (pre . Q) S */
         /* each row tile over its columns up to the diagonal only (E is 0 after it) */
         for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
