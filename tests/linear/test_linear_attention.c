@@ -220,6 +220,15 @@ static void add_cases(harness_list *list) {
                 s.gate = gates[gi], s.p.chunk_size = 32, s.p.form = form, s.want_state = true, s.init_state = true;
                 add(list, s);
             }
+    /* the chunked forward loads and stores a head group's rows together
+       (up to 4 heads an item, 2 threads): GQA, two sequences, a short last
+       chunk (1000 = 15 x 64 + 40), saturated gates */
+    for (int decay = 2; decay < LA_DECAY_COUNT; decay++) {
+        snprintf(name, sizeof name, "head group %s L=1000 GQA 4/2 saturated", dn[decay]);
+        linear_spec s = base_spec(name, 1000, decay);
+        s.H = 4, s.Hkv = 2, s.threads = 2, s.gate = LIN_GATE_SATURATED, s.init_state = s.want_state = true;
+        add(list, s);
+    }
     /* backward: every decay and feature, chunk boundaries, GQA, states, varlen, saturated gates */
     for (int decay = 0; decay < LA_DECAY_COUNT; decay++)
         for (int feature = 0; feature < LA_FEATURE_TAYLOR; feature++) {

@@ -303,7 +303,7 @@ static void chunked_head_backward(const la_delta_backward_problem *bp, const del
     for (int64_t c0 = 0, ci = 0; c0 < len; c0 += C, ci++) {
         memcpy(w->ck + ci * st, S, (size_t)st * sizeof(float));
         const int64_t n = len - c0 < C ? len - c0 : C;
-        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, S);
+        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, S, t0 + len);
         for (int64_t j = 0; j < n; j++) lin_scale(c->K + j * Dkp, Dkp, c->suf[j]);
         if (total != 1.0f)
             for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, total);
@@ -314,7 +314,7 @@ static void chunked_head_backward(const la_delta_backward_problem *bp, const del
     for (int64_t ci = nch - 1; ci >= 0; ci--) {
         const int64_t c0 = ci * C, n = len - c0 < C ? len - c0 : C;
         memcpy(S, w->ck + ci * st, (size_t)st * sizeof(float));
-        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, S);
+        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, S, t0 + len);
         float *Vn = c->R, *Wn = c->R + Dvp, *dVn = w->dR, *dWn = w->dR + Dvp;
         for (int64_t i = 0; i < n; i++)
             tg_load_row(w->dO + i * Dvp, la_attn_at(&bp->dout, bt, t0 + c0 + i, h), bp->dout.dtype, Dv, Dvp);

@@ -64,11 +64,15 @@ static void chunked_item(const la_delta_problem *p, const delta_dims *dm, fwd_sc
     delta_load_state(w->S, &p->state_in, dm, b, h);
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
-        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, w->S);
+        const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, w->S, t0 + len);
         /* O = (Q K^T . E) Vn + (pre . Q) S */
-        tg_gemm(n, Cp, Dk, c->Q, Dkp, 1, c->KT, Cp, w->P, Cp, false);
-        for (int64_t i = 0; i < n; i++) lin_mul(w->P + i * Cp, c->E + i * Cp, Cp);
-        tg_gemm(n, Dvp, n, w->P, Cp, 1, c->R, ldr, w->O, Dvp, false);
+        /* each row tile over its columns up to the diagonal only (E is 0 after it) */
+        for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
+            const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR, nc = tg_round_up(i0 + m, LA_VL);
+            tg_gemm(m, nc, Dk, c->Q + i0 * Dkp, Dkp, 1, c->KT, Cp, w->P + i0 * Cp, Cp, false);
+            for (int64_t i = i0; i < i0 + m; i++) lin_mul(w->P + i * Cp, c->E + i * Cp, nc);
+            tg_gemm(m, Dvp, i0 + m, w->P + i0 * Cp, Cp, 1, c->R, ldr, w->O + i0 * Dvp, Dvp, false);
+        }
         for (int64_t i = 0; i < n; i++) lin_scale(c->Q + i * Dkp, Dkp, c->pre[i]);
         tg_gemm(n, Dvp, Dk, c->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true);
         for (int64_t i = 0; i < n; i++)

@@ -265,26 +265,58 @@ static inline float lin_dot3(const float *a, const float *e, const float *b, int
 }
 
 /* dst [cols][ld_dst] = the transpose of src [rows][ld_src] (cols x rows
- * of it); dst's columns rows..ld_dst are 0. */
+ * of it); dst's columns rows..ld_dst are 0. Whole LA_VL x LA_VL blocks go
+ * through registers: log2(LA_VL) rounds of even/odd lane shuffles, each
+ * moving one bit of the column index into the row index; the edges are
+ * copied one element at a time. */
 static inline void lin_transpose(float *dst, int64_t ld_dst, const float *src, int64_t ld_src, int64_t rows,
                                  int64_t cols) {
+    const int64_t rb = rows / LA_VL * LA_VL, cb = cols / LA_VL * LA_VL;
+    for (int64_t i = 0; i < rb; i += LA_VL)
+        for (int64_t d = 0; d < cb; d += LA_VL) {
+            vf r[LA_VL], t[LA_VL];
+#pragma GCC unroll 16
+            for (int l = 0; l < LA_VL; l++) r[l] = vf_load(src + (i + l) * ld_src + d);
+#pragma GCC unroll 4
+            for (int round = 1; round < LA_VL; round *= 2) {
+#pragma GCC unroll 8
+                for (int l = 0; l < LA_VL / 2; l++) {
+                    t[l] = __builtin_shufflevector(r[2 * l], r[2 * l + 1], LA_EVEN_LANES);
+                    t[LA_VL / 2 + l] = __builtin_shufflevector(r[2 * l], r[2 * l + 1], LA_ODD_LANES);
+                }
+#pragma GCC unroll 16
+                for (int l = 0; l < LA_VL; l++) r[l] = t[l];
+            }
+#pragma GCC unroll 16
+            for (int l = 0; l < LA_VL; l++) vf_store(dst + (d + l) * ld_dst + i, r[l]);
+        }
     for (int64_t d = 0; d < cols; d++) {
         float *row = dst + d * ld_dst;
-        for (int64_t i = 0; i < rows; i++) row[i] = src[i * ld_src + d];
+        for (int64_t i = d < cb ? rb : 0; i < rows; i++) row[i] = src[i * ld_src + d];
         for (int64_t i = rows; i < ld_dst; i++) row[i] = 0;
     }
 }
 
 /* Causal mask and scalar decay on a chunk's n x n score block (row stride
- * ld): M[i][j] *= prod_{j<s<=i} a_s for j <= i, 0 for j > i. */
+ * ld, n <= 1024, columns up to n rounded up to LA_VL written): M[i][j] *=
+ * prod_{j<s<=i} a_s for j <= i, 0 for j > i. The factors run as a row:
+ * after row i, run[j] = prod_{j<s<=i} a_s (j <= i) and 0 after i, one
+ * vector product per LA_VL columns and row. */
 static inline void lin_mask_scalar(float *M, int64_t ld, const float *a, int64_t n) {
+    _Alignas(64) float run[1024 + LIN_PAD];
+    const int64_t np = tg_round_up(n, LA_VL);
+    vi lane;
+    for (int l = 0; l < LA_VL; l++) lane[l] = l;
+    for (int64_t j = 0; j < np; j += LA_VL) vf_store(run + j, vf_set1(0));
     for (int64_t i = 0; i < n; i++) {
-        float *row = M + i * ld, e = 1.0f;
-        for (int64_t j = i; j >= 0; j--) {
-            row[j] *= e;
-            e *= a[j];
-        }
-        for (int64_t j = i + 1; j < n; j++) row[j] = 0;
+        const vf ai = vf_set1(a[i]);
+        const int64_t ib = i / LA_VL * LA_VL;
+        float *row = M + i * ld;
+        for (int64_t j = 0; j <= ib; j += LA_VL) vf_store(run + j, vf_load(run + j) * ai);
+        run[i] = 1.0f;
+        for (int64_t j = 0; j < ib; j += LA_VL) vf_store(row + j, vf_load(row + j) * vf_load(run + j));
+        vf_store(row + ib, vf_select(lane + (int32_t)ib <= (int32_t)i, vf_load(row + ib) * vf_load(run + ib), vf_set1(0)));
+        for (int64_t j = ib + LA_VL; j < np; j += LA_VL) vf_store(row + j, vf_set1(0));
     }
 }
 
