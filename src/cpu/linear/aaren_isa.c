@@ -13,11 +13,15 @@
  * second read of every key and value (at long L, from memory: the old
  * three-phase scan over all of a head's chunks ran 2.2x slower per token at
  * 1M than at 4K). So:
- *  - when the pairs, handed out in turn, keep the threads evenly busy (a
- *    multiple of the threads, or at least 8 per thread and no pair more
- *    than 1/8 of a thread's share), each pair runs in one pass from its
- *    initial state: keys and values read once, outputs written once, O(1)
- *    state (the recurrent form's arithmetic);
+ *  - when the pairs keep the threads evenly busy (dense: a multiple of the
+ *    threads, or at least 8 per thread; varlen: at least 8 per thread and
+ *    no pair more than 1/8 of a thread's share), each pair runs in one
+ *    pass from its initial state: keys and values read once, outputs
+ *    written once, one state per pair (the recurrent form's arithmetic).
+ *    Each thread owns a contiguous run of pairs (about equal tokens) and
+ *    walks time outside them, AAREN_TILE tokens of each pair in turn, so
+ *    it reads one contiguous span of every key, value and output row, and
+ *    asks for the next tile's rows before running the current one;
  *  - else a two-level scan, pair after pair with the whole team on each:
  *    the sequence goes by rounds of one block per thread (whole chunks,
  *    about 512 KB of keys and values: they stay in the thread's L2 between
@@ -243,6 +247,24 @@ static void pair_run(const la_aaren_problem *p, int tid, int team, int64_t *lo, 
     if (!found) *lo = *hi = 0;
 }
 
+/* Asks for the key and value rows of head h, tokens [c0, c0 + AAREN_TILE)
+ * of sequence b, ahead of their use (the tile after the one about to run:
+ * the memory's latency then overlaps a tile of work). */
+static void prefetch_tile(const la_aaren_problem *p, int64_t b, int64_t h, int64_t c0, int64_t len) {
+    const int64_t bt = p->head.cu ? 0 : b, c1 = c0 + AAREN_TILE < len ? c0 + AAREN_TILE : len;
+    int64_t t0, n;
+    la_scan_seq(&p->head, b, &t0, &n);
+    const int64_t kb = p->Dk * (int64_t)la_dtype_size(p->k.dtype), vb = p->Dv * (int64_t)la_dtype_size(p->v.dtype),
+                  ob = p->Dv * (int64_t)la_dtype_size(p->out.dtype);
+    for (int64_t t = t0 + c0; t < t0 + c1; t++) {
+        const char *k = la_attn_at(&p->k, bt, t, h), *v = la_attn_at(&p->v, bt, t, h);
+        char *out = la_attn_at(&p->out, bt, t, h);
+        for (int64_t o = 0; o < kb; o += 64) __builtin_prefetch(k + o, 0, 3);
+        for (int64_t o = 0; o < vb; o += 64) __builtin_prefetch(v + o, 0, 3);
+        for (int64_t o = 0; o < ob; o += 64) __builtin_prefetch(out + o, 1, 3);
+    }
+}
+
 /* The one-pass form, called by every thread of the team: its run of pairs,
  * time in the outer loop (AAREN_TILE tokens, then the next pair's), so the
  * thread reads one contiguous span of every key and value row (its heads';
@@ -260,6 +282,7 @@ static void forward_runs(const la_aaren_problem *p, const aaren_dims *d, aaren_s
             la_scan_seq(&p->head, b, &t0, &len);
             if (c0 >= len) continue;
             load_query(p, d, s->q, h);
+            prefetch_tile(p, b, h, c0 + AAREN_TILE, len);
             run_tokens(p, d, s, states + it * d->S, b, h, c0, c0 + AAREN_TILE < len ? c0 + AAREN_TILE : len, true);
         }
     for (int64_t it = lo; it < hi; it++) state_store(states + it * d->S, &p->state_out, p, d, it / p->H, it % p->H);
