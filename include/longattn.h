@@ -659,7 +659,9 @@ LA_API la_status la_causal_conv1d_backward(la_context *ctx, const la_conv1d_para
  * (varlen [T, H, ...]); Dk, Dv in 1..LA_MAX_HEAD_DIM. */
 typedef struct {
     float scale;               /* 0 means 1/sqrt(Dk) */
-    la_scan_form form;         /* chunked: a parallel prefix scan over chunks of (m, u, w) */
+    la_scan_form form;         /* chunked: a parallel prefix scan over blocks of whole chunks of (m, u, w)
+                                * where the (sequence, head) pairs leave threads idle; else each pair in
+                                * one pass, its keys and values read once */
     int64_t chunk_size;        /* 1..4096 (default 64) */
     const int32_t *cu_seqlens;
     int64_t num_seqs;

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* ---------------------------------------------------------------- fields */
 
@@ -126,12 +127,33 @@ static void reset_peak_rss(void) {
 }
 
 typedef struct {
-    double ms, rss_mb, workspace_bytes;
+    double ms, cpu_ms, rss_mb, workspace_bytes; /* cpu_ms: the process's CPU time over the run, median */
     la_status status;
     char error[256]; /* la_last_error() of a failed first run */
 } timing;
 
 #define MAX_SAMPLES 25
+
+/* The process's CPU time, all threads (0 where the clock is missing). On a
+ * shared machine a run's CPU time over the threads it ran on is what its
+ * wall time would be alone, less the waits it really had (idle threads
+ * spin in OpenMP's default wait policy: OMP_WAIT_POLICY=passive keeps them
+ * out of it). */
+static double cpu_seconds(void) {
+#ifdef CLOCK_PROCESS_CPUTIME_ID
+    struct timespec ts;
+    if (clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts) == 0) return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+    return 0;
+}
+
+static void sort_doubles(double *x, int n) {
+    for (int i = 1; i < n; i++) /* insertion sort */
+        for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
+            double y = x[j];
+            x[j] = x[j - 1], x[j - 1] = y;
+        }
+}
 
 /* Warm up once (measuring the memory the call adds), then repeat until the
  * time budget is spent; the median counts. */
@@ -147,20 +169,20 @@ static timing time_run(harness_case *c, la_context *ctx, double budget_s) {
         snprintf(t.error, sizeof t.error, "%s", la_last_error());
         return t;
     }
-    double samples[MAX_SAMPLES], spent = 0;
+    double samples[MAX_SAMPLES], cpu[MAX_SAMPLES], spent = 0;
     int n = 0;
     while (n < MAX_SAMPLES && (n < 3 || spent < budget_s)) {
+        const double c0 = cpu_seconds();
         t0 = la_clock_seconds();
         c->ops->run(c, ctx);
         samples[n] = la_clock_seconds() - t0;
+        cpu[n] = cpu_seconds() - c0;
         spent += samples[n++];
         if (first > budget_s) break; /* one slow sample is enough */
     }
-    for (int i = 1; i < n; i++) /* insertion sort */
-        for (int j = i; j > 0 && samples[j] < samples[j - 1]; j--) {
-            double x = samples[j];
-            samples[j] = samples[j - 1], samples[j - 1] = x;
-        }
+    sort_doubles(samples, n);
+    sort_doubles(cpu, n);
+    t.cpu_ms = cpu[n / 2] * 1e3;
     t.ms = samples[n / 2] * 1e3;
     return t;
 }
@@ -268,7 +290,8 @@ static void print_row(harness_case *c, const harness_fields *fs, const harness_p
             printf(fs->f[i].quoted ? ",\"%s\":\"%s\"" : ",\"%s\":%s", fs->f[i].key, fs->f[i].value);
         if (bw) printf(",\"ms\":%.4f,\"gbps\":%.2f,\"peak_gbps\":%.2f", t->ms, figure, ceiling);
         else printf(",\"ms\":%.3f,\"gflops\":%.2f,\"peak_gflops\":%.1f", t->ms, figure, ceiling);
-        printf(",\"ratio\":%.3f,\"peak_rss_mb\":%.1f,\"bytes_per_token\":%.0f", ratio, t->rss_mb, per_token);
+        printf(",\"ratio\":%.3f,\"cpu_ms\":%.3f,\"peak_rss_mb\":%.1f,\"bytes_per_token\":%.0f", ratio, t->cpu_ms,
+               t->rss_mb, per_token);
         if (c->tokens > 0) printf(",\"tokens_per_s\":%.0f", (double)c->tokens / (t->ms * 1e-3));
         if (o->sampled_error) printf(",\"err_vs_exact\":%s", err_text);
         print_results(c, o, t->ms);

@@ -406,6 +406,24 @@ int main(void) {
     s = spec("aaren large scores", st_dense(2, 100), 2, 16, 16);
     s.kscale = 200;
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* the chunked form's two decompositions (aaren_isa.c): pairs that keep the threads evenly busy
+       run in one pass (runs of pairs split by tokens); fewer, or uneven varlen ones, take the
+       two-level scan in rounds of one block (1024 tokens at Dk = Dv = 64, chunk 64) per thread */
+    for (int nt = 3; nt <= 4; nt++) {
+        la_context *tctx;
+        tu_check(la_context_create(&tctx, nt) == LA_OK, "context of %d threads: %s", nt, la_last_error());
+        s = spec("aaren scan, one pair, threads 3/4", st_dense(1, quick ? 2100 : 4097), 1, 64, 64);
+        check_forward(&s, &rng, tctx, levels, nlev);
+        s = spec("aaren scan, 2 pairs, threads 3/4", st_dense(1, 1500), 2, 64, 64);
+        s.init = false;
+        check_forward(&s, &rng, tctx, levels, nlev);
+        s = spec("aaren one pass, threads 3/4", st_dense(3, 130), 4, 16, 8);
+        check_forward(&s, &rng, tctx, levels, nlev);
+        s = spec("aaren scan, varlen one long, threads 3/4",
+                 st_varlen(5, (int32_t[]){3, 0, quick ? 1500 : 2600, 1, 40}), 2, 64, 64);
+        check_forward(&s, &rng, tctx, levels, nlev);
+        la_context_destroy(tctx);
+    }
 
     s = spec("aaren bwd L=1", st_dense(2, 1), 2, 8, 4);
     check_backward(&s, &rng, ctx, levels, nlev);

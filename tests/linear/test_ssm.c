@@ -526,6 +526,22 @@ int main(void) {
     s = spec("ssm A very negative", st_dense(2, 70), 16, 16, 1);
     s.logA_lo = 8, s.logA_hi = 14;
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* the chunked forward splits the blocks over the threads by tokens: teams of 3 and 5 over
+       uneven varlen batches (one long sequence beside short and empty ones), blocks fewer than
+       threads, and a group's blocks split between threads (B and C staged by each) */
+    for (int nt = 3; nt <= 5; nt += 2) {
+        la_context *tctx;
+        tu_check(la_context_create(&tctx, nt) == LA_OK, "context of %d threads: %s", nt, la_last_error());
+        s = spec("ssm varlen one long, threads 3/5", st_varlen(6, (int32_t[]){3, 0, quick ? 300 : 1500, 1, 70, 0}),
+                 48, 16, 3);
+        check_forward(&s, &rng, tctx, levels, nlev);
+        s = spec("ssm one block, threads 3/5", st_dense(1, 130), 16, 16, 1);
+        check_forward(&s, &rng, tctx, levels, nlev);
+        s = spec("ssm D=40 G=1, threads 3/5", st_dense(2, 129), 40, 16, 1);
+        s.init = false;
+        check_forward(&s, &rng, tctx, levels, nlev);
+        la_context_destroy(tctx);
+    }
 
     /* backward */
     s = spec("ssm bwd L=1", st_dense(2, 1), 8, 16, 2);

@@ -8,11 +8,30 @@
  * with exp(-inf - m) taken as 0 (the empty state has m = -inf), so every
  * factor is exp of a number <= 0 and nothing overflows.
  * Recurrent form: an item is (sequence, head), token by token. Chunked
- * form, a parallel prefix scan over chunks in three phases: every
- * (sequence, head, chunk) computes its chunk's state from empty; each
- * (sequence, head) then scans its chunks' states in order, leaving each
- * chunk the state before it (and the final state); every chunk finally
- * reruns its tokens from that state, writing the outputs.
+ * form: the scan's parallelism is only needed where the (sequence, head)
+ * pairs do not already keep every thread busy, and the scan costs a
+ * second read of every key and value (at long L, from memory: the old
+ * three-phase scan over all of a head's chunks ran 2.2x slower per token at
+ * 1M than at 4K). So:
+ *  - when the pairs keep the threads evenly busy (dense: a multiple of the
+ *    threads, or at least 8 per thread; varlen: at least 8 per thread and
+ *    no pair more than 1/8 of a thread's share), each pair runs in one
+ *    pass from its initial state: keys and values read once, outputs
+ *    written once, one state per pair (the recurrent form's arithmetic).
+ *    Each thread owns a contiguous run of pairs (about equal tokens) and
+ *    walks time outside them, AAREN_TILE tokens of each pair in turn, so
+ *    it reads one contiguous span of every key, value and output row, and
+ *    asks for the next tile's rows before running the current one;
+ *  - else a two-level scan, pair after pair with the whole team on each:
+ *    the sequence goes by rounds of one block per thread (whole chunks,
+ *    about 512 KB of keys and values: they stay in the thread's L2 between
+ *    the block's two sweeps); each thread reduces its block to a state,
+ *    a barrier, then each reruns its block from the carry combined with
+ *    the states of the blocks before its own, writing the outputs, and
+ *    every thread advances the carry over the round's states (the same
+ *    combines in the same order: identical copies). The round's states
+ *    alternate between two buffers of one state per thread, so one
+ *    barrier per round suffices and the workspace is O(threads), not O(L).
  * Backward, per (sequence, head), with lse_t = m_t + log w_t (non
  * decreasing in t) and delta_t = dout_t . o_t from a recomputing forward
  * sweep, then in reverse with R_t = sum_{t'>=t} exp(lse_t - lse_t') dout_t'
@@ -39,14 +58,20 @@ static aaren_dims dims_of(const la_aaren_problem *p) {
     return d;
 }
 
-static int64_t chunks_max(const la_aaren_problem *p) {
-    return p->form == LA_SCAN_CHUNKED ? (p->head.L + p->chunk - 1) / p->chunk : 0;
+/* Tokens of a block of the chunked form's two-level scan: whole chunks,
+ * about AAREN_BLOCK_BYTES of keys and values. */
+#define AAREN_BLOCK_BYTES (512 * 1024)
+static int64_t block_tokens(const la_aaren_problem *p) {
+    const int64_t per_token = (p->Dk + p->Dv) * (int64_t)sizeof(float), k = AAREN_BLOCK_BYTES / per_token / p->chunk;
+    return (k > 1 ? k : 1) * p->chunk;
 }
 
 /* Rows of per-thread scratch, each row_floats long: enough for a key row,
  * a value row or a whole state. */
 #define AAREN_ROWS 9
 static int64_t row_floats(const aaren_dims *d) { return (d->Dkp > d->Dvp ? d->Dkp : d->Dvp) + SCAN_PAD; }
+
+static int threads_of(const la_aaren_problem *p) { return p->head.threads > 0 ? p->head.threads : 1; }
 
 static size_t thread_floats(const la_aaren_problem *p, bool backward) {
     const aaren_dims d = dims_of(p);
@@ -55,14 +80,33 @@ static size_t thread_floats(const la_aaren_problem *p, bool backward) {
     return f;
 }
 
+/* Backward: dq's partial rows. Forward (chunked): one state per pair (the
+ * one-pass form) or the two buffers of one state per thread (the two-level
+ * scan), whichever is larger. */
 static size_t shared_floats(const la_aaren_problem *p, bool backward) {
     const aaren_dims d = dims_of(p);
-    if (backward) return (size_t)(p->head.num_seqs * p->H * d.Dkp);
-    return (size_t)(p->head.num_seqs * p->H * chunks_max(p) * d.S);
+    const int64_t pairs = p->head.num_seqs * p->H, ring = 2 * threads_of(p);
+    if (backward) return (size_t)(pairs * d.Dkp);
+    return p->form == LA_SCAN_CHUNKED ? (size_t)((pairs > ring ? pairs : ring) * d.S) : 0;
+}
+
+/* Whether the chunked form runs each (sequence, head) pair in one pass:
+ * one thread, or the pairs keep nthreads evenly busy (see the top). */
+static bool one_pass(const la_aaren_problem *p, int nthreads) {
+    const int64_t pairs = p->head.num_seqs * p->H;
+    if (nthreads <= 1) return true;
+    if (!p->head.cu) return pairs % nthreads == 0 || pairs >= 8 * (int64_t)nthreads;
+    int64_t total = 0, longest = 0;
+    for (int64_t b = 0; b < p->head.num_seqs; b++) {
+        const int64_t len = p->head.cu[b + 1] - p->head.cu[b];
+        total += len;
+        if (len > longest) longest = len;
+    }
+    return pairs >= 8 * (int64_t)nthreads && 8 * (int64_t)nthreads * longest <= total * p->H;
 }
 
 la_status LA_ISA_FN(la_cpu_aaren_workspace)(const la_aaren_problem *p, bool backward, size_t *bytes) {
-    const int nthreads = p->head.threads > 0 ? p->head.threads : 1;
+    const int nthreads = threads_of(p);
     size_t f;
     if (!la_mul_size(thread_floats(p, backward), (size_t)nthreads, &f) ||
         !la_mul_size(f + shared_floats(p, backward), sizeof(float), bytes))
@@ -171,65 +215,131 @@ static void run_tokens(const la_aaren_problem *p, const aaren_dims *d, aaren_scr
     }
 }
 
+/* Tokens per step of the one-pass form's walk over its pairs. */
+#define AAREN_TILE 64
+
+/* Thread tid's run [*lo, *hi) of the (sequence, head) pairs: pair it goes
+ * to the thread whose share of the tokens holds the pair's middle
+ * (contiguous runs of about equal work; by count when all are empty). */
+static void pair_run(const la_aaren_problem *p, int tid, int team, int64_t *lo, int64_t *hi) {
+    const int64_t n = p->head.num_seqs * p->H;
+    int64_t total = 0;
+    for (int64_t b = 0; b < p->head.num_seqs; b++) {
+        int64_t t0, len;
+        la_scan_seq(&p->head, b, &t0, &len);
+        total += len * p->H;
+    }
+    if (total == 0) {
+        la_split_range(n, tid, team, lo, hi);
+        return;
+    }
+    *lo = *hi = 0;
+    int64_t before = 0;
+    bool found = false;
+    for (int64_t it = 0; it < n; it++) {
+        int64_t t0, len;
+        la_scan_seq(&p->head, it / p->H, &t0, &len);
+        const int64_t owner = (2 * before + len) * team / (2 * total), o = owner < team - 1 ? owner : team - 1;
+        before += len;
+        if (o == tid && !found) *lo = it, found = true;
+        if (o == tid) *hi = it + 1;
+    }
+    if (!found) *lo = *hi = 0;
+}
+
+/* Asks for the key and value rows of head h, tokens [c0, c0 + AAREN_TILE)
+ * of sequence b, ahead of their use (the tile after the one about to run:
+ * the memory's latency then overlaps a tile of work). */
+static void prefetch_tile(const la_aaren_problem *p, int64_t b, int64_t h, int64_t c0, int64_t len) {
+    const int64_t bt = p->head.cu ? 0 : b, c1 = c0 + AAREN_TILE < len ? c0 + AAREN_TILE : len;
+    int64_t t0, n;
+    la_scan_seq(&p->head, b, &t0, &n);
+    const int64_t kb = p->Dk * (int64_t)la_dtype_size(p->k.dtype), vb = p->Dv * (int64_t)la_dtype_size(p->v.dtype),
+                  ob = p->Dv * (int64_t)la_dtype_size(p->out.dtype);
+    for (int64_t t = t0 + c0; t < t0 + c1; t++) {
+        const char *k = la_attn_at(&p->k, bt, t, h), *v = la_attn_at(&p->v, bt, t, h);
+        char *out = la_attn_at(&p->out, bt, t, h);
+        for (int64_t o = 0; o < kb; o += 64) __builtin_prefetch(k + o, 0, 3);
+        for (int64_t o = 0; o < vb; o += 64) __builtin_prefetch(v + o, 0, 3);
+        for (int64_t o = 0; o < ob; o += 64) __builtin_prefetch(out + o, 1, 3);
+    }
+}
+
+/* The one-pass form, called by every thread of the team: its run of pairs,
+ * time in the outer loop (AAREN_TILE tokens, then the next pair's), so the
+ * thread reads one contiguous span of every key and value row (its heads';
+ * a pair at a time over the whole sequence read 256 bytes of each row and
+ * left the prefetchers fetching the neighbours' lines too). states: one
+ * per pair. */
+static void forward_runs(const la_aaren_problem *p, const aaren_dims *d, aaren_scratch *s, float *states) {
+    int64_t lo, hi;
+    pair_run(p, la_thread_id(), la_team_size(), &lo, &hi);
+    for (int64_t it = lo; it < hi; it++) state_load(states + it * d->S, &p->state_in, p, d, it / p->H, it % p->H);
+    for (int64_t c0 = 0; c0 < p->head.L; c0 += AAREN_TILE)
+        for (int64_t it = lo; it < hi; it++) {
+            const int64_t b = it / p->H, h = it % p->H;
+            int64_t t0, len;
+            la_scan_seq(&p->head, b, &t0, &len);
+            if (c0 >= len) continue;
+            load_query(p, d, s->q, h);
+            prefetch_tile(p, b, h, c0 + AAREN_TILE, len);
+            run_tokens(p, d, s, states + it * d->S, b, h, c0, c0 + AAREN_TILE < len ? c0 + AAREN_TILE : len, true);
+        }
+    for (int64_t it = lo; it < hi; it++) state_store(states + it * d->S, &p->state_out, p, d, it / p->H, it % p->H);
+}
+
+/* The two-level scan of the chunked form (see the top), called by every
+ * thread of the team; ring: two buffers of nthreads states. */
+static void forward_blocked(const la_aaren_problem *p, const aaren_dims *d, aaren_scratch *s, float *ring) {
+    const int tid = la_thread_id(), team = la_team_size();
+    const int64_t pairs = p->head.num_seqs * p->H, T = block_tokens(p);
+    float *carry = s->st, *in = s->R; /* R: a row the forward has no other use for */
+    int64_t round = 0;
+    for (int64_t pr = 0; pr < pairs; pr++) {
+        const int64_t b = pr / p->H, h = pr % p->H;
+        int64_t t0, len;
+        la_scan_seq(&p->head, b, &t0, &len);
+        load_query(p, d, s->q, h);
+        state_load(carry, &p->state_in, p, d, b, h);
+        for (int64_t base = 0; base < len; base += team * T, round++) {
+            float *states = ring + (round & 1) * team * d->S;
+            const int64_t c0 = base + tid * T < len ? base + tid * T : len, c1 = c0 + T < len ? c0 + T : len;
+            state_empty(states + tid * d->S, d);
+            run_tokens(p, d, s, states + tid * d->S, b, h, c0, c1, false);
+#pragma omp barrier
+            memcpy(in, carry, (size_t)d->S * sizeof(float));
+            for (int j = 0; j < tid; j++) state_combine(in, states + j * d->S, d);
+            run_tokens(p, d, s, in, b, h, c0, c1, true);
+            for (int j = 0; j < team; j++) state_combine(carry, states + j * d->S, d);
+        }
+        if (tid == 0) state_store(carry, &p->state_out, p, d, b, h);
+    }
+}
+
 la_status LA_ISA_FN(la_cpu_aaren_forward)(const la_aaren_problem *p, void *mem) {
     const aaren_dims d = dims_of(p);
-    const int nthreads = p->head.threads > 0 ? p->head.threads : 1;
+    const int nthreads = threads_of(p);
     const size_t per_thread = thread_floats(p, false);
-    float *sums = (float *)mem + (size_t)nthreads * per_thread;
-    const int64_t pairs = p->head.num_seqs * p->H, nch = chunks_max(p), C = p->chunk;
+    float *shared = (float *)mem + (size_t)nthreads * per_thread;
+    const int64_t pairs = p->head.num_seqs * p->H;
+    const bool blocked = p->form == LA_SCAN_CHUNKED && !one_pass(p, nthreads);
 #pragma omp parallel num_threads(nthreads)
     {
         aaren_scratch s = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &d, 0);
-        float *st = s.st;
-        if (p->form != LA_SCAN_CHUNKED) {
+        if (blocked) {
+            forward_blocked(p, &d, &s, shared);
+        } else if (p->form == LA_SCAN_CHUNKED) {
+            forward_runs(p, &d, &s, shared);
+        } else {
 #pragma omp for schedule(dynamic, 1)
             for (int64_t it = 0; it < pairs; it++) {
                 const int64_t b = it / p->H, h = it % p->H;
                 int64_t t0, len;
                 la_scan_seq(&p->head, b, &t0, &len);
                 load_query(p, &d, s.q, h);
-                state_load(st, &p->state_in, p, &d, b, h);
-                run_tokens(p, &d, &s, st, b, h, 0, len, true);
-                state_store(st, &p->state_out, p, &d, b, h);
-            }
-        } else {
-            /* phase 1: each chunk's own state */
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t it = 0; it < pairs * nch; it++) {
-                const int64_t pr = it / nch, c = it % nch, b = pr / p->H, h = pr % p->H;
-                int64_t t0, len;
-                la_scan_seq(&p->head, b, &t0, &len);
-                if (c * C >= len) continue;
-                float *sum = sums + it * d.S;
-                load_query(p, &d, s.q, h);
-                state_empty(sum, &d);
-                run_tokens(p, &d, &s, sum, b, h, c * C, len < (c + 1) * C ? len : (c + 1) * C, false);
-            }
-            /* phase 2: exclusive scan over the chunks */
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t pr = 0; pr < pairs; pr++) {
-                const int64_t b = pr / p->H, h = pr % p->H;
-                int64_t t0, len;
-                la_scan_seq(&p->head, b, &t0, &len);
-                state_load(st, &p->state_in, p, &d, b, h);
-                for (int64_t c = 0; c * C < len; c++) {
-                    float *sum = sums + (pr * nch + c) * d.S;
-                    memcpy(s.k2, sum, (size_t)d.S * sizeof(float));
-                    memcpy(sum, st, (size_t)d.S * sizeof(float));
-                    state_combine(st, s.k2, &d);
-                }
-                state_store(st, &p->state_out, p, &d, b, h);
-            }
-            /* phase 3: the outputs from each chunk's incoming state */
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t it = 0; it < pairs * nch; it++) {
-                const int64_t pr = it / nch, c = it % nch, b = pr / p->H, h = pr % p->H;
-                int64_t t0, len;
-                la_scan_seq(&p->head, b, &t0, &len);
-                if (c * C >= len) continue;
-                load_query(p, &d, s.q, h);
-                memcpy(st, sums + it * d.S, (size_t)d.S * sizeof(float));
-                run_tokens(p, &d, &s, st, b, h, c * C, len < (c + 1) * C ? len : (c + 1) * C, true);
+                state_load(s.st, &p->state_in, p, &d, b, h);
+                run_tokens(p, &d, &s, s.st, b, h, 0, len, true);
+                state_store(s.st, &p->state_out, p, &d, b, h);
             }
         }
     }

@@ -170,29 +170,49 @@ static void step(float *dst, const float *src, const float *Mc, const tb_dims *d
     }
 }
 
+/* (M, S) at cur advanced over tokens [t, t + sn) of one segment. */
+typedef void (*tb_advance)(const la_titans_problem *p, const tb_dims *d, tb_scratch *w, int64_t bt, int64_t t,
+                           int64_t sn, int64_t h, int64_t hk, float *cur);
+
+/* The forward sweep both backwards start with: (M, S) from the initial
+ * states through the sequence by `advance`, checkpointed at each segment's
+ * start (w->ck[sg], sg = 0..nseg; the last is the final state). Returns
+ * nseg. */
+static int64_t forward_checkpoints(const la_titans_problem *p, const tb_dims *d, tb_scratch *w, int64_t b, int64_t h,
+                                   int64_t hk, tb_advance advance) {
+    const int64_t bt = p->cu ? 0 : b;
+    int64_t t0, len;
+    la_titans_seq(p, b, &t0, &len);
+    load_state(w->ck, &p->mem_in, d, b, h);
+    load_state(w->ck + d->Dk * d->Dvp, &p->mom_in, d, b, h);
+    const int64_t nseg = (len + d->seg - 1) / d->seg;
+    for (int64_t sg = 0; sg < nseg; sg++) {
+        const int64_t s0 = sg * d->seg, sn = len - s0 < d->seg ? len - s0 : d->seg;
+        memcpy(w->ts, w->ck + sg * d->St, (size_t)d->St * sizeof(float));
+        advance(p, d, w, bt, t0 + s0, sn, h, hk, w->ts);
+        memcpy(w->ck + (sg + 1) * d->St, w->ts, (size_t)d->St * sizeof(float));
+    }
+    return nseg;
+}
+
+/* Token by token, every gradient of a chunk at its start memory (Mc). */
+static void advance_tokens(const la_titans_problem *p, const tb_dims *d, tb_scratch *w, int64_t bt, int64_t t,
+                           int64_t sn, int64_t h, int64_t hk, float *cur) {
+    for (int64_t i = 0; i < sn; i++) {
+        if (i % p->chunk == 0) memcpy(w->Mc, cur, (size_t)(d->Dk * d->Dvp) * sizeof(float));
+        load_token(p, d, w, bt, t + i, h, hk);
+        step(cur, cur, w->Mc, d, w, gate_at(&p->eta, bt, t + i, h), gate_at(&p->theta, bt, t + i, h),
+             1.0f - gate_at(&p->alpha, bt, t + i, h));
+    }
+}
+
 static void backward_head(const la_titans_backward_problem *bp, const tb_dims *d, tb_scratch *w, int64_t b, int64_t h,
                           int64_t hk, bool first_head) {
     const la_titans_problem *p = &bp->fwd;
     const int64_t bt = p->cu ? 0 : b, Dk = d->Dk, Dvp = d->Dvp, n = Dk * Dvp, C = p->chunk;
     int64_t t0, len;
     la_titans_seq(p, b, &t0, &len);
-    /* forward sweep: checkpoints at each segment's start */
-    load_state(w->ck, &p->mem_in, d, b, h);
-    load_state(w->ck + n, &p->mom_in, d, b, h);
-    const int64_t nseg = (len + d->seg - 1) / d->seg;
-    for (int64_t sg = 0; sg < nseg; sg++) {
-        const int64_t s0 = sg * d->seg, sn = len - s0 < d->seg ? len - s0 : d->seg;
-        float *cur = w->ts;
-        memcpy(cur, w->ck + sg * d->St, (size_t)d->St * sizeof(float));
-        for (int64_t i = 0; i < sn; i++) {
-            const int64_t t = t0 + s0 + i;
-            if (i % C == 0) memcpy(w->Mc, cur, (size_t)n * sizeof(float));
-            load_token(p, d, w, bt, t, h, hk);
-            step(cur, cur, w->Mc, d, w, gate_at(&p->eta, bt, t, h), gate_at(&p->theta, bt, t, h),
-                 1.0f - gate_at(&p->alpha, bt, t, h));
-        }
-        memcpy(w->ck + (sg + 1) * d->St, cur, (size_t)d->St * sizeof(float));
-    }
+    const int64_t nseg = forward_checkpoints(p, d, w, b, h, hk, advance_tokens);
     /* reverse sweep */
     load_state(w->dM, &bp->dmem_out, d, b, h);
     load_state(w->dS, &bp->dmom_out, d, b, h);
@@ -496,27 +516,23 @@ static void chunk_backward(const la_titans_backward_problem *bp, const tb_dims *
     }
 }
 
+/* A chunk at a time (chunk_prepare, chunk_advance). */
+static void advance_chunks(const la_titans_problem *p, const tb_dims *d, tb_scratch *w, int64_t bt, int64_t t,
+                           int64_t sn, int64_t h, int64_t hk, float *cur) {
+    for (int64_t c0 = 0; c0 < sn; c0 += d->C) {
+        const int64_t cn = sn - c0 < d->C ? sn - c0 : d->C;
+        chunk_prepare(p, d, &w->c, bt, t + c0, cn, h, hk, cur);
+        chunk_advance(d, &w->c, cn, cur, cur + d->Dk * d->Dvp);
+    }
+}
+
 static void backward_head_chunked(const la_titans_backward_problem *bp, const tb_dims *d, tb_scratch *w, int64_t b,
                                   int64_t h, int64_t hk, bool first_head) {
     const la_titans_problem *p = &bp->fwd;
     const int64_t bt = p->cu ? 0 : b, n = d->Dk * d->Dvp, C = d->C;
     int64_t t0, len;
     la_titans_seq(p, b, &t0, &len);
-    /* forward sweep, a chunk at a time: checkpoints at each segment's start */
-    load_state(w->ck, &p->mem_in, d, b, h);
-    load_state(w->ck + n, &p->mom_in, d, b, h);
-    const int64_t nseg = (len + d->seg - 1) / d->seg;
-    for (int64_t sg = 0; sg < nseg; sg++) {
-        const int64_t s0 = sg * d->seg, sn = len - s0 < d->seg ? len - s0 : d->seg;
-        float *cur = w->ts;
-        memcpy(cur, w->ck + sg * d->St, (size_t)d->St * sizeof(float));
-        for (int64_t c0 = 0; c0 < sn; c0 += C) {
-            const int64_t cn = sn - c0 < C ? sn - c0 : C;
-            chunk_prepare(p, d, &w->c, bt, t0 + s0 + c0, cn, h, hk, cur);
-            chunk_advance(d, &w->c, cn, cur, cur + n);
-        }
-        memcpy(w->ck + (sg + 1) * d->St, cur, (size_t)d->St * sizeof(float));
-    }
+    const int64_t nseg = forward_checkpoints(p, d, w, b, h, hk, advance_chunks);
     /* reverse sweep: each segment's chunk-start states recomputed, then its chunks backwards */
     load_state(w->dM, &bp->dmem_out, d, b, h);
     load_state(w->dS, &bp->dmom_out, d, b, h);
