@@ -34,5 +34,18 @@ run linear_decode  "$B" bench linear --op all --pass decode --H 8 --D 128 --json
 run sweep          "$B" bench linear --op all --L 1024,4096,16384,65536,262144,1048576 --H 2 --D 128 --pass fwd --json --budget 60
 run ppl_dense      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2
 run ppl_topk8      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:8
+run ppl_topk32d6   "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:32,dense-layers=6
+# Whole-model prefill of an 8K-token prompt as `run` does it (logits for the
+# last token only), dense and sparse taking turns, twice each.
+if want prefill; then
+  head -c 34000 bench/data/ppl-text.txt > "$OUT/text8k.txt"
+  for rep in 1 2; do
+    for s in none static:1 topk:8 topk:16,dense-layers=12 topk:32,dense-layers=6; do
+      echo "== prefill $s #$rep $(date +%T)"
+      "$B" run -m "$M" -f "$OUT/text8k.txt" -n 1 --temp 0 --threads 2 --ctx 9000 --sparse "$s" \
+        2>&1 >/dev/null | grep -i "^prompt:" | sed "s|^|prefill $s: |" | tee -a "$OUT/prefill.txt"
+    done
+  done
+fi
 run longctx        "$PY" bench/llama_cpp_compare.py --threads 2 --repeat 2 --skip check,speed,ppl --longattn "$B"
 echo "done: $OUT"
