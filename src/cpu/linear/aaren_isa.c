@@ -218,35 +218,6 @@ static void run_tokens(const la_aaren_problem *p, const aaren_dims *d, aaren_scr
 /* Tokens per step of the one-pass form's walk over its pairs. */
 #define AAREN_TILE 64
 
-/* Thread tid's run [*lo, *hi) of the (sequence, head) pairs: pair it goes
- * to the thread whose share of the tokens holds the pair's middle
- * (contiguous runs of about equal work; by count when all are empty). */
-static void pair_run(const la_aaren_problem *p, int tid, int team, int64_t *lo, int64_t *hi) {
-    const int64_t n = p->head.num_seqs * p->H;
-    int64_t total = 0;
-    for (int64_t b = 0; b < p->head.num_seqs; b++) {
-        int64_t t0, len;
-        la_scan_seq(&p->head, b, &t0, &len);
-        total += len * p->H;
-    }
-    if (total == 0) {
-        la_split_range(n, tid, team, lo, hi);
-        return;
-    }
-    *lo = *hi = 0;
-    int64_t before = 0;
-    bool found = false;
-    for (int64_t it = 0; it < n; it++) {
-        int64_t t0, len;
-        la_scan_seq(&p->head, it / p->H, &t0, &len);
-        const int64_t owner = (2 * before + len) * team / (2 * total), o = owner < team - 1 ? owner : team - 1;
-        before += len;
-        if (o == tid && !found) *lo = it, found = true;
-        if (o == tid) *hi = it + 1;
-    }
-    if (!found) *lo = *hi = 0;
-}
-
 /* Asks for the key and value rows of head h, tokens [c0, c0 + AAREN_TILE)
  * of sequence b, ahead of their use (the tile after the one about to run:
  * the memory's latency then overlaps a tile of work). */
@@ -273,7 +244,7 @@ static void prefetch_tile(const la_aaren_problem *p, int64_t b, int64_t h, int64
  * per pair. */
 static void forward_runs(const la_aaren_problem *p, const aaren_dims *d, aaren_scratch *s, float *states) {
     int64_t lo, hi;
-    pair_run(p, la_thread_id(), la_team_size(), &lo, &hi);
+    scan_token_run(&p->head, p->H, la_thread_id(), la_team_size(), &lo, &hi);
     for (int64_t it = lo; it < hi; it++) state_load(states + it * d->S, &p->state_in, p, d, it / p->H, it % p->H);
     for (int64_t c0 = 0; c0 < p->head.L; c0 += AAREN_TILE)
         for (int64_t it = lo; it < hi; it++) {

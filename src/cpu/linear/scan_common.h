@@ -18,6 +18,34 @@ static inline int64_t scan_pad(int64_t n) { return tg_round_up(n, SCAN_PAD); }
 /* softplus(x) = log(1 + exp(x)): x itself above 20 (the correction is
  * below f32's resolution there), so a huge delta saturates to itself and
  * never to inf; exp(x) underflows to 0 for very negative x, giving 0. */
+/* Thread tid's contiguous run [*lo, *hi) of num_seqs * per items, items
+ * [b * per, (b + 1) * per) belonging to sequence b and each weighing its
+ * length: item it goes to the thread whose share of the tokens holds the
+ * item's middle, so the runs are about equal in work (uneven varlen
+ * batches included); by count when every sequence is empty. */
+static inline void scan_token_run(const la_scan_head *h, int64_t per, int tid, int team, int64_t *lo, int64_t *hi) {
+    const int64_t n = h->num_seqs * per;
+    int64_t total = 0, t0, len;
+    for (int64_t b = 0; b < h->num_seqs; b++) {
+        la_scan_seq(h, b, &t0, &len);
+        total += len * per;
+    }
+    if (total == 0) {
+        la_split_range(n, tid, team, lo, hi);
+        return;
+    }
+    *lo = *hi = 0;
+    int64_t before = 0;
+    bool found = false;
+    for (int64_t it = 0; it < n; it++) {
+        la_scan_seq(h, it / per, &t0, &len);
+        const int64_t owner = (2 * before + len) * team / (2 * total), o = owner < team - 1 ? owner : team - 1;
+        before += len;
+        if (o == tid && !found) *lo = it, found = true;
+        if (o == tid) *hi = it + 1;
+    }
+}
+
 static inline float scan_softplus(float x) { return x > 20.0f ? x : log1pf(expf(x)); }
 static inline float scan_sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
 static inline float scan_silu(float x) { return x * scan_sigmoid(x); }

@@ -162,37 +162,6 @@ static void block_at(const la_ssm_problem *p, int64_t it, int64_t *b, int64_t *g
     *cb = per_group - blk * SSM_CB < SSM_CB ? per_group - blk * SSM_CB : SSM_CB;
 }
 
-static int64_t seq_len(const la_ssm_problem *p, int64_t b) {
-    int64_t t0, len;
-    la_scan_seq(&p->head, b, &t0, &len);
-    return len;
-}
-
-/* Thread tid's run [*lo, *hi) of the blocks: block it goes to the thread
- * whose share of the tokens (each block weighing its sequence's length)
- * holds the block's middle, so the runs are contiguous and about equal in
- * work; by count when every sequence is empty. */
-static void block_run(const la_ssm_problem *p, int tid, int team, int64_t *lo, int64_t *hi) {
-    const int64_t n = blocks_of(p), bpb = p->G * blocks_per_group(p);
-    int64_t total = 0;
-    for (int64_t b = 0; b < p->head.num_seqs; b++) total += seq_len(p, b) * bpb;
-    if (total == 0) {
-        la_split_range(n, tid, team, lo, hi);
-        return;
-    }
-    *lo = *hi = 0;
-    int64_t before = 0;
-    bool found = false;
-    for (int64_t it = 0; it < n; it++) {
-        const int64_t wt = seq_len(p, it / bpb), owner = (2 * before + wt) * team / (2 * total);
-        const int64_t o = owner < team - 1 ? owner : team - 1;
-        before += wt;
-        if (o == tid && !found) *lo = it, found = true;
-        if (o == tid) *hi = it + 1;
-    }
-    if (!found) *lo = *hi = 0;
-}
-
 static void block_begin(const la_ssm_problem *p, float *st, int64_t b, int64_t d0, int64_t cb) {
     const int64_t N = p->N;
     float *At = st, *h = At + N * SSM_CB, *bias = h + N * SSM_CB, *skip = bias + SSM_CB;
@@ -283,7 +252,7 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
 static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
     const int64_t bf = block_floats(p), C = p->chunk;
     int64_t lo, hi;
-    block_run(p, la_thread_id(), la_team_size(), &lo, &hi);
+    scan_token_run(&p->head, p->G * blocks_per_group(p), la_thread_id(), la_team_size(), &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
         int64_t b, g, d0, cb;
         block_at(p, it, &b, &g, &d0, &cb);
