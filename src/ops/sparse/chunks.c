@@ -59,13 +59,9 @@ static bool chunks_head(const la_sparse_chunks *o, const la_sel_shape *S, la_sim
             for (int64_t e = 0; e < nb; e++)
                 for (int64_t kb = t->best[e].id * cb; kb < (t->best[e].id + 1) * cb && kb < S->nkb; kb++) t->mark[kb] = 1;
         }
-        for (int64_t kb = 0; kb < cb && kb < S->nkb; kb++) t->mark[kb] = 1; /* the first chunk */
-        const int64_t d1 = la_sel_diag_block(S, i1 - 1);
-        for (int64_t kb = d1; kb >= 0 && kb > d1 - o->local_blocks; kb--) t->mark[kb] = 1;
-        const int64_t before = l->n;
-        for (int64_t kb = 0; kb < S->nkb; kb++)
-            if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
-        l->counts[qb] = l->n - before;
+        /* the first chunk and the local window */
+        la_sel_mark_sink_local(S, t->mark, cb, o->local_blocks, la_sel_diag_block(S, i1 - 1));
+        if (!la_sel_push_marked(S, l, t->mark, qb, i0, i1, kend)) return false;
     }
     return true;
 }

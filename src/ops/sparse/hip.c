@@ -97,12 +97,8 @@ static bool hip_head(const la_sparse_hip *o, const la_sel_shape *S, la_simd simd
         }
         for (int64_t r = 0; r < ncur; r++)
             if (t->cur[r].score > -INFINITY) t->mark[t->cur[r].lo] = 1;
-        for (int64_t kb = 0; kb < S->nkb && kb < o->sink_blocks; kb++) t->mark[kb] = 1;
-        for (int64_t kb = d1; kb >= 0 && kb > d1 - o->local_blocks; kb--) t->mark[kb] = 1;
-        const int64_t before = l->n;
-        for (int64_t kb = 0; kb < S->nkb; kb++)
-            if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
-        l->counts[qb] = l->n - before;
+        la_sel_mark_sink_local(S, t->mark, o->sink_blocks, o->local_blocks, d1);
+        if (!la_sel_push_marked(S, l, t->mark, qb, i0, i1, kend)) return false;
     }
     return true;
 }

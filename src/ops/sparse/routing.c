@@ -235,13 +235,8 @@ static bool routing_head(const la_sparse_routing *o, la_simd simd, const la_sel_
             for (int64_t c = 0; c < C; c++)
                 if (t->qm[c * S->nqb + qb])
                     for (int64_t kb = 0; kb < S->nkb; kb++) t->mark[kb] |= t->km[c * S->nkb + kb];
-            for (int64_t kb = 0; kb < S->nkb && kb < o->sink_blocks; kb++) t->mark[kb] = 1;
-            for (int64_t kb = d1; kb >= 0 && kb > d1 - o->local_blocks; kb--) t->mark[kb] = 1;
-            const int64_t before = l->n;
-            for (int64_t kb = 0; kb < S->nkb; kb++)
-                if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb))
-                    return false;
-            l->counts[qb] = l->n - before;
+            la_sel_mark_sink_local(S, t->mark, o->sink_blocks, o->local_blocks, d1);
+            if (!la_sel_push_marked(S, l, t->mark, qb, i0, i1, kend)) return false;
         }
     }
     return true;

@@ -105,6 +105,21 @@ static bool grow_push(int32_t **a, int64_t *n, int64_t *cap, int32_t v) {
 bool la_sel_push(la_sel_lists *l, int32_t id) { return grow_push(&l->ids, &l->n, &l->cap, id); }
 bool la_sel_push_col(la_sel_lists *l, int32_t j) { return grow_push(&l->cols, &l->cn, &l->ccap, j); }
 
+void la_sel_mark_sink_local(const la_sel_shape *S, unsigned char *mark, int64_t sink_blocks, int64_t local_blocks,
+                            int64_t d1) {
+    for (int64_t kb = 0; kb < S->nkb && kb < sink_blocks; kb++) mark[kb] = 1;
+    for (int64_t kb = d1; kb >= 0 && kb > d1 - local_blocks; kb--) mark[kb] = 1;
+}
+
+bool la_sel_push_marked(const la_sel_shape *S, la_sel_lists *l, const unsigned char *mark, int64_t qb, int64_t i0,
+                        int64_t i1, int64_t kend) {
+    const int64_t before = l->n;
+    for (int64_t kb = 0; kb < S->nkb; kb++)
+        if (mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
+    l->counts[qb] = l->n - before;
+    return true;
+}
+
 /* One CSR array pair from the per-(sequence, head) rows. */
 static bool join_csr(const la_sel_shape *S, const la_sel_lists *lists, bool cols, int64_t **offsets, int32_t **ids) {
     const int64_t nbh = S->B * S->H;
@@ -638,10 +653,7 @@ static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, la_sim
             lo = lo < 0 ? 0 : lo, hi = hi >= Lk ? Lk - 1 : hi;
             for (int64_t kb = lo / S->bs; kb <= hi / S->bs; kb++) t->mark[kb] = 1;
         }
-        const int64_t before = l->n;
-        for (int64_t kb = 0; kb < S->nkb; kb++)
-            if (t->mark[kb] && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
-        l->counts[qb] = l->n - before;
+        if (!la_sel_push_marked(S, l, t->mark, qb, i0, i1, kend)) return false;
         if (!o->columns) continue;
         /* the kept columns outside the listed blocks that some row sees */
         const int64_t cbefore = l->cn;

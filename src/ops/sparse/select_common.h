@@ -43,6 +43,14 @@ typedef struct {
 
 bool la_sel_push(la_sel_lists *l, int32_t id);
 bool la_sel_push_col(la_sel_lists *l, int32_t j);
+/* Mark the first sink_blocks key blocks and the local_blocks ending at
+ * block d1 (the query block's last diagonal) in mark[nkb]. */
+void la_sel_mark_sink_local(const la_sel_shape *S, unsigned char *mark, int64_t sink_blocks, int64_t local_blocks,
+                            int64_t d1);
+/* Query block qb's row of l: the marked key blocks some row of [i0, i1)
+ * sees, ascending; false when out of memory. */
+bool la_sel_push_marked(const la_sel_shape *S, la_sel_lists *l, const unsigned char *mark, int64_t qb, int64_t i0,
+                        int64_t i1, int64_t kend);
 /* Join the B * H lists (sequence-major) into *out and free them; ok false
  * (or no memory): LA_ERR_NOMEM, *out untouched. */
 la_status la_sel_join(const la_sel_shape *S, la_sel_lists *lists, bool ok, la_block_index *out);

@@ -9,6 +9,48 @@
 
 #include <stdlib.h>
 
+/* One CSR half of the index: offsets [rows + 1] from 0, never
+ * decreasing; each row's ids strictly increasing and in range (key blocks
+ * of the row's sequence, or its keys for the extra columns). */
+static la_status check_rows(const la_block_index *x, const la_attn_problem *P, int64_t rows, const int64_t *offsets,
+                            const int32_t *ids, bool cols) {
+    const char *off_name = cols ? "index->col_offsets" : "index->offsets";
+    const char *ids_name = cols ? "index->key_cols" : "index->key_blocks", *noun = cols ? "columns" : "entries";
+    la_status s;
+    if ((s = la_check_aligned(offsets, sizeof(int64_t), off_name)) || (s = la_check_aligned(ids, sizeof(int32_t), ids_name)))
+        return s;
+    if (offsets[0] != 0) return la_fail(LA_ERR_SEQLENS, "%s[0] is %lld; must be 0", off_name, (long long)offsets[0]);
+    for (int64_t r = 0; r < rows; r++)
+        if (offsets[r + 1] < offsets[r])
+            return la_fail(LA_ERR_SEQLENS, "%s decreases: [%lld] = %lld > [%lld] = %lld", off_name, (long long)r,
+                           (long long)offsets[r], (long long)(r + 1), (long long)offsets[r + 1]);
+    const int64_t nnz = offsets[rows];
+    size_t bytes;
+    if (!la_mul_size((size_t)nnz, sizeof(int32_t), &bytes))
+        return la_fail(LA_ERR_OVERFLOW, "%s[last] %lld: too many %s", off_name, (long long)nnz, noun);
+    if (nnz > 0 && !ids) return la_fail(LA_ERR_NULL, "%s is NULL with %lld %s", ids_name, (long long)nnz, noun);
+    const int64_t bs = x->block_size;
+    for (int64_t b = 0; b < x->num_seqs; b++) {
+        int64_t q0, lq, k0, lk;
+        la_attn_seq(P, b, &q0, &lq, &k0, &lk);
+        const int64_t limit = cols ? lk : lk / bs + (lk % bs != 0);
+        for (int64_t r = b * x->heads * x->q_blocks; r < (b + 1) * x->heads * x->q_blocks; r++)
+            for (int64_t e = offsets[r]; e < offsets[r + 1]; e++) {
+                const int32_t id = ids[e];
+                if (id < 0 || id >= limit)
+                    return la_fail(LA_ERR_SEQLENS,
+                                   "%s[%lld] is %d (sequence %lld, head %lld, query block %lld); must be in [0, %lld)",
+                                   ids_name, (long long)e, id, (long long)b, (long long)(r / x->q_blocks % x->heads),
+                                   (long long)(r % x->q_blocks), (long long)limit);
+                if (e > offsets[r] && id <= ids[e - 1])
+                    return la_fail(LA_ERR_ARGUMENT,
+                                   "%s[%lld] is %d after %d: each row must be strictly increasing (sorted, no "
+                                   "duplicates)", ids_name, (long long)e, id, ids[e - 1]);
+            }
+    }
+    return LA_OK;
+}
+
 la_status la_sparse_check_index(const la_block_index *x, const la_attn_problem *P, la_block_list *list,
                                 int64_t *rows_out) {
     if (!x) return la_fail(LA_ERR_NULL, "index is NULL");
@@ -29,73 +71,9 @@ la_status la_sparse_check_index(const la_block_index *x, const la_attn_problem *
         return la_fail(LA_ERR_OVERFLOW, "index rows (sequences x heads x query blocks) overflow");
     if (!x->offsets) return la_fail(LA_ERR_NULL, "index->offsets is NULL");
     la_status s;
-    if ((s = la_check_aligned(x->offsets, sizeof(int64_t), "index->offsets")) ||
-        (s = la_check_aligned(x->key_blocks, sizeof(int32_t), "index->key_blocks")))
+    if ((s = check_rows(x, P, rows, x->offsets, x->key_blocks, false)) ||
+        (x->col_offsets && (s = check_rows(x, P, rows, x->col_offsets, x->key_cols, true))))
         return s;
-    if (x->offsets[0] != 0)
-        return la_fail(LA_ERR_SEQLENS, "index->offsets[0] is %lld; must be 0", (long long)x->offsets[0]);
-    for (int64_t r = 0; r < rows; r++)
-        if (x->offsets[r + 1] < x->offsets[r])
-            return la_fail(LA_ERR_SEQLENS, "index->offsets decreases: [%lld] = %lld > [%lld] = %lld", (long long)r,
-                           (long long)x->offsets[r], (long long)(r + 1), (long long)x->offsets[r + 1]);
-    const int64_t nnz = x->offsets[rows];
-    if (!la_mul_size((size_t)nnz, sizeof(int32_t), &bytes))
-        return la_fail(LA_ERR_OVERFLOW, "index->offsets[last] %lld: too many entries", (long long)nnz);
-    if (nnz > 0 && !x->key_blocks) return la_fail(LA_ERR_NULL, "index->key_blocks is NULL with %lld entries", (long long)nnz);
-    for (int64_t b = 0; b < x->num_seqs; b++) {
-        int64_t q0, lq, k0, lk;
-        la_attn_seq(P, b, &q0, &lq, &k0, &lk);
-        const int64_t kblocks = lk / bs + (lk % bs != 0);
-        for (int64_t r = b * x->heads * x->q_blocks; r < (b + 1) * x->heads * x->q_blocks; r++)
-            for (int64_t e = x->offsets[r]; e < x->offsets[r + 1]; e++) {
-                const int32_t id = x->key_blocks[e];
-                if (id < 0 || id >= kblocks)
-                    return la_fail(LA_ERR_SEQLENS,
-                                   "index->key_blocks[%lld] is %d (sequence %lld, head %lld, query block %lld); "
-                                   "must be in [0, %lld)", (long long)e, id, (long long)b,
-                                   (long long)(r / x->q_blocks % x->heads), (long long)(r % x->q_blocks),
-                                   (long long)kblocks);
-                if (e > x->offsets[r] && id <= x->key_blocks[e - 1])
-                    return la_fail(LA_ERR_ARGUMENT,
-                                   "index->key_blocks[%lld] is %d after %d: each row must be strictly increasing "
-                                   "(sorted, no duplicates)", (long long)e, id, x->key_blocks[e - 1]);
-            }
-    }
-    if (x->col_offsets) {
-        if ((s = la_check_aligned(x->col_offsets, sizeof(int64_t), "index->col_offsets")) ||
-            (s = la_check_aligned(x->key_cols, sizeof(int32_t), "index->key_cols")))
-            return s;
-        if (x->col_offsets[0] != 0)
-            return la_fail(LA_ERR_SEQLENS, "index->col_offsets[0] is %lld; must be 0", (long long)x->col_offsets[0]);
-        for (int64_t r = 0; r < rows; r++)
-            if (x->col_offsets[r + 1] < x->col_offsets[r])
-                return la_fail(LA_ERR_SEQLENS, "index->col_offsets decreases: [%lld] = %lld > [%lld] = %lld",
-                               (long long)r, (long long)x->col_offsets[r], (long long)(r + 1),
-                               (long long)x->col_offsets[r + 1]);
-        const int64_t ncols = x->col_offsets[rows];
-        if (!la_mul_size((size_t)ncols, sizeof(int32_t), &bytes))
-            return la_fail(LA_ERR_OVERFLOW, "index->col_offsets[last] %lld: too many columns", (long long)ncols);
-        if (ncols > 0 && !x->key_cols)
-            return la_fail(LA_ERR_NULL, "index->key_cols is NULL with %lld columns", (long long)ncols);
-        for (int64_t b = 0; b < x->num_seqs; b++) {
-            int64_t q0, lq, k0, lk;
-            la_attn_seq(P, b, &q0, &lq, &k0, &lk);
-            for (int64_t r = b * x->heads * x->q_blocks; r < (b + 1) * x->heads * x->q_blocks; r++)
-                for (int64_t e = x->col_offsets[r]; e < x->col_offsets[r + 1]; e++) {
-                    const int32_t c = x->key_cols[e];
-                    if (c < 0 || c >= lk)
-                        return la_fail(LA_ERR_SEQLENS,
-                                       "index->key_cols[%lld] is %d (sequence %lld, head %lld, query block %lld); "
-                                       "must be in [0, %lld)", (long long)e, c, (long long)b,
-                                       (long long)(r / x->q_blocks % x->heads), (long long)(r % x->q_blocks),
-                                       (long long)lk);
-                    if (e > x->col_offsets[r] && c <= x->key_cols[e - 1])
-                        return la_fail(LA_ERR_ARGUMENT,
-                                       "index->key_cols[%lld] is %d after %d: each row must be strictly increasing "
-                                       "(sorted, no duplicates)", (long long)e, c, x->key_cols[e - 1]);
-                }
-        }
-    }
     *list = (la_block_list){.block_size = bs, .q_blocks = x->q_blocks, .offsets = x->offsets,
                             .key_blocks = x->key_blocks, .col_offsets = x->col_offsets,
                             .key_cols = x->col_offsets ? x->key_cols : NULL};
