@@ -140,3 +140,44 @@ void sc_check_quality(la_context *ctx, const sc_problem *P, const la_block_index
              "%s: sampled recall not deterministic for a seed", what);
 }
 
+
+void sc_make_random(sc_problem *out, uint64_t *rng, bool softcap) {
+    la_attention_params p = la_attention_params_default();
+    p.causal = (int)tu_randint(rng, 0, 1);
+    if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
+    if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
+    if (softcap && tu_randint(rng, 0, 3) == 0) p.softcap = 4;
+    const int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
+    sc_make(out, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+}
+
+void sc_check_selector(la_context *ctx, const sc_problem *P, sc_select_fn fn, const void *opts, const char *what,
+                       la_block_index *out) {
+    la_block_index one_thread;
+    la_context *one;
+    TU_EXPECT_STATUS(la_context_create(&one, 1), LA_OK);
+    TU_EXPECT_STATUS(fn(ctx, opts, P, out), LA_OK);
+    TU_EXPECT_STATUS(fn(one, opts, P, &one_thread), LA_OK);
+    la_context_destroy(one);
+    sc_check_valid(P, out, what);
+    tu_check(sc_same_index(out, &one_thread), "%s: differs between the context's threads and 1", what);
+    sc_check_quality(ctx, P, out, what);
+    la_block_index_free(&one_thread);
+}
+
+la_status sc_run_static(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out) {
+    (void)ctx;
+    return la_sparse_select_static(opts, &P->p, &P->q.t, &P->k.t, out);
+}
+la_status sc_run_topk(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out) {
+    return la_sparse_select_topk(ctx, opts, &P->p, &P->q.t, &P->k.t, out);
+}
+la_status sc_run_vslash(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out) {
+    return la_sparse_select_vslash(ctx, opts, &P->p, &P->q.t, &P->k.t, out);
+}
+la_status sc_run_hip(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out) {
+    return la_sparse_select_hip(ctx, opts, &P->p, &P->q.t, &P->k.t, out);
+}
+la_status sc_run_chunks(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out) {
+    return la_sparse_select_chunks(ctx, opts, &P->p, &P->q.t, &P->k.t, out);
+}

@@ -32,4 +32,23 @@ void sc_check_valid(const sc_problem *P, const la_block_index *x, const char *wh
 void sc_brute_quality(const sc_problem *P, const la_block_index *x, double *recall, double *density);
 void sc_check_quality(la_context *ctx, const sc_problem *P, const la_block_index *x, const char *what);
 
+/* The random problem of the selector tests: causal or not, a window and
+ * sinks at times (softcap 4 at times when softcap), L and Lk in [1, 160],
+ * B 1-2, 4 query heads over 2 or 4 K/V heads, D 8, random ALiBi slopes at
+ * times. */
+void sc_make_random(sc_problem *out, uint64_t *rng, bool softcap);
+/* One selector call on P's q and k with options opts. */
+typedef la_status (*sc_select_fn)(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out);
+/* Runs fn on ctx and on a one-thread context: both LA_OK, the index valid,
+ * the same both times, its quality figures agreeing with the brute-force
+ * ones; the first index into *out (the caller frees it). */
+/* The library's selectors as sc_select_fn (static ignores ctx). */
+la_status sc_run_static(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out);
+la_status sc_run_topk(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out);
+la_status sc_run_vslash(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out);
+la_status sc_run_hip(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out);
+la_status sc_run_chunks(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out);
+void sc_check_selector(la_context *ctx, const sc_problem *P, sc_select_fn fn, const void *opts, const char *what,
+                       la_block_index *out);
+
 #endif

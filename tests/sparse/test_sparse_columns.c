@@ -211,29 +211,17 @@ static void vslash_columns(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
-        la_attention_params p = la_attention_params_default();
-        p.causal = (int)tu_randint(rng, 0, 1);
-        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
-        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
-        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
         sc_problem R;
-        sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_make_random(&R, rng, false);
         la_sparse_vslash vo = {.block_size = tu_randint(rng, 1, 40), .last_queries = tu_randint(rng, 0, 80),
                                .vertical = tu_randint(rng, 0, 20), .slash = tu_randint(rng, 0, 20), .columns = 1};
         char what[160];
         snprintf(what, sizeof what, "vslash columns %d (L %lld Lk %lld bs %lld last %lld v %lld s %lld causal %d)", n,
-                 (long long)L, (long long)Lk, (long long)vo.block_size, (long long)vo.last_queries,
-                 (long long)vo.vertical, (long long)vo.slash, p.causal);
-        la_block_index a, b;
-        la_context *one;
-        la_context_create(&one, 1);
-        TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
-        TU_EXPECT_STATUS(la_sparse_select_vslash(one, &vo, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        la_context_destroy(one);
-        sc_check_valid(&R, &a, what);
-        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
-        sc_check_quality(ctx, &R, &a, what);
-        la_block_index_free(&a), la_block_index_free(&b);
+                 (long long)R.L, (long long)R.Lk, (long long)vo.block_size, (long long)vo.last_queries,
+                 (long long)vo.vertical, (long long)vo.slash, R.p.causal);
+        la_block_index a;
+        sc_check_selector(ctx, &R, sc_run_vslash, &vo, what, &a);
+        la_block_index_free(&a);
         sc_drop(&R);
     }
 }

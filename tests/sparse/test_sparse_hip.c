@@ -49,34 +49,21 @@ static void hip_cases(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
-        la_attention_params p = la_attention_params_default();
-        p.causal = (int)tu_randint(rng, 0, 1);
-        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
-        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
-        if (tu_randint(rng, 0, 3) == 0) p.softcap = 4;
-        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
         sc_problem R;
-        sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_make_random(&R, rng, true);
         la_sparse_hip ho = {.block_size = tu_randint(rng, 1, 40), .top_k = tu_randint(rng, 1, 4),
                             .probes = tu_randint(rng, 0, 3), .sink_blocks = tu_randint(rng, 0, 2),
                             .local_blocks = tu_randint(rng, 0, 2)};
         char what[160];
         snprintf(what, sizeof what, "hip %d (L %lld Lk %lld bs %lld top_k %lld probes %lld causal %d)", n,
-                 (long long)L, (long long)Lk, (long long)ho.block_size, (long long)ho.top_k, (long long)ho.probes,
-                 p.causal);
-        la_block_index a, b;
-        la_context *one;
-        la_context_create(&one, 1);
-        TU_EXPECT_STATUS(la_sparse_select_hip(ctx, &ho, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
-        TU_EXPECT_STATUS(la_sparse_select_hip(one, &ho, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        la_context_destroy(one);
-        sc_check_valid(&R, &a, what);
-        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
+                 (long long)R.L, (long long)R.Lk, (long long)ho.block_size, (long long)ho.top_k, (long long)ho.probes,
+                 R.p.causal);
+        la_block_index a;
+        sc_check_selector(ctx, &R, sc_run_hip, &ho, what, &a);
         for (int64_t r = 0; r < a.num_seqs * a.heads * a.q_blocks; r++)
             tu_check(a.offsets[r + 1] - a.offsets[r] <= ho.top_k + ho.sink_blocks + ho.local_blocks,
                      "%s: row %lld lists more than top_k + forced", what, (long long)r);
-        sc_check_quality(ctx, &R, &a, what);
-        la_block_index_free(&a), la_block_index_free(&b);
+        la_block_index_free(&a);
         sc_drop(&R);
     }
 }
@@ -106,30 +93,17 @@ static void chunk_cases(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
-        la_attention_params p = la_attention_params_default();
-        p.causal = (int)tu_randint(rng, 0, 1);
-        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
-        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
-        if (tu_randint(rng, 0, 3) == 0) p.softcap = 4;
-        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
         sc_problem R;
-        sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_make_random(&R, rng, true);
         la_sparse_chunks co = {.block_size = tu_randint(rng, 1, 40), .chunk_blocks = tu_randint(rng, 1, 5),
                                .top_k = tu_randint(rng, 0, 3), .local_blocks = tu_randint(rng, 0, 2)};
         char what[160];
         snprintf(what, sizeof what, "chunks %d (L %lld Lk %lld bs %lld chunk %lld top_k %lld causal %d)", n,
-                 (long long)L, (long long)Lk, (long long)co.block_size, (long long)co.chunk_blocks,
-                 (long long)co.top_k, p.causal);
-        la_block_index a, b;
-        la_context *one;
-        la_context_create(&one, 1);
-        TU_EXPECT_STATUS(la_sparse_select_chunks(ctx, &co, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
-        TU_EXPECT_STATUS(la_sparse_select_chunks(one, &co, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        la_context_destroy(one);
-        sc_check_valid(&R, &a, what);
-        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
-        sc_check_quality(ctx, &R, &a, what);
-        la_block_index_free(&a), la_block_index_free(&b);
+                 (long long)R.L, (long long)R.Lk, (long long)co.block_size, (long long)co.chunk_blocks,
+                 (long long)co.top_k, R.p.causal);
+        la_block_index a;
+        sc_check_selector(ctx, &R, sc_run_chunks, &co, what, &a);
+        la_block_index_free(&a);
         sc_drop(&R);
     }
 }

@@ -36,26 +36,17 @@ static void static_cases(uint64_t *rng, la_context *ctx) {
 
     /* random shapes and options: valid, deterministic, quality agrees */
     for (int n = 0; n < 8; n++) {
-        la_attention_params p = la_attention_params_default();
-        p.causal = (int)tu_randint(rng, 0, 1);
-        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
-        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
-        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
         sc_problem R;
-    sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_make_random(&R, rng, false);
         la_sparse_static so = {.block_size = tu_randint(rng, 1, 40), .sink_blocks = tu_randint(rng, 0, 2),
                                .local_blocks = tu_randint(rng, 0, 3), .stride = tu_randint(rng, 0, 3),
                                .global_blocks = tu_randint(rng, 0, 1)};
         char what[128];
-        snprintf(what, sizeof what, "static %d (L %lld Lk %lld bs %lld causal %d)", n, (long long)L, (long long)Lk,
-                 (long long)so.block_size, p.causal);
-        la_block_index a, b;
-        TU_EXPECT_STATUS(la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
-        TU_EXPECT_STATUS(la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        sc_check_valid(&R, &a, what);
-        tu_check(sc_same_index(&a, &b), "%s: not deterministic", what);
-        sc_check_quality(ctx, &R, &a, what);
-        la_block_index_free(&a), la_block_index_free(&b);
+        snprintf(what, sizeof what, "static %d (L %lld Lk %lld bs %lld causal %d)", n, (long long)R.L,
+                 (long long)R.Lk, (long long)so.block_size, R.p.causal);
+        la_block_index a;
+        sc_check_selector(ctx, &R, sc_run_static, &so, what, &a);
+        la_block_index_free(&a);
         sc_drop(&R);
     }
 }
@@ -85,39 +76,27 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
-        la_attention_params p = la_attention_params_default();
-        p.causal = (int)tu_randint(rng, 0, 1);
-        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
-        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
-        if (tu_randint(rng, 0, 3) == 0) p.softcap = 4;
-        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
         sc_problem R;
-    sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_make_random(&R, rng, true);
         la_sparse_topk to = {.block_size = tu_randint(rng, 1, 40), .gamma = (float)tu_uniform(rng, 0.3, 1),
                              .top_k = tu_randint(rng, 0, 1) ? 0 : tu_randint(rng, 1, 3),
                              .sink_blocks = tu_randint(rng, 0, 2), .local_blocks = tu_randint(rng, 0, 2)};
         if (n == 0) to.gamma = 1, to.top_k = 0;
         char what[160];
-        snprintf(what, sizeof what, "topk %d (L %lld Lk %lld bs %lld gamma %.2f top_k %lld causal %d)", n, (long long)L,
-                 (long long)Lk, (long long)to.block_size, (double)to.gamma, (long long)to.top_k, p.causal);
-        la_block_index a, b;
-        la_context *one;
-        la_context_create(&one, 1);
-        TU_EXPECT_STATUS(la_sparse_select_topk(ctx, &to, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
-        TU_EXPECT_STATUS(la_sparse_select_topk(one, &to, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        la_context_destroy(one);
-        sc_check_valid(&R, &a, what);
-        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
+        snprintf(what, sizeof what, "topk %d (L %lld Lk %lld bs %lld gamma %.2f top_k %lld causal %d)", n,
+                 (long long)R.L, (long long)R.Lk, (long long)to.block_size, (double)to.gamma, (long long)to.top_k,
+                 R.p.causal);
+        la_block_index a;
+        sc_check_selector(ctx, &R, sc_run_topk, &to, what, &a);
         for (int64_t r = 0; to.top_k > 0 && r < a.num_seqs * a.heads * a.q_blocks; r++)
             tu_check(a.offsets[r + 1] - a.offsets[r] <= to.top_k + to.sink_blocks + to.local_blocks,
                      "%s: row %lld lists more than top_k + forced", what, (long long)r);
-        sc_check_quality(ctx, &R, &a, what);
         if (n == 0) { /* gamma 1: every visible block, so the density is 1 */
             la_sparse_quality qq;
             la_block_index_quality(ctx, &R.p, &R.q.t, &R.k.t, &a, 0, 1, &qq);
             tu_check(qq.density == 1 || isnan(qq.density), "%s: gamma 1 gives density %g", what, qq.density);
         }
-        la_block_index_free(&a), la_block_index_free(&b);
+        la_block_index_free(&a);
         sc_drop(&R);
     }
 }
@@ -147,29 +126,17 @@ static void vslash_cases(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 
     for (int n = 0; n < 8; n++) {
-        la_attention_params p = la_attention_params_default();
-        p.causal = (int)tu_randint(rng, 0, 1);
-        if (tu_randint(rng, 0, 2) == 0) p.window_left = tu_randint(rng, 0, 60);
-        if (tu_randint(rng, 0, 2) == 0) p.sinks = tu_randint(rng, 1, 10);
-        int64_t L = tu_randint(rng, 1, 160), Lk = tu_randint(rng, 0, 1) ? L : tu_randint(rng, 1, 160);
         sc_problem R;
-        sc_make(&R, rng, tu_randint(rng, 1, 2), L, Lk, 4, tu_randint(rng, 0, 1) ? 2 : 4, 8, p, tu_randint(rng, 0, 1));
+        sc_make_random(&R, rng, false);
         la_sparse_vslash vo = {.block_size = tu_randint(rng, 1, 40), .last_queries = tu_randint(rng, 0, 80),
                                .vertical = tu_randint(rng, 0, 20), .slash = tu_randint(rng, 0, 20)};
         char what[160];
         snprintf(what, sizeof what, "vslash %d (L %lld Lk %lld bs %lld last %lld v %lld s %lld causal %d)", n,
-                 (long long)L, (long long)Lk, (long long)vo.block_size, (long long)vo.last_queries,
-                 (long long)vo.vertical, (long long)vo.slash, p.causal);
-        la_block_index a, b;
-        la_context *one;
-        la_context_create(&one, 1);
-        TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &vo, &R.p, &R.q.t, &R.k.t, &a), LA_OK);
-        TU_EXPECT_STATUS(la_sparse_select_vslash(one, &vo, &R.p, &R.q.t, &R.k.t, &b), LA_OK);
-        la_context_destroy(one);
-        sc_check_valid(&R, &a, what);
-        tu_check(sc_same_index(&a, &b), "%s: differs between 3 threads and 1", what);
-        sc_check_quality(ctx, &R, &a, what);
-        la_block_index_free(&a), la_block_index_free(&b);
+                 (long long)R.L, (long long)R.Lk, (long long)vo.block_size, (long long)vo.last_queries,
+                 (long long)vo.vertical, (long long)vo.slash, R.p.causal);
+        la_block_index a;
+        sc_check_selector(ctx, &R, sc_run_vslash, &vo, what, &a);
+        la_block_index_free(&a);
         sc_drop(&R);
     }
 }
