@@ -32,6 +32,9 @@ run linear_mamba   "$B" bench linear --op mamba --L 4096,16384 --pass fwd --json
 run linear_gdelta  "$B" bench linear --op gated_delta --L 4096,16384 --H 8 --D 128 --pass fwd --json
 run linear_decode  "$B" bench linear --op all --pass decode --H 8 --D 128 --json
 run sweep          "$B" bench linear --op all --L 1024,4096,16384,65536,262144,1048576 --H 2 --D 128 --pass fwd --json --budget 60
+# The same sweep with the caches evicted before every timed run: the short
+# rows then read their inputs from memory as the 1M row must.
+run sweep_cold     "$B" bench linear --op all --L 4096,16384,65536,262144,1048576 --H 2 --D 128 --pass fwd --json --budget 60 --cold
 run ppl_dense      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2
 run ppl_topk8      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:8
 run ppl_topk32d6   "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:32,dense-layers=6

@@ -23,7 +23,7 @@
 #define MAX_LIST 16
 
 typedef struct {
-    bool json, quick;
+    bool json, quick, cold;
     const char *qk_file; /* sparse: dumped attention inputs (sparse_qk.c) */
     int threads;
     int64_t B, H, Hkv;
@@ -77,7 +77,9 @@ static int parse_dtypes(const char *s, la_dtype *out) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: longattn bench peak|attention|decode|kvquant|sparse [--json] [--quick] [--threads N]\n"
+            "usage: longattn bench peak|attention|decode|kvquant|sparse [--json] [--quick] [--threads N] [--cold]\n"
+            "       --cold: evict the caches before every timed run, so short rows read their inputs from\n"
+            "               memory as long ones do (rows then carry \"caches\":\"cold\")\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk): recall, density per selector\n"
@@ -110,6 +112,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         bool takes = true;
         if (!strcmp(a, "--json")) o->json = true, takes = false;
         else if (!strcmp(a, "--quick")) o->quick = true, takes = false;
+        else if (!strcmp(a, "--cold")) o->cold = true, takes = false;
         else if (!val) return usage(), -1;
         else if (!strcmp(a, "--threads")) o->threads = atoi(val);
         else if (!strcmp(a, "--qk-file")) o->qk_file = val;
@@ -199,7 +202,8 @@ static harness_perf_opts perf_opts(const options *o, bool sampled_error, double 
                                .time_budget_s = time_budget_s,
                                .skip_budget_s = o->budget_s,
                                .ceiling_s = o->quick ? 0.2 : 0.5,
-                               .bandwidth_bytes = (size_t)(o->quick ? 256 : 512) << 20};
+                               .bandwidth_bytes = (size_t)(o->quick ? 256 : 512) << 20,
+                               .cold = o->cold};
 }
 
 static int bench_attention(const options *o) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---------------------------------------------------------------- fields */
 
@@ -155,9 +156,33 @@ static void sort_doubles(double *x, int n) {
         }
 }
 
+/* Bytes that, written, push everything else out of the caches: twice the
+ * last-level cache this CPU reports (64 MiB when it reports none). */
+static size_t eviction_bytes(void) {
+    long llc = 0;
+#ifdef _SC_LEVEL3_CACHE_SIZE
+    llc = sysconf(_SC_LEVEL3_CACHE_SIZE);
+#endif
+    if (llc <= 0) llc = 32L << 20;
+    return 2 * (size_t)llc;
+}
+
+/* Read and write a buffer of eviction_bytes() (ordinary stores: a large
+ * memset may use non-temporal ones, which evict nothing). */
+static void evict_caches(void) {
+    static unsigned char *buf;
+    static size_t n;
+    if (!buf) {
+        n = eviction_bytes();
+        if (!(buf = calloc(n, 1))) return;
+    }
+    for (size_t i = 0; i < n; i += 64) buf[i]++;
+}
+
 /* Warm up once (measuring the memory the call adds), then repeat until the
- * time budget is spent; the median counts. */
-static timing time_run(harness_case *c, la_context *ctx, double budget_s) {
+ * time budget is spent; the median counts. cold: caches evicted before
+ * each repeat. */
+static timing time_run(harness_case *c, la_context *ctx, double budget_s, bool cold) {
     timing t = {0};
     reset_peak_rss();
     double t0 = la_clock_seconds();
@@ -172,6 +197,7 @@ static timing time_run(harness_case *c, la_context *ctx, double budget_s) {
     double samples[MAX_SAMPLES], cpu[MAX_SAMPLES], spent = 0;
     int n = 0;
     while (n < MAX_SAMPLES && (n < 3 || spent < budget_s)) {
+        if (cold) evict_caches();
         const double c0 = cpu_seconds();
         t0 = la_clock_seconds();
         c->ops->run(c, ctx);
@@ -294,6 +320,7 @@ static void print_row(harness_case *c, const harness_fields *fs, const harness_p
                t->rss_mb, per_token);
         if (c->tokens > 0) printf(",\"tokens_per_s\":%.0f", (double)c->tokens / (t->ms * 1e-3));
         if (o->sampled_error) printf(",\"err_vs_exact\":%s", err_text);
+        if (o->cold) printf(",\"caches\":\"cold\"");
         print_results(c, o, t->ms);
         printf("}\n");
     }
@@ -314,7 +341,7 @@ static double perf_timed(harness_case *c, const harness_fields *fs, const harnes
      * kernel timed after it left gave ratios above 1: measure right before
      * and right after the row and keep the higher. */
     double before = measure_ceiling(c->ceiling, simd, o);
-    timing t = time_run(c, ctx, o->time_budget_s);
+    timing t = time_run(c, ctx, o->time_budget_s, o->cold);
     double after = measure_ceiling(c->ceiling, simd, o);
     if (t.status != LA_OK) {
         print_failure(c, fs, o, t.error);

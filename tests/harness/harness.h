@@ -155,6 +155,8 @@ typedef struct {
     double skip_budget_s;    /* skip a row estimated to take longer than this */
     double ceiling_s;        /* length of one compute-ceiling measurement */
     size_t bandwidth_bytes;  /* buffer of one read-bandwidth measurement */
+    bool cold;               /* evict the caches before every timed run (not timed): every row then
+                                reads its inputs from memory, as the longest rows of a sweep must */
 } harness_perf_opts;
 
 /* Time every case; print one line per row. Returns the exit status: 0
