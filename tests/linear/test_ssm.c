@@ -515,6 +515,13 @@ int main(void) {
     check_forward(&s, &rng, ctx, levels, nlev);
     s.init = false;
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* one token at most per sequence: the chunked forward runs the decode step's kernel
+       (ssm_isa.c step_forward), here not in place, with an empty sequence passing its state
+       through, N not a multiple of any vector, a short channel block; with and without a state */
+    s = spec("ssm varlen tokens <= 1 (the step kernel)", st_varlen(4, (int32_t[]){1, 0, 1, 1}), 40, 7, 2);
+    check_forward(&s, &rng, ctx, levels, nlev);
+    s.init = false, s.z = false;
+    check_forward(&s, &rng, ctx, levels, nlev);
     /* extremes: a huge delta saturates softplus (dt = delta, exp(dt A) = 0),
        a very negative one gives dt = 0 (exp = 1), A down to -e^14 */
     s = spec("ssm delta huge", st_dense(2, 70), 16, 16, 1);
@@ -539,6 +546,8 @@ int main(void) {
         check_forward(&s, &rng, tctx, levels, nlev);
         s = spec("ssm D=40 G=1, threads 3/5", st_dense(2, 129), 40, 16, 1);
         s.init = false;
+        check_forward(&s, &rng, tctx, levels, nlev);
+        s = spec("ssm L=1 (the step kernel), threads 3/5", st_dense(3, 1), 40, 16, 1);
         check_forward(&s, &rng, tctx, levels, nlev);
         la_context_destroy(tctx);
     }

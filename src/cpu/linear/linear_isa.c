@@ -17,10 +17,12 @@
  * factor a product over a run of tokens, in [0, 1]); the diagonal blocks
  * are dot products with the running factor. Normalisation appends a column of ones to
  * V, so the denominator is the state's column Dv and O's column Dv.
- * P, R and the chunk's whole decay are exp of sums of log decays
- * (linear_common.h says why: decays near 1 over long runs); the score
- * block's E[i][j] = prod_{j<s<=i} a_s stays a product of at most
- * chunk_size factors.
+ * The chunk's whole decay is exp of the sum of its log decays
+ * (linear_common.h says why: decays near 1 over long runs); P and R are
+ * exp of such sums for scalar decays and running products of the factors
+ * per channel (channel_prefix says why), and the score block's
+ * E[i][j] = prod_{j<s<=i} a_s stays a product of at most chunk_size
+ * factors.
  * Items are spread over the threads, each with its own scratch in the
  * workspace: (sequence, head) for the recurrent and non-causal forms, and
  * (sequence, up to LIN_HG heads) for the chunked one, which runs its heads
@@ -237,12 +239,52 @@ static void chunk_load(const la_linear_problem *p, const lin_dims *dm, const fwd
     }
 }
 
+/* Per-channel decays inside a chunk, without an exp per element beyond
+ * the factor's own: the prefix P[i] = prod_{s<=i} a_s and the suffix
+ * R[j] = prod_{j<s<n} a_s as running products of the factors (at most
+ * chunk_size of them in [0, 1]: a saturated gate gives an exact 0, and
+ * their rounding, ~chunk_size ulps, stays in this chunk's output and
+ * contribution to the state), each applied as it runs, one register per
+ * LA_VL channels. The whole chunk's decay, which multiplies the state
+ * chunk after chunk and would compound a product's rounding (decays near
+ * 1 over 1M tokens), stays exp of the sum of the log decays
+ * (linear_common.h). */
+static void channel_total(const float *lg, int64_t n, int64_t Dkp, float *total) {
+    for (int64_t d = 0; d < Dkp; d += LA_VL) {
+        vf acc = vf_set1(0);
+        for (int64_t i = 0; i < n; i++) acc += vf_load(lg + i * Dkp + d);
+        vf_store(total + d, vf_exp(acc));
+    }
+}
+
+/* Q[i] *= P[i]. */
+static void channel_prefix(float *Q, const float *dec, int64_t n, int64_t Dkp) {
+    for (int64_t d = 0; d < Dkp; d += LA_VL) {
+        vf e = vf_set1(1.0f);
+        for (int64_t i = 0; i < n; i++) {
+            e *= vf_load(dec + i * Dkp + d);
+            vf_store(Q + i * Dkp + d, vf_load(Q + i * Dkp + d) * e);
+        }
+    }
+}
+
+/* K[j] *= R[j]. */
+static void channel_suffix(float *K, const float *dec, int64_t n, int64_t Dkp) {
+    for (int64_t d = 0; d < Dkp; d += LA_VL) {
+        vf e = vf_set1(1.0f);
+        for (int64_t j = n - 1; j >= 0; j--) {
+            vf_store(K + j * Dkp + d, vf_load(K + j * Dkp + d) * e);
+            e *= vf_load(dec + j * Dkp + d);
+        }
+    }
+}
+
 /* One chunk of n tokens of one head, loaded into w, on its state S: O. */
 static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t n) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp, Cp = dm->Cp;
     const bool channel = lin_channel(p);
     float total = 1.0f;
-    if (channel) lin_run_decay_rows(w->lg, n, Dkp, w->pre, w->suf, w->total, w->run);
+    if (channel) channel_total(w->lg, n, Dkp, w->total);
     else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
     /* A: the intra-chunk scores, decayed and causally masked */
     if (channel) {
@@ -262,16 +304,14 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
         tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, w->O + i0 * Dvp, Dvp, false);
     }
     /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
-    for (int64_t i = 0; i < n; i++) {
-        if (channel) lin_mul(w->Q + i * Dkp, w->pre + i * Dkp, Dkp);
-        else lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
-    }
+    if (channel) channel_prefix(w->Q, w->dec, n, Dkp);
+    else
+        for (int64_t i = 0; i < n; i++) lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
     tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true);
     /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
-    for (int64_t j = 0; j < n; j++) {
-        if (channel) lin_mul(w->K + j * Dkp, w->suf + j * Dkp, Dkp);
-        else lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
-    }
+    if (channel) channel_suffix(w->K, w->dec, n, Dkp);
+    else
+        for (int64_t j = 0; j < n; j++) lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
     if (channel || total != 1.0f)
         for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
     tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true);

@@ -89,11 +89,15 @@ static float gate_out(const la_ssm_problem *p, float y, int64_t bt, int64_t t, i
 
 /* ---- forward ---- */
 
+static bool is_step(const la_ssm_problem *p);
+static size_t step_scratch_floats(const la_ssm_problem *p);
+
 /* Per thread: recurrent, A, h, B and C rows (Np each); chunked, a chunk's
  * B and C rows [C][Np] and u, dt, y rows [C][SSM_CB] (the blocks' states
  * in the shared part, fwd_shared_floats). */
 static size_t fwd_scratch_floats(const la_ssm_problem *p) {
     const int64_t Np = scan_pad(p->N);
+    if (is_step(p)) return step_scratch_floats(p);
     if (p->form != LA_SCAN_CHUNKED) return (size_t)(4 * Np + SCAN_PAD);
     return (size_t)(2 * p->chunk * Np + 3 * p->chunk * SSM_CB + SCAN_PAD);
 }
@@ -102,7 +106,7 @@ static int64_t blocks_of(const la_ssm_problem *p);
 static int64_t block_floats(const la_ssm_problem *p);
 
 static size_t fwd_shared_floats(const la_ssm_problem *p) {
-    return p->form == LA_SCAN_CHUNKED ? (size_t)(blocks_of(p) * block_floats(p)) : 0;
+    return p->form == LA_SCAN_CHUNKED && !is_step(p) ? (size_t)(blocks_of(p) * block_floats(p)) : 0;
 }
 
 static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t d) {
@@ -276,6 +280,112 @@ static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
     }
 }
 
+/* ---- the decode step: one token per sequence ----
+ *
+ * (Through the chunked kernel with chunk 1 every call transposed each
+ * block's A and state into the workspace and back: three times the
+ * state's traffic, 0.07 of the read bandwidth.) Here the state rows are
+ * read and written in place, once: an item is (sequence, group, block of
+ * SSM_CB channels), the items split over the threads in contiguous runs
+ * (one contiguous span of every state, u, delta, z and out row per
+ * thread); per block u, delta (+ bias, softplus) and z are loaded and
+ * activated as vectors and the token's B and C rows staged once per
+ * (sequence, group); per channel h runs over n in vectors (exp(dt A) in
+ * SIMD), and LA_VL channels' C . h sums come out of one transposed sum.
+ * Rows whose N is not a multiple of LA_VL go through a zero-padded copy.
+ * Sequences of length 0 (varlen) pass their state through. */
+
+static bool is_step(const la_ssm_problem *p) { return p->form == LA_SCAN_CHUNKED && p->head.L <= 1; }
+
+/* Per thread: B, C, A, h and a zero row [Np] each; u, dt, z, bias, skip, y [SSM_CB]. */
+static size_t step_scratch_floats(const la_ssm_problem *p) {
+    return (size_t)(5 * scan_pad(p->N) + 6 * SSM_CB + SCAN_PAD);
+}
+
+static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
+    const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b;
+    float *Bt = w, *Ct = Bt + Np, *Ap = Ct + Np, *hp = Ap + Np, *zero = hp + Np, *uc = zero + Np, *dtc = uc + SSM_CB,
+          *zc = dtc + SSM_CB, *bias = zc + SSM_CB, *skip = bias + SSM_CB, *yc = skip + SSM_CB;
+    const bool direct = N % LA_VL == 0, in_place = p->state_in.data == p->state_out.data;
+    const int64_t Ne = direct ? N : Np;
+    int64_t t0, len;
+    la_scan_seq(&p->head, b, &t0, &len);
+    if (len == 0) {
+        if (p->state_out.data && !in_place)
+            for (int64_t c = 0; c < cb; c++) {
+                float *o = la_scan_row(&p->state_out, b, d0 + c);
+                if (p->state_in.data) memcpy(o, la_scan_row(&p->state_in, b, d0 + c), (size_t)N * sizeof(float));
+                else memset(o, 0, (size_t)N * sizeof(float));
+            }
+        return;
+    }
+    if (!staged) {
+        tg_load_row(Bt, la_attn_at(&p->B, bt, t0, g), p->B.dtype, N, Np);
+        tg_load_row(Ct, la_attn_at(&p->C, bt, t0, g), p->C.dtype, N, Np);
+        memset(zero, 0, (size_t)Np * sizeof(float));
+    }
+    tg_load_row(uc, la_attn_at(&p->u, bt, t0, d0), p->u.dtype, cb, SSM_CB);
+    tg_load_row(dtc, la_attn_at(&p->delta, bt, t0, d0), p->delta.dtype, cb, SSM_CB);
+    if (p->z.data) tg_load_row(zc, la_attn_at(&p->z, bt, t0, d0), p->z.dtype, cb, SSM_CB);
+    for (int64_t c = 0; c < SSM_CB; c++) {
+        bias[c] = c < cb ? bias_of(p, d0 + c) : 0.0f;
+        skip[c] = c < cb ? skip_of(p, d0 + c) : 0.0f;
+    }
+    for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
+        const vf x = vf_load(dtc + c) + vf_load(bias + c);
+        vf_store(dtc + c, p->softplus ? scan_softplus_v(x) : x);
+    }
+    for (int64_t c0 = 0; c0 < SSM_CB; c0 += LA_VL) {
+        vf acc[LA_VL];
+        for (int j = 0; j < LA_VL; j++) {
+            const int64_t c = c0 + j, d = d0 + c;
+            acc[j] = vf_set1(0);
+            if (c >= cb) continue;
+            const float *A = la_scan_row(&p->A, 0, d), *hs = zero;
+            float *out_row = p->state_out.data ? la_scan_row(&p->state_out, b, d) : NULL, *hd = hp;
+            if (p->state_in.data) hs = la_scan_row(&p->state_in, b, d);
+            if (!direct) {
+                scan_load_param_row(Ap, &p->A, d, N, Np);
+                A = Ap;
+                if (p->state_in.data) {
+                    memcpy(hp, hs, (size_t)N * sizeof(float));
+                    for (int64_t n = N; n < Np; n++) hp[n] = 0;
+                    hs = hp;
+                }
+            } else if (out_row) {
+                hd = out_row;
+            }
+            const vf dtv = vf_set1(dtc[c]), duv = vf_set1(dtc[c] * uc[c]);
+            vf y = vf_set1(0);
+            for (int64_t n = 0; n < Ne; n += LA_VL) {
+                const vf hn = vf_fma(vf_exp(dtv * vf_load(A + n)), vf_load(hs + n), duv * vf_load(Bt + n));
+                vf_store(hd + n, hn);
+                y = vf_fma(vf_load(Ct + n), hn, y);
+            }
+            acc[j] = y;
+            if (!direct && out_row) memcpy(out_row, hp, (size_t)N * sizeof(float));
+        }
+        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_transpose_sum(acc));
+        if (p->z.data) {
+            const vf z = vf_load(zc + c0);
+            y *= z * scan_sigmoid_v(z);
+        }
+        vf_store(yc + c0, y);
+    }
+    tg_store_row(la_attn_at(&p->out, bt, t0, d0), p->out.dtype, yc, cb);
+}
+
+static void step_forward(const la_ssm_problem *p, float *w) {
+    int64_t lo, hi, sb = -1, sg = -1;
+    la_split_range(p->head.num_seqs * p->G * blocks_per_group(p), la_thread_id(), la_team_size(), &lo, &hi);
+    for (int64_t it = lo; it < hi; it++) {
+        int64_t b, g, d0, cb;
+        block_at(p, it, &b, &g, &d0, &cb);
+        step_block(p, w, b == sb && g == sg, b, g, d0, cb);
+        sb = b, sg = g;
+    }
+}
+
 static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
     const int nthreads = nthreads_of(&p->head);
     const size_t per_thread = fwd_scratch_floats(p);
@@ -283,7 +393,9 @@ static la_status ssm_forward(const la_ssm_problem *p, void *mem) {
 #pragma omp parallel num_threads(nthreads)
     {
         float *w = (float *)mem + (size_t)la_thread_id() * per_thread;
-        if (p->form == LA_SCAN_CHUNKED) {
+        if (is_step(p)) {
+            step_forward(p, w);
+        } else if (p->form == LA_SCAN_CHUNKED) {
             chunked_forward(p, w, blk);
         } else {
             /* recurrent (the decode step): a channel's item is one state row, too small to hand out alone */

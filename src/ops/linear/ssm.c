@@ -108,8 +108,8 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     P->Dskip = la_scan_array_of(in->Dskip);
     P->delta_bias = la_scan_array_of(in->delta_bias);
     P->softplus = p->delta_softplus != 0;
-    /* the decode step runs the chunked kernel with chunk 1: an item is a block of channels
-       (their u, delta, z rows and the token's B and C rows loaded once, vectorised), not one channel */
+    /* the decode step is the chunked form with one token: the CPU kernel runs it as its step
+       (ssm_isa.c, step_forward: blocks of channels, the state rows updated in place once) */
     P->form = tokens ? p->form : LA_SCAN_CHUNKED;
     P->chunk = tokens && (p->form == LA_SCAN_CHUNKED || kind == LA_SCAN_SSM_BACKWARD) ? p->chunk_size : 1;
     return LA_OK;
