@@ -13,6 +13,7 @@
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/score_simd.h"
+#include "cpu/attention/team_balance.h"
 
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
@@ -424,12 +425,6 @@ static void group_shared(group *g, scratch *w, float *const *partials, int team,
     }
 }
 
-/* Busy fraction of `threads` threads sharing `items` equal work items. */
-static double balance(int64_t items, int threads) {
-    int64_t rounds = (items + threads - 1) / threads;
-    return rounds ? (double)items / (double)(rounds * threads) : 1.0;
-}
-
 typedef struct {
     bool whole_groups, chunked;
     int64_t qc;
@@ -450,7 +445,7 @@ static la_status plan(const la_attn_problem *p, int64_t kunit, layout *L) {
      * (L = 4096, H = Hkv = 8, 2 threads: four groups each, where sharing
      * waited at 6 barriers per group, two chunks of 3072 and 1024 rows). */
     const bool whole_groups = (p->Lq <= QUERY_CHUNK || G * p->Lq <= BWD_WHOLE_MAX_ROWS) &&
-                              balance(ngroups, nthreads) > balance(nkb, nthreads);
+                              la_team_balance(ngroups, nthreads) > la_team_balance(nkb, nthreads);
     const int64_t qc = whole_groups || p->Lq < QUERY_CHUNK ? p->Lq : QUERY_CHUNK; /* rows of a chunk, at most */
     const bool chunked = p->Lq > qc;
 

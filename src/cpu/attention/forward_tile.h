@@ -12,6 +12,7 @@
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/score_simd.h"
+#include "cpu/attention/team_balance.h"
 
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
@@ -402,12 +403,6 @@ static __attribute__((unused)) bool layout(const la_attn_problem *p, size_t *pan
     return layout_sets(p, false, panel, per_thread, bytes);
 }
 
-/* Busy fraction of `threads` threads sharing `items` equal work items. */
-static __attribute__((unused)) double fwd_balance(int64_t items, int threads) {
-    int64_t rounds = (items + threads - 1) / threads;
-    return rounds ? (double)items / (double)(rounds * threads) : 1.0;
-}
-
 /* Keys up to which a thread may take a whole group with its own packed
  * panels (2 x 4 MB per thread at D = 128). */
 #define FWD_WHOLE_MAX_KEYS 8192
@@ -423,7 +418,7 @@ static __attribute__((unused)) bool fwd_whole_groups(const la_attn_problem *p, i
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t ngroups = p->num_seqs * p->Hkv, G = p->H / p->Hkv;
     return nthreads > 1 && !p->cu_q && p->Lk <= FWD_WHOLE_MAX_KEYS &&
-           fwd_balance(ngroups, nthreads) > fwd_balance(G * units, nthreads);
+           la_team_balance(ngroups, nthreads) > la_team_balance(G * units, nthreads);
 }
 
 /* Runs one query unit (a driver's work item: a block of query rows of head
