@@ -161,6 +161,8 @@ int main(void) {
         {"L=1000 D=128 bf16", 1, 1000, 1000, 0, {0}, {0}, 2, 2, 128, BF, BF, BF, false, false, 2, def},
         {"Lq=3300 Lk=3200 D=8 GQA2 causal sinks (query chunks)", 1, 3300, 3200, 0, {0}, {0}, 2, 1, 8, BF, BF, F, false, false, 3, sinks},
         {"L=4097 D=64", 1, 4097, 4097, 0, {0}, {0}, 1, 1, 64, F, F, F, false, false, 2, def},
+        /* two groups, two threads: each thread a whole group of 3500 rows in one chunk */
+        {"L=3500 D=16 causal, whole groups past QUERY_CHUNK", 1, 3500, 3500, 0, {0}, {0}, 2, 2, 16, F, F, F, false, false, 2, causal},
     };
     /* The library's own forward feeding the backward: its out and lse
      * conventions (natural log, -inf for a row that sees nothing) must be

@@ -49,6 +49,20 @@ static void shape_cases(void) {
     fw_case gqa8 = {.name = "gqa8 non-causal Lq>Lk", .B = 1, .Lq = 100, .Lk = 33, .H = 16, .Hkv = 2, .D = 80,
                     .dt = LA_F32, .out_dt = LA_F32, .want_lse = true, .threads = 3, .p = P()};
     add_case(&gqa8);
+    /* groups that split evenly over the threads, units that do not (3 x 3
+     * per group): each thread takes whole groups with its own packed panels */
+    for (int causal = 0; causal < 2; causal++) {
+        fw_case w = {.B = 2, .Lq = 193, .Lk = 193, .H = 3, .Hkv = 1, .D = 40, .dt = LA_F32, .out_dt = LA_F32,
+                     .want_lse = true, .threads = 2, .p = P()};
+        w.p.causal = causal;
+        w.name = causal ? "whole groups per thread causal" : "whole groups per thread";
+        add_case(&w);
+    }
+    fw_case wb = {.name = "whole groups per thread, bf16 strided Lq<Lk", .B = 1, .Lq = 150, .Lk = 290, .H = 6,
+                  .Hkv = 2, .D = 72, .dt = LA_BF16, .out_dt = LA_F32, .want_lse = true, .strided = true,
+                  .threads = 2, .p = P()};
+    wb.p.causal = 1;
+    add_case(&wb);
     if (!quick) {
         fw_case big = {.name = "L=4097 causal", .B = 1, .Lq = 4097, .Lk = 4097, .H = 2, .Hkv = 1, .D = 64,
                        .dt = LA_F32, .out_dt = LA_F32, .want_lse = true, .threads = 2, .p = P()};

@@ -13,6 +13,7 @@
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/score_simd.h"
+#include "cpu/attention/team_balance.h"
 
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
@@ -35,6 +36,9 @@
  * longer sequences carry dK, dV in f32 accumulators between chunks and pack
  * each key block once per chunk, which costs little next to the products. */
 #define QUERY_CHUNK (32 * BQ)
+/* Rows (all heads of a group) up to which a thread may take a whole group
+ * in one chunk: its panels and dQ partial, 12 MB per thread at D = 128. */
+#define BWD_WHOLE_MAX_ROWS 8192
 
 /* Micro-kernel shapes (tile_gemm.h): S and dP (n = 96 keys) in 8 x 3 tiles
  * on AVX-512, dV and dK (A = P^T, dS^T with unit row stride, n = Dp) in
@@ -421,12 +425,6 @@ static void group_shared(group *g, scratch *w, float *const *partials, int team,
     }
 }
 
-/* Busy fraction of `threads` threads sharing `items` equal work items. */
-static double balance(int64_t items, int threads) {
-    int64_t rounds = (items + threads - 1) / threads;
-    return rounds ? (double)items / (double)(rounds * threads) : 1.0;
-}
-
 typedef struct {
     bool whole_groups, chunked;
     int64_t qc;
@@ -438,14 +436,18 @@ static la_status plan(const la_attn_problem *p, int64_t kunit, layout *L) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t G = p->H / p->Hkv, D = p->D, Dp = tg_round_up(D, LA_VL);
     const int64_t ngroups = p->num_seqs * p->Hkv, nkb = (p->Lk + kunit - 1) / kunit;
-    const int64_t qc = p->Lq < QUERY_CHUNK ? p->Lq : QUERY_CHUNK; /* rows of a chunk, at most */
     /* Long sequences split each group's key blocks over the team; many short
      * groups (few key blocks each, e.g. L = 256 has 3) go whole to threads,
-     * which also saves the three barriers per group. Whichever keeps more
-     * threads busy, sharing on a tie because it needs less scratch. Whole
-     * groups must fit one query chunk. */
-    const bool whole_groups = p->Lq <= QUERY_CHUNK && balance(ngroups, nthreads) > balance(nkb, nthreads);
-    const bool chunked = p->Lq > QUERY_CHUNK;
+     * which also saves the three barriers per group and chunk. Whichever
+     * keeps more threads busy, sharing on a tie because it needs less
+     * scratch. A whole group is one query chunk of all its rows: up to
+     * QUERY_CHUNK rows per head, or BWD_WHOLE_MAX_ROWS rows of all its heads
+     * (L = 4096, H = Hkv = 8, 2 threads: four groups each, where sharing
+     * waited at 6 barriers per group, two chunks of 3072 and 1024 rows). */
+    const bool whole_groups = (p->Lq <= QUERY_CHUNK || G * p->Lq <= BWD_WHOLE_MAX_ROWS) &&
+                              la_team_balance(ngroups, nthreads) > la_team_balance(nkb, nthreads);
+    const int64_t qc = whole_groups || p->Lq < QUERY_CHUNK ? p->Lq : QUERY_CHUNK; /* rows of a chunk, at most */
+    const bool chunked = p->Lq > qc;
 
     /* Workspace in floats, every piece rounded to 64 bytes. Panels: q, dout
      * [G*qc][Dp], lse and delta [G*qc]; shared by the team, or one set per

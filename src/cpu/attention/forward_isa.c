@@ -36,11 +36,13 @@ static void dense_unit(const la_attn_forward_problem *fp, const void *arg, scrat
 
 la_status LA_ISA_FN(la_cpu_attention_forward_workspace)(const la_attn_problem *p, size_t *bytes) {
     size_t panel, per_thread;
-    if (!layout(p, &panel, &per_thread, bytes)) return la_fail(LA_ERR_OVERFLOW, "forward workspace size overflows");
+    if (!layout_sets(p, fwd_whole_groups(p, (p->Lq + BQ - 1) / BQ), &panel, &per_thread, bytes))
+        return la_fail(LA_ERR_OVERFLOW, "forward workspace size overflows");
     return LA_OK;
 }
 
 la_status LA_ISA_FN(la_cpu_attention_forward_kernel)(const la_attn_forward_problem *fp, void *mem) {
-    forward_run_rows(fp, mem, (fp->a.Lq + BQ - 1) / BQ, dense_unit, NULL, false);
+    const int64_t units = (fp->a.Lq + BQ - 1) / BQ;
+    forward_run_rows(fp, mem, units, dense_unit, NULL, false, fwd_whole_groups(&fp->a, units));
     return LA_OK;
 }

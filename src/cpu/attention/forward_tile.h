@@ -12,6 +12,7 @@
 #include "cpu/isa.h"
 #include "cpu/tile_gemm.h"
 #include "cpu/attention/score_simd.h"
+#include "cpu/attention/team_balance.h"
 
 #include "backend/attention_problem.h"
 #include "base/parallel.h"
@@ -380,19 +381,44 @@ static void item_finish(const item *itp, scratch *w) {
 }
 
 /* Shared: the group's K and V panels [Lk][Dp] (linear in L), and their
- * packed copies (keys rounded up to whole S_MR tiles, and D for V^T).
+ * packed copies (keys rounded up to whole S_MR tiles, and D for V^T); one
+ * set for the team, or one per thread when threads take whole groups.
  * Per thread: O^T,
  * Q^T, S^T, O and the row statistics; every piece a multiple of 16 floats
  * (64 bytes). Sizes in floats. */
-static bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread, size_t *bytes) {
+static bool layout_sets(const la_attn_problem *p, bool whole, size_t *panel, size_t *per_thread, size_t *bytes) {
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL);
+    const size_t sets = whole ? (size_t)nthreads : 1;
     size_t total;
     *per_thread = (size_t)(2 * D * BQ + BK * BQ + BQ * Dp + 5 * BQ);
     const int64_t cols = Dp > tg_round_up(D, S_MR) ? Dp : tg_round_up(D, S_MR); /* V^T: whole tiles of D */
     return la_mul_size((size_t)tg_round_up(p->Lk, S_MR), (size_t)cols, panel) &&
-           la_mul_size(*per_thread, (size_t)nthreads, &total) && *panel <= SIZE_MAX / 8 &&
-           (total += 4 * *panel) >= 4 * *panel && la_mul_size(total, sizeof(float), bytes);
+           la_mul_size(*per_thread, (size_t)nthreads, &total) && *panel <= SIZE_MAX / 8 / sets &&
+           (total += 4 * sets * *panel) >= 4 * sets * *panel && la_mul_size(total, sizeof(float), bytes);
+}
+
+static __attribute__((unused)) bool layout(const la_attn_problem *p, size_t *panel, size_t *per_thread,
+                                           size_t *bytes) {
+    return layout_sets(p, false, panel, per_thread, bytes);
+}
+
+/* Keys up to which a thread may take a whole group with its own packed
+ * panels (2 x 4 MB per thread at D = 128). */
+#define FWD_WHOLE_MAX_KEYS 8192
+
+/* Whether the dense kernel's threads take whole (sequence, K/V head) groups,
+ * each packing its group's K and V itself: no barrier per group, where the
+ * team sharing a group waits at the end of each group for its last unit
+ * (43 units of 96 rows per head at L = 4096: one thread idles about half a
+ * unit of every 21, 2%). Only for equal groups (a dense batch) that split
+ * evenly over the threads, more evenly than one group's units do, and
+ * short enough for per-thread panels. */
+static __attribute__((unused)) bool fwd_whole_groups(const la_attn_problem *p, int64_t units) {
+    const int nthreads = p->threads > 0 ? p->threads : 1;
+    const int64_t ngroups = p->num_seqs * p->Hkv, G = p->H / p->Hkv;
+    return nthreads > 1 && !p->cu_q && p->Lk <= FWD_WHOLE_MAX_KEYS &&
+           la_team_balance(ngroups, nthreads) > la_team_balance(G * units, nthreads);
 }
 
 /* Runs one query unit (a driver's work item: a block of query rows of head
@@ -407,11 +433,11 @@ typedef void (*fwd_unit_fn)(const la_attn_forward_problem *fp, const void *arg, 
  * sets and the TLB) and converts bf16/f16 once per group rather than once
  * per query block. */
 static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
-                             const void *arg, bool rows);
+                             const void *arg, bool rows, bool whole);
 
 static __attribute__((unused)) void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units,
                                                 fwd_unit_fn run_unit, const void *arg) {
-    forward_run_rows(fp, mem, units, run_unit, arg, true);
+    forward_run_rows(fp, mem, units, run_unit, arg, true, false);
 }
 
 /* Row k of V (D floats) into the V^T tiles: S_MR dimensions of a key are
@@ -421,23 +447,47 @@ static inline void pack_vt_row(float *vpack, int64_t vld, int64_t k, const float
         memcpy(vpack + d0 * vld + k * S_MR, row + d0, sizeof(float) * (size_t)(D - d0 < S_MR ? D - d0 : S_MR));
 }
 
+/* Keys [t, t + S_MR) of the group (hk, keys [k0, k0 + lk) of batch row bt)
+ * into the panels: the row-major K and V when rows, and the packed tiles. */
+static void pack_key_tile(const la_attn_problem *p, int64_t bt, int64_t hk, int64_t k0, int64_t lk, int64_t t,
+                          bool rows, float *kpanel, float *vpanel, float *kpack, float *vpack, int64_t vld) {
+    const int64_t D = p->D, Dp = tg_round_up(D, LA_VL);
+    for (int64_t r = t; r < t + S_MR; r++) {
+        float kbuf[LA_MAX_HEAD_DIM + 16], vbuf[LA_MAX_HEAD_DIM + 16];
+        float *kr = rows ? kpanel + r * Dp : kbuf, *vr = rows ? vpanel + r * Dp : vbuf;
+        if (r < lk) {
+            tg_load_row(kr, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
+            tg_load_row(vr, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
+            pack_vt_row(vpack, vld, r, vr, D);
+        } else {
+            memset(kr, 0, sizeof(float) * (size_t)Dp);
+        }
+        tg_pack_a_row(kpack, S_MR, Dp, r, kr, Dp);
+    }
+}
+
 /* forward_run; rows: whether the drivers read the row-major K and V panels
  * (the sparse kernel's extra columns and blocks that start inside a tile do;
  * the dense kernel reads only the packed tiles, so its run writes half as
- * much per group). */
+ * much per group); whole: threads take whole groups with their own panels
+ * (fwd_whole_groups; the workspace of layout_sets(p, true)). */
 static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
-                             const void *arg, bool rows) {
+                             const void *arg, bool rows, bool whole) {
     const la_attn_problem *p = &fp->a;
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL), G = p->H / p->Hkv;
     const int64_t ngroups = p->num_seqs * p->Hkv;
+    const size_t sets = whole ? (size_t)nthreads : 1;
     size_t panel, per_thread, bytes;
-    layout(p, &panel, &per_thread, &bytes);
-    float *kpanel = mem, *vpanel = kpanel + panel, *kpack = vpanel + panel, *vpack = kpack + panel;
+    layout_sets(p, whole, &panel, &per_thread, &bytes);
+    float *const panels = mem, *const thread_mem = panels + 4 * sets * panel;
 
 #pragma omp parallel num_threads(nthreads)
     {
-        float *base = vpack + panel + (size_t)la_thread_id() * per_thread;
+        const int tid = la_thread_id();
+        float *base = thread_mem + (size_t)tid * per_thread;
+        float *kpanel = panels + (whole ? (size_t)tid * 4 * panel : 0), *vpanel = kpanel + panel,
+              *kpack = vpanel + panel, *vpack = kpack + panel;
         scratch w;
         w.qt = base;
         w.st = w.qt + D * BQ;
@@ -452,29 +502,32 @@ static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64
         w.vpanel = vpanel;
         w.kpack = kpack;
         w.vpack = vpack;
-        for (int64_t g = 0; g < ngroups; g++) {
-            const int64_t b = g / p->Hkv, hk = g % p->Hkv, bt = p->cu_q ? 0 : b;
-            int64_t q0, lq, k0, lk;
-            la_attn_seq(p, b, &q0, &lq, &k0, &lk);
-            if (lq == 0) continue;
-            w.vld = tg_round_up(lk, S_MR);
-            /* whole S_MR tiles per thread: packing writes a tile's rows interleaved */
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < lk; t += S_MR)
-                for (int64_t r = t; r < t + S_MR; r++) {
-                    float kbuf[LA_MAX_HEAD_DIM + 16], vbuf[LA_MAX_HEAD_DIM + 16];
-                    float *kr = rows ? kpanel + r * Dp : kbuf, *vr = rows ? vpanel + r * Dp : vbuf;
-                    if (r < lk) {
-                        tg_load_row(kr, la_attn_at(&p->k, bt, k0 + r, hk), p->k.dtype, D, Dp);
-                        tg_load_row(vr, la_attn_at(&p->v, bt, k0 + r, hk), p->v.dtype, D, Dp);
-                        pack_vt_row(vpack, w.vld, r, vr, D);
-                    } else {
-                        memset(kr, 0, sizeof(float) * (size_t)Dp);
-                    }
-                    tg_pack_a_row(kpack, S_MR, Dp, r, kr, Dp);
-                }
+        if (whole) {
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
+            for (int64_t g = 0; g < ngroups; g++) {
+                const int64_t b = g / p->Hkv, hk = g % p->Hkv, bt = p->cu_q ? 0 : b;
+                int64_t q0, lq, k0, lk;
+                la_attn_seq(p, b, &q0, &lq, &k0, &lk);
+                if (lq == 0) continue;
+                w.vld = tg_round_up(lk, S_MR);
+                for (int64_t t = 0; t < lk; t += S_MR)
+                    pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
+                for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
+            }
+        } else {
+            for (int64_t g = 0; g < ngroups; g++) {
+                const int64_t b = g / p->Hkv, hk = g % p->Hkv, bt = p->cu_q ? 0 : b;
+                int64_t q0, lq, k0, lk;
+                la_attn_seq(p, b, &q0, &lq, &k0, &lk);
+                if (lq == 0) continue;
+                w.vld = tg_round_up(lk, S_MR);
+                /* whole S_MR tiles per thread: packing writes a tile's rows interleaved */
+#pragma omp for schedule(static)
+                for (int64_t t = 0; t < lk; t += S_MR)
+                    pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
+#pragma omp for schedule(dynamic, 1)
+                for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
+            }
         }
     }
 }
