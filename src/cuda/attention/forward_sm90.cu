@@ -29,7 +29,7 @@ template <int DP, int STAGES> struct sm90_tiles {
     static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024;
 };
 
-template <int DP, bool F16, int STAGES>
+template <int DP, bool F16, int STAGES, bool PIPE>
 __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
 #if LA_WGMMA
     using T = sm90_tiles<DP, STAGES>;
@@ -112,7 +112,112 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
     const int my_turn = 1 + wg, their_turn = 2 - wg;
     if (wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
     int stage = 0;
-    while (t >= 0) {
+    if constexpr (PIPE) {
+        /* Software pipelining inside each warpgroup (FlashAttention-3's
+         * intra-warpgroup overlap): the turn issues the next tile's S = Q K^T
+         * and this tile's O += P V back to back; the next tile's softmax then
+         * runs while this tile's P V is still on the tensor cores, and O's
+         * rescale by that softmax waits for the following turn. Tiles t and
+         * t + 1 are read during one iteration, so the ring prefetches one
+         * tile ahead of t + 1 (into the stage of t - 1) and each iteration
+         * first waits for every load issued. The last tile's P V is peeled
+         * off the loop and a block with no tile leaves before any wgmma, so
+         * no wgmma sits in a branch (ptxas would serialize them all). */
+        if (t < 0) {
+            cp_async_wait_all();
+            fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+            return;
+        }
+        float s[BN / 8][4];
+        uint32_t pa[BN / 16][4];
+        float alpha[2];
+        cp_async_wait_group<STAGES - 2>(); /* Q and the first tile landed */
+        fence_proxy_async();
+        __syncthreads();
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+            const uint64_t dk = wgmma_desc(sK0 + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+            wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        {
+            const int64_t j0 = t * BN;
+            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+            fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0, !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL),
+                                 lq, lk, tq, alpha);
+        }
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+        int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last);
+        while (nt >= 0) {
+            const int nstage = stage == STAGES - 1 ? 0 : stage + 1;
+            const uint32_t sV = sV0 + stage * T::KV_BYTES, sKn = sK0 + nstage * T::KV_BYTES;
+            cp_async_wait_all(); /* tile nt landed */
+            fence_proxy_async();
+            __syncthreads(); /* ... for every thread, and every warpgroup is done with tile t - 1's stage */
+            t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+            if (t_ahead >= 0) {
+                const int st = stage == 0 ? STAGES - 1 : stage - 1; /* tile t - 1's */
+                load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+                load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
+            }
+            cp_async_commit();
+            if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+
+            named_bar_sync(my_turn, THREADS);
+            wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++) {
+                const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+                const uint64_t dk = wgmma_desc(sKn + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+                wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+            }
+            wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+                else wgmma_rs_n128<F16>(o, pa[kk], dv);
+            }
+            wgmma_commit();
+            named_bar_arrive(their_turn, THREADS);
+            wgmma_wait<1>(); /* the next S */
+            const int64_t j0 = nt * BN;
+            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+            fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0, !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL),
+                                 lq, lk, tq, alpha);
+            wgmma_wait<0>(); /* this tile's P V: P and O free again */
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+            stage = nstage;
+            t = nt;
+            nt = next_tile(BN, t, sinks, lo_first, hi_last);
+        }
+        /* the last tile's P V (its stage was waited for by the last iteration
+         * or the prologue) */
+        if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+        named_bar_sync(my_turn, THREADS);
+        wgmma_fence();
+        {
+            const uint32_t sV = sV0 + stage * T::KV_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+                else wgmma_rs_n128<F16>(o, pa[kk], dv);
+            }
+        }
+        wgmma_commit();
+        if (wg == 0) named_bar_arrive(their_turn, THREADS);
+        wgmma_wait<0>();
+        t = -1;
+    }
+    while (!PIPE && t >= 0) {
         const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
         const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
         cp_async_wait_group<STAGES - 2>(); /* this tile (and Q) landed */
@@ -164,20 +269,23 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
 #endif
 }
 
-template <int DP, bool F16, int STAGES> static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16, int STAGES, bool PIPE>
+static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
     using T = sm90_tiles<DP, STAGES>;
-    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16, STAGES>,
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_fwd_wgmma_kernel<DP, F16, STAGES><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
+    attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
     return cudaGetLastError();
 }
 
 /* three stages: as fast as two in the last measurement, and the two-stage
- * build spilled 8 bytes at D 128 bf16 */
-template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, cudaStream_t stream) {
-    return launch_s<DP, F16, 3>(a, stream);
+ * build spilled 8 bytes at D 128 bf16. pipe: the next S overlapped with this
+ * tile's softmax (default); otherwise the earlier loop (S, softmax, P V in
+ * turn), kept selectable for comparison. */
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, bool pipe, cudaStream_t stream) {
+    return pipe ? launch_s<DP, F16, 3, true>(a, stream) : launch_s<DP, F16, 3, false>(a, stream);
 }
 
 extern "C" int la_cuda_attention_forward_sm90_usable(void) {
@@ -185,11 +293,12 @@ extern "C" int la_cuda_attention_forward_sm90_usable(void) {
      * the sm_90a one only (a build without 90a, or a device other than 9.0,
      * gets the mma.sync kernel) */
     cudaFuncAttributes fa;
-    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false, 3>) == cudaSuccess && fa.binaryVersion == 90;
+    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false, 3, true>) == cudaSuccess && fa.binaryVersion == 90;
 }
 
-extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, void *stream) {
+extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, int pipe, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (a->D <= 64) return a->f16 ? launch<64, true>(a, s) : launch<64, false>(a, s);
-    return a->f16 ? launch<128, true>(a, s) : launch<128, false>(a, s);
+    const bool p = pipe != 0;
+    if (a->D <= 64) return a->f16 ? launch<64, true>(a, p, s) : launch<64, false>(a, p, s);
+    return a->f16 ? launch<128, true>(a, p, s) : launch<128, false>(a, p, s);
 }
