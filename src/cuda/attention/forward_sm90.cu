@@ -84,18 +84,18 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
      * landed. t_ahead is the last tile issued. */
     int64_t t = first_tile(BN, sinks, lo_first, hi_last), t_ahead = t;
     load_panels<DP, BM, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
-    if (t >= 0) {
-        load_panels<DP, BN, THREADS>(sK0, kb, a.k_ts, t * BN, lk, D);
-        load_panels<DP, BN, THREADS>(sV0, vb, a.v_ts, t * BN, lk, D);
-    }
+    /* (the pipelined loop commits K and V as two groups, so the next tile's
+     * K can be waited for alone) */
+    if (t >= 0) load_panels<DP, BN, THREADS>(sK0, kb, a.k_ts, t * BN, lk, D);
+    if constexpr (PIPE) cp_async_commit();
+    if (t >= 0) load_panels<DP, BN, THREADS>(sV0, vb, a.v_ts, t * BN, lk, D);
     cp_async_commit();
 #pragma unroll
     for (int st = 1; st < STAGES - 1; st++) {
         t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
-        if (t_ahead >= 0) {
-            load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
-            load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
-        }
+        if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+        if constexpr (PIPE) cp_async_commit();
+        if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
         cp_async_commit();
     }
 
@@ -119,8 +119,9 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
          * runs while this tile's P V is still on the tensor cores, and O's
          * rescale by that softmax waits for the following turn. Tiles t and
          * t + 1 are read during one iteration, so the ring prefetches one
-         * tile ahead of t + 1 (into the stage of t - 1) and each iteration
-         * first waits for every load issued. The last tile's P V is peeled
+         * tile ahead of t + 1 (into the stage of t - 1); K and V travel in
+         * separate commit groups, so an iteration waits for tile t's V and
+         * tile t + 1's K while t + 1's V may still be in flight. The last tile's P V is peeled
          * off the loop and a block with no tile leaves before any wgmma, so
          * no wgmma sits in a branch (ptxas would serialize them all). */
         if (t < 0) {
@@ -131,7 +132,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         float s[BN / 8][4];
         uint32_t pa[BN / 16][4];
         float alpha[2];
-        cp_async_wait_group<STAGES - 2>(); /* Q and the first tile landed */
+        cp_async_wait_group<2 * STAGES - 3>(); /* Q and the first tile's K landed */
         fence_proxy_async();
         __syncthreads();
         wgmma_fence();
@@ -156,15 +157,14 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         while (nt >= 0) {
             const int nstage = stage == STAGES - 1 ? 0 : stage + 1;
             const uint32_t sV = sV0 + stage * T::KV_BYTES, sKn = sK0 + nstage * T::KV_BYTES;
-            cp_async_wait_all(); /* tile nt landed */
+            cp_async_wait_group<1>(); /* tile t's V and tile nt's K landed (nt's V may pend) */
             fence_proxy_async();
             __syncthreads(); /* ... for every thread, and every warpgroup is done with tile t - 1's stage */
             t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
-            if (t_ahead >= 0) {
-                const int st = stage == 0 ? STAGES - 1 : stage - 1; /* tile t - 1's */
-                load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
-                load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
-            }
+            const int st = stage == 0 ? STAGES - 1 : stage - 1; /* tile t - 1's */
+            if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+            cp_async_commit();
+            if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
             cp_async_commit();
             if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
 
@@ -198,9 +198,11 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
             t = nt;
             nt = next_tile(BN, t, sinks, lo_first, hi_last);
         }
-        /* the last tile's P V (its stage was waited for by the last iteration
-         * or the prologue) */
+        /* the last tile's P V: its V may still pend */
         if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();
         named_bar_sync(my_turn, THREADS);
         wgmma_fence();
         {
