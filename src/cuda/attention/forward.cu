@@ -197,7 +197,7 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * mma.sync kernel anyway; =wgmma-serial / =wgmma-pipe pick the wgmma
  * kernel's loop: S, softmax, P V in turn, or the next S overlapped with this
  * tile's softmax (tests and benchmarks compare them). */
-#define SM90_PIPE_DEFAULT 1
+#define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
     if (a->D > 128) return false;
