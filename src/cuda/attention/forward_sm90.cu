@@ -13,7 +13,14 @@
  * layout of wgmma.cuh.
  *
  * Masks and tile skipping are the mma.sync kernel's: tiles no row of the
- * block sees are never loaded, tiles every row sees run unmasked. */
+ * block sees are never loaded, tiles every row sees run unmasked.
+ *
+ * Two main loops (template PIPE, picked in forward.cu): the default runs S,
+ * softmax and P V in turn per tile; PIPE issues the next tile's S before
+ * this tile's softmax (FlashAttention-3's intra-warpgroup overlap). PIPE
+ * measured 4-5% slower on the H200 (BENCHMARKS.md, 2026-12-02 fifth
+ * session) and stays selectable (LA_CUDA_FORWARD_KERNEL=wgmma-pipe) as the
+ * base for a producer-warp version. */
 #include "cuda/attention/forward_sm90.h"
 #include "cuda/attention/forward_tile.cuh"
 #include "cuda/attention/wgmma.cuh"
@@ -110,7 +117,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
      * over and skips its hand-over after the last tile, so every arrival
      * meets a wait. */
     const int my_turn = 1 + wg, their_turn = 2 - wg;
-    if (!PIPE && wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
+    if (wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
     int stage = 0;
     if constexpr (PIPE) {
         /* Software pipelining inside each warpgroup (FlashAttention-3's
@@ -123,8 +130,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
          * separate commit groups, so an iteration waits for tile t's V and
          * tile t + 1's K while t + 1's V may still be in flight. The last tile's P V is peeled
          * off the loop and a block with no tile leaves before any wgmma, so
-         * no wgmma sits in a branch (ptxas would serialize them all). No
-         * ping-pong turns between the warpgroups here. */
+         * no wgmma sits in a branch (ptxas would serialize them all). */
         if (t < 0) {
             cp_async_wait_all();
             fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
@@ -169,6 +175,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
             cp_async_commit();
             if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
 
+            named_bar_sync(my_turn, THREADS);
             wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
 #pragma unroll
             for (int kk = 0; kk < DP / 16; kk++) {
@@ -184,6 +191,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
                 else wgmma_rs_n128<F16>(o, pa[kk], dv);
             }
             wgmma_commit();
+            named_bar_arrive(their_turn, THREADS);
             wgmma_wait<1>(); /* the next S */
             const int64_t j0 = nt * BN;
             const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
@@ -202,6 +210,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         cp_async_wait_all();
         fence_proxy_async();
         __syncthreads();
+        named_bar_sync(my_turn, THREADS);
         wgmma_fence();
         {
             const uint32_t sV = sV0 + stage * T::KV_BYTES;
@@ -213,6 +222,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
             }
         }
         wgmma_commit();
+        if (wg == 0) named_bar_arrive(their_turn, THREADS);
         wgmma_wait<0>();
         t = -1;
     }
