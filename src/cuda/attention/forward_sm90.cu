@@ -23,6 +23,7 @@
  * base for a producer-warp version. */
 #include "cuda/attention/forward_sm90.h"
 #include "cuda/attention/forward_tile.cuh"
+#include "cuda/attention/block_order.cuh"
 #include "cuda/attention/wgmma.cuh"
 
 template <int DP, int STAGES> struct sm90_tiles {
@@ -37,7 +38,7 @@ template <int DP, int STAGES> struct sm90_tiles {
 };
 
 template <int DP, bool F16, int STAGES, bool PIPE>
-__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
+__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a, int heads_per_chunk) {
 #if LA_WGMMA
     using T = sm90_tiles<DP, STAGES>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
@@ -45,8 +46,9 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
     const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
 
-    const int64_t b = blockIdx.z, h = blockIdx.y;
-    const int64_t mblk = gridDim.x - 1 - blockIdx.x; /* heaviest (causal) blocks first */
+    int64_t ot, h, b;
+    block_order(heads_per_chunk, &ot, &h, &b);
+    const int64_t mblk = gridDim.x - 1 - ot; /* heaviest (causal) blocks first */
     int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
     if (a.cu_q) {
         q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
@@ -285,7 +287,7 @@ static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
+    attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(*a, block_order_heads_per_chunk(grid.x));
     return cudaGetLastError();
 }
 
