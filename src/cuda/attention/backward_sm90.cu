@@ -374,7 +374,8 @@ template <int DP, bool F16, bool DQ> static cudaError_t launch(const la_cuda_bwd
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + bwd90_tiles::BKEY - 1) / bwd90_tiles::BKEY), (unsigned)a->Hkv,
               (unsigned)a->num_seqs);
-    attn_bwd_wgmma_kernel<DP, F16, DQ><<<grid, bwd90_tiles::THREADS, SMEM, stream>>>(*a, block_order_heads_per_chunk(grid.x));
+    attn_bwd_wgmma_kernel<DP, F16, DQ><<<grid, bwd90_tiles::THREADS, SMEM, stream>>>(
+        *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
     return cudaGetLastError();
 }
 

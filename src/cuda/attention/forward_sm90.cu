@@ -38,7 +38,8 @@ template <int DP, int STAGES> struct sm90_tiles {
 };
 
 template <int DP, bool F16, int STAGES, bool PIPE>
-__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a, int heads_per_chunk) {
+__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a,
+                                                                                      int heads_per_chunk) {
 #if LA_WGMMA
     using T = sm90_tiles<DP, STAGES>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
@@ -287,7 +288,8 @@ static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(*a, block_order_heads_per_chunk(grid.x));
+    attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(
+        *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
     return cudaGetLastError();
 }
 
