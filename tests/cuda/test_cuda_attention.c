@@ -374,6 +374,16 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    /* and both loops of the wgmma kernel (S, softmax, P V in turn; the next
+     * S overlapped with this tile's softmax), whichever is the default */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-serial", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-pipe", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
     unsetenv("LA_CUDA_FORWARD_KERNEL");
     return tu_finish();
 }

@@ -25,6 +25,7 @@
  * row sees fully run unmasked. GQA: dK and dV sum over the group in
  * registers. */
 #include "cuda/attention/backward_sm90.h"
+#include "cuda/attention/block_order.cuh"
 #include "cuda/attention/wgmma.cuh"
 
 struct bwd90_tiles {
@@ -81,7 +82,7 @@ template <bool F16> static __device__ __forceinline__ void store2_90(char *row, 
 }
 
 template <int DP, bool F16, bool DQ>
-__global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel(const la_cuda_bwd_args a) {
+__global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel(const la_cuda_bwd_args a, int heads_per_chunk) {
 #if LA_WGMMA
     constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ, THREADS = bwd90_tiles::THREADS;
     using S = bwd90_smem<DP>;
@@ -90,7 +91,9 @@ __global__ void __launch_bounds__(bwd90_tiles::THREADS, 1) attn_bwd_wgmma_kernel
                    sdO0 = sQ0 + 2 * S::QT, sdS = sdO0 + 2 * S::QT, sLD = sdS + S::DS;
     float *fLD = (float *)(smem + (sLD - smem_addr(smem))); /* [stage][lse2 BQ, delta BQ] */
 
-    const int64_t b = blockIdx.z, hk = blockIdx.y, j0 = (int64_t)blockIdx.x * BKEY;
+    int64_t kblk, b, hk; /* key block 0 (the most query tiles when causal) first */
+    block_order(heads_per_chunk, &kblk, &hk, &b);
+    const int64_t j0 = kblk * BKEY;
     int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
     if (a.cu_q) {
         q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
@@ -371,7 +374,8 @@ template <int DP, bool F16, bool DQ> static cudaError_t launch(const la_cuda_bwd
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + bwd90_tiles::BKEY - 1) / bwd90_tiles::BKEY), (unsigned)a->Hkv,
               (unsigned)a->num_seqs);
-    attn_bwd_wgmma_kernel<DP, F16, DQ><<<grid, bwd90_tiles::THREADS, SMEM, stream>>>(*a);
+    attn_bwd_wgmma_kernel<DP, F16, DQ><<<grid, bwd90_tiles::THREADS, SMEM, stream>>>(
+        *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
     return cudaGetLastError();
 }
 

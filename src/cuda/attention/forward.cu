@@ -194,7 +194,10 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
 
 /* The wgmma kernel for head dims up to 128 on a device that runs its sm_90a
  * binary (checked once per device); LA_CUDA_FORWARD_KERNEL=mma picks the
- * mma.sync kernel anyway (tests and benchmarks compare the two). */
+ * mma.sync kernel anyway; =wgmma-serial / =wgmma-pipe pick the wgmma
+ * kernel's loop: S, softmax, P V in turn, or the next S overlapped with this
+ * tile's softmax (tests and benchmarks compare them). */
+#define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
     if (a->D > 128) return false;
@@ -211,7 +214,9 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
         return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
                        (long long)a->D, LA_CUDA_MAX_HEAD_DIM);
     if (a->Lq == 0) return LA_OK;
-    cudaError_t e = use_wgmma(a) ? la_cuda_attention_forward_sm90(a, stream)
+    const char *pick = getenv("LA_CUDA_FORWARD_KERNEL");
+    const int pipe = pick && !strcmp(pick, "wgmma-serial") ? 0 : pick && !strcmp(pick, "wgmma-pipe") ? 1 : SM90_PIPE_DEFAULT;
+    cudaError_t e = use_wgmma(a) ? la_cuda_attention_forward_sm90(a, pipe, stream)
                     : a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
     if (e != cudaSuccess)
         return la_fail(LA_ERR_DEVICE, "CUDA attention forward launch failed: %s (%s)", cudaGetErrorName(e),

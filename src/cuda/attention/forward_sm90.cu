@@ -13,9 +13,17 @@
  * layout of wgmma.cuh.
  *
  * Masks and tile skipping are the mma.sync kernel's: tiles no row of the
- * block sees are never loaded, tiles every row sees run unmasked. */
+ * block sees are never loaded, tiles every row sees run unmasked.
+ *
+ * Two main loops (template PIPE, picked in forward.cu): the default runs S,
+ * softmax and P V in turn per tile; PIPE issues the next tile's S before
+ * this tile's softmax (FlashAttention-3's intra-warpgroup overlap). PIPE
+ * measured 4-5% slower on the H200 (BENCHMARKS.md, 2026-12-02 fifth
+ * session) and stays selectable (LA_CUDA_FORWARD_KERNEL=wgmma-pipe) as the
+ * base for a producer-warp version. */
 #include "cuda/attention/forward_sm90.h"
 #include "cuda/attention/forward_tile.cuh"
+#include "cuda/attention/block_order.cuh"
 #include "cuda/attention/wgmma.cuh"
 
 template <int DP, int STAGES> struct sm90_tiles {
@@ -29,8 +37,9 @@ template <int DP, int STAGES> struct sm90_tiles {
     static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024;
 };
 
-template <int DP, bool F16, int STAGES>
-__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a) {
+template <int DP, bool F16, int STAGES, bool PIPE>
+__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a,
+                                                                                      int heads_per_chunk) {
 #if LA_WGMMA
     using T = sm90_tiles<DP, STAGES>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
@@ -38,8 +47,9 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
     const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
 
-    const int64_t b = blockIdx.z, h = blockIdx.y;
-    const int64_t mblk = gridDim.x - 1 - blockIdx.x; /* heaviest (causal) blocks first */
+    int64_t ot, h, b;
+    block_order(heads_per_chunk, &ot, &h, &b);
+    const int64_t mblk = gridDim.x - 1 - ot; /* heaviest (causal) blocks first */
     int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
     if (a.cu_q) {
         q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
@@ -84,18 +94,18 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
      * landed. t_ahead is the last tile issued. */
     int64_t t = first_tile(BN, sinks, lo_first, hi_last), t_ahead = t;
     load_panels<DP, BM, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
-    if (t >= 0) {
-        load_panels<DP, BN, THREADS>(sK0, kb, a.k_ts, t * BN, lk, D);
-        load_panels<DP, BN, THREADS>(sV0, vb, a.v_ts, t * BN, lk, D);
-    }
+    /* (the pipelined loop commits K and V as two groups, so the next tile's
+     * K can be waited for alone) */
+    if (t >= 0) load_panels<DP, BN, THREADS>(sK0, kb, a.k_ts, t * BN, lk, D);
+    if constexpr (PIPE) cp_async_commit();
+    if (t >= 0) load_panels<DP, BN, THREADS>(sV0, vb, a.v_ts, t * BN, lk, D);
     cp_async_commit();
 #pragma unroll
     for (int st = 1; st < STAGES - 1; st++) {
         t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
-        if (t_ahead >= 0) {
-            load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
-            load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
-        }
+        if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+        if constexpr (PIPE) cp_async_commit();
+        if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
         cp_async_commit();
     }
 
@@ -112,7 +122,114 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
     const int my_turn = 1 + wg, their_turn = 2 - wg;
     if (wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
     int stage = 0;
-    while (t >= 0) {
+    if constexpr (PIPE) {
+        /* Software pipelining inside each warpgroup (FlashAttention-3's
+         * intra-warpgroup overlap): the turn issues the next tile's S = Q K^T
+         * and this tile's O += P V back to back; the next tile's softmax then
+         * runs while this tile's P V is still on the tensor cores, and O's
+         * rescale by that softmax waits for the following turn. Tiles t and
+         * t + 1 are read during one iteration, so the ring prefetches one
+         * tile ahead of t + 1 (into the stage of t - 1); K and V travel in
+         * separate commit groups, so an iteration waits for tile t's V and
+         * tile t + 1's K while t + 1's V may still be in flight. The last tile's P V is peeled
+         * off the loop and a block with no tile leaves before any wgmma, so
+         * no wgmma sits in a branch (ptxas would serialize them all). */
+        if (t < 0) {
+            cp_async_wait_all();
+            fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+            return;
+        }
+        float s[BN / 8][4];
+        uint32_t pa[BN / 16][4];
+        float alpha[2];
+        cp_async_wait_group<2 * STAGES - 3>(); /* Q and the first tile's K landed */
+        fence_proxy_async();
+        __syncthreads();
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+            const uint64_t dk = wgmma_desc(sK0 + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+            wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        {
+            const int64_t j0 = t * BN;
+            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+            fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0, !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL),
+                                 lq, lk, tq, alpha);
+        }
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+        int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last);
+        while (nt >= 0) {
+            const int nstage = stage == STAGES - 1 ? 0 : stage + 1;
+            const uint32_t sV = sV0 + stage * T::KV_BYTES, sKn = sK0 + nstage * T::KV_BYTES;
+            cp_async_wait_group<1>(); /* tile t's V and tile nt's K landed (nt's V may pend) */
+            fence_proxy_async();
+            __syncthreads(); /* ... for every thread, and every warpgroup is done with tile t - 1's stage */
+            t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+            const int st = stage == 0 ? STAGES - 1 : stage - 1; /* tile t - 1's */
+            if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+            cp_async_commit();
+            if (t_ahead >= 0) load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
+            cp_async_commit();
+            if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+
+            named_bar_sync(my_turn, THREADS);
+            wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++) {
+                const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+                const uint64_t dk = wgmma_desc(sKn + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+                wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+            }
+            wgmma_commit();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+                else wgmma_rs_n128<F16>(o, pa[kk], dv);
+            }
+            wgmma_commit();
+            named_bar_arrive(their_turn, THREADS);
+            wgmma_wait<1>(); /* the next S */
+            const int64_t j0 = nt * BN;
+            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+            fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0, !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL),
+                                 lq, lk, tq, alpha);
+            wgmma_wait<0>(); /* this tile's P V: P and O free again */
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+            stage = nstage;
+            t = nt;
+            nt = next_tile(BN, t, sinks, lo_first, hi_last);
+        }
+        /* the last tile's P V: its V may still pend */
+        if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();
+        named_bar_sync(my_turn, THREADS);
+        wgmma_fence();
+        {
+            const uint32_t sV = sV0 + stage * T::KV_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+                else wgmma_rs_n128<F16>(o, pa[kk], dv);
+            }
+        }
+        wgmma_commit();
+        if (wg == 0) named_bar_arrive(their_turn, THREADS);
+        wgmma_wait<0>();
+        t = -1;
+    }
+    while (!PIPE && t >= 0) {
         const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
         const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
         cp_async_wait_group<STAGES - 2>(); /* this tile (and Q) landed */
@@ -164,20 +281,24 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
 #endif
 }
 
-template <int DP, bool F16, int STAGES> static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16, int STAGES, bool PIPE>
+static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
     using T = sm90_tiles<DP, STAGES>;
-    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16, STAGES>,
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_fwd_wgmma_kernel<DP, F16, STAGES><<<grid, T::THREADS, T::SMEM, stream>>>(*a);
+    attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(
+        *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
     return cudaGetLastError();
 }
 
 /* three stages: as fast as two in the last measurement, and the two-stage
- * build spilled 8 bytes at D 128 bf16 */
-template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, cudaStream_t stream) {
-    return launch_s<DP, F16, 3>(a, stream);
+ * build spilled 8 bytes at D 128 bf16. pipe: the next S overlapped with this
+ * tile's softmax (default); otherwise the earlier loop (S, softmax, P V in
+ * turn), kept selectable for comparison. */
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, bool pipe, cudaStream_t stream) {
+    return pipe ? launch_s<DP, F16, 3, true>(a, stream) : launch_s<DP, F16, 3, false>(a, stream);
 }
 
 extern "C" int la_cuda_attention_forward_sm90_usable(void) {
@@ -185,11 +306,12 @@ extern "C" int la_cuda_attention_forward_sm90_usable(void) {
      * the sm_90a one only (a build without 90a, or a device other than 9.0,
      * gets the mma.sync kernel) */
     cudaFuncAttributes fa;
-    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false, 3>) == cudaSuccess && fa.binaryVersion == 90;
+    return cudaFuncGetAttributes(&fa, attn_fwd_wgmma_kernel<128, false, 3, true>) == cudaSuccess && fa.binaryVersion == 90;
 }
 
-extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, void *stream) {
+extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, int pipe, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    if (a->D <= 64) return a->f16 ? launch<64, true>(a, s) : launch<64, false>(a, s);
-    return a->f16 ? launch<128, true>(a, s) : launch<128, false>(a, s);
+    const bool p = pipe != 0;
+    if (a->D <= 64) return a->f16 ? launch<64, true>(a, p, s) : launch<64, false>(a, p, s);
+    return a->f16 ? launch<128, true>(a, p, s) : launch<128, false>(a, p, s);
 }

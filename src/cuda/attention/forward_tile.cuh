@@ -43,17 +43,18 @@ static __device__ __forceinline__ fwd_score_ctx fwd_score_ctx_make(const la_scor
 }
 
 /* s: the slice's BN scores (raw products in, probabilities or sigmoid
- * weights out, log2 units in between); o: its output accumulator (DP
- * columns); row/lo/hi: the thread's two rows and their visible key ranges;
+ * weights out, log2 units in between); alpha: the factor the output
+ * accumulator's two rows must be scaled by before this tile's P V is added
+ * (1 for sigmoid scores); row/lo/hi: the thread's two rows and their visible key ranges;
  * j0: the tile's first key; masked: some element of the tile may be hidden. */
-template <int BN, int DP>
-static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, float (&s)[BN / 8][4],
-                                                       float (&o)[DP / 8][4], float (&m_run)[2], float (&l_run)[2],
-                                                       const int64_t (&row)[2], const int64_t (&lo)[2],
-                                                       const int64_t (&hi)[2], int64_t j0, bool masked, int64_t lq,
-                                                       int64_t lk, int tq) {
+template <int BN>
+static __device__ __forceinline__ void fwd_tile_softmax(const fwd_score_ctx &c, float (&s)[BN / 8][4], float (&m_run)[2],
+                                                        float (&l_run)[2], const int64_t (&row)[2],
+                                                        const int64_t (&lo)[2], const int64_t (&hi)[2], int64_t j0,
+                                                        bool masked, int64_t lq, int64_t lk, int tq, float (&alpha)[2]) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
+        alpha[r] = 1.0f;
         if (c.fast) {
             /* the common tile: mask (if any) on the raw products, max of those,
              * then p = 2^(s scale log2e - m) with m in log2 units */
@@ -76,7 +77,7 @@ static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, f
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
             const float m_new = fmaxf(m_run[r], mx * c.scale_log2);
             const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-            const float alpha = fwd_exp2(m_run[r] - m_use);
+            alpha[r] = fwd_exp2(m_run[r] - m_use);
             m_run[r] = m_new;
             float sum = 0;
 #pragma unroll
@@ -87,9 +88,7 @@ static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, f
                     s[n][2 * r + e] = p;
                     sum += p;
                 }
-            l_run[r] = l_run[r] * alpha + sum;
-#pragma unroll
-            for (int d = 0; d < DP / 8; d++) o[d][2 * r] *= alpha, o[d][2 * r + 1] *= alpha;
+            l_run[r] = l_run[r] * alpha[r] + sum;
             continue;
         }
         if (c.plain) {
@@ -137,7 +136,7 @@ static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, f
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float m_new = fmaxf(m_run[r], mx);
         const float m_use = m_new == -INFINITY ? 0.0f : m_new; /* a row that has seen nothing yet */
-        const float alpha = exp2f(m_run[r] - m_use);
+        alpha[r] = exp2f(m_run[r] - m_use);
         m_run[r] = m_new;
         float sum = 0;
 #pragma unroll
@@ -148,10 +147,28 @@ static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, f
                 s[n][2 * r + e] = p;
                 sum += p;
             }
-        l_run[r] = l_run[r] * alpha + sum;
-#pragma unroll
-        for (int d = 0; d < DP / 8; d++) o[d][2 * r] *= alpha, o[d][2 * r + 1] *= alpha;
+        l_run[r] = l_run[r] * alpha[r] + sum;
     }
+}
+
+/* O *= alpha row-wise (alpha from fwd_tile_softmax; 1 for sigmoid scores). */
+template <int DP>
+static __device__ __forceinline__ void fwd_rescale_o(float (&o)[DP / 8][4], const float (&alpha)[2]) {
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++) o[d][0] *= alpha[0], o[d][1] *= alpha[0], o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+}
+
+/* The score step with O rescaled at once (the kernels that do not overlap
+ * the next S with this tile's softmax). */
+template <int BN, int DP>
+static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, float (&s)[BN / 8][4],
+                                                       float (&o)[DP / 8][4], float (&m_run)[2], float (&l_run)[2],
+                                                       const int64_t (&row)[2], const int64_t (&lo)[2],
+                                                       const int64_t (&hi)[2], int64_t j0, bool masked, int64_t lq,
+                                                       int64_t lk, int tq) {
+    float alpha[2];
+    fwd_tile_softmax<BN>(c, s, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq, alpha);
+    if (!c.sigmoid) fwd_rescale_o<DP>(o, alpha);
 }
 
 /* The slice's P for keys [16 kk, 16 kk + 16) as the m16n8k16 A fragment,
