@@ -1580,8 +1580,9 @@ typedef struct {
 LA_API la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x);
 
 /* Y[i][r] = dot(row r of W, X[i]) for i in [0, n): a matrix-matrix product
- * for prefill (X is n x cols, Y is n x rows, both row-major f32). Reads each
- * weight block once per tile of X rows, not once per token. */
+ * for prefill (X is n x cols, Y is n x rows, both row-major f32). n > 1 runs
+ * a blocked GEMM in f32: each weight row is dequantised once per call (not
+ * once per token) and multiplied by the f32 activations. */
 LA_API la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *X,
                     int64_t n, float *Y);
 /* As la_matmul, but f32 activations for every n, one row included: la_matmul

@@ -1,6 +1,6 @@
 /* longattn bench: kernel speed as ratios to this machine's ceilings, each
  * measured right beside the row it judges. `bench peak`, `bench attention`,
- * `bench decode`, `bench linear`, `bench sparse`. The rows are the cases ctest checks
+ * `bench decode`, `bench linear`, `bench sparse`, `bench matmul`. The rows are the cases ctest checks
  * (tests/attention, tests/linear, tests/sparse),
  * timed by the case harness's perf mode (tests/harness). */
 #include "cases.h"
@@ -11,6 +11,7 @@
 #include "sparse_cases.h"
 #include "sparse_qk.h"
 #include "kv_cases.h"
+#include "matmul_cases.h"
 #include "cli.h"
 #include "harness.h"
 #include "longattn.h"
@@ -19,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define MAX_LIST 16
 
@@ -40,6 +42,8 @@ typedef struct {
                         (-1: unknown --op) */
     int scan_op;     /* linear --op mamba|aaren: 1 + scan_case_op; 0 none */
     int feature;     /* linear: la_feature_map */
+    la_ggml_type mm_type[4]; /* matmul: weight types */
+    int nmm_type;
 } options;
 
 typedef struct {
@@ -77,7 +81,7 @@ static int parse_dtypes(const char *s, la_dtype *out) {
 
 static void usage(void) {
     fprintf(stderr,
-            "usage: longattn bench peak|attention|decode|kvquant|sparse [--json] [--quick] [--threads N] [--cold]\n"
+            "usage: longattn bench peak|attention|decode|kvquant|sparse|matmul [--json] [--quick] [--threads N] [--cold]\n"
             "       --cold: evict the caches before every timed run, so short rows read their inputs from\n"
             "               memory as long ones do (rows then carry \"caches\":\"cold\")\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
@@ -98,7 +102,10 @@ static void usage(void) {
             "                  Dk 16, 273 features; hedgehog: D / 2 projections, D features)\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 26, 32; top-k gamma 0.9,\n"
-            "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n");
+            "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
+            "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 over SmolLM2-135M's\n"
+            "                  projection shapes (q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536;\n"
+            "                  without --quick also the 49152x576 lm head)\n");
 }
 
 static int parse_options(int argc, char **argv, options *o, bool decode) {
@@ -124,6 +131,20 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
         else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
+        else if (!strcmp(a, "--type")) {
+            char buf[64];
+            snprintf(buf, sizeof buf, "%s", val);
+            o->nmm_type = 0;
+            for (char *tok = strtok(buf, ","); tok && o->nmm_type >= 0 && o->nmm_type < 4; tok = strtok(NULL, ",")) {
+                static const la_ggml_type ts[] = {LA_GGML_F32, LA_GGML_F16, LA_GGML_BF16, LA_GGML_Q8_0,
+                                                  LA_GGML_Q4_0, LA_GGML_Q4_1, LA_GGML_Q4_K, LA_GGML_Q6_K};
+                int found = -1;
+                for (int t = 0; t < 8; t++)
+                    if (!strcasecmp(tok, la_ggml_type_name(ts[t]))) found = t;
+                if (found < 0) o->nmm_type = -1;
+                else o->mm_type[o->nmm_type++] = ts[found];
+            }
+        }
         else if (!strcmp(a, "--op") && (!strcmp(val, "mamba") || !strcmp(val, "aaren")))
             o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);
         else if (!strcmp(a, "--op")) o->op = !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
@@ -156,7 +177,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         }
         if (takes) i++;
         if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0 ||
-            o->decay < 0 || o->chunk <= 0 || o->op < 0 || o->feature < 0) {
+            o->decay < 0 || o->chunk <= 0 || o->op < 0 || o->feature < 0 || o->nmm_type < 0) {
             fprintf(stderr, "longattn bench: bad value for %s\n", a);
             return -1;
         }
@@ -320,6 +341,24 @@ static int bench_kvquant(const options *o) {
     return status;
 }
 
+/* Prefill's weight products: la_matmul_f32 (f32 activations, as the
+ * model's prefill runs them) over the model's projection shapes, one series
+ * per (type, shape) growing in tokens. */
+static int bench_matmul(const options *o) {
+    static const int64_t default_n[] = {1, 16, 64, 128, 256, 512}, quick_n[] = {64, 512};
+    static const la_ggml_type default_t[] = {LA_GGML_Q4_1, LA_GGML_Q8_0, LA_GGML_F16};
+    matmul_sweep s = {.types = o->nmm_type ? o->mm_type : default_t,
+                      .ntypes = o->nmm_type ? o->nmm_type : o->quick ? 1 : 3, .lm_head = !o->quick};
+    s.n = o->nL ? o->L : o->quick ? quick_n : default_n;
+    s.nn = o->nL ? o->nL : o->quick ? 2 : 6;
+    harness_list list = {0};
+    matmul_sweep_cases(&list, &s);
+    harness_perf_opts po = perf_opts(o, true, o->quick ? 0.3 : 1.0);
+    int status = harness_perf(&list, &po);
+    harness_list_free(&list);
+    return status;
+}
+
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
         usage();
@@ -329,7 +368,7 @@ int cmd_bench(int argc, char **argv) {
     options o;
     if (parse_options(argc, argv, &o, decode || kvquant)) return 2;
     if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && strcmp(argv[1], "sparse") &&
-        !decode && !kvquant) {
+        strcmp(argv[1], "matmul") && !decode && !kvquant) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
         usage();
         return 2;
@@ -342,5 +381,6 @@ int cmd_bench(int argc, char **argv) {
     if (kvquant) return bench_kvquant(&o);
     if (!strcmp(argv[1], "linear")) return bench_linear(&o);
     if (!strcmp(argv[1], "sparse")) return bench_sparse(&o);
+    if (!strcmp(argv[1], "matmul")) return bench_matmul(&o);
     return 0;
 }

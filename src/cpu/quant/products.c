@@ -1,7 +1,7 @@
-/* Quantised matrix products on the CPU: the threading, the one-time
- * preparation of the activations, and the choice of the per-ISA kernels in
- * quant_dot_isa.c. Arguments were validated by the op layer
- * (src/ops/quant/products.c). */
+/* Quantised matrix products on the CPU: matvec's threading, its one-time
+ * preparation of the activation, and the choice of the per-ISA kernels in
+ * quant_dot_isa.c; matmul is wholly per ISA (matmul_isa.c). Arguments were
+ * validated by the op layer (src/ops/quant/products.c). */
 #include "cpu/quant/quant_kernels.h"
 
 #include "base/parallel.h"
@@ -60,34 +60,5 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
 
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
                         const float *X, int64_t n, float *Y) {
-    la_status st;
-    /* Workspace: X^T padded to whole vectors of tokens, shared; per thread a
-     * tile of dequantised weight rows and its output. */
-    const int64_t np = (n + 15) / 16 * 16;
-    size_t xt, per_thread, total, bytes;
-    if (!la_mul_size((size_t)cols, (size_t)np, &xt) ||
-        !la_mul_size((size_t)LA_MATMUL_TILE_ROWS, (size_t)(cols + np), &per_thread) ||
-        !la_mul_size(per_thread, (size_t)ctx->threads, &total) || (total += xt) < xt ||
-        !la_mul_size(total, sizeof(float), &bytes))
-        return la_fail(LA_ERR_OVERFLOW, "matmul workspace overflows");
-    float *mem;
-    if ((st = la_workspace(ctx, bytes, (void **)&mem))) return st;
-    float *xT = mem;
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t k = 0; k < cols; k++) xT[k * np + i] = X[i * cols + k];
-    for (int64_t k = 0; k < cols; k++)
-        for (int64_t i = n; i < np; i++) xT[k * np + i] = 0;
-    quant_tile_fn tile = LA_ISA_PICK(la_quant_matmul_tile, ctx->simd);
-    const char *w = W;
-    const int64_t tiles = (rows + LA_MATMUL_TILE_ROWS - 1) / LA_MATMUL_TILE_ROWS;
-#pragma omp parallel num_threads(ctx->threads)
-    {
-        float *scratch = mem + xt + (size_t)la_thread_id() * per_thread;
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t ti = 0; ti < tiles; ti++) {
-            int64_t r0 = ti * LA_MATMUL_TILE_ROWS, nr = rows - r0 < LA_MATMUL_TILE_ROWS ? rows - r0 : LA_MATMUL_TILE_ROWS;
-            tile(t, w + (size_t)r0 * rb, rb, nr, cols, xT, n, np, scratch, Y + r0, rows);
-        }
-    }
-    return LA_OK;
+    return LA_ISA_PICK(la_quant_matmul, ctx->simd)(ctx, t, W, rb, rows, cols, X, n, Y);
 }

@@ -5,7 +5,6 @@
  * kernels), which matvec computes once for all rows. */
 #include "cpu/isa.h"
 #include "cpu/quant/quant_kernels.h"
-#include "cpu/tile_gemm.h"
 
 typedef uint8_t vq __attribute__((vector_size(LA_VL)));
 typedef int8_t vqs __attribute__((vector_size(LA_VL)));
@@ -181,14 +180,4 @@ void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_byte
 #endif
         y[r] = dot_row(f, w + (size_t)r * row_bytes, cols, x, xsum);
     }
-}
-
-void LA_ISA_FN(la_quant_matmul_tile)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
-                                     const float *xT, int64_t n, int64_t np, float *scratch, float *Y, int64_t ldy) {
-    const la_format *f = la_format_of_ggml(t);
-    float *wt = scratch, *yt = scratch + nrows * cols;
-    for (int64_t r = 0; r < nrows; r++) f->dequantize(w + (size_t)r * row_bytes, wt + r * cols, cols);
-    tg_gemm(nrows, np, cols, wt, cols, 1, xT, np, yt, np, false); /* Y^T tile = W X^T */
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t r = 0; r < nrows; r++) Y[i * ldy + r] = yt[r * np + i];
 }

@@ -1,14 +1,11 @@
 /* The CPU's quantised products: the threaded drivers behind la_matvec and
- * la_matmul (products.c) and their per-ISA kernels (quant_dot_isa.c). */
+ * la_matmul (products.c) and their per-ISA kernels (quant_dot_isa.c,
+ * matmul_isa.c). */
 #ifndef LA_QUANT_KERNELS_H
 #define LA_QUANT_KERNELS_H
 
 #include "cpu/isa.h"
 #include "formats/formats.h"
-
-/* Weight rows dequantised per matmul tile: a multiple of every micro-kernel
- * row count (4, 6, 8); 48 rows of 1536 f32 columns (288 KB) stay in L2. */
-#define LA_MATMUL_TILE_ROWS 48
 
 /* y[r] = dot(row r, x) for nrows rows starting at w; xsum[b] = sum of x's
  * 32-element block b (for formats with an offset term); xq/dx: x as int8
@@ -20,18 +17,13 @@
 typedef void (*quant_dot_fn)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
                              const float *x, const float *xsum, const int8_t *xq, const float *dx,
                              const float *xqsum, float *y);
-/* Y[i][r] for a tile of nrows weight rows and the n tokens of xT
- * ([cols][np], tokens padded to np); scratch holds nrows * (cols + np)
- * floats; Y's rows are ldy apart. */
-typedef void (*quant_tile_fn)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
-                              const float *xT, int64_t n, int64_t np, float *scratch, float *Y, int64_t ldy);
-
 LA_ISA_DECLARE(void, la_quant_dot_rows, (la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows,
                                          int64_t cols, const float *x, const float *xsum, const int8_t *xq,
                                          const float *dx, const float *xqsum, float *y));
-LA_ISA_DECLARE(void, la_quant_matmul_tile, (la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows,
-                                            int64_t cols, const float *xT, int64_t n, int64_t np, float *scratch,
-                                            float *Y, int64_t ldy));
+/* Y = X W^T for n >= 1 tokens, f32 activations (matmul_isa.c): the whole
+ * product, threads included, in one copy per ISA. */
+LA_ISA_DECLARE(la_status, la_quant_matmul, (la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows,
+                                            int64_t cols, const float *X, int64_t n, float *Y));
 
 /* jobs validated, rb[j] the row bytes of job j. */
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
