@@ -455,6 +455,25 @@ int main(void) {
     harness_list list = {0};
     kv_decode_sweep_cases(&list, &(kv_decode_sweep){.L = (const int64_t[]){quick ? 300 : 700}, .nL = 1, .H = 8,
                                                    .Hkv = 2, .D = 64});
+    /* the real model's shape (SmolLM2-135M: 9 query heads over 3 KV heads,
+     * D 64; 3 rows per KV head, one short group of the 4-row block) on
+     * pages of 256: lengths 1, page - 1, page + 1 and one past two split
+     * points that is no multiple of any tile, every cache type, 1 and 2
+     * threads */
+    const int64_t lens[] = {1, 255, 257, quick ? 300 : 781};
+    const struct { la_kv_quant q; la_dtype t; } model_types[] = {
+        {LA_KV_QUANT_NONE, LA_F32}, {LA_KV_QUANT_NONE, LA_F16}, {LA_KV_Q8, LA_F32}, {LA_KV_Q4, LA_F32}};
+    for (int ti = 0; ti < 4; ti++)
+        for (int li = 0; li < 4; li++) {
+            char name[96];
+            snprintf(name, sizeof name, "model shape 9/3 D64 %s L=%lld",
+                     model_types[ti].q == LA_KV_Q8 ? "q8" : model_types[ti].q == LA_KV_Q4 ? "q4"
+                                                                                       : la_dtype_name(model_types[ti].t),
+                     (long long)lens[li]);
+            harness_add(&list, kv_decode_case(&(kv_decode_spec){.name = name, .quant = model_types[ti].q,
+                                                                .dtype = model_types[ti].t, .L = lens[li], .H = 9,
+                                                                .Hkv = 3, .D = 64, .threads = 1 + li % 2}));
+        }
     harness_check(&list, &rng);
     harness_list_free(&list);
     check_window_drops();

@@ -33,6 +33,17 @@
  * small share of the item's work (one merged row per 256 keys read). */
 #define DECODE_CHUNK 256
 
+/* Blocks of LA_VL keys ahead of the one computed whose K and V rows the
+ * in-place path prefetches (a line at a time, into L2): a head's rows are
+ * one contiguous run per page, but an item reads only two such streams
+ * (its head's K and V), too few for the hardware prefetchers to keep
+ * enough lines in flight once the cache comes from memory; the copy of
+ * every head's rows per block (the token-major path) read 2 * Hkv streams
+ * at once and was ~11% faster for f32 pages at 32K before this. 2 blocks
+ * (16 KB of f32 K rows at D 128) measured best of 0, 2 and 4 on a shared
+ * machine (BENCHMARKS.md, "fifth session"). Prefetches change no result. */
+#define DECODE_PREFETCH_BLOCKS 2
+
 typedef struct {
     const la_attn_decode_problem *dp;
     const la_attn_problem *p;
@@ -201,6 +212,7 @@ static inline __attribute__((always_inline)) void group_block(const seq_state *s
 static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
                                                                  char *kbuf, char *vbuf, float *m, float *l,
                                                                  float *acc, const int64_t Dp, const la_dtype DT) {
+    const int64_t pf_keys = DECODE_PREFETCH_BLOCKS * LA_VL;
     const la_attn_problem *p = s->p;
     const la_kv_pages *kv = &s->dp->kv;
     const la_score_rule *rule = &p->rule;
@@ -222,6 +234,16 @@ static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state 
         if (!any) continue;
         const char *kb, *vb;
         size_t ks, vs;
+        if (pf_keys > 0 && j0 + pf_keys + LA_VL <= c1 &&
+            (!kv->block_table || (j0 + pf_keys) % kv->block_size + LA_VL <= kv->block_size)) {
+            /* the block pf_keys ahead: LA_VL adjacent rows of K and of V */
+            const char *kp = row_ptr(kv, &p->k, s->b, j0 + pf_keys, hk), *vp = row_ptr(kv, &p->v, s->b, j0 + pf_keys, hk);
+            const size_t n = (size_t)LA_VL * (size_t)D * es;
+            for (size_t o = 0; o < n; o += 64) {
+                __builtin_prefetch(kp + o, 0, 2);
+                __builtin_prefetch(vp + o, 0, 2);
+            }
+        }
         if (whole && nk == LA_VL && (!kv->block_table || j0 % kv->block_size + LA_VL <= kv->block_size)) {
             kb = row_ptr(kv, &p->k, s->b, j0, hk), ks = (size_t)p->k.token_stride * es;
             vb = row_ptr(kv, &p->v, s->b, j0, hk), vs = (size_t)p->v.token_stride * es;
@@ -405,43 +427,27 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             for (int64_t d = 0; d < D; d++) qs[br * Dp + d] *= p->rule.scale;
             la_rule_key_range(&p->rule, i, Lq, la_kv_len(dp, b), &lo[br], &hi[br]);
         }
-        if (fast && !inplace) {
-            float *run_m = merged + Dp, *run_l = run_m + R;
+        /* one item loop for the three paths: an item is (sequence, chunk)
+         * of every K/V head, or (sequence, K/V head, chunk) where blocks
+         * are read in place (hpi = Hkv heads per sequence and chunk) */
+        float *run_m = merged + Dp, *run_l = run_m + R;
+        const bool per_head = fast && inplace;
+        const int64_t hpi = per_head ? p->Hkv : 1, Rh = R / hpi;
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t it = 0; it < items; it++) {
-                const int64_t b = it / nchunks, c = it % nchunks, lk = la_kv_len(dp, b);
-                seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
-                               .lo = lo + b * R, .hi = hi + b * R};
-                int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
-                chunk_all(&s, c0, c0 < c1 ? c1 : c0, (char *)kbuf, (char *)vbuf, run_m, run_l,
-                          pacc + (size_t)(it * R) * Dp);
-                memcpy(pm + it * R, run_m, sizeof(float) * (size_t)R);
-                memcpy(pl + it * R, run_l, sizeof(float) * (size_t)R);
-            }
-        } else if (fast) {
-            float *run_m = merged + Dp, *run_l = run_m + R;
-            const int64_t Rh = R / p->Hkv;
-#pragma omp for schedule(dynamic, 1)
-            for (int64_t it = 0; it < items * p->Hkv; it++) {
-                const int64_t c = it % nchunks, bh = it / nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
-                const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
-                seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
-                               .lo = lo + b * R, .hi = hi + b * R};
-                int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
-                head_chunk(&s, hk, c0, c0 < c1 ? c1 : c0, (char *)kbuf, (char *)vbuf, run_m, run_l,
-                           pacc + (size_t)row * Dp);
-                memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
-                memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
-            }
-        } else {
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            const int64_t b = it / nchunks, c = it % nchunks, lk = la_kv_len(dp, b);
+        for (int64_t it = 0; it < items * hpi; it++) {
+            const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
+            const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
                            .lo = lo + b * R, .hi = hi + b * R};
-            int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk;
-            chunk(&s, c0, c0 < c1 ? c1 : c0, kbuf, vbuf, pm + it * R, pl + it * R, pacc + (size_t)(it * R) * Dp);
-        }
+            const int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk > c0 ? lk : c0;
+            if (!fast) {
+                chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, pacc + (size_t)row * Dp);
+                continue;
+            }
+            if (per_head) head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, pacc + (size_t)row * Dp);
+            else chunk_all(&s, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, pacc + (size_t)row * Dp);
+            memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
+            memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
         }
         /* merge the chunks of each (sequence, row): chunk c's accumulator
          * weighted by its max and carrying its sum (softmax), or summed
