@@ -57,39 +57,65 @@ static inline float hsum256(__m256 v) {
  * The four f16 fields (d, m of both blocks) widen in one vcvtph2ps, and
  * [d0, m0, d1, m1] * [dx0, xqsum0, dx1, xqsum1] gives both scales and both
  * offset terms at once. An odd last block goes through the 256-bit step. */
-static float dot_q4_1_int8_avx512(const la_block_q4_1 *blk, int64_t nb, const int8_t *xq, const float *dx,
-                                  const float *xqsum) {
+static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const la_block_q4_1 *const *rows, int nr,
+                                                                         int64_t nb, const int8_t *xq, const float *dx,
+                                                                         const float *xqsum, float *out) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
     const __m512i ones = _mm512_set1_epi16(1);
     const __m512i pick = _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0);
-    __m512 acc = _mm512_setzero_ps();
-    __m128 tail = _mm_setzero_ps(); /* lanes 1, 3: m * xqsum */
+    __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m128 tail[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lanes 1, 3: m * xqsum */
     int64_t b = 0;
     for (; b + 2 <= nb; b += 2) {
-        _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
-        const __m256i raw = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk[b].qs)),
-                                                    _mm_loadu_si128((const __m128i *)blk[b + 1].qs), 1);
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, mask)),
-                                             _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), 1);
         const __m512i x = _mm512_loadu_si512((const void *)(xq + b * LA_QK));
-        const __m512i sums = _mm512_madd_epi16(_mm512_maddubs_epi16(q, _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0))),
-                                               ones);
-        uint32_t f0, f1; /* d | m << 16 of each block */
-        memcpy(&f0, &blk[b], 4), memcpy(&f1, &blk[b + 1], 4);
-        const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)f1, (int)f0));
+        const __m512i xp = _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0));
         const __m128 xs = _mm_unpacklo_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(dx + b))),
                                           _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(xqsum + b))));
-        const __m128 prod = _mm_mul_ps(dm, xs); /* d0 dx0, m0 xqsum0, d1 dx1, m1 xqsum1 */
-        tail = _mm_add_ps(tail, prod);
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(prod)), acc);
+        for (int r = 0; r < nr; r++) {
+            const la_block_q4_1 *blk = rows[r];
+            _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
+            const __m256i raw = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk[b].qs)),
+                _mm_loadu_si128((const __m128i *)blk[b + 1].qs), 1);
+            const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, mask)),
+                                                 _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), 1);
+            const __m512i sums = _mm512_madd_epi16(_mm512_maddubs_epi16(q, xp), ones);
+            uint32_t f0, f1; /* d | m << 16 of each block */
+            memcpy(&f0, &blk[b], 4), memcpy(&f1, &blk[b + 1], 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)f1, (int)f0));
+            const __m128 prod = _mm_mul_ps(dm, xs); /* d0 dx0, m0 xqsum0, d1 dx1, m1 xqsum1 */
+            tail[r] = _mm_add_ps(tail[r], prod);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(prod)),
+                                     acc[r]);
+        }
     }
-    float last = 0;
-    if (b < nb)
-        last = hsum256(_mm256_mul_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]))) +
-               f16_to_f32(blk[b].m) * xqsum[b];
-    float t4[4];
-    _mm_storeu_ps(t4, tail);
-    return _mm512_reduce_add_ps(acc) + (t4[1] + t4[3]) + last;
+    for (int r = 0; r < nr; r++) {
+        const la_block_q4_1 *blk = rows[r];
+        float last = 0;
+        if (b < nb)
+            last = hsum256(_mm256_mul_ps(q4_block(blk[b].qs, xq + b * LA_QK),
+                                         _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]))) +
+                   f16_to_f32(blk[b].m) * xqsum[b];
+        float t4[4];
+        _mm_storeu_ps(t4, tail[r]);
+        out[r] = _mm512_reduce_add_ps(acc[r]) + (t4[1] + t4[3]) + last;
+    }
+}
+
+/* Rows of Q4_1 two at a time (sharing x's loads); each row's result is the
+ * same bits as it alone would give. */
+static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
+                                      const float *dx, const float *xqsum, float *y) {
+    int64_t r = 0;
+    for (; r + 2 <= nrows; r += 2) {
+        const la_block_q4_1 *rows[2] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes),
+                                        (const la_block_q4_1 *)(w + (size_t)(r + 1) * row_bytes)};
+        dot_q4_1_int8_avx512(rows, 2, nb, xq, dx, xqsum, y + r);
+    }
+    if (r < nrows) {
+        const la_block_q4_1 *rows[1] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes)};
+        dot_q4_1_int8_avx512(rows, 1, nb, xq, dx, xqsum, y + r);
+    }
 }
 #endif
 
@@ -101,10 +127,6 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
     switch (t) {
     case LA_GGML_Q4_1: {
         const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
-#if defined(LA_ISA_AVX512)
-        *out = dot_q4_1_int8_avx512(blk, nb, xq, dx, xqsum);
-        return true;
-#endif
         for (int64_t b = 0; b < nb; b++) {
             _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
             acc = _mm256_fmadd_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]),
@@ -221,6 +243,12 @@ void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_byte
                                   const float *x, const float *xsum, const int8_t *xq, const float *dx,
                                   const float *xqsum, float *y) {
     const la_format *f = la_format_of_ggml(t);
+#if defined(LA_ISA_AVX512)
+    if (xq && t == LA_GGML_Q4_1) {
+        dot_rows_q4_1_int8_avx512(w, row_bytes, nrows, cols / LA_QK, xq, dx, xqsum, y);
+        return;
+    }
+#endif
     for (int64_t r = 0; r < nrows; r++) {
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
         if (xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, xq, dx, xqsum, &y[r])) continue;
