@@ -57,11 +57,25 @@ static inline float hsum256(__m256 v) {
  * The four f16 fields (d, m of both blocks) widen in one vcvtph2ps, and
  * [d0, m0, d1, m1] * [dx0, xqsum0, dx1, xqsum1] gives both scales and both
  * offset terms at once. An odd last block goes through the 256-bit step. */
+/* sum of u[i] * s[i] over each 4 bytes: one vpdpbusd where the CPU has
+ * AVX512-VNNI (inline assembly: the ISA copies are not compiled for it; the
+ * caller checks at run time), else maddubs + madd. Both are exact (no
+ * pair of products saturates int16: |15 * 127 * 2| < 2^15), so the same
+ * bits either way. */
+static inline __attribute__((always_inline)) __m512i dot_u8s8(__m512i u, __m512i s, int vnni) {
+    if (vnni) {
+        __m512i acc = _mm512_setzero_si512();
+        __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
+        return acc;
+    }
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
+}
+
 static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const la_block_q4_1 *const *rows, int nr,
-                                                                         int64_t nb, const int8_t *xq, const float *dx,
-                                                                         const float *xqsum, float *out) {
+                                                                         int vnni, int64_t nb, const int8_t *xq,
+                                                                         const float *dx, const float *xqsum,
+                                                                         float *out) {
     const __m256i mask = _mm256_set1_epi8(0x0F);
-    const __m512i ones = _mm512_set1_epi16(1);
     const __m512i pick = _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     __m128 tail[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lanes 1, 3: m * xqsum */
@@ -79,7 +93,7 @@ static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const la_
                 _mm_loadu_si128((const __m128i *)blk[b + 1].qs), 1);
             const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, mask)),
                                                  _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), 1);
-            const __m512i sums = _mm512_madd_epi16(_mm512_maddubs_epi16(q, xp), ones);
+            const __m512i sums = dot_u8s8(q, xp, vnni);
             uint32_t f0, f1; /* d | m << 16 of each block */
             memcpy(&f0, &blk[b], 4), memcpy(&f1, &blk[b + 1], 4);
             const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)f1, (int)f0));
@@ -104,18 +118,27 @@ static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const la_
 
 /* Rows of Q4_1 two at a time (sharing x's loads); each row's result is the
  * same bits as it alone would give. */
-static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
-                                      const float *dx, const float *xqsum, float *y) {
+static inline __attribute__((always_inline)) void dot_rows_q4_1(const char *w, size_t row_bytes, int64_t nrows,
+                                                                  int vnni, int64_t nb, const int8_t *xq,
+                                                                  const float *dx, const float *xqsum, float *y) {
     int64_t r = 0;
     for (; r + 2 <= nrows; r += 2) {
         const la_block_q4_1 *rows[2] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes),
                                         (const la_block_q4_1 *)(w + (size_t)(r + 1) * row_bytes)};
-        dot_q4_1_int8_avx512(rows, 2, nb, xq, dx, xqsum, y + r);
+        dot_q4_1_int8_avx512(rows, 2, vnni, nb, xq, dx, xqsum, y + r);
     }
     if (r < nrows) {
         const la_block_q4_1 *rows[1] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes)};
-        dot_q4_1_int8_avx512(rows, 1, nb, xq, dx, xqsum, y + r);
+        dot_q4_1_int8_avx512(rows, 1, vnni, nb, xq, dx, xqsum, y + r);
     }
+}
+
+static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
+                                      const float *dx, const float *xqsum, float *y) {
+    if (__builtin_cpu_supports("avx512vnni"))
+        dot_rows_q4_1(w, row_bytes, nrows, 1, nb, xq, dx, xqsum, y);
+    else
+        dot_rows_q4_1(w, row_bytes, nrows, 0, nb, xq, dx, xqsum, y);
 }
 #endif
 
