@@ -141,9 +141,9 @@ static void bad_inputs(void) {
 
 int main(void) {
     uint64_t rng = tu_seed();
-    /* row lengths of 1, 3, 5 and 16 blocks: odd block counts reach the
-     * kernels' tails */
-    const int64_t cols[] = {32, 96, 160, 512};
+    /* row lengths of 1, 2, 3, 5, 16 and 49 blocks: odd block counts reach
+     * the kernels' tails (the AVX-512 Q4_1 dot takes blocks in pairs) */
+    const int64_t cols[] = {32, 64, 96, 160, 512, 1568};
     for (size_t i = 0; i < sizeof all_types / sizeof all_types[0]; i++)
         for (size_t c = 0; c < sizeof cols / sizeof cols[0]; c++)
             if (cols[c] % ref_block_elems(all_types[i]) == 0) test_type(&rng, all_types[i], cols[c]);
