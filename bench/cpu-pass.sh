@@ -24,6 +24,8 @@ run attention      "$B" bench attention --L 4096 --D 128 --causal 0,1 --dtype f3
 run attention_avx2 env LONGATTN_SIMD=avx2 "$B" bench attention --L 4096 --D 128 --causal 0 --dtype f32 --pass fwd,bwd --json
 run decode         "$B" bench decode --dtype f32,f16,bf16 --L 8192,32768 --json
 run kvquant        "$B" bench kvquant --L 8192,32768 --json
+run kvquant_model  "$B" bench kvquant --L 8192 --H 9 --Hkv 3 --D 64 --json
+run matmul         "$B" bench matmul --json
 run sparse         "$B" bench sparse --L 32768 --json
 run linear16k      "$B" bench linear --op all --L 4096,16384 --H 8 --D 128 --pass fwd,bwd --json --budget 60
 run linear_gla     "$B" bench linear --decay channel --L 4096,16384 --H 8 --D 128 --pass fwd --json
@@ -34,7 +36,7 @@ run linear_decode  "$B" bench linear --op all --pass decode --H 8 --D 128 --json
 run sweep          "$B" bench linear --op all --L 1024,4096,16384,65536,262144,1048576 --H 2 --D 128 --pass fwd --json --budget 60
 # The same sweep with the caches evicted before every timed run: the short
 # rows then read their inputs from memory as the 1M row must.
-run sweep_cold     "$B" bench linear --op all --L 4096,16384,65536,262144,1048576 --H 2 --D 128 --pass fwd --json --budget 60 --cold
+run sweep_cold     "$B" bench linear --op all --L 4096,65536,1048576 --H 2 --D 128 --pass fwd --json --budget 60 --cold
 run ppl_dense      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2
 run ppl_topk8      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:8
 run ppl_topk32d6   "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:32,dense-layers=6
