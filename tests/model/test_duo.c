@@ -160,8 +160,13 @@ int main(void) {
     tu_check(best == plant, "the planted retrieval head (layer %d, head %d) scored %.4f; head %d scored more (%.4f)",
              PLANT_L, PLANT_H, (double)sc[plant], best, (double)sc[best]);
     /* the planted head's queries put ~all their mass on the digits, the
-     * fact's seven among at most fourteen: above 0.3; the others spread */
-    tu_check(sc[plant] > 0.3 && sc[plant] > 3 * runner_up, "planted head %.4f not well above the rest (%.4f)",
+     * fact's seven among at most fourteen: above 0.3; the others spread.
+     * Margin 0.2: over 270 seeds the planted head led the runner-up by
+     * 0.38 at least (quick: 2 prompts of 160 tokens) and 0.35 (3 of 400);
+     * the former ratio test (3x the runner-up) failed on 8 of 150 seeds in
+     * quick mode (CI's seed 242744757826334: 0.75 against 0.27; the short
+     * prompts let a random head reach 0.38). */
+    tu_check(sc[plant] > 0.3 && sc[plant] - runner_up > 0.2, "planted head %.4f not well above the rest (%.4f)",
              (double)sc[plant], runner_up);
     tu_check(hi - lo > 0.1, "duo scores barely differ between heads (%.4f to %.4f)", lo, hi);
     /* the same seed gives the same scores */
