@@ -37,15 +37,6 @@
 #define MM_KC 256
 #define MM_NC (512 / MM_MR * MM_MR) /* whole token tiles */
 
-/* An fp16 block field as f32 (exact either way). */
-static inline float mm_f16(uint16_t h) {
-#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
-    return _cvtsh_ss(h);
-#else
-    return la_f16_to_f32(h);
-#endif
-}
-
 /* Row r (< MM_RB) of a panel, dequantised into column r of the packed
  * panel wp[k * MM_RB + r]; row is a scratch of cols floats. The block
  * formats of the model are expanded here (the same values as
@@ -58,7 +49,7 @@ static void dequant_row_packed(const la_format *f, la_ggml_type t, const char *w
     case LA_GGML_Q4_1: {
         const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
         for (int64_t b = 0; b < nb; b++) {
-            const float d = mm_f16(blk[b].d), m = mm_f16(blk[b].m);
+            const float d = la_quant_f16(blk[b].d), m = la_quant_f16(blk[b].m);
             float *dst = row + b * LA_QK;
             for (int j = 0; j < LA_QK / 2; j++) {
                 dst[j] = d * (float)(blk[b].qs[j] & 0xF) + m;
@@ -70,7 +61,7 @@ static void dequant_row_packed(const la_format *f, la_ggml_type t, const char *w
     case LA_GGML_Q4_0: {
         const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
         for (int64_t b = 0; b < nb; b++) {
-            const float d = mm_f16(blk[b].d);
+            const float d = la_quant_f16(blk[b].d);
             float *dst = row + b * LA_QK;
             for (int j = 0; j < LA_QK / 2; j++) {
                 dst[j] = d * (float)((blk[b].qs[j] & 0xF) - 8);
@@ -82,7 +73,7 @@ static void dequant_row_packed(const la_format *f, la_ggml_type t, const char *w
     case LA_GGML_Q8_0: {
         const la_block_q8_0 *blk = (const la_block_q8_0 *)w;
         for (int64_t b = 0; b < nb; b++) {
-            const float d = mm_f16(blk[b].d);
+            const float d = la_quant_f16(blk[b].d);
             for (int j = 0; j < LA_QK; j++) row[b * LA_QK + j] = d * (float)blk[b].qs[j];
         }
         break;

@@ -9,16 +9,6 @@
 typedef uint8_t vq __attribute__((vector_size(LA_VL)));
 typedef int8_t vqs __attribute__((vector_size(LA_VL)));
 
-/* An fp16 block field as f32: F16C where the ISA has it (the same value
- * as la_f16_to_f32, which is exact). */
-static inline float f16_to_f32(uint16_t h) {
-#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
-    return _cvtsh_ss(h);
-#else
-    return la_f16_to_f32(h);
-#endif
-}
-
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
 /* Weights are streamed once per token; with two threads each streaming
  * its own half of the rows, asking 2 KB ahead measured 8% faster
@@ -107,8 +97,8 @@ static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const la_
         float last = 0;
         if (b < nb)
             last = hsum256(_mm256_mul_ps(q4_block(blk[b].qs, xq + b * LA_QK),
-                                         _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]))) +
-                   f16_to_f32(blk[b].m) * xqsum[b];
+                                         _mm256_set1_ps(la_quant_f16(blk[b].d) * dx[b]))) +
+                   la_quant_f16(blk[b].m) * xqsum[b];
         float t4[4];
         _mm_storeu_ps(t4, tail[r]);
         out[r] = _mm512_reduce_add_ps(acc[r]) + (t4[1] + t4[3]) + last;
@@ -151,9 +141,9 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
         const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
         for (int64_t b = 0; b < nb; b++) {
             _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
-            acc = _mm256_fmadd_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]),
+            acc = _mm256_fmadd_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(la_quant_f16(blk[b].d) * dx[b]),
                                   acc);
-            tail += f16_to_f32(blk[b].m) * xqsum[b];
+            tail += la_quant_f16(blk[b].m) * xqsum[b];
         }
         break;
     }
@@ -161,7 +151,7 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
         const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
         for (int64_t b = 0; b < nb; b++) {
             _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
-            float d = f16_to_f32(blk[b].d);
+            float d = la_quant_f16(blk[b].d);
             acc = _mm256_fmadd_ps(q4_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(d * dx[b]), acc);
             tail -= 8 * d * xqsum[b];
         }
@@ -171,7 +161,7 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
         const la_block_q8_0 *blk = (const la_block_q8_0 *)w;
         for (int64_t b = 0; b < nb; b++) {
             _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
-            acc = _mm256_fmadd_ps(q8_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(f16_to_f32(blk[b].d) * dx[b]),
+            acc = _mm256_fmadd_ps(q8_block(blk[b].qs, xq + b * LA_QK), _mm256_set1_ps(la_quant_f16(blk[b].d) * dx[b]),
                                   acc);
         }
         break;
@@ -216,15 +206,15 @@ static float dot_row(const la_format *f, const char *w, int64_t cols, const floa
     case LA_GGML_Q4_1: {
         const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
         for (int64_t b = 0; b < nb; b++) {
-            acc = vf_fma(nibble_dot(blk[b].qs, x + b * LA_QK), vf_set1(f16_to_f32(blk[b].d)), acc);
-            tail += f16_to_f32(blk[b].m) * xsum[b];
+            acc = vf_fma(nibble_dot(blk[b].qs, x + b * LA_QK), vf_set1(la_quant_f16(blk[b].d)), acc);
+            tail += la_quant_f16(blk[b].m) * xsum[b];
         }
         break;
     }
     case LA_GGML_Q4_0: {
         const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
         for (int64_t b = 0; b < nb; b++) {
-            float d = f16_to_f32(blk[b].d);
+            float d = la_quant_f16(blk[b].d);
             acc = vf_fma(nibble_dot(blk[b].qs, x + b * LA_QK), vf_set1(d), acc);
             tail -= 8 * d * xsum[b];
         }
@@ -235,7 +225,7 @@ static float dot_row(const la_format *f, const char *w, int64_t cols, const floa
         for (int64_t b = 0; b < nb; b++) {
             vf s = vf_set1(0);
             for (int j = 0; j < LA_QK; j += LA_VL) s = vf_fma(widen_s8(blk[b].qs + j), vf_load(x + b * LA_QK + j), s);
-            acc = vf_fma(s, vf_set1(f16_to_f32(blk[b].d)), acc);
+            acc = vf_fma(s, vf_set1(la_quant_f16(blk[b].d)), acc);
         }
         break;
     }

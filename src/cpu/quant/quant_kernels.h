@@ -7,6 +7,16 @@
 #include "cpu/isa.h"
 #include "formats/formats.h"
 
+/* An fp16 block field as f32: F16C in the AVX2/AVX-512 copies (the same,
+ * exact value as la_f16_to_f32). */
+static inline float la_quant_f16(uint16_t h) {
+#if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
+    return _cvtsh_ss(h);
+#else
+    return la_f16_to_f32(h);
+#endif
+}
+
 /* y[r] = dot(row r, x) for nrows rows starting at w; xsum[b] = sum of x's
  * 32-element block b (for formats with an offset term); xq/dx: x as int8
  * blocks with their scales, used by the SIMD copies for Q4_0, Q4_1 and
