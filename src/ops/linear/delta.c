@@ -5,8 +5,7 @@
  * src/cpu/linear/delta_isa.c, delta_backward_isa.c). A backend without
  * them (CUDA today) is LA_ERR_UNSUPPORTED. */
 #include "backend/delta_problem.h"
-#include "ops/backends.h"
-#include "ops/validate.h"
+#include "ops/linear/linear_validate.h"
 
 #include <math.h>
 
@@ -46,16 +45,6 @@ static la_status check_like(const la_tensor *t, const char *name, const la_tenso
     return la_check_shaped(t, name, want, nd, zero, a, b);
 }
 
-static la_linear_state state_of(const la_tensor *t) {
-    la_linear_state st = {0};
-    if (!t) return st;
-    st.data = t->data;
-    st.seq_stride = t->stride[0];
-    st.head_stride = t->stride[1];
-    st.row_stride = t->stride[2];
-    return st;
-}
-
 /* The backend of the call's tensors (all on one device), with delta-rule
  * kernels. */
 static la_status delta_backend(const la_tensor *const *t, int n, const la_backend **out) {
@@ -88,25 +77,14 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
     if (!p) return la_fail(LA_ERR_NULL, "params is NULL");
     P->simd = ctx->simd;
     P->threads = ctx->threads;
-    const bool varlen = tokens && p->cu_seqlens;
-    if (!tokens && p->cu_seqlens) return la_fail(LA_ERR_ARGUMENT, "the decode step takes no cu_seqlens");
-    const int nd = !tokens ? 3 : varlen ? 3 : 4;
-    const unsigned zero = !tokens ? 0u : varlen ? 1u : 2u; /* the token dim may be empty */
-    la_status s;
-    if ((s = la_check_grouped_qkv(q, k, v, nd, zero, &P->H, &P->Hkv, &P->Dk, &P->Dv))) return s;
+    la_mixer_layout m;
+    la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
+    if (s) return s;
+    const bool varlen = m.varlen;
+    const unsigned zero = m.zero;
+    P->num_seqs = m.num_seqs, P->L = m.L, P->cu = m.cu;
+    P->H = m.H, P->Hkv = m.Hkv, P->Dk = m.Dk, P->Dv = m.Dv;
     if ((s = check_params(p, need_chunk))) return s;
-    if (varlen) {
-        if (p->num_seqs <= 0)
-            return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
-        if (p->num_seqs >= INT32_MAX)
-            return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = la_check_packed_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
-        P->num_seqs = p->num_seqs;
-        P->cu = p->cu_seqlens;
-    } else {
-        P->num_seqs = q->shape[0];
-        P->L = tokens ? q->shape[1] : 1;
-    }
     int64_t n;
     if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv, &n))
         return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");
@@ -174,8 +152,8 @@ la_status la_delta_rule_forward(la_context *ctx, const la_delta_params *p, const
     const la_backend *be = NULL;
     if ((s = delta_backend(all, 8, &be))) return s;
     P.out = la_attn_operand_of(out, !P.cu);
-    P.state_in = state_of(initial_state);
-    P.state_out = state_of(final_state);
+    P.state_in = la_linear_state_of(initial_state);
+    P.state_out = la_linear_state_of(final_state);
     return run_forward(ctx, be, &P);
 }
 
@@ -201,8 +179,8 @@ la_status la_delta_rule_decode(la_context *ctx, const la_delta_params *p, const 
     P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
                               .head_stride = out->stride[1]};
     /* in place: each (sequence, head) reads its state before writing it */
-    P.state_in = state_of(state);
-    P.state_out = state_of(state);
+    P.state_in = la_linear_state_of(state);
+    P.state_out = la_linear_state_of(state);
     return run_forward(ctx, be, &P);
 }
 
@@ -241,7 +219,7 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
                               dinitial_state};
     const la_backend *be = NULL;
     if ((s = delta_backend(all, 14, &be))) return s;
-    P->state_in = state_of(initial_state);
+    P->state_in = la_linear_state_of(initial_state);
     P->dkv_accumulate = P->H != P->Hkv && (dk->dtype != LA_F32 || dv->dtype != LA_F32);
     Bp.dout = la_attn_operand_of(dout, !P->cu);
     Bp.dq = la_attn_operand_of(dq, !P->cu);
@@ -249,8 +227,8 @@ la_status la_delta_rule_backward(la_context *ctx, const la_delta_params *p, cons
     Bp.dv = la_attn_operand_of(dv, !P->cu);
     Bp.dbeta = la_attn_operand_of(dbeta, !P->cu);
     Bp.dg = la_attn_operand_of(dg, !P->cu);
-    Bp.dstate_out = state_of(dfinal_state);
-    Bp.dstate_in = state_of(dinitial_state);
+    Bp.dstate_out = la_linear_state_of(dfinal_state);
+    Bp.dstate_in = la_linear_state_of(dinitial_state);
     size_t bytes = 0;
     void *ws;
     if ((s = be->delta_backward_workspace(P, &bytes)) || (s = la_workspace(ctx, bytes, &ws))) return s;

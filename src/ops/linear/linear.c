@@ -85,7 +85,7 @@ static la_status check_params(const la_linear_params *p, int64_t H, bool need_ch
     return LA_OK;
 }
 
-static la_linear_state state_of(const la_tensor *t) {
+la_linear_state la_linear_state_of(const la_tensor *t) {
     la_linear_state st = {0};
     if (!t) return st;
     st.data = t->data;
@@ -95,8 +95,29 @@ static la_linear_state state_of(const la_tensor *t) {
     return st;
 }
 
-
-
+la_status la_mixer_check_layout(const la_tensor *q, const la_tensor *k, const la_tensor *v, bool tokens,
+                                const int32_t *cu_seqlens, int64_t num_seqs, la_mixer_layout *out) {
+    la_mixer_layout m = {0};
+    if (!tokens && cu_seqlens) return la_fail(LA_ERR_ARGUMENT, "the decode step takes no cu_seqlens");
+    m.varlen = tokens && cu_seqlens;
+    m.nd = !tokens ? 3 : m.varlen ? 3 : 4;
+    m.zero = !tokens ? 0u : m.varlen ? 1u : 2u;
+    la_status s = la_check_grouped_qkv(q, k, v, m.nd, m.zero, &m.H, &m.Hkv, &m.Dk, &m.Dv);
+    if (s) return s;
+    if (m.varlen) {
+        if (num_seqs <= 0)
+            return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)num_seqs);
+        if (num_seqs >= INT32_MAX) return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)num_seqs);
+        if ((s = la_check_packed_seqlens(cu_seqlens, num_seqs, q->shape[0], &m.L))) return s;
+        m.num_seqs = num_seqs;
+        m.cu = cu_seqlens;
+    } else {
+        m.num_seqs = q->shape[0];
+        m.L = tokens ? q->shape[1] : 1;
+    }
+    *out = m;
+    return LA_OK;
+}
 const la_backend *la_linear_backend_of(const la_tensor *const *t, int n) {
     const la_tensor *first = t[0];
     for (int i = 1; i < n; i++)
@@ -117,12 +138,14 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if (!p) return la_fail(LA_ERR_NULL, "params is NULL");
     P->simd = ctx->simd;
     P->threads = ctx->threads;
-    const bool varlen = tokens && p->cu_seqlens;
-    if (!tokens && p->cu_seqlens) return la_fail(LA_ERR_ARGUMENT, "the decode step takes no cu_seqlens");
-    const int nd = !tokens ? 3 : varlen ? 3 : 4;
-    const unsigned zero = !tokens ? 0u : varlen ? 1u : 2u; /* the token dim may be empty */
-    la_status s;
-    if ((s = la_check_grouped_qkv(q, k, v, nd, zero, &P->H, &P->Hkv, &P->Dk, &P->Dv))) return s;
+    la_mixer_layout m;
+    la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
+    if (s) return s;
+    const bool varlen = m.varlen;
+    const int nd = m.nd;
+    const unsigned zero = m.zero;
+    P->num_seqs = m.num_seqs, P->L = m.L, P->cu = m.cu;
+    P->H = m.H, P->Hkv = m.Hkv, P->Dk = m.Dk, P->Dv = m.Dv;
     const int hx = nd - 2;
     if ((s = check_params(p, P->H, need_chunk && !p->non_causal))) return s;
     P->Dx = P->Dk;
@@ -134,18 +157,6 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
         return la_fail(LA_ERR_ARGUMENT, "params->non_causal takes no decay (decay is %d)", (int)p->decay);
     if (p->non_causal && !tokens)
         return la_fail(LA_ERR_ARGUMENT, "the decode step is causal: params->non_causal must be 0");
-    if (varlen) {
-        if (p->num_seqs <= 0)
-            return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
-        if (p->num_seqs >= INT32_MAX)
-            return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = la_check_packed_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
-        P->num_seqs = p->num_seqs;
-        P->cu = p->cu_seqlens;
-    } else {
-        P->num_seqs = q->shape[0];
-        P->L = tokens ? q->shape[1] : 1;
-    }
     int64_t n;
     if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv + 1, &n))
         return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");
@@ -238,8 +249,8 @@ la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p
     const la_backend *be = la_linear_backend_of(all, 7);
     if (!be) return LA_ERR_DEVICE;
     P.out = la_attn_operand_of(out, !P.cu);
-    P.state_in = state_of(initial_state);
-    P.state_out = state_of(final_state);
+    P.state_in = la_linear_state_of(initial_state);
+    P.state_out = la_linear_state_of(final_state);
     if ((s = la_backend_run_linear(ctx, be, &P))) return s;
     return la_succeed();
 }
@@ -265,8 +276,8 @@ la_status la_linear_attention_decode(la_context *ctx, const la_linear_params *p,
     P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
                               .head_stride = out->stride[1]};
     /* in place: each (sequence, head) reads its state before writing it */
-    P.state_in = state_of(state);
-    P.state_out = state_of(state);
+    P.state_in = la_linear_state_of(state);
+    P.state_out = la_linear_state_of(state);
     if ((s = la_backend_run_linear(ctx, be, &P))) return s;
     return la_succeed();
 }
@@ -308,14 +319,14 @@ la_status la_linear_attention_backward(la_context *ctx, const la_linear_params *
     const la_tensor *all[] = {q, k, v, g, initial_state, dout, dfinal_state, dq, dk, dv, dg, dinitial_state};
     const la_backend *be = la_linear_backend_of(all, 12);
     if (!be) return LA_ERR_DEVICE;
-    P->state_in = state_of(initial_state);
+    P->state_in = la_linear_state_of(initial_state);
     Bp.dout = la_attn_operand_of(dout, !P->cu);
     Bp.dq = la_attn_operand_of(dq, !P->cu);
     Bp.dk = la_attn_operand_of(dk, !P->cu);
     Bp.dv = la_attn_operand_of(dv, !P->cu);
     Bp.dg = la_attn_operand_of(dg, !P->cu);
-    Bp.dstate_out = state_of(dfinal_state);
-    Bp.dstate_in = state_of(dinitial_state);
+    Bp.dstate_out = la_linear_state_of(dfinal_state);
+    Bp.dstate_in = la_linear_state_of(dinitial_state);
     Bp.dproj = dproj;
     if ((s = la_backend_run_linear(ctx, be, P))) return s;
     return la_succeed();

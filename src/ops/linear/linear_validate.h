@@ -12,4 +12,23 @@
  * LA_ERR_DEVICE set when they disagree or the build has none. */
 const la_backend *la_linear_backend_of(const la_tensor *const *t, int n);
 
+/* The layout every mixer call shares: q, k, v as [B, L, H, D], packed as
+ * [T, H, D] with cu_seqlens (tokens true), or the decode step's [B, H, D]
+ * (tokens false, no cu_seqlens). */
+typedef struct {
+    int64_t num_seqs;  /* B, or num_seqs with cu_seqlens */
+    int64_t L;         /* dense: tokens per sequence; packed: the longest; decode: 1 */
+    int64_t H, Hkv, Dk, Dv;
+    const int32_t *cu; /* cu_seqlens when packed, else NULL */
+    bool varlen;
+    int nd;            /* q's rank */
+    unsigned zero;     /* the dims that may be empty (the token dim), as la_check_shaped takes them */
+} la_mixer_layout;
+
+la_status la_mixer_check_layout(const la_tensor *q, const la_tensor *k, const la_tensor *v, bool tokens,
+                                const int32_t *cu_seqlens, int64_t num_seqs, la_mixer_layout *out);
+
+/* A [N, H, Dk, Dv'] f32 state tensor as the kernels take it (zero for NULL). */
+la_linear_state la_linear_state_of(const la_tensor *t);
+
 #endif

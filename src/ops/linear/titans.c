@@ -19,16 +19,6 @@ la_titans_params la_titans_params_default(void) {
     return p;
 }
 
-static la_linear_state state_of(const la_tensor *t) {
-    la_linear_state st = {0};
-    if (!t) return st;
-    st.data = t->data;
-    st.seq_stride = t->stride[0];
-    st.head_stride = t->stride[1];
-    st.row_stride = t->stride[2];
-    return st;
-}
-
 /* q, k, v, the three gates and the sizes; `tokens` false: the decode step's [B, H, D] tensors. */
 static la_status check_inputs(la_context *ctx, const la_titans_params *p, const la_tensor *q, const la_tensor *k,
                               const la_tensor *v, const la_tensor *const gates[3], bool tokens, la_titans_problem *P) {
@@ -36,12 +26,14 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     if (!p) return la_fail(LA_ERR_NULL, "params is NULL");
     P->simd = ctx->simd;
     P->threads = ctx->threads;
-    const bool varlen = tokens && p->cu_seqlens;
-    if (!tokens && p->cu_seqlens) return la_fail(LA_ERR_ARGUMENT, "the decode step takes no cu_seqlens");
-    const int nd = !tokens ? 3 : varlen ? 3 : 4;
-    const unsigned zero = !tokens ? 0u : varlen ? 1u : 2u; /* the token dim may be empty */
-    la_status s;
-    if ((s = la_check_grouped_qkv(q, k, v, nd, zero, &P->H, &P->Hkv, &P->Dk, &P->Dv))) return s;
+    la_mixer_layout m;
+    la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
+    if (s) return s;
+    const bool varlen = m.varlen;
+    const int nd = m.nd;
+    const unsigned zero = m.zero;
+    P->num_seqs = m.num_seqs, P->L = m.L, P->cu = m.cu;
+    P->H = m.H, P->Hkv = m.Hkv, P->Dk = m.Dk, P->Dv = m.Dv;
     if (q->dtype != LA_F32 && q->dtype != LA_BF16 && q->dtype != LA_F16)
         return la_fail(LA_ERR_DTYPE, "q is %s; expected f32, bf16 or f16", la_dtype_name(q->dtype));
     if (tokens) {
@@ -52,17 +44,6 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
         if (p->chunk_size > TITANS_MAX_CHUNK)
             return la_fail(LA_ERR_UNSUPPORTED, "params->chunk_size is %lld; the CPU kernels take chunks up to %d",
                            (long long)p->chunk_size, TITANS_MAX_CHUNK);
-    }
-    if (varlen) {
-        if (p->num_seqs <= 0)
-            return la_fail(LA_ERR_ARGUMENT, "num_seqs is %lld with cu_seqlens; must be > 0", (long long)p->num_seqs);
-        if (p->num_seqs >= INT32_MAX) return la_fail(LA_ERR_OVERFLOW, "num_seqs %lld is too large", (long long)p->num_seqs);
-        if ((s = la_check_packed_seqlens(p->cu_seqlens, p->num_seqs, q->shape[0], &P->L))) return s;
-        P->num_seqs = p->num_seqs;
-        P->cu = p->cu_seqlens;
-    } else {
-        P->num_seqs = q->shape[0];
-        P->L = tokens ? q->shape[1] : 1;
     }
     int64_t n;
     if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv, &n))
@@ -148,10 +129,10 @@ la_status la_titans_forward(la_context *ctx, const la_titans_params *p, const la
     const la_backend *be = la_linear_backend_of(all, 11);
     if (!be) return LA_ERR_DEVICE;
     P.out = la_attn_operand_of(out, !P.cu);
-    P.mem_in = state_of(memory_in);
-    P.mom_in = state_of(momentum_in);
-    P.mem_out = state_of(memory_out);
-    P.mom_out = state_of(momentum_out);
+    P.mem_in = la_linear_state_of(memory_in);
+    P.mom_in = la_linear_state_of(momentum_in);
+    P.mem_out = la_linear_state_of(memory_out);
+    P.mom_out = la_linear_state_of(momentum_out);
     if ((s = run(ctx, be, &P))) return s;
     return la_succeed();
 }
@@ -179,8 +160,8 @@ la_status la_titans_decode(la_context *ctx, const la_titans_params *p, const la_
     P.out = (la_attn_operand){.data = out->data, .dtype = out->dtype, .batch_stride = out->stride[0],
                               .head_stride = out->stride[1]};
     /* in place: each (sequence, head) reads its states before writing them */
-    P.mem_in = P.mem_out = state_of(memory);
-    P.mom_in = P.mom_out = state_of(momentum);
+    P.mem_in = P.mem_out = la_linear_state_of(memory);
+    P.mom_in = P.mom_out = la_linear_state_of(momentum);
     if ((s = run(ctx, be, &P))) return s;
     return la_succeed();
 }
@@ -226,8 +207,8 @@ la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const l
     const la_backend *be = la_linear_backend_of(all, 19);
     if (!be) return LA_ERR_DEVICE;
     const bool batch = !P->cu;
-    P->mem_in = state_of(memory_in);
-    P->mom_in = state_of(momentum_in);
+    P->mem_in = la_linear_state_of(memory_in);
+    P->mom_in = la_linear_state_of(momentum_in);
     Bp.dout = la_attn_operand_of(dout, batch);
     Bp.dq = la_attn_operand_of(dq, batch);
     Bp.dk = la_attn_operand_of(dk, batch);
@@ -235,10 +216,10 @@ la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const l
     Bp.deta = la_attn_operand_of(deta, batch);
     Bp.dtheta = la_attn_operand_of(dtheta, batch);
     Bp.dalpha = la_attn_operand_of(dalpha, batch);
-    Bp.dmem_out = state_of(dmemory_out);
-    Bp.dmom_out = state_of(dmomentum_out);
-    Bp.dmem_in = state_of(dmemory_in);
-    Bp.dmom_in = state_of(dmomentum_in);
+    Bp.dmem_out = la_linear_state_of(dmemory_out);
+    Bp.dmom_out = la_linear_state_of(dmomentum_out);
+    Bp.dmem_in = la_linear_state_of(dmemory_in);
+    Bp.dmom_in = la_linear_state_of(dmomentum_in);
     if ((s = run(ctx, be, P))) return s;
     return la_succeed();
 }
