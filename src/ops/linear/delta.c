@@ -80,27 +80,24 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
     la_mixer_layout m;
     la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
     if (s) return s;
-    const bool varlen = m.varlen;
-    const unsigned zero = m.zero;
-    P->num_seqs = m.num_seqs, P->L = m.L, P->cu = m.cu;
-    P->H = m.H, P->Hkv = m.Hkv, P->Dk = m.Dk, P->Dv = m.Dv;
+    LA_MIXER_TAKE_LAYOUT(P, m);
     if ((s = check_params(p, need_chunk))) return s;
     int64_t n;
     if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv, &n))
         return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");
     if (!beta) return la_fail(LA_ERR_NULL, "beta is NULL");
-    if ((s = check_like(beta, "beta", q, 0, true, LA_F32, q->dtype, zero))) return s;
+    if ((s = check_like(beta, "beta", q, 0, true, LA_F32, q->dtype, m.zero))) return s;
     if (p->gated && !g) return la_fail(LA_ERR_NULL, "g is NULL; the gated delta rule needs the log decays");
     if (!p->gated && g) return la_fail(LA_ERR_ARGUMENT, "g is given but params->gated is 0");
-    if (g && (s = check_like(g, "g", q, 0, true, LA_F32, LA_F32, zero))) return s;
+    if (g && (s = check_like(g, "g", q, 0, true, LA_F32, LA_F32, m.zero))) return s;
     P->l2norm = p->qk_l2norm != 0;
     P->scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)P->Dk);
     P->form = p->form;
     P->chunk = need_chunk ? p->chunk_size : 1;
     if (tokens) {
-        P->q = la_attn_operand_of(q, !varlen);
-        P->k = la_attn_operand_of(k, !varlen);
-        P->v = la_attn_operand_of(v, !varlen);
+        P->q = la_attn_operand_of(q, !m.varlen);
+        P->k = la_attn_operand_of(k, !m.varlen);
+        P->v = la_attn_operand_of(v, !m.varlen);
     } else { /* [B, H, D]: one token per sequence */
         const la_tensor *in[3] = {q, k, v};
         la_attn_operand *op[3] = {&P->q, &P->k, &P->v};
@@ -108,8 +105,8 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
             *op[i] = (la_attn_operand){.data = in[i]->data, .dtype = in[i]->dtype, .batch_stride = in[i]->stride[0],
                                        .head_stride = in[i]->stride[1]};
     }
-    P->beta = per_head_operand(beta, tokens, varlen);
-    P->g = per_head_operand(g, tokens, varlen);
+    P->beta = per_head_operand(beta, tokens, m.varlen);
+    P->g = per_head_operand(g, tokens, m.varlen);
     return LA_OK;
 }
 

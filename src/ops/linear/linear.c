@@ -141,12 +141,8 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     la_mixer_layout m;
     la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
     if (s) return s;
-    const bool varlen = m.varlen;
-    const int nd = m.nd;
-    const unsigned zero = m.zero;
-    P->num_seqs = m.num_seqs, P->L = m.L, P->cu = m.cu;
-    P->H = m.H, P->Hkv = m.Hkv, P->Dk = m.Dk, P->Dv = m.Dv;
-    const int hx = nd - 2;
+    LA_MIXER_TAKE_LAYOUT(P, m);
+    const int hx = m.nd - 2;
     if ((s = check_params(p, P->H, need_chunk && !p->non_causal))) return s;
     P->Dx = P->Dk;
     if ((s = check_feature(p, P->H, P->Dx, &P->Dk))) return s;
@@ -168,8 +164,8 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
         int64_t want[LA_MAX_DIMS];
         for (int i = 0; i <= hx; i++) want[i] = q->shape[i];
         want[hx + 1] = P->Dx;
-        const int gnd = p->decay == LA_DECAY_CHANNEL ? nd : nd - 1;
-        if ((s = la_check_shaped(g, "g", want, gnd, zero, LA_F32, LA_F32))) return s;
+        const int gnd = p->decay == LA_DECAY_CHANNEL ? m.nd : m.nd - 1;
+        if ((s = la_check_shaped(g, "g", want, gnd, m.zero, LA_F32, LA_F32))) return s;
     }
     P->Dvs = P->Dv + (p->normalize ? 1 : 0);
     P->feature = p->feature;
@@ -187,10 +183,10 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     P->chunk = p->non_causal ? LINEAR_DEFAULT_CHUNK : p->chunk_size;
     P->device = q->device;
     if (tokens) {
-        P->q = la_attn_operand_of(q, !varlen);
-        P->k = la_attn_operand_of(k, !varlen);
-        P->v = la_attn_operand_of(v, !varlen);
-        P->g = la_attn_operand_of(g, !varlen);
+        P->q = la_attn_operand_of(q, !m.varlen);
+        P->k = la_attn_operand_of(k, !m.varlen);
+        P->v = la_attn_operand_of(v, !m.varlen);
+        P->g = la_attn_operand_of(g, !m.varlen);
     } else { /* [B, H, D]: one token per sequence */
         const la_tensor *in[4] = {q, k, v, g};
         la_attn_operand *op[4] = {&P->q, &P->k, &P->v, &P->g};

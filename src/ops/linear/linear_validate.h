@@ -25,6 +25,12 @@ typedef struct {
     unsigned zero;     /* the dims that may be empty (the token dim), as la_check_shaped takes them */
 } la_mixer_layout;
 
+/* Copies a layout's sizes into a problem struct (la_linear_problem,
+ * la_delta_problem and la_titans_problem name them alike). */
+#define LA_MIXER_TAKE_LAYOUT(P, m)                                                                              \
+    ((P)->num_seqs = (m).num_seqs, (P)->L = (m).L, (P)->cu = (m).cu, (P)->H = (m).H, (P)->Hkv = (m).Hkv,         \
+     (P)->Dk = (m).Dk, (P)->Dv = (m).Dv)
+
 la_status la_mixer_check_layout(const la_tensor *q, const la_tensor *k, const la_tensor *v, bool tokens,
                                 const int32_t *cu_seqlens, int64_t num_seqs, la_mixer_layout *out);
 

@@ -29,11 +29,7 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     la_mixer_layout m;
     la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
     if (s) return s;
-    const bool varlen = m.varlen;
-    const int nd = m.nd;
-    const unsigned zero = m.zero;
-    P->num_seqs = m.num_seqs, P->L = m.L, P->cu = m.cu;
-    P->H = m.H, P->Hkv = m.Hkv, P->Dk = m.Dk, P->Dv = m.Dv;
+    LA_MIXER_TAKE_LAYOUT(P, m);
     if (q->dtype != LA_F32 && q->dtype != LA_BF16 && q->dtype != LA_F16)
         return la_fail(LA_ERR_DTYPE, "q is %s; expected f32, bf16 or f16", la_dtype_name(q->dtype));
     if (tokens) {
@@ -53,8 +49,8 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     la_attn_operand *ops[3] = {&P->eta, &P->theta, &P->alpha};
     for (int i = 0; i < 3; i++) {
         if (!gates[i]) return la_fail(LA_ERR_NULL, "%s is NULL", names[i]);
-        if ((s = la_check_shaped(gates[i], names[i], q->shape, nd - 1, zero, LA_F32, LA_F32))) return s;
-        *ops[i] = tokens ? la_attn_operand_of(gates[i], !varlen)
+        if ((s = la_check_shaped(gates[i], names[i], q->shape, m.nd - 1, m.zero, LA_F32, LA_F32))) return s;
+        *ops[i] = tokens ? la_attn_operand_of(gates[i], !m.varlen)
                          : (la_attn_operand){.data = gates[i]->data, .dtype = LA_F32,
                                              .batch_stride = gates[i]->stride[0], .head_stride = gates[i]->stride[1]};
     }
@@ -62,9 +58,9 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     P->chunk = tokens ? p->chunk_size : 1;
     P->device = q->device;
     if (tokens) {
-        P->q = la_attn_operand_of(q, !varlen);
-        P->k = la_attn_operand_of(k, !varlen);
-        P->v = la_attn_operand_of(v, !varlen);
+        P->q = la_attn_operand_of(q, !m.varlen);
+        P->k = la_attn_operand_of(k, !m.varlen);
+        P->v = la_attn_operand_of(v, !m.varlen);
     } else {
         const la_tensor *in[3] = {q, k, v};
         la_attn_operand *op[3] = {&P->q, &P->k, &P->v};
