@@ -308,19 +308,7 @@ static void teardown(harness_case *hc) {
     c->q_blind = c->k_blind = NULL;
 }
 
-static const harness_ops backward_ops = {
-    .op = "attention",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .prepare = prepare,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops backward_ops = {.op = "attention", HARNESS_CASE_CALLBACKS, .prepare = prepare};
 
 harness_case *attn_backward_case(const attn_backward_spec *s) {
     bw_case *c = harness_case_new(sizeof *c, &backward_ops, s->name, s->threads, harness_compute_ceiling(s->dt));

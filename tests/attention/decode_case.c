@@ -210,18 +210,7 @@ static void teardown(harness_case *hc) {
     c->want = c->want_lse = NULL;
 }
 
-static const harness_ops decode_ops = {
-    .op = "decode",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops decode_ops = {.op = "decode", HARNESS_CASE_CALLBACKS};
 
 harness_case *attn_decode_case(const attn_decode_spec *s) {
     dc_case *c = harness_case_new(sizeof *c, &decode_ops, s->name, s->threads, HARNESS_CEIL_READ_BW);

@@ -201,18 +201,7 @@ static void teardown(harness_case *hc) {
     c->want = c->want_lse = NULL;
 }
 
-static const harness_ops forward_ops = {
-    .op = "attention",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops forward_ops = {.op = "attention", HARNESS_CASE_CALLBACKS};
 
 harness_case *attn_forward_case(const attn_forward_spec *s) {
     fw_case *c = harness_case_new(sizeof *c, &forward_ops, s->name, s->threads, harness_compute_ceiling(s->dt));

@@ -111,6 +111,13 @@ typedef struct {
     void (*results)(harness_case *c, double ms, harness_fields *out);
 } harness_ops;
 
+/* Every case file names its callbacks alike, so its table reads
+ * `static const harness_ops ops = {.op = "x", HARNESS_CASE_CALLBACKS};`
+ * plus the optional ones (.prepare, .results) it defines. */
+#define HARNESS_CASE_CALLBACKS                                                                                  \
+    .describe = describe, .flops = flops, .bytes = bytes, .setup = setup, .poison = poison, .run = run,         \
+    .reference = reference, .check = check, .teardown = teardown
+
 struct harness_case {
     const harness_ops *ops;
     char name[128];         /* check mode's messages */

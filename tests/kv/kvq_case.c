@@ -138,18 +138,7 @@ static void teardown(harness_case *hc) {
     c->cache = NULL, c->q = c->out = NULL, c->want = NULL, c->have = NULL;
 }
 
-static const harness_ops kv_decode_ops = {
-    .op = "kv_decode",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops kv_decode_ops = {.op = "kv_decode", HARNESS_CASE_CALLBACKS};
 
 harness_case *kv_decode_case(const kv_decode_spec *s) {
     kv_case *c = harness_case_new(sizeof *c, &kv_decode_ops, s->name, s->threads, HARNESS_CEIL_READ_BW);

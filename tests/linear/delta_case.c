@@ -411,18 +411,7 @@ static void teardown(harness_case *hc) {
     for (int i = 0; i < 7; i++) free(*w[i]), *w[i] = NULL;
 }
 
-static const harness_ops delta_ops = {
-    .op = "delta",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops delta_ops = {.op = "delta", HARNESS_CASE_CALLBACKS};
 
 harness_case *delta_case(const delta_spec *s) {
     delta_case_t *c = harness_case_new(sizeof *c, &delta_ops, s->name, s->threads, harness_compute_ceiling(s->dt));

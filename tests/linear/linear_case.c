@@ -460,18 +460,7 @@ static void teardown(harness_case *hc) {
     c->proj = c->dproj = NULL;
 }
 
-static const harness_ops linear_ops = {
-    .op = "linear",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops linear_ops = {.op = "linear", HARNESS_CASE_CALLBACKS};
 
 harness_case *linear_case(const linear_spec *s) {
     lin_case *c = harness_case_new(sizeof *c, &linear_ops, s->name, s->threads, harness_compute_ceiling(s->dt));

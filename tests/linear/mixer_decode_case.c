@@ -176,19 +176,7 @@ static void results(harness_case *hc, double ms, harness_fields *out) {
     harness_field_num(out, "us_per_token", ms * 1e3 / (double)c->B);
 }
 
-static const harness_ops dec_ops = {
-    .op = "linear_decode",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-    .results = results,
-};
+static const harness_ops dec_ops = {.op = "linear_decode", HARNESS_CASE_CALLBACKS, .results = results};
 
 void mixer_decode_cases(harness_list *list, unsigned mixers, int64_t B, int64_t H, int64_t D, int threads) {
     static const unsigned bit[DEC_COUNT] = {MIXER_LINEAR, MIXER_DELTA, MIXER_GATED_DELTA, MIXER_MAMBA, MIXER_TITANS};

@@ -281,18 +281,7 @@ static void teardown(harness_case *hc) {
     c->want1 = c->want2 = NULL;
 }
 
-static const harness_ops scan_ops = {
-    .op = "linear",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops scan_ops = {.op = "linear", HARNESS_CASE_CALLBACKS};
 
 harness_case *scan_case(const scan_spec *s) {
     scan_case_t *c = harness_case_new(sizeof *c, &scan_ops, s->name, s->threads, harness_compute_ceiling(LA_F32));

@@ -168,18 +168,7 @@ static void teardown(harness_case *hc) {
     c->want = NULL;
 }
 
-static const harness_ops titans_ops = {
-    .op = "linear",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops titans_ops = {.op = "linear", HARNESS_CASE_CALLBACKS};
 
 harness_case *titans_case(const char *name, int64_t B, int64_t H, int64_t L, int64_t D, int64_t chunk, bool bwd) {
     tt_bench_case *c = harness_case_new(sizeof *c, &titans_ops, name, 0, harness_compute_ceiling(LA_F32));

@@ -138,18 +138,7 @@ static void teardown(harness_case *hc) {
     c->w = NULL, c->x = c->y = NULL, c->want = c->mag = NULL;
 }
 
-static const harness_ops matmul_ops = {
-    .op = "matmul",
-    .describe = describe,
-    .flops = flops,
-    .bytes = bytes,
-    .setup = setup,
-    .poison = poison,
-    .run = run,
-    .reference = reference,
-    .check = check,
-    .teardown = teardown,
-};
+static const harness_ops matmul_ops = {.op = "matmul", HARNESS_CASE_CALLBACKS};
 
 harness_case *matmul_case(const matmul_spec *s) {
     mm_case *c = harness_case_new(sizeof *c, &matmul_ops, s->name, s->threads, HARNESS_CEIL_FP32_FMA);

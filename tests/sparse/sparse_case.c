@@ -202,18 +202,7 @@ static void teardown(harness_case *hc) {
     c->measured = false;
 }
 
-static const harness_ops ops = {.op = "sparse",
-                                .describe = describe,
-                                .flops = flops,
-                                .bytes = bytes,
-                                .setup = setup,
-                                .poison = poison,
-                                .prepare = prepare,
-                                .run = run,
-                                .reference = reference,
-                                .check = check,
-                                .teardown = teardown,
-                                .results = results};
+static const harness_ops ops = {.op = "sparse", HARNESS_CASE_CALLBACKS, .prepare = prepare, .results = results};
 
 harness_case *sparse_case(const sparse_spec *s) {
     sp_case *c = calloc(1, sizeof *c);
