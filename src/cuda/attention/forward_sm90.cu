@@ -277,7 +277,12 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         t = nt;
     }
     cp_async_wait_all();
-    fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+    {
+        /* b, h and q0 again from the block index, not kept through the loop */
+        int64_t h2, b2;
+        block_order_head_seq(heads_per_chunk, &h2, &b2);
+        fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b2, h2, a.cu_q ? (int64_t)a.cu_q[b2] : 0, lq, tq);
+    }
 #endif
 }
 
