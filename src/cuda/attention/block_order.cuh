@@ -21,6 +21,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* block_order for work item `lin` of an X x Y x Z grid walked by a
+ * persistent kernel (which does not launch one block per item). */
+static __device__ __forceinline__ void block_order_item(int64_t lin, int64_t X, int64_t Y, int64_t NP,
+                                                        int heads_per_chunk, int64_t *ordered_tile, int64_t *head,
+                                                        int64_t *seq) {
+    if (heads_per_chunk <= 1) {
+        const int64_t p = lin / X;
+        *ordered_tile = lin % X, *head = p % Y, *seq = p / Y;
+        return;
+    }
+    const int64_t C = heads_per_chunk, chunk = lin / (X * C), within = lin % (X * C);
+    const int64_t csize = NP - chunk * C < C ? NP - chunk * C : C;
+    const int64_t p = chunk * C + within % csize;
+    *ordered_tile = within / csize, *head = p % Y, *seq = p / Y;
+}
+
 static __device__ __forceinline__ void block_order(int heads_per_chunk, int64_t *ordered_tile, int64_t *head,
                                                    int64_t *seq) {
     const int64_t X = gridDim.x, Y = gridDim.y, NP = (int64_t)gridDim.y * gridDim.z;
