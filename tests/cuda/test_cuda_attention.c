@@ -384,6 +384,11 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    /* the serial loop in a persistent grid (items of one block in turn) */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
     unsetenv("LA_CUDA_FORWARD_KERNEL");
     return tu_finish();
 }

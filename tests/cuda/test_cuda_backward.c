@@ -316,6 +316,12 @@ static void option_cases(uint64_t *rng) {
     c = base_case(), c.name = "deterministic, run twice";
     c.D = 128, c.Lq = c.Lk = 300, c.p.causal = 1, c.p.deterministic = 1, c.twice = true;
     run_case(rng, &c);
+    /* out, dout and dq all 16-bit: the vector pass 1 (workspace zeroed there)
+     * and the vector dQ conversion of the Hopper kernel */
+    c = base_case(), c.name = "all bf16 D=128 causal, several tiles";
+    c.D = 128, c.B = 2, c.Lq = quick ? 70 : 333, c.Lk = quick ? 90 : 400, c.p.causal = 1;
+    c.out_dt = c.dout_dt = c.grad_dt = LA_BF16;
+    run_case(rng, &c);
     c = base_case(), c.name = "Lk = 0 (dq zero)";
     c.Lk = 0;
     run_case(rng, &c);
@@ -342,6 +348,9 @@ static void varlen_cases(uint64_t *rng) {
     run_case(rng, &c);
     c.name = "varlen strided f16 window, f16 grads";
     c.strided = true, c.dt = c.grad_dt = c.dout_dt = LA_F16, c.p.window_left = 9;
+    run_case(rng, &c);
+    c.name = "varlen all bf16 (vector pass 1 and dQ conversion)";
+    c.strided = false, c.dt = c.grad_dt = c.dout_dt = c.out_dt = LA_BF16, c.p.window_left = -1;
     run_case(rng, &c);
     bwd_case e = {.name = "varlen empty keys (dk, dv of nothing; dq zero)", .nseq = 3, .lens_q = {4, 90, 2},
                   .lens_k = {0, 120, 0}, .H = 2, .Hkv = 1, .D = 64, .dt = LA_BF16, .grad_dt = LA_F32,

@@ -34,6 +34,7 @@ typedef struct {
      * deterministic), else NULL: see la_cuda_attention_backward_dq_acc. */
     float *dq_acc;
     int deterministic; /* 1: dQ summed in a fixed order */
+    int dq_acc_zeroed; /* set by the launcher: 1 when its prep pass zeroed dq_acc (no separate clear) */
 } la_cuda_bwd_args;
 
 /* Enqueue the backward on `stream` (a cudaStream_t): a pass computing delta

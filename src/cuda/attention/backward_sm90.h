@@ -16,7 +16,7 @@ int la_cuda_attention_backward_sm90_usable(void);
 
 /* Enqueue the wgmma backward for a->D of 64 or 128 on `stream`: dK and dV,
  * and with with_dq also dQ through a->dq_acc ([rows][H][D] f32, zeroed
- * here, atomics) and a conversion into a->dq. Without with_dq the caller
+ * here unless a->dq_acc_zeroed, atomics) and a conversion into a->dq. Without with_dq the caller
  * computes dQ. Only for a device of compute capability 9.0. */
 cudaError_t la_cuda_attention_backward_sm90(const la_cuda_bwd_args *a, void *stream, int with_dq);
 

@@ -21,6 +21,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* block_order for work item `lin` of an X x Y x Z grid walked by a
+ * persistent kernel (which does not launch one block per item). */
+static __device__ __forceinline__ void block_order_item(int64_t lin, int64_t X, int64_t Y, int64_t NP,
+                                                        int heads_per_chunk, int64_t *ordered_tile, int64_t *head,
+                                                        int64_t *seq) {
+    if (heads_per_chunk <= 1) {
+        const int64_t p = lin / X;
+        *ordered_tile = lin % X, *head = p % Y, *seq = p / Y;
+        return;
+    }
+    const int64_t C = heads_per_chunk, chunk = lin / (X * C), within = lin % (X * C);
+    const int64_t csize = NP - chunk * C < C ? NP - chunk * C : C;
+    const int64_t p = chunk * C + within % csize;
+    *ordered_tile = within / csize, *head = p % Y, *seq = p / Y;
+}
+
 static __device__ __forceinline__ void block_order(int heads_per_chunk, int64_t *ordered_tile, int64_t *head,
                                                    int64_t *seq) {
     const int64_t X = gridDim.x, Y = gridDim.y, NP = (int64_t)gridDim.y * gridDim.z;
@@ -33,6 +49,30 @@ static __device__ __forceinline__ void block_order(int heads_per_chunk, int64_t 
     const int64_t csize = NP - chunk * C < C ? NP - chunk * C : C;
     const int64_t p = chunk * C + within % csize;
     *ordered_tile = within / csize, *head = p % Y, *seq = p / Y;
+}
+
+/* The head and sequence of block_order again, from the block index read
+ * anew (volatile reads of %ctaid and %nctaid): for an epilogue, so the two
+ * need not stay live through the main loop (the D 128 forward spilled 20
+ * bytes keeping them). */
+static __device__ __forceinline__ void block_order_head_seq(int heads_per_chunk, int64_t *head, int64_t *seq) {
+    uint32_t bx, by, bz, nx, ny, nz;
+    asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(bx));
+    asm volatile("mov.u32 %0, %%ctaid.y;\n" : "=r"(by));
+    asm volatile("mov.u32 %0, %%ctaid.z;\n" : "=r"(bz));
+    asm volatile("mov.u32 %0, %%nctaid.x;\n" : "=r"(nx));
+    asm volatile("mov.u32 %0, %%nctaid.y;\n" : "=r"(ny));
+    asm volatile("mov.u32 %0, %%nctaid.z;\n" : "=r"(nz));
+    if (heads_per_chunk <= 1) {
+        *head = by, *seq = bz;
+        return;
+    }
+    const int64_t X = nx, Y = ny, NP = (int64_t)ny * nz;
+    const int64_t lin = bx + X * (by + Y * (int64_t)bz);
+    const int64_t C = heads_per_chunk, chunk = lin / (X * C), within = lin % (X * C);
+    const int64_t csize = NP - chunk * C < C ? NP - chunk * C : C;
+    const int64_t p = chunk * C + within % csize;
+    *head = p % Y, *seq = p / Y;
 }
 
 /* The chunk for a grid of `tiles` blocks per (head, sequence) pair: about

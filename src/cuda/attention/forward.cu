@@ -196,7 +196,9 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * binary (checked once per device); LA_CUDA_FORWARD_KERNEL=mma picks the
  * mma.sync kernel anyway; =wgmma-serial / =wgmma-pipe pick the wgmma
  * kernel's loop: S, softmax, P V in turn, or the next S overlapped with this
- * tile's softmax (tests and benchmarks compare them). */
+ * tile's softmax; =wgmma-persist the serial loop in a persistent grid that
+ * loads the next work item during this one's store (tests and benchmarks
+ * compare them). */
 #define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
@@ -209,13 +211,26 @@ static bool use_wgmma(const la_cuda_fwd_args *a) {
     return usable[dev] > 0;
 }
 
+/* The persistent grid by default where it measured faster than the serial
+ * loop in the same run (H200, bf16, H 16, D 128; BENCHMARKS.md, 2026-12-02
+ * sixth session, second shift): even work (no causal mask, no window) from
+ * 4K query rows, 1-1.5% there; at 1K-2K and for causal masks it was 1-2%
+ * slower (causal 1 x 16K 50% slower: its static item order is unbalanced). */
+static bool sm90_persist_default(const la_cuda_fwd_args *a) {
+    return !a->rule.causal && a->rule.window_left < 0 && a->rule.window_right < 0 && a->Lq >= 4096;
+}
+
 extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a, void *stream) {
     if (a->D > LA_CUDA_MAX_HEAD_DIM || a->D % 8)
         return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
                        (long long)a->D, LA_CUDA_MAX_HEAD_DIM);
     if (a->Lq == 0) return LA_OK;
     const char *pick = getenv("LA_CUDA_FORWARD_KERNEL");
-    const int pipe = pick && !strcmp(pick, "wgmma-serial") ? 0 : pick && !strcmp(pick, "wgmma-pipe") ? 1 : SM90_PIPE_DEFAULT;
+    const int pipe = pick && !strcmp(pick, "wgmma-serial")    ? 0
+                     : pick && !strcmp(pick, "wgmma-pipe")    ? 1
+                     : pick && !strcmp(pick, "wgmma-persist") ? 2
+                     : sm90_persist_default(a)                ? 2
+                                                              : SM90_PIPE_DEFAULT;
     cudaError_t e = use_wgmma(a) ? la_cuda_attention_forward_sm90(a, pipe, stream)
                     : a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
     if (e != cudaSuccess)

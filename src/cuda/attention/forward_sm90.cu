@@ -277,8 +277,216 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         t = nt;
     }
     cp_async_wait_all();
-    fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+    {
+        /* b, h and q0 again from the block index, not kept through the loop */
+        int64_t h2, b2;
+        block_order_head_seq(heads_per_chunk, &h2, &b2);
+        fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b2, h2, a.cu_q ? (int64_t)a.cu_q[b2] : 0, lq, tq);
+    }
 #endif
+}
+
+/* Persistent variant of the serial loop (LA_CUDA_FORWARD_KERNEL=wgmma-persist):
+ * one block per SM walks the work items (query tile, head, sequence) in
+ * block_order's order, block `bid` taking item r * G + bid in round r (G the
+ * grid; with `zig`, odd rounds run backwards, G - 1 - bid, so a block that
+ * got a heavy causal tile in one round gets a light one in the next). After
+ * an item's last P V it issues the next item's Q and first K/V tiles before
+ * storing this item's output, so the next item's start-up loads overlap this
+ * one's epilogue (one 225 KB block per SM leaves no other block to do so). */
+struct fwd_persist_grid {
+    int64_t X, Y, NP, items;
+    int hpc, zig;
+};
+
+static __device__ __forceinline__ int64_t persist_item(const fwd_persist_grid &pg, int64_t r) {
+    const int64_t G = gridDim.x, bid = blockIdx.x;
+    return r * G + (pg.zig && (r & 1) ? G - 1 - bid : bid);
+}
+
+struct fwd_item {
+    int64_t h, b, q0, lq, k0, lk, i0, lo_first, hi_first, lo_last, hi_last, sinks;
+};
+
+/* the item's setup; false when it has no rows (varlen) */
+template <int BM>
+static __device__ __forceinline__ bool fwd_item_make(const la_cuda_fwd_args &a, const fwd_persist_grid &pg, int64_t w,
+                                                     fwd_item &it) {
+    int64_t ot;
+    block_order_item(w, pg.X, pg.Y, pg.NP, pg.hpc, &ot, &it.h, &it.b);
+    it.q0 = 0, it.lq = a.Lq, it.k0 = 0, it.lk = a.Lk;
+    if (a.cu_q) {
+        it.q0 = a.cu_q[it.b], it.lq = a.cu_q[it.b + 1] - it.q0;
+        it.k0 = a.cu_k[it.b], it.lk = a.cu_k[it.b + 1] - it.k0;
+    }
+    it.i0 = (pg.X - 1 - ot) * BM;
+    if (it.i0 >= it.lq) return false;
+    const int64_t i_last = (it.i0 + BM < it.lq ? it.i0 + BM : it.lq) - 1;
+    la_rule_key_range(&a.rule, it.i0, it.lq, it.lk, &it.lo_first, &it.hi_first);
+    la_rule_key_range(&a.rule, i_last, it.lq, it.lk, &it.lo_last, &it.hi_last);
+    const int64_t sk = la_rule_sinks(&a.rule, it.lk);
+    it.sinks = sk < it.hi_last ? sk : it.hi_last;
+    return true;
+}
+
+/* Q and the first STAGES - 1 tiles of an item, one commit group per tile */
+template <int DP, int STAGES, int BM, int BN, int THREADS, int KV_BYTES>
+static __device__ __forceinline__ void fwd_item_prologue(const la_cuda_fwd_args &a, const fwd_item &it, uint32_t sQ,
+                                                         uint32_t sK0, uint32_t sV0) {
+    const int D = (int)a.D;
+    const int64_t hk = it.h / (a.H / a.Hkv);
+    const uint16_t *qb = (const uint16_t *)a.q + it.b * a.q_bs + it.q0 * a.q_ts + it.h * a.q_hs;
+    const uint16_t *kb = (const uint16_t *)a.k + it.b * a.k_bs + it.k0 * a.k_ts + hk * a.k_hs;
+    const uint16_t *vb = (const uint16_t *)a.v + it.b * a.v_bs + it.k0 * a.v_ts + hk * a.v_hs;
+    int64_t t = first_tile(BN, it.sinks, it.lo_first, it.hi_last);
+    load_panels<DP, BM, THREADS>(sQ, qb, a.q_ts, it.i0, it.lq, D);
+#pragma unroll
+    for (int st = 0; st < STAGES - 1; st++) {
+        if (st > 0) t = t >= 0 ? next_tile(BN, t, it.sinks, it.lo_first, it.hi_last) : -1;
+        if (t >= 0) {
+            load_panels<DP, BN, THREADS>(sK0 + st * KV_BYTES, kb, a.k_ts, t * BN, it.lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + st * KV_BYTES, vb, a.v_ts, t * BN, it.lk, D);
+        }
+        cp_async_commit();
+    }
+}
+
+template <int DP, bool F16, int STAGES>
+__global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
+    attn_fwd_wgmma_persist_kernel(const la_cuda_fwd_args a, const fwd_persist_grid pg) {
+#if LA_WGMMA
+    using T = sm90_tiles<DP, STAGES>;
+    constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
+    extern __shared__ unsigned char smem[];
+    const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
+    const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4, wg = warp / 4;
+    const int my_turn = 1 + wg, their_turn = 2 - wg;
+    const uint32_t q_base = sQ + wg * 64 * 128;
+    /* the item's b, h, q0 (for the store) and round r, in shared memory
+     * rather than registers through the main loop (20 bytes spilled there):
+     * written by thread 0 before a barrier at the item's start, read by all
+     * before the barrier at its end */
+    int64_t *meta = reinterpret_cast<int64_t *>(smem + T::SMEM);
+
+    /* the first item with rows, its loads issued */
+    int64_t r = 0, w = persist_item(pg, 0);
+    fwd_item it;
+    while (w < pg.items && !fwd_item_make<BM>(a, pg, w, it)) w = persist_item(pg, ++r);
+    if (w >= pg.items) return;
+    fwd_item_prologue<DP, STAGES, BM, BN, THREADS, T::KV_BYTES>(a, it, sQ, sK0, sV0);
+
+    for (;;) {
+        const la_score_rule rule = a.rule;
+        const int64_t hk = it.h / (a.H / a.Hkv);
+        const uint16_t *kb = (const uint16_t *)a.k + it.b * a.k_bs + it.k0 * a.k_ts + hk * a.k_hs;
+        const uint16_t *vb = (const uint16_t *)a.v + it.b * a.v_bs + it.k0 * a.v_ts + hk * a.v_hs;
+        const int64_t lq = it.lq, lk = it.lk, lo_first = it.lo_first, hi_first = it.hi_first, lo_last = it.lo_last,
+                      hi_last = it.hi_last, sinks = it.sinks;
+        const int D = (int)a.D;
+        int64_t row[2], lo[2], hi[2];
+        for (int q = 0; q < 2; q++) {
+            row[q] = it.i0 + warp * 16 + g + 8 * q;
+            if (row[q] < lq) la_rule_key_range(&rule, row[q], lq, lk, &lo[q], &hi[q]);
+            else lo[q] = hi[q] = 0;
+        }
+        const fwd_score_ctx sc = fwd_score_ctx_make(rule, it.h);
+        if (threadIdx.x == 0) meta[0] = it.b, meta[1] = it.h, meta[2] = it.q0, meta[3] = r;
+        __syncthreads();
+        float o[DP / 8][4];
+        float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
+        int64_t t = first_tile(BN, sinks, lo_first, hi_last), t_ahead = t;
+        for (int st = 1; st < STAGES - 1; st++) t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+
+        if (wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
+        int stage = 0;
+        while (t >= 0) {
+            const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+            const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
+            cp_async_wait_group<STAGES - 2>();
+            fence_proxy_async();
+            __syncthreads();
+            t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+            if (t_ahead >= 0) {
+                const int st = stage == 0 ? STAGES - 1 : stage - 1;
+                load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
+                load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
+            }
+            cp_async_commit();
+
+            float s[BN / 8][4];
+            named_bar_sync(my_turn, THREADS);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++) {
+                const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+                const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+                wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+            }
+            wgmma_commit();
+            if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, THREADS);
+            wgmma_wait<0>();
+
+            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+            const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+            fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
+
+            uint32_t pa[BN / 16][4];
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+            wgmma_fence();
+#pragma unroll
+            for (int kk = 0; kk < BN / 16; kk++) {
+                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+                else wgmma_rs_n128<F16>(o, pa[kk], dv);
+            }
+            wgmma_commit();
+            wgmma_wait<0>();
+            stage = stage == STAGES - 1 ? 0 : stage + 1;
+            t = nt;
+        }
+        /* every warpgroup is done with shared memory: the next item's loads
+         * go out before this item's store */
+        const volatile int64_t *m = meta;
+        const int64_t b = m[0], h = m[1], q0 = m[2];
+        r = m[3];
+        cp_async_wait_all();
+        __syncthreads();
+        w = persist_item(pg, ++r);
+        while (w < pg.items && !fwd_item_make<BM>(a, pg, w, it)) w = persist_item(pg, ++r);
+        if (w < pg.items) fwd_item_prologue<DP, STAGES, BM, BN, THREADS, T::KV_BYTES>(a, it, sQ, sK0, sV0);
+        fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+        if (w >= pg.items) break;
+    }
+#endif
+}
+
+template <int DP, bool F16, int STAGES>
+static cudaError_t launch_persist(const la_cuda_fwd_args *a, cudaStream_t stream) {
+    using T = sm90_tiles<DP, STAGES>;
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_persist_kernel<DP, F16, STAGES>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM + 64);
+    if (e != cudaSuccess) return e;
+    int dev = 0, sms = 0;
+    if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
+        (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
+        return e;
+    fwd_persist_grid pg;
+    pg.X = (a->Lq + T::BM - 1) / T::BM, pg.Y = a->H, pg.NP = a->H * a->num_seqs;
+    pg.items = pg.X * pg.NP;
+    pg.hpc = block_order_heads_per_chunk(pg.X, a->rule.causal != 0);
+    /* causal: rounds of one chunk (heavy to light), zigzagged; else one item per SM a round */
+    int64_t G = sms;
+    pg.zig = pg.hpc > 1;
+    if (pg.zig) G = pg.hpc * pg.X;
+    if (G > pg.items) G = pg.items;
+    if (G < 1) G = 1;
+    attn_fwd_wgmma_persist_kernel<DP, F16, STAGES><<<(unsigned)G, T::THREADS, T::SMEM + 64, stream>>>(*a, pg);
+    return cudaGetLastError();
 }
 
 template <int DP, bool F16, int STAGES, bool PIPE>
@@ -297,8 +505,10 @@ static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
  * build spilled 8 bytes at D 128 bf16. pipe: the next S overlapped with this
  * tile's softmax (default); otherwise the earlier loop (S, softmax, P V in
  * turn), kept selectable for comparison. */
-template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, bool pipe, cudaStream_t stream) {
-    return pipe ? launch_s<DP, F16, 3, true>(a, stream) : launch_s<DP, F16, 3, false>(a, stream);
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_fwd_args *a, int pipe, cudaStream_t stream) {
+    return pipe == 2 ? launch_persist<DP, F16, 3>(a, stream)
+           : pipe    ? launch_s<DP, F16, 3, true>(a, stream)
+                     : launch_s<DP, F16, 3, false>(a, stream);
 }
 
 extern "C" int la_cuda_attention_forward_sm90_usable(void) {
@@ -311,7 +521,7 @@ extern "C" int la_cuda_attention_forward_sm90_usable(void) {
 
 extern "C" cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, int pipe, void *stream) {
     cudaStream_t s = (cudaStream_t)stream;
-    const bool p = pipe != 0;
+    const int p = pipe;
     if (a->D <= 64) return a->f16 ? launch<64, true>(a, p, s) : launch<64, false>(a, p, s);
     return a->f16 ? launch<128, true>(a, p, s) : launch<128, false>(a, p, s);
 }

@@ -16,8 +16,9 @@ int la_cuda_attention_forward_sm90_usable(void);
 
 /* Enqueue the wgmma forward for a->D <= 128 on `stream`. Only for a device
  * of compute capability 9.0 (the kernel is built for sm_90a alone). pipe:
- * 1 for the loop that overlaps the next tile's S with this tile's softmax
- * (the default), 0 for the earlier loop (S, softmax, P V in turn). */
+ * 0 for the serial loop (S, softmax, P V in turn), 1 for the loop that
+ * overlaps the next tile's S with this tile's softmax, 2 for the serial
+ * loop in a persistent grid (forward.cu picks). */
 cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, int pipe, void *stream);
 
 #ifdef __cplusplus
