@@ -375,12 +375,42 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     tg_store_row(la_attn_at(&p->out, bt, t0, d0), p->out.dtype, yc, cb);
 }
 
+/* A read hint. (GCC 12 dropped __builtin_prefetch from step_forward's
+ * loops altogether, so on x86 the instruction is written out.) */
+static inline void ssm_prefetch(const char *a) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
+#else
+    __builtin_prefetch(a, 0, 3);
+#endif
+}
+
+/* Item it's state rows, requested STEP_PF_BYTES of state ahead of the
+ * item being updated. Without it the step stalled on every state row's
+ * load (half its samples on that one instruction): a row is one or two
+ * lines per channel and a channel's exps take long enough that the
+ * hardware prefetchers kept too few lines in flight. */
+#define STEP_PF_BYTES 4096
+
+static void step_prefetch(const la_ssm_problem *p, int64_t it) {
+    int64_t b, g, d0, cb;
+    block_at(p, it, &b, &g, &d0, &cb);
+    for (int64_t c = 0; c < cb; c++) {
+        const char *r = (const char *)la_scan_row(&p->state_in, b, d0 + c);
+        for (int64_t o = 0; o < p->N * (int64_t)sizeof(float); o += 64) ssm_prefetch(r + o);
+    }
+}
+
 static void step_forward(const la_ssm_problem *p, float *w) {
     int64_t lo, hi, sb = -1, sg = -1;
     la_split_range(p->head.num_seqs * p->G * blocks_per_group(p), la_thread_id(), la_team_size(), &lo, &hi);
+    const int64_t row_bytes = SSM_CB * p->N * (int64_t)sizeof(float),
+                  pf = p->state_in.data ? (STEP_PF_BYTES + row_bytes - 1) / row_bytes : 0;
+    for (int64_t it = lo; it < lo + pf && it < hi; it++) step_prefetch(p, it);
     for (int64_t it = lo; it < hi; it++) {
         int64_t b, g, d0, cb;
         block_at(p, it, &b, &g, &d0, &cb);
+        if (pf && it + pf < hi) step_prefetch(p, it + pf);
         step_block(p, w, b == sb && g == sg, b, g, d0, cb);
         sb = b, sg = g;
     }
