@@ -93,7 +93,7 @@ static inline vf scan_exp(vf x) {
     p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
     p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
     p = vf_fma(p, r * r, r + 1.0f);
-    vi e;
+    vu e; /* unsigned: t's high bits shift out */
     memcpy(&e, &t, sizeof e);
     e <<= 23;
     vf scale;
