@@ -7,7 +7,8 @@
  * so every form vectorises over n (rows padded to SCAN_PAD with A, B, C 0:
  * the padded lanes of h stay 0) and spreads (sequence, channel) over
  * threads. The factor exp(dt A) is exp of a number <= 0: 0 for a huge dt,
- * 1 for dt = 0, never NaN (vf_exp gives 0 below -87, -inf included).
+ * 1 for dt = 0, never NaN (scan_exp, like vf_exp, gives 0 below -87, -inf included;
+ * the forward forms use scan_exp, the backward vf_exp).
  *
  * Chunked form (the prefill kernel, as Mamba's CUDA kernel stages chunks
  * in shared memory): a block is SSM_CB channels of one group of one
@@ -76,7 +77,7 @@ static inline float scan_step(float *h, const float *A, const float *Bt, const f
     const vf dtv = vf_set1(dt), duv = vf_set1(dt * u);
     vf y = vf_set1(0);
     for (int64_t n = 0; n < Np; n += LA_VL) {
-        vf hn = vf_fma(vf_exp(dtv * vf_load(A + n)), vf_load(h + n), duv * vf_load(Bt + n));
+        vf hn = vf_fma(scan_exp(dtv * vf_load(A + n)), vf_load(h + n), duv * vf_load(Bt + n));
         vf_store(h + n, hn);
         y = vf_fma(vf_load(Ct + n), hn, y);
     }
@@ -220,8 +221,8 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
             int64_t k = 0;
             for (; k + 2 <= N; k += 2) {
                 float *h0 = h + k * SSM_CB + c, *h1 = h0 + SSM_CB;
-                const vf a0 = vf_exp(dt * vf_load(At + k * SSM_CB + c)),
-                         a1 = vf_exp(dt * vf_load(At + (k + 1) * SSM_CB + c));
+                const vf a0 = scan_exp(dt * vf_load(At + k * SSM_CB + c)),
+                         a1 = scan_exp(dt * vf_load(At + (k + 1) * SSM_CB + c));
                 const vf x0 = vf_fma(a0, vf_load(h0), du * Bi[k]), x1 = vf_fma(a1, vf_load(h1), du * Bi[k + 1]);
                 vf_store(h0, x0);
                 vf_store(h1, x1);
@@ -230,7 +231,7 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
             }
             if (k < N) {
                 float *h0 = h + k * SSM_CB + c;
-                const vf x0 = vf_fma(vf_exp(dt * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
+                const vf x0 = vf_fma(scan_exp(dt * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
                 vf_store(h0, x0);
                 y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
             }
@@ -358,7 +359,7 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
             const vf dtv = vf_set1(dtc[c]), duv = vf_set1(dtc[c] * uc[c]);
             vf y = vf_set1(0);
             for (int64_t n = 0; n < Ne; n += LA_VL) {
-                const vf hn = vf_fma(vf_exp(dtv * vf_load(A + n)), vf_load(hs + n), duv * vf_load(Bt + n));
+                const vf hn = vf_fma(scan_exp(dtv * vf_load(A + n)), vf_load(hs + n), duv * vf_load(Bt + n));
                 vf_store(hd + n, hn);
                 y = vf_fma(vf_load(Ct + n), hn, y);
             }
@@ -375,12 +376,42 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     tg_store_row(la_attn_at(&p->out, bt, t0, d0), p->out.dtype, yc, cb);
 }
 
+/* A read hint. (GCC 12 dropped __builtin_prefetch from step_forward's
+ * loops altogether, so on x86 the instruction is written out.) */
+static inline void ssm_prefetch(const char *a) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
+#else
+    __builtin_prefetch(a, 0, 3);
+#endif
+}
+
+/* Item it's state rows, requested STEP_PF_BYTES of state ahead of the
+ * item being updated. Without it the step stalled on every state row's
+ * load (half its samples on that one instruction): a row is one or two
+ * lines per channel and a channel's exps take long enough that the
+ * hardware prefetchers kept too few lines in flight. */
+#define STEP_PF_BYTES 4096
+
+static void step_prefetch(const la_ssm_problem *p, int64_t it) {
+    int64_t b, g, d0, cb;
+    block_at(p, it, &b, &g, &d0, &cb);
+    for (int64_t c = 0; c < cb; c++) {
+        const char *r = (const char *)la_scan_row(&p->state_in, b, d0 + c);
+        for (int64_t o = 0; o < p->N * (int64_t)sizeof(float); o += 64) ssm_prefetch(r + o);
+    }
+}
+
 static void step_forward(const la_ssm_problem *p, float *w) {
     int64_t lo, hi, sb = -1, sg = -1;
     la_split_range(p->head.num_seqs * p->G * blocks_per_group(p), la_thread_id(), la_team_size(), &lo, &hi);
+    const int64_t row_bytes = SSM_CB * p->N * (int64_t)sizeof(float),
+                  pf = p->state_in.data ? (STEP_PF_BYTES + row_bytes - 1) / row_bytes : 0;
+    for (int64_t it = lo; it < lo + pf && it < hi; it++) step_prefetch(p, it);
     for (int64_t it = lo; it < hi; it++) {
         int64_t b, g, d0, cb;
         block_at(p, it, &b, &g, &d0, &cb);
+        if (pf && it + pf < hi) step_prefetch(p, it + pf);
         step_block(p, w, b == sb && g == sg, b, g, d0, cb);
         sb = b, sg = g;
     }

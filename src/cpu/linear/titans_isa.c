@@ -101,6 +101,39 @@ static void axpby(float *dst, float a, const float *src, float s, int64_t n) {
     for (int64_t x = 0; x < n; x += LA_VL) vf_store(dst + x, vf_fma(av, vf_load(dst + x), sv * vf_load(src + x)));
 }
 
+/* A read hint (written out on x86: GCC 12 dropped __builtin_prefetch from
+ * the selective scan's step loop, ssm_isa.c). */
+static inline void tt_prefetch(const char *a) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
+#else
+    __builtin_prefetch(a, 0, 3);
+#endif
+}
+
+static void tt_prefetch_row(const char *r, int64_t bytes) {
+    for (int64_t o = 0; o < bytes; o += 64) tt_prefetch(r + o);
+    tt_prefetch(r + bytes - 1);
+}
+
+/* Part k of TT_PF_PARTS of the next chunk's rows of q, k, v and out
+ * (tokens [t, t + n) of head h, key/value head hk), requested while this
+ * chunk computes: the parts go out between its products, so the rows
+ * stream in under the GEMMs instead of stalling the row loads (and the
+ * output's stores) at the chunk's start. */
+#define TT_PF_PARTS 8
+
+static void tt_prefetch_part(const la_titans_problem *p, const tt_dims *dm, int64_t bt, int64_t t, int64_t n,
+                             int64_t h, int64_t hk, int k) {
+    const int64_t lo = n * k / TT_PF_PARTS, hi = n * (k + 1) / TT_PF_PARTS;
+    for (int64_t i = lo; i < hi; i++) {
+        tt_prefetch_row(la_attn_at(&p->q, bt, t + i, h), dm->Dk * (int64_t)la_dtype_size(p->q.dtype));
+        tt_prefetch_row(la_attn_at(&p->k, bt, t + i, hk), dm->Dk * (int64_t)la_dtype_size(p->k.dtype));
+        tt_prefetch_row(la_attn_at(&p->v, bt, t + i, hk), dm->Dv * (int64_t)la_dtype_size(p->v.dtype));
+        tt_prefetch_row(la_attn_at(&p->out, bt, t + i, h), dm->Dv * (int64_t)la_dtype_size(p->out.dtype));
+    }
+}
+
 static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp,
                   Cp = dm->Cp;
@@ -109,7 +142,9 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
     load_state(w->M, &p->mem_in, dm, b, h);
     load_state(w->S, &p->mom_in, dm, b, h);
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
-        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
+        const int64_t n = len - c0 < dm->C ? len - c0 : dm->C, c1 = c0 + n,
+                      n1 = len - c1 < dm->C ? len - c1 : dm->C; /* the next chunk: n1 tokens from c1 */
+#define TT_PF(k) tt_prefetch_part(p, dm, bt, t0 + c1, n1, h, hk, k)
         for (int64_t i = 0; i < n; i++) {
             const int64_t t = t0 + c0 + i;
             tg_load_row(w->Q + i * Dkp, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp);
@@ -136,10 +171,13 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
             }
         }
         /* R = 2 diag(theta) (K M - V): the gradients at the chunk's start memory */
+        TT_PF(0);
         tg_gemm(n, Dvp, Dk, w->K, Dkp, 1, w->M, Dvp, w->R, Dvp, false);
         for (int64_t j = 0; j < n; j++) axpby(w->R + j * Dvp, 2 * w->theta[j], w->T + j * Dvp, -2 * w->theta[j], Dvp);
         /* Y = diag(b) Q M + diag(c) Q S - (W . Q K^T) R */
+        TT_PF(1);
         tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->M, Dvp, w->Y, Dvp, false);
+        TT_PF(2);
         tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, w->S, Dvp, w->T, Dvp, false);
         for (int64_t i = 0; i < n; i++) axpby(w->Y + i * Dvp, w->b[i], w->T + i * Dvp, w->c[i], Dvp);
         for (int64_t d = 0; d < Dk; d++) {
@@ -147,12 +185,14 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
             for (int64_t j = 0; j < n; j++) row[j] = w->K[j * Dkp + d];
             for (int64_t j = n; j < Cp; j++) row[j] = 0;
         }
+        TT_PF(3);
         tg_gemm(n, Cp, Dk, w->Q, Dkp, 1, w->KT, Cp, w->A, Cp, false);
         for (int64_t i = 0; i < n; i++) {
             float *row = w->A + i * Cp;
             for (int64_t j = 0; j <= i; j++) row[j] *= -w->W[i * Cp + j];
             for (int64_t j = i + 1; j < n; j++) row[j] = 0;
         }
+        TT_PF(4);
         tg_gemm(n, Dvp, n, w->A, Cp, 1, w->R, Dvp, w->Y, Dvp, true);
         for (int64_t i = 0; i < n; i++)
             tg_store_row(la_attn_at(&p->out, bt, t0 + c0 + i, h), p->out.dtype, w->Y + i * Dvp, dm->Dv);
@@ -164,10 +204,14 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
         }
         for (int64_t d = 0; d < Dk; d++) /* KT rows scaled by -W[n-1][j], then by E / W for S */
             for (int64_t j = 0; j < n; j++) w->KT[d * Cp + j] *= -w->W[l * Cp + j];
+        TT_PF(5);
         tg_gemm(Dk, Dvp, n, w->KT, Cp, 1, w->R, Dvp, w->M, Dvp, true);
         for (int64_t d = 0; d < Dk; d++)
             for (int64_t j = 0; j < n; j++) w->KT[d * Cp + j] = -w->K[j * Dkp + d] * w->E[l * Cp + j];
+        TT_PF(6);
         tg_gemm(Dk, Dvp, n, w->KT, Cp, 1, w->R, Dvp, w->S, Dvp, true);
+        TT_PF(7);
+#undef TT_PF
     }
     store_state(&p->mem_out, w->M, dm, b, h);
     store_state(&p->mom_out, w->S, dm, b, h);
