@@ -11,7 +11,8 @@
 # and end-of-file marks removed and a blank line between them: 568 KB, about
 # 132,000 tokens. Natural prose with no long repeats (no word 32-gram occurs
 # twice in the novel; 0.08% do in the proceedings), as a PG-19-style
-# perplexity text should be.
+# perplexity text should be (scripts/text-repeats.py measures it; the
+# licences below: 38.6% of 32-grams repeated, a run of 2,019 words).
 #
 # --licences: the earlier text instead, the licences Debian ships in
 # /usr/share/common-licenses (package base-files: GPL-1/2/3, LGPL, GFDL-1.2/1.3,
