@@ -58,7 +58,7 @@ static void usage(FILE *f) {
             "  --keys N         multikey: needles per context (default 4)\n"
             "  --chains N       vartrack: chains per context (default 2)\n"
             "  --hops N         vartrack: assignments after each chain's first (default 4)\n"
-            "  -f FILE          ppl: the text (scripts/get-eval-text.sh writes one from Debian's base-files)\n"
+            "  -f FILE          ppl: the text (scripts/get-eval-text.sh: Gutenberg etexts from PyPI's brotli)\n"
             "  --ppl-ctx N      ppl: tokens per chunk, the second half scored (default 1024)\n"
             "  --ppl-chunks N   ppl: chunks at most (default 8; 0 = all)\n"
             "  --threads N      CPU threads (default: OMP_NUM_THREADS or all cores)\n"
