@@ -365,8 +365,10 @@ static void channel_suffix(float *K, const float *dec, int64_t n, int64_t Dkp) {
     }
 }
 
-/* One chunk of n tokens of one head, loaded into w, on its state S: O. */
-static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t n) {
+/* One chunk of n tokens of one head, loaded into w, on its state S: its
+ * output rows, O's (o = w->O, ldo = Dvp) or the output tensor's own. */
+static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t n,
+                       float *o, int64_t ldo) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp, Cp = dm->Cp;
     const bool channel = lin_channel(p);
     float total = 1.0f;
@@ -387,13 +389,13 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
     /* O = A V, each row tile over the columns up to its diagonal (A is 0 after it) */
     for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
         const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR;
-        tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, w->O + i0 * Dvp, Dvp, false);
+        tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, o + i0 * ldo, ldo, false);
     }
     /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
     if (channel) channel_prefix(w->Q, w->dec, n, Dkp);
     else
         for (int64_t i = 0; i < n; i++) lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
-    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true);
+    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, o, ldo, true);
     /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
     if (channel) channel_suffix(w->K, w->dec, n, Dkp);
     else
@@ -415,11 +417,19 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
     fwd_scratch W[LIN_HG];
     for (int64_t e = 0; e < hg; e++) W[e] = head_view(w, dm, e);
     for (int64_t e = 0; e < hg; e++) lin_load_state(w->S + e * SS, &p->state_in, dm, b, h0 + e);
+    /* f32 rows as O's, unnormalised: the products write them in place */
+    const bool direct = p->out.dtype == LA_F32 && !p->normalize && dm->Dv == dm->Dvp;
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
-        chunk_load(p, dm, W, b, h0, hg, t0, c0, n, t0 + len);
-        for (int64_t e = 0; e < hg; e++) chunk_step(p, dm, &W[e], w->S + e * SS, n);
         const int64_t bt = p->cu ? 0 : b;
+        chunk_load(p, dm, W, b, h0, hg, t0, c0, n, t0 + len);
+        for (int64_t e = 0; e < hg; e++) {
+            if (direct)
+                chunk_step(p, dm, &W[e], w->S + e * SS, n, (float *)la_attn_at(&p->out, bt, t0 + c0, h0 + e),
+                           p->out.token_stride);
+            else chunk_step(p, dm, &W[e], w->S + e * SS, n, W[e].O, dm->Dvp);
+        }
+        if (direct) continue;
         for (int64_t i = 0; i < n; i++)
             for (int64_t e = 0; e < hg; e++) store_out(p, dm, W[e].O + i * dm->Dvp, bt, t0 + c0 + i, h0 + e);
     }
