@@ -140,6 +140,17 @@ static void add_cases(harness_list *list) {
         s.gate = channel_gates[ci];
         add(list, s);
     }
+    /* the per-channel runs take 4 channel vectors at a time, then one:
+       Dk 72 (80 padded) is one group of 4 and one single vector at AVX-512,
+       two groups and two singles at AVX2; short last chunk and block (150 =
+       2 x 64 + 22) */
+    for (int gi = 0; gi < 2; gi++) {
+        snprintf(name, sizeof name, "channel Dk=72 L=150 gate %d", gi ? (int)LIN_GATE_SATURATED : (int)LIN_GATE_NORMAL);
+        linear_spec s = base_spec(name, 150, LA_DECAY_CHANNEL);
+        s.B = 1, s.Dk = 72, s.Dv = 24, s.want_state = true, s.init_state = gi;
+        s.gate = gi ? LIN_GATE_SATURATED : LIN_GATE_NORMAL;
+        add(list, s);
+    }
     {
         linear_spec s = base_spec("none L=4097 (chunk 64)", 4097, LA_DECAY_NONE);
         s.B = 1, s.H = 1, s.Hkv = 1, s.want_state = true;

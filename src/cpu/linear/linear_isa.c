@@ -38,6 +38,11 @@
  * blocks' direct dot products stay a small share of the work. */
 #define LIN_SUB 16
 
+/* Channel vectors whose per-token chains (running decay products, sums of
+ * log decays) run side by side: one at a time, a loop waits on each step's
+ * latency. */
+#define LIN_CHAINS 4
+
 /* Tokens ahead of the one loaded whose rows' first lines are prefetched
  * (2 lines each: ~3-4% less CPU time than none at H 8, 16K; whole runs, 2
  * or 8 tokens ahead, were slower). */
@@ -130,6 +135,76 @@ static void store_out(const la_linear_problem *p, const lin_dims *dm, float *o, 
     tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, o, dm->Dv);
 }
 
+/* The running decayed q of diag_row for LIN_CHAINS x LA_VL channels
+ * [d, d + G LA_VL) in registers: acc[j - i0] += qe . K~[j], then qe *=
+ * a_j, for j from i down to i0 (j a constant after unrolling, so acc stays
+ * in registers where the ISA has enough). */
+static inline __attribute__((always_inline)) void diag_group(const fwd_scratch *w, int64_t Dkp, int64_t i0, int64_t i,
+                                                             int64_t d, const int G, vf *acc) {
+    vf e[LIN_CHAINS];
+#pragma GCC unroll 4
+    for (int c = 0; c < G; c++) e[c] = vf_load(w->Q + i * Dkp + d + c * LA_VL);
+#pragma GCC unroll 16
+    for (int jj = LIN_SUB - 1; jj >= 0; jj--) {
+        if (i0 + jj > i) continue;
+        const float *kj = w->K + (i0 + jj) * Dkp + d, *aj = w->dec + (i0 + jj) * Dkp + d;
+#pragma GCC unroll 4
+        for (int c = 0; c < G; c++) {
+            acc[jj] = vf_fma(e[c], vf_load(kj + c * LA_VL), acc[jj]);
+            e[c] *= vf_load(aj + c * LA_VL);
+        }
+    }
+}
+
+/* Row i of a diagonal block (columns i0 .. i0 + LIN_SUB - 1) into out:
+ * A[i][j] = Q~[i] . K~[j] prod_{j<s<=i} a_s for j <= i, 0 after i; the
+ * decayed q runs from j = i down, one factor per step (every factor a
+ * product of decays in [0, 1]), and the row's LIN_SUB dot products are
+ * summed across lanes together. */
+static void diag_row(const fwd_scratch *w, int64_t Dkp, int64_t i0, int64_t i, float *out) {
+    vf acc[LIN_SUB];
+#pragma GCC unroll 16
+    for (int jj = 0; jj < LIN_SUB; jj++) acc[jj] = vf_set1(0);
+    int64_t d = 0;
+    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) diag_group(w, Dkp, i0, i, d, LIN_CHAINS, acc);
+    for (; d < Dkp; d += LA_VL) diag_group(w, Dkp, i0, i, d, 1, acc);
+    for (int jj = 0; jj < LIN_SUB; jj += LA_VL) vf_store(out + jj, vf_transpose_sum(acc + jj));
+}
+
+/* LIN_CHAINS x LA_VL channels [d, d + G LA_VL) of block_decays. */
+static inline __attribute__((always_inline)) void block_group(const fwd_scratch *w, int64_t Dkp, int64_t i0,
+                                                              int64_t i1, int64_t d, const int G, float *tot) {
+    vf e[LIN_CHAINS];
+#pragma GCC unroll 4
+    for (int c = 0; c < G; c++) e[c] = vf_set1(1.0f);
+    for (int64_t i = i0; i < i1; i++)
+#pragma GCC unroll 4
+        for (int c = 0; c < G; c++) {
+            const int64_t x = i * Dkp + d + c * LA_VL;
+            e[c] *= vf_load(w->dec + x);
+            vf_store(w->Qb + x, vf_load(w->Q + x) * e[c]);
+        }
+#pragma GCC unroll 4
+    for (int c = 0; c < G; c++) vf_store(tot + d + c * LA_VL, e[c]), e[c] = vf_set1(1.0f);
+    for (int64_t j = i1 - 1; j >= i0; j--)
+#pragma GCC unroll 4
+        for (int c = 0; c < G; c++) {
+            const int64_t x = j * Dkp + d + c * LA_VL;
+            vf_store(w->Kb + x, vf_load(w->K + x) * e[c]);
+            e[c] *= vf_load(w->dec + x);
+        }
+}
+
+/* A sub-block's rows [i0, i1): Qb[i] = Q~[i] decayed from the block's start
+ * through i, Kb[j] = K~[j] decayed after j to the block's end, tot = the
+ * block's whole decay; running products of the factors, the decay of
+ * LIN_CHAINS channel vectors in registers. */
+static void block_decays(const fwd_scratch *w, int64_t Dkp, int64_t i0, int64_t i1, float *tot) {
+    int64_t d = 0;
+    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) block_group(w, Dkp, i0, i1, d, LIN_CHAINS, tot);
+    for (; d < Dkp; d += LA_VL) block_group(w, Dkp, i0, i1, d, 1, tot);
+}
+
 /* A [n][Cp] of a chunk with per-channel decays (the K^T panel is scratch):
  *   A[i][j] = sum_d Q~[i][d] K~[j][d] prod_{j<s<=i} a_s[d]   (j <= i), 0 above. */
 static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
@@ -137,40 +212,11 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
     memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
     for (int64_t I = 0; I < nb; I++) {
         const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
-        /* Qb[i] = Q~[i] decayed from the block's start through i; the block's total */
-        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-        for (int64_t i = i0; i < i1; i++) {
-            lin_mul(w->e, w->dec + i * Dkp, Dkp);
-            for (int64_t d = 0; d < Dkp; d += LA_VL)
-                vf_store(w->Qb + i * Dkp + d, vf_load(w->Q + i * Dkp + d) * vf_load(w->e + d));
-        }
-        memcpy(w->tot + I * Dkp, w->e, (size_t)Dkp * sizeof(float));
-        /* Kb[j] = K~[j] decayed after j to the block's end */
-        for (int64_t d = 0; d < Dkp; d++) w->e[d] = 1.0f;
-        for (int64_t j = i1 - 1; j >= i0; j--) {
-            for (int64_t d = 0; d < Dkp; d += LA_VL)
-                vf_store(w->Kb + j * Dkp + d, vf_load(w->K + j * Dkp + d) * vf_load(w->e + d));
-            lin_mul(w->e, w->dec + j * Dkp, Dkp);
-        }
+        block_decays(w, Dkp, i0, i1, w->tot + I * Dkp);
         /* the diagonal block, row by row: qe = Q~[i] decayed back from i to
          * j (a running product, one factor per step), A[i][j] = qe . K~[j];
          * the row's LIN_SUB dot products are summed across lanes together */
-        for (int64_t i = i0; i < i1; i++) {
-            vf acc[LIN_SUB];
-            for (int64_t jj = 0; jj < LIN_SUB; jj++) acc[jj] = vf_set1(0);
-            memcpy(w->e, w->Q + i * Dkp, (size_t)Dkp * sizeof(float));
-            for (int64_t j = i; j >= i0; j--) {
-                const float *kj = w->K + j * Dkp, *aj = w->dec + j * Dkp;
-                vf s = vf_set1(0);
-                for (int64_t d = 0; d < Dkp; d += LA_VL) {
-                    const vf x = vf_load(w->e + d);
-                    s = vf_fma(x, vf_load(kj + d), s);
-                    vf_store(w->e + d, x * vf_load(aj + d));
-                }
-                acc[j - i0] = s;
-            }
-            for (int64_t jj = 0; jj < LIN_SUB; jj += LA_VL) vf_store(w->A + i * Cp + i0 + jj, vf_transpose_sum(acc + jj));
-        }
+        for (int64_t i = i0; i < i1; i++) diag_row(w, Dkp, i0, i, w->A + i * Cp + i0);
     }
     /* below the diagonal: row block I against all the columns before it in
      * one product, Qb[I] KP^T, where KP's column block J is Kb[J] decayed by
@@ -181,15 +227,17 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
     lin_transpose(w->KT, Cp, w->Kb, Dkp, n, Dk);
     for (int64_t I = 1; I < nb; I++) {
         const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
-        for (int64_t d = 0; d < Dkp; d++) w->M[d] = 1.0f;
+        float *M = w->M, *KP = w->KP;
+        const float *KT = w->KT;
+        for (int64_t d = 0; d < Dkp; d++) M[d] = 1.0f;
         for (int64_t J = I - 1; J >= 0; J--) {
             const int64_t j0 = J * LIN_SUB;
             for (int64_t d = 0; d < Dk; d++) {
-                const vf m = vf_set1(w->M[d]);
+                const vf m = vf_set1(M[d]);
                 for (int64_t j = 0; j < LIN_SUB; j += LA_VL)
-                    vf_store(w->KP + d * i0 + j0 + j, vf_load(w->KT + d * Cp + j0 + j) * m);
+                    vf_store(KP + d * i0 + j0 + j, vf_load(KT + d * Cp + j0 + j) * m);
             }
-            lin_mul(w->M, w->tot + J * Dkp, Dkp);
+            lin_mul(M, w->tot + J * Dkp, Dkp);
         }
         tg_gemm(i1 - i0, i0, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KP, i0, w->A + i0 * Cp, Cp, false);
     }
@@ -248,9 +296,21 @@ static void chunk_load(const la_linear_problem *p, const lin_dims *dm, const fwd
  * LA_VL channels. The whole chunk's decay, which multiplies the state
  * chunk after chunk and would compound a product's rounding (decays near
  * 1 over 1M tokens), stays exp of the sum of the log decays
- * (linear_common.h). */
+ * (linear_common.h). Each run is a chain of dependent vector operations
+ * (one per token); LIN_CHAINS channel vectors run side by side. */
 static void channel_total(const float *lg, int64_t n, int64_t Dkp, float *total) {
-    for (int64_t d = 0; d < Dkp; d += LA_VL) {
+    int64_t d = 0;
+    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) {
+        vf acc[LIN_CHAINS];
+#pragma GCC unroll 4
+        for (int c = 0; c < LIN_CHAINS; c++) acc[c] = vf_set1(0);
+        for (int64_t i = 0; i < n; i++)
+#pragma GCC unroll 4
+            for (int c = 0; c < LIN_CHAINS; c++) acc[c] += vf_load(lg + i * Dkp + d + c * LA_VL);
+#pragma GCC unroll 4
+        for (int c = 0; c < LIN_CHAINS; c++) vf_store(total + d + c * LA_VL, vf_exp(acc[c]));
+    }
+    for (; d < Dkp; d += LA_VL) {
         vf acc = vf_set1(0);
         for (int64_t i = 0; i < n; i++) acc += vf_load(lg + i * Dkp + d);
         vf_store(total + d, vf_exp(acc));
@@ -259,7 +319,20 @@ static void channel_total(const float *lg, int64_t n, int64_t Dkp, float *total)
 
 /* Q[i] *= P[i]. */
 static void channel_prefix(float *Q, const float *dec, int64_t n, int64_t Dkp) {
-    for (int64_t d = 0; d < Dkp; d += LA_VL) {
+    int64_t d = 0;
+    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) {
+        vf e[LIN_CHAINS];
+#pragma GCC unroll 4
+        for (int c = 0; c < LIN_CHAINS; c++) e[c] = vf_set1(1.0f);
+        for (int64_t i = 0; i < n; i++)
+#pragma GCC unroll 4
+            for (int c = 0; c < LIN_CHAINS; c++) {
+                float *qi = Q + i * Dkp + d + c * LA_VL;
+                e[c] *= vf_load(dec + i * Dkp + d + c * LA_VL);
+                vf_store(qi, vf_load(qi) * e[c]);
+            }
+    }
+    for (; d < Dkp; d += LA_VL) {
         vf e = vf_set1(1.0f);
         for (int64_t i = 0; i < n; i++) {
             e *= vf_load(dec + i * Dkp + d);
@@ -270,7 +343,20 @@ static void channel_prefix(float *Q, const float *dec, int64_t n, int64_t Dkp) {
 
 /* K[j] *= R[j]. */
 static void channel_suffix(float *K, const float *dec, int64_t n, int64_t Dkp) {
-    for (int64_t d = 0; d < Dkp; d += LA_VL) {
+    int64_t d = 0;
+    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) {
+        vf e[LIN_CHAINS];
+#pragma GCC unroll 4
+        for (int c = 0; c < LIN_CHAINS; c++) e[c] = vf_set1(1.0f);
+        for (int64_t j = n - 1; j >= 0; j--)
+#pragma GCC unroll 4
+            for (int c = 0; c < LIN_CHAINS; c++) {
+                float *kj = K + j * Dkp + d + c * LA_VL;
+                vf_store(kj, vf_load(kj) * e[c]);
+                e[c] *= vf_load(dec + j * Dkp + d + c * LA_VL);
+            }
+    }
+    for (; d < Dkp; d += LA_VL) {
         vf e = vf_set1(1.0f);
         for (int64_t j = n - 1; j >= 0; j--) {
             vf_store(K + j * Dkp + d, vf_load(K + j * Dkp + d) * e);
@@ -279,8 +365,10 @@ static void channel_suffix(float *K, const float *dec, int64_t n, int64_t Dkp) {
     }
 }
 
-/* One chunk of n tokens of one head, loaded into w, on its state S: O. */
-static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t n) {
+/* One chunk of n tokens of one head, loaded into w, on its state S: its
+ * output rows, O's (o = w->O, ldo = Dvp) or the output tensor's own. */
+static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scratch *w, float *S, int64_t n,
+                       float *o, int64_t ldo) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp, Cp = dm->Cp;
     const bool channel = lin_channel(p);
     float total = 1.0f;
@@ -301,13 +389,13 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
     /* O = A V, each row tile over the columns up to its diagonal (A is 0 after it) */
     for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
         const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR;
-        tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, w->O + i0 * Dvp, Dvp, false);
+        tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, o + i0 * ldo, ldo, false);
     }
     /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
     if (channel) channel_prefix(w->Q, w->dec, n, Dkp);
     else
         for (int64_t i = 0; i < n; i++) lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
-    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, w->O, Dvp, true);
+    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, o, ldo, true);
     /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
     if (channel) channel_suffix(w->K, w->dec, n, Dkp);
     else
@@ -329,11 +417,19 @@ static void chunked_item(const la_linear_problem *p, const lin_dims *dm, fwd_scr
     fwd_scratch W[LIN_HG];
     for (int64_t e = 0; e < hg; e++) W[e] = head_view(w, dm, e);
     for (int64_t e = 0; e < hg; e++) lin_load_state(w->S + e * SS, &p->state_in, dm, b, h0 + e);
+    /* f32 rows as O's, unnormalised: the products write them in place */
+    const bool direct = p->out.dtype == LA_F32 && !p->normalize && dm->Dv == dm->Dvp;
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
-        chunk_load(p, dm, W, b, h0, hg, t0, c0, n, t0 + len);
-        for (int64_t e = 0; e < hg; e++) chunk_step(p, dm, &W[e], w->S + e * SS, n);
         const int64_t bt = p->cu ? 0 : b;
+        chunk_load(p, dm, W, b, h0, hg, t0, c0, n, t0 + len);
+        for (int64_t e = 0; e < hg; e++) {
+            if (direct)
+                chunk_step(p, dm, &W[e], w->S + e * SS, n, (float *)la_attn_at(&p->out, bt, t0 + c0, h0 + e),
+                           p->out.token_stride);
+            else chunk_step(p, dm, &W[e], w->S + e * SS, n, W[e].O, dm->Dvp);
+        }
+        if (direct) continue;
         for (int64_t i = 0; i < n; i++)
             for (int64_t e = 0; e < hg; e++) store_out(p, dm, W[e].O + i * dm->Dvp, bt, t0 + c0 + i, h0 + e);
     }
