@@ -1,7 +1,10 @@
 /* One block of LA_VL keys of one K/V head against up to 4 query rows of
  * that head, for the decode kernels (attention/decode_isa.c over float
  * pages read in place, kvquant/kvq_decode_isa.c over widened codes).
- * Include after cpu/isa.h and decode_simd.h.
+ * Include after cpu/isa.h and decode_simd.h. db_block = db_scores +
+ * db_softmax + its P.V; the quantised kernel composes the first two with a
+ * P.V of its own (value scales folded into the weights), and db_load reads
+ * int8 / int4 codes (DB_U8, DB_U4) as well as float rows.
  *
  * The rows of a grouped-query head share every K and V load: a vector of a
  * key row (converted from f16 / bf16 in the register where the pages hold

@@ -6,16 +6,20 @@
  * order, and every item of a head may have its own length (ragged heads
  * after eviction need no view of their own). Each K/V code row is widened
  * once per block of LA_VL tokens and used by the G * Lq query rows of the
- * head (grouped-query attention).
+ * head (grouped-query attention): in the registers of the q.k and P.V
+ * loops for full blocks where D and the value group are whole vectors
+ * (qblock; the model's shapes), else into per-thread buffers (block).
  *
  * Keys, per-channel (scale s_d, zero z_d) per key group:
  *   q . k = sum_d (q_d s_d) code_d + sum_d q_d z_d,
  * so once per (row, group) the kernel folds the scales into the query
  * (qf = q * s) and takes the zero term as a constant bias; the per-token
  * work is a dot product with the widened codes. Values, per-token (scale,
- * zero) per channel group: the block's rows are dequantised as they are
- * widened (one FMA per element, shared by the G * Lq rows), then p . v
- * accumulates as for float pages. The f32 window is read as it is.
+ * zero) per channel group: qblock folds the token's scale into the
+ * softmax weight and adds the zero term once per block (see qblock); the
+ * buffered path dequantises the rows as it widens them (one FMA per
+ * element), then p . v accumulates as for float pages. The f32 window is
+ * read as it is.
  *
  * Bytes read per token and head, int8 with D = 64, key group 32, value
  * group 32: 64 + 64 codes, 8 for the token's value scales, 256 / 32 = 8 for
@@ -32,7 +36,6 @@
 #include "cpu/kvquant/kvq_kernels.h"
 
 #include "base/parallel.h"
-#include <stdlib.h> /* TEMP */
 
 #define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
 
@@ -326,7 +329,7 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
         s->bias[r] = vf_reduce_add(bz);
     }
     const int64_t pairs = 2 * (D / f->value_group);
-    const bool fused = qblock_fits(f) && !getenv("LA_KVQ_OLD"); /* TEMP A/B */
+    const bool fused = qblock_fits(f);
     for (int64_t j0 = a; j0 < b; j0 += LA_VL) {
         const int64_t nk = b - j0 < LA_VL ? b - j0 : LA_VL;
         /* the block's value scales are adjacent in the page (a block never leaves its group's page) */
