@@ -1,7 +1,10 @@
 /* One block of LA_VL keys of one K/V head against up to 4 query rows of
  * that head, for the decode kernels (attention/decode_isa.c over float
  * pages read in place, kvquant/kvq_decode_isa.c over widened codes).
- * Include after cpu/isa.h and decode_simd.h.
+ * Include after cpu/isa.h and decode_simd.h. db_block = db_scores +
+ * db_softmax + its P.V; the quantised kernel composes the first two with a
+ * P.V of its own (value scales folded into the weights), and db_load reads
+ * int8 / int4 codes (DB_U8, DB_U4) as well as float rows.
  *
  * The rows of a grouped-query head share every K and V load: a vector of a
  * key row (converted from f16 / bf16 in the register where the pages hold
@@ -39,7 +42,14 @@
 #endif
 
 /* LA_VL elements of a row of dtype DT (a constant in every caller) at element d. */
+/* Pseudo dtypes of db_load: unsigned 8-bit codes, and 4-bit codes two to a
+ * byte (channel 2i low nibble), widened to f32 without scale. */
+#define DB_U8 ((la_dtype)(LA_DTYPE_COUNT + 1))
+#define DB_U4 ((la_dtype)(LA_DTYPE_COUNT + 2))
+
 static inline __attribute__((always_inline)) vf db_load(const char *row, int64_t d, const la_dtype DT) {
+    if (DT == DB_U8) return vf_from_u8((const uint8_t *)row + d);
+    if (DT == DB_U4) return vf_from_u4((const uint8_t *)row + d / 2);
     if (DT == LA_F16) return vf_load_f16((const uint16_t *)row + d);
     if (DT == LA_BF16) return vf_load_bf16((const uint16_t *)row + d);
     return vf_load((const float *)row + d);
@@ -58,17 +68,14 @@ static inline __attribute__((always_inline)) void db_transpose4(const vf *x, vf 
     s[3] = __builtin_shufflevector(q01, q23, DB_CH(2), DB_CH(3), DB_CH(6), DB_CH(7));
 }
 
-/* Keys e in [0, LA_VL) at kb + e * kstride and vb + e * vstride (bytes),
- * rows of Dp elements of dtype DT, all finite (rows past a short block's
- * end are zero rows of the caller's buffer); NR query rows (1..4) with
- * scaled queries q + rr * Dp (scores q.k + bias[rr] where bias is not NULL), visible lanes vis[rr], running max m[rr],
- * sum l[rr] and accumulator acc + rr * Dp. Rows that see no lane of the
- * block are left as they are. */
-static inline __attribute__((always_inline)) void db_block(const float *q, const float *bias, const vi *vis, float *m, float *l,
-                                                           float *acc, const char *kb, size_t kstride,
-                                                           const char *vb, size_t vstride, const int NR,
-                                                           const int64_t Dp, const la_dtype DT) {
-    vf x[4], s[4];
+/* Scores of keys e in [0, LA_VL) at kb + e * kstride (bytes), rows of Dp
+ * elements of dtype DT (a float dtype, or DB_U8 / DB_U4 codes widened in
+ * the registers), against NR query rows q + rr * Dp: s[rr] lane e =
+ * q_rr . k_e (+ bias[rr] where bias is not NULL). */
+static inline __attribute__((always_inline)) void db_scores(const float *q, const float *bias, const char *kb,
+                                                            size_t kstride, const int NR, const int64_t Dp,
+                                                            const la_dtype DT, vf *s) {
+    vf x[4];
 #pragma GCC unroll 4
     for (int j = 0; j < 4; j++) {
         vf part[LA_VL];
@@ -92,8 +99,14 @@ static inline __attribute__((always_inline)) void db_block(const float *q, const
     if (bias)
 #pragma GCC unroll 4
         for (int rr = 0; rr < NR; rr++) s[rr] += vf_set1(bias[rr]);
-    float pw[4][LA_VL] __attribute__((aligned(64)));
-    vf alpha[4];
+}
+
+/* The block's softmax step for NR rows: visible lanes vis[rr] of scores
+ * s[rr]; updates the running max m[rr] and sum l[rr], sets the weights
+ * pw[rr] (0 for a row that sees no lane) and the accumulator's rescale
+ * alpha[rr]. Returns whether any row sees a lane. */
+static inline __attribute__((always_inline)) bool db_softmax(const vf *s, const vi *vis, float *m, float *l,
+                                                             const int NR, float (*pw)[LA_VL], vf *alpha) {
     bool any = false;
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) {
@@ -115,7 +128,24 @@ static inline __attribute__((always_inline)) void db_block(const float *q, const
         l[rr] += tree_add(pv);
         vf_store(pw[rr], pv);
     }
-    if (!any) return;
+    return any;
+}
+
+/* Keys e in [0, LA_VL) at kb + e * kstride and vb + e * vstride (bytes),
+ * rows of Dp elements of dtype DT, all finite (rows past a short block's
+ * end are zero rows of the caller's buffer); NR query rows (1..4) with
+ * scaled queries q + rr * Dp (scores q.k + bias[rr] where bias is not NULL), visible lanes vis[rr], running max m[rr],
+ * sum l[rr] and accumulator acc + rr * Dp. Rows that see no lane of the
+ * block are left as they are. */
+static inline __attribute__((always_inline)) void db_block(const float *q, const float *bias, const vi *vis, float *m, float *l,
+                                                           float *acc, const char *kb, size_t kstride,
+                                                           const char *vb, size_t vstride, const int NR,
+                                                           const int64_t Dp, const la_dtype DT) {
+    vf s[4];
+    db_scores(q, bias, kb, kstride, NR, Dp, DT, s);
+    float pw[4][LA_VL] __attribute__((aligned(64)));
+    vf alpha[4];
+    if (!db_softmax(s, vis, m, l, NR, pw, alpha)) return;
     int64_t d0 = 0;
     for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
         vf o[4][DB_NV];

@@ -6,16 +6,20 @@
  * order, and every item of a head may have its own length (ragged heads
  * after eviction need no view of their own). Each K/V code row is widened
  * once per block of LA_VL tokens and used by the G * Lq query rows of the
- * head (grouped-query attention).
+ * head (grouped-query attention): in the registers of the q.k and P.V
+ * loops for full blocks where D and the value group are whole vectors
+ * (qblock; the model's shapes), else into per-thread buffers (block).
  *
  * Keys, per-channel (scale s_d, zero z_d) per key group:
  *   q . k = sum_d (q_d s_d) code_d + sum_d q_d z_d,
  * so once per (row, group) the kernel folds the scales into the query
  * (qf = q * s) and takes the zero term as a constant bias; the per-token
  * work is a dot product with the widened codes. Values, per-token (scale,
- * zero) per channel group: the block's rows are dequantised as they are
- * widened (one FMA per element, shared by the G * Lq rows), then p . v
- * accumulates as for float pages. The f32 window is read as it is.
+ * zero) per channel group: qblock folds the token's scale into the
+ * softmax weight and adds the zero term once per block (see qblock); the
+ * buffered path dequantises the rows as it widens them (one FMA per
+ * element), then p . v accumulates as for float pages. The f32 window is
+ * read as it is.
  *
  * Bytes read per token and head, int8 with D = 64, key group 32, value
  * group 32: 64 + 64 codes, 8 for the token's value scales, 256 / 32 = 8 for
@@ -71,43 +75,6 @@ static inline void accumulate_pv(float *a, const float *vbuf, vf p, int64_t Dp) 
     }
 }
 
-/* LA_VL codes as floats, in registers: int8 widens byte to lane
- * (vpmovzxbd + vcvtdq2ps); int4 takes LA_VL / 2 bytes, splits each into
- * its nibbles and interleaves them (low nibble first), then widens. Through
- * intrinsics: GCC builds a u8 -> i32 __builtin_convertvector lane by lane
- * (vpinsrd per element), which ran the whole decode 2x slower. */
-#if defined(LA_ISA_AVX512)
-static inline vf vf_from_u8(const uint8_t *p) {
-    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p)));
-}
-static inline vf vf_from_u4(const uint8_t *p) {
-    const __m128i b = _mm_loadl_epi64((const __m128i *)p), m = _mm_set1_epi8(15);
-    const __m128i x = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
-    return (vf)_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
-}
-#elif defined(LA_ISA_AVX2)
-static inline vf vf_from_u8(const uint8_t *p) {
-    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p)));
-}
-static inline vf vf_from_u4(const uint8_t *p) {
-    int32_t w;
-    memcpy(&w, p, sizeof w);
-    const __m128i b = _mm_cvtsi32_si128(w), m = _mm_set1_epi8(15);
-    const __m128i x = _mm_unpacklo_epi8(_mm_and_si128(b, m), _mm_and_si128(_mm_srli_epi16(b, 4), m));
-    return (vf)_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(x));
-}
-#else
-static inline vf vf_from_u8(const uint8_t *p) {
-    vf f;
-    for (int i = 0; i < LA_VL; i++) f[i] = (float)p[i];
-    return f;
-}
-static inline vf vf_from_u4(const uint8_t *p) {
-    vf f;
-    for (int i = 0; i < LA_VL / 2; i++) f[2 * i] = (float)(p[i] & 15), f[2 * i + 1] = (float)(p[i] >> 4);
-    return f;
-}
-#endif
 static inline vf vf_from_codes(const uint8_t *row, int bits, int64_t d) {
     return bits == 8 ? vf_from_u8(row + d) : vf_from_u4(row + d / 2);
 }
@@ -195,6 +162,149 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
     else block_dp(s, qf, bias, j0, nk, pt, s->Dp);
 }
 
+/* Codes read in place (no widened buffers) for full blocks of LA_VL keys
+ * where D is whole vectors and a value group whole vectors: the K codes are
+ * widened in the registers of the q.k loop (db_scores with DB_U8 / DB_U4),
+ * and the values' per-token (scale, zero) are folded into the weights:
+ *   sum_e p_e (z_eg + s_eg c_ed) = sum_e (p_e s_eg) c_ed + sum_e p_e z_eg
+ * for channel d of value group g, so P.V multiplies widened codes by
+ * p_e s_eg and adds the group's zero term once per block. */
+#define QB_MAXG 16 /* value groups per row on this path */
+
+/* Lanes e of p[e * stride] (the block's value scales or zeros of a group). */
+static inline vf vf_strided(const float *p, int stride) {
+#if defined(LA_ISA_AVX512)
+    return (vf)_mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                                      _mm512_set1_epi32(stride)),
+                                   p, 4);
+#elif defined(LA_ISA_AVX2)
+    return (vf)_mm256_i32gather_ps(p, _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_epi32(stride)), 4);
+#else
+    vf v;
+    for (int e = 0; e < LA_VL; e++) v[e] = p[e * stride];
+    return v;
+#endif
+}
+
+static inline __attribute__((always_inline)) void qb_rows(const float *q, const float *bias, const vi *vis, float *m,
+                                                          float *l, float *acc, const char *kb, const char *vb,
+                                                          size_t rs, const vf *sv, const vf *zv, const int NR,
+                                                          const int64_t Dp, const int64_t VG, const la_dtype DT) {
+    const int64_t ng = Dp / VG;
+    vf sc[4];
+    db_scores(q, bias, kb, rs, NR, Dp, DT, sc);
+    float pw[4][LA_VL] __attribute__((aligned(64)));
+    vf alpha[4];
+    if (!db_softmax(sc, vis, m, l, NR, pw, alpha)) return;
+    float pwg[4 * QB_MAXG][LA_VL] __attribute__((aligned(64)));
+    float Z[4 * QB_MAXG];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) {
+        const vf p = vf_load(pw[rr]);
+        for (int64_t g = 0; g < ng; g++) {
+            vf_store(pwg[rr * ng + g], p * sv[g]);
+            Z[rr * ng + g] = tree_add(p * zv[g]);
+        }
+    }
+    int64_t d0 = 0;
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
+        vf o[4][DB_NV];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_load(acc + rr * Dp + d0 + k * LA_VL) * alpha[rr];
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+            vf vv[DB_NV];
+            const char *vr = vb + (size_t)e * rs;
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vr, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+                for (int k = 0; k < DB_NV; k++)
+                    o[rr][k] = vf_fma(vf_set1(pwg[rr * ng + (d0 + k * LA_VL) / VG][e]), vv[k], o[rr][k]);
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++)
+                vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(Z[rr * ng + (d0 + k * LA_VL) / VG]));
+    }
+    for (; d0 < Dp; d0 += LA_VL) {
+        const int64_t g = d0 / VG;
+        vf o[4];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) o[rr] = vf_load(acc + rr * Dp + d0) * alpha[rr];
+        for (int e = 0; e < LA_VL; e++) {
+            const vf vv = db_load(vb + (size_t)e * rs, d0, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(pwg[rr * ng + g][e]), vv, o[rr]);
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr] + vf_set1(Z[rr * ng + g]));
+    }
+}
+
+/* One full block [j0, j0 + LA_VL) of quantised keys at kb / vb (code rows
+ * rs bytes apart), its value (scale, zero) pairs widened in s->vsc. */
+static inline __attribute__((always_inline)) void qblock_dp(const item_state *s, const char *kb, const char *vb,
+                                                            int64_t j0, partial *pt, const int64_t Dp,
+                                                            const int64_t VG, const la_dtype DT) {
+    const vi lane = vi_iota();
+    const int64_t ng = Dp / VG;
+    const int pairs = (int)(2 * ng);
+    const size_t rs = s->p->kv.f.code_row;
+    vf sv[QB_MAXG], zv[QB_MAXG];
+    for (int64_t g = 0; g < ng; g++) sv[g] = vf_strided(s->vsc + 2 * g, pairs), zv[g] = vf_strided(s->vsc + 2 * g + 1, pairs);
+    for (int64_t r = 0; r < s->R; r += 4) {
+        const int nr = s->R - r < 4 ? (int)(s->R - r) : 4;
+        vi vis[4];
+        bool any = false;
+        for (int rr = 0; rr < nr; rr++) {
+            const int64_t lim = s->hi[r + rr] - j0 < LA_VL ? s->hi[r + rr] - j0 : LA_VL;
+            vis[rr] = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
+            any |= lim > 0;
+        }
+        if (!any) continue;
+        const float *q = s->qf + r * Dp, *bs = s->bias + r;
+        float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
+        switch (nr) {
+        case 1: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 1, Dp, VG, DT); break;
+        case 2: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 2, Dp, VG, DT); break;
+        case 3: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 3, Dp, VG, DT); break;
+        default: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 4, Dp, VG, DT); break;
+        }
+    }
+}
+
+#define QB_CASE(DPV, VGV)                                                                       \
+    if (Dp == DPV && vg == VGV) {                                                               \
+        if (u8) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8);                                  \
+        else qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U4);                                     \
+        return;                                                                                 \
+    }
+static void qblock(const item_state *s, const char *kb, const char *vb, int64_t j0, partial *pt) {
+    const int64_t Dp = s->Dp, vg = s->p->kv.f.value_group;
+    const bool u8 = s->p->kv.f.bits == 8;
+#if LA_VL <= 16
+    QB_CASE(64, 32)
+    QB_CASE(64, 16)
+    QB_CASE(128, 32)
+    QB_CASE(128, 16)
+#endif
+    if (u8) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8);
+    else qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U4);
+}
+
+/* Whether full blocks of this format take qblock: rows of whole vectors
+ * (no padding columns to read past a code row), value groups of whole
+ * vectors, at most QB_MAXG of them. */
+static bool qblock_fits(const la_kvq_format *f) {
+    return f->D % LA_VL == 0 && f->value_group % LA_VL == 0 && f->D / f->value_group <= QB_MAXG &&
+           (f->bits == 8 || f->bits == 4);
+}
+
 /* Quantised slots [a, b) of one key group. */
 static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt) {
     const la_kvq_format *f = &s->p->kv.f;
@@ -219,10 +329,16 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
         s->bias[r] = vf_reduce_add(bz);
     }
     const int64_t pairs = 2 * (D / f->value_group);
+    const bool fused = qblock_fits(f);
     for (int64_t j0 = a; j0 < b; j0 += LA_VL) {
         const int64_t nk = b - j0 < LA_VL ? b - j0 : LA_VL;
         /* the block's value scales are adjacent in the page (a block never leaves its group's page) */
         widen_f16(s->vsc, la_kvq_value_scales(f, vp, j0 % ps), nk * pairs);
+        if (nk == LA_VL && fused) {
+            const size_t t0 = (size_t)(j0 % ps) * f->code_row;
+            qblock(s, kp + t0, vp + t0, j0, pt);
+            continue;
+        }
         for (int64_t e = 0; e < nk; e++) {
             const int64_t t = (j0 + e) % ps;
             widen_codes(s->kbuf + e * Dp, (const uint8_t *)kp + (size_t)t * f->code_row, f->bits, D);
