@@ -435,9 +435,9 @@ static void pooled_scratch_free(pooled_scratch *t) {
  * positions: the same keys but inside the diagonal block, which is
  * forced. */
 static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const la_tensor *q,
-                           const la_tensor *k, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t kend, float slope,
-                           pooled_scratch *t, la_sel_ranked *cand, int64_t *nc) {
-    const int64_t D = S->D, G = S->H / S->Hkv, rows = i1 - i0;
+                           const float *panels, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t kend,
+                           float slope, pooled_scratch *t, la_sel_ranked *cand, int64_t *nc) {
+    const int64_t D = S->D, rows = i1 - i0;
     const int64_t P = o->probe_rows < rows ? o->probe_rows : rows;
     const size_t es = la_dtype_size(q->dtype);
     for (int64_t r = 0; r < P; r++) {
@@ -447,8 +447,8 @@ static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_si
     }
     const int64_t nk = kend < S->Lk ? kend : S->Lk;
     for (int64_t j = 0; j < nk; j++) t->pcol[j] = 0;
-    LA_ISA_PICK(la_cpu_sel_softmax_sums, simd)(&S->rule, slope, t->pq, i1 - P, P, la_sel_head(k, b, h / G), k->dtype,
-                                               k->stride[1], S->Lq, S->Lk, D, t->ps, t->pack, t->pcol, NULL);
+    LA_ISA_PICK(la_cpu_sel_softmax_sums_packed, simd)(&S->rule, slope, t->pq, i1 - P, P, panels, S->Lq, S->Lk, D,
+                                                      t->ps, t->pcol, NULL);
     int64_t n = 0;
     for (int64_t kb = 0; kb < S->nkb && kb * S->bs < kend; kb++) {
         if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
@@ -463,7 +463,7 @@ static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_si
 /* The lists of head h of sequence b. qbar [nqb][D] holds the head's query
  * blocks' means, kbar [nkb][D] its key blocks' means. */
 static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const float *qbar,
-                      const float *kbar, const la_tensor *q, const la_tensor *k, int64_t b, int64_t h,
+                      const float *kbar, const la_tensor *q, const float *panels, int64_t b, int64_t h,
                       pooled_scratch *t, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     la_sel_ranked *cand = t->cand;
@@ -480,7 +480,7 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd si
         int64_t nc = 0, ns = 0;
         double m = -INFINITY, total = 0, covered = 0;
         if (o->probe_rows > 0) {
-            probe_estimate(o, S, simd, q, k, b, h, i0, i1, kend, slope, t, cand, &nc);
+            probe_estimate(o, S, simd, q, panels, b, h, i0, i1, kend, slope, t, cand, &nc);
             for (int64_t c = 0; c < nc; c++) total += cand[c].est;
         }
         for (int64_t kb = 0; o->probe_rows == 0 && kb < S->nkb && kb * S->bs < kend; kb++) {
@@ -567,8 +567,14 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
     /* probe rows score the rows themselves against every key: no block means */
     float *qbar = o->probe_rows ? NULL : la_sel_pool_all(ctx, q, S.bs);
     float *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
-    if (!lists || (!o->probe_rows && (!qbar || !kbar))) {
-        free(lists), free(qbar), free(kbar);
+    /* probes: every K/V head's keys packed into panels once, [B * Hkv][npan * LA_SEL_PANEL * D] */
+    const int64_t pan = (S.Lk + LA_SEL_PANEL - 1) / LA_SEL_PANEL * LA_SEL_PANEL * S.D;
+    size_t pbytes = 0;
+    const bool psize = la_mul_size((size_t)(S.B * S.Hkv), (size_t)(pan > 0 ? pan : 1), &pbytes) &&
+                       la_mul_size(pbytes, sizeof(float), &pbytes);
+    float *panels = o->probe_rows && psize ? malloc(pbytes) : NULL;
+    if (!lists || (!o->probe_rows && (!qbar || !kbar)) || (o->probe_rows && !panels)) {
+        free(lists), free(qbar), free(kbar), free(panels);
         return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     }
     bool ok = true;
@@ -576,6 +582,12 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
         pooled_scratch t;
+        if (panels) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t bg = 0; bg < S.B * S.Hkv; bg++)
+                LA_ISA_PICK(la_cpu_sel_pack_keys, ctx->simd)(la_sel_head(k, bg / S.Hkv, bg % S.Hkv), k->dtype,
+                                                             k->stride[1], S.Lk, S.D, panels + bg * pan);
+        }
         ok = pooled_scratch_init(&t, &S, o->probe_rows);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < nbh; bh++) {
@@ -584,11 +596,12 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
             la_sel_lists *l = &lists[bh];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
                  topk_head(o, &S, ctx->simd, qbar ? qbar + bh * S.nqb * S.D : NULL,
-                           kbar ? kbar + (b * S.Hkv + h / G) * S.nkb * S.D : NULL, q, k, b, h, &t, l);
+                           kbar ? kbar + (b * S.Hkv + h / G) * S.nkb * S.D : NULL, q,
+                           panels ? panels + (b * S.Hkv + h / G) * pan : NULL, b, h, &t, l);
         }
         pooled_scratch_free(&t);
     }
-    free(qbar), free(kbar);
+    free(qbar), free(kbar), free(panels);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
@@ -877,7 +890,7 @@ la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const 
             const double d = S.nqb > 0 ? flex_divergence(&S, ctx->simd, q, k, b, h, qh, kh, &t) : NAN;
             dv[bh] = d;
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, q, k, b, h, &pt, l)
+                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, q, NULL, b, h, &pt, l)
                                 : vslash_head(&vo, &S, ctx->simd, q, k, b, h, &t, l));
         }
         pooled_scratch_free(&pt);
