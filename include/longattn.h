@@ -892,18 +892,28 @@ LA_API la_status la_sparse_select_static(const la_sparse_static *opts, const la_
  * and local blocks are kept first, then blocks in order of that share
  * until a share gamma of the estimated mass is covered (top_k 0), or the
  * top_k blocks beside the forced ones (top_k > 0). Ties go to the lower
- * block id. */
+ * block id.
+ * With probe_rows P > 0 the estimate is query-aware row by row instead:
+ * P of the query block's rows, spread evenly (rows i0 + (r + 1) * n / P - 1
+ * of its n rows, so the last row always), each an exact softmax row over
+ * the keys under the rule, summed per key block (a block holding one
+ * heavy key, a sink or a retrieved token, is seen; block means average it
+ * away). The probes are masked as the block's last P rows would be, which
+ * differs only inside the diagonal block. Costs about P / block_size of
+ * the dense product q k^T (P = 4 at block 64: ~3% of dense attention's
+ * FLOPs); no block means are computed. */
 typedef struct {
     int64_t block_size;   /* 0 = LA_SPARSE_BLOCK_DEFAULT */
     float gamma;          /* coverage share in (0, 1] when top_k is 0 */
     int64_t top_k;        /* > 0: this many blocks beside the forced ones, instead of coverage */
     int64_t sink_blocks;  /* key blocks [0, sink_blocks) always kept */
     int64_t local_blocks; /* the diagonal block and local_blocks - 1 before it always kept */
+    int64_t probe_rows;   /* 0: block means against key-block means; P > 0: P exact probe rows (above) */
 } la_sparse_topk;
-/* gamma 0.9, top_k 0, sink_blocks 1, local_blocks 1. */
+/* gamma 0.9, top_k 0, sink_blocks 1, local_blocks 1, probe_rows 0. */
 LA_API la_sparse_topk la_sparse_topk_default(void);
 /* Budgets: gamma in (0, 1] (when top_k is 0), top_k, sink_blocks,
- * local_blocks >= 0 (LA_ERR_ARGUMENT otherwise). Runs on the context's
+ * local_blocks, probe_rows >= 0 (LA_ERR_ARGUMENT otherwise). Runs on the context's
  * threads. */
 LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *opts, const la_attention_params *p,
                                        const la_tensor *q, const la_tensor *k, la_block_index *out);
@@ -1079,6 +1089,9 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
  *                   flex, routing: the others have no such option)
  *   local=N         the selector's local_blocks (N >= 1; topk, hip, chunks,
  *                   flex, routing; static's budget is its window)
+ *   probe=N         topk only: the selector's probe_rows (N >= 1): estimate
+ *                   each block's mass from N exact softmax rows of the query
+ *                   block, spread evenly, instead of block means
  *   dense-layers=N  model prefill only: layers [0, N) run dense attention
  *                   (N >= 0; a model's early layers attend diffusely);
  *                   la_sparse_select ignores it
@@ -1102,6 +1115,7 @@ typedef struct {
     int64_t sink_blocks;  /* 0: the selector's default; else >= 1 */
     int64_t local_blocks; /* 0: the selector's default; else >= 1 */
     int64_t dense_layers; /* model prefill: the first dense_layers layers dense, >= 0 */
+    int64_t probe_rows;   /* topk: 0 (block means) or the selector's probe_rows >= 1 */
 } la_sparse_choice;
 /* Parse "none" or "SELECTOR:BUDGET[,OPTION=N...]" as above: LA_ERR_NULL,
  * or LA_ERR_ARGUMENT naming what is wrong (an unknown selector or option,

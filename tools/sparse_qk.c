@@ -24,8 +24,9 @@ int sparse_qk_bench(const char *files, int threads, bool json, bool quick) {
     static const char *const full[] = {"static:4",  "static:8",  "static:16", "topk:0.8",   "topk:0.9", "topk:0.95",
                                        "topk:4",    "topk:8",    "topk:16",   "vslash:16",  "vslash:32", "vslash:64",
                                        "hip:4",     "hip:8",     "hip:16",    "chunks:1",   "chunks:2", "flex:0.9",
-                                       "flex:0.95", "routing:8", "routing:16"};
-    static const char *const small[] = {"static:8", "topk:0.9", "vslash:32", "hip:8"};
+                                       "flex:0.95", "routing:8", "routing:16", "topk:0.9,probe=4",
+                                       "topk:0.95,probe=4", "topk:0.98,probe=4", "topk:0.99,probe=4"};
+    static const char *const small[] = {"static:8", "topk:0.9", "vslash:32", "hip:8", "topk:0.95,probe=4"};
     const char *const *sel = quick ? small : full;
     const int nsel = quick ? (int)(sizeof small / sizeof *small) : (int)(sizeof full / sizeof *full);
     la_context *ctx;

@@ -608,7 +608,7 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
     for (int i = 0; i < P; i++) prompt[i] = (int32_t)tu_randint(rng, 0, V - 1);
     const char *choices[] = {"none", "static:1000", "static:1", "topk:0.5", "topk:1", "vslash:8", "hip:1",
                              "chunks:1", "flex:0.9", "routing:3", "static:1,dense-layers=1000",
-                             "topk:2,dense-layers=1,sink=2,local=2"};
+                             "topk:2,dense-layers=1,sink=2,local=2", "topk:0.9,probe=4", "topk:1,probe=1"};
     const int nc = (int)(sizeof choices / sizeof choices[0]);
     float *dense = tu_alloc(sizeof(float) * (size_t)(P * V)), *got = tu_alloc(sizeof(float) * (size_t)(P * V));
     double full_worst = 0;
@@ -681,6 +681,9 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
         tu_check(strstr(la_last_error(), "dense_layers") != NULL, "negative dense_layers: message '%s'", la_last_error());
         sp.sparse = (la_sparse_choice){LA_SPARSE_TOPK, 2, .local_blocks = -3};
         TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+        sp.sparse = (la_sparse_choice){LA_SPARSE_TOPK, 2, .probe_rows = -1};
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+        tu_check(strstr(la_last_error(), "probe") != NULL, "negative probe_rows: message '%s'", la_last_error());
     }
     free(dense), free(got);
     la_context_destroy(ctx);

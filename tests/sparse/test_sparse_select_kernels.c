@@ -144,7 +144,23 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
                 if (j - diag >= -lk && j - diag < lk) wdiag[j - diag + lk] += p;
             }
         }
+        /* the packed variant: the same sums from keys packed once (la_cpu_sel_pack_keys) */
+        const int64_t npan = (lk + LA_SEL_PANEL - 1) / LA_SEL_PANEL;
+        float *panels = tu_alloc(sizeof(float) * (size_t)(npan * LA_SEL_PANEL * D)),
+              *col2 = tu_alloc(sizeof(float) * (size_t)lk), *rdiag2 = tu_alloc(sizeof(float) * (size_t)(2 * lk));
+        memcpy(col2, col, sizeof(float) * (size_t)lk), memcpy(rdiag2, rdiag, sizeof(float) * (size_t)(2 * lk));
+        LA_ISA_PICK(la_cpu_sel_pack_keys, lv)(k, kdt, kstride, lk, D, panels);
+        const int64_t seen2 = LA_ISA_PICK(la_cpu_sel_softmax_sums_packed, lv)(&r, slope, qf, i0, nr, panels, lq, lk, D,
+                                                                              scores, col2, rdiag2);
         const int64_t seen = sums(&r, slope, qf, i0, nr, k, kdt, kstride, lq, lk, D, scores, pack, col, rdiag);
+        double worst2 = 0;
+        for (int64_t j = 0; j < lk; j++) worst2 = fmax(worst2, isnan(col2[j]) ? INFINITY : fabs(col2[j] - wcol[j]));
+        for (int64_t j = 0; j < 2 * lk; j++)
+            worst2 = fmax(worst2, isnan(rdiag2[j]) ? INFINITY : fabs(rdiag2[j] - wdiag[j]));
+        tu_check(seen2 == seen_want && worst2 < 2e-5, "sums packed [%s] lq %lld lk %lld D %lld: %lld rows (want %lld), "
+                 "error %.3g (tolerance 2e-5)", la_simd_name(lv), (long long)lq, (long long)lk, (long long)D,
+                 (long long)seen2, (long long)seen_want, worst2);
+        free(panels), free(col2), free(rdiag2);
         double worst = 0;
         for (int64_t j = 0; j < lk; j++) {
             const double e = fabs(col[j] - wcol[j]);

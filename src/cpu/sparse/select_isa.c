@@ -66,39 +66,79 @@ static inline void panel_rows(const float *A, int64_t lda, const float *pack, in
     }
 }
 
+/* Keys [j0, j0 + nb) of B (rows ldb elements apart) transposed into one
+ * panel pack[D][NB], zero past nb. */
+static inline void pack_panel(const void *B, la_dtype bdt, int64_t ldb, int64_t j0, int64_t nb, int64_t D,
+                              float *pack) {
+    const size_t es = la_dtype_size(bdt);
+    for (int64_t jj = 0; jj < NB; jj++) {
+        if (jj >= nb) {
+            for (int64_t d = 0; d < D; d++) pack[d * NB + jj] = 0;
+            continue;
+        }
+        const char *row = (const char *)B + (j0 + jj) * ldb * (int64_t)es;
+        if (bdt == LA_F32)
+            for (int64_t d = 0; d < D; d++) pack[d * NB + jj] = ((const float *)row)[d];
+        else
+            for (int64_t d = 0; d < D; d++) pack[d * NB + jj] = la_load_f32(row, bdt, d);
+    }
+}
+
 void LA_ISA_FN(la_cpu_sel_gemm_nt)(const float *A, int64_t lda, const void *B, la_dtype bdt, int64_t ldb, int64_t m,
                                    int64_t n, int64_t D, float *C, int64_t ldc, float *pack) {
-    const size_t es = la_dtype_size(bdt);
     for (int64_t j0 = 0; j0 < n; j0 += NB) {
         const int64_t nb = j0 + NB < n ? NB : n - j0;
-        for (int64_t jj = 0; jj < NB; jj++) {
-            if (jj >= nb) {
-                for (int64_t d = 0; d < D; d++) pack[d * NB + jj] = 0;
-                continue;
-            }
-            const char *row = (const char *)B + (j0 + jj) * ldb * (int64_t)es;
-            if (bdt == LA_F32)
-                for (int64_t d = 0; d < D; d++) pack[d * NB + jj] = ((const float *)row)[d];
-            else
-                for (int64_t d = 0; d < D; d++) pack[d * NB + jj] = la_load_f32(row, bdt, d);
-        }
+        pack_panel(B, bdt, ldb, j0, nb, D, pack);
         int64_t i = 0;
         for (; i + 4 <= m; i += 4) panel_rows(A, lda, pack, D, i, 4, C, ldc, j0, nb);
         if (i < m) panel_rows(A, lda, pack, D, i, (int)(m - i), C, ldc, j0, nb);
     }
 }
 
+void LA_ISA_FN(la_cpu_sel_pack_keys)(const void *B, la_dtype bdt, int64_t ldb, int64_t n, int64_t D, float *panels) {
+    for (int64_t j0 = 0; j0 < n; j0 += NB) pack_panel(B, bdt, ldb, j0, j0 + NB < n ? NB : n - j0, D, panels + j0 * D);
+}
+
+/* Keys a softmax row block [i0, i0 + nr) can see: before the last row's hi
+ * (hi is non-decreasing in the row). */
+static inline int64_t rows_key_end(const la_score_rule *rule, int64_t i0, int64_t nr, int64_t lq, int64_t lk) {
+    if (nr <= 0 || lk <= 0) return 0;
+    int64_t lo_last, hi_last;
+    la_rule_key_range(rule, i0 + nr - 1, lq, lk, &lo_last, &hi_last);
+    return hi_last < lk ? hi_last : lk;
+}
+
+static int64_t softmax_rows(const la_score_rule *rule, float slope, int64_t i0, int64_t nr, int64_t lq, int64_t lk,
+                            int64_t nk, float *scores, float *col, float *rdiag);
+
 int64_t LA_ISA_FN(la_cpu_sel_softmax_sums)(const la_score_rule *rule, float slope, const float *qf, int64_t i0,
                                            int64_t nr, const void *kbase, la_dtype kdt, int64_t kstride, int64_t lq,
                                            int64_t lk, int64_t D, float *scores, float *pack, float *col, float *rdiag) {
-    int64_t seen = 0;
-    if (nr <= 0 || lk <= 0) return 0;
-    /* only keys before the last row's hi can be visible (hi is non-decreasing in the row) */
-    int64_t lo_last, hi_last;
-    la_rule_key_range(rule, i0 + nr - 1, lq, lk, &lo_last, &hi_last);
-    const int64_t nk = hi_last < lk ? hi_last : lk;
+    const int64_t nk = rows_key_end(rule, i0, nr, lq, lk);
     if (nk <= 0) return 0;
     LA_ISA_FN(la_cpu_sel_gemm_nt)(qf, D, kbase, kdt, kstride, nr, nk, D, scores, nk, pack);
+    return softmax_rows(rule, slope, i0, nr, lq, lk, nk, scores, col, rdiag);
+}
+
+int64_t LA_ISA_FN(la_cpu_sel_softmax_sums_packed)(const la_score_rule *rule, float slope, const float *qf, int64_t i0,
+                                                  int64_t nr, const float *panels, int64_t lq, int64_t lk, int64_t D,
+                                                  float *scores, float *col, float *rdiag) {
+    const int64_t nk = rows_key_end(rule, i0, nr, lq, lk);
+    if (nk <= 0) return 0;
+    for (int64_t j0 = 0; j0 < nk; j0 += NB) {
+        const int64_t nb = j0 + NB < nk ? NB : nk - j0;
+        int64_t i = 0;
+        for (; i + 4 <= nr; i += 4) panel_rows(qf, D, panels + j0 * D, D, i, 4, scores, nk, j0, nb);
+        if (i < nr) panel_rows(qf, D, panels + j0 * D, D, i, (int)(nr - i), scores, nk, j0, nb);
+    }
+    return softmax_rows(rule, slope, i0, nr, lq, lk, nk, scores, col, rdiag);
+}
+
+/* The rows' scores [nr][nk] (q . k, unscaled) to softmax weights under the
+ * rule, added into col and rdiag as la_cpu_sel_softmax_sums documents. */
+static int64_t softmax_rows(const la_score_rule *rule, float slope, int64_t i0, int64_t nr, int64_t lq, int64_t lk,
+                            int64_t nk, float *scores, float *col, float *rdiag) {
+    int64_t seen = 0;
     const int64_t sinks = la_rule_sinks(rule, lk);
     const bool transform = rule_transforms(rule, slope);
     const vi iota = vi_iota();

@@ -34,4 +34,16 @@ LA_ISA_DECLARE(int64_t, la_cpu_sel_softmax_sums,
                 la_dtype kdt, int64_t kstride, int64_t lq, int64_t lk, int64_t D, float *scores, float *pack,
                 float *col, float *rdiag));
 
+/* Keys [0, n) of B (row j at B + j * ldb elements, dtype bdt) as the
+ * panels la_cpu_sel_gemm_nt packs one at a time, all at once:
+ * panels[ceil(n / LA_SEL_PANEL) * LA_SEL_PANEL * D] floats, panel p at
+ * panels + p * LA_SEL_PANEL * D (keys past n zero). */
+LA_ISA_DECLARE(void, la_cpu_sel_pack_keys,
+               (const void *B, la_dtype bdt, int64_t ldb, int64_t n, int64_t D, float *panels));
+/* la_cpu_sel_softmax_sums over keys packed once by la_cpu_sel_pack_keys
+ * (the same lk keys), so many calls on the same keys pack them once. */
+LA_ISA_DECLARE(int64_t, la_cpu_sel_softmax_sums_packed,
+               (const la_score_rule *rule, float slope, const float *qf, int64_t i0, int64_t nr, const float *panels,
+                int64_t lq, int64_t lk, int64_t D, float *scores, float *col, float *rdiag));
+
 #endif

@@ -35,6 +35,10 @@ static la_status check_choice(const la_sparse_choice *c) {
                        name, (long long)c->sink_blocks, (long long)c->local_blocks);
     if (c->dense_layers < 0 || c->dense_layers > limit)
         return la_fail(LA_ERR_ARGUMENT, "%s: dense_layers %lld must be in [0, 2^30]", name, (long long)c->dense_layers);
+    if (c->probe_rows < 0 || c->probe_rows > limit)
+        return la_fail(LA_ERR_ARGUMENT, "%s: probe_rows %lld must be in [0, 2^30]", name, (long long)c->probe_rows);
+    if (c->probe_rows && c->kind != LA_SPARSE_TOPK)
+        return la_fail(LA_ERR_ARGUMENT, "%s has no probe option (topk only)", name);
     if (c->sink_blocks && (c->kind == LA_SPARSE_VSLASH || c->kind == LA_SPARSE_CHUNKS))
         return la_fail(LA_ERR_ARGUMENT, "%s has no sink option (it always keeps the first %s)", name,
                        c->kind == LA_SPARSE_VSLASH ? "key block" : "chunk");
@@ -46,9 +50,9 @@ static la_status check_choice(const la_sparse_choice *c) {
 
 /* The options after the budget: ",KEY=N" each, as the header lists them. */
 static la_status parse_options(const char *text, const char *opt, la_sparse_choice *c) {
-    static const char *const keys[3] = {"sink", "local", "dense-layers"};
-    int64_t *fields[3] = {&c->sink_blocks, &c->local_blocks, &c->dense_layers};
-    bool seen[3] = {false, false, false};
+    static const char *const keys[4] = {"sink", "local", "dense-layers", "probe"};
+    int64_t *fields[4] = {&c->sink_blocks, &c->local_blocks, &c->dense_layers, &c->probe_rows};
+    bool seen[4] = {false, false, false, false};
     if (!*opt) return la_fail(LA_ERR_ARGUMENT, "'%s': empty option after the last ','", text);
     while (*opt) {
         const char *eq = strchr(opt, '='), *end = strchr(opt, ',');
@@ -56,9 +60,9 @@ static la_status parse_options(const char *text, const char *opt, la_sparse_choi
         if (!eq || eq > end)
             return la_fail(LA_ERR_ARGUMENT, "'%s': option '%.*s' is not KEY=N", text, (int)(end - opt), opt);
         int i = 0;
-        while (i < 3 && !(strlen(keys[i]) == (size_t)(eq - opt) && !strncmp(opt, keys[i], (size_t)(eq - opt)))) i++;
-        if (i == 3)
-            return la_fail(LA_ERR_ARGUMENT, "'%s': unknown option '%.*s' (sink, local or dense-layers)", text,
+        while (i < 4 && !(strlen(keys[i]) == (size_t)(eq - opt) && !strncmp(opt, keys[i], (size_t)(eq - opt)))) i++;
+        if (i == 4)
+            return la_fail(LA_ERR_ARGUMENT, "'%s': unknown option '%.*s' (sink, local, dense-layers or probe)", text,
                            (int)(eq - opt), opt);
         if (seen[i]) return la_fail(LA_ERR_ARGUMENT, "'%s': option %s given twice", text, keys[i]);
         seen[i] = true;
@@ -123,6 +127,7 @@ la_status la_sparse_select(la_context *ctx, const la_sparse_choice *c, const la_
         else o.top_k = n;
         if (c->sink_blocks) o.sink_blocks = c->sink_blocks;
         if (c->local_blocks) o.local_blocks = c->local_blocks;
+        o.probe_rows = c->probe_rows;
         return la_sparse_select_topk(ctx, &o, p, q, k, out);
     }
     case LA_SPARSE_VSLASH: {

@@ -406,27 +406,70 @@ typedef struct {
     float *sc, *pack;
     la_sel_ranked *cand;
     int32_t *sel;
+    float *pq, *ps, *pcol; /* probe rows [P][D], their scores [P][Lk] and key sums [Lk] (probe_rows > 0) */
 } pooled_scratch;
 
-static bool pooled_scratch_init(pooled_scratch *t, const la_sel_shape *S) {
+static bool pooled_scratch_init(pooled_scratch *t, const la_sel_shape *S, int64_t probes) {
     t->sc = malloc(sizeof(float) * (size_t)(LA_SEL_QB_CHUNK * S->nkb + 1));
     t->pack = malloc(sizeof(float) * (size_t)(S->D * LA_SEL_PANEL));
     t->cand = malloc(sizeof(la_sel_ranked) * (size_t)(S->nkb + 1));
     t->sel = malloc(sizeof(int32_t) * (size_t)(S->nkb + 1));
-    return t->sc && t->pack && t->cand && t->sel;
+    t->pq = t->ps = t->pcol = NULL;
+    if (probes > 0) {
+        t->pq = malloc(sizeof(float) * (size_t)(probes * S->D));
+        t->ps = malloc(sizeof(float) * (size_t)(probes * S->Lk + 1));
+        t->pcol = malloc(sizeof(float) * (size_t)(S->Lk + 1));
+    }
+    return t->sc && t->pack && t->cand && t->sel && (probes <= 0 || (t->pq && t->ps && t->pcol));
 }
 
-static void pooled_scratch_free(pooled_scratch *t) { free(t->sc), free(t->pack), free(t->cand), free(t->sel); }
+static void pooled_scratch_free(pooled_scratch *t) {
+    free(t->sc), free(t->pack), free(t->cand), free(t->sel), free(t->pq), free(t->ps), free(t->pcol);
+}
+
+/* probe_rows > 0: query block [i0, i1)'s estimated mass per visible key
+ * block, into cand (est = the weight) and *nc: P = min(probe_rows, rows)
+ * of its rows spread evenly (rows i0 + (r + 1) * rows / P - 1, the last
+ * row always), each an exact softmax row over the keys, summed per key and
+ * then per key block. The probes are masked as if at the block's last P
+ * positions: the same keys but inside the diagonal block, which is
+ * forced. */
+static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const la_tensor *q,
+                           const float *panels, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t kend,
+                           float slope, pooled_scratch *t, la_sel_ranked *cand, int64_t *nc) {
+    const int64_t D = S->D, rows = i1 - i0;
+    const int64_t P = o->probe_rows < rows ? o->probe_rows : rows;
+    const size_t es = la_dtype_size(q->dtype);
+    for (int64_t r = 0; r < P; r++) {
+        const int64_t i = i0 + (r + 1) * rows / P - 1;
+        const char *row = (const char *)la_sel_head(q, b, h) + i * q->stride[1] * (int64_t)es;
+        for (int64_t d = 0; d < D; d++) t->pq[r * D + d] = la_load_f32(row, q->dtype, d);
+    }
+    const int64_t nk = kend < S->Lk ? kend : S->Lk;
+    for (int64_t j = 0; j < nk; j++) t->pcol[j] = 0;
+    LA_ISA_PICK(la_cpu_sel_softmax_sums_packed, simd)(&S->rule, slope, t->pq, i1 - P, P, panels, S->Lq, S->Lk, D,
+                                                      t->ps, t->pcol, NULL);
+    int64_t n = 0;
+    for (int64_t kb = 0; kb < S->nkb && kb * S->bs < kend; kb++) {
+        if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
+        const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < nk ? j0 + S->bs : nk;
+        double w = 0;
+        for (int64_t j = j0; j < j1; j++) w += t->pcol[j];
+        cand[n++] = (la_sel_ranked){w, (int32_t)kb};
+    }
+    *nc = n;
+}
 
 /* The lists of head h of sequence b. qbar [nqb][D] holds the head's query
  * blocks' means, kbar [nkb][D] its key blocks' means. */
 static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const float *qbar,
-                      const float *kbar, int64_t h, pooled_scratch *t, la_sel_lists *l) {
+                      const float *kbar, const la_tensor *q, const float *panels, int64_t b, int64_t h,
+                      pooled_scratch *t, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     la_sel_ranked *cand = t->cand;
     int32_t *sel = t->sel;
     for (int64_t qb = 0; qb < S->nqb; qb++) {
-        if (qb % LA_SEL_QB_CHUNK == 0)
+        if (qb % LA_SEL_QB_CHUNK == 0 && o->probe_rows == 0)
             la_sel_block_dots(S, simd, qbar, kbar, qb,
                               qb + LA_SEL_QB_CHUNK < S->nqb ? qb + LA_SEL_QB_CHUNK : S->nqb, t->sc, t->pack);
         const float *dots = t->sc + (qb % LA_SEL_QB_CHUNK) * S->nkb;
@@ -435,8 +478,12 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd si
         const int64_t d1 = la_sel_diag_block(S, i1 - 1);
         const double mid_row = 0.5 * (double)(i0 + i1 - 1) + (double)(S->Lk - S->Lq);
         int64_t nc = 0, ns = 0;
-        double m = -INFINITY;
-        for (int64_t kb = 0; kb < S->nkb && kb * S->bs < kend; kb++) {
+        double m = -INFINITY, total = 0, covered = 0;
+        if (o->probe_rows > 0) {
+            probe_estimate(o, S, simd, q, panels, b, h, i0, i1, kend, slope, t, cand, &nc);
+            for (int64_t c = 0; c < nc; c++) total += cand[c].est;
+        }
+        for (int64_t kb = 0; o->probe_rows == 0 && kb < S->nkb && kb * S->bs < kend; kb++) {
             if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
             const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < S->Lk ? j0 + S->bs : S->Lk;
             const float dist = (float)(mid_row - 0.5 * (double)(j0 + j1 - 1));
@@ -445,8 +492,8 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd si
             if (cand[nc].est > m) m = cand[nc].est;
             nc++;
         }
-        double total = 0, covered = 0;
-        for (int64_t c = 0; c < nc; c++) total += (cand[c].est = exp(cand[c].est - m)); /* est now the weight */
+        if (o->probe_rows == 0)
+            for (int64_t c = 0; c < nc; c++) total += (cand[c].est = exp(cand[c].est - m)); /* est now the weight */
         /* forced blocks first: the sinks and the local blocks up to the diagonal */
         int64_t rest = 0;
         for (int64_t c = 0; c < nc; c++) {
@@ -502,7 +549,8 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
     la_sel_shape S;
     la_status s;
     if ((s = la_sel_check_budget(o->top_k, "top_k")) || (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
-        (s = la_sel_check_budget(o->local_blocks, "local_blocks")))
+        (s = la_sel_check_budget(o->local_blocks, "local_blocks")) ||
+        (s = la_sel_check_budget(o->probe_rows, "probe_rows")))
         return s;
     if (o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
         return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
@@ -516,9 +564,17 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
         return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
-    float *qbar = la_sel_pool_all(ctx, q, S.bs), *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
-    if (!lists || !qbar || !kbar) {
-        free(lists), free(qbar), free(kbar);
+    /* probe rows score the rows themselves against every key: no block means */
+    float *qbar = o->probe_rows ? NULL : la_sel_pool_all(ctx, q, S.bs);
+    float *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
+    /* probes: every K/V head's keys packed into panels once, [B * Hkv][npan * LA_SEL_PANEL * D] */
+    const int64_t pan = (S.Lk + LA_SEL_PANEL - 1) / LA_SEL_PANEL * LA_SEL_PANEL * S.D;
+    size_t pbytes = 0;
+    const bool psize = la_mul_size((size_t)(S.B * S.Hkv), (size_t)(pan > 0 ? pan : 1), &pbytes) &&
+                       la_mul_size(pbytes, sizeof(float), &pbytes);
+    float *panels = o->probe_rows && psize ? malloc(pbytes) : NULL;
+    if (!lists || (!o->probe_rows && (!qbar || !kbar)) || (o->probe_rows && !panels)) {
+        free(lists), free(qbar), free(kbar), free(panels);
         return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     }
     bool ok = true;
@@ -526,19 +582,26 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
         pooled_scratch t;
-        ok = pooled_scratch_init(&t, &S);
+        if (panels) {
+#pragma omp for schedule(dynamic, 1)
+            for (int64_t bg = 0; bg < S.B * S.Hkv; bg++)
+                LA_ISA_PICK(la_cpu_sel_pack_keys, ctx->simd)(la_sel_head(k, bg / S.Hkv, bg % S.Hkv), k->dtype,
+                                                             k->stride[1], S.Lk, S.D, panels + bg * pan);
+        }
+        ok = pooled_scratch_init(&t, &S, o->probe_rows);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
             const int64_t b = bh / S.H, h = bh % S.H;
             la_sel_lists *l = &lists[bh];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 topk_head(o, &S, ctx->simd, qbar + bh * S.nqb * S.D, kbar + (b * S.Hkv + h / G) * S.nkb * S.D, h, &t,
-                           l);
+                 topk_head(o, &S, ctx->simd, qbar ? qbar + bh * S.nqb * S.D : NULL,
+                           kbar ? kbar + (b * S.Hkv + h / G) * S.nkb * S.D : NULL, q,
+                           panels ? panels + (b * S.Hkv + h / G) * pan : NULL, b, h, &t, l);
         }
         pooled_scratch_free(&t);
     }
-    free(qbar), free(kbar);
+    free(qbar), free(kbar), free(panels);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
@@ -817,7 +880,7 @@ la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const 
     {
         pooled_scratch pt;
         vs_scratch t;
-        ok = pooled_scratch_init(&pt, &S) & vs_scratch_init(&t, &S);
+        ok = pooled_scratch_init(&pt, &S, 0) & vs_scratch_init(&t, &S);
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < nbh; bh++) {
             if (!ok) continue;
@@ -827,7 +890,7 @@ la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const 
             const double d = S.nqb > 0 ? flex_divergence(&S, ctx->simd, q, k, b, h, qh, kh, &t) : NAN;
             dv[bh] = d;
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, h, &pt, l)
+                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, q, NULL, b, h, &pt, l)
                                 : vslash_head(&vo, &S, ctx->simd, q, k, b, h, &t, l));
         }
         pooled_scratch_free(&pt);
