@@ -147,6 +147,17 @@ LA_API int la_context_threads(const la_context *ctx);
 /* Choose the SIMD level; fails with LA_ERR_UNSUPPORTED above the hardware's. */
 LA_API la_status la_context_set_simd(la_context *ctx, la_simd level);
 LA_API la_simd la_context_simd(const la_context *ctx);
+/* Intel AMX for la_matmul's n > 1 products of quantised weights (see
+ * la_matmul_path): 1 when this build has the AMX kernel, the CPU has
+ * AMX-TILE, AMX-BF16 and AVX-512, and the OS lets the process use the tile
+ * state (asked once: on Linux it requests it); 0 otherwise, la_last_error
+ * then says why. A new context uses AMX when it is available, unless env
+ * LONGATTN_AMX=0; la_context_set_amx(ctx, false) turns it off for one
+ * context, to compare (true fails with LA_ERR_UNSUPPORTED where AMX is
+ * not available). AMX is also only taken at SIMD level avx512 or above. */
+LA_API int la_amx_available(void);
+LA_API la_status la_context_set_amx(la_context *ctx, bool on);
+LA_API bool la_context_amx(const la_context *ctx);
 /* Scratch memory for ops. By default the context owns a workspace that grows
  * to what an op asks for. A caller may instead lend memory (64-byte aligned
  * recommended); ops then fail with LA_ERR_WORKSPACE if it is too small.
@@ -1606,6 +1617,20 @@ LA_API la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64
  * not depend on how many rows came with it (beyond float summation order). */
 LA_API la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols,
                                const float *X, int64_t n, float *Y);
+/* The kernel la_matmul takes on ctx for n tokens of W's type and cols:
+ *   "matvec"   n = 1: la_matvec;
+ *   "amx_bf16" n > 1, a quantised type (Q4_0, Q4_1, Q8_0, Q4_K, Q6_K)
+ *              or BF16, cols a multiple of 32, AMX
+ *              on for ctx (la_context_amx) and its SIMD level avx512 or
+ *              above: weights dequantised to bf16 once per call and
+ *              activations rounded to bf16 (8 significant bits: each term
+ *              w x within 2^-7 of itself), products summed in f32 over the
+ *              whole row by TDPBF16PS;
+ *   "f32"      otherwise, and la_matmul_f32 always: the blocked f32 GEMM.
+ * On the amx_bf16 and f32 paths a row's result depends on that row of X
+ * alone, not on n, the row's position, the thread count or how the rows
+ * were split into calls. NULL ctx gives NULL. */
+LA_API const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n);
 
 #ifdef __cplusplus
 }

@@ -103,7 +103,8 @@ static void usage(void) {
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 26, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
-            "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 over SmolLM2-135M's\n"
+            "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 and (n > 1)\n"
+            "                  la_matmul (\"path\": f32 or amx_bf16; LONGATTN_AMX=0 turns AMX off) over SmolLM2-135M's\n"
             "                  projection shapes (q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536;\n"
             "                  without --quick also the 49152x576 lm head)\n");
 }
@@ -341,14 +342,17 @@ static int bench_kvquant(const options *o) {
     return status;
 }
 
-/* Prefill's weight products: la_matmul_f32 (f32 activations, as the
- * model's prefill runs them) over the model's projection shapes, one series
- * per (type, shape) growing in tokens. */
+/* Prefill's weight products over the model's projection shapes, one series
+ * per (type, shape, entry) growing in tokens: la_matmul_f32 (f32
+ * activations, the exact-decode mode's products) and la_matmul (what the
+ * model's prefill runs: the AMX path where the machine has it); each row's
+ * "path" says which kernel ran. */
 static int bench_matmul(const options *o) {
     static const int64_t default_n[] = {1, 16, 64, 128, 256, 512}, quick_n[] = {64, 512};
     static const la_ggml_type default_t[] = {LA_GGML_Q4_1, LA_GGML_Q8_0, LA_GGML_F16};
     matmul_sweep s = {.types = o->nmm_type ? o->mm_type : default_t,
-                      .ntypes = o->nmm_type ? o->nmm_type : o->quick ? 1 : 3, .lm_head = !o->quick};
+                      .ntypes = o->nmm_type ? o->nmm_type : o->quick ? 1 : 3, .lm_head = !o->quick,
+                      .la_matmul = true};
     s.n = o->nL ? o->L : o->quick ? quick_n : default_n;
     s.nn = o->nL ? o->nL : o->quick ? 2 : 6;
     harness_list list = {0};

@@ -26,6 +26,7 @@ struct la_context {
     void *workspace;
     size_t workspace_bytes;
     bool workspace_borrowed;
+    bool amx; /* la_matmul may take the AMX path (la_context_set_amx) */
     /* Device backends: the stream calls run on (NULL = the default stream)
      * and scratch memory on the device, owned by the backend that made it.
      * The base layer knows no device API: whoever sets device_scratch sets
@@ -39,6 +40,12 @@ struct la_context {
  * on this context. Grows the owned workspace; fails on a borrowed one that
  * is too small. */
 la_status la_workspace(la_context *ctx, size_t bytes, void **out);
+
+/* Whether this build has the AMX kernel, this CPU has AMX-TILE, AMX-BF16
+ * and AVX-512, and the kernel granted the process the tile state
+ * (arch_prctl ARCH_REQ_XCOMP_PERM); asked once, then cached. False sets
+ * *why (if not NULL) to the reason. */
+bool la_amx_usable(const char **why);
 
 /* Checked arithmetic: return false on overflow. */
 static inline bool la_mul_i64(int64_t a, int64_t b, int64_t *out) {

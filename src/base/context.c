@@ -11,6 +11,8 @@ la_status la_context_create(la_context **out, int threads) {
     la_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return la_fail(LA_ERR_NOMEM, "could not allocate a context");
     ctx->simd = la_simd_detected();
+    const char *amx_env = getenv("LONGATTN_AMX");
+    ctx->amx = !(amx_env && amx_env[0] == '0') && la_amx_usable(NULL);
     la_status s = la_context_set_threads(ctx, threads);
     if (s != LA_OK) {
         free(ctx);
@@ -58,6 +60,23 @@ la_status la_context_set_simd(la_context *ctx, la_simd level) {
                        la_simd_name(la_simd_hardware()));
     ctx->simd = level;
     return la_succeed();
+}
+
+la_status la_context_set_amx(la_context *ctx, bool on) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    const char *why = NULL;
+    if (on && !la_amx_usable(&why)) return la_fail(LA_ERR_UNSUPPORTED, "AMX: %s", why);
+    ctx->amx = on;
+    return la_succeed();
+}
+
+bool la_context_amx(const la_context *ctx) { return ctx && ctx->amx; }
+
+int la_amx_available(void) {
+    const char *why = NULL;
+    if (la_amx_usable(&why)) return la_succeed(), 1;
+    la_fail(LA_ERR_UNSUPPORTED, "AMX: %s", why);
+    return 0;
 }
 
 la_simd la_context_simd(const la_context *ctx) { return ctx ? ctx->simd : LA_SIMD_SCALAR; }

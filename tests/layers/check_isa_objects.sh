@@ -5,8 +5,14 @@
 #   avx2    no zmm registers (no AVX-512)
 #   avx512  no AVX512_BF16 instruction (Skylake-X and Ice Lake lack it)
 # and, so the check itself can fail, the avx512_bf16 copy does hold
-# vdpbf16ps (the BF16 ceiling loop uses it).
-# Arguments: four ';'-separated object lists, scalar avx2 avx512 avx512_bf16.
+# vdpbf16ps (the BF16 ceiling loop uses it). AMX tile instructions appear
+# in the AMX kernel's object alone (src/cpu/quant/matmul_amx.c, called only
+# where the CPU, the OS and the context allow them): not in any ISA copy nor
+# in the plainly built objects; and the AMX object, when the compiler built
+# one, does hold tdpbf16ps.
+# Arguments: four ';'-separated object lists, scalar avx2 avx512 avx512_bf16,
+# then the library's other objects and the AMX objects (empty when the
+# compiler has no AMX).
 set -u
 command -v objdump >/dev/null || { echo "objdump not found (binutils)"; echo "0 passed, 1 failed"; exit 1; }
 passed=0 failed=0
@@ -35,5 +41,13 @@ expect_none avx2 "$2" '%zmm|%k[0-7]' "AVX-512 registers"
 expect_none avx512 "$3" "$BF16" "AVX512_BF16 instruction"
 expect_some avx512 "$3" '%zmm' "AVX-512 code"
 expect_some avx512_bf16 "$4" 'vdpbf16ps' "vdpbf16ps"
+AMX='tdpbf16ps|tdpb[su][su]d|tileloadd|tilestored|ldtilecfg|sttilecfg|tilezero|tilerelease'
+for level in scalar avx2 avx512 avx512_bf16; do
+    case $level in scalar) objs=$1 ;; avx2) objs=$2 ;; avx512) objs=$3 ;; *) objs=$4 ;; esac
+    expect_none "$level" "$objs" "$AMX" "AMX instruction"
+done
+expect_none "plain (non-ISA)" "$5" "$AMX" "AMX instruction"
+if [ -n "${6:-}" ]; then expect_some amx "$6" 'tdpbf16ps' "tdpbf16ps"
+else echo "ok: no AMX object in this build (the compiler has no AMX): nothing to check"; fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

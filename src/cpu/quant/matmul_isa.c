@@ -37,49 +37,12 @@
 #define MM_KC 256
 #define MM_NC (512 / MM_MR * MM_MR) /* whole token tiles */
 
-/* Row r (< MM_RB) of a panel, dequantised into column r of the packed
- * panel wp[k * MM_RB + r]; row is a scratch of cols floats. The block
- * formats of the model are expanded here (the same values as
- * la_dequantize_row: d * q + m in f32, possibly fused, 1 rounding at most
- * apart); others go through the format's own dequantize. */
+/* Row r (< MM_RB) of a panel, dequantised (la_quant_expand_row) into
+ * column r of the packed panel wp[k * MM_RB + r]; row is a scratch of cols
+ * floats. */
 static void dequant_row_packed(const la_format *f, la_ggml_type t, const char *w, int64_t cols, float *row,
                                float *wp, int r) {
-    const int64_t nb = cols / LA_QK;
-    switch (t) {
-    case LA_GGML_Q4_1: {
-        const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
-        for (int64_t b = 0; b < nb; b++) {
-            const float d = la_quant_f16(blk[b].d), m = la_quant_f16(blk[b].m);
-            float *dst = row + b * LA_QK;
-            for (int j = 0; j < LA_QK / 2; j++) {
-                dst[j] = d * (float)(blk[b].qs[j] & 0xF) + m;
-                dst[j + LA_QK / 2] = d * (float)(blk[b].qs[j] >> 4) + m;
-            }
-        }
-        break;
-    }
-    case LA_GGML_Q4_0: {
-        const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
-        for (int64_t b = 0; b < nb; b++) {
-            const float d = la_quant_f16(blk[b].d);
-            float *dst = row + b * LA_QK;
-            for (int j = 0; j < LA_QK / 2; j++) {
-                dst[j] = d * (float)((blk[b].qs[j] & 0xF) - 8);
-                dst[j + LA_QK / 2] = d * (float)((blk[b].qs[j] >> 4) - 8);
-            }
-        }
-        break;
-    }
-    case LA_GGML_Q8_0: {
-        const la_block_q8_0 *blk = (const la_block_q8_0 *)w;
-        for (int64_t b = 0; b < nb; b++) {
-            const float d = la_quant_f16(blk[b].d);
-            for (int j = 0; j < LA_QK; j++) row[b * LA_QK + j] = d * (float)blk[b].qs[j];
-        }
-        break;
-    }
-    default: f->dequantize(w, row, cols); break;
-    }
+    la_quant_expand_row(f, t, w, cols, row);
     for (int64_t k = 0; k < cols; k++) wp[k * MM_RB + r] = row[k];
 }
 

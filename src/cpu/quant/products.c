@@ -58,7 +58,22 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
     return LA_OK;
 }
 
+la_mm_path la_cpu_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n) {
+    if (n == 1) return LA_MM_MATVEC;
+    const bool amx_type = t == LA_GGML_Q4_0 || t == LA_GGML_Q4_1 || t == LA_GGML_Q8_0 || t == LA_GGML_Q4_K ||
+                          t == LA_GGML_Q6_K || t == LA_GGML_BF16;
+    /* ctx->amx is only ever set where la_amx_usable said yes */
+    if (ctx->amx && ctx->simd >= LA_SIMD_AVX512 && amx_type && cols % 32 == 0) return LA_MM_AMX_BF16;
+    return LA_MM_F32;
+}
+
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
-                        const float *X, int64_t n, float *Y) {
+                        const float *X, int64_t n, float *Y, bool amx_ok) {
+#if defined(LA_HAVE_AMX)
+    if (amx_ok && la_cpu_matmul_path(ctx, t, cols, n) == LA_MM_AMX_BF16)
+        return la_quant_matmul_amx(ctx, t, W, rb, rows, cols, X, n, Y);
+#else
+    (void)amx_ok;
+#endif
     return LA_ISA_PICK(la_quant_matmul, ctx->simd)(ctx, t, W, rb, rows, cols, X, n, Y);
 }

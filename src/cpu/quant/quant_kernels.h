@@ -17,6 +17,49 @@ static inline float la_quant_f16(uint16_t h) {
 #endif
 }
 
+/* One weight row of type t (cols elements at w) as f32 into row: the block
+ * formats of the model expanded here, d * q + m in f32 (possibly fused:
+ * within 1 rounding of la_dequantize_row), others through the format's own
+ * dequantize. Inlined into each copy, so it vectorises at the copy's ISA. */
+static inline void la_quant_expand_row(const la_format *f, la_ggml_type t, const char *w, int64_t cols, float *row) {
+    const int64_t nb = cols / LA_QK;
+    switch (t) {
+    case LA_GGML_Q4_1: {
+        const la_block_q4_1 *blk = (const la_block_q4_1 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            const float d = la_quant_f16(blk[b].d), m = la_quant_f16(blk[b].m);
+            float *dst = row + b * LA_QK;
+            for (int j = 0; j < LA_QK / 2; j++) {
+                dst[j] = d * (float)(blk[b].qs[j] & 0xF) + m;
+                dst[j + LA_QK / 2] = d * (float)(blk[b].qs[j] >> 4) + m;
+            }
+        }
+        break;
+    }
+    case LA_GGML_Q4_0: {
+        const la_block_q4_0 *blk = (const la_block_q4_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            const float d = la_quant_f16(blk[b].d);
+            float *dst = row + b * LA_QK;
+            for (int j = 0; j < LA_QK / 2; j++) {
+                dst[j] = d * (float)((blk[b].qs[j] & 0xF) - 8);
+                dst[j + LA_QK / 2] = d * (float)((blk[b].qs[j] >> 4) - 8);
+            }
+        }
+        break;
+    }
+    case LA_GGML_Q8_0: {
+        const la_block_q8_0 *blk = (const la_block_q8_0 *)w;
+        for (int64_t b = 0; b < nb; b++) {
+            const float d = la_quant_f16(blk[b].d);
+            for (int j = 0; j < LA_QK; j++) row[b * LA_QK + j] = d * (float)blk[b].qs[j];
+        }
+        break;
+    }
+    default: f->dequantize(w, row, cols); break;
+    }
+}
+
 /* y[r] = dot(row r, x) for nrows rows starting at w; xsum[b] = sum of x's
  * 32-element block b (for formats with an offset term); xq/dx: x as int8
  * blocks with their scales, used by the SIMD copies for Q4_0, Q4_1 and
@@ -35,11 +78,23 @@ LA_ISA_DECLARE(void, la_quant_dot_rows, (la_ggml_type t, const char *w, size_t r
 LA_ISA_DECLARE(la_status, la_quant_matmul, (la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows,
                                             int64_t cols, const float *X, int64_t n, float *Y));
 
+/* Which kernel la_matmul (not la_matmul_f32) runs: the one choice, made by
+ * la_cpu_matmul_path for both la_matmul and the public la_matmul_path. */
+typedef enum { LA_MM_MATVEC, LA_MM_F32, LA_MM_AMX_BF16 } la_mm_path;
+la_mm_path la_cpu_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n);
+#if defined(LA_HAVE_AMX)
+/* Y = X W^T for n > 1 on AMX tiles (matmul_amx.c, built with the AMX flags
+ * only when the compiler has them); only where la_amx_usable said yes. */
+la_status la_quant_matmul_amx(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
+                              const float *X, int64_t n, float *Y);
+#endif
+
 /* jobs validated, rb[j] the row bytes of job j. */
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
                               const float *x);
-/* n >= 1 rows of X (f32 activations). */
+/* n >= 1 rows of X: the f32 GEMM, or AMX when `amx_ok` and
+ * la_cpu_matmul_path says so. */
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
-                        const float *X, int64_t n, float *Y);
+                        const float *X, int64_t n, float *Y, bool amx_ok);
 
 #endif

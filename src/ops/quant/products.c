@@ -36,7 +36,7 @@ la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
     if (st) return st;
     if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
     if (n == 1) return la_matvec(ctx, t, W, rows, cols, X, Y);
-    st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y);
+    st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, true);
     return st ? st : la_succeed();
 }
 
@@ -46,6 +46,15 @@ la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t 
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
     if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
-    st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y);
+    st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, false);
     return st ? st : la_succeed();
+}
+
+const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n) {
+    if (!ctx) return NULL;
+    switch (la_cpu_matmul_path(ctx, t, cols, n)) {
+    case LA_MM_MATVEC: return "matvec";
+    case LA_MM_AMX_BF16: return "amx_bf16";
+    default: return "f32";
+    }
 }
