@@ -4,7 +4,8 @@
 # wrong). JSON lines per part in $OUT (default bench-out/), a log on stdout.
 #   bench/cpu-pass.sh            (after make build and scripts/get-model.sh)
 # Environment: LONGATTN (build/longattn), MODEL, OUT, PARTS (space-separated
-# subset of the part names below), LLAMA_PY (the venv Python with llama_cpp).
+# subset of the part names below), LLAMA_PY (the venv Python with llama_cpp),
+# PREFILL_SPARSE (the --sparse choices the prefill part times).
 set -u
 cd "$(dirname "$0")/.."
 B=${LONGATTN:-build/longattn}
@@ -40,12 +41,13 @@ run sweep_cold     "$B" bench linear --op all --L 4096,65536,1048576 --H 2 --D 1
 run ppl_dense      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2
 run ppl_topk8      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:8
 run ppl_topk32d6   "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:32,dense-layers=6
+run ppl_probe      "$B" ppl -m "$M" -f bench/data/ppl-text.txt --ctx 8192 --threads 2 --sparse topk:0.995,probe=4,dense-layers=2
 # Whole-model prefill of an 8K-token prompt as `run` does it (logits for the
 # last token only), dense and sparse taking turns, twice each.
 if want prefill; then
   head -c 34000 bench/data/ppl-text.txt > "$OUT/text8k.txt"
   for rep in 1 2; do
-    for s in none static:1 topk:8 topk:16,dense-layers=12 topk:32,dense-layers=6; do
+    for s in ${PREFILL_SPARSE:-none static:1 topk:8 topk:0.995,probe=4,dense-layers=2 topk:32,dense-layers=6}; do
       echo "== prefill $s #$rep $(date +%T)"
       "$B" run -m "$M" -f "$OUT/text8k.txt" -n 1 --temp 0 --threads 2 --ctx 9000 --sparse "$s" \
         2>&1 >/dev/null | grep -i "^prompt:" | sed "s|^|prefill $s: |" | tee -a "$OUT/prefill.txt"
