@@ -1356,8 +1356,10 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    entry's attention mass from them (as H2O's), pooled over neighbouring
  *    entries (option kernel=, odd, default LA_KV_SNAPKV_KERNEL; option
  *    pool=max (default) or pool=avg, same-size windows clipped at the
- *    ends); a head over budget keeps the W newest entries and the
- *    BUDGET - W best-voted others (ties: the earlier). Single-token steps
+ *    ends); a head over budget keeps the R = max(W, recent) newest entries
+ *    (option recent=, default 0, < BUDGET: a recent window beside the
+ *    votes, as H2O keeps) and the BUDGET - R best-voted others (ties: the
+ *    earlier). Single-token steps
  *    evict nothing: the cache grows by one entry a token after the prefill,
  *    as in the paper.
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
@@ -1409,7 +1411,7 @@ typedef struct {
     la_kv_policy_kind kind;
     int64_t budget;   /* entries kept per (layer, head, sequence); 0 for full */
     int64_t sinks;    /* streaming, duo (streaming heads): first entries always kept */
-    int64_t recent;   /* h2o: newest entries always kept */
+    int64_t recent;   /* h2o, snapkv: newest entries always kept */
     int64_t window;   /* snapkv: observation window */
     int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
     int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */

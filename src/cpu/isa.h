@@ -184,9 +184,20 @@ static inline void vf_store_any(void *p, la_dtype t, vf x) {
     }
 }
 
+/* e^r for |r| <= ln2/2: the degree-6 polynomial vf_exp and scan_exp share. */
+static inline vf vf_exp_poly(vf r) {
+    vf p = vf_set1(1.3981999507e-3f);
+    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
+    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
+    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
+    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
+    p = vf_fma(p, r * r, r + 1.0f);
+    return p;
+}
+
 /* exp(x) for x <= ~88, 1-2 ulp over the range softmax uses; exp(-inf) = 0.
- * Cody-Waite range reduction to 2^n * exp(r), |r| <= ln2/2, then a degree-6
- * polynomial for exp(r). */
+ * Cody-Waite range reduction to 2^n * exp(r), |r| <= ln2/2, then the
+ * degree-6 polynomial for exp(r). */
 static inline vf vf_exp(vf x) {
     const vf lo = vf_set1(-87.3f);
     vi underflow = x < lo;
@@ -196,12 +207,7 @@ static inline vf vf_exp(vf x) {
     n = __builtin_convertvector(__builtin_convertvector(n + vf_select(n >= 0, vf_set1(0.5f), vf_set1(-0.5f)), vi), vf);
     vf r = x - n * 0.693145751953125f;
     r = r - n * 1.428606765330187045e-06f;
-    vf p = vf_set1(1.3981999507e-3f);
-    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
-    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
-    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
-    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
-    p = vf_fma(p, r * r, r + 1.0f);
+    vf p = vf_exp_poly(r);
     vi e = (__builtin_convertvector(n, vi) + 127) << 23;
     vf scale;
     memcpy(&scale, &e, sizeof scale);

@@ -64,6 +64,9 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
             return la_fail(LA_ERR_ARGUMENT,
                            "KV policy snapkv: the budget %lld must be in (window = %lld, 2^30] and the window >= 1",
                            b, (long long)p->window);
+        if (p->recent < 0 || p->recent >= p->budget)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: recent %lld must be in [0, budget = %lld)",
+                           (long long)p->recent, b);
         if (p->kernel < 1 || p->kernel % 2 == 0 || p->kernel > 1025)
             return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: kernel %lld must be odd, in [1, 1025]",
                            (long long)p->kernel);
@@ -101,7 +104,7 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
         const char *key;
         unsigned kinds; /* bit per la_kv_policy_kind */
     } opts[] = {{"sinks", 1u << LA_KV_POLICY_STREAMING | 1u << LA_KV_POLICY_DUO},
-                {"recent", 1u << LA_KV_POLICY_H2O},
+                {"recent", 1u << LA_KV_POLICY_H2O | 1u << LA_KV_POLICY_SNAPKV},
                 {"window", 1u << LA_KV_POLICY_SNAPKV},
                 {"kernel", 1u << LA_KV_POLICY_SNAPKV},
                 {"pool", 1u << LA_KV_POLICY_SNAPKV},
@@ -195,6 +198,7 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
         la_status st = parse_option(text, &p, f, n, &seen);
         if (st) return st;
     }
+    if (p.kind == LA_KV_POLICY_SNAPKV && !(seen >> 1 & 1)) p.recent = 0; /* snapkv keeps just its window by default */
     la_status st = la_kv_policy_validate(&p);
     if (st) return la_fail(st, "KV policy '%s': %s", text, la_last_error());
     *out = p;

@@ -613,7 +613,8 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
                                        s->lwin_ok[layer] ? s->lwin[layer] + h * G : NULL, H, s->mass)))
             return st;
         pool(s->mass, s->vote, len - W, p->kernel, p->pool_avg);
-        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - W, W, NULL))) return st;
+        const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
+        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - last, last, NULL))) return st;
     }
     return LA_OK;
 }

@@ -127,7 +127,7 @@ static void check_parse(void) {
     tu_check(p.kind == LA_KV_POLICY_STREAMING && p.sinks == 2, "streaming sinks=2 parsed wrong");
     const char *bad[] = {"",         "h2o",          "h2o:",         "h2o:0",           "h2o:-5",
                          "h2o:1x",   "h2o:64:foo=1", "h2o:64:window=3", "h2o:64:recent=64", "h2o:64:recent=1:recent=2",
-                         "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
+                         "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "snapkv:64:recent=64", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
                          "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
                          "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
@@ -396,8 +396,11 @@ static void check_h2o_steps(la_context *ctx, uint64_t *rng, la_kv_quant quant) {
     la_kv_cache_destroy(c);
 }
 
-static void check_snapkv(la_context *ctx, uint64_t *rng) {
-    enum { N = 40, G = 1, W = 8 };
+/* recent > 0: the option recent= (keep the newest max(W, recent), the
+ * best-voted others fill the budget). */
+static void check_snapkv(la_context *ctx, uint64_t *rng, int recent) {
+    enum { N = 40, G = 1, W = 8, BUDGET = 14 };
+    const int last = recent > W ? recent : W, n_top = BUDGET - last;
     la_kv_cache *c = make_cache(1, 8, 64);
     float k[N * D], v[N * D], q[N * G * D], out[N * G * D];
     const int plant[] = {5, 20};
@@ -407,7 +410,11 @@ static void check_snapkv(la_context *ctx, uint64_t *rng) {
     for (int i = N - W; i < N; i++) q[i * D] += 2; /* only the window looks for the planted keys */
     append(c, N, k, v, 0);
     la_kv_policy p;
-    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:14:window=8:kernel=3", &p), LA_OK);
+    char spec[64];
+    snprintf(spec, sizeof spec, recent ? "snapkv:14:window=8:kernel=3:recent=%d" : "snapkv:14:window=8:kernel=3",
+             recent);
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    tu_check(p.recent == recent, "%s parsed recent %lld", spec, (long long)p.recent);
     la_kv_policy_state *s = NULL;
     TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
     if (!s) return;
@@ -419,23 +426,24 @@ static void check_snapkv(la_context *ctx, uint64_t *rng) {
             if (t >= 0 && t < N - W) vote[j] = fmax(vote[j], ref[t]);
     }
     bool taken[N - W] = {false};
-    for (int t = 0; t < 6; t++) {
+    for (int t = 0; t < n_top; t++) {
         int best = -1;
-        for (int j = 0; j < N - W; j++)
+        for (int j = 0; j < N - last; j++)
             if (!taken[j] && (best < 0 || vote[j] > vote[best])) best = j;
         taken[best] = true;
     }
-    tu_check(taken[4] && taken[5] && taken[6] && taken[19] && taken[20] && taken[21],
+    tu_check(recent || (taken[4] && taken[5] && taken[6] && taken[19] && taken[20] && taken[21]),
              "pooled votes do not favour the planted neighbourhoods (test setup)");
-    int32_t want[14];
+    int32_t want[BUDGET];
     int w = 0;
     for (int j = 0; j < N; j++)
-        if (j >= N - W || taken[j]) want[w++] = j;
+        if (j >= N - last || taken[j]) want[w++] = j;
     TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
     tu_check(la_kv_cache_len(c, 0, 0, 0) == N, "snapkv evicted before the prompt's end");
     TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
-    tu_check(holds(c, 0, want, 14), "snapkv:14 did not keep the window and the voted entries 4..6, 19..21");
+    tu_check(holds(c, 0, want, BUDGET), "%s did not keep the newest %d and the %d best-voted entries", spec, last,
+             n_top);
     TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 1), LA_ERR_ARGUMENT);
     TU_EXPECT_STATUS(la_kv_policy_end_prompt(NULL, ctx, c, 0), LA_ERR_NULL);
     /* a single-token step evicts nothing */
@@ -806,7 +814,8 @@ int main(void) {
     check_h2o_steps(ctx, &rng, LA_KV_QUANT_NONE);
     check_h2o_steps(ctx, &rng, LA_KV_Q8);
     check_h2o_steps(ctx, &rng, LA_KV_Q4);
-    check_snapkv(ctx, &rng);
+    check_snapkv(ctx, &rng, 0);
+    check_snapkv(ctx, &rng, 11);
     static const int one[] = {48}, even[] = {16, 16, 16}, split[] = {20, 24, 4}, tiny[] = {40, 2, 2, 2, 2};
     check_snapkv_chunks(ctx, &rng, one, 1, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_QUANT_NONE);

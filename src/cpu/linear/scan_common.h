@@ -87,12 +87,7 @@ static inline vf scan_exp(vf x) {
     const vf t = vf_fma(x, vf_set1(1.44269504088896341f), vf_set1(magic)), n = t - magic;
     vf r = vf_fma(n, vf_set1(-0.693145751953125f), x);
     r = vf_fma(n, vf_set1(-1.428606765330187045e-06f), r);
-    vf p = vf_set1(1.3981999507e-3f);
-    p = vf_fma(p, r, vf_set1(8.3334519073e-3f));
-    p = vf_fma(p, r, vf_set1(4.1665795894e-2f));
-    p = vf_fma(p, r, vf_set1(1.6666665459e-1f));
-    p = vf_fma(p, r, vf_set1(5.0000001201e-1f));
-    p = vf_fma(p, r * r, r + 1.0f);
+    vf p = vf_exp_poly(r);
     vu e; /* unsigned: t's high bits shift out */
     memcpy(&e, &t, sizeof e);
     e <<= 23;
