@@ -374,6 +374,34 @@ static inline void step_prefetch_row(const float *row, int64_t N) {
         ssm_prefetch((const char *)((uintptr_t)row + STEP_PF_BYTES + (uintptr_t)o));
 }
 
+/* Lane e of the result is the sum of v[e]'s lanes (v overwritten), as
+ * vf_transpose_sum; on AVX-512 each merge of (a, b) at lane distance d is
+ * blend(a, b) + one two-source permute (lanes with bit d set take b's),
+ * one shuffle where vf_transpose_sum takes two: 15 fewer per 16 channels
+ * (its 30 shuffles were a sixth of the step). */
+static inline vf step_transpose_sum(vf *v) {
+#if defined(LA_ISA_AVX512)
+    static const int32_t swap[4][16] = {
+        {1, 16, 3, 18, 5, 20, 7, 22, 9, 24, 11, 26, 13, 28, 15, 30},
+        {2, 3, 16, 17, 6, 7, 20, 21, 10, 11, 24, 25, 14, 15, 28, 29},
+        {4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25, 26, 27},
+        {8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}};
+    static const __mmask16 upper[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
+#pragma GCC unroll 4
+    for (int l = 0; l < 4; l++) {
+        const __m512i idx = _mm512_loadu_si512(swap[l]);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8 >> l; k++) {
+            const __m512 a = (__m512)v[2 * k], b = (__m512)v[2 * k + 1];
+            v[k] = (vf)_mm512_add_ps(_mm512_mask_blend_ps(upper[l], a, b), _mm512_permutex2var_ps(a, idx, b));
+        }
+    }
+    return v[0];
+#else
+    return vf_transpose_sum(v);
+#endif
+}
+
 /* One channel's state row through the token, h = exp(dt A) h + dt u B, read
  * from hs and written to hd (the same row in place); returns the lanes of
  * C . h. dt2 = dt log2(e): exp(dt A) = 2^(dt2 A), scan_exp2. */
@@ -451,7 +479,7 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
                 if (p->state_out.data) memcpy(ho0 + c * hos, hp, (size_t)N * sizeof(float));
             }
         }
-        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_transpose_sum(acc));
+        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), step_transpose_sum(acc));
         if (p->z.data) {
             const vf z = vf_load(zc + c0);
             y *= z * scan_sigmoid_v(z);
