@@ -510,6 +510,15 @@ int main(void) {
        several blocks per group, the last one short */
     s = spec("ssm D=80 G=2 (blocks of 16 + 16 + 8)", st_dense(2, 70), 80, 16, 2);
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* the decode step takes channels in spans of 64: whole spans (u, delta, bias, skip and out as
+       vectors) beside a short one, rows of a vector multiple or padded; and decays near 1 over
+       1000 tokens (dt A in [-2.5e-3, -1.2e-4]), where an exp error that does not shrink with
+       |dt A| would compound past the tolerance (the step's exp is exact at 0 to ~4e-7 |dt A|) */
+    s = spec("ssm D=200 (step spans 64+64+64+8), slow decay", st_dense(2, 1000), 200, 16, 1);
+    s.delta_lo = -8, s.delta_hi = -6, s.logA_lo = -1, s.logA_hi = 0;
+    check_forward(&s, &rng, ctx, levels, nlev);
+    s = spec("ssm D=256 G=2 N=12 (step spans of 64, padded rows)", st_dense(2, 70), 256, 12, 2);
+    check_forward(&s, &rng, ctx, levels, nlev);
     /* varlen with an empty sequence */
     s = spec("ssm varlen", st_varlen(5, (int32_t[]){5, 0, 70, 1, 64}), 24, 16, 3);
     check_forward(&s, &rng, ctx, levels, nlev);

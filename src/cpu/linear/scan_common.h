@@ -96,6 +96,49 @@ static inline vf scan_exp(vf x) {
     return (vf)((vi)(p * scale) & ~underflow);
 }
 
+/* 2^x2 for the decode step's exp(dt A) = 2^(dt log2(e) A), in about half
+ * of scan_exp's vector instructions (the step's exps bounded it at N 16:
+ * one vector per channel). x2 = n + f with n = round(x2), |f| <= 1/2; 2^f
+ * = 1 + f q(f), q of degree 4 fitted to (2^f - 1) / f on [-1/2, 1/2]
+ * (Chebyshev fit, computed for this kernel): the polynomial's relative
+ * error is <= 2.1e-7 and <= 4.1e-7 |f|, so a decay near 1 (a slow
+ * channel, whose error compounds over the tokens) is exact but for the
+ * result's rounding; 2.8e-7 at worst with the roundings (checked against
+ * exp2 over [-125, 127] at every level). n is rounded by adding 1.5 * 2^23
+ * (t's low bits are then n) and 2^n applied by adding t's bits shifted to
+ * the exponent field to the polynomial's: integer work, off the FMA pipes
+ * that the polynomial and the update keep busy. Exact 0 below -125 (so
+ * the sum never reaches the denormals; -inf and NaN included), x2 clamped
+ * to 127 above (A > 0 is no decay). */
+static inline vf scan_exp2_poly(vf f) {
+    vf q = vf_set1(1.3381302537e-3f);
+    q = vf_fma(q, f, vf_set1(9.6663685154e-3f));
+    q = vf_fma(q, f, vf_set1(5.5503810138e-2f));
+    q = vf_fma(q, f, vf_set1(2.4022349038e-1f));
+    q = vf_fma(q, f, vf_set1(6.9314718056e-1f));
+    return vf_fma(q, f, vf_set1(1.0f));
+}
+
+static inline vf scan_exp2(vf x2) {
+    const float magic = 12582912.0f;
+#if defined(LA_ISA_AVX512)
+    /* vminps returns its second operand for a NaN: NaN stays NaN, then fails the compare */
+    const __m512 x = _mm512_min_ps(_mm512_set1_ps(127.0f), (__m512)x2),
+                 t = _mm512_add_ps(x, _mm512_set1_ps(magic)), n = _mm512_sub_ps(t, _mm512_set1_ps(magic));
+    const __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
+    const vf p = scan_exp2_poly((vf)_mm512_sub_ps(x, n));
+    return (vf)_mm512_maskz_add_epi32(normal, (__m512i)p, _mm512_slli_epi32((__m512i)t, 23));
+#else
+    const vf x = vf_select(x2 > vf_set1(127.0f), vf_set1(127.0f), x2), t = x + magic, n = t - magic;
+    const vf p = scan_exp2_poly(x - n);
+    const vi normal = x >= vf_set1(-125.0f); /* false for NaN */
+    vu e, pb; /* unsigned: t's high bits shift out, the exponent sum wraps by design */
+    memcpy(&e, &t, sizeof e);
+    memcpy(&pb, &p, sizeof pb);
+    return (vf)((pb + (e << 23)) & (vu)normal);
+#endif
+}
+
 static inline vf scan_sigmoid_v(vf x) { return vf_set1(1.0f) / (vf_set1(1.0f) + vf_exp(-x)); }
 
 static inline float scan_get(const la_attn_operand *o, int64_t b, int64_t t, int64_t h) {

@@ -8,7 +8,8 @@
  * the padded lanes of h stay 0) and spreads (sequence, channel) over
  * threads. The factor exp(dt A) is exp of a number <= 0: 0 for a huge dt,
  * 1 for dt = 0, never NaN (scan_exp, like vf_exp, gives 0 below -87, -inf included;
- * the forward forms use scan_exp, the backward vf_exp).
+ * the chunked and recurrent forward use scan_exp, the decode step scan_exp2,
+ * the backward vf_exp).
  *
  * Chunked form (the prefill kernel, as Mamba's CUDA kernel stages chunks
  * in shared memory): a block is SSM_CB channels of one group of one
@@ -286,29 +287,142 @@ static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
  * (Through the chunked kernel with chunk 1 every call transposed each
  * block's A and state into the workspace and back: three times the
  * state's traffic, 0.07 of the read bandwidth.) Here the state rows are
- * read and written in place, once: an item is (sequence, group, block of
- * SSM_CB channels), the items split over the threads in contiguous runs
+ * read and written in place, once: an item is (sequence, group, span of
+ * STEP_CB channels), the items split over the threads in contiguous runs
  * (one contiguous span of every state, u, delta, z and out row per
- * thread); per block u, delta (+ bias, softplus) and z are loaded and
+ * thread); per span u, delta (+ bias, softplus) and z are loaded and
  * activated as vectors and the token's B and C rows staged once per
- * (sequence, group); per channel h runs over n in vectors (exp(dt A) in
- * SIMD), and LA_VL channels' C . h sums come out of one transposed sum.
- * Rows whose N is not a multiple of LA_VL go through a zero-padded copy.
- * Sequences of length 0 (varlen) pass their state through. */
+ * (sequence, group); per channel h runs over n in vectors, and LA_VL
+ * channels' C . h sums come out of one transposed sum. Rows whose N is
+ * not a multiple of LA_VL go through a zero-padded copy. Sequences of
+ * length 0 (varlen) pass their state through.
+ *
+ * At N 16 (Mamba's) a channel's row is one AVX-512 vector, so the step
+ * was bound by its instructions, not by memory (on Zen 4 the state
+ * streamed in and out at about 3x the rate the step consumed it): the
+ * exp is scan_exp2 (vrndscaleps / vscalefps, a degree-5 polynomial: 11
+ * vector instructions where scan_exp took 19), the per-channel constants
+ * stay in registers (no calls in the row loop), the u / delta / bias /
+ * skip / out rows of a whole f32 span are vector loads and stores, and
+ * the items are walked without divisions. */
 
 static bool is_step(const la_ssm_problem *p) { return p->form == LA_SCAN_CHUNKED && p->head.L <= 1; }
 
-/* Per thread: B, C, A, h and a zero row [Np] each; u, dt, z, bias, skip, y [SSM_CB]. */
+/* Channels per item of the step: the per-channel work before the state
+ * rows (u, delta, softplus, dt log2(e), dt u) is a vector loop over them,
+ * independent iterations that overlap; per block of 16 it was a serial
+ * chain of ~100 cycles ahead of every 16 rows (a fifth of the step). */
+#define STEP_CB 64
+
+static int64_t step_spans(const la_ssm_problem *p) { return (p->D / p->G + STEP_CB - 1) / STEP_CB; }
+
+/* Per thread: B, C, A, h and a zero row [Np] each; u, dt, z, bias, skip,
+ * y, dt log2(e) and dt u [STEP_CB]. */
 static size_t step_scratch_floats(const la_ssm_problem *p) {
-    return (size_t)(5 * scan_pad(p->N) + 6 * SSM_CB + SCAN_PAD);
+    return (size_t)(5 * scan_pad(p->N) + 8 * STEP_CB + SCAN_PAD);
+}
+
+/* dst[0..STEP_CB) = channels d0..d0+cb of token t0 of sequence bt of o,
+ * 0 past cb. A whole f32 block is vector loads (no dtype size call, whose
+ * call also cost the exp constants their registers). */
+static inline void step_load(float *dst, const la_attn_operand *o, int64_t bt, int64_t t0, int64_t d0, int64_t cb) {
+    if (o->dtype == LA_F32 && cb == STEP_CB && o->head_stride == 1) {
+        const float *src = (const float *)o->data + bt * o->batch_stride + t0 * o->token_stride + d0;
+        for (int64_t c = 0; c < STEP_CB; c += LA_VL) vf_store(dst + c, vf_load(src + c));
+    } else {
+        tg_load_row(dst, la_attn_at(o, bt, t0, d0), o->dtype, cb, STEP_CB);
+    }
+}
+
+/* dst[0..STEP_CB) = the per-channel parameter a (delta bias or skip D) of
+ * channels d0..d0+cb, 0 past cb and without one. */
+static inline void step_param(float *dst, const la_scan_array *a, int64_t d0, int64_t cb) {
+    const float *src = a->data ? la_scan_row(a, 0, 0) + d0 : NULL;
+    if (!src) {
+        memset(dst, 0, STEP_CB * sizeof(float));
+    } else if (cb == STEP_CB) {
+        for (int64_t c = 0; c < STEP_CB; c += LA_VL) vf_store(dst + c, vf_load(src + c));
+    } else {
+        for (int64_t c = 0; c < STEP_CB; c++) dst[c] = c < cb ? src[c] : 0.0f;
+    }
+}
+
+/* A read hint. (GCC 12 dropped __builtin_prefetch from the step's
+ * prefetch loop altogether, in every ISA copy, so on x86 the instruction
+ * is written out.) */
+static inline void ssm_prefetch(const char *a) {
+#if defined(__x86_64__) || defined(__i386__)
+    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
+#else
+    __builtin_prefetch(a, 0, 3);
+#endif
+}
+
+/* The state is read STEP_PF_BYTES ahead of the row being updated, one
+ * row's lines per row, so the requests spread over the channels' work.
+ * (Requested a whole item ahead at once, 64 rows in a burst, the hints
+ * themselves stalled on the full miss queue: 15% of the step on Zen 4.)
+ * For a contiguous state the address is the row of a channel to come;
+ * otherwise a hint that may miss, nothing worse: a hint never faults, and
+ * the address is formed as an integer, so no pointer leaves its array. */
+#ifndef STEP_PF_BYTES
+#define STEP_PF_BYTES 4096
+#endif
+
+static inline void step_prefetch_row(const float *row, int64_t N) {
+    for (int64_t o = 0; o < N * (int64_t)sizeof(float); o += 64)
+        ssm_prefetch((const char *)((uintptr_t)row + STEP_PF_BYTES + (uintptr_t)o));
+}
+
+/* Lane e of the result is the sum of v[e]'s lanes (v overwritten), as
+ * vf_transpose_sum; on AVX-512 each merge of (a, b) at lane distance d is
+ * blend(a, b) + one two-source permute (lanes with bit d set take b's),
+ * one shuffle where vf_transpose_sum takes two: 15 fewer per 16 channels
+ * (its 30 shuffles were a sixth of the step). */
+static inline vf step_transpose_sum(vf *v) {
+#if defined(LA_ISA_AVX512)
+    static const int32_t swap[4][16] = {
+        {1, 16, 3, 18, 5, 20, 7, 22, 9, 24, 11, 26, 13, 28, 15, 30},
+        {2, 3, 16, 17, 6, 7, 20, 21, 10, 11, 24, 25, 14, 15, 28, 29},
+        {4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25, 26, 27},
+        {8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}};
+    static const __mmask16 upper[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
+#pragma GCC unroll 4
+    for (int l = 0; l < 4; l++) {
+        const __m512i idx = _mm512_loadu_si512(swap[l]);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8 >> l; k++) {
+            const __m512 a = (__m512)v[2 * k], b = (__m512)v[2 * k + 1];
+            v[k] = (vf)_mm512_add_ps(_mm512_mask_blend_ps(upper[l], a, b), _mm512_permutex2var_ps(a, idx, b));
+        }
+    }
+    return v[0];
+#else
+    return vf_transpose_sum(v);
+#endif
+}
+
+/* One channel's state row through the token, h = exp(dt A) h + dt u B, read
+ * from hs and written to hd (the same row in place); returns the lanes of
+ * C . h. dt2 = dt log2(e): exp(dt A) = 2^(dt2 A), scan_exp2. */
+static inline vf step_row(const float *A, const float *hs, float *hd, const float *Bt, const float *Ct, float dt2,
+                          float du, int64_t n_end) {
+    const vf dtv = vf_set1(dt2), duv = vf_set1(du);
+    vf y = vf_set1(0);
+    for (int64_t n = 0; n < n_end; n += LA_VL) {
+        const vf hn = vf_fma(scan_exp2(dtv * vf_load(A + n)), vf_load(hs + n), duv * vf_load(Bt + n));
+        vf_store(hd + n, hn);
+        y = vf_fma(vf_load(Ct + n), hn, y);
+    }
+    return y;
 }
 
 static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
     const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b;
-    float *Bt = w, *Ct = Bt + Np, *Ap = Ct + Np, *hp = Ap + Np, *zero = hp + Np, *uc = zero + Np, *dtc = uc + SSM_CB,
-          *zc = dtc + SSM_CB, *bias = zc + SSM_CB, *skip = bias + SSM_CB, *yc = skip + SSM_CB;
-    const bool direct = N % LA_VL == 0, in_place = p->state_in.data == p->state_out.data;
-    const int64_t Ne = direct ? N : Np;
+    float *Bt = w, *Ct = Bt + Np, *Ap = Ct + Np, *hp = Ap + Np, *zero = hp + Np, *uc = zero + Np, *dtc = uc + STEP_CB,
+          *zc = dtc + STEP_CB, *bias = zc + STEP_CB, *skip = bias + STEP_CB, *yc = skip + STEP_CB, *dt2 = yc + STEP_CB,
+          *duc = dt2 + STEP_CB;
+    const bool in_place = p->state_in.data == p->state_out.data;
     int64_t t0, len;
     la_scan_seq(&p->head, b, &t0, &len);
     if (len == 0) {
@@ -325,95 +439,91 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
         tg_load_row(Ct, la_attn_at(&p->C, bt, t0, g), p->C.dtype, N, Np);
         memset(zero, 0, (size_t)Np * sizeof(float));
     }
-    tg_load_row(uc, la_attn_at(&p->u, bt, t0, d0), p->u.dtype, cb, SSM_CB);
-    tg_load_row(dtc, la_attn_at(&p->delta, bt, t0, d0), p->delta.dtype, cb, SSM_CB);
-    if (p->z.data) tg_load_row(zc, la_attn_at(&p->z, bt, t0, d0), p->z.dtype, cb, SSM_CB);
-    for (int64_t c = 0; c < SSM_CB; c++) {
-        bias[c] = c < cb ? bias_of(p, d0 + c) : 0.0f;
-        skip[c] = c < cb ? skip_of(p, d0 + c) : 0.0f;
+    step_load(uc, &p->u, bt, t0, d0, cb);
+    step_load(dtc, &p->delta, bt, t0, d0, cb);
+    if (p->z.data) step_load(zc, &p->z, bt, t0, d0, cb);
+    step_param(bias, &p->delta_bias, d0, cb);
+    step_param(skip, &p->Dskip, d0, cb);
+    for (int64_t c = 0; c < cb; c += LA_VL) {
+        const vf x = vf_load(dtc + c) + vf_load(bias + c), dt = p->softplus ? scan_softplus_v(x) : x;
+        vf_store(dt2 + c, dt * 1.44269504088896341f);
+        vf_store(duc + c, dt * vf_load(uc + c));
     }
-    for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
-        const vf x = vf_load(dtc + c) + vf_load(bias + c);
-        vf_store(dtc + c, p->softplus ? scan_softplus_v(x) : x);
-    }
-    for (int64_t c0 = 0; c0 < SSM_CB; c0 += LA_VL) {
+    /* Channel c's rows by stride from the block's first: A, the state read
+       (the zero row without one) and the state written (the scratch row
+       without one). Two copies of the loop: the direct one (N a multiple
+       of LA_VL, the rows used in place) makes no calls, so the exp's
+       constants stay in registers across its channels. */
+    const float *A0 = la_scan_row(&p->A, 0, d0), *hs0 = p->state_in.data ? la_scan_row(&p->state_in, b, d0) : zero;
+    float *ho0 = p->state_out.data ? la_scan_row(&p->state_out, b, d0) : hp;
+    const int64_t as = p->A.row_stride, hss = p->state_in.data ? p->state_in.row_stride : 0,
+                  hos = p->state_out.data ? p->state_out.row_stride : 0;
+    for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
         vf acc[LA_VL];
-        for (int j = 0; j < LA_VL; j++) {
-            const int64_t c = c0 + j, d = d0 + c;
-            acc[j] = vf_set1(0);
-            if (c >= cb) continue;
-            const float *A = la_scan_row(&p->A, 0, d), *hs = zero;
-            float *out_row = p->state_out.data ? la_scan_row(&p->state_out, b, d) : NULL, *hd = hp;
-            if (p->state_in.data) hs = la_scan_row(&p->state_in, b, d);
-            if (!direct) {
-                scan_load_param_row(Ap, &p->A, d, N, Np);
-                A = Ap;
-                if (p->state_in.data) {
-                    memcpy(hp, hs, (size_t)N * sizeof(float));
-                    for (int64_t n = N; n < Np; n++) hp[n] = 0;
-                    hs = hp;
-                }
-            } else if (out_row) {
-                hd = out_row;
+        if (N % LA_VL == 0) {
+            for (int j = 0; j < LA_VL; j++) {
+                const int64_t c = c0 + j;
+                if (STEP_PF_BYTES > 0 && c < cb && hss) step_prefetch_row(hs0 + c * hss, N);
+                acc[j] = c < cb ? step_row(A0 + c * as, hs0 + c * hss, ho0 + c * hos, Bt, Ct, dt2[c], duc[c], N)
+                                : vf_set1(0);
             }
-            const vf dtv = vf_set1(dtc[c]), duv = vf_set1(dtc[c] * uc[c]);
-            vf y = vf_set1(0);
-            for (int64_t n = 0; n < Ne; n += LA_VL) {
-                const vf hn = vf_fma(scan_exp(dtv * vf_load(A + n)), vf_load(hs + n), duv * vf_load(Bt + n));
-                vf_store(hd + n, hn);
-                y = vf_fma(vf_load(Ct + n), hn, y);
+        } else { /* through zero-padded copies of A and the state row */
+            for (int j = 0; j < LA_VL; j++) {
+                const int64_t c = c0 + j;
+                acc[j] = vf_set1(0);
+                if (c >= cb) continue;
+                scan_load_param_row(Ap, &p->A, d0 + c, N, Np);
+                memcpy(hp, hs0 + c * hss, (size_t)N * sizeof(float));
+                for (int64_t n = N; n < Np; n++) hp[n] = 0;
+                acc[j] = step_row(Ap, hp, hp, Bt, Ct, dt2[c], duc[c], Np);
+                if (p->state_out.data) memcpy(ho0 + c * hos, hp, (size_t)N * sizeof(float));
             }
-            acc[j] = y;
-            if (!direct && out_row) memcpy(out_row, hp, (size_t)N * sizeof(float));
         }
-        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_transpose_sum(acc));
+        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), step_transpose_sum(acc));
         if (p->z.data) {
             const vf z = vf_load(zc + c0);
             y *= z * scan_sigmoid_v(z);
         }
         vf_store(yc + c0, y);
     }
-    tg_store_row(la_attn_at(&p->out, bt, t0, d0), p->out.dtype, yc, cb);
-}
-
-/* A read hint. (GCC 12 dropped __builtin_prefetch from step_forward's
- * loops altogether, so on x86 the instruction is written out.) */
-static inline void ssm_prefetch(const char *a) {
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
-#else
-    __builtin_prefetch(a, 0, 3);
-#endif
-}
-
-/* Item it's state rows, requested STEP_PF_BYTES of state ahead of the
- * item being updated. Without it the step stalled on every state row's
- * load (half its samples on that one instruction): a row is one or two
- * lines per channel and a channel's exps take long enough that the
- * hardware prefetchers kept too few lines in flight. */
-#define STEP_PF_BYTES 4096
-
-static void step_prefetch(const la_ssm_problem *p, int64_t it) {
-    int64_t b, g, d0, cb;
-    block_at(p, it, &b, &g, &d0, &cb);
-    for (int64_t c = 0; c < cb; c++) {
-        const char *r = (const char *)la_scan_row(&p->state_in, b, d0 + c);
-        for (int64_t o = 0; o < p->N * (int64_t)sizeof(float); o += 64) ssm_prefetch(r + o);
+    if (p->out.dtype == LA_F32 && cb == STEP_CB && p->out.head_stride == 1) {
+        float *o = (float *)p->out.data + bt * p->out.batch_stride + t0 * p->out.token_stride + d0;
+        for (int64_t c = 0; c < STEP_CB; c += LA_VL) vf_store(o + c, vf_load(yc + c));
+    } else {
+        tg_store_row(la_attn_at(&p->out, bt, t0, d0), p->out.dtype, yc, cb);
     }
 }
 
+/* A position in the items, walked in order without block_at's divisions
+ * (two per item each way, a tenth of the item's time at N 16). */
+typedef struct {
+    int64_t b, g, blk;
+} step_pos;
+
+static void step_next(const la_ssm_problem *p, step_pos *s) {
+    if (++s->blk < step_spans(p)) return;
+    s->blk = 0;
+    if (++s->g < p->G) return;
+    s->g = 0;
+    s->b++;
+}
+
+static int64_t step_d0(const la_ssm_problem *p, const step_pos *s) { return s->g * (p->D / p->G) + s->blk * STEP_CB; }
+
+static int64_t step_cb(const la_ssm_problem *p, const step_pos *s) {
+    const int64_t left = p->D / p->G - s->blk * STEP_CB;
+    return left < STEP_CB ? left : STEP_CB;
+}
+
 static void step_forward(const la_ssm_problem *p, float *w) {
-    int64_t lo, hi, sb = -1, sg = -1;
-    la_split_range(p->head.num_seqs * p->G * blocks_per_group(p), la_thread_id(), la_team_size(), &lo, &hi);
-    const int64_t row_bytes = SSM_CB * p->N * (int64_t)sizeof(float),
-                  pf = p->state_in.data ? (STEP_PF_BYTES + row_bytes - 1) / row_bytes : 0;
-    for (int64_t it = lo; it < lo + pf && it < hi; it++) step_prefetch(p, it);
-    for (int64_t it = lo; it < hi; it++) {
-        int64_t b, g, d0, cb;
-        block_at(p, it, &b, &g, &d0, &cb);
-        if (pf && it + pf < hi) step_prefetch(p, it + pf);
-        step_block(p, w, b == sb && g == sg, b, g, d0, cb);
-        sb = b, sg = g;
+    int64_t lo, hi;
+    la_split_range(p->head.num_seqs * p->G * step_spans(p), la_thread_id(), la_team_size(), &lo, &hi);
+    if (lo >= hi) return;
+    const int64_t per_seq = p->G * step_spans(p);
+    step_pos at = {lo / per_seq, lo % per_seq / step_spans(p), lo % step_spans(p)};
+    for (int64_t it = lo; it < hi; it++, step_next(p, &at)) {
+        /* B and C were staged by this thread's previous item of the same (sequence, group) */
+        step_block(p, w, it > lo && at.blk > 0, at.b, at.g, step_d0(p, &at), step_cb(p, &at));
     }
 }
 
