@@ -13,7 +13,9 @@
  * layout of wgmma.cuh.
  *
  * Masks and tile skipping are the mma.sync kernel's: tiles no row of the
- * block sees are never loaded, tiles every row sees run unmasked.
+ * block sees are never loaded, tiles every row sees run unmasked. The output
+ * goes out through shared memory in 16-byte stores (fwd_store_out: 4-5%
+ * at 16 x 1K, where one block per SM leaves the epilogue exposed).
  *
  * Two main loops (template PIPE, picked in forward.cu): the default runs S,
  * softmax and P V in turn per tile; PIPE issues the next tile's S before
@@ -37,9 +39,161 @@ template <int DP, int STAGES> struct sm90_tiles {
     static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024;
 };
 
+/* S = Q K^T for the warpgroup's 64 rows: the Q panels at q_base (rows of a
+ * BM-row tile), the K tile at sK; both K-major. */
+template <int DP, bool F16, int BM, int BN>
+static __device__ __forceinline__ void fwd_s_wgmma(float (&s)[BN / 8][4], uint32_t q_base, uint32_t sK) {
+#if LA_WGMMA
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+        const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+        wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+    }
+#endif
+}
+
+/* O += P V: P from registers, the V tile at sV read N-major (its 64-column
+ * panels BN * 128 bytes apart, 8 keys 1024 bytes apart). */
+template <int DP, bool F16, int BN>
+static __device__ __forceinline__ void fwd_pv_wgmma(float (&o)[DP / 8][4], const uint32_t (&pa)[BN / 16][4],
+                                                    uint32_t sV) {
+#if LA_WGMMA
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) {
+        const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+        if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+        else wgmma_rs_n128<F16>(o, pa[kk], dv);
+    }
+#endif
+}
+
+/* Whether the output can go out through shared memory in 16-byte stores:
+ * 16-bit output with 16-byte-aligned rows (head dims are multiples of 8). */
+static int fwd_store_staged(const la_cuda_fwd_args *a) {
+    static int regs = -1; /* LA_CUDA_FORWARD_STORE=regs: the register path always, for comparison */
+    if (regs < 0) {
+        const char *pick = getenv("LA_CUDA_FORWARD_STORE");
+        regs = pick && !strcmp(pick, "regs");
+    }
+    return !regs && !a->out_f32 && ((uintptr_t)a->out & 15) == 0 && a->o_bs % 8 == 0 && a->o_ts % 8 == 0 && a->o_hs % 8 == 0;
+}
+
+/* The output through shared memory (staged != 0, from fwd_store_staged):
+ * each warpgroup writes its 64 rows of O / l into `tile`, a 128-row panel
+ * tile (4-byte writes; the swizzle puts a warp's 32 of them in 32 banks),
+ * then stores them with 16-byte writes, each warp two whole rows of 256
+ * bytes per instruction, where the register path writes 16 bytes per row
+ * per instruction. The warpgroup's rows of `tile` must be free (its own Q
+ * rows, or a stage no tile occupies); named barrier 3 + wg (1 and 2 pass the
+ * turns) orders its writes before its reads. lse as in fwd_store_rows. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void fwd_store_out(const la_cuda_fwd_args &a, const fwd_score_ctx &c,
+                                                     const float (&o)[DP / 8][4], const float (&m_run)[2],
+                                                     const float (&l_run)[2], const int64_t (&row)[2], int64_t b,
+                                                     int64_t h, int64_t q0, int64_t lq, int tq, int staged,
+                                                     uint32_t tile) {
+#if LA_WGMMA
+    if (!staged) {
+        fwd_store_rows<DP, F16>(a, c, o, m_run, l_run, row, b, h, q0, lq, tq);
+        return;
+    }
+    const int wg = threadIdx.x / 128, lr0 = threadIdx.x / 32 * 16 + threadIdx.x % 32 / 4; /* row[0] - i0 */
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        float l = l_run[r];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float inv = c.sigmoid ? 1.0f : l > 0 ? 1.0f / l : 0.0f;
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) {
+            const uint32_t v = pack2<F16>(o[d][2 * r] * inv, o[d][2 * r + 1] * inv);
+            asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(tile + panel_off<128>(lr0 + 8 * r, d * 8 + 2 * tq)), "r"(v)
+                         : "memory");
+        }
+        if (a.lse && tq == 0 && row[r] < lq)
+            a.lse[b * a.l_bs + (q0 + row[r]) * a.l_ts + h * a.l_hs] = l > 0 ? m_run[r] * LA_LN2 + logf(l) : -INFINITY;
+    }
+    named_bar_sync(3 + wg, 128);
+    const int64_t i0 = row[0] - lr0;
+    constexpr int CH = DP / 8;
+#pragma unroll
+    for (int i = 0; i < CH / 2; i++) { /* 64 rows of CH chunks over 128 threads */
+        const int idx = i * 128 + threadIdx.x % 128, lr = 64 * wg + idx / CH, ch = idx % CH;
+        if (i0 + lr >= lq || ch * 8 >= a.D) continue;
+        uint4 v;
+        asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                     : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                     : "r"(tile + panel_off<128>(lr, ch * 8))
+                     : "memory");
+        char *orow = (char *)a.out + (b * a.o_bs + (q0 + i0 + lr) * a.o_ts + h * a.o_hs) * 2;
+        *reinterpret_cast<uint4 *>(orow + ch * 16) = v;
+    }
+#endif
+}
+
+/* The serial main loop over one work item's key tiles (the serial kernel's
+ * and the persistent kernel's): per tile, S = Q K^T on this warpgroup's turn,
+ * the score step, then O += P V. On entry tile t sits in stage 0 with
+ * STAGES - 2 more tiles in flight behind it, t_ahead the last one issued, and
+ * warpgroup 1 has handed the first turn over (named barrier 1). kb / vb: the
+ * K and V rows of the item's head. */
+template <int DP, bool F16, int STAGES>
+static __device__ __forceinline__ void
+fwd_serial_tiles(const la_score_rule &rule, const fwd_score_ctx &sc, uint32_t q_base, uint32_t sK0, uint32_t sV0,
+                 const uint16_t *kb, int64_t k_ts, const uint16_t *vb, int64_t v_ts, int D, int64_t t, int64_t t_ahead,
+                 int64_t sinks, int64_t lo_first, int64_t hi_first, int64_t lo_last, int64_t hi_last, int64_t lq,
+                 int64_t lk, const int64_t (&row)[2], const int64_t (&lo)[2], const int64_t (&hi)[2], int tq, int wg,
+                 float (&o)[DP / 8][4], float (&m_run)[2], float (&l_run)[2]) {
+#if LA_WGMMA
+    using T = sm90_tiles<DP, STAGES>;
+    constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
+    const int my_turn = 1 + wg, their_turn = 2 - wg;
+    int stage = 0;
+    while (t >= 0) {
+        const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+        const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
+        cp_async_wait_group<STAGES - 2>(); /* this tile (and Q) landed */
+        fence_proxy_async();
+        __syncthreads(); /* ... for every thread, and every warpgroup is done with the last tile's stage */
+        t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
+        if (t_ahead >= 0) {
+            const int st = stage == 0 ? STAGES - 1 : stage - 1; /* the last tile's */
+            load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, k_ts, t_ahead * BN, lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, v_ts, t_ahead * BN, lk, D);
+        }
+        cp_async_commit();
+
+        float s[BN / 8][4];
+        named_bar_sync(my_turn, THREADS);
+        wgmma_fence();
+        fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK);
+        wgmma_commit();
+        if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, THREADS);
+        wgmma_wait<0>();
+
+        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+        const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+        fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
+
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+        wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
+        fwd_pv_wgmma<DP, F16, BN>(o, pa, sV);
+        wgmma_commit();
+        wgmma_wait<0>();
+        stage = stage == STAGES - 1 ? 0 : stage + 1;
+        t = nt;
+    }
+#endif
+}
+
 template <int DP, bool F16, int STAGES, bool PIPE>
 __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_wgmma_kernel(const la_cuda_fwd_args a,
-                                                                                      int heads_per_chunk) {
+                                                                                      int heads_per_chunk,
+                                                                                      int staged) {
 #if LA_WGMMA
     using T = sm90_tiles<DP, STAGES>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
@@ -146,12 +300,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         fence_proxy_async();
         __syncthreads();
         wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-            const uint64_t dk = wgmma_desc(sK0 + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
-            wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
-        }
+        fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0);
         wgmma_commit();
         wgmma_wait<0>();
         {
@@ -180,19 +329,9 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
 
             named_bar_sync(my_turn, THREADS);
             wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
-#pragma unroll
-            for (int kk = 0; kk < DP / 16; kk++) {
-                const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-                const uint64_t dk = wgmma_desc(sKn + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
-                wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
-            }
+            fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sKn);
             wgmma_commit();
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) {
-                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
-                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
-                else wgmma_rs_n128<F16>(o, pa[kk], dv);
-            }
+            fwd_pv_wgmma<DP, F16, BN>(o, pa, sV);
             wgmma_commit();
             named_bar_arrive(their_turn, THREADS);
             wgmma_wait<1>(); /* the next S */
@@ -217,71 +356,27 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
         wgmma_fence();
         {
             const uint32_t sV = sV0 + stage * T::KV_BYTES;
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) {
-                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
-                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
-                else wgmma_rs_n128<F16>(o, pa[kk], dv);
-            }
+            fwd_pv_wgmma<DP, F16, BN>(o, pa, sV);
         }
         wgmma_commit();
         if (wg == 0) named_bar_arrive(their_turn, THREADS);
         wgmma_wait<0>();
         t = -1;
     }
-    while (!PIPE && t >= 0) {
-        const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
-        const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
-        cp_async_wait_group<STAGES - 2>(); /* this tile (and Q) landed */
-        fence_proxy_async();
-        __syncthreads(); /* ... for every thread, and every warpgroup is done with the last tile's stage */
-        t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
-        if (t_ahead >= 0) {
-            const int st = stage == 0 ? STAGES - 1 : stage - 1; /* the last tile's */
-            load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
-            load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
-        }
-        cp_async_commit();
-
-        float s[BN / 8][4];
-        named_bar_sync(my_turn, THREADS);
-        wgmma_fence();
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-            const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
-            wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
-        }
-        wgmma_commit();
-        if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, THREADS);
-        wgmma_wait<0>();
-
-        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
-        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
-        const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
-        fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
-
-        uint32_t pa[BN / 16][4];
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
-        wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {
-            const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
-            if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
-            else wgmma_rs_n128<F16>(o, pa[kk], dv);
-        }
-        wgmma_commit();
-        wgmma_wait<0>();
-        stage = stage == STAGES - 1 ? 0 : stage + 1;
-        t = nt;
-    }
+    if constexpr (!PIPE)
+        fwd_serial_tiles<DP, F16, STAGES>(rule, sc, q_base, sK0, sV0, kb, a.k_ts, vb, a.v_ts, D, t, t_ahead, sinks,
+                                          lo_first, hi_first, lo_last, hi_last, lq, lk, row, lo, hi, tq, wg, o, m_run,
+                                          l_run);
     cp_async_wait_all();
+    /* with no tile, the first tile's barrier never ran: other threads' Q
+     * loads into this warpgroup's rows may still pend */
+    if (first_tile(BN, sinks, lo_first, hi_last) < 0) __syncthreads();
     {
         /* b, h and q0 again from the block index, not kept through the loop */
         int64_t h2, b2;
         block_order_head_seq(heads_per_chunk, &h2, &b2);
-        fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b2, h2, a.cu_q ? (int64_t)a.cu_q[b2] : 0, lq, tq);
+        fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b2, h2, a.cu_q ? (int64_t)a.cu_q[b2] : 0, lq, tq, staged,
+                               sQ); /* the warpgroup's own Q rows, read for the last time */
     }
 #endif
 }
@@ -296,7 +391,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
  * one's epilogue (one 225 KB block per SM leaves no other block to do so). */
 struct fwd_persist_grid {
     int64_t X, Y, NP, items;
-    int hpc, zig;
+    int hpc, zig, staged;
 };
 
 static __device__ __forceinline__ int64_t persist_item(const fwd_persist_grid &pg, int64_t r) {
@@ -361,7 +456,6 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
     const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4, wg = warp / 4;
-    const int my_turn = 1 + wg, their_turn = 2 - wg;
     const uint32_t q_base = sQ + wg * 64 * 128;
     /* the item's b, h, q0 (for the store) and round r, in shared memory
      * rather than registers through the main loop (20 bytes spilled there):
@@ -401,54 +495,9 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
         for (int st = 1; st < STAGES - 1; st++) t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
 
         if (wg == 1 && t >= 0) named_bar_arrive(1, THREADS);
-        int stage = 0;
-        while (t >= 0) {
-            const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
-            const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
-            cp_async_wait_group<STAGES - 2>();
-            fence_proxy_async();
-            __syncthreads();
-            t_ahead = t_ahead >= 0 ? next_tile(BN, t_ahead, sinks, lo_first, hi_last) : -1;
-            if (t_ahead >= 0) {
-                const int st = stage == 0 ? STAGES - 1 : stage - 1;
-                load_panels<DP, BN, THREADS>(sK0 + st * T::KV_BYTES, kb, a.k_ts, t_ahead * BN, lk, D);
-                load_panels<DP, BN, THREADS>(sV0 + st * T::KV_BYTES, vb, a.v_ts, t_ahead * BN, lk, D);
-            }
-            cp_async_commit();
-
-            float s[BN / 8][4];
-            named_bar_sync(my_turn, THREADS);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < DP / 16; kk++) {
-                const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
-                const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
-                wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
-            }
-            wgmma_commit();
-            if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, THREADS);
-            wgmma_wait<0>();
-
-            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
-            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
-            const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
-            fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
-
-            uint32_t pa[BN / 16][4];
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
-            wgmma_fence();
-#pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) {
-                const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
-                if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
-                else wgmma_rs_n128<F16>(o, pa[kk], dv);
-            }
-            wgmma_commit();
-            wgmma_wait<0>();
-            stage = stage == STAGES - 1 ? 0 : stage + 1;
-            t = nt;
-        }
+        fwd_serial_tiles<DP, F16, STAGES>(rule, sc, q_base, sK0, sV0, kb, a.k_ts, vb, a.v_ts, D, t, t_ahead, sinks,
+                                          lo_first, hi_first, lo_last, hi_last, lq, lk, row, lo, hi, tq, wg, o, m_run,
+                                          l_run);
         /* every warpgroup is done with shared memory: the next item's loads
          * go out before this item's store */
         const volatile int64_t *m = meta;
@@ -459,7 +508,10 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
         w = persist_item(pg, ++r);
         while (w < pg.items && !fwd_item_make<BM>(a, pg, w, it)) w = persist_item(pg, ++r);
         if (w < pg.items) fwd_item_prologue<DP, STAGES, BM, BN, THREADS, T::KV_BYTES>(a, it, sQ, sK0, sV0);
-        fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq);
+        /* the last stage: the next item's prologue fills the others, and its
+         * first tile's barrier comes before anything is loaded into this one */
+        fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq, pg.staged,
+                               sK0 + (STAGES - 1) * T::KV_BYTES);
         if (w >= pg.items) break;
     }
 #endif
@@ -479,6 +531,7 @@ static cudaError_t launch_persist(const la_cuda_fwd_args *a, cudaStream_t stream
     pg.X = (a->Lq + T::BM - 1) / T::BM, pg.Y = a->H, pg.NP = a->H * a->num_seqs;
     pg.items = pg.X * pg.NP;
     pg.hpc = block_order_heads_per_chunk(pg.X, a->rule.causal != 0);
+    pg.staged = fwd_store_staged(a);
     /* causal: rounds of one chunk (heavy to light), zigzagged; else one item per SM a round */
     int64_t G = sms;
     pg.zig = pg.hpc > 1;
@@ -497,7 +550,7 @@ static cudaError_t launch_s(const la_cuda_fwd_args *a, cudaStream_t stream) {
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
     attn_fwd_wgmma_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(
-        *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
+        *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), fwd_store_staged(a));
     return cudaGetLastError();
 }
 
