@@ -20,7 +20,7 @@
  * The chunk's whole decay is exp of the sum of its log decays
  * (linear_common.h says why: decays near 1 over long runs); P and R are
  * exp of such sums for scalar decays and running products of the factors
- * per channel (channel_prefix says why), and the score block's
+ * per channel (decay_row_sum says why), and the score block's
  * E[i][j] = prod_{j<s<=i} a_s stays a product of at most chunk_size
  * factors.
  * Items are spread over the threads, each with its own scratch in the
@@ -171,38 +171,62 @@ static void diag_row(const fwd_scratch *w, int64_t Dkp, int64_t i0, int64_t i, f
     for (int jj = 0; jj < LIN_SUB; jj += LA_VL) vf_store(out + jj, vf_transpose_sum(acc + jj));
 }
 
-/* LIN_CHAINS x LA_VL channels [d, d + G LA_VL) of block_decays. */
-static inline __attribute__((always_inline)) void block_group(const fwd_scratch *w, int64_t Dkp, int64_t i0,
-                                                              int64_t i1, int64_t d, const int G, float *tot) {
-    vf e[LIN_CHAINS];
+/* LIN_CHAINS x LA_VL channels [d, d + G LA_VL) of chunk_decays: each
+ * pass over the rows carries two running products per channel vector, the
+ * sub-block's (reset at each sub-block's edge) and the chunk's. */
+static inline __attribute__((always_inline)) void decay_group(const fwd_scratch *w, int64_t Dkp, int64_t n, int64_t d,
+                                                              const int G) {
+    vf eb[LIN_CHAINS], ec[LIN_CHAINS];
 #pragma GCC unroll 4
-    for (int c = 0; c < G; c++) e[c] = vf_set1(1.0f);
-    for (int64_t i = i0; i < i1; i++)
+    for (int c = 0; c < G; c++) ec[c] = vf_set1(1.0f);
+    for (int64_t i0 = 0; i0 < n; i0 += LIN_SUB) {
+        const int64_t i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
 #pragma GCC unroll 4
-        for (int c = 0; c < G; c++) {
-            const int64_t x = i * Dkp + d + c * LA_VL;
-            e[c] *= vf_load(w->dec + x);
-            vf_store(w->Qb + x, vf_load(w->Q + x) * e[c]);
-        }
+        for (int c = 0; c < G; c++) eb[c] = vf_set1(1.0f);
+        for (int64_t i = i0; i < i1; i++)
 #pragma GCC unroll 4
-    for (int c = 0; c < G; c++) vf_store(tot + d + c * LA_VL, e[c]), e[c] = vf_set1(1.0f);
-    for (int64_t j = i1 - 1; j >= i0; j--)
+            for (int c = 0; c < G; c++) {
+                const int64_t x = i * Dkp + d + c * LA_VL;
+                const vf a = vf_load(w->dec + x), q = vf_load(w->Q + x);
+                eb[c] *= a, ec[c] *= a;
+                vf_store(w->Qb + x, q * eb[c]);
+                vf_store(w->pre + x, q * ec[c]);
+            }
 #pragma GCC unroll 4
-        for (int c = 0; c < G; c++) {
-            const int64_t x = j * Dkp + d + c * LA_VL;
-            vf_store(w->Kb + x, vf_load(w->K + x) * e[c]);
-            e[c] *= vf_load(w->dec + x);
-        }
+        for (int c = 0; c < G; c++) vf_store(w->tot + i0 / LIN_SUB * Dkp + d + c * LA_VL, eb[c]);
+    }
+#pragma GCC unroll 4
+    for (int c = 0; c < G; c++) ec[c] = vf_set1(1.0f);
+    for (int64_t j1 = n; j1 > 0; j1 = (j1 - 1) / LIN_SUB * LIN_SUB) {
+        const int64_t j0 = (j1 - 1) / LIN_SUB * LIN_SUB;
+#pragma GCC unroll 4
+        for (int c = 0; c < G; c++) eb[c] = vf_set1(1.0f);
+        for (int64_t j = j1 - 1; j >= j0; j--)
+#pragma GCC unroll 4
+            for (int c = 0; c < G; c++) {
+                const int64_t x = j * Dkp + d + c * LA_VL;
+                const vf a = vf_load(w->dec + x), k = vf_load(w->K + x);
+                vf_store(w->Kb + x, k * eb[c]);
+                vf_store(w->suf + x, k * ec[c]);
+                eb[c] *= a, ec[c] *= a;
+            }
+    }
 }
 
-/* A sub-block's rows [i0, i1): Qb[i] = Q~[i] decayed from the block's start
- * through i, Kb[j] = K~[j] decayed after j to the block's end, tot = the
- * block's whole decay; running products of the factors, the decay of
- * LIN_CHAINS channel vectors in registers. */
-static void block_decays(const fwd_scratch *w, int64_t Dkp, int64_t i0, int64_t i1, float *tot) {
+/* The chunk's decayed copies of Q~ and K~, running products of the
+ * factors, LIN_CHAINS channel vectors' chains in registers side by side:
+ * per sub-block of LIN_SUB rows, Qb[i] = Q~[i] decayed from the block's
+ * start through i, Kb[j] = K~[j] decayed after j to the block's end, tot =
+ * the block's whole decay (the per-channel scores' operands); per chunk,
+ * pre[i] = P[i] . Q~[i] and suf[j] = R[j] . K~[j] (the state products'
+ * operands). One pass over Q~, K~ and the factors feeds both, where a
+ * pass per use read them twice. The chunk's products are taken in the
+ * order of the separate prefix and suffix passes they replace, so the
+ * outputs are bitwise the same. */
+static void chunk_decays(const fwd_scratch *w, int64_t Dkp, int64_t n) {
     int64_t d = 0;
-    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) block_group(w, Dkp, i0, i1, d, LIN_CHAINS, tot);
-    for (; d < Dkp; d += LA_VL) block_group(w, Dkp, i0, i1, d, 1, tot);
+    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) decay_group(w, Dkp, n, d, LIN_CHAINS);
+    for (; d < Dkp; d += LA_VL) decay_group(w, Dkp, n, d, 1);
 }
 
 /* A [n][Cp] of a chunk with per-channel decays (the K^T panel is scratch):
@@ -210,9 +234,9 @@ static void block_decays(const fwd_scratch *w, int64_t Dkp, int64_t i0, int64_t 
 static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Cp = dm->Cp, nb = (n + LIN_SUB - 1) / LIN_SUB;
     memset(w->A, 0, (size_t)(n * Cp) * sizeof(float));
+    chunk_decays(w, Dkp, n);
     for (int64_t I = 0; I < nb; I++) {
         const int64_t i0 = I * LIN_SUB, i1 = n < i0 + LIN_SUB ? n : i0 + LIN_SUB;
-        block_decays(w, Dkp, i0, i1, w->tot + I * Dkp);
         /* the diagonal block, row by row: qe = Q~[i] decayed back from i to
          * j (a running product, one factor per step), A[i][j] = qe . K~[j];
          * the row's LIN_SUB dot products are summed across lanes together */
@@ -241,6 +265,29 @@ static void channel_scores(const lin_dims *dm, fwd_scratch *w, int64_t n) {
         }
         tg_gemm(i1 - i0, i0, Dk, w->Qb + i0 * Dkp, Dkp, 1, w->KP, i0, w->A + i0 * Cp, Cp, false);
     }
+}
+
+/* Per-channel decays inside a chunk, without an exp per element beyond
+ * the factor's own: the prefix P[i] = prod_{s<=i} a_s and the suffix
+ * R[j] = prod_{j<s<n} a_s are running products of the factors (at most
+ * chunk_size of them in [0, 1]: a saturated gate gives an exact 0, and
+ * their rounding, ~chunk_size ulps, stays in this chunk's output and
+ * contribution to the state; chunk_decays). The whole chunk's decay,
+ * which multiplies the state chunk after chunk and would compound a
+ * product's rounding (decays near 1 over 1M tokens), stays exp of the sum
+ * of the log decays (linear_common.h), summed here as the rows load:
+ * factor[0..Dkp) = exp(g) of token t (zero padded), sum[0..Dkp) += g
+ * (set to g when first). */
+static void decay_row_sum(float *factor, float *sum, const la_linear_problem *p, const lin_dims *dm, int64_t bt,
+                          int64_t t, int64_t h, bool first) {
+    _Alignas(64) float lg[LA_MAX_HEAD_DIM];
+    tg_load_row(lg, la_attn_at(&p->g, bt, t, h), LA_F32, dm->Dk, dm->Dkp);
+    for (int64_t d = 0; d < dm->Dkp; d += LA_VL) {
+        const vf g = vf_load(lg + d);
+        vf_store(factor + d, vf_exp(g));
+        vf_store(sum + d, first ? g : vf_load(sum + d) + g);
+    }
+    for (int64_t d = dm->Dk; d < dm->Dkp; d++) factor[d] = 0;
 }
 
 /* Rows t0 + c0 + i (i < n) of heads h0 .. h0 + hg - 1 of sequence b into
@@ -278,89 +325,11 @@ static void chunk_load(const la_linear_problem *p, const lin_dims *dm, const fwd
         for (int64_t e = 0; e < hg; e++) lin_load_value(W[e].V + i * Dvp, p, dm, bt, t, (h0 + e) / rep);
         for (int64_t e = 0; e < hg; e++) {
             if (channel) {
-                lin_decay_row(W[e].dec + i * Dkp, W[e].lg + i * Dkp, p, dm, bt, t, h0 + e);
+                decay_row_sum(W[e].dec + i * Dkp, W[e].lg, p, dm, bt, t, h0 + e, i == 0);
             } else {
                 W[e].lg[i] = lin_log_decay_scalar(p, bt, t, h0 + e);
                 W[e].a[i] = expf(W[e].lg[i]);
             }
-        }
-    }
-}
-
-/* Per-channel decays inside a chunk, without an exp per element beyond
- * the factor's own: the prefix P[i] = prod_{s<=i} a_s and the suffix
- * R[j] = prod_{j<s<n} a_s as running products of the factors (at most
- * chunk_size of them in [0, 1]: a saturated gate gives an exact 0, and
- * their rounding, ~chunk_size ulps, stays in this chunk's output and
- * contribution to the state), each applied as it runs, one register per
- * LA_VL channels. The whole chunk's decay, which multiplies the state
- * chunk after chunk and would compound a product's rounding (decays near
- * 1 over 1M tokens), stays exp of the sum of the log decays
- * (linear_common.h). Each run is a chain of dependent vector operations
- * (one per token); LIN_CHAINS channel vectors run side by side. */
-static void channel_total(const float *lg, int64_t n, int64_t Dkp, float *total) {
-    int64_t d = 0;
-    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) {
-        vf acc[LIN_CHAINS];
-#pragma GCC unroll 4
-        for (int c = 0; c < LIN_CHAINS; c++) acc[c] = vf_set1(0);
-        for (int64_t i = 0; i < n; i++)
-#pragma GCC unroll 4
-            for (int c = 0; c < LIN_CHAINS; c++) acc[c] += vf_load(lg + i * Dkp + d + c * LA_VL);
-#pragma GCC unroll 4
-        for (int c = 0; c < LIN_CHAINS; c++) vf_store(total + d + c * LA_VL, vf_exp(acc[c]));
-    }
-    for (; d < Dkp; d += LA_VL) {
-        vf acc = vf_set1(0);
-        for (int64_t i = 0; i < n; i++) acc += vf_load(lg + i * Dkp + d);
-        vf_store(total + d, vf_exp(acc));
-    }
-}
-
-/* Q[i] *= P[i]. */
-static void channel_prefix(float *Q, const float *dec, int64_t n, int64_t Dkp) {
-    int64_t d = 0;
-    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) {
-        vf e[LIN_CHAINS];
-#pragma GCC unroll 4
-        for (int c = 0; c < LIN_CHAINS; c++) e[c] = vf_set1(1.0f);
-        for (int64_t i = 0; i < n; i++)
-#pragma GCC unroll 4
-            for (int c = 0; c < LIN_CHAINS; c++) {
-                float *qi = Q + i * Dkp + d + c * LA_VL;
-                e[c] *= vf_load(dec + i * Dkp + d + c * LA_VL);
-                vf_store(qi, vf_load(qi) * e[c]);
-            }
-    }
-    for (; d < Dkp; d += LA_VL) {
-        vf e = vf_set1(1.0f);
-        for (int64_t i = 0; i < n; i++) {
-            e *= vf_load(dec + i * Dkp + d);
-            vf_store(Q + i * Dkp + d, vf_load(Q + i * Dkp + d) * e);
-        }
-    }
-}
-
-/* K[j] *= R[j]. */
-static void channel_suffix(float *K, const float *dec, int64_t n, int64_t Dkp) {
-    int64_t d = 0;
-    for (; d + LIN_CHAINS * LA_VL <= Dkp; d += LIN_CHAINS * LA_VL) {
-        vf e[LIN_CHAINS];
-#pragma GCC unroll 4
-        for (int c = 0; c < LIN_CHAINS; c++) e[c] = vf_set1(1.0f);
-        for (int64_t j = n - 1; j >= 0; j--)
-#pragma GCC unroll 4
-            for (int c = 0; c < LIN_CHAINS; c++) {
-                float *kj = K + j * Dkp + d + c * LA_VL;
-                vf_store(kj, vf_load(kj) * e[c]);
-                e[c] *= vf_load(dec + j * Dkp + d + c * LA_VL);
-            }
-    }
-    for (; d < Dkp; d += LA_VL) {
-        vf e = vf_set1(1.0f);
-        for (int64_t j = n - 1; j >= 0; j--) {
-            vf_store(K + j * Dkp + d, vf_load(K + j * Dkp + d) * e);
-            e *= vf_load(dec + j * Dkp + d);
         }
     }
 }
@@ -372,7 +341,8 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
     const int64_t Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp, Cp = dm->Cp;
     const bool channel = lin_channel(p);
     float total = 1.0f;
-    if (channel) channel_total(w->lg, n, Dkp, w->total);
+    if (channel)
+        for (int64_t d = 0; d < Dkp; d += LA_VL) vf_store(w->total + d, vf_exp(vf_load(w->lg + d)));
     else total = lin_run_decays(w->lg, n, w->spre, w->ssuf);
     /* A: the intra-chunk scores, decayed and causally masked */
     if (channel) {
@@ -391,18 +361,26 @@ static void chunk_step(const la_linear_problem *p, const lin_dims *dm, fwd_scrat
         const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR;
         tg_gemm(m, Dvp, i0 + m, w->A + i0 * Cp, Cp, 1, w->V, Dvp, o + i0 * ldo, ldo, false);
     }
-    /* the state's contribution: Q~ rows scaled by the decay since the chunk began */
-    if (channel) channel_prefix(w->Q, w->dec, n, Dkp);
-    else
+    /* the state's contribution: Q~ rows scaled by the decay since the chunk
+     * began (per channel: pre, from chunk_decays) */
+    float *qp = w->pre, *kr = w->suf;
+    if (!channel) {
+        qp = w->Q, kr = w->K;
         for (int64_t i = 0; i < n; i++) lin_scale(w->Q + i * Dkp, Dkp, w->spre[i]);
-    tg_gemm(n, Dvp, Dk, w->Q, Dkp, 1, S, Dvp, o, ldo, true);
+    }
+    tg_gemm(n, Dvp, Dk, qp, Dkp, 1, S, Dvp, o, ldo, true);
     /* S = (decay over the chunk) S + (K~ decayed to the chunk's end)^T V */
-    if (channel) channel_suffix(w->K, w->dec, n, Dkp);
-    else
+    if (!channel)
         for (int64_t j = 0; j < n; j++) lin_scale(w->K + j * Dkp, Dkp, w->ssuf[j]);
-    if (channel || total != 1.0f)
-        for (int64_t d = 0; d < Dk; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
-    tg_gemm(Dk, Dvp, n, w->K, 1, Dkp, w->V, Dvp, S, Dvp, true);
+    /* per row tile of S: its decay, then its product, while its rows are
+     * in L1 (a separate pass over S read and wrote it from L2 once more) */
+    const bool decay = channel || total != 1.0f;
+    for (int64_t d0 = 0; d0 < Dk; d0 += TG_MR) {
+        const int64_t m = Dk - d0 < TG_MR ? Dk - d0 : TG_MR;
+        if (decay)
+            for (int64_t d = d0; d < d0 + m; d++) lin_scale(S + d * Dvp, Dvp, channel ? w->total[d] : total);
+        tg_gemm(m, Dvp, n, kr + d0, 1, Dkp, w->V, Dvp, S + d0 * Dvp, Dvp, true);
+    }
 }
 
 /* Heads h0 .. h0 + hg - 1 of sequence b, chunk by chunk (states S[e]):
