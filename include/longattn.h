@@ -147,17 +147,31 @@ LA_API int la_context_threads(const la_context *ctx);
 /* Choose the SIMD level; fails with LA_ERR_UNSUPPORTED above the hardware's. */
 LA_API la_status la_context_set_simd(la_context *ctx, la_simd level);
 LA_API la_simd la_context_simd(const la_context *ctx);
-/* Intel AMX for la_matmul's n > 1 products of quantised weights (see
- * la_matmul_path): 1 when this build has the AMX kernel, the CPU has
+/* bf16 products for la_matmul's n > 1 products of quantised weights (see
+ * la_matmul_path): weights and activations rounded to bf16, products
+ * summed in f32, on Intel AMX where usable, else with AVX512_BF16 dot
+ * products (VDPBF16PS: AMD Zen 4, Cooper Lake, Sapphire Rapids without the
+ * tile permission) at SIMD level avx512_bf16. One setting per context,
+ * "bf16 products allowed": on in a new context wherever the machine has
+ * either kernel, unless env LONGATTN_BF16=0 or LONGATTN_AMX=0;
+ * la_context_set_bf16 and la_context_set_amx both set it (false: the f32
+ * GEMM, to compare or to match an f32 reference). la_context_set_bf16(ctx,
+ * true) fails with LA_ERR_UNSUPPORTED where the CPU has neither kernel,
+ * la_context_set_amx(ctx, true) where AMX is not available (as before).
+ * Env LONGATTN_BF16=dot keeps AMX off (the dot path instead, where the
+ * level allows), read at each product: to compare the two on an AMX
+ * machine.
+ * la_amx_available: 1 when this build has the AMX kernel, the CPU has
  * AMX-TILE, AMX-BF16 and AVX-512, and the OS lets the process use the tile
  * state (asked once: on Linux it requests it); 0 otherwise, la_last_error
- * then says why. A new context uses AMX when it is available, unless env
- * LONGATTN_AMX=0; la_context_set_amx(ctx, false) turns it off for one
- * context, to compare (true fails with LA_ERR_UNSUPPORTED where AMX is
- * not available). AMX is also only taken at SIMD level avx512 or above. */
+ * then says why. la_context_amx: bf16 products on and AMX available (AMX
+ * is also only taken at SIMD level avx512 or above); la_context_bf16: the
+ * setting. */
 LA_API int la_amx_available(void);
 LA_API la_status la_context_set_amx(la_context *ctx, bool on);
 LA_API bool la_context_amx(const la_context *ctx);
+LA_API la_status la_context_set_bf16(la_context *ctx, bool on);
+LA_API bool la_context_bf16(const la_context *ctx);
 /* Scratch memory for ops. By default the context owns a workspace that grows
  * to what an op asks for. A caller may instead lend memory (64-byte aligned
  * recommended); ops then fail with LA_ERR_WORKSPACE if it is too small.
@@ -1628,10 +1642,14 @@ LA_API la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, i
  *              activations rounded to bf16 (8 significant bits: each term
  *              w x within 2^-7 of itself), products summed in f32 over the
  *              whole row by TDPBF16PS;
+ *   "dot_bf16" the same types and cols, bf16 products on for ctx
+ *              (la_context_bf16) but AMX not taken, SIMD level
+ *              avx512_bf16: the same rounding, products summed in f32
+ *              over the whole row by VDPBF16PS;
  *   "f32"      otherwise, and la_matmul_f32 always: the blocked f32 GEMM.
- * On the amx_bf16 and f32 paths a row's result depends on that row of X
- * alone, not on n, the row's position, the thread count or how the rows
- * were split into calls. NULL ctx gives NULL. */
+ * On the amx_bf16, dot_bf16 and f32 paths a row's result depends on that
+ * row of X alone, not on n, the row's position, the thread count or how
+ * the rows were split into calls. NULL ctx gives NULL. */
 LA_API const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n);
 
 #ifdef __cplusplus

@@ -104,7 +104,8 @@ static void usage(void) {
             "                  each selector at a few budgets (static A-shape local 8, 26, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
             "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 and (n > 1)\n"
-            "                  la_matmul (\"path\": f32 or amx_bf16; LONGATTN_AMX=0 turns AMX off) over SmolLM2-135M's\n"
+            "                  la_matmul (\"path\": f32, amx_bf16 or dot_bf16; LONGATTN_BF16=0 turns both bf16\n"
+            "                  paths off, LONGATTN_BF16=dot AMX alone) over SmolLM2-135M's\n"
             "                  projection shapes (q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536;\n"
             "                  without --quick also the 49152x576 lm head)\n");
 }
@@ -345,7 +346,7 @@ static int bench_kvquant(const options *o) {
 /* Prefill's weight products over the model's projection shapes, one series
  * per (type, shape, entry) growing in tokens: la_matmul_f32 (f32
  * activations, the exact-decode mode's products) and la_matmul (what the
- * model's prefill runs: the AMX path where the machine has it); each row's
+ * model's prefill runs: a bf16 path where the machine has one); each row's
  * "path" says which kernel ran. */
 static int bench_matmul(const options *o) {
     static const int64_t default_n[] = {1, 16, 64, 128, 256, 512}, quick_n[] = {64, 512};

@@ -5,14 +5,25 @@
 #include <omp.h>
 #endif
 
+/* Whether la_matmul has a bf16 path on this machine: AMX, or AVX512_BF16
+ * (VDPBF16PS, la_simd_hardware). */
+static bool bf16_usable(const char **why) {
+    if (la_amx_usable(NULL) || la_simd_hardware() >= LA_SIMD_AVX512_BF16) return true;
+    if (why) *why = "this CPU has neither AMX nor AVX512_BF16";
+    return false;
+}
+
 la_status la_context_create(la_context **out, int threads) {
     if (!out) return la_fail(LA_ERR_NULL, "out (la_context **) is NULL");
     *out = NULL;
     la_context *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return la_fail(LA_ERR_NOMEM, "could not allocate a context");
     ctx->simd = la_simd_detected();
-    const char *amx_env = getenv("LONGATTN_AMX");
-    ctx->amx = !(amx_env && amx_env[0] == '0') && la_amx_usable(NULL);
+    /* ctx->amx: bf16 products allowed (la_context_set_bf16), by default
+     * wherever the CPU has a bf16 path, unless LONGATTN_AMX=0 or
+     * LONGATTN_BF16=0. */
+    const char *amx_env = getenv("LONGATTN_AMX"), *bf16_env = getenv("LONGATTN_BF16");
+    ctx->amx = !(amx_env && amx_env[0] == '0') && !(bf16_env && bf16_env[0] == '0') && bf16_usable(NULL);
     la_status s = la_context_set_threads(ctx, threads);
     if (s != LA_OK) {
         free(ctx);
@@ -62,6 +73,8 @@ la_status la_context_set_simd(la_context *ctx, la_simd level) {
     return la_succeed();
 }
 
+/* The one setting behind both switches: ctx->amx, "la_matmul may round to
+ * bf16", taken on AMX where usable, else with VDPBF16PS (products.c). */
 la_status la_context_set_amx(la_context *ctx, bool on) {
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
     const char *why = NULL;
@@ -70,7 +83,17 @@ la_status la_context_set_amx(la_context *ctx, bool on) {
     return la_succeed();
 }
 
-bool la_context_amx(const la_context *ctx) { return ctx && ctx->amx; }
+bool la_context_amx(const la_context *ctx) { return ctx && ctx->amx && la_amx_usable(NULL); }
+
+la_status la_context_set_bf16(la_context *ctx, bool on) {
+    if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
+    const char *why = NULL;
+    if (on && !bf16_usable(&why)) return la_fail(LA_ERR_UNSUPPORTED, "bf16 products: %s", why);
+    ctx->amx = on;
+    return la_succeed();
+}
+
+bool la_context_bf16(const la_context *ctx) { return ctx && ctx->amx; }
 
 int la_amx_available(void) {
     const char *why = NULL;

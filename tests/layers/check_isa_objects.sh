@@ -5,7 +5,9 @@
 #   avx2    no zmm registers (no AVX-512)
 #   avx512  no AVX512_BF16 instruction (Skylake-X and Ice Lake lack it)
 # and, so the check itself can fail, the avx512_bf16 copy does hold
-# vdpbf16ps (the BF16 ceiling loop uses it). AMX tile instructions appear
+# vdpbf16ps (the BF16 ceiling loop and la_matmul's dot_bf16 kernel,
+# src/cpu/quant/matmul_bf16_isa.c, use it), and the plainly built objects
+# hold none (they run on every CPU). AMX tile instructions appear
 # in the AMX kernel's object alone (src/cpu/quant/matmul_amx.c, called only
 # where the CPU, the OS and the context allow them): not in any ISA copy nor
 # in the plainly built objects; and the AMX object, when the compiler built
@@ -41,6 +43,10 @@ expect_none avx2 "$2" '%zmm|%k[0-7]' "AVX-512 registers"
 expect_none avx512 "$3" "$BF16" "AVX512_BF16 instruction"
 expect_some avx512 "$3" '%zmm' "AVX-512 code"
 expect_some avx512_bf16 "$4" 'vdpbf16ps' "vdpbf16ps"
+expect_none "plain (non-ISA)" "$5" "$BF16" "AVX512_BF16 instruction"
+dot_obj=$(tr ';' '\n' <<<"$4" | grep 'matmul_bf16_isa' || true)
+if [ -n "$dot_obj" ]; then expect_some "dot_bf16 kernel's" "$dot_obj" 'vdpbf16ps' "vdpbf16ps"
+else failed=$((failed + 1)); echo "FAIL: no matmul_bf16_isa object in the avx512_bf16 copies"; fi
 AMX='tdpbf16ps|tdpb[su][su]d|tileloadd|tilestored|ldtilecfg|sttilecfg|tilezero|tilerelease'
 for level in scalar avx2 avx512 avx512_bf16; do
     case $level in scalar) objs=$1 ;; avx2) objs=$2 ;; avx512) objs=$3 ;; *) objs=$4 ;; esac

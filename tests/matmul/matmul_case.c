@@ -19,7 +19,7 @@ typedef struct {
     double *want, *wd; /* want[n][rows] (NaN: not computed); wd the dequantised weights [rows][cols] */
     double *mag;       /* sum |w x| per output: the scale of the f32 summation error */
     double *sq;        /* sum (w x)^2 per output: the scale of bf16 rounding's random error */
-    bool amx;          /* the last run took la_matmul's amx_bf16 path (la_matmul_path) */
+    bool bf16;         /* the last run took a bf16 path of la_matmul (amx_bf16 or dot_bf16, la_matmul_path) */
 } mm_case;
 
 static void describe(const harness_case *hc, harness_fields *f) {
@@ -78,7 +78,7 @@ static la_status run(harness_case *hc, la_context *ctx) {
     mm_case *c = (mm_case *)hc;
     const matmul_spec *s = &c->s;
     const char *path = la_matmul_path(ctx, s->type, s->cols, s->n);
-    c->amx = !s->f32_entry && path && !strcmp(path, "amx_bf16");
+    c->bf16 = !s->f32_entry && path && (!strcmp(path, "amx_bf16") || !strcmp(path, "dot_bf16"));
     return (s->f32_entry ? la_matmul_f32 : la_matmul)(ctx, s->type, c->w + 1, s->rows, s->cols, c->x, s->n, c->y);
 }
 
@@ -111,12 +111,12 @@ static bool reference(harness_case *hc, bool sampled) {
  * signs (~2.4e-6 at 1536 columns); 1e-5 leaves room. la_matmul with n = 1
  * goes through la_matvec, which for Q4_0/Q4_1/Q8_0 at a SIMD level rounds x
  * to int8 per 32-block: each term moves by at most |w| max|x_block| / 254,
- * per row. Every other path keeps f32 activations, but the amx_bf16 path
- * (la_matmul_path) rounds both weights and activations to bf16 (8
- * significant bits, unit roundoff u = 2^-8): each term w x moves by at most
- * (2u + u^2) |w x|, so an output by at most (2u + u^2) sum |w x| plus the
- * f32 summation's share, per output. That bound is loose (it lets a wrong
- * scale of 0.5% pass), so the amx path is also held to a statistical one:
+ * per row. Every other path keeps f32 activations, but the bf16 paths
+ * (amx_bf16 and dot_bf16, la_matmul_path) round both weights and
+ * activations to bf16 (8 significant bits, unit roundoff u = 2^-8): each
+ * term w x moves by at most (2u + u^2) |w x|, so an output by at most
+ * (2u + u^2) sum |w x| plus the f32 summation's share, per output. That bound is loose (it lets a wrong
+ * scale of 0.5% pass), so the bf16 paths are also held to a statistical one:
  * with independent roundings each term's error has variance about
  * 2 u^2 / 3 (w x)^2 (uniform relative error in [-u, u] twice; a fixed
  * bias would show as a mean), so over all outputs sum err^2 must stay
@@ -145,15 +145,15 @@ static double check(harness_case *hc, const char *label, bool tally) {
                     quant += wsum * amax / 127 / 2;
                 }
             const double got = c->y[i * s->rows + r], err = fabs(got - want);
-            const double bf16 = c->amx ? (2 * MM_BF16_U + MM_BF16_U * MM_BF16_U) * c->mag[i * s->rows + r] : 0;
+            const double bf16 = c->bf16 ? (2 * MM_BF16_U + MM_BF16_U * MM_BF16_U) * c->mag[i * s->rows + r] : 0;
             checked++;
             if (!(err <= 1e-5 * c->mag[i * s->rows + r] + quant + bf16 + 1e-7)) bad++;
             err2 += err * err, var2 += c->sq[i * s->rows + r];
             worst = fmax(worst, isnan(got) ? INFINITY : err);
         }
-    if (tally && c->amx)
+    if (tally && c->bf16)
         tu_check(err2 <= 2 * (2.0 / 3) * MM_BF16_U * MM_BF16_U * var2 + 1e-12 * (double)checked,
-                 "%s [%s, amx_bf16]: sum of squared errors %.3g over the bound %.3g (2 x 2u^2/3 sum (w x)^2)",
+                 "%s [%s, bf16]: sum of squared errors %.3g over the bound %.3g (2 x 2u^2/3 sum (w x)^2)",
                  c->base.name, label, err2, 2 * (2.0 / 3) * MM_BF16_U * MM_BF16_U * var2);
     if (tally)
         tu_check(bad == 0 && checked > 0, "%s [%s]: %lld of %lld outputs off (worst %.3g)", c->base.name, label,

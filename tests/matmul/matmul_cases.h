@@ -26,7 +26,7 @@ typedef struct {
     const int64_t *n;
     int nn;
     bool lm_head;
-    bool la_matmul; /* also each n > 1 through la_matmul (the AMX path where the context takes it), beside la_matmul_f32 */
+    bool la_matmul; /* also each n > 1 through la_matmul (a bf16 path where the context takes it), beside la_matmul_f32 */
 } matmul_sweep;
 void matmul_sweep_cases(harness_list *list, const matmul_sweep *s);
 

@@ -126,12 +126,8 @@ la_status la_quant_matmul_amx(la_context *ctx, la_ggml_type t, const void *W, si
     const la_format *f = la_format_of_ggml(t);
     const int64_t blocks = (n + AMX_MB - 1) / AMX_MB, panels = (rows + AMX_RB - 1) / AMX_RB;
     const int threads = ctx->threads;
-    /* Work units: panels, each split into `split` runs of whole token
-     * blocks when there are too few panels to keep every thread busy. */
-    int64_t split = 1;
-    if (panels < 2 * threads) split = (2 * threads + panels - 1) / panels;
-    if (split > blocks) split = blocks;
-    const int64_t units = panels * split;
+    /* Work units: panels, split into runs of token tiles (la_mm_split). */
+    const int64_t split = la_mm_split(panels, blocks, threads), units = panels * split;
     /* Workspace, in 64-byte lines: the bf16 activations (blocks * AMX_MB
      * rows), then per thread a packed panel (cols * AMX_RB bf16), a row
      * scratch (cols floats) and the partial tiles' outputs. */

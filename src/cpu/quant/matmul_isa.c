@@ -80,12 +80,8 @@ la_status LA_ISA_FN(la_quant_matmul)(la_context *ctx, la_ggml_type t, const void
     const la_format *f = la_format_of_ggml(t);
     const int64_t tiles = (n + MM_MR - 1) / MM_MR, panels = (rows + MM_RB - 1) / MM_RB;
     const int threads = ctx->threads;
-    /* Work units: panels, each split into `split` runs of whole token tiles
-     * when there are too few panels to keep every thread busy. */
-    int64_t split = 1;
-    if (panels < 2 * threads) split = (2 * threads + panels - 1) / panels;
-    if (split > tiles) split = tiles;
-    const int64_t units = panels * split;
+    /* Work units: panels, split into runs of token tiles (la_mm_split). */
+    const int64_t split = la_mm_split(panels, tiles, threads), units = panels * split;
     /* Workspace: packed X (tiles * MM_MR * cols), then per thread a packed
      * panel (cols * MM_RB), a row scratch (cols + pad) and the short last
      * panel's outputs (n * MM_RB). */

@@ -1,6 +1,7 @@
 /* Quantised matrix products on the CPU: matvec's threading, its one-time
  * preparation of the activation, and the choice of the per-ISA kernels in
- * quant_dot_isa.c; matmul is wholly per ISA (matmul_isa.c). Arguments were
+ * quant_dot_isa.c; matmul is wholly per ISA (matmul_isa.c) or one of the
+ * bf16 paths (matmul_amx.c, matmul_bf16_isa.c). Arguments were
  * validated by the op layer (src/ops/quant/products.c). */
 #include "cpu/quant/quant_kernels.h"
 
@@ -8,6 +9,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Rows handed to a thread at a time by matvec: small enough to balance,
  * large enough that scheduling costs nothing next to a row's work. */
@@ -58,22 +60,33 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
     return LA_OK;
 }
 
+/* LONGATTN_BF16=dot keeps the AMX path off where it is usable, so the dot
+ * path can be tested and compared on an AMX machine; read at every choice
+ * (a few per layer), so a test may set it between calls. */
+static bool amx_kept_off(void) {
+    const char *e = getenv("LONGATTN_BF16");
+    return e && !strcmp(e, "dot");
+}
+
 la_mm_path la_cpu_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n) {
     if (n == 1) return LA_MM_MATVEC;
-    const bool amx_type = t == LA_GGML_Q4_0 || t == LA_GGML_Q4_1 || t == LA_GGML_Q8_0 || t == LA_GGML_Q4_K ||
-                          t == LA_GGML_Q6_K || t == LA_GGML_BF16;
-    /* ctx->amx is only ever set where la_amx_usable said yes */
-    if (ctx->amx && ctx->simd >= LA_SIMD_AVX512 && amx_type && cols % 32 == 0) return LA_MM_AMX_BF16;
+    const bool bf16_type = t == LA_GGML_Q4_0 || t == LA_GGML_Q4_1 || t == LA_GGML_Q8_0 || t == LA_GGML_Q4_K ||
+                           t == LA_GGML_Q6_K || t == LA_GGML_BF16;
+    /* ctx->amx is the context's "bf16 products allowed" (la_context_set_bf16,
+     * la_context_set_amx): AMX where usable, else VDPBF16PS at the
+     * avx512_bf16 level; both read 32 columns at a time. */
+    if (!ctx->amx || !bf16_type || cols % 32) return LA_MM_F32;
+    if (ctx->simd >= LA_SIMD_AVX512 && la_amx_usable(NULL) && !amx_kept_off()) return LA_MM_AMX_BF16;
+    if (ctx->simd == LA_SIMD_AVX512_BF16) return LA_MM_DOT_BF16;
     return LA_MM_F32;
 }
 
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
-                        const float *X, int64_t n, float *Y, bool amx_ok) {
+                        const float *X, int64_t n, float *Y, bool bf16_ok) {
+    const la_mm_path path = bf16_ok ? la_cpu_matmul_path(ctx, t, cols, n) : LA_MM_F32;
 #if defined(LA_HAVE_AMX)
-    if (amx_ok && la_cpu_matmul_path(ctx, t, cols, n) == LA_MM_AMX_BF16)
-        return la_quant_matmul_amx(ctx, t, W, rb, rows, cols, X, n, Y);
-#else
-    (void)amx_ok;
+    if (path == LA_MM_AMX_BF16) return la_quant_matmul_amx(ctx, t, W, rb, rows, cols, X, n, Y);
 #endif
+    if (path == LA_MM_DOT_BF16) return la_quant_matmul_bf16_avx512_bf16(ctx, t, W, rb, rows, cols, X, n, Y);
     return LA_ISA_PICK(la_quant_matmul, ctx->simd)(ctx, t, W, rb, rows, cols, X, n, Y);
 }

@@ -78,9 +78,18 @@ LA_ISA_DECLARE(void, la_quant_dot_rows, (la_ggml_type t, const char *w, size_t r
 LA_ISA_DECLARE(la_status, la_quant_matmul, (la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows,
                                             int64_t cols, const float *X, int64_t n, float *Y));
 
+/* The GEMMs' work units: panels of weight rows, each split into `split`
+ * runs of whole token blocks when there are too few panels to keep every
+ * thread busy (at most one run per block). */
+static inline int64_t la_mm_split(int64_t panels, int64_t blocks, int threads) {
+    int64_t split = 1;
+    if (panels < 2 * threads) split = (2 * threads + panels - 1) / panels;
+    return split > blocks ? blocks : split;
+}
+
 /* Which kernel la_matmul (not la_matmul_f32) runs: the one choice, made by
  * la_cpu_matmul_path for both la_matmul and the public la_matmul_path. */
-typedef enum { LA_MM_MATVEC, LA_MM_F32, LA_MM_AMX_BF16 } la_mm_path;
+typedef enum { LA_MM_MATVEC, LA_MM_F32, LA_MM_AMX_BF16, LA_MM_DOT_BF16 } la_mm_path;
 la_mm_path la_cpu_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n);
 #if defined(LA_HAVE_AMX)
 /* Y = X W^T for n > 1 on AMX tiles (matmul_amx.c, built with the AMX flags
@@ -88,13 +97,17 @@ la_mm_path la_cpu_matmul_path(const la_context *ctx, la_ggml_type t, int64_t col
 la_status la_quant_matmul_amx(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
                               const float *X, int64_t n, float *Y);
 #endif
+/* Y = X W^T for n > 1 with VDPBF16PS (matmul_bf16_isa.c, which has a body
+ * in its avx512_bf16 copy only); only at SIMD level avx512_bf16. */
+la_status la_quant_matmul_bf16_avx512_bf16(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows,
+                                           int64_t cols, const float *X, int64_t n, float *Y);
 
 /* jobs validated, rb[j] the row bytes of job j. */
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
                               const float *x);
-/* n >= 1 rows of X: the f32 GEMM, or AMX when `amx_ok` and
- * la_cpu_matmul_path says so. */
+/* n >= 1 rows of X: the f32 GEMM, or a bf16 path (AMX or VDPBF16PS) when
+ * `bf16_ok` and la_cpu_matmul_path says so. */
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
-                        const float *X, int64_t n, float *Y, bool amx_ok);
+                        const float *X, int64_t n, float *Y, bool bf16_ok);
 
 #endif

@@ -55,6 +55,7 @@ const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, 
     switch (la_cpu_matmul_path(ctx, t, cols, n)) {
     case LA_MM_MATVEC: return "matvec";
     case LA_MM_AMX_BF16: return "amx_bf16";
+    case LA_MM_DOT_BF16: return "dot_bf16";
     default: return "f32";
     }
 }
