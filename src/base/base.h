@@ -26,7 +26,7 @@ struct la_context {
     void *workspace;
     size_t workspace_bytes;
     bool workspace_borrowed;
-    bool amx; /* la_matmul may round to bf16 (AMX or the AVX512_BF16 dot path; la_context_set_bf16) */
+    bool amx; /* la_matmul may round to bf16 (AMX or AVX512_BF16 dots; la_context_set_bf16) */
     /* Device backends: the stream calls run on (NULL = the default stream)
      * and scratch memory on the device, owned by the backend that made it.
      * The base layer knows no device API: whoever sets device_scratch sets
