@@ -2,8 +2,8 @@
  * that head, for the decode kernels (attention/decode_isa.c over float
  * pages read in place, kvquant/kvq_decode_isa.c over widened codes).
  * Include after cpu/isa.h and decode_simd.h. db_block = db_scores +
- * db_softmax + its P.V; the quantised kernel composes the first two with a
- * P.V of its own (value scales folded into the weights), and db_load reads
+ * db_softmax + db_pv; the quantised kernel composes the three with its
+ * value scales folded into the weights (a weight per value group), and db_load reads
  * int8 / int4 codes (DB_U8, DB_U4) as well as float rows.
  *
  * The rows of a grouped-query head share every K and V load: a vector of a
@@ -18,8 +18,10 @@
  *    LA_VL scores per row.
  *  - softmax: the row's block max and sum as trees; the running
  *    accumulator's rescale is folded into its load in the P.V loop.
- *  - P.V: NV output vectors of each row in registers (4 x NV chains), each
- *    value vector loaded once for the rows, weights broadcast from memory.
+ *  - P.V (db_pv): NV output vectors of each row in registers (4 x NV
+ *    chains), each value vector loaded once for the rows, weights
+ *    broadcast from memory; the quantised kernel's codes go through the
+ *    same loop with a weight per value group and the groups' zero terms.
  * Every row's arithmetic is the same whatever the other rows of the group,
  * the layout of the pages or the thread count: results depend only on the
  * keys' positions (the block starts at a multiple of LA_VL of the chunk). */
@@ -68,6 +70,33 @@ static inline __attribute__((always_inline)) void db_transpose4(const vf *x, vf 
     s[3] = __builtin_shufflevector(q01, q23, DB_CH(2), DB_CH(3), DB_CH(6), DB_CH(7));
 }
 
+/* Lane i of the result = the sum of the lanes of v[i] (isa.h's
+ * vf_transpose_sum). With 16 lanes the first two levels of the tree pair
+ * lanes within each 128-bit chunk (vunpck / vshufps) and only the last two
+ * move whole chunks (vshuff32x4), where the generic tree's two-source
+ * lane permutes (vpermt2ps) cost more on every level; the lanes are added
+ * in another fixed order. */
+static inline __attribute__((always_inline)) vf db_transpose_sum(vf *v) {
+#if defined(LA_ISA_AVX512)
+    __m512 c[8], e[4], g[2];
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) /* chunk lanes [a0+a2, b0+b2, a1+a3, b1+b3] */
+        c[i] = _mm512_add_ps(_mm512_unpacklo_ps((__m512)v[2 * i], (__m512)v[2 * i + 1]),
+                             _mm512_unpackhi_ps((__m512)v[2 * i], (__m512)v[2 * i + 1]));
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* chunk l lane k: chunk l's sum of v[4i + k] */
+        e[i] = _mm512_add_ps(_mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0x44),
+                             _mm512_shuffle_ps(c[2 * i], c[2 * i + 1], 0xEE));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* chunks [e.0+e.2, e.1+e.3, f.0+f.2, f.1+f.3] */
+        g[i] = _mm512_add_ps(_mm512_shuffle_f32x4(e[2 * i], e[2 * i + 1], 0x44),
+                             _mm512_shuffle_f32x4(e[2 * i], e[2 * i + 1], 0xEE));
+    return (vf)_mm512_add_ps(_mm512_shuffle_f32x4(g[0], g[1], 0x88), _mm512_shuffle_f32x4(g[0], g[1], 0xDD));
+#else
+    return vf_transpose_sum(v);
+#endif
+}
+
 /* Scores of keys e in [0, LA_VL) at kb + e * kstride (bytes), rows of Dp
  * elements of dtype DT (a float dtype, or DB_U8 / DB_U4 codes widened in
  * the registers), against NR query rows q + rr * Dp: s[rr] lane e =
@@ -76,7 +105,10 @@ static inline __attribute__((always_inline)) void db_scores(const float *q, cons
                                                             size_t kstride, const int NR, const int64_t Dp,
                                                             const la_dtype DT, vf *s) {
     vf x[4];
-#pragma GCC unroll 4
+    /* sub-blocks one after the other: unrolled, GCC kept every row's query
+     * vectors of all four live at once and spilled them (and the key row
+     * addresses) in the big quantised kernel */
+#pragma GCC unroll 1
     for (int j = 0; j < 4; j++) {
         vf part[LA_VL];
 #pragma GCC unroll 16
@@ -93,7 +125,7 @@ static inline __attribute__((always_inline)) void db_scores(const float *q, cons
                 for (int e = 0; e < DB_KS; e++) part[rr * DB_KS + e] = vf_fma(kv[e], qv, part[rr * DB_KS + e]);
             }
         }
-        x[j] = vf_transpose_sum(part);
+        x[j] = db_transpose_sum(part);
     }
     db_transpose4(x, s);
     if (bias)
@@ -131,6 +163,59 @@ static inline __attribute__((always_inline)) bool db_softmax(const vf *s, const 
     return any;
 }
 
+/* P.V of one block for NR rows: acc + rr * Dp = alpha[rr] * acc + sum_e
+ * w_e v_e (+ Z) over the LA_VL value rows at vb + e * vstride (bytes, dtype
+ * DT: a float dtype, or DB_U8 / DB_U4 codes widened in the registers).
+ * Channel d of row rr takes the weights pw[rr * NG + d / VG] (NG = Dp / VG
+ * groups of VG channels; one group, VG = Dp, for float pages) and adds
+ * Z[rr * NG + d / VG] where Z is not NULL (the quantised values' zero
+ * term). NV output vectors of each row in registers (4 x NV chains), each
+ * value vector loaded once for the rows, weights broadcast from memory. */
+static inline __attribute__((always_inline)) void db_pv(float *acc, const vf *alpha, const float (*pw)[LA_VL],
+                                                        const float *Z, const char *vb, size_t vstride, const int NR,
+                                                        const int64_t Dp, const int64_t VG, const la_dtype DT) {
+    const int64_t ng = Dp / VG;
+    int64_t d0 = 0;
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
+        vf o[4][DB_NV];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_load(acc + rr * Dp + d0 + k * LA_VL) * alpha[rr];
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+            vf vv[DB_NV];
+            const char *vr = vb + (size_t)e * vstride;
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vr, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+                for (int k = 0; k < DB_NV; k++)
+                    o[rr][k] = vf_fma(vf_set1(pw[rr * ng + (d0 + k * LA_VL) / VG][e]), vv[k], o[rr][k]);
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++)
+                vf_store(acc + rr * Dp + d0 + k * LA_VL,
+                         Z ? o[rr][k] + vf_set1(Z[rr * ng + (d0 + k * LA_VL) / VG]) : o[rr][k]);
+    }
+    for (; d0 < Dp; d0 += LA_VL) {
+        const int64_t g = d0 / VG;
+        vf o[4];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) o[rr] = vf_load(acc + rr * Dp + d0) * alpha[rr];
+        for (int e = 0; e < LA_VL; e++) {
+            const vf vv = db_load(vb + (size_t)e * vstride, d0, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(pw[rr * ng + g][e]), vv, o[rr]);
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, Z ? o[rr] + vf_set1(Z[rr * ng + g]) : o[rr]);
+    }
+}
+
 /* Keys e in [0, LA_VL) at kb + e * kstride and vb + e * vstride (bytes),
  * rows of Dp elements of dtype DT, all finite (rows past a short block's
  * end are zero rows of the caller's buffer); NR query rows (1..4) with
@@ -146,43 +231,7 @@ static inline __attribute__((always_inline)) void db_block(const float *q, const
     float pw[4][LA_VL] __attribute__((aligned(64)));
     vf alpha[4];
     if (!db_softmax(s, vis, m, l, NR, pw, alpha)) return;
-    int64_t d0 = 0;
-    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
-        vf o[4][DB_NV];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_load(acc + rr * Dp + d0 + k * LA_VL) * alpha[rr];
-#pragma GCC unroll 16
-        for (int e = 0; e < LA_VL; e++) {
-            vf vv[DB_NV];
-            const char *vr = vb + (size_t)e * vstride;
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vr, d0 + k * LA_VL, DT);
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) {
-                const vf pe = vf_set1(pw[rr][e]);
-#pragma GCC unroll 4
-                for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_fma(pe, vv[k], o[rr][k]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
-    }
-    for (; d0 < Dp; d0 += LA_VL) {
-        vf o[4];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) o[rr] = vf_load(acc + rr * Dp + d0) * alpha[rr];
-        for (int e = 0; e < LA_VL; e++) {
-            const vf vv = db_load(vb + (size_t)e * vstride, d0, DT);
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(pw[rr][e]), vv, o[rr]);
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr]);
-    }
+    db_pv(acc, alpha, (const float (*)[LA_VL])pw, NULL, vb, vstride, NR, Dp, Dp, DT);
 }
 
 #endif

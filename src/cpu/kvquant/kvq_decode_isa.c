@@ -206,44 +206,7 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
             Z[rr * ng + g] = tree_add(p * zv[g]);
         }
     }
-    int64_t d0 = 0;
-    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
-        vf o[4][DB_NV];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_load(acc + rr * Dp + d0 + k * LA_VL) * alpha[rr];
-#pragma GCC unroll 16
-        for (int e = 0; e < LA_VL; e++) {
-            vf vv[DB_NV];
-            const char *vr = vb + (size_t)e * rs;
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vr, d0 + k * LA_VL, DT);
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-                for (int k = 0; k < DB_NV; k++)
-                    o[rr][k] = vf_fma(vf_set1(pwg[rr * ng + (d0 + k * LA_VL) / VG][e]), vv[k], o[rr][k]);
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++)
-                vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(Z[rr * ng + (d0 + k * LA_VL) / VG]));
-    }
-    for (; d0 < Dp; d0 += LA_VL) {
-        const int64_t g = d0 / VG;
-        vf o[4];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) o[rr] = vf_load(acc + rr * Dp + d0) * alpha[rr];
-        for (int e = 0; e < LA_VL; e++) {
-            const vf vv = db_load(vb + (size_t)e * rs, d0, DT);
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(pwg[rr * ng + g][e]), vv, o[rr]);
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr] + vf_set1(Z[rr * ng + g]));
-    }
+    db_pv(acc, alpha, (const float (*)[LA_VL])pwg, Z, vb, rs, NR, Dp, VG, DT);
 }
 
 /* One full block [j0, j0 + LA_VL) of quantised keys at kb / vb (code rows
