@@ -3,12 +3,13 @@
  * and the parse/validate rules every policy shares. The stateful ones
  * (h2o, snapkv, quest, duo) live in policy_state.c. */
 #include "base/base.h"
+#include "kv/kv_internal.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-#define KNOWN "known: full, streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET, quest:BUDGET, duo:BUDGET[:FILE]"
+#define KNOWN "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE], snapkv:BUDGET, quest:BUDGET, duo:BUDGET[:FILE]"
 
 static const struct {
     const char *name;
@@ -58,6 +59,23 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
             return la_fail(LA_ERR_ARGUMENT,
                            "KV policy h2o: the budget %lld must be in [1, 2^30] and recent %lld in [0, budget)", b,
                            (long long)p->recent);
+        if (!(p->share >= 0 && p->share < 1))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy h2o: snap %g (the voted share of the budget) must be in [0, 1)",
+                           p->share);
+        const int64_t snap = la_kv_h2o_snap(p);
+        if (snap > 0) {
+            /* the voted entries come beside the newest max(recent, window), which the vote cannot rank */
+            if (p->window < 1 || (p->recent > p->window ? p->recent : p->window) + snap > p->budget)
+                return la_fail(LA_ERR_ARGUMENT,
+                               "KV policy h2o: with snap %g (%lld entries) the window %lld must be >= 1 and "
+                               "max(recent %lld, window) + %lld at most the budget %lld",
+                               p->share, (long long)snap, (long long)p->window, (long long)p->recent,
+                               (long long)snap, b);
+            if (p->kernel < 1 || p->kernel % 2 == 0 || p->kernel > 1025 || (p->pool_avg != 0 && p->pool_avg != 1))
+                return la_fail(LA_ERR_ARGUMENT,
+                               "KV policy h2o: kernel %lld must be odd, in [1, 1025], and pool_avg 0 or 1 (%d)",
+                               (long long)p->kernel, p->pool_avg);
+        }
         return la_succeed();
     case LA_KV_POLICY_SNAPKV:
         if (p->window < 1 || p->budget <= p->window || p->budget > (1LL << 30))
@@ -105,12 +123,13 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
         unsigned kinds; /* bit per la_kv_policy_kind */
     } opts[] = {{"sinks", 1u << LA_KV_POLICY_STREAMING | 1u << LA_KV_POLICY_DUO},
                 {"recent", 1u << LA_KV_POLICY_H2O | 1u << LA_KV_POLICY_SNAPKV},
-                {"window", 1u << LA_KV_POLICY_SNAPKV},
-                {"kernel", 1u << LA_KV_POLICY_SNAPKV},
-                {"pool", 1u << LA_KV_POLICY_SNAPKV},
+                {"window", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
+                {"kernel", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
+                {"pool", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
                 {"share", 1u << LA_KV_POLICY_DUO},
                 {"file", 1u << LA_KV_POLICY_DUO},
-                {"page", 1u << LA_KV_POLICY_QUEST}};
+                {"page", 1u << LA_KV_POLICY_QUEST},
+                {"snap", 1u << LA_KV_POLICY_H2O}};
     size_t o = 0;
     while (o < sizeof opts / sizeof *opts && (strlen(opts[o].key) != kn || memcmp(opts[o].key, key, kn))) o++;
     if (o == sizeof opts / sizeof *opts || !(opts[o].kinds >> p->kind & 1))
@@ -132,13 +151,16 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
         else if (vn == 3 && !memcmp(val, "avg", 3)) p->pool_avg = 1;
         else return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': pool must be max or avg", text);
         break;
-    case 5: {
+    case 5:
+    case 8: { /* duo's share of heads; h2o's snap, the voted share of the budget (same field) */
         char buf[64], *end;
-        if (!vn || vn >= sizeof buf) return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': share is empty or too long", text);
+        if (!vn || vn >= sizeof buf)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s is empty or too long", text, opts[o].key);
         memcpy(buf, val, vn), buf[vn] = 0;
         p->share = strtod(buf, &end);
-        if (*end || !(p->share >= 0 && p->share <= 1))
-            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': share must be a number in [0, 1], not '%s'", text, buf);
+        if (*end || !(p->share >= 0 && (o == 5 ? p->share <= 1 : p->share < 1)))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be a number in [0, 1%c, not '%s'", text,
+                           opts[o].key, o == 5 ? ']' : ')', buf);
         break;
     }
     case 7:
@@ -199,6 +221,10 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
         if (st) return st;
     }
     if (p.kind == LA_KV_POLICY_SNAPKV && !(seen >> 1 & 1)) p.recent = 0; /* snapkv keeps just its window by default */
+    if (p.kind == LA_KV_POLICY_H2O && !(seen >> 8 & 1)) p.share = 0; /* h2o votes only with snap= */
+    if (p.kind == LA_KV_POLICY_H2O && !(p.share > 0) && (seen & (7u << 2)))
+        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': h2o takes window=, kernel= and pool= only with snap= > 0",
+                       text);
     la_status st = la_kv_policy_validate(&p);
     if (st) return la_fail(st, "KV policy '%s': %s", text, la_last_error());
     *out = p;

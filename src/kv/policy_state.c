@@ -25,7 +25,8 @@ struct la_kv_policy_state {
     la_kv_cache_params cp;
     int64_t heads;          /* layers x kv heads */
     float **score;          /* h2o: [heads][cap] accumulated mass, slot order */
-    int64_t *n_score, *cap; /* entries scored, capacity */
+    float **pin;            /* h2o with snap: [heads][pin_cap] 1 for an entry the last prompt's end voted for */
+    int64_t *n_score, *cap, *pin_cap; /* entries scored (and pin flags held), capacities */
     float *lse;             /* [n x n_heads] of the last attend */
     int64_t lse_cap, lse_layer, lse_n, lse_heads;
     float *mass, *vote;     /* scratch [len] */
@@ -159,6 +160,7 @@ la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t la
 static void state_free_arrays(la_kv_policy_state *s) {
     for (int64_t i = 0; i < s->heads; i++) {
         if (s->score) free(s->score[i]);
+        if (s->pin) free(s->pin[i]);
         if (s->kmin) free(s->kmin[i]);
         if (s->kmax) free(s->kmax[i]);
     }
@@ -174,7 +176,7 @@ void la_kv_policy_state_destroy(la_kv_policy_state *s) {
     free(s->score), free(s->n_score), free(s->cap), free(s->lse), free(s->mass), free(s->vote);
     free(s->slots), free(s->order), free(s->kf), free(s->vf), free(s->kmin), free(s->kmax), free(s->bounded);
     free(s->blocks), free(s->retrieval), free(s->qwin), free(s->lwin), free(s->nwin), free(s->lwin_ok);
-    free(s->pending);
+    free(s->pending), free(s->pin), free(s->pin_cap);
     free(s);
 }
 
@@ -265,6 +267,8 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
     s->p = *p, s->cp = *cp, s->heads = cp->n_layers * cp->n_kv_heads;
     const size_t H = (size_t)s->heads;
     s->score = calloc(H, sizeof *s->score);
+    s->pin = calloc(H, sizeof *s->pin);
+    s->pin_cap = calloc(H, sizeof *s->pin_cap);
     s->kmin = calloc(H, sizeof *s->kmin);
     s->kmax = calloc(H, sizeof *s->kmax);
     s->n_score = calloc(H, sizeof *s->n_score);
@@ -277,7 +281,7 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
     s->nwin = calloc(NL, sizeof *s->nwin);
     s->lwin_ok = calloc(NL, sizeof *s->lwin_ok);
     s->pending = calloc(NL, sizeof *s->pending);
-    if (!s->score || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded || !s->retrieval || !s->qwin ||
+    if (!s->score || !s->pin || !s->pin_cap || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded || !s->retrieval || !s->qwin ||
         !s->lwin || !s->nwin || !s->lwin_ok || !s->pending) {
         la_kv_policy_state_destroy(s);
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
@@ -343,8 +347,8 @@ static la_status scratch(la_kv_policy_state *s, int64_t len) {
 
 /* Keep slots [len - keep_last, len) and the `keep_top` others in [0, len -
  * keep_last) with the largest key[] (ties: the earlier slot); drop the
- * rest from the cache and, when sc is not NULL, from sc (aligned with the
- * slots). */
+ * rest from the cache and, when sc / sc2 are not NULL, from them (arrays
+ * aligned with the slots). */
 static int by_key_desc(const void *a, const void *b) {
     const keyed *x = a, *y = b;
     if (x->key != y->key) return x->key > y->key ? -1 : 1;
@@ -355,8 +359,21 @@ static int by_slot(const void *a, const void *b) {
     return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
+/* Remove the sorted slots[0 .. n_drop) from a[0 .. len), as compaction
+ * removes them from the cache. */
+static void drop_aligned(float *a, int64_t len, const int32_t *slots, int64_t n_drop) {
+    int64_t w = 0, next = 0;
+    for (int64_t r = 0; r < len; r++) {
+        if (next < n_drop && slots[next] == r) {
+            next++;
+            continue;
+        }
+        a[w++] = a[r];
+    }
+}
+
 static la_status keep_top(la_kv_policy_state *s, la_kv_cache *c, int64_t layer, int64_t head, const float *key,
-                          int64_t keep_top_n, int64_t keep_last, float *sc) {
+                          int64_t keep_top_n, int64_t keep_last, float *sc, float *sc2) {
     const int64_t len = la_kv_cache_len(c, layer, head, 0), pre = len - keep_last;
     if (pre <= keep_top_n) return LA_OK;
     for (int64_t i = 0; i < pre; i++) s->order[i] = (keyed){isnan(key[i]) ? -INFINITY : key[i], (int32_t)i};
@@ -367,16 +384,8 @@ static la_status keep_top(la_kv_policy_state *s, la_kv_cache *c, int64_t layer, 
     for (int64_t i = 0; i < n_drop; i++) s->slots[i] = s->order[keep_top_n + i].slot;
     la_status st = la_kv_cache_compact(c, layer, head, 0, s->slots, n_drop);
     if (st) return st;
-    if (sc) {
-        int64_t w = 0, next = 0;
-        for (int64_t r = 0; r < len; r++) {
-            if (next < n_drop && s->slots[next] == r) {
-                next++;
-                continue;
-            }
-            sc[w++] = sc[r];
-        }
-    }
+    if (sc) drop_aligned(sc, len, s->slots, n_drop);
+    if (sc2) drop_aligned(sc2, len, s->slots, n_drop);
     return LA_OK;
 }
 
@@ -588,6 +597,54 @@ static la_status snap_remember(la_kv_policy_state *s, int64_t layer, const float
     return LA_OK;
 }
 
+/* SnapKV's votes for head h's first len - W entries into s->vote: the
+ * mass the prompt's last W queries (kept by snap_remember) give each
+ * entry, pooled over neighbours. The window's queries are the head's last
+ * W entries: nothing was evicted since they came. */
+static la_status window_votes(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer, int64_t h,
+                              int64_t len, int64_t W) {
+    const int64_t H = s->win_heads, G = H / s->cp.n_kv_heads, D = s->cp.head_dim;
+    la_status st = la_kv_attention_mass(ctx, c, layer, h, 0, s->qwin[layer] + h * G * D, W, G, H * D, s->win_scale,
+                                        s->lwin_ok[layer] ? s->lwin[layer] + h * G : NULL, H, s->mass);
+    if (!st) pool(s->mass, s->vote, len - W, s->p.kernel, s->p.pool_avg);
+    return st;
+}
+
+/* H2O with snap=S at a prompt's end, per KV head: the prompt's last W
+ * queries vote (SnapKV's pooled mass) and the S best-voted entries older
+ * than the R = max(recent, W) newest are pinned (the pins of the prompt
+ * before are dropped); a head over budget then keeps the R newest, the
+ * pinned and the heaviest others by accumulated mass. The pins stay with
+ * their entries (compacted alongside the scores) so that single-token
+ * steps never evict them. */
+static la_status h2o_snap_select(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
+    const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
+    const la_kv_policy *p = &s->p;
+    const int64_t last = p->recent > W ? p->recent : W, snap = la_kv_h2o_snap(p);
+    s->pending[layer] = false, s->nwin[layer] = 0;
+    for (int64_t h = 0; h < Hkv; h++) {
+        const int64_t len = la_kv_cache_len(c, layer, h, 0), i = layer * Hkv + h, pre = len - last;
+        if (s->n_score[i] != len)
+            return la_fail(LA_ERR_ARGUMENT, "la_kv_policy_end_prompt: head %lld holds %lld entries, %lld scored "
+                           "(every prompt chunk goes through la_kv_policy_update)",
+                           (long long)h, (long long)len, (long long)s->n_score[i]);
+        float *pin = s->pin[i];
+        for (int64_t j = 0; j < len; j++) pin[j] = 0;
+        if (pre <= 0) continue;
+        la_status st = scratch(s, len);
+        if (st) return st;
+        if ((st = window_votes(s, ctx, c, layer, h, len, W))) return st;
+        for (int64_t j = 0; j < pre; j++) s->order[j] = (keyed){isnan(s->vote[j]) ? -INFINITY : s->vote[j], (int32_t)j};
+        qsort(s->order, (size_t)pre, sizeof *s->order, by_key_desc);
+        for (int64_t t = 0; t < snap && t < pre; t++) pin[s->order[t].slot] = 1;
+        if (len <= p->budget) continue;
+        for (int64_t j = 0; j < len; j++) s->mass[j] = pin[j] != 0 ? INFINITY : s->score[i][j];
+        if ((st = keep_top(s, c, layer, h, s->mass, p->budget - last, last, s->score[i], pin))) return st;
+        s->n_score[i] = p->budget;
+    }
+    return LA_OK;
+}
+
 la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     static const char *fn = "la_kv_policy_end_prompt";
     if (!s || !c) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : "cache");
@@ -596,8 +653,9 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
         return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
     if (layer < 0 || layer >= cp->n_layers)
         return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
-    if (s->p.kind != LA_KV_POLICY_SNAPKV || !s->pending[layer]) return LA_OK;
-    const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, H = s->win_heads, G = H / Hkv, W = s->nwin[layer];
+    if (!s->pending[layer]) return LA_OK;
+    if (s->p.kind == LA_KV_POLICY_H2O) return h2o_snap_select(s, ctx, c, layer);
+    const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
     s->pending[layer] = false, s->nwin[layer] = 0;
     for (int64_t h = 0; h < Hkv; h++) {
@@ -608,13 +666,9 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
                            fn, (long long)h, (long long)len, (long long)W);
         la_status st = scratch(s, len);
         if (st) return st;
-        /* the window's queries are the head's last W entries: nothing was evicted since they came */
-        if ((st = la_kv_attention_mass(ctx, c, layer, h, 0, s->qwin[layer] + h * G * D, W, G, H * D, s->win_scale,
-                                       s->lwin_ok[layer] ? s->lwin[layer] + h * G : NULL, H, s->mass)))
-            return st;
-        pool(s->mass, s->vote, len - W, p->kernel, p->pool_avg);
+        if ((st = window_votes(s, ctx, c, layer, h, len, W))) return st;
         const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
-        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - last, last, NULL))) return st;
+        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - last, last, NULL, NULL))) return st;
     }
     return LA_OK;
 }
@@ -628,6 +682,11 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
     const la_kv_policy *p = &s->p;
     if (p->kind == LA_KV_POLICY_SNAPKV) return snap_remember(s, layer, q, n, H, have_lse, scale);
+    /* h2o with snap: a prompt's chunks only score (and keep the window's
+     * queries); it selects at la_kv_policy_end_prompt */
+    const int64_t snap = la_kv_h2o_snap(p);
+    const bool defer = p->kind == LA_KV_POLICY_H2O && snap > 0 && (n > 1 || s->pending[layer]);
+    if (defer && (st = snap_remember(s, layer, q, n, H, have_lse, scale))) return st;
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, 0), i = layer * Hkv + h;
         if ((st = scratch(s, len))) return st;
@@ -635,18 +694,27 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
         case LA_KV_POLICY_H2O: {
             /* entries before this chunk keep their scores; a failed chunk's leftovers are dropped */
             if (s->n_score[i] > len - n) s->n_score[i] = len - n;
-            if (!grow_f(&s->score[i], &s->cap[i], len)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
-            for (int64_t j = s->n_score[i]; j < len; j++) s->score[i][j] = 0;
+            const int64_t from = s->n_score[i];
+            if (!grow_f(&s->score[i], &s->cap[i], len) ||
+                (snap > 0 && !grow_f(&s->pin[i], &s->pin_cap[i], len)))
+                return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
+            for (int64_t j = from; j < len; j++) s->score[i][j] = 0;
+            for (int64_t j = from; j < len && snap > 0; j++) s->pin[i][j] = 0;
             s->n_score[i] = len;
             if ((st = la_kv_attention_mass(ctx, c, layer, h, 0, q + h * G * D, n, G, H * D, scale,
                                            have_lse ? s->lse + h * G : NULL, H, s->mass)))
                 return st;
             for (int64_t j = 0; j < len; j++) s->score[i][j] += s->mass[j];
-            if (len > p->budget) {
-                if ((st = keep_top(s, c, layer, h, s->score[i], p->budget - p->recent, p->recent, s->score[i])))
-                    return st;
-                s->n_score[i] = p->budget;
+            if (defer || len <= p->budget) break;
+            const float *key = s->score[i];
+            if (snap > 0) { /* pinned entries rank above every score */
+                for (int64_t j = 0; j < len; j++) s->mass[j] = s->pin[i][j] != 0 ? INFINITY : s->score[i][j];
+                key = s->mass;
             }
+            if ((st = keep_top(s, c, layer, h, key, p->budget - p->recent, p->recent, s->score[i],
+                               snap > 0 ? s->pin[i] : NULL)))
+                return st;
+            s->n_score[i] = p->budget;
             break;
         }
         case LA_KV_POLICY_DUO: {

@@ -109,6 +109,16 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:window=16:kernel=5:pool=avg", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_SNAPKV && p.budget == 100 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
              "snapkv options parsed wrong");
+    /* h2o's snap= is the voted share of the budget (la_kv_policy.share) */
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=0.125", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_H2O && p.share == 0.125 && p.recent == 32 && p.window == LA_KV_SNAPKV_WINDOW &&
+                 p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0,
+             "h2o:64:snap=0.125 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:100:recent=60:snap=0.2:window=16:kernel=5:pool=avg", &p), LA_OK);
+    tu_check(p.share == 0.2 && p.recent == 60 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
+             "h2o snap options parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64", &p), LA_OK);
+    tu_check(p.share == 0, "h2o:64 has snap %g", p.share);
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100", &p), LA_OK);
     tu_check(p.window == LA_KV_SNAPKV_WINDOW && p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0, "snapkv defaults");
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512", &p), LA_OK);
@@ -126,7 +136,10 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_parse("streaming:10:sinks=2", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_STREAMING && p.sinks == 2, "streaming sinks=2 parsed wrong");
     const char *bad[] = {"",         "h2o",          "h2o:",         "h2o:0",           "h2o:-5",
-                         "h2o:1x",   "h2o:64:foo=1", "h2o:64:window=3", "h2o:64:recent=64", "h2o:64:recent=1:recent=2",
+                         "h2o:1x",   "h2o:64:foo=1", "h2o:64:window=3", "h2o:64:recent=64", "h2o:64:snap=0.6", "h2o:64:snap=1",
+                         "h2o:64:snap=-1", "h2o:64:snap=x", "h2o:64:snap=", "h2o:64:snap=0.1:kernel=4", "h2o:64:kernel=3",
+                         "h2o:64:pool=avg", "h2o:64:snap=0.1:window=0", "h2o:64:recent=8:window=60:snap=0.1",
+                         "snapkv:64:snap=0.1", "duo:64:snap=0.1", "h2o:64:recent=1:recent=2",
                          "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "snapkv:64:recent=64", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
                          "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
                          "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:"};
@@ -143,6 +156,9 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 7};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .share = 1.5};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "snap") != NULL, "h2o snap 1.5: message '%s'", la_last_error());
 }
 
 static void check_mass(la_context *ctx, uint64_t *rng) {
@@ -559,6 +575,166 @@ static void check_snapkv_chunks(la_context *ctx, uint64_t *rng, const int *chunk
     la_kv_cache_destroy(c);
 }
 
+/* H2O with snap= (S = 3 voted entries) over a prompt fed in chunks: nothing is evicted before
+ * the prompt's end; then each head keeps its R newest entries, the S
+ * entries the last W queries vote for (pooled by 3) and the heaviest
+ * others by accumulated mass, all from a float64 reference. Earlier
+ * queries look for six heavy hitters (channel 0); only the window looks
+ * for head h's needle (channel 1 + h), too lightly for its accumulated
+ * mass to rank among the heavy ones: H2O alone would drop it (checked on
+ * the reference), the votes keep it; the rest of the budget goes to four
+ * of the six heavy hitters. A decode step after the prompt then
+ * drops the lightest entry that is neither recent nor voted, and the
+ * needle stays. On int8 pages the reference reads values re-quantised
+ * since the earlier chunks were scored, so there only the needle and the
+ * heavy hitters are checked. A budget >= the prompt evicts nothing. */
+static void check_h2o_snap(la_context *ctx, uint64_t *rng, const int *chunks, int n_chunks, la_kv_quant quant) {
+    enum { N = 60, H = 2, G = 2, W = 8, R = 8, S = 3, B = 15, TOP = B - R - S };
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_layers = 1, cp.n_kv_heads = H, cp.head_dim = D, cp.page_size = 8, cp.max_tokens = 80, cp.dtype = LA_F32;
+    if ((cp.quant = quant) != LA_KV_QUANT_NONE) cp.quant_key_group = 8, cp.quant_value_group = 8, cp.quant_window = 8;
+    static float k[(N + 1) * H * D], v[(N + 1) * H * D], q[(N + 1) * H * G * D], out[N * H * G * D];
+    tu_fill(rng, k, LA_F32, (N + 1) * H * D, -0.3, 0.3);
+    tu_fill(rng, v, LA_F32, (N + 1) * H * D, -1, 1);
+    tu_fill(rng, q, LA_F32, (N + 1) * H * G * D, -0.3, 0.3);
+    enum { NH = 6 };
+    const int heavy[NH] = {2, 6, 10, 14, 18, 22}, needle[H] = {45, 33};
+    for (int h = 0; h < H; h++) {
+        for (int i = 0; i < NH; i++) k[(heavy[i] * H + h) * D] += 5;
+        k[(needle[h] * H + h) * D + 1 + h] += 4;
+    }
+    for (int i = 0; i <= N; i++)
+        for (int h = 0; h < H; h++)
+            for (int g = 0; g < G; g++) {
+                float *r = q + ((i * H + h) * G + g) * D;
+                const bool win = i >= N - W && i < N;
+                if (win) r[0] = 0;
+                r[win ? 1 + h : 0] += win ? 1.5f : 2;
+            }
+    for (int big = 0; big < 2; big++) {
+        la_kv_cache *c = NULL;
+        TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c), LA_OK);
+        la_kv_policy p;
+        TU_EXPECT_STATUS(la_kv_policy_parse(big ? "h2o:64:recent=8:window=8:kernel=3:snap=0.05"
+                                                : "h2o:15:recent=8:window=8:kernel=3:snap=0.2",
+                                            &p),
+                         LA_OK);
+        la_kv_policy_state *s = NULL;
+        if (c) TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+        if (!s) {
+            la_kv_cache_destroy(c);
+            return;
+        }
+        int done = 0;
+        for (int ch = 0; ch < n_chunks; ch++) {
+            const int n = chunks[ch];
+            append(c, n, k + done * H * D, v + done * H * D, done);
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + done * H * G * D, n, H * G, out), LA_OK);
+            TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + done * H * G * D, n, H * G, 0), LA_OK);
+            done += n;
+            tu_check(la_kv_cache_len(c, 0, 0, 0) == done && la_kv_cache_len(c, 0, 1, 0) == done,
+                     "h2o snap evicted after a chunk, before the prompt's end (%d entries)", done);
+        }
+        /* the reference: accumulated mass of all N queries, the window's pooled votes */
+        int32_t want[H][B];
+        double kept_score[H][B];
+        bool pinned[H][B];
+        for (int h = 0; h < H && !big; h++) {
+            double score[N], wmass[N], vote[N - W];
+            ref_mass(c, h, q + h * G * D, N, G, H * G * D, score);
+            ref_mass(c, h, q + ((N - W) * H + h) * G * D, W, G, H * G * D, wmass);
+            for (int j = 0; j < N - W; j++) {
+                vote[j] = -1;
+                for (int t = j - 1; t <= j + 1; t++)
+                    if (t >= 0 && t < N - W) vote[j] = fmax(vote[j], wmass[t]);
+            }
+            bool voted[N] = {false}, taken[N] = {false}, by_mass[N] = {false};
+            for (int t = 0; t < S; t++) {
+                int best = -1;
+                for (int j = 0; j < N - R; j++)
+                    if (!voted[j] && (best < 0 || vote[j] > vote[best])) best = j;
+                voted[best] = true;
+            }
+            for (int t = 0; t < TOP; t++) {
+                int best = -1;
+                for (int j = 0; j < N - R; j++)
+                    if (!voted[j] && !taken[j] && (best < 0 || score[j] > score[best])) best = j;
+                taken[best] = true;
+            }
+            for (int t = 0; t < B - R; t++) { /* what H2O alone keeps beside the recent window */
+                int best = -1;
+                for (int j = 0; j < N - R; j++)
+                    if (!by_mass[j] && (best < 0 || score[j] > score[best])) best = j;
+                by_mass[best] = true;
+            }
+            tu_check(voted[needle[h] - 1] && voted[needle[h]] && voted[needle[h] + 1] && !by_mass[needle[h]],
+                     "head %d: the needle is not voted for, or H2O alone would keep it (test setup: mass %.3f)", h,
+                     score[needle[h]]);
+            int heavy_taken = 0;
+            for (int i = 0; i < NH; i++) heavy_taken += taken[heavy[i]];
+            tu_check(heavy_taken == TOP, "head %d: %d heavy hitters among the %d heaviest (test setup)", h,
+                     heavy_taken, TOP);
+            int w = 0;
+            for (int j = 0; j < N; j++)
+                if (j >= N - R || voted[j] || taken[j])
+                    want[h][w] = j, kept_score[h][w] = score[j], pinned[h][w++] = voted[j];
+        }
+        TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+        if (big) {
+            tu_check(la_kv_cache_len(c, 0, 0, 0) == N && la_kv_cache_len(c, 0, 1, 0) == N,
+                     "h2o:64 with snap evicted from a %d-entry prompt", N);
+            la_kv_policy_state_destroy(s);
+            la_kv_cache_destroy(c);
+            continue;
+        }
+        for (int h = 0; h < H; h++) {
+            if (quant) {
+                const int32_t *pos;
+                int64_t len = 0, found = 0;
+                la_kv_cache_positions(c, 0, h, 0, &pos, &len);
+                for (int64_t i = 0; i < len; i++)
+                    for (int t = 0; t < NH; t++) found += pos[i] == heavy[t] || (t == 0 && pos[i] == needle[h]);
+                tu_check(len == B && found == TOP + 1, "h2o snap on quant %d pages, head %d: %lld entries, %lld of "
+                         "the needle and the heavy hitters", (int)quant, h, (long long)len, (long long)found);
+                continue;
+            }
+            tu_check(holds(c, h, want[h], B), "h2o snap (%d chunks) head %d did not keep the newest %d, the %d voted "
+                     "around %d and the %d heaviest", n_chunks, h, R, S, needle[h], TOP);
+            const float *sc;
+            int64_t n = 0;
+            TU_EXPECT_STATUS(la_kv_policy_state_scores(s, 0, h, &sc, &n), LA_OK);
+            double worst = 0;
+            for (int i = 0; i < B && n == B; i++) worst = fmax(worst, fabs(sc[i] - kept_score[h][i]));
+            /* f32 masses summed over 60 rows x 2 heads: 1e-4 */
+            tu_check(n == B && worst < 1e-4, "h2o snap scores after the selection: %lld entries, off by %.3g",
+                     (long long)n, worst);
+        }
+        /* one decode step (a query for the heavy hitters): the lightest entry
+         * outside the newest R and the voted goes, per head */
+        append(c, 1, k + N * H * D, v + N * H * D, N);
+        int32_t want2[H][B];
+        for (int h = 0; h < H && !quant; h++) {
+            double add[B + 1];
+            ref_mass(c, h, q + (N * H + h) * G * D, 1, G, H * G * D, add);
+            int lightest = -1;
+            for (int i = 0; i < B + 1 - R; i++)
+                if (!pinned[h][i] &&
+                    (lightest < 0 || kept_score[h][i] + add[i] < kept_score[h][lightest] + add[lightest]))
+                    lightest = i;
+            for (int i = 0, w = 0; i < B + 1; i++)
+                if (i != lightest) want2[h][w++] = i < B ? want[h][i] : N;
+        }
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + N * H * G * D, 1, H * G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + N * H * G * D, 1, H * G, 0), LA_OK);
+        for (int h = 0; h < H; h++)
+            tu_check(quant ? la_kv_cache_len(c, 0, h, 0) == B : holds(c, h, want2[h], B),
+                     "h2o snap decode step (quant %d), head %d: not the lightest unpinned entry dropped", (int)quant,
+                     h);
+        la_kv_policy_state_destroy(s);
+        la_kv_cache_destroy(c);
+    }
+}
+
 static void check_quest(la_context *ctx, uint64_t *rng) {
     enum { H = 2, G = 2, N = 27, PS = 4 }; /* 7 pages, the last holding 3 */
     la_kv_cache *c = make_cache(H, PS, 64);
@@ -816,13 +992,17 @@ int main(void) {
     check_h2o_steps(ctx, &rng, LA_KV_Q4);
     check_snapkv(ctx, &rng, 0);
     check_snapkv(ctx, &rng, 11);
-    static const int one[] = {48}, even[] = {16, 16, 16}, split[] = {20, 24, 4}, tiny[] = {40, 2, 2, 2, 2};
+    static const int one[] = {48}, one60[] = {60}, even[] = {16, 16, 16}, split[] = {20, 24, 4}, tiny[] = {40, 2, 2, 2, 2};
     check_snapkv_chunks(ctx, &rng, one, 1, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, tiny, 5, LA_KV_QUANT_NONE);
     check_snapkv_chunks(ctx, &rng, split, 3, LA_KV_Q8);
     check_snapkv_chunks(ctx, &rng, even, 3, LA_KV_Q4);
+    static const int snap_chunks[] = {20, 24, 16};
+    check_h2o_snap(ctx, &rng, one60, 1, LA_KV_QUANT_NONE);
+    check_h2o_snap(ctx, &rng, snap_chunks, 3, LA_KV_QUANT_NONE);
+    check_h2o_snap(ctx, &rng, snap_chunks, 3, LA_KV_Q8);
     check_quest(ctx, &rng);
     check_quest_quant(ctx, &rng, LA_KV_Q8);
     check_quest_quant(ctx, &rng, LA_KV_Q4);

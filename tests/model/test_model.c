@@ -858,6 +858,37 @@ static void check_policy_sessions(const model_spec *spec, uint64_t *rng) {
         TU_EXPECT_STATUS(la_kv_policy_parse("duo:8:no-such-file.txt", &sp.kv_policy), LA_OK);
         TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_IO);
         tu_check(s == NULL && strstr(la_last_error(), "calibrate-duo"), "duo without a score file: %s", la_last_error());
+        /* h2o with snap=: a budget >= the context is the full cache bit for
+         * bit; a small one holds exactly its budget per head after the
+         * prompt's selection and the single-token steps */
+        static const char *snaps[2] = {"h2o:100:snap=0.08", "h2o:20:recent=8:window=8:snap=0.2"};
+        for (int bi = 0; bi < 2; bi++) {
+            sp = la_session_params_default();
+            sp.max_ctx = 128, sp.kv_page_size = 4;
+            TU_EXPECT_STATUS(la_kv_policy_parse(snaps[bi], &sp.kv_policy), LA_OK);
+            s = NULL;
+            TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+            if (!s) continue;
+            float *lg = tu_alloc(sizeof(float) * (size_t)((STEPS + 1) * V));
+            tu_poison(lg, LA_F32, (STEPS + 1) * V);
+            TU_EXPECT_STATUS(la_session_eval(s, prompt, P, lg, false), LA_OK);
+            for (int i = 0; i < STEPS; i++) {
+                int32_t t = (int32_t)(i * 7 % V);
+                TU_EXPECT_STATUS(la_session_eval(s, &t, 1, lg + (i + 1) * V, false), LA_OK);
+            }
+            bool ok = true;
+            for (int64_t i = 0; i < (STEPS + 1) * V; i++) ok &= isfinite(lg[i]);
+            for (int64_t l = 0; l < Lyr; l++)
+                for (int64_t h = 0; h < Hkv; h++)
+                    ok &= la_kv_cache_len(la_session_kv_cache(s), l, h, 0) == (bi ? 20 : P + STEPS);
+            if (!bi)
+                ok &= !memcmp(lg, logits[0], sizeof(float) * (size_t)((STEPS + 1) * V)) &&
+                      la_session_kv_bytes(s) == bytes[0];
+            tu_check(ok, "%s %s: %s", spec->name, snaps[bi],
+                     bi ? "heads do not hold the budget, or non-finite logits" : "differs from the full cache");
+            free(lg);
+            la_session_free(s);
+        }
         for (int pi = 0; pi < NP; pi++) free(logits[pi]);
     }
     la_context_destroy(ctx);
