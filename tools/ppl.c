@@ -194,9 +194,10 @@ int cmd_ppl(int argc, char **argv) {
             for (int64_t i = 0; uni && i < cfg->n_layer * cfg->n_head; i++) uni[i] = (float)target;
             const double per_head = la_sparse_calibrate_blocks(cal, gamma), one = la_sparse_calibrate_blocks(cal, uni);
             free(uni);
-            fprintf(stderr, "%s: per-head coverage (target %g) written to %s: %.0f blocks in the sparse layers, "
-                    "%.0f at %g everywhere (%.3f)\n", CMD, target, path, per_head, one, target,
-                    one > 0 ? per_head / one : 0.0);
+            fprintf(stderr, "%s: per-head coverage (target %g) written to %s: %.0f blocks in the sparse layers", CMD,
+                    target, path, per_head);
+            if (one > 0) fprintf(stderr, ", %.0f at %g everywhere (%.3f)", one, target, per_head / one);
+            fputc('\n', stderr);
             t = *end ? end + 1 : end;
         }
     }
