@@ -131,6 +131,12 @@ typedef struct {
      * the session's life (centroids move across calls, as the selector's
      * state is meant to; la_session_reset keeps them). */
     la_sparse_choice sparse;
+    /* Per-head coverage (la_sparse_calibrate, la_sparse_gammas_read): NULL,
+     * or n_layer x n_head gammas in (0, 1], [layer * n_head + head], used
+     * in place of sparse.budget by each query head of each sparse layer;
+     * sparse must then be topk with a coverage budget (<= 1). Copied at
+     * la_session_new_with. */
+    const float *sparse_head_gamma;
     /* Attention inputs, for inspection (e.g. dumping them to measure a
      * sparse selector's recall on real attention): when not NULL, called in
      * every multi-token la_session_eval, layer by layer, just before the
@@ -185,6 +191,53 @@ LA_API la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n
  * prefill. Without it each multi-token la_session_eval is a prompt of its
  * own. Errors: LA_ERR_NULL; those of la_kv_policy_end_prompt. */
 LA_API la_status la_session_prompt(la_session *s, bool open);
+
+/* Block-sparse prefill's work per layer since the session was made
+ * (la_session_reset keeps it): key blocks (of LA_SPARSE_BLOCK_DEFAULT
+ * tokens, summed over query heads and query blocks) the prefill computed,
+ * and those dense attention would have computed (the causally visible
+ * ones); a dense layer counts listed = visible. Single-token steps and
+ * stateful kv_policies are not counted. Errors: LA_ERR_NULL,
+ * LA_ERR_ARGUMENT (layer out of range). */
+LA_API la_status la_session_sparse_counts(const la_session *s, int64_t layer, int64_t *listed, int64_t *visible);
+
+/* ------------------------------------- per-head sparse coverage */
+
+/* Per-head coverage for the topk selector (la_session_params.
+ * sparse_head_gamma), from a calibration run: la_sparse_calibrate_observe,
+ * given as on_attention, runs the topk selector of `choice` (its probe,
+ * sink and local options) at each coverage of a fixed ladder (0.9, 0.95,
+ * 0.98, 0.99, 0.995, 0.998, 0.999) on every sparse layer's q and k and
+ * counts each query head's listed blocks. la_sparse_calibrate_finish then
+ * gives each head the coverage that minimises the total listed blocks
+ * while the heads' mean uncovered share (1 - gamma) stays at most 1 -
+ * target (a Lagrange multiplier, bisected): heads whose mass is
+ * concentrated get a high coverage cheaply, diffuse heads a lower one. */
+typedef struct la_sparse_calib la_sparse_calib;
+/* choice: topk (any budget; its options are used). LA_ERR_NULL,
+ * LA_ERR_ARGUMENT (another selector, n_layer or n_head < 1), LA_ERR_NOMEM. */
+LA_API la_status la_sparse_calibrate_new(la_context *ctx, const la_sparse_choice *choice, int64_t n_layer,
+                                         int64_t n_head, la_sparse_calib **out);
+/* An on_attention callback (user: the la_sparse_calib). Its first error is
+ * kept and returned by _finish. */
+LA_API void la_sparse_calibrate_observe(void *cal, int64_t layer, const la_tensor *q, const la_tensor *k);
+/* gamma: n_layer x n_head; layers before choice.dense_layers (and heads
+ * never observed) get target. target in [0.9, 0.999]. Errors: LA_ERR_NULL,
+ * LA_ERR_ARGUMENT, the first error of an observation. */
+LA_API la_status la_sparse_calibrate_finish(const la_sparse_calib *cal, double target, float *gamma);
+/* The key blocks the observations listed, over the observed layers' heads,
+ * had each head run at gamma[layer * n_head + head] (ladder values; -1 if
+ * one is not, or cal or gamma is NULL): the work a gamma assignment buys
+ * on the calibration text, e.g. per-head against one gamma everywhere. */
+LA_API double la_sparse_calibrate_blocks(const la_sparse_calib *cal, const float *gamma);
+LA_API void la_sparse_calibrate_free(la_sparse_calib *cal);
+/* The file: a header line "longattn-sparse-gammas 1 LAYERS HEADS", then
+ * one line of HEADS gammas per layer; '#' lines before the header are
+ * comments. _read checks the header against n_layer and n_head and every
+ * value (finite, in (0, 1]): LA_ERR_IO (cannot open or write),
+ * LA_ERR_FORMAT (anything else wrong, with the line). */
+LA_API la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n_layer, int64_t n_head);
+LA_API la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_head, float *gamma);
 
 /* ------------------------------------------- duo calibration */
 

@@ -117,3 +117,32 @@ int64_t cli_model_ctx(const char *cmd, int64_t requested, const la_model_config 
                 (long long)ctx, (long long)cfg->n_ctx_train);
     return ctx;
 }
+
+bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *cfg, float **gamma) {
+    *gamma = malloc(sizeof(float) * (size_t)(cfg->n_layer * cfg->n_head));
+    if (!*gamma) {
+        fprintf(stderr, "%s: out of memory\n", cmd);
+        return false;
+    }
+    la_status st = la_sparse_gammas_read(path, cfg->n_layer, cfg->n_head, *gamma);
+    if (st) {
+        cli_fail(cmd, "--sparse-heads", st);
+        free(*gamma);
+        *gamma = NULL;
+        return false;
+    }
+    return true;
+}
+
+void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg) {
+    int64_t all_listed = 0, all_visible = 0;
+    fprintf(stderr, "%s: sparse density per layer (key blocks computed / dense):", cmd);
+    for (int64_t l = 0; l < cfg->n_layer; l++) {
+        int64_t listed, visible;
+        if (la_session_sparse_counts(s, l, &listed, &visible)) return;
+        all_listed += listed, all_visible += visible;
+        fprintf(stderr, " %.3f", visible ? (double)listed / (double)visible : 0.0);
+    }
+    fprintf(stderr, "\n%s: sparse density, all layers: %.4f\n", cmd,
+            all_visible ? (double)all_listed / (double)all_visible : 0.0);
+}

@@ -38,4 +38,12 @@ int cli_fail(const char *cmd, const char *what, la_status st);
  * model's quality there is not what it was trained for. */
 int64_t cli_model_ctx(const char *cmd, int64_t requested, const la_model_config *cfg);
 
+/* --sparse-heads FILE: the per-head coverage file (la_sparse_gammas_read)
+ * for the model, malloc'd into *gamma; prints the reason and returns false
+ * when it cannot be read. */
+bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *cfg, float **gamma);
+/* After a sparse prefill: each layer's share of dense attention's key
+ * blocks that the prefill computed (la_session_sparse_counts), on stderr. */
+void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg);
+
 #endif

@@ -29,11 +29,18 @@ static void usage(FILE *f) {
                "               each evaluated batch of tokens)\n"
                "  --sparse S:B block-sparse prefill: none (default) or SELECTOR:BUDGET[,sink=N][,local=N][,dense-layers=N],\n"
                "               SELECTOR one of static, topk, vslash, hip, chunks, flex, routing (la_sparse_choice, longattn.h)\n"
+               "  --sparse-heads FILE  per-head coverage for --sparse topk:G (la_sparse_gammas_read), from\n"
+               "               --calibrate-sparse\n"
+               "  --calibrate-sparse FILE  while scoring, run --sparse's topk options at a ladder of coverages\n"
+               "               per head and write the per-head coverage file (la_sparse_calibrate)\n"
+               "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999] (default\n"
+               "               0.995); with several, one file per target, FILE-G\n"
                "  --exact-decode  f32 activations for one-token evaluations too (no int8 rounding)\n");
 }
 
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
+    const char *heads_path = NULL, *calib_path = NULL, *calib_targets = "0.995";
     int64_t n_ctx = 0, threads = 0;
     la_session_params sp = la_session_params_default();
     for (int i = 1; i < argc; i++) {
@@ -60,6 +67,12 @@ int cmd_ppl(int argc, char **argv) {
                 fprintf(stderr, "%s: --kv: %s\n", CMD, la_last_error());
                 return 2;
             }
+        } else if (!strcmp(a, "--sparse-heads")) {
+            heads_path = v;
+        } else if (!strcmp(a, "--calibrate-sparse")) {
+            calib_path = v;
+        } else if (!strcmp(a, "--calibrate-target")) {
+            calib_targets = v;
         } else if (!strcmp(a, "--sparse")) {
             if (la_sparse_choice_parse(v, &sp.sparse)) {
                 fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
@@ -84,7 +97,8 @@ int cmd_ppl(int argc, char **argv) {
     la_context *ctx = NULL;
     la_session *s = NULL;
     int32_t *tokens = NULL;
-    float *logits = NULL;
+    float *logits = NULL, *gamma = NULL;
+    la_sparse_calib *cal = NULL;
     int64_t n_tokens = 0;
     int rc = 0;
     la_status st;
@@ -109,7 +123,24 @@ int cmd_ppl(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if ((st = la_context_create(&ctx, (int)threads)) || (sp.max_ctx = n_ctx, st = la_session_new_with(m, ctx, &sp, &s))) {
+    const la_model_config *cfg = la_model_config_of(m);
+    if (heads_path && !cli_sparse_heads(CMD, heads_path, cfg, &gamma)) {
+        rc = 1;
+        goto done;
+    }
+    sp.sparse_head_gamma = gamma;
+    if ((st = la_context_create(&ctx, (int)threads))) {
+        rc = cli_fail(CMD, "context", st);
+        goto done;
+    }
+    if (calib_path) {
+        if ((st = la_sparse_calibrate_new(ctx, &sp.sparse, cfg->n_layer, cfg->n_head, &cal))) {
+            rc = cli_fail(CMD, "--calibrate-sparse", st);
+            goto done;
+        }
+        sp.on_attention = la_sparse_calibrate_observe, sp.on_attention_user = cal;
+    }
+    if ((sp.max_ctx = n_ctx, st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, ctx ? "session" : "context", st);
         goto done;
     }
@@ -135,9 +166,46 @@ int cmd_ppl(int argc, char **argv) {
     }
     double seconds = la_clock_seconds() - t0;
     printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, err);
+    if (sp.sparse.kind != LA_SPARSE_NONE) cli_sparse_report(CMD, s, cfg);
+    if (cal) {
+        float *g = gamma ? gamma : (gamma = malloc(sizeof(float) * (size_t)(cfg->n_layer * cfg->n_head)));
+        if (!g) {
+            fprintf(stderr, "%s: out of memory\n", CMD);
+            rc = 1;
+            goto done;
+        }
+        const bool several = strchr(calib_targets, ',') != NULL;
+        for (const char *t = calib_targets; *t;) {
+            char *end, path[4096];
+            const double target = strtod(t, &end);
+            if (end == t || (*end && *end != ',')) {
+                fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ','\n", CMD, calib_targets);
+                rc = 2;
+                goto done;
+            }
+            snprintf(path, sizeof path, several ? "%s-%.*s" : "%s", calib_path, (int)(end - t), t);
+            if ((st = la_sparse_calibrate_finish(cal, target, gamma)) ||
+                (st = la_sparse_gammas_write(path, gamma, cfg->n_layer, cfg->n_head))) {
+                rc = cli_fail(CMD, "--calibrate-sparse", st);
+                goto done;
+            }
+            /* the blocks it buys on this text against the target everywhere */
+            float *uni = malloc(sizeof(float) * (size_t)(cfg->n_layer * cfg->n_head));
+            for (int64_t i = 0; uni && i < cfg->n_layer * cfg->n_head; i++) uni[i] = (float)target;
+            const double per_head = la_sparse_calibrate_blocks(cal, gamma), one = la_sparse_calibrate_blocks(cal, uni);
+            free(uni);
+            fprintf(stderr, "%s: per-head coverage (target %g) written to %s: %.0f blocks in the sparse layers", CMD,
+                    target, path, per_head);
+            if (one > 0) fprintf(stderr, ", %.0f at %g everywhere (%.3f)", one, target, per_head / one);
+            fputc('\n', stderr);
+            t = *end ? end + 1 : end;
+        }
+    }
     fprintf(stderr, "%s: %lld tokens evaluated in %.2f s = %.2f tokens/s\n", CMD, (long long)(n_chunks * n_ctx),
             seconds, (double)(n_chunks * n_ctx) / seconds);
 done:
+    la_sparse_calibrate_free(cal);
+    free(gamma);
     free(logits);
     free(tokens);
     la_session_free(s);

@@ -35,6 +35,7 @@ static void usage(FILE *f) {
             "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET[,sink=N][,local=N]\n"
             "                 [,dense-layers=N], SELECTOR one of static, topk, vslash, hip, chunks, flex, routing\n"
             "                 (see la_sparse_choice in longattn.h)\n"
+            "  --sparse-heads FILE  per-head coverage for --sparse topk:G (from `longattn ppl --calibrate-sparse`)\n"
             "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n"
             "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h),\n"
             "                 for `longattn bench sparse --qk-file`; --dump-layers all|N,N,... (default 0,7,15,23)\n");
@@ -49,6 +50,7 @@ typedef struct {
     bool exact_decode;
     la_kv_policy kv_policy;
     la_sparse_choice sparse;
+    const char *sparse_heads; /* --sparse-heads FILE or NULL */
     la_sampler_params sampling;
     const char *dump_qk, *dump_layers;
 } run_options;
@@ -105,6 +107,8 @@ static int parse_args(int argc, char **argv, run_options *o) {
             o->dump_qk = v;
         } else if (!strcmp(a, "--dump-layers")) {
             o->dump_layers = v;
+        } else if (!strcmp(a, "--sparse-heads")) {
+            o->sparse_heads = v;
         } else if (!strcmp(a, "--sparse")) {
             if (la_sparse_choice_parse(v, &o->sparse)) {
                 fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
@@ -218,6 +222,7 @@ int cmd_run(int argc, char **argv) {
     la_session *s = NULL;
     la_sampler *sampler = NULL;
     int32_t *ids = NULL;
+    float *gamma = NULL;
     int64_t n_ids = 0;
     la_status st;
     if ((st = la_model_load(o.model_path, &m))) {
@@ -240,6 +245,11 @@ int cmd_run(int argc, char **argv) {
     la_session_params sp = la_session_params_default();
     sp.max_ctx = max_ctx, sp.kv_type = o.kv_type, sp.kv_policy = o.kv_policy, sp.sparse = o.sparse;
     sp.kv_quant = o.kv_quant, sp.exact_decode = o.exact_decode;
+    if (o.sparse_heads && !cli_sparse_heads(CMD, o.sparse_heads, cfg, &gamma)) {
+        rc = 1;
+        goto done;
+    }
+    sp.sparse_head_gamma = gamma;
     static qk_dump dump; /* --dump-qk: large, so not on the stack */
     if (o.dump_qk) {
         if (!qk_dump_init(&dump, CMD, o.dump_qk, o.dump_layers ? o.dump_layers : "0,7,15,23")) {
@@ -287,7 +297,9 @@ int cmd_run(int argc, char **argv) {
             stats.decode_seconds, stats.decode_tps, (long long)stats.n_decode, stop_name(stats.stop), kv,
             (double)kv / (1024.0 * 1024.0), cli_kv_type_name(o.kv_type, o.kv_quant), (long long)la_session_pos(s), la_context_threads(ctx),
             la_simd_name(la_context_simd(ctx)));
+    if (o.sparse.kind != LA_SPARSE_NONE) cli_sparse_report(CMD, s, cfg);
 done:
+    free(gamma);
     la_sampler_free(sampler);
     la_session_free(s);
     la_context_destroy(ctx);

@@ -4,6 +4,7 @@
 #include "longattn_model.h"
 
 #include "base/base.h"
+#include "model/sparse_heads.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -31,6 +32,8 @@ struct la_session {
     la_kv_policy policy;              /* applied to each layer after its attention */
     la_sparse_choice sparse;          /* prefill's selector (LA_SPARSE_NONE: dense) */
     la_sparse_routing_state **routing; /* routing: per layer, made at its first prefill, kept across calls */
+    float *head_gamma;                 /* NULL, or per (layer, head) coverage for topk (sparse_head_gamma) */
+    int64_t *sp_listed, *sp_visible;   /* per layer: prefill key blocks computed / visible (la_session_sparse_counts) */
     void (*on_attention)(void *user, int64_t layer, const la_tensor *q, const la_tensor *k);
     void *on_attention_user;
     la_kv_policy_state *pstate;       /* h2o, snapkv, quest, duo: scores, bounds, ragged attention */
@@ -247,8 +250,25 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
                        (long long)p->sparse.sink_blocks, (long long)p->sparse.local_blocks,
                        (long long)p->sparse.probe_rows);
     const la_model_config *c = &m->cfg;
+    const int64_t nhg = c->n_layer * c->n_head;
+    if (p->sparse_head_gamma) {
+        if (p->sparse.kind != LA_SPARSE_TOPK || !(p->sparse.budget > 0 && p->sparse.budget <= 1))
+            return la_fail(LA_ERR_ARGUMENT, "sparse_head_gamma needs the topk selector with a coverage budget in (0, 1]");
+        for (int64_t i = 0; i < nhg; i++)
+            if (!(p->sparse_head_gamma[i] > 0 && p->sparse_head_gamma[i] <= 1))
+                return la_fail(LA_ERR_ARGUMENT, "sparse_head_gamma[%lld] is %g; must be in (0, 1]", (long long)i,
+                               (double)p->sparse_head_gamma[i]);
+    }
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
+    s->sp_listed = calloc((size_t)c->n_layer, sizeof *s->sp_listed);
+    s->sp_visible = calloc((size_t)c->n_layer, sizeof *s->sp_visible);
+    if (p->sparse_head_gamma && (s->head_gamma = malloc(sizeof(float) * (size_t)nhg)))
+        memcpy(s->head_gamma, p->sparse_head_gamma, sizeof(float) * (size_t)nhg);
+    if (!s->sp_listed || !s->sp_visible || (p->sparse_head_gamma && !s->head_gamma)) {
+        free(s->sp_listed), free(s->sp_visible), free(s->head_gamma), free(s);
+        return la_fail(LA_ERR_NOMEM, "could not allocate a session");
+    }
     s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy, s->sparse = p->sparse;
     s->on_attention = p->on_attention, s->on_attention_user = p->on_attention_user;
     s->exact = p->exact_decode;
@@ -270,7 +290,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     if (!st && la_kv_policy_has_state(&p->kv_policy)) st = la_kv_policy_state_create(&p->kv_policy, s->kv, &s->pstate);
     if (st) {
         la_kv_cache_destroy(s->kv);
-        free(s);
+        free(s->sp_listed), free(s->sp_visible), free(s->head_gamma), free(s);
         return st;
     }
     const size_t n = (size_t)s->chunk, E = (size_t)c->n_embd, KV = (size_t)(c->n_head_kv * c->head_dim);
@@ -294,8 +314,17 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     return la_succeed();
 }
 
+la_status la_session_sparse_counts(const la_session *s, int64_t layer, int64_t *listed, int64_t *visible) {
+    if (!s || !listed || !visible) return la_fail(LA_ERR_NULL, "session, listed or visible is NULL");
+    if (layer < 0 || layer >= s->m->cfg.n_layer)
+        return la_fail(LA_ERR_ARGUMENT, "layer %lld is out of [0, %lld)", (long long)layer, (long long)s->m->cfg.n_layer);
+    *listed = s->sp_listed[layer], *visible = s->sp_visible[layer];
+    return la_succeed();
+}
+
 void la_session_free(la_session *s) {
     if (!s) return;
+    free(s->sp_listed), free(s->sp_visible), free(s->head_gamma);
     la_kv_cache_destroy(s->kv);
     la_kv_policy_state_destroy(s->pstate);
     for (int64_t l = 0; s->routing && l < s->m->cfg.n_layer; l++) la_sparse_routing_state_free(s->routing[l]);
@@ -410,9 +439,17 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     if (s->on_attention) s->on_attention(s->on_attention_user, layer_i, &q, &k);
     /* block-sparse prefill past the choice's dense layers: select, then attend */
+    /* dense attention's key blocks, for la_session_sparse_counts: query
+     * block [i0, i1) of the n new rows sees keys up to L - n + i1 */
+    const int64_t bs = LA_SPARSE_BLOCK_DEFAULT;
+    int64_t visible = 0;
+    for (int64_t i0 = 0; i0 < n; i0 += bs) visible += (L - n + (i0 + bs < n ? i0 + bs : n) + bs - 1) / bs;
+    s->sp_visible[layer_i] += visible * H;
     if (s->sparse.kind != LA_SPARSE_NONE && layer_i >= s->sparse.dense_layers) {
         la_block_index x;
-        if (s->sparse.kind == LA_SPARSE_ROUTING) { /* centroids carried across calls, per layer */
+        if (s->head_gamma) {
+            st = la_model_select_heads(s->ctx, &s->sparse, s->head_gamma + layer_i * H, &p, &q, &k, &x);
+        } else if (s->sparse.kind == LA_SPARSE_ROUTING) { /* centroids carried across calls, per layer */
             if (!s->routing && !(s->routing = calloc((size_t)c->n_layer, sizeof *s->routing)))
                 return la_fail(LA_ERR_NOMEM, "out of memory for the routing states");
             if (!s->routing[layer_i] && (st = la_sparse_routing_state_create(&s->routing[layer_i], H, D,
@@ -425,11 +462,15 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
         } else {
             st = la_sparse_select(s->ctx, &s->sparse, &p, &q, &k, &x);
         }
-        if (!st)
+        if (!st) {
+            /* in blocks of bs tokens whatever the index's block size */
+            s->sp_listed[layer_i] += x.offsets[x.num_seqs * x.heads * x.q_blocks] * x.block_size * x.block_size / (bs * bs);
             st = la_block_sparse_forward(s->ctx, &p, &q, &k, &v, &x, &o, NULL);
+        }
         la_block_index_free(&x);
         return st;
     }
+    s->sp_listed[layer_i] += visible * H;
     return la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
 }
 

@@ -641,6 +641,12 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
             worst = fmax(worst, fabs((double)out[e] - dense[e]));
         }
         tu_check(finite, "%s --sparse %s: non-finite logits", spec->name, choices[ci]);
+        /* the work counted: every visible block when dense or under a window over the whole prompt */
+        for (int64_t l = 0, li, vi; l < la_model_config_of(m)->n_layer; l++) {
+            TU_EXPECT_STATUS(la_session_sparse_counts(s, l, &li, &vi), LA_OK);
+            tu_check(vi > 0 && li <= vi && (ci > 1 || li == vi), "%s --sparse %s layer %lld: %lld of %lld blocks",
+                     spec->name, choices[ci], (long long)l, (long long)li, (long long)vi);
+        }
         /* static:1000 lists every block: the same sums in other pieces, f32
          * rounding apart (~1e-6 of the scale per attention), which the random
          * test model's layers amplify (3e-6 to 2e-4 of the scale over seeds,
@@ -654,6 +660,32 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
                               "%s --sparse static:1 (keys dropped): only %.3g from dense (scale %.3g), static:1000 %.3g",
                               spec->name, worst, scale, full_worst * scale);
         la_session_free(s);
+    }
+    if (m) { /* per-head coverage, every head at 0.9: the same index, so the same logits, as topk:0.9 */
+        const la_model_config *c = la_model_config_of(m);
+        float *gam = tu_alloc(sizeof(float) * (size_t)(c->n_layer * c->n_head));
+        for (int64_t i = 0; i < c->n_layer * c->n_head; i++) gam[i] = 0.9f;
+        for (int pass = 0; pass < 2; pass++) {
+            la_session_params sp = la_session_params_default();
+            sp.max_ctx = 256, sp.sparse_head_gamma = pass ? gam : NULL;
+            TU_EXPECT_STATUS(la_sparse_choice_parse("topk:0.9,probe=4", &sp.sparse), LA_OK);
+            la_session *s = NULL;
+            TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+            if (s) TU_EXPECT_STATUS(la_session_eval(s, prompt, P, pass ? got : dense, true), LA_OK);
+            la_session_free(s);
+        }
+        tu_check(!memcmp(got, dense, sizeof(float) * (size_t)(P * V)), "%s per-head 0.9 equals topk:0.9", spec->name);
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 16, sp.sparse_head_gamma = gam;
+        la_session *s = NULL;
+        sp.sparse = (la_sparse_choice){.kind = LA_SPARSE_STATIC, .budget = 1};
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT); /* not topk */
+        sp.sparse = (la_sparse_choice){.kind = LA_SPARSE_TOPK, .budget = 4};
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT); /* top_k, not a coverage */
+        sp.sparse = (la_sparse_choice){.kind = LA_SPARSE_TOPK, .budget = 0.9};
+        gam[c->n_head + 1] = 0;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT); /* a gamma out of (0, 1] */
+        free(gam);
     }
     if (m) { /* the attention observer: once per layer per multi-token eval, with that eval's q and all keys */
         const la_model_config *c = la_model_config_of(m);

@@ -1,0 +1,16 @@
+/* Per-head coverage in the model's sparse prefill (sparse_heads.c). */
+#ifndef LA_MODEL_SPARSE_HEADS_H
+#define LA_MODEL_SPARSE_HEADS_H
+
+#include "longattn_model.h"
+
+/* The topk selector of `choice` (its probe, sink and local options) run
+ * head by head, query head h with coverage gamma[h], over q [1, n, H, D]
+ * and k [1, L, Hkv, D] (f32, contiguous), joined into one index of H heads
+ * (block LA_SPARSE_BLOCK_DEFAULT). The heads run in parallel on the
+ * context's threads. Errors: the selector's. */
+la_status la_model_select_heads(la_context *ctx, const la_sparse_choice *choice, const float *gamma,
+                                const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                                la_block_index *out);
+
+#endif
