@@ -91,6 +91,25 @@ static void ref_attend(const la_kv_cache *c, int64_t h, const float *q, int64_t 
 static la_attention_params AP;
 
 /* The duo score file format (include/longattn.h), written by hand. */
+/* Feeds a prompt of n_chunks chunks (token i's rows at k, v + i * H * D and
+ * q + i * H * G * D) through the policy's attend and update for layer 0,
+ * checking after each chunk that heads 0 and 1 still hold every token: the
+ * vote comes at the prompt's end, nothing is evicted before it. */
+static void feed_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, const float *q, const float *k,
+                        const float *v, const int *chunks, int n_chunks, int64_t H, int64_t G, float *out,
+                        const char *what) {
+    int done = 0;
+    for (int ch = 0; ch < n_chunks; ch++) {
+        const int n = chunks[ch];
+        append(c, n, k + done * H * D, v + done * H * D, done);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + done * H * G * D, n, H * G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + done * H * G * D, n, H * G, 0), LA_OK);
+        done += n;
+        tu_check(la_kv_cache_len(c, 0, 0, 0) == done && la_kv_cache_len(c, 0, 1, 0) == done,
+                 "%s evicted after a chunk, before the prompt's end (%d entries)", what, done);
+    }
+}
+
 static la_status write_scores(const char *path, const float *sc, int64_t layers, int64_t heads) {
     FILE *f = fopen(path, "w");
     if (!f) return LA_ERR_IO;
@@ -511,16 +530,7 @@ static void check_snapkv_chunks(la_context *ctx, uint64_t *rng, const int *chunk
         la_kv_cache_destroy(c);
         return;
     }
-    int done = 0;
-    for (int ch = 0; ch < n_chunks; ch++) {
-        const int n = chunks[ch];
-        append(c, n, k + done * H * D, v + done * H * D, done);
-        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + done * H * G * D, n, H * G, out), LA_OK);
-        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + done * H * G * D, n, H * G, 0), LA_OK);
-        done += n;
-        tu_check(la_kv_cache_len(c, 0, 0, 0) == done && la_kv_cache_len(c, 0, 1, 0) == done,
-                 "snapkv evicted after a chunk, before the prompt's end (%d entries)", done);
-    }
+    feed_prompt(s, ctx, c, q, k, v, chunks, n_chunks, H, G, out, "snapkv");
     /* expected: per head, the float64 masses of the last W queries (as the cache reads back), max-pooled by 3 */
     int32_t want[H][B];
     for (int h = 0; h < H; h++) {
@@ -625,16 +635,7 @@ static void check_h2o_snap(la_context *ctx, uint64_t *rng, const int *chunks, in
             la_kv_cache_destroy(c);
             return;
         }
-        int done = 0;
-        for (int ch = 0; ch < n_chunks; ch++) {
-            const int n = chunks[ch];
-            append(c, n, k + done * H * D, v + done * H * D, done);
-            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + done * H * G * D, n, H * G, out), LA_OK);
-            TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + done * H * G * D, n, H * G, 0), LA_OK);
-            done += n;
-            tu_check(la_kv_cache_len(c, 0, 0, 0) == done && la_kv_cache_len(c, 0, 1, 0) == done,
-                     "h2o snap evicted after a chunk, before the prompt's end (%d entries)", done);
-        }
+        feed_prompt(s, ctx, c, q, k, v, chunks, n_chunks, H, G, out, "h2o snap");
         /* the reference: accumulated mass of all N queries, the window's pooled votes */
         int32_t want[H][B];
         double kept_score[H][B];
