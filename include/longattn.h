@@ -1350,18 +1350,24 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    group boundary at or after the sinks (so the sinks round up to a key
  *    group, and a head holds up to BUDGET + quant_key_group - 1 entries):
  *    no group is re-quantised.
- *  - "h2o:BUDGET" (H2O, Zhang et al. 2023): every entry accumulates the attention it receives (la_kv_attention_mass:
- *    softmax probabilities summed over the query heads of its KV head and over every query that saw it); a head over
- *    budget keeps its `recent` newest entries (option recent=, default BUDGET / 2, < BUDGET) and the BUDGET - recent
- *    others with the largest accumulated mass (ties: the earlier entry). Evicts after every la_kv_policy_update: each
- *    single-token decode step drops one entry (the paper's per-step eviction: in generation a head holds exactly
- *    BUDGET entries); a multi-token call (a prefill chunk, up to 512 tokens in a session) appends, scores, then drops
- *    to BUDGET (at most BUDGET + chunk entries between append and eviction). Option snap=F (in [0, 1), default 0,
- *    kept in `share`) gives S = floor(F x BUDGET) entries to votes: a prompt's chunks then only score, and at
- *    la_kv_policy_end_prompt a head keeps its R = max(recent, W) newest entries, the S older ones the prompt's last
- *    W queries vote for (as SnapKV's; options window=, kernel=, pool=, accepted only with snap), pinned so that
- *    later decode steps never drop them (the next prompt's end votes anew), and the BUDGET - R - S others with the
- *    largest accumulated mass; R + S <= BUDGET.
+ *  - "h2o:BUDGET" (H2O, Zhang et al. 2023): every entry accumulates the
+ *    attention it receives (la_kv_attention_mass: softmax probabilities
+ *    summed over the query heads of its KV head and over every query that saw
+ *    it); a head over budget keeps its `recent` newest entries (option
+ *    recent=, default BUDGET / 2, < BUDGET) and the BUDGET - recent others
+ *    with the largest accumulated mass (ties: the earlier entry). Evicts
+ *    after every la_kv_policy_update: each single-token decode step drops one
+ *    entry (the paper's per-step eviction: in generation a head holds exactly
+ *    BUDGET entries); a multi-token call (a prefill chunk, up to 512 tokens
+ *    in a session) appends, scores, then drops to BUDGET (at most BUDGET +
+ *    chunk entries between append and eviction). Option snap=F (in [0, 1),
+ *    default 0, kept in `share`) gives S = floor(F x BUDGET) entries to
+ *    votes: a prompt's chunks then only score, and at la_kv_policy_end_prompt
+ *    a head keeps its R = max(recent, W) newest entries, the S older ones the
+ *    prompt's last W queries vote for (as SnapKV's; options window=, kernel=,
+ *    pool=, accepted only with snap), pinned so that later decode steps never
+ *    drop them (the next prompt's end votes anew), and the BUDGET - R - S
+ *    others with the largest accumulated mass; R + S <= BUDGET.
  *  - "snapkv:BUDGET" (SnapKV, Li et al. 2024): after the whole prompt
  *    (la_kv_policy_end_prompt; prefill chunks before it evict nothing, so
  *    a question at the prompt's end votes), the prompt's last
