@@ -924,7 +924,10 @@ LA_API la_status la_sparse_select_static(const la_sparse_static *opts, const la_
  * the keys under the rule, summed per key block (a block holding one
  * heavy key, a sink or a retrieved token, is seen; block means average it
  * away). The probes are masked as the block's last P rows would be, which
- * differs only inside the diagonal block. Costs about P / block_size of
+ * differs only inside the diagonal block and, under a sliding window, at
+ * the window's left edge: key blocks there that only the block's earlier
+ * rows see have no estimate and are kept as forced blocks (at most two per
+ * query block, beside top_k). Costs about P / block_size of
  * the dense product q k^T (P = 4 at block 64: ~3% of dense attention's
  * FLOPs); no block means are computed. */
 typedef struct {

@@ -24,13 +24,17 @@ static void random_cases(uint64_t *rng, la_context *ctx) {
                              .probe_rows = tu_randint(rng, 1, 6)};
         if (n == 0) to.gamma = 1, to.top_k = 0;
         char what[192];
-        snprintf(what, sizeof what, "probe %d (L %lld Lk %lld bs %lld gamma %.2f top_k %lld probes %lld causal %d)", n,
+        snprintf(what, sizeof what, "probe %d (L %lld Lk %lld bs %lld gamma %.2f top_k %lld probes %lld causal %d window %lld sinks %lld softcap %g)", n,
                  (long long)R.L, (long long)R.Lk, (long long)to.block_size, (double)to.gamma, (long long)to.top_k,
-                 (long long)to.probe_rows, R.p.causal);
+                 (long long)to.probe_rows, R.p.causal, (long long)R.p.window_left, (long long)R.p.sinks,
+                 (double)R.p.softcap);
         la_block_index a;
         sc_check_selector(ctx, &R, sc_run_topk, &to, what, &a);
+        /* a sliding window's left edge seen by no probe (keys [i0, i1 - P)
+         * shifted by the window, fewer than a block: at most 2 blocks) is forced too */
+        const int64_t unseen = R.p.window_left >= 0 ? 2 : 0;
         for (int64_t r = 0; to.top_k > 0 && r < a.num_seqs * a.heads * a.q_blocks; r++)
-            tu_check(a.offsets[r + 1] - a.offsets[r] <= to.top_k + to.sink_blocks + to.local_blocks,
+            tu_check(a.offsets[r + 1] - a.offsets[r] <= to.top_k + to.sink_blocks + to.local_blocks + unseen,
                      "%s: row %lld lists more than top_k + forced", what, (long long)r);
         if (n == 0) { /* gamma 1: every block with any estimated mass; density 1 unless a block underflows */
             double recall, density;

@@ -433,7 +433,7 @@ static void pooled_scratch_free(pooled_scratch *t) {
  * row always), each an exact softmax row over the keys, summed per key and
  * then per key block. The probes are masked as if at the block's last P
  * positions: the same keys but inside the diagonal block, which is
- * forced. */
+ * forced; blocks those positions cannot see get est -1 (forced too). */
 static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const la_tensor *q,
                            const float *panels, int64_t b, int64_t h, int64_t i0, int64_t i1, int64_t kend,
                            float slope, pooled_scratch *t, la_sel_ranked *cand, int64_t *nc) {
@@ -455,6 +455,10 @@ static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_si
         const int64_t j0 = kb * S->bs, j1 = j0 + S->bs < nk ? j0 + S->bs : nk;
         double w = 0;
         for (int64_t j = j0; j < j1; j++) w += t->pcol[j];
+        /* a block only the block's earlier rows see (left edge of a sliding
+         * window) has no estimate: -1 marks it forced, since zero would drop
+         * it even at gamma 1 */
+        if (!la_sel_block_visible(S, i1 - P, i1, kend, kb)) w = -1;
         cand[n++] = (la_sel_ranked){w, (int32_t)kb};
     }
     *nc = n;
@@ -481,7 +485,7 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd si
         double m = -INFINITY, total = 0, covered = 0;
         if (o->probe_rows > 0) {
             probe_estimate(o, S, simd, q, panels, b, h, i0, i1, kend, slope, t, cand, &nc);
-            for (int64_t c = 0; c < nc; c++) total += cand[c].est;
+            for (int64_t c = 0; c < nc; c++) total += cand[c].est > 0 ? cand[c].est : 0;
         }
         for (int64_t kb = 0; o->probe_rows == 0 && kb < S->nkb && kb * S->bs < kend; kb++) {
             if (!la_sel_block_visible(S, i0, i1, kend, kb)) continue;
@@ -498,9 +502,9 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd si
         int64_t rest = 0;
         for (int64_t c = 0; c < nc; c++) {
             const int64_t kb = cand[c].id;
-            if (kb < o->sink_blocks || (kb <= d1 && kb > d1 - o->local_blocks)) {
+            if (kb < o->sink_blocks || (kb <= d1 && kb > d1 - o->local_blocks) || cand[c].est < 0) {
                 sel[ns++] = cand[c].id;
-                covered += cand[c].est;
+                covered += cand[c].est > 0 ? cand[c].est : 0;
             } else {
                 cand[rest++] = cand[c];
             }
