@@ -39,6 +39,8 @@ template <int DP> struct bwd90_smem {
     static constexpr int BYTES = 2 * KV + 4 * QT + DS + 4 * bwd90_tiles::BQ * 4 + 1024;
 };
 
+/* device helpers of the sm90 kernel only: other passes would warn they are unused */
+#if LA_WGMMA
 static __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int src_bytes) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(src_bytes));
 }
@@ -75,6 +77,7 @@ static __device__ __forceinline__ tile_mask tile_mask_make(const la_score_rule &
     m.sinks = clamp30(r.sinks - j0);
     return m;
 }
+#endif
 
 template <bool F16> static __device__ __forceinline__ void store2_90(char *row, int col, bool f32, float x0, float x1) {
     if (f32) *reinterpret_cast<float2 *>(row + col * 4) = make_float2(x0, x1);

@@ -394,10 +394,12 @@ struct fwd_persist_grid {
     int hpc, zig, staged;
 };
 
+#if LA_WGMMA /* used by the sm90 kernel only: other passes would warn it is unused */
 static __device__ __forceinline__ int64_t persist_item(const fwd_persist_grid &pg, int64_t r) {
     const int64_t G = gridDim.x, bid = blockIdx.x;
     return r * G + (pg.zig && (r & 1) ? G - 1 - bid : bid);
 }
+#endif
 
 struct fwd_item {
     int64_t h, b, q0, lq, k0, lk, i0, lo_first, hi_first, lo_last, hi_last, sinks;
