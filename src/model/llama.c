@@ -261,15 +261,16 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     }
     la_session *s = calloc(1, sizeof *s);
     if (!s) return la_fail(LA_ERR_NOMEM, "could not allocate a session");
+    s->m = m; /* from here on la_session_free undoes a partial session */
     s->sp_listed = calloc((size_t)c->n_layer, sizeof *s->sp_listed);
     s->sp_visible = calloc((size_t)c->n_layer, sizeof *s->sp_visible);
     if (p->sparse_head_gamma && (s->head_gamma = malloc(sizeof(float) * (size_t)nhg)))
         memcpy(s->head_gamma, p->sparse_head_gamma, sizeof(float) * (size_t)nhg);
     if (!s->sp_listed || !s->sp_visible || (p->sparse_head_gamma && !s->head_gamma)) {
-        free(s->sp_listed), free(s->sp_visible), free(s->head_gamma), free(s);
+        la_session_free(s);
         return la_fail(LA_ERR_NOMEM, "could not allocate a session");
     }
-    s->m = m, s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy, s->sparse = p->sparse;
+    s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy, s->sparse = p->sparse;
     s->on_attention = p->on_attention, s->on_attention_user = p->on_attention_user;
     s->exact = p->exact_decode;
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
@@ -289,8 +290,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     la_status st = la_kv_cache_create(&kp, &s->kv);
     if (!st && la_kv_policy_has_state(&p->kv_policy)) st = la_kv_policy_state_create(&p->kv_policy, s->kv, &s->pstate);
     if (st) {
-        la_kv_cache_destroy(s->kv);
-        free(s->sp_listed), free(s->sp_visible), free(s->head_gamma), free(s);
+        la_session_free(s);
         return st;
     }
     const size_t n = (size_t)s->chunk, E = (size_t)c->n_embd, KV = (size_t)(c->n_head_kv * c->head_dim);
