@@ -217,14 +217,56 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
     store_state(&p->mom_out, w->S, dm, b, h);
 }
 
+/* Columns of the step's blocks, in vectors: their r and y stay in
+ * registers (2 x TT_NB of the 32 (AVX-512) or 16 vector registers). */
+#if LA_VL == 16
+#define TT_NB 8
+#else
+#define TT_NB 4
+#endif
+
+/* One token on columns [j0, j0 + nb LA_VL) of the memory M and momentum S
+ * (nb <= TT_NB, a constant at each call, so r and y are registers), the
+ * gradient taken at Mc: r = 2 theta (Mc^T k - v); S = eta S - k r^T; M =
+ * keep M + S; y = M^T q. One pass over the block's rows of Mc for r, then
+ * one over S and M for the update and y. (The old step kept r and y in
+ * memory, loaded and stored with every row.) */
+static inline __attribute__((always_inline)) void tt_step_cols(float *M, int64_t ldm, const float *Mc, int64_t ldc,
+                                                               float *S, int64_t lds, int64_t Dk, const float *q,
+                                                               const float *k, const float *v, float eta, float theta,
+                                                               float keep, float *y, int64_t j0, const int nb) {
+    vf r[TT_NB], acc[TT_NB];
+    for (int b = 0; b < nb; b++) r[b] = acc[b] = vf_set1(0);
+    for (int64_t d = 0; d < Dk; d++) {
+        const float *mrow = Mc + d * ldc + j0;
+        const vf kd = vf_set1(k[d]);
+        for (int b = 0; b < nb; b++) r[b] = vf_fma(kd, vf_load(mrow + b * LA_VL), r[b]);
+    }
+    const vf th = vf_set1(2 * theta);
+    for (int b = 0; b < nb; b++) r[b] = th * (r[b] - vf_load(v + j0 + b * LA_VL));
+    const vf ev = vf_set1(eta), kv = vf_set1(keep);
+    for (int64_t d = 0; d < Dk; d++) {
+        float *srow = S + d * lds + j0, *mrow = M + d * ldm + j0;
+        const vf kd = vf_set1(k[d]), qd = vf_set1(q[d]);
+        for (int b = 0; b < nb; b++) {
+            const vf sn = ev * vf_load(srow + b * LA_VL) - kd * r[b];
+            const vf mn = vf_fma(kv, vf_load(mrow + b * LA_VL), sn);
+            vf_store(srow + b * LA_VL, sn);
+            vf_store(mrow + b * LA_VL, mn);
+            acc[b] = vf_fma(qd, mn, acc[b]);
+        }
+    }
+    for (int b = 0; b < nb; b++) vf_store(y + j0 + b * LA_VL, acc[b]);
+}
+
 /* Token by token; with chunk > 1 the gradients are taken at Mc, the memory
  * at the start of the token's chunk (chunk 1: at M itself). The decode step
  * (memory and momentum updated in place) works on the caller's states
  * directly when their rows need no padding (Dv a multiple of TT_PAD):
  * copying them to scratch and back would add two passes over each. Per
- * token the memory is read twice (M^T k, then the update; one head's rows
+ * token the memory is read twice (Mc^T k, then the update; a block's rows
  * stay in cache between the two) and the momentum once, each written once,
- * the output accumulated in the update's pass. */
+ * the output accumulated in the update's pass (tt_step_cols). */
 static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
     int64_t t0, len;
@@ -240,7 +282,7 @@ static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scr
         load_state(M, &p->mem_in, dm, b, h);
         load_state(S, &p->mom_in, dm, b, h);
     }
-    float *q = w->Q, *k = w->K, *v = w->T, *r = w->R, *y = w->Y;
+    float *q = w->Q, *k = w->K, *v = w->T, *y = w->Y;
     const float *Mc = p->chunk > 1 ? w->Mc : M;
     const int64_t ldc = p->chunk > 1 ? Dvp : ldm;
     for (int64_t i = 0; i < len; i++) {
@@ -251,28 +293,10 @@ static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scr
         tg_load_row(v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
         const float eta = gate_at(&p->eta, bt, t, h), theta = gate_at(&p->theta, bt, t, h),
                     keep = 1.0f - gate_at(&p->alpha, bt, t, h);
-        /* r = 2 theta (Mc^T k - v) */
-        for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_set1(0));
-        for (int64_t d = 0; d < Dk; d++) {
-            const vf kd = vf_set1(k[d]);
-            const float *mrow = Mc + d * ldc;
-            for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(r + x, vf_fma(kd, vf_load(mrow + x), vf_load(r + x)));
-        }
-        axpby(r, 2 * theta, v, -2 * theta, Dvp);
-        /* S = eta S - k r^T; M = (1 - alpha) M + S; y = M^T q */
-        for (int64_t x = 0; x < Dvp; x += LA_VL) vf_store(y + x, vf_set1(0));
-        const vf ev = vf_set1(eta), kv = vf_set1(keep);
-        for (int64_t d = 0; d < Dk; d++) {
-            float *srow = S + d * lds, *mrow = M + d * ldm;
-            const vf kd = vf_set1(k[d]), qd = vf_set1(q[d]);
-            for (int64_t x = 0; x < Dvp; x += LA_VL) {
-                const vf s = ev * vf_load(srow + x) - kd * vf_load(r + x);
-                const vf m = vf_fma(kv, vf_load(mrow + x), s);
-                vf_store(srow + x, s);
-                vf_store(mrow + x, m);
-                vf_store(y + x, vf_fma(qd, m, vf_load(y + x)));
-            }
-        }
+        int64_t j0 = 0;
+        for (; j0 + TT_NB * LA_VL <= Dvp; j0 += TT_NB * LA_VL)
+            tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, TT_NB);
+        for (; j0 < Dvp; j0 += LA_VL) tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, 1);
         tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, y, dm->Dv);
     }
     if (!in_place) {
