@@ -8,8 +8,8 @@
  * the padded lanes of h stay 0) and spreads (sequence, channel) over
  * threads. The factor exp(dt A) is exp of a number <= 0: 0 for a huge dt,
  * 1 for dt = 0, never NaN (scan_exp, like vf_exp, gives 0 below -87, -inf included;
- * the chunked and recurrent forward use scan_exp, the decode step scan_exp2,
- * the backward vf_exp).
+ * the recurrent forward uses scan_exp, the chunked forward and the decode
+ * step scan_exp2 of dt log2(e) A, the backward vf_exp).
  *
  * Chunked form (the prefill kernel, as Mamba's CUDA kernel stages chunks
  * in shared memory): a block is SSM_CB channels of one group of one
@@ -137,7 +137,9 @@ static void recurrent_item(const la_ssm_problem *p, float *w, int64_t b, int64_t
  * h [N][SSM_CB] (state index n by rows, channel by lane), so a token's
  * step is, per n, one exp, two FMAs and a broadcast of B[n] and C[n] for
  * LA_VL channels at once, and y needs no horizontal sum. Lanes of channels
- * past the block's end run with A = 0, u = 0: their h stays 0.
+ * past the block's end run with A = 0, u = 0: their h stays 0. The exp is
+ * the decode step's scan_exp2 of dt log2(e) A (about half of scan_exp's
+ * vector instructions, which were most of the step's).
  *
  * The blocks ((sequence, group, SSM_CB channels), in that order) are split
  * over the threads in contiguous runs of about equal tokens, and each
@@ -217,13 +219,14 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
     for (int64_t i = 0; i < n; i++) {
         const float *Bi = Bc + i * Np, *Ci = Cc + i * Np;
         for (int64_t c = 0; c < SSM_CB; c += LA_VL) {
-            const vf dt = vf_load(dtc + i * SSM_CB + c), u = vf_load(uc + i * SSM_CB + c), du = dt * u;
+            const vf dt = vf_load(dtc + i * SSM_CB + c), u = vf_load(uc + i * SSM_CB + c), du = dt * u,
+                     dt2 = dt * 1.44269504088896341f;
             vf y0 = vf_load(skip + c) * u, y1 = vf_set1(0);
             int64_t k = 0;
             for (; k + 2 <= N; k += 2) {
                 float *h0 = h + k * SSM_CB + c, *h1 = h0 + SSM_CB;
-                const vf a0 = scan_exp(dt * vf_load(At + k * SSM_CB + c)),
-                         a1 = scan_exp(dt * vf_load(At + (k + 1) * SSM_CB + c));
+                const vf a0 = scan_exp2(dt2 * vf_load(At + k * SSM_CB + c)),
+                         a1 = scan_exp2(dt2 * vf_load(At + (k + 1) * SSM_CB + c));
                 const vf x0 = vf_fma(a0, vf_load(h0), du * Bi[k]), x1 = vf_fma(a1, vf_load(h1), du * Bi[k + 1]);
                 vf_store(h0, x0);
                 vf_store(h1, x1);
@@ -232,7 +235,7 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
             }
             if (k < N) {
                 float *h0 = h + k * SSM_CB + c;
-                const vf x0 = vf_fma(scan_exp(dt * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
+                const vf x0 = vf_fma(scan_exp2(dt2 * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
                 vf_store(h0, x0);
                 y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
             }
