@@ -139,6 +139,20 @@ int cmd_ppl(int argc, char **argv) {
             return 2;
         }
     }
+    /* --score-heads' options checked before the long run, not after it */
+    if (score_path && (sp.sparse.kind != LA_SPARSE_TOPK || !(sp.sparse.budget > 0 && sp.sparse.budget <= 1))) {
+        fprintf(stderr, "%s: --score-heads needs --sparse topk:G with a coverage G in (0, 1]\n", CMD);
+        return 2;
+    }
+    for (const char *t = shares; score_path && *t;) {
+        char *end;
+        const double share = strtod(t, &end);
+        if (end == t || (*end && *end != ',') || !(share >= 0 && share <= 1)) {
+            fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
+            return 2;
+        }
+        t = *end ? end + 1 : end;
+    }
     if (!model_path || !text_path || !n_ctx) {
         fprintf(stderr, "%s: -m, -f and --ctx are required\n", CMD);
         usage(stderr);
@@ -197,11 +211,6 @@ int cmd_ppl(int argc, char **argv) {
         sp.on_attention = la_sparse_calibrate_observe, sp.on_attention_user = cal;
     }
     if (score_path) {
-        if (sp.sparse.kind != LA_SPARSE_TOPK || !(sp.sparse.budget > 0 && sp.sparse.budget <= 1)) {
-            fprintf(stderr, "%s: --score-heads needs --sparse topk:G with a coverage G in (0, 1]\n", CMD);
-            rc = 2;
-            goto done;
-        }
         if (!(scores = calloc((size_t)(cfg->n_layer * cfg->n_head), sizeof *scores))) {
             fprintf(stderr, "%s: out of memory\n", CMD);
             rc = 1;
