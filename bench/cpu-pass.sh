@@ -5,7 +5,8 @@
 #   bench/cpu-pass.sh            (after make build and scripts/get-model.sh)
 # Environment: LONGATTN (build/longattn), MODEL, OUT, PARTS (space-separated
 # subset of the part names below), LLAMA_PY (the venv Python with llama_cpp),
-# PREFILL_SPARSE (the --sparse choices the prefill part times).
+# PREFILL_SPARSE (the --sparse choices the prefill part times; CHOICE@FILE
+# adds --sparse-heads FILE, a per-head coverage file).
 set -u
 cd "$(dirname "$0")/.."
 B=${LONGATTN:-build/longattn}
@@ -49,7 +50,9 @@ if want prefill; then
   for rep in 1 2; do
     for s in ${PREFILL_SPARSE:-none static:1 topk:8 topk:0.995,probe=4,dense-layers=2 topk:32,dense-layers=6}; do
       echo "== prefill $s #$rep $(date +%T)"
-      "$B" run -m "$M" -f "$OUT/text8k.txt" -n 1 --temp 0 --threads 2 --ctx 9000 --sparse "$s" \
+      heads=()
+      [[ "$s" == *@* ]] && heads=(--sparse-heads "${s#*@}")
+      "$B" run -m "$M" -f "$OUT/text8k.txt" -n 1 --temp 0 --threads 2 --ctx 9000 --sparse "${s%%@*}" "${heads[@]}" \
         2>&1 >/dev/null | grep -i "^prompt:" | sed "s|^|prefill $s: |" | tee -a "$OUT/prefill.txt"
     done
   done

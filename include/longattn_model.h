@@ -131,12 +131,27 @@ typedef struct {
      * the session's life (centroids move across calls, as the selector's
      * state is meant to; la_session_reset keeps them). */
     la_sparse_choice sparse;
-    /* Per-head coverage (la_sparse_calibrate, la_sparse_gammas_read): NULL,
-     * or n_layer x n_head gammas in (0, 1], [layer * n_head + head], used
-     * in place of sparse.budget by each query head of each sparse layer;
-     * sparse must then be topk with a coverage budget (<= 1). Copied at
-     * la_session_new_with. */
+    /* Per-head coverage (la_sparse_calibrate, la_sparse_gammas_read,
+     * la_sparse_heads_split): NULL, or n_layer x n_head gammas in [0, 1],
+     * [layer * n_head + head], used in place of sparse.budget by each query
+     * head of each sparse layer; sparse must then be topk with a coverage
+     * budget (<= 1). Coverage 0 makes a streaming head (DuoAttention's
+     * split): only the sink and local blocks topk forces (sparse's sink and
+     * local options, else topk's defaults 1 and 1), no probe rows. Copied
+     * at la_session_new_with. */
     const float *sparse_head_gamma;
+    /* Head scores for la_sparse_heads_split: NULL, or n_layer x n_head
+     * accumulators [layer * n_head + head] (the caller's memory, not
+     * cleared) to which every multi-token la_session_eval adds, in each
+     * layer from sparse.dense_layers on, how far that layer's residual
+     * stream x moves when the head alone goes streaming (sink and local
+     * blocks as for coverage 0) while the others keep the layer's
+     * attention output (dense, or sparse's): |W_o e|^2 / |x|^2 over the
+     * chunk's rows, e the head's streaming output minus its output, zero
+     * in the other heads' columns. Costs an extra sparse attention and
+     * n_head products with W_o per layer: for calibration runs. Not
+     * computed under a stateful kv_policy. */
+    double *sparse_head_score;
     /* Attention inputs, for inspection (e.g. dumping them to measure a
      * sparse selector's recall on real attention): when not NULL, called in
      * every multi-token la_session_eval, layer by layer, just before the
@@ -231,10 +246,19 @@ LA_API la_status la_sparse_calibrate_finish(const la_sparse_calib *cal, double t
  * on the calibration text, e.g. per-head against one gamma everywhere. */
 LA_API double la_sparse_calibrate_blocks(const la_sparse_calib *cal, const float *gamma);
 LA_API void la_sparse_calibrate_free(la_sparse_calib *cal);
+/* DuoAttention-style head split from sparse_head_score: of the heads in
+ * layers [dense_layers, n_layer), the share `share` (rounded down) with the
+ * lowest scores get coverage 0 (streaming), the others gamma; the dense
+ * layers' heads get gamma. Ties go to the lower index. Errors:
+ * LA_ERR_NULL, LA_ERR_ARGUMENT (share not in [0, 1], gamma not in (0, 1],
+ * sizes < 1, dense_layers not in [0, n_layer], a score negative or not
+ * finite), LA_ERR_NOMEM. */
+LA_API la_status la_sparse_heads_split(const double *score, int64_t n_layer, int64_t n_head, int64_t dense_layers,
+                                       double share, float gamma, float *out);
 /* The file: a header line "longattn-sparse-gammas 1 LAYERS HEADS", then
  * one line of HEADS gammas per layer; '#' lines before the header are
  * comments. _read checks the header against n_layer and n_head and every
- * value (finite, in (0, 1]): LA_ERR_IO (cannot open or write),
+ * value (finite, in [0, 1]): LA_ERR_IO (cannot open or write),
  * LA_ERR_FORMAT (anything else wrong, with the line). */
 LA_API la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n_layer, int64_t n_head);
 LA_API la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_head, float *gamma);

@@ -35,12 +35,63 @@ static void usage(FILE *f) {
                "               per head and write the per-head coverage file (la_sparse_calibrate)\n"
                "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999] (default\n"
                "               0.995); with several, one file per target, FILE-G\n"
+               "  --score-heads FILE  while scoring, score each head of --sparse topk:G's sparse layers by how far\n"
+               "               the residual stream moves when it alone goes streaming (sparse_head_score); write\n"
+               "               the scores to FILE and, per --stream-share F, FILE-F: the per-head coverage file\n"
+               "               with the share F of those heads streaming (coverage 0), the others at G\n"
+               "  --stream-share F[,F...]  shares in [0, 1] for --score-heads (default 0.5)\n"
                "  --exact-decode  f32 activations for one-token evaluations too (no int8 rounding)\n");
+}
+
+/* --score-heads: the scores (one line per layer), then one coverage file
+ * per share. */
+static bool write_split(const char *path, const char *shares, const double *scores, const la_model_config *cfg,
+                        const la_sparse_choice *c) {
+    const int64_t nl = cfg->n_layer, nh = cfg->n_head;
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "%s: --score-heads: cannot write '%s'\n", CMD, path);
+        return false;
+    }
+    fprintf(f, "# per (layer, head): |W_o e|^2 / |x|^2 summed over the prefill's chunks (la_session_params."
+               "sparse_head_score)\n");
+    for (int64_t l = 0; l < nl; l++)
+        for (int64_t h = 0; h < nh; h++) fprintf(f, "%.6g%c", scores[l * nh + h], h + 1 < nh ? ' ' : '\n');
+    if (fclose(f)) {
+        fprintf(stderr, "%s: --score-heads: error writing '%s'\n", CMD, path);
+        return false;
+    }
+    float *g = malloc(sizeof(float) * (size_t)(nl * nh));
+    bool ok = g != NULL;
+    for (const char *t = shares; ok && *t;) {
+        char *end, out[4096];
+        const double share = strtod(t, &end);
+        la_status st;
+        if (end == t || (*end && *end != ',')) {
+            fprintf(stderr, "%s: --stream-share '%s': expected numbers separated by ','\n", CMD, shares);
+            ok = false;
+            break;
+        }
+        snprintf(out, sizeof out, "%s-%.*s", path, (int)(end - t), t);
+        if ((st = la_sparse_heads_split(scores, nl, nh, c->dense_layers, share, (float)c->budget, g)) ||
+            (st = la_sparse_gammas_write(out, g, nl, nh))) {
+            cli_fail(CMD, "--stream-share", st);
+            ok = false;
+        } else {
+            fprintf(stderr, "%s: %s: share %g of the sparse layers' heads streaming, the others at %g\n", CMD, out,
+                    share, c->budget);
+        }
+        t = *end ? end + 1 : end;
+    }
+    if (!g) fprintf(stderr, "%s: out of memory\n", CMD);
+    free(g);
+    return ok;
 }
 
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
     const char *heads_path = NULL, *calib_path = NULL, *calib_targets = "0.995";
+    const char *score_path = NULL, *shares = "0.5";
     int64_t n_ctx = 0, threads = 0;
     la_session_params sp = la_session_params_default();
     for (int i = 1; i < argc; i++) {
@@ -73,6 +124,10 @@ int cmd_ppl(int argc, char **argv) {
             calib_path = v;
         } else if (!strcmp(a, "--calibrate-target")) {
             calib_targets = v;
+        } else if (!strcmp(a, "--score-heads")) {
+            score_path = v;
+        } else if (!strcmp(a, "--stream-share")) {
+            shares = v;
         } else if (!strcmp(a, "--sparse")) {
             if (la_sparse_choice_parse(v, &sp.sparse)) {
                 fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
@@ -83,6 +138,20 @@ int cmd_ppl(int argc, char **argv) {
             usage(stderr);
             return 2;
         }
+    }
+    /* --score-heads' options checked before the long run, not after it */
+    if (score_path && (sp.sparse.kind != LA_SPARSE_TOPK || !(sp.sparse.budget > 0 && sp.sparse.budget <= 1))) {
+        fprintf(stderr, "%s: --score-heads needs --sparse topk:G with a coverage G in (0, 1]\n", CMD);
+        return 2;
+    }
+    for (const char *t = shares; score_path && *t;) {
+        char *end;
+        const double share = strtod(t, &end);
+        if (end == t || (*end && *end != ',') || !(share >= 0 && share <= 1)) {
+            fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
+            return 2;
+        }
+        t = *end ? end + 1 : end;
     }
     if (!model_path || !text_path || !n_ctx) {
         fprintf(stderr, "%s: -m, -f and --ctx are required\n", CMD);
@@ -98,6 +167,7 @@ int cmd_ppl(int argc, char **argv) {
     la_session *s = NULL;
     int32_t *tokens = NULL;
     float *logits = NULL, *gamma = NULL;
+    double *scores = NULL;
     la_sparse_calib *cal = NULL;
     int64_t n_tokens = 0;
     int rc = 0;
@@ -139,6 +209,14 @@ int cmd_ppl(int argc, char **argv) {
             goto done;
         }
         sp.on_attention = la_sparse_calibrate_observe, sp.on_attention_user = cal;
+    }
+    if (score_path) {
+        if (!(scores = calloc((size_t)(cfg->n_layer * cfg->n_head), sizeof *scores))) {
+            fprintf(stderr, "%s: out of memory\n", CMD);
+            rc = 1;
+            goto done;
+        }
+        sp.sparse_head_score = scores;
     }
     if ((sp.max_ctx = n_ctx, st = la_session_new_with(m, ctx, &sp, &s))) {
         rc = cli_fail(CMD, ctx ? "session" : "context", st);
@@ -201,10 +279,15 @@ int cmd_ppl(int argc, char **argv) {
             t = *end ? end + 1 : end;
         }
     }
+    if (scores && !write_split(score_path, shares, scores, cfg, &sp.sparse)) {
+        rc = 1;
+        goto done;
+    }
     fprintf(stderr, "%s: %lld tokens evaluated in %.2f s = %.2f tokens/s\n", CMD, (long long)(n_chunks * n_ctx),
             seconds, (double)(n_chunks * n_ctx) / seconds);
 done:
     la_sparse_calibrate_free(cal);
+    free(scores);
     free(gamma);
     free(logits);
     free(tokens);

@@ -35,7 +35,8 @@ static void usage(FILE *f) {
             "  --sparse S:B   block-sparse prefill: none (default) or SELECTOR:BUDGET[,sink=N][,local=N]\n"
             "                 [,dense-layers=N], SELECTOR one of static, topk, vslash, hip, chunks, flex, routing\n"
             "                 (see la_sparse_choice in longattn.h)\n"
-            "  --sparse-heads FILE  per-head coverage for --sparse topk:G (from `longattn ppl --calibrate-sparse`)\n"
+            "  --sparse-heads FILE  per-head coverage for --sparse topk:G, 0 = streaming head (from `longattn ppl\n"
+            "                 --calibrate-sparse` or `--score-heads`)\n"
             "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n"
             "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h),\n"
             "                 for `longattn bench sparse --qk-file`; --dump-layers all|N,N,... (default 0,7,15,23)\n");

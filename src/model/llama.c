@@ -33,6 +33,7 @@ struct la_session {
     la_sparse_choice sparse;          /* prefill's selector (LA_SPARSE_NONE: dense) */
     la_sparse_routing_state **routing; /* routing: per layer, made at its first prefill, kept across calls */
     float *head_gamma;                 /* NULL, or per (layer, head) coverage for topk (sparse_head_gamma) */
+    double *head_score;                /* NULL, or the caller's sparse_head_score accumulators */
     int64_t *sp_listed, *sp_visible;   /* per layer: prefill key blocks computed / visible (la_session_sparse_counts) */
     void (*on_attention)(void *user, int64_t layer, const la_tensor *q, const la_tensor *k);
     void *on_attention_user;
@@ -255,8 +256,8 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         if (p->sparse.kind != LA_SPARSE_TOPK || !(p->sparse.budget > 0 && p->sparse.budget <= 1))
             return la_fail(LA_ERR_ARGUMENT, "sparse_head_gamma needs the topk selector with a coverage budget in (0, 1]");
         for (int64_t i = 0; i < nhg; i++)
-            if (!(p->sparse_head_gamma[i] > 0 && p->sparse_head_gamma[i] <= 1))
-                return la_fail(LA_ERR_ARGUMENT, "sparse_head_gamma[%lld] is %g; must be in (0, 1]", (long long)i,
+            if (!(p->sparse_head_gamma[i] >= 0 && p->sparse_head_gamma[i] <= 1))
+                return la_fail(LA_ERR_ARGUMENT, "sparse_head_gamma[%lld] is %g; must be in [0, 1]", (long long)i,
                                (double)p->sparse_head_gamma[i]);
     }
     la_session *s = calloc(1, sizeof *s);
@@ -272,6 +273,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     }
     s->ctx = ctx, s->max_ctx = max_ctx, s->policy = p->kv_policy, s->sparse = p->sparse;
     s->on_attention = p->on_attention, s->on_attention_user = p->on_attention_user;
+    s->head_score = p->sparse_head_score;
     s->exact = p->exact_decode;
     s->chunk = max_ctx < SESSION_CHUNK ? max_ctx : SESSION_CHUNK;
     la_kv_cache_params kp = la_kv_cache_params_default();
@@ -418,6 +420,42 @@ static la_status project3(la_session *s, const la_gguf_tensor *w0, float *y0, co
     return st;
 }
 
+/* sparse_head_score: how far the residual stream x moves when one head
+ * alone goes streaming (its sink and local blocks only) while the others
+ * keep this layer's attention output s->att: per head h, |W_o e_h|^2 /
+ * |x|^2 over the n rows, e_h the streaming output minus s->att in head h's
+ * columns (zero elsewhere). A local stand-in for the loss change: W_o
+ * weighs the head's error by what the layer does with it, and |x| by how
+ * large an error the stream absorbs at this depth. One extra sparse
+ * attention and H products with W_o per layer: calibration runs only. */
+static la_status score_heads(la_session *s, int64_t layer_i, int64_t n, const la_attention_params *p,
+                             const la_tensor *q, const la_tensor *k, const la_tensor *v) {
+    const la_model_config *c = &s->m->cfg;
+    const int64_t H = c->n_head, D = c->head_dim, HD = H * D, E = c->n_embd;
+    float *os = malloc(sizeof(float) * (size_t)(n * HD)), *pad = malloc(sizeof(float) * (size_t)(n * HD));
+    float *out = malloc(sizeof(float) * (size_t)(n * E));
+    la_status st = os && pad && out ? LA_OK : la_fail(LA_ERR_NOMEM, "out of memory for the head scores");
+    la_block_index x = {0};
+    const la_sparse_static so = la_model_stream_opts(&s->sparse);
+    la_tensor ot = la_tensor_contiguous(os, LA_F32, 4, (int64_t[]){1, n, H, D});
+    if (!st) st = la_sparse_select_static(&so, p, q, k, &x);
+    if (!st) st = la_block_sparse_forward(s->ctx, p, q, k, v, &x, &ot, NULL);
+    la_block_index_free(&x);
+    double xx = 0;
+    for (int64_t i = 0; i < n * E; i++) xx += (double)s->x[i] * s->x[i];
+    for (int64_t h = 0; h < H && !st; h++) {
+        memset(pad, 0, sizeof(float) * (size_t)(n * HD));
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t d = 0; d < D; d++) pad[i * HD + h * D + d] = os[i * HD + h * D + d] - s->att[i * HD + h * D + d];
+        if ((st = project(s, s->m->layers[layer_i].wo, pad, n, out))) break;
+        double ee = 0;
+        for (int64_t i = 0; i < n * E; i++) ee += (double)out[i] * out[i];
+        s->head_score[layer_i * H + h] += xx > 0 ? ee / xx : 0;
+    }
+    free(os), free(pad), free(out);
+    return st;
+}
+
 /* Attention of n new tokens (already in the cache at [pos, pos + n)) over
  * the whole cache, through the library's attention: decode straight over
  * the cache's pages for one token, exact attention over an f32 copy for a
@@ -468,10 +506,12 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
             st = la_block_sparse_forward(s->ctx, &p, &q, &k, &v, &x, &o, NULL);
         }
         la_block_index_free(&x);
-        return st;
+    } else {
+        s->sp_listed[layer_i] += visible * H;
+        st = la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
     }
-    s->sp_listed[layer_i] += visible * H;
-    return la_attention_forward(s->ctx, &p, &q, &k, &v, &o, NULL);
+    if (!st && s->head_score && layer_i >= s->sparse.dense_layers) st = score_heads(s, layer_i, n, &p, &q, &k, &v);
+    return st;
 }
 
 static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits,

@@ -39,6 +39,13 @@ static la_sparse_topk topk_of(const la_sparse_choice *c, float gamma) {
     return o;
 }
 
+la_sparse_static la_model_stream_opts(const la_sparse_choice *c) {
+    const la_sparse_topk t = topk_of(c, 1.0f);
+    la_sparse_static o = la_sparse_static_default();
+    o.sink_blocks = t.sink_blocks, o.local_blocks = t.local_blocks;
+    return o;
+}
+
 /* Head h's view of t [1, L, heads, D]: [1, L, 1, D], same strides. */
 static la_tensor head_view(const la_tensor *t, int64_t h) {
     la_tensor v = *t;
@@ -64,10 +71,13 @@ la_status la_model_select_heads(la_context *ctx, const la_sparse_choice *choice,
 #pragma omp parallel for num_threads(la_context_threads(ctx)) schedule(dynamic, 1)
     for (int64_t h = 0; h < H; h++) {
         const la_sparse_topk o = topk_of(choice, gamma[h]);
+        const la_sparse_static so = la_model_stream_opts(choice);
         la_attention_params ph = *p;
         if (p->alibi_slopes) ph.alibi_slopes = p->alibi_slopes + h;
         const la_tensor qh = head_view(q, h), kh = head_view(k, h / G);
-        if ((sts[h] = la_sparse_select_topk(ctx, &o, &ph, &qh, &kh, &xs[h])))
+        /* coverage 0: a streaming head, its forced blocks only and no probes */
+        if ((sts[h] = gamma[h] == 0 ? la_sparse_select_static(&so, &ph, &qh, &kh, &xs[h])
+                                    : la_sparse_select_topk(ctx, &o, &ph, &qh, &kh, &xs[h])))
             snprintf(msgs[h], sizeof msgs[h], "%s", la_last_error()); /* the message is per thread */
     }
     la_status st = LA_OK;
@@ -236,6 +246,41 @@ double la_sparse_calibrate_blocks(const la_sparse_calib *c, const float *gamma) 
     return total;
 }
 
+/* ---- the streaming / coverage split ---- */
+
+typedef struct {
+    double score;
+    int64_t i;
+} scored_head;
+static int by_score(const void *a, const void *b) {
+    const scored_head *x = a, *y = b;
+    return x->score < y->score ? -1 : x->score > y->score ? 1 : (x->i > y->i) - (x->i < y->i);
+}
+
+la_status la_sparse_heads_split(const double *score, int64_t n_layer, int64_t n_head, int64_t dense_layers,
+                                double share, float gamma, float *out) {
+    if (!score || !out) return la_fail(LA_ERR_NULL, "score or out is NULL");
+    if (n_layer < 1 || n_head < 1 || n_layer > (1 << 20) || n_head > (1 << 20) || dense_layers < 0 ||
+        dense_layers > n_layer)
+        return la_fail(LA_ERR_ARGUMENT, "n_layer %lld, n_head %lld, dense_layers %lld: need sizes in [1, 2^20] and "
+                       "dense_layers in [0, n_layer]", (long long)n_layer, (long long)n_head, (long long)dense_layers);
+    if (!(share >= 0 && share <= 1) || !(gamma > 0 && gamma <= 1))
+        return la_fail(LA_ERR_ARGUMENT, "share %g must be in [0, 1] and gamma %g in (0, 1]", share, (double)gamma);
+    const int64_t first = dense_layers * n_head, n = (n_layer - dense_layers) * n_head;
+    for (int64_t i = first; i < first + n; i++)
+        if (!(score[i] >= 0 && isfinite(score[i])))
+            return la_fail(LA_ERR_ARGUMENT, "score[%lld] is %g; scores must be finite and >= 0", (long long)i, score[i]);
+    scored_head *order = malloc(sizeof *order * (size_t)(n ? n : 1));
+    if (!order) return la_fail(LA_ERR_NOMEM, "out of memory for the head order");
+    for (int64_t i = 0; i < n; i++) order[i] = (scored_head){score[first + i], first + i};
+    qsort(order, (size_t)n, sizeof *order, by_score);
+    for (int64_t i = 0; i < n_layer * n_head; i++) out[i] = gamma;
+    const int64_t streaming = (int64_t)floor(share * (double)n);
+    for (int64_t i = 0; i < streaming; i++) out[order[i].i] = 0;
+    free(order);
+    return la_succeed();
+}
+
 /* ---- the file ---- */
 
 la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n_layer, int64_t n_head) {
@@ -288,8 +333,8 @@ la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_hea
         for (int64_t h = 0; h < n_head && !st; h++) {
             char *end;
             const double g = strtod(s, &end);
-            if (end == s || !isfinite(g) || !(g > 0 && g <= 1))
-                st = la_fail(LA_ERR_FORMAT, "%s:%lld: value %lld is missing or not in (0, 1]", path,
+            if (end == s || !isfinite(g) || !(g >= 0 && g <= 1))
+                st = la_fail(LA_ERR_FORMAT, "%s:%lld: value %lld is missing or not in [0, 1]", path,
                              (long long)lineno, (long long)h + 1);
             gamma[layer * n_head + h] = (float)g;
             s = end;

@@ -4,8 +4,14 @@
 
 #include "longattn_model.h"
 
+/* A streaming head's blocks (coverage 0 in sparse_head_gamma): the sink
+ * and local blocks topk forces under `choice` (its options or topk's
+ * defaults), as static options. */
+la_sparse_static la_model_stream_opts(const la_sparse_choice *choice);
+
 /* The topk selector of `choice` (its probe, sink and local options) run
- * head by head, query head h with coverage gamma[h], over q [1, n, H, D]
+ * head by head, query head h with coverage gamma[h] (0: a streaming head,
+ * la_model_stream_opts' blocks and no probes), over q [1, n, H, D]
  * and k [1, L, Hkv, D] (f32, contiguous), joined into one index of H heads
  * (block LA_SPARSE_BLOCK_DEFAULT). The heads run in parallel on the
  * context's threads. Errors: the selector's. */

@@ -683,9 +683,54 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
         sp.sparse = (la_sparse_choice){.kind = LA_SPARSE_TOPK, .budget = 4};
         TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT); /* top_k, not a coverage */
         sp.sparse = (la_sparse_choice){.kind = LA_SPARSE_TOPK, .budget = 0.9};
-        gam[c->n_head + 1] = 0;
-        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT); /* a gamma out of (0, 1] */
+        gam[c->n_head + 1] = -0.5f;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT); /* a gamma out of [0, 1] */
+        gam[c->n_head + 1] = 1.5f;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_ERR_ARGUMENT);
+        /* every head streaming (coverage 0): static:1's blocks (sink 1, local 1), so its logits */
+        for (int64_t i = 0; i < c->n_layer * c->n_head; i++) gam[i] = 0;
+        for (int pass = 0; pass < 2; pass++) {
+            sp = la_session_params_default();
+            sp.max_ctx = 256, sp.sparse_head_gamma = pass ? gam : NULL;
+            TU_EXPECT_STATUS(la_sparse_choice_parse(pass ? "topk:0.9,probe=4" : "static:1", &sp.sparse), LA_OK);
+            s = NULL;
+            TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+            if (s) TU_EXPECT_STATUS(la_session_eval(s, prompt, P, pass ? got : dense, true), LA_OK);
+            la_session_free(s);
+        }
+        tu_check(!memcmp(got, dense, sizeof(float) * (size_t)(P * V)), "%s every head streaming equals static:1",
+                 spec->name);
         free(gam);
+    }
+    if (m) { /* head scores: untouched in the dense layers, >= 0 and finite elsewhere, some > 0 when keys
+              * are dropped; ~0 when the streaming window holds every key (e is rounding only) */
+        const la_model_config *c = la_model_config_of(m);
+        const int64_t nhs = c->n_layer * c->n_head;
+        double *sc = tu_alloc(sizeof(double) * (size_t)nhs);
+        for (int local = 1; local <= 1000; local += 999) {
+            for (int64_t i = 0; i < nhs; i++) sc[i] = 0.25;
+            la_session_params sp = la_session_params_default();
+            sp.max_ctx = 256, sp.sparse_head_score = sc;
+            sp.sparse = (la_sparse_choice){LA_SPARSE_NONE, 0, .local_blocks = local, .dense_layers = 1};
+            la_session *s = NULL;
+            TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+            if (!s) continue;
+            /* one eval of 150 tokens: query block 2 sees key blocks 0-2, sink 1 + local 1 drop block 1 */
+            TU_EXPECT_STATUS(la_session_eval(s, prompt, P, NULL, false), LA_OK);
+            la_session_free(s);
+            double most = 0;
+            bool ok = true;
+            for (int64_t i = 0; i < nhs; i++) {
+                if (i < c->n_head) ok &= sc[i] == 0.25;
+                else ok &= isfinite(sc[i]) && sc[i] >= 0.25, most = fmax(most, sc[i] - 0.25);
+            }
+            tu_check(ok, "%s head scores (local %d): dense layer untouched, others finite and >= 0", spec->name, local);
+            /* f32 rounding of two summation orders, squared: ~1e-12 of |x|^2; dropped keys of a
+             * 150-token prompt with 64-token blocks move the output by far more */
+            if (local == 1) tu_check(most > 1e-6, "%s head scores with keys dropped: largest %.3g", spec->name, most);
+            else tu_check(most < 1e-8, "%s head scores with every key: largest %.3g", spec->name, most);
+        }
+        free(sc);
     }
     if (m) { /* the attention observer: once per layer per multi-token eval, with that eval's q and all keys */
         const la_model_config *c = la_model_config_of(m);

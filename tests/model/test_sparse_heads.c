@@ -5,6 +5,8 @@
  * - the calibration's coverages come from the ladder, keep the heads' mean
  *   uncovered share within 1 - target, put every head at the top at
  *   target 0.999 and leave the dense layers at the target;
+ * - coverage 0 makes a streaming head: static's sink and local lists;
+ * - the streaming split puts the lowest-scored share at 0;
  * - the coverage file round-trips, and bad files, targets and choices are
  *   rejected with their status.
  * Random q and k of awkward shapes (rows not a multiple of the block,
@@ -68,7 +70,76 @@ static void check_select(la_context *ctx, uint64_t *rng) {
         la_block_index_free(&y);
     }
     la_block_index_free(&x);
+    /* coverage 0: streaming heads, exactly static's sink and local blocks
+     * under the choice's options; the other heads still topk's */
+    const char *opts[] = {"topk:0.9,probe=4", "topk:0.9,probe=4,sink=2,local=3"};
+    for (int oi = 0; oi < 2; oi++) {
+        tu_check(!la_sparse_choice_parse(opts[oi], &c), "parse: %s", la_last_error());
+        const float gz[H] = {0, 0.9f, 0, 0.99f, 0, 0};
+        if ((st = la_model_select_heads(ctx, &c, gz, &p, &q, &k, &x))) {
+            tu_check(false, "per-head select with streaming heads: %s", la_last_error());
+            continue;
+        }
+        tu_check(!la_block_index_check(&x, 1, H, n, L), "index with streaming heads valid: %s", la_last_error());
+        la_sparse_static so = la_sparse_static_default();
+        so.sink_blocks = oi ? 2 : 1, so.local_blocks = oi ? 3 : 1;
+        la_sparse_topk o = la_sparse_topk_default();
+        o.probe_rows = 4, o.sink_blocks = so.sink_blocks, o.local_blocks = so.local_blocks;
+        la_block_index ys, yt;
+        tu_check(!la_sparse_select_static(&so, &p, &q, &k, &ys), "static: %s", la_last_error());
+        for (int64_t h = 0; h < H; h++) {
+            if (gz[h] == 0) {
+                tu_check(same_head(&x, &ys, h), "%s head %lld: streaming lists equal static's", opts[oi], (long long)h);
+                continue;
+            }
+            o.gamma = gz[h];
+            tu_check(!la_sparse_select_topk(ctx, &o, &p, &q, &k, &yt), "topk: %s", la_last_error());
+            tu_check(same_head(&x, &yt, h), "%s head %lld: topk lists beside streaming heads", opts[oi], (long long)h);
+            la_block_index_free(&yt);
+        }
+        la_block_index_free(&ys);
+        la_block_index_free(&x);
+    }
     free(q.data), free(k.data);
+}
+
+/* The streaming split: the lowest-scored share of the sparse layers' heads
+ * at 0, the rest (and the dense layers) at gamma; bad arguments rejected. */
+static void check_split(uint64_t *rng) {
+    enum { NL = 5, NH = 7, DL = 2 };
+    double sc[NL * NH];
+    float g[NL * NH];
+    for (int i = 0; i < NL * NH; i++) sc[i] = tu_uniform(rng, 0, 1);
+    sc[DL * NH + 3] = sc[DL * NH + 4]; /* a tie */
+    sc[0] = -1;                        /* a dense layer's score is not read */
+    const double shares[] = {0, 0.3, 0.5, 1};
+    for (int si = 0; si < 4; si++) {
+        tu_check(!la_sparse_heads_split(sc, NL, NH, DL, shares[si], 0.99f, g), "split %g: %s", shares[si],
+                 la_last_error());
+        const int want = (int)floor(shares[si] * (NL - DL) * NH);
+        int zeros = 0;
+        double worst_zero = -1, best_kept = 2;
+        for (int i = 0; i < NL * NH; i++) {
+            tu_check(g[i] == 0 || g[i] == 0.99f, "split %g: value %d is 0 or gamma", shares[si], i);
+            if (i < DL * NH) tu_check(g[i] == 0.99f, "split %g: dense layer head %d at gamma", shares[si], i);
+            if (g[i] == 0) zeros++, worst_zero = fmax(worst_zero, sc[i]);
+            else if (i >= DL * NH) best_kept = fmin(best_kept, sc[i]);
+        }
+        tu_check(zeros == want, "split %g: %d streaming heads, want %d", shares[si], zeros, want);
+        tu_check(worst_zero <= best_kept, "split %g: the streaming heads are the lowest scored", shares[si]);
+    }
+    tu_check(la_sparse_heads_split(NULL, NL, NH, DL, 0.5, 0.9f, g) == LA_ERR_NULL, "NULL scores rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, 0.5, 0.9f, NULL) == LA_ERR_NULL, "NULL out rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, 1.5, 0.9f, g) == LA_ERR_ARGUMENT, "share 1.5 rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, -0.1, 0.9f, g) == LA_ERR_ARGUMENT, "share -0.1 rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, NAN, 0.9f, g) == LA_ERR_ARGUMENT, "share nan rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, 0.5, 0, g) == LA_ERR_ARGUMENT, "gamma 0 rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, 0.5, 1.5f, g) == LA_ERR_ARGUMENT, "gamma 1.5 rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, NL + 1, 0.5, 0.9f, g) == LA_ERR_ARGUMENT, "dense_layers > n_layer");
+    tu_check(la_sparse_heads_split(sc, 0, NH, 0, 0.5, 0.9f, g) == LA_ERR_ARGUMENT, "0 layers rejected");
+    tu_check(la_sparse_heads_split(sc, NL, NH, 0, 0.5, 0.9f, g) == LA_ERR_ARGUMENT, "a negative score rejected");
+    sc[0] = 0, sc[NH * DL + 1] = INFINITY;
+    tu_check(la_sparse_heads_split(sc, NL, NH, DL, 0.5, 0.9f, g) == LA_ERR_ARGUMENT, "an infinite score rejected");
 }
 
 static void check_calibration(la_context *ctx, uint64_t *rng) {
@@ -161,8 +232,8 @@ static void check_file(uint64_t *rng) {
 
     const char *hdr = "# comment\nlongattn-sparse-gammas 1 2 3\n";
     char buf[256];
-    snprintf(buf, sizeof buf, "%s0.9 0.99 1\n0.5 0.95 0.999\n", hdr);
-    tu_check(read_text(path, buf) == LA_OK, "a good file with a comment: %s", la_last_error());
+    snprintf(buf, sizeof buf, "%s0.9 0.99 1\n0.5 0 0.999\n", hdr);
+    tu_check(read_text(path, buf) == LA_OK, "a good file with a comment and a streaming head: %s", la_last_error());
     static const char *const bad[] = {
         "0.9 0.99 1\n0.5 0.95 0.999\n",                                   /* no header */
         "longattn-sparse-gammas 2 2 3\n0.9 0.99 1\n0.5 0.95 0.999\n",     /* version */
@@ -175,7 +246,7 @@ static void check_file(uint64_t *rng) {
         "0.9 0.99 1\n0.5 0.95 0.999\n0.9 0.9 0.9\n", /* a layer too many */
         "0.9 0.99\n0.5 0.95 0.999\n",          /* a value missing */
         "0.9 0.99 1 1\n0.5 0.95 0.999\n",      /* a value too many */
-        "0.9 0 1\n0.5 0.95 0.999\n",           /* 0 */
+        "0.9 -0.1 1\n0.5 0.95 0.999\n",        /* < 0 */
         "0.9 1.5 1\n0.5 0.95 0.999\n",         /* > 1 */
         "0.9 nan 1\n0.5 0.95 0.999\n",         /* not finite */
         "0.9 x 1\n0.5 0.95 0.999\n",           /* not a number */
@@ -196,6 +267,7 @@ int main(void) {
     check_select(ctx, &rng);
     check_calibration(ctx, &rng);
     check_file(&rng);
+    check_split(&rng);
     la_context_destroy(ctx);
     return tu_finish();
 }
