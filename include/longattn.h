@@ -1363,14 +1363,18 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    entry (the paper's per-step eviction: in generation a head holds exactly
  *    BUDGET entries); a multi-token call (a prefill chunk, up to 512 tokens
  *    in a session) appends, scores, then drops to BUDGET (at most BUDGET +
- *    chunk entries between append and eviction). Option snap=F (in [0, 1),
- *    default 0, kept in `share`) gives S = floor(F x BUDGET) entries to
- *    votes: a prompt's chunks then only score, and at la_kv_policy_end_prompt
- *    a head keeps its R = max(recent, W) newest entries, the S older ones the
- *    prompt's last W queries vote for (as SnapKV's; options window=, kernel=,
- *    pool=, accepted only with snap), pinned so that later decode steps never
- *    drop them (the next prompt's end votes anew), and the BUDGET - R - S
- *    others with the largest accumulated mass; R + S <= BUDGET.
+ *    chunk entries between append and eviction). Option decode=grow
+ *    (field decode_grow; default decode=evict) makes single-token steps
+ *    only score: the cache grows by a token per step after a prompt, as
+ *    SnapKV's, and the prompt's selection stands through the reply.
+ *    Option snap=F (field snap, in [0, 1), default 0) gives S =
+ *    floor(F x BUDGET) entries to votes: a prompt's chunks then only
+ *    score, and at la_kv_policy_end_prompt a head keeps its R = max(recent,
+ *    W) newest entries, the S older ones the prompt's last W queries vote
+ *    for (as SnapKV's; options window=, kernel=, pool=, accepted only with
+ *    snap), pinned so that later decode steps never drop them (the next
+ *    prompt's end votes anew), and the BUDGET - R - S others with the
+ *    largest accumulated mass; R + S <= BUDGET.
  *  - "snapkv:BUDGET" (SnapKV, Li et al. 2024): after the whole prompt
  *    (la_kv_policy_end_prompt; prefill chunks before it evict nothing, so
  *    a question at the prompt's end votes), the prompt's last
@@ -1439,7 +1443,9 @@ typedef struct {
     int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
     int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */
     int64_t page;     /* quest: page size a session gives its cache; 0: the session's kv_page_size */
-    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache; h2o: snap= */
+    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache */
+    double snap;      /* h2o: share of the budget pinned by a prompt's votes (snap=), in [0, 1) */
+    int decode_grow;  /* h2o: 1 = single-token steps evict nothing (decode=grow), 0 = they do (decode=evict) */
     char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
 } la_kv_policy;
 

@@ -12,11 +12,11 @@
  * indices out of range or a NULL cache. */
 int64_t la_kv_cache_settled_len(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq);
 
-/* h2o's snap= option (a share of the budget, kept in la_kv_policy.share,
- * which only duo used before): the entries pinned by the votes of a
- * prompt's last queries; 0 for every other policy. */
+/* h2o's snap= option (la_kv_policy.snap, a share of the budget): the
+ * entries pinned by the votes of a prompt's last queries; 0 for every
+ * other policy. */
 static inline int64_t la_kv_h2o_snap(const la_kv_policy *p) {
-    return p->kind == LA_KV_POLICY_H2O && p->share > 0 && p->share < 1 ? (int64_t)(p->share * (double)p->budget) : 0;
+    return p->kind == LA_KV_POLICY_H2O && p->snap > 0 && p->snap < 1 ? (int64_t)(p->snap * (double)p->budget) : 0;
 }
 
 #endif

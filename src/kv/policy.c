@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define KNOWN "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE], snapkv:BUDGET, quest:BUDGET, duo:BUDGET[:FILE]"
+#define KNOWN \
+    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET, quest:BUDGET, " \
+    "duo:BUDGET[:FILE]"
 
 static const struct {
     const char *name;
@@ -59,9 +61,12 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
             return la_fail(LA_ERR_ARGUMENT,
                            "KV policy h2o: the budget %lld must be in [1, 2^30] and recent %lld in [0, budget)", b,
                            (long long)p->recent);
-        if (!(p->share >= 0 && p->share < 1))
+        if (!(p->snap >= 0 && p->snap < 1))
             return la_fail(LA_ERR_ARGUMENT, "KV policy h2o: snap %g (the voted share of the budget) must be in [0, 1)",
-                           p->share);
+                           p->snap);
+        if (p->decode_grow != 0 && p->decode_grow != 1)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy h2o: decode_grow is %d; must be 0 (evict) or 1 (grow)",
+                           p->decode_grow);
         const int64_t snap = la_kv_h2o_snap(p);
         if (snap > 0) {
             /* the voted entries come beside the newest max(recent, window), which the vote cannot rank */
@@ -69,7 +74,7 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
                 return la_fail(LA_ERR_ARGUMENT,
                                "KV policy h2o: with snap %g (%lld entries) the window %lld must be >= 1 and "
                                "max(recent %lld, window) + %lld at most the budget %lld",
-                               p->share, (long long)snap, (long long)p->window, (long long)p->recent,
+                               p->snap, (long long)snap, (long long)p->window, (long long)p->recent,
                                (long long)snap, b);
             if (p->kernel < 1 || p->kernel % 2 == 0 || p->kernel > 1025 || (p->pool_avg != 0 && p->pool_avg != 1))
                 return la_fail(LA_ERR_ARGUMENT,
@@ -129,7 +134,8 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
                 {"share", 1u << LA_KV_POLICY_DUO},
                 {"file", 1u << LA_KV_POLICY_DUO},
                 {"page", 1u << LA_KV_POLICY_QUEST},
-                {"snap", 1u << LA_KV_POLICY_H2O}};
+                {"snap", 1u << LA_KV_POLICY_H2O},
+                {"decode", 1u << LA_KV_POLICY_H2O}};
     size_t o = 0;
     while (o < sizeof opts / sizeof *opts && (strlen(opts[o].key) != kn || memcmp(opts[o].key, key, kn))) o++;
     if (o == sizeof opts / sizeof *opts || !(opts[o].kinds >> p->kind & 1))
@@ -152,17 +158,23 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
         else return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': pool must be max or avg", text);
         break;
     case 5:
-    case 8: { /* duo's share of heads; h2o's snap, the voted share of the budget (same field) */
+    case 8: { /* duo's share of heads; h2o's snap, the voted share of the budget */
         char buf[64], *end;
         if (!vn || vn >= sizeof buf)
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s is empty or too long", text, opts[o].key);
         memcpy(buf, val, vn), buf[vn] = 0;
-        p->share = strtod(buf, &end);
-        if (*end || !(p->share >= 0 && (o == 5 ? p->share <= 1 : p->share < 1)))
+        double *f = o == 5 ? &p->share : &p->snap;
+        *f = strtod(buf, &end);
+        if (*end || !(*f >= 0 && (o == 5 ? *f <= 1 : *f < 1)))
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be a number in [0, 1%c, not '%s'", text,
                            opts[o].key, o == 5 ? ']' : ')', buf);
         break;
     }
+    case 9:
+        if (vn == 4 && !memcmp(val, "grow", 4)) p->decode_grow = 1;
+        else if (vn == 5 && !memcmp(val, "evict", 5)) p->decode_grow = 0;
+        else return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': decode must be grow or evict", text);
+        break;
     case 7:
         if (!parse_int(val, vn, &v) || v < 0 || v > (1LL << 30))
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': page must be an integer in [0, 2^30]", text);
@@ -206,7 +218,7 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
     p.recent = budget / 2;
     p.window = LA_KV_SNAPKV_WINDOW;
     p.kernel = LA_KV_SNAPKV_KERNEL;
-    p.share = 0.5;
+    if (p.kind == LA_KV_POLICY_DUO) p.share = 0.5;
     if (p.kind == LA_KV_POLICY_QUEST) p.page = LA_KV_QUEST_PAGE;
     snprintf(p.file, sizeof p.file, "%s", LA_KV_DUO_SCORES_DEFAULT);
     unsigned seen = 0;
@@ -221,8 +233,7 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
         if (st) return st;
     }
     if (p.kind == LA_KV_POLICY_SNAPKV && !(seen >> 1 & 1)) p.recent = 0; /* snapkv keeps just its window by default */
-    if (p.kind == LA_KV_POLICY_H2O && !(seen >> 8 & 1)) p.share = 0; /* h2o votes only with snap= */
-    if (p.kind == LA_KV_POLICY_H2O && !(p.share > 0) && (seen & (7u << 2)))
+    if (p.kind == LA_KV_POLICY_H2O && !(p.snap > 0) && (seen & (7u << 2)))
         return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': h2o takes window=, kernel= and pool= only with snap= > 0",
                        text);
     la_status st = la_kv_policy_validate(&p);

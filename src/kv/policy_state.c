@@ -705,7 +705,8 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
                                            have_lse ? s->lse + h * G : NULL, H, s->mass)))
                 return st;
             for (int64_t j = 0; j < len; j++) s->score[i][j] += s->mass[j];
-            if (defer || len <= p->budget) break;
+            /* decode=grow: after a prompt, single-token steps only score (the prompt's selection stands) */
+            if (defer || len <= p->budget || (p->decode_grow && n == 1)) break;
             const float *key = s->score[i];
             if (snap > 0) { /* pinned entries rank above every score */
                 for (int64_t j = 0; j < len; j++) s->mass[j] = s->pin[i][j] != 0 ? INFINITY : s->score[i][j];

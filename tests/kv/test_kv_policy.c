@@ -128,16 +128,20 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:window=16:kernel=5:pool=avg", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_SNAPKV && p.budget == 100 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
              "snapkv options parsed wrong");
-    /* h2o's snap= is the voted share of the budget (la_kv_policy.share) */
+    /* h2o's snap= is the voted share of the budget (la_kv_policy.snap) */
     TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=0.125", &p), LA_OK);
-    tu_check(p.kind == LA_KV_POLICY_H2O && p.share == 0.125 && p.recent == 32 && p.window == LA_KV_SNAPKV_WINDOW &&
+    tu_check(p.kind == LA_KV_POLICY_H2O && p.snap == 0.125 && p.decode_grow == 0 && p.recent == 32 && p.window == LA_KV_SNAPKV_WINDOW &&
                  p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0,
              "h2o:64:snap=0.125 parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("h2o:100:recent=60:snap=0.2:window=16:kernel=5:pool=avg", &p), LA_OK);
-    tu_check(p.share == 0.2 && p.recent == 60 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
+    tu_check(p.snap == 0.2 && p.recent == 60 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
              "h2o snap options parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64", &p), LA_OK);
-    tu_check(p.share == 0, "h2o:64 has snap %g", p.share);
+    tu_check(p.snap == 0 && p.decode_grow == 0, "h2o:64 has snap %g, decode_grow %d", p.snap, p.decode_grow);
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:decode=grow", &p), LA_OK);
+    tu_check(p.decode_grow == 1 && p.snap == 0, "h2o:64:decode=grow parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=0.25:decode=evict", &p), LA_OK);
+    tu_check(p.decode_grow == 0 && p.snap == 0.25, "h2o:64:snap=0.25:decode=evict parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100", &p), LA_OK);
     tu_check(p.window == LA_KV_SNAPKV_WINDOW && p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0, "snapkv defaults");
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512", &p), LA_OK);
@@ -159,6 +163,8 @@ static void check_parse(void) {
                          "h2o:64:snap=-1", "h2o:64:snap=x", "h2o:64:snap=", "h2o:64:snap=0.1:kernel=4", "h2o:64:kernel=3",
                          "h2o:64:pool=avg", "h2o:64:snap=0.1:window=0", "h2o:64:recent=8:window=60:snap=0.1",
                          "snapkv:64:snap=0.1", "duo:64:snap=0.1", "h2o:64:recent=1:recent=2",
+                         "h2o:64:decode=keep", "h2o:64:decode=", "h2o:64:decode=grow:decode=grow", "snapkv:64:decode=grow",
+                         "streaming:64:decode=grow",
                          "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "snapkv:64:recent=64", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
                          "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
                          "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:"};
@@ -175,9 +181,15 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 7};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
-    hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .share = 1.5};
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .snap = 1.5};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "snap") != NULL, "h2o snap 1.5: message '%s'", la_last_error());
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .decode_grow = 2};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "decode_grow") != NULL, "h2o decode_grow 2: message '%s'", la_last_error());
+    /* duo's share no longer doubles as h2o's snap: h2o ignores it */
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .share = 1.5};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_OK);
 }
 
 static void check_mass(la_context *ctx, uint64_t *rng) {
@@ -595,7 +607,8 @@ static void check_snapkv_chunks(la_context *ctx, uint64_t *rng, const int *chunk
  * the reference), the votes keep it; the rest of the budget goes to four
  * of the six heavy hitters. A decode step after the prompt then
  * drops the lightest entry that is neither recent nor voted, and the
- * needle stays. On int8 pages the reference reads values re-quantised
+ * needle stays; with decode=grow the step drops nothing (B + 1 entries
+ * remain, the step's own among them). On int8 pages the reference reads values re-quantised
  * since the earlier chunks were scored, so there only the needle and the
  * heavy hitters are checked. A budget >= the prompt evicts nothing. */
 static void check_h2o_snap(la_context *ctx, uint64_t *rng, const int *chunks, int n_chunks, la_kv_quant quant) {
@@ -621,12 +634,14 @@ static void check_h2o_snap(la_context *ctx, uint64_t *rng, const int *chunks, in
                 if (win) r[0] = 0;
                 r[win ? 1 + h : 0] += win ? 1.5f : 2;
             }
-    for (int big = 0; big < 2; big++) {
+    for (int mode = 0; mode < 3; mode++) {
+        const bool big = mode == 1, grow = mode == 2;
         la_kv_cache *c = NULL;
         TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c), LA_OK);
         la_kv_policy p;
-        TU_EXPECT_STATUS(la_kv_policy_parse(big ? "h2o:64:recent=8:window=8:kernel=3:snap=0.05"
-                                                : "h2o:15:recent=8:window=8:kernel=3:snap=0.2",
+        TU_EXPECT_STATUS(la_kv_policy_parse(big    ? "h2o:64:recent=8:window=8:kernel=3:snap=0.05"
+                                            : grow ? "h2o:15:recent=8:window=8:kernel=3:snap=0.2:decode=grow"
+                                                   : "h2o:15:recent=8:window=8:kernel=3:snap=0.2",
                                             &p),
                          LA_OK);
         la_kv_policy_state *s = NULL;
@@ -727,10 +742,24 @@ static void check_h2o_snap(la_context *ctx, uint64_t *rng, const int *chunks, in
         }
         TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + N * H * G * D, 1, H * G, out), LA_OK);
         TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + N * H * G * D, 1, H * G, 0), LA_OK);
-        for (int h = 0; h < H; h++)
+        for (int h = 0; h < H; h++) {
+            if (grow) {
+                int32_t all[B + 1];
+                for (int i = 0; i < B; i++) all[i] = want[h][i];
+                all[B] = N;
+                const float *sc;
+                int64_t n = 0;
+                TU_EXPECT_STATUS(la_kv_policy_state_scores(s, 0, h, &sc, &n), LA_OK);
+                tu_check(n == B + 1 && (quant ? la_kv_cache_len(c, 0, h, 0) == B + 1 : holds(c, h, all, B + 1)),
+                         "h2o snap decode=grow (quant %d), head %d: the decode step evicted (%lld entries, %lld "
+                         "scored)",
+                         (int)quant, h, (long long)la_kv_cache_len(c, 0, h, 0), (long long)n);
+                continue;
+            }
             tu_check(quant ? la_kv_cache_len(c, 0, h, 0) == B : holds(c, h, want2[h], B),
                      "h2o snap decode step (quant %d), head %d: not the lightest unpinned entry dropped", (int)quant,
                      h);
+        }
         la_kv_policy_state_destroy(s);
         la_kv_cache_destroy(c);
     }
