@@ -43,8 +43,28 @@ static void usage(FILE *f) {
                "  --exact-decode  f32 activations for one-token evaluations too (no int8 rounding)\n");
 }
 
+/* The next number of a list "F[,F...]" at *t into *v, the length of its
+ * text into *len, *t moved past it; false when it is not a number in
+ * [lo, hi] followed by ',' or the end. */
+static bool list_next(const char **t, double lo, double hi, double *v, int *len) {
+    char *end;
+    *v = strtod(*t, &end);
+    if (end == *t || (*end && *end != ',') || !(*v >= lo && *v <= hi)) return false;
+    *len = (int)(end - *t);
+    *t = *end ? end + 1 : end;
+    return true;
+}
+
+static bool list_ok(const char *t, double lo, double hi) {
+    double v;
+    int len;
+    while (*t)
+        if (!list_next(&t, lo, hi, &v, &len)) return false;
+    return true;
+}
+
 /* --score-heads: the scores (one line per layer), then one coverage file
- * per share. */
+ * per share (the list checked by list_ok before the run). */
 static bool write_split(const char *path, const char *shares, const double *scores, const la_model_config *cfg,
                         const la_sparse_choice *c) {
     const int64_t nl = cfg->n_layer, nh = cfg->n_head;
@@ -63,16 +83,12 @@ static bool write_split(const char *path, const char *shares, const double *scor
     }
     float *g = malloc(sizeof(float) * (size_t)(nl * nh));
     bool ok = g != NULL;
-    for (const char *t = shares; ok && *t;) {
-        char *end, out[4096];
-        const double share = strtod(t, &end);
+    double share;
+    int len;
+    for (const char *t = shares, *at = t; ok && *t && list_next(&t, 0, 1, &share, &len); at = t) {
+        char out[4096];
         la_status st;
-        if (end == t || (*end && *end != ',')) {
-            fprintf(stderr, "%s: --stream-share '%s': expected numbers separated by ','\n", CMD, shares);
-            ok = false;
-            break;
-        }
-        snprintf(out, sizeof out, "%s-%.*s", path, (int)(end - t), t);
+        snprintf(out, sizeof out, "%s-%.*s", path, len, at);
         if ((st = la_sparse_heads_split(scores, nl, nh, c->dense_layers, share, (float)c->budget, g)) ||
             (st = la_sparse_gammas_write(out, g, nl, nh))) {
             cli_fail(CMD, "--stream-share", st);
@@ -81,7 +97,6 @@ static bool write_split(const char *path, const char *shares, const double *scor
             fprintf(stderr, "%s: %s: share %g of the sparse layers' heads streaming, the others at %g\n", CMD, out,
                     share, c->budget);
         }
-        t = *end ? end + 1 : end;
     }
     if (!g) fprintf(stderr, "%s: out of memory\n", CMD);
     free(g);
@@ -144,14 +159,13 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "%s: --score-heads needs --sparse topk:G with a coverage G in (0, 1]\n", CMD);
         return 2;
     }
-    for (const char *t = shares; score_path && *t;) {
-        char *end;
-        const double share = strtod(t, &end);
-        if (end == t || (*end && *end != ',') || !(share >= 0 && share <= 1)) {
-            fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
-            return 2;
-        }
-        t = *end ? end + 1 : end;
+    if (score_path && !list_ok(shares, 0, 1)) {
+        fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
+        return 2;
+    }
+    if (calib_path && !list_ok(calib_targets, -INFINITY, INFINITY)) {
+        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ','\n", CMD, calib_targets);
+        return 2;
     }
     if (!model_path || !text_path || !n_ctx) {
         fprintf(stderr, "%s: -m, -f and --ctx are required\n", CMD);
@@ -253,15 +267,11 @@ int cmd_ppl(int argc, char **argv) {
             goto done;
         }
         const bool several = strchr(calib_targets, ',') != NULL;
-        for (const char *t = calib_targets; *t;) {
-            char *end, path[4096];
-            const double target = strtod(t, &end);
-            if (end == t || (*end && *end != ',')) {
-                fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ','\n", CMD, calib_targets);
-                rc = 2;
-                goto done;
-            }
-            snprintf(path, sizeof path, several ? "%s-%.*s" : "%s", calib_path, (int)(end - t), t);
+        double target;
+        int len;
+        for (const char *t = calib_targets, *at = t; *t && list_next(&t, -INFINITY, INFINITY, &target, &len); at = t) {
+            char path[4096];
+            snprintf(path, sizeof path, several ? "%s-%.*s" : "%s", calib_path, len, at);
             if ((st = la_sparse_calibrate_finish(cal, target, gamma)) ||
                 (st = la_sparse_gammas_write(path, gamma, cfg->n_layer, cfg->n_head))) {
                 rc = cli_fail(CMD, "--calibrate-sparse", st);
@@ -276,7 +286,6 @@ int cmd_ppl(int argc, char **argv) {
                     target, path, per_head);
             if (one > 0) fprintf(stderr, ", %.0f at %g everywhere (%.3f)", one, target, per_head / one);
             fputc('\n', stderr);
-            t = *end ? end + 1 : end;
         }
     }
     if (scores && !write_split(score_path, shares, scores, cfg, &sp.sparse)) {
