@@ -443,11 +443,13 @@ static la_status score_heads(la_session *s, int64_t layer_i, int64_t n, const la
     la_block_index_free(&x);
     double xx = 0;
     for (int64_t i = 0; i < n * E; i++) xx += (double)s->x[i] * s->x[i];
+    if (!st) memset(pad, 0, sizeof(float) * (size_t)(n * HD));
     for (int64_t h = 0; h < H && !st; h++) {
-        memset(pad, 0, sizeof(float) * (size_t)(n * HD));
         for (int64_t i = 0; i < n; i++)
             for (int64_t d = 0; d < D; d++) pad[i * HD + h * D + d] = os[i * HD + h * D + d] - s->att[i * HD + h * D + d];
-        if ((st = project(s, s->m->layers[layer_i].wo, pad, n, out))) break;
+        st = project(s, s->m->layers[layer_i].wo, pad, n, out);
+        for (int64_t i = 0; i < n; i++) memset(pad + i * HD + h * D, 0, sizeof(float) * (size_t)D); /* zero again */
+        if (st) break;
         double ee = 0;
         for (int64_t i = 0; i < n * E; i++) ee += (double)out[i] * out[i];
         s->head_score[layer_i * H + h] += xx > 0 ? ee / xx : 0;

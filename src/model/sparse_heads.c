@@ -66,12 +66,12 @@ la_status la_model_select_heads(la_context *ctx, const la_sparse_choice *choice,
         free(xs), free(sts), free(msgs);
         return la_fail(LA_ERR_NOMEM, "out of memory for the per-head indexes");
     }
+    const la_sparse_static so = la_model_stream_opts(choice);
     /* one head per thread: inside, the selector's own parallel loop (over
      * one head) would keep a single thread busy */
 #pragma omp parallel for num_threads(la_context_threads(ctx)) schedule(dynamic, 1)
     for (int64_t h = 0; h < H; h++) {
         const la_sparse_topk o = topk_of(choice, gamma[h]);
-        const la_sparse_static so = la_model_stream_opts(choice);
         la_attention_params ph = *p;
         if (p->alibi_slopes) ph.alibi_slopes = p->alibi_slopes + h;
         const la_tensor qh = head_view(q, h), kh = head_view(k, h / G);
