@@ -42,6 +42,11 @@
 #define LA_VL 4
 #endif
 
+/* Vectors of columns a state-update step (delta rule, Titans) works on at
+ * once: its two sets of LA_STEP_NB accumulators stay in registers (half of
+ * AVX-512's 32, all of AVX2's 16). */
+#define LA_STEP_NB (LA_VL == 16 ? 8 : 4)
+
 /* Declare the four copies of an entry point, for dispatchers. */
 #define LA_ISA_DECLARE(ret, name, args) \
     ret name##_scalar args;             \

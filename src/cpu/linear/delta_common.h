@@ -46,21 +46,13 @@ static inline float delta_log_decay(const la_delta_problem *p, int64_t bt, int64
     return p->g.data ? *(const float *)la_attn_at(&p->g, bt, t, h) : 0.0f;
 }
 
-/* Columns of the step's blocks, in vectors: their sums stay in registers
- * (2 x DELTA_NB accumulators of the 32 (AVX-512) or 16 vector registers). */
-#if LA_VL == 16
-#define DELTA_NB 8
-#else
-#define DELTA_NB 4
-#endif
-
-/* delta_step on columns [j0, j0 + nb LA_VL) of S (nb <= DELTA_NB, a
+/* delta_step on columns [j0, j0 + nb LA_VL) of S (nb <= LA_STEP_NB, a
  * constant at each call, so the sums are registers). kq = k . q. */
 static inline __attribute__((always_inline)) void delta_step_cols(float *S, int64_t lds, int64_t Dk, const float *q,
                                                                   const float *k, const float *v, float beta, float a,
                                                                   float kq, float *u, float *o, int64_t j0,
                                                                   const int nb) {
-    vf sk[DELTA_NB], sq[DELTA_NB];
+    vf sk[LA_STEP_NB], sq[LA_STEP_NB];
     for (int b = 0; b < nb; b++) sk[b] = sq[b] = vf_set1(0);
     for (int64_t d = 0; d < Dk; d++) {
         const float *row = S + d * lds + j0;
@@ -72,7 +64,7 @@ static inline __attribute__((always_inline)) void delta_step_cols(float *S, int6
         }
     }
     const vf av = vf_set1(a), bk = vf_set1(beta * kq);
-    vf ub[DELTA_NB];
+    vf ub[LA_STEP_NB];
     for (int b = 0; b < nb; b++) {
         ub[b] = vf_load(v + j0 + b * LA_VL) - av * sk[b];
         vf_store(u + j0 + b * LA_VL, ub[b]);
@@ -91,7 +83,7 @@ static inline __attribute__((always_inline)) void delta_step_cols(float *S, int6
  * a S^T q + beta (k . q) u from the state before the update, so the
  * update's pass only rewrites the rows. u [Dvp] is scratch and returns u;
  * q and k are zero padded to a multiple of LA_VL; q carries the scale.
- * Per block of DELTA_NB vectors of columns (a whole row of 128 on
+ * Per block of LA_STEP_NB vectors of columns (a whole row of 128 on
  * AVX-512): one pass over the block's rows for S^T k and S^T q, sums in
  * registers, then the update's pass over the same rows (from cache). The
  * old step kept u and o in memory, loaded and stored with every row: 5
@@ -102,8 +94,8 @@ static inline void delta_step(float *S, int64_t lds, int64_t Dk, int64_t Dvp, co
                               const float *v, float beta, float a, float *u, float *o) {
     const float kq = o ? lin_dot(k, q, tg_round_up(Dk, LA_VL)) : 0.0f;
     int64_t j0 = 0;
-    for (; j0 + DELTA_NB * LA_VL <= Dvp; j0 += DELTA_NB * LA_VL)
-        delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, DELTA_NB);
+    for (; j0 + LA_STEP_NB * LA_VL <= Dvp; j0 += LA_STEP_NB * LA_VL)
+        delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, LA_STEP_NB);
     for (; j0 < Dvp; j0 += LA_VL) delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, 1);
 }
 

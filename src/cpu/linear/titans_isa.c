@@ -217,16 +217,8 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
     store_state(&p->mom_out, w->S, dm, b, h);
 }
 
-/* Columns of the step's blocks, in vectors: their r and y stay in
- * registers (2 x TT_NB of the 32 (AVX-512) or 16 vector registers). */
-#if LA_VL == 16
-#define TT_NB 8
-#else
-#define TT_NB 4
-#endif
-
 /* One token on columns [j0, j0 + nb LA_VL) of the memory M and momentum S
- * (nb <= TT_NB, a constant at each call, so r and y are registers), the
+ * (nb <= LA_STEP_NB, a constant at each call, so r and y are registers), the
  * gradient taken at Mc: r = 2 theta (Mc^T k - v); S = eta S - k r^T; M =
  * keep M + S; y = M^T q. One pass over the block's rows of Mc for r, then
  * one over S and M for the update and y. (The old step kept r and y in
@@ -235,7 +227,7 @@ static inline __attribute__((always_inline)) void tt_step_cols(float *M, int64_t
                                                                float *S, int64_t lds, int64_t Dk, const float *q,
                                                                const float *k, const float *v, float eta, float theta,
                                                                float keep, float *y, int64_t j0, const int nb) {
-    vf r[TT_NB], acc[TT_NB];
+    vf r[LA_STEP_NB], acc[LA_STEP_NB];
     for (int b = 0; b < nb; b++) r[b] = acc[b] = vf_set1(0);
     for (int64_t d = 0; d < Dk; d++) {
         const float *mrow = Mc + d * ldc + j0;
@@ -294,8 +286,8 @@ static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scr
         const float eta = gate_at(&p->eta, bt, t, h), theta = gate_at(&p->theta, bt, t, h),
                     keep = 1.0f - gate_at(&p->alpha, bt, t, h);
         int64_t j0 = 0;
-        for (; j0 + TT_NB * LA_VL <= Dvp; j0 += TT_NB * LA_VL)
-            tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, TT_NB);
+        for (; j0 + LA_STEP_NB * LA_VL <= Dvp; j0 += LA_STEP_NB * LA_VL)
+            tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, LA_STEP_NB);
         for (; j0 < Dvp; j0 += LA_VL) tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, 1);
         tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, y, dm->Dv);
     }
