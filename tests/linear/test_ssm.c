@@ -523,6 +523,13 @@ int main(void) {
     check_forward(&s, &rng, ctx, levels, nlev);
     s = spec("ssm D=256 G=2 N=12 (step spans of 64, padded rows)", st_dense(2, 70), 256, 12, 2);
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* a row of exactly one vector (N = LA_VL: 16 on AVX-512, 8 on AVX2, 4 scalar) takes the step's
+       C . h folded into the first level of the sums' tree: each level's own case, D not a multiple
+       of LA_VL (a short last block of channels) */
+    s = spec("ssm N=8 D=72 (the step's one-vector rows on AVX2)", st_dense(2, 70), 72, 8, 1);
+    check_forward(&s, &rng, ctx, levels, nlev);
+    s = spec("ssm N=4 D=36 G=2 (the step's one-vector rows, scalar)", st_dense(2, 70), 36, 4, 2);
+    check_forward(&s, &rng, ctx, levels, nlev);
     /* pure decay (u = 0, so h_T = exp(sum_t dt_t A) h_0 and y = C . h): the exp alone, its errors
        compounding over 200 tokens. |dt A| per token in [1.2e-3, 1.3e-2], so the channels' total
        decays X = sum |dt A| span ~0.25..2.6. A 2^x whose relative error is c |x| (x = dt A log2 e)

@@ -55,24 +55,6 @@ static inline float scan_dsilu(float x) {
     return s * (1.0f + x * (1.0f - s));
 }
 
-/* softplus on vectors: max(x, 0) + log1p(exp(-|x|)), log1p(y) for y in
- * [0, 1] as 2 atanh(s), s = y / (2 + y) in [0, 1/3] (no cancellation for
- * tiny y), the series to s^15: truncation below 3e-9, so the result is
- * within a few f32 ulps of log1pf's. exp(-|x|) underflows to 0 for |x|
- * above 87: softplus is then x or 0 exactly. */
-static inline vf scan_softplus_v(vf x) {
-    const vf ax = vf_max(x, -x), y = vf_exp(-ax), s = y / (vf_set1(2.0f) + y), s2 = s * s;
-    vf p = vf_set1(1.0f / 15);
-    p = vf_fma(p, s2, vf_set1(1.0f / 13));
-    p = vf_fma(p, s2, vf_set1(1.0f / 11));
-    p = vf_fma(p, s2, vf_set1(1.0f / 9));
-    p = vf_fma(p, s2, vf_set1(1.0f / 7));
-    p = vf_fma(p, s2, vf_set1(1.0f / 5));
-    p = vf_fma(p, s2, vf_set1(1.0f / 3));
-    p = vf_fma(p, s2, vf_set1(1.0f));
-    return vf_max(x, vf_set1(0)) + 2.0f * s * p;
-}
-
 /* exp(x) as vf_exp computes it (the same reduction constants and
  * degree-6 polynomial, within an ulp of it; x clamped to 88.3 above, 0
  * below -87.3, -inf included) in fewer instructions, for the scan's
@@ -96,6 +78,41 @@ static inline vf scan_exp(vf x) {
     return (vf)((vi)(p * scale) & ~underflow);
 }
 
+/* 1 / d: on AVX-512 the 14-bit estimate and one Newton step (relative
+ * error ~2^-28, below f32's rounding) in 4 instructions where vdivps
+ * takes one of ~10 cycles' throughput on the divider. */
+static inline vf scan_recip(vf d) {
+#if defined(LA_ISA_AVX512)
+    const vf r = (vf)_mm512_rcp14_ps((__m512)d);
+    return vf_fma(r, vf_set1(1.0f) - d * r, r);
+#else
+    return vf_set1(1.0f) / d;
+#endif
+}
+
+/* softplus on vectors: max(x, 0) + log1p(exp(-|x|)), log1p(y) for y in
+ * [0, 1] as 2 atanh(s), s = y / (2 + y) in [0, 1/3] (no cancellation for
+ * tiny y), the series to s^15: truncation below 3e-9, so the result is
+ * within a few f32 ulps of log1pf's. exp(-|x|) is scan_exp (vf_exp's
+ * accuracy: scan_exp2's 2^(|x| log2 e) would carry log2 e's rounding,
+ * ~1e-8 |x| relative) and 0 for |x| above 87.3: softplus is then x or 0
+ * exactly. (With vf_exp and a division it was about a fifth of the decode
+ * step's time at N 16: one per channel, beside the channel's 16 state
+ * elements.) */
+static inline vf scan_softplus_v(vf x) {
+    const vf ax = vf_max(x, -x), y = scan_exp(-ax),
+             s = y * scan_recip(vf_set1(2.0f) + y), s2 = s * s;
+    vf p = vf_set1(1.0f / 15);
+    p = vf_fma(p, s2, vf_set1(1.0f / 13));
+    p = vf_fma(p, s2, vf_set1(1.0f / 11));
+    p = vf_fma(p, s2, vf_set1(1.0f / 9));
+    p = vf_fma(p, s2, vf_set1(1.0f / 7));
+    p = vf_fma(p, s2, vf_set1(1.0f / 5));
+    p = vf_fma(p, s2, vf_set1(1.0f / 3));
+    p = vf_fma(p, s2, vf_set1(1.0f));
+    return vf_max(x, vf_set1(0)) + 2.0f * s * p;
+}
+
 /* 2^x2 for the decode step's exp(dt A) = 2^(dt log2(e) A), in about half
  * of scan_exp's vector instructions (the step's exps bounded it at N 16:
  * one vector per channel). x2 = n + f with n = round(x2), |f| <= 1/2; 2^f
@@ -105,11 +122,13 @@ static inline vf scan_exp(vf x) {
  * channel, whose error compounds over the tokens) is exact but for the
  * result's rounding; 2.8e-7 at worst with the roundings (checked against
  * exp2 over [-125, 127] at every level). n is rounded by adding 1.5 * 2^23
- * (t's low bits are then n) and 2^n applied by adding t's bits shifted to
- * the exponent field to the polynomial's: integer work, off the FMA pipes
- * that the polynomial and the update keep busy. Exact 0 below -125 (so
- * the sum never reaches the denormals; -inf and NaN included), x2 clamped
- * to 127 above (A > 0 is no decay). */
+ * (t's low bits are then n); below AVX-512 2^n is applied by adding t's
+ * bits shifted to the exponent field to the polynomial's (integer work,
+ * off the FMA pipes that the polynomial and the update keep busy: Zen 4's
+ * vscalefps takes an FMA-pipe slot) and x2 is clamped to 127 above; on
+ * AVX-512 (scan_exp2) by vscalefps, inf above 2^128 as in exp2 (only for
+ * dt A > 88, outside the API's A <= 0 with dt >= 0). Exact 0 below -125
+ * (so the sum never reaches the denormals; -inf and NaN included). */
 static inline vf scan_exp2_poly(vf f) {
     vf q = vf_set1(1.3381302537e-3f);
     q = vf_fma(q, f, vf_set1(9.6663685154e-3f));
@@ -119,17 +138,25 @@ static inline vf scan_exp2_poly(vf f) {
     return vf_fma(q, f, vf_set1(1.0f));
 }
 
-static inline vf scan_exp2(vf x2) {
+/* 2^(s a), s a computed inside (on AVX-512 without rounding it first). */
+static inline vf scan_exp2(vf s, vf a) {
     const float magic = 12582912.0f;
 #if defined(LA_ISA_AVX512)
-    /* vminps returns its second operand for a NaN: NaN stays NaN, then fails the compare */
-    const __m512 x = _mm512_min_ps(_mm512_set1_ps(127.0f), (__m512)x2),
-                 t = _mm512_add_ps(x, _mm512_set1_ps(magic)), n = _mm512_sub_ps(t, _mm512_set1_ps(magic));
-    const __mmask16 normal = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
-    const vf p = scan_exp2_poly((vf)_mm512_sub_ps(x, n));
-    return (vf)_mm512_maskz_add_epi32(normal, (__m512i)p, _mm512_slli_epi32((__m512i)t, 23));
+    /* Fused, in 10 instructions where the form below takes 13 (the decode
+       step, bound by its instructions on Intel, spends one 2^x per state
+       element): t = s a + magic in one FMA (n = round(s a) in t's low
+       bits), f = s a - n in another (exact but for one rounding, like x -
+       n below), and 2^n applied by vscalefps (one instruction where the
+       integer form takes a shift and an add, and no clamp: above 2^127 it
+       gives inf, as exp2 does). n >= -125 keeps every result normal;
+       below, -inf and NaN (the compare is false) give exactly 0. */
+    const __m512 sv = (__m512)s, av = (__m512)a, t = _mm512_fmadd_ps(sv, av, _mm512_set1_ps(magic)),
+                 n = _mm512_sub_ps(t, _mm512_set1_ps(magic));
+    const __mmask16 normal = _mm512_cmp_ps_mask(n, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
+    const vf p = scan_exp2_poly((vf)_mm512_fmsub_ps(sv, av, n));
+    return (vf)_mm512_maskz_scalef_ps(normal, (__m512)p, n);
 #else
-    const vf x = vf_select(x2 > vf_set1(127.0f), vf_set1(127.0f), x2), t = x + magic, n = t - magic;
+    const vf x2 = s * a, x = vf_select(x2 > vf_set1(127.0f), vf_set1(127.0f), x2), t = x + magic, n = t - magic;
     const vf p = scan_exp2_poly(x - n);
     const vi normal = x >= vf_set1(-125.0f); /* false for NaN */
     vu e, pb; /* unsigned: t's high bits shift out, the exponent sum wraps by design */

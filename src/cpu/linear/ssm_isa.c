@@ -225,8 +225,8 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
             int64_t k = 0;
             for (; k + 2 <= N; k += 2) {
                 float *h0 = h + k * SSM_CB + c, *h1 = h0 + SSM_CB;
-                const vf a0 = scan_exp2(dt2 * vf_load(At + k * SSM_CB + c)),
-                         a1 = scan_exp2(dt2 * vf_load(At + (k + 1) * SSM_CB + c));
+                const vf a0 = scan_exp2(dt2, vf_load(At + k * SSM_CB + c)),
+                         a1 = scan_exp2(dt2, vf_load(At + (k + 1) * SSM_CB + c));
                 const vf x0 = vf_fma(a0, vf_load(h0), du * Bi[k]), x1 = vf_fma(a1, vf_load(h1), du * Bi[k + 1]);
                 vf_store(h0, x0);
                 vf_store(h1, x1);
@@ -235,7 +235,7 @@ static void block_chunk(const la_ssm_problem *p, float *w, float *st, bool stage
             }
             if (k < N) {
                 float *h0 = h + k * SSM_CB + c;
-                const vf x0 = vf_fma(scan_exp2(dt2 * vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
+                const vf x0 = vf_fma(scan_exp2(dt2, vf_load(At + k * SSM_CB + c)), vf_load(h0), du * Bi[k]);
                 vf_store(h0, x0);
                 y0 = vf_fma(vf_set1(Ci[k]), x0, y0);
             }
@@ -303,11 +303,14 @@ static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
  * At N 16 (Mamba's) a channel's row is one AVX-512 vector, so the step
  * was bound by its instructions, not by memory (on Zen 4 the state
  * streamed in and out at about 3x the rate the step consumed it): the
- * exp is scan_exp2 (vrndscaleps / vscalefps, a degree-5 polynomial: 11
- * vector instructions where scan_exp took 19), the per-channel constants
- * stay in registers (no calls in the row loop), the u / delta / bias /
- * skip / out rows of a whole f32 span are vector loads and stores, and
- * the items are walked without divisions. */
+ * exp is scan_exp2 (a degree-5 polynomial; on AVX-512 10 vector
+ * instructions with dt A fused in, where scan_exp took 19), the
+ * per-channel constants stay in registers (no calls in the row loop), the
+ * LA_VL rows of a block are unrolled with their C . h tree merged as they
+ * come (step_rows: no stack round trip), softplus takes no division
+ * (scan_softplus_v), the u / delta / bias / skip / out rows of a whole f32
+ * span are vector loads and stores, and the items are walked without
+ * divisions. */
 
 static bool is_step(const la_ssm_problem *p) { return p->form == LA_SCAN_CHUNKED && p->head.L <= 1; }
 
@@ -377,12 +380,12 @@ static inline void step_prefetch_row(const float *row, int64_t N) {
         ssm_prefetch((const char *)((uintptr_t)row + STEP_PF_BYTES + (uintptr_t)o));
 }
 
-/* Lane e of the result is the sum of v[e]'s lanes (v overwritten), as
- * vf_transpose_sum; on AVX-512 each merge of (a, b) at lane distance d is
- * blend(a, b) + one two-source permute (lanes with bit d set take b's),
- * one shuffle where vf_transpose_sum takes two: 15 fewer per 16 channels
- * (its 30 shuffles were a sixth of the step). */
-static inline vf step_transpose_sum(vf *v) {
+/* The two halves of the pair sum of (a, b) at level l of vf_transpose_sum's
+ * tree (a the earlier of the two; the sum is *x + *y): on AVX-512
+ * blend(a, b) and one two-source permute (lanes with bit l set take b's),
+ * one shuffle where vf_transpose_sum takes two (15 fewer per 16 channels;
+ * its 30 shuffles were a sixth of the step). */
+static inline void step_pair(int l, vf a, vf b, vf *x, vf *y) {
 #if defined(LA_ISA_AVX512)
     static const int32_t swap[4][16] = {
         {1, 16, 3, 18, 5, 20, 7, 22, 9, 24, 11, 26, 13, 28, 15, 30},
@@ -390,34 +393,92 @@ static inline vf step_transpose_sum(vf *v) {
         {4, 5, 6, 7, 16, 17, 18, 19, 12, 13, 14, 15, 24, 25, 26, 27},
         {8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23}};
     static const __mmask16 upper[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
-#pragma GCC unroll 4
-    for (int l = 0; l < 4; l++) {
-        const __m512i idx = _mm512_loadu_si512(swap[l]);
-#pragma GCC unroll 8
-        for (int k = 0; k < 8 >> l; k++) {
-            const __m512 a = (__m512)v[2 * k], b = (__m512)v[2 * k + 1];
-            v[k] = (vf)_mm512_add_ps(_mm512_mask_blend_ps(upper[l], a, b), _mm512_permutex2var_ps(a, idx, b));
-        }
-    }
-    return v[0];
+    *x = (vf)_mm512_mask_blend_ps(upper[l], (__m512)a, (__m512)b);
+    *y = (vf)_mm512_permutex2var_ps((__m512)a, _mm512_loadu_si512(swap[l]), (__m512)b);
 #else
-    return vf_transpose_sum(v);
+    (void)l;
+    *x = __builtin_shufflevector(a, b, LA_EVEN_LANES);
+    *y = __builtin_shufflevector(a, b, LA_ODD_LANES);
 #endif
 }
 
-/* One channel's state row through the token, h = exp(dt A) h + dt u B, read
- * from hs and written to hd (the same row in place); returns the lanes of
- * C . h. dt2 = dt log2(e): exp(dt A) = 2^(dt2 A), scan_exp2. */
+static inline vf step_merge(int l, vf a, vf b) {
+    vf x, y;
+    step_pair(l, a, b, &x, &y);
+    return x + y;
+}
+
+/* log2(LA_VL): the levels of the tree. */
+#define STEP_LEVELS (LA_VL == 16 ? 4 : LA_VL == 8 ? 3 : 2)
+
+/* Lane e of the result is the sum of v[e]'s lanes (v overwritten), as
+ * vf_transpose_sum. */
+static inline vf step_transpose_sum(vf *v) {
+#pragma GCC unroll 4
+    for (int l = 0; l < STEP_LEVELS; l++)
+#pragma GCC unroll 8
+        for (int k = 0; k < LA_VL >> (l + 1); k++) v[k] = step_merge(l, v[2 * k], v[2 * k + 1]);
+    return v[0];
+}
+
+/* One vector of a channel's state row through the token, h = exp(dt A) h +
+ * dt u B, read from hs and written to hd (the same row in place); dtv =
+ * dt log2(e) (exp(dt A) = 2^(dt log2(e) A), scan_exp2), duv = dt u. */
+static inline vf step_vec(const float *A, const float *hs, float *hd, const float *Bt, vf dtv, vf duv) {
+    const vf hn = vf_fma(scan_exp2(dtv, vf_load(A)), vf_load(hs), duv * vf_load(Bt));
+    vf_store(hd, hn);
+    return hn;
+}
+
+/* A whole row (n_end floats, a multiple of LA_VL); returns the lanes of C . h. */
 static inline vf step_row(const float *A, const float *hs, float *hd, const float *Bt, const float *Ct, float dt2,
                           float du, int64_t n_end) {
     const vf dtv = vf_set1(dt2), duv = vf_set1(du);
     vf y = vf_set1(0);
-    for (int64_t n = 0; n < n_end; n += LA_VL) {
-        const vf hn = vf_fma(scan_exp2(dtv * vf_load(A + n)), vf_load(hs + n), duv * vf_load(Bt + n));
-        vf_store(hd + n, hn);
-        y = vf_fma(vf_load(Ct + n), hn, y);
-    }
+    for (int64_t n = 0; n < n_end; n += LA_VL)
+        y = vf_fma(vf_load(Ct + n), step_vec(A + n, hs + n, hd + n, Bt + n, dtv, duv), y);
     return y;
+}
+
+/* The C . h sums of channels 0..nc (nc may pass LA_VL: the first LA_VL
+ * count) in the lanes, their rows (n_end floats, a multiple of LA_VL) by
+ * stride from A, hs and hd. The sums' tree runs as the rows come (level
+ * l merges when channel j's low l + 1 bits are all ones), so at most
+ * STEP_LEVELS partial sums are live and every row's vector stays in a
+ * register: the LA_VL channels unrolled, no stack round trip. With one
+ * vector per row (Mamba's N 16 on AVX-512) C multiplies inside the first
+ * level's pair sum, x C + y C' (C' = C shuffled as y), one multiply per
+ * pair of rows fewer. */
+static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_t as, const float *hs, int64_t hss,
+                                                          float *hd, int64_t hds, const float *Bt, const float *Ct,
+                                                          const float *dt2, const float *du, int64_t nc,
+                                                          int64_t n_end) {
+    const bool one = n_end == LA_VL;
+    vf part[STEP_LEVELS + 1], prev = vf_set1(0), cx = vf_set1(0), cy = vf_set1(0);
+    if (one) step_pair(0, vf_load(Ct), vf_load(Ct), &cx, &cy);
+#pragma GCC unroll 16
+    for (int j = 0; j < LA_VL; j++) {
+        vf s = vf_set1(0);
+        if (j < nc) {
+            if (STEP_PF_BYTES > 0) step_prefetch_row(hs + j * hss, n_end);
+            s = one ? step_vec(A + j * as, hs + j * hss, hd + j * hds, Bt, vf_set1(dt2[j]), vf_set1(du[j]))
+                    : step_row(A + j * as, hs + j * hss, hd + j * hds, Bt, Ct, dt2[j], du[j], n_end);
+        }
+        int l = 0;
+        if (one) {
+            if (!(j & 1)) {
+                prev = s;
+                continue;
+            }
+            vf x, y;
+            step_pair(0, prev, s, &x, &y);
+            s = vf_fma(cx, x, cy * y);
+            l = 1;
+        }
+        for (; l < STEP_LEVELS && (j >> l & 1); l++) s = step_merge(l, part[l], s);
+        part[l] = s;
+    }
+    return part[STEP_LEVELS];
 }
 
 static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
@@ -462,15 +523,15 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     const int64_t as = p->A.row_stride, hss = p->state_in.data ? p->state_in.row_stride : 0,
                   hos = p->state_out.data ? p->state_out.row_stride : 0;
     for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
-        vf acc[LA_VL];
-        if (N % LA_VL == 0) {
-            for (int j = 0; j < LA_VL; j++) {
-                const int64_t c = c0 + j;
-                if (STEP_PF_BYTES > 0 && c < cb && hss) step_prefetch_row(hs0 + c * hss, N);
-                acc[j] = c < cb ? step_row(A0 + c * as, hs0 + c * hss, ho0 + c * hos, Bt, Ct, dt2[c], duc[c], N)
-                                : vf_set1(0);
-            }
+        vf y_sums;
+        if (N == LA_VL) { /* Mamba's N 16 on AVX-512: one vector per row */
+            y_sums = step_rows(A0 + c0 * as, as, hs0 + c0 * hss, hss, ho0 + c0 * hos, hos, Bt, Ct, dt2 + c0, duc + c0,
+                               cb - c0, LA_VL);
+        } else if (N % LA_VL == 0) {
+            y_sums = step_rows(A0 + c0 * as, as, hs0 + c0 * hss, hss, ho0 + c0 * hos, hos, Bt, Ct, dt2 + c0, duc + c0,
+                               cb - c0, N);
         } else { /* through zero-padded copies of A and the state row */
+            vf acc[LA_VL];
             for (int j = 0; j < LA_VL; j++) {
                 const int64_t c = c0 + j;
                 acc[j] = vf_set1(0);
@@ -481,8 +542,9 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
                 acc[j] = step_row(Ap, hp, hp, Bt, Ct, dt2[c], duc[c], Np);
                 if (p->state_out.data) memcpy(ho0 + c * hos, hp, (size_t)N * sizeof(float));
             }
+            y_sums = step_transpose_sum(acc);
         }
-        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), step_transpose_sum(acc));
+        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), y_sums);
         if (p->z.data) {
             const vf z = vf_load(zc + c0);
             y *= z * scan_sigmoid_v(z);
