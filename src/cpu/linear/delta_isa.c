@@ -62,26 +62,38 @@ static void chunked_item(const la_delta_problem *p, const delta_dims *dm, fwd_sc
     int64_t t0, len;
     la_delta_seq(p, b, &t0, &len);
     delta_load_state(w->S, &p->state_in, dm, b, h);
+    /* f32 output rows without padding: the products write them in place
+     * (O then a copy per row was one more pass over O) */
+    const bool direct = p->out.dtype == LA_F32 && dm->Dv == Dvp;
     for (int64_t c0 = 0; c0 < len; c0 += dm->C) {
         const int64_t n = len - c0 < dm->C ? len - c0 : dm->C;
         const float total = delta_chunk_prepare(p, dm, c, bt, h, hk, t0 + c0, n, w->S, t0 + len);
+        float *o = w->O;
+        int64_t ldo = Dvp;
+        if (direct) o = (float *)la_attn_at(&p->out, bt, t0 + c0, h), ldo = p->out.token_stride;
         /* O = (Q K^T . E) Vn + (pre . Q) S */
         /* each row tile over its columns up to the diagonal only (E is 0 after it) */
         for (int64_t i0 = 0; i0 < n; i0 += TG_MR) {
             const int64_t m = n - i0 < TG_MR ? n - i0 : TG_MR, nc = tg_round_up(i0 + m, LA_VL);
             tg_gemm(m, nc, Dk, c->Q + i0 * Dkp, Dkp, 1, c->KT, Cp, w->P + i0 * Cp, Cp, false);
             for (int64_t i = i0; i < i0 + m; i++) lin_mul(w->P + i * Cp, c->E + i * Cp, nc);
-            tg_gemm(m, Dvp, i0 + m, w->P + i0 * Cp, Cp, 1, c->R, ldr, w->O + i0 * Dvp, Dvp, false);
+            tg_gemm(m, Dvp, i0 + m, w->P + i0 * Cp, Cp, 1, c->R, ldr, o + i0 * ldo, ldo, false);
         }
         for (int64_t i = 0; i < n; i++) lin_scale(c->Q + i * Dkp, Dkp, c->pre[i]);
-        tg_gemm(n, Dvp, Dk, c->Q, Dkp, 1, w->S, Dvp, w->O, Dvp, true);
-        for (int64_t i = 0; i < n; i++)
-            tg_store_row(la_attn_at(&p->out, bt, t0 + c0 + i, h), p->out.dtype, w->O + i * Dvp, dm->Dv);
-        /* S = total S + (suf . K)^T Vn */
+        tg_gemm(n, Dvp, Dk, c->Q, Dkp, 1, w->S, Dvp, o, ldo, true);
+        if (!direct)
+            for (int64_t i = 0; i < n; i++)
+                tg_store_row(la_attn_at(&p->out, bt, t0 + c0 + i, h), p->out.dtype, w->O + i * Dvp, dm->Dv);
+        /* S = total S + (suf . K)^T Vn, per row tile of S: its decay, then
+         * its product, while its rows are in L1 (a separate pass over S
+         * read and wrote it from L2 once more) */
         for (int64_t j = 0; j < n; j++) lin_scale(c->K + j * Dkp, Dkp, c->suf[j]);
-        if (total != 1.0f)
-            for (int64_t d = 0; d < Dk; d++) lin_scale(w->S + d * Dvp, Dvp, total);
-        tg_gemm(Dk, Dvp, n, c->K, 1, Dkp, c->R, ldr, w->S, Dvp, true);
+        for (int64_t d0 = 0; d0 < Dk; d0 += TG_MR) {
+            const int64_t m = Dk - d0 < TG_MR ? Dk - d0 : TG_MR;
+            if (total != 1.0f)
+                for (int64_t d = d0; d < d0 + m; d++) lin_scale(w->S + d * Dvp, Dvp, total);
+            tg_gemm(m, Dvp, n, c->K + d0, 1, Dkp, c->R, ldr, w->S + d0 * Dvp, Dvp, true);
+        }
     }
     delta_store_state(&p->state_out, w->S, dm, b, h);
 }
