@@ -266,6 +266,8 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         n += 2 * round64(sizeof(float) * rh);
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
         if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) n += round64(4 * rh * (size_t)p->D);
+    } else if (p->op == LA_ATTN_FORWARD) {
+        n += round64(la_cuda_attention_forward_workspace(&p->rule, p->cu_q != NULL, p->D, sm_count(p->device.index)));
     } else if (p->op == LA_ATTN_MERGE) {
         n += round64(2 * sizeof(la_attn_operand) * (size_t)((const la_attn_merge_problem *)p)->n_parts);
     } else if (p->op == LA_ATTN_KV_APPEND) {
@@ -388,6 +390,8 @@ static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f,
     char *w = ws;
     cudaError_t e = cudaSuccess;
     stage_common(p, &w, stream, &e, &a.rule, &a.cu_q, &a.cu_k);
+    if (la_cuda_attention_forward_workspace(&p->rule, p->cu_q != NULL, p->D, sm_count(p->device.index)))
+        a.split_ws = w; /* the rest: the key split's pieces (cuda_workspace) */
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
     else s = la_cuda_attention_forward_launch(&a, stream);
     return call_end(ctx, &g, s);

@@ -306,6 +306,28 @@ static void varlen_cases(uint64_t *rng) {
     run_case(rng, &e);
 }
 
+/* The Hopper forward's key split of its last rounds (forward_sm90.cu, the
+ * default where every row sees every key): at least 2 G work items (G the
+ * SMs, 132 on an H200) that are not a whole number of rounds, so items of
+ * the last two rounds are cut into key pieces on two blocks and merged.
+ * 288 items of 128 query rows here (the second tile of each head nearly
+ * empty: Lq 129), key tiles ending part-full; elsewhere (fewer SMs, other
+ * GPUs) the same cases run unsplit. */
+static void split_cases(uint64_t *rng) {
+    cu_case c = {.name = "key split: 288 items, Lq 129, Lk 700, gqa4 D=128", .B = 9, .Lq = 129, .Lk = 700, .H = 16,
+                 .Hkv = 4, .D = 128, .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .p = P()};
+    if (quick) c.name = "key split: 288 items, Lq 65, Lk 300, gqa4 D=128", c.B = 18, c.Lq = 65, c.Lk = 300;
+    run_case(rng, &c);
+    c.name = "key split: D=64 f16, f32 out, softcap, alibi, strided, Lk 520";
+    c.D = 64, c.dt = LA_F16, c.out_dt = LA_F32, c.alibi = true, c.strided = true, c.p.softcap = 20.0f;
+    c.Lk = quick ? 260 : 520;
+    run_case(rng, &c);
+    c.name = "key split: D=128 bf16, sinks (every key seen anyway), Lq 300";
+    c.D = 128, c.dt = c.out_dt = LA_BF16, c.alibi = c.strided = false, c.p.softcap = 0, c.p.sinks = 3;
+    c.B = quick ? 9 : 6, c.Lq = quick ? 129 : 300, c.Lk = quick ? 200 : 700; /* 288 items again */
+    run_case(rng, &c);
+}
+
 /* ---- bad inputs: each gives its status and leaves out untouched ---- */
 
 static void bad_inputs(uint64_t *rng) {
@@ -368,6 +390,7 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    split_cases(&rng);
     /* Head dims up to 128 run the wgmma kernel on Hopper: check the mma.sync
      * kernel (what other GPUs run) on the same cases too. */
     setenv("LA_CUDA_FORWARD_KERNEL", "mma", 1);
@@ -389,6 +412,10 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    /* and without the key split, which the default uses on such shapes */
+    setenv("LA_CUDA_FORWARD_SPLIT", "0", 1);
+    split_cases(&rng);
+    unsetenv("LA_CUDA_FORWARD_SPLIT");
     unsetenv("LA_CUDA_FORWARD_KERNEL");
     return tu_finish();
 }

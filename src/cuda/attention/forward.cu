@@ -217,7 +217,9 @@ static bool use_wgmma(const la_cuda_fwd_args *a) {
  * 4K query rows, 1-1.5% there; at 1K-2K and for causal masks it was 1-2%
  * slower (causal 1 x 16K 50% slower: its static item order is unbalanced). */
 static bool sm90_persist_default(const la_cuda_fwd_args *a) {
-    return !a->rule.causal && a->rule.window_left < 0 && a->rule.window_right < 0 && a->Lq >= 4096;
+    const bool even = !a->rule.causal && a->rule.window_left < 0 && a->rule.window_right < 0;
+    /* with the key split of the last rounds (forward_sm90.cu), at every length */
+    return even && (a->Lq >= 4096 || (a->split_ws && la_cuda_attention_forward_workspace(&a->rule, a->cu_q != NULL, a->D, 1)));
 }
 
 extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a, void *stream) {

@@ -25,7 +25,14 @@ typedef struct {
     la_score_rule rule;
     int f16;                          /* inputs: 0 bf16, 1 f16 */
     int out_f32;                      /* out: 1 f32, 0 the inputs' dtype */
+    void *split_ws;                   /* la_cuda_attention_forward_workspace bytes of device memory, or NULL */
 } la_cuda_fwd_args;
+
+/* Device workspace the Hopper forward wants for its last rounds' key split
+ * (forward_sm90.cu): partial outputs of up to `sms` pieces and their ready
+ * flags; 0 where the split never applies (rows that do not all see every
+ * key, varlen, sigmoid scores, head dims over 128). */
+size_t la_cuda_attention_forward_workspace(const la_score_rule *rule, int varlen, int64_t D, int sms);
 
 /* Enqueue the forward on `stream` (a cudaStream_t). LA_OK, or a status with
  * the CUDA error in its message. */

@@ -392,6 +392,14 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1) attn_fwd_w
 struct fwd_persist_grid {
     int64_t X, Y, NP, items;
     int hpc, zig, staged;
+    /* the key split of the last rounds (split != 0): rounds before
+     * dp_rounds take whole items; items from tail_first on are nt key tiles
+     * each, tail_tiles in all, and block `bid` takes the tiles
+     * [bid * tail_tiles / G, (bid + 1) * tail_tiles / G) of them in order */
+    int split;
+    int64_t dp_rounds, tail_first, tail_tiles, nt;
+    float4 *part;    /* per block: one piece's O (unnormalised), m and l, fragment order */
+    unsigned *ready; /* per block: its piece is in `part` (zeroed before the launch) */
 };
 
 #if LA_WGMMA /* used by the sm90 kernel only: other passes would warn it is unused */
@@ -403,6 +411,8 @@ static __device__ __forceinline__ int64_t persist_item(const fwd_persist_grid &p
 
 struct fwd_item {
     int64_t h, b, q0, lq, k0, lk, i0, lo_first, hi_first, lo_last, hi_last, sinks;
+    int64_t next; /* the walk's cursor after this unit */
+    int piece;    /* 0 the whole item; 1 its last key tiles (partial to `part`); 2 its first (merges 1's) */
 };
 
 /* the item's setup; false when it has no rows (varlen) */
@@ -426,6 +436,104 @@ static __device__ __forceinline__ bool fwd_item_make(const la_cuda_fwd_args &a, 
     return true;
 }
 
+#if LA_WGMMA
+/* The walk's unit at cursor r (false past the block's last): rounds of
+ * whole items, then, with the split, the block's run of tail tiles, cut
+ * where items end. A run is at least nt tiles long (the tail has at least G
+ * items), so an item is cut at most once: its last tiles are the first unit
+ * of block bid + 1's run (piece 1: done early, written to part), its first
+ * tiles the last unit of block bid's (piece 2: merges piece 1 at its end).
+ * The split applies only where every row sees every key, so a piece's key
+ * range narrows lo_first / hi_last to its tiles and no mask changes. */
+template <int BM, int BN, bool SPLIT>
+static __device__ __forceinline__ bool fwd_unit_at(const la_cuda_fwd_args &a, const fwd_persist_grid &pg, int64_t r,
+                                                   fwd_item &it, bool &rows) {
+    int64_t w, ta = 0, tb = 0;
+    it.piece = 0;
+    if (!SPLIT || r < pg.dp_rounds) {
+        w = persist_item(pg, r);
+        if (w >= pg.items) return false;
+        it.next = r + 1;
+    } else {
+        const int64_t G = gridDim.x, bid = blockIdx.x;
+        const int64_t s1 = (bid + 1) * pg.tail_tiles / G, s = bid * pg.tail_tiles / G + (r - pg.dp_rounds);
+        if (s >= s1) return false;
+        w = pg.tail_first + s / pg.nt;
+        ta = s % pg.nt;
+        tb = ta + (s1 - s) < pg.nt ? ta + (s1 - s) : pg.nt;
+        it.next = r + (tb - ta);
+        it.piece = ta > 0 ? 1 : tb < pg.nt ? 2 : 0;
+    }
+    rows = fwd_item_make<BM>(a, pg, w, it);
+    if (SPLIT && rows && it.piece) {
+        it.lo_first = ta * BN, it.sinks = 0;
+        if (tb * BN < it.hi_last) it.hi_last = tb * BN;
+    }
+    return true;
+}
+
+/* the first unit with rows from cursor r on; false when the walk is done */
+template <int BM, int BN, bool SPLIT>
+static __device__ __forceinline__ bool fwd_unit_next(const la_cuda_fwd_args &a, const fwd_persist_grid &pg, int64_t r,
+                                                     fwd_item &it) {
+    bool rows = false;
+    while (fwd_unit_at<BM, BN, SPLIT>(a, pg, r, it, rows)) {
+        if (rows) return true;
+        r = it.next;
+    }
+    return false;
+}
+
+/* Piece 1's end: its O (not yet divided by l), running max and partial sums
+ * per thread, in the thread's fragment order (piece 2 runs the same code
+ * on the same rows, so each thread reads back exactly its own values), then
+ * the ready flag, released after every thread's writes. */
+template <int DP, int THREADS>
+static __device__ __forceinline__ void fwd_piece_store(float4 *slot, unsigned *ready, const float (&o)[DP / 8][4],
+                                                       const float (&m_run)[2], const float (&l_run)[2]) {
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++) __stcg(slot + d * THREADS + threadIdx.x, make_float4(o[d][0], o[d][1], o[d][2], o[d][3]));
+    __stcg(slot + DP / 8 * THREADS + threadIdx.x, make_float4(m_run[0], m_run[1], l_run[0], l_run[1]));
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) asm volatile("st.release.gpu.global.u32 [%0], %1;\n" ::"l"(ready), "r"(1u) : "memory");
+}
+
+/* Piece 2's end: wait for piece 1 (the first unit of the next block's run,
+ * long done by now; every block of the grid is resident, one per SM, so the
+ * wait cannot starve it) and fold its partial softmax into this one's. */
+template <int DP, int THREADS>
+static __device__ __forceinline__ void fwd_piece_merge(const float4 *slot, const unsigned *ready, float (&o)[DP / 8][4],
+                                                       float (&m_run)[2], float (&l_run)[2]) {
+    if (threadIdx.x == 0) {
+        unsigned f;
+        for (;;) {
+            asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(f) : "l"(ready) : "memory");
+            if (f) break;
+            __nanosleep(64);
+        }
+    }
+    __syncthreads();
+    const float4 ml = __ldcg(slot + DP / 8 * THREADS + threadIdx.x);
+    const float mb[2] = {ml.x, ml.y}, lb[2] = {ml.z, ml.w};
+    float sa[2], sb[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const float mn = fmaxf(m_run[r], mb[r]);
+        sa[r] = m_run[r] == -INFINITY ? 0.0f : exp2f(m_run[r] - mn); /* both -inf: rows past lq */
+        sb[r] = mb[r] == -INFINITY ? 0.0f : exp2f(mb[r] - mn);
+        l_run[r] = l_run[r] * sa[r] + lb[r] * sb[r];
+        m_run[r] = mn;
+    }
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++) {
+        const float4 v = __ldcg(slot + d * THREADS + threadIdx.x);
+        o[d][0] = o[d][0] * sa[0] + v.x * sb[0], o[d][1] = o[d][1] * sa[0] + v.y * sb[0];
+        o[d][2] = o[d][2] * sa[1] + v.z * sb[1], o[d][3] = o[d][3] * sa[1] + v.w * sb[1];
+    }
+}
+#endif
+
 /* Q and the first STAGES - 1 tiles of an item, one commit group per tile */
 template <int DP, int STAGES, int BM, int BN, int THREADS, int KV_BYTES>
 static __device__ __forceinline__ void fwd_item_prologue(const la_cuda_fwd_args &a, const fwd_item &it, uint32_t sQ,
@@ -448,7 +556,7 @@ static __device__ __forceinline__ void fwd_item_prologue(const la_cuda_fwd_args 
     }
 }
 
-template <int DP, bool F16, int STAGES>
+template <int DP, bool F16, int STAGES, bool SPLIT>
 __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
     attn_fwd_wgmma_persist_kernel(const la_cuda_fwd_args a, const fwd_persist_grid pg) {
 #if LA_WGMMA
@@ -465,11 +573,9 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
      * before the barrier at its end */
     int64_t *meta = reinterpret_cast<int64_t *>(smem + T::SMEM);
 
-    /* the first item with rows, its loads issued */
-    int64_t r = 0, w = persist_item(pg, 0);
+    /* the first unit with rows, its loads issued */
     fwd_item it;
-    while (w < pg.items && !fwd_item_make<BM>(a, pg, w, it)) w = persist_item(pg, ++r);
-    if (w >= pg.items) return;
+    if (!fwd_unit_next<BM, BN, SPLIT>(a, pg, 0, it)) return;
     fwd_item_prologue<DP, STAGES, BM, BN, THREADS, T::KV_BYTES>(a, it, sQ, sK0, sV0);
 
     for (;;) {
@@ -487,7 +593,7 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
             else lo[q] = hi[q] = 0;
         }
         const fwd_score_ctx sc = fwd_score_ctx_make(rule, it.h);
-        if (threadIdx.x == 0) meta[0] = it.b, meta[1] = it.h, meta[2] = it.q0, meta[3] = r;
+        if (threadIdx.x == 0) meta[0] = it.b, meta[1] = it.h, meta[2] = it.q0, meta[3] = it.next, meta[4] = it.piece;
         __syncthreads();
         float o[DP / 8][4];
         float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
@@ -503,28 +609,76 @@ __global__ void __launch_bounds__(sm90_tiles<DP, STAGES>::THREADS, 1)
         /* every warpgroup is done with shared memory: the next item's loads
          * go out before this item's store */
         const volatile int64_t *m = meta;
-        const int64_t b = m[0], h = m[1], q0 = m[2];
-        r = m[3];
+        const int64_t b = m[0], h = m[1], q0 = m[2], next = m[3];
+        const int piece = (int)m[4];
         cp_async_wait_all();
         __syncthreads();
-        w = persist_item(pg, ++r);
-        while (w < pg.items && !fwd_item_make<BM>(a, pg, w, it)) w = persist_item(pg, ++r);
-        if (w < pg.items) fwd_item_prologue<DP, STAGES, BM, BN, THREADS, T::KV_BYTES>(a, it, sQ, sK0, sV0);
-        /* the last stage: the next item's prologue fills the others, and its
-         * first tile's barrier comes before anything is loaded into this one */
-        fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq, pg.staged,
-                               sK0 + (STAGES - 1) * T::KV_BYTES);
-        if (w >= pg.items) break;
+        /* a fresh item (not `it` rewritten), so nothing of `it` stays live
+         * through the main loop (12 bytes spilled there, 3-4% slower) */
+        fwd_item nx;
+        const bool more = fwd_unit_next<BM, BN, SPLIT>(a, pg, next, nx);
+        if (more) fwd_item_prologue<DP, STAGES, BM, BN, THREADS, T::KV_BYTES>(a, nx, sQ, sK0, sV0);
+        if (SPLIT && piece == 1) {
+            fwd_piece_store<DP, THREADS>(pg.part + blockIdx.x * (DP / 8 + 1) * THREADS, pg.ready + blockIdx.x, o,
+                                         m_run, l_run);
+        } else {
+            if (SPLIT && piece == 2)
+                fwd_piece_merge<DP, THREADS>(pg.part + (blockIdx.x + 1) * (DP / 8 + 1) * THREADS,
+                                             pg.ready + blockIdx.x + 1, o, m_run, l_run);
+            /* the last stage: the next item's prologue fills the others, and its
+             * first tile's barrier comes before anything is loaded into this one */
+            fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, lq, tq, pg.staged,
+                                   sK0 + (STAGES - 1) * T::KV_BYTES);
+        }
+        if (!more) break;
+        it = nx;
     }
 #endif
+}
+
+/* Where the key split may run: every row sees every key (so a piece of an
+ * item's keys needs no mask of its own), softmax scores (sigmoid weights
+ * would merge by a plain sum, not written), equal items (no varlen), the
+ * wgmma head dims. */
+static bool fwd_split_rule_ok(const la_score_rule *rule, int varlen, int64_t D) {
+    return !rule->causal && rule->window_left < 0 && rule->window_right < 0 && rule->score != LA_SCORE_SIGMOID &&
+           !varlen && D <= 128;
+}
+
+/* a block's piece: O (128 floats a thread at D 128) and m, l, as float4s */
+static size_t fwd_split_slot_bytes(void) { return (size_t)(128 / 8 + 1) * 256 * sizeof(float4); }
+
+extern "C" size_t la_cuda_attention_forward_workspace(const la_score_rule *rule, int varlen, int64_t D, int sms) {
+    if (!fwd_split_rule_ok(rule, varlen, D) || sms <= 0) return 0;
+    return (size_t)sms * (fwd_split_slot_bytes() + sizeof(unsigned));
+}
+
+/* The key split of the last rounds, where it pays: the items do not fill
+ * a whole number of rounds (a part-empty last round, 3% of the time at
+ * 2048 items on 132 SMs), each has two or more key tiles, and there are at
+ * least 2 G of them (the last two rounds' worth, at least G, is what gets
+ * spread evenly, so each block's run of tiles is at least one item long).
+ * LA_CUDA_FORWARD_SPLIT=0 turns it off, for comparison. */
+static void fwd_split_plan(const la_cuda_fwd_args *a, fwd_persist_grid *pg, int64_t G, int BN) {
+    const char *pick = getenv("LA_CUDA_FORWARD_SPLIT");
+    pg->split = 0, pg->dp_rounds = INT64_MAX, pg->part = NULL, pg->ready = NULL;
+    pg->tail_first = pg->tail_tiles = pg->nt = 0;
+    const int64_t nt = (a->Lk + BN - 1) / BN;
+    if ((pick && !strcmp(pick, "0")) || !a->split_ws || pg->zig || !fwd_split_rule_ok(&a->rule, a->cu_q != NULL, a->D) ||
+        nt < 2 || pg->items < 2 * G || pg->items % G == 0)
+        return;
+    pg->split = 1, pg->nt = nt;
+    pg->dp_rounds = pg->items / G - 1;
+    pg->tail_first = pg->dp_rounds * G;
+    pg->tail_tiles = (pg->items - pg->tail_first) * nt;
+    pg->part = (float4 *)a->split_ws;
+    pg->ready = (unsigned *)((char *)a->split_ws + (size_t)G * fwd_split_slot_bytes());
 }
 
 template <int DP, bool F16, int STAGES>
 static cudaError_t launch_persist(const la_cuda_fwd_args *a, cudaStream_t stream) {
     using T = sm90_tiles<DP, STAGES>;
-    cudaError_t e = cudaFuncSetAttribute(attn_fwd_wgmma_persist_kernel<DP, F16, STAGES>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM + 64);
-    if (e != cudaSuccess) return e;
+    cudaError_t e;
     int dev = 0, sms = 0;
     if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
         (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
@@ -540,7 +694,15 @@ static cudaError_t launch_persist(const la_cuda_fwd_args *a, cudaStream_t stream
     if (pg.zig) G = pg.hpc * pg.X;
     if (G > pg.items) G = pg.items;
     if (G < 1) G = 1;
-    attn_fwd_wgmma_persist_kernel<DP, F16, STAGES><<<(unsigned)G, T::THREADS, T::SMEM + 64, stream>>>(*a, pg);
+    fwd_split_plan(a, &pg, G, T::BN);
+    /* the split in a kernel of its own: the walk and the merge left in the
+     * one without cost registers in the main loop */
+    void (*kernel)(const la_cuda_fwd_args, const fwd_persist_grid) =
+        pg.split ? attn_fwd_wgmma_persist_kernel<DP, F16, STAGES, true> : attn_fwd_wgmma_persist_kernel<DP, F16, STAGES, false>;
+    if ((e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM + 64)) != cudaSuccess)
+        return e;
+    if (pg.split && (e = cudaMemsetAsync(pg.ready, 0, sizeof(unsigned) * (size_t)G, stream)) != cudaSuccess) return e;
+    kernel<<<(unsigned)G, T::THREADS, T::SMEM + 64, stream>>>(*a, pg);
     return cudaGetLastError();
 }
 
