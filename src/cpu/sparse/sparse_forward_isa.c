@@ -118,6 +118,12 @@ la_status LA_ISA_FN(la_cpu_sparse_forward_workspace)(const la_attn_problem *p, s
 }
 
 la_status LA_ISA_FN(la_cpu_sparse_forward_kernel)(const la_attn_sparse_problem *sp, void *mem) {
-    forward_run(&sp->fwd, mem, sp->index.q_blocks, sparse_unit, &sp->index);
+    /* the row-major K and V panels are read only by extra columns and by
+     * pieces starting between S_MR-key tiles (block sizes not a multiple of
+     * S_MR); without those, pack the tiles alone, as the dense kernel does:
+     * half the writes per group, which the model's prefill pays for every
+     * (layer, chunk) whatever the density */
+    const bool rows = sp->index.col_offsets || sp->index.block_size % S_MR;
+    forward_run_rows(&sp->fwd, mem, sp->index.q_blocks, sparse_unit, &sp->index, rows, false);
     return LA_OK;
 }
