@@ -658,6 +658,11 @@ extern "C" size_t la_cuda_attention_forward_workspace(const la_score_rule *rule,
  * 2048 items on 132 SMs), each has two or more key tiles, and there are at
  * least 2 G of them (the last two rounds' worth, at least G, is what gets
  * spread evenly, so each block's run of tiles is at least one item long).
+ * A head piece spins until the next block has published its tail piece;
+ * each block does its tail piece first, so progress needs only two
+ * co-resident blocks (always so on a whole GPU; an MPS client limited to
+ * one SM would hang: turn the split off there). Next: let whichever piece
+ * finishes second do the merge (an atomic count), which drops that need.
  * LA_CUDA_FORWARD_SPLIT=0 turns it off, for comparison. */
 static void fwd_split_plan(const la_cuda_fwd_args *a, fwd_persist_grid *pg, int64_t G, int BN) {
     const char *pick = getenv("LA_CUDA_FORWARD_SPLIT");
