@@ -34,14 +34,12 @@
 #define DECODE_CHUNK 256
 
 /* Blocks of LA_VL keys ahead of the one computed whose K and V rows the
- * in-place path prefetches (a line at a time, into L2): a head's rows are
- * one contiguous run per page, but an item reads only two such streams
- * (its head's K and V), too few for the hardware prefetchers to keep
- * enough lines in flight once the cache comes from memory; the copy of
- * every head's rows per block (the token-major path) read 2 * Hkv streams
- * at once and was ~11% faster for f32 pages at 32K before this. 2 blocks
- * (16 KB of f32 K rows at D 128) measured best of 0, 2 and 4 on a shared
- * machine (BENCHMARKS.md, "fifth session"). Prefetches change no result. */
+ * in-place path prefetches (into L2, spread over the block's P.V:
+ * db_prefetch_span, decode_block.h): a head's rows are one contiguous run
+ * per page, but an item reads only two such streams (its head's K and V),
+ * and the hardware prefetchers stop at every 4 KB page (16 keys of f16
+ * rows at D 128). 2 blocks measured best of 0, 2 and 4 (BENCHMARKS.md,
+ * "fifth session"). Prefetches change no result. */
 #define DECODE_PREFETCH_BLOCKS 2
 
 typedef struct {
@@ -190,7 +188,7 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
 static inline __attribute__((always_inline)) void group_block(const seq_state *s, int64_t r, int nr, int64_t j0,
                                                                int64_t nk, float *m, float *l, float *acc,
                                                                const char *kb, size_t ks, const char *vb, size_t vs,
-                                                               const int64_t Dp, const la_dtype DT) {
+                                                               const int64_t Dp, const la_dtype DT, const db_prefetch *pf) {
     const la_score_rule *rule = &s->p->rule;
     const vi lane = vi_iota();
     vi vis[4];
@@ -200,10 +198,10 @@ static inline __attribute__((always_inline)) void group_block(const seq_state *s
                                    (vi){0} + lane_bound(rule->sinks - j0));
     const float *q = s->q + r * Dp;
     switch (nr) {
-    case 1: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 1, Dp, DT); break;
-    case 2: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 2, Dp, DT); break;
-    case 3: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 3, Dp, DT); break;
-    default: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 4, Dp, DT); break;
+    case 1: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 1, Dp, DT, pf); break;
+    case 2: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 2, Dp, DT, pf); break;
+    case 3: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 3, Dp, DT, pf); break;
+    default: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 4, Dp, DT, pf); break;
     }
 }
 
@@ -234,16 +232,12 @@ static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state 
         if (!any) continue;
         const char *kb, *vb;
         size_t ks, vs;
+        /* the block pf_keys ahead, where its LA_VL rows of K and of V are
+         * adjacent (rows a token apart: p->k.token_stride == D here) */
+        db_prefetch pf = {NULL, NULL, (size_t)p->k.token_stride * es};
         if (pf_keys > 0 && j0 + pf_keys + LA_VL <= c1 &&
-            (!kv->block_table || (j0 + pf_keys) % kv->block_size + LA_VL <= kv->block_size)) {
-            /* the block pf_keys ahead: LA_VL adjacent rows of K and of V */
-            const char *kp = row_ptr(kv, &p->k, s->b, j0 + pf_keys, hk), *vp = row_ptr(kv, &p->v, s->b, j0 + pf_keys, hk);
-            const size_t n = (size_t)LA_VL * (size_t)D * es;
-            for (size_t o = 0; o < n; o += 64) {
-                __builtin_prefetch(kp + o, 0, 2);
-                __builtin_prefetch(vp + o, 0, 2);
-            }
-        }
+            (!kv->block_table || (j0 + pf_keys) % kv->block_size + LA_VL <= kv->block_size))
+            pf.k = row_ptr(kv, &p->k, s->b, j0 + pf_keys, hk), pf.v = row_ptr(kv, &p->v, s->b, j0 + pf_keys, hk);
         if (whole && nk == LA_VL && (!kv->block_table || j0 % kv->block_size + LA_VL <= kv->block_size)) {
             kb = row_ptr(kv, &p->k, s->b, j0, hk), ks = (size_t)p->k.token_stride * es;
             vb = row_ptr(kv, &p->v, s->b, j0, hk), vs = (size_t)p->v.token_stride * es;
@@ -262,7 +256,7 @@ static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state 
         }
         for (int64_t g = 0; g < Rh; g += 4) {
             const int nr = Rh - g < 4 ? (int)(Rh - g) : 4;
-            group_block(s, r0 + g, nr, j0, nk, m + g, l + g, acc + g * Dp, kb, ks, vb, vs, Dp, DT);
+            group_block(s, r0 + g, nr, j0, nk, m + g, l + g, acc + g * Dp, kb, ks, vb, vs, Dp, DT, g ? NULL : &pf);
         }
     }
 }
@@ -313,7 +307,7 @@ static inline __attribute__((always_inline)) void chunk_all_dp(const seq_state *
                 const int nr = Rh - g < 4 ? (int)(Rh - g) : 4;
                 const int64_t r = hk * Rh + g;
                 group_block(s, r, nr, j0, nk, m + r, l + r, acc + r * Dp, kbuf + (size_t)(hk * LA_VL) * rowb, rowb,
-                            vbuf + (size_t)(hk * LA_VL) * rowb, rowb, Dp, DT);
+                            vbuf + (size_t)(hk * LA_VL) * rowb, rowb, Dp, DT, NULL);
             }
     }
 }

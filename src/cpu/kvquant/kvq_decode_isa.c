@@ -38,6 +38,10 @@
 #include "base/parallel.h"
 
 #define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
+/* Blocks of LA_VL keys ahead whose code rows a block's P.V prefetches
+ * (db_prefetch_span, spread over the arithmetic; as the float decode's
+ * DECODE_PREFETCH_BLOCKS). Prefetches change no result. */
+#define KVQ_PREFETCH_BLOCKS 2
 
 
 typedef struct {
@@ -144,10 +148,10 @@ static inline __attribute__((always_inline)) void block_dp(const item_state *s, 
         const float *q = qf + r * Dp, *bs = bias ? bias + r : NULL;
         float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
         switch (nr) {
-        case 1: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 1, Dp, LA_F32); break;
-        case 2: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 2, Dp, LA_F32); break;
-        case 3: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 3, Dp, LA_F32); break;
-        default: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 4, Dp, LA_F32); break;
+        case 1: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 1, Dp, LA_F32, NULL); break;
+        case 2: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 2, Dp, LA_F32, NULL); break;
+        case 3: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 3, Dp, LA_F32, NULL); break;
+        default: db_block(q, bs, vis, m, l, acc, kb, rs, vb, rs, 4, Dp, LA_F32, NULL); break;
         }
     }
 }
@@ -189,7 +193,8 @@ static inline vf vf_strided(const float *p, int stride) {
 static inline __attribute__((always_inline)) void qb_rows(const float *q, const float *bias, const vi *vis, float *m,
                                                           float *l, float *acc, const char *kb, const char *vb,
                                                           size_t rs, const vf *sv, const vf *zv, const int NR,
-                                                          const int64_t Dp, const int64_t VG, const la_dtype DT) {
+                                                          const int64_t Dp, const int64_t VG, const la_dtype DT,
+                                                          const db_prefetch *pf) {
     const int64_t ng = Dp / VG;
     vf sc[4];
     db_scores(q, bias, kb, rs, NR, Dp, DT, sc);
@@ -206,14 +211,17 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
             Z[rr * ng + g] = tree_add(p * zv[g]);
         }
     }
-    db_pv(acc, alpha, (const float (*)[LA_VL])pwg, Z, vb, rs, NR, Dp, VG, DT);
+    db_pv(acc, alpha, (const float (*)[LA_VL])pwg, Z, vb, rs, NR, Dp, VG, DT, pf);
 }
 
 /* One full block [j0, j0 + LA_VL) of quantised keys at kb / vb (code rows
- * rs bytes apart), its value (scale, zero) pairs widened in s->vsc. */
+ * rs bytes apart), its value (scale, zero) pairs widened in s->vsc; pf:
+ * the code rows of a block ahead, prefetched during the first row group's
+ * P.V (NULL: none). */
 static inline __attribute__((always_inline)) void qblock_dp(const item_state *s, const char *kb, const char *vb,
                                                             int64_t j0, partial *pt, const int64_t Dp,
-                                                            const int64_t VG, const la_dtype DT) {
+                                                            const int64_t VG, const la_dtype DT,
+                                                            const db_prefetch *pf) {
     const vi lane = vi_iota();
     const int64_t ng = Dp / VG;
     const int pairs = (int)(2 * ng);
@@ -233,21 +241,21 @@ static inline __attribute__((always_inline)) void qblock_dp(const item_state *s,
         const float *q = s->qf + r * Dp, *bs = s->bias + r;
         float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
         switch (nr) {
-        case 1: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 1, Dp, VG, DT); break;
-        case 2: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 2, Dp, VG, DT); break;
-        case 3: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 3, Dp, VG, DT); break;
-        default: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 4, Dp, VG, DT); break;
+        case 1: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 1, Dp, VG, DT, r ? NULL : pf); break;
+        case 2: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 2, Dp, VG, DT, r ? NULL : pf); break;
+        case 3: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 3, Dp, VG, DT, r ? NULL : pf); break;
+        default: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 4, Dp, VG, DT, r ? NULL : pf); break;
         }
     }
 }
 
 #define QB_CASE(DPV, VGV)                                                                       \
     if (Dp == DPV && vg == VGV) {                                                               \
-        if (u8) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8);                                  \
-        else qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U4);                                     \
+        if (u8) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8, pf);                              \
+        else qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U4, pf);                                 \
         return;                                                                                 \
     }
-static void qblock(const item_state *s, const char *kb, const char *vb, int64_t j0, partial *pt) {
+static void qblock(const item_state *s, const char *kb, const char *vb, int64_t j0, partial *pt, const db_prefetch *pf) {
     const int64_t Dp = s->Dp, vg = s->p->kv.f.value_group;
     const bool u8 = s->p->kv.f.bits == 8;
 #if LA_VL <= 16
@@ -256,8 +264,8 @@ static void qblock(const item_state *s, const char *kb, const char *vb, int64_t 
     QB_CASE(128, 32)
     QB_CASE(128, 16)
 #endif
-    if (u8) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8);
-    else qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U4);
+    if (u8) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8, pf);
+    else qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U4, pf);
 }
 
 /* Whether full blocks of this format take qblock: rows of whole vectors
@@ -299,7 +307,14 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
         widen_f16(s->vsc, la_kvq_value_scales(f, vp, j0 % ps), nk * pairs);
         if (nk == LA_VL && fused) {
             const size_t t0 = (size_t)(j0 % ps) * f->code_row;
-            qblock(s, kp + t0, vp + t0, j0, pt);
+            /* the code rows KVQ_PREFETCH_BLOCKS blocks ahead, within the
+             * quantised slots and one page (a head's pages are adjacent) */
+            const int64_t ta = j0 + KVQ_PREFETCH_BLOCKS * LA_VL, pa = ta / ps;
+            db_prefetch pf = {NULL, NULL, f->code_row};
+            if (ta + LA_VL <= s->qlen && ta % ps + LA_VL <= ps)
+                pf.k = s->kpages + (size_t)pa * f->k_page + (size_t)(ta % ps) * f->code_row,
+                pf.v = s->vpages + (size_t)pa * f->v_page + (size_t)(ta % ps) * f->code_row;
+            qblock(s, kp + t0, vp + t0, j0, pt, &pf);
             continue;
         }
         for (int64_t e = 0; e < nk; e++) {
