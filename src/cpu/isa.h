@@ -82,7 +82,19 @@ static inline vf vf_set1(float x) {
     return (vf){x, x, x, x}; /* LA_VL is 4 */
 #endif
 }
-static inline vf vf_fma(vf a, vf b, vf c) { return a * b + c; } /* contracted to FMA where the ISA has it */
+/* a * b + c, fused where the ISA has FMA. Explicit, not left to contraction:
+ * GCC contracts `a * b + c` or not depending on the code around it (a branch
+ * nearby was enough once), and kernels that must agree bit for bit across
+ * layouts (decode over pages vs contiguous keys) cannot depend on that. */
+static inline vf vf_fma(vf a, vf b, vf c) {
+#if defined(LA_ISA_AVX512)
+    return (vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c);
+#elif defined(LA_ISA_AVX2)
+    return (vf)_mm256_fmadd_ps((__m256)a, (__m256)b, (__m256)c);
+#else
+    return a * b + c;
+#endif
+}
 /* Lane-wise mask ? a : b (mask lanes all ones or zero). GNU C, unlike C++,
  * has no ?: on vectors, so select through the bits. */
 static inline vf vf_select(vi mask, vf a, vf b) { return (vf)(((vi)a & mask) | ((vi)b & ~mask)); }
