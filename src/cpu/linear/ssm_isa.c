@@ -353,17 +353,6 @@ static inline void step_param(float *dst, const la_scan_array *a, int64_t d0, in
     }
 }
 
-/* A read hint. (GCC 12 dropped __builtin_prefetch from the step's
- * prefetch loop altogether, in every ISA copy, so on x86 the instruction
- * is written out.) */
-static inline void ssm_prefetch(const char *a) {
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
-#else
-    __builtin_prefetch(a, 0, 3);
-#endif
-}
-
 /* The state is read STEP_PF_BYTES ahead of the row being updated, one
  * row's lines per row, so the requests spread over the channels' work.
  * (Requested a whole item ahead at once, 64 rows in a burst, the hints
@@ -377,7 +366,7 @@ static inline void ssm_prefetch(const char *a) {
 
 static inline void step_prefetch_row(const float *row, int64_t N) {
     for (int64_t o = 0; o < N * (int64_t)sizeof(float); o += 64)
-        ssm_prefetch((const char *)((uintptr_t)row + STEP_PF_BYTES + (uintptr_t)o));
+        la_prefetch_t0((const char *)((uintptr_t)row + STEP_PF_BYTES + (uintptr_t)o));
 }
 
 /* The two halves of the pair sum of (a, b) at level l of vf_transpose_sum's

@@ -101,19 +101,9 @@ static void axpby(float *dst, float a, const float *src, float s, int64_t n) {
     for (int64_t x = 0; x < n; x += LA_VL) vf_store(dst + x, vf_fma(av, vf_load(dst + x), sv * vf_load(src + x)));
 }
 
-/* A read hint (written out on x86: GCC 12 dropped __builtin_prefetch from
- * the selective scan's step loop, ssm_isa.c). */
-static inline void tt_prefetch(const char *a) {
-#if defined(__x86_64__) || defined(__i386__)
-    __asm__ volatile("prefetcht0 %0" : : "m"(*a));
-#else
-    __builtin_prefetch(a, 0, 3);
-#endif
-}
-
 static void tt_prefetch_row(const char *r, int64_t bytes) {
-    for (int64_t o = 0; o < bytes; o += 64) tt_prefetch(r + o);
-    tt_prefetch(r + bytes - 1);
+    for (int64_t o = 0; o < bytes; o += 64) la_prefetch_t0(r + o);
+    la_prefetch_t0(r + bytes - 1);
 }
 
 /* Part k of TT_PF_PARTS of the next chunk's rows of q, k, v and out
