@@ -102,21 +102,12 @@ static inline void delta_step(float *S, int64_t lds, int64_t Dk, int64_t Dvp, co
 /* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */
 static inline void delta_load_state(float *S, const la_linear_state *st, const delta_dims *dm, int64_t n,
                                     int64_t h) {
-    for (int64_t i = 0; i < dm->Dk; i++) {
-        float *row = S + i * dm->Dvp;
-        memset(row, 0, (size_t)dm->Dvp * sizeof(float));
-        if (st->data)
-            memcpy(row, st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride,
-                   (size_t)dm->Dv * sizeof(float));
-    }
+    state_rows_load(S, dm->Dvp, st, n, h, dm->Dk, dm->Dv);
 }
 
 static inline void delta_store_state(const la_linear_state *st, const float *S, const delta_dims *dm, int64_t n,
                                      int64_t h) {
-    if (!st->data) return;
-    for (int64_t i = 0; i < dm->Dk; i++)
-        memcpy(st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride, S + i * dm->Dvp,
-               (size_t)dm->Dv * sizeof(float));
+    state_rows_store(st, S, dm->Dvp, n, h, dm->Dk, dm->Dv);
 }
 
 /* ---- one chunk of the WY form, shared by the chunked forward and backward ----

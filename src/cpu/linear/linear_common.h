@@ -19,6 +19,7 @@
 
 #include "backend/linear_problem.h"
 #include "base/parallel.h"
+#include "cpu/linear/state_rows.h"
 #include "cpu/tile_gemm.h"
 
 /* Every padded size is a multiple of 16 floats: the LA_VL of every ISA
@@ -220,24 +221,12 @@ static inline void lin_run_decay_rows(const float *lg, int64_t n, int64_t Dkp, f
 
 /* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */
 static inline void lin_load_state(float *S, const la_linear_state *st, const lin_dims *dm, int64_t n, int64_t h) {
-    for (int64_t i = 0; i < dm->Dk; i++) {
-        float *row = S + i * dm->Dvp;
-        if (st->data) {
-            memcpy(row, st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride,
-                   (size_t)dm->Dvs * sizeof(float));
-            memset(row + dm->Dvs, 0, (size_t)(dm->Dvp - dm->Dvs) * sizeof(float));
-        } else {
-            memset(row, 0, (size_t)dm->Dvp * sizeof(float));
-        }
-    }
+    state_rows_load(S, dm->Dvp, st, n, h, dm->Dk, dm->Dvs);
 }
 
 static inline void lin_store_state(const la_linear_state *st, const float *S, const lin_dims *dm, int64_t n,
                                    int64_t h) {
-    if (!st->data) return;
-    for (int64_t i = 0; i < dm->Dk; i++)
-        memcpy(st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride, S + i * dm->Dvp,
-               (size_t)dm->Dvs * sizeof(float));
+    state_rows_store(st, S, dm->Dvp, n, h, dm->Dk, dm->Dvs);
 }
 
 /* row[0..n) *= s, n a multiple of LA_VL. */

@@ -18,6 +18,7 @@
  * each has its own scratch in the workspace. */
 #include "backend/titans_problem.h"
 #include "base/parallel.h"
+#include "cpu/linear/state_rows.h"
 #include "cpu/tile_gemm.h"
 
 #define TT_PAD 16 /* every padded size a multiple of 16 floats: all four ISAs' LA_VL divide it */
@@ -75,20 +76,11 @@ la_status LA_ISA_FN(la_cpu_titans_workspace)(const la_titans_problem *p, size_t 
 
 /* X [Dk][Dvp] = the state of (sequence n, head h), or 0. */
 static void load_state(float *X, const la_linear_state *st, const tt_dims *d, int64_t n, int64_t h) {
-    for (int64_t i = 0; i < d->Dk; i++) {
-        float *row = X + i * d->Dvp;
-        memset(row, 0, (size_t)d->Dvp * sizeof(float));
-        if (st->data)
-            memcpy(row, st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride,
-                   (size_t)d->Dv * sizeof(float));
-    }
+    state_rows_load(X, d->Dvp, st, n, h, d->Dk, d->Dv);
 }
 
 static void store_state(const la_linear_state *st, const float *X, const tt_dims *d, int64_t n, int64_t h) {
-    if (!st->data) return;
-    for (int64_t i = 0; i < d->Dk; i++)
-        memcpy(st->data + n * st->seq_stride + h * st->head_stride + i * st->row_stride, X + i * d->Dvp,
-               (size_t)d->Dv * sizeof(float));
+    state_rows_store(st, X, d->Dvp, n, h, d->Dk, d->Dv);
 }
 
 static float gate_at(const la_attn_operand *g, int64_t bt, int64_t t, int64_t h) {
