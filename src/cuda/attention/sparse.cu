@@ -1,0 +1,228 @@
+/* Block-sparse attention forward on NVIDIA GPUs (sm_80 and later): the
+ * mma.sync forward's key loop (forward.cu, forward_mma.cuh, the score step
+ * of forward_tile.cuh) run over each query block's list of key blocks.
+ *
+ * Work item: up to BM = 64 rows of one query block of the index (one head
+ * of one sequence); a query block longer than 64 rows is several items,
+ * one shorter leaves the item's other rows idle (block sizes under 64 pay
+ * for 64 rows). BM is the kernel's one-m-tile-per-warp shape, so the
+ * default block size of 64 fills an item exactly.
+ *
+ * Keys: the row's listed blocks, in order, with runs of consecutive blocks
+ * joined, cut into pieces of at most BN keys (64; 32 at head dim 256) from
+ * the run's start: a 64-key block is one whole tile; other block sizes
+ * give tiles part-empty at a run's end. Pieces stay inside the keys the
+ * item's rows can see under the rule ([0, sinks) and [lo_first, hi_last));
+ * the score rule then masks as in the dense kernel, and a piece shorter
+ * than BN masks the keys past its end (each row's key range is cut at the
+ * piece's end). With every block listed, out and lse equal the dense
+ * kernel's up to rounding (the tiles, hence the online-softmax steps and
+ * the rounding of P, differ).
+ *
+ * The list is read from global memory one block ahead of its use (the
+ * walk's `next`), so the id of the next tile's block is in a register when
+ * the walk reaches it. */
+#include "cuda/attention/forward_mma.cuh"
+#include "cuda/attention/forward_tile.cuh"
+#include "cuda/attention/sparse.h"
+
+/* Rows per work item: one m-tile per warp at every head dim (fwd_tiles<DP, 1>) */
+static constexpr int SPARSE_BM = fwd_tiles<64, 1>::BM;
+static_assert(fwd_tiles<128, 1>::BM == SPARSE_BM && fwd_tiles<256, 1>::BM == SPARSE_BM, "one item height");
+
+/* Work items per query block: its rows (at most the longest sequence's) in
+ * SPARSE_BM-row pieces. */
+static int64_t sparse_items_per_block(const la_cuda_sparse_fwd_args *a) {
+    const int64_t rows = a->block_size < a->f.Lq ? a->block_size : a->f.Lq;
+    return (rows + SPARSE_BM - 1) / SPARSE_BM;
+}
+
+/* The walk over one item's listed key blocks (see the top). */
+typedef struct {
+    const int32_t *ids;
+    int64_t n, e;          /* ids consumed: ids[0 .. e); next = ids[e] when e < n */
+    int32_t next, last;    /* the block after the run, and the run's last block */
+    int64_t bs, sinks, lo, hi; /* the item's visible keys: [0, sinks) and [lo, hi) */
+    int64_t run_end;       /* the current run's end (cut at hi) */
+} sparse_walk;
+
+static __device__ __forceinline__ void walk_take(sparse_walk &w) {
+    w.last = w.next;
+    if (++w.e < w.n) w.next = w.ids[w.e];
+}
+
+/* Skip the listed blocks that end at or before key `lo` (blocks in the gap
+ * between the sinks and a window): binary search of the sorted rest. */
+static __device__ __forceinline__ void walk_skip_before(sparse_walk &w, int64_t lo) {
+    int64_t a = w.e, b = w.n;
+    while (a < b) {
+        const int64_t mid = a + (b - a) / 2;
+        if (((int64_t)w.ids[mid] + 1) * w.bs <= lo) a = mid + 1;
+        else b = mid;
+    }
+    w.e = a;
+    if (a < w.n) w.next = w.ids[a];
+}
+
+/* The piece of keys [j', *end) the item visits first at or after key j;
+ * -1 when none is left. */
+static __device__ __forceinline__ int64_t walk_next(sparse_walk &w, int64_t j, int BN, int64_t *end) {
+    for (;;) {
+        if (j >= w.sinks && j < w.lo) j = w.lo; /* the gap no row sees */
+        if (j < w.run_end) {
+            /* join the next block while it continues the run and the piece
+             * has room */
+            while (w.run_end < j + BN && w.run_end == ((int64_t)w.last + 1) * w.bs && w.e < w.n &&
+                   w.next == w.last + 1) {
+                walk_take(w);
+                const int64_t re = ((int64_t)w.last + 1) * w.bs;
+                w.run_end = re < w.hi ? re : w.hi;
+            }
+            *end = j + BN < w.run_end ? j + BN : w.run_end;
+            return j;
+        }
+        if (w.e >= w.n) return -1;
+        if ((int64_t)w.next * w.bs >= w.sinks && ((int64_t)w.next + 1) * w.bs <= w.lo) {
+            walk_skip_before(w, w.lo);
+            if (w.e >= w.n) return -1;
+        }
+        j = (int64_t)w.next * w.bs;
+        if (j >= w.hi) return -1; /* sorted: the rest lie past it too */
+        walk_take(w);
+        const int64_t re = ((int64_t)w.last + 1) * w.bs;
+        w.run_end = re < w.hi ? re : w.hi;
+    }
+}
+
+template <int DP, bool F16>
+__global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32)
+    attn_sparse_fwd_kernel(const la_cuda_sparse_fwd_args sa, int64_t items_per_block) {
+    using T = fwd_tiles<DP, 1>;
+    constexpr int BM = T::BM, BN = T::BN, MT = T::MT, THREADS = T::NWARPS * 32;
+    const la_cuda_fwd_args &a = sa.f;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const uint32_t sQ = smem_addr(smem), sK = sQ + BM * DP * 2, sV = sK + BN * DP * 2;
+
+    const int64_t b = blockIdx.z, h = blockIdx.y;
+    const int64_t item = gridDim.x - 1 - blockIdx.x; /* the last query blocks (the heaviest, causal) first */
+    const int64_t bs = sa.block_size, qb = item / items_per_block;
+    int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
+    if (a.cu_q) {
+        q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
+        k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
+    }
+    const int64_t i0 = qb * bs + item % items_per_block * BM;
+    const int64_t row_end = (qb + 1) * bs < lq ? (qb + 1) * bs : lq; /* the query block's last row + 1 */
+    if (i0 >= row_end) return;
+    const int D = (int)a.D;
+    const la_score_rule rule = a.rule;
+    const int64_t hk = h / (a.H / a.Hkv);
+    const uint16_t *qp = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
+    const uint16_t *kp = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
+    const uint16_t *vp = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+
+    /* the keys any row of the item sees: [0, sinks) and [lo_first, hi_last) */
+    const int64_t i_last = (i0 + BM < row_end ? i0 + BM : row_end) - 1;
+    int64_t lo_first, hi_first, lo_last, hi_last;
+    la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
+    la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
+    const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
+
+    /* this thread's rows; rows past the query block's end see nothing and
+     * are not stored */
+    int64_t row[MT][2], lo[MT][2], hi[MT][2];
+    const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+    for (int m = 0; m < MT; m++)
+        for (int r = 0; r < 2; r++) {
+            row[m][r] = i0 + (warp * MT + m) * 16 + g + 8 * r;
+            if (row[m][r] < row_end) la_rule_key_range(&rule, row[m][r], lq, lk, &lo[m][r], &hi[m][r]);
+            else lo[m][r] = hi[m][r] = 0;
+        }
+
+    float o[MT][DP / 8][4];
+    float m_run[MT][2], l_run[MT][2];
+#pragma unroll
+    for (int m = 0; m < MT; m++) {
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) o[m][d][0] = o[m][d][1] = o[m][d][2] = o[m][d][3] = 0;
+        m_run[m][0] = m_run[m][1] = -INFINITY;
+        l_run[m][0] = l_run[m][1] = 0;
+    }
+
+    const int64_t r0 = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.offsets[r0];
+    sparse_walk w = {sa.key_blocks + e0, sa.offsets[r0 + 1] - e0, 0, 0, -2, bs, sinks, lo_first, hi_last, 0};
+    if (w.n > 0) w.next = w.ids[0];
+    int64_t end, j = walk_next(w, 0, BN, &end);
+    load_tile<DP, BM, THREADS>(sQ, qp, a.q_ts, i0, lq, D);
+    if (j >= 0) load_tile<DP, BN, THREADS>(sK, kp, a.k_ts, j, lk, D);
+    cp_async_commit();
+
+    while (j >= 0) {
+        int64_t nend;
+        const int64_t nj = walk_next(w, end, BN, &nend);
+        cp_async_wait_all();
+        __syncthreads(); /* K[j] (and Q) landed; every warp is done with the last V */
+        load_tile<DP, BN, THREADS>(sV, vp, a.v_ts, j, lk, D);
+        cp_async_commit();
+
+        float s[MT][BN / 8][4];
+        fwd_mma_s<DP, BN, MT, F16>(s, sQ, sK, warp, lane, D);
+
+        /* keys past the piece's end are hidden: each row's range is cut there */
+        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j, j + BN);
+        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j, j + BN);
+        const bool masked = end - j < BN || !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+#pragma unroll
+        for (int m = 0; m < MT; m++) {
+            const int64_t hc[2] = {hi[m][0] < end ? hi[m][0] : end, hi[m][1] < end ? hi[m][1] : end};
+            fwd_tile_scores<BN, DP>(sc, s[m], o[m], m_run[m], l_run[m], row[m], lo[m], hc, j, masked, lq, lk, tq);
+        }
+
+        cp_async_wait_all();
+        __syncthreads(); /* V[j] landed; every warp is done with K[j] */
+        if (nj >= 0) load_tile<DP, BN, THREADS>(sK, kp, a.k_ts, nj, lk, D);
+        cp_async_commit();
+
+        fwd_mma_pv<DP, BN, MT, F16>(o, s, sV, lane, D);
+        j = nj, end = nend;
+    }
+    cp_async_wait_all();
+
+#pragma unroll
+    for (int m = 0; m < MT; m++) fwd_store_rows<DP, F16>(a, sc, o[m], m_run[m], l_run[m], row[m], b, h, q0, row_end, tq);
+}
+
+template <int DP, bool F16> static cudaError_t launch(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
+    using T = fwd_tiles<DP, 1>;
+    cudaError_t e = cudaFuncSetAttribute(attn_sparse_fwd_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         T::SMEM);
+    if (e != cudaSuccess) return e;
+    const int64_t per = sparse_items_per_block(a);
+    dim3 grid((unsigned)(a->q_blocks * per), (unsigned)a->f.H, (unsigned)a->f.num_seqs);
+    attn_sparse_fwd_kernel<DP, F16><<<grid, T::NWARPS * 32, T::SMEM, stream>>>(*a, per);
+    return cudaGetLastError();
+}
+
+template <bool F16> static cudaError_t launch_dtype(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
+    if (a->f.D <= 64) return launch<64, F16>(a, stream);
+    if (a->f.D <= 128) return launch<128, F16>(a, stream);
+    return launch<256, F16>(a, stream);
+}
+
+extern "C" la_status la_cuda_sparse_forward_launch(const la_cuda_sparse_fwd_args *a, void *stream) {
+    if (a->f.D > LA_CUDA_MAX_HEAD_DIM || a->f.D % 8)
+        return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA block-sparse forward takes multiples of 8 up to %d",
+                       (long long)a->f.D, LA_CUDA_MAX_HEAD_DIM);
+    if (a->f.Lq == 0 || a->q_blocks == 0) return LA_OK;
+    /* the grid's x: query blocks x items per block (about Lq / 64 + q_blocks) */
+    if (a->q_blocks * sparse_items_per_block(a) > 0x7fffffff)
+        return la_fail(LA_ERR_UNSUPPORTED, "%lld query blocks of %lld rows: the CUDA block-sparse forward takes up "
+                       "to 2^31 - 1 work items of 64 rows per head", (long long)a->q_blocks, (long long)a->block_size);
+    cudaStream_t s = (cudaStream_t)stream;
+    cudaError_t e = a->f.f16 ? launch_dtype<true>(a, s) : launch_dtype<false>(a, s);
+    if (e != cudaSuccess)
+        return la_fail(LA_ERR_DEVICE, "CUDA block-sparse forward launch failed: %s (%s)", cudaGetErrorName(e),
+                       cudaGetErrorString(e));
+    return LA_OK;
+}
