@@ -8,7 +8,8 @@
  * every score-rule option, varlen batches; outputs poisoned. Then bad
  * inputs, each with its status and nothing written: an index in device
  * memory, an unsorted index, extra key columns (not on CUDA yet), and the
- * backward (not on CUDA yet).
+ * backward (not on CUDA yet). Both kernels: the Hopper wgmma one (the
+ * default there for head dims up to 128) and the mma.sync one.
  *
  * Skips (exit 77, ctest SKIP_RETURN_CODE) where no CUDA device is usable. */
 #include "attention_ref.h"
@@ -446,5 +447,12 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    /* Head dims up to 128 run the wgmma kernel on Hopper: the mma.sync one
+     * (what other GPUs run) on the same cases too */
+    setenv("LA_CUDA_SPARSE_KERNEL", "mma", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    unsetenv("LA_CUDA_SPARSE_KERNEL");
     return tu_finish();
 }

@@ -1,6 +1,7 @@
 /* Block-sparse attention forward on NVIDIA GPUs (sm_80 and later): the
  * mma.sync forward's key loop (forward.cu, forward_mma.cuh, the score step
- * of forward_tile.cuh) run over each query block's list of key blocks.
+ * of forward_tile.cuh) run over each query block's list of key blocks; on
+ * Hopper, for head dims up to 128, the same walk on warpgroup MMA (below).
  *
  * Work item: up to BM = 64 rows of one query block of the index (one head
  * of one sequence); a query block longer than 64 rows is several items,
@@ -25,6 +26,10 @@
 #include "cuda/attention/forward_mma.cuh"
 #include "cuda/attention/forward_tile.cuh"
 #include "cuda/attention/sparse.h"
+#include "cuda/attention/wgmma.cuh"
+
+#include <stdlib.h>
+#include <string.h>
 
 /* Rows per work item: one m-tile per warp at every head dim (fwd_tiles<DP, 1>) */
 static constexpr int SPARSE_BM = fwd_tiles<64, 1>::BM;
@@ -193,6 +198,161 @@ __global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32)
     for (int m = 0; m < MT; m++) fwd_store_rows<DP, F16>(a, sc, o[m], m_run[m], l_run[m], row[m], b, h, q0, row_end, tq);
 }
 
+/* ---- Hopper (sm_90a): the same items and walk on warpgroup MMA ----
+ *
+ * One warpgroup (4 warps, 16 rows each) per 64-row item, head dims up to
+ * 128. Per 64-key piece: S = Q K^T as one wgmma chain (m64n64k16, both
+ * operands in shared memory, K-major), the score step of forward_tile.cuh
+ * on S in registers, then O += P V (P from registers rounded to the inputs'
+ * type, V read N-major). Q, K and V use the 128-byte swizzled panel layout
+ * of wgmma.cuh; K and V of the next piece load (cp.async) into the other
+ * of two stages while this one is computed. Two blocks fit an SM (80 KB of
+ * shared memory each at D 128), so one block's score step overlaps the
+ * other's products. */
+template <int DP> struct sparse_sm90_tiles {
+    static constexpr int THREADS = 128, BM = SPARSE_BM, BN = 64, STAGES = 2;
+    static constexpr int Q_BYTES = BM * DP * 2, KV_BYTES = BN * DP * 2;
+    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024; /* + slack to align to the swizzle atom */
+};
+
+template <int DP, bool F16>
+__global__ void __launch_bounds__(128) attn_sparse_fwd_wgmma_kernel(const la_cuda_sparse_fwd_args sa,
+                                                                    int64_t items_per_block) {
+#if LA_WGMMA
+    using T = sparse_sm90_tiles<DP>;
+    constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
+    const la_cuda_fwd_args &a = sa.f;
+    extern __shared__ unsigned char smem[];
+    const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u, sK0 = sQ + T::Q_BYTES, sV0 = sK0 + T::STAGES * T::KV_BYTES;
+
+    const int64_t b = blockIdx.z, h = blockIdx.y;
+    const int64_t item = gridDim.x - 1 - blockIdx.x;
+    const int64_t bs = sa.block_size, qb = item / items_per_block;
+    int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
+    if (a.cu_q) {
+        q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
+        k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
+    }
+    const int64_t i0 = qb * bs + item % items_per_block * BM;
+    const int64_t row_end = (qb + 1) * bs < lq ? (qb + 1) * bs : lq;
+    if (i0 >= row_end) return;
+    const int D = (int)a.D;
+    const la_score_rule rule = a.rule;
+    const int64_t hk = h / (a.H / a.Hkv);
+    const uint16_t *qp = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
+    const uint16_t *kp = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
+    const uint16_t *vp = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+
+    const int64_t i_last = (i0 + BM < row_end ? i0 + BM : row_end) - 1;
+    int64_t lo_first, hi_first, lo_last, hi_last;
+    la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
+    la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
+    const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
+
+    int64_t row[2], lo[2], hi[2];
+    for (int r = 0; r < 2; r++) {
+        row[r] = i0 + warp * 16 + g + 8 * r;
+        if (row[r] < row_end) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
+        else lo[r] = hi[r] = 0;
+    }
+    const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+    float o[DP / 8][4];
+    float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
+
+    const int64_t r0 = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.offsets[r0];
+    sparse_walk w = {sa.key_blocks + e0, sa.offsets[r0 + 1] - e0, 0, 0, -2, bs, sinks, lo_first, hi_last, 0};
+    if (w.n > 0) w.next = w.ids[0];
+    int64_t end, j = walk_next(w, 0, BN, &end);
+    load_panels<DP, BM, THREADS>(sQ, qp, a.q_ts, i0, lq, D);
+    if (j >= 0) {
+        load_panels<DP, BN, THREADS>(sK0, kp, a.k_ts, j, lk, D);
+        load_panels<DP, BN, THREADS>(sV0, vp, a.v_ts, j, lk, D);
+    }
+    cp_async_commit();
+
+    int stage = 0;
+    while (j >= 0) {
+        int64_t nend;
+        const int64_t nj = walk_next(w, end, BN, &nend);
+        const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
+        cp_async_wait_all(); /* this piece (and Q) landed */
+        fence_proxy_async();
+        __syncthreads(); /* ... for every thread; and every warp is done with the other stage */
+        if (nj >= 0) {
+            load_panels<DP, BN, THREADS>(sK0 + (stage ^ 1) * T::KV_BYTES, kp, a.k_ts, nj, lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + (stage ^ 1) * T::KV_BYTES, vp, a.v_ts, nj, lk, D);
+        }
+        cp_async_commit();
+
+        float s[BN / 8][4];
+        wgmma_fence();
+#pragma unroll
+        for (int kk = 0; kk < DP / 16; kk++) {
+            const uint64_t dq = wgmma_desc(sQ + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
+            const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
+            wgmma_ss_n64<F16, 0, 0>(s, dq, dk, kk > 0);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+
+        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j, j + BN);
+        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j, j + BN);
+        const bool masked = end - j < BN || !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+        const int64_t hc[2] = {hi[0] < end ? hi[0] : end, hi[1] < end ? hi[1] : end};
+        fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hc, j, masked, lq, lk, tq);
+
+        uint32_t pa[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+        wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; kk++) {
+            const uint64_t dv = wgmma_desc(sV + kk * 16 * 128, BN * 128, 1024);
+            if constexpr (DP == 64) wgmma_rs_n64<F16>(o, pa[kk], dv);
+            else wgmma_rs_n128<F16>(o, pa[kk], dv);
+        }
+        wgmma_commit();
+        wgmma_wait<0>();
+        stage ^= 1;
+        j = nj, end = nend;
+    }
+    cp_async_wait_all();
+    fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, row_end, tq);
+#endif
+}
+
+template <int DP, bool F16> static cudaError_t launch_sm90(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
+    using T = sparse_sm90_tiles<DP>;
+    cudaError_t e = cudaFuncSetAttribute(attn_sparse_fwd_wgmma_kernel<DP, F16>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
+    if (e != cudaSuccess) return e;
+    const int64_t per = sparse_items_per_block(a);
+    dim3 grid((unsigned)(a->q_blocks * per), (unsigned)a->f.H, (unsigned)a->f.num_seqs);
+    attn_sparse_fwd_wgmma_kernel<DP, F16><<<grid, T::THREADS, T::SMEM, stream>>>(*a, per);
+    return cudaGetLastError();
+}
+
+/* The wgmma kernel for head dims up to 128 on a device that runs its
+ * sm_90a binary (checked once per device); LA_CUDA_SPARSE_KERNEL=mma picks
+ * the mma.sync kernel anyway (the tests run both). */
+static bool sparse_use_wgmma(const la_cuda_sparse_fwd_args *a) {
+    static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
+    if (a->f.D > 128) return false;
+    const char *pick = getenv("LA_CUDA_SPARSE_KERNEL");
+    if (pick && !strcmp(pick, "mma")) return false;
+    int dev = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
+    if (!usable[dev]) {
+        cudaFuncAttributes fa;
+        usable[dev] = cudaFuncGetAttributes(&fa, attn_sparse_fwd_wgmma_kernel<128, false>) == cudaSuccess &&
+                              fa.binaryVersion == 90 ? 1 : -1;
+    }
+    return usable[dev] > 0;
+}
+
 template <int DP, bool F16> static cudaError_t launch(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
     using T = fwd_tiles<DP, 1>;
     cudaError_t e = cudaFuncSetAttribute(attn_sparse_fwd_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
@@ -205,6 +365,7 @@ template <int DP, bool F16> static cudaError_t launch(const la_cuda_sparse_fwd_a
 }
 
 template <bool F16> static cudaError_t launch_dtype(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
+    if (sparse_use_wgmma(a)) return a->f.D <= 64 ? launch_sm90<64, F16>(a, stream) : launch_sm90<128, F16>(a, stream);
     if (a->f.D <= 64) return launch<64, F16>(a, stream);
     if (a->f.D <= 128) return launch<128, F16>(a, stream);
     return launch<256, F16>(a, stream);
