@@ -99,103 +99,123 @@ static __device__ __forceinline__ int64_t walk_next(sparse_walk &w, int64_t j, i
     }
 }
 
-template <int DP, bool F16>
-__global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32)
-    attn_sparse_fwd_kernel(const la_cuda_sparse_fwd_args sa, int64_t items_per_block) {
-    using T = fwd_tiles<DP, 1>;
-    constexpr int BM = T::BM, BN = T::BN, MT = T::MT, THREADS = T::NWARPS * 32;
-    const la_cuda_fwd_args &a = sa.f;
-    extern __shared__ __align__(128) unsigned char smem[];
-    const uint32_t sQ = smem_addr(smem), sK = sQ + BM * DP * 2, sV = sK + BN * DP * 2;
+/* One work item (see the top): its sequence, rows, the keys its rows can
+ * see, its operands' rows and the walk over its list. */
+typedef struct {
+    int64_t b, h, q0, lq, lk, i0, row_end; /* rows [i0, row_end) of the item's query block are stored */
+    int64_t lo_first, hi_first, lo_last, hi_last;
+    const uint16_t *q, *k, *v;
+    sparse_walk w;
+} sparse_item;
 
-    const int64_t b = blockIdx.z, h = blockIdx.y;
-    const int64_t item = gridDim.x - 1 - blockIdx.x; /* the last query blocks (the heaviest, causal) first */
+/* This block's item (the last query blocks, the heaviest when causal,
+ * first); false when its rows lie past its sequence's end. */
+static __device__ __forceinline__ bool sparse_item_begin(const la_cuda_sparse_fwd_args &sa, int64_t items_per_block,
+                                                         sparse_item &it) {
+    const la_cuda_fwd_args &a = sa.f;
+    const int64_t b = blockIdx.z, h = blockIdx.y, item = gridDim.x - 1 - blockIdx.x;
     const int64_t bs = sa.block_size, qb = item / items_per_block;
     int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
     if (a.cu_q) {
         q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
         k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
     }
-    const int64_t i0 = qb * bs + item % items_per_block * BM;
-    const int64_t row_end = (qb + 1) * bs < lq ? (qb + 1) * bs : lq; /* the query block's last row + 1 */
-    if (i0 >= row_end) return;
-    const int D = (int)a.D;
-    const la_score_rule rule = a.rule;
+    it.b = b, it.h = h, it.q0 = q0, it.lq = lq, it.lk = lk;
+    it.i0 = qb * bs + item % items_per_block * SPARSE_BM;
+    it.row_end = (qb + 1) * bs < lq ? (qb + 1) * bs : lq;
+    if (it.i0 >= it.row_end) return false;
     const int64_t hk = h / (a.H / a.Hkv);
-    const uint16_t *qp = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
-    const uint16_t *kp = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
-    const uint16_t *vp = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-
+    it.q = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
+    it.k = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
+    it.v = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
     /* the keys any row of the item sees: [0, sinks) and [lo_first, hi_last) */
-    const int64_t i_last = (i0 + BM < row_end ? i0 + BM : row_end) - 1;
-    int64_t lo_first, hi_first, lo_last, hi_last;
-    la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
-    la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
-    const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
+    const int64_t i_last = (it.i0 + SPARSE_BM < it.row_end ? it.i0 + SPARSE_BM : it.row_end) - 1;
+    la_rule_key_range(&a.rule, it.i0, lq, lk, &it.lo_first, &it.hi_first);
+    la_rule_key_range(&a.rule, i_last, lq, lk, &it.lo_last, &it.hi_last);
+    const int64_t sinks = la_rule_sinks(&a.rule, lk) < it.hi_last ? la_rule_sinks(&a.rule, lk) : it.hi_last;
+    const int64_t r = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.offsets[r];
+    sparse_walk &w = it.w;
+    w.ids = sa.key_blocks + e0, w.n = sa.offsets[r + 1] - e0, w.e = 0, w.last = -2;
+    w.next = w.n > 0 ? w.ids[0] : 0;
+    w.bs = bs, w.sinks = sinks, w.lo = it.lo_first, w.hi = it.hi_last, w.run_end = 0;
+    return true;
+}
 
-    /* this thread's rows; rows past the query block's end see nothing and
-     * are not stored */
-    int64_t row[MT][2], lo[MT][2], hi[MT][2];
-    const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
-    for (int m = 0; m < MT; m++)
-        for (int r = 0; r < 2; r++) {
-            row[m][r] = i0 + (warp * MT + m) * 16 + g + 8 * r;
-            if (row[m][r] < row_end) la_rule_key_range(&rule, row[m][r], lq, lk, &lo[m][r], &hi[m][r]);
-            else lo[m][r] = hi[m][r] = 0;
-        }
-
-    float o[MT][DP / 8][4];
-    float m_run[MT][2], l_run[MT][2];
-#pragma unroll
-    for (int m = 0; m < MT; m++) {
-#pragma unroll
-        for (int d = 0; d < DP / 8; d++) o[m][d][0] = o[m][d][1] = o[m][d][2] = o[m][d][3] = 0;
-        m_run[m][0] = m_run[m][1] = -INFINITY;
-        l_run[m][0] = l_run[m][1] = 0;
+/* This thread's two rows (g and g + 8 of its warp's 16) and their visible
+ * keys; rows past the query block's end see nothing and are not stored. */
+static __device__ __forceinline__ void sparse_thread_rows(const la_score_rule &rule, const sparse_item &it,
+                                                          int64_t (&row)[2], int64_t (&lo)[2], int64_t (&hi)[2]) {
+    const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
+    for (int r = 0; r < 2; r++) {
+        row[r] = it.i0 + warp * 16 + g + 8 * r;
+        if (row[r] < it.row_end) la_rule_key_range(&rule, row[r], it.lq, it.lk, &lo[r], &hi[r]);
+        else lo[r] = hi[r] = 0;
     }
+}
 
-    const int64_t r0 = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.offsets[r0];
-    sparse_walk w = {sa.key_blocks + e0, sa.offsets[r0 + 1] - e0, 0, 0, -2, bs, sinks, lo_first, hi_last, 0};
-    if (w.n > 0) w.next = w.ids[0];
-    int64_t end, j = walk_next(w, 0, BN, &end);
-    load_tile<DP, BM, THREADS>(sQ, qp, a.q_ts, i0, lq, D);
-    if (j >= 0) load_tile<DP, BN, THREADS>(sK, kp, a.k_ts, j, lk, D);
+/* Whether piece [j, end) of a BN-key tile needs the element-wise mask (the
+ * rule hides some key from some row, or the piece ends early); hc: the
+ * rows' key ranges cut at its end. */
+template <int BN>
+static __device__ __forceinline__ bool sparse_piece_masked(const la_score_rule &rule, const sparse_item &it, int64_t j,
+                                                           int64_t end, const int64_t (&hi)[2], int64_t (&hc)[2]) {
+    hc[0] = hi[0] < end ? hi[0] : end, hc[1] = hi[1] < end ? hi[1] : end;
+    const la_block_vis vf = la_rule_row_block(&rule, it.lo_first, it.hi_first, j, j + BN);
+    const la_block_vis vl = la_rule_row_block(&rule, it.lo_last, it.hi_last, j, j + BN);
+    return end - j < BN || !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+}
+
+template <int DP, bool F16>
+__global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32)
+    attn_sparse_fwd_kernel(const la_cuda_sparse_fwd_args sa, int64_t items_per_block) {
+    using T = fwd_tiles<DP, 1>;
+    constexpr int BM = T::BM, BN = T::BN, THREADS = T::NWARPS * 32;
+    static_assert(T::MT == 1, "one m-tile per warp: the item's rows are sparse_thread_rows'");
+    const la_cuda_fwd_args &a = sa.f;
+    extern __shared__ __align__(128) unsigned char smem[];
+    const uint32_t sQ = smem_addr(smem), sK = sQ + BM * DP * 2, sV = sK + BN * DP * 2;
+    sparse_item it;
+    if (!sparse_item_begin(sa, items_per_block, it)) return;
+    const int D = (int)a.D, warp = threadIdx.x / 32, lane = threadIdx.x % 32, tq = lane % 4;
+    const la_score_rule rule = a.rule;
+    const fwd_score_ctx sc = fwd_score_ctx_make(rule, it.h);
+    int64_t row[1][2], lo[1][2], hi[1][2];
+    sparse_thread_rows(rule, it, row[0], lo[0], hi[0]);
+
+    float o[1][DP / 8][4];
+    float m_run[1][2] = {{-INFINITY, -INFINITY}}, l_run[1][2] = {{0, 0}};
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0;
+
+    int64_t end, j = walk_next(it.w, 0, BN, &end);
+    load_tile<DP, BM, THREADS>(sQ, it.q, a.q_ts, it.i0, it.lq, D);
+    if (j >= 0) load_tile<DP, BN, THREADS>(sK, it.k, a.k_ts, j, it.lk, D);
     cp_async_commit();
 
     while (j >= 0) {
         int64_t nend;
-        const int64_t nj = walk_next(w, end, BN, &nend);
+        const int64_t nj = walk_next(it.w, end, BN, &nend);
         cp_async_wait_all();
         __syncthreads(); /* K[j] (and Q) landed; every warp is done with the last V */
-        load_tile<DP, BN, THREADS>(sV, vp, a.v_ts, j, lk, D);
+        load_tile<DP, BN, THREADS>(sV, it.v, a.v_ts, j, it.lk, D);
         cp_async_commit();
 
-        float s[MT][BN / 8][4];
-        fwd_mma_s<DP, BN, MT, F16>(s, sQ, sK, warp, lane, D);
-
-        /* keys past the piece's end are hidden: each row's range is cut there */
-        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j, j + BN);
-        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j, j + BN);
-        const bool masked = end - j < BN || !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
-#pragma unroll
-        for (int m = 0; m < MT; m++) {
-            const int64_t hc[2] = {hi[m][0] < end ? hi[m][0] : end, hi[m][1] < end ? hi[m][1] : end};
-            fwd_tile_scores<BN, DP>(sc, s[m], o[m], m_run[m], l_run[m], row[m], lo[m], hc, j, masked, lq, lk, tq);
-        }
+        float s[1][BN / 8][4];
+        fwd_mma_s<DP, BN, 1, F16>(s, sQ, sK, warp, lane, D);
+        int64_t hc[2];
+        const bool masked = sparse_piece_masked<BN>(rule, it, j, end, hi[0], hc);
+        fwd_tile_scores<BN, DP>(sc, s[0], o[0], m_run[0], l_run[0], row[0], lo[0], hc, j, masked, it.lq, it.lk, tq);
 
         cp_async_wait_all();
         __syncthreads(); /* V[j] landed; every warp is done with K[j] */
-        if (nj >= 0) load_tile<DP, BN, THREADS>(sK, kp, a.k_ts, nj, lk, D);
+        if (nj >= 0) load_tile<DP, BN, THREADS>(sK, it.k, a.k_ts, nj, it.lk, D);
         cp_async_commit();
 
-        fwd_mma_pv<DP, BN, MT, F16>(o, s, sV, lane, D);
+        fwd_mma_pv<DP, BN, 1, F16>(o, s, sV, lane, D);
         j = nj, end = nend;
     }
     cp_async_wait_all();
-
-#pragma unroll
-    for (int m = 0; m < MT; m++) fwd_store_rows<DP, F16>(a, sc, o[m], m_run[m], l_run[m], row[m], b, h, q0, row_end, tq);
+    fwd_store_rows<DP, F16>(a, sc, o[0], m_run[0], l_run[0], row[0], it.b, it.h, it.q0, it.row_end, tq);
 }
 
 /* ---- Hopper (sm_90a): the same items and walk on warpgroup MMA ----
@@ -224,66 +244,37 @@ __global__ void __launch_bounds__(128) attn_sparse_fwd_wgmma_kernel(const la_cud
     const la_cuda_fwd_args &a = sa.f;
     extern __shared__ unsigned char smem[];
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u, sK0 = sQ + T::Q_BYTES, sV0 = sK0 + T::STAGES * T::KV_BYTES;
-
-    const int64_t b = blockIdx.z, h = blockIdx.y;
-    const int64_t item = gridDim.x - 1 - blockIdx.x;
-    const int64_t bs = sa.block_size, qb = item / items_per_block;
-    int64_t q0 = 0, lq = a.Lq, k0 = 0, lk = a.Lk;
-    if (a.cu_q) {
-        q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
-        k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
-    }
-    const int64_t i0 = qb * bs + item % items_per_block * BM;
-    const int64_t row_end = (qb + 1) * bs < lq ? (qb + 1) * bs : lq;
-    if (i0 >= row_end) return;
-    const int D = (int)a.D;
+    sparse_item it;
+    if (!sparse_item_begin(sa, items_per_block, it)) return;
+    const int D = (int)a.D, tq = threadIdx.x % 4;
     const la_score_rule rule = a.rule;
-    const int64_t hk = h / (a.H / a.Hkv);
-    const uint16_t *qp = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
-    const uint16_t *kp = (const uint16_t *)a.k + b * a.k_bs + k0 * a.k_ts + hk * a.k_hs;
-    const uint16_t *vp = (const uint16_t *)a.v + b * a.v_bs + k0 * a.v_ts + hk * a.v_hs;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
-
-    const int64_t i_last = (i0 + BM < row_end ? i0 + BM : row_end) - 1;
-    int64_t lo_first, hi_first, lo_last, hi_last;
-    la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
-    la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
-    const int64_t sinks = la_rule_sinks(&rule, lk) < hi_last ? la_rule_sinks(&rule, lk) : hi_last;
-
+    const fwd_score_ctx sc = fwd_score_ctx_make(rule, it.h);
     int64_t row[2], lo[2], hi[2];
-    for (int r = 0; r < 2; r++) {
-        row[r] = i0 + warp * 16 + g + 8 * r;
-        if (row[r] < row_end) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
-        else lo[r] = hi[r] = 0;
-    }
-    const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+    sparse_thread_rows(rule, it, row, lo, hi);
     float o[DP / 8][4];
     float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
 #pragma unroll
     for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
 
-    const int64_t r0 = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.offsets[r0];
-    sparse_walk w = {sa.key_blocks + e0, sa.offsets[r0 + 1] - e0, 0, 0, -2, bs, sinks, lo_first, hi_last, 0};
-    if (w.n > 0) w.next = w.ids[0];
-    int64_t end, j = walk_next(w, 0, BN, &end);
-    load_panels<DP, BM, THREADS>(sQ, qp, a.q_ts, i0, lq, D);
+    int64_t end, j = walk_next(it.w, 0, BN, &end);
+    load_panels<DP, BM, THREADS>(sQ, it.q, a.q_ts, it.i0, it.lq, D);
     if (j >= 0) {
-        load_panels<DP, BN, THREADS>(sK0, kp, a.k_ts, j, lk, D);
-        load_panels<DP, BN, THREADS>(sV0, vp, a.v_ts, j, lk, D);
+        load_panels<DP, BN, THREADS>(sK0, it.k, a.k_ts, j, it.lk, D);
+        load_panels<DP, BN, THREADS>(sV0, it.v, a.v_ts, j, it.lk, D);
     }
     cp_async_commit();
 
     int stage = 0;
     while (j >= 0) {
         int64_t nend;
-        const int64_t nj = walk_next(w, end, BN, &nend);
+        const int64_t nj = walk_next(it.w, end, BN, &nend);
         const uint32_t sK = sK0 + stage * T::KV_BYTES, sV = sV0 + stage * T::KV_BYTES;
         cp_async_wait_all(); /* this piece (and Q) landed */
         fence_proxy_async();
         __syncthreads(); /* ... for every thread; and every warp is done with the other stage */
         if (nj >= 0) {
-            load_panels<DP, BN, THREADS>(sK0 + (stage ^ 1) * T::KV_BYTES, kp, a.k_ts, nj, lk, D);
-            load_panels<DP, BN, THREADS>(sV0 + (stage ^ 1) * T::KV_BYTES, vp, a.v_ts, nj, lk, D);
+            load_panels<DP, BN, THREADS>(sK0 + (stage ^ 1) * T::KV_BYTES, it.k, a.k_ts, nj, it.lk, D);
+            load_panels<DP, BN, THREADS>(sV0 + (stage ^ 1) * T::KV_BYTES, it.v, a.v_ts, nj, it.lk, D);
         }
         cp_async_commit();
 
@@ -298,11 +289,9 @@ __global__ void __launch_bounds__(128) attn_sparse_fwd_wgmma_kernel(const la_cud
         wgmma_commit();
         wgmma_wait<0>();
 
-        const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j, j + BN);
-        const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j, j + BN);
-        const bool masked = end - j < BN || !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
-        const int64_t hc[2] = {hi[0] < end ? hi[0] : end, hi[1] < end ? hi[1] : end};
-        fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hc, j, masked, lq, lk, tq);
+        int64_t hc[2];
+        const bool masked = sparse_piece_masked<BN>(rule, it, j, end, hi, hc);
+        fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hc, j, masked, it.lq, it.lk, tq);
 
         uint32_t pa[BN / 16][4];
 #pragma unroll
@@ -320,7 +309,7 @@ __global__ void __launch_bounds__(128) attn_sparse_fwd_wgmma_kernel(const la_cud
         j = nj, end = nend;
     }
     cp_async_wait_all();
-    fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, b, h, q0, row_end, tq);
+    fwd_store_rows<DP, F16>(a, sc, o, m_run, l_run, row, it.b, it.h, it.q0, it.row_end, tq);
 #endif
 }
 
