@@ -165,8 +165,10 @@ static __device__ __forceinline__ bool sparse_piece_masked(const la_score_rule &
     return end - j < BN || !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
 }
 
+/* (at least 2 blocks an SM: without the bound ptxas aimed at 3 at head dim
+ * 64 and spilled 4 bytes there, sm_90a) */
 template <int DP, bool F16>
-__global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32)
+__global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32, 2)
     attn_sparse_fwd_kernel(const la_cuda_sparse_fwd_args sa, int64_t items_per_block) {
     using T = fwd_tiles<DP, 1>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::NWARPS * 32;
