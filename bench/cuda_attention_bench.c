@@ -1,6 +1,6 @@
 /* Times longattn's CUDA attention with CUDA events, on random data.
  *
- *   longattn_cuda_bench [--op fwd|fwdbwd|decode] [--heads 16] [--dim 128] [--tokens 16384] [--len L]...
+ *   longattn_cuda_bench [--op fwd|fwdbwd|decode|sparse] [--heads 16] [--dim 128] [--tokens 16384] [--len L]...
  *                       [--iters 20]
  *
  * fwd (default): la_attention_forward, bf16 inputs [B, L, H, D], out bf16,
@@ -15,6 +15,13 @@
  *   K/V heads, contiguous [B, L, 8, D], at B x L = 8 x 8K, 8 x 128K, 1 x 32K,
  *   1 x 128K, 1 x 512K, and 8 x 128K paged (256-token pages dealt in random
  *   order). GB/s count the K and V bytes read once.
+ * sparse: la_block_sparse_forward beside la_attention_forward at B 1,
+ *   L = 8K..128K (or --len), causal and not, block size 64: the complete
+ *   list, then each query block's diagonal block (causal) plus every other
+ *   visible block with probability 0.5, 0.25, 0.1, 0.03. density: the
+ *   listed visible (query, key) pairs over the dense call's; TFLOP/s count
+ *   4 D flops per listed visible pair; speedup: dense ms / sparse ms. The
+ *   time includes the copy of the host index to the device.
  * Each JSON line is the median of `--iters` timed calls after 3 warm-up
  * calls, each call timed alone between two events (decode also prints
  * stream_ms, the time per call of `--iters` calls run back to back). */
@@ -189,6 +196,85 @@ static int run_decode(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t 
     return 0;
 }
 
+/* Median ms of `iters` calls of the forward, dense (index NULL) or sparse. */
+static int time_forward(la_context *ctx, const la_attention_params *p, const la_tensor *t, const la_block_index *index,
+                        int iters, double *med_ms) {
+    cudaEvent_t e0, e1;
+    CHECK(cudaEventCreate(&e0));
+    CHECK(cudaEventCreate(&e1));
+    float *ms = calloc((size_t)iters, sizeof(float));
+    for (int i = 0; i < 3 + iters; i++) {
+        CHECK(cudaEventRecord(e0, 0));
+        la_status s = index ? la_block_sparse_forward(ctx, p, &t[0], &t[1], &t[2], index, (la_tensor *)&t[3],
+                                                      (la_tensor *)&t[4])
+                            : la_attention_forward(ctx, p, &t[0], &t[1], &t[2], (la_tensor *)&t[3], (la_tensor *)&t[4]);
+        if (s != LA_OK) {
+            fprintf(stderr, "%s: %s: %s\n", index ? "la_block_sparse_forward" : "la_attention_forward",
+                    la_status_name(s), la_last_error());
+            return 1;
+        }
+        CHECK(cudaEventRecord(e1, 0));
+        CHECK(cudaEventSynchronize(e1));
+        if (i >= 3) CHECK(cudaEventElapsedTime(&ms[i - 3], e0, e1));
+    }
+    qsort(ms, (size_t)iters, sizeof(float), cmp_float);
+    *med_ms = ms[iters / 2];
+    free(ms);
+    cudaEventDestroy(e0), cudaEventDestroy(e1);
+    return 0;
+}
+
+/* Block-sparse forward beside the dense one at B 1, length L (see the top). */
+static int run_sparse(la_context *ctx, int64_t L, int64_t H, int64_t D, int iters, void *buf[9]) {
+    const int64_t bs = 64, nb = (L + bs - 1) / bs, rows = H * nb;
+    la_device dev = {LA_DEVICE_CUDA, 0};
+    la_tensor t[5];
+    for (int i = 0; i < 4; i++) t[i] = la_tensor_contiguous(buf[i], LA_BF16, 4, (int64_t[]){1, L, H, D});
+    t[4] = la_tensor_contiguous(buf[4], LA_F32, 3, (int64_t[]){1, L, H});
+    for (int i = 0; i < 5; i++) t[i].device = dev;
+    la_block_index x = {.block_size = bs, .num_seqs = 1, .heads = H, .q_blocks = nb};
+    x.offsets = malloc(sizeof(int64_t) * (size_t)(rows + 1));
+    x.key_blocks = malloc(sizeof(int32_t) * (size_t)(rows * nb));
+    if (!x.offsets || !x.key_blocks) return 1;
+    static const double shares[] = {1, 0.5, 0.25, 0.1, 0.03};
+    for (int causal = 0; causal < 2; causal++) {
+        la_attention_params p = la_attention_params_default();
+        p.causal = causal;
+        double dense_ms;
+        if (time_forward(ctx, &p, t, NULL, iters, &dense_ms)) return 1;
+        const double dense_pairs = causal ? (double)L * (double)(L + 1) / 2 : (double)L * (double)L;
+        for (size_t si = 0; si < sizeof shares / sizeof shares[0]; si++) {
+            uint64_t st = 0x9e3779b97f4a7c15ull + si;
+            double pairs = 0; /* listed visible pairs, all heads */
+            x.offsets[0] = 0;
+            for (int64_t r = 0; r < rows; r++) {
+                const int64_t qb = r % nb, last = causal ? qb : nb - 1, qrows = qb * bs + bs < L ? bs : L - qb * bs;
+                int64_t n = x.offsets[r];
+                for (int64_t kb = 0; kb <= last; kb++) {
+                    st ^= st << 13, st ^= st >> 7, st ^= st << 17;
+                    const bool diag = causal && kb == qb;
+                    if (!diag && shares[si] < 1 && (double)(st >> 11) * (1.0 / 9007199254740992.0) >= shares[si])
+                        continue;
+                    x.key_blocks[n++] = (int32_t)kb;
+                    const int64_t keys = kb * bs + bs < L ? bs : L - kb * bs;
+                    pairs += diag ? (double)qrows * (double)(qrows + 1) / 2 : (double)qrows * (double)keys;
+                }
+                x.offsets[r + 1] = n;
+            }
+            double ms;
+            if (time_forward(ctx, &p, t, &x, iters, &ms)) return 1;
+            printf("{\"op\":\"sparse_fwd\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":1,\"L\":%lld,\"H\":%lld,"
+                   "\"D\":%lld,\"causal\":%d,\"block\":%lld,\"share\":%.2f,\"density\":%.4f,\"ms\":%.4f,"
+                   "\"dense_ms\":%.4f,\"speedup\":%.2f,\"tflops\":%.1f}\n",
+                   (long long)L, (long long)H, (long long)D, causal, (long long)bs, shares[si],
+                   pairs / ((double)H * dense_pairs), ms, dense_ms, dense_ms / ms, 4.0 * (double)D * pairs / (ms * 1e9));
+            fflush(stdout);
+        }
+    }
+    free(x.offsets), free(x.key_blocks);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     int64_t H = 16, D = 128, tokens = 16384, lens[16];
     int nlens = 0, iters = 20;
@@ -205,9 +291,9 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    const bool decode = !strcmp(op, "decode"), with_bwd = !strcmp(op, "fwdbwd");
-    if (!decode && !with_bwd && strcmp(op, "fwd")) {
-        fprintf(stderr, "--op is fwd, fwdbwd or decode\n");
+    const bool decode = !strcmp(op, "decode"), with_bwd = !strcmp(op, "fwdbwd"), sparse = !strcmp(op, "sparse");
+    if (!decode && !with_bwd && !sparse && strcmp(op, "fwd")) {
+        fprintf(stderr, "--op is fwd, fwdbwd, decode or sparse\n");
         return 2;
     }
     if (!la_cuda_available()) {
@@ -226,8 +312,9 @@ int main(int argc, char **argv) {
         return rc;
     }
     if (nlens == 0)
-        for (int64_t L = 1024; L <= tokens; L *= 2) lens[nlens++] = L;
+        for (int64_t L = sparse ? 8192 : 1024; L <= (sparse ? 131072 : tokens); L *= 2) lens[nlens++] = L;
     int64_t max_tok = tokens > 65536 ? tokens : 65536;
+    for (int i = 0; i < nlens; i++) max_tok = lens[i] > max_tok ? lens[i] : max_tok;
     size_t n = (size_t)(max_tok * H * D);
     void *buf[9];
     for (int i = 0; i < 9; i++) {
@@ -236,11 +323,12 @@ int main(int argc, char **argv) {
         if (fill_device(buf[i], n * 2, (uint64_t)i + 1)) return 1;
     }
     CHECK(cudaMalloc(&buf[4], (size_t)(max_tok * H) * 4));
-    for (int i = 0; i < nlens && !rc; i++) {
+    for (int i = 0; i < nlens && !rc && sparse; i++) rc = run_sparse(ctx, lens[i], H, D, iters, buf);
+    for (int i = 0; i < nlens && !rc && !sparse; i++) {
         int64_t L = lens[i], B = tokens / L > 0 ? tokens / L : 1;
         rc = run_shape(ctx, B, L, H, D, iters, buf, with_bwd);
     }
-    if (!rc && nlens > 0 && lens[nlens - 1] < 65536)
+    if (!rc && !sparse && nlens > 0 && lens[nlens - 1] < 65536)
         rc = run_shape(ctx, 1, 65536, H, D, iters > 5 ? 5 : iters, buf, with_bwd);
     la_context_destroy(ctx);
     for (int i = 0; i < 9; i++) cudaFree(buf[i]);

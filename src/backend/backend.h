@@ -53,6 +53,10 @@ typedef struct la_backend {
     la_status (*delta_backward_workspace)(const la_delta_problem *p, size_t *bytes);
     la_status (*delta_backward)(la_context *ctx, const la_delta_backward_problem *p, void *ws);
     la_status (*sparse_forward)(la_context *ctx, const la_attn_sparse_problem *p, void *ws);
+    /* LA_OK when ptr is memory the host can read, else a status naming
+     * `name` (a device backend, for arrays the op layer reads on the host,
+     * such as the block index). NULL: every pointer is host memory. */
+    la_status (*host_readable)(const void *ptr, const char *name);
     la_status (*sparse_backward)(la_context *ctx, const la_attn_sparse_backward_problem *p, void *ws);
     /* State spaces, their convolution and Aaren (backend/scan_problem.h):
      * host workspace bytes, then the call (p->kind says which problem p

@@ -24,6 +24,7 @@
 #include "cuda/attention/forward.h"
 #include "cuda/attention/kv_append.h"
 #include "cuda/attention/merge.h"
+#include "cuda/attention/sparse.h"
 
 #include <cuda_runtime_api.h>
 #include <stdlib.h>
@@ -137,6 +138,11 @@ static la_status check_qkv16(const la_attn_problem *p, const char *what) {
     return LA_OK;
 }
 
+/* Rows of a block index: sequences x heads x query blocks. */
+static int64_t sparse_rows(const la_attn_sparse_problem *sp) {
+    return sp->fwd.a.num_seqs * sp->fwd.a.H * sp->index.q_blocks;
+}
+
 /* 2 elements: the kernels store pairs; 16 bytes: they load rows by cp.async. */
 static int64_t pair_align(const la_attn_operand *o) { return 2 * (int64_t)la_dtype_size(o->dtype); }
 
@@ -167,9 +173,17 @@ static la_status cuda_supports(const la_attn_problem *p) {
             return s;
         return LA_OK;
     }
-    if (p->op == LA_ATTN_FORWARD) {
+    if (p->op == LA_ATTN_SPARSE_FORWARD) {
+        const la_attn_sparse_problem *sp = (const la_attn_sparse_problem *)p;
+        if (sp->index.col_offsets && sp->index.col_offsets[sparse_rows(sp)] > 0)
+            return la_fail(LA_ERR_UNSUPPORTED, "the CUDA block-sparse forward takes no extra key columns (the index "
+                           "lists %lld); run it on CPU tensors, or fold the columns into blocks",
+                           (long long)sp->index.col_offsets[sparse_rows(sp)]);
+    }
+    if (p->op == LA_ATTN_FORWARD || p->op == LA_ATTN_SPARSE_FORWARD) {
+        /* the sparse problem starts with the forward's */
         const la_attn_forward_problem *f = (const la_attn_forward_problem *)p;
-        if ((s = check_qkv16(p, "forward"))) return s;
+        if ((s = check_qkv16(p, p->op == LA_ATTN_FORWARD ? "forward" : "block-sparse forward"))) return s;
         if ((s = check_operand(&p->q, "q", dev, 16)) || (s = check_operand(&p->k, "k", dev, 16)) ||
             (s = check_operand(&p->v, "v", dev, 16)) || (s = check_operand(&f->out, "out", dev, pair_align(&f->out))) ||
             (s = check_operand(&f->lse, "lse", dev, 4)))
@@ -268,6 +282,10 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) n += round64(4 * rh * (size_t)p->D);
     } else if (p->op == LA_ATTN_FORWARD) {
         n += round64(la_cuda_attention_forward_workspace(&p->rule, p->cu_q != NULL, p->D, sm_count(p->device.index)));
+    } else if (p->op == LA_ATTN_SPARSE_FORWARD) {
+        const la_attn_sparse_problem *sp = (const la_attn_sparse_problem *)p;
+        const int64_t rows = sparse_rows(sp);
+        n += round64(sizeof(int64_t) * (size_t)(rows + 1)) + round64(sizeof(int32_t) * (size_t)sp->index.offsets[rows]);
     } else if (p->op == LA_ATTN_MERGE) {
         n += round64(2 * sizeof(la_attn_operand) * (size_t)((const la_attn_merge_problem *)p)->n_parts);
     } else if (p->op == LA_ATTN_KV_APPEND) {
@@ -371,13 +389,10 @@ static void stage_common(const la_attn_problem *p, char **w, cudaStream_t stream
     *cu_k = stage(w, p->cu_k, n, stream, e);
 }
 
-static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f, void *ws) {
+/* The forward's arguments, the host arrays not yet staged. */
+static la_cuda_fwd_args fwd_args(const la_attn_forward_problem *f) {
     const la_attn_problem *p = &f->a;
-    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
-    device_guard g;
-    la_status s = call_begin(ctx, p->device.index, &g);
-    if (s) return s;
-    la_cuda_fwd_args a = {
+    return (la_cuda_fwd_args){
         .q = p->q.data, .k = p->k.data, .v = p->v.data, .out = f->out.data, .lse = (float *)f->lse.data,
         .q_bs = p->q.batch_stride, .q_ts = p->q.token_stride, .q_hs = p->q.head_stride,
         .k_bs = p->k.batch_stride, .k_ts = p->k.token_stride, .k_hs = p->k.head_stride,
@@ -387,6 +402,15 @@ static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f,
         .num_seqs = p->num_seqs, .H = p->H, .Hkv = p->Hkv, .D = p->D, .Lq = p->Lq, .Lk = p->Lk,
         .f16 = p->q.dtype == LA_F16, .out_f32 = f->out.dtype == LA_F32,
     };
+}
+
+static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f, void *ws) {
+    const la_attn_problem *p = &f->a;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, p->device.index, &g);
+    if (s) return s;
+    la_cuda_fwd_args a = fwd_args(f);
     char *w = ws;
     cudaError_t e = cudaSuccess;
     stage_common(p, &w, stream, &e, &a.rule, &a.cu_q, &a.cu_k);
@@ -395,6 +419,39 @@ static la_status cuda_forward(la_context *ctx, const la_attn_forward_problem *f,
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
     else s = la_cuda_attention_forward_launch(&a, stream);
     return call_end(ctx, &g, s);
+}
+
+/* The index goes to the device with the call's other host arrays: the op
+ * layer has checked it on the host, so the kernel reads it unchecked. */
+static la_status cuda_sparse_forward(la_context *ctx, const la_attn_sparse_problem *sp, void *ws) {
+    const la_attn_problem *p = &sp->fwd.a;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, p->device.index, &g);
+    if (s) return s;
+    la_cuda_sparse_fwd_args a = {.f = fwd_args(&sp->fwd), .block_size = sp->index.block_size,
+                                 .q_blocks = sp->index.q_blocks};
+    char *w = ws;
+    cudaError_t e = cudaSuccess;
+    stage_common(p, &w, stream, &e, &a.f.rule, &a.f.cu_q, &a.f.cu_k);
+    const int64_t rows = sparse_rows(sp), nnz = sp->index.offsets[rows];
+    a.offsets = stage(&w, sp->index.offsets, sizeof(int64_t) * (size_t)(rows + 1), stream, &e);
+    a.key_blocks = nnz ? stage(&w, sp->index.key_blocks, sizeof(int32_t) * (size_t)nnz, stream, &e) : NULL;
+    if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays (and the block index) to the device");
+    else s = la_cuda_sparse_forward_launch(&a, stream);
+    return call_end(ctx, &g, s);
+}
+
+/* The block index is read on the host (the op layer's checks, then the
+ * copy above): device memory there is refused before anything reads it. */
+static la_status cuda_host_readable(const void *ptr, const char *name) {
+    struct cudaPointerAttributes at;
+    cudaError_t e = cudaPointerGetAttributes(&at, ptr);
+    if (e != cudaSuccess) return cuda_fail(e, "cudaPointerGetAttributes");
+    if (at.type == cudaMemoryTypeDevice)
+        return la_fail(LA_ERR_DEVICE, "%s points to CUDA device %d memory; the block index must be host memory (the "
+                       "CUDA backend copies it to the device)", name, at.device);
+    return LA_OK;
 }
 
 static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *bp, void *ws) {
@@ -509,4 +566,6 @@ const la_backend la_cuda_backend = {
     .decode = cuda_decode,
     .merge = cuda_merge,
     .kv_append = cuda_kv_append,
+    .sparse_forward = cuda_sparse_forward,
+    .host_readable = cuda_host_readable,
 };

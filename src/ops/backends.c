@@ -20,9 +20,25 @@ static bool has_kernel(const la_backend *be, la_attn_op op) {
     return false;
 }
 
+/* The public call an op comes from, for messages. */
+static const char *op_call(la_attn_op op) {
+    switch (op) {
+    case LA_ATTN_FORWARD: return "la_attention_forward";
+    case LA_ATTN_BACKWARD: return "la_attention_backward";
+    case LA_ATTN_DECODE: return "la_attention_decode";
+    case LA_ATTN_MERGE: return "la_attention_merge";
+    case LA_ATTN_SPARSE_FORWARD: return "la_block_sparse_forward";
+    case LA_ATTN_SPARSE_BACKWARD: return "la_block_sparse_backward";
+    case LA_ATTN_KV_APPEND: return "la_attention_kv_append";
+    }
+    return "this call";
+}
+
 la_status la_backend_run(la_context *ctx, const la_backend *be, const la_attn_problem *p) {
     la_status s;
-    if (!has_kernel(be, p->op)) return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for this call", be->name);
+    if (!has_kernel(be, p->op))
+        return la_fail(LA_ERR_UNSUPPORTED, "the %s backend has no kernel for %s (run it on tensors of another device)",
+                       be->name, op_call(p->op));
     if (be->supports && (s = be->supports(p))) return s;
     size_t bytes = 0;
     if (be->workspace && (s = be->workspace(p, &bytes))) return s;

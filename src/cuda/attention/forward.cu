@@ -18,26 +18,13 @@
  * each ldmatrix phase fall in 8 different bank groups. */
 #include "cuda/attention/forward.h"
 #include "cuda/attention/forward_sm90.h"
+#include "cuda/attention/forward_mma.cuh"
 #include "cuda/attention/forward_tile.cuh"
 
 #include <stdlib.h>
 #include <string.h>
 
 /* -------------------------------------------------------------- the kernel */
-
-/* Tile shapes per padded head dim. Each warp owns MT 16-row m-tiles, so
- * every K/V fragment it reads from shared memory feeds MT products: with
- * one m-tile the ldmatrix traffic (256 bytes per m16n8k16) outruns shared
- * memory at half the tensor rate. O (MT * DP/2 f32 a thread) and S
- * (MT * BN/2) must fit in registers without spills at 4 warps (ptxas -v,
- * sm_90a): MT 2 up to DP 128 with BN 64 / 32, MT 1 at DP 256. */
-template <int DP> struct fwd_tiles {
-    static constexpr int NWARPS = 4;
-    static constexpr int MT = DP >= 256 ? 1 : 2;
-    static constexpr int BM = 16 * MT * NWARPS;
-    static constexpr int BN = DP >= 128 ? 32 : 64;
-    static constexpr int SMEM = (BM + 2 * BN) * DP * 2;
-};
 
 template <int DP, bool F16>
 __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
@@ -98,8 +85,6 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
     if (t >= 0) load_tile<DP, BN, THREADS>(sK, kb, a.k_ts, t * BN, lk, D);
     cp_async_commit();
 
-    const int lrow = lane % 8, lmat = lane / 8; /* ldmatrix: this lane's row in its 8x8 matrix, and which matrix */
-
     while (t >= 0) {
         const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
         cp_async_wait_all();
@@ -109,29 +94,7 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
 
         /* S = Q K^T: MT x 16 rows by BN keys per warp */
         float s[MT][BN / 8][4];
-#pragma unroll
-        for (int m = 0; m < MT; m++)
-#pragma unroll
-            for (int n = 0; n < BN / 8; n++) s[m][n][0] = s[m][n][1] = s[m][n][2] = s[m][n][3] = 0;
-#pragma unroll
-        for (int kk = 0; kk < DP / 16; kk++) {
-            if (kk * 16 >= D) break;
-            uint32_t qa[MT][4];
-#pragma unroll
-            for (int m = 0; m < MT; m++)
-                ldmatrix_x4(sQ + swz<DP>((warp * MT + m) * 16 + lrow + (lmat % 2) * 8, kk * 16 + (lmat / 2) * 8),
-                            qa[m][0], qa[m][1], qa[m][2], qa[m][3]);
-#pragma unroll
-            for (int np = 0; np < BN / 16; np++) {
-                uint32_t b0, b1, b2, b3;
-                ldmatrix_x4(sK + swz<DP>(np * 16 + (lmat / 2) * 8 + lrow, kk * 16 + (lmat % 2) * 8), b0, b1, b2, b3);
-#pragma unroll
-                for (int m = 0; m < MT; m++) {
-                    mma_16816<F16>(s[m][2 * np], qa[m], b0, b1);
-                    mma_16816<F16>(s[m][2 * np + 1], qa[m], b2, b3);
-                }
-            }
-        }
+        fwd_mma_s<DP, BN, MT, F16>(s, sQ, sK, warp, lane, D);
 
         /* scores (log2 units), masks, then online softmax or sigmoid weights */
         const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
@@ -147,24 +110,7 @@ __global__ void __launch_bounds__(fwd_tiles<DP>::NWARPS * 32)
         cp_async_commit();
 
         /* O += P V, P rounded to the inputs' type */
-#pragma unroll
-        for (int kk = 0; kk < BN / 16; kk++) {
-            uint32_t pa[MT][4];
-#pragma unroll
-            for (int m = 0; m < MT; m++) fwd_p_fragment<BN, F16>(s[m], kk, pa[m]);
-#pragma unroll
-            for (int dp = 0; dp < DP / 16; dp++) {
-                if (dp * 16 >= D) break;
-                uint32_t b0, b1, b2, b3;
-                ldmatrix_x4_trans(sV + swz<DP>(kk * 16 + (lmat % 2) * 8 + lrow, dp * 16 + (lmat / 2) * 8), b0, b1,
-                                  b2, b3);
-#pragma unroll
-                for (int m = 0; m < MT; m++) {
-                    mma_16816<F16>(o[m][2 * dp], pa[m], b0, b1);
-                    mma_16816<F16>(o[m][2 * dp + 1], pa[m], b2, b3);
-                }
-            }
-        }
+        fwd_mma_pv<DP, BN, MT, F16>(o, s, sV, lane, D);
         t = nt;
     }
     cp_async_wait_all();

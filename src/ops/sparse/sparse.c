@@ -129,6 +129,18 @@ static la_status check_index_memory(const la_context *ctx, const la_block_index 
     return LA_OK;
 }
 
+/* A device backend's calls still read the index on the host (the checks
+ * here, then its launcher's copy): refuse device memory before reading. */
+static la_status check_index_host(const la_backend *be, const la_block_index *x) {
+    if (!be->host_readable || !x) return LA_OK;
+    const void *arrays[4] = {x->offsets, x->key_blocks, x->col_offsets, x->key_cols};
+    static const char *const names[4] = {"index->offsets", "index->key_blocks", "index->col_offsets", "index->key_cols"};
+    la_status s;
+    for (int i = 0; i < 4; i++)
+        if (arrays[i] && (s = be->host_readable(arrays[i], names[i]))) return s;
+    return LA_OK;
+}
+
 la_status la_block_sparse_forward(la_context *ctx, const la_attention_params *p, const la_tensor *q,
                                   const la_tensor *k, const la_tensor *v, const la_block_index *index,
                                   la_tensor *out, la_tensor *lse) {
@@ -136,7 +148,8 @@ la_status la_block_sparse_forward(la_context *ctx, const la_attention_params *p,
     const la_backend *be;
     int64_t rows;
     la_status s = la_attn_forward_prepare(ctx, p, q, k, v, out, lse, &S.fwd, &be);
-    if (s || (s = la_sparse_check_index(index, &S.fwd.a, &S.index, &rows))) return s;
+    if (s || (s = check_index_host(be, index)) || (s = la_sparse_check_index(index, &S.fwd.a, &S.index, &rows)))
+        return s;
     const la_tensor *outs[] = {out, lse};
     const char *names[] = {"out", "lse"};
     if ((s = check_index_memory(ctx, index, rows, outs, names, 2))) return s;
@@ -153,7 +166,8 @@ la_status la_block_sparse_backward(la_context *ctx, const la_attention_params *p
     const la_backend *be;
     int64_t rows;
     la_status s = la_attn_backward_prepare(ctx, p, q, k, v, out, dout, lse, dq, dk, dv, &S.bwd, &be);
-    if (s || (s = la_sparse_check_index(index, &S.bwd.fwd.a, &S.index, &rows))) return s;
+    if (s || (s = check_index_host(be, index)) || (s = la_sparse_check_index(index, &S.bwd.fwd.a, &S.index, &rows)))
+        return s;
     const la_tensor *outs[] = {dq, dk, dv};
     const char *names[] = {"dq", "dk", "dv"};
     if ((s = check_index_memory(ctx, index, rows, outs, names, 3))) return s;
