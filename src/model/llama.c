@@ -257,7 +257,8 @@ static la_status read_prefill_kv(la_session *s, int64_t layer_i, int64_t L, pref
     const int64_t KV = s->m->cfg.n_head_kv * s->m->cfg.head_dim;
     if (!s->kv_mirror || pk->len > L) pk->len = 0;
     la_status st = reserve_prefill(s, pk, L);
-    if (!st) st = la_kv_cache_read(s->kv, layer_i, -1, 0, pk->len, L - pk->len, pk->k + pk->len * KV, pk->v + pk->len * KV);
+    const int64_t at = pk->len;
+    if (!st) st = la_kv_cache_read(s->kv, layer_i, -1, 0, at, L - at, pk->k + at * KV, pk->v + at * KV);
     if (st) return st;
     pk->len = L;
     *out = pk;

@@ -171,8 +171,9 @@ static bool same_head(const la_block_index *x, const la_block_index *y, int64_t 
     for (int64_t b = 0; b < x->num_seqs; b++)
         for (int64_t qb = 0; qb < x->q_blocks; qb++) {
             const int64_t r = (b * x->heads + h) * x->q_blocks + qb, n = x->offsets[r + 1] - x->offsets[r];
+            const size_t bytes = sizeof(int32_t) * (size_t)n;
             if (y->offsets[r + 1] - y->offsets[r] != n ||
-                (n && memcmp(x->key_blocks + x->offsets[r], y->key_blocks + y->offsets[r], sizeof(int32_t) * (size_t)n)))
+                (n && memcmp(x->key_blocks + x->offsets[r], y->key_blocks + y->offsets[r], bytes)))
                 return false;
         }
     return true;
@@ -202,10 +203,10 @@ static void per_head_coverage(uint64_t *rng, la_context *ctx) {
         /* every second case: the first K/V head's query heads all stream (its keys never packed) */
         for (int64_t h = 0; n % 2 && h < R.H / R.Hkv; h++) a.gamma[h] = 0;
         char what[192];
-        snprintf(what, sizeof what, "per head %d (L %lld Lk %lld Hkv %lld bs %lld probes %lld gamma %.2f %.2f %.2f %.2f)",
-                 n, (long long)R.L, (long long)R.Lk, (long long)R.Hkv, (long long)a.o.block_size,
-                 (long long)a.o.probe_rows, (double)a.gamma[0], (double)a.gamma[1], (double)a.gamma[2],
-                 (double)a.gamma[3]);
+        snprintf(what, sizeof what,
+                 "per head %d (L %lld Lk %lld Hkv %lld bs %lld probes %lld gamma %.2f %.2f %.2f %.2f)", n,
+                 (long long)R.L, (long long)R.Lk, (long long)R.Hkv, (long long)a.o.block_size, (long long)a.o.probe_rows,
+                 (double)a.gamma[0], (double)a.gamma[1], (double)a.gamma[2], (double)a.gamma[3]);
         la_block_index x, y;
         sc_check_selector(ctx, &R, run_heads, &a, what, &x);
         la_sparse_static so = a.stream;

@@ -658,7 +658,8 @@ la_status la_sparse_select_topk_heads(la_context *ctx, const la_sparse_topk *o, 
                                       const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
     if (!ctx || !o || !gamma || !stream || !out)
-        return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : !gamma ? "gamma" : !stream ? "stream" : "out");
+        return la_fail(LA_ERR_NULL, "%s is NULL",
+                       !ctx ? "ctx" : !o ? "opts" : !gamma ? "gamma" : !stream ? "stream" : "out");
     return topk_select(ctx, o, gamma, stream, p, q, k, out);
 }
 
