@@ -165,20 +165,6 @@ static void options(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 }
 
-/* Head h of every sequence lists the same blocks in x and y. */
-static bool same_head(const la_block_index *x, const la_block_index *y, int64_t h) {
-    if (x->num_seqs != y->num_seqs || x->q_blocks != y->q_blocks || x->heads != y->heads) return false;
-    for (int64_t b = 0; b < x->num_seqs; b++)
-        for (int64_t qb = 0; qb < x->q_blocks; qb++) {
-            const int64_t r = (b * x->heads + h) * x->q_blocks + qb, n = x->offsets[r + 1] - x->offsets[r];
-            const size_t bytes = sizeof(int32_t) * (size_t)n;
-            if (y->offsets[r + 1] - y->offsets[r] != n ||
-                (n && memcmp(x->key_blocks + x->offsets[r], y->key_blocks + y->offsets[r], bytes)))
-                return false;
-        }
-    return true;
-}
-
 typedef struct {
     la_sparse_topk o;
     float gamma[4];
@@ -217,7 +203,7 @@ static void per_head_coverage(uint64_t *rng, la_context *ctx) {
             TU_EXPECT_STATUS(a.gamma[h] > 0 ? la_sparse_select_topk(ctx, &o, &R.p, &R.q.t, &R.k.t, &y)
                                             : la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &y),
                              LA_OK);
-            tu_check(same_head(&x, &y, h), "%s: head %lld differs from %s", what, (long long)h,
+            tu_check(sc_same_head(&x, &y, h), "%s: head %lld differs from %s", what, (long long)h,
                      a.gamma[h] > 0 ? "la_sparse_select_topk at its coverage" : "static's lists");
             la_block_index_free(&y);
         }
