@@ -945,6 +945,20 @@ LA_API la_sparse_topk la_sparse_topk_default(void);
  * threads. */
 LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *opts, const la_attention_params *p,
                                        const la_tensor *q, const la_tensor *k, la_block_index *out);
+/* Block top-k with a coverage per query head (DuoAttention-style
+ * streaming heads beside top-k heads): head h of each sequence covers
+ * gamma[h] in [0, 1] of its estimated mass (opts->gamma unused, opts->top_k
+ * must be 0), and gamma[h] = 0 makes it a streaming head: the lists
+ * la_sparse_select_static gives under `stream` (whose block_size is unused:
+ * opts' applies), no probes. Head h's lists equal la_sparse_select_topk's
+ * at gamma[h] (static's at 0), but the probes pack each K/V head's keys
+ * once for all its query heads. Dense batches only. Errors as
+ * la_sparse_select_topk's, LA_ERR_NULL for gamma or stream NULL, and
+ * LA_ERR_ARGUMENT for a gamma[h] outside [0, 1], top_k > 0, or a negative
+ * budget in stream. */
+LA_API la_status la_sparse_select_topk_heads(la_context *ctx, const la_sparse_topk *opts, const float *gamma,
+                                             const la_sparse_static *stream, const la_attention_params *p,
+                                             const la_tensor *q, const la_tensor *k, la_block_index *out);
 
 /* Vertical-slash (after MInference), at block granularity: the last
  * `last_queries` query rows' exact softmax attention (per head, over the

@@ -24,6 +24,13 @@ struct la_model {
     layer *layers;
 };
 
+/* One layer's cache read back as f32 for prefill: rows [0, len) equal the
+ * cache's entries [0, len), cap rows allocated. */
+typedef struct {
+    float *k, *v;
+    int64_t cap, len;
+} prefill_kv;
+
 struct la_session {
     const la_model *m;
     la_context *ctx;
@@ -39,8 +46,8 @@ struct la_session {
     void *on_attention_user;
     la_kv_policy_state *pstate;       /* h2o, snapkv, quest, duo: scores, bounds, ragged attention */
     bool prompt_open;                 /* la_session_prompt: evals continue one prompt */
-    float *kf, *vf;                   /* prefill's f32 copy of one layer's cache, kv_cap tokens */
-    int64_t kv_cap;
+    prefill_kv *pkv;                  /* [n_layer] with a mirror, else [1]: prefill's f32 K/V (reserve_prefill) */
+    bool kv_mirror;                   /* pkv mirrors each layer's cache across chunks (full policy, float pages) */
     bool exact;                       /* f32 activations for one-row products (exact_decode) */
     int32_t *positions;               /* [chunk] positions of the chunk's tokens */
     float *x, *xn, *q, *kn, *vn, *att, *ffa, *ffb, *logits_tmp;
@@ -217,6 +224,47 @@ const la_gguf *la_model_gguf(const la_model *m) { return m ? m->gguf : NULL; }
  * in pieces of this many tokens. */
 #define SESSION_CHUNK 512
 
+/* Prefill attends with la_attention_forward, which takes one dense K/V of
+ * q's dtype: a layer's cache is read back as f32 into pk (the values
+ * decode reads, so prefill and decode see the same rounded K/V). Grows
+ * geometrically with the context; the rows it holds move with it. */
+static la_status reserve_prefill(la_session *s, prefill_kv *pk, int64_t tokens) {
+    if (tokens <= pk->cap) return LA_OK;
+    int64_t cap = pk->cap ? pk->cap : 32;
+    while (cap < tokens) cap *= 2;
+    if (cap > s->max_ctx) cap = s->max_ctx;
+    const la_model_config *c = &s->m->cfg;
+    size_t row = (size_t)(c->n_head_kv * c->head_dim) * sizeof(float);
+    float *k = realloc(pk->k, row * (size_t)cap), *v = k ? realloc(pk->v, row * (size_t)cap) : NULL;
+    if (k) pk->k = k;
+    if (!k || !v) return la_fail(LA_ERR_NOMEM, "could not grow the prefill's K/V copy to %lld tokens", (long long)cap);
+    pk->v = v;
+    pk->cap = cap;
+    return LA_OK;
+}
+
+/* The cache was reset or compacted: every layer's copy is read again
+ * whole at its next prefill (the buffers stay). */
+static void forget_prefill_kv(la_session *s) {
+    for (int64_t l = 0; l < (s->kv_mirror ? s->m->cfg.n_layer : 1); l++) s->pkv[l].len = 0;
+}
+
+/* Layer layer_i's cache entries [0, L) as f32 in pk: with the mirror only
+ * the entries appended since its last prefill (decode steps' and this
+ * chunk's) are read; without, all of them. */
+static la_status read_prefill_kv(la_session *s, int64_t layer_i, int64_t L, prefill_kv **out) {
+    prefill_kv *pk = &s->pkv[s->kv_mirror ? layer_i : 0];
+    const int64_t KV = s->m->cfg.n_head_kv * s->m->cfg.head_dim;
+    if (!s->kv_mirror || pk->len > L) pk->len = 0;
+    la_status st = reserve_prefill(s, pk, L);
+    const int64_t at = pk->len;
+    if (!st) st = la_kv_cache_read(s->kv, layer_i, -1, 0, at, L - at, pk->k + at * KV, pk->v + at * KV);
+    if (st) return st;
+    pk->len = L;
+    *out = pk;
+    return LA_OK;
+}
+
 la_session_params la_session_params_default(void) {
     return (la_session_params){.max_ctx = 0, .kv_type = LA_F16, .kv_page_size = LA_SESSION_PAGE_DEFAULT,
                                .kv_policy = {.kind = LA_KV_POLICY_FULL}, .sparse = {.kind = LA_SPARSE_NONE}};
@@ -291,6 +339,18 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
     }
     la_status st = la_kv_cache_create(&kp, &s->kv);
     if (!st && la_kv_policy_has_state(&p->kv_policy)) st = la_kv_policy_state_create(&p->kv_policy, s->kv, &s->pstate);
+    /* Prefill attends over an f32 copy of each layer's cache. With the
+     * full policy and float pages an entry never changes once appended, so
+     * the copy is kept per layer across chunks and calls and grows by the
+     * rows appended since (re-reading the whole layer every chunk was ~10%
+     * of an 8K prefill). Evicting policies compact the cache and quantised
+     * pages re-quantise their f32 window, so those re-read the layer every
+     * chunk into one buffer. The copy costs 8 bytes per K/V element (f32 K
+     * and V): SmolLM2-135M at 8K (30 layers x 3 KV heads x 64) 360 MiB, twice
+     * its f16 cache. */
+    s->kv_mirror = p->kv_policy.kind == LA_KV_POLICY_FULL && kp.quant == LA_KV_QUANT_NONE;
+    if (!st && !(s->pkv = calloc(s->kv_mirror ? (size_t)c->n_layer : 1, sizeof *s->pkv)))
+        st = la_fail(LA_ERR_NOMEM, "could not allocate a session");
     if (st) {
         la_session_free(s);
         return st;
@@ -331,7 +391,8 @@ void la_session_free(la_session *s) {
     la_kv_policy_state_destroy(s->pstate);
     for (int64_t l = 0; s->routing && l < s->m->cfg.n_layer; l++) la_sparse_routing_state_free(s->routing[l]);
     free(s->routing);
-    free(s->kf), free(s->vf), free(s->positions);
+    for (int64_t l = 0; s->pkv && l < (s->kv_mirror ? s->m->cfg.n_layer : 1); l++) free(s->pkv[l].k), free(s->pkv[l].v);
+    free(s->pkv), free(s->positions);
     free(s->x), free(s->xn), free(s->q), free(s->att), free(s->kn), free(s->vn);
     free(s->ffa), free(s->ffb), free(s->logits_tmp), free(s->rope_cs);
     free(s);
@@ -342,30 +403,12 @@ void la_session_reset(la_session *s) {
     s->pos = 0, s->prompt_open = false;
     la_kv_cache_reset(s->kv, -1);
     la_kv_policy_state_reset(s->pstate);
+    forget_prefill_kv(s);
 }
 int64_t la_session_pos(const la_session *s) { return s ? s->pos : 0; }
 size_t la_session_kv_bytes(const la_session *s) { return s ? la_kv_cache_bytes(s->kv) : 0; }
 const la_kv_cache *la_session_kv_cache(const la_session *s) { return s ? s->kv : NULL; }
 const la_kv_policy_state *la_session_kv_policy_state(const la_session *s) { return s ? s->pstate : NULL; }
-
-/* Prefill attends with la_attention_forward, which takes one dense K/V of
- * q's dtype: a layer's cache is read back as f32 into this scratch (the
- * values decode reads, so prefill and decode see the same rounded K/V).
- * Grows geometrically with the context, one layer's worth. */
-static la_status reserve_prefill(la_session *s, int64_t tokens) {
-    if (tokens <= s->kv_cap) return LA_OK;
-    int64_t cap = s->kv_cap ? s->kv_cap : 32;
-    while (cap < tokens) cap *= 2;
-    if (cap > s->max_ctx) cap = s->max_ctx;
-    const la_model_config *c = &s->m->cfg;
-    size_t row = (size_t)(c->n_head_kv * c->head_dim) * sizeof(float);
-    float *k = realloc(s->kf, row * (size_t)cap), *v = k ? realloc(s->vf, row * (size_t)cap) : NULL;
-    if (k) s->kf = k;
-    if (!k || !v) return la_fail(LA_ERR_NOMEM, "could not grow the prefill's K/V scratch to %lld tokens", (long long)cap);
-    s->vf = v;
-    s->kv_cap = cap;
-    return LA_OK;
-}
 
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
@@ -461,7 +504,7 @@ static la_status score_heads(la_session *s, int64_t layer_i, int64_t n, const la
 /* Attention of n new tokens (already in the cache at [pos, pos + n)) over
  * the whole cache, through the library's attention: decode straight over
  * the cache's pages for one token, exact attention over an f32 copy for a
- * prefill. */
+ * prefill (read_prefill_kv). */
 static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     const la_model_config *c = &s->m->cfg;
     /* the cache's entries (s->pos + n for the full cache, fewer after eviction) */
@@ -474,9 +517,10 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     /* stateful policies: ragged heads, Quest's pages (src/kv/policy_state.c) */
     if (s->pstate) return la_kv_policy_attend(s->pstate, s->ctx, &p, s->kv, layer_i, s->q, n, H, s->att);
     if (n == 1) return la_kv_cache_decode(s->ctx, &p, s->kv, layer_i, 0, &q, &o, NULL); /* float or quantised pages */
-    if ((st = reserve_prefill(s, L)) || (st = la_kv_cache_read(s->kv, layer_i, -1, 0, 0, L, s->kf, s->vf))) return st;
-    la_tensor k = la_tensor_contiguous(s->kf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
-    la_tensor v = la_tensor_contiguous(s->vf, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
+    prefill_kv *pk;
+    if ((st = read_prefill_kv(s, layer_i, L, &pk))) return st;
+    la_tensor k = la_tensor_contiguous(pk->k, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
+    la_tensor v = la_tensor_contiguous(pk->v, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
     if (s->on_attention) s->on_attention(s->on_attention_user, layer_i, &q, &k);
     /* block-sparse prefill past the choice's dense layers: select, then attend */
     /* dense attention's key blocks, for la_session_sparse_counts: query
@@ -581,6 +625,7 @@ static la_status drop_unfinished(la_session *s, la_status st) {
             for (int64_t i = keep; i < len; i++) s->positions[i - keep] = (int32_t)i;
             if (len > keep) la_kv_cache_compact(s->kv, l, h, 0, s->positions, len - keep);
         }
+    forget_prefill_kv(s);
     return la_set_error(st, "%s", msg);
 }
 

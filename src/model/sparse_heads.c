@@ -46,71 +46,12 @@ la_sparse_static la_model_stream_opts(const la_sparse_choice *c) {
     return o;
 }
 
-/* Head h's view of t [1, L, heads, D]: [1, L, 1, D], same strides. */
-static la_tensor head_view(const la_tensor *t, int64_t h) {
-    la_tensor v = *t;
-    v.data = (char *)t->data + h * t->stride[2] * (int64_t)la_dtype_size(t->dtype);
-    v.shape[2] = 1;
-    return v;
-}
-
 la_status la_model_select_heads(la_context *ctx, const la_sparse_choice *choice, const float *gamma,
                                 const la_attention_params *p, const la_tensor *q, const la_tensor *k,
                                 la_block_index *out) {
-    memset(out, 0, sizeof *out);
-    const int64_t H = q->shape[2], G = H / k->shape[2];
-    la_block_index *xs = calloc((size_t)H, sizeof *xs);
-    la_status *sts = calloc((size_t)H, sizeof *sts);
-    char(*msgs)[256] = calloc((size_t)H, sizeof *msgs);
-    if (!xs || !sts || !msgs) {
-        free(xs), free(sts), free(msgs);
-        return la_fail(LA_ERR_NOMEM, "out of memory for the per-head indexes");
-    }
+    const la_sparse_topk o = topk_of(choice, 1.0f);
     const la_sparse_static so = la_model_stream_opts(choice);
-    /* one head per thread: inside, the selector's own parallel loop (over
-     * one head) would keep a single thread busy */
-#pragma omp parallel for num_threads(la_context_threads(ctx)) schedule(dynamic, 1)
-    for (int64_t h = 0; h < H; h++) {
-        const la_sparse_topk o = topk_of(choice, gamma[h]);
-        la_attention_params ph = *p;
-        if (p->alibi_slopes) ph.alibi_slopes = p->alibi_slopes + h;
-        const la_tensor qh = head_view(q, h), kh = head_view(k, h / G);
-        /* coverage 0: a streaming head, its forced blocks only and no probes */
-        if ((sts[h] = gamma[h] == 0 ? la_sparse_select_static(&so, &ph, &qh, &kh, &xs[h])
-                                    : la_sparse_select_topk(ctx, &o, &ph, &qh, &kh, &xs[h])))
-            snprintf(msgs[h], sizeof msgs[h], "%s", la_last_error()); /* the message is per thread */
-    }
-    la_status st = LA_OK;
-    int64_t bad = -1, total = 0;
-    for (int64_t h = 0; h < H && bad < 0; h++) {
-        if (sts[h]) bad = h;
-        else total += xs[h].offsets[xs[h].q_blocks];
-    }
-    const int64_t nqb = bad < 0 ? xs[0].q_blocks : 0;
-    if (bad >= 0) {
-        st = la_fail(sts[bad], "head %lld: %s", (long long)bad, msgs[bad]);
-    } else {
-        /* rows (b * H + h) * q_blocks + qb with b = 0: head after head */
-        out->block_size = xs[0].block_size, out->num_seqs = 1, out->heads = H, out->q_blocks = nqb;
-        out->offsets = malloc(sizeof(int64_t) * (size_t)(H * nqb + 1));
-        out->key_blocks = malloc(sizeof(int32_t) * (size_t)(total + 1));
-        if (!out->offsets || !out->key_blocks) {
-            la_block_index_free(out);
-            st = la_fail(LA_ERR_NOMEM, "out of memory joining the per-head indexes");
-        } else {
-            int64_t base = 0;
-            out->offsets[0] = 0;
-            for (int64_t h = 0; h < H; h++) {
-                const int64_t n = xs[h].offsets[nqb];
-                for (int64_t r = 1; r <= nqb; r++) out->offsets[h * nqb + r] = base + xs[h].offsets[r];
-                if (n) memcpy(out->key_blocks + base, xs[h].key_blocks, sizeof(int32_t) * (size_t)n);
-                base += n;
-            }
-        }
-    }
-    for (int64_t h = 0; h < H; h++) la_block_index_free(&xs[h]);
-    free(xs), free(sts), free(msgs);
-    return st ? st : la_succeed();
+    return la_sparse_select_topk_heads(ctx, &o, gamma, &so, p, q, k, out);
 }
 
 /* ---- calibration ---- */

@@ -9,12 +9,12 @@
  * defaults), as static options. */
 la_sparse_static la_model_stream_opts(const la_sparse_choice *choice);
 
-/* The topk selector of `choice` (its probe, sink and local options) run
- * head by head, query head h with coverage gamma[h] (0: a streaming head,
- * la_model_stream_opts' blocks and no probes), over q [1, n, H, D]
- * and k [1, L, Hkv, D] (f32, contiguous), joined into one index of H heads
- * (block LA_SPARSE_BLOCK_DEFAULT). The heads run in parallel on the
- * context's threads. Errors: the selector's. */
+/* The topk selector of `choice` (its probe, sink and local options) with
+ * query head h at coverage gamma[h] (0: a streaming head,
+ * la_model_stream_opts' blocks and no probes), over q [1, n, H, D] and k
+ * [1, L, Hkv, D] (f32, contiguous): la_sparse_select_topk_heads, one
+ * index of H heads (block LA_SPARSE_BLOCK_DEFAULT). Errors: the
+ * selector's. */
 la_status la_model_select_heads(la_context *ctx, const la_sparse_choice *choice, const float *gamma,
                                 const la_attention_params *p, const la_tensor *q, const la_tensor *k,
                                 la_block_index *out);

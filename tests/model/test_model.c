@@ -5,7 +5,8 @@
  * GQA and MQA; logits of one-shot prefill, of prefill in pieces over an
  * existing cache, of single-token decode steps, and of a prompt longer than
  * the session's internal prefill chunk; at every SIMD level. Then the KV
- * cache's size and malformed models and bad calls. */
+ * cache's size, prefill's kept K/V copy against re-reading the cache, and
+ * malformed models and bad calls. */
 #include "gguf_writer.h"
 #include "base/base.h"
 #include "llama_ref.h"
@@ -577,6 +578,61 @@ static void check_streaming_session(const model_spec *spec, uint64_t *rng) {
     free_model(&b);
 }
 
+/* Prefill's f32 copy of the cache (read_prefill_kv in src/model/llama.c):
+ * with the full policy it is kept per layer and grows by the entries
+ * appended since the layer's last prefill; with an evicting policy every
+ * chunk reads the whole layer again, as every prefill did before the copy
+ * was kept. streaming with a budget above the context never evicts, so it
+ * runs that re-reading path over the same cache: every logit must be the
+ * same bits, through what the kept copy must follow: prefill pieces of
+ * several sizes (one longer than the session's 512-token chunk), decode
+ * steps between prefills (entries no prefill read yet), and a reset
+ * followed by a longer prompt (entries replaced under the copy). */
+static void check_prefill_copy(const model_spec *spec, la_dtype kv, uint64_t *rng) {
+    built_model b;
+    build_model(spec, BREAK_NONE, rng, &b);
+    la_model *m = NULL;
+    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    const int64_t V = spec->V, long_piece = quick ? 200 : 600;
+    /* pieces of the two prompts, the reset between them (0); 1 = a decode step */
+    const int64_t pieces[] = {37, 1, 1, 1, 64, 0, 150, 1, 2, 1, long_piece, 1, 9, 33};
+    const int np = (int)(sizeof pieces / sizeof *pieces);
+    int64_t rows = 0;
+    for (int i = 0; i < np; i++) rows += pieces[i];
+    int32_t *tokens = tu_alloc(sizeof(int32_t) * (size_t)rows);
+    for (int64_t i = 0; i < rows; i++) tokens[i] = (int32_t)tu_randint(rng, 0, V - 1);
+    float *logits[2];
+    const char *policies[2] = {"full", "streaming:4096"};
+    for (int pi = 0; m && pi < 2; pi++) {
+        logits[pi] = tu_alloc(sizeof(float) * (size_t)(rows * V));
+        tu_poison(logits[pi], LA_F32, rows * V);
+        la_session_params sp = la_session_params_default();
+        sp.max_ctx = 1024, sp.kv_page_size = 16, sp.kv_type = kv;
+        TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &sp.kv_policy), LA_OK);
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_session_new_with(m, ctx, &sp, &s), LA_OK);
+        for (int64_t i = 0, done = 0; s && i < np; done += pieces[i++]) {
+            if (pieces[i] == 0) la_session_reset(s);
+            else TU_EXPECT_STATUS(la_session_eval(s, tokens + done, pieces[i], logits[pi] + done * V, true), LA_OK);
+        }
+        la_session_free(s);
+    }
+    if (m) {
+        int64_t bad = -1;
+        for (int64_t i = 0; i < rows * V && bad < 0; i++)
+            if (memcmp(&logits[0][i], &logits[1][i], sizeof(float))) bad = i / V;
+        tu_check(bad < 0, "%s, %s KV: prefill over the kept K/V copy differs from re-reading the cache, first at "
+                 "row %lld", spec->name, la_dtype_name(kv), (long long)bad);
+        free(logits[0]), free(logits[1]);
+    }
+    free(tokens);
+    la_context_destroy(ctx);
+    la_model_free(m);
+    free_model(&b);
+}
+
 /* la_session_params.on_attention: every layer's q and k before attention. */
 typedef struct {
     int64_t calls, bad, n_layer, H, Hkv, D, want_n, want_L, next_layer;
@@ -1076,6 +1132,9 @@ int main(void) {
     check_reproducible(&qwen_q8, &rng);
     check_streaming_session(&llama_f32, &rng);
     check_streaming_session(&qwen_q8, &rng);
+    check_prefill_copy(&llama_f32, LA_F16, &rng);
+    check_prefill_copy(&qwen_q8, LA_F32, &rng);
+    check_prefill_copy(&llama_q4, LA_BF16, &rng);
     check_sparse_session(&llama_f32, &rng);
     check_policy_sessions(&llama_f32, &rng);
     check_policy_sessions(&qwen_q8, &rng);

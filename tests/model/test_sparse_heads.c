@@ -13,6 +13,7 @@
  * GQA, keys past the queries), fresh each run. */
 #include "longattn_model.h"
 #include "model/sparse_heads.h"
+#include "select_check.h"
 #include "test_util.h"
 
 #include <math.h>
@@ -29,19 +30,6 @@ static la_tensor make(uint64_t *rng, int64_t L, int64_t heads) {
     /* scale 2: peaked rows, so coverage choices differ between heads and gammas */
     tu_fill(rng, t.data, LA_F32, L * heads * D, -2, 2);
     return t;
-}
-
-/* Head h's lists in x equal head h's lists in y (both over H heads). */
-static bool same_head(const la_block_index *x, const la_block_index *y, int64_t h) {
-    const int64_t nqb = x->q_blocks;
-    if (y->q_blocks != nqb || x->block_size != y->block_size) return false;
-    for (int64_t qb = 0; qb < nqb; qb++) {
-        const int64_t r = h * nqb + qb, n = x->offsets[r + 1] - x->offsets[r];
-        if (y->offsets[r + 1] - y->offsets[r] != n) return false;
-        if (n && memcmp(x->key_blocks + x->offsets[r], y->key_blocks + y->offsets[r], sizeof(int32_t) * (size_t)n))
-            return false;
-    }
-    return true;
 }
 
 static void check_select(la_context *ctx, uint64_t *rng) {
@@ -65,7 +53,7 @@ static void check_select(la_context *ctx, uint64_t *rng) {
             tu_check(false, "topk at %g: %s", (double)gam[h], la_last_error());
             continue;
         }
-        tu_check(same_head(&x, &y, h), "head %lld: per-head lists equal topk's at gamma %g", (long long)h,
+        tu_check(sc_same_head(&x, &y, h), "head %lld: per-head lists equal topk's at gamma %g", (long long)h,
                  (double)gam[h]);
         la_block_index_free(&y);
     }
@@ -89,12 +77,12 @@ static void check_select(la_context *ctx, uint64_t *rng) {
         tu_check(!la_sparse_select_static(&so, &p, &q, &k, &ys), "static: %s", la_last_error());
         for (int64_t h = 0; h < H; h++) {
             if (gz[h] == 0) {
-                tu_check(same_head(&x, &ys, h), "%s head %lld: streaming lists equal static's", opts[oi], (long long)h);
+                tu_check(sc_same_head(&x, &ys, h), "%s head %lld: streaming lists equal static's", opts[oi], (long long)h);
                 continue;
             }
             o.gamma = gz[h];
             tu_check(!la_sparse_select_topk(ctx, &o, &p, &q, &k, &yt), "topk: %s", la_last_error());
-            tu_check(same_head(&x, &yt, h), "%s head %lld: topk lists beside streaming heads", opts[oi], (long long)h);
+            tu_check(sc_same_head(&x, &yt, h), "%s head %lld: topk lists beside streaming heads", opts[oi], (long long)h);
             la_block_index_free(&yt);
         }
         la_block_index_free(&ys);

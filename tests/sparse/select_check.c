@@ -61,6 +61,21 @@ bool sc_same_index(const la_block_index *a, const la_block_index *b) {
                                 !memcmp(a->key_cols, b->key_cols, sizeof(int32_t) * (size_t)a->col_offsets[rows])));
 }
 
+bool sc_same_head(const la_block_index *x, const la_block_index *y, int64_t h) {
+    if (x->block_size != y->block_size || x->num_seqs != y->num_seqs || x->q_blocks != y->q_blocks ||
+        x->heads != y->heads)
+        return false;
+    for (int64_t b = 0; b < x->num_seqs; b++)
+        for (int64_t qb = 0; qb < x->q_blocks; qb++) {
+            const int64_t r = (b * x->heads + h) * x->q_blocks + qb, n = x->offsets[r + 1] - x->offsets[r];
+            const size_t bytes = sizeof(int32_t) * (size_t)n;
+            if (y->offsets[r + 1] - y->offsets[r] != n ||
+                (n && memcmp(x->key_blocks + x->offsets[r], y->key_blocks + y->offsets[r], bytes)))
+                return false;
+        }
+    return true;
+}
+
 /* Valid, and no listed block hidden by the rule. */
 void sc_check_valid(const sc_problem *P, const la_block_index *x, const char *what) {
     la_status s = la_block_index_check(x, P->B, P->H, P->L, P->Lk);

@@ -28,6 +28,9 @@ bool sc_block_visible(const la_attention_params *p, int64_t qb, int64_t kb, int6
 bool sc_listed(const la_block_index *x, int64_t b, int64_t h, int64_t qb, int64_t kb);
 bool sc_listed_key(const la_block_index *x, int64_t b, int64_t h, int64_t qb, int64_t j);
 bool sc_same_index(const la_block_index *a, const la_block_index *b);
+/* Head h of every sequence lists the same key blocks in x and y (same
+ * shapes; extra columns not compared). */
+bool sc_same_head(const la_block_index *x, const la_block_index *y, int64_t h);
 void sc_check_valid(const sc_problem *P, const la_block_index *x, const char *what);
 void sc_brute_quality(const sc_problem *P, const la_block_index *x, double *recall, double *density);
 void sc_check_quality(la_context *ctx, const sc_problem *P, const la_block_index *x, const char *what);

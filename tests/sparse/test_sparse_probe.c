@@ -5,7 +5,11 @@
  * the probes; with the queries of each block equal and no causal mask the
  * probes' estimate is the exact block mass, so coverage gamma gives recall
  * >= gamma (recomputed from the dense probabilities); the choice parser's
- * probe=N option; bad budgets rejected. */
+ * probe=N option; bad budgets rejected. A coverage per query head
+ * (la_sparse_select_topk_heads): each head's lists those of
+ * la_sparse_select_topk at its coverage, or static's at 0, with or without
+ * probes, a K/V head's query heads all streaming among the cases; bad
+ * coverages and options rejected. */
 #include "select_check.h"
 #include "test_util.h"
 
@@ -161,6 +165,77 @@ static void options(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 }
 
+typedef struct {
+    la_sparse_topk o;
+    float gamma[4];
+    la_sparse_static stream;
+} heads_opts;
+
+static la_status run_heads(la_context *ctx, const void *opts, const sc_problem *P, la_block_index *out) {
+    const heads_opts *a = opts;
+    return la_sparse_select_topk_heads(ctx, &a->o, a->gamma, &a->stream, &P->p, &P->q.t, &P->k.t, out);
+}
+
+static void per_head_coverage(uint64_t *rng, la_context *ctx) {
+    const int n_cases = getenv("LONGATTN_TEST_QUICK") ? 6 : 16;
+    for (int n = 0; n < n_cases; n++) {
+        sc_problem R;
+        sc_make_random(&R, rng, true);
+        heads_opts a = {.o = {.block_size = tu_randint(rng, 1, 40), .sink_blocks = tu_randint(rng, 0, 2),
+                              .local_blocks = tu_randint(rng, 0, 2), .probe_rows = n % 3 ? tu_randint(rng, 1, 6) : 0},
+                        .stream = la_sparse_static_default()};
+        a.stream.sink_blocks = tu_randint(rng, 0, 2), a.stream.local_blocks = tu_randint(rng, 1, 3);
+        for (int h = 0; h < 4; h++) a.gamma[h] = tu_randint(rng, 0, 2) ? (float)tu_uniform(rng, 0.3, 1) : 0;
+        /* every second case: the first K/V head's query heads all stream (its keys never packed) */
+        for (int64_t h = 0; n % 2 && h < R.H / R.Hkv; h++) a.gamma[h] = 0;
+        char what[192];
+        snprintf(what, sizeof what,
+                 "per head %d (L %lld Lk %lld Hkv %lld bs %lld probes %lld gamma %.2f %.2f %.2f %.2f)", n,
+                 (long long)R.L, (long long)R.Lk, (long long)R.Hkv, (long long)a.o.block_size, (long long)a.o.probe_rows,
+                 (double)a.gamma[0], (double)a.gamma[1], (double)a.gamma[2], (double)a.gamma[3]);
+        la_block_index x, y;
+        sc_check_selector(ctx, &R, run_heads, &a, what, &x);
+        la_sparse_static so = a.stream;
+        so.block_size = a.o.block_size; /* the heads' block size is opts' */
+        for (int64_t h = 0; h < R.H; h++) {
+            la_sparse_topk o = a.o;
+            o.gamma = a.gamma[h];
+            TU_EXPECT_STATUS(a.gamma[h] > 0 ? la_sparse_select_topk(ctx, &o, &R.p, &R.q.t, &R.k.t, &y)
+                                            : la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &y),
+                             LA_OK);
+            tu_check(sc_same_head(&x, &y, h), "%s: head %lld differs from %s", what, (long long)h,
+                     a.gamma[h] > 0 ? "la_sparse_select_topk at its coverage" : "static's lists");
+            la_block_index_free(&y);
+        }
+        la_block_index_free(&x);
+        sc_drop(&R);
+    }
+    /* bad calls: their status, out zeroed */
+    sc_problem P;
+    sc_make_random(&P, rng, false);
+    heads_opts a = {.o = la_sparse_topk_default(), .gamma = {0.9f, 0, 1, 0.5f}, .stream = la_sparse_static_default()};
+    la_block_index x;
+    TU_EXPECT_STATUS(la_sparse_select_topk_heads(ctx, &a.o, NULL, &a.stream, &P.p, &P.q.t, &P.k.t, &x), LA_ERR_NULL);
+    TU_EXPECT_STATUS(la_sparse_select_topk_heads(ctx, &a.o, a.gamma, NULL, &P.p, &P.q.t, &P.k.t, &x), LA_ERR_NULL);
+    const float bad[] = {-0.1f, 1.5f, NAN};
+    for (int i = 0; i < 3; i++) {
+        a.gamma[2] = bad[i];
+        TU_EXPECT_STATUS(run_heads(ctx, &a, &P, &x), LA_ERR_ARGUMENT);
+        tu_check(strstr(la_last_error(), "gamma[2]") != NULL && x.offsets == NULL,
+                 "gamma[2] = %g: message '%s' does not name it, or out not zeroed", (double)bad[i], la_last_error());
+    }
+    a.gamma[2] = 1, a.o.top_k = 2;
+    TU_EXPECT_STATUS(run_heads(ctx, &a, &P, &x), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "top_k") != NULL, "top_k 2: message '%s'", la_last_error());
+    a.o.top_k = 0, a.stream.local_blocks = -1;
+    TU_EXPECT_STATUS(run_heads(ctx, &a, &P, &x), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "local_blocks") != NULL, "stream local_blocks -1: message '%s'", la_last_error());
+    a.stream.local_blocks = 1;
+    TU_EXPECT_STATUS(run_heads(ctx, &a, &P, &x), LA_OK);
+    la_block_index_free(&x);
+    sc_drop(&P);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -169,6 +244,7 @@ int main(void) {
     needle(&rng, ctx);
     exact_coverage(&rng, ctx);
     options(&rng, ctx);
+    per_head_coverage(&rng, ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }

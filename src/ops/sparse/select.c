@@ -280,6 +280,24 @@ la_status la_sel_varlen(const la_attention_params *p, const la_tensor *q, const 
 
 /* ---- static patterns ---- */
 
+/* One (sequence, head)'s lists: the pattern is the same for every head. */
+static bool static_head(const la_sparse_static *o, const la_sel_shape *S, la_sel_lists *l) {
+    if (!(l->counts = calloc((size_t)S->nqb + 1, sizeof(int64_t)))) return false;
+    for (int64_t qb = 0; qb < S->nqb; qb++) {
+        int64_t i0, i1, kend;
+        la_sel_q_block_rows(S, qb, &i0, &i1, &kend);
+        const int64_t d0 = la_sel_diag_block(S, i0), d1 = la_sel_diag_block(S, i1 - 1), before = l->n;
+        for (int64_t kb = 0; kb < S->nkb; kb++) {
+            bool want = kb < o->sink_blocks || qb < o->global_blocks || kb < o->global_blocks ||
+                        (o->local_blocks > 0 && kb >= d0 - (o->local_blocks - 1) && kb <= d1 + (o->local_blocks - 1)) ||
+                        (o->stride > 0 && kb <= d1 && (d1 - kb) % o->stride == 0);
+            if (want && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
+        }
+        l->counts[qb] = l->n - before;
+    }
+    return true;
+}
+
 static la_status static_seq(void *arg, const la_attention_params *p, const la_tensor *q, const la_tensor *k,
                              int64_t b, la_block_index *out) {
     (void)b;
@@ -304,22 +322,7 @@ la_status la_sparse_select_static(const la_sparse_static *o, const la_attention_
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     if (!lists) return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
     bool ok = true;
-    for (int64_t bh = 0; bh < nbh && ok; bh++) {
-        la_sel_lists *l = &lists[bh];
-        if (!(l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t)))) { ok = false; break; }
-        for (int64_t qb = 0; qb < S.nqb && ok; qb++) {
-            int64_t i0, i1, kend;
-            la_sel_q_block_rows(&S, qb, &i0, &i1, &kend);
-            const int64_t d0 = la_sel_diag_block(&S, i0), d1 = la_sel_diag_block(&S, i1 - 1), before = l->n;
-            for (int64_t kb = 0; kb < S.nkb && ok; kb++) {
-                bool want = kb < o->sink_blocks || qb < o->global_blocks || kb < o->global_blocks ||
-                            (o->local_blocks > 0 && kb >= d0 - (o->local_blocks - 1) && kb <= d1 + (o->local_blocks - 1)) ||
-                            (o->stride > 0 && kb <= d1 && (d1 - kb) % o->stride == 0);
-                if (want && la_sel_block_visible(&S, i0, i1, kend, kb)) ok = la_sel_push(l, (int32_t)kb);
-            }
-            l->counts[qb] = l->n - before;
-        }
-    }
+    for (int64_t bh = 0; bh < nbh && ok; bh++) ok = static_head(o, &S, &lists[bh]);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
 }
@@ -546,32 +549,47 @@ static la_status topk_seq(void *arg, const la_attention_params *p, const la_tens
     return la_sparse_select_topk(a->ctx, a->o, p, q, k, out);
 }
 
-la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const la_attention_params *p,
-                                const la_tensor *q, const la_tensor *k, la_block_index *out) {
-    if (out) memset(out, 0, sizeof *out);
-    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
-    la_sel_shape S;
+static la_status check_topk_budgets(const la_sparse_topk *o) {
     la_status s;
     if ((s = la_sel_check_budget(o->top_k, "top_k")) || (s = la_sel_check_budget(o->sink_blocks, "sink_blocks")) ||
         (s = la_sel_check_budget(o->local_blocks, "local_blocks")) ||
         (s = la_sel_check_budget(o->probe_rows, "probe_rows")))
         return s;
-    if (o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
+    return LA_OK;
+}
+
+/* top-k over a dense batch: gamma NULL takes o->gamma for every head,
+ * else gamma[h] for head h, 0 streaming with so's static lists (the
+ * caller checked ctx, o, out, and so with gamma). */
+static la_status topk_select(la_context *ctx, const la_sparse_topk *o, const float *gamma, const la_sparse_static *so,
+                             const la_attention_params *p, const la_tensor *q, const la_tensor *k,
+                             la_block_index *out) {
+    la_sel_shape S;
+    la_status s;
+    if ((s = check_topk_budgets(o))) return s;
+    if (gamma && ((s = la_sel_check_budget(so->sink_blocks, "sink_blocks")) ||
+                  (s = la_sel_check_budget(so->local_blocks, "local_blocks")) ||
+                  (s = la_sel_check_budget(so->stride, "stride")) ||
+                  (s = la_sel_check_budget(so->global_blocks, "global_blocks"))))
+        return s;
+    if (gamma && o->top_k)
+        return la_fail(LA_ERR_ARGUMENT, "top_k is %lld; a coverage per head needs top_k 0", (long long)o->top_k);
+    if (!gamma && o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
         return la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
-    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
-        seq_arg a = {.ctx = ctx, .o = o};
-        s = la_sel_varlen(p, q, k, o->block_size, topk_seq, &a, out);
-        return s ? s : la_succeed();
-    }
     if ((s = la_sel_check_qk(p, q, k, o->block_size, &S))) return s;
     if (p->score != LA_SCORE_SOFTMAX)
         return la_fail(LA_ERR_UNSUPPORTED, "block top-k estimates softmax mass; sigmoid scores have none");
+    for (int64_t h = 0; gamma && h < S.H; h++)
+        if (!(gamma[h] >= 0 && gamma[h] <= 1))
+            return la_fail(LA_ERR_ARGUMENT, "gamma[%lld] is %g; must be in [0, 1]", (long long)h, (double)gamma[h]);
     const int64_t nbh = S.B * S.H, G = S.H / S.Hkv;
     la_sel_lists *lists = calloc((size_t)nbh, sizeof *lists);
     /* probe rows score the rows themselves against every key: no block means */
     float *qbar = o->probe_rows ? NULL : la_sel_pool_all(ctx, q, S.bs);
     float *kbar = qbar ? la_sel_pool_all(ctx, k, S.bs) : NULL;
-    /* probes: every K/V head's keys packed into panels once, [B * Hkv][npan * LA_SEL_PANEL * D] */
+    /* probes: every K/V head's keys packed into panels once for its G query
+     * heads, [B * Hkv][npan * LA_SEL_PANEL * D]; not for a K/V head whose
+     * query heads all stream */
     const int64_t pan = (S.Lk + LA_SEL_PANEL - 1) / LA_SEL_PANEL * LA_SEL_PANEL * S.D;
     size_t pbytes = 0;
     const bool psize = la_mul_size((size_t)(S.B * S.Hkv), (size_t)(pan > 0 ? pan : 1), &pbytes) &&
@@ -588,9 +606,13 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
         pooled_scratch t;
         if (panels) {
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t bg = 0; bg < S.B * S.Hkv; bg++)
-                LA_ISA_PICK(la_cpu_sel_pack_keys, ctx->simd)(la_sel_head(k, bg / S.Hkv, bg % S.Hkv), k->dtype,
-                                                             k->stride[1], S.Lk, S.D, panels + bg * pan);
+            for (int64_t bg = 0; bg < S.B * S.Hkv; bg++) {
+                bool used = !gamma;
+                for (int64_t h = bg % S.Hkv * G; h < (bg % S.Hkv + 1) * G; h++) used |= gamma && gamma[h] > 0;
+                if (used)
+                    LA_ISA_PICK(la_cpu_sel_pack_keys, ctx->simd)(la_sel_head(k, bg / S.Hkv, bg % S.Hkv), k->dtype,
+                                                                 k->stride[1], S.Lk, S.D, panels + bg * pan);
+            }
         }
         ok = pooled_scratch_init(&t, &S, o->probe_rows);
 #pragma omp for schedule(dynamic, 1)
@@ -598,8 +620,14 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
             if (!ok) continue;
             const int64_t b = bh / S.H, h = bh % S.H;
             la_sel_lists *l = &lists[bh];
+            if (gamma && gamma[h] == 0) { /* a streaming head: so's blocks, no probes */
+                ok = static_head(so, &S, l);
+                continue;
+            }
+            la_sparse_topk oh = *o;
+            if (gamma) oh.gamma = gamma[h];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 topk_head(o, &S, ctx->simd, qbar ? qbar + bh * S.nqb * S.D : NULL,
+                 topk_head(&oh, &S, ctx->simd, qbar ? qbar + bh * S.nqb * S.D : NULL,
                            kbar ? kbar + (b * S.Hkv + h / G) * S.nkb * S.D : NULL, q,
                            panels ? panels + (b * S.Hkv + h / G) * pan : NULL, b, h, &t, l);
         }
@@ -608,6 +636,31 @@ la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const 
     free(qbar), free(kbar), free(panels);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
+}
+
+la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *o, const la_attention_params *p,
+                                const la_tensor *q, const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !out) return la_fail(LA_ERR_NULL, "%s is NULL", !ctx ? "ctx" : !o ? "opts" : "out");
+    if (p && (p->cu_seqlens_q || p->cu_seqlens_k)) {
+        la_status s = check_topk_budgets(o);
+        if (!s && o->top_k == 0 && !(o->gamma > 0 && o->gamma <= 1))
+            s = la_fail(LA_ERR_ARGUMENT, "gamma is %g; must be in (0, 1] (or set top_k)", (double)o->gamma);
+        seq_arg a = {.ctx = ctx, .o = o};
+        if (!s) s = la_sel_varlen(p, q, k, o->block_size, topk_seq, &a, out);
+        return s ? s : la_succeed();
+    }
+    return topk_select(ctx, o, NULL, NULL, p, q, k, out);
+}
+
+la_status la_sparse_select_topk_heads(la_context *ctx, const la_sparse_topk *o, const float *gamma,
+                                      const la_sparse_static *stream, const la_attention_params *p, const la_tensor *q,
+                                      const la_tensor *k, la_block_index *out) {
+    if (out) memset(out, 0, sizeof *out);
+    if (!ctx || !o || !gamma || !stream || !out)
+        return la_fail(LA_ERR_NULL, "%s is NULL",
+                       !ctx ? "ctx" : !o ? "opts" : !gamma ? "gamma" : !stream ? "stream" : "out");
+    return topk_select(ctx, o, gamma, stream, p, q, k, out);
 }
 
 /* ---- vertical-slash ---- */
