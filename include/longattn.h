@@ -1397,10 +1397,10 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    best-voted floor((1 - F) x (BUDGET - R)), and the layer's remaining
  *    F share goes to the best votes of any head (votes are comparable
  *    across heads: each window query's softmax sums to 1), so heads whose
- *    attention is concentrated give entries to diffuse ones; the heads'
- *    counts are then rounded to whole pages (largest remainders), so the
- *    layer holds at most n_kv_heads x BUDGET entries in at most
- *    ceil(n_kv_heads x BUDGET / page_size) pages, as without adapt=.
+ *    attention is concentrated give entries to diffuse ones; the layer
+ *    holds at most n_kv_heads x BUDGET entries (its heads ragged, so up to
+ *    a partial page per head beyond an even split's pages; counts are not
+ *    rounded to pages: that starved heads when BUDGET < page_size).
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,

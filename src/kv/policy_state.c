@@ -648,50 +648,31 @@ static la_status h2o_snap_select(la_kv_policy_state *s, la_context *ctx, la_kv_c
     return LA_OK;
 }
 
-/* Round the heads' kept counts n[h] (summing to T) to whole pages by
- * largest remainders: floor(T / ps) full pages and one partial page of T
- * mod ps entries, so the layer's pages are ceil(T / ps), never more than
- * an even split's. Ties: the earlier head. */
-static void round_to_pages(int64_t *n, bool *done, int64_t heads, int64_t ps) {
-    int64_t T = 0, pages = 0;
-    for (int64_t h = 0; h < heads; h++) T += n[h], pages += n[h] / ps, done[h] = false;
-    int64_t left = T / ps - pages, rest = T % ps;
-    for (int64_t r = 0; r < heads && (left > 0 || rest > 0); r++) {
-        int64_t best = -1;
-        for (int64_t h = 0; h < heads; h++)
-            if (!done[h] && (best < 0 || n[h] % ps > n[best] % ps)) best = h;
-        done[best] = true;
-        n[best] = n[best] / ps * ps + (left > 0 ? ps : rest);
-        if (left > 0) left--;
-        else rest = 0;
-    }
-    for (int64_t h = 0; h < heads; h++)
-        if (!done[h]) n[h] = n[h] / ps * ps;
-}
-
 /* SnapKV's selection with adapt=F (Ada-KV's budget allocation): every
  * head's votes first (window_votes), then each head keeps its best
  * floor((1 - F) x (BUDGET - R)) candidates and the layer's other voted
  * slots go to the best remaining votes of any head, merged head by head
- * (ties: the earlier head); counts rounded to pages, then each head keeps
- * its R newest and its top count by vote (keep_top, the same order). */
+ * (ties: the earlier head); each head then keeps its R newest and its top
+ * count by vote (keep_top, the same order). Counts are not rounded to
+ * pages: rounding a 160-entry share to 256-entry pages left a head its
+ * window alone (README's text at 25%: perplexity 39 -> 145), so a
+ * ragged layer may hold a partial page per head beyond an even split's
+ * pages (the eval's share says how much). */
 static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
-    const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer], ps = s->cp.page_size;
+    const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
     const int64_t last = p->recent > W ? p->recent : W;
     s->pending[layer] = false, s->nwin[layer] = 0;
-    int64_t *len = calloc((size_t)(5 * Hkv + 1), sizeof *len), total = 0;
-    bool *done = malloc((size_t)Hkv);
-    if (!len || !done) {
-        free(len), free(done);
+    int64_t *len = calloc((size_t)(4 * Hkv + 1), sizeof *len), total = 0;
+    if (!len) {
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_end_prompt: no memory");
     }
-    int64_t *pre = len + Hkv, *take = pre + Hkv, *n = take + Hkv, *off = n + Hkv; /* off: Hkv + 1 */
+    int64_t *pre = len + Hkv, *take = pre + Hkv, *off = take + Hkv; /* off: Hkv + 1 */
     for (int64_t h = 0; h < Hkv; h++) {
         len[h] = la_kv_cache_len(c, layer, h, 0);
         if (len[h] < W) {
             const int64_t have = len[h];
-            free(len), free(done);
+            free(len);
             return la_fail(LA_ERR_ARGUMENT, "la_kv_policy_end_prompt: head %lld holds %lld entries, fewer than the "
                            "window's %lld queries",
                            (long long)h, (long long)have, (long long)W);
@@ -701,7 +682,7 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
     }
     const int64_t room = Hkv * p->budget; /* the layer's entries, as Hkv heads of BUDGET */
     if (total <= room) {
-        free(len), free(done);
+        free(len);
         return LA_OK;
     }
     /* per head: votes in slot order (vote) and sorted best first (order) */
@@ -730,16 +711,11 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
             if (best < 0) break;
             take[best]++;
         }
-        for (int64_t h = 0; h < Hkv; h++) n[h] = len[h] - pre[h] + take[h];
-        round_to_pages(n, done, Hkv, ps);
-        for (int64_t h = 0; h < Hkv && !st; h++) {
-            int64_t k = n[h] - (len[h] - pre[h]);
-            k = k < 0 ? 0 : k > pre[h] ? pre[h] : k; /* rounding stays within the head's candidates */
-            if (k < pre[h] && !(st = scratch(s, len[h])))
-                st = keep_top(s, c, layer, h, vote + off[h], k, len[h] - pre[h], NULL, NULL);
-        }
+        for (int64_t h = 0; h < Hkv && !st; h++)
+            if (take[h] < pre[h] && !(st = scratch(s, len[h])))
+                st = keep_top(s, c, layer, h, vote + off[h], take[h], len[h] - pre[h], NULL, NULL);
     }
-    free(vote), free(order), free(len), free(done);
+    free(vote), free(order), free(len);
     return st;
 }
 
