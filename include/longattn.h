@@ -1379,8 +1379,11 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    in a session) appends, scores, then drops to BUDGET (at most BUDGET +
  *    chunk entries between append and eviction). Option decode=grow
  *    (field decode_grow; default decode=evict) makes single-token steps
- *    only score: the cache grows by a token per step after a prompt, as
- *    SnapKV's, and the prompt's selection stands through the reply.
+ *    after a prompt's end (la_kv_policy_end_prompt, until the next
+ *    multi-token call) only score: the cache grows by a token per step, as
+ *    SnapKV's, and the prompt's selection stands through the reply; a
+ *    single-token call before the prompt's end is a piece of the prompt
+ *    and evicts.
  *    Option snap=F (field snap, in [0, 1), default 0) gives S =
  *    floor(F x BUDGET) entries to votes: a prompt's chunks then only
  *    score, and at la_kv_policy_end_prompt a head keeps its R = max(recent,
@@ -1402,7 +1405,16 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    votes, as H2O keeps) and the BUDGET - R best-voted others (ties: the
  *    earlier). Single-token steps
  *    evict nothing: the cache grows by one entry a token after the prefill,
- *    as in the paper.
+ *    as in the paper. Option adapt=F (field adapt, in [0, 1], default 0:
+ *    every head keeps BUDGET) shares the layer's voted entries between
+ *    its KV heads, as Ada-KV (Feng et al. 2024): each head keeps its
+ *    best-voted floor((1 - F) x (BUDGET - R)), and the layer's remaining
+ *    F share goes to the best votes of any head (votes are comparable
+ *    across heads: each window query's softmax sums to 1), so heads whose
+ *    attention is concentrated give entries to diffuse ones; the layer
+ *    holds at most n_kv_heads x BUDGET entries (its heads ragged, so up to
+ *    a partial page per head beyond an even split's pages; counts are not
+ *    rounded to pages: that starved heads when BUDGET < page_size).
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,
@@ -1460,6 +1472,7 @@ typedef struct {
     double share;     /* duo: share of (layer, KV head) pairs that keep the full cache */
     double snap;      /* h2o: share of the budget pinned by a prompt's votes (snap=), in [0, 1) */
     int decode_grow;  /* h2o: 1 = single-token steps evict nothing (decode=grow), 0 = they do (decode=evict) */
+    double adapt;     /* snapkv: share of a layer's voted entries given out across its heads by vote (adapt=), [0, 1] */
     char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
 } la_kv_policy;
 
@@ -1533,7 +1546,8 @@ LA_API la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_
                                      const float *q, int64_t n, int64_t n_heads, float scale);
 /* The prompt fed to (layer, 0) through la_kv_policy_attend / _update, in
  * one or more chunks, is complete: snapkv selects now, its observation
- * window being the prompt's last `window` queries (kept across chunks).
+ * window being the prompt's last `window` queries (kept across chunks);
+ * h2o with decode=grow takes later single-token calls as decode steps.
  * Other policies: nothing. A session calls it after the last chunk of
  * every multi-token la_session_eval. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT
  * (another cache, layer out of range), LA_ERR_NOMEM. */

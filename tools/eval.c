@@ -32,7 +32,7 @@ typedef struct {
     bool task[TASK_COUNT];
     int64_t lengths[MAX_LIST], depths[MAX_LIST];
     int n_lengths, n_depths;
-    int64_t samples, threads, keys, chains, hops, ppl_ctx, ppl_chunks;
+    int64_t samples, threads, keys, chains, hops, ppl_ctx, ppl_chunks, ppl_offset;
     uint64_t seed;
     char *policy_text[MAX_LIST];
     la_kv_policy policy[MAX_LIST];
@@ -61,6 +61,8 @@ static void usage(FILE *f) {
             "  -f FILE          ppl: the text (scripts/get-eval-text.sh: Gutenberg etexts from PyPI's brotli)\n"
             "  --ppl-ctx N      ppl: tokens per chunk, the second half scored (default 1024)\n"
             "  --ppl-chunks N   ppl: chunks at most (default 8; 0 = all)\n"
+            "  --ppl-offset N   ppl: the first chunk starts at token N of the text (default 0), so windows\n"
+            "                   further in can be run alone; each chunk's own perplexity is reported too\n"
             "  --threads N      CPU threads (default: OMP_NUM_THREADS or all cores)\n"
             "  --heatmap PREFIX write PREFIX-TASK-POLICY-TYPE.csv (and .png with gnuplot) for needle and\n"
             "                   multikey (default PREFIX: longattn-eval)\n"
@@ -181,6 +183,7 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         else if (!strcmp(a, "--hops")) ok = cli_parse_i64(CMD, a, v, 0, 16, &o->hops);
         else if (!strcmp(a, "--ppl-ctx")) ok = cli_parse_i64(CMD, a, v, 4, LA_SESSION_MAX_CTX, &o->ppl_ctx);
         else if (!strcmp(a, "--ppl-chunks")) ok = cli_parse_i64(CMD, a, v, 0, INT32_MAX, &o->ppl_chunks);
+        else if (!strcmp(a, "--ppl-offset")) ok = cli_parse_i64(CMD, a, v, 0, INT64_MAX, &o->ppl_offset);
         else if (!strcmp(a, "--threads")) ok = cli_parse_i64(CMD, a, v, 1, 4096, &o->threads);
         else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
@@ -200,6 +203,7 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     const char *problem = !o->model_path                  ? "-m MODEL.gguf is required"
                           : o->task[TASK_PPL] && !o->text_path ? "--task ppl needs -f FILE (scripts/get-eval-text.sh makes one)"
                           : o->text_path && !o->task[TASK_PPL] ? "-f FILE is only for --task ppl"
+                          : o->ppl_offset && !o->task[TASK_PPL] ? "--ppl-offset is only for --task ppl"
                                                                : NULL;
     if (problem) {
         fprintf(stderr, "%s: %s\n", CMD, problem);
@@ -244,6 +248,8 @@ typedef struct {
     double steps, seconds;         /* decode steps (ppl: tokens) and their time */
     int64_t cells;
     double ppl, ppl_err;
+    const double *windows;         /* ppl: each chunk's own perplexity, n_windows of them */
+    int64_t n_windows, offset;
 } summary;
 
 typedef struct {
@@ -282,14 +288,23 @@ static void print_summary(const eval_options *o, const run_id *r, const summary 
         json_string(stdout, r->budget);
         printf(",\"kv_type\":\"%s\",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", r->type_name,
                (long long)s->cells, s->kv_bytes / n, s->share / n);
-        if (r->task == TASK_PPL) printf("\"ppl\":%.4f,\"ppl_err\":%.5f,\"eval_tps\":%.3f}\n", s->ppl, s->ppl_err, tps);
-        else printf("\"accuracy\":%.4f,\"decode_tps\":%.3f}\n", s->score / n, tps);
+        if (r->task == TASK_PPL) {
+            printf("\"ppl\":%.4f,\"ppl_err\":%.5f,\"eval_tps\":%.3f,\"ppl_offset\":%lld,\"ppl_windows\":[", s->ppl,
+                   s->ppl_err, tps, (long long)s->offset);
+            for (int64_t w = 0; w < s->n_windows; w++) printf("%s%.4f", w ? "," : "", s->windows[w]);
+            printf("]}\n");
+        } else printf("\"accuracy\":%.4f,\"decode_tps\":%.3f}\n", s->score / n, tps);
     } else {
         char score[48];
         if (r->task == TASK_PPL) snprintf(score, sizeof score, "ppl %.4f +/- %.4f", s->ppl, s->ppl_err);
         else snprintf(score, sizeof score, "acc %.3f", s->score / n);
         printf("%-9s %-12s %-8s %-5s %5lld %12.0f %6.3f  %-22s %9.2f\n", TASK_NAMES[r->task], r->policy_name,
                r->budget, r->type_name, (long long)s->cells, s->kv_bytes / n, s->share / n, score, tps);
+        if (r->task == TASK_PPL && s->n_windows > 1) {
+            printf("%-9s per chunk from token %lld:", "", (long long)s->offset);
+            for (int64_t w = 0; w < s->n_windows; w++) printf(" %.4f", s->windows[w]);
+            printf("\n");
+        }
     }
     fflush(stdout);
 }
@@ -545,23 +560,29 @@ static int run_ppl_task(const eval_options *o, const model_env *e, la_session *s
                         int64_t n_tokens, const run_id *r) {
     const la_tokenizer *tok = la_model_tokenizer(e->m);
     const int64_t n_vocab = la_model_config_of(e->m)->n_vocab;
-    int64_t n_chunks = n_tokens / o->ppl_ctx;
+    int64_t n_chunks = (n_tokens - o->ppl_offset) / o->ppl_ctx; /* >= 1: cmd_eval checked the offset */
     if (o->ppl_chunks > 0 && n_chunks > o->ppl_chunks) n_chunks = o->ppl_chunks;
     float *logits = malloc((size_t)PPL_EVAL_BATCH * (size_t)n_vocab * sizeof *logits);
-    if (!logits) {
+    double *windows = malloc((size_t)n_chunks * sizeof *windows);
+    if (!logits || !windows) {
+        free(logits), free(windows);
         fprintf(stderr, "%s: out of memory for logits\n", CMD);
         return 1;
     }
     const int32_t bos = la_tokenizer_add_bos(tok) ? la_tokenizer_bos(tok) : -1;
     ppl_tally t = {0};
-    summary sum = {0};
+    summary sum = {.windows = windows, .n_windows = n_chunks, .offset = o->ppl_offset};
     double t0 = la_clock_seconds();
     for (int64_t c = 0; c < n_chunks; c++) {
-        la_status st = score_chunk(s, tokens + c * o->ppl_ctx, o->ppl_ctx, bos, n_vocab, logits, &t);
+        ppl_tally one = {0}; /* this chunk alone, for the spread across windows */
+        la_status st = score_chunk(s, tokens + o->ppl_offset + c * o->ppl_ctx, o->ppl_ctx, bos, n_vocab, logits, &one);
         if (st) {
-            free(logits);
+            free(logits), free(windows);
             return cli_fail(CMD, "perplexity", st);
         }
+        double err;
+        tally_result(&one, &windows[c], &err);
+        t.nll += one.nll, t.nll2 += one.nll2, t.count += one.count;
         size_t kv = la_session_kv_bytes(s);
         double full = full_f16_bytes(s, o->ppl_ctx);
         sum.kv_bytes += (double)kv, sum.share += full > 0 ? (double)kv / full : 0, sum.cells++;
@@ -569,7 +590,7 @@ static int run_ppl_task(const eval_options *o, const model_env *e, la_session *s
     sum.seconds = la_clock_seconds() - t0, sum.steps = (double)(n_chunks * o->ppl_ctx);
     tally_result(&t, &sum.ppl, &sum.ppl_err);
     print_summary(o, r, &sum);
-    free(logits);
+    free(logits), free(windows);
     return 0;
 }
 
@@ -617,9 +638,9 @@ int cmd_eval(int argc, char **argv) {
             rc = cli_fail(CMD, "tokenizing", st);
             goto done;
         }
-        if (n_text_tokens < o.ppl_ctx) {
-            fprintf(stderr, "%s: '%s' has %lld tokens; --ppl-ctx %lld needs at least that many\n", CMD, o.text_path,
-                    (long long)n_text_tokens, (long long)o.ppl_ctx);
+        if (n_text_tokens < o.ppl_ctx || n_text_tokens - o.ppl_ctx < o.ppl_offset) {
+            fprintf(stderr, "%s: '%s' has %lld tokens; --ppl-offset %lld plus --ppl-ctx %lld needs at least that many\n",
+                    CMD, o.text_path, (long long)n_text_tokens, (long long)o.ppl_offset, (long long)o.ppl_ctx);
             rc = 2;
             goto done;
         }

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 
 #define KNOWN \
-    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET, quest:BUDGET, " \
+    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET[:adapt=SHARE], quest:BUDGET, " \
     "duo:BUDGET[:FILE]"
 
 static const struct {
@@ -96,6 +96,10 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
         if (p->pool_avg != 0 && p->pool_avg != 1)
             return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: pool_avg is %d; must be 0 (max) or 1 (avg)",
                            p->pool_avg);
+        if (!(p->adapt >= 0 && p->adapt <= 1))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: adapt %g (the share moved between heads) must be in "
+                           "[0, 1]",
+                           p->adapt);
         return la_succeed();
     case LA_KV_POLICY_QUEST:
         if (p->budget < 1 || p->budget > (1LL << 30) || p->page < 0 || p->page > (1LL << 30))
@@ -135,7 +139,8 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
                 {"file", 1u << LA_KV_POLICY_DUO},
                 {"page", 1u << LA_KV_POLICY_QUEST},
                 {"snap", 1u << LA_KV_POLICY_H2O},
-                {"decode", 1u << LA_KV_POLICY_H2O}};
+                {"decode", 1u << LA_KV_POLICY_H2O},
+                {"adapt", 1u << LA_KV_POLICY_SNAPKV}};
     size_t o = 0;
     while (o < sizeof opts / sizeof *opts && (strlen(opts[o].key) != kn || memcmp(opts[o].key, key, kn))) o++;
     if (o == sizeof opts / sizeof *opts || !(opts[o].kinds >> p->kind & 1))
@@ -158,16 +163,17 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
         else return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': pool must be max or avg", text);
         break;
     case 5:
-    case 8: { /* duo's share of heads; h2o's snap, the voted share of the budget */
+    case 8:
+    case 10: { /* duo's share of heads; h2o's snap, the voted share of the budget; snapkv's adapt */
         char buf[64], *end;
         if (!vn || vn >= sizeof buf)
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s is empty or too long", text, opts[o].key);
         memcpy(buf, val, vn), buf[vn] = 0;
-        double *f = o == 5 ? &p->share : &p->snap;
+        double *f = o == 5 ? &p->share : o == 8 ? &p->snap : &p->adapt;
         *f = strtod(buf, &end);
-        if (*end || !(*f >= 0 && (o == 5 ? *f <= 1 : *f < 1)))
+        if (*end || !(*f >= 0 && (o != 8 ? *f <= 1 : *f < 1)))
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be a number in [0, 1%c, not '%s'", text,
-                           opts[o].key, o == 5 ? ']' : ')', buf);
+                           opts[o].key, o != 8 ? ']' : ')', buf);
         break;
     }
     case 9:

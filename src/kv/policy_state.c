@@ -46,6 +46,8 @@ struct la_kv_policy_state {
     int64_t *nwin;          /* [layers] rows held */
     bool *lwin_ok;          /* [layers] every held row has its log-sum-exp */
     bool *pending;          /* [layers] prefill entries not selected yet */
+    bool *prompt_done;      /* [layers] a prompt ended (la_kv_policy_end_prompt) and no multi-token call came
+                             * since: single-token calls are decode steps (h2o's decode=grow) */
     int64_t win_cap, win_heads;
     float win_scale;
 };
@@ -176,14 +178,14 @@ void la_kv_policy_state_destroy(la_kv_policy_state *s) {
     free(s->score), free(s->n_score), free(s->cap), free(s->lse), free(s->mass), free(s->vote);
     free(s->slots), free(s->order), free(s->kf), free(s->vf), free(s->kmin), free(s->kmax), free(s->bounded);
     free(s->blocks), free(s->retrieval), free(s->qwin), free(s->lwin), free(s->nwin), free(s->lwin_ok);
-    free(s->pending), free(s->pin), free(s->pin_cap);
+    free(s->pending), free(s->prompt_done), free(s->pin), free(s->pin_cap);
     free(s);
 }
 
 void la_kv_policy_state_reset(la_kv_policy_state *s) {
     if (!s) return;
     for (int64_t i = 0; i < s->heads; i++) s->n_score[i] = 0, s->bounded[i] = 0;
-    for (int64_t l = 0; l < s->cp.n_layers; l++) s->nwin[l] = 0, s->pending[l] = false;
+    for (int64_t l = 0; l < s->cp.n_layers; l++) s->nwin[l] = 0, s->pending[l] = false, s->prompt_done[l] = false;
     s->lse_n = 0;
 }
 
@@ -281,8 +283,9 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
     s->nwin = calloc(NL, sizeof *s->nwin);
     s->lwin_ok = calloc(NL, sizeof *s->lwin_ok);
     s->pending = calloc(NL, sizeof *s->pending);
-    if (!s->score || !s->pin || !s->pin_cap || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded || !s->retrieval || !s->qwin ||
-        !s->lwin || !s->nwin || !s->lwin_ok || !s->pending) {
+    s->prompt_done = calloc(NL, sizeof *s->prompt_done);
+    if (!s->score || !s->pin || !s->pin_cap || !s->kmin || !s->kmax || !s->n_score || !s->cap || !s->bounded ||
+        !s->retrieval || !s->qwin || !s->lwin || !s->nwin || !s->lwin_ok || !s->pending || !s->prompt_done) {
         la_kv_policy_state_destroy(s);
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
     }
@@ -645,6 +648,77 @@ static la_status h2o_snap_select(la_kv_policy_state *s, la_context *ctx, la_kv_c
     return LA_OK;
 }
 
+/* SnapKV's selection with adapt=F (Ada-KV's budget allocation): every
+ * head's votes first (window_votes), then each head keeps its best
+ * floor((1 - F) x (BUDGET - R)) candidates and the layer's other voted
+ * slots go to the best remaining votes of any head, merged head by head
+ * (ties: the earlier head); each head then keeps its R newest and its top
+ * count by vote (keep_top, the same order). Counts are not rounded to
+ * pages: rounding a 160-entry share to 256-entry pages left a head its
+ * window alone (README's text at 25%: perplexity 39 -> 145), so a
+ * ragged layer may hold a partial page per head beyond an even split's
+ * pages (the eval's share says how much). */
+static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
+    const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
+    const la_kv_policy *p = &s->p;
+    const int64_t last = p->recent > W ? p->recent : W;
+    s->pending[layer] = false, s->nwin[layer] = 0;
+    int64_t *len = calloc((size_t)(4 * Hkv + 1), sizeof *len), total = 0;
+    if (!len) {
+        return la_fail(LA_ERR_NOMEM, "la_kv_policy_end_prompt: no memory");
+    }
+    int64_t *pre = len + Hkv, *take = pre + Hkv, *off = take + Hkv; /* off: Hkv + 1 */
+    for (int64_t h = 0; h < Hkv; h++) {
+        len[h] = la_kv_cache_len(c, layer, h, 0);
+        if (len[h] < W) {
+            const int64_t have = len[h];
+            free(len);
+            return la_fail(LA_ERR_ARGUMENT, "la_kv_policy_end_prompt: head %lld holds %lld entries, fewer than the "
+                           "window's %lld queries",
+                           (long long)h, (long long)have, (long long)W);
+        }
+        pre[h] = len[h] - last > 0 ? len[h] - last : 0;
+        total += len[h], off[h + 1] = off[h] + pre[h];
+    }
+    const int64_t room = Hkv * p->budget; /* the layer's entries, as Hkv heads of BUDGET */
+    if (total <= room) {
+        free(len);
+        return LA_OK;
+    }
+    /* per head: votes in slot order (vote) and sorted best first (order) */
+    float *vote = malloc(sizeof(float) * (size_t)(off[Hkv] + 1));
+    keyed *order = malloc(sizeof(keyed) * (size_t)(off[Hkv] + 1));
+    la_status st = vote && order ? LA_OK : la_fail(LA_ERR_NOMEM, "la_kv_policy_end_prompt: no memory for votes");
+    for (int64_t h = 0; h < Hkv && !st; h++) {
+        if (!pre[h]) continue;
+        if ((st = scratch(s, len[h])) || (st = window_votes(s, ctx, c, layer, h, len[h], W))) break;
+        for (int64_t j = 0; j < pre[h]; j++) {
+            vote[off[h] + j] = s->vote[j];
+            order[off[h] + j] = (keyed){isnan(s->vote[j]) ? -INFINITY : s->vote[j], (int32_t)j};
+        }
+        qsort(order + off[h], (size_t)pre[h], sizeof *order, by_key_desc);
+    }
+    if (!st) {
+        int64_t voted = room;
+        for (int64_t h = 0; h < Hkv; h++) voted -= len[h] - pre[h]; /* what the newest leave for votes */
+        const int64_t floor_n = (int64_t)((1 - p->adapt) * (double)(p->budget - last));
+        for (int64_t h = 0; h < Hkv; h++) take[h] = pre[h] < floor_n ? pre[h] : floor_n, voted -= take[h];
+        for (; voted > 0; voted--) { /* the best next vote of any head */
+            int64_t best = -1;
+            for (int64_t h = 0; h < Hkv; h++)
+                if (take[h] < pre[h] && (best < 0 || order[off[h] + take[h]].key > order[off[best] + take[best]].key))
+                    best = h;
+            if (best < 0) break;
+            take[best]++;
+        }
+        for (int64_t h = 0; h < Hkv && !st; h++)
+            if (take[h] < pre[h] && !(st = scratch(s, len[h])))
+                st = keep_top(s, c, layer, h, vote + off[h], take[h], len[h] - pre[h], NULL, NULL);
+    }
+    free(vote), free(order), free(len);
+    return st;
+}
+
 la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     static const char *fn = "la_kv_policy_end_prompt";
     if (!s || !c) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : "cache");
@@ -653,10 +727,12 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
         return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
     if (layer < 0 || layer >= cp->n_layers)
         return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    s->prompt_done[layer] = true;
     if (!s->pending[layer]) return LA_OK;
     if (s->p.kind == LA_KV_POLICY_H2O) return h2o_snap_select(s, ctx, c, layer);
     const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
+    if (p->adapt > 0) return snap_select_adapt(s, ctx, c, layer);
     s->pending[layer] = false, s->nwin[layer] = 0;
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, 0);
@@ -681,6 +757,7 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
     const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
     const la_kv_policy *p = &s->p;
+    if (n > 1) s->prompt_done[layer] = false; /* a new prompt (or its first piece) */
     if (p->kind == LA_KV_POLICY_SNAPKV) return snap_remember(s, layer, q, n, H, have_lse, scale);
     /* h2o with snap: a prompt's chunks only score (and keep the window's
      * queries); it selects at la_kv_policy_end_prompt */
@@ -705,8 +782,9 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
                                            have_lse ? s->lse + h * G : NULL, H, s->mass)))
                 return st;
             for (int64_t j = 0; j < len; j++) s->score[i][j] += s->mass[j];
-            /* decode=grow: after a prompt, single-token steps only score (the prompt's selection stands) */
-            if (defer || len <= p->budget || (p->decode_grow && n == 1)) break;
+            /* decode=grow: after a prompt's end, single-token steps only score (the prompt's selection
+             * stands); a one-token call before it is a piece of the prompt and evicts */
+            if (defer || len <= p->budget || (p->decode_grow && n == 1 && s->prompt_done[layer])) break;
             const float *key = s->score[i];
             if (snap > 0) { /* pinned entries rank above every score */
                 for (int64_t j = 0; j < len; j++) s->mass[j] = s->pin[i][j] != 0 ? INFINITY : s->score[i][j];

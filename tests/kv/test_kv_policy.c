@@ -143,7 +143,12 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=0.25:decode=evict", &p), LA_OK);
     tu_check(p.decode_grow == 0 && p.snap == 0.25, "h2o:64:snap=0.25:decode=evict parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100", &p), LA_OK);
-    tu_check(p.window == LA_KV_SNAPKV_WINDOW && p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0, "snapkv defaults");
+    tu_check(p.window == LA_KV_SNAPKV_WINDOW && p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0 && p.adapt == 0,
+             "snapkv defaults");
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:adapt=0.8", &p), LA_OK);
+    tu_check(p.kind == LA_KV_POLICY_SNAPKV && p.adapt == 0.8 && p.recent == 0, "snapkv:100:adapt=0.8 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:adapt=1", &p), LA_OK);
+    tu_check(p.adapt == 1, "snapkv adapt=1 parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_QUEST && p.budget == 512 && p.page == LA_KV_QUEST_PAGE, "quest:512 parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512:page=0", &p), LA_OK);
@@ -167,7 +172,9 @@ static void check_parse(void) {
                          "streaming:64:decode=grow",
                          "snapkv:32", "snapkv:64:kernel=4", "snapkv:64:pool=min", "snapkv:64:recent=64", "quest:0", "quest:64:recent=3", "quest:64:page=x", "snapkv:64:page=4",
                          "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
-                         "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:"};
+                         "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:", "snapkv:64:adapt=1.5",
+                         "snapkv:64:adapt=-0.1", "snapkv:64:adapt=x", "snapkv:64:adapt=0.5:adapt=0.5", "h2o:64:adapt=0.5",
+                         "duo:64:adapt=0.5"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         la_kv_policy q;
         TU_EXPECT_STATUS(la_kv_policy_parse(bad[i], &q), LA_ERR_ARGUMENT);
@@ -184,6 +191,9 @@ static void check_parse(void) {
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .snap = 1.5};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "snap") != NULL, "h2o snap 1.5: message '%s'", la_last_error());
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_SNAPKV, .budget = 50, .window = 8, .kernel = 7, .adapt = 2};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "adapt") != NULL, "snapkv adapt 2: message '%s'", la_last_error());
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .decode_grow = 2};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "decode_grow") != NULL, "h2o decode_grow 2: message '%s'", la_last_error());
@@ -765,6 +775,138 @@ static void check_h2o_snap(la_context *ctx, uint64_t *rng, const int *chunks, in
     }
 }
 
+/* SnapKV with adapt=F (Ada-KV's per-head budgets) on three KV heads whose
+ * window votes are known: head 0's window looks almost only at three
+ * planted keys (concentrated), heads 1 and 2 spread their votes (a ramp on
+ * one key channel orders them, slopes 1 and 2, so no two votes are near a
+ * tie). Expected, from float64 votes: each head keeps its W newest and its
+ * floor((1 - F)(B - W)) best-voted, the layer's other voted slots go to the
+ * best remaining votes of any head. So head 0 gives entries away (fewer
+ * than B), the diffuse heads hold more, and the layer holds exactly as
+ * many entries as an even split (pages: at most a partial one more per
+ * ragged head). adapt=0 is plain SnapKV (every head B). */
+static void check_snapkv_adapt(la_context *ctx, uint64_t *rng, double adapt) {
+    enum { N = 64, H = 3, W = 8, B = 20, PS = 4 };
+    la_kv_cache *c = make_cache(H, PS, 128);
+    float k[N * H * D], v[N * H * D], q[N * H * D], out[N * H * D];
+    tu_fill(rng, k, LA_F32, N * H * D, -0.01, 0.01);
+    tu_fill(rng, v, LA_F32, N * H * D, -1, 1);
+    tu_fill(rng, q, LA_F32, N * H * D, -0.01, 0.01);
+    for (int j = 0; j < N; j++)
+        for (int h = 0; h < H; h++) k[(j * H + h) * D + 1] += 0.05f * (float)(h ? h : 1) * (float)j / 8;
+    const int plant[] = {5, 17, 30};
+    for (int i = 0; i < 3; i++) k[(plant[i] * H + 0) * D] += 12;
+    for (int i = N - W; i < N; i++)
+        for (int h = 0; h < H; h++) q[(i * H + h) * D] += 2, q[(i * H + h) * D + 1] += 4;
+    append(c, N, k, v, 0);
+    char spec[64];
+    snprintf(spec, sizeof spec, "snapkv:%d:window=%d:kernel=1:adapt=%g", B, W, adapt);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) return;
+    /* the reference: float64 votes, floors, merge, page rounding */
+    double vote[H][N - W];
+    int order[H][N - W], take[H], n[H];
+    for (int h = 0; h < H; h++) {
+        double m[N];
+        ref_mass(c, h, q + (N - W) * H * D + h * D, W, 1, H * D, m);
+        for (int j = 0; j < N - W; j++) vote[h][j] = m[j], order[h][j] = j;
+        for (int a = 0; a < N - W; a++) /* best first, ties the earlier slot */
+            for (int b = a + 1; b < N - W; b++)
+                if (vote[h][order[h][b]] > vote[h][order[h][a]]) {
+                    int t = order[h][a];
+                    order[h][a] = order[h][b], order[h][b] = t;
+                }
+        take[h] = (int)((1 - adapt) * (B - W));
+    }
+    tu_check(order[0][0] == 5 || order[0][0] == 17 || order[0][0] == 30, "head 0's votes miss the plants (test setup)");
+    for (int left = H * (B - W) - take[0] - take[1] - take[2]; left > 0; left--) {
+        int best = 0;
+        for (int h = 1; h < H; h++)
+            if (vote[h][order[h][take[h]]] > vote[best][order[best][take[best]]]) best = h;
+        take[best]++;
+    }
+    for (int h = 0; h < H; h++) n[h] = W + take[h];
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, H, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, H, 0), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+    int64_t held = 0, held_pages = 0;
+    for (int h = 0; h < H; h++) {
+        int32_t want[N];
+        bool keep[N] = {false};
+        for (int t = 0; t < n[h] - W; t++) keep[order[h][t]] = true;
+        int w = 0;
+        for (int j = 0; j < N; j++)
+            if (keep[j] || j >= N - W) want[w++] = j;
+        tu_check(holds(c, h, want, w), "%s: head %d does not hold its %d newest and %d best-voted entries (holds %lld)",
+                 spec, h, W, n[h] - W, (long long)la_kv_cache_len(c, 0, h, 0));
+        held += la_kv_cache_len(c, 0, h, 0), held_pages += (la_kv_cache_len(c, 0, h, 0) + PS - 1) / PS;
+    }
+    tu_check(held == H * B && held_pages <= H * B / PS + H - 1,
+             "%s: the layer holds %lld entries in %lld pages; an even split holds %d in %d (+ a partial page per "
+             "ragged head allowed)",
+             spec, (long long)held, (long long)held_pages, H * B, H * B / PS);
+    if (adapt > 0)
+        tu_check(la_kv_cache_len(c, 0, 0, 0) < B && (la_kv_cache_len(c, 0, 1, 0) > B || la_kv_cache_len(c, 0, 2, 0) > B),
+                 "%s: the concentrated head 0 holds %lld entries, heads 1 and 2 %lld and %lld: no budget moved", spec,
+                 (long long)la_kv_cache_len(c, 0, 0, 0), (long long)la_kv_cache_len(c, 0, 1, 0),
+                 (long long)la_kv_cache_len(c, 0, 2, 0));
+    else
+        for (int h = 0; h < H; h++) tu_check(la_kv_cache_len(c, 0, h, 0) == B, "%s: head %d holds %lld", spec, h, (long long)la_kv_cache_len(c, 0, h, 0));
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+/* h2o with decode=grow: a single-token call is a decode step (scores
+ * only) once a prompt has ended (la_kv_policy_end_prompt) and no
+ * multi-token call came since; before that it is a piece of a prompt fed a
+ * token at a time, and evicts down to the budget as any prompt chunk. */
+static void check_h2o_grow_prompt(la_context *ctx, uint64_t *rng) {
+    enum { N = 24, G = 2, BUDGET = 6 };
+    la_kv_cache *c = make_cache(1, 4, 64);
+    float k[N * D], v[N * D], q[N * G * D], out[N * G * D];
+    tu_fill(rng, k, LA_F32, N * D, -0.5, 0.5);
+    tu_fill(rng, v, LA_F32, N * D, -1, 1);
+    tu_fill(rng, q, LA_F32, N * G * D, -0.5, 0.5);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:6:recent=2:decode=grow", &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) return;
+    /* calls: tokens, whether the prompt ends after it, the length wanted after it */
+    static const struct { int n, end, want; } calls[] = {
+        {10, 0, BUDGET}, {1, 0, BUDGET}, {1, 0, BUDGET}, {1, 1, BUDGET}, /* a prompt, its last tokens one by one */
+        {1, 0, BUDGET + 1}, {1, 0, BUDGET + 2},                         /* the reply grows */
+        {3, 0, BUDGET}, {1, 0, BUDGET}, {1, 1, BUDGET}, {1, 0, BUDGET + 1}}; /* the next prompt evicts again */
+    int pos = 0;
+    for (size_t i = 0; i < sizeof calls / sizeof *calls; i++) {
+        const int n = calls[i].n;
+        append(c, n, k + pos * D, v + pos * D, pos);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + pos * G * D, n, G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + pos * G * D, n, G, 0), LA_OK);
+        if (calls[i].end) TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+        pos += n;
+        tu_check(la_kv_cache_len(c, 0, 0, 0) == calls[i].want,
+                 "h2o decode=grow, call %zu (%d tokens%s): %lld entries, want %d", i, n,
+                 calls[i].end ? ", then the prompt's end" : "", (long long)la_kv_cache_len(c, 0, 0, 0), calls[i].want);
+    }
+    /* reset forgets the prompt's end: a one-token call evicts again */
+    la_kv_cache_reset(c, -1);
+    la_kv_policy_state_reset(s);
+    append(c, 8, k, v, 0);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 8, G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 8, G, 0), LA_OK);
+    append(c, 1, k + 8 * D, v + 8 * D, 8);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + 8 * G * D, 1, G, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + 8 * G * D, 1, G, 0), LA_OK);
+    tu_check(la_kv_cache_len(c, 0, 0, 0) == BUDGET, "h2o decode=grow after reset: a prompt token did not evict (%lld)",
+             (long long)la_kv_cache_len(c, 0, 0, 0));
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
 static void check_quest(la_context *ctx, uint64_t *rng) {
     enum { H = 2, G = 2, N = 27, PS = 4 }; /* 7 pages, the last holding 3 */
     la_kv_cache *c = make_cache(H, PS, 64);
@@ -1033,6 +1175,10 @@ int main(void) {
     check_h2o_snap(ctx, &rng, one60, 1, LA_KV_QUANT_NONE);
     check_h2o_snap(ctx, &rng, snap_chunks, 3, LA_KV_QUANT_NONE);
     check_h2o_snap(ctx, &rng, snap_chunks, 3, LA_KV_Q8);
+    check_snapkv_adapt(ctx, &rng, 0);
+    check_snapkv_adapt(ctx, &rng, 0.5);
+    check_snapkv_adapt(ctx, &rng, 1);
+    check_h2o_grow_prompt(ctx, &rng);
     check_quest(ctx, &rng);
     check_quest_quant(ctx, &rng, LA_KV_Q8);
     check_quest_quant(ctx, &rng, LA_KV_Q4);
