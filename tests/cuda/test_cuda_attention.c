@@ -412,6 +412,14 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    /* the warp-specialised kernel (a producer warp, TMA loads, mbarrier
+     * ring); varlen and unaligned operands fall back to the serial loop */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    split_cases(&rng);
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);
     /* and without the key split, which the default uses on such shapes */
     setenv("LA_CUDA_FORWARD_SPLIT", "0", 1);
     split_cases(&rng);
