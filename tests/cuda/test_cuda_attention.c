@@ -419,6 +419,10 @@ int main(void) {
     option_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-pipe", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    split_cases(&rng);
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);
     /* and without the key split, which the default uses on such shapes */
     setenv("LA_CUDA_FORWARD_SPLIT", "0", 1);

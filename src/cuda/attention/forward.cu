@@ -198,8 +198,9 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * kernel's loop: S, softmax, P V in turn, or the next S overlapped with this
  * tile's softmax; =wgmma-persist the serial loop in a persistent grid that
  * loads the next work item during this one's store; =wgmma-ws the
- * warp-specialised kernel (a producer warp, TMA loads; forward_sm90_ws.cu)
- * (tests and benchmarks compare them). */
+ * warp-specialised kernel (a producer warp, TMA loads; forward_sm90_ws.cu),
+ * =wgmma-ws-pipe the same with the next S overlapped with this tile's
+ * softmax (tests and benchmarks compare them). */
 #define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
@@ -233,12 +234,13 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
                      : pick && !strcmp(pick, "wgmma-pipe")    ? 1
                      : pick && !strcmp(pick, "wgmma-persist") ? 2
                      : pick && !strcmp(pick, "wgmma-ws")      ? 3
+                     : pick && !strcmp(pick, "wgmma-ws-pipe") ? 4
                      : sm90_persist_default(a)                ? 2
                                                               : SM90_PIPE_DEFAULT;
     cudaError_t e = cudaSuccess;
     if (!use_wgmma(a)) e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
-    else if (pipe != 3 || !la_cuda_attention_forward_ws(a, stream, &e)) /* ws: the serial loop where it cannot run */
-        e = la_cuda_attention_forward_sm90(a, pipe == 3 ? 0 : pipe, stream);
+    else if (pipe < 3 || !la_cuda_attention_forward_ws(a, pipe == 4, stream, &e)) /* ws: the serial loop where it cannot run */
+        e = la_cuda_attention_forward_sm90(a, pipe < 3 ? pipe : 0, stream);
     if (e != cudaSuccess)
         return la_fail(LA_ERR_DEVICE, "CUDA attention forward launch failed: %s (%s)", cudaGetErrorName(e),
                        cudaGetErrorString(e));

@@ -118,7 +118,7 @@ static __device__ __forceinline__ ws_item ws_item_make(const la_cuda_fwd_args &a
     return it;
 }
 
-template <int DP, bool F16, int STAGES>
+template <int DP, bool F16, int STAGES, bool PIPE>
 __global__ void __launch_bounds__(384, 1)
     attn_fwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
                        const __grid_constant__ CUtensorMap mv, const la_cuda_fwd_args a, int heads_per_chunk,
@@ -191,34 +191,99 @@ __global__ void __launch_bounds__(384, 1)
         if (wg == 1 && t >= 0) named_bar_arrive(1, CONSUMERS);
         int stage = 0;
         uint32_t phase = 0;
-        while (t >= 0) {
-            const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
-            float s[BN / 8][4];
-            mbar_wait(bar_k + 8 * stage, phase);
-            named_bar_sync(my_turn, CONSUMERS);
-            wgmma_fence();
-            fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + stage * T::KV_BYTES);
-            wgmma_commit();
-            if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, CONSUMERS);
-            wgmma_wait<0>();
-
-            const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
-            const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
-            const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
-            fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
-
-            uint32_t pa[BN / 16][4];
+        if constexpr (PIPE) {
+            /* FlashAttention-3's intra-warpgroup overlap on top: the turn
+             * issues the next tile's S and this tile's P V back to back, and
+             * the next tile's softmax runs while this P V is on the tensor
+             * cores; O's rescale by that softmax waits for the next turn. A
+             * stage is released once its P V completed (its K was read by
+             * the S before). The last tile's P V is peeled off the loop. */
+            if (t >= 0) {
+                float s[BN / 8][4];
+                uint32_t pa[BN / 16][4];
+                float alpha[2];
+                mbar_wait(bar_k, 0);
+                wgmma_fence();
+                fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0);
+                wgmma_commit();
+                wgmma_wait<0>();
+                {
+                    const int64_t j0 = t * BN;
+                    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+                    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+                    fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
+                                         !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL), lq, lk, tq, alpha);
+                }
 #pragma unroll
-            for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
-            mbar_wait(bar_v + 8 * stage, phase);
-            wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
-            fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
-            wgmma_commit();
-            wgmma_wait<0>();
-            __syncwarp();
-            if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage's K and V */
-            if (++stage == STAGES) stage = 0, phase ^= 1;
-            t = nt;
+                for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+                int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last);
+                while (nt >= 0) {
+                    const int nstage = stage == STAGES - 1 ? 0 : stage + 1;
+                    const uint32_t nphase = stage == STAGES - 1 ? phase ^ 1 : phase;
+                    mbar_wait(bar_k + 8 * nstage, nphase);
+                    mbar_wait(bar_v + 8 * stage, phase);
+                    if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+                    named_bar_sync(my_turn, CONSUMERS);
+                    wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
+                    fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + nstage * T::KV_BYTES);
+                    wgmma_commit();
+                    fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
+                    wgmma_commit();
+                    named_bar_arrive(their_turn, CONSUMERS);
+                    wgmma_wait<1>(); /* the next S */
+                    const int64_t j0 = nt * BN;
+                    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+                    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+                    fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
+                                         !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL), lq, lk, tq, alpha);
+                    wgmma_wait<0>(); /* this tile's P V: P, O and the stage free again */
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(bar_e + 8 * stage);
+#pragma unroll
+                    for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+                    stage = nstage, phase = nphase;
+                    t = nt;
+                    nt = next_tile(BN, t, sinks, lo_first, hi_last);
+                }
+                mbar_wait(bar_v + 8 * stage, phase);
+                if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+                named_bar_sync(my_turn, CONSUMERS);
+                wgmma_fence();
+                fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
+                wgmma_commit();
+                if (wg == 0) named_bar_arrive(their_turn, CONSUMERS);
+                wgmma_wait<0>();
+            }
+        } else {
+            while (t >= 0) {
+                const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+                float s[BN / 8][4];
+                mbar_wait(bar_k + 8 * stage, phase);
+                named_bar_sync(my_turn, CONSUMERS);
+                wgmma_fence();
+                fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + stage * T::KV_BYTES);
+                wgmma_commit();
+                if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, CONSUMERS);
+                wgmma_wait<0>();
+
+                const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+                const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+                const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+                fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
+
+                uint32_t pa[BN / 16][4];
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+                mbar_wait(bar_v + 8 * stage, phase);
+                wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
+                fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
+                wgmma_commit();
+                wgmma_wait<0>();
+                __syncwarp();
+                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage's K and V */
+                if (++stage == STAGES) stage = 0, phase ^= 1;
+                t = nt;
+            }
         }
         fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b, h, 0, lq, tq, staged,
                                sQ); /* the warpgroup's own Q rows, read for the last time */
@@ -269,20 +334,20 @@ static bool ws_map(CUtensorMap *m, const void *base, int f16, int64_t D, int64_t
                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-template <int DP, bool F16, int STAGES>
+template <int DP, bool F16, int STAGES, bool PIPE>
 static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, const CUtensorMap *mk,
                              const CUtensorMap *mv, cudaStream_t stream) {
     using T = ws_tiles<DP, STAGES>;
-    cudaError_t e = cudaFuncSetAttribute(attn_fwd_ws_kernel<DP, F16, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_ws_kernel<DP, F16, STAGES, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_fwd_ws_kernel<DP, F16, STAGES><<<grid, T::THREADS, T::SMEM, stream>>>(
+    attn_fwd_ws_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(
         *mq, *mk, *mv, *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), fwd_store_staged(a));
     return cudaGetLastError();
 }
 
-extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, void *stream, cudaError_t *err) {
+extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe, void *stream, cudaError_t *err) {
     *err = cudaSuccess;
     if (a->cu_q || a->D > 128) return 0;
     const int rows_q = 128, rows_kv = 128;
@@ -296,7 +361,11 @@ extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, void *str
         return 0;
     }
     cudaStream_t s = (cudaStream_t)stream;
-    if (a->D <= 64) *err = a->f16 ? launch_ws<64, true, 4>(a, &mq, &mk, &mv, s) : launch_ws<64, false, 4>(a, &mq, &mk, &mv, s);
-    else *err = a->f16 ? launch_ws<128, true, 3>(a, &mq, &mk, &mv, s) : launch_ws<128, false, 3>(a, &mq, &mk, &mv, s);
+    if (a->D <= 64)
+        *err = pipe ? (a->f16 ? launch_ws<64, true, 4, true>(a, &mq, &mk, &mv, s) : launch_ws<64, false, 4, true>(a, &mq, &mk, &mv, s))
+                    : (a->f16 ? launch_ws<64, true, 4, false>(a, &mq, &mk, &mv, s) : launch_ws<64, false, 4, false>(a, &mq, &mk, &mv, s));
+    else
+        *err = pipe ? (a->f16 ? launch_ws<128, true, 3, true>(a, &mq, &mk, &mv, s) : launch_ws<128, false, 3, true>(a, &mq, &mk, &mv, s))
+                    : (a->f16 ? launch_ws<128, true, 3, false>(a, &mq, &mk, &mv, s) : launch_ws<128, false, 3, false>(a, &mq, &mk, &mv, s));
     return 1;
 }
