@@ -17,7 +17,8 @@
 
 typedef tu_buf buf;
 
-/* LONGATTN_TEST_QUICK: short lengths only (the compute-sanitizer runs). */
+/* LONGATTN_TEST_QUICK: short lengths only (the compute-sanitizer runs);
+ * LONGATTN_TEST_FWD_ONLY: one forward kernel only (see main). */
 static bool quick;
 
 typedef struct {
@@ -386,6 +387,17 @@ int main(void) {
     uint64_t rng = tu_seed();
     const char *qe = getenv("LONGATTN_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
+    /* LONGATTN_TEST_FWD_ONLY=<kernel>: that forward kernel's cases alone (a
+     * compute-sanitizer run of one kernel) */
+    const char *only = getenv("LONGATTN_TEST_FWD_ONLY");
+    if (only && *only) {
+        setenv("LA_CUDA_FORWARD_KERNEL", only, 1);
+        shape_cases(&rng);
+        option_cases(&rng);
+        varlen_cases(&rng);
+        split_cases(&rng);
+        return tu_finish();
+    }
     bad_inputs(&rng);
     shape_cases(&rng);
     option_cases(&rng);
