@@ -425,18 +425,17 @@ int main(void) {
     option_cases(&rng);
     varlen_cases(&rng);
     /* the warp-specialised kernel (a producer warp, TMA loads, mbarrier
-     * ring); varlen and unaligned operands fall back to the serial loop */
+     * ring), without and with the next S overlapped (the default, run by
+     * the passes above too); varlen and unaligned operands fall back */
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws", 1);
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
-    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-pipe", 1);
-    shape_cases(&rng);
-    option_cases(&rng);
-    split_cases(&rng);
+    /* the persistent grid's key split (its default on such shapes), and
+     * without it */
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);
-    /* and without the key split, which the default uses on such shapes */
+    split_cases(&rng);
     setenv("LA_CUDA_FORWARD_SPLIT", "0", 1);
     split_cases(&rng);
     unsetenv("LA_CUDA_FORWARD_SPLIT");
