@@ -46,7 +46,7 @@ else
 fi
 
 if command -v cuobjdump >/dev/null; then
-    for k in forward forward_sm90 backward backward_sm90 decode; do
+    for k in forward forward_sm90 forward_sm90_ws backward backward_sm90 decode; do
         obj=$(find "$build" -name "$k.cu.o" | head -n 1)
         [ -n "$obj" ] || continue
         cuobjdump --dump-sass "$obj" >"$logs/$k.sass" 2>&1

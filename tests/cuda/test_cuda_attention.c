@@ -17,7 +17,8 @@
 
 typedef tu_buf buf;
 
-/* LONGATTN_TEST_QUICK: short lengths only (the compute-sanitizer runs). */
+/* LONGATTN_TEST_QUICK: short lengths only (the compute-sanitizer runs);
+ * LONGATTN_TEST_FWD_ONLY: one forward kernel only (see main). */
 static bool quick;
 
 typedef struct {
@@ -386,6 +387,17 @@ int main(void) {
     uint64_t rng = tu_seed();
     const char *qe = getenv("LONGATTN_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
+    /* LONGATTN_TEST_FWD_ONLY=<kernel>: that forward kernel's cases alone (a
+     * compute-sanitizer run of one kernel) */
+    const char *only = getenv("LONGATTN_TEST_FWD_ONLY");
+    if (only && *only) {
+        setenv("LA_CUDA_FORWARD_KERNEL", only, 1);
+        shape_cases(&rng);
+        option_cases(&rng);
+        varlen_cases(&rng);
+        split_cases(&rng);
+        return tu_finish();
+    }
     bad_inputs(&rng);
     shape_cases(&rng);
     option_cases(&rng);
@@ -412,7 +424,18 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
-    /* and without the key split, which the default uses on such shapes */
+    /* the warp-specialised kernel (a producer warp, TMA loads, mbarrier
+     * ring), without and with the next S overlapped (the default, run by
+     * the passes above too); varlen and unaligned operands fall back */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    split_cases(&rng);
+    /* the persistent grid's key split (its default on such shapes), and
+     * without it */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);
+    split_cases(&rng);
     setenv("LA_CUDA_FORWARD_SPLIT", "0", 1);
     split_cases(&rng);
     unsetenv("LA_CUDA_FORWARD_SPLIT");

@@ -143,8 +143,10 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * mma.sync kernel anyway; =wgmma-serial / =wgmma-pipe pick the wgmma
  * kernel's loop: S, softmax, P V in turn, or the next S overlapped with this
  * tile's softmax; =wgmma-persist the serial loop in a persistent grid that
- * loads the next work item during this one's store (tests and benchmarks
- * compare them). */
+ * loads the next work item during this one's store; =wgmma-ws the
+ * warp-specialised kernel (a producer warp, TMA loads; forward_sm90_ws.cu),
+ * =wgmma-ws-pipe (the default) the same with the next S overlapped with
+ * this tile's softmax (tests and benchmarks compare them). */
 #define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
@@ -173,14 +175,20 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
         return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
                        (long long)a->D, LA_CUDA_MAX_HEAD_DIM);
     if (a->Lq == 0) return LA_OK;
+    /* the warp-specialised kernel with the next S overlapped by default
+     * (H200, bf16, H 16, D 128, 2026-12-03 tenth session: 1.45-1.65x the
+     * kernels below at 1K-64K, causal and not); where its tensor maps cannot
+     * describe the operands (varlen, unaligned strides) the earlier choice */
     const char *pick = getenv("LA_CUDA_FORWARD_KERNEL");
     const int pipe = pick && !strcmp(pick, "wgmma-serial")    ? 0
                      : pick && !strcmp(pick, "wgmma-pipe")    ? 1
                      : pick && !strcmp(pick, "wgmma-persist") ? 2
-                     : sm90_persist_default(a)                ? 2
-                                                              : SM90_PIPE_DEFAULT;
-    cudaError_t e = use_wgmma(a) ? la_cuda_attention_forward_sm90(a, pipe, stream)
-                    : a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
+                     : pick && !strcmp(pick, "wgmma-ws")      ? 3
+                                                              : 4;
+    cudaError_t e = cudaSuccess;
+    if (!use_wgmma(a)) e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
+    else if (pipe < 3 || !la_cuda_attention_forward_ws(a, pipe == 4, stream, &e))
+        e = la_cuda_attention_forward_sm90(a, pipe < 3 ? pipe : sm90_persist_default(a) ? 2 : SM90_PIPE_DEFAULT, stream);
     if (e != cudaSuccess)
         return la_fail(LA_ERR_DEVICE, "CUDA attention forward launch failed: %s (%s)", cudaGetErrorName(e),
                        cudaGetErrorString(e));

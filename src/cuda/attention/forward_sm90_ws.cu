@@ -1,0 +1,371 @@
+/* Exact attention forward on Hopper (sm_90a), warp-specialised
+ * (LA_CUDA_FORWARD_KERNEL=wgmma-ws; FlashAttention-3's structure, step 1):
+ * a producer warp loads Q once and the K / V tiles with the tensor memory
+ * accelerator (cp.async.bulk.tensor, one copy per 64-column panel, the
+ * 128-byte swizzle writing exactly wgmma.cuh's panel layout, rows and
+ * columns past the tensor's end zero-filled), completing on mbarriers; the
+ * two consumer warpgroups of 64 query rows each compute as the serial
+ * wgmma loop does (S, score step, P V per tile, S issued in turns), with no
+ * load work and no block-wide barrier per tile, so they drift apart and one
+ * warpgroup's softmax can run while the other's products use the tensor
+ * cores.
+ *
+ * The ring: STAGES stages of K and V; per stage a K-full and a V-full
+ * barrier (one arrival: the producer's expect_tx, then the copy's bytes)
+ * and an empty barrier (8 arrivals: lane 0 of each consumer warp after its
+ * P V on the stage completed). Tile i of the item sits in stage i % STAGES;
+ * its waits use parity (i / STAGES) & 1 (consumers on full, the producer on
+ * empty with the opposite parity, which a fresh barrier passes at once).
+ *
+ * Warpgroups 0 and 1 consume (threads 0-255, so the store and the turn
+ * barriers are the serial kernel's), warpgroup 2 produces; setmaxnreg moves
+ * registers from the producer to the consumers. Only where the tensor maps
+ * can describe the operands (no varlen; 16-byte aligned bases and strides);
+ * elsewhere forward.cu runs the serial kernel. */
+#include "cuda/attention/forward_sm90.h"
+#include "cuda/attention/forward_sm90.cuh"
+#include "cuda/attention/block_order.cuh"
+
+#include <cuda.h> /* CUtensorMap and its enums only: the encoder comes through cudaGetDriverEntryPoint */
+#include <stdio.h>
+
+template <int DP, int STAGES> struct ws_tiles {
+    static constexpr int CONSUMERS = 256, THREADS = 384;
+    static constexpr int BM = 128, BN = 128;
+    static constexpr int Q_BYTES = BM * DP * 2, KV_BYTES = BN * DP * 2;
+    static constexpr int BARS = 1 + 3 * STAGES; /* Q full; K full, V full, empty per stage */
+    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024 + 8 * BARS;
+};
+/* producer / consumer registers: 128 * 24 + 256 * 240 = 64512 of the 65536 */
+#define WS_PRODUCER_REGS 24
+#define WS_CONSUMER_REGS 240
+
+/* A wait that gives up: after LA_CUDA_WAIT_LIMIT failed tries (a real wait
+ * lasts microseconds) it stops waiting and counts the event in
+ * la_ws_gave_up, so a barrier bug ends the kernel with wrong output (which
+ * the tests catch) rather than hanging the device. __trap() would say so
+ * more loudly, but a trap in the consumers' branch made ptxas cap them at
+ * the 168 registers of the launch bound (setmaxnreg's 240 unused, 176
+ * bytes spilled): build with LA_CUDA_WAIT_TRAP to trap anyway. 0: no limit. */
+#ifndef LA_CUDA_WAIT_LIMIT
+#define LA_CUDA_WAIT_LIMIT (1u << 22)
+#endif
+__device__ unsigned la_ws_gave_up;
+
+#if LA_WGMMA
+static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+static __device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+    uint32_t done, n = 0;
+    for (;;) {
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\nselp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+        if (done) return;
+        if (LA_CUDA_WAIT_LIMIT && ++n == LA_CUDA_WAIT_LIMIT) {
+#ifdef LA_CUDA_WAIT_TRAP
+            __trap();
+#endif
+            atomicAdd(&la_ws_gave_up, 1u);
+            return;
+        }
+    }
+}
+/* rows of one 64-column panel: box {64, rows, 1, 1} at (c0, c1, c2, c3) */
+static __device__ __forceinline__ void tma_load(uint32_t dst, const CUtensorMap *map, uint32_t bar, int c0, int c1,
+                                                int c2, int c3) {
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4, %5}], [%6];\n" ::"r"(dst),
+                 "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar)
+                 : "memory");
+}
+/* a tile of `rows` rows (all its panels) on barrier bar */
+template <int DP, int ROWS>
+static __device__ __forceinline__ void tma_tile(uint32_t dst, const CUtensorMap *map, uint32_t bar, int64_t row,
+                                                int64_t head, int64_t seq) {
+#pragma unroll
+    for (int p = 0; p < DP / 64; p++) tma_load(dst + p * ROWS * 128, map, bar, p * 64, (int)row, (int)head, (int)seq);
+}
+#endif
+
+/* The block's item, worked out after the roles split: a value live across
+ * setmaxnreg goes to the stack (88 bytes spilled when this was computed
+ * once before the branch). */
+struct ws_item {
+    int64_t h, b, i0, lo_first, hi_first, lo_last, hi_last, sinks, t_first;
+};
+template <int BM, int BN>
+static __device__ __forceinline__ ws_item ws_item_make(const la_cuda_fwd_args &a, int heads_per_chunk) {
+    ws_item it;
+    int64_t ot;
+    const la_score_rule rule = a.rule;
+    block_order(heads_per_chunk, &ot, &it.h, &it.b);
+    it.i0 = (gridDim.x - 1 - ot) * BM; /* heaviest (causal) blocks first */
+    const int64_t i_last = (it.i0 + BM < a.Lq ? it.i0 + BM : a.Lq) - 1;
+    la_rule_key_range(&rule, it.i0, a.Lq, a.Lk, &it.lo_first, &it.hi_first);
+    la_rule_key_range(&rule, i_last, a.Lq, a.Lk, &it.lo_last, &it.hi_last);
+    const int64_t sk = la_rule_sinks(&rule, a.Lk);
+    it.sinks = sk < it.hi_last ? sk : it.hi_last;
+    it.t_first = first_tile(BN, it.sinks, it.lo_first, it.hi_last);
+    return it;
+}
+
+template <int DP, bool F16, int STAGES, bool PIPE>
+__global__ void __launch_bounds__(384, 1)
+    attn_fwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
+                       const __grid_constant__ CUtensorMap mv, const la_cuda_fwd_args a, int heads_per_chunk,
+                       int staged) {
+#if LA_WGMMA
+    using T = ws_tiles<DP, STAGES>;
+    constexpr int BM = T::BM, BN = T::BN, CONSUMERS = T::CONSUMERS;
+    extern __shared__ unsigned char smem[];
+    const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
+    const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
+    const uint32_t bar_q = sV0 + STAGES * T::KV_BYTES, bar_k = bar_q + 8, bar_v = bar_k + 8 * STAGES,
+                   bar_e = bar_v + 8 * STAGES;
+
+    if (threadIdx.x == 0) {
+        mbar_init(bar_q, 1);
+        for (int s = 0; s < STAGES; s++) mbar_init(bar_k + 8 * s, 1), mbar_init(bar_v + 8 * s, 1), mbar_init(bar_e + 8 * s, 8);
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    if (threadIdx.x >= CONSUMERS) {
+        /* the producer: one thread issues every copy */
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(WS_PRODUCER_REGS));
+        if (threadIdx.x == CONSUMERS) {
+            const ws_item it = ws_item_make<BM, BN>(a, heads_per_chunk);
+            const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = it.sinks, lo_first = it.lo_first,
+                          hi_last = it.hi_last, t_first = it.t_first;
+            const int64_t hk = h / (a.H / a.Hkv);
+            mbar_expect_tx(bar_q, T::Q_BYTES);
+            tma_tile<DP, BM>(sQ, &mq, bar_q, i0, h, b);
+            int stage = 0;
+            uint32_t phase = 0;
+            for (int64_t t = t_first; t >= 0; t = next_tile(BN, t, sinks, lo_first, hi_last)) {
+                mbar_wait(bar_e + 8 * stage, phase ^ 1);
+                mbar_expect_tx(bar_k + 8 * stage, T::KV_BYTES);
+                tma_tile<DP, BN>(sK0 + stage * T::KV_BYTES, &mk, bar_k + 8 * stage, t * BN, hk, b);
+                mbar_expect_tx(bar_v + 8 * stage, T::KV_BYTES);
+                tma_tile<DP, BN>(sV0 + stage * T::KV_BYTES, &mv, bar_v + 8 * stage, t * BN, hk, b);
+                if (++stage == STAGES) stage = 0, phase ^= 1;
+            }
+        }
+    } else {
+        asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(WS_CONSUMER_REGS));
+        const ws_item it = ws_item_make<BM, BN>(a, heads_per_chunk);
+        const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = it.sinks, lo_first = it.lo_first,
+                      hi_first = it.hi_first, lo_last = it.lo_last, hi_last = it.hi_last, t_first = it.t_first;
+        const int64_t lq = a.Lq, lk = a.Lk;
+        const la_score_rule rule = a.rule;
+        /* warp w (0..7) owns rows 16 w .. 16 w + 15 of the block, warpgroup
+         * w / 4 rows 64 (w / 4) ..; accumulator rows g and g + 8 per warp */
+        const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4, wg = warp / 4;
+        int64_t row[2], lo[2], hi[2];
+        for (int r = 0; r < 2; r++) {
+            row[r] = i0 + warp * 16 + g + 8 * r;
+            if (row[r] < lq) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
+            else lo[r] = hi[r] = 0;
+        }
+        const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+        float o[DP / 8][4];
+        float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
+#pragma unroll
+        for (int d = 0; d < DP / 8; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0;
+        const uint32_t q_base = sQ + wg * 64 * 128;
+        /* ping-pong of the S products, as in the serial kernel: warpgroup 1
+         * hands the first turn over and skips its hand-over after the last
+         * tile, so every arrival meets a wait */
+        const int my_turn = 1 + wg, their_turn = 2 - wg;
+        mbar_wait(bar_q, 0); /* Q landed (the store stages into its rows, even with no tile) */
+        int64_t t = t_first;
+        if (wg == 1 && t >= 0) named_bar_arrive(1, CONSUMERS);
+        int stage = 0;
+        uint32_t phase = 0;
+        if constexpr (PIPE) {
+            /* FlashAttention-3's intra-warpgroup overlap on top: the turn
+             * issues the next tile's S and this tile's P V back to back, and
+             * the next tile's softmax runs while this P V is on the tensor
+             * cores; O's rescale by that softmax waits for the next turn. A
+             * stage is released once its P V completed (its K was read by
+             * the S before). The last tile's P V is peeled off the loop. */
+            if (t >= 0) {
+                float s[BN / 8][4];
+                uint32_t pa[BN / 16][4];
+                float alpha[2];
+                mbar_wait(bar_k, 0);
+                wgmma_fence();
+                fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0);
+                wgmma_commit();
+                wgmma_wait<0>();
+                {
+                    const int64_t j0 = t * BN;
+                    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+                    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+                    fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
+                                         !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL), lq, lk, tq, alpha);
+                }
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+                int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last);
+                while (nt >= 0) {
+                    const int nstage = stage == STAGES - 1 ? 0 : stage + 1;
+                    const uint32_t nphase = stage == STAGES - 1 ? phase ^ 1 : phase;
+                    mbar_wait(bar_k + 8 * nstage, nphase);
+                    mbar_wait(bar_v + 8 * stage, phase);
+                    if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+                    named_bar_sync(my_turn, CONSUMERS);
+                    wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
+                    fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + nstage * T::KV_BYTES);
+                    wgmma_commit();
+                    fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
+                    wgmma_commit();
+                    named_bar_arrive(their_turn, CONSUMERS);
+                    wgmma_wait<1>(); /* the next S */
+                    const int64_t j0 = nt * BN;
+                    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+                    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+                    fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
+                                         !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL), lq, lk, tq, alpha);
+                    wgmma_wait<0>(); /* this tile's P V: P, O and the stage free again */
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(bar_e + 8 * stage);
+#pragma unroll
+                    for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+                    stage = nstage, phase = nphase;
+                    t = nt;
+                    nt = next_tile(BN, t, sinks, lo_first, hi_last);
+                }
+                mbar_wait(bar_v + 8 * stage, phase);
+                if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+                named_bar_sync(my_turn, CONSUMERS);
+                wgmma_fence();
+                fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
+                wgmma_commit();
+                if (wg == 0) named_bar_arrive(their_turn, CONSUMERS);
+                wgmma_wait<0>();
+            }
+        } else {
+            while (t >= 0) {
+                const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+                float s[BN / 8][4];
+                mbar_wait(bar_k + 8 * stage, phase);
+                named_bar_sync(my_turn, CONSUMERS);
+                wgmma_fence();
+                fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + stage * T::KV_BYTES);
+                wgmma_commit();
+                if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, CONSUMERS);
+                wgmma_wait<0>();
+
+                const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+                const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+                const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+                fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
+
+                uint32_t pa[BN / 16][4];
+#pragma unroll
+                for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
+                mbar_wait(bar_v + 8 * stage, phase);
+                wgmma_fence(); /* after the last register write wgmma reads (P, the rescaled O) */
+                fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
+                wgmma_commit();
+                wgmma_wait<0>();
+                __syncwarp();
+                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage's K and V */
+                if (++stage == STAGES) stage = 0, phase ^= 1;
+                t = nt;
+            }
+        }
+        fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b, h, 0, lq, tq, staged,
+                               sQ); /* the warpgroup's own Q rows, read for the last time */
+    }
+#endif
+}
+
+/* ---------------------------------------------------------------- host side */
+
+typedef CUresult (*ws_encode_fn)(CUtensorMap *, CUtensorMapDataType, cuuint32_t, void *, const cuuint64_t *,
+                                 const cuuint64_t *, const cuuint32_t *, const cuuint32_t *, CUtensorMapInterleave,
+                                 CUtensorMapSwizzle, CUtensorMapL2promotion, CUtensorMapFloatOOBfill);
+
+/* cuTensorMapEncodeTiled from the driver the runtime loaded (the library
+ * links no libcuda); NULL where the driver has none */
+static ws_encode_fn ws_encoder(void) {
+    static ws_encode_fn fn;
+    static int tried;
+    if (!tried) {
+        void *p = NULL;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            fn = (ws_encode_fn)p;
+        tried = 1;
+    }
+    return fn;
+}
+
+/* The map of one operand [seq][token][head][dim] (strides in elements):
+ * dims (D, tokens, heads, seqs), boxes of 64 columns by `rows` tokens,
+ * 128-byte swizzle, zeros past the ends. false where the map cannot
+ * describe it (unaligned base or strides, or the driver refuses). */
+static bool ws_map(CUtensorMap *m, const void *base, int f16, int64_t D, int64_t L, int64_t H, int64_t B, int64_t ts,
+                   int64_t hs, int64_t bs, int rows) {
+    ws_encode_fn enc = ws_encoder();
+    if (!enc || ((uintptr_t)base & 15)) return false;
+    /* a dimension of size 1 is never stepped over: any valid stride does */
+    const int64_t st[3] = {L > 1 ? ts : 8, H > 1 ? hs : 8, B > 1 ? bs : 8};
+    cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)H, (cuuint64_t)B}, strides[3];
+    for (int i = 0; i < 3; i++) {
+        if (st[i] <= 0 || st[i] % 8 || st[i] * 2 >= ((int64_t)1 << 40)) return false;
+        strides[i] = (cuuint64_t)st[i] * 2;
+    }
+    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estr[4] = {1, 1, 1, 1};
+    return enc(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dims,
+               strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+template <int DP, bool F16, int STAGES, bool PIPE>
+static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, const CUtensorMap *mk,
+                             const CUtensorMap *mv, cudaStream_t stream) {
+    using T = ws_tiles<DP, STAGES>;
+    cudaError_t e = cudaFuncSetAttribute(attn_fwd_ws_kernel<DP, F16, STAGES, PIPE>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         T::SMEM);
+    if (e != cudaSuccess) return e;
+    dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
+    attn_fwd_ws_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(
+        *mq, *mk, *mv, *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), fwd_store_staged(a));
+    return cudaGetLastError();
+}
+
+extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe, void *stream, cudaError_t *err) {
+    *err = cudaSuccess;
+    if (a->cu_q || a->D > 128) return 0;
+    const int rows_q = 128, rows_kv = 128;
+    CUtensorMap mq, mk, mv;
+    if (!ws_map(&mq, a->q, a->f16, a->D, a->Lq, a->H, a->num_seqs, a->q_ts, a->q_hs, a->q_bs, rows_q) ||
+        !ws_map(&mk, a->k, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->k_ts, a->k_hs, a->k_bs, rows_kv) ||
+        !ws_map(&mv, a->v, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->v_ts, a->v_hs, a->v_bs, rows_kv)) {
+        static int told;
+        if (!told && getenv("LA_CUDA_DEBUG")) fprintf(stderr, "wgmma-ws: no tensor map for this call, serial kernel instead\n");
+        told = 1;
+        return 0;
+    }
+    cudaStream_t s = (cudaStream_t)stream;
+    if (a->D <= 64)
+        *err = pipe ? (a->f16 ? launch_ws<64, true, 4, true>(a, &mq, &mk, &mv, s) : launch_ws<64, false, 4, true>(a, &mq, &mk, &mv, s))
+                    : (a->f16 ? launch_ws<64, true, 4, false>(a, &mq, &mk, &mv, s) : launch_ws<64, false, 4, false>(a, &mq, &mk, &mv, s));
+    else
+        *err = pipe ? (a->f16 ? launch_ws<128, true, 3, true>(a, &mq, &mk, &mv, s) : launch_ws<128, false, 3, true>(a, &mq, &mk, &mv, s))
+                    : (a->f16 ? launch_ws<128, true, 3, false>(a, &mq, &mk, &mv, s) : launch_ws<128, false, 3, false>(a, &mq, &mk, &mv, s));
+    return 1;
+}
