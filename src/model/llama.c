@@ -249,6 +249,14 @@ static void forget_prefill_kv(la_session *s) {
     for (int64_t l = 0; l < (s->kv_mirror ? s->m->cfg.n_layer : 1); l++) s->pkv[l].len = 0;
 }
 
+/* A decode step does not read the copy: give it back, so a session costs
+ * its cache alone while it generates (the next prefill reads the layer
+ * once, then grows by chunks again). */
+static void release_prefill_kv(prefill_kv *pk) {
+    free(pk->k), free(pk->v);
+    *pk = (prefill_kv){0};
+}
+
 /* Layer layer_i's cache entries [0, L) as f32 in pk: with the mirror only
  * the entries appended since its last prefill (decode steps' and this
  * chunk's) are read; without, all of them. */
@@ -347,7 +355,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
      * pages re-quantise their f32 window, so those re-read the layer every
      * chunk into one buffer. The copy costs 8 bytes per K/V element (f32 K
      * and V): SmolLM2-135M at 8K (30 layers x 3 KV heads x 64) 360 MiB, twice
-     * its f16 cache. */
+     * its f16 cache, while a prompt runs; the first decode step frees it. */
     s->kv_mirror = p->kv_policy.kind == LA_KV_POLICY_FULL && kp.quant == LA_KV_QUANT_NONE;
     if (!st && !(s->pkv = calloc(s->kv_mirror ? (size_t)c->n_layer : 1, sizeof *s->pkv)))
         st = la_fail(LA_ERR_NOMEM, "could not allocate a session");
@@ -516,7 +524,10 @@ static la_status attend(la_session *s, int64_t layer_i, int64_t n) {
     la_status st;
     /* stateful policies: ragged heads, Quest's pages (src/kv/policy_state.c) */
     if (s->pstate) return la_kv_policy_attend(s->pstate, s->ctx, &p, s->kv, layer_i, s->q, n, H, s->att);
-    if (n == 1) return la_kv_cache_decode(s->ctx, &p, s->kv, layer_i, 0, &q, &o, NULL); /* float or quantised pages */
+    if (n == 1) {
+        if (s->kv_mirror) release_prefill_kv(&s->pkv[layer_i]);
+        return la_kv_cache_decode(s->ctx, &p, s->kv, layer_i, 0, &q, &o, NULL); /* float or quantised pages */
+    }
     prefill_kv *pk;
     if ((st = read_prefill_kv(s, layer_i, L, &pk))) return st;
     la_tensor k = la_tensor_contiguous(pk->k, LA_F32, 4, (int64_t[]){1, L, Hkv, D});
