@@ -17,6 +17,17 @@ void sc_make(sc_problem *out, uint64_t *rng, int64_t B, int64_t L, int64_t Lk, i
     if (alibi) P->p.alibi_slopes = P->slopes;
 }
 
+void sc_make_planted(sc_problem *out, uint64_t *rng, int64_t j0, int64_t j1, double key) {
+    la_attention_params causal = la_attention_params_default();
+    causal.causal = 1;
+    sc_make(out, rng, 1, 512, 512, 2, 1, 16, causal, false);
+    for (int64_t i = 0; i < out->L; i++)
+        for (int64_t d = 0; d < out->D; d++)
+            tu_set(&out->q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
+    for (int64_t j = j0; j < j1; j++)
+        for (int64_t d = 0; d < out->D; d++) tu_set(&out->k.t, (int64_t[]){0, j, 0, d}, key);
+}
+
 void sc_drop(sc_problem *P) { tu_buf_free(&P->q), tu_buf_free(&P->k); }
 
 /* The rule, element-wise, written here from the header's words. */

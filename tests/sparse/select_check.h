@@ -22,6 +22,11 @@ typedef struct {
 void sc_make(sc_problem *out, uint64_t *rng, int64_t B, int64_t L, int64_t Lk, int64_t H, int64_t Hkv, int64_t D,
           la_attention_params p, bool alibi);
 void sc_drop(sc_problem *P);
+/* The planted problems: causal, B 1, L = Lk = 512, 2 query heads over 1
+ * K/V head, D 16; head 0's queries near one direction and keys [j0, j1)
+ * of K/V head 0 along it with every component `key` (keys 3, a block;
+ * 4, one column), so a selector must list them. */
+void sc_make_planted(sc_problem *out, uint64_t *rng, int64_t j0, int64_t j1, double key);
 bool sc_visible(const la_attention_params *p, int64_t i, int64_t j, int64_t Lq, int64_t Lk);
 bool sc_block_visible(const la_attention_params *p, int64_t qb, int64_t kb, int64_t bs, int64_t Lq, int64_t Lk);
 /* Whether the row lists key block kb; listed_key: key j, by block or column. */

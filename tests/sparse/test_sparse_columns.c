@@ -179,13 +179,8 @@ static void quality_with_columns(uint64_t *rng, la_context *ctx) {
 
 static void vslash_columns(uint64_t *rng, la_context *ctx) {
     /* a planted column: key 300 points along every query's direction */
-    la_attention_params causal = la_attention_params_default();
-    causal.causal = 1;
     sc_problem P;
-    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
-    for (int64_t i = 0; i < 512; i++)
-        for (int64_t d = 0; d < 16; d++) tu_set(&P.q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
-    for (int64_t d = 0; d < 16; d++) tu_set(&P.k.t, (int64_t[]){0, 300, 0, d}, 4.0);
+    sc_make_planted(&P, rng, 300, 301, 4.0);
     la_sparse_vslash o = la_sparse_vslash_default();
     o.block_size = 32, o.vertical = 1, o.slash = 0, o.columns = 1;
     la_block_index x, xb;

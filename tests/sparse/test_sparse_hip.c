@@ -12,14 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Keys [j0, j1) of head 0 along every query's direction. */
-static void planted(uint64_t *rng, sc_problem *P, int64_t j0, int64_t j1) {
-    for (int64_t i = 0; i < P->L; i++)
-        for (int64_t d = 0; d < P->D; d++) tu_set(&P->q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
-    for (int64_t j = j0; j < j1; j++)
-        for (int64_t d = 0; d < P->D; d++) tu_set(&P->k.t, (int64_t[]){0, j, 0, d}, 3.0);
-}
-
 static double density(la_context *ctx, const sc_problem *P, const la_block_index *x) {
     la_sparse_quality q;
     la_status s = la_block_index_quality(ctx, &P->p, &P->q.t, &P->k.t, x, 0, 1, &q);
@@ -27,11 +19,8 @@ static double density(la_context *ctx, const sc_problem *P, const la_block_index
 }
 
 static void hip_cases(uint64_t *rng, la_context *ctx) {
-    la_attention_params causal = la_attention_params_default();
-    causal.causal = 1;
     sc_problem P;
-    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
-    planted(rng, &P, 5 * 32, 6 * 32);
+    sc_make_planted(&P, rng, 5 * 32, 6 * 32, 3.0);
     la_sparse_hip o = la_sparse_hip_default();
     o.block_size = 32, o.top_k = 1, o.probes = 16, o.sink_blocks = 0, o.local_blocks = 0;
     la_block_index x;
@@ -69,11 +58,8 @@ static void hip_cases(uint64_t *rng, la_context *ctx) {
 }
 
 static void chunk_cases(uint64_t *rng, la_context *ctx) {
-    la_attention_params causal = la_attention_params_default();
-    causal.causal = 1;
     sc_problem P;
-    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
-    planted(rng, &P, 128, 192); /* chunk 2 of 2 blocks of 32 */
+    sc_make_planted(&P, rng, 128, 192, 3.0); /* chunk 2 of 2 blocks of 32 */
     la_sparse_chunks o = la_sparse_chunks_default();
     o.block_size = 32, o.chunk_blocks = 2, o.top_k = 1, o.local_blocks = 1;
     la_block_index x;

@@ -53,14 +53,8 @@ static void static_cases(uint64_t *rng, la_context *ctx) {
 
 static void topk_cases(uint64_t *rng, la_context *ctx) {
     /* a planted block: keys of block 5 point along every query's direction */
-    la_attention_params causal = la_attention_params_default();
-    causal.causal = 1;
     sc_problem P;
-    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
-    for (int64_t i = 0; i < 512; i++)
-        for (int64_t d = 0; d < 16; d++) tu_set(&P.q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
-    for (int64_t j = 5 * 32; j < 6 * 32; j++)
-        for (int64_t d = 0; d < 16; d++) tu_set(&P.k.t, (int64_t[]){0, j, 0, d}, 3.0);
+    sc_make_planted(&P, rng, 5 * 32, 6 * 32, 3.0);
     la_sparse_topk o = la_sparse_topk_default();
     o.block_size = 32, o.top_k = 1;
     la_block_index x;
@@ -103,13 +97,8 @@ static void topk_cases(uint64_t *rng, la_context *ctx) {
 
 static void vslash_cases(uint64_t *rng, la_context *ctx) {
     /* a planted column: key 300 points along every query's direction */
-    la_attention_params causal = la_attention_params_default();
-    causal.causal = 1;
     sc_problem P;
-    sc_make(&P, rng, 1, 512, 512, 2, 1, 16, causal, false);
-    for (int64_t i = 0; i < 512; i++)
-        for (int64_t d = 0; d < 16; d++) tu_set(&P.q.t, (int64_t[]){0, i, 0, d}, 0.5 + 0.1 * tu_uniform(rng, -1, 1));
-    for (int64_t d = 0; d < 16; d++) tu_set(&P.k.t, (int64_t[]){0, 300, 0, d}, 4.0);
+    sc_make_planted(&P, rng, 300, 301, 4.0);
     la_sparse_vslash o = la_sparse_vslash_default();
     o.block_size = 32, o.vertical = 1, o.slash = 0;
     la_block_index x;
