@@ -67,3 +67,21 @@ double attn_forward_flops(const attn_layout *l, int64_t H, int64_t D, int causal
     }
     return causal ? flops / 2 : flops;
 }
+
+void attn_describe(harness_fields *f, const attn_layout *l, la_dtype dt, int64_t H, int64_t Hkv, int64_t D,
+                   int causal, const char *pass) {
+    harness_field_str(f, "dtype", la_dtype_name(dt));
+    if (l->varlen) harness_field_int(f, "seqs", l->nseq);
+    else harness_field_int(f, "B", l->B);
+    harness_field_int(f, "H", H);
+    harness_field_int(f, "Hkv", Hkv);
+    if (!l->varlen && l->Lq == l->Lk) {
+        harness_field_int(f, "L", l->Lq);
+    } else {
+        harness_field_int(f, "Lq", l->varlen ? l->Tq : l->Lq);
+        harness_field_int(f, "Lk", l->varlen ? l->Tk : l->Lk);
+    }
+    harness_field_int(f, "D", D);
+    harness_field_int(f, "causal", causal);
+    harness_field_str(f, "pass", pass);
+}

@@ -35,6 +35,11 @@ la_attention_params attn_params(const la_attention_params *spec, const attn_layo
 /* The reference's options for head h. */
 ref_attn_opts attn_ref_opts(const la_attention_params *p, int64_t D, double alibi_slope);
 
+/* The harness fields naming a case's shape (dtype, batch or sequences,
+ * heads, lengths, D, causal) and its pass. */
+void attn_describe(harness_fields *f, const attn_layout *l, la_dtype dt, int64_t H, int64_t Hkv, int64_t D,
+                   int causal, const char *pass);
+
 /* FLOPs of the forward as FlashAttention counts them: 4 H lq lk D per
  * sequence, halved when causal (the backward is 2.5 times this). */
 double attn_forward_flops(const attn_layout *l, int64_t H, int64_t D, int causal);

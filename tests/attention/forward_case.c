@@ -39,20 +39,7 @@ static void tolerance(la_dtype out_dt, double *atol, double *rtol) {
 
 static void describe(const harness_case *hc, harness_fields *f) {
     const fw_case *c = (const fw_case *)hc;
-    harness_field_str(f, "dtype", la_dtype_name(c->s.dt));
-    if (c->l.varlen) harness_field_int(f, "seqs", c->l.nseq);
-    else harness_field_int(f, "B", c->s.B);
-    harness_field_int(f, "H", c->s.H);
-    harness_field_int(f, "Hkv", c->s.Hkv);
-    if (!c->l.varlen && c->s.Lq == c->s.Lk) {
-        harness_field_int(f, "L", c->s.Lq);
-    } else {
-        harness_field_int(f, "Lq", c->l.varlen ? c->l.Tq : c->s.Lq);
-        harness_field_int(f, "Lk", c->l.varlen ? c->l.Tk : c->s.Lk);
-    }
-    harness_field_int(f, "D", c->s.D);
-    harness_field_int(f, "causal", c->s.p.causal);
-    harness_field_str(f, "pass", "fwd");
+    attn_describe(f, &c->l, c->s.dt, c->s.H, c->s.Hkv, c->s.D, c->s.p.causal, "fwd");
 }
 
 static double flops(const harness_case *hc) {
