@@ -268,6 +268,15 @@ static void check_logits(const char *what, const char *level, const float *got, 
 
 static bool int8_path(int type) { return type == REF_Q8_0 || type == REF_Q4_0 || type == REF_Q4_1; }
 
+/* A fresh file of spec's model (no break), loaded: NULL (with a failed
+ * check) if it does not load; the caller frees both. */
+static la_model *load_built(const model_spec *spec, uint64_t *rng, built_model *b) {
+    build_model(spec, BREAK_NONE, rng, b);
+    la_model *m = NULL;
+    TU_EXPECT_STATUS(la_model_load(b->path, &m), LA_OK);
+    return m;
+}
+
 /* Run `spec` at every SIMD level:
  *   1. all n tokens in one call, every position's logits;
  *   2. the same tokens as a prompt in pieces: a prompt of a tokens (its last
@@ -283,9 +292,7 @@ static bool int8_path(int type) { return type == REF_Q8_0 || type == REF_Q4_0 ||
  * tie, which the two sides may decide differently. */
 static void check_model(const model_spec *spec, la_dtype kv, int64_t n, double tol, double tol_rounded, uint64_t *rng) {
     built_model b;
-    build_model(spec, BREAK_NONE, rng, &b);
-    la_model *m = NULL;
-    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_model *m = load_built(spec, rng, &b);
     if (!m) {
         free_model(&b);
         return;
@@ -452,9 +459,7 @@ static bool stop_never(void *user, int32_t token) {
 
 static void check_reproducible(const model_spec *spec, uint64_t *rng) {
     built_model b;
-    build_model(spec, BREAK_NONE, rng, &b);
-    la_model *m = NULL;
-    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_model *m = load_built(spec, rng, &b);
     const int64_t P = quick ? 270 : 530, steps = 6, V = spec->V;
     int32_t *prompt = tu_alloc(sizeof(int32_t) * (size_t)P), tok0[8], tok1[8], gen0[8], gen1[8];
     for (int64_t i = 0; i < P; i++) prompt[i] = (int32_t)tu_randint(rng, 0, V - 1);
@@ -513,9 +518,7 @@ static void check_reproducible(const model_spec *spec, uint64_t *rng) {
  * holds fewer bytes. */
 static void check_streaming_session(const model_spec *spec, uint64_t *rng) {
     built_model b;
-    build_model(spec, BREAK_NONE, rng, &b);
-    la_model *m = NULL;
-    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_model *m = load_built(spec, rng, &b);
     la_context *ctx;
     la_context_create(&ctx, 2);
     enum { P = 60, STEPS = 5 };
@@ -590,9 +593,7 @@ static void check_streaming_session(const model_spec *spec, uint64_t *rng) {
  * followed by a longer prompt (entries replaced under the copy). */
 static void check_prefill_copy(const model_spec *spec, la_dtype kv, uint64_t *rng) {
     built_model b;
-    build_model(spec, BREAK_NONE, rng, &b);
-    la_model *m = NULL;
-    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_model *m = load_built(spec, rng, &b);
     la_context *ctx;
     la_context_create(&ctx, 2);
     const int64_t V = spec->V, long_piece = quick ? 200 : 600;
@@ -657,9 +658,7 @@ static void observe(void *user, int64_t layer, const la_tensor *q, const la_tens
  * a sparse prefill run; an unknown kind is refused. */
 static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
     built_model b;
-    build_model(spec, BREAK_NONE, rng, &b);
-    la_model *m = NULL;
-    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_model *m = load_built(spec, rng, &b);
     la_context *ctx;
     la_context_create(&ctx, 2);
     enum { P = 150 };
@@ -835,9 +834,7 @@ static void check_sparse_session(const model_spec *spec, uint64_t *rng) {
  * (duo: its retrieval heads keep everything, so heads are ragged). */
 static void check_policy_sessions(const model_spec *spec, uint64_t *rng) {
     built_model b;
-    build_model(spec, BREAK_NONE, rng, &b);
-    la_model *m = NULL;
-    TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+    la_model *m = load_built(spec, rng, &b);
     la_context *ctx;
     la_context_create(&ctx, 2);
     enum { P = 60, STEPS = 5, NP = 9 };
