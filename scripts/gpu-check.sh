@@ -46,11 +46,11 @@ else
 fi
 
 if command -v cuobjdump >/dev/null; then
-    for k in forward forward_sm90 forward_sm90_ws backward backward_sm90 decode; do
+    for k in forward forward_sm90 forward_sm90_ws backward backward_sm90 backward_sm90_ws decode; do
         obj=$(find "$build" -name "$k.cu.o" | head -n 1)
         [ -n "$obj" ] || continue
         cuobjdump --dump-sass "$obj" >"$logs/$k.sass" 2>&1
-        note "SASS $k.cu.o: $(grep -c HMMA "$logs/$k.sass") HMMA, $(grep -c HGMMA "$logs/$k.sass") HGMMA, $(grep -cE 'LDL|STL' "$logs/$k.sass") LDL/STL"
+        note "SASS $k.cu.o: $(grep -c HMMA "$logs/$k.sass") HMMA, $(grep -c HGMMA "$logs/$k.sass") HGMMA, $(grep -c UTMALDG "$logs/$k.sass") UTMALDG, $(grep -cE 'LDL|STL' "$logs/$k.sass") LDL/STL"
     done
 fi
 
@@ -60,12 +60,14 @@ for t in $tests; do
     rc=$?
     grep -E "FAIL" "$logs/test_cuda_$t.log" | head -20
     note "test_cuda_$t: exit $rc, $(tail -n 1 "$logs/test_cuda_$t.log") ($(($(date +%s) - t0)) s)"
-    if [ "$t" = backward ]; then # the mma.sync backward too (the default on Hopper is the wgmma one)
-        t0=$(date +%s)
-        LA_CUDA_BACKWARD_KERNEL=mma timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_mma.log" 2>&1
-        rc=$?
-        grep -E "FAIL" "$logs/test_cuda_${t}_mma.log" | head -20
-        note "test_cuda_$t (LA_CUDA_BACKWARD_KERNEL=mma): exit $rc, $(tail -n 1 "$logs/test_cuda_${t}_mma.log") ($(($(date +%s) - t0)) s)"
+    if [ "$t" = backward ]; then # the mma.sync and warp-specialised backwards too (the default on Hopper: wgmma)
+        for k in mma wgmma-ws; do
+            t0=$(date +%s)
+            LA_CUDA_BACKWARD_KERNEL=$k timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_$k.log" 2>&1
+            rc=$?
+            grep -E "FAIL" "$logs/test_cuda_${t}_$k.log" | head -20
+            note "test_cuda_$t (LA_CUDA_BACKWARD_KERNEL=$k): exit $rc, $(tail -n 1 "$logs/test_cuda_${t}_$k.log") ($(($(date +%s) - t0)) s)"
+        done
     fi
 done
 
