@@ -60,8 +60,8 @@ for t in $tests; do
     rc=$?
     grep -E "FAIL" "$logs/test_cuda_$t.log" | head -20
     note "test_cuda_$t: exit $rc, $(tail -n 1 "$logs/test_cuda_$t.log") ($(($(date +%s) - t0)) s)"
-    if [ "$t" = backward ]; then # the mma.sync and warp-specialised backwards too (the default on Hopper: wgmma)
-        for k in mma wgmma-ws; do
+    if [ "$t" = backward ]; then # the mma.sync and the earlier wgmma backwards too (the default on Hopper: wgmma-ws)
+        for k in mma wgmma; do
             t0=$(date +%s)
             LA_CUDA_BACKWARD_KERNEL=$k timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_$k.log" 2>&1
             rc=$?

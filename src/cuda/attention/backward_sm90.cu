@@ -180,11 +180,12 @@ template <bool F16, bool DQ> static cudaError_t launch_dp(const la_cuda_bwd_args
     return a->D == 64 ? launch<64, F16, DQ>(a, stream) : launch<128, F16, DQ>(a, stream);
 }
 
-/* LA_CUDA_BACKWARD_KERNEL=wgmma-ws: the warp-specialised kernel
- * (backward_sm90_ws.cu) where it applies; not the default (yet) */
+/* The warp-specialised kernel (backward_sm90_ws.cu) where it applies,
+ * unless LA_CUDA_BACKWARD_KERNEL=wgmma picks the earlier one (or mma the
+ * mma.sync kernel, decided in backward.cu) */
 static bool backward_ws_picked(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_KERNEL");
-    return pick && !strcmp(pick, "wgmma-ws");
+    return !pick || strcmp(pick, "wgmma");
 }
 
 extern "C" int la_cuda_attention_backward_sm90_usable(void) {

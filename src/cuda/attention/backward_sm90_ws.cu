@@ -42,14 +42,6 @@ template <int DP, int STAGES> struct bws_tiles {
 #define BWS_PRODUCER_REGS 24
 #define BWS_CONSUMER_REGS 240
 
-#if LA_WGMMA
-/* arrive on bar once this thread's earlier cp.async copies completed (the
- * barrier's count includes this arrival) */
-static __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar) {
-    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
-}
-#endif
-
 template <int DP, bool F16, int STAGES>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mdo,
@@ -93,20 +85,23 @@ __global__ void __launch_bounds__(384, 1)
             const int64_t i0 = t * BQ;
             mbar_wait(bar_e + 8 * stage, phase ^ 1);
             const uint32_t bar = bar_f + 8 * stage, ld = sLD + stage * T::LD;
-#pragma unroll
-            for (int r = lane; r < BQ; r += 32) {
-                const int64_t i = i0 + r;
-                const bool in = i < w.lq;
-                const int64_t off = in ? (wrow + i) * a.H + h : 0;
-                cp_async4(ld + r * 4, a.lse2 + off, in ? 4 : 0);
-                cp_async4(ld + (BQ + r) * 4, a.delta + off, in ? 4 : 0);
-            }
-            cp_async_mbar_arrive(bar);
             if (lane == 0) {
                 mbar_expect_tx(bar, 2 * T::QT);
                 tma_tile<DP, BQ>(sQ0 + stage * T::QT, &mq, bar, i0, h, w.b);
                 tma_tile<DP, BQ>(sdO0 + stage * T::QT, &mdo, bar, i0, h, w.b);
             }
+            /* lse2 and delta by plain loads, stored before this lane's
+             * arrival (its release orders them for the consumers' wait) */
+#pragma unroll
+            for (int r = lane; r < BQ; r += 32) {
+                const int64_t i = i0 + r;
+                const bool in = i < w.lq;
+                const int64_t off = in ? (wrow + i) * a.H + h : 0;
+                const float l2 = in ? __ldg(a.lse2 + off) : 0.0f, dl = in ? __ldg(a.delta + off) : 0.0f;
+                asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(ld + r * 4), "f"(l2) : "memory");
+                asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(ld + (BQ + r) * 4), "f"(dl) : "memory");
+            }
+            mbar_arrive(bar);
             if (++t == w.thi) t = w.tlo, h++;
             if (++stage == STAGES) stage = 0, phase ^= 1;
         }
