@@ -470,6 +470,22 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
     return part[STEP_LEVELS];
 }
 
+/* Blocks of LA_VL channels whose rows are one vector each (Mamba's N 16 on
+ * AVX-512) and back to back in A and the state (as the API lays them out):
+ * strides and counts are constants, so the unrolled rows address by fixed
+ * offsets from three pointers. (In step_block's general loop the compiler
+ * kept a pointer per unrolled row for each of A, hs and hd, 48 of them,
+ * on the stack, and added the stride to each one per block.) ys[c] = C .
+ * h of channel c. */
+static __attribute__((noinline)) void step_dense(const float *A, const float *hs, float *hd, const float *Bt,
+                                                 const float *Ct, const float *dt2, const float *du, float *ys,
+                                                 int64_t blocks) {
+    for (int64_t i = 0; i < blocks; i++, A += LA_VL * LA_VL, hs += LA_VL * LA_VL, hd += LA_VL * LA_VL) {
+        const vf y = step_rows(A, LA_VL, hs, LA_VL, hd, LA_VL, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, LA_VL);
+        vf_store(ys + i * LA_VL, y);
+    }
+}
+
 static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
     const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b;
     float *Bt = w, *Ct = Bt + Np, *Ap = Ct + Np, *hp = Ap + Np, *zero = hp + Np, *uc = zero + Np, *dtc = uc + STEP_CB,
@@ -511,7 +527,12 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     float *ho0 = p->state_out.data ? la_scan_row(&p->state_out, b, d0) : hp;
     const int64_t as = p->A.row_stride, hss = p->state_in.data ? p->state_in.row_stride : 0,
                   hos = p->state_out.data ? p->state_out.row_stride : 0;
-    for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
+    int64_t c_done = 0;
+    if (N == LA_VL && as == N && hss == N && hos == N) {
+        c_done = cb / LA_VL * LA_VL;
+        step_dense(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
+    }
+    for (int64_t c0 = c_done; c0 < cb; c0 += LA_VL) {
         vf y_sums;
         if (N == LA_VL) { /* Mamba's N 16 on AVX-512: one vector per row */
             y_sums = step_rows(A0 + c0 * as, as, hs0 + c0 * hss, hss, ho0 + c0 * hos, hos, Bt, Ct, dt2 + c0, duc + c0,
@@ -533,7 +554,10 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
             }
             y_sums = step_transpose_sum(acc);
         }
-        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), y_sums);
+        vf_store(yc + c0, y_sums);
+    }
+    for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
+        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_load(yc + c0));
         if (p->z.data) {
             const vf z = vf_load(zc + c0);
             y *= z * scan_sigmoid_v(z);
