@@ -414,6 +414,31 @@ static void check_bad_inputs(la_context *ctx, uint64_t *rng) {
     A[5] = -INFINITY;
     ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
     A[5] = keep;
+    { /* A with padded rows: the check reads the rows, not the padding (the
+         contiguous case is checked as one span); the failing element named */
+        const int64_t D = x.A.t.shape[0], N = x.A.t.shape[1], rs = N + 3;
+        float *pad = tu_alloc(sizeof(float) * (size_t)(D * rs));
+        for (int64_t i = 0; i < D * rs; i++) pad[i] = i % rs < N ? A[i / rs * N + i % rs] : 1.0f;
+        la_tensor At = x.A.t;
+        At.data = pad, At.stride[0] = rs;
+        in.A = &At;
+        tu_check(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL) == LA_OK, "A with padded rows: %s",
+                 la_last_error());
+        pad[rs + N - 1] = NAN;
+        ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
+        char want[64];
+        snprintf(want, sizeof want, "A[1][%lld]", (long long)(N - 1));
+        tu_check(strstr(la_last_error(), want) != NULL, "A's bad element named: %s", la_last_error());
+        const float last = A[D * N - 1];
+        A[D * N - 1] = 0.25f; /* the last element of the contiguous A */
+        in.A = &x.A.t;
+        ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
+        snprintf(want, sizeof want, "A[%lld][%lld]", (long long)(D - 1), (long long)(N - 1));
+        tu_check(strstr(la_last_error(), want) != NULL, "A's bad element named: %s", la_last_error());
+        A[D * N - 1] = last;
+        free(pad);
+        in = x.in;
+    }
     p.chunk_size = 0;
     ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
     p.chunk_size = 1 << 20;
