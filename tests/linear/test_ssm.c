@@ -555,6 +555,10 @@ int main(void) {
     check_forward(&s, &rng, ctx, levels, nlev);
     s = spec("ssm N=4 D=36 G=2 (the step's one-vector rows, scalar)", st_dense(2, 70), 36, 4, 2);
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* rows of two vectors (N = 2 LA_VL: 16 on AVX2, 32 on AVX-512) in whole blocks of LA_VL channels
+       take the step's dense path (step_dense2) beside a short block */
+    s = spec("ssm N=32 D=72 (the step's two-vector rows on AVX-512)", st_dense(2, 70), 72, 32, 1);
+    check_forward(&s, &rng, ctx, levels, nlev);
     /* pure decay (u = 0, so h_T = exp(sum_t dt_t A) h_0 and y = C . h): the exp alone, its errors
        compounding over 200 tokens. |dt A| per token in [1.2e-3, 1.3e-2], so the channels' total
        decays X = sum |dt A| span ~0.25..2.6. A 2^x whose relative error is c |x| (x = dt A log2 e)

@@ -470,20 +470,33 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
     return part[STEP_LEVELS];
 }
 
-/* Blocks of LA_VL channels whose rows are one vector each (Mamba's N 16 on
- * AVX-512) and back to back in A and the state (as the API lays them out):
- * strides and counts are constants, so the unrolled rows address by fixed
- * offsets from three pointers. (In step_block's general loop the compiler
- * kept a pointer per unrolled row for each of A, hs and hd, 48 of them,
- * on the stack, and added the stride to each one per block.) ys[c] = C .
- * h of channel c. */
-static __attribute__((noinline)) void step_dense(const float *A, const float *hs, float *hd, const float *Bt,
-                                                 const float *Ct, const float *dt2, const float *du, float *ys,
-                                                 int64_t blocks) {
-    for (int64_t i = 0; i < blocks; i++, A += LA_VL * LA_VL, hs += LA_VL * LA_VL, hd += LA_VL * LA_VL) {
-        const vf y = step_rows(A, LA_VL, hs, LA_VL, hd, LA_VL, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, LA_VL);
+/* Blocks of LA_VL channels whose rows (nr floats: one vector, Mamba's N 16
+ * on AVX-512, or two, N 16 on AVX2) lie back to back in A and the state
+ * (as the API lays them out): strides and counts are constants, so the
+ * unrolled rows address by fixed offsets from three pointers. (In
+ * step_block's general loop the compiler kept a pointer per unrolled row
+ * for each of A, hs and hd, 48 of them, on the stack, and added the stride
+ * to each one per block.) ys[c] = C . h of channel c. */
+static inline __attribute__((always_inline)) void step_dense_rows(const float *A, const float *hs, float *hd,
+                                                                  const float *Bt, const float *Ct, const float *dt2,
+                                                                  const float *du, float *ys, int64_t blocks,
+                                                                  const int64_t nr) {
+    for (int64_t i = 0; i < blocks; i++, A += LA_VL * nr, hs += LA_VL * nr, hd += LA_VL * nr) {
+        const vf y = step_rows(A, nr, hs, nr, hd, nr, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, nr);
         vf_store(ys + i * LA_VL, y);
     }
+}
+
+static __attribute__((noinline)) void step_dense1(const float *A, const float *hs, float *hd, const float *Bt,
+                                                  const float *Ct, const float *dt2, const float *du, float *ys,
+                                                  int64_t blocks) {
+    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, LA_VL);
+}
+
+static __attribute__((noinline)) void step_dense2(const float *A, const float *hs, float *hd, const float *Bt,
+                                                  const float *Ct, const float *dt2, const float *du, float *ys,
+                                                  int64_t blocks) {
+    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL);
 }
 
 static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
@@ -528,9 +541,9 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     const int64_t as = p->A.row_stride, hss = p->state_in.data ? p->state_in.row_stride : 0,
                   hos = p->state_out.data ? p->state_out.row_stride : 0;
     int64_t c_done = 0;
-    if (N == LA_VL && as == N && hss == N && hos == N) {
+    if ((N == LA_VL || N == 2 * LA_VL) && as == N && hss == N && hos == N) {
         c_done = cb / LA_VL * LA_VL;
-        step_dense(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
+        (N == LA_VL ? step_dense1 : step_dense2)(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
     }
     for (int64_t c0 = c_done; c0 < cb; c0 += LA_VL) {
         vf y_sums;
