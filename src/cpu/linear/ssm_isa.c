@@ -303,8 +303,10 @@ static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
  * At N 16 (Mamba's) a channel's row is one AVX-512 vector, so the step
  * was bound by its instructions, not by memory (on Zen 4 the state
  * streamed in and out at about 3x the rate the step consumed it): the
- * exp is scan_exp2 (a degree-5 polynomial; on AVX-512 10 vector
- * instructions with dt A fused in, where scan_exp took 19), the
+ * exp is scan_exp2 (a degree-5 polynomial; on AVX-512 a 16-entry table
+ * and a degree-3 one, 10 vector instructions with dt A fused in, where
+ * scan_exp took 19), whole blocks of rows back to back take step_dense1/2
+ * (constant strides, no per-row pointers on the stack), the
  * per-channel constants stay in registers (no calls in the row loop), the
  * LA_VL rows of a block are unrolled with their C . h tree merged as they
  * come (step_rows: no stack round trip), softplus takes no division
