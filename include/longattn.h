@@ -1415,6 +1415,19 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    holds at most n_kv_heads x BUDGET entries (its heads ragged, so up to
  *    a partial page per head beyond an even split's pages; counts are not
  *    rounded to pages: that starved heads when BUDGET < page_size).
+ *    Option carry=G (field carry, in [0, 1], default 0: every selection
+ *    ranks by its own prompt's votes alone) carries votes across prompts:
+ *    each entry keeps a running vote A, at every prompt's end A = G x A +
+ *    this prompt's pooled vote (new entries start at 0), and a head over
+ *    budget keeps its R newest and the best by A; a prompt fed in many
+ *    pieces that are each a prompt (a perplexity run's batches) then
+ *    keeps what many windows voted for, with votes G^k old weighed G^k.
+ *    The first prompt's selection is plain SnapKV's. Not with adapt=.
+ *    Option pyramid=F (field pyramid, in (-1, 1), default 0) gives the
+ *    layers budgets on a line, as PyramidKV (Cai et al. 2024): layer l of
+ *    L keeps round(BUDGET x (1 + F x (L - 1 - 2l) / (L - 1))), the same
+ *    total as L x BUDGET (up to rounding); F > 0 gives the lower layers
+ *    more. Every layer's budget must stay above max(window, recent).
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,
@@ -1474,6 +1487,8 @@ typedef struct {
     int decode_grow;  /* h2o: 1 = single-token steps evict nothing (decode=grow), 0 = they do (decode=evict) */
     double adapt;     /* snapkv: share of a layer's voted entries given out across its heads by vote (adapt=), [0, 1] */
     char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
+    double carry;     /* snapkv: weight of earlier prompts' votes in each entry's ranking (carry=), [0, 1] */
+    double pyramid;   /* snapkv: per-layer budget slope (pyramid=), (-1, 1): layer 0 keeps (1 + F) x BUDGET, the last (1 - F) x */
 } la_kv_policy;
 
 /* Parse a policy string (above). LA_ERR_NULL; LA_ERR_ARGUMENT naming what

@@ -613,6 +613,22 @@ static la_status window_votes(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     return st;
 }
 
+/* snapkv with carry=G, head i holding len entries of which the first
+ * `voted` have this prompt's votes in s->vote: the running votes (h2o's
+ * score array, slot order, compacted with the entries by keep_top) become
+ * G x earlier + this vote; entries appended since the last prompt's end
+ * start from 0. */
+static la_status snap_carry(la_kv_policy_state *s, int64_t i, int64_t len, int64_t voted) {
+    if (s->n_score[i] > len) s->n_score[i] = len; /* a failed chunk's entries were dropped */
+    if (!grow_f(&s->score[i], &s->cap[i], len)) return la_fail(LA_ERR_NOMEM, "la_kv_policy_end_prompt: no memory");
+    float *a = s->score[i];
+    for (int64_t j = s->n_score[i]; j < len; j++) a[j] = 0;
+    s->n_score[i] = len;
+    const float g = (float)s->p.carry;
+    for (int64_t j = 0; j < voted; j++) a[j] = g * a[j] + (isnan(s->vote[j]) ? 0 : s->vote[j]);
+    return LA_OK;
+}
+
 /* H2O with snap=S at a prompt's end, per KV head: the prompt's last W
  * queries vote (SnapKV's pooled mass) and the S best-voted entries older
  * than the R = max(recent, W) newest are pinned (the pins of the prompt
@@ -661,7 +677,7 @@ static la_status h2o_snap_select(la_kv_policy_state *s, la_context *ctx, la_kv_c
 static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
-    const int64_t last = p->recent > W ? p->recent : W;
+    const int64_t last = p->recent > W ? p->recent : W, budget = la_kv_snap_layer_budget(p, layer, s->cp.n_layers);
     s->pending[layer] = false, s->nwin[layer] = 0;
     int64_t *len = calloc((size_t)(4 * Hkv + 1), sizeof *len), total = 0;
     if (!len) {
@@ -680,7 +696,7 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
         pre[h] = len[h] - last > 0 ? len[h] - last : 0;
         total += len[h], off[h + 1] = off[h] + pre[h];
     }
-    const int64_t room = Hkv * p->budget; /* the layer's entries, as Hkv heads of BUDGET */
+    const int64_t room = Hkv * budget; /* the layer's entries, as Hkv heads of its budget */
     if (total <= room) {
         free(len);
         return LA_OK;
@@ -701,7 +717,7 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
     if (!st) {
         int64_t voted = room;
         for (int64_t h = 0; h < Hkv; h++) voted -= len[h] - pre[h]; /* what the newest leave for votes */
-        const int64_t floor_n = (int64_t)((1 - p->adapt) * (double)(p->budget - last));
+        const int64_t floor_n = (int64_t)((1 - p->adapt) * (double)(budget - last));
         for (int64_t h = 0; h < Hkv; h++) take[h] = pre[h] < floor_n ? pre[h] : floor_n, voted -= take[h];
         for (; voted > 0; voted--) { /* the best next vote of any head */
             int64_t best = -1;
@@ -734,17 +750,23 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
     const la_kv_policy *p = &s->p;
     if (p->adapt > 0) return snap_select_adapt(s, ctx, c, layer);
     s->pending[layer] = false, s->nwin[layer] = 0;
+    const int64_t budget = la_kv_snap_layer_budget(p, layer, s->cp.n_layers);
+    const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, 0);
-        if (len <= p->budget) continue;
+        if (len <= budget && p->carry == 0) continue;
         if (len < W)
             return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the window's %lld queries",
                            fn, (long long)h, (long long)len, (long long)W);
         la_status st = scratch(s, len);
         if (st) return st;
         if ((st = window_votes(s, ctx, c, layer, h, len, W))) return st;
-        const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
-        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - last, last, NULL, NULL))) return st;
+        const int64_t i = layer * Hkv + h;
+        if (p->carry > 0 && (st = snap_carry(s, i, len, len - W))) return st;
+        if (len <= budget) continue;
+        float *carried = p->carry > 0 ? s->score[i] : NULL; /* ranks by, and is compacted with, the entries */
+        if ((st = keep_top(s, c, layer, h, carried ? carried : s->vote, budget - last, last, carried, NULL))) return st;
+        if (carried) s->n_score[i] = budget;
     }
     return LA_OK;
 }
