@@ -1428,6 +1428,12 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    L keeps round(BUDGET x (1 + F x (L - 1 - 2l) / (L - 1))), the same
  *    total as L x BUDGET (up to rounding); F > 0 gives the lower layers
  *    more. Every layer's budget must stay above max(window, recent).
+ *    Options share=S (in [0, 1), default 0) and file=FILE (a duo score
+ *    file, as duo's; not with pyramid=) give layer l floor(L x BUDGET x
+ *    ((1 - S) / L + S x w_l / sum of w)), w_l the sum of its KV heads'
+ *    scores (negative ones count 0): layers with retrieval heads keep
+ *    more of the same total; (1 - S) x BUDGET must exceed max(window,
+ *    recent). The file is read when the policy state is created.
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,
@@ -1482,11 +1488,11 @@ typedef struct {
     int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
     int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */
     int64_t page;     /* quest: page size a session gives its cache; 0: the session's kv_page_size */
-    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache */
+    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache; snapkv: share of the budget given by file's layer scores */
     double snap;      /* h2o: share of the budget pinned by a prompt's votes (snap=), in [0, 1) */
     int decode_grow;  /* h2o: 1 = single-token steps evict nothing (decode=grow), 0 = they do (decode=evict) */
     double adapt;     /* snapkv: share of a layer's voted entries given out across its heads by vote (adapt=), [0, 1] */
-    char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
+    char file[LA_KV_POLICY_PATH_MAX]; /* duo, snapkv with share: score file */
     double carry;     /* snapkv: weight of earlier prompts' votes in each entry's ranking (carry=), [0, 1] */
     double pyramid;   /* snapkv: per-layer budget slope (pyramid=), (-1, 1): layer 0 keeps (1 + F) x BUDGET, the last (1 - F) x */
 } la_kv_policy;

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 
 #define KNOWN \
-    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET[:adapt=SHARE][:carry=G][:pyramid=F], quest:BUDGET, " \
+    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET[:adapt=SHARE][:carry=G][:pyramid=F][:share=S:file=FILE], quest:BUDGET, " \
     "duo:BUDGET[:FILE]"
 
 static const struct {
@@ -105,6 +105,16 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
             return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: carry %g (the weight of earlier votes) must be in "
                            "[0, 1], and 0 with adapt (%g)",
                            p->carry, p->adapt);
+        if (!(p->share >= 0 && p->share < 1) || (p->share > 0 && p->pyramid != 0) ||
+            (p->share > 0 && (!memchr(p->file, 0, sizeof p->file) || !p->file[0])))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: share %g (of the budget given by the duo score file's "
+                           "layers) must be in [0, 1), not with pyramid (%g), and needs a file",
+                           p->share, p->pyramid);
+        if ((int64_t)floor((1 - p->share) * (double)p->budget) <= (p->recent > p->window ? p->recent : p->window))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: with share %g the smallest layer budget %lld must "
+                           "exceed max(window %lld, recent %lld)",
+                           p->share, (long long)floor((1 - p->share) * (double)p->budget), (long long)p->window,
+                           (long long)p->recent);
         if (!(p->pyramid > -1 && p->pyramid < 1))
             return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: pyramid %g (the per-layer budget slope) must be in "
                            "(-1, 1)",
@@ -151,8 +161,8 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
                 {"window", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
                 {"kernel", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
                 {"pool", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
-                {"share", 1u << LA_KV_POLICY_DUO},
-                {"file", 1u << LA_KV_POLICY_DUO},
+                {"share", 1u << LA_KV_POLICY_DUO | 1u << LA_KV_POLICY_SNAPKV},
+                {"file", 1u << LA_KV_POLICY_DUO | 1u << LA_KV_POLICY_SNAPKV},
                 {"page", 1u << LA_KV_POLICY_QUEST},
                 {"snap", 1u << LA_KV_POLICY_H2O},
                 {"decode", 1u << LA_KV_POLICY_H2O},

@@ -39,6 +39,7 @@ struct la_kv_policy_state {
     int64_t *bounded;       /* quest: pages bounded per (layer, head) */
     int32_t *blocks;        /* quest: [pages] scratch */
     bool *retrieval;        /* duo: [heads] */
+    int64_t *layer_budget;  /* snapkv: [layers] entries each head keeps (pyramid=, or share= of the duo scores) */
     /* h2o, snapkv: the prompt's tail per layer, kept across prefill chunks
      * until la_kv_policy_end_prompt selects: the last `window` queries
      * (snapkv) [win_cap rows][n_heads][D], their log-sum-exp [rows][n_heads] */
@@ -178,7 +179,7 @@ void la_kv_policy_state_destroy(la_kv_policy_state *s) {
     free(s->score), free(s->n_score), free(s->cap), free(s->lse), free(s->mass), free(s->vote);
     free(s->slots), free(s->order), free(s->kf), free(s->vf), free(s->kmin), free(s->kmax), free(s->bounded);
     free(s->blocks), free(s->retrieval), free(s->qwin), free(s->lwin), free(s->nwin), free(s->lwin_ok);
-    free(s->pending), free(s->prompt_done), free(s->pin), free(s->pin_cap);
+    free(s->pending), free(s->prompt_done), free(s->pin), free(s->pin_cap), free(s->layer_budget);
     free(s);
 }
 
@@ -189,7 +190,9 @@ void la_kv_policy_state_reset(la_kv_policy_state *s) {
     s->lse_n = 0;
 }
 
-static la_status load_duo(la_kv_policy_state *s) {
+/* The per-(layer, KV head) scores of the duo score file p.file into sc
+ * [layers x kv heads], checked against the cache's dimensions. */
+static la_status read_duo_scores(const la_kv_policy_state *s, float *sc) {
     const char *path = s->p.file;
     FILE *f = fopen(path, "r");
     if (!f)
@@ -201,8 +204,7 @@ static la_status load_duo(la_kv_policy_state *s) {
     long long ver = -1, L = -1, H = -1;
     int64_t got = 0;
     const int64_t want = s->heads;
-    float *sc = malloc(sizeof(float) * (size_t)want);
-    la_status st = sc ? LA_OK : la_fail(LA_ERR_NOMEM, "KV policy duo: no memory for %lld scores", (long long)want);
+    la_status st = LA_OK;
     while (!st && fgets(line, sizeof line, f)) {
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
@@ -237,6 +239,14 @@ static la_status load_duo(la_kv_policy_state *s) {
     if (!st && (ver < 0 || got != want))
         st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s' holds %lld scores; expected %lld (layers x KV heads)", path,
                      (long long)got, (long long)want);
+    return st;
+}
+
+static la_status load_duo(la_kv_policy_state *s) {
+    const int64_t want = s->heads;
+    float *sc = malloc(sizeof(float) * (size_t)want);
+    la_status st = sc ? read_duo_scores(s, sc)
+                      : la_fail(LA_ERR_NOMEM, "KV policy duo: no memory for %lld scores", (long long)want);
     if (!st) {
         /* the share with the highest scores are retrieval heads (ties: the earlier pair) */
         const int64_t keep = (int64_t)floor(s->p.share * (double)want + 0.5);
@@ -245,6 +255,36 @@ static la_status load_duo(la_kv_policy_state *s) {
             for (int64_t i = 0; i < want; i++)
                 if (!s->retrieval[i] && (best < 0 || sc[i] > sc[best])) best = i;
             s->retrieval[best] = true;
+        }
+    }
+    free(sc);
+    return st;
+}
+
+/* snapkv's per-layer budgets: pyramid= on a line (la_kv_snap_layer_budget);
+ * share=S with a duo score file gives layer l floor(L x BUDGET x ((1 - S) /
+ * L + S x w_l / sum w)), w_l the sum of its KV heads' scores (negative
+ * scores count 0; all zero: uniform), so layers whose heads retrieve hold
+ * more of the same total; (1 - S) x BUDGET > max(window, recent) is
+ * validated, so every layer keeps its newest and some votes. */
+static la_status snap_layer_budgets(la_kv_policy_state *s) {
+    const int64_t L = s->cp.n_layers, Hkv = s->cp.n_kv_heads;
+    if (!(s->layer_budget = malloc(sizeof(int64_t) * (size_t)L)))
+        return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    for (int64_t l = 0; l < L; l++) s->layer_budget[l] = la_kv_snap_layer_budget(&s->p, l, L);
+    if (!(s->p.share > 0)) return LA_OK;
+    float *sc = malloc(sizeof(float) * (size_t)s->heads);
+    la_status st = sc ? read_duo_scores(s, sc) : la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    if (!st) {
+        double total = 0;
+        for (int64_t i = 0; i < s->heads; i++) total += sc[i] > 0 ? sc[i] : 0;
+        for (int64_t l = 0; l < L; l++) {
+            double w = 0;
+            for (int64_t h = 0; h < Hkv; h++) w += sc[l * Hkv + h] > 0 ? sc[l * Hkv + h] : 0;
+            const double part = total > 0 ? w / total : 1.0 / (double)L;
+            /* + 1e-9: a share that is a whole number in exact arithmetic stays one after rounding */
+            s->layer_budget[l] =
+                (int64_t)floor((double)(L * s->p.budget) * ((1 - s->p.share) / (double)L + s->p.share * part) + 1e-9);
         }
     }
     free(sc);
@@ -289,7 +329,8 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
         la_kv_policy_state_destroy(s);
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
     }
-    if (p->kind == LA_KV_POLICY_DUO && (st = load_duo(s))) {
+    if ((p->kind == LA_KV_POLICY_DUO && (st = load_duo(s))) ||
+        (p->kind == LA_KV_POLICY_SNAPKV && (st = snap_layer_budgets(s)))) {
         la_kv_policy_state_destroy(s);
         return st;
     }
@@ -677,7 +718,7 @@ static la_status h2o_snap_select(la_kv_policy_state *s, la_context *ctx, la_kv_c
 static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
-    const int64_t last = p->recent > W ? p->recent : W, budget = la_kv_snap_layer_budget(p, layer, s->cp.n_layers);
+    const int64_t last = p->recent > W ? p->recent : W, budget = s->layer_budget[layer];
     s->pending[layer] = false, s->nwin[layer] = 0;
     int64_t *len = calloc((size_t)(4 * Hkv + 1), sizeof *len), total = 0;
     if (!len) {
@@ -750,7 +791,7 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
     const la_kv_policy *p = &s->p;
     if (p->adapt > 0) return snap_select_adapt(s, ctx, c, layer);
     s->pending[layer] = false, s->nwin[layer] = 0;
-    const int64_t budget = la_kv_snap_layer_budget(p, layer, s->cp.n_layers);
+    const int64_t budget = s->layer_budget[layer];
     const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, 0);

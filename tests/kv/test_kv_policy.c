@@ -10,7 +10,8 @@
  * streaming heads keep sinks + window, retrieval heads everything, the
  * ragged heads free bytes and attend (decode and prefill) as a float64
  * reference over each head's own entries. SnapKV's carry= ranks by votes
- * carried across prompts and pyramid= gives the layers budgets on a line. Policy strings: accepted ones
+ * carried across prompts; pyramid= (a line) and share= (a duo score
+ * file's layer sums) give the layers different budgets. Policy strings: accepted ones
  * parsed to the right fields, bad ones rejected with a message. */
 #include "base/base.h"
 #include "longattn.h"
@@ -182,7 +183,9 @@ static void check_parse(void) {
                          "duo:64:adapt=0.5", "snapkv:64:carry=1.5", "snapkv:64:carry=-0.5", "snapkv:64:carry=x",
                          "snapkv:64:carry=0.5:adapt=0.5", "h2o:64:carry=0.5", "snapkv:64:pyramid=1",
                          "snapkv:64:pyramid=-1", "snapkv:64:pyramid=0.6", "snapkv:64:recent=40:pyramid=0.4",
-                         "h2o:64:pyramid=0.1", "snapkv:64:pyramid=0.1:pyramid=0.1"};
+                         "h2o:64:pyramid=0.1", "snapkv:64:pyramid=0.1:pyramid=0.1", "snapkv:64:share=1:file=a",
+                         "snapkv:64:share=0.6:file=a", "snapkv:64:share=0.2:pyramid=0.1:file=a", "snapkv:64:share=-0.1",
+                         "snapkv:64:share=0.2:file="};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         la_kv_policy q;
         TU_EXPECT_STATUS(la_kv_policy_parse(bad[i], &q), LA_ERR_ARGUMENT);
@@ -967,11 +970,13 @@ static void check_snapkv_carry(la_context *ctx, uint64_t *rng, double carry) {
     la_kv_cache_destroy(c);
 }
 
-/* SnapKV with pyramid=F over three layers: layer l keeps round(B x (1 + F
- * x (1 - l))) entries (B(1 + F), B, B(1 - F)), the newest W and the best
- * voted; a ramp on a key channel that the window's queries favour orders
- * the votes by age (newer above), so each layer keeps its newest budget. */
-static void check_snapkv_pyramid(la_context *ctx, uint64_t *rng, double pyramid) {
+/* SnapKV's per-layer budgets over three layers (`opts` appended to
+ * snapkv:16:window=4:kernel=1): layer l keeps want[l] entries, the newest
+ * W and the best voted; a ramp on a key channel that the window's queries
+ * favour orders the votes by age (newer above), so each layer keeps its
+ * newest want[l]. pyramid=F: round(B x (1 + F x (1 - l))); share=S with a
+ * duo score file: floor(3B x ((1 - S) / 3 + S x w_l / sum w)). */
+static void check_snapkv_layers(la_context *ctx, uint64_t *rng, const char *opts, const int *want) {
     enum { L = 3, N = 48, W = 4, B = 16 };
     la_kv_cache_params cp = la_kv_cache_params_default();
     cp.n_layers = L, cp.n_kv_heads = 1, cp.head_dim = D, cp.page_size = 8, cp.max_tokens = 64, cp.dtype = LA_F32;
@@ -985,30 +990,59 @@ static void check_snapkv_pyramid(la_context *ctx, uint64_t *rng, double pyramid)
     tu_fill(rng, q, LA_F32, N * D, -0.01, 0.01);
     for (int j = 0; j < N; j++) k[j * D + 1] += 0.1f * (float)j, pos[j] = j;
     for (int i = N - W; i < N; i++) q[i * D + 1] += 2;
-    char spec[80];
-    snprintf(spec, sizeof spec, "snapkv:%d:window=%d:kernel=1:pyramid=%g", B, W, pyramid);
+    char spec[600];
+    snprintf(spec, sizeof spec, "snapkv:%d:window=%d:kernel=1%s", B, W, opts);
     la_kv_policy p;
     TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
     la_kv_policy_state *s = NULL;
     TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
-    int64_t total = 0;
+    int64_t total = 0, want_total = 0;
     for (int l = 0; l < L && s; l++) {
         TU_EXPECT_STATUS(la_kv_cache_append(c, l, 0, N, k, v, pos), LA_OK);
         TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, l, q, N, 1, out), LA_OK);
         TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, l, q, N, 1, 0), LA_OK);
         TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, l), LA_OK);
-        const int keep = (int)llround(B * (1 + pyramid * (1 - l)));
         const int32_t *kept;
         int64_t len;
         TU_EXPECT_STATUS(la_kv_cache_positions(c, l, 0, 0, &kept, &len), LA_OK);
-        tu_check(len == keep && kept[0] == N - keep && kept[len - 1] == N - 1,
+        tu_check(len == want[l] && kept[0] == N - want[l] && kept[len - 1] == N - 1,
                  "%s: layer %d holds %lld entries from position %d; expected the newest %d", spec, l, (long long)len,
-                 len ? kept[0] : -1, keep);
-        total += len;
+                 len ? kept[0] : -1, want[l]);
+        total += len, want_total += want[l];
     }
-    tu_check(total == L * B, "%s: the layers hold %lld entries, not %d", spec, (long long)total, L * B);
+    tu_check(total == want_total && total <= L * B, "%s: the layers hold %lld entries, not %lld (<= %d)", spec,
+             (long long)total, (long long)want_total, L * B);
     la_kv_policy_state_destroy(s);
     la_kv_cache_destroy(c);
+}
+
+/* snapkv share=S:file=F: budgets by the duo file's layer sums (0, 1, 3; a
+ * negative score counts 0), and the file's errors reported. */
+static void check_snapkv_share(la_context *ctx, uint64_t *rng) {
+    const char *path = "test_kv_policy_layer_scores.txt";
+    const float sc[] = {-0.5f, 1, 3};
+    TU_EXPECT_STATUS(write_scores(path, sc, 3, 1), LA_OK);
+    const int half[] = {8, 14, 26}, uniform[] = {16, 16, 16}, pyr[] = {24, 16, 8}, inv[] = {12, 16, 20};
+    char opts[600];
+    snprintf(opts, sizeof opts, ":share=0.5:file=%s", path);
+    check_snapkv_layers(ctx, rng, opts, half);
+    check_snapkv_layers(ctx, rng, "", uniform);
+    check_snapkv_layers(ctx, rng, ":pyramid=0.5", pyr);
+    check_snapkv_layers(ctx, rng, ":pyramid=-0.25", inv);
+    /* a file for other dimensions, or none, fails at state creation with a message */
+    la_kv_cache *c = make_cache(1, 8, 64);
+    la_kv_policy p;
+    la_kv_policy_state *s = NULL;
+    char spec[700];
+    snprintf(spec, sizeof spec, "snapkv:16:window=4%s", opts);
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_ERR_FORMAT);
+    tu_check(s == NULL && strstr(la_last_error(), "3 layers") != NULL, "snapkv share, 1-layer cache: '%s'",
+             la_last_error());
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:16:window=4:share=0.5:file=/nonexistent/scores.txt", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_ERR_IO);
+    la_kv_cache_destroy(c);
+    remove(path);
 }
 
 /* h2o with decode=grow: a single-token call is a decode step (scores
@@ -1333,9 +1367,7 @@ int main(void) {
     check_snapkv_carry(ctx, &rng, 0);
     check_snapkv_carry(ctx, &rng, 0.1);
     check_snapkv_carry(ctx, &rng, 1);
-    check_snapkv_pyramid(ctx, &rng, 0);
-    check_snapkv_pyramid(ctx, &rng, 0.5);
-    check_snapkv_pyramid(ctx, &rng, -0.25);
+    check_snapkv_share(ctx, &rng);
     check_h2o_grow_prompt(ctx, &rng);
     check_quest(ctx, &rng);
     check_quest_quant(ctx, &rng, LA_KV_Q8);
