@@ -1425,15 +1425,17 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    The first prompt's selection is plain SnapKV's. Not with adapt=.
  *    Option pyramid=F (field pyramid, in (-1, 1), default 0) gives the
  *    layers budgets on a line, as PyramidKV (Cai et al. 2024): layer l of
- *    L keeps round(BUDGET x (1 + F x (L - 1 - 2l) / (L - 1))), the same
- *    total as L x BUDGET (up to rounding); F > 0 gives the lower layers
- *    more. Every layer's budget must stay above max(window, recent).
- *    Options share=S (in [0, 1), default 0) and file=FILE (a duo score
- *    file, as duo's; not with pyramid=) give layer l floor(L x BUDGET x
- *    ((1 - S) / L + S x w_l / sum of w)), w_l the sum of its KV heads'
+ *    L keeps BUDGET x (1 + F x (L - 1 - 2l) / (L - 1)), F > 0 giving the
+ *    lower layers more; round(BUDGET x (1 - |F|)) must exceed max(window,
+ *    recent). Options share=S (in [0, 1), default 0) and file=FILE (a duo
+ *    score file, as duo's; not with pyramid=) give layer l L x BUDGET x
+ *    ((1 - S) / L + S x w_l / sum of w), w_l the sum of its KV heads'
  *    scores (negative ones count 0): layers with retrieval heads keep
- *    more of the same total; (1 - S) x BUDGET must exceed max(window,
- *    recent). The file is read when the policy state is created.
+ *    more; floor((1 - S) x BUDGET) must exceed max(window, recent); the
+ *    file is read when the policy state is created. Both keep the total,
+ *    L x BUDGET, rounded to whole pages (largest remainders), so the
+ *    layers hold no more pages than an even split (each budget floored
+ *    instead where a page-rounded one would not exceed max(window, recent)).
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,

@@ -5,8 +5,6 @@
 
 #include "longattn.h"
 
-#include <math.h>
-
 /* Entries [0, result) of (layer, head, seq) whose stored values no longer
  * change until a compaction: a float cache's every entry; a quantised
  * cache's entries in quantised pages (the f32 window's rows are quantised
@@ -19,17 +17,6 @@ int64_t la_kv_cache_settled_len(const la_kv_cache *c, int64_t layer, int64_t hea
  * other policy. */
 static inline int64_t la_kv_h2o_snap(const la_kv_policy *p) {
     return p->kind == LA_KV_POLICY_H2O && p->snap > 0 && p->snap < 1 ? (int64_t)(p->snap * (double)p->budget) : 0;
-}
-
-/* snapkv's budget for `layer` of n_layers under pyramid=F (la_kv_policy.
- * pyramid): BUDGET x (1 + F x (n_layers - 1 - 2 layer) / (n_layers - 1)),
- * rounded; the budget itself when F is 0 or there is one layer. The
- * layers' budgets sum to n_layers x BUDGET up to rounding (the line is
- * symmetric about the middle layer). */
-static inline int64_t la_kv_snap_layer_budget(const la_kv_policy *p, int64_t layer, int64_t n_layers) {
-    if (p->kind != LA_KV_POLICY_SNAPKV || p->pyramid == 0 || n_layers < 2) return p->budget;
-    const double slope = (double)(n_layers - 1 - 2 * layer) / (double)(n_layers - 1);
-    return (int64_t)llround((double)p->budget * (1 + p->pyramid * slope));
 }
 
 #endif

@@ -261,33 +261,58 @@ static la_status load_duo(la_kv_policy_state *s) {
     return st;
 }
 
-/* snapkv's per-layer budgets: pyramid= on a line (la_kv_snap_layer_budget);
- * share=S with a duo score file gives layer l floor(L x BUDGET x ((1 - S) /
- * L + S x w_l / sum w)), w_l the sum of its KV heads' scores (negative
- * scores count 0; all zero: uniform), so layers whose heads retrieve hold
- * more of the same total; (1 - S) x BUDGET > max(window, recent) is
- * validated, so every layer keeps its newest and some votes. */
+/* snapkv's per-layer budgets. pyramid=F: layer l of L gets B (1 + F (L - 1
+ * - 2l) / (L - 1)); share=S with a duo score file: L B ((1 - S) / L + S
+ * w_l / sum w), w_l the sum of its KV heads' scores (negative ones count
+ * 0; all zero: uniform). Either sums to L x B. They are rounded to whole
+ * pages with that sum kept (largest remainders, ties the earlier layer),
+ * so the ragged layers hold no more pages than an even split; where a
+ * rounded budget would not exceed max(window, recent) (budgets near a
+ * page), each is floored instead. */
 static la_status snap_layer_budgets(la_kv_policy_state *s) {
-    const int64_t L = s->cp.n_layers, Hkv = s->cp.n_kv_heads;
+    const la_kv_policy *p = &s->p;
+    const int64_t L = s->cp.n_layers, Hkv = s->cp.n_kv_heads, ps = s->cp.page_size;
+    const int64_t last = p->recent > p->window ? p->recent : p->window;
     if (!(s->layer_budget = malloc(sizeof(int64_t) * (size_t)L)))
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
-    for (int64_t l = 0; l < L; l++) s->layer_budget[l] = la_kv_snap_layer_budget(&s->p, l, L);
-    if (!(s->p.share > 0)) return LA_OK;
-    float *sc = malloc(sizeof(float) * (size_t)s->heads);
-    la_status st = sc ? read_duo_scores(s, sc) : la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
-    if (!st) {
-        double total = 0;
-        for (int64_t i = 0; i < s->heads; i++) total += sc[i] > 0 ? sc[i] : 0;
-        for (int64_t l = 0; l < L; l++) {
+    for (int64_t l = 0; l < L; l++) s->layer_budget[l] = p->budget;
+    if (!(p->share > 0) && (p->pyramid == 0 || L < 2)) return LA_OK; /* every layer BUDGET, as plain SnapKV */
+    double *raw = malloc(sizeof(double) * (size_t)L);
+    float *sc = p->share > 0 ? malloc(sizeof(float) * (size_t)s->heads) : NULL;
+    la_status st = raw && (sc || !(p->share > 0))
+                       ? LA_OK
+                       : la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    if (!st && sc) st = read_duo_scores(s, sc);
+    double total = 0;
+    for (int64_t i = 0; !st && sc && i < s->heads; i++) total += sc[i] > 0 ? sc[i] : 0;
+    for (int64_t l = 0; !st && l < L; l++) {
+        raw[l] = (double)p->budget;
+        if (sc) {
             double w = 0;
             for (int64_t h = 0; h < Hkv; h++) w += sc[l * Hkv + h] > 0 ? sc[l * Hkv + h] : 0;
-            const double part = total > 0 ? w / total : 1.0 / (double)L;
-            /* + 1e-9: a share that is a whole number in exact arithmetic stays one after rounding */
-            s->layer_budget[l] =
-                (int64_t)floor((double)(L * s->p.budget) * ((1 - s->p.share) / (double)L + s->p.share * part) + 1e-9);
+            raw[l] = (double)(L * p->budget) * ((1 - p->share) / (double)L + p->share * (total > 0 ? w / total : 1.0 / (double)L));
+        } else {
+            raw[l] *= 1 + p->pyramid * (double)(L - 1 - 2 * l) / (double)(L - 1);
         }
     }
-    free(sc);
+    if (!st) {
+        /* whole pages, largest remainders; + 1e-9: a whole number in exact arithmetic stays one */
+        int64_t left = L * p->budget / ps;
+        bool paged = true;
+        for (int64_t l = 0; l < L; l++) s->layer_budget[l] = (int64_t)floor(raw[l] / (double)ps + 1e-9), left -= s->layer_budget[l];
+        for (; left > 0; left--) {
+            int64_t best = -1;
+            double best_frac = -1;
+            for (int64_t l = 0; l < L; l++) {
+                const double frac = raw[l] / (double)ps - (double)s->layer_budget[l];
+                if (frac > best_frac) best = l, best_frac = frac;
+            }
+            s->layer_budget[best]++;
+        }
+        for (int64_t l = 0; l < L; l++) paged &= (s->layer_budget[l] *= ps) > last;
+        for (int64_t l = 0; !paged && l < L; l++) s->layer_budget[l] = (int64_t)floor(raw[l] + 1e-9);
+    }
+    free(raw), free(sc);
     return st;
 }
 

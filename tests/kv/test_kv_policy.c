@@ -974,8 +974,9 @@ static void check_snapkv_carry(la_context *ctx, uint64_t *rng, double carry) {
  * snapkv:16:window=4:kernel=1): layer l keeps want[l] entries, the newest
  * W and the best voted; a ramp on a key channel that the window's queries
  * favour orders the votes by age (newer above), so each layer keeps its
- * newest want[l]. pyramid=F: round(B x (1 + F x (1 - l))); share=S with a
- * duo score file: floor(3B x ((1 - S) / 3 + S x w_l / sum w)). */
+ * newest want[l]. pyramid=F: B x (1 + F x (1 - l)); share=S with a duo
+ * score file: 3B x ((1 - S) / 3 + S x w_l / sum w); rounded to whole pages
+ * of 8 with the sum kept (largest remainders). */
 static void check_snapkv_layers(la_context *ctx, uint64_t *rng, const char *opts, const int *want) {
     enum { L = 3, N = 48, W = 4, B = 16 };
     la_kv_cache_params cp = la_kv_cache_params_default();
@@ -1022,13 +1023,15 @@ static void check_snapkv_share(la_context *ctx, uint64_t *rng) {
     const char *path = "test_kv_policy_layer_scores.txt";
     const float sc[] = {-0.5f, 1, 3};
     TU_EXPECT_STATUS(write_scores(path, sc, 3, 1), LA_OK);
-    const int half[] = {8, 14, 26}, uniform[] = {16, 16, 16}, pyr[] = {24, 16, 8}, inv[] = {12, 16, 20};
+    /* share 0.5: 8, 14, 26 entries, in 8-entry pages 1, 1.75, 3.25: floors 1, 1, 3 and the sixth page to the
+     * largest remainder (layer 1); pyramid 0.5 and -0.5 are whole pages */
+    const int half[] = {8, 16, 24}, uniform[] = {16, 16, 16}, pyr[] = {24, 16, 8}, inv[] = {8, 16, 24};
     char opts[600];
     snprintf(opts, sizeof opts, ":share=0.5:file=%s", path);
     check_snapkv_layers(ctx, rng, opts, half);
     check_snapkv_layers(ctx, rng, "", uniform);
     check_snapkv_layers(ctx, rng, ":pyramid=0.5", pyr);
-    check_snapkv_layers(ctx, rng, ":pyramid=-0.25", inv);
+    check_snapkv_layers(ctx, rng, ":pyramid=-0.5", inv);
     /* a file for other dimensions, or none, fails at state creation with a message */
     la_kv_cache *c = make_cache(1, 8, 64);
     la_kv_policy p;
