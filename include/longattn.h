@@ -1490,13 +1490,13 @@ typedef struct {
     int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
     int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */
     int64_t page;     /* quest: page size a session gives its cache; 0: the session's kv_page_size */
-    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache; snapkv: share of the budget given by file's layer scores */
+    double share;     /* duo: share of (layer, KV head) pairs kept full; snapkv: share of budget by file's layer scores */
     double snap;      /* h2o: share of the budget pinned by a prompt's votes (snap=), in [0, 1) */
     int decode_grow;  /* h2o: 1 = single-token steps evict nothing (decode=grow), 0 = they do (decode=evict) */
     double adapt;     /* snapkv: share of a layer's voted entries given out across its heads by vote (adapt=), [0, 1] */
     char file[LA_KV_POLICY_PATH_MAX]; /* duo, snapkv with share: score file */
     double carry;     /* snapkv: weight of earlier prompts' votes in each entry's ranking (carry=), [0, 1] */
-    double pyramid;   /* snapkv: per-layer budget slope (pyramid=), (-1, 1): layer 0 keeps (1 + F) x BUDGET, the last (1 - F) x */
+    double pyramid;   /* snapkv: per-layer budget slope (pyramid=), (-1, 1): layer 0 (1 + F) x BUDGET, last (1 - F) x */
 } la_kv_policy;
 
 /* Parse a policy string (above). LA_ERR_NULL; LA_ERR_ARGUMENT naming what

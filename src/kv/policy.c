@@ -11,8 +11,8 @@
 #include <stdlib.h>
 
 #define KNOWN \
-    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET[:adapt=SHARE][:carry=G][:pyramid=F][:share=S:file=FILE], quest:BUDGET, " \
-    "duo:BUDGET[:FILE]"
+    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], " \
+    "snapkv:BUDGET[:adapt=SHARE][:carry=G][:pyramid=F][:share=S:file=FILE], quest:BUDGET, duo:BUDGET[:FILE]"
 
 static const struct {
     const char *name;

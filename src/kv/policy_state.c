@@ -290,7 +290,8 @@ static la_status snap_layer_budgets(la_kv_policy_state *s) {
         if (sc) {
             double w = 0;
             for (int64_t h = 0; h < Hkv; h++) w += sc[l * Hkv + h] > 0 ? sc[l * Hkv + h] : 0;
-            raw[l] = (double)(L * p->budget) * ((1 - p->share) / (double)L + p->share * (total > 0 ? w / total : 1.0 / (double)L));
+            const double part = total > 0 ? w / total : 1.0 / (double)L;
+            raw[l] = (double)(L * p->budget) * ((1 - p->share) / (double)L + p->share * part);
         } else {
             raw[l] *= 1 + p->pyramid * (double)(L - 1 - 2 * l) / (double)(L - 1);
         }
@@ -299,7 +300,10 @@ static la_status snap_layer_budgets(la_kv_policy_state *s) {
         /* whole pages, largest remainders; + 1e-9: a whole number in exact arithmetic stays one */
         int64_t left = L * p->budget / ps;
         bool paged = true;
-        for (int64_t l = 0; l < L; l++) s->layer_budget[l] = (int64_t)floor(raw[l] / (double)ps + 1e-9), left -= s->layer_budget[l];
+        for (int64_t l = 0; l < L; l++) {
+            s->layer_budget[l] = (int64_t)floor(raw[l] / (double)ps + 1e-9);
+            left -= s->layer_budget[l];
+        }
         for (; left > 0; left--) {
             int64_t best = -1;
             double best_frac = -1;
@@ -307,6 +311,7 @@ static la_status snap_layer_budgets(la_kv_policy_state *s) {
                 const double frac = raw[l] / (double)ps - (double)s->layer_budget[l];
                 if (frac > best_frac) best = l, best_frac = frac;
             }
+            if (best < 0) break;
             s->layer_budget[best]++;
         }
         for (int64_t l = 0; l < L; l++) paged &= (s->layer_budget[l] *= ps) > last;

@@ -961,7 +961,8 @@ static void check_snapkv_carry(la_context *ctx, uint64_t *rng, double carry) {
         if (j >= cand || taken[j]) want[w++] = j < B ? pos1[j] : N1 + j - B;
     const bool keeps_p = want[1] == 5, keeps_q = want[1] == 36;
     tu_check(gap2 > 1e-3 && (carry >= 1 ? keeps_p : keeps_q),
-             "%s: the reference keeps %s at the second prompt (gap %g; test setup)", spec, keeps_p ? "P" : "not P", gap2);
+             "%s: the reference keeps %s at the second prompt (gap %g; test setup)", spec, keeps_p ? "P" : "not P",
+             gap2);
     TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + N1 * D, N2, 1, out), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + N1 * D, N2, 1, 0), LA_OK);
     TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
