@@ -1,0 +1,111 @@
+/* The block index as 64-key tile lists (sparse_tiles.h): one pass over each
+ * row's blocks and columns, merged in key order, then (transposed) a
+ * counting sort of the same tiles by key tile. */
+#include "cuda/attention/sparse_tiles.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Tiles of one row at most: a block of bs keys meets ceil(bs / 64) + 1
+ * tiles, a column one; never more than the sequence's tiles. */
+static int64_t row_bound(int64_t blocks, int64_t cols, int64_t bs, int64_t lk) {
+    const int64_t span = bs < lk ? bs : lk, per = (span + LA_SPARSE_TILE - 1) / LA_SPARSE_TILE + 1;
+    const int64_t tiles = (lk + LA_SPARSE_TILE - 1) / LA_SPARSE_TILE;
+    const int64_t n = blocks * per + cols;
+    return n < tiles ? n : tiles;
+}
+
+static int64_t row_cols(const la_block_list *x, int64_t r) {
+    return x->col_offsets ? x->col_offsets[r + 1] - x->col_offsets[r] : 0;
+}
+
+int64_t la_sparse_tiles_bound(const la_block_list *x, const la_attn_problem *p) {
+    int64_t n = 0;
+    const int64_t per_seq = p->H * x->q_blocks;
+    for (int64_t b = 0; b < p->num_seqs; b++) {
+        int64_t q0, lq, k0, lk;
+        la_attn_seq(p, b, &q0, &lq, &k0, &lk);
+        for (int64_t r = b * per_seq; r < (b + 1) * per_seq; r++)
+            n += row_bound(x->offsets[r + 1] - x->offsets[r], row_cols(x, r), x->block_size, lk);
+    }
+    return n;
+}
+
+/* Append keys [a, e) to the row's tiles (ending at *n): the last tile's
+ * mask grows when the range starts inside it (ranges come in key order). */
+static void add_range(la_sparse_tile *t, int64_t first, int64_t *n, int64_t a, int64_t e) {
+    while (a < e) {
+        const int64_t kt = a / LA_SPARSE_TILE, lo = a - kt * LA_SPARSE_TILE;
+        const int64_t hi = e - kt * LA_SPARSE_TILE < LA_SPARSE_TILE ? e - kt * LA_SPARSE_TILE : LA_SPARSE_TILE;
+        const uint64_t bits = (hi - lo == 64 ? ~0ull : ((1ull << (hi - lo)) - 1)) << lo;
+        if (*n > first && t[*n - 1].tile == kt) t[*n - 1].keep |= bits;
+        else t[(*n)++] = (la_sparse_tile){.keep = bits, .tile = (int32_t)kt, .head = 0};
+        a = (kt + 1) * LA_SPARSE_TILE;
+    }
+}
+
+void la_sparse_tiles_free(la_sparse_tile_lists *t) {
+    free(t->q_off), free(t->q_tiles), free(t->k_off), free(t->k_tiles);
+    memset(t, 0, sizeof *t);
+}
+
+la_status la_sparse_tiles_build(const la_block_list *x, const la_attn_problem *p, bool transposed,
+                                la_sparse_tile_lists *out) {
+    memset(out, 0, sizeof *out);
+    if (x->q_blocks > INT32_MAX)
+        return la_fail(LA_ERR_UNSUPPORTED, "%lld query blocks: the CUDA block-sparse kernels with extra columns (and "
+                       "the backward) take up to 2^31 - 1", (long long)x->q_blocks);
+    const int64_t rows = p->num_seqs * p->H * x->q_blocks, per_seq = p->H * x->q_blocks, bs = x->block_size;
+    const int64_t bound = la_sparse_tiles_bound(x, p), kt_seq = (p->Lk + LA_SPARSE_TILE - 1) / LA_SPARSE_TILE;
+    out->rows = rows, out->k_tiles_per_seq = kt_seq;
+    out->q_off = malloc(sizeof(int64_t) * (size_t)(rows + 1));
+    out->q_tiles = malloc(sizeof(la_sparse_tile) * (size_t)(bound + 1));
+    if (!out->q_off || !out->q_tiles) goto nomem;
+    int64_t n = 0;
+    out->q_off[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t q0, lq, k0, lk;
+        la_attn_seq(p, r / per_seq, &q0, &lq, &k0, &lk);
+        int64_t nb, nc;
+        const int32_t *ids = la_block_list_row(x, p->H, r / per_seq, r / x->q_blocks % p->H, r % x->q_blocks, &nb);
+        const int32_t *cols = la_block_list_cols(x, p->H, r / per_seq, r / x->q_blocks % p->H, r % x->q_blocks, &nc);
+        const int64_t first = n;
+        for (int64_t i = 0, c = 0; i < nb || c < nc;) {
+            if (c < nc && (i >= nb || cols[c] < (int64_t)ids[i] * bs)) {
+                /* a column before block i: inside block i - 1 (listed) or in
+                 * an unlisted block */
+                const int64_t col = cols[c++];
+                if (!(i > 0 && col / bs == ids[i - 1])) add_range(out->q_tiles, first, &n, col, col + 1);
+            } else {
+                const int64_t k = (int64_t)ids[i++] * bs;
+                add_range(out->q_tiles, first, &n, k, k + bs < lk ? k + bs : lk);
+            }
+        }
+        out->q_off[r + 1] = n;
+    }
+    if (!transposed) return LA_OK;
+
+    const int64_t G = p->H / p->Hkv, buckets = p->num_seqs * p->Hkv * kt_seq;
+    out->k_off = calloc((size_t)(buckets + 1), sizeof(int64_t));
+    out->k_tiles = malloc(sizeof(la_sparse_tile) * (size_t)(n + 1));
+    if (!out->k_off || !out->k_tiles) goto nomem;
+    /* bucket of row r's tile t: (b * Hkv + h / G) * kt_seq + t */
+#define BUCKET(r, t) (((r) / per_seq * p->Hkv + (r) / x->q_blocks % p->H / G) * kt_seq + (t))
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t e = out->q_off[r]; e < out->q_off[r + 1]; e++) out->k_off[BUCKET(r, out->q_tiles[e].tile) + 1]++;
+    for (int64_t i = 0; i < buckets; i++) out->k_off[i + 1] += out->k_off[i];
+    int64_t *fill = malloc(sizeof(int64_t) * (size_t)(buckets + 1));
+    if (!fill) goto nomem;
+    memcpy(fill, out->k_off, sizeof(int64_t) * (size_t)(buckets + 1));
+    for (int64_t r = 0; r < rows; r++) /* rows in order: head, then query block, within each bucket */
+        for (int64_t e = out->q_off[r]; e < out->q_off[r + 1]; e++)
+            out->k_tiles[fill[BUCKET(r, out->q_tiles[e].tile)]++] =
+                (la_sparse_tile){.keep = out->q_tiles[e].keep, .tile = (int32_t)(r % x->q_blocks),
+                                 .head = (int32_t)(r / x->q_blocks % p->H % G)};
+#undef BUCKET
+    free(fill);
+    return LA_OK;
+nomem:
+    la_sparse_tiles_free(out);
+    return la_fail(LA_ERR_NOMEM, "no host memory for the block index's tile lists");
+}
