@@ -38,6 +38,7 @@ typedef struct {
     size_t bytes;
     int device;
     cudaEvent_t done;
+    la_sparse_tile_cache tiles; /* host memory of the block-sparse calls' tile lists */
 } cuda_scratch;
 
 static la_status cuda_fail(cudaError_t e, const char *what) {
@@ -96,6 +97,7 @@ static void scratch_release(la_context *ctx) {
         cudaEventDestroy(sc->done);
         guard_leave(&g);
     }
+    la_sparse_tile_cache_free(&sc->tiles);
     free(sc);
     ctx->device_scratch = NULL;
     ctx->device_release = NULL;
@@ -446,7 +448,7 @@ static la_status cuda_sparse_forward(la_context *ctx, const la_attn_sparse_probl
     const int64_t rows = sparse_rows(sp), nnz = sp->index.offsets[rows];
     la_sparse_tile_lists t = {0};
     if (sparse_has_cols(&sp->index, rows)) { /* the tile lists instead of the index */
-        if (!(s = la_sparse_tiles_build(&sp->index, p, false, &t))) {
+        if (!(s = la_sparse_tiles_build(&sp->index, p, false, &((cuda_scratch *)ctx->device_scratch)->tiles, &t))) {
             a.tile_off = stage(&w, t.q_off, sizeof(int64_t) * (size_t)(rows + 1), stream, &e);
             a.tiles = stage(&w, t.q_tiles, sizeof(la_sparse_tile) * (size_t)t.q_off[rows], stream, &e);
         }
@@ -456,7 +458,6 @@ static la_status cuda_sparse_forward(la_context *ctx, const la_attn_sparse_probl
     }
     if (!s && e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays (and the block index) to the device");
     else if (!s) s = la_cuda_sparse_forward_launch(&a, stream);
-    la_sparse_tiles_free(&t); /* staged: pageable copies are done when cudaMemcpyAsync returns */
     return call_end(ctx, &g, s);
 }
 
@@ -528,15 +529,14 @@ static la_status cuda_sparse_backward(la_context *ctx, const la_attn_sparse_back
         return la_fail(LA_ERR_UNSUPPORTED, "%lld query blocks of %lld rows: the CUDA block-sparse backward takes up "
                        "to 2^31 - 1 pieces of 64 rows per head", (long long)sp->index.q_blocks,
                        (long long)sp->index.block_size);
+    /* the cache is rewritten only after the previous call's copies are
+     * done: pageable cudaMemcpyAsync returns once the source is read */
     la_sparse_tile_lists t;
-    la_status s = la_sparse_tiles_build(&sp->index, p, true, &t);
+    la_status s = la_sparse_tiles_build(&sp->index, p, true, &((cuda_scratch *)ctx->device_scratch)->tiles, &t);
     if (s) return s;
     cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
     device_guard g;
-    if ((s = call_begin(ctx, p->device.index, &g))) {
-        la_sparse_tiles_free(&t);
-        return s;
-    }
+    if ((s = call_begin(ctx, p->device.index, &g))) return s;
     char *w = ws;
     cudaError_t e = cudaSuccess;
     la_cuda_bwd_args a = bwd_args(&sp->bwd, &w, stream, &e);
@@ -548,7 +548,6 @@ static la_status cuda_sparse_backward(la_context *ctx, const la_attn_sparse_back
     a.block_size = sp->index.block_size, a.q_blocks = sp->index.q_blocks, a.k_tiles_per_seq = t.k_tiles_per_seq;
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays (and the tile lists) to the device");
     else s = la_cuda_attention_backward_launch(&a, stream);
-    la_sparse_tiles_free(&t); /* staged: pageable copies are done when cudaMemcpyAsync returns */
     return call_end(ctx, &g, s);
 }
 

@@ -44,23 +44,35 @@ static void add_range(la_sparse_tile *t, int64_t first, int64_t *n, int64_t a, i
     }
 }
 
-void la_sparse_tiles_free(la_sparse_tile_lists *t) {
-    free(t->q_off), free(t->q_tiles), free(t->k_off), free(t->k_tiles);
-    memset(t, 0, sizeof *t);
+void la_sparse_tile_cache_free(la_sparse_tile_cache *cache) {
+    free(cache->mem);
+    cache->mem = NULL, cache->bytes = 0;
 }
 
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
 la_status la_sparse_tiles_build(const la_block_list *x, const la_attn_problem *p, bool transposed,
-                                la_sparse_tile_lists *out) {
+                                la_sparse_tile_cache *cache, la_sparse_tile_lists *out) {
     memset(out, 0, sizeof *out);
     if (x->q_blocks > INT32_MAX)
         return la_fail(LA_ERR_UNSUPPORTED, "%lld query blocks: the CUDA block-sparse kernels with extra columns (and "
                        "the backward) take up to 2^31 - 1", (long long)x->q_blocks);
     const int64_t rows = p->num_seqs * p->H * x->q_blocks, per_seq = p->H * x->q_blocks, bs = x->block_size;
     const int64_t bound = la_sparse_tiles_bound(x, p), kt_seq = (p->Lk + LA_SPARSE_TILE - 1) / LA_SPARSE_TILE;
+    const int64_t G = p->H / p->Hkv, buckets = p->num_seqs * p->Hkv * kt_seq;
+    /* q_off, q_tiles, then (transposed) k_off, k_tiles and the fill counters */
+    const size_t q_bytes = round64(sizeof(int64_t) * (size_t)(rows + 1)), t_bytes = round64(sizeof(la_sparse_tile) * (size_t)bound);
+    const size_t k_bytes = round64(sizeof(int64_t) * (size_t)(buckets + 1));
+    const size_t need = q_bytes + t_bytes + (transposed ? 2 * k_bytes + t_bytes : 0);
+    if (cache->bytes < need) {
+        la_sparse_tile_cache_free(cache);
+        if (!(cache->mem = malloc(need)))
+            return la_fail(LA_ERR_NOMEM, "no host memory for the block index's tile lists (%zu bytes)", need);
+        cache->bytes = need;
+    }
+    char *m = cache->mem;
     out->rows = rows, out->k_tiles_per_seq = kt_seq;
-    out->q_off = malloc(sizeof(int64_t) * (size_t)(rows + 1));
-    out->q_tiles = malloc(sizeof(la_sparse_tile) * (size_t)(bound + 1));
-    if (!out->q_off || !out->q_tiles) goto nomem;
+    out->q_off = (int64_t *)m, out->q_tiles = (la_sparse_tile *)(m + q_bytes);
     int64_t n = 0;
     out->q_off[0] = 0;
     for (int64_t r = 0; r < rows; r++) {
@@ -85,27 +97,31 @@ la_status la_sparse_tiles_build(const la_block_list *x, const la_attn_problem *p
     }
     if (!transposed) return LA_OK;
 
-    const int64_t G = p->H / p->Hkv, buckets = p->num_seqs * p->Hkv * kt_seq;
-    out->k_off = calloc((size_t)(buckets + 1), sizeof(int64_t));
-    out->k_tiles = malloc(sizeof(la_sparse_tile) * (size_t)(n + 1));
-    if (!out->k_off || !out->k_tiles) goto nomem;
-    /* bucket of row r's tile t: (b * Hkv + h / G) * kt_seq + t */
-#define BUCKET(r, t) (((r) / per_seq * p->Hkv + (r) / x->q_blocks % p->H / G) * kt_seq + (t))
-    for (int64_t r = 0; r < rows; r++)
-        for (int64_t e = out->q_off[r]; e < out->q_off[r + 1]; e++) out->k_off[BUCKET(r, out->q_tiles[e].tile) + 1]++;
-    for (int64_t i = 0; i < buckets; i++) out->k_off[i + 1] += out->k_off[i];
-    int64_t *fill = malloc(sizeof(int64_t) * (size_t)(buckets + 1));
-    if (!fill) goto nomem;
-    memcpy(fill, out->k_off, sizeof(int64_t) * (size_t)(buckets + 1));
-    for (int64_t r = 0; r < rows; r++) /* rows in order: head, then query block, within each bucket */
-        for (int64_t e = out->q_off[r]; e < out->q_off[r + 1]; e++)
-            out->k_tiles[fill[BUCKET(r, out->q_tiles[e].tile)]++] =
-                (la_sparse_tile){.keep = out->q_tiles[e].keep, .tile = (int32_t)(r % x->q_blocks),
-                                 .head = (int32_t)(r / x->q_blocks % p->H % G)};
-#undef BUCKET
-    free(fill);
+    out->k_off = (int64_t *)(m + q_bytes + t_bytes), out->k_tiles = (la_sparse_tile *)(m + q_bytes + t_bytes + k_bytes);
+    int64_t *fill = (int64_t *)(m + q_bytes + 2 * t_bytes + k_bytes);
+    memset(out->k_off, 0, sizeof(int64_t) * (size_t)(buckets + 1));
+    /* row (b, h, qb)'s tile t goes to bucket (b * Hkv + h / G) * kt_seq + t;
+     * rows in order (head, then query block, within each bucket); the
+     * divisions stay out of the per-tile loops (they cost more than the
+     * rest there) */
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t r = 0;
+        for (int64_t b = 0; b < p->num_seqs; b++)
+            for (int64_t h = 0; h < p->H; h++) {
+                int64_t *cnt = (pass ? fill : out->k_off + 1) + (b * p->Hkv + h / G) * kt_seq;
+                const int32_t gi = (int32_t)(h % G);
+                for (int64_t qb = 0; qb < x->q_blocks; qb++, r++)
+                    for (int64_t e = out->q_off[r]; e < out->q_off[r + 1]; e++) {
+                        const la_sparse_tile t = out->q_tiles[e];
+                        if (pass) out->k_tiles[cnt[t.tile]++] = (la_sparse_tile){.keep = t.keep, .tile = (int32_t)qb,
+                                                                                 .head = gi};
+                        else cnt[t.tile]++;
+                    }
+            }
+        if (!pass) {
+            for (int64_t i = 0; i < buckets; i++) out->k_off[i + 1] += out->k_off[i];
+            memcpy(fill, out->k_off, sizeof(int64_t) * (size_t)(buckets + 1));
+        }
+    }
     return LA_OK;
-nomem:
-    la_sparse_tiles_free(out);
-    return la_fail(LA_ERR_NOMEM, "no host memory for the block index's tile lists");
 }

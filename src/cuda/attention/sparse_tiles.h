@@ -36,15 +36,23 @@ typedef struct {
     int64_t rows, k_tiles_per_seq; /* ceil(Lk / 64), Lk the longest sequence's */
 } la_sparse_tile_lists;
 
+/* Host memory the lists are built in, kept across calls (the CUDA
+ * context's scratch holds one): fresh memory for each call cost its page
+ * faults, about a third of the build at 4M tiles (2026-12-03, this host). */
+typedef struct {
+    void *mem;
+    size_t bytes;
+} la_sparse_tile_cache;
+
 /* An upper bound on the tiles of either list, for the workspace (O(rows)). */
 int64_t la_sparse_tiles_bound(const la_block_list *x, const la_attn_problem *p);
 
-/* Build the lists (the transposed one when `transposed`) in host memory;
- * LA_ERR_NOMEM, or LA_ERR_UNSUPPORTED for query blocks past int32. Free
- * with la_sparse_tiles_free. */
+/* Build the lists (the transposed one when `transposed`) in the cache's
+ * memory, grown as needed: *out points into it until the cache's next use.
+ * LA_ERR_NOMEM, or LA_ERR_UNSUPPORTED for query blocks past int32. */
 la_status la_sparse_tiles_build(const la_block_list *x, const la_attn_problem *p, bool transposed,
-                                la_sparse_tile_lists *out);
-void la_sparse_tiles_free(la_sparse_tile_lists *t);
+                                la_sparse_tile_cache *cache, la_sparse_tile_lists *out);
+void la_sparse_tile_cache_free(la_sparse_tile_cache *cache);
 
 #ifdef __cplusplus
 }
