@@ -442,11 +442,12 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
                            .lo = lo + b * R, .hi = hi + b * R};
             const int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk > c0 ? lk : c0;
+            float *a = pacc + (size_t)row * Dp;
             if (!fast) {
-                chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, pacc + (size_t)row * Dp);
+                chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, a);
             } else {
-                if (per_head) head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, pacc + (size_t)row * Dp);
-                else chunk_all(&s, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, pacc + (size_t)row * Dp);
+                if (per_head) head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
+                else chunk_all(&s, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
                 memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
                 memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
             }
