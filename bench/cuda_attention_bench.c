@@ -1,6 +1,6 @@
 /* Times longattn's CUDA attention with CUDA events, on random data.
  *
- *   longattn_cuda_bench [--op fwd|fwdbwd|decode|sparse] [--heads 16] [--dim 128] [--tokens 16384] [--len L]...
+ *   longattn_cuda_bench [--op fwd|fwdbwd|decode|sparse|sparse_fwdbwd] [--heads 16] [--dim 128] [--tokens 16384] [--len L]...
  *                       [--iters 20]
  *
  * fwd (default): la_attention_forward, bf16 inputs [B, L, H, D], out bf16,
@@ -22,6 +22,11 @@
  *   listed visible (query, key) pairs over the dense call's; TFLOP/s count
  *   4 D flops per listed visible pair; speedup: dense ms / sparse ms. The
  *   time includes the copy of the host index to the device.
+ * sparse_fwdbwd: the same, each call the forward then the backward
+ *   (la_block_sparse_backward beside la_attention_backward; dout and
+ *   gradients bf16); TFLOP/s count 14 D flops per listed visible pair (as
+ *   fwdbwd). The sparse time includes the host's tile lists for the
+ *   backward and their copy.
  * Each JSON line is the median of `--iters` timed calls after 3 warm-up
  * calls, each call timed alone between two events (decode also prints
  * stream_ms, the time per call of `--iters` calls run back to back). */
@@ -196,9 +201,11 @@ static int run_decode(la_context *ctx, int64_t B, int64_t L, int64_t H, int64_t 
     return 0;
 }
 
-/* Median ms of `iters` calls of the forward, dense (index NULL) or sparse. */
+/* Median ms of `iters` calls of the forward (and the backward when
+ * with_bwd), dense (index NULL) or sparse; t: q, k, v, out, lse, dout, dq,
+ * dk, dv. */
 static int time_forward(la_context *ctx, const la_attention_params *p, const la_tensor *t, const la_block_index *index,
-                        int iters, double *med_ms) {
+                        int iters, bool with_bwd, double *med_ms) {
     cudaEvent_t e0, e1;
     CHECK(cudaEventCreate(&e0));
     CHECK(cudaEventCreate(&e1));
@@ -208,8 +215,13 @@ static int time_forward(la_context *ctx, const la_attention_params *p, const la_
         la_status s = index ? la_block_sparse_forward(ctx, p, &t[0], &t[1], &t[2], index, (la_tensor *)&t[3],
                                                       (la_tensor *)&t[4])
                             : la_attention_forward(ctx, p, &t[0], &t[1], &t[2], (la_tensor *)&t[3], (la_tensor *)&t[4]);
+        la_tensor *g = (la_tensor *)t;
+        if (s == LA_OK && with_bwd)
+            s = index ? la_block_sparse_backward(ctx, p, &t[0], &t[1], &t[2], index, &t[3], &t[5], &t[4], &g[6], &g[7],
+                                                 &g[8])
+                      : la_attention_backward(ctx, p, &t[0], &t[1], &t[2], &t[3], &t[5], &t[4], &g[6], &g[7], &g[8]);
         if (s != LA_OK) {
-            fprintf(stderr, "%s: %s: %s\n", index ? "la_block_sparse_forward" : "la_attention_forward",
+            fprintf(stderr, "%s: %s: %s\n", index ? "la_block_sparse_forward/backward" : "la_attention_forward/backward",
                     la_status_name(s), la_last_error());
             return 1;
         }
@@ -225,13 +237,13 @@ static int time_forward(la_context *ctx, const la_attention_params *p, const la_
 }
 
 /* Block-sparse forward beside the dense one at B 1, length L (see the top). */
-static int run_sparse(la_context *ctx, int64_t L, int64_t H, int64_t D, int iters, void *buf[9]) {
+static int run_sparse(la_context *ctx, int64_t L, int64_t H, int64_t D, int iters, void *buf[9], bool with_bwd) {
     const int64_t bs = 64, nb = (L + bs - 1) / bs, rows = H * nb;
     la_device dev = {LA_DEVICE_CUDA, 0};
-    la_tensor t[5];
-    for (int i = 0; i < 4; i++) t[i] = la_tensor_contiguous(buf[i], LA_BF16, 4, (int64_t[]){1, L, H, D});
+    la_tensor t[9];
+    for (int i = 0; i < 9; i++) t[i] = la_tensor_contiguous(buf[i], LA_BF16, 4, (int64_t[]){1, L, H, D});
     t[4] = la_tensor_contiguous(buf[4], LA_F32, 3, (int64_t[]){1, L, H});
-    for (int i = 0; i < 5; i++) t[i].device = dev;
+    for (int i = 0; i < 9; i++) t[i].device = dev;
     la_block_index x = {.block_size = bs, .num_seqs = 1, .heads = H, .q_blocks = nb};
     x.offsets = malloc(sizeof(int64_t) * (size_t)(rows + 1));
     x.key_blocks = malloc(sizeof(int32_t) * (size_t)(rows * nb));
@@ -241,7 +253,7 @@ static int run_sparse(la_context *ctx, int64_t L, int64_t H, int64_t D, int iter
         la_attention_params p = la_attention_params_default();
         p.causal = causal;
         double dense_ms;
-        if (time_forward(ctx, &p, t, NULL, iters, &dense_ms)) return 1;
+        if (time_forward(ctx, &p, t, NULL, iters, with_bwd, &dense_ms)) return 1;
         const double dense_pairs = causal ? (double)L * (double)(L + 1) / 2 : (double)L * (double)L;
         for (size_t si = 0; si < sizeof shares / sizeof shares[0]; si++) {
             uint64_t st = 0x9e3779b97f4a7c15ull + si;
@@ -262,12 +274,13 @@ static int run_sparse(la_context *ctx, int64_t L, int64_t H, int64_t D, int iter
                 x.offsets[r + 1] = n;
             }
             double ms;
-            if (time_forward(ctx, &p, t, &x, iters, &ms)) return 1;
-            printf("{\"op\":\"sparse_fwd\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":1,\"L\":%lld,\"H\":%lld,"
+            if (time_forward(ctx, &p, t, &x, iters, with_bwd, &ms)) return 1;
+            printf("{\"op\":\"%s\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":1,\"L\":%lld,\"H\":%lld,"
                    "\"D\":%lld,\"causal\":%d,\"block\":%lld,\"share\":%.2f,\"density\":%.4f,\"ms\":%.4f,"
                    "\"dense_ms\":%.4f,\"speedup\":%.2f,\"tflops\":%.1f}\n",
-                   (long long)L, (long long)H, (long long)D, causal, (long long)bs, shares[si],
-                   pairs / ((double)H * dense_pairs), ms, dense_ms, dense_ms / ms, 4.0 * (double)D * pairs / (ms * 1e9));
+                   with_bwd ? "sparse_fwdbwd" : "sparse_fwd", (long long)L, (long long)H, (long long)D, causal, (long long)bs, shares[si],
+                   pairs / ((double)H * dense_pairs), ms, dense_ms, dense_ms / ms,
+                   (with_bwd ? 14.0 : 4.0) * (double)D * pairs / (ms * 1e9));
             fflush(stdout);
         }
     }
@@ -291,9 +304,10 @@ int main(int argc, char **argv) {
             return 2;
         }
     }
-    const bool decode = !strcmp(op, "decode"), with_bwd = !strcmp(op, "fwdbwd"), sparse = !strcmp(op, "sparse");
-    if (!decode && !with_bwd && !sparse && strcmp(op, "fwd")) {
-        fprintf(stderr, "--op is fwd, fwdbwd, decode or sparse\n");
+    const bool decode = !strcmp(op, "decode"), sparse = !strncmp(op, "sparse", 6);
+    const bool with_bwd = !strcmp(op, "fwdbwd") || !strcmp(op, "sparse_fwdbwd");
+    if (!decode && strcmp(op, "fwdbwd") && strcmp(op, "sparse") && strcmp(op, "sparse_fwdbwd") && strcmp(op, "fwd")) {
+        fprintf(stderr, "--op is fwd, fwdbwd, decode, sparse or sparse_fwdbwd\n");
         return 2;
     }
     if (!la_cuda_available()) {
@@ -323,7 +337,7 @@ int main(int argc, char **argv) {
         if (fill_device(buf[i], n * 2, (uint64_t)i + 1)) return 1;
     }
     CHECK(cudaMalloc(&buf[4], (size_t)(max_tok * H) * 4));
-    for (int i = 0; i < nlens && !rc && sparse; i++) rc = run_sparse(ctx, lens[i], H, D, iters, buf);
+    for (int i = 0; i < nlens && !rc && sparse; i++) rc = run_sparse(ctx, lens[i], H, D, iters, buf, with_bwd);
     for (int i = 0; i < nlens && !rc && !sparse; i++) {
         int64_t L = lens[i], B = tokens / L > 0 ? tokens / L : 1;
         rc = run_shape(ctx, B, L, H, D, iters, buf, with_bwd);

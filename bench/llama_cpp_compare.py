@@ -7,9 +7,12 @@ Measures, for both, with the same thread count:
   - perplexity over --text, computed as llama.cpp's perplexity tool does
     (non-overlapping chunks of --ctx tokens, second half of each scored);
   - long-context generation (part `longctx`): --long-tg greedy tokens after
-    a prompt of --long-ctx tokens, llama.cpp with its defaults (f16 KV cache,
-    flash attention off) against longattn with each --long-kv-types cache,
-    with the bytes each step reads (weights + KV cache in use).
+    a prompt of --long-ctx tokens, llama.cpp in each --long-llama config (its
+    defaults: f16 KV cache, flash attention off; f16+fa; q8_0+fa) against
+    longattn with each --long-kv-types cache (and --longattn-base, an older
+    build, for an A/B), taking turns for --repeat rounds, with the bytes each
+    step reads (weights + KV cache in use) and a markdown table of the ratios
+    on stderr. Only this part: --skip check,speed,ppl.
 
 llama.cpp runs through llama-cpp-python (run this script with the Python of
 the virtual environment that has it, e.g. ~/.cache/longattn/venv-llama/bin/python);
@@ -105,27 +108,63 @@ def llama_speed(args, prompt_tokens, gen_prompt_tokens):
     return pp, args.tg_tokens / spent
 
 
-def llama_long_generation(args, prompt_tokens):
-    """Generation tokens/s over --long-tg greedy steps after prompt_tokens,
-    and the f16 KV bytes those steps read (every layer's K and V rows of the
-    tokens in the cache; llama.cpp's default cache type)."""
-    llm = llama_load(args, len(prompt_tokens) + args.long_tg + 16, False)
-    llm.eval(prompt_tokens)
-    spent = 0.0
-    for _ in range(args.long_tg):
-        tok = llama_greedy(llm)
+# llama.cpp KV-cache types for --long-llama: ggml type ids (ggml.h)
+LLAMA_KV_TYPES = {"f16": 1, "q8_0": 8}
+
+
+def llama_long_config(spec):
+    """'f16', 'f16+fa', 'q8_0+fa' -> (cache type name, flash attention on)."""
+    kv, _, fa = spec.partition("+")
+    if kv not in LLAMA_KV_TYPES or fa not in ("", "fa"):
+        sys.exit("llama_cpp_compare: --long-llama entry %r is not one of f16, f16+fa, q8_0+fa" % spec)
+    if kv != "f16" and not fa:
+        sys.exit("llama_cpp_compare: llama.cpp quantises the V cache only with flash attention: use %s+fa" % kv)
+    return kv, bool(fa)
+
+
+class LlamaLong:
+    """One llama.cpp context per --long-llama config, the prompt evaluated
+    once: each round rewinds the cache to the prompt (llama-cpp-python's
+    eval drops the cache past n_tokens) and times --long-tg greedy
+    single-token evals from the same first token, so every round reads the
+    same cache lengths."""
+
+    def __init__(self, args, prompt_tokens, spec):
+        from llama_cpp import Llama
+        kv, fa = llama_long_config(spec)
+        self.args, self.spec, self.n_prompt = args, spec, len(prompt_tokens)
+        self.llm = Llama(model_path=args.model, n_ctx=len(prompt_tokens) + args.long_tg + 16, n_batch=args.batch,
+                         n_threads=args.threads, n_threads_batch=args.threads, logits_all=False, verbose=False,
+                         flash_attn=fa, type_k=LLAMA_KV_TYPES[kv], type_v=LLAMA_KV_TYPES[kv])
         t0 = time.perf_counter()
-        llm.eval([tok])
-        spent += time.perf_counter() - t0
-    md = llm.metadata
-    arch = md.get("general.architecture", "llama")
-    layers = int(md["%s.block_count" % arch])
-    heads = int(md["%s.attention.head_count" % arch])
-    kv_heads = int(md.get("%s.attention.head_count_kv" % arch, heads))
-    head_dim = int(md.get("%s.attention.key_length" % arch, int(md["%s.embedding_length" % arch]) // heads))
-    tokens = len(prompt_tokens) + args.long_tg // 2  # the cache's mean length over the timed steps
-    del llm
-    return args.long_tg / spent, layers * kv_heads * head_dim * 2 * 2 * tokens
+        self.llm.eval(prompt_tokens)
+        self.prompt_tps = len(prompt_tokens) / (time.perf_counter() - t0)
+        self.first = llama_greedy(self.llm)
+        md = self.llm.metadata
+        arch = md.get("general.architecture", "llama")
+        layers = int(md["%s.block_count" % arch])
+        heads = int(md["%s.attention.head_count" % arch])
+        kv_heads = int(md.get("%s.attention.head_count_kv" % arch, heads))
+        head_dim = int(md.get("%s.attention.key_length" % arch, int(md["%s.embedding_length" % arch]) // heads))
+        # bytes per cached element: f16 2, q8_0 34 per block of 32
+        elem = 2.0 if kv == "f16" else 34.0 / 32.0
+        tokens = len(prompt_tokens) + args.long_tg // 2  # the cache's mean length over the timed steps
+        self.kv_bytes = int(layers * kv_heads * head_dim * 2 * elem * tokens)
+
+    def round(self):
+        """Generation tokens/s of one round."""
+        self.llm.n_tokens = self.n_prompt
+        tok, spent = self.first, 0.0
+        for _ in range(self.args.long_tg):
+            t0 = time.perf_counter()
+            self.llm.eval([tok])
+            spent += time.perf_counter() - t0
+            tok = llama_greedy(self.llm)
+        return self.args.long_tg / spent
+
+    def close(self):
+        self.llm.close() if hasattr(self.llm, "close") else None
+        del self.llm
 
 
 def llama_perplexity(args, text):
@@ -173,14 +212,14 @@ def run_checked(cmd):
     return r.stdout, err
 
 
-def longattn_run(args, prompt_text, n_gen, extra=(), ctx=None):
+def longattn_run(args, prompt_text, n_gen, extra=(), ctx=None, binary=None):
     """(prompt tokens, prompt tokens/s, forward passes, generation tokens/s,
     KV-cache bytes, generated bytes)."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(prompt_text)
         path = f.name
     try:
-        cmd = [args.longattn, "run", "-m", args.model, "-f", path, "--raw", "-n", str(n_gen), "--temp", "0",
+        cmd = [binary or args.longattn, "run", "-m", args.model, "-f", path, "--raw", "-n", str(n_gen), "--temp", "0",
                "--threads", str(args.threads), "--ctx", str(ctx or args.pp_tokens + args.tg_tokens + 256)] + list(extra)
         out, err = run_checked(cmd)
     finally:
@@ -249,37 +288,86 @@ def check_agreement(args, prompt_tokens, prompt_text, common):
     return agree
 
 
+def load_average():
+    try:
+        return float(open("/proc/loadavg").read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def long_generation(args, text, common):
-    """Generation at a long context: llama.cpp (f16 cache) and longattn with
-    each --long-kv-types cache take turns, best of --repeat each. Bytes per
-    step: the weights (the GGUF file's size, every weight read once per
-    token) plus the KV cache in use (longattn's own count at the end of the
-    run; llama.cpp's computed from the model's shape)."""
+    """Generation at a long context, side by side: each --long-llama config
+    of llama.cpp (its defaults are f16 without flash attention), longattn
+    with each --long-kv-types cache and, with --longattn-base, an older
+    longattn binary take turns for --repeat rounds; every round is printed
+    (with the load average), then the best round of each and its ratio to
+    each llama.cpp config, and a markdown table on stderr. Bytes per step:
+    the weights (the GGUF file's size, every weight read once per token)
+    plus the KV cache in use (longattn's own count at the end of the run;
+    llama.cpp's computed from the model's shape and cache type)."""
     llm = llama_load(args, 64, False)
     toks = llama_tokens(llm, text)
-    del llm
     if len(toks) < args.long_ctx:
         sys.exit("llama_cpp_compare: %s has %d tokens, fewer than --long-ctx" % (args.text, len(toks)))
     prompt = toks[:args.long_ctx]
-    llm = llama_load(args, 64, False)
     prompt_text = llm.detokenize(prompt).decode("utf-8", "replace")
     del llm
     weights = os.path.getsize(args.model)
     kv_types = [t for t in args.long_kv_types.split(",") if t]
-    best_l, l_kv, best_a, a_kv = 0.0, 0, {}, {}
+    specs = [c for c in args.long_llama.split(",") if c]
+    for c in specs:
+        llama_long_config(c)
+    binaries = [("longattn", args.longattn)] + ([("longattn-base", args.longattn_base)] if args.longattn_base else [])
     ctx = args.long_ctx + args.long_tg + 256
-    for _ in range(args.repeat):
-        tps, l_kv = llama_long_generation(args, prompt)
-        best_l = max(best_l, tps)
-        for t in kv_types:
-            _, _, _, tps, kv, _ = longattn_run(args, prompt_text, args.long_tg + 1, ("--kv-type", t), ctx)
-            best_a[t], a_kv[t] = max(best_a.get(t, 0.0), tps), kv
-    emit(tool="llama.cpp", metric="long_generation_tps", kv_type="f16", ctx=args.long_ctx, tokens=args.long_tg,
-         value=round(best_l, 2), kv_bytes=l_kv, bytes_per_token=weights + l_kv, **common)
-    for t in kv_types:
-        emit(tool="longattn", metric="long_generation_tps", kv_type=t, ctx=args.long_ctx, tokens=args.long_tg,
-             value=round(best_a[t], 2), kv_bytes=a_kv[t], bytes_per_token=weights + a_kv[t], **common)
-        emit(tool="ratio", metric="long_generation_tps", kv_type=t, value=round(best_a[t] / best_l, 3), **common)
+    best, kv_bytes, prompt_tps = {}, {}, {}
+    # llama.cpp evaluates each config's prompt once (contexts kept across
+    # rounds); longattn runs a process per round, prompt included
+    contexts = []
+    for c in specs:
+        contexts.append(LlamaLong(args, prompt, c))
+        kv_bytes[("llama.cpp", c)] = contexts[-1].kv_bytes
+        prompt_tps[("llama.cpp", c)] = contexts[-1].prompt_tps
+    for r in range(args.repeat):
+        for lc in contexts:
+            load = load_average()
+            tps = lc.round()
+            key = ("llama.cpp", lc.spec)
+            best[key] = max(best.get(key, 0.0), tps)
+            emit(tool="llama.cpp", metric="long_generation_round", kv_type=lc.spec, round=r, value=round(tps, 2),
+                 load=load, **common)
+        for name, binary in binaries:
+            for t in kv_types:
+                load = load_average()
+                _, pp, _, tps, kv, _ = longattn_run(args, prompt_text, args.long_tg + 1, ("--kv-type", t), ctx,
+                                                    binary)
+                key = (name, t)
+                best[key], kv_bytes[key] = max(best.get(key, 0.0), tps), kv
+                prompt_tps[key] = max(prompt_tps.get(key, 0.0), pp)
+                emit(tool=name, metric="long_generation_round", kv_type=t, round=r, value=round(tps, 2), load=load,
+                     **common)
+    for lc in contexts:
+        lc.close()
+    rows = [("llama.cpp", c) for c in specs] + [(n, t) for n, _ in binaries for t in kv_types]
+    for key in rows:
+        emit(tool=key[0], metric="long_generation_tps", kv_type=key[1], ctx=args.long_ctx, tokens=args.long_tg,
+             value=round(best[key], 2), kv_bytes=kv_bytes[key], bytes_per_token=weights + kv_bytes[key],
+             read_gbps=round((weights + kv_bytes[key]) * best[key] / 1e9, 2), prompt_tps=round(prompt_tps[key], 2),
+             **common)
+    for key in rows[len(specs):]:
+        for c in specs:
+            emit(tool="ratio", metric="long_generation_tps", kv_type=key[1], binary=key[0], vs="llama.cpp " + c,
+                 value=round(best[key] / best[("llama.cpp", c)], 3), **common)
+    # the table, for a report
+    out = sys.stderr
+    print("\ngeneration at a %d-token context, %d tokens timed, %d threads, best of %d rounds"
+          % (args.long_ctx, args.long_tg, args.threads, args.repeat), file=out)
+    print("| tool | KV cache | tokens/s | bytes read per token | GB/s | %s |"
+          % " | ".join("vs llama.cpp " + c for c in specs), file=out)
+    print("|---|---|---:|---:|---:|%s" % ("---:|" * len(specs)), file=out)
+    for key in rows:
+        b = weights + kv_bytes[key]
+        print("| %s | %s | %.2f | %.1f MB | %.2f | %s |" % (key[0], key[1], best[key], b / 1e6, b * best[key] / 1e9,
+              " | ".join("%.2fx" % (best[key] / best[("llama.cpp", c)]) for c in specs)), file=out)
 
 
 def main():
@@ -303,6 +391,11 @@ def main():
     ap.add_argument("--long-ctx", type=int, default=8192, help="longctx part: prompt tokens before generation")
     ap.add_argument("--long-tg", type=int, default=64, help="longctx part: greedy tokens timed")
     ap.add_argument("--long-kv-types", default="f16,q8", help="longctx part: longattn --kv-type values")
+    ap.add_argument("--long-llama", default="f16,f16+fa",
+                    help="longctx part: llama.cpp configs, comma list of f16 (its defaults: f16 KV cache, flash "
+                         "attention off), f16+fa (flash attention on), q8_0+fa (q8_0 KV cache, flash attention on)")
+    ap.add_argument("--longattn-base", default=None,
+                    help="longctx part: an older longattn binary timed in the same rounds (an A/B of two builds)")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: check,speed,ppl,longctx")
     args = ap.parse_args()
     skip = set(filter(None, args.skip.split(",")))

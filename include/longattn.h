@@ -1415,6 +1415,27 @@ LA_API size_t la_kv_cache_bytes(const la_kv_cache *c);
  *    holds at most n_kv_heads x BUDGET entries (its heads ragged, so up to
  *    a partial page per head beyond an even split's pages; counts are not
  *    rounded to pages: that starved heads when BUDGET < page_size).
+ *    Option carry=G (field carry, in [0, 1], default 0: every selection
+ *    ranks by its own prompt's votes alone) carries votes across prompts:
+ *    each entry keeps a running vote A, at every prompt's end A = G x A +
+ *    this prompt's pooled vote (new entries start at 0), and a head over
+ *    budget keeps its R newest and the best by A; a prompt fed in many
+ *    pieces that are each a prompt (a perplexity run's batches) then
+ *    keeps what many windows voted for, with votes G^k old weighed G^k.
+ *    The first prompt's selection is plain SnapKV's. Not with adapt=.
+ *    Option pyramid=F (field pyramid, in (-1, 1), default 0) gives the
+ *    layers budgets on a line, as PyramidKV (Cai et al. 2024): layer l of
+ *    L keeps BUDGET x (1 + F x (L - 1 - 2l) / (L - 1)), F > 0 giving the
+ *    lower layers more; round(BUDGET x (1 - |F|)) must exceed max(window,
+ *    recent). Options share=S (in [0, 1), default 0) and file=FILE (a duo
+ *    score file, as duo's; not with pyramid=) give layer l L x BUDGET x
+ *    ((1 - S) / L + S x w_l / sum of w), w_l the sum of its KV heads'
+ *    scores (negative ones count 0): layers with retrieval heads keep
+ *    more; floor((1 - S) x BUDGET) must exceed max(window, recent); the
+ *    file is read when the policy state is created. Both keep the total,
+ *    L x BUDGET, rounded to whole pages (largest remainders), so the
+ *    layers hold no more pages than an even split (each budget floored
+ *    instead where a page-rounded one would not exceed max(window, recent)).
  *  - "quest:BUDGET" (Quest, Tang et al. 2024): nothing is evicted. Each
  *    full page of the cache keeps per-channel min and max of its keys; a
  *    single-token query bounds a page's scores by sum_d max(q_d min_d,
@@ -1469,11 +1490,13 @@ typedef struct {
     int64_t kernel;   /* snapkv: pooling kernel, odd, >= 1 */
     int pool_avg;     /* snapkv: 0 max pooling, 1 average pooling */
     int64_t page;     /* quest: page size a session gives its cache; 0: the session's kv_page_size */
-    double share;     /* duo: share of (layer, KV head) pairs that keep the full cache */
+    double share;     /* duo: share of (layer, KV head) pairs kept full; snapkv: share of budget by file's layer scores */
     double snap;      /* h2o: share of the budget pinned by a prompt's votes (snap=), in [0, 1) */
     int decode_grow;  /* h2o: 1 = single-token steps evict nothing (decode=grow), 0 = they do (decode=evict) */
     double adapt;     /* snapkv: share of a layer's voted entries given out across its heads by vote (adapt=), [0, 1] */
-    char file[LA_KV_POLICY_PATH_MAX]; /* duo: score file */
+    char file[LA_KV_POLICY_PATH_MAX]; /* duo, snapkv with share: score file */
+    double carry;     /* snapkv: weight of earlier prompts' votes in each entry's ranking (carry=), [0, 1] */
+    double pyramid;   /* snapkv: per-layer budget slope (pyramid=), (-1, 1): layer 0 (1 + F) x BUDGET, last (1 - F) x */
 } la_kv_policy;
 
 /* Parse a policy string (above). LA_ERR_NULL; LA_ERR_ARGUMENT naming what

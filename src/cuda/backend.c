@@ -38,6 +38,7 @@ typedef struct {
     size_t bytes;
     int device;
     cudaEvent_t done;
+    la_sparse_tile_cache tiles; /* host memory of the block-sparse calls' tile lists */
 } cuda_scratch;
 
 static la_status cuda_fail(cudaError_t e, const char *what) {
@@ -96,6 +97,7 @@ static void scratch_release(la_context *ctx) {
         cudaEventDestroy(sc->done);
         guard_leave(&g);
     }
+    la_sparse_tile_cache_free(&sc->tiles);
     free(sc);
     ctx->device_scratch = NULL;
     ctx->device_release = NULL;
@@ -143,6 +145,10 @@ static int64_t sparse_rows(const la_attn_sparse_problem *sp) {
     return sp->fwd.a.num_seqs * sp->fwd.a.H * sp->index.q_blocks;
 }
 
+/* Whether an index has extra key columns (then the kernels take its tile
+ * lists, cuda/attention/sparse_tiles.h). */
+static bool sparse_has_cols(const la_block_list *x, int64_t rows) { return x->col_offsets && x->col_offsets[rows] > 0; }
+
 /* 2 elements: the kernels store pairs; 16 bytes: they load rows by cp.async. */
 static int64_t pair_align(const la_attn_operand *o) { return 2 * (int64_t)la_dtype_size(o->dtype); }
 
@@ -173,13 +179,6 @@ static la_status cuda_supports(const la_attn_problem *p) {
             return s;
         return LA_OK;
     }
-    if (p->op == LA_ATTN_SPARSE_FORWARD) {
-        const la_attn_sparse_problem *sp = (const la_attn_sparse_problem *)p;
-        if (sp->index.col_offsets && sp->index.col_offsets[sparse_rows(sp)] > 0)
-            return la_fail(LA_ERR_UNSUPPORTED, "the CUDA block-sparse forward takes no extra key columns (the index "
-                           "lists %lld); run it on CPU tensors, or fold the columns into blocks",
-                           (long long)sp->index.col_offsets[sparse_rows(sp)]);
-    }
     if (p->op == LA_ATTN_FORWARD || p->op == LA_ATTN_SPARSE_FORWARD) {
         /* the sparse problem starts with the forward's */
         const la_attn_forward_problem *f = (const la_attn_forward_problem *)p;
@@ -190,9 +189,10 @@ static la_status cuda_supports(const la_attn_problem *p) {
             return s;
         return LA_OK;
     }
-    if (p->op == LA_ATTN_BACKWARD) {
+    if (p->op == LA_ATTN_BACKWARD || p->op == LA_ATTN_SPARSE_BACKWARD) {
+        /* the sparse problem starts with the backward's */
         const la_attn_backward_problem *bp = (const la_attn_backward_problem *)p;
-        if ((s = check_qkv16(p, "backward"))) return s;
+        if ((s = check_qkv16(p, p->op == LA_ATTN_BACKWARD ? "backward" : "block-sparse backward"))) return s;
         /* dout is read as 16-bit tiles (an f32 dout is converted first); out elementwise */
         const int64_t dout_align = bp->dout.dtype == LA_F32 ? 4 : 16;
         if ((s = check_operand(&p->q, "q", dev, 16)) || (s = check_operand(&p->k, "k", dev, 16)) ||
@@ -274,18 +274,29 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
     size_t n = 0;
     if (p->rule.alibi_slopes) n += round64(sizeof(float) * (size_t)p->H);
     if (p->cu_q) n += 2 * round64(sizeof(int32_t) * (size_t)(p->num_seqs + 1));
-    if (p->op == LA_ATTN_BACKWARD) {
+    if (p->op == LA_ATTN_BACKWARD || p->op == LA_ATTN_SPARSE_BACKWARD) {
         const la_attn_backward_problem *bp = (const la_attn_backward_problem *)p;
         const size_t rh = (size_t)backward_rows(p) * (size_t)p->H;
         n += 2 * round64(sizeof(float) * rh);
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
-        if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) n += round64(4 * rh * (size_t)p->D);
+        if (p->op == LA_ATTN_BACKWARD && la_cuda_attention_backward_dq_acc(p->D, bp->deterministic))
+            n += round64(4 * rh * (size_t)p->D);
+        if (p->op == LA_ATTN_SPARSE_BACKWARD) { /* both tile lists */
+            const la_block_list *x = &((const la_attn_sparse_backward_problem *)p)->index;
+            const size_t tiles = sizeof(la_sparse_tile) * (size_t)la_sparse_tiles_bound(x, p);
+            const int64_t buckets = p->num_seqs * p->Hkv * ((p->Lk + LA_SPARSE_TILE - 1) / LA_SPARSE_TILE);
+            n += round64(sizeof(int64_t) * (size_t)(p->num_seqs * p->H * x->q_blocks + 1)) + 2 * round64(tiles) +
+                 round64(sizeof(int64_t) * (size_t)(buckets + 1));
+        }
     } else if (p->op == LA_ATTN_FORWARD) {
         n += round64(la_cuda_attention_forward_workspace(&p->rule, p->cu_q != NULL, p->D, sm_count(p->device.index)));
     } else if (p->op == LA_ATTN_SPARSE_FORWARD) {
         const la_attn_sparse_problem *sp = (const la_attn_sparse_problem *)p;
         const int64_t rows = sparse_rows(sp);
-        n += round64(sizeof(int64_t) * (size_t)(rows + 1)) + round64(sizeof(int32_t) * (size_t)sp->index.offsets[rows]);
+        n += round64(sizeof(int64_t) * (size_t)(rows + 1));
+        if (sparse_has_cols(&sp->index, rows))
+            n += round64(sizeof(la_sparse_tile) * (size_t)la_sparse_tiles_bound(&sp->index, p));
+        else n += round64(sizeof(int32_t) * (size_t)sp->index.offsets[rows]);
     } else if (p->op == LA_ATTN_MERGE) {
         n += round64(2 * sizeof(la_attn_operand) * (size_t)((const la_attn_merge_problem *)p)->n_parts);
     } else if (p->op == LA_ATTN_KV_APPEND) {
@@ -435,10 +446,18 @@ static la_status cuda_sparse_forward(la_context *ctx, const la_attn_sparse_probl
     cudaError_t e = cudaSuccess;
     stage_common(p, &w, stream, &e, &a.f.rule, &a.f.cu_q, &a.f.cu_k);
     const int64_t rows = sparse_rows(sp), nnz = sp->index.offsets[rows];
-    a.offsets = stage(&w, sp->index.offsets, sizeof(int64_t) * (size_t)(rows + 1), stream, &e);
-    a.key_blocks = nnz ? stage(&w, sp->index.key_blocks, sizeof(int32_t) * (size_t)nnz, stream, &e) : NULL;
-    if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays (and the block index) to the device");
-    else s = la_cuda_sparse_forward_launch(&a, stream);
+    la_sparse_tile_lists t = {0};
+    if (sparse_has_cols(&sp->index, rows)) { /* the tile lists instead of the index */
+        if (!(s = la_sparse_tiles_build(&sp->index, p, false, &((cuda_scratch *)ctx->device_scratch)->tiles, &t))) {
+            a.tile_off = stage(&w, t.q_off, sizeof(int64_t) * (size_t)(rows + 1), stream, &e);
+            a.tiles = stage(&w, t.q_tiles, sizeof(la_sparse_tile) * (size_t)t.q_off[rows], stream, &e);
+        }
+    } else {
+        a.offsets = stage(&w, sp->index.offsets, sizeof(int64_t) * (size_t)(rows + 1), stream, &e);
+        a.key_blocks = nnz ? stage(&w, sp->index.key_blocks, sizeof(int32_t) * (size_t)nnz, stream, &e) : NULL;
+    }
+    if (!s && e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays (and the block index) to the device");
+    else if (!s) s = la_cuda_sparse_forward_launch(&a, stream);
     return call_end(ctx, &g, s);
 }
 
@@ -454,13 +473,11 @@ static la_status cuda_host_readable(const void *ptr, const char *name) {
     return LA_OK;
 }
 
-static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *bp, void *ws) {
+/* The backward's arguments with its workspace arrays placed (from *w on)
+ * and the call's host arrays staged. */
+static la_cuda_bwd_args bwd_args(const la_attn_backward_problem *bp, char **w, cudaStream_t stream, cudaError_t *e) {
     const la_attn_problem *p = &bp->fwd.a;
     const la_attn_forward_problem *f = &bp->fwd;
-    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
-    device_guard g;
-    la_status s = call_begin(ctx, p->device.index, &g);
-    if (s) return s;
     la_cuda_bwd_args a = {
         .q = p->q.data, .k = p->k.data, .v = p->v.data, .out = f->out.data, .dout = bp->dout.data,
         .lse = (const float *)f->lse.data, .dq = bp->dq.data, .dk = bp->dk.data, .dv = bp->dv.data,
@@ -478,16 +495,58 @@ static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *
         .dout_f32 = bp->dout.dtype == LA_F32, .dq_f32 = bp->dq.dtype == LA_F32, .dk_f32 = bp->dk.dtype == LA_F32,
         .dv_f32 = bp->dv.dtype == LA_F32,
     };
+    stage_common(p, w, stream, e, &a.rule, &a.cu_q, &a.cu_k);
+    const size_t rh = (size_t)a.rows * (size_t)p->H;
+    a.delta = (float *)*w, *w += round64(sizeof(float) * rh);
+    a.lse2 = (float *)*w, *w += round64(sizeof(float) * rh);
+    if (a.dout_f32) a.dout16 = *w, *w += round64(2 * rh * (size_t)p->D);
+    a.deterministic = bp->deterministic;
+    return a;
+}
+
+static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *bp, void *ws) {
+    const la_attn_problem *p = &bp->fwd.a;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    la_status s = call_begin(ctx, p->device.index, &g);
+    if (s) return s;
     char *w = ws;
     cudaError_t e = cudaSuccess;
-    stage_common(p, &w, stream, &e, &a.rule, &a.cu_q, &a.cu_k);
-    const size_t rh = (size_t)a.rows * (size_t)p->H;
-    a.delta = (float *)w, w += round64(sizeof(float) * rh);
-    a.lse2 = (float *)w, w += round64(sizeof(float) * rh);
-    if (a.dout_f32) a.dout16 = w, w += round64(2 * rh * (size_t)p->D);
-    a.deterministic = bp->deterministic;
+    la_cuda_bwd_args a = bwd_args(bp, &w, stream, &e);
     if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) a.dq_acc = (float *)w;
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
+    else s = la_cuda_attention_backward_launch(&a, stream);
+    return call_end(ctx, &g, s);
+}
+
+/* The dense backward's passes over the index's tile lists, built here on
+ * the host from the checked index (both: by query block for dQ, by key tile
+ * for dK and dV) and copied with the call's other host arrays. */
+static la_status cuda_sparse_backward(la_context *ctx, const la_attn_sparse_backward_problem *sp, void *ws) {
+    const la_attn_problem *p = &sp->bwd.fwd.a;
+    const int64_t rows = sp->index.block_size < p->Lq ? sp->index.block_size : p->Lq; /* of a query block */
+    if (sp->index.q_blocks * ((rows + 63) / 64) > 0x7fffffff)
+        return la_fail(LA_ERR_UNSUPPORTED, "%lld query blocks of %lld rows: the CUDA block-sparse backward takes up "
+                       "to 2^31 - 1 pieces of 64 rows per head", (long long)sp->index.q_blocks,
+                       (long long)sp->index.block_size);
+    /* the cache is rewritten only after the previous call's copies are
+     * done: pageable cudaMemcpyAsync returns once the source is read */
+    la_sparse_tile_lists t;
+    la_status s = la_sparse_tiles_build(&sp->index, p, true, &((cuda_scratch *)ctx->device_scratch)->tiles, &t);
+    if (s) return s;
+    cudaStream_t stream = (cudaStream_t)ctx->cuda_stream;
+    device_guard g;
+    if ((s = call_begin(ctx, p->device.index, &g))) return s;
+    char *w = ws;
+    cudaError_t e = cudaSuccess;
+    la_cuda_bwd_args a = bwd_args(&sp->bwd, &w, stream, &e);
+    const int64_t buckets = p->num_seqs * p->Hkv * t.k_tiles_per_seq, n = t.q_off[t.rows];
+    a.q_off = stage(&w, t.q_off, sizeof(int64_t) * (size_t)(t.rows + 1), stream, &e);
+    a.q_tiles = stage(&w, t.q_tiles, sizeof(la_sparse_tile) * (size_t)n, stream, &e);
+    a.k_off = stage(&w, t.k_off, sizeof(int64_t) * (size_t)(buckets + 1), stream, &e);
+    a.k_tiles = stage(&w, t.k_tiles, sizeof(la_sparse_tile) * (size_t)n, stream, &e);
+    a.block_size = sp->index.block_size, a.q_blocks = sp->index.q_blocks, a.k_tiles_per_seq = t.k_tiles_per_seq;
+    if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays (and the tile lists) to the device");
     else s = la_cuda_attention_backward_launch(&a, stream);
     return call_end(ctx, &g, s);
 }
@@ -567,5 +626,6 @@ const la_backend la_cuda_backend = {
     .merge = cuda_merge,
     .kv_append = cuda_kv_append,
     .sparse_forward = cuda_sparse_forward,
+    .sparse_backward = cuda_sparse_backward,
     .host_readable = cuda_host_readable,
 };

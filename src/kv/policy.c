@@ -6,12 +6,13 @@
 #include "kv/kv_internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 #define KNOWN \
-    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], snapkv:BUDGET[:adapt=SHARE], quest:BUDGET, " \
-    "duo:BUDGET[:FILE]"
+    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], " \
+    "snapkv:BUDGET[:adapt=SHARE][:carry=G][:pyramid=F][:share=S:file=FILE], quest:BUDGET, duo:BUDGET[:FILE]"
 
 static const struct {
     const char *name;
@@ -100,6 +101,31 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
             return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: adapt %g (the share moved between heads) must be in "
                            "[0, 1]",
                            p->adapt);
+        if (!(p->carry >= 0 && p->carry <= 1) || (p->carry > 0 && p->adapt > 0))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: carry %g (the weight of earlier votes) must be in "
+                           "[0, 1], and 0 with adapt (%g)",
+                           p->carry, p->adapt);
+        if (!(p->share >= 0 && p->share < 1) || (p->share > 0 && p->pyramid != 0) ||
+            (p->share > 0 && (!memchr(p->file, 0, sizeof p->file) || !p->file[0])))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: share %g (of the budget given by the duo score file's "
+                           "layers) must be in [0, 1), not with pyramid (%g), and needs a file",
+                           p->share, p->pyramid);
+        if ((int64_t)floor((1 - p->share) * (double)p->budget) <= (p->recent > p->window ? p->recent : p->window))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: with share %g the smallest layer budget %lld must "
+                           "exceed max(window %lld, recent %lld)",
+                           p->share, (long long)floor((1 - p->share) * (double)p->budget), (long long)p->window,
+                           (long long)p->recent);
+        if (!(p->pyramid > -1 && p->pyramid < 1))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy snapkv: pyramid %g (the per-layer budget slope) must be in "
+                           "(-1, 1)",
+                           p->pyramid);
+        /* the smallest layer budget (the first or last layer's) still holds the newest entries and a vote */
+        if (llround((double)p->budget * (1 - fabs(p->pyramid))) <= (p->recent > p->window ? p->recent : p->window))
+            return la_fail(LA_ERR_ARGUMENT,
+                           "KV policy snapkv: with pyramid %g the smallest layer budget %lld must exceed max(window "
+                           "%lld, recent %lld)",
+                           p->pyramid, (long long)llround((double)p->budget * (1 - fabs(p->pyramid))),
+                           (long long)p->window, (long long)p->recent);
         return la_succeed();
     case LA_KV_POLICY_QUEST:
         if (p->budget < 1 || p->budget > (1LL << 30) || p->page < 0 || p->page > (1LL << 30))
@@ -135,12 +161,14 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
                 {"window", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
                 {"kernel", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
                 {"pool", 1u << LA_KV_POLICY_SNAPKV | 1u << LA_KV_POLICY_H2O},
-                {"share", 1u << LA_KV_POLICY_DUO},
-                {"file", 1u << LA_KV_POLICY_DUO},
+                {"share", 1u << LA_KV_POLICY_DUO | 1u << LA_KV_POLICY_SNAPKV},
+                {"file", 1u << LA_KV_POLICY_DUO | 1u << LA_KV_POLICY_SNAPKV},
                 {"page", 1u << LA_KV_POLICY_QUEST},
                 {"snap", 1u << LA_KV_POLICY_H2O},
                 {"decode", 1u << LA_KV_POLICY_H2O},
-                {"adapt", 1u << LA_KV_POLICY_SNAPKV}};
+                {"adapt", 1u << LA_KV_POLICY_SNAPKV},
+                {"carry", 1u << LA_KV_POLICY_SNAPKV},
+                {"pyramid", 1u << LA_KV_POLICY_SNAPKV}};
     size_t o = 0;
     while (o < sizeof opts / sizeof *opts && (strlen(opts[o].key) != kn || memcmp(opts[o].key, key, kn))) o++;
     if (o == sizeof opts / sizeof *opts || !(opts[o].kinds >> p->kind & 1))
@@ -164,16 +192,19 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
         break;
     case 5:
     case 8:
-    case 10: { /* duo's share of heads; h2o's snap, the voted share of the budget; snapkv's adapt */
+    case 10:
+    case 11:
+    case 12: { /* duo's share of heads; h2o's snap, the voted share of the budget; snapkv's adapt, carry, pyramid */
         char buf[64], *end;
         if (!vn || vn >= sizeof buf)
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s is empty or too long", text, opts[o].key);
         memcpy(buf, val, vn), buf[vn] = 0;
-        double *f = o == 5 ? &p->share : o == 8 ? &p->snap : &p->adapt;
+        double *f = o == 5 ? &p->share : o == 8 ? &p->snap : o == 10 ? &p->adapt : o == 11 ? &p->carry : &p->pyramid;
         *f = strtod(buf, &end);
-        if (*end || !(*f >= 0 && (o != 8 ? *f <= 1 : *f < 1)))
-            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be a number in [0, 1%c, not '%s'", text,
-                           opts[o].key, o != 8 ? ']' : ')', buf);
+        const bool ok = o == 12 ? *f > -1 && *f < 1 : *f >= 0 && (o != 8 ? *f <= 1 : *f < 1);
+        if (*end || !ok)
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be a number in %s, not '%s'", text, opts[o].key,
+                           o == 12 ? "(-1, 1)" : o == 8 ? "[0, 1)" : "[0, 1]", buf);
         break;
     }
     case 9:

@@ -39,6 +39,7 @@ struct la_kv_policy_state {
     int64_t *bounded;       /* quest: pages bounded per (layer, head) */
     int32_t *blocks;        /* quest: [pages] scratch */
     bool *retrieval;        /* duo: [heads] */
+    int64_t *layer_budget;  /* snapkv: [layers] entries each head keeps (pyramid=, or share= of the duo scores) */
     /* h2o, snapkv: the prompt's tail per layer, kept across prefill chunks
      * until la_kv_policy_end_prompt selects: the last `window` queries
      * (snapkv) [win_cap rows][n_heads][D], their log-sum-exp [rows][n_heads] */
@@ -178,7 +179,7 @@ void la_kv_policy_state_destroy(la_kv_policy_state *s) {
     free(s->score), free(s->n_score), free(s->cap), free(s->lse), free(s->mass), free(s->vote);
     free(s->slots), free(s->order), free(s->kf), free(s->vf), free(s->kmin), free(s->kmax), free(s->bounded);
     free(s->blocks), free(s->retrieval), free(s->qwin), free(s->lwin), free(s->nwin), free(s->lwin_ok);
-    free(s->pending), free(s->prompt_done), free(s->pin), free(s->pin_cap);
+    free(s->pending), free(s->prompt_done), free(s->pin), free(s->pin_cap), free(s->layer_budget);
     free(s);
 }
 
@@ -189,7 +190,9 @@ void la_kv_policy_state_reset(la_kv_policy_state *s) {
     s->lse_n = 0;
 }
 
-static la_status load_duo(la_kv_policy_state *s) {
+/* The per-(layer, KV head) scores of the duo score file p.file into sc
+ * [layers x kv heads], checked against the cache's dimensions. */
+static la_status read_duo_scores(const la_kv_policy_state *s, float *sc) {
     const char *path = s->p.file;
     FILE *f = fopen(path, "r");
     if (!f)
@@ -201,8 +204,7 @@ static la_status load_duo(la_kv_policy_state *s) {
     long long ver = -1, L = -1, H = -1;
     int64_t got = 0;
     const int64_t want = s->heads;
-    float *sc = malloc(sizeof(float) * (size_t)want);
-    la_status st = sc ? LA_OK : la_fail(LA_ERR_NOMEM, "KV policy duo: no memory for %lld scores", (long long)want);
+    la_status st = LA_OK;
     while (!st && fgets(line, sizeof line, f)) {
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
@@ -237,6 +239,14 @@ static la_status load_duo(la_kv_policy_state *s) {
     if (!st && (ver < 0 || got != want))
         st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s' holds %lld scores; expected %lld (layers x KV heads)", path,
                      (long long)got, (long long)want);
+    return st;
+}
+
+static la_status load_duo(la_kv_policy_state *s) {
+    const int64_t want = s->heads;
+    float *sc = malloc(sizeof(float) * (size_t)want);
+    la_status st = sc ? read_duo_scores(s, sc)
+                      : la_fail(LA_ERR_NOMEM, "KV policy duo: no memory for %lld scores", (long long)want);
     if (!st) {
         /* the share with the highest scores are retrieval heads (ties: the earlier pair) */
         const int64_t keep = (int64_t)floor(s->p.share * (double)want + 0.5);
@@ -248,6 +258,66 @@ static la_status load_duo(la_kv_policy_state *s) {
         }
     }
     free(sc);
+    return st;
+}
+
+/* snapkv's per-layer budgets. pyramid=F: layer l of L gets B (1 + F (L - 1
+ * - 2l) / (L - 1)); share=S with a duo score file: L B ((1 - S) / L + S
+ * w_l / sum w), w_l the sum of its KV heads' scores (negative ones count
+ * 0; all zero: uniform). Either sums to L x B. They are rounded to whole
+ * pages with that sum kept (largest remainders, ties the earlier layer),
+ * so the ragged layers hold no more pages than an even split; where a
+ * rounded budget would not exceed max(window, recent) (budgets near a
+ * page), each is floored instead. */
+static la_status snap_layer_budgets(la_kv_policy_state *s) {
+    const la_kv_policy *p = &s->p;
+    const int64_t L = s->cp.n_layers, Hkv = s->cp.n_kv_heads, ps = s->cp.page_size;
+    const int64_t last = p->recent > p->window ? p->recent : p->window;
+    if (!(s->layer_budget = malloc(sizeof(int64_t) * (size_t)L)))
+        return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    for (int64_t l = 0; l < L; l++) s->layer_budget[l] = p->budget;
+    if (!(p->share > 0) && (p->pyramid == 0 || L < 2)) return LA_OK; /* every layer BUDGET, as plain SnapKV */
+    double *raw = malloc(sizeof(double) * (size_t)L);
+    float *sc = p->share > 0 ? malloc(sizeof(float) * (size_t)s->heads) : NULL;
+    la_status st = raw && (sc || !(p->share > 0))
+                       ? LA_OK
+                       : la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
+    if (!st && sc) st = read_duo_scores(s, sc);
+    double total = 0;
+    for (int64_t i = 0; !st && sc && i < s->heads; i++) total += sc[i] > 0 ? sc[i] : 0;
+    for (int64_t l = 0; !st && l < L; l++) {
+        raw[l] = (double)p->budget;
+        if (sc) {
+            double w = 0;
+            for (int64_t h = 0; h < Hkv; h++) w += sc[l * Hkv + h] > 0 ? sc[l * Hkv + h] : 0;
+            const double part = total > 0 ? w / total : 1.0 / (double)L;
+            raw[l] = (double)(L * p->budget) * ((1 - p->share) / (double)L + p->share * part);
+        } else {
+            raw[l] *= 1 + p->pyramid * (double)(L - 1 - 2 * l) / (double)(L - 1);
+        }
+    }
+    if (!st) {
+        /* whole pages, largest remainders; + 1e-9: a whole number in exact arithmetic stays one */
+        int64_t left = L * p->budget / ps;
+        bool paged = true;
+        for (int64_t l = 0; l < L; l++) {
+            s->layer_budget[l] = (int64_t)floor(raw[l] / (double)ps + 1e-9);
+            left -= s->layer_budget[l];
+        }
+        for (; left > 0; left--) {
+            int64_t best = -1;
+            double best_frac = -1;
+            for (int64_t l = 0; l < L; l++) {
+                const double frac = raw[l] / (double)ps - (double)s->layer_budget[l];
+                if (frac > best_frac) best = l, best_frac = frac;
+            }
+            if (best < 0) break;
+            s->layer_budget[best]++;
+        }
+        for (int64_t l = 0; l < L; l++) paged &= (s->layer_budget[l] *= ps) > last;
+        for (int64_t l = 0; !paged && l < L; l++) s->layer_budget[l] = (int64_t)floor(raw[l] + 1e-9);
+    }
+    free(raw), free(sc);
     return st;
 }
 
@@ -289,7 +359,8 @@ la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c,
         la_kv_policy_state_destroy(s);
         return la_fail(LA_ERR_NOMEM, "la_kv_policy_state_create: no memory");
     }
-    if (p->kind == LA_KV_POLICY_DUO && (st = load_duo(s))) {
+    if ((p->kind == LA_KV_POLICY_DUO && (st = load_duo(s))) ||
+        (p->kind == LA_KV_POLICY_SNAPKV && (st = snap_layer_budgets(s)))) {
         la_kv_policy_state_destroy(s);
         return st;
     }
@@ -613,6 +684,22 @@ static la_status window_votes(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     return st;
 }
 
+/* snapkv with carry=G, head i holding len entries of which the first
+ * `voted` have this prompt's votes in s->vote: the running votes (h2o's
+ * score array, slot order, compacted with the entries by keep_top) become
+ * G x earlier + this vote; entries appended since the last prompt's end
+ * start from 0. */
+static la_status snap_carry(la_kv_policy_state *s, int64_t i, int64_t len, int64_t voted) {
+    if (s->n_score[i] > len) s->n_score[i] = len; /* a failed chunk's entries were dropped */
+    if (!grow_f(&s->score[i], &s->cap[i], len)) return la_fail(LA_ERR_NOMEM, "la_kv_policy_end_prompt: no memory");
+    float *a = s->score[i];
+    for (int64_t j = s->n_score[i]; j < len; j++) a[j] = 0;
+    s->n_score[i] = len;
+    const float g = (float)s->p.carry;
+    for (int64_t j = 0; j < voted; j++) a[j] = g * a[j] + (isnan(s->vote[j]) ? 0 : s->vote[j]);
+    return LA_OK;
+}
+
 /* H2O with snap=S at a prompt's end, per KV head: the prompt's last W
  * queries vote (SnapKV's pooled mass) and the S best-voted entries older
  * than the R = max(recent, W) newest are pinned (the pins of the prompt
@@ -661,7 +748,7 @@ static la_status h2o_snap_select(la_kv_policy_state *s, la_context *ctx, la_kv_c
 static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
-    const int64_t last = p->recent > W ? p->recent : W;
+    const int64_t last = p->recent > W ? p->recent : W, budget = s->layer_budget[layer];
     s->pending[layer] = false, s->nwin[layer] = 0;
     int64_t *len = calloc((size_t)(4 * Hkv + 1), sizeof *len), total = 0;
     if (!len) {
@@ -680,7 +767,7 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
         pre[h] = len[h] - last > 0 ? len[h] - last : 0;
         total += len[h], off[h + 1] = off[h] + pre[h];
     }
-    const int64_t room = Hkv * p->budget; /* the layer's entries, as Hkv heads of BUDGET */
+    const int64_t room = Hkv * budget; /* the layer's entries, as Hkv heads of its budget */
     if (total <= room) {
         free(len);
         return LA_OK;
@@ -701,7 +788,7 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
     if (!st) {
         int64_t voted = room;
         for (int64_t h = 0; h < Hkv; h++) voted -= len[h] - pre[h]; /* what the newest leave for votes */
-        const int64_t floor_n = (int64_t)((1 - p->adapt) * (double)(p->budget - last));
+        const int64_t floor_n = (int64_t)((1 - p->adapt) * (double)(budget - last));
         for (int64_t h = 0; h < Hkv; h++) take[h] = pre[h] < floor_n ? pre[h] : floor_n, voted -= take[h];
         for (; voted > 0; voted--) { /* the best next vote of any head */
             int64_t best = -1;
@@ -734,17 +821,23 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
     const la_kv_policy *p = &s->p;
     if (p->adapt > 0) return snap_select_adapt(s, ctx, c, layer);
     s->pending[layer] = false, s->nwin[layer] = 0;
+    const int64_t budget = s->layer_budget[layer];
+    const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = la_kv_cache_len(c, layer, h, 0);
-        if (len <= p->budget) continue;
+        if (len <= budget && p->carry == 0) continue;
         if (len < W)
             return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the window's %lld queries",
                            fn, (long long)h, (long long)len, (long long)W);
         la_status st = scratch(s, len);
         if (st) return st;
         if ((st = window_votes(s, ctx, c, layer, h, len, W))) return st;
-        const int64_t last = p->recent > W ? p->recent : W; /* the newest always stay */
-        if ((st = keep_top(s, c, layer, h, s->vote, p->budget - last, last, NULL, NULL))) return st;
+        const int64_t i = layer * Hkv + h;
+        if (p->carry > 0 && (st = snap_carry(s, i, len, len - W))) return st;
+        if (len <= budget) continue;
+        float *carried = p->carry > 0 ? s->score[i] : NULL; /* ranks by, and is compacted with, the entries */
+        if ((st = keep_top(s, c, layer, h, carried ? carried : s->vote, budget - last, last, carried, NULL))) return st;
+        if (carried) s->n_score[i] = budget;
     }
     return LA_OK;
 }

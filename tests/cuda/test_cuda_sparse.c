@@ -1,15 +1,17 @@
-/* The CUDA block-sparse forward (la_block_sparse_forward on CUDA tensors):
- * out and lse against the float64 reference restricted to the listed
- * blocks (ref_attn_opts.keep) and against the CPU backend's sparse kernel
+/* The CUDA block-sparse forward and backward (la_block_sparse_forward and
+ * la_block_sparse_backward on CUDA tensors): out and lse, and dQ, dK, dV,
+ * against the float64 reference restricted to the listed blocks and extra
+ * columns (ref_attn_opts.keep) and against the CPU backend's sparse kernels
  * on the same inputs (cross-backend), on fresh random indexes over awkward
  * shapes: lengths 1, 63, 65, 1000, 4097, GQA, causal or not, block sizes
- * below, at and above the kernel's 64-row items and key tiles, empty
- * lists, complete lists (which must also match the dense CUDA forward),
- * every score-rule option, varlen batches; outputs poisoned. Then bad
- * inputs, each with its status and nothing written: an index in device
- * memory, an unsorted index, extra key columns (not on CUDA yet), and the
- * backward (not on CUDA yet). Both kernels: the Hopper wgmma one (the
- * default there for head dims up to 128) and the mma.sync one.
+ * below, at and above the kernels' 64-row items and key tiles, empty
+ * lists, complete lists (which must also match the dense CUDA forward and
+ * backward), extra key columns inside and outside the listed blocks, every
+ * score-rule option, varlen batches; outputs poisoned. Then bad inputs,
+ * each with its status and nothing written: an index in device memory, an
+ * unsorted index, an unsorted column list. Both forward kernels: the Hopper
+ * wgmma one (the default there for head dims up to 128, without columns)
+ * and the mma.sync one.
  *
  * Skips (exit 77, ctest SKIP_RETURN_CODE) where no CUDA device is usable. */
 #include "attention_ref.h"
@@ -22,6 +24,9 @@ typedef tu_buf buf;
 
 /* LONGATTN_TEST_QUICK: short lengths only (the compute-sanitizer runs). */
 static bool quick;
+/* the backward too (the first round only: it does not depend on the forward
+ * kernel picked by LA_CUDA_SPARSE_KERNEL) */
+static bool with_bwd = true;
 
 typedef struct {
     const char *name;
@@ -30,6 +35,8 @@ typedef struct {
     int32_t lens_q[6], lens_k[6];
     int64_t H, Hkv, D, bs;
     double share; /* of key blocks listed: 1 complete, 0 empty */
+    double cols;  /* > 0: each row lists each key as an extra column with this probability */
+    bool bwd;     /* also the backward (dout random; out and lse from the reference) */
     la_dtype dt, out_dt;
     bool strided, alibi, want_lse;
     la_attention_params p;
@@ -67,6 +74,23 @@ static la_block_index random_index(uint64_t *rng, int64_t nseq, int64_t H, const
     return x;
 }
 
+/* Extra key columns for x: each row lists each key of its sequence with
+ * probability share, inside its listed blocks or not. */
+static void random_columns(uint64_t *rng, la_block_index *x, const int64_t *lk, double share) {
+    const int64_t rows = x->num_seqs * x->heads * x->q_blocks, per_seq = x->heads * x->q_blocks;
+    int64_t maxk = 1;
+    for (int64_t b = 0; b < x->num_seqs; b++) maxk = lk[b] > maxk ? lk[b] : maxk;
+    x->col_offsets = malloc(sizeof(int64_t) * (size_t)(rows + 1));
+    x->key_cols = malloc(sizeof(int32_t) * (size_t)(rows * maxk + 1));
+    x->col_offsets[0] = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        int64_t n = x->col_offsets[r];
+        for (int64_t j = 0; j < lk[r / per_seq]; j++)
+            if (tu_uniform(rng, 0, 1) < share) x->key_cols[n++] = (int32_t)j;
+        x->col_offsets[r + 1] = n;
+    }
+}
+
 /* Tolerance |got - want| <= atol + rtol |want|: the dense CUDA forward's
  * (tests/cuda/test_cuda_attention.c, where the reasons are): P rounded to
  * the inputs' type, atol 4e-3 bf16 / 1e-3 f16 (x8 for sigmoid weights,
@@ -79,6 +103,164 @@ static void tolerance(const sp_case *c, double *atol, double *rtol) {
     if (c->p.score == LA_SCORE_SIGMOID) *atol *= 8;
 }
 #define LSE_ATOL 2e-4
+
+/* What the backward check takes over from the forward's case. */
+typedef struct {
+    bool varlen;
+    int64_t nseq, Tq, Tk;
+    const int32_t *cu_q, *cu_k;
+    const int64_t *lqs, *lks, *qs, *ks, *ls;
+    int nd;
+    const float *slopes;
+    const double *want, *want_lse; /* the reference forward, [rows][H][D] and [rows][H] */
+} fwd_state;
+
+/* Gradient tolerance, test_cuda_backward.c's (the reasons are there):
+ * |got - want| <= TOL max|want| + rtol |want|, TOL 1e-2 bf16 / 3e-3 f16,
+ * rtol for a 16-bit gradient's rounding; the relative norm under TOL / 2.
+ * The CPU sparse backward (f32) is held to the same bounds; the dense CUDA
+ * backward (complete lists, itself within them of the reference) to twice
+ * them. */
+static void compare_grad(const sp_case *c, const fwd_state *f, const char *what, const buf *got, const buf *cpu,
+                         const buf *dense, const double *want, bool keys, int64_t heads) {
+    const double tol = c->dt == LA_BF16 ? 1e-2 : 3e-3;
+    const double rtol = c->out_dt == LA_F32 ? 1e-4 : c->out_dt == LA_BF16 ? 8e-3 : 2e-3;
+    const int64_t D = c->D, rows = keys ? f->Tk : f->Tq;
+    double maxw = 0;
+    for (int64_t e = 0; e < rows * heads * D; e++) maxw = fabs(want[e]) > maxw ? fabs(want[e]) : maxw;
+    const double atol = tol * (maxw > 0 ? maxw : 1);
+    int64_t bad = 0, bad_cpu = 0, bad_dense = 0, idx[4];
+    double worst = 0, worst_cpu = 0, err2 = 0, ref2 = 0;
+    for (int64_t b = 0; b < f->nseq; b++) {
+        const int32_t *cu = keys ? f->cu_k : f->cu_q;
+        const int64_t off = f->varlen ? cu[b] : 0, n = keys ? f->lks[b] : f->lqs[b], L = keys ? f->ks[1] : f->qs[1];
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t h = 0; h < heads; h++)
+                for (int64_t d = 0; d < D; d++) {
+                    idx_of(f->varlen, b, off, i, h, d, idx);
+                    const double w = want[((f->varlen ? off + i : b * L + i) * heads + h) * D + d];
+                    const double g = tu_get(&got->t, idx), x = tu_get(&cpu->t, idx);
+                    bad += !tu_close(g, w, atol, rtol), bad_cpu += !tu_close(g, x, atol, rtol);
+                    if (dense) bad_dense += !tu_close(g, tu_get(&dense->t, idx), 2 * atol, 2 * rtol);
+                    const double e = isnan(g) ? INFINITY : fabs(g - w), ec = isnan(g) ? INFINITY : fabs(g - x);
+                    worst = e > worst ? e : worst, worst_cpu = ec > worst_cpu ? ec : worst_cpu;
+                    err2 += e * e, ref2 += w * w;
+                }
+    }
+    /* an all-zero gradient has no relative error: judge it by the RMS (as
+     * test_cuda_backward.c) */
+    const double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2 / (double)(rows * heads * D > 0 ? rows * heads * D : 1));
+    printf("    %s: max|ref| %.2e worst |err| %.2e rel-norm %.2e vs CPU %.2e\n", what, maxw, worst, rel, worst_cpu);
+    tu_check(bad == 0, "%s %s: %lld elements off the reference, worst |err| %.3g (atol %.2e rtol %.1e)", c->name,
+             what, (long long)bad, worst, atol, rtol);
+    tu_check(rel <= tol / 2, "%s %s: rel-norm %.3g over %.1e", c->name, what, rel, tol / 2);
+    tu_check(bad_cpu == 0, "%s %s: %lld elements off the CPU sparse backward, worst |diff| %.3g", c->name, what,
+             (long long)bad_cpu, worst_cpu);
+    tu_check(bad_dense == 0, "%s %s: complete list: %lld elements off the dense CUDA backward", c->name, what,
+             (long long)bad_dense);
+    if (c->strided) tu_check(tu_buf_outside_poisoned(got), "%s: %s written outside its view", c->name, what);
+}
+
+/* The backward of a forward case: out and lse from the float64 reference
+ * (f32, so both backends differentiate the same function, as
+ * test_cuda_backward.c does), dout random; the CUDA gradients against the
+ * restricted reference, the CPU sparse backward and (complete lists) the
+ * dense CUDA backward. Gradients in the case's out dtype, poisoned. */
+static void check_backward(uint64_t *rng, const sp_case *c, la_context *ctx, const la_attention_params *p,
+                           const la_block_index *x, const fwd_state *f, const buf *q, const buf *k, const buf *v,
+                           const dev_buf *d_q, const dev_buf *d_k, const dev_buf *d_v) {
+    const int64_t H = c->H, Hkv = c->Hkv, D = c->D, G = H / Hkv;
+    const bool sigmoid = p->score == LA_SCORE_SIGMOID, complete = c->share >= 1;
+    buf o = tu_buf_new(LA_F32, f->nd, f->qs, false, false), l = tu_buf_new(LA_F32, f->nd - 1, f->ls, false, true);
+    buf go = tu_buf_new(c->dt, f->nd, f->qs, c->strided, false);
+    buf g[3], gc[3], gd[3]; /* dq, dk, dv: CUDA sparse, CPU sparse, CUDA dense */
+    for (int t = 0; t < 3; t++) {
+        const int64_t *shape = t == 0 ? f->qs : f->ks;
+        g[t] = tu_buf_new(c->out_dt, f->nd, shape, c->strided, false);
+        gc[t] = tu_buf_new(c->out_dt, f->nd, shape, c->strided, false);
+        gd[t] = tu_buf_new(c->out_dt, f->nd, shape, c->strided, false);
+        tu_poison(g[t].t.data, c->out_dt, (int64_t)g[t].elems);
+        tu_poison(gc[t].t.data, c->out_dt, (int64_t)gc[t].elems);
+        tu_poison(gd[t].t.data, c->out_dt, (int64_t)gd[t].elems);
+    }
+    tu_fill(rng, go.t.data, c->dt, (int64_t)go.elems, -1, 1);
+    int64_t idx[4];
+    for (int64_t b = 0; b < f->nseq; b++) {
+        const int64_t qo = f->varlen ? f->cu_q[b] : 0;
+        for (int64_t i = 0; i < f->lqs[b]; i++)
+            for (int64_t h = 0; h < H; h++) {
+                const int64_t row = (f->varlen ? qo + i : b * f->qs[1] + i) * H + h;
+                for (int64_t d = 0; d < D; d++) idx_of(f->varlen, b, qo, i, h, d, idx), tu_set(&o.t, idx, f->want[row * D + d]);
+                idx_of(f->varlen, b, qo, i, h, 0, idx);
+                tu_set(&l.t, idx, f->want_lse[row]);
+            }
+    }
+    la_status s = la_block_sparse_backward(ctx, p, &q->t, &k->t, &v->t, x, &o.t, &go.t, sigmoid ? NULL : &l.t,
+                                           &gc[0].t, &gc[1].t, &gc[2].t);
+    tu_check(s == LA_OK, "%s: CPU backward status %s (%s)", c->name, la_status_name(s), la_last_error());
+    dev_buf d_o = to_device(&o), d_l = to_device(&l), d_go = to_device(&go), d_g[3], d_gd[3];
+    for (int t = 0; t < 3; t++) d_g[t] = to_device(&g[t]), d_gd[t] = to_device(&gd[t]);
+    s = la_block_sparse_backward(ctx, p, &d_q->t, &d_k->t, &d_v->t, x, &d_o.t, &d_go.t, sigmoid ? NULL : &d_l.t,
+                                 &d_g[0].t, &d_g[1].t, &d_g[2].t);
+    tu_check(s == LA_OK, "%s: CUDA backward status %s (%s)", c->name, la_status_name(s), la_last_error());
+    if (complete) {
+        la_status sd = la_attention_backward(ctx, p, &d_q->t, &d_k->t, &d_v->t, &d_o.t, &d_go.t,
+                                             sigmoid ? NULL : &d_l.t, &d_gd[0].t, &d_gd[1].t, &d_gd[2].t);
+        tu_check(sd == LA_OK, "%s: dense CUDA backward status %s (%s)", c->name, la_status_name(sd), la_last_error());
+    }
+    cuda_ok(cudaDeviceSynchronize(), "synchronize after the backward");
+    for (int t = 0; t < 3; t++) from_device(&g[t], &d_g[t]), from_device(&gd[t], &d_gd[t]);
+
+    /* float64 reference: dK and dV summed over each K/V head's group */
+    double *w[3] = {tu_alloc(8 * (size_t)(f->Tq * H * D + 1)), tu_alloc(8 * (size_t)(f->Tk * Hkv * D + 1)),
+                    tu_alloc(8 * (size_t)(f->Tk * Hkv * D + 1))};
+    memset(w[1], 0, 8 * (size_t)(f->Tk * Hkv * D + 1)), memset(w[2], 0, 8 * (size_t)(f->Tk * Hkv * D + 1));
+    int64_t maxq = 1, maxk = 1;
+    for (int64_t b = 0; b < f->nseq; b++) maxq = f->lqs[b] > maxq ? f->lqs[b] : maxq, maxk = f->lks[b] > maxk ? f->lks[b] : maxk;
+    double *hq = tu_alloc(8 * (size_t)(maxq * D)), *hdo = tu_alloc(8 * (size_t)(maxq * D)), *hdq = tu_alloc(8 * (size_t)(maxq * D));
+    double *hk = tu_alloc(8 * (size_t)(maxk * D)), *hv = tu_alloc(8 * (size_t)(maxk * D));
+    double *hdk = tu_alloc(8 * (size_t)(maxk * D)), *hdv = tu_alloc(8 * (size_t)(maxk * D));
+    unsigned char *keep = tu_alloc((size_t)(maxq * maxk + 1));
+    for (int64_t b = 0; b < f->nseq && s == LA_OK; b++) {
+        const int64_t qo = f->varlen ? f->cu_q[b] : 0, ko = f->varlen ? f->cu_k[b] : 0, lq = f->lqs[b], lk = f->lks[b];
+        for (int64_t h = 0; h < H; h++) {
+            sparse_keep_mask(x, b, h, lq, lk, keep);
+            ref_attn_opts ro = {.scale = p->scale > 0 ? p->scale : 1 / sqrt((double)D), .causal = p->causal,
+                                .window_left = p->window_left, .window_right = p->window_right, .sinks = p->sinks,
+                                .softcap = p->softcap, .alibi_slope = c->alibi ? f->slopes[h] : 0, .sigmoid = sigmoid,
+                                .sigmoid_bias = p->sigmoid_bias, .keep = keep};
+            for (int64_t i = 0; i < lq; i++)
+                for (int64_t d = 0; d < D; d++) {
+                    idx_of(f->varlen, b, qo, i, h, d, idx);
+                    hq[i * D + d] = tu_get(&q->t, idx), hdo[i * D + d] = tu_get(&go.t, idx);
+                }
+            for (int64_t j = 0; j < lk; j++)
+                for (int64_t d = 0; d < D; d++) {
+                    idx_of(f->varlen, b, ko, j, h / G, d, idx);
+                    hk[j * D + d] = tu_get(&k->t, idx), hv[j * D + d] = tu_get(&v->t, idx);
+                }
+            memset(hdk, 0, 8 * (size_t)(maxk * D)), memset(hdv, 0, 8 * (size_t)(maxk * D));
+            ref_attention_backward(&ro, lq, lk, D, hq, hk, hv, hdo, hdq, hdk, hdv);
+            for (int64_t i = 0; i < lq; i++)
+                memcpy(w[0] + ((f->varlen ? qo + i : b * f->qs[1] + i) * H + h) * D, hdq + i * D, 8 * (size_t)D);
+            for (int64_t j = 0; j < lk; j++)
+                for (int64_t d = 0; d < D; d++) {
+                    const int64_t e = ((f->varlen ? ko + j : b * f->ks[1] + j) * Hkv + h / G) * D + d;
+                    w[1][e] += hdk[j * D + d], w[2][e] += hdv[j * D + d];
+                }
+        }
+    }
+    static const char *const names[3] = {"dq", "dk", "dv"};
+    for (int t = 0; t < 3 && s == LA_OK; t++)
+        compare_grad(c, f, names[t], &g[t], &gc[t], complete ? &gd[t] : NULL, w[t], t > 0, t ? Hkv : H);
+    for (int t = 0; t < 3; t++) {
+        cudaFree(d_g[t].mem), cudaFree(d_gd[t].mem);
+        free(g[t].t.data), free(gc[t].t.data), free(gd[t].t.data), free(w[t]);
+    }
+    cudaFree(d_o.mem), cudaFree(d_l.mem), cudaFree(d_go.mem);
+    free(o.t.data), free(l.t.data), free(go.t.data);
+    free(hq), free(hdo), free(hdq), free(hk), free(hv), free(hdk), free(hdv), free(keep);
+}
 
 static void run_case(uint64_t *rng, const sp_case *c) {
     const bool varlen = c->nseq > 0;
@@ -113,6 +295,7 @@ static void run_case(uint64_t *rng, const sp_case *c) {
     if (varlen) p.cu_seqlens_q = cu_q, p.cu_seqlens_k = cu_k, p.num_seqs = c->nseq;
     const bool sigmoid = p.score == LA_SCORE_SIGMOID, with_lse = c->want_lse && !sigmoid;
     la_block_index x = random_index(rng, nseq, H, lqs, lks, c->bs, c->share);
+    if (c->cols > 0) random_columns(rng, &x, lks, c->cols);
 
     /* float64 reference of every (sequence, head), restricted to the lists */
     double *want = tu_alloc(sizeof(double) * (size_t)(Tq * H * D + 1)), *want_lse = tu_alloc(8 * (size_t)(Tq * H + 1));
@@ -164,7 +347,7 @@ static void run_case(uint64_t *rng, const sp_case *c) {
     dev_buf ddense = to_device(&dense);
     s = la_block_sparse_forward(ctx, &p, &dq.t, &dk.t, &dv.t, &x, &dout.t, with_lse ? &dlse.t : NULL);
     tu_check(s == LA_OK, "%s: CUDA status %s (%s)", c->name, la_status_name(s), la_last_error());
-    const bool complete = c->share >= 1;
+    const bool complete = c->share >= 1; /* (extra columns then all lie in listed blocks) */
     if (complete) {
         la_status sd = la_attention_forward(ctx, &p, &dq.t, &dk.t, &dv.t, &ddense.t, NULL);
         tu_check(sd == LA_OK, "%s: dense CUDA status %s (%s)", c->name, la_status_name(sd), la_last_error());
@@ -219,6 +402,12 @@ static void run_case(uint64_t *rng, const sp_case *c) {
         tu_check(tu_buf_outside_poisoned(&out), "%s: out written outside its view", c->name);
         if (with_lse) tu_check(tu_buf_outside_poisoned(&lse), "%s: lse written outside its view", c->name);
     }
+    if (c->bwd && s == LA_OK) {
+        const fwd_state f = {.varlen = varlen, .nseq = nseq, .Tq = Tq, .Tk = Tk, .cu_q = cu_q, .cu_k = cu_k,
+                             .lqs = lqs, .lks = lks, .qs = qs, .ks = ks, .ls = ls, .nd = nd, .slopes = slopes,
+                             .want = want, .want_lse = want_lse};
+        check_backward(rng, c, ctx, &p, &x, &f, &q, &k, &v, &dq, &dk, &dv);
+    }
     la_context_destroy(ctx);
     la_block_index_free(&x);
     cudaFree(dq.mem), cudaFree(dk.mem), cudaFree(dv.mem), cudaFree(dout.mem), cudaFree(dlse.mem), cudaFree(ddense.mem);
@@ -232,6 +421,7 @@ static sp_case base_case(const char *name, int64_t B, int64_t L, int64_t H, int6
     sp_case c = {.name = name, .B = B, .Lq = L, .Lk = L, .H = H, .Hkv = Hkv, .D = D, .bs = bs, .share = share,
                  .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .p = la_attention_params_default()};
     c.p.causal = causal;
+    c.bwd = with_bwd && L <= 1000;
     return c;
 }
 
@@ -345,7 +535,8 @@ static void option_cases(uint64_t *rng) {
 static void varlen_cases(uint64_t *rng) {
     sp_case c = {.name = "varlen with an empty sequence", .nseq = 5, .lens_q = {5, 0, 130, 1, 700},
                  .lens_k = {5, 3, 150, 70, 650}, .H = 8, .Hkv = 2, .D = 128, .bs = 64, .share = 0.5,
-                 .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .p = la_attention_params_default()};
+                 .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .bwd = with_bwd,
+                 .p = la_attention_params_default()};
     c.p.causal = 1;
     run_case(rng, &c);
     c.name = "varlen strided f16 window, block 100";
@@ -353,8 +544,49 @@ static void varlen_cases(uint64_t *rng) {
     run_case(rng, &c);
     sp_case e = {.name = "varlen empty keys, complete", .nseq = 3, .lens_q = {4, 90, 2}, .lens_k = {0, 120, 0},
                  .H = 2, .Hkv = 1, .D = 64, .bs = 64, .share = 1, .dt = LA_BF16, .out_dt = LA_F32, .want_lse = true,
-                 .p = la_attention_params_default()};
+                 .bwd = with_bwd, .p = la_attention_params_default()};
     run_case(rng, &e);
+    e.name = "varlen with an empty sequence, extra columns, block 37";
+    e.nseq = 4, e.lens_q[3] = 0, e.lens_k[3] = 40, e.bs = 37, e.share = 0.4, e.cols = 0.05, e.p.causal = 1;
+    run_case(rng, &e);
+}
+
+/* Extra key columns: alone, beside blocks (inside them or not), with every
+ * rule option; complete lists plus columns (all inside) equal dense. */
+static void column_cases(uint64_t *rng) {
+    static const struct { const char *name; int64_t L, bs, D; double share, cols; int causal; } cs[] = {
+        {"columns only (empty block lists) causal", 300, 64, 64, 0, 0.05, 1},
+        {"columns and half the blocks, block 64", 530, 64, 128, 0.5, 0.03, 1},
+        {"columns and blocks, block 37 non-causal", 300, 37, 128, 0.4, 0.1, 0},
+        {"columns and blocks, block 100 D=256", 300, 100, 256, 0.5, 0.04, 1},
+        {"columns and blocks, block 16 D=72 L=65", 65, 16, 72, 0.5, 0.2, 0},
+        {"dense columns, block 128", 1000, 128, 64, 0.2, 0.3, 1},
+        {"complete list and columns (all inside)", 200, 64, 128, 1, 0.3, 1},
+        {"columns L=1", 1, 64, 64, 0, 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cs / sizeof cs[0]; i++) {
+        if (quick && cs[i].L > 600) continue;
+        sp_case c = base_case(cs[i].name, 2, cs[i].L, 4, 2, cs[i].D, cs[i].bs, cs[i].share, cs[i].causal);
+        c.cols = cs[i].cols;
+        run_case(rng, &c);
+    }
+    sp_case c = base_case("columns, everything, strided f16", 1, 260, 4, 2, 64, 48, 0.3, 1);
+    c.cols = 0.08, c.strided = true, c.dt = c.out_dt = LA_F16, c.alibi = true;
+    c.p.window_left = 40, c.p.sinks = 3, c.p.softcap = 6;
+    run_case(rng, &c);
+    c = base_case("columns, sigmoid", 1, 200, 2, 1, 64, 64, 0.3, 1);
+    c.cols = 0.1, c.p.score = LA_SCORE_SIGMOID, c.p.sigmoid_bias = -5;
+    run_case(rng, &c);
+    for (int r = 0; r < (quick ? 2 : 8); r++) {
+        c = base_case("columns, random combination", 1, tu_randint(rng, 1, 260), 2, 1, 8 * tu_randint(rng, 1, 32),
+                      tu_randint(rng, 0, 1) ? 64 : tu_randint(rng, 1, 150), tu_uniform(rng, 0, 1), 0);
+        c.Lk = tu_randint(rng, 1, 260), c.cols = tu_uniform(rng, 0, 0.2);
+        cu_random_rule(rng, &c.p);
+        c.alibi = tu_randint(rng, 0, 1), c.strided = tu_randint(rng, 0, 1);
+        c.dt = tu_randint(rng, 0, 1) ? LA_BF16 : LA_F16;
+        c.out_dt = tu_randint(rng, 0, 1) ? LA_F32 : c.dt;
+        run_case(rng, &c);
+    }
 }
 
 /* ---- bad inputs: each gives its status and leaves out untouched ---- */
@@ -383,11 +615,11 @@ static void bad_inputs(uint64_t *rng) {
     int32_t *unsorted = malloc(sizeof(int32_t) * (size_t)nnz);
     memcpy(unsorted, x.key_blocks, sizeof(int32_t) * (size_t)nnz);
     unsorted[0] = 1, unsorted[1] = 0;
-    /* one extra column in the last row */
+    /* two extra columns in the last row, unsorted */
     int64_t *col_off = calloc((size_t)(rows + 1), sizeof(int64_t));
-    int32_t col = 5;
-    col_off[rows] = 1;
-    cols.col_offsets = col_off, cols.key_cols = &col;
+    int32_t col[2] = {5, 3};
+    col_off[rows] = 2;
+    cols.col_offsets = col_off, cols.key_cols = col;
     la_context *ctx;
     la_context_create(&ctx, 2);
 
@@ -409,11 +641,11 @@ static void bad_inputs(uint64_t *rng) {
     BAD("unsorted index", LA_ERR_ARGUMENT, &bad, (void)0);
     bad = x, bad.q_blocks = 1;
     BAD("q_blocks not ceil(L / block_size)", LA_ERR_SHAPE, &bad, (void)0);
-    BAD("extra key columns (not on CUDA)", LA_ERR_UNSUPPORTED, &cols, (void)0);
+    BAD("unsorted extra columns", LA_ERR_ARGUMENT, &cols, (void)0);
     BAD("host pointer in a CUDA tensor", LA_ERR_DEVICE, &x, xk.data = k.t.data);
     BAD("valid call after the bad ones", LA_OK, &x, (void)0);
 
-    /* the backward has no CUDA kernel yet: a clear status, nothing written */
+    /* the backward: a bad index gives its status, nothing written */
     {
         la_attention_params p = la_attention_params_default();
         buf grad = tu_buf_new(LA_BF16, 4, (int64_t[]){B, L, H, D}, false, false);
@@ -422,9 +654,17 @@ static void bad_inputs(uint64_t *rng) {
         dev_buf dg = to_device(&grad), dkg = to_device(&k), dvg = to_device(&v), dl = to_device(&lse);
         la_status s = la_block_sparse_forward(ctx, &p, &dq.t, &dk.t, &dv.t, &x, &dout.t, &dl.t);
         tu_check(s == LA_OK, "forward before the backward: %s", la_last_error());
+        bad = x, bad.q_blocks = 1;
+        s = la_block_sparse_backward(ctx, &p, &dq.t, &dk.t, &dv.t, &bad, &dout.t, &dout.t, &dl.t, &dg.t, &dkg.t, &dvg.t);
+        cudaDeviceSynchronize();
+        cu_check_rejected("block-sparse backward, q_blocks wrong", s, LA_ERR_SHAPE, &grad, &dg, "dq");
+        bad = x, bad.key_blocks = d_ids;
+        s = la_block_sparse_backward(ctx, &p, &dq.t, &dk.t, &dv.t, &bad, &dout.t, &dout.t, &dl.t, &dg.t, &dkg.t, &dvg.t);
+        cudaDeviceSynchronize();
+        cu_check_rejected("block-sparse backward, index in device memory", s, LA_ERR_DEVICE, &grad, &dg, "dq");
         s = la_block_sparse_backward(ctx, &p, &dq.t, &dk.t, &dv.t, &x, &dout.t, &dout.t, &dl.t, &dg.t, &dkg.t, &dvg.t);
         cudaDeviceSynchronize();
-        cu_check_rejected("block-sparse backward (not on CUDA)", s, LA_ERR_UNSUPPORTED, &grad, &dg, "dq");
+        tu_check(s == LA_OK, "block-sparse backward after the bad ones: %s", la_last_error());
         cudaFree(dg.mem), cudaFree(dkg.mem), cudaFree(dvg.mem), cudaFree(dl.mem);
         free(grad.t.data), free(lse.t.data);
     }
@@ -447,6 +687,8 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    column_cases(&rng);
+    with_bwd = false;
     /* Head dims up to 128 run the wgmma kernel on Hopper: the mma.sync one
      * (what other GPUs run) on the same cases too */
     setenv("LA_CUDA_SPARSE_KERNEL", "mma", 1);

@@ -9,7 +9,9 @@
  * bound plus the current page, and equals decode over those pages; duo's
  * streaming heads keep sinks + window, retrieval heads everything, the
  * ragged heads free bytes and attend (decode and prefill) as a float64
- * reference over each head's own entries. Policy strings: accepted ones
+ * reference over each head's own entries. SnapKV's carry= ranks by votes
+ * carried across prompts; pyramid= (a line) and share= (a duo score
+ * file's layer sums) give the layers different budgets. Policy strings: accepted ones
  * parsed to the right fields, bad ones rejected with a message. */
 #include "base/base.h"
 #include "longattn.h"
@@ -149,6 +151,10 @@ static void check_parse(void) {
     tu_check(p.kind == LA_KV_POLICY_SNAPKV && p.adapt == 0.8 && p.recent == 0, "snapkv:100:adapt=0.8 parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:adapt=1", &p), LA_OK);
     tu_check(p.adapt == 1, "snapkv adapt=1 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100:carry=0.9:pyramid=-0.5", &p), LA_OK);
+    tu_check(p.carry == 0.9 && p.pyramid == -0.5 && p.adapt == 0, "snapkv:100:carry=0.9:pyramid=-0.5 parsed wrong");
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:100", &p), LA_OK);
+    tu_check(p.carry == 0 && p.pyramid == 0, "snapkv:100 has carry %g, pyramid %g", p.carry, p.pyramid);
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_QUEST && p.budget == 512 && p.page == LA_KV_QUEST_PAGE, "quest:512 parsed wrong");
     TU_EXPECT_STATUS(la_kv_policy_parse("quest:512:page=0", &p), LA_OK);
@@ -174,7 +180,12 @@ static void check_parse(void) {
                          "duo:4",    "duo:64:share=2", "duo:64:share=x", "lru:64", "full:3", "H2O:64",
                          "h2o:99999999999999999999", "snapkv:64:window=", "h2o:64:", "snapkv:64:adapt=1.5",
                          "snapkv:64:adapt=-0.1", "snapkv:64:adapt=x", "snapkv:64:adapt=0.5:adapt=0.5", "h2o:64:adapt=0.5",
-                         "duo:64:adapt=0.5"};
+                         "duo:64:adapt=0.5", "snapkv:64:carry=1.5", "snapkv:64:carry=-0.5", "snapkv:64:carry=x",
+                         "snapkv:64:carry=0.5:adapt=0.5", "h2o:64:carry=0.5", "snapkv:64:pyramid=1",
+                         "snapkv:64:pyramid=-1", "snapkv:64:pyramid=0.6", "snapkv:64:recent=40:pyramid=0.4",
+                         "h2o:64:pyramid=0.1", "snapkv:64:pyramid=0.1:pyramid=0.1", "snapkv:64:share=1:file=a",
+                         "snapkv:64:share=0.6:file=a", "snapkv:64:share=0.2:pyramid=0.1:file=a", "snapkv:64:share=-0.1",
+                         "snapkv:64:share=0.2:file="};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         la_kv_policy q;
         TU_EXPECT_STATUS(la_kv_policy_parse(bad[i], &q), LA_ERR_ARGUMENT);
@@ -194,6 +205,12 @@ static void check_parse(void) {
     hand = (la_kv_policy){.kind = LA_KV_POLICY_SNAPKV, .budget = 50, .window = 8, .kernel = 7, .adapt = 2};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "adapt") != NULL, "snapkv adapt 2: message '%s'", la_last_error());
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_SNAPKV, .budget = 50, .window = 8, .kernel = 7, .carry = -1};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "carry") != NULL, "snapkv carry -1: message '%s'", la_last_error());
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_SNAPKV, .budget = 50, .window = 8, .kernel = 7, .pyramid = 0.9};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "pyramid") != NULL, "snapkv pyramid 0.9: message '%s'", la_last_error());
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .decode_grow = 2};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "decode_grow") != NULL, "h2o decode_grow 2: message '%s'", la_last_error());
@@ -859,6 +876,179 @@ static void check_snapkv_adapt(la_context *ctx, uint64_t *rng, double adapt) {
     la_kv_cache_destroy(c);
 }
 
+/* Max-pool (kernel 3, clipped at the ends) of m[0, n) into out. */
+static void pool3(const double *m, double *out, int n) {
+    for (int j = 0; j < n; j++) {
+        out[j] = -1;
+        for (int t = j - 1; t <= j + 1; t++)
+            if (t >= 0 && t < n) out[j] = fmax(out[j], m[t]);
+    }
+}
+
+/* The best n of key[0, len) (ties: the earlier) marked in taken; returns
+ * the gap between the n-th and the (n+1)-th key (how far from a tie). */
+static double top_n(const double *key, int len, int n, bool *taken) {
+    double nth = INFINITY;
+    for (int j = 0; j < len; j++) taken[j] = false;
+    for (int t = 0; t < n; t++) {
+        int best = -1;
+        for (int j = 0; j < len; j++)
+            if (!taken[j] && (best < 0 || key[j] > key[best])) best = j;
+        taken[best] = true, nth = key[best];
+    }
+    double next = -INFINITY;
+    for (int j = 0; j < len; j++)
+        if (!taken[j]) next = fmax(next, key[j]);
+    return nth - next;
+}
+
+/* SnapKV with carry=G over two prompts (a perplexity run's batches are
+ * such prompts): prompt 1's window looks hard for key P (slot 5), prompt
+ * 2's window lightly for key Q (position 36) and not for P. A budget of
+ * W + 3 keeps one pooled neighbourhood. The first selection is plain
+ * SnapKV's whatever G; at the second, entries rank by G x their earlier
+ * vote + this prompt's (float64 reference, entries appended since start
+ * at 0): plain SnapKV (G = 0) and a small G keep Q's neighbourhood, G = 1
+ * keeps P's (checked on the reference: the two differ). */
+static void check_snapkv_carry(la_context *ctx, uint64_t *rng, double carry) {
+    enum { N1 = 32, N2 = 16, N = N1 + N2, W = 8, B = W + 3 };
+    la_kv_cache *c = make_cache(1, 8, 64);
+    float k[N * D], v[N * D], q[N * D], out[N * D];
+    tu_fill(rng, k, LA_F32, N * D, -0.3, 0.3);
+    tu_fill(rng, v, LA_F32, N * D, -1, 1);
+    tu_fill(rng, q, LA_F32, N * D, -0.3, 0.3);
+    k[5 * D + 1] += 5, k[36 * D + 2] += 5;
+    for (int i = N1 - W; i < N1; i++) q[i * D + 1] += 3;
+    for (int i = N - W; i < N; i++) q[i * D + 2] += 1.5f;
+    char spec[80];
+    snprintf(spec, sizeof spec, carry > 0 ? "snapkv:%d:window=%d:kernel=3:carry=%g" : "snapkv:%d:window=%d:kernel=3",
+             B, W, carry);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    tu_check(p.carry == carry, "%s parsed carry %g", spec, p.carry);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    if (!s) {
+        la_kv_cache_destroy(c);
+        return;
+    }
+    /* prompt 1: plain SnapKV's selection; the kept candidates carry their pooled vote */
+    double m[N], v1[N1 - W], acc[N], key[N];
+    bool taken[N];
+    int32_t want[B], pos1[B];
+    append(c, N1, k, v, 0);
+    ref_mass(c, 0, q + (N1 - W) * D, W, 1, D, m);
+    pool3(m, v1, N1 - W);
+    const double gap1 = top_n(v1, N1 - W, B - W, taken);
+    int w = 0;
+    for (int j = 0; j < N1; j++)
+        if (j >= N1 - W || taken[j]) acc[w] = j < N1 - W ? v1[j] : 0, pos1[w] = want[w] = j, w++;
+    tu_check(gap1 > 1e-3 && taken[4] && taken[5] && taken[6], "%s: prompt 1's votes miss P (gap %g; test setup)", spec,
+             gap1);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N1, 1, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N1, 1, 0), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+    tu_check(holds(c, 0, want, B), "%s: the first prompt's selection is not plain SnapKV's", spec);
+    /* prompt 2 */
+    append(c, N2, k + N1 * D, v + N1 * D, N1);
+    const int len = B + N2, cand = len - W;
+    ref_mass(c, 0, q + (N - W) * D, W, 1, D, m);
+    pool3(m, key, cand);
+    for (int j = 0; j < cand; j++) key[j] += carry * (j < B ? acc[j] : 0);
+    const double gap2 = top_n(key, cand, B - W, taken);
+    w = 0;
+    for (int j = 0; j < len; j++)
+        if (j >= cand || taken[j]) want[w++] = j < B ? pos1[j] : N1 + j - B;
+    const bool keeps_p = want[1] == 5, keeps_q = want[1] == 36;
+    tu_check(gap2 > 1e-3 && (carry >= 1 ? keeps_p : keeps_q),
+             "%s: the reference keeps %s at the second prompt (gap %g; test setup)", spec, keeps_p ? "P" : "not P",
+             gap2);
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q + N1 * D, N2, 1, out), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q + N1 * D, N2, 1, 0), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+    tu_check(holds(c, 0, want, B), "%s: the second prompt kept other entries than carried votes rank first", spec);
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+/* SnapKV's per-layer budgets over three layers (`opts` appended to
+ * snapkv:16:window=4:kernel=1): layer l keeps want[l] entries, the newest
+ * W and the best voted; a ramp on a key channel that the window's queries
+ * favour orders the votes by age (newer above), so each layer keeps its
+ * newest want[l]. pyramid=F: B x (1 + F x (1 - l)); share=S with a duo
+ * score file: 3B x ((1 - S) / 3 + S x w_l / sum w); rounded to whole pages
+ * of 8 with the sum kept (largest remainders). */
+static void check_snapkv_layers(la_context *ctx, uint64_t *rng, const char *opts, const int *want) {
+    enum { L = 3, N = 48, W = 4, B = 16 };
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_layers = L, cp.n_kv_heads = 1, cp.head_dim = D, cp.page_size = 8, cp.max_tokens = 64, cp.dtype = LA_F32;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&cp, &c), LA_OK);
+    if (!c) return;
+    float k[N * D], v[N * D], q[N * D], out[N * D];
+    int32_t pos[N];
+    tu_fill(rng, k, LA_F32, N * D, -0.01, 0.01);
+    tu_fill(rng, v, LA_F32, N * D, -1, 1);
+    tu_fill(rng, q, LA_F32, N * D, -0.01, 0.01);
+    for (int j = 0; j < N; j++) k[j * D + 1] += 0.1f * (float)j, pos[j] = j;
+    for (int i = N - W; i < N; i++) q[i * D + 1] += 2;
+    char spec[600];
+    snprintf(spec, sizeof spec, "snapkv:%d:window=%d:kernel=1%s", B, W, opts);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    int64_t total = 0, want_total = 0;
+    for (int l = 0; l < L && s; l++) {
+        TU_EXPECT_STATUS(la_kv_cache_append(c, l, 0, N, k, v, pos), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, l, q, N, 1, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, l, q, N, 1, 0), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, l), LA_OK);
+        const int32_t *kept;
+        int64_t len;
+        TU_EXPECT_STATUS(la_kv_cache_positions(c, l, 0, 0, &kept, &len), LA_OK);
+        tu_check(len == want[l] && kept[0] == N - want[l] && kept[len - 1] == N - 1,
+                 "%s: layer %d holds %lld entries from position %d; expected the newest %d", spec, l, (long long)len,
+                 len ? kept[0] : -1, want[l]);
+        total += len, want_total += want[l];
+    }
+    tu_check(total == want_total && total <= L * B, "%s: the layers hold %lld entries, not %lld (<= %d)", spec,
+             (long long)total, (long long)want_total, L * B);
+    la_kv_policy_state_destroy(s);
+    la_kv_cache_destroy(c);
+}
+
+/* snapkv share=S:file=F: budgets by the duo file's layer sums (0, 1, 3; a
+ * negative score counts 0), and the file's errors reported. */
+static void check_snapkv_share(la_context *ctx, uint64_t *rng) {
+    const char *path = "test_kv_policy_layer_scores.txt";
+    const float sc[] = {-0.5f, 1, 3};
+    TU_EXPECT_STATUS(write_scores(path, sc, 3, 1), LA_OK);
+    /* share 0.5: 8, 14, 26 entries, in 8-entry pages 1, 1.75, 3.25: floors 1, 1, 3 and the sixth page to the
+     * largest remainder (layer 1); pyramid 0.5 and -0.5 are whole pages */
+    const int half[] = {8, 16, 24}, uniform[] = {16, 16, 16}, pyr[] = {24, 16, 8}, inv[] = {8, 16, 24};
+    char opts[600];
+    snprintf(opts, sizeof opts, ":share=0.5:file=%s", path);
+    check_snapkv_layers(ctx, rng, opts, half);
+    check_snapkv_layers(ctx, rng, "", uniform);
+    check_snapkv_layers(ctx, rng, ":pyramid=0.5", pyr);
+    check_snapkv_layers(ctx, rng, ":pyramid=-0.5", inv);
+    /* a file for other dimensions, or none, fails at state creation with a message */
+    la_kv_cache *c = make_cache(1, 8, 64);
+    la_kv_policy p;
+    la_kv_policy_state *s = NULL;
+    char spec[700];
+    snprintf(spec, sizeof spec, "snapkv:16:window=4%s", opts);
+    TU_EXPECT_STATUS(la_kv_policy_parse(spec, &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_ERR_FORMAT);
+    tu_check(s == NULL && strstr(la_last_error(), "3 layers") != NULL, "snapkv share, 1-layer cache: '%s'",
+             la_last_error());
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:16:window=4:share=0.5:file=/nonexistent/scores.txt", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_ERR_IO);
+    la_kv_cache_destroy(c);
+    remove(path);
+}
+
 /* h2o with decode=grow: a single-token call is a decode step (scores
  * only) once a prompt has ended (la_kv_policy_end_prompt) and no
  * multi-token call came since; before that it is a piece of a prompt fed a
@@ -1178,6 +1368,10 @@ int main(void) {
     check_snapkv_adapt(ctx, &rng, 0);
     check_snapkv_adapt(ctx, &rng, 0.5);
     check_snapkv_adapt(ctx, &rng, 1);
+    check_snapkv_carry(ctx, &rng, 0);
+    check_snapkv_carry(ctx, &rng, 0.1);
+    check_snapkv_carry(ctx, &rng, 1);
+    check_snapkv_share(ctx, &rng);
     check_h2o_grow_prompt(ctx, &rng);
     check_quest(ctx, &rng);
     check_quest_quant(ctx, &rng, LA_KV_Q8);

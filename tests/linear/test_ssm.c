@@ -414,6 +414,31 @@ static void check_bad_inputs(la_context *ctx, uint64_t *rng) {
     A[5] = -INFINITY;
     ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
     A[5] = keep;
+    { /* A with padded rows: the check reads the rows, not the padding (the
+         contiguous case is checked as one span); the failing element named */
+        const int64_t D = x.A.t.shape[0], N = x.A.t.shape[1], rs = N + 3;
+        float *pad = tu_alloc(sizeof(float) * (size_t)(D * rs));
+        for (int64_t i = 0; i < D * rs; i++) pad[i] = i % rs < N ? A[i / rs * N + i % rs] : 1.0f;
+        la_tensor At = x.A.t;
+        At.data = pad, At.stride[0] = rs;
+        in.A = &At;
+        tu_check(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL) == LA_OK, "A with padded rows: %s",
+                 la_last_error());
+        pad[rs + N - 1] = NAN;
+        ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
+        char want[64];
+        snprintf(want, sizeof want, "A[1][%lld]", (long long)(N - 1));
+        tu_check(strstr(la_last_error(), want) != NULL, "A's bad element named: %s", la_last_error());
+        const float last = A[D * N - 1];
+        A[D * N - 1] = 0.25f; /* the last element of the contiguous A */
+        in.A = &x.A.t;
+        ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
+        snprintf(want, sizeof want, "A[%lld][%lld]", (long long)(D - 1), (long long)(N - 1));
+        tu_check(strstr(la_last_error(), want) != NULL, "A's bad element named: %s", la_last_error());
+        A[D * N - 1] = last;
+        free(pad);
+        in = x.in;
+    }
     p.chunk_size = 0;
     ST_EXPECT_BAD(la_selective_scan_forward(ctx, &p, &in, NULL, &out.t, NULL), LA_ERR_ARGUMENT);
     p.chunk_size = 1 << 20;
@@ -529,6 +554,10 @@ int main(void) {
     s = spec("ssm N=8 D=72 (the step's one-vector rows on AVX2)", st_dense(2, 70), 72, 8, 1);
     check_forward(&s, &rng, ctx, levels, nlev);
     s = spec("ssm N=4 D=36 G=2 (the step's one-vector rows, scalar)", st_dense(2, 70), 36, 4, 2);
+    check_forward(&s, &rng, ctx, levels, nlev);
+    /* rows of two vectors (N = 2 LA_VL: 16 on AVX2, 32 on AVX-512) in whole blocks of LA_VL channels
+       take the step's dense path (step_dense2) beside a short block */
+    s = spec("ssm N=32 D=72 (the step's two-vector rows on AVX-512)", st_dense(2, 70), 72, 32, 1);
     check_forward(&s, &rng, ctx, levels, nlev);
     /* pure decay (u = 0, so h_T = exp(sum_t dt_t A) h_0 and y = C . h): the exp alone, its errors
        compounding over 200 tokens. |dt A| per token in [1.2e-3, 1.3e-2], so the channels' total

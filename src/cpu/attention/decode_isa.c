@@ -356,7 +356,7 @@ static bool grouped(const la_attn_problem *p) {
  * accumulator. */
 typedef struct {
     int64_t nchunks, chunk_len, items;
-    size_t part_rows, part, qsz, ranges, kv_block, merge_parts, per_thread, bytes;
+    size_t part_rows, part, qsz, ranges, counts, kv_block, merge_parts, per_thread, bytes;
 } layout;
 
 static bool plan(const la_attn_problem *p, layout *L) {
@@ -373,12 +373,15 @@ static bool plan(const la_attn_problem *p, layout *L) {
         !la_mul_size(L->part_rows, (size_t)(Dp + 2), &L->part) || !la_mul_size((size_t)(B * R), (size_t)Dp, &L->qsz))
         return false;
     L->ranges = (size_t)(B * R) * 2 * (sizeof(int64_t) / sizeof(float));
+    /* an int32 count of finished chunks per (sequence, K/V head), in whole
+     * 64-byte lines (the per-thread buffers after it keep their alignment) */
+    L->counts = (size_t)tg_round_up(B * p->Hkv, 16);
     L->kv_block = (size_t)(2 * LA_VL * p->Hkv * Dp);
     /* in floats, a whole number of 64-byte lines so the accumulator after it stays aligned */
     L->merge_parts = (size_t)tg_round_up(nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
     /* then the grouped path's running max and sum of a head's rows (R bounds them) */
     L->per_thread = L->kv_block + L->merge_parts + (size_t)Dp + (size_t)tg_round_up(2 * R, 16);
-    total = L->part + L->qsz + L->ranges + L->per_thread * (size_t)nthreads;
+    total = L->part + L->qsz + L->ranges + L->counts + L->per_thread * (size_t)nthreads;
     return total >= L->part && la_mul_size(total, sizeof(float), &L->bytes);
 }
 
@@ -407,58 +410,64 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
     const int64_t nchunks = longest > 0 ? (longest + chunk_len - 1) / chunk_len : 1, items = B * nchunks;
     float *pm = mem, *pl = pm + lay.part_rows, *pacc = pl + lay.part_rows, *qs = pacc + lay.part_rows * (size_t)Dp;
     int64_t *lo = (int64_t *)(qs + lay.qsz), *hi = lo + B * R;
-    float *thread_bufs = (float *)(hi + B * R);
+    int32_t *done = (int32_t *)(hi + B * R);
+    float *thread_bufs = (float *)done + lay.counts;
+    /* the scaled queries and key ranges, before the threads start: a few
+     * rows, not worth a barrier */
+    for (int64_t br = 0; br < B * R; br++) {
+        const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
+        tg_load_row(qs + br * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
+        for (int64_t d = 0; d < D; d++) qs[br * Dp + d] *= p->rule.scale;
+        la_rule_key_range(&p->rule, i, Lq, la_kv_len(dp, b), &lo[br], &hi[br]);
+    }
+    memset(done, 0, sizeof(int32_t) * (size_t)(B * p->Hkv));
+    /* one item loop for the three paths: an item is (sequence, chunk) of
+     * every K/V head, or (sequence, K/V head, chunk) where blocks are read
+     * in place (hpi = Hkv heads per sequence and chunk) */
+    const bool per_head = fast && inplace;
+    const int64_t hpi = per_head ? p->Hkv : 1, Rh = R / hpi;
 
 #pragma omp parallel num_threads(nthreads)
     {
         float *kbuf = thread_bufs + (size_t)la_thread_id() * lay.per_thread, *vbuf = kbuf + LA_VL * p->Hkv * Dp;
         merge_part *parts = (merge_part *)(kbuf + lay.kv_block);
         float *merged = (float *)parts + lay.merge_parts;
-#pragma omp for schedule(static)
-        for (int64_t br = 0; br < B * R; br++) {
-            const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
-            tg_load_row(qs + br * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
-            for (int64_t d = 0; d < D; d++) qs[br * Dp + d] *= p->rule.scale;
-            la_rule_key_range(&p->rule, i, Lq, la_kv_len(dp, b), &lo[br], &hi[br]);
-        }
-        /* one item loop for the three paths: an item is (sequence, chunk)
-         * of every K/V head, or (sequence, K/V head, chunk) where blocks
-         * are read in place (hpi = Hkv heads per sequence and chunk) */
         float *run_m = merged + Dp, *run_l = run_m + R;
-        const bool per_head = fast && inplace;
-        const int64_t hpi = per_head ? p->Hkv : 1, Rh = R / hpi;
-#pragma omp for schedule(dynamic, 1)
+        /* no barrier after the items: the thread finishing a group's last
+         * chunk merges the group's rows (merge_group_done) */
+#pragma omp for schedule(dynamic, 1) nowait
         for (int64_t it = 0; it < items * hpi; it++) {
             const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
             const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
                            .lo = lo + b * R, .hi = hi + b * R};
             const int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk > c0 ? lk : c0;
+            float *a = pacc + (size_t)row * Dp;
             if (!fast) {
-                chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, pacc + (size_t)row * Dp);
-                continue;
+                chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, a);
+            } else {
+                if (per_head) head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
+                else chunk_all(&s, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
+                memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
+                memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
             }
-            if (per_head) head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, pacc + (size_t)row * Dp);
-            else chunk_all(&s, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, pacc + (size_t)row * Dp);
-            memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
-            memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
-        }
-        /* merge the chunks of each (sequence, row): chunk c's accumulator
-         * weighted by its max and carrying its sum (softmax), or summed
-         * (sigmoid, which has no normaliser) */
-#pragma omp for schedule(static)
-        for (int64_t br = 0; br < B * R; br++) {
-            const int64_t b = br / R, r = br % R, h = r / Lq, i = r % Lq;
-            for (int64_t c = 0; c < nchunks; c++) {
-                const int64_t row = (b * nchunks + c) * R + r;
-                parts[c] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp),
-                                        .dtype = LA_F32,
-                                        .log_scale = pm[row],
-                                        .mass = pl[row]};
+            if (!merge_group_done(&done[bh], (int32_t)nchunks)) continue;
+            /* merge the chunks of each of the group's rows: chunk c's
+             * accumulator weighted by its max and carrying its sum
+             * (softmax), or summed (sigmoid, which has no normaliser) */
+            for (int64_t r = hk * Rh; r < (hk + 1) * Rh; r++) {
+                const int64_t h = r / Lq, i = r % Lq;
+                for (int64_t cc = 0; cc < nchunks; cc++) {
+                    const int64_t prow = (b * nchunks + cc) * R + r;
+                    parts[cc] = (merge_part){.x = (const char *)(pacc + (size_t)prow * Dp),
+                                             .dtype = LA_F32,
+                                             .log_scale = pm[prow],
+                                             .mass = pl[prow]};
+                }
+                const float lse = merge_row(parts, nchunks, D, !softmax, merged);
+                tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, merged, D);
+                if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = lse;
             }
-            const float lse = merge_row(parts, nchunks, D, !softmax, merged);
-            tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, merged, D);
-            if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = lse;
         }
     }
     return LA_OK;

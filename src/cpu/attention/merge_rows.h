@@ -102,4 +102,14 @@ static inline void merge_store_row(char *dst, la_dtype t, const float *acc, int6
     for (; d < D; d++) la_store_f32(dst, t, d, acc[d]);
 }
 
+/* Decode's chunks are items of one parallel loop; a group of rows is merged
+ * by the thread that finishes its last chunk, not after a barrier: each
+ * finished item counts itself in its group's counter, and the thread that
+ * brings it to n sees every other item's stores (acquire-release on the
+ * counter's chain of updates). The merge reads the chunks in their own
+ * order whoever runs it, so results do not depend on the thread. */
+static inline bool merge_group_done(int32_t *count, int32_t n) {
+    return __atomic_add_fetch(count, 1, __ATOMIC_ACQ_REL) == n;
+}
+
 #endif

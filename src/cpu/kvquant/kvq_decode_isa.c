@@ -357,7 +357,7 @@ static void chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
  * group's scales and zeros, a merge list, a merged row, and the item's running max and sum. */
 typedef struct {
     int64_t nchunks, items, R, Dp;
-    size_t part_rows, merge, per_thread, bytes;
+    size_t part_rows, counts, merge, per_thread, bytes;
 } layout;
 
 static int64_t longest(const la_kvq_decode_problem *p) {
@@ -382,9 +382,12 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
+    /* an int32 count of finished chunks per (sequence, K/V head), whole 64-byte lines */
+    L->counts = (size_t)tg_round_up(p->num_seqs * p->Hkv, 16);
     if (!la_mul_size((size_t)L->items, (size_t)L->R, &L->part_rows) ||
         !la_mul_size(L->part_rows, (size_t)(L->Dp + 2), &part) ||
         !la_mul_size(L->per_thread, (size_t)nthreads, &total) || (total += part) < part ||
+        (total += L->counts) < L->counts ||
         !la_mul_size(total, sizeof(float), &L->bytes))
         return false;
     return true;
@@ -404,7 +407,9 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
     const int64_t R = L.R, Dp = L.Dp, D = p->kv.f.D, G = p->H / p->Hkv, Lq = p->Lq, nchunks = L.nchunks;
     const la_kvq_layer *kv = &p->kv;
     float *pm = mem, *pl = pm + L.part_rows, *pacc = pl + L.part_rows;
-    float *threads_mem = pacc + L.part_rows * (size_t)Dp;
+    int32_t *done = (int32_t *)(pacc + L.part_rows * (size_t)Dp);
+    float *threads_mem = (float *)done + L.counts;
+    memset(done, 0, sizeof(int32_t) * (size_t)(p->num_seqs * p->Hkv));
 #pragma omp parallel num_threads(nthreads)
     {
         /* 8-byte members first: hi (2 R floats), then the merge list */
@@ -416,7 +421,9 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
-#pragma omp for schedule(dynamic, 1)
+        /* no barrier after the items: the thread finishing a (sequence,
+         * K/V head)'s last chunk merges its rows (merge_group_done) */
+#pragma omp for schedule(dynamic, 1) nowait
         for (int64_t it = 0; it < L.items; it++) {
             const int64_t bh = it / nchunks, c = it % nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
             const int64_t reg = hk * kv->region_seqs + p->seq0 + b, len = kv->len[reg];
@@ -442,19 +449,18 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
             chunk(&s, c0, c0 < c1 ? c1 : c0, &pt);
             memcpy(pm + it * R, run_m, sizeof(float) * (size_t)R);
             memcpy(pl + it * R, run_l, sizeof(float) * (size_t)R);
-        }
-#pragma omp for schedule(static)
-        for (int64_t br = 0; br < p->num_seqs * p->Hkv * R; br++) {
-            const int64_t bh = br / R, r = br % R, b = bh / p->Hkv, hk = bh % p->Hkv;
-            const int64_t h = hk * G + r / Lq, i = r % Lq;
-            for (int64_t c = 0; c < nchunks; c++) {
-                const int64_t row = (bh * nchunks + c) * R + r;
-                parts[c] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp), .dtype = LA_F32,
-                                        .log_scale = pm[row], .mass = pl[row]};
+            if (!merge_group_done(&done[bh], (int32_t)nchunks)) continue;
+            for (int64_t r = 0; r < R; r++) {
+                const int64_t h = hk * G + r / Lq, i = r % Lq;
+                for (int64_t cc = 0; cc < nchunks; cc++) {
+                    const int64_t row = (bh * nchunks + cc) * R + r;
+                    parts[cc] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp), .dtype = LA_F32,
+                                             .log_scale = pm[row], .mass = pl[row]};
+                }
+                const float lse = merge_row(parts, nchunks, D, false, merged);
+                tg_store_row(la_attn_at(&p->out, b, i, h), p->out.dtype, merged, D);
+                if (p->lse.data) *(float *)la_attn_at(&p->lse, b, i, h) = lse;
             }
-            const float lse = merge_row(parts, nchunks, D, false, merged);
-            tg_store_row(la_attn_at(&p->out, b, i, h), p->out.dtype, merged, D);
-            if (p->lse.data) *(float *)la_attn_at(&p->lse, b, i, h) = lse;
         }
     }
     return LA_OK;

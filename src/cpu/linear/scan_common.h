@@ -90,29 +90,6 @@ static inline vf scan_recip(vf d) {
 #endif
 }
 
-/* softplus on vectors: max(x, 0) + log1p(exp(-|x|)), log1p(y) for y in
- * [0, 1] as 2 atanh(s), s = y / (2 + y) in [0, 1/3] (no cancellation for
- * tiny y), the series to s^15: truncation below 3e-9, so the result is
- * within a few f32 ulps of log1pf's. exp(-|x|) is scan_exp (vf_exp's
- * accuracy: scan_exp2's 2^(|x| log2 e) would carry log2 e's rounding,
- * ~1e-8 |x| relative) and 0 for |x| above 87.3: softplus is then x or 0
- * exactly. (With vf_exp and a division it was about a fifth of the decode
- * step's time at N 16: one per channel, beside the channel's 16 state
- * elements.) */
-static inline vf scan_softplus_v(vf x) {
-    const vf ax = vf_max(x, -x), y = scan_exp(-ax),
-             s = y * scan_recip(vf_set1(2.0f) + y), s2 = s * s;
-    vf p = vf_set1(1.0f / 15);
-    p = vf_fma(p, s2, vf_set1(1.0f / 13));
-    p = vf_fma(p, s2, vf_set1(1.0f / 11));
-    p = vf_fma(p, s2, vf_set1(1.0f / 9));
-    p = vf_fma(p, s2, vf_set1(1.0f / 7));
-    p = vf_fma(p, s2, vf_set1(1.0f / 5));
-    p = vf_fma(p, s2, vf_set1(1.0f / 3));
-    p = vf_fma(p, s2, vf_set1(1.0f));
-    return vf_max(x, vf_set1(0)) + 2.0f * s * p;
-}
-
 /* 2^x2 for the decode step's exp(dt A) = 2^(dt log2(e) A), in about half
  * of scan_exp's vector instructions (the step's exps bounded it at N 16:
  * one vector per channel). x2 = n + f with n = round(x2), |f| <= 1/2; 2^f
@@ -125,10 +102,9 @@ static inline vf scan_softplus_v(vf x) {
  * (t's low bits are then n); below AVX-512 2^n is applied by adding t's
  * bits shifted to the exponent field to the polynomial's (integer work,
  * off the FMA pipes that the polynomial and the update keep busy: Zen 4's
- * vscalefps takes an FMA-pipe slot) and x2 is clamped to 127 above; on
- * AVX-512 (scan_exp2) by vscalefps, inf above 2^128 as in exp2 (only for
- * dt A > 88, outside the API's A <= 0 with dt >= 0). Exact 0 below -125
- * (so the sum never reaches the denormals; -inf and NaN included). */
+ * vscalefps takes an FMA-pipe slot) and x2 is clamped to 127 above (AVX-512
+ * has a form of its own, in scan_exp2). Exact 0 below -125 (so the sum
+ * never reaches the denormals; -inf and NaN included). */
 static inline vf scan_exp2_poly(vf f) {
     vf q = vf_set1(1.3381302537e-3f);
     q = vf_fma(q, f, vf_set1(9.6663685154e-3f));
@@ -140,22 +116,42 @@ static inline vf scan_exp2_poly(vf f) {
 
 /* 2^(s a), s a computed inside (on AVX-512 without rounding it first). */
 static inline vf scan_exp2(vf s, vf a) {
-    const float magic = 12582912.0f;
 #if defined(LA_ISA_AVX512)
-    /* Fused, in 10 instructions where the form below takes 13 (the decode
-       step, bound by its instructions on Intel, spends one 2^x per state
-       element): t = s a + magic in one FMA (n = round(s a) in t's low
-       bits), f = s a - n in another (exact but for one rounding, like x -
-       n below), and 2^n applied by vscalefps (one instruction where the
-       integer form takes a shift and an add, and no clamp: above 2^127 it
-       gives inf, as exp2 does). n >= -125 keeps every result normal;
-       below, -inf and NaN (the compare is false) give exactly 0. */
-    const __m512 sv = (__m512)s, av = (__m512)a, t = _mm512_fmadd_ps(sv, av, _mm512_set1_ps(magic)),
-                 n = _mm512_sub_ps(t, _mm512_set1_ps(magic));
+    /* Fused, with a table: x = s a = n + r, n = x rounded to 1/16 (t = s a +
+       1.5 * 2^19 in one FMA: t's low 4 bits are j = 16 n mod 16, the bits
+       above floor(n)), r = s a - n in another (|r| <= 1/32, exact but for
+       one rounding); 2^x = 2^floor(n) 2^(j/16) 2^r with 2^(j/16) from a
+       16-entry table (vpermps reads j from t's low bits), 2^r = 1 + r (c1
+       + r (c2 + r c3)) (Taylor, truncation <= 9.2e-9), and 2^floor(n) by
+       vscalefps (which floors n itself; inf above 2^128 as exp2, only for
+       dt A > 88, outside the API's A <= 0 with dt >= 0). Checked against
+       exp2 (scratch program, 2.9e7 points over [-125, 127]): 1.7e-7
+       relative at worst (the degree-5 form: 2.8e-7), and beyond the
+       result's rounding <= 3.1e-7 |x| for |x| < 1/32 (4.1e-7 |x|), so a
+       decay near 1 stays exact but for the rounding (c1 off by 1.4e-4
+       fails test_ssm's pure-decay case 3.4-3.9 times over). Two FMAs fewer
+       than the degree-5 form for a permute and a multiply: the same count
+       on Intel's two vector ports, a shorter dependency chain (in L2, 40
+       alternating rounds: 2-3% less time per decode step, within the
+       rounds' spread; on Zen 4 the permute runs beside the FMAs). n >=
+       -125 keeps every result normal; below, -inf and NaN (the compare is
+       false) give exactly 0. */
+    static const float tab[16] = {1.0f, 1.04427378242741384f, 1.09050773266525766f, 1.13878863475669165f,
+                                  1.18920711500272107f, 1.24185781207348405f, 1.29683955465100967f,
+                                  1.35425554693689273f, 1.41421356237309505f, 1.47682614593949931f,
+                                  1.54221082540794082f, 1.61049033194925431f, 1.68179283050742909f,
+                                  1.75625216037329948f, 1.83400808640934246f, 1.91520656139714729f};
+    const float m16 = 786432.0f;
+    const __m512 sv = (__m512)s, av = (__m512)a, t = _mm512_fmadd_ps(sv, av, _mm512_set1_ps(m16)),
+                 n = _mm512_sub_ps(t, _mm512_set1_ps(m16)), r = _mm512_fmsub_ps(sv, av, n);
     const __mmask16 normal = _mm512_cmp_ps_mask(n, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
-    const vf p = scan_exp2_poly((vf)_mm512_fmsub_ps(sv, av, n));
-    return (vf)_mm512_maskz_scalef_ps(normal, (__m512)p, n);
+    __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(5.55041086648216e-2f), r, _mm512_set1_ps(2.40226506959101e-1f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(6.93147180559945e-1f));
+    q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
+    const __m512 T = _mm512_permutexvar_ps(_mm512_castps_si512(t), _mm512_loadu_ps(tab));
+    return (vf)_mm512_maskz_scalef_ps(normal, _mm512_mul_ps(q, T), n);
 #else
+    const float magic = 12582912.0f;
     const vf x2 = s * a, x = vf_select(x2 > vf_set1(127.0f), vf_set1(127.0f), x2), t = x + magic, n = t - magic;
     const vf p = scan_exp2_poly(x - n);
     const vi normal = x >= vf_set1(-125.0f); /* false for NaN */
@@ -164,6 +160,41 @@ static inline vf scan_exp2(vf s, vf a) {
     memcpy(&pb, &p, sizeof pb);
     return (vf)((pb + (e << 23)) & (vu)normal);
 #endif
+}
+
+/* softplus on vectors: max(x, 0) + log1p(y), y = exp(-|x|) = 2^(-|x| log2 e)
+ * by scan_exp2, log1p(y) for y in [0, 1] as 2 atanh(s), s = y / (2 + y) in
+ * [0, 1/3] (no cancellation for tiny y), the series to s^15: truncation
+ * below 3e-9. y's relative error: scan_exp2's 2.8e-7 plus log2 e's
+ * rounding in f32, |x| 3e-8 (1.5e-7 at |x| = 5; softplus of x < 0 is about y,
+ * so it carries the same relative error; above 0 y's error is below x's
+ * rounding). y is 0 below 2^-125 (|x| > 86.6): softplus is then x or 0
+ * exactly. |x| is a bit mask and max(x, 0) one instruction on AVX-512 (the
+ * compare-and-select forms took 4 and 2, and scan_exp's clamps 7): with
+ * vf_exp and a division the softplus was about a fifth of the decode step's
+ * time at N 16 (one per channel, beside the channel's 16 state elements),
+ * with scan_exp ~13% in L2. */
+static inline vf scan_softplus_v(vf x) {
+    vu ab;
+    memcpy(&ab, &x, sizeof ab);
+    ab &= 0x7fffffffu;
+    vf ax;
+    memcpy(&ax, &ab, sizeof ax);
+    const vf y = scan_exp2(vf_set1(-1.44269504088896341f), ax), s = y * scan_recip(vf_set1(2.0f) + y), s2 = s * s;
+    vf p = vf_set1(1.0f / 15);
+    p = vf_fma(p, s2, vf_set1(1.0f / 13));
+    p = vf_fma(p, s2, vf_set1(1.0f / 11));
+    p = vf_fma(p, s2, vf_set1(1.0f / 9));
+    p = vf_fma(p, s2, vf_set1(1.0f / 7));
+    p = vf_fma(p, s2, vf_set1(1.0f / 5));
+    p = vf_fma(p, s2, vf_set1(1.0f / 3));
+    p = vf_fma(p, s2, vf_set1(1.0f));
+#if defined(LA_ISA_AVX512)
+    const vf relu = (vf)_mm512_max_ps((__m512)x, _mm512_setzero_ps());
+#else
+    const vf relu = vf_max(x, vf_set1(0));
+#endif
+    return vf_fma(s + s, p, relu);
 }
 
 static inline vf scan_sigmoid_v(vf x) { return vf_set1(1.0f) / (vf_set1(1.0f) + vf_exp(-x)); }

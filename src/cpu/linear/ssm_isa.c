@@ -303,8 +303,10 @@ static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
  * At N 16 (Mamba's) a channel's row is one AVX-512 vector, so the step
  * was bound by its instructions, not by memory (on Zen 4 the state
  * streamed in and out at about 3x the rate the step consumed it): the
- * exp is scan_exp2 (a degree-5 polynomial; on AVX-512 10 vector
- * instructions with dt A fused in, where scan_exp took 19), the
+ * exp is scan_exp2 (a degree-5 polynomial; on AVX-512 a 16-entry table
+ * and a degree-3 one, 10 vector instructions with dt A fused in, where
+ * scan_exp took 19), whole blocks of rows back to back take step_dense1/2
+ * (constant strides, no per-row pointers on the stack), the
  * per-channel constants stay in registers (no calls in the row loop), the
  * LA_VL rows of a block are unrolled with their C . h tree merged as they
  * come (step_rows: no stack round trip), softplus takes no division
@@ -470,6 +472,35 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
     return part[STEP_LEVELS];
 }
 
+/* Blocks of LA_VL channels whose rows (nr floats: one vector, Mamba's N 16
+ * on AVX-512, or two, N 16 on AVX2) lie back to back in A and the state
+ * (as the API lays them out): strides and counts are constants, so the
+ * unrolled rows address by fixed offsets from three pointers. (In
+ * step_block's general loop the compiler kept a pointer per unrolled row
+ * for each of A, hs and hd, 48 of them, on the stack, and added the stride
+ * to each one per block.) ys[c] = C . h of channel c. */
+static inline __attribute__((always_inline)) void step_dense_rows(const float *A, const float *hs, float *hd,
+                                                                  const float *Bt, const float *Ct, const float *dt2,
+                                                                  const float *du, float *ys, int64_t blocks,
+                                                                  const int64_t nr) {
+    for (int64_t i = 0; i < blocks; i++, A += LA_VL * nr, hs += LA_VL * nr, hd += LA_VL * nr) {
+        const vf y = step_rows(A, nr, hs, nr, hd, nr, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, nr);
+        vf_store(ys + i * LA_VL, y);
+    }
+}
+
+static __attribute__((noinline)) void step_dense1(const float *A, const float *hs, float *hd, const float *Bt,
+                                                  const float *Ct, const float *dt2, const float *du, float *ys,
+                                                  int64_t blocks) {
+    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, LA_VL);
+}
+
+static __attribute__((noinline)) void step_dense2(const float *A, const float *hs, float *hd, const float *Bt,
+                                                  const float *Ct, const float *dt2, const float *du, float *ys,
+                                                  int64_t blocks) {
+    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL);
+}
+
 static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
     const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b;
     float *Bt = w, *Ct = Bt + Np, *Ap = Ct + Np, *hp = Ap + Np, *zero = hp + Np, *uc = zero + Np, *dtc = uc + STEP_CB,
@@ -511,7 +542,12 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     float *ho0 = p->state_out.data ? la_scan_row(&p->state_out, b, d0) : hp;
     const int64_t as = p->A.row_stride, hss = p->state_in.data ? p->state_in.row_stride : 0,
                   hos = p->state_out.data ? p->state_out.row_stride : 0;
-    for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
+    int64_t c_done = 0;
+    if ((N == LA_VL || N == 2 * LA_VL) && as == N && hss == N && hos == N) {
+        c_done = cb / LA_VL * LA_VL;
+        (N == LA_VL ? step_dense1 : step_dense2)(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
+    }
+    for (int64_t c0 = c_done; c0 < cb; c0 += LA_VL) {
         vf y_sums;
         if (N == LA_VL) { /* Mamba's N 16 on AVX-512: one vector per row */
             y_sums = step_rows(A0 + c0 * as, as, hs0 + c0 * hss, hss, ho0 + c0 * hos, hos, Bt, Ct, dt2 + c0, duc + c0,
@@ -533,7 +569,10 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
             }
             y_sums = step_transpose_sum(acc);
         }
-        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), y_sums);
+        vf_store(yc + c0, y_sums);
+    }
+    for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
+        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_load(yc + c0));
         if (p->z.data) {
             const vf z = vf_load(zc + c0);
             y *= z * scan_sigmoid_v(z);

@@ -27,11 +27,20 @@
  * unmasked, the rest mask element-wise.
  *
  * At head dim 256 the dK and dV accumulators (128 f32 each a thread) do not
- * both fit in registers: pass 2 runs twice, once for dV and once for dK. */
+ * both fit in registers: pass 2 runs twice, once for dV and once for dK.
+ *
+ * Block-sparse (SPARSE, la_block_sparse_backward): the same passes walk the
+ * index's 64-key tile lists (sparse_tiles.h) instead of every tile. Pass 2:
+ * one block per 64-key tile (BKEY), over the (head, query block) pairs that
+ * list it, each query block's rows in BQ-row tiles, masked by the rule and
+ * the pair's key mask. Pass 3: one block per 64-row piece of a query block
+ * (a shorter block leaves rows idle, as in the sparse forward), over its
+ * row's key tiles. Keys no query lists get dK = dV = 0. */
 #include "cuda/attention/backward.h"
 #include "cuda/attention/backward_sm90.h"
 #include "cuda/attention/forward.h"
 #include "cuda/attention/mma.cuh"
+#include "cuda/attention/sparse_tiles.cuh"
 
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +60,15 @@ template <int DP> struct bwd_tiles {
 };
 
 enum { PART_DV = 1, PART_DK = 2, PART_BOTH = 3 };
+static_assert(bwd_tiles<64>::BKEY == LA_SPARSE_TILE && bwd_tiles<256>::BKEY == LA_SPARSE_TILE,
+              "the sparse pass 2 takes one 64-key tile of the lists per block");
+
+/* Pass 3's blocks per query block of a sparse call: its rows (at most the
+ * longest sequence's) in BM-row pieces. */
+static __host__ __device__ __forceinline__ int64_t sparse_dq_items(int64_t block_size, int64_t Lq, int BM) {
+    const int64_t rows = block_size < Lq ? block_size : Lq;
+    return (rows + BM - 1) / BM;
+}
 
 /* ------------------------------------------------------------ pass 1 */
 
@@ -148,7 +166,7 @@ template <bool F16> static __device__ __forceinline__ void store2(char *row, int
 
 /* ------------------------------------------------------------ pass 2 */
 
-template <int DP, bool F16, int PART>
+template <int DP, bool F16, int PART, bool SPARSE>
 __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dkdv_kernel(const la_cuda_bwd_args a) {
     using T = bwd_tiles<DP>;
     constexpr int BKEY = T::BKEY, BQ = T::BQ, THREADS = T::THREADS;
@@ -184,20 +202,35 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dkdv_kernel(c
 #pragma unroll
         for (int c = 0; c < 4; c++) dk[d][c] = dv[d][c] = 0;
 
-    for (int64_t gi = 0; gi < G; gi++) {
-        const int64_t h = hk * G + gi;
+    /* spans of query rows [r0, r1) of head h with the key mask `keep`:
+     * dense, every row of each head of the group; sparse, the query blocks
+     * the tile lists name */
+    const la_sparse_tile *span = NULL;
+    int64_t spans = G;
+    if constexpr (SPARSE) {
+        const int64_t bucket = (b * a.Hkv + hk) * a.k_tiles_per_seq + blockIdx.x;
+        span = a.k_tiles + a.k_off[bucket], spans = a.k_off[bucket + 1] - a.k_off[bucket];
+    }
+    for (int64_t si = 0; si < spans; si++) {
+        int64_t h = hk * G + si, r0 = 0, r1 = lq;
+        uint64_t keep = ~0ull;
+        if constexpr (SPARSE) {
+            const la_sparse_tile t = span[si];
+            h = hk * G + t.head, keep = t.keep;
+            r0 = (int64_t)t.tile * a.block_size, r1 = r0 + a.block_size < lq ? r0 + a.block_size : lq;
+        }
         const float slope = la_rule_slope(&rule, h);
         const uint16_t *qb = (const uint16_t *)a.q + b * a.q_bs + q0 * a.q_ts + h * a.q_hs;
         const uint16_t *dob = (const uint16_t *)a.dout + b * a.do_bs + q0 * a.do_ts + h * a.do_hs;
-        for (int64_t i0 = 0; i0 < lq; i0 += BQ) {
-            const int64_t il = (i0 + BQ < lq ? i0 + BQ : lq) - 1;
+        for (int64_t i0 = r0; i0 < r1; i0 += BQ) {
+            const int64_t il = (i0 + BQ < r1 ? i0 + BQ : r1) - 1;
             int64_t lo_f, hi_f, lo_l, hi_l;
             la_rule_key_range(&rule, i0, lq, lk, &lo_f, &hi_f);
             la_rule_key_range(&rule, il, lq, lk, &lo_l, &hi_l);
             if (j0 >= hi_l || (j0 >= rule.sinks && j1 <= lo_f)) continue; /* no row of the tile sees a key */
             const bool masked = !(la_rule_row_block(&rule, lo_f, hi_f, j0, j0 + BKEY) == LA_BLOCK_ALL &&
                                   la_rule_row_block(&rule, lo_l, hi_l, j0, j0 + BKEY) == LA_BLOCK_ALL) ||
-                                i0 + BQ > lq;
+                                i0 + BQ > r1 || keep != ~0ull;
             __syncthreads(); /* every warp is done with the previous tile */
             load_tile<DP, BQ, THREADS>(sQ, qb, a.q_ts, i0, lq, D);
             load_tile<DP, BQ, THREADS>(sdO, dob, a.do_ts, i0, lq, D);
@@ -252,7 +285,7 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dkdv_kernel(c
                     if (masked) {
                         int64_t lo, hi;
                         la_rule_key_range(&rule, i, lq, lk, &lo, &hi);
-                        vis = i < lq && j < hi && (j >= lo || j < rule.sinks);
+                        vis = i < r1 && j < hi && (j >= lo || j < rule.sinks) && (keep >> (j - j0) & 1);
                     }
                     const float p = vis ? weight_of(rule, s, sL[col]) : 0.0f;
                     if (DO_DK) dpt[n][c] = vis ? la_rule_dscore(&rule, p, dpt[n][c], sDl[col]) * dsdx : 0.0f;
@@ -310,7 +343,7 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dkdv_kernel(c
 
 /* ------------------------------------------------------------ pass 3 */
 
-template <int DP, bool F16>
+template <int DP, bool F16, bool SPARSE>
 __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(const la_cuda_bwd_args a) {
     using T = bwd_tiles<DP>;
     constexpr int BM = T::BM, BN = T::BN, THREADS = T::THREADS;
@@ -324,8 +357,14 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
         q0 = a.cu_q[b], lq = a.cu_q[b + 1] - q0;
         k0 = a.cu_k[b], lk = a.cu_k[b + 1] - k0;
     }
-    const int64_t i0 = mblk * BM;
-    if (i0 >= lq) return;
+    /* rows [i0, row_end): dense, BM rows; sparse, a piece of query block qb */
+    int64_t i0 = mblk * BM, row_end = lq, qblk = 0;
+    if constexpr (SPARSE) {
+        const int64_t per = sparse_dq_items(a.block_size, a.Lq, BM);
+        qblk = mblk / per, i0 = qblk * a.block_size + mblk % per * BM;
+        row_end = (qblk + 1) * a.block_size < lq ? (qblk + 1) * a.block_size : lq;
+    }
+    if (i0 >= row_end) return;
     const int D = (int)a.D;
     const la_score_rule rule = a.rule;
     const int64_t hk = h / (a.H / a.Hkv), wrow = a.cu_q ? q0 : b * a.Lq;
@@ -336,7 +375,7 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
     const int lrow = lane % 8, lmat = lane / 8;
 
-    const int64_t i_last = (i0 + BM < lq ? i0 + BM : lq) - 1;
+    const int64_t i_last = (i0 + BM < row_end ? i0 + BM : row_end) - 1;
     int64_t lo_first, hi_first, lo_last, hi_last;
     la_rule_key_range(&rule, i0, lq, lk, &lo_first, &hi_first);
     la_rule_key_range(&rule, i_last, lq, lk, &lo_last, &hi_last);
@@ -351,7 +390,7 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
         row[r] = i0 + warp * 16 + g + 8 * r;
         lo[r] = hi[r] = 0;
         lse2[r] = delta[r] = 0;
-        if (row[r] < lq) {
+        if (row[r] < row_end) {
             la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
             lse2[r] = a.lse2[(wrow + row[r]) * a.H + h];
             delta[r] = a.delta[(wrow + row[r]) * a.H + h];
@@ -366,9 +405,14 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
     load_tile<DP, BM, THREADS>(sdO, dob, a.do_ts, i0, lq, D);
     cp_async_commit();
 
-    int64_t t = first_tile(BN, sinks, lo_first, hi_last);
-    while (t >= 0) {
-        const int64_t nt = next_tile(BN, t, sinks, lo_first, hi_last), j0 = t * BN;
+    /* the key tiles: dense, every one the rows see; sparse, the row's list */
+    int64_t t = SPARSE ? -1 : first_tile(BN, sinks, lo_first, hi_last), j0;
+    uint64_t keep = tile_full<BN>();
+    tile_walk<BN> walk;
+    if constexpr (SPARSE)
+        walk = tile_walk_make<BN>(a.q_off, a.q_tiles, (b * a.H + h) * a.q_blocks + qblk, sinks, lo_first, hi_last);
+    while (SPARSE ? walk.next(j0, keep) : t >= 0) {
+        if constexpr (!SPARSE) j0 = t * BN, t = next_tile(BN, t, sinks, lo_first, hi_last);
         __syncthreads(); /* every warp is done with the previous K, V */
         load_tile<DP, BN, THREADS>(sK, kb, a.k_ts, j0, lk, D);
         load_tile<DP, BN, THREADS>(sV, vb, a.v_ts, j0, lk, D);
@@ -404,7 +448,8 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
 
         /* dS, element-wise; s[n][2r + c] is row row[r], key j0 + n * 8 + 2 tq + c */
         const bool masked = !(la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN) == LA_BLOCK_ALL &&
-                              la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN) == LA_BLOCK_ALL);
+                              la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN) == LA_BLOCK_ALL) ||
+                            keep != tile_full<BN>();
 #pragma unroll
         for (int r = 0; r < 2; r++) {
             const int64_t diag = row[r] + lk - lq;
@@ -415,7 +460,8 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
                     const int64_t j = j0 + n * 8 + 2 * tq + c;
                     float dsdx;
                     const float sc = la_rule_score(&rule, s[n][2 * r + c], slope, (float)(diag - j), &dsdx);
-                    const bool vis = !masked || (j < hi[r] && (j >= lo[r] || j < rule.sinks));
+                    const bool vis =
+                        !masked || (j < hi[r] && (j >= lo[r] || j < rule.sinks) && (keep >> (j - j0) & 1));
                     const float p = vis ? weight_of(rule, sc, lse2[r]) : 0.0f;
                     s[n][2 * r + c] = vis ? la_rule_dscore(&rule, p, dp[n][2 * r + c], delta[r]) * dsdx : 0.0f;
                 }
@@ -439,13 +485,12 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
                 mma_16816<F16>(dq[2 * d + 1], sa, b2, b3);
             }
         }
-        t = nt;
     }
     cp_async_wait_all(); /* the Q/dO load, when no key tile was visited */
 
 #pragma unroll
     for (int r = 0; r < 2; r++) {
-        if (row[r] >= lq) continue;
+        if (row[r] >= row_end) continue;
         char *dqrow = (char *)a.dq + (b * a.dq_bs + (q0 + row[r]) * a.dq_ts + h * a.dq_hs) * (a.dq_f32 ? 4 : 2);
 #pragma unroll
         for (int d = 0; d < DP / 8; d++) {
@@ -457,39 +502,43 @@ __global__ void __launch_bounds__(bwd_tiles<DP>::THREADS) attn_bwd_dq_kernel(con
 
 /* ------------------------------------------------------------ the launcher */
 
-template <int DP, bool F16, int PART> static cudaError_t launch_dkdv(const la_cuda_bwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16, int PART, bool SPARSE>
+static cudaError_t launch_dkdv(const la_cuda_bwd_args *a, cudaStream_t stream) {
     using T = bwd_tiles<DP>;
-    cudaError_t e = cudaFuncSetAttribute(attn_bwd_dkdv_kernel<DP, F16, PART>,
+    cudaError_t e = cudaFuncSetAttribute(attn_bwd_dkdv_kernel<DP, F16, PART, SPARSE>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_KV);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + T::BKEY - 1) / T::BKEY), (unsigned)a->Hkv, (unsigned)a->num_seqs);
-    attn_bwd_dkdv_kernel<DP, F16, PART><<<grid, T::THREADS, T::SMEM_KV, stream>>>(*a);
+    attn_bwd_dkdv_kernel<DP, F16, PART, SPARSE><<<grid, T::THREADS, T::SMEM_KV, stream>>>(*a);
     return cudaGetLastError();
 }
 
-template <int DP, bool F16> static cudaError_t launch_dq(const la_cuda_bwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16, bool SPARSE = false>
+static cudaError_t launch_dq(const la_cuda_bwd_args *a, cudaStream_t stream) {
     using T = bwd_tiles<DP>;
     if (a->Lq == 0) return cudaSuccess;
-    cudaError_t e =
-        cudaFuncSetAttribute(attn_bwd_dq_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_Q);
+    cudaError_t e = cudaFuncSetAttribute(attn_bwd_dq_kernel<DP, F16, SPARSE>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM_Q);
     if (e != cudaSuccess) return e;
-    dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
-    attn_bwd_dq_kernel<DP, F16><<<grid, T::THREADS, T::SMEM_Q, stream>>>(*a);
+    const int64_t blocks = SPARSE ? a->q_blocks * sparse_dq_items(a->block_size, a->Lq, T::BM)
+                                  : (a->Lq + T::BM - 1) / T::BM;
+    dim3 grid((unsigned)blocks, (unsigned)a->H, (unsigned)a->num_seqs);
+    attn_bwd_dq_kernel<DP, F16, SPARSE><<<grid, T::THREADS, T::SMEM_Q, stream>>>(*a);
     return cudaGetLastError();
 }
 
-template <int DP, bool F16> static cudaError_t launch_dp(const la_cuda_bwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16, bool SPARSE> static cudaError_t launch_dp(const la_cuda_bwd_args *a, cudaStream_t stream) {
     cudaError_t e = cudaSuccess;
     if (a->Lk > 0) {
         if constexpr (DP >= 256) { /* dK and dV do not both fit in registers: one pass each */
-            e = launch_dkdv<DP, F16, PART_DV>(a, stream);
-            if (e == cudaSuccess) e = launch_dkdv<DP, F16, PART_DK>(a, stream);
+            e = launch_dkdv<DP, F16, PART_DV, SPARSE>(a, stream);
+            if (e == cudaSuccess) e = launch_dkdv<DP, F16, PART_DK, SPARSE>(a, stream);
         } else {
-            e = launch_dkdv<DP, F16, PART_BOTH>(a, stream);
+            e = launch_dkdv<DP, F16, PART_BOTH, SPARSE>(a, stream);
         }
     }
     if (e != cudaSuccess) return e;
-    return launch_dq<DP, F16>(a, stream);
+    return launch_dq<DP, F16, SPARSE>(a, stream);
 }
 
 /* The Hopper kernel: head dims 64 and 128 on a device that runs its sm_90a
@@ -506,7 +555,7 @@ extern "C" int la_cuda_attention_backward_dq_acc(int64_t D, int deterministic) {
 
 static bool use_wgmma(const la_cuda_bwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
-    if ((a->D != 64 && a->D != 128) || backward_kernel_mma()) return false;
+    if ((a->D != 64 && a->D != 128) || backward_kernel_mma() || a->q_off) return false;
     if (!a->deterministic && !a->dq_acc) return false;
     int dev = 0;
     if (cudaGetDevice(&dev) != cudaSuccess || dev < 0 || dev >= 64) return false;
@@ -521,11 +570,15 @@ template <bool F16> static cudaError_t launch_sm90(const la_cuda_bwd_args *a, cu
     return a->D == 64 ? launch_dq<64, F16>(a, stream) : launch_dq<128, F16>(a, stream);
 }
 
+template <bool F16, bool SPARSE> static cudaError_t launch_mma(const la_cuda_bwd_args *a, cudaStream_t stream) {
+    if (a->D <= 64) return launch_dp<64, F16, SPARSE>(a, stream);
+    if (a->D <= 128) return launch_dp<128, F16, SPARSE>(a, stream);
+    return launch_dp<256, F16, SPARSE>(a, stream);
+}
+
 template <bool F16> static cudaError_t launch_dtype(const la_cuda_bwd_args *a, cudaStream_t stream) {
     if (use_wgmma(a)) return launch_sm90<F16>(a, stream);
-    if (a->D <= 64) return launch_dp<64, F16>(a, stream);
-    if (a->D <= 128) return launch_dp<128, F16>(a, stream);
-    return launch_dp<256, F16>(a, stream);
+    return a->q_off ? launch_mma<F16, true>(a, stream) : launch_mma<F16, false>(a, stream);
 }
 
 extern "C" la_status la_cuda_attention_backward_launch(const la_cuda_bwd_args *a, void *stream) {

@@ -4,6 +4,7 @@
 #define LA_CUDA_ATTENTION_BACKWARD_H
 
 #include "backend/attention_problem.h"
+#include "cuda/attention/sparse_tiles.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -35,6 +36,13 @@ typedef struct {
     float *dq_acc;
     int deterministic; /* 1: dQ summed in a fixed order */
     int dq_acc_zeroed; /* set by the launcher: 1 when its prep pass zeroed dq_acc (no separate clear) */
+    /* Block-sparse backward (la_block_sparse_backward): the index's tile
+     * lists (sparse_tiles.h) on the device, or q_off NULL for dense. The
+     * mma.sync passes then walk them: dQ per 64-row piece of each query
+     * block, dK/dV per 64-key tile. Always deterministic (no atomics). */
+    const int64_t *q_off, *k_off;
+    const la_sparse_tile *q_tiles, *k_tiles;
+    int64_t block_size, q_blocks, k_tiles_per_seq;
 } la_cuda_bwd_args;
 
 /* Enqueue the backward on `stream` (a cudaStream_t): a pass computing delta

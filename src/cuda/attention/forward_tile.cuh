@@ -46,12 +46,16 @@ static __device__ __forceinline__ fwd_score_ctx fwd_score_ctx_make(const la_scor
  * weights out, log2 units in between); alpha: the factor the output
  * accumulator's two rows must be scaled by before this tile's P V is added
  * (1 for sigmoid scores); row/lo/hi: the thread's two rows and their visible key ranges;
- * j0: the tile's first key; masked: some element of the tile may be hidden. */
+ * j0: the tile's first key; masked: some element of the tile may be hidden;
+ * keep (tiles of up to 64 keys): bit c clear hides key j0 + c from every row
+ * when masked (the block-sparse kernels' key masks; the default keeps all,
+ * and folds away). */
 template <int BN>
 static __device__ __forceinline__ void fwd_tile_softmax(const fwd_score_ctx &c, float (&s)[BN / 8][4], float (&m_run)[2],
                                                         float (&l_run)[2], const int64_t (&row)[2],
                                                         const int64_t (&lo)[2], const int64_t (&hi)[2], int64_t j0,
-                                                        bool masked, int64_t lq, int64_t lk, int tq, float (&alpha)[2]) {
+                                                        bool masked, int64_t lq, int64_t lk, int tq, float (&alpha)[2],
+                                                        uint64_t keep = ~0ull) {
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         alpha[r] = 1.0f;
@@ -67,7 +71,8 @@ static __device__ __forceinline__ void fwd_tile_softmax(const fwd_score_ctx &c, 
 #pragma unroll
                     for (int e = 0; e < 2; e++) {
                         const int j = n * 8 + 2 * tq + e;
-                        if (!(j < rhi && (j >= rlo || j < rsk))) s[n][2 * r + e] = -INFINITY;
+                        if (!(j < rhi && (j >= rlo || j < rsk) && (BN > 64 || (keep >> j & 1))))
+                            s[n][2 * r + e] = -INFINITY;
                     }
             }
             float mx = -INFINITY;
@@ -114,7 +119,8 @@ static __device__ __forceinline__ void fwd_tile_softmax(const fwd_score_ctx &c, 
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const int j = n * 8 + 2 * tq + e;
-                    if (!(j < rhi && (j >= rlo || j < rsk))) s[n][2 * r + e] = -INFINITY;
+                    if (!(j < rhi && (j >= rlo || j < rsk) && (BN > 64 || (keep >> j & 1))))
+                        s[n][2 * r + e] = -INFINITY;
                 }
         }
         if (c.sigmoid) {
@@ -165,9 +171,9 @@ static __device__ __forceinline__ void fwd_tile_scores(const fwd_score_ctx &c, f
                                                        float (&o)[DP / 8][4], float (&m_run)[2], float (&l_run)[2],
                                                        const int64_t (&row)[2], const int64_t (&lo)[2],
                                                        const int64_t (&hi)[2], int64_t j0, bool masked, int64_t lq,
-                                                       int64_t lk, int tq) {
+                                                       int64_t lk, int tq, uint64_t keep = ~0ull) {
     float alpha[2];
-    fwd_tile_softmax<BN>(c, s, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq, alpha);
+    fwd_tile_softmax<BN>(c, s, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq, alpha, keep);
     if (!c.sigmoid) fwd_rescale_o<DP>(o, alpha);
 }
 

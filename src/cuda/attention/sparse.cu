@@ -22,10 +22,16 @@
  *
  * The list is read from global memory one block ahead of its use (the
  * walk's `next`), so the id of the next tile's block is in a register when
- * the walk reaches it. */
+ * the walk reaches it.
+ *
+ * Extra key columns: the mma.sync kernel walks the index's 64-key tile
+ * lists instead (sparse_tiles.h, LIST): each tile the row's blocks and
+ * columns touch, masked by its key mask (a column costs a 64-key tile;
+ * one inside a listed block is that block's, computed once). */
 #include "cuda/attention/forward_mma.cuh"
 #include "cuda/attention/forward_tile.cuh"
 #include "cuda/attention/sparse.h"
+#include "cuda/attention/sparse_tiles.cuh"
 #include "cuda/attention/wgmma.cuh"
 
 #include <stdlib.h>
@@ -103,6 +109,7 @@ static __device__ __forceinline__ int64_t walk_next(sparse_walk &w, int64_t j, i
  * see, its operands' rows and the walk over its list. */
 typedef struct {
     int64_t b, h, q0, lq, lk, i0, row_end; /* rows [i0, row_end) of the item's query block are stored */
+    int64_t r;                             /* the item's row of the index */
     int64_t lo_first, hi_first, lo_last, hi_last;
     const uint16_t *q, *k, *v;
     sparse_walk w;
@@ -133,9 +140,10 @@ static __device__ __forceinline__ bool sparse_item_begin(const la_cuda_sparse_fw
     la_rule_key_range(&a.rule, it.i0, lq, lk, &it.lo_first, &it.hi_first);
     la_rule_key_range(&a.rule, i_last, lq, lk, &it.lo_last, &it.hi_last);
     const int64_t sinks = la_rule_sinks(&a.rule, lk) < it.hi_last ? la_rule_sinks(&a.rule, lk) : it.hi_last;
-    const int64_t r = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.offsets[r];
+    const int64_t r = (b * a.H + h) * sa.q_blocks + qb, e0 = sa.tile_off ? 0 : sa.offsets[r];
+    it.r = r;
     sparse_walk &w = it.w;
-    w.ids = sa.key_blocks + e0, w.n = sa.offsets[r + 1] - e0, w.e = 0, w.last = -2;
+    w.ids = sa.key_blocks + e0, w.n = sa.tile_off ? 0 : sa.offsets[r + 1] - e0, w.e = 0, w.last = -2;
     w.next = w.n > 0 ? w.ids[0] : 0;
     w.bs = bs, w.sinks = sinks, w.lo = it.lo_first, w.hi = it.hi_last, w.run_end = 0;
     return true;
@@ -167,7 +175,7 @@ static __device__ __forceinline__ bool sparse_piece_masked(const la_score_rule &
 
 /* (at least 2 blocks an SM: without the bound ptxas aimed at 3 at head dim
  * 64 and spilled 4 bytes there, sm_90a) */
-template <int DP, bool F16>
+template <int DP, bool F16, bool LIST>
 __global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32, 2)
     attn_sparse_fwd_kernel(const la_cuda_sparse_fwd_args sa, int64_t items_per_block) {
     using T = fwd_tiles<DP, 1>;
@@ -189,14 +197,31 @@ __global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32, 2)
 #pragma unroll
     for (int d = 0; d < DP / 8; d++) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0;
 
-    int64_t end, j = walk_next(it.w, 0, BN, &end);
+    /* the pieces: the block walk, or (LIST) the row's key tiles */
+    tile_walk<BN> lw;
+    if constexpr (LIST) lw = tile_walk_make<BN>(sa.tile_off, sa.tiles, it.r, it.w.sinks, it.lo_first, it.hi_last);
+    auto next_piece = [&](int64_t from, int64_t *e, uint64_t *k) -> int64_t {
+        if constexpr (LIST) {
+            int64_t j0;
+            if (!lw.next(j0, *k)) return -1;
+            *e = j0 + BN;
+            return j0;
+        } else {
+            *k = tile_full<BN>();
+            return walk_next(it.w, from, BN, e);
+        }
+    };
+    int64_t end;
+    uint64_t keep;
+    int64_t j = next_piece(0, &end, &keep);
     load_tile<DP, BM, THREADS>(sQ, it.q, a.q_ts, it.i0, it.lq, D);
     if (j >= 0) load_tile<DP, BN, THREADS>(sK, it.k, a.k_ts, j, it.lk, D);
     cp_async_commit();
 
     while (j >= 0) {
         int64_t nend;
-        const int64_t nj = walk_next(it.w, end, BN, &nend);
+        uint64_t nkeep;
+        const int64_t nj = next_piece(end, &nend, &nkeep);
         cp_async_wait_all();
         __syncthreads(); /* K[j] (and Q) landed; every warp is done with the last V */
         load_tile<DP, BN, THREADS>(sV, it.v, a.v_ts, j, it.lk, D);
@@ -205,8 +230,9 @@ __global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32, 2)
         float s[1][BN / 8][4];
         fwd_mma_s<DP, BN, 1, F16>(s, sQ, sK, warp, lane, D);
         int64_t hc[2];
-        const bool masked = sparse_piece_masked<BN>(rule, it, j, end, hi[0], hc);
-        fwd_tile_scores<BN, DP>(sc, s[0], o[0], m_run[0], l_run[0], row[0], lo[0], hc, j, masked, it.lq, it.lk, tq);
+        const bool masked = sparse_piece_masked<BN>(rule, it, j, end, hi[0], hc) || keep != tile_full<BN>();
+        fwd_tile_scores<BN, DP>(sc, s[0], o[0], m_run[0], l_run[0], row[0], lo[0], hc, j, masked, it.lq, it.lk, tq,
+                                keep);
 
         cp_async_wait_all();
         __syncthreads(); /* V[j] landed; every warp is done with K[j] */
@@ -214,7 +240,7 @@ __global__ void __launch_bounds__(fwd_tiles<DP, 1>::NWARPS * 32, 2)
         cp_async_commit();
 
         fwd_mma_pv<DP, BN, 1, F16>(o, s, sV, lane, D);
-        j = nj, end = nend;
+        j = nj, end = nend, keep = nkeep;
     }
     cp_async_wait_all();
     fwd_store_rows<DP, F16>(a, sc, o[0], m_run[0], l_run[0], row[0], it.b, it.h, it.q0, it.row_end, tq);
@@ -331,7 +357,7 @@ template <int DP, bool F16> static cudaError_t launch_sm90(const la_cuda_sparse_
  * the mma.sync kernel anyway (the tests run both). */
 static bool sparse_use_wgmma(const la_cuda_sparse_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
-    if (a->f.D > 128) return false;
+    if (a->f.D > 128 || a->tile_off) return false;
     const char *pick = getenv("LA_CUDA_SPARSE_KERNEL");
     if (pick && !strcmp(pick, "mma")) return false;
     int dev = 0;
@@ -344,22 +370,27 @@ static bool sparse_use_wgmma(const la_cuda_sparse_fwd_args *a) {
     return usable[dev] > 0;
 }
 
-template <int DP, bool F16> static cudaError_t launch(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
+template <int DP, bool F16, bool LIST>
+static cudaError_t launch(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
     using T = fwd_tiles<DP, 1>;
-    cudaError_t e = cudaFuncSetAttribute(attn_sparse_fwd_kernel<DP, F16>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         T::SMEM);
+    cudaError_t e = cudaFuncSetAttribute(attn_sparse_fwd_kernel<DP, F16, LIST>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     const int64_t per = sparse_items_per_block(a);
     dim3 grid((unsigned)(a->q_blocks * per), (unsigned)a->f.H, (unsigned)a->f.num_seqs);
-    attn_sparse_fwd_kernel<DP, F16><<<grid, T::NWARPS * 32, T::SMEM, stream>>>(*a, per);
+    attn_sparse_fwd_kernel<DP, F16, LIST><<<grid, T::NWARPS * 32, T::SMEM, stream>>>(*a, per);
     return cudaGetLastError();
+}
+
+template <bool F16, bool LIST> static cudaError_t launch_mma(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
+    if (a->f.D <= 64) return launch<64, F16, LIST>(a, stream);
+    if (a->f.D <= 128) return launch<128, F16, LIST>(a, stream);
+    return launch<256, F16, LIST>(a, stream);
 }
 
 template <bool F16> static cudaError_t launch_dtype(const la_cuda_sparse_fwd_args *a, cudaStream_t stream) {
     if (sparse_use_wgmma(a)) return a->f.D <= 64 ? launch_sm90<64, F16>(a, stream) : launch_sm90<128, F16>(a, stream);
-    if (a->f.D <= 64) return launch<64, F16>(a, stream);
-    if (a->f.D <= 128) return launch<128, F16>(a, stream);
-    return launch<256, F16>(a, stream);
+    return a->tile_off ? launch_mma<F16, true>(a, stream) : launch_mma<F16, false>(a, stream);
 }
 
 extern "C" la_status la_cuda_sparse_forward_launch(const la_cuda_sparse_fwd_args *a, void *stream) {

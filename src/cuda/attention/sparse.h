@@ -4,6 +4,7 @@
 #define LA_CUDA_ATTENTION_SPARSE_H
 
 #include "cuda/attention/forward.h"
+#include "cuda/attention/sparse_tiles.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -11,12 +12,16 @@ extern "C" {
 
 /* The dense forward's arguments plus the block index (la_block_list,
  * backend/sparse_problem.h) copied to the device: row r = (b * H + h) *
- * q_blocks + qb lists key_blocks[offsets[r] .. offsets[r + 1]). No extra
- * columns (the backend refuses an index with any). */
+ * q_blocks + qb lists key_blocks[offsets[r] .. offsets[r + 1]). With extra
+ * columns the backend gives the index's tile lists instead (tile_off not
+ * NULL, sparse_tiles.h; offsets and key_blocks unused) and the mma.sync
+ * kernel walks them. */
 typedef struct {
     la_cuda_fwd_args f;
     const int64_t *offsets;
     const int32_t *key_blocks;
+    const int64_t *tile_off;
+    const la_sparse_tile *tiles;
     int64_t block_size, q_blocks;
 } la_cuda_sparse_fwd_args;
 

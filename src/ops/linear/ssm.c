@@ -5,6 +5,7 @@
  * of the tensors' device. */
 #include "ops/linear/scan_checks.h"
 
+#include <float.h>
 #include <math.h>
 
 #define SCAN_DEFAULT_CHUNK 64
@@ -85,14 +86,26 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     /* the chunked form stages chunks; the backward checkpoints every chunk */
     if (tokens && (p->form == LA_SCAN_CHUNKED || kind == LA_SCAN_SSM_BACKWARD) && (s = check_chunk(p->chunk_size)))
         return s;
-    /* A: finite and <= 0, so exp(dt A) stays in [0, 1] */
-    for (int64_t d = 0; d < D; d++)
-        for (int64_t n = 0; n < N; n++) {
-            const float a = ((const float *)in->A->data)[d * in->A->stride[0] + n];
-            if (!(a <= 0) || isinf(a))
-                return la_fail(LA_ERR_ARGUMENT, "A[%lld][%lld] is %g; must be finite and <= 0 (A = -exp(A_log))",
-                               (long long)d, (long long)n, (double)a);
+    /* A: finite and <= 0, so exp(dt A) stays in [0, 1]. At batch 1 the
+       decode step reads as many A elements as state elements, and the
+       scalar check (an early exit per element) took as long as the step:
+       the rows (one span when A is contiguous) are checked in blocks by a
+       loop without an exit, which vectorises, and a failed block searched. */
+    const int64_t as = in->A->stride[0], rows = as == N ? 1 : D, span = as == N ? D * N : N;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *row = (const float *)in->A->data + r * as;
+        for (int64_t i0 = 0; i0 < span; i0 += 1024) {
+            const int64_t i1 = span - i0 < 1024 ? span : i0 + 1024;
+            int ok = 1;
+            for (int64_t i = i0; i < i1; i++) ok &= (row[i] >= -FLT_MAX) & (row[i] <= 0.0f); /* false for NaN */
+            for (int64_t i = i0; !ok && i < i1; i++)
+                if (!(row[i] >= -FLT_MAX && row[i] <= 0.0f)) {
+                    const int64_t d = as == N ? i / N : r, n = as == N ? i % N : i;
+                    return la_fail(LA_ERR_ARGUMENT, "A[%lld][%lld] is %g; must be finite and <= 0 (A = -exp(A_log))",
+                                   (long long)d, (long long)n, (double)row[i]);
+                }
         }
+    }
     int64_t cnt;
     if (!la_mul_i64(P->head.num_seqs, D, &cnt) || !la_mul_i64(cnt, N + 2, &cnt))
         return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");

@@ -1,0 +1,121 @@
+/* The Mamba-1 decode step (la_selective_scan_decode) of two or more builds
+ * of liblongattn.so in one process, taking turns round by round, on a state
+ * small enough for L2 (default 64 sequences x 128 channels x N 16 = 512 KB)
+ * and one thread: the step's instructions alone, without DRAM and without
+ * the swings of a shared host's bandwidth, so steps of a few percent can be
+ * told apart where `longattn bench linear --op mamba --pass decode` (a 128
+ * MB state) cannot. Time is the thread's CPU time; per round the ratio of
+ * each library's time to the first's, whose median and quartiles are
+ * printed (the least disturbed figure on a busy host).
+ *
+ *   cc -O2 -Iinclude bench/ssm_step_ab.c -o /tmp/ssm_step_ab -ldl
+ *   cp build/liblongattn.so /tmp/old.so     # before the change; rebuild, then
+ *   OMP_WAIT_POLICY=passive /tmp/ssm_step_ab /tmp/old.so build/liblongattn.so
+ *
+ * Environment: SEQS, CHANNELS (the state's shape; N is 16), REPS (steps
+ * timed per round, default 100), ROUNDS (default 40), LONGATTN_SIMD as for
+ * the library. */
+#define _GNU_SOURCE
+#include "longattn.h"
+
+#include <dlfcn.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#define MAX_LIBS 8
+#define MAX_ROUNDS 512
+
+typedef la_status (*ctx_create_fn)(la_context **, int);
+typedef la_status (*decode_fn)(la_context *, const la_ssm_params *, const la_ssm_inputs *, la_tensor *, la_tensor *);
+typedef la_ssm_params (*params_fn)(void);
+typedef la_tensor (*tensor_fn)(void *, la_dtype, int, const int64_t *);
+
+static double thread_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
+
+static int64_t env_int(const char *name, int64_t dflt) {
+    const char *s = getenv(name);
+    return s ? atoll(s) : dflt;
+}
+
+static void fill(float *x, int64_t n, uint64_t *rng, float lo, float hi) {
+    for (int64_t i = 0; i < n; i++) {
+        *rng = *rng * 6364136223846793005ULL + 1442695040888963407ULL;
+        x[i] = lo + (hi - lo) * (float)((*rng >> 40) / 16777216.0);
+    }
+}
+
+static int cmp_double(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int main(int argc, char **argv) {
+    const int nlib = argc - 1;
+    const int64_t B = env_int("SEQS", 64), C = env_int("CHANNELS", 128), N = 16, reps = env_int("REPS", 100),
+                  rounds = env_int("ROUNDS", 40);
+    if (nlib < 1 || nlib > MAX_LIBS || rounds < 1 || rounds > MAX_ROUNDS || B < 1 || C < 1 || reps < 1) {
+        fprintf(stderr, "usage: %s LIB.so [LIB.so ...] (at most %d; ROUNDS <= %d)\n", argv[0], MAX_LIBS, MAX_ROUNDS);
+        return 2;
+    }
+    /* the bench's value ranges (tests/linear/mixer_decode_case.c) */
+    float *u = malloc(sizeof(float) * B * C), *delta = malloc(sizeof(float) * B * C),
+          *Bm = malloc(sizeof(float) * B * N), *Cm = malloc(sizeof(float) * B * N), *A = malloc(sizeof(float) * C * N),
+          *h = malloc(sizeof(float) * B * C * N), *out = malloc(sizeof(float) * B * C);
+    if (!u || !delta || !Bm || !Cm || !A || !h || !out) return 1;
+    uint64_t rng = 1;
+    fill(u, B * C, &rng, -1, 1);
+    fill(delta, B * C, &rng, -3, 0);
+    fill(Bm, B * N, &rng, -1, 1);
+    fill(Cm, B * N, &rng, -1, 1);
+    fill(A, C * N, &rng, -2, -0.1f);
+    fill(h, B * C * N, &rng, -1, 1);
+    decode_fn decode[MAX_LIBS];
+    params_fn params[MAX_LIBS];
+    tensor_fn tensor[MAX_LIBS];
+    la_context *ctx[MAX_LIBS];
+    for (int l = 0; l < nlib; l++) {
+        void *lib = dlopen(argv[l + 1], RTLD_NOW | RTLD_LOCAL); /* each copy its own symbols */
+        if (!lib) {
+            fprintf(stderr, "%s\n", dlerror());
+            return 1;
+        }
+        ctx_create_fn create = (ctx_create_fn)dlsym(lib, "la_context_create");
+        decode[l] = (decode_fn)dlsym(lib, "la_selective_scan_decode");
+        params[l] = (params_fn)dlsym(lib, "la_ssm_params_default");
+        tensor[l] = (tensor_fn)dlsym(lib, "la_tensor_contiguous");
+        if (!create || !decode[l] || !params[l] || !tensor[l] || create(&ctx[l], 1) != LA_OK) return 1;
+    }
+    static double ns[MAX_LIBS][MAX_ROUNDS];
+    for (int64_t r = 0; r < rounds; r++)
+        for (int l = 0; l < nlib; l++) {
+            la_tensor tu = tensor[l](u, LA_F32, 2, (int64_t[]){B, C}),
+                      td = tensor[l](delta, LA_F32, 2, (int64_t[]){B, C}),
+                      tA = tensor[l](A, LA_F32, 2, (int64_t[]){C, N}), tB = tensor[l](Bm, LA_F32, 2, (int64_t[]){B, N}),
+                      tC = tensor[l](Cm, LA_F32, 2, (int64_t[]){B, N}),
+                      th = tensor[l](h, LA_F32, 3, (int64_t[]){B, C, N}),
+                      to = tensor[l](out, LA_F32, 2, (int64_t[]){B, C});
+            const la_ssm_params p = params[l]();
+            const la_ssm_inputs in = {.u = &tu, .delta = &td, .A = &tA, .B = &tB, .C = &tC};
+            for (int i = 0; i < 5; i++) decode[l](ctx[l], &p, &in, &th, &to); /* the state back in L2 */
+            const double t0 = thread_ns();
+            for (int64_t i = 0; i < reps; i++)
+                if (decode[l](ctx[l], &p, &in, &th, &to) != LA_OK) return 1;
+            ns[l][r] = (thread_ns() - t0) / (double)(reps * B * C);
+        }
+    for (int l = 0; l < nlib; l++) {
+        double q[MAX_ROUNDS], t[MAX_ROUNDS];
+        for (int64_t r = 0; r < rounds; r++) q[r] = ns[l][r] / ns[0][r], t[r] = ns[l][r];
+        qsort(q, (size_t)rounds, sizeof q[0], cmp_double);
+        qsort(t, (size_t)rounds, sizeof t[0], cmp_double);
+        printf("{\"lib\":\"%s\",\"ns_per_channel_best\":%.3f,\"ns_per_channel_median\":%.3f,\"vs_first_median\":%.3f,"
+               "\"vs_first_q1\":%.3f,\"vs_first_q3\":%.3f}\n",
+               argv[l + 1], t[0], t[rounds / 2], q[rounds / 2], q[rounds / 4], q[3 * rounds / 4]);
+    }
+    return 0;
+}
