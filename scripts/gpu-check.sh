@@ -85,6 +85,15 @@ if [ "${SKIP_BENCH:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_SANITIZER:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; then
+    # racecheck's reading of mbarrier pipelines, shown on a pattern that is
+    # correct by the PTX memory model: hazards it reports there are the tool's
+    if [[ " ${SANITIZER_TOOLS:-memcheck} " == *" racecheck "* ]] &&
+        nvcc -arch=sm_90a -o "$build/racecheck-probe" scripts/racecheck-probe.cu 2>"$logs/racecheck_probe.log"; then
+        for m in "" --sync; do
+            compute-sanitizer --tool racecheck "$build/racecheck-probe" $m >>"$logs/racecheck_probe.log" 2>&1
+        done
+        note "racecheck probe (correct mbarrier handoff, then __syncthreads control): $(grep -E 'RACECHECK SUMMARY' "$logs/racecheck_probe.log" | sed 's/.*SUMMARY: //' | paste -sd'|')"
+    fi
     for tool in ${SANITIZER_TOOLS:-memcheck}; do
         for t in ${SANITIZER_TESTS:-$tests}; do
             t0=$(date +%s)
