@@ -95,7 +95,8 @@ static void *open_lib(const char *path) {
 
 /* OP=gla: the GLA chunked forward, process CPU ms per call. */
 static int gla_ab(int nlib, char **argv) {
-    const int64_t L = env_int("TOKENS", 4096), H = 8, D = 128, reps = env_int("REPS", 2), rounds = env_int("ROUNDS", 40);
+    const int64_t L = env_int("TOKENS", 4096), H = 8, D = 128, reps = env_int("REPS", 2),
+                  rounds = env_int("ROUNDS", 40);
     const int threads = (int)env_int("THREADS", 2);
     if (L < 1 || reps < 1 || rounds < 1 || rounds > MAX_ROUNDS) return 2;
     const int64_t n = L * H * D;
