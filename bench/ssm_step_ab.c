@@ -8,20 +8,30 @@
  * each library's time to the first's, whose median and quartiles are
  * printed (the least disturbed figure on a busy host).
  *
- *   cc -O2 -Iinclude bench/ssm_step_ab.c -o /tmp/ssm_step_ab -ldl
+ *   cc -O2 -Iinclude bench/ssm_step_ab.c -o /tmp/ssm_step_ab -ldl -lm
  *   cp build/liblongattn.so /tmp/old.so     # before the change; rebuild, then
  *   OMP_WAIT_POLICY=passive /tmp/ssm_step_ab /tmp/old.so build/liblongattn.so
  *
  * Environment: SEQS, CHANNELS (the state's shape; N is 16), REPS (steps
  * timed per round, default 100), ROUNDS (default 40), LONGATTN_SIMD as for
- * the library. */
+ * the library.
+ *
+ * OP=gla times the GLA chunked forward instead (la_linear_attention_forward,
+ * per-channel decay, f32, B 1, the peer's shape: H 8, D 128, chunk 64) over
+ * TOKENS tokens (default 4096) on THREADS threads (default 2), REPS calls
+ * per round (default 2), by the process's CPU time per call: the wall time
+ * of `bench linear` on the shared host mostly counts other programs' turns.
+ * Inputs in the bench's ranges (log decays in [log 0.9, 0]); at 4096 tokens
+ * they are 64 MB, so DRAM (and the neighbours' share of it) stays in. */
 #define _GNU_SOURCE
 #include "longattn.h"
 
 #include <dlfcn.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define MAX_LIBS 8
@@ -31,6 +41,16 @@ typedef la_status (*ctx_create_fn)(la_context **, int);
 typedef la_status (*decode_fn)(la_context *, const la_ssm_params *, const la_ssm_inputs *, la_tensor *, la_tensor *);
 typedef la_ssm_params (*params_fn)(void);
 typedef la_tensor (*tensor_fn)(void *, la_dtype, int, const int64_t *);
+
+typedef la_linear_params (*lin_params_fn)(void);
+typedef la_status (*lin_fwd_fn)(la_context *, const la_linear_params *, const la_tensor *, const la_tensor *,
+                                const la_tensor *, const la_tensor *, const la_tensor *, la_tensor *, la_tensor *);
+
+static double process_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return t.tv_sec * 1e9 + t.tv_nsec;
+}
 
 static double thread_ns(void) {
     struct timespec t;
@@ -55,6 +75,71 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static void report(char **argv, int nlib, int64_t rounds, double ns[][MAX_ROUNDS], const char *unit) {
+    for (int l = 0; l < nlib; l++) {
+        double q[MAX_ROUNDS], t[MAX_ROUNDS];
+        for (int64_t r = 0; r < rounds; r++) q[r] = ns[l][r] / ns[0][r], t[r] = ns[l][r];
+        qsort(q, (size_t)rounds, sizeof q[0], cmp_double);
+        qsort(t, (size_t)rounds, sizeof t[0], cmp_double);
+        printf("{\"lib\":\"%s\",\"%s_best\":%.3f,\"%s_median\":%.3f,\"vs_first_median\":%.3f,"
+               "\"vs_first_q1\":%.3f,\"vs_first_q3\":%.3f}\n",
+               argv[l + 1], unit, t[0], unit, t[rounds / 2], q[rounds / 2], q[rounds / 4], q[3 * rounds / 4]);
+    }
+}
+
+static void *open_lib(const char *path) {
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL); /* each copy its own symbols */
+    if (!lib) fprintf(stderr, "%s\n", dlerror());
+    return lib;
+}
+
+/* OP=gla: the GLA chunked forward, process CPU ms per call. */
+static int gla_ab(int nlib, char **argv) {
+    const int64_t L = env_int("TOKENS", 4096), H = 8, D = 128, reps = env_int("REPS", 2),
+                  rounds = env_int("ROUNDS", 40);
+    const int threads = (int)env_int("THREADS", 2);
+    if (L < 1 || reps < 1 || rounds < 1 || rounds > MAX_ROUNDS) return 2;
+    const int64_t n = L * H * D;
+    float *q = malloc(sizeof(float) * n), *k = malloc(sizeof(float) * n), *v = malloc(sizeof(float) * n),
+          *g = malloc(sizeof(float) * n), *o = malloc(sizeof(float) * n);
+    if (!q || !k || !v || !g || !o) return 1;
+    uint64_t rng = 1;
+    fill(q, n, &rng, -1, 1);
+    fill(k, n, &rng, -1, 1);
+    fill(v, n, &rng, -1, 1);
+    fill(g, n, &rng, logf(0.9f), 0);
+    lin_fwd_fn fwd[MAX_LIBS];
+    lin_params_fn params[MAX_LIBS];
+    tensor_fn tensor[MAX_LIBS];
+    la_context *ctx[MAX_LIBS];
+    for (int l = 0; l < nlib; l++) {
+        void *lib = open_lib(argv[l + 1]);
+        if (!lib) return 1;
+        ctx_create_fn create = (ctx_create_fn)dlsym(lib, "la_context_create");
+        fwd[l] = (lin_fwd_fn)dlsym(lib, "la_linear_attention_forward");
+        params[l] = (lin_params_fn)dlsym(lib, "la_linear_params_default");
+        tensor[l] = (tensor_fn)dlsym(lib, "la_tensor_contiguous");
+        if (!create || !fwd[l] || !params[l] || !tensor[l] || create(&ctx[l], threads) != LA_OK) return 1;
+    }
+    static double ms[MAX_LIBS][MAX_ROUNDS];
+    const int64_t shape[4] = {1, L, H, D};
+    for (int64_t r = 0; r < rounds; r++)
+        for (int l = 0; l < nlib; l++) {
+            la_tensor tq = tensor[l](q, LA_F32, 4, shape), tk = tensor[l](k, LA_F32, 4, shape),
+                      tv = tensor[l](v, LA_F32, 4, shape), tg = tensor[l](g, LA_F32, 4, shape),
+                      to = tensor[l](o, LA_F32, 4, shape);
+            la_linear_params p = params[l]();
+            p.decay = LA_DECAY_CHANNEL;
+            if (fwd[l](ctx[l], &p, &tq, &tk, &tv, &tg, NULL, &to, NULL) != LA_OK) return 1; /* warm-up */
+            const double t0 = process_ns();
+            for (int64_t i = 0; i < reps; i++)
+                if (fwd[l](ctx[l], &p, &tq, &tk, &tv, &tg, NULL, &to, NULL) != LA_OK) return 1;
+            ms[l][r] = (process_ns() - t0) / (double)reps * 1e-6;
+        }
+    report(argv, nlib, rounds, ms, "cpu_ms");
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const int nlib = argc - 1;
     const int64_t B = env_int("SEQS", 64), C = env_int("CHANNELS", 128), N = 16, reps = env_int("REPS", 100),
@@ -63,6 +148,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s LIB.so [LIB.so ...] (at most %d; ROUNDS <= %d)\n", argv[0], MAX_LIBS, MAX_ROUNDS);
         return 2;
     }
+    const char *op = getenv("OP");
+    if (op && !strcmp(op, "gla")) return gla_ab(nlib, argv);
     /* the bench's value ranges (tests/linear/mixer_decode_case.c) */
     float *u = malloc(sizeof(float) * B * C), *delta = malloc(sizeof(float) * B * C),
           *Bm = malloc(sizeof(float) * B * N), *Cm = malloc(sizeof(float) * B * N), *A = malloc(sizeof(float) * C * N),
@@ -80,11 +167,8 @@ int main(int argc, char **argv) {
     tensor_fn tensor[MAX_LIBS];
     la_context *ctx[MAX_LIBS];
     for (int l = 0; l < nlib; l++) {
-        void *lib = dlopen(argv[l + 1], RTLD_NOW | RTLD_LOCAL); /* each copy its own symbols */
-        if (!lib) {
-            fprintf(stderr, "%s\n", dlerror());
-            return 1;
-        }
+        void *lib = open_lib(argv[l + 1]);
+        if (!lib) return 1;
         ctx_create_fn create = (ctx_create_fn)dlsym(lib, "la_context_create");
         decode[l] = (decode_fn)dlsym(lib, "la_selective_scan_decode");
         params[l] = (params_fn)dlsym(lib, "la_ssm_params_default");
@@ -108,14 +192,6 @@ int main(int argc, char **argv) {
                 if (decode[l](ctx[l], &p, &in, &th, &to) != LA_OK) return 1;
             ns[l][r] = (thread_ns() - t0) / (double)(reps * B * C);
         }
-    for (int l = 0; l < nlib; l++) {
-        double q[MAX_ROUNDS], t[MAX_ROUNDS];
-        for (int64_t r = 0; r < rounds; r++) q[r] = ns[l][r] / ns[0][r], t[r] = ns[l][r];
-        qsort(q, (size_t)rounds, sizeof q[0], cmp_double);
-        qsort(t, (size_t)rounds, sizeof t[0], cmp_double);
-        printf("{\"lib\":\"%s\",\"ns_per_channel_best\":%.3f,\"ns_per_channel_median\":%.3f,\"vs_first_median\":%.3f,"
-               "\"vs_first_q1\":%.3f,\"vs_first_q3\":%.3f}\n",
-               argv[l + 1], t[0], t[rounds / 2], q[rounds / 2], q[rounds / 4], q[3 * rounds / 4]);
-    }
+    report(argv, nlib, rounds, ns, "ns_per_channel");
     return 0;
 }
