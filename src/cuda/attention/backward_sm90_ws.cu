@@ -58,7 +58,11 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
      * barriers, and slack to align the start to the 1024-byte swizzle atom */
     static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + 2 * DQ + 8 * BARS + 1024;
 };
-#define BWS_PRODUCER_REGS 32
+/* 128 x 24 + 256 x 240 = the 384 x 168 registers of the launch: a larger
+ * producer share leaves the consumers' setmaxnreg.inc waiting forever. The
+ * dQ writer spills at 24 (about 200 bytes, its block bounds): one lane, off
+ * the consumers' path. */
+#define BWS_PRODUCER_REGS 24
 #define BWS_CONSUMER_REGS 240
 
 #if LA_WGMMA
@@ -113,14 +117,14 @@ __global__ void __launch_bounds__(384, 1)
             if (DQM != BWS_DQ_TMA || threadIdx.x != CONSUMERS + 32) return;
             bwd90_block w;
             if (!bwd90_block_make(a, heads_per_chunk, w)) return;
-            /* 32-bit counters: this warp has 32 registers (64-bit ones spill) */
+            /* 32-bit counters: this warp has 24 registers */
             const int G = (int)(a.H / a.Hkv), tlo = (int)w.tlo, thi = (int)w.thi, seq = (int)w.b;
             const int items = (thi > tlo ? thi - tlo : 0) * G;
             int h = (int)w.hk * G, t = tlo;
             for (int it = 0; it < items; it++) {
                 const uint32_t buf = (uint32_t)(it & 1), src = sdQ0 + buf * T::DQ;
                 mbar_wait(bar_qf + 8 * buf, (uint32_t)(it >> 1) & 1);
-#pragma unroll
+#pragma unroll 1
                 for (int p = 0; p < 4; p++) /* warpgroup p / 2, panel p % 2 */
                     tma_reduce_add(src + p * BQ * 128, &mdq, (DP == 128 ? (p / 2) * 64 : 0) + (p % 2) * 32, t * BQ, h, seq);
                 bulk_commit();
