@@ -77,6 +77,7 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
  * the consumers' path. */
 #define BWS_PRODUCER_REGS 24
 #define BWS_CONSUMER_REGS 240
+static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
 
 #if LA_WGMMA
 /* this thread's part of its warpgroup's dQ tile (acc as bwd90_dq_mma
