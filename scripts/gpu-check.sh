@@ -50,7 +50,7 @@ if command -v cuobjdump >/dev/null; then
         obj=$(find "$build" -name "$k.cu.o" | head -n 1)
         [ -n "$obj" ] || continue
         cuobjdump --dump-sass "$obj" >"$logs/$k.sass" 2>&1
-        note "SASS $k.cu.o: $(grep -c HMMA "$logs/$k.sass") HMMA, $(grep -c HGMMA "$logs/$k.sass") HGMMA, $(grep -c UTMALDG "$logs/$k.sass") UTMALDG, $(grep -cE 'LDL|STL' "$logs/$k.sass") LDL/STL"
+        note "SASS $k.cu.o: $(grep -c HMMA "$logs/$k.sass") HMMA, $(grep -c HGMMA "$logs/$k.sass") HGMMA, $(grep -c UTMALDG "$logs/$k.sass") UTMALDG, $(grep -c UTMAREDG "$logs/$k.sass") UTMAREDG, $(grep -cE 'LDL|STL' "$logs/$k.sass") LDL/STL"
     done
 fi
 
@@ -60,13 +60,14 @@ for t in $tests; do
     rc=$?
     grep -E "FAIL" "$logs/test_cuda_$t.log" | head -20
     note "test_cuda_$t: exit $rc, $(tail -n 1 "$logs/test_cuda_$t.log") ($(($(date +%s) - t0)) s)"
-    if [ "$t" = backward ]; then # the mma.sync and the earlier wgmma backwards too (the default on Hopper: wgmma-ws)
-        for k in mma wgmma; do
+    if [ "$t" = backward ]; then # the mma.sync and the earlier wgmma backwards too (the default on Hopper: wgmma-ws
+        # with dQ by TMA reduce-add), and the ws backward with dQ by atomics
+        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic; do
             t0=$(date +%s)
-            LA_CUDA_BACKWARD_KERNEL=$k timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_$k.log" 2>&1
+            env "$k" timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_${k#*=}.log" 2>&1
             rc=$?
-            grep -E "FAIL" "$logs/test_cuda_${t}_$k.log" | head -20
-            note "test_cuda_$t (LA_CUDA_BACKWARD_KERNEL=$k): exit $rc, $(tail -n 1 "$logs/test_cuda_${t}_$k.log") ($(($(date +%s) - t0)) s)"
+            grep -E "FAIL" "$logs/test_cuda_${t}_${k#*=}.log" | head -20
+            note "test_cuda_$t ($k): exit $rc, $(tail -n 1 "$logs/test_cuda_${t}_${k#*=}.log") ($(($(date +%s) - t0)) s)"
         done
     fi
 done

@@ -5,7 +5,8 @@
  * does.
  *
  * Warpgroups 0 and 1 consume (64 of the block's 128 keys each, as in
- * backward_sm90.cu); one warp of warpgroup 2 produces: K and V of the key
+ * backward_sm90.cu); one warp of warpgroup 2 writes dQ (below) and one
+ * produces: K and V of the key
  * block once (cp.async.bulk.tensor, one copy per 64-column panel in the
  * 128-byte swizzle, on one barrier), then per work item (query head, tile
  * of 64 rows) Q and dO by TMA and the 64 lse2 and delta values by plain
@@ -22,6 +23,18 @@
  * handoff, and none on the same code with __syncthreads), so its hazards
  * here are read as the tool's; memcheck and the tests are clean.
  *
+ * dQ (LA_CUDA_BACKWARD_DQ=tma, the default): each consumer thread stores
+ * its part of the item's f32 dQ tile into one of two shared buffers (item
+ * parity; 128-byte swizzle, 32-column panels) and lane 0 of each warp
+ * arrives on the buffer's full barrier (8 arrivals); lane 0 of warpgroup
+ * 2's second warp (the writer) then adds the four panels to the workspace
+ * with cp.reduce.async.bulk.tensor (a tensor map over dq_acc), waits until
+ * they have been read, and arrives on the buffer's empty barrier, which the
+ * consumers wait on two items later. H200, fwd+bwd D 128: 1.11-1.13x the
+ * atomics (LA_CUDA_BACKWARD_DQ=atomic: 16 f32 vector atomics per thread
+ * per item); skipping the add altogether (=skip, dQ wrong: a timing bound
+ * only) gives 1.38x, so most of the atomics' cost is still there.
+ *
  * The two consumer warpgroups still meet once per item: dQ = dS K needs
  * both halves of dS^T (D 128), so a 256-thread named barrier (id 1)
  * separates the dS^T stores from the dQ products. dS^T has two buffers
@@ -37,35 +50,72 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-template <int DP, int STAGES> struct bws_tiles {
+/* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
+ * TMA reduce-add from shared memory (issued by a writer warp), or not at all
+ * (LA_CUDA_BACKWARD_DQ=skip: a timing bound only, dQ is left wrong). */
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_SKIP };
+
+template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int CONSUMERS = 256, THREADS = 384;
     static constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
     static constexpr int KV = BKEY * DP * 2, QT = BQ * DP * 2, DS = BKEY * BQ * 2, LD = 2 * BQ * 4;
-    static constexpr int BARS = 1 + 2 * STAGES; /* K/V full; full and empty per stage */
-    /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, the barriers, and slack
-     * to align the start to the 1024-byte swizzle atom */
-    static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + 8 * BARS + 1024;
+    /* one item's dQ tiles, f32: per warpgroup 64 rows by 64 columns, two
+     * 32-column panels in the 128-byte swizzle (D 64: each warpgroup's sum
+     * over its own keys, both added to the same columns) */
+    static constexpr int DQ = DQM == BWS_DQ_TMA ? 2 * BQ * 64 * 4 : 0;
+    /* K/V full; full and empty per stage; full and empty per dQ buffer */
+    static constexpr int BARS = 1 + 2 * STAGES + 4;
+    /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
+     * barriers, and slack to align the start to the 1024-byte swizzle atom */
+    static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + 2 * DQ + 8 * BARS + 1024;
 };
+/* 128 x 24 + 256 x 240 = the 384 x 168 registers of the launch: a larger
+ * producer share leaves the consumers' setmaxnreg.inc waiting forever. The
+ * dQ writer spills at 24 (about 200 bytes, its block bounds): one lane, off
+ * the consumers' path. */
 #define BWS_PRODUCER_REGS 24
 #define BWS_CONSUMER_REGS 240
+static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
 
-template <int DP, bool F16, int STAGES>
+#if LA_WGMMA
+/* this thread's part of its warpgroup's dQ tile (acc as bwd90_dq_mma
+ * leaves it: rows wq 16 + g (+ 8), columns n 8 + 2 tq) into the swizzled
+ * panels at tile: an f32 column c sits where panel_off puts 16-bit column 2c */
+static __device__ __forceinline__ void bws_dq_stage(uint32_t tile, const float (&acc)[8][4], int wq, int g, int tq) {
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = wq * 16 + g + 8 * r;
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(tile + panel_off<bwd90_tiles::BQ>(row, 2 * (n * 8 + 2 * tq))),
+                         "f"(acc[n][2 * r]), "f"(acc[n][2 * r + 1])
+                         : "memory");
+    }
+}
+
+#endif
+
+template <int DP, bool F16, int STAGES, int DQM>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mdo,
                        const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
-                       const la_cuda_bwd_args a, int heads_per_chunk) {
+                       const __grid_constant__ CUtensorMap mdq, const la_cuda_bwd_args a, int heads_per_chunk) {
 #if LA_WGMMA
-    using T = bws_tiles<DP, STAGES>;
+    using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BKEY = T::BKEY, BQ = T::BQ, CONSUMERS = T::CONSUMERS;
     extern __shared__ unsigned char smem[];
     const uint32_t sK = (smem_addr(smem) + 1023) & ~1023u, sV = sK + T::KV, sQ0 = sV + T::KV,
-                   sdO0 = sQ0 + STAGES * T::QT, sdS0 = sdO0 + STAGES * T::QT, sLD = sdS0 + 2 * T::DS;
-    const uint32_t bar_kv = sLD + STAGES * T::LD, bar_f = bar_kv + 8, bar_e = bar_f + 8 * STAGES;
+                   sdO0 = sQ0 + STAGES * T::QT, sdS0 = sdO0 + STAGES * T::QT, sdQ0 = sdS0 + 2 * T::DS,
+                   sLD = sdQ0 + 2 * T::DQ;
+    const uint32_t bar_kv = sLD + STAGES * T::LD, bar_f = bar_kv + 8, bar_e = bar_f + 8 * STAGES,
+                   bar_qf = bar_e + 8 * STAGES, bar_qe = bar_qf + 16;
 
     if (threadIdx.x == 0) {
         mbar_init(bar_kv, 1);
         for (int s = 0; s < STAGES; s++) mbar_init(bar_f + 8 * s, 1 + 32), mbar_init(bar_e + 8 * s, 8);
+        for (int s = 0; s < 2; s++) mbar_init(bar_qf + 8 * s, 8), mbar_init(bar_qe + 8 * s, 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -74,7 +124,31 @@ __global__ void __launch_bounds__(384, 1)
      * setmaxnreg is spilled) */
     if (threadIdx.x >= CONSUMERS) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(BWS_PRODUCER_REGS));
-        if (threadIdx.x >= CONSUMERS + 32) return; /* one producer warp */
+        if (threadIdx.x >= CONSUMERS + 32) {
+            /* the dQ writer (lane 0 of the second warp): per item, once the 8
+             * consumer warps filled buffer it % 2, add its four panels to the
+             * workspace and hand the buffer back when they have been read */
+            if (DQM != BWS_DQ_TMA || threadIdx.x != CONSUMERS + 32) return;
+            bwd90_block w;
+            if (!bwd90_block_make(a, heads_per_chunk, w)) return;
+            /* 32-bit counters: this warp has 24 registers */
+            const int G = (int)(a.H / a.Hkv), tlo = (int)w.tlo, thi = (int)w.thi, seq = (int)w.b;
+            const int items = (thi > tlo ? thi - tlo : 0) * G;
+            int h = (int)w.hk * G, t = tlo;
+            for (int it = 0; it < items; it++) {
+                const uint32_t buf = (uint32_t)(it & 1), src = sdQ0 + buf * T::DQ;
+                mbar_wait(bar_qf + 8 * buf, (uint32_t)(it >> 1) & 1);
+#pragma unroll 1
+                for (int p = 0; p < 4; p++) /* warpgroup p / 2, panel p % 2 */
+                    tma_reduce_add(src + p * BQ * 128, &mdq, (DP == 128 ? (p / 2) * 64 : 0) + (p % 2) * 32, t * BQ, h, seq);
+                bulk_commit();
+                bulk_wait_read();
+                mbar_arrive(bar_qe + 8 * buf);
+                if (++t == thi) t = tlo, h++;
+            }
+            bulk_wait(); /* the adds are done before the kernel ends */
+            return;
+        }
         bwd90_block w;
         if (!bwd90_block_make(a, heads_per_chunk, w)) return;
         const int lane = threadIdx.x % 32;
@@ -156,45 +230,73 @@ __global__ void __launch_bounds__(384, 1)
             __syncwarp();
             if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
             if (++stage == STAGES) stage = 0, phase ^= 1;
-            bwd90_dq_add<DP>(a, acc, wg, wq, g, tq, i0, lq, wrow, h);
+            if constexpr (DQM == BWS_DQ_ATOMIC) bwd90_dq_add<DP>(a, acc, wg, wq, g, tq, i0, lq, wrow, h);
+            if constexpr (DQM == BWS_DQ_TMA) {
+                /* buffer it % 2 once the writer has read item it - 2's tiles from it */
+                const uint32_t buf = (uint32_t)(it & 1);
+                mbar_wait(bar_qe + 8 * buf, ((uint32_t)(it >> 1) & 1) ^ 1);
+                bws_dq_stage(sdQ0 + buf * T::DQ + wg * (T::DQ / 2), acc, wq, g, tq);
+                fence_proxy_async(); /* this thread's stores, before the writer's TMA reads them */
+                __syncwarp();
+                if (lane == 0) mbar_arrive(bar_qf + 8 * buf);
+            }
         }
         bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
     }
 #endif
 }
 
-template <int DP, bool F16, int STAGES>
-static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *mq, const CUtensorMap *mdo,
-                              const CUtensorMap *mk, const CUtensorMap *mv, cudaStream_t stream) {
-    using T = bws_tiles<DP, STAGES>;
-    cudaError_t e = cudaFuncSetAttribute(attn_bwd_ws_kernel<DP, F16, STAGES>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         T::SMEM);
+template <int DP, bool F16, int STAGES, int DQM>
+static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, cudaStream_t stream) {
+    using T = bws_tiles<DP, STAGES, DQM>;
+    cudaError_t e = cudaFuncSetAttribute(attn_bwd_ws_kernel<DP, F16, STAGES, DQM>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + T::BKEY - 1) / T::BKEY), (unsigned)a->Hkv, (unsigned)a->num_seqs);
-    attn_bwd_ws_kernel<DP, F16, STAGES><<<grid, T::THREADS, T::SMEM, stream>>>(
-        *mq, *mdo, *mk, *mv, *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
+    attn_bwd_ws_kernel<DP, F16, STAGES, DQM><<<grid, T::THREADS, T::SMEM, stream>>>(
+        m[0], m[1], m[2], m[3], m[4], *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
     return cudaGetLastError();
+}
+
+template <int DP, bool F16>
+static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m, int dqm, cudaStream_t stream) {
+    if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, stream);
+    if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, stream);
+    return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, stream);
+}
+
+/* LA_CUDA_BACKWARD_DQ: atomic, tma (the default) or skip (timing only) */
+static int bws_dq_mode(void) {
+    const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
+    if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
+    if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
+    return BWS_DQ_TMA;
 }
 
 extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStream_t stream, cudaError_t *err) {
     *err = cudaSuccess;
     if (a->cu_q || (a->D != 64 && a->D != 128) || !a->dq_acc) return 0;
     const int rows_q = bwd90_tiles::BQ, rows_kv = bwd90_tiles::BKEY;
-    CUtensorMap mq, mdo, mk, mv;
-    if (!ws_map(&mq, a->q, a->f16, a->D, a->Lq, a->H, a->num_seqs, a->q_ts, a->q_hs, a->q_bs, rows_q) ||
-        !ws_map(&mdo, a->dout, a->f16, a->D, a->Lq, a->H, a->num_seqs, a->do_ts, a->do_hs, a->do_bs, rows_q) ||
-        !ws_map(&mk, a->k, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->k_ts, a->k_hs, a->k_bs, rows_kv) ||
-        !ws_map(&mv, a->v, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->v_ts, a->v_hs, a->v_bs, rows_kv)) {
+    CUtensorMap m[5]; /* Q, dO, K, V, the dQ workspace */
+    if (!ws_map(&m[0], a->q, a->f16, a->D, a->Lq, a->H, a->num_seqs, a->q_ts, a->q_hs, a->q_bs, rows_q) ||
+        !ws_map(&m[1], a->dout, a->f16, a->D, a->Lq, a->H, a->num_seqs, a->do_ts, a->do_hs, a->do_bs, rows_q) ||
+        !ws_map(&m[2], a->k, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->k_ts, a->k_hs, a->k_bs, rows_kv) ||
+        !ws_map(&m[3], a->v, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->v_ts, a->v_hs, a->v_bs, rows_kv)) {
         static int told;
         if (!told && getenv("LA_CUDA_DEBUG")) fprintf(stderr, "wgmma-ws backward: no tensor map for this call, wgmma kernel instead\n");
         told = 1;
         return 0;
     }
+    /* the workspace [seq][token][head][D] f32 (rows = the sequence's
+     * queries: the reduce skips a tile's rows past them); atomics where no map */
+    int dqm = bws_dq_mode();
+    if (dqm == BWS_DQ_TMA && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H,
+                                           a->num_seqs, a->H * a->D, a->D, a->Lq * a->H * a->D, 32, rows_q))
+        dqm = BWS_DQ_ATOMIC;
+    if (dqm != BWS_DQ_TMA) m[4] = m[0]; /* unused */
     if (a->D == 64)
-        *err = a->f16 ? launch_bws<64, true, 2>(a, &mq, &mdo, &mk, &mv, stream)
-                      : launch_bws<64, false, 2>(a, &mq, &mdo, &mk, &mv, stream);
+        *err = a->f16 ? launch_bws_dq<64, true>(a, m, dqm, stream) : launch_bws_dq<64, false>(a, m, dqm, stream);
     else
-        *err = a->f16 ? launch_bws<128, true, 2>(a, &mq, &mdo, &mk, &mv, stream)
-                      : launch_bws<128, false, 2>(a, &mq, &mdo, &mk, &mv, stream);
+        *err = a->f16 ? launch_bws_dq<128, true>(a, m, dqm, stream) : launch_bws_dq<128, false>(a, m, dqm, stream);
     return 1;
 }

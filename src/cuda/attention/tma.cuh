@@ -64,6 +64,19 @@ static __device__ __forceinline__ void tma_tile(uint32_t dst, const CUtensorMap 
 #pragma unroll
     for (int p = 0; p < DP / 64; p++) tma_load(dst + p * ROWS * 128, map, bar, p * 64, (int)row, (int)head, (int)seq);
 }
+/* global[box at (c0, c1, c2, c3)] += shared[src] (f32), element-wise in
+ * L2; the box's rows past the map's ends are skipped. Completes by bulk
+ * async-group: commit with bulk_commit, wait with bulk_wait_read (source
+ * read, reusable) or bulk_wait (done). */
+static __device__ __forceinline__ void tma_reduce_add(uint32_t src, const CUtensorMap *map, int c0, int c1, int c2, int c3) {
+    asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group"
+                 " [%0, {%1, %2, %3, %4}], [%5];\n" ::"l"(reinterpret_cast<uint64_t>(map)),
+                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
+                 : "memory");
+}
+static __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+static __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+static __device__ __forceinline__ void bulk_wait() { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
 #endif
 
 /* ---------------------------------------------------------------- host side */
@@ -88,25 +101,32 @@ static inline ws_encode_fn ws_encoder(void) {
     return fn;
 }
 
-/* The map of one operand [seq][token][head][dim] (strides in elements):
- * dims (D, tokens, heads, seqs), boxes of 64 columns by `rows` tokens,
- * 128-byte swizzle, zeros past the ends. false where the map cannot
- * describe it (unaligned base or strides, or the driver refuses). */
-static inline bool ws_map(CUtensorMap *m, const void *base, int f16, int64_t D, int64_t L, int64_t H, int64_t B, int64_t ts,
-                   int64_t hs, int64_t bs, int rows) {
+/* The map of an operand [seq][token][head][dim] (strides in elements of
+ * esize bytes): dims (D, tokens, heads, seqs), boxes of `cols` columns (128
+ * bytes) by `rows` tokens, 128-byte swizzle, zeros past the ends on loads.
+ * false where the map cannot describe it (unaligned base or strides, or the
+ * driver refuses). */
+static inline bool ws_map_typed(CUtensorMap *m, CUtensorMapDataType type, int esize, const void *base, int64_t D, int64_t L,
+                                int64_t H, int64_t B, int64_t ts, int64_t hs, int64_t bs, int cols, int rows) {
     ws_encode_fn enc = ws_encoder();
     if (!enc || ((uintptr_t)base & 15)) return false;
     /* a dimension of size 1 is never stepped over: any valid stride does */
-    const int64_t st[3] = {L > 1 ? ts : 8, H > 1 ? hs : 8, B > 1 ? bs : 8};
+    const int64_t st[3] = {L > 1 ? ts : 16 / esize, H > 1 ? hs : 16 / esize, B > 1 ? bs : 16 / esize};
     cuuint64_t dims[4] = {(cuuint64_t)D, (cuuint64_t)L, (cuuint64_t)H, (cuuint64_t)B}, strides[3];
     for (int i = 0; i < 3; i++) {
-        if (st[i] <= 0 || st[i] % 8 || st[i] * 2 >= ((int64_t)1 << 40)) return false;
-        strides[i] = (cuuint64_t)st[i] * 2;
+        if (st[i] <= 0 || st[i] * esize % 16 || st[i] * esize >= ((int64_t)1 << 40)) return false;
+        strides[i] = (cuuint64_t)(st[i] * esize);
     }
-    const cuuint32_t box[4] = {64, (cuuint32_t)rows, 1, 1}, estr[4] = {1, 1, 1, 1};
-    return enc(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 4, (void *)base, dims,
-               strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+    const cuuint32_t box[4] = {(cuuint32_t)cols, (cuuint32_t)rows, 1, 1}, estr[4] = {1, 1, 1, 1};
+    return enc(m, type, 4, (void *)base, dims, strides, box, estr, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* a 16-bit operand (bf16 or f16): boxes of 64 columns */
+static inline bool ws_map(CUtensorMap *m, const void *base, int f16, int64_t D, int64_t L, int64_t H, int64_t B, int64_t ts,
+                   int64_t hs, int64_t bs, int rows) {
+    return ws_map_typed(m, f16 ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, base, D, L, H, B,
+                        ts, hs, bs, 64, rows);
 }
 
 #endif
