@@ -191,6 +191,23 @@ LA_API void *la_context_cuda_stream(const la_context *ctx);
  * when a CUDA device is usable, 0 otherwise (no backend built in, no driver,
  * no GPU); la_last_error then says why. */
 LA_API int la_cuda_available(void);
+/* Memory on a device, so a program with no CUDA toolkit of its own (the
+ * longattn CLI is one) can place tensors on a GPU. la_device_alloc returns
+ * `bytes` (> 0) of memory on `device` aligned to 256 bytes: host memory for
+ * LA_DEVICE_CPU, GPU memory for LA_DEVICE_CUDA; free it with
+ * la_device_free and the same device (NULL is a no-op). la_device_copy
+ * copies `bytes` between any two devices' memory and returns when the copy
+ * is done; it orders after work on the device's legacy default stream only
+ * (la_context_synchronize first when the context has a stream of its own). */
+LA_API la_status la_device_alloc(la_device device, size_t bytes, void **out);
+LA_API la_status la_device_free(la_device device, void *ptr);
+LA_API la_status la_device_copy(void *dst, la_device dst_device, const void *src, la_device src_device,
+                                size_t bytes);
+/* Waits until the GPU work this context enqueued is done, and reports a
+ * failure of that work (a kernel fault) as its status. CPU calls are done
+ * when they return: for them (and in a build without a GPU backend) it
+ * returns LA_OK at once. */
+LA_API la_status la_context_synchronize(la_context *ctx);
 
 /* ------------------------------------------------------------ ceilings */
 

@@ -82,6 +82,9 @@ static int parse_dtypes(const char *s, la_dtype *out) {
 static void usage(void) {
     fprintf(stderr,
             "usage: longattn bench peak|attention|decode|kvquant|sparse|matmul [--json] [--quick] [--threads N] [--cold]\n"
+            "       [--backend cpu|cuda]: cuda times attention (--pass fwd|bwd, --L, --H 16, --D 128, --tokens 16384,\n"
+            "               --iters 20), decode and sparse on GPU 0 through the public API, as JSON lines, after a\n"
+            "               device copy ceiling (tools/bench_gpu.c says which shapes)\n"
             "       --cold: evict the caches before every timed run, so short rows read their inputs from\n"
             "               memory as long ones do (rows then carry \"caches\":\"cold\")\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
@@ -124,6 +127,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--cold")) o->cold = true, takes = false;
         else if (!val) return usage(), -1;
         else if (!strcmp(a, "--threads")) o->threads = atoi(val);
+        else if (!strcmp(a, "--backend")) {} /* cpu: cmd_bench sent cuda to bench_gpu */
         else if (!strcmp(a, "--qk-file")) o->qk_file = val;
         else if (!strcmp(a, "--L")) o->nL = parse_list(val, o->L, MAX_LIST);
         else if (!strcmp(a, "--D")) o->nD = parse_list(val, o->D, MAX_LIST);
@@ -369,6 +373,14 @@ int cmd_bench(int argc, char **argv) {
         usage();
         return argc < 2 ? 2 : 0;
     }
+    for (int i = 2; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--backend")) {
+            if (!strcmp(argv[i + 1], "cuda")) return bench_gpu(argc, argv);
+            if (strcmp(argv[i + 1], "cpu")) {
+                fprintf(stderr, "longattn bench: --backend is cpu or cuda, got '%s'\n", argv[i + 1]);
+                return 2;
+            }
+        }
     bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
     options o;
     if (parse_options(argc, argv, &o, decode || kvquant)) return 2;

@@ -63,6 +63,15 @@ typedef struct la_backend {
      * heads). */
     la_status (*scan_workspace)(const la_scan_head *p, size_t *bytes);
     la_status (*scan_run)(la_context *ctx, const la_scan_head *p, void *ws);
+    /* Memory on a device of this backend (la_device_alloc, la_device_free,
+     * la_device_copy, src/ops/memory.c); NULL on the CPU, whose memory the
+     * op layer handles itself. copy: dst and/or src is this backend's
+     * memory on device `index`; returns when done. */
+    la_status (*mem_alloc)(int index, size_t bytes, void **out);
+    la_status (*mem_free)(int index, void *ptr);
+    la_status (*mem_copy)(int index, void *dst, const void *src, size_t bytes);
+    /* Wait for the context's enqueued work (la_context_synchronize). */
+    la_status (*synchronize)(la_context *ctx);
 } la_backend;
 
 #endif

@@ -614,6 +614,47 @@ static la_status cuda_kv_append(la_context *ctx, const la_attn_kv_append_problem
     return call_end(ctx, &g, s);
 }
 
+static la_status cuda_mem_alloc(int index, size_t bytes, void **out) {
+    device_guard g;
+    la_status s = guard_enter(index, &g);
+    if (s) return s;
+    cudaError_t e = cudaMalloc(out, bytes); /* 256-byte aligned */
+    guard_leave(&g);
+    if (e != cudaSuccess) *out = NULL;
+    return e == cudaSuccess ? LA_OK : cuda_fail(e, "cudaMalloc");
+}
+
+static la_status cuda_mem_free(int index, void *ptr) {
+    device_guard g;
+    la_status s = guard_enter(index, &g);
+    if (s) return s;
+    cudaError_t e = cudaFree(ptr);
+    guard_leave(&g);
+    return e == cudaSuccess ? LA_OK : cuda_fail(e, "cudaFree");
+}
+
+static la_status cuda_mem_copy(int index, void *dst, const void *src, size_t bytes) {
+    device_guard g;
+    la_status s = guard_enter(index, &g);
+    if (s) return s;
+    cudaError_t e = cudaMemcpy(dst, src, bytes, cudaMemcpyDefault); /* unified addressing tells the direction */
+    if (e == cudaSuccess) e = cudaStreamSynchronize(0); /* a device-to-device cudaMemcpy may return before it is done */
+    guard_leave(&g);
+    return e == cudaSuccess ? LA_OK : cuda_fail(e, "cudaMemcpy");
+}
+
+static la_status cuda_synchronize(la_context *ctx) {
+    const cuda_scratch *sc = ctx->device_scratch;
+    device_guard g;
+    int dev = 0;
+    if (!sc && cudaGetDevice(&dev) != cudaSuccess) return LA_OK; /* no call ran, nothing to wait for */
+    la_status s = guard_enter(sc ? sc->device : dev, &g);
+    if (s) return s;
+    cudaError_t e = cudaStreamSynchronize((cudaStream_t)ctx->cuda_stream);
+    guard_leave(&g);
+    return e == cudaSuccess ? LA_OK : cuda_fail(e, "the context's GPU work (cudaStreamSynchronize)");
+}
+
 const la_backend la_cuda_backend = {
     .name = "cuda",
     .device = LA_DEVICE_CUDA,
@@ -628,4 +669,8 @@ const la_backend la_cuda_backend = {
     .sparse_forward = cuda_sparse_forward,
     .sparse_backward = cuda_sparse_backward,
     .host_readable = cuda_host_readable,
+    .mem_alloc = cuda_mem_alloc,
+    .mem_free = cuda_mem_free,
+    .mem_copy = cuda_mem_copy,
+    .synchronize = cuda_synchronize,
 };

@@ -71,13 +71,22 @@ la_status la_backend_run_linear(la_context *ctx, const la_backend *be, const la_
     return be->linear_backward(ctx, (const la_linear_backward_problem *)p, ws);
 }
 
-const la_backend *la_backend_for(la_device device) {
-    static const la_backend *const backends[] = {
-        &la_cpu_backend,
+static const la_backend *const backends[] = {
+    &la_cpu_backend,
 #ifdef LA_WITH_CUDA
-        &la_cuda_backend,
+    &la_cuda_backend,
 #endif
-    };
+};
+
+la_status la_backends_synchronize(la_context *ctx) {
+    for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++) {
+        la_status s = backends[i]->synchronize ? backends[i]->synchronize(ctx) : LA_OK;
+        if (s) return s;
+    }
+    return LA_OK;
+}
+
+const la_backend *la_backend_for(la_device device) {
     for (size_t i = 0; i < sizeof backends / sizeof backends[0]; i++)
         if (backends[i]->device == device.kind) return backends[i];
     if (device.kind == LA_DEVICE_CUDA)

@@ -9,6 +9,10 @@
  * when this build has none. */
 const la_backend *la_backend_for(la_device device);
 
+/* Wait for the context's work on every backend that enqueues (the first
+ * failure's status). */
+la_status la_backends_synchronize(la_context *ctx);
+
 /* Ask the backend whether it runs the problem, take the workspace it needs
  * from the context, and run it. `problem` is the call's problem struct
  * (p->op says which), whose first member is p. */

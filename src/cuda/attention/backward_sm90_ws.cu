@@ -32,8 +32,8 @@
  * they have been read, and arrives on the buffer's empty barrier, which the
  * consumers wait on two items later. H200, fwd+bwd D 128: 1.11-1.13x the
  * atomics (LA_CUDA_BACKWARD_DQ=atomic: 16 f32 vector atomics per thread
- * per item); skipping the add altogether (=skip, dQ wrong: a timing bound
- * only) gives 1.38x, so most of the atomics' cost is still there.
+ * per item); skipping the add altogether (a patched build, dQ wrong: a
+ * timing bound only) gave 1.38x, so most of the atomics' cost is still there.
  *
  * The two consumer warpgroups still meet once per item: dQ = dS K needs
  * both halves of dS^T (D 128), so a 256-thread named barrier (id 1)
@@ -52,10 +52,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
- * TMA reduce-add from shared memory (issued by a writer warp), or not at all
- * (LA_CUDA_BACKWARD_DQ=skip: a timing bound only, dQ is left wrong). */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_SKIP };
+/* How the consumers' dQ tiles reach the f32 workspace: vector atomics, or
+ * a TMA reduce-add from shared memory (issued by a writer warp). */
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA };
 
 template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int CONSUMERS = 256, THREADS = 384;
@@ -261,15 +260,13 @@ static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, c
 template <int DP, bool F16>
 static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m, int dqm, cudaStream_t stream) {
     if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, stream);
-    if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, stream);
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma (the default) or skip (timing only) */
+/* LA_CUDA_BACKWARD_DQ: atomic or tma (the default) */
 static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
-    if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     return BWS_DQ_TMA;
 }
 
