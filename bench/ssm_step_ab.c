@@ -87,10 +87,21 @@ static void report(char **argv, int nlib, int64_t rounds, double ns[][MAX_ROUNDS
     }
 }
 
-static void *open_lib(const char *path) {
-    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL); /* each copy its own symbols */
-    if (!lib) fprintf(stderr, "%s\n", dlerror());
-    return lib;
+/* Open each library (each copy keeps its own symbols), look up the op's
+ * entry `op` and its params default `params` and la_tensor_contiguous, and
+ * make a context of `threads` in each. */
+static int open_libs(int nlib, char **argv, const char *op, const char *params, int threads, void *op_fn[],
+                     void *params_fn_out[], tensor_fn tensor[], la_context *ctx[]) {
+    for (int l = 0; l < nlib; l++) {
+        void *lib = dlopen(argv[l + 1], RTLD_NOW | RTLD_LOCAL);
+        if (!lib) return fprintf(stderr, "%s\n", dlerror()), 1;
+        ctx_create_fn create = (ctx_create_fn)dlsym(lib, "la_context_create");
+        op_fn[l] = dlsym(lib, op);
+        params_fn_out[l] = dlsym(lib, params);
+        tensor[l] = (tensor_fn)dlsym(lib, "la_tensor_contiguous");
+        if (!create || !op_fn[l] || !params_fn_out[l] || !tensor[l] || create(&ctx[l], threads) != LA_OK) return 1;
+    }
+    return 0;
 }
 
 /* OP=gla: the GLA chunked forward, process CPU ms per call. */
@@ -108,19 +119,15 @@ static int gla_ab(int nlib, char **argv) {
     fill(k, n, &rng, -1, 1);
     fill(v, n, &rng, -1, 1);
     fill(g, n, &rng, logf(0.9f), 0);
-    lin_fwd_fn fwd[MAX_LIBS];
-    lin_params_fn params[MAX_LIBS];
+    void *fwd_sym[MAX_LIBS], *params_sym[MAX_LIBS];
     tensor_fn tensor[MAX_LIBS];
     la_context *ctx[MAX_LIBS];
-    for (int l = 0; l < nlib; l++) {
-        void *lib = open_lib(argv[l + 1]);
-        if (!lib) return 1;
-        ctx_create_fn create = (ctx_create_fn)dlsym(lib, "la_context_create");
-        fwd[l] = (lin_fwd_fn)dlsym(lib, "la_linear_attention_forward");
-        params[l] = (lin_params_fn)dlsym(lib, "la_linear_params_default");
-        tensor[l] = (tensor_fn)dlsym(lib, "la_tensor_contiguous");
-        if (!create || !fwd[l] || !params[l] || !tensor[l] || create(&ctx[l], threads) != LA_OK) return 1;
-    }
+    if (open_libs(nlib, argv, "la_linear_attention_forward", "la_linear_params_default", threads, fwd_sym, params_sym,
+                  tensor, ctx))
+        return 1;
+    lin_fwd_fn fwd[MAX_LIBS];
+    lin_params_fn params[MAX_LIBS];
+    for (int l = 0; l < nlib; l++) fwd[l] = (lin_fwd_fn)fwd_sym[l], params[l] = (lin_params_fn)params_sym[l];
     static double ms[MAX_LIBS][MAX_ROUNDS];
     const int64_t shape[4] = {1, L, H, D};
     for (int64_t r = 0; r < rounds; r++)
@@ -162,19 +169,15 @@ int main(int argc, char **argv) {
     fill(Cm, B * N, &rng, -1, 1);
     fill(A, C * N, &rng, -2, -0.1f);
     fill(h, B * C * N, &rng, -1, 1);
-    decode_fn decode[MAX_LIBS];
-    params_fn params[MAX_LIBS];
+    void *decode_sym[MAX_LIBS], *params_sym[MAX_LIBS];
     tensor_fn tensor[MAX_LIBS];
     la_context *ctx[MAX_LIBS];
-    for (int l = 0; l < nlib; l++) {
-        void *lib = open_lib(argv[l + 1]);
-        if (!lib) return 1;
-        ctx_create_fn create = (ctx_create_fn)dlsym(lib, "la_context_create");
-        decode[l] = (decode_fn)dlsym(lib, "la_selective_scan_decode");
-        params[l] = (params_fn)dlsym(lib, "la_ssm_params_default");
-        tensor[l] = (tensor_fn)dlsym(lib, "la_tensor_contiguous");
-        if (!create || !decode[l] || !params[l] || !tensor[l] || create(&ctx[l], 1) != LA_OK) return 1;
-    }
+    if (open_libs(nlib, argv, "la_selective_scan_decode", "la_ssm_params_default", 1, decode_sym, params_sym, tensor,
+                  ctx))
+        return 1;
+    decode_fn decode[MAX_LIBS];
+    params_fn params[MAX_LIBS];
+    for (int l = 0; l < nlib; l++) decode[l] = (decode_fn)decode_sym[l], params[l] = (params_fn)params_sym[l];
     static double ns[MAX_LIBS][MAX_ROUNDS];
     for (int64_t r = 0; r < rounds; r++)
         for (int l = 0; l < nlib; l++) {
