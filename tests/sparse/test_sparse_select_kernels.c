@@ -150,8 +150,10 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
               *col2 = tu_alloc(sizeof(float) * (size_t)lk), *rdiag2 = tu_alloc(sizeof(float) * (size_t)(2 * lk));
         memcpy(col2, col, sizeof(float) * (size_t)lk), memcpy(rdiag2, rdiag, sizeof(float) * (size_t)(2 * lk));
         LA_ISA_PICK(la_cpu_sel_pack_keys, lv)(k, kdt, kstride, lk, D, panels);
-        const int64_t seen2 = LA_ISA_PICK(la_cpu_sel_softmax_sums_packed, lv)(&r, slope, qf, i0, nr, panels, lq, lk, D,
-                                                                              scores, col2, rdiag2);
+        /* scored against every key (more than the rows may see: rows ld = lk apart), then summed */
+        LA_ISA_PICK(la_cpu_sel_scores_packed, lv)(qf, nr, panels, lk, D, scores);
+        const int64_t seen2 = LA_ISA_PICK(la_cpu_sel_softmax_scores, lv)(&r, slope, i0, nr, lq, lk, scores, lk, col2,
+                                                                         rdiag2);
         const int64_t seen = sums(&r, slope, qf, i0, nr, k, kdt, kstride, lq, lk, D, scores, pack, col, rdiag);
         double worst2 = 0;
         for (int64_t j = 0; j < lk; j++) worst2 = fmax(worst2, isnan(col2[j]) ? INFINITY : fabs(col2[j] - wcol[j]));

@@ -43,6 +43,6 @@ la_status LA_ISA_FN(la_cpu_attention_forward_workspace)(const la_attn_problem *p
 
 la_status LA_ISA_FN(la_cpu_attention_forward_kernel)(const la_attn_forward_problem *fp, void *mem) {
     const int64_t units = (fp->a.Lq + BQ - 1) / BQ;
-    forward_run_rows(fp, mem, units, dense_unit, NULL, false, fwd_whole_groups(&fp->a, units));
+    forward_run_rows(fp, mem, units, dense_unit, NULL, false, fwd_whole_groups(&fp->a, units), NULL);
     return LA_OK;
 }

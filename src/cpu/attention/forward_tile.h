@@ -433,11 +433,16 @@ typedef void (*fwd_unit_fn)(const la_attn_forward_problem *fp, const void *arg, 
  * sets and the TLB) and converts bf16/f16 once per group rather than once
  * per query block. */
 static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
-                             const void *arg, bool rows, bool whole);
+                             const void *arg, bool rows, bool whole, const unsigned char *need);
 
 static __attribute__((unused)) void forward_run(const la_attn_forward_problem *fp, void *mem, int64_t units,
                                                 fwd_unit_fn run_unit, const void *arg) {
-    forward_run_rows(fp, mem, units, run_unit, arg, true, false);
+    forward_run_rows(fp, mem, units, run_unit, arg, true, false, NULL);
+}
+
+/* Key tiles of S_MR keys per group, the longest sequence's. */
+static inline int64_t fwd_tiles(const la_attn_problem *p) {
+    return (p->Lk + S_MR - 1) / S_MR;
 }
 
 /* Row k of V (D floats) into the V^T tiles: S_MR dimensions of a key are
@@ -470,9 +475,13 @@ static void pack_key_tile(const la_attn_problem *p, int64_t bt, int64_t hk, int6
  * (the sparse kernel's extra columns and blocks that start inside a tile do;
  * the dense kernel reads only the packed tiles, so its run writes half as
  * much per group); whole: threads take whole groups with their own panels
- * (fwd_whole_groups; the workspace of layout_sets(p, true)). */
+ * (fwd_whole_groups; the workspace of layout_sets(p, true)); need: NULL
+ * packs every key tile, else only tiles t with need[g * fwd_tiles(p) + t /
+ * S_MR] set for group g = b * Hkv + hk (the others are never read: a sparse
+ * index that skips most key blocks skips most of the packing, which costs
+ * the same per call whatever the density). */
 static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64_t units, fwd_unit_fn run_unit,
-                             const void *arg, bool rows, bool whole) {
+                             const void *arg, bool rows, bool whole, const unsigned char *need) {
     const la_attn_problem *p = &fp->a;
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t D = p->D, Dp = tg_round_up(D, LA_VL), G = p->H / p->Hkv;
@@ -510,8 +519,10 @@ static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64
                 la_attn_seq(p, b, &q0, &lq, &k0, &lk);
                 if (lq == 0) continue;
                 w.vld = tg_round_up(lk, S_MR);
+                const unsigned char *gneed = need ? need + g * fwd_tiles(p) : NULL;
                 for (int64_t t = 0; t < lk; t += S_MR)
-                    pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
+                    if (!gneed || gneed[t / S_MR])
+                        pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
                 for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
             }
         } else {
@@ -521,10 +532,12 @@ static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64
                 la_attn_seq(p, b, &q0, &lq, &k0, &lk);
                 if (lq == 0) continue;
                 w.vld = tg_round_up(lk, S_MR);
+                const unsigned char *gneed = need ? need + g * fwd_tiles(p) : NULL;
                 /* whole S_MR tiles per thread: packing writes a tile's rows interleaved */
 #pragma omp for schedule(static)
                 for (int64_t t = 0; t < lk; t += S_MR)
-                    pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
+                    if (!gneed || gneed[t / S_MR])
+                        pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
             }

@@ -109,7 +109,7 @@ static inline int64_t rows_key_end(const la_score_rule *rule, int64_t i0, int64_
 }
 
 static int64_t softmax_rows(const la_score_rule *rule, float slope, int64_t i0, int64_t nr, int64_t lq, int64_t lk,
-                            int64_t nk, float *scores, float *col, float *rdiag);
+                            int64_t nk, int64_t ld, float *scores, float *col, float *rdiag);
 
 int64_t LA_ISA_FN(la_cpu_sel_softmax_sums)(const la_score_rule *rule, float slope, const float *qf, int64_t i0,
                                            int64_t nr, const void *kbase, la_dtype kdt, int64_t kstride, int64_t lq,
@@ -117,27 +117,35 @@ int64_t LA_ISA_FN(la_cpu_sel_softmax_sums)(const la_score_rule *rule, float slop
     const int64_t nk = rows_key_end(rule, i0, nr, lq, lk);
     if (nk <= 0) return 0;
     LA_ISA_FN(la_cpu_sel_gemm_nt)(qf, D, kbase, kdt, kstride, nr, nk, D, scores, nk, pack);
-    return softmax_rows(rule, slope, i0, nr, lq, lk, nk, scores, col, rdiag);
+    return softmax_rows(rule, slope, i0, nr, lq, lk, nk, nk, scores, col, rdiag);
 }
 
-int64_t LA_ISA_FN(la_cpu_sel_softmax_sums_packed)(const la_score_rule *rule, float slope, const float *qf, int64_t i0,
-                                                  int64_t nr, const float *panels, int64_t lq, int64_t lk, int64_t D,
-                                                  float *scores, float *col, float *rdiag) {
-    const int64_t nk = rows_key_end(rule, i0, nr, lq, lk);
-    if (nk <= 0) return 0;
+void LA_ISA_FN(la_cpu_sel_scores_packed)(const float *qf, int64_t nr, const float *panels, int64_t nk, int64_t D,
+                                         float *scores) {
+    /* panel by panel, every row against it while it sits in L1: one pass
+     * over the panels for all the rows (a pass per query block's few probe
+     * rows re-read them from memory each time) */
     for (int64_t j0 = 0; j0 < nk; j0 += NB) {
         const int64_t nb = j0 + NB < nk ? NB : nk - j0;
         int64_t i = 0;
         for (; i + 4 <= nr; i += 4) panel_rows(qf, D, panels + j0 * D, D, i, 4, scores, nk, j0, nb);
         if (i < nr) panel_rows(qf, D, panels + j0 * D, D, i, (int)(nr - i), scores, nk, j0, nb);
     }
-    return softmax_rows(rule, slope, i0, nr, lq, lk, nk, scores, col, rdiag);
 }
 
-/* The rows' scores [nr][nk] (q . k, unscaled) to softmax weights under the
- * rule, added into col and rdiag as la_cpu_sel_softmax_sums documents. */
+int64_t LA_ISA_FN(la_cpu_sel_softmax_scores)(const la_score_rule *rule, float slope, int64_t i0, int64_t nr,
+                                             int64_t lq, int64_t lk, float *scores, int64_t ld, float *col,
+                                             float *rdiag) {
+    const int64_t nk = rows_key_end(rule, i0, nr, lq, lk);
+    if (nk <= 0) return 0;
+    return softmax_rows(rule, slope, i0, nr, lq, lk, nk < ld ? nk : ld, ld, scores, col, rdiag);
+}
+
+/* The rows' scores [nr][ld] (q . k, unscaled; keys below nk) to softmax
+ * weights under the rule, added into col and rdiag as
+ * la_cpu_sel_softmax_sums documents. */
 static int64_t softmax_rows(const la_score_rule *rule, float slope, int64_t i0, int64_t nr, int64_t lq, int64_t lk,
-                            int64_t nk, float *scores, float *col, float *rdiag) {
+                            int64_t nk, int64_t ld, float *scores, float *col, float *rdiag) {
     int64_t seen = 0;
     const int64_t sinks = la_rule_sinks(rule, lk);
     const bool transform = rule_transforms(rule, slope);
@@ -147,7 +155,7 @@ static int64_t softmax_rows(const la_score_rule *rule, float slope, int64_t i0, 
         int64_t lo, hi;
         la_rule_key_range(rule, i, lq, lk, &lo, &hi);
         const int64_t n = hi < nk ? hi : nk;
-        float *s = scores + r * nk;
+        float *s = scores + r * ld;
         if (n <= 0) continue;
         /* scores under the rule, -inf where hidden; the row's max */
         vf mv = vf_set1(-INFINITY);

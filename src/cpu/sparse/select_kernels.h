@@ -40,10 +40,16 @@ LA_ISA_DECLARE(int64_t, la_cpu_sel_softmax_sums,
  * panels + p * LA_SEL_PANEL * D (keys past n zero). */
 LA_ISA_DECLARE(void, la_cpu_sel_pack_keys,
                (const void *B, la_dtype bdt, int64_t ldb, int64_t n, int64_t D, float *panels));
-/* la_cpu_sel_softmax_sums over keys packed once by la_cpu_sel_pack_keys
- * (the same lk keys), so many calls on the same keys pack them once. */
-LA_ISA_DECLARE(int64_t, la_cpu_sel_softmax_sums_packed,
-               (const la_score_rule *rule, float slope, const float *qf, int64_t i0, int64_t nr, const float *panels,
-                int64_t lq, int64_t lk, int64_t D, float *scores, float *col, float *rdiag));
+/* scores[r * nk + j] = qf[r] . key j for rows r < nr, keys j < nk, over
+ * keys packed once by la_cpu_sel_pack_keys (many calls on the same keys
+ * pack them once). */
+LA_ISA_DECLARE(void, la_cpu_sel_scores_packed,
+               (const float *qf, int64_t nr, const float *panels, int64_t nk, int64_t D, float *scores));
+/* la_cpu_sel_softmax_sums from the rows' scores already made (row r at
+ * scores + r * ld, keys up to ld scored; used in place): the keys each row
+ * sees below ld. */
+LA_ISA_DECLARE(int64_t, la_cpu_sel_softmax_scores,
+               (const la_score_rule *rule, float slope, int64_t i0, int64_t nr, int64_t lq, int64_t lk,
+                float *scores, int64_t ld, float *col, float *rdiag));
 
 #endif
