@@ -260,21 +260,14 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
     vf alpha[4];
     if (!db_softmax(sc, vis, m, l, NR, pw, alpha)) return;
     float pwg[4 * QB_MAXG][LA_VL] __attribute__((aligned(64)));
+    float Z[4 * QB_MAXG];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) {
         const vf p = vf_load(pw[rr]);
-        for (int64_t g = 0; g < ng; g++) vf_store(pwg[rr * ng + g], p * sv[g]);
-    }
-    /* the zero terms Z[rr * ng + g] = sum_e p_e z_eg, LA_VL of them per
-     * lane-sum tree (db_transpose_sum) rather than a tree each */
-    float Z[4 * QB_MAXG] __attribute__((aligned(64)));
-    const int nz = NR * (int)ng;
-    for (int i0 = 0; i0 < nz; i0 += LA_VL) {
-        vf t[LA_VL];
-#pragma GCC unroll 16
-        for (int i = 0; i < LA_VL; i++)
-            t[i] = i0 + i < nz ? vf_load(pw[(i0 + i) / ng]) * zv[(i0 + i) % ng] : vf_set1(0);
-        vf_store(Z + i0, db_transpose_sum(t));
+        for (int64_t g = 0; g < ng; g++) {
+            vf_store(pwg[rr * ng + g], p * sv[g]);
+            Z[rr * ng + g] = tree_add(p * zv[g]);
+        }
     }
     db_pv(acc, alpha, (const float (*)[LA_VL])pwg, Z, vb, rs, NR, Dp, VG, DT, pf);
 }
@@ -367,23 +360,27 @@ typedef int8_t vq8 __attribute__((vector_size(LA_VL)));
 
 /* int8 pages: the row's scaled query with the key group's channel scales
  * folded in (qf = q * s) is rounded to int8 codes, qf_d ~ qa * qi_d with
- * qa = max_d |qf_d| / 127 (amax: max_d |qf_d|), once per (row, key
- * group), and qf is replaced by qa * qi where a block may score in f32
- * (keep_f32): every path (integer q.k, or f32 over qf) then computes the
+ * qa = max_d |qf_d| / 127, once per (row, key group), and qf is replaced
+ * by qa * qi: every path (integer q.k, or f32 over qf) then computes the
  * same scores up to f32 rounding, and they still depend on the token
  * positions alone. The score's error against the unrounded qf is at most
  * qa / 2 * sum_d code_d (tests/kv/test_kv_quant.c derives its tolerance
  * from it), about the size of the keys' own rounding; llama.cpp's q8_0
  * cache rounds q to int8 per 32 channels as well. The zero term (bias)
  * stays exact f32. */
-static void round_query(float *qf, int8_t *qi, float *qa, float amax, int64_t Dp, bool keep_f32) {
-    const float a = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+static void round_query(float *qf, int8_t *qi, float *qa, int64_t Dp) {
+    vf mx = vf_set1(0);
+    for (int64_t d = 0; d < Dp; d += LA_VL) {
+        const vf v = vf_load(qf + d);
+        mx = vf_select(v > mx, v, mx), mx = vf_select(-v > mx, -v, mx);
+    }
+    const float amax = tree_max(mx), a = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
     *qa = a;
     for (int64_t d = 0; d < Dp; d += LA_VL) {
         const vi n = vf_rint(vf_load(qf + d) * vf_set1(inv));
         const vq8 b = __builtin_convertvector(n, vq8);
         memcpy(qi + d, &b, LA_VL);
-        if (keep_f32) vf_store(qf + d, __builtin_convertvector(n, vf) * vf_set1(a));
+        vf_store(qf + d, __builtin_convertvector(n, vf) * vf_set1(a));
     }
 }
 
@@ -399,20 +396,17 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
     widen_f16(sc, ks, D);
     widen_f16(zc, ks + D, D);
     for (int64_t d = D; d < Dp; d++) sc[d] = zc[d] = 0.0f;
-    /* int8 pages whose every block takes the integer q.k need no f32 qf */
-    const bool keep_f32 = !(int_qk(s) && qblock_fits(f) && f->key_group % LA_VL == 0);
     for (int64_t r = 0; r < s->R; r++) {
         const float *q = s->qs + r * Dp;
         float *o = s->qf + r * Dp;
-        vf bz = vf_set1(0), mx = vf_set1(0);
+        vf bz = vf_set1(0);
         for (int64_t d = 0; d < Dp; d += LA_VL) {
-            const vf qv = vf_load(q + d), v = qv * vf_load(sc + d);
-            vf_store(o + d, v);
+            const vf qv = vf_load(q + d);
+            vf_store(o + d, qv * vf_load(sc + d));
             bz = vf_fma(qv, vf_load(zc + d), bz);
-            mx = vf_select(v > mx, v, mx), mx = vf_select(-v > mx, -v, mx);
         }
         s->bias[r] = vf_reduce_add(bz);
-        if (f->bits == 8) round_query(o, s->qi + r * Dp, s->qa + r, tree_max(mx), Dp, keep_f32);
+        if (f->bits == 8) round_query(o, s->qi + r * Dp, s->qa + r, Dp);
     }
     const int64_t pairs = 2 * (D / f->value_group);
     const bool fused = qblock_fits(f);
