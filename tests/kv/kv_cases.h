@@ -15,11 +15,6 @@ typedef struct {
 
 harness_case *kv_decode_case(const kv_decode_spec *s);
 
-/* Bound on the error of one score that int8 pages make by rounding the
- * query to int8 per key group of kg tokens (kvq_case.c says why), for
- * query row q (unscaled) against the n keys k read back, scores scale q.k. */
-double kv_q8_score_error(const float *q, const float *k, int64_t n, int64_t D, int64_t kg, double scale);
-
 /* f32, f16, q8 and q4 caches at each length, one series per cache type. */
 typedef struct {
     const int64_t *L;

@@ -15,33 +15,8 @@ typedef struct {
     la_kv_cache *cache;
     float *q, *out;
     double *want; /* [H][D] */
-    double *qtol; /* [H][D]: int8 pages' query rounding bound (kv_q8_score_error) on each element */
     bool *have;   /* [H]: reference rows computed */
 } kv_case;
-
-/* The largest error of a score that rounding the query to int8 may make
- * on int8 pages (kvq_decode_isa.c's round_query): per (row, key group) the
- * kernel rounds qf_d = scale q_d s_d (s_d the group's channel scale) to
- * steps of a = max_d |qf_d| / 127, so each |qf_d - a qi_d| <= a / 2 and a
- * score is off by at most a / 2 * sum_d code_d <= a / 2 * 255 * D. s_d is
- * bounded from the dequantised keys: the group's channel spans codes 0
- * (or 1) to 255 (or 254), as f16's rounding of the zero moves codes by
- * < 0.1 for these keys (|x| <= 5, spans >= ~1), so s_d <= span_d / 250.
- * Entries of the f32 window are included (a looser bound, never smaller).
- * k: the n entries [n][D] as the cache reads them back. */
-double kv_q8_score_error(const float *qr, const float *k, int64_t n, int64_t D, int64_t kg, double scale) {
-    double worst = 0;
-    for (int64_t g0 = 0; g0 < n; g0 += kg) {
-        double amax = 0;
-        for (int64_t e = 0; e < D; e++) {
-            double mn = INFINITY, mx = -INFINITY;
-            for (int64_t t = g0; t < n && t < g0 + kg; t++) mn = fmin(mn, k[t * D + e]), mx = fmax(mx, k[t * D + e]);
-            amax = fmax(amax, fabs(qr[e]) * scale * (mx - mn) / 250);
-        }
-        worst = fmax(worst, amax / 127 / 2 * 255 * (double)D);
-    }
-    return worst;
-}
 
 static const char *type_name(const kv_decode_spec *s) {
     return s->quant == LA_KV_Q8 ? "q8" : s->quant == LA_KV_Q4 ? "q4" : la_dtype_name(s->dtype);
@@ -83,9 +58,8 @@ static bool setup(harness_case *hc, uint64_t seed) {
     c->q = malloc(sizeof(float) * (size_t)(s->H * s->D));
     c->out = malloc(sizeof(float) * (size_t)(s->H * s->D));
     c->want = calloc((size_t)(s->H * s->D), sizeof(double));
-    c->qtol = calloc((size_t)(s->H * s->D), sizeof(double));
     c->have = calloc((size_t)s->H, sizeof(bool));
-    bool ok = k && v && pos && c->q && c->out && c->want && c->qtol && c->have;
+    bool ok = k && v && pos && c->q && c->out && c->want && c->have;
     uint64_t rng = seed;
     for (int64_t t0 = 0; ok && t0 < s->L; t0 += chunk) {
         const int64_t n = s->L - t0 < chunk ? s->L - t0 : chunk;
@@ -127,15 +101,6 @@ static void reference_head(kv_case *c, int64_t h, float *kr, float *vr, double *
         for (int64_t d = 0; d < D; d++) o[d] += w * vr[t * D + d];
     }
     for (int64_t d = 0; d < D; d++) o[d] /= z;
-    /* scores off by at most E move each weight by a factor in [e^-2E, e^2E],
-     * so out_d by at most (e^2E - 1) sum_t p_t |v_td - out_d| */
-    if (c->s.quant == LA_KV_Q8) {
-        const double E = kv_q8_score_error(c->q + h * D, kr, L, D, la_kv_cache_params_of(c->cache)->quant_key_group,
-                                           1 / sqrt((double)D));
-        for (int64_t t = 0; t < L; t++)
-            for (int64_t d = 0; d < D; d++) c->qtol[h * D + d] += exp(s[t] - mx) / z * fabs(vr[t * D + d] - o[d]);
-        for (int64_t d = 0; d < D; d++) c->qtol[h * D + d] *= expm1(2 * E);
-    }
     c->have[h] = true;
 }
 
@@ -151,8 +116,7 @@ static bool reference(harness_case *hc, bool sampled) {
 }
 
 /* Tolerance 2e-5 + 2e-4 relative, as the float decode case: the codes are
- * exact in both computations, only f32 order and the vector exp differ;
- * int8 pages add the bound of their query rounding (qtol). */
+ * exact in both computations, only f32 order and the vector exp differ. */
 static double check(harness_case *hc, const char *label, bool tally) {
     kv_case *c = (kv_case *)hc;
     double worst = 0;
@@ -160,7 +124,7 @@ static double check(harness_case *hc, const char *label, bool tally) {
     for (int64_t h = 0; h < c->s.H; h++)
         for (int64_t d = 0; c->have[h] && d < c->s.D; d++) {
             const double got = c->out[h * c->s.D + d], w = c->want[h * c->s.D + d];
-            bad += !(fabs(got - w) <= 2e-5 + 2e-4 * fabs(w) + c->qtol[h * c->s.D + d]);
+            bad += !tu_close(got, w, 2e-5, 2e-4);
             worst = fmax(worst, isnan(got) ? INFINITY : fabs(got - w));
         }
     if (tally) tu_check(bad == 0, "%s [%s]: %lld out elements off (worst %.3g)", c->base.name, label, (long long)bad, worst);
@@ -170,8 +134,8 @@ static double check(harness_case *hc, const char *label, bool tally) {
 static void teardown(harness_case *hc) {
     kv_case *c = (kv_case *)hc;
     la_kv_cache_destroy(c->cache);
-    free(c->q), free(c->out), free(c->want), free(c->qtol), free(c->have);
-    c->cache = NULL, c->q = c->out = NULL, c->want = c->qtol = NULL, c->have = NULL;
+    free(c->q), free(c->out), free(c->want), free(c->have);
+    c->cache = NULL, c->q = c->out = NULL, c->want = NULL, c->have = NULL;
 }
 
 static const harness_ops kv_decode_ops = {.op = "kv_decode", HARNESS_CASE_CALLBACKS};

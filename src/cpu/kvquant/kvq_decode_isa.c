@@ -53,9 +53,6 @@ typedef struct {
     const int64_t *hi;           /* [R] visible slots [0, hi) */
     float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
     float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
-    int8_t *qi;                          /* int8 pages: [R][Dp] qf as int8 codes (qf = qa * qi) */
-    float *qa;                           /* [R] their step */
-    bool vnni;                           /* q.k of int8 pages by vpdpbusd (AVX512-VNNI at run time) */
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -193,69 +190,14 @@ static inline vf vf_strided(const float *p, int stride) {
 #endif
 }
 
-/* Integer q.k for int8 pages (AVX-512 with VNNI): s[rr] lane e = qa[rr] *
- * (qi_rr . codes_e) + bias[rr], the same block order and lane layout as
- * db_scores. vpdpbusd sums four u8 x s8 products into each int32 lane;
- * the sums are exact (|qi . c| <= 127 * 255 * 256 < 2^24), so converting
- * the accumulators to f32 and summing their lanes in f32 (db_transpose_sum)
- * is exact too, whatever the order. Per key and row this is Dp / 64
- * instructions where the f32 loop takes Dp / 16 FMAs plus Dp / 8 widening
- * uops (vpmovzxbd + vcvtdq2ps). Inline assembly: the ISA copies are not
- * built for VNNI (quant_dot_isa.c does the same); the caller checks it at
- * run time. */
-#if defined(LA_ISA_AVX512)
-static inline __attribute__((always_inline)) __m512i dpbusd(__m512i acc, __m512i u, __m512i s) {
-    __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
-    return acc;
-}
-
-static inline __attribute__((always_inline)) void i8_scores(const int8_t *qi, const float *qa, const float *bias,
-                                                            const char *kb, size_t kstride, const int NR,
-                                                            const int64_t Dp, vf *s) {
-    vf x[4];
-#pragma GCC unroll 1
-    for (int j = 0; j < 4; j++) {
-        __m512i part[LA_VL];
-#pragma GCC unroll 16
-        for (int i = 0; i < LA_VL; i++) part[i] = _mm512_setzero_si512();
-        const char *k0 = kb + (size_t)(j * DB_KS) * kstride;
-        for (int64_t d = 0; d < Dp; d += 64) {
-            __m512i kv[DB_KS];
-#pragma GCC unroll 4
-            for (int e = 0; e < DB_KS; e++) kv[e] = _mm512_loadu_si512((const void *)(k0 + (size_t)e * kstride + d));
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) {
-                const __m512i qv = _mm512_loadu_si512((const void *)(qi + rr * Dp + d));
-#pragma GCC unroll 4
-                for (int e = 0; e < DB_KS; e++) part[rr * DB_KS + e] = dpbusd(part[rr * DB_KS + e], kv[e], qv);
-            }
-        }
-        vf pf[LA_VL];
-#pragma GCC unroll 16
-        for (int i = 0; i < LA_VL; i++) pf[i] = (vf)_mm512_cvtepi32_ps(part[i]);
-        x[j] = db_transpose_sum(pf);
-    }
-    db_transpose4(x, s);
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) s[rr] = s[rr] * vf_set1(qa[rr]) + vf_set1(bias[rr]);
-}
-#define KVQ_INT_QK 1
-#else
-#define KVQ_INT_QK 0
-#endif
-
 static inline __attribute__((always_inline)) void qb_rows(const float *q, const float *bias, const vi *vis, float *m,
                                                           float *l, float *acc, const char *kb, const char *vb,
                                                           size_t rs, const vf *sv, const vf *zv, const int NR,
                                                           const int64_t Dp, const int64_t VG, const la_dtype DT,
-                                                          const int8_t *qi, const float *qa, const db_prefetch *pf) {
+                                                          const db_prefetch *pf) {
     const int64_t ng = Dp / VG;
     vf sc[4];
-#if KVQ_INT_QK
-    if (qi) i8_scores(qi, qa, bias, kb, rs, NR, Dp, sc);
-    else
-#endif
-        db_scores(q, bias, kb, rs, NR, Dp, DT, sc);
+    db_scores(q, bias, kb, rs, NR, Dp, DT, sc);
     float pw[4][LA_VL] __attribute__((aligned(64)));
     vf alpha[4];
     if (!db_softmax(sc, vis, m, l, NR, pw, alpha)) return;
@@ -278,7 +220,7 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
  * P.V (NULL: none). */
 static inline __attribute__((always_inline)) void qblock_dp(const item_state *s, const char *kb, const char *vb,
                                                             int64_t j0, partial *pt, const int64_t Dp,
-                                                            const int64_t VG, const la_dtype DT, const bool IQ,
+                                                            const int64_t VG, const la_dtype DT,
                                                             const db_prefetch *pf) {
     const vi lane = vi_iota();
     const int64_t ng = Dp / VG;
@@ -296,42 +238,34 @@ static inline __attribute__((always_inline)) void qblock_dp(const item_state *s,
             any |= lim > 0;
         }
         if (!any) continue;
-        const float *q = s->qf + r * Dp, *bs = s->bias + r, *qa = s->qa + r;
-        const int8_t *qi = IQ ? s->qi + r * Dp : NULL;
+        const float *q = s->qf + r * Dp, *bs = s->bias + r;
         float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
-        const db_prefetch *p = r ? NULL : pf;
         switch (nr) {
-        case 1: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 1, Dp, VG, DT, qi, qa, p); break;
-        case 2: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 2, Dp, VG, DT, qi, qa, p); break;
-        case 3: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 3, Dp, VG, DT, qi, qa, p); break;
-        default: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 4, Dp, VG, DT, qi, qa, p); break;
+        case 1: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 1, Dp, VG, DT, r ? NULL : pf); break;
+        case 2: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 2, Dp, VG, DT, r ? NULL : pf); break;
+        case 3: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 3, Dp, VG, DT, r ? NULL : pf); break;
+        default: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 4, Dp, VG, DT, r ? NULL : pf); break;
         }
     }
 }
 
-/* int8 pages take the integer q.k (i8_scores) where this copy has it, the
- * CPU has VNNI and rows are whole 64-byte steps. */
-static bool int_qk(const item_state *s) { return KVQ_INT_QK && s->vnni && s->p->kv.f.bits == 8 && s->Dp % 64 == 0; }
-
 #define QB_CASE(DPV, VGV)                                                                       \
     if (Dp == DPV && vg == VGV) {                                                               \
-        if (iq) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8, true, pf);                        \
-        else if (u8) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8, false, pf);                  \
-        else qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U4, false, pf);                          \
+        if (u8) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8, pf);                              \
+        else qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U4, pf);                                 \
         return;                                                                                 \
     }
 static void qblock(const item_state *s, const char *kb, const char *vb, int64_t j0, partial *pt, const db_prefetch *pf) {
     const int64_t Dp = s->Dp, vg = s->p->kv.f.value_group;
-    const bool u8 = s->p->kv.f.bits == 8, iq = int_qk(s);
+    const bool u8 = s->p->kv.f.bits == 8;
 #if LA_VL <= 16
     QB_CASE(64, 32)
     QB_CASE(64, 16)
     QB_CASE(128, 32)
     QB_CASE(128, 16)
 #endif
-    if (iq) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8, true, pf);
-    else if (u8) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8, false, pf);
-    else qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U4, false, pf);
+    if (u8) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8, pf);
+    else qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U4, pf);
 }
 
 /* Whether full blocks of this format take qblock: rows of whole vectors
@@ -340,48 +274,6 @@ static void qblock(const item_state *s, const char *kb, const char *vb, int64_t 
 static bool qblock_fits(const la_kvq_format *f) {
     return f->D % LA_VL == 0 && f->value_group % LA_VL == 0 && f->D / f->value_group <= QB_MAXG &&
            (f->bits == 8 || f->bits == 4);
-}
-
-/* Lanes of v rounded to the nearest integer, ties to even (the same on
- * every copy: a plain product goes in, nothing to contract). */
-static inline vi vf_rint(vf v) {
-#if defined(LA_ISA_AVX512)
-    return (vi)_mm512_cvtps_epi32((__m512)v);
-#elif defined(LA_ISA_AVX2)
-    return (vi)_mm256_cvtps_epi32((__m256)v);
-#else
-    vi r;
-    for (int e = 0; e < LA_VL; e++) r[e] = (int32_t)nearbyintf(v[e]);
-    return r;
-#endif
-}
-
-typedef int8_t vq8 __attribute__((vector_size(LA_VL)));
-
-/* int8 pages: the row's scaled query with the key group's channel scales
- * folded in (qf = q * s) is rounded to int8 codes, qf_d ~ qa * qi_d with
- * qa = max_d |qf_d| / 127, once per (row, key group), and qf is replaced
- * by qa * qi: every path (integer q.k, or f32 over qf) then computes the
- * same scores up to f32 rounding, and they still depend on the token
- * positions alone. The score's error against the unrounded qf is at most
- * qa / 2 * sum_d code_d (tests/kv/test_kv_quant.c derives its tolerance
- * from it), about the size of the keys' own rounding; llama.cpp's q8_0
- * cache rounds q to int8 per 32 channels as well. The zero term (bias)
- * stays exact f32. */
-static void round_query(float *qf, int8_t *qi, float *qa, int64_t Dp) {
-    vf mx = vf_set1(0);
-    for (int64_t d = 0; d < Dp; d += LA_VL) {
-        const vf v = vf_load(qf + d);
-        mx = vf_select(v > mx, v, mx), mx = vf_select(-v > mx, -v, mx);
-    }
-    const float amax = tree_max(mx), a = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
-    *qa = a;
-    for (int64_t d = 0; d < Dp; d += LA_VL) {
-        const vi n = vf_rint(vf_load(qf + d) * vf_set1(inv));
-        const vq8 b = __builtin_convertvector(n, vq8);
-        memcpy(qi + d, &b, LA_VL);
-        vf_store(qf + d, __builtin_convertvector(n, vf) * vf_set1(a));
-    }
 }
 
 /* Quantised slots [a, b) of one key group. */
@@ -406,7 +298,6 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
             bz = vf_fma(qv, vf_load(zc + d), bz);
         }
         s->bias[r] = vf_reduce_add(bz);
-        if (f->bits == 8) round_query(o, s->qi + r * Dp, s->qa + r, Dp);
     }
     const int64_t pairs = 2 * (D / f->value_group);
     const bool fused = qblock_fits(f);
@@ -488,8 +379,8 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->items = p->num_seqs * p->Hkv * L->nchunks;
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = (size_t)(2 * L->R * L->Dp + 6 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
-                    (size_t)(L->R * L->Dp / 4) + L->merge; /* + qa, + the int8 qi */
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+                    L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     /* an int32 count of finished chunks per (sequence, K/V head), whole 64-byte lines */
     L->counts = (size_t)tg_round_up(p->num_seqs * p->Hkv, 16);
@@ -519,11 +410,6 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
     int32_t *done = (int32_t *)(pacc + L.part_rows * (size_t)Dp);
     float *threads_mem = (float *)done + L.counts;
     memset(done, 0, sizeof(int32_t) * (size_t)(p->num_seqs * p->Hkv));
-#if KVQ_INT_QK
-    const bool vnni = __builtin_cpu_supports("avx512vnni");
-#else
-    const bool vnni = false;
-#endif
 #pragma omp parallel num_threads(nthreads)
     {
         /* 8-byte members first: hi (2 R floats), then the merge list */
@@ -531,8 +417,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
-        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R, *qa = run_l + R;
-        int8_t *qi = (int8_t *)(qa + R);
+        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R;
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
@@ -554,7 +439,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
-                            .vsc = vsc, .qi = qi, .qa = qa, .vnni = vnni};
+                            .vsc = vsc};
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
             /* the running max and sum in the thread's own scratch, stored
              * once: items of R = 4 rows share cache lines of pm / pl, and
