@@ -202,14 +202,21 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
     vf alpha[4];
     if (!db_softmax(sc, vis, m, l, NR, pw, alpha)) return;
     float pwg[4 * QB_MAXG][LA_VL] __attribute__((aligned(64)));
-    float Z[4 * QB_MAXG];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) {
         const vf p = vf_load(pw[rr]);
-        for (int64_t g = 0; g < ng; g++) {
-            vf_store(pwg[rr * ng + g], p * sv[g]);
-            Z[rr * ng + g] = tree_add(p * zv[g]);
-        }
+        for (int64_t g = 0; g < ng; g++) vf_store(pwg[rr * ng + g], p * sv[g]);
+    }
+    /* the zero terms Z[rr * ng + g] = sum_e p_e z_eg, LA_VL of them per
+     * lane-sum tree (db_transpose_sum) rather than a tree each */
+    float Z[4 * QB_MAXG] __attribute__((aligned(64)));
+    const int nz = NR * (int)ng;
+    for (int i0 = 0; i0 < nz; i0 += LA_VL) {
+        vf t[LA_VL];
+#pragma GCC unroll 16
+        for (int i = 0; i < LA_VL; i++)
+            t[i] = i0 + i < nz ? vf_load(pw[(i0 + i) / ng]) * zv[(i0 + i) % ng] : vf_set1(0);
+        vf_store(Z + i0, db_transpose_sum(t));
     }
     db_pv(acc, alpha, (const float (*)[LA_VL])pwg, Z, vb, rs, NR, Dp, VG, DT, pf);
 }
