@@ -272,15 +272,17 @@ static int decode_row(la_context *ctx, const gpu_options *o, int64_t B, int64_t 
         c.v = la_tensor_contiguous(v, LA_BF16, 4, (int64_t[]){nblocks, page ? page : L, Hkv, D});
         c.q.device = c.out.device = c.k.device = c.v.device = gpu;
         c.layout = (la_kv_layout){.seqlens_k = lens, .block_table = table, .blocks_per_seq = page ? L / page : 0};
-        double med, min;
+        double med = 0, min = 0, stream_ms = 0;
         rc = time_calls(ctx, run_decode, &c, o->iters, &med, &min);
-        /* back to back: the host's per-call work then overlaps the device's */
-        const double t0 = now_s();
-        la_status s = LA_OK;
-        for (int i = 0; i < o->iters && !s; i++) s = run_decode(ctx, &c);
-        if (!s) s = la_context_synchronize(ctx);
-        const double stream_ms = (now_s() - t0) * 1e3 / o->iters, gbps = 2.0 * (double)kv * 2 / med * 1e-6;
-        if (!rc && s) rc = fail("la_attention_decode", s);
+        if (!rc) { /* back to back: the host's per-call work then overlaps the device's */
+            const double t0 = now_s();
+            la_status s = LA_OK;
+            for (int i = 0; i < o->iters && !s; i++) s = run_decode(ctx, &c);
+            if (!s) s = la_context_synchronize(ctx);
+            stream_ms = (now_s() - t0) * 1e3 / o->iters;
+            if (s) rc = fail("la_attention_decode", s);
+        }
+        const double gbps = rc ? 0 : 2.0 * (double)kv * 2 / med * 1e-6;
         if (!rc)
             printf("{\"op\":\"decode\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,"
                    "\"Hkv\":%lld,\"D\":%lld,\"page\":%lld,\"ms\":%.4f,\"min_ms\":%.4f,\"stream_ms\":%.4f,"
