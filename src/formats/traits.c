@@ -51,6 +51,7 @@ size_t la_ggml_block_bytes(la_ggml_type t) {
 }
 
 la_status la_ggml_row_bytes(la_ggml_type t, int64_t n, size_t *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_ggml_row_bytes: out is NULL");
     const la_format *f = la_format_of_ggml(t);
     if (!f) return la_fail(LA_ERR_UNSUPPORTED, "weight type %d is not supported", (int)t);
     if (n <= 0 || n % f->block_elems)

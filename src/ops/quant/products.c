@@ -7,7 +7,24 @@ static la_status check_product(la_context *ctx, la_ggml_type t, const void *W, i
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
     if (!W || !x || !y) return la_fail(LA_ERR_NULL, "W, x or y is NULL");
     if (rows <= 0) return la_fail(LA_ERR_SHAPE, "rows is %lld; must be > 0", (long long)rows);
-    return la_ggml_row_bytes(t, cols, row_bytes);
+    la_status st = la_ggml_row_bytes(t, cols, row_bytes);
+    if (st) return st;
+    /* W's bytes and y's floats must be addressable: the kernels index them with size_t */
+    size_t bytes;
+    if (!la_mul_size((size_t)rows, *row_bytes, &bytes) || !la_mul_size((size_t)rows, sizeof(float), &bytes))
+        return la_fail(LA_ERR_OVERFLOW, "W of %lld rows of %zu bytes overflows size_t", (long long)rows, *row_bytes);
+    return LA_OK;
+}
+
+/* X [n, cols] and Y [n, rows] f32: their byte counts must fit in size_t. */
+static la_status check_tokens(int64_t n, int64_t rows, int64_t cols) {
+    if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
+    size_t e;
+    if (!la_mul_size((size_t)n, (size_t)cols, &e) || !la_mul_size(e, sizeof(float), &e) ||
+        !la_mul_size((size_t)n, (size_t)rows, &e) || !la_mul_size(e, sizeof(float), &e))
+        return la_fail(LA_ERR_OVERFLOW, "n %lld tokens of %lld inputs and %lld outputs overflow size_t", (long long)n,
+                       (long long)cols, (long long)rows);
+    return LA_OK;
 }
 
 la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x) {
@@ -34,7 +51,7 @@ la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
     size_t rb;
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
-    if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
+    if ((st = check_tokens(n, rows, cols))) return st;
     if (n == 1) return la_matvec(ctx, t, W, rows, cols, X, Y);
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, true);
     return st ? st : la_succeed();
@@ -45,7 +62,7 @@ la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t 
     size_t rb;
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
-    if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
+    if ((st = check_tokens(n, rows, cols))) return st;
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, false);
     return st ? st : la_succeed();
 }
