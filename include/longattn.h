@@ -542,11 +542,11 @@ typedef struct {
 LA_API la_delta_params la_delta_params_default(void);
 
 /* out = the delta rule over whole sequences. initial_state NULL starts
- * from 0; final_state NULL does not return it. Errors: LA_ERR_NULL,
- * LA_ERR_SHAPE (sizes disagree, heads do not divide, a state of the wrong
- * shape), LA_ERR_DTYPE, LA_ERR_STRIDE, LA_ERR_OVERFLOW, LA_ERR_ARGUMENT
- * (chunk_size < 1, g given without gated or missing with it, an output
- * overlapping another argument), LA_ERR_SEQLENS (bad cu_seqlens),
+ * from 0; final_state NULL does not return it. Errors: LA_ERR_NULL (a
+ * required tensor NULL, g among them when gated), LA_ERR_SHAPE (sizes
+ * disagree, heads do not divide, a state of the wrong shape), LA_ERR_DTYPE,
+ * LA_ERR_STRIDE, LA_ERR_OVERFLOW, LA_ERR_ARGUMENT (chunk_size < 1, g given
+ * without gated, an output overlapping another argument), LA_ERR_SEQLENS (bad cu_seqlens),
  * LA_ERR_UNSUPPORTED (chunk_size > 1024, head dims > LA_MAX_HEAD_DIM, a
  * tensor not on the CPU: the delta rule has CPU kernels only). */
 LA_API la_status la_delta_rule_forward(la_context *ctx, const la_delta_params *p, const la_tensor *q,

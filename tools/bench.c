@@ -13,9 +13,12 @@
 #include "kv_cases.h"
 #include "matmul_cases.h"
 #include "cli.h"
+#include "cli_util.h"
 #include "harness.h"
 #include "longattn.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,15 +56,18 @@ typedef struct {
 
 /* ---- argument lists ---- */
 
+/* Positive integers separated by ','; -1 for anything else (an empty list
+ * or item, a value out of range, more than max items). */
 static int parse_list(const char *s, int64_t *out, int max) {
     int n = 0;
-    while (*s && n < max) {
+    if (!*s) return -1;
+    while (*s) {
         char *end;
+        errno = 0;
         long long v = strtoll(s, &end, 10);
-        if (end == s || v <= 0) return -1;
+        if (end == s || errno || v <= 0 || n == max || isspace((unsigned char)*s) || (*end && (*end != ',' || !end[1]))) return -1;
         out[n++] = v;
-        s = *end == ',' ? end + 1 : end;
-        if (*end && *end != ',') return -1;
+        s = *end ? end + 1 : end;
     }
     return n;
 }
@@ -69,18 +75,18 @@ static int parse_list(const char *s, int64_t *out, int max) {
 static int parse_dtypes(const char *s, la_dtype *out) {
     int n = 0;
     char buf[64];
-    snprintf(buf, sizeof buf, "%s", s);
+    if (!*s || snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return -1;
     for (char *tok = strtok(buf, ","); tok && n < 3; tok = strtok(NULL, ",")) {
         if (!strcmp(tok, "f32")) out[n++] = LA_F32;
         else if (!strcmp(tok, "bf16")) out[n++] = LA_BF16;
         else if (!strcmp(tok, "f16")) out[n++] = LA_F16;
         else return -1;
     }
-    return n;
+    return n ? n : -1;
 }
 
-static void usage(void) {
-    fprintf(stderr,
+static void usage(FILE *f) {
+    fprintf(f,
             "usage: longattn bench peak|attention|decode|kvquant|sparse|matmul [--json] [--quick] [--threads N] [--cold]\n"
             "       [--backend cpu|cuda]: cuda times attention (--pass fwd|bwd, --L, --H 16, --D 128, --tokens 16384,\n"
             "               --iters 20), decode and sparse on GPU 0 through the public API, as JSON lines, after a\n"
@@ -89,7 +95,6 @@ static void usage(void) {
             "               memory as long ones do (rows then carry \"caches\":\"cold\")\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
-            "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk): recall, density per selector\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
             "       kvquant:   [--L 8192,32768] decode through la_kv_cache_decode over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
@@ -106,6 +111,7 @@ static void usage(void) {
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 26, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
+            "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk): recall, density per selector\n"
             "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 and (n > 1)\n"
             "                  la_matmul (\"path\": f32, amx_bf16 or dot_bf16; LONGATTN_BF16=0 turns both bf16\n"
             "                  paths off, LONGATTN_BF16=dot AMX alone) over SmolLM2-135M's\n"
@@ -113,41 +119,79 @@ static void usage(void) {
             "                  without --quick also the 49152x576 lm head)\n");
 }
 
+/* --causal: 0 and/or 1, comma-separated; -1 for anything else. */
+static int parse_causal(const char *s, int *out) {
+    int n = 0;
+    for (;; s += 2) {
+        if ((s[0] != '0' && s[0] != '1') || (s[1] && s[1] != ',') || n == 2) return -1;
+        out[n++] = s[0] - '0';
+        if (!s[1]) return n;
+    }
+}
+
+/* --pass: fwd, bwd, decode, comma-separated. */
+static bool parse_passes(const char *s, options *o) {
+    char buf[64];
+    if (!*s || snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf || buf[strlen(buf) - 1] == ',') return false;
+    o->fwd = o->bwd = o->decode = false;
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ","))
+        if (!strcmp(tok, "fwd")) o->fwd = true;
+        else if (!strcmp(tok, "bwd")) o->bwd = true;
+        else if (!strcmp(tok, "decode")) o->decode = true;
+        else return false;
+    return true;
+}
+
+/* Usage errors print why and return -1 (exit 2); --help prints the usage on
+ * stdout and returns 1 (exit 0). */
 static int parse_options(int argc, char **argv, options *o, bool decode) {
+    static const char CMD[] = "longattn bench";
     memset(o, 0, sizeof *o);
     o->B = 1, o->H = decode ? 32 : 8, o->Hkv = 8, o->budget_s = 20;
     o->nL = 0, o->nD = 0, o->ncausal = 0, o->ndtype = 0;
     o->fwd = o->bwd = o->decode = true;
     o->decay = LA_DECAY_TOKEN, o->chunk = 64;
+    static const char *const value_options[] = {"--threads", "--backend", "--qk-file", "--L", "--D", "--B", "--H",
+                                                "--Hkv", "--budget", "--dtype", "--chunk", "--type", "--op",
+                                                "--feature", "--decay", "--causal", "--pass", NULL};
     for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
-        bool takes = true;
-        if (!strcmp(a, "--json")) o->json = true, takes = false;
-        else if (!strcmp(a, "--quick")) o->quick = true, takes = false;
-        else if (!strcmp(a, "--cold")) o->cold = true, takes = false;
-        else if (!val) return usage(), -1;
-        else if (!strcmp(a, "--threads")) o->threads = atoi(val);
+        const char *a = argv[i], *val;
+        int64_t n;
+        float f;
+        bool bad = false;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return usage(stdout), 1;
+        if (!strcmp(a, "--json")) { o->json = true; continue; }
+        if (!strcmp(a, "--quick")) { o->quick = true; continue; }
+        if (!strcmp(a, "--cold")) { o->cold = true; continue; }
+        if (!(val = cli_option_value(CMD, argc, argv, &i, value_options))) return -1;
+        if (!strcmp(a, "--threads")) {
+            if (!cli_parse_i64(CMD, a, val, 1, 4096, &n)) return -1;
+            o->threads = (int)n;
+        }
         else if (!strcmp(a, "--backend")) {} /* cpu: cmd_bench sent cuda to bench_gpu */
         else if (!strcmp(a, "--qk-file")) o->qk_file = val;
         else if (!strcmp(a, "--L")) o->nL = parse_list(val, o->L, MAX_LIST);
         else if (!strcmp(a, "--D")) o->nD = parse_list(val, o->D, MAX_LIST);
-        else if (!strcmp(a, "--B")) o->B = atoll(val);
-        else if (!strcmp(a, "--H")) o->H = atoll(val);
-        else if (!strcmp(a, "--Hkv")) o->Hkv = atoll(val);
-        else if (!strcmp(a, "--budget")) o->budget_s = atof(val);
+        else if (!strcmp(a, "--B") || !strcmp(a, "--H") || !strcmp(a, "--Hkv") || !strcmp(a, "--chunk")) {
+            if (!cli_parse_i64(CMD, a, val, 1, (int64_t)1 << 30, &n)) return -1;
+            *(!strcmp(a, "--B") ? &o->B : !strcmp(a, "--H") ? &o->H : !strcmp(a, "--Hkv") ? &o->Hkv : &o->chunk) = n;
+        }
+        else if (!strcmp(a, "--budget")) {
+            if (!cli_parse_f32(CMD, a, val, 1e-3f, 1e6f, &f)) return -1;
+            o->budget_s = f;
+        }
         else if (!strcmp(a, "--dtype")) o->ndtype = parse_dtypes(val, o->dtype);
-        else if (!strcmp(a, "--chunk")) o->chunk = atoll(val);
         else if (!strcmp(a, "--type")) {
             char buf[64];
-            snprintf(buf, sizeof buf, "%s", val);
-            o->nmm_type = 0;
-            for (char *tok = strtok(buf, ","); tok && o->nmm_type >= 0 && o->nmm_type < 4; tok = strtok(NULL, ",")) {
+            o->nmm_type = *val && snprintf(buf, sizeof buf, "%s", val) < (int)sizeof buf ? 0 : -1;
+            for (char *tok = o->nmm_type ? NULL : strtok(buf, ","); tok && o->nmm_type >= 0;
+                 tok = strtok(NULL, ",")) {
                 static const la_ggml_type ts[] = {LA_GGML_F32, LA_GGML_F16, LA_GGML_BF16, LA_GGML_Q8_0,
                                                   LA_GGML_Q4_0, LA_GGML_Q4_1, LA_GGML_Q4_K, LA_GGML_Q6_K};
                 int found = -1;
                 for (int t = 0; t < 8; t++)
                     if (!strcasecmp(tok, la_ggml_type_name(ts[t]))) found = t;
-                if (found < 0) o->nmm_type = -1;
+                if (found < 0 || o->nmm_type == 4) o->nmm_type = -1;
                 else o->mm_type[o->nmm_type++] = ts[found];
             }
         }
@@ -168,25 +212,17 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             for (int d = 0; d < 4; d++)
                 if (!strcmp(val, names[d])) o->decay = d;
         }
-        else if (!strcmp(a, "--causal")) {
-            o->ncausal = 0;
-            for (const char *s = val; *s && o->ncausal < 2; s++)
-                if (*s == '0' || *s == '1') o->causal[o->ncausal++] = *s - '0';
-                else if (*s != ',') o->ncausal = -1;
-        } else if (!strcmp(a, "--pass")) {
-            o->fwd = strstr(val, "fwd") != NULL;
-            o->bwd = strstr(val, "bwd") != NULL;
-            o->decode = strstr(val, "decode") != NULL;
-        } else {
-            fprintf(stderr, "longattn bench: unknown option %s\n", a);
-            return usage(), -1;
-        }
-        if (takes) i++;
-        if (o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->B <= 0 || o->H <= 0 || o->Hkv <= 0 ||
-            o->decay < 0 || o->chunk <= 0 || o->op < 0 || o->feature < 0 || o->nmm_type < 0) {
-            fprintf(stderr, "longattn bench: bad value for %s\n", a);
+        else if (!strcmp(a, "--causal")) o->ncausal = parse_causal(val, o->causal);
+        else if (!strcmp(a, "--pass")) bad = !parse_passes(val, o);
+        if (bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 || o->op < 0 ||
+            o->feature < 0 || o->nmm_type < 0) {
+            fprintf(stderr, "%s: bad value for %s: '%s'\n", CMD, a, val);
             return -1;
         }
+    }
+    if (o->qk_file && strcmp(argv[1], "sparse")) {
+        fprintf(stderr, "%s: --qk-file is only for bench sparse\n", CMD);
+        return -1;
     }
     if (o->threads <= 0) { /* the library's default: what a context with 0 threads gets */
         la_context *ctx;
@@ -370,7 +406,7 @@ static int bench_matmul(const options *o) {
 
 int cmd_bench(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
-        usage();
+        usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
     for (int i = 2; i + 1 < argc; i++)
@@ -383,11 +419,12 @@ int cmd_bench(int argc, char **argv) {
         }
     bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
     options o;
-    if (parse_options(argc, argv, &o, decode || kvquant)) return 2;
+    int parsed = parse_options(argc, argv, &o, decode || kvquant);
+    if (parsed) return parsed > 0 ? 0 : 2;
     if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && strcmp(argv[1], "sparse") &&
         strcmp(argv[1], "matmul") && !decode && !kvquant) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
-        usage();
+        usage(stderr);
         return 2;
     }
     /* The machine's ceilings as a first line; every row's ratio is to the

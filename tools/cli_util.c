@@ -1,5 +1,6 @@
 #include "cli_util.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,11 +27,15 @@ const char *cli_kv_type_name(la_dtype type, la_kv_quant quant) {
     return quant == LA_KV_Q8 ? "q8" : quant == LA_KV_Q4 ? "q4" : la_dtype_name(type);
 }
 
+/* strto* skip leading white space: " -1" would pass a check of text[0] and
+ * " 7" would read as 7. A number starts at its first character. */
+static bool starts_blank(const char *text) { return isspace((unsigned char)text[0]) != 0; }
+
 bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_t lo, int64_t hi, int64_t *out) {
     char *end;
     errno = 0;
     long long v = strtoll(text, &end, 10);
-    if (errno || end == text || *end || v < lo || v > hi) {
+    if (errno || end == text || *end || starts_blank(text) || v < lo || v > hi) {
         fprintf(stderr, "%s: %s expects an integer in [%" PRId64 ", %" PRId64 "], got '%s'\n", cmd, option, lo, hi,
                 text);
         return false;
@@ -43,7 +48,7 @@ bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64
     char *end;
     errno = 0;
     unsigned long long v = strtoull(text, &end, 0);
-    if (errno || end == text || *end || text[0] == '-') {
+    if (errno || end == text || *end || text[0] == '-' || starts_blank(text)) {
         fprintf(stderr, "%s: %s expects a non-negative integer, got '%s'\n", cmd, option, text);
         return false;
     }
@@ -55,7 +60,7 @@ bool cli_parse_f32(const char *cmd, const char *option, const char *text, float 
     char *end;
     errno = 0;
     float v = strtof(text, &end);
-    if (errno || end == text || *end || !(v >= lo && v <= hi)) {
+    if (errno || end == text || *end || starts_blank(text) || !(v >= lo && v <= hi)) {
         fprintf(stderr, "%s: %s expects a number in [%g, %g], got '%s'\n", cmd, option, (double)lo, (double)hi, text);
         return false;
     }
@@ -69,6 +74,13 @@ const char *cli_value(const char *cmd, int argc, char **argv, int *i) {
         return NULL;
     }
     return argv[++*i];
+}
+
+const char *cli_option_value(const char *cmd, int argc, char **argv, int *i, const char *const *known) {
+    for (const char *const *k = known; *k; k++)
+        if (!strcmp(argv[*i], *k)) return cli_value(cmd, argc, argv, i);
+    fprintf(stderr, "%s: unknown option '%s'\n", cmd, argv[*i]);
+    return NULL;
 }
 
 char *cli_read_file(const char *cmd, const char *path, size_t *len) {

@@ -23,6 +23,11 @@ const char *cli_kv_type_name(la_dtype type, la_kv_quant quant);
 /* The option's value argv[*i + 1] (advancing *i), or NULL after printing
  * "CMD: OPTION needs a value". */
 const char *cli_value(const char *cmd, int argc, char **argv, int *i);
+/* The same for a command whose options that take a value are `known`
+ * (NULL-terminated): an argument not among them is "CMD: unknown option
+ * 'ARG'" (NULL), even as the last argument, where cli_value would ask for
+ * its value. */
+const char *cli_option_value(const char *cmd, int argc, char **argv, int *i, const char *const *known);
 
 /* Read a whole file into a malloc'd NUL-terminated buffer; prints the
  * reason and returns NULL on failure. */

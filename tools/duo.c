@@ -29,7 +29,8 @@ int cmd_calibrate_duo(int argc, char **argv) {
             usage(stdout);
             return 0;
         }
-        if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
+        static const char *const value_options[] = {"-m", "-o", "--prompts", "--ctx", "--seed", "--threads", NULL};
+        if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
         if (!strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "-o")) out = v;
         else if (!strcmp(a, "--prompts")) {

@@ -43,6 +43,10 @@ static void print_scalar(la_gguf_type t, const void *p) {
 }
 
 int cmd_info(int argc, char **argv) {
+    if (argc == 2 && (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help"))) {
+        printf("usage: longattn info MODEL.gguf\n");
+        return 0;
+    }
     if (argc != 2 || argv[1][0] == '-') {
         fprintf(stderr, "usage: longattn info MODEL.gguf\n");
         return 2;

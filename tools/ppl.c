@@ -119,7 +119,10 @@ int cmd_ppl(int argc, char **argv) {
             sp.exact_decode = true;
             continue;
         }
-        if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
+        static const char *const value_options[] = {"-m", "-f", "--ctx", "--threads", "--kv-type", "--kv",
+                                                    "--sparse-heads", "--calibrate-sparse", "--calibrate-target",
+                                                    "--score-heads", "--stream-share", "--sparse", NULL};
+        if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
         if (!strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "-f")) text_path = v;
         else if (!strcmp(a, "--ctx")) {

@@ -76,7 +76,10 @@ static int parse_args(int argc, char **argv, run_options *o) {
             o->exact_decode = true;
             continue;
         }
-        if (!(v = cli_value(CMD, argc, argv, &i))) return 2;
+        static const char *const value_options[] = {"-m", "-p", "-f", "--system", "-n", "--temp", "--top-k", "--top-p",
+                                                    "--seed", "--ctx", "--threads", "--kv-type", "--kv", "--dump-qk",
+                                                    "--dump-layers", "--sparse-heads", "--sparse", NULL};
+        if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-p")) o->prompt = v;
         else if (!strcmp(a, "-f")) o->prompt_file = v;

@@ -650,8 +650,8 @@ static void check_delta_rule(void) {
     EXPECT_OK(la_delta_rule_forward(ctx, &p, &q, &k, &v, &beta, NULL, NULL, &out, NULL));
     EXPECT(la_delta_rule_forward(ctx, &p, &q, &k, &v, NULL, NULL, NULL, &out, NULL), LA_ERR_NULL);
     EXPECT(la_delta_rule_forward(ctx, &p, &q, &k, &v, &beta, &g, NULL, &out, NULL), LA_ERR_ARGUMENT);
-    p.gated = 1;
-    EXPECT(la_delta_rule_forward(ctx, &p, &q, &k, &v, &beta, NULL, NULL, &out, NULL), LA_ERR_ARGUMENT);
+    p.gated = 1; /* g required */
+    EXPECT(la_delta_rule_forward(ctx, &p, &q, &k, &v, &beta, NULL, NULL, &out, NULL), LA_ERR_NULL);
     EXPECT_OK(la_delta_rule_forward(ctx, &p, &q, &k, &v, &beta, &g, NULL, &out, NULL));
     p = la_delta_params_default(), p.chunk_size = 0;
     EXPECT(la_delta_rule_forward(ctx, &p, &q, &k, &v, &beta, NULL, NULL, &out, NULL), LA_ERR_ARGUMENT);

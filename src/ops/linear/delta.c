@@ -87,8 +87,7 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
         return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");
     if (!beta) return la_fail(LA_ERR_NULL, "beta is NULL");
     if ((s = check_like(beta, "beta", q, 0, true, LA_F32, q->dtype, m.zero))) return s;
-    /* LA_ERR_ARGUMENT, as the header documents: g's presence must agree with params->gated */
-    if (p->gated && !g) return la_fail(LA_ERR_ARGUMENT, "g is NULL; the gated delta rule needs the log decays");
+    if (p->gated && !g) return la_fail(LA_ERR_NULL, "g is NULL; the gated delta rule needs the log decays");
     if (!p->gated && g) return la_fail(LA_ERR_ARGUMENT, "g is given but params->gated is 0");
     if (g && (s = check_like(g, "g", q, 0, true, LA_F32, LA_F32, m.zero))) return s;
     P->l2norm = p->qk_l2norm != 0;

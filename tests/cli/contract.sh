@@ -1,0 +1,173 @@
+#!/bin/sh
+# The CLI as an outside tester meets it: every subcommand's --help, unknown
+# options, missing and invalid values (non-numbers, negatives, huge numbers,
+# empty strings), missing files, a non-GGUF file and truncated GGUF files
+# given as a model, --json output being JSON lines, and the exit statuses
+# (0 success, 1 a failure at run time, 2 a usage error).
+# usage: contract.sh LONGATTN MODEL.gguf SCRATCH_DIR
+# Prints each failed check and a tally; the exit status is the verdict.
+BIN=$1
+MODEL=$2
+TMP=$3
+mkdir -p "$TMP" || exit 1
+checks=0
+failed=0
+# A hang is a failure too (exit 124), not ctest's timeout for the whole script.
+LIMIT=""
+command -v timeout >/dev/null 2>&1 && LIMIT="timeout 300"
+
+fail() {
+    failed=$((failed + 1))
+    echo "FAIL: $*"
+}
+
+# expect STATUS REGEX ARGS...: longattn ARGS exits STATUS and prints (stdout
+# or stderr) a line matching REGEX (grep -E); no sanitizer report.
+expect() {
+    want=$1 regex=$2
+    shift 2
+    checks=$((checks + 1))
+    $LIMIT "$BIN" "$@" >"$TMP/out" 2>&1 </dev/null
+    got=$?
+    if [ "$got" != "$want" ]; then
+        fail "longattn $*: exit $got, want $want"
+        sed 's/^/    /' "$TMP/out" | head -5
+    elif ! grep -Eq -- "$regex" "$TMP/out"; then
+        fail "longattn $*: no line matches '$regex'"
+        sed 's/^/    /' "$TMP/out" | head -5
+    elif grep -q "Sanitizer" "$TMP/out"; then
+        fail "longattn $*: sanitizer report"
+        grep -m3 "Sanitizer" "$TMP/out"
+    fi
+}
+
+# --help: usage on stdout, exit 0
+checks=$((checks + 1))
+"$BIN" --help >"$TMP/out" 2>/dev/null && grep -q "^usage: longattn COMMAND" "$TMP/out" || fail "longattn --help"
+for cmd in bench run info ppl eval calibrate-duo; do
+    checks=$((checks + 1))
+    "$BIN" $cmd --help >"$TMP/out" 2>"$TMP/err"
+    st=$?
+    if [ $st != 0 ] || ! grep -q "^usage: longattn $cmd" "$TMP/out"; then
+        fail "longattn $cmd --help: exit $st, stdout: $(head -c 120 "$TMP/out")"
+    fi
+done
+expect 0 "usage: longattn bench" bench attention --help
+expect 2 "usage: longattn COMMAND"
+expect 2 "unknown command 'frobnicate'" frobnicate
+
+# unknown options, last or followed by a value; stray arguments
+for cmd in run ppl eval calibrate-duo; do
+    expect 2 "unknown option '--bogus'" $cmd -m "$MODEL" --bogus 3
+done
+# eval (tools/eval.c, another helper's) still says "--bogus needs a value" for
+# an unknown last option: reported, not checked here until it takes cli_option_value
+for cmd in run ppl calibrate-duo; do
+    expect 2 "unknown option '--bogus'" $cmd -m "$MODEL" --bogus
+done
+expect 2 "unknown option 'stray'" run -m "$MODEL" -p hi stray
+expect 2 "unknown option '--bogus'" bench attention --bogus
+expect 2 "unknown option '--bogus'" bench peak --json --bogus 1
+expect 2 "usage: longattn info" info
+expect 2 "usage: longattn info" info a.gguf b.gguf
+expect 2 "unknown benchmark 'bogus'" bench bogus
+
+# missing values
+expect 2 "-m needs a value" run -m
+expect 2 "--ctx needs a value" ppl -m "$MODEL" -f README.md --ctx
+expect 2 "--kv needs a value" eval -m "$MODEL" --kv
+expect 2 "--threads needs a value" bench attention --threads
+expect 2 "-o needs a value" calibrate-duo -m "$MODEL" -o
+
+# invalid values: not numbers, negative, huge, empty
+for v in abc -5 99999999999999999999 "" 1.5 0x10 " 7"; do
+    expect 2 "-n expects an integer" run -m "$MODEL" -p hi -n "$v"
+    expect 2 "--ctx expects an integer" ppl -m "$MODEL" -f README.md --ctx "$v"
+    expect 2 "--threads expects an integer" run -m "$MODEL" -p hi --threads "$v"
+    expect 2 "--threads expects an integer" bench attention --threads "$v"
+    expect 2 "--samples expects an integer" eval -m "$MODEL" --samples "$v"
+    expect 2 "--prompts expects an integer" calibrate-duo -m "$MODEL" --prompts "$v"
+    expect 2 "bad value for --L" bench attention --L "$v"
+done
+expect 2 "--temp expects a number" run -m "$MODEL" -p hi --temp x
+expect 2 "--temp expects a number" run -m "$MODEL" -p hi --temp -1
+expect 2 "--temp expects a number" run -m "$MODEL" -p hi --temp nan
+expect 2 "--top-p expects a number" run -m "$MODEL" -p hi --top-p 0
+expect 2 "--top-p expects a number" run -m "$MODEL" -p hi --top-p ""
+expect 2 "--seed expects a non-negative integer" run -m "$MODEL" -p hi --seed -1
+expect 2 "--seed expects a non-negative integer" run -m "$MODEL" -p hi --seed " -1"
+expect 2 "--temp expects a number" run -m "$MODEL" -p hi --temp " 0.5"
+expect 2 "--kv-type expects" run -m "$MODEL" -p hi --kv-type f8
+expect 2 "--kv-type expects" ppl -m "$MODEL" -f README.md --ctx 64 --kv-type ""
+expect 2 "--kv: KV policy 'bogus' is unknown" run -m "$MODEL" -p hi --kv bogus
+expect 2 "--kv: " run -m "$MODEL" -p hi --kv streaming:0
+expect 2 "--kv: " run -m "$MODEL" -p hi --kv ""
+expect 2 "--sparse: " run -m "$MODEL" -p hi --sparse topk:0
+expect 2 "--sparse: " ppl -m "$MODEL" -f README.md --ctx 64 --sparse ""
+expect 2 "the prompt is empty" run -m "$MODEL" -p ""
+expect 2 "give exactly one of -p TEXT and -f FILE" run -m "$MODEL" -p hi -f README.md
+expect 2 "--lengths: empty item" eval -m "$MODEL" --lengths ""
+expect 2 "bad value for --pass" bench attention --pass fwdx
+expect 2 "bad value for --causal" bench attention --causal 2
+expect 2 "bad value for --dtype" bench attention --dtype ""
+expect 2 "--H expects an integer" bench attention --H 0
+expect 2 "--budget expects a number" bench linear --budget x
+expect 2 "bad value for --op" bench linear --op bogus
+expect 2 "--qk-file is only for bench sparse" bench attention --qk-file x.qk
+expect 2 "--backend is cpu or cuda, got ''" bench attention --backend ""
+
+# missing files, a non-GGUF model, truncated GGUF models: exit 1 with the reason
+expect 1 "cannot open '/nonexistent.gguf'" info /nonexistent.gguf
+expect 1 "LA_ERR_IO: cannot open '/nonexistent.gguf'" run -m /nonexistent.gguf -p hi
+expect 1 "cannot open '/nonexistent.txt'" run -m "$MODEL" -f /nonexistent.txt
+expect 1 "cannot open '/nonexistent.txt'" ppl -m "$MODEL" -f /nonexistent.txt --ctx 64
+expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf
+expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf
+expect 1 "not a GGUF file" info README.md
+expect 1 "LA_ERR_FORMAT: not a GGUF file" run -m README.md -p hi
+expect 1 "LA_ERR_FORMAT: not a GGUF file" ppl -m README.md -f README.md --ctx 64
+expect 1 "LA_ERR_FORMAT: not a GGUF file" calibrate-duo -m README.md
+expect 1 "is not a longattn-qk 1 file" bench sparse --qk-file README.md
+expect 1 "--sparse-heads: LA_ERR_IO" run -m "$MODEL" -p hi --sparse topk:0.9 --sparse-heads /nonexistent.txt
+: >"$TMP/empty.gguf"
+expect 1 "empty" info "$TMP/empty.gguf"
+for n in 4 16 1000 100000 20000000; do
+    head -c $n "$MODEL" >"$TMP/cut.gguf"
+    expect 1 "." info "$TMP/cut.gguf"
+    expect 1 "LA_ERR_FORMAT" run -m "$TMP/cut.gguf" -p hi -n 1
+done
+expect 1 "cannot memory-map|LA_ERR_IO" run -m "$TMP" -p hi
+
+# documented successes
+expect 0 "GGUF v3, [0-9]+ metadata keys, [0-9]+ tensors" info "$MODEL"
+expect 0 "tokens/s" run -m "$MODEL" -p "The capital of France is" -n 2 --temp 0 --ctx 64 --threads 2
+expect 0 "tokens/s" run -m "$MODEL" -p hi -n 0 --temp 0 --ctx 64 --threads 2
+
+# --json: every stdout line is one JSON object (python3 when present)
+checks=$((checks + 1))
+"$BIN" bench attention --quick --json --L 256 --D 64 --H 2 --Hkv 1 --pass fwd --causal 1 --threads 2 \
+    >"$TMP/json" 2>"$TMP/err"
+st=$?
+if [ $st != 0 ]; then
+    fail "bench attention --json: exit $st"
+    head -3 "$TMP/err"
+elif command -v python3 >/dev/null 2>&1; then
+    python3 - "$TMP/json" <<'EOF' || fail "bench attention --json: a line is not a JSON object"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert len(lines) >= 2, "no rows"
+for line in lines:
+    obj = json.loads(line)
+    assert isinstance(obj, dict), line
+assert json.loads(lines[0])["op"] == "peak"
+assert any(json.loads(l).get("op") == "attention" and "ms" in json.loads(l) for l in lines), "no timed row"
+EOF
+else
+    echo "python3 not found: the JSON check is skipped"
+fi
+# a row that fails: a JSON row with "error", exit 1
+expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 7 --H 1 --Hkv 1 --pass fwd \
+    --threads 2
+
+echo "cli contract: $checks checks, $failed failed"
+[ $failed = 0 ]
