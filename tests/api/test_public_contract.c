@@ -1412,6 +1412,61 @@ static void check_gguf_accessors(void) {
     la_gguf_close(g);
 }
 
+/* ------------------------------------- overflowing sizes, every family */
+
+/* Views of 2^80 elements at fake addresses: each call must refuse them as
+ * overflowing (or as shapes it cannot take) before it reads a byte. */
+static void check_overflow_everywhere(void) {
+    la_context *ctx;
+    la_context_create(&ctx, 1);
+    const int64_t G = (int64_t)1 << 40;
+    char *fake = FAKE_PTR;
+    la_attention_params p = la_attention_params_default();
+    la_status st;
+#define REFUSED(call)                                                                                          \
+    do {                                                                                                       \
+        st = (call);                                                                                           \
+        contract_checks++;                                                                                     \
+        if (!(st == LA_ERR_OVERFLOW || st == LA_ERR_SHAPE) || !la_last_error()[0]) {                           \
+            contract_failures++;                                                                               \
+            fprintf(stderr, "FAIL line %d: %s on overflowing sizes gave %s\n", __LINE__, #call, la_status_name(st)); \
+        }                                                                                                      \
+    } while (0)
+    la_tensor q = t4(fake, G, G, 1, 8), k = t4(fake + 64, G, 4, 1, 8), out = t4(fake + 128, G, G, 1, 8);
+    la_tensor lse = t3(fake + 192, G, G, 1);
+    REFUSED(la_attention_decode(ctx, &p, &q, &k, &k, NULL, &out, &lse));
+    REFUSED(la_attention_backward(ctx, &p, &q, &k, &k, &out, &out, &lse, &out, &k, &k));
+    la_tensor parts[1] = {out}, lparts[1] = {lse};
+    REFUSED(la_attention_merge(ctx, 1, parts, lparts, &out, &lse));
+    la_tensor kn = t4(fake, G, G, 1, 8), kc = t4(fake + 4096, G, G, 1, 8);
+    int32_t seqlens[1] = {0};
+    la_kv_layout lay = {.seqlens_k = seqlens};
+    REFUSED(la_attention_kv_append(ctx, &lay, &kn, &kn, &kc, &kc));
+    la_block_index idx = {0};
+    la_sparse_static so = la_sparse_static_default();
+    REFUSED(la_sparse_select_static(&so, &p, &q, &k, &idx));
+    la_delta_params dp = la_delta_params_default();
+    la_tensor beta = t3(fake, G, G, 1);
+    REFUSED(la_delta_rule_forward(ctx, &dp, &q, &q, &q, &beta, NULL, NULL, &out, NULL));
+    la_ssm_params sp = la_ssm_params_default();
+    la_tensor u = t3(fake, G, G, 8), A = t2(fake, 8, 4), Bm = t3(fake, G, G, 4);
+    la_ssm_inputs in = {.u = &u, .delta = &u, .A = &A, .B = &Bm, .C = &Bm};
+    la_tensor so3 = t3(fake + 4096, G, G, 8);
+    REFUSED(la_selective_scan_forward(ctx, &sp, &in, NULL, &so3, NULL));
+    la_conv1d_params cp = la_conv1d_params_default();
+    la_tensor w = t2(fake, 8, 4);
+    REFUSED(la_causal_conv1d_forward(ctx, &cp, &u, &w, NULL, NULL, &so3, NULL));
+    la_aaren_params ap = la_aaren_params_default();
+    la_tensor aq = t2(fake, 1, 8);
+    REFUSED(la_aaren_forward(ctx, &ap, &aq, &q, &q, NULL, &out, NULL));
+    la_titans_params tp = la_titans_params_default();
+    REFUSED(la_titans_forward(ctx, &tp, &q, &q, &q, &beta, &beta, &beta, NULL, NULL, &out, NULL, NULL));
+    la_linear_params lp = la_linear_params_default();
+    REFUSED(la_linear_attention_decode(ctx, &lp, &so3, &so3, &so3, NULL, &out, &so3));
+#undef REFUSED
+    la_context_destroy(ctx);
+}
+
 int main(void) {
     check_base();
     check_device_memory();
@@ -1428,6 +1483,7 @@ int main(void) {
     check_formats();
     check_workspace_and_gradients();
     check_gguf_accessors();
+    check_overflow_everywhere();
     contract_free_all();
     return contract_exit("test_public_contract");
 }
