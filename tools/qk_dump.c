@@ -11,6 +11,10 @@
 bool qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layers) {
     memset(d, 0, sizeof *d);
     d->dir = dir;
+    if (!*layers) {
+        fprintf(stderr, "%s: --dump-layers is empty\n", cmd);
+        return false;
+    }
     if (!strcmp(layers, "all")) {
         for (int i = 0; i < QK_DUMP_MAX_LAYERS; i++) d->want[i] = true;
     } else {
@@ -18,7 +22,8 @@ bool qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *laye
         while (*p) {
             char *end;
             long v = strtol(p, &end, 10);
-            if (end == p || v < 0 || v >= QK_DUMP_MAX_LAYERS || (*end && *end != ',')) {
+            if (end == p || v < 0 || v >= QK_DUMP_MAX_LAYERS || (*end && (*end != ',' || !end[1])) || *p == ' ' ||
+                *p == '+') {
                 fprintf(stderr, "%s: --dump-layers expects 'all' or layer numbers in [0, %d) separated by commas\n",
                         cmd, QK_DUMP_MAX_LAYERS);
                 return false;

@@ -260,6 +260,13 @@ int cmd_run(int argc, char **argv) {
             rc = 2;
             goto done;
         }
+        for (int64_t l = cfg->n_layer; o.dump_layers && strcmp(o.dump_layers, "all") && l < QK_DUMP_MAX_LAYERS; l++)
+            if (dump.want[l]) { /* a layer the model does not have would be silently missing from DIR */
+                fprintf(stderr, "%s: --dump-layers: layer %lld is past the model's %lld layers\n", CMD, (long long)l,
+                        (long long)cfg->n_layer);
+                rc = 2;
+                goto done;
+            }
         sp.on_attention = qk_dump_observe, sp.on_attention_user = &dump;
     }
     if ((st = la_session_new_with(m, ctx, &sp, &s))) {

@@ -105,6 +105,11 @@ expect 2 "--kv: " run -m "$MODEL" -p hi --kv ""
 expect 2 "--sparse: " run -m "$MODEL" -p hi --sparse topk:0
 expect 2 "--sparse: " ppl -m "$MODEL" -f README.md --ctx 64 --sparse ""
 expect 2 "the prompt is empty" run -m "$MODEL" -p ""
+expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL" -p hi -n 1 --ctx 64 \
+    --dump-qk "$TMP/qk" --dump-layers 99
+for v in "" "1," "1,,2" " 1" -1 abc; do
+    expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
+done
 expect 2 "give exactly one of -p TEXT and -f FILE" run -m "$MODEL" -p hi -f README.md
 expect 2 "--lengths: empty item" eval -m "$MODEL" --lengths ""
 expect 2 "bad value for --pass" bench attention --pass fwdx
