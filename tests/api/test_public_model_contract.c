@@ -105,6 +105,8 @@ static void check_session(la_model *m, la_context *ctx) {
     EXPECT(la_session_eval(NULL, toks, 1, logits, false), LA_ERR_NULL);
     st = la_session_eval(s, NULL, 1, logits, false);
     CHECK(st == LA_ERR_NULL && la_last_error()[0]);
+    st = la_session_eval(s, toks, 0, logits, false); /* no token */
+    CHECK(st != LA_OK && la_last_error()[0]);
     st = la_session_eval(s, toks, -1, logits, false);
     CHECK(st != LA_OK && la_last_error()[0]);
     int32_t bad[2] = {1, (int32_t)cfg->n_vocab};
@@ -175,6 +177,8 @@ static void check_session(la_model *m, la_context *ctx) {
     EXPECT(la_generate(m, s, smp, toks, 0, &gp, &stats), LA_ERR_ARGUMENT); /* empty prompt */
     EXPECT(la_generate(m, s, smp, NULL, 2, &gp, &stats), LA_ERR_NULL);
     EXPECT(la_generate(m, NULL, smp, toks, 2, &gp, &stats), LA_ERR_NULL);
+    EXPECT(la_generate(m, s, NULL, toks, 2, &gp, &stats), LA_ERR_NULL);
+    EXPECT(la_generate(m, s, smp, toks, 2, NULL, &stats), LA_ERR_NULL);
     gp.max_ctx = 0;
     EXPECT(la_generate(m, s, smp, toks, 2, &gp, &stats), LA_ERR_ARGUMENT); /* max_ctx must be set */
     gp.max_ctx = 32;

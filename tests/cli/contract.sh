@@ -149,27 +149,27 @@ expect 0 "tokens/s" run -m "$MODEL" -p "The capital of France is" -n 2 --temp 0 
 expect 0 "tokens/s" run -m "$MODEL" -p hi -n 0 --temp 0 --ctx 64 --threads 2
 
 # --json: every stdout line is one JSON object (python3 when present)
-checks=$((checks + 1))
-"$BIN" bench attention --quick --json --L 256 --D 64 --H 2 --Hkv 1 --pass fwd --causal 1 --threads 2 \
-    >"$TMP/json" 2>"$TMP/err"
-st=$?
-if [ $st != 0 ]; then
-    fail "bench attention --json: exit $st"
-    head -3 "$TMP/err"
-elif command -v python3 >/dev/null 2>&1; then
-    python3 - "$TMP/json" <<'EOF' || fail "bench attention --json: a line is not a JSON object"
+json_lines() { # NAME FILE MUST_MATCH: the file's lines parse, one holds MUST_MATCH
+    checks=$((checks + 1))
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$2" "$3" <<'EOF' || fail "$1 --json: a line is not a JSON object, or no row"
 import json, sys
 lines = open(sys.argv[1]).read().splitlines()
-assert len(lines) >= 2, "no rows"
-for line in lines:
-    obj = json.loads(line)
-    assert isinstance(obj, dict), line
-assert json.loads(lines[0])["op"] == "peak"
-assert any(json.loads(l).get("op") == "attention" and "ms" in json.loads(l) for l in lines), "no timed row"
+assert lines, "no rows"
+rows = [json.loads(line) for line in lines]
+assert all(isinstance(r, dict) for r in rows)
+assert any(sys.argv[2] in line for line in lines), "no " + sys.argv[2]
 EOF
-else
-    echo "python3 not found: the JSON check is skipped"
-fi
+    else
+        echo "python3 not found: the JSON check of $1 is skipped"
+    fi
+}
+$LIMIT "$BIN" bench attention --quick --json --L 256 --D 64 --H 2 --Hkv 1 --pass fwd --causal 1 --threads 2 \
+    >"$TMP/json" 2>"$TMP/err" || fail "bench attention --json: exit $?"
+json_lines "bench attention" "$TMP/json" '"op":"attention"'
+$LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full --json --no-heatmap --threads 2 \
+    >"$TMP/json" 2>"$TMP/err" || fail "eval --json: exit $?"
+json_lines "eval" "$TMP/json" '"summary":true'
 # a row that fails: a JSON row with "error", exit 1
 expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 7 --H 1 --Hkv 1 --pass fwd \
     --threads 2
