@@ -167,6 +167,12 @@ EOF
 $LIMIT "$BIN" bench attention --quick --json --L 256 --D 64 --H 2 --Hkv 1 --pass fwd --causal 1 --threads 2 \
     >"$TMP/json" 2>"$TMP/err" || fail "bench attention --json: exit $?"
 json_lines "bench attention" "$TMP/json" '"op":"attention"'
+$LIMIT "$BIN" bench linear --quick --json --L 512 --H 1 --D 64 --pass fwd,decode --threads 2 \
+    >"$TMP/json" 2>"$TMP/err" || fail "bench linear --json: exit $?"
+json_lines "bench linear" "$TMP/json" '"mixer":'
+$LIMIT "$BIN" bench decode --quick --json --L 1024 --threads 2 >"$TMP/json" 2>"$TMP/err" ||
+    fail "bench decode --json: exit $?"
+json_lines "bench decode" "$TMP/json" '"op":"decode"'
 $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full --json --no-heatmap --threads 2 \
     >"$TMP/json" 2>"$TMP/err" || fail "eval --json: exit $?"
 json_lines "eval" "$TMP/json" '"summary":true'
