@@ -8,6 +8,7 @@
 #include "longattn_model.h"
 
 #include <math.h>
+#include <unistd.h>
 
 static const char MODEL_PATH[] = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
@@ -43,8 +44,9 @@ static void check_load(void) {
     EXPECT(la_model_load(".", &m), LA_ERR_IO); /* a directory */
     static const size_t cuts[] = {0, 3, 8, 24, 1000, 100000, 20000000};
     for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
-        char path[64];
-        snprintf(path, sizeof path, "contract-truncated-%zu.gguf", i);
+        char path[512]; /* in TMPDIR, not the source tree the tests run in; the pid keeps two runs apart */
+        const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        snprintf(path, sizeof path, "%s/longattn-contract-%ld-%zu.gguf", dir, (long)getpid(), i);
         if (!truncated_copy(cuts[i], path)) {
             CHECK(!"cannot write a truncated copy of the model");
             continue;
