@@ -273,6 +273,15 @@ static void option_cases(uint64_t *rng) {
     c = base, c.name = "everything, strided";
     c.strided = true, c.p.causal = 1, c.p.window_left = 50, c.p.sinks = 2, c.p.softcap = 8, c.alibi = true;
     run_case(rng, &c);
+    /* scale 2: scores spread over tens of log2 units, so a row's max rises
+     * past the Hopper kernel's slack (8) after its first tile as well as
+     * within it: both branches of the running max, O, l and lse */
+    c = base, c.name = "scale 2, Lk 1000";
+    c.p.scale = 2.0f, c.Lk = 1000;
+    run_case(rng, &c);
+    c = base, c.name = "scale 2 causal, Lq<Lk";
+    c.p.scale = 2.0f, c.p.causal = 1, c.Lq = 130, c.Lk = 1000;
+    run_case(rng, &c);
     c = base, c.name = "no lse";
     c.want_lse = false, c.p.causal = 1;
     run_case(rng, &c);

@@ -67,7 +67,7 @@ template <int DP, bool F16, int STAGES, bool PIPE>
 __global__ void __launch_bounds__(384, 1)
     attn_fwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
                        const __grid_constant__ CUtensorMap mv, const la_cuda_fwd_args a, int heads_per_chunk,
-                       int staged) {
+                       int staged, float m_slack) {
 #if LA_WGMMA
     using T = ws_tiles<DP, STAGES>;
     constexpr int BM = T::BM, BN = T::BN, CONSUMERS = T::CONSUMERS;
@@ -121,7 +121,8 @@ __global__ void __launch_bounds__(384, 1)
             if (row[r] < lq) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
             else lo[r] = hi[r] = 0;
         }
-        const fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+        fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
+        sc.m_slack = m_slack;
         float o[DP / 8][4];
         float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
 #pragma unroll
@@ -167,7 +168,7 @@ __global__ void __launch_bounds__(384, 1)
                     const uint32_t nphase = stage == STAGES - 1 ? phase ^ 1 : phase;
                     mbar_wait(bar_k + 8 * nstage, nphase);
                     mbar_wait(bar_v + 8 * stage, phase);
-                    if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+                    if (!sc.sigmoid) fwd_rescale_o_moved<DP>(o, alpha);
                     named_bar_sync(my_turn, CONSUMERS);
                     wgmma_fence(); /* after the last register writes wgmma touches (S, P, the rescaled O) */
                     fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + nstage * T::KV_BYTES);
@@ -191,7 +192,7 @@ __global__ void __launch_bounds__(384, 1)
                     nt = next_tile(BN, t, sinks, lo_first, hi_last);
                 }
                 mbar_wait(bar_v + 8 * stage, phase);
-                if (!sc.sigmoid) fwd_rescale_o<DP>(o, alpha);
+                if (!sc.sigmoid) fwd_rescale_o_moved<DP>(o, alpha);
                 named_bar_sync(my_turn, CONSUMERS);
                 wgmma_fence();
                 fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
@@ -238,6 +239,19 @@ __global__ void __launch_bounds__(384, 1)
 
 /* ---------------------------------------------------------------- host side */
 
+/* The running max's slack (fwd_score_ctx.m_slack) in log2 units: 8, so
+ * the bf16 / f16 weights stay at or below 256; LA_CUDA_FORWARD_SLACK=<x>
+ * sets it (0: the max moves on every rise, as before). */
+static float ws_m_slack() {
+    static float slack = -1;
+    if (slack < 0) {
+        const char *e = getenv("LA_CUDA_FORWARD_SLACK");
+        slack = e && *e ? (float)atof(e) : 8.0f;
+        if (!(slack >= 0 && slack <= 8)) slack = 8.0f; /* more would let f16 weights overflow sooner */
+    }
+    return slack;
+}
+
 template <int DP, bool F16, int STAGES, bool PIPE>
 static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, const CUtensorMap *mk,
                              const CUtensorMap *mv, cudaStream_t stream) {
@@ -247,7 +261,7 @@ static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, c
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
     attn_fwd_ws_kernel<DP, F16, STAGES, PIPE><<<grid, T::THREADS, T::SMEM, stream>>>(
-        *mq, *mk, *mv, *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), fwd_store_staged(a));
+        *mq, *mk, *mv, *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), fwd_store_staged(a), ws_m_slack());
     return cudaGetLastError();
 }
 
