@@ -340,6 +340,19 @@ static void split_cases(uint64_t *rng) {
 
 /* ---- bad inputs: each gives its status and leaves out untouched ---- */
 
+/* More work items (query tile, head, sequence) than the H200's 132 SMs, so
+ * a persistent grid's blocks take several each (the Q, K / V ring and turn
+ * barriers carried from item to item), with uneven items (causal, Lq < Lk). */
+static void persist_cases(uint64_t *rng) {
+    cu_case c = {.name = "272 items: B 2 L 2100 H 8 gqa4 D 128", .B = 2, .Lq = 2100, .Lk = 2100, .H = 8, .Hkv = 2,
+                 .D = 128, .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .p = P()};
+    run_case(rng, &c);
+    c = (cu_case){.name = "288 items: Lq 1500 Lk 1700 H 24 gqa3 D 64 causal f16", .B = 1, .Lq = 1500, .Lk = 1700,
+                  .H = 24, .Hkv = 8, .D = 64, .dt = LA_F16, .out_dt = LA_F16, .want_lse = true, .p = P()};
+    c.p.causal = 1;
+    run_case(rng, &c);
+}
+
 static void bad_inputs(uint64_t *rng) {
     enum { B = 1, L = 16, H = 4, HKV = 2, D = 64 };
     buf q = tu_buf_new(LA_BF16, 4, (int64_t[]){B, L, H, D}, false, false);
@@ -405,6 +418,7 @@ int main(void) {
         option_cases(&rng);
         varlen_cases(&rng);
         split_cases(&rng);
+        if (!quick) persist_cases(&rng);
         return tu_finish();
     }
     bad_inputs(&rng);
@@ -441,6 +455,13 @@ int main(void) {
     option_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
+    /* the same in a persistent grid (one block per SM taking items in turn) */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-persist", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    split_cases(&rng);
+    persist_cases(&rng);
     /* the persistent grid's key split (its default on such shapes), and
      * without it */
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);
