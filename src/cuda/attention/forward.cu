@@ -175,7 +175,7 @@ static bool sm90_persist_default(const la_cuda_fwd_args *a) {
  * mask, no window: a static walk of the items balances; for causal masks the
  * earlier persistent kernel's static order measured up to 1.5x slower) of
  * at most 1024 query rows, where it measured faster (H200, bf16, H 16,
- * D 128, 16 x 1K: 1.05x ws-pipe); from 4K it measured 2-6% slower
+ * D 128, 16 x 1K: 1.02-1.05x ws-pipe); from 4K it measured 2-10% slower
  * (2026-12-03, thirteenth session). */
 static bool ws_persist_default(const la_cuda_fwd_args *a) {
     return !a->rule.causal && a->rule.window_left < 0 && a->rule.window_right < 0 && a->Lq <= 1024;

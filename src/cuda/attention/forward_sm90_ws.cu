@@ -28,7 +28,8 @@
  * The softmax's running max moves only when a tile's max passes it by more
  * than m_slack = 8 (log2 units; LA_CUDA_FORWARD_SLACK), so most tiles leave
  * O unscaled and the rescale is skipped warp-wide (fwd_rescale_o_moved):
- * 1.02-1.05x from 4K (H200, 2026-12-03, thirteenth session).
+ * 1.03-1.06x at 16K / 64K, -1 to -2% at 1K-2K causal (H200, 2026-12-03,
+ * thirteenth session).
  *
  * Warpgroups 0 and 1 consume (threads 0-255, so the store and the turn
  * barriers are the serial kernel's), warpgroup 2 produces; setmaxnreg moves
