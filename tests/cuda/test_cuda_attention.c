@@ -273,6 +273,15 @@ static void option_cases(uint64_t *rng) {
     c = base, c.name = "everything, strided";
     c.strided = true, c.p.causal = 1, c.p.window_left = 50, c.p.sinks = 2, c.p.softcap = 8, c.alibi = true;
     run_case(rng, &c);
+    /* scale 2: scores spread over tens of log2 units, so a row's max rises
+     * past the Hopper kernel's slack (8) after its first tile as well as
+     * within it: both branches of the running max, O, l and lse */
+    c = base, c.name = "scale 2, Lk 1000";
+    c.p.scale = 2.0f, c.Lk = 1000;
+    run_case(rng, &c);
+    c = base, c.name = "scale 2 causal, Lq<Lk";
+    c.p.scale = 2.0f, c.p.causal = 1, c.Lq = 130, c.Lk = 1000;
+    run_case(rng, &c);
     c = base, c.name = "no lse";
     c.want_lse = false, c.p.causal = 1;
     run_case(rng, &c);
@@ -330,6 +339,19 @@ static void split_cases(uint64_t *rng) {
 }
 
 /* ---- bad inputs: each gives its status and leaves out untouched ---- */
+
+/* More work items (query tile, head, sequence) than the H200's 132 SMs, so
+ * a persistent grid's blocks take several each (the Q, K / V ring and turn
+ * barriers carried from item to item), with uneven items (causal, Lq < Lk). */
+static void persist_cases(uint64_t *rng) {
+    cu_case c = {.name = "272 items: B 2 L 2100 H 8 gqa4 D 128", .B = 2, .Lq = 2100, .Lk = 2100, .H = 8, .Hkv = 2,
+                 .D = 128, .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .p = P()};
+    run_case(rng, &c);
+    c = (cu_case){.name = "288 items: Lq 1500 Lk 1700 H 24 gqa3 D 64 causal f16", .B = 1, .Lq = 1500, .Lk = 1700,
+                  .H = 24, .Hkv = 8, .D = 64, .dt = LA_F16, .out_dt = LA_F16, .want_lse = true, .p = P()};
+    c.p.causal = 1;
+    run_case(rng, &c);
+}
 
 static void bad_inputs(uint64_t *rng) {
     enum { B = 1, L = 16, H = 4, HKV = 2, D = 64 };
@@ -396,6 +418,7 @@ int main(void) {
         option_cases(&rng);
         varlen_cases(&rng);
         split_cases(&rng);
+        if (!quick) persist_cases(&rng);
         return tu_finish();
     }
     bad_inputs(&rng);
@@ -432,6 +455,13 @@ int main(void) {
     option_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
+    /* the same in a persistent grid (one block per SM taking items in turn) */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-persist", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    split_cases(&rng);
+    persist_cases(&rng);
     /* the persistent grid's key split (its default on such shapes), and
      * without it */
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-persist", 1);

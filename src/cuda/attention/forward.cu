@@ -146,7 +146,8 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * loads the next work item during this one's store; =wgmma-ws the
  * warp-specialised kernel (a producer warp, TMA loads; forward_sm90_ws.cu),
  * =wgmma-ws-pipe (the default) the same with the next S overlapped with
- * this tile's softmax (tests and benchmarks compare them). */
+ * this tile's softmax, =wgmma-ws-persist that in a persistent grid (tests
+ * and benchmarks compare them). */
 #define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
@@ -170,6 +171,16 @@ static bool sm90_persist_default(const la_cuda_fwd_args *a) {
     return even && (a->Lq >= 4096 || (a->split_ws && la_cuda_attention_forward_workspace(&a->rule, a->cu_q != NULL, a->D, 1)));
 }
 
+/* The ws kernel in a persistent grid by default for even work (no causal
+ * mask, no window: a static walk of the items balances; for causal masks the
+ * earlier persistent kernel's static order measured up to 1.5x slower) of
+ * at most 1024 query rows, where it measured faster (H200, bf16, H 16,
+ * D 128, 16 x 1K: 1.02-1.05x ws-pipe); from 4K it measured 2-10% slower
+ * (2026-12-03, thirteenth session). */
+static bool ws_persist_default(const la_cuda_fwd_args *a) {
+    return !a->rule.causal && a->rule.window_left < 0 && a->rule.window_right < 0 && a->Lq <= 1024;
+}
+
 extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a, void *stream) {
     if (a->D > LA_CUDA_MAX_HEAD_DIM || a->D % 8)
         return la_fail(LA_ERR_UNSUPPORTED, "head_dim %lld: the CUDA forward takes multiples of 8 up to %d",
@@ -184,10 +195,13 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
                      : pick && !strcmp(pick, "wgmma-pipe")    ? 1
                      : pick && !strcmp(pick, "wgmma-persist") ? 2
                      : pick && !strcmp(pick, "wgmma-ws")      ? 3
-                                                              : 4;
+                     : pick && !strcmp(pick, "wgmma-ws-persist") ? 5
+                     : pick && !strcmp(pick, "wgmma-ws-pipe")    ? 4
+                     : ws_persist_default(a)                     ? 5
+                                                                 : 4;
     cudaError_t e = cudaSuccess;
     if (!use_wgmma(a)) e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
-    else if (pipe < 3 || !la_cuda_attention_forward_ws(a, pipe == 4, stream, &e))
+    else if (pipe < 3 || !la_cuda_attention_forward_ws(a, pipe - 3, stream, &e))
         e = la_cuda_attention_forward_sm90(a, pipe < 3 ? pipe : sm90_persist_default(a) ? 2 : SM90_PIPE_DEFAULT, stream);
     if (e != cudaSuccess)
         return la_fail(LA_ERR_DEVICE, "CUDA attention forward launch failed: %s (%s)", cudaGetErrorName(e),

@@ -20,6 +20,10 @@ typedef struct {
     bool sigmoid;     /* sigmoid scores: no running max or sum */
     bool fast;        /* plain softmax with a positive scale: the max is taken on raw
                        * products and the scale folds into one FMA before exp2 */
+    float m_slack;    /* fast path: the running max (log2 units) moves only when a tile's max
+                       * passes it by more than this, so most tiles leave O unscaled (alpha 1);
+                       * exact, since O, l and lse use the same max; the weights then reach
+                       * 2^m_slack at most (0: the max always moves, as before) */
 } fwd_score_ctx;
 
 /* 2^x in one MUFU.EX2 (exp2f without fast math adds a denormal fix-up
@@ -39,6 +43,7 @@ static __device__ __forceinline__ fwd_score_ctx fwd_score_ctx_make(const la_scor
     c.plain = rule.softcap <= 0 && c.slope == 0;
     c.sigmoid = rule.score == LA_SCORE_SIGMOID;
     c.fast = c.plain && !c.sigmoid && rule.scale > 0;
+    c.m_slack = 0;
     return c;
 }
 
@@ -75,25 +80,30 @@ static __device__ __forceinline__ void fwd_tile_softmax(const fwd_score_ctx &c, 
                             s[n][2 * r + e] = -INFINITY;
                     }
             }
-            float mx = -INFINITY;
+            /* max and sum over four independent chains: one chain of
+             * BN / 8 dependent FMNMX (then FADD) set the row's latency */
+            float mx4[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
 #pragma unroll
-            for (int n = 0; n < BN / 8; n++) mx = fmaxf(mx, fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            for (int n = 0; n < BN / 8; n++) mx4[n % 4] = fmaxf(mx4[n % 4], fmaxf(s[n][2 * r], s[n][2 * r + 1]));
+            float mx = fmaxf(fmaxf(mx4[0], mx4[1]), fmaxf(mx4[2], mx4[3]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float m_new = fmaxf(m_run[r], mx * c.scale_log2);
+            const float mx_s = mx * c.scale_log2;
+            const bool grow = mx_s > m_run[r] + c.m_slack; /* false for -inf, -inf */
+            const float m_new = grow ? mx_s : m_run[r];
             const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-            alpha[r] = fwd_exp2(m_run[r] - m_use);
+            alpha[r] = grow ? fwd_exp2(m_run[r] - m_use) : 1.0f;
             m_run[r] = m_new;
-            float sum = 0;
+            float sum4[4] = {0, 0, 0, 0};
 #pragma unroll
             for (int n = 0; n < BN / 8; n++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     const float p = fwd_exp2(fmaf(s[n][2 * r + e], c.scale_log2, -m_use));
                     s[n][2 * r + e] = p;
-                    sum += p;
+                    sum4[n % 4] += p;
                 }
-            l_run[r] = l_run[r] * alpha[r] + sum;
+            l_run[r] = l_run[r] * alpha[r] + ((sum4[0] + sum4[1]) + (sum4[2] + sum4[3]));
             continue;
         }
         if (c.plain) {
@@ -162,6 +172,14 @@ template <int DP>
 static __device__ __forceinline__ void fwd_rescale_o(float (&o)[DP / 8][4], const float (&alpha)[2]) {
 #pragma unroll
     for (int d = 0; d < DP / 8; d++) o[d][0] *= alpha[0], o[d][1] *= alpha[0], o[d][2] *= alpha[1], o[d][3] *= alpha[1];
+}
+
+/* The same, skipped where no row of the warp moved its max (decided
+ * warp-wide, so no divergence; the whole warp must call it), which the
+ * max's slack (m_slack) makes the common case. */
+template <int DP>
+static __device__ __forceinline__ void fwd_rescale_o_moved(float (&o)[DP / 8][4], const float (&alpha)[2]) {
+    if (__any_sync(0xffffffffu, alpha[0] != 1.0f || alpha[1] != 1.0f)) fwd_rescale_o<DP>(o, alpha);
 }
 
 /* The score step with O rescaled at once (the kernels that do not overlap
