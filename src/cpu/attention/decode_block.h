@@ -158,12 +158,15 @@ static inline __attribute__((always_inline)) void db_scores(const float *q, cons
 #pragma GCC unroll 16
         for (int i = 0; i < LA_VL; i++) part[i] = vf_set1(0);
         const char *k0 = kb + (size_t)(j * DB_KS) * kstride;
+        /* the whole K rows of the sub-block's keys in the block ahead: a
+         * fixed count of lines (spread by channel inside the d loop below,
+         * the bounds were computed at run time on every step) */
+#pragma GCC unroll 4
+        for (int e = 0; e < DB_KS; e++) db_prefetch_span(ahead.k, ahead.stride, j * DB_KS + e, 0, Dp, DT);
         for (int64_t d = 0; d < Dp; d += LA_VL) {
             vf kv[DB_KS];
 #pragma GCC unroll 4
             for (int e = 0; e < DB_KS; e++) kv[e] = db_load(k0 + (size_t)e * kstride, d, DT);
-#pragma GCC unroll 4
-            for (int e = 0; e < DB_KS; e++) db_prefetch_span(ahead.k, ahead.stride, j * DB_KS + e, d, d + LA_VL, DT);
 #pragma GCC unroll 4
             for (int rr = 0; rr < NR; rr++) {
                 const vf qv = vf_load(q + rr * Dp + d);
@@ -223,6 +226,14 @@ static inline __attribute__((always_inline)) void db_pv(float *acc, const vf *al
                                                         const db_prefetch *pf) {
     const int64_t ng = Dp / VG;
     const db_prefetch ahead = db_prefetch_or(pf, vb, vb, vstride);
+    /* The weights are read back from memory, a broadcast operand of each
+     * FMA: GCC otherwise kept the caller's small pw array in registers
+     * (scalar replacement), moved every weight through a general register
+     * (64-bit load, shift, vmovd, vbroadcastss) and spilled the 4 x LA_VL
+     * broadcast vectors to the stack, about 5 uops a weight where the
+     * broadcast operand costs none. An empty asm taking the pointer (with
+     * the stores before it flushed) hides the array's contents. */
+    __asm__("" : "+r"(pw) : : "memory");
     int64_t d0 = 0;
     for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
         vf o[4][DB_NV];
