@@ -97,13 +97,57 @@ static inline __attribute__((always_inline)) vf db_transpose_sum(vf *v) {
 #endif
 }
 
+/* Bits per element of dtype DT (float dtypes, DB_U8, DB_U4). */
+static inline __attribute__((always_inline)) int db_bits(const la_dtype DT) {
+    return DT == DB_U8 ? 8 : DT == DB_U4 ? 4 : DT == LA_F32 ? 32 : 16;
+}
+
+/* Software prefetch (into L2) of a block ahead's K and V rows (at k / v +
+ * e * stride). The K rows are prefetched in db_scores between the q.k
+ * FMAs of their sub-block, the V rows in db_pv between the FMAs of each
+ * key, so the block's prefetches are spread over all its arithmetic: a
+ * core keeps only about 16 lines in flight (its line fill buffers), and a
+ * prefetch waits for a free one. Issued all in P.V (the earlier way), the
+ * 2 x 64 lines of an f16 block at D 128 queued there and stalled P.V
+ * while q.k and the softmax left the buffers idle; issued as one burst
+ * before the block (the way before that), they stalled the core until
+ * most had come back. Lines are counted from the row's start (a row not
+ * 64-byte aligned still gets each line once). Prefetches change no result.
+ * They are issued without a branch (db_prefetch_or: the block's own rows
+ * where there is nothing ahead): a branch between the loads and the FMAs
+ * splits the loop body, and GCC then contracts a * b + c (vf_fma) into
+ * FMAs in another order than where the body is one block, so paths with
+ * and without a block ahead gave results 1 ulp apart (test_decode's
+ * layouts_agree). */
+typedef struct {
+    const char *k, *v; /* NULL: none */
+    size_t stride;
+} db_prefetch;
+
+/* pf, or the block's own rows at kb / vb (stride apart) where pf has
+ * nothing ahead. */
+static inline __attribute__((always_inline)) db_prefetch db_prefetch_or(const db_prefetch *pf, const char *kb,
+                                                                        const char *vb, size_t stride) {
+    const bool ahead = pf && pf->k;
+    return (db_prefetch){ahead ? pf->k : kb, ahead ? pf->v : vb, ahead ? pf->stride : stride};
+}
+
+/* The lines of channels [d0, d1) of row e at rows + e * stride. */
+static inline __attribute__((always_inline)) void db_prefetch_span(const char *rows, size_t stride, int e, int64_t d0,
+                                                                   int64_t d1, const la_dtype DT) {
+    const size_t b0 = (size_t)(d0 * db_bits(DT)) / 8, b1 = (size_t)(d1 * db_bits(DT)) / 8;
+    for (size_t o = (b0 + 63) / 64 * 64; o < b1; o += 64) __builtin_prefetch(rows + (size_t)e * stride + o, 0, 2);
+}
+
 /* Scores of keys e in [0, LA_VL) at kb + e * kstride (bytes), rows of Dp
  * elements of dtype DT (a float dtype, or DB_U8 / DB_U4 codes widened in
  * the registers), against NR query rows q + rr * Dp: s[rr] lane e =
- * q_rr . k_e (+ bias[rr] where bias is not NULL). */
+ * q_rr . k_e (+ bias[rr] where bias is not NULL). pf (NULL: none): the K
+ * rows of a block ahead, prefetched between the sub-blocks' FMAs. */
 static inline __attribute__((always_inline)) void db_scores(const float *q, const float *bias, const char *kb,
                                                             size_t kstride, const int NR, const int64_t Dp,
-                                                            const la_dtype DT, vf *s) {
+                                                            const la_dtype DT, const db_prefetch *pf, vf *s) {
+    const db_prefetch ahead = db_prefetch_or(pf, kb, kb, kstride);
     vf x[4];
     /* sub-blocks one after the other: unrolled, GCC kept every row's query
      * vectors of all four live at once and spilled them (and the key row
@@ -114,6 +158,11 @@ static inline __attribute__((always_inline)) void db_scores(const float *q, cons
 #pragma GCC unroll 16
         for (int i = 0; i < LA_VL; i++) part[i] = vf_set1(0);
         const char *k0 = kb + (size_t)(j * DB_KS) * kstride;
+        /* the whole K rows of the sub-block's keys in the block ahead: a
+         * fixed count of lines (spread by channel inside the d loop below,
+         * the bounds were computed at run time on every step) */
+#pragma GCC unroll 4
+        for (int e = 0; e < DB_KS; e++) db_prefetch_span(ahead.k, ahead.stride, j * DB_KS + e, 0, Dp, DT);
         for (int64_t d = 0; d < Dp; d += LA_VL) {
             vf kv[DB_KS];
 #pragma GCC unroll 4
@@ -163,46 +212,6 @@ static inline __attribute__((always_inline)) bool db_softmax(const vf *s, const 
     return any;
 }
 
-/* Bits per element of dtype DT (float dtypes, DB_U8, DB_U4). */
-static inline __attribute__((always_inline)) int db_bits(const la_dtype DT) {
-    return DT == DB_U8 ? 8 : DT == DB_U4 ? 4 : DT == LA_F32 ? 32 : 16;
-}
-
-/* Software prefetch (into L2) of the lines of channels [d0, d1) of key e's
- * K and V rows in a block ahead (rows at k / v + e * stride). db_pv issues
- * them between the FMAs of each key, so a block's prefetches are spread
- * over its arithmetic: issued as one burst of 64-128 before the block (the
- * earlier way), they waited for line fill buffers (about 16 a core) and
- * stalled the core until most had come back, so reading and arithmetic
- * did not overlap. Lines are counted from the row's start (a row not
- * 64-byte aligned still gets each line once). Prefetches change no result.
- * They are issued without a branch (db_prefetch_or: the block's own rows
- * where there is nothing ahead): a branch between the loads and the FMAs
- * splits the loop body, and GCC then contracts a * b + c (vf_fma) into
- * FMAs in another order than where the body is one block, so paths with
- * and without a block ahead gave results 1 ulp apart (test_decode's
- * layouts_agree). */
-typedef struct {
-    const char *k, *v; /* NULL: none */
-    size_t stride;
-} db_prefetch;
-
-/* pf, or the rows at vb (vstride apart) where pf has nothing ahead. */
-static inline __attribute__((always_inline)) db_prefetch db_prefetch_or(const db_prefetch *pf, const char *vb,
-                                                                        size_t vstride) {
-    const bool ahead = pf && pf->k;
-    return (db_prefetch){ahead ? pf->k : vb, ahead ? pf->v : vb, ahead ? pf->stride : vstride};
-}
-
-static inline __attribute__((always_inline)) void db_prefetch_span(const db_prefetch *pf, int e, int64_t d0,
-                                                                   int64_t d1, const la_dtype DT) {
-    const size_t b0 = (size_t)(d0 * db_bits(DT)) / 8, b1 = (size_t)(d1 * db_bits(DT)) / 8;
-    for (size_t o = (b0 + 63) / 64 * 64; o < b1; o += 64) {
-        __builtin_prefetch(pf->k + (size_t)e * pf->stride + o, 0, 2);
-        __builtin_prefetch(pf->v + (size_t)e * pf->stride + o, 0, 2);
-    }
-}
-
 /* P.V of one block for NR rows: acc + rr * Dp = alpha[rr] * acc + sum_e
  * w_e v_e (+ Z) over the LA_VL value rows at vb + e * vstride (bytes, dtype
  * DT: a float dtype, or DB_U8 / DB_U4 codes widened in the registers).
@@ -216,7 +225,15 @@ static inline __attribute__((always_inline)) void db_pv(float *acc, const vf *al
                                                         const int64_t Dp, const int64_t VG, const la_dtype DT,
                                                         const db_prefetch *pf) {
     const int64_t ng = Dp / VG;
-    const db_prefetch ahead = db_prefetch_or(pf, vb, vstride);
+    const db_prefetch ahead = db_prefetch_or(pf, vb, vb, vstride);
+    /* The weights are read back from memory, a broadcast operand of each
+     * FMA: GCC otherwise kept the caller's small pw array in registers
+     * (scalar replacement), moved every weight through a general register
+     * (64-bit load, shift, vmovd, vbroadcastss) and spilled the 4 x LA_VL
+     * broadcast vectors to the stack, about 5 uops a weight where the
+     * broadcast operand costs none. An empty asm taking the pointer (with
+     * the stores before it flushed) hides the array's contents. */
+    __asm__("" : "+r"(pw) : : "memory");
     int64_t d0 = 0;
     for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
         vf o[4][DB_NV];
@@ -230,7 +247,7 @@ static inline __attribute__((always_inline)) void db_pv(float *acc, const vf *al
             const char *vr = vb + (size_t)e * vstride;
 #pragma GCC unroll 4
             for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vr, d0 + k * LA_VL, DT);
-            db_prefetch_span(&ahead, e, d0, d0 + DB_NV * LA_VL, DT);
+            db_prefetch_span(ahead.v, ahead.stride, e, d0, d0 + DB_NV * LA_VL, DT);
 #pragma GCC unroll 4
             for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
@@ -251,7 +268,7 @@ static inline __attribute__((always_inline)) void db_pv(float *acc, const vf *al
         for (int rr = 0; rr < NR; rr++) o[rr] = vf_load(acc + rr * Dp + d0) * alpha[rr];
         for (int e = 0; e < LA_VL; e++) {
             const vf vv = db_load(vb + (size_t)e * vstride, d0, DT);
-            db_prefetch_span(&ahead, e, d0, d0 + LA_VL, DT);
+            db_prefetch_span(ahead.v, ahead.stride, e, d0, d0 + LA_VL, DT);
 #pragma GCC unroll 4
             for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(pw[rr * ng + g][e]), vv, o[rr]);
         }
@@ -266,13 +283,13 @@ static inline __attribute__((always_inline)) void db_pv(float *acc, const vf *al
  * scaled queries q + rr * Dp (scores q.k + bias[rr] where bias is not NULL), visible lanes vis[rr], running max m[rr],
  * sum l[rr] and accumulator acc + rr * Dp. Rows that see no lane of the
  * block are left as they are. pf (NULL: none): rows of a block ahead to
- * prefetch during P.V (db_prefetch_span). */
+ * prefetch, K during q.k and V during P.V (db_prefetch). */
 static inline __attribute__((always_inline)) void db_block(const float *q, const float *bias, const vi *vis, float *m, float *l,
                                                            float *acc, const char *kb, size_t kstride,
                                                            const char *vb, size_t vstride, const int NR,
                                                            const int64_t Dp, const la_dtype DT, const db_prefetch *pf) {
     vf s[4];
-    db_scores(q, bias, kb, kstride, NR, Dp, DT, s);
+    db_scores(q, bias, kb, kstride, NR, Dp, DT, pf, s);
     float pw[4][LA_VL] __attribute__((aligned(64)));
     vf alpha[4];
     if (!db_softmax(s, vis, m, l, NR, pw, alpha)) return;

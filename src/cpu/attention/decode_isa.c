@@ -34,12 +34,13 @@
 #define DECODE_CHUNK 256
 
 /* Blocks of LA_VL keys ahead of the one computed whose K and V rows the
- * in-place path prefetches (into L2, spread over the block's P.V:
- * db_prefetch_span, decode_block.h): a head's rows are one contiguous run
+ * in-place path prefetches (into L2, K rows spread over the block's q.k
+ * and V rows over its P.V: db_prefetch, decode_block.h): a head's rows are one contiguous run
  * per page, but an item reads only two such streams (its head's K and V),
  * and the hardware prefetchers stop at every 4 KB page (16 keys of f16
  * rows at D 128). 2 blocks measured best of 0, 2 and 4 (BENCHMARKS.md,
- * "fifth session"). Prefetches change no result. */
+ * "fifth session"); with K prefetched during q.k, 3 and 4 were within
+ * noise of 2 (thirteenth session). Prefetches change no result. */
 #define DECODE_PREFETCH_BLOCKS 2
 
 typedef struct {

@@ -38,8 +38,8 @@
 #include "base/parallel.h"
 
 #define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
-/* Blocks of LA_VL keys ahead whose code rows a block's P.V prefetches
- * (db_prefetch_span, spread over the arithmetic; as the float decode's
+/* Blocks of LA_VL keys ahead whose code rows a block prefetches, K rows
+ * during q.k and V rows during P.V (db_prefetch: spread over the arithmetic; as the float decode's
  * DECODE_PREFETCH_BLOCKS). Prefetches change no result. */
 #define KVQ_PREFETCH_BLOCKS 2
 
@@ -197,7 +197,7 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
                                                           const db_prefetch *pf) {
     const int64_t ng = Dp / VG;
     vf sc[4];
-    db_scores(q, bias, kb, rs, NR, Dp, DT, sc);
+    db_scores(q, bias, kb, rs, NR, Dp, DT, pf, sc);
     float pw[4][LA_VL] __attribute__((aligned(64)));
     vf alpha[4];
     if (!db_softmax(sc, vis, m, l, NR, pw, alpha)) return;
@@ -224,7 +224,7 @@ static inline __attribute__((always_inline)) void qb_rows(const float *q, const 
 /* One full block [j0, j0 + LA_VL) of quantised keys at kb / vb (code rows
  * rs bytes apart), its value (scale, zero) pairs widened in s->vsc; pf:
  * the code rows of a block ahead, prefetched during the first row group's
- * P.V (NULL: none). */
+ * q.k (K) and P.V (V) (NULL: none). */
 static inline __attribute__((always_inline)) void qblock_dp(const item_state *s, const char *kb, const char *vb,
                                                             int64_t j0, partial *pt, const int64_t Dp,
                                                             const int64_t VG, const la_dtype DT,
