@@ -539,9 +539,10 @@ static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64
                     for (int64_t t = 0; t < lk; t += S_MR)
                         pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
                 } else {
-                    /* the listed tiles bunch (sinks, the recent keys): halves of
-                     * the range left one thread most of them; runs of 8 tiles
-                     * dealt in turn (V^T rows of 64 keys, 256 bytes, per run) */
+                    /* the listed tiles bunch (sinks, the recent keys): static
+                     * halves of the range gave one thread ~65% of them at 8K;
+                     * runs of 8 tiles dealt in turn (the threads share V^T
+                     * cache lines only at a run's edges) */
 #pragma omp for schedule(static, 8)
                     for (int64_t t = 0; t < lk; t += S_MR)
                         if (gneed[t / S_MR])

@@ -676,7 +676,8 @@ static la_status topk_select(la_context *ctx, const la_sparse_topk *o, const flo
     /* a team packs the panels in pieces of PACK_KEYS keys (a K/V head's
      * were one item: with 3 K/V heads one thread packed two while the other
      * waited); one thread packs each whole, as the tests' reference */
-    const int64_t npieces = nthreads > 1 ? (S.Lk + PACK_KEYS - 1) / PACK_KEYS : 1, piece = npieces > 1 ? PACK_KEYS : S.Lk;
+    const int64_t npieces = nthreads > 1 ? (S.Lk + PACK_KEYS - 1) / PACK_KEYS : 1,
+                  piece = npieces > 1 ? PACK_KEYS : S.Lk;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
         pooled_scratch t;
