@@ -8,8 +8,9 @@
  * probe=N option; bad budgets rejected. A coverage per query head
  * (la_sparse_select_topk_heads): each head's lists those of
  * la_sparse_select_topk at its coverage, or static's at 0, with or without
- * probes, a K/V head's query heads all streaming among the cases; bad
- * coverages and options rejected. */
+ * probes, a K/V head's query heads all streaming among the cases, and
+ * with keys past the panels' packing piece; bad coverages and options
+ * rejected. */
 #include "select_check.h"
 #include "test_util.h"
 
@@ -176,6 +177,52 @@ static la_status run_heads(la_context *ctx, const void *opts, const sc_problem *
     return la_sparse_select_topk_heads(ctx, &a->o, a->gamma, &a->stream, &P->p, &P->q.t, &P->k.t, out);
 }
 
+/* The index equals one thread's (sc_check_selector), and each head's lists
+ * la_sparse_select_topk's at its coverage or static's at 0. */
+static void check_heads(la_context *ctx, const sc_problem *R, const heads_opts *a, const char *what) {
+    la_block_index x, y;
+    sc_check_selector(ctx, R, run_heads, a, what, &x);
+    la_sparse_static so = a->stream;
+    so.block_size = a->o.block_size; /* the heads' block size is opts' */
+    for (int64_t h = 0; h < R->H; h++) {
+        la_sparse_topk o = a->o;
+        o.gamma = a->gamma[h];
+        TU_EXPECT_STATUS(a->gamma[h] > 0 ? la_sparse_select_topk(ctx, &o, &R->p, &R->q.t, &R->k.t, &y)
+                                         : la_sparse_select_static(&so, &R->p, &R->q.t, &R->k.t, &y),
+                         LA_OK);
+        tu_check(sc_same_head(&x, &y, h), "%s: head %lld differs from %s", what, (long long)h,
+                 a->gamma[h] > 0 ? "la_sparse_select_topk at its coverage" : "static's lists");
+        la_block_index_free(&y);
+    }
+    la_block_index_free(&x);
+}
+
+/* Keys past the probes' packing piece (PACK_KEYS, 1024 in select.c), and 1
+ * or 2 of 4 query heads probed: a team of 3 packs the panels in pieces
+ * and cuts each probed head's query blocks in two halves (the probed
+ * count does not split evenly), one thread does neither. */
+static void long_keys(uint64_t *rng, la_context *ctx) {
+    for (int n = 0; n < 2; n++) {
+        la_attention_params p = la_attention_params_default();
+        p.causal = 1;
+        sc_problem R;
+        const int64_t L = tu_randint(rng, 300, 700), Lk = tu_randint(rng, 1100, 2200);
+        sc_make(&R, rng, 1, L, Lk, 4, 2, 8, p, false);
+        heads_opts a = {.o = {.block_size = tu_randint(rng, 16, 64), .sink_blocks = 1, .local_blocks = 1,
+                              .probe_rows = tu_randint(rng, 1, 4)},
+                        .stream = la_sparse_static_default()};
+        a.stream.local_blocks = 1;
+        const int64_t first = tu_randint(rng, 0, 3);
+        for (int64_t h = 0; h < 4; h++)
+            a.gamma[h] = h == first || (n == 1 && h == (first + 1) % 4) ? (float)tu_uniform(rng, 0.5, 0.99) : 0;
+        char what[160];
+        snprintf(what, sizeof what, "long keys %d (L %lld Lk %lld bs %lld probes %lld, %d heads probed)", n,
+                 (long long)L, (long long)Lk, (long long)a.o.block_size, (long long)a.o.probe_rows, n + 1);
+        check_heads(ctx, &R, &a, what);
+        sc_drop(&R);
+    }
+}
+
 static void per_head_coverage(uint64_t *rng, la_context *ctx) {
     const int n_cases = getenv("LONGATTN_TEST_QUICK") ? 6 : 16;
     for (int n = 0; n < n_cases; n++) {
@@ -193,21 +240,7 @@ static void per_head_coverage(uint64_t *rng, la_context *ctx) {
                  "per head %d (L %lld Lk %lld Hkv %lld bs %lld probes %lld gamma %.2f %.2f %.2f %.2f)", n,
                  (long long)R.L, (long long)R.Lk, (long long)R.Hkv, (long long)a.o.block_size, (long long)a.o.probe_rows,
                  (double)a.gamma[0], (double)a.gamma[1], (double)a.gamma[2], (double)a.gamma[3]);
-        la_block_index x, y;
-        sc_check_selector(ctx, &R, run_heads, &a, what, &x);
-        la_sparse_static so = a.stream;
-        so.block_size = a.o.block_size; /* the heads' block size is opts' */
-        for (int64_t h = 0; h < R.H; h++) {
-            la_sparse_topk o = a.o;
-            o.gamma = a.gamma[h];
-            TU_EXPECT_STATUS(a.gamma[h] > 0 ? la_sparse_select_topk(ctx, &o, &R.p, &R.q.t, &R.k.t, &y)
-                                            : la_sparse_select_static(&so, &R.p, &R.q.t, &R.k.t, &y),
-                             LA_OK);
-            tu_check(sc_same_head(&x, &y, h), "%s: head %lld differs from %s", what, (long long)h,
-                     a.gamma[h] > 0 ? "la_sparse_select_topk at its coverage" : "static's lists");
-            la_block_index_free(&y);
-        }
-        la_block_index_free(&x);
+        check_heads(ctx, &R, &a, what);
         sc_drop(&R);
     }
     /* bad calls: their status, out zeroed */
@@ -245,6 +278,7 @@ int main(void) {
     exact_coverage(&rng, ctx);
     options(&rng, ctx);
     per_head_coverage(&rng, ctx);
+    long_keys(&rng, ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }

@@ -534,10 +534,20 @@ static void forward_run_rows(const la_attn_forward_problem *fp, void *mem, int64
                 w.vld = tg_round_up(lk, S_MR);
                 const unsigned char *gneed = need ? need + g * fwd_tiles(p) : NULL;
                 /* whole S_MR tiles per thread: packing writes a tile's rows interleaved */
+                if (!gneed) {
 #pragma omp for schedule(static)
-                for (int64_t t = 0; t < lk; t += S_MR)
-                    if (!gneed || gneed[t / S_MR])
+                    for (int64_t t = 0; t < lk; t += S_MR)
                         pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
+                } else {
+                    /* the listed tiles bunch (sinks, the recent keys): static
+                     * halves of the range gave one thread ~65% of them at 8K;
+                     * runs of 8 tiles dealt in turn (the threads share V^T
+                     * cache lines only at a run's edges) */
+#pragma omp for schedule(static, 8)
+                    for (int64_t t = 0; t < lk; t += S_MR)
+                        if (gneed[t / S_MR])
+                            pack_key_tile(p, bt, hk, k0, lk, t, rows, kpanel, vpanel, kpack, vpack, w.vld);
+                }
 #pragma omp for schedule(dynamic, 1)
                 for (int64_t id = 0; id < G * units; id++) run_unit(fp, arg, &w, b, hk * G + id % G, id / G);
             }

@@ -76,9 +76,12 @@ static void extra_columns(const item *it, scratch *w, const la_block_list *x, co
 }
 
 static void sparse_unit(const la_attn_forward_problem *fp, const void *arg, scratch *w, int64_t b, int64_t h,
-                        int64_t qb) {
+                        int64_t unit) {
     const la_block_list *x = arg;
     const int64_t bs = x->block_size;
+    /* the team takes units in order: the last query blocks, which list the
+     * most keys, first, so the short ones even out the threads' ends */
+    const int64_t qb = x->q_blocks - 1 - unit;
     int64_t n, ncols;
     const int32_t *ids = la_block_list_row(x, fp->a.H, b, h, qb, &n);
     const int32_t *cols = la_block_list_cols(x, fp->a.H, b, h, qb, &ncols);

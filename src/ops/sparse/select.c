@@ -502,18 +502,19 @@ static void probe_estimate(const la_sparse_topk *o, const la_sel_shape *S, la_si
     *nc = n;
 }
 
-/* The lists of head h of sequence b. qbar [nqb][D] holds the head's query
- * blocks' means, kbar [nkb][D] its key blocks' means. */
+/* The lists of head h of sequence b, query blocks [qb0, qb1) (l->counts
+ * has all nqb). qbar [nqb][D] holds the head's query blocks' means, kbar
+ * [nkb][D] its key blocks' means. */
 static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd simd, const float *qbar,
-                      const float *kbar, const la_tensor *q, const float *panels, int64_t b, int64_t h,
-                      pooled_scratch *t, la_sel_lists *l) {
+                      const float *kbar, const la_tensor *q, const float *panels, int64_t b, int64_t h, int64_t qb0,
+                      int64_t qb1, pooled_scratch *t, la_sel_lists *l) {
     const float slope = la_rule_slope(&S->rule, h);
     la_sel_ranked *cand = t->cand;
     int32_t *sel = t->sel;
     int64_t ld = 0;
-    for (int64_t qb = 0; qb < S->nqb; qb++) {
-        if (qb % PROBE_QBS == 0 && o->probe_rows > 0)
-            probe_scores(o, S, simd, q, panels, b, h, qb, qb + PROBE_QBS < S->nqb ? qb + PROBE_QBS : S->nqb, t, &ld);
+    for (int64_t qb = qb0; qb < qb1; qb++) {
+        if ((qb - qb0) % PROBE_QBS == 0 && o->probe_rows > 0)
+            probe_scores(o, S, simd, q, panels, b, h, qb, qb + PROBE_QBS < qb1 ? qb + PROBE_QBS : qb1, t, &ld);
         if (qb % LA_SEL_QB_CHUNK == 0 && o->probe_rows == 0)
             la_sel_block_dots(S, simd, qbar, kbar, qb,
                               qb + LA_SEL_QB_CHUNK < S->nqb ? qb + LA_SEL_QB_CHUNK : S->nqb, t->sc, t->pack);
@@ -525,7 +526,7 @@ static bool topk_head(const la_sparse_topk *o, const la_sel_shape *S, la_simd si
         int64_t nc = 0, ns = 0;
         double m = -INFINITY, total = 0, covered = 0;
         if (o->probe_rows > 0) {
-            probe_estimate(o, S, simd, i0, i1, kend, slope, t->prow[qb % PROBE_QBS], ld, t, cand, &nc);
+            probe_estimate(o, S, simd, i0, i1, kend, slope, t->prow[(qb - qb0) % PROBE_QBS], ld, t, cand, &nc);
             for (int64_t c = 0; c < nc; c++) total += cand[c].est > 0 ? cand[c].est : 0;
         }
         for (int64_t kb = 0; o->probe_rows == 0 && kb < S->nkb && kb * S->bs < kend; kb++) {
@@ -596,6 +597,16 @@ static la_status check_topk_budgets(const la_sparse_topk *o) {
     return LA_OK;
 }
 
+/* Keys per item of the probes' panel packing: a multiple of LA_SEL_PANEL
+ * (each piece fills whole panels but the last). */
+#define PACK_KEYS 1024
+
+/* One item of topk_select's team: query blocks [qb0, qb1) of (sequence,
+ * head) bh; part 1 writes the second half's lists. */
+typedef struct {
+    int64_t bh, qb0, qb1, part;
+} topk_item;
+
 /* top-k over a dense batch: gamma NULL takes o->gamma for every head,
  * else gamma[h] for head h, 0 streaming with so's static lists (the
  * caller checked ctx, o, out, and so with gamma). */
@@ -639,25 +650,58 @@ static la_status topk_select(la_context *ctx, const la_sparse_topk *o, const flo
     }
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+    /* Work items, largest first: the probed heads' query blocks, in two
+     * halves when their count does not split evenly over the threads (the
+     * model's layers probe 1-9 of 9 heads: one thread probed while the
+     * other waited), then the streaming heads. A half reads the panels
+     * once more for half the rows; each block's scores are the same. */
+    int64_t nprobed = 0;
+    for (int64_t bh = 0; bh < nbh; bh++) nprobed += !gamma || gamma[bh % S.H] > 0;
+    const int64_t parts = o->probe_rows > 0 && nprobed % nthreads && S.nqb > 1 ? 2 : 1;
+    const int64_t nitems = nprobed * parts + (nbh - nprobed);
+    topk_item *items = malloc(sizeof *items * (size_t)(nitems + 1));
+    la_sel_lists *halves = parts > 1 ? calloc((size_t)nbh, sizeof *halves) : NULL;
+    if (!items || (parts > 1 && !halves)) {
+        free(items), free(halves), free(lists), free(qbar), free(kbar), free(panels);
+        return la_fail(LA_ERR_NOMEM, "out of memory building the block index");
+    }
+    for (int64_t bh = 0, n = 0, m = nprobed * parts; bh < nbh; bh++) {
+        if (gamma && gamma[bh % S.H] == 0) {
+            items[m++] = (topk_item){bh, 0, S.nqb, 0};
+            continue;
+        }
+        for (int64_t part = 0; part < parts; part++)
+            items[n++] = (topk_item){bh, S.nqb * part / parts, S.nqb * (part + 1) / parts, part};
+    }
+    /* a team packs the panels in pieces of PACK_KEYS keys (a K/V head's
+     * were one item: with 3 K/V heads one thread packed two while the other
+     * waited); one thread packs each whole, as the tests' reference */
+    const int64_t npieces = nthreads > 1 ? (S.Lk + PACK_KEYS - 1) / PACK_KEYS : 1,
+                  piece = npieces > 1 ? PACK_KEYS : S.Lk;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
         pooled_scratch t;
         if (panels) {
 #pragma omp for schedule(dynamic, 1)
-            for (int64_t bg = 0; bg < S.B * S.Hkv; bg++) {
+            for (int64_t it = 0; it < S.B * S.Hkv * npieces; it++) {
+                const int64_t bg = it / npieces, j0 = it % npieces * piece;
                 bool used = !gamma;
                 for (int64_t h = bg % S.Hkv * G; h < (bg % S.Hkv + 1) * G; h++) used |= gamma && gamma[h] > 0;
                 if (used)
-                    LA_ISA_PICK(la_cpu_sel_pack_keys, ctx->simd)(la_sel_head(k, bg / S.Hkv, bg % S.Hkv), k->dtype,
-                                                                 k->stride[1], S.Lk, S.D, panels + bg * pan);
+                    LA_ISA_PICK(la_cpu_sel_pack_keys, ctx->simd)(
+                        (const char *)la_sel_head(k, bg / S.Hkv, bg % S.Hkv) +
+                            j0 * k->stride[1] * (int64_t)la_dtype_size(k->dtype),
+                        k->dtype, k->stride[1], S.Lk - j0 < piece ? S.Lk - j0 : piece, S.D,
+                        panels + bg * pan + j0 * S.D);
             }
         }
         ok = pooled_scratch_init(&t, &S, o->probe_rows);
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t bh = 0; bh < nbh; bh++) {
+        for (int64_t it = 0; it < nitems; it++) {
             if (!ok) continue;
-            const int64_t b = bh / S.H, h = bh % S.H;
-            la_sel_lists *l = &lists[bh];
+            const topk_item w = items[it];
+            const int64_t b = w.bh / S.H, h = w.bh % S.H;
+            la_sel_lists *l = w.part ? &halves[w.bh] : &lists[w.bh];
             if (gamma && gamma[h] == 0) { /* a streaming head: so's blocks, no probes */
                 ok = static_head(so, &S, l);
                 continue;
@@ -665,12 +709,20 @@ static la_status topk_select(la_context *ctx, const la_sparse_topk *o, const flo
             la_sparse_topk oh = *o;
             if (gamma) oh.gamma = gamma[h];
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 topk_head(&oh, &S, ctx->simd, qbar ? qbar + bh * S.nqb * S.D : NULL,
+                 topk_head(&oh, &S, ctx->simd, qbar ? qbar + w.bh * S.nqb * S.D : NULL,
                            kbar ? kbar + (b * S.Hkv + h / G) * S.nkb * S.D : NULL, q,
-                           panels ? panels + (b * S.Hkv + h / G) * pan : NULL, b, h, &t, l);
+                           panels ? panels + (b * S.Hkv + h / G) * pan : NULL, b, h, w.qb0, w.qb1, &t, l);
         }
         pooled_scratch_free(&t);
     }
+    /* the second halves' rows after the first halves' */
+    for (int64_t bh = 0; halves && bh < nbh; bh++) {
+        la_sel_lists *a = &lists[bh], *z = &halves[bh];
+        for (int64_t e = 0; ok && z->counts && e < z->n; e++) ok = la_sel_push(a, z->ids[e]);
+        for (int64_t qb = 0; ok && z->counts && qb < S.nqb; qb++) a->counts[qb] += z->counts[qb];
+        free(z->counts), free(z->ids);
+    }
+    free(items), free(halves);
     free(qbar), free(kbar), free(panels);
     if ((s = la_sel_join(&S, lists, ok, out))) return s;
     return la_succeed();
@@ -985,7 +1037,7 @@ la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *o, const 
             const double d = S.nqb > 0 ? flex_divergence(&S, ctx->simd, q, k, b, h, qh, kh, &t) : NAN;
             dv[bh] = d;
             ok = (l->counts = calloc((size_t)S.nqb + 1, sizeof(int64_t))) != NULL &&
-                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, q, NULL, b, h, &pt, l)
+                 (!(d > o->tau) ? topk_head(&to, &S, ctx->simd, qh, kh, q, NULL, b, h, 0, S.nqb, &pt, l)
                                 : vslash_head(&vo, &S, ctx->simd, q, k, b, h, &t, l));
         }
         pooled_scratch_free(&pt);
