@@ -1345,7 +1345,8 @@ LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t h
  * heads allowed), with keys split at the same fixed 256-entry boundaries
  * as la_attention_decode; the rule may set scale and causal only
  * (LA_ERR_UNSUPPORTED otherwise). Errors as la_attention_decode's, and
- * LA_ERR_ARGUMENT for a layer or sequence outside the cache. */
+ * LA_ERR_ARGUMENT for a layer or a sequence in [seq0, seq0 + B) outside
+ * the cache. */
 LA_API la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
                                     int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse);
 

@@ -27,6 +27,8 @@
 #include "cli.h"
 #include "longattn.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -298,33 +300,61 @@ static int decode_row(la_context *ctx, const gpu_options *o, int64_t B, int64_t 
 
 /* ---- options and the entry ---- */
 
+#define GPU_CMD "longattn bench --backend cuda"
+
+static void gpu_usage(FILE *f) {
+    fprintf(f, "usage: longattn bench attention|decode|sparse --backend cuda [--json] [--pass fwd|bwd] [--L N,...]\n"
+               "       [--H 16] [--D 128] [--tokens 16384] [--iters 20]: JSON lines timed on GPU 0 through the public\n"
+               "       API, after a device copy ceiling; bwd rows time forward + backward\n");
+}
+
+/* Digits only, no sign or blank, in [1, hi] (this program links no CLI
+ * helpers: it is built where PCRE2, and so the model library, is absent). */
+static bool positive(const char *option, const char *text, long long hi, long long *out) {
+    char *end = NULL;
+    errno = 0;
+    *out = isdigit((unsigned char)text[0]) ? strtoll(text, &end, 10) : 0;
+    if (*out >= 1 && *out <= hi && !errno && !*end) return true;
+    fprintf(stderr, "%s: %s expects an integer in [1, %lld], got '%s'\n", GPU_CMD, option, hi, text);
+    return false;
+}
+
+/* 0: run; 1: --help was asked (usage printed); -1: a usage error (said). */
 static int parse(int argc, char **argv, gpu_options *o) {
     *o = (gpu_options){.H = 16, .D = 128, .tokens = 16384, .iters = 20};
+    static const char *const value_options[] = {"--backend", "--pass", "--L", "--H", "--D", "--tokens", "--iters", NULL};
     for (int i = 2; i < argc; i++) {
-        const char *a = argv[i], *val = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *a = argv[i], *val;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return gpu_usage(stdout), 1;
         if (!strcmp(a, "--json")) continue; /* rows are always JSON lines */
-        if (!val) return fprintf(stderr, "longattn bench --backend cuda: %s needs a value\n", a), -1;
-        i++;
-        char *end = NULL;
-        const long long n = strtoll(val, &end, 10);
-        const bool number = end != val && !*end && n > 0;
+        bool known = false;
+        for (const char *const *k = value_options; *k; k++) known |= !strcmp(a, *k);
+        if (!known) return fprintf(stderr, "%s: unknown option '%s'\n", GPU_CMD, a), -1;
+        if (i + 1 == argc) return fprintf(stderr, "%s: %s needs a value\n", GPU_CMD, a), -1;
+        val = argv[++i];
+        long long n = 0;
         if (!strcmp(a, "--backend")) continue;
         else if (!strcmp(a, "--pass")) {
-            o->bwd = strstr(val, "bwd") != NULL;
-            if (!o->bwd && strcmp(val, "fwd")) return fprintf(stderr, "longattn bench: --pass takes fwd or bwd\n"), -1;
+            if (strcmp(val, "fwd") && strcmp(val, "bwd"))
+                return fprintf(stderr, "%s: --pass takes fwd or bwd, got '%s'\n", GPU_CMD, val), -1;
+            o->bwd = !strcmp(val, "bwd");
         } else if (!strcmp(a, "--L")) {
-            for (const char *s = val; *s && o->nlens < MAX_LENS;) {
-                const long long L = strtoll(s, &end, 10);
-                if (end == s || L <= 0 || (*end && *end != ',')) return fprintf(stderr, "longattn bench: bad --L %s\n", val), -1;
+            char list[256];
+            if (snprintf(list, sizeof list, "%s", val) >= (int)sizeof list)
+                return fprintf(stderr, "%s: --L is too long\n", GPU_CMD), -1;
+            for (char *tok = list, *comma;; tok = comma + 1) {
+                if ((comma = strchr(tok, ','))) *comma = 0;
+                long long L;
+                if (o->nlens == MAX_LENS) return fprintf(stderr, "%s: --L takes at most %d lengths\n", GPU_CMD, MAX_LENS), -1;
+                if (!positive("--L", tok, INT32_MAX, &L)) return -1; /* also an empty item: "", "1,", "1,,2" */
                 o->lens[o->nlens++] = L;
-                s = *end ? end + 1 : end;
+                if (!comma) break;
             }
-        } else if (!number) return fprintf(stderr, "longattn bench: %s expects a positive integer, got '%s'\n", a, val), -1;
+        } else if (!positive(a, val, !strcmp(a, "--iters") ? 99999 : INT32_MAX, &n)) return -1;
         else if (!strcmp(a, "--H")) o->H = n;
         else if (!strcmp(a, "--D")) o->D = n;
         else if (!strcmp(a, "--tokens")) o->tokens = n;
-        else if (!strcmp(a, "--iters") && n < 100000) o->iters = (int)n;
-        else return fprintf(stderr, "longattn bench --backend cuda: unknown option %s\n", a), -1;
+        else o->iters = (int)n;
     }
     return 0;
 }
@@ -332,7 +362,8 @@ static int parse(int argc, char **argv, gpu_options *o) {
 int bench_gpu(int argc, char **argv) {
     const char *what = argv[1];
     gpu_options o;
-    if (parse(argc, argv, &o)) return 2;
+    const int parsed = parse(argc, argv, &o);
+    if (parsed) return parsed > 0 ? 0 : 2;
     const bool decode = !strcmp(what, "decode"), sparse = !strcmp(what, "sparse");
     if (!decode && !sparse && strcmp(what, "attention")) {
         fprintf(stderr, "longattn bench %s: no CUDA rows (attention, decode and sparse have them)\n", what);

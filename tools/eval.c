@@ -166,7 +166,14 @@ static int parse_args(int argc, char **argv, eval_options *o) {
             o->no_heatmap = true;
             continue;
         }
-        if (!(v = (char *)cli_value(CMD, argc, argv, &i))) return 2;
+        static const char *const value_options[] = {"-m", "-f", "--heatmap", "--task", "--kv", "--kv-type",
+                                                    "--lengths", "--depths", "--samples", "--seed", "--keys",
+                                                    "--chains", "--hops", "--ppl-ctx", "--ppl-chunks",
+                                                    "--ppl-offset", "--threads", NULL};
+        if (!(v = (char *)cli_option_value(CMD, argc, argv, &i, value_options))) {
+            usage(stderr);
+            return 2;
+        }
         bool ok = true;
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-f")) o->text_path = v;

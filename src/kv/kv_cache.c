@@ -92,7 +92,10 @@ static size_t region_off(const la_kv_cache *c, size_t region_bytes, int64_t head
     return (size_t)(head * c->p.max_seqs + seq) * region_bytes;
 }
 static bool quantised(const la_kv_cache *c) { return c->p.quant != LA_KV_QUANT_NONE; }
-static int64_t pages_for(const la_kv_cache *c, int64_t len) { return (len + c->p.page_size - 1) / c->p.page_size; }
+/* Written without len + page_size - 1, which overflows for len near INT64_MAX. */
+static int64_t pages_for(const la_kv_cache *c, int64_t len) {
+    return len / c->p.page_size + (len % c->p.page_size != 0);
+}
 
 static la_status check_quant(const la_kv_cache_params *p) {
     if (p->quant == LA_KV_QUANT_NONE) return LA_OK;
@@ -491,8 +494,8 @@ la_status la_kv_cache_read(const la_kv_cache *c, int64_t layer, int64_t head, in
         const int64_t len = c->len[head_index(c, layer, h, seq)];
         if (first > len || n > len - first)
             return la_fail(LA_ERR_ARGUMENT,
-                           "la_kv_cache_read: entries [%lld, %lld) of layer %lld head %lld seq %lld; it holds %lld",
-                           (long long)first, (long long)(first + n), (long long)layer, (long long)h, (long long)seq,
+                           "la_kv_cache_read: %lld entries from %lld of layer %lld head %lld seq %lld; it holds %lld",
+                           (long long)n, (long long)first, (long long)layer, (long long)h, (long long)seq,
                            (long long)len);
     }
     const int64_t nh = h1 - h0;
@@ -545,9 +548,11 @@ la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, cons
     if (!q) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: q is NULL");
     if (!quantised(c)) {
         la_kv_view view;
-        if (q->ndim != 4 || q->shape[0] <= 0 || q->shape[0] > c->p.max_seqs - seq0)
-            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q must be [n_seqs, Lq, H, D] with n_seqs in [1, %lld]",
-                           (long long)(c->p.max_seqs - seq0));
+        if (q->ndim != 4 || q->shape[0] <= 0)
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q must be [n_seqs, Lq, H, D] with n_seqs >= 1");
+        if (q->shape[0] > c->p.max_seqs - seq0) /* as the quantised pages' check says it */
+            return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_decode: sequences [%lld, %lld) are outside the cache's [0, %lld)",
+                           (long long)seq0, (long long)(seq0 + q->shape[0]), (long long)c->p.max_seqs);
         bool ragged = false;
         for (int64_t s = seq0; s < seq0 + q->shape[0]; s++)
             for (int64_t h = 1; h < c->p.n_kv_heads; h++)

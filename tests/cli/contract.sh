@@ -60,9 +60,7 @@ expect 2 "unknown command 'frobnicate'" frobnicate
 for cmd in run ppl eval calibrate-duo; do
     expect 2 "unknown option '--bogus'" $cmd -m "$MODEL" --bogus 3
 done
-# eval (tools/eval.c, another helper's) still says "--bogus needs a value" for
-# an unknown last option: reported, not checked here until it takes cli_option_value
-for cmd in run ppl calibrate-duo; do
+for cmd in run ppl eval calibrate-duo; do
     expect 2 "unknown option '--bogus'" $cmd -m "$MODEL" --bogus
 done
 expect 2 "unknown option 'stray'" run -m "$MODEL" -p hi stray
@@ -120,6 +118,14 @@ expect 2 "--budget expects a number" bench linear --budget x
 expect 2 "bad value for --op" bench linear --op bogus
 expect 2 "--qk-file is only for bench sparse" bench attention --qk-file x.qk
 expect 2 "--backend is cpu or cuda, got ''" bench attention --backend ""
+# the CUDA rows' own options (tools/bench_gpu.c), checked before any device is sought
+expect 0 "usage: longattn bench attention" bench attention --backend cuda --help
+expect 2 "unknown option '--bogus'" bench attention --backend cuda --bogus
+expect 2 "--L expects an integer" bench attention --backend cuda --L " 7"
+expect 2 "--L expects an integer" bench attention --backend cuda --L 1,,2
+expect 2 "--pass takes fwd or bwd, got 'xbwdx'" bench attention --backend cuda --pass xbwdx
+expect 2 "--iters expects an integer" bench decode --backend cuda --iters 0
+expect 2 "--H needs a value" bench attention --backend cuda --H
 
 # missing files, a non-GGUF model, truncated GGUF models: exit 1 with the reason
 expect 1 "cannot open '/nonexistent.gguf'" info /nonexistent.gguf

@@ -128,7 +128,13 @@ static void compare_grad(const sp_case *c, const fwd_state *f, const char *what,
     const int64_t D = c->D, rows = keys ? f->Tk : f->Tq;
     double maxw = 0;
     for (int64_t e = 0; e < rows * heads * D; e++) maxw = fabs(want[e]) > maxw ? fabs(want[e]) : maxw;
-    const double atol = tol * (maxw > 0 ? maxw : 1);
+    /* q, k, v and dout are drawn from [-1, 1], so a gradient's terms are of
+     * order 1e-1..1. A tensor whose largest element is far below that (a row
+     * that sees one key: dS = P (dP - delta) cancels to round-off) is judged
+     * against that floor, not its own size: otherwise both backends' f32
+     * round-off (5.6e-8 where max|ref| was 4.5e-7, seed 1512328837) fails. */
+    const double grad_floor = 1e-4, scale = maxw > grad_floor ? maxw : grad_floor;
+    const double atol = tol * scale;
     int64_t bad = 0, bad_cpu = 0, bad_dense = 0, idx[4];
     double worst = 0, worst_cpu = 0, err2 = 0, ref2 = 0;
     for (int64_t b = 0; b < f->nseq; b++) {
@@ -147,9 +153,9 @@ static void compare_grad(const sp_case *c, const fwd_state *f, const char *what,
                     err2 += e * e, ref2 += w * w;
                 }
     }
-    /* an all-zero gradient has no relative error: judge it by the RMS (as
-     * test_cuda_backward.c) */
-    const double rel = ref2 > 0 ? sqrt(err2 / ref2) : sqrt(err2 / (double)(rows * heads * D > 0 ? rows * heads * D : 1));
+    /* relative to the floor's RMS where the gradient is all zero or below it */
+    const double count = (double)(rows * heads * D > 0 ? rows * heads * D : 1);
+    const double rel = sqrt(err2 / (ref2 > count * grad_floor * grad_floor ? ref2 : count * grad_floor * grad_floor));
     printf("    %s: max|ref| %.2e worst |err| %.2e rel-norm %.2e vs CPU %.2e\n", what, maxw, worst, rel, worst_cpu);
     tu_check(bad == 0, "%s %s: %lld elements off the reference, worst |err| %.3g (atol %.2e rtol %.1e)", c->name,
              what, (long long)bad, worst, atol, rtol);
