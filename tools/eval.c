@@ -41,6 +41,8 @@ typedef struct {
     la_kv_quant quants[MAX_LIST]; /* with types: q8 / q4 pages (kv_type then unused) */
     int n_types;
     bool json, no_heatmap;
+    la_sparse_choice sparse;  /* --sparse: block-sparse prefill in every run */
+    const char *sparse_text, *sparse_heads;
 } eval_options;
 
 static void usage(FILE *f) {
@@ -68,6 +70,9 @@ static void usage(FILE *f) {
             "                   multikey (default PREFIX: longattn-eval)\n"
             "  --no-heatmap     write no files\n"
             "  --json           JSON lines on stdout (a line per grid cell, then per summary row)\n"
+            "  --sparse S:B     block-sparse prefill in every run, as longattn run's --sparse (default none);\n"
+            "                   the rows carry it as \"sparse\", so a dense and a sparse run can be compared\n"
+            "  --sparse-heads FILE  per-head coverage for --sparse topk:G, as longattn run's\n"
             "\n"
             "Share: the cache's bytes over those of a full f16 cache of the same tokens and page size.\n"
             "Tokens/s: decode steps per second (ppl: tokens evaluated per second).\n");
@@ -169,7 +174,8 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         static const char *const value_options[] = {"-m", "-f", "--heatmap", "--task", "--kv", "--kv-type",
                                                     "--lengths", "--depths", "--samples", "--seed", "--keys",
                                                     "--chains", "--hops", "--ppl-ctx", "--ppl-chunks",
-                                                    "--ppl-offset", "--threads", NULL};
+                                                    "--ppl-offset", "--threads", "--sparse",
+                                                    "--sparse-heads", NULL};
         if (!(v = (char *)cli_option_value(CMD, argc, argv, &i, value_options))) {
             usage(stderr);
             return 2;
@@ -192,6 +198,14 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         else if (!strcmp(a, "--ppl-chunks")) ok = cli_parse_i64(CMD, a, v, 0, INT32_MAX, &o->ppl_chunks);
         else if (!strcmp(a, "--ppl-offset")) ok = cli_parse_i64(CMD, a, v, 0, INT64_MAX, &o->ppl_offset);
         else if (!strcmp(a, "--threads")) ok = cli_parse_i64(CMD, a, v, 1, 4096, &o->threads);
+        else if (!strcmp(a, "--sparse-heads")) o->sparse_heads = v;
+        else if (!strcmp(a, "--sparse")) {
+            o->sparse_text = v;
+            if (la_sparse_choice_parse(v, &o->sparse)) {
+                fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
+                ok = false;
+            }
+        }
         else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);
@@ -264,6 +278,7 @@ typedef struct {
     const char *policy_text, *type_name;
     char policy_name[64];
     const char *budget;
+    const char *sparse_text; /* --sparse as given, "none" without it */
 } run_id;
 
 static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int64_t prompt_tokens, size_t kv,
@@ -274,7 +289,9 @@ static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int6
     json_string(stdout, r->policy_name);
     printf(",\"budget\":");
     json_string(stdout, r->budget);
-    printf(",\"kv_type\":\"%s\",\"length\":%lld,", r->type_name, (long long)length);
+    printf(",\"kv_type\":\"%s\",\"sparse\":", r->type_name);
+    json_string(stdout, r->sparse_text);
+    printf(",\"length\":%lld,", (long long)length);
     if (depth >= 0) printf("\"depth\":%lld,", (long long)depth);
     printf("\"prompt_tokens\":%lld,\"kv_bytes\":%zu,\"full_bytes\":%.0f,\"share\":%.4f,\"score\":%.4f,"
            "\"decode_tps\":%.3f,\"reply\":",
@@ -293,8 +310,10 @@ static void print_summary(const eval_options *o, const run_id *r, const summary 
         json_string(stdout, r->policy_name);
         printf(",\"budget\":");
         json_string(stdout, r->budget);
-        printf(",\"kv_type\":\"%s\",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", r->type_name,
-               (long long)s->cells, s->kv_bytes / n, s->share / n);
+        printf(",\"kv_type\":\"%s\",\"sparse\":", r->type_name);
+        json_string(stdout, r->sparse_text);
+        printf(",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", (long long)s->cells, s->kv_bytes / n,
+               s->share / n);
         if (r->task == TASK_PPL) {
             printf("\"ppl\":%.4f,\"ppl_err\":%.5f,\"eval_tps\":%.3f,\"ppl_offset\":%lld,\"ppl_windows\":[", s->ppl,
                    s->ppl_err, tps, (long long)s->offset);
@@ -617,6 +636,7 @@ int cmd_eval(int argc, char **argv) {
     int32_t *text_tokens = NULL;
     int64_t n_text_tokens = 0;
     model_env env = {0};
+    float *gamma = NULL; /* --sparse-heads */
     la_status st;
     if ((st = la_model_load(o.model_path, &m))) return cli_fail(CMD, o.model_path, st);
     const la_model_config *cfg = la_model_config_of(m);
@@ -630,6 +650,11 @@ int cmd_eval(int argc, char **argv) {
         rc = cli_fail(CMD, ctx ? "sampler" : "context", st);
         goto done;
     }
+    if (o.sparse_heads && !cli_sparse_heads(CMD, o.sparse_heads, cfg, &gamma)) {
+        rc = 1;
+        goto done;
+    }
+    if (o.sparse_text) fprintf(stderr, "%s: block-sparse prefill: %s\n", CMD, o.sparse_text);
     int64_t max_len = 0;
     for (int l = 0; l < o.n_lengths; l++) max_len = o.lengths[l] > max_len ? o.lengths[l] : max_len;
     bool any_grid = o.task[TASK_NEEDLE] || o.task[TASK_MULTIKEY] || o.task[TASK_VARTRACK];
@@ -672,10 +697,13 @@ int cmd_eval(int argc, char **argv) {
         if (!o.task[t]) continue;
         for (int pi = 0; pi < o.n_policies && !rc; pi++)
             for (int ti = 0; ti < o.n_types && !rc; ti++) {
-                run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi], .type_name = cli_kv_type_name(o.types[ti], o.quants[ti])};
+                run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi],
+                            .type_name = cli_kv_type_name(o.types[ti], o.quants[ti]),
+                            .sparse_text = o.sparse_text ? o.sparse_text : "none"};
                 policy_parts(r.policy_text, r.policy_name, sizeof r.policy_name, &r.budget);
                 la_session_params sp = la_session_params_default();
                 sp.kv_type = o.types[ti], sp.kv_quant = o.quants[ti], sp.kv_policy = o.policy[pi];
+                sp.sparse = o.sparse, sp.sparse_head_gamma = gamma;
                 sp.max_ctx = t == TASK_PPL ? o.ppl_ctx : max_len + CTX_SLACK;
                 if ((st = la_session_new_with(m, ctx, &sp, &s))) {
                     rc = cli_fail(CMD, "session", st);
@@ -695,5 +723,6 @@ done:
     la_model_free(m);
     free(text_tokens);
     free(text);
+    free(gamma);
     return rc;
 }

@@ -182,6 +182,12 @@ json_lines "bench decode" "$TMP/json" '"op":"decode"'
 $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full --json --no-heatmap --threads 2 \
     >"$TMP/json" 2>"$TMP/err" || fail "eval --json: exit $?"
 json_lines "eval" "$TMP/json" '"summary":true'
+# --sparse reaches eval's sessions and is carried on every row
+$LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 200 --depths 50 --kv full --json --no-heatmap --threads 2 \
+    --sparse static:1 >"$TMP/json" 2>"$TMP/err" || fail "eval --sparse --json: exit $?"
+json_lines "eval --sparse" "$TMP/json" '"sparse":"static:1"'
+grep -q "block-sparse prefill: static:1" "$TMP/err" || fail "eval --sparse: no line names the sparse prefill"
+expect 2 "--sparse: 'bogus'" eval -m "$MODEL" --sparse bogus
 # a row that fails: a JSON row with "error", exit 1
 expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 7 --H 1 --Hkv 1 --pass fwd \
     --threads 2
