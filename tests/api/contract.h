@@ -39,6 +39,18 @@ static inline void contract_true(int ok, const char *expr, int line) {
 }
 #define CHECK(cond) contract_true((cond) != 0, #cond, __LINE__)
 
+/* Each string of the array must be refused by PARSE(string, OUT) with
+ * LA_ERR_ARGUMENT and a message. */
+#define EXPECT_PARSE_REFUSES(parse, strings, out)                                                     \
+    for (size_t i_ = 0; i_ < sizeof(strings) / sizeof(strings)[0]; i_++) {                          \
+        la_status s_ = parse((strings)[i_], (out));                                                  \
+        if (s_ != LA_ERR_ARGUMENT || !la_last_error()[0]) {                                          \
+            contract_failures++;                                                                     \
+            fprintf(stderr, "FAIL: %s(\"%s\") gave %s\n", #parse, (strings)[i_], la_status_name(s_)); \
+        }                                                                                            \
+        contract_checks++;                                                                           \
+    }
+
 static inline int contract_exit(const char *name) {
     printf("%s: %d checks, %d failed\n", name, contract_checks, contract_failures);
     return contract_failures != 0;

@@ -948,14 +948,7 @@ static void check_sparse(void) {
                                               "topk:0.9,dense-layers=-1", "topk:0.9,local=99999999999999999999",
                                               "topk:0.9,", "topk:0.9,,local=1", "topk:nan", "topk:inf",
                                               "static:1e30", "routing:0", "flex:0", "chunks:-1"};
-    for (size_t i = 0; i < sizeof bad_choices / sizeof bad_choices[0]; i++) {
-        s = la_sparse_choice_parse(bad_choices[i], &c);
-        if (s != LA_ERR_ARGUMENT || !la_last_error()[0]) {
-            contract_failures++;
-            fprintf(stderr, "FAIL: la_sparse_choice_parse(\"%s\") gave %s\n", bad_choices[i], la_status_name(s));
-        }
-        contract_checks++;
-    }
+    EXPECT_PARSE_REFUSES(la_sparse_choice_parse, bad_choices, &c);
     c = (la_sparse_choice){LA_SPARSE_NONE, 0};
     EXPECT(la_sparse_select(ctx, &c, &p, &q, &k, &idx), LA_ERR_ARGUMENT);
     c = (la_sparse_choice){LA_SPARSE_KIND_COUNT, 1};
@@ -1131,14 +1124,7 @@ static void check_kv_cache(void) {
                                                "full:3", "streaming:16:recent=2", "streaming:16:sinks=1:sinks=2",
                                                "snapkv:16:pool=median", "duo:16:share=1.5", "h2o:16:decode=maybe",
                                                "snapkv:16:adapt=2", "snapkv:16:pyramid=1", "streaming:16:"};
-    for (size_t i = 0; i < sizeof bad_policies / sizeof bad_policies[0]; i++) {
-        s = la_kv_policy_parse(bad_policies[i], &pol);
-        if (s != LA_ERR_ARGUMENT || !la_last_error()[0]) {
-            contract_failures++;
-            fprintf(stderr, "FAIL: la_kv_policy_parse(\"%s\") gave %s\n", bad_policies[i], la_status_name(s));
-        }
-        contract_checks++;
-    }
+    EXPECT_PARSE_REFUSES(la_kv_policy_parse, bad_policies, &pol);
     EXPECT(la_kv_policy_validate(NULL), LA_ERR_NULL);
     pol = (la_kv_policy){.kind = (la_kv_policy_kind)42, .budget = 16};
     EXPECT(la_kv_policy_validate(&pol), LA_ERR_ARGUMENT);
