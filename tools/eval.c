@@ -281,6 +281,14 @@ typedef struct {
     const char *sparse_text; /* --sparse as given, "none" without it */
 } run_id;
 
+/* The last field, so the earlier fields keep their order for readers that
+ * match them in sequence. */
+static void end_row(const run_id *r) {
+    printf(",\"sparse\":");
+    json_string(stdout, r->sparse_text);
+    printf("}\n");
+}
+
 static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int64_t prompt_tokens, size_t kv,
                             double full, double score, double tps, const char *reply) {
     printf("{\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
@@ -289,15 +297,13 @@ static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int6
     json_string(stdout, r->policy_name);
     printf(",\"budget\":");
     json_string(stdout, r->budget);
-    printf(",\"kv_type\":\"%s\",\"sparse\":", r->type_name);
-    json_string(stdout, r->sparse_text);
-    printf(",\"length\":%lld,", (long long)length);
+    printf(",\"kv_type\":\"%s\",\"length\":%lld,", r->type_name, (long long)length);
     if (depth >= 0) printf("\"depth\":%lld,", (long long)depth);
     printf("\"prompt_tokens\":%lld,\"kv_bytes\":%zu,\"full_bytes\":%.0f,\"share\":%.4f,\"score\":%.4f,"
            "\"decode_tps\":%.3f,\"reply\":",
            (long long)prompt_tokens, kv, full, full > 0 ? (double)kv / full : 0, score, tps);
     json_string(stdout, reply);
-    printf("}\n");
+    end_row(r);
     fflush(stdout);
 }
 
@@ -310,16 +316,15 @@ static void print_summary(const eval_options *o, const run_id *r, const summary 
         json_string(stdout, r->policy_name);
         printf(",\"budget\":");
         json_string(stdout, r->budget);
-        printf(",\"kv_type\":\"%s\",\"sparse\":", r->type_name);
-        json_string(stdout, r->sparse_text);
-        printf(",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", (long long)s->cells, s->kv_bytes / n,
-               s->share / n);
+        printf(",\"kv_type\":\"%s\",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", r->type_name,
+               (long long)s->cells, s->kv_bytes / n, s->share / n);
         if (r->task == TASK_PPL) {
             printf("\"ppl\":%.4f,\"ppl_err\":%.5f,\"eval_tps\":%.3f,\"ppl_offset\":%lld,\"ppl_windows\":[", s->ppl,
                    s->ppl_err, tps, (long long)s->offset);
             for (int64_t w = 0; w < s->n_windows; w++) printf("%s%.4f", w ? "," : "", s->windows[w]);
-            printf("]}\n");
-        } else printf("\"accuracy\":%.4f,\"decode_tps\":%.3f}\n", s->score / n, tps);
+            printf("]");
+        } else printf("\"accuracy\":%.4f,\"decode_tps\":%.3f", s->score / n, tps);
+        end_row(r);
     } else {
         char score[48];
         if (r->task == TASK_PPL) snprintf(score, sizeof score, "ppl %.4f +/- %.4f", s->ppl, s->ppl_err);
