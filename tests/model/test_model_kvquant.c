@@ -78,8 +78,12 @@ static void test_exact(la_model *m, la_context *ctx, bool quick) {
      * against 4e-2 to 1.4e-1 for the int8-rounded single-token path. */
     tu_check(exact <= 5e-4, "exact_decode: logits alone vs in a batch differ by %.3g of their range (want <= 5e-4)",
              exact);
-    tu_check(rounded > 20 * exact, "without exact_decode the single-token path should differ visibly (%.3g vs %.3g)",
-             rounded, exact);
+    /* Only the AVX2 / AVX-512 products round the single token's activations
+     * to int8 (src/cpu/quant/quant_dot_isa.c); the scalar path keeps f32, so
+     * there both paths differ only in summation order. */
+    if (la_context_simd(ctx) != LA_SIMD_SCALAR)
+        tu_check(rounded > 20 * exact, "without exact_decode the single-token path should differ visibly (%.3g vs %.3g)",
+                 rounded, exact);
     printf("alone vs batch, worst share of the logits' range: exact %.3g, int8-rounded %.3g\n", exact, rounded);
     free(t);
 }
