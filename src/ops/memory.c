@@ -39,7 +39,7 @@ la_status la_device_alloc(la_device device, size_t bytes, void **out) {
         if (!*out) return la_fail(LA_ERR_NOMEM, "la_device_alloc: %zu bytes of host memory", bytes);
         return la_succeed();
     }
-    const la_backend *be;
+    const la_backend *be = NULL; /* set by memory_backend on success (GCC cannot see it) */
     if ((s = memory_backend(device, "la_device_alloc", &be)) || (s = be->mem_alloc(device.index, bytes, out)))
         return s;
     return la_succeed();
@@ -53,7 +53,7 @@ la_status la_device_free(la_device device, void *ptr) {
         free(ptr);
         return la_succeed();
     }
-    const la_backend *be;
+    const la_backend *be = NULL; /* set by memory_backend on success (GCC cannot see it) */
     if ((s = memory_backend(device, "la_device_free", &be)) || (s = be->mem_free(device.index, ptr))) return s;
     return la_succeed();
 }
@@ -70,7 +70,7 @@ la_status la_device_copy(void *dst, la_device dst_device, const void *src, la_de
     }
     /* the GPU side's backend copies; a copy between two GPUs runs on dst's */
     const la_device gpu = dst_device.kind != LA_DEVICE_CPU ? dst_device : src_device;
-    const la_backend *be;
+    const la_backend *be = NULL; /* set by memory_backend on success (GCC cannot see it) */
     if ((s = memory_backend(gpu, "la_device_copy", &be)) || (s = be->mem_copy(gpu.index, dst, src, bytes))) return s;
     return la_succeed();
 }
