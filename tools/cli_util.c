@@ -7,6 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+bool cli_parse_sparse(const char *cmd, const char *text, la_sparse_choice *out) {
+    if (!la_sparse_choice_parse(text, out)) return true;
+    fprintf(stderr, "%s: --sparse: %s\n", cmd, la_last_error());
+    return false;
+}
+
 bool cli_parse_kv_type(const char *cmd, const char *option, const char *text, la_dtype *out, la_kv_quant *quant) {
     const la_dtype types[] = {LA_F32, LA_BF16, LA_F16};
     for (int i = 0; i < 3; i++)

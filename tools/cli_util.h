@@ -16,6 +16,9 @@ bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
 bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out);
 /* --kv-type: f32, bf16 or f16 (la_dtype_name's spellings). */
+/* --sparse SELECTOR:BUDGET through la_sparse_choice_parse; on failure print
+ * "CMD: --sparse: REASON" and return false. */
+bool cli_parse_sparse(const char *cmd, const char *text, la_sparse_choice *out);
 bool cli_parse_kv_type(const char *cmd, const char *option, const char *text, la_dtype *out, la_kv_quant *quant);
 /* The --kv-type name of a cache's element type or quantisation. */
 const char *cli_kv_type_name(la_dtype type, la_kv_quant quant);

@@ -201,10 +201,7 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         else if (!strcmp(a, "--sparse-heads")) o->sparse_heads = v;
         else if (!strcmp(a, "--sparse")) {
             o->sparse_text = v;
-            if (la_sparse_choice_parse(v, &o->sparse)) {
-                fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
-                ok = false;
-            }
+            ok = cli_parse_sparse(CMD, v, &o->sparse);
         }
         else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);

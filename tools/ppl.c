@@ -147,10 +147,7 @@ int cmd_ppl(int argc, char **argv) {
         } else if (!strcmp(a, "--stream-share")) {
             shares = v;
         } else if (!strcmp(a, "--sparse")) {
-            if (la_sparse_choice_parse(v, &sp.sparse)) {
-                fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
-                return 2;
-            }
+            if (!cli_parse_sparse(CMD, v, &sp.sparse)) return 2;
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);

@@ -114,10 +114,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
         } else if (!strcmp(a, "--sparse-heads")) {
             o->sparse_heads = v;
         } else if (!strcmp(a, "--sparse")) {
-            if (la_sparse_choice_parse(v, &o->sparse)) {
-                fprintf(stderr, "%s: --sparse: %s\n", CMD, la_last_error());
-                return 2;
-            }
+            if (!cli_parse_sparse(CMD, v, &o->sparse)) return 2;
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);
