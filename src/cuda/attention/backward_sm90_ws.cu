@@ -23,7 +23,7 @@
  * handoff, and none on the same code with __syncthreads), so its hazards
  * here are read as the tool's; memcheck and the tests are clean.
  *
- * dQ (LA_CUDA_BACKWARD_DQ=tma, the default): each consumer thread stores
+ * dQ (LA_CUDA_BACKWARD_DQ=tma): each consumer thread stores
  * its part of the item's f32 dQ tile into one of two shared buffers (item
  * parity; 128-byte swizzle, 32-column panels) and lane 0 of each warp
  * arrives on the buffer's full barrier (8 arrivals); lane 0 of warpgroup
@@ -33,7 +33,24 @@
  * consumers wait on two items later. H200, fwd+bwd D 128: 1.11-1.13x the
  * atomics (LA_CUDA_BACKWARD_DQ=atomic: 16 f32 vector atomics per thread
  * per item); skipping the add altogether (a patched build, dQ wrong: a
- * timing bound only) gave 1.38x, so most of the atomics' cost is still there.
+ * timing bound only) gave 1.38x, read then as the add's cost, but that
+ * build dropped the dQ products too (see below).
+ *
+ * dQ by warp (the default): the same staging, but each consumer warp's lane
+ * 0 adds the warp's own 16 rows (two 32-column boxes of a map with 16-row
+ * boxes) right after its lanes' stores and fence, and waits (wait_group.read
+ * 1) before it overwrites a buffer two items later: no writer warp (which
+ * spilled at 24 registers), no dQ barriers, no handoff. The staging's stores
+ * spread over the banks (bws_dq_stage). H200 fwd+bwd, one run, 16K / 64K
+ * non-causal: tma 463-470 TFLOP/s, tma + spread 472-477, warp + spread
+ * 473-479. The add itself costs about 3-5% (staging without the reduce:
+ * 1.03x; staging without fence or reduce: 1.07x); the "skip" bound's 1.22x
+ * is mostly the dQ products ptxas drops there. Tried in the fourteenth
+ * session and not kept: an L2 evict-last hint on the reduce (no change),
+ * issuing the add after the next item's dS^T fence (one fence an item:
+ * 2% slower), and pairing key blocks in clusters of two that sum their dQ
+ * tiles through distributed shared memory to halve the reduce traffic
+ * (1.6x slower: L2 was not the limit).
  *
  * The two consumer warpgroups still meet once per item: dQ = dS K needs
  * both halves of dS^T (D 128), so a 256-thread named barrier (id 1)
@@ -52,9 +69,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* How the consumers' dQ tiles reach the f32 workspace: vector atomics, or
- * a TMA reduce-add from shared memory (issued by a writer warp). */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA };
+/* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
+ * TMA reduce-add from shared memory issued by a writer warp, or one issued
+ * by each consumer warp for its own rows (warp, the default); skip: not at
+ * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only). */
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP };
+/* the kernel's flags: dQ staged with the bank-spread lane order; (timing
+ * builds) the warp mode's staging without its reduce-add */
+enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2 };
 
 template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int CONSUMERS = 256, THREADS = 384;
@@ -63,7 +85,7 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
     /* one item's dQ tiles, f32: per warpgroup 64 rows by 64 columns, two
      * 32-column panels in the 128-byte swizzle (D 64: each warpgroup's sum
      * over its own keys, both added to the same columns) */
-    static constexpr int DQ = DQM == BWS_DQ_TMA ? 2 * BQ * 64 * 4 : 0;
+    static constexpr int DQ = DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP ? 2 * BQ * 64 * 4 : 0;
     /* K/V full; full and empty per stage; full and empty per dQ buffer */
     static constexpr int BARS = 1 + 2 * STAGES + 4;
     /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
@@ -81,16 +103,26 @@ static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "s
 #if LA_WGMMA
 /* this thread's part of its warpgroup's dQ tile (acc as bwd90_dq_mma
  * leaves it: rows wq 16 + g (+ 8), columns n 8 + 2 tq) into the swizzled
- * panels at tile: an f32 column c sits where panel_off puts 16-bit column 2c */
-static __device__ __forceinline__ void bws_dq_stage(uint32_t tile, const float (&acc)[8][4], int wq, int g, int tq) {
+ * panels at tile: an f32 column c sits where panel_off puts 16-bit column 2c.
+ * An 8-byte store is served a half-warp (g < 4, g >= 4) at a time; in store
+ * n the lanes tq < 2 and tq >= 2 of a half-warp fill the same four 16-byte
+ * chunks (2-way bank conflict). spread: lanes tq >= 2 store column group
+ * n ^ 2 instead (its other chunk group), so each half-warp's 128 bytes meet
+ * 32 banks once; the values come by select, the indices stay constant. */
+static __device__ __forceinline__ void bws_dq_stage(uint32_t tile, const float (&acc)[8][4], int wq, int g, int tq,
+                                                    bool spread) {
+    const int x = spread && tq >= 2 ? 2 : 0;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int row = wq * 16 + g + 8 * r;
 #pragma unroll
-        for (int n = 0; n < 8; n++)
+        for (int k = 0; k < 8; k++) {
+            const int n = k ^ x;
+            const float v0 = x ? acc[k ^ 2][2 * r] : acc[k][2 * r], v1 = x ? acc[k ^ 2][2 * r + 1] : acc[k][2 * r + 1];
             asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(tile + panel_off<bwd90_tiles::BQ>(row, 2 * (n * 8 + 2 * tq))),
-                         "f"(acc[n][2 * r]), "f"(acc[n][2 * r + 1])
+                         "f"(v0), "f"(v1)
                          : "memory");
+        }
     }
 }
 
@@ -100,7 +132,8 @@ template <int DP, bool F16, int STAGES, int DQM>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mdo,
                        const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
-                       const __grid_constant__ CUtensorMap mdq, const la_cuda_bwd_args a, int heads_per_chunk) {
+                       const __grid_constant__ CUtensorMap mdq, const la_cuda_bwd_args a, int heads_per_chunk,
+                       int flags) {
 #if LA_WGMMA
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BKEY = T::BKEY, BQ = T::BQ, CONSUMERS = T::CONSUMERS;
@@ -230,44 +263,90 @@ __global__ void __launch_bounds__(384, 1)
             if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
             if (++stage == STAGES) stage = 0, phase ^= 1;
             if constexpr (DQM == BWS_DQ_ATOMIC) bwd90_dq_add<DP>(a, acc, wg, wq, g, tq, i0, lq, wrow, h);
+            if constexpr (DQM == BWS_DQ_WARP) {
+                /* each warp adds its own 16 rows (two 32-column boxes) from
+                 * buffer it % 2, once its reduce of item it - 2 has read it */
+                const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
+                if (lane == 0) bulk_wait_read_but1();
+                __syncwarp();
+                bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
+                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+                __syncwarp();
+#ifdef LA_CUDA_TIMING_BOUNDS
+                if (flags & BWS_BOUND_NO_REDUCE) continue;
+#endif
+                if (lane == 0) {
+#pragma unroll
+                    for (int p = 0; p < 2; p++)
+                        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, &mdq, (DP == 128 ? wg * 64 : 0) + p * 32,
+                                       (int)(i0 + wq * 16), (int)h, (int)b);
+                    bulk_commit();
+                }
+            }
             if constexpr (DQM == BWS_DQ_TMA) {
                 /* buffer it % 2 once the writer has read item it - 2's tiles from it */
                 const uint32_t buf = (uint32_t)(it & 1);
                 mbar_wait(bar_qe + 8 * buf, ((uint32_t)(it >> 1) & 1) ^ 1);
-                bws_dq_stage(sdQ0 + buf * T::DQ + wg * (T::DQ / 2), acc, wq, g, tq);
+                bws_dq_stage(sdQ0 + buf * T::DQ + wg * (T::DQ / 2), acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
                 fence_proxy_async(); /* this thread's stores, before the writer's TMA reads them */
                 __syncwarp();
                 if (lane == 0) mbar_arrive(bar_qf + 8 * buf);
             }
         }
+        if (DQM == BWS_DQ_WARP && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
         bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
     }
 #endif
 }
 
 template <int DP, bool F16, int STAGES, int DQM>
-static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, cudaStream_t stream) {
+static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, int flags, cudaStream_t stream) {
     using T = bws_tiles<DP, STAGES, DQM>;
     cudaError_t e = cudaFuncSetAttribute(attn_bwd_ws_kernel<DP, F16, STAGES, DQM>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + T::BKEY - 1) / T::BKEY), (unsigned)a->Hkv, (unsigned)a->num_seqs);
     attn_bwd_ws_kernel<DP, F16, STAGES, DQM><<<grid, T::THREADS, T::SMEM, stream>>>(
-        m[0], m[1], m[2], m[3], m[4], *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0));
+        m[0], m[1], m[2], m[3], m[4], *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), flags);
     return cudaGetLastError();
 }
 
 template <int DP, bool F16>
-static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m, int dqm, cudaStream_t stream) {
-    if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, stream);
-    return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, stream);
+static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m, int dqm, int flags,
+                                 cudaStream_t stream) {
+    if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, flags, stream);
+    if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
+#ifdef LA_CUDA_TIMING_BOUNDS
+    if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, flags, stream);
+#endif
+    return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic or tma (the default) */
+/* LA_CUDA_BACKWARD_DQ: atomic, tma or warp (the default); skip (dQ left
+ * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
+ * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
+ * kernel without dQ at all, not the add alone).
+ * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order. */
 static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
-    return BWS_DQ_TMA;
+    if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
+#ifdef LA_CUDA_TIMING_BOUNDS
+    if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
+#endif
+    return BWS_DQ_WARP;
+}
+
+static int bws_flags(void) {
+    const char *pick = getenv("LA_CUDA_BACKWARD_DQ_SPREAD");
+    int f = pick && !strcmp(pick, "0") ? 0 : BWS_SPREAD;
+#ifdef LA_CUDA_TIMING_BOUNDS
+    /* LA_CUDA_BACKWARD_DQ_BOUND=noreduce (warp mode): the staging without
+     * the reduce-add (dQ wrong): a timing bound */
+    const char *bound = getenv("LA_CUDA_BACKWARD_DQ_BOUND");
+    if (bound && !strcmp(bound, "noreduce")) f |= BWS_BOUND_NO_REDUCE;
+#endif
+    return f;
 }
 
 extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStream_t stream, cudaError_t *err) {
@@ -287,13 +366,17 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* the workspace [seq][token][head][D] f32 (rows = the sequence's
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
-    if (dqm == BWS_DQ_TMA && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H,
-                                           a->num_seqs, a->H * a->D, a->D, a->Lq * a->H * a->D, 32, rows_q))
+    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP;
+    /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
+    if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
+                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_WARP ? 16 : rows_q))
         dqm = BWS_DQ_ATOMIC;
-    if (dqm != BWS_DQ_TMA) m[4] = m[0]; /* unused */
+    if (dqm != BWS_DQ_TMA && dqm != BWS_DQ_WARP) m[4] = m[0]; /* unused */
+    const int flags = bws_flags();
     if (a->D == 64)
-        *err = a->f16 ? launch_bws_dq<64, true>(a, m, dqm, stream) : launch_bws_dq<64, false>(a, m, dqm, stream);
+        *err = a->f16 ? launch_bws_dq<64, true>(a, m, dqm, flags, stream) : launch_bws_dq<64, false>(a, m, dqm, flags, stream);
     else
-        *err = a->f16 ? launch_bws_dq<128, true>(a, m, dqm, stream) : launch_bws_dq<128, false>(a, m, dqm, stream);
+        *err = a->f16 ? launch_bws_dq<128, true>(a, m, dqm, flags, stream)
+                      : launch_bws_dq<128, false>(a, m, dqm, flags, stream);
     return 1;
 }
