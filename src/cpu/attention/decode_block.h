@@ -60,6 +60,16 @@ static inline __attribute__((always_inline)) vf db_load(const char *row, int64_t
 /* Lane j * KS + e of row rr's result = lane rr * KS + e of x[j]: a 4 x 4
  * transpose of KS-lane chunks, two levels of two-vector shuffles. */
 static inline __attribute__((always_inline)) void db_transpose4(const vf *x, vf *s) {
+#if defined(LA_ISA_AVX2)
+    /* chunks of two lanes are doubles: a 4 x 4 transpose of doubles by
+     * in-half unpacks and half exchanges (no cross-lane permutes, slow on Zen 1) */
+    const __m256d t0 = _mm256_unpacklo_pd((__m256d)x[0], (__m256d)x[1]), t1 = _mm256_unpackhi_pd((__m256d)x[0], (__m256d)x[1]);
+    const __m256d t2 = _mm256_unpacklo_pd((__m256d)x[2], (__m256d)x[3]), t3 = _mm256_unpackhi_pd((__m256d)x[2], (__m256d)x[3]);
+    s[0] = (vf)_mm256_insertf128_pd(t0, _mm256_castpd256_pd128(t2), 1);
+    s[1] = (vf)_mm256_insertf128_pd(t1, _mm256_castpd256_pd128(t3), 1);
+    s[2] = (vf)_mm256_insertf128_pd(t2, _mm256_extractf128_pd(t0, 1), 0);
+    s[3] = (vf)_mm256_insertf128_pd(t3, _mm256_extractf128_pd(t1, 1), 0);
+#else
     const vf p01 = __builtin_shufflevector(x[0], x[1], DB_CH(0), DB_CH(4), DB_CH(1), DB_CH(5));
     const vf q01 = __builtin_shufflevector(x[0], x[1], DB_CH(2), DB_CH(6), DB_CH(3), DB_CH(7));
     const vf p23 = __builtin_shufflevector(x[2], x[3], DB_CH(0), DB_CH(4), DB_CH(1), DB_CH(5));
@@ -68,6 +78,7 @@ static inline __attribute__((always_inline)) void db_transpose4(const vf *x, vf 
     s[1] = __builtin_shufflevector(p01, p23, DB_CH(2), DB_CH(3), DB_CH(6), DB_CH(7));
     s[2] = __builtin_shufflevector(q01, q23, DB_CH(0), DB_CH(1), DB_CH(4), DB_CH(5));
     s[3] = __builtin_shufflevector(q01, q23, DB_CH(2), DB_CH(3), DB_CH(6), DB_CH(7));
+#endif
 }
 
 /* Lane i of the result = the sum of the lanes of v[i] (isa.h's
@@ -92,6 +103,25 @@ static inline __attribute__((always_inline)) vf db_transpose_sum(vf *v) {
         g[i] = _mm512_add_ps(_mm512_shuffle_f32x4(e[2 * i], e[2 * i + 1], 0x44),
                              _mm512_shuffle_f32x4(e[2 * i], e[2 * i + 1], 0xEE));
     return (vf)_mm512_add_ps(_mm512_shuffle_f32x4(g[0], g[1], 0x88), _mm512_shuffle_f32x4(g[0], g[1], 0xDD));
+#elif defined(LA_ISA_AVX2)
+    /* Two levels of pair sums within each 128-bit half (vshufps, which
+     * issues beside the FMAs), then one exchange of halves (vinsertf128 /
+     * vextractf128). The generic tree's two-source even / odd permutes
+     * became vpermd + vblendps with their index vectors reloaded: on Zen 1
+     * (a cross-lane vpermd is 3 uops there) the tree took as many samples
+     * as the q.k FMAs it reduces. */
+    __m256 h[4], g[2];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) /* half lanes [a0+a1, a2+a3, b0+b1, b2+b3] */
+        h[i] = _mm256_add_ps(_mm256_shuffle_ps((__m256)v[2 * i], (__m256)v[2 * i + 1], 0x88),
+                             _mm256_shuffle_ps((__m256)v[2 * i], (__m256)v[2 * i + 1], 0xDD));
+#pragma GCC unroll 2
+    for (int i = 0; i < 2; i++) /* half lane k: that half's sum of v[4i + k] */
+        g[i] = _mm256_add_ps(_mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0x88),
+                             _mm256_shuffle_ps(h[2 * i], h[2 * i + 1], 0xDD));
+    const __m256 lo = _mm256_insertf128_ps(g[0], _mm256_castps256_ps128(g[1]), 1);
+    const __m256 hi = _mm256_insertf128_ps(g[1], _mm256_extractf128_ps(g[0], 1), 0);
+    return (vf)_mm256_add_ps(lo, hi);
 #else
     return vf_transpose_sum(v);
 #endif

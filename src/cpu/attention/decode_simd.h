@@ -14,6 +14,10 @@
 static inline float tree_max(vf v) {
 #if defined(LA_ISA_AVX512)
     return _mm512_reduce_max_ps((__m512)v);
+#elif defined(LA_ISA_AVX2)
+    __m128 x = _mm_max_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    x = _mm_max_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_max_ss(x, _mm_movehdup_ps(x)));
 #else
     return vf_reduce_max(v);
 #endif
@@ -21,6 +25,10 @@ static inline float tree_max(vf v) {
 static inline float tree_add(vf v) {
 #if defined(LA_ISA_AVX512)
     return _mm512_reduce_add_ps((__m512)v);
+#elif defined(LA_ISA_AVX2)
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128((__m256)v), _mm256_extractf128_ps((__m256)v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    return _mm_cvtss_f32(_mm_add_ss(x, _mm_movehdup_ps(x)));
 #else
     return vf_reduce_add(v);
 #endif
