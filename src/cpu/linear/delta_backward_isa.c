@@ -198,7 +198,7 @@ static void recurrent_head_backward(const la_delta_backward_problem *bp, const d
             delta_load_qk(w->k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, l2, 1.0f);
             tg_load_row(w->v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
             delta_step(S, Dvp, Dk, Dvp, NULL, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
-                       w->u, NULL);
+                       w->u, NULL, NULL, 0);
         }
     }
     /* the gradient reaching the final state */
@@ -215,7 +215,7 @@ static void recurrent_head_backward(const la_delta_backward_problem *bp, const d
             delta_load_qk(w->k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, l2, 1.0f);
             tg_load_row(w->v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
             delta_step(next, Dvp, Dk, Dvp, NULL, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
-                       w->u, NULL);
+                       w->u, NULL, NULL, 0);
         }
         for (int64_t i = n - 1; i >= 0; i--) {
             const int64_t t = t0 + c0 + i;

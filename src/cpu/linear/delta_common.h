@@ -10,6 +10,16 @@
 #include "backend/delta_problem.h"
 #include "cpu/linear/linear_common.h"
 
+/* The decode step prefetches the next state of its thread's run of items
+ * (delta_step's nS) on AVX2 only: on Zen 1 the step's column blocks read
+ * S's rows 128 bytes at a time, 512 apart, a pattern the hardware
+ * prefetchers do not run ahead of, and the step ran at 0.57-0.64 of the
+ * read-modify-write bandwidth; with the next state requested during this
+ * one's first pass, 0.77-0.82 (BENCHMARKS.md, s14-mixdec). Not measured on
+ * the AVX-512 machines, where the earlier sessions' figures (0.62-0.91)
+ * came without it, so those copies keep the dynamic schedule and no hints. */
+#define DELTA_STEP_PF_NEXT (LA_VL == 8)
+
 /* Tokens ahead of the one loaded whose rows are prefetched. */
 #define DELTA_AHEAD 4
 
@@ -47,15 +57,19 @@ static inline float delta_log_decay(const la_delta_problem *p, int64_t bt, int64
 }
 
 /* delta_step on columns [j0, j0 + nb LA_VL) of S (nb <= LA_STEP_NB, a
- * constant at each call, so the sums are registers). kq = k . q. */
+ * constant at each call, so the sums are registers). kq = k . q. nS (rows
+ * nlds floats apart), or NULL: a state whose same lines are prefetched. */
 static inline __attribute__((always_inline)) void delta_step_cols(float *S, int64_t lds, int64_t Dk, const float *q,
                                                                   const float *k, const float *v, float beta, float a,
                                                                   float kq, float *u, float *o, int64_t j0,
-                                                                  const int nb) {
+                                                                  const int nb, const float *nS, int64_t nlds) {
     vf sk[LA_STEP_NB], sq[LA_STEP_NB];
     for (int b = 0; b < nb; b++) sk[b] = sq[b] = vf_set1(0);
     for (int64_t d = 0; d < Dk; d++) {
         const float *row = S + d * lds + j0;
+        if (nS) /* the same lines of the next state: a whole state ahead, spread over this one's rows */
+            for (int x = 0; x < nb * LA_VL * (int)sizeof(float); x += 64)
+                la_prefetch_t0((const char *)(nS + d * nlds + j0) + x);
         const vf kd = vf_set1(k[d]), qd = vf_set1(o ? q[d] : 0.0f);
         for (int b = 0; b < nb; b++) {
             const vf s = vf_load(row + b * LA_VL);
@@ -89,14 +103,16 @@ static inline __attribute__((always_inline)) void delta_step_cols(float *S, int6
  * old step kept u and o in memory, loaded and stored with every row: 5
  * loads and 3 stores per vector of the state, now 2 loads and 1 store.
  * (Requesting the next state's rows during the update's pass, to keep the
- * memory busy through it, measured no better on Zen 4 under load.) */
+ * memory busy through it, measured no better on Zen 4 under load; on Zen 1
+ * requesting them during the first pass gains 25-30%: nS, the next state
+ * or NULL, DELTA_STEP_PF_NEXT.) */
 static inline void delta_step(float *S, int64_t lds, int64_t Dk, int64_t Dvp, const float *q, const float *k,
-                              const float *v, float beta, float a, float *u, float *o) {
+                              const float *v, float beta, float a, float *u, float *o, const float *nS, int64_t nlds) {
     const float kq = o ? lin_dot(k, q, tg_round_up(Dk, LA_VL)) : 0.0f;
     int64_t j0 = 0;
     for (; j0 + LA_STEP_NB * LA_VL <= Dvp; j0 += LA_STEP_NB * LA_VL)
-        delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, LA_STEP_NB);
-    for (; j0 < Dvp; j0 += LA_VL) delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, 1);
+        delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, LA_STEP_NB, nS, nlds);
+    for (; j0 < Dvp; j0 += LA_VL) delta_step_cols(S, lds, Dk, q, k, v, beta, a, kq, u, o, j0, 1, nS, nlds);
 }
 
 /* S [Dk][Dvp] = the state of (sequence n, head h), or 0. */

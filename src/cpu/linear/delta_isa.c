@@ -101,8 +101,10 @@ static void chunked_item(const la_delta_problem *p, const delta_dims *dm, fwd_sc
 /* Token by token. The decode step (one state in and out, in place) works
  * on the caller's state directly when its rows need no padding (Dv a
  * multiple of LIN_PAD): copying it to scratch and back would double the
- * step's memory traffic. */
-static void recurrent_item(const la_delta_problem *p, const delta_dims *dm, fwd_scratch *w, int64_t b, int64_t h) {
+ * step's memory traffic. next: the thread's next item (-1: none), whose
+ * state the step prefetches when both are the caller's, in place. */
+static void recurrent_item(const la_delta_problem *p, const delta_dims *dm, fwd_scratch *w, int64_t b, int64_t h,
+                           int64_t next) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
     int64_t t0, len;
     la_delta_seq(p, b, &t0, &len);
@@ -110,15 +112,20 @@ static void recurrent_item(const la_delta_problem *p, const delta_dims *dm, fwd_
     const bool in_place = st->data && st->data == p->state_out.data && dm->Dv == Dvp;
     float *S = w->S;
     int64_t lds = Dvp;
-    if (in_place) S = st->data + b * st->seq_stride + h * st->head_stride, lds = st->row_stride;
-    else delta_load_state(S, st, dm, b, h);
+    const float *nS = NULL;
+    if (in_place) {
+        S = st->data + b * st->seq_stride + h * st->head_stride, lds = st->row_stride;
+        if (next >= 0) nS = st->data + next / p->H * st->seq_stride + next % p->H * st->head_stride;
+    } else {
+        delta_load_state(S, st, dm, b, h);
+    }
     float *o = w->O;
     for (int64_t t = t0; t < t0 + len; t++) {
         delta_load_qk(w->q, la_attn_at(&p->q, bt, t, h), p->q.dtype, Dk, Dkp, p->l2norm, p->scale);
         delta_load_qk(w->k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, Dk, Dkp, p->l2norm, 1.0f);
         tg_load_row(w->v, la_attn_at(&p->v, bt, t, hk), p->v.dtype, dm->Dv, Dvp);
         delta_step(S, lds, Dk, Dvp, w->q, w->k, w->v, delta_beta(p, bt, t, h), expf(delta_log_decay(p, bt, t, h)),
-                   w->u, o);
+                   w->u, o, nS, lds);
         tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, o, dm->Dv);
     }
     if (!in_place) delta_store_state(&p->state_out, S, dm, b, h);
@@ -129,13 +136,23 @@ la_status LA_ISA_FN(la_cpu_delta_forward_kernel)(const la_delta_problem *p, void
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const size_t per_thread = scratch_floats(&dm);
     const int64_t items = p->num_seqs * p->H;
+    /* the decode step (one token per sequence): each thread a contiguous run of items, so that
+       its next item, whose state it prefetches, is known (the items are equal in work) */
+    const bool step = DELTA_STEP_PF_NEXT && p->form != LA_LINEAR_CHUNKED && !p->cu && p->L == 1;
 #pragma omp parallel num_threads(nthreads)
     {
         fwd_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
+        if (step) {
+            int64_t lo, hi;
+            la_split_range(items, la_thread_id(), la_team_size(), &lo, &hi);
+            for (int64_t it = lo; it < hi; it++)
+                recurrent_item(p, &dm, &w, it / p->H, it % p->H, it + 1 < hi ? it + 1 : -1);
+        } else {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
-            else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
+            for (int64_t it = 0; it < items; it++) {
+                if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+                else recurrent_item(p, &dm, &w, it / p->H, it % p->H, -1);
+            }
         }
     }
     return LA_OK;

@@ -152,7 +152,13 @@ static inline vf scan_exp2(vf s, vf a) {
     return (vf)_mm512_maskz_scalef_ps(normal, _mm512_mul_ps(q, T), n);
 #else
     const float magic = 12582912.0f;
+#if defined(LA_ISA_AVX2)
+    /* vminps returns its second operand where either is NaN: x2 > 127 gives 127, NaN stays NaN (one
+       instruction where the compare and blend took two, on Zen 1's busiest pipes) */
+    const vf x2 = s * a, x = (vf)_mm256_min_ps(_mm256_set1_ps(127.0f), (__m256)x2), t = x + magic, n = t - magic;
+#else
     const vf x2 = s * a, x = vf_select(x2 > vf_set1(127.0f), vf_set1(127.0f), x2), t = x + magic, n = t - magic;
+#endif
     const vf p = scan_exp2_poly(x - n);
     const vi normal = x >= vf_set1(-125.0f); /* false for NaN */
     vu e, pb; /* unsigned: t's high bits shift out, the exponent sum wraps by design */

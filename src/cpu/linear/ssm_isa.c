@@ -325,9 +325,9 @@ static bool is_step(const la_ssm_problem *p) { return p->form == LA_SCAN_CHUNKED
 static int64_t step_spans(const la_ssm_problem *p) { return (p->D / p->G + STEP_CB - 1) / STEP_CB; }
 
 /* Per thread: B, C, A, h and a zero row [Np] each; u, dt, z, bias, skip,
- * y, dt log2(e) and dt u [STEP_CB]. */
+ * y, dt log2(e) and dt u [STEP_CB]; step_dense2's decays [STEP_CB][32]. */
 static size_t step_scratch_floats(const la_ssm_problem *p) {
-    return (size_t)(5 * scan_pad(p->N) + 8 * STEP_CB + SCAN_PAD);
+    return (size_t)(5 * scan_pad(p->N) + 8 * STEP_CB + SCAN_PAD + 32 * STEP_CB);
 }
 
 /* dst[0..STEP_CB) = channels d0..d0+cb of token t0 of sequence bt of o,
@@ -386,6 +386,22 @@ static inline void step_pair(int l, vf a, vf b, vf *x, vf *y) {
     static const __mmask16 upper[4] = {0xAAAA, 0xCCCC, 0xF0F0, 0xFF00};
     *x = (vf)_mm512_mask_blend_ps(upper[l], (__m512)a, (__m512)b);
     *y = (vf)_mm512_permutex2var_ps((__m512)a, _mm512_loadu_si512(swap[l]), (__m512)b);
+#elif defined(LA_ISA_AVX2)
+    /* Within the 128-bit halves (vshufps) at levels 0 and 1, the halves
+       swapped at level 2: lane-crossing even/odd shuffles compiled to two
+       vpermd and a blend each, 28 vpermd per 8 channels (3 uops each on
+       Zen 1). The sums come out in another lane order at the inner levels
+       (after level 0, a's pairs then b's in each half; after level 1, one
+       lane per input in each half), the same channel order at the end;
+       step_rows' C multiplies at level 0 see the same shuffle of C. */
+    const __m256 av = (__m256)a, bv = (__m256)b;
+    if (l == 0 || l == 1) {
+        *x = (vf)_mm256_shuffle_ps(av, bv, 0x88);
+        *y = (vf)_mm256_shuffle_ps(av, bv, 0xDD);
+    } else {
+        *x = (vf)_mm256_insertf128_ps(av, _mm256_castps256_ps128(bv), 1);
+        *y = (vf)_mm256_insertf128_ps(bv, _mm256_extractf128_ps(av, 1), 0);
+    }
 #else
     (void)l;
     *x = __builtin_shufflevector(a, b, LA_EVEN_LANES);
@@ -414,20 +430,24 @@ static inline vf step_transpose_sum(vf *v) {
 
 /* One vector of a channel's state row through the token, h = exp(dt A) h +
  * dt u B, read from hs and written to hd (the same row in place); dtv =
- * dt log2(e) (exp(dt A) = 2^(dt log2(e) A), scan_exp2), duv = dt u. */
-static inline vf step_vec(const float *A, const float *hs, float *hd, const float *Bt, vf dtv, vf duv) {
-    const vf hn = vf_fma(scan_exp2(dtv, vf_load(A)), vf_load(hs), duv * vf_load(Bt));
+ * dt log2(e) (exp(dt A) = 2^(dt log2(e) A), scan_exp2), duv = dt u; pre:
+ * A holds exp(dt A) itself (step_dense2's AVX2 form). */
+static inline __attribute__((always_inline)) vf step_vec(const float *A, const float *hs, float *hd, const float *Bt,
+                                                         vf dtv, vf duv, const bool pre) {
+    const vf e = pre ? vf_load(A) : scan_exp2(dtv, vf_load(A));
+    const vf hn = vf_fma(e, vf_load(hs), duv * vf_load(Bt));
     vf_store(hd, hn);
     return hn;
 }
 
 /* A whole row (n_end floats, a multiple of LA_VL); returns the lanes of C . h. */
-static inline vf step_row(const float *A, const float *hs, float *hd, const float *Bt, const float *Ct, float dt2,
-                          float du, int64_t n_end) {
+static inline __attribute__((always_inline)) vf step_row(const float *A, const float *hs, float *hd, const float *Bt,
+                                                         const float *Ct, float dt2, float du, int64_t n_end,
+                                                         const bool pre) {
     const vf dtv = vf_set1(dt2), duv = vf_set1(du);
     vf y = vf_set1(0);
     for (int64_t n = 0; n < n_end; n += LA_VL)
-        y = vf_fma(vf_load(Ct + n), step_vec(A + n, hs + n, hd + n, Bt + n, dtv, duv), y);
+        y = vf_fma(vf_load(Ct + n), step_vec(A + n, hs + n, hd + n, Bt + n, dtv, duv, pre), y);
     return y;
 }
 
@@ -443,7 +463,7 @@ static inline vf step_row(const float *A, const float *hs, float *hd, const floa
 static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_t as, const float *hs, int64_t hss,
                                                           float *hd, int64_t hds, const float *Bt, const float *Ct,
                                                           const float *dt2, const float *du, int64_t nc,
-                                                          int64_t n_end) {
+                                                          int64_t n_end, const bool pre) {
     const bool one = n_end == LA_VL;
     vf part[STEP_LEVELS + 1], prev = vf_set1(0), cx = vf_set1(0), cy = vf_set1(0);
     if (one) step_pair(0, vf_load(Ct), vf_load(Ct), &cx, &cy);
@@ -452,8 +472,8 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
         vf s = vf_set1(0);
         if (j < nc) {
             if (STEP_PF_BYTES > 0) step_prefetch_row(hs + j * hss, n_end);
-            s = one ? step_vec(A + j * as, hs + j * hss, hd + j * hds, Bt, vf_set1(dt2[j]), vf_set1(du[j]))
-                    : step_row(A + j * as, hs + j * hss, hd + j * hds, Bt, Ct, dt2[j], du[j], n_end);
+            s = one ? step_vec(A + j * as, hs + j * hss, hd + j * hds, Bt, vf_set1(dt2[j]), vf_set1(du[j]), pre)
+                    : step_row(A + j * as, hs + j * hss, hd + j * hds, Bt, Ct, dt2[j], du[j], n_end, pre);
         }
         int l = 0;
         if (one) {
@@ -482,9 +502,9 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
 static inline __attribute__((always_inline)) void step_dense_rows(const float *A, const float *hs, float *hd,
                                                                   const float *Bt, const float *Ct, const float *dt2,
                                                                   const float *du, float *ys, int64_t blocks,
-                                                                  const int64_t nr) {
+                                                                  const int64_t nr, const bool pre) {
     for (int64_t i = 0; i < blocks; i++, A += LA_VL * nr, hs += LA_VL * nr, hd += LA_VL * nr) {
-        const vf y = step_rows(A, nr, hs, nr, hd, nr, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, nr);
+        const vf y = step_rows(A, nr, hs, nr, hd, nr, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, nr, pre);
         vf_store(ys + i * LA_VL, y);
     }
 }
@@ -492,13 +512,29 @@ static inline __attribute__((always_inline)) void step_dense_rows(const float *A
 static __attribute__((noinline)) void step_dense1(const float *A, const float *hs, float *hd, const float *Bt,
                                                   const float *Ct, const float *dt2, const float *du, float *ys,
                                                   int64_t blocks) {
-    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, LA_VL);
+    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, LA_VL, false);
 }
 
+/* On AVX2 (Zen 1: 256-bit operations split in two, 16 registers) the
+ * decays exp(dt A) of the whole span go first, into E [blocks LA_VL][2
+ * LA_VL], and the rows' pass reads them: an exp is a chain of ~12
+ * dependent operations, and with each unrolled row's whole update around
+ * it too few chains fit the out-of-order window to keep the FMA pipes
+ * busy; alone, a loop iteration is one exp. */
 static __attribute__((noinline)) void step_dense2(const float *A, const float *hs, float *hd, const float *Bt,
                                                   const float *Ct, const float *dt2, const float *du, float *ys,
-                                                  int64_t blocks) {
-    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL);
+                                                  int64_t blocks, float *E) {
+#if defined(LA_ISA_AVX2)
+    for (int64_t c = 0; c < blocks * LA_VL; c++) {
+        const vf dtv = vf_set1(dt2[c]);
+        vf_store(E + c * 2 * LA_VL, scan_exp2(dtv, vf_load(A + c * 2 * LA_VL)));
+        vf_store(E + c * 2 * LA_VL + LA_VL, scan_exp2(dtv, vf_load(A + c * 2 * LA_VL + LA_VL)));
+    }
+    step_dense_rows(E, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL, true);
+#else
+    (void)E;
+    step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL, false);
+#endif
 }
 
 static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
@@ -545,16 +581,17 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     int64_t c_done = 0;
     if ((N == LA_VL || N == 2 * LA_VL) && as == N && hss == N && hos == N) {
         c_done = cb / LA_VL * LA_VL;
-        (N == LA_VL ? step_dense1 : step_dense2)(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
+        if (N == LA_VL) step_dense1(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
+        else step_dense2(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL, duc + STEP_CB);
     }
     for (int64_t c0 = c_done; c0 < cb; c0 += LA_VL) {
         vf y_sums;
         if (N == LA_VL) { /* Mamba's N 16 on AVX-512: one vector per row */
             y_sums = step_rows(A0 + c0 * as, as, hs0 + c0 * hss, hss, ho0 + c0 * hos, hos, Bt, Ct, dt2 + c0, duc + c0,
-                               cb - c0, LA_VL);
+                               cb - c0, LA_VL, false);
         } else if (N % LA_VL == 0) {
             y_sums = step_rows(A0 + c0 * as, as, hs0 + c0 * hss, hss, ho0 + c0 * hos, hos, Bt, Ct, dt2 + c0, duc + c0,
-                               cb - c0, N);
+                               cb - c0, N, false);
         } else { /* through zero-padded copies of A and the state row */
             vf acc[LA_VL];
             for (int j = 0; j < LA_VL; j++) {
@@ -564,7 +601,7 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
                 scan_load_param_row(Ap, &p->A, d0 + c, N, Np);
                 memcpy(hp, hs0 + c * hss, (size_t)N * sizeof(float));
                 for (int64_t n = N; n < Np; n++) hp[n] = 0;
-                acc[j] = step_row(Ap, hp, hp, Bt, Ct, dt2[c], duc[c], Np);
+                acc[j] = step_row(Ap, hp, hp, Bt, Ct, dt2[c], duc[c], Np, false);
                 if (p->state_out.data) memcpy(ho0 + c * hos, hp, (size_t)N * sizeof(float));
             }
             y_sums = step_transpose_sum(acc);

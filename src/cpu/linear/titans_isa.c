@@ -23,6 +23,18 @@
 
 #define TT_PAD 16 /* every padded size a multiple of 16 floats: all four ISAs' LA_VL divide it */
 
+/* The decode step prefetches the next memory and momentum of its thread's
+ * run of items on AVX2 only (as the delta rule's, delta_common.h): on Zen 1
+ * its column blocks, 128 bytes of every 512-byte row, ran at 0.62-0.65 of
+ * the read-modify-write bandwidth, with the hints at 0.88-0.90; the
+ * AVX-512 copies are as they were measured (no hints, dynamic schedule). */
+#define TT_STEP_PF_NEXT (LA_VL == 8)
+
+/* The lines [j0, j0 + bytes) of row d of a state (rows ld floats apart). */
+static inline void tt_prefetch_cols(const float *X, int64_t ld, int64_t d, int64_t j0, int bytes) {
+    for (int x = 0; x < bytes; x += 64) la_prefetch_t0((const char *)(X + d * ld + j0) + x);
+}
+
 typedef struct {
     int64_t C, Cp, Dk, Dkp, Dv, Dvp;
 } tt_dims;
@@ -204,15 +216,19 @@ static void chunked_item(const la_titans_problem *p, const tt_dims *dm, tt_scrat
  * gradient taken at Mc: r = 2 theta (Mc^T k - v); S = eta S - k r^T; M =
  * keep M + S; y = M^T q. One pass over the block's rows of Mc for r, then
  * one over S and M for the update and y. (The old step kept r and y in
- * memory, loaded and stored with every row.) */
+ * memory, loaded and stored with every row.) nM and nS, or NULL: states
+ * whose same lines are prefetched, M's in the first pass, S's in the
+ * second (each beside the pass that reads its own state's lines). */
 static inline __attribute__((always_inline)) void tt_step_cols(float *M, int64_t ldm, const float *Mc, int64_t ldc,
                                                                float *S, int64_t lds, int64_t Dk, const float *q,
                                                                const float *k, const float *v, float eta, float theta,
-                                                               float keep, float *y, int64_t j0, const int nb) {
+                                                               float keep, float *y, int64_t j0, const int nb,
+                                                               const float *nM, const float *nS) {
     vf r[LA_STEP_NB], acc[LA_STEP_NB];
     for (int b = 0; b < nb; b++) r[b] = acc[b] = vf_set1(0);
     for (int64_t d = 0; d < Dk; d++) {
         const float *mrow = Mc + d * ldc + j0;
+        if (nM) tt_prefetch_cols(nM, ldm, d, j0, nb * LA_VL * (int)sizeof(float));
         const vf kd = vf_set1(k[d]);
         for (int b = 0; b < nb; b++) r[b] = vf_fma(kd, vf_load(mrow + b * LA_VL), r[b]);
     }
@@ -221,6 +237,7 @@ static inline __attribute__((always_inline)) void tt_step_cols(float *M, int64_t
     const vf ev = vf_set1(eta), kv = vf_set1(keep);
     for (int64_t d = 0; d < Dk; d++) {
         float *srow = S + d * lds + j0, *mrow = M + d * ldm + j0;
+        if (nS) tt_prefetch_cols(nS, lds, d, j0, nb * LA_VL * (int)sizeof(float));
         const vf kd = vf_set1(k[d]), qd = vf_set1(q[d]);
         for (int b = 0; b < nb; b++) {
             const vf sn = ev * vf_load(srow + b * LA_VL) - kd * r[b];
@@ -240,18 +257,25 @@ static inline __attribute__((always_inline)) void tt_step_cols(float *M, int64_t
  * copying them to scratch and back would add two passes over each. Per
  * token the memory is read twice (Mc^T k, then the update; a block's rows
  * stay in cache between the two) and the momentum once, each written once,
- * the output accumulated in the update's pass (tt_step_cols). */
-static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h) {
+ * the output accumulated in the update's pass (tt_step_cols). next: the
+ * thread's next item (-1: none), whose states are prefetched in place. */
+static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scratch *w, int64_t b, int64_t h,
+                           int64_t next) {
     const int64_t bt = p->cu ? 0 : b, hk = h / (p->H / p->Hkv), Dk = dm->Dk, Dkp = dm->Dkp, Dvp = dm->Dvp;
     int64_t t0, len;
     la_titans_seq(p, b, &t0, &len);
     const bool in_place = p->mem_in.data && p->mem_in.data == p->mem_out.data && p->mom_in.data &&
                           p->mom_in.data == p->mom_out.data && dm->Dv == Dvp && p->chunk == 1;
     float *M = w->M, *S = w->S;
+    const float *nM = NULL, *nS = NULL;
     int64_t ldm = Dvp, lds = Dvp;
     if (in_place) {
         M = p->mem_in.data + b * p->mem_in.seq_stride + h * p->mem_in.head_stride, ldm = p->mem_in.row_stride;
         S = p->mom_in.data + b * p->mom_in.seq_stride + h * p->mom_in.head_stride, lds = p->mom_in.row_stride;
+        if (next >= 0) {
+            nM = p->mem_in.data + next / p->H * p->mem_in.seq_stride + next % p->H * p->mem_in.head_stride;
+            nS = p->mom_in.data + next / p->H * p->mom_in.seq_stride + next % p->H * p->mom_in.head_stride;
+        }
     } else {
         load_state(M, &p->mem_in, dm, b, h);
         load_state(S, &p->mom_in, dm, b, h);
@@ -269,8 +293,9 @@ static void recurrent_item(const la_titans_problem *p, const tt_dims *dm, tt_scr
                     keep = 1.0f - gate_at(&p->alpha, bt, t, h);
         int64_t j0 = 0;
         for (; j0 + LA_STEP_NB * LA_VL <= Dvp; j0 += LA_STEP_NB * LA_VL)
-            tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, LA_STEP_NB);
-        for (; j0 < Dvp; j0 += LA_VL) tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, 1);
+            tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, LA_STEP_NB, nM, nS);
+        for (; j0 < Dvp; j0 += LA_VL)
+            tt_step_cols(M, ldm, Mc, ldc, S, lds, Dk, q, k, v, eta, theta, keep, y, j0, 1, nM, nS);
         tg_store_row(la_attn_at(&p->out, bt, t, h), p->out.dtype, y, dm->Dv);
     }
     if (!in_place) {
@@ -284,13 +309,23 @@ la_status LA_ISA_FN(la_cpu_titans_forward_kernel)(const la_titans_problem *p, vo
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const size_t per_thread = scratch_floats(&dm);
     const int64_t items = p->num_seqs * p->H;
+    /* the decode step: each thread a contiguous run of items, so that its next item, whose
+       states it prefetches, is known (the items are equal in work) */
+    const bool step = TT_STEP_PF_NEXT && p->form != LA_LINEAR_CHUNKED && !p->cu && p->L == 1;
 #pragma omp parallel num_threads(nthreads)
     {
         tt_scratch w = scratch_at((float *)mem + (size_t)la_thread_id() * per_thread, &dm);
+        if (step) {
+            int64_t lo, hi;
+            la_split_range(items, la_thread_id(), la_team_size(), &lo, &hi);
+            for (int64_t it = lo; it < hi; it++)
+                recurrent_item(p, &dm, &w, it / p->H, it % p->H, it + 1 < hi ? it + 1 : -1);
+        } else {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < items; it++) {
-            if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
-            else recurrent_item(p, &dm, &w, it / p->H, it % p->H);
+            for (int64_t it = 0; it < items; it++) {
+                if (p->form == LA_LINEAR_CHUNKED) chunked_item(p, &dm, &w, it / p->H, it % p->H);
+                else recurrent_item(p, &dm, &w, it / p->H, it % p->H, -1);
+            }
         }
     }
     return LA_OK;
