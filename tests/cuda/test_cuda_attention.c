@@ -455,6 +455,21 @@ int main(void) {
     option_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
+    /* the ws kernel over 176-key tiles (the default where every row sees
+     * every key with the plain softmax; the last tile's keys past Lk cut
+     * inside it; other cases fall back), with its K / V stages released
+     * together; and the 128-key pipelined ws kernel on the even cases the
+     * 176-key one takes by default */
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-176", 1);
+    setenv("LA_CUDA_FORWARD_KV_RELEASE", "joint", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    unsetenv("LA_CUDA_FORWARD_KV_RELEASE");
+    setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-pipe", 1);
+    shape_cases(&rng);
+    option_cases(&rng);
+    varlen_cases(&rng);
+    split_cases(&rng);
     /* the same in a persistent grid (one block per SM taking items in turn) */
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-persist", 1);
     shape_cases(&rng);

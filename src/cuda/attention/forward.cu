@@ -145,9 +145,11 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * tile's softmax; =wgmma-persist the serial loop in a persistent grid that
  * loads the next work item during this one's store; =wgmma-ws the
  * warp-specialised kernel (a producer warp, TMA loads; forward_sm90_ws.cu),
- * =wgmma-ws-pipe (the default) the same with the next S overlapped with
- * this tile's softmax, =wgmma-ws-persist that in a persistent grid (tests
- * and benchmarks compare them). */
+ * =wgmma-ws-pipe the same with the next S overlapped with this tile's
+ * softmax, =wgmma-ws-persist that in a persistent grid, =wgmma-ws-176 that
+ * over 176-key tiles where every row sees every key with the plain softmax
+ * (the default; elsewhere it runs =wgmma-ws-pipe) (tests and benchmarks
+ * compare them). */
 #define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
     static signed char usable[64]; /* per device: 0 unknown, 1 yes, -1 no */
@@ -188,8 +190,10 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
     if (a->Lq == 0) return LA_OK;
     /* the warp-specialised kernel with the next S overlapped by default
      * (H200, bf16, H 16, D 128, 2026-12-03 tenth session: 1.45-1.65x the
-     * kernels below at 1K-64K, causal and not); where its tensor maps cannot
-     * describe the operands (varlen, unaligned strides) the earlier choice */
+     * kernels below at 1K-64K, causal and not), over 176-key tiles where
+     * every row sees every key (2026-12-04: 1.07-1.09x the 128-key tiles at
+     * 4K-64K non-causal); where its tensor maps cannot describe the operands
+     * (varlen, unaligned strides) the earlier choice */
     const char *pick = getenv("LA_CUDA_FORWARD_KERNEL");
     const int pipe = pick && !strcmp(pick, "wgmma-serial")    ? 0
                      : pick && !strcmp(pick, "wgmma-pipe")    ? 1
@@ -197,8 +201,9 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
                      : pick && !strcmp(pick, "wgmma-ws")      ? 3
                      : pick && !strcmp(pick, "wgmma-ws-persist") ? 5
                      : pick && !strcmp(pick, "wgmma-ws-pipe")    ? 4
+                     : pick && !strcmp(pick, "wgmma-ws-176")     ? 6
                      : ws_persist_default(a)                     ? 5
-                                                                 : 4;
+                                                                 : 6;
     cudaError_t e = cudaSuccess;
     if (!use_wgmma(a)) e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
     else if (pipe < 3 || !la_cuda_attention_forward_ws(a, pipe - 3, stream, &e))

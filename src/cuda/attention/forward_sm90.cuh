@@ -24,7 +24,7 @@ template <int DP, int STAGES> struct sm90_tiles {
 };
 
 /* S = Q K^T for the warpgroup's 64 rows: the Q panels at q_base (rows of a
- * BM-row tile), the K tile at sK; both K-major. */
+ * BM-row tile), the K tile at sK; both K-major. BN 128 or 176. */
 template <int DP, bool F16, int BM, int BN>
 static __device__ __forceinline__ void fwd_s_wgmma(float (&s)[BN / 8][4], uint32_t q_base, uint32_t sK) {
 #if LA_WGMMA
@@ -32,7 +32,8 @@ static __device__ __forceinline__ void fwd_s_wgmma(float (&s)[BN / 8][4], uint32
     for (int kk = 0; kk < DP / 16; kk++) {
         const uint64_t dq = wgmma_desc(q_base + (kk >> 2) * BM * 128 + (kk & 3) * 32, 16, 1024);
         const uint64_t dk = wgmma_desc(sK + (kk >> 2) * BN * 128 + (kk & 3) * 32, 16, 1024);
-        wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
+        if constexpr (BN == 176) wgmma_ss_n176<F16>(s, dq, dk, kk > 0);
+        else wgmma_ss_n128<F16>(s, dq, dk, kk > 0);
     }
 #endif
 }

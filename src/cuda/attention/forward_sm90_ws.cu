@@ -12,10 +12,19 @@
  *
  * The ring: STAGES stages of K and V; per stage a K-full and a V-full
  * barrier (one arrival: the producer's expect_tx, then the copy's bytes)
- * and an empty barrier (8 arrivals: lane 0 of each consumer warp after its
- * P V on the stage completed). Tile i of the item sits in stage i % STAGES;
- * its waits use parity (i / STAGES) & 1 (consumers on full, the producer on
- * empty with the opposite parity, which a fresh barrier passes at once).
+ * and a K-empty and a V-empty barrier (8 arrivals: lane 0 of each consumer
+ * warp once its S, resp. its P V, on the stage completed; with
+ * LA_CUDA_FORWARD_KV_RELEASE=joint both after the P V). Tile i of the item
+ * sits in stage i % STAGES; its waits use parity (i / STAGES) & 1
+ * (consumers on full, the producer on empty with the opposite parity, which
+ * a fresh barrier passes at once).
+ *
+ * BN 176 (LA_CUDA_FORWARD_KERNEL=wgmma-ws-176; FlashAttention-3's key tile
+ * for head dim 128 without a mask): two stages (Q 32 KiB + 4 x 44 KiB), the
+ * pipelined loop, one block per item, only for calls where every row sees
+ * every key with the plain softmax (ws_wide_ok); it keeps S (88 registers),
+ * P (44) and O (64) live together, which fits setmaxnreg's 240 only with
+ * the key ranges known constants (EVEN).
  *
  * PERSIST (LA_CUDA_FORWARD_KERNEL=wgmma-ws-persist; the default for even
  * work of at most 1024 query rows): one block per SM walks the items
@@ -44,11 +53,11 @@
 
 #include <stdio.h>
 
-template <int DP, int STAGES> struct ws_tiles {
+template <int DP, int STAGES, int BN_ = 128> struct ws_tiles {
     static constexpr int CONSUMERS = 256, THREADS = 384;
-    static constexpr int BM = 128, BN = 128;
+    static constexpr int BM = 128, BN = BN_;
     static constexpr int Q_BYTES = BM * DP * 2, KV_BYTES = BN * DP * 2;
-    static constexpr int BARS = 2 + 3 * STAGES; /* Q full, Q empty; K full, V full, empty per stage */
+    static constexpr int BARS = 2 + 4 * STAGES; /* Q full, Q empty; K full, V full, K empty, V empty per stage */
     static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024 + 8 * BARS;
 };
 /* producer / consumer registers: 128 * 24 + 256 * 240 = 64512 of the 65536 */
@@ -86,24 +95,49 @@ template <bool PERSIST> static __device__ __forceinline__ int64_t ws_items(const
     return PERSIST ? (a.Lq + bm - 1) / bm * a.H * a.num_seqs : 1;
 }
 
-template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST>
+/* This warp is done with a stage's K or V (wgmma has read it): lane 0
+ * arrives on its empty barrier (8 arrivals, one per consumer warp). */
+static __device__ __forceinline__ void ws_release(uint32_t bar, int lane) {
+#if LA_WGMMA
+    __syncwarp();
+    if (lane == 0) mbar_arrive(bar);
+#endif
+}
+
+/* Whether some element of key tile [j0, j0 + BN) may be hidden from one of
+ * the block's rows (first and last row's key ranges); EVEN: all rows see
+ * [0, lk), so only a tile past lk. */
+template <bool EVEN, int BN>
+static __device__ __forceinline__ bool ws_tile_masked(const la_score_rule &rule, int64_t lo_first, int64_t hi_first,
+                                                      int64_t lo_last, int64_t hi_last, int64_t j0, int64_t lk) {
+    if (EVEN) return j0 + BN > lk;
+    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
+    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
+    return !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+}
+
+/* BN_ 128, or 176 (PIPE only, one block per item): the 176-key kernel runs
+ * only calls of even work with the plain softmax (ws_wide_ok), EVEN below. */
+template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN_>
 __global__ void __launch_bounds__(384, 1)
     attn_fwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
                        const __grid_constant__ CUtensorMap mv, const la_cuda_fwd_args a, int heads_per_chunk,
-                       int staged, float m_slack) {
+                       int staged, float m_slack, int split_release) {
 #if LA_WGMMA
-    using T = ws_tiles<DP, STAGES>;
+    using T = ws_tiles<DP, STAGES, BN_>;
     constexpr int BM = T::BM, BN = T::BN, CONSUMERS = T::CONSUMERS;
+    constexpr bool EVEN = BN == 176;
     extern __shared__ unsigned char smem[];
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
     const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
     const uint32_t bar_q = sV0 + STAGES * T::KV_BYTES, bar_qe = bar_q + 8, bar_k = bar_qe + 8,
-                   bar_v = bar_k + 8 * STAGES, bar_e = bar_v + 8 * STAGES;
+                   bar_v = bar_k + 8 * STAGES, bar_ek = bar_v + 8 * STAGES, bar_ev = bar_ek + 8 * STAGES;
     const int64_t n_items = ws_items<PERSIST>(a, BM), item0 = PERSIST ? blockIdx.x : 0, step = PERSIST ? gridDim.x : 1;
 
     if (threadIdx.x == 0) {
         mbar_init(bar_q, 1), mbar_init(bar_qe, 8); /* Q empty: lane 0 of each consumer warp after its store */
-        for (int s = 0; s < STAGES; s++) mbar_init(bar_k + 8 * s, 1), mbar_init(bar_v + 8 * s, 1), mbar_init(bar_e + 8 * s, 8);
+        for (int s = 0; s < STAGES; s++)
+            mbar_init(bar_k + 8 * s, 1), mbar_init(bar_v + 8 * s, 1), mbar_init(bar_ek + 8 * s, 8), mbar_init(bar_ev + 8 * s, 8);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
@@ -132,9 +166,10 @@ __global__ void __launch_bounds__(384, 1)
                 q_sent = true;
             }
             for (int64_t t = t_first; t >= 0; t = next_tile(BN, t, sinks, lo_first, hi_last)) {
-                mbar_wait(bar_e + 8 * stage, phase ^ 1);
+                mbar_wait(bar_ek + 8 * stage, phase ^ 1);
                 mbar_expect_tx(bar_k + 8 * stage, T::KV_BYTES);
                 tma_tile<DP, BN>(sK0 + stage * T::KV_BYTES, &mk, bar_k + 8 * stage, t * BN, hk, b);
+                mbar_wait(bar_ev + 8 * stage, phase ^ 1);
                 mbar_expect_tx(bar_v + 8 * stage, T::KV_BYTES);
                 tma_tile<DP, BN>(sV0 + stage * T::KV_BYTES, &mv, bar_v + 8 * stage, t * BN, hk, b);
                 if (++stage == STAGES) stage = 0, phase ^= 1;
@@ -158,9 +193,12 @@ __global__ void __launch_bounds__(384, 1)
         uint32_t phase = 0, qphase = 0;
         for (int64_t lin = item0; lin < n_items; lin += step, qphase ^= 1) {
         const ws_item it = ws_item_make<BM, BN, PERSIST>(a, heads_per_chunk, lin);
-        const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = it.sinks, lo_first = it.lo_first,
-                      hi_first = it.hi_first, lo_last = it.lo_last, hi_last = it.hi_last, t_first = it.t_first;
         const int64_t lq = a.Lq, lk = a.Lk;
+        /* EVEN: every row sees keys [0, lk), so the key ranges are constants
+         * and only the last tile masks (registers for the 176-key tiles) */
+        const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = EVEN ? 0 : it.sinks, lo_first = EVEN ? 0 : it.lo_first,
+                      hi_first = EVEN ? lk : it.hi_first, lo_last = EVEN ? 0 : it.lo_last,
+                      hi_last = EVEN ? lk : it.hi_last, t_first = EVEN ? first_tile(BN, 0, 0, lk) : it.t_first;
         const la_score_rule rule = a.rule;
         /* warp w (0..7) owns rows 16 w .. 16 w + 15 of the block, warpgroup
          * w / 4 rows 64 (w / 4) ..; accumulator rows g and g + 8 per warp */
@@ -168,11 +206,14 @@ __global__ void __launch_bounds__(384, 1)
         int64_t row[2], lo[2], hi[2];
         for (int r = 0; r < 2; r++) {
             row[r] = i0 + warp * 16 + g + 8 * r;
-            if (row[r] < lq) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
+            if (EVEN) lo[r] = 0, hi[r] = lk; /* rows past lq: Q's zero-filled rows, never stored */
+            else if (row[r] < lq) la_rule_key_range(&rule, row[r], lq, lk, &lo[r], &hi[r]);
             else lo[r] = hi[r] = 0;
         }
         fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
         sc.m_slack = m_slack;
+        if constexpr (EVEN) /* the plain softmax (the host checked), known to the compiler */
+            sc.fast = sc.plain = true, sc.sigmoid = false, sc.rule.sinks = 0, sc.slope = 0;
         float o[DP / 8][4];
         float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
 #pragma unroll
@@ -201,12 +242,12 @@ __global__ void __launch_bounds__(384, 1)
                 fwd_s_wgmma<DP, F16, BM, BN>(s, q_base, sK0 + stage * T::KV_BYTES);
                 wgmma_commit();
                 wgmma_wait<0>();
+                if (split_release) ws_release(bar_ek + 8 * stage, lane);
                 {
                     const int64_t j0 = t * BN;
-                    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
-                    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
                     fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
-                                         !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL), lq, lk, tq, alpha);
+                                         ws_tile_masked<EVEN, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk),
+                                         lq, lk, tq, alpha);
                 }
 #pragma unroll
                 for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
@@ -224,15 +265,15 @@ __global__ void __launch_bounds__(384, 1)
                     fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
                     wgmma_commit();
                     named_bar_arrive(their_turn, CONSUMERS);
-                    wgmma_wait<1>(); /* the next S */
+                    wgmma_wait<1>(); /* the next S: its K stage free */
+                    if (split_release) ws_release(bar_ek + 8 * nstage, lane);
                     const int64_t j0 = nt * BN;
-                    const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
-                    const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
                     fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
-                                         !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL), lq, lk, tq, alpha);
-                    wgmma_wait<0>(); /* this tile's P V: P, O and the stage free again */
-                    __syncwarp();
-                    if (lane == 0) mbar_arrive(bar_e + 8 * stage);
+                                         ws_tile_masked<EVEN, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk),
+                                         lq, lk, tq, alpha);
+                    wgmma_wait<0>(); /* this tile's P V: P, O and the V stage free again */
+                    ws_release(bar_ev + 8 * stage, lane);
+                    if (!split_release) ws_release(bar_ek + 8 * stage, lane);
 #pragma unroll
                     for (int kk = 0; kk < BN / 16; kk++) fwd_p_fragment<BN, F16>(s, kk, pa[kk]);
                     stage = nstage, phase = nphase;
@@ -247,8 +288,8 @@ __global__ void __launch_bounds__(384, 1)
                 wgmma_commit();
                 if (wg == 0) named_bar_arrive(their_turn, CONSUMERS);
                 wgmma_wait<0>();
-                __syncwarp();
-                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* for the next item's tiles */
+                ws_release(bar_ev + 8 * stage, lane); /* for the next item's tiles */
+                if (!split_release) ws_release(bar_ek + 8 * stage, lane);
                 if (++stage == STAGES) stage = 0, phase ^= 1;
             }
         } else {
@@ -262,10 +303,9 @@ __global__ void __launch_bounds__(384, 1)
                 wgmma_commit();
                 if (wg == 0 || nt >= 0) named_bar_arrive(their_turn, CONSUMERS);
                 wgmma_wait<0>();
+                if (split_release) ws_release(bar_ek + 8 * stage, lane);
 
-                const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
-                const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
-                const bool masked = !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
+                const bool masked = ws_tile_masked<EVEN, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk);
                 fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
 
                 uint32_t pa[BN / 16][4];
@@ -276,8 +316,8 @@ __global__ void __launch_bounds__(384, 1)
                 fwd_pv_wgmma<DP, F16, BN>(o, pa, sV0 + stage * T::KV_BYTES);
                 wgmma_commit();
                 wgmma_wait<0>();
-                __syncwarp();
-                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage's K and V */
+                ws_release(bar_ev + 8 * stage, lane); /* this warp is done with the stage's V (and K) */
+                if (!split_release) ws_release(bar_ek + 8 * stage, lane);
                 if (++stage == STAGES) stage = 0, phase ^= 1;
                 t = nt;
             }
@@ -309,11 +349,24 @@ static float ws_m_slack() {
     return slack;
 }
 
-template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST>
+/* K and V stages released apart: a warp frees the K stage once its S
+ * completed, the V stage after its P V, so the producer sends the K tile
+ * two ahead a turn sooner. The default for the 176-key kernel, whose two
+ * stages otherwise leave every K load exposed (H200, bf16, H 16, D 128,
+ * 16K non-causal: 470 -> 610-616 TFLOP/s); the 128-key kernel's three
+ * stages hide it, and there it measured 0-3% slower, so both after the
+ * P V (joint) stays its default. LA_CUDA_FORWARD_KV_RELEASE=split|joint
+ * picks one for both (2026-12-04, fifteenth session). */
+static int ws_split_release(int bn) {
+    const char *e = getenv("LA_CUDA_FORWARD_KV_RELEASE"); /* read per call: the tests switch it */
+    return e && !strcmp(e, "joint") ? 0 : e && !strcmp(e, "split") ? 1 : bn == 176;
+}
+
+template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN = 128>
 static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, const CUtensorMap *mk,
                              const CUtensorMap *mv, cudaStream_t stream) {
-    using T = ws_tiles<DP, STAGES>;
-    const auto kernel = attn_fwd_ws_kernel<DP, F16, STAGES, PIPE, PERSIST>;
+    using T = ws_tiles<DP, STAGES, BN>;
+    const auto kernel = attn_fwd_ws_kernel<DP, F16, STAGES, PIPE, PERSIST, BN>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
@@ -326,15 +379,28 @@ static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, c
         const int64_t items = (int64_t)grid.x * grid.y * grid.z;
         grid = dim3((unsigned)(items < sms ? items : sms), 1, 1);
     }
-    kernel<<<grid, T::THREADS, T::SMEM, stream>>>(*mq, *mk, *mv, *a, chunk, fwd_store_staged(a), ws_m_slack());
+    kernel<<<grid, T::THREADS, T::SMEM, stream>>>(*mq, *mk, *mv, *a, chunk, fwd_store_staged(a), ws_m_slack(),
+                                                  ws_split_release(BN));
     return cudaGetLastError();
 }
 
+/* The 176-key kernel's calls: head dims 72-128, every row seeing every key
+ * (no causal mask, window or varlen), the plain softmax (no softcap, ALiBi
+ * or sigmoid, a positive scale); others run the 128-key kernel. */
+static bool ws_wide_ok(const la_cuda_fwd_args *a) {
+    const la_score_rule *r = &a->rule;
+    return a->D > 64 && a->D <= 128 && !r->causal && r->window_left < 0 && r->window_right < 0 && r->softcap <= 0 &&
+           !r->alibi_slopes && r->score != LA_SCORE_SIGMOID && r->scale > 0;
+}
+
 extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe, void *stream, cudaError_t *err) {
-    const bool persist = pipe == 2; /* 0 ws, 1 ws-pipe, 2 ws-pipe in a persistent grid */
+    /* 0 ws, 1 ws-pipe, 2 ws-pipe in a persistent grid, 3 ws-pipe over
+     * 176-key tiles where ws_wide_ok (else 1) */
+    if (pipe == 3 && !ws_wide_ok(a)) pipe = 1;
+    const bool persist = pipe == 2, wide = pipe == 3;
     *err = cudaSuccess;
     if (a->cu_q || a->D > 128) return 0;
-    const int rows_q = 128, rows_kv = 128;
+    const int rows_q = 128, rows_kv = wide ? 176 : 128;
     CUtensorMap mq, mk, mv;
     if (!ws_map(&mq, a->q, a->f16, a->D, a->Lq, a->H, a->num_seqs, a->q_ts, a->q_hs, a->q_bs, rows_q) ||
         !ws_map(&mk, a->k, a->f16, a->D, a->Lk, a->Hkv, a->num_seqs, a->k_ts, a->k_hs, a->k_bs, rows_kv) ||
@@ -352,7 +418,11 @@ extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe,
                        : launch_ws<DP, false, ST, true, false>(a, &mq, &mk, &mv, s))                                   \
              : (a->f16 ? launch_ws<DP, true, ST, false, false>(a, &mq, &mk, &mv, s)                                    \
                        : launch_ws<DP, false, ST, false, false>(a, &mq, &mk, &mv, s)))
-    *err = a->D <= 64 ? LA_WS_LAUNCH(64, 4) : LA_WS_LAUNCH(128, 3);
+    if (wide) /* two stages of 176 keys: Q 32 KiB + K, V 2 x 2 x 44 KiB */
+        *err = a->f16 ? launch_ws<128, true, 2, true, false, 176>(a, &mq, &mk, &mv, s)
+                      : launch_ws<128, false, 2, true, false, 176>(a, &mq, &mk, &mv, s);
+    else
+        *err = a->D <= 64 ? LA_WS_LAUNCH(64, 4) : LA_WS_LAUNCH(128, 3);
 #undef LA_WS_LAUNCH
     return 1;
 }
