@@ -309,7 +309,7 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
         m[rr] = bm;
         for (int64_t b = 0; b < nblk; b++) {
             vf pv = vf_set1(0);
-            if (seen[b] && bm != -INFINITY) pv = vf_exp(vf_load(w[rr] + b * LA_VL) - bm);
+            if (seen[b] && bm != -INFINITY) pv = decode_exp(vf_load(w[rr] + b * LA_VL) - bm);
             sum += pv;
             vf_store(w[rr] + b * LA_VL, pv);
         }
