@@ -180,29 +180,191 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
 /* The grouped path: work item = (sequence, K/V head, chunk), for softmax
  * scores that are only scaled (no softcap or ALiBi; masks, windows and
  * sinks are lane masks). A block of LA_VL keys is read in place when its
- * rows are whole vectors (D a multiple of LA_VL) of one page and K and V
- * share a dtype; otherwise (a short block, a block across pages, a ragged
- * head_dim) its rows are copied as they are, zero-padded, into the thread's
- * buffer, so the arithmetic (db_block, decode_block.h) is the same bit for
- * bit either way: the split points and the order stay the keys' positions
- * only. A head's G * Lq query rows go through each block 4 at a time. */
-static inline __attribute__((always_inline)) void group_block(const seq_state *s, int64_t r, int nr, int64_t j0,
-                                                               int64_t nk, float *m, float *l, float *acc,
-                                                               const char *kb, size_t ks, const char *vb, size_t vs,
-                                                               const int64_t Dp, const la_dtype DT, const db_prefetch *pf) {
-    const la_score_rule *rule = &s->p->rule;
+ * rows are whole vectors (D a multiple of LA_VL) of one page; otherwise (a
+ * short block, a block across pages, a ragged head_dim) its rows are copied
+ * as they are, zero-padded, into the thread's buffer, so the arithmetic is
+ * the same bit for bit either way, on head-major pages or a token-major
+ * [.., Hkv, D] tensor (rows a token apart): the split points and the order
+ * stay the keys' positions only. A head's G * Lq query rows go through the
+ * chunk 4 at a time.
+ *
+ * Two passes over the chunk rather than an online softmax per block: q.k
+ * of every block first (scores kept, a running vector max per row), then
+ * one exp pass against the chunk's max, then P.V with each row's output
+ * vectors in registers across the whole chunk (the values' rows, read in
+ * pass 1's wake, are in L2). The online form paid, per block and row, a
+ * max tree, a scalar branch and exp for the rescale, the accumulator's
+ * load, rescale and store, and a sum tree: at head_dim 64 and 3 query rows
+ * per K/V head (SmolLM2) about a third of the kernel's instructions. */
+
+/* Where each block of the chunk's keys is read in place: the address of
+ * its first K or V row of head hk, or NULL where the block is copied (a
+ * short block, a block across pages, a ragged head_dim). A page lookup
+ * (a division by the page size) only where a block starts a new page; the
+ * blocks after it within that page follow at LA_VL rows apart. */
+static inline __attribute__((always_inline)) void block_table_of(const seq_state *s, const la_attn_operand *o,
+                                                                  int64_t hk, int64_t c0, int64_t c1, int64_t nblk,
+                                                                  const char **ptr, const int64_t Dp, const la_dtype DT) {
+    const la_kv_pages *kv = &s->dp->kv;
+    const size_t es = DT == LA_F32 ? 4 : 2, stride = (size_t)o->token_stride * es;
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t j0 = c0 + b * LA_VL;
+        const bool whole = s->p->D == Dp && c1 - j0 >= LA_VL &&
+                           (!kv->block_table || j0 % kv->block_size + LA_VL <= kv->block_size);
+        if (!whole) ptr[b] = NULL;
+        else if (b > 0 && ptr[b - 1] && (!kv->block_table || (j0 - LA_VL) / kv->block_size == j0 / kv->block_size))
+            ptr[b] = ptr[b - 1] + LA_VL * stride;
+        else ptr[b] = row_ptr(kv, o, s->b, j0, hk);
+    }
+}
+
+/* The rows of the chunk's block b for the block's arithmetic: in place
+ * (ptr from block_table_of), or copied zero-padded into buf. */
+static inline __attribute__((always_inline)) const char *block_rows(const seq_state *s, const la_attn_operand *o,
+                                                                     int64_t hk, int64_t j0, int64_t nk,
+                                                                     const char *ptr, char *buf, size_t *stride,
+                                                                     const int64_t Dp, const la_dtype DT) {
+    const size_t es = DT == LA_F32 ? 4 : 2, rowb = (size_t)Dp * es;
+    if (ptr) {
+        *stride = (size_t)o->token_stride * es;
+        return ptr;
+    }
+    for (int64_t e = 0; e < LA_VL; e++) {
+        char *d = buf + (size_t)e * rowb;
+        const size_t n = e < nk ? (size_t)s->p->D * es : 0;
+        if (n) memcpy(d, row_ptr(&s->dp->kv, o, s->b, j0 + e, hk), n);
+        memset(d + n, 0, rowb - n);
+    }
+    *stride = rowb;
+    return buf;
+}
+
+static inline __attribute__((always_inline)) void group_chunk(const seq_state *s, int64_t hk, int64_t r, const int NR,
+                                                               int64_t c0, int64_t c1, char *kbuf, char *vbuf,
+                                                               float *m, float *l, float *acc, const int64_t Dp,
+                                                               const la_dtype DT) {
+    const int64_t pfb = DECODE_PREFETCH_BLOCKS;
+    const la_attn_problem *p = s->p;
+    const la_score_rule *rule = &p->rule;
     const vi lane = vi_iota();
-    vi vis[4];
-    for (int rr = 0; rr < nr; rr++)
-        vis[rr] = (lane < lane_bound(nk)) &
-                  rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r + rr] - j0), (vi){0} + lane_bound(s->hi[r + rr] - j0),
-                                   (vi){0} + lane_bound(rule->sinks - j0));
-    const float *q = s->q + r * Dp;
-    switch (nr) {
-    case 1: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 1, Dp, DT, pf); break;
-    case 2: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 2, Dp, DT, pf); break;
-    case 3: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 3, Dp, DT, pf); break;
-    default: db_block(q, NULL, vis, m, l, acc, kb, ks, vb, vs, 4, Dp, DT, pf); break;
+    const int64_t nblk = (c1 - c0 + LA_VL - 1) / LA_VL;
+    const size_t es = DT == LA_F32 ? 4 : 2;
+    float w[4][DECODE_CHUNK] __attribute__((aligned(64))); /* scores, then weights */
+    const char *kp[DECODE_CHUNK / LA_VL], *vp[DECODE_CHUNK / LA_VL];
+    bool seen[DECODE_CHUNK / LA_VL];
+    block_table_of(s, &p->k, hk, c0, c1, nblk, kp, Dp, DT);
+    block_table_of(s, &p->v, hk, c0, c1, nblk, vp, Dp, DT);
+    /* every row sees every key of the chunk (a decode step's rows, far from
+     * a window's edge): no per-block masks but the chunk's end */
+    bool all = true;
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) all &= s->lo[r + rr] <= c0 && s->hi[r + rr] >= c1;
+    vf mx[4];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
+    /* pass 1: scores; the K rows pfb blocks ahead prefetched in db_scores,
+     * the V rows there after it (for pass 3) */
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        vi vis[4];
+        bool any = all;
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR && all; rr++) vis[rr] = lane < lane_bound(nk);
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR && !all; rr++) {
+            vis[rr] = (lane < lane_bound(nk)) &
+                      rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r + rr] - j0),
+                                       (vi){0} + lane_bound(s->hi[r + rr] - j0), (vi){0} + lane_bound(rule->sinks - j0));
+            for (int e = 0; e < LA_VL; e++) any |= vis[rr][e] != 0;
+        }
+        seen[b] = any;
+        if (!any) {
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) vf_store(w[rr] + b * LA_VL, vf_set1(-INFINITY));
+            continue;
+        }
+        const int64_t ba = b + pfb;
+        const db_prefetch pf = {ba < nblk && kp[ba] && vp[ba] ? kp[ba] : NULL, ba < nblk && kp[ba] && vp[ba] ? vp[ba] : NULL,
+                                (size_t)p->k.token_stride * es};
+        size_t ks;
+        const char *kb = block_rows(s, &p->k, hk, j0, nk, kp[b], kbuf, &ks, Dp, DT);
+        vf sc[4];
+        db_scores(s->q + r * Dp, NULL, kb, ks, NR, Dp, DT, &pf, sc);
+        if (pf.v)
+#pragma GCC unroll 16
+            for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, (size_t)p->v.token_stride * es, e, 0, Dp, DT);
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) {
+            const vf sv = vf_select(vis[rr], sc[rr], vf_set1(-INFINITY));
+            mx[rr] = vf_max(mx[rr], sv);
+            vf_store(w[rr] + b * LA_VL, sv);
+        }
+    }
+    /* pass 2: the chunk's max and sum per row; weights exp(s - max), 0 for
+     * a row that sees none of the chunk's keys (left at max -inf, sum 0) */
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) {
+        const float bm = tree_max(mx[rr]);
+        vf sum = vf_set1(0);
+        m[rr] = bm;
+        for (int64_t b = 0; b < nblk; b++) {
+            vf pv = vf_set1(0);
+            if (seen[b] && bm != -INFINITY) pv = decode_exp(vf_load(w[rr] + b * LA_VL) - bm);
+            sum += pv;
+            vf_store(w[rr] + b * LA_VL, pv);
+        }
+        l[rr] = tree_add(sum);
+    }
+    /* pass 3: P.V, DB_NV output vectors of each row in registers over the
+     * chunk's keys, weights broadcast from memory (see db_pv) */
+    const float(*wp)[DECODE_CHUNK] = (const float(*)[DECODE_CHUNK])w;
+    __asm__("" : "+r"(wp) : : "memory");
+    int64_t d0 = 0;
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
+        vf o[4][DB_NV];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_set1(0);
+        for (int64_t b = 0; b < nblk; b++) {
+            if (!seen[b]) continue;
+            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+            size_t vs;
+            const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
+            if (vp[b]) vs = (size_t)p->v.token_stride * es;
+#pragma GCC unroll 16
+            for (int e = 0; e < LA_VL; e++) {
+                vf vv[DB_NV];
+#pragma GCC unroll 4
+                for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+                    for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv[k], o[rr][k]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int k = 0; k < DB_NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
+    }
+    for (; d0 < Dp; d0 += LA_VL) {
+        vf o[4];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) o[rr] = vf_set1(0);
+        for (int64_t b = 0; b < nblk; b++) {
+            if (!seen[b]) continue;
+            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+            size_t vs;
+            const char *vb = block_rows(s, &p->v, hk, j0, nk, vp[b], vbuf, &vs, Dp, DT);
+            for (int e = 0; e < LA_VL; e++) {
+                const vf vv = db_load(vb + (size_t)e * vs, d0, DT);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv, o[rr]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr]);
     }
 }
 
@@ -211,121 +373,16 @@ static inline __attribute__((always_inline)) void group_block(const seq_state *s
 static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
                                                                  char *kbuf, char *vbuf, float *m, float *l,
                                                                  float *acc, const int64_t Dp, const la_dtype DT) {
-    const int64_t pf_keys = DECODE_PREFETCH_BLOCKS * LA_VL;
-    const la_attn_problem *p = s->p;
-    const la_kv_pages *kv = &s->dp->kv;
-    const la_score_rule *rule = &p->rule;
-    const int64_t Rh = p->H / p->Hkv * p->Lq, r0 = hk * Rh, D = p->D;
-    const size_t es = sizeof(float) / (DT == LA_F32 ? 1 : 2), rowb = (size_t)Dp * es;
-    const bool whole = D == Dp;
-    const vi lane = vi_iota();
-    for (int64_t r = 0; r < Rh; r++) m[r] = -INFINITY, l[r] = 0;
-    memset(acc, 0, sizeof(float) * (size_t)(Rh * Dp));
-    for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
-        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-        bool any = false;
-        for (int64_t r = r0; r < r0 + Rh && !any; r++) {
-            const vi vis = (lane < lane_bound(nk)) &
-                           rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r] - j0), (vi){0} + lane_bound(s->hi[r] - j0),
-                                            (vi){0} + lane_bound(rule->sinks - j0));
-            for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
-        }
-        if (!any) continue;
-        const char *kb, *vb;
-        size_t ks, vs;
-        /* the block pf_keys ahead, where its LA_VL rows of K and of V are
-         * adjacent (rows a token apart: p->k.token_stride == D here) */
-        db_prefetch pf = {NULL, NULL, (size_t)p->k.token_stride * es};
-        if (pf_keys > 0 && j0 + pf_keys + LA_VL <= c1 &&
-            (!kv->block_table || (j0 + pf_keys) % kv->block_size + LA_VL <= kv->block_size))
-            pf.k = row_ptr(kv, &p->k, s->b, j0 + pf_keys, hk), pf.v = row_ptr(kv, &p->v, s->b, j0 + pf_keys, hk);
-        if (whole && nk == LA_VL && (!kv->block_table || j0 % kv->block_size + LA_VL <= kv->block_size)) {
-            kb = row_ptr(kv, &p->k, s->b, j0, hk), ks = (size_t)p->k.token_stride * es;
-            vb = row_ptr(kv, &p->v, s->b, j0, hk), vs = (size_t)p->v.token_stride * es;
-        } else {
-            for (int64_t e = 0; e < LA_VL; e++) {
-                char *kd = kbuf + (size_t)e * rowb, *vd = vbuf + (size_t)e * rowb;
-                const size_t n = e < nk ? (size_t)D * es : 0;
-                if (n) {
-                    memcpy(kd, row_ptr(kv, &p->k, s->b, j0 + e, hk), n);
-                    memcpy(vd, row_ptr(kv, &p->v, s->b, j0 + e, hk), n);
-                }
-                memset(kd + n, 0, rowb - n);
-                memset(vd + n, 0, rowb - n);
-            }
-            kb = kbuf, vb = vbuf, ks = vs = rowb;
-        }
-        for (int64_t g = 0; g < Rh; g += 4) {
-            const int nr = Rh - g < 4 ? (int)(Rh - g) : 4;
-            group_block(s, r0 + g, nr, j0, nk, m + g, l + g, acc + g * Dp, kb, ks, vb, vs, Dp, DT, g ? NULL : &pf);
+    const int64_t Rh = s->p->H / s->p->Hkv * s->p->Lq, r0 = hk * Rh;
+    for (int64_t g = 0; g < Rh; g += 4) {
+        float *mg = m + g, *lg = l + g, *ag = acc + g * Dp;
+        switch (Rh - g < 4 ? Rh - g : 4) {
+        case 1: group_chunk(s, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 2: group_chunk(s, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 3: group_chunk(s, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        default: group_chunk(s, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
         }
     }
-}
-
-/* The grouped path over a token-major cache ([.., Hkv, D] rows, a token's
- * heads adjacent, a head's rows a whole token apart): work item =
- * (sequence, chunk) for every head, as `chunk`, each block's rows of all
- * heads copied as they are in address order (a stream the prefetchers
- * follow; reading a head's rows in place strides by the token and each
- * lands in another 4 KB page), then db_block per head on the copy. The
- * arithmetic is head_chunk_dp's, bit for bit. */
-static inline __attribute__((always_inline)) void chunk_all_dp(const seq_state *s, int64_t c0, int64_t c1,
-                                                                char *kbuf, char *vbuf, float *m, float *l,
-                                                                float *acc, const int64_t Dp, const la_dtype DT) {
-    const la_attn_problem *p = s->p;
-    const la_kv_pages *kv = &s->dp->kv;
-    const la_score_rule *rule = &p->rule;
-    const int64_t Hkv = p->Hkv, Rh = p->H / Hkv * p->Lq, D = p->D;
-    const size_t es = sizeof(float) / (DT == LA_F32 ? 1 : 2), rowb = (size_t)Dp * es;
-    const vi lane = vi_iota();
-    for (int64_t r = 0; r < s->R; r++) m[r] = -INFINITY, l[r] = 0;
-    memset(acc, 0, sizeof(float) * (size_t)(s->R * Dp));
-    for (int64_t j0 = c0; j0 < c1; j0 += LA_VL) {
-        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-        bool any = false;
-        for (int64_t r = 0; r < s->R && !any; r++) {
-            const vi vis = (lane < lane_bound(nk)) &
-                           rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r] - j0), (vi){0} + lane_bound(s->hi[r] - j0),
-                                            (vi){0} + lane_bound(rule->sinks - j0));
-            for (int e = 0; e < LA_VL; e++) any |= vis[e] != 0;
-        }
-        if (!any) continue;
-        for (int64_t e = 0; e < LA_VL; e++)
-            for (int64_t hk = 0; hk < Hkv; hk++) {
-                char *kd = kbuf + (size_t)(hk * LA_VL + e) * rowb, *vd = vbuf + (size_t)(hk * LA_VL + e) * rowb;
-                const size_t n = e < nk ? (size_t)D * es : 0;
-                if (n) {
-                    memcpy(kd, row_ptr(kv, &p->k, s->b, j0 + e, hk), n);
-                    memcpy(vd, row_ptr(kv, &p->v, s->b, j0 + e, hk), n);
-                }
-                if (n < rowb) {
-                    memset(kd + n, 0, rowb - n);
-                    memset(vd + n, 0, rowb - n);
-                }
-            }
-        for (int64_t hk = 0; hk < Hkv; hk++)
-            for (int64_t g = 0; g < Rh; g += 4) {
-                const int nr = Rh - g < 4 ? (int)(Rh - g) : 4;
-                const int64_t r = hk * Rh + g;
-                group_block(s, r, nr, j0, nk, m + r, l + r, acc + r * Dp, kbuf + (size_t)(hk * LA_VL) * rowb, rowb,
-                            vbuf + (size_t)(hk * LA_VL) * rowb, rowb, Dp, DT, NULL);
-            }
-    }
-}
-
-static void chunk_all(const seq_state *s, int64_t c0, int64_t c1, char *kbuf, char *vbuf, float *m, float *l,
-                      float *acc) {
-    const la_dtype t = s->p->k.dtype;
-#define LA_CHUNK_ALL_DT(DPV)                                                                     \
-    do {                                                                                         \
-        if (t == LA_F16) chunk_all_dp(s, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16);            \
-        else if (t == LA_BF16) chunk_all_dp(s, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16);     \
-        else chunk_all_dp(s, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32);                        \
-    } while (0)
-    if (s->Dp == 128) LA_CHUNK_ALL_DT(128);
-    else if (s->Dp == 64) LA_CHUNK_ALL_DT(64);
-    else LA_CHUNK_ALL_DT(s->Dp);
-#undef LA_CHUNK_ALL_DT
 }
 
 static void head_chunk(const seq_state *s, int64_t hk, int64_t c0, int64_t c1, char *kbuf, char *vbuf, float *m,
@@ -399,9 +456,6 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t B = p->num_seqs, Lq = p->Lq, H = p->H, D = p->D, Dp = tg_round_up(D, LA_VL), R = H * Lq;
     const bool softmax = p->rule.score == LA_SCORE_SOFTMAX, fast = grouped(p);
-    /* a head's rows adjacent (the KV cache's head-major pages, or one K/V
-     * head): items per head, blocks read in place */
-    const bool inplace = p->k.token_stride == D && p->v.token_stride == D;
     layout lay;
     if (!plan(p, &lay)) return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
     const int64_t chunk_len = lay.chunk_len;
@@ -422,11 +476,10 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
         la_rule_key_range(&p->rule, i, Lq, la_kv_len(dp, b), &lo[br], &hi[br]);
     }
     memset(done, 0, sizeof(int32_t) * (size_t)(B * p->Hkv));
-    /* one item loop for the three paths: an item is (sequence, chunk) of
-     * every K/V head, or (sequence, K/V head, chunk) where blocks are read
-     * in place (hpi = Hkv heads per sequence and chunk) */
-    const bool per_head = fast && inplace;
-    const int64_t hpi = per_head ? p->Hkv : 1, Rh = R / hpi;
+    /* one item loop for the two paths: an item is (sequence, chunk) of
+     * every K/V head, or on the grouped path (sequence, K/V head, chunk)
+     * (hpi = Hkv heads per sequence and chunk) */
+    const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi;
 
 #pragma omp parallel num_threads(nthreads)
     {
@@ -447,8 +500,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             if (!fast) {
                 chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, a);
             } else {
-                if (per_head) head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
-                else chunk_all(&s, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
+                head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
                 memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
                 memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
             }

@@ -34,6 +34,31 @@ static inline float tree_add(vf v) {
 #endif
 }
 
+/* exp(x) for the decode kernels' weight pass: vf_exp's clamp and
+ * polynomial; on AVX2 n = round(x log2 e) by adding and subtracting 1.5 *
+ * 2^23 (ties to even, as AVX-512's roundscale in attn_exp) and 2^n built
+ * from that sum's low bits, where vf_exp's convert, select and two
+ * conversions back took three half-rate converts on Zen 1's FMA pipes
+ * (the weight pass was a sixth of the decode kernel's time there). Within
+ * vf_exp's 1-2 ulp; the same for every layout and thread count. */
+static inline vf decode_exp(vf x) {
+#if defined(LA_ISA_AVX2)
+    const __m256 lo = _mm256_set1_ps(-87.3f), magic = _mm256_set1_ps(12582912.0f);
+    const __m256 keep = _mm256_cmp_ps((__m256)x, lo, _CMP_NLT_UQ); /* x >= lo or NaN */
+    const __m256 xv = _mm256_min_ps(_mm256_max_ps((__m256)x, lo), _mm256_set1_ps(88.3f));
+    const __m256 t = _mm256_fmadd_ps(xv, _mm256_set1_ps(1.44269504088896341f), magic);
+    const __m256 n = _mm256_sub_ps(t, magic);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), xv);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187045e-06f), r);
+    const vf p = vf_exp_poly((vf)r);
+    /* t's mantissa holds n + 2^22 + 2^23 in its low bits: n + 127 in the exponent field */
+    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127)), 23);
+    return (vf)_mm256_and_ps(_mm256_mul_ps((__m256)p, _mm256_castsi256_ps(e)), keep);
+#else
+    return vf_exp(x);
+#endif
+}
+
 /* LA_VL codes as floats, in registers: int8 widens byte to lane
  * (vpmovzxbd + vcvtdq2ps); int4 takes LA_VL / 2 bytes, splits each into
  * its nibbles and interleaves them (low nibble first), then widens. Through
