@@ -593,6 +593,12 @@ int main(void) {
     s = spec("ssm A very negative", st_dense(2, 70), 16, 16, 1);
     s.logA_lo = 8, s.logA_hi = 14;
     check_forward(&s, &rng, ctx, levels, nlev);
+    /* the AVX2 decode step drops the exps' clamps for a span whose every |dt A log2 e| is at most 125
+       (step_in_range): here a channel's dt passes that bound in about one token in 15, so about two
+       thirds of the tokens' spans take the clamped exps, the others the unclamped ones */
+    s = spec("ssm dt A across the decode step's unclamped range", st_dense(2, 70), 16, 16, 1);
+    s.delta_lo = -3, s.delta_hi = 56, s.logA_lo = 0, s.logA_hi = 0.5;
+    check_forward(&s, &rng, ctx, levels, nlev);
     /* the chunked forward splits the blocks over the threads by tokens: teams of 3 and 5 over
        uneven varlen batches (one long sequence beside short and empty ones), blocks fewer than
        threads, and a group's blocks split between threads (B and C staged by each) */

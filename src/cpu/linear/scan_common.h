@@ -180,21 +180,28 @@ static inline vf scan_exp2(vf s, vf a) {
  * vf_exp and a division the softplus was about a fifth of the decode step's
  * time at N 16 (one per channel, beside the channel's 16 state elements),
  * with scan_exp ~13% in L2. */
-static inline vf scan_softplus_v(vf x) {
+static inline vf scan_softplus_y(vf x) {
     vu ab;
     memcpy(&ab, &x, sizeof ab);
     ab &= 0x7fffffffu;
     vf ax;
     memcpy(&ax, &ab, sizeof ax);
-    const vf y = scan_exp2(vf_set1(-1.44269504088896341f), ax), s = y * scan_recip(vf_set1(2.0f) + y), s2 = s * s;
-    vf p = vf_set1(1.0f / 15);
-    p = vf_fma(p, s2, vf_set1(1.0f / 13));
-    p = vf_fma(p, s2, vf_set1(1.0f / 11));
-    p = vf_fma(p, s2, vf_set1(1.0f / 9));
-    p = vf_fma(p, s2, vf_set1(1.0f / 7));
-    p = vf_fma(p, s2, vf_set1(1.0f / 5));
-    p = vf_fma(p, s2, vf_set1(1.0f / 3));
-    p = vf_fma(p, s2, vf_set1(1.0f));
+    return scan_exp2(vf_set1(-1.44269504088896341f), ax);
+}
+
+/* softplus(x) from y = scan_softplus_y(x). (Split so that a caller can
+ * interleave two vectors' chains stage by stage: on Zen 1 one vector's
+ * whole chain overflows the out-of-order window.) */
+static inline vf scan_softplus_fin(vf x, vf y) {
+    const vf s = y * scan_recip(vf_set1(2.0f) + y), s2 = s * s;
+    /* sum_k s2^k / (2k + 1), k < 8, in Estrin's order (pairs, then s2^2 and s2^4): the terms are all
+       positive, so the order costs no accuracy, and the chain is 3 operations deep where Horner's was
+       7 (the decode step's per-channel work on Zen 1 was bound by this chain, not by its count) */
+    const vf s4 = s2 * s2, s8 = s4 * s4;
+    const vf p01 = vf_fma(s2, vf_set1(1.0f / 3), vf_set1(1.0f)), p23 = vf_fma(s2, vf_set1(1.0f / 7), vf_set1(1.0f / 5)),
+             p45 = vf_fma(s2, vf_set1(1.0f / 11), vf_set1(1.0f / 9)),
+             p67 = vf_fma(s2, vf_set1(1.0f / 15), vf_set1(1.0f / 13));
+    const vf p = vf_fma(s8, vf_fma(s4, p67, p45), vf_fma(s4, p23, p01));
 #if defined(LA_ISA_AVX512)
     const vf relu = (vf)_mm512_max_ps((__m512)x, _mm512_setzero_ps());
 #else
@@ -202,6 +209,8 @@ static inline vf scan_softplus_v(vf x) {
 #endif
     return vf_fma(s + s, p, relu);
 }
+
+static inline vf scan_softplus_v(vf x) { return scan_softplus_fin(x, scan_softplus_y(x)); }
 
 static inline vf scan_sigmoid_v(vf x) { return vf_set1(1.0f) / (vf_set1(1.0f) + vf_exp(-x)); }
 

@@ -312,23 +312,31 @@ static void chunked_forward(const la_ssm_problem *p, float *w, float *blk) {
  * come (step_rows: no stack round trip), softplus takes no division
  * (scan_softplus_v), the u / delta / bias / skip / out rows of a whole f32
  * span are vector loads and stores, and the items are walked without
- * divisions. */
+ * divisions. On AVX2 (Zen 1, N 16: two vectors a row) a span's rows are
+ * updated in one pass and their C . h sums taken in a second
+ * (step_dense2), and the exps drop their clamps where no dt A can reach
+ * them (step_in_range, from each span's largest |A|, found once a call). */
 
 static bool is_step(const la_ssm_problem *p) { return p->form == LA_SCAN_CHUNKED && p->head.L <= 1; }
 
 /* Channels per item of the step: the per-channel work before the state
  * rows (u, delta, softplus, dt log2(e), dt u) is a vector loop over them,
  * independent iterations that overlap; per block of 16 it was a serial
- * chain of ~100 cycles ahead of every 16 rows (a fifth of the step). */
+ * chain of ~100 cycles ahead of every 16 rows (a fifth of the step).
+ * (128 on AVX2: 2-3% less time with the state in L2 on Zen 1, 2% more
+ * from DRAM at 2 threads.) */
 #define STEP_CB 64
 
 static int64_t step_spans(const la_ssm_problem *p) { return (p->D / p->G + STEP_CB - 1) / STEP_CB; }
 
 /* Per thread: B, C, A, h and a zero row [Np] each; u, dt, z, bias, skip,
- * y, dt log2(e) and dt u [STEP_CB]; step_dense2's decays [STEP_CB][32]. */
+ * y, dt log2(e) and dt u [STEP_CB]; then the largest |A| of each span's
+ * rows [G spans] (step_forward). */
 static size_t step_scratch_floats(const la_ssm_problem *p) {
-    return (size_t)(5 * scan_pad(p->N) + 8 * STEP_CB + SCAN_PAD + 32 * STEP_CB);
+    return (size_t)(5 * scan_pad(p->N) + 8 * STEP_CB + SCAN_PAD + p->G * step_spans(p));
 }
+
+static float *step_amax_slots(const la_ssm_problem *p, float *w) { return w + 5 * scan_pad(p->N) + 8 * STEP_CB + SCAN_PAD; }
 
 /* dst[0..STEP_CB) = channels d0..d0+cb of token t0 of sequence bt of o,
  * 0 past cb. A whole f32 block is vector loads (no dtype size call, whose
@@ -343,16 +351,18 @@ static inline void step_load(float *dst, const la_attn_operand *o, int64_t bt, i
 }
 
 /* dst[0..STEP_CB) = the per-channel parameter a (delta bias or skip D) of
- * channels d0..d0+cb, 0 past cb and without one. */
-static inline void step_param(float *dst, const la_scan_array *a, int64_t d0, int64_t cb) {
+ * channels d0..d0+cb, 0 past cb; false (dst untouched) without one: the
+ * callers skip the term (two rep stos of 256 bytes per span were a tenth
+ * of the step's per-span work on Zen 1). */
+static inline bool step_param(float *dst, const la_scan_array *a, int64_t d0, int64_t cb) {
     const float *src = a->data ? la_scan_row(a, 0, 0) + d0 : NULL;
-    if (!src) {
-        memset(dst, 0, STEP_CB * sizeof(float));
-    } else if (cb == STEP_CB) {
+    if (!src) return false;
+    if (cb == STEP_CB) {
         for (int64_t c = 0; c < STEP_CB; c += LA_VL) vf_store(dst + c, vf_load(src + c));
     } else {
         for (int64_t c = 0; c < STEP_CB; c++) dst[c] = c < cb ? src[c] : 0.0f;
     }
+    return true;
 }
 
 /* The state is read STEP_PF_BYTES ahead of the row being updated, one
@@ -430,10 +440,12 @@ static inline vf step_transpose_sum(vf *v) {
 
 /* One vector of a channel's state row through the token, h = exp(dt A) h +
  * dt u B, read from hs and written to hd (the same row in place); dtv =
- * dt log2(e) (exp(dt A) = 2^(dt log2(e) A), scan_exp2), duv = dt u; pre:
- * A holds exp(dt A) itself (step_dense2's AVX2 form). */
+ * dt log2(e) (exp(dt A) = 2^(dt log2(e) A), scan_exp2), duv = dt u; pre 1:
+ * A holds exp(dt A) itself; pre 2: hs holds the new h already, only read
+ * (step_dense2's AVX2 form). */
 static inline __attribute__((always_inline)) vf step_vec(const float *A, const float *hs, float *hd, const float *Bt,
-                                                         vf dtv, vf duv, const bool pre) {
+                                                         vf dtv, vf duv, const int pre) {
+    if (pre == 2) return vf_load(hs);
     const vf e = pre ? vf_load(A) : scan_exp2(dtv, vf_load(A));
     const vf hn = vf_fma(e, vf_load(hs), duv * vf_load(Bt));
     vf_store(hd, hn);
@@ -443,7 +455,7 @@ static inline __attribute__((always_inline)) vf step_vec(const float *A, const f
 /* A whole row (n_end floats, a multiple of LA_VL); returns the lanes of C . h. */
 static inline __attribute__((always_inline)) vf step_row(const float *A, const float *hs, float *hd, const float *Bt,
                                                          const float *Ct, float dt2, float du, int64_t n_end,
-                                                         const bool pre) {
+                                                         const int pre) {
     const vf dtv = vf_set1(dt2), duv = vf_set1(du);
     vf y = vf_set1(0);
     for (int64_t n = 0; n < n_end; n += LA_VL)
@@ -463,7 +475,7 @@ static inline __attribute__((always_inline)) vf step_row(const float *A, const f
 static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_t as, const float *hs, int64_t hss,
                                                           float *hd, int64_t hds, const float *Bt, const float *Ct,
                                                           const float *dt2, const float *du, int64_t nc,
-                                                          int64_t n_end, const bool pre) {
+                                                          int64_t n_end, const int pre) {
     const bool one = n_end == LA_VL;
     vf part[STEP_LEVELS + 1], prev = vf_set1(0), cx = vf_set1(0), cy = vf_set1(0);
     if (one) step_pair(0, vf_load(Ct), vf_load(Ct), &cx, &cy);
@@ -471,7 +483,7 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
     for (int j = 0; j < LA_VL; j++) {
         vf s = vf_set1(0);
         if (j < nc) {
-            if (STEP_PF_BYTES > 0) step_prefetch_row(hs + j * hss, n_end);
+            if (STEP_PF_BYTES > 0 && pre != 2) step_prefetch_row(hs + j * hss, n_end);
             s = one ? step_vec(A + j * as, hs + j * hss, hd + j * hds, Bt, vf_set1(dt2[j]), vf_set1(du[j]), pre)
                     : step_row(A + j * as, hs + j * hss, hd + j * hds, Bt, Ct, dt2[j], du[j], n_end, pre);
         }
@@ -502,7 +514,7 @@ static inline __attribute__((always_inline)) vf step_rows(const float *A, int64_
 static inline __attribute__((always_inline)) void step_dense_rows(const float *A, const float *hs, float *hd,
                                                                   const float *Bt, const float *Ct, const float *dt2,
                                                                   const float *du, float *ys, int64_t blocks,
-                                                                  const int64_t nr, const bool pre) {
+                                                                  const int64_t nr, const int pre) {
     for (int64_t i = 0; i < blocks; i++, A += LA_VL * nr, hs += LA_VL * nr, hd += LA_VL * nr) {
         const vf y = step_rows(A, nr, hs, nr, hd, nr, Bt, Ct, dt2 + i * LA_VL, du + i * LA_VL, LA_VL, nr, pre);
         vf_store(ys + i * LA_VL, y);
@@ -515,29 +527,104 @@ static __attribute__((noinline)) void step_dense1(const float *A, const float *h
     step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, LA_VL, false);
 }
 
+#if defined(LA_ISA_AVX2)
+/* scan_exp2(s, a) without its clamps (x2 at 127 above, the mask below
+ * -125), for |s a| <= 125, where they never act: 11 vector operations
+ * where scan_exp2 takes 14 (on Zen 1 the step's vector work runs at about
+ * one 256-bit operation a cycle whatever the chains: the clamps were 11%
+ * of its time). s a is fused into t = s a + 1.5 * 2^23 and into r = s a -
+ * n, so r is exact but for one rounding (scan_exp2 rounds x = s a first:
+ * the values agree to within that rounding, ~2^-24 |s a| relative). */
+static inline vf step_exp2_inrange(vf s, vf a) {
+    const float magic = 12582912.0f;
+    const __m256 sv = (__m256)s, av = (__m256)a, t = _mm256_fmadd_ps(sv, av, _mm256_set1_ps(magic));
+    const vf p = scan_exp2_poly((vf)_mm256_fmsub_ps(sv, av, _mm256_sub_ps(t, _mm256_set1_ps(magic))));
+    vu e, pb;
+    memcpy(&e, &t, sizeof e);
+    memcpy(&pb, &p, sizeof pb);
+    return (vf)(pb + (e << 23));
+}
+
+/* The largest |A| over n floats (a multiple of LA_VL) from A; NaN when one
+ * is NaN, inf when one is infinite: the largest of the magnitudes' bits as
+ * integers (NaN's lie above inf's, inf's above every finite one's). */
+static float step_amax(const float *A, int64_t n) {
+    __m256i m = _mm256_setzero_si256();
+    for (int64_t i = 0; i < n; i += LA_VL)
+        m = _mm256_max_epi32(m, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(A + i)),
+                                                 _mm256_set1_epi32(0x7fffffff)));
+    int32_t lanes[LA_VL], r = 0;
+    memcpy(lanes, &m, sizeof lanes);
+    for (int i = 0; i < LA_VL; i++) r = lanes[i] > r ? lanes[i] : r;
+    float f;
+    memcpy(&f, &r, sizeof f);
+    return f;
+}
+
+/* Whether every |dt2[c] A[c][n]| of the n channels (a multiple of LA_VL)
+ * is at most 125, from amax = the largest |A| of their rows: |dt2| <=
+ * 125 / amax for all (false for NaN or inf anywhere; the product's rounding
+ * leaves it below 125.001, well inside scan_exp2's unclamped range). */
+static bool step_in_range(const float *dt2, int64_t n, float amax) {
+    if (!(amax <= 3.4e38f)) return false;
+    const float lim = amax > 125.0f / 3.4e38f ? 125.0f / amax : 3.4e38f;
+    __m256 ok = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    for (int64_t c = 0; c < n; c += LA_VL) {
+        const __m256 d = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_loadu_ps(dt2 + c));
+        ok = _mm256_and_ps(ok, _mm256_cmp_ps(d, _mm256_set1_ps(lim), _CMP_LE_OQ));
+    }
+    return _mm256_movemask_ps(ok) == 0xff;
+}
+#endif
+
+#if defined(LA_ISA_AVX2)
+/* step_dense2's first pass: channels [0, n) of the span, each row's two
+ * vectors h = exp(dt A) h + dt u B, written to hd; inrange: every |dt A
+ * log2 e| <= 125 (step_in_range), so the exps need no clamps. */
+static inline __attribute__((always_inline)) void step_update2(const float *A, const float *hs, float *hd,
+                                                               const float *Bt, const float *dt2, const float *du,
+                                                               int64_t n, const bool inrange) {
+    const vf b0 = vf_load(Bt), b1 = vf_load(Bt + LA_VL);
+    for (int64_t c = 0; c < n; c++) {
+        const vf dtv = vf_set1(dt2[c]), duv = vf_set1(du[c]);
+        const float *a = A + c * 2 * LA_VL, *h = hs + c * 2 * LA_VL;
+        float *o = hd + c * 2 * LA_VL;
+        if (STEP_PF_BYTES > 0) step_prefetch_row(h, 2 * LA_VL);
+        const vf e0 = inrange ? step_exp2_inrange(dtv, vf_load(a)) : scan_exp2(dtv, vf_load(a)),
+                 e1 = inrange ? step_exp2_inrange(dtv, vf_load(a + LA_VL)) : scan_exp2(dtv, vf_load(a + LA_VL));
+        vf_store(o, vf_fma(e0, vf_load(h), duv * b0));
+        vf_store(o + LA_VL, vf_fma(e1, vf_load(h + LA_VL), duv * b1));
+    }
+}
+#endif
+
 /* On AVX2 (Zen 1: 256-bit operations split in two, 16 registers) the
- * decays exp(dt A) of the whole span go first, into E [blocks LA_VL][2
- * LA_VL], and the rows' pass reads them: an exp is a chain of ~12
- * dependent operations, and with each unrolled row's whole update around
- * it too few chains fit the out-of-order window to keep the FMA pipes
- * busy; alone, a loop iteration is one exp. */
+ * span's state rows are updated first, a loop iteration a channel (its two
+ * exps and updates), and the C . h sums' pass reads the new rows back (from
+ * L1): an exp is a chain of ~12 dependent operations, and with each
+ * unrolled row's whole update and sums around it too few chains fit the
+ * out-of-order window. (Before: the decays alone first, stored and read
+ * back by the rows' update: two stores and loads more per channel, 5% of
+ * the step's time on Zen 1, whose vector work runs at about one 256-bit
+ * operation a cycle, a store two.) */
 static __attribute__((noinline)) void step_dense2(const float *A, const float *hs, float *hd, const float *Bt,
                                                   const float *Ct, const float *dt2, const float *du, float *ys,
-                                                  int64_t blocks, float *E) {
+                                                  int64_t blocks, bool inrange) {
 #if defined(LA_ISA_AVX2)
-    for (int64_t c = 0; c < blocks * LA_VL; c++) {
-        const vf dtv = vf_set1(dt2[c]);
-        vf_store(E + c * 2 * LA_VL, scan_exp2(dtv, vf_load(A + c * 2 * LA_VL)));
-        vf_store(E + c * 2 * LA_VL + LA_VL, scan_exp2(dtv, vf_load(A + c * 2 * LA_VL + LA_VL)));
-    }
-    step_dense_rows(E, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL, true);
+    if (inrange) step_update2(A, hs, hd, Bt, dt2, du, blocks * LA_VL, true);
+    else step_update2(A, hs, hd, Bt, dt2, du, blocks * LA_VL, false);
+    step_dense_rows(NULL, hd, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL, 2);
 #else
-    (void)E;
+    (void)inrange;
     step_dense_rows(A, hs, hd, Bt, Ct, dt2, du, ys, blocks, 2 * LA_VL, false);
 #endif
 }
 
-static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb) {
+/* amax: the span's slot of the largest |A| of its rows, < 0 until this
+ * thread's first item of the span computes it (A is the same for every
+ * sequence). */
+static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b, int64_t g, int64_t d0, int64_t cb,
+                       float *amax) {
     const int64_t N = p->N, Np = scan_pad(N), bt = p->head.cu ? 0 : b;
     float *Bt = w, *Ct = Bt + Np, *Ap = Ct + Np, *hp = Ap + Np, *zero = hp + Np, *uc = zero + Np, *dtc = uc + STEP_CB,
           *zc = dtc + STEP_CB, *bias = zc + STEP_CB, *skip = bias + STEP_CB, *yc = skip + STEP_CB, *dt2 = yc + STEP_CB,
@@ -557,17 +644,32 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     if (!staged) {
         tg_load_row(Bt, la_attn_at(&p->B, bt, t0, g), p->B.dtype, N, Np);
         tg_load_row(Ct, la_attn_at(&p->C, bt, t0, g), p->C.dtype, N, Np);
-        memset(zero, 0, (size_t)Np * sizeof(float));
+        if (!p->state_in.data) memset(zero, 0, (size_t)Np * sizeof(float));
     }
     step_load(uc, &p->u, bt, t0, d0, cb);
     step_load(dtc, &p->delta, bt, t0, d0, cb);
     if (p->z.data) step_load(zc, &p->z, bt, t0, d0, cb);
-    step_param(bias, &p->delta_bias, d0, cb);
-    step_param(skip, &p->Dskip, d0, cb);
-    for (int64_t c = 0; c < cb; c += LA_VL) {
-        const vf x = vf_load(dtc + c) + vf_load(bias + c), dt = p->softplus ? scan_softplus_v(x) : x;
-        vf_store(dt2 + c, dt * 1.44269504088896341f);
-        vf_store(duc + c, dt * vf_load(uc + c));
+    const bool has_bias = step_param(bias, &p->delta_bias, d0, cb), has_skip = step_param(skip, &p->Dskip, d0, cb);
+    /* two vectors of channels at a time (STEP_CB is a multiple of 2 LA_VL; past cb the rows are padded),
+       their softplus chains interleaved stage by stage: one chain alone overflows Zen 1's window */
+    for (int64_t c = 0; c < cb; c += 2 * LA_VL) {
+        vf x[2], dt[2];
+        for (int i = 0; i < 2; i++) {
+            const int64_t k = c + i * LA_VL;
+            x[i] = has_bias ? vf_load(dtc + k) + vf_load(bias + k) : vf_load(dtc + k);
+        }
+        if (p->softplus) {
+            const vf y0 = scan_softplus_y(x[0]), y1 = scan_softplus_y(x[1]);
+            dt[0] = scan_softplus_fin(x[0], y0);
+            dt[1] = scan_softplus_fin(x[1], y1);
+        } else {
+            dt[0] = x[0], dt[1] = x[1];
+        }
+        for (int i = 0; i < 2; i++) {
+            const int64_t k = c + i * LA_VL;
+            vf_store(dt2 + k, dt[i] * 1.44269504088896341f);
+            vf_store(duc + k, dt[i] * vf_load(uc + k));
+        }
     }
     /* Channel c's rows by stride from the block's first: A, the state read
        (the zero row without one) and the state written (the scratch row
@@ -582,7 +684,15 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
     if ((N == LA_VL || N == 2 * LA_VL) && as == N && hss == N && hos == N) {
         c_done = cb / LA_VL * LA_VL;
         if (N == LA_VL) step_dense1(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL);
-        else step_dense2(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL, duc + STEP_CB);
+        else {
+            bool inrange = false;
+#if defined(LA_ISA_AVX2)
+            /* the exps without their clamps when no dt A can reach them (always, for Mamba's A and dt) */
+            if (*amax < 0) *amax = step_amax(A0, c_done * N);
+            inrange = step_in_range(dt2, c_done, *amax);
+#endif
+            step_dense2(A0, hs0, ho0, Bt, Ct, dt2, duc, yc, c_done / LA_VL, inrange);
+        }
     }
     for (int64_t c0 = c_done; c0 < cb; c0 += LA_VL) {
         vf y_sums;
@@ -609,7 +719,7 @@ static void step_block(const la_ssm_problem *p, float *w, bool staged, int64_t b
         vf_store(yc + c0, y_sums);
     }
     for (int64_t c0 = 0; c0 < cb; c0 += LA_VL) {
-        vf y = vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_load(yc + c0));
+        vf y = has_skip ? vf_fma(vf_load(skip + c0), vf_load(uc + c0), vf_load(yc + c0)) : vf_load(yc + c0);
         if (p->z.data) {
             const vf z = vf_load(zc + c0);
             y *= z * scan_sigmoid_v(z);
@@ -650,10 +760,13 @@ static void step_forward(const la_ssm_problem *p, float *w) {
     la_split_range(p->head.num_seqs * p->G * step_spans(p), la_thread_id(), la_team_size(), &lo, &hi);
     if (lo >= hi) return;
     const int64_t per_seq = p->G * step_spans(p);
+    float *amax = step_amax_slots(p, w);
+    for (int64_t s = 0; s < per_seq; s++) amax[s] = -1.0f;
     step_pos at = {lo / per_seq, lo % per_seq / step_spans(p), lo % step_spans(p)};
     for (int64_t it = lo; it < hi; it++, step_next(p, &at)) {
         /* B and C were staged by this thread's previous item of the same (sequence, group) */
-        step_block(p, w, it > lo && at.blk > 0, at.b, at.g, step_d0(p, &at), step_cb(p, &at));
+        step_block(p, w, it > lo && at.blk > 0, at.b, at.g, step_d0(p, &at), step_cb(p, &at),
+                   amax + at.g * step_spans(p) + at.blk);
     }
 }
 
