@@ -53,6 +53,7 @@ typedef struct {
     const int64_t *hi;           /* [R] visible slots [0, hi) */
     float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
     float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
+    float *ctmp, *cvs;                   /* a chunk's value scales: as stored, and by group (chunk_value_scales) */
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -333,6 +334,264 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
     }
 }
 
+/* The chunk-pass path: for formats whose full blocks take qblock and
+ * whose key groups are whole blocks (the model's shapes), an item's rows
+ * go through the chunk in three passes, 4 rows at a time, as the float
+ * decode's grouped path (attention/decode_isa.c): q.k of every block (keys
+ * folded per key group as in quant_segment; the window's f32 rows with the
+ * plain scaled query), scores kept with a running vector max per row; one
+ * exp pass against the chunk's max; then P.V per value group with each
+ * row's output vectors in registers over the whole chunk, the group's
+ * per-token scales folded into the weights (wq = p * s) and its zero term
+ * sum_e p_e z_e added once per chunk. The online form (qblock) paid per
+ * 8-key block and row a max tree, a rescale, the accumulator's load and
+ * store, a sum tree, the value scales gathered (vgatherdps, slow on Zen 1)
+ * and a lane-sum tree for the zero terms. The order of every sum is fixed
+ * by the slots' positions (qlen, a multiple of the key group, is one), so
+ * results do not depend on threads or page size. */
+
+/* Whether the chunk-pass path takes this format: qblock's rows, and key
+ * groups of whole blocks (a block then never crosses a key group, nor a
+ * page, and the quantised slots of a chunk are whole blocks). */
+static bool chunk_pass_fits(const la_kvq_format *f) { return qblock_fits(f) && f->key_group % LA_VL == 0; }
+
+/* The end of the chunk's quantised slots [c0, qe), the window's [qe, c1). */
+static inline int64_t quant_end(const item_state *s, int64_t c0, int64_t c1) {
+    return s->qlen < c0 ? c0 : s->qlen > c1 ? c1 : s->qlen;
+}
+
+/* The chunk's value scales, quantised slots [c0, qe): vs + g * 2 * KVQ_CHUNK
+ * holds group g's scales by slot, KVQ_CHUNK later its zeros (tmp: the
+ * pairs as stored, widened). */
+static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, float *tmp, float *vs) {
+    const la_kvq_format *f = &s->p->kv.f;
+    const int64_t ps = f->page_size, ng = f->D / f->value_group, pairs = 2 * ng;
+    for (int64_t j = c0; j < qe;) {
+        const int64_t page = j / ps, e = (page + 1) * ps < qe ? (page + 1) * ps : qe;
+        widen_f16(tmp + (j - c0) * pairs, la_kvq_value_scales(f, s->vpages + (size_t)page * f->v_page, j % ps),
+                  (e - j) * pairs);
+        j = e;
+    }
+    for (int64_t g = 0; g < ng; g++) {
+        float *sg = vs + g * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
+        for (int64_t j = 0; j < qe - c0; j++) sg[j] = tmp[j * pairs + 2 * g], zg[j] = tmp[j * pairs + 2 * g + 1];
+    }
+}
+
+/* Rows [r, r + nr): qf = qs * the key group's channel scales, bias = qs .
+ * its zeros (ks: the group's f16 scales then zeros, as quant_segment). */
+static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r, int nr) {
+    const int64_t D = s->p->kv.f.D, Dp = s->Dp;
+    float *sc = s->sc, *zc = s->sc + Dp;
+    widen_f16(sc, ks, D);
+    widen_f16(zc, ks + D, D);
+    for (int64_t d = D; d < Dp; d++) sc[d] = zc[d] = 0.0f;
+    for (int64_t rr = r; rr < r + nr; rr++) {
+        const float *q = s->qs + rr * Dp;
+        float *o = s->qf + rr * Dp;
+        vf bz = vf_set1(0);
+        for (int64_t d = 0; d < Dp; d += LA_VL) {
+            const vf qv = vf_load(q + d);
+            vf_store(o + d, qv * vf_load(sc + d));
+            bz = vf_fma(qv, vf_load(zc + d), bz);
+        }
+        s->bias[rr] = vf_reduce_add(bz);
+    }
+}
+
+/* P.V of channels [d0, d0 + NV * LA_VL) over the chunk's blocks, NR rows:
+ * quantised blocks (codes DT) with weights wq, window blocks (f32 rows)
+ * with weights w; acc + rr * Dp = the sum + Z[rr]. */
+static inline __attribute__((always_inline)) void pv_slice(const item_state *s, int64_t c0, int64_t c1, int64_t qe,
+                                                           const bool *seen, const float (*wq)[KVQ_CHUNK],
+                                                           const float (*w)[KVQ_CHUNK], const float *Z, float *acc,
+                                                           int64_t d0, const int NV, const int NR, const int64_t Dp,
+                                                           const la_dtype DT) {
+    const la_kvq_format *f = &s->p->kv.f;
+    const int64_t ps = f->page_size, D = f->D;
+    vf o[4][DB_NV];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
+    for (int64_t j0 = c0; j0 < qe; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        const char *vb = s->vpages + (size_t)(j0 / ps) * f->v_page + (size_t)(j0 % ps) * f->code_row;
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+            vf vv[DB_NV];
+#pragma GCC unroll 4
+            for (int k = 0; k < NV; k++) vv[k] = db_load(vb + (size_t)e * f->code_row, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+                for (int k = 0; k < NV; k++) o[rr][k] = vf_fma(vf_set1(wq[rr][b * LA_VL + e]), vv[k], o[rr][k]);
+        }
+    }
+    for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        /* a short last block was copied zero-padded into vbuf before the pass */
+        const char *vb = c1 - j0 >= LA_VL ? (const char *)(s->wv + (j0 - s->qlen) * D) : (const char *)s->vbuf;
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+            vf vv[DB_NV];
+#pragma GCC unroll 4
+            for (int k = 0; k < NV; k++) vv[k] = db_load(vb + (size_t)e * sizeof(float) * (size_t)Dp, d0 + k * LA_VL, LA_F32);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+                for (int k = 0; k < NV; k++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv[k], o[rr][k]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(Z[rr]));
+}
+
+/* Rows [r, r + NR) of the item over slots [c0, c1): m, l, acc from row r. */
+static inline __attribute__((always_inline)) void pass_rows(const item_state *s, int64_t r, const int NR, int64_t c0,
+                                                            int64_t c1, float *m, float *l, float *acc,
+                                                            const float *vs, const int64_t Dp, const la_dtype DT) {
+    const la_kvq_format *f = &s->p->kv.f;
+    const int64_t ps = f->page_size, kg = f->key_group, D = f->D, VG = f->value_group, ng = D / VG;
+    const int64_t qe = quant_end(s, c0, c1), nblk = (c1 - c0 + LA_VL - 1) / LA_VL;
+    const size_t rs = f->code_row, ws = sizeof(float) * (size_t)Dp;
+    const vi lane = vi_iota();
+    float w[4][KVQ_CHUNK] __attribute__((aligned(64)));  /* scores, then weights */
+    float wq[4][KVQ_CHUNK] __attribute__((aligned(64))); /* a value group's weights p * s */
+    bool seen[KVQ_CHUNK / LA_VL];
+    vf mx[4];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
+    /* pass 1: scores; K rows KVQ_PREFETCH_BLOCKS blocks ahead prefetched in
+     * db_scores, the V rows there after it (for pass 3) */
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        vi vis[4];
+        bool any = false;
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) {
+            const int64_t lim = s->hi[r + rr] - j0 < nk ? s->hi[r + rr] - j0 : nk;
+            vis[rr] = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
+            any |= lim > 0;
+        }
+        const int64_t page = j0 / ps, t = j0 % ps;
+        const char *kp = s->kpages + (size_t)page * f->k_page;
+        /* a key group's folded queries, where the group starts (or the chunk does) */
+        if (j0 < qe && (j0 % kg == 0 || j0 == c0)) fold_rows(s, la_kvq_key_scales(f, kp, t / kg), r, NR);
+        seen[b] = any;
+        if (!any) {
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) vf_store(w[rr] + b * LA_VL, vf_set1(-INFINITY));
+            continue;
+        }
+        vf sc[4];
+        if (j0 < qe) {
+            const int64_t ta = j0 + KVQ_PREFETCH_BLOCKS * LA_VL, pa = ta / ps;
+            db_prefetch pf = {NULL, NULL, rs};
+            if (ta + LA_VL <= qe)
+                pf.k = s->kpages + (size_t)pa * f->k_page + (size_t)(ta % ps) * rs,
+                pf.v = s->vpages + (size_t)pa * f->v_page + (size_t)(ta % ps) * rs;
+            db_scores(s->qf + r * Dp, s->bias + r, kp + (size_t)t * rs, rs, NR, Dp, DT, &pf, sc);
+            if (pf.v)
+#pragma GCC unroll 16
+                for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, rs, e, 0, Dp, DT);
+        } else {
+            const char *kb = (const char *)(s->wk + (j0 - s->qlen) * D);
+            if (nk < LA_VL) { /* the window's short last block, zero-padded (D = Dp here) */
+                memcpy(s->kbuf, kb, ws * (size_t)nk);
+                memset(s->kbuf + nk * Dp, 0, ws * (size_t)(LA_VL - nk));
+                kb = (const char *)s->kbuf;
+            }
+            db_scores(s->qs + r * Dp, NULL, kb, ws, NR, Dp, LA_F32, NULL, sc);
+        }
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) {
+            const vf sv = vf_select(vis[rr], sc[rr], vf_set1(-INFINITY));
+            mx[rr] = vf_max(mx[rr], sv);
+            vf_store(w[rr] + b * LA_VL, sv);
+        }
+    }
+    /* pass 2: the chunk's max and sum per row; weights exp(s - max), 0 for
+     * a row that sees none of the chunk's keys (left at max -inf, sum 0) */
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) {
+        const float bm = tree_max(mx[rr]);
+        vf sum = vf_set1(0);
+        m[rr] = bm;
+        for (int64_t b = 0; b < nblk; b++) {
+            vf pv = vf_set1(0);
+            if (seen[b] && bm != -INFINITY) pv = decode_exp(vf_load(w[rr] + b * LA_VL) - bm);
+            sum += pv;
+            vf_store(w[rr] + b * LA_VL, pv);
+        }
+        l[rr] = tree_add(sum);
+    }
+    if (c1 % LA_VL && c1 - c1 % LA_VL >= qe) { /* the window's short last block for pass 3, zero-padded */
+        const int64_t j0 = c1 - c1 % LA_VL, nk = c1 - j0;
+        memcpy(s->vbuf, s->wv + (j0 - s->qlen) * D, ws * (size_t)nk);
+        memset(s->vbuf + nk * Dp, 0, ws * (size_t)(LA_VL - nk));
+    }
+    /* pass 3, per value group: weights p * s over the quantised slots and
+     * the zero term sum p z, then P.V over the group's channels */
+    const int64_t nq = qe - c0;
+    for (int64_t g = 0; g < ng; g++) {
+        const float *sg = vs + g * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
+        float Z[4];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) {
+            vf z = vf_set1(0);
+            for (int64_t j = 0; j < nq; j += LA_VL) {
+                const vf p = vf_load(w[rr] + j);
+                vf_store(wq[rr] + j, p * vf_load(sg + j));
+                z = vf_fma(p, vf_load(zg + j), z);
+            }
+            Z[rr] = tree_add(z);
+        }
+        /* weights broadcast from memory (see db_pv: the asm hides the arrays' contents) */
+        const float(*wqp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])wq, (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
+        __asm__("" : "+r"(wqp), "+r"(wp) : : "memory");
+        int64_t d0 = g * VG;
+        if (VG % (DB_NV * LA_VL) == 0)
+            for (; d0 < (g + 1) * VG; d0 += DB_NV * LA_VL)
+                pv_slice(s, c0, c1, qe, seen, wqp, wp, Z, acc, d0, DB_NV, NR, Dp, DT);
+        else
+            for (; d0 < (g + 1) * VG; d0 += LA_VL) pv_slice(s, c0, c1, qe, seen, wqp, wp, Z, acc, d0, 1, NR, Dp, DT);
+    }
+}
+
+static inline __attribute__((always_inline)) void pass_chunk_dp(const item_state *s, int64_t c0, int64_t c1,
+                                                                partial *pt, const float *vs, const int64_t Dp,
+                                                                const la_dtype DT) {
+    for (int64_t r = 0; r < s->R; r += 4) {
+        float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
+        switch (s->R - r < 4 ? s->R - r : 4) {
+        case 1: pass_rows(s, r, 1, c0, c1, m, l, acc, vs, Dp, DT); break;
+        case 2: pass_rows(s, r, 2, c0, c1, m, l, acc, vs, Dp, DT); break;
+        case 3: pass_rows(s, r, 3, c0, c1, m, l, acc, vs, Dp, DT); break;
+        default: pass_rows(s, r, 4, c0, c1, m, l, acc, vs, Dp, DT); break;
+        }
+    }
+}
+
+static void pass_chunk(const item_state *s, int64_t c0, int64_t c1, partial *pt) {
+    const int64_t qe = quant_end(s, c0, c1);
+    chunk_value_scales(s, c0, qe, s->ctmp, s->cvs);
+    const bool u8 = s->p->kv.f.bits == 8;
+#define KVQ_PASS_DP(DPV)                                                                  \
+    do {                                                                                  \
+        if (u8) pass_chunk_dp(s, c0, c1, pt, s->cvs, DPV, DB_U8);                         \
+        else pass_chunk_dp(s, c0, c1, pt, s->cvs, DPV, DB_U4);                            \
+    } while (0)
+    if (s->Dp == 128) KVQ_PASS_DP(128);
+    else if (s->Dp == 64) KVQ_PASS_DP(64);
+    else KVQ_PASS_DP(s->Dp);
+#undef KVQ_PASS_DP
+}
+
 /* Window slots [a, b) (f32 rows). */
 static void window_segment(const item_state *s, int64_t a, int64_t b, partial *pt) {
     const int64_t D = s->p->kv.f.D, Dp = s->Dp;
@@ -348,6 +607,10 @@ static void window_segment(const item_state *s, int64_t a, int64_t b, partial *p
 
 static void chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
     const int64_t kg = s->p->kv.f.key_group;
+    if (chunk_pass_fits(&s->p->kv.f) && c1 > c0) {
+        pass_chunk(s, c0, c1, pt);
+        return;
+    }
     for (int64_t r = 0; r < s->R; r++) pt->m[r] = -INFINITY, pt->l[r] = 0;
     memset(pt->acc, 0, sizeof(float) * (size_t)(s->R * s->Dp));
     for (int64_t a = c0; a < c1 && a < s->qlen;) {
@@ -386,7 +649,10 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->items = p->num_seqs * p->Hkv * L->nchunks;
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
-    L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D) +
+    /* and the chunk-pass path's value scales of a chunk, twice (chunk_value_scales) */
+    const int64_t pairs = p->kv.f.value_group > 0 ? 2 * (p->kv.f.D / p->kv.f.value_group) : 0;
+    L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D +
+                             2 * KVQ_CHUNK * pairs) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     /* an int32 count of finished chunks per (sequence, K/V head), whole 64-byte lines */
@@ -424,7 +690,8 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         merge_part *parts = (merge_part *)(hi + R);
         float *qs = (float *)(hi + R) + L.merge, *qf = qs + R * Dp, *kbuf = qf + R * Dp, *vbuf = kbuf + LA_VL * Dp;
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
-        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R;
+        float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R, *ctmp = run_l + R;
+        float *cvs = ctmp + KVQ_CHUNK * 2 * (D / p->kv.f.value_group);
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
@@ -446,7 +713,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
-                            .vsc = vsc};
+                            .vsc = vsc, .ctmp = ctmp, .cvs = cvs};
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
             /* the running max and sum in the thread's own scratch, stored
              * once: items of R = 4 rows share cache lines of pm / pl, and
