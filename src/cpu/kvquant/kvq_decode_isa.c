@@ -399,77 +399,6 @@ static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r,
     }
 }
 
-#if defined(LA_ISA_AVX2)
-/* int8 keys on AVX2: q.k in integers. Once per (row, key group) the folded
- * query row is rounded to int16 (qi = round(qf / sq), sq = max |qf| /
- * 32767, a relative step of 2^-16 of the row's largest element), then per
- * key vpmovzxbw widens 16 codes to int16 and vpmaddwd multiplies them by
- * the query in pairs into int32 lanes: per 16 channels one widening shared
- * by the rows and one vpmaddwd + vpaddd per row, where the float form took
- * two vpmovzxbd + vcvtdq2ps widenings and two FMAs per row. The lanes are
- * exact integers; converted to f32 (int32 sums below 2^31: 255 * 32767 *
- * Dp / 8 for Dp <= 128) they go through db_scores's lane-sum trees, then
- * score = sq * sum + bias. */
-#define KVQ_I16_DMAX 128
-
-static inline void quantise_rows_i16(const float *qf, int64_t Dp, int nr, int16_t (*qi)[KVQ_I16_DMAX], float *sq) {
-    for (int rr = 0; rr < nr; rr++) {
-        const float *q = qf + rr * Dp;
-        vf mx = vf_set1(0);
-        for (int64_t d = 0; d < Dp; d += LA_VL) mx = vf_max(mx, vf_abs(vf_load(q + d)));
-        const float m = tree_max(mx);
-        sq[rr] = m / 32767.0f;
-        const __m256 inv = _mm256_set1_ps(m > 0 ? 32767.0f / m : 0.0f);
-        for (int64_t d = 0; d < Dp; d += 16) {
-            const __m256i a = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q + d), inv));
-            const __m256i b = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(q + d + 8), inv));
-            /* vpackssdw packs within 128-bit halves: vpermq puts the quarters back in order */
-            _mm256_store_si256((__m256i *)(qi[rr] + d), _mm256_permute4x64_epi64(_mm256_packs_epi32(a, b), 0xD8));
-        }
-    }
-}
-
-static inline __attribute__((always_inline)) void i16_scores(const int16_t (*qi)[KVQ_I16_DMAX], const float *sq,
-                                                             const float *bias, const char *kb, size_t ks,
-                                                             const int NR, const int64_t Dp, const db_prefetch *pf,
-                                                             vf *s) {
-    const db_prefetch ahead = db_prefetch_or(pf, kb, kb, ks);
-    vf x[4];
-#pragma GCC unroll 1
-    for (int j = 0; j < 4; j++) {
-        __m256i part[LA_VL];
-#pragma GCC unroll 8
-        for (int i = 0; i < LA_VL; i++) part[i] = _mm256_setzero_si256();
-        const char *k0 = kb + (size_t)(j * DB_KS) * ks;
-#pragma GCC unroll 4
-        for (int e = 0; e < DB_KS; e++) db_prefetch_span(ahead.k, ahead.stride, j * DB_KS + e, 0, Dp, DB_U8);
-        for (int64_t d = 0; d < Dp; d += 16) {
-            __m256i kv[DB_KS];
-#pragma GCC unroll 4
-            for (int e = 0; e < DB_KS; e++)
-                kv[e] = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(k0 + (size_t)e * ks + d)));
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) {
-                const __m256i qv = _mm256_load_si256((const __m256i *)(qi[rr] + d));
-#pragma GCC unroll 4
-                for (int e = 0; e < DB_KS; e++)
-                    part[rr * DB_KS + e] = _mm256_add_epi32(part[rr * DB_KS + e], _mm256_madd_epi16(kv[e], qv));
-            }
-        }
-        vf pfl[LA_VL];
-#pragma GCC unroll 8
-        for (int i = 0; i < LA_VL; i++) pfl[i] = (vf)_mm256_cvtepi32_ps(part[i]);
-        x[j] = db_transpose_sum(pfl);
-    }
-    db_transpose4(x, s);
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) s[rr] = vf_fma(s[rr], vf_set1(sq[rr]), vf_set1(bias[rr]));
-}
-#define KVQ_I16(DT, Dp) ((DT) == DB_U8 && (Dp) % 16 == 0 && (Dp) <= KVQ_I16_DMAX)
-#else
-#define KVQ_I16(DT, Dp) false
-#endif
-
 /* P.V of channels [d0, d0 + NV * LA_VL) over the chunk's blocks, NR rows:
  * quantised blocks (codes DT) with weights wq, window blocks (f32 rows)
  * with weights w; acc + rr * Dp = the sum + Z[rr]. */
@@ -534,12 +463,6 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     float w[4][KVQ_CHUNK] __attribute__((aligned(64)));  /* scores, then weights */
     float wq[4][KVQ_CHUNK] __attribute__((aligned(64))); /* a value group's weights p * s */
     bool seen[KVQ_CHUNK / LA_VL];
-#if defined(LA_ISA_AVX2)
-    /* a key group's folded queries as int16 (i16_scores); zeroed only so
-     * GCC sees them set (the chunk's first quantised block folds them) */
-    int16_t qi[4][KVQ_I16_DMAX] __attribute__((aligned(32))) = {{0}};
-    float qsq[4] = {0};
-#endif
     vf mx[4];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
@@ -558,12 +481,7 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
         const int64_t page = j0 / ps, t = j0 % ps;
         const char *kp = s->kpages + (size_t)page * f->k_page;
         /* a key group's folded queries, where the group starts (or the chunk does) */
-        if (j0 < qe && (j0 % kg == 0 || j0 == c0)) {
-            fold_rows(s, la_kvq_key_scales(f, kp, t / kg), r, NR);
-#if defined(LA_ISA_AVX2)
-            if (KVQ_I16(DT, Dp)) quantise_rows_i16(s->qf + r * Dp, Dp, NR, qi, qsq);
-#endif
-        }
+        if (j0 < qe && (j0 % kg == 0 || j0 == c0)) fold_rows(s, la_kvq_key_scales(f, kp, t / kg), r, NR);
         seen[b] = any;
         if (!any) {
 #pragma GCC unroll 4
@@ -577,11 +495,7 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             if (ta + LA_VL <= qe)
                 pf.k = s->kpages + (size_t)pa * f->k_page + (size_t)(ta % ps) * rs,
                 pf.v = s->vpages + (size_t)pa * f->v_page + (size_t)(ta % ps) * rs;
-#if defined(LA_ISA_AVX2)
-            if (KVQ_I16(DT, Dp)) i16_scores((const int16_t (*)[KVQ_I16_DMAX])qi, qsq, s->bias + r, kp + (size_t)t * rs, rs, NR, Dp, &pf, sc);
-            else
-#endif
-                db_scores(s->qf + r * Dp, s->bias + r, kp + (size_t)t * rs, rs, NR, Dp, DT, &pf, sc);
+            db_scores(s->qf + r * Dp, s->bias + r, kp + (size_t)t * rs, rs, NR, Dp, DT, &pf, sc);
             if (pf.v)
 #pragma GCC unroll 16
                 for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, rs, e, 0, Dp, DT);
