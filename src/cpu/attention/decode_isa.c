@@ -321,6 +321,47 @@ static inline __attribute__((always_inline)) void qk_block(const float *q, const
 }
 #endif
 
+/* Pass 3 of group_chunk over output channels [d0, d0 + NV * LA_VL): the
+ * NR rows' NV vectors each in registers over the chunk's keys, each value
+ * vector loaded once into every row's chain, weights wp[rr][key] broadcast
+ * from memory. */
+#ifndef DECODE_PV_WIDE
+#define DECODE_PV_WIDE 3
+#endif
+static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
+                                                           int64_t nblk, const bool *seen, const char *const *vp,
+                                                           char *vbuf, const float (*wp)[DECODE_CHUNK], float *acc,
+                                                           const int NR, int64_t d0, const int NV, const int64_t Dp,
+                                                           const la_dtype DT) {
+    const la_attn_problem *p = s->p;
+    const size_t es = DT == LA_F32 ? 4 : 2;
+    vf o[4][4];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
+    for (int64_t b = 0; b < nblk; b++) {
+        if (!seen[b]) continue;
+        const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        size_t vs;
+        const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
+        if (vp[b]) vs = (size_t)p->v.token_stride * es;
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < NV; k++) {
+                const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv, o[rr][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
+}
+
 static inline __attribute__((always_inline)) void group_chunk(const seq_state *s, int64_t hk, int64_t r, const int NR,
                                                                int64_t c0, int64_t c1, char *kbuf, char *vbuf,
                                                                float *m, float *l, float *acc, const int64_t Dp,
@@ -402,62 +443,21 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
         l[rr] = tree_add(sum);
     }
     /* pass 3: P.V, NV output vectors of each row in registers over the
-     * chunk's keys, weights broadcast from memory (see db_pv). NV = 4 on
-     * AVX2 for up to 3 rows (12 accumulators, 3 weights, a value vector:
-     * the 16 registers), where DB_NV = 2 broadcast every weight Dp / 16
-     * times (12 broadcasts per key and head at D 64); each output lane's
-     * sum is the same chain over the keys either way. */
-    const int NV = LA_VL == 8 && NR <= 3 ? 4 : DB_NV;
+     * chunk's keys, weights broadcast from memory (see db_pv). On AVX2 for
+     * up to 3 rows, passes of 3 vectors (9 accumulators, 3 weights, a value
+     * vector) then of 2, where DB_NV = 2 broadcast every weight Dp / 16
+     * times (12 broadcasts per key and head at D 64, 9 now); 4 vectors
+     * would fill all 16 registers, and GCC spilled. Each output lane's sum
+     * is the same chain over the keys whatever the pass widths. */
     const float(*wp)[DECODE_CHUNK] = (const float(*)[DECODE_CHUNK])w;
     __asm__("" : "+r"(wp) : : "memory");
     int64_t d0 = 0;
-    for (; d0 + NV * LA_VL <= Dp; d0 += NV * LA_VL) {
-        vf o[4][4];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
-        for (int64_t b = 0; b < nblk; b++) {
-            if (!seen[b]) continue;
-            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-            size_t vs;
-            const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
-            if (vp[b]) vs = (size_t)p->v.token_stride * es;
-#pragma GCC unroll 16
-            for (int e = 0; e < LA_VL; e++) {
-                /* a value vector at a time, into every row's chain: at NV 4 the
-                 * registers hold no more */
-#pragma GCC unroll 4
-                for (int k = 0; k < NV; k++) {
-                    const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
-#pragma GCC unroll 4
-                    for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv, o[rr][k]);
-                }
-            }
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
-    }
-    for (; d0 < Dp; d0 += LA_VL) {
-        vf o[4];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) o[rr] = vf_set1(0);
-        for (int64_t b = 0; b < nblk; b++) {
-            if (!seen[b]) continue;
-            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-            size_t vs;
-            const char *vb = block_rows(s, &p->v, hk, j0, nk, vp[b], vbuf, &vs, Dp, DT);
-            for (int e = 0; e < LA_VL; e++) {
-                const vf vv = db_load(vb + (size_t)e * vs, d0, DT);
-#pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv, o[rr]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr]);
-    }
+    if (LA_VL == 8 && NR <= 3)
+        for (; d0 + DECODE_PV_WIDE * LA_VL <= Dp; d0 += DECODE_PV_WIDE * LA_VL)
+            pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DECODE_PV_WIDE, Dp, DT);
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL)
+        pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DB_NV, Dp, DT);
+    for (; d0 < Dp; d0 += LA_VL) pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, 1, Dp, DT);
 }
 
 /* Keys [c0, c1) of one sequence and K/V head hk, its rows r0 .. r0 + Rh:
