@@ -528,6 +528,25 @@ static __attribute__((noinline)) void step_dense1(const float *A, const float *h
 }
 
 #if defined(LA_ISA_AVX2)
+/* 2^f for |f| <= 1/2 in one FMA fewer than scan_exp2_poly (degree 4,
+ * 1 + f q(f)), for the decode step alone: its exps are most of its vector
+ * work, which bounds it on Zen 1. The linear coefficient is ln 2 itself
+ * (rounded to f32) and the other three minimise the largest relative error
+ * on [-1/2, 1/2] (fitted for this kernel): 5.3e-6 relative at worst, and
+ * 3.3e-5 f^2 near 0, so a slow channel's decay (exact near 1 but for the
+ * rounding: an error linear in f would compound over the tokens, as the
+ * free fit's 2.4e-5 |f| does) stays within test_ssm's tolerances: at most
+ * 2.3e-6 over its pure-decay case's 200 tokens (1e-5 allowed), and the
+ * per-token 5.3e-6 contracts with the decays (about 1.3e-5 of the state
+ * at worst, at decays near 2^-1/2; 1e-4 allowed). */
+static inline vf step_exp2_poly4(vf f) {
+    vf q = vf_set1(9.528353810310364e-3f);
+    q = vf_fma(q, f, vf_set1(5.5793337523937225e-2f));
+    q = vf_fma(q, f, vf_set1(2.402510941028595e-1f));
+    q = vf_fma(q, f, vf_set1(6.931471824645996e-1f));
+    return vf_fma(q, f, vf_set1(1.0f));
+}
+
 /* scan_exp2(s, a) without its clamps (x2 at 127 above, the mask below
  * -125), for |s a| <= 125, where they never act: 11 vector operations
  * where scan_exp2 takes 14 (on Zen 1 the step's vector work runs at about
@@ -538,7 +557,7 @@ static __attribute__((noinline)) void step_dense1(const float *A, const float *h
 static inline vf step_exp2_inrange(vf s, vf a) {
     const float magic = 12582912.0f;
     const __m256 sv = (__m256)s, av = (__m256)a, t = _mm256_fmadd_ps(sv, av, _mm256_set1_ps(magic));
-    const vf p = scan_exp2_poly((vf)_mm256_fmsub_ps(sv, av, _mm256_sub_ps(t, _mm256_set1_ps(magic))));
+    const vf p = step_exp2_poly4((vf)_mm256_fmsub_ps(sv, av, _mm256_sub_ps(t, _mm256_set1_ps(magic))));
     vu e, pb;
     memcpy(&e, &t, sizeof e);
     memcpy(&pb, &p, sizeof pb);
