@@ -233,6 +233,32 @@ static void shape_cases(uint64_t *rng) {
     run_case(rng, &big);
 }
 
+/* Causal masks and windows over many key tiles at the head dims the
+ * 176-key kernel takes (72-128): the diagonal band masked inside a tile,
+ * bottom-right alignment with Lq < Lk and Lq > Lk (rows that see no key),
+ * windows whose start moves through the tiles. */
+static void ranged_cases(uint64_t *rng) {
+    if (quick) return;
+    cu_case base = {.B = 1, .Lq = 4097, .Lk = 4097, .H = 2, .Hkv = 1, .D = 128, .dt = LA_BF16, .out_dt = LA_BF16,
+                    .want_lse = true, .p = P()};
+    cu_case c = base;
+    c.name = "wide: causal L 4097 D 128";
+    c.p.causal = 1;
+    run_case(rng, &c);
+    c = base, c.name = "wide: causal Lq 1500 < Lk 3001 D 96 f16";
+    c.Lq = 1500, c.Lk = 3001, c.D = 96, c.dt = c.out_dt = LA_F16, c.p.causal = 1;
+    run_case(rng, &c);
+    c = base, c.name = "wide: causal Lq 3001 > Lk 1200 D 128, f32 out";
+    c.Lq = 3001, c.Lk = 1200, c.out_dt = LA_F32, c.p.causal = 1;
+    run_case(rng, &c);
+    c = base, c.name = "wide: window left 500 causal L 2500 D 72";
+    c.Lq = c.Lk = 2500, c.D = 72, c.p.causal = 1, c.p.window_left = 500;
+    run_case(rng, &c);
+    c = base, c.name = "wide: window (300, 200) L 2100, gqa2";
+    c.Lq = c.Lk = 2100, c.H = 4, c.Hkv = 2, c.p.window_left = 300, c.p.window_right = 200;
+    run_case(rng, &c);
+}
+
 static void option_cases(uint64_t *rng) {
     cu_case base = {.B = 2, .Lq = 300, .Lk = 300, .H = 4, .Hkv = 2, .D = 128, .dt = LA_BF16, .out_dt = LA_BF16,
                     .want_lse = true, .p = P()};
@@ -416,6 +442,7 @@ int main(void) {
         setenv("LA_CUDA_FORWARD_KERNEL", only, 1);
         shape_cases(&rng);
         option_cases(&rng);
+        ranged_cases(&rng);
         varlen_cases(&rng);
         split_cases(&rng);
         if (!quick) persist_cases(&rng);
@@ -424,6 +451,7 @@ int main(void) {
     bad_inputs(&rng);
     shape_cases(&rng);
     option_cases(&rng);
+    ranged_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
     /* Head dims up to 128 run the wgmma kernel on Hopper: check the mma.sync
@@ -455,19 +483,22 @@ int main(void) {
     option_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
-    /* the ws kernel over 176-key tiles (the default where every row sees
-     * every key with the plain softmax; the last tile's keys past Lk cut
-     * inside it; other cases fall back), with its K / V stages released
-     * together; and the 128-key pipelined ws kernel on the even cases the
+    /* the ws kernel over 176-key tiles (the default with the plain softmax
+     * and no sinks, for causal masks from 1025 query rows; the
+     * last tile's keys past Lk cut inside it, the diagonal band's tiles
+     * masked; other cases fall back), with its K / V stages released
+     * together; and the 128-key pipelined ws kernel on the cases the
      * 176-key one takes by default */
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-176", 1);
     setenv("LA_CUDA_FORWARD_KV_RELEASE", "joint", 1);
     shape_cases(&rng);
     option_cases(&rng);
+    ranged_cases(&rng);
     unsetenv("LA_CUDA_FORWARD_KV_RELEASE");
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-pipe", 1);
     shape_cases(&rng);
     option_cases(&rng);
+    ranged_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
     /* the same in a persistent grid (one block per SM taking items in turn) */

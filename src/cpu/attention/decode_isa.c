@@ -239,6 +239,129 @@ static inline __attribute__((always_inline)) const char *block_rows(const seq_st
     return buf;
 }
 
+#if defined(LA_ISA_AVX2)
+/* q.k of a block on AVX2 in 128-bit lanes. Zen 1 runs a 256-bit op as two
+ * 128-bit ones, so the FMAs and conversions cost the same in either width,
+ * but the lane-sum tree of a 256-bit accumulator (db_transpose_sum) adds a
+ * level and moves halves: about 5 uops per score against 2.25 for a 4-lane
+ * accumulator, and db_scores reduced 4 rows x 2 keys even for a group of 3
+ * rows (a quarter of its tree summed zeros). At SmolLM2's shape (3 rows,
+ * D 64) the tree was ~21 uops per key and head next to 48 of FMAs.
+ * Each score's arithmetic is fixed whatever the row count: lane j of the
+ * accumulator sums channels d = j mod 4 in order of d (explicit FMAs),
+ * then (x0 + x1) + (x2 + x3); the grouping of accumulators into trees only
+ * moves lanes. */
+static inline __attribute__((always_inline)) __m128 qk_load4(const char *row, int64_t d, const la_dtype DT) {
+    if (DT == LA_F16) return _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)((const uint16_t *)row + d)));
+    if (DT == LA_BF16)
+        return _mm_castsi128_ps(
+            _mm_slli_epi32(_mm_cvtepu16_epi32(_mm_loadl_epi64((const __m128i *)((const uint16_t *)row + d))), 16));
+    return _mm_loadu_ps((const float *)row + d);
+}
+
+/* Lane i = the sum of the lanes of (a, b, c, d)[i], as (x0 + x1) + (x2 + x3). */
+static inline __attribute__((always_inline)) __m128 qk_sum4(__m128 a, __m128 b, __m128 c, __m128 d) {
+    const __m128 ab = _mm_add_ps(_mm_shuffle_ps(a, b, 0x88), _mm_shuffle_ps(a, b, 0xDD)); /* a01 a23 b01 b23 */
+    const __m128 cd = _mm_add_ps(_mm_shuffle_ps(c, d, 0x88), _mm_shuffle_ps(c, d, 0xDD));
+    return _mm_add_ps(_mm_shuffle_ps(ab, cd, 0x88), _mm_shuffle_ps(ab, cd, 0xDD));
+}
+
+/* Scores s[rr] lane e = q_rr . k_e of the block's LA_VL keys at kb + e *
+ * kstride, as db_scores (no bias). Sub-blocks of KS keys: 4 for up to 3
+ * rows (12 accumulators, a tree per row), 2 for 4 rows (8 accumulators,
+ * a tree per pair of rows). pf: K rows of a block ahead, prefetched
+ * between the sub-blocks. */
+static inline __attribute__((always_inline)) void qk_block(const float *q, const char *kb, size_t kstride,
+                                                            const int NR, const int64_t Dp, const la_dtype DT,
+                                                            const db_prefetch *pf, vf *s) {
+    const db_prefetch ahead = db_prefetch_or(pf, kb, kb, kstride);
+    enum { KSMAX = 4 };
+    const int KS = NR <= 3 ? 4 : 2;
+    __m128 r[4][4]; /* [row][sub-block]: the row's scores of the sub-block's keys (NR <= 3) */
+    __m128 pr[2][4]; /* [row pair][sub-block]: r0 e0, r0 e1, r1 e0, r1 e1 (NR == 4) */
+#pragma GCC unroll 1
+    for (int j = 0; j < LA_VL / KS; j++) {
+        __m128 a[4][KSMAX];
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+            for (int e = 0; e < KS; e++) a[rr][e] = _mm_setzero_ps();
+        const char *k0 = kb + (size_t)(j * KS) * kstride;
+#pragma GCC unroll 4
+        for (int e = 0; e < KS; e++) db_prefetch_span(ahead.k, ahead.stride, j * KS + e, 0, Dp, DT);
+        for (int64_t d = 0; d < Dp; d += 4) {
+            __m128 qv[4];
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) qv[rr] = _mm_loadu_ps(q + rr * Dp + d);
+#pragma GCC unroll 4
+            for (int e = 0; e < KS; e++) {
+                const __m128 kv = qk_load4(k0 + (size_t)e * kstride, d, DT);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) a[rr][e] = _mm_fmadd_ps(kv, qv[rr], a[rr][e]);
+            }
+        }
+        if (NR <= 3) {
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) r[rr][j] = qk_sum4(a[rr][0], a[rr][1], a[rr][2], a[rr][3]);
+        } else {
+            pr[0][j] = qk_sum4(a[0][0], a[0][1], a[1][0], a[1][1]);
+            pr[1][j] = qk_sum4(a[2][0], a[2][1], a[3][0], a[3][1]);
+        }
+    }
+    if (NR <= 3) {
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) s[rr] = (vf)_mm256_set_m128(r[rr][1], r[rr][0]);
+    } else {
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            s[2 * h] = (vf)_mm256_set_m128(_mm_movelh_ps(pr[h][2], pr[h][3]), _mm_movelh_ps(pr[h][0], pr[h][1]));
+            s[2 * h + 1] = (vf)_mm256_set_m128(_mm_movehl_ps(pr[h][3], pr[h][2]), _mm_movehl_ps(pr[h][1], pr[h][0]));
+        }
+    }
+}
+#endif
+
+/* Pass 3 of group_chunk over output channels [d0, d0 + NV * LA_VL): the
+ * NR rows' NV vectors each in registers over the chunk's keys, each value
+ * vector loaded once into every row's chain, weights wp[rr][key] broadcast
+ * from memory. */
+#ifndef DECODE_PV_WIDE
+#define DECODE_PV_WIDE 3
+#endif
+static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
+                                                           int64_t nblk, const bool *seen, const char *const *vp,
+                                                           char *vbuf, const float (*wp)[DECODE_CHUNK], float *acc,
+                                                           const int NR, int64_t d0, const int NV, const int64_t Dp,
+                                                           const la_dtype DT) {
+    const la_attn_problem *p = s->p;
+    const size_t es = DT == LA_F32 ? 4 : 2;
+    vf o[4][4];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
+    for (int64_t b = 0; b < nblk; b++) {
+        if (!seen[b]) continue;
+        const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        size_t vs;
+        const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
+        if (vp[b]) vs = (size_t)p->v.token_stride * es;
+#pragma GCC unroll 16
+        for (int e = 0; e < LA_VL; e++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < NV; k++) {
+                const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv, o[rr][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
+}
+
 static inline __attribute__((always_inline)) void group_chunk(const seq_state *s, int64_t hk, int64_t r, const int NR,
                                                                int64_t c0, int64_t c1, char *kbuf, char *vbuf,
                                                                float *m, float *l, float *acc, const int64_t Dp,
@@ -289,7 +412,11 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
         size_t ks;
         const char *kb = block_rows(s, &p->k, hk, j0, nk, kp[b], kbuf, &ks, Dp, DT);
         vf sc[4];
+#if defined(LA_ISA_AVX2)
+        qk_block(s->q + r * Dp, kb, ks, NR, Dp, DT, &pf, sc);
+#else
         db_scores(s->q + r * Dp, NULL, kb, ks, NR, Dp, DT, &pf, sc);
+#endif
         if (pf.v)
 #pragma GCC unroll 16
             for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, (size_t)p->v.token_stride * es, e, 0, Dp, DT);
@@ -315,57 +442,22 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
         }
         l[rr] = tree_add(sum);
     }
-    /* pass 3: P.V, DB_NV output vectors of each row in registers over the
-     * chunk's keys, weights broadcast from memory (see db_pv) */
+    /* pass 3: P.V, NV output vectors of each row in registers over the
+     * chunk's keys, weights broadcast from memory (see db_pv). On AVX2 for
+     * up to 3 rows, passes of 3 vectors (9 accumulators, 3 weights, a value
+     * vector) then of 2, where DB_NV = 2 broadcast every weight Dp / 16
+     * times (12 broadcasts per key and head at D 64, 9 now); 4 vectors
+     * would fill all 16 registers, and GCC spilled. Each output lane's sum
+     * is the same chain over the keys whatever the pass widths. */
     const float(*wp)[DECODE_CHUNK] = (const float(*)[DECODE_CHUNK])w;
     __asm__("" : "+r"(wp) : : "memory");
     int64_t d0 = 0;
-    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL) {
-        vf o[4][DB_NV];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_set1(0);
-        for (int64_t b = 0; b < nblk; b++) {
-            if (!seen[b]) continue;
-            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-            size_t vs;
-            const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
-            if (vp[b]) vs = (size_t)p->v.token_stride * es;
-#pragma GCC unroll 16
-            for (int e = 0; e < LA_VL; e++) {
-                vf vv[DB_NV];
-#pragma GCC unroll 4
-                for (int k = 0; k < DB_NV; k++) vv[k] = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
-#pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-                    for (int k = 0; k < DB_NV; k++) o[rr][k] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv[k], o[rr][k]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < DB_NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
-    }
-    for (; d0 < Dp; d0 += LA_VL) {
-        vf o[4];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) o[rr] = vf_set1(0);
-        for (int64_t b = 0; b < nblk; b++) {
-            if (!seen[b]) continue;
-            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-            size_t vs;
-            const char *vb = block_rows(s, &p->v, hk, j0, nk, vp[b], vbuf, &vs, Dp, DT);
-            for (int e = 0; e < LA_VL; e++) {
-                const vf vv = db_load(vb + (size_t)e * vs, d0, DT);
-#pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) o[rr] = vf_fma(vf_set1(wp[rr][b * LA_VL + e]), vv, o[rr]);
-            }
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) vf_store(acc + rr * Dp + d0, o[rr]);
-    }
+    if (LA_VL == 8 && NR <= 3)
+        for (; d0 + DECODE_PV_WIDE * LA_VL <= Dp; d0 += DECODE_PV_WIDE * LA_VL)
+            pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DECODE_PV_WIDE, Dp, DT);
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL)
+        pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DB_NV, Dp, DT);
+    for (; d0 < Dp; d0 += LA_VL) pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, 1, Dp, DT);
 }
 
 /* Keys [c0, c1) of one sequence and K/V head hk, its rows r0 .. r0 + Rh:

@@ -170,12 +170,19 @@ static inline vf scan_exp2(vf s, vf a) {
 
 /* softplus on vectors: max(x, 0) + log1p(y), y = exp(-|x|) = 2^(-|x| log2 e)
  * by scan_exp2, log1p(y) for y in [0, 1] as 2 atanh(s), s = y / (2 + y) in
- * [0, 1/3] (no cancellation for tiny y), the series to s^15: truncation
- * below 3e-9. y's relative error: scan_exp2's 2.8e-7 plus log2 e's
+ * [0, 1/3] (no cancellation for tiny y), atanh(s) / s as a degree-4
+ * polynomial in s^2 in [0, 1/9] (minimax relative error, fitted for this
+ * kernel: 4.5e-9; the Taylor series needed degree 7 for 3e-9: four
+ * operations more per vector, a channel's share of the decode step's work).
+ * y's relative error: scan_exp2's 2.8e-7 plus log2 e's
  * rounding in f32, |x| 3e-8 (1.5e-7 at |x| = 5; softplus of x < 0 is about y,
  * so it carries the same relative error; above 0 y's error is below x's
  * rounding). y is 0 below 2^-125 (|x| > 86.6): softplus is then x or 0
- * exactly. |x| is a bit mask and max(x, 0) one instruction on AVX-512 (the
+ * exactly. Below AVX-512 the exp is scan_exp2's with -|x| log2 e fused
+ * into its range reduction (t = s a + 1.5 * 2^23, r = s a - n: one
+ * rounding, where rounding s a first costs up to 2^-24 |x| log2 e, 5e-6 at
+ * |x| = 86) and no clamp above (the argument is <= 0): three operations
+ * fewer. |x| is a bit mask and max(x, 0) one instruction on AVX-512 (the
  * compare-and-select forms took 4 and 2, and scan_exp's clamps 7): with
  * vf_exp and a division the softplus was about a fifth of the decode step's
  * time at N 16 (one per channel, beside the channel's 16 state elements),
@@ -186,7 +193,18 @@ static inline vf scan_softplus_y(vf x) {
     ab &= 0x7fffffffu;
     vf ax;
     memcpy(&ax, &ab, sizeof ax);
+#if defined(LA_ISA_AVX512)
     return scan_exp2(vf_set1(-1.44269504088896341f), ax);
+#else
+    const float magic = 12582912.0f;
+    const vf s = vf_set1(-1.44269504088896341f), t = vf_fma(s, ax, vf_set1(magic)), n = t - magic;
+    const vf p = scan_exp2_poly(vf_fma(s, ax, -n));
+    const vi normal = n >= vf_set1(-125.0f); /* false for NaN (t, n and r NaN too), n -inf for |x| inf */
+    vu e, pb;
+    memcpy(&e, &t, sizeof e);
+    memcpy(&pb, &p, sizeof pb);
+    return (vf)((pb + (e << 23)) & (vu)normal);
+#endif
 }
 
 /* softplus(x) from y = scan_softplus_y(x). (Split so that a caller can
@@ -194,14 +212,13 @@ static inline vf scan_softplus_y(vf x) {
  * whole chain overflows the out-of-order window.) */
 static inline vf scan_softplus_fin(vf x, vf y) {
     const vf s = y * scan_recip(vf_set1(2.0f) + y), s2 = s * s;
-    /* sum_k s2^k / (2k + 1), k < 8, in Estrin's order (pairs, then s2^2 and s2^4): the terms are all
-       positive, so the order costs no accuracy, and the chain is 3 operations deep where Horner's was
-       7 (the decode step's per-channel work on Zen 1 was bound by this chain, not by its count) */
-    const vf s4 = s2 * s2, s8 = s4 * s4;
-    const vf p01 = vf_fma(s2, vf_set1(1.0f / 3), vf_set1(1.0f)), p23 = vf_fma(s2, vf_set1(1.0f / 7), vf_set1(1.0f / 5)),
-             p45 = vf_fma(s2, vf_set1(1.0f / 11), vf_set1(1.0f / 9)),
-             p67 = vf_fma(s2, vf_set1(1.0f / 15), vf_set1(1.0f / 13));
-    const vf p = vf_fma(s8, vf_fma(s4, p67, p45), vf_fma(s4, p23, p01));
+    /* atanh(s) / s ~ 1 + c1 s2 + ... + c4 s2^4, in Estrin's order (pairs, then s2^2): the terms are
+       all positive, so the order costs no accuracy, and the chain is 3 operations deep where Horner's
+       was 4 (the decode step's per-channel work on Zen 1 was bound by this chain, not by its count) */
+    const vf s4 = s2 * s2;
+    const vf p01 = vf_fma(s2, vf_set1(3.333320915699005e-1f), vf_set1(1.0f)),
+             p23 = vf_fma(s2, vf_set1(1.400090008974076e-1f), vf_set1(2.001076340675354e-1f));
+    const vf p = vf_fma(s4, vf_fma(s4, vf_set1(1.4006005227565765e-1f), p23), p01);
 #if defined(LA_ISA_AVX512)
     const vf relu = (vf)_mm512_max_ps((__m512)x, _mm512_setzero_ps());
 #else

@@ -131,6 +131,65 @@ static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t n
 }
 #endif
 
+#if !defined(LA_ISA_AVX512)
+/* Q4_1 against int8 x (AVX2), NR = 1 or 2 rows sharing x's loads. Per
+ * row and block: the scale d * dx and the offset term m * xqsum come from
+ * one vcvtph2ps of both rows' (d, m) and one multiply, where the one-row
+ * loop converted each f16 field with a scalar vcvtph2ps and multiplied it
+ * apart; two rows give the FMA chains (a 5-cycle latency per block on
+ * Zen 1, one chain per row) a partner to overlap with. A row's arithmetic
+ * is the same whether it goes alone or with another (so the same bits
+ * whatever the threads' row split): acc += q(b) * (d dx), offsets summed
+ * in block order by FMA, then hsum(acc) + offsets. */
+static inline __attribute__((always_inline)) void dot_q4_1_int8_avx2(const la_block_q4_1 *const *rows, const int NR,
+                                                                       int64_t nb, const int8_t *xq, const float *dx,
+                                                                       const float *xqsum, float *out) {
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    __m128 tail = _mm_setzero_ps(); /* lanes 1, 3: rows 0, 1's sums of m * xqsum */
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    for (int64_t b = 0; b < nb; b++) {
+        const __m256i x = _mm256_loadu_si256((const __m256i *)(xq + b * LA_QK));
+        const __m128 xs1 = _mm_unpacklo_ps(_mm_load_ss(dx + b), _mm_load_ss(xqsum + b));
+        const __m128 xs = _mm_movelh_ps(xs1, xs1); /* dx, xqsum, dx, xqsum */
+        uint32_t f[2] = {0, 0}; /* d | m << 16 of each row's block */
+#pragma GCC unroll 2
+        for (int r = 0; r < NR; r++) {
+            _mm_prefetch((const char *)&rows[r][b] + PREFETCH_BYTES, _MM_HINT_T0);
+            memcpy(&f[r], &rows[r][b], 4);
+        }
+        const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)f[1], (int)f[0])); /* d0 m0 d1 m1 */
+        const __m128 scale = _mm_mul_ps(dm, xs);
+        tail = _mm_fmadd_ps(dm, xs, tail);
+#pragma GCC unroll 2
+        for (int r = 0; r < NR; r++) {
+            const __m128i raw = _mm_loadu_si128((const __m128i *)rows[r][b].qs);
+            const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), mask), _mm_and_si128(raw, mask));
+            const __m256 qx = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
+            const __m256 sc = _mm256_broadcastss_ps(r == 0 ? scale : _mm_movehl_ps(scale, scale));
+            acc[r] = _mm256_fmadd_ps(qx, sc, acc[r]);
+        }
+    }
+    float t4[4];
+    _mm_storeu_ps(t4, tail);
+#pragma GCC unroll 2
+    for (int r = 0; r < NR; r++) out[r] = hsum256(acc[r]) + t4[1 + 2 * r];
+}
+
+static void dot_rows_q4_1_int8_avx2(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
+                                    const float *dx, const float *xqsum, float *y) {
+    int64_t r = 0;
+    for (; r + 2 <= nrows; r += 2) {
+        const la_block_q4_1 *rows[2] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes),
+                                        (const la_block_q4_1 *)(w + (size_t)(r + 1) * row_bytes)};
+        dot_q4_1_int8_avx2(rows, 2, nb, xq, dx, xqsum, y + r);
+    }
+    if (r < nrows) {
+        const la_block_q4_1 *rows[2] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes), NULL};
+        dot_q4_1_int8_avx2(rows, 1, nb, xq, dx, xqsum, y + r);
+    }
+}
+#endif
+
 static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8_t *xq, const float *dx,
                          const float *xqsum, float *out) {
     const int64_t nb = cols / LA_QK;
@@ -258,6 +317,11 @@ void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_byte
 #if defined(LA_ISA_AVX512)
     if (xq && t == LA_GGML_Q4_1) {
         dot_rows_q4_1_int8_avx512(w, row_bytes, nrows, cols / LA_QK, xq, dx, xqsum, y);
+        return;
+    }
+#elif defined(LA_ISA_AVX2)
+    if (xq && t == LA_GGML_Q4_1) {
+        dot_rows_q4_1_int8_avx2(w, row_bytes, nrows, cols / LA_QK, xq, dx, xqsum, y);
         return;
     }
 #endif

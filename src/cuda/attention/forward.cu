@@ -147,8 +147,9 @@ template <bool F16> static cudaError_t launch_dtype(const la_cuda_fwd_args *a, c
  * warp-specialised kernel (a producer warp, TMA loads; forward_sm90_ws.cu),
  * =wgmma-ws-pipe the same with the next S overlapped with this tile's
  * softmax, =wgmma-ws-persist that in a persistent grid, =wgmma-ws-176 that
- * over 176-key tiles where every row sees every key with the plain softmax
- * (the default; elsewhere it runs =wgmma-ws-pipe) (tests and benchmarks
+ * over 176-key tiles where the plain softmax runs without sinks (the
+ * default there, but for causal masks only from 1025 query rows and not
+ * with a window; elsewhere it runs =wgmma-ws-pipe) (tests and benchmarks
  * compare them). */
 #define SM90_PIPE_DEFAULT 0
 static bool use_wgmma(const la_cuda_fwd_args *a) {
@@ -192,7 +193,9 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
      * (H200, bf16, H 16, D 128, 2026-12-03 tenth session: 1.45-1.65x the
      * kernels below at 1K-64K, causal and not), over 176-key tiles where
      * every row sees every key (2026-12-04: 1.07-1.09x the 128-key tiles at
-     * 4K-64K non-causal); where its tensor maps cannot describe the operands
+     * 4K-64K non-causal), and for causal masks (no window) from 1025
+     * query rows (2026-12-04: 1.03-1.14x at 2K-64K causal, 0.98x at 1K;
+     * forward_sm90_ws.cu); where its tensor maps cannot describe the operands
      * (varlen, unaligned strides) the earlier choice */
     const char *pick = getenv("LA_CUDA_FORWARD_KERNEL");
     const int pipe = pick && !strcmp(pick, "wgmma-serial")    ? 0
@@ -203,7 +206,7 @@ extern "C" la_status la_cuda_attention_forward_launch(const la_cuda_fwd_args *a,
                      : pick && !strcmp(pick, "wgmma-ws-pipe")    ? 4
                      : pick && !strcmp(pick, "wgmma-ws-176")     ? 6
                      : ws_persist_default(a)                     ? 5
-                                                                 : 6;
+                                                                 : 7;
     cudaError_t e = cudaSuccess;
     if (!use_wgmma(a)) e = a->f16 ? launch_dtype<true>(a, (cudaStream_t)stream) : launch_dtype<false>(a, (cudaStream_t)stream);
     else if (pipe < 3 || !la_cuda_attention_forward_ws(a, pipe - 3, stream, &e))

@@ -25,9 +25,10 @@ cudaError_t la_cuda_attention_forward_sm90(const la_cuda_fwd_args *a, int pipe, 
  * with the tensor memory accelerator) for a->D <= 128, same device rule;
  * pipe: 0 S, softmax, P V in turn; 1 the next tile's S overlapped with
  * this tile's softmax; 2 that in a persistent grid (one block per SM); 3
- * 1 over 176-key tiles where every row sees every key with the plain
- * softmax, else 1. 1
- * with *err the launch's status, or 0 (nothing enqueued) where its tensor
+ * 1 over 176-key tiles for calls with the plain softmax and no sinks, else
+ * 1; 4 the same where the 176-key tiles are the default (causal masks
+ * without a window from 1025 query rows). 1 with *err the launch's
+ * status, or 0 (nothing enqueued) where its tensor
  * maps cannot describe the operands (varlen, unaligned strides). */
 int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe, void *stream, cudaError_t *err);
 

@@ -20,11 +20,15 @@
  * a fresh barrier passes at once).
  *
  * BN 176 (LA_CUDA_FORWARD_KERNEL=wgmma-ws-176; FlashAttention-3's key tile
- * for head dim 128 without a mask): two stages (Q 32 KiB + 4 x 44 KiB), the
- * pipelined loop, one block per item, only for calls where every row sees
- * every key with the plain softmax (ws_wide_ok); it keeps S (88 registers),
- * P (44) and O (64) live together, which fits setmaxnreg's 240 only with
- * the key ranges known constants (EVEN).
+ * for head dim 128): two stages (Q 32 KiB + 4 x 44 KiB), the pipelined loop,
+ * one block per item, only for calls with the plain softmax and no sinks
+ * (ws_wide_kind); it keeps S (88 registers), P (44) and O (64) live
+ * together, which fits setmaxnreg's 240 only with the score step's options
+ * known constants: EVEN where every row sees every key (the key ranges
+ * constants too, only the last tile masks), RANGED where a causal mask or a
+ * window gives each row its range [lo, hi) (tiles wholly inside every row's
+ * range run unmasked, the diagonal band's tiles mask element-wise, tiles
+ * outside every row's range are never loaded).
  *
  * PERSIST (LA_CUDA_FORWARD_KERNEL=wgmma-ws-persist; the default for even
  * work of at most 1024 query rows): one block per SM walks the items
@@ -106,19 +110,23 @@ static __device__ __forceinline__ void ws_release(uint32_t bar, int lane) {
 
 /* Whether some element of key tile [j0, j0 + BN) may be hidden from one of
  * the block's rows (first and last row's key ranges); EVEN: all rows see
- * [0, lk), so only a tile past lk. */
-template <bool EVEN, int BN>
+ * [0, lk), so only a tile past lk; NO_SINKS: la_rule_row_block without sinks
+ * (a row sees all of it iff lo <= j0 and j0 + BN <= hi; lo and hi grow with
+ * the row, so the first row's hi and the last row's lo decide). */
+template <bool EVEN, bool NO_SINKS, int BN>
 static __device__ __forceinline__ bool ws_tile_masked(const la_score_rule &rule, int64_t lo_first, int64_t hi_first,
                                                       int64_t lo_last, int64_t hi_last, int64_t j0, int64_t lk) {
     if (EVEN) return j0 + BN > lk;
+    if (NO_SINKS) return !(j0 + BN <= hi_first && j0 >= lo_last);
     const la_block_vis vf = la_rule_row_block(&rule, lo_first, hi_first, j0, j0 + BN);
     const la_block_vis vl = la_rule_row_block(&rule, lo_last, hi_last, j0, j0 + BN);
     return !(vf == LA_BLOCK_ALL && vl == LA_BLOCK_ALL);
 }
 
 /* BN_ 128, or 176 (PIPE only, one block per item): the 176-key kernel runs
- * only calls of even work with the plain softmax (ws_wide_ok), EVEN below. */
-template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN_>
+ * only calls with the plain softmax and no sinks (ws_wide_kind); RANGED: a
+ * causal mask or a window (else EVEN below). */
+template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN_, bool RANGED = false>
 __global__ void __launch_bounds__(384, 1)
     attn_fwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
                        const __grid_constant__ CUtensorMap mv, const la_cuda_fwd_args a, int heads_per_chunk,
@@ -126,7 +134,7 @@ __global__ void __launch_bounds__(384, 1)
 #if LA_WGMMA
     using T = ws_tiles<DP, STAGES, BN_>;
     constexpr int BM = T::BM, BN = T::BN, CONSUMERS = T::CONSUMERS;
-    constexpr bool EVEN = BN == 176;
+    constexpr bool WIDE = BN == 176, EVEN = WIDE && !RANGED;
     extern __shared__ unsigned char smem[];
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
     const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
@@ -195,8 +203,9 @@ __global__ void __launch_bounds__(384, 1)
         const ws_item it = ws_item_make<BM, BN, PERSIST>(a, heads_per_chunk, lin);
         const int64_t lq = a.Lq, lk = a.Lk;
         /* EVEN: every row sees keys [0, lk), so the key ranges are constants
-         * and only the last tile masks (registers for the 176-key tiles) */
-        const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = EVEN ? 0 : it.sinks, lo_first = EVEN ? 0 : it.lo_first,
+         * and only the last tile masks (registers for the 176-key tiles);
+         * WIDE: no sinks (the host checked) */
+        const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = WIDE ? 0 : it.sinks, lo_first = EVEN ? 0 : it.lo_first,
                       hi_first = EVEN ? lk : it.hi_first, lo_last = EVEN ? 0 : it.lo_last,
                       hi_last = EVEN ? lk : it.hi_last, t_first = EVEN ? first_tile(BN, 0, 0, lk) : it.t_first;
         const la_score_rule rule = a.rule;
@@ -212,7 +221,7 @@ __global__ void __launch_bounds__(384, 1)
         }
         fwd_score_ctx sc = fwd_score_ctx_make(rule, h);
         sc.m_slack = m_slack;
-        if constexpr (EVEN) /* the plain softmax (the host checked), known to the compiler */
+        if constexpr (WIDE) /* the plain softmax without sinks (the host checked), known to the compiler */
             sc.fast = sc.plain = true, sc.sigmoid = false, sc.rule.sinks = 0, sc.slope = 0;
         float o[DP / 8][4];
         float m_run[2] = {-INFINITY, -INFINITY}, l_run[2] = {0, 0};
@@ -246,7 +255,7 @@ __global__ void __launch_bounds__(384, 1)
                 {
                     const int64_t j0 = t * BN;
                     fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
-                                         ws_tile_masked<EVEN, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk),
+                                         ws_tile_masked<EVEN, WIDE, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk),
                                          lq, lk, tq, alpha);
                 }
 #pragma unroll
@@ -269,7 +278,7 @@ __global__ void __launch_bounds__(384, 1)
                     if (split_release) ws_release(bar_ek + 8 * nstage, lane);
                     const int64_t j0 = nt * BN;
                     fwd_tile_softmax<BN>(sc, s, m_run, l_run, row, lo, hi, j0,
-                                         ws_tile_masked<EVEN, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk),
+                                         ws_tile_masked<EVEN, WIDE, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk),
                                          lq, lk, tq, alpha);
                     wgmma_wait<0>(); /* this tile's P V: P, O and the V stage free again */
                     ws_release(bar_ev + 8 * stage, lane);
@@ -305,7 +314,7 @@ __global__ void __launch_bounds__(384, 1)
                 wgmma_wait<0>();
                 if (split_release) ws_release(bar_ek + 8 * stage, lane);
 
-                const bool masked = ws_tile_masked<EVEN, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk);
+                const bool masked = ws_tile_masked<EVEN, WIDE, BN>(rule, lo_first, hi_first, lo_last, hi_last, j0, lk);
                 fwd_tile_scores<BN, DP>(sc, s, o, m_run, l_run, row, lo, hi, j0, masked, lq, lk, tq);
 
                 uint32_t pa[BN / 16][4];
@@ -362,11 +371,11 @@ static int ws_split_release(int bn) {
     return e && !strcmp(e, "joint") ? 0 : e && !strcmp(e, "split") ? 1 : bn == 176;
 }
 
-template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN = 128>
+template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN = 128, bool RANGED = false>
 static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, const CUtensorMap *mk,
                              const CUtensorMap *mv, cudaStream_t stream) {
     using T = ws_tiles<DP, STAGES, BN>;
-    const auto kernel = attn_fwd_ws_kernel<DP, F16, STAGES, PIPE, PERSIST, BN>;
+    const auto kernel = attn_fwd_ws_kernel<DP, F16, STAGES, PIPE, PERSIST, BN, RANGED>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
@@ -384,19 +393,33 @@ static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, c
     return cudaGetLastError();
 }
 
-/* The 176-key kernel's calls: head dims 72-128, every row seeing every key
- * (no causal mask, window or varlen), the plain softmax (no softcap, ALiBi
- * or sigmoid, a positive scale); others run the 128-key kernel. */
-static bool ws_wide_ok(const la_cuda_fwd_args *a) {
+/* The 176-key kernel's calls: head dims 72-128, the plain softmax (no
+ * softcap, ALiBi or sigmoid, a positive scale), no sinks; 1 (EVEN) where
+ * every row sees every key, 2 (RANGED) with a causal mask or a window; 0:
+ * the 128-key kernel. By default (by_default) RANGED for causal masks
+ * without a window from 1025 query rows: H200, bf16, H 16, D 128, causal,
+ * same run, TFLOP/s against the 128-key kernel: 16 x 1K 288-289 / 293-296,
+ * 8 x 2K 416-420 / 402-405, 4 x 4K 512-535 / 471-478, 1 x 16K 609-615 /
+ * 536-538, 1 x 64K 608-625 / 569-573 (2026-12-04, sixteenth session);
+ * windows are not measured yet, so they keep the 128-key kernel unless
+ * picked. LA_CUDA_FORWARD_WIDE=even keeps every causal mask and window on
+ * the 128-key kernel (the earlier default; for same-run comparisons). */
+static int ws_wide_kind(const la_cuda_fwd_args *a, bool by_default) {
     const la_score_rule *r = &a->rule;
-    return a->D > 64 && a->D <= 128 && !r->causal && r->window_left < 0 && r->window_right < 0 && r->softcap <= 0 &&
-           !r->alibi_slopes && r->score != LA_SCORE_SIGMOID && r->scale > 0;
+    if (!(a->D > 64 && a->D <= 128 && r->softcap <= 0 && !r->alibi_slopes && r->score != LA_SCORE_SIGMOID &&
+          r->scale > 0 && la_rule_sinks(r, a->Lk) == 0))
+        return 0;
+    if (!r->causal && r->window_left < 0 && r->window_right < 0) return 1;
+    const char *e = getenv("LA_CUDA_FORWARD_WIDE"); /* read per call: the tests switch it */
+    const bool window = r->window_left >= 0 || r->window_right >= 0;
+    return (e && !strcmp(e, "even")) || (by_default && (a->Lq <= 1024 || window)) ? 0 : 2;
 }
 
 extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe, void *stream, cudaError_t *err) {
     /* 0 ws, 1 ws-pipe, 2 ws-pipe in a persistent grid, 3 ws-pipe over
-     * 176-key tiles where ws_wide_ok (else 1) */
-    if (pipe == 3 && !ws_wide_ok(a)) pipe = 1;
+     * 176-key tiles where ws_wide_kind (else 1), 4 the same by default */
+    const int wide_kind = pipe >= 3 ? ws_wide_kind(a, pipe == 4) : 0;
+    pipe = pipe >= 3 ? (wide_kind ? 3 : 1) : pipe;
     const bool persist = pipe == 2, wide = pipe == 3;
     *err = cudaSuccess;
     if (a->cu_q || a->D > 128) return 0;
@@ -418,9 +441,12 @@ extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe,
                        : launch_ws<DP, false, ST, true, false>(a, &mq, &mk, &mv, s))                                   \
              : (a->f16 ? launch_ws<DP, true, ST, false, false>(a, &mq, &mk, &mv, s)                                    \
                        : launch_ws<DP, false, ST, false, false>(a, &mq, &mk, &mv, s)))
-    if (wide) /* two stages of 176 keys: Q 32 KiB + K, V 2 x 2 x 44 KiB */
+    if (wide && wide_kind == 1) /* two stages of 176 keys: Q 32 KiB + K, V 2 x 2 x 44 KiB */
         *err = a->f16 ? launch_ws<128, true, 2, true, false, 176>(a, &mq, &mk, &mv, s)
                       : launch_ws<128, false, 2, true, false, 176>(a, &mq, &mk, &mv, s);
+    else if (wide)
+        *err = a->f16 ? launch_ws<128, true, 2, true, false, 176, true>(a, &mq, &mk, &mv, s)
+                      : launch_ws<128, false, 2, true, false, 176, true>(a, &mq, &mk, &mv, s);
     else
         *err = a->D <= 64 ? LA_WS_LAUNCH(64, 4) : LA_WS_LAUNCH(128, 3);
 #undef LA_WS_LAUNCH
