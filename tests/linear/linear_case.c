@@ -124,6 +124,7 @@ static double draw_gate(lin_gate mode, uint64_t *rng) {
     switch (mode) {
     case LIN_GATE_NEAR_ONE: return -tu_uniform(rng, 0, 1e-3);
     case LIN_GATE_NEAR_ZERO: return -tu_uniform(rng, 5, 40);
+    case LIN_GATE_TINY: return tu_uniform(rng, 0, 1) < 0.5 ? -1e-6 : -2e-6;
     case LIN_GATE_SATURATED: {
         double u = tu_uniform(rng, 0, 1);
         return u < 0.1 ? -INFINITY : u < 0.2 ? -1e30 : -tu_uniform(rng, 0, 0.3);
@@ -151,6 +152,7 @@ static bool setup(harness_case *hc, uint64_t seed) {
     }
     for (int64_t h = 0; h < s->H && h < LIN_MAX_HEADS; h++)
         c->head_decay[h] = s->gate == LIN_GATE_NEAR_ONE    ? -1e-4f * (float)(h + 1)
+                           : s->gate == LIN_GATE_TINY      ? -1e-6f * (float)(h + 1)
                            : s->gate == LIN_GATE_NEAR_ZERO ? -30.0f
                                                            : (float)log(1 - pow(2, -5.0 - (double)h));
     if (s->init_state) {
@@ -402,6 +404,7 @@ static double check(harness_case *hc, const char *label, bool tally) {
     const linear_spec *s = &c->s;
     double atol, rtol, worst = 0;
     tolerance(s->out_dt, &atol, &rtol);
+    if (s->atol > 0) atol = s->atol;
     if (s->run == LIN_RUN_BACKWARD) {
         worst = note(c, label, tally, "dq", compare_tokens(c, &c->dq, c->want_dq, s->H, s->Dk, true, atol, rtol, 0), worst);
         worst = note(c, label, tally, "dk", compare_tokens(c, &c->dk, c->want_dk, s->Hkv, s->Dk, true, atol, rtol, 0), worst);
@@ -442,7 +445,8 @@ static double check(harness_case *hc, const char *label, bool tally) {
     }
     worst = note(c, label, tally, "out", compare_tokens(c, &c->out, c->want_out, s->H, s->Dv, true, atol, rtol, 0), worst);
     if (s->want_state || s->run == LIN_RUN_DECODE)
-        worst = note(c, label, tally, "final state", compare_state(c, &c->sT, c->want_state, 3e-5, 1e-4), worst);
+        worst = note(c, label, tally, "final state",
+                     compare_state(c, &c->sT, c->want_state, s->atol > 0 ? s->atol : 3e-5, 1e-4), worst);
     if (tally && s->strided)
         tu_check(tu_buf_outside_poisoned(&c->out), "%s [%s]: out written outside its view", c->base.name, label);
     return worst;

@@ -27,7 +27,8 @@ typedef enum {
     LIN_GATE_NORMAL,    /* g in [-0.3, 0) */
     LIN_GATE_NEAR_ONE,  /* g in [-1e-3, 0]: decay ~1, long memory */
     LIN_GATE_NEAR_ZERO, /* g in [-40, -5]: decay ~0 */
-    LIN_GATE_SATURATED  /* one in five -inf or -1e30, the rest normal */
+    LIN_GATE_SATURATED, /* one in five -inf or -1e30, the rest normal */
+    LIN_GATE_TINY       /* g -1e-6 or -2e-6 (per head: -1e-6 (h + 1)): exp(g) in f32 is 1 - 2^-20 or so */
 } lin_gate;
 
 typedef struct {
@@ -46,6 +47,7 @@ typedef struct {
     bool dfinal;                 /* backward: a gradient reaching the final state */
     bool strided;                /* q, k, v, out and the gradients over heads-outermost padded memory (tu_buf) */
     int threads;
+    double atol; /* out's and the final state's absolute tolerance over their largest |element| (0: the defaults) */
 } linear_spec;
 
 harness_case *linear_case(const linear_spec *s);

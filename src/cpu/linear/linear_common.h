@@ -177,6 +177,30 @@ static inline void lin_decay_row(float *factor, float *lg, const la_linear_probl
     for (int64_t d = dm->Dk; d < dm->Dkp; d++) factor[d] = 0;
 }
 
+/* expm1(x) for log decays x <= 0 (or -inf: -1). Near 0, exp(x) - 1 keeps
+ * only what survives exp(x)'s rounding to a float near 1 (exp(-1e-6) in f32
+ * carries a relative error of 1.3e-2 in its log): the token-by-token forms
+ * apply a decay as S + expm1(g) S, whose rate keeps f32's precision. Taylor
+ * to x^7 for |x| <= 1/8 (remainder below 2e-11 of |x|). */
+static inline vf lin_expm1(vf x) {
+    vf p = vf_set1(1.0f / 5040);
+    p = vf_fma(p, x, vf_set1(1.0f / 720));
+    p = vf_fma(p, x, vf_set1(1.0f / 120));
+    p = vf_fma(p, x, vf_set1(1.0f / 24));
+    p = vf_fma(p, x, vf_set1(1.0f / 6));
+    p = vf_fma(p, x, vf_set1(0.5f));
+    p = vf_fma(p, x, vf_set1(1.0f));
+    return vf_select(vf_abs(x) <= vf_set1(0.125f), p * x, vf_exp(x) - 1.0f);
+}
+
+/* lin_decay_row's decays as expm1(g) (zero padded), for S + expm1(g) S. */
+static inline void lin_decay_row_m1(float *factor_m1, float *lg, const la_linear_problem *p, const lin_dims *dm,
+                                    int64_t bt, int64_t t, int64_t h) {
+    tg_load_row(lg, la_attn_at(&p->g, bt, t, h), LA_F32, dm->Dk, dm->Dkp);
+    for (int64_t d = 0; d < dm->Dkp; d += LA_VL) vf_store(factor_m1 + d, lin_expm1(vf_load(lg + d)));
+    for (int64_t d = dm->Dk; d < dm->Dkp; d++) factor_m1[d] = 0;
+}
+
 /* Decays over long runs (a chunk's prefix and suffix, its total) are
  * exp(sum of the log decays): the sum of terms <= 0 cannot cancel, -inf
  * stays -inf and gives 0, and one rounding of exp replaces one per token,

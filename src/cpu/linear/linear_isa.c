@@ -434,15 +434,18 @@ static void recurrent_item(const la_linear_problem *p, const lin_dims *dm, fwd_s
         lin_load_feature(q, la_attn_at(&p->q, bt, t, h), p->q.dtype, p, h, Dkp, p->scale);
         lin_load_feature(k, la_attn_at(&p->k, bt, t, hk), p->k.dtype, p, h, Dkp, 1.0f);
         lin_load_value(v, p, dm, bt, t, hk);
-        float a = 1.0f;
-        if (channel) lin_decay_row(dec, w->lg, p, dm, bt, t, h);
-        else a = expf(lin_log_decay_scalar(p, bt, t, h));
+        /* the decay as S + expm1(g) S (lin_expm1): as cheap as a S, and
+         * a decay near 1 keeps its rate over 1M tokens; g = -inf gives 0 */
+        float am1 = 0.0f;
+        if (channel) lin_decay_row_m1(dec, w->lg, p, dm, bt, t, h);
+        else am1 = expm1f(lin_log_decay_scalar(p, bt, t, h));
         for (int64_t j = 0; j < Dvp; j += LA_VL) vf_store(o + j, vf_set1(0));
         for (int64_t d = 0; d < Dk; d++) {
             float *row = S + d * lds;
-            const vf ad = vf_set1(channel ? dec[d] : a), kd = vf_set1(k[d]), qd = vf_set1(q[d]);
+            const vf ad = vf_set1(channel ? dec[d] : am1), kd = vf_set1(k[d]), qd = vf_set1(q[d]);
             for (int64_t j = 0; j < Dvp; j += LA_VL) {
-                vf s = vf_fma(vf_load(row + j), ad, kd * vf_load(v + j));
+                const vf r = vf_load(row + j);
+                vf s = vf_fma(kd, vf_load(v + j), vf_fma(r, ad, r));
                 vf_store(row + j, s);
                 vf_store(o + j, vf_fma(qd, s, vf_load(o + j)));
             }
