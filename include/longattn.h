@@ -1703,6 +1703,13 @@ typedef struct {
     float *y;
 } la_matvec_job;
 LA_API la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x);
+/* As la_matvec_batch with f32 activations: x is not rounded to int8 (which
+ * la_matvec and la_matvec_batch do per 32-element block for Q4_0, Q4_1 and
+ * Q8_0 weights, as llama.cpp does), each block's f32 x is multiplied by the
+ * widened codes; slower, and within f32 summation error of the float64 dot
+ * of the dequantised weights. The model runtime's exact_decode path. */
+LA_API la_status la_matvec_batch_f32(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols,
+                                     const float *x);
 
 /* Y[i][r] = dot(row r of W, X[i]) for i in [0, n): a matrix-matrix product
  * for prefill (X is n x cols, Y is n x rows, both row-major f32). n > 1 runs

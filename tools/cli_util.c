@@ -127,11 +127,11 @@ int cli_fail(const char *cmd, const char *what, la_status st) {
     return 1;
 }
 
-int64_t cli_model_ctx(const char *cmd, int64_t requested, const la_model_config *cfg) {
+int64_t cli_model_ctx(const char *cmd, const char *option, int64_t requested, const la_model_config *cfg) {
     int64_t ctx = requested > 0 ? requested : cfg->n_ctx_train;
     if (ctx > LA_SESSION_MAX_CTX) ctx = LA_SESSION_MAX_CTX;
     if (cfg->n_ctx_train > 0 && ctx > cfg->n_ctx_train)
-        fprintf(stderr, "%s: warning: --ctx %lld is beyond the model's trained context of %lld tokens\n", cmd,
+        fprintf(stderr, "%s: warning: %s %lld is beyond the model's trained context of %lld tokens\n", cmd, option,
                 (long long)ctx, (long long)cfg->n_ctx_train);
     return ctx;
 }

@@ -40,11 +40,11 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len);
  * (the exit status the subcommands use for failures). */
 int cli_fail(const char *cmd, const char *what, la_status st);
 
-/* The context a model command runs with: --ctx when given (0 = not given),
+/* The context a model command runs with: `option` (--ctx, ...) when given (0 = not given),
  * else the model's training context, capped at LA_SESSION_MAX_CTX. Warns on
  * stderr, as llama.cpp does, when it is beyond the trained context: the
  * model's quality there is not what it was trained for. */
-int64_t cli_model_ctx(const char *cmd, int64_t requested, const la_model_config *cfg);
+int64_t cli_model_ctx(const char *cmd, const char *option, int64_t requested, const la_model_config *cfg);
 
 /* --sparse-heads FILE: the per-head coverage file (la_sparse_gammas_read)
  * for the model, malloc'd into *gamma; prints the reason and returns false

@@ -67,7 +67,7 @@ int cmd_calibrate_duo(int argc, char **argv) {
     }
     const la_model_config *c = la_model_config_of(m);
     /* a haystack past the trained context is calibrated, with a warning (as run, ppl and eval) */
-    cli_model_ctx(CMD, dp.context, c);
+    cli_model_ctx(CMD, "--ctx", dp.context, c);
     scores = malloc(sizeof(float) * (size_t)(c->n_layer * c->n_head_kv));
     if (!scores) {
         fprintf(stderr, "%s: out of memory\n", CMD);

@@ -41,6 +41,7 @@ typedef struct {
     la_kv_quant quants[MAX_LIST]; /* with types: q8 / q4 pages (kv_type then unused) */
     int n_types;
     bool json, no_heatmap;
+    bool exact_decode;        /* --exact-decode: f32 activations in single-token steps */
     la_sparse_choice sparse;  /* --sparse: block-sparse prefill in every run */
     const char *sparse_text, *sparse_heads;
 } eval_options;
@@ -73,6 +74,9 @@ static void usage(FILE *f) {
             "  --sparse S:B     block-sparse prefill in every run, as longattn run's --sparse (default none);\n"
             "                   the rows carry it as \"sparse\", so a dense and a sparse run can be compared\n"
             "  --sparse-heads FILE  per-head coverage for --sparse topk:G, as longattn run's\n"
+            "  --exact-decode   f32 activations in single-token steps and the prompt's last logits (no\n"
+            "                   int8 rounding; slower): policies compared without the rounding noise;\n"
+            "                   the rows carry it as \"exact_decode\"\n"
             "\n"
             "Share: the cache's bytes over those of a full f16 cache of the same tokens and page size.\n"
             "Tokens/s: decode steps per second (ppl: tokens evaluated per second).\n");
@@ -169,6 +173,9 @@ static int parse_args(int argc, char **argv, eval_options *o) {
             continue;
         } else if (!strcmp(a, "--no-heatmap")) {
             o->no_heatmap = true;
+            continue;
+        } else if (!strcmp(a, "--exact-decode")) {
+            o->exact_decode = true;
             continue;
         }
         static const char *const value_options[] = {"-m", "-f", "--heatmap", "--task", "--kv", "--kv-type",
@@ -276,14 +283,15 @@ typedef struct {
     char policy_name[64];
     const char *budget;
     const char *sparse_text; /* --sparse as given, "none" without it */
+    bool exact_decode;
 } run_id;
 
-/* The last field, so the earlier fields keep their order for readers that
+/* The last fields, so the earlier fields keep their order for readers that
  * match them in sequence. */
 static void end_row(const run_id *r) {
     printf(",\"sparse\":");
     json_string(stdout, r->sparse_text);
-    printf("}\n");
+    printf(",\"exact_decode\":%s}\n", r->exact_decode ? "true" : "false");
 }
 
 static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int64_t prompt_tokens, size_t kv,
@@ -657,12 +665,13 @@ int cmd_eval(int argc, char **argv) {
         goto done;
     }
     if (o.sparse_text) fprintf(stderr, "%s: block-sparse prefill: %s\n", CMD, o.sparse_text);
+    if (o.exact_decode) fprintf(stderr, "%s: exact decode: f32 activations in single-token steps\n", CMD);
     int64_t max_len = 0;
     for (int l = 0; l < o.n_lengths; l++) max_len = o.lengths[l] > max_len ? o.lengths[l] : max_len;
     bool any_grid = o.task[TASK_NEEDLE] || o.task[TASK_MULTIKEY] || o.task[TASK_VARTRACK];
-    if (any_grid) cli_model_ctx(CMD, max_len, cfg);
+    if (any_grid) cli_model_ctx(CMD, "--lengths", max_len, cfg);
     if (o.task[TASK_PPL]) {
-        cli_model_ctx(CMD, o.ppl_ctx, cfg);
+        cli_model_ctx(CMD, "--ppl-ctx", o.ppl_ctx, cfg);
         size_t len;
         if (!(text = cli_read_file(CMD, o.text_path, &len))) {
             rc = 1;
@@ -701,11 +710,11 @@ int cmd_eval(int argc, char **argv) {
             for (int ti = 0; ti < o.n_types && !rc; ti++) {
                 run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi],
                             .type_name = cli_kv_type_name(o.types[ti], o.quants[ti]),
-                            .sparse_text = o.sparse_text ? o.sparse_text : "none"};
+                            .sparse_text = o.sparse_text ? o.sparse_text : "none", .exact_decode = o.exact_decode};
                 policy_parts(r.policy_text, r.policy_name, sizeof r.policy_name, &r.budget);
                 la_session_params sp = la_session_params_default();
                 sp.kv_type = o.types[ti], sp.kv_quant = o.quants[ti], sp.kv_policy = o.policy[pi];
-                sp.sparse = o.sparse, sp.sparse_head_gamma = gamma;
+                sp.sparse = o.sparse, sp.sparse_head_gamma = gamma, sp.exact_decode = o.exact_decode;
                 sp.max_ctx = t == TASK_PPL ? o.ppl_ctx : max_len + CTX_SLACK;
                 if ((st = la_session_new_with(m, ctx, &sp, &s))) {
                     rc = cli_fail(CMD, "session", st);

@@ -192,7 +192,7 @@ int cmd_ppl(int argc, char **argv) {
     }
     const la_tokenizer *tok = la_model_tokenizer(m);
     const int64_t n_vocab = la_model_config_of(m)->n_vocab;
-    cli_model_ctx(CMD, n_ctx, la_model_config_of(m));
+    cli_model_ctx(CMD, "--ctx", n_ctx, la_model_config_of(m));
     const bool add_bos = la_tokenizer_add_bos(tok);
     /* As llama.cpp: BOS at the start when the model adds one; special-token
      * text in the file stays text. */

@@ -232,7 +232,7 @@ int cmd_run(int argc, char **argv) {
     }
     const la_model_config *cfg = la_model_config_of(m);
     if ((rc = tokenize_prompt(&o, m, text, len, &ids, &n_ids))) goto done;
-    int64_t max_ctx = cli_model_ctx(CMD, o.ctx, cfg);
+    int64_t max_ctx = cli_model_ctx(CMD, "--ctx", o.ctx, cfg);
     if (n_ids > max_ctx) {
         fprintf(stderr, "%s: the prompt has %lld tokens, more than the context of %lld; raise --ctx\n", CMD,
                 (long long)n_ids, (long long)max_ctx);

@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 /* One message per thread so concurrent callers never see each other's errors. */
@@ -32,10 +33,15 @@ const char *la_status_name(la_status s) {
 const char *la_last_error(void) { return last_error; }
 
 la_status la_set_error(la_status s, const char *fmt, ...) {
+    /* Formatted apart first: a caller may wrap the previous message
+     * (la_fail(st, "...: %s", la_last_error())), and vsnprintf from the
+     * buffer it writes into is undefined (it garbled such messages). */
+    char msg[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    memcpy(last_error, msg, sizeof msg);
     return s;
 }
 

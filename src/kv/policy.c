@@ -274,7 +274,11 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
         return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': h2o takes window=, kernel= and pool= only with snap= > 0",
                        text);
     la_status st = la_kv_policy_validate(&p);
-    if (st) return la_fail(st, "KV policy '%s': %s", text, la_last_error());
+    if (st) {
+        /* name the text as given, in place of validate's "KV policy KIND: " */
+        const char *why = la_last_error(), *sep = strncmp(why, "KV policy ", 10) ? NULL : strstr(why, ": ");
+        return la_fail(st, "KV policy '%s': %s", text, sep ? sep + 2 : why);
+    }
     *out = p;
     return la_succeed();
 }

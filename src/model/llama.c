@@ -502,19 +502,25 @@ static void rope(float *x, int64_t heads, const la_model_config *c, const float 
     }
 }
 
+/* A single token's products: x rounded to int8 per block (as llama.cpp),
+ * or f32 throughout in exact_decode mode. */
+static la_status matvecs(la_session *s, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *in) {
+    return (s->exact ? la_matvec_batch_f32 : la_matvec_batch)(s->ctx, jobs, n_jobs, cols, in);
+}
+
 static la_status project(la_session *s, const la_gguf_tensor *w, const float *in, int64_t n, float *out) {
-    if (s->exact) return la_matmul_f32(s->ctx, w->type, w->data, w->ne[1], w->ne[0], in, n, out);
-    return la_matmul(s->ctx, w->type, w->data, w->ne[1], w->ne[0], in, n, out);
+    if (n == 1) return matvecs(s, &(la_matvec_job){w->type, w->data, w->ne[1], out}, 1, w->ne[0], in);
+    return (s->exact ? la_matmul_f32 : la_matmul)(s->ctx, w->type, w->data, w->ne[1], w->ne[0], in, n, out);
 }
 
 /* Two or three products of the same input: one batched matvec for a single
- * token (one rounding of x, one parallel region), else matmuls. */
+ * token (one preparation of x, one parallel region), else matmuls. */
 static la_status project3(la_session *s, const la_gguf_tensor *w0, float *y0, const la_gguf_tensor *w1, float *y1,
                           const la_gguf_tensor *w2, float *y2, const float *in, int64_t n) {
-    if (n == 1 && !s->exact) {
+    if (n == 1) {
         la_matvec_job jobs[3] = {{w0->type, w0->data, w0->ne[1], y0}, {w1->type, w1->data, w1->ne[1], y1}};
         if (w2) jobs[2] = (la_matvec_job){w2->type, w2->data, w2->ne[1], y2};
-        return la_matvec_batch(s->ctx, jobs, w2 ? 3 : 2, w0->ne[0], in);
+        return matvecs(s, jobs, w2 ? 3 : 2, w0->ne[0], in);
     }
     la_status st = project(s, w0, in, n, y0);
     if (!st) st = project(s, w1, in, n, y1);

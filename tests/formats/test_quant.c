@@ -10,6 +10,34 @@
 
 static const int all_types[] = {REF_F32, REF_F16, REF_BF16, REF_Q8_0, REF_Q4_0, REF_Q4_1, REF_Q4_K, REF_Q6_K};
 
+/* Entries of Y [n, rows] farther from the float64 dot of the reference
+ * weights with X than f32 accumulation allows: 1e-5 of sum |w x| (not of
+ * the possibly cancelling result), plus, where x was rounded to int8 per
+ * 32-block (step dx = max|x_block| / 127, each term moved by at most
+ * |w| dx / 2), that bound exactly. */
+static int64_t values_off(const double *want, const float *X, const float *Y, int64_t rows, int64_t cols, int64_t n,
+                          bool int8_x) {
+    int64_t off = 0;
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t r = 0; r < rows; r++) {
+            double dot = 0, mag = 0, quant = 0;
+            for (int64_t k = 0; k < cols; k++) {
+                dot += want[r * cols + k] * X[i * cols + k];
+                mag += fabs(want[r * cols + k] * X[i * cols + k]);
+            }
+            for (int64_t b = 0; int8_x && b < cols / 32; b++) {
+                double amax = 0, wsum = 0;
+                for (int j = 0; j < 32; j++) {
+                    amax = fmax(amax, fabs(X[i * cols + b * 32 + j]));
+                    wsum += fabs(want[r * cols + b * 32 + j]);
+                }
+                quant += wsum * amax / 127 / 2;
+            }
+            if (!(fabs(Y[i * rows + r] - dot) <= 1e-5 * mag + quant + 1e-7)) off++;
+        }
+    return off;
+}
+
 static void test_type(uint64_t *rng, int type, int64_t cols) {
     const int64_t rows = 37;
     const char *name = la_ggml_type_name((la_ggml_type)type);
@@ -34,11 +62,9 @@ static void test_type(uint64_t *rng, int type, int64_t cols) {
     }
     tu_check(bad == 0, "%s dequantize cols=%lld: %lld elements off", name, (long long)cols, (long long)bad);
 
-    /* products: f32 accumulation over 512 terms, bounded relative to
-     * sum |w x| (not to the possibly cancelling result): 1e-5 of it. The SIMD
-     * matvec of Q4_0/Q4_1/Q8_0 also rounds x to int8 per 32-block (step
-     * dx = max|x_block| / 127), which moves each term by at most
-     * |w| dx / 2: that bound is added exactly. */
+    /* products, within values_off's bounds; the SIMD matvec of
+     * Q4_0/Q4_1/Q8_0 rounds x to int8 per 32-block, la_matvec_batch_f32
+     * does not */
     const int64_t ns[] = {1, 3, 17};
     float *X = tu_alloc(sizeof(float) * (size_t)(17 * cols)), *Y = tu_alloc(sizeof(float) * (size_t)(17 * rows));
     tu_fill(rng, X, LA_F32, 17 * cols, -1, 1);
@@ -55,26 +81,17 @@ static void test_type(uint64_t *rng, int type, int64_t cols) {
                 la_status s = n == 1 && ni == 0 ? la_matvec(ctx, (la_ggml_type)type, w, rows, cols, X, Y)
                                                 : la_matmul(ctx, (la_ggml_type)type, w, rows, cols, X, n, Y);
                 tu_check(s == LA_OK, "%s product: %s", name, la_last_error());
-                int64_t off = 0;
-                for (int64_t i = 0; i < n; i++)
-                    for (int64_t r = 0; r < rows; r++) {
-                        double dot = 0, mag = 0, quant = 0;
-                        for (int64_t k = 0; k < cols; k++) {
-                            dot += want[r * cols + k] * X[i * cols + k];
-                            mag += fabs(want[r * cols + k] * X[i * cols + k]);
-                        }
-                        for (int64_t b = 0; b < cols / 32; b++) {
-                            double amax = 0, wsum = 0;
-                            for (int j = 0; j < 32; j++) {
-                                amax = fmax(amax, fabs(X[i * cols + b * 32 + j]));
-                                wsum += fabs(want[r * cols + b * 32 + j]);
-                            }
-                            quant += wsum * amax / 127 / 2;
-                        }
-                        if (!(fabs(Y[i * rows + r] - dot) <= 1e-5 * mag + quant + 1e-7)) off++;
-                    }
+                int64_t off = values_off(want, X, Y, rows, cols, n, true);
                 tu_check(off == 0, "%s product cols=%lld n=%lld threads=%d [%s]: %lld values off", name, (long long)cols,
                          (long long)n, threads, la_simd_name(levels[li]), (long long)off);
+                if (n == 1) { /* f32 activations: the same bound without the int8 term */
+                    tu_poison(Y, LA_F32, rows);
+                    la_matvec_job job = {(la_ggml_type)type, w, rows, Y};
+                    TU_EXPECT_STATUS(la_matvec_batch_f32(ctx, &job, 1, cols, X), LA_OK);
+                    off = values_off(want, X, Y, rows, cols, 1, false);
+                    tu_check(off == 0, "%s f32-activation matvec cols=%lld threads=%d [%s]: %lld values off", name,
+                             (long long)cols, threads, la_simd_name(levels[li]), (long long)off);
+                }
                 la_context_destroy(ctx);
             }
     free(w), free(want), free(row), free(X), free(Y);
@@ -115,6 +132,11 @@ static void test_batch(uint64_t *rng) {
         TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 0, cols, x), LA_ERR_ARGUMENT);
         TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, LA_MATVEC_MAX_JOBS + 1, cols, x), LA_ERR_ARGUMENT);
         TU_EXPECT_STATUS(la_matvec_batch(ctx, NULL, 1, cols, x), LA_ERR_NULL);
+        TU_EXPECT_STATUS(la_matvec_batch_f32(ctx, NULL, 1, cols, x), LA_ERR_NULL);
+        TU_EXPECT_STATUS(la_matvec_batch_f32(ctx, jobs, 0, cols, x), LA_ERR_ARGUMENT);
+        TU_EXPECT_STATUS(la_matvec_batch_f32(NULL, jobs, 3, cols, x), LA_ERR_NULL);
+        TU_EXPECT_STATUS(la_matvec_batch_f32(ctx, jobs, 3, cols, NULL), LA_ERR_NULL);
+        TU_EXPECT_STATUS(la_matvec_batch_f32(ctx, jobs, 3, 100, x), LA_ERR_SHAPE);
         TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 3, 100, x), LA_ERR_SHAPE); /* not a multiple of Q4_1's block */
         la_context_destroy(ctx);
     }

@@ -16,15 +16,16 @@
 #define MATVEC_CHUNK 16
 
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
-                              const float *x) {
+                              const float *x, bool round_x) {
     int64_t first_chunk[LA_MATVEC_MAX_JOBS + 1] = {0}, work = 0;
     for (int j = 0; j < n_jobs; j++) {
         first_chunk[j + 1] = first_chunk[j] + (jobs[j].rows + MATVEC_CHUNK - 1) / MATVEC_CHUNK;
         work += jobs[j].rows * cols;
     }
     /* Once per vector, for every row: the per-block sums of x (offset terms
-     * of Q4_0/Q4_1), and x quantised to int8 blocks (dx = max|x| / 127,
-     * round to nearest) with the sums of those for the integer kernels. */
+     * of Q4_0/Q4_1), and unless the caller wants f32 activations, x
+     * quantised to int8 blocks (dx = max|x| / 127, round to nearest) with
+     * the sums of those for the integer kernels. */
     const int64_t nb = cols / LA_QK;
     float *xsum;
     la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
@@ -38,6 +39,7 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
             amax = fabsf(x[b * LA_QK + j]) > amax ? fabsf(x[b * LA_QK + j]) : amax;
         }
         xsum[b] = s;
+        if (!round_x) continue;
         dx[b] = amax / 127.0f;
         float inv = amax > 0 ? 127.0f / amax : 0.0f;
         int32_t qs = 0;
@@ -54,7 +56,7 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         while (c >= first_chunk[j + 1]) j++;
         const la_matvec_job *job = &jobs[j];
         int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
-        dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum, cols % LA_QK ? NULL : xq,
+        dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum, cols % LA_QK || !round_x ? NULL : xq,
             dx, xqsum, job->y + r0);
     }
     return LA_OK;

@@ -102,9 +102,11 @@ la_status la_quant_matmul_amx(la_context *ctx, la_ggml_type t, const void *W, si
 la_status la_quant_matmul_bf16_avx512_bf16(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows,
                                            int64_t cols, const float *X, int64_t n, float *Y);
 
-/* jobs validated, rb[j] the row bytes of job j. */
+/* jobs validated, rb[j] the row bytes of job j; round_x: x rounded to int8
+ * per 32-block for the integer kernels (la_matvec_batch), else f32 x
+ * throughout (la_matvec_batch_f32). */
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
-                              const float *x);
+                              const float *x, bool round_x);
 /* n >= 1 rows of X: the f32 GEMM, or a bf16 path (AMX or VDPBF16PS) when
  * `bf16_ok` and la_cpu_matmul_path says so. */
 la_status la_cpu_matmul(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,

@@ -27,7 +27,8 @@ static la_status check_tokens(int64_t n, int64_t rows, int64_t cols) {
     return LA_OK;
 }
 
-la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x) {
+static la_status matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x,
+                              bool round_x) {
     if (!jobs) return la_fail(LA_ERR_NULL, "jobs is NULL");
     if (n_jobs <= 0 || n_jobs > LA_MATVEC_MAX_JOBS)
         return la_fail(LA_ERR_ARGUMENT, "n_jobs is %d; must be in [1, %d]", n_jobs, LA_MATVEC_MAX_JOBS);
@@ -36,8 +37,16 @@ la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs
         la_status st = check_product(ctx, jobs[j].type, jobs[j].W, jobs[j].rows, cols, x, jobs[j].y, &rb[j]);
         if (st) return st;
     }
-    la_status st = la_cpu_matvec_batch(ctx, jobs, n_jobs, rb, cols, x);
+    la_status st = la_cpu_matvec_batch(ctx, jobs, n_jobs, rb, cols, x, round_x);
     return st ? st : la_succeed();
+}
+
+la_status la_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x) {
+    return matvec_batch(ctx, jobs, n_jobs, cols, x, true);
+}
+
+la_status la_matvec_batch_f32(la_context *ctx, const la_matvec_job *jobs, int n_jobs, int64_t cols, const float *x) {
+    return matvec_batch(ctx, jobs, n_jobs, cols, x, false);
 }
 
 la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
