@@ -364,6 +364,26 @@ static void split_cases(uint64_t *rng) {
     run_case(rng, &c);
 }
 
+/* The 176-key kernel's split of the last partial wave (forward_sm90_ws.cu,
+ * ws_tail_plan; off unless LA_CUDA_FORWARD_TAIL=auto or =<p>, which the
+ * caller sets): items % 132 (the H200's SMs) of them run as pieces of at
+ * least 6 key tiles, folded by the last piece to finish; Lk past 2112 keys,
+ * a partial last key tile and query block, and (third case) whole items
+ * before the pieces. */
+static void tail_cases(uint64_t *rng) {
+    cu_case c = {.name = "tail split: 48 items, Lq 1000, Lk 4500, gqa3 D=128", .B = 1, .Lq = 1000, .Lk = 4500, .H = 6,
+                 .Hkv = 2, .D = 128, .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true, .p = P()};
+    if (quick) c.name = "tail split: 18 items, Lq 300, Lk 2300, gqa3 D=128", c.Lq = 300, c.Lk = 2300;
+    run_case(rng, &c);
+    c = (cu_case){.name = "tail split: D=96 f16, f32 out, Lq 129, Lk 2300, B 3", .B = 3, .Lq = 129, .Lk = 2300, .H = 5,
+                  .Hkv = 5, .D = 96, .dt = LA_F16, .out_dt = LA_F32, .want_lse = true, .p = P()};
+    run_case(rng, &c);
+    c = (cu_case){.name = "tail split: 144 items (12 past 132), Lq 257, Lk 2200, H 48 gqa8", .B = 1, .Lq = 257,
+                  .Lk = 2200, .H = 48, .Hkv = 6, .D = 128, .dt = LA_BF16, .out_dt = LA_BF16, .want_lse = true,
+                  .p = P()};
+    run_case(rng, &c);
+}
+
 /* ---- bad inputs: each gives its status and leaves out untouched ---- */
 
 /* More work items (query tile, head, sequence) than the H200's 132 SMs, so
@@ -445,6 +465,10 @@ int main(void) {
         ranged_cases(&rng);
         varlen_cases(&rng);
         split_cases(&rng);
+        const bool tail_set = getenv("LA_CUDA_FORWARD_TAIL") != NULL;
+        if (!tail_set) setenv("LA_CUDA_FORWARD_TAIL", "auto", 1); /* the split's cases with it on */
+        tail_cases(&rng);
+        if (!tail_set) unsetenv("LA_CUDA_FORWARD_TAIL");
         if (!quick) persist_cases(&rng);
         return tu_finish();
     }
@@ -454,6 +478,7 @@ int main(void) {
     ranged_cases(&rng);
     varlen_cases(&rng);
     split_cases(&rng);
+    tail_cases(&rng);
     /* Head dims up to 128 run the wgmma kernel on Hopper: check the mma.sync
      * kernel (what other GPUs run) on the same cases too. */
     setenv("LA_CUDA_FORWARD_KERNEL", "mma", 1);
@@ -494,7 +519,16 @@ int main(void) {
     shape_cases(&rng);
     option_cases(&rng);
     ranged_cases(&rng);
+    setenv("LA_CUDA_FORWARD_TAIL", "auto", 1);
+    tail_cases(&rng);
+    unsetenv("LA_CUDA_FORWARD_TAIL");
     unsetenv("LA_CUDA_FORWARD_KV_RELEASE");
+    /* its last wave's key split with two pieces an item, and without it (the default) */
+    setenv("LA_CUDA_FORWARD_TAIL", "2", 1);
+    tail_cases(&rng);
+    setenv("LA_CUDA_FORWARD_TAIL", "0", 1);
+    tail_cases(&rng);
+    unsetenv("LA_CUDA_FORWARD_TAIL");
     setenv("LA_CUDA_FORWARD_KERNEL", "wgmma-ws-pipe", 1);
     shape_cases(&rng);
     option_cases(&rng);

@@ -29,9 +29,10 @@ typedef struct {
 } la_cuda_fwd_args;
 
 /* Device workspace the Hopper forward wants for its last rounds' key split
- * (forward_sm90.cu): partial outputs of up to `sms` pieces and their ready
- * flags; 0 where the split never applies (rows that do not all see every
- * key, varlen, sigmoid scores, head dims over 128). */
+ * (forward_sm90.cu; forward_sm90_ws.cu's, off by default, too): partial
+ * outputs of up to 3 `sms` pieces and their flags; 0 where the split never
+ * applies (rows that do not all see every key, varlen, sigmoid scores, head
+ * dims over 128). */
 size_t la_cuda_attention_forward_workspace(const la_score_rule *rule, int varlen, int64_t D, int sms);
 
 /* Enqueue the forward on `stream` (a cudaStream_t). LA_OK, or a status with

@@ -543,9 +543,13 @@ static bool fwd_split_rule_ok(const la_score_rule *rule, int varlen, int64_t D) 
 /* a block's piece: O (128 floats a thread at D 128) and m, l, as float4s */
 static size_t fwd_split_slot_bytes(void) { return (size_t)(128 / 8 + 1) * 256 * sizeof(float4); }
 
+/* sms slots and flags for the persistent kernel's split here; three slots
+ * and counts per SM for the ws 176-key kernel's tail pieces
+ * (forward_sm90_ws.cu, ws_tail_plan: WS_TAIL_SLOTS_PER_SM, slots of the same
+ * size) */
 extern "C" size_t la_cuda_attention_forward_workspace(const la_score_rule *rule, int varlen, int64_t D, int sms) {
     if (!fwd_split_rule_ok(rule, varlen, D) || sms <= 0) return 0;
-    return (size_t)sms * (fwd_split_slot_bytes() + sizeof(unsigned));
+    return (size_t)sms * 3 * (fwd_split_slot_bytes() + sizeof(unsigned));
 }
 
 /* The key split of the last rounds, where it pays: the items do not fill

@@ -30,6 +30,10 @@
  * range run unmasked, the diagonal band's tiles mask element-wise, tiles
  * outside every row's range are never loaded).
  *
+ * The EVEN 176-key kernel can run its grid's last partial wave split
+ * along the keys (ws_tail_plan, LA_CUDA_FORWARD_TAIL=auto|<p>; off by
+ * default, it measured slower at 16K).
+ *
  * PERSIST (LA_CUDA_FORWARD_KERNEL=wgmma-ws-persist; the default for even
  * work of at most 1024 query rows): one block per SM walks the items
  * blockIdx.x + k gridDim.x; the ring's stage / parity and the turn barriers
@@ -62,8 +66,24 @@ template <int DP, int STAGES, int BN_ = 128> struct ws_tiles {
     static constexpr int BM = 128, BN = BN_;
     static constexpr int Q_BYTES = BM * DP * 2, KV_BYTES = BN * DP * 2;
     static constexpr int BARS = 2 + 4 * STAGES; /* Q full, Q empty; K full, V full, K empty, V empty per stage */
-    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024 + 8 * BARS;
+    static constexpr int SMEM = Q_BYTES + 2 * STAGES * KV_BYTES + 1024 + 8 * BARS + 16; /* + the tail's flag */
 };
+
+/* The key split of the grid's last partial wave (EVEN 176-key kernel, see
+ * ws_tail_plan): the kernel's launch takes items 0 .. whole - 1 (its blocks
+ * past them return at once); a second launch of the SPLIT instance runs
+ * each of the other items as p blocks, piece q taking its key tiles
+ * [q nt / p, (q + 1) nt / p). Every piece writes its O (not yet divided by
+ * l), running max and sums to its slot in `part`; the piece that counts
+ * last on its item's `count` folds all p slots in piece order (so the
+ * result does not depend on which finished last) and stores the rows. */
+struct ws_tail {
+    int64_t whole;
+    int p;
+    float4 *part;    /* (items - whole) * p slots of WS_TAIL_SLOT float4s */
+    unsigned *count; /* per split item, zeroed before the launch */
+};
+#define WS_TAIL_SLOT ((128 / 8 + 1) * 256) /* float4s: O (16 a thread) and m, l, for 256 consumer threads */
 /* producer / consumer registers: 128 * 24 + 256 * 240 = 64512 of the 65536 */
 #define WS_PRODUCER_REGS 24
 #define WS_CONSUMER_REGS 240
@@ -74,13 +94,26 @@ template <int DP, int STAGES, int BN_ = 128> struct ws_tiles {
 struct ws_item {
     int64_t h, b, i0, lo_first, hi_first, lo_last, hi_last, sinks, t_first;
 };
-template <int BM, int BN, bool PERSIST>
-static __device__ __forceinline__ ws_item ws_item_make(const la_cuda_fwd_args &a, int heads_per_chunk, int64_t lin) {
+/* TAIL (the pieces' launch, a one-dimensional grid): block blockIdx.x's
+ * item, piece and slot */
+static __device__ __forceinline__ int64_t ws_tail_item(const ws_tail &tl, int *piece, int64_t *slot) {
+    const int64_t k = blockIdx.x;
+    *piece = (int)(k % tl.p), *slot = k;
+    return tl.whole + k / tl.p;
+}
+template <int BM, int BN, bool PERSIST, bool TAIL = false>
+static __device__ __forceinline__ ws_item ws_item_make(const la_cuda_fwd_args &a, int heads_per_chunk, int64_t lin,
+                                                       const ws_tail &tl) {
     ws_item it;
     int64_t ot;
     const la_score_rule rule = a.rule;
     const int64_t X = (a.Lq + BM - 1) / BM;
-    if constexpr (PERSIST) block_order_item(lin, X, a.H, a.H * a.num_seqs, heads_per_chunk, &ot, &it.h, &it.b);
+    int piece = -1;
+    if constexpr (TAIL) {
+        int64_t slot;
+        lin = ws_tail_item(tl, &piece, &slot);
+    }
+    if constexpr (PERSIST || TAIL) block_order_item(lin, X, a.H, a.H * a.num_seqs, heads_per_chunk, &ot, &it.h, &it.b);
     else block_order(heads_per_chunk, &ot, &it.h, &it.b);
     it.i0 = (X - 1 - ot) * BM; /* heaviest (causal) blocks first */
     const int64_t i_last = (it.i0 + BM < a.Lq ? it.i0 + BM : a.Lq) - 1;
@@ -88,8 +121,83 @@ static __device__ __forceinline__ ws_item ws_item_make(const la_cuda_fwd_args &a
     la_rule_key_range(&rule, i_last, a.Lq, a.Lk, &it.lo_last, &it.hi_last);
     const int64_t sk = la_rule_sinks(&rule, a.Lk);
     it.sinks = sk < it.hi_last ? sk : it.hi_last;
+    if (TAIL) { /* every row sees every key: the piece's tiles need no mask of their own */
+        const int64_t nt = (a.Lk + BN - 1) / BN, ta = piece * nt / tl.p, tb = (piece + 1) * nt / tl.p;
+        it.lo_first = ta * BN;
+        if (tb * BN < it.hi_last) it.hi_last = tb * BN;
+    }
     it.t_first = first_tile(BN, it.sinks, it.lo_first, it.hi_last);
     return it;
+}
+
+/* The item's head and sequence again (TAIL), from the block index read
+ * anew, for the store: kept from the item's start they stay live through
+ * the main loop, and the 176-key kernel spilled 48 bytes */
+template <int BM>
+static __device__ __forceinline__ void ws_tail_head_seq(const la_cuda_fwd_args &a, const ws_tail &tl, int hpc,
+                                                        int64_t *h, int64_t *b) {
+    uint32_t bx;
+    asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(bx));
+    int64_t lin = tl.whole + bx / tl.p, ot;
+    block_order_item(lin, (a.Lq + BM - 1) / BM, a.H, a.H * a.num_seqs, hpc, &ot, h, b);
+}
+
+/* A tail piece's end (TAIL): its partial O, m and l to its slot; false for
+ * every piece but the item's last to count, which gets back the fold of all
+ * of the item's pieces in piece order (its own read back too) in o, m_run,
+ * l_run. Consumer threads only (named barrier 5 over the 256); `flag` is a
+ * shared word of the block's own. */
+static __device__ __forceinline__ bool ws_tail_fold(const ws_tail &tl, float (&o)[16][4], float (&m_run)[2],
+                                                    float (&l_run)[2], uint32_t flag) {
+#if LA_WGMMA
+    int piece;
+    int64_t slot;
+    ws_tail_item(tl, &piece, &slot);
+    const int T = 256, tid = threadIdx.x;
+    float4 *mine = tl.part + slot * WS_TAIL_SLOT;
+#pragma unroll
+    for (int d = 0; d < 16; d++) __stcg(mine + d * T + tid, make_float4(o[d][0], o[d][1], o[d][2], o[d][3]));
+    __stcg(mine + 16 * T + tid, make_float4(m_run[0], m_run[1], l_run[0], l_run[1]));
+    __threadfence();
+    named_bar_sync(5, T);
+    if (tid == 0) {
+        unsigned old;
+        asm volatile("atom.add.acq_rel.gpu.u32 %0, [%1], 1;\n" : "=r"(old) : "l"(tl.count + slot / tl.p) : "memory");
+        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(flag), "r"(old == (unsigned)tl.p - 1 ? 1u : 0u) : "memory");
+    }
+    named_bar_sync(5, T);
+    unsigned last;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(last) : "r"(flag) : "memory");
+    if (!last) return false;
+    __threadfence();
+    const float4 *first = tl.part + (slot - piece) * WS_TAIL_SLOT;
+    for (int q = 0; q < tl.p; q++) {
+        const float4 *s = first + q * WS_TAIL_SLOT;
+        const float4 ml = __ldcg(s + 16 * T + tid);
+        const float mb[2] = {ml.x, ml.y}, lb[2] = {ml.z, ml.w};
+        float sa[2], sb[2];
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            if (q == 0) m_run[r] = -INFINITY, l_run[r] = 0;
+            const float mn = fmaxf(m_run[r], mb[r]);
+            sa[r] = m_run[r] == -INFINITY ? 0.0f : exp2f(m_run[r] - mn);
+            sb[r] = mb[r] == -INFINITY ? 0.0f : exp2f(mb[r] - mn);
+            l_run[r] = l_run[r] * sa[r] + lb[r] * sb[r];
+            m_run[r] = mn;
+        }
+#pragma unroll
+        for (int d = 0; d < 16; d++) {
+            const float4 v = __ldcg(s + d * T + tid);
+            const float a0 = q ? o[d][0] * sa[0] : 0.0f, a1 = q ? o[d][1] * sa[0] : 0.0f;
+            const float a2 = q ? o[d][2] * sa[1] : 0.0f, a3 = q ? o[d][3] * sa[1] : 0.0f;
+            o[d][0] = a0 + v.x * sb[0], o[d][1] = a1 + v.y * sb[0];
+            o[d][2] = a2 + v.z * sb[1], o[d][3] = a3 + v.w * sb[1];
+        }
+    }
+    return true;
+#else
+    return false;
+#endif
 }
 
 /* The items a block works on: its own (one launch block per item), or with
@@ -126,21 +234,23 @@ static __device__ __forceinline__ bool ws_tile_masked(const la_score_rule &rule,
 /* BN_ 128, or 176 (PIPE only, one block per item): the 176-key kernel runs
  * only calls with the plain softmax and no sinks (ws_wide_kind); RANGED: a
  * causal mask or a window (else EVEN below). */
-template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN_, bool RANGED = false>
+template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN_, bool RANGED = false, bool SPLIT = false>
 __global__ void __launch_bounds__(384, 1)
     attn_fwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mk,
                        const __grid_constant__ CUtensorMap mv, const la_cuda_fwd_args a, int heads_per_chunk,
-                       int staged, float m_slack, int split_release) {
+                       int staged, float m_slack, int split_release, const ws_tail tail) {
 #if LA_WGMMA
     using T = ws_tiles<DP, STAGES, BN_>;
     constexpr int BM = T::BM, BN = T::BN, CONSUMERS = T::CONSUMERS;
-    constexpr bool WIDE = BN == 176, EVEN = WIDE && !RANGED;
+    constexpr bool WIDE = BN == 176, EVEN = WIDE && !RANGED, TAIL = EVEN && !PERSIST && SPLIT;
     extern __shared__ unsigned char smem[];
     const uint32_t sQ = (smem_addr(smem) + 1023) & ~1023u;
     const uint32_t sK0 = sQ + T::Q_BYTES, sV0 = sK0 + STAGES * T::KV_BYTES;
     const uint32_t bar_q = sV0 + STAGES * T::KV_BYTES, bar_qe = bar_q + 8, bar_k = bar_qe + 8,
                    bar_v = bar_k + 8 * STAGES, bar_ek = bar_v + 8 * STAGES, bar_ev = bar_ek + 8 * STAGES;
     const int64_t n_items = ws_items<PERSIST>(a, BM), item0 = PERSIST ? blockIdx.x : 0, step = PERSIST ? gridDim.x : 1;
+    if constexpr (EVEN && !SPLIT) /* the items past tail.whole run as pieces in a launch of their own */
+        if (blockIdx.x + gridDim.x * (blockIdx.y + (int64_t)gridDim.y * blockIdx.z) >= tail.whole) return;
 
     if (threadIdx.x == 0) {
         mbar_init(bar_q, 1), mbar_init(bar_qe, 8); /* Q empty: lane 0 of each consumer warp after its store */
@@ -157,7 +267,7 @@ __global__ void __launch_bounds__(384, 1)
             int stage = 0;
             uint32_t phase = 0, qphase = 0;
             for (int64_t lin = item0; lin < n_items; lin += step, qphase ^= 1) {
-            const ws_item it = ws_item_make<BM, BN, PERSIST>(a, heads_per_chunk, lin);
+            const ws_item it = ws_item_make<BM, BN, PERSIST, TAIL>(a, heads_per_chunk, lin, tail);
             const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = it.sinks, lo_first = it.lo_first,
                           hi_last = it.hi_last, t_first = it.t_first;
             const int64_t hk = h / (a.H / a.Hkv);
@@ -200,14 +310,16 @@ __global__ void __launch_bounds__(384, 1)
         int stage = 0;
         uint32_t phase = 0, qphase = 0;
         for (int64_t lin = item0; lin < n_items; lin += step, qphase ^= 1) {
-        const ws_item it = ws_item_make<BM, BN, PERSIST>(a, heads_per_chunk, lin);
+        const ws_item it = ws_item_make<BM, BN, PERSIST, TAIL>(a, heads_per_chunk, lin, tail);
         const int64_t lq = a.Lq, lk = a.Lk;
         /* EVEN: every row sees keys [0, lk), so the key ranges are constants
          * and only the last tile masks (registers for the 176-key tiles);
+         * TAIL: the tiles walked are the item's or its piece's;
          * WIDE: no sinks (the host checked) */
         const int64_t h = it.h, b = it.b, i0 = it.i0, sinks = WIDE ? 0 : it.sinks, lo_first = EVEN ? 0 : it.lo_first,
                       hi_first = EVEN ? lk : it.hi_first, lo_last = EVEN ? 0 : it.lo_last,
-                      hi_last = EVEN ? lk : it.hi_last, t_first = EVEN ? first_tile(BN, 0, 0, lk) : it.t_first;
+                      hi_last = TAIL ? (int64_t)(int32_t)it.hi_last : EVEN ? lk : it.hi_last,
+                      t_first = EVEN && !TAIL ? first_tile(BN, 0, 0, lk) : it.t_first;
         const la_score_rule rule = a.rule;
         /* warp w (0..7) owns rows 16 w .. 16 w + 15 of the block, warpgroup
          * w / 4 rows 64 (w / 4) ..; accumulator rows g and g + 8 per warp */
@@ -331,7 +443,12 @@ __global__ void __launch_bounds__(384, 1)
                 t = nt;
             }
         }
-        fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, b, h, 0, lq, tq, staged,
+        int64_t hs = h, bs = b;
+        if constexpr (TAIL && DP == 128) {
+            if (!ws_tail_fold(tail, o, m_run, l_run, bar_ev + 8 * STAGES)) return;
+            ws_tail_head_seq<BM>(a, tail, heads_per_chunk, &hs, &bs);
+        }
+        fwd_store_out<DP, F16>(a, sc, o, m_run, l_run, row, bs, hs, 0, lq, tq, staged,
                                sQ); /* the warpgroup's own Q rows, read for the last time */
         if constexpr (PERSIST) { /* sQ free for the next item's Q (the TMA writes through the async proxy) */
             fence_proxy_async();
@@ -371,25 +488,69 @@ static int ws_split_release(int bn) {
     return e && !strcmp(e, "joint") ? 0 : e && !strcmp(e, "split") ? 1 : bn == 176;
 }
 
-template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN = 128, bool RANGED = false>
+/* The key split of the last partial wave for the EVEN 176-key kernel (one
+ * block per item, 2048 items on 132 SMs at 16K tokens: 15.5 waves, the
+ * last half empty; ncu read ~4% of the time with SMs idle). The R = items
+ * % SMs items of that wave run as p pieces each, p chosen to minimise the
+ * modelled tail, ceil(R p / SMs) rounds of nt / p tiles plus a piece's
+ * overhead (~2 tiles: its Q, the pipeline's fill, the fold), with at least
+ * 6 tiles a piece and at most WS_TAIL_SLOTS_PER_SM * SMs pieces (the
+ * workspace). Only with the workspace (a->split_ws, sized by
+ * la_cuda_attention_forward_workspace).
+ * Off by default: H200, bf16, H 16, D 128, non-causal, same process, two
+ * rounds, TFLOP/s off / on: 4 x 4K 617-629 / 622 (p 3), 1 x 16K 652-670 /
+ * 635-636 (p 5; its medians 3.46 ms against a best 3.13), 1 x 64K 643-648
+ * / 651-655 (p 16) (2026-12-04, seventeenth session). LA_CUDA_FORWARD_TAIL=
+ * auto turns it on with the model's p, =<p> with p pieces (tests, A/B). */
+#define WS_TAIL_SLOTS_PER_SM 3
+static ws_tail ws_tail_plan(const la_cuda_fwd_args *a, int64_t items, int64_t nt, int sms) {
+    ws_tail tl = {items, 1, NULL, NULL};
+    const char *e = getenv("LA_CUDA_FORWARD_TAIL"); /* read per call: the tests switch it */
+    const int force = e && !strcmp(e, "auto") ? -1 : e && *e ? atoi(e) : 0;
+    if (force == 0 || force == 1 || !a->split_ws || sms <= 0) return tl;
+    const int64_t R = items % sms;
+    if (R == 0) return tl;
+    int best = 1;
+    double cost = (double)nt;
+    for (int p = 2; p <= 16 && R * p <= (int64_t)WS_TAIL_SLOTS_PER_SM * sms && nt / p >= 6; p++) {
+        const double c = (double)((R * p + sms - 1) / sms) * ((double)nt / p + 2.0);
+        if (force == p || (force < 0 && c < cost)) best = p, cost = c;
+        if (force == p) break;
+    }
+    if (best == 1) return tl;
+    tl.whole = items - R, tl.p = best;
+    tl.part = (float4 *)a->split_ws;
+    tl.count = (unsigned *)((char *)a->split_ws + (size_t)WS_TAIL_SLOTS_PER_SM * sms * WS_TAIL_SLOT * sizeof(float4));
+    return tl;
+}
+
+template <int DP, bool F16, int STAGES, bool PIPE, bool PERSIST, int BN = 128, bool RANGED = false, bool SPLIT = false>
 static cudaError_t launch_ws(const la_cuda_fwd_args *a, const CUtensorMap *mq, const CUtensorMap *mk,
-                             const CUtensorMap *mv, cudaStream_t stream) {
+                             const CUtensorMap *mv, cudaStream_t stream, const ws_tail *split = NULL) {
     using T = ws_tiles<DP, STAGES, BN>;
-    const auto kernel = attn_fwd_ws_kernel<DP, F16, STAGES, PIPE, PERSIST, BN, RANGED>;
+    constexpr bool TAIL = BN == 176 && !RANGED && !PERSIST && SPLIT; /* the kernel's TAIL: a one-dimensional grid */
+    const auto kernel = attn_fwd_ws_kernel<DP, F16, STAGES, PIPE, PERSIST, BN, RANGED, SPLIT>;
     cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lq + T::BM - 1) / T::BM), (unsigned)a->H, (unsigned)a->num_seqs);
     const int chunk = block_order_heads_per_chunk(grid.x, a->rule.causal != 0);
+    const int64_t items = (int64_t)grid.x * grid.y * grid.z;
+    ws_tail tail = {items, 1, NULL, NULL};
     if (PERSIST) { /* one block per SM, each walking items blockIdx.x + k gridDim.x */
         int dev = 0, sms = 0;
         if ((e = cudaGetDevice(&dev)) != cudaSuccess ||
             (e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
             return e;
-        const int64_t items = (int64_t)grid.x * grid.y * grid.z;
         grid = dim3((unsigned)(items < sms ? items : sms), 1, 1);
-    }
+    } else if (TAIL) { /* the pieces (ws_tail) */
+        tail = *split;
+        grid = dim3((unsigned)((items - tail.whole) * tail.p), 1, 1);
+        e = cudaMemsetAsync(tail.count, 0, sizeof(unsigned) * (size_t)(items - tail.whole), stream);
+        if (e != cudaSuccess) return e;
+    } else if (split) /* the whole items: the blocks past split->whole return at once */
+        tail.whole = split->whole;
     kernel<<<grid, T::THREADS, T::SMEM, stream>>>(*mq, *mk, *mv, *a, chunk, fwd_store_staged(a), ws_m_slack(),
-                                                  ws_split_release(BN));
+                                                  ws_split_release(BN), tail);
     return cudaGetLastError();
 }
 
@@ -441,10 +602,21 @@ extern "C" int la_cuda_attention_forward_ws(const la_cuda_fwd_args *a, int pipe,
                        : launch_ws<DP, false, ST, true, false>(a, &mq, &mk, &mv, s))                                   \
              : (a->f16 ? launch_ws<DP, true, ST, false, false>(a, &mq, &mk, &mv, s)                                    \
                        : launch_ws<DP, false, ST, false, false>(a, &mq, &mk, &mv, s)))
-    if (wide && wide_kind == 1) /* two stages of 176 keys: Q 32 KiB + K, V 2 x 2 x 44 KiB */
-        *err = a->f16 ? launch_ws<128, true, 2, true, false, 176>(a, &mq, &mk, &mv, s)
-                      : launch_ws<128, false, 2, true, false, 176>(a, &mq, &mk, &mv, s);
-    else if (wide)
+    if (wide && wide_kind == 1) { /* two stages of 176 keys: Q 32 KiB + K, V 2 x 2 x 44 KiB */
+        int dev = 0, sms = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+            sms = 0; /* no split */
+        const ws_tail tl = ws_tail_plan(a, (a->Lq + 127) / 128 * a->H * a->num_seqs, (a->Lk + 175) / 176, sms);
+        /* the whole items, then (tl.p > 1) the pieces in a launch and an
+         * instance of their own: one kernel for both, on a 1D grid, ran
+         * 9-12% slower on every shape (2026-12-04), pieces or not */
+        *err = a->f16 ? launch_ws<128, true, 2, true, false, 176>(a, &mq, &mk, &mv, s, &tl)
+                      : launch_ws<128, false, 2, true, false, 176>(a, &mq, &mk, &mv, s, &tl);
+        if (*err == cudaSuccess && tl.p > 1)
+            *err = a->f16 ? launch_ws<128, true, 2, true, false, 176, false, true>(a, &mq, &mk, &mv, s, &tl)
+                          : launch_ws<128, false, 2, true, false, 176, false, true>(a, &mq, &mk, &mv, s, &tl);
+    } else if (wide)
         *err = a->f16 ? launch_ws<128, true, 2, true, false, 176, true>(a, &mq, &mk, &mv, s)
                       : launch_ws<128, false, 2, true, false, 176, true>(a, &mq, &mk, &mv, s);
     else
