@@ -54,6 +54,13 @@ typedef struct {
     float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
     float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
     float *ctmp, *cvs;                   /* a chunk's value scales: as stored, and by group (chunk_value_scales) */
+    /* the chunk-pass path: the K and V code rows of each block of the
+     * chunk's quantised slots and of the KVQ_PREFETCH_BLOCKS blocks after
+     * them (NULL past the chunk's quantised slots: nothing to prefetch), set
+     * once per chunk (pass_chunk) so the passes divide by no page size:
+     * P.V computed a page and offset with idiv per block and channel slice */
+    const char *krow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
+    const uint16_t *kfold[KVQ_CHUNK / LA_VL]; /* a block's key group scales where it starts one (or the chunk), else NULL */
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -372,9 +379,32 @@ static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, floa
                   (e - j) * pairs);
         j = e;
     }
+    int64_t j0 = 0;
+#if defined(LA_ISA_AVX2)
+    /* two value groups (the model's int8 values): 8 slots' 4 floats are a
+     * 4 x 8 transpose, slots j and j + 4 in the halves of one vector, each
+     * half transposed 4 x 4 (in-half unpacks; the scalar copies below took
+     * 16 instructions per slot, a tenth of the kernel's) */
+    if (pairs == 4)
+        for (; j0 + 8 <= qe - c0; j0 += 8) {
+            __m256 a[4], t[4];
+            for (int i = 0; i < 4; i++)
+                a[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(tmp + (j0 + i) * 4)),
+                                            _mm_loadu_ps(tmp + (j0 + i + 4) * 4), 1);
+            t[0] = _mm256_unpacklo_ps(a[0], a[1]), t[1] = _mm256_unpacklo_ps(a[2], a[3]);
+            t[2] = _mm256_unpackhi_ps(a[0], a[1]), t[3] = _mm256_unpackhi_ps(a[2], a[3]);
+            _mm256_storeu_ps(vs + j0, _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t[0]), _mm256_castps_pd(t[1]))));
+            _mm256_storeu_ps(vs + KVQ_CHUNK + j0,
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t[0]), _mm256_castps_pd(t[1]))));
+            _mm256_storeu_ps(vs + 2 * KVQ_CHUNK + j0,
+                             _mm256_castpd_ps(_mm256_unpacklo_pd(_mm256_castps_pd(t[2]), _mm256_castps_pd(t[3]))));
+            _mm256_storeu_ps(vs + 3 * KVQ_CHUNK + j0,
+                             _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t[2]), _mm256_castps_pd(t[3]))));
+        }
+#endif
     for (int64_t g = 0; g < ng; g++) {
         float *sg = vs + g * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
-        for (int64_t j = 0; j < qe - c0; j++) sg[j] = tmp[j * pairs + 2 * g], zg[j] = tmp[j * pairs + 2 * g + 1];
+        for (int64_t j = j0; j < qe - c0; j++) sg[j] = tmp[j * pairs + 2 * g], zg[j] = tmp[j * pairs + 2 * g + 1];
     }
 }
 
@@ -399,17 +429,27 @@ static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r,
     }
 }
 
+/* P.V output vectors per row in registers on the chunk-pass path: DB_NV,
+ * or 4 where at most 3 rows share them (12 accumulators, a broadcast
+ * weight per row and the widened code vector: 16 registers on AVX2): one
+ * value group of 32 channels per slice for the model's int8 values, so
+ * each key's weights are broadcast once per group rather than twice. */
+#define KVQ_NV_MAX 4
+#ifndef KVQ_NV4 /* -DKVQ_NV4=0 at build time: DB_NV slices only, for same-run A/B */
+#define KVQ_NV4 1
+#endif
+
 /* P.V of channels [d0, d0 + NV * LA_VL) over the chunk's blocks, NR rows:
- * quantised blocks (codes DT) with weights wq, window blocks (f32 rows)
- * with weights w; acc + rr * Dp = the sum + Z[rr]. */
+ * quantised blocks (codes DT, rows at s->vrow) with weights wq, window
+ * blocks (f32 rows) with weights w; acc + rr * Dp = the sum + Z[rr]. */
 static inline __attribute__((always_inline)) void pv_slice(const item_state *s, int64_t c0, int64_t c1, int64_t qe,
                                                            const bool *seen, const float (*wq)[KVQ_CHUNK],
                                                            const float (*w)[KVQ_CHUNK], const float *Z, float *acc,
                                                            int64_t d0, const int NV, const int NR, const int64_t Dp,
                                                            const la_dtype DT) {
-    const la_kvq_format *f = &s->p->kv.f;
-    const int64_t ps = f->page_size, D = f->D;
-    vf o[4][DB_NV];
+    const int64_t D = s->p->kv.f.D;
+    const size_t rs = (size_t)(Dp * (DT == DB_U8 ? 8 : 4) / 8); /* code_row (D = Dp here) */
+    vf o[4][KVQ_NV_MAX];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
@@ -417,12 +457,24 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
     for (int64_t j0 = c0; j0 < qe; j0 += LA_VL) {
         const int64_t b = (j0 - c0) / LA_VL;
         if (!seen[b]) continue;
-        const char *vb = s->vpages + (size_t)(j0 / ps) * f->v_page + (size_t)(j0 % ps) * f->code_row;
+        const char *vb = s->vrow[b];
 #pragma GCC unroll 16
         for (int e = 0; e < LA_VL; e++) {
-            vf vv[DB_NV];
+            if (NV > DB_NV) { /* one code vector live at a time (the registers are the accumulators') */
+                vf wv[4];
 #pragma GCC unroll 4
-            for (int k = 0; k < NV; k++) vv[k] = db_load(vb + (size_t)e * f->code_row, d0 + k * LA_VL, DT);
+                for (int rr = 0; rr < NR; rr++) wv[rr] = vf_set1(wq[rr][b * LA_VL + e]);
+#pragma GCC unroll 4
+                for (int k = 0; k < NV; k++) {
+                    const vf vv = db_load(vb + (size_t)e * rs, d0 + k * LA_VL, DT);
+#pragma GCC unroll 4
+                    for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(wv[rr], vv, o[rr][k]);
+                }
+                continue;
+            }
+            vf vv[KVQ_NV_MAX];
+#pragma GCC unroll 4
+            for (int k = 0; k < NV; k++) vv[k] = db_load(vb + (size_t)e * rs, d0 + k * LA_VL, DT);
 #pragma GCC unroll 4
             for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
@@ -436,13 +488,12 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         const char *vb = c1 - j0 >= LA_VL ? (const char *)(s->wv + (j0 - s->qlen) * D) : (const char *)s->vbuf;
 #pragma GCC unroll 16
         for (int e = 0; e < LA_VL; e++) {
-            vf vv[DB_NV];
 #pragma GCC unroll 4
-            for (int k = 0; k < NV; k++) vv[k] = db_load(vb + (size_t)e * sizeof(float) * (size_t)Dp, d0 + k * LA_VL, LA_F32);
+            for (int k = 0; k < NV; k++) {
+                const vf vv = db_load(vb + (size_t)e * sizeof(float) * (size_t)Dp, d0 + k * LA_VL, LA_F32);
 #pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-                for (int k = 0; k < NV; k++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv[k], o[rr][k]);
+                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv, o[rr][k]);
+            }
         }
     }
 #pragma GCC unroll 4
@@ -456,9 +507,10 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
                                                             int64_t c1, float *m, float *l, float *acc,
                                                             const float *vs, const int64_t Dp, const la_dtype DT) {
     const la_kvq_format *f = &s->p->kv.f;
-    const int64_t ps = f->page_size, kg = f->key_group, D = f->D, VG = f->value_group, ng = D / VG;
+    const int64_t D = f->D, VG = f->value_group, ng = D / VG;
     const int64_t qe = quant_end(s, c0, c1), nblk = (c1 - c0 + LA_VL - 1) / LA_VL;
-    const size_t rs = f->code_row, ws = sizeof(float) * (size_t)Dp;
+    /* f->code_row, a constant where Dp is (D = Dp on this path) */
+    const size_t rs = (size_t)(Dp * (DT == DB_U8 ? 8 : 4) / 8), ws = sizeof(float) * (size_t)Dp;
     const vi lane = vi_iota();
     float w[4][KVQ_CHUNK] __attribute__((aligned(64)));  /* scores, then weights */
     float wq[4][KVQ_CHUNK] __attribute__((aligned(64))); /* a value group's weights p * s */
@@ -478,10 +530,8 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             vis[rr] = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
             any |= lim > 0;
         }
-        const int64_t page = j0 / ps, t = j0 % ps;
-        const char *kp = s->kpages + (size_t)page * f->k_page;
         /* a key group's folded queries, where the group starts (or the chunk does) */
-        if (j0 < qe && (j0 % kg == 0 || j0 == c0)) fold_rows(s, la_kvq_key_scales(f, kp, t / kg), r, NR);
+        if (s->kfold[b]) fold_rows(s, s->kfold[b], r, NR);
         seen[b] = any;
         if (!any) {
 #pragma GCC unroll 4
@@ -490,12 +540,8 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
         }
         vf sc[4];
         if (j0 < qe) {
-            const int64_t ta = j0 + KVQ_PREFETCH_BLOCKS * LA_VL, pa = ta / ps;
-            db_prefetch pf = {NULL, NULL, rs};
-            if (ta + LA_VL <= qe)
-                pf.k = s->kpages + (size_t)pa * f->k_page + (size_t)(ta % ps) * rs,
-                pf.v = s->vpages + (size_t)pa * f->v_page + (size_t)(ta % ps) * rs;
-            db_scores(s->qf + r * Dp, s->bias + r, kp + (size_t)t * rs, rs, NR, Dp, DT, &pf, sc);
+            const db_prefetch pf = {s->krow[b + KVQ_PREFETCH_BLOCKS], s->vrow[b + KVQ_PREFETCH_BLOCKS], rs};
+            db_scores(s->qf + r * Dp, s->bias + r, s->krow[b], rs, NR, Dp, DT, &pf, sc);
             if (pf.v)
 #pragma GCC unroll 16
                 for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, rs, e, 0, Dp, DT);
@@ -555,7 +601,10 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
         const float(*wqp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])wq, (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
         __asm__("" : "+r"(wqp), "+r"(wp) : : "memory");
         int64_t d0 = g * VG;
-        if (VG % (DB_NV * LA_VL) == 0)
+        if (KVQ_NV_MAX > DB_NV && NR <= 3 && KVQ_NV4 && VG % (KVQ_NV_MAX * LA_VL) == 0)
+            for (; d0 < (g + 1) * VG; d0 += KVQ_NV_MAX * LA_VL)
+                pv_slice(s, c0, c1, qe, seen, wqp, wp, Z, acc, d0, KVQ_NV_MAX, NR, Dp, DT);
+        else if (VG % (DB_NV * LA_VL) == 0)
             for (; d0 < (g + 1) * VG; d0 += DB_NV * LA_VL)
                 pv_slice(s, c0, c1, qe, seen, wqp, wp, Z, acc, d0, DB_NV, NR, Dp, DT);
         else
@@ -577,8 +626,22 @@ static inline __attribute__((always_inline)) void pass_chunk_dp(const item_state
     }
 }
 
-static void pass_chunk(const item_state *s, int64_t c0, int64_t c1, partial *pt) {
+static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
     const int64_t qe = quant_end(s, c0, c1);
+    const la_kvq_format *f = &s->p->kv.f;
+    const int64_t ps = f->page_size, kg = f->key_group, nb = (c1 - c0 + LA_VL - 1) / LA_VL;
+    /* blocks never cross a page (key groups are whole blocks and divide the
+     * page); rows past the chunk are not prefetched */
+    for (int64_t b = 0; b < nb + KVQ_PREFETCH_BLOCKS; b++) {
+        const int64_t j0 = c0 + b * LA_VL, page = j0 / ps, t = j0 % ps;
+        const bool quant = j0 + LA_VL <= qe;
+        s->krow[b] = quant ? s->kpages + (size_t)page * f->k_page + (size_t)t * f->code_row : NULL;
+        s->vrow[b] = quant ? s->vpages + (size_t)page * f->v_page + (size_t)t * f->code_row : NULL;
+        if (b < nb)
+            s->kfold[b] = j0 < qe && (j0 % kg == 0 || j0 == c0)
+                              ? la_kvq_key_scales(f, s->kpages + (size_t)page * f->k_page, t / kg)
+                              : NULL;
+    }
     chunk_value_scales(s, c0, qe, s->ctmp, s->cvs);
     const bool u8 = s->p->kv.f.bits == 8;
 #define KVQ_PASS_DP(DPV)                                                                  \
