@@ -51,16 +51,6 @@ typedef struct {
     const int64_t *lo, *hi; /* [R] visible key range per row */
 } seq_state;
 
-/* The K rows of the item a thread runs next (claimed before it starts the
- * current one), prefetched during the current item's P.V: see
- * la_cpu_attention_decode_kernel. k[b] is block b's first row (NULL: a
- * block copied, or none), rows stride bytes apart. */
-typedef struct {
-    const char *k[DECODE_CHUNK / LA_VL];
-    int64_t nblk;
-    size_t stride;
-} next_rows;
-
 static const char *row_ptr(const la_kv_pages *kv, const la_attn_operand *o, int64_t b, int64_t t, int64_t hk) {
     if (kv->block_table) {
         int64_t blk = kv->block_table[b * kv->blocks_per_seq + t / kv->block_size];
@@ -342,7 +332,7 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
                                                            int64_t nblk, const bool *seen, const char *const *vp,
                                                            char *vbuf, const float (*wp)[DECODE_CHUNK], float *acc,
                                                            const int NR, int64_t d0, const int NV, const int64_t Dp,
-                                                           const la_dtype DT, const next_rows *nx) {
+                                                           const la_dtype DT) {
     const la_attn_problem *p = s->p;
     const size_t es = DT == LA_F32 ? 4 : 2;
     vf o[4][4];
@@ -356,15 +346,8 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
         size_t vs;
         const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
         if (vp[b]) vs = (size_t)p->v.token_stride * es;
-        /* the next item's K rows, this pass's channels of them: each line
-         * once over the passes; the current block's V rows (in L2 by now)
-         * where there is none, without a branch (see db_prefetch_or) */
-        const bool ahead = nx && b < nx->nblk && nx->k[b];
-        const char *pk = ahead ? nx->k[b] : vb;
-        const size_t ps = ahead ? nx->stride : vs;
 #pragma GCC unroll 16
         for (int e = 0; e < LA_VL; e++) {
-            db_prefetch_span(pk, ps, e, d0, d0 + NV * LA_VL, DT);
 #pragma GCC unroll 4
             for (int k = 0; k < NV; k++) {
                 const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
@@ -382,7 +365,7 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
 static inline __attribute__((always_inline)) void group_chunk(const seq_state *s, int64_t hk, int64_t r, const int NR,
                                                                int64_t c0, int64_t c1, char *kbuf, char *vbuf,
                                                                float *m, float *l, float *acc, const int64_t Dp,
-                                                               const la_dtype DT, const next_rows *nx) {
+                                                               const la_dtype DT) {
     const int64_t pfb = DECODE_PREFETCH_BLOCKS;
     const la_attn_problem *p = s->p;
     const la_score_rule *rule = &p->rule;
@@ -471,40 +454,37 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
     int64_t d0 = 0;
     if (LA_VL == 8 && NR <= 3)
         for (; d0 + DECODE_PV_WIDE * LA_VL <= Dp; d0 += DECODE_PV_WIDE * LA_VL)
-            pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DECODE_PV_WIDE, Dp, DT, nx);
+            pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DECODE_PV_WIDE, Dp, DT);
     for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL)
-        pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DB_NV, Dp, DT, nx);
-    for (; d0 < Dp; d0 += LA_VL) pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, 1, Dp, DT, nx);
+        pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DB_NV, Dp, DT);
+    for (; d0 < Dp; d0 += LA_VL) pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, 1, Dp, DT);
 }
 
 /* Keys [c0, c1) of one sequence and K/V head hk, its rows r0 .. r0 + Rh:
  * partial m, l, acc (the item's rows, from r0). */
 static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
                                                                  char *kbuf, char *vbuf, float *m, float *l,
-                                                                 float *acc, const int64_t Dp, const la_dtype DT,
-                                                                 const next_rows *nx) {
+                                                                 float *acc, const int64_t Dp, const la_dtype DT) {
     const int64_t Rh = s->p->H / s->p->Hkv * s->p->Lq, r0 = hk * Rh;
     for (int64_t g = 0; g < Rh; g += 4) {
         float *mg = m + g, *lg = l + g, *ag = acc + g * Dp;
-        /* the next item's rows once, in the last group's P.V */
-        const next_rows *nxg = g + 4 >= Rh ? nx : NULL;
         switch (Rh - g < 4 ? Rh - g : 4) {
-        case 1: group_chunk(s, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, nxg); break;
-        case 2: group_chunk(s, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, nxg); break;
-        case 3: group_chunk(s, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, nxg); break;
-        default: group_chunk(s, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, nxg); break;
+        case 1: group_chunk(s, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 2: group_chunk(s, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 3: group_chunk(s, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        default: group_chunk(s, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
         }
     }
 }
 
 static void head_chunk(const seq_state *s, int64_t hk, int64_t c0, int64_t c1, char *kbuf, char *vbuf, float *m,
-                       float *l, float *acc, const next_rows *nx) {
+                       float *l, float *acc) {
     const la_dtype t = s->p->k.dtype;
 #define LA_HEAD_CHUNK_DT(DPV)                                                                         \
     do {                                                                                              \
-        if (t == LA_F16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16, nx);            \
-        else if (t == LA_BF16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16, nx);     \
-        else head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32, nx);                        \
+        if (t == LA_F16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16);            \
+        else if (t == LA_BF16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16);     \
+        else head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32);                        \
     } while (0)
     if (s->Dp == 128) LA_HEAD_CHUNK_DT(128);
     else if (s->Dp == 64) LA_HEAD_CHUNK_DT(64);
@@ -591,15 +571,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
     /* one item loop for the two paths: an item is (sequence, chunk) of
      * every K/V head, or on the grouped path (sequence, K/V head, chunk)
      * (hpi = Hkv heads per sequence and chunk) */
-    const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi, total = items * hpi;
-    /* Items are claimed one ahead from a shared counter (dynamic, as
-     * schedule(dynamic, 1) was): a thread knows its next item before it
-     * starts the current one, and the current one's P.V, which reads
-     * values already in L2, prefetches the next item's keys from memory.
-     * Before, memory stood idle during P.V and the next item's q.k then
-     * waited on it (f32 pages at 32K: ~0.50 of the read bandwidth). Which
-     * thread runs an item changes no result. */
-    int64_t claimed = 0;
+    const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi;
 
 #pragma omp parallel num_threads(nthreads)
     {
@@ -609,10 +581,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
         float *run_m = merged + Dp, *run_l = run_m + R;
         /* no barrier after the items: the thread finishing a group's last
          * chunk merges the group's rows (merge_group_done) */
-        next_rows nx;
-        int64_t it = __atomic_fetch_add(&claimed, 1, __ATOMIC_RELAXED);
-        for (int64_t next; it < total; it = next) {
-            next = __atomic_fetch_add(&claimed, 1, __ATOMIC_RELAXED);
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t it = 0; it < items * hpi; it++) {
             const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
             const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
@@ -622,18 +592,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             if (!fast) {
                 chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, a);
             } else {
-                nx.nblk = 0;
-                if (next < total) {
-                    const int64_t nc = next % nchunks, nbh = next / nchunks, nb = nbh / hpi;
-                    const int64_t nl = la_kv_len(dp, nb);
-                    const int64_t n0 = nc * chunk_len, n1 = n0 + chunk_len < nl ? n0 + chunk_len : nl;
-                    const seq_state ns = {.dp = dp, .p = p, .b = nb};
-                    const size_t es = p->k.dtype == LA_F32 ? 4 : 2;
-                    nx.nblk = n1 > n0 ? (n1 - n0 + LA_VL - 1) / LA_VL : 0;
-                    nx.stride = (size_t)p->k.token_stride * es;
-                    block_table_of(&ns, &p->k, nbh % hpi, n0, n1, nx.nblk, nx.k, Dp, p->k.dtype);
-                }
-                head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a, &nx);
+                head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
                 memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
                 memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
             }
