@@ -246,6 +246,19 @@ static inline vf widen_s8(const int8_t *p) {
 
 /* sum_j q_j x_j over one 32-element 4-bit block: low nibbles pair with
  * x[0..16), high nibbles with x[16..32). */
+#if defined(LA_ISA_AVX2)
+/* f32 activations (la_matvec_batch_f32): the nibbles split in registers
+ * and widened 8 at a time, where the generic copy goes through memory. */
+static inline vf nibble_dot(const uint8_t *qs, const float *x) {
+    const __m128i raw = _mm_loadu_si128((const __m128i *)qs), mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(raw, mask), hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+    __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), _mm256_loadu_ps(x));
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), _mm256_loadu_ps(x + 8), t);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), _mm256_loadu_ps(x + 16), t);
+    t = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), _mm256_loadu_ps(x + 24), t);
+    return (vf)t;
+}
+#else
 static inline vf nibble_dot(const uint8_t *qs, const float *x) {
     uint8_t lo[LA_QK / 2], hi[LA_QK / 2];
     for (int j = 0; j < LA_QK / 2; j++) lo[j] = qs[j] & 0xF, hi[j] = qs[j] >> 4;
@@ -256,6 +269,7 @@ static inline vf nibble_dot(const uint8_t *qs, const float *x) {
     }
     return t;
 }
+#endif
 
 static float dot_row(const la_format *f, const char *w, int64_t cols, const float *x, const float *xsum) {
     vf acc = vf_set1(0);
