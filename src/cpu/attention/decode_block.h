@@ -212,6 +212,30 @@ static inline __attribute__((always_inline)) void db_scores(const float *q, cons
         for (int rr = 0; rr < NR; rr++) s[rr] += vf_set1(bias[rr]);
 }
 
+/* Pass 2 of a chunk in the three-pass decode (float and quantised pages):
+ * rows rr < NR hold the chunk's scores at w + rr * stride and their running
+ * max in mx[rr]; per row, sets the chunk max m[rr], the weights exp(s - max)
+ * in place (0 in blocks no row sees, and for a row that sees none of the
+ * chunk's keys: its max stays -inf, its sum 0) and their sum l[rr]. */
+static inline __attribute__((always_inline)) void db_chunk_weights(float *w, int64_t stride, const vf *mx,
+                                                                   const bool *seen, int64_t nblk, const int NR,
+                                                                   float *m, float *l) {
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) {
+        float *wr = w + rr * stride;
+        const float bm = tree_max(mx[rr]);
+        vf sum = vf_set1(0);
+        m[rr] = bm;
+        for (int64_t b = 0; b < nblk; b++) {
+            vf pv = vf_set1(0);
+            if (seen[b] && bm != -INFINITY) pv = decode_exp(vf_load(wr + b * LA_VL) - bm);
+            sum += pv;
+            vf_store(wr + b * LA_VL, pv);
+        }
+        l[rr] = tree_add(sum);
+    }
+}
+
 /* The block's softmax step for NR rows: visible lanes vis[rr] of scores
  * s[rr]; updates the running max m[rr] and sum l[rr], sets the weights
  * pw[rr] (0 for a row that sees no lane) and the accumulator's rescale

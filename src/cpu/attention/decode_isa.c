@@ -427,21 +427,8 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
             vf_store(w[rr] + b * LA_VL, sv);
         }
     }
-    /* pass 2: the chunk's max and sum per row; weights exp(s - max), 0 for
-     * a row that sees none of the chunk's keys (left at max -inf, sum 0) */
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) {
-        const float bm = tree_max(mx[rr]);
-        vf sum = vf_set1(0);
-        m[rr] = bm;
-        for (int64_t b = 0; b < nblk; b++) {
-            vf pv = vf_set1(0);
-            if (seen[b] && bm != -INFINITY) pv = decode_exp(vf_load(w[rr] + b * LA_VL) - bm);
-            sum += pv;
-            vf_store(w[rr] + b * LA_VL, pv);
-        }
-        l[rr] = tree_add(sum);
-    }
+    /* pass 2: the chunk's max, weights and sum per row */
+    db_chunk_weights(w[0], DECODE_CHUNK, mx, seen, nblk, NR, m, l);
     /* pass 3: P.V, NV output vectors of each row in registers over the
      * chunk's keys, weights broadcast from memory (see db_pv). On AVX2 for
      * up to 3 rows, passes of 3 vectors (9 accumulators, 3 weights, a value

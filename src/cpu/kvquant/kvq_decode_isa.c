@@ -561,21 +561,8 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             vf_store(w[rr] + b * LA_VL, sv);
         }
     }
-    /* pass 2: the chunk's max and sum per row; weights exp(s - max), 0 for
-     * a row that sees none of the chunk's keys (left at max -inf, sum 0) */
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) {
-        const float bm = tree_max(mx[rr]);
-        vf sum = vf_set1(0);
-        m[rr] = bm;
-        for (int64_t b = 0; b < nblk; b++) {
-            vf pv = vf_set1(0);
-            if (seen[b] && bm != -INFINITY) pv = decode_exp(vf_load(w[rr] + b * LA_VL) - bm);
-            sum += pv;
-            vf_store(w[rr] + b * LA_VL, pv);
-        }
-        l[rr] = tree_add(sum);
-    }
+    /* pass 2: the chunk's max, weights and sum per row */
+    db_chunk_weights(w[0], KVQ_CHUNK, mx, seen, nblk, NR, m, l);
     if (c1 % LA_VL && c1 - c1 % LA_VL >= qe) { /* the window's short last block for pass 3, zero-padded */
         const int64_t j0 = c1 - c1 % LA_VL, nk = c1 - j0;
         memcpy(s->vbuf, s->wv + (j0 - s->qlen) * D, ws * (size_t)nk);
