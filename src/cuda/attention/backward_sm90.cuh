@@ -114,17 +114,19 @@ template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_s_dp(float (&s)[8][4], float (&dp)[8][4], uint32_t k_rows, uint32_t v_rows,
                                                   uint32_t sQ, uint32_t sdO) {
     constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
+    const uint64_t dk = wgmma_desc(k_rows, 16, 1024), dq = wgmma_desc(sQ, 16, 1024);
+    const uint64_t dv = wgmma_desc(v_rows, 16, 1024), ddo = wgmma_desc(sdO, 16, 1024);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < DP / 16; kk++) {
         const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(s, wgmma_desc(k_rows + ko, 16, 1024), wgmma_desc(sQ + qo, 16, 1024), kk > 0);
+        wgmma_ss_n64<F16, 0, 0>(s, wgmma_desc_at(dk, ko), wgmma_desc_at(dq, qo), kk > 0);
     }
     wgmma_commit();
 #pragma unroll
     for (int kk = 0; kk < DP / 16; kk++) {
         const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(dp, wgmma_desc(v_rows + ko, 16, 1024), wgmma_desc(sdO + qo, 16, 1024), kk > 0);
+        wgmma_ss_n64<F16, 0, 0>(dp, wgmma_desc_at(dv, ko), wgmma_desc_at(ddo, qo), kk > 0);
     }
     wgmma_commit();
 }
@@ -241,16 +243,17 @@ static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float
                                                    const uint32_t (&pa)[4][4], const uint32_t (&sa)[4][4], uint32_t sdO,
                                                    uint32_t sQ) {
     constexpr int BQ = bwd90_tiles::BQ;
+    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024), dq0 = wgmma_desc(sQ, BQ * 128, 1024);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t ddo = wgmma_desc(sdO + kk * 16 * 128, BQ * 128, 1024);
+        const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
         if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
         else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
     }
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t dqd = wgmma_desc(sQ + kk * 16 * 128, BQ * 128, 1024);
+        const uint64_t dqd = wgmma_desc_at(dq0, kk * 16 * 128);
         if constexpr (DP == 64) wgmma_rs_n64<F16>(dk, sa[kk], dqd);
         else wgmma_rs_n128<F16>(dk, sa[kk], dqd);
     }
@@ -267,11 +270,11 @@ static __device__ __forceinline__ void bwd90_dq_mma(float (&acc)[8][4], uint32_t
     constexpr int KSTEPS = DP == 128 ? BKEY / 16 : 4;
     const uint32_t a_base = DP == 128 ? sdS : sdS + wg * 64 * 128;
     const uint32_t b_base = DP == 128 ? sK + wg * BKEY * 128 : sK + wg * 64 * 128;
+    const uint64_t da = wgmma_desc(a_base, BKEY * 128, 1024), db = wgmma_desc(b_base, BKEY * 128, 1024);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < KSTEPS; kk++)
-        wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc(a_base + kk * 16 * 128, BKEY * 128, 1024),
-                                wgmma_desc(b_base + kk * 16 * 128, BKEY * 128, 1024), kk > 0);
+        wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
     wgmma_wait<0>();
 }

@@ -48,6 +48,15 @@ static __device__ __forceinline__ uint64_t wgmma_desc(uint32_t addr, uint32_t lb
            ((uint64_t)((sbo & 0x3FFFF) >> 4) << 32) | (1ull << 62);
 }
 
+/* The descriptor of the operand off bytes (a multiple of 16) past desc's:
+ * one add to the 14-bit address field, which cannot carry out of it while
+ * the address stays inside shared memory (< 256 KB). Loops that walk an
+ * operand build its descriptor once and step it with this, instead of
+ * rebuilding it (masks and shifts) for every wgmma. */
+static __device__ __forceinline__ uint64_t wgmma_desc_at(uint64_t desc, uint32_t off) {
+    return ((desc >> 32) << 32) | (uint32_t)((uint32_t)desc + (off >> 4));
+}
+
 #if LA_WGMMA
 static __device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 static __device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
