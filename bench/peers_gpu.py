@@ -6,6 +6,7 @@ bandwidth measured in this run too.
 
     python3 bench/peers_gpu.py --bench build/longattn_cuda_bench [--ops fwd,fwdbwd,decode]
                                [--heads 16 --dim 128 --tokens 16384]
+                               [--rounds R --lens 16384,65536]   (interleaved with cuDNN: see interleaved())
 
 fwd:    forward, bf16, H heads of dim D, batch x length = --tokens, causal
         and not, plus length 64K at batch 1. TFLOP/s count 4 D flops per
@@ -130,9 +131,10 @@ def sdpa_decode_gbps(backend, B, L, H, Hkv, D):
     return 2 * k.numel() * 2 / (ms * 1e-3) / 1e9
 
 
-def run_bench(args, op):
+def run_bench(args, op, lens=None):
+    extra = [a for L in (lens or []) for a in ("--len", str(L))]
     out = subprocess.run([args.bench, "--op", op, "--heads", str(args.heads), "--dim", str(args.dim), "--tokens",
-                          str(args.tokens)], capture_output=True, text=True)
+                          str(args.tokens)] + extra, capture_output=True, text=True)
     sys.stderr.write(out.stderr)
     if out.returncode != 0:
         print(f"longattn_cuda_bench --op {op} exited {out.returncode}", file=sys.stderr)
@@ -144,6 +146,39 @@ def ratio(a, b):
     return a / b if a and b else 0.0
 
 
+def med(xs):
+    xs = sorted(x for x in xs if x)
+    return xs[len(xs) // 2] if xs else None
+
+
+def interleaved(args, mm):
+    """--rounds R: per round and per length, longattn's rows (a run of its
+    own) then cuDNN's on the same shapes right after, so both meet the same
+    clock and power state; the table gives each side's median over the
+    rounds and the median of the rounds' paired ratios. The GPU's clock
+    under sustained load moves the 16K forward by ~8% between runs; a
+    paired ratio moves less."""
+    lens = [int(x) for x in args.lens.split(",")] if args.lens else [1024, 2048, 4096, 8192, 16384, 65536]
+    for op in [o for o in args.ops.split(",") if o in ("fwd", "fwdbwd")]:
+        runs = {}
+        for rnd in range(args.rounds):
+            for L in lens:
+                rows, rc = run_bench(args, op, [L])
+                for r in rows:
+                    c = sdpa_tflops(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], op == "fwdbwd")
+                    print(json.dumps({"op": op, "round": rnd, "B": r["B"], "L": r["L"], "causal": r["causal"],
+                                      "tflops": r["tflops"], "sdpa_cudnn_tflops": c and round(c, 1)}))
+                    runs.setdefault((r["B"], r["L"], r["causal"]), []).append((r["tflops"], c))
+        print(f"\n{op} (TFLOP/s), {args.rounds} interleaved rounds: medians, and the median of the rounds' ratios")
+        print(f"{'B':>3} {'L':>6} {'causal':>6} {'longattn':>9} {'cuDNN':>7} {'/cuDNN':>7} {'paired':>7} {'/mm':>6} "
+              f"{'longattn range':>16}")
+        for (B, L, causal), v in runs.items():
+            la, cu = med([x for x, _ in v]), med([y for _, y in v])
+            pr = med([ratio(x, y) for x, y in v])
+            print(f"{B:>3} {L:>6} {causal:>6} {la:>9.1f} {cu or 0:>7.1f} {ratio(la, cu):>7.2f} {pr or 0:>7.2f} "
+                  f"{ratio(la, mm):>6.2f} {min(x for x, _ in v):>7.1f}-{max(x for x, _ in v):.1f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True, help="path of longattn_cuda_bench")
@@ -153,9 +188,16 @@ def main():
     ap.add_argument("--tokens", type=int, default=16384)
     ap.add_argument("--flex-min-len", type=int, default=16384,
                     help="time FlexAttention on rows at least this long (each shape compiles; 0 = never)")
+    ap.add_argument("--rounds", type=int, default=0,
+                    help="instead of the table: R rounds of longattn then cuDNN per length, interleaved (fwd, fwdbwd)")
+    ap.add_argument("--lens", default="", help="with --rounds: the lengths (comma-separated; B = tokens / L)")
     args = ap.parse_args()
     mm, bw = ceilings()
     print(json.dumps({"op": "ceilings", "bf16_matmul_tflops": round(mm, 1), "copy_tbps": round(bw, 2)}))
+    if args.rounds > 0:
+        interleaved(args, mm)
+        print(f"\nceilings this run: bf16 matmul {mm:.0f} TFLOP/s, copy {bw:.2f} TB/s")
+        return 0
     tables, failed = {}, False
     for op in args.ops.split(","):
         rows, rc = run_bench(args, op)
