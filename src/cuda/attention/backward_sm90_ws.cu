@@ -59,6 +59,26 @@
  * barrier, which the other warpgroup reached only after its dQ of item
  * it - 2 (the last reader of that buffer) completed. No block-wide barrier
  * per tile, and setmaxnreg moves registers to the consumers (24 / 240).
+ *
+ * Schedules tried in the eighteenth session (H200, bf16, H 16, D 128; all
+ * passed test_cuda_backward; none kept, fwd+bwd at 16K / 64K against this
+ * kernel's 484-494 TFLOP/s in the same call): ncu put the consumers' time
+ * in the dQ wait and issue (22%), the S / dP issue (20%), staging and the
+ * add (19%) and the element-wise step (18%), the tensor pipe 48% busy.
+ * (a) dQ of the whole tile by one warpgroup, alternating by item parity
+ * (N = 128 over 128 keys; asymmetric named barriers, the other warpgroup
+ * moving on): 455-463, -6% (the dQ warpgroup waited 12% of its samples at
+ * the barrier for the other's dS^T: each item's chain then held one
+ * warpgroup's whole dQ product and its staging).
+ * (b) the next item's S issued before this item's dQ is waited for, its dP
+ * after the staging (and a variant with both after the staging): S / dP
+ * carried across the loop made ptxas spill 900-1000 bytes: 295 / 353
+ * (-40% / -28%).
+ * (c) no barrier at all: each warpgroup adds dS K over its own 64 keys and
+ * all 128 columns (twice the reduce-adds; 0 spills): 477-479, -2 to -3%.
+ * Kept: the wgmma descriptors built once per operand (wgmma_desc_at), 12%
+ * fewer instructions, +0.7-1%.
+ *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
 #include "cuda/attention/backward_sm90_ws.h"

@@ -32,7 +32,7 @@
  *
  * The EVEN 176-key kernel can run its grid's last partial wave split
  * along the keys (ws_tail_plan, LA_CUDA_FORWARD_TAIL=auto|<p>; off by
- * default, it measured slower at 16K).
+ * default: about 1% in kernel time at 16K, not clear in the medians).
  *
  * PERSIST (LA_CUDA_FORWARD_KERNEL=wgmma-ws-persist; the default for even
  * work of at most 1024 query rows): one block per SM walks the items
@@ -500,7 +500,13 @@ static int ws_split_release(int bn) {
  * Off by default: H200, bf16, H 16, D 128, non-causal, same process, two
  * rounds, TFLOP/s off / on: 4 x 4K 617-629 / 622 (p 3), 1 x 16K 652-670 /
  * 635-636 (p 5; its medians 3.46 ms against a best 3.13), 1 x 64K 643-648
- * / 651-655 (p 16) (2026-12-04, seventeenth session). LA_CUDA_FORWARD_TAIL=
+ * / 651-655 (p 16) (2026-12-04, seventeenth session). Eighteenth session,
+ * 1 x 16K: ncu kernel times are not bimodal (off 3.131-3.146 ms over 43
+ * launches; on 2.951-2.959 + 0.145 ms for the pieces: 1.1% faster); six
+ * alternated runs: on faster by 0.4-1.9% in four, +0.3% in one, one slow
+ * median (3.27 ms, its best 3.10); the wider spread of the 16K rows comes
+ * from the run's state (the same row reads 612-700 TFLOP/s by what ran
+ * before it), not from the split. LA_CUDA_FORWARD_TAIL=
  * auto turns it on with the model's p, =<p> with p pieces (tests, A/B). */
 #define WS_TAIL_SLOTS_PER_SM 3
 static ws_tail ws_tail_plan(const la_cuda_fwd_args *a, int64_t items, int64_t nt, int sms) {
