@@ -3,7 +3,7 @@
  * memory as in the model: ms per la_kv_cache_decode call (best and median of ROUNDS rounds of REPS
  * calls), CPU ms, and a checksum of the output (equal checksums: bit-identical kernels).
  *   cc -O2 -Iinclude bench/kvq_step.c build/liblongattn.a -fopenmp -lm -o /tmp/kvq_step
- *   /tmp/kvq_step [L] [THREADS] [q8|q4]; environment REPS (50), ROUNDS (5), TAG (a label) */
+ *   /tmp/kvq_step [L] [THREADS] [q8|q4]; environment REPS (50), ROUNDS (5), TAG (a label), LAYERS (8) */
 #define _GNU_SOURCE
 #include "longattn.h"
 #include <stdio.h>
@@ -16,7 +16,8 @@ int main(int argc, char **argv) {
     const int64_t L = argc > 1 ? atoll(argv[1]) : 8192; const int threads = argc > 2 ? atoi(argv[2]) : 2;
     const int q4 = argc > 3 && !strcmp(argv[3], "q4");
     const int reps = getenv("REPS") ? atoi(getenv("REPS")) : 50, rounds = getenv("ROUNDS") ? atoi(getenv("ROUNDS")) : 5;
-    const int layers = 8; /* rotate over layers so the data comes from memory as in the model (30 x 3.5 MB) */
+    /* rotate over layers so the data comes from memory as in the model (30 x 3.5 MB); LAYERS=1: from L3 */
+    const int layers = getenv("LAYERS") ? atoi(getenv("LAYERS")) : 8;
     const int64_t Hkv = 3, H = 9, D = 64;
     la_context *ctx; if (la_context_create(&ctx, threads)) return 1;
     la_kv_cache_params p = la_kv_cache_params_default();

@@ -8,13 +8,19 @@
  *
  * Codes are unsigned, asymmetric (x = zero + scale * code; code in [0, 255]
  * for int8, [0, 15] for int4), scales and zeros f16:
- *  - K page: codes [page_size][code_row], then per key group of the page
+ *  - K page: codes, key_group * code_row bytes per key group of the page,
+ *    channel-major within the group (element (d, t) of the group's token t
+ *    at index d * key_group + t: la_kvq_key_codes), then per key group
  *    (key_group tokens) scale[D] and zero[D]: one pair per channel, over
- *    the group's tokens (KIVI's per-channel keys).
+ *    the group's tokens (KIVI's per-channel keys). Channel-major because
+ *    the scales are per channel: q.k puts the group's tokens in the lanes
+ *    and multiplies a channel's codes by one broadcast query element (no
+ *    lane-sum tree per key), and compaction moves whole groups as they are.
  *  - V page: codes [page_size][code_row], then per token [D / value_group]
  *    pairs (scale, zero): one per group of value_group channels of the
  *    token (per-token values).
- * int4 packs channel 2i in the low nibble of byte i, 2i + 1 in the high one.
+ * int4 packs element 2i of a V row or of a key group's index in the low
+ * nibble of byte i, 2i + 1 in the high one.
  * Key groups never cross a page (key_group divides page_size). */
 #ifndef LA_BACKEND_KVQ_PROBLEM_H
 #define LA_BACKEND_KVQ_PROBLEM_H
@@ -29,6 +35,10 @@ typedef struct {
     int64_t window_rows;           /* f32 rows in one (head, sequence)'s window */
 } la_kvq_format;
 
+/* The codes of key group g of a K page: [D][key_group], channel-major. */
+static inline const uint8_t *la_kvq_key_codes(const la_kvq_format *f, const char *page, int64_t g) {
+    return (const uint8_t *)page + (size_t)(g * f->key_group) * f->code_row;
+}
 /* The (scale, zero) pairs of key group g of a K page: scale[D] then zero[D]. */
 static inline const uint16_t *la_kvq_key_scales(const la_kvq_format *f, const char *page, int64_t g) {
     return (const uint16_t *)(page + f->code_row * (size_t)f->page_size) + g * 2 * f->D;

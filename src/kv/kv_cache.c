@@ -320,10 +320,10 @@ static void store_key_group(la_kv_cache *c, int64_t layer, int64_t head, int64_t
     char *page = kpage_of(c, layer, head, seq, slot);
     uint16_t *sz = (uint16_t *)la_kvq_key_scales(f, page, (slot % f->page_size) / kg);
     int codes[LA_KV_QUANT_MAX_GROUP];
+    uint8_t *gc = (uint8_t *)la_kvq_key_codes(f, page, (slot % f->page_size) / kg);
     for (int64_t d = 0; d < D; d++) {
         quantise_run(rows + d, kg, D, f->bits, &sz[d], &sz[D + d], codes);
-        for (int64_t t = 0; t < kg; t++)
-            put_code((uint8_t *)page + (size_t)((slot + t) % f->page_size) * f->code_row, f->bits, d, codes[t]);
+        for (int64_t t = 0; t < kg; t++) put_code(gc, f->bits, d * kg + t, codes[t]); /* channel-major */
     }
 }
 /* One token's values, per group of value_group channels. */
@@ -346,10 +346,11 @@ static void load_quantised(const la_kv_cache *c, int64_t layer, int64_t head, in
     const int64_t D = f->D, t = slot % f->page_size;
     if (k) {
         const char *page = kpage_of(c, layer, head, seq, slot);
-        const uint16_t *sz = la_kvq_key_scales(f, page, t / f->key_group);
-        const uint8_t *row = (const uint8_t *)page + (size_t)t * f->code_row;
+        const int64_t kg = f->key_group;
+        const uint16_t *sz = la_kvq_key_scales(f, page, t / kg);
+        const uint8_t *gc = la_kvq_key_codes(f, page, t / kg);
         for (int64_t d = 0; d < D; d++)
-            k[d] = la_f16_to_f32(sz[D + d]) + la_f16_to_f32(sz[d]) * (float)get_code(row, f->bits, d);
+            k[d] = la_f16_to_f32(sz[D + d]) + la_f16_to_f32(sz[d]) * (float)get_code(gc, f->bits, d * kg + t % kg);
     }
     if (v) {
         const char *page = vpage_of(c, layer, head, seq, slot);

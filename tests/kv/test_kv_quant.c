@@ -448,6 +448,13 @@ int main(void) {
     const int64_t T = quick ? 300 : 800;
     run(ctx, LA_KV_Q8, 64, 64, 32, 32, 32, T, &rng);
     run(ctx, LA_KV_Q4, 64, 64, 32, 16, 0, T, &rng);
+    /* channel-major key groups on the chunk passes: groups that do not
+     * divide the 256-key chunk (a chunk starts inside a group: its first
+     * run folds the group's scales again), and groups of 64 tokens (two
+     * q.k runs per group, the second without a fold) */
+    run(ctx, LA_KV_Q8, 32, 48, 24, 16, 9, quick ? 300 : 600, &rng);
+    run(ctx, LA_KV_Q4, 32, 80, 40, 32, 3, quick ? 300 : 700, &rng);
+    run(ctx, LA_KV_Q8, 64, 128, 64, 32, 32, quick ? 300 : 700, &rng);
     /* the bench's head_dim 128 (the kernel's row width specialised for 128), value groups of one vector and of two */
     run(ctx, LA_KV_Q8, 128, 64, 32, 32, 32, quick ? 200 : 600, &rng);
     run(ctx, LA_KV_Q4, 128, 32, 16, 16, 7, quick ? 200 : 600, &rng);

@@ -4,19 +4,20 @@
  * Work item = one (sequence, KV head, chunk of KVQ_CHUNK slots): a head's
  * pages are one contiguous region, so an item streams codes in address
  * order, and every item of a head may have its own length (ragged heads
- * after eviction need no view of their own). Each K/V code row is widened
- * once per block of LA_VL tokens and used by the G * Lq query rows of the
- * head (grouped-query attention): in the registers of the q.k and P.V
- * loops for full blocks where D and the value group are whole vectors
- * (qblock; the model's shapes), else into per-thread buffers (block).
+ * after eviction need no view of their own). Each K/V code is widened
+ * once and used by the G * Lq query rows of the head (grouped-query
+ * attention): in the registers of the chunk passes where D, the value
+ * group and the key group are whole vectors (the model's shapes; keys
+ * channel-major, so q.k has the tokens in the lanes), else into per-thread
+ * buffers a block of LA_VL tokens at a time (block).
  *
  * Keys, per-channel (scale s_d, zero z_d) per key group:
  *   q . k = sum_d (q_d s_d) code_d + sum_d q_d z_d,
  * so once per (row, group) the kernel folds the scales into the query
  * (qf = q * s) and takes the zero term as a constant bias; the per-token
  * work is a dot product with the widened codes. Values, per-token (scale,
- * zero) per channel group: qblock folds the token's scale into the
- * softmax weight and adds the zero term once per block (see qblock); the
+ * zero) per channel group: the chunk passes fold the token's scale into
+ * the softmax weight and add the zero term once per chunk; the
  * buffered path dequantises the rows as it widens them (one FMA per
  * element), then p . v accumulates as for float pages. The f32 window is
  * read as it is.
@@ -41,7 +42,9 @@
 /* Blocks of LA_VL keys ahead whose code rows a block prefetches, K rows
  * during q.k and V rows during P.V (db_prefetch: spread over the arithmetic; as the float decode's
  * DECODE_PREFETCH_BLOCKS). Prefetches change no result. */
+#ifndef KVQ_PREFETCH_BLOCKS /* -D at build time for A/B */
 #define KVQ_PREFETCH_BLOCKS 2
+#endif
 
 
 typedef struct {
@@ -61,6 +64,7 @@ typedef struct {
      * P.V computed a page and offset with idiv per block and channel slice */
     const char *krow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
     const uint16_t *kfold[KVQ_CHUNK / LA_VL]; /* a block's key group scales where it starts one (or the chunk), else NULL */
+    int kleft[KVQ_CHUNK / LA_VL];             /* blocks from this one to its key group's end */
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -104,6 +108,16 @@ static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t
             dst[2 * i] = (float)(src[i] & 15);
             dst[2 * i + 1] = (float)(src[i] >> 4);
         }
+    }
+}
+
+/* dst[0..D) = the codes of token t of a key group (codes gc channel-major,
+ * kg tokens: backend/kvq_problem.h) as floats, a lane at a time (the
+ * formats that do not take the chunk passes). */
+static inline void widen_key_codes(float *dst, const uint8_t *gc, int bits, int64_t kg, int64_t t, int64_t D) {
+    for (int64_t d = 0; d < D; d++) {
+        const int64_t i = d * kg + t;
+        dst[d] = (float)(bits == 8 ? gc[i] : i % 2 ? gc[i / 2] >> 4 : gc[i / 2] & 15);
     }
 }
 
@@ -174,119 +188,12 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
     else block_dp(s, qf, bias, j0, nk, pt, s->Dp);
 }
 
-/* Codes read in place (no widened buffers) for full blocks of LA_VL keys
- * where D is whole vectors and a value group whole vectors: the K codes are
- * widened in the registers of the q.k loop (db_scores with DB_U8 / DB_U4),
- * and the values' per-token (scale, zero) are folded into the weights:
- *   sum_e p_e (z_eg + s_eg c_ed) = sum_e (p_e s_eg) c_ed + sum_e p_e z_eg
- * for channel d of value group g, so P.V multiplies widened codes by
- * p_e s_eg and adds the group's zero term once per block. */
-#define QB_MAXG 16 /* value groups per row on this path */
+#define QB_MAXG 16 /* value groups per row on the chunk-pass path */
 
-/* Lanes e of p[e * stride] (the block's value scales or zeros of a group). */
-static inline vf vf_strided(const float *p, int stride) {
-#if defined(LA_ISA_AVX512)
-    return (vf)_mm512_i32gather_ps(_mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                                      _mm512_set1_epi32(stride)),
-                                   p, 4);
-#elif defined(LA_ISA_AVX2)
-    return (vf)_mm256_i32gather_ps(p, _mm256_mullo_epi32(_mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0), _mm256_set1_epi32(stride)), 4);
-#else
-    vf v;
-    for (int e = 0; e < LA_VL; e++) v[e] = p[e * stride];
-    return v;
-#endif
-}
-
-static inline __attribute__((always_inline)) void qb_rows(const float *q, const float *bias, const vi *vis, float *m,
-                                                          float *l, float *acc, const char *kb, const char *vb,
-                                                          size_t rs, const vf *sv, const vf *zv, const int NR,
-                                                          const int64_t Dp, const int64_t VG, const la_dtype DT,
-                                                          const db_prefetch *pf) {
-    const int64_t ng = Dp / VG;
-    vf sc[4];
-    db_scores(q, bias, kb, rs, NR, Dp, DT, pf, sc);
-    float pw[4][LA_VL] __attribute__((aligned(64)));
-    vf alpha[4];
-    if (!db_softmax(sc, vis, m, l, NR, pw, alpha)) return;
-    float pwg[4 * QB_MAXG][LA_VL] __attribute__((aligned(64)));
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) {
-        const vf p = vf_load(pw[rr]);
-        for (int64_t g = 0; g < ng; g++) vf_store(pwg[rr * ng + g], p * sv[g]);
-    }
-    /* the zero terms Z[rr * ng + g] = sum_e p_e z_eg, LA_VL of them per
-     * lane-sum tree (db_transpose_sum) rather than a tree each */
-    float Z[4 * QB_MAXG] __attribute__((aligned(64)));
-    const int nz = NR * (int)ng;
-    for (int i0 = 0; i0 < nz; i0 += LA_VL) {
-        vf t[LA_VL];
-#pragma GCC unroll 16
-        for (int i = 0; i < LA_VL; i++)
-            t[i] = i0 + i < nz ? vf_load(pw[(i0 + i) / ng]) * zv[(i0 + i) % ng] : vf_set1(0);
-        vf_store(Z + i0, db_transpose_sum(t));
-    }
-    db_pv(acc, alpha, (const float (*)[LA_VL])pwg, Z, vb, rs, NR, Dp, VG, DT, pf);
-}
-
-/* One full block [j0, j0 + LA_VL) of quantised keys at kb / vb (code rows
- * rs bytes apart), its value (scale, zero) pairs widened in s->vsc; pf:
- * the code rows of a block ahead, prefetched during the first row group's
- * q.k (K) and P.V (V) (NULL: none). */
-static inline __attribute__((always_inline)) void qblock_dp(const item_state *s, const char *kb, const char *vb,
-                                                            int64_t j0, partial *pt, const int64_t Dp,
-                                                            const int64_t VG, const la_dtype DT,
-                                                            const db_prefetch *pf) {
-    const vi lane = vi_iota();
-    const int64_t ng = Dp / VG;
-    const int pairs = (int)(2 * ng);
-    const size_t rs = s->p->kv.f.code_row;
-    vf sv[QB_MAXG], zv[QB_MAXG];
-    for (int64_t g = 0; g < ng; g++) sv[g] = vf_strided(s->vsc + 2 * g, pairs), zv[g] = vf_strided(s->vsc + 2 * g + 1, pairs);
-    for (int64_t r = 0; r < s->R; r += 4) {
-        const int nr = s->R - r < 4 ? (int)(s->R - r) : 4;
-        vi vis[4];
-        bool any = false;
-        for (int rr = 0; rr < nr; rr++) {
-            const int64_t lim = s->hi[r + rr] - j0 < LA_VL ? s->hi[r + rr] - j0 : LA_VL;
-            vis[rr] = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
-            any |= lim > 0;
-        }
-        if (!any) continue;
-        const float *q = s->qf + r * Dp, *bs = s->bias + r;
-        float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
-        switch (nr) {
-        case 1: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 1, Dp, VG, DT, r ? NULL : pf); break;
-        case 2: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 2, Dp, VG, DT, r ? NULL : pf); break;
-        case 3: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 3, Dp, VG, DT, r ? NULL : pf); break;
-        default: qb_rows(q, bs, vis, m, l, acc, kb, vb, rs, sv, zv, 4, Dp, VG, DT, r ? NULL : pf); break;
-        }
-    }
-}
-
-#define QB_CASE(DPV, VGV)                                                                       \
-    if (Dp == DPV && vg == VGV) {                                                               \
-        if (u8) qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U8, pf);                              \
-        else qblock_dp(s, kb, vb, j0, pt, DPV, VGV, DB_U4, pf);                                 \
-        return;                                                                                 \
-    }
-static void qblock(const item_state *s, const char *kb, const char *vb, int64_t j0, partial *pt, const db_prefetch *pf) {
-    const int64_t Dp = s->Dp, vg = s->p->kv.f.value_group;
-    const bool u8 = s->p->kv.f.bits == 8;
-#if LA_VL <= 16
-    QB_CASE(64, 32)
-    QB_CASE(64, 16)
-    QB_CASE(128, 32)
-    QB_CASE(128, 16)
-#endif
-    if (u8) qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U8, pf);
-    else qblock_dp(s, kb, vb, j0, pt, Dp, vg, DB_U4, pf);
-}
-
-/* Whether full blocks of this format take qblock: rows of whole vectors
+/* Whether this format's rows suit the chunk passes: rows of whole vectors
  * (no padding columns to read past a code row), value groups of whole
  * vectors, at most QB_MAXG of them. */
-static bool qblock_fits(const la_kvq_format *f) {
+static bool rows_fit(const la_kvq_format *f) {
     return f->D % LA_VL == 0 && f->value_group % LA_VL == 0 && f->D / f->value_group <= QB_MAXG &&
            (f->bits == 8 || f->bits == 4);
 }
@@ -314,53 +221,42 @@ static void quant_segment(const item_state *s, int64_t a, int64_t b, partial *pt
         }
         s->bias[r] = vf_reduce_add(bz);
     }
-    const int64_t pairs = 2 * (D / f->value_group);
-    const bool fused = qblock_fits(f);
+    const int64_t pairs = 2 * (D / f->value_group), kg = f->key_group;
+    const uint8_t *gc = la_kvq_key_codes(f, kp, g);
     for (int64_t j0 = a; j0 < b; j0 += LA_VL) {
         const int64_t nk = b - j0 < LA_VL ? b - j0 : LA_VL;
         /* the block's value scales are adjacent in the page (a block never leaves its group's page) */
         widen_f16(s->vsc, la_kvq_value_scales(f, vp, j0 % ps), nk * pairs);
-        if (nk == LA_VL && fused) {
-            const size_t t0 = (size_t)(j0 % ps) * f->code_row;
-            /* the code rows KVQ_PREFETCH_BLOCKS blocks ahead, within the
-             * quantised slots and one page (a head's pages are adjacent) */
-            const int64_t ta = j0 + KVQ_PREFETCH_BLOCKS * LA_VL, pa = ta / ps;
-            db_prefetch pf = {NULL, NULL, f->code_row};
-            if (ta + LA_VL <= s->qlen && ta % ps + LA_VL <= ps)
-                pf.k = s->kpages + (size_t)pa * f->k_page + (size_t)(ta % ps) * f->code_row,
-                pf.v = s->vpages + (size_t)pa * f->v_page + (size_t)(ta % ps) * f->code_row;
-            qblock(s, kp + t0, vp + t0, j0, pt, &pf);
-            continue;
-        }
         for (int64_t e = 0; e < nk; e++) {
             const int64_t t = (j0 + e) % ps;
-            widen_codes(s->kbuf + e * Dp, (const uint8_t *)kp + (size_t)t * f->code_row, f->bits, D);
+            widen_key_codes(s->kbuf + e * Dp, gc, f->bits, kg, t % kg, D);
             dequant_value_row(s->vbuf + e * Dp, (const uint8_t *)vp + (size_t)t * f->code_row, s->vsc + e * pairs, f);
         }
         block(s, s->qf, s->bias, j0, nk, pt);
     }
 }
 
-/* The chunk-pass path: for formats whose full blocks take qblock and
+/* The chunk-pass path: for formats whose rows fit (rows_fit) and
  * whose key groups are whole blocks (the model's shapes), an item's rows
  * go through the chunk in three passes, 4 rows at a time, as the float
- * decode's grouped path (attention/decode_isa.c): q.k of every block (keys
- * folded per key group as in quant_segment; the window's f32 rows with the
- * plain scaled query), scores kept with a running vector max per row; one
+ * decode's grouped path (attention/decode_isa.c): q.k of every block (the
+ * query folded per key group as in quant_segment, then runs of blocks with
+ * the tokens in the lanes over the channel-major codes, scores_cm; the
+ * window's f32 rows with the plain scaled query), scores kept with a running vector max per row; one
  * exp pass against the chunk's max; then P.V per value group with each
  * row's output vectors in registers over the whole chunk, the group's
  * per-token scales folded into the weights (wq = p * s) and its zero term
- * sum_e p_e z_e added once per chunk. The online form (qblock) paid per
+ * sum_e p_e z_e added once per chunk. The online form (s15's qblock) paid per
  * 8-key block and row a max tree, a rescale, the accumulator's load and
  * store, a sum tree, the value scales gathered (vgatherdps, slow on Zen 1)
  * and a lane-sum tree for the zero terms. The order of every sum is fixed
  * by the slots' positions (qlen, a multiple of the key group, is one), so
  * results do not depend on threads or page size. */
 
-/* Whether the chunk-pass path takes this format: qblock's rows, and key
+/* Whether the chunk-pass path takes this format: rows that fit, and key
  * groups of whole blocks (a block then never crosses a key group, nor a
  * page, and the quantised slots of a chunk are whole blocks). */
-static bool chunk_pass_fits(const la_kvq_format *f) { return qblock_fits(f) && f->key_group % LA_VL == 0; }
+static bool chunk_pass_fits(const la_kvq_format *f) { return rows_fit(f) && f->key_group % LA_VL == 0; }
 
 /* The end of the chunk's quantised slots [c0, qe), the window's [qe, c1). */
 static inline int64_t quant_end(const item_state *s, int64_t c0, int64_t c1) {
@@ -502,6 +398,50 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(Z[rr]));
 }
 
+/* Quantised blocks per q.k run of the chunk passes: NR x KVQ_TB score
+ * vectors in registers (12 of AVX2's 16 for the model's 3 rows). */
+#define KVQ_TB 4
+
+/* q.k of NB consecutive blocks of one key group against NR rows, the
+ * codes channel-major (backend/kvq_problem.h): channel d of block i at
+ * kc + d * kcs, element i * LA_VL. The lanes are the tokens: per channel
+ * one broadcast query element per row and NR * NB FMAs, no lane-sum tree;
+ * every lane adds its channels in order d = 0, 1, ... and then the bias,
+ * so a block's scores do not depend on the run it is in (NB). s[i][rr] =
+ * q_rr . k + bias[rr] for the tokens of block i. The codes of the run after
+ * this one (pfk, as long as this one's) are prefetched, a line per two
+ * channels, while these are multiplied. */
+static inline __attribute__((always_inline)) void scores_cm(const float *qf, const float *bias, const char *kc,
+                                                             size_t kcs, const char *pfk, const int NB, const int NR,
+                                                             const int64_t Dp, const la_dtype DT, vf (*s)[4]) {
+    vf a[KVQ_TB][4];
+    const size_t pfstep = (size_t)(NB * LA_VL * db_bits(DT) / 8); /* bytes of a channel's row in the run */
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++)
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) a[i][rr] = vf_set1(0);
+    for (int64_t d = 0; d < Dp; d += 2) { /* Dp is even (whole vectors) */
+        __builtin_prefetch(pfk + (size_t)d * pfstep, 0, 2);
+#pragma GCC unroll 2
+        for (int64_t dd = d; dd < d + 2; dd++) {
+            const char *row = kc + (size_t)dd * kcs;
+            vf q[4];
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) q[rr] = vf_set1(qf[rr * Dp + dd]);
+#pragma GCC unroll 4
+            for (int i = 0; i < NB; i++) {
+                const vf k = db_load(row, i * LA_VL, DT);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) a[i][rr] = vf_fma(q[rr], k, a[i][rr]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++)
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) s[i][rr] = a[i][rr] + vf_set1(bias[rr]);
+}
+
 /* Rows [r, r + NR) of the item over slots [c0, c1): m, l, acc from row r. */
 static inline __attribute__((always_inline)) void pass_rows(const item_state *s, int64_t r, const int NR, int64_t c0,
                                                             int64_t c1, float *m, float *l, float *acc,
@@ -518,10 +458,50 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     vf mx[4];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
-    /* pass 1: scores; K rows KVQ_PREFETCH_BLOCKS blocks ahead prefetched in
-     * db_scores, the V rows there after it (for pass 3) */
-    for (int64_t b = 0; b < nblk; b++) {
-        const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+    /* pass 1: scores. Quantised blocks in runs of up to TB blocks of one
+     * key group (scores_cm: the K codes of the run after it prefetched
+     * there), the V rows KVQ_PREFETCH_BLOCKS blocks ahead after each
+     * block's scores (for pass 3); the window's f32 rows a block at a time */
+    const int TB = NR <= 3 ? KVQ_TB : 3;
+    const int64_t kg = f->key_group;
+    const size_t kcs = (size_t)kg * (size_t)(DT == DB_U8 ? 8 : 4) / 8; /* bytes from one channel of a group to the next */
+    for (int64_t b = 0; b < nblk;) {
+        const int64_t j0 = c0 + b * LA_VL;
+        if (j0 < qe) {
+            const int64_t left = s->kleft[b] < (qe - j0) / LA_VL ? s->kleft[b] : (qe - j0) / LA_VL;
+            const int nb = (int)(left < TB ? left : TB);
+            /* a key group's folded queries, where the group starts (or the chunk does): a run's first block */
+            if (s->kfold[b]) fold_rows(s, s->kfold[b], r, NR);
+            vf sc[KVQ_TB][4];
+            const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
+            const float *q = s->qf + r * Dp, *bs = s->bias + r;
+            switch (nb) {
+            case 1: scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc); break;
+            case 2: scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc); break;
+            case 3: scores_cm(q, bs, kc, kcs, pfk, 3, NR, Dp, DT, sc); break;
+            default: scores_cm(q, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc); break;
+            }
+            for (int i = 0; i < nb; i++, b++) {
+                const int64_t jb = c0 + b * LA_VL;
+                bool any = false;
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) {
+                    const int64_t lim = s->hi[r + rr] - jb < LA_VL ? s->hi[r + rr] - jb : LA_VL;
+                    const vi vis = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
+                    any |= lim > 0;
+                    const vf sv = vf_select(vis, sc[i][rr], vf_set1(-INFINITY));
+                    mx[rr] = vf_max(mx[rr], sv);
+                    vf_store(w[rr] + b * LA_VL, sv);
+                }
+                seen[b] = any;
+                const char *pv = s->vrow[b + KVQ_PREFETCH_BLOCKS];
+                if (pv)
+#pragma GCC unroll 16
+                    for (int e = 0; e < LA_VL; e++) db_prefetch_span(pv, rs, e, 0, Dp, DT);
+            }
+            continue;
+        }
+        const int64_t nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
         vi vis[4];
         bool any = false;
 #pragma GCC unroll 4
@@ -530,22 +510,15 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             vis[rr] = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
             any |= lim > 0;
         }
-        /* a key group's folded queries, where the group starts (or the chunk does) */
-        if (s->kfold[b]) fold_rows(s, s->kfold[b], r, NR);
         seen[b] = any;
         if (!any) {
 #pragma GCC unroll 4
             for (int rr = 0; rr < NR; rr++) vf_store(w[rr] + b * LA_VL, vf_set1(-INFINITY));
+            b++;
             continue;
         }
         vf sc[4];
-        if (j0 < qe) {
-            const db_prefetch pf = {s->krow[b + KVQ_PREFETCH_BLOCKS], s->vrow[b + KVQ_PREFETCH_BLOCKS], rs};
-            db_scores(s->qf + r * Dp, s->bias + r, s->krow[b], rs, NR, Dp, DT, &pf, sc);
-            if (pf.v)
-#pragma GCC unroll 16
-                for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, rs, e, 0, Dp, DT);
-        } else {
+        {
             const char *kb = (const char *)(s->wk + (j0 - s->qlen) * D);
             if (nk < LA_VL) { /* the window's short last block, zero-padded (D = Dp here) */
                 memcpy(s->kbuf, kb, ws * (size_t)nk);
@@ -560,9 +533,14 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             mx[rr] = vf_max(mx[rr], sv);
             vf_store(w[rr] + b * LA_VL, sv);
         }
+        b++;
     }
     /* pass 2: the chunk's max, weights and sum per row */
     db_chunk_weights(w[0], KVQ_CHUNK, mx, seen, nblk, NR, m, l);
+    /* the chunk's value scales by group (once per item, for every row
+     * group): here rather than before pass 1, so that their lines, asked
+     * for at the item's start (prefetch_scales), have come */
+    if (r == 0) chunk_value_scales(s, c0, qe, s->ctmp, s->cvs);
     if (c1 % LA_VL && c1 - c1 % LA_VL >= qe) { /* the window's short last block for pass 3, zero-padded */
         const int64_t j0 = c1 - c1 % LA_VL, nk = c1 - j0;
         memcpy(s->vbuf, s->wv + (j0 - s->qlen) * D, ws * (size_t)nk);
@@ -613,23 +591,51 @@ static inline __attribute__((always_inline)) void pass_chunk_dp(const item_state
     }
 }
 
+/* Prefetch (into L2) the key group scales and the tokens' value scales of
+ * the chunk's quantised slots [c0, qe): small regions at each page's end,
+ * each read at once where it is used (fold_rows at a group's first run,
+ * chunk_value_scales after pass 2), where the hardware prefetcher has no
+ * stream to follow. */
+static void prefetch_scales(const item_state *s, int64_t c0, int64_t qe) {
+    const la_kvq_format *f = &s->p->kv.f;
+    const int64_t ps = f->page_size, kg = f->key_group, pairs = 2 * (f->D / f->value_group);
+    for (int64_t j = c0; j < qe;) {
+        const int64_t page = j / ps, e = (page + 1) * ps < qe ? (page + 1) * ps : qe;
+        const char *k0 = (const char *)la_kvq_key_scales(f, s->kpages + (size_t)page * f->k_page, (j % ps) / kg);
+        const char *k1 = (const char *)la_kvq_key_scales(f, s->kpages + (size_t)page * f->k_page, ((e - 1) % ps) / kg + 1);
+        const char *v0 = (const char *)la_kvq_value_scales(f, s->vpages + (size_t)page * f->v_page, j % ps);
+        const char *v1 = v0 + (size_t)((e - j) * pairs) * sizeof(uint16_t);
+        for (const char *a = k0; a < k1; a += 64) __builtin_prefetch(a, 0, 2);
+        for (const char *a = v0; a < v1; a += 64) __builtin_prefetch(a, 0, 2);
+        j = e;
+    }
+}
+
 static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
     const int64_t qe = quant_end(s, c0, c1);
     const la_kvq_format *f = &s->p->kv.f;
     const int64_t ps = f->page_size, kg = f->key_group, nb = (c1 - c0 + LA_VL - 1) / LA_VL;
+    prefetch_scales(s, c0, qe);
     /* blocks never cross a page (key groups are whole blocks and divide the
-     * page); rows past the chunk are not prefetched */
+     * page); rows past the chunk are not prefetched. The block's page, slot
+     * in the page, key group in the page and slot in the group are stepped
+     * along (two divisions per chunk: 64-bit idiv is ~40 cycles on Zen 1,
+     * and three per block were ~10% of the kernel's time) */
+    int64_t page = c0 / ps, t = c0 % ps, g = t / kg, tg = t % kg;
     for (int64_t b = 0; b < nb + KVQ_PREFETCH_BLOCKS; b++) {
-        const int64_t j0 = c0 + b * LA_VL, page = j0 / ps, t = j0 % ps;
+        const int64_t j0 = c0 + b * LA_VL;
         const bool quant = j0 + LA_VL <= qe;
-        s->krow[b] = quant ? s->kpages + (size_t)page * f->k_page + (size_t)t * f->code_row : NULL;
+        const char *kp = s->kpages + (size_t)page * f->k_page;
+        /* a K block: its group's channel-major codes from the block's first token on */
+        s->krow[b] = quant ? (const char *)la_kvq_key_codes(f, kp, g) + (size_t)tg * (size_t)f->bits / 8 : NULL;
         s->vrow[b] = quant ? s->vpages + (size_t)page * f->v_page + (size_t)t * f->code_row : NULL;
-        if (b < nb)
-            s->kfold[b] = j0 < qe && (j0 % kg == 0 || j0 == c0)
-                              ? la_kvq_key_scales(f, s->kpages + (size_t)page * f->k_page, t / kg)
-                              : NULL;
+        if (b < nb) {
+            s->kfold[b] = j0 < qe && (tg == 0 || b == 0) ? la_kvq_key_scales(f, kp, g) : NULL;
+            s->kleft[b] = (int)((kg - tg) / LA_VL);
+        }
+        if ((tg += LA_VL) == kg) tg = 0, g++;
+        if ((t += LA_VL) == ps) t = 0, g = 0, page++;
     }
-    chunk_value_scales(s, c0, qe, s->ctmp, s->cvs);
     const bool u8 = s->p->kv.f.bits == 8;
 #define KVQ_PASS_DP(DPV)                                                                  \
     do {                                                                                  \
