@@ -33,25 +33,15 @@
  * small share of the item's work (one merged row per 256 keys read). */
 #define DECODE_CHUNK 256
 
-/* Blocks of LA_VL keys ahead of the one computed whose K rows the
- * in-place path prefetches, spread over the block's q.k (db_prefetch,
- * decode_block.h; the V rows go one sub-chunk ahead, during P.V: see
- * group_chunk): a head's rows are one contiguous run per page, but an
- * item reads only two such streams (its head's K and V), and the hardware
- * prefetchers stop at every 4 KB page (16 keys of f16 rows at D 128). 2
- * blocks measured best of 0, 2 and 4 (BENCHMARKS.md, "fifth session");
- * with K prefetched during q.k, 3 and 4 were within noise of 2 (thirteenth
- * session), and 1 and 4 no better with sub-chunks (s18-dec). Prefetches
- * change no result. */
+/* Blocks of LA_VL keys ahead of the one computed whose K and V rows the
+ * in-place path prefetches (into L2, K rows spread over the block's q.k
+ * and V rows over its P.V: db_prefetch, decode_block.h): a head's rows are one contiguous run
+ * per page, but an item reads only two such streams (its head's K and V),
+ * and the hardware prefetchers stop at every 4 KB page (16 keys of f16
+ * rows at D 128). 2 blocks measured best of 0, 2 and 4 (BENCHMARKS.md,
+ * "fifth session"); with K prefetched during q.k, 3 and 4 were within
+ * noise of 2 (thirteenth session). Prefetches change no result. */
 #define DECODE_PREFETCH_BLOCKS 2
-
-/* Bytes of K rows per online-softmax step within a chunk (group_chunk):
- * 16 KB of K and 16 KB of V stay in L1 between a sub-chunk's passes. 32
- * and 128 keys of f32 at head_dim 128 measured within noise of it. */
-#define DECODE_SUB_BYTES 16384
-#ifndef DECODE_PV_WIDE
-#define DECODE_PV_WIDE 3
-#endif
 
 typedef struct {
     const la_attn_decode_problem *dp;
@@ -60,14 +50,6 @@ typedef struct {
     const float *q;       /* [R][Dp] scaled queries, row r = h * Lq + i */
     const int64_t *lo, *hi; /* [R] visible key range per row */
 } seq_state;
-
-/* The first blocks of the item a thread runs next (its K and V rows where
- * in place, NULL where copied): the current item's last blocks prefetch
- * them. n = 0: none. */
-typedef struct {
-    const char *k[DECODE_CHUNK / LA_VL], *v[DECODE_CHUNK / LA_VL];
-    int64_t n;
-} next_blocks;
 
 static const char *row_ptr(const la_kv_pages *kv, const la_attn_operand *o, int64_t b, int64_t t, int64_t hk) {
     if (kv->block_table) {
@@ -206,25 +188,14 @@ static void chunk(const seq_state *s, int64_t c0, int64_t c1, float *kbuf, float
  * stay the keys' positions only. A head's G * Lq query rows go through the
  * chunk 4 at a time.
  *
- * The chunk goes in sub-chunks of DECODE_SUB_BYTES of K rows (32 keys of
- * f32 at head_dim 128), each in three passes: q.k of its blocks (scores
- * kept, a running vector max per row), one exp pass against the running
- * max (an online-softmax step per sub-chunk: the accumulator rescaled once
- * per sub-chunk, not per block), then P.V with each row's output vectors
- * in registers across the sub-chunk. So memory streams the K rows during
- * q.k (prefetched DECODE_PREFETCH_BLOCKS ahead) and the next sub-chunk's V
- * rows during P.V, about the same bytes per unit of arithmetic all along.
- * The chunk-wide form before (q.k of all 256 keys fetching both K and V,
- * then P.V from L2 fetching nothing) asked for twice the read rate during
- * q.k and none during P.V, and at 32K f32 keys ran as if loading and
- * arithmetic took turns (s18-dec, BENCHMARKS.md). The last sub-chunk's P.V
- * prefetches the first V rows of the thread's next item, and its q.k the
- * next item's first K rows (items are claimed one ahead). The online form
- * per block paid, per block and row, a max tree, a scalar branch and exp
- * for the rescale, the accumulator's load, rescale and store, and a sum
- * tree: at head_dim 64 and 3 query rows per K/V head (SmolLM2) about a
- * third of the kernel's instructions; per sub-chunk that is 4 to 16 times
- * less. */
+ * Two passes over the chunk rather than an online softmax per block: q.k
+ * of every block first (scores kept, a running vector max per row), then
+ * one exp pass against the chunk's max, then P.V with each row's output
+ * vectors in registers across the whole chunk (the values' rows, read in
+ * pass 1's wake, are in L2). The online form paid, per block and row, a
+ * max tree, a scalar branch and exp for the rescale, the accumulator's
+ * load, rescale and store, and a sum tree: at head_dim 64 and 3 query rows
+ * per K/V head (SmolLM2) about a third of the kernel's instructions. */
 
 /* Where each block of the chunk's keys is read in place: the address of
  * its first K or V row of head hk, or NULL where the block is copied (a
@@ -350,37 +321,33 @@ static inline __attribute__((always_inline)) void qk_block(const float *q, const
 }
 #endif
 
-/* P.V of blocks [b0, b1) of the chunk over output channels [d0, d0 + NV *
- * LA_VL): the NR rows' NV vectors each in registers over the blocks' keys,
- * starting from the accumulator times alpha[rr]; each value vector loaded
- * once into every row's chain, weights wp[rr][key] broadcast from memory.
- * va[b - b0]: V rows to prefetch beside block b's FMAs (the next
- * sub-chunk's, or the next item's), the same channels' lines; NULL: block
- * b's own rows (no branch between the loads and FMAs, see db_prefetch). */
+/* Pass 3 of group_chunk over output channels [d0, d0 + NV * LA_VL): the
+ * NR rows' NV vectors each in registers over the chunk's keys, each value
+ * vector loaded once into every row's chain, weights wp[rr][key] broadcast
+ * from memory. */
+#ifndef DECODE_PV_WIDE
+#define DECODE_PV_WIDE 3
+#endif
 static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
-                                                           int64_t nblk, int64_t b0, int64_t b1, const bool *seen,
-                                                           const char *const *vp, char *vbuf,
-                                                           const float (*wp)[DECODE_CHUNK], const vf *alpha,
-                                                           float *acc, const int NR, int64_t d0, const int NV,
-                                                           const int64_t Dp, const la_dtype DT, const char *const *va) {
+                                                           int64_t nblk, const bool *seen, const char *const *vp,
+                                                           char *vbuf, const float (*wp)[DECODE_CHUNK], float *acc,
+                                                           const int NR, int64_t d0, const int NV, const int64_t Dp,
+                                                           const la_dtype DT) {
     const la_attn_problem *p = s->p;
-    const size_t es = DT == LA_F32 ? 4 : 2, vstride = (size_t)p->v.token_stride * es;
+    const size_t es = DT == LA_F32 ? 4 : 2;
     vf o[4][4];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
-        for (int k = 0; k < NV; k++) o[rr][k] = vf_load(acc + rr * Dp + d0 + k * LA_VL) * alpha[rr];
-    for (int64_t b = b0; b < b1; b++) {
+        for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
+    for (int64_t b = 0; b < nblk; b++) {
         if (!seen[b]) continue;
         const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
         size_t vs;
         const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
-        if (vp[b]) vs = vstride;
-        const char *pv = va[b - b0] ? va[b - b0] : vb;
-        const size_t ps = va[b - b0] ? vstride : vs;
+        if (vp[b]) vs = (size_t)p->v.token_stride * es;
 #pragma GCC unroll 16
         for (int e = 0; e < LA_VL; e++) {
-            db_prefetch_span(pv, ps, e, d0, d0 + NV * LA_VL, DT);
 #pragma GCC unroll 4
             for (int k = 0; k < NV; k++) {
                 const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
@@ -395,48 +362,11 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
         for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k]);
 }
 
-/* The online-softmax step of a sub-chunk, blocks [b0, b1): rows rr < NR
- * hold the blocks' scores at w[rr] + b * LA_VL and their max in mx[rr];
- * per row, the running max m[rr] becomes max(m, the sub-chunk's max), the
- * weights exp(s - m) are written in place (0 in blocks no row sees), the
- * running sum l[rr] is rescaled and grows by theirs, and alpha[rr] is the
- * accumulator's rescale (0 while the row has seen no key: its accumulator
- * is still zero, and m stays -inf). */
-static inline __attribute__((always_inline)) void sub_weights(float (*w)[DECODE_CHUNK], const vf *mx,
-                                                               const bool *seen, int64_t b0, int64_t b1,
-                                                               const int NR, float *m, float *l, vf *alpha) {
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) {
-        const float bm = tree_max(mx[rr]), mn = bm > m[rr] ? bm : m[rr];
-        const float a = m[rr] == -INFINITY ? 0.0f : expf(m[rr] - mn);
-        vf sum = vf_set1(0);
-        for (int64_t b = b0; b < b1; b++) {
-            vf pv = vf_set1(0);
-            if (seen[b] && mn != -INFINITY) pv = decode_exp(vf_load(w[rr] + b * LA_VL) - mn);
-            sum += pv;
-            vf_store(w[rr] + b * LA_VL, pv);
-        }
-        const float add = tree_add(sum);
-        l[rr] = l[rr] * a;
-        l[rr] += add;
-        m[rr] = mn;
-        alpha[rr] = vf_set1(a);
-    }
-}
-
-/* Blocks per sub-chunk: DECODE_SUB_BYTES of K rows (32 keys of f32 at
- * head_dim 128, 128 of f16 at 64), at least one block. A function of the
- * dtype and head_dim only, so the sub-chunks start at fixed key positions. */
-static inline __attribute__((always_inline)) int64_t sub_blocks(const int64_t Dp, const la_dtype DT) {
-    const int64_t keys = DECODE_SUB_BYTES / (Dp * (DT == LA_F32 ? 4 : 2));
-    return keys <= LA_VL ? 1 : keys >= DECODE_CHUNK ? DECODE_CHUNK / LA_VL : keys / LA_VL;
-}
-
 static inline __attribute__((always_inline)) void group_chunk(const seq_state *s, int64_t hk, int64_t r, const int NR,
                                                                int64_t c0, int64_t c1, char *kbuf, char *vbuf,
                                                                float *m, float *l, float *acc, const int64_t Dp,
-                                                               const la_dtype DT, const next_blocks *nx, bool primed) {
-    const int64_t pfb = DECODE_PREFETCH_BLOCKS, sbk = sub_blocks(Dp, DT);
+                                                               const la_dtype DT) {
+    const int64_t pfb = DECODE_PREFETCH_BLOCKS;
     const la_attn_problem *p = s->p;
     const la_score_rule *rule = &p->rule;
     const vi lane = vi_iota();
@@ -452,116 +382,96 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
     bool all = true;
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) all &= s->lo[r + rr] <= c0 && s->hi[r + rr] >= c1;
+    vf mx[4];
 #pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++) m[rr] = -INFINITY, l[rr] = 0;
-    memset(acc, 0, sizeof(float) * (size_t)(NR * Dp));
-    for (int64_t sb0 = 0; sb0 < nblk; sb0 += sbk) {
-        const int64_t sb1 = sb0 + sbk < nblk ? sb0 + sbk : nblk;
-        vf mx[4];
+    for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
+    /* pass 1: scores; the K rows pfb blocks ahead prefetched in db_scores,
+     * the V rows there after it (for pass 3) */
+    for (int64_t b = 0; b < nblk; b++) {
+        const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
+        vi vis[4];
+        bool any = all;
 #pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
-        /* pass 1: scores; the K rows pfb blocks ahead prefetched in the q.k */
-        for (int64_t b = sb0; b < sb1; b++) {
-            const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
-            vi vis[4];
-            bool any = all;
+        for (int rr = 0; rr < NR && all; rr++) vis[rr] = lane < lane_bound(nk);
 #pragma GCC unroll 4
-            for (int rr = 0; rr < NR && all; rr++) vis[rr] = lane < lane_bound(nk);
+        for (int rr = 0; rr < NR && !all; rr++) {
+            vis[rr] = (lane < lane_bound(nk)) &
+                      rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r + rr] - j0),
+                                       (vi){0} + lane_bound(s->hi[r + rr] - j0), (vi){0} + lane_bound(rule->sinks - j0));
+            for (int e = 0; e < LA_VL; e++) any |= vis[rr][e] != 0;
+        }
+        seen[b] = any;
+        if (!any) {
 #pragma GCC unroll 4
-            for (int rr = 0; rr < NR && !all; rr++) {
-                vis[rr] = (lane < lane_bound(nk)) &
-                          rule_visible_vec(lane, (vi){0} + lane_bound(s->lo[r + rr] - j0),
-                                           (vi){0} + lane_bound(s->hi[r + rr] - j0), (vi){0} + lane_bound(rule->sinks - j0));
-                for (int e = 0; e < LA_VL; e++) any |= vis[rr][e] != 0;
-            }
-            seen[b] = any;
-            if (!any) {
-#pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) vf_store(w[rr] + b * LA_VL, vf_set1(-INFINITY));
-                continue;
-            }
-            const int64_t ba = b + pfb;
-            const char *kpa = ba < nblk ? kp[ba] : nx && ba - nblk < nx->n ? nx->k[ba - nblk] : NULL;
-            const char *vpa = ba < nblk ? vp[ba] : nx && ba - nblk < nx->n ? nx->v[ba - nblk] : NULL;
-            const bool kv_ahead = kpa && vpa;
-            /* V rows in pass 1 only where pass 3 of the sub-chunk before does not fetch them */
-            const bool v_here = kv_ahead && ba < sbk && !primed;
-            const db_prefetch pf = {kv_ahead ? kpa : NULL, v_here ? vpa : NULL, (size_t)p->k.token_stride * es};
-            size_t ks;
-            const char *kb = block_rows(s, &p->k, hk, j0, nk, kp[b], kbuf, &ks, Dp, DT);
-            vf sc[4];
+            for (int rr = 0; rr < NR; rr++) vf_store(w[rr] + b * LA_VL, vf_set1(-INFINITY));
+            continue;
+        }
+        const int64_t ba = b + pfb;
+        const db_prefetch pf = {ba < nblk && kp[ba] && vp[ba] ? kp[ba] : NULL, ba < nblk && kp[ba] && vp[ba] ? vp[ba] : NULL,
+                                (size_t)p->k.token_stride * es};
+        size_t ks;
+        const char *kb = block_rows(s, &p->k, hk, j0, nk, kp[b], kbuf, &ks, Dp, DT);
+        vf sc[4];
 #if defined(LA_ISA_AVX2)
-            qk_block(s->q + r * Dp, kb, ks, NR, Dp, DT, &pf, sc);
+        qk_block(s->q + r * Dp, kb, ks, NR, Dp, DT, &pf, sc);
 #else
-            db_scores(s->q + r * Dp, NULL, kb, ks, NR, Dp, DT, &pf, sc);
+        db_scores(s->q + r * Dp, NULL, kb, ks, NR, Dp, DT, &pf, sc);
 #endif
-            if (pf.v)
+        if (pf.v)
 #pragma GCC unroll 16
-                for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, (size_t)p->v.token_stride * es, e, 0, Dp, DT);
+            for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, (size_t)p->v.token_stride * es, e, 0, Dp, DT);
 #pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) {
-                const vf sv = vf_select(vis[rr], sc[rr], vf_set1(-INFINITY));
-                mx[rr] = vf_max(mx[rr], sv);
-                vf_store(w[rr] + b * LA_VL, sv);
-            }
+        for (int rr = 0; rr < NR; rr++) {
+            const vf sv = vf_select(vis[rr], sc[rr], vf_set1(-INFINITY));
+            mx[rr] = vf_max(mx[rr], sv);
+            vf_store(w[rr] + b * LA_VL, sv);
         }
-        /* pass 2: the sub-chunk's weights against the running max */
-        vf alpha[4];
-        sub_weights(w, mx, seen, sb0, sb1, NR, m, l, alpha);
-        /* pass 3: P.V (see pv_pass). On AVX2 for up to 3 rows, passes of 3
-         * vectors (9 accumulators, 3 weights, a value vector) then of 2,
-         * where DB_NV = 2 broadcast every weight Dp / 16 times (12
-         * broadcasts per key and head at D 64, 9 now); 4 vectors would fill
-         * all 16 registers, and GCC spilled. Each output lane's sum is the
-         * same chain over the keys whatever the pass widths. */
-        /* the V rows pass 3 prefetches: the next sub-chunk's, or the next item's first */
-        const char *va[DECODE_CHUNK / LA_VL];
-        for (int64_t b = sb0; b < sb1; b++) {
-            const int64_t ba = b + sbk;
-            va[b - sb0] = ba < nblk ? vp[ba] : nx && ba - nblk < nx->n && nx->k[ba - nblk] ? nx->v[ba - nblk] : NULL;
-        }
-        const float(*wp)[DECODE_CHUNK] = (const float(*)[DECODE_CHUNK])w;
-        __asm__("" : "+r"(wp) : : "memory");
-        int64_t d0 = 0;
-        if (LA_VL == 8 && NR <= 3)
-            for (; d0 + DECODE_PV_WIDE * LA_VL <= Dp; d0 += DECODE_PV_WIDE * LA_VL)
-                pv_pass(s, hk, c0, c1, nblk, sb0, sb1, seen, vp, vbuf, wp, alpha, acc, NR, d0, DECODE_PV_WIDE, Dp, DT, va);
-        for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL)
-            pv_pass(s, hk, c0, c1, nblk, sb0, sb1, seen, vp, vbuf, wp, alpha, acc, NR, d0, DB_NV, Dp, DT, va);
-        for (; d0 < Dp; d0 += LA_VL)
-            pv_pass(s, hk, c0, c1, nblk, sb0, sb1, seen, vp, vbuf, wp, alpha, acc, NR, d0, 1, Dp, DT, va);
     }
+    /* pass 2: the chunk's max, weights and sum per row */
+    db_chunk_weights(w[0], DECODE_CHUNK, mx, seen, nblk, NR, m, l);
+    /* pass 3: P.V, NV output vectors of each row in registers over the
+     * chunk's keys, weights broadcast from memory (see db_pv). On AVX2 for
+     * up to 3 rows, passes of 3 vectors (9 accumulators, 3 weights, a value
+     * vector) then of 2, where DB_NV = 2 broadcast every weight Dp / 16
+     * times (12 broadcasts per key and head at D 64, 9 now); 4 vectors
+     * would fill all 16 registers, and GCC spilled. Each output lane's sum
+     * is the same chain over the keys whatever the pass widths. */
+    const float(*wp)[DECODE_CHUNK] = (const float(*)[DECODE_CHUNK])w;
+    __asm__("" : "+r"(wp) : : "memory");
+    int64_t d0 = 0;
+    if (LA_VL == 8 && NR <= 3)
+        for (; d0 + DECODE_PV_WIDE * LA_VL <= Dp; d0 += DECODE_PV_WIDE * LA_VL)
+            pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DECODE_PV_WIDE, Dp, DT);
+    for (; d0 + DB_NV * LA_VL <= Dp; d0 += DB_NV * LA_VL)
+        pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, DB_NV, Dp, DT);
+    for (; d0 < Dp; d0 += LA_VL) pv_pass(s, hk, c0, c1, nblk, seen, vp, vbuf, wp, acc, NR, d0, 1, Dp, DT);
 }
 
 /* Keys [c0, c1) of one sequence and K/V head hk, its rows r0 .. r0 + Rh:
  * partial m, l, acc (the item's rows, from r0). */
 static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state *s, int64_t hk, int64_t c0, int64_t c1,
                                                                  char *kbuf, char *vbuf, float *m, float *l,
-                                                                 float *acc, const int64_t Dp, const la_dtype DT,
-                                                                 const next_blocks *nx, bool primed) {
+                                                                 float *acc, const int64_t Dp, const la_dtype DT) {
     const int64_t Rh = s->p->H / s->p->Hkv * s->p->Lq, r0 = hk * Rh;
     for (int64_t g = 0; g < Rh; g += 4) {
         float *mg = m + g, *lg = l + g, *ag = acc + g * Dp;
-        /* the first group fetches the chunk, the last prefetches the next item */
-        const next_blocks *gnx = g + 4 >= Rh ? nx : NULL;
-        const bool gp = g == 0 && primed;
         switch (Rh - g < 4 ? Rh - g : 4) {
-        case 1: group_chunk(s, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, gnx, gp); break;
-        case 2: group_chunk(s, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, gnx, gp); break;
-        case 3: group_chunk(s, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, gnx, gp); break;
-        default: group_chunk(s, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT, gnx, gp); break;
+        case 1: group_chunk(s, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 2: group_chunk(s, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 3: group_chunk(s, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        default: group_chunk(s, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
         }
     }
 }
 
 static void head_chunk(const seq_state *s, int64_t hk, int64_t c0, int64_t c1, char *kbuf, char *vbuf, float *m,
-                       float *l, float *acc, const next_blocks *nx, bool primed) {
+                       float *l, float *acc) {
     const la_dtype t = s->p->k.dtype;
 #define LA_HEAD_CHUNK_DT(DPV)                                                                         \
     do {                                                                                              \
-        if (t == LA_F16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16, nx, primed);            \
-        else if (t == LA_BF16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16, nx, primed);     \
-        else head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32, nx, primed);                        \
+        if (t == LA_F16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F16);            \
+        else if (t == LA_BF16) head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_BF16);     \
+        else head_chunk_dp(s, hk, c0, c1, kbuf, vbuf, m, l, acc, DPV, LA_F32);                        \
     } while (0)
     if (s->Dp == 128) LA_HEAD_CHUNK_DT(128);
     else if (s->Dp == 64) LA_HEAD_CHUNK_DT(64);
@@ -649,7 +559,6 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
      * every K/V head, or on the grouped path (sequence, K/V head, chunk)
      * (hpi = Hkv heads per sequence and chunk) */
     const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi;
-    int64_t next_item = 0;
 
 #pragma omp parallel num_threads(nthreads)
     {
@@ -659,15 +568,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
         float *run_m = merged + Dp, *run_l = run_m + R;
         /* no barrier after the items: the thread finishing a group's last
          * chunk merges the group's rows (merge_group_done) */
-        /* items claimed one ahead (as schedule(dynamic, 1), which thread
-         * runs an item changes no result), so an item's last blocks can
-         * prefetch the next one's first */
-        int64_t claim = __atomic_fetch_add(&next_item, 1, __ATOMIC_RELAXED);
-        bool primed = false;
-        next_blocks nb;
-        while (claim < items * hpi) {
-            const int64_t it = claim;
-            claim = __atomic_fetch_add(&next_item, 1, __ATOMIC_RELAXED);
+#pragma omp for schedule(dynamic, 1) nowait
+        for (int64_t it = 0; it < items * hpi; it++) {
             const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
             const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
@@ -677,18 +579,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             if (!fast) {
                 chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, a);
             } else {
-                nb.n = 0;
-                if (claim < items * hpi) {
-                    const int64_t c2 = claim % nchunks, bh2 = claim / nchunks, b2 = bh2 / hpi, hk2 = bh2 % hpi;
-                    const int64_t lk2 = la_kv_len(dp, b2), e0 = c2 * chunk_len;
-                    const int64_t e1 = e0 + chunk_len < lk2 ? e0 + chunk_len : lk2 > e0 ? lk2 : e0;
-                    const seq_state s2 = {.dp = dp, .p = p, .b = b2, .lk = lk2, .R = R, .Dp = Dp};
-                    nb.n = (e1 - e0 + LA_VL - 1) / LA_VL;
-                    block_table_of(&s2, &p->k, hk2, e0, e1, nb.n, nb.k, Dp, p->k.dtype);
-                    block_table_of(&s2, &p->v, hk2, e0, e1, nb.n, nb.v, Dp, p->v.dtype);
-                }
-                head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a, &nb, primed);
-                primed = nb.n > 0;
+                head_chunk(&s, hk, c0, c1, (char *)kbuf, (char *)vbuf, run_m, run_l, a);
                 memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
                 memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
             }
