@@ -35,6 +35,11 @@ typedef struct {
     int64_t window_rows;           /* f32 rows in one (head, sequence)'s window */
 } la_kvq_format;
 
+/* Code i of a packed run (a V row, or a key group's channel-major codes):
+ * the byte for int8, else the low (even i) or high (odd i) nibble. */
+static inline int la_kvq_code(const uint8_t *codes, int bits, int64_t i) {
+    return bits == 8 ? codes[i] : i % 2 ? codes[i / 2] >> 4 : codes[i / 2] & 15;
+}
 /* The codes of key group g of a K page: [D][key_group], channel-major. */
 static inline const uint8_t *la_kvq_key_codes(const la_kvq_format *f, const char *page, int64_t g) {
     return (const uint8_t *)page + (size_t)(g * f->key_group) * f->code_row;

@@ -286,9 +286,6 @@ static void put_code(uint8_t *row, int bits, int64_t d, int code) {
         *b = d % 2 ? (uint8_t)((*b & 15) | code << 4) : (uint8_t)((*b & 0xF0) | code);
     }
 }
-static int get_code(const uint8_t *row, int bits, int64_t d) {
-    return bits == 8 ? row[d] : d % 2 ? row[d / 2] >> 4 : row[d / 2] & 15;
-}
 
 /* Asymmetric quantisation of values x[0..n) (stride `stride`): zero = min
  * and scale = (max - min) / levels, both rounded to f16 first and the codes
@@ -350,7 +347,7 @@ static void load_quantised(const la_kv_cache *c, int64_t layer, int64_t head, in
         const uint16_t *sz = la_kvq_key_scales(f, page, t / kg);
         const uint8_t *gc = la_kvq_key_codes(f, page, t / kg);
         for (int64_t d = 0; d < D; d++)
-            k[d] = la_f16_to_f32(sz[D + d]) + la_f16_to_f32(sz[d]) * (float)get_code(gc, f->bits, d * kg + t % kg);
+            k[d] = la_f16_to_f32(sz[D + d]) + la_f16_to_f32(sz[d]) * (float)la_kvq_code(gc, f->bits, d * kg + t % kg);
     }
     if (v) {
         const char *page = vpage_of(c, layer, head, seq, slot);
@@ -358,7 +355,7 @@ static void load_quantised(const la_kv_cache *c, int64_t layer, int64_t head, in
         const uint8_t *row = (const uint8_t *)page + (size_t)t * f->code_row;
         for (int64_t d = 0; d < D; d++) {
             const int64_t g = d / f->value_group;
-            v[d] = la_f16_to_f32(sz[2 * g + 1]) + la_f16_to_f32(sz[2 * g]) * (float)get_code(row, f->bits, d);
+            v[d] = la_f16_to_f32(sz[2 * g + 1]) + la_f16_to_f32(sz[2 * g]) * (float)la_kvq_code(row, f->bits, d);
         }
     }
 }

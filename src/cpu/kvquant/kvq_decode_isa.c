@@ -115,10 +115,7 @@ static inline void widen_codes(float *dst, const uint8_t *src, int bits, int64_t
  * kg tokens: backend/kvq_problem.h) as floats, a lane at a time (the
  * formats that do not take the chunk passes). */
 static inline void widen_key_codes(float *dst, const uint8_t *gc, int bits, int64_t kg, int64_t t, int64_t D) {
-    for (int64_t d = 0; d < D; d++) {
-        const int64_t i = d * kg + t;
-        dst[d] = (float)(bits == 8 ? gc[i] : i % 2 ? gc[i / 2] >> 4 : gc[i / 2] & 15);
-    }
+    for (int64_t d = 0; d < D; d++) dst[d] = (float)la_kvq_code(gc, bits, d * kg + t);
 }
 
 /* dst[0..D) = zero + scale * code per value group of one token; sz holds
