@@ -406,19 +406,21 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
  * every lane adds its channels in order d = 0, 1, ... and then the bias,
  * so a block's scores do not depend on the run it is in (NB). s[i][rr] =
  * q_rr . k + bias[rr] for the tokens of block i. The codes of the run after
- * this one (pfk, as long as this one's) are prefetched, a line per two
- * channels, while these are multiplied. */
+ * this one (pfk, its channels kcs bytes apart as here) are prefetched
+ * while these are multiplied: a line per two channels where a group's
+ * channel takes at most 32 bytes (the default 32-token groups), else a
+ * line per channel. */
 static inline __attribute__((always_inline)) void scores_cm(const float *qf, const float *bias, const char *kc,
                                                              size_t kcs, const char *pfk, const int NB, const int NR,
                                                              const int64_t Dp, const la_dtype DT, vf (*s)[4]) {
     vf a[KVQ_TB][4];
-    const size_t pfstep = (size_t)(NB * LA_VL * db_bits(DT) / 8); /* bytes of a channel's row in the run */
 #pragma GCC unroll 4
     for (int i = 0; i < NB; i++)
 #pragma GCC unroll 4
         for (int rr = 0; rr < NR; rr++) a[i][rr] = vf_set1(0);
     for (int64_t d = 0; d < Dp; d += 2) { /* Dp is even (whole vectors) */
-        __builtin_prefetch(pfk + (size_t)d * pfstep, 0, 2);
+        __builtin_prefetch(pfk + (size_t)d * kcs, 0, 2);
+        if (kcs > 32) __builtin_prefetch(pfk + (size_t)(d + 1) * kcs, 0, 2);
 #pragma GCC unroll 2
         for (int64_t dd = d; dd < d + 2; dd++) {
             const char *row = kc + (size_t)dd * kcs;
