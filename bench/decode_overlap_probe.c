@@ -1,8 +1,18 @@
-/* Can loading and arithmetic overlap on this host? 2 threads over the decode's items
- * (as decode_read_probe.c), per 64-byte line 2 vector loads and F FMAs: compute alone
- * (an L1 buffer), read + compute, the same with software prefetch DIST bytes ahead
- * (t0, t1, nta), read alone. s18-dec, BENCHMARKS.md.
- *   cc -O2 -mavx2 -mfma -fopenmp bench/decode_overlap_probe.c -o /tmp/ov && /tmp/ov F DIST [HUGE] */
+/* Can loading and arithmetic overlap on this host?
+ *
+ * Two threads walk the decode's work items as decode_read_probe.c does (f32
+ * pages, 32K tokens, 8 K/V heads, D 128; items of (head, 256-key chunk), K
+ * and V in alternate 4 KB blocks). Per 64-byte line: two vector loads and F
+ * FMAs. Modes, best of 3 each:
+ *   compute    the same loop over two L1-resident 4 KB blocks (no memory);
+ *   read+comp  loads and FMAs over the cache;
+ *   +pf_t0/t1/nta  the same with a software prefetch DIST bytes ahead;
+ *   read       loads and one add per vector (no FMAs).
+ * If read+comp is near max(compute, read) the two overlap; near their sum,
+ * they do not. Results and reading: BENCHMARKS.md, section s18-dec.
+ *
+ *   cc -O2 -mavx2 -mfma -fopenmp bench/decode_overlap_probe.c -o /tmp/ov && /tmp/ov F DIST [HUGE]
+ */
 #define _GNU_SOURCE
 #include <immintrin.h>
 #include <omp.h>
@@ -11,40 +21,129 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
-static double now(void){struct timespec t;clock_gettime(CLOCK_MONOTONIC,&t);return t.tv_sec+t.tv_nsec*1e-9;}
-enum {HKV=8, L=32768, D=128, CH=256};
-static const size_t HEAD=(size_t)L*D*4, REG=(size_t)HKV*L*D*4;
-static int F=8, DIST=8192;
-__attribute__((always_inline)) static inline void blk(const char*p, __m256*a, const __m256 w, int mode, const char*pf){
-  for(int i=0;i<4096;i+=64){
-    if(mode==2) _mm_prefetch(pf+i,_MM_HINT_T0); else if(mode==3) _mm_prefetch(pf+i,_MM_HINT_T1); else if(mode==4) _mm_prefetch(pf+i,_MM_HINT_NTA);
-    __m256 x=_mm256_load_ps((const float*)(p+i)), y=_mm256_load_ps((const float*)(p+i+32));
-    if(mode==5){a[0]=_mm256_add_ps(a[0],x);a[1]=_mm256_add_ps(a[1],y);continue;}
-    for(int f=0;f<F;f+=2){a[f&7]=_mm256_fmadd_ps(x,w,a[f&7]);a[(f+1)&7]=_mm256_fmadd_ps(y,w,a[(f+1)&7]);}
-  }
+
+enum { KV_HEADS = 8, TOKENS = 32768, HEAD_DIM = 128, CHUNK = 256, BLOCK = 4096 };
+enum { MODE_COMPUTE, MODE_READ_COMPUTE, MODE_PREFETCH_T0, MODE_PREFETCH_T1, MODE_PREFETCH_NTA,
+       MODE_READ, MODE_COUNT };
+
+static const size_t head_bytes = (size_t)TOKENS * HEAD_DIM * sizeof(float);
+static const size_t region_bytes = (size_t)KV_HEADS * TOKENS * HEAD_DIM * sizeof(float);
+static const size_t chunk_bytes = (size_t)CHUNK * HEAD_DIM * sizeof(float);
+
+static int fmas_per_line = 8;
+static size_t prefetch_distance = 8192;
+
+static double seconds_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec + t.tv_nsec * 1e-9;
 }
-int main(int argc,char**argv){
-  F=atoi(argv[1]); DIST=atoi(argv[2]); int huge=argc>3&&atoi(argv[3]);
-  char *K=mmap(NULL,REG,PROT_READ|PROT_WRITE,MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE,-1,0), *V=mmap(NULL,REG,PROT_READ|PROT_WRITE,MAP_PRIVATE|MAP_ANONYMOUS|MAP_NORESERVE,-1,0);
-  if(huge){madvise(K,REG,MADV_HUGEPAGE);madvise(V,REG,MADV_HUGEPAGE);}
-  memset(K,1,REG);memset(V,1,REG);
-  static char l1[2][4096] __attribute__((aligned(64)));
-  const char*nm[]={"compute","read+comp","+pf_t0","+pf_t1","+pf_nta","read"};
-  for(int mode=0;mode<6;mode++){
-    double best=1e9; float sink=0;
-    for(int r=0;r<3;r++){ double t0=now(); float s=0;
-      #pragma omp parallel num_threads(2) reduction(+:s)
-      { __m256 a[8]; for(int i=0;i<8;i++)a[i]=_mm256_setzero_ps(); const __m256 w=_mm256_set1_ps(1.0001f);
-        #pragma omp for schedule(dynamic,1)
-        for(int it=0;it<HKV*(L/CH);it++){ int hk=it/(L/CH),c=it%(L/CH);
-          const char*kp=K+hk*HEAD+(size_t)c*CH*D*4,*vp=V+hk*HEAD+(size_t)c*CH*D*4;
-          for(size_t o=0;o<(size_t)CH*D*4;o+=4096){
-            if(mode==0){blk(l1[0],a,w,0,0);blk(l1[1],a,w,0,0);}
-            else { size_t po=o+DIST; const char*pk=po<(size_t)CH*D*4?kp+po:kp+o, *pv=po<(size_t)CH*D*4?vp+po:vp+o;
-              blk(kp+o,a,w,mode,pk);blk(vp+o,a,w,mode,pv);}
-          }}
-        for(int i=1;i<8;i++)a[0]=_mm256_add_ps(a[0],a[i]); s+=a[0][0];}
-      double t=now()-t0; if(t<best)best=t; sink+=s; }
-    printf("F=%d dist=%d huge=%d %-10s %.2f ms %.2f GB/s %s\n",F,DIST,huge,nm[mode],best*1e3,2.0*REG/best/1e9,sink==12345?"x":"");
-  }
+
+static inline void prefetch(const char *p, int mode)
+{
+    if (mode == MODE_PREFETCH_T0)
+        _mm_prefetch(p, _MM_HINT_T0);
+    else if (mode == MODE_PREFETCH_T1)
+        _mm_prefetch(p, _MM_HINT_T1);
+    else if (mode == MODE_PREFETCH_NTA)
+        _mm_prefetch(p, _MM_HINT_NTA);
+}
+
+/* One 4 KB block: per line two loads, then F FMAs over eight accumulators
+ * (or one add per load in MODE_READ). */
+__attribute__((always_inline)) static inline void work_block(const char *p, const char *ahead,
+                                                             __m256 acc[8], __m256 w, int mode)
+{
+    for (int i = 0; i < BLOCK; i += 64) {
+        prefetch(ahead + i, mode);
+        __m256 x = _mm256_load_ps((const float *)(p + i));
+        __m256 y = _mm256_load_ps((const float *)(p + i + 32));
+        if (mode == MODE_READ) {
+            acc[0] = _mm256_add_ps(acc[0], x);
+            acc[1] = _mm256_add_ps(acc[1], y);
+            continue;
+        }
+        for (int f = 0; f < fmas_per_line; f += 2) {
+            acc[f & 7] = _mm256_fmadd_ps(x, w, acc[f & 7]);
+            acc[(f + 1) & 7] = _mm256_fmadd_ps(y, w, acc[(f + 1) & 7]);
+        }
+    }
+}
+
+static float run_mode(const char *k, const char *v, int mode)
+{
+    static char l1_blocks[2][BLOCK] __attribute__((aligned(64)));
+    float total = 0;
+#pragma omp parallel num_threads(2) reduction(+ : total)
+    {
+        __m256 acc[8];
+        for (int i = 0; i < 8; i++)
+            acc[i] = _mm256_setzero_ps();
+        const __m256 w = _mm256_set1_ps(1.0001f);
+#pragma omp for schedule(dynamic, 1)
+        for (int item = 0; item < KV_HEADS * (TOKENS / CHUNK); item++) {
+            int head = item / (TOKENS / CHUNK), chunk = item % (TOKENS / CHUNK);
+            const char *kp = k + head * head_bytes + (size_t)chunk * chunk_bytes;
+            const char *vp = v + head * head_bytes + (size_t)chunk * chunk_bytes;
+            for (size_t o = 0; o < chunk_bytes; o += BLOCK) {
+                if (mode == MODE_COMPUTE) {
+                    work_block(l1_blocks[0], l1_blocks[0], acc, w, mode);
+                    work_block(l1_blocks[1], l1_blocks[1], acc, w, mode);
+                    continue;
+                }
+                /* prefetch within the chunk; past its end, re-touch the current block */
+                size_t ahead = o + prefetch_distance < chunk_bytes ? o + prefetch_distance : o;
+                work_block(kp + o, kp + ahead, acc, w, mode);
+                work_block(vp + o, vp + ahead, acc, w, mode);
+            }
+        }
+        for (int i = 1; i < 8; i++)
+            acc[0] = _mm256_add_ps(acc[0], acc[i]);
+        total += acc[0][0];
+    }
+    return total;
+}
+
+static char *map_region(int huge_pages)
+{
+    char *p = mmap(NULL, region_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        perror("mmap");
+        exit(1);
+    }
+    if (huge_pages)
+        madvise(p, region_bytes, MADV_HUGEPAGE);
+    memset(p, 1, region_bytes);
+    return p;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: %s FMAS_PER_LINE PREFETCH_DISTANCE [HUGE_PAGES]\n", argv[0]);
+        return 2;
+    }
+    fmas_per_line = atoi(argv[1]);
+    prefetch_distance = (size_t)atol(argv[2]);
+    int huge_pages = argc > 3 && atoi(argv[3]);
+    char *k = map_region(huge_pages), *v = map_region(huge_pages);
+    static const char *names[MODE_COUNT] = {"compute", "read+comp", "+pf_t0",
+                                            "+pf_t1", "+pf_nta", "read"};
+    for (int mode = 0; mode < MODE_COUNT; mode++) {
+        double best = 1e9;
+        float sink = 0; /* keeps the sums alive */
+        for (int rep = 0; rep < 3; rep++) {
+            double t0 = seconds_now();
+            sink += run_mode(k, v, mode);
+            double t = seconds_now() - t0;
+            if (t < best)
+                best = t;
+        }
+        printf("F=%d dist=%zu huge=%d %-10s %.2f ms %.2f GB/s %s\n", fmas_per_line,
+               prefetch_distance, huge_pages, names[mode], best * 1e3,
+               2.0 * region_bytes / best / 1e9, sink == 12345 ? "x" : "");
+    }
+    return 0;
 }
