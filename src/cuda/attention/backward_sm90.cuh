@@ -279,6 +279,49 @@ static __device__ __forceinline__ void bwd90_dq_mma(float (&acc)[8][4], uint32_t
     wgmma_wait<0>();
 }
 
+/* The same, but dK's A (dS^T) read from the warpgroup's rows of sdS
+ * (K-major, stored and fenced before a barrier) instead of registers, so
+ * sa is dead once stored: 16 fewer registers live while the products run. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], float (&dk)[DP / 8][4],
+                                                       const uint32_t (&pa)[4][4], uint32_t sdS, int wg, uint32_t sdO,
+                                                       uint32_t sQ) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024), dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
+        else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
+        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
+    }
+    wgmma_commit();
+}
+
+/* The warpgroup's own part of dQ_tile: dS[:, its 64 keys] K[its 64 keys, :]
+ * over all DP columns (N = DP; the other warpgroup adds its keys' part to
+ * the same columns), so it needs only its own dS^T rows. Issued and
+ * committed, not waited for. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dq_own(float (&acc)[DP / 8][4], uint32_t sdS, uint32_t sK, int wg) {
+    constexpr int BKEY = bwd90_tiles::BKEY;
+    const uint64_t da = wgmma_desc(sdS + wg * 64 * 128, BKEY * 128, 1024), db = wgmma_desc(sK + wg * 64 * 128, BKEY * 128, 1024);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        const uint64_t a = wgmma_desc_at(da, kk * 16 * 128), b = wgmma_desc_at(db, kk * 16 * 128);
+        if constexpr (DP == 128) wgmma_ss_n128<F16, 1, 1>(acc, a, b, kk > 0);
+        else wgmma_ss_n64<F16, 1, 1>(acc, a, b, kk > 0);
+    }
+    wgmma_commit();
+}
+
 /* ... added to the f32 workspace with vector atomics */
 template <int DP>
 static __device__ __forceinline__ void bwd90_dq_add(const la_cuda_bwd_args &a, const float (&acc)[8][4], int wg, int wq,
