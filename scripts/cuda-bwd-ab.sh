@@ -8,8 +8,9 @@
 #   MODES="LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=pingpong" bash scripts/cuda-bwd-ab.sh
 #
 # A variant is one or more VAR=value joined by ','. Environment: BUILD
-# (build-ab), ROUNDS (3), LENS ("16384 65536"), QUICK (1: the tests'
-# short lengths, LONGATTN_TEST_QUICK), SKIP_TESTS=1. Logs under $BUILD/ab
+# (build-ab), ROUNDS (3), LENS ("16384 65536"), TEST_MODES (the variants
+# tested, default MODES), QUICK (1: the tests' short lengths,
+# LONGATTN_TEST_QUICK), SKIP_TESTS=1. Logs under $BUILD/ab
 # (and $OUT/ab.tgz with $OUT set).
 set -u
 cd "$(dirname "$0")/.."
@@ -37,7 +38,7 @@ if command -v cuobjdump >/dev/null; then
 fi
 envs() { tr ',' ' ' <<<"$1"; }
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    for m in $modes; do
+    for m in ${TEST_MODES:-$modes}; do
         t0=$(date +%s)
         env $(envs "$m") LONGATTN_TEST_QUICK="${QUICK:-1}" timeout 300 "$build/tests/test_cuda_backward" >"$logs/test_$m.log" 2>&1
         rc=$?
