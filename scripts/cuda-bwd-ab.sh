@@ -58,7 +58,7 @@ for line in open(sys.argv[1]):
     r, m, rest = line.split(" ", 2)
     if not rest.startswith("{"): continue
     j = json.loads(rest)
-    if j.get("op") != "fwdbwd": continue
+    if not j.get("op", "").endswith("fwdbwd"): continue
     rows.setdefault((j["B"], j["L"], j["causal"]), {}).setdefault(m, []).append(j["tflops"])
 modes = list(dict.fromkeys(m for v in rows.values() for m in v))
 print("fwd+bwd TFLOP/s, median of rounds (range)")

@@ -107,28 +107,30 @@ static __device__ __forceinline__ bool bwd90_block_make(const la_cuda_bwd_args &
     return true;
 }
 
+/* X^T = A B^T for a warpgroup's 64 keys (a_rows: K-major panels of BKEY
+ * rows) by BQ queries (b: K-major panels of BQ rows), one commit group:
+ * S^T = K Q^T or dP^T = V dO^T. */
+template <int DP, bool F16, bool FENCE = true>
+static __device__ __forceinline__ void bwd90_kq(float (&x)[8][4], uint32_t a_rows, uint32_t b) {
+    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
+    const uint64_t da = wgmma_desc(a_rows, 16, 1024), db = wgmma_desc(b, 16, 1024);
+    if (FENCE) wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
+        wgmma_ss_n64<F16, 0, 0>(x, wgmma_desc_at(da, ko), wgmma_desc_at(db, qo), kk > 0);
+    }
+    wgmma_commit();
+}
+
 /* S^T = K Q^T, dP^T = V dO^T: a warpgroup's 64 keys (k_rows, v_rows:
  * K-major panels of BKEY rows) by BQ queries, in two commit groups so the
  * element-wise step can start on S while dP is on the tensor cores. */
 template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_s_dp(float (&s)[8][4], float (&dp)[8][4], uint32_t k_rows, uint32_t v_rows,
                                                   uint32_t sQ, uint32_t sdO) {
-    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
-    const uint64_t dk = wgmma_desc(k_rows, 16, 1024), dq = wgmma_desc(sQ, 16, 1024);
-    const uint64_t dv = wgmma_desc(v_rows, 16, 1024), ddo = wgmma_desc(sdO, 16, 1024);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(s, wgmma_desc_at(dk, ko), wgmma_desc_at(dq, qo), kk > 0);
-    }
-    wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(dp, wgmma_desc_at(dv, ko), wgmma_desc_at(ddo, qo), kk > 0);
-    }
-    wgmma_commit();
+    bwd90_kq<DP, F16>(s, k_rows, sQ);
+    bwd90_kq<DP, F16, false>(dp, v_rows, sdO);
 }
 
 /* Does tile (i0, j0) hold a hidden element or a row past the queries? */
@@ -319,6 +321,20 @@ static __device__ __forceinline__ void bwd90_dq_own(float (&acc)[DP / 8][4], uin
         if constexpr (DP == 128) wgmma_ss_n128<F16, 1, 1>(acc, a, b, kk > 0);
         else wgmma_ss_n64<F16, 1, 1>(acc, a, b, kk > 0);
     }
+    wgmma_commit();
+}
+
+/* bwd90_dq_mma's products, issued and committed but not waited for */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dq_issue(float (&acc)[8][4], uint32_t sdS, uint32_t sK, int wg) {
+    constexpr int BKEY = bwd90_tiles::BKEY;
+    constexpr int KSTEPS = DP == 128 ? BKEY / 16 : 4;
+    const uint32_t a_base = DP == 128 ? sdS : sdS + wg * 64 * 128;
+    const uint32_t b_base = DP == 128 ? sK + wg * BKEY * 128 : sK + wg * 64 * 128;
+    const uint64_t da = wgmma_desc(a_base, BKEY * 128, 1024), db = wgmma_desc(b_base, BKEY * 128, 1024);
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++)
+        wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
 }
 

@@ -93,7 +93,7 @@
  * TMA reduce-add from shared memory issued by a writer warp, or one issued
  * by each consumer warp for its own rows (warp, the default); skip: not at
  * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only). */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_PP };
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_PP, BWS_DQ_EARLY };
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_NO_TURNS = 4 };
@@ -109,7 +109,8 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
     /* one item's dQ tiles, f32: per warpgroup 64 rows by 64 columns, two
      * 32-column panels in the 128-byte swizzle (D 64: each warpgroup's sum
      * over its own keys, both added to the same columns) */
-    static constexpr int DQ = DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP ? 2 * BQ * 64 * 4
+    static constexpr int DQ = DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY
+                                  ? 2 * BQ * 64 * 4
                               : DQM == BWS_DQ_PP                                          ? 2 * BQ * DP * 4
                                                                                           : 0;
     /* dQ buffers: two (item parity); pingpong's (a warpgroup's DP columns)
@@ -276,17 +277,31 @@ __global__ void __launch_bounds__(384, 1)
         int stage = 0;
         uint32_t phase = 0;
         int64_t h_cur = hk * G, t_cur = tlo;
+        /* early: S^T of item it + 1 is issued behind item it's dQ, so it runs
+         * while the dQ tile is staged and added, and is waited for at the
+         * loop's end (an S in flight across the back edge made ptxas copy
+         * its accumulators there and serialise the wgmma); dP^T at the top */
+        float s[8][4];
+        if (DQM == BWS_DQ_EARLY && items > 0) {
+            mbar_wait(bar_f, 0);
+            bwd90_kq<DP, F16>(s, k_rows, sQ0);
+            wgmma_wait<0>();
+        }
         for (int64_t it = 0; it < items; it++) {
             const int64_t h = h_cur, i0 = t_cur * BQ;
             if (++t_cur == thi) t_cur = tlo, h_cur++;
             const uint32_t sQ = sQ0 + stage * T::QT, sdO = sdO0 + stage * T::QT, sdS = sdS0 + (uint32_t)(it & 1) * T::DS;
             const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
-            mbar_wait(bar_f + 8 * stage, phase);
 
-            float s[8][4], dp[8][4];
-            if (turns) named_bar_sync(BWS_TURN + wg, CONSUMERS);
-            bwd90_s_dp<DP, F16>(s, dp, k_rows, v_rows, sQ, sdO);
-            if (turns) named_bar_arrive(BWS_TURN + (wg ^ 1), CONSUMERS);
+            float dp[8][4];
+            if constexpr (DQM == BWS_DQ_EARLY) {
+                bwd90_kq<DP, F16>(dp, v_rows, sdO); /* the stage was waited for with S */
+            } else {
+                mbar_wait(bar_f + 8 * stage, phase);
+                if (turns) named_bar_sync(BWS_TURN + wg, CONSUMERS);
+                bwd90_s_dp<DP, F16>(s, dp, k_rows, v_rows, sQ, sdO);
+                if (turns) named_bar_arrive(BWS_TURN + (wg ^ 1), CONSUMERS);
+            }
             const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
             bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
             uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
@@ -323,15 +338,35 @@ __global__ void __launch_bounds__(384, 1)
                 }
                 continue;
             }
-            bwd90_dv_dk<DP, F16>(dv, dk, pa, sa, sdO, sQ);
-            named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+            if constexpr (DQM == BWS_DQ_EARLY) {
+                /* dK's dS^T from shared memory (sa dead): registers for S */
+                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+                bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
+            } else {
+                bwd90_dv_dk<DP, F16>(dv, dk, pa, sa, sdO, sQ);
+                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+            }
             float acc[8][4];
-            bwd90_dq_mma<DP, F16>(acc, sdS, sK, wg); /* waits for dV, dK too */
+            if constexpr (DQM == BWS_DQ_EARLY) {
+                bwd90_dq_issue<DP, F16>(acc, sdS, sK, wg);
+                /* the last item issues a spare S on its own stage (still
+                 * held): an S issued on one path only would be copied where
+                 * the paths meet, while in flight */
+                int nstage = stage;
+                if (it + 1 < items) {
+                    nstage = stage + 1 == STAGES ? 0 : stage + 1;
+                    mbar_wait(bar_f + 8 * nstage, nstage ? phase : phase ^ 1);
+                }
+                bwd90_kq<DP, F16>(s, k_rows, sQ0 + nstage * T::QT);
+                wgmma_wait<1>(); /* dV, dK and dQ; S of the next item stays in flight */
+            } else {
+                bwd90_dq_mma<DP, F16>(acc, sdS, sK, wg); /* waits for dV, dK too */
+            }
             __syncwarp();
             if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
             if (++stage == STAGES) stage = 0, phase ^= 1;
             if constexpr (DQM == BWS_DQ_ATOMIC) bwd90_dq_add<DP>(a, acc, wg, wq, g, tq, i0, lq, wrow, h);
-            if constexpr (DQM == BWS_DQ_WARP) {
+            if constexpr (DQM == BWS_DQ_WARP || DQM == BWS_DQ_EARLY) {
                 /* each warp adds its own 16 rows (two 32-column boxes) from
                  * buffer it % 2, once its reduce of item it - 2 has read it */
                 const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
@@ -350,6 +385,7 @@ __global__ void __launch_bounds__(384, 1)
                                        (int)(i0 + wq * 16), (int)h, (int)b);
                     bulk_commit();
                 }
+                if constexpr (DQM == BWS_DQ_EARLY) wgmma_wait<0>(); /* the next item's S */
             }
             if constexpr (DQM == BWS_DQ_TMA) {
                 /* buffer it % 2 once the writer has read item it - 2's tiles from it */
@@ -361,7 +397,7 @@ __global__ void __launch_bounds__(384, 1)
                 if (lane == 0) mbar_arrive(bar_qf + 8 * buf);
             }
         }
-        if ((DQM == BWS_DQ_WARP || DQM == BWS_DQ_PP) && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
+        if ((DQM == BWS_DQ_WARP || DQM == BWS_DQ_PP || DQM == BWS_DQ_EARLY) && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
         bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
     }
 #endif
@@ -385,6 +421,7 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, flags, stream);
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
     if (dqm == BWS_DQ_PP) return launch_bws<DP, F16, 2, BWS_DQ_PP>(a, m, flags, stream);
+    if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, flags, stream);
 #endif
@@ -401,6 +438,7 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
     if (pick && !strcmp(pick, "pingpong")) return BWS_DQ_PP;
+    if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
 #endif
@@ -439,7 +477,7 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* the workspace [seq][token][head][D] f32 (rows = the sequence's
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
-    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_PP;
+    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_PP || dqm == BWS_DQ_EARLY;
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
                                 a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
