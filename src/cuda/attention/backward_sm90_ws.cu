@@ -93,14 +93,10 @@
  * TMA reduce-add from shared memory issued by a writer warp, or one issued
  * by each consumer warp for its own rows (warp, the default); skip: not at
  * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only). */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_PP, BWS_DQ_EARLY };
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY };
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
-enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_NO_TURNS = 4 };
-/* pingpong's named barriers: consumer warpgroup w waits on BWS_TURN + w
- * before it issues a burst of products (the other arrives there once its
- * own burst is issued); BWS_LOCAL + w: its dS^T barrier without turns */
-enum { BWS_TURN = 2, BWS_LOCAL = 4 };
+enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2 };
 
 template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int CONSUMERS = 256, THREADS = 384;
@@ -109,18 +105,13 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
     /* one item's dQ tiles, f32: per warpgroup 64 rows by 64 columns, two
      * 32-column panels in the 128-byte swizzle (D 64: each warpgroup's sum
      * over its own keys, both added to the same columns) */
-    static constexpr int DQ = DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY
-                                  ? 2 * BQ * 64 * 4
-                              : DQM == BWS_DQ_PP                                          ? 2 * BQ * DP * 4
-                                                                                          : 0;
-    /* dQ buffers: two (item parity); pingpong's (a warpgroup's DP columns)
-     * take one, waited for before it is overwritten */
-    static constexpr int NDQ = DQM == BWS_DQ_PP ? 1 : 2;
+    static constexpr int DQ =
+        DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY ? 2 * BQ * 64 * 4 : 0;
     /* K/V full; full and empty per stage; full and empty per dQ buffer */
     static constexpr int BARS = 1 + 2 * STAGES + 4;
     /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
      * barriers, and slack to align the start to the 1024-byte swizzle atom */
-    static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + NDQ * DQ + 8 * BARS + 1024;
+    static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + 2 * DQ + 8 * BARS + 1024;
 };
 /* 128 x 24 + 256 x 240 = the 384 x 168 registers of the launch: a larger
  * producer share leaves the consumers' setmaxnreg.inc waiting forever. The
@@ -139,15 +130,14 @@ static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "s
  * chunks (2-way bank conflict). spread: lanes tq >= 2 store column group
  * n ^ 2 instead (its other chunk group), so each half-warp's 128 bytes meet
  * 32 banks once; the values come by select, the indices stay constant. */
-template <int NC>
-static __device__ __forceinline__ void bws_dq_stage(uint32_t tile, const float (&acc)[NC][4], int wq, int g, int tq,
+static __device__ __forceinline__ void bws_dq_stage(uint32_t tile, const float (&acc)[8][4], int wq, int g, int tq,
                                                     bool spread) {
     const int x = spread && tq >= 2 ? 2 : 0;
 #pragma unroll
     for (int r = 0; r < 2; r++) {
         const int row = wq * 16 + g + 8 * r;
 #pragma unroll
-        for (int k = 0; k < NC; k++) {
+        for (int k = 0; k < 8; k++) {
             const int n = k ^ x;
             const float v0 = x ? acc[k ^ 2][2 * r] : acc[k][2 * r], v1 = x ? acc[k ^ 2][2 * r + 1] : acc[k][2 * r + 1];
             asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(tile + panel_off<bwd90_tiles::BQ>(row, 2 * (n * 8 + 2 * tq))),
@@ -171,7 +161,7 @@ __global__ void __launch_bounds__(384, 1)
     extern __shared__ unsigned char smem[];
     const uint32_t sK = (smem_addr(smem) + 1023) & ~1023u, sV = sK + T::KV, sQ0 = sV + T::KV,
                    sdO0 = sQ0 + STAGES * T::QT, sdS0 = sdO0 + STAGES * T::QT, sdQ0 = sdS0 + 2 * T::DS,
-                   sLD = sdQ0 + T::NDQ * T::DQ;
+                   sLD = sdQ0 + 2 * T::DQ;
     const uint32_t bar_kv = sLD + STAGES * T::LD, bar_f = bar_kv + 8, bar_e = bar_f + 8 * STAGES,
                    bar_qf = bar_e + 8 * STAGES, bar_qe = bar_qf + 16;
 
@@ -269,11 +259,6 @@ __global__ void __launch_bounds__(384, 1)
         const bool fast = rule.score == LA_SCORE_SOFTMAX && rule.softcap <= 0 && !rule.alibi_slopes;
         const uint32_t k_rows = sK + wg * 64 * 128, v_rows = sV + wg * 64 * 128; /* this warpgroup's keys, K-major */
         if (items > 0) mbar_wait(bar_kv, 0);
-        /* pingpong: the warpgroups take turns at the tensor cores, one burst
-         * each (S / dP, then dV / dK / dQ), so that one's element-wise step or
-         * dQ staging runs under the other's products; warpgroup 0 first */
-        const bool turns = DQM == BWS_DQ_PP && !(flags & BWS_NO_TURNS);
-        if (turns && wg == 1 && items > 0) named_bar_arrive(BWS_TURN, CONSUMERS);
         int stage = 0;
         uint32_t phase = 0;
         int64_t h_cur = hk * G, t_cur = tlo;
@@ -281,8 +266,9 @@ __global__ void __launch_bounds__(384, 1)
          * while the dQ tile is staged and added, and is waited for at the
          * loop's end (an S in flight across the back edge made ptxas copy
          * its accumulators there and serialise the wgmma); dP^T at the top */
-        float s[8][4];
-        if (DQM == BWS_DQ_EARLY && items > 0) {
+        constexpr bool EARLY = DQM == BWS_DQ_EARLY;
+        float s[8][4]; /* early: carried from one item to the next */
+        if (EARLY && items > 0) {
             mbar_wait(bar_f, 0);
             bwd90_kq<DP, F16>(s, k_rows, sQ0);
             wgmma_wait<0>();
@@ -294,60 +280,35 @@ __global__ void __launch_bounds__(384, 1)
             const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
 
             float dp[8][4];
-            if constexpr (DQM == BWS_DQ_EARLY) {
+            uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
+            if constexpr (EARLY) {
                 bwd90_kq<DP, F16>(dp, v_rows, sdO); /* the stage was waited for with S */
+                const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
+                /* P, then dV's product, which runs while dS is computed (the
+                 * launcher takes this schedule for the fast rule only) */
+                bwd90_p_fast(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq);
+                bwd90_pack1<F16>(s, pa);
+                bwd90_dv<DP, F16>(dv, pa, sdO);
+                wgmma_wait<1>(); /* dP */
+                bwd90_ds_fast(rule, s, dp, sDl, tq);
+                bwd90_pack1<F16>(dp, sa);
+                bwd90_store_ds(sdS, sa, wg, wq, g, tq);
+                /* dK's dS^T from shared memory: sa is dead, registers for S */
+                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+                bwd90_dk_sds<DP, F16>(dk, sdS, wg, sQ);
             } else {
                 mbar_wait(bar_f + 8 * stage, phase);
-                if (turns) named_bar_sync(BWS_TURN + wg, CONSUMERS);
-                bwd90_s_dp<DP, F16>(s, dp, k_rows, v_rows, sQ, sdO);
-                if (turns) named_bar_arrive(BWS_TURN + (wg ^ 1), CONSUMERS);
-            }
-            const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
-            bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
-            uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
-            bwd90_pack<F16>(s, dp, pa, sa);
-            bwd90_store_ds(sdS, sa, wg, wq, g, tq);
-            if constexpr (DQM == BWS_DQ_PP) {
-                /* this warpgroup's dS^T rows are in shared memory (the turn's
-                 * barrier counts all 128 of its threads) */
-                if (turns) named_bar_sync(BWS_TURN + wg, CONSUMERS);
-                else named_bar_sync(BWS_LOCAL + wg, 128);
-                bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
-                float acc[DP / 8][4];
-                bwd90_dq_own<DP, F16>(acc, sdS, sK, wg);
-                /* the last turn is nobody's: warpgroup 1 skips it, so no
-                 * arrival is left on a barrier at the end */
-                if (turns && !(wg == 1 && it == items - 1)) named_bar_arrive(BWS_TURN + (wg ^ 1), CONSUMERS);
-                wgmma_wait<0>();
-                __syncwarp();
-                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
-                if (++stage == STAGES) stage = 0, phase ^= 1;
-                /* this warp's 16 rows, all DP columns, added from the one
-                 * buffer once the warp's previous add has read it */
-                const uint32_t tile = sdQ0 + wg * (T::DQ / 2);
-                if (lane == 0) bulk_wait_read();
-                __syncwarp();
-                bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
-                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
-                __syncwarp();
-                if (lane == 0) {
-#pragma unroll
-                    for (int p = 0; p < DP / 32; p++)
-                        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, &mdq, p * 32, (int)(i0 + wq * 16), (int)h, (int)b);
-                    bulk_commit();
-                }
-                continue;
-            }
-            if constexpr (DQM == BWS_DQ_EARLY) {
-                /* dK's dS^T from shared memory (sa dead): registers for S */
-                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
-                bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
-            } else {
+                float si[8][4];
+                bwd90_s_dp<DP, F16>(si, dp, k_rows, v_rows, sQ, sdO);
+                const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
+                bwd90_scores(rule, fast, masked, si, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
+                bwd90_pack<F16>(si, dp, pa, sa);
+                bwd90_store_ds(sdS, sa, wg, wq, g, tq);
                 bwd90_dv_dk<DP, F16>(dv, dk, pa, sa, sdO, sQ);
                 named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
             }
             float acc[8][4];
-            if constexpr (DQM == BWS_DQ_EARLY) {
+            if constexpr (EARLY) {
                 bwd90_dq_issue<DP, F16>(acc, sdS, sK, wg);
                 /* the last item issues a spare S on its own stage (still
                  * held): an S issued on one path only would be copied where
@@ -376,7 +337,7 @@ __global__ void __launch_bounds__(384, 1)
                 fence_proxy_async(); /* this thread's stores, before the TMA reads them */
                 __syncwarp();
 #ifdef LA_CUDA_TIMING_BOUNDS
-                if (flags & BWS_BOUND_NO_REDUCE) continue;
+                if (!EARLY && (flags & BWS_BOUND_NO_REDUCE)) continue;
 #endif
                 if (lane == 0) {
 #pragma unroll
@@ -385,8 +346,8 @@ __global__ void __launch_bounds__(384, 1)
                                        (int)(i0 + wq * 16), (int)h, (int)b);
                     bulk_commit();
                 }
-                if constexpr (DQM == BWS_DQ_EARLY) wgmma_wait<0>(); /* the next item's S */
             }
+            if constexpr (EARLY) wgmma_wait<0>(); /* the next item's S */
             if constexpr (DQM == BWS_DQ_TMA) {
                 /* buffer it % 2 once the writer has read item it - 2's tiles from it */
                 const uint32_t buf = (uint32_t)(it & 1);
@@ -397,7 +358,7 @@ __global__ void __launch_bounds__(384, 1)
                 if (lane == 0) mbar_arrive(bar_qf + 8 * buf);
             }
         }
-        if ((DQM == BWS_DQ_WARP || DQM == BWS_DQ_PP || DQM == BWS_DQ_EARLY) && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
+        if ((DQM == BWS_DQ_WARP || DQM == BWS_DQ_EARLY) && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
         bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
     }
 #endif
@@ -420,7 +381,6 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
                                  cudaStream_t stream) {
     if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, flags, stream);
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
-    if (dqm == BWS_DQ_PP) return launch_bws<DP, F16, 2, BWS_DQ_PP>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, flags, stream);
@@ -428,7 +388,8 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma or warp (the default); skip (dQ left
+/* LA_CUDA_BACKWARD_DQ: atomic, tma, warp, or early (the default; warp
+ * where the rule is not the fast one: softcap, ALiBi, sigmoid); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
  * kernel without dQ at all, not the add alone).
@@ -437,20 +398,16 @@ static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
-    if (pick && !strcmp(pick, "pingpong")) return BWS_DQ_PP;
-    if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
+    if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
 #endif
-    return BWS_DQ_WARP;
+    return BWS_DQ_EARLY;
 }
 
 static int bws_flags(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ_SPREAD");
     int f = pick && !strcmp(pick, "0") ? 0 : BWS_SPREAD;
-    /* LA_CUDA_BACKWARD_PP_TURNS=0: pingpong's products without the turns */
-    const char *turns = getenv("LA_CUDA_BACKWARD_PP_TURNS");
-    if (turns && !strcmp(turns, "0")) f |= BWS_NO_TURNS;
 #ifdef LA_CUDA_TIMING_BOUNDS
     /* LA_CUDA_BACKWARD_DQ_BOUND=noreduce (warp mode): the staging without
      * the reduce-add (dQ wrong): a timing bound */
@@ -477,7 +434,10 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* the workspace [seq][token][head][D] f32 (rows = the sequence's
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
-    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_PP || dqm == BWS_DQ_EARLY;
+    /* early's kernel has the fast rule's element-wise step only */
+    const la_score_rule *r = &a->rule;
+    if (dqm == BWS_DQ_EARLY && !(r->score == LA_SCORE_SOFTMAX && r->softcap <= 0 && !r->alibi_slopes)) dqm = BWS_DQ_WARP;
+    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY;
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
                                 a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
