@@ -107,30 +107,44 @@ static __device__ __forceinline__ bool bwd90_block_make(const la_cuda_bwd_args &
     return true;
 }
 
-/* X^T = A B^T for a warpgroup's 64 keys (a_rows: K-major panels of BKEY
- * rows) by BQ queries (b: K-major panels of BQ rows), one commit group:
- * S^T = K Q^T or dP^T = V dO^T. */
-template <int DP, bool F16, bool FENCE = true>
-static __device__ __forceinline__ void bwd90_kq(float (&x)[8][4], uint32_t a_rows, uint32_t b) {
-    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
-    const uint64_t da = wgmma_desc(a_rows, 16, 1024), db = wgmma_desc(b, 16, 1024);
-    if (FENCE) wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(x, wgmma_desc_at(da, ko), wgmma_desc_at(db, qo), kk > 0);
-    }
-    wgmma_commit();
-}
-
 /* S^T = K Q^T, dP^T = V dO^T: a warpgroup's 64 keys (k_rows, v_rows:
  * K-major panels of BKEY rows) by BQ queries, in two commit groups so the
  * element-wise step can start on S while dP is on the tensor cores. */
 template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_s_dp(float (&s)[8][4], float (&dp)[8][4], uint32_t k_rows, uint32_t v_rows,
                                                   uint32_t sQ, uint32_t sdO) {
-    bwd90_kq<DP, F16>(s, k_rows, sQ);
-    bwd90_kq<DP, F16, false>(dp, v_rows, sdO);
+    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
+    const uint64_t dk = wgmma_desc(k_rows, 16, 1024), dq = wgmma_desc(sQ, 16, 1024);
+    const uint64_t dv = wgmma_desc(v_rows, 16, 1024), ddo = wgmma_desc(sdO, 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
+        wgmma_ss_n64<F16, 0, 0>(s, wgmma_desc_at(dk, ko), wgmma_desc_at(dq, qo), kk > 0);
+    }
+    wgmma_commit();
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
+        wgmma_ss_n64<F16, 0, 0>(dp, wgmma_desc_at(dv, ko), wgmma_desc_at(ddo, qo), kk > 0);
+    }
+    wgmma_commit();
+}
+
+/* One of those products alone, one commit group: X^T = A B^T for a
+ * warpgroup's 64 keys (a_rows: K-major panels of BKEY rows) by BQ queries
+ * (b: K-major panels of BQ rows). */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_kq(float (&x)[8][4], uint32_t a_rows, uint32_t b) {
+    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
+    const uint64_t da = wgmma_desc(a_rows, 16, 1024), db = wgmma_desc(b, 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
+        wgmma_ss_n64<F16, 0, 0>(x, wgmma_desc_at(da, ko), wgmma_desc_at(db, qo), kk > 0);
+    }
+    wgmma_commit();
 }
 
 /* Does tile (i0, j0) hold a hidden element or a row past the queries? */
@@ -152,88 +166,56 @@ static __device__ __forceinline__ bool bwd90_masked(const la_score_rule &rule, i
  * slope: the head's ALiBi slope.
  * Fast path: softmax, no softcap, no ALiBi (hidden elements get P = 0,
  * hence dS = 0). */
-/* The fast path's halves: P^T from S^T (S waited for), then dS^T from
- * dP^T (dP waited for) */
-static __device__ __forceinline__ void bwd90_p_fast(const la_score_rule &rule, bool masked, float (&s)[8][4],
-                                                    const float *sL, int64_t i0, int64_t j0, int kr0, int64_t lq,
-                                                    int64_t lk, int tq) {
-    const float scale_log2 = rule.scale * LA_LOG2E;
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-        const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
-#pragma unroll
-        for (int c = 0; c < 4; c++) s[n][c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
-    }
-    if (masked) { /* hidden elements: P = 0, hence dS = 0 */
-        const tile_mask mk = tile_mask_make(rule, i0, j0, lq, lk);
-#pragma unroll
-        for (int n = 0; n < 8; n++)
-#pragma unroll
-            for (int c = 0; c < 4; c++) {
-                const int qc = n * 8 + 2 * tq + (c & 1), kr = kr0 + 8 * (c >> 1);
-                if (!(qc < mk.lq && kr < min(mk.hi + qc, mk.lk) && (kr >= mk.lo + qc || kr < mk.sinks))) s[n][c] = 0.0f;
-            }
-    }
-}
-static __device__ __forceinline__ void bwd90_ds_fast(const la_score_rule &rule, const float (&s)[8][4], float (&dp)[8][4],
-                                                     const float *sDl, int tq) {
-#pragma unroll
-    for (int n = 0; n < 8; n++) {
-        const float2 dl = *reinterpret_cast<const float2 *>(sDl + n * 8 + 2 * tq);
-#pragma unroll
-        for (int c = 0; c < 4; c++) dp[n][c] = s[n][c] * (dp[n][c] - ((c & 1) ? dl.y : dl.x)) * rule.scale;
-    }
-}
-
-/* The general rule (softcap, ALiBi, sigmoid scores), S and dP both waited
- * for: P^T into s and dS^T into dp */
-static __device__ __forceinline__ void bwd90_scores_general(const la_score_rule &rule, bool masked, float (&s)[8][4],
-                                                            float (&dp)[8][4], const float *sL, const float *sDl,
-                                                            float slope, int64_t i0, int64_t j0, int kr0, int64_t lq,
-                                                            int64_t lk, int tq) {
-#pragma unroll
-    for (int n = 0; n < 8; n++)
-#pragma unroll
-        for (int c = 0; c < 4; c++) {
-            const int col = n * 8 + 2 * tq + (c & 1);
-            const int64_t i = i0 + col, j = j0 + kr0 + 8 * (c >> 1);
-            float dsdx;
-            const float sc = la_rule_score(&rule, s[n][c], slope, (float)(i + lk - lq - j), &dsdx);
-            bool vis = true;
-            if (masked) {
-                int64_t lo, hi;
-                la_rule_key_range(&rule, i, lq, lk, &lo, &hi);
-                vis = i < lq && j < hi && (j >= lo || j < rule.sinks);
-            }
-            const float p = vis ? weight90(rule, sc, sL[col]) : 0.0f;
-            dp[n][c] = vis ? la_rule_dscore(&rule, p, dp[n][c], sDl[col]) * dsdx : 0.0f;
-            s[n][c] = p;
-        }
-}
-
 static __device__ __forceinline__ void bwd90_scores(const la_score_rule &rule, bool fast, bool masked, float (&s)[8][4],
                                                     float (&dp)[8][4], const float *sL, const float *sDl, float slope,
                                                     int64_t i0, int64_t j0, int kr0, int64_t lq, int64_t lk, int tq) {
     if (fast) {
+        const float scale_log2 = rule.scale * LA_LOG2E;
         wgmma_wait<1>(); /* S landed; dP may still be in flight */
-        bwd90_p_fast(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq);
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
+#pragma unroll
+            for (int c = 0; c < 4; c++) s[n][c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
+        }
+        if (masked) { /* hidden elements: P = 0, hence dS = 0 */
+            const tile_mask mk = tile_mask_make(rule, i0, j0, lq, lk);
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+#pragma unroll
+                for (int c = 0; c < 4; c++) {
+                    const int qc = n * 8 + 2 * tq + (c & 1), kr = kr0 + 8 * (c >> 1);
+                    if (!(qc < mk.lq && kr < min(mk.hi + qc, mk.lk) && (kr >= mk.lo + qc || kr < mk.sinks)))
+                        s[n][c] = 0.0f;
+                }
+        }
         wgmma_wait<0>();
-        bwd90_ds_fast(rule, s, dp, sDl, tq);
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            const float2 dl = *reinterpret_cast<const float2 *>(sDl + n * 8 + 2 * tq);
+#pragma unroll
+            for (int c = 0; c < 4; c++) dp[n][c] = s[n][c] * (dp[n][c] - ((c & 1) ? dl.y : dl.x)) * rule.scale;
+        }
     } else {
         wgmma_wait<0>();
-        bwd90_scores_general(rule, masked, s, dp, sL, sDl, slope, i0, j0, kr0, lq, lk, tq);
-    }
-}
-
-/* A 64 x 64 f32 accumulator tile as the 16-bit A fragments of a
- * register-A product */
-template <bool F16> static __device__ __forceinline__ void bwd90_pack1(const float (&x)[8][4], uint32_t (&xa)[4][4]) {
 #pragma unroll
-    for (int kk = 0; kk < bwd90_tiles::BQ / 16; kk++) {
-        xa[kk][0] = pack2<F16>(x[2 * kk][0], x[2 * kk][1]);
-        xa[kk][1] = pack2<F16>(x[2 * kk][2], x[2 * kk][3]);
-        xa[kk][2] = pack2<F16>(x[2 * kk + 1][0], x[2 * kk + 1][1]);
-        xa[kk][3] = pack2<F16>(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int col = n * 8 + 2 * tq + (c & 1);
+                const int64_t i = i0 + col, j = j0 + kr0 + 8 * (c >> 1);
+                float dsdx;
+                const float sc = la_rule_score(&rule, s[n][c], slope, (float)(i + lk - lq - j), &dsdx);
+                bool vis = true;
+                if (masked) {
+                    int64_t lo, hi;
+                    la_rule_key_range(&rule, i, lq, lk, &lo, &hi);
+                    vis = i < lq && j < hi && (j >= lo || j < rule.sinks);
+                }
+                const float p = vis ? weight90(rule, sc, sL[col]) : 0.0f;
+                dp[n][c] = vis ? la_rule_dscore(&rule, p, dp[n][c], sDl[col]) * dsdx : 0.0f;
+                s[n][c] = p;
+            }
     }
 }
 
@@ -241,8 +223,17 @@ template <bool F16> static __device__ __forceinline__ void bwd90_pack1(const flo
 template <bool F16>
 static __device__ __forceinline__ void bwd90_pack(const float (&s)[8][4], const float (&dp)[8][4], uint32_t (&pa)[4][4],
                                                   uint32_t (&sa)[4][4]) {
-    bwd90_pack1<F16>(s, pa);
-    bwd90_pack1<F16>(dp, sa);
+#pragma unroll
+    for (int kk = 0; kk < bwd90_tiles::BQ / 16; kk++) {
+        pa[kk][0] = pack2<F16>(s[2 * kk][0], s[2 * kk][1]);
+        pa[kk][1] = pack2<F16>(s[2 * kk][2], s[2 * kk][3]);
+        pa[kk][2] = pack2<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[kk][3] = pack2<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+        sa[kk][0] = pack2<F16>(dp[2 * kk][0], dp[2 * kk][1]);
+        sa[kk][1] = pack2<F16>(dp[2 * kk][2], dp[2 * kk][3]);
+        sa[kk][2] = pack2<F16>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
+        sa[kk][3] = pack2<F16>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+    }
 }
 
 /* dS^T into shared memory (rows = the block's keys, columns = queries),
@@ -285,6 +276,32 @@ static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float
     wgmma_commit();
 }
 
+/* The same, but dK's A (dS^T) read from the warpgroup's rows of sdS
+ * (K-major, stored and fenced before a barrier) instead of registers, so
+ * sa is dead once stored: 16 fewer registers live while the products run. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], float (&dk)[DP / 8][4],
+                                                       const uint32_t (&pa)[4][4], uint32_t sdS, int wg, uint32_t sdO,
+                                                       uint32_t sQ) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024), dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
+        else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
+        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
+    }
+    wgmma_commit();
+}
+
 /* dQ_tile = dS K once both warpgroups' dS^T are in sdS (D 128: columns
  * 64 wg .. 64 wg + 63 over all 128 keys; D 64: every column over this
  * warpgroup's 64 keys. A = dS read MN-major from dS^T; B = K MN-major).
@@ -302,39 +319,6 @@ static __device__ __forceinline__ void bwd90_dq_mma(float (&acc)[8][4], uint32_t
         wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
     wgmma_wait<0>();
-}
-
-/* dV += P^T dO alone, one commit group (the early schedule issues it
- * before dS is computed) */
-template <int DP, bool F16>
-static __device__ __forceinline__ void bwd90_dv(float (&dv)[DP / 8][4], const uint32_t (&pa)[4][4], uint32_t sdO) {
-    constexpr int BQ = bwd90_tiles::BQ;
-    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
-        if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
-        else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
-    }
-    wgmma_commit();
-}
-
-/* dK += dS^T Q with dS^T read from the warpgroup's rows of sdS (K-major,
- * stored and fenced before a barrier) instead of registers, so sa is dead
- * once stored; one commit group */
-template <int DP, bool F16>
-static __device__ __forceinline__ void bwd90_dk_sds(float (&dk)[DP / 8][4], uint32_t sdS, int wg, uint32_t sQ) {
-    constexpr int BQ = bwd90_tiles::BQ;
-    const uint64_t dq0 = wgmma_desc(sQ, BQ * 128, 1024), ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
-        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
-        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
-    }
-    wgmma_commit();
 }
 
 /* bwd90_dq_mma's products, issued and committed but not waited for */

@@ -79,6 +79,24 @@
  * Kept: the wgmma descriptors built once per operand (wgmma_desc_at), 12%
  * fewer instructions, +0.7-1%.
  *
+ * Nineteenth session (same shapes; BENCHMARKS s19-cuda):
+ * early (LA_CUDA_BACKWARD_DQ=early, in the tree, not yet the default): the
+ * next item's S^T issued behind this item's dQ products and waited for
+ * after the dQ staging and add, which it then runs under; registers for it
+ * by reading dK's dS^T from shared memory. fwd+bwd 490-504 against warp's
+ * 474-494 in the same call (+2.0-3.5%); test_cuda_backward's 1620 cases
+ * pass in this mode. Not the default only because the rest of the CUDA
+ * tests (test_cuda_sparse, memcheck) did not run on it: the device call
+ * that would have run them lost its machine.
+ * Tried, not kept: pingpong: each warpgroup's dQ over its own 64 keys and
+ * all D columns (N 128, no cross-warpgroup barrier, twice the adds) with
+ * named-barrier turns so that one warpgroup's products run under the
+ * other's element-wise step (FlashAttention-3's forward schedule): 438-451,
+ * -10%, as only one warp per scheduler then does each element-wise step;
+ * the same without turns 464-481, -3% (as (c) above). Written, not run:
+ * early with dV issued right after P (its product under the dS math; fast
+ * rule only; branch s19-cuda, commit 344bd55).
+ *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
 #include "cuda/attention/backward_sm90_ws.h"
@@ -92,7 +110,8 @@
 /* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
  * TMA reduce-add from shared memory issued by a writer warp, or one issued
  * by each consumer warp for its own rows (warp, the default); skip: not at
- * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only). */
+ * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's
+ * add with the next item's S^T product in flight under it (below). */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY };
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
@@ -262,72 +281,93 @@ __global__ void __launch_bounds__(384, 1)
         int stage = 0;
         uint32_t phase = 0;
         int64_t h_cur = hk * G, t_cur = tlo;
-        /* early: S^T of item it + 1 is issued behind item it's dQ, so it runs
-         * while the dQ tile is staged and added, and is waited for at the
-         * loop's end (an S in flight across the back edge made ptxas copy
-         * its accumulators there and serialise the wgmma); dP^T at the top */
-        constexpr bool EARLY = DQM == BWS_DQ_EARLY;
-        float s[8][4]; /* early: carried from one item to the next */
-        if (EARLY && items > 0) {
-            mbar_wait(bar_f, 0);
-            bwd90_kq<DP, F16>(s, k_rows, sQ0);
-            wgmma_wait<0>();
-        }
-        for (int64_t it = 0; it < items; it++) {
-            const int64_t h = h_cur, i0 = t_cur * BQ;
-            if (++t_cur == thi) t_cur = tlo, h_cur++;
-            const uint32_t sQ = sQ0 + stage * T::QT, sdO = sdO0 + stage * T::QT, sdS = sdS0 + (uint32_t)(it & 1) * T::DS;
-            const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
-
-            float dp[8][4];
-            uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
-            if constexpr (EARLY) {
+        if constexpr (DQM == BWS_DQ_EARLY) {
+            /* early (LA_CUDA_BACKWARD_DQ=early): the loop below, but S^T of
+             * item it + 1 is issued right behind item it's dQ products and
+             * waited for after item it's dQ staging and add, so it runs under
+             * them; dP^T is issued at the loop's top. Registers: dK's dS^T
+             * comes from shared memory (bwd90_dv_dk_sds), so sa is dead
+             * while S is in flight (128 dK / dV + 32 dQ + 32 S + 16 P^T).
+             * S is waited for before the back edge: one in flight across it
+             * made ptxas copy its accumulators there (C7514 / C7515: the
+             * wgmma serialised). The last item issues a spare S on its own
+             * stage (an S issued on one path only is copied where the paths
+             * meet, while in flight). */
+            float s[8][4];
+            if (items > 0) {
+                mbar_wait(bar_f, 0);
+                bwd90_kq<DP, F16>(s, k_rows, sQ0);
+                wgmma_wait<0>();
+            }
+            for (int64_t it = 0; it < items; it++) {
+                const int64_t h = h_cur, i0 = t_cur * BQ;
+                if (++t_cur == thi) t_cur = tlo, h_cur++;
+                const uint32_t sQ = sQ0 + stage * T::QT, sdO = sdO0 + stage * T::QT, sdS = sdS0 + (uint32_t)(it & 1) * T::DS;
+                const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
+                float dp[8][4];
                 bwd90_kq<DP, F16>(dp, v_rows, sdO); /* the stage was waited for with S */
                 const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
-                /* P, then dV's product, which runs while dS is computed (the
-                 * launcher takes this schedule for the fast rule only) */
-                bwd90_p_fast(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq);
-                bwd90_pack1<F16>(s, pa);
-                bwd90_dv<DP, F16>(dv, pa, sdO);
-                wgmma_wait<1>(); /* dP */
-                bwd90_ds_fast(rule, s, dp, sDl, tq);
-                bwd90_pack1<F16>(dp, sa);
+                bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
+                uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
+                bwd90_pack<F16>(s, dp, pa, sa);
                 bwd90_store_ds(sdS, sa, wg, wq, g, tq);
-                /* dK's dS^T from shared memory: sa is dead, registers for S */
                 named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
-                bwd90_dk_sds<DP, F16>(dk, sdS, wg, sQ);
-            } else {
-                mbar_wait(bar_f + 8 * stage, phase);
-                float si[8][4];
-                bwd90_s_dp<DP, F16>(si, dp, k_rows, v_rows, sQ, sdO);
-                const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
-                bwd90_scores(rule, fast, masked, si, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
-                bwd90_pack<F16>(si, dp, pa, sa);
-                bwd90_store_ds(sdS, sa, wg, wq, g, tq);
-                bwd90_dv_dk<DP, F16>(dv, dk, pa, sa, sdO, sQ);
-                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
-            }
-            float acc[8][4];
-            if constexpr (EARLY) {
+                bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
+                float acc[8][4];
                 bwd90_dq_issue<DP, F16>(acc, sdS, sK, wg);
-                /* the last item issues a spare S on its own stage (still
-                 * held): an S issued on one path only would be copied where
-                 * the paths meet, while in flight */
                 int nstage = stage;
                 if (it + 1 < items) {
                     nstage = stage + 1 == STAGES ? 0 : stage + 1;
                     mbar_wait(bar_f + 8 * nstage, nstage ? phase : phase ^ 1);
                 }
                 bwd90_kq<DP, F16>(s, k_rows, sQ0 + nstage * T::QT);
-                wgmma_wait<1>(); /* dV, dK and dQ; S of the next item stays in flight */
-            } else {
-                bwd90_dq_mma<DP, F16>(acc, sdS, sK, wg); /* waits for dV, dK too */
+                wgmma_wait<1>(); /* dV, dK and dQ; the next item's S stays in flight */
+                __syncwarp();
+                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
+                if (++stage == STAGES) stage = 0, phase ^= 1;
+                /* as warp's add below */
+                const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
+                if (lane == 0) bulk_wait_read_but1();
+                __syncwarp();
+                bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
+                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+                __syncwarp();
+                if (lane == 0) {
+#pragma unroll
+                    for (int p = 0; p < 2; p++)
+                        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, &mdq, (DP == 128 ? wg * 64 : 0) + p * 32,
+                                       (int)(i0 + wq * 16), (int)h, (int)b);
+                    bulk_commit();
+                }
+                wgmma_wait<0>(); /* the next item's S */
             }
+            if (lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
+            bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
+            return;
+        }
+        for (int64_t it = 0; it < items; it++) {
+            const int64_t h = h_cur, i0 = t_cur * BQ;
+            if (++t_cur == thi) t_cur = tlo, h_cur++;
+            const uint32_t sQ = sQ0 + stage * T::QT, sdO = sdO0 + stage * T::QT, sdS = sdS0 + (uint32_t)(it & 1) * T::DS;
+            const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
+            mbar_wait(bar_f + 8 * stage, phase);
+
+            float s[8][4], dp[8][4];
+            bwd90_s_dp<DP, F16>(s, dp, k_rows, v_rows, sQ, sdO);
+            const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
+            bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
+            uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
+            bwd90_pack<F16>(s, dp, pa, sa);
+            bwd90_store_ds(sdS, sa, wg, wq, g, tq);
+            bwd90_dv_dk<DP, F16>(dv, dk, pa, sa, sdO, sQ);
+            named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+            float acc[8][4];
+            bwd90_dq_mma<DP, F16>(acc, sdS, sK, wg); /* waits for dV, dK too */
             __syncwarp();
             if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
             if (++stage == STAGES) stage = 0, phase ^= 1;
             if constexpr (DQM == BWS_DQ_ATOMIC) bwd90_dq_add<DP>(a, acc, wg, wq, g, tq, i0, lq, wrow, h);
-            if constexpr (DQM == BWS_DQ_WARP || DQM == BWS_DQ_EARLY) {
+            if constexpr (DQM == BWS_DQ_WARP) {
                 /* each warp adds its own 16 rows (two 32-column boxes) from
                  * buffer it % 2, once its reduce of item it - 2 has read it */
                 const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
@@ -337,7 +377,7 @@ __global__ void __launch_bounds__(384, 1)
                 fence_proxy_async(); /* this thread's stores, before the TMA reads them */
                 __syncwarp();
 #ifdef LA_CUDA_TIMING_BOUNDS
-                if (!EARLY && (flags & BWS_BOUND_NO_REDUCE)) continue;
+                if (flags & BWS_BOUND_NO_REDUCE) continue;
 #endif
                 if (lane == 0) {
 #pragma unroll
@@ -347,7 +387,6 @@ __global__ void __launch_bounds__(384, 1)
                     bulk_commit();
                 }
             }
-            if constexpr (EARLY) wgmma_wait<0>(); /* the next item's S */
             if constexpr (DQM == BWS_DQ_TMA) {
                 /* buffer it % 2 once the writer has read item it - 2's tiles from it */
                 const uint32_t buf = (uint32_t)(it & 1);
@@ -358,7 +397,7 @@ __global__ void __launch_bounds__(384, 1)
                 if (lane == 0) mbar_arrive(bar_qf + 8 * buf);
             }
         }
-        if ((DQM == BWS_DQ_WARP || DQM == BWS_DQ_EARLY) && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
+        if (DQM == BWS_DQ_WARP && lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
         bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
     }
 #endif
@@ -388,8 +427,7 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma, warp, or early (the default; warp
- * where the rule is not the fast one: softcap, ALiBi, sigmoid); skip (dQ left
+/* LA_CUDA_BACKWARD_DQ: atomic, tma, early or warp (the default); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
  * kernel without dQ at all, not the add alone).
@@ -398,11 +436,11 @@ static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
-    if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
+    if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
 #endif
-    return BWS_DQ_EARLY;
+    return BWS_DQ_WARP;
 }
 
 static int bws_flags(void) {
@@ -434,9 +472,6 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* the workspace [seq][token][head][D] f32 (rows = the sequence's
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
-    /* early's kernel has the fast rule's element-wise step only */
-    const la_score_rule *r = &a->rule;
-    if (dqm == BWS_DQ_EARLY && !(r->score == LA_SCORE_SOFTMAX && r->softcap <= 0 && !r->alibi_slopes)) dqm = BWS_DQ_WARP;
     const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY;
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
