@@ -5,7 +5,7 @@
 # in turn (alternated, so clock drift hits each alike), and a table of the
 # per-variant medians last.
 #
-#   MODES="LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=pingpong" bash scripts/cuda-bwd-ab.sh
+#   MODES="LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early" bash scripts/cuda-bwd-ab.sh
 #
 # A variant is one or more VAR=value joined by ','. Environment: BUILD
 # (build-ab), ROUNDS (3), LENS ("16384 65536"), TEST_MODES (the variants
@@ -15,7 +15,7 @@
 set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-ab}
-modes=${MODES:-LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=pingpong}
+modes=${MODES:-LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early}
 rounds=${ROUNDS:-3}
 lens=()
 for l in ${LENS:-16384 65536}; do lens+=(--len "$l"); done
