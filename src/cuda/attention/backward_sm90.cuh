@@ -131,6 +131,22 @@ static __device__ __forceinline__ void bwd90_s_dp(float (&s)[8][4], float (&dp)[
     wgmma_commit();
 }
 
+/* One of those products alone, one commit group: X^T = A B^T for a
+ * warpgroup's 64 keys (a_rows: K-major panels of BKEY rows) by BQ queries
+ * (b: K-major panels of BQ rows). */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_kq(float (&x)[8][4], uint32_t a_rows, uint32_t b) {
+    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
+    const uint64_t da = wgmma_desc(a_rows, 16, 1024), db = wgmma_desc(b, 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
+        wgmma_ss_n64<F16, 0, 0>(x, wgmma_desc_at(da, ko), wgmma_desc_at(db, qo), kk > 0);
+    }
+    wgmma_commit();
+}
+
 /* Does tile (i0, j0) hold a hidden element or a row past the queries? */
 static __device__ __forceinline__ bool bwd90_masked(const la_score_rule &rule, int64_t i0, int64_t j0, int64_t lq,
                                                     int64_t lk) {
@@ -260,6 +276,32 @@ static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float
     wgmma_commit();
 }
 
+/* The same, but dK's A (dS^T) read from the warpgroup's rows of sdS
+ * (K-major, stored and fenced before a barrier) instead of registers, so
+ * sa is dead once stored: 16 fewer registers live while the products run. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], float (&dk)[DP / 8][4],
+                                                       const uint32_t (&pa)[4][4], uint32_t sdS, int wg, uint32_t sdO,
+                                                       uint32_t sQ) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024), dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
+    wgmma_fence();
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
+        else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
+    }
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
+        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
+    }
+    wgmma_commit();
+}
+
 /* dQ_tile = dS K once both warpgroups' dS^T are in sdS (D 128: columns
  * 64 wg .. 64 wg + 63 over all 128 keys; D 64: every column over this
  * warpgroup's 64 keys. A = dS read MN-major from dS^T; B = K MN-major).
@@ -277,6 +319,20 @@ static __device__ __forceinline__ void bwd90_dq_mma(float (&acc)[8][4], uint32_t
         wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
     wgmma_wait<0>();
+}
+
+/* bwd90_dq_mma's products, issued and committed but not waited for */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dq_issue(float (&acc)[8][4], uint32_t sdS, uint32_t sK, int wg) {
+    constexpr int BKEY = bwd90_tiles::BKEY;
+    constexpr int KSTEPS = DP == 128 ? BKEY / 16 : 4;
+    const uint32_t a_base = DP == 128 ? sdS : sdS + wg * 64 * 128;
+    const uint32_t b_base = DP == 128 ? sK + wg * BKEY * 128 : sK + wg * 64 * 128;
+    const uint64_t da = wgmma_desc(a_base, BKEY * 128, 1024), db = wgmma_desc(b_base, BKEY * 128, 1024);
+#pragma unroll
+    for (int kk = 0; kk < KSTEPS; kk++)
+        wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
+    wgmma_commit();
 }
 
 /* ... added to the f32 workspace with vector atomics */

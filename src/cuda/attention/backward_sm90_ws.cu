@@ -79,6 +79,24 @@
  * Kept: the wgmma descriptors built once per operand (wgmma_desc_at), 12%
  * fewer instructions, +0.7-1%.
  *
+ * Nineteenth session (same shapes; BENCHMARKS s19-cuda):
+ * early (LA_CUDA_BACKWARD_DQ=early, in the tree, not yet the default): the
+ * next item's S^T issued behind this item's dQ products and waited for
+ * after the dQ staging and add, which it then runs under; registers for it
+ * by reading dK's dS^T from shared memory. fwd+bwd 490-504 against warp's
+ * 474-494 in the same call (+2.0-3.5%); test_cuda_backward's 1620 cases
+ * pass in this mode. Not the default only because the rest of the CUDA
+ * tests (test_cuda_sparse, memcheck) did not run on it: the device call
+ * that would have run them lost its machine.
+ * Tried, not kept: pingpong: each warpgroup's dQ over its own 64 keys and
+ * all D columns (N 128, no cross-warpgroup barrier, twice the adds) with
+ * named-barrier turns so that one warpgroup's products run under the
+ * other's element-wise step (FlashAttention-3's forward schedule): 438-451,
+ * -10%, as only one warp per scheduler then does each element-wise step;
+ * the same without turns 464-481, -3% (as (c) above). Written, not run:
+ * early with dV issued right after P (its product under the dS math; fast
+ * rule only; branch s19-cuda, commit 344bd55).
+ *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
 #include "cuda/attention/backward_sm90_ws.h"
@@ -92,8 +110,9 @@
 /* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
  * TMA reduce-add from shared memory issued by a writer warp, or one issued
  * by each consumer warp for its own rows (warp, the default); skip: not at
- * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only). */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP };
+ * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's
+ * add with the next item's S^T product in flight under it (below). */
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY };
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2 };
@@ -105,7 +124,8 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
     /* one item's dQ tiles, f32: per warpgroup 64 rows by 64 columns, two
      * 32-column panels in the 128-byte swizzle (D 64: each warpgroup's sum
      * over its own keys, both added to the same columns) */
-    static constexpr int DQ = DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP ? 2 * BQ * 64 * 4 : 0;
+    static constexpr int DQ =
+        DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY ? 2 * BQ * 64 * 4 : 0;
     /* K/V full; full and empty per stage; full and empty per dQ buffer */
     static constexpr int BARS = 1 + 2 * STAGES + 4;
     /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
@@ -261,6 +281,70 @@ __global__ void __launch_bounds__(384, 1)
         int stage = 0;
         uint32_t phase = 0;
         int64_t h_cur = hk * G, t_cur = tlo;
+        if constexpr (DQM == BWS_DQ_EARLY) {
+            /* early (LA_CUDA_BACKWARD_DQ=early): the loop below, but S^T of
+             * item it + 1 is issued right behind item it's dQ products and
+             * waited for after item it's dQ staging and add, so it runs under
+             * them; dP^T is issued at the loop's top. Registers: dK's dS^T
+             * comes from shared memory (bwd90_dv_dk_sds), so sa is dead
+             * while S is in flight (128 dK / dV + 32 dQ + 32 S + 16 P^T).
+             * S is waited for before the back edge: one in flight across it
+             * made ptxas copy its accumulators there (C7514 / C7515: the
+             * wgmma serialised). The last item issues a spare S on its own
+             * stage (an S issued on one path only is copied where the paths
+             * meet, while in flight). */
+            float s[8][4];
+            if (items > 0) {
+                mbar_wait(bar_f, 0);
+                bwd90_kq<DP, F16>(s, k_rows, sQ0);
+                wgmma_wait<0>();
+            }
+            for (int64_t it = 0; it < items; it++) {
+                const int64_t h = h_cur, i0 = t_cur * BQ;
+                if (++t_cur == thi) t_cur = tlo, h_cur++;
+                const uint32_t sQ = sQ0 + stage * T::QT, sdO = sdO0 + stage * T::QT, sdS = sdS0 + (uint32_t)(it & 1) * T::DS;
+                const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
+                float dp[8][4];
+                bwd90_kq<DP, F16>(dp, v_rows, sdO); /* the stage was waited for with S */
+                const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
+                bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
+                uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
+                bwd90_pack<F16>(s, dp, pa, sa);
+                bwd90_store_ds(sdS, sa, wg, wq, g, tq);
+                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+                bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
+                float acc[8][4];
+                bwd90_dq_issue<DP, F16>(acc, sdS, sK, wg);
+                int nstage = stage;
+                if (it + 1 < items) {
+                    nstage = stage + 1 == STAGES ? 0 : stage + 1;
+                    mbar_wait(bar_f + 8 * nstage, nstage ? phase : phase ^ 1);
+                }
+                bwd90_kq<DP, F16>(s, k_rows, sQ0 + nstage * T::QT);
+                wgmma_wait<1>(); /* dV, dK and dQ; the next item's S stays in flight */
+                __syncwarp();
+                if (lane == 0) mbar_arrive(bar_e + 8 * stage); /* this warp is done with the stage */
+                if (++stage == STAGES) stage = 0, phase ^= 1;
+                /* as warp's add below */
+                const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
+                if (lane == 0) bulk_wait_read_but1();
+                __syncwarp();
+                bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
+                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+                __syncwarp();
+                if (lane == 0) {
+#pragma unroll
+                    for (int p = 0; p < 2; p++)
+                        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, &mdq, (DP == 128 ? wg * 64 : 0) + p * 32,
+                                       (int)(i0 + wq * 16), (int)h, (int)b);
+                    bulk_commit();
+                }
+                wgmma_wait<0>(); /* the next item's S */
+            }
+            if (lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
+            bwd90_store_dk_dv<DP, F16>(a, dk, dv, b, (int64_t)0, hk, j0, lk, kr0, tq);
+            return;
+        }
         for (int64_t it = 0; it < items; it++) {
             const int64_t h = h_cur, i0 = t_cur * BQ;
             if (++t_cur == thi) t_cur = tlo, h_cur++;
@@ -336,13 +420,14 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
                                  cudaStream_t stream) {
     if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, flags, stream);
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
+    if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, flags, stream);
 #endif
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma or warp (the default); skip (dQ left
+/* LA_CUDA_BACKWARD_DQ: atomic, tma, early or warp (the default); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
  * kernel without dQ at all, not the add alone).
@@ -351,6 +436,7 @@ static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
+    if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
 #endif
@@ -386,12 +472,12 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* the workspace [seq][token][head][D] f32 (rows = the sequence's
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
-    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP;
+    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY;
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
-                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_WARP ? 16 : rows_q))
+                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
         dqm = BWS_DQ_ATOMIC;
-    if (dqm != BWS_DQ_TMA && dqm != BWS_DQ_WARP) m[4] = m[0]; /* unused */
+    if (!reduce || dqm == BWS_DQ_ATOMIC) m[4] = m[0]; /* unused */
     const int flags = bws_flags();
     if (a->D == 64)
         *err = a->f16 ? launch_bws_dq<64, true>(a, m, dqm, flags, stream) : launch_bws_dq<64, false>(a, m, dqm, flags, stream);

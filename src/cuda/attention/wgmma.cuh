@@ -76,14 +76,15 @@ static __device__ __forceinline__ void named_bar_arrive(int id, int threads) {
 static __device__ __forceinline__ void fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 
 /* D[64 x 128] (accumulate ? D : 0) + A[64 x 16] B[16 x 128]: A and B in
- * shared memory, K-major, described by da and db. */
-template <bool F16>
+ * shared memory, described by da and db; TA / TB 0 for a K-major operand
+ * (the default), 1 for an MN-major one (16-bit types only). */
+template <bool F16, int TA = 0, int TB = 0>
 static __device__ __forceinline__ void wgmma_ss_n128(float (&d)[16][4], uint64_t da, uint64_t db, int accumulate) {
     if (F16)
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 "
                      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
-                     "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                     "%64, %65, p, 1, 1, %67, %68;\n}\n"
                      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
                        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
                        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
@@ -100,12 +101,12 @@ static __device__ __forceinline__ void wgmma_ss_n128(float (&d)[16][4], uint64_t
                        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
                        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
                        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-                     : "l"(da), "l"(db), "r"(accumulate));
+                     : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
     else
         asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
                      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
                      "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31,%32,%33,%34,%35,%36,%37,%38,%39,%40,%41,%42,%43,%44,%45,%46,%47,%48,%49,%50,%51,%52,%53,%54,%55,%56,%57,%58,%59,%60,%61,%62,%63}, "
-                     "%64, %65, p, 1, 1, 0, 0;\n}\n"
+                     "%64, %65, p, 1, 1, %67, %68;\n}\n"
                      : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
                        "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
                        "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
@@ -122,7 +123,7 @@ static __device__ __forceinline__ void wgmma_ss_n128(float (&d)[16][4], uint64_t
                        "+f"(d[13][0]), "+f"(d[13][1]), "+f"(d[13][2]), "+f"(d[13][3]),
                        "+f"(d[14][0]), "+f"(d[14][1]), "+f"(d[14][2]), "+f"(d[14][3]),
                        "+f"(d[15][0]), "+f"(d[15][1]), "+f"(d[15][2]), "+f"(d[15][3])
-                     : "l"(da), "l"(db), "r"(accumulate));
+                     : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
 }
 
 /* The same with N = 176 (S over a 176-key tile, FlashAttention-3's key tile
