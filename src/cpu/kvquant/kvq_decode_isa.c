@@ -38,8 +38,6 @@
 
 #include "base/parallel.h"
 
-#include <stdlib.h>
-
 #define KVQ_CHUNK 256 /* = DECODE_CHUNK of the float decode: the same split points */
 /* Blocks of LA_VL keys ahead whose code rows a block prefetches, K rows
  * during q.k and V rows during P.V (db_prefetch: spread over the arithmetic; as the float decode's
@@ -59,12 +57,6 @@ typedef struct {
     float *qf, *bias, *kbuf, *vbuf, *sc; /* per-thread scratch */
     float *vsc;                          /* a block's value (scale, zero) pairs as f32 */
     float *ctmp, *cvs;                   /* a chunk's value scales: as stored, and by group (chunk_value_scales) */
-    /* integer q.k (KVQ_I8QK): per row the folded query of the current key
-     * group rounded to int8, four channels to an int32 (qi, Dp / 4 apart),
-     * its step, the bias with the centring term, 128 * the sum of its codes */
-    bool i8;
-    int32_t *qi, *qc;
-    float *qstep, *qb;
     /* the chunk-pass path: the K and V code rows of each block of the
      * chunk's quantised slots and of the KVQ_PREFETCH_BLOCKS blocks after
      * them (NULL past the chunk's quantised slots: nothing to prefetch), set
@@ -309,46 +301,6 @@ static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, floa
     }
 }
 
-/* Integer q.k (AVX-512 with VNNI, int8 keys): row rr's folded query qf
- * rounded to int8 with one step per (row, key group), step = max |qf| / 127,
- * so that q.k of 4 channels x 32 tokens is one vpdpbusd per 8 tokens and
- * row (u8 codes x s8 query, exact int32 sums) instead of widening every
- * code to f32 and an FMA per channel and row. The codes are centred in the
- * arithmetic, not in memory:
- *   sum_d qf_d c_d ~ step sum_d qh_d (c_d - 128) + 128 sum_d qf_d,
- * whose error sum_d (qf_d - step qh_d)(c_d - 128) has half the spread of
- * the uncentred one (|c - 128| <= 128 instead of c <= 255). The error is a
- * rounding of the query, as llama.cpp rounds activations to int8 before
- * its q8_0 K products: its size against the keys' own rounding is in
- * BENCHMARKS (s19-int8) and the test's tolerance is derived from it
- * (tests/kv/test_kv_quant.c, check_decode). */
-#if defined(LA_ISA_AVX512)
-static void fold_i8(const item_state *s, int64_t rr) {
-    const int64_t Dp = s->Dp; /* a multiple of 16 on the chunk passes */
-    const float *o = s->qf + rr * Dp;
-    __m512 mx = _mm512_setzero_ps(), sum = _mm512_setzero_ps();
-    for (int64_t d = 0; d < Dp; d += 16) {
-        const __m512 x = _mm512_loadu_ps(o + d);
-        mx = _mm512_max_ps(mx, _mm512_abs_ps(x)), sum = _mm512_add_ps(sum, x);
-    }
-    const float m = _mm512_reduce_max_ps(mx), inv = m > 0 ? 127.0f / m : 0.0f;
-    __m512i cs = _mm512_setzero_si512();
-    for (int64_t d = 0; d < Dp; d += 16) {
-        /* round to nearest even (the default rounding mode), clamped to +-127: x * inv is at most 127 up to
-         * one rounding */
-        __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(o + d), _mm512_set1_ps(inv)));
-        v = _mm512_max_epi32(_mm512_min_epi32(v, _mm512_set1_epi32(127)), _mm512_set1_epi32(-127));
-        cs = _mm512_add_epi32(cs, v);
-        _mm_storeu_si128((__m128i *)((int8_t *)(s->qi + rr * (Dp / 4)) + d), _mm512_cvtepi32_epi8(v));
-    }
-    s->qstep[rr] = m / 127.0f;
-    s->qc[rr] = 128 * _mm512_reduce_add_epi32(cs);
-    s->qb[rr] = s->bias[rr] + 128.0f * _mm512_reduce_add_ps(sum);
-}
-#else
-static void fold_i8(const item_state *s, int64_t rr) { (void)s, (void)rr; }
-#endif
-
 /* Rows [r, r + nr): qf = qs * the key group's channel scales, bias = qs .
  * its zeros (ks: the group's f16 scales then zeros, as quant_segment). */
 static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r, int nr) {
@@ -367,7 +319,6 @@ static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r,
             bz = vf_fma(qv, vf_load(zc + d), bz);
         }
         s->bias[rr] = vf_reduce_add(bz);
-        if (s->i8) fold_i8(s, rr);
     }
 }
 
@@ -490,86 +441,6 @@ static inline __attribute__((always_inline)) void scores_cm(const float *qf, con
         for (int rr = 0; rr < NR; rr++) s[i][rr] = a[i][rr] + vf_set1(bias[rr]);
 }
 
-#if defined(LA_ISA_AVX512)
-#define KVQ_I8QK 1
-/* Integer q.k of one key-group run for NR rows (fold_i8), 32 tokens at a
- * time: the run's codes start at kc (channel d at kc + d * kcs), nsub
- * 32-token pieces; s[i][rr] as scores_cm's (blocks of 16 tokens). Per 4
- * channels and 32 tokens: 4 loads, 8 byte / word unpacks that put each
- * token's 4 channel codes in one int32 lane (lanes in the order t0-3 |
- * t16-19, t4-7 | t20-23, t8-11 | t24-27, t12-15 | t28-31, undone at the
- * end by 128-bit lane exchanges), then one vpdpbusd per 8 tokens and row
- * against the row's 4 int8 query channels broadcast. The int32 sums are
- * exact (|sum| <= D * 127 * 255 < 2^24 for D <= 512), so a token's score
- * does not depend on the run it is in. The next run (pfk) is prefetched as
- * in scores_cm. Compiled for VNNI (every AVX512_BF16 CPU has it; the plain
- * AVX-512 copy checks at run time, kvq_vnni). */
-static inline __attribute__((always_inline, target("avx512vnni"))) void
-scores_i8_rows(const item_state *s, int64_t r, const uint8_t *kc, size_t kcs, const char *pfk, int nsub, const int NR,
-               vf (*sc)[4]) {
-    const int64_t Dp = s->Dp, qs = Dp / 4;
-    for (int j = 0; j < nsub; j++) {
-        __m256i a[4][4];
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-            for (int k = 0; k < 4; k++) a[rr][k] = _mm256_setzero_si256();
-        const uint8_t *c = kc + 32 * j;
-        for (int64_t d = 0; d < Dp; d += 4) {
-            if (j == 0) {
-                __builtin_prefetch(pfk + (size_t)d * kcs, 0, 2);
-                __builtin_prefetch(pfk + (size_t)(d + 2) * kcs, 0, 2);
-                if (kcs > 32) {
-                    __builtin_prefetch(pfk + (size_t)(d + 1) * kcs, 0, 2);
-                    __builtin_prefetch(pfk + (size_t)(d + 3) * kcs, 0, 2);
-                }
-            }
-            const __m256i r0 = _mm256_loadu_si256((const __m256i *)(c + (size_t)d * kcs));
-            const __m256i r1 = _mm256_loadu_si256((const __m256i *)(c + (size_t)(d + 1) * kcs));
-            const __m256i r2 = _mm256_loadu_si256((const __m256i *)(c + (size_t)(d + 2) * kcs));
-            const __m256i r3 = _mm256_loadu_si256((const __m256i *)(c + (size_t)(d + 3) * kcs));
-            const __m256i ul = _mm256_unpacklo_epi8(r0, r1), uh = _mm256_unpackhi_epi8(r0, r1);
-            const __m256i wl = _mm256_unpacklo_epi8(r2, r3), wh = _mm256_unpackhi_epi8(r2, r3);
-            const __m256i x[4] = {_mm256_unpacklo_epi16(ul, wl), _mm256_unpackhi_epi16(ul, wl),
-                                  _mm256_unpacklo_epi16(uh, wh), _mm256_unpackhi_epi16(uh, wh)};
-#pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) {
-                const __m256i q = _mm256_set1_epi32(s->qi[(r + rr) * qs + d / 4]);
-#pragma GCC unroll 4
-                for (int k = 0; k < 4; k++) a[rr][k] = _mm256_dpbusd_epi32(a[rr][k], x[k], q);
-            }
-        }
-#pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) {
-            const __m256i c0 = _mm256_set1_epi32(s->qc[r + rr]);
-            const __m512 st = _mm512_set1_ps(s->qstep[r + rr]), b = _mm512_set1_ps(s->qb[r + rr]);
-            const __m256i t0 = _mm256_sub_epi32(_mm256_permute2x128_si256(a[rr][0], a[rr][1], 0x20), c0);
-            const __m256i t1 = _mm256_sub_epi32(_mm256_permute2x128_si256(a[rr][2], a[rr][3], 0x20), c0);
-            const __m256i t2 = _mm256_sub_epi32(_mm256_permute2x128_si256(a[rr][0], a[rr][1], 0x31), c0);
-            const __m256i t3 = _mm256_sub_epi32(_mm256_permute2x128_si256(a[rr][2], a[rr][3], 0x31), c0);
-            const __m512i lo = _mm512_inserti64x4(_mm512_castsi256_si512(t0), t1, 1);
-            const __m512i hi = _mm512_inserti64x4(_mm512_castsi256_si512(t2), t3, 1);
-            sc[2 * j][rr] = (vf)_mm512_fmadd_ps(st, _mm512_cvtepi32_ps(lo), b);
-            sc[2 * j + 1][rr] = (vf)_mm512_fmadd_ps(st, _mm512_cvtepi32_ps(hi), b);
-        }
-    }
-}
-
-static __attribute__((noinline, target("avx512vnni"))) void scores_i8(const item_state *s, int64_t r, int NR,
-                                                                   const uint8_t *kc, size_t kcs, const char *pfk,
-                                                                   int nsub, vf (*sc)[4]) {
-    switch (NR) {
-    case 1: scores_i8_rows(s, r, kc, kcs, pfk, nsub, 1, sc); break;
-    case 2: scores_i8_rows(s, r, kc, kcs, pfk, nsub, 2, sc); break;
-    case 3: scores_i8_rows(s, r, kc, kcs, pfk, nsub, 3, sc); break;
-    default: scores_i8_rows(s, r, kc, kcs, pfk, nsub, 4, sc); break;
-    }
-}
-
-#else
-#define KVQ_I8QK 0
-#endif
-
 /* Rows [r, r + NR) of the item over slots [c0, c1): m, l, acc from row r. */
 static inline __attribute__((always_inline)) void pass_rows(const item_state *s, int64_t r, const int NR, int64_t c0,
                                                             int64_t c1, float *m, float *l, float *acc,
@@ -603,11 +474,6 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             vf sc[KVQ_TB][4];
             const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
             const float *q = s->qf + r * Dp, *bs = s->bias + r;
-#if KVQ_I8QK
-            if (s->i8 && (nb * LA_VL) % 32 == 0)
-                scores_i8(s, r, NR, (const uint8_t *)kc, kcs, pfk, nb * LA_VL / 32, sc);
-            else
-#endif
             switch (nb) {
             case 1: scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc); break;
             case 2: scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc); break;
@@ -841,7 +707,7 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     /* and the chunk-pass path's value scales of a chunk, twice (chunk_value_scales) */
     const int64_t pairs = p->kv.f.value_group > 0 ? 2 * (p->kv.f.D / p->kv.f.value_group) : 0;
     L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D +
-                             2 * KVQ_CHUNK * pairs + L->R * L->Dp / 4 + 3 * L->R) +
+                             2 * KVQ_CHUNK * pairs) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     /* an int32 count of finished chunks per (sequence, K/V head), whole 64-byte lines */
@@ -862,22 +728,6 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_workspace)(const la_kvq_decode_problem *p,
     return LA_OK;
 }
 
-/* Whether an item takes integer q.k (fold_i8, scores_i8): int8 keys on the
- * chunk passes, key groups of whole 32-token pieces, D small enough for
- * exact int32 sums, a CPU with AVX512_VNNI (every AVX512_BF16 CPU has it;
- * asked anyway, it is one load), and not switched off with
- * LONGATTN_KVQ_INT_QK=0 (the float q.k, for A/B and accuracy checks). */
-static bool int_qk(const la_kvq_format *f) {
-#if KVQ_I8QK
-    const char *env = getenv("LONGATTN_KVQ_INT_QK");
-    return f->bits == 8 && chunk_pass_fits(f) && f->key_group % 32 == 0 && f->D <= 512 &&
-           __builtin_cpu_supports("avx512vnni") && !(env && !strcmp(env, "0"));
-#else
-    (void)f;
-    return false;
-#endif
-}
-
 la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, void *mem) {
     layout L;
     if (!plan(p, &L)) return la_fail(LA_ERR_OVERFLOW, "quantised decode workspace size overflows");
@@ -888,7 +738,6 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
     int32_t *done = (int32_t *)(pacc + L.part_rows * (size_t)Dp);
     float *threads_mem = (float *)done + L.counts;
     memset(done, 0, sizeof(int32_t) * (size_t)(p->num_seqs * p->Hkv));
-    const bool i8 = int_qk(&p->kv.f);
 #pragma omp parallel num_threads(nthreads)
     {
         /* 8-byte members first: hi (2 R floats), then the merge list */
@@ -898,8 +747,6 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
         float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R, *ctmp = run_l + R;
         float *cvs = ctmp + KVQ_CHUNK * 2 * (D / p->kv.f.value_group);
-        float *qstep = cvs + KVQ_CHUNK * 2 * (D / p->kv.f.value_group), *qb = qstep + R;
-        int32_t *qc = (int32_t *)(qb + R), *qi = qc + R;
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
@@ -921,8 +768,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
-                            .vsc = vsc, .ctmp = ctmp, .cvs = cvs,
-                            .i8 = i8, .qi = qi, .qc = qc, .qstep = qstep, .qb = qb};
+                            .vsc = vsc, .ctmp = ctmp, .cvs = cvs};
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
             /* the running max and sum in the thread's own scratch, stored
              * once: items of R = 4 rows share cache lines of pm / pl, and
