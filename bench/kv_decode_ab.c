@@ -1,10 +1,11 @@
 /* Decode over one layer of KV pages (la_kv_cache_decode, 32 query heads over
- * 8 K/V heads, D 128; DD_SHAPE=1: SmolLM2's 9 / 3, D 64): per round the read
+ * 8 K/V heads, D 128; DD_SHAPE=1: SmolLM2's 9 / 3, D 64; f32 or f16 pages, or
+ * q8 / q4 with the cache's default groups and window): per round the read
  * ceiling (la_peak_read_gbps), then 15 calls: best and median ms, their
  * ratios to the ceiling, CPU ms per call. For A/B runs of two builds
  * alternated in one script (s18-dec, BENCHMARKS.md).
  *   cc -O2 -Iinclude bench/kv_decode_ab.c build/liblongattn.a -fopenmp -lm -o /tmp/dd
- *   /tmp/dd f32|f16 L ROUNDS THREADS [PAGE_SIZE] */
+ *   /tmp/dd f32|f16|q8|q4 L ROUNDS THREADS [PAGE_SIZE] */
 #include <longattn.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@ static float next_uniform(unsigned *s) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: %s f32|f16 L ROUNDS THREADS [PAGE_SIZE]\n", argv[0]);
+        fprintf(stderr, "usage: %s f32|f16|q8|q4 L ROUNDS THREADS [PAGE_SIZE]\n", argv[0]);
         return 2;
     }
     la_dtype dtype = !strcmp(argv[1], "f16") ? LA_F16 : LA_F32;
@@ -44,6 +45,7 @@ int main(int argc, char **argv) {
     p.head_dim = D;
     p.max_tokens = L;
     p.dtype = dtype;
+    p.quant = !strcmp(argv[1], "q8") ? LA_KV_Q8 : !strcmp(argv[1], "q4") ? LA_KV_Q4 : LA_KV_QUANT_NONE;
     if (argc > 5) p.page_size = atoll(argv[5]);
     la_kv_cache *cache;
     if (la_kv_cache_create(&p, &cache)) {
