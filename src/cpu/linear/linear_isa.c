@@ -43,9 +43,10 @@
  * latency. */
 #define LIN_CHAINS 4
 
-/* Tokens ahead of the one loaded whose rows' first lines are prefetched
- * (2 lines each: ~3-4% less CPU time than none at H 8, 16K; whole runs, 2
- * or 8 tokens ahead, were slower). */
+/* Tokens ahead of the one loaded whose rows are prefetched, every line of
+ * each tensor's run (on Zen 5 at H 8, 16K: 14% less time than the first two
+ * lines alone, which Zen 1 and the Xeon preferred; 2 to 8 tokens ahead
+ * measured the same; BENCHMARKS.md, s19-gla). */
 #define LIN_AHEAD 4
 
 /* Heads per chunked item at most (their states share a thread's scratch). */
@@ -290,6 +291,15 @@ static void decay_row_sum(float *factor, float *sum, const la_linear_problem *p,
     for (int64_t d = dm->Dk; d < dm->Dkp; d++) factor[d] = 0;
 }
 
+/* Every line of row t of heads h0 .. h1 - 1 of x (row_elems elements each). */
+static void prefetch_rows(const la_attn_operand *x, int64_t bt, int64_t t, int64_t h0, int64_t h1, int64_t row_elems) {
+    const int64_t bytes = row_elems * (int64_t)la_dtype_size(x->dtype);
+    for (int64_t h = h0; h < h1; h++) {
+        const char *row = la_attn_at(x, bt, t, h);
+        for (int64_t o = 0; o < bytes; o += 64) __builtin_prefetch(row + o, 0, 3);
+    }
+}
+
 /* Rows t0 + c0 + i (i < n) of heads h0 .. h0 + hg - 1 of sequence b into
  * the heads' scratch views W[e], each tensor's rows of the heads in turn:
  * a token's rows of neighbouring heads are neighbours in memory, so each
@@ -302,20 +312,15 @@ static void chunk_load(const la_linear_problem *p, const lin_dims *dm, const fwd
     const bool channel = lin_channel(p);
     for (int64_t i = 0; i < n; i++) {
         const int64_t t = t0 + c0 + i;
-        /* the first two lines of each tensor's run LIN_AHEAD tokens on, a
-         * new page each: the streamer picks the run up from there */
+        /* each tensor's run LIN_AHEAD tokens on: a new page each, where the
+         * hardware's streamers start cold, so the copies below would wait
+         * on memory line by line */
         if (t + LIN_AHEAD < end) {
-            const int64_t ta = t + LIN_AHEAD;
-            __builtin_prefetch(la_attn_at(&p->q, bt, ta, h0), 0, 3);
-            __builtin_prefetch(la_attn_at(&p->q, bt, ta, h0) + 64, 0, 3);
-            __builtin_prefetch(la_attn_at(&p->k, bt, ta, h0 / rep), 0, 3);
-            __builtin_prefetch(la_attn_at(&p->k, bt, ta, h0 / rep) + 64, 0, 3);
-            __builtin_prefetch(la_attn_at(&p->v, bt, ta, h0 / rep), 0, 3);
-            __builtin_prefetch(la_attn_at(&p->v, bt, ta, h0 / rep) + 64, 0, 3);
-            if (p->g.data) {
-                __builtin_prefetch(la_attn_at(&p->g, bt, ta, h0), 0, 3);
-                __builtin_prefetch(la_attn_at(&p->g, bt, ta, h0) + 64, 0, 3);
-            }
+            const int64_t ta = t + LIN_AHEAD, kv0 = h0 / rep, kv1 = (h0 + hg - 1) / rep + 1;
+            prefetch_rows(&p->q, bt, ta, h0, h0 + hg, p->Dx);
+            prefetch_rows(&p->k, bt, ta, kv0, kv1, p->Dx);
+            prefetch_rows(&p->v, bt, ta, kv0, kv1, dm->Dv);
+            if (p->g.data) prefetch_rows(&p->g, bt, ta, h0, h0 + hg, channel ? dm->Dk : 1);
         }
         for (int64_t e = 0; e < hg; e++)
             lin_load_feature(W[e].Q + i * Dkp, la_attn_at(&p->q, bt, t, h0 + e), p->q.dtype, p, h0 + e, Dkp, p->scale);
