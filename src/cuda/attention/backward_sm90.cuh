@@ -253,20 +253,28 @@ static __device__ __forceinline__ void bwd90_store_ds(uint32_t sdS, const uint32
     fence_proxy_async();
 }
 
-/* dV += P^T dO, dK += dS^T Q (B read MN-major: queries along K), one commit group */
+/* dV += P^T dO issued (no fence, no commit: the callers' group holds it) */
 template <int DP, bool F16>
-static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float (&dk)[DP / 8][4],
-                                                   const uint32_t (&pa)[4][4], const uint32_t (&sa)[4][4], uint32_t sdO,
-                                                   uint32_t sQ) {
+static __device__ __forceinline__ void bwd90_dv_issue(float (&dv)[DP / 8][4], const uint32_t (&pa)[4][4], uint32_t sdO) {
     constexpr int BQ = bwd90_tiles::BQ;
-    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024), dq0 = wgmma_desc(sQ, BQ * 128, 1024);
-    wgmma_fence();
+    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024);
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
         const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
         if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
         else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
     }
+}
+
+/* dV += P^T dO, dK += dS^T Q (B read MN-major: queries along K), one commit group */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float (&dk)[DP / 8][4],
+                                                   const uint32_t (&pa)[4][4], const uint32_t (&sa)[4][4], uint32_t sdO,
+                                                   uint32_t sQ) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint64_t dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    wgmma_fence();
+    bwd90_dv_issue<DP, F16>(dv, pa, sdO);
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
         const uint64_t dqd = wgmma_desc_at(dq0, kk * 16 * 128);
@@ -284,15 +292,10 @@ static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], f
                                                        const uint32_t (&pa)[4][4], uint32_t sdS, int wg, uint32_t sdO,
                                                        uint32_t sQ) {
     constexpr int BQ = bwd90_tiles::BQ;
-    const uint64_t ddo0 = wgmma_desc(sdO, BQ * 128, 1024), dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t dq0 = wgmma_desc(sQ, BQ * 128, 1024);
     const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t ddo = wgmma_desc_at(ddo0, kk * 16 * 128);
-        if constexpr (DP == 64) wgmma_rs_n64<F16>(dv, pa[kk], ddo);
-        else wgmma_rs_n128<F16>(dv, pa[kk], ddo);
-    }
+    bwd90_dv_issue<DP, F16>(dv, pa, sdO);
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
         const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);

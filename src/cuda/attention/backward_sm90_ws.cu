@@ -141,6 +141,19 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
 static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
 
 #if LA_WGMMA
+/* This warp's 16 staged dQ rows (two 32-column boxes) added into dQ by the
+ * TMA, one bulk group: lane 0 only. */
+template <int DP>
+static __device__ __forceinline__ void bws_dq_reduce_add(uint32_t tile, const CUtensorMap *mdq, int wg, int wq,
+                                                         int64_t i0, int64_t h, int64_t b) {
+    constexpr int BQ = bwd90_tiles::BQ;
+#pragma unroll
+    for (int p = 0; p < 2; p++)
+        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, mdq, (DP == 128 ? wg * 64 : 0) + p * 32, (int)(i0 + wq * 16),
+                       (int)h, (int)b);
+    bulk_commit();
+}
+
 /* this thread's part of its warpgroup's dQ tile (acc as bwd90_dq_mma
  * leaves it: rows wq 16 + g (+ 8), columns n 8 + 2 tq) into the swizzled
  * panels at tile: an f32 column c sits where panel_off puts 16-bit column 2c.
@@ -332,13 +345,7 @@ __global__ void __launch_bounds__(384, 1)
                 bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
                 fence_proxy_async(); /* this thread's stores, before the TMA reads them */
                 __syncwarp();
-                if (lane == 0) {
-#pragma unroll
-                    for (int p = 0; p < 2; p++)
-                        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, &mdq, (DP == 128 ? wg * 64 : 0) + p * 32,
-                                       (int)(i0 + wq * 16), (int)h, (int)b);
-                    bulk_commit();
-                }
+                if (lane == 0) bws_dq_reduce_add<DP>(tile, &mdq, wg, wq, i0, h, b);
                 wgmma_wait<0>(); /* the next item's S */
             }
             if (lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
@@ -379,13 +386,7 @@ __global__ void __launch_bounds__(384, 1)
 #ifdef LA_CUDA_TIMING_BOUNDS
                 if (flags & BWS_BOUND_NO_REDUCE) continue;
 #endif
-                if (lane == 0) {
-#pragma unroll
-                    for (int p = 0; p < 2; p++)
-                        tma_reduce_add(tile + p * BQ * 128 + wq * 16 * 128, &mdq, (DP == 128 ? wg * 64 : 0) + p * 32,
-                                       (int)(i0 + wq * 16), (int)h, (int)b);
-                    bulk_commit();
-                }
+                if (lane == 0) bws_dq_reduce_add<DP>(tile, &mdq, wg, wq, i0, h, b);
             }
             if constexpr (DQM == BWS_DQ_TMA) {
                 /* buffer it % 2 once the writer has read item it - 2's tiles from it */
