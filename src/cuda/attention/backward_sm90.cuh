@@ -107,43 +107,41 @@ static __device__ __forceinline__ bool bwd90_block_make(const la_cuda_bwd_args &
     return true;
 }
 
+/* X^T = A B^T issued (no fence, no commit: the caller's group holds it)
+ * for a warpgroup's 64 keys (da: K-major panels of BKEY rows) by BQ
+ * queries (db: K-major panels of BQ rows), both described from their
+ * base with a 16-byte leading offset. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_kq_issue(float (&x)[8][4], uint64_t da, uint64_t db) {
+    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
+#pragma unroll
+    for (int kk = 0; kk < DP / 16; kk++) {
+        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
+        wgmma_ss_n64<F16, 0, 0>(x, wgmma_desc_at(da, ko), wgmma_desc_at(db, qo), kk > 0);
+    }
+}
+
 /* S^T = K Q^T, dP^T = V dO^T: a warpgroup's 64 keys (k_rows, v_rows:
  * K-major panels of BKEY rows) by BQ queries, in two commit groups so the
  * element-wise step can start on S while dP is on the tensor cores. */
 template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_s_dp(float (&s)[8][4], float (&dp)[8][4], uint32_t k_rows, uint32_t v_rows,
                                                   uint32_t sQ, uint32_t sdO) {
-    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
     const uint64_t dk = wgmma_desc(k_rows, 16, 1024), dq = wgmma_desc(sQ, 16, 1024);
     const uint64_t dv = wgmma_desc(v_rows, 16, 1024), ddo = wgmma_desc(sdO, 16, 1024);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(s, wgmma_desc_at(dk, ko), wgmma_desc_at(dq, qo), kk > 0);
-    }
+    bwd90_kq_issue<DP, F16>(s, dk, dq);
     wgmma_commit();
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(dp, wgmma_desc_at(dv, ko), wgmma_desc_at(ddo, qo), kk > 0);
-    }
+    bwd90_kq_issue<DP, F16>(dp, dv, ddo);
     wgmma_commit();
 }
 
-/* One of those products alone, one commit group: X^T = A B^T for a
- * warpgroup's 64 keys (a_rows: K-major panels of BKEY rows) by BQ queries
- * (b: K-major panels of BQ rows). */
+/* One of those products alone (a_rows by b), one commit group. */
 template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_kq(float (&x)[8][4], uint32_t a_rows, uint32_t b) {
-    constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
     const uint64_t da = wgmma_desc(a_rows, 16, 1024), db = wgmma_desc(b, 16, 1024);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < DP / 16; kk++) {
-        const uint32_t ko = (kk >> 2) * BKEY * 128 + (kk & 3) * 32, qo = (kk >> 2) * BQ * 128 + (kk & 3) * 32;
-        wgmma_ss_n64<F16, 0, 0>(x, wgmma_desc_at(da, ko), wgmma_desc_at(db, qo), kk > 0);
-    }
+    bwd90_kq_issue<DP, F16>(x, da, db);
     wgmma_commit();
 }
 

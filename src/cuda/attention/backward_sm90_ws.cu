@@ -179,6 +179,18 @@ static __device__ __forceinline__ void bws_dq_stage(uint32_t tile, const float (
     }
 }
 
+/* The warp-add modes' staging of this warp's rows: once the warp's reduce
+ * of two items back has read the buffer (lane 0 waits, the warp follows),
+ * acc into tile, fenced for the TMA that reads it next. */
+static __device__ __forceinline__ void bws_dq_stage_own(uint32_t tile, const float (&acc)[8][4], int lane, int wq, int g,
+                                                        int tq, bool spread) {
+    if (lane == 0) bulk_wait_read_but1();
+    __syncwarp();
+    bws_dq_stage(tile, acc, wq, g, tq, spread);
+    fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+    __syncwarp();
+}
+
 #endif
 
 template <int DP, bool F16, int STAGES, int DQM>
@@ -340,11 +352,7 @@ __global__ void __launch_bounds__(384, 1)
                 if (++stage == STAGES) stage = 0, phase ^= 1;
                 /* as warp's add below */
                 const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
-                if (lane == 0) bulk_wait_read_but1();
-                __syncwarp();
-                bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
-                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
-                __syncwarp();
+                bws_dq_stage_own(tile, acc, lane, wq, g, tq, (flags & BWS_SPREAD) != 0);
                 if (lane == 0) bws_dq_reduce_add<DP>(tile, &mdq, wg, wq, i0, h, b);
                 wgmma_wait<0>(); /* the next item's S */
             }
@@ -378,11 +386,7 @@ __global__ void __launch_bounds__(384, 1)
                 /* each warp adds its own 16 rows (two 32-column boxes) from
                  * buffer it % 2, once its reduce of item it - 2 has read it */
                 const uint32_t tile = sdQ0 + (uint32_t)(it & 1) * T::DQ + wg * (T::DQ / 2);
-                if (lane == 0) bulk_wait_read_but1();
-                __syncwarp();
-                bws_dq_stage(tile, acc, wq, g, tq, (flags & BWS_SPREAD) != 0);
-                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
-                __syncwarp();
+                bws_dq_stage_own(tile, acc, lane, wq, g, tq, (flags & BWS_SPREAD) != 0);
 #ifdef LA_CUDA_TIMING_BOUNDS
                 if (flags & BWS_BOUND_NO_REDUCE) continue;
 #endif
