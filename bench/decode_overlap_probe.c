@@ -13,32 +13,17 @@
  *
  *   cc -O2 -mavx2 -mfma -fopenmp bench/decode_overlap_probe.c -o /tmp/ov && /tmp/ov F DIST [HUGE]
  */
-#define _GNU_SOURCE
+#include "decode_probe.h"
+
 #include <immintrin.h>
 #include <omp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
 
-enum { KV_HEADS = 8, TOKENS = 32768, HEAD_DIM = 128, CHUNK = 256, BLOCK = 4096 };
+enum { BLOCK = 4096 };
 enum { MODE_COMPUTE, MODE_READ_COMPUTE, MODE_PREFETCH_T0, MODE_PREFETCH_T1, MODE_PREFETCH_NTA,
        MODE_READ, MODE_COUNT };
 
-static const size_t head_bytes = (size_t)TOKENS * HEAD_DIM * sizeof(float);
-static const size_t region_bytes = (size_t)KV_HEADS * TOKENS * HEAD_DIM * sizeof(float);
-static const size_t chunk_bytes = (size_t)CHUNK * HEAD_DIM * sizeof(float);
-
 static int fmas_per_line = 8;
 static size_t prefetch_distance = 8192;
-
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 static inline void prefetch(const char *p, int mode)
 {
@@ -103,20 +88,6 @@ static float run_mode(const char *k, const char *v, int mode)
         total += acc[0][0];
     }
     return total;
-}
-
-static char *map_region(int huge_pages)
-{
-    char *p = mmap(NULL, region_bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
-        perror("mmap");
-        exit(1);
-    }
-    if (huge_pages)
-        madvise(p, region_bytes, MADV_HUGEPAGE);
-    memset(p, 1, region_bytes);
-    return p;
 }
 
 int main(int argc, char **argv)

@@ -1,6 +1,6 @@
 /* How fast can this host read a decode's KV cache, by access pattern?
  *
- * The cache is f32 pages at 32K tokens, 8 K/V heads, D 128 (268 MB for K and
+ * The cache is f32 pages at 32K tokens, 8 K/V heads, D 128 (134 MB for K and
  * as much for V, head-major as in the KV cache), mmap'd. Each pattern is
  * timed with 1 and 2 threads, best of 4:
  *   seq_halves            each thread streams one contiguous half (as
@@ -14,28 +14,12 @@
  *
  *   cc -O2 -mavx2 -mfma -fopenmp bench/decode_read_probe.c -o /tmp/rd && /tmp/rd 0 && /tmp/rd 1
  */
-#define _GNU_SOURCE
+#include "decode_probe.h"
+
 #include <immintrin.h>
 #include <omp.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/mman.h>
-#include <time.h>
 
-enum { KV_HEADS = 8, TOKENS = 32768, HEAD_DIM = 128, CHUNK = 256 };
 enum { PATTERN_SEQUENTIAL, PATTERN_K_THEN_V, PATTERN_INTERLEAVED, PATTERN_COUNT };
-
-static const size_t head_bytes = (size_t)TOKENS * HEAD_DIM * sizeof(float);
-static const size_t region_bytes = (size_t)KV_HEADS * TOKENS * HEAD_DIM * sizeof(float);
-static const size_t chunk_bytes = (size_t)CHUNK * HEAD_DIM * sizeof(float);
-
-static double seconds_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return t.tv_sec + t.tv_nsec * 1e-9;
-}
 
 /* Sums n bytes (a multiple of 128) into four accumulators: enough independent
  * adds that the loads, not the adds, set the pace. */
@@ -97,20 +81,6 @@ static float read_once(const char *k, const char *v, int pattern, int threads)
         total += acc[0];
     }
     return total;
-}
-
-static char *map_region(int huge_pages)
-{
-    char *p = mmap(NULL, region_bytes, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED) {
-        perror("mmap");
-        exit(1);
-    }
-    if (huge_pages)
-        madvise(p, region_bytes, MADV_HUGEPAGE);
-    memset(p, 1, region_bytes); /* touch every page before timing */
-    return p;
 }
 
 int main(int argc, char **argv)
