@@ -305,24 +305,8 @@ static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], f
 
 /* dQ_tile = dS K once both warpgroups' dS^T are in sdS (D 128: columns
  * 64 wg .. 64 wg + 63 over all 128 keys; D 64: every column over this
- * warpgroup's 64 keys. A = dS read MN-major from dS^T; B = K MN-major).
- * Waits for every group of this warpgroup. */
-template <int DP, bool F16>
-static __device__ __forceinline__ void bwd90_dq_mma(float (&acc)[8][4], uint32_t sdS, uint32_t sK, int wg) {
-    constexpr int BKEY = bwd90_tiles::BKEY;
-    constexpr int KSTEPS = DP == 128 ? BKEY / 16 : 4;
-    const uint32_t a_base = DP == 128 ? sdS : sdS + wg * 64 * 128;
-    const uint32_t b_base = DP == 128 ? sK + wg * BKEY * 128 : sK + wg * 64 * 128;
-    const uint64_t da = wgmma_desc(a_base, BKEY * 128, 1024), db = wgmma_desc(b_base, BKEY * 128, 1024);
-    wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < KSTEPS; kk++)
-        wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
-    wgmma_commit();
-    wgmma_wait<0>();
-}
-
-/* bwd90_dq_mma's products, issued and committed but not waited for */
+ * warpgroup's 64 keys. A = dS read MN-major from dS^T; B = K MN-major),
+ * issued and committed, not waited for (no fence: the caller's). */
 template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_dq_issue(float (&acc)[8][4], uint32_t sdS, uint32_t sK, int wg) {
     constexpr int BKEY = bwd90_tiles::BKEY;
@@ -334,6 +318,14 @@ static __device__ __forceinline__ void bwd90_dq_issue(float (&acc)[8][4], uint32
     for (int kk = 0; kk < KSTEPS; kk++)
         wgmma_ss_n64<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
     wgmma_commit();
+}
+
+/* The same, fenced, and waited for with every group of this warpgroup. */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dq_mma(float (&acc)[8][4], uint32_t sdS, uint32_t sK, int wg) {
+    wgmma_fence();
+    bwd90_dq_issue<DP, F16>(acc, sdS, sK, wg);
+    wgmma_wait<0>();
 }
 
 /* ... added to the f32 workspace with vector atomics */
