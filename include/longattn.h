@@ -214,7 +214,8 @@ LA_API la_status la_context_synchronize(la_context *ctx);
 /* This machine's ceilings, measured: what `longattn bench` reports every
  * kernel's speed against. Measure them right beside the timed work: on a
  * shared machine a neighbour moves them from one second to the next.
- * Each returns 0 for threads < 1, seconds not > 0 or a buffer of no float. */
+ * Each returns 0 for threads outside [1, 4096] (la_context_set_threads'
+ * range), seconds not > 0 or a buffer of no float. */
 
 /* FP32 FMA throughput of `threads` threads at SIMD level `simd`, in
  * GFLOP/s (an FMA counts 2), over about `seconds`. */
@@ -1546,8 +1547,8 @@ LA_API la_status la_kv_cache_apply_policy(la_kv_cache *c, const la_kv_policy *p,
  * reads); scores in double, each exp in f32 (relative error < 3e-7; a
  * probability under 1.6e-38 counts as that), sums in double. mass [len] f32 is overwritten. ctx (may be NULL)
  * gives the threads. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (indices, n
- * outside [1, len], group < 1, q_stride < group * head_dim, lse_stride <
- * group), LA_ERR_NOMEM. */
+ * outside [1, len], group outside [1, 2^31), q_stride < group * head_dim,
+ * lse_stride < group, a stride of 2^60 / n or more), LA_ERR_NOMEM. */
 LA_API la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq,
                                       const float *q, int64_t n, int64_t group, int64_t q_stride, float scale,
                                       const float *lse, int64_t lse_stride, float *mass);
@@ -1663,7 +1664,8 @@ LA_API la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str 
 /* Element i of an array of strings / numbers. */
 LA_API la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out);
 /* Walk an array of strings in order: start with kv->value, each call fills
- * *out and returns the cursor of the next element (O(1) per element). */
+ * *out and returns the cursor of the next element (O(1) per element); a
+ * NULL cursor or out gives NULL. */
 LA_API const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out);
 LA_API la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out);
 LA_API la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out);
@@ -1685,7 +1687,8 @@ LA_API size_t la_ggml_block_bytes(la_ggml_type t);
 /* Bytes of a row of n elements; LA_ERR_SHAPE if n is not a multiple of the block. */
 LA_API la_status la_ggml_row_bytes(la_ggml_type t, int64_t n, size_t *out);
 
-/* dst[0..n) = the n elements at src (n a multiple of the block). */
+/* dst[0..n) = the n elements at src (n a multiple of the block); nothing
+ * is written for an unknown type, NULL src or dst, or another n. */
 LA_API void la_dequantize_row(la_ggml_type t, const void *src, float *dst, int64_t n);
 
 /* y[r] = dot(row r of W, x), r in [0, rows); W is rows x cols of type t with

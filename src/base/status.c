@@ -36,11 +36,13 @@ la_status la_set_error(la_status s, const char *fmt, ...) {
     /* Formatted apart first: a caller may wrap the previous message
      * (la_fail(st, "...: %s", la_last_error())), and vsnprintf from the
      * buffer it writes into is undefined (it garbled such messages). */
-    char msg[sizeof last_error];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    char msg[sizeof last_error] = "(no message: la_set_error's fmt was NULL)";
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(msg, sizeof msg, fmt, ap);
+        va_end(ap);
+    }
     memcpy(last_error, msg, sizeof msg);
     return s;
 }

@@ -363,6 +363,7 @@ static bool f32_of(la_gguf_type t, const void *p, float *out) {
 }
 
 la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_get_int: out is NULL");
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (!int_of(kv->type, kv->value, out)) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not an integer", key);
@@ -370,6 +371,7 @@ la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out) {
 }
 
 la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_get_f32: out is NULL");
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     int64_t i;
@@ -382,6 +384,7 @@ la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
 }
 
 la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_get_str: out is NULL");
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (kv->type != LA_GGUF_STRING) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a string", key);
@@ -393,6 +396,7 @@ la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
  * Callers that need every element (the tokenizer) walk once with
  * la_gguf_array_str_next instead. */
 la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_array_str: out is NULL");
     if (!kv || kv->type != LA_GGUF_ARRAY || kv->elem_type != LA_GGUF_STRING)
         return la_fail(LA_ERR_FORMAT, "not an array of strings");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the array's %llu elements",
@@ -403,9 +407,17 @@ la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) 
     return LA_OK;
 }
 
-const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out) { return string_record(cursor, out); }
+/* No status to return: a NULL cursor or out gives NULL (and an empty *out). */
+const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out) {
+    if (!cursor || !out) {
+        if (out) *out = (la_gguf_str){0};
+        return NULL;
+    }
+    return string_record(cursor, out);
+}
 
 la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_array_f32: out is NULL");
     if (!kv || kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
@@ -419,6 +431,7 @@ la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
 }
 
 la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out) {
+    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_array_int: out is NULL");
     if (!kv || kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);

@@ -63,6 +63,8 @@ la_status la_ggml_row_bytes(la_ggml_type t, int64_t n, size_t *out) {
 }
 
 void la_dequantize_row(la_ggml_type t, const void *src, float *dst, int64_t n) {
+    /* no status to return: what the header rules out (an unknown type, NULL
+     * rows, n not a whole number of blocks) writes nothing */
     const la_format *f = la_format_of_ggml(t);
-    if (f) f->dequantize(src, dst, n);
+    if (f && src && dst && n > 0 && n % f->block_elems == 0) f->dequantize(src, dst, n);
 }

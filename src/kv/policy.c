@@ -71,7 +71,7 @@ la_status la_kv_policy_validate(const la_kv_policy *p) {
         const int64_t snap = la_kv_h2o_snap(p);
         if (snap > 0) {
             /* the voted entries come beside the newest max(recent, window), which the vote cannot rank */
-            if (p->window < 1 || (p->recent > p->window ? p->recent : p->window) + snap > p->budget)
+            if (p->window < 1 || (p->recent > p->window ? p->recent : p->window) > p->budget - snap)
                 return la_fail(LA_ERR_ARGUMENT,
                                "KV policy h2o: with snap %g (%lld entries) the window %lld must be >= 1 and "
                                "max(recent %lld, window) + %lld at most the budget %lld",

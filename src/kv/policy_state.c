@@ -68,7 +68,7 @@ static double dot_d(const float *a, const float *b, int64_t n) {
  * clamps there (exp(-87) = 1.6e-38, a mass no selection tells from 0).
  * Plain arithmetic, so `omp simd` loops vectorise it. */
 static inline float exp_le0(float x) {
-    x = x < -87.0f ? -87.0f : x > 80.0f ? 80.0f : x;
+    x = x > -87.0f ? (x < 80.0f ? x : 80.0f) : -87.0f; /* NaN too: its conversion to int below is undefined */
     const float t = x * 1.44269504088896341f;
     const float r = (t + 12582912.0f) - 12582912.0f; /* round to nearest (|t| < 2^22) */
     const float f = t - r;
@@ -96,11 +96,19 @@ la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t la
         return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld, head %lld or seq %lld is out of range", fn, (long long)layer,
                        (long long)head, (long long)seq);
     const int64_t D = la_kv_cache_params_of(c)->head_dim;
-    if (n < 1 || n > len || group < 1 || q_stride < group * D || (lse && lse_stride < group))
+    /* every index below, (n - 1) x q_stride + group x head_dim and the
+     * lse's, must fit in int64 (and the bytes in memory): the checks on
+     * group < 2^31 and the strides < 2^60 / n leave room for both */
+    if (n < 1 || n > len || group < 1 || group > INT32_MAX || q_stride < group * D ||
+        q_stride > ((int64_t)1 << 60) / n || (lse && (lse_stride < group || lse_stride > ((int64_t)1 << 60) / n)))
         return la_fail(LA_ERR_ARGUMENT,
-                       "%s: n %lld must be in [1, %lld entries], group %lld >= 1, q_stride %lld >= group x head_dim, "
-                       "lse_stride %lld >= group",
+                       "%s: n %lld must be in [1, %lld entries], group %lld in [1, 2^31), q_stride %lld >= group x "
+                       "head_dim, lse_stride %lld >= group, both strides below 2^60 / n",
                        fn, (long long)n, (long long)len, (long long)group, (long long)q_stride, (long long)lse_stride);
+    if (!isfinite(scale))
+        return la_fail(LA_ERR_ARGUMENT, "%s: scale %g is not finite", fn, (double)scale);
+    if ((uintptr_t)q % sizeof(float) || (uintptr_t)lse % sizeof(float) || (uintptr_t)mass % sizeof(float))
+        return la_fail(LA_ERR_ARGUMENT, "%s: q, lse and mass must be aligned to 4 bytes", fn);
     const double sc = scale != 0 ? scale : 1.0 / sqrt((double)D);
     float *k = malloc(sizeof(float) * (size_t)(len * D));
     double *l = malloc(sizeof(double) * (size_t)(n * group));
@@ -206,6 +214,12 @@ static la_status read_duo_scores(const la_kv_policy_state *s, float *sc) {
     const int64_t want = s->heads;
     la_status st = LA_OK;
     while (!st && fgets(line, sizeof line, f)) {
+        /* a line cut by the buffer would split a number in two; an endless
+         * file with no newline (a device) would never end the loop */
+        if (!strchr(line, '\n') && !feof(f)) {
+            st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s': a line longer than %zu bytes", path, sizeof line - 2);
+            break;
+        }
         char *p = line;
         while (*p == ' ' || *p == '\t') p++;
         if (*p == '#' || *p == '\n' || !*p) continue;

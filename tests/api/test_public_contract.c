@@ -1452,6 +1452,78 @@ static void check_overflow_everywhere(void) {
     la_context_destroy(ctx);
 }
 
+/* ------------------------------------- session 20 fuzzing's findings */
+
+/* Each of these crashed, hung, overflowed or read out of bounds before its
+ * fix (the fuzz harness of session 20): pointers the getters wrote through
+ * unchecked, thread counts OpenMP cannot start, indices that overflowed,
+ * misaligned plain arrays, an endless score file. */
+static void check_fuzz_findings(void) {
+    la_gguf *g = NULL;
+    EXPECT_OK(la_gguf_open("models/SmolLM2-135M-Instruct.Q4_1.gguf", &g));
+    if (g) {
+        const la_gguf_kv *tt = la_gguf_find(g, "tokenizer.ggml.token_type");
+        const la_gguf_kv *tok = la_gguf_find(g, "tokenizer.ggml.tokens");
+        EXPECT(la_gguf_get_int(g, "llama.block_count", NULL), LA_ERR_NULL); /* an integer key: was written through */
+        EXPECT(la_gguf_get_f32(g, "llama.rope.freq_base", NULL), LA_ERR_NULL);
+        EXPECT(la_gguf_get_str(g, "general.architecture", NULL), LA_ERR_NULL);
+        EXPECT(la_gguf_array_int(tt, 0, NULL), LA_ERR_NULL);
+        EXPECT(la_gguf_array_f32(tt, 0, NULL), LA_ERR_NULL);
+        EXPECT(la_gguf_array_str(tok, 0, NULL), LA_ERR_NULL);
+        la_gguf_str sv = {"x", 1};
+        CHECK(la_gguf_array_str_next(NULL, &sv) == NULL && sv.len == 0);
+        la_gguf_close(g);
+    }
+    CHECK(la_peak_fma_gflops(LA_SIMD_SCALAR, 100000, 0.01) == 0); /* more threads than OpenMP starts: crashed */
+    CHECK(la_peak_read_gbps(5000, 1 << 20) == 0);
+    CHECK(la_peak_update_gbps(1 << 30, 1 << 20) == 0);
+    CHECK(la_peak_fma_gflops(LA_SIMD_SCALAR, 1, (double)INFINITY) == 0); /* ran forever */
+    la_dequantize_row(LA_GGML_Q4_0, NULL, NULL, 32);                      /* a void call: must not write */
+    la_dequantize_row(LA_GGML_F32, buf(64), buf(64), -1);
+    CHECK(la_set_error(LA_ERR_SHAPE, NULL) == LA_ERR_SHAPE && la_last_error()[0]);
+
+    la_context *ctx;
+    la_context_create(&ctx, 1);
+    char *raw = buf(4096);
+    float *x = (float *)raw, *y = (float *)(raw + 1024);
+    EXPECT(la_matvec(ctx, LA_GGML_F32, raw + 2048, 2, 4, (float *)(raw + 2), y), LA_ERR_ARGUMENT);
+    EXPECT(la_matmul(ctx, LA_GGML_F32, raw + 2048, 2, 4, x, 2, (float *)(raw + 1026)), LA_ERR_ARGUMENT);
+
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.head_dim = 8, cp.page_size = 4, cp.max_tokens = 16;
+    la_kv_cache *c = NULL;
+    EXPECT_OK(la_kv_cache_create(&cp, &c));
+    float *kv = filled(64);
+    int32_t *pos = buf(64);
+    for (int i = 0; i < 4; i++) pos[i] = i;
+    EXPECT(la_kv_cache_append(c, 0, 0, 1, kv, kv, (int32_t *)((char *)pos + 1)), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_kv_cache_append(c, 0, 0, 4, kv, kv, pos));
+    int32_t two[2] = {0, 1};
+    EXPECT(la_kv_cache_compact(c, 0, 0, 0, two, INT64_MAX), LA_ERR_ARGUMENT); /* read past `two` */
+    EXPECT(la_kv_cache_compact(c, 0, 0, 0, (int32_t *)((char *)pos + 2), 1), LA_ERR_ARGUMENT);
+    EXPECT(la_kv_cache_read(c, 0, 0, 0, 0, 1, (float *)(raw + 1), NULL), LA_ERR_ARGUMENT);
+    float *q = filled(64), *mass = (float *)buf(64);
+    /* q row i at q + i x q_stride: a stride of 2^63 - 1 overflowed, a huge group overflowed group x head_dim */
+    EXPECT(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 2, 1, INT64_MAX, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
+    EXPECT(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 2, 1, 8, 0, q, INT64_MAX, mass), LA_ERR_ARGUMENT);
+    EXPECT(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 1, INT64_MAX, INT64_MAX, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
+    EXPECT(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 1, 1, 8, NAN, NULL, 0, mass), LA_ERR_ARGUMENT);
+    EXPECT(la_kv_attention_mass(ctx, c, 0, 0, 0, (float *)((char *)q + 1), 1, 1, 8, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 1, 1, 8, 0, NULL, 0, mass));
+
+    la_kv_policy pol;
+    memset(&pol, 0, sizeof pol);
+    pol.kind = LA_KV_POLICY_H2O, pol.budget = 10, pol.snap = 0.5, pol.window = INT64_MAX, pol.kernel = 1;
+    EXPECT(la_kv_policy_validate(&pol), LA_ERR_ARGUMENT); /* max(recent, window) + snap overflowed: accepted */
+    /* a duo score file with no newline in sight: /dev/zero looped forever, a long line split numbers */
+    EXPECT_OK(la_kv_policy_parse("duo:8:/dev/zero", &pol));
+    la_kv_policy_state *ps = NULL;
+    EXPECT(la_kv_policy_state_create(&pol, c, &ps), LA_ERR_FORMAT);
+    CHECK(ps == NULL);
+    la_kv_cache_destroy(c);
+    la_context_destroy(ctx);
+}
+
 int main(void) {
     check_base();
     check_device_memory();
@@ -1469,6 +1541,7 @@ int main(void) {
     check_workspace_and_gradients();
     check_gguf_accessors();
     check_overflow_everywhere();
+    check_fuzz_findings();
     contract_free_all();
     return contract_exit("test_public_contract");
 }

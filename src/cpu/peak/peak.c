@@ -5,6 +5,7 @@
 
 #include "base/parallel.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 LA_ISA_DECLARE(double, la_peak_fma_run, (int64_t iters));
@@ -13,6 +14,9 @@ LA_ISA_DECLARE(float, la_peak_read_run, (const float *p, size_t n));
 LA_ISA_DECLARE(void, la_peak_update_run, (float *p, size_t n));
 
 typedef double (*run_fn)(int64_t);
+
+/* la_context_set_threads' limit: more threads than OpenMP can start crash it. */
+#define PEAK_MAX_THREADS 4096
 
 /* All threads run the loop at once (the ceiling of the whole machine, as the
  * kernels use it); the slowest thread's time sets the rate. */
@@ -23,7 +27,9 @@ static double parallel_rate(run_fn fn, int threads, double seconds) {
         fn(iters);
         double t = la_clock_seconds() - t0;
         if (t > 0.02 || iters > ((int64_t)1 << 40)) {
-            iters = (int64_t)((double)iters * seconds / (t > 0 ? t : 1e-3));
+            /* a huge or infinite `seconds` caps the count (converting a double past int64 is undefined) */
+            const double want = (double)iters * seconds / (t > 0 ? t : 1e-3);
+            iters = want < 0x1p62 ? (int64_t)want : (int64_t)1 << 62;
             break;
         }
         iters *= 4;
@@ -37,18 +43,22 @@ static double parallel_rate(run_fn fn, int threads, double seconds) {
 }
 
 double la_peak_fma_gflops(la_simd simd, int threads, double seconds) {
-    if ((unsigned)simd >= LA_SIMD_COUNT || simd > la_simd_hardware() || threads < 1 || !(seconds > 0)) return 0;
+    if ((unsigned)simd >= LA_SIMD_COUNT || simd > la_simd_hardware() || threads < 1 || threads > PEAK_MAX_THREADS ||
+        !(seconds > 0 && seconds < INFINITY))
+        return 0;
     return parallel_rate(LA_ISA_PICK(la_peak_fma_run, simd), threads, seconds);
 }
 
 double la_peak_bf16_gflops(la_simd simd, int threads, double seconds) {
-    if (simd != LA_SIMD_AVX512_BF16 || simd > la_simd_hardware() || threads < 1 || !(seconds > 0)) return 0;
+    if (simd != LA_SIMD_AVX512_BF16 || simd > la_simd_hardware() || threads < 1 || threads > PEAK_MAX_THREADS ||
+        !(seconds > 0 && seconds < INFINITY))
+        return 0;
     return parallel_rate(la_peak_bf16_run_avx512_bf16, threads, seconds);
 }
 
 double la_peak_read_gbps(int threads, size_t bytes) {
     size_t n = bytes / sizeof(float);
-    if (threads < 1 || n == 0) return 0;
+    if (threads < 1 || threads > PEAK_MAX_THREADS || n == 0) return 0;
     float *buf = malloc(n * sizeof(float));
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -76,7 +86,7 @@ double la_peak_read_gbps(int threads, size_t bytes) {
  * in place (x = x / 2 + 1); bytes read plus bytes written over the time. */
 double la_peak_update_gbps(int threads, size_t bytes) {
     size_t n = bytes / sizeof(float);
-    if (threads < 1 || n == 0) return 0;
+    if (threads < 1 || threads > PEAK_MAX_THREADS || n == 0) return 0;
     float *buf = malloc(n * sizeof(float));
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)

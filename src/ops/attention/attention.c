@@ -216,7 +216,8 @@ la_status la_attn_forward_prepare(la_context *ctx, const la_attention_params *p,
             return la_fail(LA_ERR_ARGUMENT, "lse is defined for softmax only; pass NULL with sigmoid");
         if ((s = check_lse(lse, "lse", q, nd, varlen ? 1u : 0u))) return s;
     }
-    const size_t cu_bytes = la_array_bytes(p->num_seqs + 1, sizeof(int32_t));
+    /* num_seqs is ignored (and unchecked: up to INT64_MAX) in a dense call */
+    const size_t cu_bytes = la_array_bytes(varlen ? p->num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"out", out}, {"lse", lse}, {"q", q}, {"k", k}, {"v", v},
                               {"alibi_slopes", NULL, p->alibi_slopes, la_array_bytes(F.a.H, sizeof(float))},
                               {"cu_seqlens_q", NULL, p->cu_seqlens_q, cu_bytes},
@@ -271,7 +272,8 @@ la_status la_attn_backward_prepare(la_context *ctx, const la_attention_params *p
     if ((s = check_output_like(dq, "dq", q, nd, zq, false)) || (s = check_output_like(dk, "dk", k, nd, zk, false)) ||
         (s = check_output_like(dv, "dv", v, nd, zk, false)))
         return s;
-    const size_t cu_bytes = la_array_bytes(p->num_seqs + 1, sizeof(int32_t));
+    /* num_seqs is ignored (and unchecked: up to INT64_MAX) in a dense call */
+    const size_t cu_bytes = la_array_bytes(varlen ? p->num_seqs + 1 : 0, sizeof(int32_t));
     const la_arg_memory mem[] = {{"dq", dq}, {"dk", dk}, {"dv", dv}, {"q", q}, {"k", k}, {"v", v},
                               {"out", out}, {"dout", dout}, {"lse", lse},
                               {"alibi_slopes", NULL, p->alibi_slopes, la_array_bytes(P->H, sizeof(float))},

@@ -6,6 +6,10 @@ static la_status check_product(la_context *ctx, la_ggml_type t, const void *W, i
                                const void *x, const void *y, size_t *row_bytes) {
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
     if (!W || !x || !y) return la_fail(LA_ERR_NULL, "W, x or y is NULL");
+    /* W's rows may start at any byte (longattn.h); x and y are f32 arrays */
+    if ((uintptr_t)x % sizeof(float) || (uintptr_t)y % sizeof(float))
+        return la_fail(LA_ERR_ARGUMENT, "%s (%p) is not aligned to 4 bytes for its floats",
+                       (uintptr_t)x % sizeof(float) ? "x" : "y", (uintptr_t)x % sizeof(float) ? x : y);
     if (rows <= 0) return la_fail(LA_ERR_SHAPE, "rows is %lld; must be > 0", (long long)rows);
     la_status st = la_ggml_row_bytes(t, cols, row_bytes);
     if (st) return st;
