@@ -41,9 +41,10 @@ LA_API la_status la_tokenize(const la_tokenizer *t, const char *text, size_t len
 
 /* Bytes one token decodes to (for streaming); special tokens give their text
  * only when render_special. Returns the length written (<= cap), or the
- * length needed if larger than cap. */
+ * length needed if larger than cap (buf NULL: the length needed). */
 LA_API int64_t la_token_to_bytes(const la_tokenizer *t, int32_t id, bool render_special, char *buf, int64_t cap);
-/* Whole sequence to bytes (malloc'd, NUL-terminated, caller frees). */
+/* Whole sequence to bytes (malloc'd, NUL-terminated, caller frees).
+ * LA_ERR_NULL, LA_ERR_ARGUMENT (n < 0, an id outside the vocabulary). */
 LA_API la_status la_detokenize(const la_tokenizer *t, const int32_t *ids, int64_t n, bool render_special, char **text,
                         size_t *len);
 
@@ -258,7 +259,8 @@ LA_API la_status la_sparse_heads_split(const double *score, int64_t n_layer, int
 /* The file: a header line "longattn-sparse-gammas 1 LAYERS HEADS", then
  * one line of HEADS gammas per layer; '#' lines before the header are
  * comments. _read checks the header against n_layer and n_head and every
- * value (finite, in [0, 1]): LA_ERR_IO (cannot open or write),
+ * value (finite, in [0, 1]): LA_ERR_NULL, LA_ERR_ARGUMENT (n_layer or
+ * n_head outside [1, 2^20]), LA_ERR_IO (cannot open or write),
  * LA_ERR_FORMAT (anything else wrong, with the line). */
 LA_API la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n_layer, int64_t n_head);
 LA_API la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_head, float *gamma);

@@ -226,7 +226,9 @@ la_status la_sparse_heads_split(const double *score, int64_t n_layer, int64_t n_
 
 la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n_layer, int64_t n_head) {
     if (!path || !gamma) return la_fail(LA_ERR_NULL, "path or gamma is NULL");
-    if (n_layer < 1 || n_head < 1) return la_fail(LA_ERR_ARGUMENT, "n_layer and n_head must be >= 1");
+    if (n_layer < 1 || n_head < 1 || n_layer > (1 << 20) || n_head > (1 << 20))
+        return la_fail(LA_ERR_ARGUMENT, "n_layer %lld and n_head %lld must be in [1, 2^20]", (long long)n_layer,
+                       (long long)n_head);
     FILE *f = fopen(path, "w");
     if (!f) return la_fail(LA_ERR_IO, "cannot write '%s'", path);
     fprintf(f, "# per-head coverage for topk's sparse prefill (la_sparse_calibrate); use with --sparse-heads\n"
@@ -240,6 +242,10 @@ la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n
 
 la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_head, float *gamma) {
     if (!path || !gamma) return la_fail(LA_ERR_NULL, "path or gamma is NULL");
+    /* as _write and la_sparse_calibrate_new: layer x n_head + head must not overflow */
+    if (n_layer < 1 || n_head < 1 || n_layer > (1 << 20) || n_head > (1 << 20))
+        return la_fail(LA_ERR_ARGUMENT, "n_layer %lld and n_head %lld must be in [1, 2^20]", (long long)n_layer,
+                       (long long)n_head);
     FILE *f = fopen(path, "r");
     if (!f) return la_fail(LA_ERR_IO, "cannot open '%s'", path);
     char line[4096];

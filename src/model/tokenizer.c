@@ -343,24 +343,102 @@ static void push(id_list *l, int32_t id) {
 
 /* ---- BPE ---- */
 
+/* A candidate merge of bpe_long: symbols left and right (adjacent when
+ * pushed, holding ids a and b then), ordered by rank, then position. */
+typedef struct {
+    int32_t rank, a, b;
+    int64_t left, right;
+} bpe_pair;
+
+static bool pair_before(const bpe_pair *x, const bpe_pair *y) {
+    return x->rank < y->rank || (x->rank == y->rank && x->left < y->left);
+}
+
+static void pair_push(bpe_pair *heap, int64_t *n, bpe_pair p) {
+    int64_t i = (*n)++;
+    for (; i > 0 && pair_before(&p, &heap[(i - 1) / 2]); i = (i - 1) / 2) heap[i] = heap[(i - 1) / 2];
+    heap[i] = p;
+}
+
+static bpe_pair pair_pop(bpe_pair *heap, int64_t *n) {
+    bpe_pair top = heap[0], last = heap[--*n];
+    int64_t i = 0;
+    for (;;) {
+        int64_t c = 2 * i + 1;
+        if (c >= *n) break;
+        if (c + 1 < *n && pair_before(&heap[c + 1], &heap[c])) c++;
+        if (!pair_before(&heap[c], &last)) break;
+        heap[i] = heap[c], i = c;
+    }
+    if (*n) heap[i] = last;
+    return top;
+}
+
+static void pair_offer(const la_tokenizer *t, const int32_t *sym, int64_t l, int64_t r, bpe_pair *heap, int64_t *n) {
+    int32_t rank, merged;
+    if (l >= 0 && r >= 0 && merge_find(t, sym[l], sym[r], &rank, &merged))
+        pair_push(heap, n, (bpe_pair){rank, sym[l], sym[r], l, r});
+}
+
+/* bpe_word's merges for a long pre-token (a run of one character can be
+ * the whole text): the symbols as a linked list and the candidate pairs in
+ * a heap, O(k log k) where the scan is O(k^2), with the same result: the
+ * lowest rank first, the leftmost of equal ranks. A popped pair whose
+ * symbols changed since it was pushed is stale and skipped. */
+static la_status bpe_long(const la_tokenizer *t, int32_t *sym, int64_t k) {
+    int64_t *next = malloc(sizeof(int64_t) * (size_t)k), *prev = malloc(sizeof(int64_t) * (size_t)k), n = 0;
+    bpe_pair *heap = malloc(sizeof(bpe_pair) * (size_t)(3 * k)); /* k - 1 pairs, then at most 2 per merge */
+    if (!next || !prev || !heap) {
+        free(next), free(prev), free(heap);
+        return la_fail(LA_ERR_NOMEM, "tokenizer: no memory to merge a pre-token of %lld symbols", (long long)k);
+    }
+    for (int64_t i = 0; i < k; i++) prev[i] = i - 1, next[i] = i + 1 < k ? i + 1 : -1;
+    for (int64_t i = 0; i + 1 < k; i++) pair_offer(t, sym, i, i + 1, heap, &n);
+    while (n) {
+        const bpe_pair p = pair_pop(heap, &n);
+        if (next[p.left] != p.right || sym[p.left] != p.a || sym[p.right] != p.b) continue;
+        int32_t rank, merged;
+        merge_find(t, p.a, p.b, &rank, &merged);
+        sym[p.left] = merged;
+        sym[p.right] = INT32_MIN; /* removed */
+        next[p.left] = next[p.right];
+        if (next[p.left] >= 0) prev[next[p.left]] = p.left;
+        pair_offer(t, sym, prev[p.left], p.left, heap, &n);
+        pair_offer(t, sym, p.left, next[p.left], heap, &n);
+    }
+    int64_t m = 0;
+    for (int64_t i = 0; i >= 0; i = next[i]) sym[m++] = sym[i];
+    for (int64_t i = m; i < k; i++) sym[i] = -1;
+    free(next), free(prev), free(heap);
+    return LA_OK;
+}
+
 /* Merge the symbols of one pre-token: repeatedly the adjacent pair of the
- * lowest rank. Words are short, so a linear scan per merge is cheapest. */
-static void bpe_word(const la_tokenizer *t, const char *s, size_t n, id_list *out, int32_t *sym) {
+ * lowest rank. Words are short, so a linear scan per merge is cheapest;
+ * long ones go to bpe_long. */
+static la_status bpe_word(const la_tokenizer *t, const char *s, size_t n, id_list *out, int32_t *sym) {
+    enum { SCAN_MAX = 64 };
     int64_t k = 0;
     for (size_t i = 0; i < n; i++) sym[k++] = t->byte_token[(uint8_t)s[i]];
-    for (;;) {
-        int32_t best_rank = INT32_MAX, best_merged = -1, rank, merged;
-        int64_t best = -1;
-        for (int64_t i = 0; i + 1 < k; i++)
-            if (merge_find(t, sym[i], sym[i + 1], &rank, &merged) && rank < best_rank)
-                best_rank = rank, best_merged = merged, best = i;
-        if (best < 0) break;
-        sym[best] = best_merged;
-        memmove(sym + best + 1, sym + best + 2, sizeof(int32_t) * (size_t)(k - best - 2));
-        k--;
+    if (k > SCAN_MAX) {
+        la_status st = bpe_long(t, sym, k);
+        if (st) return st;
+    } else {
+        for (;;) {
+            int32_t best_rank = INT32_MAX, best_merged = -1, rank, merged;
+            int64_t best = -1;
+            for (int64_t i = 0; i + 1 < k; i++)
+                if (merge_find(t, sym[i], sym[i + 1], &rank, &merged) && rank < best_rank)
+                    best_rank = rank, best_merged = merged, best = i;
+            if (best < 0) break;
+            sym[best] = best_merged;
+            memmove(sym + best + 1, sym + best + 2, sizeof(int32_t) * (size_t)(k - best - 2));
+            k--;
+        }
     }
     for (int64_t i = 0; i < k; i++)
         if (sym[i] >= 0) push(out, sym[i]);
+    return LA_OK;
 }
 
 typedef struct {
@@ -456,7 +534,7 @@ static la_status bpe_text(const la_tokenizer *t, const char *text, size_t len, i
             span_list tmp = a;
             a = b, b = tmp;
         }
-        for (size_t i = 0; i < a.n && !st; i++) bpe_word(t, text + a.v[i].start, a.v[i].len, out, sym);
+        for (size_t i = 0; i < a.n && !st; i++) st = bpe_word(t, text + a.v[i].start, a.v[i].len, out, sym);
         free(a.v), free(b.v);
         pos += valid;
     }
@@ -572,6 +650,7 @@ static int64_t emit(char *buf, int64_t cap, int64_t at, const char *s, int64_t n
 
 int64_t la_token_to_bytes(const la_tokenizer *t, int32_t id, bool render_special, char *buf, int64_t cap) {
     if (!t || id < 0 || id >= t->n_vocab) return 0;
+    if (!buf) cap = 0; /* no buffer: only the length needed */
     const token *tk = &t->tokens[id];
     if (tk->type == TOKEN_CONTROL || tk->type == TOKEN_UNKNOWN || tk->type == TOKEN_UNUSED)
         return render_special ? emit(buf, cap, 0, tk->text, tk->len) : 0;
@@ -608,6 +687,7 @@ int64_t la_token_to_bytes(const la_tokenizer *t, int32_t id, bool render_special
 la_status la_detokenize(const la_tokenizer *t, const int32_t *ids, int64_t n, bool render_special, char **text,
                         size_t *len) {
     if (!t || !text || (!ids && n)) return la_fail(LA_ERR_NULL, "tokenizer, ids or text is NULL");
+    if (n < 0) return la_fail(LA_ERR_ARGUMENT, "la_detokenize: n is %lld; must be >= 0", (long long)n);
     size_t cap = 64, used = 0;
     char *buf = malloc(cap);
     if (!buf) return la_fail(LA_ERR_NOMEM, "detokenize buffer");

@@ -319,6 +319,29 @@ static void check_chat_and_eval(la_model *m) {
     la_context_destroy(ctx);
 }
 
+/* Session 20 fuzzing's findings, each a crash, a hang or an overflow before
+ * its fix. A pre-token can be the whole text (a run of one character):
+ * BPE merged it by a scan per merge, O(n^2): 1.5 MB of 'a' took most of an
+ * hour; now a heap, well under a second (the ids match the scan's). */
+static void check_fuzz_findings(la_model *m) {
+    const la_tokenizer *t = la_model_tokenizer(m);
+    const size_t len = 3 << 19;
+    char *run = buf(len);
+    memset(run, 'a', len);
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    EXPECT_OK(la_tokenize(t, run, len, false, false, &ids, &n));
+    CHECK(n > 0 && n < (int64_t)len);
+    free(ids);
+    char *text = NULL;
+    int32_t one[1] = {42};
+    EXPECT(la_detokenize(t, one, -1, false, &text, NULL), LA_ERR_ARGUMENT);
+    CHECK(la_token_to_bytes(t, 42, false, NULL, 64) > 0); /* NULL buf with a cap: wrote through NULL */
+    float g[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+    EXPECT(la_sparse_gammas_write("/dev/null", g, INT64_MAX, INT64_MAX), LA_ERR_ARGUMENT); /* read past g */
+    EXPECT(la_sparse_gammas_read("/dev/null", INT64_MAX, 2, g), LA_ERR_ARGUMENT);
+}
+
 int main(void) {
     check_load();
     check_sampler();
@@ -329,6 +352,7 @@ int main(void) {
     if (m && ctx) {
         check_session(m, ctx);
         check_chat_and_eval(m);
+        check_fuzz_findings(m);
     }
     la_context_destroy(ctx);
     la_model_free(m);
