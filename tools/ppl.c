@@ -58,6 +58,7 @@ static bool list_next(const char **t, double lo, double hi, double *v, int *len)
 static bool list_ok(const char *t, double lo, double hi) {
     double v;
     int len;
+    if (!*t) return false; /* an empty list would do nothing, in silence */
     while (*t)
         if (!list_next(&t, lo, hi, &v, &len)) return false;
     return true;
@@ -105,8 +106,8 @@ static bool write_split(const char *path, const char *shares, const double *scor
 
 int cmd_ppl(int argc, char **argv) {
     const char *model_path = NULL, *text_path = NULL;
-    const char *heads_path = NULL, *calib_path = NULL, *calib_targets = "0.995";
-    const char *score_path = NULL, *shares = "0.5";
+    const char *heads_path = NULL, *calib_path = NULL, *calib_targets = NULL; /* NULL: not given */
+    const char *score_path = NULL, *shares = NULL;
     int64_t n_ctx = 0, threads = 0;
     la_session_params sp = la_session_params_default();
     for (int i = 1; i < argc; i++) {
@@ -154,6 +155,15 @@ int cmd_ppl(int argc, char **argv) {
             return 2;
         }
     }
+    /* options of an option not given would be ignored in silence, unchecked */
+    if ((calib_targets && !calib_path) || (shares && !score_path)) {
+        fprintf(stderr, "%s: %s\n", CMD,
+                calib_targets && !calib_path ? "--calibrate-target needs --calibrate-sparse"
+                                             : "--stream-share needs --score-heads");
+        return 2;
+    }
+    if (!calib_targets) calib_targets = "0.995";
+    if (!shares) shares = "0.5";
     /* --score-heads' options checked before the long run, not after it */
     if (score_path && (sp.sparse.kind != LA_SPARSE_TOPK || !(sp.sparse.budget > 0 && sp.sparse.budget <= 1))) {
         fprintf(stderr, "%s: --score-heads needs --sparse topk:G with a coverage G in (0, 1]\n", CMD);
@@ -163,8 +173,10 @@ int cmd_ppl(int argc, char **argv) {
         fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
         return 2;
     }
-    if (calib_path && !list_ok(calib_targets, -INFINITY, INFINITY)) {
-        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ','\n", CMD, calib_targets);
+    /* la_sparse_calibrate_finish's range: refused there only after the whole run */
+    if (calib_path && !list_ok(calib_targets, 0.9, 0.999)) {
+        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ',', each in [0.9, 0.999]\n", CMD,
+                calib_targets);
         return 2;
     }
     if (!model_path || !text_path || !n_ctx) {

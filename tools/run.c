@@ -125,6 +125,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
                           : !o->prompt == !o->prompt_file    ? "give exactly one of -p TEXT and -f FILE"
                           : o->chat && o->raw                ? "--chat and --raw exclude each other"
                           : o->system && !o->chat            ? "--system needs --chat"
+                          : o->dump_layers && !o->dump_qk    ? "--dump-layers needs --dump-qk"
                                                              : NULL;
     if (problem) {
         fprintf(stderr, "%s: %s\n", CMD, problem);

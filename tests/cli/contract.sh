@@ -108,6 +108,11 @@ expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL"
 for v in "" "1," "1,,2" " 1" -1 abc; do
     expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
 done
+# an option's option without the option: checked nowhere and ignored before (session 20 fuzzing)
+expect 2 "--dump-layers needs --dump-qk" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-layers abc
+expect 2 "--calibrate-target needs --calibrate-sparse" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-target abc
+expect 2 "--stream-share needs --score-heads" ppl -m "$MODEL" -f README.md --ctx 64 --stream-share 7
+expect 2 "--calibrate-target ''" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-sparse "$TMP/cal" --calibrate-target ""
 expect 2 "give exactly one of -p TEXT and -f FILE" run -m "$MODEL" -p hi -f README.md
 expect 2 "--lengths: empty item" eval -m "$MODEL" --lengths ""
 expect 2 "bad value for --pass" bench attention --pass fwdx
