@@ -194,6 +194,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
                 if (found < 0 || o->nmm_type == 4) o->nmm_type = -1;
                 else o->mm_type[o->nmm_type++] = ts[found];
             }
+            if (o->nmm_type == 0) o->nmm_type = -1; /* "," names no type: not the default list in silence */
         }
         else if (!strcmp(a, "--op") && (!strcmp(val, "mamba") || !strcmp(val, "aaren")))
             o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);

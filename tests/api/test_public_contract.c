@@ -1511,6 +1511,41 @@ static void check_fuzz_findings(void) {
     EXPECT(la_kv_attention_mass(ctx, c, 0, 0, 0, (float *)((char *)q + 1), 1, 1, 8, 0, NULL, 0, mass), LA_ERR_ARGUMENT);
     EXPECT_OK(la_kv_attention_mass(ctx, c, 0, 0, 0, q, 1, 1, 8, 0, NULL, 0, mass));
 
+    /* a paged decode whose q claims a batch out and lse do not have: the
+     * layout's arrays were read for q's batch before out was checked */
+    {
+        la_attention_params p = la_attention_params_default();
+        int32_t seqlens[2] = {3, 4}, table[2] = {0, 1};
+        la_kv_layout lay = {.seqlens_k = seqlens, .block_table = table, .blocks_per_seq = 1};
+        la_tensor q = t4(filled(64), (int64_t)1 << 40, 1, 2, 8), o = t4(buf(256), 2, 1, 2, 8);
+        la_tensor kc = t4(filled(128), 2, 4, 1, 8);
+        EXPECT(la_attention_decode(ctx, &p, &q, &kc, &kc, &lay, &o, NULL), LA_ERR_SHAPE);
+    }
+
+    /* windows and budgets of INT64_MAX mean unlimited; the rule and the
+     * static selector added them to indices (signed overflow) */
+    {
+        la_attention_params p = la_attention_params_default();
+        p.window_right = INT64_MAX, p.window_left = INT64_MAX;
+        la_tensor q = t4(filled(2 * 5 * 2 * 8), 2, 5, 2, 8), o = t4(buf(640), 2, 5, 2, 8), o2 = t4(buf(640), 2, 5, 2, 8);
+        la_sparse_static so = la_sparse_static_default();
+        so.block_size = 2, so.local_blocks = INT64_MAX;
+        la_block_index idx = {0};
+        EXPECT_OK(la_sparse_select_static(&so, &p, &q, &q, &idx));
+        EXPECT_OK(la_block_sparse_forward(ctx, &p, &q, &q, &q, &idx, &o, NULL));
+        la_attention_params unlimited = la_attention_params_default();
+        EXPECT_OK(la_attention_forward(ctx, &unlimited, &q, &q, &q, &o2, NULL));
+        float worst = 0; /* every block listed: the dense result, up to rounding (outputs are in [-1, 1]) */
+        for (int i = 0; i < 160; i++) worst = fmaxf(worst, fabsf(((float *)o.data)[i] - ((float *)o2.data)[i]));
+        CHECK(worst < 1e-5f);
+        la_block_index_free(&idx);
+        /* a paged append's block table of B x blocks_per_seq entries overflowing */
+        int32_t seqlens[2] = {0, 0}, table[2] = {0, 1};
+        la_kv_layout lay = {.seqlens_k = seqlens, .block_table = table, .blocks_per_seq = INT64_MAX};
+        la_tensor kn = t4(filled(32), 2, 1, 2, 8), kc = t4(buf(1024), 4, 4, 2, 8);
+        EXPECT(la_attention_kv_append(ctx, &lay, &kn, &kn, &kc, &kc), LA_ERR_OVERFLOW);
+    }
+
     la_kv_policy pol;
     memset(&pol, 0, sizeof pol);
     pol.kind = LA_KV_POLICY_H2O, pol.budget = 10, pol.snap = 0.5, pol.window = INT64_MAX, pol.kernel = 1;

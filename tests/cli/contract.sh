@@ -119,6 +119,7 @@ expect 2 "bad value for --pass" bench attention --pass fwdx
 expect 2 "bad value for --causal" bench attention --causal 2
 expect 2 "bad value for --dtype" bench attention --dtype ""
 expect 2 "--H expects an integer" bench attention --H 0
+expect 2 "bad value for --type: ','" bench matmul --type ","
 expect 2 "--budget expects a number" bench linear --budget x
 expect 2 "bad value for --op" bench linear --op bogus
 expect 2 "--qk-file is only for bench sparse" bench attention --qk-file x.qk

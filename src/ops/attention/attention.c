@@ -16,11 +16,16 @@ la_attention_params la_attention_params_default(void) {
     return p;
 }
 
+/* A window of 2^62 keys or more reaches past every sequence (whose element
+ * counts fit in int64): it is unlimited, and the rule, which adds windows
+ * to row indices, must not see it (INT64_MAX overflowed there). */
+static int64_t window_of(int64_t w) { return w >= ((int64_t)1 << 62) ? -1 : w; }
+
 la_score_rule la_attn_rule_of(const la_attention_params *p, int64_t D) {
     return (la_score_rule){.scale = p->scale > 0 ? p->scale : 1.0f / sqrtf((float)D),
                            .causal = p->causal,
-                           .window_left = p->window_left,
-                           .window_right = p->window_right,
+                           .window_left = window_of(p->window_left),
+                           .window_right = window_of(p->window_right),
                            .sinks = p->sinks,
                            .softcap = p->softcap,
                            .alibi_slopes = p->alibi_slopes,
@@ -372,14 +377,16 @@ la_status la_attention_decode(la_context *ctx, const la_attention_params *p, con
     if ((s = check_dtype_is(q, "q", LA_F32, LA_F32))) return s;
     P->num_seqs = q->shape[0];
     P->Lq = q->shape[1];
-    if ((s = check_kv_layout(layout, k, &Dp))) return s;
-    if ((s = check_problem_sizes(P))) return s;
+    /* out and lse before the layout: its arrays are read for q's batch, which
+     * a paged cache does not bound, so every tensor must agree on it first */
     if ((s = check_output_like(out, "out", q, 4, 0, false))) return s;
     if (lse) {
         if (p->score != LA_SCORE_SOFTMAX)
             return la_fail(LA_ERR_ARGUMENT, "lse is defined for softmax only; pass NULL with sigmoid");
         if ((s = check_lse(lse, "lse", q, 4, 0))) return s;
     }
+    if ((s = check_kv_layout(layout, k, &Dp))) return s;
+    if ((s = check_problem_sizes(P))) return s;
     const int64_t B = P->num_seqs;
     const bool paged = layout && layout->block_table;
     const la_arg_memory mem[] = {

@@ -110,11 +110,15 @@ la_status la_attention_kv_append(la_context *ctx, const la_kv_layout *layout, co
         return la_fail(LA_ERR_SHAPE, "k_cache batch is %lld but k_new batch is %lld (contiguous cache)",
                        (long long)k_cache->shape[0], (long long)B);
     const bool paged = layout->block_table != NULL;
+    int64_t table_len = 0; /* B x blocks_per_seq entries: must not overflow (decode checks the same) */
+    if (paged && !la_mul_i64(B, layout->blocks_per_seq, &table_len))
+        return la_fail(LA_ERR_OVERFLOW, "block table of %lld x %lld entries overflows", (long long)B,
+                       (long long)layout->blocks_per_seq);
     const la_arg_memory mem[] = {
         {"k_cache", k_cache}, {"v_cache", v_cache}, {"k_new", k_new}, {"v_new", v_new},
         {"seqlens_k", NULL, layout->seqlens_k, la_array_bytes(B, sizeof(int32_t))},
         {"block_table", NULL, paged ? layout->block_table : NULL,
-         la_array_bytes(paged ? B * layout->blocks_per_seq : 0, sizeof(int32_t))}};
+         la_array_bytes(table_len, sizeof(int32_t))}};
     if ((s = la_check_arg_memory(ctx, mem, 6, 2))) return s;
     const la_tensor *all[] = {k_new, v_new, k_cache, v_cache};
     const la_backend *be = backend_of(all, 4);

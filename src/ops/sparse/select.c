@@ -289,7 +289,8 @@ static bool static_head(const la_sparse_static *o, const la_sel_shape *S, la_sel
         const int64_t d0 = la_sel_diag_block(S, i0), d1 = la_sel_diag_block(S, i1 - 1), before = l->n;
         for (int64_t kb = 0; kb < S->nkb; kb++) {
             bool want = kb < o->sink_blocks || qb < o->global_blocks || kb < o->global_blocks ||
-                        (o->local_blocks > 0 && kb >= d0 - (o->local_blocks - 1) && kb <= d1 + (o->local_blocks - 1)) ||
+                        /* as differences: d1 + (local_blocks - 1) overflowed for a huge budget */
+                        (o->local_blocks > 0 && d0 - kb <= o->local_blocks - 1 && kb - d1 <= o->local_blocks - 1) ||
                         (o->stride > 0 && kb <= d1 && (d1 - kb) % o->stride == 0);
             if (want && la_sel_block_visible(S, i0, i1, kend, kb) && !la_sel_push(l, (int32_t)kb)) return false;
         }
