@@ -136,6 +136,17 @@ static void key_name(la_gguf_str s, char *buf, size_t cap) {
     buf[n] = 0;
 }
 
+/* qsort orders of metadata records (by key) and tensor records (by name). */
+static int key_order(const void *pa, const void *pb) {
+    const la_gguf_kv *a = *(const la_gguf_kv *const *)pa, *b = *(const la_gguf_kv *const *)pb;
+    if (a->key.len != b->key.len) return a->key.len < b->key.len ? -1 : 1;
+    return memcmp(a->key.data, b->key.data, (size_t)a->key.len);
+}
+
+static int name_order(const void *pa, const void *pb) {
+    return strcmp((*(const la_gguf_tensor *const *)pa)->name, (*(const la_gguf_tensor *const *)pb)->name);
+}
+
 static la_status parse_kv(la_gguf *g, cursor *c) {
     g->kv = calloc((size_t)(g->n_kv ? g->n_kv : 1), sizeof *g->kv);
     if (!g->kv) return la_fail(LA_ERR_NOMEM, "could not allocate %lld metadata records", (long long)g->n_kv);
@@ -152,10 +163,21 @@ static la_status parse_kv(la_gguf *g, cursor *c) {
         kv->type = (la_gguf_type)type;
         kv->count = 1;
         if ((st = skip_value(c, kv, name))) return st;
-        for (int64_t j = 0; j < i; j++)
-            if (g->kv[j].key.len == kv->key.len && !memcmp(g->kv[j].key.data, kv->key.data, kv->key.len))
-                return la_fail(LA_ERR_FORMAT, "duplicate metadata key '%s'", name);
     }
+    /* duplicates by sorting, not by comparing every pair: a file of a
+     * million tiny records took hours (it hung `longattn info`) */
+    const la_gguf_kv **by_key = malloc(sizeof *by_key * (size_t)(g->n_kv ? g->n_kv : 1));
+    if (!by_key) return la_fail(LA_ERR_NOMEM, "could not allocate %lld metadata records", (long long)g->n_kv);
+    for (int64_t i = 0; i < g->n_kv; i++) by_key[i] = &g->kv[i];
+    qsort(by_key, (size_t)g->n_kv, sizeof *by_key, key_order);
+    for (int64_t i = 1; i < g->n_kv; i++)
+        if (!key_order(&by_key[i - 1], &by_key[i])) {
+            char name[128];
+            key_name(by_key[i]->key, name, sizeof name);
+            free(by_key);
+            return la_fail(LA_ERR_FORMAT, "duplicate metadata key '%s'", name);
+        }
+    free(by_key);
     return LA_OK;
 }
 
@@ -210,9 +232,18 @@ static la_status parse_tensors(la_gguf *g, cursor *c, uint64_t *alignment) {
         if (t->offset % *alignment)
             return la_fail(LA_ERR_FORMAT, "tensor '%s' offset %llu is not a multiple of the alignment %llu", t->name,
                            (unsigned long long)t->offset, (unsigned long long)*alignment);
-        for (int64_t j = 0; j < i; j++)
-            if (!strcmp(g->tensors[j].name, t->name)) return la_fail(LA_ERR_FORMAT, "duplicate tensor name '%s'", t->name);
     }
+    const la_gguf_tensor **by_name = malloc(sizeof *by_name * (size_t)(g->n_tensors ? g->n_tensors : 1));
+    if (!by_name) return la_fail(LA_ERR_NOMEM, "could not allocate %lld tensor records", (long long)g->n_tensors);
+    for (int64_t i = 0; i < g->n_tensors; i++) by_name[i] = &g->tensors[i];
+    qsort(by_name, (size_t)g->n_tensors, sizeof *by_name, name_order);
+    for (int64_t i = 1; i < g->n_tensors; i++)
+        if (!name_order(&by_name[i - 1], &by_name[i])) {
+            la_status st = la_fail(LA_ERR_FORMAT, "duplicate tensor name '%s'", by_name[i]->name);
+            free(by_name);
+            return st;
+        }
+    free(by_name);
     return LA_OK;
 }
 

@@ -1474,6 +1474,30 @@ static void check_fuzz_findings(void) {
         CHECK(la_gguf_array_str_next(NULL, &sv) == NULL && sv.len == 0);
         la_gguf_close(g);
     }
+    /* a million one-byte metadata records: duplicates were found by comparing
+     * every pair (hours); the last record repeats the first key */
+    {
+        enum { N = 1000000, REC = 8 + 8 + 4 + 1 };
+        const size_t bytes = 24 + (size_t)N * REC;
+        unsigned char *img = malloc(bytes), *p = img + 24;
+        uint32_t u32;
+        uint64_t u64;
+        memcpy(img, "GGUF", 4), u32 = 3, memcpy(img + 4, &u32, 4);
+        u64 = 0, memcpy(img + 8, &u64, 8), u64 = N, memcpy(img + 16, &u64, 8);
+        for (int i = 0; i < N; i++, p += REC) {
+            char key[9];
+            snprintf(key, sizeof key, "k%07d", i == N - 1 ? 0 : i);
+            u64 = 8, memcpy(p, &u64, 8), memcpy(p + 8, key, 8), u32 = LA_GGUF_U8, memcpy(p + 16, &u32, 4), p[20] = 1;
+        }
+        la_gguf *many = NULL;
+        EXPECT(la_gguf_open_memory(img, bytes, &many), LA_ERR_FORMAT);
+        CHECK(strstr(la_last_error(), "duplicate metadata key 'k0000000'") != NULL);
+        memcpy(img + 24 + (size_t)(N - 1) * REC + 8, "k1000000", 8); /* no duplicate now */
+        EXPECT_OK(la_gguf_open_memory(img, bytes, &many));
+        CHECK(la_gguf_kv_count(many) == N);
+        la_gguf_close(many);
+        free(img);
+    }
     CHECK(la_peak_fma_gflops(LA_SIMD_SCALAR, 100000, 0.01) == 0); /* more threads than OpenMP starts: crashed */
     CHECK(la_peak_read_gbps(5000, 1 << 20) == 0);
     CHECK(la_peak_update_gbps(1 << 30, 1 << 20) == 0);
