@@ -1485,7 +1485,7 @@ static void check_fuzz_findings(void) {
         memcpy(img, "GGUF", 4), u32 = 3, memcpy(img + 4, &u32, 4);
         u64 = 0, memcpy(img + 8, &u64, 8), u64 = N, memcpy(img + 16, &u64, 8);
         for (int i = 0; i < N; i++, p += REC) {
-            char key[9];
+            char key[16];
             snprintf(key, sizeof key, "k%07d", i == N - 1 ? 0 : i);
             u64 = 8, memcpy(p, &u64, 8), memcpy(p + 8, key, 8), u32 = LA_GGUF_U8, memcpy(p + 16, &u32, 4), p[20] = 1;
         }
