@@ -103,7 +103,7 @@ bool qk_file_read(const char *cmd, const char *path, la_tensor *q, la_tensor *k)
     int version;
     bool ok = fscanf(f, "longattn-qk %d %lld %lld %lld %lld %lld", &version, &lq, &lk, &H, &Hkv, &D) == 6 &&
               fgetc(f) == '\n' && version == 1 && lq > 0 && lk >= lq && H > 0 && Hkv > 0 && H % Hkv == 0 && D > 0 &&
-              lk < (1LL << 28) && H * D < (1 << 20);
+              lk < (1LL << 28) && H < (1 << 20) && D < (1 << 20) && H * D < (1 << 20); /* H x D overflowed */
     float *qd = ok ? malloc(sizeof(float) * (size_t)(lq * H * D)) : NULL, *kd = ok ? malloc(sizeof(float) * (size_t)(lk * Hkv * D)) : NULL;
     ok = ok && qd && kd && fread(qd, sizeof(float), (size_t)(lq * H * D), f) == (size_t)(lq * H * D) &&
          fread(kd, sizeof(float), (size_t)(lk * Hkv * D), f) == (size_t)(lk * Hkv * D);

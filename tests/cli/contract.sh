@@ -145,6 +145,8 @@ expect 1 "LA_ERR_FORMAT: not a GGUF file" run -m README.md -p hi
 expect 1 "LA_ERR_FORMAT: not a GGUF file" ppl -m README.md -f README.md --ctx 64
 expect 1 "LA_ERR_FORMAT: not a GGUF file" calibrate-duo -m README.md
 expect 1 "is not a longattn-qk 1 file" bench sparse --qk-file README.md
+printf 'longattn-qk 1 4 4 1099511627776 1 1099511627776\n' >"$TMP/huge.qk" # H x D overflowed to 0 and passed
+expect 1 "is not a longattn-qk 1 file" bench sparse --qk-file "$TMP/huge.qk"
 expect 1 "--sparse-heads: LA_ERR_IO" run -m "$MODEL" -p hi --sparse topk:0.9 --sparse-heads /nonexistent.txt
 : >"$TMP/empty.gguf"
 expect 1 "empty" info "$TMP/empty.gguf"
