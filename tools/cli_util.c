@@ -101,6 +101,14 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len) {
         if (!buf) break;
         n += fread(buf + n, 1, cap - n - 1, f);
         if (n < cap - 1) break;
+        /* an endless file (/dev/zero, a generator piped in) took all the
+         * machine's memory: stop at 1 GiB, far past any prompt or text scored */
+        if (cap >= (size_t)1 << 30) {
+            fprintf(stderr, "%s: '%s' holds more than 1 GiB; longer texts are not read\n", cmd, path);
+            free(buf);
+            fclose(f);
+            return NULL;
+        }
         char *grown = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
         if (!grown) {
             free(buf);

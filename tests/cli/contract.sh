@@ -156,6 +156,8 @@ for n in 4 16 1000 100000 20000000; do
     expect 1 "LA_ERR_FORMAT" run -m "$TMP/cut.gguf" -p hi -n 1
 done
 expect 1 "cannot memory-map|LA_ERR_IO" run -m "$TMP" -p hi
+# an endless prompt file was read until memory ran out
+[ -r /dev/zero ] && expect 1 "holds more than 1 GiB" run -m "$MODEL" -f /dev/zero -n 1
 
 # documented successes
 expect 0 "GGUF v3, [0-9]+ metadata keys, [0-9]+ tensors" info "$MODEL"
