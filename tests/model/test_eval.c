@@ -176,7 +176,9 @@ static void test_needle_placement(const la_tokenizer *t, uint64_t *rng) {
     const int64_t max_tokens = quick() ? 1500 : 9000;
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) check_needle(t, rng, tu_randint(rng, 30, max_tokens), fixed[i]);
     const int rounds = quick() ? 4 : 20;
-    for (int i = 0; i < rounds; i++) check_needle(t, rng, tu_randint(rng, 16, max_tokens), tu_uniform(rng, 0, 1));
+    /* from 18: SmolLM2's tokenizer takes 16-18 tokens for a needle statement
+     * (measured over 20000 seeds), and a shorter context is refused */
+    for (int i = 0; i < rounds; i++) check_needle(t, rng, tu_randint(rng, 18, max_tokens), tu_uniform(rng, 0, 1));
     check_needle(t, rng, t ? 20 : 10, 0.5); /* just the needle, no room for filler */
 }
 
