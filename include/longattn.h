@@ -1679,7 +1679,9 @@ LA_API const la_gguf_tensor *la_gguf_tensor_find(const la_gguf *g, const char *n
  * layout is a struct whose size is checked when the library compiles), and
  * products with f32 activations (what a model's linear layers need) on
  * the CPU kernels the context's SIMD level picks. Rows are blocks back to
- * back and may start at any address: no alignment is needed. */
+ * back and may start at any address: no alignment is needed. The f32
+ * activations and outputs (x, X, y, Y) must be aligned to 4 bytes, as any
+ * float array (LA_ERR_ARGUMENT otherwise). */
 LA_API bool la_ggml_type_known(la_ggml_type t);          /* one of la_ggml_type's values */
 LA_API const char *la_ggml_type_name(la_ggml_type t);
 LA_API int64_t la_ggml_block_elems(la_ggml_type t);      /* 1 for F32/F16/BF16, 32 or 256 for quants */
