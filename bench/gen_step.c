@@ -8,8 +8,8 @@
  * CPU ms per step (best and median of ROUNDS rounds of STEPS steps), for
  * A/B of two builds in alternating runs of this program.
  *
- *   cc -O2 -Iinclude bench/gen_step.c build/liblongattn_model_static.a build/liblongattn_static.a \
- *      -fopenmp -lm -o /tmp/gen_step
+ *   cc -O2 -Iinclude bench/gen_step.c build/liblongattn_model.a build/liblongattn.a \
+ *      -fopenmp -lm -lpcre2-8 -o /tmp/gen_step
  *   /tmp/gen_step models/SmolLM2-135M-Instruct.Q4_1.gguf [f16|q8] [CTX] [THREADS]
  *
  * Environment: STEPS (default 16), ROUNDS (default 4). */

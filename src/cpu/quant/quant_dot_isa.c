@@ -12,8 +12,16 @@ typedef int8_t vqs __attribute__((vector_size(LA_VL)));
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
 /* Weights are streamed once per token; with two threads each streaming
  * its own half of the rows, asking 2 KB ahead measured 8% faster
- * generation than the hardware prefetchers alone (dev machine). */
+ * generation than the hardware prefetchers alone (Zen 1 dev machine, AVX2
+ * copy). On Zen 5 (the AVX-512 copy) 2 KB is about one DRAM latency of
+ * one thread's stream: 8 KB took the 1536-column down product from 27 to
+ * ~42 GB/s and the other products 5-15% up (BENCHMARKS s20-step); farther
+ * gained nothing. */
+#if defined(LA_ISA_AVX512)
+#define PREFETCH_BYTES 8192
+#else
 #define PREFETCH_BYTES 2048
+#endif
 /* Integer block dots against the activation quantised to int8 blocks (xq,
  * scale dx per 32 values), as llama.cpp does: maddubs multiplies unsigned
  * by signed bytes and sums pairs into int16 (|15 * 127 * 2| and
