@@ -1182,6 +1182,10 @@ typedef struct {
  * a budget or option value out of its range or not an integer where one
  * is needed, an option given twice or one the selector does not have). */
 LA_API la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out);
+/* Check a choice built by hand as la_sparse_choice_parse checks a parsed
+ * one: LA_ERR_NULL, or LA_ERR_ARGUMENT naming the kind, budget or option
+ * out of its range (LA_SPARSE_NONE is valid: dense). */
+LA_API la_status la_sparse_choice_validate(const la_sparse_choice *choice);
 /* Run the chosen selector (la_sparse_select_* with the defaults, the
  * budget and the sink / local options as above) on q and k: the
  * selectors' arguments and errors; LA_ERR_ARGUMENT for LA_SPARSE_NONE, an

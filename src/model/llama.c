@@ -311,14 +311,8 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         return la_fail(LA_ERR_ARGUMENT, "kv_policy is not valid (%s); use la_kv_policy_parse", la_last_error());
     if (p->kv_page_size <= 0)
         return la_fail(LA_ERR_ARGUMENT, "kv_page_size is %lld; must be > 0", (long long)p->kv_page_size);
-    if ((unsigned)p->sparse.kind >= LA_SPARSE_KIND_COUNT)
-        return la_fail(LA_ERR_ARGUMENT, "sparse kind %d is unknown; use la_sparse_choice_parse", (int)p->sparse.kind);
-    if (p->sparse.dense_layers < 0 || p->sparse.sink_blocks < 0 || p->sparse.local_blocks < 0 ||
-        p->sparse.probe_rows < 0)
-        return la_fail(LA_ERR_ARGUMENT, "sparse dense_layers %lld, sink_blocks %lld, local_blocks %lld, probe_rows "
-                       "%lld: none may be negative; use la_sparse_choice_parse", (long long)p->sparse.dense_layers,
-                       (long long)p->sparse.sink_blocks, (long long)p->sparse.local_blocks,
-                       (long long)p->sparse.probe_rows);
+    if (la_sparse_choice_validate(&p->sparse))
+        return la_fail(LA_ERR_ARGUMENT, "sparse is not valid (%s); use la_sparse_choice_parse", la_last_error());
     const la_model_config *c = &m->cfg;
     const int64_t nhg = c->n_layer * c->n_head;
     if (p->sparse_head_gamma) {

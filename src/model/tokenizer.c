@@ -398,7 +398,7 @@ static la_status bpe_long(const la_tokenizer *t, int32_t *sym, int64_t k) {
         const bpe_pair p = pair_pop(heap, &n);
         if (next[p.left] != p.right || sym[p.left] != p.a || sym[p.right] != p.b) continue;
         int32_t rank, merged;
-        merge_find(t, p.a, p.b, &rank, &merged);
+        if (!merge_find(t, p.a, p.b, &rank, &merged)) continue; /* found when pushed: cannot fail */
         sym[p.left] = merged;
         sym[p.right] = INT32_MIN; /* removed */
         next[p.left] = next[p.right];

@@ -949,6 +949,17 @@ static void check_sparse(void) {
                                               "topk:0.9,", "topk:0.9,,local=1", "topk:nan", "topk:inf",
                                               "static:1e30", "routing:0", "flex:0", "chunks:-1"};
     EXPECT_PARSE_REFUSES(la_sparse_choice_parse, bad_choices, &c);
+    /* a hand-built choice: the parser's ranges */
+    EXPECT(la_sparse_choice_validate(NULL), LA_ERR_NULL);
+    c = (la_sparse_choice){LA_SPARSE_NONE, 0};
+    EXPECT_OK(la_sparse_choice_validate(&c));
+    c = (la_sparse_choice){LA_SPARSE_TOPK, 0.9, .local_blocks = 2};
+    EXPECT_OK(la_sparse_choice_validate(&c));
+    const la_sparse_choice bad_built[] = {{LA_SPARSE_HIP, 2.5}, {LA_SPARSE_HIP, -3}, {LA_SPARSE_TOPK, NAN},
+                                          {LA_SPARSE_HIP, 1e300}, {LA_SPARSE_ROUTING, 1e12},
+                                          {LA_SPARSE_KIND_COUNT, 1}, {LA_SPARSE_TOPK, 0.9, .dense_layers = -1}};
+    for (size_t i = 0; i < sizeof bad_built / sizeof bad_built[0]; i++)
+        EXPECT(la_sparse_choice_validate(&bad_built[i]), LA_ERR_ARGUMENT);
     c = (la_sparse_choice){LA_SPARSE_NONE, 0};
     EXPECT(la_sparse_select(ctx, &c, &p, &q, &k, &idx), LA_ERR_ARGUMENT);
     c = (la_sparse_choice){LA_SPARSE_KIND_COUNT, 1};

@@ -95,6 +95,11 @@ static void check_session(la_model *m, la_context *ctx) {
     EXPECT(la_session_new_with(m, ctx, &bp, &s), LA_ERR_ARGUMENT);
     bp = sp, bp.sparse = (la_sparse_choice){LA_SPARSE_TOPK, 0.9, .dense_layers = -1};
     EXPECT(la_session_new_with(m, ctx, &bp, &s), LA_ERR_ARGUMENT);
+    /* a budget out of its selector's range is refused at creation, not at the first prefill */
+    bp = sp, bp.sparse = (la_sparse_choice){LA_SPARSE_HIP, 2.5};
+    EXPECT(la_session_new_with(m, ctx, &bp, &s), LA_ERR_ARGUMENT);
+    bp = sp, bp.sparse = (la_sparse_choice){LA_SPARSE_ROUTING, 1e12};
+    EXPECT(la_session_new_with(m, ctx, &bp, &s), LA_ERR_ARGUMENT);
     EXPECT(la_session_new_with(m, ctx, NULL, &s), LA_ERR_NULL);
 
     EXPECT_OK(la_session_new_with(m, ctx, &sp, &s));

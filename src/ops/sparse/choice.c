@@ -107,6 +107,12 @@ la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out) {
     return la_succeed();
 }
 
+la_status la_sparse_choice_validate(const la_sparse_choice *c) {
+    if (!c) return la_fail(LA_ERR_NULL, "choice is NULL");
+    la_status s = check_choice(c);
+    return s ? s : la_succeed();
+}
+
 la_status la_sparse_select(la_context *ctx, const la_sparse_choice *c, const la_attention_params *p,
                            const la_tensor *q, const la_tensor *k, la_block_index *out) {
     if (out) memset(out, 0, sizeof *out);
