@@ -138,13 +138,31 @@ static void key_name(la_gguf_str s, char *buf, size_t cap) {
 
 /* qsort orders of metadata records (by key) and tensor records (by name). */
 static int key_order(const void *pa, const void *pb) {
-    const la_gguf_kv *a = *(const la_gguf_kv *const *)pa, *b = *(const la_gguf_kv *const *)pb;
+    const la_gguf_kv *a = *(const void *const *)pa, *b = *(const void *const *)pb; /* find_duplicate's pointers */
     if (a->key.len != b->key.len) return a->key.len < b->key.len ? -1 : 1;
     return memcmp(a->key.data, b->key.data, (size_t)a->key.len);
 }
 
 static int name_order(const void *pa, const void *pb) {
-    return strcmp((*(const la_gguf_tensor *const *)pa)->name, (*(const la_gguf_tensor *const *)pb)->name);
+    const la_gguf_tensor *a = *(const void *const *)pa, *b = *(const void *const *)pb;
+    return strcmp(a->name, b->name);
+}
+
+/* *dup = an item of the n records (size bytes apart from first) equal to
+ * another by order (which compares pointers to records), or NULL: by
+ * sorting pointers, not by comparing every pair (a file of a million tiny
+ * records took hours: it hung `longattn info`). */
+static la_status find_duplicate(const void *first, int64_t n, size_t size, int (*order)(const void *, const void *),
+                                const void **dup) {
+    *dup = NULL;
+    const void **sorted = malloc(sizeof *sorted * (size_t)(n ? n : 1));
+    if (!sorted) return la_fail(LA_ERR_NOMEM, "could not allocate %lld record pointers", (long long)n);
+    for (int64_t i = 0; i < n; i++) sorted[i] = (const char *)first + (size_t)i * size;
+    qsort(sorted, (size_t)n, sizeof *sorted, order);
+    for (int64_t i = 1; i < n && !*dup; i++)
+        if (!order(&sorted[i - 1], &sorted[i])) *dup = sorted[i];
+    free(sorted);
+    return LA_OK;
 }
 
 static la_status parse_kv(la_gguf *g, cursor *c) {
@@ -164,20 +182,14 @@ static la_status parse_kv(la_gguf *g, cursor *c) {
         kv->count = 1;
         if ((st = skip_value(c, kv, name))) return st;
     }
-    /* duplicates by sorting, not by comparing every pair: a file of a
-     * million tiny records took hours (it hung `longattn info`) */
-    const la_gguf_kv **by_key = malloc(sizeof *by_key * (size_t)(g->n_kv ? g->n_kv : 1));
-    if (!by_key) return la_fail(LA_ERR_NOMEM, "could not allocate %lld metadata records", (long long)g->n_kv);
-    for (int64_t i = 0; i < g->n_kv; i++) by_key[i] = &g->kv[i];
-    qsort(by_key, (size_t)g->n_kv, sizeof *by_key, key_order);
-    for (int64_t i = 1; i < g->n_kv; i++)
-        if (!key_order(&by_key[i - 1], &by_key[i])) {
-            char name[128];
-            key_name(by_key[i]->key, name, sizeof name);
-            free(by_key);
-            return la_fail(LA_ERR_FORMAT, "duplicate metadata key '%s'", name);
-        }
-    free(by_key);
+    const void *dup;
+    la_status st = find_duplicate(g->kv, g->n_kv, sizeof *g->kv, key_order, &dup);
+    if (st) return st;
+    if (dup) {
+        char name[128];
+        key_name(((const la_gguf_kv *)dup)->key, name, sizeof name);
+        return la_fail(LA_ERR_FORMAT, "duplicate metadata key '%s'", name);
+    }
     return LA_OK;
 }
 
@@ -233,17 +245,10 @@ static la_status parse_tensors(la_gguf *g, cursor *c, uint64_t *alignment) {
             return la_fail(LA_ERR_FORMAT, "tensor '%s' offset %llu is not a multiple of the alignment %llu", t->name,
                            (unsigned long long)t->offset, (unsigned long long)*alignment);
     }
-    const la_gguf_tensor **by_name = malloc(sizeof *by_name * (size_t)(g->n_tensors ? g->n_tensors : 1));
-    if (!by_name) return la_fail(LA_ERR_NOMEM, "could not allocate %lld tensor records", (long long)g->n_tensors);
-    for (int64_t i = 0; i < g->n_tensors; i++) by_name[i] = &g->tensors[i];
-    qsort(by_name, (size_t)g->n_tensors, sizeof *by_name, name_order);
-    for (int64_t i = 1; i < g->n_tensors; i++)
-        if (!name_order(&by_name[i - 1], &by_name[i])) {
-            la_status st = la_fail(LA_ERR_FORMAT, "duplicate tensor name '%s'", by_name[i]->name);
-            free(by_name);
-            return st;
-        }
-    free(by_name);
+    const void *dup;
+    la_status st = find_duplicate(g->tensors, g->n_tensors, sizeof *g->tensors, name_order, &dup);
+    if (st) return st;
+    if (dup) return la_fail(LA_ERR_FORMAT, "duplicate tensor name '%s'", ((const la_gguf_tensor *)dup)->name);
     return LA_OK;
 }
 
