@@ -26,6 +26,7 @@
 #include "backend/kvq_problem.h"
 #include "kv/kv_internal.h"
 #include "ops/kvquant/kvq_decode.h"
+#include "ops/validate.h"
 
 #include <math.h>
 
@@ -389,8 +390,11 @@ la_status la_kv_cache_append(la_kv_cache *c, int64_t layer, int64_t seq, int64_t
     if (n < 0) return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_append: n is %lld; must be >= 0", (long long)n);
     if (n && (!k || !v || !positions))
         return la_fail(LA_ERR_NULL, "la_kv_cache_append: %s is NULL", !k ? "k" : !v ? "v" : "positions");
-    if ((uintptr_t)k % 4 || (uintptr_t)v % 4 || (uintptr_t)positions % 4)
-        return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_append: k, v and positions must be aligned to 4 bytes");
+    la_status al;
+    if ((al = la_check_aligned(k, sizeof(float), "la_kv_cache_append: k")) ||
+        (al = la_check_aligned(v, sizeof(float), "la_kv_cache_append: v")) ||
+        (al = la_check_aligned(positions, sizeof *positions, "la_kv_cache_append: positions")))
+        return al;
     const int64_t Hkv = c->p.n_kv_heads, D = c->p.head_dim;
     for (int64_t h = 0; h < Hkv; h++) {
         const int64_t len = c->len[head_index(c, layer, h, seq)];
@@ -490,8 +494,10 @@ la_status la_kv_cache_read(const la_kv_cache *c, int64_t layer, int64_t head, in
     if (first < 0 || n < 0)
         return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_read: first %lld and n %lld must be >= 0", (long long)first,
                        (long long)n);
-    if ((uintptr_t)k % sizeof(float) || (uintptr_t)v % sizeof(float))
-        return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_read: k and v must be aligned to 4 bytes");
+    la_status al;
+    if ((al = la_check_aligned(k, sizeof(float), "la_kv_cache_read: k")) ||
+        (al = la_check_aligned(v, sizeof(float), "la_kv_cache_read: v")))
+        return al;
     for (int64_t h = h0; h < h1; h++) {
         const int64_t len = c->len[head_index(c, layer, h, seq)];
         if (first > len || n > len - first)
@@ -671,7 +677,7 @@ la_status la_kv_cache_compact(la_kv_cache *c, int64_t layer, int64_t head, int64
     if (st) return st;
     if (n_drop < 0) return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_compact: n_drop is %lld; must be >= 0", (long long)n_drop);
     if (n_drop && !slots) return la_fail(LA_ERR_NULL, "la_kv_cache_compact: slots is NULL");
-    if ((uintptr_t)slots % 4) return la_fail(LA_ERR_ARGUMENT, "la_kv_cache_compact: slots is not aligned to 4 bytes");
+    if ((st = la_check_aligned(slots, sizeof *slots, "la_kv_cache_compact: slots"))) return st;
     int32_t *len = &c->len[head_index(c, layer, head, seq)];
     /* before reading slots: more than the head holds cannot be strictly increasing indices below it */
     if (n_drop > *len)

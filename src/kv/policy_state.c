@@ -10,6 +10,7 @@
 #include "base/base.h"
 #include "base/parallel.h"
 #include "kv/kv_internal.h"
+#include "ops/validate.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -107,8 +108,10 @@ la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int64_t la
                        fn, (long long)n, (long long)len, (long long)group, (long long)q_stride, (long long)lse_stride);
     if (!isfinite(scale))
         return la_fail(LA_ERR_ARGUMENT, "%s: scale %g is not finite", fn, (double)scale);
-    if ((uintptr_t)q % sizeof(float) || (uintptr_t)lse % sizeof(float) || (uintptr_t)mass % sizeof(float))
-        return la_fail(LA_ERR_ARGUMENT, "%s: q, lse and mass must be aligned to 4 bytes", fn);
+    la_status al;
+    if ((al = la_check_aligned(q, sizeof(float), "q")) || (al = la_check_aligned(lse, sizeof(float), "lse")) ||
+        (al = la_check_aligned(mass, sizeof(float), "mass")))
+        return al;
     const double sc = scale != 0 ? scale : 1.0 / sqrt((double)D);
     float *k = malloc(sizeof(float) * (size_t)(len * D));
     double *l = malloc(sizeof(double) * (size_t)(n * group));

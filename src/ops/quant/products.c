@@ -1,15 +1,15 @@
 /* Public quantised matrix products: validate, then run the CPU kernels
  * (weights are host memory: there is no device to choose). */
 #include "cpu/quant/quant_kernels.h"
+#include "ops/validate.h"
 
 static la_status check_product(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols,
                                const void *x, const void *y, size_t *row_bytes) {
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
     if (!W || !x || !y) return la_fail(LA_ERR_NULL, "W, x or y is NULL");
     /* W's rows may start at any byte (longattn.h); x and y are f32 arrays */
-    if ((uintptr_t)x % sizeof(float) || (uintptr_t)y % sizeof(float))
-        return la_fail(LA_ERR_ARGUMENT, "%s (%p) is not aligned to 4 bytes for its floats",
-                       (uintptr_t)x % sizeof(float) ? "x" : "y", (uintptr_t)x % sizeof(float) ? x : y);
+    la_status al = la_check_aligned(x, sizeof(float), "x");
+    if (al || (al = la_check_aligned(y, sizeof(float), "y"))) return al;
     if (rows <= 0) return la_fail(LA_ERR_SHAPE, "rows is %lld; must be > 0", (long long)rows);
     la_status st = la_ggml_row_bytes(t, cols, row_bytes);
     if (st) return st;
