@@ -75,16 +75,15 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
     {
         int64_t lo, hi;
         la_split_range(first_chunk[n_jobs], la_thread_id(), la_team_size(), &lo, &hi);
+        int j = 0; /* the job of chunk c: advances with c */
+        while (lo < hi && lo >= first_chunk[j + 1]) j++;
         if (lo < hi) { /* ask for the run's first bytes at once (see MATVEC_LEAD_BYTES) */
-            int j = 0;
-            while (lo >= first_chunk[j + 1]) j++;
             const int64_t r0 = (lo - first_chunk[j]) * MATVEC_CHUNK;
             const size_t left = (size_t)(jobs[j].rows - r0) * rb[j];
             const char *w0 = (const char *)jobs[j].W + (size_t)r0 * rb[j];
             for (size_t o = 0; o < (left < MATVEC_LEAD_BYTES ? left : MATVEC_LEAD_BYTES); o += 64) __builtin_prefetch(w0 + o, 0, 3);
         }
         for (int64_t c = lo; c < hi; c++) {
-            int j = 0;
             while (c >= first_chunk[j + 1]) j++;
             const la_matvec_job *job = &jobs[j];
             int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
