@@ -131,6 +131,10 @@ static void check_parse(void) {
     tu_check(p.kind == LA_KV_POLICY_SNAPKV && p.budget == 100 && p.window == 16 && p.kernel == 5 && p.pool_avg == 1,
              "snapkv options parsed wrong");
     /* h2o's snap= is the voted share of the budget (la_kv_policy.snap) */
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=.125", &p), LA_OK); /* plain decimals, any spelling */
+    tu_check(p.snap == 0.125, "h2o:64:snap=.125 gave %g", p.snap);
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=1.25E-1", &p), LA_OK);
+    tu_check(p.snap == 0.125, "h2o:64:snap=1.25E-1 gave %g", p.snap);
     TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64:snap=0.125", &p), LA_OK);
     tu_check(p.kind == LA_KV_POLICY_H2O && p.snap == 0.125 && p.decode_grow == 0 && p.recent == 32 && p.window == LA_KV_SNAPKV_WINDOW &&
                  p.kernel == LA_KV_SNAPKV_KERNEL && p.pool_avg == 0,
@@ -185,7 +189,11 @@ static void check_parse(void) {
                          "snapkv:64:pyramid=-1", "snapkv:64:pyramid=0.6", "snapkv:64:recent=40:pyramid=0.4",
                          "h2o:64:pyramid=0.1", "snapkv:64:pyramid=0.1:pyramid=0.1", "snapkv:64:share=1:file=a",
                          "snapkv:64:share=0.6:file=a", "snapkv:64:share=0.2:pyramid=0.1:file=a", "snapkv:64:share=-0.1",
-                         "snapkv:64:share=0.2:file="};
+                         "snapkv:64:share=0.2:file=",
+                         /* numbers the share parser once took through strtod: hex, infinities, NaN,
+                          * underflow to 0, a sign or point alone */
+                         "h2o:64:snap=0x0.8", "h2o:64:snap=nan", "snapkv:64:adapt=inf", "duo:64:share=1e-400",
+                         "h2o:64:snap=.", "h2o:64:snap=-", "h2o:64:snap=0.1e", "h2o:64:snap= 0.1"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
         la_kv_policy q;
         TU_EXPECT_STATUS(la_kv_policy_parse(bad[i], &q), LA_ERR_ARGUMENT);
