@@ -230,6 +230,9 @@ LA_API la_status la_session_sparse_counts(const la_session *s, int64_t layer, in
  * target (a Lagrange multiplier, bisected): heads whose mass is
  * concentrated get a high coverage cheaply, diffuse heads a lower one. */
 typedef struct la_sparse_calib la_sparse_calib;
+/* The ladder's ends: the targets la_sparse_calibrate_finish accepts. */
+#define LA_SPARSE_CALIB_TARGET_MIN 0.9
+#define LA_SPARSE_CALIB_TARGET_MAX 0.999
 /* choice: topk (any budget; its options are used). LA_ERR_NULL,
  * LA_ERR_ARGUMENT (another selector, n_layer or n_head < 1), LA_ERR_NOMEM. */
 LA_API la_status la_sparse_calibrate_new(la_context *ctx, const la_sparse_choice *choice, int64_t n_layer,
@@ -238,7 +241,7 @@ LA_API la_status la_sparse_calibrate_new(la_context *ctx, const la_sparse_choice
  * kept and returned by _finish. */
 LA_API void la_sparse_calibrate_observe(void *cal, int64_t layer, const la_tensor *q, const la_tensor *k);
 /* gamma: n_layer x n_head; layers before choice.dense_layers (and heads
- * never observed) get target. target in [0.9, 0.999]. Errors: LA_ERR_NULL,
+ * never observed) get target, in [LA_SPARSE_CALIB_TARGET_MIN, _MAX]. Errors: LA_ERR_NULL,
  * LA_ERR_ARGUMENT, the first error of an observation. */
 LA_API la_status la_sparse_calibrate_finish(const la_sparse_calib *cal, double target, float *gamma);
 /* The key blocks the observations listed, over the observed layers' heads,

@@ -174,9 +174,9 @@ int cmd_ppl(int argc, char **argv) {
         return 2;
     }
     /* la_sparse_calibrate_finish's range: refused there only after the whole run */
-    if (calib_path && !list_ok(calib_targets, 0.9, 0.999)) {
-        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ',', each in [0.9, 0.999]\n", CMD,
-                calib_targets);
+    if (calib_path && !list_ok(calib_targets, LA_SPARSE_CALIB_TARGET_MIN, LA_SPARSE_CALIB_TARGET_MAX)) {
+        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ',', each in [%g, %g]\n", CMD,
+                calib_targets, LA_SPARSE_CALIB_TARGET_MIN, LA_SPARSE_CALIB_TARGET_MAX);
         return 2;
     }
     if (!model_path || !text_path || !n_ctx) {
