@@ -529,12 +529,36 @@ la_status LA_ISA_FN(la_cpu_attention_decode_workspace)(const la_attn_problem *p,
     return LA_OK;
 }
 
-la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem *dp, void *mem) {
+/* Merge the chunks of each of group bh's rows (sequence bh / hpi, rows
+ * (bh % hpi) * Rh .. + Rh): chunk c's accumulator weighted by its max and
+ * carrying its sum (softmax), or summed (sigmoid, which has no
+ * normaliser); the output row and its lse stored. */
+static void merge_group(const la_attn_decode_problem *dp, int64_t nchunks, int64_t bh, int64_t hpi, int64_t Rh,
+                        const float *pm, const float *pl, const float *pacc, merge_part *parts, float *merged) {
     const la_attn_problem *p = &dp->fwd.a;
     const la_attn_forward_problem *fp = &dp->fwd;
+    const int64_t Lq = p->Lq, D = p->D, Dp = tg_round_up(D, LA_VL), R = p->H * Lq, b = bh / hpi, hk = bh % hpi;
+    const bool softmax = p->rule.score == LA_SCORE_SOFTMAX;
+    for (int64_t r = hk * Rh; r < (hk + 1) * Rh; r++) {
+        const int64_t h = r / Lq, i = r % Lq;
+        for (int64_t cc = 0; cc < nchunks; cc++) {
+            const int64_t prow = (b * nchunks + cc) * R + r;
+            parts[cc] = (merge_part){.x = (const char *)(pacc + (size_t)prow * Dp),
+                                     .dtype = LA_F32,
+                                     .log_scale = pm[prow],
+                                     .mass = pl[prow]};
+        }
+        const float lse = merge_row(parts, nchunks, D, !softmax, merged);
+        tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, merged, D);
+        if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = lse;
+    }
+}
+
+la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem *dp, void *mem) {
+    const la_attn_problem *p = &dp->fwd.a;
     const int nthreads = p->threads > 0 ? p->threads : 1;
     const int64_t B = p->num_seqs, Lq = p->Lq, H = p->H, D = p->D, Dp = tg_round_up(D, LA_VL), R = H * Lq;
-    const bool softmax = p->rule.score == LA_SCORE_SOFTMAX, fast = grouped(p);
+    const bool fast = grouped(p);
     layout lay;
     if (!plan(p, &lay)) return la_fail(LA_ERR_OVERFLOW, "decode workspace size overflows");
     const int64_t chunk_len = lay.chunk_len;
@@ -567,10 +591,26 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
         float *merged = (float *)parts + lay.merge_parts;
         float *run_m = merged + Dp, *run_l = run_m + R;
         /* no barrier after the items: the thread finishing a group's last
-         * chunk merges the group's rows (merge_group_done) */
-#pragma omp for schedule(dynamic, 1) nowait
+         * chunk merges the group's rows (merge_group_add). A thread counts
+         * its finished chunks of a group in `pending` and adds them to the
+         * group's counter when it leaves the group or its run of
+         * consecutive items (and after its last item): one atomic per run,
+         * not per item. With schedule(dynamic, 1) each item paid two
+         * atomics on lines both threads write (the loop's next index and
+         * the counter), the counter's lock add waiting for the item's
+         * stores (as in the int8 kernel, BENCHMARKS s20-q8). Guided runs
+         * are long at first and single items at the end (balance). Which
+         * thread merges a group changes no result (merge_row reads the
+         * chunks in their order). */
+        int64_t pending = 0, pbh = -1, plast = -1;
+#pragma omp for schedule(guided) nowait
         for (int64_t it = 0; it < items * hpi; it++) {
             const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
+            if (pending && (bh != pbh || it != plast + 1)) {
+                if (merge_group_add(&done[pbh], (int32_t)pending, (int32_t)nchunks))
+                    merge_group(dp, nchunks, pbh, hpi, Rh, pm, pl, pacc, parts, merged);
+                pending = 0;
+            }
             const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
                            .lo = lo + b * R, .hi = hi + b * R};
@@ -583,24 +623,10 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
                 memcpy(pm + row, run_m, sizeof(float) * (size_t)Rh);
                 memcpy(pl + row, run_l, sizeof(float) * (size_t)Rh);
             }
-            if (!merge_group_done(&done[bh], (int32_t)nchunks)) continue;
-            /* merge the chunks of each of the group's rows: chunk c's
-             * accumulator weighted by its max and carrying its sum
-             * (softmax), or summed (sigmoid, which has no normaliser) */
-            for (int64_t r = hk * Rh; r < (hk + 1) * Rh; r++) {
-                const int64_t h = r / Lq, i = r % Lq;
-                for (int64_t cc = 0; cc < nchunks; cc++) {
-                    const int64_t prow = (b * nchunks + cc) * R + r;
-                    parts[cc] = (merge_part){.x = (const char *)(pacc + (size_t)prow * Dp),
-                                             .dtype = LA_F32,
-                                             .log_scale = pm[prow],
-                                             .mass = pl[prow]};
-                }
-                const float lse = merge_row(parts, nchunks, D, !softmax, merged);
-                tg_store_row(la_attn_at(&fp->out, b, i, h), fp->out.dtype, merged, D);
-                if (fp->lse.data) *(float *)la_attn_at(&fp->lse, b, i, h) = lse;
-            }
+            pending++, pbh = bh, plast = it;
         }
+        if (pending && merge_group_add(&done[pbh], (int32_t)pending, (int32_t)nchunks))
+            merge_group(dp, nchunks, pbh, hpi, Rh, pm, pl, pacc, parts, merged);
     }
     return LA_OK;
 }
