@@ -111,5 +111,9 @@ static inline void merge_store_row(char *dst, la_dtype t, const float *acc, int6
 static inline bool merge_group_done(int32_t *count, int32_t n) {
     return __atomic_add_fetch(count, 1, __ATOMIC_ACQ_REL) == n;
 }
+/* The same for k finished items counted at once (a thread's run of them). */
+static inline bool merge_group_add(int32_t *count, int32_t k, int32_t n) {
+    return __atomic_add_fetch(count, k, __ATOMIC_ACQ_REL) == n;
+}
 
 #endif
