@@ -662,7 +662,10 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     const int64_t nq = qe - c0;
 #if LA_VL == 16
     const int64_t VPV = VG / LA_VL;
-    if (Dp % (KVQ_SV * LA_VL) == 0 && (VPV == 1 || VPV == 2 || VPV % KVQ_SV == 0)) {
+    /* always where Dp is 64 or 128 (the value group, a multiple of LA_VL
+     * dividing D, is then 1, 2, 4 or 8 vectors): those specialisations
+     * carry no pv_slice path */
+    if (Dp == 64 || Dp == 128 || (Dp % (KVQ_SV * LA_VL) == 0 && (VPV == 1 || VPV == 2 || VPV % KVQ_SV == 0))) {
         float Z[4][4];
         for (int64_t d0 = 0; d0 < D; d0 += KVQ_SV * LA_VL) {
             if (d0 % VG == 0) /* the slice starts its value group(s): their weights and zero terms */
@@ -716,19 +719,38 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     }
 }
 
-static inline __attribute__((always_inline)) void pass_chunk_dp(const item_state *s, int64_t c0, int64_t c1,
-                                                                partial *pt, const float *vs, const int64_t Dp,
-                                                                const la_dtype DT) {
-    for (int64_t r = 0; r < s->R; r += 4) {
-        float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
-        switch (s->R - r < 4 ? s->R - r : 4) {
-        case 1: pass_rows(s, r, 1, c0, c1, m, l, acc, vs, Dp, DT); break;
-        case 2: pass_rows(s, r, 2, c0, c1, m, l, acc, vs, Dp, DT); break;
-        case 3: pass_rows(s, r, 3, c0, c1, m, l, acc, vs, Dp, DT); break;
-        default: pass_rows(s, r, 4, c0, c1, m, l, acc, vs, Dp, DT); break;
-        }
+/* pass_rows specialised per (Dp, code type, NR), each its own function:
+ * inlined into one pass_chunk the 24 specialisations (with their q.k runs
+ * and P.V slices) made a single function whose compile under ASan took 13
+ * minutes and 5.6 GB per ISA copy (s20-q8). One call per 4 rows and chunk. */
+typedef void pass_rows_fn(const item_state *s, int64_t r, int64_t c0, int64_t c1, float *m, float *l, float *acc,
+                          const float *vs);
+#define KVQ_ROWS_FN(NAME, DPV, DTV, NRV)                                                                        \
+    static __attribute__((noinline)) void NAME(const item_state *s, int64_t r, int64_t c0, int64_t c1, float *m, \
+                                               float *l, float *acc, const float *vs) {                        \
+        pass_rows(s, r, NRV, c0, c1, m, l, acc, vs, DPV, DTV);                                                  \
     }
-}
+#define KVQ_ROWS_NR(NAME, DPV, DTV)             \
+    KVQ_ROWS_FN(NAME##_1, DPV, DTV, 1)          \
+    KVQ_ROWS_FN(NAME##_2, DPV, DTV, 2)          \
+    KVQ_ROWS_FN(NAME##_3, DPV, DTV, 3)          \
+    KVQ_ROWS_FN(NAME##_4, DPV, DTV, 4)
+KVQ_ROWS_NR(rows_64_u8, 64, DB_U8)
+KVQ_ROWS_NR(rows_64_u4, 64, DB_U4)
+KVQ_ROWS_NR(rows_128_u8, 128, DB_U8)
+KVQ_ROWS_NR(rows_128_u4, 128, DB_U4)
+KVQ_ROWS_NR(rows_any_u8, s->Dp, DB_U8)
+KVQ_ROWS_NR(rows_any_u4, s->Dp, DB_U4)
+#undef KVQ_ROWS_NR
+#undef KVQ_ROWS_FN
+/* [Dp 64, 128, other][int8, int4][NR - 1] */
+static pass_rows_fn *const rows_fns[3][2][4] = {
+    {{rows_64_u8_1, rows_64_u8_2, rows_64_u8_3, rows_64_u8_4}, {rows_64_u4_1, rows_64_u4_2, rows_64_u4_3, rows_64_u4_4}},
+    {{rows_128_u8_1, rows_128_u8_2, rows_128_u8_3, rows_128_u8_4},
+     {rows_128_u4_1, rows_128_u4_2, rows_128_u4_3, rows_128_u4_4}},
+    {{rows_any_u8_1, rows_any_u8_2, rows_any_u8_3, rows_any_u8_4},
+     {rows_any_u4_1, rows_any_u4_2, rows_any_u4_3, rows_any_u4_4}},
+};
 
 /* Prefetch (into L2) the key group scales and the tokens' value scales of
  * the chunk's quantised slots [c0, qe): small regions at each page's end,
@@ -775,16 +797,9 @@ static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
         if ((tg += LA_VL) == kg) tg = 0, g++;
         if ((t += LA_VL) == ps) t = 0, g = 0, page++;
     }
-    const bool u8 = s->p->kv.f.bits == 8;
-#define KVQ_PASS_DP(DPV)                                                                  \
-    do {                                                                                  \
-        if (u8) pass_chunk_dp(s, c0, c1, pt, s->cvs, DPV, DB_U8);                         \
-        else pass_chunk_dp(s, c0, c1, pt, s->cvs, DPV, DB_U4);                            \
-    } while (0)
-    if (s->Dp == 128) KVQ_PASS_DP(128);
-    else if (s->Dp == 64) KVQ_PASS_DP(64);
-    else KVQ_PASS_DP(s->Dp);
-#undef KVQ_PASS_DP
+    pass_rows_fn *const *fns = rows_fns[s->Dp == 64 ? 0 : s->Dp == 128 ? 1 : 2][s->p->kv.f.bits == 8 ? 0 : 1];
+    for (int64_t r = 0; r < s->R; r += 4)
+        fns[(s->R - r < 4 ? s->R - r : 4) - 1](s, r, c0, c1, pt->m + r, pt->l + r, pt->acc + r * s->Dp, s->cvs);
 }
 
 /* Window slots [a, b) (f32 rows). */
