@@ -180,9 +180,9 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
         memset(s->kbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
         memset(s->vbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
     }
-    if (s->Dp == 128) block_dp(s, qf, bias, j0, nk, pt, 128);
-    else if (s->Dp == 64) block_dp(s, qf, bias, j0, nk, pt, 64);
-    else block_dp(s, qf, bias, j0, nk, pt, s->Dp);
+    /* Dp at run time: the model's formats take the chunk passes (this is
+     * the path of the formats that do not fit them) */
+    block_dp(s, qf, bias, j0, nk, pt, s->Dp);
 }
 
 #define QB_MAXG 16 /* value groups per row on the chunk-pass path */
@@ -354,6 +354,15 @@ static inline __attribute__((always_inline)) void fold_rows_dp(const item_state 
  * value group of 32 channels per slice for the model's int8 values, so
  * each key's weights are broadcast once per group rather than twice. */
 #define KVQ_NV_MAX 4
+/* Tokens of a block unrolled in the P.V loops over code rows: 16 (the
+ * whole block) gave the same speed as 4 and four times the code, which with
+ * every (Dp, code type, rows) specialisation made the ASan build's compile
+ * of this file take minutes. -D at build time for A/B. */
+#ifndef KVQ_PV_UNROLL
+#define KVQ_PV_UNROLL 4
+#endif
+#define KVQ_PRAGMA(x) _Pragma(#x)
+#define KVQ_UNROLL(n) KVQ_PRAGMA(GCC unroll n)
 #ifndef KVQ_NV4 /* -DKVQ_NV4=0 at build time: DB_NV slices only, for same-run A/B */
 #define KVQ_NV4 1
 #endif
@@ -377,7 +386,7 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         const int64_t b = (j0 - c0) / LA_VL;
         if (!seen[b]) continue;
         const char *vb = s->vrow[b];
-#pragma GCC unroll 16
+        KVQ_UNROLL(KVQ_PV_UNROLL)
         for (int e = 0; e < LA_VL; e++) {
             if (NV > DB_NV) { /* one code vector live at a time (the registers are the accumulators') */
                 vf wv[4];
@@ -405,7 +414,7 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         if (!seen[b]) continue;
         /* a short last block was copied zero-padded into vbuf before the pass */
         const char *vb = c1 - j0 >= LA_VL ? (const char *)(s->wv + (j0 - s->qlen) * D) : (const char *)s->vbuf;
-#pragma GCC unroll 16
+#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
         for (int e = 0; e < LA_VL; e++) {
 #pragma GCC unroll 4
             for (int k = 0; k < NV; k++) {
@@ -435,8 +444,18 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
                                                            const bool *seen, const float (*wq)[4][KVQ_CHUNK],
                                                            const float (*w)[KVQ_CHUNK], const float (*Z)[4],
                                                            float *acc, int64_t d0, const int NR, const int64_t Dp,
-                                                           const la_dtype DT, const int VPV) {
+                                                           const la_dtype DT, const int VPV, int64_t g1) {
     const int64_t D = s->p->kv.f.D;
+    /* vector k's weights: group k (VPV 1), else group 0 for k < 2 and g1
+     * for k >= 2 (1 for 2-vector groups, 0 where one group covers the
+     * slice: its weights broadcast twice per row, as for 2-vector groups) */
+    const float(*wk[KVQ_SV])[KVQ_CHUNK];
+    const float *zk[KVQ_SV];
+#pragma GCC unroll 4
+    for (int k = 0; k < KVQ_SV; k++) {
+        const int64_t gi = VPV == 1 ? k : k < 2 ? 0 : g1;
+        wk[k] = wq[gi], zk[k] = Z[gi];
+    }
     const size_t rs = (size_t)(Dp * (DT == DB_U8 ? 8 : 4) / 8); /* code_row (D = Dp here) */
     vf o[4][KVQ_SV];
 #pragma GCC unroll 4
@@ -450,7 +469,7 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
          * at a constant offset from it (with d0 in each offset GCC kept
          * the 64 offsets on the stack) */
         const char *vb = s->vrow[b] + (size_t)d0 * (DT == DB_U8 ? 8 : 4) / 8;
-#pragma GCC unroll 16
+        KVQ_UNROLL(KVQ_PV_UNROLL)
         for (int e = 0; e < LA_VL; e++) {
             vf vv[KVQ_SV];
 #pragma GCC unroll 4
@@ -459,7 +478,7 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
             for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
                 for (int k = 0; k < KVQ_SV; k++)
-                    o[rr][k] = vf_fma(vf_set1(wq[VPV >= KVQ_SV ? 0 : k / VPV][rr][b * LA_VL + e]), vv[k], o[rr][k]);
+                    o[rr][k] = vf_fma(vf_set1(wk[k][rr][b * LA_VL + e]), vv[k], o[rr][k]);
         }
     }
     for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
@@ -467,7 +486,7 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
         if (!seen[b]) continue;
         /* a short last block was copied zero-padded into vbuf before the pass */
         const float *vb = (c1 - j0 >= LA_VL ? s->wv + (j0 - s->qlen) * D : s->vbuf) + d0;
-#pragma GCC unroll 16
+#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
         for (int e = 0; e < LA_VL; e++) {
 #pragma GCC unroll 4
             for (int k = 0; k < KVQ_SV; k++) {
@@ -481,7 +500,7 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
     for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
         for (int k = 0; k < KVQ_SV; k++)
-            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(Z[VPV >= KVQ_SV ? 0 : k / VPV][rr]));
+            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(zk[k][rr]));
 }
 #endif
 
@@ -562,7 +581,7 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
      * key group (scores_cm: the K codes of the run after it prefetched
      * there), the V rows KVQ_PREFETCH_BLOCKS blocks ahead after each
      * block's scores (for pass 3); the window's f32 rows a block at a time */
-    const int TB = NR <= 3 ? KVQ_TB : 3;
+    const int TB = NR <= 3 ? KVQ_TB : 2;
     int64_t hmin = s->hi[r]; /* the rows' smallest visible end */
     for (int rr = 1; rr < NR; rr++) hmin = s->hi[r + rr] < hmin ? s->hi[r + rr] : hmin;
     const int64_t kg = f->key_group;
@@ -571,18 +590,15 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
         const int64_t j0 = c0 + b * LA_VL;
         if (j0 < qe) {
             const int64_t left = s->kleft[b] < (qe - j0) / LA_VL ? s->kleft[b] : (qe - j0) / LA_VL;
-            const int nb = (int)(left < TB ? left : TB);
+            const int nb = TB >= 4 && left >= 4 ? 4 : left >= 2 ? 2 : 1; /* runs of 3: 2 then 1 */
             /* a key group's folded queries, where the group starts (or the chunk does): a run's first block */
             if (s->kfold[b]) fold_rows_dp(s, s->kfold[b], r, NR, Dp);
             vf sc[KVQ_TB][4];
             const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
             const float *q = s->qf + r * Dp, *bs = s->bias + r;
-            switch (nb) {
-            case 1: scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc); break;
-            case 2: scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc); break;
-            case 3: scores_cm(q, bs, kc, kcs, pfk, 3, NR, Dp, DT, sc); break;
-            default: scores_cm(q, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc); break;
-            }
+            if (nb == 1) scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc);
+            else if (nb == 2 || TB < 4) scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc);
+            else scores_cm(q, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc);
             for (int i = 0; i < nb; i++, b++) {
                 const int64_t jb = c0 + b * LA_VL;
                 if (jb + LA_VL <= hmin) { /* every row sees the whole block (all but a causal Lq > 1's last) */
@@ -684,9 +700,8 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
                 }
             const float(*wqp)[4][KVQ_CHUNK] = (const float(*)[4][KVQ_CHUNK])wq, (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
             __asm__("" : "+r"(wqp), "+r"(wp) : : "memory");
-            if (VPV == 1) pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 1);
-            else if (VPV == 2) pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 2);
-            else pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, KVQ_SV);
+            if (VPV == 1) pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 1, 0);
+            else pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 2, VPV == 2);
         }
         return;
     }
@@ -739,8 +754,11 @@ KVQ_ROWS_NR(rows_64_u8, 64, DB_U8)
 KVQ_ROWS_NR(rows_64_u4, 64, DB_U4)
 KVQ_ROWS_NR(rows_128_u8, 128, DB_U8)
 KVQ_ROWS_NR(rows_128_u4, 128, DB_U4)
-KVQ_ROWS_NR(rows_any_u8, s->Dp, DB_U8)
-KVQ_ROWS_NR(rows_any_u4, s->Dp, DB_U4)
+/* other Dp (no model's): rows 4 at a time, the rest one at a time */
+KVQ_ROWS_FN(rows_any_u8_1, s->Dp, DB_U8, 1)
+KVQ_ROWS_FN(rows_any_u8_4, s->Dp, DB_U8, 4)
+KVQ_ROWS_FN(rows_any_u4_1, s->Dp, DB_U4, 1)
+KVQ_ROWS_FN(rows_any_u4_4, s->Dp, DB_U4, 4)
 #undef KVQ_ROWS_NR
 #undef KVQ_ROWS_FN
 /* [Dp 64, 128, other][int8, int4][NR - 1] */
@@ -748,8 +766,7 @@ static pass_rows_fn *const rows_fns[3][2][4] = {
     {{rows_64_u8_1, rows_64_u8_2, rows_64_u8_3, rows_64_u8_4}, {rows_64_u4_1, rows_64_u4_2, rows_64_u4_3, rows_64_u4_4}},
     {{rows_128_u8_1, rows_128_u8_2, rows_128_u8_3, rows_128_u8_4},
      {rows_128_u4_1, rows_128_u4_2, rows_128_u4_3, rows_128_u4_4}},
-    {{rows_any_u8_1, rows_any_u8_2, rows_any_u8_3, rows_any_u8_4},
-     {rows_any_u4_1, rows_any_u4_2, rows_any_u4_3, rows_any_u4_4}},
+    {{rows_any_u8_1, NULL, NULL, rows_any_u8_4}, {rows_any_u4_1, NULL, NULL, rows_any_u4_4}},
 };
 
 /* Prefetch (into L2) the key group scales and the tokens' value scales of
@@ -798,8 +815,12 @@ static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
         if ((t += LA_VL) == ps) t = 0, g = 0, page++;
     }
     pass_rows_fn *const *fns = rows_fns[s->Dp == 64 ? 0 : s->Dp == 128 ? 1 : 2][s->p->kv.f.bits == 8 ? 0 : 1];
-    for (int64_t r = 0; r < s->R; r += 4)
-        fns[(s->R - r < 4 ? s->R - r : 4) - 1](s, r, c0, c1, pt->m + r, pt->l + r, pt->acc + r * s->Dp, s->cvs);
+    for (int64_t r = 0; r < s->R;) {
+        int64_t n = s->R - r < 4 ? s->R - r : 4;
+        if (!fns[n - 1]) n = 1; /* (a NULL entry's rows one at a time) */
+        fns[n - 1](s, r, c0, c1, pt->m + r, pt->l + r, pt->acc + r * s->Dp, s->cvs);
+        r += n;
+    }
 }
 
 /* Window slots [a, b) (f32 rows). */
