@@ -954,9 +954,18 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
          * atomics on lines both threads write (the loop's next index and
          * the counter), and the counter's lock add waited for the item's
          * stores to drain: ~7% of the model-shape kernel on Zen 5. Guided
-         * runs are long at first and single items at the end (balance). */
+         * runs are long at first and single items at the end (balance).
+         * Static (one run per thread) was 2-3% faster in kvq_step's loop of
+         * calls (s21-q8) but 15% slower per token in the model (gen_step,
+         * 7.4 ms against 6.5): there a thread comes late to the region
+         * (from the step's other work) and static cannot hand its items to
+         * the other; dynamic,1 / dynamic,4 were 10% slower in kvq_step. */
         int64_t pending = 0, pbh = -1, plast = -1, qbh = -1;
-#pragma omp for schedule(guided) nowait
+#ifndef KVQ_SCHEDULE /* -DKVQ_SCHEDULE=runtime at build time: OMP_SCHEDULE for A/B */
+#define KVQ_SCHEDULE guided
+#endif
+#define KVQ_OMP_FOR(sched) KVQ_PRAGMA(omp for schedule(sched) nowait)
+        KVQ_OMP_FOR(KVQ_SCHEDULE)
         for (int64_t it = 0; it < L.items; it++) {
             const int64_t bh = it / nchunks, c = it % nchunks;
             if (pending && (bh != pbh || it != plast + 1)) {
