@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "cpu/isa.h"
+#include "cpu/attention/score_simd.h"
 
 static inline float tree_max(vf v) {
 #if defined(LA_ISA_AVX512)
@@ -39,10 +40,13 @@ static inline float tree_add(vf v) {
  * 2^23 (ties to even, as AVX-512's roundscale in attn_exp) and 2^n built
  * from that sum's low bits, where vf_exp's convert, select and two
  * conversions back took three half-rate converts on Zen 1's FMA pipes
- * (the weight pass was a sixth of the decode kernel's time there). Within
- * vf_exp's 1-2 ulp; the same for every layout and thread count. */
+ * (the weight pass was a sixth of the decode kernel's time there); on
+ * AVX-512 attn_exp (score_simd.h). Within vf_exp's 1-2 ulp; the same for
+ * every layout and thread count. */
 static inline vf decode_exp(vf x) {
-#if defined(LA_ISA_AVX2)
+#if defined(LA_ISA_AVX512)
+    return attn_exp(x); /* roundscale and scalef: ~15 instructions where vf_exp's converts took ~25 */
+#elif defined(LA_ISA_AVX2)
     const __m256 lo = _mm256_set1_ps(-87.3f), magic = _mm256_set1_ps(12582912.0f);
     const __m256 keep = _mm256_cmp_ps((__m256)x, lo, _CMP_NLT_UQ); /* x >= lo or NaN */
     const __m256 xv = _mm256_min_ps(_mm256_max_ps((__m256)x, lo), _mm256_set1_ps(88.3f));

@@ -180,9 +180,9 @@ static void block(const item_state *s, const float *qf, const float *bias, int64
         memset(s->kbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
         memset(s->vbuf + nk * s->Dp, 0, sizeof(float) * (size_t)((LA_VL - nk) * s->Dp));
     }
-    if (s->Dp == 128) block_dp(s, qf, bias, j0, nk, pt, 128);
-    else if (s->Dp == 64) block_dp(s, qf, bias, j0, nk, pt, 64);
-    else block_dp(s, qf, bias, j0, nk, pt, s->Dp);
+    /* Dp at run time: the model's formats take the chunk passes (this is
+     * the path of the formats that do not fit them) */
+    block_dp(s, qf, bias, j0, nk, pt, s->Dp);
 }
 
 #define QB_MAXG 16 /* value groups per row on the chunk-pass path */
@@ -294,6 +294,27 @@ static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, floa
             _mm256_storeu_ps(vs + 3 * KVQ_CHUNK + j0,
                              _mm256_castpd_ps(_mm256_unpackhi_pd(_mm256_castps_pd(t[2]), _mm256_castps_pd(t[3]))));
         }
+#elif defined(LA_ISA_AVX512)
+    /* the same for 16 slots: 4 vectors of 4 slots' (s0, z0, s1, z1), two
+     * levels of two-source permutes (the scalar copies were 2 x 4 loads and
+     * stores per slot, more than a block's P.V of one row) */
+    if (pairs == 4) {
+        const __m512i i01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28, 1, 5, 9, 13, 17, 21, 25, 29);
+        const __m512i i23 = _mm512_add_epi32(i01, _mm512_set1_epi32(2));
+        const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+        for (; j0 + 16 <= qe - c0; j0 += 16) {
+            const float *a = tmp + j0 * 4;
+            const __m512 a0 = _mm512_loadu_ps(a), a1 = _mm512_loadu_ps(a + 16), a2 = _mm512_loadu_ps(a + 32),
+                         a3 = _mm512_loadu_ps(a + 48);
+            const __m512 x0 = _mm512_permutex2var_ps(a0, i01, a1), x1 = _mm512_permutex2var_ps(a2, i01, a3);
+            const __m512 y0 = _mm512_permutex2var_ps(a0, i23, a1), y1 = _mm512_permutex2var_ps(a2, i23, a3);
+            _mm512_storeu_ps(vs + j0, _mm512_permutex2var_ps(x0, lo, x1));
+            _mm512_storeu_ps(vs + KVQ_CHUNK + j0, _mm512_permutex2var_ps(x0, hi, x1));
+            _mm512_storeu_ps(vs + 2 * KVQ_CHUNK + j0, _mm512_permutex2var_ps(y0, lo, y1));
+            _mm512_storeu_ps(vs + 3 * KVQ_CHUNK + j0, _mm512_permutex2var_ps(y0, hi, y1));
+        }
+    }
 #endif
     for (int64_t g = 0; g < ng; g++) {
         float *sg = vs + g * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
@@ -301,25 +322,30 @@ static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, floa
     }
 }
 
-/* Rows [r, r + nr): qf = qs * the key group's channel scales, bias = qs .
- * its zeros (ks: the group's f16 scales then zeros, as quant_segment). */
-static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r, int nr) {
-    const int64_t D = s->p->kv.f.D, Dp = s->Dp;
-    float *sc = s->sc, *zc = s->sc + Dp;
-    widen_f16(sc, ks, D);
-    widen_f16(zc, ks + D, D);
-    for (int64_t d = D; d < Dp; d++) sc[d] = zc[d] = 0.0f;
-    for (int64_t rr = r; rr < r + nr; rr++) {
-        const float *q = s->qs + rr * Dp;
-        float *o = s->qf + rr * Dp;
-        vf bz = vf_set1(0);
-        for (int64_t d = 0; d < Dp; d += LA_VL) {
-            const vf qv = vf_load(q + d);
-            vf_store(o + d, qv * vf_load(sc + d));
-            bz = vf_fma(qv, vf_load(zc + d), bz);
+/* Rows [r, r + NR): qf = qs * the key group's channel scales, bias = qs .
+ * its zeros (ks: the group's f16 scales then zeros, as quant_segment), for
+ * the chunk passes, where D = Dp (rows_fit) and Dp is a constant for the
+ * model's shapes: the scales and zeros widened in the
+ * registers and each row's bias summed as a tree. The generic form's
+ * run-time loops, its scale buffer and vf_reduce_add's serial chain of
+ * 16 scalar adds per row were an eighth of the AVX-512 kernel's samples
+ * (one fold per 32-token key group). */
+static inline __attribute__((always_inline)) void fold_rows_dp(const item_state *s, const uint16_t *ks, int64_t r,
+                                                                const int NR, const int64_t Dp) {
+    vf bz[4];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) bz[rr] = vf_set1(0);
+    for (int64_t d = 0; d < Dp; d += LA_VL) {
+        const vf sc = vf_load_f16(ks + d), zc = vf_load_f16(ks + Dp + d);
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) {
+            const vf qv = vf_load(s->qs + (r + rr) * Dp + d);
+            vf_store(s->qf + (r + rr) * Dp + d, qv * sc);
+            bz[rr] = vf_fma(qv, zc, bz[rr]);
         }
-        s->bias[rr] = vf_reduce_add(bz);
     }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) s->bias[r + rr] = tree_add(bz[rr]);
 }
 
 /* P.V output vectors per row in registers on the chunk-pass path: DB_NV,
@@ -328,6 +354,15 @@ static inline void fold_rows(const item_state *s, const uint16_t *ks, int64_t r,
  * value group of 32 channels per slice for the model's int8 values, so
  * each key's weights are broadcast once per group rather than twice. */
 #define KVQ_NV_MAX 4
+/* Tokens of a block unrolled in the P.V loops over code rows: 16 (the
+ * whole block) gave the same speed as 4 and four times the code, which with
+ * every (Dp, code type, rows) specialisation made the ASan build's compile
+ * of this file take minutes. -D at build time for A/B. */
+#ifndef KVQ_PV_UNROLL
+#define KVQ_PV_UNROLL 4
+#endif
+#define KVQ_PRAGMA(x) _Pragma(#x)
+#define KVQ_UNROLL(n) KVQ_PRAGMA(GCC unroll n)
 #ifndef KVQ_NV4 /* -DKVQ_NV4=0 at build time: DB_NV slices only, for same-run A/B */
 #define KVQ_NV4 1
 #endif
@@ -351,7 +386,7 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         const int64_t b = (j0 - c0) / LA_VL;
         if (!seen[b]) continue;
         const char *vb = s->vrow[b];
-#pragma GCC unroll 16
+        KVQ_UNROLL(KVQ_PV_UNROLL)
         for (int e = 0; e < LA_VL; e++) {
             if (NV > DB_NV) { /* one code vector live at a time (the registers are the accumulators') */
                 vf wv[4];
@@ -379,7 +414,7 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         if (!seen[b]) continue;
         /* a short last block was copied zero-padded into vbuf before the pass */
         const char *vb = c1 - j0 >= LA_VL ? (const char *)(s->wv + (j0 - s->qlen) * D) : (const char *)s->vbuf;
-#pragma GCC unroll 16
+#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
         for (int e = 0; e < LA_VL; e++) {
 #pragma GCC unroll 4
             for (int k = 0; k < NV; k++) {
@@ -395,15 +430,96 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
         for (int k = 0; k < NV; k++) vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(Z[rr]));
 }
 
+#if LA_VL == 16
+/* AVX-512: P.V over a slice of KVQ_SV vectors (64 channels) whatever its
+ * value groups (VPV vectors per group: 1, 2, or 4 and more, one group per
+ * slice), so the model's D = 64 with 32-channel groups is one pass over
+ * the chunk's value rows with 3 x 4 accumulators, each widened code vector
+ * feeding its rows' FMAs. pv_slice's slices of one group had a single
+ * output vector per row there (DB_NV = 4 vectors do not fit a 2-vector
+ * group): 3 dependent FMA chains over the whole chunk, latency-bound at an
+ * FMA's 4 cycles per token and slice, and each code row read in 4 passes. */
+#define KVQ_SV 4
+static inline __attribute__((always_inline)) void pv_multi(const item_state *s, int64_t c0, int64_t c1, int64_t qe,
+                                                           const bool *seen, const float (*wq)[4][KVQ_CHUNK],
+                                                           const float (*w)[KVQ_CHUNK], const float (*Z)[4],
+                                                           float *acc, int64_t d0, const int NR, const int64_t Dp,
+                                                           const la_dtype DT, const int VPV, int64_t g1) {
+    const int64_t D = s->p->kv.f.D;
+    /* vector k's weights: group k (VPV 1), else group 0 for k < 2 and g1
+     * for k >= 2 (1 for 2-vector groups, 0 where one group covers the
+     * slice: its weights broadcast twice per row, as for 2-vector groups) */
+    const float(*wk[KVQ_SV])[KVQ_CHUNK];
+    const float *zk[KVQ_SV];
+#pragma GCC unroll 4
+    for (int k = 0; k < KVQ_SV; k++) {
+        const int64_t gi = VPV == 1 ? k : k < 2 ? 0 : g1;
+        wk[k] = wq[gi], zk[k] = Z[gi];
+    }
+    const size_t rs = (size_t)(Dp * (DT == DB_U8 ? 8 : 4) / 8); /* code_row (D = Dp here) */
+    vf o[4][KVQ_SV];
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < KVQ_SV; k++) o[rr][k] = vf_set1(0);
+    for (int64_t j0 = c0; j0 < qe; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        /* the slice's first code of the block's first row: every load below
+         * at a constant offset from it (with d0 in each offset GCC kept
+         * the 64 offsets on the stack) */
+        const char *vb = s->vrow[b] + (size_t)d0 * (DT == DB_U8 ? 8 : 4) / 8;
+        KVQ_UNROLL(KVQ_PV_UNROLL)
+        for (int e = 0; e < LA_VL; e++) {
+            vf vv[KVQ_SV];
+#pragma GCC unroll 4
+            for (int k = 0; k < KVQ_SV; k++) vv[k] = db_load(vb + (size_t)e * rs, k * LA_VL, DT);
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+                for (int k = 0; k < KVQ_SV; k++)
+                    o[rr][k] = vf_fma(vf_set1(wk[k][rr][b * LA_VL + e]), vv[k], o[rr][k]);
+        }
+    }
+    for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        /* a short last block was copied zero-padded into vbuf before the pass */
+        const float *vb = (c1 - j0 >= LA_VL ? s->wv + (j0 - s->qlen) * D : s->vbuf) + d0;
+#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
+        for (int e = 0; e < LA_VL; e++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < KVQ_SV; k++) {
+                const vf vv = vf_load(vb + e * Dp + k * LA_VL);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv, o[rr][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < KVQ_SV; k++)
+            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(zk[k][rr]));
+}
+#endif
+
 /* Quantised blocks per q.k run of the chunk passes: NR x KVQ_TB score
  * vectors in registers (12 of AVX2's 16 for the model's 3 rows). */
 #define KVQ_TB 4
+/* Accumulator sets of a q.k run, even and odd channels apart on AVX-512
+ * (32 registers): with the model's 32-token key groups a run is 2 blocks,
+ * 2 x 3 chains over 64 channels, which one set left bound by the FMA's
+ * latency (4 cycles a channel where the FMAs need 3). A constant per ISA,
+ * so a block's scores do not depend on its run. */
+#define KVQ_QKC (LA_VL == 16 ? 2 : 1)
 
 /* q.k of NB consecutive blocks of one key group against NR rows, the
  * codes channel-major (backend/kvq_problem.h): channel d of block i at
  * kc + d * kcs, element i * LA_VL. The lanes are the tokens: per channel
  * one broadcast query element per row and NR * NB FMAs, no lane-sum tree;
- * every lane adds its channels in order d = 0, 1, ... and then the bias,
+ * every lane adds its channels in order d = 0, 1, ... (even and odd ones
+ * apart where KVQ_QKC is 2, then the two sums) and then the bias,
  * so a block's scores do not depend on the run it is in (NB). s[i][rr] =
  * q_rr . k + bias[rr] for the tokens of block i. The codes of the run after
  * this one (pfk, its channels kcs bytes apart as here) are prefetched
@@ -413,32 +529,35 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
 static inline __attribute__((always_inline)) void scores_cm(const float *qf, const float *bias, const char *kc,
                                                              size_t kcs, const char *pfk, const int NB, const int NR,
                                                              const int64_t Dp, const la_dtype DT, vf (*s)[4]) {
-    vf a[KVQ_TB][4];
+    vf a[KVQ_QKC][KVQ_TB][4];
+#pragma GCC unroll 2
+    for (int c = 0; c < KVQ_QKC; c++)
 #pragma GCC unroll 4
-    for (int i = 0; i < NB; i++)
+        for (int i = 0; i < NB; i++)
 #pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) a[i][rr] = vf_set1(0);
+            for (int rr = 0; rr < NR; rr++) a[c][i][rr] = vf_set1(0);
     for (int64_t d = 0; d < Dp; d += 2) { /* Dp is even (whole vectors) */
         __builtin_prefetch(pfk + (size_t)d * kcs, 0, 2);
         if (kcs > 32) __builtin_prefetch(pfk + (size_t)(d + 1) * kcs, 0, 2);
 #pragma GCC unroll 2
-        for (int64_t dd = d; dd < d + 2; dd++) {
-            const char *row = kc + (size_t)dd * kcs;
+        for (int c = 0; c < 2; c++) {
+            const char *row = kc + (size_t)(d + c) * kcs;
             vf q[4];
 #pragma GCC unroll 4
-            for (int rr = 0; rr < NR; rr++) q[rr] = vf_set1(qf[rr * Dp + dd]);
+            for (int rr = 0; rr < NR; rr++) q[rr] = vf_set1(qf[rr * Dp + d + c]);
 #pragma GCC unroll 4
             for (int i = 0; i < NB; i++) {
                 const vf k = db_load(row, i * LA_VL, DT);
 #pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) a[i][rr] = vf_fma(q[rr], k, a[i][rr]);
+                for (int rr = 0; rr < NR; rr++) a[c % KVQ_QKC][i][rr] = vf_fma(q[rr], k, a[c % KVQ_QKC][i][rr]);
             }
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < NB; i++)
 #pragma GCC unroll 4
-        for (int rr = 0; rr < NR; rr++) s[i][rr] = a[i][rr] + vf_set1(bias[rr]);
+        for (int rr = 0; rr < NR; rr++)
+            s[i][rr] = (KVQ_QKC == 2 ? a[0][i][rr] + a[1][i][rr] : a[0][i][rr]) + vf_set1(bias[rr]);
 }
 
 /* Rows [r, r + NR) of the item over slots [c0, c1): m, l, acc from row r. */
@@ -452,7 +571,8 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     const size_t rs = (size_t)(Dp * (DT == DB_U8 ? 8 : 4) / 8), ws = sizeof(float) * (size_t)Dp;
     const vi lane = vi_iota();
     float w[4][KVQ_CHUNK] __attribute__((aligned(64)));  /* scores, then weights */
-    float wq[4][KVQ_CHUNK] __attribute__((aligned(64))); /* a value group's weights p * s */
+    /* a value group's weights p * s (the AVX-512 slices: up to KVQ_SV groups' at once) */
+    float wq[LA_VL == 16 ? 4 : 1][4][KVQ_CHUNK] __attribute__((aligned(64)));
     bool seen[KVQ_CHUNK / LA_VL];
     vf mx[4];
 #pragma GCC unroll 4
@@ -461,38 +581,46 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
      * key group (scores_cm: the K codes of the run after it prefetched
      * there), the V rows KVQ_PREFETCH_BLOCKS blocks ahead after each
      * block's scores (for pass 3); the window's f32 rows a block at a time */
-    const int TB = NR <= 3 ? KVQ_TB : 3;
+    const int TB = NR <= 3 ? KVQ_TB : 2;
+    int64_t hmin = s->hi[r]; /* the rows' smallest visible end */
+    for (int rr = 1; rr < NR; rr++) hmin = s->hi[r + rr] < hmin ? s->hi[r + rr] : hmin;
     const int64_t kg = f->key_group;
     const size_t kcs = (size_t)kg * (size_t)(DT == DB_U8 ? 8 : 4) / 8; /* bytes from one channel of a group to the next */
     for (int64_t b = 0; b < nblk;) {
         const int64_t j0 = c0 + b * LA_VL;
         if (j0 < qe) {
             const int64_t left = s->kleft[b] < (qe - j0) / LA_VL ? s->kleft[b] : (qe - j0) / LA_VL;
-            const int nb = (int)(left < TB ? left : TB);
+            const int nb = TB >= 4 && left >= 4 ? 4 : left >= 2 ? 2 : 1; /* runs of 3: 2 then 1 */
             /* a key group's folded queries, where the group starts (or the chunk does): a run's first block */
-            if (s->kfold[b]) fold_rows(s, s->kfold[b], r, NR);
+            if (s->kfold[b]) fold_rows_dp(s, s->kfold[b], r, NR, Dp);
             vf sc[KVQ_TB][4];
             const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
             const float *q = s->qf + r * Dp, *bs = s->bias + r;
-            switch (nb) {
-            case 1: scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc); break;
-            case 2: scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc); break;
-            case 3: scores_cm(q, bs, kc, kcs, pfk, 3, NR, Dp, DT, sc); break;
-            default: scores_cm(q, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc); break;
-            }
+            if (nb == 1) scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc);
+            else if (nb == 2 || TB < 4) scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc);
+            else scores_cm(q, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc);
             for (int i = 0; i < nb; i++, b++) {
                 const int64_t jb = c0 + b * LA_VL;
-                bool any = false;
+                if (jb + LA_VL <= hmin) { /* every row sees the whole block (all but a causal Lq > 1's last) */
 #pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) {
-                    const int64_t lim = s->hi[r + rr] - jb < LA_VL ? s->hi[r + rr] - jb : LA_VL;
-                    const vi vis = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
-                    any |= lim > 0;
-                    const vf sv = vf_select(vis, sc[i][rr], vf_set1(-INFINITY));
-                    mx[rr] = vf_max(mx[rr], sv);
-                    vf_store(w[rr] + b * LA_VL, sv);
+                    for (int rr = 0; rr < NR; rr++) {
+                        mx[rr] = vf_max(mx[rr], sc[i][rr]);
+                        vf_store(w[rr] + b * LA_VL, sc[i][rr]);
+                    }
+                    seen[b] = true;
+                } else {
+                    bool any = false;
+#pragma GCC unroll 4
+                    for (int rr = 0; rr < NR; rr++) {
+                        const int64_t lim = s->hi[r + rr] - jb < LA_VL ? s->hi[r + rr] - jb : LA_VL;
+                        const vi vis = lane < (vi){0} + (int32_t)(lim < 0 ? 0 : lim);
+                        any |= lim > 0;
+                        const vf sv = vf_select(vis, sc[i][rr], vf_set1(-INFINITY));
+                        mx[rr] = vf_max(mx[rr], sv);
+                        vf_store(w[rr] + b * LA_VL, sv);
+                    }
+                    seen[b] = any;
                 }
-                seen[b] = any;
                 const char *pv = s->vrow[b + KVQ_PREFETCH_BLOCKS];
                 if (pv)
 #pragma GCC unroll 16
@@ -548,6 +676,36 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     /* pass 3, per value group: weights p * s over the quantised slots and
      * the zero term sum p z, then P.V over the group's channels */
     const int64_t nq = qe - c0;
+#if LA_VL == 16
+    const int64_t VPV = VG / LA_VL;
+    /* always where Dp is 64 or 128 (the value group, a multiple of LA_VL
+     * dividing D, is then 1, 2, 4 or 8 vectors): those specialisations
+     * carry no pv_slice path */
+    if (Dp == 64 || Dp == 128 || (Dp % (KVQ_SV * LA_VL) == 0 && (VPV == 1 || VPV == 2 || VPV % KVQ_SV == 0))) {
+        float Z[4][4];
+        for (int64_t d0 = 0; d0 < D; d0 += KVQ_SV * LA_VL) {
+            if (d0 % VG == 0) /* the slice starts its value group(s): their weights and zero terms */
+                for (int64_t gi = 0; gi < (VPV >= KVQ_SV ? 1 : KVQ_SV / VPV); gi++) {
+                    const float *sg = vs + (d0 / VG + gi) * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
+#pragma GCC unroll 4
+                    for (int rr = 0; rr < NR; rr++) {
+                        vf z = vf_set1(0);
+                        for (int64_t j = 0; j < nq; j += LA_VL) {
+                            const vf p = vf_load(w[rr] + j);
+                            vf_store(wq[gi][rr] + j, p * vf_load(sg + j));
+                            z = vf_fma(p, vf_load(zg + j), z);
+                        }
+                        Z[gi][rr] = tree_add(z);
+                    }
+                }
+            const float(*wqp)[4][KVQ_CHUNK] = (const float(*)[4][KVQ_CHUNK])wq, (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
+            __asm__("" : "+r"(wqp), "+r"(wp) : : "memory");
+            if (VPV == 1) pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 1, 0);
+            else pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 2, VPV == 2);
+        }
+        return;
+    }
+#endif
     for (int64_t g = 0; g < ng; g++) {
         const float *sg = vs + g * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
         float Z[4];
@@ -556,13 +714,13 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             vf z = vf_set1(0);
             for (int64_t j = 0; j < nq; j += LA_VL) {
                 const vf p = vf_load(w[rr] + j);
-                vf_store(wq[rr] + j, p * vf_load(sg + j));
+                vf_store(wq[0][rr] + j, p * vf_load(sg + j));
                 z = vf_fma(p, vf_load(zg + j), z);
             }
             Z[rr] = tree_add(z);
         }
         /* weights broadcast from memory (see db_pv: the asm hides the arrays' contents) */
-        const float(*wqp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])wq, (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
+        const float(*wqp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])wq[0], (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
         __asm__("" : "+r"(wqp), "+r"(wp) : : "memory");
         int64_t d0 = g * VG;
         if (KVQ_NV_MAX > DB_NV && NR <= 3 && KVQ_NV4 && VG % (KVQ_NV_MAX * LA_VL) == 0)
@@ -576,19 +734,40 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
     }
 }
 
-static inline __attribute__((always_inline)) void pass_chunk_dp(const item_state *s, int64_t c0, int64_t c1,
-                                                                partial *pt, const float *vs, const int64_t Dp,
-                                                                const la_dtype DT) {
-    for (int64_t r = 0; r < s->R; r += 4) {
-        float *m = pt->m + r, *l = pt->l + r, *acc = pt->acc + r * Dp;
-        switch (s->R - r < 4 ? s->R - r : 4) {
-        case 1: pass_rows(s, r, 1, c0, c1, m, l, acc, vs, Dp, DT); break;
-        case 2: pass_rows(s, r, 2, c0, c1, m, l, acc, vs, Dp, DT); break;
-        case 3: pass_rows(s, r, 3, c0, c1, m, l, acc, vs, Dp, DT); break;
-        default: pass_rows(s, r, 4, c0, c1, m, l, acc, vs, Dp, DT); break;
-        }
+/* pass_rows specialised per (Dp, code type, NR), each its own function:
+ * inlined into one pass_chunk the 24 specialisations (with their q.k runs
+ * and P.V slices) made a single function whose compile under ASan took 13
+ * minutes and 5.6 GB per ISA copy (s20-q8). One call per 4 rows and chunk. */
+typedef void pass_rows_fn(const item_state *s, int64_t r, int64_t c0, int64_t c1, float *m, float *l, float *acc,
+                          const float *vs);
+#define KVQ_ROWS_FN(NAME, DPV, DTV, NRV)                                                                        \
+    static __attribute__((noinline)) void NAME(const item_state *s, int64_t r, int64_t c0, int64_t c1, float *m, \
+                                               float *l, float *acc, const float *vs) {                        \
+        pass_rows(s, r, NRV, c0, c1, m, l, acc, vs, DPV, DTV);                                                  \
     }
-}
+#define KVQ_ROWS_NR(NAME, DPV, DTV)             \
+    KVQ_ROWS_FN(NAME##_1, DPV, DTV, 1)          \
+    KVQ_ROWS_FN(NAME##_2, DPV, DTV, 2)          \
+    KVQ_ROWS_FN(NAME##_3, DPV, DTV, 3)          \
+    KVQ_ROWS_FN(NAME##_4, DPV, DTV, 4)
+KVQ_ROWS_NR(rows_64_u8, 64, DB_U8)
+KVQ_ROWS_NR(rows_64_u4, 64, DB_U4)
+KVQ_ROWS_NR(rows_128_u8, 128, DB_U8)
+KVQ_ROWS_NR(rows_128_u4, 128, DB_U4)
+/* other Dp (no model's): rows 4 at a time, the rest one at a time */
+KVQ_ROWS_FN(rows_any_u8_1, s->Dp, DB_U8, 1)
+KVQ_ROWS_FN(rows_any_u8_4, s->Dp, DB_U8, 4)
+KVQ_ROWS_FN(rows_any_u4_1, s->Dp, DB_U4, 1)
+KVQ_ROWS_FN(rows_any_u4_4, s->Dp, DB_U4, 4)
+#undef KVQ_ROWS_NR
+#undef KVQ_ROWS_FN
+/* [Dp 64, 128, other][int8, int4][NR - 1] */
+static pass_rows_fn *const rows_fns[3][2][4] = {
+    {{rows_64_u8_1, rows_64_u8_2, rows_64_u8_3, rows_64_u8_4}, {rows_64_u4_1, rows_64_u4_2, rows_64_u4_3, rows_64_u4_4}},
+    {{rows_128_u8_1, rows_128_u8_2, rows_128_u8_3, rows_128_u8_4},
+     {rows_128_u4_1, rows_128_u4_2, rows_128_u4_3, rows_128_u4_4}},
+    {{rows_any_u8_1, NULL, NULL, rows_any_u8_4}, {rows_any_u4_1, NULL, NULL, rows_any_u4_4}},
+};
 
 /* Prefetch (into L2) the key group scales and the tokens' value scales of
  * the chunk's quantised slots [c0, qe): small regions at each page's end,
@@ -635,16 +814,13 @@ static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
         if ((tg += LA_VL) == kg) tg = 0, g++;
         if ((t += LA_VL) == ps) t = 0, g = 0, page++;
     }
-    const bool u8 = s->p->kv.f.bits == 8;
-#define KVQ_PASS_DP(DPV)                                                                  \
-    do {                                                                                  \
-        if (u8) pass_chunk_dp(s, c0, c1, pt, s->cvs, DPV, DB_U8);                         \
-        else pass_chunk_dp(s, c0, c1, pt, s->cvs, DPV, DB_U4);                            \
-    } while (0)
-    if (s->Dp == 128) KVQ_PASS_DP(128);
-    else if (s->Dp == 64) KVQ_PASS_DP(64);
-    else KVQ_PASS_DP(s->Dp);
-#undef KVQ_PASS_DP
+    pass_rows_fn *const *fns = rows_fns[s->Dp == 64 ? 0 : s->Dp == 128 ? 1 : 2][s->p->kv.f.bits == 8 ? 0 : 1];
+    for (int64_t r = 0; r < s->R;) {
+        int64_t n = s->R - r < 4 ? s->R - r : 4;
+        if (!fns[n - 1]) n = 1; /* (a NULL entry's rows one at a time) */
+        fns[n - 1](s, r, c0, c1, pt->m + r, pt->l + r, pt->acc + r * s->Dp, s->cvs);
+        r += n;
+    }
 }
 
 /* Window slots [a, b) (f32 rows). */
@@ -728,6 +904,25 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_workspace)(const la_kvq_decode_problem *p,
     return LA_OK;
 }
 
+/* The output rows of (sequence, K/V head) bh: its chunks' partials merged
+ * in chunk order (pm, pl, pacc: the items' max, sum and accumulator rows). */
+static void merge_head(const la_kvq_decode_problem *p, const layout *L, int64_t bh, const float *pm, const float *pl,
+                       const float *pacc, merge_part *parts, float *merged) {
+    const int64_t R = L->R, Dp = L->Dp, D = p->kv.f.D, G = p->H / p->Hkv, Lq = p->Lq, nchunks = L->nchunks;
+    const int64_t b = bh / p->Hkv, hk = bh % p->Hkv;
+    for (int64_t r = 0; r < R; r++) {
+        const int64_t h = hk * G + r / Lq, i = r % Lq;
+        for (int64_t cc = 0; cc < nchunks; cc++) {
+            const int64_t row = (bh * nchunks + cc) * R + r;
+            parts[cc] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp), .dtype = LA_F32,
+                                     .log_scale = pm[row], .mass = pl[row]};
+        }
+        const float lse = merge_row(parts, nchunks, D, false, merged);
+        tg_store_row(la_attn_at(&p->out, b, i, h), p->out.dtype, merged, D);
+        if (p->lse.data) *(float *)la_attn_at(&p->lse, b, i, h) = lse;
+    }
+}
+
 la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, void *mem) {
     layout L;
     if (!plan(p, &L)) return la_fail(LA_ERR_OVERFLOW, "quantised decode workspace size overflows");
@@ -751,18 +946,44 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
         /* no barrier after the items: the thread finishing a (sequence,
-         * K/V head)'s last chunk merges its rows (merge_group_done) */
-#pragma omp for schedule(dynamic, 1) nowait
+         * K/V head)'s last chunk merges its rows (merge_group_add). A
+         * thread counts its finished chunks of a head in `pending` and adds
+         * them to the head's counter when it leaves the head or its run
+         * of consecutive items (and after its last item): one atomic per
+         * run, not per item. With schedule(dynamic, 1) each item paid two
+         * atomics on lines both threads write (the loop's next index and
+         * the counter), and the counter's lock add waited for the item's
+         * stores to drain: ~7% of the model-shape kernel on Zen 5. Guided
+         * runs are long at first and single items at the end (balance).
+         * Static (one run per thread) was 2-3% faster in kvq_step's loop of
+         * calls (s21-q8) but 15% slower per token in the model (gen_step,
+         * 7.4 ms against 6.5): there a thread comes late to the region
+         * (from the step's other work) and static cannot hand its items to
+         * the other; dynamic,1 / dynamic,4 were 10% slower in kvq_step. */
+        int64_t pending = 0, pbh = -1, plast = -1, qbh = -1;
+#ifndef KVQ_SCHEDULE /* -DKVQ_SCHEDULE=runtime at build time: OMP_SCHEDULE for A/B */
+#define KVQ_SCHEDULE guided
+#endif
+#define KVQ_OMP_FOR(sched) KVQ_PRAGMA(omp for schedule(sched) nowait)
+        KVQ_OMP_FOR(KVQ_SCHEDULE)
         for (int64_t it = 0; it < L.items; it++) {
-            const int64_t bh = it / nchunks, c = it % nchunks, b = bh / p->Hkv, hk = bh % p->Hkv;
-            const int64_t reg = hk * kv->region_seqs + p->seq0 + b, len = kv->len[reg];
-            for (int64_t r = 0; r < R; r++) {
-                const int64_t h = hk * G + r / Lq, i = r % Lq;
-                tg_load_row(qs + r * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
-                for (int64_t d = 0; d < D; d++) qs[r * Dp + d] *= p->scale;
-                int64_t lim = p->causal ? len - Lq + i + 1 : len;
-                hi[r] = lim < 0 ? 0 : lim > len ? len : lim;
+            const int64_t bh = it / nchunks, c = it % nchunks;
+            if (pending && (bh != pbh || it != plast + 1)) {
+                if (merge_group_add(&done[pbh], (int32_t)pending, (int32_t)nchunks))
+                    merge_head(p, &L, pbh, pm, pl, pacc, parts, merged);
+                pending = 0;
             }
+            const int64_t b = bh / p->Hkv, hk = bh % p->Hkv;
+            const int64_t reg = hk * kv->region_seqs + p->seq0 + b, len = kv->len[reg];
+            if (bh != qbh) /* the head's scaled queries and ranges, once per run of its items */
+                for (int64_t r = 0; r < R; r++) {
+                    const int64_t h = hk * G + r / Lq, i = r % Lq;
+                    tg_load_row(qs + r * Dp, la_attn_at(&p->q, b, i, h), p->q.dtype, D, Dp);
+                    for (int64_t d = 0; d < D; d++) qs[r * Dp + d] *= p->scale;
+                    int64_t lim = p->causal ? len - Lq + i + 1 : len;
+                    hi[r] = lim < 0 ? 0 : lim > len ? len : lim;
+                }
+            qbh = bh;
             item_state s = {.p = p, .R = R, .Dp = Dp, .len = len, .qlen = kv->qlen[reg],
                             .kpages = kv->k + (size_t)reg * kv->k_region, .vpages = kv->v + (size_t)reg * kv->v_region,
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
@@ -778,19 +999,10 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
             chunk(&s, c0, c0 < c1 ? c1 : c0, &pt);
             memcpy(pm + it * R, run_m, sizeof(float) * (size_t)R);
             memcpy(pl + it * R, run_l, sizeof(float) * (size_t)R);
-            if (!merge_group_done(&done[bh], (int32_t)nchunks)) continue;
-            for (int64_t r = 0; r < R; r++) {
-                const int64_t h = hk * G + r / Lq, i = r % Lq;
-                for (int64_t cc = 0; cc < nchunks; cc++) {
-                    const int64_t row = (bh * nchunks + cc) * R + r;
-                    parts[cc] = (merge_part){.x = (const char *)(pacc + (size_t)row * Dp), .dtype = LA_F32,
-                                             .log_scale = pm[row], .mass = pl[row]};
-                }
-                const float lse = merge_row(parts, nchunks, D, false, merged);
-                tg_store_row(la_attn_at(&p->out, b, i, h), p->out.dtype, merged, D);
-                if (p->lse.data) *(float *)la_attn_at(&p->lse, b, i, h) = lse;
-            }
+            pending++, pbh = bh, plast = it;
         }
+        if (pending && merge_group_add(&done[pbh], (int32_t)pending, (int32_t)nchunks))
+            merge_head(p, &L, pbh, pm, pl, pacc, parts, merged);
     }
     return LA_OK;
 }
