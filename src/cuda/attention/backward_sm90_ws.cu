@@ -36,7 +36,7 @@
  * timing bound only) gave 1.38x, read then as the add's cost, but that
  * build dropped the dQ products too (see below).
  *
- * dQ by warp (the default): the same staging, but each consumer warp's lane
+ * dQ by warp (the default until the twenty-first session): the same staging, but each consumer warp's lane
  * 0 adds the warp's own 16 rows (two 32-column boxes of a map with 16-row
  * boxes) right after its lanes' stores and fence, and waits (wait_group.read
  * 1) before it overwrites a buffer two items later: no writer warp (which
@@ -97,6 +97,17 @@
  * early with dV issued right after P (its product under the dS math; fast
  * rule only; branch s19-cuda, commit 344bd55).
  *
+ * Twenty-first session (BENCHMARKS s21-cuda): early-dV, that idea on this
+ * tree (LA_CUDA_BACKWARD_DQ=earlydv, the default now; early where the rule
+ * is not the fast one): P^T from the landed S^T, dV's product issued at
+ * once, dP^T waited for with wait_group 1, so dV runs under the dS^T math;
+ * dK's dS^T still from shared memory. 0 spills, no C75xx, 40 HGMMA (D
+ * 128). fwd+bwd 502-513 against early's 493-506 and warp's 486-499 in the
+ * same call (+1.1-1.9% on early); every CUDA test passed. Tried at compile
+ * time only, not kept: dK from dS^T in registers issued before the dS^T
+ * store and barrier (with or without waiting for dV first): ptxas
+ * serialises the wgmma at D 128 (C7512, too few registers).
+ *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
 #include "cuda/attention/backward_sm90_ws.h"
@@ -109,9 +120,10 @@
 
 /* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
  * TMA reduce-add from shared memory issued by a writer warp, or one issued
- * by each consumer warp for its own rows (warp, the default); skip: not at
- * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's
- * add with the next item's S^T product in flight under it (below). */
+ * by each consumer warp for its own rows (warp); skip: not at all (a
+ * timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's add
+ * with the next item's S^T product in flight under it (below); early-dV
+ * (the default): early with dV issued right after P. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV };
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
@@ -457,8 +469,9 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma, early, earlydv (early where the rule
- * is not the fast one) or warp (the default); skip (dQ left
+/* LA_CUDA_BACKWARD_DQ: atomic, tma, warp, early, or earlydv (the default
+ * since the twenty-first session; early where the rule is not the fast
+ * one: softcap, ALiBi, sigmoid scores); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
  * kernel without dQ at all, not the add alone).
@@ -468,11 +481,11 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
     if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
-    if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
+    if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
 #endif
-    return BWS_DQ_WARP;
+    return BWS_DQ_EARLY_DV;
 }
 
 static int bws_flags(void) {
