@@ -10,7 +10,7 @@
 #                                with the summary in $OUT/summary.txt: the device tool returns few files)
 #
 # Environment: BUILD (build-gpu), LA_CUDA_ARCHS ("90a;80"), TESTS (the test
-# programs, "attention backward decode kv_append merge"), OPS (the benchmark's ops,
+# programs, "attention backward decode kv_append merge sparse"), OPS (the benchmark's ops,
 # "fwd,fwdbwd,decode"), SKIP_PEERS=1 to time longattn alone, SKIP_BENCH=1,
 # COMPARE_MMA=1 to time the mma.sync forward (and forward+backward) as well, FLEX_MIN_LEN (16384: the
 # shortest rows FlexAttention is timed on; each shape compiles), SANITIZER_TESTS
@@ -22,7 +22,7 @@ set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
 logs=$build/logs
-tests=${TESTS:-attention backward decode kv_append merge}
+tests=${TESTS:-attention backward decode kv_append merge sparse}
 mkdir -p "$logs"
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
@@ -61,9 +61,9 @@ for t in $tests; do
     grep -E "FAIL" "$logs/test_cuda_$t.log" | head -20
     note "test_cuda_$t: exit $rc, $(tail -n 1 "$logs/test_cuda_$t.log") ($(($(date +%s) - t0)) s)"
     if [ "$t" = backward ]; then # the mma.sync and the earlier wgmma backwards too (the default on Hopper: wgmma-ws
-        # with dQ by each warp's TMA reduce-add), and the ws backward with dQ by atomics, by the writer warp, and
-        # early (the next item's S^T under the dQ add: faster, not yet the default)
-        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic LA_CUDA_BACKWARD_DQ=tma LA_CUDA_BACKWARD_DQ=early; do
+        # in its earlydv schedule: the next item's S^T under the dQ add, dV issued right after P), and the ws
+        # backward with dQ by atomics, by the writer warp, by each warp (warp) and early (earlydv without the dV move)
+        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic LA_CUDA_BACKWARD_DQ=tma LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early ${BWD_MODES_EXTRA:-}; do
             t0=$(date +%s)
             env "$k" timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_${k#*=}.log" 2>&1
             rc=$?

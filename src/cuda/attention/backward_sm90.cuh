@@ -158,6 +158,40 @@ static __device__ __forceinline__ bool bwd90_masked(const la_score_rule &rule, i
            i0 + BQ > lq;
 }
 
+/* The fast path's halves: P^T into s from S^T (S waited for), then dS^T
+ * into dp from dP^T (dP waited for); the early-dV schedule issues dV's
+ * product between them. */
+static __device__ __forceinline__ void bwd90_p_fast(const la_score_rule &rule, bool masked, float (&s)[8][4],
+                                                    const float *sL, int64_t i0, int64_t j0, int kr0, int64_t lq,
+                                                    int64_t lk, int tq) {
+    const float scale_log2 = rule.scale * LA_LOG2E;
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
+#pragma unroll
+        for (int c = 0; c < 4; c++) s[n][c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
+    }
+    if (masked) { /* hidden elements: P = 0, hence dS = 0 */
+        const tile_mask mk = tile_mask_make(rule, i0, j0, lq, lk);
+#pragma unroll
+        for (int n = 0; n < 8; n++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int qc = n * 8 + 2 * tq + (c & 1), kr = kr0 + 8 * (c >> 1);
+                if (!(qc < mk.lq && kr < min(mk.hi + qc, mk.lk) && (kr >= mk.lo + qc || kr < mk.sinks))) s[n][c] = 0.0f;
+            }
+    }
+}
+static __device__ __forceinline__ void bwd90_ds_fast(const la_score_rule &rule, const float (&s)[8][4],
+                                                     float (&dp)[8][4], const float *sDl, int tq) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const float2 dl = *reinterpret_cast<const float2 *>(sDl + n * 8 + 2 * tq);
+#pragma unroll
+        for (int c = 0; c < 4; c++) dp[n][c] = s[n][c] * (dp[n][c] - ((c & 1) ? dl.y : dl.x)) * rule.scale;
+    }
+}
+
 /* P^T into s and dS^T into dp, element-wise, once the two groups of
  * bwd90_s_dp are waited for here; s[n][c] is key j0 + kr0 + 8 (c / 2),
  * query i0 + n * 8 + 2 tq + c % 2; sL / sDl: the tile's lse2 and delta;
@@ -168,32 +202,10 @@ static __device__ __forceinline__ void bwd90_scores(const la_score_rule &rule, b
                                                     float (&dp)[8][4], const float *sL, const float *sDl, float slope,
                                                     int64_t i0, int64_t j0, int kr0, int64_t lq, int64_t lk, int tq) {
     if (fast) {
-        const float scale_log2 = rule.scale * LA_LOG2E;
         wgmma_wait<1>(); /* S landed; dP may still be in flight */
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
-#pragma unroll
-            for (int c = 0; c < 4; c++) s[n][c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
-        }
-        if (masked) { /* hidden elements: P = 0, hence dS = 0 */
-            const tile_mask mk = tile_mask_make(rule, i0, j0, lq, lk);
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-#pragma unroll
-                for (int c = 0; c < 4; c++) {
-                    const int qc = n * 8 + 2 * tq + (c & 1), kr = kr0 + 8 * (c >> 1);
-                    if (!(qc < mk.lq && kr < min(mk.hi + qc, mk.lk) && (kr >= mk.lo + qc || kr < mk.sinks)))
-                        s[n][c] = 0.0f;
-                }
-        }
+        bwd90_p_fast(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq);
         wgmma_wait<0>();
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            const float2 dl = *reinterpret_cast<const float2 *>(sDl + n * 8 + 2 * tq);
-#pragma unroll
-            for (int c = 0; c < 4; c++) dp[n][c] = s[n][c] * (dp[n][c] - ((c & 1) ? dl.y : dl.x)) * rule.scale;
-        }
+        bwd90_ds_fast(rule, s, dp, sDl, tq);
     } else {
         wgmma_wait<0>();
 #pragma unroll
@@ -217,21 +229,24 @@ static __device__ __forceinline__ void bwd90_scores(const la_score_rule &rule, b
     }
 }
 
+/* A 64 x 64 f32 accumulator tile as the 16-bit A fragments of a
+ * register-A product */
+template <bool F16> static __device__ __forceinline__ void bwd90_pack1(const float (&x)[8][4], uint32_t (&xa)[4][4]) {
+#pragma unroll
+    for (int kk = 0; kk < bwd90_tiles::BQ / 16; kk++) {
+        xa[kk][0] = pack2<F16>(x[2 * kk][0], x[2 * kk][1]);
+        xa[kk][1] = pack2<F16>(x[2 * kk][2], x[2 * kk][3]);
+        xa[kk][2] = pack2<F16>(x[2 * kk + 1][0], x[2 * kk + 1][1]);
+        xa[kk][3] = pack2<F16>(x[2 * kk + 1][2], x[2 * kk + 1][3]);
+    }
+}
+
 /* P^T and dS^T as 16-bit A fragments of the register-A products */
 template <bool F16>
 static __device__ __forceinline__ void bwd90_pack(const float (&s)[8][4], const float (&dp)[8][4], uint32_t (&pa)[4][4],
                                                   uint32_t (&sa)[4][4]) {
-#pragma unroll
-    for (int kk = 0; kk < bwd90_tiles::BQ / 16; kk++) {
-        pa[kk][0] = pack2<F16>(s[2 * kk][0], s[2 * kk][1]);
-        pa[kk][1] = pack2<F16>(s[2 * kk][2], s[2 * kk][3]);
-        pa[kk][2] = pack2<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[kk][3] = pack2<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-        sa[kk][0] = pack2<F16>(dp[2 * kk][0], dp[2 * kk][1]);
-        sa[kk][1] = pack2<F16>(dp[2 * kk][2], dp[2 * kk][3]);
-        sa[kk][2] = pack2<F16>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-        sa[kk][3] = pack2<F16>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-    }
+    bwd90_pack1<F16>(s, pa);
+    bwd90_pack1<F16>(dp, sa);
 }
 
 /* dS^T into shared memory (rows = the block's keys, columns = queries),
@@ -294,6 +309,24 @@ static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], f
     const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
     wgmma_fence();
     bwd90_dv_issue<DP, F16>(dv, pa, sdO);
+#pragma unroll
+    for (int kk = 0; kk < BQ / 16; kk++) {
+        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
+        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
+    }
+    wgmma_commit();
+}
+
+/* dK += dS^T Q alone, dS^T read from the warpgroup's rows of sdS as in
+ * bwd90_dv_dk_sds; fenced, one commit group (the early-dV schedule, whose
+ * dV product was issued before dS was computed) */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dk_sds(float (&dk)[DP / 8][4], uint32_t sdS, int wg, uint32_t sQ) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint64_t dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
+    wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < BQ / 16; kk++) {
         const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);

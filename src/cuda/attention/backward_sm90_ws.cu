@@ -36,7 +36,7 @@
  * timing bound only) gave 1.38x, read then as the add's cost, but that
  * build dropped the dQ products too (see below).
  *
- * dQ by warp (the default): the same staging, but each consumer warp's lane
+ * dQ by warp (the default until the twenty-first session): the same staging, but each consumer warp's lane
  * 0 adds the warp's own 16 rows (two 32-column boxes of a map with 16-row
  * boxes) right after its lanes' stores and fence, and waits (wait_group.read
  * 1) before it overwrites a buffer two items later: no writer warp (which
@@ -97,6 +97,17 @@
  * early with dV issued right after P (its product under the dS math; fast
  * rule only; branch s19-cuda, commit 344bd55).
  *
+ * Twenty-first session (BENCHMARKS s21-cuda): early-dV, that idea on this
+ * tree (LA_CUDA_BACKWARD_DQ=earlydv, the default now; early where the rule
+ * is not the fast one): P^T from the landed S^T, dV's product issued at
+ * once, dP^T waited for with wait_group 1, so dV runs under the dS^T math;
+ * dK's dS^T still from shared memory. 0 spills, no C75xx, 40 HGMMA (D
+ * 128). fwd+bwd 502-513 against early's 493-506 and warp's 486-499 in the
+ * same call (+1.1-1.9% on early); every CUDA test passed. Tried at compile
+ * time only, not kept: dK from dS^T in registers issued before the dS^T
+ * store and barrier (with or without waiting for dV first): ptxas
+ * serialises the wgmma at D 128 (C7512, too few registers).
+ *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
 #include "cuda/attention/backward_sm90_ws.h"
@@ -109,10 +120,11 @@
 
 /* How the consumers' dQ tiles reach the f32 workspace: vector atomics, a
  * TMA reduce-add from shared memory issued by a writer warp, or one issued
- * by each consumer warp for its own rows (warp, the default); skip: not at
- * all (a timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's
- * add with the next item's S^T product in flight under it (below). */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY };
+ * by each consumer warp for its own rows (warp); skip: not at all (a
+ * timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's add
+ * with the next item's S^T product in flight under it (below); early-dV
+ * (the default): early with dV issued right after P. */
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV };
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2 };
@@ -125,7 +137,9 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
      * 32-column panels in the 128-byte swizzle (D 64: each warpgroup's sum
      * over its own keys, both added to the same columns) */
     static constexpr int DQ =
-        DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY ? 2 * BQ * 64 * 4 : 0;
+        DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY || DQM == BWS_DQ_EARLY_DV
+            ? 2 * BQ * 64 * 4
+            : 0;
     /* K/V full; full and empty per stage; full and empty per dQ buffer */
     static constexpr int BARS = 1 + 2 * STAGES + 4;
     /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
@@ -306,7 +320,7 @@ __global__ void __launch_bounds__(384, 1)
         int stage = 0;
         uint32_t phase = 0;
         int64_t h_cur = hk * G, t_cur = tlo;
-        if constexpr (DQM == BWS_DQ_EARLY) {
+        if constexpr (DQM == BWS_DQ_EARLY || DQM == BWS_DQ_EARLY_DV) {
             /* early (LA_CUDA_BACKWARD_DQ=early): the loop below, but S^T of
              * item it + 1 is issued right behind item it's dQ products and
              * waited for after item it's dQ staging and add, so it runs under
@@ -332,12 +346,34 @@ __global__ void __launch_bounds__(384, 1)
                 float dp[8][4];
                 bwd90_kq<DP, F16>(dp, v_rows, sdO); /* the stage was waited for with S */
                 const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
-                bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
-                uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
-                bwd90_pack<F16>(s, dp, pa, sa);
-                bwd90_store_ds(sdS, sa, wg, wq, g, tq);
-                named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
-                bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
+                if constexpr (DQM == BWS_DQ_EARLY_DV) {
+                    /* early-dV (LA_CUDA_BACKWARD_DQ=earlydv; the fast rule
+                     * only, the launcher takes early elsewhere): P^T from
+                     * the landed S^T, then dV += P^T dO issued at once so its
+                     * product runs under the dS^T math; the wait for dP^T
+                     * (wait_group 1) leaves dV in flight. Registers while it
+                     * runs: 128 dK / dV + 32 dP + 32 P + 16 P^T. */
+                    bwd90_p_fast(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq);
+                    uint32_t pa[BQ / 16][4];
+                    bwd90_pack1<F16>(s, pa);
+                    wgmma_fence();
+                    bwd90_dv_issue<DP, F16>(dv, pa, sdO);
+                    wgmma_commit();
+                    wgmma_wait<1>(); /* dP; dV stays in flight */
+                    bwd90_ds_fast(rule, s, dp, sDl, tq);
+                    uint32_t sa[BQ / 16][4];
+                    bwd90_pack1<F16>(dp, sa);
+                    bwd90_store_ds(sdS, sa, wg, wq, g, tq);
+                    named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+                    bwd90_dk_sds<DP, F16>(dk, sdS, wg, sQ);
+                } else {
+                    bwd90_scores(rule, fast, masked, s, dp, sL, sDl, la_rule_slope(&rule, h), i0, j0, kr0, lq, lk, tq);
+                    uint32_t pa[BQ / 16][4], sa[BQ / 16][4];
+                    bwd90_pack<F16>(s, dp, pa, sa);
+                    bwd90_store_ds(sdS, sa, wg, wq, g, tq);
+                    named_bar_sync(1, CONSUMERS); /* both warpgroups' dS^T are in shared memory */
+                    bwd90_dv_dk_sds<DP, F16>(dv, dk, pa, sdS, wg, sdO, sQ);
+                }
                 float acc[8][4];
                 bwd90_dq_issue<DP, F16>(acc, sdS, sK, wg);
                 int nstage = stage;
@@ -426,13 +462,16 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, flags, stream);
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
+    if (dqm == BWS_DQ_EARLY_DV) return launch_bws<DP, F16, 2, BWS_DQ_EARLY_DV>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, flags, stream);
 #endif
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma, early or warp (the default); skip (dQ left
+/* LA_CUDA_BACKWARD_DQ: atomic, tma, warp, early, or earlydv (the default
+ * since the twenty-first session; early where the rule is not the fast
+ * one: softcap, ALiBi, sigmoid scores); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
  * kernel without dQ at all, not the add alone).
@@ -442,10 +481,11 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
     if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
+    if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
 #endif
-    return BWS_DQ_WARP;
+    return BWS_DQ_EARLY_DV;
 }
 
 static int bws_flags(void) {
@@ -477,7 +517,11 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* the workspace [seq][token][head][D] f32 (rows = the sequence's
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
-    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY;
+    /* early-dV's kernel has the fast rule's element-wise step only */
+    const la_score_rule *r = &a->rule;
+    if (dqm == BWS_DQ_EARLY_DV && !(r->score == LA_SCORE_SOFTMAX && r->softcap <= 0 && !r->alibi_slopes))
+        dqm = BWS_DQ_EARLY;
+    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV;
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
                                 a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
