@@ -36,24 +36,13 @@ static inline int32_t round_even(float v) {
     return r == r ? (int32_t)r : 0;
 }
 
-la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
-                              const float *x, bool round_x) {
-    int64_t first_chunk[LA_MATVEC_MAX_JOBS + 1] = {0}, work = 0;
-    for (int j = 0; j < n_jobs; j++) {
-        first_chunk[j + 1] = first_chunk[j] + (jobs[j].rows + MATVEC_CHUNK - 1) / MATVEC_CHUNK;
-        work += jobs[j].rows * cols;
-    }
-    /* Once per vector, for every row: the per-block sums of x (offset terms
-     * of Q4_0/Q4_1), and unless the caller wants f32 activations, x
-     * quantised to int8 blocks (dx = max|x| / 127, round to nearest) with
-     * the sums of those for the integer kernels. */
-    const int64_t nb = cols / LA_QK;
-    float *xsum;
-    la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
-    if (st) return st;
-    float *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
-    int8_t *xq = (int8_t *)(xqsum + nb + 1);
-    for (int64_t b = 0; b < nb; b++) {
+/* Blocks [b0, b1) of x: their sums (offset terms of Q4_0/Q4_1) and unless
+ * the caller wants f32 activations, x quantised to int8 blocks
+ * (dx = max|x| / 127, round to nearest) with the sums of those for the
+ * integer kernels. */
+static void prepare_x(const float *x, int64_t b0, int64_t b1, bool round_x, float *xsum, float *dx, float *xqsum,
+                      int8_t *xq) {
+    for (int64_t b = b0; b < b1; b++) {
         float s = 0, amax = 0;
         for (int j = 0; j < LA_QK; j++) {
             s += x[b * LA_QK + j];
@@ -67,13 +56,28 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         for (int j = 0; j < LA_QK; j++) qs += xq[b * LA_QK + j] = (int8_t)round_even(x[b * LA_QK + j] * inv);
         xqsum[b] = dx[b] * (float)qs;
     }
+}
+
+la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
+                              const float *x, bool round_x) {
+    int64_t first_chunk[LA_MATVEC_MAX_JOBS + 1] = {0}, work = 0;
+    for (int j = 0; j < n_jobs; j++) {
+        first_chunk[j + 1] = first_chunk[j] + (jobs[j].rows + MATVEC_CHUNK - 1) / MATVEC_CHUNK;
+        work += jobs[j].rows * cols;
+    }
+    const int64_t nb = cols / LA_QK;
+    float *xsum;
+    la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
+    if (st) return st;
+    float *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
+    int8_t *xq = (int8_t *)(xqsum + nb + 1);
     quant_dot_fn dot = LA_ISA_PICK(la_quant_dot_rows, ctx->simd);
     /* Each thread streams one contiguous run of rows, which the hardware
      * prefetchers follow; interleaved small chunks measured 20% slower on
      * generation. */
 #pragma omp parallel num_threads(ctx->threads) if (work > 65536)
     {
-        int64_t lo, hi;
+        int64_t lo, hi, b0, b1;
         la_split_range(first_chunk[n_jobs], la_thread_id(), la_team_size(), &lo, &hi);
         int j = 0; /* the job of chunk c: advances with c */
         while (lo < hi && lo >= first_chunk[j + 1]) j++;
@@ -83,6 +87,13 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
             const char *w0 = (const char *)jobs[j].W + (size_t)r0 * rb[j];
             for (size_t o = 0; o < (left < MATVEC_LEAD_BYTES ? left : MATVEC_LEAD_BYTES); o += 64) __builtin_prefetch(w0 + o, 0, 3);
         }
+        /* Once per vector, for every row, split over the team by blocks
+         * (a block's values depend on that block alone: the same bits for
+         * any team) while those first bytes come in. Serial before the
+         * region, the other thread spun through it (BENCHMARKS s21-step). */
+        la_split_range(nb, la_thread_id(), la_team_size(), &b0, &b1);
+        prepare_x(x, b0, b1, round_x, xsum, dx, xqsum, xq);
+#pragma omp barrier
         for (int64_t c = lo; c < hi; c++) {
             while (c >= first_chunk[j + 1]) j++;
             const la_matvec_job *job = &jobs[j];
