@@ -315,6 +315,36 @@ static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, floa
             _mm512_storeu_ps(vs + 3 * KVQ_CHUNK + j0, _mm512_permutex2var_ps(y0, hi, y1));
         }
     }
+    /* four value groups (D 128 over groups of 32): 16 slots' 8 floats, an
+     * 8 x 16 transpose in three levels of two-source permutes: 4 slots'
+     * channels 0-3 and 4-7 (c * 4 + slot), then 8 slots' channel pairs, then
+     * all 16 slots of one channel (the scalar copies were a tenth of the
+     * kernel's samples at 32K) */
+    if (pairs == 8) {
+        const __m512i c4lo = _mm512_setr_epi32(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+        const __m512i c4hi = _mm512_add_epi32(c4lo, _mm512_set1_epi32(4));
+        const __m512i c2lo = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+        const __m512i c2hi = _mm512_add_epi32(c2lo, _mm512_set1_epi32(8));
+        const __m512i lo = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+        const __m512i hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+        for (; j0 + 16 <= qe - c0; j0 += 16) {
+            __m512 b[2][4], x[4][2]; /* b[channels 0-3 | 4-7][4 slots], x[channel pair][slots 0-7 | 8-15] */
+            for (int k = 0; k < 4; k++) {
+                const float *a = tmp + (j0 + 4 * k) * 8;
+                const __m512 a0 = _mm512_loadu_ps(a), a1 = _mm512_loadu_ps(a + 16);
+                b[0][k] = _mm512_permutex2var_ps(a0, c4lo, a1), b[1][k] = _mm512_permutex2var_ps(a0, c4hi, a1);
+            }
+            for (int h = 0; h < 2; h++)
+                for (int half = 0; half < 2; half++) {
+                    x[2 * half][h] = _mm512_permutex2var_ps(b[half][2 * h], c2lo, b[half][2 * h + 1]);
+                    x[2 * half + 1][h] = _mm512_permutex2var_ps(b[half][2 * h], c2hi, b[half][2 * h + 1]);
+                }
+            for (int cp = 0; cp < 4; cp++) {
+                _mm512_storeu_ps(vs + 2 * cp * KVQ_CHUNK + j0, _mm512_permutex2var_ps(x[cp][0], lo, x[cp][1]));
+                _mm512_storeu_ps(vs + (2 * cp + 1) * KVQ_CHUNK + j0, _mm512_permutex2var_ps(x[cp][0], hi, x[cp][1]));
+            }
+        }
+    }
 #endif
     for (int64_t g = 0; g < ng; g++) {
         float *sg = vs + g * 2 * KVQ_CHUNK, *zg = sg + KVQ_CHUNK;
