@@ -95,7 +95,7 @@ __global__ void __launch_bounds__(256, 1) attn_bwd_wgmma_kernel(const la_cuda_bw
 
     /* the element-wise fast path: softmax scores that are scaled products
      * (not in the deterministic variant, which spills at D 128 with it) */
-    const bool fast = DQ && rule.score == LA_SCORE_SOFTMAX && rule.softcap <= 0 && !rule.alibi_slopes;
+    const bool fast = DQ && bwd90_fast_rule(rule);
     const uint32_t k_rows = sK + wg * 64 * 128, v_rows = sV + wg * 64 * 128; /* this warpgroup's keys, K-major */
     for (int64_t it = 0; it < items; it++) {
         const int st = (int)(it & 1);

@@ -20,6 +20,14 @@ template <bool F16> static __device__ __forceinline__ void store2_90(char *row, 
     else *reinterpret_cast<uint32_t *>(row + col * 2) = pack2<F16>(x0, x1);
 }
 
+/* The rule the element-wise fast path (bwd90_p_fast / bwd90_ds_fast) takes:
+ * softmax scores that are plain scaled products. The launchers ask it too
+ * (a schedule built on the fast path only falls back elsewhere), so it
+ * stands outside LA_WGMMA, in the host pass too. */
+static __host__ __device__ __forceinline__ bool bwd90_fast_rule(const la_score_rule &rule) {
+    return rule.score == LA_SCORE_SOFTMAX && rule.softcap <= 0 && !rule.alibi_slopes;
+}
+
 /* device helpers of the sm90 kernels only: other passes would warn they are unused */
 #if LA_WGMMA
 static __device__ __forceinline__ void cp_async4(uint32_t dst, const void *src, int src_bytes) {
@@ -297,6 +305,19 @@ static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float
     wgmma_commit();
 }
 
+/* dK += dS^T Q, A = dS^T from the warpgroup's rows of sdS (K-major, ds0),
+ * B = Q (dq0): the products alone; the callers fence, commit and build the
+ * descriptors before their fence (so the PTX keeps that order). */
+template <int DP, bool F16>
+static __device__ __forceinline__ void bwd90_dk_sds_products(float (&dk)[DP / 8][4], uint64_t ds0, uint64_t dq0) {
+#pragma unroll
+    for (int kk = 0; kk < bwd90_tiles::BQ / 16; kk++) {
+        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
+        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
+        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
+    }
+}
+
 /* The same, but dK's A (dS^T) read from the warpgroup's rows of sdS
  * (K-major, stored and fenced before a barrier) instead of registers, so
  * sa is dead once stored: 16 fewer registers live while the products run. */
@@ -304,17 +325,11 @@ template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], float (&dk)[DP / 8][4],
                                                        const uint32_t (&pa)[4][4], uint32_t sdS, int wg, uint32_t sdO,
                                                        uint32_t sQ) {
-    constexpr int BQ = bwd90_tiles::BQ;
-    const uint64_t dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t dq0 = wgmma_desc(sQ, bwd90_tiles::BQ * 128, 1024);
     const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
     wgmma_fence();
     bwd90_dv_issue<DP, F16>(dv, pa, sdO);
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
-        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
-        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
-    }
+    bwd90_dk_sds_products<DP, F16>(dk, ds0, dq0);
     wgmma_commit();
 }
 
@@ -323,16 +338,10 @@ static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], f
  * dV product was issued before dS was computed) */
 template <int DP, bool F16>
 static __device__ __forceinline__ void bwd90_dk_sds(float (&dk)[DP / 8][4], uint32_t sdS, int wg, uint32_t sQ) {
-    constexpr int BQ = bwd90_tiles::BQ;
-    const uint64_t dq0 = wgmma_desc(sQ, BQ * 128, 1024);
+    const uint64_t dq0 = wgmma_desc(sQ, bwd90_tiles::BQ * 128, 1024);
     const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
     wgmma_fence();
-#pragma unroll
-    for (int kk = 0; kk < BQ / 16; kk++) {
-        const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
-        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
-        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
-    }
+    bwd90_dk_sds_products<DP, F16>(dk, ds0, dq0);
     wgmma_commit();
 }
 

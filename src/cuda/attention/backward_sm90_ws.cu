@@ -314,7 +314,7 @@ __global__ void __launch_bounds__(384, 1)
         for (int d = 0; d < DP / 8; d++)
 #pragma unroll
             for (int c = 0; c < 4; c++) dk[d][c] = dv[d][c] = 0;
-        const bool fast = rule.score == LA_SCORE_SOFTMAX && rule.softcap <= 0 && !rule.alibi_slopes;
+        const bool fast = bwd90_fast_rule(rule);
         const uint32_t k_rows = sK + wg * 64 * 128, v_rows = sV + wg * 64 * 128; /* this warpgroup's keys, K-major */
         if (items > 0) mbar_wait(bar_kv, 0);
         int stage = 0;
@@ -518,9 +518,7 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
      * queries: the reduce skips a tile's rows past them); atomics where no map */
     int dqm = bws_dq_mode();
     /* early-dV's kernel has the fast rule's element-wise step only */
-    const la_score_rule *r = &a->rule;
-    if (dqm == BWS_DQ_EARLY_DV && !(r->score == LA_SCORE_SOFTMAX && r->softcap <= 0 && !r->alibi_slopes))
-        dqm = BWS_DQ_EARLY;
+    if (dqm == BWS_DQ_EARLY_DV && !bwd90_fast_rule(a->rule)) dqm = BWS_DQ_EARLY;
     const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV;
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
