@@ -17,7 +17,9 @@
 #include <string.h>
 
 #define N_LEVELS 7
-static const float levels[N_LEVELS] = {0.9f, 0.95f, 0.98f, 0.99f, 0.995f, 0.998f, 0.999f};
+/* the ladder's ends are the header's range of targets */
+static const float levels[N_LEVELS] = {(float)LA_SPARSE_CALIB_TARGET_MIN, 0.95f, 0.98f, 0.99f, 0.995f, 0.998f,
+                                       (float)LA_SPARSE_CALIB_TARGET_MAX};
 
 struct la_sparse_calib {
     la_context *ctx;
@@ -135,9 +137,9 @@ static double pick(const la_sparse_calib *c, double scale, double lambda, int *l
 la_status la_sparse_calibrate_finish(const la_sparse_calib *c, double target, float *gamma) {
     if (!c || !gamma) return la_fail(LA_ERR_NULL, "calibration or gamma is NULL");
     if (c->err) return la_fail(c->err, "sparse calibration: %s", c->msg);
-    if (!(target >= levels[0] && target <= levels[N_LEVELS - 1]))
-        return la_fail(LA_ERR_ARGUMENT, "target coverage %g: must be in [%g, %g]", target, (double)levels[0],
-                       (double)levels[N_LEVELS - 1]);
+    if (!(target >= LA_SPARSE_CALIB_TARGET_MIN && target <= LA_SPARSE_CALIB_TARGET_MAX))
+        return la_fail(LA_ERR_ARGUMENT, "target coverage %g: must be in [%g, %g]", target, LA_SPARSE_CALIB_TARGET_MIN,
+                       LA_SPARSE_CALIB_TARGET_MAX);
     const int64_t n = c->n_layer * c->n_head;
     int *lv = malloc(sizeof(int) * (size_t)n);
     if (!lv) return la_fail(LA_ERR_NOMEM, "out of memory for the levels");

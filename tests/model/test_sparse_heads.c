@@ -176,6 +176,13 @@ static void check_calibration(la_context *ctx, uint64_t *rng) {
     }
     tu_check(la_sparse_calibrate_finish(cal, 0.5, g) == LA_ERR_ARGUMENT, "target 0.5 rejected");
     tu_check(la_sparse_calibrate_finish(cal, 1.0, g) == LA_ERR_ARGUMENT, "target 1 rejected");
+    /* the header's range is the accepted one, ends included (longattn ppl checks against it before a run) */
+    tu_check(la_sparse_calibrate_finish(cal, LA_SPARSE_CALIB_TARGET_MIN, g) == LA_OK, "target at the range's low end");
+    tu_check(la_sparse_calibrate_finish(cal, LA_SPARSE_CALIB_TARGET_MAX, g) == LA_OK, "target at the range's high end");
+    tu_check(la_sparse_calibrate_finish(cal, LA_SPARSE_CALIB_TARGET_MIN - 1e-6, g) == LA_ERR_ARGUMENT,
+             "target just under the range rejected");
+    tu_check(la_sparse_calibrate_finish(cal, LA_SPARSE_CALIB_TARGET_MAX + 1e-6, g) == LA_ERR_ARGUMENT,
+             "target just over the range rejected");
     tu_check(la_sparse_calibrate_finish(NULL, 0.99, g) == LA_ERR_NULL, "NULL calibration rejected");
     g[H + 2] = 0.42f;
     tu_check(la_sparse_calibrate_blocks(cal, g) == -1, "a gamma off the ladder: -1");
