@@ -1277,6 +1277,18 @@ typedef struct {
     int64_t quant_key_group;   /* entries per key group: in [1, 256], divides page_size */
     int64_t quant_value_group; /* channels per value group: divides head_dim */
     int64_t quant_window;      /* recent entries kept f32, in [0, 65536] */
+    /* Quantised pages only: false (default), la_kv_cache_decode rounds the
+     * query, scaled per key channel, to int8 once per (query row, key
+     * group) with one f32 scale per row and group (as llama.cpp rounds Q
+     * to q8_0 for its quantised-K dot products) where the CPU has
+     * AVX512-VNNI and AVX512-VBMI, and takes q.k as integer dot products
+     * with the codes: a score moves by at most about D * max_d |q_d s_d| /
+     * 508 (s_d the channel's scale; the rounding's mean over the codes is
+     * added back), typically a few 1e-4 of the logit. true: f32 queries
+     * (the same bits on every CPU at a given SIMD level), for comparing
+     * policies or quantisation without that noise (the model's
+     * exact_decode sets it). */
+    bool quant_exact_queries;
 } la_kv_cache_params;
 
 /* 1 layer, 1 KV head, head_dim 64, page_size 256, max_tokens 4096, 1
@@ -1345,8 +1357,9 @@ LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t h
  * numbers of entries, over each head's view with its query heads' slices
  * of q, out and lse (the same arithmetic per row), with any score rule
  * la_attention_decode takes. Quantised pages: the codes are
- * read in place (query scaled per key channel group, values dequantised
- * a block of tokens at a time), each head over its own entries (ragged
+ * read in place (query scaled per key channel group, and rounded to int8
+ * unless the cache has quant_exact_queries; values dequantised a block of
+ * tokens at a time), each head over its own entries (ragged
  * heads allowed), with keys split at the same fixed 256-entry boundaries
  * as la_attention_decode; the rule may set scale and causal only
  * (LA_ERR_UNSUPPORTED otherwise). Errors as la_attention_decode's, and

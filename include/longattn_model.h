@@ -172,7 +172,10 @@ typedef struct {
      * tokens in windows of 512): int8 +0.05% over f16, int4 +1.8%. */
     la_kv_quant kv_quant;
     /* f32 activations in single-token steps and in the prefill's output
-     * head (see "Rounding of activations" above); false by default. */
+     * head (see "Rounding of activations" above), and with kv_quant f32
+     * queries in the decode's q.k (la_kv_cache_params.quant_exact_queries;
+     * else rounded to int8 per key group where the CPU has AVX512-VNNI and
+     * VBMI); false by default. */
     bool exact_decode;
 } la_session_params;
 

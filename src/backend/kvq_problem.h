@@ -64,6 +64,10 @@ typedef struct {
     const float *wk, *wv;
     const int32_t *len, *qlen;
     int64_t region_seqs;
+    /* q.k in f32 (the cache's quant_exact_queries); else, where the CPU has
+     * AVX512-VNNI and AVX512-VBMI, with the scaled query rounded to int8
+     * per (row, key group) (src/cpu/kvquant/kvq_decode_isa.c) */
+    bool exact_queries;
 } la_kvq_layer;
 
 /* Decode over sequences [seq0, seq0 + num_seqs) of one layer: q and out

@@ -597,7 +597,7 @@ la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, cons
     const size_t wl = (size_t)first * (size_t)(c->f.window_rows * c->p.head_dim);
     const la_kvq_layer kv = {.f = c->f, .k = c->k[layer], .v = c->v[layer], .k_region = c->kreg, .v_region = c->vreg,
                              .wk = c->wk + wl, .wv = c->wv + wl, .len = c->len + first, .qlen = c->qlen + first,
-                             .region_seqs = c->p.max_seqs};
+                             .region_seqs = c->p.max_seqs, .exact_queries = c->p.quant_exact_queries};
     return la_kvq_decode(ctx, "la_kv_cache_decode", p, q, &kv, seq0, c->p.n_kv_heads, out, lse);
 }
 

@@ -351,6 +351,7 @@ la_status la_session_new_with(const la_model *m, la_context *ctx, const la_sessi
         while (b) t = a % b, a = b, b = t;
         while (kp.head_dim % vg) vg /= 2;
         kp.quant_key_group = a, kp.quant_value_group = vg, kp.quant_window = 32;
+        kp.quant_exact_queries = p->exact_decode; /* f32 queries in q.k too (else int8, as llama.cpp's q8_0 Q) */
     }
     la_status st = la_kv_cache_create(&kp, &s->kv);
     if (!st && la_kv_policy_has_state(&p->kv_policy)) st = la_kv_policy_state_create(&p->kv_policy, s->kv, &s->pstate);

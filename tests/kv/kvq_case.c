@@ -15,6 +15,7 @@ typedef struct {
     la_kv_cache *cache;
     float *q, *out;
     double *want; /* [H][D] */
+    double *tol;  /* [H][D]: the int8 queries' share of the tolerance (check) */
     bool *have;   /* [H]: reference rows computed */
 } kv_case;
 
@@ -58,8 +59,9 @@ static bool setup(harness_case *hc, uint64_t seed) {
     c->q = malloc(sizeof(float) * (size_t)(s->H * s->D));
     c->out = malloc(sizeof(float) * (size_t)(s->H * s->D));
     c->want = calloc((size_t)(s->H * s->D), sizeof(double));
+    c->tol = calloc((size_t)(s->H * s->D), sizeof(double));
     c->have = calloc((size_t)s->H, sizeof(bool));
-    bool ok = k && v && pos && c->q && c->out && c->want && c->have;
+    bool ok = k && v && pos && c->q && c->out && c->want && c->tol && c->have;
     uint64_t rng = seed;
     for (int64_t t0 = 0; ok && t0 < s->L; t0 += chunk) {
         const int64_t n = s->L - t0 < chunk ? s->L - t0 : chunk;
@@ -101,6 +103,28 @@ static void reference_head(kv_case *c, int64_t h, float *kr, float *vr, double *
         for (int64_t d = 0; d < D; d++) o[d] += w * vr[t * D + d];
     }
     for (int64_t d = 0; d < D; d++) o[d] /= z;
+    /* int8 queries (a quantised cache with quant_exact_queries off): the
+     * kernel's rounding moves each score by at most Delta = D (levels / 2)
+     * sq / 2, sq = max_d |q_d s_d| / (127 sqrt(D)) (s_d a key group's
+     * channel scale: at most the channel's read-back range over levels - 1,
+     * with 2^-9 for the f16 pair); each softmax weight then moves by a
+     * factor within e^(+-2 Delta), the output by at most (e^(2 Delta) - 1)
+     * times half its values' spread. */
+    if (c->s.quant != LA_KV_QUANT_NONE) {
+        const int levels = c->s.quant == LA_KV_Q8 ? 255 : 15;
+        double amax = 0;
+        for (int64_t d = 0; d < D; d++) {
+            double mn = INFINITY, mx = -INFINITY;
+            for (int64_t t = 0; t < L; t++) mn = fmin(mn, kr[t * D + d]), mx = fmax(mx, kr[t * D + d]);
+            amax = fmax(amax, fabs(c->q[h * D + d]) / sqrt((double)D) * (mx - mn) / (levels - 1) * (1 + 0x1p-9));
+        }
+        const double delta = (double)D * (levels / 2.0) * (amax / 127) / 2;
+        for (int64_t d = 0; d < D; d++) {
+            double mn = INFINITY, mx = -INFINITY;
+            for (int64_t t = 0; t < L; t++) mn = fmin(mn, vr[t * D + d]), mx = fmax(mx, vr[t * D + d]);
+            c->tol[h * D + d] = expm1(2 * delta) * (mx - mn) / 2;
+        }
+    }
     c->have[h] = true;
 }
 
@@ -116,7 +140,8 @@ static bool reference(harness_case *hc, bool sampled) {
 }
 
 /* Tolerance 2e-5 + 2e-4 relative, as the float decode case: the codes are
- * exact in both computations, only f32 order and the vector exp differ. */
+ * exact in both computations, only f32 order and the vector exp differ;
+ * plus, on quantised pages, the int8 queries' bound (reference_head). */
 static double check(harness_case *hc, const char *label, bool tally) {
     kv_case *c = (kv_case *)hc;
     double worst = 0;
@@ -124,7 +149,7 @@ static double check(harness_case *hc, const char *label, bool tally) {
     for (int64_t h = 0; h < c->s.H; h++)
         for (int64_t d = 0; c->have[h] && d < c->s.D; d++) {
             const double got = c->out[h * c->s.D + d], w = c->want[h * c->s.D + d];
-            bad += !tu_close(got, w, 2e-5, 2e-4);
+            bad += !tu_close(got, w, 2e-5 + c->tol[h * c->s.D + d], 2e-4);
             worst = fmax(worst, isnan(got) ? INFINITY : fabs(got - w));
         }
     if (tally) tu_check(bad == 0, "%s [%s]: %lld out elements off (worst %.3g)", c->base.name, label, (long long)bad, worst);
@@ -134,8 +159,8 @@ static double check(harness_case *hc, const char *label, bool tally) {
 static void teardown(harness_case *hc) {
     kv_case *c = (kv_case *)hc;
     la_kv_cache_destroy(c->cache);
-    free(c->q), free(c->out), free(c->want), free(c->have);
-    c->cache = NULL, c->q = c->out = NULL, c->want = NULL, c->have = NULL;
+    free(c->q), free(c->out), free(c->want), free(c->tol), free(c->have);
+    c->cache = NULL, c->q = c->out = NULL, c->want = c->tol = NULL, c->have = NULL;
 }
 
 static const harness_ops kv_decode_ops = {.op = "kv_decode", HARNESS_CASE_CALLBACKS};

@@ -88,7 +88,7 @@ static size_t want_bytes(const la_kv_cache_params *p, const int64_t *qlens, cons
 }
 
 /* Append random chunks to every (layer, seq); check the round trip. */
-static void fill_and_check(la_kv_cache *c, dense *d, uint64_t *rng, int64_t target) {
+static void fill_and_check(la_kv_cache *c, la_kv_cache *twin, dense *d, uint64_t *rng, int64_t target) {
     const la_kv_cache_params *p = &d->p;
     const int64_t H = p->n_kv_heads, D = p->head_dim, T = p->max_tokens;
     float *k = tu_alloc(sizeof(float) * (size_t)(T * H * D)), *v = tu_alloc(sizeof(float) * (size_t)(T * H * D));
@@ -107,6 +107,7 @@ static void fill_and_check(la_kv_cache *c, dense *d, uint64_t *rng, int64_t targ
                 }
                 for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(3 * (len + i) + 1);
                 TU_EXPECT_STATUS(la_kv_cache_append(c, l, s, n, k, v, pos), LA_OK);
+                if (twin) TU_EXPECT_STATUS(la_kv_cache_append(twin, l, s, n, k, v, pos), LA_OK);
                 for (int64_t h = 0; h < H; h++) {
                     for (int64_t i = 0; i < n; i++) {
                         memcpy(d->k + (at(d, l, h, s) * T + len + i) * D, k + (i * H + h) * D, sizeof(float) * (size_t)D);
@@ -177,10 +178,39 @@ static void ref_decode(const float *q, int64_t Lq, int64_t G, const float *k, co
     free(s);
 }
 
-/* la_kv_cache_decode at every SIMD level vs the reference over la_kv_cache_read. */
-static void check_decode(la_context *ctx, const la_kv_cache *c, int64_t layer, uint64_t *rng, const char *when) {
+/* The worst-case error of la_kv_cache_decode's int8 queries (the
+ * cache's quant_exact_queries off) for one query row qr (D wide, softmax
+ * scale `scale`) over keys kd [n][D] read back from a cache of `levels`:
+ * the kernel rounds qf_d = scale q_d s_d (s_d the key group's channel
+ * scale) to int8 with sq = max_d |qf_d| / 127, so each |qf_d - sq q8_d| <=
+ * sq / 2, and adds the errors' sum times the codes' middle (levels / 2)
+ * back: a score moves by at most D (levels / 2) sq / 2. s_d is at most
+ * the channel's range over the head's read-back keys R_d over levels - 1
+ * (the group's true range exceeds its read-back range by at most half a
+ * step and the f16 rounding of the pair; 2^-9 for that). */
+static double vq_score_bound(const float *qr, const float *kd, int64_t n, int64_t D, double scale, int levels) {
+    double amax = 0;
+    for (int64_t d = 0; d < D; d++) {
+        double mn = INFINITY, mx = -INFINITY;
+        for (int64_t t = 0; t < n; t++) mn = fmin(mn, kd[t * D + d]), mx = fmax(mx, kd[t * D + d]);
+        if (n) amax = fmax(amax, fabs(qr[d]) * scale * (mx - mn) / (levels - 1) * (1 + 0x1p-9));
+    }
+    return (double)D * (levels / 2.0) * (amax / 127) / 2;
+}
+
+/* la_kv_cache_decode at every SIMD level vs the reference over
+ * la_kv_cache_read; twin (or NULL) holds the same entries with the other
+ * quant_exact_queries and is checked on the same queries. */
+static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cache *twin, int64_t layer, uint64_t *rng,
+                         const char *when) {
     const la_kv_cache_params *p = la_kv_cache_params_of(c);
     const int64_t Hkv = p->n_kv_heads, G = 2, H = Hkv * G, D = p->head_dim, B = p->max_seqs, T = p->max_tokens;
+    const int levels = p->quant == LA_KV_Q8 ? 255 : 15;
+    /* whether AVX-512 runs take the int8 q.k: the chunk passes' formats
+     * (key groups of whole 16-token blocks, rows and value groups of whole
+     * vectors) on a CPU with VNNI and VBMI */
+    const bool vq_cpu = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+    const bool vq_format = p->quant_key_group % 16 == 0 && D % 16 == 0 && p->quant_value_group % 16 == 0;
     la_simd lv[LA_SIMD_COUNT];
     const int nlv = tu_simd_levels(lv);
     float *kd = tu_alloc(sizeof(float) * (size_t)(T * D)), *vd = tu_alloc(sizeof(float) * (size_t)(T * D));
@@ -188,8 +218,11 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, int64_t layer, u
         for (int causal = 0; causal < 2; causal++) {
             const int64_t nq = B * Lq * H * D;
             float *q = tu_alloc(sizeof(float) * (size_t)nq), *o = tu_alloc(sizeof(float) * (size_t)nq);
+            float *o2 = tu_alloc(sizeof(float) * (size_t)nq);
             float *l = tu_alloc(sizeof(float) * (size_t)(B * Lq * H));
             double *ro = tu_alloc(sizeof(double) * (size_t)nq), *rl = tu_alloc(sizeof(double) * (size_t)(B * Lq * H));
+            /* per output row: the int8 queries' score bound, and its values' half spread */
+            double *dsc = tu_alloc(sizeof(double) * (size_t)(B * Lq * H)), *vhalf = tu_alloc(sizeof(double) * (size_t)(B * H * D));
             float *qh = tu_alloc(sizeof(float) * (size_t)(G * Lq * D));
             double *oh = tu_alloc(sizeof(double) * (size_t)(G * Lq * D)), *lh = tu_alloc(sizeof(double) * (size_t)(G * Lq));
             tu_fill(rng, q, LA_F32, nq, -1, 1);
@@ -206,29 +239,64 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, int64_t layer, u
                         for (int64_t i = 0; i < Lq; i++) {
                             memcpy(ro + ((b * Lq + i) * H + hk * G + g) * D, oh + (g * Lq + i) * D, sizeof(double) * (size_t)D);
                             rl[(b * Lq + i) * H + hk * G + g] = lh[g * Lq + i];
+                            dsc[(b * Lq + i) * H + hk * G + g] = vq_score_bound(qh + (g * Lq + i) * D, kd, n, D, scale, levels);
                         }
+                    for (int64_t d = 0; d < D; d++) {
+                        double mn = INFINITY, mx = -INFINITY;
+                        for (int64_t t = 0; t < n; t++) mn = fmin(mn, vd[t * D + d]), mx = fmax(mx, vd[t * D + d]);
+                        for (int64_t g = 0; g < G; g++) vhalf[(b * H + hk * G + g) * D + d] = n ? (mx - mn) / 2 : 0;
+                    }
                 }
             la_attention_params ap = la_attention_params_default();
             ap.causal = causal;
             la_tensor qt = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){B, Lq, H, D});
             la_tensor ot = la_tensor_contiguous(o, LA_F32, 4, (int64_t[]){B, Lq, H, D});
+            la_tensor ot2 = la_tensor_contiguous(o2, LA_F32, 4, (int64_t[]){B, Lq, H, D});
             la_tensor lt = la_tensor_contiguous(l, LA_F32, 3, (int64_t[]){B, Lq, H});
-            for (int li = 0; li < nlv; li++) {
-                la_context_set_simd(ctx, lv[li]);
-                tu_poison(o, LA_F32, nq), tu_poison(l, LA_F32, B * Lq * H);
-                TU_EXPECT_STATUS(la_kv_cache_decode(ctx, &ap, c, layer, 0, &qt, &ot, &lt), LA_OK);
-                double worst = 0;
-                int64_t bad = 0;
-                for (int64_t i = 0; i < nq; i++) {
-                    bad += !tu_close(o[i], ro[i], 2e-5, 2e-5);
-                    worst = fmax(worst, fabs(o[i] - ro[i]));
+            for (int li = 0; li < nlv; li++)
+                for (int which = 0; which < (twin ? 2 : 1); which++) {
+                    const la_kv_cache *cc = which ? twin : c;
+                    const bool exact = la_kv_cache_params_of(cc)->quant_exact_queries || p->quant == LA_KV_QUANT_NONE;
+                    la_context_set_simd(ctx, lv[li]);
+                    float *out = which ? o2 : o;
+                    tu_poison(out, LA_F32, nq), tu_poison(l, LA_F32, B * Lq * H);
+                    TU_EXPECT_STATUS(la_kv_cache_decode(ctx, &ap, cc, layer, 0, &qt, which ? &ot2 : &ot, &lt), LA_OK);
+                    double worst = 0, rel2 = 0;
+                    int64_t bad = 0;
+                    for (int64_t i = 0; i < nq; i++) {
+                        /* exact queries: 2e-5 abs + rel, f32 sums over at most a few thousand keys. int8
+                         * queries: scores within Delta = dsc of the exact ones (vq_score_bound) move each
+                         * softmax weight by a factor within e^(+-2 Delta), so the output by at most
+                         * (e^(2 Delta) - 1) times half its values' spread (weights sum to 1 both ways),
+                         * the lse by Delta; plus the f32 slack */
+                        const int64_t row = i / D, bh = (row / (Lq * H)) * H + row % H;
+                        const double tol = exact ? 0 : expm1(2 * dsc[row]) * vhalf[bh * D + i % D];
+                        bad += !tu_close(out[i], ro[i], 2e-5 + tol, 2e-5);
+                        worst = fmax(worst, fabs(out[i] - ro[i]));
+                        if (tol > 0) rel2 += pow((out[i] - ro[i]) / tol, 2);
+                    }
+                    for (int64_t i = 0; i < B * Lq * H; i++)
+                        bad += !tu_close(l[i], rl[i], 2e-5 + (exact ? 0 : dsc[i]), 2e-5);
+                    tu_check(bad == 0, "%s: decode (simd %d, Lq %lld, causal %d, %s queries) vs float64 over the "
+                             "dequantised cache: %lld elements off, worst |diff| %.3g", when, (int)lv[li], (long long)Lq,
+                             causal, exact ? "f32" : "int8", (long long)bad, worst);
+                    /* int8 queries, statistically: the rounding errors are independent and about uniform on
+                     * [-sq / 2, sq / 2] (mean square a third of the square) and |code - levels / 2| <= levels / 2,
+                     * so a score's RMS error is at most Delta / sqrt(3 D), and the outputs' in units of their
+                     * bound about that or less; 3 times it (a wrong gather gives errors of the bound's size) */
+                    const double rms = sqrt(rel2 / (double)nq), lim = 3 / sqrt(3.0 * (double)D);
+                    if (!exact) tu_check(rms <= lim, "%s: int8-query decode (simd %d): RMS error %.3g of the bound, "
+                                         "want <= %.3g", when, (int)lv[li], rms, lim);
                 }
-                for (int64_t i = 0; i < B * Lq * H; i++) bad += !tu_close(l[i], rl[i], 2e-5, 2e-5);
-                /* tolerance 2e-5 abs + rel: f32 sums over at most a few thousand keys */
-                tu_check(bad == 0, "%s: decode (simd %d, Lq %lld, causal %d) vs float64 over the dequantised cache: %lld "
-                         "elements off, worst |diff| %.3g", when, (int)lv[li], (long long)Lq, causal, (long long)bad, worst);
+            /* the int8 path is taken where it should be: the two caches' outputs differ (AVX-512 levels), and
+             * are the same bits elsewhere (the f32 path both ways) */
+            if (twin) {
+                const bool vq = vq_cpu && vq_format && lv[nlv - 1] >= LA_SIMD_AVX512;
+                tu_check(vq == (memcmp(o, o2, sizeof(float) * (size_t)nq) != 0), "%s: int8 and f32 queries give %s "
+                         "outputs at simd %d (int8 q.k expected: %d)", when, vq ? "the same" : "different",
+                         (int)lv[nlv - 1], (int)vq);
             }
-            free(q), free(o), free(l), free(ro), free(rl), free(qh), free(oh), free(lh);
+            free(q), free(o), free(o2), free(l), free(ro), free(rl), free(dsc), free(vhalf), free(qh), free(oh), free(lh);
         }
     la_context_set_simd(ctx, lv[nlv - 1]);
     free(kd), free(vd);
@@ -301,22 +369,25 @@ static void run(la_context *ctx, la_kv_quant qk, int64_t D, int64_t page, int64_
     la_kv_cache_params p = la_kv_cache_params_default();
     p.n_layers = 2, p.n_kv_heads = 3, p.head_dim = D, p.page_size = page, p.max_tokens = T, p.max_seqs = 2;
     p.quant = qk, p.quant_key_group = kg, p.quant_value_group = vg, p.quant_window = W;
-    la_kv_cache *c = NULL;
+    la_kv_cache *c = NULL, *cx = NULL; /* cx: the same entries, f32 queries */
     TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
-    if (!c) return;
+    la_kv_cache_params px = p;
+    px.quant_exact_queries = true;
+    TU_EXPECT_STATUS(la_kv_cache_create(&px, &cx), LA_OK);
+    if (!c || !cx) return;
     dense d = {.p = p};
     const size_t cells = (size_t)(p.n_layers * p.n_kv_heads * p.max_seqs);
     d.k = tu_alloc(sizeof(float) * cells * (size_t)(T * D));
     d.v = tu_alloc(sizeof(float) * cells * (size_t)(T * D));
     d.len = calloc(cells, sizeof(int64_t));
-    fill_and_check(c, &d, rng, T * 3 / 4);
-    check_decode(ctx, c, 0, rng, "full");
+    fill_and_check(c, cx, &d, rng, T * 3 / 4);
+    check_decode(ctx, c, cx, 0, rng, "full");
     check_compaction(c, &d, rng);
-    check_decode(ctx, c, 0, rng, "ragged after compaction");
+    check_decode(ctx, c, NULL, 0, rng, "ragged after compaction");
     /* seq 1 emptied: a sequence with no entries gives zeros and lse -inf */
     TU_EXPECT_STATUS(la_kv_cache_reset(c, 1), LA_OK);
-    check_decode(ctx, c, 1, rng, "one empty sequence");
-    la_kv_cache_destroy(c);
+    check_decode(ctx, c, NULL, 1, rng, "one empty sequence");
+    la_kv_cache_destroy(c), la_kv_cache_destroy(cx);
     free(d.k), free(d.v), free(d.len);
 }
 
@@ -371,11 +442,11 @@ static void check_float_decode(la_context *ctx, uint64_t *rng) {
         for (int i = 0; i < n; i++) pos[i] = i;
         TU_EXPECT_STATUS(la_kv_cache_append(c, 0, s, n - 7 * s, k, v, pos), LA_OK);
     }
-    check_decode(ctx, c, 0, rng, "f16 pages");
+    check_decode(ctx, c, NULL, 0, rng, "f16 pages");
     for (int i = 0; i < 100; i++) slots[i] = 2 * i + 1;
     TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 1, 0, slots, 100), LA_OK);
     TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 2, 1, slots, 37), LA_OK);
-    check_decode(ctx, c, 0, rng, "f16 pages, ragged heads");
+    check_decode(ctx, c, NULL, 0, rng, "f16 pages, ragged heads");
     la_kv_cache_destroy(c);
     free(k), free(v);
 }

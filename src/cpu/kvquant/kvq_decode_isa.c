@@ -65,6 +65,12 @@ typedef struct {
     const char *krow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
     const uint16_t *kfold[KVQ_CHUNK / LA_VL]; /* a block's key group scales where it starts one (or the chunk), else NULL */
     int kleft[KVQ_CHUNK / LA_VL];             /* blocks from this one to its key group's end */
+    /* the chunk passes' int8 q.k (scores_vq; AVX-512 with VNNI and VBMI,
+     * unless the cache asks for exact queries): per row the folded query
+     * rounded to int8 ([R][Dp]) and its scale */
+    bool vq;
+    int8_t *q8;
+    float *qsc;
 } item_state;
 
 /* The chunk's running softmax per row. */
@@ -360,8 +366,38 @@ static void chunk_value_scales(const item_state *s, int64_t c0, int64_t qe, floa
  * run-time loops, its scale buffer and vf_reduce_add's serial chain of
  * 16 scalar adds per row were an eighth of the AVX-512 kernel's samples
  * (one fold per 32-token key group). */
+#if LA_VL == 16
+/* Rows [r, r + NR) of qf (just folded) rounded to int8 for scores_vq: per
+ * row one scale sq = max_d |qf_d| / 127 and q8_d = round(qf_d / sq), so
+ * |qf_d - sq q8_d| <= sq / 2. The rounding errors e_d = qf_d - sq q8_d
+ * times a code's middle value `mid` (127.5 for int8, 7.5 for int4) go into
+ * the bias: the score's error is then sum_d e_d (code_d - mid), at most
+ * D mid sq / 2, where without it the codes' full size (code_d up to 2 mid)
+ * multiplied the errors, about twice as much on random codes. */
+static inline __attribute__((always_inline)) void fold_rows_q8(const item_state *s, int64_t r, const int NR,
+                                                                const int64_t Dp, const float mid) {
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++) {
+        const float *qf = s->qf + (r + rr) * Dp;
+        __m512 mx = _mm512_setzero_ps();
+        for (int64_t d = 0; d < Dp; d += LA_VL) mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(qf + d)));
+        const float amax = _mm512_reduce_max_ps(mx), sq = amax / 127.0f;
+        const __m512 inv = _mm512_set1_ps(amax > 0 ? 127.0f / amax : 0.0f), vsq = _mm512_set1_ps(sq);
+        __m512 err = _mm512_setzero_ps();
+        for (int64_t d = 0; d < Dp; d += LA_VL) {
+            const __m512 x = _mm512_loadu_ps(qf + d);
+            const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv)); /* nearest, |.| <= 127 */
+            _mm_storeu_si128((__m128i *)(s->q8 + (r + rr) * Dp + d), _mm512_cvtepi32_epi8(qi));
+            err = _mm512_add_ps(err, _mm512_fnmadd_ps(vsq, _mm512_cvtepi32_ps(qi), x));
+        }
+        s->qsc[r + rr] = sq;
+        s->bias[r + rr] += mid * tree_add((vf)err);
+    }
+}
+#endif
+
 static inline __attribute__((always_inline)) void fold_rows_dp(const item_state *s, const uint16_t *ks, int64_t r,
-                                                                const int NR, const int64_t Dp) {
+                                                                const int NR, const int64_t Dp, const float mid) {
     vf bz[4];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) bz[rr] = vf_set1(0);
@@ -376,6 +412,9 @@ static inline __attribute__((always_inline)) void fold_rows_dp(const item_state 
     }
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) s->bias[r + rr] = tree_add(bz[rr]);
+#if LA_VL == 16
+    if (s->vq) fold_rows_q8(s, r, NR, Dp, mid);
+#endif
 }
 
 /* P.V output vectors per row in registers on the chunk-pass path: DB_NV,
@@ -590,6 +629,126 @@ static inline __attribute__((always_inline)) void scores_cm(const float *qf, con
             s[i][rr] = (KVQ_QKC == 2 ? a[0][i][rr] + a[1][i][rr] : a[0][i][rr]) + vf_set1(bias[rr]);
 }
 
+#if LA_VL == 16
+/* Integer q.k (AVX512-VNNI, AVX512-VBMI; inline assembly, as
+ * cpu/quant/quant_dot_isa.c: the ISA copies are not compiled for them and
+ * the kernel checks the CPU at run time). acc's 16 int32 lanes += the sums
+ * of 4 products u8 x s8 (the u8 operand x, the s8 one the 4 bytes at q
+ * broadcast): exact, no saturation (|sum| <= 255 * 127 * Dp < 2^31). */
+static inline __attribute__((always_inline)) __m512i vq_dot(__m512i acc, __m512i x, const int8_t *q) {
+    __asm__("vpdpbusd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const int32_t *)q));
+    return acc;
+}
+/* Bytes of t1 (index < 64) and t2 (64 and up) picked by idx (vpermt2b). */
+static inline __attribute__((always_inline)) __m512i vq_perm2(__m512i t1, __m512i idx, __m512i t2) {
+    __asm__("vpermt2b %2, %1, %0" : "+v"(t1) : "v"(idx), "v"(t2));
+    return t1;
+}
+
+/* Byte tables of the gathers in scores_vq (vpermt2b: index < 64 from the
+ * first table, 64 and up from the second): token t's 4 channel codes into
+ * dword t. [0], [1]: blocks i and i + 1 of a pair, [2]: a block alone.
+ * int8: a pair's first table holds channels 0, 1 (32 bytes each: both
+ * blocks), the second 2, 3; alone, one table of 16 bytes a channel (both
+ * operands the same). int4: the first table the low nibbles (even
+ * tokens), the second the high ones (odd), 16 bytes a channel in a pair
+ * (32 tokens), 8 alone. Written out by
+ *   u8: pair[k][4t+c] = 64 (c / 2) + 32 (c % 2) + 16 k + t, one[4t+c] = 16 c + t
+ *   u4: pair[k][4t+c] = 64 (t % 2) + 16 c + 8 k + t / 2, one[4t+c] = 64 (t % 2) + 8 c + t / 2 */
+static const uint8_t vq_idx_u8[3][64] __attribute__((aligned(64))) = {
+    {0, 32, 64, 96, 1, 33, 65, 97, 2, 34, 66, 98, 3, 35, 67, 99, 4, 36, 68, 100, 5, 37, 69, 101, 6, 38, 70, 102, 7, 39, 71, 103,
+     8, 40, 72, 104, 9, 41, 73, 105, 10, 42, 74, 106, 11, 43, 75, 107, 12, 44, 76, 108, 13, 45, 77, 109, 14, 46, 78, 110, 15, 47, 79, 111},
+    {16, 48, 80, 112, 17, 49, 81, 113, 18, 50, 82, 114, 19, 51, 83, 115, 20, 52, 84, 116, 21, 53, 85, 117, 22, 54, 86, 118, 23, 55, 87, 119,
+     24, 56, 88, 120, 25, 57, 89, 121, 26, 58, 90, 122, 27, 59, 91, 123, 28, 60, 92, 124, 29, 61, 93, 125, 30, 62, 94, 126, 31, 63, 95, 127},
+    {0, 16, 32, 48, 1, 17, 33, 49, 2, 18, 34, 50, 3, 19, 35, 51, 4, 20, 36, 52, 5, 21, 37, 53, 6, 22, 38, 54, 7, 23, 39, 55,
+     8, 24, 40, 56, 9, 25, 41, 57, 10, 26, 42, 58, 11, 27, 43, 59, 12, 28, 44, 60, 13, 29, 45, 61, 14, 30, 46, 62, 15, 31, 47, 63},
+};
+static const uint8_t vq_idx_u4[3][64] __attribute__((aligned(64))) = {
+    {0, 16, 32, 48, 64, 80, 96, 112, 1, 17, 33, 49, 65, 81, 97, 113, 2, 18, 34, 50, 66, 82, 98, 114, 3, 19, 35, 51, 67, 83, 99, 115,
+     4, 20, 36, 52, 68, 84, 100, 116, 5, 21, 37, 53, 69, 85, 101, 117, 6, 22, 38, 54, 70, 86, 102, 118, 7, 23, 39, 55, 71, 87, 103, 119},
+    {8, 24, 40, 56, 72, 88, 104, 120, 9, 25, 41, 57, 73, 89, 105, 121, 10, 26, 42, 58, 74, 90, 106, 122, 11, 27, 43, 59, 75, 91, 107, 123,
+     12, 28, 44, 60, 76, 92, 108, 124, 13, 29, 45, 61, 77, 93, 109, 125, 14, 30, 46, 62, 78, 94, 110, 126, 15, 31, 47, 63, 79, 95, 111, 127},
+    {0, 8, 16, 24, 64, 72, 80, 88, 1, 9, 17, 25, 65, 73, 81, 89, 2, 10, 18, 26, 66, 74, 82, 90, 3, 11, 19, 27, 67, 75, 83, 91,
+     4, 12, 20, 28, 68, 76, 84, 92, 5, 13, 21, 29, 69, 77, 85, 93, 6, 14, 22, 30, 70, 78, 86, 94, 7, 15, 23, 31, 71, 79, 87, 95},
+};
+
+/* scores_cm with the query rounded to int8 (fold_rows_q8): per 4 channels
+ * and block the 4 channel rows' codes gathered into per-token dwords (one
+ * vpermt2b for a pair of blocks) and one vpdpbusd per row, where the f32
+ * form widened, converted and multiplied each code (4 x (1 + 1 + NR)
+ * instructions per 16 tokens and 4 channels against 1 + 1 + NR). Integer
+ * sums: exact, so a block's scores do not depend on its run either.
+ * s[i][rr] = sq[rr] * q8_rr . codes + bias[rr]. */
+static inline __attribute__((always_inline)) void scores_vq(const int8_t *q8, const float *sq, const float *bias,
+                                                             const char *kc, size_t kcs, const char *pfk,
+                                                             const int NB, const int NR,
+                                                             const int64_t Dp, const la_dtype DT, vf (*s)[4]) {
+    const uint8_t(*T)[64] = DT == DB_U8 ? vq_idx_u8 : vq_idx_u4;
+    const __m512i ip0 = _mm512_load_si512(T[0]), ip1 = _mm512_load_si512(T[1]), i1 = _mm512_load_si512(T[2]),
+                  nib = _mm512_set1_epi8(15);
+    __m512i a[KVQ_TB][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++)
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) a[i][rr] = _mm512_setzero_si512();
+    for (int64_t d = 0; d < Dp; d += 4) {
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c += 2) {
+            __builtin_prefetch(pfk + (size_t)(d + c) * kcs, 0, 2);
+            if (kcs > 32) __builtin_prefetch(pfk + (size_t)(d + c + 1) * kcs, 0, 2);
+        }
+        const char *r0 = kc + (size_t)d * kcs;
+        __m512i x[KVQ_TB];
+#pragma GCC unroll 4
+        for (int i = 0; i + 1 < NB; i += 2) {
+            if (DT == DB_U8) { /* 32 bytes (blocks i, i + 1) of each channel */
+                const char *p = r0 + (size_t)i * 16;
+                const __m512i t1 = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)p)),
+                                                      _mm256_loadu_si256((const __m256i *)(p + kcs)), 1);
+                const __m512i t2 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2 * kcs))),
+                    _mm256_loadu_si256((const __m256i *)(p + 3 * kcs)), 1);
+                x[i] = vq_perm2(t1, ip0, t2), x[i + 1] = vq_perm2(t1, ip1, t2);
+            } else { /* 16 bytes (32 tokens) of each channel, split into low and high nibbles */
+                const char *p = r0 + (size_t)i * 8;
+                __m512i raw = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
+                raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(p + kcs)), 1);
+                raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(p + 2 * kcs)), 2);
+                raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(p + 3 * kcs)), 3);
+                const __m512i lo = _mm512_and_si512(raw, nib), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nib);
+                x[i] = vq_perm2(lo, ip0, hi), x[i + 1] = vq_perm2(lo, ip1, hi);
+            }
+        }
+        if (NB % 2) { /* the odd last block: only its own bytes */
+            const int i = NB - 1;
+            if (DT == DB_U8) {
+                const char *p = r0 + (size_t)i * 16;
+                __m512i raw = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)p));
+                raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(p + kcs)), 1);
+                raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(p + 2 * kcs)), 2);
+                raw = _mm512_inserti32x4(raw, _mm_loadu_si128((const __m128i *)(p + 3 * kcs)), 3);
+                x[i] = vq_perm2(raw, i1, raw);
+            } else {
+                const char *p = r0 + (size_t)i * 8;
+                int64_t c8[4];
+                for (int c = 0; c < 4; c++) memcpy(&c8[c], p + (size_t)c * kcs, 8);
+                const __m512i w = _mm512_castsi256_si512(_mm256_set_epi64x(c8[3], c8[2], c8[1], c8[0]));
+                x[i] = vq_perm2(_mm512_and_si512(w, nib), i1, _mm512_and_si512(_mm512_srli_epi16(w, 4), nib));
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < NB; i++)
+#pragma GCC unroll 4
+            for (int rr = 0; rr < NR; rr++) a[i][rr] = vq_dot(a[i][rr], x[i], q8 + rr * Dp + d);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NB; i++)
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+            s[i][rr] = vf_fma((vf)_mm512_cvtepi32_ps(a[i][rr]), vf_set1(sq[rr]), vf_set1(bias[rr]));
+}
+#endif
+
 /* Rows [r, r + NR) of the item over slots [c0, c1): m, l, acc from row r. */
 static inline __attribute__((always_inline)) void pass_rows(const item_state *s, int64_t r, const int NR, int64_t c0,
                                                             int64_t c1, float *m, float *l, float *acc,
@@ -622,10 +781,19 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             const int64_t left = s->kleft[b] < (qe - j0) / LA_VL ? s->kleft[b] : (qe - j0) / LA_VL;
             const int nb = TB >= 4 && left >= 4 ? 4 : left >= 2 ? 2 : 1; /* runs of 3: 2 then 1 */
             /* a key group's folded queries, where the group starts (or the chunk does): a run's first block */
-            if (s->kfold[b]) fold_rows_dp(s, s->kfold[b], r, NR, Dp);
+            if (s->kfold[b]) fold_rows_dp(s, s->kfold[b], r, NR, Dp, DT == DB_U8 ? 127.5f : 7.5f);
             vf sc[KVQ_TB][4];
             const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
             const float *q = s->qf + r * Dp, *bs = s->bias + r;
+#if LA_VL == 16
+            if (s->vq) {
+                const int8_t *q8 = s->q8 + r * Dp;
+                const float *sq = s->qsc + r;
+                if (nb == 1) scores_vq(q8, sq, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc);
+                else if (nb == 2 || TB < 4) scores_vq(q8, sq, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc);
+                else scores_vq(q8, sq, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc);
+            } else
+#endif
             if (nb == 1) scores_cm(q, bs, kc, kcs, pfk, 1, NR, Dp, DT, sc);
             else if (nb == 2 || TB < 4) scores_cm(q, bs, kc, kcs, pfk, 2, NR, Dp, DT, sc);
             else scores_cm(q, bs, kc, kcs, pfk, KVQ_TB, NR, Dp, DT, sc);
@@ -912,8 +1080,9 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
     /* and the chunk-pass path's value scales of a chunk, twice (chunk_value_scales) */
     const int64_t pairs = p->kv.f.value_group > 0 ? 2 * (p->kv.f.D / p->kv.f.value_group) : 0;
+    /* and the int8 queries' scales [R] and codes [R][Dp] (scores_vq) */
     L->per_thread = (size_t)(2 * L->R * L->Dp + 5 * L->R + 2 * LA_VL * L->Dp + 3 * L->Dp + 2 * LA_VL * p->kv.f.D +
-                             2 * KVQ_CHUNK * pairs) +
+                             2 * KVQ_CHUNK * pairs + L->R + (L->R * L->Dp + 3) / 4) +
                     L->merge;
     L->per_thread = (size_t)tg_round_up((int64_t)L->per_thread, 16);
     /* an int32 count of finished chunks per (sequence, K/V head), whole 64-byte lines */
@@ -963,6 +1132,12 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
     int32_t *done = (int32_t *)(pacc + L.part_rows * (size_t)Dp);
     float *threads_mem = (float *)done + L.counts;
     memset(done, 0, sizeof(int32_t) * (size_t)(p->num_seqs * p->Hkv));
+    /* int8 q.k where the cache allows it and the CPU has the instructions */
+#if LA_VL == 16
+    const bool vq = !kv->exact_queries && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+#else
+    const bool vq = false;
+#endif
 #pragma omp parallel num_threads(nthreads)
     {
         /* 8-byte members first: hi (2 R floats), then the merge list */
@@ -972,6 +1147,8 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
         float *sc = vbuf + LA_VL * Dp, *merged = sc + 2 * Dp, *bias = merged + Dp, *vsc = bias + R;
         float *run_m = vsc + 2 * LA_VL * D, *run_l = run_m + R, *ctmp = run_l + R;
         float *cvs = ctmp + KVQ_CHUNK * 2 * (D / p->kv.f.value_group);
+        float *qsc = cvs + KVQ_CHUNK * 2 * (D / p->kv.f.value_group);
+        int8_t *q8 = (int8_t *)(qsc + R);
         /* once per thread: the rows' padding columns [D, Dp) stay zero
          * (nothing writes them) */
         memset(kbuf, 0, sizeof(float) * (size_t)(2 * LA_VL * Dp));
@@ -1019,7 +1196,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
                             .wk = kv->wk + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .wv = kv->wv + (size_t)reg * (size_t)(kv->f.window_rows * D),
                             .qs = qs, .hi = hi, .qf = qf, .bias = bias, .kbuf = kbuf, .vbuf = vbuf, .sc = sc,
-                            .vsc = vsc, .ctmp = ctmp, .cvs = cvs};
+                            .vsc = vsc, .ctmp = ctmp, .cvs = cvs, .vq = vq, .q8 = q8, .qsc = qsc};
             const int64_t c0 = c * KVQ_CHUNK, c1 = c0 + KVQ_CHUNK < len ? c0 + KVQ_CHUNK : len;
             /* the running max and sum in the thread's own scratch, stored
              * once: items of R = 4 rows share cache lines of pm / pl, and
