@@ -1282,8 +1282,9 @@ typedef struct {
      * group) with one f32 scale per row and group (as llama.cpp rounds Q
      * to q8_0 for its quantised-K dot products) where the CPU has
      * AVX512-VNNI and AVX512-VBMI, and takes q.k as integer dot products
-     * with the codes: a score moves by at most about D * max_d |q_d s_d| /
-     * 508 (s_d the channel's scale; the rounding's mean over the codes is
+     * with the codes: a score moves by at most D * n * max_d |q_d s_d| /
+     * 508 (q scaled by the softmax scale, s_d the channel's scale, n 255
+     * for int8 and 15 for int4; the rounding's mean over the codes is
      * added back). SmolLM2-135M, perplexity through single-token decode
      * (bench/kvq_ppl_step.c, ctx 512): q8 +0.03% over f16 pages (f32
      * queries +0.06%), q4 +1.0% (+0.4%). true: f32 queries
