@@ -1305,7 +1305,15 @@ LA_API la_kv_cache_params la_kv_cache_params_default(void);
  * la_kv_quant; with quant, a group size <= 0 or not dividing page_size /
  * head_dim, a key group above 256, a window outside [0, 65536]),
  * LA_ERR_OVERFLOW (max_seqs x pages per sequence beyond int32 block ids, or
- * bytes beyond size_t), LA_ERR_NOMEM. */
+ * bytes beyond size_t), LA_ERR_NOMEM.
+ *
+ * Memory: the whole cache is reserved as address space; OS pages are
+ * committed as appends reach them and given back when entries leave.
+ * Where one (layer, head, sequence) holds 2 MB or more (max_tokens x
+ * page bytes), its pages sit on 2 MB transparent huge pages where the OS
+ * offers them (fewer TLB misses when a decode streams the cache), and
+ * memory then grows and shrinks in 2 MB steps: up to 2 MB per region
+ * beyond la_kv_cache_bytes. */
 LA_API la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out);
 LA_API void la_kv_cache_destroy(la_kv_cache *c);
 /* The parameters the cache was created with (NULL for NULL). */

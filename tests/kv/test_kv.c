@@ -234,6 +234,95 @@ static void check_pages_freed(void) {
     free(k);
 }
 
+/* OS pages of [p, p + bytes) resident (p page-aligned). */
+static size_t resident_pages(const void *p, size_t bytes) {
+    const size_t os = (size_t)sysconf(_SC_PAGESIZE), n = bytes / os;
+    unsigned char *res = tu_alloc(n ? n : 1);
+    size_t r = 0;
+    if (mincore((void *)p, n * os, res) == 0)
+        for (size_t i = 0; i < n; i++) r += res[i] & 1;
+    free(res);
+    return r;
+}
+
+/* Regions of 2 MB or more (max_tokens x page bytes) commit and free in
+ * 2 MB steps on huge pages (kv_cache.c). f32 at D 128 is 512 bytes a row:
+ * a region of 9000 rows is 4.6 MB, so sequence 1's region starts inside a
+ * step that sequence 0's ends in. Appends across the steps read back
+ * exactly and decode as the dense cache; compaction frees the whole steps
+ * it empties, not the shared one; a reset of everything leaves nothing
+ * resident, and the cache takes appends again. */
+static void check_huge_regions(la_context *ctx, uint64_t *rng) {
+    la_kv_cache_params p = la_kv_cache_params_default();
+    p.n_layers = 1, p.n_kv_heads = 1, p.head_dim = 128, p.page_size = 16, p.max_tokens = 9000, p.max_seqs = 2;
+    p.dtype = LA_F32;
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
+    if (!c) return;
+    enum { CHUNK = 300, FILL = 8900 };
+    const int64_t D = p.head_dim, T = p.max_tokens, heads = p.max_seqs;
+    const size_t row = (size_t)D * sizeof(float), step = (size_t)2 << 20, region = (size_t)T * row;
+    dense d = {.p = p, .k = tu_alloc(sizeof(float) * (size_t)(heads * T * D)),
+               .v = tu_alloc(sizeof(float) * (size_t)(heads * T * D)),
+               .pos = tu_alloc(sizeof(int32_t) * (size_t)(heads * T)), .len = calloc((size_t)heads, sizeof(int64_t))};
+    float *k = tu_alloc(sizeof(float) * CHUNK * (size_t)D), *v = tu_alloc(sizeof(float) * CHUNK * (size_t)D);
+    int32_t *pos = tu_alloc(sizeof(int32_t) * FILL);
+    for (int64_t s = 0; s < p.max_seqs; s++)
+        while (d.len[s] < FILL) {
+            int64_t n = tu_randint(rng, 1, CHUNK);
+            if (n > FILL - d.len[s]) n = FILL - d.len[s];
+            tu_fill(rng, k, LA_F32, n * D, -2, 2);
+            tu_fill(rng, v, LA_F32, n * D, -2, 2);
+            for (int64_t i = 0; i < n; i++) pos[i] = (int32_t)(d.len[s] + i);
+            TU_EXPECT_STATUS(la_kv_cache_append(c, 0, s, n, k, v, pos), LA_OK);
+            dense_append(&d, 0, s, n, k, v, pos);
+        }
+    check_same(c, &d, "2 MB steps: after appends");
+    check_decode(ctx, c, &d, 0, -1, rng);
+    la_kv_view view;
+    TU_EXPECT_STATUS(la_kv_cache_view(c, 0, 0, 0, p.max_seqs, &view), LA_OK);
+    const char *base = view.k.data;
+    tu_check(((uintptr_t)base & (step - 1)) == 0, "a cache of 4.6 MB regions is not 2 MB-aligned: %p", (void *)base);
+    /* sequence 0 keeps every 89th row from a random one (100 rows): its step
+     * [2 MB, 4 MB) empties; [4 MB, 6 MB) holds sequence 1's first rows too */
+    int32_t *slots = pos;
+    int64_t nd = 0;
+    const int64_t first = tu_randint(rng, 0, 88);
+    for (int64_t t = 0; t < FILL; t++)
+        if (t % 89 != first) slots[nd++] = (int32_t)t;
+    TU_EXPECT_STATUS(la_kv_cache_compact(c, 0, 0, 0, slots, nd), LA_OK);
+    int64_t w = 0, next = 0;
+    for (int64_t t = 0; t < FILL; t++) {
+        if (next < nd && slots[next] == t) {
+            next++;
+            continue;
+        }
+        memmove(d.k + w * D, d.k + t * D, row);
+        memmove(d.v + w * D, d.v + t * D, row);
+        d.pos[w++] = d.pos[t];
+    }
+    d.len[0] = w;
+    check_same(c, &d, "2 MB steps: after compaction");
+    check_decode(ctx, c, &d, 0, -1, rng);
+    tu_check(resident_pages(base + step, step) == 0, "%zu OS pages resident in the step compaction emptied",
+             resident_pages(base + step, step));
+    TU_EXPECT_STATUS(la_kv_cache_reset(c, -1), LA_OK);
+    tu_check(resident_pages(base, 2 * region) == 0, "%zu OS pages resident after a reset of every sequence",
+             resident_pages(base, 2 * region));
+    d.len[0] = d.len[1] = 0;
+    check_same(c, &d, "2 MB steps: after reset");
+    for (int64_t s = 0; s < p.max_seqs; s++) {
+        tu_fill(rng, k, LA_F32, 50 * D, -2, 2);
+        tu_fill(rng, v, LA_F32, 50 * D, -2, 2);
+        for (int i = 0; i < 50; i++) pos[i] = 7 * i;
+        TU_EXPECT_STATUS(la_kv_cache_append(c, 0, s, 50, k, v, pos), LA_OK);
+        dense_append(&d, 0, s, 50, k, v, pos);
+    }
+    check_same(c, &d, "2 MB steps: appends after reset");
+    la_kv_cache_destroy(c);
+    free(d.k), free(d.v), free(d.pos), free(d.len), free(k), free(v), free(pos);
+}
+
 static void check_errors(void) {
     la_kv_cache_params p = la_kv_cache_params_default();
     la_kv_cache *c = (la_kv_cache *)&p;
@@ -381,6 +470,7 @@ int main(void) {
     const la_dtype types[] = {LA_F32, LA_BF16, LA_F16};
     for (int i = 0; i < 3; i++) run_random(ctx, types[i], &rng);
     check_pages_freed();
+    check_huge_regions(ctx, &rng);
     check_errors();
     check_streaming(ctx, &rng);
     la_context_destroy(ctx);
