@@ -53,7 +53,9 @@ bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out) {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(text, &end, 0);
+    /* base 10, as every other integer option: base 0 read "010" as 8 and
+     * refused "08" and "09" (octal digits) */
+    unsigned long long v = strtoull(text, &end, 10);
     if (errno || end == text || *end || text[0] == '-' || starts_blank(text)) {
         fprintf(stderr, "%s: %s expects a non-negative integer, got '%s'\n", cmd, option, text);
         return false;
@@ -158,6 +160,13 @@ bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *
         return false;
     }
     return true;
+}
+
+bool cli_needs_topk(const char *cmd, const char *option, const la_sparse_choice *choice, bool coverage) {
+    if (choice->kind == LA_SPARSE_TOPK && (!coverage || (choice->budget > 0 && choice->budget <= 1))) return true;
+    fprintf(stderr, "%s: %s needs --sparse topk:%s\n", cmd, option,
+            coverage ? "G with a coverage G in (0, 1]" : "BUDGET");
+    return false;
 }
 
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg) {

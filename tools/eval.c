@@ -163,6 +163,8 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     o->task[TASK_NEEDLE] = true;
     o->types[0] = la_session_params_default().kv_type, o->n_types = 1;
     char *lengths = default_lengths, *depths = default_depths, *kv = default_kv;
+    /* a task's own options given without the task would be ignored in silence */
+    const char *ppl_only = NULL, *multikey_only = NULL, *vartrack_only = NULL;
     for (int i = 1; i < argc; i++) {
         char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -188,6 +190,9 @@ static int parse_args(int argc, char **argv, eval_options *o) {
             return 2;
         }
         bool ok = true;
+        if (!strcmp(a, "--ppl-ctx") || !strcmp(a, "--ppl-chunks") || !strcmp(a, "--ppl-offset")) ppl_only = a;
+        if (!strcmp(a, "--keys")) multikey_only = a;
+        if (!strcmp(a, "--chains") || !strcmp(a, "--hops")) vartrack_only = a;
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-f")) o->text_path = v;
         else if (!strcmp(a, "--heatmap")) o->heatmap = v;
@@ -228,13 +233,23 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     const char *problem = !o->model_path                  ? "-m MODEL.gguf is required"
                           : o->task[TASK_PPL] && !o->text_path ? "--task ppl needs -f FILE (scripts/get-eval-text.sh makes one)"
                           : o->text_path && !o->task[TASK_PPL] ? "-f FILE is only for --task ppl"
-                          : o->ppl_offset && !o->task[TASK_PPL] ? "--ppl-offset is only for --task ppl"
                                                                : NULL;
+    const char *only = ppl_only && !o->task[TASK_PPL]                ? ppl_only
+                       : multikey_only && !o->task[TASK_MULTIKEY] ? multikey_only
+                       : vartrack_only && !o->task[TASK_VARTRACK] ? vartrack_only
+                                                                  : NULL;
+    if (!problem && only) {
+        fprintf(stderr, "%s: %s is only for --task %s\n", CMD, only,
+                only == ppl_only ? "ppl" : only == multikey_only ? "multikey" : "vartrack");
+        usage(stderr);
+        return 2;
+    }
     if (problem) {
         fprintf(stderr, "%s: %s\n", CMD, problem);
         usage(stderr);
         return 2;
     }
+    if (o->sparse_heads && !cli_needs_topk(CMD, "--sparse-heads", &o->sparse, true)) return 2;
     return 0;
 }
 

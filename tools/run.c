@@ -132,6 +132,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
         usage(stderr);
         return 2;
     }
+    if (o->sparse_heads && !cli_needs_topk(CMD, "--sparse-heads", &o->sparse, true)) return 2;
     if (!o->seed_given) o->sampling.seed = (uint64_t)time(NULL);
     return 0;
 }

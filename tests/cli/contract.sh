@@ -133,6 +133,39 @@ expect 2 "--pass takes fwd or bwd, got 'xbwdx'" bench attention --backend cuda -
 expect 2 "--iters expects an integer" bench decode --backend cuda --iters 0
 expect 2 "--H needs a value" bench attention --backend cuda --H
 
+# --seed is a decimal integer like every other number: it was read with
+# base 0, so "08" and "09" were refused (octal) and "010" was 8. A missing
+# model after it shows the value was accepted (exit 1, not 2).
+for v in 08 09 010 18446744073709551615; do
+    expect 1 "LA_ERR_IO" run -m /nonexistent.gguf -p hi --seed $v
+    expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf --seed $v
+    expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf --seed $v
+done
+for v in 0x10 18446744073709551616 1e3; do
+    expect 2 "--seed expects a non-negative integer, got '$v'" run -m /nonexistent.gguf -p hi --seed $v
+    expect 2 "--seed expects a non-negative integer, got '$v'" eval -m /nonexistent.gguf --seed $v
+    expect 2 "--seed expects a non-negative integer, got '$v'" calibrate-duo -m /nonexistent.gguf --seed $v
+done
+# an option that needs --sparse topk is a usage error without it, found
+# before the model is read (it was a library error after loading, exit 1,
+# "kind 0 given")
+expect 2 "--sparse-heads needs --sparse topk:G" run -m /nonexistent.gguf -p hi --sparse-heads x
+expect 2 "--sparse-heads needs --sparse topk:G" run -m /nonexistent.gguf -p hi --sparse-heads x --sparse topk:4
+expect 1 "LA_ERR_IO" run -m /nonexistent.gguf -p hi --sparse-heads x --sparse topk:0.9
+expect 2 "--sparse-heads needs --sparse topk:G" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse-heads x \
+    --sparse static:1
+expect 2 "--sparse-heads needs --sparse topk:G" eval -m /nonexistent.gguf --sparse-heads x
+expect 2 "--calibrate-sparse needs --sparse topk" ppl -m /nonexistent.gguf -f README.md --ctx 64 --calibrate-sparse x
+expect 1 "LA_ERR_IO" ppl -m /nonexistent.gguf -f README.md --ctx 64 --calibrate-sparse x --sparse topk:4
+# a task's own options without the task were ignored in silence (as -f and
+# --ppl-offset already were not)
+expect 2 "--ppl-ctx is only for --task ppl" eval -m /nonexistent.gguf --ppl-ctx 64
+expect 2 "--ppl-chunks is only for --task ppl" eval -m /nonexistent.gguf --task needle --ppl-chunks 0
+expect 2 "--keys is only for --task multikey" eval -m /nonexistent.gguf --keys 3
+expect 2 "--hops is only for --task vartrack" eval -m /nonexistent.gguf --task needle,multikey --hops 3
+expect 2 "--chains is only for --task vartrack" eval -m /nonexistent.gguf --chains 3 --task ppl -f README.md
+expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf --task multikey,vartrack,ppl -f README.md --keys 3 --chains 1 \
+    --hops 2 --ppl-ctx 64 --ppl-chunks 1
 # missing files, a non-GGUF model, truncated GGUF models: exit 1 with the reason
 expect 1 "cannot open '/nonexistent.gguf'" info /nonexistent.gguf
 expect 1 "LA_ERR_IO: cannot open '/nonexistent.gguf'" run -m /nonexistent.gguf -p hi
