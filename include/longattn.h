@@ -1270,7 +1270,7 @@ typedef struct {
     int64_t n_kv_heads;  /* > 0 */
     int64_t head_dim;    /* multiple of 8, at most LA_MAX_HEAD_DIM (decode's rule) */
     int64_t page_size;   /* tokens per page, > 0 */
-    int64_t max_tokens;  /* entries per (layer, head, sequence), > 0 */
+    int64_t max_tokens;  /* entries per (layer, head, sequence), in [1, 2^31 - 1] */
     int64_t max_seqs;    /* sequences, > 0 */
     la_dtype dtype;      /* LA_F32, LA_BF16 or LA_F16 (float pages) */
     la_kv_quant quant;   /* LA_KV_QUANT_NONE: float pages of dtype; LA_KV_Q8 / LA_KV_Q4: quantised */
@@ -1289,8 +1289,9 @@ LA_API la_kv_cache_params la_kv_cache_params_default(void);
  * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_ARGUMENT (quant not a
  * la_kv_quant; with quant, a group size <= 0 or not dividing page_size /
  * head_dim, a key group above 256, a window outside [0, 65536]),
- * LA_ERR_OVERFLOW (max_seqs x pages per sequence beyond int32 block ids, or
- * bytes beyond size_t), LA_ERR_NOMEM. */
+ * LA_ERR_OVERFLOW (max_tokens beyond 2^31 - 1: lengths are int32; max_seqs
+ * x pages per sequence beyond int32 block ids; the bytes of a page or of a
+ * layer beyond size_t), LA_ERR_NOMEM. */
 LA_API la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out);
 LA_API void la_kv_cache_destroy(la_kv_cache *c);
 /* The parameters the cache was created with (NULL for NULL). */

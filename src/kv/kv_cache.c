@@ -134,27 +134,41 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
         return la_fail(LA_ERR_DTYPE, "la_kv_cache_create: dtype %d is not f32, bf16 or f16", (int)p->dtype);
     la_status st = check_quant(p);
     if (st) return st;
+    /* lengths, quantised lengths and block ids are int32 */
+    if (p->max_tokens > INT32_MAX)
+        return la_fail(LA_ERR_OVERFLOW, "la_kv_cache_create: max_tokens is %lld; entries per head are counted in "
+                       "int32, at most %d", (long long)p->max_tokens, INT32_MAX);
     const bool q = p->quant != LA_KV_QUANT_NONE;
     la_kv_cache c = {.p = *p, .es = q ? 1 : la_dtype_size(p->dtype)};
     c.pages = pages_for(&c, p->max_tokens);
     c.row_bytes = (size_t)p->head_dim * c.es;
+    /* a page's bytes: a page_size far beyond max_tokens (allowed) must not
+     * wrap them to a small number (then the reservation was a few bytes and
+     * the failure NOMEM "0 bytes", or worse) */
+    bool page_fits;
     if (q) {
         const int bits = p->quant == LA_KV_Q8 ? 8 : 4;
         const size_t code_row = (size_t)p->head_dim * (size_t)bits / 8, ps = (size_t)p->page_size;
+        /* codes, then f16 (scale, zero) per channel per key group / per value group per token */
+        size_t codes, kscales, vscales;
+        page_fits = la_mul_size(code_row, ps, &codes) &&
+                    la_mul_size(ps / (size_t)p->quant_key_group, (size_t)p->head_dim * 4, &kscales) &&
+                    la_mul_size(ps, (size_t)(p->head_dim / p->quant_value_group) * 4, &vscales) &&
+                    codes <= SIZE_MAX - kscales && codes <= SIZE_MAX - vscales;
         c.f = (la_kvq_format){.bits = bits, .D = p->head_dim, .page_size = p->page_size,
                               .key_group = p->quant_key_group, .value_group = p->quant_value_group,
                               .code_row = code_row,
-                              /* codes, then f16 (scale, zero) per channel per key group / per value group per token */
-                              .k_page = code_row * ps + ps / (size_t)p->quant_key_group * (size_t)p->head_dim * 4,
-                              .v_page = code_row * ps + ps * (size_t)(p->head_dim / p->quant_value_group) * 4,
+                              .k_page = page_fits ? codes + kscales : 0,
+                              .v_page = page_fits ? codes + vscales : 0,
                               .window_rows = p->quant_window + 2 * p->quant_key_group};
         c.kpage = c.f.k_page, c.vpage = c.f.v_page;
     } else {
-        c.kpage = c.vpage = c.row_bytes * (size_t)p->page_size;
+        page_fits = la_mul_size(c.row_bytes, (size_t)p->page_size, &c.kpage);
+        c.vpage = c.kpage;
     }
     int64_t blocks, heads_seqs, entries;
     size_t pos_bytes, win_elems = 0;
-    if (!la_mul_i64(p->max_seqs, c.pages, &blocks) || blocks > INT32_MAX ||
+    if (!page_fits || !la_mul_i64(p->max_seqs, c.pages, &blocks) || blocks > INT32_MAX ||
         !la_mul_i64(p->n_kv_heads, p->max_seqs, &heads_seqs) || !la_mul_i64(heads_seqs, p->n_layers, &entries) ||
         !la_mul_size(c.kpage, (size_t)c.pages, &c.kreg) || !la_mul_size(c.vpage, (size_t)c.pages, &c.vreg) ||
         !la_mul_size(c.kreg, (size_t)heads_seqs, &c.klayer) || !la_mul_size(c.vreg, (size_t)heads_seqs, &c.vlayer) ||
@@ -163,10 +177,10 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
         c.vlayer > (size_t)INT64_MAX / 2 ||
         (q && !la_mul_size((size_t)entries, (size_t)(c.f.window_rows * p->head_dim), &win_elems)))
         return la_fail(LA_ERR_OVERFLOW,
-                       "la_kv_cache_create: %lld sequences x %lld tokens x %lld heads x %lld dims do not fit: "
-                       "block ids must fit int32 and bytes size_t",
-                       (long long)p->max_seqs, (long long)p->max_tokens, (long long)p->n_kv_heads,
-                       (long long)p->head_dim);
+                       "la_kv_cache_create: %lld sequences x %lld tokens (pages of %lld) x %lld heads x %lld dims "
+                       "do not fit: block ids must fit int32 and bytes size_t",
+                       (long long)p->max_seqs, (long long)p->max_tokens, (long long)p->page_size,
+                       (long long)p->n_kv_heads, (long long)p->head_dim);
     la_kv_cache *h = calloc(1, sizeof *h);
     if (!h) return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: no memory for the cache");
     *h = c;

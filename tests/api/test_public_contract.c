@@ -1015,6 +1015,19 @@ static void check_kv_cache(void) {
     BAD_PARAM(max_tokens, INT64_MAX - 8, LA_ERR_OVERFLOW);
     bp = cp, bp.max_seqs = (int64_t)1 << 40, bp.max_tokens = (int64_t)1 << 40;
     EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW);
+    /* A page's bytes wrapped when page_size is far beyond max_tokens (which
+     * is allowed): LA_ERR_NOMEM "could not reserve 0 bytes" for float pages,
+     * a reservation sized by the wrapped number for quantised ones. */
+    bp = cp, bp.head_dim = 512, bp.dtype = LA_F32, bp.page_size = (int64_t)1 << 53, bp.max_tokens = 1;
+    EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW); /* 2^53 x 2048 bytes */
+    if (junk) la_kv_cache_destroy(junk), junk = NULL;
+    bp.quant = LA_KV_Q8, bp.page_size = (int64_t)1 << 55, bp.n_kv_heads = 1, bp.max_seqs = 1;
+    EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW); /* codes: 2^55 x 512 bytes */
+    if (junk) la_kv_cache_destroy(junk), junk = NULL;
+    /* Lengths are int32: a head could be given more entries than they count. */
+    bp = cp, bp.max_tokens = (int64_t)INT32_MAX + 1, bp.page_size = bp.max_tokens;
+    EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW);
+    if (junk) la_kv_cache_destroy(junk), junk = NULL;
     cp.quant = LA_KV_Q8;
     BAD_PARAM(quant_key_group, 0, LA_ERR_ARGUMENT);
     BAD_PARAM(quant_key_group, 3, LA_ERR_ARGUMENT); /* does not divide page_size 4 */
