@@ -72,6 +72,11 @@ static int parse_list(const char *s, int64_t *out, int max) {
     return n;
 }
 
+/* A comma-separated list with no empty item: strtok skips them, so "f32,",
+ * ",fwd" and "a,,b" were read as "f32", "fwd" and "a,b", and an --qk-file
+ * of "" or "," as no file at all (exit 0, no rows). */
+static bool items_ok(const char *s) { return *s && s[0] != ',' && s[strlen(s) - 1] != ',' && !strstr(s, ",,"); }
+
 static int parse_dtypes(const char *s, la_dtype *out) {
     int n = 0;
     char buf[64];
@@ -215,6 +220,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         }
         else if (!strcmp(a, "--causal")) o->ncausal = parse_causal(val, o->causal);
         else if (!strcmp(a, "--pass")) bad = !parse_passes(val, o);
+        if ((!strcmp(a, "--qk-file") || !strcmp(a, "--dtype") || !strcmp(a, "--type") || !strcmp(a, "--pass")) &&
+            !items_ok(val))
+            bad = true;
         if (bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 || o->op < 0 ||
             o->feature < 0 || o->nmm_type < 0) {
             fprintf(stderr, "%s: bad value for %s: '%s'\n", CMD, a, val);

@@ -123,6 +123,17 @@ expect 2 "bad value for --type: ','" bench matmul --type ","
 expect 2 "--budget expects a number" bench linear --budget x
 expect 2 "bad value for --op" bench linear --op bogus
 expect 2 "--qk-file is only for bench sparse" bench attention --qk-file x.qk
+# empty items of a list: strtok skipped them, so "" and "," as --qk-file ran
+# no file and exited 0, and "q4_1," or ",f32" passed as "q4_1" and "f32"
+for v in "" "," "a,,b" ",a"; do
+    expect 2 "bad value for --qk-file: '$v'" bench sparse --quick --threads 2 --qk-file "$v"
+done
+QUICK_ATTN="--quick --L 64 --D 64 --H 1 --Hkv 1 --threads 2"
+expect 2 "bad value for --type: 'q4_1,'" bench matmul --quick --L 1 --threads 2 --type q4_1,
+expect 2 "bad value for --dtype: ',f32'" bench attention $QUICK_ATTN --pass fwd --dtype ,f32
+expect 2 "bad value for --dtype: 'f32,,bf16'" bench attention $QUICK_ATTN --pass fwd --dtype f32,,bf16
+expect 2 "bad value for --pass: 'fwd,,bwd'" bench attention $QUICK_ATTN --pass fwd,,bwd
+expect 2 "bad value for --pass: ',fwd'" bench attention $QUICK_ATTN --pass ,fwd
 expect 2 "--backend is cpu or cuda, got ''" bench attention --backend ""
 # the CUDA rows' own options (tools/bench_gpu.c), checked before any device is sought
 expect 0 "usage: longattn bench attention" bench attention --backend cuda --help
