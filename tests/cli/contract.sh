@@ -108,6 +108,13 @@ expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL"
 for v in "" "1," "1,,2" " 1" -1 abc; do
     expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
 done
+# a --dump-qk directory that cannot be made is a failure at run time (exit 1,
+# was 2), and a file in its place is refused before the run (was taken for
+# the directory: the run went through, then its files could not be written)
+expect 1 "--dump-qk: cannot create '/nonexistent/qk'" run -m "$MODEL" -p "one two three" -n 1 --ctx 64 \
+    --threads 2 --dump-qk /nonexistent/qk
+expect 1 "--dump-qk: 'README.md' is not a directory" run -m "$MODEL" -p "one two three" -n 1 --ctx 64 \
+    --threads 2 --dump-qk README.md
 # an option's option without the option: checked nowhere and ignored before (session 20 fuzzing)
 expect 2 "--dump-layers needs --dump-qk" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-layers abc
 expect 2 "--calibrate-target needs --calibrate-sparse" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-target abc
