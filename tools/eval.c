@@ -13,9 +13,11 @@
 #include "ppl_score.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char CMD[] = "longattn eval";
 
@@ -365,8 +367,11 @@ static void print_header(void) {
            "share", "score", "tokens/s");
 }
 
-/* CSV heatmap (rows: lengths, columns: depths) and, with gnuplot, a PNG. */
-static void write_heatmap(const eval_options *o, const run_id *r, const double *grid) {
+/* CSV heatmap (rows: lengths, columns: depths) and, with gnuplot, a PNG.
+ * False (printed) when the CSV cannot be written: the run then fails
+ * (exit 1; it exited 0 with the message alone). No gnuplot, or a failed
+ * PNG, is not a failure: the PNG is optional. */
+static bool write_heatmap(const eval_options *o, const run_id *r, const double *grid) {
     char safe[96], path[1024];
     size_t k = 0;
     for (const char *c = r->policy_text; *c && k + 1 < sizeof safe; c++)
@@ -375,12 +380,12 @@ static void write_heatmap(const eval_options *o, const run_id *r, const double *
     int n = snprintf(path, sizeof path, "%s-%s-%s-%s.csv", o->heatmap, TASK_NAMES[r->task], safe, r->type_name);
     if (n < 0 || (size_t)n >= sizeof path - 4) {
         fprintf(stderr, "%s: --heatmap prefix too long; no heatmap written\n", CMD);
-        return;
+        return false;
     }
     FILE *f = fopen(path, "w");
     if (!f) {
-        fprintf(stderr, "%s: cannot write '%s'\n", CMD, path);
-        return;
+        fprintf(stderr, "%s: cannot write '%s': %s\n", CMD, path, strerror(errno));
+        return false;
     }
     fprintf(f, "length\\depth");
     for (int d = 0; d < o->n_depths; d++) fprintf(f, ",%lld", (long long)o->depths[d]);
@@ -390,20 +395,23 @@ static void write_heatmap(const eval_options *o, const run_id *r, const double *
         for (int d = 0; d < o->n_depths; d++) fprintf(f, ",%.4f", grid[l * o->n_depths + d]);
         fputc('\n', f);
     }
-    fclose(f);
+    if ((ferror(f) != 0) | (fclose(f) != 0)) {
+        fprintf(stderr, "%s: error writing '%s'\n", CMD, path);
+        return false;
+    }
     fprintf(stderr, "%s: wrote %s\n", CMD, path);
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
         static bool told;
         if (!told) fprintf(stderr, "%s: gnuplot not found: no PNG heatmap (scripts/install-deps.sh installs it)\n", CMD);
         told = true;
-        return;
+        return true;
     }
     char png[1024];
     snprintf(png, sizeof png, "%.*s.png", n - 4, path);
     FILE *g = popen("gnuplot", "w");
     if (!g) {
         fprintf(stderr, "%s: cannot run gnuplot\n", CMD);
-        return;
+        return true;
     }
     fprintf(g, "set terminal pngcairo size 900,560\nset output '%s'\n", png);
     fprintf(g, "set title '%s, %s, KV %s' noenhanced\n", TASK_NAMES[r->task], r->policy_text, r->type_name);
@@ -424,6 +432,7 @@ static void write_heatmap(const eval_options *o, const run_id *r, const double *
     int rc = pclose(g);
     if (rc) fprintf(stderr, "%s: gnuplot failed (status %d); no PNG\n", CMD, rc);
     else fprintf(stderr, "%s: wrote %s\n", CMD, png);
+    return true;
 }
 
 /* ---- the generation tasks */
@@ -577,7 +586,7 @@ static int run_generation_task(const eval_options *o, const model_env *e, la_ses
     }
     if (!rc) {
         print_summary(o, r, &sum);
-        if (has_depth && !o->no_heatmap) write_heatmap(o, r, grid);
+        if (has_depth && !o->no_heatmap && !write_heatmap(o, r, grid)) rc = 1;
     }
     free(reply.text);
     free(grid);
@@ -647,10 +656,26 @@ static int run_ppl_task(const eval_options *o, const model_env *e, la_session *s
 
 /* ---- driver */
 
+/* The directory the heatmaps go to must take files: checked before the
+ * model runs, not found after the first grid (false, printed). */
+static bool heatmap_dir_ok(const eval_options *o) {
+    if (o->no_heatmap || !(o->task[TASK_NEEDLE] || o->task[TASK_MULTIKEY])) return true;
+    char dir[1024];
+    const char *slash = strrchr(o->heatmap, '/');
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == o->heatmap ? 1 : (int)(slash - o->heatmap), o->heatmap);
+    if (access(dir, W_OK | X_OK)) {
+        fprintf(stderr, "%s: --heatmap %s: cannot write into '%s': %s\n", CMD, o->heatmap, dir, strerror(errno));
+        return false;
+    }
+    return true;
+}
+
 int cmd_eval(int argc, char **argv) {
     eval_options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    if (!heatmap_dir_ok(&o)) return 1;
 
     la_model *m = NULL;
     la_context *ctx = NULL;

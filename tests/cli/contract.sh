@@ -108,6 +108,12 @@ expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL"
 for v in "" "1," "1,,2" " 1" -1 abc; do
     expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
 done
+# eval's heatmaps: a directory that cannot take them is found before the
+# run, and a CSV that cannot be written fails the run (it exited 0)
+expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" eval -m /nonexistent.gguf \
+    --heatmap /nonexistent/dir/p
+[ -d /proc ] && expect 1 "cannot write" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --threads 2 \
+    --heatmap /proc/longattn-contract
 # a --dump-qk directory that cannot be made is a failure at run time (exit 1,
 # was 2), and a file in its place is refused before the run (was taken for
 # the directory: the run went through, then its files could not be written)
