@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 bool cli_parse_sparse(const char *cmd, const char *text, la_sparse_choice *out) {
     if (!la_sparse_choice_parse(text, out)) return true;
@@ -167,6 +169,23 @@ bool cli_needs_topk(const char *cmd, const char *option, const la_sparse_choice 
     fprintf(stderr, "%s: %s needs --sparse topk:%s\n", cmd, option,
             coverage ? "G with a coverage G in (0, 1]" : "BUDGET");
     return false;
+}
+
+bool cli_output_ok(const char *cmd, const char *option, const char *path, bool prefix) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    struct stat sb;
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (access(dir, W_OK | X_OK)) {
+        fprintf(stderr, "%s: %s %s: cannot write into '%s': %s\n", cmd, option, path, dir, strerror(errno));
+        return false;
+    }
+    if (!prefix && !stat(path, &sb) && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: %s %s: is a directory\n", cmd, option, path);
+        return false;
+    }
+    return true;
 }
 
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg) {

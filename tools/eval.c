@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static const char CMD[] = "longattn eval";
 
@@ -656,26 +655,13 @@ static int run_ppl_task(const eval_options *o, const model_env *e, la_session *s
 
 /* ---- driver */
 
-/* The directory the heatmaps go to must take files: checked before the
- * model runs, not found after the first grid (false, printed). */
-static bool heatmap_dir_ok(const eval_options *o) {
-    if (o->no_heatmap || !(o->task[TASK_NEEDLE] || o->task[TASK_MULTIKEY])) return true;
-    char dir[1024];
-    const char *slash = strrchr(o->heatmap, '/');
-    if (!slash) snprintf(dir, sizeof dir, ".");
-    else snprintf(dir, sizeof dir, "%.*s", slash == o->heatmap ? 1 : (int)(slash - o->heatmap), o->heatmap);
-    if (access(dir, W_OK | X_OK)) {
-        fprintf(stderr, "%s: --heatmap %s: cannot write into '%s': %s\n", CMD, o->heatmap, dir, strerror(errno));
-        return false;
-    }
-    return true;
-}
-
 int cmd_eval(int argc, char **argv) {
     eval_options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
-    if (!heatmap_dir_ok(&o)) return 1;
+    /* the directory the heatmaps go to: checked before the model runs */
+    if (!o.no_heatmap && (o.task[TASK_NEEDLE] || o.task[TASK_MULTIKEY]) && !cli_output_ok(CMD, "--heatmap", o.heatmap, true))
+        return 1;
 
     la_model *m = NULL;
     la_context *ctx = NULL;

@@ -186,6 +186,10 @@ int cmd_ppl(int argc, char **argv) {
         return 2;
     }
 
+    /* the files written after the run: checked before it */
+    if ((calib_path && !cli_output_ok(CMD, "--calibrate-sparse", calib_path, false)) ||
+        (score_path && !cli_output_ok(CMD, "--score-heads", score_path, false)))
+        return 1;
     size_t len;
     char *text = cli_read_file(CMD, text_path, &len);
     if (!text) return 1;

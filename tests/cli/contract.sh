@@ -114,6 +114,15 @@ expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" ev
     --heatmap /nonexistent/dir/p
 [ -d /proc ] && expect 1 "cannot write" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --threads 2 \
     --heatmap /proc/longattn-contract
+# files written after a long run: a path that cannot take them is found
+# before it (calibrate-duo -o and ppl's were found after the whole run)
+expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-duo -m /nonexistent.gguf \
+    -o /nonexistent/duo.txt
+expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
+expect 1 "--calibrate-sparse /nonexistent/c: cannot write into" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --calibrate-sparse /nonexistent/c
+expect 1 "--score-heads $TMP: is a directory" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
+    --score-heads "$TMP"
 # a --dump-qk directory that cannot be made is a failure at run time (exit 1,
 # was 2), and a file in its place is refused before the run (was taken for
 # the directory: the run went through, then its files could not be written)
