@@ -1340,7 +1340,8 @@ LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t h
 
 /* Decode attention over one layer of the cache for sequences [seq0, seq0 +
  * B): q [B, Lq, H, D] f32 (H a multiple of n_kv_heads), out like q (f32,
- * bf16 or f16), lse [B, Lq, H] f32 or NULL. Query head h reads KV head
+ * bf16 or f16: computed in f32, each element rounded once), lse [B, Lq, H]
+ * f32 or NULL. Query head h reads KV head
  * h / (H / n_kv_heads). Float pages: la_attention_decode over
  * la_kv_cache_view(layer, -1, ...), or, when the heads hold different
  * numbers of entries, over each head's view with its query heads' slices

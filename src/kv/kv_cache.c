@@ -563,11 +563,50 @@ la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, in
     return la_succeed();
 }
 
+/* Float pages with a bf16 or f16 out (the header's "out like q (f32, bf16
+ * or f16)", which quantised pages always took; la_attention_decode writes
+ * f32 or q's dtype, so it was LA_ERR_DTYPE here): the decode into an f32
+ * scratch, each element rounded once into out. out's own checks first. */
+static la_status decode_rounded_out(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
+                                    int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse) {
+    la_status st;
+    if ((st = la_check_tensor(q, "q", 4, 0)) || (st = la_check_tensor(out, "out", 4, 0)) ||
+        (st = la_check_no_self_overlap(out, "out")))
+        return st;
+    for (int i = 0; i < 4; i++)
+        if (out->shape[i] != q->shape[i])
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: out dim %d is %lld; q's is %lld", i,
+                           (long long)out->shape[i], (long long)q->shape[i]);
+    const la_arg_memory mem[] = {{"out", out}, {"lse", lse}, {"q", q}};
+    if ((st = la_check_arg_memory(ctx, mem, 3, 2))) return st;
+    const int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3];
+    size_t n;
+    if (!la_mul_size((size_t)(B * Lq), (size_t)(H * D), &n) || n > SIZE_MAX / sizeof(float))
+        return la_fail(LA_ERR_OVERFLOW, "la_kv_cache_decode: out has too many elements");
+    float *tmp = malloc(sizeof(float) * (n ? n : 1));
+    if (!tmp) return la_fail(LA_ERR_NOMEM, "la_kv_cache_decode: no memory for %zu f32 outputs", n);
+    la_tensor t = la_tensor_contiguous(tmp, LA_F32, 4, q->shape);
+    if (!(st = la_kv_cache_decode(ctx, p, c, layer, seq0, q, &t, lse)))
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < Lq; i++)
+                for (int64_t h = 0; h < H; h++) {
+                    char *row = (char *)out->data + (size_t)(b * out->stride[0] + i * out->stride[1] +
+                                                             h * out->stride[2]) * la_dtype_size(out->dtype);
+                    const float *src = tmp + ((b * Lq + i) * H + h) * D;
+                    for (int64_t d = 0; d < D; d++) la_store_f32(row, out->dtype, d, src[d]);
+                }
+    free(tmp);
+    return st;
+}
+
 la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
                              int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse) {
     la_status st = check_index(c, "la_kv_cache_decode", layer, 0, false, seq0);
     if (st) return st;
     if (!q) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: q is NULL");
+    if (!quantised(c) && ctx && out && (out->dtype == LA_BF16 || out->dtype == LA_F16) && q->dtype == LA_F32 &&
+        out->device.kind == LA_DEVICE_CPU)
+        return decode_rounded_out(ctx, p, c, layer, seq0, q, out, lse);
     if (!quantised(c)) {
         la_kv_view view;
         if (q->ndim != 4 || q->shape[0] <= 0)
