@@ -442,7 +442,7 @@ typedef struct {
     la_decay_kind decay;
     const float *head_log_decay; /* [H] f32, each finite and <= 0: LA_DECAY_HEAD only */
     la_linear_form form;
-    int64_t chunk_size;          /* chunked form: tokens per chunk, >= 1 (default 64) */
+    int64_t chunk_size;          /* chunked form and backward: tokens per chunk, 1..1024 (default 64) */
     const int32_t *cu_seqlens;   /* [num_seqs + 1] or NULL for a dense batch */
     int64_t num_seqs;
     /* Hedgehog only: W [H, Dk, feature_proj_dim] f32, contiguous, finite */
@@ -473,7 +473,8 @@ LA_API la_linear_params la_linear_params_default(void);
  * do not divide, a state of the wrong shape), LA_ERR_DTYPE, LA_ERR_STRIDE,
  * LA_ERR_OVERFLOW, LA_ERR_ARGUMENT (an option out of range: chunk_size < 1,
  * a bad head_log_decay; an output overlapping another argument),
- * LA_ERR_SEQLENS (bad cu_seqlens), LA_ERR_UNSUPPORTED, LA_ERR_DEVICE. The
+ * LA_ERR_SEQLENS (bad cu_seqlens), LA_ERR_UNSUPPORTED (chunk_size above
+ * 1024 in the chunked form, as the delta rule's), LA_ERR_DEVICE. The
  * aliasing rules are attention's: outputs share no memory with anything. */
 LA_API la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
                                              const la_tensor *k, const la_tensor *v, const la_tensor *g,

@@ -186,7 +186,10 @@ LA_API la_status la_session_new_with(const la_model *m, la_context *ctx, const l
 LA_API la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out);
 LA_API void la_session_free(la_session *s);
 LA_API void la_session_reset(la_session *s);          /* forget all tokens */
-LA_API int64_t la_session_pos(const la_session *s);   /* tokens in the cache */
+/* Tokens evaluated since the session was made or reset: the next token's
+ * position, which max_ctx bounds. Under an evicting kv_policy the cache
+ * holds fewer (la_kv_cache_len of la_session_kv_cache). 0 for NULL. */
+LA_API int64_t la_session_pos(const la_session *s);
 /* Bytes of the KV pages in use (la_kv_cache_bytes). */
 LA_API size_t la_session_kv_bytes(const la_session *s);
 /* The session's cache, for inspection (positions, per-head lengths). */
