@@ -151,6 +151,11 @@ for v in "" "," "a,,b" ",a"; do
     expect 2 "bad value for --qk-file: '$v'" bench sparse --quick --threads 2 --qk-file "$v"
 done
 QUICK_ATTN="--quick --L 64 --D 64 --H 1 --Hkv 1 --threads 2"
+# one value where one is taken: "--D 64,128" ran 64 alone, with no word of the 128
+expect 2 "bench decode takes one value for --D" bench decode --quick --L 64 --threads 2 --D 64,128
+expect 2 "bench kvquant takes one value for --D" bench kvquant --quick --L 64 --threads 2 --D 64,128
+expect 2 "bench linear takes one value for --D" bench linear --quick --L 64 --threads 2 --D 64,128
+expect 2 "bench sparse takes one value for --causal" bench sparse --quick --L 256 --threads 2 --causal 0,1
 expect 2 "bad value for --type: 'q4_1,'" bench matmul --quick --L 1 --threads 2 --type q4_1,
 expect 2 "bad value for --dtype: ',f32'" bench attention $QUICK_ATTN --pass fwd --dtype ,f32
 expect 2 "bad value for --dtype: 'f32,,bf16'" bench attention $QUICK_ATTN --pass fwd --dtype f32,,bf16
