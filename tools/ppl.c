@@ -187,7 +187,7 @@ int cmd_ppl(int argc, char **argv) {
     }
 
     /* the files written after the run: checked before it */
-    if ((calib_path && !cli_output_ok(CMD, "--calibrate-sparse", calib_path, false)) ||
+    if ((calib_path && !cli_output_ok(CMD, "--calibrate-sparse", calib_path, strchr(calib_targets, ',') != NULL)) ||
         (score_path && !cli_output_ok(CMD, "--score-heads", score_path, false)))
         return 1;
     size_t len;
