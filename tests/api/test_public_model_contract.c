@@ -316,7 +316,7 @@ static void check_chat_and_eval(la_model *m) {
     EXPECT(la_sparse_gammas_write("/nonexistent/dir/gammas.txt", g4, 2, 2), LA_ERR_IO);
     la_duo_params dp = la_duo_params_default();
     dp.n_prompts = 0;
-    float sc[1024];
+    float sc[1024] = {0}; /* read by la_duo_scores_write below, which now checks the values: never left unset */
     EXPECT(la_duo_calibrate(m, ctx, &dp, sc), LA_ERR_ARGUMENT);
     dp = la_duo_params_default(), dp.context = 15;
     EXPECT(la_duo_calibrate(m, ctx, &dp, sc), LA_ERR_ARGUMENT);
