@@ -196,7 +196,13 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         if (!strcmp(a, "--chains") || !strcmp(a, "--hops")) vartrack_only = a;
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-f")) o->text_path = v;
-        else if (!strcmp(a, "--heatmap")) o->heatmap = v;
+        else if (!strcmp(a, "--heatmap")) {
+            o->heatmap = v;
+            if (!*v) { /* the files were "-needle-...csv" in the working directory */
+                fprintf(stderr, "%s: --heatmap expects a file prefix, got ''\n", CMD);
+                ok = false;
+            }
+        }
         else if (!strcmp(a, "--task")) ok = parse_tasks(v, o);
         else if (!strcmp(a, "--kv")) kv = v;
         else if (!strcmp(a, "--kv-type")) ok = parse_types(v, o);

@@ -110,6 +110,7 @@ for v in "" "1," "1,,2" " 1" -1 abc; do
 done
 # eval's heatmaps: a directory that cannot take them is found before the
 # run, and a CSV that cannot be written fails the run (it exited 0)
+expect 2 "--heatmap expects a file prefix, got ''" eval -m /nonexistent.gguf --heatmap ""
 expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" eval -m /nonexistent.gguf \
     --heatmap /nonexistent/dir/p
 [ -d /proc ] && expect 1 "cannot write" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --threads 2 \
