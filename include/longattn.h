@@ -442,7 +442,7 @@ typedef struct {
     la_decay_kind decay;
     const float *head_log_decay; /* [H] f32, each finite and <= 0: LA_DECAY_HEAD only */
     la_linear_form form;
-    int64_t chunk_size;          /* chunked form: tokens per chunk, >= 1 (default 64) */
+    int64_t chunk_size;          /* chunked form and backward: tokens per chunk, 1..1024 (default 64) */
     const int32_t *cu_seqlens;   /* [num_seqs + 1] or NULL for a dense batch */
     int64_t num_seqs;
     /* Hedgehog only: W [H, Dk, feature_proj_dim] f32, contiguous, finite */
@@ -473,7 +473,8 @@ LA_API la_linear_params la_linear_params_default(void);
  * do not divide, a state of the wrong shape), LA_ERR_DTYPE, LA_ERR_STRIDE,
  * LA_ERR_OVERFLOW, LA_ERR_ARGUMENT (an option out of range: chunk_size < 1,
  * a bad head_log_decay; an output overlapping another argument),
- * LA_ERR_SEQLENS (bad cu_seqlens), LA_ERR_UNSUPPORTED, LA_ERR_DEVICE. The
+ * LA_ERR_SEQLENS (bad cu_seqlens), LA_ERR_UNSUPPORTED (chunk_size above
+ * 1024 in the chunked form, as the delta rule's), LA_ERR_DEVICE. The
  * aliasing rules are attention's: outputs share no memory with anything. */
 LA_API la_status la_linear_attention_forward(la_context *ctx, const la_linear_params *p, const la_tensor *q,
                                              const la_tensor *k, const la_tensor *v, const la_tensor *g,
@@ -1270,7 +1271,7 @@ typedef struct {
     int64_t n_kv_heads;  /* > 0 */
     int64_t head_dim;    /* multiple of 8, at most LA_MAX_HEAD_DIM (decode's rule) */
     int64_t page_size;   /* tokens per page, > 0 */
-    int64_t max_tokens;  /* entries per (layer, head, sequence), > 0 */
+    int64_t max_tokens;  /* entries per (layer, head, sequence), in [1, 2^31 - 1] */
     int64_t max_seqs;    /* sequences, > 0 */
     la_dtype dtype;      /* LA_F32, LA_BF16 or LA_F16 (float pages) */
     la_kv_quant quant;   /* LA_KV_QUANT_NONE: float pages of dtype; LA_KV_Q8 / LA_KV_Q4: quantised */
@@ -1304,8 +1305,9 @@ LA_API la_kv_cache_params la_kv_cache_params_default(void);
  * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_ARGUMENT (quant not a
  * la_kv_quant; with quant, a group size <= 0 or not dividing page_size /
  * head_dim, a key group above 256, a window outside [0, 65536]),
- * LA_ERR_OVERFLOW (max_seqs x pages per sequence beyond int32 block ids, or
- * bytes beyond size_t), LA_ERR_NOMEM.
+ * LA_ERR_OVERFLOW (max_tokens beyond 2^31 - 1: lengths are int32; max_seqs
+ * x pages per sequence beyond int32 block ids; the bytes of a page or of a
+ * layer beyond size_t), LA_ERR_NOMEM.
  *
  * Memory: the whole cache is reserved as address space; OS pages are
  * committed as appends reach them and given back when entries leave.
@@ -1362,7 +1364,8 @@ LA_API la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t h
 
 /* Decode attention over one layer of the cache for sequences [seq0, seq0 +
  * B): q [B, Lq, H, D] f32 (H a multiple of n_kv_heads), out like q (f32,
- * bf16 or f16), lse [B, Lq, H] f32 or NULL. Query head h reads KV head
+ * bf16 or f16: computed in f32, each element rounded once), lse [B, Lq, H]
+ * f32 or NULL. Query head h reads KV head
  * h / (H / n_kv_heads). Float pages: la_attention_decode over
  * la_kv_cache_view(layer, -1, ...), or, when the heads hold different
  * numbers of entries, over each head's view with its query heads' slices

@@ -189,7 +189,10 @@ LA_API la_status la_session_new_with(const la_model *m, la_context *ctx, const l
 LA_API la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out);
 LA_API void la_session_free(la_session *s);
 LA_API void la_session_reset(la_session *s);          /* forget all tokens */
-LA_API int64_t la_session_pos(const la_session *s);   /* tokens in the cache */
+/* Tokens evaluated since the session was made or reset: the next token's
+ * position, which max_ctx bounds. Under an evicting kv_policy the cache
+ * holds fewer (la_kv_cache_len of la_session_kv_cache). 0 for NULL. */
+LA_API int64_t la_session_pos(const la_session *s);
 /* Bytes of the KV pages in use (la_kv_cache_bytes). */
 LA_API size_t la_session_kv_bytes(const la_session *s);
 /* The session's cache, for inspection (positions, per-head lengths). */
@@ -266,7 +269,8 @@ LA_API la_status la_sparse_heads_split(const double *score, int64_t n_layer, int
  * one line of HEADS gammas per layer; '#' lines before the header are
  * comments. _read checks the header against n_layer and n_head and every
  * value (finite, in [0, 1]): LA_ERR_NULL, LA_ERR_ARGUMENT (n_layer or
- * n_head outside [1, 2^20]), LA_ERR_IO (cannot open or write),
+ * n_head outside [1, 2^20]; _write: a gamma outside [0, 1] or NaN, so it
+ * never writes a file _read refuses), LA_ERR_IO (cannot open or write),
  * LA_ERR_FORMAT (anything else wrong, with the line). */
 LA_API la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n_layer, int64_t n_head);
 LA_API la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_head, float *gamma);
@@ -298,7 +302,9 @@ LA_API la_duo_params la_duo_params_default(void);
 LA_API la_status la_duo_calibrate(const la_model *m, la_context *ctx, const la_duo_params *p, float *scores);
 /* Write scores in the format the duo policy reads (longattn.h: a header
  * line "longattn-duo-scores 1 LAYERS KV_HEADS", then one line per layer).
- * LA_ERR_IO when the file cannot be written. */
+ * LA_ERR_NULL, LA_ERR_ARGUMENT (sizes outside [1, 2^20], a score not
+ * finite: the policy would refuse the file; nothing is written), LA_ERR_IO
+ * when the file cannot be written. */
 LA_API la_status la_duo_scores_write(const char *path, const float *scores, int64_t n_layers, int64_t n_kv_heads);
 
 /* ----------------------------------------------------- sampler */

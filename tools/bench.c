@@ -72,6 +72,11 @@ static int parse_list(const char *s, int64_t *out, int max) {
     return n;
 }
 
+/* A comma-separated list with no empty item: strtok skips them, so "f32,",
+ * ",fwd" and "a,,b" were read as "f32", "fwd" and "a,b", and an --qk-file
+ * of "" or "," as no file at all (exit 0, no rows). */
+static bool items_ok(const char *s) { return *s && s[0] != ',' && s[strlen(s) - 1] != ',' && !strstr(s, ",,"); }
+
 static int parse_dtypes(const char *s, la_dtype *out) {
     int n = 0;
     char buf[64];
@@ -95,8 +100,9 @@ static void usage(FILE *f) {
             "               memory as long ones do (rows then carry \"caches\":\"cold\")\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
-            "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16]\n"
-            "       kvquant:   [--L 8192,32768] decode through la_kv_cache_decode over f32, f16, q8 and q4 pages\n"
+            "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16] [--H 32] [--Hkv 8] [--D 128]\n"
+            "       kvquant:   [--L 8192,32768] [--H 32] [--Hkv 8] [--D 128] decode through la_kv_cache_decode\n"
+            "                  over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
             "                  [--chunk 64] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
             "                  [--op linear|delta|gated_delta|titans|mamba|aaren|all]: the mixer (default\n"
@@ -215,6 +221,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         }
         else if (!strcmp(a, "--causal")) o->ncausal = parse_causal(val, o->causal);
         else if (!strcmp(a, "--pass")) bad = !parse_passes(val, o);
+        if ((!strcmp(a, "--qk-file") || !strcmp(a, "--dtype") || !strcmp(a, "--type") || !strcmp(a, "--pass")) &&
+            !items_ok(val))
+            bad = true;
         if (bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 || o->op < 0 ||
             o->feature < 0 || o->nmm_type < 0) {
             fprintf(stderr, "%s: bad value for %s: '%s'\n", CMD, a, val);
@@ -223,6 +232,12 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
     }
     if (o->qk_file && strcmp(argv[1], "sparse")) {
         fprintf(stderr, "%s: --qk-file is only for bench sparse\n", CMD);
+        return -1;
+    }
+    /* a list where one value is taken: the first was used, the rest dropped in silence */
+    const bool many_D = o->nD > 1 && strcmp(argv[1], "attention");
+    if (many_D || (o->ncausal > 1 && !strcmp(argv[1], "sparse"))) {
+        fprintf(stderr, "%s: bench %s takes one value for %s\n", CMD, argv[1], many_D ? "--D" : "--causal");
         return -1;
     }
     if (o->threads <= 0) { /* the library's default: what a context with 0 threads gets */

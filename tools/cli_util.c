@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 bool cli_parse_sparse(const char *cmd, const char *text, la_sparse_choice *out) {
     if (!la_sparse_choice_parse(text, out)) return true;
@@ -53,7 +55,9 @@ bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out) {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(text, &end, 0);
+    /* base 10, as every other integer option: base 0 read "010" as 8 and
+     * refused "08" and "09" (octal digits) */
+    unsigned long long v = strtoull(text, &end, 10);
     if (errno || end == text || *end || text[0] == '-' || starts_blank(text)) {
         fprintf(stderr, "%s: %s expects a non-negative integer, got '%s'\n", cmd, option, text);
         return false;
@@ -155,6 +159,30 @@ bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *
         cli_fail(cmd, "--sparse-heads", st);
         free(*gamma);
         *gamma = NULL;
+        return false;
+    }
+    return true;
+}
+
+bool cli_needs_topk(const char *cmd, const char *option, const la_sparse_choice *choice, bool coverage) {
+    if (choice->kind == LA_SPARSE_TOPK && (!coverage || (choice->budget > 0 && choice->budget <= 1))) return true;
+    fprintf(stderr, "%s: %s needs --sparse topk:%s\n", cmd, option,
+            coverage ? "G with a coverage G in (0, 1]" : "BUDGET");
+    return false;
+}
+
+bool cli_output_ok(const char *cmd, const char *option, const char *path, bool prefix) {
+    char dir[4096];
+    const char *slash = strrchr(path, '/');
+    struct stat sb;
+    if (!slash) snprintf(dir, sizeof dir, ".");
+    else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    if (access(dir, W_OK | X_OK)) {
+        fprintf(stderr, "%s: %s %s: cannot write into '%s': %s\n", cmd, option, path, dir, strerror(errno));
+        return false;
+    }
+    if (!prefix && !stat(path, &sb) && S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: %s %s: is a directory\n", cmd, option, path);
         return false;
     }
     return true;

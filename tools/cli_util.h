@@ -50,6 +50,17 @@ int64_t cli_model_ctx(const char *cmd, const char *option, int64_t requested, co
  * for the model, malloc'd into *gamma; prints the reason and returns false
  * when it cannot be read. */
 bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *cfg, float **gamma);
+/* An option that needs --sparse topk (--sparse-heads, --calibrate-sparse,
+ * --score-heads): true when `choice` is topk, with a coverage budget in
+ * (0, 1] when `coverage` (la_session_params.sparse_head_gamma's rule);
+ * else prints "CMD: OPTION needs --sparse topk:..." and returns false, so
+ * the command stops with a usage error before it loads the model. */
+bool cli_needs_topk(const char *cmd, const char *option, const la_sparse_choice *choice, bool coverage);
+/* A file the command writes after its run (`path`, or with `prefix` the
+ * files named PATH-...): its directory must take files and a file's path
+ * must not be a directory, checked before the run rather than found after
+ * it; else prints "CMD: OPTION PATH: ..." and returns false (exit 1). */
+bool cli_output_ok(const char *cmd, const char *option, const char *path, bool prefix);
 /* After a sparse prefill: each layer's share of dense attention's key
  * blocks that the prefill computed (la_session_sparse_counts), on stderr. */
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg);

@@ -52,6 +52,7 @@ int cmd_calibrate_duo(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (!cli_output_ok(CMD, "-o", out, false)) return 1; /* before the calibration, not after it */
     la_model *m = NULL;
     la_context *ctx = NULL;
     float *scores = NULL;

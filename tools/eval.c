@@ -13,6 +13,7 @@
 #include "ppl_score.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,6 +164,8 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     o->task[TASK_NEEDLE] = true;
     o->types[0] = la_session_params_default().kv_type, o->n_types = 1;
     char *lengths = default_lengths, *depths = default_depths, *kv = default_kv;
+    /* a task's own options given without the task would be ignored in silence */
+    const char *ppl_only = NULL, *multikey_only = NULL, *vartrack_only = NULL;
     for (int i = 1; i < argc; i++) {
         char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -188,9 +191,18 @@ static int parse_args(int argc, char **argv, eval_options *o) {
             return 2;
         }
         bool ok = true;
+        if (!strcmp(a, "--ppl-ctx") || !strcmp(a, "--ppl-chunks") || !strcmp(a, "--ppl-offset")) ppl_only = a;
+        if (!strcmp(a, "--keys")) multikey_only = a;
+        if (!strcmp(a, "--chains") || !strcmp(a, "--hops")) vartrack_only = a;
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-f")) o->text_path = v;
-        else if (!strcmp(a, "--heatmap")) o->heatmap = v;
+        else if (!strcmp(a, "--heatmap")) {
+            o->heatmap = v;
+            if (!*v) { /* the files were "-needle-...csv" in the working directory */
+                fprintf(stderr, "%s: --heatmap expects a file prefix, got ''\n", CMD);
+                ok = false;
+            }
+        }
         else if (!strcmp(a, "--task")) ok = parse_tasks(v, o);
         else if (!strcmp(a, "--kv")) kv = v;
         else if (!strcmp(a, "--kv-type")) ok = parse_types(v, o);
@@ -228,13 +240,23 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     const char *problem = !o->model_path                  ? "-m MODEL.gguf is required"
                           : o->task[TASK_PPL] && !o->text_path ? "--task ppl needs -f FILE (scripts/get-eval-text.sh makes one)"
                           : o->text_path && !o->task[TASK_PPL] ? "-f FILE is only for --task ppl"
-                          : o->ppl_offset && !o->task[TASK_PPL] ? "--ppl-offset is only for --task ppl"
                                                                : NULL;
+    const char *only = ppl_only && !o->task[TASK_PPL]                ? ppl_only
+                       : multikey_only && !o->task[TASK_MULTIKEY] ? multikey_only
+                       : vartrack_only && !o->task[TASK_VARTRACK] ? vartrack_only
+                                                                  : NULL;
+    if (!problem && only) {
+        fprintf(stderr, "%s: %s is only for --task %s\n", CMD, only,
+                only == ppl_only ? "ppl" : only == multikey_only ? "multikey" : "vartrack");
+        usage(stderr);
+        return 2;
+    }
     if (problem) {
         fprintf(stderr, "%s: %s\n", CMD, problem);
         usage(stderr);
         return 2;
     }
+    if (o->sparse_heads && !cli_needs_topk(CMD, "--sparse-heads", &o->sparse, true)) return 2;
     return 0;
 }
 
@@ -350,8 +372,11 @@ static void print_header(void) {
            "share", "score", "tokens/s");
 }
 
-/* CSV heatmap (rows: lengths, columns: depths) and, with gnuplot, a PNG. */
-static void write_heatmap(const eval_options *o, const run_id *r, const double *grid) {
+/* CSV heatmap (rows: lengths, columns: depths) and, with gnuplot, a PNG.
+ * False (printed) when the CSV cannot be written: the run then fails
+ * (exit 1; it exited 0 with the message alone). No gnuplot, or a failed
+ * PNG, is not a failure: the PNG is optional. */
+static bool write_heatmap(const eval_options *o, const run_id *r, const double *grid) {
     char safe[96], path[1024];
     size_t k = 0;
     for (const char *c = r->policy_text; *c && k + 1 < sizeof safe; c++)
@@ -360,12 +385,12 @@ static void write_heatmap(const eval_options *o, const run_id *r, const double *
     int n = snprintf(path, sizeof path, "%s-%s-%s-%s.csv", o->heatmap, TASK_NAMES[r->task], safe, r->type_name);
     if (n < 0 || (size_t)n >= sizeof path - 4) {
         fprintf(stderr, "%s: --heatmap prefix too long; no heatmap written\n", CMD);
-        return;
+        return false;
     }
     FILE *f = fopen(path, "w");
     if (!f) {
-        fprintf(stderr, "%s: cannot write '%s'\n", CMD, path);
-        return;
+        fprintf(stderr, "%s: cannot write '%s': %s\n", CMD, path, strerror(errno));
+        return false;
     }
     fprintf(f, "length\\depth");
     for (int d = 0; d < o->n_depths; d++) fprintf(f, ",%lld", (long long)o->depths[d]);
@@ -375,20 +400,23 @@ static void write_heatmap(const eval_options *o, const run_id *r, const double *
         for (int d = 0; d < o->n_depths; d++) fprintf(f, ",%.4f", grid[l * o->n_depths + d]);
         fputc('\n', f);
     }
-    fclose(f);
+    if ((ferror(f) != 0) | (fclose(f) != 0)) {
+        fprintf(stderr, "%s: error writing '%s'\n", CMD, path);
+        return false;
+    }
     fprintf(stderr, "%s: wrote %s\n", CMD, path);
     if (system("command -v gnuplot >/dev/null 2>&1") != 0) {
         static bool told;
         if (!told) fprintf(stderr, "%s: gnuplot not found: no PNG heatmap (scripts/install-deps.sh installs it)\n", CMD);
         told = true;
-        return;
+        return true;
     }
     char png[1024];
     snprintf(png, sizeof png, "%.*s.png", n - 4, path);
     FILE *g = popen("gnuplot", "w");
     if (!g) {
         fprintf(stderr, "%s: cannot run gnuplot\n", CMD);
-        return;
+        return true;
     }
     fprintf(g, "set terminal pngcairo size 900,560\nset output '%s'\n", png);
     fprintf(g, "set title '%s, %s, KV %s' noenhanced\n", TASK_NAMES[r->task], r->policy_text, r->type_name);
@@ -409,6 +437,7 @@ static void write_heatmap(const eval_options *o, const run_id *r, const double *
     int rc = pclose(g);
     if (rc) fprintf(stderr, "%s: gnuplot failed (status %d); no PNG\n", CMD, rc);
     else fprintf(stderr, "%s: wrote %s\n", CMD, png);
+    return true;
 }
 
 /* ---- the generation tasks */
@@ -562,7 +591,7 @@ static int run_generation_task(const eval_options *o, const model_env *e, la_ses
     }
     if (!rc) {
         print_summary(o, r, &sum);
-        if (has_depth && !o->no_heatmap) write_heatmap(o, r, grid);
+        if (has_depth && !o->no_heatmap && !write_heatmap(o, r, grid)) rc = 1;
     }
     free(reply.text);
     free(grid);
@@ -636,6 +665,9 @@ int cmd_eval(int argc, char **argv) {
     eval_options o;
     int rc = parse_args(argc, argv, &o);
     if (rc) return rc < 0 ? 0 : rc;
+    /* the directory the heatmaps go to: checked before the model runs */
+    if (!o.no_heatmap && (o.task[TASK_NEEDLE] || o.task[TASK_MULTIKEY]) && !cli_output_ok(CMD, "--heatmap", o.heatmap, true))
+        return 1;
 
     la_model *m = NULL;
     la_context *ctx = NULL;

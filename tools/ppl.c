@@ -165,10 +165,7 @@ int cmd_ppl(int argc, char **argv) {
     if (!calib_targets) calib_targets = "0.995";
     if (!shares) shares = "0.5";
     /* --score-heads' options checked before the long run, not after it */
-    if (score_path && (sp.sparse.kind != LA_SPARSE_TOPK || !(sp.sparse.budget > 0 && sp.sparse.budget <= 1))) {
-        fprintf(stderr, "%s: --score-heads needs --sparse topk:G with a coverage G in (0, 1]\n", CMD);
-        return 2;
-    }
+    if (score_path && !cli_needs_topk(CMD, "--score-heads", &sp.sparse, true)) return 2;
     if (score_path && !list_ok(shares, 0, 1)) {
         fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
         return 2;
@@ -179,12 +176,20 @@ int cmd_ppl(int argc, char **argv) {
                 calib_targets, LA_SPARSE_CALIB_TARGET_MIN, LA_SPARSE_CALIB_TARGET_MAX);
         return 2;
     }
+    /* before, found by the library once the model was read: exit 1, "kind 0 given" */
+    if ((heads_path && !cli_needs_topk(CMD, "--sparse-heads", &sp.sparse, true)) ||
+        (calib_path && !cli_needs_topk(CMD, "--calibrate-sparse", &sp.sparse, false)))
+        return 2;
     if (!model_path || !text_path || !n_ctx) {
         fprintf(stderr, "%s: -m, -f and --ctx are required\n", CMD);
         usage(stderr);
         return 2;
     }
 
+    /* the files written after the run: checked before it */
+    if ((calib_path && !cli_output_ok(CMD, "--calibrate-sparse", calib_path, strchr(calib_targets, ',') != NULL)) ||
+        (score_path && !cli_output_ok(CMD, "--score-heads", score_path, false)))
+        return 1;
     size_t len;
     char *text = cli_read_file(CMD, text_path, &len);
     if (!text) return 1;

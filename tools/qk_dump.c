@@ -8,12 +8,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-bool qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layers) {
+int qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layers) {
     memset(d, 0, sizeof *d);
     d->dir = dir;
     if (!*layers) {
         fprintf(stderr, "%s: --dump-layers is empty\n", cmd);
-        return false;
+        return 2;
     }
     if (!strcmp(layers, "all")) {
         for (int i = 0; i < QK_DUMP_MAX_LAYERS; i++) d->want[i] = true;
@@ -26,17 +26,25 @@ bool qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *laye
                 *p == '+') {
                 fprintf(stderr, "%s: --dump-layers expects 'all' or layer numbers in [0, %d) separated by commas\n",
                         cmd, QK_DUMP_MAX_LAYERS);
-                return false;
+                return 2;
             }
             d->want[v] = true;
             p = *end ? end + 1 : end;
         }
     }
+    /* a directory that cannot be made is a failure at run time (exit 1), as
+     * a missing file is; an existing file in its place was taken for the
+     * directory, and the layers' files then failed after the whole run */
+    struct stat sb;
     if (mkdir(dir, 0777) && errno != EEXIST) {
-        fprintf(stderr, "%s: cannot create '%s': %s\n", cmd, dir, strerror(errno));
-        return false;
+        fprintf(stderr, "%s: --dump-qk: cannot create '%s': %s\n", cmd, dir, strerror(errno));
+        return 1;
     }
-    return true;
+    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
+        fprintf(stderr, "%s: --dump-qk: '%s' is not a directory\n", cmd, dir);
+        return 1;
+    }
+    return 0;
 }
 
 void qk_dump_observe(void *user, int64_t layer, const la_tensor *q, const la_tensor *k) {

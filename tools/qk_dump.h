@@ -22,8 +22,10 @@ typedef struct {
     bool failed;
 } qk_dump;
 
-/* layers: "all" or a comma list of layer numbers; false (printed) when bad. */
-bool qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layers);
+/* layers: "all" or a comma list of layer numbers; makes the directory dir.
+ * 0, or the exit status after printing why: 2 for bad layers (a usage
+ * error), 1 when dir cannot be made or is not a directory. */
+int qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layers);
 /* la_session_params.on_attention: appends the chunk's queries, keeps the latest keys. */
 void qk_dump_observe(void *user, int64_t layer, const la_tensor *q, const la_tensor *k);
 /* Write the files; false (printed) on failure. Frees the buffers. */

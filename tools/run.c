@@ -132,6 +132,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
         usage(stderr);
         return 2;
     }
+    if (o->sparse_heads && !cli_needs_topk(CMD, "--sparse-heads", &o->sparse, true)) return 2;
     if (!o->seed_given) o->sampling.seed = (uint64_t)time(NULL);
     return 0;
 }
@@ -254,10 +255,7 @@ int cmd_run(int argc, char **argv) {
     sp.sparse_head_gamma = gamma;
     static qk_dump dump; /* --dump-qk: large, so not on the stack */
     if (o.dump_qk) {
-        if (!qk_dump_init(&dump, CMD, o.dump_qk, o.dump_layers ? o.dump_layers : "0,7,15,23")) {
-            rc = 2;
-            goto done;
-        }
+        if ((rc = qk_dump_init(&dump, CMD, o.dump_qk, o.dump_layers ? o.dump_layers : "0,7,15,23"))) goto done;
         for (int64_t l = cfg->n_layer; o.dump_layers && strcmp(o.dump_layers, "all") && l < QK_DUMP_MAX_LAYERS; l++)
             if (dump.want[l]) { /* a layer the model does not have would be silently missing from DIR */
                 fprintf(stderr, "%s: --dump-layers: layer %lld is past the model's %lld layers\n", CMD, (long long)l,

@@ -168,27 +168,41 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
         return la_fail(LA_ERR_DTYPE, "la_kv_cache_create: dtype %d is not f32, bf16 or f16", (int)p->dtype);
     la_status st = check_quant(p);
     if (st) return st;
+    /* lengths, quantised lengths and block ids are int32 */
+    if (p->max_tokens > INT32_MAX)
+        return la_fail(LA_ERR_OVERFLOW, "la_kv_cache_create: max_tokens is %lld; entries per head are counted in "
+                       "int32, at most %d", (long long)p->max_tokens, INT32_MAX);
     const bool q = p->quant != LA_KV_QUANT_NONE;
     la_kv_cache c = {.p = *p, .es = q ? 1 : la_dtype_size(p->dtype)};
     c.pages = pages_for(&c, p->max_tokens);
     c.row_bytes = (size_t)p->head_dim * c.es;
+    /* a page's bytes: a page_size far beyond max_tokens (allowed) must not
+     * wrap them to a small number (then the reservation was a few bytes and
+     * the failure NOMEM "0 bytes", or worse) */
+    bool page_fits;
     if (q) {
         const int bits = p->quant == LA_KV_Q8 ? 8 : 4;
         const size_t code_row = (size_t)p->head_dim * (size_t)bits / 8, ps = (size_t)p->page_size;
+        /* codes, then f16 (scale, zero) per channel per key group / per value group per token */
+        size_t codes, kscales, vscales;
+        page_fits = la_mul_size(code_row, ps, &codes) &&
+                    la_mul_size(ps / (size_t)p->quant_key_group, (size_t)p->head_dim * 4, &kscales) &&
+                    la_mul_size(ps, (size_t)(p->head_dim / p->quant_value_group) * 4, &vscales) &&
+                    codes <= SIZE_MAX - kscales && codes <= SIZE_MAX - vscales;
         c.f = (la_kvq_format){.bits = bits, .D = p->head_dim, .page_size = p->page_size,
                               .key_group = p->quant_key_group, .value_group = p->quant_value_group,
                               .code_row = code_row,
-                              /* codes, then f16 (scale, zero) per channel per key group / per value group per token */
-                              .k_page = code_row * ps + ps / (size_t)p->quant_key_group * (size_t)p->head_dim * 4,
-                              .v_page = code_row * ps + ps * (size_t)(p->head_dim / p->quant_value_group) * 4,
+                              .k_page = page_fits ? codes + kscales : 0,
+                              .v_page = page_fits ? codes + vscales : 0,
                               .window_rows = p->quant_window + 2 * p->quant_key_group};
         c.kpage = c.f.k_page, c.vpage = c.f.v_page;
     } else {
-        c.kpage = c.vpage = c.row_bytes * (size_t)p->page_size;
+        page_fits = la_mul_size(c.row_bytes, (size_t)p->page_size, &c.kpage);
+        c.vpage = c.kpage;
     }
     int64_t blocks, heads_seqs, entries;
     size_t pos_bytes, win_elems = 0;
-    if (!la_mul_i64(p->max_seqs, c.pages, &blocks) || blocks > INT32_MAX ||
+    if (!page_fits || !la_mul_i64(p->max_seqs, c.pages, &blocks) || blocks > INT32_MAX ||
         !la_mul_i64(p->n_kv_heads, p->max_seqs, &heads_seqs) || !la_mul_i64(heads_seqs, p->n_layers, &entries) ||
         !la_mul_size(c.kpage, (size_t)c.pages, &c.kreg) || !la_mul_size(c.vpage, (size_t)c.pages, &c.vreg) ||
         !la_mul_size(c.kreg, (size_t)heads_seqs, &c.klayer) || !la_mul_size(c.vreg, (size_t)heads_seqs, &c.vlayer) ||
@@ -197,10 +211,10 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
         c.vlayer > (size_t)INT64_MAX / 2 ||
         (q && !la_mul_size((size_t)entries, (size_t)(c.f.window_rows * p->head_dim), &win_elems)))
         return la_fail(LA_ERR_OVERFLOW,
-                       "la_kv_cache_create: %lld sequences x %lld tokens x %lld heads x %lld dims do not fit: "
-                       "block ids must fit int32 and bytes size_t",
-                       (long long)p->max_seqs, (long long)p->max_tokens, (long long)p->n_kv_heads,
-                       (long long)p->head_dim);
+                       "la_kv_cache_create: %lld sequences x %lld tokens (pages of %lld) x %lld heads x %lld dims "
+                       "do not fit: block ids must fit int32 and bytes size_t",
+                       (long long)p->max_seqs, (long long)p->max_tokens, (long long)p->page_size,
+                       (long long)p->n_kv_heads, (long long)p->head_dim);
     c.kgran = commit_step(c.kreg), c.vgran = commit_step(c.vreg);
     c.kres = (c.klayer + c.kgran - 1) / c.kgran * c.kgran, c.vres = (c.vlayer + c.vgran - 1) / c.vgran * c.vgran;
     la_kv_cache *h = calloc(1, sizeof *h);
@@ -587,11 +601,50 @@ la_status la_kv_cache_view(const la_kv_cache *c, int64_t layer, int64_t head, in
     return la_succeed();
 }
 
+/* Float pages with a bf16 or f16 out (the header's "out like q (f32, bf16
+ * or f16)", which quantised pages always took; la_attention_decode writes
+ * f32 or q's dtype, so it was LA_ERR_DTYPE here): the decode into an f32
+ * scratch, each element rounded once into out. out's own checks first. */
+static la_status decode_rounded_out(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
+                                    int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse) {
+    la_status st;
+    if ((st = la_check_tensor(q, "q", 4, 0)) || (st = la_check_tensor(out, "out", 4, 0)) ||
+        (st = la_check_no_self_overlap(out, "out")))
+        return st;
+    for (int i = 0; i < 4; i++)
+        if (out->shape[i] != q->shape[i])
+            return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: out dim %d is %lld; q's is %lld", i,
+                           (long long)out->shape[i], (long long)q->shape[i]);
+    const la_arg_memory mem[] = {{"out", out}, {"lse", lse}, {"q", q}};
+    if ((st = la_check_arg_memory(ctx, mem, 3, 2))) return st;
+    const int64_t B = q->shape[0], Lq = q->shape[1], H = q->shape[2], D = q->shape[3];
+    size_t n;
+    if (!la_mul_size((size_t)(B * Lq), (size_t)(H * D), &n) || n > SIZE_MAX / sizeof(float))
+        return la_fail(LA_ERR_OVERFLOW, "la_kv_cache_decode: out has too many elements");
+    float *tmp = malloc(sizeof(float) * (n ? n : 1));
+    if (!tmp) return la_fail(LA_ERR_NOMEM, "la_kv_cache_decode: no memory for %zu f32 outputs", n);
+    la_tensor t = la_tensor_contiguous(tmp, LA_F32, 4, q->shape);
+    if (!(st = la_kv_cache_decode(ctx, p, c, layer, seq0, q, &t, lse)))
+        for (int64_t b = 0; b < B; b++)
+            for (int64_t i = 0; i < Lq; i++)
+                for (int64_t h = 0; h < H; h++) {
+                    char *row = (char *)out->data + (size_t)(b * out->stride[0] + i * out->stride[1] +
+                                                             h * out->stride[2]) * la_dtype_size(out->dtype);
+                    const float *src = tmp + ((b * Lq + i) * H + h) * D;
+                    for (int64_t d = 0; d < D; d++) la_store_f32(row, out->dtype, d, src[d]);
+                }
+    free(tmp);
+    return st;
+}
+
 la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, const la_kv_cache *c, int64_t layer,
                              int64_t seq0, const la_tensor *q, la_tensor *out, la_tensor *lse) {
     la_status st = check_index(c, "la_kv_cache_decode", layer, 0, false, seq0);
     if (st) return st;
     if (!q) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: q is NULL");
+    if (!quantised(c) && ctx && out && (out->dtype == LA_BF16 || out->dtype == LA_F16) && q->dtype == LA_F32 &&
+        out->device.kind == LA_DEVICE_CPU)
+        return decode_rounded_out(ctx, p, c, layer, seq0, q, out, lse);
     if (!quantised(c)) {
         la_kv_view view;
         if (q->ndim != 4 || q->shape[0] <= 0)

@@ -9,6 +9,7 @@
 
 #include "base/base.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -162,6 +163,12 @@ la_status la_duo_scores_write(const char *path, const float *scores, int64_t n_l
     if (n_layers < 1 || n_kv_heads < 1 || n_layers > (1 << 20) || n_kv_heads > (1 << 20))
         return la_fail(LA_ERR_ARGUMENT, "la_duo_scores_write: %lld layers x %lld KV heads", (long long)n_layers,
                        (long long)n_kv_heads);
+    /* the duo policy's reader refuses what is not finite: such a file is not written */
+    for (int64_t i = 0; i < n_layers * n_kv_heads; i++)
+        if (!isfinite(scores[i]))
+            return la_fail(LA_ERR_ARGUMENT, "la_duo_scores_write: scores[%lld] (layer %lld, KV head %lld) is %g; "
+                           "scores must be finite", (long long)i, (long long)(i / n_kv_heads),
+                           (long long)(i % n_kv_heads), (double)scores[i]);
     FILE *f = fopen(path, "w");
     if (!f) return la_fail(LA_ERR_IO, "la_duo_scores_write: cannot create '%s'", path);
     fprintf(f, "# DuoAttention-style head scores (longattn calibrate-duo): per layer, each KV head's attention\n"

@@ -231,6 +231,12 @@ la_status la_sparse_gammas_write(const char *path, const float *gamma, int64_t n
     if (n_layer < 1 || n_head < 1 || n_layer > (1 << 20) || n_head > (1 << 20))
         return la_fail(LA_ERR_ARGUMENT, "n_layer %lld and n_head %lld must be in [1, 2^20]", (long long)n_layer,
                        (long long)n_head);
+    /* what _read accepts, checked before the file is touched: a file it
+     * would refuse (nan, 2, -0.5 were written) is not written */
+    for (int64_t i = 0; i < n_layer * n_head; i++)
+        if (!(gamma[i] >= 0 && gamma[i] <= 1))
+            return la_fail(LA_ERR_ARGUMENT, "gamma[%lld] (layer %lld, head %lld) is %g; coverages are in [0, 1]",
+                           (long long)i, (long long)(i / n_head), (long long)(i % n_head), (double)gamma[i]);
     FILE *f = fopen(path, "w");
     if (!f) return la_fail(LA_ERR_IO, "cannot write '%s'", path);
     fprintf(f, "# per-head coverage for topk's sparse prefill (la_sparse_calibrate); use with --sparse-heads\n"

@@ -1015,6 +1015,19 @@ static void check_kv_cache(void) {
     BAD_PARAM(max_tokens, INT64_MAX - 8, LA_ERR_OVERFLOW);
     bp = cp, bp.max_seqs = (int64_t)1 << 40, bp.max_tokens = (int64_t)1 << 40;
     EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW);
+    /* A page's bytes wrapped when page_size is far beyond max_tokens (which
+     * is allowed): LA_ERR_NOMEM "could not reserve 0 bytes" for float pages,
+     * a reservation sized by the wrapped number for quantised ones. */
+    bp = cp, bp.head_dim = 512, bp.dtype = LA_F32, bp.page_size = (int64_t)1 << 53, bp.max_tokens = 1;
+    EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW); /* 2^53 x 2048 bytes */
+    if (junk) la_kv_cache_destroy(junk), junk = NULL;
+    bp.quant = LA_KV_Q8, bp.page_size = (int64_t)1 << 55, bp.n_kv_heads = 1, bp.max_seqs = 1;
+    EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW); /* codes: 2^55 x 512 bytes */
+    if (junk) la_kv_cache_destroy(junk), junk = NULL;
+    /* Lengths are int32: a head could be given more entries than they count. */
+    bp = cp, bp.max_tokens = (int64_t)INT32_MAX + 1, bp.page_size = bp.max_tokens;
+    EXPECT(la_kv_cache_create(&bp, &junk), LA_ERR_OVERFLOW);
+    if (junk) la_kv_cache_destroy(junk), junk = NULL;
     cp.quant = LA_KV_Q8;
     BAD_PARAM(quant_key_group, 0, LA_ERR_ARGUMENT);
     BAD_PARAM(quant_key_group, 3, LA_ERR_ARGUMENT); /* does not divide page_size 4 */
@@ -1594,6 +1607,83 @@ static void check_fuzz_findings(void) {
     la_context_destroy(ctx);
 }
 
+/* The test's own half-precision readers (no such function is public). */
+static float bf16_value(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static float f16_value(uint16_t h) {
+    const int e = (h >> 10) & 31, m = h & 1023;
+    const float mag = e == 0 ? ldexpf((float)m, -24) : e == 31 ? (m ? NAN : INFINITY) : ldexpf((float)(m | 1024), e - 25);
+    return h & 0x8000 ? -mag : mag;
+}
+
+/* Session 22: la_kv_cache_decode documents "out like q (f32, bf16 or f16)";
+ * float pages refused a bf16 or f16 out (LA_ERR_DTYPE "out is bf16;
+ * expected f32"), quantised pages took it. Each element must be the f32
+ * decode's, rounded once: within half an ulp, 2^-8 relative for bf16 and
+ * 2^-11 for f16 (values here are normal numbers); lse bit-identical. Even
+ * and ragged heads, a strided out, poisoned beforehand. */
+static void check_kv_cache_decode_out_dtypes(void) {
+    enum { HKV = 2, H = 4, D = 64, N = 40, LQ = 2 };
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_kv_heads = HKV, cp.head_dim = D, cp.page_size = 16, cp.max_tokens = 64;
+    la_kv_cache *c = NULL;
+    EXPECT_OK(la_kv_cache_create(&cp, &c)); /* f16 pages: the default */
+    const float *kr = filled(N * HKV * D), *vr = filled(N * HKV * D);
+    int32_t pos[N];
+    for (int i = 0; i < N; i++) pos[i] = i;
+    EXPECT_OK(la_kv_cache_append(c, 0, 0, N, kr, vr, pos));
+    la_attention_params p = la_attention_params_default();
+    p.causal = 1;
+    float *qd = filled(LQ * H * D), *ref = buf(sizeof(float) * LQ * H * D), *lref = buf(sizeof(float) * LQ * H);
+    float *lse = buf(sizeof(float) * LQ * H);
+    uint16_t *half = buf(2 * 2 * LQ * H * D); /* room for a strided view: head stride 2 D */
+    la_tensor q = t4(qd, 1, LQ, H, D), tref = t4(ref, 1, LQ, H, D), tlref = t3(lref, 1, LQ, H), tl = t3(lse, 1, LQ, H);
+    for (int ragged = 0; ragged < 2; ragged++) {
+        if (ragged) {
+            int32_t drop[3] = {1, 7, 30};
+            EXPECT_OK(la_kv_cache_compact(c, 0, 1, 0, drop, 3));
+        }
+        EXPECT_OK(la_kv_cache_decode(ctx, &p, c, 0, 0, &q, &tref, &tlref));
+        for (int dt = 0; dt < 2; dt++)
+            for (int strided = 0; strided < 2; strided++) {
+                const la_dtype type = dt ? LA_F16 : LA_BF16;
+                la_tensor o = la_tensor_contiguous(half, type, 4, (int64_t[]){1, LQ, H, D});
+                if (strided) o.stride[2] = 2 * D, o.stride[1] = 2 * D * H, o.stride[0] = 2 * D * H * LQ;
+                memset(half, 0xff, 2 * 2 * LQ * H * D); /* NaN in both formats */
+                memset(lse, 0xff, sizeof(float) * LQ * H);
+                EXPECT_OK(la_kv_cache_decode(ctx, &p, c, 0, 0, &q, &o, &tl));
+                int bad = 0;
+                for (int i = 0; i < LQ; i++)
+                    for (int h = 0; h < H; h++)
+                        for (int d = 0; d < D; d++) {
+                            const uint16_t bits = half[i * o.stride[1] + h * o.stride[2] + d];
+                            const float got = dt ? f16_value(bits) : bf16_value(bits), want = ref[(i * H + h) * D + d];
+                            /* half an ulp: 8 significant bits (bf16), 11 (f16) */
+                            const float tol = fabsf(want) * (dt ? 0x1p-11f : 0x1p-8f) + 1e-30f;
+                            bad += !(fabsf(got - want) <= tol);
+                        }
+                CHECK(bad == 0);
+                CHECK(memcmp(lse, lref, sizeof(float) * LQ * H) == 0);
+            }
+    }
+    /* out's own checks still hold */
+    la_tensor ob = la_tensor_contiguous(qd, LA_BF16, 4, (int64_t[]){1, LQ, H, D}); /* inside q */
+    EXPECT(la_kv_cache_decode(ctx, &p, c, 0, 0, &q, &ob, NULL), LA_ERR_ARGUMENT);
+    ob = la_tensor_contiguous(half, LA_F16, 4, (int64_t[]){1, LQ, H, D / 2});
+    EXPECT(la_kv_cache_decode(ctx, &p, c, 0, 0, &q, &ob, NULL), LA_ERR_SHAPE);
+    ob = la_tensor_contiguous(lse, LA_BF16, 4, (int64_t[]){1, LQ, 1, H}); /* wrong shape and over lse */
+    la_status s = la_kv_cache_decode(ctx, &p, c, 0, 0, &q, &ob, &tl);
+    CHECK((s == LA_ERR_SHAPE || s == LA_ERR_ARGUMENT) && la_last_error()[0]);
+    la_kv_cache_destroy(c);
+    la_context_destroy(ctx);
+}
+
 int main(void) {
     check_base();
     check_device_memory();
@@ -1607,6 +1697,7 @@ int main(void) {
     check_scan_mixers();
     check_sparse();
     check_kv_cache();
+    check_kv_cache_decode_out_dtypes();
     check_formats();
     check_workspace_and_gradients();
     check_gguf_accessors();

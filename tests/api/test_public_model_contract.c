@@ -316,7 +316,7 @@ static void check_chat_and_eval(la_model *m) {
     EXPECT(la_sparse_gammas_write("/nonexistent/dir/gammas.txt", g4, 2, 2), LA_ERR_IO);
     la_duo_params dp = la_duo_params_default();
     dp.n_prompts = 0;
-    float sc[1024];
+    float sc[1024] = {0}; /* read by la_duo_scores_write below, which now checks the values: never left unset */
     EXPECT(la_duo_calibrate(m, ctx, &dp, sc), LA_ERR_ARGUMENT);
     dp = la_duo_params_default(), dp.context = 15;
     EXPECT(la_duo_calibrate(m, ctx, &dp, sc), LA_ERR_ARGUMENT);
@@ -345,6 +345,44 @@ static void check_fuzz_findings(la_model *m) {
     float g[4] = {0.5f, 0.5f, 0.5f, 0.5f};
     EXPECT(la_sparse_gammas_write("/dev/null", g, INT64_MAX, INT64_MAX), LA_ERR_ARGUMENT); /* read past g */
     EXPECT(la_sparse_gammas_read("/dev/null", INT64_MAX, 2, g), LA_ERR_ARGUMENT);
+    /* Session 22: the writers wrote files their readers refuse (a gamma of
+     * nan or 2, a duo score of nan): now refused, the file left untouched. */
+    const char *path = "test_public_model_contract.gammas";
+    EXPECT_OK(la_sparse_gammas_write(path, g, 2, 2));
+    float bad[] = {NAN, 2.0f, -0.5f, INFINITY};
+    for (int i = 0; i < 4; i++) {
+        float g2[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+        g2[(i + 1) % 4] = bad[i];
+        EXPECT(la_sparse_gammas_write(path, g2, 2, 2), LA_ERR_ARGUMENT);
+    }
+    float back[4] = {0};
+    EXPECT_OK(la_sparse_gammas_read(path, 2, 2, back)); /* still the good file */
+    CHECK(back[0] == 0.5f && back[3] == 0.5f);
+    float edge[4] = {0, 1, -0.0f, 0.25f};
+    EXPECT_OK(la_sparse_gammas_write(path, edge, 2, 2));
+    EXPECT_OK(la_sparse_gammas_read(path, 2, 2, back));
+    CHECK(back[1] == 1 && back[3] == 0.25f);
+    remove(path);
+    path = "test_public_model_contract.duo";
+    float sc[4] = {0.1f, -0.2f, 3.0f, 0};
+    EXPECT_OK(la_duo_scores_write(path, sc, 2, 2)); /* negative scores are read (they count 0) */
+    sc[2] = NAN;
+    EXPECT(la_duo_scores_write(path, sc, 2, 2), LA_ERR_ARGUMENT);
+    sc[2] = -INFINITY;
+    EXPECT(la_duo_scores_write(path, sc, 2, 2), LA_ERR_ARGUMENT);
+    la_kv_policy pol;
+    char spec[64];
+    snprintf(spec, sizeof spec, "duo:8:%s", path);
+    EXPECT_OK(la_kv_policy_parse(spec, &pol));
+    la_kv_cache_params cp = la_kv_cache_params_default();
+    cp.n_layers = 2, cp.n_kv_heads = 2;
+    la_kv_cache *c = NULL;
+    la_kv_policy_state *ps = NULL;
+    EXPECT_OK(la_kv_cache_create(&cp, &c));
+    EXPECT_OK(la_kv_policy_state_create(&pol, c, &ps)); /* the first, good file is what the policy reads */
+    la_kv_policy_state_destroy(ps);
+    la_kv_cache_destroy(c);
+    remove(path);
 }
 
 int main(void) {

@@ -108,6 +108,29 @@ expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL"
 for v in "" "1," "1,,2" " 1" -1 abc; do
     expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
 done
+# eval's heatmaps: a directory that cannot take them is found before the
+# run, and a CSV that cannot be written fails the run (it exited 0)
+expect 2 "--heatmap expects a file prefix, got ''" eval -m /nonexistent.gguf --heatmap ""
+expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" eval -m /nonexistent.gguf \
+    --heatmap /nonexistent/dir/p
+[ -d /proc ] && expect 1 "cannot write" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --threads 2 \
+    --heatmap /proc/longattn-contract
+# files written after a long run: a path that cannot take them is found
+# before it (calibrate-duo -o and ppl's were found after the whole run)
+expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-duo -m /nonexistent.gguf \
+    -o /nonexistent/duo.txt
+expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
+expect 1 "--calibrate-sparse /nonexistent/c: cannot write into" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --calibrate-sparse /nonexistent/c
+expect 1 "--score-heads $TMP: is a directory" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
+    --score-heads "$TMP"
+# a --dump-qk directory that cannot be made is a failure at run time (exit 1,
+# was 2), and a file in its place is refused before the run (was taken for
+# the directory: the run went through, then its files could not be written)
+expect 1 "--dump-qk: cannot create '/nonexistent/qk'" run -m "$MODEL" -p "one two three" -n 1 --ctx 64 \
+    --threads 2 --dump-qk /nonexistent/qk
+expect 1 "--dump-qk: 'README.md' is not a directory" run -m "$MODEL" -p "one two three" -n 1 --ctx 64 \
+    --threads 2 --dump-qk README.md
 # an option's option without the option: checked nowhere and ignored before (session 20 fuzzing)
 expect 2 "--dump-layers needs --dump-qk" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-layers abc
 expect 2 "--calibrate-target needs --calibrate-sparse" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-target abc
@@ -123,6 +146,22 @@ expect 2 "bad value for --type: ','" bench matmul --type ","
 expect 2 "--budget expects a number" bench linear --budget x
 expect 2 "bad value for --op" bench linear --op bogus
 expect 2 "--qk-file is only for bench sparse" bench attention --qk-file x.qk
+# empty items of a list: strtok skipped them, so "" and "," as --qk-file ran
+# no file and exited 0, and "q4_1," or ",f32" passed as "q4_1" and "f32"
+for v in "" "," "a,,b" ",a"; do
+    expect 2 "bad value for --qk-file: '$v'" bench sparse --quick --threads 2 --qk-file "$v"
+done
+QUICK_ATTN="--quick --L 64 --D 64 --H 1 --Hkv 1 --threads 2"
+# one value where one is taken: "--D 64,128" ran 64 alone, with no word of the 128
+expect 2 "bench decode takes one value for --D" bench decode --quick --L 64 --threads 2 --D 64,128
+expect 2 "bench kvquant takes one value for --D" bench kvquant --quick --L 64 --threads 2 --D 64,128
+expect 2 "bench linear takes one value for --D" bench linear --quick --L 64 --threads 2 --D 64,128
+expect 2 "bench sparse takes one value for --causal" bench sparse --quick --L 256 --threads 2 --causal 0,1
+expect 2 "bad value for --type: 'q4_1,'" bench matmul --quick --L 1 --threads 2 --type q4_1,
+expect 2 "bad value for --dtype: ',f32'" bench attention $QUICK_ATTN --pass fwd --dtype ,f32
+expect 2 "bad value for --dtype: 'f32,,bf16'" bench attention $QUICK_ATTN --pass fwd --dtype f32,,bf16
+expect 2 "bad value for --pass: 'fwd,,bwd'" bench attention $QUICK_ATTN --pass fwd,,bwd
+expect 2 "bad value for --pass: ',fwd'" bench attention $QUICK_ATTN --pass ,fwd
 expect 2 "--backend is cpu or cuda, got ''" bench attention --backend ""
 # the CUDA rows' own options (tools/bench_gpu.c), checked before any device is sought
 expect 0 "usage: longattn bench attention" bench attention --backend cuda --help
@@ -133,6 +172,39 @@ expect 2 "--pass takes fwd or bwd, got 'xbwdx'" bench attention --backend cuda -
 expect 2 "--iters expects an integer" bench decode --backend cuda --iters 0
 expect 2 "--H needs a value" bench attention --backend cuda --H
 
+# --seed is a decimal integer like every other number: it was read with
+# base 0, so "08" and "09" were refused (octal) and "010" was 8. A missing
+# model after it shows the value was accepted (exit 1, not 2).
+for v in 08 09 010 18446744073709551615; do
+    expect 1 "LA_ERR_IO" run -m /nonexistent.gguf -p hi --seed $v
+    expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf --seed $v
+    expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf --seed $v
+done
+for v in 0x10 18446744073709551616 1e3; do
+    expect 2 "--seed expects a non-negative integer, got '$v'" run -m /nonexistent.gguf -p hi --seed $v
+    expect 2 "--seed expects a non-negative integer, got '$v'" eval -m /nonexistent.gguf --seed $v
+    expect 2 "--seed expects a non-negative integer, got '$v'" calibrate-duo -m /nonexistent.gguf --seed $v
+done
+# an option that needs --sparse topk is a usage error without it, found
+# before the model is read (it was a library error after loading, exit 1,
+# "kind 0 given")
+expect 2 "--sparse-heads needs --sparse topk:G" run -m /nonexistent.gguf -p hi --sparse-heads x
+expect 2 "--sparse-heads needs --sparse topk:G" run -m /nonexistent.gguf -p hi --sparse-heads x --sparse topk:4
+expect 1 "LA_ERR_IO" run -m /nonexistent.gguf -p hi --sparse-heads x --sparse topk:0.9
+expect 2 "--sparse-heads needs --sparse topk:G" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse-heads x \
+    --sparse static:1
+expect 2 "--sparse-heads needs --sparse topk:G" eval -m /nonexistent.gguf --sparse-heads x
+expect 2 "--calibrate-sparse needs --sparse topk" ppl -m /nonexistent.gguf -f README.md --ctx 64 --calibrate-sparse x
+expect 1 "LA_ERR_IO" ppl -m /nonexistent.gguf -f README.md --ctx 64 --calibrate-sparse x --sparse topk:4
+# a task's own options without the task were ignored in silence (as -f and
+# --ppl-offset already were not)
+expect 2 "--ppl-ctx is only for --task ppl" eval -m /nonexistent.gguf --ppl-ctx 64
+expect 2 "--ppl-chunks is only for --task ppl" eval -m /nonexistent.gguf --task needle --ppl-chunks 0
+expect 2 "--keys is only for --task multikey" eval -m /nonexistent.gguf --keys 3
+expect 2 "--hops is only for --task vartrack" eval -m /nonexistent.gguf --task needle,multikey --hops 3
+expect 2 "--chains is only for --task vartrack" eval -m /nonexistent.gguf --chains 3 --task ppl -f README.md
+expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf --task multikey,vartrack,ppl -f README.md --keys 3 --chains 1 \
+    --hops 2 --ppl-ctx 64 --ppl-chunks 1
 # missing files, a non-GGUF model, truncated GGUF models: exit 1 with the reason
 expect 1 "cannot open '/nonexistent.gguf'" info /nonexistent.gguf
 expect 1 "LA_ERR_IO: cannot open '/nonexistent.gguf'" run -m /nonexistent.gguf -p hi

@@ -45,6 +45,22 @@ for ex in $examples; do
         run_example "$tmp/${ex}_pc" "$ex" && ok "$ex (pkg-config) runs" || { fail "$ex (pkg-config) exits non-zero"; cat "$tmp/$ex.out"; }
     else fail "$ex with pkg-config"; cat "$tmp/cc.log"; fi
 done
+# README's own build line, as written, with $HOME/.local meaning this prefix:
+# the program it builds must run with no LD_LIBRARY_PATH set, as a user
+# who follows it runs it (it built one that could not find liblongattn.so.0).
+readme_cc=$(grep -m 1 '^cc example.c .*pkg-config --cflags --libs longattn' "$src/README.md")
+if [ -z "$readme_cc" ]; then fail "README.md has no 'cc example.c ... pkg-config' line"
+elif [ "$libdir" != "$prefix/lib" ]; then echo "note: libraries in $libdir, not $prefix/lib as README says; its line not run"
+else
+    mkdir -p "$tmp/home/.local" "$tmp/literal"
+    ln -s "$prefix/lib" "$tmp/home/.local/lib" && ln -s "$prefix/include" "$tmp/home/.local/include"
+    cp "$tmp/readme_1.c" "$tmp/literal/example.c"
+    if (cd "$tmp/literal" && HOME=$tmp/home PKG_CONFIG_PATH= eval "$readme_cc" 2>"$tmp/cc.log"); then
+        ok "README's cc line builds example.c"
+        (cd "$tmp/literal" && env -u LD_LIBRARY_PATH ./a.out >"$tmp/literal.out" 2>&1) && ok "README's a.out runs" ||
+            { fail "README's a.out (built by: $readme_cc) exits non-zero"; cat "$tmp/literal.out"; }
+    else fail "README's cc line: $readme_cc"; cat "$tmp/cc.log"; fi
+fi
 cat >"$tmp/model_example.c" <<'C'
 #include <longattn_model.h>
 #include <stdio.h>
