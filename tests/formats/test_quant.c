@@ -147,13 +147,11 @@ static void test_batch(uint64_t *rng) {
 
 /* Products large enough to run on several threads (matvec's parallel
  * region needs rows x cols > 65536): each thread streams its own run of
- * rows and takes what is left of the others' runs when done, and x is
- * prepared by whichever threads come first. Whatever the team (1 to 5
- * threads, more than this host may have cores, so that threads come late
- * and take each other's rows), every row is the same bits as the
- * one-thread product, within values_off's bound of the float64 reference,
- * and no output is left unwritten (poisoned before each call). Also with
- * a lent workspace that starts off a 64-byte line. */
+ * rows, after preparing its share of x's blocks. Whatever the team (1 to 5
+ * threads, more than this host may have cores), every row is the same bits
+ * as the one-thread product, within values_off's bound of the float64
+ * reference, and no output is left unwritten (poisoned before each call).
+ * Also with a lent workspace that starts off a 64-byte line. */
 static void test_threads_split(uint64_t *rng) {
     const int64_t cols = 576, rows[3] = {1000, 203, 577};
     const int types[3] = {REF_Q4_1, REF_Q8_0, REF_Q4_0};
@@ -184,7 +182,7 @@ static void test_threads_split(uint64_t *rng) {
                 la_context_create(&ctx, threads);
                 la_context_set_simd(ctx, levels[li]);
                 if (lend) TU_EXPECT_STATUS(la_context_set_workspace(ctx, lent + 4, lent_bytes), LA_OK);
-                for (int rep = 0; rep < 4; rep++) { /* which thread comes late differs from call to call */
+                for (int rep = 0; rep < 4; rep++) {
                     for (int j = 0; j < 3; j++) tu_poison(y[j], LA_F32, rows[j]);
                     TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 3, cols, x), LA_OK);
                     int64_t off = 0, differ = 0;

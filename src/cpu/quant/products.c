@@ -8,7 +8,6 @@
 #include "base/parallel.h"
 
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,32 +58,6 @@ static void prepare_x(const float *x, int64_t b0, int64_t b1, bool round_x, floa
     }
 }
 
-/* Blocks of x prepared per claim by a thread of matvec's team. */
-#define PREPARE_GROUP 4
-
-/* Matvec's shared counters, one 64-byte line each so a thread's claims on
- * its own run do not bounce the other threads' lines: claimed[t] counts the
- * chunks of thread t's run handed out (to t, or to a thread that finished
- * its own run), x_claimed / x_done the blocks of x handed out / prepared. */
-typedef struct {
-    int64_t v;
-    char pad[64 - sizeof(int64_t)];
-} matvec_counter;
-
-/* A spinning thread's hint to the core (x86's pause; nothing elsewhere). */
-static inline void spin_pause(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
-}
-
-/* The next chunk of thread t's run [lo, hi), or -1 once it is all handed out. */
-static inline int64_t claim_chunk(matvec_counter *claimed, int64_t lo, int64_t hi) {
-    if (__atomic_load_n(&claimed->v, __ATOMIC_RELAXED) >= hi - lo) return -1;
-    int64_t k = __atomic_fetch_add(&claimed->v, 1, __ATOMIC_RELAXED);
-    return lo + k < hi ? lo + k : -1;
-}
-
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
                               const float *x, bool round_x) {
     int64_t first_chunk[LA_MATVEC_MAX_JOBS + 1] = {0}, work = 0;
@@ -93,63 +66,40 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         work += jobs[j].rows * cols;
     }
     const int64_t nb = cols / LA_QK;
-    const size_t counters = (size_t)(ctx->threads + 2) * sizeof(matvec_counter);
-    char *ws;
-    la_status st = la_workspace(ctx, counters + 64 + sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&ws);
+    float *xsum;
+    la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
     if (st) return st;
-    /* a lent workspace need not be aligned: the counters start on a line */
-    matvec_counter *claimed = (matvec_counter *)(ws + (64 - (uintptr_t)ws % 64) % 64);
-    matvec_counter *x_claimed = claimed + ctx->threads, *x_done = x_claimed + 1;
-    memset(claimed, 0, counters);
-    float *xsum = (float *)(claimed + ctx->threads + 2), *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
+    float *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
     int8_t *xq = (int8_t *)(xqsum + nb + 1);
     quant_dot_fn dot = LA_ISA_PICK(la_quant_dot_rows, ctx->simd);
     /* Each thread streams one contiguous run of rows, which the hardware
-     * prefetchers follow (interleaved small chunks measured 20% slower on
-     * generation), claiming its chunks one at a time; a thread done with
-     * its run takes the chunks left of the others' runs. A thread that
-     * comes late to the region, or streams slower, no longer holds the
-     * others at the region's end (BENCHMARKS s22-step). Every row is still
-     * computed by the same kernel alone: the same bits whoever runs it. */
+     * prefetchers follow; interleaved small chunks measured 20% slower on
+     * generation. */
 #pragma omp parallel num_threads(ctx->threads) if (work > 65536)
     {
-        const int tid = la_thread_id(), team = la_team_size();
-        int64_t lo, hi;
-        la_split_range(first_chunk[n_jobs], tid, team, &lo, &hi);
+        int64_t lo, hi, b0, b1;
+        la_split_range(first_chunk[n_jobs], la_thread_id(), la_team_size(), &lo, &hi);
+        int j = 0; /* the job of chunk c: advances with c */
+        while (lo < hi && lo >= first_chunk[j + 1]) j++;
         if (lo < hi) { /* ask for the run's first bytes at once (see MATVEC_LEAD_BYTES) */
-            int j = 0;
-            while (lo >= first_chunk[j + 1]) j++;
             const int64_t r0 = (lo - first_chunk[j]) * MATVEC_CHUNK;
             const size_t left = (size_t)(jobs[j].rows - r0) * rb[j];
             const char *w0 = (const char *)jobs[j].W + (size_t)r0 * rb[j];
             for (size_t o = 0; o < (left < MATVEC_LEAD_BYTES ? left : MATVEC_LEAD_BYTES); o += 64) __builtin_prefetch(w0 + o, 0, 3);
         }
-        /* Once per vector, for every row, by whichever threads are there,
-         * PREPARE_GROUP blocks per claim (a block's values depend on that
-         * block alone: the same bits for any team), while those first bytes
-         * come in. A thread that comes late finds x prepared, where a
-         * barrier after an even split had the others wait for it. */
-        for (;;) {
-            const int64_t b0 = __atomic_fetch_add(&x_claimed->v, PREPARE_GROUP, __ATOMIC_RELAXED);
-            if (b0 >= nb) break;
-            const int64_t b1 = b0 + PREPARE_GROUP < nb ? b0 + PREPARE_GROUP : nb;
-            prepare_x(x, b0, b1, round_x, xsum, dx, xqsum, xq);
-            __atomic_fetch_add(&x_done->v, b1 - b0, __ATOMIC_RELEASE);
-        }
-        while (__atomic_load_n(&x_done->v, __ATOMIC_ACQUIRE) < nb) spin_pause();
-        for (int u = 0; u < team; u++) { /* its own run first, then the others' in turn */
-            const int owner = (tid + u) % team;
-            int64_t olo, ohi, c;
-            la_split_range(first_chunk[n_jobs], owner, team, &olo, &ohi);
-            while ((c = claim_chunk(&claimed[owner], olo, ohi)) >= 0) {
-                int j = 0;
-                while (c >= first_chunk[j + 1]) j++;
-                const la_matvec_job *job = &jobs[j];
-                int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK,
-                        nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
-                dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum,
-                    cols % LA_QK || !round_x ? NULL : xq, dx, xqsum, job->y + r0);
-            }
+        /* Once per vector, for every row, split over the team by blocks
+         * (a block's values depend on that block alone: the same bits for
+         * any team) while those first bytes come in. Serial before the
+         * region, the other thread spun through it (BENCHMARKS s21-step). */
+        la_split_range(nb, la_thread_id(), la_team_size(), &b0, &b1);
+        prepare_x(x, b0, b1, round_x, xsum, dx, xqsum, xq);
+#pragma omp barrier
+        for (int64_t c = lo; c < hi; c++) {
+            while (c >= first_chunk[j + 1]) j++;
+            const la_matvec_job *job = &jobs[j];
+            int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
+            dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum,
+                cols % LA_QK || !round_x ? NULL : xq, dx, xqsum, job->y + r0);
         }
     }
     return LA_OK;
