@@ -203,43 +203,6 @@ static void test_threads_split(uint64_t *rng) {
     free(x), free(lent);
 }
 
-/* The AVX-512 copies take Q8_0 rows two at a time in one 512-bit register
- * (the output head's product) and are built to give each row the bits of
- * the one-row 256-bit kernel the AVX2 copy runs: so every AVX-512 level
- * must equal the AVX2 level bit for bit, odd row counts (the last row
- * alone) and one-block rows included, codes of -128 included. */
-static void test_q8_0_pairs(uint64_t *rng) {
-    if (la_simd_hardware() < LA_SIMD_AVX512) return;
-    const int64_t rows = 1001, cols_list[] = {32, 160, 576};
-    for (size_t ci = 0; ci < sizeof cols_list / sizeof cols_list[0]; ci++) {
-        const int64_t cols = cols_list[ci];
-        const size_t rb = (size_t)(cols / 32) * 34;
-        uint8_t *w = tu_alloc(rb * rows);
-        for (int64_t r = 0; r < rows; r++) ref_random_row(REF_Q8_0, w + r * rb, cols, rng);
-        w[2] = 0x80, w[rb + 3] = 0x80; /* codes of -128 in the first pair */
-        float *x = tu_alloc(sizeof(float) * (size_t)cols), *y2 = tu_alloc(sizeof(float) * rows),
-              *y = tu_alloc(sizeof(float) * rows);
-        tu_fill(rng, x, LA_F32, cols, -1, 1);
-        x[1] = 0; /* a zero activation */
-        la_context *ctx;
-        la_context_create(&ctx, 2);
-        la_context_set_simd(ctx, LA_SIMD_AVX2);
-        tu_poison(y2, LA_F32, rows);
-        TU_EXPECT_STATUS(la_matvec(ctx, LA_GGML_Q8_0, w, rows, cols, x, y2), LA_OK);
-        for (int l = LA_SIMD_AVX512; l <= (int)la_simd_hardware(); l++) {
-            la_context_set_simd(ctx, (la_simd)l);
-            tu_poison(y, LA_F32, rows);
-            TU_EXPECT_STATUS(la_matvec(ctx, LA_GGML_Q8_0, w, rows, cols, x, y), LA_OK);
-            int64_t differ = 0;
-            for (int64_t r = 0; r < rows; r++) differ += memcmp(&y[r], &y2[r], sizeof(float)) != 0;
-            tu_check(differ == 0, "Q8_0 matvec cols=%lld [%s]: %lld of %lld rows differ from the avx2 level's bits",
-                     (long long)cols, la_simd_name((la_simd)l), (long long)differ, (long long)rows);
-        }
-        la_context_destroy(ctx);
-        free(w), free(x), free(y), free(y2);
-    }
-}
-
 static void bad_inputs(void) {
     la_context *ctx;
     la_context_create(&ctx, 1);
@@ -268,7 +231,6 @@ int main(void) {
     test_type(&rng, REF_Q4_K, 768), test_type(&rng, REF_Q6_K, 768); /* 3 super-blocks */
     test_batch(&rng);
     test_threads_split(&rng);
-    test_q8_0_pairs(&rng);
     bad_inputs();
     return tu_finish();
 }

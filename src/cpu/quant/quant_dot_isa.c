@@ -240,56 +240,6 @@ static bool dot_row_int8(la_ggml_type t, const char *w, int64_t cols, const int8
 }
 #endif
 
-#if defined(LA_ISA_AVX512)
-/* Q8_0 against int8 x, two rows per 512-bit register (AVX512BW): lanes
- * 0-7 hold row r's eight int32 sums of block b (4 bytes each, as q8_block's
- * maddubs + madd), lanes 8-15 row r + 1's; |q| times x with q's sign
- * (maddubs takes unsigned by signed: |q| <= 128, |x| <= 127, so no pair of
- * products saturates int16 and VNNI's dot is the same sum). Each lane's
- * FMA chain over the blocks and the final sum of a row's eight lanes are
- * q8_block's and hsum256's own, in the same order: each row the same bits
- * as dot_row_int8 gives it alone (the output head's 49152 rows: one
- * vcvtph2ps, one scale multiply and one FMA per pair of rows and block,
- * where the one-row loop paid each per row). */
-static inline __attribute__((always_inline)) void dot_q8_0_int8_avx512(const la_block_q8_0 *r0,
-                                                                         const la_block_q8_0 *r1, int vnni,
-                                                                         int64_t nb, const int8_t *xq,
-                                                                         const float *dx, float *out) {
-    __m512 acc = _mm512_setzero_ps();
-    const __m512i lo8 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
-    for (int64_t b = 0; b < nb; b++) {
-        _mm_prefetch((const char *)&r0[b] + PREFETCH_BYTES, _MM_HINT_T0);
-        _mm_prefetch((const char *)&r1[b] + PREFETCH_BYTES, _MM_HINT_T0);
-        const __m512i x = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(xq + b * LA_QK)));
-        const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)r0[b].qs)),
-                                             _mm256_loadu_si256((const __m256i *)r1[b].qs), 1);
-        const __m512i xs = _mm512_mask_sub_epi8(x, _mm512_movepi8_mask(q), _mm512_setzero_si512(), x);
-        const __m512i sums = dot_u8s8(_mm512_abs_epi8(q), xs, vnni);
-        const __m128 d = _mm_cvtph_ps(_mm_cvtsi32_si128((int)(r0[b].d | (uint32_t)r1[b].d << 16))); /* d0 d1 */
-        const __m128 sc = _mm_mul_ps(d, _mm_set1_ps(dx[b]));
-        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(lo8, _mm512_castps128_ps512(sc)), acc);
-    }
-    out[0] = hsum256(_mm512_castps512_ps256(acc));
-    out[1] = hsum256(_mm512_extractf32x8_ps(acc, 1));
-}
-
-static void dot_rows_q8_0_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
-                                      const float *dx, float *y) {
-    const int vnni = __builtin_cpu_supports("avx512vnni");
-    int64_t r = 0;
-    for (; r + 2 <= nrows; r += 2) {
-        const la_block_q8_0 *r0 = (const la_block_q8_0 *)(w + (size_t)r * row_bytes),
-                            *r1 = (const la_block_q8_0 *)(w + (size_t)(r + 1) * row_bytes);
-        if (vnni)
-            dot_q8_0_int8_avx512(r0, r1, 1, nb, xq, dx, y + r);
-        else
-            dot_q8_0_int8_avx512(r0, r1, 0, nb, xq, dx, y + r);
-    }
-    if (r < nrows) dot_row_int8(LA_GGML_Q8_0, w + (size_t)r * row_bytes, nb * LA_QK, xq, dx, NULL, &y[r]);
-}
-#endif
-
-
 static inline vf widen_u8(const uint8_t *p) {
     vq b;
     memcpy(&b, p, sizeof b);
@@ -389,10 +339,6 @@ void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_byte
 #if defined(LA_ISA_AVX512)
     if (xq && t == LA_GGML_Q4_1) {
         dot_rows_q4_1_int8_avx512(w, row_bytes, nrows, cols / LA_QK, xq, dx, xqsum, y);
-        return;
-    }
-    if (xq && t == LA_GGML_Q8_0) {
-        dot_rows_q8_0_int8_avx512(w, row_bytes, nrows, cols / LA_QK, xq, dx, y);
         return;
     }
 #elif defined(LA_ISA_AVX2)
