@@ -466,7 +466,7 @@ static void swiglu(float *restrict gate, const float *restrict up, int64_t n) {
 /* for (i = 0; i < n; i++) body, on `threads` threads from ROWS_MIN_PARALLEL
  * rows. Fewer rows (a decode step's one) run without entering OpenMP at
  * all: a parallel region whose if clause is false still makes a team of
- * one in libgomp (a malloc and a free, 4 a layer). */
+ * one in libgomp (a malloc and a free, 5 a layer). */
 #define FOR_ROWS(i, n, threads, ...)                                                                                  \
     do {                                                                                                              \
         if ((n) >= ROWS_MIN_PARALLEL) {                                                                               \
