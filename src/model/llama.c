@@ -464,6 +464,20 @@ static void swiglu(float *restrict gate, const float *restrict up, int64_t n) {
  * have enough rows to pay for the fork (a decode step's one row does not). */
 #define ROWS_MIN_PARALLEL 8
 
+/* for (i = 0; i < n; i++) body, on `threads` threads from ROWS_MIN_PARALLEL
+ * rows. Fewer rows (a decode step's one) run without entering OpenMP at
+ * all: a parallel region whose if clause is false still makes a team of
+ * one in libgomp (a malloc and a free, 5 a layer). */
+#define FOR_ROWS(i, n, threads, ...)                                                                                  \
+    do {                                                                                                              \
+        if ((n) >= ROWS_MIN_PARALLEL) {                                                                               \
+            _Pragma("omp parallel for num_threads(threads) schedule(static)") for (int64_t i = 0; i < (n); i++)       \
+                __VA_ARGS__                                                                                           \
+        } else {                                                                                                      \
+            for (int64_t i = 0; i < (n); i++) __VA_ARGS__                                                             \
+        }                                                                                                             \
+    } while (0)
+
 static void rmsnorm(float *out, const float *x, const float *w, int64_t n, float eps) {
     double ss = 0;
     for (int64_t i = 0; i < n; i++) ss += (double)x[i] * x[i];
@@ -638,18 +652,16 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
         la_dequantize_row(m->tok_embd->type, (const char *)m->tok_embd->data + (size_t)tokens[i] * emb_row, s->x + i * E, E);
     for (int64_t l = 0; l < c->n_layer; l++) {
         const layer *L = &m->layers[l];
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= ROWS_MIN_PARALLEL)
-        for (int64_t i = 0; i < n; i++) rmsnorm(s->xn + i * E, s->x + i * E, L->attn_norm, E, c->rms_eps);
+        FOR_ROWS(i, n, threads, { rmsnorm(s->xn + i * E, s->x + i * E, L->attn_norm, E, c->rms_eps); });
         if ((st = project3(s, L->wq, s->q, L->wk, s->kn, L->wv, s->vn, s->xn, n))) return st;
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= ROWS_MIN_PARALLEL)
-        for (int64_t i = 0; i < n; i++) {
+        FOR_ROWS(i, n, threads, {
             if (L->bq)
                 for (int64_t j = 0; j < E; j++) s->q[i * E + j] += L->bq[j];
             if (L->bk)
                 for (int64_t j = 0; j < KV; j++) s->kn[i * KV + j] += L->bk[j], s->vn[i * KV + j] += L->bv[j];
             rope(s->q + i * E, c->n_head, c, s->rope_cs + i * c->rope_dims);
             rope(s->kn + i * KV, c->n_head_kv, c, s->rope_cs + i * c->rope_dims);
-        }
+        });
         if ((st = la_kv_cache_append(s->kv, l, 0, n, s->kn, s->vn, s->positions))) return st;
         if ((st = attend(s, l, n)) ||
             (st = s->pstate ? la_kv_policy_update(s->pstate, s->ctx, s->kv, l, s->q, n, c->n_head, 0)
@@ -658,17 +670,16 @@ static la_status forward_chunk(la_session *s, const int32_t *tokens, int64_t n, 
         /* snapkv selects once the whole prompt is in: its window is the prompt's real end */
         if (prompt_end && s->pstate && (st = la_kv_policy_end_prompt(s->pstate, s->ctx, s->kv, l))) return st;
         if ((st = project(s, L->wo, s->att, n, s->xn))) return st;
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= ROWS_MIN_PARALLEL)
-        for (int64_t i = 0; i < n; i++) {
+        FOR_ROWS(i, n, threads, {
             for (int64_t j = i * E; j < (i + 1) * E; j++) s->x[j] += s->xn[j];
             rmsnorm(s->xn + i * E, s->x + i * E, L->ffn_norm, E, c->rms_eps);
-        }
+        });
         if ((st = project3(s, L->gate, s->ffa, L->up, s->ffb, NULL, NULL, s->xn, n))) return st;
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= ROWS_MIN_PARALLEL)
-        for (int64_t i = 0; i < n; i++) swiglu(s->ffa + i * F, s->ffb + i * F, F);
+        FOR_ROWS(i, n, threads, { swiglu(s->ffa + i * F, s->ffb + i * F, F); });
         if ((st = project(s, L->down, s->ffa, n, s->xn))) return st;
-#pragma omp parallel for num_threads(threads) schedule(static) if (n >= ROWS_MIN_PARALLEL)
-        for (int64_t i = 0; i < n * E; i++) s->x[i] += s->xn[i];
+        FOR_ROWS(i, n, threads, {
+            for (int64_t j = i * E; j < (i + 1) * E; j++) s->x[j] += s->xn[j];
+        });
     }
     s->pos += n;
     if (!logits) return LA_OK;

@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Without top-k, top-p first sorts only the tokens holding at least this
  * share of the probability mass: on a 49k vocabulary a sampled step has a few
@@ -90,17 +91,40 @@ void la_sampler_free(la_sampler *s) {
 }
 
 /* Index of the largest logit (lowest id on ties); fails on +inf / NaN or
- * when every logit is -inf. */
+ * when every logit is -inf. Greedy generation runs it on every token (the
+ * whole vocabulary, 49152 logits for SmolLM2), serially between two steps,
+ * so it is two passes that vectorise (GNU vector arithmetic, four lanes):
+ * the largest value, with any NaN or +inf noticed on the way, then the
+ * first index holding it. Equal values are equal however the lanes met
+ * them (+0 and -0 included), so it is the same index as the one-pass scan
+ * with a strict compare gives. */
+typedef float sampler_f32x4 __attribute__((vector_size(16)));
+typedef int32_t sampler_i32x4 __attribute__((vector_size(16)));
+
 static la_status argmax_checked(const float *logits, int32_t n, int32_t *best_out) {
-    int32_t best = -1;
-    for (int32_t i = 0; i < n; i++) {
-        float x = logits[i];
-        if (isnan(x) || x == INFINITY)
-            return la_fail(LA_ERR_ARGUMENT, "sampler: logit of token %d is %g", (int)i, (double)x);
-        if (x != -INFINITY && (best < 0 || x > logits[best])) best = i;
+    const sampler_f32x4 inf = {INFINITY, INFINITY, INFINITY, INFINITY};
+    sampler_f32x4 m = -inf;
+    sampler_i32x4 bad = {0, 0, 0, 0};
+    int32_t i = 0;
+    for (; i + 4 <= n; i += 4) {
+        sampler_f32x4 x;
+        memcpy(&x, logits + i, sizeof x);
+        bad |= ~(x < inf); /* NaN or +inf */
+        const sampler_i32x4 gt = x > m;
+        m = (sampler_f32x4)(((sampler_i32x4)x & gt) | ((sampler_i32x4)m & ~gt));
     }
-    if (best < 0) return la_fail(LA_ERR_ARGUMENT, "sampler: every one of the %d logits is -inf", (int)n);
-    *best_out = best;
+    float best_value = -INFINITY;
+    for (int k = 0; k < 4; k++) best_value = m[k] > best_value ? m[k] : best_value;
+    bool any_bad = bad[0] | bad[1] | bad[2] | bad[3];
+    for (; i < n; i++) {
+        any_bad |= !(logits[i] < INFINITY);
+        best_value = logits[i] > best_value ? logits[i] : best_value;
+    }
+    for (i = 0; any_bad && i < n; i++) /* the first bad one, for the message */
+        if (!(logits[i] < INFINITY)) return la_fail(LA_ERR_ARGUMENT, "sampler: logit of token %d is %g", (int)i, (double)logits[i]);
+    if (best_value == -INFINITY) return la_fail(LA_ERR_ARGUMENT, "sampler: every one of the %d logits is -inf", (int)n);
+    for (i = 0; logits[i] != best_value;) i++;
+    *best_out = i;
     return LA_OK;
 }
 

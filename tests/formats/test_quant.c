@@ -7,6 +7,7 @@
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const int all_types[] = {REF_F32, REF_F16, REF_BF16, REF_Q8_0, REF_Q4_0, REF_Q4_1, REF_Q4_K, REF_Q6_K};
 
@@ -144,6 +145,64 @@ static void test_batch(uint64_t *rng) {
     free(x);
 }
 
+/* Products large enough to run on several threads (matvec's parallel
+ * region needs rows x cols > 65536): each thread streams its own run of
+ * rows, after preparing its share of x's blocks. Whatever the team (1 to 5
+ * threads, more than this host may have cores), every row is the same bits
+ * as the one-thread product, within values_off's bound of the float64
+ * reference, and no output is left unwritten (poisoned before each call).
+ * Also with a lent workspace that starts off a 64-byte line. */
+static void test_threads_split(uint64_t *rng) {
+    const int64_t cols = 576, rows[3] = {1000, 203, 577};
+    const int types[3] = {REF_Q4_1, REF_Q8_0, REF_Q4_0};
+    uint8_t *w[3];
+    double *want[3];
+    float *x = tu_alloc(sizeof(float) * cols), *y[3], *y1[3];
+    tu_fill(rng, x, LA_F32, cols, -1, 1);
+    la_matvec_job jobs[3];
+    for (int j = 0; j < 3; j++) {
+        size_t rb = (size_t)(cols / ref_block_elems(types[j])) * ref_block_bytes(types[j]);
+        w[j] = tu_alloc(rb * (size_t)rows[j]);
+        want[j] = tu_alloc(sizeof(double) * (size_t)(rows[j] * cols));
+        for (int64_t r = 0; r < rows[j]; r++) {
+            ref_random_row(types[j], w[j] + r * rb, cols, rng);
+            for (int64_t i = 0; i < cols; i++) want[j][r * cols + i] = ref_dequant(types[j], w[j] + r * rb, i);
+        }
+        y[j] = tu_alloc(sizeof(float) * (size_t)rows[j]), y1[j] = tu_alloc(sizeof(float) * (size_t)rows[j]);
+        jobs[j] = (la_matvec_job){(la_ggml_type)types[j], w[j], rows[j], y[j]};
+    }
+    const size_t lent_bytes = 1 << 20;
+    char *lent = tu_alloc(lent_bytes + 64);
+    la_simd levels[LA_SIMD_COUNT];
+    int nl = tu_simd_levels(levels);
+    for (int li = 0; li < nl; li++)
+        for (int lend = 0; lend < 2; lend++)
+            for (int threads = 1; threads <= 5; threads++) {
+                la_context *ctx;
+                la_context_create(&ctx, threads);
+                la_context_set_simd(ctx, levels[li]);
+                if (lend) TU_EXPECT_STATUS(la_context_set_workspace(ctx, lent + 4, lent_bytes), LA_OK);
+                for (int rep = 0; rep < 4; rep++) {
+                    for (int j = 0; j < 3; j++) tu_poison(y[j], LA_F32, rows[j]);
+                    TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 3, cols, x), LA_OK);
+                    int64_t off = 0, differ = 0;
+                    for (int j = 0; j < 3; j++) {
+                        off += values_off(want[j], x, y[j], rows[j], cols, 1, true);
+                        if (threads == 1 && rep == 0 && !lend) /* this level's one-thread product */
+                            for (int64_t r = 0; r < rows[j]; r++) y1[j][r] = y[j][r];
+                        else
+                            for (int64_t r = 0; r < rows[j]; r++) differ += memcmp(&y[j][r], &y1[j][r], sizeof(float)) != 0;
+                    }
+                    tu_check(off == 0 && differ == 0,
+                             "split matvec threads=%d lent=%d rep %d [%s]: %lld values off, %lld differ from one thread's",
+                             threads, lend, rep, la_simd_name(levels[li]), (long long)off, (long long)differ);
+                }
+                la_context_destroy(ctx);
+            }
+    for (int j = 0; j < 3; j++) free(w[j]), free(want[j]), free(y[j]), free(y1[j]);
+    free(x), free(lent);
+}
+
 static void bad_inputs(void) {
     la_context *ctx;
     la_context_create(&ctx, 1);
@@ -171,6 +230,7 @@ int main(void) {
             if (cols[c] % ref_block_elems(all_types[i]) == 0) test_type(&rng, all_types[i], cols[c]);
     test_type(&rng, REF_Q4_K, 768), test_type(&rng, REF_Q6_K, 768); /* 3 super-blocks */
     test_batch(&rng);
+    test_threads_split(&rng);
     bad_inputs();
     return tu_finish();
 }

@@ -8,7 +8,9 @@
 #include "test_util.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static bool quick(void) {
     const char *q = getenv("LONGATTN_TEST_QUICK");
@@ -99,6 +101,45 @@ static void test_greedy(uint64_t *rng) {
     tu_check(a == 1 && b == 1, "ties: greedy %d, top-1 %d, want 1", (int)a, (int)b);
     la_sampler_free(greedy);
     la_sampler_free(top1);
+}
+
+/* Greedy's scan runs four lanes at a time, then the tail: against the
+ * one-pass strict-compare scan (ref_argmax, lowest id on ties), with ties,
+ * +0 / -0, -inf masks and the bad values (NaN, +inf, with the first one's
+ * index in the message) placed in the vector part and in the tail, for
+ * vocabularies of every length modulo 4. */
+static void test_greedy_edges(uint64_t *rng) {
+    for (int32_t n = 1; n <= 23; n++)
+        for (int rep = 0; rep < 40; rep++) {
+            float x[23];
+            for (int32_t i = 0; i < n; i++) {
+                const int kind = (int)tu_randint(rng, 0, 5);
+                x[i] = kind == 0 ? 0.0f : kind == 1 ? -0.0f : kind == 2 ? -INFINITY : kind == 3 ? 1.5f
+                                                                                                 : (float)tu_randint(rng, -3, 3);
+            }
+            la_sampler *g = new_sampler(0.0f, 0, 1.0f, 1, n);
+            int32_t got = -1, first_finite = -1;
+            for (int32_t i = 0; i < n && first_finite < 0; i++)
+                if (x[i] != -INFINITY) first_finite = i;
+            if (first_finite < 0) {
+                TU_EXPECT_STATUS(la_sampler_sample(g, x, &got), LA_ERR_ARGUMENT);
+            } else {
+                int32_t want = first_finite; /* ref_argmax with -inf skipped */
+                for (int32_t i = first_finite + 1; i < n; i++)
+                    if (x[i] > x[want]) want = i;
+                TU_EXPECT_STATUS(la_sampler_sample(g, x, &got), LA_OK);
+                tu_check(got == want, "greedy over %d edge logits picked %d, want %d", (int)n, (int)got, (int)want);
+                const int32_t b1 = (int32_t)tu_randint(rng, 0, n - 1), b2 = (int32_t)tu_randint(rng, 0, n - 1);
+                const int32_t first = b1 < b2 ? b1 : b2;
+                x[b1] = rep % 2 ? NAN : INFINITY, x[b2] = rep % 3 ? INFINITY : NAN;
+                TU_EXPECT_STATUS(la_sampler_sample(g, x, &got), LA_ERR_ARGUMENT);
+                char want_msg[32];
+                snprintf(want_msg, sizeof want_msg, "token %d ", (int)first);
+                tu_check(strstr(la_last_error(), want_msg) != NULL, "message names the first bad token %d: %s",
+                         (int)first, la_last_error());
+            }
+            la_sampler_free(g);
+        }
 }
 
 static void test_temperature_to_zero(uint64_t *rng) {
@@ -388,6 +429,7 @@ static void test_chat(void) {
 int main(void) {
     uint64_t rng = tu_seed();
     test_greedy(&rng);
+    test_greedy_edges(&rng);
     test_temperature_to_zero(&rng);
     test_filters(&rng);
     test_seed(&rng);
