@@ -114,17 +114,29 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const dense *d, 
     free(q), free(o1), free(o2), free(kd), free(vd);
 }
 
+/* A cache of p's parameters and its empty dense twin (freed by dense_free). */
+static la_kv_cache *make_pair(const la_kv_cache_params *p, dense *d) {
+    la_kv_cache *c = NULL;
+    TU_EXPECT_STATUS(la_kv_cache_create(p, &c), LA_OK);
+    const int64_t heads = p->n_layers * p->n_kv_heads * p->max_seqs, T = p->max_tokens;
+    *d = (dense){.p = *p, .k = tu_alloc(sizeof(float) * (size_t)(heads * T * p->head_dim)),
+                 .v = tu_alloc(sizeof(float) * (size_t)(heads * T * p->head_dim)),
+                 .pos = tu_alloc(sizeof(int32_t) * (size_t)(heads * T)), .len = calloc((size_t)heads, sizeof(int64_t))};
+    return c;
+}
+static void dense_free(dense *d) { free(d->k), free(d->v), free(d->pos), free(d->len); }
+
 static void run_random(la_context *ctx, la_dtype dt, uint64_t *rng) {
     la_kv_cache_params p = la_kv_cache_params_default();
     p.n_layers = 2, p.n_kv_heads = 3, p.head_dim = 16, p.page_size = 5, p.max_tokens = 37, p.max_seqs = 2;
     p.dtype = dt;
-    la_kv_cache *c = NULL;
-    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
-    if (!c) return;
+    dense d;
+    la_kv_cache *c = make_pair(&p, &d);
+    if (!c) {
+        dense_free(&d);
+        return;
+    }
     const int64_t H = p.n_kv_heads, D = p.head_dim, T = p.max_tokens, heads = p.n_layers * H * p.max_seqs;
-    dense d = {.p = p, .k = tu_alloc(sizeof(float) * (size_t)(heads * T * D)),
-               .v = tu_alloc(sizeof(float) * (size_t)(heads * T * D)),
-               .pos = tu_alloc(sizeof(int32_t) * (size_t)(heads * T)), .len = calloc((size_t)heads, sizeof(int64_t))};
     float *k = tu_alloc(sizeof(float) * (size_t)(T * H * D)), *v = tu_alloc(sizeof(float) * (size_t)(T * H * D));
     int32_t pos[64];
     check_same(c, &d, "empty");
@@ -196,7 +208,7 @@ static void run_random(la_context *ctx, la_dtype dt, uint64_t *rng) {
     memset(d.len, 0, sizeof(int64_t) * (size_t)heads);
     check_same(c, &d, "after reset of all");
     la_kv_cache_destroy(c);
-    free(d.k), free(d.v), free(d.pos), free(d.len), free(k), free(v);
+    dense_free(&d), free(k), free(v);
 }
 
 /* Pages emptied by compaction leave memory: with 16 KB pages, the OS pages
@@ -256,15 +268,15 @@ static void check_huge_regions(la_context *ctx, uint64_t *rng) {
     la_kv_cache_params p = la_kv_cache_params_default();
     p.n_layers = 1, p.n_kv_heads = 1, p.head_dim = 128, p.page_size = 16, p.max_tokens = 9000, p.max_seqs = 2;
     p.dtype = LA_F32;
-    la_kv_cache *c = NULL;
-    TU_EXPECT_STATUS(la_kv_cache_create(&p, &c), LA_OK);
-    if (!c) return;
+    dense d;
+    la_kv_cache *c = make_pair(&p, &d);
+    if (!c) {
+        dense_free(&d);
+        return;
+    }
     enum { CHUNK = 300, FILL = 8900 };
-    const int64_t D = p.head_dim, T = p.max_tokens, heads = p.max_seqs;
+    const int64_t D = p.head_dim, T = p.max_tokens;
     const size_t row = (size_t)D * sizeof(float), step = (size_t)2 << 20, region = (size_t)T * row;
-    dense d = {.p = p, .k = tu_alloc(sizeof(float) * (size_t)(heads * T * D)),
-               .v = tu_alloc(sizeof(float) * (size_t)(heads * T * D)),
-               .pos = tu_alloc(sizeof(int32_t) * (size_t)(heads * T)), .len = calloc((size_t)heads, sizeof(int64_t))};
     float *k = tu_alloc(sizeof(float) * CHUNK * (size_t)D), *v = tu_alloc(sizeof(float) * CHUNK * (size_t)D);
     int32_t *pos = tu_alloc(sizeof(int32_t) * FILL);
     for (int64_t s = 0; s < p.max_seqs; s++)
@@ -320,7 +332,7 @@ static void check_huge_regions(la_context *ctx, uint64_t *rng) {
     }
     check_same(c, &d, "2 MB steps: appends after reset");
     la_kv_cache_destroy(c);
-    free(d.k), free(d.v), free(d.pos), free(d.len), free(k), free(v), free(pos);
+    dense_free(&d), free(k), free(v), free(pos);
 }
 
 static void check_errors(void) {
