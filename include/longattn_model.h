@@ -184,6 +184,7 @@ typedef struct {
  * steps. */
 #define LA_SESSION_PAGE_DEFAULT 256
 LA_API la_session_params la_session_params_default(void);
+/* *out is NULL after any failure. */
 LA_API la_status la_session_new_with(const la_model *m, la_context *ctx, const la_session_params *p, la_session **out);
 /* la_session_new_with the defaults and this max_ctx. */
 LA_API la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la_session **out);

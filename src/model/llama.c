@@ -298,8 +298,8 @@ la_status la_session_new(const la_model *m, la_context *ctx, int64_t max_ctx, la
 }
 
 la_status la_session_new_with(const la_model *m, la_context *ctx, const la_session_params *p, la_session **out) {
+    if (out) *out = NULL;
     if (!m || !ctx || !p || !out) return la_fail(LA_ERR_NULL, "model, ctx, params or out is NULL");
-    *out = NULL;
     const int64_t max_ctx = p->max_ctx;
     if (max_ctx <= 0 || max_ctx > LA_SESSION_MAX_CTX)
         return la_fail(LA_ERR_ARGUMENT, "max_ctx is %lld; must be in [1, 2^30]", (long long)max_ctx);

@@ -80,6 +80,12 @@ static void check_session(la_model *m, la_context *ctx) {
     CHECK(s == NULL);
     la_session_params sp = la_session_params_default();
     sp.max_ctx = 64;
+    /* out is cleared on every failure, a NULL argument included (as la_model_load and la_kv_cache_create do) */
+    for (int i = 0; i < 3; i++) {
+        la_session *stale = (la_session *)&sp;
+        EXPECT(la_session_new_with(i == 0 ? NULL : m, i == 1 ? NULL : ctx, i == 2 ? NULL : &sp, &stale), LA_ERR_NULL);
+        CHECK(stale == NULL);
+    }
     la_session_params bp = sp;
     bp.kv_type = (la_dtype)9;
     la_status st = la_session_new_with(m, ctx, &bp, &s);
