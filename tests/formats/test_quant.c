@@ -98,24 +98,49 @@ static void test_type(uint64_t *rng, int type, int64_t cols) {
     free(w), free(want), free(row), free(X), free(Y);
 }
 
+/* Three random weight matrices (types[j], rows[j] x cols) as matvec jobs
+ * writing y[j], a second output y1[j] each, and with `want` the float64
+ * dequantised weights [rows[j]][cols]. */
+typedef struct {
+    uint8_t *w[3];
+    float *y[3], *y1[3];
+    double *want[3];
+    la_matvec_job jobs[3];
+} job_set;
+
+static job_set job_set_random(uint64_t *rng, const int types[3], const int64_t rows[3], int64_t cols, bool want) {
+    job_set s = {0};
+    for (int j = 0; j < 3; j++) {
+        size_t rb = (size_t)(cols / ref_block_elems(types[j])) * ref_block_bytes(types[j]);
+        s.w[j] = tu_alloc(rb * (size_t)rows[j]);
+        if (want) s.want[j] = tu_alloc(sizeof(double) * (size_t)(rows[j] * cols));
+        for (int64_t r = 0; r < rows[j]; r++) {
+            ref_random_row(types[j], s.w[j] + r * rb, cols, rng);
+            for (int64_t i = 0; want && i < cols; i++) s.want[j][r * cols + i] = ref_dequant(types[j], s.w[j] + r * rb, i);
+        }
+        s.y[j] = tu_alloc(sizeof(float) * (size_t)rows[j]), s.y1[j] = tu_alloc(sizeof(float) * (size_t)rows[j]);
+        s.jobs[j] = (la_matvec_job){(la_ggml_type)types[j], s.w[j], rows[j], s.y[j]};
+    }
+    return s;
+}
+
+static void job_set_free(job_set *s) {
+    for (int j = 0; j < 3; j++) free(s->w[j]), free(s->want[j]), free(s->y[j]), free(s->y1[j]);
+}
+
 /* A batched matvec (one x, several matrices of mixed types and row counts)
  * gives exactly what separate matvecs give: the same rounding of x and the
  * same kernels, only the threads' split differs. */
 static void test_batch(uint64_t *rng) {
     const int64_t cols = 256, rows[3] = {37, 5, 70};
     const int types[3] = {REF_Q4_1, REF_Q6_K, REF_F16};
-    uint8_t *w[3];
-    float *x = tu_alloc(sizeof(float) * cols), *y[3], *y1[3];
+    float *x = tu_alloc(sizeof(float) * cols);
     tu_fill(rng, x, LA_F32, cols, -1, 1);
-    la_matvec_job jobs[3];
-    for (int j = 0; j < 3; j++) {
-        size_t rb = (size_t)(cols / ref_block_elems(types[j])) * ref_block_bytes(types[j]);
-        w[j] = tu_alloc(rb * (size_t)rows[j]);
-        for (int64_t r = 0; r < rows[j]; r++) ref_random_row(types[j], w[j] + r * rb, cols, rng);
-        y[j] = tu_alloc(sizeof(float) * (size_t)rows[j]), y1[j] = tu_alloc(sizeof(float) * (size_t)rows[j]);
-        tu_poison(y[j], LA_F32, rows[j]);
-        jobs[j] = (la_matvec_job){(la_ggml_type)types[j], w[j], rows[j], y[j]};
-    }
+    job_set js = job_set_random(rng, types, rows, cols, false);
+    uint8_t **w = js.w;
+    float **y = js.y, **y1 = js.y1;
+    la_matvec_job *jobs = js.jobs;
+    for (int j = 0; j < 3; j++) tu_poison(y[j], LA_F32, rows[j]);
     la_simd levels[LA_SIMD_COUNT];
     int nl = tu_simd_levels(levels);
     for (int li = 0; li < nl; li++) {
@@ -141,7 +166,7 @@ static void test_batch(uint64_t *rng) {
         TU_EXPECT_STATUS(la_matvec_batch(ctx, jobs, 3, 100, x), LA_ERR_SHAPE); /* not a multiple of Q4_1's block */
         la_context_destroy(ctx);
     }
-    for (int j = 0; j < 3; j++) free(w[j]), free(y[j]), free(y1[j]);
+    job_set_free(&js);
     free(x);
 }
 
@@ -155,22 +180,12 @@ static void test_batch(uint64_t *rng) {
 static void test_threads_split(uint64_t *rng) {
     const int64_t cols = 576, rows[3] = {1000, 203, 577};
     const int types[3] = {REF_Q4_1, REF_Q8_0, REF_Q4_0};
-    uint8_t *w[3];
-    double *want[3];
-    float *x = tu_alloc(sizeof(float) * cols), *y[3], *y1[3];
+    float *x = tu_alloc(sizeof(float) * cols);
     tu_fill(rng, x, LA_F32, cols, -1, 1);
-    la_matvec_job jobs[3];
-    for (int j = 0; j < 3; j++) {
-        size_t rb = (size_t)(cols / ref_block_elems(types[j])) * ref_block_bytes(types[j]);
-        w[j] = tu_alloc(rb * (size_t)rows[j]);
-        want[j] = tu_alloc(sizeof(double) * (size_t)(rows[j] * cols));
-        for (int64_t r = 0; r < rows[j]; r++) {
-            ref_random_row(types[j], w[j] + r * rb, cols, rng);
-            for (int64_t i = 0; i < cols; i++) want[j][r * cols + i] = ref_dequant(types[j], w[j] + r * rb, i);
-        }
-        y[j] = tu_alloc(sizeof(float) * (size_t)rows[j]), y1[j] = tu_alloc(sizeof(float) * (size_t)rows[j]);
-        jobs[j] = (la_matvec_job){(la_ggml_type)types[j], w[j], rows[j], y[j]};
-    }
+    job_set js = job_set_random(rng, types, rows, cols, true);
+    double **want = js.want;
+    float **y = js.y, **y1 = js.y1;
+    la_matvec_job *jobs = js.jobs;
     const size_t lent_bytes = 1 << 20;
     char *lent = tu_alloc(lent_bytes + 64);
     la_simd levels[LA_SIMD_COUNT];
@@ -199,7 +214,7 @@ static void test_threads_split(uint64_t *rng) {
                 }
                 la_context_destroy(ctx);
             }
-    for (int j = 0; j < 3; j++) free(w[j]), free(want[j]), free(y[j]), free(y1[j]);
+    job_set_free(&js);
     free(x), free(lent);
 }
 
