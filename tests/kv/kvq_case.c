@@ -103,22 +103,12 @@ static void reference_head(kv_case *c, int64_t h, float *kr, float *vr, double *
         for (int64_t d = 0; d < D; d++) o[d] += w * vr[t * D + d];
     }
     for (int64_t d = 0; d < D; d++) o[d] /= z;
-    /* int8 queries (a quantised cache with quant_exact_queries off): the
-     * kernel's rounding moves each score by at most Delta = D (levels / 2)
-     * sq / 2, sq = max_d |q_d s_d| / (127 sqrt(D)) (s_d a key group's
-     * channel scale: at most the channel's read-back range over levels - 1,
-     * with 2^-9 for the f16 pair); each softmax weight then moves by a
-     * factor within e^(+-2 Delta), the output by at most (e^(2 Delta) - 1)
-     * times half its values' spread. */
+    /* int8 queries (a quantised cache with quant_exact_queries off): each
+     * output within (e^(2 Delta) - 1) times half its values' spread
+     * (kvq_int8_query_bound) */
     if (c->s.quant != LA_KV_QUANT_NONE) {
-        const int levels = c->s.quant == LA_KV_Q8 ? 255 : 15;
-        double amax = 0;
-        for (int64_t d = 0; d < D; d++) {
-            double mn = INFINITY, mx = -INFINITY;
-            for (int64_t t = 0; t < L; t++) mn = fmin(mn, kr[t * D + d]), mx = fmax(mx, kr[t * D + d]);
-            amax = fmax(amax, fabs(c->q[h * D + d]) / sqrt((double)D) * (mx - mn) / (levels - 1) * (1 + 0x1p-9));
-        }
-        const double delta = (double)D * (levels / 2.0) * (amax / 127) / 2;
+        const double delta =
+            kvq_int8_query_bound(c->q + h * D, kr, L, D, 1 / sqrt((double)D), c->s.quant == LA_KV_Q8 ? 255 : 15);
         for (int64_t d = 0; d < D; d++) {
             double mn = INFINITY, mx = -INFINITY;
             for (int64_t t = 0; t < L; t++) mn = fmin(mn, vr[t * D + d]), mx = fmax(mx, vr[t * D + d]);
@@ -161,6 +151,16 @@ static void teardown(harness_case *hc) {
     la_kv_cache_destroy(c->cache);
     free(c->q), free(c->out), free(c->want), free(c->tol), free(c->have);
     c->cache = NULL, c->q = c->out = NULL, c->want = c->tol = NULL, c->have = NULL;
+}
+
+double kvq_int8_query_bound(const float *q, const float *k, int64_t n, int64_t D, double scale, int levels) {
+    double amax = 0;
+    for (int64_t d = 0; d < D; d++) {
+        double mn = INFINITY, mx = -INFINITY;
+        for (int64_t t = 0; t < n; t++) mn = fmin(mn, k[t * D + d]), mx = fmax(mx, k[t * D + d]);
+        if (n) amax = fmax(amax, fabs(q[d]) * scale * (mx - mn) / (levels - 1) * (1 + 0x1p-9));
+    }
+    return (double)D * (levels / 2.0) * (amax / 127) / 2;
 }
 
 static const harness_ops kv_decode_ops = {.op = "kv_decode", HARNESS_CASE_CALLBACKS};

@@ -178,26 +178,6 @@ static void ref_decode(const float *q, int64_t Lq, int64_t G, const float *k, co
     free(s);
 }
 
-/* The worst-case error of la_kv_cache_decode's int8 queries (the
- * cache's quant_exact_queries off) for one query row qr (D wide, softmax
- * scale `scale`) over keys kd [n][D] read back from a cache of `levels`:
- * the kernel rounds qf_d = scale q_d s_d (s_d the key group's channel
- * scale) to int8 with sq = max_d |qf_d| / 127, so each |qf_d - sq q8_d| <=
- * sq / 2, and adds the errors' sum times the codes' middle (levels / 2)
- * back: a score moves by at most D (levels / 2) sq / 2. s_d is at most
- * the channel's range over the head's read-back keys R_d over levels - 1
- * (the group's true range exceeds its read-back range by at most half a
- * step and the f16 rounding of the pair; 2^-9 for that). */
-static double vq_score_bound(const float *qr, const float *kd, int64_t n, int64_t D, double scale, int levels) {
-    double amax = 0;
-    for (int64_t d = 0; d < D; d++) {
-        double mn = INFINITY, mx = -INFINITY;
-        for (int64_t t = 0; t < n; t++) mn = fmin(mn, kd[t * D + d]), mx = fmax(mx, kd[t * D + d]);
-        if (n) amax = fmax(amax, fabs(qr[d]) * scale * (mx - mn) / (levels - 1) * (1 + 0x1p-9));
-    }
-    return (double)D * (levels / 2.0) * (amax / 127) / 2;
-}
-
 /* la_kv_cache_decode at every SIMD level vs the reference over
  * la_kv_cache_read; twin (or NULL) holds the same entries with the other
  * quant_exact_queries and is checked on the same queries. */
@@ -239,7 +219,7 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
                         for (int64_t i = 0; i < Lq; i++) {
                             memcpy(ro + ((b * Lq + i) * H + hk * G + g) * D, oh + (g * Lq + i) * D, sizeof(double) * (size_t)D);
                             rl[(b * Lq + i) * H + hk * G + g] = lh[g * Lq + i];
-                            dsc[(b * Lq + i) * H + hk * G + g] = vq_score_bound(qh + (g * Lq + i) * D, kd, n, D, scale, levels);
+                            dsc[(b * Lq + i) * H + hk * G + g] = kvq_int8_query_bound(qh + (g * Lq + i) * D, kd, n, D, scale, levels);
                         }
                     for (int64_t d = 0; d < D; d++) {
                         double mn = INFINITY, mx = -INFINITY;
@@ -265,7 +245,7 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
                     int64_t bad = 0;
                     for (int64_t i = 0; i < nq; i++) {
                         /* exact queries: 2e-5 abs + rel, f32 sums over at most a few thousand keys. int8
-                         * queries: scores within Delta = dsc of the exact ones (vq_score_bound) move each
+                         * queries: scores within Delta = dsc of the exact ones (kvq_int8_query_bound) move each
                          * softmax weight by a factor within e^(+-2 Delta), so the output by at most
                          * (e^(2 Delta) - 1) times half its values' spread (weights sum to 1 both ways),
                          * the lse by Delta; plus the f32 slack */
