@@ -113,8 +113,7 @@ static bool commit(void *base, size_t off, size_t n, size_t step) {
 
 /* Give back the whole steps inside bytes [off, off + n). */
 static void release(void *base, size_t off, size_t n, size_t step) {
-    const size_t ps = step;
-    size_t a = (off + ps - 1) / ps * ps, b = (off + n) / ps * ps;
+    size_t a = (off + step - 1) / step * step, b = (off + n) / step * step;
     if (b <= a) return;
     madvise((char *)base + a, b - a, MADV_DONTNEED);
     mprotect((char *)base + a, b - a, PROT_NONE);

@@ -63,7 +63,9 @@ double la_peak_bf16_gflops(la_simd simd, int threads, double seconds) {
  * ceiling is what the machine reads at its best, not through 4 KB TLB
  * misses the kernels it rates do not take. */
 static float *ceiling_buffer(size_t n) {
-    const size_t huge = (size_t)2 << 20, bytes = (n * sizeof(float) + huge - 1) / huge * huge;
+    const size_t huge = (size_t)2 << 20;
+    if (n > (SIZE_MAX - huge) / sizeof(float)) return NULL;
+    const size_t bytes = (n * sizeof(float) + huge - 1) / huge * huge;
     void *p = NULL;
     if (posix_memalign(&p, huge, bytes)) return NULL;
 #ifdef MADV_HUGEPAGE
@@ -75,7 +77,7 @@ static float *ceiling_buffer(size_t n) {
 double la_peak_read_gbps(int threads, size_t bytes) {
     size_t n = bytes / sizeof(float);
     if (threads < 1 || threads > PEAK_MAX_THREADS || n == 0) return 0;
-    float *buf = n <= SIZE_MAX / sizeof(float) - ((size_t)2 << 20) ? ceiling_buffer(n) : NULL;
+    float *buf = ceiling_buffer(n);
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7); /* first touch by the reading thread */
@@ -103,7 +105,7 @@ double la_peak_read_gbps(int threads, size_t bytes) {
 double la_peak_update_gbps(int threads, size_t bytes) {
     size_t n = bytes / sizeof(float);
     if (threads < 1 || threads > PEAK_MAX_THREADS || n == 0) return 0;
-    float *buf = n <= SIZE_MAX / sizeof(float) - ((size_t)2 << 20) ? ceiling_buffer(n) : NULL;
+    float *buf = ceiling_buffer(n);
     if (!buf) return 0;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (size_t i = 0; i < n; i++) buf[i] = (float)(i & 7); /* first touch by the updating thread */
