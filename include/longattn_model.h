@@ -452,8 +452,10 @@ typedef struct {
     /* Tokens of the context to build, statements included, in
      * [1, LA_SESSION_MAX_CTX]. Counted as the sum of each sentence's tokens
      * (tokenised with its leading space, no BOS), or of its words when the
-     * tokenizer is NULL. Filler is added while it fits, so the context holds
-     * at most n_tokens and at least n_tokens minus one filler sentence. */
+     * tokenizer is NULL. Filler is added while it fits (a sentence too long
+     * for the room left is skipped for a shorter one), so the context holds
+     * at most n_tokens, and less only by fewer tokens than its longest
+     * sentence. */
     int64_t n_tokens;
     /* In [0, 1]: the share of the filler's tokens before the (queried)
      * needle, to the nearest sentence boundary. */

@@ -293,16 +293,24 @@ la_status la_eval_build(const la_tokenizer *t, const la_eval_params *p, la_eval_
         goto fail;
     }
     /* Filler sentences while they fit; each is regenerated from its own
-     * seed when the context is written, so only counts are kept. */
+     * seed when the context is written, so only counts are kept. A sentence
+     * that does not fit is skipped for a shorter one while the gap left is
+     * longer than every sentence in the context, so the context falls short
+     * of n_tokens by less than its own longest sentence. */
     const int64_t filler_target = p->n_tokens - st_tokens;
-    int64_t n_sent = 0, cap = 0, filler = 0;
+    int64_t n_sent = 0, cap = 0, filler = 0, longest = 0, misses = 0;
+    for (int i = 0; i < n_st; i++) longest = sts[i].tokens > longest ? sts[i].tokens : longest;
     char sentence[160];
     for (;;) {
         uint64_t seed = splitmix64(&rng), r = seed;
         filler_sentence(&r, sentence, sizeof sentence);
         int64_t n;
         if ((st = count_tokens(t, sentence, &n))) goto fail;
-        if (filler + n > filler_target) break;
+        if (filler + n > filler_target) {
+            if (filler_target - filler <= longest || ++misses > 256) break;
+            continue;
+        }
+        longest = n > longest ? n : longest;
         if (n_sent == cap) {
             cap = cap ? cap * 2 : 64;
             int64_t *a = realloc(sent_tok, (size_t)cap * sizeof *a);
