@@ -505,6 +505,7 @@ static bool plan(const la_attn_problem *p, layout *L) {
     L->nchunks = nchunks;
     L->chunk_len = chunk_len;
     L->items = B * nchunks;
+    if (L->items > INT32_MAX / p->Hkv) return false; /* la_claim_next's item numbers (x Hkv on the grouped path) */
     size_t total;
     if (!la_mul_size((size_t)L->items, (size_t)R, &L->part_rows) ||
         !la_mul_size(L->part_rows, (size_t)(Dp + 2), &L->part) || !la_mul_size((size_t)(B * R), (size_t)Dp, &L->qsz))
@@ -584,6 +585,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
      * (hpi = Hkv heads per sequence and chunk) */
     const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi;
 
+    la_claim_slot slots[nthreads]; /* VLA: one cache line per thread */
+    la_claim_init(slots, nthreads, items * hpi);
 #pragma omp parallel num_threads(nthreads)
     {
         float *kbuf = thread_bufs + (size_t)la_thread_id() * lay.per_thread, *vbuf = kbuf + LA_VL * p->Hkv * Dp;
@@ -598,13 +601,14 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
          * not per item. With schedule(dynamic, 1) each item paid two
          * atomics on lines both threads write (the loop's next index and
          * the counter), the counter's lock add waiting for the item's
-         * stores (as in the int8 kernel, BENCHMARKS s20-q8). Guided runs
-         * are long at first and single items at the end (balance). Which
-         * thread merges a group changes no result (merge_row reads the
-         * chunks in their order). */
+         * stores (as in the int8 kernel, BENCHMARKS s20-q8). Runs come
+         * from la_claim_next, single items at the end (balance; guided's
+         * first run of half the items left its thread last by 5-12 us a
+         * step in the model, s23-imb). Which thread merges a group changes
+         * no result (merge_row reads the chunks in their order). */
         int64_t pending = 0, pbh = -1, plast = -1;
-#pragma omp for schedule(guided) nowait
-        for (int64_t it = 0; it < items * hpi; it++) {
+        /* it runs through the thread's claimed run [it, end), then claims the next */
+        for (int64_t it = 0, end = 0; it < end || la_claim_next(slots, nthreads, la_thread_id(), &it, &end); it++) {
             const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
             if (pending && (bh != pbh || it != plast + 1)) {
                 if (merge_group_add(&done[pbh], (int32_t)pending, (int32_t)nchunks))

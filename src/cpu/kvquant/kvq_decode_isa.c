@@ -1076,6 +1076,7 @@ static bool plan(const la_kvq_decode_problem *p, layout *L) {
     const int64_t n = longest(p);
     L->nchunks = n > 0 ? (n + KVQ_CHUNK - 1) / KVQ_CHUNK : 1;
     L->items = p->num_seqs * p->Hkv * L->nchunks;
+    if (L->items > INT32_MAX) return false; /* la_claim_next's item numbers */
     size_t part, total;
     L->merge = (size_t)tg_round_up(L->nchunks * (int64_t)sizeof(merge_part), 64) / sizeof(float);
     /* and the chunk-pass path's value scales of a chunk, twice (chunk_value_scales) */
@@ -1138,6 +1139,8 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
 #else
     const bool vq = false;
 #endif
+    la_claim_slot slots[nthreads]; /* VLA: one cache line per thread */
+    la_claim_init(slots, nthreads, L.items);
 #pragma omp parallel num_threads(nthreads)
     {
         /* 8-byte members first: hi (2 R floats), then the merge list */
@@ -1160,20 +1163,16 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
          * run, not per item. With schedule(dynamic, 1) each item paid two
          * atomics on lines both threads write (the loop's next index and
          * the counter), and the counter's lock add waited for the item's
-         * stores to drain: ~7% of the model-shape kernel on Zen 5. Guided
-         * runs are long at first and single items at the end (balance).
-         * Static (one run per thread) was 2-3% faster in kvq_step's loop of
-         * calls (s21-q8) but 15% slower per token in the model (gen_step,
-         * 7.4 ms against 6.5): there a thread comes late to the region
-         * (from the step's other work) and static cannot hand its items to
-         * the other; dynamic,1 / dynamic,4 were 10% slower in kvq_step. */
+         * stores to drain: ~7% of the model-shape kernel on Zen 5. Runs
+         * come from la_claim_next (each thread's share in address order,
+         * the rest taken from the others' backs): static (one run per
+         * thread) was 15% slower per token in the model (s21-q8), where a
+         * thread cannot hand its items to the other, and guided's first
+         * run of half the items left the thread holding it 5-13 us last
+         * (s23-imb). */
         int64_t pending = 0, pbh = -1, plast = -1, qbh = -1;
-#ifndef KVQ_SCHEDULE /* -DKVQ_SCHEDULE=runtime at build time: OMP_SCHEDULE for A/B */
-#define KVQ_SCHEDULE guided
-#endif
-#define KVQ_OMP_FOR(sched) KVQ_PRAGMA(omp for schedule(sched) nowait)
-        KVQ_OMP_FOR(KVQ_SCHEDULE)
-        for (int64_t it = 0; it < L.items; it++) {
+        /* it runs through the thread's claimed run [it, end), then claims the next */
+        for (int64_t it = 0, end = 0; it < end || la_claim_next(slots, nthreads, la_thread_id(), &it, &end); it++) {
             const int64_t bh = it / nchunks, c = it % nchunks;
             if (pending && (bh != pbh || it != plast + 1)) {
                 if (merge_group_add(&done[pbh], (int32_t)pending, (int32_t)nchunks))
