@@ -24,6 +24,11 @@
  * together with the 8 KB distance, BENCHMARKS s20-step). */
 #define MATVEC_LEAD_BYTES 8192
 
+/* Asks for the first MATVEC_LEAD_BYTES of the `left` bytes at w at once. */
+static void lead_prefetch(const char *w, size_t left) {
+    for (size_t o = 0; o < (left < MATVEC_LEAD_BYTES ? left : MATVEC_LEAD_BYTES); o += 64) __builtin_prefetch(w + o, 0, 3);
+}
+
 /* v rounded to the nearest integer, ties to even: lrintf's result in the
  * default rounding mode for |v| < 2^22 (here |v| <= 127), NaN to 0 as its
  * int8 cast was. Adding and taking away 1.5 * 2^23 leaves v's integer part
@@ -81,11 +86,9 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         la_split_range(first_chunk[n_jobs], la_thread_id(), la_team_size(), &lo, &hi);
         int j = 0; /* the job of chunk c: advances with c */
         while (lo < hi && lo >= first_chunk[j + 1]) j++;
-        if (lo < hi) { /* ask for the run's first bytes at once (see MATVEC_LEAD_BYTES) */
+        if (lo < hi) { /* the run's first bytes (see MATVEC_LEAD_BYTES) */
             const int64_t r0 = (lo - first_chunk[j]) * MATVEC_CHUNK;
-            const size_t left = (size_t)(jobs[j].rows - r0) * rb[j];
-            const char *w0 = (const char *)jobs[j].W + (size_t)r0 * rb[j];
-            for (size_t o = 0; o < (left < MATVEC_LEAD_BYTES ? left : MATVEC_LEAD_BYTES); o += 64) __builtin_prefetch(w0 + o, 0, 3);
+            lead_prefetch((const char *)jobs[j].W + (size_t)r0 * rb[j], (size_t)(jobs[j].rows - r0) * rb[j]);
         }
         /* Once per vector, for every row, split over the team by blocks
          * (a block's values depend on that block alone: the same bits for
@@ -97,6 +100,10 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         for (int64_t c = lo; c < hi; c++) {
             while (c >= first_chunk[j + 1]) j++;
             const la_matvec_job *job = &jobs[j];
+            /* a job's last chunk: the next job's rows are a new stream the
+             * prefetchers have not seen (q/k/v: the thread with k and v
+             * finished 1-2 us after the other without this, s23-imb) */
+            if (c + 1 == first_chunk[j + 1] && c + 1 < hi) lead_prefetch(jobs[j + 1].W, (size_t)jobs[j + 1].rows * rb[j + 1]);
             int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
             dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum,
                 cols % LA_QK || !round_x ? NULL : xq, dx, xqsum, job->y + r0);
