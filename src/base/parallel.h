@@ -71,24 +71,28 @@ static inline void la_claim_init(la_claim_slot *slots, int nslots, int64_t n) {
 
 /* Thread tid's next run [*lo, *hi); false when no slot holds an item. A
  * team smaller than nslots (a nested call) takes the other slots' items by
- * the same moves. No value of a slot comes back once it changed (items are
- * handed out once), so a compare-and-swap cannot succeed on a stale one. */
+ * the same moves; threads past nslots own no slot and run what they take.
+ * Only a slot's owner writes it while it is empty, and no value of a slot
+ * comes back once it changed (items are handed out once), so a
+ * compare-and-swap cannot succeed on a stale one. */
 static inline bool la_claim_next(la_claim_slot *slots, int nslots, int tid, int64_t *lo, int64_t *hi) {
-    la_claim_slot *own = &slots[tid % nslots];
+    const bool owner = tid < nslots;
     for (;;) {
-        uint64_t r = __atomic_load_n(&own->range, __ATOMIC_RELAXED);
-        int64_t f = (int64_t)(uint32_t)r, b = (int64_t)(r >> 32);
-        if (f < b) {
-            const int64_t size = (b - f + LA_CLAIM_PART - 1) / LA_CLAIM_PART;
-            if (__atomic_compare_exchange_n(&own->range, &r, la_claim_pack(f + size, b), false, __ATOMIC_RELAXED,
-                                            __ATOMIC_RELAXED)) {
-                *lo = f, *hi = f + size;
-                return true;
+        if (owner) {
+            uint64_t r = __atomic_load_n(&slots[tid].range, __ATOMIC_RELAXED);
+            const int64_t f = (int64_t)(uint32_t)r, b = (int64_t)(r >> 32);
+            if (f < b) {
+                const int64_t size = (b - f + LA_CLAIM_PART - 1) / LA_CLAIM_PART;
+                if (__atomic_compare_exchange_n(&slots[tid].range, &r, la_claim_pack(f + size, b), false,
+                                                __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+                    *lo = f, *hi = f + size;
+                    return true;
+                }
+                continue; /* a thief took some: look again */
             }
-            continue; /* a thief took some: look again */
         }
         bool moved = false;
-        for (int k = 1; k < nslots && !moved; k++) {
+        for (int k = owner ? 1 : 0; k < nslots && !moved; k++) {
             la_claim_slot *v = &slots[(tid + k) % nslots];
             uint64_t vr = __atomic_load_n(&v->range, __ATOMIC_RELAXED);
             for (;;) {
@@ -96,7 +100,11 @@ static inline bool la_claim_next(la_claim_slot *slots, int nslots, int tid, int6
                 if (vf >= vb) break;
                 if (__atomic_compare_exchange_n(&v->range, &vr, la_claim_pack(vf, vb - size), false, __ATOMIC_RELAXED,
                                                 __ATOMIC_RELAXED)) {
-                    __atomic_store_n(&own->range, la_claim_pack(vb - size, vb), __ATOMIC_RELAXED);
+                    if (!owner) {
+                        *lo = vb - size, *hi = vb;
+                        return true;
+                    }
+                    __atomic_store_n(&slots[tid].range, la_claim_pack(vb - size, vb), __ATOMIC_RELAXED);
                     moved = true;
                     break;
                 }

@@ -1,11 +1,14 @@
 /* Core: status names, messages, contexts, SIMD selection, tensor helpers
  * and the half-precision conversions (checked against the test harness's
- * own arithmetic conversions on every bf16/f16 bit pattern). */
+ * own arithmetic conversions on every bf16/f16 bit pattern), and the
+ * parallel loops' item claims. */
+#include "base/parallel.h"
 #include "ops/validate.h"
 #include "test_util.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <time.h>
 
 static void test_status(void) {
     for (int s = 0; s < LA_STATUS_COUNT; s++)
@@ -120,6 +123,48 @@ static void test_peak_bad_input(void) {
     tu_check(la_peak_read_gbps(1, 1 << 20) > 0, "read bandwidth of 1 MiB measured");
 }
 
+/* la_claim_next hands every item of [0, n) out exactly once, in nonempty
+ * runs inside [0, n), to teams of 1-5 threads over 1-6 slots: a team
+ * smaller than its slots takes the others' items, threads past the slots
+ * only take (a team of 5 over 2 slots lost items when they shared owners'
+ * slots). Thread 0 sleeps now and then so that the others take from
+ * its range. */
+static void test_claim(void) {
+    const int64_t ns[] = {0, 1, 2, 7, 99, 1000, 4099};
+    for (int team = 1; team <= 5; team++)
+        for (int nslots = 1; nslots <= 6; nslots++)
+            for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
+                const int64_t n = ns[k];
+                int *seen = calloc((size_t)n + 1, sizeof(int));
+                la_claim_slot *slots = aligned_alloc(64, sizeof(la_claim_slot) * (size_t)nslots);
+                if (!seen || !slots) {
+                    tu_check(0, "claims: out of memory");
+                    free(seen), free(slots);
+                    return;
+                }
+                la_claim_init(slots, nslots, n);
+                int bad_runs = 0, runs = 0;
+#pragma omp parallel num_threads(team) reduction(+ : bad_runs, runs)
+                {
+                    int64_t lo, hi;
+                    while (la_claim_next(slots, nslots, la_thread_id(), &lo, &hi)) {
+                        runs++;
+                        if (lo < 0 || hi > n || lo >= hi) {
+                            bad_runs++;
+                            break;
+                        }
+                        for (int64_t i = lo; i < hi; i++) __atomic_add_fetch(&seen[i], 1, __ATOMIC_RELAXED);
+                        if (la_thread_id() == 0 && runs % 3 == 0) nanosleep(&(struct timespec){0, 20000}, NULL);
+                    }
+                }
+                int64_t not_once = 0;
+                for (int64_t i = 0; i < n; i++) not_once += seen[i] != 1;
+                tu_check(bad_runs == 0 && not_once == 0, "claims: team %d, %d slots, %lld items: %d bad runs, %lld items not handed out once",
+                         team, nslots, (long long)n, bad_runs, (long long)not_once);
+                free(seen), free(slots);
+            }
+}
+
 int main(void) {
     tu_seed();
     test_peak_bad_input();
@@ -128,5 +173,6 @@ int main(void) {
     test_simd_env();
     test_tensor();
     test_half();
+    test_claim();
     return tu_finish();
 }
