@@ -1533,7 +1533,7 @@ typedef enum {
 
 typedef struct {
     la_kv_policy_kind kind;
-    int64_t budget;   /* entries kept per (layer, head, sequence); 0 for full */
+    int64_t budget;   /* entries kept per (layer, head, sequence); 0 for full. Fields a kind does not take are 0 */
     int64_t sinks;    /* streaming, duo (streaming heads): first entries always kept */
     int64_t recent;   /* h2o, snapkv: newest entries always kept */
     int64_t window;   /* snapkv: observation window */
@@ -1554,7 +1554,15 @@ typedef struct {
  * or option) and listing the known policies. */
 LA_API la_status la_kv_policy_parse(const char *text, la_kv_policy *out);
 /* The checks la_kv_policy_parse makes, on a policy built by hand: kind
- * known, budget and options in range. LA_ERR_NULL or LA_ERR_ARGUMENT. */
+ * known, budget and options in range, and every field the kind does not
+ * take 0 (file: empty), as la_kv_policy_parse leaves it, so the two accept
+ * the same policies (full with a budget, or a snap on streaming, is
+ * LA_ERR_ARGUMENT naming the field, not ignored). Fields taken: streaming
+ * budget, sinks; h2o budget, recent, snap, decode_grow, and window,
+ * kernel, pool_avg with snap > 0; snapkv budget, recent, window, kernel,
+ * pool_avg, adapt, carry, pyramid, share, and file with share > 0; quest
+ * budget, page; duo budget, sinks, share, file; full none. LA_ERR_NULL or
+ * LA_ERR_ARGUMENT. */
 LA_API la_status la_kv_policy_validate(const la_kv_policy *p);
 /* Whether the policy needs a la_kv_policy_state (h2o, snapkv, quest,
  * duo); full and streaming work through la_kv_cache_apply_policy alone. */

@@ -232,9 +232,58 @@ static void check_parse(void) {
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .decode_grow = 2};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "decode_grow") != NULL, "h2o decode_grow 2: message '%s'", la_last_error());
-    /* duo's share no longer doubles as h2o's snap: h2o ignores it */
+    /* duo's share no longer doubles as h2o's snap: h2o takes no share, as its parser takes none */
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .share = 1.5};
-    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "share") != NULL, "h2o share 1.5: message '%s'", la_last_error());
+}
+
+/* la_kv_policy_validate accepts what la_kv_policy_parse gives and refuses
+ * what it refuses: every accepted string parses to a policy that
+ * validates, and that policy with one field a string cannot set for its
+ * kind (full with a budget, a snap on streaming, ...) is refused, naming
+ * the field. validate once accepted those and ignored the field. */
+static void check_validate_agrees_with_parse(void) {
+    static const char *const good[] = {"full", "streaming:64", "streaming:64:sinks=0", "h2o:64", "h2o:64:decode=grow",
+                                       "h2o:64:snap=0.25", "h2o:64:snap=0.25:window=8:kernel=3:pool=avg",
+                                       "snapkv:64", "snapkv:64:recent=8:adapt=0.5", "snapkv:64:carry=0.5:pyramid=0.2",
+                                       "snapkv:64:share=0.25:file=s.txt", "quest:64", "quest:64:page=0", "duo:64",
+                                       "duo:64:share=0.25:sinks=2:x.txt"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        la_kv_policy p;
+        TU_EXPECT_STATUS(la_kv_policy_parse(good[i], &p), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_validate(&p), LA_OK);
+        /* one field set that the string could not have set: the field's name, and the value it holds */
+        const la_kv_policy_kind k = p.kind;
+        const bool votes = k == LA_KV_POLICY_SNAPKV || (k == LA_KV_POLICY_H2O && p.snap > 0);
+        struct { const char *field; bool taken; la_kv_policy with; } stray[] = {
+            {"budget", k != LA_KV_POLICY_FULL, p}, {"sinks", k == LA_KV_POLICY_STREAMING || k == LA_KV_POLICY_DUO, p},
+            {"recent", k == LA_KV_POLICY_H2O || k == LA_KV_POLICY_SNAPKV, p}, {"window", votes, p},
+            {"kernel", votes, p}, {"pool_avg", votes, p}, {"page", k == LA_KV_POLICY_QUEST, p},
+            {"share", k == LA_KV_POLICY_DUO || k == LA_KV_POLICY_SNAPKV, p}, {"snap", k == LA_KV_POLICY_H2O, p},
+            {"decode_grow", k == LA_KV_POLICY_H2O, p}, {"adapt", k == LA_KV_POLICY_SNAPKV, p},
+            {"carry", k == LA_KV_POLICY_SNAPKV, p}, {"pyramid", k == LA_KV_POLICY_SNAPKV, p},
+            {"file", k == LA_KV_POLICY_DUO || (k == LA_KV_POLICY_SNAPKV && p.share > 0), p}};
+        stray[0].with.budget = 16, stray[1].with.sinks = 2, stray[2].with.recent = 2, stray[3].with.window = 4;
+        stray[4].with.kernel = 3, stray[5].with.pool_avg = 1, stray[6].with.page = 8, stray[7].with.share = 0.25;
+        stray[8].with.snap = 0.25, stray[9].with.decode_grow = 1, stray[10].with.adapt = 0.25;
+        stray[11].with.carry = 0.25, stray[12].with.pyramid = 0.25;
+        snprintf(stray[13].with.file, sizeof stray[13].with.file, "s.txt");
+        for (size_t f = 0; f < sizeof stray / sizeof *stray; f++) {
+            if (stray[f].taken) continue;
+            TU_EXPECT_STATUS(la_kv_policy_validate(&stray[f].with), LA_ERR_ARGUMENT);
+            tu_check(strstr(la_last_error(), stray[f].field) != NULL, "'%s' with %s set: message '%s'", good[i],
+                     stray[f].field, la_last_error());
+        }
+    }
+    /* the two the lead listed, and a file that only snapkv's share reads */
+    la_kv_policy hand = {.kind = LA_KV_POLICY_FULL, .budget = 64};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_STREAMING, .budget = 64, .sinks = 4, .snap = 0.5};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:64:file=s.txt", &p), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "file") != NULL, "snapkv file without share: message '%s'", la_last_error());
 }
 
 static void check_mass(la_context *ctx, uint64_t *rng) {
@@ -1365,6 +1414,7 @@ int main(void) {
     la_context_create(&ctx, 2);
     AP = la_attention_params_default();
     check_parse();
+    check_validate_agrees_with_parse();
     check_mass(ctx, &rng);
     check_h2o(ctx, &rng);
     check_h2o_steps(ctx, &rng, LA_KV_QUANT_NONE);
