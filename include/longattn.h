@@ -1594,8 +1594,10 @@ LA_API la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int
 
 /* What a stateful policy keeps beside the cache: per-entry accumulated
  * attention (h2o), per-page key bounds (quest), the retrieval heads (duo),
- * scratch. One state per cache; sequence 0 only for h2o, snapkv, quest and
- * duo (LA_ERR_UNSUPPORTED for a cache of more sequences). */
+ * scratch. One state per cache: attend, update and end_prompt refuse a
+ * cache whose parameters differ from those of the cache the state was made
+ * for (LA_ERR_ARGUMENT); sequence 0 only for h2o, snapkv, quest and duo
+ * (LA_ERR_UNSUPPORTED for a cache of more sequences). */
 typedef struct la_kv_policy_state la_kv_policy_state;
 
 /* Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (an invalid policy, or one without

@@ -480,14 +480,30 @@ static la_status keep_top(la_kv_policy_state *s, la_kv_cache *c, int64_t layer, 
     return LA_OK;
 }
 
+/* c has the parameters of the cache s was made for, and layer is one of
+ * its layers. Every parameter: the state's scratch and page bounds are
+ * sized by its own cache's head_dim, page_size and max_tokens, so a cache
+ * that agreed on layers and heads alone overran them. */
+static la_status check_cache(const la_kv_policy_state *s, const char *fn, const la_kv_cache *c, int64_t layer) {
+    const la_kv_cache_params *cp = la_kv_cache_params_of(c), *mine = &s->cp;
+    if (cp->n_layers != mine->n_layers || cp->n_kv_heads != mine->n_kv_heads || cp->head_dim != mine->head_dim ||
+        cp->page_size != mine->page_size || cp->max_tokens != mine->max_tokens || cp->max_seqs != mine->max_seqs ||
+        cp->dtype != mine->dtype || cp->quant != mine->quant || cp->quant_key_group != mine->quant_key_group ||
+        cp->quant_value_group != mine->quant_value_group || cp->quant_window != mine->quant_window ||
+        cp->quant_exact_queries != mine->quant_exact_queries)
+        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for (its parameters differ)",
+                       fn);
+    if (layer < 0 || layer >= cp->n_layers)
+        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    return LA_OK;
+}
+
 static la_status check_call(const la_kv_policy_state *s, const char *fn, const la_kv_cache *c, int64_t layer,
                             const float *q, int64_t n, int64_t n_heads) {
     if (!s || !c || !q) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : !c ? "cache" : "q");
     const la_kv_cache_params *cp = la_kv_cache_params_of(c);
-    if (cp->n_layers != s->cp.n_layers || cp->n_kv_heads != s->cp.n_kv_heads || cp->max_seqs != 1)
-        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
-    if (layer < 0 || layer >= cp->n_layers)
-        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    la_status st = check_cache(s, fn, c, layer);
+    if (st) return st;
     if (n < 1 || n_heads < 1 || n_heads % cp->n_kv_heads)
         return la_fail(LA_ERR_ARGUMENT, "%s: n %lld must be >= 1 and n_heads %lld a multiple of %lld KV heads", fn,
                        (long long)n, (long long)n_heads, (long long)cp->n_kv_heads);
@@ -826,11 +842,8 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
 la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     static const char *fn = "la_kv_policy_end_prompt";
     if (!s || !c) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : "cache");
-    const la_kv_cache_params *cp = la_kv_cache_params_of(c);
-    if (cp->n_layers != s->cp.n_layers || cp->n_kv_heads != s->cp.n_kv_heads || cp->max_seqs != 1)
-        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
-    if (layer < 0 || layer >= cp->n_layers)
-        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    la_status st = check_cache(s, fn, c, layer);
+    if (st) return st;
     s->prompt_done[layer] = true;
     if (!s->pending[layer]) return LA_OK;
     if (s->p.kind == LA_KV_POLICY_H2O) return h2o_snap_select(s, ctx, c, layer);
@@ -846,8 +859,7 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
         if (len < W)
             return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the window's %lld queries",
                            fn, (long long)h, (long long)len, (long long)W);
-        la_status st = scratch(s, len);
-        if (st) return st;
+        if ((st = scratch(s, len))) return st;
         if ((st = window_votes(s, ctx, c, layer, h, len, W))) return st;
         const int64_t i = layer * Hkv + h;
         if (p->carry > 0 && (st = snap_carry(s, i, len, len - W))) return st;

@@ -1408,6 +1408,44 @@ static void check_duo(la_context *ctx, uint64_t *rng) {
     la_kv_cache_destroy(c2);
 }
 
+/* A state is made for one cache: a cache of the same layers and KV heads
+ * but another head_dim, page size or capacity is LA_ERR_ARGUMENT in every
+ * call that takes one. The check compared layers and heads alone, and the
+ * state's scratch, sized by its own cache's head_dim, took the other's
+ * wider rows (a write past the heap block: a crash). */
+static void check_state_other_cache(la_context *ctx) {
+    enum { N = 40, WIDE = 4 * D };
+    la_kv_cache *mine = make_cache(1, 8, 64);
+    la_kv_cache_params cp = *la_kv_cache_params_of(mine);
+    la_kv_cache_params others[3] = {cp, cp, cp};
+    others[0].head_dim = WIDE, others[1].page_size = 16, others[2].max_tokens = 4096;
+    float *k = calloc(N * WIDE, sizeof(float)), *v = calloc(N * WIDE, sizeof(float));
+    float *q = calloc(N * WIDE, sizeof(float)), *out = calloc(N * WIDE, sizeof(float));
+    int32_t pos[N];
+    for (int i = 0; i < N; i++) pos[i] = i;
+    static const char *const policies[] = {"h2o:16", "snapkv:40", "quest:16"};
+    for (size_t pi = 0; pi < sizeof policies / sizeof *policies; pi++)
+        for (int o = 0; o < 3; o++) {
+            la_kv_policy p;
+            la_kv_policy_state *s = NULL;
+            la_kv_cache *other = NULL;
+            TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &p), LA_OK);
+            TU_EXPECT_STATUS(la_kv_policy_state_create(&p, mine, &s), LA_OK);
+            TU_EXPECT_STATUS(la_kv_cache_create(&others[o], &other), LA_OK);
+            TU_EXPECT_STATUS(la_kv_cache_append(other, 0, 0, N, k, v, pos), LA_OK);
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, other, 0, q, N, 1, out), LA_ERR_ARGUMENT);
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, other, 0, q, 1, 1, out), LA_ERR_ARGUMENT);
+            TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, other, 0, q, N, 1, 0), LA_ERR_ARGUMENT);
+            TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, other, 0), LA_ERR_ARGUMENT);
+            tu_check(strstr(la_last_error(), "cache") != NULL, "%s, other cache %d: message '%s'", policies[pi], o,
+                     la_last_error());
+            la_kv_cache_destroy(other);
+            la_kv_policy_state_destroy(s);
+        }
+    free(k), free(v), free(q), free(out);
+    la_kv_cache_destroy(mine);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -1445,6 +1483,7 @@ int main(void) {
     check_quest_quant(ctx, &rng, LA_KV_Q8);
     check_quest_quant(ctx, &rng, LA_KV_Q4);
     check_duo(ctx, &rng);
+    check_state_other_cache(ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }
