@@ -1610,7 +1610,9 @@ LA_API void la_kv_policy_state_destroy(la_kv_policy_state *s);
 LA_API void la_kv_policy_state_reset(la_kv_policy_state *s);
 /* Attention of n new queries (the tokens of the last n entries of every KV
  * head of (layer, 0)) over the cache under the policy: q [n, n_heads,
- * head_dim] f32, out the same shape; n_heads a multiple of n_kv_heads
+ * head_dim] f32, out the same shape; n_heads a multiple of n_kv_heads,
+ * below 2^31 x n_kv_heads, and n at most every head's length
+ * (LA_ERR_ARGUMENT otherwise; the same rules in la_kv_policy_update)
  * (query head h reads KV head h / (n_heads / n_kv_heads)); causal, with
  * p's other fields (scale, softcap; no window, sinks or varlen). One query
  * runs la_attention_decode (over the pages Quest picks; over each head's

@@ -409,6 +409,8 @@ bool la_kv_policy_state_is_retrieval(const la_kv_policy_state *s, int64_t layer,
 
 static bool grow_f(float **p, int64_t *cap, int64_t need) {
     if (need <= *cap) return true;
+    /* doubling must not wrap the byte count (a wrapped realloc "succeeds" small) */
+    if (need > (int64_t)(SIZE_MAX / 2 / sizeof(float))) return false;
     int64_t c = *cap ? *cap : 64;
     while (c < need) c *= 2;
     float *q = realloc(*p, sizeof(float) * (size_t)c);
@@ -504,9 +506,18 @@ static la_status check_call(const la_kv_policy_state *s, const char *fn, const l
     const la_kv_cache_params *cp = la_kv_cache_params_of(c);
     la_status st = check_cache(s, fn, c, layer);
     if (st) return st;
-    if (n < 1 || n_heads < 1 || n_heads % cp->n_kv_heads)
-        return la_fail(LA_ERR_ARGUMENT, "%s: n %lld must be >= 1 and n_heads %lld a multiple of %lld KV heads", fn,
-                       (long long)n, (long long)n_heads, (long long)cp->n_kv_heads);
+    /* a group below 2^31, as la_kv_attention_mass takes: the products of n,
+     * n_heads and head_dim that size the scratch then fit (n is at most a
+     * head's length, itself int32) */
+    if (n < 1 || n_heads < 1 || n_heads % cp->n_kv_heads || n_heads / cp->n_kv_heads > INT32_MAX)
+        return la_fail(LA_ERR_ARGUMENT,
+                       "%s: n %lld must be >= 1 and n_heads %lld a multiple of %lld KV heads, below 2^31 times that",
+                       fn, (long long)n, (long long)n_heads, (long long)cp->n_kv_heads);
+    int64_t rows, elems, window = s->p.window > n ? s->p.window : n;
+    if (!la_mul_i64(window, n_heads, &rows) || !la_mul_i64(rows, cp->head_dim, &elems) ||
+        elems > (int64_t)(SIZE_MAX / 2 / sizeof(float)))
+        return la_fail(LA_ERR_OVERFLOW, "%s: %lld queries of %lld heads do not fit in memory", fn, (long long)window,
+                       (long long)n_heads);
     for (int64_t h = 0; h < cp->n_kv_heads; h++)
         if (la_kv_cache_len(c, layer, h, 0) < n)
             return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the %lld queries", fn,

@@ -1446,6 +1446,47 @@ static void check_state_other_cache(la_context *ctx) {
     la_kv_cache_destroy(mine);
 }
 
+/* n_heads with n_heads / n_kv_heads at 2^31 or more (la_kv_attention_mass's
+ * bound on a group) is LA_ERR_ARGUMENT in attend and update, and the state
+ * works after it. The
+ * products wrapped: the query-row scratch was "grown" to a capacity it did
+ * not have (a realloc of the wrapped size), and the next good call wrote
+ * past it (heap corruption, a bad free at destroy). */
+static void check_state_huge_heads(la_context *ctx) {
+    enum { N = 48, G = 2 };
+    la_kv_cache *c = make_cache(1, 8, 64);
+    float *k = calloc(N * D, sizeof(float)), *v = calloc(N * D, sizeof(float));
+    float *q = calloc(N * G * D, sizeof(float)), *out = calloc(N * G * D, sizeof(float));
+    int32_t pos[N];
+    for (int i = 0; i < N; i++) pos[i] = i;
+    static const char *const policies[] = {"h2o:16", "h2o:46:snap=0.25", "snapkv:40", "quest:16", "duo:16:x"};
+    static const int64_t huge[] = {(int64_t)1 << 62, (int64_t)1 << 61, ((int64_t)1 << 56) + 3, (int64_t)1 << 40,
+                                   (int64_t)1 << 31};
+    for (size_t pi = 0; pi < sizeof policies / sizeof *policies; pi++) {
+        la_kv_policy p;
+        la_kv_policy_state *s = NULL;
+        TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &p), LA_OK);
+        if (p.kind == LA_KV_POLICY_DUO) continue; /* needs a score file: made in check_duo */
+        TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+        TU_EXPECT_STATUS(la_kv_cache_append(c, 0, 0, N, k, v, pos), LA_OK);
+        for (size_t hi = 0; hi < sizeof huge / sizeof *huge; hi++)
+            for (int64_t n = 1; n <= 4; n += 3) {
+                TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, n, huge[hi], out), LA_ERR_ARGUMENT);
+                TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, n, huge[hi], 0), LA_ERR_ARGUMENT);
+            }
+        /* then a prompt and a step as usual, into the scratch the refused calls must not have sized */
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, G, 0), LA_OK);
+        la_kv_policy_state_destroy(s);
+        TU_EXPECT_STATUS(la_kv_cache_reset(c, -1), LA_OK);
+    }
+    free(k), free(v), free(q), free(out);
+    la_kv_cache_destroy(c);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -1484,6 +1525,7 @@ int main(void) {
     check_quest_quant(ctx, &rng, LA_KV_Q4);
     check_duo(ctx, &rng);
     check_state_other_cache(ctx);
+    check_state_huge_heads(ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }
