@@ -398,7 +398,9 @@ typedef struct {
     int64_t max_new_tokens; /* < 0: no limit but the context */
     int64_t prefill_chunk;  /* <= 0: LA_PREFILL_CHUNK_DEFAULT */
     /* Tokens the session may hold: the max_ctx it was created with (model.h
-     * has no getter for it). Generation stops cleanly when it is full. */
+     * has no getter for it). Generation stops cleanly when it is full; a
+     * larger value counts as the session's own max_ctx, a smaller one
+     * stops generation there. */
     int64_t max_ctx;
     /* After each prefill chunk: tokens done so far of total. May be NULL. */
     void (*on_prefill)(void *user, int64_t done, int64_t total);

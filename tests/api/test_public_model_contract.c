@@ -197,6 +197,20 @@ static void check_session(la_model *m, la_context *ctx) {
     gp.max_ctx = 32;
     EXPECT(la_generate(m, s, smp, many, 40, &gp, &stats), LA_ERR_ARGUMENT); /* prompt beyond max_ctx */
     EXPECT_OK(la_generate(m, s, smp, toks, 2, &gp, NULL));
+    /* max_ctx above the session's own (32): generation stops when the session is full, as
+     * LA_STOP_CONTEXT, not with LA_ERR_ARGUMENT "context full" after tokens were handed out */
+    la_sampler_params greedy = la_sampler_params_default();
+    greedy.temperature = 0;
+    la_sampler *g = NULL;
+    EXPECT_OK(la_sampler_new(&greedy, (int32_t)cfg->n_vocab, &g));
+    la_session_reset(s);
+    gp.max_ctx = 1000, gp.max_new_tokens = -1;
+    EXPECT_OK(la_generate(m, s, g, many, 28, &gp, &stats));
+    CHECK(stats.stop == LA_STOP_CONTEXT && la_session_pos(s) == 32 && stats.n_generated == 5);
+    la_session_reset(s);
+    EXPECT(la_generate(m, s, g, many, 40, &gp, &stats), LA_ERR_ARGUMENT); /* a prompt the session cannot hold */
+    CHECK(la_session_pos(s) == 0);
+    la_sampler_free(g);
     la_session_free(s);
     la_sampler_free(smp);
 }
