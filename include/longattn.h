@@ -1301,10 +1301,11 @@ typedef struct {
  * group size). */
 LA_API la_kv_cache_params la_kv_cache_params_default(void);
 
-/* Errors: LA_ERR_NULL, LA_ERR_SHAPE (a size <= 0, head_dim not a multiple
- * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_ARGUMENT (quant not a
- * la_kv_quant; with quant, a group size <= 0 or not dividing page_size /
- * head_dim, a key group above 256, a window outside [0, 65536]),
+/* *out is NULL after any failure. Errors: LA_ERR_NULL, LA_ERR_SHAPE (a
+ * size <= 0, head_dim not a multiple of 8 or above 512), LA_ERR_DTYPE,
+ * LA_ERR_ARGUMENT (quant not a la_kv_quant; with quant, a group size <= 0
+ * or not dividing page_size / head_dim, a key group above 256, a window
+ * outside [0, 65536]),
  * LA_ERR_OVERFLOW (max_tokens beyond 2^31 - 1: lengths are int32; max_seqs
  * x pages per sequence beyond int32 block ids; the bytes of a page or of a
  * layer beyond size_t), LA_ERR_NOMEM.
@@ -1600,10 +1601,10 @@ LA_API la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int
  * (LA_ERR_UNSUPPORTED for a cache of more sequences). */
 typedef struct la_kv_policy_state la_kv_policy_state;
 
-/* Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (an invalid policy, or one without
- * state), LA_ERR_UNSUPPORTED (max_seqs > 1), LA_ERR_FORMAT / LA_ERR_IO (a
- * duo score file that is missing, malformed or for other dimensions; the
- * message says how to make one), LA_ERR_NOMEM. */
+/* *out is NULL after any failure. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (an
+ * invalid policy, or one without state), LA_ERR_UNSUPPORTED (max_seqs > 1),
+ * LA_ERR_FORMAT / LA_ERR_IO (a duo score file that is missing, malformed
+ * or for other dimensions; the message says how to make one), LA_ERR_NOMEM. */
 LA_API la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c, la_kv_policy_state **out);
 LA_API void la_kv_policy_state_destroy(la_kv_policy_state *s);
 /* Forget per-entry scores and page bounds (after la_kv_cache_reset). */

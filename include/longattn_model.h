@@ -22,6 +22,7 @@ extern "C" {
  * SentencePiece-style ("llama", with scores). */
 typedef struct la_tokenizer la_tokenizer;
 
+/* *out is NULL after any failure. */
 LA_API la_status la_tokenizer_from_gguf(const la_gguf *g, la_tokenizer **out);
 LA_API void la_tokenizer_free(la_tokenizer *t);
 

@@ -339,9 +339,9 @@ static la_status snap_layer_budgets(la_kv_policy_state *s) {
 }
 
 la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c, la_kv_policy_state **out) {
+    if (out) *out = NULL;
     if (!p || !c || !out)
         return la_fail(LA_ERR_NULL, "la_kv_policy_state_create: %s is NULL", !p ? "policy" : !c ? "cache" : "out");
-    *out = NULL;
     la_status st = la_kv_policy_validate(p);
     if (st) return st;
     if (!la_kv_policy_has_state(p))

@@ -61,6 +61,10 @@ static void check_load(void) {
         if (m) la_model_free(m), m = NULL;
         remove(path);
     }
+    /* *out is NULL after any failure, a NULL argument included (la_tokenizer_from_gguf left it as it was) */
+    la_tokenizer *stale_tok = (la_tokenizer *)&m;
+    EXPECT(la_tokenizer_from_gguf(NULL, &stale_tok), LA_ERR_NULL);
+    CHECK(stale_tok == NULL);
     la_model_free(NULL);
     CHECK(la_model_config_of(NULL) == NULL);
     CHECK(la_model_tokenizer(NULL) == NULL);
