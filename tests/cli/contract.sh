@@ -273,6 +273,9 @@ expect 2 "--sparse: 'bogus'" eval -m "$MODEL" --sparse bogus
 # a row that fails: a JSON row with "error", exit 1
 expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 7 --H 1 --Hkv 1 --pass fwd \
     --threads 2
+# a row whose setup the library refuses says why (it said "out of memory")
+expect 1 '"error":"la_kv_cache_create: head_dim is 12; must be a multiple of 8' bench kvquant --quick --json --L 64 \
+    --D 12 --threads 2
 
 echo "cli contract: $checks checks, $failed failed"
 [ $failed = 0 ]
