@@ -887,6 +887,8 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     static const char *fn = "la_kv_policy_update";
     la_status st = check_call(s, fn, c, layer, q, n, n_heads);
     if (st) return st;
+    /* here, for every policy: snapkv keeps the scale for the prompt's end, which would fail there instead */
+    if (!isfinite(scale)) return la_fail(LA_ERR_ARGUMENT, "%s: scale %g is not finite", fn, (double)scale);
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
     const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
     const la_kv_policy *p = &s->p;

@@ -1451,7 +1451,8 @@ static void check_state_other_cache(la_context *ctx) {
  * works after it. The
  * products wrapped: the query-row scratch was "grown" to a capacity it did
  * not have (a realloc of the wrapped size), and the next good call wrote
- * past it (heap corruption, a bad free at destroy). */
+ * past it (heap corruption, a bad free at destroy). Also a scale that is
+ * not finite. */
 static void check_state_huge_heads(la_context *ctx) {
     enum { N = 48, G = 2 };
     la_kv_cache *c = make_cache(1, 8, 64);
@@ -1474,6 +1475,10 @@ static void check_state_huge_heads(la_context *ctx) {
                 TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, n, huge[hi], out), LA_ERR_ARGUMENT);
                 TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, n, huge[hi], 0), LA_ERR_ARGUMENT);
             }
+        /* a scale that is not finite, refused by every policy when given (snapkv kept it for the
+         * prompt's end, which then failed; quest and duo ignored it) */
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, NAN), LA_ERR_ARGUMENT);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, G, -INFINITY), LA_ERR_ARGUMENT);
         /* then a prompt and a step as usual, into the scratch the refused calls must not have sized */
         TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
         TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
