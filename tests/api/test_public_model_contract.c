@@ -135,6 +135,12 @@ static void check_session(la_model *m, la_context *ctx) {
     CHECK(la_session_pos(s) == 3); /* refused calls add nothing */
     int32_t *many = buf(sizeof(int32_t) * 64);
     for (int i = 0; i < 64; i++) many[i] = 5;
+    /* n so large that position + n wraps: refused before a token is read (the sum went
+     * negative, passed the max_ctx check, and the token check read past the array) */
+    st = la_session_eval(s, many, INT64_MAX, NULL, false);
+    CHECK(st == LA_ERR_ARGUMENT && strstr(la_last_error(), "max_ctx"));
+    st = la_session_eval(s, many, INT64_MAX - 1, NULL, false);
+    CHECK(st == LA_ERR_ARGUMENT && strstr(la_last_error(), "max_ctx"));
     st = la_session_eval(s, many, 62, NULL, false); /* past max_ctx */
     CHECK(st != LA_OK && la_last_error()[0]);
     CHECK(la_session_pos(s) == 3);
