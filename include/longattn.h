@@ -1615,7 +1615,8 @@ LA_API void la_kv_policy_state_reset(la_kv_policy_state *s);
  * below 2^31 x n_kv_heads, and n at most every head's length
  * (LA_ERR_ARGUMENT otherwise; the same rules in la_kv_policy_update)
  * (query head h reads KV head h / (n_heads / n_kv_heads)); causal, with
- * p's other fields (scale, softcap; no window, sinks or varlen). One query
+ * p's scale and softcap (a window, sinks, ALiBi, sigmoid scores or varlen
+ * offsets are LA_ERR_UNSUPPORTED: update scores plain softmax). One query
  * runs la_attention_decode (over the pages Quest picks; over each head's
  * own pages when lengths are ragged), more la_attention_forward over the
  * entries read back as f32, head by head when ragged. When every head

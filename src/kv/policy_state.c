@@ -623,6 +623,14 @@ la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_a
     la_status st = check_call(s, fn, c, layer, q, n, n_heads);
     if (st) return st;
     if (!ctx || !p || !out) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !ctx ? "ctx" : !p ? "params" : "out");
+    /* update scores the entries by plain causal softmax over slots: attention under any other rule would
+     * not be what it scores (and a window over slots moves as eviction compacts them) */
+    if (p->window_left != -1 || p->window_right != -1 || p->sinks || p->alibi_slopes ||
+        p->score != LA_SCORE_SOFTMAX || p->cu_seqlens_q || p->cu_seqlens_k)
+        return la_fail(LA_ERR_UNSUPPORTED,
+                       "%s: the rule may set scale and softcap only (causal is forced); a window, sinks, ALiBi, "
+                       "sigmoid scores or varlen offsets are not supported",
+                       fn);
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
     if (!grow_f(&s->lse, &s->lse_cap, n * H)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
     s->lse_n = 0;

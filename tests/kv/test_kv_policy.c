@@ -1492,6 +1492,42 @@ static void check_state_huge_heads(la_context *ctx) {
     la_kv_cache_destroy(c);
 }
 
+/* la_kv_policy_attend runs causal attention with scale and softcap only
+ * ("no window, sinks or varlen"): a rule with a window, sinks, ALiBi,
+ * sigmoid scores or varlen offsets is LA_ERR_UNSUPPORTED, for one query
+ * and for many. Window, sinks and ALiBi were applied to the attention (over
+ * slots, which eviction moves) while update scored the entries without
+ * them; sigmoid failed with a message about an lse the caller never gave. */
+static void check_attend_rules(la_context *ctx) {
+    enum { N = 24 };
+    la_kv_cache *c = make_cache(1, 8, 64);
+    float *k = calloc(N * D, sizeof(float)), *v = calloc(N * D, sizeof(float));
+    float *q = calloc(N * D, sizeof(float)), *out = calloc(N * D, sizeof(float));
+    append(c, N, k, v, 0);
+    la_kv_policy p;
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    static const float slope = 0.5f;
+    static const int32_t cu[2] = {0, 1};
+    la_attention_params rules[6];
+    for (int i = 0; i < 6; i++) rules[i] = la_attention_params_default();
+    rules[0].window_left = 4, rules[1].window_right = 0, rules[2].sinks = 2, rules[3].alibi_slopes = &slope;
+    rules[4].score = LA_SCORE_SIGMOID, rules[5].cu_seqlens_q = rules[5].cu_seqlens_k = cu, rules[5].num_seqs = 1;
+    for (int i = 0; i < 6; i++)
+        for (int64_t n = 1; n <= 8; n += 7) {
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &rules[i], c, 0, q, n, 1, out), LA_ERR_UNSUPPORTED);
+            tu_check(strstr(la_last_error(), "la_kv_policy_attend") != NULL, "rule %d, n %lld: message '%s'", i,
+                     (long long)n, la_last_error());
+        }
+    la_attention_params ok = la_attention_params_default();
+    ok.softcap = 5, ok.scale = 0.5f, ok.causal = 0; /* causal is forced on */
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &ok, c, 0, q, 8, 1, out), LA_OK);
+    la_kv_policy_state_destroy(s);
+    free(k), free(v), free(q), free(out);
+    la_kv_cache_destroy(c);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -1531,6 +1567,7 @@ int main(void) {
     check_duo(ctx, &rng);
     check_state_other_cache(ctx);
     check_state_huge_heads(ctx);
+    check_attend_rules(ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }
