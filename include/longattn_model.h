@@ -129,7 +129,9 @@ typedef struct {
      * from sparse.dense_layers on (the layers before it run dense).
      * Single-token steps stay dense. la_sparse_choice_parse reads
      * "SELECTOR:BUDGET[,OPTION=N...]"; negative options are
-     * LA_ERR_ARGUMENT here. Routing keeps one k-means state per layer for
+     * LA_ERR_ARGUMENT here. Under a stateful kv_policy (h2o, snapkv,
+     * quest, duo) the prefill attends through the policy, densely: sparse
+     * does not apply there (la_session_sparse_counts counts nothing). Routing keeps one k-means state per layer for
      * the session's life (centroids move across calls, as the selector's
      * state is meant to; la_session_reset keeps them). */
     la_sparse_choice sparse;
