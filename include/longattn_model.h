@@ -429,7 +429,8 @@ typedef struct {
 LA_API la_generate_params la_generate_params_default(void);
 
 /* Continue session s of model m (s may already hold tokens) with the prompt,
- * then generate. The prompt must be non-empty and fit in p->max_ctx.
+ * then generate. The prompt must be non-empty and fit in p->max_ctx, and
+ * the sampler be made for the model's n_vocab (LA_ERR_ARGUMENT otherwise).
  * stats may be NULL. */
 LA_API la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, const int32_t *prompt, int64_t n_prompt,
                       const la_generate_params *p, la_generate_stats *stats);

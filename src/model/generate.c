@@ -4,6 +4,7 @@
 #include "longattn_model.h"
 
 #include "base/base.h"
+#include "model/sampler.h"
 
 #include <stdlib.h>
 
@@ -50,6 +51,10 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
                        (long long)n_prompt, (long long)start, (long long)max_ctx);
     const la_tokenizer *tok = la_model_tokenizer(m);
     const int64_t n_vocab = la_model_config_of(m)->n_vocab;
+    /* the sampler reads its own n_vocab logits from a buffer of the model's */
+    if (la_sampler_vocab(sampler) != n_vocab)
+        return la_fail(LA_ERR_ARGUMENT, "la_generate: the sampler was made for %d tokens; the model has %lld",
+                       (int)la_sampler_vocab(sampler), (long long)n_vocab);
     for (int64_t i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= n_vocab)
             return la_fail(LA_ERR_ARGUMENT, "la_generate: prompt[%lld] = %d is not a token id (vocabulary %lld)",

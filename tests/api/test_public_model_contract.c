@@ -220,6 +220,16 @@ static void check_session(la_model *m, la_context *ctx) {
     la_session_reset(s);
     EXPECT(la_generate(m, s, g, many, 40, &gp, &stats), LA_ERR_ARGUMENT); /* a prompt the session cannot hold */
     CHECK(la_session_pos(s) == 0);
+    /* a sampler for another vocabulary: it read its n_vocab logits from a buffer of the model's
+     * (past its end when larger), or drew from the first tokens only (when smaller) */
+    la_sampler *other = NULL;
+    for (int i = 0; i < 2; i++) {
+        EXPECT_OK(la_sampler_new(&greedy, (int32_t)cfg->n_vocab + (i ? 4096 : -100), &other));
+        la_session_reset(s);
+        EXPECT(la_generate(m, s, other, toks, 2, &gp, &stats), LA_ERR_ARGUMENT);
+        CHECK(la_session_pos(s) == 0);
+        la_sampler_free(other);
+    }
     la_sampler_free(g);
     la_session_free(s);
     la_sampler_free(smp);
