@@ -199,6 +199,8 @@ LA_API void la_session_reset(la_session *s);          /* forget all tokens */
 LA_API int64_t la_session_pos(const la_session *s);
 /* Bytes of the KV pages in use (la_kv_cache_bytes). */
 LA_API size_t la_session_kv_bytes(const la_session *s);
+/* The model the session was made for (la_generate refuses another). NULL for NULL. */
+LA_API const la_model *la_session_model(const la_session *s);
 /* The session's cache, for inspection (positions, per-head lengths). */
 LA_API const la_kv_cache *la_session_kv_cache(const la_session *s);
 /* The state of a stateful kv_policy (h2o, snapkv, quest, duo), for

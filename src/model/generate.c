@@ -36,6 +36,9 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
     if (!m || !s || !sampler || !prompt || !p)
         return la_fail(LA_ERR_NULL, "la_generate: %s is NULL",
                        !m ? "model m" : !s ? "session s" : !sampler ? "sampler" : !prompt ? "prompt" : "params p");
+    /* the logits buffer and the token checks are sized by m: a session of another model overruns them */
+    if (la_session_model(s) != m)
+        return la_fail(LA_ERR_ARGUMENT, "la_generate: session s was made for another model than m");
     if (n_prompt <= 0) return la_fail(LA_ERR_ARGUMENT, "la_generate: n_prompt is %lld; must be > 0", (long long)n_prompt);
     if (p->max_ctx <= 0)
         return la_fail(LA_ERR_ARGUMENT, "la_generate: p->max_ctx is %lld; set it to the session's max_ctx",

@@ -423,6 +423,7 @@ void la_session_reset(la_session *s) {
 }
 int64_t la_session_pos(const la_session *s) { return s ? s->pos : 0; }
 size_t la_session_kv_bytes(const la_session *s) { return s ? la_kv_cache_bytes(s->kv) : 0; }
+const la_model *la_session_model(const la_session *s) { return s ? s->m : NULL; }
 const la_kv_cache *la_session_kv_cache(const la_session *s) { return s ? s->kv : NULL; }
 const la_kv_policy_state *la_session_kv_policy_state(const la_session *s) { return s ? s->pstate : NULL; }
 

@@ -230,6 +230,15 @@ static void check_session(la_model *m, la_context *ctx) {
         CHECK(la_session_pos(s) == 0);
         la_sampler_free(other);
     }
+    /* a session of another model (the same file loaded twice is another model): the logits
+     * buffer and the token checks are sized by m, so it is refused before any work */
+    CHECK(la_session_model(s) == m && la_session_model(NULL) == NULL);
+    la_model *twin = NULL;
+    EXPECT_OK(la_model_load(MODEL_PATH, &twin));
+    la_session_reset(s);
+    if (twin) EXPECT(la_generate(twin, s, g, toks, 2, &gp, &stats), LA_ERR_ARGUMENT);
+    CHECK(la_session_pos(s) == 0);
+    la_model_free(twin);
     la_sampler_free(g);
     la_session_free(s);
     la_sampler_free(smp);
