@@ -45,6 +45,16 @@
 #ifndef KVQ_PREFETCH_BLOCKS /* -D at build time for A/B */
 #define KVQ_PREFETCH_BLOCKS 2
 #endif
+/* q.k runs ahead whose K codes a run prefetches (scores_cm / scores_vq's
+ * pfk; -D at build time for A/B). With int8 q.k and P.V a run of the
+ * model's 32-token key groups is short: 1 run ahead left the codes' loads
+ * waiting (s23-pv, 32K on Zen 5: best ms 1.69 at 1 and 2, 1.62 at 3) */
+#ifndef KVQ_K_AHEAD
+#define KVQ_K_AHEAD 3
+#endif
+/* Quantised blocks per q.k run of the chunk passes: NR x KVQ_TB score
+ * vectors in registers (12 of AVX2's 16 for the model's 3 rows). */
+#define KVQ_TB 4
 
 
 typedef struct {
@@ -62,7 +72,7 @@ typedef struct {
      * them (NULL past the chunk's quantised slots: nothing to prefetch), set
      * once per chunk (pass_chunk) so the passes divide by no page size:
      * P.V computed a page and offset with idiv per block and channel slice */
-    const char *krow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
+    const char *krow[KVQ_CHUNK / LA_VL + KVQ_K_AHEAD * KVQ_TB], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
     const uint16_t *kfold[KVQ_CHUNK / LA_VL]; /* a block's key group scales where it starts one (or the chunk), else NULL */
     int kleft[KVQ_CHUNK / LA_VL];             /* blocks from this one to its key group's end */
     /* the chunk passes' int8 q.k (scores_vq; AVX-512 with VNNI and VBMI,
@@ -573,9 +583,6 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
 }
 #endif
 
-/* Quantised blocks per q.k run of the chunk passes: NR x KVQ_TB score
- * vectors in registers (12 of AVX2's 16 for the model's 3 rows). */
-#define KVQ_TB 4
 /* Accumulator sets of a q.k run, even and odd channels apart on AVX-512
  * (32 registers): with the model's 32-token key groups a run is 2 blocks,
  * 2 x 3 chains over 64 channels, which one set left bound by the FMA's
@@ -907,7 +914,7 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             /* a key group's folded queries, where the group starts (or the chunk does): a run's first block */
             if (s->kfold[b]) fold_rows_dp(s, s->kfold[b], r, NR, Dp, DT == DB_U8 ? 127.5f : 7.5f);
             vf sc[KVQ_TB][4];
-            const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
+            const char *kc = s->krow[b], *pfk = s->krow[b + KVQ_K_AHEAD * nb] ? s->krow[b + KVQ_K_AHEAD * nb] : kc;
             const float *q = s->qf + r * Dp, *bs = s->bias + r;
 #if LA_VL == 16
             if (s->vq) {
@@ -1133,18 +1140,23 @@ static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
      * at 32K, s23-pv) */
     prefetch_scales(s, c1, quant_end(s, c1, c1 + KVQ_CHUNK));
     /* blocks never cross a page (key groups are whole blocks and divide the
-     * page); rows past the chunk are not prefetched. The block's page, slot
+     * page); V rows past the chunk are not prefetched. The block's page, slot
      * in the page, key group in the page and slot in the group are stepped
      * along (two divisions per chunk: 64-bit idiv is ~40 cycles on Zen 1,
      * and three per block were ~10% of the kernel's time) */
     int64_t page = c0 / ps, t = c0 % ps, g = t / kg, tg = t % kg;
-    for (int64_t b = 0; b < nb + KVQ_PREFETCH_BLOCKS; b++) {
+    for (int64_t b = 0; b < nb + KVQ_K_AHEAD * KVQ_TB; b++) {
         const int64_t j0 = c0 + b * LA_VL;
         const bool quant = j0 + LA_VL <= qe;
         const char *kp = s->kpages + (size_t)page * f->k_page;
-        /* a K block: its group's channel-major codes from the block's first token on */
-        s->krow[b] = quant ? (const char *)la_kvq_key_codes(f, kp, g) + (size_t)tg * (size_t)f->bits / 8 : NULL;
-        s->vrow[b] = quant ? s->vpages + (size_t)page * f->v_page + (size_t)t * f->code_row : NULL;
+        /* a K block: its group's channel-major codes from the block's first
+         * token on; past the chunk, the next chunk's (the head's quantised
+         * slots), so that its first run's codes are asked for during this
+         * chunk's last run (cold, they were ~8% of the int8 kernel's
+         * samples at 32K once P.V took int8 weights, s23-pv) */
+        const bool kq = b < nb ? quant : j0 + LA_VL <= s->qlen;
+        s->krow[b] = kq ? (const char *)la_kvq_key_codes(f, kp, g) + (size_t)tg * (size_t)f->bits / 8 : NULL;
+        if (b < nb + KVQ_PREFETCH_BLOCKS) s->vrow[b] = quant ? s->vpages + (size_t)page * f->v_page + (size_t)t * f->code_row : NULL;
         if (b < nb) {
             s->kfold[b] = j0 < qe && (tg == 0 || b == 0) ? la_kvq_key_scales(f, kp, g) : NULL;
             s->kleft[b] = (int)((kg - tg) / LA_VL);
