@@ -1286,10 +1286,16 @@ typedef struct {
      * with the codes: a score moves by at most D * n * max_d |q_d s_d| /
      * 508 (q scaled by the softmax scale, s_d the channel's scale, n 255
      * for int8 and 15 for int4; the rounding's mean over the codes is
-     * added back). SmolLM2-135M, perplexity through single-token decode
-     * (bench/kvq_ppl_step.c, ctx 512): q8 +0.03% over f16 pages (f32
-     * queries +0.06%), q4 +1.0% (+0.4%). true: f32 queries
-     * (the same bits on every CPU at a given SIMD level), for comparing
+     * added back). On int8 pages it also rounds the softmax weights
+     * times the value scales to 8 bits per (query row, value group, 256
+     * slots) with one f32 scale (max / 255) and takes P.V as integer dot
+     * products with the codes: an output moves by at most 256 times half
+     * its value group's spread / 510 per 256 slots, weighted as those
+     * slots' largest weight (the rounding's mean over the codes is added
+     * back). SmolLM2-135M, perplexity through single-token decode
+     * (bench/kvq_ppl_step.c, ctx 512): q8 +0.02% over f16 pages (f32
+     * queries and weights +0.06%), q4 +1.0% (+0.4%). true: f32 queries
+     * and weights (the same bits on every CPU at a given SIMD level), for comparing
      * policies or quantisation without that noise (the model's
      * exact_decode sets it). */
     bool quant_exact_queries;
