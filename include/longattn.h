@@ -1286,10 +1286,16 @@ typedef struct {
      * with the codes: a score moves by at most D * n * max_d |q_d s_d| /
      * 508 (q scaled by the softmax scale, s_d the channel's scale, n 255
      * for int8 and 15 for int4; the rounding's mean over the codes is
-     * added back). SmolLM2-135M, perplexity through single-token decode
-     * (bench/kvq_ppl_step.c, ctx 512): q8 +0.03% over f16 pages (f32
-     * queries +0.06%), q4 +1.0% (+0.4%). true: f32 queries
-     * (the same bits on every CPU at a given SIMD level), for comparing
+     * added back). On int8 pages it also rounds the softmax weights
+     * times the value scales to 8 bits per (query row, value group, 256
+     * slots) with one f32 scale (max / 255) and takes P.V as integer dot
+     * products with the codes: an output moves by at most 256 times half
+     * its value group's spread / 510 per 256 slots, weighted as those
+     * slots' largest weight (the rounding's mean over the codes is added
+     * back). SmolLM2-135M, perplexity through single-token decode
+     * (bench/kvq_ppl_step.c, ctx 512): q8 +0.02% over f16 pages (f32
+     * queries and weights +0.06%), q4 +1.0% (+0.4%). true: f32 queries
+     * and weights (the same bits on every CPU at a given SIMD level), for comparing
      * policies or quantisation without that noise (the model's
      * exact_decode sets it). */
     bool quant_exact_queries;
@@ -1301,10 +1307,11 @@ typedef struct {
  * group size). */
 LA_API la_kv_cache_params la_kv_cache_params_default(void);
 
-/* Errors: LA_ERR_NULL, LA_ERR_SHAPE (a size <= 0, head_dim not a multiple
- * of 8 or above 512), LA_ERR_DTYPE, LA_ERR_ARGUMENT (quant not a
- * la_kv_quant; with quant, a group size <= 0 or not dividing page_size /
- * head_dim, a key group above 256, a window outside [0, 65536]),
+/* *out is NULL after any failure. Errors: LA_ERR_NULL, LA_ERR_SHAPE (a
+ * size <= 0, head_dim not a multiple of 8 or above 512), LA_ERR_DTYPE,
+ * LA_ERR_ARGUMENT (quant not a la_kv_quant; with quant, a group size <= 0
+ * or not dividing page_size / head_dim, a key group above 256, a window
+ * outside [0, 65536]),
  * LA_ERR_OVERFLOW (max_tokens beyond 2^31 - 1: lengths are int32; max_seqs
  * x pages per sequence beyond int32 block ids; the bytes of a page or of a
  * layer beyond size_t), LA_ERR_NOMEM.
@@ -1533,7 +1540,7 @@ typedef enum {
 
 typedef struct {
     la_kv_policy_kind kind;
-    int64_t budget;   /* entries kept per (layer, head, sequence); 0 for full */
+    int64_t budget;   /* entries kept per (layer, head, sequence); 0 for full. Fields a kind does not take are 0 */
     int64_t sinks;    /* streaming, duo (streaming heads): first entries always kept */
     int64_t recent;   /* h2o, snapkv: newest entries always kept */
     int64_t window;   /* snapkv: observation window */
@@ -1554,7 +1561,15 @@ typedef struct {
  * or option) and listing the known policies. */
 LA_API la_status la_kv_policy_parse(const char *text, la_kv_policy *out);
 /* The checks la_kv_policy_parse makes, on a policy built by hand: kind
- * known, budget and options in range. LA_ERR_NULL or LA_ERR_ARGUMENT. */
+ * known, budget and options in range, and every field the kind does not
+ * take 0 (file: empty), as la_kv_policy_parse leaves it, so the two accept
+ * the same policies (full with a budget, or a snap on streaming, is
+ * LA_ERR_ARGUMENT naming the field, not ignored). Fields taken: streaming
+ * budget, sinks; h2o budget, recent, snap, decode_grow, and window,
+ * kernel, pool_avg with snap > 0; snapkv budget, recent, window, kernel,
+ * pool_avg, adapt, carry, pyramid, share, and file with share > 0; quest
+ * budget, page; duo budget, sinks, share, file; full none. LA_ERR_NULL or
+ * LA_ERR_ARGUMENT. */
 LA_API la_status la_kv_policy_validate(const la_kv_policy *p);
 /* Whether the policy needs a la_kv_policy_state (h2o, snapkv, quest,
  * duo); full and streaming work through la_kv_cache_apply_policy alone. */
@@ -1586,23 +1601,28 @@ LA_API la_status la_kv_attention_mass(la_context *ctx, const la_kv_cache *c, int
 
 /* What a stateful policy keeps beside the cache: per-entry accumulated
  * attention (h2o), per-page key bounds (quest), the retrieval heads (duo),
- * scratch. One state per cache; sequence 0 only for h2o, snapkv, quest and
- * duo (LA_ERR_UNSUPPORTED for a cache of more sequences). */
+ * scratch. One state per cache: attend, update and end_prompt refuse a
+ * cache whose parameters differ from those of the cache the state was made
+ * for (LA_ERR_ARGUMENT); sequence 0 only for h2o, snapkv, quest and duo
+ * (LA_ERR_UNSUPPORTED for a cache of more sequences). */
 typedef struct la_kv_policy_state la_kv_policy_state;
 
-/* Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (an invalid policy, or one without
- * state), LA_ERR_UNSUPPORTED (max_seqs > 1), LA_ERR_FORMAT / LA_ERR_IO (a
- * duo score file that is missing, malformed or for other dimensions; the
- * message says how to make one), LA_ERR_NOMEM. */
+/* *out is NULL after any failure. Errors: LA_ERR_NULL, LA_ERR_ARGUMENT (an
+ * invalid policy, or one without state), LA_ERR_UNSUPPORTED (max_seqs > 1),
+ * LA_ERR_FORMAT / LA_ERR_IO (a duo score file that is missing, malformed
+ * or for other dimensions; the message says how to make one), LA_ERR_NOMEM. */
 LA_API la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c, la_kv_policy_state **out);
 LA_API void la_kv_policy_state_destroy(la_kv_policy_state *s);
 /* Forget per-entry scores and page bounds (after la_kv_cache_reset). */
 LA_API void la_kv_policy_state_reset(la_kv_policy_state *s);
 /* Attention of n new queries (the tokens of the last n entries of every KV
  * head of (layer, 0)) over the cache under the policy: q [n, n_heads,
- * head_dim] f32, out the same shape; n_heads a multiple of n_kv_heads
+ * head_dim] f32, out the same shape; n_heads a multiple of n_kv_heads,
+ * below 2^31 x n_kv_heads, and n at most every head's length
+ * (LA_ERR_ARGUMENT otherwise; the same rules in la_kv_policy_update)
  * (query head h reads KV head h / (n_heads / n_kv_heads)); causal, with
- * p's other fields (scale, softcap; no window, sinks or varlen). One query
+ * p's scale and softcap (a window, sinks, ALiBi, sigmoid scores or varlen
+ * offsets are LA_ERR_UNSUPPORTED: update scores plain softmax). One query
  * runs la_attention_decode (over the pages Quest picks; over each head's
  * own pages when lengths are ragged), more la_attention_forward over the
  * entries read back as f32, head by head when ragged. When every head
@@ -1614,7 +1634,9 @@ LA_API la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, con
                                      float *out);
 /* After la_kv_policy_attend of the same queries: score the entries (h2o,
  * snapkv) with the kept log-sum-exp and evict what the policy drops from
- * every KV head of (layer, 0). Quest and duo's retrieval heads keep all. */
+ * every KV head of (layer, 0). Quest and duo's retrieval heads keep all.
+ * scale as la_kv_attention_mass's (0: 1/sqrt(head_dim)); one that is not
+ * finite is LA_ERR_ARGUMENT, for every policy. */
 LA_API la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer,
                                      const float *q, int64_t n, int64_t n_heads, float scale);
 /* The prompt fed to (layer, 0) through la_kv_policy_attend / _update, in

@@ -22,6 +22,7 @@ extern "C" {
  * SentencePiece-style ("llama", with scores). */
 typedef struct la_tokenizer la_tokenizer;
 
+/* *out is NULL after any failure. */
 LA_API la_status la_tokenizer_from_gguf(const la_gguf *g, la_tokenizer **out);
 LA_API void la_tokenizer_free(la_tokenizer *t);
 
@@ -128,7 +129,9 @@ typedef struct {
      * from sparse.dense_layers on (the layers before it run dense).
      * Single-token steps stay dense. la_sparse_choice_parse reads
      * "SELECTOR:BUDGET[,OPTION=N...]"; negative options are
-     * LA_ERR_ARGUMENT here. Routing keeps one k-means state per layer for
+     * LA_ERR_ARGUMENT here. Under a stateful kv_policy (h2o, snapkv,
+     * quest, duo) the prefill attends through the policy, densely: sparse
+     * does not apply there (la_session_sparse_counts counts nothing). Routing keeps one k-means state per layer for
      * the session's life (centroids move across calls, as the selector's
      * state is meant to; la_session_reset keeps them). */
     la_sparse_choice sparse;
@@ -196,6 +199,8 @@ LA_API void la_session_reset(la_session *s);          /* forget all tokens */
 LA_API int64_t la_session_pos(const la_session *s);
 /* Bytes of the KV pages in use (la_kv_cache_bytes). */
 LA_API size_t la_session_kv_bytes(const la_session *s);
+/* The model the session was made for (la_generate refuses another). NULL for NULL. */
+LA_API const la_model *la_session_model(const la_session *s);
 /* The session's cache, for inspection (positions, per-head lengths). */
 LA_API const la_kv_cache *la_session_kv_cache(const la_session *s);
 /* The state of a stateful kv_policy (h2o, snapkv, quest, duo), for
@@ -398,7 +403,9 @@ typedef struct {
     int64_t max_new_tokens; /* < 0: no limit but the context */
     int64_t prefill_chunk;  /* <= 0: LA_PREFILL_CHUNK_DEFAULT */
     /* Tokens the session may hold: the max_ctx it was created with (model.h
-     * has no getter for it). Generation stops cleanly when it is full. */
+     * has no getter for it). Generation stops cleanly when it is full; a
+     * larger value counts as the session's own max_ctx, a smaller one
+     * stops generation there. */
     int64_t max_ctx;
     /* After each prefill chunk: tokens done so far of total. May be NULL. */
     void (*on_prefill)(void *user, int64_t done, int64_t total);
@@ -424,7 +431,8 @@ typedef struct {
 LA_API la_generate_params la_generate_params_default(void);
 
 /* Continue session s of model m (s may already hold tokens) with the prompt,
- * then generate. The prompt must be non-empty and fit in p->max_ctx.
+ * then generate. The prompt must be non-empty and fit in p->max_ctx, and
+ * the sampler be made for the model's n_vocab (LA_ERR_ARGUMENT otherwise).
  * stats may be NULL. */
 LA_API la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, const int32_t *prompt, int64_t n_prompt,
                       const la_generate_params *p, la_generate_stats *stats);

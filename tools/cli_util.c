@@ -190,13 +190,23 @@ bool cli_output_ok(const char *cmd, const char *option, const char *path, bool p
 
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg) {
     int64_t all_listed = 0, all_visible = 0;
-    fprintf(stderr, "%s: sparse density per layer (key blocks computed / dense):", cmd);
     for (int64_t l = 0; l < cfg->n_layer; l++) {
         int64_t listed, visible;
         if (la_session_sparse_counts(s, l, &listed, &visible)) return;
         all_listed += listed, all_visible += visible;
+    }
+    /* nothing counted: no prefill of two or more tokens, or a stateful policy's, which is dense (a density of
+     * 0.000 per layer said the opposite) */
+    if (!all_visible) {
+        fprintf(stderr, "%s: no block-sparse prefill ran (single tokens are dense, and under a stateful KV policy, "
+                        "h2o, snapkv, quest or duo, the prefill attends densely through the policy)\n", cmd);
+        return;
+    }
+    fprintf(stderr, "%s: sparse density per layer (key blocks computed / dense):", cmd);
+    for (int64_t l = 0; l < cfg->n_layer; l++) {
+        int64_t listed, visible;
+        if (la_session_sparse_counts(s, l, &listed, &visible)) return;
         fprintf(stderr, " %.3f", visible ? (double)listed / (double)visible : 0.0);
     }
-    fprintf(stderr, "\n%s: sparse density, all layers: %.4f\n", cmd,
-            all_visible ? (double)all_listed / (double)all_visible : 0.0);
+    fprintf(stderr, "\n%s: sparse density, all layers: %.4f\n", cmd, (double)all_listed / (double)all_visible);
 }

@@ -151,8 +151,8 @@ static la_status check_quant(const la_kv_cache_params *p) {
 }
 
 la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
+    if (out) *out = NULL;
     if (!p || !out) return la_fail(LA_ERR_NULL, "la_kv_cache_create: %s is NULL", !p ? "params" : "out");
-    *out = NULL;
     const struct { const char *name; int64_t v; } sizes[] = {
         {"n_layers", p->n_layers}, {"n_kv_heads", p->n_kv_heads}, {"head_dim", p->head_dim},
         {"page_size", p->page_size}, {"max_tokens", p->max_tokens}, {"max_seqs", p->max_seqs}};

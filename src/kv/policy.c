@@ -60,8 +60,57 @@ static bool parse_decimal(const char *s, double *out) {
     return end == p && errno != ERANGE;
 }
 
+/* The first field p's kind does not take that is not 0 (file: not empty),
+ * or NULL; *unless says when the kind would take it. la_kv_policy_parse
+ * leaves those fields 0, so validate refusing them makes the two agree: a
+ * field the kind ignores is a mistake, not an option (a snap on streaming,
+ * a budget on full). */
+static const char *stray_field(const la_kv_policy *p, const char **unless) {
+    const la_kv_policy_kind k = p->kind;
+    const bool h2o = k == LA_KV_POLICY_H2O, snapkv = k == LA_KV_POLICY_SNAPKV;
+    const bool votes = snapkv || (h2o && p->snap > 0); /* h2o votes only with snap */
+    const char *with_snap = h2o ? " without snap > 0" : "";
+    const struct {
+        const char *name;
+        bool set, taken;
+        const char *unless;
+    } fields[] = {{"budget", p->budget != 0, k != LA_KV_POLICY_FULL, ""},
+                  {"sinks", p->sinks != 0, k == LA_KV_POLICY_STREAMING || k == LA_KV_POLICY_DUO, ""},
+                  {"recent", p->recent != 0, h2o || snapkv, ""},
+                  {"window", p->window != 0, votes, with_snap},
+                  {"kernel", p->kernel != 0, votes, with_snap},
+                  {"pool_avg", p->pool_avg != 0, votes, with_snap},
+                  {"page", p->page != 0, k == LA_KV_POLICY_QUEST, ""},
+                  {"share", p->share != 0, k == LA_KV_POLICY_DUO || snapkv, ""},
+                  {"snap", p->snap != 0, h2o, ""},
+                  {"decode_grow", p->decode_grow != 0, h2o, ""},
+                  {"adapt", p->adapt != 0, snapkv, ""},
+                  {"carry", p->carry != 0, snapkv, ""},
+                  {"pyramid", p->pyramid != 0, snapkv, ""},
+                  {"file", p->file[0] != 0, k == LA_KV_POLICY_DUO || (snapkv && p->share > 0),
+                   snapkv ? " without share > 0" : ""}};
+    for (size_t i = 0; i < sizeof fields / sizeof *fields; i++)
+        if (fields[i].set && !fields[i].taken) return *unless = fields[i].unless, fields[i].name;
+    return NULL;
+}
+
+static la_status check_ranges(const la_kv_policy *p);
+
 la_status la_kv_policy_validate(const la_kv_policy *p) {
     if (!p) return la_fail(LA_ERR_NULL, "la_kv_policy_validate: policy is NULL");
+    la_status st = check_ranges(p);
+    if (st) return st;
+    const char *unless, *stray = stray_field(p, &unless);
+    if (stray)
+        return la_fail(LA_ERR_ARGUMENT,
+                       "KV policy %s: %s is set, but %s takes no %s%s (a field the policy does not take must be 0, "
+                       "as la_kv_policy_parse leaves it)",
+                       kind_name(p->kind), stray, kind_name(p->kind), stray, unless);
+    return la_succeed();
+}
+
+/* The kind known, and the budget and the options it takes in range. */
+static la_status check_ranges(const la_kv_policy *p) {
     const char *n = kind_name(p->kind);
     const long long b = (long long)p->budget;
     switch (p->kind) {
@@ -273,14 +322,15 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
         return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': the budget must be an integer in [1, 2^30] (entries kept per "
                        "layer and KV head)",
                        text);
+    /* defaults only for the fields this kind takes: validate refuses the others unless 0 */
+    const bool h2o = p.kind == LA_KV_POLICY_H2O, snapkv = p.kind == LA_KV_POLICY_SNAPKV;
+    const bool duo = p.kind == LA_KV_POLICY_DUO;
     p.budget = budget;
-    p.sinks = LA_KV_STREAMING_SINKS;
-    p.recent = budget / 2;
-    p.window = LA_KV_SNAPKV_WINDOW;
-    p.kernel = LA_KV_SNAPKV_KERNEL;
-    if (p.kind == LA_KV_POLICY_DUO) p.share = 0.5;
+    if (p.kind == LA_KV_POLICY_STREAMING || duo) p.sinks = LA_KV_STREAMING_SINKS;
+    if (h2o) p.recent = budget / 2; /* snapkv's is 0: it keeps just its window */
+    if (h2o || snapkv) p.window = LA_KV_SNAPKV_WINDOW, p.kernel = LA_KV_SNAPKV_KERNEL; /* h2o: with snap only */
+    if (duo) p.share = 0.5, snprintf(p.file, sizeof p.file, "%s", LA_KV_DUO_SCORES_DEFAULT);
     if (p.kind == LA_KV_POLICY_QUEST) p.page = LA_KV_QUEST_PAGE;
-    snprintf(p.file, sizeof p.file, "%s", LA_KV_DUO_SCORES_DEFAULT);
     unsigned seen = 0;
     while (end) {
         const char *f = end + 1;
@@ -292,10 +342,12 @@ la_status la_kv_policy_parse(const char *text, la_kv_policy *out) {
         la_status st = parse_option(text, &p, f, n, &seen);
         if (st) return st;
     }
-    if (p.kind == LA_KV_POLICY_SNAPKV && !(seen >> 1 & 1)) p.recent = 0; /* snapkv keeps just its window by default */
-    if (p.kind == LA_KV_POLICY_H2O && !(p.snap > 0) && (seen & (7u << 2)))
-        return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': h2o takes window=, kernel= and pool= only with snap= > 0",
-                       text);
+    if (h2o && !(p.snap > 0)) {
+        if (seen & (7u << 2))
+            return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': h2o takes window=, kernel= and pool= only with snap= > 0",
+                           text);
+        p.window = 0, p.kernel = 0; /* no vote */
+    }
     la_status st = la_kv_policy_validate(&p);
     if (st) {
         /* name the text as given, in place of validate's "KV policy KIND: " */

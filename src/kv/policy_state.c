@@ -339,9 +339,9 @@ static la_status snap_layer_budgets(la_kv_policy_state *s) {
 }
 
 la_status la_kv_policy_state_create(const la_kv_policy *p, const la_kv_cache *c, la_kv_policy_state **out) {
+    if (out) *out = NULL;
     if (!p || !c || !out)
         return la_fail(LA_ERR_NULL, "la_kv_policy_state_create: %s is NULL", !p ? "policy" : !c ? "cache" : "out");
-    *out = NULL;
     la_status st = la_kv_policy_validate(p);
     if (st) return st;
     if (!la_kv_policy_has_state(p))
@@ -409,6 +409,8 @@ bool la_kv_policy_state_is_retrieval(const la_kv_policy_state *s, int64_t layer,
 
 static bool grow_f(float **p, int64_t *cap, int64_t need) {
     if (need <= *cap) return true;
+    /* doubling must not wrap the byte count (a wrapped realloc "succeeds" small) */
+    if (need > (int64_t)(SIZE_MAX / 2 / sizeof(float))) return false;
     int64_t c = *cap ? *cap : 64;
     while (c < need) c *= 2;
     float *q = realloc(*p, sizeof(float) * (size_t)c);
@@ -480,17 +482,42 @@ static la_status keep_top(la_kv_policy_state *s, la_kv_cache *c, int64_t layer, 
     return LA_OK;
 }
 
+/* c has the parameters of the cache s was made for, and layer is one of
+ * its layers. Every parameter: the state's scratch and page bounds are
+ * sized by its own cache's head_dim, page_size and max_tokens, so a cache
+ * that agreed on layers and heads alone overran them. */
+static la_status check_cache(const la_kv_policy_state *s, const char *fn, const la_kv_cache *c, int64_t layer) {
+    const la_kv_cache_params *cp = la_kv_cache_params_of(c), *mine = &s->cp;
+    if (cp->n_layers != mine->n_layers || cp->n_kv_heads != mine->n_kv_heads || cp->head_dim != mine->head_dim ||
+        cp->page_size != mine->page_size || cp->max_tokens != mine->max_tokens || cp->max_seqs != mine->max_seqs ||
+        cp->dtype != mine->dtype || cp->quant != mine->quant || cp->quant_key_group != mine->quant_key_group ||
+        cp->quant_value_group != mine->quant_value_group || cp->quant_window != mine->quant_window ||
+        cp->quant_exact_queries != mine->quant_exact_queries)
+        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for (its parameters differ)",
+                       fn);
+    if (layer < 0 || layer >= cp->n_layers)
+        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    return LA_OK;
+}
+
 static la_status check_call(const la_kv_policy_state *s, const char *fn, const la_kv_cache *c, int64_t layer,
                             const float *q, int64_t n, int64_t n_heads) {
     if (!s || !c || !q) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : !c ? "cache" : "q");
     const la_kv_cache_params *cp = la_kv_cache_params_of(c);
-    if (cp->n_layers != s->cp.n_layers || cp->n_kv_heads != s->cp.n_kv_heads || cp->max_seqs != 1)
-        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
-    if (layer < 0 || layer >= cp->n_layers)
-        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
-    if (n < 1 || n_heads < 1 || n_heads % cp->n_kv_heads)
-        return la_fail(LA_ERR_ARGUMENT, "%s: n %lld must be >= 1 and n_heads %lld a multiple of %lld KV heads", fn,
-                       (long long)n, (long long)n_heads, (long long)cp->n_kv_heads);
+    la_status st = check_cache(s, fn, c, layer);
+    if (st) return st;
+    /* a group below 2^31, as la_kv_attention_mass takes: the products of n,
+     * n_heads and head_dim that size the scratch then fit (n is at most a
+     * head's length, itself int32) */
+    if (n < 1 || n_heads < 1 || n_heads % cp->n_kv_heads || n_heads / cp->n_kv_heads > INT32_MAX)
+        return la_fail(LA_ERR_ARGUMENT,
+                       "%s: n %lld must be >= 1 and n_heads %lld a multiple of %lld KV heads, below 2^31 times that",
+                       fn, (long long)n, (long long)n_heads, (long long)cp->n_kv_heads);
+    int64_t rows, elems, window = s->p.window > n ? s->p.window : n;
+    if (!la_mul_i64(window, n_heads, &rows) || !la_mul_i64(rows, cp->head_dim, &elems) ||
+        elems > (int64_t)(SIZE_MAX / 2 / sizeof(float)))
+        return la_fail(LA_ERR_OVERFLOW, "%s: %lld queries of %lld heads do not fit in memory", fn, (long long)window,
+                       (long long)n_heads);
     for (int64_t h = 0; h < cp->n_kv_heads; h++)
         if (la_kv_cache_len(c, layer, h, 0) < n)
             return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the %lld queries", fn,
@@ -596,6 +623,14 @@ la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_a
     la_status st = check_call(s, fn, c, layer, q, n, n_heads);
     if (st) return st;
     if (!ctx || !p || !out) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !ctx ? "ctx" : !p ? "params" : "out");
+    /* update scores the entries by plain causal softmax over slots: attention under any other rule would
+     * not be what it scores (and a window over slots moves as eviction compacts them) */
+    if (p->window_left != -1 || p->window_right != -1 || p->sinks || p->alibi_slopes ||
+        p->score != LA_SCORE_SOFTMAX || p->cu_seqlens_q || p->cu_seqlens_k)
+        return la_fail(LA_ERR_UNSUPPORTED,
+                       "%s: the rule may set scale and softcap only (causal is forced); a window, sinks, ALiBi, "
+                       "sigmoid scores or varlen offsets are not supported",
+                       fn);
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
     if (!grow_f(&s->lse, &s->lse_cap, n * H)) return la_fail(LA_ERR_NOMEM, "%s: no memory", fn);
     s->lse_n = 0;
@@ -826,11 +861,8 @@ static la_status snap_select_adapt(la_kv_policy_state *s, la_context *ctx, la_kv
 la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer) {
     static const char *fn = "la_kv_policy_end_prompt";
     if (!s || !c) return la_fail(LA_ERR_NULL, "%s: %s is NULL", fn, !s ? "state" : "cache");
-    const la_kv_cache_params *cp = la_kv_cache_params_of(c);
-    if (cp->n_layers != s->cp.n_layers || cp->n_kv_heads != s->cp.n_kv_heads || cp->max_seqs != 1)
-        return la_fail(LA_ERR_ARGUMENT, "%s: the cache is not the one the state was made for", fn);
-    if (layer < 0 || layer >= cp->n_layers)
-        return la_fail(LA_ERR_ARGUMENT, "%s: layer %lld is out of range", fn, (long long)layer);
+    la_status st = check_cache(s, fn, c, layer);
+    if (st) return st;
     s->prompt_done[layer] = true;
     if (!s->pending[layer]) return LA_OK;
     if (s->p.kind == LA_KV_POLICY_H2O) return h2o_snap_select(s, ctx, c, layer);
@@ -846,8 +878,7 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
         if (len < W)
             return la_fail(LA_ERR_ARGUMENT, "%s: head %lld holds %lld entries, fewer than the window's %lld queries",
                            fn, (long long)h, (long long)len, (long long)W);
-        la_status st = scratch(s, len);
-        if (st) return st;
+        if ((st = scratch(s, len))) return st;
         if ((st = window_votes(s, ctx, c, layer, h, len, W))) return st;
         const int64_t i = layer * Hkv + h;
         if (p->carry > 0 && (st = snap_carry(s, i, len, len - W))) return st;
@@ -864,6 +895,8 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     static const char *fn = "la_kv_policy_update";
     la_status st = check_call(s, fn, c, layer, q, n, n_heads);
     if (st) return st;
+    /* here, for every policy: snapkv keeps the scale for the prompt's end, which would fail there instead */
+    if (!isfinite(scale)) return la_fail(LA_ERR_ARGUMENT, "%s: scale %g is not finite", fn, (double)scale);
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
     const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
     const la_kv_policy *p = &s->p;

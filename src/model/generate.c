@@ -4,6 +4,7 @@
 #include "longattn_model.h"
 
 #include "base/base.h"
+#include "model/sampler.h"
 
 #include <stdlib.h>
 
@@ -35,17 +36,28 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
     if (!m || !s || !sampler || !prompt || !p)
         return la_fail(LA_ERR_NULL, "la_generate: %s is NULL",
                        !m ? "model m" : !s ? "session s" : !sampler ? "sampler" : !prompt ? "prompt" : "params p");
+    /* the logits buffer and the token checks are sized by m: a session of another model overruns them */
+    if (la_session_model(s) != m)
+        return la_fail(LA_ERR_ARGUMENT, "la_generate: session s was made for another model than m");
     if (n_prompt <= 0) return la_fail(LA_ERR_ARGUMENT, "la_generate: n_prompt is %lld; must be > 0", (long long)n_prompt);
     if (p->max_ctx <= 0)
         return la_fail(LA_ERR_ARGUMENT, "la_generate: p->max_ctx is %lld; set it to the session's max_ctx",
                        (long long)p->max_ctx);
+    /* the session's own capacity (its cache holds max_ctx positions) bounds a larger p->max_ctx: generation
+     * stops there as LA_STOP_CONTEXT, where it failed with "context full" after handing out tokens */
+    const int64_t own = la_kv_cache_params_of(la_session_kv_cache(s))->max_tokens;
+    const int64_t max_ctx = p->max_ctx < own ? p->max_ctx : own;
     const int64_t start = la_session_pos(s);
     int64_t end_of_prompt;
-    if (!la_add_i64(start, n_prompt, &end_of_prompt) || end_of_prompt > p->max_ctx)
+    if (!la_add_i64(start, n_prompt, &end_of_prompt) || end_of_prompt > max_ctx)
         return la_fail(LA_ERR_ARGUMENT, "la_generate: %lld prompt tokens after %lld cached ones exceed max_ctx %lld",
-                       (long long)n_prompt, (long long)start, (long long)p->max_ctx);
+                       (long long)n_prompt, (long long)start, (long long)max_ctx);
     const la_tokenizer *tok = la_model_tokenizer(m);
     const int64_t n_vocab = la_model_config_of(m)->n_vocab;
+    /* the sampler reads its own n_vocab logits from a buffer of the model's */
+    if (la_sampler_vocab(sampler) != n_vocab)
+        return la_fail(LA_ERR_ARGUMENT, "la_generate: the sampler was made for %d tokens; the model has %lld",
+                       (int)la_sampler_vocab(sampler), (long long)n_vocab);
     for (int64_t i = 0; i < n_prompt; i++)
         if (prompt[i] < 0 || prompt[i] >= n_vocab)
             return la_fail(LA_ERR_ARGUMENT, "la_generate: prompt[%lld] = %d is not a token id (vocabulary %lld)",
@@ -77,7 +89,7 @@ la_status la_generate(const la_model *m, la_session *s, la_sampler *sampler, con
             break;
         }
         if (st_out.n_generated == limit) break; /* no pass for a token nothing will follow */
-        if (la_session_pos(s) >= p->max_ctx) {
+        if (la_session_pos(s) >= max_ctx) {
             st_out.stop = LA_STOP_CONTEXT;
             break;
         }

@@ -423,6 +423,7 @@ void la_session_reset(la_session *s) {
 }
 int64_t la_session_pos(const la_session *s) { return s ? s->pos : 0; }
 size_t la_session_kv_bytes(const la_session *s) { return s ? la_kv_cache_bytes(s->kv) : 0; }
+const la_model *la_session_model(const la_session *s) { return s ? s->m : NULL; }
 const la_kv_cache *la_session_kv_cache(const la_session *s) { return s ? s->kv : NULL; }
 const la_kv_policy_state *la_session_kv_policy_state(const la_session *s) { return s ? s->pstate : NULL; }
 
@@ -723,7 +724,7 @@ la_status la_session_prompt(la_session *s, bool open) {
 la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits) {
     if (!s || (!tokens && n)) return la_fail(LA_ERR_NULL, "session or tokens is NULL");
     if (n <= 0) return la_fail(LA_ERR_ARGUMENT, "n is %lld; must be > 0", (long long)n);
-    if (s->pos + n > s->max_ctx)
+    if (n > s->max_ctx - s->pos) /* not pos + n, which wraps for n near INT64_MAX */
         return la_fail(LA_ERR_ARGUMENT, "context full: %lld cached + %lld new tokens exceed max_ctx %lld",
                        (long long)s->pos, (long long)n, (long long)s->max_ctx);
     const int64_t V = s->m->cfg.n_vocab;

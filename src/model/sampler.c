@@ -1,7 +1,7 @@
 /* Sampling: temperature, then top-k, then top-p over the tempered
  * distribution (the order HF transformers uses; top-k commutes with the
  * temperature, top-p does not), then one draw from xoshiro256**. */
-#include "longattn_model.h"
+#include "model/sampler.h"
 
 #include "base/base.h"
 
@@ -29,6 +29,8 @@ struct la_sampler {
     uint64_t rng[4];
     la_candidate *cand; /* n_vocab */
 };
+
+int32_t la_sampler_vocab(const la_sampler *s) { return s ? s->n_vocab : 0; }
 
 la_sampler_params la_sampler_params_default(void) {
     return (la_sampler_params){.temperature = 0.8f, .top_k = 40, .top_p = 0.95f, .seed = 0};

@@ -239,8 +239,8 @@ static la_status load_merges(la_tokenizer *t, const la_gguf *g) {
 }
 
 la_status la_tokenizer_from_gguf(const la_gguf *g, la_tokenizer **out) {
+    if (out) *out = NULL;
     if (!g || !out) return la_fail(LA_ERR_NULL, "gguf or out is NULL");
-    *out = NULL;
     la_gguf_str model;
     la_status st = la_gguf_get_str(g, "tokenizer.ggml.model", &model);
     if (st) return st;

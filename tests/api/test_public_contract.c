@@ -994,6 +994,10 @@ static void check_kv_cache(void) {
     la_status s;
     EXPECT(la_kv_cache_create(NULL, &c), LA_ERR_NULL);
     EXPECT(la_kv_cache_create(&cp, NULL), LA_ERR_NULL);
+    /* *out is NULL after any failure, a NULL argument included (it was left as it was then) */
+    junk = (la_kv_cache *)&cp;
+    EXPECT(la_kv_cache_create(NULL, &junk), LA_ERR_NULL);
+    CHECK(junk == NULL);
 #define BAD_PARAM(field, value, status)                      \
     do {                                                     \
         bp = cp, bp.field = value;                           \
@@ -1161,6 +1165,11 @@ static void check_kv_cache(void) {
     la_kv_policy_state *ps = NULL;
     EXPECT(la_kv_policy_state_create(&pol, c, &ps), LA_ERR_UNSUPPORTED); /* max_seqs 2 */
     EXPECT(la_kv_policy_state_create(NULL, c, &ps), LA_ERR_NULL);
+    for (int i = 0; i < 2; i++) { /* *out is NULL after any failure, a NULL argument included */
+        la_kv_policy_state *stale = (la_kv_policy_state *)&pol;
+        EXPECT(la_kv_policy_state_create(i ? &pol : NULL, i ? NULL : c, &stale), LA_ERR_NULL);
+        CHECK(stale == NULL);
+    }
     la_kv_cache *c1;
     bp = cp, bp.max_seqs = 1;
     EXPECT_OK(la_kv_cache_create(&bp, &c1));

@@ -61,6 +61,10 @@ static void check_load(void) {
         if (m) la_model_free(m), m = NULL;
         remove(path);
     }
+    /* *out is NULL after any failure, a NULL argument included (la_tokenizer_from_gguf left it as it was) */
+    la_tokenizer *stale_tok = (la_tokenizer *)&m;
+    EXPECT(la_tokenizer_from_gguf(NULL, &stale_tok), LA_ERR_NULL);
+    CHECK(stale_tok == NULL);
     la_model_free(NULL);
     CHECK(la_model_config_of(NULL) == NULL);
     CHECK(la_model_tokenizer(NULL) == NULL);
@@ -131,6 +135,12 @@ static void check_session(la_model *m, la_context *ctx) {
     CHECK(la_session_pos(s) == 3); /* refused calls add nothing */
     int32_t *many = buf(sizeof(int32_t) * 64);
     for (int i = 0; i < 64; i++) many[i] = 5;
+    /* n so large that position + n wraps: refused before a token is read (the sum went
+     * negative, passed the max_ctx check, and the token check read past the array) */
+    st = la_session_eval(s, many, INT64_MAX, NULL, false);
+    CHECK(st == LA_ERR_ARGUMENT && strstr(la_last_error(), "max_ctx"));
+    st = la_session_eval(s, many, INT64_MAX - 1, NULL, false);
+    CHECK(st == LA_ERR_ARGUMENT && strstr(la_last_error(), "max_ctx"));
     st = la_session_eval(s, many, 62, NULL, false); /* past max_ctx */
     CHECK(st != LA_OK && la_last_error()[0]);
     CHECK(la_session_pos(s) == 3);
@@ -197,6 +207,39 @@ static void check_session(la_model *m, la_context *ctx) {
     gp.max_ctx = 32;
     EXPECT(la_generate(m, s, smp, many, 40, &gp, &stats), LA_ERR_ARGUMENT); /* prompt beyond max_ctx */
     EXPECT_OK(la_generate(m, s, smp, toks, 2, &gp, NULL));
+    /* max_ctx above the session's own (32): generation stops when the session is full, as
+     * LA_STOP_CONTEXT, not with LA_ERR_ARGUMENT "context full" after tokens were handed out */
+    la_sampler_params greedy = la_sampler_params_default();
+    greedy.temperature = 0;
+    la_sampler *g = NULL;
+    EXPECT_OK(la_sampler_new(&greedy, (int32_t)cfg->n_vocab, &g));
+    la_session_reset(s);
+    gp.max_ctx = 1000, gp.max_new_tokens = -1;
+    EXPECT_OK(la_generate(m, s, g, many, 28, &gp, &stats));
+    CHECK(stats.stop == LA_STOP_CONTEXT && la_session_pos(s) == 32 && stats.n_generated == 5);
+    la_session_reset(s);
+    EXPECT(la_generate(m, s, g, many, 40, &gp, &stats), LA_ERR_ARGUMENT); /* a prompt the session cannot hold */
+    CHECK(la_session_pos(s) == 0);
+    /* a sampler for another vocabulary: it read its n_vocab logits from a buffer of the model's
+     * (past its end when larger), or drew from the first tokens only (when smaller) */
+    la_sampler *other = NULL;
+    for (int i = 0; i < 2; i++) {
+        EXPECT_OK(la_sampler_new(&greedy, (int32_t)cfg->n_vocab + (i ? 4096 : -100), &other));
+        la_session_reset(s);
+        EXPECT(la_generate(m, s, other, toks, 2, &gp, &stats), LA_ERR_ARGUMENT);
+        CHECK(la_session_pos(s) == 0);
+        la_sampler_free(other);
+    }
+    /* a session of another model (the same file loaded twice is another model): the logits
+     * buffer and the token checks are sized by m, so it is refused before any work */
+    CHECK(la_session_model(s) == m && la_session_model(NULL) == NULL);
+    la_model *twin = NULL;
+    EXPECT_OK(la_model_load(MODEL_PATH, &twin));
+    la_session_reset(s);
+    if (twin) EXPECT(la_generate(twin, s, g, toks, 2, &gp, &stats), LA_ERR_ARGUMENT);
+    CHECK(la_session_pos(s) == 0);
+    la_model_free(twin);
+    la_sampler_free(g);
     la_session_free(s);
     la_sampler_free(smp);
 }

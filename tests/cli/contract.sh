@@ -270,9 +270,16 @@ $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 200 --depths 50 --kv full
 json_lines "eval --sparse" "$TMP/json" '"sparse":"static:1"'
 grep -q "block-sparse prefill: static:1" "$TMP/err" || fail "eval --sparse: no line names the sparse prefill"
 expect 2 "--sparse: 'bogus'" eval -m "$MODEL" --sparse bogus
+# under a stateful KV policy the prefill attends through the policy, densely: the report says no
+# block-sparse prefill ran (it printed a density of 0.000 per layer, as if nothing was computed)
+expect 0 "no block-sparse prefill ran" run -m "$MODEL" -p "one two three four five" -n 1 --ctx 64 --threads 2 \
+    --kv h2o:8 --sparse topk:0.9
 # a row that fails: a JSON row with "error", exit 1
 expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 7 --H 1 --Hkv 1 --pass fwd \
     --threads 2
+# a row whose setup the library refuses says why (it said "out of memory")
+expect 1 '"error":"la_kv_cache_create: head_dim is 12; must be a multiple of 8' bench kvquant --quick --json --L 64 \
+    --D 12 --threads 2
 
 echo "cli contract: $checks checks, $failed failed"
 [ $failed = 0 ]

@@ -87,8 +87,10 @@ static void check_levels(harness_case *c, la_context *ctx) {
 
 static void check_case(harness_case *c, uint64_t seed) {
     const harness_ops *ops = c->ops;
+    la_clear_error();
     bool ready = ops->setup(c, seed);
-    tu_check(ready, "%s: setup could not allocate its tensors", c->name);
+    tu_check(ready, "%s: setup failed: %s", c->name,
+             la_last_error()[0] ? la_last_error() : "could not allocate its tensors");
     if (ready) {
         ops->reference(c, false);
         la_context *ctx = NULL;
@@ -356,8 +358,9 @@ static double perf_timed(harness_case *c, const harness_fields *fs, const harnes
 static double perf_case(harness_case *c, const harness_fields *fs, const harness_perf_opts *o, uint64_t seed) {
     double ms = 0;
     la_context *ctx = NULL;
+    la_clear_error(); /* a setup the library refused leaves its reason; a failed malloc none */
     if (!c->ops->setup(c, seed)) {
-        print_failure(c, fs, o, "out of memory");
+        print_failure(c, fs, o, la_last_error()[0] ? la_last_error() : "out of memory");
     } else if (la_context_create(&ctx, o->threads) != LA_OK) {
         print_failure(c, fs, o, la_last_error());
     } else {

@@ -85,7 +85,8 @@ typedef struct {
     double (*flops)(const harness_case *c);
     double (*bytes)(const harness_case *c);
     /* Allocate and fill the inputs with fresh random data from seed, and
-     * poison the outputs. false: out of memory (teardown still runs). */
+     * poison the outputs. false: out of memory, or a library call refused
+     * the case (its reason in la_last_error) (teardown still runs). */
     bool (*setup)(harness_case *c, uint64_t seed);
     /* NaN (the dtype's poison pattern) into every output, so an element a
      * kernel fails to write fails the check. */

@@ -105,15 +105,25 @@ static void reference_head(kv_case *c, int64_t h, float *kr, float *vr, double *
     for (int64_t d = 0; d < D; d++) o[d] /= z;
     /* int8 queries (a quantised cache with quant_exact_queries off): each
      * output within (e^(2 Delta) - 1) times half its values' spread
-     * (kvq_int8_query_bound) */
+     * (kvq_int8_query_bound); on int8 pages plus the 8-bit weights' share
+     * (kvq_int8_weight_share) of half its value group's spread (the
+     * cache's default groups of 32) */
     if (c->s.quant != LA_KV_QUANT_NONE) {
         const double delta =
             kvq_int8_query_bound(c->q + h * D, kr, L, D, 1 / sqrt((double)D), c->s.quant == LA_KV_Q8 ? 255 : 15);
+        const double share = c->s.quant == LA_KV_Q8 ? exp(2 * delta) * kvq_int8_weight_share(c->q + h * D, kr, L, D,
+                                                                                              1 / sqrt((double)D)) : 0;
+        const int64_t vg = la_kv_cache_params_default().quant_value_group;
+        double mn[LA_MAX_HEAD_DIM], mx[LA_MAX_HEAD_DIM], gmn[LA_MAX_HEAD_DIM], gmx[LA_MAX_HEAD_DIM];
         for (int64_t d = 0; d < D; d++) {
-            double mn = INFINITY, mx = -INFINITY;
-            for (int64_t t = 0; t < L; t++) mn = fmin(mn, vr[t * D + d]), mx = fmax(mx, vr[t * D + d]);
-            c->tol[h * D + d] = expm1(2 * delta) * (mx - mn) / 2;
+            mn[d] = INFINITY, mx[d] = -INFINITY;
+            for (int64_t t = 0; t < L; t++) mn[d] = fmin(mn[d], vr[t * D + d]), mx[d] = fmax(mx[d], vr[t * D + d]);
+            gmn[d / vg] = d % vg ? fmin(gmn[d / vg], mn[d]) : mn[d]; /* the value group's range over its channels */
+            gmx[d / vg] = d % vg ? fmax(gmx[d / vg], mx[d]) : mx[d];
         }
+        for (int64_t d = 0; d < D; d++)
+            c->tol[h * D + d] =
+                expm1(2 * delta) * (mx[d] - mn[d]) / 2 + share * (gmx[d / vg] - gmn[d / vg]) / 2 * (1 + 0x1p-9);
     }
     c->have[h] = true;
 }
@@ -161,6 +171,27 @@ double kvq_int8_query_bound(const float *q, const float *k, int64_t n, int64_t D
         if (n) amax = fmax(amax, fabs(q[d]) * scale * (mx - mn) / (levels - 1) * (1 + 0x1p-9));
     }
     return (double)D * (levels / 2.0) * (amax / 127) / 2;
+}
+
+double kvq_int8_weight_share(const float *q, const float *k, int64_t n, int64_t D, double scale) {
+    enum { CHUNK = 256 }; /* la_kv_cache_decode's split (KVQ_CHUNK) */
+    double *sc = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1)), mx = -INFINITY;
+    if (!sc) return INFINITY;
+    for (int64_t t = 0; t < n; t++) {
+        double a = 0;
+        for (int64_t d = 0; d < D; d++) a += (double)q[d] * k[t * D + d];
+        sc[t] = a * scale;
+        mx = fmax(mx, sc[t]);
+    }
+    double num = 0, den = 0;
+    for (int64_t c0 = 0; c0 < n; c0 += CHUNK) {
+        const int64_t c1 = c0 + CHUNK < n ? c0 + CHUNK : n;
+        double m = -INFINITY;
+        for (int64_t t = c0; t < c1; t++) m = fmax(m, sc[t]), den += exp(sc[t] - mx);
+        num += (double)(c1 - c0) * exp(m - mx);
+    }
+    free(sc);
+    return n ? num / den / 510 : 0;
 }
 
 static const harness_ops kv_decode_ops = {.op = "kv_decode", HARNESS_CASE_CALLBACKS};

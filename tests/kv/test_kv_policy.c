@@ -232,9 +232,58 @@ static void check_parse(void) {
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .decode_grow = 2};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "decode_grow") != NULL, "h2o decode_grow 2: message '%s'", la_last_error());
-    /* duo's share no longer doubles as h2o's snap: h2o ignores it */
+    /* duo's share no longer doubles as h2o's snap: h2o takes no share, as its parser takes none */
     hand = (la_kv_policy){.kind = LA_KV_POLICY_H2O, .budget = 5, .recent = 2, .share = 1.5};
-    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "share") != NULL, "h2o share 1.5: message '%s'", la_last_error());
+}
+
+/* la_kv_policy_validate accepts what la_kv_policy_parse gives and refuses
+ * what it refuses: every accepted string parses to a policy that
+ * validates, and that policy with one field a string cannot set for its
+ * kind (full with a budget, a snap on streaming, ...) is refused, naming
+ * the field. validate once accepted those and ignored the field. */
+static void check_validate_agrees_with_parse(void) {
+    static const char *const good[] = {"full", "streaming:64", "streaming:64:sinks=0", "h2o:64", "h2o:64:decode=grow",
+                                       "h2o:64:snap=0.25", "h2o:64:snap=0.25:window=8:kernel=3:pool=avg",
+                                       "snapkv:64", "snapkv:64:recent=8:adapt=0.5", "snapkv:64:carry=0.5:pyramid=0.2",
+                                       "snapkv:64:share=0.25:file=s.txt", "quest:64", "quest:64:page=0", "duo:64",
+                                       "duo:64:share=0.25:sinks=2:x.txt"};
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+        la_kv_policy p;
+        TU_EXPECT_STATUS(la_kv_policy_parse(good[i], &p), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_validate(&p), LA_OK);
+        /* one field set that the string could not have set: the field's name, and the value it holds */
+        const la_kv_policy_kind k = p.kind;
+        const bool votes = k == LA_KV_POLICY_SNAPKV || (k == LA_KV_POLICY_H2O && p.snap > 0);
+        struct { const char *field; bool taken; la_kv_policy with; } stray[] = {
+            {"budget", k != LA_KV_POLICY_FULL, p}, {"sinks", k == LA_KV_POLICY_STREAMING || k == LA_KV_POLICY_DUO, p},
+            {"recent", k == LA_KV_POLICY_H2O || k == LA_KV_POLICY_SNAPKV, p}, {"window", votes, p},
+            {"kernel", votes, p}, {"pool_avg", votes, p}, {"page", k == LA_KV_POLICY_QUEST, p},
+            {"share", k == LA_KV_POLICY_DUO || k == LA_KV_POLICY_SNAPKV, p}, {"snap", k == LA_KV_POLICY_H2O, p},
+            {"decode_grow", k == LA_KV_POLICY_H2O, p}, {"adapt", k == LA_KV_POLICY_SNAPKV, p},
+            {"carry", k == LA_KV_POLICY_SNAPKV, p}, {"pyramid", k == LA_KV_POLICY_SNAPKV, p},
+            {"file", k == LA_KV_POLICY_DUO || (k == LA_KV_POLICY_SNAPKV && p.share > 0), p}};
+        stray[0].with.budget = 16, stray[1].with.sinks = 2, stray[2].with.recent = 2, stray[3].with.window = 4;
+        stray[4].with.kernel = 3, stray[5].with.pool_avg = 1, stray[6].with.page = 8, stray[7].with.share = 0.25;
+        stray[8].with.snap = 0.25, stray[9].with.decode_grow = 1, stray[10].with.adapt = 0.25;
+        stray[11].with.carry = 0.25, stray[12].with.pyramid = 0.25;
+        snprintf(stray[13].with.file, sizeof stray[13].with.file, "s.txt");
+        for (size_t f = 0; f < sizeof stray / sizeof *stray; f++) {
+            if (stray[f].taken) continue;
+            TU_EXPECT_STATUS(la_kv_policy_validate(&stray[f].with), LA_ERR_ARGUMENT);
+            tu_check(strstr(la_last_error(), stray[f].field) != NULL, "'%s' with %s set: message '%s'", good[i],
+                     stray[f].field, la_last_error());
+        }
+    }
+    /* the two the lead listed, and a file that only snapkv's share reads */
+    la_kv_policy hand = {.kind = LA_KV_POLICY_FULL, .budget = 64};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    hand = (la_kv_policy){.kind = LA_KV_POLICY_STREAMING, .budget = 64, .sinks = 4, .snap = 0.5};
+    TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
+    la_kv_policy p;
+    TU_EXPECT_STATUS(la_kv_policy_parse("snapkv:64:file=s.txt", &p), LA_ERR_ARGUMENT);
+    tu_check(strstr(la_last_error(), "file") != NULL, "snapkv file without share: message '%s'", la_last_error());
 }
 
 static void check_mass(la_context *ctx, uint64_t *rng) {
@@ -1359,12 +1408,133 @@ static void check_duo(la_context *ctx, uint64_t *rng) {
     la_kv_cache_destroy(c2);
 }
 
+/* A state is made for one cache: a cache of the same layers and KV heads
+ * but another head_dim, page size or capacity is LA_ERR_ARGUMENT in every
+ * call that takes one. The check compared layers and heads alone, and the
+ * state's scratch, sized by its own cache's head_dim, took the other's
+ * wider rows (a write past the heap block: a crash). */
+static void check_state_other_cache(la_context *ctx) {
+    enum { N = 40, WIDE = 4 * D };
+    la_kv_cache *mine = make_cache(1, 8, 64);
+    la_kv_cache_params cp = *la_kv_cache_params_of(mine);
+    la_kv_cache_params others[3] = {cp, cp, cp};
+    others[0].head_dim = WIDE, others[1].page_size = 16, others[2].max_tokens = 4096;
+    float *k = calloc(N * WIDE, sizeof(float)), *v = calloc(N * WIDE, sizeof(float));
+    float *q = calloc(N * WIDE, sizeof(float)), *out = calloc(N * WIDE, sizeof(float));
+    int32_t pos[N];
+    for (int i = 0; i < N; i++) pos[i] = i;
+    static const char *const policies[] = {"h2o:16", "snapkv:40", "quest:16"};
+    for (size_t pi = 0; pi < sizeof policies / sizeof *policies; pi++)
+        for (int o = 0; o < 3; o++) {
+            la_kv_policy p;
+            la_kv_policy_state *s = NULL;
+            la_kv_cache *other = NULL;
+            TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &p), LA_OK);
+            TU_EXPECT_STATUS(la_kv_policy_state_create(&p, mine, &s), LA_OK);
+            TU_EXPECT_STATUS(la_kv_cache_create(&others[o], &other), LA_OK);
+            TU_EXPECT_STATUS(la_kv_cache_append(other, 0, 0, N, k, v, pos), LA_OK);
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, other, 0, q, N, 1, out), LA_ERR_ARGUMENT);
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, other, 0, q, 1, 1, out), LA_ERR_ARGUMENT);
+            TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, other, 0, q, N, 1, 0), LA_ERR_ARGUMENT);
+            TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, other, 0), LA_ERR_ARGUMENT);
+            tu_check(strstr(la_last_error(), "cache") != NULL, "%s, other cache %d: message '%s'", policies[pi], o,
+                     la_last_error());
+            la_kv_cache_destroy(other);
+            la_kv_policy_state_destroy(s);
+        }
+    free(k), free(v), free(q), free(out);
+    la_kv_cache_destroy(mine);
+}
+
+/* n_heads with n_heads / n_kv_heads at 2^31 or more (la_kv_attention_mass's
+ * bound on a group) is LA_ERR_ARGUMENT in attend and update, and the state
+ * works after it. The
+ * products wrapped: the query-row scratch was "grown" to a capacity it did
+ * not have (a realloc of the wrapped size), and the next good call wrote
+ * past it (heap corruption, a bad free at destroy). Also a scale that is
+ * not finite. */
+static void check_state_huge_heads(la_context *ctx) {
+    enum { N = 48, G = 2 };
+    la_kv_cache *c = make_cache(1, 8, 64);
+    float *k = calloc(N * D, sizeof(float)), *v = calloc(N * D, sizeof(float));
+    float *q = calloc(N * G * D, sizeof(float)), *out = calloc(N * G * D, sizeof(float));
+    int32_t pos[N];
+    for (int i = 0; i < N; i++) pos[i] = i;
+    static const char *const policies[] = {"h2o:16", "h2o:46:snap=0.25", "snapkv:40", "quest:16", "duo:16:x"};
+    static const int64_t huge[] = {(int64_t)1 << 62, (int64_t)1 << 61, ((int64_t)1 << 56) + 3, (int64_t)1 << 40,
+                                   (int64_t)1 << 31};
+    for (size_t pi = 0; pi < sizeof policies / sizeof *policies; pi++) {
+        la_kv_policy p;
+        la_kv_policy_state *s = NULL;
+        TU_EXPECT_STATUS(la_kv_policy_parse(policies[pi], &p), LA_OK);
+        if (p.kind == LA_KV_POLICY_DUO) continue; /* needs a score file: made in check_duo */
+        TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+        TU_EXPECT_STATUS(la_kv_cache_append(c, 0, 0, N, k, v, pos), LA_OK);
+        for (size_t hi = 0; hi < sizeof huge / sizeof *huge; hi++)
+            for (int64_t n = 1; n <= 4; n += 3) {
+                TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, n, huge[hi], out), LA_ERR_ARGUMENT);
+                TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, n, huge[hi], 0), LA_ERR_ARGUMENT);
+            }
+        /* a scale that is not finite, refused by every policy when given (snapkv kept it for the
+         * prompt's end, which then failed; quest and duo ignored it) */
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, NAN), LA_ERR_ARGUMENT);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, G, -INFINITY), LA_ERR_ARGUMENT);
+        /* then a prompt and a step as usual, into the scratch the refused calls must not have sized */
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, N, G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_end_prompt(s, ctx, c, 0), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &AP, c, 0, q, 1, G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, 1, G, 0), LA_OK);
+        la_kv_policy_state_destroy(s);
+        TU_EXPECT_STATUS(la_kv_cache_reset(c, -1), LA_OK);
+    }
+    free(k), free(v), free(q), free(out);
+    la_kv_cache_destroy(c);
+}
+
+/* la_kv_policy_attend runs causal attention with scale and softcap only
+ * ("no window, sinks or varlen"): a rule with a window, sinks, ALiBi,
+ * sigmoid scores or varlen offsets is LA_ERR_UNSUPPORTED, for one query
+ * and for many. Window, sinks and ALiBi were applied to the attention (over
+ * slots, which eviction moves) while update scored the entries without
+ * them; sigmoid failed with a message about an lse the caller never gave. */
+static void check_attend_rules(la_context *ctx) {
+    enum { N = 24 };
+    la_kv_cache *c = make_cache(1, 8, 64);
+    float *k = calloc(N * D, sizeof(float)), *v = calloc(N * D, sizeof(float));
+    float *q = calloc(N * D, sizeof(float)), *out = calloc(N * D, sizeof(float));
+    append(c, N, k, v, 0);
+    la_kv_policy p;
+    la_kv_policy_state *s = NULL;
+    TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64", &p), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+    static const float slope = 0.5f;
+    static const int32_t cu[2] = {0, 1};
+    la_attention_params rules[6];
+    for (int i = 0; i < 6; i++) rules[i] = la_attention_params_default();
+    rules[0].window_left = 4, rules[1].window_right = 0, rules[2].sinks = 2, rules[3].alibi_slopes = &slope;
+    rules[4].score = LA_SCORE_SIGMOID, rules[5].cu_seqlens_q = rules[5].cu_seqlens_k = cu, rules[5].num_seqs = 1;
+    for (int i = 0; i < 6; i++)
+        for (int64_t n = 1; n <= 8; n += 7) {
+            TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &rules[i], c, 0, q, n, 1, out), LA_ERR_UNSUPPORTED);
+            tu_check(strstr(la_last_error(), "la_kv_policy_attend") != NULL, "rule %d, n %lld: message '%s'", i,
+                     (long long)n, la_last_error());
+        }
+    la_attention_params ok = la_attention_params_default();
+    ok.softcap = 5, ok.scale = 0.5f, ok.causal = 0; /* causal is forced on */
+    TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &ok, c, 0, q, 8, 1, out), LA_OK);
+    la_kv_policy_state_destroy(s);
+    free(k), free(v), free(q), free(out);
+    la_kv_cache_destroy(c);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
     la_context_create(&ctx, 2);
     AP = la_attention_params_default();
     check_parse();
+    check_validate_agrees_with_parse();
     check_mass(ctx, &rng);
     check_h2o(ctx, &rng);
     check_h2o_steps(ctx, &rng, LA_KV_QUANT_NONE);
@@ -1395,6 +1565,9 @@ int main(void) {
     check_quest_quant(ctx, &rng, LA_KV_Q8);
     check_quest_quant(ctx, &rng, LA_KV_Q4);
     check_duo(ctx, &rng);
+    check_state_other_cache(ctx);
+    check_state_huge_heads(ctx);
+    check_attend_rules(ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }

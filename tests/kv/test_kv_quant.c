@@ -201,8 +201,10 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
             float *o2 = tu_alloc(sizeof(float) * (size_t)nq);
             float *l = tu_alloc(sizeof(float) * (size_t)(B * Lq * H));
             double *ro = tu_alloc(sizeof(double) * (size_t)nq), *rl = tu_alloc(sizeof(double) * (size_t)(B * Lq * H));
-            /* per output row: the int8 queries' score bound, and its values' half spread */
+            /* per output row: the int8 queries' score bound, its values' half spread, the 8-bit weights'
+             * share (int8 pages) and its value groups' half spread */
             double *dsc = tu_alloc(sizeof(double) * (size_t)(B * Lq * H)), *vhalf = tu_alloc(sizeof(double) * (size_t)(B * H * D));
+            double *wsh = tu_alloc(sizeof(double) * (size_t)(B * Lq * H)), *ghalf = tu_alloc(sizeof(double) * (size_t)(B * H * D));
             float *qh = tu_alloc(sizeof(float) * (size_t)(G * Lq * D));
             double *oh = tu_alloc(sizeof(double) * (size_t)(G * Lq * D)), *lh = tu_alloc(sizeof(double) * (size_t)(G * Lq));
             tu_fill(rng, q, LA_F32, nq, -1, 1);
@@ -219,12 +221,26 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
                         for (int64_t i = 0; i < Lq; i++) {
                             memcpy(ro + ((b * Lq + i) * H + hk * G + g) * D, oh + (g * Lq + i) * D, sizeof(double) * (size_t)D);
                             rl[(b * Lq + i) * H + hk * G + g] = lh[g * Lq + i];
-                            dsc[(b * Lq + i) * H + hk * G + g] = kvq_int8_query_bound(qh + (g * Lq + i) * D, kd, n, D, scale, levels);
+                            const int64_t row = (b * Lq + i) * H + hk * G + g;
+                            dsc[row] = kvq_int8_query_bound(qh + (g * Lq + i) * D, kd, n, D, scale, levels);
+                            /* the row's visible entries, as ref_decode */
+                            int64_t vis = causal ? n - Lq + i + 1 : n;
+                            vis = vis < 0 ? 0 : vis > n ? n : vis;
+                            wsh[row] = p->quant == LA_KV_Q8 ? exp(2 * dsc[row]) *
+                                                                  kvq_int8_weight_share(qh + (g * Lq + i) * D, kd, vis, D, scale)
+                                                            : 0;
                         }
+                    const int64_t vg = p->quant_value_group;
+                    double gmn = INFINITY, gmx = -INFINITY;
                     for (int64_t d = 0; d < D; d++) {
                         double mn = INFINITY, mx = -INFINITY;
                         for (int64_t t = 0; t < n; t++) mn = fmin(mn, vd[t * D + d]), mx = fmax(mx, vd[t * D + d]);
                         for (int64_t g = 0; g < G; g++) vhalf[(b * H + hk * G + g) * D + d] = n ? (mx - mn) / 2 : 0;
+                        /* the value group's range over its channels, stored at its last one for all of them */
+                        gmn = d % vg ? fmin(gmn, mn) : mn, gmx = d % vg ? fmax(gmx, mx) : mx;
+                        if (d % vg == vg - 1)
+                            for (int64_t e = d + 1 - vg; e <= d; e++)
+                                for (int64_t g = 0; g < G; g++) ghalf[(b * H + hk * G + g) * D + e] = n ? (gmx - gmn) / 2 : 0;
                     }
                 }
             la_attention_params ap = la_attention_params_default();
@@ -248,9 +264,12 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
                          * queries: scores within Delta = dsc of the exact ones (kvq_int8_query_bound) move each
                          * softmax weight by a factor within e^(+-2 Delta), so the output by at most
                          * (e^(2 Delta) - 1) times half its values' spread (weights sum to 1 both ways),
-                         * the lse by Delta; plus the f32 slack */
+                         * the lse by Delta; on int8 pages the weights rounded to 8 bits add at most wsh
+                         * (kvq_int8_weight_share, with e^(2 Delta)) times half the value group's spread
+                         * (1 + 2^-9: the f16 scales); plus the f32 slack */
                         const int64_t row = i / D, bh = (row / (Lq * H)) * H + row % H;
-                        const double tol = exact ? 0 : expm1(2 * dsc[row]) * vhalf[bh * D + i % D];
+                        const double tol = exact ? 0 : expm1(2 * dsc[row]) * vhalf[bh * D + i % D] +
+                                                            wsh[row] * ghalf[bh * D + i % D] * (1 + 0x1p-9);
                         bad += !tu_close(out[i], ro[i], 2e-5 + tol, 2e-5);
                         worst = fmax(worst, fabs(out[i] - ro[i]));
                         if (tol > 0) rel2 += pow((out[i] - ro[i]) / tol, 2);
@@ -263,7 +282,8 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
                     /* int8 queries, statistically: the rounding errors are independent and about uniform on
                      * [-sq / 2, sq / 2] (mean square a third of the square) and |code - levels / 2| <= levels / 2,
                      * so a score's RMS error is at most Delta / sqrt(3 D), and the outputs' in units of their
-                     * bound about that or less; 3 times it (a wrong gather gives errors of the bound's size) */
+                     * bound about that or less; the 8-bit weights' errors likewise (about their bound /
+                     * sqrt(3 n) over n entries); 3 times it (a wrong gather gives errors of the bound's size) */
                     const double rms = sqrt(rel2 / (double)nq), lim = 3 / sqrt(3.0 * (double)D);
                     if (!exact) tu_check(rms <= lim, "%s: int8-query decode (simd %d): RMS error %.3g of the bound, "
                                          "want <= %.3g", when, (int)lv[li], rms, lim);
@@ -276,7 +296,8 @@ static void check_decode(la_context *ctx, const la_kv_cache *c, const la_kv_cach
                          "outputs at simd %d (int8 q.k expected: %d)", when, vq ? "the same" : "different",
                          (int)lv[nlv - 1], (int)vq);
             }
-            free(q), free(o), free(o2), free(l), free(ro), free(rl), free(dsc), free(vhalf), free(qh), free(oh), free(lh);
+            free(q), free(o), free(o2), free(l), free(ro), free(rl), free(dsc), free(vhalf), free(wsh), free(ghalf), free(qh),
+                free(oh), free(lh);
         }
     la_context_set_simd(ctx, lv[nlv - 1]);
     free(kd), free(vd);

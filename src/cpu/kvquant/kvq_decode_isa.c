@@ -45,6 +45,16 @@
 #ifndef KVQ_PREFETCH_BLOCKS /* -D at build time for A/B */
 #define KVQ_PREFETCH_BLOCKS 2
 #endif
+/* q.k runs ahead whose K codes a run prefetches (scores_cm / scores_vq's
+ * pfk; -D at build time for A/B). With int8 q.k and P.V a run of the
+ * model's 32-token key groups is short: 1 run ahead left the codes' loads
+ * waiting (s23-pv, 32K on Zen 5: best ms 1.69 at 1 and 2, 1.62 at 3) */
+#ifndef KVQ_K_AHEAD
+#define KVQ_K_AHEAD 3
+#endif
+/* Quantised blocks per q.k run of the chunk passes: NR x KVQ_TB score
+ * vectors in registers (12 of AVX2's 16 for the model's 3 rows). */
+#define KVQ_TB 4
 
 
 typedef struct {
@@ -62,7 +72,7 @@ typedef struct {
      * them (NULL past the chunk's quantised slots: nothing to prefetch), set
      * once per chunk (pass_chunk) so the passes divide by no page size:
      * P.V computed a page and offset with idiv per block and channel slice */
-    const char *krow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
+    const char *krow[KVQ_CHUNK / LA_VL + KVQ_K_AHEAD * KVQ_TB], *vrow[KVQ_CHUNK / LA_VL + KVQ_PREFETCH_BLOCKS];
     const uint16_t *kfold[KVQ_CHUNK / LA_VL]; /* a block's key group scales where it starts one (or the chunk), else NULL */
     int kleft[KVQ_CHUNK / LA_VL];             /* blocks from this one to its key group's end */
     /* the chunk passes' int8 q.k (scores_vq; AVX-512 with VNNI and VBMI,
@@ -573,9 +583,6 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
 }
 #endif
 
-/* Quantised blocks per q.k run of the chunk passes: NR x KVQ_TB score
- * vectors in registers (12 of AVX2's 16 for the model's 3 rows). */
-#define KVQ_TB 4
 /* Accumulator sets of a q.k run, even and odd channels apart on AVX-512
  * (32 registers): with the model's 32-token key groups a run is 2 blocks,
  * 2 x 3 chains over 64 channels, which one set left bound by the FMA's
@@ -747,6 +754,130 @@ static inline __attribute__((always_inline)) void scores_vq(const int8_t *q8, co
         for (int rr = 0; rr < NR; rr++)
             s[i][rr] = vf_fma((vf)_mm512_cvtepi32_ps(a[i][rr]), vf_set1(sq[rr]), vf_set1(bias[rr]));
 }
+
+/* A value group's weights wq (p * s >= 0: softmax weights and value scales,
+ * quantise_run's (max - min) / levels, are not negative; slots [0, nq) of
+ * the chunk) rounded to 8 bits for pv_vq, one scale per (row, group,
+ * chunk): sig = max_j wq_j / 255, u_j = round(wq_j / sig) in [0, 255], so
+ * |wq_j - sig u_j| <= sig / 2 (llama.cpp rounds the softmax weights to q8_0
+ * for its quantised-V products, 127 levels per 32 tokens). vpdpbusd takes
+ * its broadcast operand signed, so w8 holds u_j - 128 and pv_vq adds 128
+ * times the codes' column sums back. Returns 127.5 times the rounding errors'
+ * sum, for the group's zero term: the products' error is then sum_j e_j
+ * (code_j - 127.5), at most n 127.5 sig / 2 with sig <= max_j s_j / 255
+ * (the chunk's weights p <= 1). One scale per chunk, not per block: the
+ * int32 sums then take one conversion per chunk (a block's would cost half
+ * as much again as its products); signed weights of 127 levels per chunk
+ * gave SmolLM2 +0.36% perplexity over f16 pages (bench/kvq_ppl_step.c). */
+static inline __attribute__((always_inline)) float round_weights(const float *wq, int64_t nq, int8_t *w8,
+                                                                  float *sig) {
+    __m512 mx = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nq; j += LA_VL) mx = _mm512_max_ps(mx, _mm512_load_ps(wq + j));
+    const float amax = _mm512_reduce_max_ps(mx);
+    const __m512 inv = _mm512_set1_ps(amax > 0 ? 255.0f / amax : 0.0f), vs = _mm512_set1_ps(amax / 255.0f);
+    const __m512i off = _mm512_set1_epi32(128);
+    __m512 err = _mm512_setzero_ps();
+    for (int64_t j = 0; j < nq; j += LA_VL) {
+        const __m512 x = _mm512_load_ps(wq + j);
+        const __m512i qi = _mm512_cvtps_epi32(_mm512_mul_ps(x, inv)); /* nearest, in [0, 255] */
+        _mm_store_si128((__m128i *)(w8 + j), _mm512_cvtepi32_epi8(_mm512_sub_epi32(qi, off)));
+        err = _mm512_add_ps(err, _mm512_fnmadd_ps(vs, _mm512_cvtepi32_ps(qi), x));
+    }
+    *sig = amax / 255.0f;
+    return 127.5f * tree_add((vf)err);
+}
+
+/* pv_multi for int8 codes with the weights rounded to 8 bits (round_weights):
+ * per 4 tokens and 32 channels the 4 code rows' bytes gathered into
+ * per-channel dwords (two 256-bit halves per operand, one vpermt2b per 16
+ * channels: vq_idx_u8's pair tables, tokens in the place of channels) and
+ * one vpdpbusd per row and 16 channels, the row's 4 weight bytes (u - 128)
+ * broadcast from memory, plus one with weights 1 for the codes' column sums
+ * (times 128, the weights' offset); the int32 sums converted and scaled once
+ * per chunk. The f32 form widened and converted each code and took an FMA
+ * per code and row: 4 x (2 + NR) instructions per 4 tokens and 16 channels
+ * against 1.5 + 1 + (NR + 1). Integer sums are exact, so a block's
+ * contribution does not depend on the order (|sum| <= 256 * 255 * 128 * 2
+ * < 2^31). The window's f32 rows as in pv_multi, into the converted sums. */
+static inline __attribute__((always_inline)) void pv_vq(const item_state *s, int64_t c0, int64_t c1, int64_t qe,
+                                                        const bool *seen, const int8_t (*w8)[4][KVQ_CHUNK],
+                                                        const float (*sig)[4], const float (*w)[KVQ_CHUNK],
+                                                        const float (*Z)[4], float *acc, int64_t d0, const int NR,
+                                                        const int64_t Dp, const int VPV, const int g1) {
+    const int64_t D = s->p->kv.f.D;
+    int gk[KVQ_SV]; /* vector k's group in the slice, as pv_multi (g1 a constant here) */
+    const float *sk[KVQ_SV], *zk[KVQ_SV];
+#pragma GCC unroll 4
+    for (int k = 0; k < KVQ_SV; k++) {
+        gk[k] = VPV == 1 ? k : k < 2 ? 0 : g1;
+        sk[k] = sig[gk[k]], zk[k] = Z[gk[k]];
+    }
+    const size_t rs = (size_t)Dp; /* code_row of int8 codes (D = Dp here) */
+    const __m512i ip0 = _mm512_load_si512(vq_idx_u8[0]), ip1 = _mm512_load_si512(vq_idx_u8[1]);
+    static const int8_t ones[4] = {1, 1, 1, 1};
+    __m512i a[4][KVQ_SV], cs[KVQ_SV];
+#pragma GCC unroll 4
+    for (int k = 0; k < KVQ_SV; k++) {
+        cs[k] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++) a[rr][k] = _mm512_setzero_si512();
+    }
+    for (int64_t j0 = c0; j0 < qe; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        const char *vb = s->vrow[b] + d0;
+        /* the block's weights: every one at a constant offset from wb */
+        const int8_t *wb = w8[0][0] + b * LA_VL;
+#pragma GCC unroll 4
+        for (int e = 0; e < LA_VL; e += 4) {
+            const char *p = vb + (size_t)e * rs;
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) { /* channels [32 h, 32 h + 32) of the slice: tokens e, e + 1 | e + 2, e + 3 */
+                const __m512i t1 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 32 * h))),
+                    _mm256_loadu_si256((const __m256i *)(p + rs + 32 * h)), 1);
+                const __m512i t2 = _mm512_inserti64x4(
+                    _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(p + 2 * rs + 32 * h))),
+                    _mm256_loadu_si256((const __m256i *)(p + 3 * rs + 32 * h)), 1);
+#pragma GCC unroll 2
+                for (int k = 2 * h; k < 2 * h + 2; k++) {
+                    const __m512i x = vq_perm2(t1, k % 2 ? ip1 : ip0, t2);
+                    cs[k] = vq_dot(cs[k], x, ones);
+#pragma GCC unroll 4
+                    for (int rr = 0; rr < NR; rr++) a[rr][k] = vq_dot(a[rr][k], x, wb + (gk[k] * 4 + rr) * KVQ_CHUNK + e);
+                }
+            }
+        }
+    }
+    vf o[4][KVQ_SV];
+#pragma GCC unroll 4
+    for (int k = 0; k < KVQ_SV; k++) {
+        const __m512i c128 = _mm512_slli_epi32(cs[k], 7);
+#pragma GCC unroll 4
+        for (int rr = 0; rr < NR; rr++)
+            o[rr][k] = (vf)_mm512_cvtepi32_ps(_mm512_add_epi32(a[rr][k], c128)) * vf_set1(sk[k][rr]);
+    }
+    for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        /* a short last block was copied zero-padded into vbuf before the pass */
+        const float *vb = (c1 - j0 >= LA_VL ? s->wv + (j0 - s->qlen) * D : s->vbuf) + d0;
+#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
+        for (int e = 0; e < LA_VL; e++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < KVQ_SV; k++) {
+                const vf vv = vf_load(vb + e * Dp + k * LA_VL);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv, o[rr][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < KVQ_SV; k++)
+            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(zk[k][rr]));
+}
 #endif
 
 /* Rows [r, r + NR) of the item over slots [c0, c1): m, l, acc from row r. */
@@ -783,7 +914,7 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
             /* a key group's folded queries, where the group starts (or the chunk does): a run's first block */
             if (s->kfold[b]) fold_rows_dp(s, s->kfold[b], r, NR, Dp, DT == DB_U8 ? 127.5f : 7.5f);
             vf sc[KVQ_TB][4];
-            const char *kc = s->krow[b], *pfk = s->krow[b + nb] ? s->krow[b + nb] : kc;
+            const char *kc = s->krow[b], *pfk = s->krow[b + KVQ_K_AHEAD * nb] ? s->krow[b + KVQ_K_AHEAD * nb] : kc;
             const float *q = s->qf + r * Dp, *bs = s->bias + r;
 #if LA_VL == 16
             if (s->vq) {
@@ -880,7 +1011,10 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
      * dividing D, is then 1, 2, 4 or 8 vectors): those specialisations
      * carry no pv_slice path */
     if (Dp == 64 || Dp == 128 || (Dp % (KVQ_SV * LA_VL) == 0 && (VPV == 1 || VPV == 2 || VPV % KVQ_SV == 0))) {
-        float Z[4][4];
+        float Z[4][4], sig[4][4];
+        /* int8 weights for int8 codes (pv_vq) where the queries are int8 too */
+        const bool vw = DT == DB_U8 && s->vq;
+        int8_t w8[4][4][KVQ_CHUNK] __attribute__((aligned(64)));
         for (int64_t d0 = 0; d0 < D; d0 += KVQ_SV * LA_VL) {
             if (d0 % VG == 0) /* the slice starts its value group(s): their weights and zero terms */
                 for (int64_t gi = 0; gi < (VPV >= KVQ_SV ? 1 : KVQ_SV / VPV); gi++) {
@@ -894,11 +1028,19 @@ static inline __attribute__((always_inline)) void pass_rows(const item_state *s,
                             z = vf_fma(p, vf_load(zg + j), z);
                         }
                         Z[gi][rr] = tree_add(z);
+                        if (vw) Z[gi][rr] += round_weights(wq[gi][rr], nq, w8[gi][rr], &sig[gi][rr]);
                     }
                 }
             const float(*wqp)[4][KVQ_CHUNK] = (const float(*)[4][KVQ_CHUNK])wq, (*wp)[KVQ_CHUNK] = (const float(*)[KVQ_CHUNK])w;
             __asm__("" : "+r"(wqp), "+r"(wp) : : "memory");
-            if (VPV == 1) pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 1, 0);
+            if (vw) {
+                const int8_t(*w8p)[4][KVQ_CHUNK] = (const int8_t(*)[4][KVQ_CHUNK])w8;
+                __asm__("" : "+r"(w8p) : : "memory");
+                const float(*sp)[4] = (const float(*)[4])sig, (*zp)[4] = (const float(*)[4])Z;
+                if (VPV == 1) pv_vq(s, c0, c1, qe, seen, w8p, sp, wp, zp, acc, d0, NR, Dp, 1, 0);
+                else if (VPV == 2) pv_vq(s, c0, c1, qe, seen, w8p, sp, wp, zp, acc, d0, NR, Dp, 2, 1);
+                else pv_vq(s, c0, c1, qe, seen, w8p, sp, wp, zp, acc, d0, NR, Dp, 2, 0);
+            } else if (VPV == 1) pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 1, 0);
             else pv_multi(s, c0, c1, qe, seen, wqp, wp, (const float(*)[4])Z, acc, d0, NR, Dp, DT, 2, VPV == 2);
         }
         return;
@@ -992,19 +1134,29 @@ static void pass_chunk(item_state *s, int64_t c0, int64_t c1, partial *pt) {
     const la_kvq_format *f = &s->p->kv.f;
     const int64_t ps = f->page_size, kg = f->key_group, nb = (c1 - c0 + LA_VL - 1) / LA_VL;
     prefetch_scales(s, c0, qe);
+    /* and the next chunk's of the head (usually this thread's next item):
+     * those of this chunk, asked for just now, come late for its first key
+     * group (the fold's f16 loads were a tenth of the int8 kernel's samples
+     * at 32K, s23-pv) */
+    prefetch_scales(s, c1, quant_end(s, c1, c1 + KVQ_CHUNK));
     /* blocks never cross a page (key groups are whole blocks and divide the
-     * page); rows past the chunk are not prefetched. The block's page, slot
+     * page); V rows past the chunk are not prefetched. The block's page, slot
      * in the page, key group in the page and slot in the group are stepped
      * along (two divisions per chunk: 64-bit idiv is ~40 cycles on Zen 1,
      * and three per block were ~10% of the kernel's time) */
     int64_t page = c0 / ps, t = c0 % ps, g = t / kg, tg = t % kg;
-    for (int64_t b = 0; b < nb + KVQ_PREFETCH_BLOCKS; b++) {
+    for (int64_t b = 0; b < nb + KVQ_K_AHEAD * KVQ_TB; b++) {
         const int64_t j0 = c0 + b * LA_VL;
         const bool quant = j0 + LA_VL <= qe;
         const char *kp = s->kpages + (size_t)page * f->k_page;
-        /* a K block: its group's channel-major codes from the block's first token on */
-        s->krow[b] = quant ? (const char *)la_kvq_key_codes(f, kp, g) + (size_t)tg * (size_t)f->bits / 8 : NULL;
-        s->vrow[b] = quant ? s->vpages + (size_t)page * f->v_page + (size_t)t * f->code_row : NULL;
+        /* a K block: its group's channel-major codes from the block's first
+         * token on; past the chunk, the next chunk's (the head's quantised
+         * slots), so that its first run's codes are asked for during this
+         * chunk's last run (cold, they were ~8% of the int8 kernel's
+         * samples at 32K once P.V took int8 weights, s23-pv) */
+        const bool kq = b < nb ? quant : j0 + LA_VL <= s->qlen;
+        s->krow[b] = kq ? (const char *)la_kvq_key_codes(f, kp, g) + (size_t)tg * (size_t)f->bits / 8 : NULL;
+        if (b < nb + KVQ_PREFETCH_BLOCKS) s->vrow[b] = quant ? s->vpages + (size_t)page * f->v_page + (size_t)t * f->code_row : NULL;
         if (b < nb) {
             s->kfold[b] = j0 < qe && (tg == 0 || b == 0) ? la_kvq_key_scales(f, kp, g) : NULL;
             s->kleft[b] = (int)((kg - tg) / LA_VL);
