@@ -519,12 +519,42 @@ static inline __attribute__((always_inline)) void pv_slice(const item_state *s, 
  * group): 3 dependent FMA chains over the whole chunk, latency-bound at an
  * FMA's 4 cycles per token and slice, and each code row read in 4 passes. */
 #define KVQ_SV 4
+/* The end of both AVX-512 P.V forms: the full-precision window's slots
+ * (f32 values, in the item's last chunk) into the accumulators, then each
+ * row's zero term added as they are stored. */
+static inline __attribute__((always_inline)) void pv_window_finish(const item_state *s, int64_t c0, int64_t c1,
+                                                                   int64_t qe, const bool *seen,
+                                                                   const float (*w)[KVQ_CHUNK],
+                                                                   const float *const zk[KVQ_SV], vf o[4][KVQ_SV],
+                                                                   float *acc, int64_t d0, const int NR,
+                                                                   const int64_t Dp) {
+    const int64_t D = s->p->kv.f.D;
+    for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
+        const int64_t b = (j0 - c0) / LA_VL;
+        if (!seen[b]) continue;
+        /* a short last block was copied zero-padded into vbuf before the pass */
+        const float *vb = (c1 - j0 >= LA_VL ? s->wv + (j0 - s->qlen) * D : s->vbuf) + d0;
+#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
+        for (int e = 0; e < LA_VL; e++) {
+#pragma GCC unroll 4
+            for (int k = 0; k < KVQ_SV; k++) {
+                const vf vv = vf_load(vb + e * Dp + k * LA_VL);
+#pragma GCC unroll 4
+                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv, o[rr][k]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int rr = 0; rr < NR; rr++)
+#pragma GCC unroll 4
+        for (int k = 0; k < KVQ_SV; k++)
+            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(zk[k][rr]));
+}
 static inline __attribute__((always_inline)) void pv_multi(const item_state *s, int64_t c0, int64_t c1, int64_t qe,
                                                            const bool *seen, const float (*wq)[4][KVQ_CHUNK],
                                                            const float (*w)[KVQ_CHUNK], const float (*Z)[4],
                                                            float *acc, int64_t d0, const int NR, const int64_t Dp,
                                                            const la_dtype DT, const int VPV, int64_t g1) {
-    const int64_t D = s->p->kv.f.D;
     /* vector k's weights: group k (VPV 1), else group 0 for k < 2 and g1
      * for k >= 2 (1 for 2-vector groups, 0 where one group covers the
      * slice: its weights broadcast twice per row, as for 2-vector groups) */
@@ -560,26 +590,7 @@ static inline __attribute__((always_inline)) void pv_multi(const item_state *s, 
                     o[rr][k] = vf_fma(vf_set1(wk[k][rr][b * LA_VL + e]), vv[k], o[rr][k]);
         }
     }
-    for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
-        const int64_t b = (j0 - c0) / LA_VL;
-        if (!seen[b]) continue;
-        /* a short last block was copied zero-padded into vbuf before the pass */
-        const float *vb = (c1 - j0 >= LA_VL ? s->wv + (j0 - s->qlen) * D : s->vbuf) + d0;
-#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
-        for (int e = 0; e < LA_VL; e++) {
-#pragma GCC unroll 4
-            for (int k = 0; k < KVQ_SV; k++) {
-                const vf vv = vf_load(vb + e * Dp + k * LA_VL);
-#pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv, o[rr][k]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-        for (int k = 0; k < KVQ_SV; k++)
-            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(zk[k][rr]));
+    pv_window_finish(s, c0, c1, qe, seen, w, zk, o, acc, d0, NR, Dp);
 }
 #endif
 
@@ -804,7 +815,6 @@ static inline __attribute__((always_inline)) void pv_vq(const item_state *s, int
                                                         const float (*sig)[4], const float (*w)[KVQ_CHUNK],
                                                         const float (*Z)[4], float *acc, int64_t d0, const int NR,
                                                         const int64_t Dp, const int VPV, const int g1) {
-    const int64_t D = s->p->kv.f.D;
     int gk[KVQ_SV]; /* vector k's group in the slice, as pv_multi (g1 a constant here) */
     const float *sk[KVQ_SV], *zk[KVQ_SV];
 #pragma GCC unroll 4
@@ -857,26 +867,7 @@ static inline __attribute__((always_inline)) void pv_vq(const item_state *s, int
         for (int rr = 0; rr < NR; rr++)
             o[rr][k] = (vf)_mm512_cvtepi32_ps(_mm512_add_epi32(a[rr][k], c128)) * vf_set1(sk[k][rr]);
     }
-    for (int64_t j0 = qe; j0 < c1; j0 += LA_VL) {
-        const int64_t b = (j0 - c0) / LA_VL;
-        if (!seen[b]) continue;
-        /* a short last block was copied zero-padded into vbuf before the pass */
-        const float *vb = (c1 - j0 >= LA_VL ? s->wv + (j0 - s->qlen) * D : s->vbuf) + d0;
-#pragma GCC unroll 4 /* the window: at most window_rows slots per head, in its last chunk */
-        for (int e = 0; e < LA_VL; e++) {
-#pragma GCC unroll 4
-            for (int k = 0; k < KVQ_SV; k++) {
-                const vf vv = vf_load(vb + e * Dp + k * LA_VL);
-#pragma GCC unroll 4
-                for (int rr = 0; rr < NR; rr++) o[rr][k] = vf_fma(vf_set1(w[rr][b * LA_VL + e]), vv, o[rr][k]);
-            }
-        }
-    }
-#pragma GCC unroll 4
-    for (int rr = 0; rr < NR; rr++)
-#pragma GCC unroll 4
-        for (int k = 0; k < KVQ_SV; k++)
-            vf_store(acc + rr * Dp + d0 + k * LA_VL, o[rr][k] + vf_set1(zk[k][rr]));
+    pv_window_finish(s, c0, c1, qe, seen, w, zk, o, acc, d0, NR, Dp);
 }
 #endif
 
