@@ -47,6 +47,13 @@ la_status la_workspace(la_context *ctx, size_t bytes, void **out);
  * *why (if not NULL) to the reason. */
 bool la_amx_usable(const char **why);
 
+/* AVX-512 integer dot products beyond the ISA levels of la_simd: VNNI
+ * (vpdpbusd) alone, and VNNI with VBMI (vpermt2b byte gathers). False
+ * where la_simd_hardware is below AVX-512 (the OS keeps no zmm state) or
+ * off x86. Read from CPUID each call's first time, then cached. */
+bool la_cpu_avx512_vnni(void);
+bool la_cpu_avx512_vnni_vbmi(void);
+
 /* Checked arithmetic: return false on overflow. */
 static inline bool la_mul_i64(int64_t a, int64_t b, int64_t *out) {
     return !__builtin_mul_overflow(a, b, out);

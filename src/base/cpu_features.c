@@ -55,6 +55,25 @@ la_simd la_simd_detected(void) {
     return hw;
 }
 
+/* CPUID leaf 7 ECX: bit 1 AVX512_VBMI, bit 11 AVX512_VNNI; 1 + 2 bits. */
+static int avx512_int8_bits(void) {
+    static int bits = -1;
+    int b = __atomic_load_n(&bits, __ATOMIC_RELAXED);
+    if (b < 0) {
+        b = 0;
+#if defined(__x86_64__) || defined(__i386__)
+        unsigned a, bx, c, d;
+        if (la_simd_hardware() >= LA_SIMD_AVX512 && __get_cpuid_count(7, 0, &a, &bx, &c, &d))
+            b = (c & (1u << 11) ? 1 : 0) | (c & (1u << 1) ? 2 : 0);
+#endif
+        __atomic_store_n(&bits, b, __ATOMIC_RELAXED); /* racing first callers store the same */
+    }
+    return b;
+}
+
+bool la_cpu_avx512_vnni(void) { return avx512_int8_bits() & 1; }
+bool la_cpu_avx512_vnni_vbmi(void) { return avx512_int8_bits() == 3; }
+
 /* AMX needs three things: the CPU's AMX-TILE and AMX-BF16 (CPUID leaf 7
  * EDX bits 24 and 22; the kernel's conversions also use AVX-512), the OS's
  * tile state in XCR0 (bits 17 and 18), and, on Linux, the process's

@@ -1278,7 +1278,7 @@ la_status LA_ISA_FN(la_cpu_kvq_decode_kernel)(const la_kvq_decode_problem *p, vo
     memset(done, 0, sizeof(int32_t) * (size_t)(p->num_seqs * p->Hkv));
     /* int8 q.k where the cache allows it and the CPU has the instructions */
 #if LA_VL == 16
-    const bool vq = !kv->exact_queries && __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512vbmi");
+    const bool vq = !kv->exact_queries && la_cpu_avx512_vnni_vbmi();
 #else
     const bool vq = false;
 #endif

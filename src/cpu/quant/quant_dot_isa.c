@@ -132,7 +132,7 @@ static inline __attribute__((always_inline)) void dot_rows_q4_1(const char *w, s
 
 static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
                                       const float *dx, const float *xqsum, float *y) {
-    if (__builtin_cpu_supports("avx512vnni"))
+    if (la_cpu_avx512_vnni())
         dot_rows_q4_1(w, row_bytes, nrows, 1, nb, xq, dx, xqsum, y);
     else
         dot_rows_q4_1(w, row_bytes, nrows, 0, nb, xq, dx, xqsum, y);
