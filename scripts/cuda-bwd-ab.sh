@@ -10,7 +10,8 @@
 # A variant is one or more VAR=value joined by ','. Environment: BUILD
 # (build-ab), ROUNDS (3), LENS ("16384 65536"), TEST_MODES (the variants
 # tested, default MODES), QUICK (1: the tests' short lengths,
-# LONGATTN_TEST_QUICK), SKIP_TESTS=1. Logs under $BUILD/ab
+# LONGATTN_TEST_QUICK), SKIP_TESTS=1, TEST_TIMEOUT (300 s per test run),
+# BENCH_TIMEOUT (120 s per benchmark run). Logs under $BUILD/ab
 # (and $OUT/ab.tgz with $OUT set).
 set -u
 cd "$(dirname "$0")/.."
@@ -40,7 +41,7 @@ envs() { tr ',' ' ' <<<"$1"; }
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     for m in ${TEST_MODES:-$modes}; do
         t0=$(date +%s)
-        env $(envs "$m") LONGATTN_TEST_QUICK="${QUICK:-1}" timeout 300 "$build/tests/test_cuda_backward" >"$logs/test_$m.log" 2>&1
+        env $(envs "$m") LONGATTN_TEST_QUICK="${QUICK:-1}" timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_backward" >"$logs/test_$m.log" 2>&1
         rc=$?
         grep -m 5 FAIL "$logs/test_$m.log"
         echo "test_cuda_backward ($m, quick ${QUICK:-1}): exit $rc, $(tail -n 1 "$logs/test_$m.log") ($(($(date +%s) - t0)) s)"
@@ -48,7 +49,7 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 for r in $(seq "$rounds"); do
     for m in $modes; do
-        env $(envs "$m") "$build/longattn_cuda_bench" --op fwdbwd "${lens[@]}" 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
+        env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwdbwd "${lens[@]}" 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
     done
 done
 python3 - "$logs/bench.log" <<'PY'
