@@ -140,10 +140,12 @@ int cmd_ppl(int argc, char **argv) {
         } else if (!strcmp(a, "--sparse-heads")) {
             heads_path = v;
         } else if (!strcmp(a, "--calibrate-sparse")) {
+            if (!cli_parse_path(CMD, a, v)) return 2;
             calib_path = v;
         } else if (!strcmp(a, "--calibrate-target")) {
             calib_targets = v;
         } else if (!strcmp(a, "--score-heads")) {
+            if (!cli_parse_path(CMD, a, v)) return 2;
             score_path = v;
         } else if (!strcmp(a, "--stream-share")) {
             shares = v;

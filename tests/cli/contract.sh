@@ -68,6 +68,7 @@ expect 2 "unknown option '--bogus'" bench attention --bogus
 expect 2 "unknown option '--bogus'" bench peak --json --bogus 1
 expect 2 "usage: longattn info" info
 expect 2 "usage: longattn info" info a.gguf b.gguf
+expect 2 "unknown option '--bogus'" info --bogus
 expect 2 "unknown benchmark 'bogus'" bench bogus
 
 # missing values
@@ -120,6 +121,12 @@ expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" ev
 expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-duo -m /nonexistent.gguf \
     -o /nonexistent/duo.txt
 expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
+# an empty output path is a usage error before the run (it failed to create '' after the whole run)
+expect 2 "-o expects a file path, got ''" calibrate-duo -m /nonexistent.gguf -o ""
+expect 2 "--score-heads expects a file path, got ''" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --score-heads ""
+expect 2 "--calibrate-sparse expects a file path, got ''" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --calibrate-sparse ""
 expect 1 "--calibrate-sparse /nonexistent/c: cannot write into" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
     --sparse topk:0.9 --calibrate-sparse /nonexistent/c
 expect 1 "--score-heads $TMP: is a directory" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
