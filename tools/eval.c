@@ -530,10 +530,15 @@ static la_eval_params task_params(const eval_options *o, task_id t) {
 }
 
 /* Prompt tokens beyond the context's own (template, instruction, question,
- * answer prefix, BOS) plus the reply's room: measured on a small sample. */
-static la_status prompt_overhead(const model_env *e, const eval_options *o, task_id t, int64_t *overhead) {
+ * answer prefix, BOS) plus the reply's room: measured on a sample of 2048
+ * tokens, or of the longest length when longer (many --chains and --hops
+ * need more than 2048 tokens of statements: a fixed 2048 failed the run,
+ * exit 1, at lengths that hold them). LA_ERR_ARGUMENT: even that length
+ * cannot hold the task's statements. */
+static la_status prompt_overhead(const model_env *e, const eval_options *o, task_id t, int64_t max_len,
+                                 int64_t *overhead) {
     la_eval_params p = task_params(o, t);
-    p.n_tokens = 2048;
+    p.n_tokens = max_len > 2048 ? max_len : 2048;
     la_eval_sample smp;
     int32_t *ids = NULL;
     int64_t n = 0;
@@ -762,8 +767,15 @@ int cmd_eval(int argc, char **argv) {
     }
     int64_t overhead[TASK_COUNT] = {0};
     for (int t = 0; t < TASK_PPL; t++)
-        if (o.task[t] && (st = prompt_overhead(&env, &o, (task_id)t, &overhead[t]))) {
-            rc = cli_fail(CMD, TASK_NAMES[t], st);
+        if (o.task[t] && (st = prompt_overhead(&env, &o, (task_id)t, max_len, &overhead[t]))) {
+            if (st == LA_ERR_ARGUMENT) { /* the options ask for more than the lengths hold: a usage error */
+                fprintf(stderr, "%s: --lengths %lld is too short for %s (measured on a %lld-token sample: %s)\n", CMD,
+                        (long long)max_len, TASK_NAMES[t], (long long)(max_len > 2048 ? max_len : 2048),
+                        la_last_error());
+                rc = 2;
+            } else {
+                rc = cli_fail(CMD, TASK_NAMES[t], st);
+            }
             goto done;
         }
     for (int t = 0; t < TASK_PPL && !rc; t++)
