@@ -279,6 +279,12 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             return -1;
         }
     }
+    /* grouped heads: every row would fail in the library, one error row each (exit 1), for a usage error */
+    if (b >= 0 && bench_takes(b, "--Hkv") && !o->qk_file && o->H % o->Hkv) {
+        fprintf(stderr, "%s: --H %lld is not a multiple of --Hkv %lld (query heads share each KV head; --Hkv "
+                        "defaults to 8)\n", CMD, (long long)o->H, (long long)o->Hkv);
+        return -1;
+    }
     if (o->cold && b >= 0 && !strcmp(argv[1], "peak")) { /* peak times no rows */
         fprintf(stderr, "%s: --cold is for the benchmarks with rows (not bench peak)\n", CMD);
         return -1;
