@@ -490,14 +490,16 @@ int cmd_bench(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    const char *backend = "cpu"; /* the last --backend counts, as every repeated option's last value does */
     for (int i = 2; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--backend")) {
-            if (!strcmp(argv[i + 1], "cuda")) return bench_gpu(argc, argv);
-            if (strcmp(argv[i + 1], "cpu")) {
-                fprintf(stderr, "longattn bench: --backend is cpu or cuda, got '%s'\n", argv[i + 1]);
+            backend = argv[++i];
+            if (strcmp(backend, "cuda") && strcmp(backend, "cpu")) {
+                fprintf(stderr, "longattn bench: --backend is cpu or cuda, got '%s'\n", backend);
                 return 2;
             }
         }
+    if (!strcmp(backend, "cuda")) return bench_gpu(argc, argv);
     bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
     options o;
     int parsed = parse_options(argc, argv, &o, decode || kvquant);
