@@ -57,8 +57,17 @@ typedef struct {
 
 /* ---- argument lists ---- */
 
-/* Positive integers separated by ','; -1 for anything else (an empty list
- * or item, a value out of range, more than max items). */
+/* Sizes no machine holds are usage errors: the cases' size products
+ * overflowed int64 (UBSan; a short buffer in a release build) before any
+ * allocation could fail. A length or head dim is below 2^31 (some cases
+ * keep L in an int32; L x L fits int64), a row's largest tensor at most
+ * 2^40 elements (4 TiB of f32). */
+#define BENCH_MAX_ITEM (((int64_t)1 << 31) - 1)
+#define BENCH_MAX_ELEMS 1099511627776.0
+
+/* Positive integers in [1, BENCH_MAX_ITEM] separated by ','; -1 for
+ * anything else (an empty list or item, a value out of range, more than
+ * max items). */
 static int parse_list(const char *s, int64_t *out, int max) {
     int n = 0;
     if (!*s) return -1;
@@ -66,7 +75,9 @@ static int parse_list(const char *s, int64_t *out, int max) {
         char *end;
         errno = 0;
         long long v = strtoll(s, &end, 10);
-        if (end == s || errno || v <= 0 || n == max || isspace((unsigned char)*s) || (*end && (*end != ',' || !end[1]))) return -1;
+        if (end == s || errno || v <= 0 || v > BENCH_MAX_ITEM || n == max || isspace((unsigned char)*s) ||
+            (*end && (*end != ',' || !end[1])))
+            return -1;
         out[n++] = v;
         s = *end ? end + 1 : end;
     }
@@ -190,6 +201,25 @@ static bool option_fits(const char *cmd, int b, const char *option) {
     return false;
 }
 
+/* The largest tensor a row of bench `name` makes, in elements, from the
+ * options given (defaults are small), within BENCH_MAX_ELEMS; else says
+ * so. Doubles: the product itself must not overflow. */
+static bool sizes_fit(const options *o, const char *name) {
+    double L = 1, D = 1, elems;
+    for (int i = 0; i < o->nL; i++) L = L > (double)o->L[i] ? L : (double)o->L[i];
+    if (!o->nL) L = 65536; /* the longest default row (linear's) */
+    for (int i = 0; i < o->nD; i++) D = D > (double)o->D[i] ? D : (double)o->D[i];
+    if (!o->nD) D = 1536; /* the largest default (linear's Mamba width) */
+    const double H = (double)(o->H > o->Hkv ? o->H : o->Hkv), B = (double)o->B;
+    if (!strcmp(name, "matmul")) elems = L * 49152; /* the lm head's rows */
+    else if (!strcmp(name, "linear")) elems = B * H * D * (L > D ? L : D); /* tokens, or the [D, D] states */
+    else elems = B * L * H * D;
+    if (elems <= BENCH_MAX_ELEMS) return true;
+    fprintf(stderr, "longattn bench %s: --B, --L, --H and --D ask for tensors of %.3g elements, past 2^40\n", name,
+            elems);
+    return false;
+}
+
 /* Usage errors print why and return -1 (exit 2); --help prints the usage on
  * stdout and returns 1 (exit 0). */
 static int parse_options(int argc, char **argv, options *o, bool decode) {
@@ -304,6 +334,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         fprintf(stderr, "%s: bench %s takes one value for %s\n", CMD, argv[1], many_D ? "--D" : "--causal");
         return -1;
     }
+    if (b >= 0 && !sizes_fit(o, bench_options[b].bench)) return -1;
     if (o->threads <= 0) { /* the library's default: what a context with 0 threads gets */
         la_context *ctx;
         o->threads = 1;
