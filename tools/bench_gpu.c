@@ -364,6 +364,13 @@ static int parse(int argc, char **argv, gpu_options *o) {
         else if (!strcmp(a, "--tokens")) o->tokens = n;
         else o->iters = (int)n;
     }
+    /* bench_gpu sizes its buffers as max(tokens, 65536, --L) x H x D in int64: past 2^40 elements (2 TiB of
+     * bf16) no GPU holds them, and the product could overflow */
+    double rows = (double)(o->tokens > 65536 ? o->tokens : 65536);
+    for (int i = 0; i < o->nlens; i++) rows = rows > (double)o->lens[i] ? rows : (double)o->lens[i];
+    if (rows * (double)o->H * (double)o->D > 1099511627776.0)
+        return fprintf(stderr, "%s: --tokens, --L, --H and --D ask for tensors of %.3g elements, past 2^40\n",
+                       GPU_CMD, rows * (double)o->H * (double)o->D), -1;
     return 0;
 }
 
