@@ -120,7 +120,7 @@ static void usage(FILE *f) {
             "       kvquant:   [--L 8192,32768] [--H 32] [--Hkv 8] [--D 128] decode through la_kv_cache_decode\n"
             "                  over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
-            "                  [--chunk 64] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
+            "                  [--chunk 64 (1..1024)] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
             "                  [--op linear|delta|gated_delta|titans|mamba|aaren|all]: the mixer (default\n"
             "                  linear, with Titans); exact causal attention first, then each mixer's rows\n"
             "                  with ns_per_token, time_ratio and per_token_ratio to the L=4096 row,\n"
@@ -258,7 +258,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--L")) o->nL = parse_list(val, o->L, MAX_LIST);
         else if (!strcmp(a, "--D")) o->nD = parse_list(val, o->D, MAX_LIST);
         else if (!strcmp(a, "--B") || !strcmp(a, "--H") || !strcmp(a, "--Hkv") || !strcmp(a, "--chunk")) {
-            if (!cli_parse_i64(CMD, a, val, 1, (int64_t)1 << 30, &n)) return -1;
+            /* --chunk: the CPU kernels' range (la_linear_params.chunk_size); past it every mixer row was an
+             * error row, and the exit 0 when exact attention's row ran */
+            if (!cli_parse_i64(CMD, a, val, 1, !strcmp(a, "--chunk") ? 1024 : (int64_t)1 << 30, &n)) return -1;
             *(!strcmp(a, "--B") ? &o->B : !strcmp(a, "--H") ? &o->H : !strcmp(a, "--Hkv") ? &o->Hkv : &o->chunk) = n;
         }
         else if (!strcmp(a, "--budget")) {
