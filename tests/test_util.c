@@ -171,12 +171,19 @@ bool tu_buf_init(tu_buf *b, la_dtype dt, int ndim, const int64_t *shape, bool st
     memset(b, 0, sizeof *b);
     b->t.dtype = dt;
     b->t.ndim = ndim;
-    int64_t s = 1;
+    /* shapes come from the CLI too (`longattn bench --L ...`): a size past
+     * 2^62 bytes is a failed allocation, not a wrapped product (UBSan) and a
+     * short buffer */
+    const int64_t cap = (int64_t)1 << 62;
+    int64_t s = 1, padded = 1;
+    bool over = false;
     for (int i = ndim - 1; i >= 0; i--) {
         b->t.shape[i] = shape[i];
         b->t.stride[i] = s;
-        s *= shape[i];
+        over = over || shape[i] < 0 || shape[i] > cap || __builtin_mul_overflow(s, shape[i], &s) || s > cap ||
+               __builtin_mul_overflow(padded, shape[i] + 8, &padded) || padded > cap; /* the strided rows' room */
     }
+    if (over) return false;
     b->elems = (size_t)s;
     if (strided && is_lse) {
         int64_t row = shape[ndim - 1] + 3;
@@ -190,6 +197,7 @@ bool tu_buf_init(tu_buf *b, la_dtype dt, int ndim, const int64_t *shape, bool st
         if (ndim == 4) b->t.stride[0] = H * L * row;
         b->elems = (size_t)(B * H * L * row);
     }
+    if (b->elems > (size_t)cap / 8) return false;
     b->t.data = buf_alloc(b->elems * la_dtype_size(dt) + 1);
     return b->t.data != NULL;
 }

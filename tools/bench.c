@@ -38,6 +38,7 @@ typedef struct {
     la_dtype dtype[3];
     int ndtype;
     bool fwd, bwd, decode; /* decode: linear's decode-step rows */
+    bool pass_given;       /* --pass given: its bwd runs under --quick too */
     double budget_s; /* skip points expected to take longer than this */
     int decay;       /* linear: la_decay_kind */
     int64_t chunk;   /* linear: chunk size */
@@ -56,8 +57,17 @@ typedef struct {
 
 /* ---- argument lists ---- */
 
-/* Positive integers separated by ','; -1 for anything else (an empty list
- * or item, a value out of range, more than max items). */
+/* Sizes no machine holds are usage errors: the cases' size products
+ * overflowed int64 (UBSan; a short buffer in a release build) before any
+ * allocation could fail. A length or head dim is below 2^31 (some cases
+ * keep L in an int32; L x L fits int64), a row's largest tensor at most
+ * 2^40 elements (4 TiB of f32). */
+#define BENCH_MAX_ITEM (((int64_t)1 << 31) - 1)
+#define BENCH_MAX_ELEMS 1099511627776.0
+
+/* Positive integers in [1, BENCH_MAX_ITEM] separated by ','; -1 for
+ * anything else (an empty list or item, a value out of range, more than
+ * max items). */
 static int parse_list(const char *s, int64_t *out, int max) {
     int n = 0;
     if (!*s) return -1;
@@ -65,7 +75,9 @@ static int parse_list(const char *s, int64_t *out, int max) {
         char *end;
         errno = 0;
         long long v = strtoll(s, &end, 10);
-        if (end == s || errno || v <= 0 || n == max || isspace((unsigned char)*s) || (*end && (*end != ',' || !end[1]))) return -1;
+        if (end == s || errno || v <= 0 || v > BENCH_MAX_ITEM || n == max || isspace((unsigned char)*s) ||
+            (*end && (*end != ',' || !end[1])))
+            return -1;
         out[n++] = v;
         s = *end ? end + 1 : end;
     }
@@ -92,19 +104,23 @@ static int parse_dtypes(const char *s, la_dtype *out) {
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: longattn bench peak|attention|decode|kvquant|sparse|matmul [--json] [--quick] [--threads N] [--cold]\n"
+            "usage: longattn bench peak|attention|decode|kvquant|linear|sparse|matmul [--json] [--quick] [--threads N] [--cold]\n"
             "       [--backend cpu|cuda]: cuda times attention (--pass fwd|bwd, --L, --H 16, --D 128, --tokens 16384,\n"
             "               --iters 20), decode and sparse on GPU 0 through the public API, as JSON lines, after a\n"
             "               device copy ceiling (tools/bench_gpu.c says which shapes)\n"
-            "       --cold: evict the caches before every timed run, so short rows read their inputs from\n"
-            "               memory as long ones do (rows then carry \"caches\":\"cold\")\n"
+            "       --cold (every benchmark but peak): evict the caches before every timed run, so short\n"
+            "               rows read their inputs from memory as long ones do (rows carry \"caches\":\"cold\")\n"
+            "       --quick: fewer, shorter rows (no backward rows unless --pass names bwd)\n"
+            "       --budget SECONDS (every benchmark but peak): skip rows estimated to take longer\n"
+            "       Each benchmark takes only the options listed for it; another is a usage error.\n"
+            "       peak:      the ceilings alone\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16] [--H 32] [--Hkv 8] [--D 128]\n"
             "       kvquant:   [--L 8192,32768] [--H 32] [--Hkv 8] [--D 128] decode through la_kv_cache_decode\n"
             "                  over f32, f16, q8 and q4 pages\n"
             "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
-            "                  [--chunk 64] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
+            "                  [--chunk 64 (1..1024)] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
             "                  [--op linear|delta|gated_delta|titans|mamba|aaren|all]: the mixer (default\n"
             "                  linear, with Titans); exact causal attention first, then each mixer's rows\n"
             "                  with ns_per_token, time_ratio and per_token_ratio to the L=4096 row,\n"
@@ -117,7 +133,8 @@ static void usage(FILE *f) {
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 26, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
-            "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk): recall, density per selector\n"
+            "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk; the shapes are the file's):\n"
+            "                  recall, density per selector\n"
             "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 and (n > 1)\n"
             "                  la_matmul (\"path\": f32, amx_bf16 or dot_bf16; LONGATTN_BF16=0 turns both bf16\n"
             "                  paths off, LONGATTN_BF16=dot AMX alone) over SmolLM2-135M's\n"
@@ -148,6 +165,61 @@ static bool parse_passes(const char *s, options *o) {
     return true;
 }
 
+/* The value options each benchmark reads (--threads and --backend go to
+ * all). One given to a benchmark that does not read it is a usage error
+ * naming the benchmarks that do: `bench peak --L 5` ran the ceilings and
+ * dropped --L in silence. */
+static const struct {
+    const char *bench;
+    const char *const options[11];
+} bench_options[] = {
+    {"peak", {NULL}},
+    {"attention", {"--L", "--D", "--causal", "--dtype", "--pass", "--B", "--H", "--Hkv", "--budget", NULL}},
+    {"decode", {"--L", "--D", "--dtype", "--H", "--Hkv", "--budget", NULL}},
+    {"kvquant", {"--L", "--D", "--H", "--Hkv", "--budget", NULL}},
+    {"linear", {"--L", "--D", "--B", "--H", "--decay", "--chunk", "--pass", "--op", "--feature", "--budget", NULL}},
+    {"sparse", {"--L", "--D", "--causal", "--H", "--Hkv", "--budget", "--qk-file", NULL}},
+    {"matmul", {"--L", "--type", "--budget", NULL}},
+};
+enum { N_BENCHES = sizeof bench_options / sizeof bench_options[0] };
+
+static bool bench_takes(int b, const char *option) {
+    for (const char *const *k = bench_options[b].options; *k; k++)
+        if (!strcmp(*k, option)) return true;
+    return false;
+}
+
+/* bench `name` (an index into bench_options, or -1 for an unknown name,
+ * reported by cmd_bench) given `option`: true when it reads it; else says
+ * which benchmarks do. */
+static bool option_fits(const char *cmd, int b, const char *option) {
+    if (b < 0 || bench_takes(b, option)) return true;
+    fprintf(stderr, "%s: %s is only for bench", cmd, option);
+    for (int i = 0, n = 0; i < N_BENCHES; i++)
+        if (bench_takes(i, option)) fprintf(stderr, "%s %s", n++ ? "," : "", bench_options[i].bench);
+    fprintf(stderr, " (not bench %s)\n", bench_options[b].bench);
+    return false;
+}
+
+/* The largest tensor a row of bench `name` makes, in elements, from the
+ * options given (defaults are small), within BENCH_MAX_ELEMS; else says
+ * so. Doubles: the product itself must not overflow. */
+static bool sizes_fit(const options *o, const char *name) {
+    double L = 1, D = 1, elems;
+    for (int i = 0; i < o->nL; i++) L = L > (double)o->L[i] ? L : (double)o->L[i];
+    if (!o->nL) L = 65536; /* the longest default row (linear's) */
+    for (int i = 0; i < o->nD; i++) D = D > (double)o->D[i] ? D : (double)o->D[i];
+    if (!o->nD) D = 1536; /* the largest default (linear's Mamba width) */
+    const double H = (double)(o->H > o->Hkv ? o->H : o->Hkv), B = (double)o->B;
+    if (!strcmp(name, "matmul")) elems = L * 49152; /* the lm head's rows */
+    else if (!strcmp(name, "linear")) elems = B * H * D * (L > D ? L : D); /* tokens, or the [D, D] states */
+    else elems = B * L * H * D;
+    if (elems <= BENCH_MAX_ELEMS) return true;
+    fprintf(stderr, "longattn bench %s: --B, --L, --H and --D ask for tensors of %.3g elements, past 2^40\n", name,
+            elems);
+    return false;
+}
+
 /* Usage errors print why and return -1 (exit 2); --help prints the usage on
  * stdout and returns 1 (exit 0). */
 static int parse_options(int argc, char **argv, options *o, bool decode) {
@@ -160,6 +232,11 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
     static const char *const value_options[] = {"--threads", "--backend", "--qk-file", "--L", "--D", "--B", "--H",
                                                 "--Hkv", "--budget", "--dtype", "--chunk", "--type", "--op",
                                                 "--feature", "--decay", "--causal", "--pass", NULL};
+    int b = 0; /* the benchmark, as bench_options numbers them; -1 unknown */
+    while (b < N_BENCHES && strcmp(argv[1], bench_options[b].bench)) b++;
+    if (b == N_BENCHES) b = -1;
+    const bool is_sparse = b >= 0 && !strcmp(bench_options[b].bench, "sparse");
+    const char *shape_option = NULL; /* sparse: an option the --qk-file run would not read */
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val;
         int64_t n;
@@ -170,6 +247,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         if (!strcmp(a, "--quick")) { o->quick = true; continue; }
         if (!strcmp(a, "--cold")) { o->cold = true; continue; }
         if (!(val = cli_option_value(CMD, argc, argv, &i, value_options))) return -1;
+        if (strcmp(a, "--threads") && strcmp(a, "--backend") && !option_fits(CMD, b, a)) return -1;
+        if (is_sparse && strcmp(a, "--threads") && strcmp(a, "--backend") && strcmp(a, "--qk-file")) shape_option = a;
         if (!strcmp(a, "--threads")) {
             if (!cli_parse_i64(CMD, a, val, 1, 4096, &n)) return -1;
             o->threads = (int)n;
@@ -179,7 +258,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         else if (!strcmp(a, "--L")) o->nL = parse_list(val, o->L, MAX_LIST);
         else if (!strcmp(a, "--D")) o->nD = parse_list(val, o->D, MAX_LIST);
         else if (!strcmp(a, "--B") || !strcmp(a, "--H") || !strcmp(a, "--Hkv") || !strcmp(a, "--chunk")) {
-            if (!cli_parse_i64(CMD, a, val, 1, (int64_t)1 << 30, &n)) return -1;
+            /* --chunk: the CPU kernels' range (la_linear_params.chunk_size); past it every mixer row was an
+             * error row, and the exit 0 when exact attention's row ran */
+            if (!cli_parse_i64(CMD, a, val, 1, !strcmp(a, "--chunk") ? 1024 : (int64_t)1 << 30, &n)) return -1;
             *(!strcmp(a, "--B") ? &o->B : !strcmp(a, "--H") ? &o->H : !strcmp(a, "--Hkv") ? &o->Hkv : &o->chunk) = n;
         }
         else if (!strcmp(a, "--budget")) {
@@ -220,7 +301,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
                 if (!strcmp(val, names[d])) o->decay = d;
         }
         else if (!strcmp(a, "--causal")) o->ncausal = parse_causal(val, o->causal);
-        else if (!strcmp(a, "--pass")) bad = !parse_passes(val, o);
+        else if (!strcmp(a, "--pass")) bad = !parse_passes(val, o), o->pass_given = true;
         if ((!strcmp(a, "--qk-file") || !strcmp(a, "--dtype") || !strcmp(a, "--type") || !strcmp(a, "--pass")) &&
             !items_ok(val))
             bad = true;
@@ -230,8 +311,23 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             return -1;
         }
     }
-    if (o->qk_file && strcmp(argv[1], "sparse")) {
-        fprintf(stderr, "%s: --qk-file is only for bench sparse\n", CMD);
+    /* grouped heads: every row would fail in the library, one error row each (exit 1), for a usage error */
+    if (b >= 0 && bench_takes(b, "--Hkv") && !o->qk_file && o->H % o->Hkv) {
+        fprintf(stderr, "%s: --H %lld is not a multiple of --Hkv %lld (query heads share each KV head; --Hkv "
+                        "defaults to 8)\n", CMD, (long long)o->H, (long long)o->Hkv);
+        return -1;
+    }
+    if (o->cold && b >= 0 && !strcmp(argv[1], "peak")) { /* peak times no rows */
+        fprintf(stderr, "%s: --cold is for the benchmarks with rows (not bench peak)\n", CMD);
+        return -1;
+    }
+    if (o->qk_file && shape_option) { /* the file's q and k set the shapes: the option was dropped in silence */
+        fprintf(stderr, "%s: bench sparse --qk-file takes its shapes from the file, not %s\n", CMD, shape_option);
+        return -1;
+    }
+    if (o->pass_given && o->decode && b >= 0 && strcmp(argv[1], "linear")) {
+        /* attention reads fwd and bwd: --pass decode was dropped (alone, no row ran and the exit was 0) */
+        fprintf(stderr, "%s: --pass decode is only for bench linear\n", CMD);
         return -1;
     }
     /* a list where one value is taken: the first was used, the rest dropped in silence */
@@ -240,6 +336,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         fprintf(stderr, "%s: bench %s takes one value for %s\n", CMD, argv[1], many_D ? "--D" : "--causal");
         return -1;
     }
+    if (b >= 0 && !sizes_fit(o, bench_options[b].bench)) return -1;
     if (o->threads <= 0) { /* the library's default: what a context with 0 threads gets */
         la_context *ctx;
         o->threads = 1;
@@ -291,7 +388,8 @@ static int bench_attention(const options *o) {
     static const int64_t default_D[] = {64, 128}, quick_D[] = {128};
     static const int both[] = {0, 1};
     static const la_dtype default_dt[] = {LA_F32, LA_BF16};
-    attn_sweep s = {.B = o->B, .H = o->H, .Hkv = o->Hkv, .fwd = o->fwd, .bwd = o->bwd && !o->quick};
+    attn_sweep s = {.B = o->B, .H = o->H, .Hkv = o->Hkv, .fwd = o->fwd,
+                   .bwd = o->bwd && (!o->quick || o->pass_given)};
     s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
     s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
     s.D = o->nD ? o->D : o->quick ? quick_D : default_D;
@@ -338,7 +436,7 @@ static int bench_linear(const options *o) {
     const int64_t D = o->nD ? o->D[0] : scan ? 1536 : 128;
     mixer_sweep s = {.B = o->B, .H = o->H, .D = D, .chunk = o->chunk, .mixers = mixers,
                      .mamba_width = scan ? D : 0, .aaren_width = scan ? D : 0, .decay = (la_decay_kind)o->decay,
-                     .feature = (la_feature_map)o->feature, .bwd = o->bwd && !o->quick,
+                     .feature = (la_feature_map)o->feature, .bwd = o->bwd && (!o->quick || o->pass_given),
                      .with_attention = !scan && o->fwd};
     s.L = o->nL ? o->L : o->quick ? quick_L : default_L;
     s.nL = o->nL ? o->nL : o->quick ? 2 : 7;
@@ -425,14 +523,16 @@ int cmd_bench(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
+    const char *backend = "cpu"; /* the last --backend counts, as every repeated option's last value does */
     for (int i = 2; i + 1 < argc; i++)
         if (!strcmp(argv[i], "--backend")) {
-            if (!strcmp(argv[i + 1], "cuda")) return bench_gpu(argc, argv);
-            if (strcmp(argv[i + 1], "cpu")) {
-                fprintf(stderr, "longattn bench: --backend is cpu or cuda, got '%s'\n", argv[i + 1]);
+            backend = argv[++i];
+            if (strcmp(backend, "cuda") && strcmp(backend, "cpu")) {
+                fprintf(stderr, "longattn bench: --backend is cpu or cuda, got '%s'\n", backend);
                 return 2;
             }
         }
+    if (!strcmp(backend, "cuda")) return bench_gpu(argc, argv);
     bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
     options o;
     int parsed = parse_options(argc, argv, &o, decode || kvquant);

@@ -305,7 +305,8 @@ static int decode_row(la_context *ctx, const gpu_options *o, int64_t B, int64_t 
 static void gpu_usage(FILE *f) {
     fprintf(f, "usage: longattn bench attention|decode|sparse --backend cuda [--json] [--pass fwd|bwd] [--L N,...]\n"
                "       [--H 16] [--D 128] [--tokens 16384] [--iters 20]: JSON lines timed on GPU 0 through the public\n"
-               "       API, after a device copy ceiling; bwd rows time forward + backward\n");
+               "       API, after a device copy ceiling; bwd rows time forward + backward. decode takes --L, --D and\n"
+               "       --iters alone (32 query heads), sparse all but --tokens (batch 1)\n");
 }
 
 /* Digits only, no sign or blank, in [1, hi] (this program links no CLI
@@ -333,6 +334,12 @@ static int parse(int argc, char **argv, gpu_options *o) {
         if (i + 1 == argc) return fprintf(stderr, "%s: %s needs a value\n", GPU_CMD, a), -1;
         val = argv[++i];
         long long n = 0;
+        /* decode's rows are 32 query heads at fixed batches, sparse's at batch 1: an option they do not read
+         * was dropped in silence */
+        const bool decode = !strcmp(argv[1], "decode"), sparse = !strcmp(argv[1], "sparse");
+        if ((decode && (!strcmp(a, "--pass") || !strcmp(a, "--H") || !strcmp(a, "--tokens"))) ||
+            (sparse && !strcmp(a, "--tokens")))
+            return fprintf(stderr, "%s: bench %s does not take %s\n", GPU_CMD, argv[1], a), -1;
         if (!strcmp(a, "--backend")) continue;
         else if (!strcmp(a, "--pass")) {
             if (strcmp(val, "fwd") && strcmp(val, "bwd"))
@@ -340,6 +347,7 @@ static int parse(int argc, char **argv, gpu_options *o) {
             o->bwd = !strcmp(val, "bwd");
         } else if (!strcmp(a, "--L")) {
             char list[256];
+            o->nlens = 0; /* a repeated --L replaces the list, as every repeated option does */
             if (snprintf(list, sizeof list, "%s", val) >= (int)sizeof list)
                 return fprintf(stderr, "%s: --L is too long\n", GPU_CMD), -1;
             for (char *tok = list, *comma;; tok = comma + 1) {
@@ -356,6 +364,13 @@ static int parse(int argc, char **argv, gpu_options *o) {
         else if (!strcmp(a, "--tokens")) o->tokens = n;
         else o->iters = (int)n;
     }
+    /* bench_gpu sizes its buffers as max(tokens, 65536, --L) x H x D in int64: past 2^40 elements (2 TiB of
+     * bf16) no GPU holds them, and the product could overflow */
+    double rows = (double)(o->tokens > 65536 ? o->tokens : 65536);
+    for (int i = 0; i < o->nlens; i++) rows = rows > (double)o->lens[i] ? rows : (double)o->lens[i];
+    if (rows * (double)o->H * (double)o->D > 1099511627776.0)
+        return fprintf(stderr, "%s: --tokens, --L, --H and --D ask for tensors of %.3g elements, past 2^40\n",
+                       GPU_CMD, rows * (double)o->H * (double)o->D), -1;
     return 0;
 }
 

@@ -171,6 +171,12 @@ bool cli_needs_topk(const char *cmd, const char *option, const la_sparse_choice 
     return false;
 }
 
+bool cli_parse_path(const char *cmd, const char *option, const char *text) {
+    if (*text) return true;
+    fprintf(stderr, "%s: %s expects a file path, got ''\n", cmd, option);
+    return false;
+}
+
 bool cli_output_ok(const char *cmd, const char *option, const char *path, bool prefix) {
     char dir[4096];
     const char *slash = strrchr(path, '/');

@@ -12,7 +12,7 @@
 static void usage(FILE *f) {
     fprintf(f, "usage: longattn calibrate-duo -m MODEL.gguf [-o FILE] [--prompts N] [--ctx N] [--seed N] [--threads N]\n"
                "  -o FILE       score file to write (default " LA_KV_DUO_SCORES_DEFAULT "); use it with\n"
-               "                --kv duo:BUDGET:FILE on run and ppl\n"
+               "                --kv duo:BUDGET:FILE on run, ppl and eval\n"
                "  --prompts N   synthetic retrieval prompts (default 4)\n"
                "  --ctx N       haystack tokens per prompt (default 1024)\n"
                "  --seed N      picks the filler, key and digits (default 1)\n"
@@ -32,7 +32,10 @@ int cmd_calibrate_duo(int argc, char **argv) {
         static const char *const value_options[] = {"-m", "-o", "--prompts", "--ctx", "--seed", "--threads", NULL};
         if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
         if (!strcmp(a, "-m")) model_path = v;
-        else if (!strcmp(a, "-o")) out = v;
+        else if (!strcmp(a, "-o")) {
+            if (!cli_parse_path(CMD, a, v)) return 2;
+            out = v;
+        }
         else if (!strcmp(a, "--prompts")) {
             if (!cli_parse_i64(CMD, a, v, 1, 4096, &dp.n_prompts)) return 2;
         } else if (!strcmp(a, "--ctx")) {

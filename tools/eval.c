@@ -52,6 +52,7 @@ static void usage(FILE *f) {
             "usage: longattn eval -m MODEL.gguf [options]\n"
             "  -m FILE          GGUF model\n"
             "  --task LIST      needle, multikey, vartrack, ppl (comma-separated; default needle)\n"
+            "                   A list names an item once; an option no chosen task reads is refused.\n"
             "  --kv LIST        KV-cache policies, comma-separated (default full), e.g. full,streaming:1024\n"
             "  --kv-type LIST   KV element types, comma-separated (default f16), as longattn run's --kv-type\n"
             "  --lengths LIST   context lengths in tokens, prompt included (default 1024,2048; the model's\n"
@@ -70,10 +71,12 @@ static void usage(FILE *f) {
             "  --threads N      CPU threads (default: OMP_NUM_THREADS or all cores)\n"
             "  --heatmap PREFIX write PREFIX-TASK-POLICY-TYPE.csv (and .png with gnuplot) for needle and\n"
             "                   multikey (default PREFIX: longattn-eval)\n"
-            "  --no-heatmap     write no files\n"
+            "  --no-heatmap     write no files (not with --heatmap)\n"
             "  --json           JSON lines on stdout (a line per grid cell, then per summary row)\n"
             "  --sparse S:B     block-sparse prefill in every run, as longattn run's --sparse (default none);\n"
-            "                   the rows carry it as \"sparse\", so a dense and a sparse run can be compared\n"
+            "                   the rows carry it as \"sparse\", so a dense and a sparse run can be compared;\n"
+            "                   under a stateful --kv policy (h2o, snapkv, quest, duo) the prefill attends\n"
+            "                   densely through the policy, and its rows carry \"sparse\":\"none\"\n"
             "  --sparse-heads FILE  per-head coverage for --sparse topk:G, as longattn run's\n"
             "  --exact-decode   f32 activations in single-token steps and the prompt's last logits (no\n"
             "                   int8 rounding; slower): policies compared without the rounding noise;\n"
@@ -95,6 +98,11 @@ static int split_list(const char *option, char *text, char **items) {
             fprintf(stderr, "%s: %s: %s\n", CMD, option, !*p ? "empty item in the list" : "more than 32 items");
             return -1;
         }
+        for (int i = 0; i < n; i++)
+            if (!strcmp(items[i], p)) { /* ppl,ppl ran ppl once; full,full wrote one heatmap over the other */
+                fprintf(stderr, "%s: %s lists '%s' twice\n", CMD, option, p);
+                return -1;
+            }
         items[n++] = p;
         if (!comma) break;
         p = comma + 1;
@@ -106,8 +114,14 @@ static bool parse_i64_list(const char *option, char *text, int64_t lo, int64_t h
     char *items[MAX_LIST];
     int n = split_list(option, text, items);
     if (n < 0) return false;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!cli_parse_i64(CMD, option, items[i], lo, hi, &out[i])) return false;
+        for (int j = 0; j < i; j++)
+            if (out[j] == out[i]) {
+                fprintf(stderr, "%s: %s lists %lld twice\n", CMD, option, (long long)out[i]);
+                return false;
+            }
+    }
     *n_out = n;
     return true;
 }
@@ -131,8 +145,15 @@ static bool parse_types(char *text, eval_options *o) {
     char *items[MAX_LIST];
     int n = split_list("--kv-type", text, items);
     if (n < 0) return false;
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++) {
         if (!cli_parse_kv_type(CMD, "--kv-type", items[i], &o->types[i], &o->quants[i])) return false;
+        for (int j = 0; j < i; j++)
+            if (!strcmp(cli_kv_type_name(o->types[j], o->quants[j]), cli_kv_type_name(o->types[i], o->quants[i]))) {
+                fprintf(stderr, "%s: --kv-type lists %s twice ('%s' and '%s')\n", CMD,
+                        cli_kv_type_name(o->types[i], o->quants[i]), items[j], items[i]);
+                return false;
+            }
+    }
     o->n_types = n;
     return true;
 }
@@ -156,6 +177,27 @@ static bool parse_tasks(char *text, eval_options *o) {
 
 static char default_lengths[] = "1024,2048", default_depths[] = "0,25,50,75,100", default_kv[] = "full";
 
+/* Options only some tasks read: one given without any of them would be
+ * ignored in silence (--lengths under --task ppl, --heatmap without a grid
+ * that writes one), so it is a usage error naming them. */
+#define TASKS_GRID ((1u << TASK_NEEDLE) | (1u << TASK_MULTIKEY) | (1u << TASK_VARTRACK))
+#define TASKS_DEPTH ((1u << TASK_NEEDLE) | (1u << TASK_MULTIKEY))
+static const struct {
+    const char *option;
+    unsigned tasks; /* bit t: task t reads it */
+    const char *names;
+} TASK_OPTIONS[] = {
+    {"--ppl-ctx", 1u << TASK_PPL, "ppl"},           {"--ppl-chunks", 1u << TASK_PPL, "ppl"},
+    {"--ppl-offset", 1u << TASK_PPL, "ppl"},        {"--keys", 1u << TASK_MULTIKEY, "multikey"},
+    {"--chains", 1u << TASK_VARTRACK, "vartrack"},  {"--hops", 1u << TASK_VARTRACK, "vartrack"},
+    {"--lengths", TASKS_GRID, "needle, multikey or vartrack"},
+    {"--samples", TASKS_GRID, "needle, multikey or vartrack"},
+    {"--seed", TASKS_GRID, "needle, multikey or vartrack"},
+    {"--depths", TASKS_DEPTH, "needle or multikey"},
+    {"--heatmap", TASKS_DEPTH, "needle or multikey"},
+};
+enum { N_TASK_OPTIONS = sizeof TASK_OPTIONS / sizeof TASK_OPTIONS[0] };
+
 /* Returns 0 to go on, -1 after --help, or 2 for a usage error. Lists are
  * split in place in the argv strings. */
 static int parse_args(int argc, char **argv, eval_options *o) {
@@ -164,8 +206,7 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     o->task[TASK_NEEDLE] = true;
     o->types[0] = la_session_params_default().kv_type, o->n_types = 1;
     char *lengths = default_lengths, *depths = default_depths, *kv = default_kv;
-    /* a task's own options given without the task would be ignored in silence */
-    const char *ppl_only = NULL, *multikey_only = NULL, *vartrack_only = NULL;
+    bool given[N_TASK_OPTIONS] = {false}, heatmap_given = false;
     for (int i = 1; i < argc; i++) {
         char *a = argv[i], *v;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
@@ -191,13 +232,12 @@ static int parse_args(int argc, char **argv, eval_options *o) {
             return 2;
         }
         bool ok = true;
-        if (!strcmp(a, "--ppl-ctx") || !strcmp(a, "--ppl-chunks") || !strcmp(a, "--ppl-offset")) ppl_only = a;
-        if (!strcmp(a, "--keys")) multikey_only = a;
-        if (!strcmp(a, "--chains") || !strcmp(a, "--hops")) vartrack_only = a;
+        for (int k = 0; k < N_TASK_OPTIONS; k++) given[k] |= !strcmp(a, TASK_OPTIONS[k].option);
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-f")) o->text_path = v;
         else if (!strcmp(a, "--heatmap")) {
             o->heatmap = v;
+            heatmap_given = true;
             if (!*v) { /* the files were "-needle-...csv" in the working directory */
                 fprintf(stderr, "%s: --heatmap expects a file prefix, got ''\n", CMD);
                 ok = false;
@@ -237,20 +277,20 @@ static int parse_args(int argc, char **argv, eval_options *o) {
     if (!parse_i64_list("--lengths", lengths, 64, LA_SESSION_MAX_CTX - CTX_SLACK, o->lengths, &o->n_lengths) ||
         !parse_i64_list("--depths", depths, 0, 100, o->depths, &o->n_depths) || !parse_policies(kv, o))
         return 2;
+    /* as run's --chat and --raw: two options that contradict each other are refused, whatever their order */
     const char *problem = !o->model_path                  ? "-m MODEL.gguf is required"
                           : o->task[TASK_PPL] && !o->text_path ? "--task ppl needs -f FILE (scripts/get-eval-text.sh makes one)"
                           : o->text_path && !o->task[TASK_PPL] ? "-f FILE is only for --task ppl"
+                          : heatmap_given && o->no_heatmap     ? "--heatmap and --no-heatmap exclude each other"
                                                                : NULL;
-    const char *only = ppl_only && !o->task[TASK_PPL]                ? ppl_only
-                       : multikey_only && !o->task[TASK_MULTIKEY] ? multikey_only
-                       : vartrack_only && !o->task[TASK_VARTRACK] ? vartrack_only
-                                                                  : NULL;
-    if (!problem && only) {
-        fprintf(stderr, "%s: %s is only for --task %s\n", CMD, only,
-                only == ppl_only ? "ppl" : only == multikey_only ? "multikey" : "vartrack");
-        usage(stderr);
-        return 2;
-    }
+    unsigned tasks = 0;
+    for (int t = 0; t < TASK_COUNT; t++) tasks |= o->task[t] ? 1u << t : 0;
+    for (int k = 0; k < N_TASK_OPTIONS && !problem; k++)
+        if (given[k] && !(TASK_OPTIONS[k].tasks & tasks)) {
+            fprintf(stderr, "%s: %s is only for --task %s\n", CMD, TASK_OPTIONS[k].option, TASK_OPTIONS[k].names);
+            usage(stderr);
+            return 2;
+        }
     if (problem) {
         fprintf(stderr, "%s: %s\n", CMD, problem);
         usage(stderr);
@@ -490,10 +530,15 @@ static la_eval_params task_params(const eval_options *o, task_id t) {
 }
 
 /* Prompt tokens beyond the context's own (template, instruction, question,
- * answer prefix, BOS) plus the reply's room: measured on a small sample. */
-static la_status prompt_overhead(const model_env *e, const eval_options *o, task_id t, int64_t *overhead) {
+ * answer prefix, BOS) plus the reply's room: measured on a sample of 2048
+ * tokens, or of the longest length when longer (many --chains and --hops
+ * need more than 2048 tokens of statements: a fixed 2048 failed the run,
+ * exit 1, at lengths that hold them). LA_ERR_ARGUMENT: even that length
+ * cannot hold the task's statements. */
+static la_status prompt_overhead(const model_env *e, const eval_options *o, task_id t, int64_t max_len,
+                                 int64_t *overhead) {
     la_eval_params p = task_params(o, t);
-    p.n_tokens = 2048;
+    p.n_tokens = max_len > 2048 ? max_len : 2048;
     la_eval_sample smp;
     int32_t *ids = NULL;
     int64_t n = 0;
@@ -722,8 +767,15 @@ int cmd_eval(int argc, char **argv) {
     }
     int64_t overhead[TASK_COUNT] = {0};
     for (int t = 0; t < TASK_PPL; t++)
-        if (o.task[t] && (st = prompt_overhead(&env, &o, (task_id)t, &overhead[t]))) {
-            rc = cli_fail(CMD, TASK_NAMES[t], st);
+        if (o.task[t] && (st = prompt_overhead(&env, &o, (task_id)t, max_len, &overhead[t]))) {
+            if (st == LA_ERR_ARGUMENT) { /* the options ask for more than the lengths hold: a usage error */
+                fprintf(stderr, "%s: --lengths %lld is too short for %s (measured on a %lld-token sample: %s)\n", CMD,
+                        (long long)max_len, TASK_NAMES[t], (long long)(max_len > 2048 ? max_len : 2048),
+                        la_last_error());
+                rc = 2;
+            } else {
+                rc = cli_fail(CMD, TASK_NAMES[t], st);
+            }
             goto done;
         }
     for (int t = 0; t < TASK_PPL && !rc; t++)
@@ -736,13 +788,20 @@ int cmd_eval(int argc, char **argv) {
             fprintf(stderr, "%s: %s: %lld tokens of each length go to the template, question and reply\n", CMD,
                     TASK_NAMES[t], (long long)overhead[t]);
     if (!o.json) print_header();
+    int first_task = 0;
+    while (!o.task[first_task]) first_task++;
     for (int t = 0; t < TASK_COUNT && !rc; t++) {
         if (!o.task[t]) continue;
         for (int pi = 0; pi < o.n_policies && !rc; pi++)
             for (int ti = 0; ti < o.n_types && !rc; ti++) {
+                /* a stateful policy's prefill is dense (la_session_params.sparse): its rows said "sparse" */
+                const bool sparse_runs = o.sparse_text && !la_kv_policy_has_state(&o.policy[pi]);
+                if (o.sparse_text && !sparse_runs && ti == 0 && t == first_task)
+                    fprintf(stderr, "%s: --sparse does not apply under --kv %s: its prefill attends densely through "
+                                    "the policy; its rows carry \"sparse\":\"none\"\n", CMD, o.policy_text[pi]);
                 run_id r = {.task = (task_id)t, .policy_text = o.policy_text[pi],
                             .type_name = cli_kv_type_name(o.types[ti], o.quants[ti]),
-                            .sparse_text = o.sparse_text ? o.sparse_text : "none", .exact_decode = o.exact_decode};
+                            .sparse_text = sparse_runs ? o.sparse_text : "none", .exact_decode = o.exact_decode};
                 policy_parts(r.policy_text, r.policy_name, sizeof r.policy_name, &r.budget);
                 la_session_params sp = la_session_params_default();
                 sp.kv_type = o.types[ti], sp.kv_quant = o.quants[ti], sp.kv_policy = o.policy[pi];

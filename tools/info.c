@@ -48,6 +48,12 @@ int cmd_info(int argc, char **argv) {
         return 0;
     }
     if (argc != 2 || argv[1][0] == '-') {
+        /* as every other subcommand, an option it does not know is named */
+        for (int i = 1; i < argc; i++)
+            if (argv[i][0] == '-') {
+                fprintf(stderr, "longattn info: unknown option '%s'\n", argv[i]);
+                break;
+            }
         fprintf(stderr, "usage: longattn info MODEL.gguf\n");
         return 2;
     }

@@ -10,7 +10,7 @@ static const struct {
     int (*fn)(int, char **);
     const char *help;
 } commands[] = {
-    {"bench", cmd_bench, "measure kernels against this machine's ceilings (bench attention|decode|peak)"},
+    {"bench", cmd_bench, "measure kernels against this machine's ceilings (bench --help lists them)"},
     {"run", cmd_run, "generate text with a GGUF model"},
     {"info", cmd_info, "print a GGUF file's metadata and tensor table"},
     {"ppl", cmd_ppl, "perplexity of a GGUF model over a text file"},

@@ -32,7 +32,8 @@ static void usage(FILE *f) {
                "  --sparse-heads FILE  per-head coverage for --sparse topk:G (la_sparse_gammas_read), from\n"
                "               --calibrate-sparse\n"
                "  --calibrate-sparse FILE  while scoring, run --sparse's topk options at a ladder of coverages\n"
-               "               per head and write the per-head coverage file (la_sparse_calibrate)\n"
+               "               per head and write the per-head coverage file (la_sparse_calibrate; --kv full or\n"
+               "               streaming, as --score-heads)\n"
                "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999] (default\n"
                "               0.995); with several, one file per target, FILE-G\n"
                "  --score-heads FILE  while scoring, score each head of --sparse topk:G's sparse layers by how far\n"
@@ -140,10 +141,12 @@ int cmd_ppl(int argc, char **argv) {
         } else if (!strcmp(a, "--sparse-heads")) {
             heads_path = v;
         } else if (!strcmp(a, "--calibrate-sparse")) {
+            if (!cli_parse_path(CMD, a, v)) return 2;
             calib_path = v;
         } else if (!strcmp(a, "--calibrate-target")) {
             calib_targets = v;
         } else if (!strcmp(a, "--score-heads")) {
+            if (!cli_parse_path(CMD, a, v)) return 2;
             score_path = v;
         } else if (!strcmp(a, "--stream-share")) {
             shares = v;
@@ -180,6 +183,14 @@ int cmd_ppl(int argc, char **argv) {
     if ((heads_path && !cli_needs_topk(CMD, "--sparse-heads", &sp.sparse, true)) ||
         (calib_path && !cli_needs_topk(CMD, "--calibrate-sparse", &sp.sparse, false)))
         return 2;
+    /* neither observes a stateful policy's prefill (la_session_params): the file written after the run held the
+     * target everywhere, or zero scores */
+    const char *observer = calib_path ? "--calibrate-sparse" : score_path ? "--score-heads" : NULL;
+    if (observer && la_kv_policy_has_state(&sp.kv_policy)) {
+        fprintf(stderr, "%s: %s needs --kv full or streaming (under h2o, snapkv, quest and duo the prefill attends "
+                        "through the policy, and no head is observed)\n", CMD, observer);
+        return 2;
+    }
     if (!model_path || !text_path || !n_ctx) {
         fprintf(stderr, "%s: -m, -f and --ctx are required\n", CMD);
         usage(stderr);

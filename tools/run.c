@@ -38,7 +38,8 @@ static void usage(FILE *f) {
             "  --sparse-heads FILE  per-head coverage for --sparse topk:G, 0 = streaming head (from `longattn ppl\n"
             "                 --calibrate-sparse` or `--score-heads`)\n"
             "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n"
-            "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h),\n"
+            "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h;\n"
+            "                 --kv full or streaming, a prompt of two or more tokens),\n"
             "                 for `longattn bench sparse --qk-file`; --dump-layers all|N,N,... (default 0,7,15,23)\n");
 }
 
@@ -126,6 +127,10 @@ static int parse_args(int argc, char **argv, run_options *o) {
                           : o->chat && o->raw                ? "--chat and --raw exclude each other"
                           : o->system && !o->chat            ? "--system needs --chat"
                           : o->dump_layers && !o->dump_qk    ? "--dump-layers needs --dump-qk"
+                          /* the session calls on_attention only without policy state: DIR stayed empty, exit 0 */
+                          : o->dump_qk && la_kv_policy_has_state(&o->kv_policy)
+                              ? "--dump-qk needs --kv full or streaming (under h2o, snapkv, quest and duo the "
+                                "prefill attends through the policy, and no q or k reaches the dump)"
                                                              : NULL;
     if (problem) {
         fprintf(stderr, "%s: %s\n", CMD, problem);
@@ -186,6 +191,11 @@ static int tokenize_prompt(const run_options *o, const la_model *m, const char *
                            int64_t *n) {
     const la_tokenizer *tok = la_model_tokenizer(m);
     la_status st;
+    if (o->chat && memchr(text, 0, len)) { /* la_chat_format takes C strings: the prompt ended there, unsaid */
+        fprintf(stderr, "%s: --chat: the prompt holds a NUL byte at offset %zu; the chat template takes text\n", CMD,
+                (size_t)((const char *)memchr(text, 0, len) - text));
+        return 2;
+    }
     if (o->chat) {
         la_chat_template tmpl;
         if ((st = la_chat_template_of_gguf(la_model_gguf(m), &tmpl))) return cli_fail(CMD, "--chat", st);
@@ -263,6 +273,12 @@ int cmd_run(int argc, char **argv) {
                 rc = 2;
                 goto done;
             }
+        if (n_ids < 2) { /* one token is a single-token step: nothing was dumped, exit 0 */
+            fprintf(stderr, "%s: --dump-qk needs a prompt of two or more tokens (it dumps the prefill's attention); "
+                            "this one has %lld\n", CMD, (long long)n_ids);
+            rc = 2;
+            goto done;
+        }
         sp.on_attention = qk_dump_observe, sp.on_attention_user = &dump;
     }
     if ((st = la_session_new_with(m, ctx, &sp, &s))) {

@@ -68,6 +68,7 @@ expect 2 "unknown option '--bogus'" bench attention --bogus
 expect 2 "unknown option '--bogus'" bench peak --json --bogus 1
 expect 2 "usage: longattn info" info
 expect 2 "usage: longattn info" info a.gguf b.gguf
+expect 2 "unknown option '--bogus'" info --bogus
 expect 2 "unknown benchmark 'bogus'" bench bogus
 
 # missing values
@@ -120,6 +121,12 @@ expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" ev
 expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-duo -m /nonexistent.gguf \
     -o /nonexistent/duo.txt
 expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
+# an empty output path is a usage error before the run (it failed to create '' after the whole run)
+expect 2 "-o expects a file path, got ''" calibrate-duo -m /nonexistent.gguf -o ""
+expect 2 "--score-heads expects a file path, got ''" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --score-heads ""
+expect 2 "--calibrate-sparse expects a file path, got ''" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --calibrate-sparse ""
 expect 1 "--calibrate-sparse /nonexistent/c: cannot write into" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
     --sparse topk:0.9 --calibrate-sparse /nonexistent/c
 expect 1 "--score-heads $TMP: is a directory" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
@@ -131,6 +138,16 @@ expect 1 "--dump-qk: cannot create '/nonexistent/qk'" run -m "$MODEL" -p "one tw
     --threads 2 --dump-qk /nonexistent/qk
 expect 1 "--dump-qk: 'README.md' is not a directory" run -m "$MODEL" -p "one two three" -n 1 --ctx 64 \
     --threads 2 --dump-qk README.md
+# --dump-qk where nothing reaches the dump (a stateful policy's prefill, a one-token prompt): DIR stayed
+# empty and the exit was 0
+expect 2 "--dump-qk needs --kv full or streaming" run -m /nonexistent.gguf -p hi --dump-qk "$TMP/qk" --kv h2o:8
+expect 2 "--dump-qk needs a prompt of two or more tokens" run -m "$MODEL" -p hi -n 1 --ctx 64 --threads 2 \
+    --raw --dump-qk "$TMP/qk"
+# nor do ppl's calibrations observe a stateful policy's prefill: their files held the target or zeros
+expect 2 "--calibrate-sparse needs --kv full or streaming" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --calibrate-sparse "$TMP/cal" --kv snapkv:64
+expect 2 "--score-heads needs --kv full or streaming" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
+    --sparse topk:0.9 --score-heads "$TMP/sh" --kv quest:32
 # an option's option without the option: checked nowhere and ignored before (session 20 fuzzing)
 expect 2 "--dump-layers needs --dump-qk" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-layers abc
 expect 2 "--calibrate-target needs --calibrate-sparse" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-target abc
@@ -228,6 +245,10 @@ for n in 4 16 1000 100000 20000000; do
     expect 1 "LA_ERR_FORMAT" run -m "$TMP/cut.gguf" -p hi -n 1
 done
 expect 1 "cannot memory-map|LA_ERR_IO" run -m "$TMP" -p hi
+# a prompt file with a NUL byte under --chat: the template took the text up to it, in silence
+printf 'one two\000three' >"$TMP/nul.txt"
+expect 2 "--chat: the prompt holds a NUL byte at offset 7" run -m "$MODEL" -f "$TMP/nul.txt" --chat -n 1 --ctx 64 \
+    --threads 2
 # an endless prompt file was read until memory ran out
 [ -r /dev/zero ] && expect 1 "holds more than 1 GiB" run -m "$MODEL" -f /dev/zero -n 1
 
