@@ -44,10 +44,9 @@ static inline int32_t round_even(float v) {
 /* Blocks [b0, b1) of x: their sums (offset terms of Q4_0/Q4_1) and unless
  * the caller wants f32 activations, x quantised to int8 blocks
  * (dx = max|x| / 127, round to nearest) with the sums of those for the
- * integer kernels, in both layouts of la_quant_x. The thread holding the
- * last block zeroes the rest of its group of four. */
-static void prepare_x(const float *x, int64_t nb, int64_t b0, int64_t b1, bool round_x, float *xsum, float *dx,
-                      float *xqsum, int8_t *xq, int8_t *xq4, float *dxs4) {
+ * integer kernels. */
+static void prepare_x(const float *x, int64_t b0, int64_t b1, bool round_x, float *xsum, float *dx, float *xqsum,
+                      int8_t *xq) {
     for (int64_t b = b0; b < b1; b++) {
         float s = 0, amax = 0;
         for (int j = 0; j < LA_QK; j++) {
@@ -59,21 +58,9 @@ static void prepare_x(const float *x, int64_t nb, int64_t b0, int64_t b1, bool r
         dx[b] = amax / 127.0f;
         float inv = amax > 0 ? 127.0f / amax : 0.0f;
         int32_t qs = 0;
-        int8_t *q4 = xq4 + b / 4 * 4 * LA_QK + b % 4 * (LA_QK / 2); /* first half; the second 64 bytes on */
-        for (int j = 0; j < LA_QK; j++) {
-            const int8_t v = (int8_t)round_even(x[b * LA_QK + j] * inv);
-            xq[b * LA_QK + j] = v, q4[j < LA_QK / 2 ? j : j - LA_QK / 2 + 2 * LA_QK] = v;
-            qs += v;
-        }
+        for (int j = 0; j < LA_QK; j++) qs += xq[b * LA_QK + j] = (int8_t)round_even(x[b * LA_QK + j] * inv);
         xqsum[b] = dx[b] * (float)qs;
-        dxs4[2 * b] = dx[b], dxs4[2 * b + 1] = xqsum[b];
     }
-    if (round_x && b0 < b1 && b1 == nb)
-        for (int64_t b = nb; b % 4; b++) {
-            memset(xq4 + b / 4 * 4 * LA_QK + b % 4 * (LA_QK / 2), 0, LA_QK / 2);
-            memset(xq4 + b / 4 * 4 * LA_QK + 2 * LA_QK + b % 4 * (LA_QK / 2), 0, LA_QK / 2);
-            dxs4[2 * b] = dxs4[2 * b + 1] = 0;
-        }
 }
 
 la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *rb, int64_t cols,
@@ -83,14 +70,12 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         first_chunk[j + 1] = first_chunk[j] + (jobs[j].rows + MATVEC_CHUNK - 1) / MATVEC_CHUNK;
         work += jobs[j].rows * cols;
     }
-    const int64_t nb = cols / LA_QK, nb4 = (nb + 3) / 4 * 4;
+    const int64_t nb = cols / LA_QK;
     float *xsum;
-    la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 2 * nb4) + (size_t)(cols + nb4 * LA_QK) + 64,
-                                (void **)&xsum);
+    la_status st = la_workspace(ctx, sizeof(float) * (size_t)(3 * nb + 3) + (size_t)cols + 64, (void **)&xsum);
     if (st) return st;
-    float *dx = xsum + nb, *xqsum = dx + nb, *dxs4 = xqsum + nb;
-    int8_t *xq = (int8_t *)(dxs4 + 2 * nb4), *xq4 = xq + cols;
-    const la_quant_x xp = {x, xsum, cols % LA_QK || !round_x ? NULL : xq, dx, xqsum, xq4, dxs4};
+    float *dx = xsum + nb + 1, *xqsum = dx + nb + 1;
+    int8_t *xq = (int8_t *)(xqsum + nb + 1);
     quant_dot_fn dot = LA_ISA_PICK(la_quant_dot_rows, ctx->simd);
     /* Each thread streams one contiguous run of rows, which the hardware
      * prefetchers follow; interleaved small chunks measured 20% slower on
@@ -110,7 +95,7 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
          * any team) while those first bytes come in. Serial before the
          * region, the other thread spun through it (BENCHMARKS s21-step). */
         la_split_range(nb, la_thread_id(), la_team_size(), &b0, &b1);
-        prepare_x(x, nb, b0, b1, round_x, xsum, dx, xqsum, xq, xq4, dxs4);
+        prepare_x(x, b0, b1, round_x, xsum, dx, xqsum, xq);
 #pragma omp barrier
         for (int64_t c = lo; c < hi; c++) {
             while (c >= first_chunk[j + 1]) j++;
@@ -120,7 +105,8 @@ la_status la_cpu_matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
              * finished 1-2 us after the other without this, s23-imb) */
             if (c + 1 == first_chunk[j + 1] && c + 1 < hi) lead_prefetch(jobs[j + 1].W, (size_t)jobs[j + 1].rows * rb[j + 1]);
             int64_t r0 = (c - first_chunk[j]) * MATVEC_CHUNK, nr = job->rows - r0 < MATVEC_CHUNK ? job->rows - r0 : MATVEC_CHUNK;
-            dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, &xp, job->y + r0);
+            dot(job->type, (const char *)job->W + (size_t)r0 * rb[j], rb[j], nr, cols, x, xsum,
+                cols % LA_QK || !round_x ? NULL : xq, dx, xqsum, job->y + r0);
         }
     }
     return LA_OK;

@@ -47,99 +47,95 @@ static inline float hsum256(__m256 v) {
 }
 
 #if defined(LA_ISA_AVX512)
-/* sum of u[i] * s[i] over each 4 bytes, added to acc: one vpdpbusd where
- * the CPU has AVX512-VNNI (inline assembly: the ISA copies are not
- * compiled for it; the caller checks at run time), else maddubs + madd.
- * Both are exact (no pair of products saturates int16:
- * |15 * 127 * 2| < 2^15), so the same bits either way. */
-static inline __attribute__((always_inline)) __m512i dot_u8s8(__m512i acc, __m512i u, __m512i s, int vnni) {
+/* Q4_1 against int8 x, two blocks per 512-bit step (AVX512BW): the 16-byte
+ * nibble fields of blocks b, b+1 widen to [lo_b, lo_b1, hi_b, hi_b1] (16
+ * bytes each), x's 64 bytes are permuted to match, maddubs + madd give 16
+ * exact int32 partial sums (lanes 0-3, 8-11 of block b; 4-7, 12-15 of b+1).
+ * The four f16 fields (d, m of both blocks) widen in one vcvtph2ps, and
+ * [d0, m0, d1, m1] * [dx0, xqsum0, dx1, xqsum1] gives both scales and both
+ * offset terms at once. An odd last block goes through the 256-bit step. */
+/* sum of u[i] * s[i] over each 4 bytes: one vpdpbusd where the CPU has
+ * AVX512-VNNI (inline assembly: the ISA copies are not compiled for it; the
+ * caller checks at run time), else maddubs + madd. Both are exact (no
+ * pair of products saturates int16: |15 * 127 * 2| < 2^15), so the same
+ * bits either way. */
+static inline __attribute__((always_inline)) __m512i dot_u8s8(__m512i u, __m512i s, int vnni) {
     if (vnni) {
+        __m512i acc = _mm512_setzero_si512();
         __asm__("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(u), "v"(s));
         return acc;
     }
-    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1)));
+    return _mm512_madd_epi16(_mm512_maddubs_epi16(u, s), _mm512_set1_epi16(1));
 }
 
-/* Q4_1 against int8 x (AVX512BW), four blocks (80 bytes) of a row a step:
- * - the four blocks' 64 nibble bytes come out of one 64-byte and one
- *   16-byte load with one word permute (every field starts on an even
- *   byte), their eight f16 fields (d, m) with another;
- * - low nibbles meet x4's first 64 bytes and high nibbles its second 64
- *   (la_quant_x's grouped layout, made once per vector), both dots added
- *   into one int32 vector, exact: lanes 4k..4k+3 hold block k's sums;
- * - [d, m] * [dx, xqsum] of the four blocks in one 256-bit multiply give
- *   the scales and the offset terms.
- * About 17 instructions a row and step where the pair step (two blocks
- * spread over 16 lanes in float, x permuted per step) took about 36: the
- * kernel, not DRAM, set the products' pace (one thread, weights in L2:
- * 35-38 GB/s against 56-69 GB/s for this form, Zen 5; BENCHMARKS s24-step).
- * A last group of 1-3 blocks loads only their bytes (masked) and meets
- * x4's zeros. The sums are the same for any split of the rows. */
-static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const char *const *rows, int nr, int vnni,
-                                                                         int64_t nb, const int8_t *xq4,
-                                                                         const float *dxs4, float *out) {
-    const __m512i qs_words = _mm512_set_epi16(39, 38, 37, 36, 35, 34, 33, 32, 29, 28, 27, 26, 25, 24, 23, 22, 19, 18,
-                                              17, 16, 15, 14, 13, 12, 9, 8, 7, 6, 5, 4, 3, 2);
-    const __m512i dm_words = _mm512_set_epi16(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 31,
-                                              30, 21, 20, 11, 10, 1, 0);
-    const __m512i pick = _mm512_set_epi32(6, 6, 6, 6, 4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0); /* block k's d dx */
-    const __m512i mask = _mm512_set1_epi8(0x0F);
+static inline __attribute__((always_inline)) void dot_q4_1_int8_avx512(const la_block_q4_1 *const *rows, int nr,
+                                                                         int vnni, int64_t nb, const int8_t *xq,
+                                                                         const float *dx, const float *xqsum,
+                                                                         float *out) {
+    const __m256i mask = _mm256_set1_epi8(0x0F);
+    const __m512i pick = _mm512_set_epi32(2, 2, 2, 2, 0, 0, 0, 0, 2, 2, 2, 2, 0, 0, 0, 0);
     __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    __m256 tail[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}; /* odd lanes: m * xqsum */
-    for (int64_t b = 0; b < nb; b += 4) {
-        const __m512i xlo = _mm512_loadu_si512((const void *)(xq4 + b * LA_QK)),
-                      xhi = _mm512_loadu_si512((const void *)(xq4 + b * LA_QK + 2 * LA_QK));
-        const __m256 xs = _mm256_loadu_ps(dxs4 + 2 * b);
+    __m128 tail[2] = {_mm_setzero_ps(), _mm_setzero_ps()}; /* lanes 1, 3: m * xqsum */
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        const __m512i x = _mm512_loadu_si512((const void *)(xq + b * LA_QK));
+        const __m512i xp = _mm512_shuffle_i64x2(x, x, _MM_SHUFFLE(3, 1, 2, 0));
+        const __m128 xs = _mm_unpacklo_ps(_mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(dx + b))),
+                                          _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(xqsum + b))));
         for (int r = 0; r < nr; r++) {
-            const char *p = rows[r] + b * (int64_t)sizeof(la_block_q4_1);
-            _mm_prefetch(p + PREFETCH_BYTES, _MM_HINT_T0);
-            _mm_prefetch(p + PREFETCH_BYTES + 64, _MM_HINT_T0);
-            __m512i head, last = _mm512_setzero_si512(); /* blocks b..b+2 and b+3's d, m; b+3's nibbles */
-            if (b + 4 <= nb) {
-                head = _mm512_loadu_si512((const void *)p);
-                last = _mm512_castsi128_si512(_mm_loadu_si128((const __m128i *)(p + 64)));
-            } else {
-                head = _mm512_maskz_loadu_epi8(((__mmask64)1 << ((nb - b) * sizeof(la_block_q4_1))) - 1, p);
-            }
-            const __m512i qs = _mm512_permutex2var_epi16(head, qs_words, last);
-            const __m512i lo = _mm512_and_si512(qs, mask), hi = _mm512_and_si512(_mm512_srli_epi16(qs, 4), mask);
-            const __m512i sums = dot_u8s8(dot_u8s8(_mm512_setzero_si512(), lo, xlo, vnni), hi, xhi, vnni);
-            const __m256 dm = _mm256_cvtph_ps(_mm512_castsi512_si128(_mm512_permutexvar_epi16(dm_words, head)));
-            const __m256 prod = _mm256_mul_ps(dm, xs); /* d dx, m xqsum of each block */
-            tail[r] = _mm256_add_ps(tail[r], prod);
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums),
-                                     _mm512_permutexvar_ps(pick, _mm512_castps256_ps512(prod)), acc[r]);
+            const la_block_q4_1 *blk = rows[r];
+            _mm_prefetch((const char *)&blk[b] + PREFETCH_BYTES, _MM_HINT_T0);
+            const __m256i raw = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)blk[b].qs)),
+                _mm_loadu_si128((const __m128i *)blk[b + 1].qs), 1);
+            const __m512i q = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, mask)),
+                                                 _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), 1);
+            const __m512i sums = dot_u8s8(q, xp, vnni);
+            uint32_t f0, f1; /* d | m << 16 of each block */
+            memcpy(&f0, &blk[b], 4), memcpy(&f1, &blk[b + 1], 4);
+            const __m128 dm = _mm_cvtph_ps(_mm_set_epi32(0, 0, (int)f1, (int)f0));
+            const __m128 prod = _mm_mul_ps(dm, xs); /* d0 dx0, m0 xqsum0, d1 dx1, m1 xqsum1 */
+            tail[r] = _mm_add_ps(tail[r], prod);
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_permutexvar_ps(pick, _mm512_castps128_ps512(prod)),
+                                     acc[r]);
         }
     }
     for (int r = 0; r < nr; r++) {
-        float t8[8];
-        _mm256_storeu_ps(t8, tail[r]);
-        out[r] = _mm512_reduce_add_ps(acc[r]) + ((t8[1] + t8[3]) + (t8[5] + t8[7]));
+        const la_block_q4_1 *blk = rows[r];
+        float last = 0;
+        if (b < nb)
+            last = hsum256(_mm256_mul_ps(q4_block(blk[b].qs, xq + b * LA_QK),
+                                         _mm256_set1_ps(la_quant_f16(blk[b].d) * dx[b]))) +
+                   la_quant_f16(blk[b].m) * xqsum[b];
+        float t4[4];
+        _mm_storeu_ps(t4, tail[r]);
+        out[r] = _mm512_reduce_add_ps(acc[r]) + (t4[1] + t4[3]) + last;
     }
 }
 
 /* Rows of Q4_1 two at a time (sharing x's loads); each row's result is the
  * same bits as it alone would give. */
 static inline __attribute__((always_inline)) void dot_rows_q4_1(const char *w, size_t row_bytes, int64_t nrows,
-                                                                  int vnni, int64_t nb, const int8_t *xq4,
-                                                                  const float *dxs4, float *y) {
+                                                                  int vnni, int64_t nb, const int8_t *xq,
+                                                                  const float *dx, const float *xqsum, float *y) {
     int64_t r = 0;
     for (; r + 2 <= nrows; r += 2) {
-        const char *rows[2] = {w + (size_t)r * row_bytes, w + (size_t)(r + 1) * row_bytes};
-        dot_q4_1_int8_avx512(rows, 2, vnni, nb, xq4, dxs4, y + r);
+        const la_block_q4_1 *rows[2] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes),
+                                        (const la_block_q4_1 *)(w + (size_t)(r + 1) * row_bytes)};
+        dot_q4_1_int8_avx512(rows, 2, vnni, nb, xq, dx, xqsum, y + r);
     }
     if (r < nrows) {
-        const char *rows[1] = {w + (size_t)r * row_bytes};
-        dot_q4_1_int8_avx512(rows, 1, vnni, nb, xq4, dxs4, y + r);
+        const la_block_q4_1 *rows[1] = {(const la_block_q4_1 *)(w + (size_t)r * row_bytes)};
+        dot_q4_1_int8_avx512(rows, 1, vnni, nb, xq, dx, xqsum, y + r);
     }
 }
 
-static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq4,
-                                      const float *dxs4, float *y) {
+static void dot_rows_q4_1_int8_avx512(const char *w, size_t row_bytes, int64_t nrows, int64_t nb, const int8_t *xq,
+                                      const float *dx, const float *xqsum, float *y) {
     if (la_cpu_avx512_vnni())
-        dot_rows_q4_1(w, row_bytes, nrows, 1, nb, xq4, dxs4, y);
+        dot_rows_q4_1(w, row_bytes, nrows, 1, nb, xq, dx, xqsum, y);
     else
-        dot_rows_q4_1(w, row_bytes, nrows, 0, nb, xq4, dxs4, y);
+        dot_rows_q4_1(w, row_bytes, nrows, 0, nb, xq, dx, xqsum, y);
 }
 #endif
 
@@ -337,23 +333,26 @@ static float dot_row(const la_format *f, const char *w, int64_t cols, const floa
 }
 
 void LA_ISA_FN(la_quant_dot_rows)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
-                                  const la_quant_x *x, float *y) {
+                                  const float *x, const float *xsum, const int8_t *xq, const float *dx,
+                                  const float *xqsum, float *y) {
     const la_format *f = la_format_of_ggml(t);
 #if defined(LA_ISA_AVX512)
-    if (x->xq && t == LA_GGML_Q4_1) {
-        dot_rows_q4_1_int8_avx512(w, row_bytes, nrows, cols / LA_QK, x->xq4, x->dxs4, y);
+    if (xq && t == LA_GGML_Q4_1) {
+        dot_rows_q4_1_int8_avx512(w, row_bytes, nrows, cols / LA_QK, xq, dx, xqsum, y);
         return;
     }
 #elif defined(LA_ISA_AVX2)
-    if (x->xq && t == LA_GGML_Q4_1) {
-        dot_rows_q4_1_int8_avx2(w, row_bytes, nrows, cols / LA_QK, x->xq, x->dx, x->xqsum, y);
+    if (xq && t == LA_GGML_Q4_1) {
+        dot_rows_q4_1_int8_avx2(w, row_bytes, nrows, cols / LA_QK, xq, dx, xqsum, y);
         return;
     }
 #endif
     for (int64_t r = 0; r < nrows; r++) {
 #if defined(LA_ISA_AVX2) || defined(LA_ISA_AVX512)
-        if (x->xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, x->xq, x->dx, x->xqsum, &y[r])) continue;
+        if (xq && dot_row_int8(t, w + (size_t)r * row_bytes, cols, xq, dx, xqsum, &y[r])) continue;
+#else
+        (void)xq, (void)dx, (void)xqsum;
 #endif
-        y[r] = dot_row(f, w + (size_t)r * row_bytes, cols, x->x, x->xsum);
+        y[r] = dot_row(f, w + (size_t)r * row_bytes, cols, x, xsum);
     }
 }

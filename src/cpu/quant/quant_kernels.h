@@ -60,31 +60,19 @@ static inline void la_quant_expand_row(const la_format *f, la_ggml_type t, const
     }
 }
 
-/* The activation x of a one-token product, prepared once for every row by
- * matvec. xsum[b] = sum of x's 32-element block b (for formats with an
- * offset term). Unless the caller asked for f32 activations (xq NULL), x
- * as int8 blocks: xq with scales dx per block, xqsum[b] = dx[b] * sum of
- * xq's block b (the offset terms must see the same rounded x as the
- * nibbles, or the rounding error scales with q rather than with the weight
- * d * q + m); the SIMD copies use them for Q4_0, Q4_1 and Q8_0 (the scalar
- * copy works in f32 throughout). The same int8 blocks again, grouped by
- * four for the AVX-512 Q4_1 kernel: xq4 holds, per group, the four
- * blocks' first 16 values then their last 16 (the order a group's low and
- * high nibbles come out of the weights), and dxs4 holds dx[b], xqsum[b]
- * side by side; both are zero past the last block, up to a whole group. */
-typedef struct {
-    const float *x, *xsum;
-    const int8_t *xq;
-    const float *dx, *xqsum;
-    const int8_t *xq4;
-    const float *dxs4;
-} la_quant_x;
-
-/* y[r] = dot(row r, x) for nrows rows of cols elements starting at w. */
+/* y[r] = dot(row r, x) for nrows rows starting at w; xsum[b] = sum of x's
+ * 32-element block b (for formats with an offset term); xq/dx: x as int8
+ * blocks with their scales, used by the SIMD copies for Q4_0, Q4_1 and
+ * Q8_0 weights (the scalar copy works in f32 throughout), and xqsum[b] =
+ * dx[b] * sum of xq's block b: the offset terms must see the same rounded
+ * x as the nibbles, or the rounding error scales with q rather than with
+ * the weight d * q + m. */
 typedef void (*quant_dot_fn)(la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows, int64_t cols,
-                             const la_quant_x *x, float *y);
+                             const float *x, const float *xsum, const int8_t *xq, const float *dx,
+                             const float *xqsum, float *y);
 LA_ISA_DECLARE(void, la_quant_dot_rows, (la_ggml_type t, const char *w, size_t row_bytes, int64_t nrows,
-                                         int64_t cols, const la_quant_x *x, float *y));
+                                         int64_t cols, const float *x, const float *xsum, const int8_t *xq,
+                                         const float *dx, const float *xqsum, float *y));
 /* Y = X W^T for n >= 1 tokens, f32 activations (matmul_isa.c): the whole
  * product, threads included, in one copy per ISA. */
 LA_ISA_DECLARE(la_status, la_quant_matmul, (la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows,
