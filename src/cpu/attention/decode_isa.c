@@ -43,30 +43,31 @@
  * noise of 2 (thirteenth session). Prefetches change no result. */
 #define DECODE_PREFETCH_BLOCKS 2
 
-/* The next item of the thread's run (f32 pages): where its blocks' K and
- * V rows start (NULL for a copied block), for prefetching during this
- * item's P.V. Without it q.k streams the item's K from memory (and
- * prefetches its V) while P.V reads V from L2 and asks memory for nothing:
- * on the Zen 5 host a core read ~20 GB/s at 32K where it streams ~43, P.V
- * ~40% of the samples. With it, the next item's rows come during P.V and
- * are in L2 when its q.k starts, which then prefetches no V: 11-14% less
- * time at 32K, 21% less per token in the model's f32 decode. f16 pages
- * keep the old way: the same change made them 10-20% slower there
- * (BENCHMARKS.md, s24-dec). Prefetches change no result. */
+/* The next item of the thread's run (f32 and f16 pages): where its
+ * blocks' K and V rows start (NULL for a copied block), for prefetching
+ * during this item's P.V. Without it q.k streams the item's K from memory
+ * (and prefetches its V) while P.V reads V from L2 and asks memory for
+ * nothing: on the Zen 5 host a core read ~20 GB/s of f32 pages at 32K
+ * where it streams ~43, P.V ~40% of the samples. With it, the next item's
+ * rows come during P.V and are in L2 when its q.k starts, which then
+ * prefetches no V: at 32K 26% less time for f32 pages, 7-10% for f16,
+ * 21% less a token in the model's f32 decode and no change in its f16
+ * decode (BENCHMARKS.md, s24-dec). bf16 pages keep the old way (not
+ * measured). Prefetches change no result. */
 typedef struct {
     const char *k[DECODE_CHUNK / LA_VL], *v[DECODE_CHUNK / LA_VL];
     int64_t nblk;
     size_t kstride, vstride; /* bytes between a block's rows */
 } next_rows;
 
-/* Block b's rows e of the next item, bytes [o0, o1) of each (K and V). */
+/* Bytes [o0, o1) of row e of the next item's block b, counted over its K
+ * row (rowb bytes) then its V row. */
 static inline __attribute__((always_inline)) void prefetch_next(const next_rows *nx, int64_t b, int e, size_t o0,
-                                                                size_t o1) {
+                                                                size_t o1, size_t rowb) {
     if (!nx || b >= nx->nblk || !nx->k[b] || !nx->v[b]) return;
-    for (size_t o = o0; o < o1; o += 64) {
-        __builtin_prefetch(nx->k[b] + (size_t)e * nx->kstride + o, 0, 2);
-        __builtin_prefetch(nx->v[b] + (size_t)e * nx->vstride + o, 0, 2);
-    }
+    for (size_t o = o0; o < o1; o += 64)
+        __builtin_prefetch(o < rowb ? nx->k[b] + (size_t)e * nx->kstride + o : nx->v[b] + (size_t)e * nx->vstride + o - rowb,
+                           0, 2);
 }
 
 typedef struct {
@@ -363,9 +364,13 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
                                                            const la_dtype DT) {
     const la_attn_problem *p = s->p;
     const size_t es = DT == LA_F32 ? 4 : 2;
-    /* the next item's lines of the channels this pass reads, row by row */
-    const next_rows *nx = DT == LA_F32 ? s->next : NULL;
-    const size_t nb0 = (size_t)d0 * es, nb1 = (size_t)(d0 + NV * LA_VL) * es;
+    /* the next item's lines: this pass's share of its K and V rows taken
+     * as one row of 2 Dp channels, so with two passes (D 128) the first
+     * fetches whole K rows and the second whole V rows, each one
+     * sequential stream (per-channel shares, the lines of both at a 512-
+     * byte stride, were slower) */
+    const next_rows *nx = DT != LA_BF16 ? s->next : NULL;
+    const size_t rowb = (size_t)Dp * es, nb0 = 2 * (size_t)d0 * es, nb1 = 2 * (size_t)(d0 + NV * LA_VL) * es;
     vf o[4][4];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++)
@@ -373,7 +378,7 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
         for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
     for (int64_t b = 0; b < nblk; b++) {
         if (!seen[b]) {
-            for (int e = 0; e < LA_VL; e++) prefetch_next(nx, b, e, nb0, nb1);
+            for (int e = 0; e < LA_VL; e++) prefetch_next(nx, b, e, nb0, nb1, rowb);
             continue;
         }
         const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
@@ -382,7 +387,7 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
         if (vp[b]) vs = (size_t)p->v.token_stride * es;
 #pragma GCC unroll 16
         for (int e = 0; e < LA_VL; e++) {
-            prefetch_next(nx, b, e, nb0, nb1);
+            prefetch_next(nx, b, e, nb0, nb1, rowb);
 #pragma GCC unroll 4
             for (int k = 0; k < NV; k++) {
                 const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
@@ -453,7 +458,7 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
 #else
         db_scores(s->q + r * Dp, NULL, kb, ks, NR, Dp, DT, &pf, sc);
 #endif
-        if (pf.v && !(DT == LA_F32 && s->fetched))
+        if (pf.v && !(DT != LA_BF16 && s->fetched))
 #pragma GCC unroll 16
             for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, (size_t)p->v.token_stride * es, e, 0, Dp, DT);
 #pragma GCC unroll 4
@@ -493,7 +498,7 @@ static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state 
     early.next = NULL;
     for (int64_t g = 0; g < Rh; g += 4) {
         float *mg = m + g, *lg = l + g, *ag = acc + g * Dp;
-        const seq_state *sg = DT == LA_F32 && g + 4 < Rh ? &early : s;
+        const seq_state *sg = DT != LA_BF16 && g + 4 < Rh ? &early : s;
         switch (Rh - g < 4 ? Rh - g : 4) {
         case 1: group_chunk(sg, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
         case 2: group_chunk(sg, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
@@ -660,17 +665,23 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
                            .lo = lo + b * R, .hi = hi + b * R, .fetched = fetched == it};
             const int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk > c0 ? lk : c0;
             fetched = -1;
-            if (fast && p->k.dtype == LA_F32 && it + 1 < end) {
+            if (fast && (p->k.dtype == LA_F32 || p->k.dtype == LA_F16) && it + 1 < end) {
                 /* the next item of this run: its rows prefetched during this one's P.V */
                 const int64_t nc = (it + 1) % nchunks, nbh = (it + 1) / nchunks, nb = nbh / hpi, nlk = la_kv_len(dp, nb);
                 const int64_t n0 = nc * chunk_len, n1 = n0 + chunk_len < nlk ? n0 + chunk_len : nlk > n0 ? nlk : n0;
                 seq_state ns = s;
                 ns.b = nb;
                 next.nblk = (n1 - n0 + LA_VL - 1) / LA_VL;
-                next.kstride = (size_t)p->k.token_stride * sizeof(float);
-                next.vstride = (size_t)p->v.token_stride * sizeof(float);
-                block_table_of(&ns, &p->k, nbh % hpi, n0, n1, next.nblk, next.k, Dp, LA_F32);
-                block_table_of(&ns, &p->v, nbh % hpi, n0, n1, next.nblk, next.v, Dp, LA_F32);
+                const la_dtype t = p->k.dtype;
+                next.kstride = (size_t)p->k.token_stride * la_dtype_size(t);
+                next.vstride = (size_t)p->v.token_stride * la_dtype_size(t);
+                if (t == LA_F32) {
+                    block_table_of(&ns, &p->k, nbh % hpi, n0, n1, next.nblk, next.k, Dp, LA_F32);
+                    block_table_of(&ns, &p->v, nbh % hpi, n0, n1, next.nblk, next.v, Dp, LA_F32);
+                } else {
+                    block_table_of(&ns, &p->k, nbh % hpi, n0, n1, next.nblk, next.k, Dp, LA_F16);
+                    block_table_of(&ns, &p->v, nbh % hpi, n0, n1, next.nblk, next.v, Dp, LA_F16);
+                }
                 s.next = &next;
                 fetched = it + 1;
             }
