@@ -50,10 +50,15 @@
  * nothing: on the Zen 5 host a core read ~20 GB/s of f32 pages at 32K
  * where it streams ~43, P.V ~40% of the samples. With it, the next item's
  * rows come during P.V and are in L2 when its q.k starts, which then
- * prefetches no V: at 32K 26% less time for f32 pages, 7-10% for f16,
- * 21% less a token in the model's f32 decode and no change in its f16
- * decode (BENCHMARKS.md, s24-dec). bf16 pages keep the old way (not
+ * prefetches no V: at 32K (D 128) 26-31% less time for f32 pages, 7-10%
+ * for f16, and 17-25% less a token in the model's f32 decode (D 64)
+ * (BENCHMARKS.md, s24-dec). bf16 pages keep the old way (not
  * measured). Prefetches change no result. */
+/* Rows shorter than this (bytes) keep the old way: f16 at D 64 (SmolLM2,
+ * 128-byte rows, 32 KB of K an item) measured 1.5-9% slower a token in
+ * gen_step in 3 of 3 pairs (and 15% for one layer in L3), where f32 at
+ * D 64 (256-byte rows) was 17-25% faster (s24-dec). */
+#define DECODE_NEXT_MIN_ROW_BYTES 256
 typedef struct {
     const char *k[DECODE_CHUNK / LA_VL], *v[DECODE_CHUNK / LA_VL];
     int64_t nblk;
@@ -628,6 +633,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
      * every K/V head, or on the grouped path (sequence, K/V head, chunk)
      * (hpi = Hkv heads per sequence and chunk) */
     const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi;
+    const bool prefetch_items = fast && (p->k.dtype == LA_F32 || p->k.dtype == LA_F16) &&
+                                Dp * (int64_t)la_dtype_size(p->k.dtype) >= DECODE_NEXT_MIN_ROW_BYTES;
 
     la_claim_slot slots[nthreads]; /* VLA: one cache line per thread */
     la_claim_init(slots, nthreads, items * hpi);
@@ -665,7 +672,7 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
                            .lo = lo + b * R, .hi = hi + b * R, .fetched = fetched == it};
             const int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk > c0 ? lk : c0;
             fetched = -1;
-            if (fast && (p->k.dtype == LA_F32 || p->k.dtype == LA_F16) && it + 1 < end) {
+            if (prefetch_items && it + 1 < end) {
                 /* the next item of this run: its rows prefetched during this one's P.V */
                 const int64_t nc = (it + 1) % nchunks, nbh = (it + 1) / nchunks, nb = nbh / hpi, nlk = la_kv_len(dp, nb);
                 const int64_t n0 = nc * chunk_len, n1 = n0 + chunk_len < nlk ? n0 + chunk_len : nlk > n0 ? nlk : n0;
