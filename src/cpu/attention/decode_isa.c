@@ -43,6 +43,12 @@
  * noise of 2 (thirteenth session). Prefetches change no result. */
 #define DECODE_PREFETCH_BLOCKS 2
 
+/* Rows shorter than this (bytes) keep the old way: f16 at D 64 (SmolLM2,
+ * 128-byte rows, 32 KB of K an item) measured 1.5-9% slower a token in
+ * gen_step in 3 of 3 pairs (and 15% for one layer in L3), where f32 at
+ * D 64 (256-byte rows) was 17-25% faster (s24-dec). */
+#define DECODE_NEXT_MIN_ROW_BYTES 256
+
 /* The next item of the thread's run (f32 and f16 pages): where its
  * blocks' K and V rows start (NULL for a copied block), for prefetching
  * during this item's P.V. Without it q.k streams the item's K from memory
@@ -54,11 +60,6 @@
  * for f16, and 17-25% less a token in the model's f32 decode (D 64)
  * (BENCHMARKS.md, s24-dec). bf16 pages keep the old way (not
  * measured). Prefetches change no result. */
-/* Rows shorter than this (bytes) keep the old way: f16 at D 64 (SmolLM2,
- * 128-byte rows, 32 KB of K an item) measured 1.5-9% slower a token in
- * gen_step in 3 of 3 pairs (and 15% for one layer in L3), where f32 at
- * D 64 (256-byte rows) was 17-25% faster (s24-dec). */
-#define DECODE_NEXT_MIN_ROW_BYTES 256
 typedef struct {
     const char *k[DECODE_CHUNK / LA_VL], *v[DECODE_CHUNK / LA_VL];
     int64_t nblk;
