@@ -43,12 +43,47 @@
  * noise of 2 (thirteenth session). Prefetches change no result. */
 #define DECODE_PREFETCH_BLOCKS 2
 
+/* Rows shorter than this (bytes) keep the old way: f16 at D 64 (SmolLM2,
+ * 128-byte rows, 32 KB of K an item) measured 1.5-9% slower a token in
+ * gen_step in 3 of 3 pairs (and 15% for one layer in L3), where f32 at
+ * D 64 (256-byte rows) was 17-25% faster (s24-dec). */
+#define DECODE_NEXT_MIN_ROW_BYTES 256
+
+/* The next item of the thread's run (f32 and f16 pages): where its
+ * blocks' K and V rows start (NULL for a copied block), for prefetching
+ * during this item's P.V. Without it q.k streams the item's K from memory
+ * (and prefetches its V) while P.V reads V from L2 and asks memory for
+ * nothing: on the Zen 5 host a core read ~20 GB/s of f32 pages at 32K
+ * where it streams ~43, P.V ~40% of the samples. With it, the next item's
+ * rows come during P.V and are in L2 when its q.k starts, which then
+ * prefetches no V: at 32K (D 128) 26-31% less time for f32 pages, 7-10%
+ * for f16, and 17-25% less a token in the model's f32 decode (D 64)
+ * (BENCHMARKS.md, s24-dec). bf16 pages keep the old way (not
+ * measured). Prefetches change no result. */
+typedef struct {
+    const char *k[DECODE_CHUNK / LA_VL], *v[DECODE_CHUNK / LA_VL];
+    int64_t nblk;
+    size_t kstride, vstride; /* bytes between a block's rows */
+} next_rows;
+
+/* Bytes [o0, o1) of row e of the next item's block b, counted over its K
+ * row (rowb bytes) then its V row. */
+static inline __attribute__((always_inline)) void prefetch_next(const next_rows *nx, int64_t b, int e, size_t o0,
+                                                                size_t o1, size_t rowb) {
+    if (!nx || b >= nx->nblk || !nx->k[b] || !nx->v[b]) return;
+    for (size_t o = o0; o < o1; o += 64)
+        __builtin_prefetch(o < rowb ? nx->k[b] + (size_t)e * nx->kstride + o : nx->v[b] + (size_t)e * nx->vstride + o - rowb,
+                           0, 2);
+}
+
 typedef struct {
     const la_attn_decode_problem *dp;
     const la_attn_problem *p;
     int64_t b, lk, R, Dp; /* R = H * Lq query rows of the sequence */
     const float *q;       /* [R][Dp] scaled queries, row r = h * Lq + i */
     const int64_t *lo, *hi; /* [R] visible key range per row */
+    const next_rows *next;  /* the next item's rows to prefetch in P.V, or NULL */
+    bool fetched;           /* this item's rows were prefetched by the item before */
 } seq_state;
 
 static const char *row_ptr(const la_kv_pages *kv, const la_attn_operand *o, int64_t b, int64_t t, int64_t hk) {
@@ -335,19 +370,30 @@ static inline __attribute__((always_inline)) void pv_pass(const seq_state *s, in
                                                            const la_dtype DT) {
     const la_attn_problem *p = s->p;
     const size_t es = DT == LA_F32 ? 4 : 2;
+    /* the next item's lines: this pass's share of its K and V rows taken
+     * as one row of 2 Dp channels, so with two passes (D 128) the first
+     * fetches whole K rows and the second whole V rows, each one
+     * sequential stream (per-channel shares, the lines of both at a 512-
+     * byte stride, were slower) */
+    const next_rows *nx = DT != LA_BF16 ? s->next : NULL;
+    const size_t rowb = (size_t)Dp * es, nb0 = 2 * (size_t)d0 * es, nb1 = 2 * (size_t)(d0 + NV * LA_VL) * es;
     vf o[4][4];
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++)
 #pragma GCC unroll 4
         for (int k = 0; k < NV; k++) o[rr][k] = vf_set1(0);
     for (int64_t b = 0; b < nblk; b++) {
-        if (!seen[b]) continue;
+        if (!seen[b]) {
+            for (int e = 0; e < LA_VL; e++) prefetch_next(nx, b, e, nb0, nb1, rowb);
+            continue;
+        }
         const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
         size_t vs;
         const char *vb = vp[b] ? vp[b] : block_rows(s, &p->v, hk, j0, nk, NULL, vbuf, &vs, Dp, DT);
         if (vp[b]) vs = (size_t)p->v.token_stride * es;
 #pragma GCC unroll 16
         for (int e = 0; e < LA_VL; e++) {
+            prefetch_next(nx, b, e, nb0, nb1, rowb);
 #pragma GCC unroll 4
             for (int k = 0; k < NV; k++) {
                 const vf vv = db_load(vb + (size_t)e * vs, d0 + k * LA_VL, DT);
@@ -386,7 +432,8 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
 #pragma GCC unroll 4
     for (int rr = 0; rr < NR; rr++) mx[rr] = vf_set1(-INFINITY);
     /* pass 1: scores; the K rows pfb blocks ahead prefetched in db_scores,
-     * the V rows there after it (for pass 3) */
+     * the V rows there after it (for pass 3) unless the item before
+     * prefetched them */
     for (int64_t b = 0; b < nblk; b++) {
         const int64_t j0 = c0 + b * LA_VL, nk = c1 - j0 < LA_VL ? c1 - j0 : LA_VL;
         vi vis[4];
@@ -417,7 +464,7 @@ static inline __attribute__((always_inline)) void group_chunk(const seq_state *s
 #else
         db_scores(s->q + r * Dp, NULL, kb, ks, NR, Dp, DT, &pf, sc);
 #endif
-        if (pf.v)
+        if (pf.v && !(DT != LA_BF16 && s->fetched))
 #pragma GCC unroll 16
             for (int e = 0; e < LA_VL; e++) db_prefetch_span(pf.v, (size_t)p->v.token_stride * es, e, 0, Dp, DT);
 #pragma GCC unroll 4
@@ -453,13 +500,16 @@ static inline __attribute__((always_inline)) void head_chunk_dp(const seq_state 
                                                                  char *kbuf, char *vbuf, float *m, float *l,
                                                                  float *acc, const int64_t Dp, const la_dtype DT) {
     const int64_t Rh = s->p->H / s->p->Hkv * s->p->Lq, r0 = hk * Rh;
+    seq_state early = *s; /* groups before the last: the next item's rows are the last group's to prefetch */
+    early.next = NULL;
     for (int64_t g = 0; g < Rh; g += 4) {
         float *mg = m + g, *lg = l + g, *ag = acc + g * Dp;
+        const seq_state *sg = DT != LA_BF16 && g + 4 < Rh ? &early : s;
         switch (Rh - g < 4 ? Rh - g : 4) {
-        case 1: group_chunk(s, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
-        case 2: group_chunk(s, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
-        case 3: group_chunk(s, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
-        default: group_chunk(s, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 1: group_chunk(sg, hk, r0 + g, 1, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 2: group_chunk(sg, hk, r0 + g, 2, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        case 3: group_chunk(sg, hk, r0 + g, 3, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
+        default: group_chunk(sg, hk, r0 + g, 4, c0, c1, kbuf, vbuf, mg, lg, ag, Dp, DT); break;
         }
     }
 }
@@ -584,6 +634,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
      * every K/V head, or on the grouped path (sequence, K/V head, chunk)
      * (hpi = Hkv heads per sequence and chunk) */
     const int64_t hpi = fast ? p->Hkv : 1, Rh = R / hpi;
+    const bool prefetch_items = fast && (p->k.dtype == LA_F32 || p->k.dtype == LA_F16) &&
+                                Dp * (int64_t)la_dtype_size(p->k.dtype) >= DECODE_NEXT_MIN_ROW_BYTES;
 
     la_claim_slot slots[nthreads]; /* VLA: one cache line per thread */
     la_claim_init(slots, nthreads, items * hpi);
@@ -606,7 +658,8 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
          * first run of half the items left its thread last by 5-12 us a
          * step in the model, s23-imb). Which thread merges a group changes
          * no result (merge_row reads the chunks in their order). */
-        int64_t pending = 0, pbh = -1, plast = -1;
+        int64_t pending = 0, pbh = -1, plast = -1, fetched = -1; /* the item whose rows the last one prefetched */
+        next_rows next;
         /* it runs through the thread's claimed run [it, end), then claims the next */
         for (int64_t it = 0, end = 0; it < end || la_claim_next(slots, nthreads, la_thread_id(), &it, &end); it++) {
             const int64_t c = it % nchunks, bh = it / nchunks, b = bh / hpi, hk = bh % hpi;
@@ -617,8 +670,29 @@ la_status LA_ISA_FN(la_cpu_attention_decode_kernel)(const la_attn_decode_problem
             }
             const int64_t lk = la_kv_len(dp, b), row = (b * nchunks + c) * R + hk * Rh;
             seq_state s = {.dp = dp, .p = p, .b = b, .lk = lk, .R = R, .Dp = Dp, .q = qs + b * R * Dp,
-                           .lo = lo + b * R, .hi = hi + b * R};
+                           .lo = lo + b * R, .hi = hi + b * R, .fetched = fetched == it};
             const int64_t c0 = c * chunk_len, c1 = c0 + chunk_len < lk ? c0 + chunk_len : lk > c0 ? lk : c0;
+            fetched = -1;
+            if (prefetch_items && it + 1 < end) {
+                /* the next item of this run: its rows prefetched during this one's P.V */
+                const int64_t nc = (it + 1) % nchunks, nbh = (it + 1) / nchunks, nb = nbh / hpi, nlk = la_kv_len(dp, nb);
+                const int64_t n0 = nc * chunk_len, n1 = n0 + chunk_len < nlk ? n0 + chunk_len : nlk > n0 ? nlk : n0;
+                seq_state ns = s;
+                ns.b = nb;
+                next.nblk = (n1 - n0 + LA_VL - 1) / LA_VL;
+                const la_dtype t = p->k.dtype;
+                next.kstride = (size_t)p->k.token_stride * la_dtype_size(t);
+                next.vstride = (size_t)p->v.token_stride * la_dtype_size(t);
+                if (t == LA_F32) {
+                    block_table_of(&ns, &p->k, nbh % hpi, n0, n1, next.nblk, next.k, Dp, LA_F32);
+                    block_table_of(&ns, &p->v, nbh % hpi, n0, n1, next.nblk, next.v, Dp, LA_F32);
+                } else {
+                    block_table_of(&ns, &p->k, nbh % hpi, n0, n1, next.nblk, next.k, Dp, LA_F16);
+                    block_table_of(&ns, &p->v, nbh % hpi, n0, n1, next.nblk, next.v, Dp, LA_F16);
+                }
+                s.next = &next;
+                fetched = it + 1;
+            }
             float *a = pacc + (size_t)row * Dp;
             if (!fast) {
                 chunk(&s, c0, c1, kbuf, vbuf, pm + row, pl + row, a);
