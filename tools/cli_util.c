@@ -103,6 +103,7 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len) {
     char *buf = malloc(cap);
     for (;;) {
         if (!buf) break;
+        errno = 0;
         n += fread(buf + n, 1, cap - n - 1, f);
         if (n < cap - 1) break;
         /* an endless file (/dev/zero, a generator piped in) took all the
@@ -122,10 +123,12 @@ char *cli_read_file(const char *cmd, const char *path, size_t *len) {
         buf = grown;
         cap *= 2;
     }
-    bool failed = ferror(f);
+    const bool failed = ferror(f);
+    const int why = errno; /* fread's reason, such as EISDIR for a directory */
     fclose(f);
     if (!buf || failed) {
-        fprintf(stderr, "%s: cannot read '%s': %s\n", cmd, path, buf ? "read error" : "out of memory");
+        fprintf(stderr, "%s: cannot read '%s': %s\n", cmd, path,
+                !buf ? "out of memory" : why ? strerror(why) : "read error");
         free(buf);
         return NULL;
     }

@@ -10,9 +10,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+/* every option each policy takes (longattn.h's policy list) */
 #define KNOWN \
-    "known: full, streaming:BUDGET, h2o:BUDGET[:snap=SHARE][:decode=grow], " \
-    "snapkv:BUDGET[:adapt=SHARE][:carry=G][:pyramid=F][:share=S:file=FILE], quest:BUDGET, duo:BUDGET[:FILE]"
+    "known: full, streaming:BUDGET[:sinks=N], " \
+    "h2o:BUDGET[:recent=N][:snap=SHARE[:window=N][:kernel=K][:pool=max|avg]][:decode=grow|evict], " \
+    "snapkv:BUDGET[:recent=N][:window=N][:kernel=K][:pool=max|avg][:adapt=SHARE][:carry=G][:pyramid=F]" \
+    "[:share=S:file=FILE], quest:BUDGET[:page=N], duo:BUDGET[:sinks=N][:share=S][:FILE]"
 
 static const struct {
     const char *name;

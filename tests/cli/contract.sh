@@ -227,6 +227,8 @@ expect 1 "cannot open '/nonexistent.gguf'" info /nonexistent.gguf
 expect 1 "LA_ERR_IO: cannot open '/nonexistent.gguf'" run -m /nonexistent.gguf -p hi
 expect 1 "cannot open '/nonexistent.txt'" run -m "$MODEL" -f /nonexistent.txt
 expect 1 "cannot open '/nonexistent.txt'" ppl -m "$MODEL" -f /nonexistent.txt --ctx 64
+# a directory opens but does not read: the system's reason, not a bare "read error"
+expect 1 "cannot read '/': Is a directory" run -m "$MODEL" -f /
 expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf
 expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf
 expect 1 "not a GGUF file" info README.md
@@ -298,6 +300,9 @@ expect 0 "no block-sparse prefill ran" run -m "$MODEL" -p "one two three four fi
 # a row that fails: a JSON row with "error", exit 1
 expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 7 --H 1 --Hkv 1 --pass fwd \
     --threads 2
+# one failed row among rows that ran still fails the sweep (it exited 0 when any row ran)
+expect 1 '"error":"head_dim 7 is unsupported' bench attention --quick --json --L 256 --D 64,7 --H 1 --Hkv 1 \
+    --pass fwd --threads 2
 # a row whose setup the library refuses says why (it said "out of memory")
 expect 1 '"error":"la_kv_cache_create: head_dim is 12; must be a multiple of 8' bench kvquant --quick --json --L 64 \
     --D 12 --threads 2

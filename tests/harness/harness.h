@@ -168,7 +168,9 @@ typedef struct {
 } harness_perf_opts;
 
 /* Time every case; print one line per row. Returns the exit status: 0
- * when some row ran or none failed. */
+ * when no row failed (skipped rows are not failures), else 1, as README
+ * says of a benchmark row that failed, so a script sees a sweep's failed
+ * row even when the others ran. */
 int harness_perf(const harness_list *list, const harness_perf_opts *o);
 
 #endif

@@ -212,6 +212,14 @@ static void check_parse(void) {
     TU_EXPECT_STATUS(la_kv_policy_parse("lru:64", &p), LA_ERR_ARGUMENT);
     tu_check(strstr(la_last_error(), "h2o") && strstr(la_last_error(), "quest"), "unknown policy message lists none: %s",
              la_last_error());
+    /* the list names every option some policy takes */
+    {
+        const char *opts[] = {"sinks=", "recent=", "window=", "kernel=", "pool=", "snap=", "decode=",
+                              "adapt=", "carry=", "pyramid=", "share=", "file=", "page="};
+        for (size_t i = 0; i < sizeof opts / sizeof *opts; i++)
+            tu_check(strstr(la_last_error(), opts[i]) != NULL, "unknown policy message omits %s: %s", opts[i],
+                     la_last_error());
+    }
     TU_EXPECT_STATUS(la_kv_policy_parse(NULL, &p), LA_ERR_NULL);
     la_kv_policy hand = {.kind = (la_kv_policy_kind)17, .budget = 5};
     TU_EXPECT_STATUS(la_kv_policy_validate(&hand), LA_ERR_ARGUMENT);
