@@ -224,7 +224,8 @@ LA_API double la_peak_fma_gflops(la_simd simd, int threads, double seconds);
  * the level has no BF16 dot instruction. */
 LA_API double la_peak_bf16_gflops(la_simd simd, int threads, double seconds);
 /* Read bandwidth in GB/s: threads summing a buffer of `bytes` (make it
- * several times the last-level cache); 0 if the buffer cannot be allocated. */
+ * several times the last-level cache), plainly and with each line asked
+ * for ahead, the better kept; 0 if the buffer cannot be allocated. */
 LA_API double la_peak_read_gbps(int threads, size_t bytes);
 /* Read-modify-write bandwidth in GB/s, bytes read plus bytes written:
  * threads updating a buffer of `bytes` in place, each byte read once and
