@@ -249,6 +249,64 @@ template <bool F16> static __device__ __forceinline__ void bwd90_pack1(const flo
     }
 }
 
+/* bwd90_p_fast then bwd90_pack1, with S^T only read: P^T straight into its
+ * 16-bit A fragments. No instruction writes S's accumulator registers, so a
+ * product still in flight when P is computed (the wgdk schedule's dK) does
+ * not make ptxas serialise the wgmma (C7515). */
+template <bool F16, bool MASK>
+static __device__ __forceinline__ void bwd90_p_pack_rows(float scale_log2, const tile_mask &mk, const float (&s)[8][4],
+                                                         const float *sL, int kr0, int tq, uint32_t (&pa)[4][4]) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
+        float p[4];
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+            p[c] = exp2f(s[n][c] * scale_log2 - ((c & 1) ? l2.y : l2.x));
+            const int qc = n * 8 + 2 * tq + (c & 1), kr = kr0 + 8 * (c >> 1);
+            if (MASK && !(qc < mk.lq && kr < min(mk.hi + qc, mk.lk) && (kr >= mk.lo + qc || kr < mk.sinks))) p[c] = 0.0f;
+        }
+        pa[n / 2][2 * (n % 2)] = pack2<F16>(p[0], p[1]);
+        pa[n / 2][2 * (n % 2) + 1] = pack2<F16>(p[2], p[3]);
+    }
+}
+template <bool F16>
+static __device__ __forceinline__ void bwd90_p_pack_fast(const la_score_rule &rule, bool masked, const float (&s)[8][4],
+                                                         const float *sL, int64_t i0, int64_t j0, int kr0, int64_t lq,
+                                                         int64_t lk, int tq, uint32_t (&pa)[4][4]) {
+    const float scale_log2 = rule.scale * LA_LOG2E;
+    if (masked) bwd90_p_pack_rows<F16, true>(scale_log2, tile_mask_make(rule, i0, j0, lq, lk), s, sL, kr0, tq, pa);
+    else bwd90_p_pack_rows<F16, false>(scale_log2, tile_mask{}, s, sL, kr0, tq, pa);
+}
+
+/* dS^T = P^T (dP^T - delta) scale as 16-bit A fragments (sa), with P^T
+ * read back from its own fragments (pa, as bwd90_pack1 leaves them) instead
+ * of f32: the f32 P^T is dead once packed, 32 registers fewer while dP^T
+ * lands. P then carries its 16-bit rounding into dS (relative 2^-9 bf16,
+ * 2^-11 f16, beside dS's own rounding); s[n][c] sits in pa[n / 2][2 (n % 2)
+ * + c / 2], the low half for even c. */
+template <bool F16>
+static __device__ __forceinline__ void bwd90_ds_packed(float scale, const uint32_t (&pa)[4][4], const float (&dp)[8][4],
+                                                       const float *sDl, int tq, uint32_t (&sa)[4][4]) {
+#pragma unroll
+    for (int n = 0; n < 8; n++) {
+        const float2 dl = *reinterpret_cast<const float2 *>(sDl + n * 8 + 2 * tq);
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++) {
+            const uint32_t p2 = pa[n / 2][2 * (n % 2) + hh];
+            float p0, p1;
+            if (F16) {
+                const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&p2));
+                p0 = f.x, p1 = f.y;
+            } else {
+                p0 = __uint_as_float(p2 << 16), p1 = __uint_as_float(p2 & 0xffff0000u);
+            }
+            sa[n / 2][2 * (n % 2) + hh] =
+                pack2<F16>(p0 * (dp[n][2 * hh] - dl.x) * scale, p1 * (dp[n][2 * hh + 1] - dl.y) * scale);
+        }
+    }
+}
+
 /* P^T and dS^T as 16-bit A fragments of the register-A products */
 template <bool F16>
 static __device__ __forceinline__ void bwd90_pack(const float (&s)[8][4], const float (&dp)[8][4], uint32_t (&pa)[4][4],
@@ -309,12 +367,14 @@ static __device__ __forceinline__ void bwd90_dv_dk(float (&dv)[DP / 8][4], float
  * B = Q (dq0): the products alone; the callers fence, commit and build the
  * descriptors before their fence (so the PTX keeps that order). */
 template <int DP, bool F16>
-static __device__ __forceinline__ void bwd90_dk_sds_products(float (&dk)[DP / 8][4], uint64_t ds0, uint64_t dq0) {
+static __device__ __forceinline__ void bwd90_dk_sds_products(float (&dk)[DP / 8][4], uint64_t ds0, uint64_t dq0,
+                                                             bool first = false) {
 #pragma unroll
     for (int kk = 0; kk < bwd90_tiles::BQ / 16; kk++) {
         const uint64_t a = wgmma_desc_at(ds0, kk * 32), b = wgmma_desc_at(dq0, kk * 16 * 128);
-        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, 1);
-        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, 1);
+        const int acc = !first || kk > 0;
+        if constexpr (DP == 64) wgmma_ss_n64<F16, 0, 1>(dk, a, b, acc);
+        else wgmma_ss_n128<F16, 0, 1>(dk, a, b, acc);
     }
 }
 
@@ -337,11 +397,12 @@ static __device__ __forceinline__ void bwd90_dv_dk_sds(float (&dv)[DP / 8][4], f
  * bwd90_dv_dk_sds; fenced, one commit group (the early-dV schedule, whose
  * dV product was issued before dS was computed) */
 template <int DP, bool F16>
-static __device__ __forceinline__ void bwd90_dk_sds(float (&dk)[DP / 8][4], uint32_t sdS, int wg, uint32_t sQ) {
+static __device__ __forceinline__ void bwd90_dk_sds(float (&dk)[DP / 8][4], uint32_t sdS, int wg, uint32_t sQ,
+                                                    bool first = false) {
     const uint64_t dq0 = wgmma_desc(sQ, bwd90_tiles::BQ * 128, 1024);
     const uint64_t ds0 = wgmma_desc(sdS + wg * 64 * 128, 16, 1024);
     wgmma_fence();
-    bwd90_dk_sds_products<DP, F16>(dk, ds0, dq0);
+    bwd90_dk_sds_products<DP, F16>(dk, ds0, dq0, first);
     wgmma_commit();
 }
 

@@ -123,8 +123,20 @@
  * by each consumer warp for its own rows (warp); skip: not at all (a
  * timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's add
  * with the next item's S^T product in flight under it (below); early-dV
- * (the default): early with dV issued right after P. */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV };
+ * (the default): early with dV issued right after P; wg: dQ products,
+ * staging and adds in warpgroup 2, which also produces (bws_wg_*); wgdk:
+ * wg with dK in flight across the item boundary; wgtop: dP^T issued at
+ * the item's top as early-dV does (224 / 56 registers, dQ in 32-column
+ * chunks); wgskip (timing builds): wg's key warpgroups with warpgroup 2
+ * only producing. */
+enum {
+    BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV,
+    BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK, BWS_DQ_WG_TOP
+};
+/* the modes with dQ in warpgroup 2 (bws_wg_*) */
+static constexpr bool bws_is_wg(int dqm) {
+    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_TOP;
+}
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2 };
@@ -139,7 +151,8 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int DQ =
         DQM == BWS_DQ_TMA || DQM == BWS_DQ_WARP || DQM == BWS_DQ_SKIP || DQM == BWS_DQ_EARLY || DQM == BWS_DQ_EARLY_DV
             ? 2 * BQ * 64 * 4
-            : 0;
+        : bws_is_wg(DQM) ? BQ * 64 * 4 /* one 64-column half of the tile: buffer p holds half p */
+                           : 0;
     /* K/V full; full and empty per stage; full and empty per dQ buffer */
     static constexpr int BARS = 1 + 2 * STAGES + 4;
     /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
@@ -153,6 +166,24 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
 #define BWS_PRODUCER_REGS 24
 #define BWS_CONSUMER_REGS 240
 static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
+/* the wg modes (LA_CUDA_BACKWARD_DQ=wg / wgdk): the pool gives 8 (R_keys -
+ * 168) <= 4 (168 - R_dq). ptxas 13.0, sm_90a: the key warpgroups fit 208
+ * with P^T kept only as its 16-bit fragments and dP^T issued behind dV (the
+ * peak is then 128 dK / dV + 32 dP + 16 P^T + 16 dS^T; 200: C7512, the
+ * wgmma serialised); with dP^T issued before P is computed (early-dV's
+ * order) they spill at 216 and at 208. Warpgroup 2 with one 64-column dQ
+ * half in flight fits 80 (both halves in flight spill at 88). */
+#define BWS_WG_MAIN_REGS 208
+#define BWS_WG_DQ_REGS 88
+static_assert(128 * BWS_WG_DQ_REGS + 256 * BWS_WG_MAIN_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
+/* wgtop: with P^T written straight to its fragments and 32-bit counters,
+ * early-dV's order (dP^T issued before P is computed, under it) fits 224
+ * with no C75xx (216 and 208: 256 bytes spilled, C7512); warpgroup 2 then
+ * has 56, where a 64-column dQ half spills 864 bytes: it works in 32-column
+ * chunks, two in flight. */
+#define BWS_WGTOP_MAIN_REGS 224
+#define BWS_WGTOP_DQ_REGS 56
+static_assert(128 * BWS_WGTOP_DQ_REGS + 256 * BWS_WGTOP_MAIN_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
 
 #if LA_WGMMA
 /* This warp's 16 staged dQ rows (two 32-column boxes) added into dQ by the
@@ -205,6 +236,280 @@ static __device__ __forceinline__ void bws_dq_stage_own(uint32_t tile, const flo
     __syncwarp();
 }
 
+/* The wg modes (LA_CUDA_BACKWARD_DQ=wg / wgdk, D 128, the fast rule): dQ
+ * off the key warpgroups. Warpgroups 0 and 1 (bws_wg_keys) run S^T, dP^T,
+ * the element-wise step, dV and dK for their 64 keys each and hand each
+ * item's dS^T to warpgroup 2 (bws_wg_dq) through an mbarrier (ds_full, 8
+ * arrivals) instead of meeting each other at a named barrier; warpgroup 2
+ * computes dQ = dS K in two 64-column halves (32 accumulators each), stages
+ * and adds each half (every warp its 16 rows, as the warp mode), hands the
+ * dS^T buffer back (ds_empty, 4 arrivals) and loads the stages as the
+ * producer warp does elsewhere (its 128 threads the lse2 / delta values,
+ * each loaded an item ahead: full = 1 + 128 arrivals), three stages.
+ * Per item the key warpgroups compute P^T from the landed S^T straight into
+ * its 16-bit fragments (no f32 copy: dS^T takes P^T from them too), issue
+ * dV += P^T dO and dP^T = V dO^T together, compute dS^T, issue the next
+ * item's S^T, store dS^T and issue dK from it; registers decide this order
+ * (the wg registers note above). wgdk leaves dK in flight into the next
+ * item (under its P^T), releasing the stage once it is waited for there. */
+struct bws_wg_smem {
+    uint32_t sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_df, bar_de;
+};
+
+template <int DP, bool F16, int STAGES, int DQM>
+static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, int heads_per_chunk, const bws_wg_smem &m,
+                                                   const float *fLD) {
+    using T = bws_tiles<DP, STAGES, DQM>;
+    constexpr int BQ = T::BQ;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK, TOP = DQM == BWS_DQ_WG_TOP;
+    bwd90_block w;
+    if (!bwd90_block_make(a, heads_per_chunk, w)) return;
+    /* 32-bit counters and offsets (a sequence's tokens fit): registers are
+     * what this schedule is short of */
+    const int j0 = (int)w.j0, lq = (int)w.lq, lk = (int)w.lk, tlo = (int)w.tlo, thi = (int)w.thi;
+    const la_score_rule rule = a.rule;
+    const int items = (thi > tlo ? thi - tlo : 0) * (int)(a.H / a.Hkv);
+    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
+    const int wg = warp / 4, wq = warp % 4;
+    const int kr0 = wg * 64 + wq * 16 + g; /* this thread's keys: j0 + kr0 and j0 + kr0 + 8 */
+    float dk[DP / 8][4], dv[DP / 8][4];
+    if (items <= 0) { /* no query sees these keys */
+        float z[DP / 8][4] = {};
+        bwd90_store_dk_dv<DP, F16>(a, z, z, w.b, (int64_t)0, w.hk, j0, lk, kr0, tq);
+        return;
+    }
+    /* dk is left undefined: item 0's dK product starts it (scale-d 0), so
+     * only wgmma defines its registers (a zero-fill reaching wgdk's dK in
+     * flight across the loop's back edge made ptxas serialise every wgmma,
+     * C7515) */
+#pragma unroll
+    for (int d = 0; d < DP / 8; d++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) dv[d][c] = 0;
+    const uint32_t k_rows = m.sK + wg * 64 * 128, v_rows = m.sV + wg * 64 * 128; /* this warpgroup's keys, K-major */
+    int stage = 0;
+    uint32_t phase = 0;
+    int t_cur = tlo, pstage = 0;
+    float s[8][4];
+    mbar_wait(m.bar_kv, 0);
+    mbar_wait(m.bar_f, 0);
+    bwd90_kq<DP, F16>(s, k_rows, m.sQ0);
+    wgmma_wait<0>();
+    for (int it = 0; it < items; it++) {
+        const int i0 = t_cur * BQ;
+        if (++t_cur == thi) t_cur = tlo;
+        const uint32_t buf = (uint32_t)(it & 1), sQ = m.sQ0 + stage * T::QT, sdO = m.sdO0 + stage * T::QT,
+                       sdS = m.sdS0 + buf * T::DS;
+        const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
+        float dp[8][4];
+        if constexpr (TOP) bwd90_kq<DP, F16>(dp, v_rows, sdO); /* wgtop: dP^T under P's math */
+        const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
+        uint32_t pa[BQ / 16][4]; /* P^T, also for dS: no f32 copy */
+        bwd90_p_pack_fast<F16>(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq, pa);
+        /* dV += P^T dO, then (but wgtop) dP^T = V dO^T (the stage was
+         * waited for with S): dP is issued only now, so no accumulator is in
+         * flight while P is computed */
+        wgmma_fence();
+        bwd90_dv_issue<DP, F16>(dv, pa, sdO);
+        if constexpr (!TOP) bwd90_kq_issue<DP, F16>(dp, wgmma_desc(v_rows, 16, 1024), wgmma_desc(sdO, 16, 1024));
+        wgmma_commit();
+        wgmma_wait<0>(); /* dV, dP (and wgdk: the previous item's dK; wgtop: dV left in flight under
+                            the dS step serialises the wgmma at 224, C7512) */
+        if (DEFER && it > 0) {
+            __syncwarp();
+            if (lane == 0) mbar_arrive(m.bar_e + 8 * pstage); /* the previous item's stage */
+        }
+        uint32_t sa[BQ / 16][4];
+        bwd90_ds_packed<F16>(rule.scale, pa, dp, sDl, tq, sa);
+        /* the next item's S^T (the last item: a spare one on its own stage,
+         * so that S is issued on every path) */
+        int nstage = stage;
+        if (it + 1 < items) {
+            nstage = stage + 1 == STAGES ? 0 : stage + 1;
+            mbar_wait(m.bar_f + 8 * nstage, nstage ? phase : phase ^ 1);
+        }
+        bwd90_kq<DP, F16>(s, k_rows, m.sQ0 + nstage * T::QT);
+        /* buffer it % 2 once warpgroup 2's dQ of item it - 2 has read it */
+        mbar_wait(m.bar_de + 8 * buf, ((uint32_t)(it >> 1) & 1) ^ 1);
+        bwd90_store_ds(sdS, sa, wg, wq, g, tq);
+        named_bar_sync(2 + wg, 128); /* this warpgroup's dS^T rows, for its dK */
+        if (lane == 0) mbar_arrive(m.bar_df + 8 * buf);
+        bwd90_dk_sds<DP, F16>(dk, sdS, wg, sQ, it == 0);
+        if constexpr (DEFER) {
+            wgmma_wait<1>(); /* the next S; dK stays in flight into the next item */
+            pstage = stage;
+        } else {
+            wgmma_wait<0>(); /* the next S, dK */
+            __syncwarp();
+            if (lane == 0) mbar_arrive(m.bar_e + 8 * stage); /* this warp is done with the stage */
+        }
+        if (++stage == STAGES) stage = 0, phase ^= 1;
+    }
+    if (DEFER) wgmma_wait<0>(); /* the last dK */
+    bwd90_store_dk_dv<DP, F16>(a, dk, dv, w.b, (int64_t)0, w.hk, j0, lk, kr0, tq);
+}
+
+/* warpgroup 2's loads in the wg mode: this thread's lse2 (threads 0-63) or
+ * delta value (64-127) of item (i0, h), loaded an item ahead of its store
+ * (bws_wg_produce) so that the load's latency is not on warpgroup 2's path */
+static __device__ __forceinline__ float bws_wg_ld(const la_cuda_bwd_args &a, int t128, int i0, int h, int b, int lq) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const int i = i0 + t128 % BQ;
+    const float *src = t128 < BQ ? a.lse2 : a.delta;
+    return i < lq ? __ldg(src + ((int64_t)b * a.Lq + i) * a.H + h) : 0.0f;
+}
+
+/* item (i0, h) into stage `stage`: thread 0 the two tiles, each thread its
+ * value v (bws_wg_ld) */
+template <int DP, int STAGES, int DQM>
+static __device__ __forceinline__ void bws_wg_produce(const CUtensorMap *mq, const CUtensorMap *mdo,
+                                                      const bws_wg_smem &m, int t128, int stage, int i0, int h, int b,
+                                                      float v) {
+    using T = bws_tiles<DP, STAGES, DQM>;
+    constexpr int BQ = T::BQ;
+    const uint32_t bar = m.bar_f + 8 * stage;
+    if (t128 == 0) {
+        mbar_expect_tx(bar, 2 * T::QT);
+        tma_tile<DP, BQ>(m.sQ0 + stage * T::QT, mq, bar, i0, h, b);
+        tma_tile<DP, BQ>(m.sdO0 + stage * T::QT, mdo, bar, i0, h, b);
+    }
+    asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(m.sLD + stage * T::LD + t128 * 4), "f"(v) : "memory");
+    mbar_arrive(bar);
+}
+
+/* wgtop's dQ chunk c (columns 32 c .. 32 c + 31 over the block's 128 keys;
+ * A = dS read MN-major from dS^T, B = K MN-major: +64 bytes in K's 128-byte
+ * swizzled rows for the odd chunks), issued and committed */
+template <bool F16>
+static __device__ __forceinline__ void bws_dq_issue32(float (&acc)[4][4], uint32_t sdS, uint32_t sK, int c) {
+    constexpr int BKEY = bwd90_tiles::BKEY;
+    const uint64_t da = wgmma_desc(sdS, BKEY * 128, 1024),
+                   db = wgmma_desc(sK + (c / 2) * BKEY * 128 + (c % 2) * 64, BKEY * 128, 1024);
+#pragma unroll
+    for (int kk = 0; kk < BKEY / 16; kk++)
+        wgmma_ss_n32<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
+    wgmma_commit();
+}
+
+/* ... staged into panel c of the dQ buffers (bws_dq_stage's layout and lane
+ * spread, one panel) once this warp's add of the previous item's chunk c
+ * has read it (three adds committed since), and added by lane 0 for the
+ * warp's 16 rows */
+static __device__ __forceinline__ void bws_dq_chunk_add(uint32_t sdQ0, const float (&acc)[4][4], int c,
+                                                        const CUtensorMap *mdq, int lane, int wq, int g, int tq,
+                                                        bool spread, int i0, int h, int b) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint32_t panel = sdQ0 + c * BQ * 128;
+    if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 3;\n" ::: "memory");
+    __syncwarp();
+    const int x = spread && tq >= 2 ? 2 : 0;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = wq * 16 + g + 8 * r;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int n = k ^ x;
+            const float v0 = x ? acc[k ^ 2][2 * r] : acc[k][2 * r], v1 = x ? acc[k ^ 2][2 * r + 1] : acc[k][2 * r + 1];
+            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(panel + panel_off<BQ>(row, 2 * (n * 8 + 2 * tq))),
+                         "f"(v0), "f"(v1)
+                         : "memory");
+        }
+    }
+    fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+    __syncwarp();
+    if (lane == 0) {
+        tma_reduce_add(panel + wq * 16 * 128, mdq, c * 32, i0 + wq * 16, h, b);
+        bulk_commit();
+    }
+}
+
+template <int DP, bool F16, int STAGES, int DQM>
+static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CUtensorMap *mdo, const CUtensorMap *mk,
+                                                 const CUtensorMap *mv, const CUtensorMap *mdq,
+                                                 const la_cuda_bwd_args &a, int heads_per_chunk, const bws_wg_smem &m,
+                                                 int flags) {
+    using T = bws_tiles<DP, STAGES, DQM>;
+    constexpr int BQ = T::BQ;
+    bwd90_block w;
+    if (!bwd90_block_make(a, heads_per_chunk, w)) return;
+    /* 32-bit counters: this warpgroup has 88 registers */
+    const int G = (int)(a.H / a.Hkv), tlo = (int)w.tlo, thi = (int)w.thi, b = (int)w.b, lq = (int)w.lq;
+    const int items = (thi > tlo ? thi - tlo : 0) * G;
+    if (items == 0) return;
+    const int t128 = threadIdx.x - T::CONSUMERS, lane = t128 % 32, wq = t128 / 32, g = lane / 4, tq = lane % 4;
+    if (t128 == 0) {
+        mbar_expect_tx(m.bar_kv, 2 * T::KV);
+        tma_tile<DP, T::BKEY>(m.sK, mk, m.bar_kv, w.j0, w.hk, w.b);
+        tma_tile<DP, T::BKEY>(m.sV, mv, m.bar_kv, w.j0, w.hk, w.b);
+    }
+    /* the producer's place: item pit (query tile pt of head ph) into stage
+     * pit % STAGES, its value pv loaded */
+    int pit = 0, ph = (int)w.hk * G, pt = tlo;
+    float pv = bws_wg_ld(a, t128, pt * BQ, ph, b, lq);
+    const auto produce = [&]() {
+        bws_wg_produce<DP, STAGES, DQM>(mq, mdo, m, t128, pit % STAGES, pt * BQ, ph, b, pv);
+        if (++pt == thi) pt = tlo, ph++;
+        if (++pit < items) pv = bws_wg_ld(a, t128, pt * BQ, ph, b, lq);
+    };
+    while (pit < items && pit < STAGES) produce();
+    int h = (int)w.hk * G, t = tlo;
+    const bool spread = (flags & BWS_SPREAD) != 0;
+    for (int it = 0; it < items; it++) {
+        const int i0 = t * BQ, hq = h;
+        if (++t == thi) t = tlo, h++;
+        /* item it - 1 + STAGES into the stage of item it - 1 once the key
+         * warpgroups are done with it: they release it during item it (the
+         * deferred dK) or at its end, before item it's dS^T is handed over */
+        if (pit < items && pit < it + STAGES) {
+            mbar_wait(m.bar_e + 8 * (pit % STAGES), ((uint32_t)(pit / STAGES) & 1) ^ 1);
+            produce();
+        }
+        const uint32_t buf = (uint32_t)(it & 1), sdS = m.sdS0 + buf * T::DS;
+        mbar_wait(m.bar_df + 8 * buf, (uint32_t)(it >> 1) & 1); /* both key warpgroups' dS^T */
+        if constexpr (DQM == BWS_DQ_WG_SKIP) {
+            /* timing bound: the key warpgroups' chain without dQ (dQ wrong) */
+            __syncwarp();
+            if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
+            continue;
+        }
+        if constexpr (DQM == BWS_DQ_WG_TOP) {
+            /* dQ = dS K in four 32-column chunks (panel c of the staging),
+             * one in flight (two spill 288 bytes at 56 registers); not
+             * unrolled: the four chunks' descriptors hoisted out of the item
+             * loop spilled too */
+#pragma unroll 1
+            for (int c = 0; c < 4; c++) {
+                float acc[4][4];
+                wgmma_fence();
+                bws_dq_issue32<F16>(acc, sdS, m.sK, c);
+                wgmma_wait<0>();
+                if (c == 3) {
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
+                }
+                bws_dq_chunk_add(m.sdQ0, acc, c, mdq, lane, wq, g, tq, spread, i0, hq, b);
+            }
+            continue;
+        }
+        /* dQ = dS K in two 64-column halves over the 128 keys, one after
+         * the other (both in flight spill at 88 registers) */
+        float acc[8][4];
+        wgmma_fence();
+        bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 0);
+        wgmma_wait<0>();
+        bws_dq_stage_own(m.sdQ0, acc, lane, wq, g, tq, spread);
+        if (lane == 0) bws_dq_reduce_add<DP>(m.sdQ0, mdq, 0, wq, i0, hq, b);
+        wgmma_fence();
+        bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 1);
+        wgmma_wait<0>();
+        __syncwarp();
+        if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
+        bws_dq_stage_own(m.sdQ0 + T::DQ, acc, lane, wq, g, tq, spread);
+        if (lane == 0) bws_dq_reduce_add<DP>(m.sdQ0 + T::DQ, mdq, 1, wq, i0, hq, b);
+    }
+    if (lane == 0) bulk_wait(); /* the adds are done before the kernel ends */
+}
+
 #endif
 
 template <int DP, bool F16, int STAGES, int DQM>
@@ -224,12 +529,30 @@ __global__ void __launch_bounds__(384, 1)
                    bar_qf = bar_e + 8 * STAGES, bar_qe = bar_qf + 16;
 
     if (threadIdx.x == 0) {
+        /* the wg mode: full takes warpgroup 2's 128 threads, and bar_qf /
+         * bar_qe are its dS^T full (8 key warps) and empty (4 dQ warps) */
+        const bool wgm = bws_is_wg(DQM);
         mbar_init(bar_kv, 1);
-        for (int s = 0; s < STAGES; s++) mbar_init(bar_f + 8 * s, 1 + 32), mbar_init(bar_e + 8 * s, 8);
-        for (int s = 0; s < 2; s++) mbar_init(bar_qf + 8 * s, 8), mbar_init(bar_qe + 8 * s, 1);
+        for (int s = 0; s < STAGES; s++) mbar_init(bar_f + 8 * s, 1 + (wgm ? 128 : 32)), mbar_init(bar_e + 8 * s, 8);
+        for (int s = 0; s < 2; s++) mbar_init(bar_qf + 8 * s, 8), mbar_init(bar_qe + 8 * s, wgm ? 4 : 1);
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
+
+    if constexpr (bws_is_wg(DQM)) {
+        /* the wg registers notes above */
+        constexpr int keys_regs = DQM == BWS_DQ_WG_TOP ? BWS_WGTOP_MAIN_REGS : BWS_WG_MAIN_REGS,
+                      dq_regs = DQM == BWS_DQ_WG_TOP ? BWS_WGTOP_DQ_REGS : BWS_WG_DQ_REGS;
+        const bws_wg_smem m = {sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_qf, bar_qe};
+        if (threadIdx.x >= CONSUMERS) {
+            asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(dq_regs));
+            bws_wg_dq<DP, F16, STAGES, DQM>(&mq, &mdo, &mk, &mv, &mdq, a, heads_per_chunk, m, flags);
+        } else {
+            asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(keys_regs));
+            bws_wg_keys<DP, F16, STAGES, DQM>(a, heads_per_chunk, m, (const float *)(smem + (sLD - smem_addr(smem))));
+        }
+        return;
+    }
 
     /* the block's work, found after the roles split (a value live across
      * setmaxnreg is spilled) */
@@ -463,6 +786,14 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY_DV) return launch_bws<DP, F16, 2, BWS_DQ_EARLY_DV>(a, m, flags, stream);
+    if constexpr (DP == 128) {
+        if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_TOP) return launch_bws<DP, F16, 3, BWS_DQ_WG_TOP>(a, m, flags, stream);
+#ifdef LA_CUDA_TIMING_BOUNDS
+        if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
+#endif
+    }
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (dqm == BWS_DQ_SKIP) return launch_bws<DP, F16, 2, BWS_DQ_SKIP>(a, m, flags, stream);
 #endif
@@ -474,7 +805,9 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
  * one: softcap, ALiBi, sigmoid scores); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
- * kernel without dQ at all, not the add alone).
+ * kernel without dQ at all, not the add alone); wg / wgdk / wgtop (dQ in a
+ * third warpgroup: D 128 and the fast rule, earlydv / early elsewhere); wgskip
+ * (timing builds: wg without dQ).
  * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order. */
 static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
@@ -482,8 +815,12 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
     if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
+    if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
+    if (pick && !strcmp(pick, "wgdk")) return BWS_DQ_WG_DK;
+    if (pick && !strcmp(pick, "wgtop")) return BWS_DQ_WG_TOP;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
+    if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
 #endif
     return BWS_DQ_EARLY_DV;
 }
@@ -519,7 +856,11 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     int dqm = bws_dq_mode();
     /* early-dV's kernel has the fast rule's element-wise step only */
     if (dqm == BWS_DQ_EARLY_DV && !bwd90_fast_rule(a->rule)) dqm = BWS_DQ_EARLY;
-    const bool reduce = dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV;
+    /* so has wg's, at D 128 only: early-dV elsewhere */
+    if (bws_is_wg(dqm) && (!bwd90_fast_rule(a->rule) || a->D != 128))
+        dqm = bwd90_fast_rule(a->rule) ? BWS_DQ_EARLY_DV : BWS_DQ_EARLY;
+    const bool reduce =
+        dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV || bws_is_wg(dqm);
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
                                 a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
