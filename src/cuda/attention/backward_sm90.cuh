@@ -253,9 +253,10 @@ template <bool F16> static __device__ __forceinline__ void bwd90_pack1(const flo
  * 16-bit A fragments. No instruction writes S's accumulator registers, so a
  * product still in flight when P is computed (the wgdk schedule's dK) does
  * not make ptxas serialise the wgmma (C7515). */
-template <bool F16, bool MASK>
+template <bool F16, bool MASK, bool COPY16 = false>
 static __device__ __forceinline__ void bwd90_p_pack_rows(float scale_log2, const tile_mask &mk, const float (&s)[8][4],
-                                                         const float *sL, int kr0, int tq, uint32_t (&pa)[4][4]) {
+                                                         const float *sL, int kr0, int tq, uint32_t (&pa)[4][4],
+                                                         uint32_t (&ph)[4][4]) {
 #pragma unroll
     for (int n = 0; n < 8; n++) {
         const float2 l2 = *reinterpret_cast<const float2 *>(sL + n * 8 + 2 * tq);
@@ -268,15 +269,21 @@ static __device__ __forceinline__ void bwd90_p_pack_rows(float scale_log2, const
         }
         pa[n / 2][2 * (n % 2)] = pack2<F16>(p[0], p[1]);
         pa[n / 2][2 * (n % 2) + 1] = pack2<F16>(p[2], p[3]);
+        if (COPY16) { /* f16 copy for dS (bf16 inputs): P rounded by 2^-11, not 2^-9 */
+            ph[n / 2][2 * (n % 2)] = pack2<true>(p[0], p[1]);
+            ph[n / 2][2 * (n % 2) + 1] = pack2<true>(p[2], p[3]);
+        }
     }
 }
-template <bool F16>
+template <bool F16, bool COPY16 = false>
 static __device__ __forceinline__ void bwd90_p_pack_fast(const la_score_rule &rule, bool masked, const float (&s)[8][4],
                                                          const float *sL, int64_t i0, int64_t j0, int kr0, int64_t lq,
-                                                         int64_t lk, int tq, uint32_t (&pa)[4][4]) {
+                                                         int64_t lk, int tq, uint32_t (&pa)[4][4],
+                                                         uint32_t (&ph)[4][4]) {
     const float scale_log2 = rule.scale * LA_LOG2E;
-    if (masked) bwd90_p_pack_rows<F16, true>(scale_log2, tile_mask_make(rule, i0, j0, lq, lk), s, sL, kr0, tq, pa);
-    else bwd90_p_pack_rows<F16, false>(scale_log2, tile_mask{}, s, sL, kr0, tq, pa);
+    if (masked)
+        bwd90_p_pack_rows<F16, true, COPY16>(scale_log2, tile_mask_make(rule, i0, j0, lq, lk), s, sL, kr0, tq, pa, ph);
+    else bwd90_p_pack_rows<F16, false, COPY16>(scale_log2, tile_mask{}, s, sL, kr0, tq, pa, ph);
 }
 
 /* dS^T = P^T (dP^T - delta) scale as 16-bit A fragments (sa), with P^T
@@ -285,7 +292,7 @@ static __device__ __forceinline__ void bwd90_p_pack_fast(const la_score_rule &ru
  * lands. P then carries its 16-bit rounding into dS (relative 2^-9 bf16,
  * 2^-11 f16, beside dS's own rounding); s[n][c] sits in pa[n / 2][2 (n % 2)
  * + c / 2], the low half for even c. */
-template <bool F16>
+template <bool F16, bool PF16 = F16> /* PF16: pa holds f16 (the bf16 inputs' f16 copy of P) */
 static __device__ __forceinline__ void bwd90_ds_packed(float scale, const uint32_t (&pa)[4][4], const float (&dp)[8][4],
                                                        const float *sDl, int tq, uint32_t (&sa)[4][4]) {
 #pragma unroll
@@ -295,7 +302,7 @@ static __device__ __forceinline__ void bwd90_ds_packed(float scale, const uint32
         for (int hh = 0; hh < 2; hh++) {
             const uint32_t p2 = pa[n / 2][2 * (n % 2) + hh];
             float p0, p1;
-            if (F16) {
+            if (PF16) {
                 const float2 f = __half22float2(*reinterpret_cast<const __half2 *>(&p2));
                 p0 = f.x, p1 = f.y;
             } else {

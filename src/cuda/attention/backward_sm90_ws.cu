@@ -139,7 +139,7 @@ static constexpr bool bws_is_wg(int dqm) {
 }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
-enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2 };
+enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_P16 = 4 };
 
 template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int CONSUMERS = 256, THREADS = 384;
@@ -256,7 +256,7 @@ struct bws_wg_smem {
     uint32_t sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_df, bar_de;
 };
 
-template <int DP, bool F16, int STAGES, int DQM>
+template <int DP, bool F16, int STAGES, int DQM, bool P16>
 static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, int heads_per_chunk, const bws_wg_smem &m,
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
@@ -304,8 +304,8 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
         float dp[8][4];
         if constexpr (TOP) bwd90_kq<DP, F16>(dp, v_rows, sdO); /* wgtop: dP^T under P's math */
         const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
-        uint32_t pa[BQ / 16][4]; /* P^T, also for dS: no f32 copy */
-        bwd90_p_pack_fast<F16>(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq, pa);
+        uint32_t pa[BQ / 16][4], ph[BQ / 16][4]; /* P^T, also for dS: no f32 copy (P16: dS from ph, f16) */
+        bwd90_p_pack_fast<F16, P16>(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq, pa, ph);
         /* dV += P^T dO, then (but wgtop) dP^T = V dO^T (the stage was
          * waited for with S): dP is issued only now, so no accumulator is in
          * flight while P is computed */
@@ -320,7 +320,8 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
             if (lane == 0) mbar_arrive(m.bar_e + 8 * pstage); /* the previous item's stage */
         }
         uint32_t sa[BQ / 16][4];
-        bwd90_ds_packed<F16>(rule.scale, pa, dp, sDl, tq, sa);
+        if constexpr (P16) bwd90_ds_packed<F16, true>(rule.scale, ph, dp, sDl, tq, sa);
+        else bwd90_ds_packed<F16>(rule.scale, pa, dp, sDl, tq, sa);
         /* the next item's S^T (the last item: a spare one on its own stage,
          * so that S is issued on every path) */
         int nstage = stage;
@@ -512,7 +513,7 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
 
 #endif
 
-template <int DP, bool F16, int STAGES, int DQM>
+template <int DP, bool F16, int STAGES, int DQM, bool P16 = false>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mdo,
                        const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
@@ -549,7 +550,7 @@ __global__ void __launch_bounds__(384, 1)
             bws_wg_dq<DP, F16, STAGES, DQM>(&mq, &mdo, &mk, &mv, &mdq, a, heads_per_chunk, m, flags);
         } else {
             asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(keys_regs));
-            bws_wg_keys<DP, F16, STAGES, DQM>(a, heads_per_chunk, m, (const float *)(smem + (sLD - smem_addr(smem))));
+            bws_wg_keys<DP, F16, STAGES, DQM, P16>(a, heads_per_chunk, m, (const float *)(smem + (sLD - smem_addr(smem))));
         }
         return;
     }
@@ -767,14 +768,14 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
-template <int DP, bool F16, int STAGES, int DQM>
+template <int DP, bool F16, int STAGES, int DQM, bool P16 = false>
 static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, int flags, cudaStream_t stream) {
     using T = bws_tiles<DP, STAGES, DQM>;
-    cudaError_t e = cudaFuncSetAttribute(attn_bwd_ws_kernel<DP, F16, STAGES, DQM>,
+    cudaError_t e = cudaFuncSetAttribute(attn_bwd_ws_kernel<DP, F16, STAGES, DQM, P16>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + T::BKEY - 1) / T::BKEY), (unsigned)a->Hkv, (unsigned)a->num_seqs);
-    attn_bwd_ws_kernel<DP, F16, STAGES, DQM><<<grid, T::THREADS, T::SMEM, stream>>>(
+    attn_bwd_ws_kernel<DP, F16, STAGES, DQM, P16><<<grid, T::THREADS, T::SMEM, stream>>>(
         m[0], m[1], m[2], m[3], m[4], *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), flags);
     return cudaGetLastError();
 }
@@ -786,6 +787,14 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY_DV) return launch_bws<DP, F16, 2, BWS_DQ_EARLY_DV>(a, m, flags, stream);
+    if constexpr (DP == 128 && !F16) {
+        /* LA_CUDA_BACKWARD_WG_P=f16: dS^T from an f16 copy of P^T */
+        if (flags & BWS_P16) {
+            if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG, true>(a, m, flags, stream);
+            if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK, true>(a, m, flags, stream);
+            if (dqm == BWS_DQ_WG_TOP) return launch_bws<DP, F16, 3, BWS_DQ_WG_TOP, true>(a, m, flags, stream);
+        }
+    }
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
@@ -828,6 +837,8 @@ static int bws_dq_mode(void) {
 static int bws_flags(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ_SPREAD");
     int f = pick && !strcmp(pick, "0") ? 0 : BWS_SPREAD;
+    const char *p16 = getenv("LA_CUDA_BACKWARD_WG_P");
+    if (p16 && !strcmp(p16, "f16")) f |= BWS_P16;
 #ifdef LA_CUDA_TIMING_BOUNDS
     /* LA_CUDA_BACKWARD_DQ_BOUND=noreduce (warp mode): the staging without
      * the reduce-add (dQ wrong): a timing bound */
