@@ -5,7 +5,7 @@
 # in turn (alternated, so clock drift hits each alike), and a table of the
 # per-variant medians last.
 #
-#   MODES="LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early LA_CUDA_BACKWARD_DQ=earlydv" bash scripts/cuda-bwd-ab.sh
+#   MODES="LA_CUDA_BACKWARD_DQ=earlydv LA_CUDA_BACKWARD_DQ=wg LA_CUDA_BACKWARD_DQ=wgdk" bash scripts/cuda-bwd-ab.sh
 #
 # A variant is one or more VAR=value joined by ','. Environment: BUILD
 # (build-ab), ROUNDS (3), LENS ("16384 65536"), TEST_MODES (the variants

@@ -61,9 +61,10 @@ for t in $tests; do
     grep -E "FAIL" "$logs/test_cuda_$t.log" | head -20
     note "test_cuda_$t: exit $rc, $(tail -n 1 "$logs/test_cuda_$t.log") ($(($(date +%s) - t0)) s)"
     if [ "$t" = backward ]; then # the mma.sync and the earlier wgmma backwards too (the default on Hopper: wgmma-ws
-        # in its earlydv schedule: the next item's S^T under the dQ add, dV issued right after P), and the ws
-        # backward with dQ by atomics, by the writer warp, by each warp (warp) and early (earlydv without the dV move)
-        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic LA_CUDA_BACKWARD_DQ=tma LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early ${BWD_MODES_EXTRA:-}; do
+        # in its wgdk schedule: dQ in a third warpgroup at D 128, earlydv elsewhere), and the ws backward with dQ by
+        # atomics, by the writer warp, by each warp (warp), early, earlydv (the next item's S^T under the dQ add, dV
+        # issued right after P), wg (wgdk waiting for dK in its item) and wgdk with an f16 copy of P for dS
+        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic LA_CUDA_BACKWARD_DQ=tma LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early LA_CUDA_BACKWARD_DQ=earlydv LA_CUDA_BACKWARD_DQ=wg LA_CUDA_BACKWARD_WG_P=f16 ${BWD_MODES_EXTRA:-}; do
             t0=$(date +%s)
             env "$k" timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_${k#*=}.log" 2>&1
             rc=$?

@@ -98,7 +98,7 @@
  * rule only; branch s19-cuda, commit 344bd55).
  *
  * Twenty-first session (BENCHMARKS s21-cuda): early-dV, that idea on this
- * tree (LA_CUDA_BACKWARD_DQ=earlydv, the default now; early where the rule
+ * tree (LA_CUDA_BACKWARD_DQ=earlydv, the default until s25; early where the rule
  * is not the fast one): P^T from the landed S^T, dV's product issued at
  * once, dP^T waited for with wait_group 1, so dV runs under the dS^T math;
  * dK's dS^T still from shared memory. 0 spills, no C75xx, 40 HGMMA (D
@@ -107,6 +107,14 @@
  * time only, not kept: dK from dS^T in registers issued before the dS^T
  * store and barrier (with or without waiting for dV first): ptxas
  * serialises the wgmma at D 128 (C7512, too few registers).
+ *
+ * Twenty-fifth session (BENCHMARKS s25-cuda): wgdk, the default at D 128
+ * with the fast rule (bws_wg_*: dQ in a third warpgroup, 208 / 88
+ * registers, s24's code first run): fwd+bwd 556-562 TFLOP/s against
+ * earlydv's 501-515 in the same call (H100, +8-11%); wg 537-546; test
+ * quick pass with P only in bf16 fragments (dQ / dK rel-norm 2.4e-3
+ * against 1.7e-3 with P in f16, bound 5e-3). wgtop (224 / 56, dQ in
+ * 32-column chunks) ran 480-493, under earlydv: taken out (commit 42a98b2).
  *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
@@ -123,20 +131,14 @@
  * by each consumer warp for its own rows (warp); skip: not at all (a
  * timing bound, in LA_CUDA_TIMING_BOUNDS builds only); early: warp's add
  * with the next item's S^T product in flight under it (below); early-dV
- * (the default): early with dV issued right after P; wg: dQ products,
+ * (earlier the default): early with dV issued right after P; wg: dQ products,
  * staging and adds in warpgroup 2, which also produces (bws_wg_*); wgdk:
- * wg with dK in flight across the item boundary; wgtop: dP^T issued at
- * the item's top as early-dV does (224 / 56 registers, dQ in 32-column
- * chunks); wgskip (timing builds): wg's key warpgroups with warpgroup 2
- * only producing. */
-enum {
-    BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV,
-    BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK, BWS_DQ_WG_TOP
-};
+ * wg with dK in flight across the item boundary (wgdk, the default since
+ * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
+ * with warpgroup 2 only producing. */
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK };
 /* the modes with dQ in warpgroup 2 (bws_wg_*) */
-static constexpr bool bws_is_wg(int dqm) {
-    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_TOP;
-}
+static constexpr bool bws_is_wg(int dqm) { return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK; }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_P16 = 4 };
@@ -176,14 +178,6 @@ static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "s
 #define BWS_WG_MAIN_REGS 208
 #define BWS_WG_DQ_REGS 88
 static_assert(128 * BWS_WG_DQ_REGS + 256 * BWS_WG_MAIN_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
-/* wgtop: with P^T written straight to its fragments and 32-bit counters,
- * early-dV's order (dP^T issued before P is computed, under it) fits 224
- * with no C75xx (216 and 208: 256 bytes spilled, C7512); warpgroup 2 then
- * has 56, where a 64-column dQ half spills 864 bytes: it works in 32-column
- * chunks, two in flight. */
-#define BWS_WGTOP_MAIN_REGS 224
-#define BWS_WGTOP_DQ_REGS 56
-static_assert(128 * BWS_WGTOP_DQ_REGS + 256 * BWS_WGTOP_MAIN_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
 
 #if LA_WGMMA
 /* This warp's 16 staged dQ rows (two 32-column boxes) added into dQ by the
@@ -261,7 +255,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK, TOP = DQM == BWS_DQ_WG_TOP;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -301,20 +295,18 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
         const uint32_t buf = (uint32_t)(it & 1), sQ = m.sQ0 + stage * T::QT, sdO = m.sdO0 + stage * T::QT,
                        sdS = m.sdS0 + buf * T::DS;
         const float *sL = fLD + stage * 2 * BQ, *sDl = sL + BQ;
-        float dp[8][4];
-        if constexpr (TOP) bwd90_kq<DP, F16>(dp, v_rows, sdO); /* wgtop: dP^T under P's math */
         const bool masked = bwd90_masked(rule, i0, j0, lq, lk);
         uint32_t pa[BQ / 16][4], ph[BQ / 16][4]; /* P^T, also for dS: no f32 copy (P16: dS from ph, f16) */
         bwd90_p_pack_fast<F16, P16>(rule, masked, s, sL, i0, j0, kr0, lq, lk, tq, pa, ph);
-        /* dV += P^T dO, then (but wgtop) dP^T = V dO^T (the stage was
-         * waited for with S): dP is issued only now, so no accumulator is in
-         * flight while P is computed */
+        /* dV += P^T dO, then dP^T = V dO^T (the stage was waited for with
+         * S): dP is issued only now, so no accumulator is in flight while P
+         * is computed */
+        float dp[8][4];
         wgmma_fence();
         bwd90_dv_issue<DP, F16>(dv, pa, sdO);
-        if constexpr (!TOP) bwd90_kq_issue<DP, F16>(dp, wgmma_desc(v_rows, 16, 1024), wgmma_desc(sdO, 16, 1024));
+        bwd90_kq_issue<DP, F16>(dp, wgmma_desc(v_rows, 16, 1024), wgmma_desc(sdO, 16, 1024));
         wgmma_commit();
-        wgmma_wait<0>(); /* dV, dP (and wgdk: the previous item's dK; wgtop: dV left in flight under
-                            the dS step serialises the wgmma at 224, C7512) */
+        wgmma_wait<0>(); /* dV, dP (and wgdk: the previous item's dK) */
         if (DEFER && it > 0) {
             __syncwarp();
             if (lane == 0) mbar_arrive(m.bar_e + 8 * pstage); /* the previous item's stage */
@@ -378,52 +370,6 @@ static __device__ __forceinline__ void bws_wg_produce(const CUtensorMap *mq, con
     mbar_arrive(bar);
 }
 
-/* wgtop's dQ chunk c (columns 32 c .. 32 c + 31 over the block's 128 keys;
- * A = dS read MN-major from dS^T, B = K MN-major: +64 bytes in K's 128-byte
- * swizzled rows for the odd chunks), issued and committed */
-template <bool F16>
-static __device__ __forceinline__ void bws_dq_issue32(float (&acc)[4][4], uint32_t sdS, uint32_t sK, int c) {
-    constexpr int BKEY = bwd90_tiles::BKEY;
-    const uint64_t da = wgmma_desc(sdS, BKEY * 128, 1024),
-                   db = wgmma_desc(sK + (c / 2) * BKEY * 128 + (c % 2) * 64, BKEY * 128, 1024);
-#pragma unroll
-    for (int kk = 0; kk < BKEY / 16; kk++)
-        wgmma_ss_n32<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
-    wgmma_commit();
-}
-
-/* ... staged into panel c of the dQ buffers (bws_dq_stage's layout and lane
- * spread, one panel) once this warp's add of the previous item's chunk c
- * has read it (three adds committed since), and added by lane 0 for the
- * warp's 16 rows */
-static __device__ __forceinline__ void bws_dq_chunk_add(uint32_t sdQ0, const float (&acc)[4][4], int c,
-                                                        const CUtensorMap *mdq, int lane, int wq, int g, int tq,
-                                                        bool spread, int i0, int h, int b) {
-    constexpr int BQ = bwd90_tiles::BQ;
-    const uint32_t panel = sdQ0 + c * BQ * 128;
-    if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 3;\n" ::: "memory");
-    __syncwarp();
-    const int x = spread && tq >= 2 ? 2 : 0;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int row = wq * 16 + g + 8 * r;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int n = k ^ x;
-            const float v0 = x ? acc[k ^ 2][2 * r] : acc[k][2 * r], v1 = x ? acc[k ^ 2][2 * r + 1] : acc[k][2 * r + 1];
-            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(panel + panel_off<BQ>(row, 2 * (n * 8 + 2 * tq))),
-                         "f"(v0), "f"(v1)
-                         : "memory");
-        }
-    }
-    fence_proxy_async(); /* this thread's stores, before the TMA reads them */
-    __syncwarp();
-    if (lane == 0) {
-        tma_reduce_add(panel + wq * 16 * 128, mdq, c * 32, i0 + wq * 16, h, b);
-        bulk_commit();
-    }
-}
-
 template <int DP, bool F16, int STAGES, int DQM>
 static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CUtensorMap *mdo, const CUtensorMap *mk,
                                                  const CUtensorMap *mv, const CUtensorMap *mdq,
@@ -471,25 +417,6 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
             /* timing bound: the key warpgroups' chain without dQ (dQ wrong) */
             __syncwarp();
             if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
-            continue;
-        }
-        if constexpr (DQM == BWS_DQ_WG_TOP) {
-            /* dQ = dS K in four 32-column chunks (panel c of the staging),
-             * one in flight (two spill 288 bytes at 56 registers); not
-             * unrolled: the four chunks' descriptors hoisted out of the item
-             * loop spilled too */
-#pragma unroll 1
-            for (int c = 0; c < 4; c++) {
-                float acc[4][4];
-                wgmma_fence();
-                bws_dq_issue32<F16>(acc, sdS, m.sK, c);
-                wgmma_wait<0>();
-                if (c == 3) {
-                    __syncwarp();
-                    if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
-                }
-                bws_dq_chunk_add(m.sdQ0, acc, c, mdq, lane, wq, g, tq, spread, i0, hq, b);
-            }
             continue;
         }
         /* dQ = dS K in two 64-column halves over the 128 keys, one after
@@ -541,9 +468,8 @@ __global__ void __launch_bounds__(384, 1)
     __syncthreads();
 
     if constexpr (bws_is_wg(DQM)) {
-        /* the wg registers notes above */
-        constexpr int keys_regs = DQM == BWS_DQ_WG_TOP ? BWS_WGTOP_MAIN_REGS : BWS_WG_MAIN_REGS,
-                      dq_regs = DQM == BWS_DQ_WG_TOP ? BWS_WGTOP_DQ_REGS : BWS_WG_DQ_REGS;
+        /* all three wg modes at 208 / 88 (the wg registers note above) */
+        constexpr int keys_regs = BWS_WG_MAIN_REGS, dq_regs = BWS_WG_DQ_REGS;
         const bws_wg_smem m = {sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_qf, bar_qe};
         if (threadIdx.x >= CONSUMERS) {
             asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(dq_regs));
@@ -792,13 +718,11 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
         if (flags & BWS_P16) {
             if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG, true>(a, m, flags, stream);
             if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK, true>(a, m, flags, stream);
-            if (dqm == BWS_DQ_WG_TOP) return launch_bws<DP, F16, 3, BWS_DQ_WG_TOP, true>(a, m, flags, stream);
         }
     }
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_TOP) return launch_bws<DP, F16, 3, BWS_DQ_WG_TOP>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
 #endif
@@ -809,29 +733,30 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     return launch_bws<DP, F16, 2, BWS_DQ_ATOMIC>(a, m, flags, stream);
 }
 
-/* LA_CUDA_BACKWARD_DQ: atomic, tma, warp, early, or earlydv (the default
- * since the twenty-first session; early where the rule is not the fast
- * one: softcap, ALiBi, sigmoid scores); skip (dQ left
+/* LA_CUDA_BACKWARD_DQ: atomic, tma, warp, early, earlydv (early where the
+ * rule is not the fast one: softcap, ALiBi, sigmoid scores); skip (dQ left
  * unadded, only in builds with LA_CUDA_TIMING_BOUNDS: ptxas then drops the
  * unused dQ products too, 25 of the 32 HGMMA at D 128, so it bounds the
- * kernel without dQ at all, not the add alone); wg / wgdk / wgtop (dQ in a
- * third warpgroup: D 128 and the fast rule, earlydv / early elsewhere); wgskip
- * (timing builds: wg without dQ).
- * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order. */
+ * kernel without dQ at all, not the add alone); wg, or wgdk (the default
+ * since the twenty-fifth session: fwd+bwd +8-11% on earlydv, H100): dQ in
+ * a third warpgroup at D 128 with the fast rule, earlydv / early
+ * elsewhere; wgskip (timing builds: wg without dQ).
+ * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order.
+ * LA_CUDA_BACKWARD_WG_P=f16 (wg / wgdk, bf16 inputs): dS^T from an f16 copy
+ * of P^T (P's rounding in dS 2^-11, not bf16's 2^-9; ~1.2% slower). */
 static int bws_dq_mode(void) {
     const char *pick = getenv("LA_CUDA_BACKWARD_DQ");
     if (pick && !strcmp(pick, "atomic")) return BWS_DQ_ATOMIC;
     if (pick && !strcmp(pick, "tma")) return BWS_DQ_TMA;
     if (pick && !strcmp(pick, "early")) return BWS_DQ_EARLY;
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
+    if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
-    if (pick && !strcmp(pick, "wgdk")) return BWS_DQ_WG_DK;
-    if (pick && !strcmp(pick, "wgtop")) return BWS_DQ_WG_TOP;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
 #endif
-    return BWS_DQ_EARLY_DV;
+    return BWS_DQ_WG_DK;
 }
 
 static int bws_flags(void) {
