@@ -136,9 +136,17 @@
  * wg with dK in flight across the item boundary (wgdk, the default since
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
-enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK };
+enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
+       BWS_DQ_WG_RED, BWS_DQ_WG_RED4 };
+/* wgdk with warpgroup 2 adding dQ by f32 vector reductions straight from
+ * its accumulators (red, 8 bytes; red4: 16 bytes, lane pairs swapping a
+ * row half by shuffle), no staging, fence or bulk reduce: what the
+ * staging's shared-memory traffic (32 KB written and read per item) costs */
+static constexpr bool bws_is_red(int dqm) { return dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4; }
 /* the modes with dQ in warpgroup 2 (bws_wg_*) */
-static constexpr bool bws_is_wg(int dqm) { return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK; }
+static constexpr bool bws_is_wg(int dqm) {
+    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4;
+}
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_P16 = 4 };
@@ -175,8 +183,10 @@ static_assert(128 * BWS_PRODUCER_REGS + 256 * BWS_CONSUMER_REGS <= 384 * 168, "s
  * wgmma serialised); with dP^T issued before P is computed (early-dV's
  * order) they spill at 216 and at 208. Warpgroup 2 with one 64-column dQ
  * half in flight fits 80 (both halves in flight spill at 88). */
+#ifndef BWS_WG_MAIN_REGS
 #define BWS_WG_MAIN_REGS 208
 #define BWS_WG_DQ_REGS 88
+#endif
 static_assert(128 * BWS_WG_DQ_REGS + 256 * BWS_WG_MAIN_REGS <= 384 * 168, "setmaxnreg over the launch's registers");
 
 #if LA_WGMMA
@@ -255,7 +265,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || bws_is_red(DQM);
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -370,6 +380,37 @@ static __device__ __forceinline__ void bws_wg_produce(const CUtensorMap *mq, con
     mbar_arrive(bar);
 }
 
+/* the red modes: this thread's part of dQ half p (acc as bwd90_dq_issue
+ * leaves it: rows wq 16 + g (+ 8), columns p 64 + n 8 + 2 tq) added to the
+ * workspace row by row; V4: lanes tq, tq ^ 1 swap a row's pair so that the
+ * even lane adds row g's four columns from 2 tq, the odd one row g + 8's */
+template <bool V4>
+static __device__ __forceinline__ void bws_dq_red(const la_cuda_bwd_args &a, const float (&acc)[8][4], int p, int wq, int g,
+                                                  int tq, int i0, int hq, int b, int lq) {
+    if constexpr (V4) {
+        const bool odd = tq & 1;
+        const int i = i0 + wq * 16 + g + (odd ? 8 : 0);
+        float *row = a.dq_acc + (((int64_t)b * a.Lq + i) * a.H + hq) * 128 + p * 64 + 2 * (tq & 2);
+#pragma unroll
+        for (int n = 0; n < 8; n++) {
+            const float x = __shfl_xor_sync(0xffffffffu, odd ? acc[n][0] : acc[n][2], 1);
+            const float y = __shfl_xor_sync(0xffffffffu, odd ? acc[n][1] : acc[n][3], 1);
+            const float4 v = odd ? make_float4(x, y, acc[n][2], acc[n][3]) : make_float4(acc[n][0], acc[n][1], x, y);
+            if (i < lq) atomicAdd(reinterpret_cast<float4 *>(row + n * 8), v);
+        }
+    } else {
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int i = i0 + wq * 16 + g + 8 * r;
+            if (i >= lq) continue;
+            float *row = a.dq_acc + (((int64_t)b * a.Lq + i) * a.H + hq) * 128 + p * 64 + 2 * tq;
+#pragma unroll
+            for (int n = 0; n < 8; n++)
+                atomicAdd(reinterpret_cast<float2 *>(row + n * 8), make_float2(acc[n][2 * r], acc[n][2 * r + 1]));
+        }
+    }
+}
+
 template <int DP, bool F16, int STAGES, int DQM>
 static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CUtensorMap *mdo, const CUtensorMap *mk,
                                                  const CUtensorMap *mv, const CUtensorMap *mdq,
@@ -422,6 +463,20 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
         /* dQ = dS K in two 64-column halves over the 128 keys, one after
          * the other (both in flight spill at 88 registers) */
         float acc[8][4];
+        if constexpr (bws_is_red(DQM)) {
+#pragma unroll 1
+            for (int p = 0; p < 2; p++) {
+                wgmma_fence();
+                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
+                wgmma_wait<0>();
+                if (p == 1) {
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
+                }
+                bws_dq_red<DQM == BWS_DQ_WG_RED4>(a, acc, p, wq, g, tq, i0, hq, b, lq);
+            }
+            continue;
+        }
         wgmma_fence();
         bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 0);
         wgmma_wait<0>();
@@ -723,6 +778,8 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_RED) return launch_bws<DP, F16, 3, BWS_DQ_WG_RED>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_RED4) return launch_bws<DP, F16, 3, BWS_DQ_WG_RED4>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
 #endif
@@ -752,6 +809,8 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
     if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
+    if (pick && !strcmp(pick, "wgred")) return BWS_DQ_WG_RED;
+    if (pick && !strcmp(pick, "wgred4")) return BWS_DQ_WG_RED4;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
