@@ -137,15 +137,18 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_RED, BWS_DQ_WG_RED4 };
+       BWS_DQ_WG_RED, BWS_DQ_WG_RED4, BWS_DQ_WG_CH };
 /* wgdk with warpgroup 2 adding dQ by f32 vector reductions straight from
  * its accumulators (red, 8 bytes; red4: 16 bytes, lane pairs swapping a
  * row half by shuffle), no staging, fence or bulk reduce: what the
  * staging's shared-memory traffic (32 KB written and read per item) costs */
 static constexpr bool bws_is_red(int dqm) { return dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4; }
+/* wgch: wgdk with warpgroup 2's dQ in four 32-column chunks, the next chunk's
+ * product in flight while this one is staged and added */
 /* the modes with dQ in warpgroup 2 (bws_wg_*) */
 static constexpr bool bws_is_wg(int dqm) {
-    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4;
+    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4 ||
+           dqm == BWS_DQ_WG_CH;
 }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
@@ -265,7 +268,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || bws_is_red(DQM);
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || bws_is_red(DQM) || DQM == BWS_DQ_WG_CH;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -380,6 +383,52 @@ static __device__ __forceinline__ void bws_wg_produce(const CUtensorMap *mq, con
     mbar_arrive(bar);
 }
 
+/* wgch's dQ chunk c (columns 32 c .. 32 c + 31 over the block's 128 keys;
+ * A = dS read MN-major from dS^T, B = K MN-major: +64 bytes in K's 128-byte
+ * swizzled rows for the odd chunks), issued and committed */
+template <bool F16>
+static __device__ __forceinline__ void bws_dq_issue32(float (&acc)[4][4], uint32_t sdS, uint32_t sK, int c) {
+    constexpr int BKEY = bwd90_tiles::BKEY;
+    const uint64_t da = wgmma_desc(sdS, BKEY * 128, 1024),
+                   db = wgmma_desc(sK + (c / 2) * BKEY * 128 + (c % 2) * 64, BKEY * 128, 1024);
+#pragma unroll
+    for (int kk = 0; kk < BKEY / 16; kk++)
+        wgmma_ss_n32<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
+    wgmma_commit();
+}
+
+/* ... staged into panel c of the dQ buffers (bws_dq_stage's layout and lane
+ * spread, one panel) once this warp's add of the previous item's chunk c
+ * has read it (three adds committed since), and added by lane 0 for the
+ * warp's 16 rows */
+static __device__ __forceinline__ void bws_dq_chunk_add(uint32_t sdQ0, const float (&acc)[4][4], int c,
+                                                        const CUtensorMap *mdq, int lane, int wq, int g, int tq,
+                                                        bool spread, int i0, int h, int b) {
+    constexpr int BQ = bwd90_tiles::BQ;
+    const uint32_t panel = sdQ0 + c * BQ * 128;
+    if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 3;\n" ::: "memory");
+    __syncwarp();
+    const int x = spread && tq >= 2 ? 2 : 0;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+        const int row = wq * 16 + g + 8 * r;
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const int n = k ^ x;
+            const float v0 = x ? acc[k ^ 2][2 * r] : acc[k][2 * r], v1 = x ? acc[k ^ 2][2 * r + 1] : acc[k][2 * r + 1];
+            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(panel + panel_off<BQ>(row, 2 * (n * 8 + 2 * tq))),
+                         "f"(v0), "f"(v1)
+                         : "memory");
+        }
+    }
+    fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+    __syncwarp();
+    if (lane == 0) {
+        tma_reduce_add(panel + wq * 16 * 128, mdq, c * 32, i0 + wq * 16, h, b);
+        bulk_commit();
+    }
+}
+
 /* the red modes: this thread's part of dQ half p (acc as bwd90_dq_issue
  * leaves it: rows wq 16 + g (+ 8), columns p 64 + n 8 + 2 tq) added to the
  * workspace row by row; V4: lanes tq, tq ^ 1 swap a row's pair so that the
@@ -475,6 +524,29 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
                 }
                 bws_dq_red<DQM == BWS_DQ_WG_RED4>(a, acc, p, wq, g, tq, i0, hq, b, lq);
             }
+            continue;
+        }
+        if constexpr (DQM == BWS_DQ_WG_CH) {
+            /* chunk c + 1's product runs while chunk c is staged and added
+             * (two 16-register accumulators, used in turn) */
+            float c0[4][4], c1[4][4];
+            wgmma_fence();
+            bws_dq_issue32<F16>(c0, sdS, m.sK, 0);
+            bws_dq_issue32<F16>(c1, sdS, m.sK, 1);
+            wgmma_wait<1>();
+            bws_dq_chunk_add(m.sdQ0, c0, 0, mdq, lane, wq, g, tq, spread, i0, hq, b);
+            wgmma_fence();
+            bws_dq_issue32<F16>(c0, sdS, m.sK, 2);
+            wgmma_wait<1>();
+            bws_dq_chunk_add(m.sdQ0, c1, 1, mdq, lane, wq, g, tq, spread, i0, hq, b);
+            wgmma_fence();
+            bws_dq_issue32<F16>(c1, sdS, m.sK, 3);
+            wgmma_wait<1>();
+            bws_dq_chunk_add(m.sdQ0, c0, 2, mdq, lane, wq, g, tq, spread, i0, hq, b);
+            wgmma_wait<0>();
+            __syncwarp();
+            if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
+            bws_dq_chunk_add(m.sdQ0, c1, 3, mdq, lane, wq, g, tq, spread, i0, hq, b);
             continue;
         }
         wgmma_fence();
@@ -780,6 +852,7 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_RED) return launch_bws<DP, F16, 3, BWS_DQ_WG_RED>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_RED4) return launch_bws<DP, F16, 3, BWS_DQ_WG_RED4>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_CH) return launch_bws<DP, F16, 3, BWS_DQ_WG_CH>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
 #endif
@@ -811,6 +884,7 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
     if (pick && !strcmp(pick, "wgred")) return BWS_DQ_WG_RED;
     if (pick && !strcmp(pick, "wgred4")) return BWS_DQ_WG_RED4;
+    if (pick && !strcmp(pick, "wgch")) return BWS_DQ_WG_CH;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
