@@ -137,18 +137,20 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_RED, BWS_DQ_WG_RED4, BWS_DQ_WG_CH };
+       BWS_DQ_WG_RED, BWS_DQ_WG_RED4, BWS_DQ_WG_CH, BWS_DQ_WG_NOADD };
 /* wgdk with warpgroup 2 adding dQ by f32 vector reductions straight from
  * its accumulators (red, 8 bytes; red4: 16 bytes, lane pairs swapping a
  * row half by shuffle), no staging, fence or bulk reduce: what the
  * staging's shared-memory traffic (32 KB written and read per item) costs */
 static constexpr bool bws_is_red(int dqm) { return dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4; }
+/* wgnoadd (timing builds): wgdk's dQ products without the staging or adds
+ * (dQ wrong): what the adds cost, beside wgskip's bound without either */
 /* wgch: wgdk with warpgroup 2's dQ in four 32-column chunks, the next chunk's
  * product in flight while this one is staged and added */
 /* the modes with dQ in warpgroup 2 (bws_wg_*) */
 static constexpr bool bws_is_wg(int dqm) {
     return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4 ||
-           dqm == BWS_DQ_WG_CH;
+           dqm == BWS_DQ_WG_CH || dqm == BWS_DQ_WG_NOADD;
 }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
@@ -268,7 +270,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || bws_is_red(DQM) || DQM == BWS_DQ_WG_CH;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || bws_is_red(DQM) || DQM == BWS_DQ_WG_CH || DQM == BWS_DQ_WG_NOADD;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -524,6 +526,24 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
                 }
                 bws_dq_red<DQM == BWS_DQ_WG_RED4>(a, acc, p, wq, g, tq, i0, hq, b, lq);
             }
+            continue;
+        }
+        if constexpr (DQM == BWS_DQ_WG_NOADD) {
+            /* timing bound: both halves' products, waited for, not added */
+#pragma unroll 1
+            for (int p = 0; p < 2; p++) {
+                wgmma_fence();
+                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
+                wgmma_wait<0>();
+                /* the products used (a store no item takes), so that
+                 * ptxas keeps them */
+                float u = 0.0f;
+#pragma unroll
+                for (int n = 0; n < 8; n++) u += acc[n][0] + acc[n][1] + acc[n][2] + acc[n][3];
+                if (i0 < 0) asm volatile("st.shared.f32 [%0], %1;\n" ::"r"(m.sdQ0), "f"(u) : "memory");
+            }
+            __syncwarp();
+            if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
             continue;
         }
         if constexpr (DQM == BWS_DQ_WG_CH) {
@@ -855,6 +875,7 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
         if (dqm == BWS_DQ_WG_CH) return launch_bws<DP, F16, 3, BWS_DQ_WG_CH>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_NOADD) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOADD>(a, m, flags, stream);
 #endif
     }
 #ifdef LA_CUDA_TIMING_BOUNDS
@@ -888,6 +909,7 @@ static int bws_dq_mode(void) {
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
+    if (pick && !strcmp(pick, "wgnoadd")) return BWS_DQ_WG_NOADD;
 #endif
     return BWS_DQ_WG_DK;
 }
