@@ -115,6 +115,15 @@
  * quick pass with P only in bf16 fragments (dQ / dK rel-norm 2.4e-3
  * against 1.7e-3 with P in f16, bound 5e-3). wgtop (224 / 56, dQ in
  * 32-column chunks) ran 480-493, under earlydv: taken out (commit 42a98b2).
+ * Tried after it (BENCHMARKS s25-cuda2, H100, same call as wgdk 549-562)
+ * and taken out: warpgroup 2 adding dQ by f32 vector reductions from its
+ * registers, no staging (red.v2 486-496, red.v4 493-505: the L2's atomics
+ * cost more than the staging's shared-memory traffic), and dQ in 32-column
+ * chunks with the next chunk's product in flight under the staging
+ * (513-531); code in commit 3e98891. ptxas: the key warpgroups at 200
+ * (warpgroup 2 at 104) serialise wgdk's wgmma (C7512) and spill. The
+ * timing bound wgnoadd (wgdk without the adds) ran 579-587: the staging and
+ * reduce-adds cost 4-6%.
  *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
@@ -137,20 +146,11 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_RED, BWS_DQ_WG_RED4, BWS_DQ_WG_CH, BWS_DQ_WG_NOADD };
-/* wgdk with warpgroup 2 adding dQ by f32 vector reductions straight from
- * its accumulators (red, 8 bytes; red4: 16 bytes, lane pairs swapping a
- * row half by shuffle), no staging, fence or bulk reduce: what the
- * staging's shared-memory traffic (32 KB written and read per item) costs */
-static constexpr bool bws_is_red(int dqm) { return dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4; }
+       BWS_DQ_WG_NOADD };
 /* wgnoadd (timing builds): wgdk's dQ products without the staging or adds
  * (dQ wrong): what the adds cost, beside wgskip's bound without either */
-/* wgch: wgdk with warpgroup 2's dQ in four 32-column chunks, the next chunk's
- * product in flight while this one is staged and added */
-/* the modes with dQ in warpgroup 2 (bws_wg_*) */
 static constexpr bool bws_is_wg(int dqm) {
-    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_RED || dqm == BWS_DQ_WG_RED4 ||
-           dqm == BWS_DQ_WG_CH || dqm == BWS_DQ_WG_NOADD;
+    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_NOADD;
 }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
@@ -270,7 +270,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || bws_is_red(DQM) || DQM == BWS_DQ_WG_CH || DQM == BWS_DQ_WG_NOADD;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -385,83 +385,6 @@ static __device__ __forceinline__ void bws_wg_produce(const CUtensorMap *mq, con
     mbar_arrive(bar);
 }
 
-/* wgch's dQ chunk c (columns 32 c .. 32 c + 31 over the block's 128 keys;
- * A = dS read MN-major from dS^T, B = K MN-major: +64 bytes in K's 128-byte
- * swizzled rows for the odd chunks), issued and committed */
-template <bool F16>
-static __device__ __forceinline__ void bws_dq_issue32(float (&acc)[4][4], uint32_t sdS, uint32_t sK, int c) {
-    constexpr int BKEY = bwd90_tiles::BKEY;
-    const uint64_t da = wgmma_desc(sdS, BKEY * 128, 1024),
-                   db = wgmma_desc(sK + (c / 2) * BKEY * 128 + (c % 2) * 64, BKEY * 128, 1024);
-#pragma unroll
-    for (int kk = 0; kk < BKEY / 16; kk++)
-        wgmma_ss_n32<F16, 1, 1>(acc, wgmma_desc_at(da, kk * 16 * 128), wgmma_desc_at(db, kk * 16 * 128), kk > 0);
-    wgmma_commit();
-}
-
-/* ... staged into panel c of the dQ buffers (bws_dq_stage's layout and lane
- * spread, one panel) once this warp's add of the previous item's chunk c
- * has read it (three adds committed since), and added by lane 0 for the
- * warp's 16 rows */
-static __device__ __forceinline__ void bws_dq_chunk_add(uint32_t sdQ0, const float (&acc)[4][4], int c,
-                                                        const CUtensorMap *mdq, int lane, int wq, int g, int tq,
-                                                        bool spread, int i0, int h, int b) {
-    constexpr int BQ = bwd90_tiles::BQ;
-    const uint32_t panel = sdQ0 + c * BQ * 128;
-    if (lane == 0) asm volatile("cp.async.bulk.wait_group.read 3;\n" ::: "memory");
-    __syncwarp();
-    const int x = spread && tq >= 2 ? 2 : 0;
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-        const int row = wq * 16 + g + 8 * r;
-#pragma unroll
-        for (int k = 0; k < 4; k++) {
-            const int n = k ^ x;
-            const float v0 = x ? acc[k ^ 2][2 * r] : acc[k][2 * r], v1 = x ? acc[k ^ 2][2 * r + 1] : acc[k][2 * r + 1];
-            asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" ::"r"(panel + panel_off<BQ>(row, 2 * (n * 8 + 2 * tq))),
-                         "f"(v0), "f"(v1)
-                         : "memory");
-        }
-    }
-    fence_proxy_async(); /* this thread's stores, before the TMA reads them */
-    __syncwarp();
-    if (lane == 0) {
-        tma_reduce_add(panel + wq * 16 * 128, mdq, c * 32, i0 + wq * 16, h, b);
-        bulk_commit();
-    }
-}
-
-/* the red modes: this thread's part of dQ half p (acc as bwd90_dq_issue
- * leaves it: rows wq 16 + g (+ 8), columns p 64 + n 8 + 2 tq) added to the
- * workspace row by row; V4: lanes tq, tq ^ 1 swap a row's pair so that the
- * even lane adds row g's four columns from 2 tq, the odd one row g + 8's */
-template <bool V4>
-static __device__ __forceinline__ void bws_dq_red(const la_cuda_bwd_args &a, const float (&acc)[8][4], int p, int wq, int g,
-                                                  int tq, int i0, int hq, int b, int lq) {
-    if constexpr (V4) {
-        const bool odd = tq & 1;
-        const int i = i0 + wq * 16 + g + (odd ? 8 : 0);
-        float *row = a.dq_acc + (((int64_t)b * a.Lq + i) * a.H + hq) * 128 + p * 64 + 2 * (tq & 2);
-#pragma unroll
-        for (int n = 0; n < 8; n++) {
-            const float x = __shfl_xor_sync(0xffffffffu, odd ? acc[n][0] : acc[n][2], 1);
-            const float y = __shfl_xor_sync(0xffffffffu, odd ? acc[n][1] : acc[n][3], 1);
-            const float4 v = odd ? make_float4(x, y, acc[n][2], acc[n][3]) : make_float4(acc[n][0], acc[n][1], x, y);
-            if (i < lq) atomicAdd(reinterpret_cast<float4 *>(row + n * 8), v);
-        }
-    } else {
-#pragma unroll
-        for (int r = 0; r < 2; r++) {
-            const int i = i0 + wq * 16 + g + 8 * r;
-            if (i >= lq) continue;
-            float *row = a.dq_acc + (((int64_t)b * a.Lq + i) * a.H + hq) * 128 + p * 64 + 2 * tq;
-#pragma unroll
-            for (int n = 0; n < 8; n++)
-                atomicAdd(reinterpret_cast<float2 *>(row + n * 8), make_float2(acc[n][2 * r], acc[n][2 * r + 1]));
-        }
-    }
-}
-
 template <int DP, bool F16, int STAGES, int DQM>
 static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CUtensorMap *mdo, const CUtensorMap *mk,
                                                  const CUtensorMap *mv, const CUtensorMap *mdq,
@@ -514,20 +437,6 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
         /* dQ = dS K in two 64-column halves over the 128 keys, one after
          * the other (both in flight spill at 88 registers) */
         float acc[8][4];
-        if constexpr (bws_is_red(DQM)) {
-#pragma unroll 1
-            for (int p = 0; p < 2; p++) {
-                wgmma_fence();
-                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
-                wgmma_wait<0>();
-                if (p == 1) {
-                    __syncwarp();
-                    if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
-                }
-                bws_dq_red<DQM == BWS_DQ_WG_RED4>(a, acc, p, wq, g, tq, i0, hq, b, lq);
-            }
-            continue;
-        }
         if constexpr (DQM == BWS_DQ_WG_NOADD) {
             /* timing bound: both halves' products, waited for, not added */
 #pragma unroll 1
@@ -544,29 +453,6 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
-            continue;
-        }
-        if constexpr (DQM == BWS_DQ_WG_CH) {
-            /* chunk c + 1's product runs while chunk c is staged and added
-             * (two 16-register accumulators, used in turn) */
-            float c0[4][4], c1[4][4];
-            wgmma_fence();
-            bws_dq_issue32<F16>(c0, sdS, m.sK, 0);
-            bws_dq_issue32<F16>(c1, sdS, m.sK, 1);
-            wgmma_wait<1>();
-            bws_dq_chunk_add(m.sdQ0, c0, 0, mdq, lane, wq, g, tq, spread, i0, hq, b);
-            wgmma_fence();
-            bws_dq_issue32<F16>(c0, sdS, m.sK, 2);
-            wgmma_wait<1>();
-            bws_dq_chunk_add(m.sdQ0, c1, 1, mdq, lane, wq, g, tq, spread, i0, hq, b);
-            wgmma_fence();
-            bws_dq_issue32<F16>(c1, sdS, m.sK, 3);
-            wgmma_wait<1>();
-            bws_dq_chunk_add(m.sdQ0, c0, 2, mdq, lane, wq, g, tq, spread, i0, hq, b);
-            wgmma_wait<0>();
-            __syncwarp();
-            if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
-            bws_dq_chunk_add(m.sdQ0, c1, 3, mdq, lane, wq, g, tq, spread, i0, hq, b);
             continue;
         }
         wgmma_fence();
@@ -870,9 +756,6 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_RED) return launch_bws<DP, F16, 3, BWS_DQ_WG_RED>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_RED4) return launch_bws<DP, F16, 3, BWS_DQ_WG_RED4>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_CH) return launch_bws<DP, F16, 3, BWS_DQ_WG_CH>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_NOADD) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOADD>(a, m, flags, stream);
@@ -891,7 +774,8 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
  * kernel without dQ at all, not the add alone); wg, or wgdk (the default
  * since the twenty-fifth session: fwd+bwd +8-11% on earlydv, H100): dQ in
  * a third warpgroup at D 128 with the fast rule, earlydv / early
- * elsewhere; wgskip (timing builds: wg without dQ).
+ * elsewhere; wgskip (timing builds: wg without dQ); wgnoadd (timing
+ * builds: wgdk's dQ products without the staging or adds).
  * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order.
  * LA_CUDA_BACKWARD_WG_P=f16 (wg / wgdk, bf16 inputs): dS^T from an f16 copy
  * of P^T (P's rounding in dS 2^-11, not bf16's 2^-9; ~1.2% slower). */
@@ -903,9 +787,6 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
     if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
-    if (pick && !strcmp(pick, "wgred")) return BWS_DQ_WG_RED;
-    if (pick && !strcmp(pick, "wgred4")) return BWS_DQ_WG_RED4;
-    if (pick && !strcmp(pick, "wgch")) return BWS_DQ_WG_CH;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;

@@ -305,31 +305,6 @@ static __device__ __forceinline__ void wgmma_ss_n64(float (&d)[8][4], uint64_t d
                        "+f"(d[7][0]), "+f"(d[7][1]), "+f"(d[7][2]), "+f"(d[7][3])
                      : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
 }
-/* D[64 x 32] (accumulate ? D : 0) + A[64 x 16] B[16 x 32], both in shared
- * memory (TA / TB as wgmma_ss_n128): the wgch mode's 32-column dQ chunks. */
-template <bool F16, int TA, int TB>
-static __device__ __forceinline__ void wgmma_ss_n32(float (&d)[4][4], uint64_t da, uint64_t db, int accumulate) {
-    if (F16)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
-                     "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
-                     "%16, %17, p, 1, 1, %19, %20;\n}\n"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                     : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
-    else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-                     "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, "
-                     "%16, %17, p, 1, 1, %19, %20;\n}\n"
-                     : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3]),
-                       "+f"(d[1][0]), "+f"(d[1][1]), "+f"(d[1][2]), "+f"(d[1][3]),
-                       "+f"(d[2][0]), "+f"(d[2][1]), "+f"(d[2][2]), "+f"(d[2][3]),
-                       "+f"(d[3][0]), "+f"(d[3][1]), "+f"(d[3][2]), "+f"(d[3][3])
-                     : "l"(da), "l"(db), "r"(accumulate), "n"(TA), "n"(TB));
-}
 #endif /* LA_WGMMA */
 
 #endif
