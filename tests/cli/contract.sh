@@ -254,6 +254,26 @@ expect 2 "--chat: the prompt holds a NUL byte at offset 7" run -m "$MODEL" -f "$
 # an endless prompt file was read until memory ran out
 [ -r /dev/zero ] && expect 1 "holds more than 1 GiB" run -m "$MODEL" -f /dev/zero -n 1
 
+# eval --lengths near 2^30 was taken with a warning, then built and tokenised
+# its haystack for hours: a length whose full cache cannot fit in memory is a
+# usage error before any prompt is built (the limit 300 catches a hang)
+expect 2 "--lengths 1073741760 needs about [0-9.]+ GB .*more than this machine's" eval -m "$MODEL" \
+    --lengths 1073741760 --depths 50 --no-heatmap --threads 2
+expect 2 "--lengths 1073741760 needs about .* full f32 KV cache" eval -m "$MODEL" --task vartrack \
+    --lengths 1024,1073741760 --kv-type f16,f32 --threads 2
+expect 2 "--ppl-ctx 1073741824 needs about" eval -m "$MODEL" --task ppl -f README.md --ppl-ctx 1073741824
+expect 2 "--ctx 16777216 needs about [0-9.]+ GB" calibrate-duo -m "$MODEL" --ctx 16777216 -o "$TMP/duo.txt"
+# dense-layers past the model's layers ran every layer dense in silence (and
+# ppl --score-heads failed only after the whole run)
+expect 2 "--sparse: dense-layers=1000 is more than the model's [0-9]+ layers" run -m "$MODEL" -p hi -n 1 \
+    --ctx 64 --threads 2 --sparse topk:0.9,dense-layers=1000
+expect 2 "--sparse: dense-layers=31 is more than the model's 30 layers" ppl -m "$MODEL" -f README.md --ctx 64 \
+    --threads 2 --sparse topk:0.9,dense-layers=31 --score-heads "$TMP/sh"
+expect 2 "--sparse: dense-layers=99 is more than" eval -m "$MODEL" --lengths 160 --depths 50 --no-heatmap \
+    --threads 2 --sparse static:1,dense-layers=99
+expect 0 "tokens/s" run -m "$MODEL" -p "one two three four" -n 1 --temp 0 --ctx 64 --threads 2 \
+    --sparse static:1,dense-layers=30
+
 # documented successes
 expect 0 "GGUF v3, [0-9]+ metadata keys, [0-9]+ tensors" info "$MODEL"
 expect 0 "tokens/s" run -m "$MODEL" -p "The capital of France is" -n 2 --temp 0 --ctx 64 --threads 2
