@@ -229,6 +229,10 @@ expect 1 "cannot open '/nonexistent.txt'" run -m "$MODEL" -f /nonexistent.txt
 expect 1 "cannot open '/nonexistent.txt'" ppl -m "$MODEL" -f /nonexistent.txt --ctx 64
 # a directory opens but does not read: the system's reason, not a bare "read error"
 expect 1 "cannot read '/': Is a directory" run -m "$MODEL" -f /
+# ... and so do the library's own file readers (they said "no header" and "holds 0 scores")
+expect 1 "--sparse-heads: LA_ERR_IO: cannot read '/': Is a directory" run -m "$MODEL" -p hi -n 1 --ctx 64 \
+    --threads 2 --sparse topk:0.9 --sparse-heads /
+expect 1 "cannot read the score file '/': Is a directory" run -m "$MODEL" -p hi -n 1 --ctx 64 --threads 2 --kv duo:16:/
 expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf
 expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf
 expect 1 "not a GGUF file" info README.md
