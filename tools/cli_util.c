@@ -160,10 +160,10 @@ double cli_kv_bytes_per_token(const la_model_config *cfg, la_dtype type, la_kv_q
     return 2.0 * (double)cfg->n_layer * (double)cfg->n_head_kv * (double)cfg->head_dim * elem;
 }
 
-bool cli_fits_memory(const char *cmd, const char *option, int64_t tokens, double bytes_per_token, const char *what) {
+bool cli_fits_memory(const char *cmd, const char *option, int64_t tokens, double need, const char *what) {
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     if (pages <= 0 || page <= 0) return true; /* unknown: let the run find out */
-    const double have = (double)pages * (double)page, need = (double)tokens * bytes_per_token;
+    const double have = (double)pages * (double)page;
     if (need <= have) return true;
     fprintf(stderr, "%s: %s %lld needs about %.1f GB (%s), more than this machine's %.1f GB of memory\n", cmd, option,
             (long long)tokens, need / 1e9, what, have / 1e9);

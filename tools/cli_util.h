@@ -49,14 +49,16 @@ int64_t cli_model_ctx(const char *cmd, const char *option, int64_t requested, co
 /* Bytes a token's K and V take in a full cache of the model at the given
  * --kv-type (quantised pages counted with their group scales and zeros). */
 /* Memory a prompt token takes besides its KV entries, for cli_fits_memory:
- * its text (about 4 bytes), its id, the builders' counts. */
-#define CLI_PROMPT_TOKEN_BYTES 16
+ * la_eval_build's context, the prompt's text and its ids took 34 bytes a
+ * token (peak RSS over 1M tokens of SmolLM2, twenty-fifth session). */
+#define CLI_PROMPT_TOKEN_BYTES 40
 double cli_kv_bytes_per_token(const la_model_config *cfg, la_dtype type, la_kv_quant quant);
-/* Whether `tokens` tokens of `bytes_per_token` each fit in this machine's
- * physical memory; if not, prints "CMD: OPTION N needs about X GB ...; this
- * machine has Y GB" and returns false (a usage error: such a run would
- * swap or fail after hours of building and evaluating its prompt). */
-bool cli_fits_memory(const char *cmd, const char *option, int64_t tokens, double bytes_per_token, const char *what);
+/* Whether `bytes` (what OPTION N = tokens asks for) fit in this machine's
+ * physical memory; if not, prints "CMD: OPTION N needs about X GB (WHAT),
+ * more than this machine's Y GB of memory" and returns false (a usage
+ * error: such a run would swap or fail after hours of building and
+ * evaluating its prompt). */
+bool cli_fits_memory(const char *cmd, const char *option, int64_t tokens, double bytes, const char *what);
 
 /* --sparse-heads FILE: the per-head coverage file (la_sparse_gammas_read)
  * for the model, malloc'd into *gamma; prints the reason and returns false

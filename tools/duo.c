@@ -75,8 +75,8 @@ int cmd_calibrate_duo(int argc, char **argv) {
      * built (--ctx 16777216 built and ran one for hours): the calibration
      * holds each prompt's whole cache, f16, and its tokens */
     const double token_bytes = cli_kv_bytes_per_token(c, LA_F16, LA_KV_QUANT_NONE) + CLI_PROMPT_TOKEN_BYTES;
-    if (!cli_fits_memory(CMD, "--ctx", dp.context, token_bytes,
-                         "a full f16 KV cache of that many tokens, and the prompt")) {
+    if (!cli_fits_memory(CMD, "--ctx", dp.context, token_bytes * (double)dp.context,
+                         "the f16 KV cache and the prompt")) {
         rc = 2;
         goto done;
     }

@@ -258,15 +258,20 @@ expect 2 "--chat: the prompt holds a NUL byte at offset 7" run -m "$MODEL" -f "$
 # an endless prompt file was read until memory ran out
 [ -r /dev/zero ] && expect 1 "holds more than 1 GiB" run -m "$MODEL" -f /dev/zero -n 1
 
-# eval --lengths near 2^30 was taken with a warning, then built and tokenised
-# its haystack for hours: a length whose full cache cannot fit in memory is a
-# usage error before any prompt is built (the limit 300 catches a hang)
+# eval --lengths near 2^30 was taken with a warning, then ran for hours:
+# a length whose cache and prompt cannot fit in memory is a usage error
+# before any prompt is built (the limit 300 catches a hang)
 expect 2 "--lengths 1073741760 needs about [0-9.]+ GB .*more than this machine's" eval -m "$MODEL" \
     --lengths 1073741760 --depths 50 --no-heatmap --threads 2
-expect 2 "--lengths 1073741760 needs about .* full f32 KV cache" eval -m "$MODEL" --task vartrack \
+expect 2 "--lengths 1073741760 needs about .*the f32 KV cache and the prompt" eval -m "$MODEL" --task vartrack \
     --lengths 1024,1073741760 --kv-type f16,f32 --threads 2
+expect 2 "--lengths 1073741760 needs about" eval -m "$MODEL" --lengths 1073741760 --kv streaming:1024 --threads 2
 expect 2 "--ppl-ctx 1073741824 needs about" eval -m "$MODEL" --task ppl -f README.md --ppl-ctx 1073741824
 expect 2 "--ctx 16777216 needs about [0-9.]+ GB" calibrate-duo -m "$MODEL" --ctx 16777216 -o "$TMP/duo.txt"
+# streaming holds its budget (and a prefill chunk), not the length: that much is allowed (a text too
+# short for it is the next complaint)
+expect 2 "has [0-9]+ tokens; --ppl-offset 0 plus --ppl-ctx 1073741824" eval -m "$MODEL" --task ppl -f README.md \
+    --ppl-ctx 1073741824 --kv streaming:1024
 # dense-layers past the model's layers ran every layer dense in silence (and
 # ppl --score-heads failed only after the whole run)
 expect 2 "--sparse: dense-layers=1000 is more than the model's [0-9]+ layers" run -m "$MODEL" -p hi -n 1 \
