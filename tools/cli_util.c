@@ -212,8 +212,11 @@ bool cli_output_ok(const char *cmd, const char *option, const char *path, bool p
     struct stat sb;
     if (!slash) snprintf(dir, sizeof dir, ".");
     else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    /* a file where the directory should be: access() says "Permission
+     * denied" (it is not searchable), which misleads */
     if (access(dir, W_OK | X_OK)) {
-        fprintf(stderr, "%s: %s %s: cannot write into '%s': %s\n", cmd, option, path, dir, strerror(errno));
+        const int err = errno, why = !stat(dir, &sb) && !S_ISDIR(sb.st_mode) ? ENOTDIR : err;
+        fprintf(stderr, "%s: %s %s: cannot write into '%s': %s\n", cmd, option, path, dir, strerror(why));
         return false;
     }
     if (!prefix && !stat(path, &sb) && S_ISDIR(sb.st_mode)) {

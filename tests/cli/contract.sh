@@ -120,6 +120,9 @@ expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" ev
 # before it (calibrate-duo -o and ppl's were found after the whole run)
 expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-duo -m /nonexistent.gguf \
     -o /nonexistent/duo.txt
+# a file where the directory should be: it said "Permission denied"
+expect 1 "-o README.md/duo.txt: cannot write into 'README.md': Not a directory" calibrate-duo -m /nonexistent.gguf \
+    -o README.md/duo.txt
 expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
 # an empty output path is a usage error before the run (it failed to create '' after the whole run)
 expect 2 "-o expects a file path, got ''" calibrate-duo -m /nonexistent.gguf -o ""
