@@ -1156,6 +1156,9 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
  *                   block, spread evenly, instead of block means
  *   dense-layers=N  model prefill only: layers [0, N) run dense attention
  *                   (N >= 0; a model's early layers attend diffusely);
+ *                   N at or past the model's layer count makes every layer
+ *                   dense (a session accepts it; longattn run, ppl and
+ *                   eval refuse N past the model's layers, exit 2);
  *                   la_sparse_select ignores it
  * e.g. "topk:0.95,dense-layers=2,local=2".
  * LA_SPARSE_NONE: dense attention. Brace-initialised choices

@@ -151,6 +151,32 @@ int64_t cli_model_ctx(const char *cmd, const char *option, int64_t requested, co
     return ctx;
 }
 
+double cli_kv_bytes_per_token(const la_model_config *cfg, la_dtype type, la_kv_quant quant) {
+    /* q8: a byte a code, q4 half a byte; each group of 32 (16 for int4 values)
+     * adds an f16 scale and zero: 4 bytes per 32 or 16 elements */
+    const double elem = quant == LA_KV_Q8   ? 1.0 + 4.0 / 32
+                        : quant == LA_KV_Q4 ? 0.5 + 4.0 / 16
+                                            : (double)la_dtype_size(type);
+    return 2.0 * (double)cfg->n_layer * (double)cfg->n_head_kv * (double)cfg->head_dim * elem;
+}
+
+bool cli_fits_memory(const char *cmd, const char *option, int64_t tokens, double need, const char *what) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages <= 0 || page <= 0) return true; /* unknown: let the run find out */
+    const double have = (double)pages * (double)page;
+    if (need <= have) return true;
+    fprintf(stderr, "%s: %s %lld needs about %.1f GB (%s), more than this machine's %.1f GB of memory\n", cmd, option,
+            (long long)tokens, need / 1e9, what, have / 1e9);
+    return false;
+}
+
+bool cli_sparse_fits_model(const char *cmd, const la_sparse_choice *choice, const la_model_config *cfg) {
+    if (choice->kind == LA_SPARSE_NONE || choice->dense_layers <= cfg->n_layer) return true;
+    fprintf(stderr, "%s: --sparse: dense-layers=%lld is more than the model's %lld layers\n", cmd,
+            (long long)choice->dense_layers, (long long)cfg->n_layer);
+    return false;
+}
+
 bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *cfg, float **gamma) {
     *gamma = malloc(sizeof(float) * (size_t)(cfg->n_layer * cfg->n_head));
     if (!*gamma) {
@@ -186,8 +212,11 @@ bool cli_output_ok(const char *cmd, const char *option, const char *path, bool p
     struct stat sb;
     if (!slash) snprintf(dir, sizeof dir, ".");
     else snprintf(dir, sizeof dir, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+    /* a file where the directory should be: access() says "Permission
+     * denied" (it is not searchable), which misleads */
     if (access(dir, W_OK | X_OK)) {
-        fprintf(stderr, "%s: %s %s: cannot write into '%s': %s\n", cmd, option, path, dir, strerror(errno));
+        const int err = errno, why = !stat(dir, &sb) && !S_ISDIR(sb.st_mode) ? ENOTDIR : err;
+        fprintf(stderr, "%s: %s %s: cannot write into '%s': %s\n", cmd, option, path, dir, strerror(why));
         return false;
     }
     if (!prefix && !stat(path, &sb) && S_ISDIR(sb.st_mode)) {

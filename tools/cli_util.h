@@ -46,6 +46,20 @@ int cli_fail(const char *cmd, const char *what, la_status st);
  * model's quality there is not what it was trained for. */
 int64_t cli_model_ctx(const char *cmd, const char *option, int64_t requested, const la_model_config *cfg);
 
+/* Bytes a token's K and V take in a full cache of the model at the given
+ * --kv-type (quantised pages counted with their group scales and zeros). */
+/* Memory a prompt token takes besides its KV entries, for cli_fits_memory:
+ * la_eval_build's context, the prompt's text and its ids took 34 bytes a
+ * token (peak RSS over 1M tokens of SmolLM2, twenty-fifth session). */
+#define CLI_PROMPT_TOKEN_BYTES 40
+double cli_kv_bytes_per_token(const la_model_config *cfg, la_dtype type, la_kv_quant quant);
+/* Whether `bytes` (what OPTION N = tokens asks for) fit in this machine's
+ * physical memory; if not, prints "CMD: OPTION N needs about X GB (WHAT),
+ * more than this machine's Y GB of memory" and returns false (a usage
+ * error: such a run would swap or fail after hours of building and
+ * evaluating its prompt). */
+bool cli_fits_memory(const char *cmd, const char *option, int64_t tokens, double bytes, const char *what);
+
 /* --sparse-heads FILE: the per-head coverage file (la_sparse_gammas_read)
  * for the model, malloc'd into *gamma; prints the reason and returns false
  * when it cannot be read. */
@@ -65,6 +79,12 @@ bool cli_parse_path(const char *cmd, const char *option, const char *text);
  * must not be a directory, checked before the run rather than found after
  * it; else prints "CMD: OPTION PATH: ..." and returns false (exit 1). */
 bool cli_output_ok(const char *cmd, const char *option, const char *path, bool prefix);
+/* --sparse ...,dense-layers=N against the loaded model: N beyond its
+ * layer count would run every layer dense (the library allows it, as "no
+ * layer sparse"), which is not what the option asked for, so the CLI
+ * refuses it: prints "CMD: --sparse: dense-layers=N is more than the
+ * model's L layers" and returns false (a usage error, exit 2). */
+bool cli_sparse_fits_model(const char *cmd, const la_sparse_choice *choice, const la_model_config *cfg);
 /* After a sparse prefill: each layer's share of dense attention's key
  * blocks that the prefill computed (la_session_sparse_counts), on stderr. */
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg);

@@ -14,7 +14,8 @@ static void usage(FILE *f) {
                "  -o FILE       score file to write (default " LA_KV_DUO_SCORES_DEFAULT "); use it with\n"
                "                --kv duo:BUDGET:FILE on run, ppl and eval\n"
                "  --prompts N   synthetic retrieval prompts (default 4)\n"
-               "  --ctx N       haystack tokens per prompt (default 1024)\n"
+               "  --ctx N       haystack tokens per prompt (default 1024; one whose f16 KV cache would not fit\n"
+               "                in physical memory is refused)\n"
                "  --seed N      picks the filler, key and digits (default 1)\n"
                "  --threads N   threads (default: all cores)\n");
 }
@@ -70,6 +71,15 @@ int cmd_calibrate_duo(int argc, char **argv) {
         goto done;
     }
     const la_model_config *c = la_model_config_of(m);
+    /* a haystack whose cache cannot fit in memory is refused before it is
+     * built (--ctx 16777216 built and ran one for hours): the calibration
+     * holds each prompt's whole cache, f16, and its tokens */
+    const double token_bytes = cli_kv_bytes_per_token(c, LA_F16, LA_KV_QUANT_NONE) + CLI_PROMPT_TOKEN_BYTES;
+    if (!cli_fits_memory(CMD, "--ctx", dp.context, token_bytes * (double)dp.context,
+                         "the f16 KV cache and the prompt")) {
+        rc = 2;
+        goto done;
+    }
     /* a haystack past the trained context is calibrated, with a warning (as run, ppl and eval) */
     cli_model_ctx(CMD, "--ctx", dp.context, c);
     scores = malloc(sizeof(float) * (size_t)(c->n_layer * c->n_head_kv));

@@ -56,7 +56,9 @@ static void usage(FILE *f) {
             "  --kv LIST        KV-cache policies, comma-separated (default full), e.g. full,streaming:1024\n"
             "  --kv-type LIST   KV element types, comma-separated (default f16), as longattn run's --kv-type\n"
             "  --lengths LIST   context lengths in tokens, prompt included (default 1024,2048; the model's\n"
-            "                   trained context is the sensible top, 8192 for SmolLM2)\n"
+            "                   trained context is the sensible top, 8192 for SmolLM2; a length whose KV\n"
+            "                   cache (--kv-type's widest, the --kv that keeps most) and prompt would not fit\n"
+            "                   in physical memory is refused)\n"
             "  --depths LIST    needle depths in percent of the context (default 0,25,50,75,100)\n"
             "  --samples N      samples (seeds) per grid cell (default 1)\n"
             "  --seed S         seed the samples derive from, with their length, depth and index (default 1)\n"
@@ -729,6 +731,10 @@ int cmd_eval(int argc, char **argv) {
     const la_model_config *cfg = la_model_config_of(m);
     const la_tokenizer *tok = la_model_tokenizer(m);
     env.m = m;
+    if (!cli_sparse_fits_model(CMD, &o.sparse, cfg)) {
+        rc = 2;
+        goto done;
+    }
     if (!la_chat_template_of_gguf(la_model_gguf(m), &tmpl)) have_tmpl = true, env.tmpl = &tmpl;
     else fprintf(stderr, "%s: %s; prompts are plain text\n", CMD, la_last_error());
     la_sampler_params greedy = {.temperature = 0, .top_p = 1};
@@ -746,6 +752,34 @@ int cmd_eval(int argc, char **argv) {
     int64_t max_len = 0;
     for (int l = 0; l < o.n_lengths; l++) max_len = o.lengths[l] > max_len ? o.lengths[l] : max_len;
     bool any_grid = o.task[TASK_NEEDLE] || o.task[TASK_MULTIKEY] || o.task[TASK_VARTRACK];
+    /* A length whose cache cannot fit in memory is refused before any
+     * prompt is built (building and tokenising a haystack near 2^30 tokens
+     * alone took hours). Every policy but streaming holds the whole prompt
+     * at its end; streaming holds its budget and one prefill chunk (it
+     * evicts after each). The widest --kv-type counts, with the policy that
+     * holds the most, plus the prompt's text and ids. */
+    double kv_token = 0;
+    int wide = 0;
+    for (int i = 0; i < o.n_types; i++) {
+        double b = cli_kv_bytes_per_token(cfg, o.types[i], o.quants[i]);
+        if (b > kv_token) kv_token = b, wide = i;
+    }
+    int64_t held = 0, held_ppl = 0; /* tokens the fullest policy's cache holds */
+    for (int i = 0; i < o.n_policies; i++) {
+        const bool streaming = o.policy[i].kind == LA_KV_POLICY_STREAMING;
+        const int64_t keep = streaming ? o.policy[i].budget + LA_PREFILL_CHUNK_DEFAULT : INT64_MAX;
+        const int64_t grid = keep < max_len ? keep : max_len, ppl = keep < o.ppl_ctx ? keep : o.ppl_ctx;
+        held = grid > held ? grid : held, held_ppl = ppl > held_ppl ? ppl : held_ppl;
+    }
+    char what[96], what_grid[128];
+    snprintf(what, sizeof what, "the %s KV cache", cli_kv_type_name(o.types[wide], o.quants[wide]));
+    snprintf(what_grid, sizeof what_grid, "%s and the prompt", what);
+    if ((any_grid && !cli_fits_memory(CMD, "--lengths", max_len,
+                                      (double)held * kv_token + (double)max_len * CLI_PROMPT_TOKEN_BYTES, what_grid)) ||
+        (o.task[TASK_PPL] && !cli_fits_memory(CMD, "--ppl-ctx", o.ppl_ctx, (double)held_ppl * kv_token, what))) {
+        rc = 2;
+        goto done;
+    }
     if (any_grid) cli_model_ctx(CMD, "--lengths", max_len, cfg);
     if (o.task[TASK_PPL]) {
         cli_model_ctx(CMD, "--ppl-ctx", o.ppl_ctx, cfg);

@@ -220,6 +220,10 @@ int cmd_ppl(int argc, char **argv) {
     }
     const la_tokenizer *tok = la_model_tokenizer(m);
     const int64_t n_vocab = la_model_config_of(m)->n_vocab;
+    if (!cli_sparse_fits_model(CMD, &sp.sparse, la_model_config_of(m))) {
+        rc = 2;
+        goto done;
+    }
     cli_model_ctx(CMD, "--ctx", n_ctx, la_model_config_of(m));
     const bool add_bos = la_tokenizer_add_bos(tok);
     /* As llama.cpp: BOS at the start when the model adds one; special-token

@@ -243,6 +243,10 @@ int cmd_run(int argc, char **argv) {
         goto done;
     }
     const la_model_config *cfg = la_model_config_of(m);
+    if (!cli_sparse_fits_model(CMD, &o.sparse, cfg)) {
+        rc = 2;
+        goto done;
+    }
     if ((rc = tokenize_prompt(&o, m, text, len, &ids, &n_ids))) goto done;
     int64_t max_ctx = cli_model_ctx(CMD, "--ctx", o.ctx, cfg);
     if (n_ids > max_ctx) {

@@ -12,6 +12,7 @@
 #include "kv/kv_internal.h"
 #include "ops/validate.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -252,7 +253,13 @@ static la_status read_duo_scores(const la_kv_policy_state *s, float *sc) {
             p = end;
         }
     }
+    /* a directory opens but does not read (EISDIR): say so, not "holds 0 scores" */
+    const bool read_failed = ferror(f);
+    const int why = errno;
     fclose(f);
+    if (!st && read_failed)
+        st = la_fail(LA_ERR_IO, "KV policy duo: cannot read the score file '%s': %s", path,
+                     why ? strerror(why) : "read error");
     if (!st && (ver < 0 || got != want))
         st = la_fail(LA_ERR_FORMAT, "KV policy duo: '%s' holds %lld scores; expected %lld (layers x KV heads)", path,
                      (long long)got, (long long)want);

@@ -11,6 +11,7 @@
 
 #include "base/base.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -299,7 +300,11 @@ la_status la_sparse_gammas_read(const char *path, int64_t n_layer, int64_t n_hea
             st = la_fail(LA_ERR_FORMAT, "%s:%lld: more than %lld values", path, (long long)lineno, (long long)n_head);
         layer++;
     }
+    /* a directory opens but does not read (EISDIR): say so, not "no header" */
+    const bool read_failed = ferror(f);
+    const int why = errno;
     fclose(f);
+    if (!st && read_failed) st = la_fail(LA_ERR_IO, "cannot read '%s': %s", path, why ? strerror(why) : "read error");
     if (!st && layer < n_layer)
         st = la_fail(LA_ERR_FORMAT, "%s: %s", path,
                      layer < 0 ? "no 'longattn-sparse-gammas' header" : "fewer layer lines than the header says");

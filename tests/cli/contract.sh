@@ -120,6 +120,9 @@ expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" ev
 # before it (calibrate-duo -o and ppl's were found after the whole run)
 expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-duo -m /nonexistent.gguf \
     -o /nonexistent/duo.txt
+# a file where the directory should be: it said "Permission denied"
+expect 1 "-o README.md/duo.txt: cannot write into 'README.md': Not a directory" calibrate-duo -m /nonexistent.gguf \
+    -o README.md/duo.txt
 expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
 # an empty output path is a usage error before the run (it failed to create '' after the whole run)
 expect 2 "-o expects a file path, got ''" calibrate-duo -m /nonexistent.gguf -o ""
@@ -229,6 +232,10 @@ expect 1 "cannot open '/nonexistent.txt'" run -m "$MODEL" -f /nonexistent.txt
 expect 1 "cannot open '/nonexistent.txt'" ppl -m "$MODEL" -f /nonexistent.txt --ctx 64
 # a directory opens but does not read: the system's reason, not a bare "read error"
 expect 1 "cannot read '/': Is a directory" run -m "$MODEL" -f /
+# ... and so do the library's own file readers (they said "no header" and "holds 0 scores")
+expect 1 "--sparse-heads: LA_ERR_IO: cannot read '/': Is a directory" run -m "$MODEL" -p hi -n 1 --ctx 64 \
+    --threads 2 --sparse topk:0.9 --sparse-heads /
+expect 1 "cannot read the score file '/': Is a directory" run -m "$MODEL" -p hi -n 1 --ctx 64 --threads 2 --kv duo:16:/
 expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf
 expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf
 expect 1 "not a GGUF file" info README.md
@@ -253,6 +260,31 @@ expect 2 "--chat: the prompt holds a NUL byte at offset 7" run -m "$MODEL" -f "$
     --threads 2
 # an endless prompt file was read until memory ran out
 [ -r /dev/zero ] && expect 1 "holds more than 1 GiB" run -m "$MODEL" -f /dev/zero -n 1
+
+# eval --lengths near 2^30 was taken with a warning, then ran for hours:
+# a length whose cache and prompt cannot fit in memory is a usage error
+# before any prompt is built (the limit 300 catches a hang)
+expect 2 "--lengths 1073741760 needs about [0-9.]+ GB .*more than this machine's" eval -m "$MODEL" \
+    --lengths 1073741760 --depths 50 --no-heatmap --threads 2
+expect 2 "--lengths 1073741760 needs about .*the f32 KV cache and the prompt" eval -m "$MODEL" --task vartrack \
+    --lengths 1024,1073741760 --kv-type f16,f32 --threads 2
+expect 2 "--lengths 1073741760 needs about" eval -m "$MODEL" --lengths 1073741760 --kv streaming:1024 --threads 2
+expect 2 "--ppl-ctx 1073741824 needs about" eval -m "$MODEL" --task ppl -f README.md --ppl-ctx 1073741824
+expect 2 "--ctx 16777216 needs about [0-9.]+ GB" calibrate-duo -m "$MODEL" --ctx 16777216 -o "$TMP/duo.txt"
+# streaming holds its budget (and a prefill chunk), not the length: that much is allowed (a text too
+# short for it is the next complaint)
+expect 2 "has [0-9]+ tokens; --ppl-offset 0 plus --ppl-ctx 1073741824" eval -m "$MODEL" --task ppl -f README.md \
+    --ppl-ctx 1073741824 --kv streaming:1024
+# dense-layers past the model's layers ran every layer dense in silence (and
+# ppl --score-heads failed only after the whole run)
+expect 2 "--sparse: dense-layers=1000 is more than the model's [0-9]+ layers" run -m "$MODEL" -p hi -n 1 \
+    --ctx 64 --threads 2 --sparse topk:0.9,dense-layers=1000
+expect 2 "--sparse: dense-layers=31 is more than the model's 30 layers" ppl -m "$MODEL" -f README.md --ctx 64 \
+    --threads 2 --sparse topk:0.9,dense-layers=31 --score-heads "$TMP/sh"
+expect 2 "--sparse: dense-layers=99 is more than" eval -m "$MODEL" --lengths 160 --depths 50 --no-heatmap \
+    --threads 2 --sparse static:1,dense-layers=99
+expect 0 "tokens/s" run -m "$MODEL" -p "one two three four" -n 1 --temp 0 --ctx 64 --threads 2 \
+    --sparse static:1,dense-layers=30
 
 # documented successes
 expect 0 "GGUF v3, [0-9]+ metadata keys, [0-9]+ tensors" info "$MODEL"

@@ -200,6 +200,12 @@ int main(void) {
     s = NULL;
     TU_EXPECT_STATUS(la_kv_policy_state_create(&pol, c, &s), LA_ERR_FORMAT);
     tu_check(!s && strstr(la_last_error(), "layers x") != NULL, "wrong-dimension score file: '%s'", la_last_error());
+    /* a directory as the score file: it said "'/tmp' holds 0 scores" (LA_ERR_FORMAT) */
+    la_kv_policy dir_pol;
+    TU_EXPECT_STATUS(la_kv_policy_parse("duo:16:share=0.25:/tmp", &dir_pol), LA_OK);
+    TU_EXPECT_STATUS(la_kv_policy_state_create(&dir_pol, c, &s), LA_ERR_IO);
+    tu_check(!s && strstr(la_last_error(), "cannot read the score file '/tmp'") != NULL, "a directory: '%s'",
+             la_last_error());
     la_kv_cache_destroy(c);
     unlink(spath);
 

@@ -223,6 +223,9 @@ static void check_file(uint64_t *rng) {
     tu_check(la_sparse_gammas_read(path, 4, 6, back) == LA_ERR_FORMAT, "other head count rejected");
     tu_check(la_sparse_gammas_read(path, 5, 5, back) == LA_ERR_FORMAT, "other layer count rejected");
     tu_check(la_sparse_gammas_read("/nonexistent/x", 4, 5, back) == LA_ERR_IO, "missing file: LA_ERR_IO");
+    /* a directory opens but does not read: it was "no 'longattn-sparse-gammas' header" (LA_ERR_FORMAT) */
+    tu_check(la_sparse_gammas_read("/tmp", 4, 5, back) == LA_ERR_IO && strstr(la_last_error(), "cannot read '/tmp'"),
+             "a directory: LA_ERR_IO, 'cannot read': '%s'", la_last_error());
     tu_check(la_sparse_gammas_write("/nonexistent/x", g, 4, 5) == LA_ERR_IO, "unwritable path: LA_ERR_IO");
 
     const char *hdr = "# comment\nlongattn-sparse-gammas 1 2 3\n";
