@@ -250,7 +250,7 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         if (strcmp(a, "--threads") && strcmp(a, "--backend") && !option_fits(CMD, b, a)) return -1;
         if (is_sparse && strcmp(a, "--threads") && strcmp(a, "--backend") && strcmp(a, "--qk-file")) shape_option = a;
         if (!strcmp(a, "--threads")) {
-            if (!cli_parse_i64(CMD, a, val, 1, 4096, &n)) return -1;
+            if (!cli_parse_threads(CMD, val, &n)) return -1;
             o->threads = (int)n;
         }
         else if (!strcmp(a, "--backend")) {} /* cpu: cmd_bench sent cuda to bench_gpu */

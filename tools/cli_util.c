@@ -52,6 +52,17 @@ bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_
     return true;
 }
 
+bool cli_parse_threads(const char *cmd, const char *text, int64_t *out) {
+    if (!cli_parse_i64(cmd, "--threads", text, 1, 4096, out)) return false;
+    /* more threads than cores only time-slice them: every barrier then waits
+     * for a descheduled thread (4096 on 2 cores took the load to ~900) */
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online > 0 && *out > online)
+        fprintf(stderr, "%s: warning: --threads %" PRId64 " is more than the %ld CPUs online; the extra threads share cores and slow the run\n",
+                cmd, *out, online);
+    return true;
+}
+
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out) {
     char *end;
     errno = 0;

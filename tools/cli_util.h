@@ -13,6 +13,8 @@
 /* The whole string must be a number within [lo, hi]; otherwise print
  * "CMD: OPTION expects ..." on stderr and return false. */
 bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_t lo, int64_t hi, int64_t *out);
+/* --threads N in [1, 4096]; warns (and still accepts) past the CPUs online */
+bool cli_parse_threads(const char *cmd, const char *text, int64_t *out);
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
 bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out);
 /* --kv-type: f32, bf16 or f16 (la_dtype_name's spellings). */

@@ -44,7 +44,7 @@ int cmd_calibrate_duo(int argc, char **argv) {
         } else if (!strcmp(a, "--seed")) {
             if (!cli_parse_u64(CMD, a, v, &dp.seed)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
+            if (!cli_parse_threads(CMD, v, &threads)) return 2;
         } else {
             fprintf(stderr, "%s: unknown option '%s'\n", CMD, a);
             usage(stderr);

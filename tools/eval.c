@@ -258,7 +258,7 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         else if (!strcmp(a, "--ppl-ctx")) ok = cli_parse_i64(CMD, a, v, 4, LA_SESSION_MAX_CTX, &o->ppl_ctx);
         else if (!strcmp(a, "--ppl-chunks")) ok = cli_parse_i64(CMD, a, v, 0, INT32_MAX, &o->ppl_chunks);
         else if (!strcmp(a, "--ppl-offset")) ok = cli_parse_i64(CMD, a, v, 0, INT64_MAX, &o->ppl_offset);
-        else if (!strcmp(a, "--threads")) ok = cli_parse_i64(CMD, a, v, 1, 4096, &o->threads);
+        else if (!strcmp(a, "--threads")) ok = cli_parse_threads(CMD, v, &o->threads);
         else if (!strcmp(a, "--sparse-heads")) o->sparse_heads = v;
         else if (!strcmp(a, "--sparse")) {
             o->sparse_text = v;

@@ -130,7 +130,7 @@ int cmd_ppl(int argc, char **argv) {
         else if (!strcmp(a, "--ctx")) {
             if (!cli_parse_i64(CMD, a, v, 4, LA_SESSION_MAX_CTX, &n_ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            if (!cli_parse_i64(CMD, a, v, 1, 4096, &threads)) return 2;
+            if (!cli_parse_threads(CMD, v, &threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
             if (!cli_parse_kv_type(CMD, a, v, &sp.kv_type, &sp.kv_quant)) return 2;
         } else if (!strcmp(a, "--kv")) {

@@ -28,6 +28,10 @@ int qk_dump_init(qk_dump *d, const char *cmd, const char *dir, const char *layer
                         cmd, QK_DUMP_MAX_LAYERS);
                 return 2;
             }
+            if (d->want[v]) { /* as eval's lists: a repeat is a typo more often than intent */
+                fprintf(stderr, "%s: --dump-layers names layer %ld twice\n", cmd, v);
+                return 2;
+            }
             d->want[v] = true;
             p = *end ? end + 1 : end;
         }

@@ -100,7 +100,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
         } else if (!strcmp(a, "--ctx")) {
             if (!cli_parse_i64(CMD, a, v, 1, LA_SESSION_MAX_CTX, &o->ctx)) return 2;
         } else if (!strcmp(a, "--threads")) {
-            if (!cli_parse_i64(CMD, a, v, 1, 4096, &o->threads)) return 2;
+            if (!cli_parse_threads(CMD, v, &o->threads)) return 2;
         } else if (!strcmp(a, "--kv-type")) {
             if (!cli_parse_kv_type(CMD, a, v, &o->kv_type, &o->kv_quant)) return 2;
         } else if (!strcmp(a, "--kv")) {

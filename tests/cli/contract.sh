@@ -106,6 +106,9 @@ expect 2 "--sparse: " ppl -m "$MODEL" -f README.md --ctx 64 --sparse ""
 expect 2 "the prompt is empty" run -m "$MODEL" -p ""
 expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL" -p hi -n 1 --ctx 64 \
     --dump-qk "$TMP/qk" --dump-layers 99
+expect 2 "--dump-layers names layer 1 twice" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers 0,1,1
+# more threads than CPUs online: a warning, not a refusal (the empty prompt then stops the run)
+expect 2 "warning: --threads 4096 is more than the [0-9]+ CPUs online" run -m "$MODEL" -p "" --threads 4096
 for v in "" "1," "1,,2" " 1" -1 abc; do
     expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
 done
