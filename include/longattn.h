@@ -223,6 +223,11 @@ LA_API double la_peak_fma_gflops(la_simd simd, int threads, double seconds);
 /* BF16 dot-product throughput (AVX512_BF16 vdpbf16ps) in GFLOP/s, or 0 when
  * the level has no BF16 dot instruction. */
 LA_API double la_peak_bf16_gflops(la_simd simd, int threads, double seconds);
+/* Intel AMX BF16 tile throughput (TDPBF16PS, 2 x 16 x 16 x 32 flops an
+ * instruction, on tiles held in registers) in GFLOP/s: the ceiling of
+ * la_matmul's "amx_bf16" path (la_matmul_path). 0 where AMX is not
+ * available (la_amx_available). */
+LA_API double la_peak_amx_bf16_gflops(int threads, double seconds);
 /* Read bandwidth in GB/s: threads summing a buffer of `bytes` (make it
  * several times the last-level cache), plainly and with each line asked
  * for ahead, the better kept; 0 if the buffer cannot be allocated. */

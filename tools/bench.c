@@ -51,7 +51,7 @@ typedef struct {
 } options;
 
 typedef struct {
-    double fma, bf16, bf16_effective, read_gbps;
+    double fma, bf16, bf16_effective, amx_bf16, read_gbps;
     la_simd simd;
 } ceilings;
 
@@ -113,7 +113,7 @@ static void usage(FILE *f) {
             "       --quick: fewer, shorter rows (no backward rows unless --pass names bwd)\n"
             "       --budget SECONDS (every benchmark but peak): skip rows estimated to take longer\n"
             "       Each benchmark takes only the options listed for it; another is a usage error.\n"
-            "       peak:      the ceilings alone\n"
+            "       peak:      the ceilings alone (FP32 FMA, BF16 dot, AMX BF16 tiles, read bandwidth)\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16] [--H 32] [--Hkv 8] [--D 128]\n"
@@ -139,7 +139,8 @@ static void usage(FILE *f) {
             "                  la_matmul (\"path\": f32, amx_bf16 or dot_bf16; LONGATTN_BF16=0 turns both bf16\n"
             "                  paths off, LONGATTN_BF16=dot AMX alone) over SmolLM2-135M's\n"
             "                  projection shapes (q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536;\n"
-            "                  without --quick also the 49152x576 lm head)\n");
+            "                  without --quick also the 49152x576 lm head); amx_bf16 rows are a ratio to the\n"
+            "                  AMX BF16 ceiling, the others to the FP32 FMA one (\"ceiling\" names it)\n");
 }
 
 /* --causal: 0 and/or 1, comma-separated; -1 for anything else. */
@@ -357,15 +358,18 @@ static void measure_ceilings(const options *o) {
      * the FP32 FMA peak and the BF16 dot peak: on a Xeon with AVX512_BF16
      * vdpbf16ps measured slower than f32 FMA, which must not flatter bf16. */
     c.bf16_effective = c.bf16 > c.fma ? c.bf16 : c.fma;
+    /* la_matmul's amx_bf16 rows are a ratio to this one (0: no AMX here) */
+    c.amx_bf16 = la_peak_amx_bf16_gflops(o->threads, secs);
     c.read_gbps = la_peak_read_gbps(o->threads, (size_t)(o->quick ? 256 : 512) << 20);
     if (o->json)
         printf("{\"op\":\"peak\",\"simd\":\"%s\",\"threads\":%d,\"fp32_fma_gflops\":%.1f,\"bf16_dot_gflops\":%.1f,"
-               "\"bf16_ceiling_gflops\":%.1f,\"read_gbps\":%.2f}\n",
-               la_simd_name(c.simd), o->threads, c.fma, c.bf16, c.bf16_effective, c.read_gbps);
+               "\"bf16_ceiling_gflops\":%.1f,\"amx_bf16_gflops\":%.1f,\"read_gbps\":%.2f}\n",
+               la_simd_name(c.simd), o->threads, c.fma, c.bf16, c.bf16_effective, c.amx_bf16, c.read_gbps);
     else
-        printf("ceilings (%s, %d threads): FP32 FMA %.1f GFLOP/s, BF16 dot %s%.1f GFLOP/s, read bandwidth %.1f GB/s\n",
+        printf("ceilings (%s, %d threads): FP32 FMA %.1f GFLOP/s, BF16 dot %s%.1f GFLOP/s, AMX BF16 %s%.1f GFLOP/s, "
+               "read bandwidth %.1f GB/s\n",
                la_simd_name(c.simd), o->threads, c.fma, c.bf16 > 0 ? "" : "(none; bf16 runs as f32 FMA) ",
-               c.bf16 > 0 ? c.bf16 : c.fma, c.read_gbps);
+               c.bf16 > 0 ? c.bf16 : c.fma, c.amx_bf16 > 0 ? "" : "(none) ", c.amx_bf16, c.read_gbps);
     fflush(stdout);
 }
 

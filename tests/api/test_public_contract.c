@@ -83,6 +83,8 @@ static void check_base(void) {
     CHECK(la_peak_read_gbps(1, 0) == 0);
     CHECK(la_peak_read_gbps(1, 2) == 0); /* no whole float */
     CHECK(la_peak_update_gbps(1, 0) == 0);
+    CHECK(la_peak_amx_bf16_gflops(0, 0.01) == 0);
+    CHECK(la_peak_amx_bf16_gflops(1, -1) == 0);
 }
 
 static void check_device_memory(void) {
@@ -1534,6 +1536,7 @@ static void check_fuzz_findings(void) {
     CHECK(la_peak_fma_gflops(LA_SIMD_SCALAR, 100000, 0.01) == 0); /* more threads than OpenMP starts: crashed */
     CHECK(la_peak_read_gbps(5000, 1 << 20) == 0);
     CHECK(la_peak_update_gbps(1 << 30, 1 << 20) == 0);
+    CHECK(la_peak_amx_bf16_gflops(100000, 0.01) == 0);
     CHECK(la_peak_fma_gflops(LA_SIMD_SCALAR, 1, (double)INFINITY) == 0); /* ran forever */
     la_dequantize_row(LA_GGML_Q4_0, NULL, NULL, 32);                      /* a void call: must not write */
     la_dequantize_row(LA_GGML_F32, buf(64), buf(64), -1);

@@ -121,6 +121,19 @@ static void test_peak_bad_input(void) {
     tu_check(la_peak_update_gbps(0, 1 << 20) == 0, "update bandwidth, 0 threads");
     tu_check(la_peak_update_gbps(1, 3) == 0, "update bandwidth, buffer of no float");
     tu_check(la_peak_read_gbps(1, 1 << 20) > 0, "read bandwidth of 1 MiB measured");
+    tu_check(la_peak_amx_bf16_gflops(0, 0.01) == 0, "amx peak, 0 threads");
+    tu_check(la_peak_amx_bf16_gflops(4097, 0.01) == 0, "amx peak, 4097 threads");
+    tu_check(la_peak_amx_bf16_gflops(1, 0) == 0, "amx peak, 0 seconds");
+    tu_check(la_peak_amx_bf16_gflops(1, NAN) == 0, "amx peak, NaN seconds");
+    tu_check(la_peak_amx_bf16_gflops(1, (double)INFINITY) == 0, "amx peak, infinite seconds");
+    /* measured where AMX is usable (two threads: each configures its own
+     * tiles, or the second one's first tile instruction faults), 0 where not */
+    if (la_amx_available() == 1) {
+        tu_check(la_peak_amx_bf16_gflops(1, 0.01) > 0, "amx peak measured, 1 thread");
+        tu_check(la_peak_amx_bf16_gflops(2, 0.01) > 0, "amx peak measured, 2 threads");
+    } else {
+        tu_check(la_peak_amx_bf16_gflops(1, 0.01) == 0, "amx peak 0 without AMX");
+    }
 }
 
 /* la_claim_next hands every item of [0, n) out exactly once, in nonempty

@@ -218,10 +218,21 @@ static timing time_run(harness_case *c, la_context *ctx, double budget_s, bool c
 /* The ceiling a case is a ratio to, measured now, at the context's level. */
 static double measure_ceiling(harness_ceiling kind, la_simd simd, const harness_perf_opts *o) {
     if (kind == HARNESS_CEIL_READ_BW) return la_peak_read_gbps(o->threads, o->bandwidth_bytes);
+    if (kind == HARNESS_CEIL_AMX_BF16) return la_peak_amx_bf16_gflops(o->threads, o->ceiling_s);
     double fma = la_peak_fma_gflops(simd, o->threads, o->ceiling_s);
     if (kind == HARNESS_CEIL_FP32_FMA) return fma;
     double bf16 = la_peak_bf16_gflops(simd, o->threads, o->ceiling_s);
     return bf16 > fma ? bf16 : fma;
+}
+
+const char *harness_ceiling_name(harness_ceiling kind) {
+    switch (kind) {
+    case HARNESS_CEIL_FP32_FMA: return "fp32_fma";
+    case HARNESS_CEIL_BF16: return "bf16";
+    case HARNESS_CEIL_READ_BW: return "read_bw";
+    case HARNESS_CEIL_AMX_BF16: return "amx_bf16";
+    }
+    return "unknown";
 }
 
 static bool bandwidth_bound(const harness_case *c) { return c->ceiling == HARNESS_CEIL_READ_BW; }
@@ -257,8 +268,8 @@ static void print_header(const harness_case *c, const harness_fields *fs, const 
     if (o->json) return;
     for (int i = 0; i < fs->n; i++) printf("%*s ", TEXT_FIELD_WIDTH, fs->f[i].key);
     bool bw = bandwidth_bound(c);
-    printf("%10s %10s %10s %7s %8s %9s%s\n", "ms", bw ? "GB/s" : "GFLOP/s", bw ? "peak_GB/s" : "peak", "ratio",
-           "rss_MB", "B/token", o->sampled_error ? "       err" : "");
+    printf("%10s %10s %10s %7s %8s %9s%s %s\n", "ms", bw ? "GB/s" : "GFLOP/s", bw ? "peak_GB/s" : "peak", "ratio",
+           "rss_MB", "B/token", o->sampled_error ? "       err" : "", "ceiling");
 }
 
 static void print_skip(const harness_case *c, const harness_fields *fs, const harness_perf_opts *o, double est_s) {
@@ -297,7 +308,7 @@ static void print_results(harness_case *c, const harness_perf_opts *o, double ms
 
 /* The row: JSON fields as the bench has always printed them. */
 static void print_row(harness_case *c, const harness_fields *fs, const harness_perf_opts *o, la_simd simd,
-                      const timing *t, double ceiling, double err) {
+                      const timing *t, harness_ceiling kind, double ceiling, double err) {
     bool bw = bandwidth_bound(c);
     double figure = work(c) / (t->ms * 1e-3) / 1e9, ratio = figure / ceiling;
     double per_token = t->workspace_bytes / (double)(c->tokens > 0 ? c->tokens : 1);
@@ -309,6 +320,7 @@ static void print_row(harness_case *c, const harness_fields *fs, const harness_p
         printf(bw ? "%10.4f %10.2f %10.2f" : "%10.3f %10.1f %10.1f", t->ms, figure, ceiling);
         printf(" %7.3f %8.1f %9.0f", ratio, t->rss_mb, per_token);
         if (o->sampled_error) printf(" %9s", err_text);
+        printf(" %s", harness_ceiling_name(kind));
         print_results(c, o, t->ms);
         printf("\n");
     } else {
@@ -318,6 +330,7 @@ static void print_row(harness_case *c, const harness_fields *fs, const harness_p
             printf(fs->f[i].quoted ? ",\"%s\":\"%s\"" : ",\"%s\":%s", fs->f[i].key, fs->f[i].value);
         if (bw) printf(",\"ms\":%.4f,\"gbps\":%.2f,\"peak_gbps\":%.2f", t->ms, figure, ceiling);
         else printf(",\"ms\":%.3f,\"gflops\":%.2f,\"peak_gflops\":%.1f", t->ms, figure, ceiling);
+        printf(",\"ceiling\":\"%s\"", harness_ceiling_name(kind));
         printf(",\"ratio\":%.3f,\"cpu_ms\":%.3f,\"peak_rss_mb\":%.1f,\"bytes_per_token\":%.0f", ratio, t->cpu_ms,
                t->rss_mb, per_token);
         if (c->tokens > 0) printf(",\"tokens_per_s\":%.0f", (double)c->tokens / (t->ms * 1e-3));
@@ -342,16 +355,17 @@ static double perf_timed(harness_case *c, const harness_fields *fs, const harnes
     /* A ceiling measured once per run, while a neighbour ran, against a
      * kernel timed after it left gave ratios above 1: measure right before
      * and right after the row and keep the higher. */
-    double before = measure_ceiling(c->ceiling, simd, o);
+    const harness_ceiling kind = c->ops->ceiling_on ? c->ops->ceiling_on(c, ctx) : c->ceiling;
+    double before = measure_ceiling(kind, simd, o);
     timing t = time_run(c, ctx, o->time_budget_s, o->cold);
-    double after = measure_ceiling(c->ceiling, simd, o);
+    double after = measure_ceiling(kind, simd, o);
     if (t.status != LA_OK) {
         print_failure(c, fs, o, t.error);
         return 0;
     }
     double err = NAN;
     if (o->sampled_error && c->ops->reference(c, true)) err = c->ops->check(c, "sampled", false);
-    print_row(c, fs, o, simd, &t, before > after ? before : after, err);
+    print_row(c, fs, o, simd, &t, kind, before > after ? before : after, err);
     return t.ms;
 }
 

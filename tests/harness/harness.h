@@ -70,8 +70,12 @@ typedef enum {
     HARNESS_CEIL_FP32_FMA, /* f32 inputs: the FP32 FMA peak */
     HARNESS_CEIL_BF16,     /* bf16/f16 inputs: the faster of the FP32 FMA and BF16 dot peaks (the
                               kernels widen to f32, so a slow vdpbf16ps must not flatter them) */
-    HARNESS_CEIL_READ_BW   /* memory-bound: read bandwidth */
+    HARNESS_CEIL_READ_BW,  /* memory-bound: read bandwidth */
+    HARNESS_CEIL_AMX_BF16  /* ran on AMX tiles (la_matmul's amx_bf16 path): the TDPBF16PS peak */
 } harness_ceiling;
+
+/* The ceiling's name in a row ("ceiling" field): fp32_fma, bf16, read_bw, amx_bf16. */
+const char *harness_ceiling_name(harness_ceiling kind);
 
 typedef struct harness_case harness_case;
 
@@ -110,6 +114,10 @@ typedef struct {
      * the timing (block-sparse attention's density, recall, selection time
      * and speed-up over the dense kernel); ms is the row's median time. */
     void (*results)(harness_case *c, double ms, harness_fields *out);
+    /* Optional (NULL: c->ceiling): the ceiling of the case's run on ctx,
+     * where the kernel the library picks there decides it (la_matmul's
+     * amx_bf16 path against the AMX peak, its other paths the FMA one). */
+    harness_ceiling (*ceiling_on)(const harness_case *c, la_context *ctx);
 } harness_ops;
 
 /* Every case file names its callbacks alike, so its table reads

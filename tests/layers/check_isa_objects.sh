@@ -8,7 +8,8 @@
 # vdpbf16ps (the BF16 ceiling loop and la_matmul's dot_bf16 kernel,
 # src/cpu/quant/matmul_bf16_isa.c, use it), and the plainly built objects
 # hold none (they run on every CPU). AMX tile instructions appear
-# in the AMX kernel's object alone (src/cpu/quant/matmul_amx.c, called only
+# in the AMX kernel's object alone (src/cpu/quant/matmul_amx.c: la_matmul's
+# kernel and la_peak_amx_bf16_gflops' loop, called only
 # where the CPU, the OS and the context allow them): not in any ISA copy nor
 # in the plainly built objects; and the AMX object, when the compiler built
 # one, does hold tdpbf16ps.

@@ -1,9 +1,10 @@
 /* This machine's ceilings (la_peak_*, public): the FMA and BF16 dot
- * throughput loops and the read-bandwidth loop of peak_isa.c, run by every
- * thread at once. */
+ * throughput loops and the read-bandwidth loop of peak_isa.c, and the AMX
+ * tile loop of matmul_amx.c, run by every thread at once. */
 #include "cpu/isa.h"
 
 #include "base/parallel.h"
+#include "cpu/quant/quant_kernels.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -57,6 +58,19 @@ double la_peak_bf16_gflops(la_simd simd, int threads, double seconds) {
         !(seconds > 0 && seconds < INFINITY))
         return 0;
     return parallel_rate(la_peak_bf16_run_avx512_bf16, threads, seconds);
+}
+
+/* The AMX loop lives in matmul_amx.c, the one object built with the AMX
+ * flags (tests/layers/check_isa_objects.sh); where the compiler has none,
+ * la_amx_usable says no and this returns 0. */
+double la_peak_amx_bf16_gflops(int threads, double seconds) {
+    if (threads < 1 || threads > PEAK_MAX_THREADS || !(seconds > 0 && seconds < INFINITY) || !la_amx_usable(NULL))
+        return 0;
+#if defined(LA_HAVE_AMX)
+    return parallel_rate(la_peak_amx_run, threads, seconds);
+#else
+    return 0;
+#endif
 }
 
 /* The bandwidth loops' buffer, on 2 MB transparent huge pages where the OS

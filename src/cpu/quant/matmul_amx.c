@@ -4,7 +4,8 @@
  * for the conversions); CMake builds it only where the compiler has those
  * flags, la_cpu_matmul calls it only where la_amx_usable said yes and the
  * context's level is avx512 or above (tests/layers/check_isa_objects.sh
- * checks that no other object holds an AMX instruction).
+ * checks that no other object holds an AMX instruction). The AMX ceiling's
+ * loop (la_peak_amx_run, driven by cpu/peak/peak.c) is here for that reason.
  *
  * - Tiles (all 16 rows of 64 bytes): C0..C3 (tmm0-3) a 2 x 2 block of f32
  *   outputs, 32 tokens x 32 weight rows; A0, A1 (tmm4-5) 16 tokens x 32 k
@@ -172,4 +173,38 @@ la_status la_quant_matmul_amx(la_context *ctx, la_ggml_type t, const void *W, si
         _tile_release();
     }
     return LA_OK;
+}
+
+/* The ceiling of the path above: TDPBF16PS alone, on tiles already loaded,
+ * the loads and packing the kernel also does left out. Four independent C
+ * tiles (as the kernel's 2 x 2 block) so an instruction never waits for
+ * the one before it. Each thread configures its own tiles (the tile
+ * configuration is per thread, as in la_quant_matmul_amx); the process's
+ * permission was asked for by la_amx_usable. */
+double la_peak_amx_run(int64_t iters) {
+    /* small bf16 values (1/128; the pairs 0x3c003c00): the sums stay far
+     * from overflow however long the loop, and no input is denormal */
+    uint32_t ab[16 * 16];
+    float out[16 * 16];
+    for (int i = 0; i < 16 * 16; i++) ab[i] = 0x3c003c00u;
+    amx_configure();
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    _tile_loadd(4, ab, 64);
+    _tile_loadd(5, ab, 64);
+    _tile_loadd(6, ab, 64);
+    _tile_loadd(7, ab, 64);
+    for (int64_t i = 0; i < iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, 64); /* keeps the products alive */
+    _tile_release();
+    volatile float sink = out[0];
+    (void)sink;
+    return (double)iters * 4.0 * (2.0 * 16 * 16 * 32);
 }

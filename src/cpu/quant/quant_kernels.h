@@ -96,6 +96,10 @@ la_mm_path la_cpu_matmul_path(const la_context *ctx, la_ggml_type t, int64_t col
  * only when the compiler has them); only where la_amx_usable said yes. */
 la_status la_quant_matmul_amx(la_context *ctx, la_ggml_type t, const void *W, size_t rb, int64_t rows, int64_t cols,
                               const float *X, int64_t n, float *Y);
+/* The AMX ceiling's loop (la_peak_amx_bf16_gflops, cpu/peak/peak.c): iters
+ * x 4 TDPBF16PS on the calling thread; returns the flops it did. Only
+ * where la_amx_usable said yes (it asks the kernel for the tile state). */
+double la_peak_amx_run(int64_t iters);
 #endif
 /* Y = X W^T for n > 1 with VDPBF16PS (matmul_bf16_isa.c, which has a body
  * in its avx512_bf16 copy only); only at SIMD level avx512_bf16. */
