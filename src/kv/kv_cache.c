@@ -1,7 +1,7 @@
 /* The paged K/V cache (include/longattn.h, "KV cache").
  *
- * Memory: one reservation of address space for K and one for V, each
- * [layers][heads][seqs][pages][page_size][head_dim] elements, and one for the
+ * Memory: one reservation of address space per layer for K and one for V,
+ * [heads][seqs][pages][page_size][head_dim] elements, and one for the
  * positions, [layers][heads][seqs][max_tokens] int32. Reserved as
  * PROT_NONE, so it costs no memory; a page is committed (made writable)
  * when an append first reaches it and handed back (MADV_DONTNEED, then
@@ -14,20 +14,14 @@
  * (a neighbour's boundary page may be committed early: harmless), frees
  * round in (an OS page that still holds someone's rows is never freed).
  *
- * Where one layer's K (or V) regions together take 1 MB or more, the
+ * Where one (layer, head, sequence) region is 2 MB or more, its layer's
  * reservation is 2 MB-aligned and advised as transparent huge pages
- * (MADV_HUGEPAGE), and its commits and frees go in 2 MB steps of the
- * address (steps may straddle regions and layers): a decode over 32K
- * tokens streams hundreds of MB, and on 4 KB pages each 4 KB is a TLB miss
- * and a stop for the hardware prefetchers (s22: q8 at 32K 2.9 against
- * 3.5 ms). A small model's heads at 8K (SmolLM2: 0.6 MB of q8 codes a
- * head, 1.8 MB a layer) gain the same (s25-gen, Intel Xeon VM: a plain
- * 2-thread read 33 against 25 GB/s, the f16 / q8 generation steps at 8K
- * faster, BENCHMARKS.md); regions of a layer share steps, so the threshold
- * is the layer's size, not a region's. The cost: commits round out to
- * 2 MB, so a short context in a large reservation commits up to one huge
- * page per region early (at most the whole reservation). Smaller layers
- * keep 4 KB pages, so small caches do not pay 2 MB each.
+ * (MADV_HUGEPAGE), and its commits and frees go in 2 MB steps: a decode
+ * over 32K tokens streams hundreds of MB, and on 4 KB pages each 4 KB is
+ * a TLB miss and a stop for the hardware prefetchers (s22: q8 at 32K
+ * 2.9 against 3.5 ms). The cost: up to one huge page per region past its
+ * last row, committed early. Smaller regions (a small model's heads at 8K)
+ * keep 4 KB pages, so a short context does not pay 2 MB a head.
  *
  * Quantised caches (params.quant, format in backend/kvq_problem.h): the
  * reservations hold quantised pages for slots [0, qlen) of each (layer,
@@ -58,10 +52,9 @@ struct la_kv_cache {
     size_t kreg, vreg;     /* one (layer, head, sequence) of K / V: pages * page bytes */
     size_t klayer, vlayer; /* one layer of K / V: heads * seqs regions */
     size_t kgran, vgran;   /* commit and free steps of the K / V reservations: the OS page or HUGE_PAGE */
-    size_t kres, vres;     /* bytes of the K / V reservation: layers * klayer rounded up to its step */
+    size_t kres, vres;     /* bytes of one layer's K / V reservation: klayer rounded up to its step */
     size_t pos_region;     /* bytes of one (layer, head, sequence)'s positions */
-    char *kall, *vall;     /* the K / V reservations */
-    char **k, **v;         /* [layers]: layer l's regions, kall + l * klayer */
+    char **k, **v;         /* [layers] reservations */
     int32_t *pos;          /* reservation: [layers][heads][seqs][max_tokens] */
     int32_t *len;          /* [layers][heads][seqs] entries held */
     int32_t *block_table;  /* [seqs][pages]: s * pages + i */
@@ -84,10 +77,10 @@ static size_t os_page(void) {
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-/* The commit step for layers of layer_bytes each. */
-static size_t commit_step(size_t layer_bytes) {
+/* The commit step for regions of region_bytes each. */
+static size_t commit_step(size_t region_bytes) {
 #ifdef MADV_HUGEPAGE
-    if (layer_bytes >= HUGE_PAGE / 2 && os_page() < HUGE_PAGE) return HUGE_PAGE;
+    if (region_bytes >= HUGE_PAGE && os_page() < HUGE_PAGE) return HUGE_PAGE;
 #endif
     return os_page();
 }
@@ -111,21 +104,19 @@ static void *reserve(size_t bytes, size_t step) {
     return a;
 }
 
-/* Make bytes [off, off + n) from base writable, rounding out to steps of
- * the address (base lies in a reservation aligned to step and a whole
- * number of steps long, so the rounded span stays inside it). */
+/* Make bytes [off, off + n) of a reservation writable, rounding out to step. */
 static bool commit(void *base, size_t off, size_t n, size_t step) {
     if (!n) return true;
-    const uintptr_t a = ((uintptr_t)base + off) / step * step, b = ((uintptr_t)base + off + n + step - 1) / step * step;
-    return mprotect((void *)a, (size_t)(b - a), PROT_READ | PROT_WRITE) == 0;
+    size_t a = off / step * step, b = (off + n + step - 1) / step * step;
+    return mprotect((char *)base + a, b - a, PROT_READ | PROT_WRITE) == 0;
 }
 
-/* Give back the whole steps (of the address) inside bytes [off, off + n) from base. */
+/* Give back the whole steps inside bytes [off, off + n). */
 static void release(void *base, size_t off, size_t n, size_t step) {
-    const uintptr_t a = ((uintptr_t)base + off + step - 1) / step * step, b = ((uintptr_t)base + off + n) / step * step;
+    size_t a = (off + step - 1) / step * step, b = (off + n) / step * step;
     if (b <= a) return;
-    madvise((void *)a, (size_t)(b - a), MADV_DONTNEED);
-    mprotect((void *)a, (size_t)(b - a), PROT_NONE);
+    madvise((char *)base + a, b - a, MADV_DONTNEED);
+    mprotect((char *)base + a, b - a, PROT_NONE);
 }
 
 static int64_t head_index(const la_kv_cache *c, int64_t layer, int64_t head, int64_t seq) {
@@ -216,16 +207,15 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
         !la_mul_size(c.kreg, (size_t)heads_seqs, &c.klayer) || !la_mul_size(c.vreg, (size_t)heads_seqs, &c.vlayer) ||
         !la_mul_size((size_t)c.pages * (size_t)p->page_size, sizeof(int32_t), &c.pos_region) ||
         !la_mul_size(c.pos_region, (size_t)entries, &pos_bytes) || c.klayer > (size_t)INT64_MAX / 2 ||
-        c.vlayer > (size_t)INT64_MAX / 2 || !la_mul_size(c.klayer, (size_t)p->n_layers, &c.kres) ||
-        !la_mul_size(c.vlayer, (size_t)p->n_layers, &c.vres) || c.kres > SIZE_MAX / 2 || c.vres > SIZE_MAX / 2 ||
+        c.vlayer > (size_t)INT64_MAX / 2 ||
         (q && !la_mul_size((size_t)entries, (size_t)(c.f.window_rows * p->head_dim), &win_elems)))
         return la_fail(LA_ERR_OVERFLOW,
                        "la_kv_cache_create: %lld sequences x %lld tokens (pages of %lld) x %lld heads x %lld dims "
                        "do not fit: block ids must fit int32 and bytes size_t",
                        (long long)p->max_seqs, (long long)p->max_tokens, (long long)p->page_size,
                        (long long)p->n_kv_heads, (long long)p->head_dim);
-    c.kgran = commit_step(c.klayer), c.vgran = commit_step(c.vlayer);
-    c.kres = (c.kres + c.kgran - 1) / c.kgran * c.kgran, c.vres = (c.vres + c.vgran - 1) / c.vgran * c.vgran;
+    c.kgran = commit_step(c.kreg), c.vgran = commit_step(c.vreg);
+    c.kres = (c.klayer + c.kgran - 1) / c.kgran * c.kgran, c.vres = (c.vlayer + c.vgran - 1) / c.vgran * c.vgran;
     la_kv_cache *h = calloc(1, sizeof *h);
     if (!h) return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: no memory for the cache");
     *h = c;
@@ -242,13 +232,11 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
         h->wv = calloc(win_elems, sizeof(float));
         ok = h->qlen && h->wk && h->wv;
     }
-    if (ok) {
-        h->kall = reserve(h->kres, h->kgran);
-        h->vall = reserve(h->vres, h->vgran);
-        ok = h->kall && h->vall;
+    for (int64_t l = 0; ok && l < p->n_layers; l++) {
+        h->k[l] = reserve(h->kres, h->kgran);
+        h->v[l] = reserve(h->vres, h->vgran);
+        ok = h->k[l] && h->v[l];
     }
-    for (int64_t l = 0; ok && l < p->n_layers; l++)
-        h->k[l] = h->kall + (size_t)l * h->klayer, h->v[l] = h->vall + (size_t)l * h->vlayer;
     if (!ok) {
         la_kv_cache_destroy(h);
         return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: could not reserve %zu bytes of address space per layer",
@@ -261,8 +249,10 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
 
 void la_kv_cache_destroy(la_kv_cache *c) {
     if (!c) return;
-    if (c->kall) munmap(c->kall, c->kres ? c->kres : 1);
-    if (c->vall) munmap(c->vall, c->vres ? c->vres : 1);
+    for (int64_t l = 0; l < c->p.n_layers; l++) {
+        if (c->k && c->k[l]) munmap(c->k[l], c->kres ? c->kres : 1);
+        if (c->v && c->v[l]) munmap(c->v[l], c->vres ? c->vres : 1);
+    }
     if (c->pos) {
         size_t n = c->pos_region * (size_t)(c->p.n_layers * c->p.n_kv_heads * c->p.max_seqs);
         munmap(c->pos, n ? n : 1);
@@ -832,10 +822,11 @@ la_status la_kv_cache_reset(la_kv_cache *c, int64_t seq) {
                 c->len[i] = 0;
                 if (quantised(c)) c->qlen[i] = 0;
             }
-    if (seq < 0 || c->p.max_seqs == 1) { /* every region empty: also the steps two neighbours shared */
-        release(c->kall, 0, c->kres, c->kgran);
-        release(c->vall, 0, c->vres, c->vgran);
-    }
+    if (seq < 0 || c->p.max_seqs == 1) /* every region empty: also the steps two neighbours shared */
+        for (int64_t l = 0; l < c->p.n_layers; l++) {
+            release(c->k[l], 0, c->kres, c->kgran);
+            release(c->v[l], 0, c->vres, c->vgran);
+        }
     return la_succeed();
 }
 
