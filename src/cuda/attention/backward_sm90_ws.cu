@@ -146,12 +146,18 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_NOADD };
+       BWS_DQ_WG_NOADD, BWS_DQ_WG_BIG, BWS_DQ_WG_BIG_L2, BWS_DQ_WG_SKIP_DK };
 /* wgnoadd (timing builds): wgdk's dQ products without the staging or adds
- * (dQ wrong): what the adds cost, beside wgskip's bound without either */
+ * (dQ wrong): what the adds cost, beside wgskip's bound without either.
+ * wgbig: wgdk with each 64-column half added by two 64-row boxes, issued
+ * by one thread after a warpgroup barrier (4 bulk reduces an item, not 16);
+ * wgbigl2: wgbig with an L2 evict-last policy on them; wgskipdk (timing
+ * builds): wgdk's key warpgroups with warpgroup 2 only producing */
 static constexpr bool bws_is_wg(int dqm) {
-    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_NOADD;
+    return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_NOADD ||
+           dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2 || dqm == BWS_DQ_WG_SKIP_DK;
 }
+static constexpr bool bws_wg_big(int dqm) { return dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2; }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_P16 = 4 };
@@ -270,7 +276,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || bws_wg_big(DQM) || DQM == BWS_DQ_WG_SKIP_DK;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -428,7 +434,7 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
         }
         const uint32_t buf = (uint32_t)(it & 1), sdS = m.sdS0 + buf * T::DS;
         mbar_wait(m.bar_df + 8 * buf, (uint32_t)(it >> 1) & 1); /* both key warpgroups' dS^T */
-        if constexpr (DQM == BWS_DQ_WG_SKIP) {
+        if constexpr (DQM == BWS_DQ_WG_SKIP || DQM == BWS_DQ_WG_SKIP_DK) {
             /* timing bound: the key warpgroups' chain without dQ (dQ wrong) */
             __syncwarp();
             if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
@@ -453,6 +459,42 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
+            continue;
+        }
+        if constexpr (bws_wg_big(DQM)) {
+            /* wgbig: per half, thread 0 waits until the other half's
+             * reduce (issued one half earlier) has read its buffer, the
+             * warpgroup meets once (named barrier 4: every thread's stores
+             * fenced, the other buffer free), and thread 0 adds the half's
+             * two 32-column panels as 64-row boxes. The buffers alternate
+             * by half, so one barrier a half orders both reuses. */
+            uint64_t pol = 0;
+            if constexpr (DQM == BWS_DQ_WG_BIG_L2) pol = l2_evict_last_policy();
+#pragma unroll 1
+            for (int p = 0; p < 2; p++) {
+                wgmma_fence();
+                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
+                wgmma_wait<0>();
+                if (p == 1) {
+                    __syncwarp();
+                    if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
+                }
+                const uint32_t tile = m.sdQ0 + p * T::DQ;
+                bws_dq_stage(tile, acc, wq, g, tq, spread);
+                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
+                if (t128 == 0) bulk_wait_read(); /* the other half's reduce has read its buffer */
+                named_bar_sync(4, 128);
+                if (t128 == 0) {
+#pragma unroll
+                    for (int c = 0; c < 2; c++) {
+                        if constexpr (DQM == BWS_DQ_WG_BIG_L2)
+                            tma_reduce_add_hint(tile + c * BQ * 128, mdq, p * 64 + c * 32, i0, hq, b, pol);
+                        else
+                            tma_reduce_add(tile + c * BQ * 128, mdq, p * 64 + c * 32, i0, hq, b);
+                    }
+                    bulk_commit();
+                }
+            }
             continue;
         }
         wgmma_fence();
@@ -752,6 +794,12 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
             if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG, true>(a, m, flags, stream);
             if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK, true>(a, m, flags, stream);
         }
+        /* the s26 trials, bf16 only (f16 inputs: the launcher takes wgdk) */
+        if (dqm == BWS_DQ_WG_BIG) return launch_bws<DP, F16, 3, BWS_DQ_WG_BIG>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_BIG_L2) return launch_bws<DP, F16, 3, BWS_DQ_WG_BIG_L2>(a, m, flags, stream);
+#ifdef LA_CUDA_TIMING_BOUNDS
+        if (dqm == BWS_DQ_WG_SKIP_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP_DK>(a, m, flags, stream);
+#endif
     }
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
@@ -787,10 +835,13 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
     if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
+    if (pick && !strcmp(pick, "wgbig")) return BWS_DQ_WG_BIG;
+    if (pick && !strcmp(pick, "wgbigl2")) return BWS_DQ_WG_BIG_L2;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
     if (pick && !strcmp(pick, "wgnoadd")) return BWS_DQ_WG_NOADD;
+    if (pick && !strcmp(pick, "wgskipdk")) return BWS_DQ_WG_SKIP_DK;
 #endif
     return BWS_DQ_WG_DK;
 }
@@ -831,11 +882,14 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* so has wg's, at D 128 only: early-dV elsewhere */
     if (bws_is_wg(dqm) && (!bwd90_fast_rule(a->rule) || a->D != 128))
         dqm = bwd90_fast_rule(a->rule) ? BWS_DQ_EARLY_DV : BWS_DQ_EARLY;
+    /* the s26 trials are built for bf16 only */
+    if ((bws_wg_big(dqm) || dqm == BWS_DQ_WG_SKIP_DK) && a->f16) dqm = BWS_DQ_WG_DK;
     const bool reduce =
         dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV || bws_is_wg(dqm);
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
-                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
+                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32,
+                                dqm == BWS_DQ_TMA || bws_wg_big(dqm) ? rows_q : 16))
         dqm = BWS_DQ_ATOMIC;
     if (!reduce || dqm == BWS_DQ_ATOMIC) m[4] = m[0]; /* unused */
     const int flags = bws_flags();
