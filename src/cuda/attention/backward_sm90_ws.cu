@@ -146,16 +146,20 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_NOADD, BWS_DQ_WG_BIG, BWS_DQ_WG_BIG_L2, BWS_DQ_WG_SKIP_DK };
+       BWS_DQ_WG_NOADD, BWS_DQ_WG_BIG, BWS_DQ_WG_BIG_L2, BWS_DQ_WG_SKIP_DK, BWS_DQ_WG_1F, BWS_DQ_WG_NOFENCE };
 /* wgnoadd (timing builds): wgdk's dQ products without the staging or adds
  * (dQ wrong): what the adds cost, beside wgskip's bound without either.
  * wgbig: wgdk with each 64-column half added by two 64-row boxes, issued
  * by one thread after a warpgroup barrier (4 bulk reduces an item, not 16);
  * wgbigl2: wgbig with an L2 evict-last policy on them; wgskipdk (timing
- * builds): wgdk's key warpgroups with warpgroup 2 only producing */
+ * builds): wgdk's key warpgroups with warpgroup 2 only producing.
+ * wg1f: wgdk with both halves staged before one fence and the item's four
+ * warp boxes issued together (one fence and one bulk group an item, not
+ * two); wgnofence (timing builds, dQ may be wrong): wgdk without the fences */
 static constexpr bool bws_is_wg(int dqm) {
     return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_NOADD ||
-           dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2 || dqm == BWS_DQ_WG_SKIP_DK;
+           dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2 || dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_1F ||
+           dqm == BWS_DQ_WG_NOFENCE;
 }
 static constexpr bool bws_wg_big(int dqm) { return dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2; }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
@@ -276,7 +280,8 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || bws_wg_big(DQM) || DQM == BWS_DQ_WG_SKIP_DK;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || bws_wg_big(DQM) || DQM == BWS_DQ_WG_SKIP_DK ||
+                           DQM == BWS_DQ_WG_1F || DQM == BWS_DQ_WG_NOFENCE;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -497,6 +502,56 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
             }
             continue;
         }
+        if constexpr (DQM == BWS_DQ_WG_1F) {
+            /* wg1f: both buffers free once this warp's reduces of item
+             * it - 1 have read them (issued an item ago); half 0 staged
+             * while half 1's product waits, one fence for both, then the
+             * warp's four boxes in one bulk group */
+            if (lane == 0) bulk_wait_read();
+            __syncwarp();
+            wgmma_fence();
+            bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 0);
+            wgmma_wait<0>();
+            bws_dq_stage(m.sdQ0, acc, wq, g, tq, spread);
+            wgmma_fence();
+            bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 1);
+            wgmma_wait<0>();
+            __syncwarp();
+            if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
+            bws_dq_stage(m.sdQ0 + T::DQ, acc, wq, g, tq, spread);
+            fence_proxy_async(); /* this thread's stores of both halves, before the TMA reads them */
+            __syncwarp();
+            if (lane == 0) {
+#pragma unroll
+                for (int p = 0; p < 2; p++)
+#pragma unroll
+                    for (int c = 0; c < 2; c++)
+                        tma_reduce_add(m.sdQ0 + p * T::DQ + c * BQ * 128 + wq * 16 * 128, mdq, p * 64 + c * 32, i0 + wq * 16,
+                                       hq, b);
+                bulk_commit();
+            }
+            continue;
+        }
+#ifdef LA_CUDA_TIMING_BOUNDS
+        if constexpr (DQM == BWS_DQ_WG_NOFENCE) {
+            /* timing bound: wgdk's adds without the two fences (the TMA may
+             * read stale staging: dQ may be wrong) */
+#pragma unroll 1
+            for (int p = 0; p < 2; p++) {
+                wgmma_fence();
+                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
+                wgmma_wait<0>();
+                __syncwarp();
+                if (p == 1 && lane == 0) mbar_arrive(m.bar_de + 8 * buf);
+                if (lane == 0) bulk_wait_read_but1();
+                __syncwarp();
+                bws_dq_stage(m.sdQ0 + p * T::DQ, acc, wq, g, tq, spread);
+                __syncwarp();
+                if (lane == 0) bws_dq_reduce_add<DP>(m.sdQ0 + p * T::DQ, mdq, p, wq, i0, hq, b);
+            }
+            continue;
+        }
+#endif
         wgmma_fence();
         bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 0);
         wgmma_wait<0>();
@@ -799,11 +854,13 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
         if (dqm == BWS_DQ_WG_BIG_L2) return launch_bws<DP, F16, 3, BWS_DQ_WG_BIG_L2>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP_DK>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_NOFENCE) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOFENCE>(a, m, flags, stream);
 #endif
     }
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_1F) return launch_bws<DP, F16, 3, BWS_DQ_WG_1F>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_NOADD) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOADD>(a, m, flags, stream);
@@ -837,11 +894,13 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
     if (pick && !strcmp(pick, "wgbig")) return BWS_DQ_WG_BIG;
     if (pick && !strcmp(pick, "wgbigl2")) return BWS_DQ_WG_BIG_L2;
+    if (pick && !strcmp(pick, "wg1f")) return BWS_DQ_WG_1F;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
     if (pick && !strcmp(pick, "wgnoadd")) return BWS_DQ_WG_NOADD;
     if (pick && !strcmp(pick, "wgskipdk")) return BWS_DQ_WG_SKIP_DK;
+    if (pick && !strcmp(pick, "wgnofence")) return BWS_DQ_WG_NOFENCE;
 #endif
     return BWS_DQ_WG_DK;
 }
@@ -883,7 +942,7 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     if (bws_is_wg(dqm) && (!bwd90_fast_rule(a->rule) || a->D != 128))
         dqm = bwd90_fast_rule(a->rule) ? BWS_DQ_EARLY_DV : BWS_DQ_EARLY;
     /* the s26 trials are built for bf16 only */
-    if ((bws_wg_big(dqm) || dqm == BWS_DQ_WG_SKIP_DK) && a->f16) dqm = BWS_DQ_WG_DK;
+    if ((bws_wg_big(dqm) || dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_NOFENCE) && a->f16) dqm = BWS_DQ_WG_DK;
     const bool reduce =
         dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV || bws_is_wg(dqm);
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
