@@ -124,6 +124,12 @@
  * (warpgroup 2 at 104) serialise wgdk's wgmma (C7512) and spill. The
  * timing bound wgnoadd (wgdk without the adds) ran 579-587: the staging and
  * reduce-adds cost 4-6%.
+ * Twenty-sixth session (BENCHMARKS s26-cuda, H200, same call as wgdk
+ * 544-561): each half added as two 64-row boxes by one thread after a
+ * warpgroup barrier (4 bulk reduces an item, not 16), with or without an
+ * L2 evict-last policy on them: 0.973-0.984x wgdk, taken out (commit
+ * 00a6243). The bound wgskipdk (wgdk's key warpgroups, no dQ) ran 1.12-1.18x
+ * wgdk, wgnoadd 1.06x. wg1f and wgnofence below were not run (no machine).
  *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
@@ -146,22 +152,19 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_NOADD, BWS_DQ_WG_BIG, BWS_DQ_WG_BIG_L2, BWS_DQ_WG_SKIP_DK, BWS_DQ_WG_1F, BWS_DQ_WG_NOFENCE };
+       BWS_DQ_WG_NOADD, BWS_DQ_WG_SKIP_DK, BWS_DQ_WG_1F, BWS_DQ_WG_NOFENCE };
 /* wgnoadd (timing builds): wgdk's dQ products without the staging or adds
- * (dQ wrong): what the adds cost, beside wgskip's bound without either.
- * wgbig: wgdk with each 64-column half added by two 64-row boxes, issued
- * by one thread after a warpgroup barrier (4 bulk reduces an item, not 16);
- * wgbigl2: wgbig with an L2 evict-last policy on them; wgskipdk (timing
- * builds): wgdk's key warpgroups with warpgroup 2 only producing.
- * wg1f: wgdk with both halves staged before one fence and the item's four
- * warp boxes issued together (one fence and one bulk group an item, not
- * two); wgnofence (timing builds, dQ may be wrong): wgdk without the fences */
+ * (dQ wrong): what the adds cost, beside wgskip's bound without either;
+ * wgskipdk (timing builds): wgdk's key warpgroups with warpgroup 2 only
+ * producing (s26: 1.12-1.18x wgdk, H200). wg1f (s26, compiled clean, not
+ * yet run on a GPU): wgdk with both halves staged before one fence and
+ * each warp's four boxes issued in one bulk group (one fence and one group
+ * an item, not two); wgnofence (timing builds, s26, not yet run; dQ may be
+ * wrong): wgdk's adds without the fences, what the fences cost */
 static constexpr bool bws_is_wg(int dqm) {
     return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_NOADD ||
-           dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2 || dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_1F ||
-           dqm == BWS_DQ_WG_NOFENCE;
+           dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_1F || dqm == BWS_DQ_WG_NOFENCE;
 }
-static constexpr bool bws_wg_big(int dqm) { return dqm == BWS_DQ_WG_BIG || dqm == BWS_DQ_WG_BIG_L2; }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
 enum { BWS_SPREAD = 1, BWS_BOUND_NO_REDUCE = 2, BWS_P16 = 4 };
@@ -280,7 +283,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || bws_wg_big(DQM) || DQM == BWS_DQ_WG_SKIP_DK ||
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || DQM == BWS_DQ_WG_SKIP_DK ||
                            DQM == BWS_DQ_WG_1F || DQM == BWS_DQ_WG_NOFENCE;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
@@ -464,42 +467,6 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
             }
             __syncwarp();
             if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
-            continue;
-        }
-        if constexpr (bws_wg_big(DQM)) {
-            /* wgbig: per half, thread 0 waits until the other half's
-             * reduce (issued one half earlier) has read its buffer, the
-             * warpgroup meets once (named barrier 4: every thread's stores
-             * fenced, the other buffer free), and thread 0 adds the half's
-             * two 32-column panels as 64-row boxes. The buffers alternate
-             * by half, so one barrier a half orders both reuses. */
-            uint64_t pol = 0;
-            if constexpr (DQM == BWS_DQ_WG_BIG_L2) pol = l2_evict_last_policy();
-#pragma unroll 1
-            for (int p = 0; p < 2; p++) {
-                wgmma_fence();
-                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
-                wgmma_wait<0>();
-                if (p == 1) {
-                    __syncwarp();
-                    if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
-                }
-                const uint32_t tile = m.sdQ0 + p * T::DQ;
-                bws_dq_stage(tile, acc, wq, g, tq, spread);
-                fence_proxy_async(); /* this thread's stores, before the TMA reads them */
-                if (t128 == 0) bulk_wait_read(); /* the other half's reduce has read its buffer */
-                named_bar_sync(4, 128);
-                if (t128 == 0) {
-#pragma unroll
-                    for (int c = 0; c < 2; c++) {
-                        if constexpr (DQM == BWS_DQ_WG_BIG_L2)
-                            tma_reduce_add_hint(tile + c * BQ * 128, mdq, p * 64 + c * 32, i0, hq, b, pol);
-                        else
-                            tma_reduce_add(tile + c * BQ * 128, mdq, p * 64 + c * 32, i0, hq, b);
-                    }
-                    bulk_commit();
-                }
-            }
             continue;
         }
         if constexpr (DQM == BWS_DQ_WG_1F) {
@@ -849,9 +816,7 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
             if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG, true>(a, m, flags, stream);
             if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK, true>(a, m, flags, stream);
         }
-        /* the s26 trials, bf16 only (f16 inputs: the launcher takes wgdk) */
-        if (dqm == BWS_DQ_WG_BIG) return launch_bws<DP, F16, 3, BWS_DQ_WG_BIG>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_BIG_L2) return launch_bws<DP, F16, 3, BWS_DQ_WG_BIG_L2>(a, m, flags, stream);
+        /* s26's timing bounds, bf16 only (f16 inputs: the launcher takes wgdk) */
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP_DK>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_NOFENCE) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOFENCE>(a, m, flags, stream);
@@ -880,7 +845,10 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
  * since the twenty-fifth session: fwd+bwd +8-11% on earlydv, H100): dQ in
  * a third warpgroup at D 128 with the fast rule, earlydv / early
  * elsewhere; wgskip (timing builds: wg without dQ); wgnoadd (timing
- * builds: wgdk's dQ products without the staging or adds).
+ * builds: wgdk's dQ products without the staging or adds); wg1f (wgdk with
+ * one fence and one bulk group an item; not yet run on a GPU); wgskipdk,
+ * wgnofence (timing builds, bf16: wgdk's key warpgroups without dQ; wgdk
+ * without the staging's fences).
  * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order.
  * LA_CUDA_BACKWARD_WG_P=f16 (wg / wgdk, bf16 inputs): dS^T from an f16 copy
  * of P^T (P's rounding in dS 2^-11, not bf16's 2^-9; ~1.2% slower). */
@@ -892,8 +860,6 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
     if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
-    if (pick && !strcmp(pick, "wgbig")) return BWS_DQ_WG_BIG;
-    if (pick && !strcmp(pick, "wgbigl2")) return BWS_DQ_WG_BIG_L2;
     if (pick && !strcmp(pick, "wg1f")) return BWS_DQ_WG_1F;
 #ifdef LA_CUDA_TIMING_BOUNDS
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
@@ -941,14 +907,13 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* so has wg's, at D 128 only: early-dV elsewhere */
     if (bws_is_wg(dqm) && (!bwd90_fast_rule(a->rule) || a->D != 128))
         dqm = bwd90_fast_rule(a->rule) ? BWS_DQ_EARLY_DV : BWS_DQ_EARLY;
-    /* the s26 trials are built for bf16 only */
-    if ((bws_wg_big(dqm) || dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_NOFENCE) && a->f16) dqm = BWS_DQ_WG_DK;
+    /* s26's timing bounds are built for bf16 only */
+    if ((dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_NOFENCE) && a->f16) dqm = BWS_DQ_WG_DK;
     const bool reduce =
         dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV || bws_is_wg(dqm);
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
     if (reduce && !ws_map_typed(&m[4], CU_TENSOR_MAP_DATA_TYPE_FLOAT32, 4, a->dq_acc, a->D, a->Lq, a->H, a->num_seqs,
-                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32,
-                                dqm == BWS_DQ_TMA || bws_wg_big(dqm) ? rows_q : 16))
+                                a->H * a->D, a->D, a->Lq * a->H * a->D, 32, dqm == BWS_DQ_TMA ? rows_q : 16))
         dqm = BWS_DQ_ATOMIC;
     if (!reduce || dqm == BWS_DQ_ATOMIC) m[4] = m[0]; /* unused */
     const int flags = bws_flags();

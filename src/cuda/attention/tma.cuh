@@ -74,20 +74,6 @@ static __device__ __forceinline__ void tma_reduce_add(uint32_t src, const CUtens
                  "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src)
                  : "memory");
 }
-/* the same with an L2 cache policy (createpolicy's 64-bit descriptor) */
-static __device__ __forceinline__ void tma_reduce_add_hint(uint32_t src, const CUtensorMap *map, int c0, int c1, int c2,
-                                                           int c3, uint64_t policy) {
-    asm volatile("cp.reduce.async.bulk.tensor.4d.global.shared::cta.add.tile.bulk_group.L2::cache_hint"
-                 " [%0, {%1, %2, %3, %4}], [%5], %6;\n" ::"l"(reinterpret_cast<uint64_t>(map)),
-                 "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(src), "l"(policy)
-                 : "memory");
-}
-/* an L2 policy that keeps what it covers (evict_last) */
-static __device__ __forceinline__ uint64_t l2_evict_last_policy() {
-    uint64_t p;
-    asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;\n" : "=l"(p));
-    return p;
-}
 static __device__ __forceinline__ void bulk_commit() { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
 static __device__ __forceinline__ void bulk_wait_read() { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
 /* ... all but the newest group have read their source */
