@@ -825,8 +825,9 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_1F) return launch_bws<DP, F16, 3, BWS_DQ_WG_1F>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
+        /* wg1f is built only with the timing bounds until it has run on a GPU */
+        if (dqm == BWS_DQ_WG_1F) return launch_bws<DP, F16, 3, BWS_DQ_WG_1F>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_NOADD) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOADD>(a, m, flags, stream);
 #endif
@@ -845,8 +846,9 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
  * since the twenty-fifth session: fwd+bwd +8-11% on earlydv, H100): dQ in
  * a third warpgroup at D 128 with the fast rule, earlydv / early
  * elsewhere; wgskip (timing builds: wg without dQ); wgnoadd (timing
- * builds: wgdk's dQ products without the staging or adds); wg1f (wgdk with
- * one fence and one bulk group an item; not yet run on a GPU); wgskipdk,
+ * builds: wgdk's dQ products without the staging or adds); wg1f (timing
+ * builds until it has run on a GPU: wgdk with one fence and one bulk group
+ * an item); wgskipdk,
  * wgnofence (timing builds, bf16: wgdk's key warpgroups without dQ; wgdk
  * without the staging's fences).
  * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order.
@@ -860,8 +862,8 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "warp")) return BWS_DQ_WARP;
     if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
-    if (pick && !strcmp(pick, "wg1f")) return BWS_DQ_WG_1F;
 #ifdef LA_CUDA_TIMING_BOUNDS
+    if (pick && !strcmp(pick, "wg1f")) return BWS_DQ_WG_1F;
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
     if (pick && !strcmp(pick, "wgnoadd")) return BWS_DQ_WG_NOADD;
