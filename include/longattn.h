@@ -136,6 +136,15 @@ LA_API const char *la_simd_name(la_simd s);
 LA_API la_simd la_simd_detected(void);
 /* Highest level this CPU can run, ignoring LONGATTN_SIMD. */
 LA_API la_simd la_simd_hardware(void);
+/* Whether the environment switches the library reads hold values it
+ * knows: LONGATTN_SIMD (a level above, any case), LONGATTN_BF16 (0, 1 or
+ * dot) and LONGATTN_AMX (0 or 1), each unset or empty too. The library
+ * never prints, and ignores a value it does not know (the default
+ * applies: for LONGATTN_SIMD the hardware's level), so a program that
+ * wants such a typo seen calls this once: LA_OK, or LA_ERR_ARGUMENT with a
+ * message naming the variable, its value and the accepted values (the
+ * longattn CLI prints it as a warning). */
+LA_API la_status la_env_check(void);
 
 typedef struct la_context la_context;
 

@@ -5,6 +5,7 @@
 #include "base/base.h"
 
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -309,16 +310,24 @@ la_status la_gguf_open(const char *path, la_gguf **out) {
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
     *out = NULL;
     if (!path) return la_fail(LA_ERR_NULL, "path is NULL");
+    /* each failure with the system's reason: "cannot open" alone did not
+     * tell a missing file from one without read permission, and a directory
+     * was "cannot memory-map" */
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return la_fail(LA_ERR_IO, "cannot open '%s'", path);
+    if (fd < 0) return la_fail(LA_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+    const int stat_failed = fstat(fd, &sb) != 0 ? errno : 0;
+    if (stat_failed || !S_ISREG(sb.st_mode) || sb.st_size <= 0) {
         close(fd);
-        return la_fail(LA_ERR_IO, "cannot stat '%s' or it is empty", path);
+        if (stat_failed) return la_fail(LA_ERR_IO, "cannot stat '%s': %s", path, strerror(stat_failed));
+        if (S_ISDIR(sb.st_mode)) return la_fail(LA_ERR_IO, "'%s' is a directory, not a GGUF file", path);
+        if (!S_ISREG(sb.st_mode)) return la_fail(LA_ERR_IO, "'%s' is not a regular file (a GGUF file is mapped whole)", path);
+        return la_fail(LA_ERR_IO, "'%s' is empty", path);
     }
     void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int map_failed = m == MAP_FAILED ? errno : 0;
     close(fd);
-    if (m == MAP_FAILED) return la_fail(LA_ERR_IO, "cannot memory-map '%s'", path);
+    if (map_failed) return la_fail(LA_ERR_IO, "cannot memory-map '%s': %s", path, strerror(map_failed));
     la_gguf *g = calloc(1, sizeof *g);
     if (!g) {
         munmap(m, (size_t)sb.st_size);

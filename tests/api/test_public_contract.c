@@ -28,6 +28,44 @@ static void check_base(void) {
     CHECK(la_simd_name((la_simd)-3) != NULL);
     CHECK(la_simd_detected() <= la_simd_hardware());
 
+    /* la_env_check: the library ignores a switch value it does not know
+     * (it never prints); this call names it, its value and the accepted ones */
+    const char *const env_names[] = {"LONGATTN_SIMD", "LONGATTN_BF16", "LONGATTN_AMX"};
+    char *env_saved[3];
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(env_names[i]);
+        env_saved[i] = v ? strdup(v) : NULL;
+        unsetenv(env_names[i]);
+    }
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_SIMD", "avx-512", 1);
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_SIMD='avx-512'") && strstr(la_last_error(), "scalar, avx2, avx512 or avx512_bf16"));
+    CHECK(la_simd_detected() == la_simd_hardware()); /* ignored: the hardware's level */
+    setenv("LONGATTN_SIMD", "AVX2", 1); /* any case, as la_simd_detected reads it */
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_SIMD", "", 1);
+    EXPECT_OK(la_env_check());
+    unsetenv("LONGATTN_SIMD");
+    setenv("LONGATTN_BF16", "off", 1);
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_BF16='off'") && strstr(la_last_error(), "dot"));
+    setenv("LONGATTN_BF16", "dot", 1);
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_BF16", "0", 1);
+    EXPECT_OK(la_env_check());
+    unsetenv("LONGATTN_BF16");
+    setenv("LONGATTN_AMX", "dot", 1); /* dot is LONGATTN_BF16's alone */
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_AMX='dot'") != NULL);
+    setenv("LONGATTN_AMX", "1", 1);
+    EXPECT_OK(la_env_check());
+    for (int i = 0; i < 3; i++) {
+        if (env_saved[i]) setenv(env_names[i], env_saved[i], 1);
+        else unsetenv(env_names[i]);
+        free(env_saved[i]);
+    }
+
     /* la_set_error / la_clear_error / la_last_error */
     CHECK(la_set_error(LA_ERR_SHAPE, "custom %d", 7) == LA_ERR_SHAPE);
     CHECK(strstr(la_last_error(), "custom 7") != NULL);
@@ -1228,6 +1266,10 @@ static void check_formats(void) {
     EXPECT(la_gguf_open("README.md", NULL), LA_ERR_NULL);
     EXPECT(la_gguf_open("/nonexistent/model.gguf", &g), LA_ERR_IO);
     CHECK(g == NULL);
+    /* the system's reason: "cannot open" alone, and "cannot memory-map" for a directory */
+    CHECK(strstr(la_last_error(), "No such file or directory") != NULL);
+    EXPECT(la_gguf_open("tests", &g), LA_ERR_IO);
+    CHECK(strstr(la_last_error(), "'tests' is a directory") != NULL);
     EXPECT(la_gguf_open("README.md", &g), LA_ERR_FORMAT);
     static const unsigned char magic_only[] = {'G', 'G', 'U', 'F', 3, 0, 0, 0};
     EXPECT(la_gguf_open_memory(magic_only, sizeof magic_only, &g), LA_ERR_FORMAT);
