@@ -412,7 +412,7 @@ la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out) {
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (!int_of(kv->type, kv->value, out)) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not an integer", key);
-    return LA_OK;
+    return la_succeed();
 }
 
 la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
@@ -420,10 +420,10 @@ la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     int64_t i;
-    if (f32_of(kv->type, kv->value, out)) return LA_OK;
+    if (f32_of(kv->type, kv->value, out)) return la_succeed();
     if (int_of(kv->type, kv->value, &i)) {
         *out = (float)i;
-        return LA_OK;
+        return la_succeed();
     }
     return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a number", key);
 }
@@ -434,7 +434,7 @@ la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (kv->type != LA_GGUF_STRING) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a string", key);
     string_record(kv->value, out);
-    return LA_OK;
+    return la_succeed();
 }
 
 /* Arrays of strings are walked from the start: string records vary in size.
@@ -449,7 +449,7 @@ la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) 
     const uint8_t *p = kv->value;
     for (uint64_t k = 0; k < i; k++) p = string_record(p, out);
     string_record(p, out);
-    return LA_OK;
+    return la_succeed();
 }
 
 /* No status to return: a NULL cursor or out gives NULL (and an empty *out). */
@@ -467,10 +467,10 @@ la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
     int64_t v;
-    if (f32_of(kv->elem_type, p, out)) return LA_OK;
+    if (f32_of(kv->elem_type, p, out)) return la_succeed();
     if (int_of(kv->elem_type, p, &v)) {
         *out = (float)v;
-        return LA_OK;
+        return la_succeed();
     }
     return la_fail(LA_ERR_FORMAT, "array elements are not numbers");
 }
@@ -481,5 +481,5 @@ la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out) {
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
     if (!int_of(kv->elem_type, p, out)) return la_fail(LA_ERR_FORMAT, "array elements are not integers");
-    return LA_OK;
+    return la_succeed();
 }

@@ -1230,6 +1230,12 @@ static void check_kv_cache(void) {
     EXPECT(la_kv_policy_attend(ps, ctx, &p, c, 0, qq, N, H, oo), LA_ERR_ARGUMENT); /* another cache */
     EXPECT(la_kv_policy_end_prompt(ps, ctx, c1, 9), LA_ERR_ARGUMENT);
     EXPECT(la_kv_policy_end_prompt(NULL, ctx, c1, 0), LA_ERR_NULL);
+    /* success clears the message (EXPECT_OK checks ""): these returned LA_OK beside the last failure's */
+    EXPECT_OK(la_kv_policy_end_prompt(ps, ctx, c1, 0));
+    EXPECT(la_kv_policy_end_prompt(NULL, ctx, c1, 0), LA_ERR_NULL);
+    EXPECT_OK(la_kv_policy_attend(ps, ctx, &p, c1, 0, qq, 1, H, oo));
+    EXPECT(la_kv_policy_end_prompt(NULL, ctx, c1, 0), LA_ERR_NULL);
+    EXPECT_OK(la_kv_policy_update(ps, ctx, c1, 0, qq, 1, H, 0));
     const float *sc;
     int64_t sl;
     EXPECT_OK(la_kv_policy_state_scores(ps, 0, 0, &sc, &sl));
@@ -1459,6 +1465,21 @@ static void check_gguf_accessors(void) {
         st = la_gguf_array_f32(tokens, 0, &fv);
         CHECK(st != LA_OK && la_last_error()[0]);
     }
+    /* each getter's success clears the last failure's message (EXPECT_OK checks "") */
+    const la_gguf_kv *types = la_gguf_find(g, "tokenizer.ggml.token_type");
+    CHECK(types != NULL);
+#define CLEARS(call) (la_gguf_get_int(g, "no.such.key", &iv), EXPECT_OK(call)) /* a failure, then the call */
+    CLEARS(la_gguf_get_int(g, "llama.block_count", &iv));
+    CLEARS(la_gguf_get_f32(g, "llama.rope.freq_base", &fv));
+    CLEARS(la_gguf_get_f32(g, "llama.block_count", &fv)); /* an integer read as f32 */
+    CLEARS(la_gguf_get_str(g, "general.architecture", &sv));
+    CLEARS(la_gguf_array_str(tokens, 0, &sv));
+    CLEARS(la_gguf_array_int(types, 0, &iv));
+    CLEARS(la_gguf_array_f32(types, 0, &fv));
+#undef CLEARS
+    size_t row_bytes;
+    la_ggml_row_bytes(LA_GGML_Q4_0, 33, &row_bytes);
+    EXPECT_OK(la_ggml_row_bytes(LA_GGML_Q4_0, 64, &row_bytes));
     st = la_gguf_array_str(NULL, 0, &sv);
     CHECK(st != LA_OK && la_last_error()[0]);
     st = la_gguf_array_int(NULL, 0, &iv);
