@@ -18,7 +18,7 @@ static void usage(FILE *f) {
                "                in physical memory is refused; past the model's trained context it runs\n"
                "                with a warning, as run's --ctx)\n"
                "  --seed N      picks the filler, key and digits (default 1)\n"
-               "  --threads N   threads (default: all cores)\n");
+               "  --threads N   CPU threads (default: OMP_NUM_THREADS or all cores)\n");
 }
 
 int cmd_calibrate_duo(int argc, char **argv) {

@@ -54,6 +54,13 @@ for cmd in bench run info ppl eval calibrate-duo; do
 done
 expect 0 "usage: longattn bench" bench attention --help
 expect 2 "usage: longattn COMMAND"
+# --help says what a tester otherwise finds out: exit statuses, repeated options, the environment
+checks=$((checks + 1))
+"$BIN" --help 2>/dev/null | tr '\n' ' ' | grep -q "Exit status: 0 success, 1 a failure.* 2 a usage error.*given *twice.*last one counts.*LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16" ||
+    fail "longattn --help: no exit statuses, repeated options or environment"
+# an option given twice: each value is checked, the last one counts
+expect 0 "tokens/s" run -m /nonexistent.gguf -m "$MODEL" -p hi -n 1 --temp 0 --ctx 1 --ctx 64 --threads 2
+expect 2 "--ctx expects an integer in \[4, " ppl -m "$MODEL" -f README.md --ctx 3 --ctx 64
 expect 2 "unknown command 'frobnicate'" frobnicate
 
 # unknown options, last or followed by a value; stray arguments
