@@ -1816,7 +1816,8 @@ LA_API la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, i
  *   "f32"      otherwise, and la_matmul_f32 always: the blocked f32 GEMM.
  * On the amx_bf16, dot_bf16 and f32 paths a row's result depends on that
  * row of X alone, not on n, the row's position, the thread count or how
- * the rows were split into calls. NULL ctx gives NULL. */
+ * the rows were split into calls. NULL ctx, n or cols < 1, or a type
+ * la_ggml_type_known refuses gives NULL. */
 LA_API const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n);
 
 #ifdef __cplusplus

@@ -987,7 +987,10 @@ static void check_sparse(void) {
                                               "topk:0.9,sink=1,sink=2", "topk:0.9,probe=0", "vslash:8,sink=1",
                                               "topk:0.9,dense-layers=-1", "topk:0.9,local=99999999999999999999",
                                               "topk:0.9,", "topk:0.9,,local=1", "topk:nan", "topk:inf",
-                                              "static:1e30", "routing:0", "flex:0", "chunks:-1"};
+                                              "static:1e30", "routing:0", "flex:0", "chunks:-1",
+                                              /* plain decimals, as la_kv_policy_parse's budgets: a blank
+                                               * before the budget and hex passed */
+                                              "topk: 0.9", "static:\t4", "topk:0x1p-1", "hip:0x8"};
     EXPECT_PARSE_REFUSES(la_sparse_choice_parse, bad_choices, &c);
     /* a hand-built choice: the parser's ranges */
     EXPECT(la_sparse_choice_validate(NULL), LA_ERR_NULL);
@@ -1350,6 +1353,12 @@ static void check_formats(void) {
     jobs[1].y = NULL;
     EXPECT(la_matvec_batch(ctx, jobs, 2, 64, x), LA_ERR_NULL);
     CHECK(la_matmul_path(NULL, LA_GGML_Q4_0, 64, 4) == NULL);
+    /* no kernel for a call la_matmul refuses (n 0 was "amx_bf16" where AMX is, an unknown type "f32") */
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 64, 0) == NULL);
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 64, -5) == NULL);
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 0, 4) == NULL);
+    CHECK(la_matmul_path(ctx, (la_ggml_type)99, 64, 4) == NULL);
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 64, 4) != NULL);
     CHECK(!strcmp(la_matmul_path(ctx, LA_GGML_Q4_0, 64, 1), "matvec"));
     la_context_destroy(ctx);
 }
