@@ -214,7 +214,11 @@ static int tokenize_prompt(const run_options *o, const la_model *m, const char *
     }
     if (st) return cli_fail(CMD, "tokenizing the prompt", st);
     if (*n == 0) {
-        fprintf(stderr, "%s: the prompt is empty\n", CMD);
+        /* bytes the vocabulary has no token for are dropped (as llama.cpp drops them): "-p $'\xff'"
+         * said "empty" of a prompt that was not */
+        if (len) fprintf(stderr, "%s: the prompt's %zu bytes give no token: the vocabulary has none for them (bytes "
+                                 "invalid in UTF-8 or controls are dropped)\n", CMD, len);
+        else fprintf(stderr, "%s: the prompt is empty\n", CMD);
         return 2;
     }
     return 0;

@@ -111,6 +111,10 @@ expect 2 "--kv: " run -m "$MODEL" -p hi --kv ""
 expect 2 "--sparse: " run -m "$MODEL" -p hi --sparse topk:0
 expect 2 "--sparse: " ppl -m "$MODEL" -f README.md --ctx 64 --sparse ""
 expect 2 "the prompt is empty" run -m "$MODEL" -p ""
+# bytes SmolLM2's vocabulary has no token for (0xfe, 0xff) are dropped: the prompt was not "empty"
+printf '\376\377' >"$TMP/ff.txt"
+expect 2 "the prompt's 2 bytes give no token: the vocabulary has none for them" run -m "$MODEL" -f "$TMP/ff.txt" \
+    --raw -n 1
 expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL" -p hi -n 1 --ctx 64 \
     --dump-qk "$TMP/qk" --dump-layers 99
 expect 2 "--dump-layers names layer 1 twice" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers 0,1,1
