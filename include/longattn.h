@@ -136,6 +136,15 @@ LA_API const char *la_simd_name(la_simd s);
 LA_API la_simd la_simd_detected(void);
 /* Highest level this CPU can run, ignoring LONGATTN_SIMD. */
 LA_API la_simd la_simd_hardware(void);
+/* Whether the environment switches the library reads hold values it
+ * knows: LONGATTN_SIMD (a level above, any case), LONGATTN_BF16 (0, 1 or
+ * dot) and LONGATTN_AMX (0 or 1), each unset or empty too. The library
+ * never prints, and ignores a value it does not know (the default
+ * applies: for LONGATTN_SIMD the hardware's level), so a program that
+ * wants such a typo seen calls this once: LA_OK, or LA_ERR_ARGUMENT with a
+ * message naming the variable, its value and the accepted values (the
+ * longattn CLI prints it as a warning). */
+LA_API la_status la_env_check(void);
 
 typedef struct la_context la_context;
 
@@ -1807,7 +1816,8 @@ LA_API la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, i
  *   "f32"      otherwise, and la_matmul_f32 always: the blocked f32 GEMM.
  * On the amx_bf16, dot_bf16 and f32 paths a row's result depends on that
  * row of X alone, not on n, the row's position, the thread count or how
- * the rows were split into calls. NULL ctx gives NULL. */
+ * the rows were split into calls. NULL ctx, n or cols < 1, or a type
+ * la_ggml_type_known refuses gives NULL. */
 LA_API const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n);
 
 #ifdef __cplusplus

@@ -93,11 +93,17 @@ static int parse_dtypes(const char *s, la_dtype *out) {
     int n = 0;
     char buf[64];
     if (!*s || snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return -1;
-    for (char *tok = strtok(buf, ","); tok && n < 3; tok = strtok(NULL, ",")) {
-        if (!strcmp(tok, "f32")) out[n++] = LA_F32;
-        else if (!strcmp(tok, "bf16")) out[n++] = LA_BF16;
-        else if (!strcmp(tok, "f16")) out[n++] = LA_F16;
+    /* each dtype once: the loop stopped at three items, so the fourth of
+     * "f32,f32,f32,bf16" was dropped in silence (no bf16 row ran) */
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        la_dtype t;
+        if (!strcmp(tok, "f32")) t = LA_F32;
+        else if (!strcmp(tok, "bf16")) t = LA_BF16;
+        else if (!strcmp(tok, "f16")) t = LA_F16;
         else return -1;
+        for (int i = 0; i < n; i++)
+            if (out[i] == t) return -1;
+        out[n++] = t;
     }
     return n ? n : -1;
 }

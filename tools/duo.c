@@ -15,9 +15,10 @@ static void usage(FILE *f) {
                "                --kv duo:BUDGET:FILE on run, ppl and eval\n"
                "  --prompts N   synthetic retrieval prompts (default 4)\n"
                "  --ctx N       haystack tokens per prompt (default 1024; one whose f16 KV cache would not fit\n"
-               "                in physical memory is refused)\n"
+               "                in physical memory is refused; past the model's trained context it runs\n"
+               "                with a warning, as run's --ctx)\n"
                "  --seed N      picks the filler, key and digits (default 1)\n"
-               "  --threads N   threads (default: all cores)\n");
+               "  --threads N   CPU threads (default: OMP_NUM_THREADS or all cores)\n");
 }
 
 int cmd_calibrate_duo(int argc, char **argv) {

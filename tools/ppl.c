@@ -9,6 +9,7 @@
 #include "ppl_score.h"
 #include "longattn_model.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,8 @@ static void usage(FILE *f) {
                "                   [--sparse SELECTOR:BUDGET[,OPTION=N...]] [--exact-decode]\n"
                "  -m FILE      GGUF model\n"
                "  -f FILE      text to score\n"
-               "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored\n"
+               "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored;\n"
+               "               past the model's trained context it runs with a warning, as run's --ctx\n"
                "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
                "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16, f32, q8 or q4\n"
                "  --kv POLICY  KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
@@ -49,8 +51,12 @@ static void usage(FILE *f) {
  * [lo, hi] followed by ',' or the end. */
 static bool list_next(const char **t, double lo, double hi, double *v, int *len) {
     char *end;
+    /* a number starts at its first character and the list ends with one, as
+     * every other number the CLI reads: strtod skipped " 0.5" to 0.5, and
+     * "0.9," ended on an empty item that was dropped in silence */
+    if (isspace((unsigned char)**t)) return false;
     *v = strtod(*t, &end);
-    if (end == *t || (*end && *end != ',') || !(*v >= lo && *v <= hi)) return false;
+    if (end == *t || (*end && (*end != ',' || !end[1])) || !(*v >= lo && *v <= hi)) return false;
     *len = (int)(end - *t);
     *t = *end ? end + 1 : end;
     return true;

@@ -3,6 +3,7 @@
 #include "qk_dump.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,14 +117,54 @@ bool qk_file_read(const char *cmd, const char *path, la_tensor *q, la_tensor *k)
     bool ok = fscanf(f, "longattn-qk %d %lld %lld %lld %lld %lld", &version, &lq, &lk, &H, &Hkv, &D) == 6 &&
               fgetc(f) == '\n' && version == 1 && lq > 0 && lk >= lq && H > 0 && Hkv > 0 && H % Hkv == 0 && D > 0 &&
               lk < (1LL << 28) && H < (1 << 20) && D < (1 << 20) && H * D < (1 << 20); /* H x D overflowed */
-    float *qd = ok ? malloc(sizeof(float) * (size_t)(lq * H * D)) : NULL, *kd = ok ? malloc(sizeof(float) * (size_t)(lk * Hkv * D)) : NULL;
-    ok = ok && qd && kd && fread(qd, sizeof(float), (size_t)(lq * H * D), f) == (size_t)(lq * H * D) &&
-         fread(kd, sizeof(float), (size_t)(lk * Hkv * D), f) == (size_t)(lk * Hkv * D);
-    fclose(f);
     if (!ok) {
-        free(qd), free(kd);
-        fprintf(stderr, "%s: '%s' is not a longattn-qk 1 file (or is truncated)\n", cmd, path);
+        /* a directory opens but does not read: the system's reason, as the CLI's other readers give it */
+        const int why = ferror(f) ? errno : 0;
+        fclose(f);
+        if (why) fprintf(stderr, "%s: cannot read '%s': %s\n", cmd, path, strerror(why));
+        else
+            fprintf(stderr, "%s: '%s' is not a longattn-qk 1 file (its first line is not \"longattn-qk 1 LQ LK H HKV D\" "
+                            "with 0 < LQ <= LK < 2^28, HKV dividing H, H x D < 2^20)\n", cmd, path);
         return false;
+    }
+    /* The header says how many bytes follow: a file of another size is
+     * refused before anything is allocated. A shorter one was reported only
+     * after a read (or an allocation the header asked for) failed; a longer
+     * one was taken, its extra bytes ignored, though they mean the shapes
+     * in the header are not those of the data (or two files were joined). */
+    const long long want = 4 * (lq * H * D + lk * Hkv * D); /* < 2^51: the bounds above */
+    const long header = ftell(f);
+    struct stat sb;
+    if (header > 0 && !fstat(fileno(f), &sb) && S_ISREG(sb.st_mode) && sb.st_size != header + want) {
+        const long long have = (long long)sb.st_size - header;
+        fclose(f);
+        fprintf(stderr, "%s: '%s' %s: its header (q %lld x %lld x %lld, k %lld x %lld x %lld f32) promises %lld bytes "
+                        "after it, the file holds %lld\n", cmd, path, have < want ? "is truncated" : "has trailing bytes",
+                lq, H, D, lk, Hkv, D, want, have);
+        return false;
+    }
+    float *qd = malloc(sizeof(float) * (size_t)(lq * H * D)), *kd = malloc(sizeof(float) * (size_t)(lk * Hkv * D));
+    ok = qd && kd && fread(qd, sizeof(float), (size_t)(lq * H * D), f) == (size_t)(lq * H * D) &&
+         fread(kd, sizeof(float), (size_t)(lk * Hkv * D), f) == (size_t)(lk * Hkv * D);
+    const bool trailing = ok && fgetc(f) != EOF; /* not a regular file: only reading finds the end */
+    fclose(f);
+    if (!ok || trailing) {
+        free(qd), free(kd);
+        fprintf(stderr, "%s: '%s' %s\n", cmd, path,
+                !qd || !kd ? "needs more memory than there is" : trailing ? "has trailing bytes after its q and k"
+                                                                          : "is truncated");
+        return false;
+    }
+    /* a model's q and k are finite: a NaN or inf (a damaged or foreign file)
+     * gave every selector a recall of nan with exit 0 */
+    for (int64_t i = 0, nq = lq * H * D, n = nq + lk * Hkv * D; i < n; i++) {
+        const float x = i < nq ? qd[i] : kd[i - nq];
+        if (!isfinite(x)) {
+            fprintf(stderr, "%s: '%s': %s element %lld is %g; q and k must be finite\n", cmd, path, i < nq ? "q" : "k",
+                    (long long)(i < nq ? i : i - nq), (double)x);
+            free(qd), free(kd);
+            return false;
+        }
     }
     *q = la_tensor_contiguous(qd, LA_F32, 4, (int64_t[]){1, lq, H, D});
     *k = la_tensor_contiguous(kd, LA_F32, 4, (int64_t[]){1, lk, Hkv, D});

@@ -26,7 +26,8 @@ static void usage(FILE *f) {
             "  --top-k K      keep the K most likely tokens; 0 = off (default 40)\n"
             "  --top-p P      nucleus sampling mass in (0, 1]; 1 = off (default 0.95)\n"
             "  --seed S       sampling seed (default: from the clock, printed)\n"
-            "  --ctx N        KV-cache capacity in tokens (default: the model's training context)\n"
+            "  --ctx N        KV-cache capacity in tokens (default: the model's training context; more\n"
+            "                 runs, with a warning naming the trained context: quality falls past it)\n"
             "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
             "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16, f32, or quantised\n"
             "                 q8 / q4 (int8 / int4, KIVI-style groups of 32, the last 32+ tokens kept f32)\n"
@@ -213,7 +214,11 @@ static int tokenize_prompt(const run_options *o, const la_model *m, const char *
     }
     if (st) return cli_fail(CMD, "tokenizing the prompt", st);
     if (*n == 0) {
-        fprintf(stderr, "%s: the prompt is empty\n", CMD);
+        /* bytes the vocabulary has no token for are dropped (as llama.cpp drops them): "-p $'\xff'"
+         * said "empty" of a prompt that was not */
+        if (len) fprintf(stderr, "%s: the prompt's %zu bytes give no token: the vocabulary has none for them (bytes "
+                                 "invalid in UTF-8 or controls are dropped)\n", CMD, len);
+        else fprintf(stderr, "%s: the prompt is empty\n", CMD);
         return 2;
     }
     return 0;

@@ -1,6 +1,8 @@
 #include "base.h"
 
 #include <stdlib.h>
+#include <string.h>
+#include <strings.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -23,7 +25,9 @@ la_status la_context_create(la_context **out, int threads) {
      * wherever the CPU has a bf16 path, unless LONGATTN_AMX=0 or
      * LONGATTN_BF16=0. */
     const char *amx_env = getenv("LONGATTN_AMX"), *bf16_env = getenv("LONGATTN_BF16");
-    ctx->amx = !(amx_env && amx_env[0] == '0') && !(bf16_env && bf16_env[0] == '0') && bf16_usable(NULL);
+    /* exactly "0", as la_env_check accepts it: "0x" or "00" turned bf16 off
+     * while "off" or "no" left it on, with no way to tell which was which */
+    ctx->amx = !(amx_env && !strcmp(amx_env, "0")) && !(bf16_env && !strcmp(bf16_env, "0")) && bf16_usable(NULL);
     la_status s = la_context_set_threads(ctx, threads);
     if (s != LA_OK) {
         free(ctx);
@@ -135,4 +139,32 @@ la_status la_workspace(la_context *ctx, size_t bytes, void **out) {
     ctx->workspace_bytes = rounded;
     *out = mem;
     return LA_OK;
+}
+
+/* The library reads its switches from the environment and may not print,
+ * so a value it does not know was ignored where no one could see it
+ * (LONGATTN_SIMD=avx-512 ran at the hardware's level). This names the first
+ * such variable, its value and the values it takes, for a program to show. */
+la_status la_env_check(void) {
+    const char *simd = getenv("LONGATTN_SIMD");
+    if (simd && *simd) {
+        bool known = false;
+        for (int i = 0; i < LA_SIMD_COUNT; i++) known = known || !strcasecmp(simd, la_simd_name((la_simd)i));
+        if (!known)
+            return la_fail(LA_ERR_ARGUMENT,
+                           "LONGATTN_SIMD='%.64s' is not a SIMD level; expected scalar, avx2, avx512 or "
+                           "avx512_bf16 (ignored: running at %s, this CPU's best)",
+                           simd, la_simd_name(la_simd_hardware()));
+    }
+    static const struct {
+        const char *name, *accepted;
+    } switches[] = {{"LONGATTN_BF16", "0 (f32 products), 1 (the default) or dot (no AMX)"},
+                    {"LONGATTN_AMX", "0 (f32 products) or 1 (the default)"}};
+    for (size_t i = 0; i < sizeof switches / sizeof switches[0]; i++) {
+        const char *v = getenv(switches[i].name);
+        if (v && *v && strcmp(v, "0") && strcmp(v, "1") && (i != 0 || strcmp(v, "dot")))
+            return la_fail(LA_ERR_ARGUMENT, "%s='%.64s' is not recognised; expected %s (ignored: the default applies)",
+                           switches[i].name, v, switches[i].accepted);
+    }
+    return la_succeed();
 }

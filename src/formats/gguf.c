@@ -5,6 +5,7 @@
 #include "base/base.h"
 
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <sys/mman.h>
@@ -309,16 +310,24 @@ la_status la_gguf_open(const char *path, la_gguf **out) {
     if (!out) return la_fail(LA_ERR_NULL, "out is NULL");
     *out = NULL;
     if (!path) return la_fail(LA_ERR_NULL, "path is NULL");
+    /* each failure with the system's reason: "cannot open" alone did not
+     * tell a missing file from one without read permission, and a directory
+     * was "cannot memory-map" */
     int fd = open(path, O_RDONLY);
-    if (fd < 0) return la_fail(LA_ERR_IO, "cannot open '%s'", path);
+    if (fd < 0) return la_fail(LA_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fd, &sb) != 0 || sb.st_size <= 0) {
+    const int stat_failed = fstat(fd, &sb) != 0 ? errno : 0;
+    if (stat_failed || !S_ISREG(sb.st_mode) || sb.st_size <= 0) {
         close(fd);
-        return la_fail(LA_ERR_IO, "cannot stat '%s' or it is empty", path);
+        if (stat_failed) return la_fail(LA_ERR_IO, "cannot stat '%s': %s", path, strerror(stat_failed));
+        if (S_ISDIR(sb.st_mode)) return la_fail(LA_ERR_IO, "'%s' is a directory, not a GGUF file", path);
+        if (!S_ISREG(sb.st_mode)) return la_fail(LA_ERR_IO, "'%s' is not a regular file (a GGUF file is mapped whole)", path);
+        return la_fail(LA_ERR_IO, "'%s' is empty", path);
     }
     void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    const int map_failed = m == MAP_FAILED ? errno : 0;
     close(fd);
-    if (m == MAP_FAILED) return la_fail(LA_ERR_IO, "cannot memory-map '%s'", path);
+    if (map_failed) return la_fail(LA_ERR_IO, "cannot memory-map '%s': %s", path, strerror(map_failed));
     la_gguf *g = calloc(1, sizeof *g);
     if (!g) {
         munmap(m, (size_t)sb.st_size);
@@ -403,7 +412,7 @@ la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out) {
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (!int_of(kv->type, kv->value, out)) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not an integer", key);
-    return LA_OK;
+    return la_succeed();
 }
 
 la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
@@ -411,10 +420,10 @@ la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
     const la_gguf_kv *kv = la_gguf_find(g, key);
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     int64_t i;
-    if (f32_of(kv->type, kv->value, out)) return LA_OK;
+    if (f32_of(kv->type, kv->value, out)) return la_succeed();
     if (int_of(kv->type, kv->value, &i)) {
         *out = (float)i;
-        return LA_OK;
+        return la_succeed();
     }
     return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a number", key);
 }
@@ -425,7 +434,7 @@ la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
     if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
     if (kv->type != LA_GGUF_STRING) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a string", key);
     string_record(kv->value, out);
-    return LA_OK;
+    return la_succeed();
 }
 
 /* Arrays of strings are walked from the start: string records vary in size.
@@ -440,7 +449,7 @@ la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) 
     const uint8_t *p = kv->value;
     for (uint64_t k = 0; k < i; k++) p = string_record(p, out);
     string_record(p, out);
-    return LA_OK;
+    return la_succeed();
 }
 
 /* No status to return: a NULL cursor or out gives NULL (and an empty *out). */
@@ -458,10 +467,10 @@ la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
     int64_t v;
-    if (f32_of(kv->elem_type, p, out)) return LA_OK;
+    if (f32_of(kv->elem_type, p, out)) return la_succeed();
     if (int_of(kv->elem_type, p, &v)) {
         *out = (float)v;
-        return LA_OK;
+        return la_succeed();
     }
     return la_fail(LA_ERR_FORMAT, "array elements are not numbers");
 }
@@ -472,5 +481,5 @@ la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out) {
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
     if (!int_of(kv->elem_type, p, out)) return la_fail(LA_ERR_FORMAT, "array elements are not integers");
-    return LA_OK;
+    return la_succeed();
 }

@@ -59,7 +59,7 @@ la_status la_ggml_row_bytes(la_ggml_type t, int64_t n, size_t *out) {
                        (long long)n, (long long)f->block_elems);
     if (!la_mul_size((size_t)(n / f->block_elems), f->block_bytes, out))
         return la_fail(LA_ERR_OVERFLOW, "row of %lld %s elements overflows", (long long)n, f->name);
-    return LA_OK;
+    return la_succeed();
 }
 
 void la_dequantize_row(la_ggml_type t, const void *src, float *dst, int64_t n) {

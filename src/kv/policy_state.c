@@ -681,7 +681,7 @@ la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_a
     }
     if (st) return st;
     s->lse_layer = layer, s->lse_n = n, s->lse_heads = H;
-    return LA_OK;
+    return la_succeed();
 }
 
 /* -------------------------------------------------------------- update */
@@ -871,7 +871,7 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
     la_status st = check_cache(s, fn, c, layer);
     if (st) return st;
     s->prompt_done[layer] = true;
-    if (!s->pending[layer]) return LA_OK;
+    if (!s->pending[layer]) return la_succeed();
     if (s->p.kind == LA_KV_POLICY_H2O) return h2o_snap_select(s, ctx, c, layer);
     const int64_t Hkv = s->cp.n_kv_heads, W = s->nwin[layer];
     const la_kv_policy *p = &s->p;
@@ -894,7 +894,7 @@ la_status la_kv_policy_end_prompt(la_kv_policy_state *s, la_context *ctx, la_kv_
         if ((st = keep_top(s, c, layer, h, carried ? carried : s->vote, budget - last, last, carried, NULL))) return st;
         if (carried) s->n_score[i] = budget;
     }
-    return LA_OK;
+    return la_succeed();
 }
 
 la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cache *c, int64_t layer, const float *q,
@@ -956,5 +956,5 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
         default: break;
         }
     }
-    return LA_OK;
+    return la_succeed();
 }

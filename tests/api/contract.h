@@ -25,6 +25,10 @@ static inline void contract_status(la_status got, la_status want, const char *ex
     } else if (want != LA_OK && (!msg || strlen(msg) < 4)) {
         contract_failures++;
         fprintf(stderr, "FAIL line %d: %s\n  %s without a message\n", line, expr, la_status_name(got));
+    } else if (want == LA_OK && (!msg || msg[0])) {
+        /* la_last_error: "" after success; a stale message would be taken for this call's */
+        contract_failures++;
+        fprintf(stderr, "FAIL line %d: %s\n  LA_OK left the message '%s'\n", line, expr, msg ? msg : "(null)");
     }
 }
 #define EXPECT(call, want) contract_status((call), (want), #call, __LINE__)

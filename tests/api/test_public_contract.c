@@ -28,6 +28,44 @@ static void check_base(void) {
     CHECK(la_simd_name((la_simd)-3) != NULL);
     CHECK(la_simd_detected() <= la_simd_hardware());
 
+    /* la_env_check: the library ignores a switch value it does not know
+     * (it never prints); this call names it, its value and the accepted ones */
+    const char *const env_names[] = {"LONGATTN_SIMD", "LONGATTN_BF16", "LONGATTN_AMX"};
+    char *env_saved[3];
+    for (int i = 0; i < 3; i++) {
+        const char *v = getenv(env_names[i]);
+        env_saved[i] = v ? strdup(v) : NULL;
+        unsetenv(env_names[i]);
+    }
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_SIMD", "avx-512", 1);
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_SIMD='avx-512'") && strstr(la_last_error(), "scalar, avx2, avx512 or avx512_bf16"));
+    CHECK(la_simd_detected() == la_simd_hardware()); /* ignored: the hardware's level */
+    setenv("LONGATTN_SIMD", "AVX2", 1); /* any case, as la_simd_detected reads it */
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_SIMD", "", 1);
+    EXPECT_OK(la_env_check());
+    unsetenv("LONGATTN_SIMD");
+    setenv("LONGATTN_BF16", "off", 1);
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_BF16='off'") && strstr(la_last_error(), "dot"));
+    setenv("LONGATTN_BF16", "dot", 1);
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_BF16", "0", 1);
+    EXPECT_OK(la_env_check());
+    unsetenv("LONGATTN_BF16");
+    setenv("LONGATTN_AMX", "dot", 1); /* dot is LONGATTN_BF16's alone */
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_AMX='dot'") != NULL);
+    setenv("LONGATTN_AMX", "1", 1);
+    EXPECT_OK(la_env_check());
+    for (int i = 0; i < 3; i++) {
+        if (env_saved[i]) setenv(env_names[i], env_saved[i], 1);
+        else unsetenv(env_names[i]);
+        free(env_saved[i]);
+    }
+
     /* la_set_error / la_clear_error / la_last_error */
     CHECK(la_set_error(LA_ERR_SHAPE, "custom %d", 7) == LA_ERR_SHAPE);
     CHECK(strstr(la_last_error(), "custom 7") != NULL);
@@ -949,7 +987,10 @@ static void check_sparse(void) {
                                               "topk:0.9,sink=1,sink=2", "topk:0.9,probe=0", "vslash:8,sink=1",
                                               "topk:0.9,dense-layers=-1", "topk:0.9,local=99999999999999999999",
                                               "topk:0.9,", "topk:0.9,,local=1", "topk:nan", "topk:inf",
-                                              "static:1e30", "routing:0", "flex:0", "chunks:-1"};
+                                              "static:1e30", "routing:0", "flex:0", "chunks:-1",
+                                              /* plain decimals, as la_kv_policy_parse's budgets: a blank
+                                               * before the budget and hex passed */
+                                              "topk: 0.9", "static:\t4", "topk:0x1p-1", "hip:0x8"};
     EXPECT_PARSE_REFUSES(la_sparse_choice_parse, bad_choices, &c);
     /* a hand-built choice: the parser's ranges */
     EXPECT(la_sparse_choice_validate(NULL), LA_ERR_NULL);
@@ -1192,6 +1233,12 @@ static void check_kv_cache(void) {
     EXPECT(la_kv_policy_attend(ps, ctx, &p, c, 0, qq, N, H, oo), LA_ERR_ARGUMENT); /* another cache */
     EXPECT(la_kv_policy_end_prompt(ps, ctx, c1, 9), LA_ERR_ARGUMENT);
     EXPECT(la_kv_policy_end_prompt(NULL, ctx, c1, 0), LA_ERR_NULL);
+    /* success clears the message (EXPECT_OK checks ""): these returned LA_OK beside the last failure's */
+    EXPECT_OK(la_kv_policy_end_prompt(ps, ctx, c1, 0));
+    EXPECT(la_kv_policy_end_prompt(NULL, ctx, c1, 0), LA_ERR_NULL);
+    EXPECT_OK(la_kv_policy_attend(ps, ctx, &p, c1, 0, qq, 1, H, oo));
+    EXPECT(la_kv_policy_end_prompt(NULL, ctx, c1, 0), LA_ERR_NULL);
+    EXPECT_OK(la_kv_policy_update(ps, ctx, c1, 0, qq, 1, H, 0));
     const float *sc;
     int64_t sl;
     EXPECT_OK(la_kv_policy_state_scores(ps, 0, 0, &sc, &sl));
@@ -1228,6 +1275,10 @@ static void check_formats(void) {
     EXPECT(la_gguf_open("README.md", NULL), LA_ERR_NULL);
     EXPECT(la_gguf_open("/nonexistent/model.gguf", &g), LA_ERR_IO);
     CHECK(g == NULL);
+    /* the system's reason: "cannot open" alone, and "cannot memory-map" for a directory */
+    CHECK(strstr(la_last_error(), "No such file or directory") != NULL);
+    EXPECT(la_gguf_open("tests", &g), LA_ERR_IO);
+    CHECK(strstr(la_last_error(), "'tests' is a directory") != NULL);
     EXPECT(la_gguf_open("README.md", &g), LA_ERR_FORMAT);
     static const unsigned char magic_only[] = {'G', 'G', 'U', 'F', 3, 0, 0, 0};
     EXPECT(la_gguf_open_memory(magic_only, sizeof magic_only, &g), LA_ERR_FORMAT);
@@ -1302,6 +1353,12 @@ static void check_formats(void) {
     jobs[1].y = NULL;
     EXPECT(la_matvec_batch(ctx, jobs, 2, 64, x), LA_ERR_NULL);
     CHECK(la_matmul_path(NULL, LA_GGML_Q4_0, 64, 4) == NULL);
+    /* no kernel for a call la_matmul refuses (n 0 was "amx_bf16" where AMX is, an unknown type "f32") */
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 64, 0) == NULL);
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 64, -5) == NULL);
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 0, 4) == NULL);
+    CHECK(la_matmul_path(ctx, (la_ggml_type)99, 64, 4) == NULL);
+    CHECK(la_matmul_path(ctx, LA_GGML_Q4_0, 64, 4) != NULL);
     CHECK(!strcmp(la_matmul_path(ctx, LA_GGML_Q4_0, 64, 1), "matvec"));
     la_context_destroy(ctx);
 }
@@ -1417,6 +1474,21 @@ static void check_gguf_accessors(void) {
         st = la_gguf_array_f32(tokens, 0, &fv);
         CHECK(st != LA_OK && la_last_error()[0]);
     }
+    /* each getter's success clears the last failure's message (EXPECT_OK checks "") */
+    const la_gguf_kv *types = la_gguf_find(g, "tokenizer.ggml.token_type");
+    CHECK(types != NULL);
+#define CLEARS(call) (la_gguf_get_int(g, "no.such.key", &iv), EXPECT_OK(call)) /* a failure, then the call */
+    CLEARS(la_gguf_get_int(g, "llama.block_count", &iv));
+    CLEARS(la_gguf_get_f32(g, "llama.rope.freq_base", &fv));
+    CLEARS(la_gguf_get_f32(g, "llama.block_count", &fv)); /* an integer read as f32 */
+    CLEARS(la_gguf_get_str(g, "general.architecture", &sv));
+    CLEARS(la_gguf_array_str(tokens, 0, &sv));
+    CLEARS(la_gguf_array_int(types, 0, &iv));
+    CLEARS(la_gguf_array_f32(types, 0, &fv));
+#undef CLEARS
+    size_t row_bytes;
+    la_ggml_row_bytes(LA_GGML_Q4_0, 33, &row_bytes);
+    EXPECT_OK(la_ggml_row_bytes(LA_GGML_Q4_0, 64, &row_bytes));
     st = la_gguf_array_str(NULL, 0, &sv);
     CHECK(st != LA_OK && la_last_error()[0]);
     st = la_gguf_array_int(NULL, 0, &iv);

@@ -54,6 +54,13 @@ for cmd in bench run info ppl eval calibrate-duo; do
 done
 expect 0 "usage: longattn bench" bench attention --help
 expect 2 "usage: longattn COMMAND"
+# --help says what a tester otherwise finds out: exit statuses, repeated options, the environment
+checks=$((checks + 1))
+"$BIN" --help 2>/dev/null | tr '\n' ' ' | grep -q "Exit status: 0 success, 1 a failure.* 2 a usage error.*given *twice.*last one counts.*LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16" ||
+    fail "longattn --help: no exit statuses, repeated options or environment"
+# an option given twice: each value is checked, the last one counts
+expect 0 "tokens/s" run -m /nonexistent.gguf -m "$MODEL" -p hi -n 1 --temp 0 --ctx 1 --ctx 64 --threads 2
+expect 2 "--ctx expects an integer in \[4, " ppl -m "$MODEL" -f README.md --ctx 3 --ctx 64
 expect 2 "unknown command 'frobnicate'" frobnicate
 
 # unknown options, last or followed by a value; stray arguments
@@ -104,6 +111,10 @@ expect 2 "--kv: " run -m "$MODEL" -p hi --kv ""
 expect 2 "--sparse: " run -m "$MODEL" -p hi --sparse topk:0
 expect 2 "--sparse: " ppl -m "$MODEL" -f README.md --ctx 64 --sparse ""
 expect 2 "the prompt is empty" run -m "$MODEL" -p ""
+# bytes SmolLM2's vocabulary has no token for (0xfe, 0xff) are dropped: the prompt was not "empty"
+printf '\376\377' >"$TMP/ff.txt"
+expect 2 "the prompt's 2 bytes give no token: the vocabulary has none for them" run -m "$MODEL" -f "$TMP/ff.txt" \
+    --raw -n 1
 expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL" -p hi -n 1 --ctx 64 \
     --dump-qk "$TMP/qk" --dump-layers 99
 expect 2 "--dump-layers names layer 1 twice" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers 0,1,1
@@ -159,6 +170,14 @@ expect 2 "--dump-layers needs --dump-qk" run -m "$MODEL" -p hi -n 1 --ctx 64 --d
 expect 2 "--calibrate-target needs --calibrate-sparse" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-target abc
 expect 2 "--stream-share needs --score-heads" ppl -m "$MODEL" -f README.md --ctx 64 --stream-share 7
 expect 2 "--calibrate-target ''" ppl -m "$MODEL" -f README.md --ctx 64 --calibrate-sparse "$TMP/cal" --calibrate-target ""
+# numbers start at their first character and lists end with an item, as everywhere else (" 0.9" and
+# "0.9," were taken as 0.9)
+expect 2 "--calibrate-target '0.9,'" ppl -m "$MODEL" -f README.md --ctx 64 --sparse topk:0.9 \
+    --calibrate-sparse "$TMP/cal" --calibrate-target "0.9,"
+expect 2 "--calibrate-target ' 0.9'" ppl -m "$MODEL" -f README.md --ctx 64 --sparse topk:0.9 \
+    --calibrate-sparse "$TMP/cal" --calibrate-target " 0.9"
+expect 2 "--stream-share '0.5, 0.2'" ppl -m "$MODEL" -f README.md --ctx 64 --sparse topk:0.9 \
+    --score-heads "$TMP/sh" --stream-share "0.5, 0.2"
 expect 2 "give exactly one of -p TEXT and -f FILE" run -m "$MODEL" -p hi -f README.md
 expect 2 "--lengths: empty item" eval -m "$MODEL" --lengths ""
 expect 2 "bad value for --pass" bench attention --pass fwdx
@@ -185,6 +204,8 @@ expect 2 "bad value for --dtype: ',f32'" bench attention $QUICK_ATTN --pass fwd 
 expect 2 "bad value for --dtype: 'f32,,bf16'" bench attention $QUICK_ATTN --pass fwd --dtype f32,,bf16
 expect 2 "bad value for --pass: 'fwd,,bwd'" bench attention $QUICK_ATTN --pass fwd,,bwd
 expect 2 "bad value for --pass: ',fwd'" bench attention $QUICK_ATTN --pass ,fwd
+# each dtype once: the fourth item was dropped in silence (no bf16 row ran)
+expect 2 "bad value for --dtype: 'f32,f32,f32,bf16'" bench attention $QUICK_ATTN --pass fwd --dtype f32,f32,f32,bf16
 expect 2 "--backend is cpu or cuda, got ''" bench attention --backend ""
 # the CUDA rows' own options (tools/bench_gpu.c), checked before any device is sought
 expect 0 "usage: longattn bench attention" bench attention --backend cuda --help
@@ -248,6 +269,25 @@ expect 1 "LA_ERR_FORMAT: not a GGUF file" calibrate-duo -m README.md
 expect 1 "is not a longattn-qk 1 file" bench sparse --qk-file README.md
 printf 'longattn-qk 1 4 4 1099511627776 1 1099511627776\n' >"$TMP/huge.qk" # H x D overflowed to 0 and passed
 expect 1 "is not a longattn-qk 1 file" bench sparse --qk-file "$TMP/huge.qk"
+# a qk file of another size than its header promises: extra bytes were taken in silence (the shapes in
+# the header are then not the data's), and a short file was refused only as "not a longattn-qk 1 file";
+# a q or k that is not finite gave every selector a recall of nan, exit 0
+{ printf 'longattn-qk 1 64 64 2 1 64\n'; head -c $((4 * (64 * 2 * 64 + 64 * 64))) /dev/zero; } >"$TMP/ok.qk"
+expect 0 "Lq 64 Lk 64 H 2 Hkv 1 D 64" bench sparse --quick --threads 2 --qk-file "$TMP/ok.qk"
+{ cat "$TMP/ok.qk"; printf x; } >"$TMP/trailing.qk"
+expect 1 "trailing.qk' has trailing bytes: its header \(q 64 x 2 x 64, k 64 x 1 x 64 f32\) promises 49152 bytes after it, the file holds 49153" \
+    bench sparse --quick --threads 2 --qk-file "$TMP/trailing.qk"
+# ... also from a pipe, whose size is known only at its end
+checks=$((checks + 1))
+cat "$TMP/trailing.qk" | "$BIN" bench sparse --quick --threads 2 --qk-file /dev/stdin 2>&1 >/dev/null |
+    grep -q "'/dev/stdin' has trailing bytes after its q and k" || fail "bench sparse --qk-file from a pipe: trailing bytes taken"
+head -c 1000 "$TMP/ok.qk" >"$TMP/cut.qk"
+expect 1 "cut.qk' is truncated: .* promises 49152 bytes after it, the file holds 973" bench sparse --quick \
+    --threads 2 --qk-file "$TMP/cut.qk"
+{ printf 'longattn-qk 1 64 64 2 1 64\n'; head -c $((4 * (64 * 2 * 64 + 64 * 64))) /dev/zero | tr '\000' '\377'; } \
+    >"$TMP/nan.qk"
+expect 1 "nan.qk': q element 0 is -?nan; q and k must be finite" bench sparse --quick --threads 2 --qk-file "$TMP/nan.qk"
+expect 1 "cannot read '/': Is a directory" bench sparse --quick --threads 2 --qk-file /
 expect 1 "--sparse-heads: LA_ERR_IO" run -m "$MODEL" -p hi --sparse topk:0.9 --sparse-heads /nonexistent.txt
 : >"$TMP/empty.gguf"
 expect 1 "empty" info "$TMP/empty.gguf"
@@ -257,6 +297,9 @@ for n in 4 16 1000 100000 20000000; do
     expect 1 "LA_ERR_FORMAT" run -m "$TMP/cut.gguf" -p hi -n 1
 done
 expect 1 "cannot memory-map|LA_ERR_IO" run -m "$TMP" -p hi
+# the system's reason for a model that cannot be opened (it said "cannot open" and "cannot memory-map")
+expect 1 "LA_ERR_IO: '$TMP' is a directory, not a GGUF file" run -m "$TMP" -p hi
+expect 1 "cannot open '/nonexistent.gguf': No such file or directory" info /nonexistent.gguf
 # a prompt file with a NUL byte under --chat: the template took the text up to it, in silence
 printf 'one two\000three' >"$TMP/nul.txt"
 expect 2 "--chat: the prompt holds a NUL byte at offset 7" run -m "$MODEL" -f "$TMP/nul.txt" --chat -n 1 --ctx 64 \
@@ -278,6 +321,13 @@ expect 2 "--ctx 16777216 needs about [0-9.]+ GB" calibrate-duo -m "$MODEL" --ctx
 # short for it is the next complaint)
 expect 2 "has [0-9]+ tokens; --ppl-offset 0 plus --ppl-ctx 1073741824" eval -m "$MODEL" --task ppl -f README.md \
     --ppl-ctx 1073741824 --kv streaming:1024
+# a length past the model's trained context (8192) is run, with the warning run --ctx gives, before the
+# prompts are built (here the ppl task's offset then stops the run: exit 2)
+expect 2 "longattn eval: warning: --lengths 9000 is beyond the model's trained context of 8192 tokens" eval \
+    -m "$MODEL" --task needle,ppl --lengths 1024,9000 --depths 50 --no-heatmap -f README.md --ppl-ctx 64 \
+    --ppl-offset 1000000000 --threads 2
+expect 2 "longattn eval: warning: --ppl-ctx 9000 is beyond the model's trained context of 8192 tokens" eval \
+    -m "$MODEL" --task ppl -f README.md --ppl-ctx 9000 --ppl-offset 1000000000 --threads 2
 # dense-layers past the model's layers ran every layer dense in silence (and
 # ppl --score-heads failed only after the whole run)
 expect 2 "--sparse: dense-layers=1000 is more than the model's [0-9]+ layers" run -m "$MODEL" -p hi -n 1 \
@@ -293,6 +343,18 @@ expect 0 "tokens/s" run -m "$MODEL" -p "one two three four" -n 1 --temp 0 --ctx 
 expect 0 "GGUF v3, [0-9]+ metadata keys, [0-9]+ tensors" info "$MODEL"
 expect 0 "tokens/s" run -m "$MODEL" -p "The capital of France is" -n 2 --temp 0 --ctx 64 --threads 2
 expect 0 "tokens/s" run -m "$MODEL" -p hi -n 0 --temp 0 --ctx 64 --threads 2
+
+# output that cannot be written is a failure: the results were lost with exit 0
+if [ -w /dev/full ]; then
+    for args in "info $MODEL" "--help" "run -m $MODEL -p hi -n 1 --temp 0 --ctx 64 --threads 2"; do
+        checks=$((checks + 1))
+        # shellcheck disable=SC2086 # each args splits into the command's words
+        $LIMIT "$BIN" $args >/dev/full 2>"$TMP/err"
+        st=$?
+        [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" ||
+            fail "longattn $args >/dev/full: exit $st, $(head -c 200 "$TMP/err")"
+    done
+fi
 
 # --json: every stdout line is one JSON object (python3 when present)
 json_lines() { # NAME FILE MUST_MATCH: the file's lines parse, one holds MUST_MATCH

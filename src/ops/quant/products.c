@@ -81,7 +81,8 @@ la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t 
 }
 
 const char *la_matmul_path(const la_context *ctx, la_ggml_type t, int64_t cols, int64_t n) {
-    if (!ctx) return NULL;
+    /* no kernel for what la_matmul refuses: n < 1 was "amx_bf16", an unknown type "f32" */
+    if (!ctx || n < 1 || cols < 1 || !la_ggml_type_known(t)) return NULL;
     switch (la_cpu_matmul_path(ctx, t, cols, n)) {
     case LA_MM_MATVEC: return "matvec";
     case LA_MM_AMX_BF16: return "amx_bf16";

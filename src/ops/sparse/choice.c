@@ -96,7 +96,10 @@ la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out) {
                        "vslash, hip, chunks, flex, routing", text);
     char *end;
     c.budget = strtod(colon + 1, &end);
-    if (end == colon + 1 || (*end && *end != ','))
+    /* a plain decimal, as la_kv_policy_parse's budgets: strtod also skipped
+     * blanks ("topk: 0.9" passed, "topk:0.9 " did not) and read hex */
+    const size_t plain = strspn(colon + 1, "0123456789.eE+-");
+    if (end == colon + 1 || (*end && *end != ',') || plain != (size_t)(end - (colon + 1)))
         return la_fail(LA_ERR_ARGUMENT, "'%s': the budget '%.*s' is not a number", text,
                        (int)strcspn(colon + 1, ","), colon + 1);
     la_status s = *end ? parse_options(text, end + 1, &c) : LA_OK;
