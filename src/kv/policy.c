@@ -39,30 +39,6 @@ static bool parse_int(const char *s, size_t n, long long *out) {
     return end != buf && !*end && !errno && (buf[0] == '-' || (buf[0] >= '0' && buf[0] <= '9'));
 }
 
-/* A plain decimal number: digits with an optional sign, point and
- * exponent. strtod alone also takes hex ("0x0.8"), "inf" and "nan", and
- * returns 0 for an underflow, none of which a budget share should be. */
-static bool parse_decimal(const char *s, double *out) {
-    const char *p = s + (*s == '-' || *s == '+');
-    const size_t whole = strspn(p, "0123456789");
-    p += whole;
-    size_t fraction = 0;
-    if (*p == '.') fraction = strspn(++p, "0123456789"), p += fraction;
-    if (!whole && !fraction) return false;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        p += *p == '-' || *p == '+';
-        const size_t exp_digits = strspn(p, "0123456789");
-        if (!exp_digits) return false;
-        p += exp_digits;
-    }
-    if (*p) return false;
-    char *end;
-    errno = 0;
-    *out = strtod(s, &end);
-    return end == p && errno != ERANGE;
-}
-
 /* The first field p's kind does not take that is not 0 (file: not empty),
  * or NULL; *unless says when the kind would take it. la_kv_policy_parse
  * leaves those fields 0, so validate refusing them makes the two agree: a
@@ -276,7 +252,8 @@ static la_status parse_option(const char *text, la_kv_policy *p, const char *f, 
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s is empty or too long", text, opts[o].key);
         memcpy(buf, val, vn), buf[vn] = 0;
         double *f = o == 5 ? &p->share : o == 8 ? &p->snap : o == 10 ? &p->adapt : o == 11 ? &p->carry : &p->pyramid;
-        const bool ok = parse_decimal(buf, f) && (o == 12 ? *f > -1 && *f < 1 : *f >= 0 && (o != 8 ? *f <= 1 : *f < 1));
+        const bool ok =
+            la_parse_decimal(val, vn, f) && (o == 12 ? *f > -1 && *f < 1 : *f >= 0 && (o != 8 ? *f <= 1 : *f < 1));
         if (!ok)
             return la_fail(LA_ERR_ARGUMENT, "KV policy '%s': %s must be a number in %s, not '%s'", text, opts[o].key,
                            o == 12 ? "(-1, 1)" : o == 8 ? "[0, 1)" : "[0, 1]", buf);

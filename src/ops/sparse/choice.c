@@ -94,14 +94,12 @@ la_status la_sparse_choice_parse(const char *text, la_sparse_choice *out) {
     if (c.kind == LA_SPARSE_NONE)
         return la_fail(LA_ERR_ARGUMENT, "'%s': expected none or SELECTOR:BUDGET with SELECTOR one of static, topk, "
                        "vslash, hip, chunks, flex, routing", text);
-    char *end;
-    c.budget = strtod(colon + 1, &end);
-    /* a plain decimal, as la_kv_policy_parse's budgets: strtod also skipped
-     * blanks ("topk: 0.9" passed, "topk:0.9 " did not) and read hex */
-    const size_t plain = strspn(colon + 1, "0123456789.eE+-");
-    if (end == colon + 1 || (*end && *end != ',') || plain != (size_t)(end - (colon + 1)))
-        return la_fail(LA_ERR_ARGUMENT, "'%s': the budget '%.*s' is not a number", text,
-                       (int)strcspn(colon + 1, ","), colon + 1);
+    /* a plain decimal, as la_kv_policy_parse's budgets: strtod alone
+     * skipped blanks ("topk: 0.9" passed, "topk:0.9 " did not) and read hex */
+    const char *end = colon + 1 + strcspn(colon + 1, ",");
+    if (!la_parse_decimal(colon + 1, (size_t)(end - (colon + 1)), &c.budget))
+        return la_fail(LA_ERR_ARGUMENT, "'%s': the budget '%.*s' is not a number", text, (int)(end - (colon + 1)),
+                       colon + 1);
     la_status s = *end ? parse_options(text, end + 1, &c) : LA_OK;
     if (s) return s;
     s = check_choice(&c);
