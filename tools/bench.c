@@ -46,7 +46,7 @@ typedef struct {
                         (-1: unknown --op) */
     int scan_op;     /* linear --op mamba|aaren: 1 + scan_case_op; 0 none */
     int feature;     /* linear: la_feature_map */
-    la_ggml_type mm_type[4]; /* matmul: weight types */
+    la_ggml_type mm_type[8]; /* matmul: weight types, each once */
     int nmm_type;
 } options;
 
@@ -89,21 +89,45 @@ static int parse_list(const char *s, int64_t *out, int max) {
  * of "" or "," as no file at all (exit 0, no rows). */
 static bool items_ok(const char *s) { return *s && s[0] != ',' && s[strlen(s) - 1] != ',' && !strstr(s, ",,"); }
 
+/* The first item of the comma list s that an earlier item repeats, copied
+ * into dup (false: none). Numbers compare by value ("64,064"), --qk-file
+ * paths exactly, names without case (--type takes "Q8_0" as "q8_0"). A
+ * repeat in any list is a usage error, as in eval's lists: "--L 1024,1024"
+ * timed the row twice, "--type q8_0,q8_0" printed it twice. */
+static bool list_repeats(const char *option, const char *s, char *dup, size_t cap) {
+    const bool numeric = !strcmp(option, "--L") || !strcmp(option, "--D") || !strcmp(option, "--causal");
+    for (const char *a = s; *a; a += strcspn(a, ",") + (a[strcspn(a, ",")] == ',')) {
+        const size_t na = strcspn(a, ",");
+        for (const char *b = s; b < a; b += strcspn(b, ",") + 1) {
+            const size_t nb = strcspn(b, ",");
+            const bool same = numeric ? strtoll(a, NULL, 10) == strtoll(b, NULL, 10)
+                              : !strcmp(option, "--qk-file") ? na == nb && !strncmp(a, b, na)
+                                                             : na == nb && !strncasecmp(a, b, na);
+            if (same) {
+                snprintf(dup, cap, "%.*s", (int)na, a);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 static int parse_dtypes(const char *s, la_dtype *out) {
     int n = 0;
     char buf[64];
     if (!*s || snprintf(buf, sizeof buf, "%s", s) >= (int)sizeof buf) return -1;
-    /* each dtype once: the loop stopped at three items, so the fourth of
-     * "f32,f32,f32,bf16" was dropped in silence (no bf16 row ran) */
+    /* a repeat is kept once here (out holds the three dtypes) and refused
+     * by parse_options' list_repeats, as in every list: the loop stopped at
+     * three items, so the fourth of "f32,f32,f32,bf16" was dropped in silence */
     for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
         la_dtype t;
         if (!strcmp(tok, "f32")) t = LA_F32;
         else if (!strcmp(tok, "bf16")) t = LA_BF16;
         else if (!strcmp(tok, "f16")) t = LA_F16;
         else return -1;
-        for (int i = 0; i < n; i++)
-            if (out[i] == t) return -1;
-        out[n++] = t;
+        bool seen = false;
+        for (int i = 0; i < n; i++) seen |= out[i] == t;
+        if (!seen) out[n++] = t;
     }
     return n ? n : -1;
 }
@@ -117,8 +141,11 @@ static void usage(FILE *f) {
             "       --cold (every benchmark but peak): evict the caches before every timed run, so short\n"
             "               rows read their inputs from memory as long ones do (rows carry \"caches\":\"cold\")\n"
             "       --quick: fewer, shorter rows (no backward rows unless --pass names bwd)\n"
-            "       --budget SECONDS (every benchmark but peak): skip rows estimated to take longer\n"
-            "       Each benchmark takes only the options listed for it; another is a usage error.\n"
+            "       --budget SECONDS (every benchmark but peak): skip rows estimated to take longer (a decimal\n"
+            "               in [0.001, 1000000])\n"
+            "       Each benchmark takes only the options listed for it; another is a usage error. A list\n"
+            "       (--L, --D, --causal, --dtype, --pass, --type, --qk-file) names each item once: a repeat is\n"
+            "       a usage error.\n"
             "       peak:      the ceilings alone (FP32 FMA, BF16 dot, AMX BF16 tiles, read bandwidth)\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
@@ -285,8 +312,10 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
                 int found = -1;
                 for (int t = 0; t < 8; t++)
                     if (!strcasecmp(tok, la_ggml_type_name(ts[t]))) found = t;
-                if (found < 0 || o->nmm_type == 4) o->nmm_type = -1;
-                else o->mm_type[o->nmm_type++] = ts[found];
+                bool seen = false; /* a repeat: refused by list_repeats below, as in every list */
+                for (int t = 0; found >= 0 && t < o->nmm_type; t++) seen |= o->mm_type[t] == ts[found];
+                if (found < 0) o->nmm_type = -1;
+                else if (!seen) o->mm_type[o->nmm_type++] = ts[found];
             }
             if (o->nmm_type == 0) o->nmm_type = -1; /* "," names no type: not the default list in silence */
         }
@@ -315,6 +344,11 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         if (bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 || o->op < 0 ||
             o->feature < 0 || o->nmm_type < 0) {
             fprintf(stderr, "%s: bad value for %s: '%s'\n", CMD, a, val);
+            return -1;
+        }
+        char dup[64];
+        if (strchr(val, ',') && list_repeats(a, val, dup, sizeof dup)) {
+            fprintf(stderr, "%s: bad value for %s: '%s' lists '%s' twice (each item once)\n", CMD, a, val, dup);
             return -1;
         }
     }
@@ -461,8 +495,9 @@ static int bench_linear(const options *o) {
     return status;
 }
 
+static void ceilings_of(const void *o) { measure_ceilings(o); }
+
 static int bench_sparse(const options *o) {
-    if (o->qk_file) return sparse_qk_bench(o->qk_file, o->threads, o->json, o->quick);
     static const int64_t default_L[] = {8192, 16384, 32768}, quick_L[] = {4096};
     static const sparse_spec configs[] = {
         {.selector = SPARSE_STATIC, .local_blocks = 8},
@@ -555,6 +590,8 @@ int cmd_bench(int argc, char **argv) {
     }
     /* The machine's ceilings as a first line; every row's ratio is to the
      * ceiling measured beside that row. */
+    if (o.qk_file) /* its files are checked first, then the ceilings measured */
+        return sparse_qk_bench(o.qk_file, o.threads, o.json, o.quick, ceilings_of, &o);
     measure_ceilings(&o);
     if (!strcmp(argv[1], "attention")) return bench_attention(&o);
     if (decode) return bench_decode(&o);

@@ -306,7 +306,8 @@ static void gpu_usage(FILE *f) {
     fprintf(f, "usage: longattn bench attention|decode|sparse --backend cuda [--json] [--pass fwd|bwd] [--L N,...]\n"
                "       [--H 16] [--D 128] [--tokens 16384] [--iters 20]: JSON lines timed on GPU 0 through the public\n"
                "       API, after a device copy ceiling; bwd rows time forward + backward. decode takes --L, --D and\n"
-               "       --iters alone (32 query heads), sparse all but --tokens (batch 1)\n");
+               "       --iters alone (32 query heads), sparse all but --tokens (batch 1). --L names each length\n"
+               "       once.\n");
 }
 
 /* Digits only, no sign or blank, in [1, hi] (this program links no CLI
@@ -355,6 +356,8 @@ static int parse(int argc, char **argv, gpu_options *o) {
                 long long L;
                 if (o->nlens == MAX_LENS) return fprintf(stderr, "%s: --L takes at most %d lengths\n", GPU_CMD, MAX_LENS), -1;
                 if (!positive("--L", tok, INT32_MAX, &L)) return -1; /* also an empty item: "", "1,", "1,,2" */
+                for (int j = 0; j < o->nlens; j++) /* each item once, as in every list of the CLI */
+                    if (o->lens[j] == L) return fprintf(stderr, "%s: --L lists %lld twice\n", GPU_CMD, L), -1;
                 o->lens[o->nlens++] = L;
                 if (!comma) break;
             }

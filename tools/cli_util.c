@@ -77,15 +77,40 @@ bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64
     return true;
 }
 
-bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out) {
+bool cli_decimal(const char *text, double *out) {
+    /* strtod alone also takes hex ("0x1p-1"), "inf", "nan" and leading
+     * blanks: none of which a number typed into an option is. The library's
+     * rule for budgets (la_parse_decimal, internal to it) is the same. */
+    const char *p = text + (text[0] == '-' || text[0] == '+');
+    const size_t whole = strspn(p, "0123456789");
+    p += whole;
+    size_t fraction = 0;
+    if (*p == '.') fraction = strspn(++p, "0123456789"), p += fraction;
+    if (!whole && !fraction) return false;
+    if (*p == 'e' || *p == 'E') {
+        p++;
+        p += *p == '-' || *p == '+';
+        const size_t exp_digits = strspn(p, "0123456789");
+        if (!exp_digits) return false;
+        p += exp_digits;
+    }
+    if (*p) return false;
     char *end;
     errno = 0;
-    float v = strtof(text, &end);
-    if (errno || end == text || *end || starts_blank(text) || !(v >= lo && v <= hi)) {
-        fprintf(stderr, "%s: %s expects a number in [%g, %g], got '%s'\n", cmd, option, (double)lo, (double)hi, text);
+    const double v = strtod(text, &end);
+    if (end != p || errno == ERANGE) return false;
+    *out = v;
+    return true;
+}
+
+bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out) {
+    double v;
+    if (!cli_decimal(text, &v) || !(v >= lo && v <= hi)) {
+        fprintf(stderr, "%s: %s expects a number in [%g, %g], got '%s'\n", cmd, option, (double)lo,
+                (double)hi, text);
         return false;
     }
-    *out = v;
+    *out = (float)v;
     return true;
 }
 

@@ -16,6 +16,12 @@ bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_
 /* --threads N in [1, 4096]; warns (and still accepts) past the CPUs online */
 bool cli_parse_threads(const char *cmd, const char *text, int64_t *out);
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
+/* A plain decimal (optional sign, digits with an optional point, optional
+ * exponent) making up the whole text: no blanks, hex, inf or nan, nor a
+ * value past double's range; false otherwise (nothing printed). */
+bool cli_decimal(const char *text, double *out);
+/* A plain decimal (cli_decimal) within [lo, hi]; else "CMD: OPTION expects
+ * a number in [lo, hi], got '...'" and false. */
 bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out);
 /* --kv-type: f32, bf16 or f16 (la_dtype_name's spellings). */
 /* --sparse SELECTOR:BUDGET through la_sparse_choice_parse; on failure print

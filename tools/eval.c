@@ -59,7 +59,9 @@ static void usage(FILE *f) {
             "                   trained context is the sensible top, 8192 for SmolLM2: a longer length runs\n"
             "                   with a warning naming it, as run's --ctx, and takes time and memory that grow\n"
             "                   with the length; a length whose KV cache (--kv-type's widest, the --kv that\n"
-            "                   keeps most) and prompt would not fit in physical memory is refused)\n"
+            "                   keeps most) and prompt would not fit in physical memory is refused; past\n"
+            "                   the trained context a second warning gives the prompt's attention work\n"
+            "                   relative to one at the trained context, which grows with the length squared)\n"
             "  --depths LIST    needle depths in percent of the context (default 0,25,50,75,100)\n"
             "  --samples N      samples (seeds) per grid cell (default 1)\n"
             "  --seed S         seed the samples derive from, with their length, depth and index (default 1)\n"
@@ -782,7 +784,14 @@ int cmd_eval(int argc, char **argv) {
         rc = 2;
         goto done;
     }
-    if (any_grid) cli_model_ctx(CMD, "--lengths", max_len, cfg);
+    if (any_grid && cli_model_ctx(CMD, "--lengths", max_len, cfg) > cfg->n_ctx_train && cfg->n_ctx_train > 0) {
+        /* run --ctx past the trained context only sets a capacity; here the length is the prompt itself, and
+         * its prefill grows with the square of it: "--lengths 1000000" was a bare warning, then days of work */
+        const double ratio = (double)max_len / (double)cfg->n_ctx_train;
+        fprintf(stderr, "%s: warning: a --lengths %lld prompt takes about %.0fx the attention work of one at "
+                        "%lld tokens; the grid runs one per depth and sample, for each --kv policy and --kv-type\n",
+                CMD, (long long)max_len, ratio * ratio, (long long)cfg->n_ctx_train);
+    }
     if (o.task[TASK_PPL]) {
         cli_model_ctx(CMD, "--ppl-ctx", o.ppl_ctx, cfg);
         size_t len;

@@ -27,7 +27,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "\nExit status: 0 success, 1 a failure at run time (a file missing or malformed, a library error,\n"
             "output that cannot be written), 2 a usage error; the reason goes to stderr. An option given\n"
-            "twice has each value checked, and the last one counts.\n"
+            "twice has each value checked, and the last one counts. A list (comma-separated items) names\n"
+            "each item once. Numbers are plain decimals: no hex, inf, nan or leading blanks.\n"
             "Environment: LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16 caps the SIMD level; LONGATTN_BF16=0\n"
             "(f32 products), 1 or dot (no AMX); LONGATTN_AMX=0|1; an unknown value is ignored, with a warning.\n");
     fprintf(f, "\nlongattn %d.%d.%d, SIMD level %s\n", LA_VERSION_MAJOR, LA_VERSION_MINOR, LA_VERSION_PATCH,

@@ -36,38 +36,43 @@ static void usage(FILE *f) {
                "  --calibrate-sparse FILE  while scoring, run --sparse's topk options at a ladder of coverages\n"
                "               per head and write the per-head coverage file (la_sparse_calibrate; --kv full or\n"
                "               streaming, as --score-heads)\n"
-               "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999] (default\n"
+               "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999], each once (default\n"
                "               0.995); with several, one file per target, FILE-G\n"
                "  --score-heads FILE  while scoring, score each head of --sparse topk:G's sparse layers by how far\n"
                "               the residual stream moves when it alone goes streaming (sparse_head_score); write\n"
                "               the scores to FILE and, per --stream-share F, FILE-F: the per-head coverage file\n"
                "               with the share F of those heads streaming (coverage 0), the others at G\n"
-               "  --stream-share F[,F...]  shares in [0, 1] for --score-heads (default 0.5)\n"
+               "  --stream-share F[,F...]  shares in [0, 1], each once, for --score-heads (default 0.5)\n"
                "  --exact-decode  f32 activations for one-token evaluations too (no int8 rounding)\n");
 }
 
 /* The next number of a list "F[,F...]" at *t into *v, the length of its
- * text into *len, *t moved past it; false when it is not a number in
- * [lo, hi] followed by ',' or the end. */
+ * text into *len, *t moved past it; false when it is not a plain decimal
+ * (cli_decimal: no blanks, hex, inf or nan) in [lo, hi] followed by ','
+ * or the end ("0.9," ended on an empty item that was dropped in silence). */
 static bool list_next(const char **t, double lo, double hi, double *v, int *len) {
-    char *end;
-    /* a number starts at its first character and the list ends with one, as
-     * every other number the CLI reads: strtod skipped " 0.5" to 0.5, and
-     * "0.9," ended on an empty item that was dropped in silence */
-    if (isspace((unsigned char)**t)) return false;
-    *v = strtod(*t, &end);
-    if (end == *t || (*end && (*end != ',' || !end[1])) || !(*v >= lo && *v <= hi)) return false;
-    *len = (int)(end - *t);
-    *t = *end ? end + 1 : end;
+    char item[64];
+    const size_t n = strcspn(*t, ",");
+    if (n >= sizeof item || ((*t)[n] == ',' && !(*t)[n + 1])) return false;
+    memcpy(item, *t, n), item[n] = 0;
+    if (!cli_decimal(item, v) || !(*v >= lo && *v <= hi)) return false;
+    *len = (int)n;
+    *t += n + ((*t)[n] == ',');
     return true;
 }
 
+/* Each item once, as in every list the CLI reads: a repeated target or
+ * share wrote the same file twice. */
 static bool list_ok(const char *t, double lo, double hi) {
-    double v;
-    int len;
+    double v, seen[64];
+    int len, n = 0;
     if (!*t) return false; /* an empty list would do nothing, in silence */
-    while (*t)
-        if (!list_next(&t, lo, hi, &v, &len)) return false;
+    while (*t) {
+        if (!list_next(&t, lo, hi, &v, &len) || n == 64) return false;
+        for (int i = 0; i < n; i++)
+            if (seen[i] == v) return false;
+        seen[n++] = v;
+    }
     return true;
 }
 
@@ -176,13 +181,15 @@ int cmd_ppl(int argc, char **argv) {
     /* --score-heads' options checked before the long run, not after it */
     if (score_path && !cli_needs_topk(CMD, "--score-heads", &sp.sparse, true)) return 2;
     if (score_path && !list_ok(shares, 0, 1)) {
-        fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ','\n", CMD, shares);
+        fprintf(stderr, "%s: --stream-share '%s': expected shares in [0, 1] separated by ',', each a plain "
+                        "decimal given once\n", CMD, shares);
         return 2;
     }
     /* la_sparse_calibrate_finish's range: refused there only after the whole run */
     if (calib_path && !list_ok(calib_targets, LA_SPARSE_CALIB_TARGET_MIN, LA_SPARSE_CALIB_TARGET_MAX)) {
-        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ',', each in [%g, %g]\n", CMD,
-                calib_targets, LA_SPARSE_CALIB_TARGET_MIN, LA_SPARSE_CALIB_TARGET_MAX);
+        fprintf(stderr, "%s: --calibrate-target '%s': expected numbers separated by ',', each in [%g, %g], a "
+                        "plain decimal given once\n", CMD, calib_targets, LA_SPARSE_CALIB_TARGET_MIN,
+                LA_SPARSE_CALIB_TARGET_MAX);
         return 2;
     }
     /* before, found by the library once the model was read: exit 1, "kind 0 given" */

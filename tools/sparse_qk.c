@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #define QK_RECALL_ROWS 2048
@@ -20,7 +21,12 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
-int sparse_qk_bench(const char *files, int threads, bool json, bool quick) {
+/* Every file is read and checked before `before` runs (the ceilings, about
+ * 2 s): a missing or malformed file was found only after them. A regular
+ * file is read again for its rows (one at a time in memory); anything else
+ * (a pipe, /dev/stdin) can be read once only, so its q and k are kept. */
+int sparse_qk_bench(const char *files, int threads, bool json, bool quick, void (*before)(const void *),
+                    const void *arg) {
     static const char *const full[] = {"static:4",  "static:8",  "static:16", "topk:0.8",   "topk:0.9", "topk:0.95",
                                        "topk:4",    "topk:8",    "topk:16",   "vslash:16",  "vslash:32", "vslash:64",
                                        "hip:4",     "hip:8",     "hip:16",    "chunks:1",   "chunks:2", "flex:0.9",
@@ -29,17 +35,41 @@ int sparse_qk_bench(const char *files, int threads, bool json, bool quick) {
     static const char *const small[] = {"static:8", "topk:0.9", "vslash:32", "hip:8", "topk:0.95,probe=4"};
     const char *const *sel = quick ? small : full;
     const int nsel = quick ? (int)(sizeof small / sizeof *small) : (int)(sizeof full / sizeof *full);
+    int n = 1;
+    for (const char *c = files; *c; c++) n += *c == ',';
+    char *list = strdup(files), **paths = calloc((size_t)n, sizeof *paths);
+    la_tensor *kept = calloc((size_t)n * 2, sizeof *kept); /* q, k of file i at 2i, 2i + 1; data NULL: reread */
+    int rc = 0;
+    if (!list || !paths || !kept) {
+        fprintf(stderr, "longattn bench: out of memory\n");
+        rc = 1;
+    }
+    n = 0;
+    for (char *save = NULL, *path = rc ? NULL : strtok_r(list, ",", &save); path; path = strtok_r(NULL, ",", &save))
+        paths[n++] = path;
+    for (int f = 0; f < n && !rc; f++) {
+        struct stat sb;
+        const bool regular = !stat(paths[f], &sb) && S_ISREG(sb.st_mode);
+        if (!qk_file_read("longattn bench", paths[f], &kept[2 * f], &kept[2 * f + 1])) rc = 1;
+        else if (regular) {
+            free(kept[2 * f].data), free(kept[2 * f + 1].data);
+            kept[2 * f].data = kept[2 * f + 1].data = NULL;
+        }
+    }
+    if (rc) goto done;
+    before(arg);
     la_context *ctx;
     la_status st = la_context_create(&ctx, threads > 0 ? threads : 0);
     if (st) {
         fprintf(stderr, "longattn bench: context: %s\n", la_last_error());
-        return 1;
+        rc = 1;
+        goto done;
     }
-    int rc = 0;
-    char *list = strdup(files);
-    for (char *save = NULL, *path = strtok_r(list, ",", &save); path && !rc; path = strtok_r(NULL, ",", &save)) {
-        la_tensor q, k;
-        if (!qk_file_read("longattn bench", path, &q, &k)) {
+    for (int f = 0; f < n && !rc; f++) {
+        const char *path = paths[f];
+        la_tensor q = kept[2 * f], k = kept[2 * f + 1];
+        kept[2 * f].data = kept[2 * f + 1].data = NULL; /* freed below, with the reread ones */
+        if (!q.data && !qk_file_read("longattn bench", path, &q, &k)) { /* changed since it was checked */
             rc = 1;
             break;
         }
@@ -76,7 +106,9 @@ int sparse_qk_bench(const char *files, int threads, bool json, bool quick) {
         }
         free(q.data), free(k.data);
     }
-    free(list);
     la_context_destroy(ctx);
+done:
+    for (int f = 0; kept && f < 2 * n; f++) free(kept[f].data);
+    free(kept), free(paths), free(list);
     return rc;
 }

@@ -5,7 +5,10 @@
 
 #include <stdbool.h>
 
-/* files: comma-separated qk files; 0 on success, 1 on failure (printed). */
-int sparse_qk_bench(const char *files, int threads, bool json, bool quick);
+/* files: comma-separated qk files, each read and checked before
+ * before(arg) (the ceilings) is called; 0 on success, 1 on failure
+ * (printed; before not called when a file fails its check). */
+int sparse_qk_bench(const char *files, int threads, bool json, bool quick, void (*before)(const void *),
+                    const void *arg);
 
 #endif

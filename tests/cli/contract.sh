@@ -206,6 +206,36 @@ expect 2 "bad value for --pass: 'fwd,,bwd'" bench attention $QUICK_ATTN --pass f
 expect 2 "bad value for --pass: ',fwd'" bench attention $QUICK_ATTN --pass ,fwd
 # each dtype once: the fourth item was dropped in silence (no bf16 row ran)
 expect 2 "bad value for --dtype: 'f32,f32,f32,bf16'" bench attention $QUICK_ATTN --pass fwd --dtype f32,f32,f32,bf16
+# every list names each item once (--help says so): a repeat ran or printed the row twice
+expect 2 "bad value for --L: '1024,1024' lists '1024' twice" bench attention $QUICK_ATTN --L 1024,1024
+expect 2 "bad value for --L: '64,064' lists '064' twice" bench decode --quick --threads 2 --L 64,064
+expect 2 "bad value for --D: '64,64' lists '64' twice" bench attention $QUICK_ATTN --D 64,64
+expect 2 "bad value for --causal: '1,1' lists '1' twice" bench attention $QUICK_ATTN --causal 1,1
+expect 2 "bad value for --pass: 'fwd,fwd' lists 'fwd' twice" bench attention $QUICK_ATTN --pass fwd,fwd
+expect 2 "bad value for --pass: 'fwd,decode,fwd' lists 'fwd' twice" bench linear --quick --L 64 --pass fwd,decode,fwd
+expect 2 "bad value for --type: 'q8_0,Q8_0' lists 'Q8_0' twice" bench matmul --quick --L 1 --type q8_0,Q8_0
+expect 2 "bad value for --qk-file: 'a.qk,a.qk' lists 'a.qk' twice" bench sparse --qk-file a.qk,a.qk
+expect 2 "--L lists 64 twice" bench attention --backend cuda --L 64,64
+expect 2 "--kv-type lists 'f16' twice" eval -m /nonexistent.gguf --kv-type f16,f16
+expect 2 "--lengths lists '1024' twice" eval -m /nonexistent.gguf --lengths 1024,1024
+expect 2 "--stream-share '0.5,0.50'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
+    --score-heads "$TMP/sh" --stream-share 0.5,0.50
+expect 2 "--calibrate-target '0.99,0.99'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
+    --calibrate-sparse "$TMP/cal" --calibrate-target 0.99,0.99
+# numbers are plain decimals: strtod took hex, and "inf" past a range's top was a range error only by chance
+for v in 0x0.8 0x1p-1 1e999 infinity; do
+    expect 2 "--temp expects a number in \[0, 1e\+06\], got '$v'" run -m /nonexistent.gguf -p hi --temp $v
+    expect 2 "--top-p expects a number in \[1e-06, 1\], got '$v'" run -m /nonexistent.gguf -p hi --top-p $v
+    expect 2 "--budget expects a number" bench attention --budget $v
+    expect 2 "--stream-share '$v'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
+        --score-heads "$TMP/sh" --stream-share $v
+done
+expect 2 "--calibrate-target '0x0.fp0'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
+    --calibrate-sparse "$TMP/cal" --calibrate-target 0x0.fp0
+# ... and the plain ones pass (a missing model after them: exit 1)
+for v in 0.5 .5 5e-1 +0.5 1; do
+    expect 1 "LA_ERR_IO" run -m /nonexistent.gguf -p hi --temp $v --top-p $v
+done
 expect 2 "--backend is cpu or cuda, got ''" bench attention --backend ""
 # the CUDA rows' own options (tools/bench_gpu.c), checked before any device is sought
 expect 0 "usage: longattn bench attention" bench attention --backend cuda --help
@@ -288,6 +318,21 @@ expect 1 "cut.qk' is truncated: .* promises 49152 bytes after it, the file holds
     >"$TMP/nan.qk"
 expect 1 "nan.qk': q element 0 is -?nan; q and k must be finite" bench sparse --quick --threads 2 --qk-file "$TMP/nan.qk"
 expect 1 "cannot read '/': Is a directory" bench sparse --quick --threads 2 --qk-file /
+# a --qk-file that cannot be read is refused before the ceilings (about 2 s of measuring) are taken: each
+# file is checked first, the last of a list too; a pipe, which reads once, still runs
+for f in /nonexistent.qk "$TMP/ok.qk,/nonexistent.qk" "$TMP/ok.qk,$TMP/nan.qk" README.md; do
+    checks=$((checks + 1))
+    $LIMIT "$BIN" bench sparse --quick --threads 2 --qk-file "$f" >"$TMP/out" 2>&1
+    st=$?
+    if [ $st != 1 ] || grep -q "ceilings" "$TMP/out"; then
+        fail "bench sparse --qk-file $f: exit $st (want 1), or the ceilings measured before the refusal"
+        sed 's/^/    /' "$TMP/out" | head -3
+    fi
+done
+checks=$((checks + 1))
+cat "$TMP/ok.qk" | $LIMIT "$BIN" bench sparse --quick --threads 2 --qk-file "$TMP/ok.qk,/dev/stdin" >"$TMP/out" 2>&1 &&
+    [ "$(grep -c "Lq 64 Lk 64 H 2 Hkv 1 D 64" "$TMP/out")" = 2 ] && grep -q "^ceilings" "$TMP/out" ||
+    fail "bench sparse --qk-file FILE,/dev/stdin: $(head -c 200 "$TMP/out")"
 expect 1 "--sparse-heads: LA_ERR_IO" run -m "$MODEL" -p hi --sparse topk:0.9 --sparse-heads /nonexistent.txt
 : >"$TMP/empty.gguf"
 expect 1 "empty" info "$TMP/empty.gguf"
@@ -326,6 +371,10 @@ expect 2 "has [0-9]+ tokens; --ppl-offset 0 plus --ppl-ctx 1073741824" eval -m "
 expect 2 "longattn eval: warning: --lengths 9000 is beyond the model's trained context of 8192 tokens" eval \
     -m "$MODEL" --task needle,ppl --lengths 1024,9000 --depths 50 --no-heatmap -f README.md --ppl-ctx 64 \
     --ppl-offset 1000000000 --threads 2
+# a length far past it is run too (as run --ctx and ppl --ctx are), with its cost said: the prompt's
+# attention work grows with its square ("--lengths 1000000" gave the same bare warning as 9000, then days)
+expect 2 "warning: a --lengths 1000000 prompt takes about 14901x the attention work of one at 8192 tokens" eval \
+    -m "$MODEL" --task needle,ppl --lengths 1000000 --kv full -f README.md --ppl-offset 1000000000 --threads 2
 expect 2 "longattn eval: warning: --ppl-ctx 9000 is beyond the model's trained context of 8192 tokens" eval \
     -m "$MODEL" --task ppl -f README.md --ppl-ctx 9000 --ppl-offset 1000000000 --threads 2
 # dense-layers past the model's layers ran every layer dense in silence (and
