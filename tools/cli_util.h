@@ -78,9 +78,9 @@ bool cli_sparse_heads(const char *cmd, const char *path, const la_model_config *
  * else prints "CMD: OPTION needs --sparse topk:..." and returns false, so
  * the command stops with a usage error before it loads the model. */
 bool cli_needs_topk(const char *cmd, const char *option, const la_sparse_choice *choice, bool coverage);
-/* A path the command writes to: "" is "CMD: OPTION expects a file path,
- * got ''" (false, a usage error), as eval's --heatmap "" is, not a failure
- * to create '' found after the whole run. */
+/* A path the command reads or writes: "" is "CMD: OPTION expects a file
+ * path, got ''" (false, a usage error), as eval's --heatmap "" is, not a
+ * failure to open or create '' (exit 1, after the whole run for an output). */
 bool cli_parse_path(const char *cmd, const char *option, const char *text);
 /* A file the command writes after its run (`path`, or with `prefix` the
  * files named PATH-...): its directory must take files and a file's path

@@ -33,7 +33,10 @@ int cmd_calibrate_duo(int argc, char **argv) {
         }
         static const char *const value_options[] = {"-m", "-o", "--prompts", "--ctx", "--seed", "--threads", NULL};
         if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
-        if (!strcmp(a, "-m")) model_path = v;
+        if (!strcmp(a, "-m")) {
+            if (!cli_parse_path(CMD, a, v)) return 2; /* as -o "": it was "cannot open ''", exit 1 */
+            model_path = v;
+        }
         else if (!strcmp(a, "-o")) {
             if (!cli_parse_path(CMD, a, v)) return 2;
             out = v;

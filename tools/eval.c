@@ -237,7 +237,9 @@ static int parse_args(int argc, char **argv, eval_options *o) {
             usage(stderr);
             return 2;
         }
-        bool ok = true;
+        /* an empty path names no file: a usage error, as --heatmap "" is (it was "cannot open ''", exit 1) */
+        bool ok = !(!strcmp(a, "-m") || !strcmp(a, "-f") || !strcmp(a, "--sparse-heads")) || cli_parse_path(CMD, a, v);
+        if (!ok) return 2;
         for (int k = 0; k < N_TASK_OPTIONS; k++) given[k] |= !strcmp(a, TASK_OPTIONS[k].option);
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-f")) o->text_path = v;

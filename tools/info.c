@@ -47,13 +47,14 @@ int cmd_info(int argc, char **argv) {
         printf("usage: longattn info MODEL.gguf\n");
         return 0;
     }
-    if (argc != 2 || argv[1][0] == '-') {
+    if (argc != 2 || argv[1][0] == '-' || !argv[1][0]) { /* "": no file, as -m "" elsewhere */
         /* as every other subcommand, an option it does not know is named */
         for (int i = 1; i < argc; i++)
             if (argv[i][0] == '-') {
                 fprintf(stderr, "longattn info: unknown option '%s'\n", argv[i]);
                 break;
             }
+        if (argc == 2 && !argv[1][0]) fprintf(stderr, "longattn info: expects a file path, got ''\n");
         fprintf(stderr, "usage: longattn info MODEL.gguf\n");
         return 2;
     }

@@ -136,6 +136,9 @@ int cmd_ppl(int argc, char **argv) {
                                                     "--sparse-heads", "--calibrate-sparse", "--calibrate-target",
                                                     "--score-heads", "--stream-share", "--sparse", NULL};
         if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
+        /* an empty path names no file: a usage error, as --score-heads "" is */
+        if ((!strcmp(a, "-m") || !strcmp(a, "-f") || !strcmp(a, "--sparse-heads")) && !cli_parse_path(CMD, a, v))
+            return 2;
         if (!strcmp(a, "-m")) model_path = v;
         else if (!strcmp(a, "-f")) text_path = v;
         else if (!strcmp(a, "--ctx")) {

@@ -82,6 +82,10 @@ static int parse_args(int argc, char **argv, run_options *o) {
                                                     "--seed", "--ctx", "--threads", "--kv-type", "--kv", "--dump-qk",
                                                     "--dump-layers", "--sparse-heads", "--sparse", NULL};
         if (!(v = cli_option_value(CMD, argc, argv, &i, value_options))) return 2;
+        /* an empty path names no file: a usage error, as -o "" is (it was "cannot open ''", exit 1) */
+        if ((!strcmp(a, "-m") || !strcmp(a, "-f") || !strcmp(a, "--sparse-heads") || !strcmp(a, "--dump-qk")) &&
+            !cli_parse_path(CMD, a, v))
+            return 2;
         if (!strcmp(a, "-m")) o->model_path = v;
         else if (!strcmp(a, "-p")) o->prompt = v;
         else if (!strcmp(a, "-f")) o->prompt_file = v;

@@ -138,6 +138,21 @@ expect 1 "-o /nonexistent/duo.txt: cannot write into '/nonexistent'" calibrate-d
 expect 1 "-o README.md/duo.txt: cannot write into 'README.md': Not a directory" calibrate-duo -m /nonexistent.gguf \
     -o README.md/duo.txt
 expect 1 "-o $TMP: is a directory" calibrate-duo -m /nonexistent.gguf -o "$TMP"
+# an empty input path names no file either: a usage error (it was "cannot open ''", exit 1, and for -m
+# "longattn eval: : LA_ERR_IO")
+expect 2 "run: -m expects a file path, got ''" run -m "" -p hi
+expect 2 "run: -f expects a file path, got ''" run -m "$MODEL" -f ""
+expect 2 "run: --dump-qk expects a file path, got ''" run -m "$MODEL" -p hi --dump-qk ""
+expect 2 "run: --sparse-heads expects a file path, got ''" run -m "$MODEL" -p hi --sparse topk:0.9 --sparse-heads ""
+expect 2 "ppl: -m expects a file path, got ''" ppl -m "" -f README.md --ctx 64
+expect 2 "ppl: -f expects a file path, got ''" ppl -m "$MODEL" -f "" --ctx 64
+expect 2 "ppl: --sparse-heads expects a file path, got ''" ppl -m "$MODEL" -f README.md --ctx 64 --sparse topk:0.9 \
+    --sparse-heads ""
+expect 2 "eval: -m expects a file path, got ''" eval -m ""
+expect 2 "eval: -f expects a file path, got ''" eval -m "$MODEL" --task ppl -f ""
+expect 2 "eval: --sparse-heads expects a file path, got ''" eval -m "$MODEL" --sparse topk:0.9 --sparse-heads ""
+expect 2 "calibrate-duo: -m expects a file path, got ''" calibrate-duo -m ""
+expect 2 "info: expects a file path, got ''" info ""
 # an empty output path is a usage error before the run (it failed to create '' after the whole run)
 expect 2 "-o expects a file path, got ''" calibrate-duo -m /nonexistent.gguf -o ""
 expect 2 "--score-heads expects a file path, got ''" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
