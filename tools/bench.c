@@ -378,12 +378,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         return -1;
     }
     if (b >= 0 && !sizes_fit(o, bench_options[b].bench)) return -1;
-    if (o->threads <= 0) { /* the library's default: what a context with 0 threads gets */
-        la_context *ctx;
-        o->threads = 1;
-        if (la_context_create(&ctx, 0) == LA_OK) o->threads = la_context_threads(ctx);
-        la_context_destroy(ctx);
-    }
+    int64_t threads = o->threads; /* 0: the library's default, checked as --threads is */
+    if (!cli_default_threads(CMD, &threads)) return -1;
+    o->threads = threads > 0 ? (int)threads : 1;
     return 0;
 }
 

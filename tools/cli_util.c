@@ -63,6 +63,27 @@ bool cli_parse_threads(const char *cmd, const char *text, int64_t *out) {
     return true;
 }
 
+bool cli_default_threads(const char *cmd, int64_t *threads) {
+    if (*threads > 0) return true;
+    la_context *ctx;
+    if (la_context_create(&ctx, 0)) return true; /* the command's own context creation will say why */
+    const int n = la_context_threads(ctx);
+    la_context_destroy(ctx);
+    /* OMP_NUM_THREADS=99999 was taken as is: the run made no progress in minutes on 2 cores */
+    const char *omp = getenv("OMP_NUM_THREADS");
+    if (n > 4096) {
+        fprintf(stderr, "%s: the default thread count (OMP_NUM_THREADS%s%s%s) is %d, past the 4096 --threads takes; "
+                        "give --threads N\n", cmd, omp ? "='" : "", omp ? omp : " unset", omp ? "'" : "", n);
+        return false;
+    }
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online > 0 && n > online)
+        fprintf(stderr, "%s: warning: the default thread count (OMP_NUM_THREADS='%s') is %d, more than the %ld CPUs "
+                        "online; the extra threads share cores and slow the run\n", cmd, omp ? omp : "", n, online);
+    *threads = n;
+    return true;
+}
+
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out) {
     char *end;
     errno = 0;

@@ -15,6 +15,11 @@
 bool cli_parse_i64(const char *cmd, const char *option, const char *text, int64_t lo, int64_t hi, int64_t *out);
 /* --threads N in [1, 4096]; warns (and still accepts) past the CPUs online */
 bool cli_parse_threads(const char *cmd, const char *text, int64_t *out);
+/* No --threads given (*threads 0): the library's default (OMP_NUM_THREADS
+ * or all cores) into *threads, under the rules of --threads: past 4096 it
+ * prints why and returns false (a usage error), past the CPUs online it
+ * warns. */
+bool cli_default_threads(const char *cmd, int64_t *threads);
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
 /* A plain decimal (optional sign, digits with an optional point, optional
  * exponent) making up the whole text: no blanks, hex, inf or nan, nor a

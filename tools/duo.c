@@ -18,7 +18,7 @@ static void usage(FILE *f) {
                "                in physical memory is refused; past the model's trained context it runs\n"
                "                with a warning, as run's --ctx)\n"
                "  --seed N      picks the filler, key and digits (default 1)\n"
-               "  --threads N   CPU threads (default: OMP_NUM_THREADS or all cores)\n");
+               "  --threads N   CPU threads, 1 to 4096 (default: OMP_NUM_THREADS or all cores)\n");
 }
 
 int cmd_calibrate_duo(int argc, char **argv) {
@@ -60,6 +60,7 @@ int cmd_calibrate_duo(int argc, char **argv) {
         usage(stderr);
         return 2;
     }
+    if (!cli_default_threads(CMD, &threads)) return 2;
     if (!cli_output_ok(CMD, "-o", out, false)) return 1; /* before the calibration, not after it */
     la_model *m = NULL;
     la_context *ctx = NULL;

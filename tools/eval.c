@@ -74,7 +74,7 @@ static void usage(FILE *f) {
             "  --ppl-chunks N   ppl: chunks at most (default 8; 0 = all)\n"
             "  --ppl-offset N   ppl: the first chunk starts at token N of the text (default 0), so windows\n"
             "                   further in can be run alone; each chunk's own perplexity is reported too\n"
-            "  --threads N      CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --threads N      CPU threads, 1 to 4096 (default: OMP_NUM_THREADS or all cores)\n"
             "  --heatmap PREFIX write PREFIX-TASK-POLICY-TYPE.csv (and .png with gnuplot) for needle and\n"
             "                   multikey (default PREFIX: longattn-eval)\n"
             "  --no-heatmap     write no files (not with --heatmap)\n"
@@ -305,6 +305,7 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         return 2;
     }
     if (o->sparse_heads && !cli_needs_topk(CMD, "--sparse-heads", &o->sparse, true)) return 2;
+    if (!cli_default_threads(CMD, &o->threads)) return 2;
     return 0;
 }
 

@@ -24,7 +24,7 @@ static void usage(FILE *f) {
                "  -f FILE      text to score\n"
                "  --ctx N      tokens per chunk (llama.cpp's -c); the second half of each chunk is scored;\n"
                "               past the model's trained context it runs with a warning, as run's --ctx\n"
-               "  --threads N  CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+               "  --threads N  CPU threads, 1 to 4096 (default: OMP_NUM_THREADS or all cores)\n"
                "  --kv-type T  KV-cache element type: f16 (default, as llama.cpp), bf16, f32, q8 or q4\n"
                "  --kv POLICY  KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
                "               quest:BUDGET or duo:BUDGET[:SCOREFILE] (see include/longattn.h; applied after\n"
@@ -36,8 +36,8 @@ static void usage(FILE *f) {
                "  --calibrate-sparse FILE  while scoring, run --sparse's topk options at a ladder of coverages\n"
                "               per head and write the per-head coverage file (la_sparse_calibrate; --kv full or\n"
                "               streaming, as --score-heads)\n"
-               "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999], each once (default\n"
-               "               0.995); with several, one file per target, FILE-G\n"
+               "  --calibrate-target G[,G...]  the calibrated heads' mean coverage, in [0.9, 0.999], each\n"
+               "               once (default 0.995); with several, one file per target, FILE-G\n"
                "  --score-heads FILE  while scoring, score each head of --sparse topk:G's sparse layers by how far\n"
                "               the residual stream moves when it alone goes streaming (sparse_head_score); write\n"
                "               the scores to FILE and, per --stream-share F, FILE-F: the per-head coverage file\n"
@@ -199,6 +199,7 @@ int cmd_ppl(int argc, char **argv) {
     if ((heads_path && !cli_needs_topk(CMD, "--sparse-heads", &sp.sparse, true)) ||
         (calib_path && !cli_needs_topk(CMD, "--calibrate-sparse", &sp.sparse, false)))
         return 2;
+    if (!cli_default_threads(CMD, &threads)) return 2;
     /* neither observes a stateful policy's prefill (la_session_params): the file written after the run held the
      * target everywhere, or zero scores */
     const char *observer = calib_path ? "--calibrate-sparse" : score_path ? "--score-heads" : NULL;

@@ -22,13 +22,13 @@ static void usage(FILE *f) {
             "  --system TEXT  system message for --chat (default: the template's own, if any)\n"
             "  --raw          tokenise the prompt exactly as given: no BOS, special-token text kept as text\n"
             "  -n N           generate at most N tokens (default 256; -1: until end of text or context)\n"
-            "  --temp T       temperature; 0 = greedy (default 0.8)\n"
-            "  --top-k K      keep the K most likely tokens; 0 = off (default 40)\n"
-            "  --top-p P      nucleus sampling mass in (0, 1]; 1 = off (default 0.95)\n"
+            "  --temp T       temperature in [0, 1e6], a plain decimal; 0 = greedy (default 0.8)\n"
+            "  --top-k K      keep the K most likely tokens, K in [0, 2^31 - 1]; 0 = off (default 40)\n"
+            "  --top-p P      nucleus sampling mass in [1e-6, 1], a plain decimal; 1 = off (default 0.95)\n"
             "  --seed S       sampling seed (default: from the clock, printed)\n"
             "  --ctx N        KV-cache capacity in tokens (default: the model's training context; more\n"
             "                 runs, with a warning naming the trained context: quality falls past it)\n"
-            "  --threads N    CPU threads (default: OMP_NUM_THREADS or all cores)\n"
+            "  --threads N    CPU threads, 1 to 4096 (default: OMP_NUM_THREADS or all cores)\n"
             "  --kv-type T    KV-cache element type: f16 (default, as llama.cpp), bf16, f32, or quantised\n"
             "                 q8 / q4 (int8 / int4, KIVI-style groups of 32, the last 32+ tokens kept f32)\n"
             "  --kv POLICY    KV-cache policy: full (default), streaming:BUDGET, h2o:BUDGET, snapkv:BUDGET,\n"
@@ -143,6 +143,7 @@ static int parse_args(int argc, char **argv, run_options *o) {
         return 2;
     }
     if (o->sparse_heads && !cli_needs_topk(CMD, "--sparse-heads", &o->sparse, true)) return 2;
+    if (!cli_default_threads(CMD, &o->threads)) return 2;
     if (!o->seed_given) o->sampling.seed = (uint64_t)time(NULL);
     return 0;
 }

@@ -120,6 +120,22 @@ expect 2 "--dump-layers: layer 99 is past the model's 30 layers" run -m "$MODEL"
 expect 2 "--dump-layers names layer 1 twice" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers 0,1,1
 # more threads than CPUs online: a warning, not a refusal (the empty prompt then stops the run)
 expect 2 "warning: --threads 4096 is more than the [0-9]+ CPUs online" run -m "$MODEL" -p "" --threads 4096
+# the default thread count (OMP_NUM_THREADS) under --threads' rules: 99999 was taken as is, and the run
+# made no progress in minutes on 2 cores; past the CPUs online a warning (the missing model then: exit 1)
+for cmd in "run -m /nonexistent.gguf -p hi" "ppl -m /nonexistent.gguf -f README.md --ctx 64" \
+    "eval -m /nonexistent.gguf" "calibrate-duo -m /nonexistent.gguf" "bench peak"; do
+    checks=$((checks + 1))
+    # shellcheck disable=SC2086 # cmd splits into the command's words
+    OMP_NUM_THREADS=99999 $LIMIT "$BIN" $cmd >"$TMP/out" 2>&1
+    st=$?
+    [ $st = 2 ] && grep -q "the default thread count (OMP_NUM_THREADS='99999') is 99999, past the 4096" "$TMP/out" ||
+        fail "OMP_NUM_THREADS=99999 longattn $cmd: exit $st, $(head -c 200 "$TMP/out")"
+done
+checks=$((checks + 1))
+OMP_NUM_THREADS=4096 $LIMIT "$BIN" run -m /nonexistent.gguf -p hi >"$TMP/out" 2>&1
+st=$?
+[ $st = 1 ] && grep -q "warning: the default thread count (OMP_NUM_THREADS='4096') is 4096, more than the [0-9]* CPUs" \
+    "$TMP/out" || fail "OMP_NUM_THREADS=4096 longattn run: exit $st, $(head -c 200 "$TMP/out")"
 for v in "" "1," "1,,2" " 1" -1 abc; do
     expect 2 "--dump-layers" run -m "$MODEL" -p hi -n 1 --ctx 64 --dump-qk "$TMP/qk" --dump-layers "$v"
 done
