@@ -145,7 +145,7 @@ static void usage(FILE *f) {
             "               in [0.001, 1000000])\n"
             "       Each benchmark takes only the options listed for it; another is a usage error. A list\n"
             "       (--L, --D, --causal, --dtype, --pass, --type, --qk-file) names each item once: a repeat is\n"
-            "       a usage error.\n"
+            "       a usage error; --L and --D take at most 16 items.\n"
             "       peak:      the ceilings alone (FP32 FMA, BF16 dot, AMX BF16 tiles, read bandwidth)\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
@@ -341,14 +341,21 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         if ((!strcmp(a, "--qk-file") || !strcmp(a, "--dtype") || !strcmp(a, "--type") || !strcmp(a, "--pass")) &&
             !items_ok(val))
             bad = true;
-        if (bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 || o->op < 0 ||
-            o->feature < 0 || o->nmm_type < 0) {
-            fprintf(stderr, "%s: bad value for %s: '%s'\n", CMD, a, val);
-            return -1;
-        }
+        /* a list's repeat is refused whatever else is wrong with it, and named */
+        const bool is_list = !strcmp(a, "--L") || !strcmp(a, "--D") || !strcmp(a, "--causal") ||
+                             !strcmp(a, "--dtype") || !strcmp(a, "--pass") || !strcmp(a, "--type") ||
+                             !strcmp(a, "--qk-file");
         char dup[64];
-        if (strchr(val, ',') && list_repeats(a, val, dup, sizeof dup)) {
-            fprintf(stderr, "%s: bad value for %s: '%s' lists '%s' twice (each item once)\n", CMD, a, val, dup);
+        const bool repeat = is_list && items_ok(val) && list_repeats(a, val, dup, sizeof dup);
+        int items = 1;
+        for (const char *c = val; *c; c++) items += *c == ',';
+        if (repeat || bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 ||
+            o->op < 0 || o->feature < 0 || o->nmm_type < 0) {
+            fprintf(stderr, "%s: bad value for %s: '%s'", CMD, a, val);
+            if (repeat) fprintf(stderr, " lists '%s' twice (each item once)", dup);
+            else if ((!strcmp(a, "--L") || !strcmp(a, "--D")) && items > MAX_LIST)
+                fprintf(stderr, " (%d items; at most %d)", items, MAX_LIST);
+            fputc('\n', stderr);
             return -1;
         }
     }

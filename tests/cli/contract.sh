@@ -247,6 +247,10 @@ expect 2 "bad value for --pass: 'fwd,decode,fwd' lists 'fwd' twice" bench linear
 expect 2 "bad value for --type: 'q8_0,Q8_0' lists 'Q8_0' twice" bench matmul --quick --L 1 --type q8_0,Q8_0
 expect 2 "bad value for --qk-file: 'a.qk,a.qk' lists 'a.qk' twice" bench sparse --qk-file a.qk,a.qk
 expect 2 "--L lists 64 twice" bench attention --backend cuda --L 64,64
+# ... named even where the list is too long for its buffer, and a list past its most items says so
+expect 2 "bad value for --dtype: '(f32,){16}f32' lists 'f32' twice" bench attention \
+    --dtype f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32
+expect 2 "bad value for --L: '.*' \(17 items; at most 16\)" bench attention --L 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
 expect 2 "--kv-type lists 'f16' twice" eval -m /nonexistent.gguf --kv-type f16,f16
 expect 2 "--lengths lists '1024' twice" eval -m /nonexistent.gguf --lengths 1024,1024
 expect 2 "--stream-share '0.5,0.50'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
