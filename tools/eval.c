@@ -76,7 +76,7 @@ static void usage(FILE *f) {
             "                   further in can be run alone; each chunk's own perplexity is reported too\n"
             "  --threads N      CPU threads, 1 to 4096 (default: OMP_NUM_THREADS or all cores)\n"
             "  --heatmap PREFIX write PREFIX-TASK-POLICY-TYPE.csv (and .png with gnuplot) for needle and\n"
-            "                   multikey (default PREFIX: longattn-eval)\n"
+            "                   multikey (default PREFIX: longattn-eval; DIR/NAME, not DIR/)\n"
             "  --no-heatmap     write no files (not with --heatmap)\n"
             "  --json           JSON lines on stdout (a line per grid cell, then per summary row)\n"
             "  --sparse S:B     block-sparse prefill in every run, as longattn run's --sparse (default none);\n"
@@ -246,8 +246,10 @@ static int parse_args(int argc, char **argv, eval_options *o) {
         else if (!strcmp(a, "--heatmap")) {
             o->heatmap = v;
             heatmap_given = true;
-            if (!*v) { /* the files were "-needle-...csv" in the working directory */
-                fprintf(stderr, "%s: --heatmap expects a file prefix, got ''\n", CMD);
+            /* the files were "-needle-...csv" in the working directory (""), or in DIR ("DIR/") */
+            if (!*v || v[strlen(v) - 1] == '/') {
+                fprintf(stderr, "%s: --heatmap expects a file prefix, got '%s'%s\n", CMD, v,
+                        *v ? " (a directory: give DIR/NAME)" : "");
                 ok = false;
             }
         }

@@ -214,6 +214,12 @@ int cmd_ppl(int argc, char **argv) {
         return 2;
     }
 
+    /* several targets name files FILE-G: "DIR/" gave DIR/-0.99, as eval's --heatmap DIR/ did */
+    if (calib_path && strchr(calib_targets, ',') && calib_path[strlen(calib_path) - 1] == '/') {
+        fprintf(stderr, "%s: --calibrate-sparse expects a file prefix with several targets, got '%s' (a directory: "
+                        "give DIR/NAME)\n", CMD, calib_path);
+        return 2;
+    }
     /* the files written after the run: checked before it */
     if ((calib_path && !cli_output_ok(CMD, "--calibrate-sparse", calib_path, strchr(calib_targets, ',') != NULL)) ||
         (score_path && !cli_output_ok(CMD, "--score-heads", score_path, false)))

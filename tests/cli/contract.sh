@@ -142,6 +142,10 @@ done
 # eval's heatmaps: a directory that cannot take them is found before the
 # run, and a CSV that cannot be written fails the run (it exited 0)
 expect 2 "--heatmap expects a file prefix, got ''" eval -m /nonexistent.gguf --heatmap ""
+# a prefix that ends in '/' named files "-needle-..." inside that directory, as "" did in the working one
+expect 2 "--heatmap expects a file prefix, got '$TMP/' \(a directory" eval -m /nonexistent.gguf --heatmap "$TMP/"
+expect 2 "--calibrate-sparse expects a file prefix with several targets, got '$TMP/'" ppl -m /nonexistent.gguf \
+    -f README.md --ctx 64 --sparse topk:0.9 --calibrate-sparse "$TMP/" --calibrate-target 0.99,0.995
 expect 1 "--heatmap /nonexistent/dir/p: cannot write into '/nonexistent/dir'" eval -m /nonexistent.gguf \
     --heatmap /nonexistent/dir/p
 [ -d /proc ] && expect 1 "cannot write" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --threads 2 \
