@@ -583,15 +583,16 @@ int cmd_bench(int argc, char **argv) {
         }
     if (!strcmp(backend, "cuda")) return bench_gpu(argc, argv);
     bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
-    options o;
-    int parsed = parse_options(argc, argv, &o, decode || kvquant);
-    if (parsed) return parsed > 0 ? 0 : 2;
+    /* the name first: "bench --L 5" said "unknown option '5'", taking --L for the benchmark */
     if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && strcmp(argv[1], "sparse") &&
         strcmp(argv[1], "matmul") && !decode && !kvquant) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
         usage(stderr);
         return 2;
     }
+    options o;
+    int parsed = parse_options(argc, argv, &o, decode || kvquant);
+    if (parsed) return parsed > 0 ? 0 : 2;
     /* The machine's ceilings as a first line; every row's ratio is to the
      * ceiling measured beside that row. */
     if (o.qk_file) /* its files are checked first, then the ceilings measured */

@@ -77,6 +77,7 @@ expect 2 "usage: longattn info" info
 expect 2 "usage: longattn info" info a.gguf b.gguf
 expect 2 "unknown option '--bogus'" info --bogus
 expect 2 "unknown benchmark 'bogus'" bench bogus
+expect 2 "unknown benchmark '--L'" bench --L 5
 
 # missing values
 expect 2 "-m needs a value" run -m
