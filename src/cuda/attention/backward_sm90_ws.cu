@@ -129,7 +129,14 @@
  * warpgroup barrier (4 bulk reduces an item, not 16), with or without an
  * L2 evict-last policy on them: 0.973-0.984x wgdk, taken out (commit
  * 00a6243). The bound wgskipdk (wgdk's key warpgroups, no dQ) ran 1.12-1.18x
- * wgdk, wgnoadd 1.06x. wg1f and wgnofence below were not run (no machine).
+ * wgdk, wgnoadd 1.06x.
+ * Twenty-seventh session (BENCHMARKS s27-cuda, H100, same call as wgdk
+ * 551-565): both halves staged before one fence and each warp's four boxes
+ * in one bulk group (wg1f) 0.975-0.990x wgdk, the same with its reduce wait
+ * under half 0's product (wg1fw) 0.984-1.000x; the bound without the
+ * fences (wgnofence) 0.978-1.003x: the fences cost nothing measurable, and
+ * adding half 0 while half 1's product runs is worth more than one fewer
+ * fence and group. Taken out (code in commit 2c9e7b9).
  *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
@@ -152,21 +159,14 @@
  * the twenty-fifth session); wgskip (timing builds): wg's key warpgroups
  * with warpgroup 2 only producing. */
 enum { BWS_DQ_ATOMIC, BWS_DQ_TMA, BWS_DQ_WARP, BWS_DQ_SKIP, BWS_DQ_EARLY, BWS_DQ_EARLY_DV, BWS_DQ_WG, BWS_DQ_WG_SKIP, BWS_DQ_WG_DK,
-       BWS_DQ_WG_NOADD, BWS_DQ_WG_SKIP_DK, BWS_DQ_WG_1F, BWS_DQ_WG_NOFENCE, BWS_DQ_WG_1FW };
+       BWS_DQ_WG_NOADD, BWS_DQ_WG_SKIP_DK };
 /* wgnoadd (timing builds): wgdk's dQ products without the staging or adds
  * (dQ wrong): what the adds cost, beside wgskip's bound without either;
  * wgskipdk (timing builds): wgdk's key warpgroups with warpgroup 2 only
- * producing (s26: 1.12-1.18x wgdk, H200). wg1f (s26, compiled clean, not
- * yet run on a GPU): wgdk with both halves staged before one fence and
- * each warp's four boxes issued in one bulk group (one fence and one group
- * an item, not two); wgnofence (timing builds, s26, not yet run; dQ may be
- * wrong): wgdk's adds without the fences, what the fences cost; wg1fw
- * (s27): wg1f with lane 0's wait for the warp's item it - 1 reduces moved
- * under half 0's product (staging half 0 under half 1's product, the next
- * step, spilled 28-108 bytes at 88 registers: not built) */
+ * producing (s26: 1.12-1.18x wgdk, H200) */
 static constexpr bool bws_is_wg(int dqm) {
     return dqm == BWS_DQ_WG || dqm == BWS_DQ_WG_SKIP || dqm == BWS_DQ_WG_DK || dqm == BWS_DQ_WG_NOADD ||
-           dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_1F || dqm == BWS_DQ_WG_NOFENCE || dqm == BWS_DQ_WG_1FW;
+           dqm == BWS_DQ_WG_SKIP_DK;
 }
 /* the kernel's flags: dQ staged with the bank-spread lane order; (timing
  * builds) the warp mode's staging without its reduce-add */
@@ -286,8 +286,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
                                                    const float *fLD) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
-    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || DQM == BWS_DQ_WG_SKIP_DK ||
-                           DQM == BWS_DQ_WG_1F || DQM == BWS_DQ_WG_NOFENCE || DQM == BWS_DQ_WG_1FW;
+    constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || DQM == BWS_DQ_WG_SKIP_DK;
     bwd90_block w;
     if (!bwd90_block_make(a, heads_per_chunk, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
@@ -472,60 +471,6 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
             if (lane == 0) mbar_arrive(m.bar_de + 8 * buf);
             continue;
         }
-        if constexpr (DQM == BWS_DQ_WG_1F || DQM == BWS_DQ_WG_1FW) {
-            /* wg1f: both buffers free once this warp's reduces of item
-             * it - 1 have read them (issued an item ago); half 0 staged
-             * while half 1's product waits, one fence for both, then the
-             * warp's four boxes in one bulk group (wg1fw: that wait under
-             * half 0's product) */
-            constexpr bool W = DQM == BWS_DQ_WG_1FW;
-            if (!W && lane == 0) bulk_wait_read();
-            if (!W) __syncwarp();
-            wgmma_fence();
-            bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 0);
-            if (W && lane == 0) bulk_wait_read();
-            if (W) __syncwarp();
-            wgmma_wait<0>();
-            bws_dq_stage(m.sdQ0, acc, wq, g, tq, spread);
-            wgmma_fence();
-            bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 1);
-            wgmma_wait<0>();
-            __syncwarp();
-            if (lane == 0) mbar_arrive(m.bar_de + 8 * buf); /* this warp's dQ reads of dS^T are done */
-            bws_dq_stage(m.sdQ0 + T::DQ, acc, wq, g, tq, spread);
-            fence_proxy_async(); /* this thread's stores of both halves, before the TMA reads them */
-            __syncwarp();
-            if (lane == 0) {
-#pragma unroll
-                for (int p = 0; p < 2; p++)
-#pragma unroll
-                    for (int c = 0; c < 2; c++)
-                        tma_reduce_add(m.sdQ0 + p * T::DQ + c * BQ * 128 + wq * 16 * 128, mdq, p * 64 + c * 32, i0 + wq * 16,
-                                       hq, b);
-                bulk_commit();
-            }
-            continue;
-        }
-#ifdef LA_CUDA_TIMING_BOUNDS
-        if constexpr (DQM == BWS_DQ_WG_NOFENCE) {
-            /* timing bound: wgdk's adds without the two fences (the TMA may
-             * read stale staging: dQ may be wrong) */
-#pragma unroll 1
-            for (int p = 0; p < 2; p++) {
-                wgmma_fence();
-                bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, p);
-                wgmma_wait<0>();
-                __syncwarp();
-                if (p == 1 && lane == 0) mbar_arrive(m.bar_de + 8 * buf);
-                if (lane == 0) bulk_wait_read_but1();
-                __syncwarp();
-                bws_dq_stage(m.sdQ0 + p * T::DQ, acc, wq, g, tq, spread);
-                __syncwarp();
-                if (lane == 0) bws_dq_reduce_add<DP>(m.sdQ0 + p * T::DQ, mdq, p, wq, i0, hq, b);
-            }
-            continue;
-        }
-#endif
         wgmma_fence();
         bwd90_dq_issue<DP, F16>(acc, sdS, m.sK, 0);
         wgmma_wait<0>();
@@ -823,19 +768,15 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
             if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG, true>(a, m, flags, stream);
             if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK, true>(a, m, flags, stream);
         }
-        /* s26's timing bounds, bf16 only (f16 inputs: the launcher takes wgdk) */
+        /* s26's timing bound, bf16 only (f16 inputs: the launcher takes wgdk) */
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP_DK>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_NOFENCE) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOFENCE>(a, m, flags, stream);
 #endif
     }
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
 #ifdef LA_CUDA_TIMING_BOUNDS
-        /* wg1f is built only with the timing bounds until it has run on a GPU */
-        if (dqm == BWS_DQ_WG_1F) return launch_bws<DP, F16, 3, BWS_DQ_WG_1F>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_1FW) return launch_bws<DP, F16, 3, BWS_DQ_WG_1FW>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_NOADD) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOADD>(a, m, flags, stream);
 #endif
@@ -854,11 +795,8 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
  * since the twenty-fifth session: fwd+bwd +8-11% on earlydv, H100): dQ in
  * a third warpgroup at D 128 with the fast rule, earlydv / early
  * elsewhere; wgskip (timing builds: wg without dQ); wgnoadd (timing
- * builds: wgdk's dQ products without the staging or adds); wg1f (timing
- * builds until it has run on a GPU: wgdk with one fence and one bulk group
- * an item; wg1fw the same with its reduce wait under half 0's product); wgskipdk,
- * wgnofence (timing builds, bf16: wgdk's key warpgroups without dQ; wgdk
- * without the staging's fences).
+ * builds: wgdk's dQ products without the staging or adds); wgskipdk
+ * (timing builds, bf16: wgdk's key warpgroups without dQ).
  * LA_CUDA_BACKWARD_DQ_SPREAD=0: the staging's earlier lane order.
  * LA_CUDA_BACKWARD_WG_P=f16 (wg / wgdk, bf16 inputs): dS^T from an f16 copy
  * of P^T (P's rounding in dS 2^-11, not bf16's 2^-9; ~1.2% slower). */
@@ -871,13 +809,10 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "earlydv")) return BWS_DQ_EARLY_DV;
     if (pick && !strcmp(pick, "wg")) return BWS_DQ_WG;
 #ifdef LA_CUDA_TIMING_BOUNDS
-    if (pick && !strcmp(pick, "wg1f")) return BWS_DQ_WG_1F;
-    if (pick && !strcmp(pick, "wg1fw")) return BWS_DQ_WG_1FW;
     if (pick && !strcmp(pick, "skip")) return BWS_DQ_SKIP;
     if (pick && !strcmp(pick, "wgskip")) return BWS_DQ_WG_SKIP;
     if (pick && !strcmp(pick, "wgnoadd")) return BWS_DQ_WG_NOADD;
     if (pick && !strcmp(pick, "wgskipdk")) return BWS_DQ_WG_SKIP_DK;
-    if (pick && !strcmp(pick, "wgnofence")) return BWS_DQ_WG_NOFENCE;
 #endif
     return BWS_DQ_WG_DK;
 }
@@ -918,8 +853,8 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
     /* so has wg's, at D 128 only: early-dV elsewhere */
     if (bws_is_wg(dqm) && (!bwd90_fast_rule(a->rule) || a->D != 128))
         dqm = bwd90_fast_rule(a->rule) ? BWS_DQ_EARLY_DV : BWS_DQ_EARLY;
-    /* s26's timing bounds are built for bf16 only */
-    if ((dqm == BWS_DQ_WG_SKIP_DK || dqm == BWS_DQ_WG_NOFENCE) && a->f16) dqm = BWS_DQ_WG_DK;
+    /* s26's timing bound is built for bf16 only */
+    if (dqm == BWS_DQ_WG_SKIP_DK && a->f16) dqm = BWS_DQ_WG_DK;
     const bool reduce =
         dqm == BWS_DQ_TMA || dqm == BWS_DQ_WARP || dqm == BWS_DQ_EARLY || dqm == BWS_DQ_EARLY_DV || bws_is_wg(dqm);
     /* boxes of 32 columns by a tile's rows (the writer) or a warp's 16 */
