@@ -129,8 +129,14 @@
  * warpgroup barrier (4 bulk reduces an item, not 16), with or without an
  * L2 evict-last policy on them: 0.973-0.984x wgdk, taken out (commit
  * 00a6243). The bound wgskipdk (wgdk's key warpgroups, no dQ) ran 1.12-1.18x
- * wgdk, wgnoadd 1.06x. wg1f (one fence and one bulk group an item) and
- * the bound wgnofence were written but never run (no machine): commit ea20409.
+ * wgdk, wgnoadd 1.06x.
+ * Twenty-seventh session (BENCHMARKS s27-cuda, H100, same call as wgdk
+ * 551-565): both halves staged before one fence and each warp's four boxes
+ * in one bulk group (wg1f) 0.975-0.990x wgdk, the same with its reduce wait
+ * under half 0's product (wg1fw) 0.984-1.000x; the bound without the
+ * fences (wgnofence) 0.978-1.003x: the fences cost nothing measurable, and
+ * adding half 0 while half 1's product runs is worth more than one fewer
+ * fence and group. Taken out (code in commit 2c9e7b9).
  *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
