@@ -146,6 +146,16 @@ LA_API la_simd la_simd_hardware(void);
  * longattn CLI prints it as a warning). */
 LA_API la_status la_env_check(void);
 
+/* The n bytes at s as a plain decimal number: an optional sign, digits
+ * with an optional point, an optional exponent, and nothing else. True
+ * with *out set; false, *out untouched, for an empty string, blanks, hex
+ * ("0x0.8"), inf, nan, more than 63 bytes, a NULL pointer or a value out
+ * of double's range (strtod takes all but the last). The rule for numbers
+ * inside the library's option strings (la_kv_policy_parse's and
+ * la_sparse_choice_parse's budgets); the longattn CLI applies it to its
+ * number options. Sets no error message. */
+LA_API bool la_parse_decimal(const char *s, size_t n, double *out);
+
 typedef struct la_context la_context;
 
 /* threads <= 0 uses the OpenMP default (OMP_NUM_THREADS or all cores). */

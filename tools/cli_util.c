@@ -99,29 +99,7 @@ bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64
 }
 
 bool cli_decimal(const char *text, double *out) {
-    /* strtod alone also takes hex ("0x1p-1"), "inf", "nan" and leading
-     * blanks: none of which a number typed into an option is. The library's
-     * rule for budgets (la_parse_decimal, internal to it) is the same. */
-    const char *p = text + (text[0] == '-' || text[0] == '+');
-    const size_t whole = strspn(p, "0123456789");
-    p += whole;
-    size_t fraction = 0;
-    if (*p == '.') fraction = strspn(++p, "0123456789"), p += fraction;
-    if (!whole && !fraction) return false;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        p += *p == '-' || *p == '+';
-        const size_t exp_digits = strspn(p, "0123456789");
-        if (!exp_digits) return false;
-        p += exp_digits;
-    }
-    if (*p) return false;
-    char *end;
-    errno = 0;
-    const double v = strtod(text, &end);
-    if (end != p || errno == ERANGE) return false;
-    *out = v;
-    return true;
+    return la_parse_decimal(text, strlen(text), out); /* the library's rule for option strings' numbers */
 }
 
 bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out) {

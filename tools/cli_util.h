@@ -21,9 +21,10 @@ bool cli_parse_threads(const char *cmd, const char *text, int64_t *out);
  * warns. */
 bool cli_default_threads(const char *cmd, int64_t *threads);
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
-/* A plain decimal (optional sign, digits with an optional point, optional
- * exponent) making up the whole text: no blanks, hex, inf or nan, nor a
- * value past double's range; false otherwise (nothing printed). */
+/* The whole text a plain decimal, by the library's la_parse_decimal rule
+ * (optional sign, digits with an optional point, optional exponent; no
+ * blanks, hex, inf or nan, nor a value past double's range, at most 63
+ * bytes); false otherwise (nothing printed). */
 bool cli_decimal(const char *text, double *out);
 /* A plain decimal (cli_decimal) within [lo, hi]; else "CMD: OPTION expects
  * a number in [lo, hi], got '...'" and false. */

@@ -55,11 +55,6 @@ bool la_cpu_avx512_vnni(void);
 bool la_cpu_avx512_vnni_vbmi(void);
 
 /* Checked arithmetic: return false on overflow. */
-/* The n bytes at s as a plain decimal number (optional sign, digits with
- * an optional point, optional exponent), nothing else: false for blanks,
- * hex, inf, nan, an empty string or a value out of double's range. */
-bool la_parse_decimal(const char *s, size_t n, double *out);
-
 static inline bool la_mul_i64(int64_t a, int64_t b, int64_t *out) {
     return !__builtin_mul_overflow(a, b, out);
 }

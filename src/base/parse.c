@@ -8,7 +8,7 @@
  * into an option string (a budget, a share) should be. */
 bool la_parse_decimal(const char *s, size_t n, double *out) {
     char buf[64];
-    if (!s || !n || n >= sizeof buf) return false;
+    if (!s || !out || !n || n >= sizeof buf) return false;
     memcpy(buf, s, n), buf[n] = 0;
     const char *p = buf + (buf[0] == '-' || buf[0] == '+');
     const size_t whole = strspn(p, "0123456789");

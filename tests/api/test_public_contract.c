@@ -66,6 +66,27 @@ static void check_base(void) {
         free(env_saved[i]);
     }
 
+    /* la_parse_decimal: a plain decimal and nothing else; *out untouched on refusal */
+    {
+        const char *good[] = {"0.5", "-2", "+3.", ".25", "1e3", "2.5E-2", "0"};
+        const double want[] = {0.5, -2, 3, 0.25, 1000, 0.025, 0};
+        for (int i = 0; i < 7; i++) {
+            double v = -99;
+            CHECK(la_parse_decimal(good[i], strlen(good[i]), &v) && v == want[i]);
+        }
+        const char *bad[] = {"", " 0.5", "0.5 ", "0x0.8", "inf", "nan", "1e999", ".", "1e", "1,5", "--1", "e5"};
+        for (int i = 0; i < 12; i++) {
+            double v = -99;
+            CHECK(!la_parse_decimal(bad[i], strlen(bad[i]), &v) && v == -99);
+        }
+        double v = -99;
+        CHECK(la_parse_decimal("0.75,rest", 4, &v) && v == 0.75); /* the first n bytes only */
+        CHECK(!la_parse_decimal(NULL, 3, &v) && !la_parse_decimal("1", 1, NULL));
+        char long_number[80];
+        memset(long_number, '1', sizeof long_number);
+        CHECK(!la_parse_decimal(long_number, sizeof long_number, &v) && v == 0.75); /* past 63 bytes */
+    }
+
     /* la_set_error / la_clear_error / la_last_error */
     CHECK(la_set_error(LA_ERR_SHAPE, "custom %d", 7) == LA_ERR_SHAPE);
     CHECK(strstr(la_last_error(), "custom 7") != NULL);
