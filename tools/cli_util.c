@@ -98,13 +98,9 @@ bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64
     return true;
 }
 
-bool cli_decimal(const char *text, double *out) {
-    return la_parse_decimal(text, strlen(text), out); /* the library's rule for option strings' numbers */
-}
-
 bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out) {
     double v;
-    if (!cli_decimal(text, &v) || !(v >= lo && v <= hi)) {
+    if (!la_parse_decimal(text, strlen(text), &v) || !(v >= lo && v <= hi)) {
         fprintf(stderr, "%s: %s expects a number in [%g, %g], got '%s'\n", cmd, option, (double)lo,
                 (double)hi, text);
         return false;

@@ -21,13 +21,9 @@ bool cli_parse_threads(const char *cmd, const char *text, int64_t *out);
  * warns. */
 bool cli_default_threads(const char *cmd, int64_t *threads);
 bool cli_parse_u64(const char *cmd, const char *option, const char *text, uint64_t *out);
-/* The whole text a plain decimal, by the library's la_parse_decimal rule
- * (optional sign, digits with an optional point, optional exponent; no
- * blanks, hex, inf or nan, nor a value past double's range, at most 63
- * bytes); false otherwise (nothing printed). */
-bool cli_decimal(const char *text, double *out);
-/* A plain decimal (cli_decimal) within [lo, hi]; else "CMD: OPTION expects
- * a number in [lo, hi], got '...'" and false. */
+/* A plain decimal (la_parse_decimal: no blanks, hex, inf or nan) within
+ * [lo, hi]; else "CMD: OPTION expects a number in [lo, hi], got '...'"
+ * and false. */
 bool cli_parse_f32(const char *cmd, const char *option, const char *text, float lo, float hi, float *out);
 /* --kv-type: f32, bf16 or f16 (la_dtype_name's spellings). */
 /* --sparse SELECTOR:BUDGET through la_sparse_choice_parse; on failure print

@@ -48,14 +48,12 @@ static void usage(FILE *f) {
 
 /* The next number of a list "F[,F...]" at *t into *v, the length of its
  * text into *len, *t moved past it; false when it is not a plain decimal
- * (cli_decimal: no blanks, hex, inf or nan) in [lo, hi] followed by ','
- * or the end ("0.9," ended on an empty item that was dropped in silence). */
+ * (la_parse_decimal: no blanks, hex, inf or nan) in [lo, hi] followed by
+ * ',' or the end ("0.9," ended on an empty item that was dropped in silence). */
 static bool list_next(const char **t, double lo, double hi, double *v, int *len) {
-    char item[64];
     const size_t n = strcspn(*t, ",");
-    if (n >= sizeof item || ((*t)[n] == ',' && !(*t)[n + 1])) return false;
-    memcpy(item, *t, n), item[n] = 0;
-    if (!cli_decimal(item, v) || !(*v >= lo && *v <= hi)) return false;
+    if ((*t)[n] == ',' && !(*t)[n + 1]) return false;
+    if (!la_parse_decimal(*t, n, v) || !(*v >= lo && *v <= hi)) return false;
     *len = (int)n;
     *t += n + ((*t)[n] == ',');
     return true;
