@@ -52,8 +52,14 @@ LA_API la_status la_detokenize(const la_tokenizer *t, const int32_t *ids, int64_
 /* ------------------------------------------------------- model */
 
 /* Llama-family models from GGUF (architectures `llama` and `qwen2`):
- * configuration, memory-mapped weights, and sessions that own a KV cache and
- * run the forward pass through the library's attention. */
+ * configuration, weights, and sessions that own a KV cache and run the
+ * forward pass through the library's attention. la_model_load reads the
+ * file into anonymous memory on 2 MB pages where Linux grants transparent
+ * huge pages on request (/sys/kernel/mm/transparent_hugepage/enabled is
+ * `always` or `madvise`): each generated token streams every weight, and
+ * 4 KB page-cache pages read ~10% slower. The process then holds its own
+ * copy of the file (its resident size grows by the file's size; the page
+ * cache's copy stays reclaimable). Elsewhere the file is memory-mapped. */
 typedef enum { LA_ROPE_NORM = 0, LA_ROPE_NEOX = 1 } la_rope_kind;
 
 typedef struct {
