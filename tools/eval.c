@@ -132,6 +132,15 @@ static bool parse_i64_list(const char *option, char *text, int64_t lo, int64_t h
     return true;
 }
 
+/* Whether two parsed policies are the same policy, field by field (the
+ * struct's padding is not compared). */
+static bool same_policy(const la_kv_policy *a, const la_kv_policy *b) {
+    return a->kind == b->kind && a->budget == b->budget && a->sinks == b->sinks && a->recent == b->recent &&
+           a->window == b->window && a->kernel == b->kernel && a->pool_avg == b->pool_avg && a->page == b->page &&
+           a->share == b->share && a->snap == b->snap && a->decode_grow == b->decode_grow && a->adapt == b->adapt &&
+           !strcmp(a->file, b->file) && a->carry == b->carry && a->pyramid == b->pyramid;
+}
+
 static bool parse_policies(char *text, eval_options *o) {
     char *items[MAX_LIST];
     int n = split_list("--kv", text, items);
@@ -141,6 +150,13 @@ static bool parse_policies(char *text, eval_options *o) {
             fprintf(stderr, "%s: --kv '%s': %s\n", CMD, items[i], la_last_error());
             return false;
         }
+        /* spelled apart, the same policy (streaming:16 and streaming:016,
+         * h2o:64 and h2o:0064): its rows would be run twice */
+        for (int j = 0; j < i; j++)
+            if (same_policy(&o->policy[j], &o->policy[i])) {
+                fprintf(stderr, "%s: --kv lists one policy twice ('%s' and '%s')\n", CMD, items[j], items[i]);
+                return false;
+            }
         o->policy_text[i] = items[i];
     }
     o->n_policies = n;

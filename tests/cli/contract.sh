@@ -258,6 +258,11 @@ expect 2 "bad value for --dtype: '(f32,){16}f32' lists 'f32' twice" bench attent
 expect 2 "bad value for --L: '.*' \(17 items; at most 16\)" bench attention --L 1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17
 expect 2 "--kv-type lists 'f16' twice" eval -m /nonexistent.gguf --kv-type f16,f16
 expect 2 "--lengths lists '1024' twice" eval -m /nonexistent.gguf --lengths 1024,1024
+# one policy spelled two ways ran its rows twice
+expect 2 "--kv lists one policy twice \('streaming:16' and 'streaming:016'\)" eval -m /nonexistent.gguf \
+    --kv streaming:16,streaming:016
+expect 2 "--kv lists one policy twice \(.h2o:64. and .h2o:0064.\)" eval -m /nonexistent.gguf --kv full,h2o:64,h2o:0064
+expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf --kv streaming:16,streaming:32,h2o:16
 expect 2 "--stream-share '0.5,0.50'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
     --score-heads "$TMP/sh" --stream-share 0.5,0.50
 expect 2 "--calibrate-target '0.99,0.99'" ppl -m /nonexistent.gguf -f README.md --ctx 64 --sparse topk:0.9 \
