@@ -331,6 +331,11 @@ static int parse(int argc, char **argv, gpu_options *o) {
         if (!strcmp(a, "--json")) continue; /* rows are always JSON lines */
         bool known = false;
         for (const char *const *k = value_options; *k; k++) known |= !strcmp(a, *k);
+        /* the CPU bench's options: "unknown" read as a typo for an option this path lacks */
+        static const char *const cpu_only[] = {"--threads", "--quick", "--cold", "--causal", "--dtype", "--budget",
+                                               "--chunk", "--decay", "--feature", "--op", "--qk-file", "--type", NULL};
+        for (const char *const *k = cpu_only; !known && *k; k++)
+            if (!strcmp(a, *k)) return fprintf(stderr, "%s: %s is an option of the CPU bench; not taken on the GPU\n", GPU_CMD, a), -1;
         if (!known) return fprintf(stderr, "%s: unknown option '%s'\n", GPU_CMD, a), -1;
         if (i + 1 == argc) return fprintf(stderr, "%s: %s needs a value\n", GPU_CMD, a), -1;
         val = argv[++i];

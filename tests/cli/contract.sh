@@ -252,6 +252,8 @@ expect 2 "bad value for --pass: 'fwd,decode,fwd' lists 'fwd' twice" bench linear
 expect 2 "bad value for --type: 'q8_0,Q8_0' lists 'Q8_0' twice" bench matmul --quick --L 1 --type q8_0,Q8_0
 expect 2 "bad value for --qk-file: 'a.qk,a.qk' lists 'a.qk' twice" bench sparse --qk-file a.qk,a.qk
 expect 2 "--L lists 64 twice" bench attention --backend cuda --L 64,64
+expect 2 "--threads is an option of the CPU bench; not taken on the GPU" bench decode --backend cuda --threads 2
+expect 2 "unknown option .--thread." bench decode --backend cuda --thread 2
 # ... named even where the list is too long for its buffer, and a list past its most items says so
 expect 2 "bad value for --dtype: '(f32,){16}f32' lists 'f32' twice" bench attention \
     --dtype f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32,f32
