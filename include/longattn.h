@@ -138,7 +138,8 @@ LA_API la_simd la_simd_detected(void);
 LA_API la_simd la_simd_hardware(void);
 /* Whether the environment switches the library reads hold values it
  * knows: LONGATTN_SIMD (a level above, any case), LONGATTN_BF16 (0, 1 or
- * dot) and LONGATTN_AMX (0 or 1), each unset or empty too. The library
+ * dot), LONGATTN_AMX (0 or 1) and LONGATTN_MODEL_MMAP (0 or 1, read by
+ * la_model_load in longattn_model.h), each unset or empty too. The library
  * never prints, and ignores a value it does not know (the default
  * applies: for LONGATTN_SIMD the hardware's level), so a program that
  * wants such a typo seen calls this once: LA_OK, or LA_ERR_ARGUMENT with a

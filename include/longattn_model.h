@@ -59,7 +59,10 @@ LA_API la_status la_detokenize(const la_tokenizer *t, const int32_t *ids, int64_
  * `always` or `madvise`): each generated token streams every weight, and
  * 4 KB page-cache pages read ~10% slower. The process then holds its own
  * copy of the file (its resident size grows by the file's size; the page
- * cache's copy stays reclaimable). Elsewhere the file is memory-mapped. */
+ * cache's copy stays reclaimable). The file is memory-mapped instead
+ * (shared, reclaimable pages) where huge pages are not offered, where the
+ * file is over a quarter of the machine's physical memory, or with
+ * LONGATTN_MODEL_MMAP=1 in the environment. */
 typedef enum { LA_ROPE_NORM = 0, LA_ROPE_NEOX = 1 } la_rope_kind;
 
 typedef struct {

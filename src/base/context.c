@@ -159,7 +159,8 @@ la_status la_env_check(void) {
     static const struct {
         const char *name, *accepted;
     } switches[] = {{"LONGATTN_BF16", "0 (f32 products), 1 (the default) or dot (no AMX)"},
-                    {"LONGATTN_AMX", "0 (f32 products) or 1 (the default)"}};
+                    {"LONGATTN_AMX", "0 (f32 products) or 1 (the default)"},
+                    {"LONGATTN_MODEL_MMAP", "0 (the default: weights on 2 MB pages where offered) or 1 (mapped)"}};
     for (size_t i = 0; i < sizeof switches / sizeof switches[0]; i++) {
         const char *v = getenv(switches[i].name);
         if (v && *v && strcmp(v, "0") && strcmp(v, "1") && (i != 0 || strcmp(v, "dot")))

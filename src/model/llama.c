@@ -199,11 +199,15 @@ static la_status load_weights(la_model *m) {
  * products with it, BENCHMARKS s28-hp). So where the kernel grants
  * transparent huge pages on request (enabled: always or madvise), the model
  * reads its file into anonymous memory advised MADV_HUGEPAGE; the page
- * cache's copy stays clean, for the OS to reclaim. Elsewhere, or if any
- * step fails, it maps the file (la_gguf_open, whose errors then name the
+ * cache's copy stays clean, for the OS to reclaim. Elsewhere, for a file
+ * over a quarter of physical memory (a private copy of a large model could
+ * push the machine into swap), with LONGATTN_MODEL_MMAP=1, or if any step
+ * fails, it maps the file (la_gguf_open, whose errors then name the
  * problem). */
 static bool huge_pages_on_request(void) {
 #ifdef MADV_HUGEPAGE
+    const char *e = getenv("LONGATTN_MODEL_MMAP");
+    if (e && !strcmp(e, "1")) return false;
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
     if (!f) return false;
     char line[128];
@@ -225,7 +229,10 @@ static bool read_file_on_huge_pages(const char *path, la_model *m, size_t *size)
     struct stat sb;
     char *p = MAP_FAILED;
     size_t span = 0;
-    if (!fstat(fd, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0 && (uint64_t)sb.st_size <= SIZE_MAX - 2 * HUGE_PAGE) {
+    const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    const uint64_t quarter = pages > 0 && page > 0 ? (uint64_t)pages / 4 * (uint64_t)page : 0;
+    if (!fstat(fd, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0 && (uint64_t)sb.st_size <= quarter &&
+        (uint64_t)sb.st_size <= SIZE_MAX - 2 * HUGE_PAGE) {
         /* one 2 MB step more than the file, trimmed to a 2 MB-aligned start */
         span = ((size_t)sb.st_size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
         p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);

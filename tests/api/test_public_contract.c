@@ -30,9 +30,9 @@ static void check_base(void) {
 
     /* la_env_check: the library ignores a switch value it does not know
      * (it never prints); this call names it, its value and the accepted ones */
-    const char *const env_names[] = {"LONGATTN_SIMD", "LONGATTN_BF16", "LONGATTN_AMX"};
-    char *env_saved[3];
-    for (int i = 0; i < 3; i++) {
+    const char *const env_names[] = {"LONGATTN_SIMD", "LONGATTN_BF16", "LONGATTN_AMX", "LONGATTN_MODEL_MMAP"};
+    char *env_saved[4];
+    for (int i = 0; i < 4; i++) {
         const char *v = getenv(env_names[i]);
         env_saved[i] = v ? strdup(v) : NULL;
         unsetenv(env_names[i]);
@@ -60,7 +60,15 @@ static void check_base(void) {
     CHECK(strstr(la_last_error(), "LONGATTN_AMX='dot'") != NULL);
     setenv("LONGATTN_AMX", "1", 1);
     EXPECT_OK(la_env_check());
-    for (int i = 0; i < 3; i++) {
+    unsetenv("LONGATTN_AMX");
+    setenv("LONGATTN_MODEL_MMAP", "yes", 1); /* la_model_load reads exactly "1" */
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_MODEL_MMAP='yes'") && strstr(la_last_error(), "(mapped)"));
+    setenv("LONGATTN_MODEL_MMAP", "1", 1);
+    EXPECT_OK(la_env_check());
+    setenv("LONGATTN_MODEL_MMAP", "0", 1);
+    EXPECT_OK(la_env_check());
+    for (int i = 0; i < 4; i++) {
         if (env_saved[i]) setenv(env_names[i], env_saved[i], 1);
         else unsetenv(env_names[i]);
         free(env_saved[i]);

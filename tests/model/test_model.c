@@ -1089,6 +1089,47 @@ static void check_errors(const model_spec *llama, const model_spec *qwen, uint64
     free_model(&b);
 }
 
+/* The weights read onto 2 MB pages (the default where the OS offers them)
+ * and mapped (LONGATTN_MODEL_MMAP=1) are the same bytes: the same logits,
+ * bit for bit, and the same load errors. */
+static void check_load_modes(const model_spec *spec, uint64_t *rng) {
+    built_model b;
+    build_model(spec, BREAK_NONE, rng, &b);
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    const char *saved = getenv("LONGATTN_MODEL_MMAP");
+    char *keep = saved ? strdup(saved) : NULL;
+    int32_t ids[7];
+    for (int i = 0; i < 7; i++) ids[i] = (int32_t)(tu_next(rng) % (uint64_t)spec->V);
+    float *logits[2] = {calloc((size_t)spec->V, sizeof(float)), calloc((size_t)spec->V, sizeof(float))};
+    for (int mode = 0; mode < 2; mode++) {
+        if (mode) setenv("LONGATTN_MODEL_MMAP", "1", 1);
+        else unsetenv("LONGATTN_MODEL_MMAP");
+        la_model *m = NULL;
+        la_session *s = NULL;
+        TU_EXPECT_STATUS(la_model_load(b.path, &m), LA_OK);
+        if (m) TU_EXPECT_STATUS(la_session_new(m, ctx, 16, &s), LA_OK);
+        if (s) {
+            TU_EXPECT_STATUS(la_session_eval(s, ids, 6, NULL, false), LA_OK);
+            TU_EXPECT_STATUS(la_session_eval(s, ids + 6, 1, logits[mode], false), LA_OK); /* a decode step */
+        }
+        la_session_free(s);
+        la_model_free(m);
+        TU_EXPECT_STATUS(la_model_load("/nonexistent/model.gguf", &m), LA_ERR_IO);
+        TU_EXPECT_STATUS(la_model_load("tests", &m), LA_ERR_IO); /* a directory */
+        tu_check(strstr(la_last_error(), "directory") != NULL, "mode %d: a directory: %s", mode, la_last_error());
+        TU_EXPECT_STATUS(la_model_load("README.md", &m), LA_ERR_FORMAT);
+    }
+    tu_check(!memcmp(logits[0], logits[1], sizeof(float) * (size_t)spec->V),
+             "%s: logits differ between weights on 2 MB pages and mapped", spec->name);
+    if (keep) setenv("LONGATTN_MODEL_MMAP", keep, 1);
+    else unsetenv("LONGATTN_MODEL_MMAP");
+    free(keep);
+    free(logits[0]), free(logits[1]);
+    la_context_destroy(ctx);
+    free_model(&b);
+}
+
 int main(void) {
     const char *qe = getenv("LONGATTN_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
@@ -1125,6 +1166,7 @@ int main(void) {
     check_model(&llama_q4, LA_F16, n, TOL_F16, TOL_F16_ROUNDED, &rng);
     check_model(&llama_k, LA_F16, n, TOL_F16, TOL_F16, &rng);
     if (!quick) check_model(&llama_f32, LA_F16, 600, TOL_F16, TOL_F16, &rng);
+    check_load_modes(&llama_q4, &rng);
     check_reproducible(&llama_f32, &rng);
     check_reproducible(&qwen_q8, &rng);
     check_streaming_session(&llama_f32, &rng);
