@@ -13,7 +13,8 @@
 # LONGATTN_TEST_QUICK), SKIP_TESTS=1, TEST_TIMEOUT (300 s per test run),
 # BENCH_TIMEOUT (120 s per benchmark run), FWD=1 (each round also times
 # --op fwd per variant: a second table of the backward alone, fwd+bwd's
-# time less the forward's of the same round). Logs under $BUILD/ab
+# time less the forward's of the same round), BENCH_ARGS (more options for
+# each benchmark run, e.g. "--iters 10"). Logs under $BUILD/ab
 # (and $OUT/ab.tgz with $OUT set).
 set -u
 cd "$(dirname "$0")/.."
@@ -51,9 +52,9 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 for r in $(seq "$rounds"); do
     for m in $modes; do
-        env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwdbwd "${lens[@]}" 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
+        env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwdbwd "${lens[@]}" ${BENCH_ARGS:-} 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
         [ "${FWD:-0}" = 1 ] &&
-            env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwd "${lens[@]}" 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
+            env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwd "${lens[@]}" ${BENCH_ARGS:-} 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
     done
 done
 python3 - "$logs/bench.log" <<'PY'
