@@ -245,6 +245,14 @@ static int sm_count(int device) {
     return n;
 }
 
+/* The Hopper backward's pieces of its last partial wave, in bytes (0: none) */
+static size_t backward_tail_bytes(const la_attn_problem *p, int deterministic) {
+    const la_score_rule *r = &p->rule;
+    const int even = !r->causal && r->window_left < 0 && r->window_right < 0;
+    return la_cuda_attention_backward_tail_workspace(p->D, deterministic, p->cu_q != NULL, even, p->Lq, p->Lk, p->H,
+                                                     p->Hkv, p->num_seqs, sm_count(p->device.index));
+}
+
 /* The decode call's arguments with host pointers for the arrays still to
  * be copied, and its split planned. */
 static la_cuda_decode_args decode_args(const la_attn_decode_problem *dp, size_t *part_floats) {
@@ -282,8 +290,7 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
         if (p->op == LA_ATTN_BACKWARD && la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) {
             n += round64(4 * rh * (size_t)p->D);
-            n += round64(la_cuda_attention_backward_tail_workspace(p->D, bp->deterministic, p->cu_q != NULL, p->Lk,
-                                                                   p->Hkv, p->num_seqs, sm_count(p->device.index)));
+            n += round64(backward_tail_bytes(p, bp->deterministic));
         }
         if (p->op == LA_ATTN_SPARSE_BACKWARD) { /* both tile lists */
             const la_block_list *x = &((const la_attn_sparse_backward_problem *)p)->index;
@@ -521,9 +528,7 @@ static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *
         a.dq_acc = (float *)w;
         w += round64(4 * (size_t)a.rows * (size_t)p->H * (size_t)p->D);
         /* the rest: the last wave's pieces (cuda_workspace) */
-        if (la_cuda_attention_backward_tail_workspace(p->D, bp->deterministic, p->cu_q != NULL, p->Lk, p->Hkv,
-                                                      p->num_seqs, sm_count(p->device.index)))
-            a.tail_ws = w;
+        if (backward_tail_bytes(p, bp->deterministic)) a.tail_ws = w;
     }
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
     else s = la_cuda_attention_backward_launch(&a, stream);

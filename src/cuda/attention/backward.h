@@ -61,11 +61,12 @@ la_status la_cuda_attention_backward_launch(const la_cuda_bwd_args *a, void *str
 int la_cuda_attention_backward_dq_acc(int64_t D, int deterministic);
 
 /* Bytes of device workspace for the Hopper backward's split of its last
- * partial wave (backward_sm90_ws.cu) in a dense call of head dim D, Lk keys,
- * Hkv key heads and num_seqs sequences on a device of sms multiprocessors;
- * 0 where the call cannot take it or LA_CUDA_BACKWARD_TAIL turns it off. */
-size_t la_cuda_attention_backward_tail_workspace(int64_t D, int deterministic, int varlen, int64_t Lk, int64_t Hkv,
-                                                 int64_t num_seqs, int sms);
+ * partial wave (backward_sm90_ws.cu) in a call of head dim D (varlen: none)
+ * of num_seqs sequences of Lq queries and Lk keys, H query and Hkv key
+ * heads, on a device of sms multiprocessors; even: no causal mask or
+ * window. 0 where the call takes no split (LA_CUDA_BACKWARD_TAIL). */
+size_t la_cuda_attention_backward_tail_workspace(int64_t D, int deterministic, int varlen, int even, int64_t Lq,
+                                                 int64_t Lk, int64_t H, int64_t Hkv, int64_t num_seqs, int sms);
 
 #ifdef __cplusplus
 }

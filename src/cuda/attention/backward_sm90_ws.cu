@@ -972,58 +972,64 @@ static int bws_dq_mode(void) {
  * the pipeline's fill, the slot and the sum), at least 4 items a piece, at
  * most BWS_TAIL_SLOTS_PER_SM * SMs pieces (the workspace) and 16 a block.
  * wgdk (D 128, the fast rule) only, dense, with dq_acc (not deterministic).
- * LA_CUDA_BACKWARD_TAIL (read per call: the tests switch it): 0 off, auto
- * the model's p for even work (no causal mask or window; forced p's apply
- * to any), <p> p pieces (2-16). Off by default until measured. */
+ * LA_CUDA_BACKWARD_TAIL (read per call: the tests switch it): auto (the
+ * default) the model's p for even work (no causal mask or window: causal
+ * grids end on their lightest blocks already), 0 off, <p> p pieces (2-16,
+ * for any rule: tests, A/B). H100, fwd+bwd H 16 D 128 non-causal, three
+ * alternated rounds (BENCHMARKS s28-cuda): 16K (p 5) 570.4 TFLOP/s against
+ * 560.8 without, 64K (p 16) 557.5 against 556.2. */
 static int bws_tail_force(void) {
     const char *e = getenv("LA_CUDA_BACKWARD_TAIL");
-    return e && !strcmp(e, "auto") ? -1 : e && *e ? atoi(e) : 0;
+    return !e || !*e || !strcmp(e, "auto") ? -1 : atoi(e);
 }
 
-static int64_t bws_tail_slots(int64_t R, int sms) {
+/* p for R split items of n query items each (1: no split), force as
+ * bws_tail_force; even: every key block sees every query tile */
+static int bws_tail_pick(int64_t R, int64_t n, int sms, int force, bool even) {
     const int64_t cap = (int64_t)BWS_TAIL_SLOTS_PER_SM * sms;
-    return R * 16 < cap ? R * 16 : cap;
+    if (R <= 0 || sms <= 0 || force == 0 || force == 1 || (force < 0 && !even)) return 1;
+    if (force > 1) return force <= 16 && R * force <= cap ? force : 1;
+    int best = 1;
+    double cost = (double)n;
+    for (int p = 2; p <= 16 && R * p <= cap && n / p >= 4; p++) {
+        const double c = (double)((R * p + sms - 1) / sms) * ((double)n / p + 3.0);
+        if (c < cost) best = p, cost = c;
+    }
+    return best;
 }
 
-extern "C" size_t la_cuda_attention_backward_tail_workspace(int64_t D, int deterministic, int varlen, int64_t Lk,
-                                                            int64_t Hkv, int64_t num_seqs, int sms) {
-    const int force = bws_tail_force();
-    if (D != 128 || deterministic || varlen || sms <= 0 || force == 0 || force == 1) return 0;
-    const int64_t R = (Lk + bwd90_tiles::BKEY - 1) / bwd90_tiles::BKEY * Hkv * num_seqs % sms;
-    if (R == 0) return 0;
+static int64_t bws_tail_items(int64_t Lk, int64_t Hkv, int64_t num_seqs) {
+    return (Lk + bwd90_tiles::BKEY - 1) / bwd90_tiles::BKEY * Hkv * num_seqs;
+}
+
+extern "C" size_t la_cuda_attention_backward_tail_workspace(int64_t D, int deterministic, int varlen, int even,
+                                                            int64_t Lq, int64_t Lk, int64_t H, int64_t Hkv,
+                                                            int64_t num_seqs, int sms) {
+    if (D != 128 || deterministic || varlen || sms <= 0 || Hkv <= 0) return 0;
+    const int64_t R = bws_tail_items(Lk, Hkv, num_seqs) % sms;
+    const int p = bws_tail_pick(R, (Lq + bwd90_tiles::BQ - 1) / bwd90_tiles::BQ * (H / Hkv), sms, bws_tail_force(),
+                                even != 0);
     /* the slots, then a counter per split item */
-    return (size_t)bws_tail_slots(R, sms) * BWS_TAIL_SLOT * sizeof(float4) + sizeof(unsigned) * (size_t)R;
+    return p > 1 ? (size_t)(R * p) * BWS_TAIL_SLOT * sizeof(float4) + sizeof(unsigned) * (size_t)R : 0;
 }
 
 static bws_tail bws_tail_plan(const la_cuda_bwd_args *a, int dqm, int flags) {
     const int64_t items = bws_items(a);
     bws_tail tl = {items, 1, NULL, NULL};
-    const int force = bws_tail_force();
     int dev = 0, sms = 0;
-    if (force == 0 || force == 1 || !a->tail_ws || dqm != BWS_DQ_WG_DK || (flags & BWS_P16) || a->D != 128 ||
-        cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        sms <= 0)
+    if (!a->tail_ws || dqm != BWS_DQ_WG_DK || (flags & BWS_P16) || a->D != 128 || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0)
         return tl;
     const la_score_rule *r = &a->rule;
     const bool even = !r->causal && r->window_left < 0 && r->window_right < 0;
-    const int64_t R = items % sms, cap = bws_tail_slots(R, sms);
-    if (R == 0 || (force < 0 && !even)) return tl;
-    /* an item's query items (even work: every key block sees every tile) */
-    const int64_t n = (a->Lq + bwd90_tiles::BQ - 1) / bwd90_tiles::BQ * (a->H / a->Hkv);
-    int best = 1;
-    if (force > 1) {
-        if (force <= 16 && R * force <= cap) best = force;
-    } else {
-        double cost = (double)n;
-        for (int p = 2; p <= 16 && R * p <= cap && n / p >= 4; p++) {
-            const double c = (double)((R * p + sms - 1) / sms) * ((double)n / p + 3.0);
-            if (c < cost) best = p, cost = c;
-        }
-    }
-    if (best == 1) return tl;
-    tl.whole = items - R, tl.p = best;
+    const int64_t R = items % sms;
+    /* the workspace was sized for this p (la_cuda_attention_backward_tail_workspace) */
+    const int p = bws_tail_pick(R, (a->Lq + bwd90_tiles::BQ - 1) / bwd90_tiles::BQ * (a->H / a->Hkv), sms,
+                                bws_tail_force(), even);
+    if (p == 1) return tl;
+    tl.whole = items - R, tl.p = p;
     tl.part = (float4 *)a->tail_ws;
-    tl.count = (unsigned *)((char *)a->tail_ws + (size_t)cap * BWS_TAIL_SLOT * sizeof(float4));
+    tl.count = (unsigned *)((char *)a->tail_ws + (size_t)(R * p) * BWS_TAIL_SLOT * sizeof(float4));
     return tl;
 }
 
