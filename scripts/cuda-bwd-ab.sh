@@ -11,7 +11,10 @@
 # (build-ab), ROUNDS (3), LENS ("16384 65536"), TEST_MODES (the variants
 # tested, default MODES), QUICK (1: the tests' short lengths,
 # LONGATTN_TEST_QUICK), SKIP_TESTS=1, TEST_TIMEOUT (300 s per test run),
-# BENCH_TIMEOUT (120 s per benchmark run). Logs under $BUILD/ab
+# BENCH_TIMEOUT (120 s per benchmark run), FWD=1 (each round also times
+# --op fwd per variant: a second table of the backward alone, fwd+bwd's
+# time less the forward's of the same round), BENCH_ARGS (more options for
+# each benchmark run, e.g. "--iters 10"). Logs under $BUILD/ab
 # (and $OUT/ab.tgz with $OUT set).
 set -u
 cd "$(dirname "$0")/.."
@@ -49,27 +52,42 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
 fi
 for r in $(seq "$rounds"); do
     for m in $modes; do
-        env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwdbwd "${lens[@]}" 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
+        env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwdbwd "${lens[@]}" ${BENCH_ARGS:-} 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
+        [ "${FWD:-0}" = 1 ] &&
+            env $(envs "$m") timeout "${BENCH_TIMEOUT:-120}" "$build/longattn_cuda_bench" --op fwd "${lens[@]}" ${BENCH_ARGS:-} 2>&1 | sed "s/^/$r $m /" >>"$logs/bench.log"
     done
 done
 python3 - "$logs/bench.log" <<'PY'
 import json, sys, statistics
-rows = {}
+rows, fb, fw = {}, {}, {}
 for line in open(sys.argv[1]):
     r, m, rest = line.split(" ", 2)
     if not rest.startswith("{"): continue
     j = json.loads(rest)
+    if "B" not in j: continue
+    k = (j["B"], j["L"], j["causal"])
+    if j.get("op") == "attention_fwd": fw[(r, m) + k] = j
     if not j.get("op", "").endswith("fwdbwd"): continue
-    rows.setdefault((j["B"], j["L"], j["causal"]), {}).setdefault(m, []).append(j["tflops"])
+    fb[(r, m) + k] = j
+    rows.setdefault(k, {}).setdefault(m, []).append(j["tflops"])
+# the backward alone: fwd+bwd's time less the same round's forward (10 of the 14 flops)
+bw = {}
+for key, j in fb.items():
+    f = fw.get(key)
+    if f and j["ms"] > f["ms"]:
+        bw.setdefault(key[2:], {}).setdefault(key[1], []).append(j["tflops"] * j["ms"] * 10 / 14 / (j["ms"] - f["ms"]))
 modes = list(dict.fromkeys(m for v in rows.values() for m in v))
-print("fwd+bwd TFLOP/s, median of rounds (range)")
-print("| B | L | causal | " + " | ".join(modes) + " |")
-for k in sorted(rows):
-    cells = []
-    for m in modes:
-        v = rows[k].get(m, [])
-        cells.append(f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-")
-    print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + " |")
+def table(title, rows):
+    print(title)
+    print("| B | L | causal | " + " | ".join(modes) + " |")
+    for k in sorted(rows):
+        cells = []
+        for m in modes:
+            v = rows[k].get(m, [])
+            cells.append(f"{statistics.median(v):.1f} ({min(v):.1f}-{max(v):.1f})" if v else "-")
+        print(f"| {k[0]} | {k[1]} | {k[2]} | " + " | ".join(cells) + " |")
+table("fwd+bwd TFLOP/s, median of rounds (range)", rows)
+if bw: table("backward alone TFLOP/s (fwd+bwd less the round's fwd), median (range)", bw)
 PY
 [ -n "${OUT:-}" ] && tar czf "$OUT/ab.tgz" -C "$build" ab
 exit 0

@@ -63,8 +63,9 @@ for t in $tests; do
     if [ "$t" = backward ]; then # the mma.sync and the earlier wgmma backwards too (the default on Hopper: wgmma-ws
         # in its wgdk schedule: dQ in a third warpgroup at D 128, earlydv elsewhere), and the ws backward with dQ by
         # atomics, by the writer warp, by each warp (warp), early, earlydv (the next item's S^T under the dQ add, dV
-        # issued right after P), wg (wgdk waiting for dK in its item) and wgdk with an f16 copy of P for dS
-        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic LA_CUDA_BACKWARD_DQ=tma LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early LA_CUDA_BACKWARD_DQ=earlydv LA_CUDA_BACKWARD_DQ=wg LA_CUDA_BACKWARD_WG_P=f16 ${BWD_MODES_EXTRA:-}; do
+        # issued right after P), wg (wgdk waiting for dK in its item), wgdk with an f16 copy of P for dS, and wgdk
+        # without the split of its last partial wave (LA_CUDA_BACKWARD_TAIL=0; the split is the default for even work)
+        for k in LA_CUDA_BACKWARD_KERNEL=mma LA_CUDA_BACKWARD_KERNEL=wgmma LA_CUDA_BACKWARD_DQ=atomic LA_CUDA_BACKWARD_DQ=tma LA_CUDA_BACKWARD_DQ=warp LA_CUDA_BACKWARD_DQ=early LA_CUDA_BACKWARD_DQ=earlydv LA_CUDA_BACKWARD_DQ=wg LA_CUDA_BACKWARD_WG_P=f16 LA_CUDA_BACKWARD_TAIL=0 ${BWD_MODES_EXTRA:-}; do
             t0=$(date +%s)
             env "$k" timeout "${TEST_TIMEOUT:-300}" "$build/tests/test_cuda_$t" >"$logs/test_cuda_${t}_${k#*=}.log" 2>&1
             rc=$?

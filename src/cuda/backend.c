@@ -230,7 +230,8 @@ static la_status cuda_supports(const la_attn_problem *p) {
  *   every call: alibi slopes [H] f32; varlen cu_q and cu_k [num_seqs + 1]
  *   backward:   delta and lse * log2(e) [rows][H] f32, then (dout f32) a
  *               16-bit dout [rows][H][D], then (the Hopper kernel's atomic
- *               dQ) an f32 dQ [rows][H][D]
+ *               dQ) an f32 dQ [rows][H][D] and the pieces of its last
+ *               partial wave (la_cuda_attention_backward_tail_workspace)
  *   decode:     seqlens [B] and the block table [B][blocks_per_seq] int32,
  *               then the split partials (la_cuda_decode_plan). */
 static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
@@ -242,6 +243,14 @@ static int sm_count(int device) {
     int n = 0;
     if (cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) n = 0;
     return n;
+}
+
+/* The Hopper backward's pieces of its last partial wave, in bytes (0: none) */
+static size_t backward_tail_bytes(const la_attn_problem *p, int deterministic) {
+    const la_score_rule *r = &p->rule;
+    const int even = !r->causal && r->window_left < 0 && r->window_right < 0;
+    return la_cuda_attention_backward_tail_workspace(p->D, deterministic, p->cu_q != NULL, even, p->Lq, p->Lk, p->H,
+                                                     p->Hkv, p->num_seqs, sm_count(p->device.index));
 }
 
 /* The decode call's arguments with host pointers for the arrays still to
@@ -279,8 +288,10 @@ static la_status cuda_workspace(const la_attn_problem *p, size_t *bytes) {
         const size_t rh = (size_t)backward_rows(p) * (size_t)p->H;
         n += 2 * round64(sizeof(float) * rh);
         if (bp->dout.dtype == LA_F32) n += round64(2 * rh * (size_t)p->D);
-        if (p->op == LA_ATTN_BACKWARD && la_cuda_attention_backward_dq_acc(p->D, bp->deterministic))
+        if (p->op == LA_ATTN_BACKWARD && la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) {
             n += round64(4 * rh * (size_t)p->D);
+            n += round64(backward_tail_bytes(p, bp->deterministic));
+        }
         if (p->op == LA_ATTN_SPARSE_BACKWARD) { /* both tile lists */
             const la_block_list *x = &((const la_attn_sparse_backward_problem *)p)->index;
             const size_t tiles = sizeof(la_sparse_tile) * (size_t)la_sparse_tiles_bound(x, p);
@@ -513,7 +524,12 @@ static la_status cuda_backward(la_context *ctx, const la_attn_backward_problem *
     char *w = ws;
     cudaError_t e = cudaSuccess;
     la_cuda_bwd_args a = bwd_args(bp, &w, stream, &e);
-    if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) a.dq_acc = (float *)w;
+    if (la_cuda_attention_backward_dq_acc(p->D, bp->deterministic)) {
+        a.dq_acc = (float *)w;
+        w += round64(4 * (size_t)a.rows * (size_t)p->H * (size_t)p->D);
+        /* the rest: the last wave's pieces (cuda_workspace) */
+        if (backward_tail_bytes(p, bp->deterministic)) a.tail_ws = w;
+    }
     if (e != cudaSuccess) s = cuda_fail(e, "copying the call's host arrays to the device");
     else s = la_cuda_attention_backward_launch(&a, stream);
     return call_end(ctx, &g, s);

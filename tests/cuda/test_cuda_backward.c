@@ -362,6 +362,55 @@ static void varlen_cases(uint64_t *rng) {
     run_case(rng, &z);
 }
 
+/* The Hopper backward's split of its last partial wave (wgdk, D 128;
+ * LA_CUDA_BACKWARD_TAIL, backward_sm90_ws.cu): the last items % SMs key
+ * blocks run as p pieces that sum dK / dV through the workspace. With
+ * fewer key blocks than SMs every block is split; 144 blocks leave 132 (an
+ * H100's or H200's SMs) whole before the pieces; causal blocks near the
+ * end see fewer query tiles than pieces (empty pieces, zero sums); Lq < Lk
+ * causal has key blocks no query sees. Each case under p = 2, 3, 16 and
+ * auto (auto splits non-causal calls only). Varlen calls do not take this
+ * kernel: the case checks they are unaffected. */
+static void tail_cases(uint64_t *rng) {
+    static const char *const modes[] = {"2", "3", "16", "auto"};
+    char name[160];
+    const char *was = getenv("LA_CUDA_BACKWARD_TAIL");
+    for (size_t mi = 0; mi < sizeof modes / sizeof modes[0]; mi++) {
+        setenv("LA_CUDA_BACKWARD_TAIL", modes[mi], 1);
+        bwd_case c = base_case();
+        snprintf(name, sizeof name, "tail %s: 12 key blocks all split, Lq %d Lk 700 gqa4 D=128", modes[mi],
+                 quick ? 300 : 1000);
+        c.name = name, c.B = 1, c.Lq = quick ? 300 : 1000, c.Lk = 700, c.H = 8, c.Hkv = 2, c.D = 128;
+        run_case(rng, &c);
+        c = base_case();
+        snprintf(name, sizeof name, "tail %s: 144 key blocks (12 past 132), Lq 130 Lk 1100 H 16, bf16 grads",
+                 modes[mi]);
+        c.name = name, c.B = 1, c.Lq = 130, c.Lk = 1100, c.H = c.Hkv = 16, c.D = 128;
+        c.out_dt = c.grad_dt = LA_BF16;
+        run_case(rng, &c);
+        c = base_case();
+        snprintf(name, sizeof name, "tail %s: causal B 2 L %d H 2, empty pieces", modes[mi], quick ? 400 : 1000);
+        c.name = name, c.B = 2, c.Lq = c.Lk = quick ? 400 : 1000, c.H = c.Hkv = 2, c.D = 128, c.p.causal = 1;
+        run_case(rng, &c);
+        c = base_case();
+        snprintf(name, sizeof name, "tail %s: Lq 77 < Lk 300 causal gqa4, f16 everything 16-bit", modes[mi]);
+        c.name = name, c.Lq = 77, c.Lk = 300, c.H = 8, c.Hkv = 2, c.D = 128, c.p.causal = 1;
+        c.dt = c.grad_dt = c.out_dt = c.dout_dt = LA_F16;
+        run_case(rng, &c);
+        c = base_case();
+        snprintf(name, sizeof name, "tail %s: strided, f32 dout, Lq 200 Lk 520 gqa2", modes[mi]);
+        c.name = name, c.Lq = 200, c.Lk = 520, c.H = 4, c.Hkv = 2, c.D = 128, c.strided = true, c.dout_dt = LA_F32;
+        run_case(rng, &c);
+        bwd_case v = {.nseq = 3, .lens_q = {130, 1, 300}, .lens_k = {150, 70, 280}, .H = 8, .Hkv = 2, .D = 128,
+                      .dt = LA_BF16, .grad_dt = LA_F32, .out_dt = LA_F32, .dout_dt = LA_BF16, .p = P()};
+        snprintf(name, sizeof name, "tail %s: varlen (another kernel)", modes[mi]);
+        v.name = name;
+        run_case(rng, &v);
+    }
+    if (was) setenv("LA_CUDA_BACKWARD_TAIL", was, 1);
+    else unsetenv("LA_CUDA_BACKWARD_TAIL");
+}
+
 /* Bad inputs: each returns its status and writes no gradient. */
 static void bad_inputs(uint64_t *rng) {
     enum { B = 1, L = 16, H = 4, HKV = 2, D = 64 };
@@ -424,9 +473,15 @@ int main(void) {
     uint64_t rng = tu_seed();
     const char *qe = getenv("LONGATTN_TEST_QUICK");
     quick = qe && *qe && *qe != '0';
+    const char *only = getenv("LONGATTN_TEST_BWD_TAIL_ONLY"); /* the split's cases alone (compute-sanitizer) */
+    if (only && *only && *only != '0') {
+        tail_cases(&rng);
+        return tu_finish();
+    }
     bad_inputs(&rng);
     shape_cases(&rng);
     option_cases(&rng);
     varlen_cases(&rng);
+    tail_cases(&rng);
     return tu_finish();
 }

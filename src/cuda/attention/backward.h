@@ -34,6 +34,10 @@ typedef struct {
     /* [rows][H][D] f32 for the Hopper kernel's atomic dQ (D 64 or 128, not
      * deterministic), else NULL: see la_cuda_attention_backward_dq_acc. */
     float *dq_acc;
+    /* The wgdk kernel's split of its grid's last partial wave
+     * (backward_sm90_ws.cu, bws_tail_plan): la_cuda_attention_backward_tail_workspace
+     * bytes, or NULL (no split). */
+    void *tail_ws;
     int deterministic; /* 1: dQ summed in a fixed order */
     int dq_acc_zeroed; /* set by the launcher: 1 when its prep pass zeroed dq_acc (no separate clear) */
     /* Block-sparse backward (la_block_sparse_backward): the index's tile
@@ -55,6 +59,14 @@ la_status la_cuda_attention_backward_launch(const la_cuda_bwd_args *a, void *str
  * LA_CUDA_BACKWARD_KERNEL is not "mma" (the launcher also checks the
  * device, and computes dQ in its own pass when dq_acc is NULL). */
 int la_cuda_attention_backward_dq_acc(int64_t D, int deterministic);
+
+/* Bytes of device workspace for the Hopper backward's split of its last
+ * partial wave (backward_sm90_ws.cu) in a call of head dim D (varlen: none)
+ * of num_seqs sequences of Lq queries and Lk keys, H query and Hkv key
+ * heads, on a device of sms multiprocessors; even: no causal mask or
+ * window. 0 where the call takes no split (LA_CUDA_BACKWARD_TAIL). */
+size_t la_cuda_attention_backward_tail_workspace(int64_t D, int deterministic, int varlen, int even, int64_t Lq,
+                                                 int64_t Lk, int64_t H, int64_t Hkv, int64_t num_seqs, int sms);
 
 #ifdef __cplusplus
 }

@@ -76,10 +76,10 @@ static __device__ __forceinline__ tile_mask tile_mask_make(const la_score_rule &
 struct bwd90_block {
     int64_t j0, b, hk, q0, lq, k0, lk, tlo, thi;
 };
-static __device__ __forceinline__ bool bwd90_block_make(const la_cuda_bwd_args &a, int heads_per_chunk, bwd90_block &w) {
+/* bwd90_block_at: key block kblk of (hk, b) given; bwd90_block_make: the
+ * block's own, by block_order */
+static __device__ __forceinline__ bool bwd90_block_at(const la_cuda_bwd_args &a, int64_t kblk, bwd90_block &w) {
     constexpr int BKEY = bwd90_tiles::BKEY, BQ = bwd90_tiles::BQ;
-    int64_t kblk;
-    block_order(heads_per_chunk, &kblk, &w.hk, &w.b);
     w.j0 = kblk * BKEY;
     w.q0 = 0, w.lq = a.Lq, w.k0 = 0, w.lk = a.Lk;
     if (a.cu_q) {
@@ -113,6 +113,11 @@ static __device__ __forceinline__ bool bwd90_block_make(const la_cuda_bwd_args &
         w.thi = lo_t;
     }
     return true;
+}
+static __device__ __forceinline__ bool bwd90_block_make(const la_cuda_bwd_args &a, int heads_per_chunk, bwd90_block &w) {
+    int64_t kblk;
+    block_order(heads_per_chunk, &kblk, &w.hk, &w.b);
+    return bwd90_block_at(a, kblk, w);
 }
 
 /* X^T = A B^T issued (no fence, no commit: the caller's group holds it)

@@ -137,6 +137,10 @@
  * fences (wgnofence) 0.978-1.003x: the fences cost nothing measurable, and
  * adding half 0 while half 1's product runs is worth more than one fewer
  * fence and group. Taken out (code in commit 2c9e7b9).
+ * Twenty-eighth session (BENCHMARKS s28-cuda, H100): the grid's last
+ * partial wave split into pieces along the queries (struct bws_tail,
+ * LA_CUDA_BACKWARD_TAIL), the default for even work: fwd+bwd 16K
+ * non-causal 570.4 against 560.8 without it in the same call.
  *
  * Dense calls only (no varlen), with tensor maps for Q, dO, K and V;
  * elsewhere backward_sm90.cu's kernel runs. */
@@ -188,8 +192,27 @@ template <int DP, int STAGES, int DQM> struct bws_tiles {
     static constexpr int BARS = 1 + 2 * STAGES + 4;
     /* K, V, STAGES of Q, dO, lse2 / delta, two dS^T, two dQ buffers, the
      * barriers, and slack to align the start to the 1024-byte swizzle atom */
-    static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + 2 * DQ + 8 * BARS + 1024;
+    static constexpr int SMEM = 2 * KV + STAGES * (2 * QT + LD) + 2 * DS + 2 * DQ + 8 * BARS + 1024 + 16; /* + the tail's flag */
 };
+
+/* The split of the grid's last partial wave (bws_tail_plan; wgdk, D 128):
+ * the main launch runs the blocks 0 .. whole - 1 in launch order (those
+ * past them return at once); a second launch (the TAIL instance, a 1D grid)
+ * runs each of the other items as p blocks, piece q taking the item's
+ * query items [q n / p, (q + 1) n / p) (n: its query tiles times the heads
+ * of its group). Every piece adds its dQ as a whole item does, and writes
+ * its dK and dV partial sums to its slot in `part`; the piece that counts
+ * last on its item's `count` sums all p slots in piece order (so dK and dV
+ * do not depend on which piece finished last: they stay deterministic) and
+ * stores them. */
+struct bws_tail {
+    int64_t whole;
+    int p;
+    float4 *part;    /* (items - whole) * p slots of BWS_TAIL_SLOT float4s */
+    unsigned *count; /* per split item, zeroed before the main launch */
+};
+#define BWS_TAIL_SLOT (2 * (128 / 8) * 256) /* float4s: dK and dV (16 + 16 a thread) for the 256 key threads */
+#define BWS_TAIL_SLOTS_PER_SM 3
 /* 128 x 24 + 256 x 240 = the 384 x 168 registers of the launch: a larger
  * producer share leaves the consumers' setmaxnreg.inc waiting forever. The
  * dQ writer spills at 24 (about 200 bytes, its block bounds): one lane, off
@@ -278,29 +301,120 @@ static __device__ __forceinline__ void bws_dq_stage_own(uint32_t tile, const flo
  * (the wg registers note above). wgdk leaves dK in flight into the next
  * item (under its P^T), releasing the stage once it is waited for there. */
 struct bws_wg_smem {
-    uint32_t sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_df, bar_de;
+    uint32_t sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_df, bar_de, flag;
 };
 
-template <int DP, bool F16, int STAGES, int DQM, bool P16>
+/* The block's key block: TAIL (the pieces' 1D grid), that of the main
+ * launch's block whole + blockIdx.x / p, found by the same block order */
+template <bool TAIL>
+static __device__ __forceinline__ bool bws_block(const la_cuda_bwd_args &a, int heads_per_chunk, const bws_tail &tl,
+                                                 bwd90_block &w) {
+    if constexpr (!TAIL) return bwd90_block_make(a, heads_per_chunk, w);
+    constexpr int BKEY = bwd90_tiles::BKEY;
+    const int64_t lin = tl.whole + (int64_t)blockIdx.x / tl.p;
+    int64_t kblk;
+    block_order_item(lin, (a.Lk + BKEY - 1) / BKEY, a.Hkv, a.Hkv * a.num_seqs, heads_per_chunk, &kblk, &w.hk, &w.b);
+    return bwd90_block_at(a, kblk, w);
+}
+
+/* The block's items out of the key block's `items`: all (it0 0), or TAIL
+ * piece blockIdx.x % p's share [it0, it0 + the count returned) */
+template <bool TAIL> static __device__ __forceinline__ int bws_piece(const bws_tail &tl, int items, int *it0) {
+    *it0 = 0;
+    if constexpr (!TAIL) return items;
+    const int q = (int)(blockIdx.x % (unsigned)tl.p);
+    *it0 = (int)((int64_t)q * items / tl.p);
+    return (int)((int64_t)(q + 1) * items / tl.p) - *it0;
+}
+
+/* A piece's end (TAIL; the key warpgroups' 256 threads, named barrier 4):
+ * bws_tail_put writes its dK and dV partial sums to its slot; bws_tail_last
+ * counts the piece on its item's counter, true for the item's last piece to
+ * count, which then sums all the item's slots in piece order (its own read
+ * back too) and stores dK and dV (bws_tail_store). No piece waits for
+ * another (the count is an atom.acq_rel), so no two need to be resident at
+ * once. The sum walks the slots from memory a column group at a time
+ * (#pragma unroll 1): summed into the 128 accumulators, ptxas hoisted the
+ * loads and spilled 1 KB. `flag`: a shared word of the block's own. */
+template <int DP>
+static __device__ __forceinline__ void bws_tail_put(const bws_tail &tl, const float (&dk)[DP / 8][4],
+                                                    const float (&dv)[DP / 8][4]) {
+    constexpr int T = 256, N = DP / 8;
+    static_assert(2 * N * T <= BWS_TAIL_SLOT, "a slot holds dK and dV");
+    float4 *mine = tl.part + (int64_t)blockIdx.x * BWS_TAIL_SLOT;
+#pragma unroll
+    for (int d = 0; d < N; d++) {
+        __stcg(mine + d * T + threadIdx.x, make_float4(dk[d][0], dk[d][1], dk[d][2], dk[d][3]));
+        __stcg(mine + (N + d) * T + threadIdx.x, make_float4(dv[d][0], dv[d][1], dv[d][2], dv[d][3]));
+    }
+}
+static __device__ __forceinline__ bool bws_tail_last(const bws_tail &tl, uint32_t flag) {
+    __threadfence();
+    named_bar_sync(4, 256);
+    if (threadIdx.x == 0) {
+        unsigned old;
+        asm volatile("atom.add.acq_rel.gpu.u32 %0, [%1], 1;\n"
+                     : "=r"(old)
+                     : "l"(tl.count + blockIdx.x / (unsigned)tl.p)
+                     : "memory");
+        asm volatile("st.shared.u32 [%0], %1;\n" ::"r"(flag), "r"(old == (unsigned)tl.p - 1 ? 1u : 0u) : "memory");
+    }
+    named_bar_sync(4, 256);
+    unsigned last;
+    asm volatile("ld.shared.u32 %0, [%1];\n" : "=r"(last) : "r"(flag) : "memory");
+    if (last) __threadfence();
+    return last != 0;
+}
+template <int DP, bool F16>
+static __device__ __forceinline__ void bws_tail_store(const la_cuda_bwd_args &a, const bws_tail &tl, int64_t b,
+                                                      int64_t hk, int64_t j0, int64_t lk, int kr0, int tq) {
+    constexpr int T = 256, N = DP / 8;
+    const float4 *first = tl.part + ((int64_t)blockIdx.x - blockIdx.x % (unsigned)tl.p) * BWS_TAIL_SLOT + threadIdx.x;
+#pragma unroll 1
+    for (int e = 0; e < 2 * N; e++) { /* dK's column groups, then dV's */
+        float4 x = __ldcg(first + e * T);
+        for (int q = 1; q < tl.p; q++) {
+            const float4 y = __ldcg(first + (int64_t)q * BWS_TAIL_SLOT + e * T);
+            x.x += y.x, x.y += y.y, x.z += y.z, x.w += y.w;
+        }
+        const bool v = e >= N;
+        const int col = (v ? e - N : e) * 8 + 2 * tq;
+#pragma unroll
+        for (int r = 0; r < 2; r++) {
+            const int64_t j = j0 + kr0 + 8 * r;
+            if (j >= lk) continue;
+            char *row = v ? (char *)a.dv + (b * a.dv_bs + j * a.dv_ts + hk * a.dv_hs) * (a.dv_f32 ? 4 : 2)
+                          : (char *)a.dk + (b * a.dk_bs + j * a.dk_ts + hk * a.dk_hs) * (a.dk_f32 ? 4 : 2);
+            store2_90<F16>(row, col, v ? a.dv_f32 : a.dk_f32, r ? x.z : x.x, r ? x.w : x.y);
+        }
+    }
+}
+
+template <int DP, bool F16, int STAGES, int DQM, bool P16, bool TAIL>
 static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, int heads_per_chunk, const bws_wg_smem &m,
-                                                   const float *fLD) {
+                                                   const float *fLD, const bws_tail &tl) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
     constexpr bool DEFER = DQM == BWS_DQ_WG_DK || DQM == BWS_DQ_WG_NOADD || DQM == BWS_DQ_WG_SKIP_DK;
     bwd90_block w;
-    if (!bwd90_block_make(a, heads_per_chunk, w)) return;
+    int it0;
+    if (!bws_block<TAIL>(a, heads_per_chunk, tl, w)) return;
     /* 32-bit counters and offsets (a sequence's tokens fit): registers are
      * what this schedule is short of */
     const int j0 = (int)w.j0, lq = (int)w.lq, lk = (int)w.lk, tlo = (int)w.tlo, thi = (int)w.thi;
     const la_score_rule rule = a.rule;
-    const int items = (thi > tlo ? thi - tlo : 0) * (int)(a.H / a.Hkv);
+    const int items = bws_piece<TAIL>(tl, (thi > tlo ? thi - tlo : 0) * (int)(a.H / a.Hkv), &it0);
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, tq = lane % 4;
     const int wg = warp / 4, wq = warp % 4;
     const int kr0 = wg * 64 + wq * 16 + g; /* this thread's keys: j0 + kr0 and j0 + kr0 + 8 */
     float dk[DP / 8][4], dv[DP / 8][4];
-    if (items <= 0) { /* no query sees these keys */
+    if (items <= 0) { /* no query sees these keys (TAIL: none of this piece's) */
         float z[DP / 8][4] = {};
-        bwd90_store_dk_dv<DP, F16>(a, z, z, w.b, (int64_t)0, w.hk, j0, lk, kr0, tq);
+        if constexpr (TAIL) {
+            bws_tail_put<DP>(tl, z, z);
+            if (bws_tail_last(tl, m.flag)) bws_tail_store<DP, F16>(a, tl, w.b, w.hk, j0, lk, kr0, tq);
+        } else
+            bwd90_store_dk_dv<DP, F16>(a, z, z, w.b, (int64_t)0, w.hk, j0, lk, kr0, tq);
         return;
     }
     /* dk is left undefined: item 0's dK product starts it (scale-d 0), so
@@ -314,7 +428,7 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
     const uint32_t k_rows = m.sK + wg * 64 * 128, v_rows = m.sV + wg * 64 * 128; /* this warpgroup's keys, K-major */
     int stage = 0;
     uint32_t phase = 0;
-    int t_cur = tlo, pstage = 0;
+    int t_cur = tlo + (TAIL ? it0 % (thi - tlo) : 0), pstage = 0;
     float s[8][4];
     mbar_wait(m.bar_kv, 0);
     mbar_wait(m.bar_f, 0);
@@ -370,7 +484,11 @@ static __device__ __forceinline__ void bws_wg_keys(const la_cuda_bwd_args &a, in
         if (++stage == STAGES) stage = 0, phase ^= 1;
     }
     if (DEFER) wgmma_wait<0>(); /* the last dK */
-    bwd90_store_dk_dv<DP, F16>(a, dk, dv, w.b, (int64_t)0, w.hk, j0, lk, kr0, tq);
+    if constexpr (TAIL) {
+        bws_tail_put<DP>(tl, dk, dv);
+        if (bws_tail_last(tl, m.flag)) bws_tail_store<DP, F16>(a, tl, w.b, w.hk, j0, lk, kr0, tq);
+    } else
+        bwd90_store_dk_dv<DP, F16>(a, dk, dv, w.b, (int64_t)0, w.hk, j0, lk, kr0, tq);
 }
 
 /* warpgroup 2's loads in the wg mode: this thread's lse2 (threads 0-63) or
@@ -401,19 +519,20 @@ static __device__ __forceinline__ void bws_wg_produce(const CUtensorMap *mq, con
     mbar_arrive(bar);
 }
 
-template <int DP, bool F16, int STAGES, int DQM>
+template <int DP, bool F16, int STAGES, int DQM, bool TAIL>
 static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CUtensorMap *mdo, const CUtensorMap *mk,
                                                  const CUtensorMap *mv, const CUtensorMap *mdq,
                                                  const la_cuda_bwd_args &a, int heads_per_chunk, const bws_wg_smem &m,
-                                                 int flags) {
+                                                 int flags, const bws_tail &tl) {
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BQ = T::BQ;
     bwd90_block w;
-    if (!bwd90_block_make(a, heads_per_chunk, w)) return;
+    int it0;
+    if (!bws_block<TAIL>(a, heads_per_chunk, tl, w)) return;
     /* 32-bit counters: this warpgroup has 88 registers */
     const int G = (int)(a.H / a.Hkv), tlo = (int)w.tlo, thi = (int)w.thi, b = (int)w.b, lq = (int)w.lq;
-    const int items = (thi > tlo ? thi - tlo : 0) * G;
-    if (items == 0) return;
+    const int items = bws_piece<TAIL>(tl, (thi > tlo ? thi - tlo : 0) * G, &it0);
+    if (items <= 0) return;
     const int t128 = threadIdx.x - T::CONSUMERS, lane = t128 % 32, wq = t128 / 32, g = lane / 4, tq = lane % 4;
     if (t128 == 0) {
         mbar_expect_tx(m.bar_kv, 2 * T::KV);
@@ -422,7 +541,7 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
     }
     /* the producer's place: item pit (query tile pt of head ph) into stage
      * pit % STAGES, its value pv loaded */
-    int pit = 0, ph = (int)w.hk * G, pt = tlo;
+    int pit = 0, ph = (int)w.hk * G + (TAIL ? it0 / (thi - tlo) : 0), pt = tlo + (TAIL ? it0 % (thi - tlo) : 0);
     float pv = bws_wg_ld(a, t128, pt * BQ, ph, b, lq);
     const auto produce = [&]() {
         bws_wg_produce<DP, STAGES, DQM>(mq, mdo, m, t128, pit % STAGES, pt * BQ, ph, b, pv);
@@ -430,7 +549,7 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
         if (++pit < items) pv = bws_wg_ld(a, t128, pt * BQ, ph, b, lq);
     };
     while (pit < items && pit < STAGES) produce();
-    int h = (int)w.hk * G, t = tlo;
+    int h = (int)w.hk * G + (TAIL ? it0 / (thi - tlo) : 0), t = tlo + (TAIL ? it0 % (thi - tlo) : 0);
     const bool spread = (flags & BWS_SPREAD) != 0;
     for (int it = 0; it < items; it++) {
         const int i0 = t * BQ, hq = h;
@@ -489,13 +608,15 @@ static __device__ __forceinline__ void bws_wg_dq(const CUtensorMap *mq, const CU
 
 #endif
 
-template <int DP, bool F16, int STAGES, int DQM, bool P16 = false>
+template <int DP, bool F16, int STAGES, int DQM, bool P16 = false, bool TAIL = false>
 __global__ void __launch_bounds__(384, 1)
     attn_bwd_ws_kernel(const __grid_constant__ CUtensorMap mq, const __grid_constant__ CUtensorMap mdo,
                        const __grid_constant__ CUtensorMap mk, const __grid_constant__ CUtensorMap mv,
                        const __grid_constant__ CUtensorMap mdq, const la_cuda_bwd_args a, int heads_per_chunk,
-                       int flags) {
+                       int flags, const bws_tail tl) {
 #if LA_WGMMA
+    if constexpr (!TAIL) /* the items past tl.whole run as pieces in a launch of their own */
+        if (blockIdx.x + gridDim.x * (blockIdx.y + (int64_t)gridDim.y * blockIdx.z) >= tl.whole) return;
     using T = bws_tiles<DP, STAGES, DQM>;
     constexpr int BKEY = T::BKEY, BQ = T::BQ, CONSUMERS = T::CONSUMERS;
     extern __shared__ unsigned char smem[];
@@ -519,13 +640,14 @@ __global__ void __launch_bounds__(384, 1)
     if constexpr (bws_is_wg(DQM)) {
         /* all three wg modes at 208 / 88 (the wg registers note above) */
         constexpr int keys_regs = BWS_WG_MAIN_REGS, dq_regs = BWS_WG_DQ_REGS;
-        const bws_wg_smem m = {sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_qf, bar_qe};
+        const bws_wg_smem m = {sK, sV, sQ0, sdO0, sdS0, sdQ0, sLD, bar_kv, bar_f, bar_e, bar_qf, bar_qe, bar_qe + 16};
         if (threadIdx.x >= CONSUMERS) {
             asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(dq_regs));
-            bws_wg_dq<DP, F16, STAGES, DQM>(&mq, &mdo, &mk, &mv, &mdq, a, heads_per_chunk, m, flags);
+            bws_wg_dq<DP, F16, STAGES, DQM, TAIL>(&mq, &mdo, &mk, &mv, &mdq, a, heads_per_chunk, m, flags, tl);
         } else {
             asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(keys_regs));
-            bws_wg_keys<DP, F16, STAGES, DQM, P16>(a, heads_per_chunk, m, (const float *)(smem + (sLD - smem_addr(smem))));
+            bws_wg_keys<DP, F16, STAGES, DQM, P16, TAIL>(a, heads_per_chunk, m,
+                                                         (const float *)(smem + (sLD - smem_addr(smem))), tl);
         }
         return;
     }
@@ -743,21 +865,49 @@ __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
+/* The grid's blocks in launch order: key blocks x key heads x sequences */
+static int64_t bws_items(const la_cuda_bwd_args *a) {
+    return (a->Lk + bwd90_tiles::BKEY - 1) / bwd90_tiles::BKEY * a->Hkv * a->num_seqs;
+}
+
+/* tl (bws_tail_plan) with p > 1: the wgdk kernel (D 128) on blocks 0 ..
+ * tl->whole - 1, then its TAIL instance on the pieces of the others */
 template <int DP, bool F16, int STAGES, int DQM, bool P16 = false>
-static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, int flags, cudaStream_t stream) {
+static cudaError_t launch_bws(const la_cuda_bwd_args *a, const CUtensorMap *m, int flags, cudaStream_t stream,
+                              const bws_tail *tl = NULL) {
     using T = bws_tiles<DP, STAGES, DQM>;
     cudaError_t e = cudaFuncSetAttribute(attn_bwd_ws_kernel<DP, F16, STAGES, DQM, P16>,
                                          cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM);
     if (e != cudaSuccess) return e;
     dim3 grid((unsigned)((a->Lk + T::BKEY - 1) / T::BKEY), (unsigned)a->Hkv, (unsigned)a->num_seqs);
+    const int chunk = block_order_heads_per_chunk(grid.x, a->rule.causal != 0);
+    const int64_t items = bws_items(a);
+    bws_tail whole = {items, 1, NULL, NULL};
+    constexpr bool SPLITS = DP == 128 && DQM == BWS_DQ_WG_DK && !P16;
+    if (SPLITS && tl && tl->p > 1) {
+        whole.whole = tl->whole;
+        /* the pieces' counters, zeroed before the main launch (off the path between the two) */
+        e = cudaMemsetAsync(tl->count, 0, sizeof(unsigned) * (size_t)(items - tl->whole), stream);
+        if (e != cudaSuccess) return e;
+    }
     attn_bwd_ws_kernel<DP, F16, STAGES, DQM, P16><<<grid, T::THREADS, T::SMEM, stream>>>(
-        m[0], m[1], m[2], m[3], m[4], *a, block_order_heads_per_chunk(grid.x, a->rule.causal != 0), flags);
-    return cudaGetLastError();
+        m[0], m[1], m[2], m[3], m[4], *a, chunk, flags, whole);
+    e = cudaGetLastError();
+    if constexpr (SPLITS) {
+        if (e != cudaSuccess || !tl || tl->p <= 1) return e;
+        const auto pieces = attn_bwd_ws_kernel<DP, F16, STAGES, DQM, false, true>;
+        if ((e = cudaFuncSetAttribute(pieces, cudaFuncAttributeMaxDynamicSharedMemorySize, T::SMEM)) != cudaSuccess)
+            return e;
+        pieces<<<(unsigned)((items - tl->whole) * tl->p), T::THREADS, T::SMEM, stream>>>(m[0], m[1], m[2], m[3], m[4], *a,
+                                                                                         chunk, flags, *tl);
+        e = cudaGetLastError();
+    }
+    return e;
 }
 
 template <int DP, bool F16>
 static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m, int dqm, int flags,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, const bws_tail *tl) {
     if (dqm == BWS_DQ_TMA) return launch_bws<DP, F16, 2, BWS_DQ_TMA>(a, m, flags, stream);
     if (dqm == BWS_DQ_WARP) return launch_bws<DP, F16, 2, BWS_DQ_WARP>(a, m, flags, stream);
     if (dqm == BWS_DQ_EARLY) return launch_bws<DP, F16, 2, BWS_DQ_EARLY>(a, m, flags, stream);
@@ -775,7 +925,7 @@ static cudaError_t launch_bws_dq(const la_cuda_bwd_args *a, const CUtensorMap *m
     }
     if constexpr (DP == 128) {
         if (dqm == BWS_DQ_WG) return launch_bws<DP, F16, 3, BWS_DQ_WG>(a, m, flags, stream);
-        if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream);
+        if (dqm == BWS_DQ_WG_DK) return launch_bws<DP, F16, 3, BWS_DQ_WG_DK>(a, m, flags, stream, tl);
 #ifdef LA_CUDA_TIMING_BOUNDS
         if (dqm == BWS_DQ_WG_SKIP) return launch_bws<DP, F16, 3, BWS_DQ_WG_SKIP>(a, m, flags, stream);
         if (dqm == BWS_DQ_WG_NOADD) return launch_bws<DP, F16, 3, BWS_DQ_WG_NOADD>(a, m, flags, stream);
@@ -815,6 +965,76 @@ static int bws_dq_mode(void) {
     if (pick && !strcmp(pick, "wgskipdk")) return BWS_DQ_WG_SKIP_DK;
 #endif
     return BWS_DQ_WG_DK;
+}
+
+/* The split of the last partial wave (struct bws_tail): at 16K tokens (H
+ * 16) the grid is 2048 key blocks on 132 SMs, 15.5 waves of one block per
+ * SM, so the last wave runs half empty (about 3% of the time); at 64K, 62
+ * waves and 8 items (1.5%). The R = items % SMs items of that wave run as p
+ * pieces each, p chosen to minimise the modelled tail, ceil(R p / SMs)
+ * rounds of n / p query items plus a piece's overhead (~3 items: K and V,
+ * the pipeline's fill, the slot and the sum), at least 4 items a piece, at
+ * most BWS_TAIL_SLOTS_PER_SM * SMs pieces (the workspace) and 16 a block.
+ * wgdk (D 128, the fast rule) only, dense, with dq_acc (not deterministic).
+ * LA_CUDA_BACKWARD_TAIL (read per call: the tests switch it): auto (the
+ * default) the model's p for even work (no causal mask or window: causal
+ * grids end on their lightest blocks already), 0 off, <p> p pieces (2-16,
+ * for any rule: tests, A/B). H100, fwd+bwd H 16 D 128 non-causal, three
+ * alternated rounds (BENCHMARKS s28-cuda): 16K (p 5) 570.4 TFLOP/s against
+ * 560.8 without, 64K (p 16) 557.5 against 556.2. */
+static int bws_tail_force(void) {
+    const char *e = getenv("LA_CUDA_BACKWARD_TAIL");
+    return !e || !*e || !strcmp(e, "auto") ? -1 : atoi(e);
+}
+
+/* p for R split items of n query items each (1: no split), force as
+ * bws_tail_force; even: every key block sees every query tile */
+static int bws_tail_pick(int64_t R, int64_t n, int sms, int force, bool even) {
+    const int64_t cap = (int64_t)BWS_TAIL_SLOTS_PER_SM * sms;
+    if (R <= 0 || sms <= 0 || force == 0 || force == 1 || (force < 0 && !even)) return 1;
+    if (force > 1) return force <= 16 && R * force <= cap ? force : 1;
+    int best = 1;
+    double cost = (double)n;
+    for (int p = 2; p <= 16 && R * p <= cap && n / p >= 4; p++) {
+        const double c = (double)((R * p + sms - 1) / sms) * ((double)n / p + 3.0);
+        if (c < cost) best = p, cost = c;
+    }
+    return best;
+}
+
+static int64_t bws_tail_items(int64_t Lk, int64_t Hkv, int64_t num_seqs) {
+    return (Lk + bwd90_tiles::BKEY - 1) / bwd90_tiles::BKEY * Hkv * num_seqs;
+}
+
+extern "C" size_t la_cuda_attention_backward_tail_workspace(int64_t D, int deterministic, int varlen, int even,
+                                                            int64_t Lq, int64_t Lk, int64_t H, int64_t Hkv,
+                                                            int64_t num_seqs, int sms) {
+    if (D != 128 || deterministic || varlen || sms <= 0 || Hkv <= 0) return 0;
+    const int64_t R = bws_tail_items(Lk, Hkv, num_seqs) % sms;
+    const int p = bws_tail_pick(R, (Lq + bwd90_tiles::BQ - 1) / bwd90_tiles::BQ * (H / Hkv), sms, bws_tail_force(),
+                                even != 0);
+    /* the slots, then a counter per split item */
+    return p > 1 ? (size_t)(R * p) * BWS_TAIL_SLOT * sizeof(float4) + sizeof(unsigned) * (size_t)R : 0;
+}
+
+static bws_tail bws_tail_plan(const la_cuda_bwd_args *a, int dqm, int flags) {
+    const int64_t items = bws_items(a);
+    bws_tail tl = {items, 1, NULL, NULL};
+    int dev = 0, sms = 0;
+    if (!a->tail_ws || dqm != BWS_DQ_WG_DK || (flags & BWS_P16) || a->D != 128 || cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess || sms <= 0)
+        return tl;
+    const la_score_rule *r = &a->rule;
+    const bool even = !r->causal && r->window_left < 0 && r->window_right < 0;
+    const int64_t R = items % sms;
+    /* the workspace was sized for this p (la_cuda_attention_backward_tail_workspace) */
+    const int p = bws_tail_pick(R, (a->Lq + bwd90_tiles::BQ - 1) / bwd90_tiles::BQ * (a->H / a->Hkv), sms,
+                                bws_tail_force(), even);
+    if (p == 1) return tl;
+    tl.whole = items - R, tl.p = p;
+    tl.part = (float4 *)a->tail_ws;
+    tl.count = (unsigned *)((char *)a->tail_ws + (size_t)(R * p) * BWS_TAIL_SLOT * sizeof(float4));
+    return tl;
 }
 
 static int bws_flags(void) {
@@ -863,10 +1083,12 @@ extern "C" int la_cuda_attention_backward_ws(const la_cuda_bwd_args *a, cudaStre
         dqm = BWS_DQ_ATOMIC;
     if (!reduce || dqm == BWS_DQ_ATOMIC) m[4] = m[0]; /* unused */
     const int flags = bws_flags();
+    const bws_tail tl = bws_tail_plan(a, dqm, flags);
     if (a->D == 64)
-        *err = a->f16 ? launch_bws_dq<64, true>(a, m, dqm, flags, stream) : launch_bws_dq<64, false>(a, m, dqm, flags, stream);
+        *err = a->f16 ? launch_bws_dq<64, true>(a, m, dqm, flags, stream, &tl)
+                      : launch_bws_dq<64, false>(a, m, dqm, flags, stream, &tl);
     else
-        *err = a->f16 ? launch_bws_dq<128, true>(a, m, dqm, flags, stream)
-                      : launch_bws_dq<128, false>(a, m, dqm, flags, stream);
+        *err = a->f16 ? launch_bws_dq<128, true>(a, m, dqm, flags, stream, &tl)
+                      : launch_bws_dq<128, false>(a, m, dqm, flags, stream, &tl);
     return 1;
 }
