@@ -27,8 +27,7 @@ typedef struct {
 struct la_model {
     la_model_config cfg;
     la_gguf *gguf;
-    void *file_copy; /* the file on 2 MB pages (file_copy_bytes of mapping), or NULL: la_gguf_open mapped it */
-    size_t file_copy_bytes;
+    void *file_copy; /* the file on 2 MB pages (free), or NULL: la_gguf_open mapped it */
     la_tokenizer *tok;
     const la_gguf_tensor *tok_embd, *output;
     float *out_norm;
@@ -221,50 +220,39 @@ static bool huge_pages_on_request(void) {
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
-/* The whole file at path in fresh memory on 2 MB pages: true with m->file_copy
- * and *size set, false with nothing held. */
+/* The whole file at path in fresh memory on 2 MB pages (2 MB-aligned and
+ * advised, as cpu/peak's ceiling buffer): true with m->file_copy and *size
+ * set, false with nothing held. */
 static bool read_file_on_huge_pages(const char *path, la_model *m, size_t *size) {
     const int fd = open(path, O_RDONLY);
     if (fd < 0) return false;
     struct stat sb;
-    char *p = MAP_FAILED;
-    size_t span = 0;
+    void *a = NULL;
     const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
     const uint64_t quarter = pages > 0 && page > 0 ? (uint64_t)pages / 4 * (uint64_t)page : 0;
-    if (!fstat(fd, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0 && (uint64_t)sb.st_size <= quarter &&
-        (uint64_t)sb.st_size <= SIZE_MAX - 2 * HUGE_PAGE) {
-        /* one 2 MB step more than the file, trimmed to a 2 MB-aligned start */
-        span = ((size_t)sb.st_size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE + HUGE_PAGE;
-        p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    }
-    if (p == MAP_FAILED) {
+    const bool fits = !fstat(fd, &sb) && S_ISREG(sb.st_mode) && sb.st_size > 0 && (uint64_t)sb.st_size <= quarter &&
+                      (uint64_t)sb.st_size <= SIZE_MAX - HUGE_PAGE;
+    const size_t bytes = fits ? ((size_t)sb.st_size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE : 0;
+    if (!fits || posix_memalign(&a, HUGE_PAGE, bytes)) {
         close(fd);
         return false;
     }
-    char *a = (char *)(((uintptr_t)p + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE);
-    if (a > p) munmap(p, (size_t)(a - p));
-    span -= (size_t)(a - p);
-    if (span > (size_t)sb.st_size + HUGE_PAGE - 1) {
-        const size_t keep = ((size_t)sb.st_size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-        munmap(a + keep, span - keep);
-        span = keep;
-    }
 #ifdef MADV_HUGEPAGE
-    madvise(a, span, MADV_HUGEPAGE);
+    madvise(a, bytes, MADV_HUGEPAGE);
 #endif
     size_t done = 0;
     while (done < (size_t)sb.st_size) {
-        const ssize_t n = pread(fd, a + done, (size_t)sb.st_size - done, (off_t)done);
+        const ssize_t n = pread(fd, (char *)a + done, (size_t)sb.st_size - done, (off_t)done);
         if (n < 0 && errno == EINTR) continue;
         if (n <= 0) break;
         done += (size_t)n;
     }
     close(fd);
     if (done < (size_t)sb.st_size) { /* a read error or a file that shrank: map it instead */
-        munmap(a, span);
+        free(a);
         return false;
     }
-    m->file_copy = a, m->file_copy_bytes = span;
+    m->file_copy = a;
     *size = (size_t)sb.st_size;
     return true;
 }
@@ -306,7 +294,7 @@ void la_model_free(la_model *m) {
     free(m->out_norm);
     la_tokenizer_free(m->tok);
     la_gguf_close(m->gguf);
-    if (m->file_copy) munmap(m->file_copy, m->file_copy_bytes);
+    free(m->file_copy);
     free(m);
 }
 
