@@ -7,8 +7,10 @@
  *                       [--len L]... [--iters 20]
  *
  * fwd / fwdbwd are `bench attention` with --pass fwd / bwd, sparse /
- * sparse_fwdbwd `bench sparse` likewise, decode `bench decode`; the rows
- * and their timing are bench_gpu.c's. Uses the public API only. */
+ * sparse_fwdbwd `bench sparse` likewise (without --tokens: batch 1),
+ * decode `bench decode` (--dim, --iters and --len only: its heads and
+ * batches are fixed); the rows and their timing are bench_gpu.c's. Uses
+ * the public API only. */
 #include "cli.h"
 
 #include <stdbool.h>
@@ -33,10 +35,14 @@ int main(int argc, char **argv) {
     const bool sparse = !strncmp(op, "sparse", 6), bwd = !strcmp(op, "fwdbwd") || !strcmp(op, "sparse_fwdbwd");
     if (strcmp(op, "fwd") && strcmp(op, "decode") && strcmp(op, "sparse") && !bwd)
         return fprintf(stderr, "longattn_cuda_bench: --op is fwd, fwdbwd, decode, sparse or sparse_fwdbwd\n"), 2;
-    char *args[20] = {"longattn_cuda_bench", (char *)(!strcmp(op, "decode") ? "decode" : sparse ? "sparse" : "attention"),
-                      "--pass", (char *)(bwd ? "bwd" : "fwd"), "--H", (char *)H, "--D", (char *)D,
-                      "--tokens", (char *)tokens, "--iters", (char *)iters};
-    int n = 12;
+    /* each bench gets only the options it reads (bench_gpu refuses the
+     * others): decode takes --D, --iters and --L; sparse all but --tokens */
+    const bool decode = !strcmp(op, "decode");
+    char *args[20] = {"longattn_cuda_bench", (char *)(decode ? "decode" : sparse ? "sparse" : "attention"),
+                      "--D", (char *)D, "--iters", (char *)iters};
+    int n = 6;
+    if (!decode) args[n++] = "--pass", args[n++] = (char *)(bwd ? "bwd" : "fwd"), args[n++] = "--H", args[n++] = (char *)H;
+    if (!decode && !sparse) args[n++] = "--tokens", args[n++] = (char *)tokens;
     if (*lens) args[n++] = "--L", args[n++] = lens;
     return bench_gpu(n, args);
 }
