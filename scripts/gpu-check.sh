@@ -10,7 +10,8 @@
 #                                with the summary in $OUT/summary.txt: the device tool returns few files)
 #
 # Environment: BUILD (build-gpu), LA_CUDA_ARCHS ("90a;80"), TESTS (the test
-# programs, "attention backward decode kv_append merge sparse"), OPS (the benchmark's ops,
+# programs, "attention backward decode kv_append merge sparse"; TESTS="" runs
+# none, and then no sanitizer either unless SANITIZER_TESTS names some), OPS (the benchmark's ops,
 # "fwd,fwdbwd,decode"), SKIP_PEERS=1 to time longattn alone, SKIP_BENCH=1,
 # COMPARE_MMA=1 to time the mma.sync forward (and forward+backward) as well, FLEX_MIN_LEN (16384: the
 # shortest rows FlexAttention is timed on; each shape compiles), SANITIZER_TESTS
@@ -22,7 +23,8 @@ set -u
 cd "$(dirname "$0")/.."
 build=${BUILD:-build-gpu}
 logs=$build/logs
-tests=${TESTS:-attention backward decode kv_append merge sparse}
+tests=${TESTS-attention backward decode kv_append merge sparse}
+ops=${OPS:-fwd,fwdbwd,decode}
 mkdir -p "$logs"
 summary=()
 note() { summary+=("$1"); echo "== $1"; }
@@ -78,9 +80,9 @@ done
 if [ "${SKIP_BENCH:-0}" != 1 ]; then
     if [ "${SKIP_PEERS:-0}" != 1 ] && python3 -c 'import torch' 2>/dev/null; then
         PYTHONUNBUFFERED=1 timeout "${BENCH_TIMEOUT:-400}" python3 bench/peers_gpu.py --bench "$build/longattn_cuda_bench" \
-            --ops "${OPS:-fwd,fwdbwd,decode}" --flex-min-len "${FLEX_MIN_LEN:-16384}" 2>&1 | tee "$logs/bench.log"
+            --ops "$ops" --flex-min-len "${FLEX_MIN_LEN:-16384}" 2>&1 | tee "$logs/bench.log"
     else
-        for op in ${OPS//,/ }; do "$build/longattn_cuda_bench" --op "$op"; done 2>&1 | tee "$logs/bench.log"
+        for op in ${ops//,/ }; do "$build/longattn_cuda_bench" --op "$op"; done 2>&1 | tee "$logs/bench.log"
     fi
     if [ "${COMPARE_MMA:-0}" = 1 ]; then # the mma.sync forward on the same shapes, for comparison
         LA_CUDA_FORWARD_KERNEL=mma "$build/longattn_cuda_bench" --op fwd 2>&1 | tee "$logs/bench_mma.log"
@@ -101,7 +103,7 @@ if [ "${SKIP_SANITIZER:-0}" != 1 ] && command -v compute-sanitizer >/dev/null; t
         note "racecheck probe (correct mbarrier handoff, then __syncthreads control): $(grep -E 'RACECHECK SUMMARY' "$logs/racecheck_probe.log" | sed 's/.*SUMMARY: //' | paste -sd'|')"
     fi
     for tool in ${SANITIZER_TOOLS:-memcheck}; do
-        for t in ${SANITIZER_TESTS:-$tests}; do
+        for t in ${SANITIZER_TESTS-$tests}; do
             t0=$(date +%s)
             LONGATTN_TEST_QUICK=1 timeout "${SANITIZER_TIMEOUT:-150}" compute-sanitizer --tool $tool --error-exitcode 3 \
                 "$build/tests/test_cuda_$t" >"$logs/sanitizer_${tool}_$t.log" 2>&1
