@@ -193,9 +193,11 @@ LA_API bool la_context_amx(const la_context *ctx);
 LA_API la_status la_context_set_bf16(la_context *ctx, bool on);
 LA_API bool la_context_bf16(const la_context *ctx);
 /* Scratch memory for ops. By default the context owns a workspace that grows
- * to what an op asks for. A caller may instead lend memory (64-byte aligned
- * recommended); ops then fail with LA_ERR_WORKSPACE if it is too small.
- * Passing NULL, 0 returns to the owned workspace. */
+ * to what an op asks for. A caller may instead lend memory of any alignment
+ * (ops use it from its first 64-byte boundary, so a 64-byte aligned buffer
+ * loses none of it); ops then fail with LA_ERR_WORKSPACE if it is too small.
+ * la_context_workspace_bytes reports the bytes lent. Passing NULL, 0 returns
+ * to the owned workspace. */
 LA_API la_status la_context_set_workspace(la_context *ctx, void *mem, size_t bytes);
 LA_API size_t la_context_workspace_bytes(const la_context *ctx);
 /* CUDA tensors (device.kind LA_DEVICE_CUDA): calls on this context enqueue
@@ -1343,7 +1345,9 @@ LA_API la_kv_cache_params la_kv_cache_params_default(void);
  * outside [0, 65536]),
  * LA_ERR_OVERFLOW (max_tokens beyond 2^31 - 1: lengths are int32; max_seqs
  * x pages per sequence beyond int32 block ids; the bytes of a page or of a
- * layer beyond size_t), LA_ERR_NOMEM.
+ * layer beyond size_t), LA_ERR_NOMEM (also, before any allocation, for a
+ * cache whose address space, every layer's K and V pages, exceeds the 2^47
+ * bytes a process can map).
  *
  * Memory: the whole cache is reserved as address space; OS pages are
  * committed as appends reach them and given back when entries leave.
@@ -1738,8 +1742,10 @@ LA_API int64_t la_gguf_kv_count(const la_gguf *g);
 LA_API const la_gguf_kv *la_gguf_kv_at(const la_gguf *g, int64_t i);
 LA_API const la_gguf_kv *la_gguf_find(const la_gguf *g, const char *key); /* NULL if absent */
 
-/* Typed getters: LA_ERR_FORMAT naming the key if absent or of a type that
- * does not convert (any integer type converts to another if in range). */
+/* Typed getters: LA_ERR_NULL for g, key or out NULL (and the array
+ * getters' kv or out); LA_ERR_FORMAT naming the key if absent or of a type
+ * that does not convert (any integer type converts to another if in range;
+ * la_gguf_get_f32 takes f32, f64 within f32's range, and integers). */
 LA_API la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out);
 LA_API la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out);   /* f32 or f64 */
 LA_API la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out);
@@ -1776,7 +1782,9 @@ LA_API la_status la_ggml_row_bytes(la_ggml_type t, int64_t n, size_t *out);
 LA_API void la_dequantize_row(la_ggml_type t, const void *src, float *dst, int64_t n);
 
 /* y[r] = dot(row r of W, x), r in [0, rows); W is rows x cols of type t with
- * rows packed back to back. Threads over rows. */
+ * rows packed back to back. Threads over rows. No product runs in place:
+ * an output (y, Y, each job's y) sharing a byte with x, X, W or another
+ * job's y is LA_ERR_ARGUMENT. */
 LA_API la_status la_matvec(la_context *ctx, la_ggml_type t, const void *W, int64_t rows, int64_t cols, const float *x,
                     float *y);
 

@@ -42,7 +42,8 @@ LA_API la_status la_tokenize(const la_tokenizer *t, const char *text, size_t len
 
 /* Bytes one token decodes to (for streaming); special tokens give their text
  * only when render_special. Returns the length written (<= cap), or the
- * length needed if larger than cap (buf NULL: the length needed). */
+ * length needed if larger than cap (buf NULL: the length needed); 0 for t
+ * NULL or an id outside the vocabulary. */
 LA_API int64_t la_token_to_bytes(const la_tokenizer *t, int32_t id, bool render_special, char *buf, int64_t cap);
 /* Whole sequence to bytes (malloc'd, NUL-terminated, caller frees).
  * LA_ERR_NULL, LA_ERR_ARGUMENT (n < 0, an id outside the vocabulary). */
@@ -218,7 +219,10 @@ LA_API const la_kv_policy_state *la_session_kv_policy_state(const la_session *s)
 
 /* Append n tokens at the current position and run them (as one
  * matrix-matrix prefill when n > 1). logits: n x n_vocab when all_logits,
- * else n_vocab for the last token; may be NULL. */
+ * else n_vocab for the last token; may be NULL. Errors: LA_ERR_NULL (s or
+ * tokens), LA_ERR_ARGUMENT (n < 1, a token outside [0, n_vocab), or
+ * la_session_pos + n past max_ctx), checked before anything runs: the
+ * session is then unchanged. */
 LA_API la_status la_session_eval(la_session *s, const int32_t *tokens, int64_t n, float *logits, bool all_logits);
 /* Mark where a prompt fed in several la_session_eval calls begins and ends,
  * for policies that select once per prompt (snapkv): while open, a

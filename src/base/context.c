@@ -123,13 +123,23 @@ size_t la_context_workspace_bytes(const la_context *ctx) { return ctx ? ctx->wor
 la_status la_workspace(la_context *ctx, size_t bytes, void **out) {
     *out = NULL;
     if (bytes == 0) bytes = 64;
+    if (ctx->workspace_borrowed) {
+        /* Lent memory may have any alignment; the kernels store floats,
+         * int64s and SIMD vectors in their scratch, so it is used from its
+         * first 64-byte boundary on (an odd address crashed them). */
+        const size_t pad = (size_t)(-(uintptr_t)ctx->workspace & 63);
+        const size_t usable = ctx->workspace_bytes > pad ? ctx->workspace_bytes - pad : 0;
+        if (bytes > usable)
+            return la_fail(LA_ERR_WORKSPACE,
+                           "op needs %zu workspace bytes; the lent workspace has %zu from its first 64-byte boundary",
+                           bytes, usable);
+        *out = (char *)ctx->workspace + pad;
+        return LA_OK;
+    }
     if (bytes <= ctx->workspace_bytes) {
         *out = ctx->workspace;
         return LA_OK;
     }
-    if (ctx->workspace_borrowed)
-        return la_fail(LA_ERR_WORKSPACE, "op needs %zu workspace bytes; the lent workspace has %zu",
-                       bytes, ctx->workspace_bytes);
     size_t rounded = (bytes + 63) & ~(size_t)63;
     if (rounded < bytes) return la_fail(LA_ERR_OVERFLOW, "workspace size %zu overflows", bytes);
     void *mem = aligned_alloc(64, rounded);

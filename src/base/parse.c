@@ -23,7 +23,7 @@ bool la_parse_decimal(const char *s, size_t n, double *out) {
         if (!exp_digits) return false;
         p += exp_digits;
     }
-    if (*p) return false;
+    if (p != buf + n) return false; /* a NUL among the n bytes ends the number early: not all of it */
     char *end;
     errno = 0;
     const double v = strtod(buf, &end);

@@ -18,9 +18,14 @@ la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64
 
 int64_t la_tensor_numel(const la_tensor *t) {
     if (!t || t->ndim < 1 || t->ndim > LA_MAX_DIMS) return -1;
-    int64_t n = 1;
+    bool empty = false;
     for (int i = 0; i < t->ndim; i++) {
-        if (t->shape[i] < 0 || !la_mul_i64(n, t->shape[i], &n)) return -1;
+        if (t->shape[i] < 0) return -1;
+        empty = empty || t->shape[i] == 0;
     }
+    if (empty) return 0; /* [2^40, 2^40, 0] holds no element: its partial product overflowed */
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++)
+        if (!la_mul_i64(n, t->shape[i], &n)) return -1;
     return n;
 }

@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <float.h>
+#include <math.h>
 #include <stdlib.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -401,6 +403,9 @@ static bool f32_of(la_gguf_type t, const void *p, float *out) {
     if (t == LA_GGUF_F64) {
         double d;
         memcpy(&d, p, sizeof d);
+        /* a finite f64 past f32's range does not convert (1e300 read as
+         * inf); inf and NaN stay what they are */
+        if (isfinite(d) && fabs(d) > FLT_MAX) return false;
         *out = (float)d;
         return true;
     }
@@ -408,30 +413,34 @@ static bool f32_of(la_gguf_type t, const void *p, float *out) {
 }
 
 la_status la_gguf_get_int(const la_gguf *g, const char *key, int64_t *out) {
-    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_get_int: out is NULL");
+    if (!out || !g || !key)
+        return la_fail(LA_ERR_NULL, "la_gguf_get_int: %s is NULL", !out ? "out" : !g ? "the file" : "key");
     const la_gguf_kv *kv = la_gguf_find(g, key);
-    if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
+    if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key);
     if (!int_of(kv->type, kv->value, out)) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not an integer", key);
     return la_succeed();
 }
 
 la_status la_gguf_get_f32(const la_gguf *g, const char *key, float *out) {
-    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_get_f32: out is NULL");
+    if (!out || !g || !key)
+        return la_fail(LA_ERR_NULL, "la_gguf_get_f32: %s is NULL", !out ? "out" : !g ? "the file" : "key");
     const la_gguf_kv *kv = la_gguf_find(g, key);
-    if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
+    if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key);
     int64_t i;
     if (f32_of(kv->type, kv->value, out)) return la_succeed();
     if (int_of(kv->type, kv->value, &i)) {
         *out = (float)i;
         return la_succeed();
     }
-    return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a number", key);
+    return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a number %s", key,
+                   kv->type == LA_GGUF_F64 ? "within f32's range" : "(an integer, f32 or f64)");
 }
 
 la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
-    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_get_str: out is NULL");
+    if (!out || !g || !key)
+        return la_fail(LA_ERR_NULL, "la_gguf_get_str: %s is NULL", !out ? "out" : !g ? "the file" : "key");
     const la_gguf_kv *kv = la_gguf_find(g, key);
-    if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key ? key : "(null)");
+    if (!kv) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is missing", key);
     if (kv->type != LA_GGUF_STRING) return la_fail(LA_ERR_FORMAT, "metadata key '%s' is not a string", key);
     string_record(kv->value, out);
     return la_succeed();
@@ -441,8 +450,8 @@ la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
  * Callers that need every element (the tokenizer) walk once with
  * la_gguf_array_str_next instead. */
 la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) {
-    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_array_str: out is NULL");
-    if (!kv || kv->type != LA_GGUF_ARRAY || kv->elem_type != LA_GGUF_STRING)
+    if (!out || !kv) return la_fail(LA_ERR_NULL, "la_gguf_array_str: %s is NULL", !out ? "out" : "kv");
+    if ( kv->type != LA_GGUF_ARRAY || kv->elem_type != LA_GGUF_STRING)
         return la_fail(LA_ERR_FORMAT, "not an array of strings");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the array's %llu elements",
                                        (unsigned long long)i, (unsigned long long)kv->count);
@@ -462,8 +471,8 @@ const void *la_gguf_array_str_next(const void *cursor, la_gguf_str *out) {
 }
 
 la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
-    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_array_f32: out is NULL");
-    if (!kv || kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");
+    if (!out || !kv) return la_fail(LA_ERR_NULL, "la_gguf_array_f32: %s is NULL", !out ? "out" : "kv");
+    if (kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
     int64_t v;
@@ -472,12 +481,13 @@ la_status la_gguf_array_f32(const la_gguf_kv *kv, uint64_t i, float *out) {
         *out = (float)v;
         return la_succeed();
     }
-    return la_fail(LA_ERR_FORMAT, "array elements are not numbers");
+    return la_fail(LA_ERR_FORMAT, "array element %llu is not a number %s", (unsigned long long)i,
+                   kv->elem_type == LA_GGUF_F64 ? "within f32's range" : "(an integer, f32 or f64)");
 }
 
 la_status la_gguf_array_int(const la_gguf_kv *kv, uint64_t i, int64_t *out) {
-    if (!out) return la_fail(LA_ERR_NULL, "la_gguf_array_int: out is NULL");
-    if (!kv || kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");
+    if (!out || !kv) return la_fail(LA_ERR_NULL, "la_gguf_array_int: %s is NULL", !out ? "out" : "kv");
+    if (kv->type != LA_GGUF_ARRAY) return la_fail(LA_ERR_FORMAT, "not an array");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the end", (unsigned long long)i);
     const uint8_t *p = (const uint8_t *)kv->value + i * scalar_size(kv->elem_type);
     if (!int_of(kv->elem_type, p, out)) return la_fail(LA_ERR_FORMAT, "array elements are not integers");

@@ -216,6 +216,15 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
                        (long long)p->n_kv_heads, (long long)p->head_dim);
     c.kgran = commit_step(c.kreg), c.vgran = commit_step(c.vreg);
     c.kres = (c.klayer + c.kgran - 1) / c.kgran * c.kgran, c.vres = (c.vlayer + c.vgran - 1) / c.vgran * c.vgran;
+    /* Address space beyond 2^47 bytes (x86-64's and arm64's user half)
+     * cannot be reserved: refused before any allocation (2^40 layers of a
+     * few pages each passed every check above) */
+    size_t space;
+    if (c.kres > SIZE_MAX - c.vres || !la_mul_size(c.kres + c.vres, (size_t)p->n_layers, &space) ||
+        space > SIZE_MAX - pos_bytes || space + pos_bytes > (size_t)1 << 47)
+        return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: %lld layers of %zu bytes of K and V pages need more "
+                       "address space than a process has (2^47 bytes)", (long long)p->n_layers,
+                       c.kres > SIZE_MAX - c.vres ? SIZE_MAX : c.kres + c.vres);
     la_kv_cache *h = calloc(1, sizeof *h);
     if (!h) return la_fail(LA_ERR_NOMEM, "la_kv_cache_create: no memory for the cache");
     *h = c;
@@ -249,9 +258,12 @@ la_status la_kv_cache_create(const la_kv_cache_params *p, la_kv_cache **out) {
 
 void la_kv_cache_destroy(la_kv_cache *c) {
     if (!c) return;
-    for (int64_t l = 0; l < c->p.n_layers; l++) {
-        if (c->k && c->k[l]) munmap(c->k[l], c->kres ? c->kres : 1);
-        if (c->v && c->v[l]) munmap(c->v[l], c->vres ? c->vres : 1);
+    /* la_kv_cache_create reserves the layers in order and stops at the
+     * first failure: walking all n_layers after a failed create of 2^40
+     * layers (whose arrays were never allocated) took hours */
+    for (int64_t l = 0; c->k && c->v && l < c->p.n_layers && (c->k[l] || c->v[l]); l++) {
+        if (c->k[l]) munmap(c->k[l], c->kres ? c->kres : 1);
+        if (c->v[l]) munmap(c->v[l], c->vres ? c->vres : 1);
     }
     if (c->pos) {
         size_t n = c->pos_region * (size_t)(c->p.n_layers * c->p.n_kv_heads * c->p.max_seqs);

@@ -134,6 +134,13 @@ static la_status read_config(la_model *m) {
         return la_fail(LA_ERR_FORMAT, "inconsistent model sizes: embd %lld, layers %lld, heads %lld/%lld, ff %lld",
                        (long long)c->n_embd, (long long)c->n_layer, (long long)c->n_head, (long long)c->n_head_kv,
                        (long long)c->n_ff);
+    /* a NaN, infinite or negative epsilon, or a base that is not a finite
+     * number > 0, loaded and then gave NaN logits at every token */
+    if (!(c->rms_eps >= 0) || !isfinite(c->rms_eps))
+        return la_fail(LA_ERR_FORMAT, "attention.layer_norm_rms_epsilon is %g; must be finite and >= 0",
+                       (double)c->rms_eps);
+    if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
+        return la_fail(LA_ERR_FORMAT, "rope.freq_base is %g; must be finite and > 0", (double)c->rope_theta);
     c->head_dim = c->n_embd / c->n_head;
     if ((st = meta_int(g, c->arch, "rope.dimension_count", &c->rope_dims, c->head_dim))) return st;
     if (c->rope_dims <= 0 || c->rope_dims > c->head_dim || c->rope_dims % 2)
@@ -145,7 +152,8 @@ static la_status read_config(la_model *m) {
     la_gguf_str stype;
     if (la_gguf_find(g, key) && !la_gguf_get_str(g, key, &stype) && stype.len == 6 && !memcmp(stype.data, "linear", 6)) {
         if ((st = meta_f32(g, c->arch, "rope.scaling.factor", &c->rope_scale, 1.0f))) return st;
-        if (!(c->rope_scale > 0)) return la_fail(LA_ERR_FORMAT, "rope.scaling.factor must be > 0");
+        if (!(c->rope_scale > 0) || !isfinite(c->rope_scale))
+            return la_fail(LA_ERR_FORMAT, "rope.scaling.factor is %g; must be finite and > 0", (double)c->rope_scale);
     }
     c->rope_kind = qwen2 ? LA_ROPE_NEOX : LA_ROPE_NORM;
     c->qkv_bias = qwen2;

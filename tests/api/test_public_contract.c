@@ -1797,6 +1797,130 @@ static void check_kv_cache_decode_out_dtypes(void) {
     la_context_destroy(ctx);
 }
 
+/* ------------------------------- session 29's audit of the public API */
+
+/* Each of these misbehaved before its fix: a lent workspace of odd
+ * alignment crashed the kernels (UBSan: misaligned float and int64
+ * stores), la_parse_decimal took a NUL inside its n bytes for the end,
+ * la_tensor_numel called [2^40, 2^40, 0] overflowing, la_matvec ran in
+ * place and returned garbage with LA_OK, the GGUF getters named a NULL
+ * file or key "missing" (LA_ERR_FORMAT) and read 1e300 stored as f64 as
+ * an f32 inf, and la_kv_cache_create of 2^40 layers walked every layer
+ * after its allocation failed (hours). */
+static void check_audit29_findings(void) {
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+
+    /* a lent workspace at every offset from a 64-byte boundary */
+    enum { WL = 37, WH = 2, WD = 16 };
+    char *lent = buf((size_t)1 << 20);
+    la_attention_params p = la_attention_params_default();
+    p.causal = 1;
+    la_tensor q = t4(filled(WL * WH * WD), 1, WL, WH, WD), o = t4(buf(4 * WL * WH * WD), 1, WL, WH, WD);
+    la_tensor lse = t3(buf(4 * WL * WH), 1, WL, WH), dq = t4(buf(4 * WL * WH * WD), 1, WL, WH, WD);
+    la_tensor dk = t4(buf(4 * WL * WH * WD), 1, WL, WH, WD), dv = t4(buf(4 * WL * WH * WD), 1, WL, WH, WD);
+    float *W = filled(64 * 64), *X = filled(8 * 64), *Y = buf(4 * 8 * 64);
+    const int offsets[] = {1, 2, 4, 8, 12, 36};
+    for (int i = 0; i < 6; i++) {
+        EXPECT_OK(la_context_set_workspace(ctx, lent + offsets[i], ((size_t)1 << 20) - 64));
+        CHECK(la_context_workspace_bytes(ctx) == ((size_t)1 << 20) - 64); /* the bytes lent */
+        EXPECT_OK(la_attention_forward(ctx, &p, &q, &q, &q, &o, &lse));
+        EXPECT_OK(la_attention_backward(ctx, &p, &q, &q, &q, &o, &q, &lse, &dq, &dk, &dv));
+        EXPECT_OK(la_matmul(ctx, LA_GGML_F32, W, 64, 64, X, 8, Y));
+    }
+    /* 100 bytes lent 1 past a boundary hold 37 from the next one */
+    EXPECT_OK(la_context_set_workspace(ctx, lent + 1, 100));
+    EXPECT(la_attention_forward(ctx, &p, &q, &q, &q, &o, &lse), LA_ERR_WORKSPACE);
+    EXPECT_OK(la_context_set_workspace(ctx, NULL, 0));
+
+    /* la_parse_decimal: all n bytes are the number; a NUL among them is not */
+    double d = -7;
+    CHECK(!la_parse_decimal("1\0" "5", 3, &d) && d == -7);
+    CHECK(!la_parse_decimal("12", 3, &d) && d == -7); /* the terminating NUL counted in n */
+    CHECK(!la_parse_decimal("1.5\0x", 5, &d) && d == -7);
+    CHECK(la_parse_decimal("1.5", 3, &d) && d == 1.5);
+
+    /* la_tensor_numel: a zero dim makes 0 whatever the dims before it */
+    la_tensor z = {0};
+    z.ndim = 3, z.shape[0] = (int64_t)1 << 40, z.shape[1] = (int64_t)1 << 40, z.shape[2] = 0;
+    CHECK(la_tensor_numel(&z) == 0);
+    z.shape[2] = -1, z.shape[0] = 0;
+    CHECK(la_tensor_numel(&z) == -1); /* a negative dim stays -1 */
+    z.shape[0] = (int64_t)1 << 40, z.shape[2] = 2;
+    CHECK(la_tensor_numel(&z) == -1);
+
+    /* the products do not run in place */
+    float *x = filled(2 * 64), *y = buf(4 * 64);
+    EXPECT(la_matvec(ctx, LA_GGML_F32, W, 64, 64, x, x), LA_ERR_ARGUMENT);
+    EXPECT(la_matvec(ctx, LA_GGML_F32, W, 64, 64, x + 32, x), LA_ERR_ARGUMENT); /* partly */
+    EXPECT(la_matvec(ctx, LA_GGML_F32, W, 64, 64, x, W + 64), LA_ERR_ARGUMENT);
+    EXPECT(la_matmul(ctx, LA_GGML_F32, W, 64, 64, X, 8, X), LA_ERR_ARGUMENT);
+    EXPECT(la_matmul_f32(ctx, LA_GGML_F32, W, 64, 64, X, 1, X), LA_ERR_ARGUMENT);
+    la_matvec_job jobs[2] = {{LA_GGML_F32, W, 32, y}, {LA_GGML_F32, W, 32, y + 16}};
+    EXPECT(la_matvec_batch(ctx, jobs, 2, 64, x), LA_ERR_ARGUMENT); /* two outputs overlapping */
+    jobs[1].y = x;
+    EXPECT(la_matvec_batch_f32(ctx, jobs, 2, 64, x), LA_ERR_ARGUMENT);
+    jobs[1].y = y + 32;
+    EXPECT_OK(la_matvec_batch(ctx, jobs, 2, 64, x)); /* adjacent, not overlapping */
+    EXPECT_OK(la_matvec(ctx, LA_GGML_F32, W, 64, 64, x, y));
+
+    /* GGUF getters: NULL is LA_ERR_NULL; an f64 past f32's range does not convert */
+    {
+        unsigned char img[256] = {0};
+        size_t n = 0;
+        uint32_t u32;
+        uint64_t u64;
+        double big = 1e300, small = 0.25;
+        memcpy(img, "GGUF", 4), n = 4, u32 = 3, memcpy(img + n, &u32, 4), n += 4;
+        u64 = 0, memcpy(img + n, &u64, 8), n += 8, u64 = 3, memcpy(img + n, &u64, 8), n += 8;
+        const char *keys[] = {"big", "small", "arr"};
+        for (int i = 0; i < 3; i++) {
+            u64 = strlen(keys[i]), memcpy(img + n, &u64, 8), n += 8, memcpy(img + n, keys[i], u64), n += u64;
+            u32 = i < 2 ? LA_GGUF_F64 : LA_GGUF_ARRAY, memcpy(img + n, &u32, 4), n += 4;
+            if (i < 2) memcpy(img + n, i ? &small : &big, 8), n += 8;
+            else {
+                u32 = LA_GGUF_F64, memcpy(img + n, &u32, 4), n += 4, u64 = 2, memcpy(img + n, &u64, 8), n += 8;
+                memcpy(img + n, &small, 8), n += 8, memcpy(img + n, &big, 8), n += 8;
+            }
+        }
+        la_gguf *g = NULL;
+        EXPECT_OK(la_gguf_open_memory(img, (n + 31) / 32 * 32, &g));
+        float f = -7;
+        int64_t iv;
+        la_gguf_str sv;
+        EXPECT(la_gguf_get_f32(g, "big", &f), LA_ERR_FORMAT);
+        CHECK(f == -7 && strstr(la_last_error(), "'big'"));
+        EXPECT_OK(la_gguf_get_f32(g, "small", &f));
+        CHECK(f == 0.25f);
+        const la_gguf_kv *arr = la_gguf_find(g, "arr");
+        EXPECT_OK(la_gguf_array_f32(arr, 0, &f));
+        EXPECT(la_gguf_array_f32(arr, 1, &f), LA_ERR_FORMAT);
+        EXPECT(la_gguf_get_int(NULL, "small", &iv), LA_ERR_NULL);
+        EXPECT(la_gguf_get_f32(NULL, "small", &f), LA_ERR_NULL);
+        EXPECT(la_gguf_get_str(NULL, "small", &sv), LA_ERR_NULL);
+        EXPECT(la_gguf_get_int(g, NULL, &iv), LA_ERR_NULL);
+        EXPECT(la_gguf_get_f32(g, NULL, &f), LA_ERR_NULL);
+        EXPECT(la_gguf_get_str(g, NULL, &sv), LA_ERR_NULL);
+        EXPECT(la_gguf_array_int(NULL, 0, &iv), LA_ERR_NULL);
+        EXPECT(la_gguf_array_f32(NULL, 0, &f), LA_ERR_NULL);
+        EXPECT(la_gguf_array_str(NULL, 0, &sv), LA_ERR_NULL);
+        la_gguf_close(g);
+    }
+
+    /* a cache of 2^40 layers: refused at once (it hung in the cleanup) */
+    {
+        la_kv_cache_params cp = la_kv_cache_params_default();
+        cp.head_dim = 8, cp.page_size = 4, cp.max_tokens = 16, cp.n_layers = (int64_t)1 << 40;
+        la_kv_cache *c = (la_kv_cache *)&cp;
+        EXPECT(la_kv_cache_create(&cp, &c), LA_ERR_NOMEM);
+        CHECK(c == NULL);
+        cp.n_layers = 2;
+        EXPECT_OK(la_kv_cache_create(&cp, &c));
+        la_kv_cache_destroy(c);
+    }
+    la_context_destroy(ctx);
+}
+
 int main(void) {
     check_base();
     check_device_memory();
@@ -1816,6 +1940,7 @@ int main(void) {
     check_gguf_accessors();
     check_overflow_everywhere();
     check_fuzz_findings();
+    check_audit29_findings();
     contract_free_all();
     return contract_exit("test_public_contract");
 }

@@ -434,8 +434,54 @@ static void check_fuzz_findings(la_model *m) {
     remove(path);
 }
 
+/* Session 29: metadata that loaded and then gave NaN logits at every token
+ * (an rms epsilon of NaN, inf or < 0; a rope base of 0, < 0, NaN or inf)
+ * is LA_ERR_FORMAT naming the key. The model is copied once and the f32
+ * value after each key patched in place. */
+static void check_bad_metadata(void) {
+    char path[512];
+    const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(path, sizeof path, "%s/longattn-contract-%ld-meta.gguf", dir, (long)getpid());
+    if (!truncated_copy((size_t)1 << 40, path)) {
+        CHECK(!"cannot write a copy of the model");
+        return;
+    }
+    enum { HEAD = 1 << 21 }; /* the metadata lies in the file's first 2 MB (the tokenizer's strings) */
+    char *head = buf(HEAD);
+    FILE *f = fopen(path, "r+b");
+    const size_t got = f ? fread(head, 1, HEAD, f) : 0;
+    static const struct {
+        const char *key;
+        float value;
+    } cases[] = {{"llama.attention.layer_norm_rms_epsilon", NAN}, {"llama.attention.layer_norm_rms_epsilon", -1e-5f},
+                 {"llama.attention.layer_norm_rms_epsilon", INFINITY}, {"llama.rope.freq_base", 0},
+                 {"llama.rope.freq_base", -10000}, {"llama.rope.freq_base", NAN}, {"llama.rope.freq_base", INFINITY}};
+    for (size_t i = 0; f && i < sizeof cases / sizeof cases[0]; i++) {
+        const size_t kl = strlen(cases[i].key);
+        const char *at = NULL;
+        for (size_t o = 0; !at && o + kl + 8 <= got; o++)
+            if (!memcmp(head + o, cases[i].key, kl)) at = head + o;
+        uint32_t type = 0;
+        if (at) memcpy(&type, at + kl, 4);
+        CHECK(at && type == LA_GGUF_F32);
+        if (!at || type != LA_GGUF_F32) continue;
+        const long off = (long)(at + kl + 4 - head);
+        float old;
+        memcpy(&old, at + kl + 4, 4);
+        fseek(f, off, SEEK_SET), fwrite(&cases[i].value, 4, 1, f), fflush(f);
+        la_model *m = (la_model *)head;
+        EXPECT(la_model_load(path, &m), LA_ERR_FORMAT);
+        CHECK(m == NULL && strstr(la_last_error(), cases[i].key + strlen("llama.")));
+        if (m) la_model_free(m);
+        fseek(f, off, SEEK_SET), fwrite(&old, 4, 1, f), fflush(f);
+    }
+    if (f) fclose(f);
+    remove(path);
+}
+
 int main(void) {
     check_load();
+    check_bad_metadata();
     check_sampler();
     la_model *m = NULL;
     la_context *ctx = NULL;

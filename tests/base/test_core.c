@@ -32,7 +32,7 @@ static void test_context(void) {
     TU_EXPECT_STATUS(la_context_set_simd(ctx, LA_SIMD_SCALAR), LA_OK);
     tu_check(la_context_simd(ctx) == LA_SIMD_SCALAR, "simd set");
     TU_EXPECT_STATUS(la_context_set_workspace(ctx, NULL, 10), LA_ERR_NULL);
-    char buf[128];
+    _Alignas(64) char buf[128]; /* lent memory is used from its first 64-byte boundary */
     TU_EXPECT_STATUS(la_context_set_workspace(ctx, buf, sizeof buf), LA_OK);
     tu_check(la_context_workspace_bytes(ctx) == sizeof buf, "lent workspace size");
     void *ws;

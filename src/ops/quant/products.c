@@ -20,6 +20,25 @@ static la_status check_product(la_context *ctx, la_ggml_type t, const void *W, i
     return LA_OK;
 }
 
+/* Whether [a, a + an) and [b, b + bn) share a byte. */
+static bool bytes_meet(const void *a, size_t an, const void *b, size_t bn) {
+    const uintptr_t lo = (uintptr_t)a, blo = (uintptr_t)b;
+    const uintptr_t hi = an > UINTPTR_MAX - lo ? UINTPTR_MAX : lo + an, bhi = bn > UINTPTR_MAX - blo ? UINTPTR_MAX : blo + bn;
+    return an && bn && lo < bhi && blo < hi;
+}
+
+/* The products do not run in place: y written while x or W is still read
+ * gave LA_OK and garbage (la_matvec with y = x). y: `ybytes` at y, x:
+ * `xbytes`, W: rows x row_bytes (sizes checked for overflow before). */
+static la_status check_output(const float *y, size_t ybytes, const char *yname, const float *x, size_t xbytes,
+                              const char *xname, const void *W, int64_t rows, size_t row_bytes) {
+    if (bytes_meet(y, ybytes, x, xbytes))
+        return la_fail(LA_ERR_ARGUMENT, "%s overlaps %s: the products do not run in place", yname, xname);
+    if (bytes_meet(y, ybytes, W, (size_t)rows * row_bytes))
+        return la_fail(LA_ERR_ARGUMENT, "%s overlaps W: the products do not run in place", yname);
+    return LA_OK;
+}
+
 /* X [n, cols] and Y [n, rows] f32: their byte counts must fit in size_t. */
 static la_status check_tokens(int64_t n, int64_t rows, int64_t cols) {
     if (n <= 0) return la_fail(LA_ERR_SHAPE, "n is %lld; must be > 0", (long long)n);
@@ -40,6 +59,19 @@ static la_status matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
     for (int j = 0; j < n_jobs; j++) {
         la_status st = check_product(ctx, jobs[j].type, jobs[j].W, jobs[j].rows, cols, x, jobs[j].y, &rb[j]);
         if (st) return st;
+    }
+    /* every y against x, every job's W and every other y */
+    size_t xb;
+    if (!la_mul_size((size_t)cols, sizeof(float), &xb)) xb = SIZE_MAX;
+    for (int j = 0; j < n_jobs; j++) {
+        const size_t yb = (size_t)jobs[j].rows * sizeof(float);
+        for (int i = 0; i < n_jobs; i++) {
+            la_status st = check_output(jobs[j].y, yb, n_jobs == 1 ? "y" : "a job's y", x, i ? 0 : xb, "x",
+                                        jobs[i].W, jobs[i].rows, rb[i]);
+            if (st) return st;
+            if (i != j && bytes_meet(jobs[j].y, yb, jobs[i].y, (size_t)jobs[i].rows * sizeof(float)))
+                return la_fail(LA_ERR_ARGUMENT, "jobs %d and %d write overlapping y", i, j);
+        }
     }
     la_status st = la_cpu_matvec_batch(ctx, jobs, n_jobs, rb, cols, x, round_x);
     return st ? st : la_succeed();
@@ -65,6 +97,9 @@ la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
     if ((st = check_tokens(n, rows, cols))) return st;
+    if ((st = check_output(Y, (size_t)n * (size_t)rows * sizeof(float), "Y", X,
+                           (size_t)n * (size_t)cols * sizeof(float), "X", W, rows, rb)))
+        return st;
     if (n == 1) return la_matvec(ctx, t, W, rows, cols, X, Y);
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, true);
     return st ? st : la_succeed();
@@ -76,6 +111,9 @@ la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t 
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
     if ((st = check_tokens(n, rows, cols))) return st;
+    if ((st = check_output(Y, (size_t)n * (size_t)rows * sizeof(float), "Y", X,
+                           (size_t)n * (size_t)cols * sizeof(float), "X", W, rows, rb)))
+        return st;
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, false);
     return st ? st : la_succeed();
 }
