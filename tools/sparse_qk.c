@@ -21,6 +21,17 @@ static double now_s(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* s as a JSON string: a path with a quote or a backslash, printed bare, made the row invalid JSON */
+static void print_json_string(const char *s) {
+    putchar('"');
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') printf("\\%c", *c);
+        else if (*c < 0x20) printf("\\u%04x", *c);
+        else putchar(*c);
+    }
+    putchar('"');
+}
+
 /* Every file is read and checked before `before` runs (the ceilings, about
  * 2 s): a missing or malformed file was found only after them. A regular
  * file is read again for its rows (one at a time in memory); anything else
@@ -94,13 +105,15 @@ int sparse_qk_bench(const char *files, int threads, bool json, bool quick, void 
                 rc = 1;
                 break;
             }
-            if (json)
-                printf("{\"op\":\"sparse_qk\",\"file\":\"%s\",\"Lq\":%lld,\"Lk\":%lld,\"H\":%lld,\"Hkv\":%lld,\"D\":%lld,"
+            if (json) {
+                printf("{\"op\":\"sparse_qk\",\"file\":");
+                print_json_string(path);
+                printf(",\"Lq\":%lld,\"Lk\":%lld,\"H\":%lld,\"Hkv\":%lld,\"D\":%lld,"
                        "\"selector\":\"%s\",\"density\":%.4f,\"recall\":%.4f,\"rows\":%lld,\"select_ms\":%.2f}\n",
-                       path, (long long)q.shape[1], (long long)k.shape[1], (long long)q.shape[2],
+                       (long long)q.shape[1], (long long)k.shape[1], (long long)q.shape[2],
                        (long long)k.shape[2], (long long)q.shape[3], sel[i], qu.density, qu.recall,
                        (long long)qu.rows, ms);
-            else
+            } else
                 printf("%-12s %8.4f %8.4f %10.2f\n", sel[i], qu.density, qu.recall, ms);
             fflush(stdout);
         }
