@@ -512,6 +512,20 @@ json_lines "bench decode" "$TMP/json" '"op":"decode"'
 $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full --json --no-heatmap --threads 2 \
     >"$TMP/json" 2>"$TMP/err" || fail "eval --json: exit $?"
 json_lines "eval" "$TMP/json" '"summary":true'
+# JSON text is UTF-8: bytes that are not (here a --kv score file's name; a reply cut inside a character)
+# were printed as they were, and a JSON reader failed on the line; valid characters pass as they are
+U8NAME=$(printf 'x\303\251\342\202\254\355\240\200\300\377y')
+cp bench/data/duo-scores-SmolLM2-135M-Instruct.txt "$TMP/$U8NAME.txt"
+$LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv "duo:16:$TMP/$U8NAME.txt" --json \
+    --no-heatmap --threads 2 >"$TMP/json" 2>"$TMP/err" || fail "eval --json --kv duo:16:FILE: exit $?"
+checks=$((checks + 1))
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$TMP/json" <<'EOF' || fail "eval --json: a line is not UTF-8 JSON, or the policy's bytes not as expected"
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8").read().splitlines()]
+assert rows and all(r["policy"].endswith("x\u00e9\u20ac" + "\ufffd" * 5 + "y.txt") for r in rows), rows
+EOF
+fi
 # --sparse reaches eval's sessions and is carried on every row
 $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 200 --depths 50 --kv full --json --no-heatmap --threads 2 \
     --sparse static:1 >"$TMP/json" 2>"$TMP/err" || fail "eval --sparse --json: exit $?"
