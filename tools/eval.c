@@ -329,41 +329,6 @@ static int parse_args(int argc, char **argv, eval_options *o) {
 
 /* ---- output */
 
-/* Bytes of the well-formed UTF-8 sequence at s (1 to 4), or 0 when it
- * starts no such sequence (a stray or cut byte, an overlong form, a
- * surrogate, past U+10FFFF). s is NUL-terminated: a NUL ends the check. */
-static int utf8_len(const unsigned char *s) {
-    const int n = s[0] < 0x80 ? 1 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : (s[0] & 0xF0) == 0xE0 ? 3
-                  : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
-    for (int i = 1; i < n; i++)
-        if ((s[i] & 0xC0) != 0x80) return 0;
-    if (n == 3) {
-        const unsigned cp = (s[0] & 0x0Fu) << 12 | (s[1] & 0x3Fu) << 6 | (s[2] & 0x3Fu);
-        if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    }
-    if (n == 4) {
-        const unsigned cp = (s[0] & 0x07u) << 18 | (s[1] & 0x3Fu) << 12 | (s[2] & 0x3Fu) << 6 | (s[3] & 0x3Fu);
-        if (cp < 0x10000 || cp > 0x10FFFF) return 0;
-    }
-    return n;
-}
-
-/* A JSON string: JSON text is UTF-8, so a byte that is not (a reply cut
- * inside a character, a --kv file name's bytes) becomes U+FFFD; printed
- * as it was, a JSON reader failed on the whole line. */
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        const int n = utf8_len(c);
-        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-        else if (*c == '\n') fputs("\\n", f);
-        else if (*c < 0x20 || *c == 0x7F) fprintf(f, "\\u%04x", *c);
-        else if (!n) fputs("\\ufffd", f);
-        else fwrite(c, 1, (size_t)n, f), c += n - 1;
-    }
-    fputc('"', f);
-}
-
 /* The policy's name (before ':') and budget (after it, or "-"). */
 static void policy_parts(const char *text, char *name, size_t name_cap, const char **budget) {
     const char *colon = strchr(text, ':');
@@ -403,24 +368,24 @@ typedef struct {
  * match them in sequence. */
 static void end_row(const run_id *r) {
     printf(",\"sparse\":");
-    json_string(stdout, r->sparse_text);
+    cli_json_string(stdout, r->sparse_text);
     printf(",\"exact_decode\":%s}\n", r->exact_decode ? "true" : "false");
 }
 
 static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int64_t prompt_tokens, size_t kv,
                             double full, double score, double tps, const char *reply) {
     printf("{\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
-    json_string(stdout, r->policy_text);
+    cli_json_string(stdout, r->policy_text);
     printf(",\"name\":");
-    json_string(stdout, r->policy_name);
+    cli_json_string(stdout, r->policy_name);
     printf(",\"budget\":");
-    json_string(stdout, r->budget);
+    cli_json_string(stdout, r->budget);
     printf(",\"kv_type\":\"%s\",\"length\":%lld,", r->type_name, (long long)length);
     if (depth >= 0) printf("\"depth\":%lld,", (long long)depth);
     printf("\"prompt_tokens\":%lld,\"kv_bytes\":%zu,\"full_bytes\":%.0f,\"share\":%.4f,\"score\":%.4f,"
            "\"decode_tps\":%.3f,\"reply\":",
            (long long)prompt_tokens, kv, full, full > 0 ? (double)kv / full : 0, score, tps);
-    json_string(stdout, reply);
+    cli_json_string(stdout, reply);
     end_row(r);
     fflush(stdout);
 }
@@ -429,11 +394,11 @@ static void print_summary(const eval_options *o, const run_id *r, const summary 
     double n = s->cells > 0 ? (double)s->cells : 1, tps = s->seconds > 0 ? s->steps / s->seconds : 0;
     if (o->json) {
         printf("{\"summary\":true,\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
-        json_string(stdout, r->policy_text);
+        cli_json_string(stdout, r->policy_text);
         printf(",\"name\":");
-        json_string(stdout, r->policy_name);
+        cli_json_string(stdout, r->policy_name);
         printf(",\"budget\":");
-        json_string(stdout, r->budget);
+        cli_json_string(stdout, r->budget);
         printf(",\"kv_type\":\"%s\",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", r->type_name,
                (long long)s->cells, s->kv_bytes / n, s->share / n);
         if (r->task == TASK_PPL) {

@@ -3,6 +3,7 @@
  * (`longattn run --dump-qk DIR`, qk_dump.h): selection time, density and
  * recall (la_block_index_quality on sampled rows), one line per file and
  * selector ("SELECTOR:BUDGET" as --sparse spells it). */
+#include "cli_util.h"
 #include "qk_dump.h"
 #include "sparse_qk.h"
 
@@ -19,17 +20,6 @@ static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* s as a JSON string: a path with a quote or a backslash, printed bare, made the row invalid JSON */
-static void print_json_string(const char *s) {
-    putchar('"');
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') printf("\\%c", *c);
-        else if (*c < 0x20) printf("\\u%04x", *c);
-        else putchar(*c);
-    }
-    putchar('"');
 }
 
 /* Every file is read and checked before `before` runs (the ceilings, about
@@ -107,7 +97,7 @@ int sparse_qk_bench(const char *files, int threads, bool json, bool quick, void 
             }
             if (json) {
                 printf("{\"op\":\"sparse_qk\",\"file\":");
-                print_json_string(path);
+                cli_json_string(stdout, path); /* a quote or backslash printed bare made invalid JSON */
                 printf(",\"Lq\":%lld,\"Lk\":%lld,\"H\":%lld,\"Hkv\":%lld,\"D\":%lld,"
                        "\"selector\":\"%s\",\"density\":%.4f,\"recall\":%.4f,\"rows\":%lld,\"select_ms\":%.2f}\n",
                        (long long)q.shape[1], (long long)k.shape[1], (long long)q.shape[2],
