@@ -138,8 +138,9 @@ static void usage(FILE *f) {
             "       [--backend cpu|cuda]: cuda times attention (--pass fwd|bwd, --L, --H 16, --D 128, --tokens 16384,\n"
             "               --iters 20), decode and sparse on GPU 0 through the public API, as JSON lines, after a\n"
             "               device copy ceiling (tools/bench_gpu.c says which shapes)\n"
-            "       --cold (every benchmark but peak): evict the caches before every timed run, so short\n"
-            "               rows read their inputs from memory as long ones do (rows carry \"caches\":\"cold\")\n"
+            "       --cold (every benchmark but peak, and not sparse --qk-file): evict the caches before every\n"
+            "               timed run, so short rows read their inputs from memory as long ones do (rows carry\n"
+            "               \"caches\":\"cold\")\n"
             "       --quick: fewer, shorter rows (no backward rows unless --pass names bwd)\n"
             "       --budget SECONDS (every benchmark but peak): skip rows estimated to take longer (a decimal\n"
             "               in [0.001, 1000000])\n"
@@ -168,12 +169,12 @@ static void usage(FILE *f) {
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
             "                  or --qk-file FILE[,FILE] (from longattn run --dump-qk; the shapes are the file's):\n"
             "                  recall, density per selector\n"
-            "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16] la_matmul_f32 and (n > 1)\n"
-            "                  la_matmul (\"path\": f32, amx_bf16 or dot_bf16; LONGATTN_BF16=0 turns both bf16\n"
-            "                  paths off, LONGATTN_BF16=dot AMX alone) over SmolLM2-135M's\n"
-            "                  projection shapes (q/o 576x576, k/v 192x576, gate/up 1536x576, down 576x1536;\n"
-            "                  without --quick also the 49152x576 lm head); amx_bf16 rows are a ratio to the\n"
-            "                  AMX BF16 ceiling, the others to the FP32 FMA one (\"ceiling\" names it)\n");
+            "       matmul:    [--L 1,16,...,512 (tokens)] [--type q4_1,q8_0,f16 (also f32, bf16, q4_0)]\n"
+            "                  la_matmul_f32 and (n > 1) la_matmul (\"path\": f32, amx_bf16 or dot_bf16;\n"
+            "                  LONGATTN_BF16=0 turns both bf16 paths off, LONGATTN_BF16=dot AMX alone) over\n"
+            "                  SmolLM2-135M's projection shapes (q/o 576x576, k/v 192x576, gate/up 1536x576,\n"
+            "                  down 576x1536; without --quick also the 49152x576 lm head); amx_bf16 rows are a\n"
+            "                  ratio to the AMX BF16 ceiling, the others to the FP32 FMA one (\"ceiling\" names it)\n");
 }
 
 /* --causal: 0 and/or 1, comma-separated; -1 for anything else. */
@@ -312,6 +313,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
                 int found = -1;
                 for (int t = 0; t < 8; t++)
                     if (!strcasecmp(tok, la_ggml_type_name(ts[t]))) found = t;
+                /* every shape has rows of 576 or 1536 weights: a 256-element block type (q4_k, q6_k) failed
+                 * every 576-wide row, exit 1, for a type the sweep cannot take */
+                if (found >= 0 && 576 % la_ggml_block_elems(ts[found])) found = -1;
                 bool seen = false; /* a repeat: refused by list_repeats below, as in every list */
                 for (int t = 0; found >= 0 && t < o->nmm_type; t++) seen |= o->mm_type[t] == ts[found];
                 if (found < 0) o->nmm_type = -1;
@@ -319,11 +323,12 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             }
             if (o->nmm_type == 0) o->nmm_type = -1; /* "," names no type: not the default list in silence */
         }
-        else if (!strcmp(a, "--op") && (!strcmp(val, "mamba") || !strcmp(val, "aaren")))
-            o->scan_op = 1 + (!strcmp(val, "mamba") ? SCAN_CASE_MAMBA : SCAN_CASE_AAREN);
-        else if (!strcmp(a, "--op")) o->op = !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
-                                           : !strcmp(val, "gated_delta") ? 2 : !strcmp(val, "titans") ? 3
-                                           : !strcmp(val, "all") ? 4 : -1;
+        else if (!strcmp(a, "--op")) {
+            /* each --op replaces the one before: "--op mamba --op delta" ran mamba, as scan_op stayed set */
+            o->scan_op = !strcmp(val, "mamba") ? 1 + SCAN_CASE_MAMBA : !strcmp(val, "aaren") ? 1 + SCAN_CASE_AAREN : 0;
+            o->op = o->scan_op ? 0 : !strcmp(val, "linear") ? 0 : !strcmp(val, "delta") ? 1
+                    : !strcmp(val, "gated_delta") ? 2 : !strcmp(val, "titans") ? 3 : !strcmp(val, "all") ? 4 : -1;
+        }
         else if (!strcmp(a, "--feature")) {
             static const char *const names[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
             o->feature = -1;
@@ -355,6 +360,9 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
             if (repeat) fprintf(stderr, " lists '%s' twice (each item once)", dup);
             else if ((!strcmp(a, "--L") || !strcmp(a, "--D")) && items > MAX_LIST)
                 fprintf(stderr, " (%d items; at most %d)", items, MAX_LIST);
+            else if (!strcmp(a, "--type"))
+                fprintf(stderr, " (types f32, f16, bf16, q8_0, q4_0, q4_1; q4_k and q6_k blocks of 256 do not fit "
+                                "the 576-wide rows)");
             fputc('\n', stderr);
             return -1;
         }
@@ -371,6 +379,16 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
     }
     if (o->qk_file && shape_option) { /* the file's q and k set the shapes: the option was dropped in silence */
         fprintf(stderr, "%s: bench sparse --qk-file takes its shapes from the file, not %s\n", CMD, shape_option);
+        return -1;
+    }
+    if (o->qk_file && o->cold) { /* it times selectors on the file's q and k, with no cache eviction */
+        fprintf(stderr, "%s: --cold is not for bench sparse --qk-file (its selector times are taken warm)\n", CMD);
+        return -1;
+    }
+    if (o->pass_given && o->decode && o->scan_op == 1 + SCAN_CASE_AAREN) {
+        /* Aaren has no decode-step rows: --pass decode ran none, exit 0 */
+        fprintf(stderr, "%s: --pass decode: bench linear --op aaren has no decode-step rows (fwd and bwd only)\n",
+                CMD);
         return -1;
     }
     if (o->pass_given && o->decode && b >= 0 && strcmp(argv[1], "linear")) {

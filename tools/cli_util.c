@@ -279,3 +279,38 @@ void cli_sparse_report(const char *cmd, const la_session *s, const la_model_conf
     }
     fprintf(stderr, "\n%s: sparse density, all layers: %.4f\n", cmd, (double)all_listed / (double)all_visible);
 }
+
+/* Bytes of the well-formed UTF-8 sequence at s (1 to 4), or 0 when it
+ * starts no such sequence (a stray or cut byte, an overlong form, a
+ * surrogate, past U+10FFFF). s is NUL-terminated: a NUL ends the check. */
+static int utf8_len(const unsigned char *s) {
+    const int n = s[0] < 0x80 ? 1 : s[0] >= 0xC2 && s[0] <= 0xDF ? 2 : (s[0] & 0xF0) == 0xE0 ? 3
+                  : s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xC0) != 0x80) return 0;
+    if (n == 3) {
+        const unsigned cp = (s[0] & 0x0Fu) << 12 | (s[1] & 0x3Fu) << 6 | (s[2] & 0x3Fu);
+        if (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+    }
+    if (n == 4) {
+        const unsigned cp = (s[0] & 0x07u) << 18 | (s[1] & 0x3Fu) << 12 | (s[2] & 0x3Fu) << 6 | (s[3] & 0x3Fu);
+        if (cp < 0x10000 || cp > 0x10FFFF) return 0;
+    }
+    return n;
+}
+
+/* A JSON string: JSON text is UTF-8, so a byte that is not (a reply cut
+ * inside a character, a --kv file name's bytes) becomes U+FFFD; printed
+ * as it was, a JSON reader failed on the whole line. */
+void cli_json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        const int n = utf8_len(c);
+        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+        else if (*c == '\n') fputs("\\n", f);
+        else if (*c < 0x20 || *c == 0x7F) fprintf(f, "\\u%04x", *c);
+        else if (!n) fputs("\\ufffd", f);
+        else fwrite(c, 1, (size_t)n, f), c += n - 1;
+    }
+    fputc('"', f);
+}

@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 /* The whole string must be a number within [lo, hi]; otherwise print
  * "CMD: OPTION expects ..." on stderr and return false. */
@@ -98,5 +99,9 @@ bool cli_sparse_fits_model(const char *cmd, const la_sparse_choice *choice, cons
 /* After a sparse prefill: each layer's share of dense attention's key
  * blocks that the prefill computed (la_session_sparse_counts), on stderr. */
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg);
+
+/* s as a JSON string on f: quotes, backslashes and control bytes escaped,
+ * bytes that are not UTF-8 as U+FFFD (JSON text is UTF-8). */
+void cli_json_string(FILE *f, const char *s);
 
 #endif

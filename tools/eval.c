@@ -329,17 +329,6 @@ static int parse_args(int argc, char **argv, eval_options *o) {
 
 /* ---- output */
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-        else if (*c == '\n') fputs("\\n", f);
-        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
-        else fputc(*c, f);
-    }
-    fputc('"', f);
-}
-
 /* The policy's name (before ':') and budget (after it, or "-"). */
 static void policy_parts(const char *text, char *name, size_t name_cap, const char **budget) {
     const char *colon = strchr(text, ':');
@@ -379,24 +368,24 @@ typedef struct {
  * match them in sequence. */
 static void end_row(const run_id *r) {
     printf(",\"sparse\":");
-    json_string(stdout, r->sparse_text);
+    cli_json_string(stdout, r->sparse_text);
     printf(",\"exact_decode\":%s}\n", r->exact_decode ? "true" : "false");
 }
 
 static void print_cell_json(const run_id *r, int64_t length, int64_t depth, int64_t prompt_tokens, size_t kv,
                             double full, double score, double tps, const char *reply) {
     printf("{\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
-    json_string(stdout, r->policy_text);
+    cli_json_string(stdout, r->policy_text);
     printf(",\"name\":");
-    json_string(stdout, r->policy_name);
+    cli_json_string(stdout, r->policy_name);
     printf(",\"budget\":");
-    json_string(stdout, r->budget);
+    cli_json_string(stdout, r->budget);
     printf(",\"kv_type\":\"%s\",\"length\":%lld,", r->type_name, (long long)length);
     if (depth >= 0) printf("\"depth\":%lld,", (long long)depth);
     printf("\"prompt_tokens\":%lld,\"kv_bytes\":%zu,\"full_bytes\":%.0f,\"share\":%.4f,\"score\":%.4f,"
            "\"decode_tps\":%.3f,\"reply\":",
            (long long)prompt_tokens, kv, full, full > 0 ? (double)kv / full : 0, score, tps);
-    json_string(stdout, reply);
+    cli_json_string(stdout, reply);
     end_row(r);
     fflush(stdout);
 }
@@ -405,11 +394,11 @@ static void print_summary(const eval_options *o, const run_id *r, const summary 
     double n = s->cells > 0 ? (double)s->cells : 1, tps = s->seconds > 0 ? s->steps / s->seconds : 0;
     if (o->json) {
         printf("{\"summary\":true,\"task\":\"%s\",\"policy\":", TASK_NAMES[r->task]);
-        json_string(stdout, r->policy_text);
+        cli_json_string(stdout, r->policy_text);
         printf(",\"name\":");
-        json_string(stdout, r->policy_name);
+        cli_json_string(stdout, r->policy_name);
         printf(",\"budget\":");
-        json_string(stdout, r->budget);
+        cli_json_string(stdout, r->budget);
         printf(",\"kv_type\":\"%s\",\"cells\":%lld,\"kv_bytes\":%.0f,\"share\":%.4f,", r->type_name,
                (long long)s->cells, s->kv_bytes / n, s->share / n);
         if (r->task == TASK_PPL) {

@@ -3,6 +3,7 @@
  * (`longattn run --dump-qk DIR`, qk_dump.h): selection time, density and
  * recall (la_block_index_quality on sampled rows), one line per file and
  * selector ("SELECTOR:BUDGET" as --sparse spells it). */
+#include "cli_util.h"
 #include "qk_dump.h"
 #include "sparse_qk.h"
 
@@ -94,13 +95,15 @@ int sparse_qk_bench(const char *files, int threads, bool json, bool quick, void 
                 rc = 1;
                 break;
             }
-            if (json)
-                printf("{\"op\":\"sparse_qk\",\"file\":\"%s\",\"Lq\":%lld,\"Lk\":%lld,\"H\":%lld,\"Hkv\":%lld,\"D\":%lld,"
+            if (json) {
+                printf("{\"op\":\"sparse_qk\",\"file\":");
+                cli_json_string(stdout, path); /* a quote or backslash printed bare made invalid JSON */
+                printf(",\"Lq\":%lld,\"Lk\":%lld,\"H\":%lld,\"Hkv\":%lld,\"D\":%lld,"
                        "\"selector\":\"%s\",\"density\":%.4f,\"recall\":%.4f,\"rows\":%lld,\"select_ms\":%.2f}\n",
-                       path, (long long)q.shape[1], (long long)k.shape[1], (long long)q.shape[2],
+                       (long long)q.shape[1], (long long)k.shape[1], (long long)q.shape[2],
                        (long long)k.shape[2], (long long)q.shape[3], sel[i], qu.density, qu.recall,
                        (long long)qu.rows, ms);
-            else
+            } else
                 printf("%-12s %8.4f %8.4f %10.2f\n", sel[i], qu.density, qu.recall, ms);
             fflush(stdout);
         }

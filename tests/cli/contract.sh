@@ -41,6 +41,23 @@ expect() {
     fi
 }
 
+# --json: every stdout line is one JSON object (python3 when present)
+json_lines() { # NAME FILE MUST_MATCH: the file's lines parse, one holds MUST_MATCH
+    checks=$((checks + 1))
+    if command -v python3 >/dev/null 2>&1; then
+        python3 - "$2" "$3" <<'EOF' || fail "$1 --json: a line is not a JSON object, or no row"
+import json, sys
+lines = open(sys.argv[1]).read().splitlines()
+assert lines, "no rows"
+rows = [json.loads(line) for line in lines]
+assert all(isinstance(r, dict) for r in rows)
+assert any(sys.argv[2] in line for line in lines), "no " + sys.argv[2]
+EOF
+    else
+        echo "python3 not found: the JSON check of $1 is skipped"
+    fi
+}
+
 # --help: usage on stdout, exit 0
 checks=$((checks + 1))
 "$BIN" --help >"$TMP/out" 2>/dev/null && grep -q "^usage: longattn COMMAND" "$TMP/out" || fail "longattn --help"
@@ -76,6 +93,9 @@ expect 2 "unknown option '--bogus'" bench peak --json --bogus 1
 expect 2 "usage: longattn info" info
 expect 2 "usage: longattn info" info a.gguf b.gguf
 expect 2 "unknown option '--bogus'" info --bogus
+# --help wherever it stands, as in run and ppl: it said "unknown option '--help'"
+expect 0 "^usage: longattn info MODEL.gguf" info --help x.gguf
+expect 0 "^usage: longattn info MODEL.gguf" info x.gguf -h
 expect 2 "unknown benchmark 'bogus'" bench bogus
 expect 2 "unknown benchmark '--L'" bench --L 5
 
@@ -221,6 +241,17 @@ expect 2 "bad value for --causal" bench attention --causal 2
 expect 2 "bad value for --dtype" bench attention --dtype ""
 expect 2 "--H expects an integer" bench attention --H 0
 expect 2 "bad value for --type: ','" bench matmul --type ","
+# 256-element block types cannot hold the sweep's 576-wide rows: every such row failed, exit 1
+expect 2 "bad value for --type: 'q4_k' \(types f32, f16, bf16, q8_0, q4_0, q4_1" bench matmul --type q4_k
+expect 2 "bad value for --type: 'f16,Q6_K'" bench matmul --type f16,Q6_K
+# the last --op counts: "--op mamba --op delta" ran mamba (and "--op aaren --pass decode" ran no row, exit 0)
+checks=$((checks + 1))
+$LIMIT "$BIN" bench linear --quick --json --L 64 --H 1 --D 64 --pass fwd --threads 2 --op mamba --op delta \
+    >"$TMP/out" 2>&1 && grep -q '"mixer":"delta"' "$TMP/out" && ! grep -q '"mixer":"mamba"' "$TMP/out" ||
+    fail "bench linear --op mamba --op delta: not the delta rule's rows"
+expect 2 "--pass decode: bench linear --op aaren has no decode-step rows" bench linear --quick --L 64 --op aaren \
+    --pass fwd,decode
+expect 2 "--cold is not for bench sparse --qk-file" bench sparse --qk-file x.qk --cold
 expect 2 "--budget expects a number" bench linear --budget x
 expect 2 "bad value for --op" bench linear --op bogus
 expect 2 "--qk-file is only for bench sparse" bench attention --qk-file x.qk
@@ -340,6 +371,17 @@ expect 1 "cannot read the score file '/': Is a directory" run -m "$MODEL" -p hi 
 expect 1 "LA_ERR_IO" eval -m /nonexistent.gguf
 expect 1 "LA_ERR_IO" calibrate-duo -m /nonexistent.gguf
 expect 1 "not a GGUF file" info README.md
+# metadata as the file holds it: a u64 past 2^63 printed "(u64 out of range)", an f64 array element went
+# through float (1e300: inf), and a key's newline split its line
+printf 'GGUF\003\000\000\000\000\000\000\000\000\000\000\000\003\000\000\000\000\000\000\000' >"$TMP/meta.gguf"
+printf '\001\000\000\000\000\000\000\000u\012\000\000\000\377\377\377\377\377\377\377\377' >>"$TMP/meta.gguf"
+printf '\003\000\000\000\000\000\000\000a\nb\004\000\000\000\007\000\000\000' >>"$TMP/meta.gguf"
+printf '\002\000\000\000\000\000\000\000fa\011\000\000\000\014\000\000\000\001\000\000\000\000\000\000\000' \
+    >>"$TMP/meta.gguf"
+printf '\234\165\000\210\074\344\067\176' >>"$TMP/meta.gguf"
+expect 0 "^  u \[u64\] = 18446744073709551615$" info "$TMP/meta.gguf"
+expect 0 "^  a.nb \[u32\] = 7$" info "$TMP/meta.gguf"
+expect 0 "^  fa \[array of 1 f64\] = \[1e\+300\]$" info "$TMP/meta.gguf"
 expect 1 "LA_ERR_FORMAT: not a GGUF file" run -m README.md -p hi
 expect 1 "LA_ERR_FORMAT: not a GGUF file" ppl -m README.md -f README.md --ctx 64
 expect 1 "LA_ERR_FORMAT: not a GGUF file" calibrate-duo -m README.md
@@ -351,6 +393,11 @@ expect 1 "is not a longattn-qk 1 file" bench sparse --qk-file "$TMP/huge.qk"
 # a q or k that is not finite gave every selector a recall of nan, exit 0
 { printf 'longattn-qk 1 64 64 2 1 64\n'; head -c $((4 * (64 * 2 * 64 + 64 * 64))) /dev/zero; } >"$TMP/ok.qk"
 expect 0 "Lq 64 Lk 64 H 2 Hkv 1 D 64" bench sparse --quick --threads 2 --qk-file "$TMP/ok.qk"
+# --json names the file as a JSON string: a quote or backslash in the path made the row invalid JSON
+cp "$TMP/ok.qk" "$TMP/q\"k\\.qk"
+$LIMIT "$BIN" bench sparse --quick --json --threads 2 --qk-file "$TMP/q\"k\\.qk" >"$TMP/json" 2>"$TMP/err" ||
+    fail "bench sparse --qk-file --json: exit $?"
+json_lines "bench sparse --qk-file" "$TMP/json" '"op":"sparse_qk"'
 { cat "$TMP/ok.qk"; printf x; } >"$TMP/trailing.qk"
 expect 1 "trailing.qk' has trailing bytes: its header \(q 64 x 2 x 64, k 64 x 1 x 64 f32\) promises 49152 bytes after it, the file holds 49153" \
     bench sparse --quick --threads 2 --qk-file "$TMP/trailing.qk"
@@ -452,22 +499,7 @@ if [ -w /dev/full ]; then
     done
 fi
 
-# --json: every stdout line is one JSON object (python3 when present)
-json_lines() { # NAME FILE MUST_MATCH: the file's lines parse, one holds MUST_MATCH
-    checks=$((checks + 1))
-    if command -v python3 >/dev/null 2>&1; then
-        python3 - "$2" "$3" <<'EOF' || fail "$1 --json: a line is not a JSON object, or no row"
-import json, sys
-lines = open(sys.argv[1]).read().splitlines()
-assert lines, "no rows"
-rows = [json.loads(line) for line in lines]
-assert all(isinstance(r, dict) for r in rows)
-assert any(sys.argv[2] in line for line in lines), "no " + sys.argv[2]
-EOF
-    else
-        echo "python3 not found: the JSON check of $1 is skipped"
-    fi
-}
+# --json output
 $LIMIT "$BIN" bench attention --quick --json --L 256 --D 64 --H 2 --Hkv 1 --pass fwd --causal 1 --threads 2 \
     >"$TMP/json" 2>"$TMP/err" || fail "bench attention --json: exit $?"
 json_lines "bench attention" "$TMP/json" '"op":"attention"'
@@ -480,6 +512,20 @@ json_lines "bench decode" "$TMP/json" '"op":"decode"'
 $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full --json --no-heatmap --threads 2 \
     >"$TMP/json" 2>"$TMP/err" || fail "eval --json: exit $?"
 json_lines "eval" "$TMP/json" '"summary":true'
+# JSON text is UTF-8: bytes that are not (here a --kv score file's name; a reply cut inside a character)
+# were printed as they were, and a JSON reader failed on the line; valid characters pass as they are
+U8NAME=$(printf 'x\303\251\342\202\254\355\240\200\300\377y')
+cp bench/data/duo-scores-SmolLM2-135M-Instruct.txt "$TMP/$U8NAME.txt"
+$LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv "duo:16:$TMP/$U8NAME.txt" --json \
+    --no-heatmap --threads 2 >"$TMP/json" 2>"$TMP/err" || fail "eval --json --kv duo:16:FILE: exit $?"
+checks=$((checks + 1))
+if command -v python3 >/dev/null 2>&1; then
+    python3 - "$TMP/json" <<'EOF' || fail "eval --json: a line is not UTF-8 JSON, or the policy's bytes not as expected"
+import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1], encoding="utf-8").read().splitlines()]
+assert rows and all(r["policy"].endswith("x\u00e9\u20ac" + "\ufffd" * 5 + "y.txt") for r in rows), rows
+EOF
+fi
 # --sparse reaches eval's sessions and is carried on every row
 $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 200 --depths 50 --kv full --json --no-heatmap --threads 2 \
     --sparse static:1 >"$TMP/json" 2>"$TMP/err" || fail "eval --sparse --json: exit $?"
