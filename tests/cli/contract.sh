@@ -323,6 +323,8 @@ expect 2 "--L expects an integer" bench attention --backend cuda --L 1,,2
 expect 2 "--pass takes fwd or bwd, got 'xbwdx'" bench attention --backend cuda --pass xbwdx
 expect 2 "--iters expects an integer" bench decode --backend cuda --iters 0
 expect 2 "--H needs a value" bench attention --backend cuda --H
+expect 2 "unknown benchmark .bogus." bench bogus --backend cuda
+expect 2 "no CUDA rows" bench peak --backend cuda
 
 # --seed is a decimal integer like every other number: it was read with
 # base 0, so "08" and "09" were refused (octal) and "010" was 8. A missing
