@@ -499,6 +499,12 @@ if [ -w /dev/full ]; then
         [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" ||
             fail "longattn $args >/dev/full: exit $st, $(head -c 200 "$TMP/err")"
     done
+    # run stops at the first token it cannot write (it generated all -n before)
+    checks=$((checks + 1))
+    $LIMIT "$BIN" run -m "$MODEL" -p "The capital of France is" -n 40 --temp 0 --ctx 64 --threads 2 >/dev/full 2>"$TMP/err"
+    st=$?
+    [ $st = 1 ] && grep -q "generation: *1 tokens.*stop: the output could not be written" "$TMP/err" ||
+        fail "run -n 40 >/dev/full: exit $st, $(grep generation "$TMP/err")"
 fi
 
 # --json output
