@@ -143,8 +143,8 @@ LA_API la_simd la_simd_hardware(void);
  * never prints, and ignores a value it does not know (the default
  * applies: for LONGATTN_SIMD the hardware's level), so a program that
  * wants such a typo seen calls this once: LA_OK, or LA_ERR_ARGUMENT with a
- * message naming the variable, its value and the accepted values (the
- * longattn CLI prints it as a warning). */
+ * message naming each such variable, its value and the accepted values,
+ * separated by "; " (the longattn CLI prints it as a warning). */
 LA_API la_status la_env_check(void);
 
 /* The n bytes at s as a plain decimal number: an optional sign, digits

@@ -599,15 +599,16 @@ int cmd_bench(int argc, char **argv) {
                 return 2;
             }
         }
-    if (!strcmp(backend, "cuda")) return bench_gpu(argc, argv);
     bool decode = !strcmp(argv[1], "decode"), kvquant = !strcmp(argv[1], "kvquant");
-    /* the name first: "bench --L 5" said "unknown option '5'", taking --L for the benchmark */
+    /* the name first: "bench --L 5" said "unknown option '5'", taking --L for the benchmark (and with
+     * --backend cuda, "bench bogus" said it had no CUDA rows) */
     if (strcmp(argv[1], "peak") && strcmp(argv[1], "attention") && strcmp(argv[1], "linear") && strcmp(argv[1], "sparse") &&
         strcmp(argv[1], "matmul") && !decode && !kvquant) {
         fprintf(stderr, "longattn bench: unknown benchmark '%s'\n", argv[1]);
         usage(stderr);
         return 2;
     }
+    if (!strcmp(backend, "cuda")) return bench_gpu(argc, argv);
     options o;
     int parsed = parse_options(argc, argv, &o, decode || kvquant);
     if (parsed) return parsed > 0 ? 0 : 2;

@@ -179,8 +179,9 @@ static bool print_token(void *user, int32_t token) {
     } else if (n > 0) {
         fwrite(buf, 1, (size_t)n, stdout);
     }
-    fflush(stdout);
-    return true;
+    /* output that cannot be written (a full disk) stops the generation: it
+     * ran to -n before, its text lost; main's check then exits 1 */
+    return fflush(stdout) == 0 && !ferror(stdout);
 }
 
 static const char *stop_name(la_stop_reason r) {
@@ -188,6 +189,7 @@ static const char *stop_name(la_stop_reason r) {
     case LA_STOP_EOG: return "end of text";
     case LA_STOP_LIMIT: return "token limit (-n)";
     case LA_STOP_CONTEXT: return "context full (--ctx)";
+    case LA_STOP_CALLER: return "the output could not be written";
     default: return "stopped";
     }
 }

@@ -1,5 +1,6 @@
 #include "base.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -153,18 +154,20 @@ la_status la_workspace(la_context *ctx, size_t bytes, void **out) {
 
 /* The library reads its switches from the environment and may not print,
  * so a value it does not know was ignored where no one could see it
- * (LONGATTN_SIMD=avx-512 ran at the hardware's level). This names the first
+ * (LONGATTN_SIMD=avx-512 ran at the hardware's level). This names every
  * such variable, its value and the values it takes, for a program to show. */
 la_status la_env_check(void) {
+    char msg[1024] = "";
+    size_t used = 0;
     const char *simd = getenv("LONGATTN_SIMD");
     if (simd && *simd) {
         bool known = false;
         for (int i = 0; i < LA_SIMD_COUNT; i++) known = known || !strcasecmp(simd, la_simd_name((la_simd)i));
         if (!known)
-            return la_fail(LA_ERR_ARGUMENT,
-                           "LONGATTN_SIMD='%.64s' is not a SIMD level; expected scalar, avx2, avx512 or "
-                           "avx512_bf16 (ignored: running at %s, this CPU's best)",
-                           simd, la_simd_name(la_simd_hardware()));
+            used += (size_t)snprintf(msg, sizeof msg,
+                                     "LONGATTN_SIMD='%.64s' is not a SIMD level; expected scalar, avx2, avx512 or "
+                                     "avx512_bf16 (ignored: running at %s, this CPU's best)",
+                                     simd, la_simd_name(la_simd_hardware()));
     }
     static const struct {
         const char *name, *accepted;
@@ -173,9 +176,10 @@ la_status la_env_check(void) {
                     {"LONGATTN_MODEL_MMAP", "0 (the default: weights on 2 MB pages where offered) or 1 (mapped)"}};
     for (size_t i = 0; i < sizeof switches / sizeof switches[0]; i++) {
         const char *v = getenv(switches[i].name);
-        if (v && *v && strcmp(v, "0") && strcmp(v, "1") && (i != 0 || strcmp(v, "dot")))
-            return la_fail(LA_ERR_ARGUMENT, "%s='%.64s' is not recognised; expected %s (ignored: the default applies)",
-                           switches[i].name, v, switches[i].accepted);
+        if (v && *v && strcmp(v, "0") && strcmp(v, "1") && (i != 0 || strcmp(v, "dot")) && used < sizeof msg)
+            used += (size_t)snprintf(msg + used, sizeof msg - used,
+                                     "%s%s='%.64s' is not recognised; expected %s (ignored: the default applies)",
+                                     used ? "; " : "", switches[i].name, v, switches[i].accepted);
     }
-    return la_succeed();
+    return used ? la_fail(LA_ERR_ARGUMENT, "%s", msg) : la_succeed();
 }

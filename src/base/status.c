@@ -6,7 +6,7 @@
 #include <time.h>
 
 /* One message per thread so concurrent callers never see each other's errors. */
-static _Thread_local char last_error[512];
+static _Thread_local char last_error[1024]; /* la_env_check names up to four variables */
 
 static const char *const status_names[LA_STATUS_COUNT] = {
     [LA_OK] = "LA_OK",

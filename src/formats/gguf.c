@@ -451,7 +451,7 @@ la_status la_gguf_get_str(const la_gguf *g, const char *key, la_gguf_str *out) {
  * la_gguf_array_str_next instead. */
 la_status la_gguf_array_str(const la_gguf_kv *kv, uint64_t i, la_gguf_str *out) {
     if (!out || !kv) return la_fail(LA_ERR_NULL, "la_gguf_array_str: %s is NULL", !out ? "out" : "kv");
-    if ( kv->type != LA_GGUF_ARRAY || kv->elem_type != LA_GGUF_STRING)
+    if (kv->type != LA_GGUF_ARRAY || kv->elem_type != LA_GGUF_STRING)
         return la_fail(LA_ERR_FORMAT, "not an array of strings");
     if (i >= kv->count) return la_fail(LA_ERR_ARGUMENT, "index %llu past the array's %llu elements",
                                        (unsigned long long)i, (unsigned long long)kv->count);

@@ -68,6 +68,18 @@ static void check_base(void) {
     EXPECT_OK(la_env_check());
     setenv("LONGATTN_MODEL_MMAP", "0", 1);
     EXPECT_OK(la_env_check());
+    /* every unknown value is named, not only the first; at 64 bytes a value
+     * the message still fits */
+    char long_value[80];
+    memset(long_value, 'x', sizeof long_value - 1), long_value[sizeof long_value - 1] = 0;
+    setenv("LONGATTN_SIMD", long_value, 1);
+    setenv("LONGATTN_BF16", long_value, 1);
+    setenv("LONGATTN_AMX", "yes", 1);
+    setenv("LONGATTN_MODEL_MMAP", long_value, 1);
+    EXPECT(la_env_check(), LA_ERR_ARGUMENT);
+    CHECK(strstr(la_last_error(), "LONGATTN_SIMD='xxx") && strstr(la_last_error(), "LONGATTN_BF16='xxx") &&
+          strstr(la_last_error(), "LONGATTN_AMX='yes'") && strstr(la_last_error(), "LONGATTN_MODEL_MMAP='xxx") &&
+          strstr(la_last_error(), "(mapped) (ignored: the default applies)"));
     for (int i = 0; i < 4; i++) {
         if (env_saved[i]) setenv(env_names[i], env_saved[i], 1);
         else unsetenv(env_names[i]);

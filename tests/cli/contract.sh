@@ -323,6 +323,8 @@ expect 2 "--L expects an integer" bench attention --backend cuda --L 1,,2
 expect 2 "--pass takes fwd or bwd, got 'xbwdx'" bench attention --backend cuda --pass xbwdx
 expect 2 "--iters expects an integer" bench decode --backend cuda --iters 0
 expect 2 "--H needs a value" bench attention --backend cuda --H
+expect 2 "unknown benchmark .bogus." bench bogus --backend cuda
+expect 2 "no CUDA rows" bench peak --backend cuda
 
 # --seed is a decimal integer like every other number: it was read with
 # base 0, so "08" and "09" were refused (octal) and "010" was 8. A missing
@@ -497,6 +499,12 @@ if [ -w /dev/full ]; then
         [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" ||
             fail "longattn $args >/dev/full: exit $st, $(head -c 200 "$TMP/err")"
     done
+    # run stops at the first token it cannot write (it generated all -n before)
+    checks=$((checks + 1))
+    $LIMIT "$BIN" run -m "$MODEL" -p "The capital of France is" -n 40 --temp 0 --ctx 64 --threads 2 >/dev/full 2>"$TMP/err"
+    st=$?
+    [ $st = 1 ] && grep -q "generation: *1 tokens.*stop: the output could not be written" "$TMP/err" ||
+        fail "run -n 40 >/dev/full: exit $st, $(grep generation "$TMP/err")"
 fi
 
 # --json output
