@@ -43,9 +43,6 @@ bool la_tensor_overlaps_bytes(const la_tensor *t, const void *p, size_t bytes);
  * of every dim of size > 1. For ops that allow an output to be exactly one
  * input (an in-place merge) and reject any other overlap. */
 bool la_tensors_same_view(const la_tensor *a, const la_tensor *b);
-/* LA_ERR_ARGUMENT "OUT overlaps OTHER: ..." when la_tensors_overlap. */
-la_status la_check_disjoint(const la_tensor *out, const char *out_name, const la_tensor *other,
-                            const char *other_name);
 /* LA_ERR_ARGUMENT when out meets the `bytes` bytes at p (p_name names them). */
 la_status la_check_disjoint_bytes(const la_tensor *out, const char *out_name, const void *p, size_t bytes,
                                   const char *p_name);
@@ -64,7 +61,7 @@ typedef struct {
     size_t bytes;
 } la_arg_memory;
 
-/* The first n_out of args are outputs. Each shares no memory with any
+/* The first n_out of args are outputs (views or plain arrays). Each shares no memory with any
  * other argument (a kernel would read what it overwrote, or two outputs'
  * writers race), and no argument shares memory with a workspace lent to the
  * context (the kernels scribble on all of it). LA_ERR_ARGUMENT otherwise. */

@@ -20,23 +20,21 @@ static la_status check_product(la_context *ctx, la_ggml_type t, const void *W, i
     return LA_OK;
 }
 
-/* Whether [a, a + an) and [b, b + bn) share a byte. */
-static bool bytes_meet(const void *a, size_t an, const void *b, size_t bn) {
-    const uintptr_t lo = (uintptr_t)a, blo = (uintptr_t)b;
-    const uintptr_t hi = an > UINTPTR_MAX - lo ? UINTPTR_MAX : lo + an, bhi = bn > UINTPTR_MAX - blo ? UINTPTR_MAX : blo + bn;
-    return an && bn && lo < bhi && blo < hi;
-}
-
-/* The products do not run in place: y written while x or W is still read
- * gave LA_OK and garbage (la_matvec with y = x). y: `ybytes` at y, x:
- * `xbytes`, W: rows x row_bytes (sizes checked for overflow before). */
-static la_status check_output(const float *y, size_t ybytes, const char *yname, const float *x, size_t xbytes,
-                              const char *xname, const void *W, int64_t rows, size_t row_bytes) {
-    if (bytes_meet(y, ybytes, x, xbytes))
-        return la_fail(LA_ERR_ARGUMENT, "%s overlaps %s: the products do not run in place", yname, xname);
-    if (bytes_meet(y, ybytes, W, (size_t)rows * row_bytes))
-        return la_fail(LA_ERR_ARGUMENT, "%s overlaps W: the products do not run in place", yname);
-    return LA_OK;
+/* The products do not run in place (y written while x or W is still read
+ * gave LA_OK and garbage: la_matvec with y = x): the outputs, then x and
+ * the weights, for the aliasing rule every op applies (la_check_arg_memory,
+ * which also keeps them off a workspace lent to the context). */
+static la_status check_outputs(la_context *ctx, const la_matvec_job *jobs, int n_jobs, const size_t *row_bytes,
+                               int64_t n, int64_t cols, const float *x) {
+    static const char *const y_names[LA_MATVEC_MAX_JOBS] = {"jobs[0].y", "jobs[1].y", "jobs[2].y", "jobs[3].y",
+                                                            "jobs[4].y", "jobs[5].y", "jobs[6].y", "jobs[7].y"};
+    la_arg_memory mem[2 * LA_MATVEC_MAX_JOBS + 1];
+    for (int j = 0; j < n_jobs; j++) {
+        mem[j] = (la_arg_memory){n_jobs == 1 ? "y" : y_names[j], NULL, jobs[j].y, la_array_bytes(n * jobs[j].rows, sizeof(float))};
+        mem[n_jobs + 1 + j] = (la_arg_memory){"W", NULL, jobs[j].W, (size_t)jobs[j].rows * row_bytes[j]};
+    }
+    mem[n_jobs] = (la_arg_memory){"x", NULL, x, la_array_bytes(n * cols, sizeof(float))};
+    return la_check_arg_memory(ctx, mem, 2 * n_jobs + 1, n_jobs);
 }
 
 /* X [n, cols] and Y [n, rows] f32: their byte counts must fit in size_t. */
@@ -60,20 +58,9 @@ static la_status matvec_batch(la_context *ctx, const la_matvec_job *jobs, int n_
         la_status st = check_product(ctx, jobs[j].type, jobs[j].W, jobs[j].rows, cols, x, jobs[j].y, &rb[j]);
         if (st) return st;
     }
-    /* every y against x, every job's W and every other y */
-    size_t xb;
-    if (!la_mul_size((size_t)cols, sizeof(float), &xb)) xb = SIZE_MAX;
-    for (int j = 0; j < n_jobs; j++) {
-        const size_t yb = (size_t)jobs[j].rows * sizeof(float);
-        for (int i = 0; i < n_jobs; i++) {
-            la_status st = check_output(jobs[j].y, yb, n_jobs == 1 ? "y" : "a job's y", x, i ? 0 : xb, "x",
-                                        jobs[i].W, jobs[i].rows, rb[i]);
-            if (st) return st;
-            if (i != j && bytes_meet(jobs[j].y, yb, jobs[i].y, (size_t)jobs[i].rows * sizeof(float)))
-                return la_fail(LA_ERR_ARGUMENT, "jobs %d and %d write overlapping y", i, j);
-        }
-    }
-    la_status st = la_cpu_matvec_batch(ctx, jobs, n_jobs, rb, cols, x, round_x);
+    la_status st = check_outputs(ctx, jobs, n_jobs, rb, 1, cols, x);
+    if (st) return st;
+    st = la_cpu_matvec_batch(ctx, jobs, n_jobs, rb, cols, x, round_x);
     return st ? st : la_succeed();
 }
 
@@ -97,9 +84,8 @@ la_status la_matmul(la_context *ctx, la_ggml_type t, const void *W, int64_t rows
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
     if ((st = check_tokens(n, rows, cols))) return st;
-    if ((st = check_output(Y, (size_t)n * (size_t)rows * sizeof(float), "Y", X,
-                           (size_t)n * (size_t)cols * sizeof(float), "X", W, rows, rb)))
-        return st;
+    const la_matvec_job job = {t, W, rows, Y};
+    if ((st = check_outputs(ctx, &job, 1, &rb, n, cols, X))) return st;
     if (n == 1) return la_matvec(ctx, t, W, rows, cols, X, Y);
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, true);
     return st ? st : la_succeed();
@@ -111,9 +97,8 @@ la_status la_matmul_f32(la_context *ctx, la_ggml_type t, const void *W, int64_t 
     la_status st = check_product(ctx, t, W, rows, cols, X, Y, &rb);
     if (st) return st;
     if ((st = check_tokens(n, rows, cols))) return st;
-    if ((st = check_output(Y, (size_t)n * (size_t)rows * sizeof(float), "Y", X,
-                           (size_t)n * (size_t)cols * sizeof(float), "X", W, rows, rb)))
-        return st;
+    const la_matvec_job job = {t, W, rows, Y};
+    if ((st = check_outputs(ctx, &job, 1, &rb, n, cols, X))) return st;
     st = la_cpu_matmul(ctx, t, W, rb, rows, cols, X, n, Y, false);
     return st ? st : la_succeed();
 }
