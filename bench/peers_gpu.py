@@ -19,7 +19,12 @@ decode: one query token per sequence, 32 query heads over 8 K/V heads, D,
         q with enable_gqa). GB/s count the K and V bytes read once.
 
 Every figure is the median of timed calls after warm-up, each timed with CUDA
-events (the longattn side does the same, in C). Prints JSON lines, then one
+events (the longattn side does the same, in C). The fwd and fwdbwd tables
+take one shape at a time: longattn's run at that length, then each peer on
+its rows, so each side meets the GPU in the same clock and power state (one
+longattn run over every length, with the peers after it, put longattn's
+later rows under sustained load the peers never saw: 611 against 702
+TFLOP/s for the 16K forward, s29). Prints JSON lines, then one
 table per op with longattn's figure as a ratio to each peer and to the
 ceiling (bf16 matmul for TFLOP/s, copy for GB/s).
 """
@@ -133,6 +138,8 @@ def sdpa_decode_gbps(backend, B, L, H, Hkv, D):
 
 def run_bench(args, op, lens=None):
     extra = [a for L in (lens or []) for a in ("--len", str(L))]
+    if lens and max(lens) >= 65536:  # as many timed calls as the peers get at that length (sdpa_tflops)
+        extra += ["--iters", "5"]
     out = subprocess.run([args.bench, "--op", op, "--heads", str(args.heads), "--dim", str(args.dim), "--tokens",
                           str(args.tokens)] + extra, capture_output=True, text=True)
     sys.stderr.write(out.stderr)
@@ -151,6 +158,15 @@ def med(xs):
     return xs[len(xs) // 2] if xs else None
 
 
+def default_lens(args):
+    """longattn_cuda_bench's own lengths: 1024 doubling to --tokens, then 64K at batch 1."""
+    lens, L = [], 1024
+    while L <= args.tokens:
+        lens.append(L)
+        L *= 2
+    return lens + ([65536] if args.tokens < 65536 else [])
+
+
 def interleaved(args, mm):
     """--rounds R: per round and per length, longattn's rows (a run of its
     own) then cuDNN's on the same shapes right after, so both meet the same
@@ -158,7 +174,7 @@ def interleaved(args, mm):
     rounds and the median of the rounds' paired ratios. The GPU's clock
     under sustained load moves the 16K forward by ~8% between runs; a
     paired ratio moves less."""
-    lens = [int(x) for x in args.lens.split(",")] if args.lens else [1024, 2048, 4096, 8192, 16384, 65536]
+    lens = [int(x) for x in args.lens.split(",")] if args.lens else default_lens(args)
     for op in [o for o in args.ops.split(",") if o in ("fwd", "fwdbwd")]:
         runs = {}
         for rnd in range(args.rounds):
@@ -179,6 +195,23 @@ def interleaved(args, mm):
                   f"{ratio(la, mm):>6.2f} {min(x for x, _ in v):>7.1f}-{max(x for x, _ in v):.1f}")
 
 
+def peer_row(args, op, r, bw, mm):
+    """The peers' figures on longattn's row r (in place)."""
+    if op == "decode":
+        f = sdpa_decode_gbps(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["Hkv"], r["D"])
+        c = sdpa_decode_gbps(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["Hkv"], r["D"])
+        r.update(sdpa_flash_gbps=f and round(f, 1), sdpa_cudnn_gbps=c and round(c, 1),
+                 of_copy=round(r["gbps"] / (bw * 1e3), 3))
+        return
+    bwd = op == "fwdbwd"
+    f = sdpa_tflops(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+    c = sdpa_tflops(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+    x = (flex_tflops(r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
+         if args.flex_min_len and r["L"] >= args.flex_min_len else None)
+    r.update(sdpa_flash_tflops=f and round(f, 1), sdpa_cudnn_tflops=c and round(c, 1),
+             flex_tflops=x and round(x, 1), of_matmul=round(r["tflops"] / mm, 3))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bench", required=True, help="path of longattn_cuda_bench")
@@ -190,7 +223,8 @@ def main():
                     help="time FlexAttention on rows at least this long (each shape compiles; 0 = never)")
     ap.add_argument("--rounds", type=int, default=0,
                     help="instead of the table: R rounds of longattn then cuDNN per length, interleaved (fwd, fwdbwd)")
-    ap.add_argument("--lens", default="", help="with --rounds: the lengths (comma-separated; B = tokens / L)")
+    ap.add_argument("--lens", default="", help="the lengths (comma-separated; B = tokens / L; default: "
+                    "1024 doubling to --tokens, and 65536)")
     args = ap.parse_args()
     mm, bw = ceilings()
     print(json.dumps({"op": "ceilings", "bf16_matmul_tflops": round(mm, 1), "copy_tbps": round(bw, 2)}))
@@ -200,24 +234,15 @@ def main():
         return 0
     tables, failed = {}, False
     for op in args.ops.split(","):
-        rows, rc = run_bench(args, op)
-        failed |= rc != 0 or not rows
-        for r in rows:
-            if op == "decode":
-                f = sdpa_decode_gbps(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["Hkv"], r["D"])
-                c = sdpa_decode_gbps(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["Hkv"], r["D"])
-                r.update(sdpa_flash_gbps=f and round(f, 1), sdpa_cudnn_gbps=c and round(c, 1),
-                         of_copy=round(r["gbps"] / (bw * 1e3), 3))
-            else:
-                bwd = op == "fwdbwd"
-                f = sdpa_tflops(SDPBackend.FLASH_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
-                c = sdpa_tflops(SDPBackend.CUDNN_ATTENTION, r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
-                x = (flex_tflops(r["B"], r["L"], r["H"], r["D"], r["causal"], bwd)
-                     if args.flex_min_len and r["L"] >= args.flex_min_len else None)
-                r.update(sdpa_flash_tflops=f and round(f, 1), sdpa_cudnn_tflops=c and round(c, 1),
-                         flex_tflops=x and round(x, 1), of_matmul=round(r["tflops"] / mm, 3))
-            print(json.dumps(r))
-            tables.setdefault(op, []).append(r)
+        # decode: one run of the bench's own shapes (memory-bound, short); else one run per length
+        lens = [None] if op == "decode" else [int(L) for L in args.lens.split(",")] if args.lens else default_lens(args)
+        for L in lens:
+            rows, rc = run_bench(args, op, [L] if L else None)
+            failed |= rc != 0 or not rows
+            for r in rows:
+                peer_row(args, op, r, bw, mm)
+                print(json.dumps(r))
+                tables.setdefault(op, []).append(r)
     print(f"\nceilings this run: bf16 matmul {mm:.0f} TFLOP/s, copy {bw:.2f} TB/s")
     for op, rows in tables.items():
         if op == "decode":
