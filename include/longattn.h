@@ -1666,7 +1666,9 @@ LA_API la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, con
                                      la_kv_cache *c, int64_t layer, const float *q, int64_t n, int64_t n_heads,
                                      float *out);
 /* After la_kv_policy_attend of the same queries: score the entries (h2o,
- * snapkv) with the kept log-sum-exp and evict what the policy drops from
+ * snapkv: plain softmax at this scale, normalised by the kept log-sum-exp
+ * when the attend's rule was that too, i.e. no softcap and the same scale;
+ * else computed afresh) and evict what the policy drops from
  * every KV head of (layer, 0). Quest and duo's retrieval heads keep all.
  * scale as la_kv_attention_mass's (0: 1/sqrt(head_dim)); one that is not
  * finite is LA_ERR_ARGUMENT, for every policy. */
