@@ -988,8 +988,8 @@ typedef struct {
 /* gamma 0.9, top_k 0, sink_blocks 1, local_blocks 1, probe_rows 0. */
 LA_API la_sparse_topk la_sparse_topk_default(void);
 /* Budgets: gamma in (0, 1] (when top_k is 0), top_k, sink_blocks,
- * local_blocks, probe_rows >= 0 (LA_ERR_ARGUMENT otherwise). Runs on the context's
- * threads. */
+ * local_blocks, probe_rows >= 0 (LA_ERR_ARGUMENT otherwise); softmax only
+ * (sigmoid is LA_ERR_UNSUPPORTED). Runs on the context's threads. */
 LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *opts, const la_attention_params *p,
                                        const la_tensor *q, const la_tensor *k, la_block_index *out);
 /* Block top-k with a coverage per query head (DuoAttention-style
@@ -999,7 +999,8 @@ LA_API la_status la_sparse_select_topk(la_context *ctx, const la_sparse_topk *op
  * la_sparse_select_static gives under `stream` (whose block_size is unused:
  * opts' applies), no probes. Head h's lists equal la_sparse_select_topk's
  * at gamma[h] (static's at 0), but the probes pack each K/V head's keys
- * once for all its query heads. Dense batches only. Errors as
+ * once for all its query heads. Dense batches only (varlen:
+ * LA_ERR_UNSUPPORTED). Errors as
  * la_sparse_select_topk's, LA_ERR_NULL for gamma or stream NULL, and
  * LA_ERR_ARGUMENT for a gamma[h] outside [0, 1], top_k > 0, or a negative
  * budget in stream. */
@@ -1172,7 +1173,9 @@ LA_API la_status la_sparse_select_flex(la_context *ctx, const la_sparse_flex *op
  *   hip:N      top_k N >= 1
  *   chunks:N   top_k N chunks (of 4 blocks) per row
  *   flex:G     coverage gamma G in (0, 1] for query-aware heads
- *   routing:N  N clusters, from a fresh state (seed 0) at every call
+ *   routing:N  N clusters (at most 65536), from a fresh state (seed 0) at every call
+ * Each N is a whole number in [1, 2^30] (0 is refused, where the selector's
+ * own field would take it).
  * Options, each at most once, N a whole number:
  *   sink=N          the selector's sink_blocks (N >= 1; static, topk, hip,
  *                   flex, routing: the others have no such option)
@@ -1666,7 +1669,9 @@ LA_API la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, con
                                      la_kv_cache *c, int64_t layer, const float *q, int64_t n, int64_t n_heads,
                                      float *out);
 /* After la_kv_policy_attend of the same queries: score the entries (h2o,
- * snapkv) with the kept log-sum-exp and evict what the policy drops from
+ * snapkv: plain softmax at this scale, normalised by the kept log-sum-exp
+ * when the attend's rule was that too, i.e. no softcap and the same scale;
+ * else computed afresh) and evict what the policy drops from
  * every KV head of (layer, 0). Quest and duo's retrieval heads keep all.
  * scale as la_kv_attention_mass's (0: 1/sqrt(head_dim)); one that is not
  * finite is LA_ERR_ARGUMENT, for every policy. */

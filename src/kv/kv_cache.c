@@ -675,12 +675,16 @@ la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, cons
          * the slices of q, out and lse holding its query heads; each row's
          * arithmetic is the same as in the all-heads call */
         const int64_t Hkv = c->p.n_kv_heads;
-        if (!out) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: out is NULL");
+        if (!out || !p) return la_fail(LA_ERR_NULL, "la_kv_cache_decode: %s is NULL", !out ? "out" : "params");
         if (out->ndim != 4 || q->shape[2] % Hkv || out->shape[2] != q->shape[2] || (lse && (lse->ndim != 3 || lse->shape[2] != q->shape[2])))
             return la_fail(LA_ERR_SHAPE, "la_kv_cache_decode: q has %lld heads; out and lse must match it and it must be a "
                            "multiple of the cache's %lld KV heads", (long long)q->shape[2], (long long)Hkv);
         const int64_t G = q->shape[2] / Hkv;
         for (int64_t hk = 0; hk < Hkv; hk++) {
+            /* the slice's query heads are hk * G .. : ALiBi's slopes too (each KV head's queries took
+             * slopes [0, G) before, wrong for every head past the first group) */
+            la_attention_params ph = *p;
+            if (p->alibi_slopes) ph.alibi_slopes = p->alibi_slopes + hk * G;
             la_tensor qh = *q, oh = *out, lh = lse ? *lse : (la_tensor){0};
             qh.shape[2] = oh.shape[2] = G;
             qh.data = (char *)q->data + (size_t)(hk * G * q->stride[2]) * la_dtype_size(q->dtype);
@@ -690,7 +694,7 @@ la_status la_kv_cache_decode(la_context *ctx, const la_attention_params *p, cons
                 lh.data = (char *)lse->data + (size_t)(hk * G * lse->stride[2]) * la_dtype_size(lse->dtype);
             }
             if ((st = la_kv_cache_view(c, layer, hk, seq0, q->shape[0], &view)) ||
-                (st = la_attention_decode(ctx, p, &qh, &view.k, &view.v, &view.layout, &oh, lse ? &lh : NULL)))
+                (st = la_attention_decode(ctx, &ph, &qh, &view.k, &view.v, &view.layout, &oh, lse ? &lh : NULL)))
                 return st;
         }
         return la_succeed();

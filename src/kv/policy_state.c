@@ -31,6 +31,7 @@ struct la_kv_policy_state {
     int64_t *n_score, *cap, *pin_cap; /* entries scored (and pin flags held), capacities */
     float *lse;             /* [n x n_heads] of the last attend */
     int64_t lse_cap, lse_layer, lse_n, lse_heads;
+    float lse_scale;        /* the attend's resolved scale; 0 when its rule was not plain softmax (softcap) */
     float *mass, *vote;     /* scratch [len] */
     int32_t *slots;         /* scratch [len] */
     keyed *order;           /* scratch [len] */
@@ -681,6 +682,7 @@ la_status la_kv_policy_attend(la_kv_policy_state *s, la_context *ctx, const la_a
     }
     if (st) return st;
     s->lse_layer = layer, s->lse_n = n, s->lse_heads = H;
+    s->lse_scale = p->softcap > 0 ? 0 : p->scale != 0 ? p->scale : 1.0f / sqrtf((float)D);
     return la_succeed();
 }
 
@@ -905,7 +907,11 @@ la_status la_kv_policy_update(la_kv_policy_state *s, la_context *ctx, la_kv_cach
     /* here, for every policy: snapkv keeps the scale for the prompt's end, which would fail there instead */
     if (!isfinite(scale)) return la_fail(LA_ERR_ARGUMENT, "%s: scale %g is not finite", fn, (double)scale);
     const int64_t Hkv = s->cp.n_kv_heads, D = s->cp.head_dim, G = n_heads / Hkv, H = n_heads;
-    const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H;
+    /* the attend's log-sum-exp normalise the masses only when they are plain softmax's at this scale: a
+     * softcap or another scale there made every mass exp(s - lse) miss its probability (sums far
+     * from 1 a query head); otherwise la_kv_attention_mass computes them itself */
+    const float want_scale = scale != 0 ? scale : 1.0f / sqrtf((float)D);
+    const bool have_lse = s->lse_n == n && s->lse_layer == layer && s->lse_heads == H && s->lse_scale == want_scale;
     const la_kv_policy *p = &s->p;
     if (n > 1) s->prompt_done[layer] = false; /* a new prompt (or its first piece) */
     if (p->kind == LA_KV_POLICY_SNAPKV) return snap_remember(s, layer, q, n, H, have_lse, scale);

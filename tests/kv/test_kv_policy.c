@@ -1536,6 +1536,44 @@ static void check_attend_rules(la_context *ctx) {
     la_kv_cache_destroy(c);
 }
 
+/* update scores plain softmax at its own scale: after an attend under a
+ * softcap or at another scale, the attend's log-sum-exp do not normalise
+ * those scores, and the masses must still be the float64 softmax's (each
+ * query head's summing to 1). The attend's lse were reused regardless:
+ * masses summed to ~1.9 per query head with softcap 1, ~13 with scale 1. */
+static void check_update_other_rule(la_context *ctx, uint64_t *rng) {
+    enum { N = 20, G = 2 };
+    for (int variant = 0; variant < 2; variant++) {
+        la_kv_cache *c = make_cache(1, 8, 64);
+        float k[N * D], v[N * D], q[N * G * D], out[N * G * D];
+        tu_fill(rng, k, LA_F32, N * D, -2, 2);
+        tu_fill(rng, v, LA_F32, N * D, -1, 1);
+        tu_fill(rng, q, LA_F32, N * G * D, -2, 2);
+        append(c, N, k, v, 0);
+        la_kv_policy p;
+        la_kv_policy_state *s = NULL;
+        TU_EXPECT_STATUS(la_kv_policy_parse("h2o:64", &p), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_state_create(&p, c, &s), LA_OK);
+        if (!s) return;
+        la_attention_params ap = la_attention_params_default();
+        if (variant == 0) ap.softcap = 1;
+        else ap.scale = 1;
+        double ref[N];
+        ref_mass(c, 0, q, N, G, G * D, ref);
+        TU_EXPECT_STATUS(la_kv_policy_attend(s, ctx, &ap, c, 0, q, N, G, out), LA_OK);
+        TU_EXPECT_STATUS(la_kv_policy_update(s, ctx, c, 0, q, N, G, 0), LA_OK);
+        const float *sc;
+        int64_t n;
+        TU_EXPECT_STATUS(la_kv_policy_state_scores(s, 0, 0, &sc, &n), LA_OK);
+        double worst = 0;
+        for (int j = 0; j < N && n == N; j++) worst = fmax(worst, fabs(sc[j] - ref[j]));
+        tu_check(n == N && worst < 1e-5, "h2o scores after an attend with %s: off by %.3g",
+                 variant ? "scale 1" : "softcap 1", worst);
+        la_kv_policy_state_destroy(s);
+        la_kv_cache_destroy(c);
+    }
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -1576,6 +1614,7 @@ int main(void) {
     check_state_other_cache(ctx);
     check_state_huge_heads(ctx);
     check_attend_rules(ctx);
+    check_update_other_rule(ctx, &rng);
     la_context_destroy(ctx);
     return tu_finish();
 }

@@ -145,6 +145,28 @@ static void bad_budgets(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 }
 
+/* block_size LA_SPARSE_BLOCK_MAX (2^30) is valid: one query block of all
+ * 40 queries and one key block, which both selectors list. The chunk
+ * selector sized its per-thread scratch by block_size rows (2^30 x D 64
+ * floats, 256 GB) and failed with LA_ERR_NOMEM. */
+static void block_max(uint64_t *rng, la_context *ctx) {
+    la_attention_params p = la_attention_params_default();
+    p.causal = 1;
+    sc_problem P;
+    sc_make(&P, rng, 1, 40, 40, 2, 1, 64, p, false);
+    la_block_index x;
+    la_sparse_hip ho = la_sparse_hip_default();
+    la_sparse_chunks co = la_sparse_chunks_default();
+    ho.block_size = co.block_size = LA_SPARSE_BLOCK_MAX;
+    TU_EXPECT_STATUS(la_sparse_select_hip(ctx, &ho, &P.p, &P.q.t, &P.k.t, &x), LA_OK);
+    tu_check(x.q_blocks == 1 && density(ctx, &P, &x) == 1, "hip block_size 2^30: density %g", density(ctx, &P, &x));
+    la_block_index_free(&x);
+    TU_EXPECT_STATUS(la_sparse_select_chunks(ctx, &co, &P.p, &P.q.t, &P.k.t, &x), LA_OK);
+    tu_check(x.q_blocks == 1 && density(ctx, &P, &x) == 1, "chunks block_size 2^30: density %g", density(ctx, &P, &x));
+    la_block_index_free(&x);
+    sc_drop(&P);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
@@ -152,6 +174,7 @@ int main(void) {
     hip_cases(&rng, ctx);
     chunk_cases(&rng, ctx);
     bad_budgets(&rng, ctx);
+    block_max(&rng, ctx);
     la_context_destroy(ctx);
     return tu_finish();
 }

@@ -235,10 +235,35 @@ static void topk_complete_equals_dense(uint64_t *rng, la_context *ctx) {
     sc_drop(&P);
 }
 
+/* Every diagonal is scored, also those more than Lk right of the diagonal,
+ * which rows ending before the keys see (Lq > Lk + 1, not causal): 40
+ * queries over 8 keys (diag_i = i - 32), rows 12..19 each on key i - 12
+ * (distance -20), the others uniform, so distance -20 holds ~8 of the 40
+ * rows' mass and is the one kept diagonal: query block 4 (rows 16..19)
+ * lists key block 1 (keys 4..7). The per-distance sums stopped at
+ * distance -Lk, so no such diagonal was ever kept. */
+static void vslash_far_diagonal(la_context *ctx) {
+    enum { LQ = 40, LK = 8, DD = 8 };
+    float q[LQ * DD] = {0}, k[LK * DD] = {0};
+    for (int j = 0; j < LK; j++) k[j * DD + j] = 1;
+    for (int i = 12; i < 20; i++) q[i * DD + (i - 12)] = 40;
+    la_tensor tq = la_tensor_contiguous(q, LA_F32, 4, (int64_t[]){1, LQ, 1, DD});
+    la_tensor tk = la_tensor_contiguous(k, LA_F32, 4, (int64_t[]){1, LK, 1, DD});
+    la_attention_params p = la_attention_params_default();
+    la_sparse_vslash o = {.block_size = 4, .last_queries = LQ, .vertical = 0, .slash = 1};
+    la_block_index x;
+    TU_EXPECT_STATUS(la_sparse_select_vslash(ctx, &o, &p, &tq, &tk, &x), LA_OK);
+    if (!x.offsets) return;
+    tu_check(sc_listed(&x, 0, 0, 4, 1) && sc_listed(&x, 0, 0, 3, 0) && !sc_listed(&x, 0, 0, 2, 1),
+             "vslash: the kept diagonal at distance -20 does not list key block 1 for query block 4");
+    la_block_index_free(&x);
+}
+
 int main(void) {
     uint64_t rng = tu_seed();
     la_context *ctx;
     la_context_create(&ctx, 3);
+    vslash_far_diagonal(ctx);
     static_cases(&rng, ctx);
     topk_cases(&rng, ctx);
     vslash_cases(&rng, ctx);

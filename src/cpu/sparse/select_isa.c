@@ -192,8 +192,10 @@ static int64_t softmax_rows(const la_score_rule *rule, float slope, int64_t i0, 
         for (j = 0; j + LA_VL <= n; j += LA_VL) vf_store(col + j, vf_fma(vf_load(s + j), iv, vf_load(col + j)));
         for (; j < n; j++) col[j] += s[j] * inv;
         if (!rdiag) continue;
-        /* rdiag[j - diag + lk] for j - diag in [-lk, lk) */
-        const int64_t ja = diag - lk > 0 ? diag - lk : 0, jb = diag + lk < n ? diag + lk : n;
+        /* rdiag[j - diag + lk]: j - diag in [1 - lk, lq - 1] (diag in [lk - lq, lk - 1]), every key the
+         * row sees; capping it at lk dropped the keys more than lk right of the diagonals of rows that
+         * end before the keys do (lq > lk + 1 without causal), whose diagonals then had no weight */
+        const int64_t ja = diag - lk > 0 ? diag - lk : 0, jb = n;
         float *rd = rdiag + (lk - diag);
         for (j = ja; j + LA_VL <= jb; j += LA_VL) vf_store(rd + j, vf_fma(vf_load(s + j), iv, vf_load(rd + j)));
         for (; j < jb; j++) rd[j] += s[j] * inv;

@@ -25,8 +25,9 @@ LA_ISA_DECLARE(void, la_cpu_sel_gemm_nt,
 /* Exact softmax rows of queries i0 .. i0 + nr - 1 (f32 rows qf [nr][D])
  * against the lk keys (row j at kbase + j * kstride, dtype kdt) under the
  * rule (slope: the head's ALiBi slope), each normalised to sum 1 and added
- * into col[j] and, when rdiag is not NULL, into rdiag[j - diag_i + lk] for
- * j - diag_i in [-lk, lk) (diag_i = i + lk - lq). Rows that see no key
+ * into col[j] and, when rdiag is not NULL, into rdiag[j - diag_i + lk]
+ * (diag_i = i + lk - lq; the index is in [1, lk + lq - 1], so rdiag holds
+ * lk + lq floats). Rows that see no key
  * add nothing. scores [nr][lk] and pack (D * LA_SEL_PANEL) are scratch.
  * Returns the rows that saw a key. */
 LA_ISA_DECLARE(int64_t, la_cpu_sel_softmax_sums,

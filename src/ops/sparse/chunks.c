@@ -16,7 +16,7 @@ la_sparse_chunks la_sparse_chunks_default(void) {
 }
 
 typedef struct {
-    float *qf, *sc, *pack; /* a query block's rows [bs][D], their scores [bs][nch], a packed panel */
+    float *qf, *sc, *pack; /* a query block's rows [rows][D], their scores [rows][nch], a packed panel */
     la_sel_ranked *best;  /* [top_k + 1]: a row's best chunks so far, best first */
     unsigned char *mark;  /* [nkb] */
 } ch_scratch;
@@ -106,10 +106,12 @@ la_status la_sparse_select_chunks(la_context *ctx, const la_sparse_chunks *o, co
     }
     bool ok = true;
     const int nthreads = ctx->threads > 0 ? ctx->threads : 1;
+    /* a query block's rows: block_size of them, or all the queries when fewer (block_size may be 2^30) */
+    const int64_t rows = S.bs < S.Lq ? S.bs : S.Lq > 0 ? S.Lq : 1;
 #pragma omp parallel num_threads(nthreads) reduction(&& : ok)
     {
-        ch_scratch t = {.qf = malloc(sizeof(float) * (size_t)(S.bs * S.D)),
-                        .sc = malloc(sizeof(float) * (size_t)(S.bs * nch + 1)),
+        ch_scratch t = {.qf = malloc(sizeof(float) * (size_t)(rows * S.D)),
+                        .sc = malloc(sizeof(float) * (size_t)(rows * nch + 1)),
                         .pack = malloc(sizeof(float) * (size_t)(S.D * LA_SEL_PANEL)),
                         .best = malloc(sizeof(la_sel_ranked) * (size_t)(topk + 1)), .mark = malloc((size_t)S.nkb + 1)};
         ok = t.qf && t.sc && t.pack && t.best && t.mark;

@@ -787,18 +787,23 @@ typedef struct {
     unsigned char *mark;
 } vs_scratch;
 
+/* Distances diag_i - j of a row's visible keys lie in [1 - Lq, Lk - 1]
+ * (Lk + Lq - 1 of them, below Lk + Lq + 1 slots): diag_i ranges over
+ * [Lk - Lq, Lk - 1]. */
+static int64_t vs_dists(const la_sel_shape *S) { return S->Lk + S->Lq + 1; }
+
 static bool vs_scratch_init(vs_scratch *t, const la_sel_shape *S) {
-    const int64_t Lk = S->Lk;
+    const int64_t Lk = S->Lk, nd = vs_dists(S);
     *t = (vs_scratch){.col = malloc(sizeof(double) * (size_t)(Lk + 1)),
-                      .diag = malloc(sizeof(double) * (size_t)(2 * Lk + 1)),
+                      .diag = malloc(sizeof(double) * (size_t)nd),
                       .fcol = malloc(sizeof(float) * (size_t)(Lk + 1)),
-                      .frdiag = malloc(sizeof(float) * (size_t)(2 * Lk + 1)),
+                      .frdiag = malloc(sizeof(float) * (size_t)nd),
                       .scores = malloc(sizeof(float) * (size_t)(VS_ROWS * Lk + 1)),
                       .qf = malloc(sizeof(float) * (size_t)(VS_ROWS * S->D)),
                       .pack = malloc(sizeof(float) * (size_t)(S->D * LA_SEL_PANEL)),
-                      .tmp = malloc(sizeof(la_sel_ranked) * (size_t)(2 * Lk + 1)),
+                      .tmp = malloc(sizeof(la_sel_ranked) * (size_t)nd),
                       .cols = malloc(sizeof(int64_t) * (size_t)(Lk + 1)),
-                      .dists = malloc(sizeof(int64_t) * (size_t)(2 * Lk + 1)),
+                      .dists = malloc(sizeof(int64_t) * (size_t)nd),
                       .mark = malloc((size_t)S->nkb + 1)};
     return t->col && t->diag && t->fcol && t->frdiag && t->scores && t->qf && t->pack && t->tmp && t->cols &&
            t->dists && t->mark;
@@ -816,7 +821,7 @@ static int64_t row_sums(const la_sel_shape *S, la_simd simd, const la_tensor *q,
                         int64_t h, int64_t r0, int64_t r1, bool diag, vs_scratch *t) {
     const int64_t Lk = S->Lk, hk = h / (S->H / S->Hkv);
     memset(t->fcol, 0, sizeof(float) * (size_t)(Lk + 1));
-    if (diag) memset(t->frdiag, 0, sizeof(float) * (size_t)(2 * Lk + 1));
+    if (diag) memset(t->frdiag, 0, sizeof(float) * (size_t)vs_dists(S));
     const float slope = la_rule_slope(&S->rule, h);
     int64_t seen = 0;
     for (int64_t i = r0; i < r1; i += VS_ROWS) {
@@ -835,13 +840,15 @@ static bool vslash_head(const la_sparse_vslash *o, const la_sel_shape *S, la_sim
                         const la_tensor *k, int64_t b, int64_t h, vs_scratch *t, la_sel_lists *l) {
     const int64_t Lk = S->Lk, nlast = o->last_queries ? o->last_queries : 64;
     row_sums(S, simd, q, k, b, h, S->Lq - nlast > 0 ? S->Lq - nlast : 0, S->Lq, true, t);
-    /* col[j]; diag[dist + Lk] for dist = diag_i - j in (-Lk, Lk], from frdiag[j - diag_i + Lk] */
+    /* col[j]; diag[dist + Lq] for dist = diag_i - j in [1 - Lq, Lk - 1], from frdiag[j - diag_i + Lk]
+     * (increasing with the distance, so ties go to the lower one) */
+    const int64_t N = Lk + S->Lq;
     for (int64_t j = 0; j < Lk; j++) t->col[j] = t->fcol[j];
     t->diag[0] = 0;
-    for (int64_t x = 1; x <= 2 * Lk; x++) t->diag[x] = t->frdiag[2 * Lk - x];
+    for (int64_t x = 1; x <= N; x++) t->diag[x] = t->frdiag[N - x];
     const int64_t ncol = la_sel_top_indices(t->col, Lk, o->vertical, t->tmp, t->cols);
-    const int64_t ndist = la_sel_top_indices(t->diag, 2 * Lk + 1, o->slash, t->tmp, t->dists);
-    for (int64_t e = 0; e < ndist; e++) t->dists[e] -= Lk;
+    const int64_t ndist = la_sel_top_indices(t->diag, N + 1, o->slash, t->tmp, t->dists);
+    for (int64_t e = 0; e < ndist; e++) t->dists[e] -= S->Lq;
     if (o->columns) {
         if (!(l->col_counts = calloc((size_t)S->nqb + 1, sizeof(int64_t)))) return false;
         for (int64_t e = 0; e < ncol; e++) t->tmp[e] = (la_sel_ranked){0, (int32_t)t->cols[e]};
