@@ -431,7 +431,11 @@ LA_API la_status la_attention_kv_append(la_context *ctx, const la_kv_layout *lay
  *   query head h reads k/v head h / (H / Hkv); g [B, L, H] (per token) or
  *   [B, L, H, Dk] (per channel), f32; out [B, L, H, Dv] f32 or q's dtype;
  *   states [N, H, Dk, Dv'] f32 (N = B or num_seqs), Dv' = Dv, or Dv + 1 with
- *   normalisation (the last column is z). Dk, Dv in 1..LA_MAX_HEAD_DIM. */
+ *   normalisation (the last column is z). Dk, Dv in 1..LA_MAX_HEAD_DIM.
+ * Strides, here and for every mixer below (delta rule, state spaces,
+ * Titans): each tensor's last dim has stride 1 (LA_ERR_STRIDE otherwise);
+ * its other strides are free within attention's no-self-overlap rule, so
+ * [B, H, L, D] memory or padded rows need no copy. */
 typedef enum {
     LA_FEATURE_IDENTITY = 0, /* phi(x) = x */
     LA_FEATURE_ELU1 = 1,     /* phi(x) = elu(x) + 1 */

@@ -848,6 +848,61 @@ static void check_scan_mixers(void) {
     la_context_destroy(ctx);
 }
 
+/* Where the header calls p->form unused or ignored (every decode step but
+ * Aaren's, the linear and Titans backwards, the selective scan's backward,
+ * a non-causal linear call), a value outside the enum is not refused: the
+ * call runs as the header says. Only the forwards that read it check it. */
+static void check_mixer_unused_form(void) {
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    const int bad = 9;
+    float *qd = filled(B * L * H * DK), *gd = filled(B * L * H);
+    for (int i = 0; i < B * L * H; i++) gd[i] = 0.5f;
+    la_tensor q = t4(qd, B, L, H, DK), q1 = t3(qd, B, H, DK), g1 = t2(gd, B, H), g = t3(gd, B, L, H);
+    la_tensor o = t4(buf(4 * B * L * H * DV), B, L, H, DV), o1 = t3(buf(4 * B * H * DV), B, H, DV);
+    la_tensor s1 = t4(buf(4 * B * H * DK * DV), B, H, DK, DV), s2 = t4(buf(4 * B * H * DK * DV), B, H, DK, DV);
+    la_tensor dq = t4(buf(4 * B * L * H * DK), B, L, H, DK), dk = t4(buf(4 * B * L * H * DK), B, L, H, DK);
+    la_tensor dv = t4(buf(4 * B * L * H * DV), B, L, H, DV);
+    la_tensor dg[3] = {t3(buf(4 * B * L * H), B, L, H), t3(buf(4 * B * L * H), B, L, H), t3(buf(4 * B * L * H), B, L, H)};
+
+    la_linear_params lp = la_linear_params_default();
+    lp.form = (la_linear_form)bad;
+    EXPECT(la_linear_attention_forward(ctx, &lp, &q, &q, &q, NULL, NULL, &o, NULL), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_linear_attention_decode(ctx, &lp, &q1, &q1, &q1, NULL, &s1, &o1));
+    EXPECT_OK(la_linear_attention_backward(ctx, &lp, &q, &q, &q, NULL, NULL, &o, NULL, &dq, &dk, &dv, NULL, NULL));
+    lp.non_causal = 1;
+    EXPECT_OK(la_linear_attention_forward(ctx, &lp, &q, &q, &q, NULL, NULL, &o, NULL));
+
+    la_delta_params dp = la_delta_params_default();
+    dp.form = (la_linear_form)bad;
+    EXPECT(la_delta_rule_forward(ctx, &dp, &q, &q, &q, &g, NULL, NULL, &o, NULL), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_delta_rule_decode(ctx, &dp, &q1, &q1, &q1, &g1, NULL, &s1, &o1));
+
+    la_titans_params tp = la_titans_params_default();
+    tp.form = (la_linear_form)bad, tp.chunk_size = 4;
+    EXPECT(la_titans_forward(ctx, &tp, &q, &q, &q, &g, &g, &g, NULL, NULL, &o, NULL, NULL), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_titans_decode(ctx, &tp, &q1, &q1, &q1, &g1, &g1, &g1, &s1, &s2, &o1));
+    EXPECT_OK(la_titans_backward(ctx, &tp, &q, &q, &q, &g, &g, &g, NULL, NULL, &o, NULL, NULL, &dq, &dk, &dv, &dg[0],
+                                 &dg[1], &dg[2], NULL, NULL));
+
+    enum { DM = 8, N = 4 };
+    float *Ad = filled(DM * N);
+    for (int i = 0; i < DM * N; i++) Ad[i] = -0.5f;
+    la_ssm_params sp = la_ssm_params_default();
+    sp.form = (la_scan_form)bad;
+    la_tensor u = t3(qd, B, L, DM), Bm = t3(qd, B, L, N), A = t2(Ad, DM, N), u1 = t2(qd, B, DM), B1 = t2(qd, B, N);
+    la_tensor out = t3(buf(4 * B * L * DM), B, L, DM), out1 = t2(buf(4 * B * DM), B, DM), h = t3(buf(4 * B * DM * N), B, DM, N);
+    la_tensor du = t3(buf(4 * B * L * DM), B, L, DM), dd = t3(buf(4 * B * L * DM), B, L, DM), dA = t2(buf(4 * DM * N), DM, N);
+    la_tensor dB = t3(buf(4 * B * L * N), B, L, N), dC = t3(buf(4 * B * L * N), B, L, N);
+    la_ssm_inputs in = {.u = &u, .delta = &u, .A = &A, .B = &Bm, .C = &Bm};
+    la_ssm_inputs in1 = {.u = &u1, .delta = &u1, .A = &A, .B = &B1, .C = &B1};
+    la_ssm_grads gr = {.du = &du, .ddelta = &dd, .dA = &dA, .dB = &dB, .dC = &dC};
+    EXPECT(la_selective_scan_forward(ctx, &sp, &in, NULL, &out, NULL), LA_ERR_ARGUMENT);
+    EXPECT_OK(la_selective_scan_decode(ctx, &sp, &in1, &h, &out1));
+    EXPECT_OK(la_selective_scan_backward(ctx, &sp, &in, NULL, &out, NULL, &gr));
+    la_context_destroy(ctx);
+}
+
 /* ------------------------------------------------ block-sparse attention */
 
 static void check_sparse(void) {
@@ -1944,6 +1999,7 @@ int main(void) {
     check_linear_attention();
     check_delta_rule();
     check_scan_mixers();
+    check_mixer_unused_form();
     check_sparse();
     check_kv_cache();
     check_kv_cache_decode_out_dtypes();

@@ -21,8 +21,10 @@ la_delta_params la_delta_params_default(void) {
     return p;
 }
 
-static la_status check_params(const la_delta_params *p, bool need_chunk) {
-    if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
+/* The decode step reads neither form nor chunk_size (the header calls them
+ * unused there): tokens false checks neither. */
+static la_status check_params(const la_delta_params *p, bool tokens, bool need_chunk) {
+    if (tokens && (unsigned)p->form >= LA_LINEAR_FORM_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->form is %d; not a la_linear_form", (int)p->form);
     if (need_chunk && p->chunk_size < 1)
         return la_fail(LA_ERR_ARGUMENT, "params->chunk_size is %lld; must be >= 1", (long long)p->chunk_size);
@@ -81,7 +83,7 @@ static la_status check_inputs(la_context *ctx, const la_delta_params *p, const l
     la_status s = la_mixer_check_layout(q, k, v, tokens, p->cu_seqlens, p->num_seqs, &m);
     if (s) return s;
     LA_MIXER_TAKE_LAYOUT(P, m);
-    if ((s = check_params(p, need_chunk))) return s;
+    if ((s = check_params(p, tokens, need_chunk))) return s;
     int64_t n;
     if (!la_mul_i64(P->num_seqs, P->H, &n) || !la_mul_i64(n, P->Dk, &n) || !la_mul_i64(n, P->Dv, &n))
         return la_fail(LA_ERR_OVERFLOW, "the states' element count overflows 64 bits");

@@ -57,10 +57,12 @@ static la_status check_feature(const la_linear_params *p, int64_t H, int64_t Dx,
     return LA_OK;
 }
 
-static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk) {
+/* form_used: only a causal forward over tokens reads p->form; the header
+ * calls it unused elsewhere, so only there is a bad value an error. */
+static la_status check_params(const la_linear_params *p, int64_t H, bool need_chunk, bool form_used) {
     if ((unsigned)p->decay >= LA_DECAY_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->decay is %d; not a la_decay_kind", (int)p->decay);
-    if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
+    if (form_used && (unsigned)p->form >= LA_LINEAR_FORM_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->form is %d; not a la_linear_form", (int)p->form);
     if (need_chunk && p->chunk_size < 1)
         return la_fail(LA_ERR_ARGUMENT, "params->chunk_size is %lld; must be >= 1", (long long)p->chunk_size);
@@ -143,7 +145,8 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if (s) return s;
     LA_MIXER_TAKE_LAYOUT(P, m);
     const int hx = m.nd - 2;
-    if ((s = check_params(p, P->H, need_chunk && !p->non_causal))) return s;
+    const bool form_used = tokens && P->op == LA_LINEAR_OP_FORWARD && !p->non_causal;
+    if ((s = check_params(p, P->H, need_chunk && !p->non_causal, form_used))) return s;
     P->Dx = P->Dk;
     if ((s = check_feature(p, P->H, P->Dx, &P->Dk))) return s;
     if (P->Dk != P->Dx && p->decay == LA_DECAY_CHANNEL)
@@ -178,8 +181,9 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     P->proj = p->feature == LA_FEATURE_HEDGEHOG ? p->feature_proj : NULL;
     P->Dm = p->feature == LA_FEATURE_HEDGEHOG ? p->feature_proj_dim : 0;
     P->non_causal = p->non_causal != 0;
-    /* non-causal calls run in chunks of the default size, whatever form and chunk_size say */
-    P->form = p->non_causal ? LA_LINEAR_CHUNKED : p->form;
+    /* non-causal calls run in chunks of the default size, whatever form and chunk_size say; the
+       backward is chunked whatever form says (the decode step sets its own) */
+    P->form = form_used ? p->form : LA_LINEAR_CHUNKED;
     P->chunk = p->non_causal ? LINEAR_DEFAULT_CHUNK : p->chunk_size;
     P->device = q->device;
     if (tokens) {

@@ -47,7 +47,10 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     if (!in->u || !in->delta || !in->A || !in->B || !in->C)
         return la_fail(LA_ERR_NULL, "inputs: %s is NULL",
                        !in->u ? "u" : !in->delta ? "delta" : !in->A ? "A" : !in->B ? "B" : "C");
-    if ((unsigned)p->form >= LA_SCAN_FORM_COUNT)
+    /* only the forward over tokens reads the form (the header: unused by the decode step, ignored by
+       the backward) */
+    const bool form_used = tokens && kind != LA_SCAN_SSM_BACKWARD;
+    if (form_used && (unsigned)p->form >= LA_SCAN_FORM_COUNT)
         return la_fail(LA_ERR_ARGUMENT, "params->form is %d; not a la_scan_form", (int)p->form);
     const bool varlen = tokens && p->cu_seqlens;
     const int nd = !tokens ? 2 : varlen ? 2 : 3; /* u's dims */
@@ -123,7 +126,7 @@ static la_status ssm_inputs(la_context *ctx, const la_ssm_params *p, const la_ss
     P->softplus = p->delta_softplus != 0;
     /* the decode step is the chunked form with one token: the CPU kernel runs it as its step
        (ssm_isa.c, step_forward: blocks of channels, the state rows updated in place once) */
-    P->form = tokens ? p->form : LA_SCAN_CHUNKED;
+    P->form = form_used ? p->form : LA_SCAN_CHUNKED;
     P->chunk = tokens && (p->form == LA_SCAN_CHUNKED || kind == LA_SCAN_SSM_BACKWARD) ? p->chunk_size : 1;
     return LA_OK;
 }

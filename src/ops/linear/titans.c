@@ -33,7 +33,8 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
     if (q->dtype != LA_F32 && q->dtype != LA_BF16 && q->dtype != LA_F16)
         return la_fail(LA_ERR_DTYPE, "q is %s; expected f32, bf16 or f16", la_dtype_name(q->dtype));
     if (tokens) {
-        if ((unsigned)p->form >= LA_LINEAR_FORM_COUNT)
+        /* the backward reads no form (the header: unused), so only the forward checks it */
+        if (!P->backward && (unsigned)p->form >= LA_LINEAR_FORM_COUNT)
             return la_fail(LA_ERR_ARGUMENT, "params->form is %d; not a la_linear_form", (int)p->form);
         if (p->chunk_size < 1)
             return la_fail(LA_ERR_ARGUMENT, "params->chunk_size is %lld; must be >= 1", (long long)p->chunk_size);
@@ -54,7 +55,7 @@ static la_status check_inputs(la_context *ctx, const la_titans_params *p, const 
                          : (la_attn_operand){.data = gates[i]->data, .dtype = LA_F32,
                                              .batch_stride = gates[i]->stride[0], .head_stride = gates[i]->stride[1]};
     }
-    P->form = tokens ? p->form : LA_LINEAR_RECURRENT;
+    P->form = !tokens ? LA_LINEAR_RECURRENT : P->backward ? LA_LINEAR_CHUNKED : p->form;
     P->chunk = tokens ? p->chunk_size : 1;
     P->device = q->device;
     if (tokens) {
@@ -171,9 +172,9 @@ la_status la_titans_backward(la_context *ctx, const la_titans_params *p, const l
     la_titans_backward_problem Bp = {0};
     la_titans_problem *P = &Bp.fwd;
     const la_tensor *gates[3] = {eta, theta, alpha};
+    P->backward = true;
     la_status s = check_inputs(ctx, p, q, k, v, gates, true, P);
     if (s) return s;
-    P->backward = true;
     const unsigned zero = P->cu ? 1u : 2u;
     const int64_t sw[4] = {P->num_seqs, P->H, P->Dk, P->Dv};
     const la_tensor *st[6] = {memory_in, momentum_in, dmemory_out, dmomentum_out, dmemory_in, dmomentum_in};
