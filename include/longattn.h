@@ -273,7 +273,8 @@ typedef struct {
     int causal;                /* bottom-right aligned when Lq != Lk */
     int64_t window_left;       /* keys visible left of the diagonal; -1 = unlimited */
     int64_t window_right;      /* keys visible right of the diagonal; -1 = unlimited */
-    int64_t sinks;             /* first `sinks` keys always visible (StreamingLLM) */
+    int64_t sinks;             /* first `sinks` keys visible whatever window_left says (StreamingLLM);
+                                * never past causal's or window_right's limit */
     float softcap;             /* s = softcap * tanh(s / softcap); 0 = off */
     const float *alibi_slopes; /* [H] f32; adds -slope * |i - j| (bottom-right aligned); NULL = off */
     la_score_fn score;
@@ -284,9 +285,12 @@ typedef struct {
     const int32_t *cu_seqlens_k; /* [num_seqs + 1]; required with cu_seqlens_q */
     int64_t num_seqs;
     /* Backward only: 1 asks for dQ (and dK, dV) summed in a fixed order, so
-     * that two runs on the same inputs give bit-identical gradients; 0 (the
-     * default) lets a backend use atomics where that is faster: the CPU
-     * gives every output one writer either way; the CUDA backward on Hopper
+     * that two runs on the same inputs (and, on the CPU, the same thread
+     * count) give bit-identical gradients; 0 (the default) lets a backend
+     * use atomics or a dynamic schedule where that is faster: the CPU gives
+     * every output one writer either way, but with 0 its threads take key
+     * blocks as they come free, so dQ may differ in the last bits from run
+     * to run; the CUDA backward on Hopper
      * (head dims 64 and 128) adds dQ with f32 atomics unless this is 1, then
      * computes dQ in its own query-parallel pass. */
     int deterministic;
