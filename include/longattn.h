@@ -273,20 +273,27 @@ typedef struct {
     int causal;                /* bottom-right aligned when Lq != Lk */
     int64_t window_left;       /* keys visible left of the diagonal; -1 = unlimited */
     int64_t window_right;      /* keys visible right of the diagonal; -1 = unlimited */
-    int64_t sinks;             /* first `sinks` keys always visible (StreamingLLM) */
+    int64_t sinks;             /* first `sinks` keys visible whatever window_left says (StreamingLLM);
+                                * never past causal's or window_right's limit */
     float softcap;             /* s = softcap * tanh(s / softcap); 0 = off */
-    const float *alibi_slopes; /* [H] f32; adds -slope * |i - j| (bottom-right aligned); NULL = off */
+    const float *alibi_slopes; /* [H] f32; adds -slope * |i - j| (bottom-right aligned), after the
+                                * softcap; NULL = off */
     la_score_fn score;
     float sigmoid_bias;        /* added before sigmoid (often -log(Lk)) */
     /* Variable-length packed batch: q is [Tq, H, D] and k/v are [Tk, Hkv, D];
-     * sequence i owns rows cu_seqlens_q[i] .. cu_seqlens_q[i+1]-1. */
+     * sequence i owns rows cu_seqlens_q[i] .. cu_seqlens_q[i+1]-1 (and of
+     * k/v by cu_seqlens_k). Rows past the last offset belong to no
+     * sequence: no call reads them or writes their out, lse, dq, dk, dv. */
     const int32_t *cu_seqlens_q; /* [num_seqs + 1] or NULL for a dense batch */
     const int32_t *cu_seqlens_k; /* [num_seqs + 1]; required with cu_seqlens_q */
     int64_t num_seqs;
     /* Backward only: 1 asks for dQ (and dK, dV) summed in a fixed order, so
-     * that two runs on the same inputs give bit-identical gradients; 0 (the
-     * default) lets a backend use atomics where that is faster: the CPU
-     * gives every output one writer either way; the CUDA backward on Hopper
+     * that two runs on the same inputs (and, on the CPU, the same thread
+     * count) give bit-identical gradients; 0 (the default) lets a backend
+     * use atomics or a dynamic schedule where that is faster: the CPU gives
+     * every output one writer either way, but with 0 its threads take key
+     * blocks as they come free, so dQ may differ in the last bits from run
+     * to run; the CUDA backward on Hopper
      * (head dims 64 and 128) adds dQ with f32 atomics unless this is 1, then
      * computes dQ in its own query-parallel pass. */
     int deterministic;
@@ -337,8 +344,10 @@ LA_API la_status la_attention_forward(la_context *ctx, const la_attention_params
                                la_tensor *out, la_tensor *lse);
 
 /* Gradients of the forward by recomputation. out and lse are the forward's
- * (lse may be NULL for sigmoid). dq, dk, dv are shaped like q, k, v; dtype f32
- * or the inputs' dtype; they are overwritten, not accumulated into. */
+ * (lse required for softmax, NULL for sigmoid, as in the forward); out and
+ * dout are shaped like q, each f32 or the inputs' dtype. dq, dk, dv are
+ * shaped like q, k, v; dtype f32 or the inputs' dtype; they are
+ * overwritten, not accumulated into. */
 LA_API la_status la_attention_backward(la_context *ctx, const la_attention_params *p,
                                 const la_tensor *q, const la_tensor *k, const la_tensor *v,
                                 const la_tensor *out, const la_tensor *dout, const la_tensor *lse,

@@ -597,6 +597,52 @@ static void zero_sizes(uint64_t *rng) {
     fixture_free(&f);
 }
 
+/* Packed rows past cu_seqlens[num_seqs] belong to no sequence (header):
+ * never read (NaN there changes nothing) and never written (their out, lse,
+ * dq, dk, dv keep the caller's values). */
+static void rows_past_last_offset(uint64_t *rng) {
+    enum { TQ = 9, TK = 11, NH = 2, HD = 16 };
+    int32_t cq[3] = {0, 3, 6}, ck[3] = {0, 5, 8};
+    int64_t qs[3] = {TQ, NH, HD}, ks[3] = {TK, 1, HD}, ls[2] = {TQ, NH};
+    tu_buf q = tu_buf_new(LA_F32, 3, qs, false, false), k = tu_buf_new(LA_F32, 3, ks, false, false),
+           v = tu_buf_new(LA_F32, 3, ks, false, false), dout = tu_buf_new(LA_F32, 3, qs, false, false),
+           out = tu_buf_new(LA_F32, 3, qs, false, false), lse = tu_buf_new(LA_F32, 2, ls, false, false),
+           dq = tu_buf_new(LA_F32, 3, qs, false, false), dk = tu_buf_new(LA_F32, 3, ks, false, false),
+           dv = tu_buf_new(LA_F32, 3, ks, false, false);
+    tu_buf *in[] = {&q, &k, &v, &dout};
+    for (int i = 0; i < 4; i++) tu_fill(rng, in[i]->t.data, LA_F32, (int64_t)in[i]->elems, -1, 1);
+    const int64_t qrow = NH * HD, krow = HD;
+    for (int64_t i = cq[2] * qrow; i < TQ * qrow; i++) ((float *)q.t.data)[i] = ((float *)dout.t.data)[i] = NAN;
+    for (int64_t i = ck[2] * krow; i < TK * krow; i++) ((float *)k.t.data)[i] = ((float *)v.t.data)[i] = NAN;
+    la_context *ctx;
+    la_context_create(&ctx, 2);
+    la_attention_params p = la_attention_params_default();
+    p.cu_seqlens_q = cq;
+    p.cu_seqlens_k = ck;
+    p.num_seqs = 2;
+    tu_buf *o[] = {&out, &lse, &dq, &dk, &dv};
+    for (int i = 0; i < 5; i++) tu_buf_poison(o[i]);
+    EXPECT(la_attention_forward(ctx, &p, &q.t, &k.t, &v.t, &out.t, &lse.t), LA_OK, NULL, "varlen, rows past the end");
+    EXPECT(la_attention_backward(ctx, &p, &q.t, &k.t, &v.t, &out.t, &dout.t, &lse.t, &dq.t, &dk.t, &dv.t), LA_OK,
+           NULL, "varlen backward, rows past the end");
+    const struct { tu_buf *b; int64_t owned, row; const char *name; } w[] = {
+        {&out, cq[2], qrow, "out"}, {&lse, cq[2], NH, "lse"}, {&dq, cq[2], qrow, "dq"},
+        {&dk, ck[2], krow, "dk"}, {&dv, ck[2], krow, "dv"}};
+    for (int i = 0; i < 5; i++) {
+        const float *x = w[i].b->t.data;
+        bool finite = true;
+        for (int64_t e = 0; e < w[i].owned * w[i].row; e++) finite = finite && isfinite(x[e]);
+        tu_buf tail = *w[i].b;
+        tail.t.data = (float *)tail.t.data + w[i].owned * w[i].row;
+        tail.elems -= (size_t)(w[i].owned * w[i].row);
+        tu_check(finite, "varlen rows past the end: %s of the sequences' rows not finite (NaN read?)", w[i].name);
+        tu_check(tu_buf_all_poisoned(&tail), "varlen rows past the end: %s written past the last offset", w[i].name);
+    }
+    la_context_destroy(ctx);
+    tu_buf *all[] = {&q, &k, &v, &dout, &out, &lse, &dq, &dk, &dv};
+    for (int i = 0; i < 9; i++) tu_buf_free(all[i]);
+}
+
 /* ------------------------------------------- base helpers vs brute force */
 
 /* A random valid view of at most 3 dims inside a 512-byte window at base. */
@@ -692,6 +738,7 @@ int main(void) {
     alias_cases(&rng);
     legal_sharing(&rng);
     zero_sizes(&rng);
+    rows_past_last_offset(&rng);
     helpers_vs_brute_force(&rng);
     return tu_finish();
 }

@@ -417,8 +417,17 @@ static void group_shared(group *g, scratch *w, float *const *partials, int team,
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < nrows; r++) pack_query_row(g, r / g->cn, g->c0 + r % g->cn);
         memset(w->dq, 0, (size_t)(nrows * g->Dp) * sizeof(float));
+        /* A thread's dQ partial sums the key units it took, so which thread
+         * takes which unit decides dQ's rounding. deterministic asks for
+         * bit-identical runs: a fixed round-robin (causal costs fall with
+         * the unit, so it stays balanced); else whoever is free first. */
+        if (g->bp->deterministic) {
+#pragma omp for schedule(static, 1)
+            for (int64_t u = 0; u < nkb; u++) key_unit(g, w, u);
+        } else {
 #pragma omp for schedule(dynamic, 1)
-        for (int64_t u = 0; u < nkb; u++) key_unit(g, w, u);
+            for (int64_t u = 0; u < nkb; u++) key_unit(g, w, u);
+        }
 #pragma omp for schedule(static)
         for (int64_t r = 0; r < nrows; r++) reduce_dq_row(g, partials, team, r / g->cn, g->c0 + r % g->cn);
         if (g->c0 + g->cn >= g->lq) break;
