@@ -96,7 +96,8 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
         const int64_t D = 8 * tu_randint(rng, 1, 9), lk = tu_randint(rng, 1, 300),
                       lq = tu_randint(rng, 1, 3) == 1 ? lk + tu_randint(rng, 1, 40) : tu_randint(rng, 1, lk),
                       nr = tu_randint(rng, 1, lq < 20 ? lq : 20), i0 = tu_randint(rng, 0, lq - nr),
-                      kstride = D + 8 * tu_randint(rng, 0, 1);
+                      kstride = D + 8 * tu_randint(rng, 0, 1),
+                      nd = lk + lq; /* rdiag's slots: j - diag_i + lk lies in [1, lk + lq - 1] */
         float slopes[1] = {(float)tu_uniform(rng, 0.01, 0.3)};
         la_score_rule r = {.scale = (float)tu_uniform(rng, 0.1, 0.6), .causal = it % 3 != 2, .window_left = -1,
                            .window_right = -1, .sinks = 0, .softcap = 0, .alibi_slopes = NULL,
@@ -109,16 +110,16 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
         const la_dtype kdt = it % 6 == 5 ? LA_F16 : LA_F32;
         float *qf = tu_alloc(sizeof(float) * (size_t)(nr * D)), *scores = tu_alloc(sizeof(float) * (size_t)(nr * lk)),
               *pack = tu_alloc(sizeof(float) * (size_t)(D * LA_SEL_PANEL)),
-              *col = tu_alloc(sizeof(float) * (size_t)lk), *rdiag = tu_alloc(sizeof(float) * (size_t)(2 * lk));
+              *col = tu_alloc(sizeof(float) * (size_t)lk), *rdiag = tu_alloc(sizeof(float) * (size_t)nd);
         void *k = tu_alloc(la_dtype_size(kdt) * (size_t)(lk * kstride));
         tu_fill(rng, qf, LA_F32, nr * D, -1.5, 1.5);
         tu_fill(rng, k, kdt, lk * kstride, -1.5, 1.5);
         tu_fill(rng, col, LA_F32, lk, 0, 1);
-        tu_fill(rng, rdiag, LA_F32, 2 * lk, 0, 1);
-        double *wcol = tu_alloc(sizeof(double) * (size_t)lk), *wdiag = tu_alloc(sizeof(double) * (size_t)(2 * lk)),
+        tu_fill(rng, rdiag, LA_F32, nd, 0, 1);
+        double *wcol = tu_alloc(sizeof(double) * (size_t)lk), *wdiag = tu_alloc(sizeof(double) * (size_t)nd),
                *w = tu_alloc(sizeof(double) * (size_t)lk);
         for (int64_t j = 0; j < lk; j++) wcol[j] = col[j];
-        for (int64_t j = 0; j < 2 * lk; j++) wdiag[j] = rdiag[j];
+        for (int64_t j = 0; j < nd; j++) wdiag[j] = rdiag[j];
         int64_t seen_want = 0;
         for (int64_t rr = 0; rr < nr; rr++) {
             const int64_t i = i0 + rr, diag = i + lk - lq;
@@ -141,14 +142,14 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
                 if (w[j] == -INFINITY) continue;
                 const double p = exp(w[j] - m) / z;
                 wcol[j] += p;
-                if (j - diag >= -lk && j - diag < lk) wdiag[j - diag + lk] += p;
+                wdiag[j - diag + lk] += p;
             }
         }
         /* the packed variant: the same sums from keys packed once (la_cpu_sel_pack_keys) */
         const int64_t npan = (lk + LA_SEL_PANEL - 1) / LA_SEL_PANEL;
         float *panels = tu_alloc(sizeof(float) * (size_t)(npan * LA_SEL_PANEL * D)),
-              *col2 = tu_alloc(sizeof(float) * (size_t)lk), *rdiag2 = tu_alloc(sizeof(float) * (size_t)(2 * lk));
-        memcpy(col2, col, sizeof(float) * (size_t)lk), memcpy(rdiag2, rdiag, sizeof(float) * (size_t)(2 * lk));
+              *col2 = tu_alloc(sizeof(float) * (size_t)lk), *rdiag2 = tu_alloc(sizeof(float) * (size_t)nd);
+        memcpy(col2, col, sizeof(float) * (size_t)lk), memcpy(rdiag2, rdiag, sizeof(float) * (size_t)nd);
         LA_ISA_PICK(la_cpu_sel_pack_keys, lv)(k, kdt, kstride, lk, D, panels);
         /* scored against every key (more than the rows may see: rows ld = lk apart), then summed */
         LA_ISA_PICK(la_cpu_sel_scores_packed, lv)(qf, nr, panels, lk, D, scores);
@@ -157,7 +158,7 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
         const int64_t seen = sums(&r, slope, qf, i0, nr, k, kdt, kstride, lq, lk, D, scores, pack, col, rdiag);
         double worst2 = 0;
         for (int64_t j = 0; j < lk; j++) worst2 = fmax(worst2, isnan(col2[j]) ? INFINITY : fabs(col2[j] - wcol[j]));
-        for (int64_t j = 0; j < 2 * lk; j++)
+        for (int64_t j = 0; j < nd; j++)
             worst2 = fmax(worst2, isnan(rdiag2[j]) ? INFINITY : fabs(rdiag2[j] - wdiag[j]));
         tu_check(seen2 == seen_want && worst2 < 2e-5, "sums packed [%s] lq %lld lk %lld D %lld: %lld rows (want %lld), "
                  "error %.3g (tolerance 2e-5)", la_simd_name(lv), (long long)lq, (long long)lk, (long long)D,
@@ -168,7 +169,7 @@ static void sums_cases(uint64_t *rng, la_simd lv) {
             const double e = fabs(col[j] - wcol[j]);
             worst = isnan(e) ? INFINITY : e > worst ? e : worst;
         }
-        for (int64_t j = 0; j < 2 * lk; j++) {
+        for (int64_t j = 0; j < nd; j++) {
             const double e = fabs(rdiag[j] - wdiag[j]);
             worst = isnan(e) ? INFINITY : e > worst ? e : worst;
         }
