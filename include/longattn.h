@@ -270,7 +270,7 @@ typedef enum {
 
 typedef struct {
     float scale;               /* 0 means 1/sqrt(head_dim) */
-    int causal;                /* bottom-right aligned when Lq != Lk */
+    int causal;                /* nonzero: causal, bottom-right aligned when Lq != Lk */
     int64_t window_left;       /* keys visible left of the diagonal; -1 = unlimited */
     int64_t window_right;      /* keys visible right of the diagonal; -1 = unlimited */
     int64_t sinks;             /* first `sinks` keys visible whatever window_left says (StreamingLLM);
@@ -1329,7 +1329,10 @@ typedef struct {
      * query, scaled per key channel, to int8 once per (query row, key
      * group) with one f32 scale per row and group (as llama.cpp rounds Q
      * to q8_0 for its quantised-K dot products) where the CPU has
-     * AVX512-VNNI and AVX512-VBMI, and takes q.k as integer dot products
+     * AVX512-VNNI and AVX512-VBMI and the format suits its passes
+     * (head_dim, quant_value_group and quant_key_group multiples of 16,
+     * at most 16 value groups a row; elsewhere the queries stay f32, as
+     * with true), and takes q.k as integer dot products
      * with the codes: a score moves by at most D * n * max_d |q_d s_d| /
      * 508 (q scaled by the softmax scale, s_d the channel's scale, n 255
      * for int8 and 15 for int4; the rounding's mean over the codes is
