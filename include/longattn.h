@@ -114,9 +114,12 @@ typedef struct {
 } la_tensor;
 
 /* A contiguous row-major CPU view; unused trailing dims may be passed as 0
- * only via ndim (la_tensor_contiguous(p, LA_F32, 3, (int64_t[]){T, H, D})). */
+ * only via ndim (la_tensor_contiguous(p, LA_F32, 3, (int64_t[]){T, H, D})).
+ * ndim outside 1..LA_MAX_DIMS or a NULL shape gives a view that every call
+ * refuses (LA_ERR_SHAPE) and la_tensor_numel counts as -1. */
 LA_API la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64_t *shape);
-/* Number of elements, or -1 if the product overflows or a dim is negative. */
+/* Number of elements (0 when a dim is 0), or -1 if the product overflows, a
+ * dim is negative, t is NULL or its ndim is outside 1..LA_MAX_DIMS. */
 LA_API int64_t la_tensor_numel(const la_tensor *t);
 
 /* ------------------------------------------------------------- context */
@@ -159,7 +162,11 @@ LA_API bool la_parse_decimal(const char *s, size_t n, double *out);
 
 typedef struct la_context la_context;
 
-/* threads <= 0 uses the OpenMP default (OMP_NUM_THREADS or all cores). */
+/* threads: 1..4096, or <= 0 for the OpenMP default (OMP_NUM_THREADS or
+ * all cores, capped at 4096); above 4096 LA_ERR_ARGUMENT. The same for
+ * la_context_set_threads (a refused count leaves the context's as it was).
+ * A new context runs at la_simd_detected()'s level. la_context_destroy(NULL)
+ * is a no-op. */
 LA_API la_status la_context_create(la_context **out, int threads);
 LA_API void la_context_destroy(la_context *ctx);
 LA_API la_status la_context_set_threads(la_context *ctx, int threads);

@@ -20,6 +20,10 @@
 /* Clear the message; returns LA_OK. Every public entry ends with it. */
 #define la_succeed la_clear_error
 
+/* The most threads a context runs (la_context_set_threads' range, the
+ * ceilings' too): more than OpenMP can start crash it. */
+#define LA_MAX_THREADS 4096
+
 struct la_context {
     int threads;
     la_simd simd;

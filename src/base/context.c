@@ -55,9 +55,13 @@ void *la_context_cuda_stream(const la_context *ctx) { return ctx ? ctx->cuda_str
 
 la_status la_context_set_threads(la_context *ctx, int threads) {
     if (!ctx) return la_fail(LA_ERR_NULL, "ctx is NULL");
-    if (threads > 4096) return la_fail(LA_ERR_ARGUMENT, "threads is %d; at most 4096", threads);
+    if (threads > LA_MAX_THREADS) return la_fail(LA_ERR_ARGUMENT, "threads is %d; at most %d", threads, LA_MAX_THREADS);
 #ifdef _OPENMP
-    if (threads <= 0) threads = omp_get_max_threads();
+    /* the OpenMP default follows OMP_NUM_THREADS, which may ask for more
+     * than the limit an explicit count is held to (OMP_NUM_THREADS=5000
+     * gave a context of 5000 threads, past what la_peak_* and the kernels
+     * take): capped the same way */
+    if (threads <= 0) threads = omp_get_max_threads() < LA_MAX_THREADS ? omp_get_max_threads() : LA_MAX_THREADS;
 #else
     threads = 1;
 #endif

@@ -5,7 +5,10 @@ la_tensor la_tensor_contiguous(void *data, la_dtype dtype, int ndim, const int64
     memset(&t, 0, sizeof t);
     t.data = data;
     t.dtype = dtype;
-    t.ndim = ndim;
+    /* ndim out of range or no shape: a view every call refuses (its dims
+     * are not the count asked for) and la_tensor_numel calls -1; a NULL
+     * shape once gave ndim zero dims, a well-formed empty view */
+    t.ndim = shape ? ndim : 0;
     if (ndim < 1 || ndim > LA_MAX_DIMS || !shape) return t;
     int64_t stride = 1;
     for (int i = ndim - 1; i >= 0; i--) {

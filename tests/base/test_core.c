@@ -8,6 +8,9 @@
 
 #include <math.h>
 #include <stdlib.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <time.h>
 
 static void test_status(void) {
@@ -46,6 +49,34 @@ static void test_context(void) {
     la_context_destroy(NULL);
 }
 
+/* The OpenMP default (threads <= 0) is held to la_context_set_threads'
+ * limit of 4096 too: OMP_NUM_THREADS=5000 (here omp_set_num_threads, which
+ * sets what it sets) gave contexts of 5000 threads. */
+static void test_default_threads_capped(void) {
+#ifdef _OPENMP
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(5000);
+    la_context *ctx = NULL;
+    TU_EXPECT_STATUS(la_context_create(&ctx, 0), LA_OK);
+    if (ctx) {
+        tu_check(la_context_threads(ctx) == 4096, "default threads with OMP at 5000: %d, want 4096",
+                 la_context_threads(ctx));
+        TU_EXPECT_STATUS(la_context_set_threads(ctx, 7), LA_OK);
+        TU_EXPECT_STATUS(la_context_set_threads(ctx, -3), LA_OK);
+        tu_check(la_context_threads(ctx) == 4096, "set_threads(-3) with OMP at 5000: %d, want 4096",
+                 la_context_threads(ctx));
+        TU_EXPECT_STATUS(la_context_set_threads(ctx, 4097), LA_ERR_ARGUMENT);
+        tu_check(la_context_threads(ctx) == 4096, "a refused count changes nothing");
+        la_context_destroy(ctx);
+    }
+    omp_set_num_threads(saved);
+    TU_EXPECT_STATUS(la_context_create(&ctx, 0), LA_OK);
+    tu_check(ctx && la_context_threads(ctx) == saved, "default threads follow OpenMP's: %d, want %d",
+             ctx ? la_context_threads(ctx) : -1, saved);
+    la_context_destroy(ctx);
+#endif
+}
+
 static void test_simd_env(void) {
     setenv("LONGATTN_SIMD", "scalar", 1);
     tu_check(la_simd_detected() == LA_SIMD_SCALAR, "LONGATTN_SIMD=scalar caps detection");
@@ -80,6 +111,17 @@ static void test_tensor(void) {
     bad = t;
     bad.dtype = (la_dtype)9;
     TU_EXPECT_STATUS(la_check_tensor(&bad, "t", 3, 0), LA_ERR_DTYPE);
+    /* a NULL shape or an ndim out of range: a view the checks refuse and
+     * numel counts -1 (a NULL shape gave three zero dims, an empty view) */
+    const int bad_ndims[] = {0, -1, LA_MAX_DIMS + 1};
+    for (int i = 0; i < 3; i++) {
+        bad = la_tensor_contiguous(buf, LA_F32, bad_ndims[i], (int64_t[]){1, 1, 1, 1, 1});
+        tu_check(la_tensor_numel(&bad) == -1, "numel of ndim %d", bad_ndims[i]);
+    }
+    bad = la_tensor_contiguous(buf, LA_F32, 3, NULL);
+    tu_check(la_tensor_numel(&bad) == -1, "numel of a NULL shape: %lld", (long long)la_tensor_numel(&bad));
+    TU_EXPECT_STATUS(la_check_tensor(&bad, "t", 3, 7u), LA_ERR_SHAPE);
+    tu_check(la_tensor_numel(NULL) == -1, "numel of NULL");
     tu_check(la_dtype_size(LA_BF16) == 2 && la_dtype_size(LA_F32) == 4 && la_dtype_size((la_dtype)9) == 0, "sizes");
 }
 
@@ -183,6 +225,7 @@ int main(void) {
     test_peak_bad_input();
     test_status();
     test_context();
+    test_default_threads_capped();
     test_simd_env();
     test_tensor();
     test_half();
