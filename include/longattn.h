@@ -154,7 +154,8 @@ LA_API la_status la_env_check(void);
  * with an optional point, an optional exponent, and nothing else. True
  * with *out set; false, *out untouched, for an empty string, blanks, hex
  * ("0x0.8"), inf, nan, more than 63 bytes, a NULL pointer or a value out
- * of double's range (strtod takes all but the last). The rule for numbers
+ * of double's normal range (strtod takes all but the last): above DBL_MAX,
+ * or nonzero below DBL_MIN (2.2e-308; "1e-310" too). The rule for numbers
  * inside the library's option strings (la_kv_policy_parse's and
  * la_sparse_choice_parse's budgets); the longattn CLI applies it to its
  * number options. Sets no error message. */
@@ -222,7 +223,8 @@ LA_API void *la_context_cuda_stream(const la_context *ctx);
 LA_API int la_cuda_available(void);
 /* Memory on a device, so a program with no CUDA toolkit of its own (the
  * longattn CLI is one) can place tensors on a GPU. la_device_alloc returns
- * `bytes` (> 0) of memory on `device` aligned to 256 bytes: host memory for
+ * `bytes` (> 0, else LA_ERR_ARGUMENT) of memory on `device` aligned to 256
+ * bytes (*out NULL on failure): host memory for
  * LA_DEVICE_CPU, GPU memory for LA_DEVICE_CUDA; free it with
  * la_device_free and the same device (NULL is a no-op). la_device_copy
  * copies `bytes` between any two devices' memory and returns when the copy

@@ -77,6 +77,19 @@ static void test_default_threads_capped(void) {
 #endif
 }
 
+/* la_parse_decimal's range is double's normal one (longattn.h): strtod
+ * flags a subnormal result as a range error, and so it is refused. */
+static void test_parse_decimal_range(void) {
+    double v = -1;
+    tu_check(la_parse_decimal("2.2250738585072014e-308", 23, &v) && v == 2.2250738585072014e-308, "DBL_MIN taken");
+    tu_check(la_parse_decimal("1.7976931348623157e308", 22, &v) && v == 1.7976931348623157e308, "DBL_MAX taken");
+    v = -1;
+    tu_check(!la_parse_decimal("1e-310", 6, &v) && v == -1, "subnormal 1e-310 refused");
+    tu_check(!la_parse_decimal("1e-400", 6, &v) && v == -1, "1e-400 refused");
+    tu_check(!la_parse_decimal("1.8e308", 7, &v) && v == -1, "1.8e308 refused");
+    tu_check(la_parse_decimal("0e-400", 6, &v) && v == 0, "zero with a large exponent taken");
+}
+
 static void test_simd_env(void) {
     setenv("LONGATTN_SIMD", "scalar", 1);
     tu_check(la_simd_detected() == LA_SIMD_SCALAR, "LONGATTN_SIMD=scalar caps detection");
@@ -226,6 +239,7 @@ int main(void) {
     test_status();
     test_context();
     test_default_threads_capped();
+    test_parse_decimal_range();
     test_simd_env();
     test_tensor();
     test_half();
