@@ -69,11 +69,15 @@ bool cli_default_threads(const char *cmd, int64_t *threads) {
     if (la_context_create(&ctx, 0)) return true; /* the command's own context creation will say why */
     const int n = la_context_threads(ctx);
     la_context_destroy(ctx);
-    /* OMP_NUM_THREADS=99999 was taken as is: the run made no progress in minutes on 2 cores */
+    /* OMP_NUM_THREADS=99999 was taken as is: the run made no progress in minutes on 2 cores. The
+     * library caps the OpenMP default at 4096, so the count asked for is read here (its first
+     * value: OMP_NUM_THREADS may list one per nesting level) to refuse it as --threads would */
     const char *omp = getenv("OMP_NUM_THREADS");
-    if (n > 4096) {
-        fprintf(stderr, "%s: the default thread count (OMP_NUM_THREADS%s%s%s) is %d, past the 4096 --threads takes; "
-                        "give --threads N\n", cmd, omp ? "='" : "", omp ? omp : " unset", omp ? "'" : "", n);
+    const long long asked = omp ? strtoll(omp, NULL, 10) : 0;
+    if (n > 4096 || asked > 4096) {
+        fprintf(stderr, "%s: the default thread count (OMP_NUM_THREADS%s%s%s) is %lld, past the 4096 --threads takes; "
+                        "give --threads N\n", cmd, omp ? "='" : "", omp ? omp : " unset", omp ? "'" : "",
+                asked > n ? asked : (long long)n);
         return false;
     }
     long online = sysconf(_SC_NPROCESSORS_ONLN);
