@@ -35,6 +35,7 @@ typedef struct {
     int64_t L[MAX_LIST], D[MAX_LIST];
     int nL, nD;
     int causal[2], ncausal;
+    int deterministic[2], ndeterministic; /* attention: la_attention_params.deterministic (0: not given) */
     la_dtype dtype[3];
     int ndtype;
     bool fwd, bwd, decode; /* decode: linear's decode-step rows */
@@ -95,7 +96,8 @@ static bool items_ok(const char *s) { return *s && s[0] != ',' && s[strlen(s) - 
  * repeat in any list is a usage error, as in eval's lists: "--L 1024,1024"
  * timed the row twice, "--type q8_0,q8_0" printed it twice. */
 static bool list_repeats(const char *option, const char *s, char *dup, size_t cap) {
-    const bool numeric = !strcmp(option, "--L") || !strcmp(option, "--D") || !strcmp(option, "--causal");
+    const bool numeric = !strcmp(option, "--L") || !strcmp(option, "--D") || !strcmp(option, "--causal") ||
+                         !strcmp(option, "--deterministic");
     for (const char *a = s; *a; a += strcspn(a, ",") + (a[strcspn(a, ",")] == ',')) {
         const size_t na = strcspn(a, ",");
         for (const char *b = s; b < a; b += strcspn(b, ",") + 1) {
@@ -136,8 +138,8 @@ static void usage(FILE *f) {
     fprintf(f,
             "usage: longattn bench peak|attention|decode|kvquant|linear|sparse|matmul [--json] [--quick] [--threads N] [--cold]\n"
             "       [--backend cpu|cuda]: cuda times attention (--pass fwd|bwd, --L, --H 16, --D 128, --tokens 16384,\n"
-            "               --iters 20), decode and sparse on GPU 0 through the public API, as JSON lines, after a\n"
-            "               device copy ceiling (tools/bench_gpu.c says which shapes)\n"
+            "               --iters 20, --deterministic 0,1 with bwd), decode and sparse on GPU 0 through the public\n"
+            "               API, as JSON lines, after a device copy ceiling (tools/bench_gpu.c says which shapes)\n"
             "       --cold (every benchmark but peak, and not sparse --qk-file): evict the caches before every\n"
             "               timed run, so short rows read their inputs from memory as long ones do (rows carry\n"
             "               \"caches\":\"cold\")\n"
@@ -145,15 +147,19 @@ static void usage(FILE *f) {
             "       --budget SECONDS (every benchmark but peak): skip rows estimated to take longer (a decimal\n"
             "               in [0.001, 1000000])\n"
             "       Each benchmark takes only the options listed for it; another is a usage error. A list\n"
-            "       (--L, --D, --causal, --dtype, --pass, --type, --qk-file) names each item once: a repeat is\n"
-            "       a usage error; --L and --D take at most 16 items.\n"
+            "       (--L, --D, --causal, --deterministic, --dtype, --pass, --type, --qk-file) names each item\n"
+            "       once: a repeat is a usage error; --L and --D take at most 16 items.\n"
             "       peak:      the ceilings alone (FP32 FMA, BF16 dot, AMX BF16 tiles, read bandwidth)\n"
             "       attention: [--L 512,1024,...] [--D 64,128] [--causal 0,1] [--dtype f32,bf16,f16]\n"
             "                  [--pass fwd,bwd] [--B 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
+            "                  [--deterministic 0,1 (default 0)]: la_attention_params.deterministic; given, rows\n"
+            "                  carry \"deterministic\" and bwd rows must run. bwd rows are timed at each value;\n"
+            "                  fwd rows, which it does not change, once, at the first\n"
             "       decode:    [--L 1024,...,32768] [--dtype f32,bf16,f16] [--H 32] [--Hkv 8] [--D 128]\n"
             "       kvquant:   [--L 8192,32768] [--H 32] [--Hkv 8] [--D 128] decode through la_kv_cache_decode\n"
             "                  over f32, f16, q8 and q4 pages\n"
-            "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1] [--decay none|head|token|channel]\n"
+            "       linear:    [--L 1024,...] [--D 128] [--H 8] [--B 1]\n"
+            "                  [--decay none|head|token|channel (default token)]\n"
             "                  [--chunk 64 (1..1024)] [--pass fwd,bwd,decode] [--budget SECONDS]\n"
             "                  [--op linear|delta|gated_delta|titans|mamba|aaren|all]: the mixer (default\n"
             "                  linear, with Titans); exact causal attention first, then each mixer's rows\n"
@@ -162,8 +168,9 @@ static void usage(FILE *f) {
             "                  read-modify-write bandwidth). mamba: the selective scan (D = --D, default\n"
             "                  1536, N 16); aaren: --D / 64 heads of 64; all: Mamba H x D channels, Aaren\n"
             "                  H x D / 64 heads of 64\n"
-            "                  [--feature identity|elu1|relu|taylor|hedgehog] (linear attention's map; taylor:\n"
-            "                  Dk 16, 273 features; hedgehog: D / 2 projections, D features)\n"
+            "                  [--feature identity|elu1|relu|taylor|hedgehog] (linear attention's map, in its\n"
+            "                  length and decode rows, as --decay is; taylor: Dk 16, 273 features; hedgehog: D / 2\n"
+            "                  projections, D features; neither takes --decay channel)\n"
             "       sparse:    [--L 8192,16384,32768] [--D 128] [--causal 1] [--H 8] [--Hkv 8] [--budget SECONDS]\n"
             "                  each selector at a few budgets (static A-shape local 8, 26, 32; top-k gamma 0.9,\n"
             "                  top_k 16; vertical-slash 64, 64) against the dense kernel at the same shape\n"
@@ -177,7 +184,7 @@ static void usage(FILE *f) {
             "                  ratio to the AMX BF16 ceiling, the others to the FP32 FMA one (\"ceiling\" names it)\n");
 }
 
-/* --causal: 0 and/or 1, comma-separated; -1 for anything else. */
+/* --causal, --deterministic: 0 and/or 1, comma-separated; -1 for anything else. */
 static int parse_causal(const char *s, int *out) {
     int n = 0;
     for (;; s += 2) {
@@ -209,7 +216,8 @@ static const struct {
     const char *const options[11];
 } bench_options[] = {
     {"peak", {NULL}},
-    {"attention", {"--L", "--D", "--causal", "--dtype", "--pass", "--B", "--H", "--Hkv", "--budget", NULL}},
+    {"attention",
+     {"--L", "--D", "--causal", "--deterministic", "--dtype", "--pass", "--B", "--H", "--Hkv", "--budget", NULL}},
     {"decode", {"--L", "--D", "--dtype", "--H", "--Hkv", "--budget", NULL}},
     {"kvquant", {"--L", "--D", "--H", "--Hkv", "--budget", NULL}},
     {"linear", {"--L", "--D", "--B", "--H", "--decay", "--chunk", "--pass", "--op", "--feature", "--budget", NULL}},
@@ -266,7 +274,8 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
     o->decay = LA_DECAY_TOKEN, o->chunk = 64;
     static const char *const value_options[] = {"--threads", "--backend", "--qk-file", "--L", "--D", "--B", "--H",
                                                 "--Hkv", "--budget", "--dtype", "--chunk", "--type", "--op",
-                                                "--feature", "--decay", "--causal", "--pass", NULL};
+                                                "--feature", "--decay", "--causal", "--deterministic", "--pass",
+                                                NULL};
     int b = 0; /* the benchmark, as bench_options numbers them; -1 unknown */
     while (b < N_BENCHES && strcmp(argv[1], bench_options[b].bench)) b++;
     if (b == N_BENCHES) b = -1;
@@ -342,24 +351,27 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
                 if (!strcmp(val, names[d])) o->decay = d;
         }
         else if (!strcmp(a, "--causal")) o->ncausal = parse_causal(val, o->causal);
+        else if (!strcmp(a, "--deterministic")) o->ndeterministic = parse_causal(val, o->deterministic);
         else if (!strcmp(a, "--pass")) bad = !parse_passes(val, o), o->pass_given = true;
         if ((!strcmp(a, "--qk-file") || !strcmp(a, "--dtype") || !strcmp(a, "--type") || !strcmp(a, "--pass")) &&
             !items_ok(val))
             bad = true;
         /* a list's repeat is refused whatever else is wrong with it, and named */
         const bool is_list = !strcmp(a, "--L") || !strcmp(a, "--D") || !strcmp(a, "--causal") ||
-                             !strcmp(a, "--dtype") || !strcmp(a, "--pass") || !strcmp(a, "--type") ||
-                             !strcmp(a, "--qk-file");
+                             !strcmp(a, "--deterministic") || !strcmp(a, "--dtype") || !strcmp(a, "--pass") ||
+                             !strcmp(a, "--type") || !strcmp(a, "--qk-file");
         char dup[64];
         const bool repeat = is_list && items_ok(val) && list_repeats(a, val, dup, sizeof dup);
         int items = 1;
         for (const char *c = val; *c; c++) items += *c == ',';
-        if (repeat || bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->decay < 0 ||
-            o->op < 0 || o->feature < 0 || o->nmm_type < 0) {
+        if (repeat || bad || o->nL < 0 || o->nD < 0 || o->ndtype < 0 || o->ncausal < 0 || o->ndeterministic < 0 ||
+            o->decay < 0 || o->op < 0 || o->feature < 0 || o->nmm_type < 0) {
             fprintf(stderr, "%s: bad value for %s: '%s'", CMD, a, val);
             if (repeat) fprintf(stderr, " lists '%s' twice (each item once)", dup);
             else if ((!strcmp(a, "--L") || !strcmp(a, "--D")) && items > MAX_LIST)
                 fprintf(stderr, " (%d items; at most %d)", items, MAX_LIST);
+            else if (!strcmp(a, "--causal") || !strcmp(a, "--deterministic"))
+                fprintf(stderr, " (0 and/or 1, comma-separated)");
             else if (!strcmp(a, "--type"))
                 fprintf(stderr, " (types f32, f16, bf16, q8_0, q4_0, q4_1; q4_k and q6_k blocks of 256 do not fit "
                                 "the 576-wide rows)");
@@ -389,6 +401,21 @@ static int parse_options(int argc, char **argv, options *o, bool decode) {
         /* Aaren has no decode-step rows: --pass decode ran none, exit 0 */
         fprintf(stderr, "%s: --pass decode: bench linear --op aaren has no decode-step rows (fwd and bwd only)\n",
                 CMD);
+        return -1;
+    }
+    if (o->ndeterministic && !(o->bwd && (!o->quick || o->pass_given))) {
+        /* a backward-only option where no backward row runs: dropped in silence */
+        fprintf(stderr, "%s: --deterministic changes the backward only, and no bwd row runs (%s)\n", CMD,
+                o->bwd ? "--quick times none unless --pass names bwd" : "--pass does not name bwd");
+        return -1;
+    }
+    if (b >= 0 && !strcmp(argv[1], "linear") && !o->scan_op && (o->op == 0 || o->op == 4) &&
+        o->decay == LA_DECAY_CHANNEL && (o->feature == LA_FEATURE_TAYLOR || o->feature == LA_FEATURE_HEDGEHOG)) {
+        /* the library refuses the pair by design (la_linear_params_default): every linear row was an error row */
+        fprintf(stderr, "%s: --decay channel does not go with --feature %s: a per-channel decay needs an elementwise "
+                        "map (identity, elu1 or relu); the Taylor and Hedgehog maps change the key channels, and "
+                        "take --decay none, head or token\n",
+                CMD, o->feature == LA_FEATURE_TAYLOR ? "taylor" : "hedgehog");
         return -1;
     }
     if (o->pass_given && o->decode && b >= 0 && strcmp(argv[1], "linear")) {
@@ -464,6 +491,9 @@ static int bench_attention(const options *o) {
     s.ncausal = o->ncausal ? o->ncausal : o->quick ? 1 : 2;
     s.dtype = o->ndtype ? o->dtype : default_dt;
     s.ndtype = o->ndtype ? o->ndtype : o->quick ? 1 : 2;
+    /* not given: NULL, deterministic 0 and rows as they always were */
+    s.deterministic = o->ndeterministic ? o->deterministic : NULL;
+    s.ndeterministic = o->ndeterministic;
     harness_list list = {0};
     attn_sweep_cases(&list, &s);
     harness_perf_opts po = perf_opts(o, true, o->quick ? 0.5 : 2.0);
@@ -509,7 +539,8 @@ static int bench_linear(const options *o) {
     harness_list list = {0};
     if (o->fwd || s.bwd) mixer_sweep_cases(&list, &s);
     if (o->decode) /* the decode rows: about 128 MiB of state (--quick: 32 MiB) */
-        mixer_decode_cases(&list, mixers, o->quick ? (scan ? 64 : 16) : 0, scan ? 1 : o->H, D, o->threads);
+        mixer_decode_cases(&list, mixers, o->quick ? (scan ? 64 : 16) : 0, scan ? 1 : o->H, D,
+                           (la_feature_map)o->feature, (la_decay_kind)o->decay, o->threads);
     harness_perf_opts po = perf_opts(o, false, o->quick ? 0.5 : 2.0);
     int status = harness_perf(&list, &po);
     harness_list_free(&list);

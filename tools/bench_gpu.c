@@ -5,7 +5,9 @@
  * attention: la_attention_forward (--pass fwd, the default) or the forward
  *   then la_attention_backward (--pass bwd), bf16 [B, L, H, D] in and out,
  *   lse f32. B x L = --tokens (16384) for L in 1K..--tokens, plus L 64K at
- *   batch 1 (or the lengths --L lists), causal and not. TFLOP/s count 4 D flops per visible
+ *   batch 1 (or the lengths --L lists), causal and not; --deterministic 0,1
+ *   (with --pass bwd) times them at each la_attention_params.deterministic,
+ *   and the rows carry it. TFLOP/s count 4 D flops per visible
  *   (query, key) pair for the forward, 14 for forward + backward (the
  *   forward's two products and the backward's five, the usual convention).
  * decode: la_attention_decode, f32 q [B, 1, 32, D] over a bf16 cache of 8
@@ -42,6 +44,7 @@ typedef struct {
     int64_t H, D, tokens, lens[MAX_LENS];
     int nlens, iters;
     bool bwd; /* forward + backward rows */
+    int det[2], ndet; /* attention: la_attention_params.deterministic values; ndet 0: not given (0, unprinted) */
 } gpu_options;
 
 static const la_device gpu = {LA_DEVICE_CUDA, 0};
@@ -162,18 +165,23 @@ static int attention_rows(la_context *ctx, const gpu_options *o, void *buf[9], i
                           int iters) {
     attn_call c = {.with_bwd = with_bwd};
     attn_tensors(&c, buf, B, L, o->H, o->D);
-    for (int causal = 0; causal < 2; causal++) {
-        c.p = la_attention_params_default();
-        c.p.causal = causal;
-        double med, min;
-        if (time_calls(ctx, run_attention, &c, iters, &med, &min)) return 1;
-        const double flops = (with_bwd ? 14.0 : 4.0) * (double)(B * o->H * o->D) * visible_pairs(L, causal);
-        printf("{\"op\":\"%s\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,\"D\":%lld,"
-               "\"causal\":%d,\"ms\":%.4f,\"min_ms\":%.4f,\"tflops\":%.1f}\n",
-               with_bwd ? "attention_fwdbwd" : "attention_fwd", (long long)B, (long long)L, (long long)o->H,
-               (long long)o->D, causal, med, min, flops / med * 1e-9);
-        fflush(stdout);
-    }
+    const int ndet = o->ndet ? o->ndet : 1; /* parse takes --deterministic with --pass bwd only */
+    for (int causal = 0; causal < 2; causal++)
+        for (int e = 0; e < ndet; e++) {
+            c.p = la_attention_params_default();
+            c.p.causal = causal;
+            c.p.deterministic = o->ndet ? o->det[e] : 0;
+            double med, min;
+            if (time_calls(ctx, run_attention, &c, iters, &med, &min)) return 1;
+            const double flops = (with_bwd ? 14.0 : 4.0) * (double)(B * o->H * o->D) * visible_pairs(L, causal);
+            char det[32] = ""; /* only when --deterministic was given: rows as they always were otherwise */
+            if (o->ndet) snprintf(det, sizeof det, ",\"deterministic\":%d", c.p.deterministic);
+            printf("{\"op\":\"%s\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,"
+                   "\"D\":%lld,\"causal\":%d%s,\"ms\":%.4f,\"min_ms\":%.4f,\"tflops\":%.1f}\n",
+                   with_bwd ? "attention_fwdbwd" : "attention_fwd", (long long)B, (long long)L, (long long)o->H,
+                   (long long)o->D, causal, det, med, min, flops / med * 1e-9);
+            fflush(stdout);
+        }
     return 0;
 }
 
@@ -307,7 +315,8 @@ static void gpu_usage(FILE *f) {
                "       [--H 16] [--D 128] [--tokens 16384] [--iters 20]: JSON lines timed on GPU 0 through the public\n"
                "       API, after a device copy ceiling; bwd rows time forward + backward. decode takes --L, --D and\n"
                "       --iters alone (32 query heads), sparse all but --tokens (batch 1). --L names each length\n"
-               "       once.\n");
+               "       once. attention also takes --deterministic 0,1 (default 0; with --pass bwd): the backward\n"
+               "       timed at each la_attention_params.deterministic, rows carrying it.\n");
 }
 
 /* Digits only, no sign or blank, in [1, hi] (this program links no CLI
@@ -324,7 +333,8 @@ static bool positive(const char *option, const char *text, long long hi, long lo
 /* 0: run; 1: --help was asked (usage printed); -1: a usage error (said). */
 static int parse(int argc, char **argv, gpu_options *o) {
     *o = (gpu_options){.H = 16, .D = 128, .tokens = 16384, .iters = 20};
-    static const char *const value_options[] = {"--backend", "--pass", "--L", "--H", "--D", "--tokens", "--iters", NULL};
+    static const char *const value_options[] = {"--backend", "--pass", "--L", "--H", "--D", "--tokens", "--iters",
+                                                "--deterministic", NULL};
     for (int i = 2; i < argc; i++) {
         const char *a = argv[i], *val;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return gpu_usage(stdout), 1;
@@ -344,13 +354,22 @@ static int parse(int argc, char **argv, gpu_options *o) {
          * was dropped in silence */
         const bool decode = !strcmp(argv[1], "decode"), sparse = !strcmp(argv[1], "sparse");
         if ((decode && (!strcmp(a, "--pass") || !strcmp(a, "--H") || !strcmp(a, "--tokens"))) ||
-            (sparse && !strcmp(a, "--tokens")))
+            ((decode || sparse) && !strcmp(a, "--deterministic")) || (sparse && !strcmp(a, "--tokens")))
             return fprintf(stderr, "%s: bench %s does not take %s\n", GPU_CMD, argv[1], a), -1;
         if (!strcmp(a, "--backend")) continue;
         else if (!strcmp(a, "--pass")) {
             if (strcmp(val, "fwd") && strcmp(val, "bwd"))
                 return fprintf(stderr, "%s: --pass takes fwd or bwd, got '%s'\n", GPU_CMD, val), -1;
             o->bwd = !strcmp(val, "bwd");
+        } else if (!strcmp(a, "--deterministic")) {
+            /* 0 and/or 1, each once: "0", "1", "0,1", "1,0" */
+            const bool one = (val[0] == '0' || val[0] == '1') && !val[1];
+            const bool two = (val[0] == '0' || val[0] == '1') && val[1] == ',' &&
+                             (val[2] == '0' || val[2] == '1') && val[2] != val[0] && !val[3];
+            if (!one && !two)
+                return fprintf(stderr, "%s: --deterministic takes 0, 1 or both (0,1), each once, got '%s'\n",
+                               GPU_CMD, val), -1;
+            o->ndet = two ? 2 : 1, o->det[0] = val[0] - '0', o->det[1] = two ? val[2] - '0' : 0;
         } else if (!strcmp(a, "--L")) {
             char list[256];
             o->nlens = 0; /* a repeated --L replaces the list, as every repeated option does */
@@ -372,6 +391,8 @@ static int parse(int argc, char **argv, gpu_options *o) {
         else if (!strcmp(a, "--tokens")) o->tokens = n;
         else o->iters = (int)n;
     }
+    if (o->ndet && !o->bwd) /* the forward ignores it: dropped in silence */
+        return fprintf(stderr, "%s: --deterministic changes the backward only: it needs --pass bwd\n", GPU_CMD), -1;
     /* bench_gpu sizes its buffers as max(tokens, 65536, --L) x H x D in int64: past 2^40 elements (2 TiB of
      * bf16) no GPU holds them, and the product could overflow */
     double rows = (double)(o->tokens > 65536 ? o->tokens : 65536);

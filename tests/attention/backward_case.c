@@ -45,6 +45,7 @@ static double tolerance(const attn_backward_spec *s) {
 static void describe(const harness_case *hc, harness_fields *f) {
     const bw_case *c = (const bw_case *)hc;
     attn_describe(f, &c->l, c->s.dt, c->s.H, c->s.Hkv, c->s.D, c->s.p.causal, "bwd");
+    if (c->s.show_deterministic) harness_field_int(f, "deterministic", c->s.p.deterministic);
 }
 
 /* FlashAttention's count: the backward is 2.5 forwards. */

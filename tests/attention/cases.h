@@ -27,6 +27,7 @@ typedef struct {
     bool want_lse; /* pass lse (softmax only) */
     int threads;
     la_attention_params p; /* options; the case attaches slopes and cu_seqlens */
+    bool show_deterministic; /* bench: the row carries p.deterministic (bench attention --deterministic) */
 } attn_forward_spec;
 
 harness_case *attn_forward_case(const attn_forward_spec *s);
@@ -48,6 +49,7 @@ typedef struct {
     bool dout_f32;        /* dout in f32 rather than the inputs' dtype */
     bool library_forward; /* out and lse from la_attention_forward, as in training (always so in perf
                              mode, which computes no reference first) */
+    bool show_deterministic; /* bench: the row carries p.deterministic (bench attention --deterministic) */
 } attn_backward_spec;
 
 harness_case *attn_backward_case(const attn_backward_spec *s);
@@ -80,6 +82,11 @@ typedef struct {
     int ncausal;
     const la_dtype *dtype;
     int ndtype;
+    /* la_attention_params.deterministic, 0 and/or 1; NULL: 0 alone, and no
+     * row prints it. A backward-only option: backward rows are timed at each
+     * value, forward rows (which it does not change) once, at the first. */
+    const int *deterministic;
+    int ndeterministic;
     bool fwd, bwd;
 } attn_sweep;
 

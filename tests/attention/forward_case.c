@@ -40,6 +40,7 @@ static void tolerance(la_dtype out_dt, double *atol, double *rtol) {
 static void describe(const harness_case *hc, harness_fields *f) {
     const fw_case *c = (const fw_case *)hc;
     attn_describe(f, &c->l, c->s.dt, c->s.H, c->s.Hkv, c->s.D, c->s.p.causal, "fwd");
+    if (c->s.show_deterministic) harness_field_int(f, "deterministic", c->s.p.deterministic);
 }
 
 static double flops(const harness_case *hc) {

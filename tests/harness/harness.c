@@ -253,12 +253,19 @@ static void print_json_string(const char *s) {
 
 #define TEXT_FIELD_WIDTH 7
 
+/* A table column: TEXT_FIELD_WIDTH, or its key's length where longer
+ * ("deterministic", "state_MiB"), so that header and rows stay aligned. */
+static int field_width(const harness_field *f) {
+    const int n = (int)strlen(f->key);
+    return n > TEXT_FIELD_WIDTH ? n : TEXT_FIELD_WIDTH;
+}
+
 /* `{"op":..,<fields>` (JSON) or the fields as table cells. */
 static void print_fields(const harness_case *c, const harness_fields *fs, const harness_perf_opts *o) {
     if (o->json) printf("{\"op\":\"%s\"", c->ops->op);
     for (int i = 0; i < fs->n; i++) {
         const harness_field *f = &fs->f[i];
-        if (!o->json) printf("%*s ", TEXT_FIELD_WIDTH, f->value);
+        if (!o->json) printf("%*s ", field_width(f), f->value);
         else if (f->quoted) printf(",\"%s\":\"%s\"", f->key, f->value);
         else printf(",\"%s\":%s", f->key, f->value);
     }
@@ -266,7 +273,7 @@ static void print_fields(const harness_case *c, const harness_fields *fs, const 
 
 static void print_header(const harness_case *c, const harness_fields *fs, const harness_perf_opts *o) {
     if (o->json) return;
-    for (int i = 0; i < fs->n; i++) printf("%*s ", TEXT_FIELD_WIDTH, fs->f[i].key);
+    for (int i = 0; i < fs->n; i++) printf("%*s ", field_width(&fs->f[i]), fs->f[i].key);
     bool bw = bandwidth_bound(c);
     printf("%10s %10s %10s %7s %8s %9s%s %s\n", "ms", bw ? "GB/s" : "GFLOP/s", bw ? "peak_GB/s" : "peak", "ratio",
            "rss_MB", "B/token", o->sampled_error ? "       err" : "", "ceiling");

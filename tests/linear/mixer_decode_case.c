@@ -1,6 +1,9 @@
 /* The decode rows of `longattn bench linear` (mixer_sweep.h): one decode
  * step of a linear mixer over a batch whose states exceed the caches, timed
- * as the GB/s of the state read and written once. Benchmark only: the
+ * as the GB/s of the state read and written once. Linear attention's row
+ * takes the sweep's feature map and decay, as its length rows do (Taylor:
+ * keys of 16, 273 feature rows of state; Hedgehog: D / 2 projections, D
+ * rows). Benchmark only: the
  * decode steps' results are checked by the mixers' tests (a decode loop
  * against the float64 recurrence), so reference() has none here. */
 #include "mixer_sweep.h"
@@ -19,7 +22,12 @@ typedef struct {
     harness_case base; /* first: the harness sees this */
     dec_mixer m;
     int64_t B, H, D; /* mamba: H x D channels, N 16 */
-    tu_buf q, k, v, g1, g2, g3, state, state2, out, A;
+    /* linear: its map and decay; Dx the key dim (q, k, a channel decay), Df the state's rows
+     * (the features), Dm Hedgehog's projections; the other mixers: Dx = Df = D */
+    la_feature_map feature;
+    la_decay_kind decay;
+    int64_t Dx, Df, Dm;
+    tu_buf q, k, v, g1, g2, g3, state, state2, out, A, W, head_decay;
 } dec_case;
 
 #define MAMBA_N 16
@@ -32,7 +40,7 @@ static double state_bytes(const dec_case *c) {
     switch (c->m) {
     case DEC_MAMBA: return f * (double)channels(c) * MAMBA_N;
     case DEC_TITANS: return 2 * f * (double)(c->H * c->D * c->D);
-    default: return f * (double)(c->H * c->D * c->D);
+    default: return f * (double)(c->H * c->Df * c->D);
     }
 }
 
@@ -46,8 +54,14 @@ static void describe(const harness_case *hc, harness_fields *f) {
         harness_field_int(f, "N", MAMBA_N);
     } else {
         harness_field_int(f, "H", c->H);
-        harness_field_int(f, "Dk", c->D);
+        harness_field_int(f, "Dk", c->Dx);
         harness_field_int(f, "Dv", c->D);
+    }
+    if (c->m == DEC_LINEAR) {
+        static const char *const feature[] = {"identity", "elu1", "relu", "taylor", "hedgehog"};
+        static const char *const decay[] = {"none", "head", "token", "channel"};
+        harness_field_str(f, "feature", feature[c->feature]);
+        harness_field_str(f, "decay", decay[c->decay]);
     }
     harness_field_str(f, "form", "decode");
     harness_field_num(f, "state_MiB", state_bytes(c) / (1 << 20));
@@ -87,19 +101,30 @@ static bool setup(harness_case *hc, uint64_t seed) {
         fill(&rng, &c->A, -2, -0.1);
         fill(&rng, &c->state, -1, 1);
     } else {
-        if (!init(&c->q, 3, B, H, D, 0) || !init(&c->k, 3, B, H, D, 0) || !init(&c->v, 3, B, H, D, 0) ||
-            !init(&c->g1, 2, B, H, 0, 0) || !init(&c->g2, 2, B, H, 0, 0) || !init(&c->g3, 2, B, H, 0, 0) ||
-            !init(&c->state, 4, B, H, D, D) || !init(&c->out, 3, B, H, D, 0))
+        const int64_t Dx = c->Dx;
+        /* g1: per token [B, H], or linear's per channel [B, H, Dx] */
+        const bool channel = c->m == DEC_LINEAR && c->decay == LA_DECAY_CHANNEL;
+        if (!init(&c->q, 3, B, H, Dx, 0) || !init(&c->k, 3, B, H, Dx, 0) || !init(&c->v, 3, B, H, D, 0) ||
+            !(channel ? init(&c->g1, 3, B, H, Dx, 0) : init(&c->g1, 2, B, H, 0, 0)) || !init(&c->g2, 2, B, H, 0, 0) ||
+            !init(&c->g3, 2, B, H, 0, 0) || !init(&c->state, 4, B, H, c->Df, D) || !init(&c->out, 3, B, H, D, 0))
             return false;
         if (c->m == DEC_TITANS && !init(&c->state2, 4, B, H, D, D)) return false;
+        if (c->m == DEC_LINEAR && c->feature == LA_FEATURE_HEDGEHOG) {
+            if (!init(&c->W, 3, H, Dx, c->Dm, 0)) return false;
+            fill(&rng, &c->W, -0.5, 0.5);
+        }
+        if (c->m == DEC_LINEAR && c->decay == LA_DECAY_HEAD) {
+            if (!init(&c->head_decay, 1, H, 0, 0, 0)) return false;
+            fill(&rng, &c->head_decay, -0.3, -0.01);
+        }
         fill(&rng, &c->q, -1, 1);
         fill(&rng, &c->k, -1, 1);
         fill(&rng, &c->v, -1, 1);
         float *k = c->k.t.data; /* unit-norm keys: the delta rule and Titans stay bounded over the repeats */
         for (int64_t r = 0; r < B * H; r++) {
             double n2 = 0;
-            for (int64_t d = 0; d < D; d++) n2 += (double)k[r * D + d] * k[r * D + d];
-            for (int64_t d = 0; d < D; d++) k[r * D + d] /= (float)sqrt(n2);
+            for (int64_t d = 0; d < Dx; d++) n2 += (double)k[r * Dx + d] * k[r * Dx + d];
+            for (int64_t d = 0; d < Dx; d++) k[r * Dx + d] /= (float)sqrt(n2);
         }
         if (c->m == DEC_TITANS) {
             fill(&rng, &c->g1, 0.5, 0.9);  /* eta */
@@ -121,8 +146,13 @@ static la_status run(harness_case *hc, la_context *ctx) {
     switch (c->m) {
     case DEC_LINEAR: {
         la_linear_params p = la_linear_params_default();
-        p.decay = LA_DECAY_TOKEN;
-        return la_linear_attention_decode(ctx, &p, &c->q.t, &c->k.t, &c->v.t, &c->g1.t, &c->state.t, &c->out.t);
+        p.feature = c->feature;
+        p.decay = c->decay;
+        if (c->feature == LA_FEATURE_HEDGEHOG) p.feature_proj = c->W.t.data, p.feature_proj_dim = c->Dm;
+        if (c->decay == LA_DECAY_HEAD) p.head_log_decay = c->head_decay.t.data;
+        const bool g = c->decay == LA_DECAY_TOKEN || c->decay == LA_DECAY_CHANNEL;
+        return la_linear_attention_decode(ctx, &p, &c->q.t, &c->k.t, &c->v.t, g ? &c->g1.t : NULL, &c->state.t,
+                                          &c->out.t);
     }
     case DEC_DELTA:
     case DEC_GATED_DELTA: {
@@ -157,7 +187,8 @@ static double check(harness_case *hc, const char *label, bool tally) {
 
 static void teardown(harness_case *hc) {
     dec_case *c = (dec_case *)hc;
-    tu_buf *all[] = {&c->q, &c->k, &c->v, &c->g1, &c->g2, &c->g3, &c->state, &c->state2, &c->out, &c->A};
+    tu_buf *all[] = {&c->q,     &c->k,      &c->v,   &c->g1, &c->g2, &c->g3,
+                     &c->state, &c->state2, &c->out, &c->A,  &c->W,  &c->head_decay};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) tu_buf_free(all[i]);
 }
 
@@ -178,7 +209,8 @@ static void results(harness_case *hc, double ms, harness_fields *out) {
 
 static const harness_ops dec_ops = {.op = "linear_decode", HARNESS_CASE_CALLBACKS, .results = results};
 
-void mixer_decode_cases(harness_list *list, unsigned mixers, int64_t B, int64_t H, int64_t D, int threads) {
+void mixer_decode_cases(harness_list *list, unsigned mixers, int64_t B, int64_t H, int64_t D, la_feature_map feature,
+                        la_decay_kind decay, int threads) {
     static const unsigned bit[DEC_COUNT] = {MIXER_LINEAR, MIXER_DELTA, MIXER_GATED_DELTA, MIXER_MAMBA, MIXER_TITANS};
     for (int m = 0; m < DEC_COUNT; m++) {
         if (!(mixers & bit[m])) continue;
@@ -186,6 +218,12 @@ void mixer_decode_cases(harness_list *list, unsigned mixers, int64_t B, int64_t 
         snprintf(name, sizeof name, "%s decode", dec_name[m]);
         dec_case *c = harness_case_new(sizeof *c, &dec_ops, name, threads, HARNESS_CEIL_READ_BW);
         c->m = (dec_mixer)m, c->H = H, c->D = D;
+        c->Dx = c->Df = D, c->feature = LA_FEATURE_IDENTITY, c->decay = LA_DECAY_TOKEN;
+        if (c->m == DEC_LINEAR) { /* the sizes of the length rows' map (linear_sweeps.c) */
+            c->feature = feature, c->decay = decay;
+            if (feature == LA_FEATURE_TAYLOR) c->Dx = 16, c->Df = 1 + 16 + 16 * 16;
+            if (feature == LA_FEATURE_HEDGEHOG) c->Dm = D / 2 > 0 ? D / 2 : 1, c->Df = 2 * c->Dm;
+        }
         c->B = B;
         if (c->B <= 0) { /* about 128 MiB of state */
             c->B = 1;

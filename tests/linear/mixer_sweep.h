@@ -56,9 +56,12 @@ void mixer_sweep_cases(harness_list *list, const mixer_sweep *s);
 
 /* The decode rows: B sequences of H heads of Dk = Dv = D (Mamba: H x D
  * channels, N 16), one token each; B 0 picks one so that each mixer's
- * states take about 128 MiB. threads: the bench's (the read-modify-write
- * ceiling runs on as many). */
-void mixer_decode_cases(harness_list *list, unsigned mixers, int64_t B, int64_t H, int64_t D, int threads);
+ * states take about 128 MiB. Linear attention's row runs feature and
+ * decay (Taylor: Dk 16; Hedgehog: D / 2 projections), its rows carry
+ * them; the other mixers' rows take neither. threads: the bench's (the
+ * read-modify-write ceiling runs on as many). */
+void mixer_decode_cases(harness_list *list, unsigned mixers, int64_t B, int64_t H, int64_t D, la_feature_map feature,
+                        la_decay_kind decay, int threads);
 
 /* Frees what the wrappers of mixer_sweep_cases own (call after
  * harness_list_free). */

@@ -643,6 +643,19 @@ static void check_bad_feature_inputs(void) {
     la_tensor dv = la_tensor_contiguous(v, LA_F32, 3, (int64_t[]){B, H, Dv});
     la_tensor dout = la_tensor_contiguous(out, LA_F32, 3, (int64_t[]){B, H, Dv});
     EXPECT_REJECT(la_linear_attention_decode(ctx, &pn, &dq, &dk, &dv, NULL, &tsk, &dout), LA_ERR_ARGUMENT);
+    /* a per-channel decay with Hedgehog whose 2 Dm features equal Dk: still no key channel per state row (it
+     * was run, each feature row under one key channel's gate), in every entry point */
+    la_linear_params phc = la_linear_params_default();
+    phc.feature = LA_FEATURE_HEDGEHOG, phc.feature_proj = W, phc.feature_proj_dim = Dk / 2;
+    phc.decay = LA_DECAY_CHANNEL;
+    la_tensor dg = la_tensor_contiguous(g, LA_F32, 3, (int64_t[]){B, H, Dk});
+    static float dgbuf[B * L * H * Dk];
+    la_tensor tdg = la_tensor_contiguous(dgbuf, LA_F32, 4, (int64_t[]){B, L, H, Dk});
+    EXPECT_REJECT(la_linear_attention_forward(ctx, &phc, &tq, &tk, &tv, &tg, NULL, &to, NULL), LA_ERR_UNSUPPORTED);
+    EXPECT_REJECT(la_linear_attention_decode(ctx, &phc, &dq, &dk, &dv, &dg, &tsk, &dout), LA_ERR_UNSUPPORTED);
+    EXPECT_REJECT(la_linear_attention_backward(ctx, &phc, &tq, &tk, &tv, &tg, NULL, &to, NULL, &tdq, &tdk, &tdv,
+                                               &tdg, NULL),
+                  LA_ERR_UNSUPPORTED);
     la_context_destroy(ctx);
 }
 

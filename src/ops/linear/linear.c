@@ -149,7 +149,9 @@ static la_status check_inputs(la_context *ctx, const la_linear_params *p, const 
     if ((s = check_params(p, P->H, need_chunk && !p->non_causal, form_used))) return s;
     P->Dx = P->Dk;
     if ((s = check_feature(p, P->H, P->Dx, &P->Dk))) return s;
-    if (P->Dk != P->Dx && p->decay == LA_DECAY_CHANNEL)
+    /* by the map, not by Df != Dx: Hedgehog with 2 Dm == Dk kept the key dim and its channel decay was run,
+     * one key channel's gate on each feature row, which mixes every channel */
+    if ((p->feature == LA_FEATURE_TAYLOR || p->feature == LA_FEATURE_HEDGEHOG) && p->decay == LA_DECAY_CHANNEL)
         return la_fail(LA_ERR_UNSUPPORTED, "a per-channel decay needs an elementwise feature map (the Taylor and "
                        "Hedgehog maps change the key channels)");
     if (p->non_causal && p->decay != LA_DECAY_NONE)
