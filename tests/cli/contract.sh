@@ -216,6 +216,19 @@ expect 1 "--dump-qk: 'README.md' is not a directory" run -m "$MODEL" -p "one two
 expect 2 "--dump-qk needs --kv full or streaming" run -m /nonexistent.gguf -p hi --dump-qk "$TMP/qk" --kv h2o:8
 expect 2 "--dump-qk needs a prompt of two or more tokens" run -m "$MODEL" -p hi -n 1 --ctx 64 --threads 2 \
     --raw --dump-qk "$TMP/qk"
+# what --dump-qk writes, bench sparse --qk-file reads: under streaming a prompt of two prefill chunks (512
+# tokens, then the rest) kept every chunk's queries but only the last chunk's keys (the earlier ones were
+# evicted): "q 593 x 9 x 64, k 145 x 3 x 64", a file bench sparse refused as not a longattn-qk file
+head -c 2600 bench/data/ppl-text.txt >"$TMP/p600.txt"
+rm -rf "$TMP/qk-stream"
+expect 0 "wrote $TMP/qk-stream/layer-00.qk \(q [0-9]+ x 9 x 64, k [0-9]+ x 3 x 64; the last prefill chunk's queries" \
+    run -m "$MODEL" -f "$TMP/p600.txt" -n 1 --temp 0 --ctx 1024 --threads 2 --kv streaming:64 \
+    --dump-qk "$TMP/qk-stream" --dump-layers 0
+expect 0 "Lq [0-9]+ Lk [0-9]+ H 9 Hkv 3 D 64" bench sparse --quick --threads 2 --qk-file "$TMP/qk-stream/layer-00.qk"
+# with nothing evicted, every query over every key (the full cache)
+expect 0 "wrote $TMP/qk-full/layer-01.qk \(q 10 x 9 x 64, k 10 x 3 x 64\)$" run -m "$MODEL" \
+    -p "one two three four five six seven eight nine ten" -n 1 --temp 0 --ctx 64 --threads 2 --raw \
+    --dump-qk "$TMP/qk-full" --dump-layers 1
 # nor do ppl's calibrations observe a stateful policy's prefill: their files held the target or zeros
 expect 2 "--calibrate-sparse needs --kv full or streaming" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
     --sparse topk:0.9 --calibrate-sparse "$TMP/cal" --kv snapkv:64
