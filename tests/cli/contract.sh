@@ -518,6 +518,21 @@ if [ -w /dev/full ]; then
     st=$?
     [ $st = 1 ] && grep -q "generation: *1 tokens.*stop: the output could not be written" "$TMP/err" ||
         fail "run -n 40 >/dev/full: exit $st, $(grep generation "$TMP/err")"
+    # ... and so do ppl and eval, at the first result they cannot write (they ran to the end, results lost)
+    head -c 1200 bench/data/ppl-text.txt >"$TMP/p272.txt" # 272 tokens: two chunks of 128
+    checks=$((checks + 1))
+    $LIMIT "$BIN" ppl -m "$MODEL" -f "$TMP/p272.txt" --ctx 128 --threads 2 >/dev/full 2>"$TMP/err"
+    st=$?
+    [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" && ! grep -q "tokens evaluated" "$TMP/err" ||
+        fail "ppl >/dev/full: exit $st (want 1), or it went on past the first chunk: $(tail -c 300 "$TMP/err")"
+    for json in "" --json; do
+        checks=$((checks + 1))
+        $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full,streaming:64 \
+            --heatmap "$TMP/hm" --threads 2 $json >/dev/full 2>"$TMP/err"
+        st=$?
+        [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" && ! grep -q "streaming" "$TMP/err" ||
+            fail "eval $json >/dev/full: exit $st (want 1), or it ran the next policy: $(tail -c 300 "$TMP/err")"
+    done
 fi
 
 # --json output
