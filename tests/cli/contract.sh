@@ -71,9 +71,10 @@ for cmd in bench run info ppl eval calibrate-duo; do
 done
 expect 0 "usage: longattn bench" bench attention --help
 expect 2 "usage: longattn COMMAND"
-# --help says what a tester otherwise finds out: exit statuses, repeated options, the environment
+# --help says what a tester otherwise finds out: exit statuses, repeated options, the environment (every
+# switch la_env_check warns of: LONGATTN_MODEL_MMAP was missing)
 checks=$((checks + 1))
-"$BIN" --help 2>/dev/null | tr '\n' ' ' | grep -q "Exit status: 0 success, 1 a failure.* 2 a usage error.*given *twice.*last one counts.*LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16" ||
+"$BIN" --help 2>/dev/null | tr '\n' ' ' | grep -q "Exit status: 0 success, 1 a failure.* 2 a usage error.*given *twice.*last one counts.*LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16.*LONGATTN_MODEL_MMAP=1" ||
     fail "longattn --help: no exit statuses, repeated options or environment"
 # an option given twice: each value is checked, the last one counts
 expect 0 "tokens/s" run -m /nonexistent.gguf -m "$MODEL" -p hi -n 1 --temp 0 --ctx 1 --ctx 64 --threads 2
