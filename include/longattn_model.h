@@ -68,7 +68,8 @@ typedef enum { LA_ROPE_NORM = 0, LA_ROPE_NEOX = 1 } la_rope_kind;
 
 typedef struct {
     char arch[32];
-    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int64_t n_ctx_train;                    /* context_length (2048 when absent); a file's value < 1 is LA_ERR_FORMAT */
     float rms_eps, rope_theta, rope_scale;  /* rope_scale: linear position scaling factor (1 = none) */
     la_rope_kind rope_kind;
     int64_t rope_dims;                      /* dims rotated per head (<= head_dim) */
