@@ -68,7 +68,8 @@ typedef enum { LA_ROPE_NORM = 0, LA_ROPE_NEOX = 1 } la_rope_kind;
 
 typedef struct {
     char arch[32];
-    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff, n_ctx_train;
+    int64_t n_vocab, n_embd, n_layer, n_head, n_head_kv, head_dim, n_ff;
+    int64_t n_ctx_train;                    /* context_length (2048 when absent); a file's value < 1 is LA_ERR_FORMAT */
     float rms_eps, rope_theta, rope_scale;  /* rope_scale: linear position scaling factor (1 = none) */
     la_rope_kind rope_kind;
     int64_t rope_dims;                      /* dims rotated per head (<= head_dim) */
@@ -103,10 +104,11 @@ LA_API const la_gguf *la_model_gguf(const la_model *m);
  * exact_decode makes both use f32 activations (la_matmul_f32): then a
  * token's logits are the same whether it ran alone or in a batch up to the
  * f32 summation order of attention (prefill's exact forward against
- * decode's split-K), about 1e-4 of the logits' range on SmolLM2-135M
- * (int8-rounded: 4e-2 to 1.4e-1), at the cost of dequantising every weight
- * block to f32 for one token. Use it to compare KV-cache policies or
- * quantisation without the rounding noise.
+ * decode's split-K), on SmolLM2-135M about 3e-4 of the logits' range on
+ * average and 7e-4 at worst over 1000 tokens of bench/data/ppl-text.txt
+ * (int8-rounded: 2e-2 on average, 5e-2 to 1.4e-1 at worst), at the cost of
+ * dequantising every weight block to f32 for one token. Use it to compare
+ * KV-cache policies or quantisation without the rounding noise.
  *
  * With a quantised cache (kv_quant), a prefill attends over the cache as it
  * holds the chunk's tokens after appending them (dequantised), so results
@@ -182,7 +184,7 @@ typedef struct {
      * channels for int8 and gcd(16, head_dim) for int4, and a 32-token f32
      * window; kv_type is then unused. Every policy runs on them
      * (quest reads the pages it picks back dequantised). On SmolLM2-135M (perplexity, 4608
-     * tokens in windows of 512): int8 +0.05% over f16, int4 +1.8%. */
+     * tokens in windows of 512): int8 +0.10% over f16, int4 +2.8%. */
     la_kv_quant kv_quant;
     /* f32 activations in single-token steps and in the prefill's output
      * head (see "Rounding of activations" above), and with kv_quant f32

@@ -284,6 +284,8 @@ void cli_sparse_report(const char *cmd, const la_session *s, const la_model_conf
     fprintf(stderr, "\n%s: sparse density, all layers: %.4f\n", cmd, (double)all_listed / (double)all_visible);
 }
 
+bool cli_output_written(void) { return fflush(stdout) == 0 && !ferror(stdout); }
+
 /* Bytes of the well-formed UTF-8 sequence at s (1 to 4), or 0 when it
  * starts no such sequence (a stray or cut byte, an overlong form, a
  * surrogate, past U+10FFFF). s is NUL-terminated: a NUL ends the check. */

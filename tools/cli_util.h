@@ -100,6 +100,12 @@ bool cli_sparse_fits_model(const char *cmd, const la_sparse_choice *choice, cons
  * blocks that the prefill computed (la_session_sparse_counts), on stderr. */
 void cli_sparse_report(const char *cmd, const la_session *s, const la_model_config *cfg);
 
+/* Flushes stdout: false when it cannot be written (a full disk, a closed
+ * stdout). A command whose results are lost stops there, as run stops at
+ * the first token it cannot write (ppl and eval went on for the whole
+ * run), and returns 1; main then says "cannot write the output". */
+bool cli_output_written(void);
+
 /* s as a JSON string on f: quotes, backslashes and control bytes escaped,
  * bytes that are not UTF-8 as U+FFFD (JSON text is UTF-8). */
 void cli_json_string(FILE *f, const char *s);

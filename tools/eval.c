@@ -636,10 +636,14 @@ static int run_generation_task(const eval_options *o, const model_env *e, la_ses
                 cell += score;
                 sum.score += score, sum.kv_bytes += (double)kv, sum.share += full > 0 ? (double)kv / full : 0;
                 sum.steps += (double)stats.n_decode, sum.seconds += stats.decode_seconds, sum.cells++;
-                if (o->json)
+                if (o->json) {
                     print_cell_json(r, o->lengths[l], has_depth ? o->depths[d] : -1, prompt_tokens, kv, full, score,
                                     stats.decode_tps, reply.text ? reply.text : "");
-                else if (has_depth)
+                    if (!cli_output_written()) { /* the rows are lost: the grid stops (main says why) */
+                        rc = 1;
+                        break;
+                    }
+                } else if (has_depth)
                     fprintf(stderr, "%s %s %s length %lld depth %lld%%: score %.2f, reply '%s'\n", TASK_NAMES[r->task],
                             r->policy_text, r->type_name, (long long)o->lengths[l], (long long)o->depths[d], score,
                             reply.text ? reply.text : "");
@@ -868,6 +872,8 @@ int cmd_eval(int argc, char **argv) {
                 }
                 rc = t == TASK_PPL ? run_ppl_task(&o, &env, s, text_tokens, n_text_tokens, &r)
                                    : run_generation_task(&o, &env, s, sp.max_ctx, &r, overhead[t]);
+                /* a summary row that cannot be written stops the runs still to come (main says why) */
+                if (!rc && !cli_output_written()) rc = 1;
                 la_session_free(s);
                 s = NULL;
             }

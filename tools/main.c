@@ -30,7 +30,8 @@ static void usage(FILE *f) {
             "twice has each value checked, and the last one counts. A list (comma-separated items) names\n"
             "each item once. Numbers are plain decimals: no hex, inf, nan or leading blanks.\n"
             "Environment: LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16 caps the SIMD level; LONGATTN_BF16=0\n"
-            "(f32 products), 1 or dot (no AMX); LONGATTN_AMX=0|1; an unknown value is ignored, with a warning.\n");
+            "(f32 products), 1 or dot (no AMX); LONGATTN_AMX=0|1; LONGATTN_MODEL_MMAP=1 maps a model's file\n"
+            "(0, the default: read onto 2 MB pages where offered); an unknown value is ignored, with a warning.\n");
     fprintf(f, "\nlongattn %d.%d.%d, SIMD level %s\n", LA_VERSION_MAJOR, LA_VERSION_MINOR, LA_VERSION_PATCH,
             la_simd_name(la_simd_detected()));
 }

@@ -307,7 +307,10 @@ int cmd_ppl(int argc, char **argv) {
         }
         tally_result(&t, &ppl, &err);
         printf("[%lld]%.4f,", (long long)(c + 1), ppl);
-        fflush(stdout);
+        if (!cli_output_written()) {
+            rc = 1;
+            goto done;
+        }
     }
     double seconds = la_clock_seconds() - t0;
     printf("\nFinal estimate: PPL = %.4f +/- %.5f\n", ppl, err);

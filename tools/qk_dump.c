@@ -57,6 +57,13 @@ void qk_dump_observe(void *user, int64_t layer, const la_tensor *q, const la_ten
     if (layer < 0 || layer >= QK_DUMP_MAX_LAYERS || !d->want[layer] || d->failed) return;
     const int64_t n = q->shape[1], H = q->shape[2], D = q->shape[3], L = k->shape[1], Hkv = k->shape[2];
     d->H = H, d->Hkv = Hkv, d->D = D;
+    /* The keys of a chunk are the cache's entries, the chunk's own last: with
+     * nothing evicted they are the last chunk's plus these n. Otherwise
+     * (--kv streaming past its budget) the earlier queries attended to keys
+     * that are gone; kept, they outnumbered the keys (q 1155 rows over k 195,
+     * a file bench sparse refused) and paired queries with keys they never
+     * saw. The file then holds this chunk's queries over the keys they saw. */
+    if (d->q[layer] && L != d->lk[layer] + n) d->lq[layer] = 0, d->last_chunk[layer] = true;
     float *qn = realloc(d->q[layer], sizeof(float) * (size_t)((d->lq[layer] + n) * H * D));
     if (!qn) {
         d->failed = true;
@@ -96,9 +103,11 @@ bool qk_dump_finish(qk_dump *d, const char *cmd) {
                      (size_t)(d->lk[l] * d->Hkv * d->D);
             if (f && fclose(f)) ok = false;
             if (!ok) fprintf(stderr, "%s: cannot write '%s'\n", cmd, path);
-            else fprintf(stderr, "%s: wrote %s (q %lld x %lld x %lld, k %lld x %lld x %lld)\n", cmd, path,
+            else fprintf(stderr, "%s: wrote %s (q %lld x %lld x %lld, k %lld x %lld x %lld%s)\n", cmd, path,
                          (long long)d->lq[l], (long long)d->H, (long long)d->D, (long long)d->lk[l], (long long)d->Hkv,
-                         (long long)d->D);
+                         (long long)d->D,
+                         d->last_chunk[l] ? "; the last prefill chunk's queries: the KV policy evicted keys the "
+                                            "earlier ones attended to" : "");
         }
         free(d->q[l]), free(d->k[l]);
         d->q[l] = d->k[l] = NULL;

@@ -40,7 +40,8 @@ static void usage(FILE *f) {
             "                 --calibrate-sparse` or `--score-heads`)\n"
             "  --exact-decode f32 activations in single-token steps (no int8 rounding; slower)\n"
             "  --dump-qk DIR  write each prefill layer's q (after RoPE) and k into DIR/layer-NN.qk (qk_dump.h;\n"
-            "                 --kv full or streaming, a prompt of two or more tokens),\n"
+            "                 --kv full or streaming, a prompt of two or more tokens; once streaming has evicted,\n"
+            "                 the last prefill chunk's queries and the keys they attended to),\n"
             "                 for `longattn bench sparse --qk-file`; --dump-layers all|N,N,... (default 0,7,15,23)\n");
 }
 

@@ -141,6 +141,10 @@ static la_status read_config(la_model *m) {
                        (double)c->rms_eps);
     if (!(c->rope_theta > 0) || !isfinite(c->rope_theta))
         return la_fail(LA_ERR_FORMAT, "rope.freq_base is %g; must be finite and > 0", (double)c->rope_theta);
+    /* 0, or negative as an i32, loaded: a caller sizing its context by it
+     * (the CLI's default --ctx) then had none, or -5 tokens */
+    if (c->n_ctx_train < 1)
+        return la_fail(LA_ERR_FORMAT, "context_length is %lld; must be >= 1", (long long)c->n_ctx_train);
     c->head_dim = c->n_embd / c->n_head;
     if ((st = meta_int(g, c->arch, "rope.dimension_count", &c->rope_dims, c->head_dim))) return st;
     if (c->rope_dims <= 0 || c->rope_dims > c->head_dim || c->rope_dims % 2)

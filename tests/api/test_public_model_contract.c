@@ -435,8 +435,8 @@ static void check_fuzz_findings(la_model *m) {
 }
 
 /* Session 29: metadata that loaded and then gave NaN logits at every token
- * (an rms epsilon of NaN, inf or < 0; a rope base of 0, < 0, NaN or inf)
- * is LA_ERR_FORMAT naming the key. The model is copied once and the f32
+ * (an rms epsilon of NaN, inf or < 0; a rope base of 0, < 0, NaN or inf),
+ * and a context_length < 1, is LA_ERR_FORMAT naming the key. The model is copied once and the f32
  * value after each key patched in place. */
 static void check_bad_metadata(void) {
     char path[512];
@@ -474,6 +474,32 @@ static void check_bad_metadata(void) {
         CHECK(m == NULL && strstr(la_last_error(), cases[i].key + strlen("llama.")));
         if (m) la_model_free(m);
         fseek(f, off, SEEK_SET), fwrite(&old, 4, 1, f), fflush(f);
+    }
+    /* Session 31: a context_length of 0, or negative as an i32, loaded; the
+     * CLI's default context is the trained one, so `run` then said "the
+     * prompt has 9 tokens, more than the context of -5". The 4-byte value
+     * after the key's type is patched, and for -5 the type u32 -> i32. */
+    static const struct {
+        uint32_t type;
+        int32_t value;
+    } ctx_cases[] = {{LA_GGUF_U32, 0}, {LA_GGUF_I32, -5}};
+    const char ctx_key[] = "llama.context_length";
+    const char *at = NULL;
+    for (size_t o = 0; f && !at && o + sizeof ctx_key + 8 <= got; o++)
+        if (!memcmp(head + o, ctx_key, sizeof ctx_key - 1)) at = head + o;
+    uint32_t ctx_type = 0;
+    if (at) memcpy(&ctx_type, at + sizeof ctx_key - 1, 4);
+    CHECK(at && ctx_type == LA_GGUF_U32);
+    for (size_t i = 0; at && ctx_type == LA_GGUF_U32 && i < sizeof ctx_cases / sizeof ctx_cases[0]; i++) {
+        const long off = (long)(at + sizeof ctx_key - 1 - head);
+        char old[8];
+        memcpy(old, at + sizeof ctx_key - 1, 8);
+        fseek(f, off, SEEK_SET), fwrite(&ctx_cases[i].type, 4, 1, f), fwrite(&ctx_cases[i].value, 4, 1, f), fflush(f);
+        la_model *m = (la_model *)head;
+        EXPECT(la_model_load(path, &m), LA_ERR_FORMAT);
+        CHECK(m == NULL && strstr(la_last_error(), "context_length"));
+        if (m) la_model_free(m);
+        fseek(f, off, SEEK_SET), fwrite(old, 8, 1, f), fflush(f);
     }
     if (f) fclose(f);
     remove(path);

@@ -71,9 +71,10 @@ for cmd in bench run info ppl eval calibrate-duo; do
 done
 expect 0 "usage: longattn bench" bench attention --help
 expect 2 "usage: longattn COMMAND"
-# --help says what a tester otherwise finds out: exit statuses, repeated options, the environment
+# --help says what a tester otherwise finds out: exit statuses, repeated options, the environment (every
+# switch la_env_check warns of: LONGATTN_MODEL_MMAP was missing)
 checks=$((checks + 1))
-"$BIN" --help 2>/dev/null | tr '\n' ' ' | grep -q "Exit status: 0 success, 1 a failure.* 2 a usage error.*given *twice.*last one counts.*LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16" ||
+"$BIN" --help 2>/dev/null | tr '\n' ' ' | grep -q "Exit status: 0 success, 1 a failure.* 2 a usage error.*given *twice.*last one counts.*LONGATTN_SIMD=scalar|avx2|avx512|avx512_bf16.*LONGATTN_MODEL_MMAP=1" ||
     fail "longattn --help: no exit statuses, repeated options or environment"
 # an option given twice: each value is checked, the last one counts
 expect 0 "tokens/s" run -m /nonexistent.gguf -m "$MODEL" -p hi -n 1 --temp 0 --ctx 1 --ctx 64 --threads 2
@@ -216,6 +217,19 @@ expect 1 "--dump-qk: 'README.md' is not a directory" run -m "$MODEL" -p "one two
 expect 2 "--dump-qk needs --kv full or streaming" run -m /nonexistent.gguf -p hi --dump-qk "$TMP/qk" --kv h2o:8
 expect 2 "--dump-qk needs a prompt of two or more tokens" run -m "$MODEL" -p hi -n 1 --ctx 64 --threads 2 \
     --raw --dump-qk "$TMP/qk"
+# what --dump-qk writes, bench sparse --qk-file reads: under streaming a prompt of two prefill chunks (512
+# tokens, then the rest) kept every chunk's queries but only the last chunk's keys (the earlier ones were
+# evicted): "q 593 x 9 x 64, k 145 x 3 x 64", a file bench sparse refused as not a longattn-qk file
+head -c 2600 bench/data/ppl-text.txt >"$TMP/p600.txt"
+rm -rf "$TMP/qk-stream"
+expect 0 "wrote $TMP/qk-stream/layer-00.qk \(q [0-9]+ x 9 x 64, k [0-9]+ x 3 x 64; the last prefill chunk's queries" \
+    run -m "$MODEL" -f "$TMP/p600.txt" -n 1 --temp 0 --ctx 1024 --threads 2 --kv streaming:64 \
+    --dump-qk "$TMP/qk-stream" --dump-layers 0
+expect 0 "Lq [0-9]+ Lk [0-9]+ H 9 Hkv 3 D 64" bench sparse --quick --threads 2 --qk-file "$TMP/qk-stream/layer-00.qk"
+# with nothing evicted, every query over every key (the full cache)
+expect 0 "wrote $TMP/qk-full/layer-01.qk \(q 10 x 9 x 64, k 10 x 3 x 64\)$" run -m "$MODEL" \
+    -p "one two three four five six seven eight nine ten" -n 1 --temp 0 --ctx 64 --threads 2 --raw \
+    --dump-qk "$TMP/qk-full" --dump-layers 1
 # nor do ppl's calibrations observe a stateful policy's prefill: their files held the target or zeros
 expect 2 "--calibrate-sparse needs --kv full or streaming" ppl -m /nonexistent.gguf -f README.md --ctx 64 \
     --sparse topk:0.9 --calibrate-sparse "$TMP/cal" --kv snapkv:64
@@ -505,6 +519,21 @@ if [ -w /dev/full ]; then
     st=$?
     [ $st = 1 ] && grep -q "generation: *1 tokens.*stop: the output could not be written" "$TMP/err" ||
         fail "run -n 40 >/dev/full: exit $st, $(grep generation "$TMP/err")"
+    # ... and so do ppl and eval, at the first result they cannot write (they ran to the end, results lost)
+    head -c 1200 bench/data/ppl-text.txt >"$TMP/p272.txt" # 272 tokens: two chunks of 128
+    checks=$((checks + 1))
+    $LIMIT "$BIN" ppl -m "$MODEL" -f "$TMP/p272.txt" --ctx 128 --threads 2 >/dev/full 2>"$TMP/err"
+    st=$?
+    [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" && ! grep -q "tokens evaluated" "$TMP/err" ||
+        fail "ppl >/dev/full: exit $st (want 1), or it went on past the first chunk: $(tail -c 300 "$TMP/err")"
+    for json in "" --json; do
+        checks=$((checks + 1))
+        $LIMIT "$BIN" eval -m "$MODEL" --task needle --lengths 160 --depths 50 --kv full,streaming:64 \
+            --heatmap "$TMP/hm" --threads 2 $json >/dev/full 2>"$TMP/err"
+        st=$?
+        [ $st = 1 ] && grep -q "longattn: cannot write the output" "$TMP/err" && ! grep -q "streaming" "$TMP/err" ||
+            fail "eval $json >/dev/full: exit $st (want 1), or it ran the next policy: $(tail -c 300 "$TMP/err")"
+    done
 fi
 
 # --json output
