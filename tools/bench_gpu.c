@@ -22,7 +22,9 @@
  * The first line is the ceiling this run measures: device-to-device copy
  * (bytes read + written per second). A row's ms is the median over --iters
  * calls (after 3 warm-up calls), each call alone: started on an idle device
- * and timed on the host until la_context_synchronize returns; decode rows
+ * and timed on the host until la_context_synchronize returns; a shape's
+ * attention rows (causal and not, each --deterministic value) take their
+ * calls in turns, so they meet the same clock state (time_calls_n); decode rows
  * add stream_ms, --iters calls back to back, per call. The bf16 matrix
  * ceiling and the PyTorch peers come from bench/peers_gpu.py, which runs
  * these rows in its own run. */
@@ -114,21 +116,36 @@ static int measure_copy(double *gbps) {
 /* One timed call: the op, then wait for it. */
 typedef la_status (*call_fn)(la_context *ctx, void *arg);
 
-static int time_calls(la_context *ctx, call_fn call, void *arg, int iters, double *med_ms, double *min_ms) {
-    double *ms = malloc(sizeof(double) * (size_t)iters);
+/* n calls timed in turns (call k on args[k]: one of each, then again), so
+ * that each row's calls meet the GPU in the same clock state: the clock
+ * falls from ~1980 to 1600-1750 MHz some 80 ms into sustained load (H100,
+ * nvidia-smi every 20 ms, s31), so timed one row after the other the
+ * 16K causal forward ran on the lowered clock its non-causal row had
+ * missed (0.89 of it, against 0.98 in ncu's kernel times). */
+static int time_calls_n(la_context *ctx, call_fn call, void *const *args, int n, int iters, double *med_ms,
+                        double *min_ms) {
+    double *ms = malloc(sizeof(double) * (size_t)iters * (size_t)n);
     if (!ms) return 1;
-    for (int i = 0; i < 3 + iters; i++) {
-        const double t0 = now_s();
-        la_status s = call(ctx, arg);
-        if (!s) s = la_context_synchronize(ctx);
-        if (s) return free(ms), fail("the timed call", s);
-        if (i >= 3) ms[i - 3] = (now_s() - t0) * 1e3;
+    for (int i = 0; i < 3 + iters; i++)
+        for (int k = 0; k < n; k++) {
+            const double t0 = now_s();
+            la_status s = call(ctx, args[k]);
+            if (!s) s = la_context_synchronize(ctx);
+            if (s) return free(ms), fail("the timed call", s);
+            if (i >= 3) ms[(size_t)k * (size_t)iters + (size_t)(i - 3)] = (now_s() - t0) * 1e3;
+        }
+    for (int k = 0; k < n; k++) {
+        double *m = ms + (size_t)k * (size_t)iters;
+        qsort(m, (size_t)iters, sizeof(double), cmp_double);
+        med_ms[k] = m[iters / 2];
+        if (min_ms) min_ms[k] = m[0];
     }
-    qsort(ms, (size_t)iters, sizeof(double), cmp_double);
-    *med_ms = ms[iters / 2];
-    if (min_ms) *min_ms = ms[0];
     free(ms);
     return 0;
+}
+
+static int time_calls(la_context *ctx, call_fn call, void *arg, int iters, double *med_ms, double *min_ms) {
+    return time_calls_n(ctx, call, &arg, 1, iters, med_ms, min_ms);
 }
 
 /* ---- attention and block-sparse attention ---- */
@@ -166,22 +183,29 @@ static int attention_rows(la_context *ctx, const gpu_options *o, void *buf[9], i
     attn_call c = {.with_bwd = with_bwd};
     attn_tensors(&c, buf, B, L, o->H, o->D);
     const int ndet = o->ndet ? o->ndet : 1; /* parse takes --deterministic with --pass bwd only */
-    for (int causal = 0; causal < 2; causal++)
-        for (int e = 0; e < ndet; e++) {
-            c.p = la_attention_params_default();
-            c.p.causal = causal;
-            c.p.deterministic = o->ndet ? o->det[e] : 0;
-            double med, min;
-            if (time_calls(ctx, run_attention, &c, iters, &med, &min)) return 1;
-            const double flops = (with_bwd ? 14.0 : 4.0) * (double)(B * o->H * o->D) * visible_pairs(L, causal);
-            char det[32] = ""; /* only when --deterministic was given: rows as they always were otherwise */
-            if (o->ndet) snprintf(det, sizeof det, ",\"deterministic\":%d", c.p.deterministic);
-            printf("{\"op\":\"%s\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,"
-                   "\"D\":%lld,\"causal\":%d%s,\"ms\":%.4f,\"min_ms\":%.4f,\"tflops\":%.1f}\n",
-                   with_bwd ? "attention_fwdbwd" : "attention_fwd", (long long)B, (long long)L, (long long)o->H,
-                   (long long)o->D, causal, det, med, min, flops / med * 1e-9);
-            fflush(stdout);
-        }
+    attn_call calls[4]; /* causal 0, 1 by each deterministic value, timed in turns (time_calls_n) */
+    void *args[4];
+    double med[4], min[4];
+    const int n = 2 * ndet;
+    for (int k = 0; k < n; k++) {
+        calls[k] = c;
+        calls[k].p = la_attention_params_default();
+        calls[k].p.causal = k / ndet;
+        calls[k].p.deterministic = o->ndet ? o->det[k % ndet] : 0;
+        args[k] = &calls[k];
+    }
+    if (time_calls_n(ctx, run_attention, args, n, iters, med, min)) return 1;
+    for (int k = 0; k < n; k++) {
+        const int causal = calls[k].p.causal;
+        const double flops = (with_bwd ? 14.0 : 4.0) * (double)(B * o->H * o->D) * visible_pairs(L, causal);
+        char det[32] = ""; /* only when --deterministic was given: rows as they always were otherwise */
+        if (o->ndet) snprintf(det, sizeof det, ",\"deterministic\":%d", calls[k].p.deterministic);
+        printf("{\"op\":\"%s\",\"backend\":\"cuda\",\"dtype\":\"bf16\",\"B\":%lld,\"L\":%lld,\"H\":%lld,"
+               "\"D\":%lld,\"causal\":%d%s,\"ms\":%.4f,\"min_ms\":%.4f,\"tflops\":%.1f}\n",
+               with_bwd ? "attention_fwdbwd" : "attention_fwd", (long long)B, (long long)L, (long long)o->H,
+               (long long)o->D, causal, det, med[k], min[k], flops / med[k] * 1e-9);
+    }
+    fflush(stdout);
     return 0;
 }
 
